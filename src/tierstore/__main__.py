@@ -1,0 +1,3 @@
+from tierstore.cli import main
+import sys
+sys.exit(main())

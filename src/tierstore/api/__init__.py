@@ -1,0 +1,19 @@
+"""S3 over HTTP: the ASGI app, SigV4/SigV2 verification, S3 XML and the error table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tierstore.api._app import S3App
+
+__all__ = ["S3App"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing one api submodule does not import the whole engine.
+    if name == "S3App":
+        from tierstore.api._app import S3App
+
+        return S3App
+    raise AttributeError(name)

@@ -1,0 +1,1036 @@
+"""The S3 HTTP API as a plain ASGI application (no framework on the hot path).
+
+``S3App`` parses the request (path-style or virtual-hosted), authenticates it, dispatches to
+one handler per S3 operation, and turns every domain error into S3 XML through the one table
+in ``_errors``. It sees only ``engine.ObjectService`` and ``types``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote
+
+from tierstore import errors as e
+from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
+from tierstore.api._errors import error_body, status_of
+from tierstore.api._xml import E, children, document, iso8601, parse_xml, text_of, url_encode_key
+from tierstore.engine import CompletedPart, CopyOptions, GetResult, ObjectService
+from tierstore.runtime import new_request_id
+from tierstore.types import (
+    CHECKSUM_ALGORITHMS,
+    MAX_PUT_BYTES,
+    NULL_VERSION,
+    STANDARD_HEADERS,
+    ByteRange,
+    ChecksumExpectation,
+    Conditions,
+    GetOptions,
+    ListOptions,
+    ObjectMeta,
+    PutOptions,
+)
+
+__all__ = ["S3App"]
+
+log = logging.getLogger("tierstore.api")
+access_log = logging.getLogger("tierstore.access")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_XML_BODY = 2 * 1024 * 1024  # DeleteObjects of 1000 long keys fits comfortably
+MAX_HEADER_BYTES = 64 * 1024
+MAX_DELETE_KEYS = 1000
+EXTENSION_PREFIX = "_tierstore"
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER",
+        "DEEP_ARCHIVE",
+        "GLACIER_IR",
+        "OUTPOSTS",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+    }
+)
+# Query parameters that are plain arguments, not sub-resources selecting another operation.
+_PLAIN_PARAMS = frozenset(
+    {
+        "prefix",
+        "delimiter",
+        "max-keys",
+        "marker",
+        "list-type",
+        "continuation-token",
+        "start-after",
+        "encoding-type",
+        "fetch-owner",
+        "key-marker",
+        "upload-id-marker",
+        "max-uploads",
+        "part-number-marker",
+        "max-parts",
+        "versionId",
+        "partNumber",
+        "uploadId",
+        "x-id",
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "X-Amz-Content-Sha256",
+        "AWSAccessKeyId",
+        "Signature",
+        "Expires",
+        "response-content-type",
+        "response-content-language",
+        "response-expires",
+        "response-cache-control",
+        "response-content-disposition",
+        "response-content-encoding",
+        "optional-object-attributes",
+        "x-amz-checksum-mode",
+    }
+)
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+_ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
+_UNSUPPORTED_HEADERS = (
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold",
+    "x-amz-website-redirect-location",
+    "x-amz-tagging",
+    "x-amz-grant-read",
+    "x-amz-grant-write",
+    "x-amz-grant-full-control",
+    "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp",
+)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    first_chunk: bytes = b""
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    raw_path: bytes
+    query_string: bytes
+    headers: dict[str, str]
+    query: dict[str, str]
+    bucket: str | None
+    key: str | None
+    receive: Receive
+    virtual_bucket: str | None = None
+    auth: AuthResult | None = None
+
+    @property
+    def resource(self) -> str:
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+
+
+def http_date(ns: int) -> str:
+    return email.utils.formatdate(ns / 1e9, usegmt=True)
+
+
+def parse_http_date(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(email.utils.parsedate_to_datetime(value).timestamp() * 1e9)
+    except (TypeError, ValueError, IndexError):
+        return None  # S3 ignores unparsable dates in conditional headers
+
+
+def _int_param(query: dict[str, str], name: str, default: int, *, lo: int = 0, hi: int | None = None) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise e.InvalidArgument(f"Provided {name} is not an integer: {raw[:40]}") from exc
+    if value < lo:
+        raise e.InvalidArgument(f"Argument {name} must be an integer >= {lo}")
+    return min(value, hi) if hi is not None else value
+
+
+class S3App:
+    """ASGI application. ``authenticator`` verifies requests; ``domain`` enables virtual-hosted style."""
+
+    def __init__(
+        self,
+        service: ObjectService,
+        authenticator: Authenticator,
+        *,
+        domain: str | None = None,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.service = service
+        self.auth = authenticator
+        self.domain = domain.lower().strip(".") if domain else None
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
+
+    # --- ASGI ------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request_id = new_request_id()
+        started = time.perf_counter()
+        req: Request | None = None
+        try:
+            req = self._parse(scope, receive)
+            resp = await self._handle(req)
+        except e.TierstoreError as exc:
+            resp = self._error(exc, req, request_id)
+        except Exception:
+            log.exception("internal error (request %s)", request_id)
+            resp = self._error(e.InternalError(), req, request_id)
+        head = scope["method"] == "HEAD"
+        await self._send(send, resp, request_id, head=head)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s %d %.1fms %s",
+                scope.get("client", ("-",))[0],
+                scope["method"],
+                scope.get("path", "")[:200],
+                resp.status,
+                (time.perf_counter() - started) * 1000,
+                request_id,
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                if self._on_startup:
+                    await self._on_startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                if self._on_shutdown:
+                    await self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _error(self, exc: e.TierstoreError, req: Request | None, request_id: str) -> Response:
+        status = status_of(exc)
+        if status == 304:
+            return Response(304)
+        resource = req.resource if req is not None else "/"
+        body = error_body(exc, resource, request_id)
+        headers = [("content-type", "application/xml")]
+        if status == 503:
+            headers.append(("retry-after", "1"))
+        return Response(status, headers, body)
+
+    async def _send(self, send: Send, resp: Response, request_id: str, *, head: bool) -> None:
+        headers = [
+            (b"x-amz-request-id", request_id.encode()),
+            (b"x-amz-id-2", request_id.encode()),
+            (b"server", b"tierstore"),
+        ]
+        headers += [(k.encode(), v.encode("latin-1", "replace")) for k, v in resp.headers]
+        has_length = any(k == "content-length" for k, _ in resp.headers)
+        if not has_length and resp.status != 304 and resp.stream is None:
+            headers.append((b"content-length", str(len(resp.body)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        if head or resp.status == 304:
+            if resp.stream is not None:
+                await resp.stream.aclose()  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if resp.stream is None:
+            await send({"type": "http.response.body", "body": resp.body})
+            return
+        # Streaming: the first chunk was verified before the headers went out. A later
+        # failure (e.g. bitrot found deeper in a large object) aborts the connection, so the
+        # client sees a short body against Content-Length — never wrong bytes.
+        if resp.first_chunk:
+            await send({"type": "http.response.body", "body": resp.first_chunk, "more_body": True})
+        async for chunk in resp.stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    # --- parsing ---------------------------------------------------------------------
+    def _parse(self, scope: Scope, receive: Receive) -> Request:
+        headers: dict[str, str] = {}
+        total = 0
+        for k, v in scope["headers"]:
+            total += len(k) + len(v)
+            name = k.decode("latin-1").lower()
+            value = v.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        if total > MAX_HEADER_BYTES:
+            raise e.InvalidRequest("Your request headers are too large.")
+        raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
+        raw_path = raw_path.split(b"?", 1)[0]
+        query_string: bytes = scope.get("query_string", b"")
+        try:
+            query = dict(parse_qsl(query_string.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError as exc:
+            raise e.InvalidArgument("The query string is not valid UTF-8.") from exc
+        try:
+            path = unquote(raw_path.decode("utf-8"), errors="strict")
+        except UnicodeDecodeError as exc:
+            raise e.InvalidURI("Couldn't parse the specified URI.") from exc
+        virtual_bucket = None
+        host = headers.get("host", "").split(":", 1)[0].lower()
+        if self.domain and host.endswith("." + self.domain):
+            virtual_bucket = host[: -len(self.domain) - 1]
+            bucket: str | None = virtual_bucket
+            key = path[1:] if path.startswith("/") else path
+        else:
+            rest = path[1:] if path.startswith("/") else path
+            bucket_s, _, key = rest.partition("/")
+            bucket = bucket_s or None
+        return Request(
+            method=scope["method"],
+            raw_path=raw_path,
+            query_string=query_string,
+            headers=headers,
+            query=query,
+            bucket=bucket,
+            key=key or None,
+            receive=receive,
+            virtual_bucket=virtual_bucket,
+        )
+
+    async def _body(self, req: Request) -> AsyncIterator[bytes]:
+        receive = req.receive
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise e.IncompleteBody("The client disconnected before the body was complete.")
+            chunk = msg.get("body", b"")
+            if chunk:
+                yield chunk
+            if not msg.get("more_body", False):
+                return
+
+    def _payload(self, req: Request) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+        assert req.auth is not None
+        return wrap_body(self._body(req), req.auth, req.headers)
+
+    async def _read_small(self, req: Request, limit: int = MAX_XML_BODY) -> bytes:
+        body, _ = self._payload(req)
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                raise e.MalformedXML("The request body is too large.")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    # --- dispatch --------------------------------------------------------------------
+    async def _handle(self, req: Request) -> Response:
+        if req.bucket == EXTENSION_PREFIX:
+            raise e.NotImplementedOperation("No tierstore extensions are available yet.")
+        req.auth = self.auth.authenticate(
+            AuthRequest(
+                method=req.method,
+                raw_path=req.raw_path,
+                query_string=req.query_string,
+                headers=req.headers,
+                virtual_bucket=req.virtual_bucket,
+            )
+        )
+        if req.auth.access_key is None:
+            raise e.AccessDenied("Anonymous access is not allowed.")
+        sub = [k for k in req.query if k not in _PLAIN_PARAMS]
+        m = req.method
+        if req.bucket is None:
+            if m == "GET" and not sub:
+                return self.list_buckets(req)
+            raise e.MethodNotAllowed() if not sub else e.NotImplementedOperation()
+        if req.key is None:
+            return await self._bucket_op(req, m, sub)
+        return await self._object_op(req, m, sub)
+
+    async def _bucket_op(self, req: Request, m: str, sub: list[str]) -> Response:
+        if not sub:
+            if m == "GET":
+                return self.list_objects(req)
+            if m == "PUT":
+                return await self.create_bucket(req)
+            if m == "HEAD":
+                return self.head_bucket(req)
+            if m == "DELETE":
+                return await self.delete_bucket(req)
+            raise e.MethodNotAllowed()
+        op = sub[0] if len(sub) == 1 else None
+        if m == "GET" and op == "location":
+            return self.get_bucket_location(req)
+        if m == "GET" and op == "uploads":
+            return self.list_multipart_uploads(req)
+        if m == "GET" and op == "versioning":
+            self.service.head_bucket(req.bucket or "")
+            return Response(200, [("content-type", "application/xml")], document("VersioningConfiguration"))
+        if m == "POST" and op == "delete":
+            return await self.delete_objects(req)
+        raise e.NotImplementedOperation(f"The bucket operation '{','.join(sub)[:60]}' is not implemented.")
+
+    async def _object_op(self, req: Request, m: str, sub: list[str]) -> Response:
+        q = req.query
+        if sub:
+            if m == "POST" and sub == ["uploads"]:
+                return await self.create_multipart_upload(req)
+            raise e.NotImplementedOperation(f"The object operation '{','.join(sub)[:60]}' is not implemented.")
+        if "uploadId" in q:
+            if m == "PUT" and "partNumber" in q:
+                if "x-amz-copy-source" in req.headers:
+                    return await self.upload_part_copy(req)
+                return await self.upload_part(req)
+            if m == "POST":
+                return await self.complete_multipart_upload(req)
+            if m == "DELETE":
+                return await self.abort_multipart_upload(req)
+            if m == "GET":
+                return self.list_parts(req)
+            raise e.MethodNotAllowed()
+        if m in ("GET", "HEAD"):
+            return await self.get_object(req, head=m == "HEAD")
+        if m == "PUT":
+            if "x-amz-copy-source" in req.headers:
+                return await self.copy_object(req)
+            return await self.put_object(req)
+        if m == "DELETE":
+            return await self.delete_object(req)
+        raise e.MethodNotAllowed()
+
+    # --- buckets ---------------------------------------------------------------------
+    def list_buckets(self, req: Request) -> Response:
+        owner = self._owner(req)
+        items = [
+            E("Bucket", None, E("Name", b.name), E("CreationDate", iso8601(b.created_ns)), E("BucketRegion", b.region))
+            for b in self.service.list_buckets()
+        ]
+        body = document("ListAllMyBucketsResult", owner, E("Buckets", None, *items) if items else "<Buckets></Buckets>")
+        return Response(200, [("content-type", "application/xml")], body)
+
+    @staticmethod
+    def _owner(req: Request) -> str:
+        ak = req.auth.access_key if req.auth else ""
+        return E("Owner", None, E("ID", ak), E("DisplayName", ak))
+
+    async def create_bucket(self, req: Request) -> Response:
+        assert req.bucket is not None
+        self._reject_unsupported(req)
+        body = await self._read_small(req)
+        region = None
+        if body.strip():
+            el = parse_xml(body, "CreateBucketConfiguration")
+            region = text_of(el, "LocationConstraint") or None
+        if req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
+            raise e.NotImplementedOperation("Object lock is not implemented yet.")
+        await self.service.create_bucket(req.bucket, region)
+        return Response(200, [("location", f"/{req.bucket}")])
+
+    def head_bucket(self, req: Request) -> Response:
+        info = self.service.head_bucket(req.bucket or "")
+        return Response(200, [("x-amz-bucket-region", info.region)])
+
+    async def delete_bucket(self, req: Request) -> Response:
+        await self.service.delete_bucket(req.bucket or "")
+        return Response(204)
+
+    def get_bucket_location(self, req: Request) -> Response:
+        info = self.service.head_bucket(req.bucket or "")
+        loc = "" if info.region == "us-east-1" else info.region
+        return Response(200, [("content-type", "application/xml")], document("LocationConstraint", loc))
+
+    def list_objects(self, req: Request) -> Response:
+        q = req.query
+        bucket = req.bucket or ""
+        v2 = q.get("list-type") == "2"
+        if "list-type" in q and not v2:
+            raise e.InvalidArgument("Invalid list-type")
+        enc = q.get("encoding-type")
+        if enc not in (None, "url"):
+            raise e.InvalidArgument("Invalid Encoding Method specified in Request")
+        url = enc == "url"
+        max_keys = _int_param(q, "max-keys", 1000, hi=1000)
+        prefix = q.get("prefix", "")
+        delimiter = q.get("delimiter", "")
+        if v2:
+            token = q.get("continuation-token")
+            start = self._decode_token(token) if token is not None else q.get("start-after", "")
+        else:
+            start = q.get("marker", "")
+        page = self.service.list_objects(
+            bucket, ListOptions(prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys)
+        )
+        owner = self._owner(req) if (not v2 or q.get("fetch-owner") == "true") else ""
+        contents = [
+            E(
+                "Contents",
+                None,
+                E("Key", url_encode_key(x.key, url)),
+                E("LastModified", iso8601(x.modified_ns)),
+                E("ETag", x.etag),
+                E("Size", x.size_bytes),
+                owner,
+                E("StorageClass", x.storage_class),
+            )
+            for x in page.entries
+        ]
+        cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]
+        parts = [
+            E("Name", bucket),
+            E("Prefix", url_encode_key(prefix, url)),
+        ]
+        if v2:
+            if "continuation-token" in q:
+                parts.append(E("ContinuationToken", q["continuation-token"]))
+            if "start-after" in q:
+                parts.append(E("StartAfter", url_encode_key(q["start-after"], url)))
+            parts.append(E("KeyCount", len(page.entries) + len(page.common_prefixes)))
+        else:
+            parts.append(E("Marker", url_encode_key(q.get("marker", ""), url)))
+        parts.append(E("MaxKeys", max_keys))
+        if delimiter:
+            parts.append(E("Delimiter", url_encode_key(delimiter, url)))
+        if url:
+            parts.append(E("EncodingType", "url"))
+        parts.append(E("IsTruncated", "true" if page.is_truncated else "false"))
+        if page.is_truncated and page.next_marker is not None:
+            if v2:
+                parts.append(E("NextContinuationToken", self._encode_token(page.next_marker)))
+            elif delimiter:
+                parts.append(E("NextMarker", url_encode_key(page.next_marker, url)))
+        body = document("ListBucketResult", *parts, *contents, *cps)
+        return Response(200, [("content-type", "application/xml")], body)
+
+    @staticmethod
+    def _encode_token(key: str) -> str:
+        return base64.urlsafe_b64encode(key.encode()).decode()
+
+    @staticmethod
+    def _decode_token(token: str) -> str:
+        try:
+            return base64.urlsafe_b64decode(token.encode()).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise e.InvalidArgument("The continuation token provided is incorrect") from exc
+
+    async def delete_objects(self, req: Request) -> Response:
+        bucket = req.bucket or ""
+        if (
+            "content-md5" not in req.headers
+            and not any(h.startswith("x-amz-checksum-") or h == "x-amz-sdk-checksum-algorithm" for h in req.headers)
+            and "x-amz-trailer" not in req.headers
+        ):
+            raise e.InvalidRequest("Missing required header for this request: Content-MD5")
+        body = await self._read_small(req)
+        self._check_body_digest(req, body)
+        el = parse_xml(body, "Delete")
+        quiet = (text_of(el, "Quiet") or "false").strip().lower() == "true"
+        objs = list(children(el, "Object"))
+        if len(objs) > MAX_DELETE_KEYS:
+            raise e.MalformedXML("You may delete at most 1000 objects in one request.")
+        self.service.head_bucket(bucket)
+        out: list[str] = []
+        for o in objs:
+            key = text_of(o, "Key")
+            version = text_of(o, "VersionId")
+            if key is None:
+                raise e.MalformedXML()
+            try:
+                if version not in (None, NULL_VERSION):
+                    raise e.NoSuchKey(resource=key)  # versions arrive with versioning
+                await self.service.delete_object(bucket, key)
+                if not quiet:
+                    out.append(E("Deleted", None, E("Key", key), E("VersionId", version) if version else ""))
+            except e.NoSuchKey:
+                if not quiet:
+                    out.append(E("Deleted", None, E("Key", key)))
+            except e.TierstoreError as exc:
+                out.append(E("Error", None, E("Key", key), E("Code", exc.code), E("Message", exc.message)))
+        return Response(200, [("content-type", "application/xml")], document("DeleteResult", *out))
+
+    def _check_body_digest(self, req: Request, body: bytes) -> None:
+        md5 = req.headers.get("content-md5")
+        if md5 is not None:
+            try:
+                raw = base64.b64decode(md5, validate=True)
+            except ValueError as exc:
+                raise e.InvalidDigest() from exc
+            if raw != hashlib.md5(body).digest():  # noqa: S324 - protocol-defined
+                raise e.BadDigest()
+
+    # --- objects ---------------------------------------------------------------------
+    def _reject_unsupported(self, req: Request) -> None:
+        for h in _UNSUPPORTED_HEADERS:
+            if h in req.headers:
+                raise e.NotImplementedOperation(f"The header {h} is not implemented yet.")
+        acl = req.headers.get("x-amz-acl")
+        if acl is not None and acl not in _ACCEPTED_ACLS:
+            raise e.NotImplementedOperation(f"The canned ACL '{acl[:40]}' is not implemented.")
+
+    def _object_headers(self, req: Request) -> tuple[dict[str, str], dict[str, str], str]:
+        headers = {h: req.headers[h] for h in STANDARD_HEADERS if h in req.headers}
+        user_meta = {k[len("x-amz-meta-") :]: v for k, v in req.headers.items() if k.startswith("x-amz-meta-")}
+        sc = req.headers.get("x-amz-storage-class", "STANDARD")
+        if sc not in STORAGE_CLASSES:
+            raise e.InvalidStorageClass()
+        return headers, user_meta, sc
+
+    def _checksum_expectation(self, req: Request, trailers: dict[str, str]) -> ChecksumExpectation | None:
+        found = [a for a in CHECKSUM_ALGORITHMS if f"x-amz-checksum-{a}" in req.headers]
+        trailer = req.headers.get("x-amz-trailer", "").strip().lower()
+        if len(found) > 1:
+            raise e.InvalidRequest(
+                "Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed."
+            )
+        if found:
+            alg = found[0]
+            return ChecksumExpectation(alg, value=req.headers[f"x-amz-checksum-{alg}"])
+        if trailer:
+            alg = trailer.removeprefix("x-amz-checksum-")
+            if alg not in CHECKSUM_ALGORITHMS:
+                raise e.InvalidRequest(
+                    f"The value specified in the x-amz-trailer header is not supported: {trailer[:40]}"
+                )
+            return ChecksumExpectation(alg, trailers=trailers)
+        sdk = req.headers.get("x-amz-sdk-checksum-algorithm", "").lower()
+        if sdk:
+            if sdk not in CHECKSUM_ALGORITHMS:
+                raise e.InvalidRequest("Invalid x-amz-sdk-checksum-algorithm")
+            return ChecksumExpectation(sdk)
+        return None
+
+    def _content_length(self, req: Request) -> int | None:
+        h = req.headers
+        raw = h.get("x-amz-decoded-content-length") or (
+            None if "aws-chunked" in h.get("content-encoding", "") else h.get("content-length")
+        )
+        if raw is None:
+            if h.get("content-length") is None and "chunked" not in h.get("transfer-encoding", ""):
+                raise e.MissingContentLength()
+            return None
+        try:
+            n = int(raw)
+        except ValueError as exc:
+            raise e.InvalidArgument("Invalid Content-Length") from exc
+        if n < 0:
+            raise e.InvalidArgument("Invalid Content-Length")
+        if n > MAX_PUT_BYTES:
+            raise e.EntityTooLarge()
+        return n
+
+    def _put_options(self, req: Request, trailers: dict[str, str]) -> PutOptions:
+        headers, user_meta, sc = self._object_headers(req)
+        if "content-encoding" in headers:
+            # aws-chunked is transfer framing, not part of the object's encoding.
+            enc = ",".join(x for x in (p.strip() for p in headers["content-encoding"].split(",")) if x != "aws-chunked")
+            if enc:
+                headers["content-encoding"] = enc
+            else:
+                del headers["content-encoding"]
+        return PutOptions(
+            headers=headers,
+            user_meta=user_meta,
+            conditions=Conditions(if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")),
+            content_md5=req.headers.get("content-md5"),
+            checksum=self._checksum_expectation(req, trailers),
+            content_length=self._content_length(req),
+            storage_class=sc,
+        )
+
+    async def put_object(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        self._reject_unsupported(req)
+        body, trailers = self._payload(req)
+        opts = self._put_options(req, trailers)
+        meta = await self.service.put_object(req.bucket, req.key, body, opts)
+        return Response(200, self._write_headers(meta, opts.checksum))
+
+    @staticmethod
+    def _write_headers(meta: ObjectMeta, checksum: ChecksumExpectation | None) -> list[tuple[str, str]]:
+        out = [("etag", meta.etag)]
+        if checksum is not None and checksum.algorithm in meta.checksums:
+            out.append((f"x-amz-checksum-{checksum.algorithm}", meta.checksums[checksum.algorithm]))
+            if meta.checksum_type:
+                out.append(("x-amz-checksum-type", meta.checksum_type))
+        if meta.version_id != NULL_VERSION:
+            out.append(("x-amz-version-id", meta.version_id))
+        return out
+
+    def _read_conditions(self, req: Request, prefix: str = "") -> Conditions:
+        h = req.headers
+        return Conditions(
+            if_match=h.get(f"{prefix}if-match"),
+            if_none_match=h.get(f"{prefix}if-none-match"),
+            if_modified_since_ns=parse_http_date(h.get(f"{prefix}if-modified-since")),
+            if_unmodified_since_ns=parse_http_date(h.get(f"{prefix}if-unmodified-since")),
+        )
+
+    async def get_object(self, req: Request, *, head: bool) -> Response:
+        assert req.bucket is not None and req.key is not None
+        q = req.query
+        part_number = _int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
+        opts = GetOptions(
+            byte_range=ByteRange.parse(req.headers.get("range")),
+            conditions=self._read_conditions(req),
+            part_number=part_number,
+            version_id=q.get("versionId"),
+        )
+        try:
+            if head:
+                result = self.service.head_object(req.bucket, req.key, opts)
+            else:
+                result = await self.service.get_object(req.bucket, req.key, opts)
+        except e.NotModified:
+            meta = self.service.head_object(req.bucket, req.key, GetOptions(version_id=opts.version_id)).meta
+            return Response(304, [("etag", meta.etag), ("last-modified", http_date(meta.modified_ns))])
+        except e.InvalidRange:
+            if part_number is not None:
+                raise
+            size = self.service.head_object(req.bucket, req.key, GetOptions(version_id=opts.version_id)).meta.size_bytes
+            resp = self._error(e.InvalidRange(), req, "")
+            resp.headers.append(("content-range", f"bytes */{size}"))
+            return resp
+        headers = self._read_headers(req, result)
+        if head:
+            return Response(result_status(result), headers)
+        assert result.body is not None
+        first = b""
+        if result.length:
+            # Pull the first verified chunk before committing to a status line.
+            try:
+                first = await anext(result.body)
+            except StopAsyncIteration:
+                first = b""
+        return Response(result_status(result), headers, stream=result.body, first_chunk=first)
+
+    def _read_headers(self, req: Request, result: GetResult) -> list[tuple[str, str]]:
+        meta = result.meta
+        out = [
+            ("content-length", str(result.length)),
+            ("etag", meta.etag),
+            ("last-modified", http_date(meta.modified_ns)),
+            ("accept-ranges", "bytes"),
+        ]
+        hdrs = dict(meta.headers)
+        hdrs.setdefault("content-type", "binary/octet-stream")
+        for q, h in _RESPONSE_OVERRIDES.items():
+            if q in req.query:
+                hdrs[h] = req.query[q]
+        out += list(hdrs.items())
+        out += [(f"x-amz-meta-{k}", v) for k, v in meta.user_meta.items()]
+        if result.partial:
+            end = result.offset + result.length - 1
+            out.append(("content-range", f"bytes {result.offset}-{end}/{meta.size_bytes}"))
+        if result.parts_count is not None and req.query.get("partNumber"):
+            out.append(("x-amz-mp-parts-count", str(result.parts_count)))
+        if meta.storage_class != "STANDARD":
+            out.append(("x-amz-storage-class", meta.storage_class))
+        if meta.version_id != NULL_VERSION:
+            out.append(("x-amz-version-id", meta.version_id))
+        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and not result.partial:
+            for alg, value in meta.checksums.items():
+                out.append((f"x-amz-checksum-{alg}", value))
+            if meta.checksum_type:
+                out.append(("x-amz-checksum-type", meta.checksum_type))
+        return out
+
+    async def delete_object(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        version = req.query.get("versionId")
+        if version not in (None, NULL_VERSION):
+            self.service.head_bucket(req.bucket)
+            return Response(204)  # no such version: deleting it is a no-op, as in S3
+        await self.service.delete_object(req.bucket, req.key, if_match=req.headers.get("if-match"))
+        return Response(204)
+
+    def _copy_source(self, req: Request) -> tuple[str, str, str | None]:
+        raw = req.headers["x-amz-copy-source"]
+        path, _, query = raw.partition("?")
+        src = unquote(path)
+        src = src[1:] if src.startswith("/") else src
+        bucket, _, key = src.partition("/")
+        if not bucket or not key:
+            raise e.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
+        version = dict(parse_qsl(query)).get("versionId") if query else None
+        return bucket, key, version
+
+    def _copy_options(self, req: Request) -> CopyOptions:
+        directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise e.InvalidArgument("Unknown metadata directive.")
+        headers, user_meta, _ = self._object_headers(req)
+        sc = req.headers.get("x-amz-storage-class")
+        if sc is not None and sc not in STORAGE_CLASSES:
+            raise e.InvalidStorageClass()
+        alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
+        if alg is not None and alg not in CHECKSUM_ALGORITHMS:
+            raise e.InvalidRequest("Invalid x-amz-checksum-algorithm")
+        return CopyOptions(
+            source_conditions=self._read_conditions(req, "x-amz-copy-source-"),
+            replace_metadata=directive == "REPLACE",
+            headers=headers,
+            user_meta=user_meta,
+            conditions=Conditions(if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")),
+            source_range=ByteRange.parse(req.headers.get("x-amz-copy-source-range")),
+            checksum_algorithm=alg,
+            storage_class=sc,
+        )
+
+    async def copy_object(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        self._reject_unsupported(req)
+        await self._read_small(req, limit=0)
+        src_bucket, src_key, src_version = self._copy_source(req)
+        opts = self._copy_options(req)
+        meta = await self.service.copy_object(
+            src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version
+        )
+        extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a == opts.checksum_algorithm]
+        body = document("CopyObjectResult", E("LastModified", iso8601(meta.modified_ns)), E("ETag", meta.etag), *extra)
+        return Response(200, [("content-type", "application/xml")], body)
+
+    # --- multipart -------------------------------------------------------------------
+    async def create_multipart_upload(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        self._reject_unsupported(req)
+        headers, user_meta, sc = self._object_headers(req)
+        alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
+        if alg is not None and alg not in CHECKSUM_ALGORITHMS:
+            raise e.InvalidRequest("Invalid x-amz-checksum-algorithm")
+        info = await self.service.create_multipart_upload(
+            req.bucket,
+            req.key,
+            headers=headers,
+            user_meta=user_meta,
+            checksum_algorithm=alg,
+            checksum_type=req.headers.get("x-amz-checksum-type"),
+            storage_class=sc,
+        )
+        body = document(
+            "InitiateMultipartUploadResult", E("Bucket", req.bucket), E("Key", req.key), E("UploadId", info.upload_id)
+        )
+        out = [("content-type", "application/xml")]
+        if alg:
+            out += [("x-amz-checksum-algorithm", alg.upper()), ("x-amz-checksum-type", info.checksum_type or "")]
+        return Response(200, out, body)
+
+    def _part_number(self, req: Request) -> int:
+        try:
+            n = int(req.query["partNumber"])
+        except ValueError as exc:
+            raise e.InvalidArgument("Part number must be an integer between 1 and 10000, inclusive") from exc
+        return n
+
+    async def upload_part(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        body, trailers = self._payload(req)
+        opts = self._put_options(req, trailers)
+        part = await self.service.upload_part(
+            req.bucket, req.key, req.query["uploadId"], self._part_number(req), body, opts
+        )
+        out = [("etag", part.etag)]
+        out += [(f"x-amz-checksum-{a}", v) for a, v in part.checksums.items()]
+        return Response(200, out)
+
+    async def upload_part_copy(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        await self._read_small(req, limit=0)
+        src_bucket, src_key, src_version = self._copy_source(req)
+        part = await self.service.upload_part_copy(
+            req.bucket,
+            req.key,
+            req.query["uploadId"],
+            self._part_number(req),
+            src_bucket,
+            src_key,
+            self._copy_options(req),
+            src_version_id=src_version,
+        )
+        extra = [E(f"Checksum{a.upper()}", v) for a, v in part.checksums.items()]
+        body = document("CopyPartResult", E("LastModified", iso8601(part.modified_ns)), E("ETag", part.etag), *extra)
+        return Response(200, [("content-type", "application/xml")], body)
+
+    async def complete_multipart_upload(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        body = await self._read_small(req)
+        el = parse_xml(body, "CompleteMultipartUpload")
+        parts: list[CompletedPart] = []
+        for p in children(el, "Part"):
+            num = text_of(p, "PartNumber")
+            etag = text_of(p, "ETag")
+            if num is None or etag is None:
+                raise e.MalformedXML()
+            try:
+                n = int(num)
+            except ValueError as exc:
+                raise e.MalformedXML() from exc
+            sums = {a: v for a in CHECKSUM_ALGORITHMS if (v := text_of(p, f"Checksum{a.upper()}")) is not None}
+            parts.append(CompletedPart(n, etag, sums))
+        if not parts:
+            raise e.MalformedXML()
+        full = None
+        for a in CHECKSUM_ALGORITHMS:
+            if f"x-amz-checksum-{a}" in req.headers:
+                full = req.headers[f"x-amz-checksum-{a}"]
+        meta = await self.service.complete_multipart_upload(
+            req.bucket,
+            req.key,
+            req.query["uploadId"],
+            parts,
+            conditions=Conditions(if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")),
+            checksum_type=req.headers.get("x-amz-checksum-type"),
+            full_object_checksum=full,
+        )
+        loc = f"/{quote(req.bucket)}/{quote(req.key)}"
+        extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a != "crc64nvme" or meta.parts]
+        if meta.checksum_type and extra:
+            extra.append(E("ChecksumType", meta.checksum_type))
+        body = document(
+            "CompleteMultipartUploadResult",
+            E("Location", loc),
+            E("Bucket", req.bucket),
+            E("Key", req.key),
+            E("ETag", meta.etag),
+            *extra,
+        )
+        return Response(200, [("content-type", "application/xml")], body)
+
+    async def abort_multipart_upload(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        await self.service.abort_multipart_upload(req.bucket, req.key, req.query["uploadId"])
+        return Response(204)
+
+    def list_parts(self, req: Request) -> Response:
+        assert req.bucket is not None and req.key is not None
+        q = req.query
+        max_parts = _int_param(q, "max-parts", 1000, hi=1000)
+        marker = _int_param(q, "part-number-marker", 0)
+        upload, parts, truncated = self.service.list_parts(
+            req.bucket, req.key, q["uploadId"], after_part=marker, max_parts=max_parts
+        )
+        items = [
+            E(
+                "Part",
+                None,
+                E("PartNumber", p.part_number),
+                E("LastModified", iso8601(p.modified_ns)),
+                E("ETag", p.etag),
+                E("Size", p.size_bytes),
+                *[E(f"Checksum{a.upper()}", v) for a, v in p.checksums.items()],
+            )
+            for p in parts
+        ]
+        owner = self._owner(req)
+        fields = [
+            E("Bucket", req.bucket),
+            E("Key", req.key),
+            E("UploadId", upload.upload_id),
+            E("Initiator", None, E("ID", req.auth.access_key if req.auth else ""), E("DisplayName", "")),
+            owner,
+            E("StorageClass", upload.storage_class),
+            E("PartNumberMarker", marker),
+            E("NextPartNumberMarker", parts[-1].part_number if parts else 0),
+            E("MaxParts", max_parts),
+            E("IsTruncated", "true" if truncated else "false"),
+        ]
+        if upload.checksum_algorithm:
+            fields.append(E("ChecksumAlgorithm", upload.checksum_algorithm.upper()))
+            fields.append(E("ChecksumType", upload.checksum_type or ""))
+        body = document("ListPartsResult", *fields, *items)
+        return Response(200, [("content-type", "application/xml")], body)
+
+    def list_multipart_uploads(self, req: Request) -> Response:
+        q = req.query
+        bucket = req.bucket or ""
+        max_uploads = _int_param(q, "max-uploads", 1000, hi=1000)
+        prefix = q.get("prefix", "")
+        delimiter = q.get("delimiter", "")
+        url = q.get("encoding-type") == "url"
+        uploads, truncated = self.service.list_multipart_uploads(
+            bucket,
+            prefix=prefix,
+            key_marker=q.get("key-marker", ""),
+            upload_id_marker=q.get("upload-id-marker", ""),
+            max_uploads=max_uploads,
+        )
+        items: list[str] = []
+        cps: list[str] = []
+        seen: set[str] = set()
+        for u in uploads:
+            if delimiter:
+                idx = u.key.find(delimiter, len(prefix))
+                if idx >= 0:
+                    cp = u.key[: idx + len(delimiter)]
+                    if cp not in seen:
+                        seen.add(cp)
+                        cps.append(E("CommonPrefixes", None, E("Prefix", url_encode_key(cp, url))))
+                    continue
+            items.append(
+                E(
+                    "Upload",
+                    None,
+                    E("Key", url_encode_key(u.key, url)),
+                    E("UploadId", u.upload_id),
+                    E("Initiator", None, E("ID", ""), E("DisplayName", "")),
+                    self._owner(req),
+                    E("StorageClass", u.storage_class),
+                    E("Initiated", iso8601(u.initiated_ns)),
+                    *([E("ChecksumAlgorithm", u.checksum_algorithm.upper())] if u.checksum_algorithm else []),
+                )
+            )
+        fields = [
+            E("Bucket", bucket),
+            E("KeyMarker", q.get("key-marker", "")),
+            E("UploadIdMarker", q.get("upload-id-marker", "")),
+        ]
+        if truncated and uploads:
+            fields += [E("NextKeyMarker", uploads[-1].key), E("NextUploadIdMarker", uploads[-1].upload_id)]
+        fields += [E("Prefix", prefix), E("MaxUploads", max_uploads)]
+        if delimiter:
+            fields.append(E("Delimiter", delimiter))
+        if url:
+            fields.append(E("EncodingType", "url"))
+        fields.append(E("IsTruncated", "true" if truncated else "false"))
+        body = document("ListMultipartUploadsResult", *fields, *items, *cps)
+        return Response(200, [("content-type", "application/xml")], body)
+
+
+def result_status(result: GetResult) -> int:
+    return 206 if result.partial else 200

@@ -1,0 +1,68 @@
+"""The one table from domain errors to S3 error codes and HTTP statuses."""
+
+from __future__ import annotations
+
+from tierstore import errors as e
+from tierstore.api._xml import E, document
+
+__all__ = ["error_body", "status_of"]
+
+_STATUS: dict[type[e.TierstoreError], int] = {
+    e.NoSuchBucket: 404,
+    e.NoSuchKey: 404,
+    e.NoSuchUpload: 404,
+    e.BucketAlreadyOwnedByYou: 409,
+    e.BucketAlreadyExists: 409,
+    e.BucketNotEmpty: 409,
+    e.InvalidArgument: 400,
+    e.InvalidRequest: 400,
+    e.InvalidBucketName: 400,
+    e.InvalidStorageClass: 400,
+    e.InvalidURI: 400,
+    e.KeyTooLongError: 400,
+    e.MetadataTooLarge: 400,
+    e.MalformedXML: 400,
+    e.InvalidDigest: 400,
+    e.BadDigest: 400,
+    e.XAmzContentSHA256Mismatch: 400,
+    e.IncompleteBody: 400,
+    e.MissingContentLength: 411,
+    e.EntityTooLarge: 400,
+    e.EntityTooSmall: 400,
+    e.InvalidPart: 400,
+    e.InvalidPartOrder: 400,
+    e.InvalidRange: 416,
+    e.MethodNotAllowed: 405,
+    e.PreconditionFailed: 412,
+    e.NotModified: 304,
+    e.AccessDenied: 403,
+    e.InvalidAccessKeyId: 403,
+    e.SignatureDoesNotMatch: 403,
+    e.RequestTimeTooSkewed: 403,
+    e.AuthorizationHeaderMalformed: 400,
+    e.AuthorizationQueryParametersError: 400,
+    e.NotImplementedOperation: 501,
+    e.InsufficientStorage: 507,
+    e.SlowDown: 503,
+    e.InternalError: 500,
+}
+
+
+def status_of(exc: e.TierstoreError) -> int:
+    for cls in type(exc).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def error_body(exc: e.TierstoreError, resource: str, request_id: str) -> bytes:
+    return document(
+        "Error",
+        E("Code", exc.code),
+        E("Message", exc.message),
+        E("Resource", exc.resource or resource),
+        E("RequestId", request_id),
+        E("HostId", request_id),
+        ns=False,
+    )

@@ -1,0 +1,132 @@
+"""Streaming checksums in S3's encodings (base64 of the big-endian digest).
+
+CRC32 comes from zlib; CRC32C and CRC64NVME from awscrt (the same C code botocore uses to
+produce them on the client side); SHA-1/SHA-256/MD5 from hashlib.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import zlib
+from typing import Protocol
+
+from awscrt import checksums as crt
+
+from tierstore.errors import InvalidDigest, InvalidRequest
+
+__all__ = ["Hasher", "combine_crc", "composite_checksum", "decode_checksum", "new_hasher"]
+
+_CRC_WIDTH = {"crc32": 32, "crc32c": 32, "crc64nvme": 64}
+# Reflected polynomials.
+_CRC_POLY = {"crc32": 0xEDB88320, "crc32c": 0x82F63B78, "crc64nvme": 0x9A6C9329AC4BC9B5}
+
+
+class Hasher(Protocol):
+    def update(self, data: bytes | memoryview) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+class _Crc:
+    __slots__ = ("_fn", "_value", "_width")
+
+    def __init__(self, algorithm: str) -> None:
+        self._width = _CRC_WIDTH[algorithm]
+        self._value = 0
+        if algorithm == "crc32":
+            self._fn = zlib.crc32
+        elif algorithm == "crc32c":
+            self._fn = crt.crc32c
+        else:
+            self._fn = crt.crc64nvme
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._value = self._fn(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(self._width // 8, "big")
+
+
+def new_hasher(algorithm: str) -> Hasher:
+    """A hasher for one of crc32, crc32c, crc64nvme, sha1, sha256, md5."""
+    if algorithm in _CRC_WIDTH:
+        return _Crc(algorithm)
+    if algorithm in ("sha1", "sha256", "md5"):
+        return hashlib.new(algorithm)
+    raise InvalidRequest(f"Unsupported checksum algorithm: {algorithm}")
+
+
+_DIGEST_SIZE = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 32, "md5": 16}
+
+
+def decode_checksum(algorithm: str, value: str) -> bytes:
+    """Decode a base64 checksum header value, checking its length. Bad input -> InvalidDigest."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.") from exc
+    if len(raw) != _DIGEST_SIZE[algorithm]:
+        raise InvalidDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.")
+    return raw
+
+
+def composite_checksum(algorithm: str, part_digests: list[bytes]) -> str:
+    """S3's COMPOSITE multipart checksum: checksum of the concatenated part digests, ``-N``."""
+    h = new_hasher(algorithm)
+    h.update(b"".join(part_digests))
+    return f"{base64.b64encode(h.digest()).decode()}-{len(part_digests)}"
+
+
+def _gf2_times(mat: list[int], vec: int) -> int:
+    total = 0
+    i = 0
+    while vec:
+        if vec & 1:
+            total ^= mat[i]
+        vec >>= 1
+        i += 1
+    return total
+
+
+def _gf2_square(mat: list[int]) -> list[int]:
+    return [_gf2_times(mat, m) for m in mat]
+
+
+def combine_crc(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
+    """CRC of A||B from crc(A), crc(B) and len(B), for the reflected CRCs S3 uses
+    (zlib's crc32_combine, generalised to any width and polynomial)."""
+    width = _CRC_WIDTH[algorithm]
+    if len2 == 0:
+        return crc1
+    odd = [_CRC_POLY[algorithm]] + [1 << i for i in range(width - 1)]  # operator for one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four zero bits
+    while True:
+        even = _gf2_square(odd)
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = _gf2_square(even)
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def full_object_crc(algorithm: str, parts: list[tuple[bytes, int]]) -> str:
+    """FULL_OBJECT checksum of a multipart object from (part digest, part size) pairs."""
+    width = _CRC_WIDTH[algorithm]
+    value = 0
+    for i, (digest, size) in enumerate(parts):
+        part_crc = int.from_bytes(digest, "big")
+        value = part_crc if i == 0 else combine_crc(algorithm, value, part_crc, size)
+    return base64.b64encode(value.to_bytes(width // 8, "big")).decode()
+
+
+def is_crc(algorithm: str) -> bool:
+    return algorithm in _CRC_WIDTH

@@ -1,0 +1,766 @@
+"""ObjectService: buckets, objects, multipart, checksums, preconditions, GC.
+
+The write path (DESIGN.md): stream the body into a new blob (checksums computed while
+streaming, fsync, rename) -> one catalog transaction publishes the version -> unreferenced
+blobs are collected later. A failure before the commit leaves the previous version in place
+and the new blob is deleted (or, failing that, collected by GC as an orphan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+
+from tierstore.blob import BlobStore
+from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.engine._checksums import (
+    Hasher,
+    composite_checksum,
+    decode_checksum,
+    full_object_crc,
+    is_crc,
+    new_hasher,
+)
+from tierstore.errors import (
+    BadDigest,
+    EntityTooLarge,
+    EntityTooSmall,
+    IncompleteBody,
+    InvalidArgument,
+    InvalidDigest,
+    InvalidPart,
+    InvalidPartOrder,
+    InvalidRange,
+    InvalidRequest,
+    NoSuchBucket,
+    NoSuchKey,
+    NotImplementedOperation,
+    NotModified,
+    PreconditionFailed,
+)
+from tierstore.runtime import Clock, new_blob_id, new_upload_id
+from tierstore.types import (
+    MAX_PUT_BYTES,
+    NULL_VERSION,
+    BucketInfo,
+    BucketName,
+    ByteRange,
+    ChecksumExpectation,
+    Conditions,
+    GetOptions,
+    ListEntry,
+    ListOptions,
+    ListPage,
+    ObjectKey,
+    ObjectMeta,
+    PartInfo,
+    PutOptions,
+    UploadInfo,
+    check_user_metadata,
+)
+
+__all__ = ["CompletedPart", "CopyOptions", "GetResult", "ObjectService"]
+
+log = logging.getLogger("tierstore.engine")
+
+MIN_PART_BYTES = 5 * 1024 * 1024
+MAX_PART_NUMBER = 10_000
+DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
+_MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every key with a given prefix
+
+
+@dataclass(slots=True)
+class GetResult:
+    meta: ObjectMeta
+    offset: int
+    length: int
+    partial: bool  # a Range (or partNumber) selected part of the object
+    body: AsyncIterator[bytes] | None = None
+    parts_count: int | None = None
+
+
+@dataclass(slots=True)
+class CopyOptions:
+    """CopyObject / UploadPartCopy options. ``source_conditions`` use the x-amz-copy-source-if-* values."""
+
+    source_conditions: Conditions = field(default_factory=Conditions)
+    replace_metadata: bool = False  # x-amz-metadata-directive: REPLACE
+    headers: dict[str, str] = field(default_factory=dict)
+    user_meta: dict[str, str] = field(default_factory=dict)
+    conditions: Conditions = field(default_factory=Conditions)  # on the destination
+    source_range: ByteRange | None = None  # UploadPartCopy only
+    checksum_algorithm: str | None = None
+    storage_class: str | None = None
+
+
+@dataclass(slots=True)
+class CompletedPart:
+    part_number: int
+    etag: str
+    checksums: dict[str, str] = field(default_factory=dict)
+
+
+def _strip_etag(value: str) -> str:
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    bare = etag.strip('"')
+    return any(t == "*" or _strip_etag(t) == bare for t in header.split(","))
+
+
+def _seconds(ns: int) -> int:
+    return ns // 1_000_000_000
+
+
+def evaluate_read_conditions(cond: Conditions, meta: ObjectMeta) -> None:
+    """GET/HEAD preconditions as S3 applies them: 412 PreconditionFailed or 304 NotModified."""
+    if cond.is_empty():
+        return
+    mtime = _seconds(meta.modified_ns)
+    if cond.if_match is not None:
+        if not _etag_matches(cond.if_match, meta.etag):
+            raise PreconditionFailed(resource=meta.key)
+    elif cond.if_unmodified_since_ns is not None and mtime > _seconds(cond.if_unmodified_since_ns):
+        raise PreconditionFailed(resource=meta.key)
+    if cond.if_none_match is not None:
+        if _etag_matches(cond.if_none_match, meta.etag):
+            raise NotModified(resource=meta.key)
+    elif cond.if_modified_since_ns is not None and mtime <= _seconds(cond.if_modified_since_ns):
+        raise NotModified(resource=meta.key)
+
+
+def _copy_source_conditions(cond: Conditions, meta: ObjectMeta) -> None:
+    """x-amz-copy-source-if-*: every failure is 412 (a copy never answers 304)."""
+    try:
+        evaluate_read_conditions(cond, meta)
+    except NotModified as exc:
+        raise PreconditionFailed(resource=meta.key) from exc
+
+
+def _write_conditions(cond: Conditions, key: str) -> Callable[[VersionRecord | None], None]:
+    """Conditional writes (If-None-Match: *, If-Match: etag), checked inside the commit."""
+
+    def check(current: VersionRecord | None) -> None:
+        live = current if current is not None and not current.is_delete_marker else None
+        if cond.if_none_match is not None:
+            if cond.if_none_match.strip() != "*":
+                raise NotImplementedOperation("If-None-Match on PUT supports only '*'")
+            if live is not None:
+                raise PreconditionFailed(resource=key)
+        if cond.if_match is not None:
+            if live is None:
+                raise NoSuchKey(resource=key)
+            if not _etag_matches(cond.if_match, live.meta.etag):
+                raise PreconditionFailed(resource=key)
+
+    return check
+
+
+class _Tap:
+    """Counts and hashes a body while it streams into a blob."""
+
+    def __init__(self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int) -> None:
+        self._body = body
+        self._limit = limit_bytes
+        self.size = 0
+        self.md5 = hashlib.md5()  # noqa: S324 - the S3 ETag is an MD5 by definition
+        self.hashers: dict[str, Hasher] = {a: new_hasher(a) for a in algorithms}
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        hashers = list(self.hashers.values())
+        md5 = self.md5
+        async for chunk in self._body:
+            if not chunk:
+                continue
+            self.size += len(chunk)
+            if self.size > self._limit:
+                raise EntityTooLarge(f"Your proposed upload exceeds the maximum allowed size of {self._limit} bytes.")
+            md5.update(chunk)
+            for h in hashers:
+                h.update(chunk)
+            yield chunk
+
+    def b64(self, algorithm: str) -> str:
+        return base64.b64encode(self.hashers[algorithm].digest()).decode()
+
+
+class ObjectService:
+    """What api/, cli/ and the embedded SDK see. Only server.py constructs one."""
+
+    def __init__(
+        self,
+        catalog: SqliteCatalog,
+        blobs: BlobStore,
+        *,
+        clock: Clock | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.catalog = catalog
+        self.blobs = blobs
+        self.clock = clock or Clock()
+        self.region = region
+
+    # --- buckets ---------------------------------------------------------------------
+    async def create_bucket(self, name: str, region: str | None = None) -> BucketInfo:
+        info = BucketInfo(BucketName(name), self.clock.now_ns(), region or self.region)
+        await self.catalog.create_bucket(info)
+        return info
+
+    async def delete_bucket(self, name: str) -> None:
+        await self.catalog.delete_bucket(name)
+
+    def head_bucket(self, name: str) -> BucketInfo:
+        info = self.catalog.get_bucket(name)
+        if info is None:
+            raise NoSuchBucket(resource=name)
+        return info
+
+    def list_buckets(self) -> list[BucketInfo]:
+        return self.catalog.list_buckets()
+
+    # --- blobs -----------------------------------------------------------------------
+    async def _write_blob(
+        self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int
+    ) -> tuple[str, _Tap]:
+        blob_id = new_blob_id()
+        tap = _Tap(body, algorithms, limit_bytes)
+        await self.blobs.put(blob_id, tap.__aiter__())
+        return blob_id, tap
+
+    async def _discard_blobs(self, blob_ids: list[str]) -> None:
+        """Best effort removal of blobs that were written but will never be published."""
+        try:
+            for blob_id in blob_ids:
+                await self.blobs.delete(blob_id)
+        except Exception:
+            log.warning("could not delete unpublished blobs %s; GC will collect them", blob_ids, exc_info=True)
+
+    @staticmethod
+    def _verify_body(tap: _Tap, opts: PutOptions) -> None:
+        if opts.content_length is not None and tap.size != opts.content_length:
+            raise IncompleteBody(f"Expected {opts.content_length} bytes, received {tap.size}.")
+        if opts.content_md5 is not None:
+            try:
+                expected = base64.b64decode(opts.content_md5, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidDigest() from exc
+            if len(expected) != 16:
+                raise InvalidDigest()
+            if expected != tap.md5.digest():
+                raise BadDigest()
+        if opts.checksum is not None:
+            value = opts.checksum.expected()
+            if value is not None:
+                raw = decode_checksum(opts.checksum.algorithm, value)
+                if raw != tap.hashers[opts.checksum.algorithm].digest():
+                    raise BadDigest(
+                        f"The {opts.checksum.algorithm.upper()} you specified did not match the calculated checksum."
+                    )
+
+    @staticmethod
+    def _algorithms(checksum: ChecksumExpectation | None) -> list[str]:
+        algs = [DEFAULT_CHECKSUM]
+        if checksum is not None and checksum.algorithm not in algs:
+            algs.append(checksum.algorithm)
+        return algs
+
+    # --- objects ---------------------------------------------------------------------
+    def _bucket_exists(self, bucket: str) -> None:
+        if self.catalog.get_bucket(bucket) is None:
+            raise NoSuchBucket(resource=bucket)
+
+    async def put_object(
+        self, bucket: str, key: str, body: AsyncIterable[bytes], opts: PutOptions | None = None
+    ) -> ObjectMeta:
+        opts = opts or PutOptions()
+        key = ObjectKey(key)
+        check_user_metadata(opts.user_meta)
+        self._bucket_exists(bucket)
+        if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
+            raise EntityTooLarge()
+        algorithms = self._algorithms(opts.checksum)
+        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
+        try:
+            self._verify_body(tap, opts)
+            checksums = {a: tap.b64(a) for a in algorithms}
+            meta = ObjectMeta(
+                bucket=bucket,
+                key=key,
+                version_id=NULL_VERSION,
+                size_bytes=tap.size,
+                etag=f'"{tap.md5.hexdigest()}"',
+                modified_ns=self.clock.now_ns(),
+                headers=dict(opts.headers),
+                user_meta=dict(opts.user_meta),
+                checksums=checksums,
+                checksum_type="FULL_OBJECT",
+                storage_class=opts.storage_class,
+            )
+            record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
+            await self.catalog.put_version(record, check=_write_conditions(opts.conditions, key))
+        except BaseException:
+            await asyncio.shield(self._discard_blobs([blob_id]))
+            raise
+        return meta
+
+    def _latest(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
+        record = self.catalog.get_latest(bucket, key)
+        if record is None or record.is_delete_marker:
+            self._bucket_exists(bucket)
+            raise NoSuchKey(resource=key)
+        if version_id is not None and version_id != record.meta.version_id:
+            # Versions arrive with versioning; until then only the current ("null") one exists.
+            raise (
+                NoSuchKey(resource=key)
+                if version_id == NULL_VERSION
+                else InvalidArgument("Invalid version id specified")
+            )
+        return record
+
+    def head_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
+        opts = opts or GetOptions()
+        record = self._latest(bucket, key, opts.version_id)
+        return self._select(record, opts)
+
+    def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
+        meta = record.meta
+        evaluate_read_conditions(opts.conditions, meta)
+        size = meta.size_bytes
+        parts_count = len(meta.parts) if meta.parts else None
+        if opts.part_number is not None:
+            if opts.byte_range is not None:
+                raise InvalidRequest("Cannot specify both Range header and partNumber query parameter.")
+            sizes = meta.parts or [size]
+            if not 1 <= opts.part_number <= len(sizes):
+                raise InvalidRange("The requested partnumber is not satisfiable")
+            offset = sum(sizes[: opts.part_number - 1])
+            return GetResult(meta, offset, sizes[opts.part_number - 1], bool(meta.parts), None, parts_count)
+        if opts.byte_range is None:
+            return GetResult(meta, 0, size, False, None, parts_count)
+        offset, length = opts.byte_range.resolve(size)
+        return GetResult(meta, offset, length, True, None, parts_count)
+
+    async def get_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
+        opts = opts or GetOptions()
+        record = self._latest(bucket, key, opts.version_id)
+        result = self._select(record, opts)
+        result.body = self._stream(record.blobs, result.offset, result.length)
+        return result
+
+    async def _stream(self, blobs: list[BlobRef], offset: int, length: int) -> AsyncIterator[bytes]:
+        """Bytes [offset, offset+length) of the concatenation of ``blobs``; the blob store verifies."""
+        remaining = length
+        for ref in blobs:
+            if remaining <= 0:
+                break
+            if offset >= ref.size_bytes:
+                offset -= ref.size_bytes
+                continue
+            take = min(ref.size_bytes - offset, remaining)
+            async for chunk in await self.blobs.get(ref.blob_id, offset, take):
+                yield chunk
+            remaining -= take
+            offset = 0
+
+    async def read_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> tuple[ObjectMeta, bytes]:
+        """Convenience for small objects: the whole (selected) body in memory."""
+        result = await self.get_object(bucket, key, opts)
+        assert result.body is not None
+        return result.meta, b"".join([c async for c in result.body])
+
+    async def delete_object(self, bucket: str, key: str, *, if_match: str | None = None) -> None:
+        """Unversioned delete: idempotent, a missing key is not an error (S3 semantics)."""
+
+        def check(current: VersionRecord | None) -> None:
+            if if_match is not None:
+                if current is None:
+                    raise NoSuchKey(resource=key)
+                if not _etag_matches(if_match, current.meta.etag):
+                    raise PreconditionFailed(resource=key)
+
+        removed = await self.catalog.delete_latest(bucket, key, check=check)
+        if removed is not None:
+            await self.drain_trash()
+
+    async def copy_object(
+        self,
+        src_bucket: str,
+        src_key: str,
+        dst_bucket: str,
+        dst_key: str,
+        opts: CopyOptions | None = None,
+        *,
+        src_version_id: str | None = None,
+    ) -> ObjectMeta:
+        """Server-side copy. The data is shared (blob reference counts), not re-written."""
+        opts = opts or CopyOptions()
+        dst_key = ObjectKey(dst_key)
+        self._bucket_exists(dst_bucket)
+        src = self._latest(src_bucket, src_key, src_version_id)
+        _copy_source_conditions(opts.source_conditions, src.meta)
+        same = src_bucket == dst_bucket and src_key == dst_key
+        if same and not opts.replace_metadata and opts.storage_class is None and opts.checksum_algorithm is None:
+            raise InvalidRequest(
+                "This copy request is illegal because it is trying to copy an object to itself without changing"
+                " the object's metadata, storage class, website redirect location or encryption attributes."
+            )
+        if opts.replace_metadata:
+            check_user_metadata(opts.user_meta)
+            headers, user_meta = dict(opts.headers), dict(opts.user_meta)
+        else:
+            headers, user_meta = dict(src.meta.headers), dict(src.meta.user_meta)
+        checksums = dict(src.meta.checksums)
+        checksum_type = src.meta.checksum_type
+        if opts.checksum_algorithm and opts.checksum_algorithm not in checksums:
+            checksums[opts.checksum_algorithm] = await self._checksum_of(src.blobs, opts.checksum_algorithm)
+            checksum_type = "FULL_OBJECT"
+        meta = replace(
+            src.meta,
+            bucket=dst_bucket,
+            key=dst_key,
+            version_id=NULL_VERSION,
+            modified_ns=self.clock.now_ns(),
+            headers=headers,
+            user_meta=user_meta,
+            checksums=checksums,
+            checksum_type=checksum_type,
+            storage_class=opts.storage_class or src.meta.storage_class,
+        )
+        record = VersionRecord(meta=meta, blobs=list(src.blobs))
+        dst_check = _write_conditions(opts.conditions, dst_key)
+        src_blob_ids = {b.blob_id for b in src.blobs}
+
+        def check(current: VersionRecord | None) -> None:
+            dst_check(current)
+            # The source may have been deleted since we read it; its blobs must still be live.
+            if not all(self.catalog.blob_known(b) for b in src_blob_ids):
+                raise NoSuchKey(resource=src_key)
+
+        await self.catalog.put_version(record, check=check)
+        await self.drain_trash()
+        return meta
+
+    async def _checksum_of(self, blobs: list[BlobRef], algorithm: str) -> str:
+        h = new_hasher(algorithm)
+        total = sum(b.size_bytes for b in blobs)
+        async for chunk in self._stream(blobs, 0, total):
+            h.update(chunk)
+        return base64.b64encode(h.digest()).decode()
+
+    # --- listing ---------------------------------------------------------------------
+    def list_objects(self, bucket: str, opts: ListOptions) -> ListPage:
+        """One page of the live keys in byte order, with delimiter roll-up into common prefixes."""
+        self._bucket_exists(bucket)
+        if opts.max_keys < 0:
+            raise InvalidArgument("max-keys must be non-negative")
+        prefix_b = opts.prefix.encode()
+        delim_b = opts.delimiter.encode()
+        below = prefix_b + _MAX_KEY_SENTINEL
+        # The scan bound is exclusive unless we start at the prefix itself (a key may equal it).
+        after, inclusive = prefix_b, True
+        start_b = opts.start_after.encode()
+        if start_b >= prefix_b:
+            after, inclusive = start_b, False
+            # After a common prefix was returned as the marker, skip everything under it.
+            rest = start_b[len(prefix_b) :] if start_b.startswith(prefix_b) else b""
+            if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+                after = start_b + _MAX_KEY_SENTINEL
+        entries: list[ListEntry] = []
+        prefixes: list[str] = []
+        limit = opts.max_keys
+        if limit == 0:
+            return ListPage([], [], False, None)
+        batch = min(limit + 1, 1001)
+        last: str | None = None
+        while True:
+            rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            if not rows:
+                return ListPage(entries, prefixes, False, None)
+            restart = False
+            for raw_key, size, etag, modified_ns, meta_s in rows:
+                key_b = bytes(raw_key)
+                if len(entries) + len(prefixes) >= limit:
+                    return ListPage(entries, prefixes, True, last)
+                if delim_b:
+                    idx = key_b.find(delim_b, len(prefix_b))
+                    if idx >= 0:
+                        cp = key_b[: idx + len(delim_b)]
+                        prefixes.append(cp.decode())
+                        last = prefixes[-1]
+                        after, inclusive = cp + _MAX_KEY_SENTINEL, False
+                        restart = True
+                        break
+                sc = json.loads(meta_s).get("sc", "STANDARD") if '"sc"' in meta_s else "STANDARD"
+                entries.append(ListEntry(key_b.decode(), size, etag, modified_ns, sc))
+                last = entries[-1].key
+                after, inclusive = key_b, False
+            if not restart and len(rows) < batch:
+                return ListPage(entries, prefixes, False, None)
+
+    # --- multipart -------------------------------------------------------------------
+    async def create_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        headers: dict[str, str] | None = None,
+        user_meta: dict[str, str] | None = None,
+        checksum_algorithm: str | None = None,
+        checksum_type: str | None = None,
+        storage_class: str = "STANDARD",
+    ) -> UploadInfo:
+        key = ObjectKey(key)
+        user_meta = user_meta or {}
+        check_user_metadata(user_meta)
+        if checksum_type is not None:
+            checksum_type = checksum_type.upper()
+            if checksum_type not in ("COMPOSITE", "FULL_OBJECT"):
+                raise InvalidRequest("Invalid value for x-amz-checksum-type")
+            if checksum_algorithm is None:
+                raise InvalidRequest("x-amz-checksum-type requires x-amz-checksum-algorithm")
+        if checksum_algorithm is not None:
+            if checksum_type is None:
+                checksum_type = "FULL_OBJECT" if checksum_algorithm == "crc64nvme" else "COMPOSITE"
+            if checksum_type == "FULL_OBJECT" and not is_crc(checksum_algorithm):
+                raise InvalidRequest("The FULL_OBJECT checksum type requires a CRC algorithm.")
+            if checksum_type == "COMPOSITE" and checksum_algorithm == "crc64nvme":
+                raise InvalidRequest("The COMPOSITE checksum type is not supported for CRC64NVME.")
+        info = UploadInfo(
+            bucket=bucket,
+            key=key,
+            upload_id=new_upload_id(),
+            initiated_ns=self.clock.now_ns(),
+            headers=dict(headers or {}),
+            user_meta=dict(user_meta),
+            checksum_algorithm=checksum_algorithm,
+            checksum_type=checksum_type,
+            storage_class=storage_class,
+        )
+        await self.catalog.create_upload(info)
+        return info
+
+    def _upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
+        self._bucket_exists(bucket)
+        return self.catalog.get_upload(bucket, key, upload_id)
+
+    @staticmethod
+    def _check_part_number(part_number: int) -> None:
+        if not 1 <= part_number <= MAX_PART_NUMBER:
+            raise InvalidArgument("Part number must be an integer between 1 and 10000, inclusive")
+
+    async def upload_part(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        body: AsyncIterable[bytes],
+        opts: PutOptions | None = None,
+    ) -> PartInfo:
+        opts = opts or PutOptions()
+        self._check_part_number(part_number)
+        upload = self._upload(bucket, key, upload_id)
+        checksum = opts.checksum
+        if checksum is None and upload.checksum_algorithm:
+            checksum = ChecksumExpectation(upload.checksum_algorithm)
+            opts = replace(opts, checksum=checksum)
+        algorithms = [checksum.algorithm] if checksum else []
+        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
+        try:
+            self._verify_body(tap, opts)
+            part = PartInfo(
+                part_number=part_number,
+                size_bytes=tap.size,
+                etag=f'"{tap.md5.hexdigest()}"',
+                modified_ns=self.clock.now_ns(),
+                checksums={a: tap.b64(a) for a in algorithms},
+                blob_id=blob_id,
+            )
+            await self.catalog.put_part(upload_id, part)
+        except BaseException:
+            await asyncio.shield(self._discard_blobs([blob_id]))
+            raise
+        await self.drain_trash()
+        return part
+
+    async def upload_part_copy(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        src_bucket: str,
+        src_key: str,
+        opts: CopyOptions | None = None,
+        *,
+        src_version_id: str | None = None,
+    ) -> PartInfo:
+        opts = opts or CopyOptions()
+        self._check_part_number(part_number)
+        upload = self._upload(bucket, key, upload_id)
+        src = self._latest(src_bucket, src_key, src_version_id)
+        _copy_source_conditions(opts.source_conditions, src.meta)
+        if opts.source_range is not None:
+            if opts.source_range.first is None or opts.source_range.last is None:
+                raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
+            if opts.source_range.last >= src.meta.size_bytes:
+                raise InvalidRange()
+            offset, length = opts.source_range.resolve(src.meta.size_bytes)
+        else:
+            offset, length = 0, src.meta.size_bytes
+        popts = PutOptions(
+            checksum=ChecksumExpectation(upload.checksum_algorithm)
+            if upload.checksum_algorithm
+            else None
+        )
+        return await self.upload_part(
+            bucket, key, upload_id, part_number, self._stream(src.blobs, offset, length), popts
+        )
+
+    async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        self._upload(bucket, key, upload_id)
+        await self.catalog.abort_upload(upload_id)
+        await self.drain_trash()
+
+    def list_parts(
+        self, bucket: str, key: str, upload_id: str, *, after_part: int = 0, max_parts: int = 1000
+    ) -> tuple[UploadInfo, list[PartInfo], bool]:
+        upload = self._upload(bucket, key, upload_id)
+        parts = self.catalog.list_parts(upload_id, after_part, max_parts + 1)
+        return upload, parts[:max_parts], len(parts) > max_parts
+
+    def list_multipart_uploads(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        key_marker: str = "",
+        upload_id_marker: str = "",
+        max_uploads: int = 1000,
+    ) -> tuple[list[UploadInfo], bool]:
+        self._bucket_exists(bucket)
+        out: list[UploadInfo] = []
+        after_key, after_upload = key_marker.encode(), upload_id_marker if key_marker else ""
+        if key_marker and not upload_id_marker:
+            after_upload = "\U0010ffff"  # everything for key_marker itself is skipped
+        while len(out) <= max_uploads:
+            rows = self.catalog.list_uploads(bucket, after_key, after_upload, 1000)
+            if not rows:
+                break
+            for u in rows:
+                if u.key.startswith(prefix):
+                    out.append(u)
+            after_key, after_upload = rows[-1].key.encode(), rows[-1].upload_id
+        return out[:max_uploads], len(out) > max_uploads
+
+    async def complete_multipart_upload(
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[CompletedPart],
+        *,
+        conditions: Conditions | None = None,
+        checksum_type: str | None = None,
+        full_object_checksum: str | None = None,
+    ) -> ObjectMeta:
+        upload = self._upload(bucket, key, upload_id)
+        if not parts:
+            raise InvalidRequest("You must specify at least one part")  # S3: MalformedXML in practice
+        numbers = [p.part_number for p in parts]
+        if any(b <= a for a, b in itertools.pairwise(numbers)):
+            raise InvalidPartOrder()
+        stored = {p.part_number: p for p in self.catalog.list_parts(upload_id, 0, MAX_PART_NUMBER + 1)}
+        chosen: list[PartInfo] = []
+        for i, p in enumerate(parts):
+            sp = stored.get(p.part_number)
+            if sp is None or _strip_etag(p.etag) != sp.etag.strip('"'):
+                raise InvalidPart(resource=str(p.part_number))
+            if i < len(parts) - 1 and sp.size_bytes < MIN_PART_BYTES:
+                raise EntityTooSmall(
+                    f"Part {p.part_number} is {sp.size_bytes} bytes; every part but the last must be at least 5 MiB."
+                )
+            alg = upload.checksum_algorithm
+            if alg and p.checksums.get(alg) is not None and p.checksums[alg] != sp.checksums.get(alg):
+                raise InvalidPart(f"The checksum of part {p.part_number} did not match.")
+            chosen.append(sp)
+        md5s = b"".join(binascii.unhexlify(sp.etag.strip('"')) for sp in chosen)
+        etag = f'"{hashlib.md5(md5s).hexdigest()}-{len(chosen)}"'  # noqa: S324 - S3 multipart ETag
+        checksums: dict[str, str] = {}
+        ctype = upload.checksum_type
+        if checksum_type is not None and ctype is not None and checksum_type.upper() != ctype:
+            raise InvalidRequest("The upload was created using a different checksum type.")
+        alg = upload.checksum_algorithm
+        if alg:
+            digests = [base64.b64decode(sp.checksums[alg]) for sp in chosen]
+            if ctype == "FULL_OBJECT":
+                checksums[alg] = full_object_crc(alg, list(zip(digests, [sp.size_bytes for sp in chosen], strict=True)))
+                if full_object_checksum is not None and full_object_checksum != checksums[alg]:
+                    raise BadDigest(f"The {alg.upper()} you specified did not match the calculated checksum.")
+            else:
+                checksums[alg] = composite_checksum(alg, digests)
+        meta = ObjectMeta(
+            bucket=bucket,
+            key=key,
+            version_id=NULL_VERSION,
+            size_bytes=sum(sp.size_bytes for sp in chosen),
+            etag=etag,
+            modified_ns=self.clock.now_ns(),
+            headers=dict(upload.headers),
+            user_meta=dict(upload.user_meta),
+            checksums=checksums,
+            checksum_type=ctype if alg else None,
+            parts=[sp.size_bytes for sp in chosen],
+            storage_class=upload.storage_class,
+        )
+        record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
+        await self.catalog.complete_upload(upload_id, record, check=_write_conditions(conditions or Conditions(), key))
+        await self.drain_trash()
+        return meta
+
+    # --- garbage collection ----------------------------------------------------------
+    async def drain_trash(self) -> int:
+        """Delete blobs no version references any more. Returns how many were removed."""
+        removed = 0
+        while True:
+            batch = self.catalog.trash_batch(500)
+            if not batch:
+                return removed
+            for blob_id in batch:
+                await self.blobs.delete(blob_id)
+            await self.catalog.trash_done(batch)
+            removed += len(batch)
+
+    async def collect_garbage(self, *, grace_s: float = 86_400.0) -> dict[str, int]:
+        """Drain the trash, then delete orphan blobs (on disk, unknown to the catalog) older
+        than ``grace_s`` — written by a request that crashed before its commit. The grace
+        period protects uploads still in flight; blob ids carry their creation second."""
+        trashed = await self.drain_trash()
+        now_s = self.clock.now_s()
+        orphans = 0
+        scanned = 0
+        async for info in self.blobs.scan():
+            scanned += 1
+            try:
+                born_s = int(info.blob_id[:8], 16)
+            except ValueError:
+                born_s = 0
+            if now_s - born_s < grace_s:
+                continue
+            if not self.catalog.blob_known(info.blob_id):
+                await self.blobs.delete(info.blob_id)
+                orphans += 1
+        if orphans:
+            log.info("GC removed %d orphan blobs (scanned %d)", orphans, scanned)
+        return {"trash": trashed, "orphans": orphans, "scanned": scanned}

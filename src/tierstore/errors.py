@@ -1,0 +1,241 @@
+"""Domain errors.
+
+Three tiers (../shared/DESIGN.md): drive/OS errors are translated into these domain errors
+by blob/ and catalog/; these are translated into an S3 code and HTTP status in exactly one
+table, ``tierstore.api._errors``. Each class that has a natural builtin counterpart also
+subclasses it (``NoSuchKey`` is a ``KeyError``), so embedded users can catch either.
+
+The class name is the S3 error code unless ``code`` says otherwise.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AuthorizationHeaderMalformed",
+    "AuthorizationQueryParametersError",
+    "BadDigest",
+    "BucketAlreadyExists",
+    "BucketAlreadyOwnedByYou",
+    "BucketNotEmpty",
+    "ChecksumMismatch",
+    "CorruptBlob",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "IncompleteBody",
+    "InsufficientStorage",
+    "InternalError",
+    "InvalidAccessKeyId",
+    "InvalidArgument",
+    "InvalidBucketName",
+    "InvalidDigest",
+    "InvalidPart",
+    "InvalidPartOrder",
+    "InvalidRange",
+    "InvalidRequest",
+    "InvalidStorageClass",
+    "InvalidURI",
+    "KeyTooLongError",
+    "MalformedXML",
+    "MetadataTooLarge",
+    "MethodNotAllowed",
+    "MissingContentLength",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NoSuchUpload",
+    "NotImplementedOperation",
+    "NotModified",
+    "PreconditionFailed",
+    "RequestTimeTooSkewed",
+    "SignatureDoesNotMatch",
+    "SlowDown",
+    "TierstoreError",
+    "XAmzContentSHA256Mismatch",
+]
+
+
+class TierstoreError(Exception):
+    """Base of every domain error. ``message`` is safe to show to a client."""
+
+    code: str = "InternalError"
+
+    def __init__(self, message: str = "", *, resource: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.resource = resource
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            cls.code = cls.__name__
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- not found ---------------------------------------------------------------------------
+class NoSuchBucket(TierstoreError, KeyError):
+    """The specified bucket does not exist."""
+
+
+class NoSuchKey(TierstoreError, KeyError):
+    """The specified key does not exist."""
+
+
+class NoSuchUpload(TierstoreError, KeyError):
+    """The specified multipart upload does not exist."""
+
+
+# --- conflicts ---------------------------------------------------------------------------
+class BucketAlreadyOwnedByYou(TierstoreError, FileExistsError):
+    """Your previous request to create the named bucket succeeded and you already own it."""
+
+
+class BucketAlreadyExists(TierstoreError, FileExistsError):
+    """The requested bucket name is not available."""
+
+
+class BucketNotEmpty(TierstoreError, OSError):
+    """The bucket you tried to delete is not empty."""
+
+
+# --- bad input ---------------------------------------------------------------------------
+class InvalidArgument(TierstoreError, ValueError):
+    """Invalid argument."""
+
+
+class InvalidRequest(TierstoreError, ValueError):
+    """Invalid request."""
+
+
+class InvalidBucketName(TierstoreError, ValueError):
+    """The specified bucket is not valid."""
+
+
+class InvalidStorageClass(TierstoreError, ValueError):
+    """The storage class you specified is not valid."""
+
+
+class InvalidURI(TierstoreError, ValueError):
+    """Couldn't parse the specified URI."""
+
+
+class KeyTooLongError(TierstoreError, ValueError):
+    """Your key is too long."""
+
+
+class MetadataTooLarge(TierstoreError, ValueError):
+    """Your metadata headers exceed the maximum allowed metadata size."""
+
+
+class MalformedXML(TierstoreError, ValueError):
+    """The XML you provided was not well-formed or did not validate against our published schema."""
+
+
+class InvalidDigest(TierstoreError, ValueError):
+    """The Content-MD5 or checksum value you specified is not valid."""
+
+
+class BadDigest(TierstoreError, ValueError):
+    """The Content-MD5 or checksum value you specified did not match what was received."""
+
+
+class XAmzContentSHA256Mismatch(TierstoreError, ValueError):
+    """The provided 'x-amz-content-sha256' header does not match what was computed."""
+
+
+class IncompleteBody(TierstoreError, ValueError):
+    """You did not provide the number of bytes specified by the Content-Length HTTP header."""
+
+
+class MissingContentLength(TierstoreError, ValueError):
+    """You must provide the Content-Length HTTP header."""
+
+
+class EntityTooLarge(TierstoreError, ValueError):
+    """Your proposed upload exceeds the maximum allowed object size."""
+
+
+class EntityTooSmall(TierstoreError, ValueError):
+    """Your proposed upload is smaller than the minimum allowed object size."""
+
+
+class InvalidPart(TierstoreError, ValueError):
+    """One or more of the specified parts could not be found, or its entity tag did not match."""
+
+
+class InvalidPartOrder(TierstoreError, ValueError):
+    """The list of parts was not in ascending order."""
+
+
+class InvalidRange(TierstoreError, ValueError):
+    """The requested range is not satisfiable."""
+
+
+class MethodNotAllowed(TierstoreError, ValueError):
+    """The specified method is not allowed against this resource."""
+
+
+# --- preconditions (not errors to the client, but control flow to the api layer) ----------
+class PreconditionFailed(TierstoreError):
+    """At least one of the preconditions you specified did not hold."""
+
+
+class NotModified(TierstoreError):
+    """Not Modified"""
+
+
+# --- auth --------------------------------------------------------------------------------
+class AccessDenied(TierstoreError, PermissionError):
+    """Access Denied"""
+
+
+class InvalidAccessKeyId(TierstoreError, PermissionError):
+    """The AWS access key Id you provided does not exist in our records."""
+
+
+class SignatureDoesNotMatch(TierstoreError, PermissionError):
+    """The request signature we calculated does not match the signature you provided."""
+
+
+class AuthorizationHeaderMalformed(TierstoreError, PermissionError):
+    """The authorization header you provided is invalid."""
+
+
+class AuthorizationQueryParametersError(TierstoreError, PermissionError):
+    """Error parsing the X-Amz-Credential parameter."""
+
+
+class RequestTimeTooSkewed(TierstoreError, PermissionError):
+    """The difference between the request time and the server's time is too large."""
+
+
+# --- server side -------------------------------------------------------------------------
+class NotImplementedOperation(TierstoreError, NotImplementedError):
+    """A header or operation you provided implies functionality that is not implemented."""
+
+    code = "NotImplemented"
+
+
+class InsufficientStorage(TierstoreError, OSError):
+    """Not enough storage space left to complete the request."""
+
+
+class SlowDown(TierstoreError, OSError):
+    """Please reduce your request rate."""
+
+
+class InternalError(TierstoreError):
+    """We encountered an internal error. Please try again."""
+
+
+class ChecksumMismatch(InternalError):
+    """Stored data failed its checksum; refusing to return it."""
+
+    code = "InternalError"
+
+
+class CorruptBlob(ChecksumMismatch):
+    """A stored blob is damaged (checksum mismatch or truncated)."""
+
+    code = "InternalError"

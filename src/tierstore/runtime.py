@@ -1,0 +1,36 @@
+"""Clock and id sources, injectable for tests."""
+
+from __future__ import annotations
+
+import os
+import time
+
+__all__ = ["Clock", "new_blob_id", "new_request_id", "new_upload_id", "new_version_id"]
+
+
+class Clock:
+    """Wall clock in nanoseconds since the epoch. Tests may subclass to control time."""
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    def now_s(self) -> float:
+        return time.time()
+
+
+def new_blob_id() -> str:
+    """32 lowercase hex chars; the time prefix keeps ids of one period near each other."""
+    return f"{time.time_ns() // 1_000_000_000:08x}{os.urandom(12).hex()}"
+
+
+def new_upload_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_version_id() -> str:
+    # sortable by time, unique: 16 hex digits of ns time + 8 random
+    return f"{time.time_ns():016x}{os.urandom(4).hex()}"
+
+
+def new_request_id() -> str:
+    return os.urandom(8).hex().upper()

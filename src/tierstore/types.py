@@ -1,0 +1,281 @@
+"""Validated names and typed options, shared by every layer.
+
+Validate once, at the boundary (STYLE.md #4): a ``BucketName`` or ``ObjectKey`` that exists is
+valid, and code inside trusts it. Object keys are never used as file paths anywhere in
+tierstore (blobs have random ids), so a hostile key can only ever be a key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from tierstore.errors import (
+    InvalidArgument,
+    InvalidBucketName,
+    InvalidRange,
+    KeyTooLongError,
+    MetadataTooLarge,
+)
+
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "MAX_KEY_BYTES",
+    "MAX_PUT_BYTES",
+    "MAX_USER_META_BYTES",
+    "NULL_VERSION",
+    "STANDARD_HEADERS",
+    "BucketInfo",
+    "BucketName",
+    "ByteRange",
+    "ChecksumExpectation",
+    "Conditions",
+    "GetOptions",
+    "ListEntry",
+    "ListOptions",
+    "ListPage",
+    "ObjectKey",
+    "ObjectMeta",
+    "PartInfo",
+    "PutOptions",
+    "UploadInfo",
+]
+
+MAX_KEY_BYTES = 1024
+MAX_PUT_BYTES = 5 * 1024**3
+MAX_USER_META_BYTES = 2048
+NULL_VERSION = "null"
+RESERVED_BUCKETS = frozenset({"_tierstore"})
+
+#: Standard headers stored with an object and returned on GET/HEAD (lower-case).
+STANDARD_HEADERS = (
+    "content-type",
+    "content-encoding",
+    "content-disposition",
+    "content-language",
+    "cache-control",
+    "expires",
+)
+
+CHECKSUM_ALGORITHMS: tuple[str, ...] = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class BucketName(str):
+    """An S3 bucket name that follows the general-purpose bucket naming rules."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> BucketName:
+        if not isinstance(value, str) or not _BUCKET_RE.match(value):
+            raise InvalidBucketName(resource=str(value)[:100])
+        if ".." in value or ".-" in value or "-." in value:
+            raise InvalidBucketName(resource=value)
+        if value.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or value.endswith(
+            ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+        ):
+            raise InvalidBucketName(resource=value)
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            pass
+        else:
+            raise InvalidBucketName(resource=value)
+        return super().__new__(cls, value)
+
+
+class ObjectKey(str):
+    """An object key: 1..1024 bytes of UTF-8. Any character is allowed — it is data, not a path."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> ObjectKey:
+        if not isinstance(value, str) or value == "":
+            raise InvalidArgument("Object key must not be empty")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument("Object key is not valid UTF-8") from exc
+        if size > MAX_KEY_BYTES:
+            raise KeyTooLongError(resource=value[:64])
+        return super().__new__(cls, value)
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """A single HTTP byte range: ``bytes=a-b`` (first/last), ``bytes=a-`` or ``bytes=-n`` (suffix)."""
+
+    first: int | None
+    last: int | None
+
+    @classmethod
+    def parse(cls, header: str | None) -> ByteRange | None:
+        """Parse a Range header. Syntax S3 ignores (multiple ranges, other units) gives None."""
+        if not header:
+            return None
+        unit, _, spec = header.strip().partition("=")
+        if unit.strip().lower() != "bytes" or "," in spec:
+            return None
+        first_s, sep, last_s = spec.strip().partition("-")
+        if not sep:
+            return None
+        first_s, last_s = first_s.strip(), last_s.strip()
+        if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
+            return None
+        if not first_s and not last_s:
+            return None
+        first = int(first_s) if first_s else None
+        last = int(last_s) if last_s else None
+        if first is not None and last is not None and last < first:
+            return None
+        return cls(first, last)
+
+    def resolve(self, size: int) -> tuple[int, int]:
+        """Return (offset, length) inside an object of ``size`` bytes, or raise InvalidRange."""
+        if self.first is None:
+            assert self.last is not None
+            if self.last == 0 or size == 0:
+                raise InvalidRange()
+            length = min(self.last, size)
+            return size - length, length
+        if self.first >= size:
+            raise InvalidRange()
+        end = size - 1 if self.last is None else min(self.last, size - 1)
+        return self.first, end - self.first + 1
+
+
+@dataclass(slots=True)
+class Conditions:
+    """HTTP preconditions against the current object (RFC 9110 order is applied by the engine)."""
+
+    if_match: str | None = None
+    if_none_match: str | None = None
+    if_modified_since_ns: int | None = None
+    if_unmodified_since_ns: int | None = None
+
+    def is_empty(self) -> bool:
+        return (
+            self.if_match is None
+            and self.if_none_match is None
+            and self.if_modified_since_ns is None
+            and self.if_unmodified_since_ns is None
+        )
+
+
+@dataclass(slots=True)
+class ChecksumExpectation:
+    """A checksum the client asked for. ``value`` may arrive late (an aws-chunked trailer):
+    the api layer fills ``trailers`` before the body iterator is exhausted."""
+
+    algorithm: str  # one of CHECKSUM_ALGORITHMS
+    value: str | None = None
+    trailers: dict[str, str] | None = None
+
+    def expected(self) -> str | None:
+        if self.value is not None:
+            return self.value
+        if self.trailers is not None:
+            return self.trailers.get(f"x-amz-checksum-{self.algorithm}")
+        return None
+
+
+def check_user_metadata(meta: dict[str, str]) -> None:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+    if size > MAX_USER_META_BYTES:
+        raise MetadataTooLarge(f"Your metadata headers are {size} bytes; the limit is {MAX_USER_META_BYTES}.")
+
+
+@dataclass(slots=True)
+class PutOptions:
+    headers: dict[str, str] = field(default_factory=dict)  # STANDARD_HEADERS subset, lower-case names
+    user_meta: dict[str, str] = field(default_factory=dict)  # without the x-amz-meta- prefix
+    conditions: Conditions = field(default_factory=Conditions)
+    content_md5: str | None = None  # base64, as sent
+    checksum: ChecksumExpectation | None = None
+    content_length: int | None = None  # decoded length, if the client declared it
+    storage_class: str = "STANDARD"
+
+
+@dataclass(slots=True)
+class GetOptions:
+    byte_range: ByteRange | None = None
+    conditions: Conditions = field(default_factory=Conditions)
+    part_number: int | None = None
+    version_id: str | None = None
+
+
+@dataclass(slots=True)
+class ObjectMeta:
+    bucket: str
+    key: str
+    version_id: str
+    size_bytes: int
+    etag: str  # quoted, as S3 returns it
+    modified_ns: int
+    headers: dict[str, str] = field(default_factory=dict)
+    user_meta: dict[str, str] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (or "b64-N" composite)
+    checksum_type: str | None = None  # FULL_OBJECT | COMPOSITE
+    parts: list[int] = field(default_factory=list)  # part sizes, for multipart objects
+    storage_class: str = "STANDARD"
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "binary/octet-stream")
+
+
+@dataclass(slots=True)
+class ListOptions:
+    prefix: str = ""
+    delimiter: str = ""
+    start_after: str = ""  # exclusive; continuation tokens and markers are decoded to this
+    max_keys: int = 1000
+
+
+@dataclass(slots=True)
+class ListEntry:
+    key: str
+    size_bytes: int
+    etag: str
+    modified_ns: int
+    storage_class: str = "STANDARD"
+
+
+@dataclass(slots=True)
+class ListPage:
+    entries: list[ListEntry]
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_marker: str | None  # the last key or prefix returned, when truncated
+
+
+@dataclass(slots=True)
+class BucketInfo:
+    name: str
+    created_ns: int
+    region: str = "us-east-1"
+
+
+@dataclass(slots=True)
+class UploadInfo:
+    bucket: str
+    key: str
+    upload_id: str
+    initiated_ns: int
+    headers: dict[str, str] = field(default_factory=dict)
+    user_meta: dict[str, str] = field(default_factory=dict)
+    checksum_algorithm: str | None = None
+    checksum_type: str | None = None
+    storage_class: str = "STANDARD"
+
+
+@dataclass(slots=True)
+class PartInfo:
+    part_number: int
+    size_bytes: int
+    etag: str
+    modified_ns: int
+    checksums: dict[str, str] = field(default_factory=dict)
+    blob_id: str = ""

@@ -1,0 +1,152 @@
+"""Fixtures: a real tierstore server process on a free 127.0.0.1 port, and real clients."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+
+ACCESS_KEY = "TESTACCESSKEY0000001"
+SECRET_KEY = "testsecretkey/0000000000000000000000000"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``tierstore serve`` in a subprocess. Restartable on the same data dir and port."""
+
+    def __init__(self, data_dir: Path, *, extra_args: list[str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        env = dict(os.environ, TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
+        cmd = [
+            sys.executable,
+            "-m",
+            "tierstore",
+            "serve",
+            "--data",
+            str(self.data_dir),
+            "--address",
+            f"127.0.0.1:{self.port}",
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start within {timeout_s}s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+
+def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **cfg: object):  # type: ignore[no-untyped-def]
+    config = Config(
+        signature_version=cfg.pop("signature_version", "s3v4"),
+        s3={"addressing_style": cfg.pop("addressing_style", "path")},
+        retries={"max_attempts": 1, "mode": "standard"},
+        **cfg,
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=config,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(server: ServerProcess):  # type: ignore[no-untyped-def]
+    return make_client(server.endpoint)
+
+
+@pytest.fixture
+def bucket(s3) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(Bucket=name)
+    yield name
+    with contextlib.suppress(Exception):
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for restart and kill tests."""
+    srv = ServerProcess(tmp_path / "data")
+    srv.start()
+    yield srv
+    if srv.proc is not None and srv.proc.poll() is None:
+        srv.stop()
+
+
+def aws_cli() -> str:
+    path = os.environ.get("TIERSTORE_AWS_CLI") or shutil.which("aws")
+    if not path:
+        pytest.fail("the aws cli is not installed: run the tests through ./dev test")
+    return path
