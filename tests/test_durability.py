@@ -145,7 +145,7 @@ def test_orphan_blobs_are_collected_and_live_ones_kept(tmp_path: Path) -> None:
         srv.stop()
         # A blob written by a request that died before its commit: valid file, unknown id.
         orphan_id = "00000001" + "ab" * 12
-        orphan = srv.data_dir / "blobs" / orphan_id[:2] / orphan_id[2:4] / orphan_id
+        orphan = srv.data_dir / "blobs" / orphan_id[-4:-2] / orphan_id[-2:] / orphan_id
         orphan.parent.mkdir(parents=True, exist_ok=True)
         orphan.write_bytes(live_blob.read_bytes())
         srv.start()
