@@ -1,3 +1,7 @@
-from tierstore.cli import main
+"""python -m tierstore"""
+
 import sys
+
+from tierstore.cli import main
+
 sys.exit(main())

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
@@ -49,6 +49,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_XML_BODY = 2 * 1024 * 1024  # DeleteObjects of 1000 long keys fits comfortably
 MAX_HEADER_BYTES = 64 * 1024
+MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
 MAX_DELETE_KEYS = 1000
 EXTENSION_PREFIX = "_tierstore"
 STORAGE_CLASSES = frozenset(
@@ -154,12 +155,31 @@ class Request:
     receive: Receive
     virtual_bucket: str | None = None
     auth: AuthResult | None = None
+    body_done: bool = False  # the last body message was received
 
     @property
     def resource(self) -> str:
         if self.bucket is None:
             return "/"
         return f"/{self.bucket}/{self.key}" if self.key else f"/{self.bucket}"
+
+
+def parse_query(query_string: bytes) -> dict[str, str]:
+    """Decode a query string as S3 (and the signature check) does: percent-decoding only, so a
+    literal ``+`` stays ``+`` (SDKs send a space as ``%20``)."""
+    out: dict[str, str] = {}
+    if not query_string:
+        return out
+    try:
+        text = query_string.decode("utf-8")
+        for item in text.split("&"):
+            if not item:
+                continue
+            name, _, value = item.partition("=")
+            out.setdefault(unquote(name, errors="strict"), unquote(value, errors="strict"))
+    except UnicodeDecodeError as exc:
+        raise e.InvalidArgument("The query string is not valid UTF-8.") from exc
+    return out
 
 
 def http_date(ns: int) -> str:
@@ -224,6 +244,8 @@ class S3App:
         except Exception:
             log.exception("internal error (request %s)", request_id)
             resp = self._error(e.InternalError(), req, request_id)
+        if req is None or not req.body_done:
+            await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
         await self._send(send, resp, request_id, head=head)
         if access_log.isEnabledFor(logging.INFO):
@@ -303,10 +325,7 @@ class S3App:
         raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
         raw_path = raw_path.split(b"?", 1)[0]
         query_string: bytes = scope.get("query_string", b"")
-        try:
-            query = dict(parse_qsl(query_string.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError as exc:
-            raise e.InvalidArgument("The query string is not valid UTF-8.") from exc
+        query = parse_query(query_string)
         try:
             path = unquote(raw_path.decode("utf-8"), errors="strict")
         except UnicodeDecodeError as exc:
@@ -343,6 +362,37 @@ class S3App:
             if chunk:
                 yield chunk
             if not msg.get("more_body", False):
+                req.body_done = True
+                return
+
+    @staticmethod
+    async def _discard_body(scope: Scope, receive: Receive, resp: Response) -> None:
+        """Read what a handler left unread of the request body (e.g. it failed before the
+        body), so the connection can carry the next request: unread bytes kept on a kept-alive
+        connection would be parsed as the next request. Past MAX_DRAIN_BYTES, close instead."""
+        declared: int | None = None
+        chunked = False
+        for k, v in scope["headers"]:
+            name = k.lower()
+            if name == b"content-length" and v.strip().isdigit():
+                declared = int(v)
+            elif name == b"transfer-encoding" and b"chunked" in v.lower():
+                chunked = True
+        if not chunked and not declared:
+            return
+        if declared is not None and declared > MAX_DRAIN_BYTES:
+            resp.headers.append(("connection", "close"))
+            return
+        drained = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            drained += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return
+            if drained > MAX_DRAIN_BYTES:
+                resp.headers.append(("connection", "close"))
                 return
 
     def _payload(self, req: Request) -> tuple[AsyncIterator[bytes], dict[str, str]]:
@@ -765,9 +815,11 @@ class S3App:
         if meta.version_id != NULL_VERSION:
             out.append(("x-amz-version-id", meta.version_id))
         if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and not result.partial:
-            for alg, value in meta.checksums.items():
-                out.append((f"x-amz-checksum-{alg}", value))
-            if meta.checksum_type:
+            # S3 reports one checksum per object: the client's algorithm, else the crc64nvme default.
+            chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
+            for alg in chosen[:1]:
+                out.append((f"x-amz-checksum-{alg}", meta.checksums[alg]))
+            if meta.checksum_type and chosen:
                 out.append(("x-amz-checksum-type", meta.checksum_type))
         return out
 
@@ -788,7 +840,7 @@ class S3App:
         bucket, _, key = src.partition("/")
         if not bucket or not key:
             raise e.InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey")
-        version = dict(parse_qsl(query)).get("versionId") if query else None
+        version = parse_query(query.encode()).get("versionId") if query else None
         return bucket, key, version
 
     def _copy_options(self, req: Request) -> CopyOptions:
