@@ -17,8 +17,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tierstore.api import S3App
-from tierstore.api._auth import Authenticator
+from tierstore.api import Authenticator, S3App
 from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.engine import ObjectService

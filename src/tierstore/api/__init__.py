@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tierstore.api._app import S3App
+    from tierstore.api._auth import Authenticator
 
-__all__ = ["S3App"]
+__all__ = ["Authenticator", "S3App"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from tierstore.api._app import S3App
 
         return S3App
+    if name == "Authenticator":
+        from tierstore.api._auth import Authenticator
+
+        return Authenticator
     raise AttributeError(name)
