@@ -1,0 +1,24 @@
+"""Python SDK for a tierstore (or any S3) endpoint.
+
+Today: a boto3 S3 client configured the way every tierstore tool expects (endpoint,
+credentials and region resolved from flags, then ``TIERSTORE_*``, then the AWS chain;
+path-style addressing). The SDK proper (extensions under ``/_tierstore/``) grows here.
+"""
+
+from tierstore.client._s3 import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_REGION,
+    S3Client,
+    S3Settings,
+    make_s3_client,
+    resolve_settings,
+)
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_REGION",
+    "S3Client",
+    "S3Settings",
+    "make_s3_client",
+    "resolve_settings",
+]
