@@ -197,3 +197,19 @@ def test_concurrent_overwrites_leave_one_whole_version(server: ServerProcess, s3
         t.join()
     assert not errors
     assert s3.get_object(Bucket=bucket, Key="race")["Body"].read() in bodies
+
+
+def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data")
+    srv.start()
+    workers = [int(p) for p in Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()]
+    assert workers, "granian runs the app in worker processes"
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGKILL)  # only the main process, not the group
+    srv.proc.wait(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    assert not alive, f"workers {alive} outlived the killed server"
+    srv.stop()

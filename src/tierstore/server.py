@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import secrets
+import signal
 import string
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,8 +115,27 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this worker if the server's main process dies (Linux).
+
+    Without it, a SIGKILLed main process leaves its workers serving the port (SO_REUSEPORT):
+    a restarted server would share the port with stale workers of the dead one."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def app_factory() -> S3App:
     """Entry point for each granian worker process."""
+    _die_with_parent()
     config = ServerConfig(**json.loads(os.environ[_ENV]))
     _configure_logging(config.log_level)
     if not config.access_log:

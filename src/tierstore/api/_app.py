@@ -7,6 +7,7 @@ in ``_errors``. It sees only ``engine.ObjectService`` and ``types``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
@@ -247,7 +248,7 @@ class S3App:
         if req is None or not req.body_done:
             await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
-        await self._send(send, resp, request_id, head=head)
+        await self._send(send, resp, request_id, head=head, receive=receive)
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %s %d %.1fms %s",
@@ -283,7 +284,9 @@ class S3App:
             headers.append(("retry-after", "1"))
         return Response(status, headers, body)
 
-    async def _send(self, send: Send, resp: Response, request_id: str, *, head: bool) -> None:
+    async def _send(
+        self, send: Send, resp: Response, request_id: str, *, head: bool, receive: Receive | None = None
+    ) -> None:
         headers = [
             (b"x-amz-request-id", request_id.encode()),
             (b"x-amz-id-2", request_id.encode()),
@@ -305,11 +308,22 @@ class S3App:
         # Streaming: the first chunk was verified before the headers went out. A later
         # failure (e.g. bitrot found deeper in a large object) aborts the connection, so the
         # client sees a short body against Content-Length — never wrong bytes.
-        if resp.first_chunk:
-            await send({"type": "http.response.body", "body": resp.first_chunk, "more_body": True})
-        async for chunk in resp.stream:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        # granian's send() does not fail once the client is gone (it logs and drops the bytes),
+        # so watch receive() for http.disconnect and stop reading the object from disk then.
+        gone = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone)) if receive else None
+        try:
+            if resp.first_chunk:
+                await send({"type": "http.response.body", "body": resp.first_chunk, "more_body": True})
+            async for chunk in resp.stream:
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await resp.stream.aclose()  # type: ignore[attr-defined]
 
     # --- parsing ---------------------------------------------------------------------
     def _parse(self, scope: Scope, receive: Receive) -> Request:
@@ -357,12 +371,15 @@ class S3App:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
+                req.body_done = True  # nothing more will arrive
                 raise e.IncompleteBody("The client disconnected before the body was complete.")
+            more = bool(msg.get("more_body", False))
+            # Set before the yield: a consumer may stop pulling after the last chunk.
+            req.body_done = not more
             chunk = msg.get("body", b"")
             if chunk:
                 yield chunk
-            if not msg.get("more_body", False):
-                req.body_done = True
+            if not more:
                 return
 
     @staticmethod
@@ -596,7 +613,11 @@ class S3App:
     @staticmethod
     def _decode_token(token: str) -> str:
         try:
-            return base64.urlsafe_b64decode(token.encode()).decode()
+            # validate=True: a junk token must not decode to "" and restart the listing.
+            key = base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
+            if not key:
+                raise ValueError("empty continuation token")
+            return key
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             raise e.InvalidArgument("The continuation token provided is incorrect") from exc
 
@@ -642,6 +663,8 @@ class S3App:
                 raw = base64.b64decode(md5, validate=True)
             except ValueError as exc:
                 raise e.InvalidDigest() from exc
+            if len(raw) != 16:  # not an MD5 at all: S3 says InvalidDigest, as for PutObject
+                raise e.InvalidDigest()
             if raw != hashlib.md5(body).digest():  # noqa: S324 - protocol-defined
                 raise e.BadDigest()
 
@@ -843,6 +866,18 @@ class S3App:
         version = parse_query(query.encode()).get("versionId") if query else None
         return bucket, key, version
 
+    @staticmethod
+    def _copy_source_range(req: Request) -> ByteRange | None:
+        raw = req.headers.get("x-amz-copy-source-range")
+        parsed = ByteRange.parse(raw)
+        if raw is not None and (parsed is None or parsed.first is None or parsed.last is None):
+            # Unlike a GET Range, a bad copy range is an error, never "copy everything".
+            raise e.InvalidArgument(
+                "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last"
+                " are the zero-based offsets of the first and last bytes to copy"
+            )
+        return parsed
+
     def _copy_options(self, req: Request) -> CopyOptions:
         directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
@@ -860,7 +895,7 @@ class S3App:
             headers=headers,
             user_meta=user_meta,
             conditions=Conditions(if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")),
-            source_range=ByteRange.parse(req.headers.get("x-amz-copy-source-range")),
+            source_range=self._copy_source_range(req),
             checksum_algorithm=alg,
             storage_class=sc,
         )
@@ -1035,25 +1070,17 @@ class S3App:
         prefix = q.get("prefix", "")
         delimiter = q.get("delimiter", "")
         url = q.get("encoding-type") == "url"
-        uploads, truncated = self.service.list_multipart_uploads(
+        uploads, prefixes, truncated = self.service.list_multipart_uploads(
             bucket,
             prefix=prefix,
+            delimiter=delimiter,
             key_marker=q.get("key-marker", ""),
             upload_id_marker=q.get("upload-id-marker", ""),
             max_uploads=max_uploads,
         )
         items: list[str] = []
-        cps: list[str] = []
-        seen: set[str] = set()
+        cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(cp, url))) for cp in prefixes]
         for u in uploads:
-            if delimiter:
-                idx = u.key.find(delimiter, len(prefix))
-                if idx >= 0:
-                    cp = u.key[: idx + len(delimiter)]
-                    if cp not in seen:
-                        seen.add(cp)
-                        cps.append(E("CommonPrefixes", None, E("Prefix", url_encode_key(cp, url))))
-                    continue
             items.append(
                 E(
                     "Upload",
@@ -1072,8 +1099,13 @@ class S3App:
             E("KeyMarker", q.get("key-marker", "")),
             E("UploadIdMarker", q.get("upload-id-marker", "")),
         ]
-        if truncated and uploads:
-            fields += [E("NextKeyMarker", uploads[-1].key), E("NextUploadIdMarker", uploads[-1].upload_id)]
+        if truncated and (uploads or prefixes):
+            # The last item of the page: an upload, or a common prefix (then without upload id).
+            if prefixes and (not uploads or prefixes[-1].encode() > uploads[-1].key.encode()):
+                fields += [E("NextKeyMarker", url_encode_key(prefixes[-1], url)), E("NextUploadIdMarker", "")]
+            else:
+                last = uploads[-1]
+                fields += [E("NextKeyMarker", url_encode_key(last.key, url)), E("NextUploadIdMarker", last.upload_id)]
         fields += [E("Prefix", prefix), E("MaxUploads", max_uploads)]
         if delimiter:
             fields.append(E("Delimiter", delimiter))
@@ -1082,6 +1114,13 @@ class S3App:
         fields.append(E("IsTruncated", "true" if truncated else "false"))
         body = document("ListMultipartUploadsResult", *fields, *items, *cps)
         return Response(200, [("content-type", "application/xml")], body)
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects (any unread request body is discarded)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 def result_status(result: GetResult) -> int:

@@ -45,8 +45,10 @@ def document(root: str, *children: str, ns: bool = True) -> bytes:
 
 
 def iso8601(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    """S3's XML timestamp. Whole seconds (``.000Z``) as S3 writes them, so a listing's
+    LastModified equals the Last-Modified header of HEAD/GET for the same object."""
+    t = dt.datetime.fromtimestamp(ns // 1_000_000_000, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def url_encode_key(key: str, enabled: bool) -> str:
