@@ -46,6 +46,7 @@ __all__ = [
     "NotImplementedOperation",
     "NotModified",
     "PreconditionFailed",
+    "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
     "SignatureDoesNotMatch",
     "SlowDown",
@@ -146,6 +147,10 @@ class XAmzContentSHA256Mismatch(TierstoreError, ValueError):
 
 class IncompleteBody(TierstoreError, ValueError):
     """You did not provide the number of bytes specified by the Content-Length HTTP header."""
+
+
+class RequestHeaderSectionTooLarge(TierstoreError, ValueError):
+    """Your request header section exceeds the maximum allowed size."""
 
 
 class MissingContentLength(TierstoreError, ValueError):

@@ -68,46 +68,16 @@ STORAGE_CLASSES = frozenset(
         "EXPRESS_ONEZONE",
     }
 )
-# Query parameters that are plain arguments, not sub-resources selecting another operation.
-_PLAIN_PARAMS = frozenset(
+# Query parameters that select another operation. A known one we lack answers 501; any other
+# parameter is ignored, as S3 does.
+_SUBRESOURCES = frozenset(
     {
-        "prefix",
-        "delimiter",
-        "max-keys",
-        "marker",
-        "list-type",
-        "continuation-token",
-        "start-after",
-        "encoding-type",
-        "fetch-owner",
-        "key-marker",
-        "upload-id-marker",
-        "max-uploads",
-        "part-number-marker",
-        "max-parts",
-        "versionId",
-        "partNumber",
-        "uploadId",
-        "x-id",
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-        "X-Amz-Security-Token",
-        "X-Amz-Content-Sha256",
-        "AWSAccessKeyId",
-        "Signature",
-        "Expires",
-        "response-content-type",
-        "response-content-language",
-        "response-expires",
-        "response-cache-control",
-        "response-content-disposition",
-        "response-content-encoding",
-        "optional-object-attributes",
-        "x-amz-checksum-mode",
+        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
+        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location", "logging",
+        "metadataTable", "metrics", "notification", "object-lock", "ownershipControls", "policy",
+        "policyStatus", "publicAccessBlock", "renameObject", "replication", "requestPayment",
+        "restore", "retention", "select", "select-type", "session", "tagging", "torrent", "uploads",
+        "versioning", "versions", "website",
     }
 )
 _RESPONSE_OVERRIDES = {
@@ -335,7 +305,7 @@ class S3App:
             value = v.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         if total > MAX_HEADER_BYTES:
-            raise e.InvalidRequest("Your request headers are too large.")
+            raise e.RequestHeaderSectionTooLarge()
         raw_path: bytes = scope.get("raw_path") or quote(scope["path"]).encode()
         raw_path = raw_path.split(b"?", 1)[0]
         query_string: bytes = scope.get("query_string", b"")
@@ -442,7 +412,7 @@ class S3App:
         )
         if req.auth.access_key is None:
             raise e.AccessDenied("Anonymous access is not allowed.")
-        sub = [k for k in req.query if k not in _PLAIN_PARAMS]
+        sub = [k for k in req.query if k in _SUBRESOURCES]
         m = req.method
         if req.bucket is None:
             if m == "GET" and not sub:

@@ -27,6 +27,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.XAmzContentSHA256Mismatch: 400,
     e.IncompleteBody: 400,
     e.MissingContentLength: 411,
+    e.RequestHeaderSectionTooLarge: 400,
     e.EntityTooLarge: 400,
     e.EntityTooSmall: 400,
     e.InvalidPart: 400,
