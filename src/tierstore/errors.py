@@ -30,6 +30,7 @@ __all__ = [
     "InvalidBucketName",
     "InvalidDigest",
     "InvalidPart",
+    "InvalidPartNumber",
     "InvalidPartOrder",
     "InvalidRange",
     "InvalidRequest",
@@ -175,6 +176,10 @@ class InvalidPartOrder(TierstoreError, ValueError):
 
 class InvalidRange(TierstoreError, ValueError):
     """The requested range is not satisfiable."""
+
+
+class InvalidPartNumber(InvalidRange):
+    """The requested partnumber is not satisfiable."""
 
 
 class MethodNotAllowed(TierstoreError, ValueError):

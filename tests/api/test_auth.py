@@ -149,9 +149,7 @@ def to_auth_request(method: str, url: str, headers: Mapping[str, Any]) -> AuthRe
     seen.setdefault("host", parts.netloc)
     host = parts.hostname or ""
     virtual = host.split(".", 1)[0] if host.endswith(".localhost") else None
-    return AuthRequest(
-        method, parts.path.encode("latin-1") or b"/", parts.query.encode("latin-1"), seen, virtual
-    )
+    return AuthRequest(method, parts.path.encode("latin-1") or b"/", parts.query.encode("latin-1"), seen, virtual)
 
 
 def sign_direct(
@@ -262,9 +260,7 @@ def chunk_frames(
     frames = []
     prev = seed
     for chunk in [*chunks, b""]:
-        sts = "\n".join(
-            ["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, EMPTY, hashlib.sha256(chunk).hexdigest()]
-        )
+        sts = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, EMPTY, hashlib.sha256(chunk).hexdigest()])
         prev = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
         head = f"{len(chunk):x};chunk-signature={prev}\r\n".encode()
         frames.append(head + chunk + b"\r\n" if chunk else head)
@@ -958,8 +954,10 @@ def test_signed_chunked_with_trailer() -> None:
     cases = [
         (body.replace(checksum.encode(), b"AAAAAA=="), errors.SignatureDoesNotMatch),
         (body[: body.index(b"x-amz-trailer-signature")] + b"\r\n", errors.SignatureDoesNotMatch),
-        (b"".join(chunk_frames(key, AMZ_T0, scope, seed, chunks, {**good_trailers, "x-amz-meta-sneaky": "1"})),
-         errors.InvalidRequest),
+        (
+            b"".join(chunk_frames(key, AMZ_T0, scope, seed, chunks, {**good_trailers, "x-amz-meta-sneaky": "1"})),
+            errors.InvalidRequest,
+        ),
         (b"".join(chunk_frames(key, AMZ_T0, scope, seed, chunks, {})), errors.IncompleteBody),
         (body[:-2], errors.IncompleteBody),
     ]
@@ -1012,8 +1010,10 @@ def test_unsigned_trailer_failures() -> None:
     cases = [
         (body.replace(b"x-amz-checksum-crc32", b"x-amz-checksum-sha1"), errors.InvalidRequest),  # undeclared
         (body.replace(b"0\r\nx-amz-checksum-crc32:", b"0\r\nx-amz-trailer-signature:"), errors.InvalidRequest),
-        (body.replace(b"0\r\nx-amz-checksum-crc32", b"0\r\nx-amz-checksum-crc32:a\r\nx-amz-checksum-crc32"),
-         errors.InvalidRequest),
+        (
+            body.replace(b"0\r\nx-amz-checksum-crc32", b"0\r\nx-amz-checksum-crc32:a\r\nx-amz-checksum-crc32"),
+            errors.InvalidRequest,
+        ),
         (b"5\r\nzzzzz\r\n0\r\n\r\n", errors.IncompleteBody),  # declared trailer missing
         (body[:-1], errors.IncompleteBody),
         (b"5\r\nzzzz", errors.IncompleteBody),

@@ -36,8 +36,8 @@ from tierstore.errors import (
     InvalidArgument,
     InvalidDigest,
     InvalidPart,
+    InvalidPartNumber,
     InvalidPartOrder,
-    InvalidRange,
     InvalidRequest,
     NoSuchBucket,
     NoSuchKey,
@@ -343,7 +343,7 @@ class ObjectService:
                 raise InvalidRequest("Cannot specify both Range header and partNumber query parameter.")
             sizes = meta.parts or [size]
             if not 1 <= opts.part_number <= len(sizes):
-                raise InvalidRange("The requested partnumber is not satisfiable")
+                raise InvalidPartNumber()
             offset = sum(sizes[: opts.part_number - 1])
             return GetResult(meta, offset, sizes[opts.part_number - 1], bool(meta.parts), None, parts_count)
         if opts.byte_range is None:
@@ -487,25 +487,28 @@ class ObjectService:
             rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             if not rows:
                 return ListPage(entries, prefixes, False, None)
-            restart = False
+            # Keys under the common prefix just returned are skipped within this batch; the
+            # next query seeks past the whole prefix (one query per batch, not per prefix).
+            skip: bytes | None = None
             for raw_key, size, etag, modified_ns, meta_s in rows:
                 key_b = bytes(raw_key)
+                if skip is not None and key_b.startswith(skip):
+                    continue
                 if len(entries) + len(prefixes) >= limit:
                     return ListPage(entries, prefixes, True, last)
                 if delim_b:
                     idx = key_b.find(delim_b, len(prefix_b))
                     if idx >= 0:
-                        cp = key_b[: idx + len(delim_b)]
-                        prefixes.append(cp.decode())
+                        skip = key_b[: idx + len(delim_b)]
+                        prefixes.append(skip.decode())
                         last = prefixes[-1]
-                        after, inclusive = cp + _MAX_KEY_SENTINEL, False
-                        restart = True
-                        break
+                        after, inclusive = skip + _MAX_KEY_SENTINEL, False
+                        continue
                 sc = json.loads(meta_s).get("sc", "STANDARD") if '"sc"' in meta_s else "STANDARD"
                 entries.append(ListEntry(key_b.decode(), size, etag, modified_ns, sc))
                 last = entries[-1].key
                 after, inclusive = key_b, False
-            if not restart and len(rows) < batch:
+            if len(rows) < batch:
                 return ListPage(entries, prefixes, False, None)
 
     # --- multipart -------------------------------------------------------------------
@@ -536,11 +539,14 @@ class ObjectService:
                 raise InvalidRequest("The FULL_OBJECT checksum type requires a CRC algorithm.")
             if checksum_type == "COMPOSITE" and checksum_algorithm == "crc64nvme":
                 raise InvalidRequest("The COMPOSITE checksum type is not supported for CRC64NVME.")
+        initiated_ns = self.clock.now_ns()
         info = UploadInfo(
             bucket=bucket,
             key=key,
-            upload_id=new_upload_id(),
-            initiated_ns=self.clock.now_ns(),
+            # Time first: uploads of one key list in initiation order (S3), and the catalog
+            # orders them by (key, upload_id).
+            upload_id=f"{initiated_ns:016x}{new_upload_id()[:16]}",
+            initiated_ns=initiated_ns,
             headers=dict(headers or {}),
             user_meta=dict(user_meta),
             checksum_algorithm=checksum_algorithm,
@@ -615,7 +621,7 @@ class ObjectService:
             if opts.source_range.first is None or opts.source_range.last is None:
                 raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
             if opts.source_range.last >= src.meta.size_bytes:
-                raise InvalidRange()
+                raise InvalidArgument(f"Range specified is not valid for source object of size: {src.meta.size_bytes}")
             offset, length = opts.source_range.resolve(src.meta.size_bytes)
         else:
             offset, length = 0, src.meta.size_bytes
@@ -645,24 +651,47 @@ class ObjectService:
         bucket: str,
         *,
         prefix: str = "",
+        delimiter: str = "",
         key_marker: str = "",
         upload_id_marker: str = "",
         max_uploads: int = 1000,
-    ) -> tuple[list[UploadInfo], bool]:
+    ) -> tuple[list[UploadInfo], list[str], bool]:
+        """In-progress uploads by key, then initiation time: (uploads, common prefixes, truncated).
+        As in S3, common prefixes count toward ``max_uploads``, and a ``key_marker`` that is a
+        common prefix continues after everything under it."""
         self._bucket_exists(bucket)
-        out: list[UploadInfo] = []
+        uploads: list[UploadInfo] = []
+        prefixes: list[str] = []
+        prefix_b, delim_b = prefix.encode(), delimiter.encode()
         after_key, after_upload = key_marker.encode(), upload_id_marker if key_marker else ""
         if key_marker and not upload_id_marker:
             after_upload = "\U0010ffff"  # everything for key_marker itself is skipped
-        while len(out) <= max_uploads:
+        skip: bytes | None = None
+        rest = after_key[len(prefix_b) :] if after_key.startswith(prefix_b) else b""
+        if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+            skip = after_key
+        if after_key < prefix_b:
+            after_key, after_upload = prefix_b, ""
+        while True:
             rows = self.catalog.list_uploads(bucket, after_key, after_upload, 1000)
-            if not rows:
-                break
             for u in rows:
-                if u.key.startswith(prefix):
-                    out.append(u)
+                key_b = u.key.encode()
+                if not key_b.startswith(prefix_b):
+                    return uploads, prefixes, False  # sorted: past the prefix
+                if skip is not None and key_b.startswith(skip):
+                    continue
+                if len(uploads) + len(prefixes) >= max_uploads:
+                    return uploads, prefixes, True
+                if delim_b:
+                    idx = key_b.find(delim_b, len(prefix_b))
+                    if idx >= 0:
+                        skip = key_b[: idx + len(delim_b)]
+                        prefixes.append(skip.decode())
+                        continue
+                uploads.append(u)
+            if len(rows) < 1000:
+                return uploads, prefixes, False
             after_key, after_upload = rows[-1].key.encode(), rows[-1].upload_id
-        return out[:max_uploads], len(out) > max_uploads
 
     async def complete_multipart_upload(
         self,
