@@ -13,37 +13,21 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
-from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
+from tests.conftest import ServerProcess, make_client
+from tests.s3http import UNSIGNED, sign_v4
 
 
 def blob_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in (data_dir / "blobs").rglob("*") if p.is_file())
 
 
-class UnsignedPayloadAuth(S3SigV4Auth):
-    """SigV4 with UNSIGNED-PAYLOAD even over http (botocore signs payloads on http by default)."""
-
-    def _should_sha256_sign_payload(self, request: AWSRequest) -> bool:
-        return False
-
-
-def signed_headers(method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
-    req = AWSRequest(method=method, url=url, headers=headers)
-    UnsignedPayloadAuth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
-    return dict(req.headers.items())
-
-
 def start_slow_put(srv: ServerProcess, bucket: str, key: str, size: int) -> http.client.HTTPConnection:
     """Send the headers of an UNSIGNED-PAYLOAD PUT of ``size`` bytes; the caller sends the body."""
-    url = f"{srv.endpoint}/{bucket}/{key}"
-    headers = signed_headers("PUT", url, {"Content-Length": str(size)})
+    signed = sign_v4(srv.port, "PUT", f"/{bucket}/{key}", payload_hash=UNSIGNED, headers={"content-length": str(size)})
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    conn.putrequest("PUT", f"/{bucket}/{key}", skip_accept_encoding=True)
-    for k, v in headers.items():
+    conn.putrequest("PUT", signed.target, skip_host=True, skip_accept_encoding=True)
+    for k, v in signed.headers.items():
         conn.putheader(k, v)
     conn.endheaders()
     return conn

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import stat
@@ -12,12 +11,10 @@ import time
 from pathlib import Path
 
 import boto3
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import Credentials
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, free_port
+from tests.s3http import signed_request
 
 
 def test_serve_help() -> None:
@@ -85,25 +82,14 @@ def test_virtual_hosted_style(tmp_path: Path) -> None:
         )
         path_client.create_bucket(Bucket="vhost")
 
-        # botocore would resolve vhost.s3.localtest by DNS; send the Host header by hand instead.
-        def call(method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-            url = f"http://vhost.s3.localtest:{srv.port}{path}"
-            req = AWSRequest(method=method, url=url, data=body, headers={"x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
-            S3SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "s3", "us-east-1").add_auth(req)
-            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
-            headers = dict(req.headers.items())
-            headers["Host"] = f"vhost.s3.localtest:{srv.port}"
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            out = resp.status, resp.read()
-            conn.close()
-            return out
-
-        assert call("PUT", "/dir/key.txt", b"hello vhost")[0] == 200
+        # botocore would resolve vhost.s3.localtest by DNS; sign and send the Host header by hand.
+        host = {"host": f"vhost.s3.localtest:{srv.port}"}
+        r = signed_request(srv, "PUT", "/dir/key.txt", b"hello vhost", headers=host)
+        assert r.status == 200, r.body
         assert path_client.get_object(Bucket="vhost", Key="dir/key.txt")["Body"].read() == b"hello vhost"
-        status, body = call("GET", "/dir/key.txt")
-        assert (status, body) == (200, b"hello vhost")
-        status, body = call("GET", "/?list-type=2")
-        assert status == 200 and b"<Key>dir/key.txt</Key>" in body
+        r = signed_request(srv, "GET", "/dir/key.txt", headers=host)
+        assert (r.status, r.body) == (200, b"hello vhost")
+        r = signed_request(srv, "GET", "/", headers=host, query=[("list-type", "2")])
+        assert r.status == 200 and b"<Key>dir/key.txt</Key>" in r.body
     finally:
         srv.stop()

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.test_auth_e2e import UNSIGNED, Resp, assert_error, assert_ok, send, sign_v4, signed_request
 from tests.conftest import ServerProcess, make_client
+from tests.s3http import UNSIGNED, Resp, assert_error, assert_ok, send, sign_v4, signed_request
 
 GIB = 1024**3
 MIB = 1024**2
