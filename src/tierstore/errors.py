@@ -28,6 +28,7 @@ __all__ = [
     "InvalidAccessKeyId",
     "InvalidArgument",
     "InvalidBucketName",
+    "InvalidBucketState",
     "InvalidDigest",
     "InvalidPart",
     "InvalidPartNumber",
@@ -44,6 +45,7 @@ __all__ = [
     "NoSuchBucket",
     "NoSuchKey",
     "NoSuchUpload",
+    "NoSuchVersion",
     "NotImplementedOperation",
     "NotModified",
     "PreconditionFailed",
@@ -61,10 +63,11 @@ class TierstoreError(Exception):
 
     code: str = "InternalError"
 
-    def __init__(self, message: str = "", *, resource: str = "") -> None:
+    def __init__(self, message: str = "", *, resource: str = "", headers: dict[str, str] | None = None) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         self.resource = resource
+        self.headers = headers or {}  # extra response headers, e.g. x-amz-delete-marker
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,6 +87,10 @@ class NoSuchKey(TierstoreError, KeyError):
     """The specified key does not exist."""
 
 
+class NoSuchVersion(TierstoreError, KeyError):
+    """The specified version does not exist."""
+
+
 class NoSuchUpload(TierstoreError, KeyError):
     """The specified multipart upload does not exist."""
 
@@ -95,6 +102,10 @@ class BucketAlreadyOwnedByYou(TierstoreError, FileExistsError):
 
 class BucketAlreadyExists(TierstoreError, FileExistsError):
     """The requested bucket name is not available."""
+
+
+class InvalidBucketState(TierstoreError, OSError):
+    """The request is not valid with the current state of the bucket."""
 
 
 class BucketNotEmpty(TierstoreError, OSError):

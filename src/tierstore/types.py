@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from tierstore.errors import (
     InvalidArgument,
@@ -220,6 +221,9 @@ class ObjectMeta:
     checksum_type: str | None = None  # FULL_OBJECT | COMPOSITE
     parts: list[int] = field(default_factory=list)  # part sizes, for multipart objects
     storage_class: str = "STANDARD"
+    tags: dict[str, str] = field(default_factory=dict)
+    lock: dict[str, Any] = field(default_factory=dict)  # object lock: mode, until_ns, legal_hold
+    is_delete_marker: bool = False
 
     @property
     def content_type(self) -> str:

@@ -165,7 +165,6 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
 @pytest.mark.parametrize(
     "call",
     [
-        "put_bucket_versioning",
         "put_bucket_policy",
         "get_bucket_policy",
         "put_bucket_tagging",
@@ -177,9 +176,7 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
 )
 def test_unimplemented_bucket_ops(s3, bucket: str, call: str) -> None:  # type: ignore[no-untyped-def]
     args: dict[str, object] = {"Bucket": bucket}
-    if call == "put_bucket_versioning":
-        args["VersioningConfiguration"] = {"Status": "Enabled"}
-    elif call == "put_bucket_policy":
+    if call == "put_bucket_policy":
         args["Policy"] = '{"Version":"2012-10-17","Statement":[]}'
     elif call == "put_bucket_tagging":
         args["Tagging"] = {"TagSet": [{"Key": "a", "Value": "b"}]}

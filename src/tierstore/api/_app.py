@@ -72,12 +72,41 @@ STORAGE_CLASSES = frozenset(
 # parameter is ignored, as S3 does.
 _SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption",
-        "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location", "logging",
-        "metadataTable", "metrics", "notification", "object-lock", "ownershipControls", "policy",
-        "policyStatus", "publicAccessBlock", "renameObject", "replication", "requestPayment",
-        "restore", "retention", "select", "select-type", "session", "tagging", "torrent", "uploads",
-        "versioning", "versions", "website",
+        "accelerate",
+        "acl",
+        "analytics",
+        "attributes",
+        "cors",
+        "delete",
+        "encryption",
+        "intelligent-tiering",
+        "inventory",
+        "legal-hold",
+        "lifecycle",
+        "location",
+        "logging",
+        "metadataTable",
+        "metrics",
+        "notification",
+        "object-lock",
+        "ownershipControls",
+        "policy",
+        "policyStatus",
+        "publicAccessBlock",
+        "renameObject",
+        "replication",
+        "requestPayment",
+        "restore",
+        "retention",
+        "select",
+        "select-type",
+        "session",
+        "tagging",
+        "torrent",
+        "uploads",
+        "versioning",
+        "versions",
+        "website",
     }
 )
 _RESPONSE_OVERRIDES = {
@@ -246,10 +275,10 @@ class S3App:
     def _error(self, exc: e.TierstoreError, req: Request | None, request_id: str) -> Response:
         status = status_of(exc)
         if status == 304:
-            return Response(304)
+            return Response(304, list(exc.headers.items()))
         resource = req.resource if req is not None else "/"
         body = error_body(exc, resource, request_id)
-        headers = [("content-type", "application/xml")]
+        headers = [("content-type", "application/xml"), *exc.headers.items()]
         if status == 503:
             headers.append(("retry-after", "1"))
         return Response(status, headers, body)
@@ -438,9 +467,14 @@ class S3App:
             return self.get_bucket_location(req)
         if m == "GET" and op == "uploads":
             return self.list_multipart_uploads(req)
-        if m == "GET" and op == "versioning":
-            self.service.head_bucket(req.bucket or "")
-            return Response(200, [("content-type", "application/xml")], document("VersioningConfiguration"))
+        if op == "versioning" and m == "GET":
+            status = self.service.get_bucket_versioning(req.bucket or "")
+            body = document("VersioningConfiguration", E("Status", status) if status else "")
+            return Response(200, [("content-type", "application/xml")], body)
+        if op == "versioning" and m == "PUT":
+            return await self.put_bucket_versioning(req)
+        if op == "versions" and m == "GET":
+            return self.list_object_versions(req)
         if m == "POST" and op == "delete":
             return await self.delete_objects(req)
         raise e.NotImplementedOperation(f"The bucket operation '{','.join(sub)[:60]}' is not implemented.")
@@ -576,6 +610,78 @@ class S3App:
         body = document("ListBucketResult", *parts, *contents, *cps)
         return Response(200, [("content-type", "application/xml")], body)
 
+    async def put_bucket_versioning(self, req: Request) -> Response:
+        body = await self._read_small(req)
+        el = parse_xml(body, "VersioningConfiguration")
+        if (text_of(el, "MfaDelete") or "Disabled") == "Enabled":
+            raise e.NotImplementedOperation("MFA delete is not implemented.")
+        status = text_of(el, "Status")
+        if status is None:
+            raise e.MalformedXML()
+        await self.service.set_bucket_versioning(req.bucket or "", status)
+        return Response(200)
+
+    def list_object_versions(self, req: Request) -> Response:
+        q = req.query
+        bucket = req.bucket or ""
+        enc = q.get("encoding-type")
+        if enc not in (None, "url"):
+            raise e.InvalidArgument("Invalid Encoding Method specified in Request")
+        url = enc == "url"
+        max_keys = _int_param(q, "max-keys", 1000, hi=1000)
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        key_marker, vid_marker = q.get("key-marker", ""), q.get("version-id-marker", "")
+        page = self.service.list_object_versions(
+            bucket,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=key_marker,
+            version_id_marker=vid_marker,
+            max_keys=max_keys,
+        )
+        owner = self._owner(req)
+        items: list[str] = []
+        for meta, is_latest in page.versions:
+            common = [
+                E("Key", url_encode_key(meta.key, url)),
+                E("VersionId", meta.version_id),
+                E("IsLatest", "true" if is_latest else "false"),
+                E("LastModified", iso8601(meta.modified_ns)),
+            ]
+            if meta.is_delete_marker:
+                items.append(E("DeleteMarker", None, *common, owner))
+            else:
+                items.append(
+                    E(
+                        "Version",
+                        None,
+                        *common,
+                        E("ETag", meta.etag),
+                        E("Size", meta.size_bytes),
+                        E("StorageClass", meta.storage_class),
+                        owner,
+                    )
+                )
+        cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]
+        fields = [
+            E("Name", bucket),
+            E("Prefix", url_encode_key(prefix, url)),
+            E("KeyMarker", url_encode_key(key_marker, url)),
+            E("VersionIdMarker", vid_marker),
+        ]
+        if page.is_truncated and page.next_key_marker is not None:
+            fields.append(E("NextKeyMarker", url_encode_key(page.next_key_marker, url)))
+            if page.next_version_id_marker is not None:
+                fields.append(E("NextVersionIdMarker", page.next_version_id_marker))
+        fields.append(E("MaxKeys", max_keys))
+        if delimiter:
+            fields.append(E("Delimiter", url_encode_key(delimiter, url)))
+        if url:
+            fields.append(E("EncodingType", "url"))
+        fields.append(E("IsTruncated", "true" if page.is_truncated else "false"))
+        body = document("ListVersionsResult", *fields, *items, *cps)
+        return Response(200, [("content-type", "application/xml")], body)
+
     @staticmethod
     def _encode_token(key: str) -> str:
         return base64.urlsafe_b64encode(key.encode()).decode()
@@ -614,14 +720,18 @@ class S3App:
             if key is None:
                 raise e.MalformedXML()
             try:
-                if version not in (None, NULL_VERSION):
-                    raise e.NoSuchKey(resource=key)  # versions arrive with versioning
-                await self.service.delete_object(bucket, key)
+                result = await self.service.delete_object(
+                    bucket, key, version_id=version, bypass_governance=self._bypass_governance(req)
+                )
                 if not quiet:
-                    out.append(E("Deleted", None, E("Key", key), E("VersionId", version) if version else ""))
-            except e.NoSuchKey:
-                if not quiet:
-                    out.append(E("Deleted", None, E("Key", key)))
+                    fields = [E("Key", key)]
+                    if version is not None:
+                        fields.append(E("VersionId", version))
+                        if result.delete_marker:
+                            fields.append(E("DeleteMarker", "true"))
+                    elif result.delete_marker:
+                        fields += [E("DeleteMarker", "true"), E("DeleteMarkerVersionId", result.version_id)]
+                    out.append(E("Deleted", None, *fields))
             except e.TierstoreError as exc:
                 out.append(E("Error", None, E("Key", key), E("Code", exc.code), E("Message", exc.message)))
         return Response(200, [("content-type", "application/xml")], document("DeleteResult", *out))
@@ -818,12 +928,23 @@ class S3App:
 
     async def delete_object(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
-        version = req.query.get("versionId")
-        if version not in (None, NULL_VERSION):
-            self.service.head_bucket(req.bucket)
-            return Response(204)  # no such version: deleting it is a no-op, as in S3
-        await self.service.delete_object(req.bucket, req.key, if_match=req.headers.get("if-match"))
-        return Response(204)
+        result = await self.service.delete_object(
+            req.bucket,
+            req.key,
+            version_id=req.query.get("versionId"),
+            if_match=req.headers.get("if-match"),
+            bypass_governance=self._bypass_governance(req),
+        )
+        headers = []
+        if result.version_id is not None:
+            headers.append(("x-amz-version-id", result.version_id))
+        if result.delete_marker:
+            headers.append(("x-amz-delete-marker", "true"))
+        return Response(204, headers)
+
+    @staticmethod
+    def _bypass_governance(req: Request) -> bool:
+        return req.headers.get("x-amz-bypass-governance-retention", "").lower() == "true"
 
     def _copy_source(self, req: Request) -> tuple[str, str, str | None]:
         raw = req.headers["x-amz-copy-source"]
@@ -881,7 +1002,12 @@ class S3App:
         )
         extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a == opts.checksum_algorithm]
         body = document("CopyObjectResult", E("LastModified", iso8601(meta.modified_ns)), E("ETag", meta.etag), *extra)
-        return Response(200, [("content-type", "application/xml")], body)
+        headers = [("content-type", "application/xml")]
+        if meta.version_id != NULL_VERSION:
+            headers.append(("x-amz-version-id", meta.version_id))
+        if src_version is not None:
+            headers.append(("x-amz-copy-source-version-id", src_version))
+        return Response(200, headers, body)
 
     # --- multipart -------------------------------------------------------------------
     async def create_multipart_upload(self, req: Request) -> Response:
@@ -987,7 +1113,10 @@ class S3App:
             E("ETag", meta.etag),
             *extra,
         )
-        return Response(200, [("content-type", "application/xml")], body)
+        headers = [("content-type", "application/xml")]
+        if meta.version_id != NULL_VERSION:
+            headers.append(("x-amz-version-id", meta.version_id))
+        return Response(200, headers, body)
 
     async def abort_multipart_upload(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None

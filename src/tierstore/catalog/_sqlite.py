@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -31,15 +32,17 @@ from tierstore.errors import (
     InsufficientStorage,
     InternalError,
     NoSuchBucket,
+    NoSuchKey,
     NoSuchUpload,
+    NoSuchVersion,
 )
-from tierstore.types import BucketInfo, ObjectMeta, PartInfo, UploadInfo
+from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 __all__ = ["BlobRef", "SqliteCatalog", "VersionRecord"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -59,15 +62,27 @@ CREATE TABLE IF NOT EXISTS versions(
     modified_ns INTEGER NOT NULL,
     meta TEXT NOT NULL,
     blobs TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,  -- order of the versions of one key (newest = highest)
     PRIMARY KEY(bucket, key, version_id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions(bucket, key) WHERE is_latest = 1;
+CREATE INDEX IF NOT EXISTS versions_seq ON versions(bucket, key, seq);
 CREATE TABLE IF NOT EXISTS blobs(
     blob_id TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS obj_attrs(
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    num REAL,
+    PRIMARY KEY(bucket, key, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS obj_attrs_value ON obj_attrs(bucket, name, value);
+CREATE INDEX IF NOT EXISTS obj_attrs_num ON obj_attrs(bucket, name, num) WHERE num IS NOT NULL;
 CREATE TABLE IF NOT EXISTS uploads(
     upload_id TEXT PRIMARY KEY,
     bucket TEXT NOT NULL,
@@ -89,6 +104,24 @@ CREATE TABLE IF NOT EXISTS parts(
 """
 
 
+def attr_num(value: str) -> float | None:
+    """The number a metadata value is, for numeric comparison; None if it is not a finite number."""
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def index_attrs(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (name, value) pairs the metadata index keeps for a version's metadata document."""
+    out = [(f"meta.{k}", v) for k, v in doc.get("u", {}).items()]
+    out += [(f"tag.{k}", v) for k, v in doc.get("t", {}).items()]
+    out.append(("content_type", doc.get("h", {}).get("content-type", "binary/octet-stream")))
+    out.append(("storage_class", doc.get("sc", "STANDARD")))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class BlobRef:
     blob_id: str
@@ -102,6 +135,9 @@ class VersionRecord:
     meta: ObjectMeta
     blobs: list[BlobRef] = field(default_factory=list)
     is_delete_marker: bool = False
+
+
+Guard = Callable[["VersionRecord", dict[str, Any]], None]
 
 
 def _meta_json(m: ObjectMeta) -> str:
@@ -118,6 +154,10 @@ def _meta_json(m: ObjectMeta) -> str:
         doc["p"] = m.parts
     if m.storage_class != "STANDARD":
         doc["sc"] = m.storage_class
+    if m.tags:
+        doc["t"] = m.tags
+    if m.lock:
+        doc["l"] = m.lock
     return json.dumps(doc, separators=(",", ":"))
 
 
@@ -137,6 +177,9 @@ def _row_to_record(bucket: str, row: tuple[Any, ...]) -> VersionRecord:
         checksum_type=doc.get("ct"),
         parts=doc.get("p", []),
         storage_class=doc.get("sc", "STANDARD"),
+        tags=doc.get("t", {}),
+        lock=doc.get("l", {}),
+        is_delete_marker=bool(is_dm),
     )
     blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)]
     return VersionRecord(meta=meta, blobs=blobs, is_delete_marker=bool(is_dm))
@@ -175,12 +218,28 @@ class SqliteCatalog:
     def _open_writer(self) -> None:
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
+        has_versions = conn.execute("SELECT 1 FROM sqlite_master WHERE name='versions'").fetchone()
+        if has_versions and not any(r[1] == "seq" for r in conn.execute("PRAGMA table_info(versions)")):
+            self._migrate_v1(conn)
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
         row = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
         if int(row[0]) != SCHEMA_VERSION:
             raise InternalError(f"catalog schema {row[0]} is not supported (expected {SCHEMA_VERSION})")
         self._wconn = conn
+
+    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
+        """v1 (unversioned only) -> v2: version order and the metadata index."""
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ALTER TABLE versions ADD COLUMN seq INTEGER NOT NULL DEFAULT 1")
+        for stmt in _SCHEMA.split(";"):
+            if "obj_attrs" in stmt or "versions_seq" in stmt:
+                conn.execute(stmt)
+        rows = conn.execute("SELECT bucket, key FROM versions WHERE is_latest=1").fetchall()
+        for bucket, key_b in rows:
+            self._reindex(conn, bucket, bytes(key_b))
+        conn.execute("UPDATE meta SET value='2' WHERE name='schema_version'")
+        conn.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -273,85 +332,235 @@ class SqliteCatalog:
         )
         return _row_to_record(bucket, row) if row else None
 
+    def get_version(self, bucket: str, key: str, version_id: str) -> VersionRecord | None:
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND version_id=?",  # noqa: S608 - constant
+                (bucket, key.encode(), version_id),
+            )
+            .fetchone()
+        )
+        return _row_to_record(bucket, row) if row else None
+
+    def bucket_props(self, name: str) -> dict[str, Any]:
+        row = self._reader().execute("SELECT props FROM buckets WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise NoSuchBucket(resource=name)
+        props: dict[str, Any] = json.loads(row[0])
+        return props
+
+    async def update_bucket_props(
+        self, name: str, update: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read-modify-write of a bucket's properties in one transaction; ``update`` may raise."""
+
+        def fn(c: sqlite3.Connection) -> dict[str, Any]:
+            props = self._props(c, name)
+            new = update(dict(props))
+            c.execute("UPDATE buckets SET props=? WHERE name=?", (json.dumps(new), name))
+            return new
+
+        return await self._write(fn)
+
+    # --- versions (inside write transactions) -----------------------------------------
+    @staticmethod
+    def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]:
+        row = c.execute("SELECT props FROM buckets WHERE name=?", (bucket,)).fetchone()
+        if row is None:
+            raise NoSuchBucket(resource=bucket)
+        props: dict[str, Any] = json.loads(row[0])
+        return props
+
+    @staticmethod
+    def _latest_in(c: sqlite3.Connection, bucket: str, key_b: bytes) -> VersionRecord | None:
+        row = c.execute(
+            f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND is_latest=1",  # noqa: S608 - constant
+            (bucket, key_b),
+        ).fetchone()
+        return _row_to_record(bucket, row) if row else None
+
+    @staticmethod
+    def _version_in(c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> VersionRecord | None:
+        row = c.execute(
+            f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND version_id=?",  # noqa: S608 - constant
+            (bucket, key_b, version_id),
+        ).fetchone()
+        return _row_to_record(bucket, row) if row else None
+
+    def _remove_version(self, c: sqlite3.Connection, bucket: str, key_b: bytes, record: VersionRecord) -> None:
+        c.execute(
+            "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
+        )
+        self._unref_all(c, (b.blob_id for b in record.blobs))
+
+    @staticmethod
+    def _insert_version(c: sqlite3.Connection, record: VersionRecord, key_b: bytes) -> None:
+        m = record.meta
+        seq = c.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket=? AND key=?", (m.bucket, key_b)
+        ).fetchone()[0]
+        c.execute("UPDATE versions SET is_latest=0 WHERE bucket=? AND key=? AND is_latest=1", (m.bucket, key_b))
+        c.execute(
+            "INSERT INTO versions(bucket, key, version_id, is_latest, is_delete_marker, size, etag,"
+            " modified_ns, meta, blobs, seq) VALUES(?,?,?,1,?,?,?,?,?,?,?)",
+            (
+                m.bucket,
+                key_b,
+                m.version_id,
+                int(record.is_delete_marker),
+                m.size_bytes,
+                m.etag,
+                m.modified_ns,
+                _meta_json(m),
+                json.dumps([[b.blob_id, b.size_bytes] for b in record.blobs]),
+                seq,
+            ),
+        )
+
+    @staticmethod
+    def _promote_newest(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        c.execute(
+            "UPDATE versions SET is_latest=1 WHERE bucket=? AND key=? AND seq="
+            "(SELECT MAX(seq) FROM versions WHERE bucket=? AND key=?)",
+            (bucket, key_b, bucket, key_b),
+        )
+
+    @staticmethod
+    def _reindex(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        """Make the metadata index show the key's current live version (or nothing)."""
+        c.execute("DELETE FROM obj_attrs WHERE bucket=? AND key=?", (bucket, key_b))
+        row = c.execute(
+            "SELECT meta FROM versions WHERE bucket=? AND key=? AND is_latest=1 AND is_delete_marker=0",
+            (bucket, key_b),
+        ).fetchone()
+        if row is None:
+            return
+        c.executemany(
+            "INSERT INTO obj_attrs(bucket, key, name, value, num) VALUES(?,?,?,?,?)",
+            [(bucket, key_b, name, value, attr_num(value)) for name, value in index_attrs(json.loads(row[0]))],
+        )
+
     async def put_version(
         self,
         record: VersionRecord,
         *,
         check: Callable[[VersionRecord | None], None] | None = None,
         extra: Callable[[sqlite3.Connection], None] | None = None,
-    ) -> None:
-        """Publish ``record`` as the latest version of its key (unversioned: replaces the old one).
+        guard: Guard | None = None,
+    ) -> str:
+        """Publish ``record`` as the latest version of its key and return its version id.
 
-        ``check`` runs inside the transaction with the current version, for conditional writes;
-        it raises to abort. ``extra`` runs in the same transaction (multipart completion uses it).
+        With versioning Enabled the record keeps its (new) ``meta.version_id`` and older versions
+        stay; otherwise it becomes the ``null`` version, replacing any earlier ``null`` version.
+        ``check`` runs inside the transaction with the current version (conditional writes);
+        ``extra`` runs in the same transaction (multipart completion uses it); ``guard`` is
+        called with any version about to be destroyed (object lock refuses by raising).
         """
         m = record.meta
         key_b = m.key.encode()
 
-        def fn(c: sqlite3.Connection) -> None:
-            if not c.execute("SELECT 1 FROM buckets WHERE name=?", (m.bucket,)).fetchone():
-                raise NoSuchBucket(resource=m.bucket)
-            row = c.execute(
-                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND is_latest=1",  # noqa: S608 - constant
-                (m.bucket, key_b),
-            ).fetchone()
-            current = _row_to_record(m.bucket, row) if row else None
+        def fn(c: sqlite3.Connection) -> str:
+            props = self._props(c, m.bucket)
+            current = self._latest_in(c, m.bucket, key_b)
             if check is not None:
                 check(current)
             if extra is not None:
                 extra(c)
-            if current is not None:
-                # Unversioned bucket: the previous version goes away in this same transaction.
-                c.execute(
-                    "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?",
-                    (m.bucket, key_b, current.meta.version_id),
-                )
-                self._unref_all(c, (b.blob_id for b in current.blobs))
+            # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
                 self._ref(c, b.blob_id, b.size_bytes)
-            c.execute(
-                "INSERT INTO versions(bucket, key, version_id, is_latest, is_delete_marker, size, etag,"
-                " modified_ns, meta, blobs) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                (
-                    m.bucket,
-                    key_b,
-                    m.version_id,
-                    1,
-                    int(record.is_delete_marker),
-                    m.size_bytes,
-                    m.etag,
-                    m.modified_ns,
-                    _meta_json(m),
-                    json.dumps([[b.blob_id, b.size_bytes] for b in record.blobs]),
-                ),
-            )
+            if props.get("versioning") != "Enabled":
+                m.version_id = NULL_VERSION
+                old_null = self._version_in(c, m.bucket, key_b, NULL_VERSION)
+                if old_null is not None:
+                    if guard is not None:
+                        guard(old_null, props)
+                    self._remove_version(c, m.bucket, key_b, old_null)
+            self._insert_version(c, record, key_b)
+            self._reindex(c, m.bucket, key_b)
+            return m.version_id
 
-        await self._write(fn)
+        return await self._write(fn)
 
-    async def delete_latest(
-        self, bucket: str, key: str, *, check: Callable[[VersionRecord | None], None] | None = None
-    ) -> VersionRecord | None:
-        """Remove the latest version of ``key`` (unversioned delete). Returns what was removed."""
+    async def delete_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None,
+        marker: ObjectMeta,
+        check: Callable[[VersionRecord | None], None] | None = None,
+        guard: Guard | None = None,
+    ) -> tuple[VersionRecord | None, bool]:
+        """S3 DeleteObject. Returns (the version removed or the delete marker added, whether a
+        delete marker was added). ``marker`` carries the would-be marker's id and time."""
         key_b = key.encode()
 
-        def fn(c: sqlite3.Connection) -> VersionRecord | None:
-            if not c.execute("SELECT 1 FROM buckets WHERE name=?", (bucket,)).fetchone():
-                raise NoSuchBucket(resource=bucket)
-            row = c.execute(
-                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND is_latest=1",  # noqa: S608 - constant
-                (bucket, key_b),
-            ).fetchone()
-            current = _row_to_record(bucket, row) if row else None
+        def fn(c: sqlite3.Connection) -> tuple[VersionRecord | None, bool]:
+            props = self._props(c, bucket)
+            status = props.get("versioning")
+            if version_id is not None:
+                target = self._version_in(c, bucket, key_b, version_id)
+                if check is not None:
+                    check(target)
+                if target is None:
+                    return None, False
+                if guard is not None:
+                    guard(target, props)
+                was_latest = self._latest_in(c, bucket, key_b)
+                self._remove_version(c, bucket, key_b, target)
+                if was_latest is not None and was_latest.meta.version_id == version_id:
+                    self._promote_newest(c, bucket, key_b)
+                    self._reindex(c, bucket, key_b)
+                return target, False
+            current = self._latest_in(c, bucket, key_b)
             if check is not None:
                 check(current)
-            if current is None:
-                return None
+            if status is None:  # never versioned: the object simply goes away
+                if current is None:
+                    return None, False
+                if guard is not None:
+                    guard(current, props)
+                self._remove_version(c, bucket, key_b, current)
+                self._reindex(c, bucket, key_b)
+                return current, False
+            record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+            if status != "Enabled":
+                marker.version_id = NULL_VERSION
+                old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
+                if old_null is not None:
+                    if guard is not None:
+                        guard(old_null, props)
+                    self._remove_version(c, bucket, key_b, old_null)
+            self._insert_version(c, record, key_b)
+            self._reindex(c, bucket, key_b)
+            return record, True
+
+        return await self._write(fn)
+
+    async def update_version_meta(
+        self, bucket: str, key: str, version_id: str | None, update: Callable[[VersionRecord], None]
+    ) -> VersionRecord:
+        """Change a version's metadata in place (tags, retention, legal hold); ``update`` mutates
+        ``record.meta`` and may raise. ``version_id=None`` means the current version."""
+        key_b = key.encode()
+
+        def fn(c: sqlite3.Connection) -> VersionRecord:
+            self._props(c, bucket)
+            if version_id is None:
+                record = self._latest_in(c, bucket, key_b)
+            else:
+                record = self._version_in(c, bucket, key_b, version_id)
+            if record is None:
+                raise (NoSuchKey(resource=key) if version_id is None else NoSuchVersion(resource=key))
+            update(record)
             c.execute(
-                "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?",
-                (bucket, key_b, current.meta.version_id),
+                "UPDATE versions SET meta=? WHERE bucket=? AND key=? AND version_id=?",
+                (_meta_json(record.meta), bucket, key_b, record.meta.version_id),
             )
-            self._unref_all(c, (b.blob_id for b in current.blobs))
-            return current
+            self._reindex(c, bucket, key_b)
+            return record
 
         return await self._write(fn)
 
@@ -371,6 +580,37 @@ class SqliteCatalog:
             )
             .fetchall()
         )
+
+    def scan_versions(
+        self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int
+    ) -> list[tuple[VersionRecord, int, bool]]:
+        """Every version in (key ASC, newest first) order, starting after (after_key, after_seq);
+        ``after_seq=None`` starts at ``after_key`` itself (inclusive). Yields (record, seq, is_latest)."""
+        args: tuple[object, ...]
+        if after_seq is None:
+            where, args = "key >= ?", (after_key,)
+        else:
+            where, args = "(key > ? OR (key = ? AND seq < ?))", (after_key, after_key, after_seq)
+        rows = (
+            self._reader()
+            .execute(
+                f"SELECT {_VERSION_COLS}, seq, is_latest FROM versions"  # noqa: S608 - constant fragments
+                f" WHERE bucket=? AND {where} AND key<? ORDER BY key, seq DESC LIMIT ?",
+                (bucket, *args, below, limit),
+            )
+            .fetchall()
+        )
+        return [(_row_to_record(bucket, r[:-2]), r[-2], bool(r[-1])) for r in rows]
+
+    def version_seq(self, bucket: str, key: str, version_id: str) -> int | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT seq FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key.encode(), version_id)
+            )
+            .fetchone()
+        )
+        return int(row[0]) if row else None
 
     # --- blob references -------------------------------------------------------------
     @staticmethod
@@ -457,8 +697,10 @@ class SqliteCatalog:
     def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         row = (
             self._reader()
-            .execute("SELECT upload_id, bucket, key, initiated_ns, meta FROM uploads WHERE upload_id=?",
-                (upload_id,),)
+            .execute(
+                "SELECT upload_id, bucket, key, initiated_ns, meta FROM uploads WHERE upload_id=?",
+                (upload_id,),
+            )
             .fetchone()
         )
         if row is None or row[1] != bucket or bytes(row[2]) != key.encode():
@@ -532,8 +774,13 @@ class SqliteCatalog:
         await self._write(fn)
 
     async def complete_upload(
-        self, upload_id: str, record: VersionRecord, *, check: Callable[[VersionRecord | None], None] | None = None
-    ) -> None:
+        self,
+        upload_id: str,
+        record: VersionRecord,
+        *,
+        check: Callable[[VersionRecord | None], None] | None = None,
+        guard: Guard | None = None,
+    ) -> str:
         """Publish ``record`` (whose blobs are the chosen parts' blobs) and drop the upload, atomically."""
 
         chosen = {b.blob_id for b in record.blobs}
@@ -551,7 +798,7 @@ class SqliteCatalog:
             c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
             c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
-        await self.put_version(record, check=check, extra=extra)
+        return await self.put_version(record, check=check, extra=extra, guard=guard)
 
     # --- maintenance -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import email.utils
 import hashlib
 import itertools
 import json
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from tierstore.blob import BlobStore
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
@@ -29,23 +32,28 @@ from tierstore.engine._checksums import (
     new_hasher,
 )
 from tierstore.errors import (
+    AccessDenied,
     BadDigest,
     EntityTooLarge,
     EntityTooSmall,
     IncompleteBody,
     InvalidArgument,
+    InvalidBucketState,
     InvalidDigest,
     InvalidPart,
     InvalidPartNumber,
     InvalidPartOrder,
     InvalidRequest,
+    MalformedXML,
+    MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
+    NoSuchVersion,
     NotImplementedOperation,
     NotModified,
     PreconditionFailed,
 )
-from tierstore.runtime import Clock, new_blob_id, new_upload_id
+from tierstore.runtime import Clock, new_blob_id, new_upload_id, new_version_id
 from tierstore.types import (
     MAX_PUT_BYTES,
     NULL_VERSION,
@@ -66,7 +74,7 @@ from tierstore.types import (
     check_user_metadata,
 )
 
-__all__ = ["CompletedPart", "CopyOptions", "GetResult", "ObjectService"]
+__all__ = ["CompletedPart", "CopyOptions", "DeleteResult", "GetResult", "ObjectService", "VersionsPage"]
 
 log = logging.getLogger("tierstore.engine")
 
@@ -105,6 +113,38 @@ class CompletedPart:
     part_number: int
     etag: str
     checksums: dict[str, str] = field(default_factory=dict)
+
+
+_VERSION_ID_RE = re.compile(r"[0-9a-f]{24}")
+
+
+def check_version_id(version_id: str) -> None:
+    """Version ids are ``null`` or what runtime.new_version_id makes; anything else is malformed."""
+    if version_id != NULL_VERSION and not _VERSION_ID_RE.fullmatch(version_id):
+        raise InvalidArgument("Invalid version id specified", resource=version_id[:64])
+
+
+def _marker_headers(meta: ObjectMeta) -> dict[str, str]:
+    return {
+        "x-amz-delete-marker": "true",
+        "x-amz-version-id": meta.version_id,
+        "last-modified": email.utils.formatdate(meta.modified_ns / 1e9, usegmt=True),
+    }
+
+
+@dataclass(slots=True)
+class DeleteResult:
+    version_id: str | None  # the version removed, or the delete marker added
+    delete_marker: bool
+
+
+@dataclass(slots=True)
+class VersionsPage:
+    versions: list[tuple[ObjectMeta, bool]]  # (version or delete marker, is_latest)
+    common_prefixes: list[str]
+    is_truncated: bool
+    next_key_marker: str | None
+    next_version_id_marker: str | None
 
 
 def _strip_etag(value: str) -> str:
@@ -229,6 +269,31 @@ class ObjectService:
     def list_buckets(self) -> list[BucketInfo]:
         return self.catalog.list_buckets()
 
+    # --- object lock: what may be destroyed --------------------------------------------
+    def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
+        lock = record.meta.lock
+        if not lock:
+            return None
+        if lock.get("legal_hold"):
+            return "the object version is under legal hold"
+        until = int(lock.get("until_ns", 0))
+        if until > self.clock.now_ns():
+            mode = lock.get("mode")
+            if mode == "COMPLIANCE" or (mode == "GOVERNANCE" and not bypass_governance):
+                return f"the object version is locked in {mode} mode"
+        return None
+
+    def _guard(self, record: VersionRecord, props: dict[str, Any]) -> None:
+        """Called inside the commit for every version about to be destroyed."""
+        reason = self._locked_reason(record, bypass_governance=False)
+        if reason:
+            raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
+
+    def _bypass_guard(self, record: VersionRecord, props: dict[str, Any]) -> None:
+        reason = self._locked_reason(record, bypass_governance=True)
+        if reason:
+            raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
+
     # --- blobs -----------------------------------------------------------------------
     async def _write_blob(
         self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int
@@ -297,7 +362,7 @@ class ObjectService:
             meta = ObjectMeta(
                 bucket=bucket,
                 key=key,
-                version_id=NULL_VERSION,
+                version_id=new_version_id(),  # the catalog makes it "null" unless versioning is on
                 size_bytes=tap.size,
                 etag=f'"{tap.md5.hexdigest()}"',
                 modified_ns=self.clock.now_ns(),
@@ -308,24 +373,38 @@ class ObjectService:
                 storage_class=opts.storage_class,
             )
             record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
-            await self.catalog.put_version(record, check=_write_conditions(opts.conditions, key))
+            meta.version_id = await self.catalog.put_version(
+                record, check=_write_conditions(opts.conditions, key), guard=self._guard
+            )
         except BaseException:
             await asyncio.shield(self._discard_blobs([blob_id]))
             raise
         return meta
 
     def _latest(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
+        """The version a read addresses: the current one, or ``version_id``.
+
+        A current delete marker reads as NoSuchKey; addressing a delete marker by id is
+        MethodNotAllowed; both carry ``x-amz-delete-marker`` as S3 does."""
+        if version_id is not None:
+            check_version_id(version_id)
+            record = self.catalog.get_version(bucket, key, version_id)
+            if record is None:
+                self._bucket_exists(bucket)
+                raise NoSuchVersion(resource=key)
+            if record.is_delete_marker:
+                raise MethodNotAllowed(
+                    "The specified method is not allowed against this resource.",
+                    resource=key,
+                    headers=_marker_headers(record.meta),
+                )
+            return record
         record = self.catalog.get_latest(bucket, key)
-        if record is None or record.is_delete_marker:
+        if record is None:
             self._bucket_exists(bucket)
             raise NoSuchKey(resource=key)
-        if version_id is not None and version_id != record.meta.version_id:
-            # Versions arrive with versioning; until then only the current ("null") one exists.
-            raise (
-                NoSuchKey(resource=key)
-                if version_id == NULL_VERSION
-                else InvalidArgument("Invalid version id specified")
-            )
+        if record.is_delete_marker:
+            raise NoSuchKey(resource=key, headers=_marker_headers(record.meta))
         return record
 
     def head_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
@@ -379,19 +458,131 @@ class ObjectService:
         assert result.body is not None
         return result.meta, b"".join([c async for c in result.body])
 
-    async def delete_object(self, bucket: str, key: str, *, if_match: str | None = None) -> None:
-        """Unversioned delete: idempotent, a missing key is not an error (S3 semantics)."""
+    async def delete_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None = None,
+        if_match: str | None = None,
+        bypass_governance: bool = False,
+    ) -> DeleteResult:
+        """S3 DeleteObject: idempotent. Without ``version_id``: removes the object (never versioned)
+        or adds a delete marker (versioning on or suspended). With it: destroys that version."""
+        if version_id is not None:
+            check_version_id(version_id)
 
         def check(current: VersionRecord | None) -> None:
             if if_match is not None:
-                if current is None:
+                if current is None or current.is_delete_marker:
                     raise NoSuchKey(resource=key)
                 if not _etag_matches(if_match, current.meta.etag):
                     raise PreconditionFailed(resource=key)
 
-        removed = await self.catalog.delete_latest(bucket, key, check=check)
-        if removed is not None:
-            await self.drain_trash()
+        marker = ObjectMeta(
+            bucket=bucket,
+            key=key,
+            version_id=new_version_id(),
+            size_bytes=0,
+            etag="",
+            modified_ns=self.clock.now_ns(),
+            is_delete_marker=True,
+        )
+        guard = self._bypass_guard if bypass_governance else self._guard
+        record, added_marker = await self.catalog.delete_object(
+            bucket, key, version_id=version_id, marker=marker, check=check, guard=guard
+        )
+        await self.drain_trash()
+        if added_marker:
+            assert record is not None
+            return DeleteResult(version_id=record.meta.version_id, delete_marker=True)
+        if version_id is not None:
+            return DeleteResult(version_id=version_id, delete_marker=bool(record and record.is_delete_marker))
+        return DeleteResult(version_id=None, delete_marker=False)
+
+    # --- versioning ------------------------------------------------------------------
+    def get_bucket_versioning(self, bucket: str) -> str | None:
+        """ "Enabled", "Suspended", or None for a bucket that was never versioned."""
+        status = self.catalog.bucket_props(bucket).get("versioning")
+        return str(status) if status else None
+
+    async def set_bucket_versioning(self, bucket: str, status: str) -> None:
+        if status not in ("Enabled", "Suspended"):
+            raise MalformedXML("Versioning status must be Enabled or Suspended.")
+
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            if status == "Suspended" and props.get("object_lock"):
+                raise InvalidBucketState("Versioning cannot be suspended on a bucket with Object Lock.")
+            props["versioning"] = status
+            return props
+
+        await self.catalog.update_bucket_props(bucket, update)
+
+    def list_object_versions(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: str = "",
+        key_marker: str = "",
+        version_id_marker: str = "",
+        max_keys: int = 1000,
+    ) -> VersionsPage:
+        """One page of ListObjectVersions: keys in byte order, each key's versions newest first."""
+        self._bucket_exists(bucket)
+        if version_id_marker and not key_marker:
+            raise InvalidArgument("A version-id marker cannot be specified without a key marker.")
+        prefix_b, delim_b = prefix.encode(), delimiter.encode()
+        below = prefix_b + _MAX_KEY_SENTINEL
+        after_key: bytes = prefix_b
+        after_seq: int | None = None
+        if key_marker:
+            km = key_marker.encode()
+            if version_id_marker:
+                check_version_id(version_id_marker)
+                seq = self.catalog.version_seq(bucket, key_marker, version_id_marker)
+                if seq is None:
+                    raise InvalidArgument("The version-id marker does not exist.")
+                after_key, after_seq = max(km, prefix_b), seq if km >= prefix_b else None
+            else:
+                # Everything of key_marker itself is skipped.
+                after_key, after_seq = (km, 0) if km >= prefix_b else (prefix_b, None)
+            rest = km[len(prefix_b) :] if km.startswith(prefix_b) else b""
+            if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+                after_key, after_seq = km + _MAX_KEY_SENTINEL, None
+        page = VersionsPage([], [], False, None, None)
+        if max_keys == 0:
+            return page
+        count = 0
+        while True:
+            rows = self.catalog.scan_versions(bucket, after_key, after_seq, below, 1001)
+            if not rows:
+                return page
+            restart = False
+            for record, seq, is_latest in rows:
+                key_b = record.meta.key.encode()
+                if delim_b:
+                    idx = key_b.find(delim_b, len(prefix_b))
+                    if idx >= 0:
+                        cp = key_b[: idx + len(delim_b)].decode()
+                        if count >= max_keys:
+                            page.is_truncated = True
+                            return page
+                        page.common_prefixes.append(cp)
+                        page.next_key_marker, page.next_version_id_marker = cp, None
+                        count += 1
+                        after_key, after_seq = cp.encode() + _MAX_KEY_SENTINEL, None
+                        restart = True
+                        break
+                if count >= max_keys:
+                    page.is_truncated = True
+                    return page
+                page.versions.append((record.meta, is_latest))
+                page.next_key_marker, page.next_version_id_marker = record.meta.key, record.meta.version_id
+                count += 1
+                after_key, after_seq = key_b, seq
+            if not restart and len(rows) < 1001:
+                return page
 
     async def copy_object(
         self,
@@ -429,7 +620,7 @@ class ObjectService:
             src.meta,
             bucket=dst_bucket,
             key=dst_key,
-            version_id=NULL_VERSION,
+            version_id=new_version_id(),
             modified_ns=self.clock.now_ns(),
             headers=headers,
             user_meta=user_meta,
@@ -447,7 +638,7 @@ class ObjectService:
             if not all(self.catalog.blob_known(b) for b in src_blob_ids):
                 raise NoSuchKey(resource=src_key)
 
-        await self.catalog.put_version(record, check=check)
+        meta.version_id = await self.catalog.put_version(record, check=check, guard=self._guard)
         await self.drain_trash()
         return meta
 
@@ -626,9 +817,7 @@ class ObjectService:
         else:
             offset, length = 0, src.meta.size_bytes
         popts = PutOptions(
-            checksum=ChecksumExpectation(upload.checksum_algorithm)
-            if upload.checksum_algorithm
-            else None
+            checksum=ChecksumExpectation(upload.checksum_algorithm) if upload.checksum_algorithm else None
         )
         return await self.upload_part(
             bucket, key, upload_id, part_number, self._stream(src.blobs, offset, length), popts
@@ -742,7 +931,7 @@ class ObjectService:
         meta = ObjectMeta(
             bucket=bucket,
             key=key,
-            version_id=NULL_VERSION,
+            version_id=new_version_id(),
             size_bytes=sum(sp.size_bytes for sp in chosen),
             etag=etag,
             modified_ns=self.clock.now_ns(),
@@ -754,7 +943,9 @@ class ObjectService:
             storage_class=upload.storage_class,
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
-        await self.catalog.complete_upload(upload_id, record, check=_write_conditions(conditions or Conditions(), key))
+        meta.version_id = await self.catalog.complete_upload(
+            upload_id, record, check=_write_conditions(conditions or Conditions(), key), guard=self._guard
+        )
         await self.drain_trash()
         return meta
 
