@@ -35,7 +35,9 @@ __all__ = [
     "InvalidPartOrder",
     "InvalidRange",
     "InvalidRequest",
+    "InvalidRetentionPeriod",
     "InvalidStorageClass",
+    "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
     "MalformedXML",
@@ -44,10 +46,13 @@ __all__ = [
     "MissingContentLength",
     "NoSuchBucket",
     "NoSuchKey",
+    "NoSuchObjectLockConfiguration",
+    "NoSuchTagSet",
     "NoSuchUpload",
     "NoSuchVersion",
     "NotImplementedOperation",
     "NotModified",
+    "ObjectLockConfigurationNotFoundError",
     "PreconditionFailed",
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
@@ -95,6 +100,18 @@ class NoSuchUpload(TierstoreError, KeyError):
     """The specified multipart upload does not exist."""
 
 
+class NoSuchTagSet(TierstoreError, KeyError):
+    """The TagSet does not exist."""
+
+
+class ObjectLockConfigurationNotFoundError(TierstoreError, KeyError):
+    """Object Lock configuration does not exist for this bucket."""
+
+
+class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
+    """The specified object does not have a ObjectLock configuration."""
+
+
 # --- conflicts ---------------------------------------------------------------------------
 class BucketAlreadyOwnedByYou(TierstoreError, FileExistsError):
     """Your previous request to create the named bucket succeeded and you already own it."""
@@ -127,6 +144,14 @@ class InvalidBucketName(TierstoreError, ValueError):
 
 class InvalidStorageClass(TierstoreError, ValueError):
     """The storage class you specified is not valid."""
+
+
+class InvalidTag(TierstoreError, ValueError):
+    """The tag provided was not a valid tag."""
+
+
+class InvalidRetentionPeriod(TierstoreError, ValueError):
+    """Default retention period must be a positive integer value."""
 
 
 class InvalidURI(TierstoreError, ValueError):

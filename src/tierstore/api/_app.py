@@ -12,18 +12,35 @@ import base64
 import binascii
 import email.utils
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
+from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._xml import E, children, document, iso8601, parse_xml, text_of, url_encode_key
-from tierstore.engine import CompletedPart, CopyOptions, GetResult, ObjectService
+from tierstore.engine import (
+    CompletedPart,
+    CopyOptions,
+    DefaultRetention,
+    GetResult,
+    LockConfig,
+    LockRequest,
+    ObjectService,
+    Retention,
+    format_retain_until,
+    parse_legal_hold,
+    parse_lock_headers,
+    parse_mode,
+    parse_retain_until,
+    parse_tagging_header,
+)
 from tierstore.runtime import new_request_id
 from tierstore.types import (
     CHECKSUM_ALGORITHMS,
@@ -121,11 +138,7 @@ _ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
 _UNSUPPORTED_HEADERS = (
     "x-amz-server-side-encryption",
     "x-amz-server-side-encryption-customer-algorithm",
-    "x-amz-object-lock-mode",
-    "x-amz-object-lock-retain-until-date",
-    "x-amz-object-lock-legal-hold",
     "x-amz-website-redirect-location",
-    "x-amz-tagging",
     "x-amz-grant-read",
     "x-amz-grant-write",
     "x-amz-grant-full-control",
@@ -206,6 +219,16 @@ def _int_param(query: dict[str, str], name: str, default: int, *, lo: int = 0, h
     if value < lo:
         raise e.InvalidArgument(f"Argument {name} must be an integer >= {lo}")
     return min(value, hi) if hi is not None else value
+
+
+def _xml_int(text: str | None) -> int | None:
+    """An integer element of a request document (absent -> None); anything else is MalformedXML."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError as exc:
+        raise e.MalformedXML() from exc
 
 
 class S3App:
@@ -428,8 +451,6 @@ class S3App:
 
     # --- dispatch --------------------------------------------------------------------
     async def _handle(self, req: Request) -> Response:
-        if req.bucket == EXTENSION_PREFIX:
-            raise e.NotImplementedOperation("No tierstore extensions are available yet.")
         req.auth = self.auth.authenticate(
             AuthRequest(
                 method=req.method,
@@ -441,6 +462,8 @@ class S3App:
         )
         if req.auth.access_key is None:
             raise e.AccessDenied("Anonymous access is not allowed.")
+        if req.bucket == EXTENSION_PREFIX:
+            return await self._extension(req)
         sub = [k for k in req.query if k in _SUBRESOURCES]
         m = req.method
         if req.bucket is None:
@@ -450,6 +473,49 @@ class S3App:
         if req.key is None:
             return await self._bucket_op(req, m, sub)
         return await self._object_op(req, m, sub)
+
+    # --- /_tierstore/ extensions (JSON) --------------------------------------------------
+    async def _extension(self, req: Request) -> Response:
+        if req.key == "query":
+            if req.method != "POST":
+                raise e.MethodNotAllowed()
+            return await self.query(req)
+        raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
+
+    async def _json_body(self, req: Request) -> dict[str, Any]:
+        body = await self._read_small(req, limit=64 * 1024)
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise e.InvalidRequest("The request body is not valid JSON.") from exc
+        if not isinstance(doc, dict):
+            raise e.InvalidRequest("The request body must be a JSON object.")
+        return doc
+
+    async def query(self, req: Request) -> Response:
+        """POST /_tierstore/query {"bucket", "query", "cursor"?} -> {"objects": [...], "next_cursor"}."""
+        doc = await self._json_body(req)
+        bucket, text, cursor = doc.get("bucket"), doc.get("query"), doc.get("cursor")
+        if not isinstance(bucket, str) or not isinstance(text, str) or not isinstance(cursor, (str, type(None))):
+            raise e.InvalidRequest('Expected {"bucket": str, "query": str, "cursor": str | null}.')
+        # Every authenticated caller may read every bucket until bucket policies exist.
+        metas, next_cursor = self.service.query(bucket, text, cursor)
+        objects = [
+            {
+                "key": m.key,
+                "version_id": m.version_id,
+                "size": m.size_bytes,
+                "etag": m.etag,
+                "last_modified": iso8601(m.modified_ns),
+                "content_type": m.content_type,
+                "storage_class": m.storage_class,
+                "meta": m.user_meta,
+                "tags": m.tags,
+            }
+            for m in metas
+        ]
+        body = json.dumps({"bucket": bucket, "objects": objects, "next_cursor": next_cursor}).encode()
+        return Response(200, [("content-type", "application/json")], body)
 
     async def _bucket_op(self, req: Request, m: str, sub: list[str]) -> Response:
         if not sub:
@@ -477,6 +543,10 @@ class S3App:
             return self.list_object_versions(req)
         if m == "POST" and op == "delete":
             return await self.delete_objects(req)
+        if op == "tagging" and m in ("GET", "PUT", "DELETE"):
+            return await self.bucket_tagging(req, m)
+        if op == "object-lock" and m in ("GET", "PUT"):
+            return await self.object_lock_configuration(req, m)
         raise e.NotImplementedOperation(f"The bucket operation '{','.join(sub)[:60]}' is not implemented.")
 
     async def _object_op(self, req: Request, m: str, sub: list[str]) -> Response:
@@ -484,6 +554,12 @@ class S3App:
         if sub:
             if m == "POST" and sub == ["uploads"]:
                 return await self.create_multipart_upload(req)
+            if sub == ["tagging"] and m in ("GET", "PUT", "DELETE"):
+                return await self.object_tagging(req, m)
+            if sub == ["retention"] and m in ("GET", "PUT"):
+                return await self.object_retention(req, m)
+            if sub == ["legal-hold"] and m in ("GET", "PUT"):
+                return await self.object_legal_hold(req, m)
             raise e.NotImplementedOperation(f"The object operation '{','.join(sub)[:60]}' is not implemented.")
         if "uploadId" in q:
             if m == "PUT" and "partNumber" in q:
@@ -530,9 +606,8 @@ class S3App:
         if body.strip():
             el = parse_xml(body, "CreateBucketConfiguration")
             region = text_of(el, "LocationConstraint") or None
-        if req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true":
-            raise e.NotImplementedOperation("Object lock is not implemented yet.")
-        await self.service.create_bucket(req.bucket, region)
+        lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
+        await self.service.create_bucket(req.bucket, region, object_lock=lock)
         return Response(200, [("location", f"/{req.bucket}")])
 
     def head_bucket(self, req: Request) -> Response:
@@ -727,13 +802,14 @@ class S3App:
                     fields = [E("Key", key)]
                     if version is not None:
                         fields.append(E("VersionId", version))
-                        if result.delete_marker:
-                            fields.append(E("DeleteMarker", "true"))
+                        if result.delete_marker:  # S3 names the removed marker as the marker version
+                            fields += [E("DeleteMarker", "true"), E("DeleteMarkerVersionId", version)]
                     elif result.delete_marker:
                         fields += [E("DeleteMarker", "true"), E("DeleteMarkerVersionId", result.version_id)]
                     out.append(E("Deleted", None, *fields))
             except e.TierstoreError as exc:
-                out.append(E("Error", None, E("Key", key), E("Code", exc.code), E("Message", exc.message)))
+                vid = [E("VersionId", version)] if version is not None else []
+                out.append(E("Error", None, E("Key", key), *vid, E("Code", exc.code), E("Message", exc.message)))
         return Response(200, [("content-type", "application/xml")], document("DeleteResult", *out))
 
     def _check_body_digest(self, req: Request, body: bytes) -> None:
@@ -832,7 +908,9 @@ class S3App:
         self._reject_unsupported(req)
         body, trailers = self._payload(req)
         opts = self._put_options(req, trailers)
-        meta = await self.service.put_object(req.bucket, req.key, body, opts)
+        meta = await self.service.put_object(
+            req.bucket, req.key, body, opts, tags=self._tagging_header(req), lock=self._lock_headers(req)
+        )
         return Response(200, self._write_headers(meta, opts.checksum))
 
     @staticmethod
@@ -915,8 +993,13 @@ class S3App:
             out.append(("x-amz-mp-parts-count", str(result.parts_count)))
         if meta.storage_class != "STANDARD":
             out.append(("x-amz-storage-class", meta.storage_class))
-        if meta.version_id != NULL_VERSION:
+        # S3 reads answer "null" for the null version once the bucket has a versioning state
+        # (writes to a suspended bucket answer no version id at all).
+        if meta.version_id != NULL_VERSION or self.service.get_bucket_versioning(meta.bucket):
             out.append(("x-amz-version-id", meta.version_id))
+        if meta.tags:
+            out.append(("x-amz-tagging-count", str(len(meta.tags))))
+        out += self._lock_read_headers(meta)
         if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and not result.partial:
             # S3 reports one checksum per object: the client's algorithm, else the crc64nvme default.
             chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
@@ -997,6 +1080,12 @@ class S3App:
         await self._read_small(req, limit=0)
         src_bucket, src_key, src_version = self._copy_source(req)
         opts = self._copy_options(req)
+        directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise e.InvalidArgument("Unknown tagging directive.")
+        opts.replace_tags = directive == "REPLACE"
+        opts.tags = self._tagging_header(req) if opts.replace_tags else []
+        opts.lock = self._lock_headers(req)
         meta = await self.service.copy_object(
             src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version
         )
@@ -1008,6 +1097,152 @@ class S3App:
         if src_version is not None:
             headers.append(("x-amz-copy-source-version-id", src_version))
         return Response(200, headers, body)
+
+    # --- tags and object lock ----------------------------------------------------------
+    @staticmethod
+    def _tagging_header(req: Request) -> list[tuple[str, str]]:
+        raw = req.headers.get("x-amz-tagging")
+        return parse_tagging_header(raw) if raw else []
+
+    @staticmethod
+    def _lock_headers(req: Request) -> LockRequest:
+        h = req.headers
+        return parse_lock_headers(
+            h.get("x-amz-object-lock-mode"),
+            h.get("x-amz-object-lock-retain-until-date"),
+            h.get("x-amz-object-lock-legal-hold"),
+        )
+
+    @staticmethod
+    def _lock_read_headers(meta: ObjectMeta) -> list[tuple[str, str]]:
+        out = []
+        lock = meta.lock
+        if "mode" in lock:
+            out.append(("x-amz-object-lock-mode", str(lock["mode"])))
+            out.append(("x-amz-object-lock-retain-until-date", format_retain_until(int(lock["until_ns"]))))
+        if "legal_hold" in lock:
+            out.append(("x-amz-object-lock-legal-hold", "ON" if lock["legal_hold"] else "OFF"))
+        return out
+
+    @staticmethod
+    def _version_header(meta: ObjectMeta) -> list[tuple[str, str]]:
+        return [("x-amz-version-id", meta.version_id)] if meta.version_id != NULL_VERSION else []
+
+    async def _config_body(self, req: Request, root: str) -> Element:
+        body = await self._read_small(req)
+        self._check_body_digest(req, body)
+        return parse_xml(body, root)
+
+    async def _tag_set(self, req: Request) -> list[tuple[str, str]]:
+        el = await self._config_body(req, "Tagging")
+        tag_set = next(iter(children(el, "TagSet")), None)
+        if tag_set is None:
+            raise e.MalformedXML()
+        pairs = []
+        for tag in children(tag_set, "Tag"):
+            key, value = text_of(tag, "Key"), text_of(tag, "Value")
+            if key is None or value is None:
+                raise e.MalformedXML()
+            pairs.append((key, value))
+        return pairs
+
+    @staticmethod
+    def _tagging_document(tags: dict[str, str]) -> bytes:
+        items = [E("Tag", None, E("Key", k), E("Value", v)) for k, v in tags.items()]
+        return document("Tagging", E("TagSet", None, *items) if items else "<TagSet></TagSet>")
+
+    async def object_tagging(self, req: Request, m: str) -> Response:
+        """GetObjectTagging, PutObjectTagging, DeleteObjectTagging (optionally by versionId)."""
+        assert req.bucket is not None and req.key is not None
+        version = req.query.get("versionId")
+        if m == "GET":
+            meta = self.service.get_object_tagging(req.bucket, req.key, version)
+            headers = [("content-type", "application/xml"), *self._version_header(meta)]
+            return Response(200, headers, self._tagging_document(meta.tags))
+        if m == "PUT":
+            meta = await self.service.put_object_tagging(req.bucket, req.key, await self._tag_set(req), version)
+            return Response(200, self._version_header(meta))
+        meta = await self.service.delete_object_tagging(req.bucket, req.key, version)
+        return Response(204, self._version_header(meta))
+
+    async def bucket_tagging(self, req: Request, m: str) -> Response:
+        """GetBucketTagging (NoSuchTagSet when none), PutBucketTagging, DeleteBucketTagging."""
+        bucket = req.bucket or ""
+        if m == "GET":
+            tags = self.service.get_bucket_tagging(bucket)
+            return Response(200, [("content-type", "application/xml")], self._tagging_document(tags))
+        if m == "PUT":
+            await self.service.put_bucket_tagging(bucket, await self._tag_set(req))
+            return Response(204)
+        await self.service.delete_bucket_tagging(bucket)
+        return Response(204)
+
+    async def object_lock_configuration(self, req: Request, m: str) -> Response:
+        """Get/PutObjectLockConfiguration: ObjectLockEnabled=Enabled, optional default retention."""
+        bucket = req.bucket or ""
+        if m == "GET":
+            config = self.service.get_object_lock_configuration(bucket)
+            rule = ""
+            if config.default is not None:
+                d = config.default
+                period = E("Days", d.days) if d.days is not None else E("Years", d.years)
+                rule = E("Rule", None, E("DefaultRetention", None, E("Mode", d.mode), period))
+            body = document("ObjectLockConfiguration", E("ObjectLockEnabled", "Enabled"), rule)
+            return Response(200, [("content-type", "application/xml")], body)
+        el = await self._config_body(req, "ObjectLockConfiguration")
+        if text_of(el, "ObjectLockEnabled") != "Enabled":
+            raise e.MalformedXML()
+        default = None
+        rule_el = next(iter(children(el, "Rule")), None)
+        if rule_el is not None:
+            dr = next(iter(children(rule_el, "DefaultRetention")), None)
+            if dr is None:
+                raise e.MalformedXML()
+            mode, days, years = text_of(dr, "Mode"), text_of(dr, "Days"), text_of(dr, "Years")
+            if mode is None:
+                raise e.MalformedXML()
+            default = DefaultRetention(mode, _xml_int(days), _xml_int(years))
+        await self.service.put_object_lock_configuration(bucket, LockConfig(default))
+        return Response(200)
+
+    async def object_retention(self, req: Request, m: str) -> Response:
+        """Get/PutObjectRetention. An empty <Retention/> removes it (in GOVERNANCE only with the bypass)."""
+        assert req.bucket is not None and req.key is not None
+        version = req.query.get("versionId")
+        if m == "GET":
+            r = self.service.get_object_retention(req.bucket, req.key, version)
+            body = document("Retention", E("Mode", r.mode), E("RetainUntilDate", format_retain_until(r.until_ns)))
+            return Response(200, [("content-type", "application/xml")], body)
+        el = await self._config_body(req, "Retention")
+        mode, until = text_of(el, "Mode"), text_of(el, "RetainUntilDate")
+        if (mode is None) != (until is None):
+            raise e.MalformedXML()
+        retention = None
+        if mode is not None and until is not None:
+            if mode not in ("GOVERNANCE", "COMPLIANCE"):
+                raise e.MalformedXML()
+            retention = Retention(parse_mode(mode), parse_retain_until(until))
+        meta = await self.service.put_object_retention(
+            req.bucket, req.key, retention, version_id=version, bypass_governance=self._bypass_governance(req)
+        )
+        return Response(200, self._version_header(meta))
+
+    async def object_legal_hold(self, req: Request, m: str) -> Response:
+        """Get/PutObjectLegalHold (ON / OFF)."""
+        assert req.bucket is not None and req.key is not None
+        version = req.query.get("versionId")
+        if m == "GET":
+            on = self.service.get_object_legal_hold(req.bucket, req.key, version)
+            body = document("LegalHold", E("Status", "ON" if on else "OFF"))
+            return Response(200, [("content-type", "application/xml")], body)
+        el = await self._config_body(req, "LegalHold")
+        status = text_of(el, "Status")
+        if status not in ("ON", "OFF"):
+            raise e.MalformedXML()
+        meta = await self.service.put_object_legal_hold(
+            req.bucket, req.key, parse_legal_hold(status), version_id=version
+        )
+        return Response(200, self._version_header(meta))
 
     # --- multipart -------------------------------------------------------------------
     async def create_multipart_upload(self, req: Request) -> Response:
@@ -1025,6 +1260,8 @@ class S3App:
             checksum_algorithm=alg,
             checksum_type=req.headers.get("x-amz-checksum-type"),
             storage_class=sc,
+            tags=self._tagging_header(req),
+            lock=self._lock_headers(req),
         )
         body = document(
             "InitiateMultipartUploadResult", E("Bucket", req.bucket), E("Key", req.key), E("UploadId", info.upload_id)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
@@ -73,16 +73,7 @@ CREATE TABLE IF NOT EXISTS blobs(
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS obj_attrs(
-    bucket TEXT NOT NULL,
-    key BLOB NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    num REAL,
-    PRIMARY KEY(bucket, key, name)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS obj_attrs_value ON obj_attrs(bucket, name, value);
-CREATE INDEX IF NOT EXISTS obj_attrs_num ON obj_attrs(bucket, name, num) WHERE num IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS uploads(
     upload_id TEXT PRIMARY KEY,
     bucket TEXT NOT NULL,
@@ -101,16 +92,7 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-"""
-
-
-def attr_num(value: str) -> float | None:
-    """The number a metadata value is, for numeric comparison; None if it is not a finite number."""
-    try:
-        x = float(value)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
+""" + INDEX_DDL  # the metadata-query index, defined next to the compiler that reads it
 
 
 def index_attrs(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -232,8 +214,9 @@ class SqliteCatalog:
         """v1 (unversioned only) -> v2: version order and the metadata index."""
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ALTER TABLE versions ADD COLUMN seq INTEGER NOT NULL DEFAULT 1")
-        for stmt in _SCHEMA.split(";"):
-            if "obj_attrs" in stmt or "versions_seq" in stmt:
+        conn.execute("CREATE INDEX IF NOT EXISTS versions_seq ON versions(bucket, key, seq)")
+        for stmt in INDEX_DDL.split(";"):
+            if stmt.strip():
                 conn.execute(stmt)
         rows = conn.execute("SELECT bucket, key FROM versions WHERE is_latest=1").fetchall()
         for bucket, key_b in rows:
@@ -611,6 +594,28 @@ class SqliteCatalog:
             .fetchone()
         )
         return int(row[0]) if row else None
+
+    # --- metadata query ------------------------------------------------------------
+    def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[VersionRecord], str | None]:
+        """One page of a metadata query (catalog/_query.py) over the bucket's current objects.
+        Returns the matching versions in query order and the cursor of the next page."""
+        from tierstore.catalog._query import compile_sqlite, next_cursor, parse
+
+        q = parse(text)
+        sql, params = compile_sqlite(q, bucket, cursor)
+        conn = self._reader()
+        rows = conn.execute(sql, params).fetchall()
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        records = []
+        for row in rows:
+            found = conn.execute(
+                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND version_id=?",  # noqa: S608 - constant
+                (bucket, row[0], row[1]),
+            ).fetchone()
+            if found is not None:
+                records.append(_row_to_record(bucket, found))
+        return records, (next_cursor(q, rows[-1]) if more and rows else None)
 
     # --- blob references -------------------------------------------------------------
     @staticmethod

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_client_commands(sub)
+    from tierstore.cli._query import add_query_command
+
+    add_query_command(sub)
     return parser
 
 

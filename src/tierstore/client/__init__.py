@@ -5,6 +5,7 @@ credentials and region resolved from flags, then ``TIERSTORE_*``, then the AWS c
 path-style addressing). The SDK proper (extensions under ``/_tierstore/``) grows here.
 """
 
+from tierstore.client._ext import QueryPage, TierstoreClient, TierstoreClientError
 from tierstore.client._s3 import (
     DEFAULT_ENDPOINT,
     DEFAULT_REGION,
@@ -17,8 +18,11 @@ from tierstore.client._s3 import (
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_REGION",
+    "QueryPage",
     "S3Client",
     "S3Settings",
+    "TierstoreClient",
+    "TierstoreClientError",
     "make_s3_client",
     "resolve_settings",
 ]

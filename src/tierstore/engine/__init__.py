@@ -1,5 +1,32 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
+from tierstore.engine._lock import (
+    DefaultRetention,
+    LockConfig,
+    LockRequest,
+    Retention,
+    format_retain_until,
+    parse_legal_hold,
+    parse_lock_headers,
+    parse_mode,
+    parse_retain_until,
+)
 from tierstore.engine._service import CompletedPart, CopyOptions, GetResult, ObjectService
+from tierstore.engine._tags import parse_tagging_header
 
-__all__ = ["CompletedPart", "CopyOptions", "GetResult", "ObjectService"]
+__all__ = [
+    "CompletedPart",
+    "CopyOptions",
+    "DefaultRetention",
+    "GetResult",
+    "LockConfig",
+    "LockRequest",
+    "ObjectService",
+    "Retention",
+    "format_retain_until",
+    "parse_legal_hold",
+    "parse_lock_headers",
+    "parse_mode",
+    "parse_retain_until",
+    "parse_tagging_header",
+]

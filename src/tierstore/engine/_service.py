@@ -17,7 +17,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,6 +31,17 @@ from tierstore.engine._checksums import (
     is_crc,
     new_hasher,
 )
+from tierstore.engine._lock import (
+    LockConfig,
+    LockRequest,
+    Retention,
+    change_legal_hold,
+    change_retention,
+    locked_reason,
+    new_version_lock,
+    retention_of,
+)
+from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
 from tierstore.errors import (
     AccessDenied,
     BadDigest,
@@ -48,9 +59,12 @@ from tierstore.errors import (
     MethodNotAllowed,
     NoSuchBucket,
     NoSuchKey,
+    NoSuchObjectLockConfiguration,
+    NoSuchTagSet,
     NoSuchVersion,
     NotImplementedOperation,
     NotModified,
+    ObjectLockConfigurationNotFoundError,
     PreconditionFailed,
 )
 from tierstore.runtime import Clock, new_blob_id, new_upload_id, new_version_id
@@ -82,6 +96,11 @@ MIN_PART_BYTES = 5 * 1024 * 1024
 MAX_PART_NUMBER = 10_000
 DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
 _MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every key with a given prefix
+# A multipart upload keeps the tags and object lock its CreateMultipartUpload asked for in its
+# headers under these names (the catalog's upload record has no fields for them); completion
+# takes them out again, so they never reach the object's headers.
+_UPLOAD_TAGS = "x-tierstore-tagging"
+_UPLOAD_LOCK = "x-tierstore-object-lock"
 
 
 @dataclass(slots=True)
@@ -106,6 +125,9 @@ class CopyOptions:
     source_range: ByteRange | None = None  # UploadPartCopy only
     checksum_algorithm: str | None = None
     storage_class: str | None = None
+    replace_tags: bool = False  # x-amz-tagging-directive: REPLACE (CopyObject only)
+    tags: list[tuple[str, str]] = field(default_factory=list)  # the new tags when replace_tags
+    lock: LockRequest | None = None  # x-amz-object-lock-* (CopyObject only; the source's lock is never copied)
 
 
 @dataclass(slots=True)
@@ -207,6 +229,23 @@ def _write_conditions(cond: Conditions, key: str) -> Callable[[VersionRecord | N
     return check
 
 
+def _lock_request_json(lock: LockRequest) -> str:
+    doc: dict[str, Any] = {}
+    if lock.retention is not None:
+        doc.update(mode=lock.retention.mode, until_ns=lock.retention.until_ns)
+    if lock.legal_hold is not None:
+        doc["legal_hold"] = lock.legal_hold
+    return json.dumps(doc)
+
+
+def _lock_request_from_json(raw: str | None) -> LockRequest | None:
+    if raw is None:
+        return None
+    doc = json.loads(raw)
+    retention = Retention(doc["mode"], int(doc["until_ns"])) if "mode" in doc else None
+    return LockRequest(retention, doc.get("legal_hold"))
+
+
 class _Tap:
     """Counts and hashes a body while it streams into a blob."""
 
@@ -252,9 +291,12 @@ class ObjectService:
         self.region = region
 
     # --- buckets ---------------------------------------------------------------------
-    async def create_bucket(self, name: str, region: str | None = None) -> BucketInfo:
+    async def create_bucket(self, name: str, region: str | None = None, *, object_lock: bool = False) -> BucketInfo:
+        """``object_lock`` (x-amz-bucket-object-lock-enabled) turns on object lock and versioning
+        in the same transaction that creates the bucket."""
         info = BucketInfo(BucketName(name), self.clock.now_ns(), region or self.region)
-        await self.catalog.create_bucket(info)
+        props = {"object_lock": LockConfig().to_props(), "versioning": "Enabled"} if object_lock else None
+        await self.catalog.create_bucket(info, props)
         return info
 
     async def delete_bucket(self, name: str) -> None:
@@ -271,17 +313,7 @@ class ObjectService:
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
-        lock = record.meta.lock
-        if not lock:
-            return None
-        if lock.get("legal_hold"):
-            return "the object version is under legal hold"
-        until = int(lock.get("until_ns", 0))
-        if until > self.clock.now_ns():
-            mode = lock.get("mode")
-            if mode == "COMPLIANCE" or (mode == "GOVERNANCE" and not bypass_governance):
-                return f"the object version is locked in {mode} mode"
-        return None
+        return locked_reason(record.meta.lock, self.clock.now_ns(), bypass_governance=bypass_governance)
 
     def _guard(self, record: VersionRecord, props: dict[str, Any]) -> None:
         """Called inside the commit for every version about to be destroyed."""
@@ -293,6 +325,11 @@ class ObjectService:
         reason = self._locked_reason(record, bypass_governance=True)
         if reason:
             raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
+
+    def _new_lock(self, bucket: str, request: LockRequest | None, *, require_future: bool = True) -> dict[str, Any]:
+        """The lock of a version written now: explicit retention, else the bucket default."""
+        config = LockConfig.from_props(self.catalog.bucket_props(bucket))
+        return new_version_lock(request, config, self.clock.now_ns(), require_future=require_future)
 
     # --- blobs -----------------------------------------------------------------------
     async def _write_blob(
@@ -346,14 +383,24 @@ class ObjectService:
             raise NoSuchBucket(resource=bucket)
 
     async def put_object(
-        self, bucket: str, key: str, body: AsyncIterable[bytes], opts: PutOptions | None = None
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        opts: PutOptions | None = None,
+        *,
+        tags: Iterable[tuple[str, str]] = (),
+        lock: LockRequest | None = None,
     ) -> ObjectMeta:
+        """``tags`` (x-amz-tagging) and ``lock`` (x-amz-object-lock-*) are checked before the body is read."""
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
         self._bucket_exists(bucket)
         if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
             raise EntityTooLarge()
+        valid_tags = validate_tags(tags)
+        version_lock = self._new_lock(bucket, lock)
         algorithms = self._algorithms(opts.checksum)
         blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
         try:
@@ -371,6 +418,8 @@ class ObjectService:
                 checksums=checksums,
                 checksum_type="FULL_OBJECT",
                 storage_class=opts.storage_class,
+                tags=valid_tags,
+                lock=version_lock,
             )
             record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
             meta.version_id = await self.catalog.put_version(
@@ -406,6 +455,16 @@ class ObjectService:
         if record.is_delete_marker:
             raise NoSuchKey(resource=key, headers=_marker_headers(record.meta))
         return record
+
+    def _copy_source(self, bucket: str, key: str, version_id: str | None) -> VersionRecord:
+        """The version a copy reads. S3 answers 400 when ``versionId`` names a delete marker."""
+        try:
+            return self._latest(bucket, key, version_id)
+        except MethodNotAllowed as exc:
+            raise InvalidRequest(
+                "The source of a copy request may not specifically refer to a delete marker by version id.",
+                resource=key,
+            ) from exc
 
     def head_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
         opts = opts or GetOptions()
@@ -499,6 +558,13 @@ class ObjectService:
         if version_id is not None:
             return DeleteResult(version_id=version_id, delete_marker=bool(record and record.is_delete_marker))
         return DeleteResult(version_id=None, delete_marker=False)
+
+    # --- metadata query --------------------------------------------------------------
+    def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[ObjectMeta], str | None]:
+        """One page of a metadata query over the current objects of ``bucket`` (docs/query.md)."""
+        self._bucket_exists(bucket)
+        records, next_cursor = self.catalog.query(bucket, text, cursor)
+        return [r.meta for r in records], next_cursor
 
     # --- versioning ------------------------------------------------------------------
     def get_bucket_versioning(self, bucket: str) -> str | None:
@@ -598,9 +664,10 @@ class ObjectService:
         opts = opts or CopyOptions()
         dst_key = ObjectKey(dst_key)
         self._bucket_exists(dst_bucket)
-        src = self._latest(src_bucket, src_key, src_version_id)
+        src = self._copy_source(src_bucket, src_key, src_version_id)
         _copy_source_conditions(opts.source_conditions, src.meta)
-        same = src_bucket == dst_bucket and src_key == dst_key
+        # Copying a named version over its own key is how S3 restores an old version: allowed.
+        same = src_bucket == dst_bucket and src_key == dst_key and src_version_id is None
         if same and not opts.replace_metadata and opts.storage_class is None and opts.checksum_algorithm is None:
             raise InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself without changing"
@@ -611,6 +678,8 @@ class ObjectService:
             headers, user_meta = dict(opts.headers), dict(opts.user_meta)
         else:
             headers, user_meta = dict(src.meta.headers), dict(src.meta.user_meta)
+        tags = validate_tags(opts.tags) if opts.replace_tags else dict(src.meta.tags)
+        version_lock = self._new_lock(dst_bucket, opts.lock)
         checksums = dict(src.meta.checksums)
         checksum_type = src.meta.checksum_type
         if opts.checksum_algorithm and opts.checksum_algorithm not in checksums:
@@ -627,6 +696,8 @@ class ObjectService:
             checksums=checksums,
             checksum_type=checksum_type,
             storage_class=opts.storage_class or src.meta.storage_class,
+            tags=tags,
+            lock=version_lock,
         )
         record = VersionRecord(meta=meta, blobs=list(src.blobs))
         dst_check = _write_conditions(opts.conditions, dst_key)
@@ -713,10 +784,21 @@ class ObjectService:
         checksum_algorithm: str | None = None,
         checksum_type: str | None = None,
         storage_class: str = "STANDARD",
+        tags: Iterable[tuple[str, str]] = (),
+        lock: LockRequest | None = None,
     ) -> UploadInfo:
+        """``tags`` and ``lock`` are checked now and land on the completed object."""
         key = ObjectKey(key)
         user_meta = user_meta or {}
         check_user_metadata(user_meta)
+        headers = dict(headers or {})
+        valid_tags = validate_tags(tags)
+        self._bucket_exists(bucket)
+        self._new_lock(bucket, lock)  # validates against the bucket; applied again at completion
+        if valid_tags:
+            headers[_UPLOAD_TAGS] = encode_tagging_header(valid_tags)
+        if lock is not None and not lock.is_empty():
+            headers[_UPLOAD_LOCK] = _lock_request_json(lock)
         if checksum_type is not None:
             checksum_type = checksum_type.upper()
             if checksum_type not in ("COMPOSITE", "FULL_OBJECT"):
@@ -738,7 +820,7 @@ class ObjectService:
             # orders them by (key, upload_id).
             upload_id=f"{initiated_ns:016x}{new_upload_id()[:16]}",
             initiated_ns=initiated_ns,
-            headers=dict(headers or {}),
+            headers=headers,
             user_meta=dict(user_meta),
             checksum_algorithm=checksum_algorithm,
             checksum_type=checksum_type,
@@ -806,7 +888,7 @@ class ObjectService:
         opts = opts or CopyOptions()
         self._check_part_number(part_number)
         upload = self._upload(bucket, key, upload_id)
-        src = self._latest(src_bucket, src_key, src_version_id)
+        src = self._copy_source(src_bucket, src_key, src_version_id)
         _copy_source_conditions(opts.source_conditions, src.meta)
         if opts.source_range is not None:
             if opts.source_range.first is None or opts.source_range.last is None:
@@ -928,6 +1010,9 @@ class ObjectService:
                     raise BadDigest(f"The {alg.upper()} you specified did not match the calculated checksum.")
             else:
                 checksums[alg] = composite_checksum(alg, digests)
+        headers = dict(upload.headers)
+        tags = dict(parse_tagging_header(headers.pop(_UPLOAD_TAGS, "")))
+        lock_request = _lock_request_from_json(headers.pop(_UPLOAD_LOCK, None))
         meta = ObjectMeta(
             bucket=bucket,
             key=key,
@@ -935,12 +1020,14 @@ class ObjectService:
             size_bytes=sum(sp.size_bytes for sp in chosen),
             etag=etag,
             modified_ns=self.clock.now_ns(),
-            headers=dict(upload.headers),
+            headers=headers,
             user_meta=dict(upload.user_meta),
             checksums=checksums,
             checksum_type=ctype if alg else None,
             parts=[sp.size_bytes for sp in chosen],
             storage_class=upload.storage_class,
+            tags=tags,
+            lock=self._new_lock(bucket, lock_request, require_future=False),
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
         meta.version_id = await self.catalog.complete_upload(
@@ -948,6 +1035,132 @@ class ObjectService:
         )
         await self.drain_trash()
         return meta
+
+    # --- tags (engine/_tags.py has the rules) ---------------------------------------------
+    async def _update_version(
+        self, bucket: str, key: str, version_id: str | None, change: Callable[[ObjectMeta], None]
+    ) -> ObjectMeta:
+        """Change one version's tags or lock in place. A delete marker has neither: addressed by
+        id it is MethodNotAllowed, as the current version NoSuchKey (as for GET)."""
+        if version_id is not None:
+            check_version_id(version_id)
+
+        def update(record: VersionRecord) -> None:
+            if record.is_delete_marker:
+                if version_id is None:
+                    raise NoSuchKey(resource=key, headers=_marker_headers(record.meta))
+                raise MethodNotAllowed(resource=key, headers=_marker_headers(record.meta))
+            change(record.meta)
+
+        return (await self.catalog.update_version_meta(bucket, key, version_id, update)).meta
+
+    def get_object_tagging(self, bucket: str, key: str, version_id: str | None = None) -> ObjectMeta:
+        """The version (with its ``tags``) GetObjectTagging addresses."""
+        return self._latest(bucket, key, version_id).meta
+
+    async def put_object_tagging(
+        self, bucket: str, key: str, tags: Iterable[tuple[str, str]], version_id: str | None = None
+    ) -> ObjectMeta:
+        valid = validate_tags(tags)
+
+        def change(meta: ObjectMeta) -> None:
+            meta.tags = valid
+
+        return await self._update_version(bucket, key, version_id, change)
+
+    async def delete_object_tagging(self, bucket: str, key: str, version_id: str | None = None) -> ObjectMeta:
+        def change(meta: ObjectMeta) -> None:
+            meta.tags = {}
+
+        return await self._update_version(bucket, key, version_id, change)
+
+    def get_bucket_tagging(self, bucket: str) -> dict[str, str]:
+        tags = self.catalog.bucket_props(bucket).get("tags")
+        if not tags:
+            raise NoSuchTagSet(resource=bucket)
+        return dict(tags)
+
+    async def put_bucket_tagging(self, bucket: str, tags: Iterable[tuple[str, str]]) -> None:
+        valid = validate_tags(tags, max_tags=MAX_BUCKET_TAGS)
+
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            props["tags"] = valid
+            return props
+
+        await self.catalog.update_bucket_props(bucket, update)
+
+    async def delete_bucket_tagging(self, bucket: str) -> None:
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            props.pop("tags", None)
+            return props
+
+        await self.catalog.update_bucket_props(bucket, update)
+
+    # --- object lock (engine/_lock.py has the rules) ---------------------------------------
+    def get_object_lock_configuration(self, bucket: str) -> LockConfig:
+        config = LockConfig.from_props(self.catalog.bucket_props(bucket))
+        if config is None:
+            raise ObjectLockConfigurationNotFoundError(resource=bucket)
+        return config
+
+    async def put_object_lock_configuration(self, bucket: str, config: LockConfig) -> None:
+        """Enable object lock (S3 allows it on an existing bucket with versioning Enabled) and
+        set or clear the default retention. Lock can never be turned off again."""
+
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            if LockConfig.from_props(props) is None and props.get("versioning") != "Enabled":
+                raise InvalidBucketState(
+                    "Versioning must be 'Enabled' on the bucket to apply a Object Lock configuration", resource=bucket
+                )
+            props["object_lock"] = config.to_props()
+            return props
+
+        await self.catalog.update_bucket_props(bucket, update)
+
+    def _require_lock(self, bucket: str) -> None:
+        if LockConfig.from_props(self.catalog.bucket_props(bucket)) is None:
+            raise InvalidRequest("Bucket is missing Object Lock Configuration", resource=bucket)
+
+    def get_object_retention(self, bucket: str, key: str, version_id: str | None = None) -> Retention:
+        self._require_lock(bucket)
+        retention = retention_of(self._latest(bucket, key, version_id).meta.lock)
+        if retention is None:
+            raise NoSuchObjectLockConfiguration(resource=key)
+        return retention
+
+    async def put_object_retention(
+        self,
+        bucket: str,
+        key: str,
+        retention: Retention | None,
+        *,
+        version_id: str | None = None,
+        bypass_governance: bool = False,
+    ) -> ObjectMeta:
+        """Set, extend, shorten or (``retention=None``) remove a version's retention."""
+        self._require_lock(bucket)
+
+        def change(meta: ObjectMeta) -> None:
+            meta.lock = change_retention(meta.lock, retention, self.clock.now_ns(), bypass_governance=bypass_governance)
+
+        return await self._update_version(bucket, key, version_id, change)
+
+    def get_object_legal_hold(self, bucket: str, key: str, version_id: str | None = None) -> bool:
+        self._require_lock(bucket)
+        lock = self._latest(bucket, key, version_id).meta.lock
+        if "legal_hold" not in lock:
+            raise NoSuchObjectLockConfiguration(resource=key)
+        return bool(lock["legal_hold"])
+
+    async def put_object_legal_hold(
+        self, bucket: str, key: str, on: bool, *, version_id: str | None = None
+    ) -> ObjectMeta:
+        self._require_lock(bucket)
+
+        def change(meta: ObjectMeta) -> None:
+            meta.lock = change_legal_hold(meta.lock, on)
+
+        return await self._update_version(bucket, key, version_id, change)
 
     # --- garbage collection ----------------------------------------------------------
     async def drain_trash(self) -> int:

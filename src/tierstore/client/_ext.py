@@ -1,0 +1,89 @@
+"""The tierstore extensions under ``/_tierstore/``: signed like any S3 request, JSON in and out."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tierstore.client._s3 import S3Settings, resolve_settings
+
+__all__ = ["QueryPage", "TierstoreClient", "TierstoreClientError"]
+
+
+class TierstoreClientError(Exception):
+    """An error answered by the server: S3 error ``code`` and HTTP ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code} ({status}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class QueryPage:
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class TierstoreClient:
+    """Client for the extensions of a tierstore server (the S3 API itself: use boto3).
+
+    >>> c = TierstoreClient(resolve_settings("http://127.0.0.1:9000"))
+    >>> c.query("ckpts", "tag.status = 'tested' ORDER BY meta.loss LIMIT 5").objects
+    """
+
+    def __init__(self, settings: S3Settings | None = None, *, timeout_s: float = 60.0) -> None:
+        import urllib3
+        from botocore.session import Session
+
+        self.settings = settings or resolve_settings()
+        if self.settings.access_key is not None:
+            from botocore.credentials import Credentials
+
+            self._credentials = Credentials(self.settings.access_key, self.settings.secret_key)
+        else:
+            creds = Session().get_credentials()
+            if creds is None:
+                raise TierstoreClientError(0, "NoCredentials", "no credentials: set TIERSTORE_ACCESS_KEY/_SECRET_KEY")
+            self._credentials = creds
+        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
+
+    def _call(self, method: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        body = json.dumps(payload).encode()
+        url = self.settings.endpoint_url.rstrip("/") + path
+        req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+        S3SigV4Auth(self._credentials, "s3", self.settings.region).add_auth(req)
+        resp = self._http.request(method, url, body=body, headers=dict(req.headers.items()))
+        if resp.status >= 300:
+            code, message = "HTTP", resp.data[:200].decode("utf-8", "replace")
+            try:
+                root = ET.fromstring(resp.data)  # noqa: S314 - our own server's error document
+                code = root.findtext("Code") or code
+                message = root.findtext("Message") or message
+            except ET.ParseError:
+                pass
+            raise TierstoreClientError(resp.status, code, message)
+        result: dict[str, Any] = json.loads(resp.data)
+        return result
+
+    def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
+        """One page of a metadata query (docs/query.md) over the current objects of ``bucket``."""
+        doc = self._call("POST", "/_tierstore/query", {"bucket": bucket, "query": query, "cursor": cursor})
+        return QueryPage(objects=doc["objects"], next_cursor=doc.get("next_cursor"))
+
+    def query_all(self, bucket: str, query: str) -> Iterator[dict[str, Any]]:
+        """Every match, following cursors page by page."""
+        cursor: str | None = None
+        while True:
+            page = self.query(bucket, query, cursor=cursor)
+            yield from page.objects
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor

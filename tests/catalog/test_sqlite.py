@@ -1,0 +1,132 @@
+"""SqliteCatalog: schema migration and reference counting, below the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.types import ObjectMeta
+
+# The schema of version 1 (the first release of the catalog), verbatim.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets(
+    name TEXT PRIMARY KEY,
+    created_ns INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    props TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS versions(
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    version_id TEXT NOT NULL,
+    is_latest INTEGER NOT NULL,
+    is_delete_marker INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    modified_ns INTEGER NOT NULL,
+    meta TEXT NOT NULL,
+    blobs TEXT NOT NULL,
+    PRIMARY KEY(bucket, key, version_id)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions(bucket, key) WHERE is_latest = 1;
+CREATE TABLE IF NOT EXISTS blobs(
+    blob_id TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    refs INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads(
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    initiated_ns INTEGER NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads(bucket, key, initiated_ns);
+CREATE TABLE IF NOT EXISTS parts(
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    modified_ns INTEGER NOT NULL,
+    checksums TEXT NOT NULL,
+    blob_id TEXT NOT NULL,
+    PRIMARY KEY(upload_id, part_number)
+) WITHOUT ROWID;
+"""
+
+
+def make_v1(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute("INSERT INTO meta(name, value) VALUES('schema_version', '1')")
+    conn.execute("INSERT INTO buckets(name, created_ns, region, props) VALUES('old', 1, 'us-east-1', '{}')")
+    meta = json.dumps({"h": {"content-type": "text/plain"}, "u": {"dataset": "imagenet@3", "loss": "0.25"}})
+    conn.execute(
+        "INSERT INTO versions(bucket, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns, meta,"
+        " blobs) VALUES('old', ?, 'null', 1, 0, 5, '\"e\"', 7, ?, '[[\"0000000000000000aaaa\", 5]]')",
+        (b"kept/key", meta),
+    )
+    conn.execute("INSERT INTO blobs(blob_id, size, refs) VALUES('0000000000000000aaaa', 5, 1)")
+    conn.commit()
+    conn.close()
+
+
+def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.db"
+    make_v1(db)
+    cat = SqliteCatalog(db)
+    try:
+        rec = cat.get_latest("old", "kept/key")
+        assert rec is not None
+        assert rec.meta.user_meta == {"dataset": "imagenet@3", "loss": "0.25"}
+        assert rec.blobs == [BlobRef("0000000000000000aaaa", 5)]
+        # The metadata index was built for the existing object.
+        found, _ = cat.query("old", "meta.dataset = 'imagenet@3' AND meta.loss < 1")
+        assert [r.meta.key for r in found] == ["kept/key"]
+        # And new writes version correctly on top of the migrated row.
+        meta = ObjectMeta(bucket="old", key="kept/key", version_id="0" * 24, size_bytes=1, etag='"x"', modified_ns=9)
+        asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef("0000000000000000bbbb", 1)])))
+        now = cat.get_latest("old", "kept/key")
+        assert now is not None and now.meta.version_id == "null" and now.meta.etag == '"x"'
+        assert cat.trash_batch() == ["0000000000000000aaaa"]
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("2",)
+    conn.close()
+
+
+def test_shared_blobs_are_trashed_only_when_the_last_reference_goes(tmp_path: Path) -> None:
+    cat = SqliteCatalog(tmp_path / "c.db")
+    try:
+        from tierstore.types import BucketInfo
+
+        asyncio.run(cat.create_bucket(BucketInfo("b", 1)))
+
+        def put(key: str, blob: str) -> None:
+            meta = ObjectMeta(bucket="b", key=key, version_id="1" * 24, size_bytes=3, etag='"e"', modified_ns=1)
+            asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(blob, 3)])))
+
+        put("one", "shared0000000000")
+        put("two", "shared0000000000")  # a server-side copy shares the blob
+        asyncio.run(
+            cat.put_version(
+                VersionRecord(
+                    meta=ObjectMeta(
+                        bucket="b", key="one", version_id="2" * 24, size_bytes=3, etag='"f"', modified_ns=2
+                    ),
+                    blobs=[BlobRef("other00000000000", 3)],
+                )
+            )
+        )
+        assert cat.trash_batch() == []  # "two" still holds it
+        marker = ObjectMeta(bucket="b", key="two", version_id="3" * 24, size_bytes=0, etag="", modified_ns=3)
+        asyncio.run(cat.delete_object("b", "two", version_id=None, marker=marker))
+        assert cat.trash_batch() == ["shared0000000000"]
+    finally:
+        cat.close()
