@@ -33,6 +33,7 @@ __all__ = [
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
+    "InvalidQuery",
     "InvalidRange",
     "InvalidRequest",
     "InvalidRetentionPeriod",
@@ -132,6 +133,16 @@ class BucketNotEmpty(TierstoreError, OSError):
 # --- bad input ---------------------------------------------------------------------------
 class InvalidArgument(TierstoreError, ValueError):
     """Invalid argument."""
+
+
+class InvalidQuery(InvalidArgument):
+    """The metadata query is not valid."""
+
+    code = "InvalidQuery"
+
+    def __init__(self, message: str = "", *, column: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column  # 1-based position of the error in the query text, when known
 
 
 class InvalidRequest(TierstoreError, ValueError):

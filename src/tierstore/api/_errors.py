@@ -20,6 +20,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.BucketNotEmpty: 409,
     e.InvalidBucketState: 409,
     e.InvalidArgument: 400,
+    e.InvalidQuery: 400,
     e.InvalidRequest: 400,
     e.InvalidBucketName: 400,
     e.InvalidStorageClass: 400,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from tierstore.errors import InvalidArgument
+from tierstore.errors import InvalidQuery
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -94,16 +94,6 @@ _MAX_META_NAME: Final = 1024
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-
-
-class InvalidQuery(InvalidArgument):
-    """The metadata query is not valid."""
-
-    code = "InvalidQuery"
-
-    def __init__(self, message: str = "", *, column: int | None = None) -> None:
-        super().__init__(message)
-        self.column = column
 
 
 # --- numbers ---------------------------------------------------------------------------------
