@@ -75,8 +75,22 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError(f"server did not start within {timeout_s}s:\n{self.log()}")
 
+    def _descendants(self) -> list[int]:
+        assert self.proc is not None
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+        return out
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
+        workers = self._descendants()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -84,9 +98,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        # The server's own session: whatever is left of it (nothing, unless it crashed) goes too.
+        # The server's own session: whatever is left of it (nothing, unless it crashed) goes too,
+        # and is waited for: a dying worker still holds its port and file locks for a moment.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return self.proc.returncode
 
     def log(self) -> str:
@@ -94,6 +112,15 @@ class ServerProcess:
             return self.log_path.read_text(errors="replace")[-5000:]
         except OSError:
             return ""
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has released its ports and locks: not alive)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **cfg: object):  # type: ignore[no-untyped-def]
@@ -132,11 +159,13 @@ def bucket(s3) -> Iterator[str]:  # type: ignore[no-untyped-def]
     s3.create_bucket(Bucket=name)
     yield name
     with contextlib.suppress(Exception):
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=name):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=name, Delete={"Objects": keys, "Quiet": True})
+        # Every version and delete marker, so buckets that turned versioning on go too.
+        # (Versions under object lock stay: such tests use buckets of their own.)
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+            items = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            objs = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in items]
+            if objs:
+                s3.delete_objects(Bucket=name, Delete={"Objects": objs, "Quiet": True})
         s3.delete_bucket(Bucket=name)
 
 

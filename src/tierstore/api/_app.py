@@ -1086,16 +1086,17 @@ class S3App:
         opts.replace_tags = directive == "REPLACE"
         opts.tags = self._tagging_header(req) if opts.replace_tags else []
         opts.lock = self._lock_headers(req)
-        meta = await self.service.copy_object(
+        copied = await self.service.copy_object(
             src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version
         )
+        meta = copied.meta
         extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a == opts.checksum_algorithm]
         body = document("CopyObjectResult", E("LastModified", iso8601(meta.modified_ns)), E("ETag", meta.etag), *extra)
         headers = [("content-type", "application/xml")]
         if meta.version_id != NULL_VERSION:
             headers.append(("x-amz-version-id", meta.version_id))
-        if src_version is not None:
-            headers.append(("x-amz-copy-source-version-id", src_version))
+        if src_version is not None or copied.source_version_id != NULL_VERSION:
+            headers.append(("x-amz-copy-source-version-id", copied.source_version_id))
         return Response(200, headers, body)
 
     # --- tags and object lock ----------------------------------------------------------

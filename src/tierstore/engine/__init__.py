@@ -11,12 +11,13 @@ from tierstore.engine._lock import (
     parse_mode,
     parse_retain_until,
 )
-from tierstore.engine._service import CompletedPart, CopyOptions, GetResult, ObjectService
+from tierstore.engine._service import CompletedPart, CopyOptions, CopyResult, GetResult, ObjectService
 from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
     "CompletedPart",
     "CopyOptions",
+    "CopyResult",
     "DefaultRetention",
     "GetResult",
     "LockConfig",

@@ -88,7 +88,7 @@ from tierstore.types import (
     check_user_metadata,
 )
 
-__all__ = ["CompletedPart", "CopyOptions", "DeleteResult", "GetResult", "ObjectService", "VersionsPage"]
+__all__ = ["CompletedPart", "CopyOptions", "CopyResult", "DeleteResult", "GetResult", "ObjectService", "VersionsPage"]
 
 log = logging.getLogger("tierstore.engine")
 
@@ -152,6 +152,12 @@ def _marker_headers(meta: ObjectMeta) -> dict[str, str]:
         "x-amz-version-id": meta.version_id,
         "last-modified": email.utils.formatdate(meta.modified_ns / 1e9, usegmt=True),
     }
+
+
+@dataclass(slots=True)
+class CopyResult:
+    meta: ObjectMeta  # the new object (version)
+    source_version_id: str  # the version that was copied
 
 
 @dataclass(slots=True)
@@ -659,7 +665,7 @@ class ObjectService:
         opts: CopyOptions | None = None,
         *,
         src_version_id: str | None = None,
-    ) -> ObjectMeta:
+    ) -> CopyResult:
         """Server-side copy. The data is shared (blob reference counts), not re-written."""
         opts = opts or CopyOptions()
         dst_key = ObjectKey(dst_key)
@@ -711,7 +717,7 @@ class ObjectService:
 
         meta.version_id = await self.catalog.put_version(record, check=check, guard=self._guard)
         await self.drain_trash()
-        return meta
+        return CopyResult(meta=meta, source_version_id=src.meta.version_id)
 
     async def _checksum_of(self, blobs: list[BlobRef], algorithm: str) -> str:
         h = new_hasher(algorithm)
