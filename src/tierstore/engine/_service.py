@@ -557,7 +557,7 @@ class ObjectService:
         record, added_marker = await self.catalog.delete_object(
             bucket, key, version_id=version_id, marker=marker, check=check, guard=guard
         )
-        await self.drain_trash()
+        await self._drain_after_commit()
         if added_marker:
             assert record is not None
             return DeleteResult(version_id=record.meta.version_id, delete_marker=True)
@@ -716,7 +716,7 @@ class ObjectService:
                 raise NoSuchKey(resource=src_key)
 
         meta.version_id = await self.catalog.put_version(record, check=check, guard=self._guard)
-        await self.drain_trash()
+        await self._drain_after_commit()
         return CopyResult(meta=meta, source_version_id=src.meta.version_id)
 
     async def _checksum_of(self, blobs: list[BlobRef], algorithm: str) -> str:
@@ -876,7 +876,7 @@ class ObjectService:
         except BaseException:
             await asyncio.shield(self._discard_blobs([blob_id]))
             raise
-        await self.drain_trash()
+        await self._drain_after_commit()
         return part
 
     async def upload_part_copy(
@@ -914,7 +914,7 @@ class ObjectService:
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._upload(bucket, key, upload_id)
         await self.catalog.abort_upload(upload_id)
-        await self.drain_trash()
+        await self._drain_after_commit()
 
     def list_parts(
         self, bucket: str, key: str, upload_id: str, *, after_part: int = 0, max_parts: int = 1000
@@ -1039,7 +1039,7 @@ class ObjectService:
         meta.version_id = await self.catalog.complete_upload(
             upload_id, record, check=_write_conditions(conditions or Conditions(), key), guard=self._guard
         )
-        await self.drain_trash()
+        await self._drain_after_commit()
         return meta
 
     # --- tags (engine/_tags.py has the rules) ---------------------------------------------
@@ -1169,6 +1169,14 @@ class ObjectService:
         return await self._update_version(bucket, key, version_id, change)
 
     # --- garbage collection ----------------------------------------------------------
+    async def _drain_after_commit(self) -> None:
+        """Collect what a committed write released. Housekeeping, not part of the write: a
+        failure here must not turn a committed write into an error (GC retries the trash)."""
+        try:
+            await self.drain_trash()
+        except Exception:
+            log.warning("could not drain the trash after a commit; GC will retry", exc_info=True)
+
     async def drain_trash(self) -> int:
         """Delete blobs no version references any more. Returns how many were removed."""
         removed = 0
