@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -66,14 +67,28 @@ class ServerProcess:
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
         )
         log.close()
+        # Ready means the app answered a request (any S3 answer carries x-amz-request-id): right
+        # after the port accepts, granian may still reset connections for a few milliseconds.
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            if self._answers():
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise RuntimeError(f"server did not start within {timeout_s}s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.getheader("x-amz-request-id") is not None
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
 
     def _descendants(self) -> list[int]:
         assert self.proc is not None
