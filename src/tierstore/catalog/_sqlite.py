@@ -377,6 +377,16 @@ class SqliteCatalog:
         )
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
+    def _drop_null_version(
+        self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any], guard: Guard | None
+    ) -> None:
+        """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack."""
+        old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
+        if old_null is not None:
+            if guard is not None:
+                guard(old_null, props)
+            self._remove_version(c, bucket, key_b, old_null)
+
     @staticmethod
     def _insert_version(c: sqlite3.Connection, record: VersionRecord, key_b: bytes) -> None:
         m = record.meta
@@ -455,11 +465,7 @@ class SqliteCatalog:
                 self._ref(c, b.blob_id, b.size_bytes)
             if props.get("versioning") != "Enabled":
                 m.version_id = NULL_VERSION
-                old_null = self._version_in(c, m.bucket, key_b, NULL_VERSION)
-                if old_null is not None:
-                    if guard is not None:
-                        guard(old_null, props)
-                    self._remove_version(c, m.bucket, key_b, old_null)
+                self._drop_null_version(c, m.bucket, key_b, props, guard)
             self._insert_version(c, record, key_b)
             self._reindex(c, m.bucket, key_b)
             return m.version_id
@@ -511,11 +517,7 @@ class SqliteCatalog:
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
             if status != "Enabled":
                 marker.version_id = NULL_VERSION
-                old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
-                if old_null is not None:
-                    if guard is not None:
-                        guard(old_null, props)
-                    self._remove_version(c, bucket, key_b, old_null)
+                self._drop_null_version(c, bucket, key_b, props, guard)
             self._insert_version(c, record, key_b)
             self._reindex(c, bucket, key_b)
             return record, True

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import hashlib
 import itertools
 import json
@@ -175,6 +176,13 @@ class VersionsPage:
     next_version_id_marker: str | None
 
 
+def _names_common_prefix(marker: bytes, prefix: bytes, delimiter: bytes) -> bool:
+    """Whether a listing marker is a common prefix (prefix + one segment + delimiter): resuming
+    after it must skip every key under it."""
+    rest = marker[len(prefix) :] if marker.startswith(prefix) else b""
+    return bool(delimiter) and rest.endswith(delimiter) and rest.find(delimiter) == len(rest) - len(delimiter)
+
+
 def _strip_etag(value: str) -> str:
     value = value.strip()
     if value.startswith("W/"):
@@ -321,14 +329,9 @@ class ObjectService:
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
         return locked_reason(record.meta.lock, self.clock.now_ns(), bypass_governance=bypass_governance)
 
-    def _guard(self, record: VersionRecord, props: dict[str, Any]) -> None:
+    def _guard(self, record: VersionRecord, props: dict[str, Any], *, bypass_governance: bool = False) -> None:
         """Called inside the commit for every version about to be destroyed."""
-        reason = self._locked_reason(record, bypass_governance=False)
-        if reason:
-            raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
-
-    def _bypass_guard(self, record: VersionRecord, props: dict[str, Any]) -> None:
-        reason = self._locked_reason(record, bypass_governance=True)
+        reason = self._locked_reason(record, bypass_governance=bypass_governance)
         if reason:
             raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
 
@@ -553,7 +556,7 @@ class ObjectService:
             modified_ns=self.clock.now_ns(),
             is_delete_marker=True,
         )
-        guard = self._bypass_guard if bypass_governance else self._guard
+        guard = functools.partial(self._guard, bypass_governance=bypass_governance)
         record, added_marker = await self.catalog.delete_object(
             bucket, key, version_id=version_id, marker=marker, check=check, guard=guard
         )
@@ -619,8 +622,7 @@ class ObjectService:
             else:
                 # Everything of key_marker itself is skipped.
                 after_key, after_seq = (km, 0) if km >= prefix_b else (prefix_b, None)
-            rest = km[len(prefix_b) :] if km.startswith(prefix_b) else b""
-            if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+            if _names_common_prefix(km, prefix_b, delim_b):
                 after_key, after_seq = km + _MAX_KEY_SENTINEL, None
         page = VersionsPage([], [], False, None, None)
         if max_keys == 0:
@@ -741,8 +743,7 @@ class ObjectService:
         if start_b >= prefix_b:
             after, inclusive = start_b, False
             # After a common prefix was returned as the marker, skip everything under it.
-            rest = start_b[len(prefix_b) :] if start_b.startswith(prefix_b) else b""
-            if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+            if _names_common_prefix(start_b, prefix_b, delim_b):
                 after = start_b + _MAX_KEY_SENTINEL
         entries: list[ListEntry] = []
         prefixes: list[str] = []
@@ -944,8 +945,7 @@ class ObjectService:
         if key_marker and not upload_id_marker:
             after_upload = "\U0010ffff"  # everything for key_marker itself is skipped
         skip: bytes | None = None
-        rest = after_key[len(prefix_b) :] if after_key.startswith(prefix_b) else b""
-        if delim_b and rest.endswith(delim_b) and rest.find(delim_b) == len(rest) - len(delim_b):
+        if _names_common_prefix(after_key, prefix_b, delim_b):
             skip = after_key
         if after_key < prefix_b:
             after_key, after_upload = prefix_b, ""
