@@ -405,11 +405,10 @@ class ObjectService:
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
-        self._bucket_exists(bucket)
+        version_lock = self._new_lock(bucket, lock)  # one bucket read: NoSuchBucket, then the lock config
         if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
             raise EntityTooLarge()
         valid_tags = validate_tags(tags)
-        version_lock = self._new_lock(bucket, lock)
         algorithms = self._algorithms(opts.checksum)
         blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
         try:
