@@ -192,11 +192,12 @@ class DriveSet:
         if parity is not None and parity != fmt.parity:
             raise DriveSetError(f"this set was created with parity {fmt.parity}, not {parity}")
         by_index: dict[int, Path] = {}
-        for p, d in zip(resolved, docs, strict=True):
-            if d is not None:
-                if d["index"] in by_index:
-                    raise DriveSetError(f"two drives claim index {d['index']}: {by_index[d['index']]} and {p}")
-                by_index[int(d["index"])] = p
+        for p, doc in zip(resolved, docs, strict=True):
+            if doc is not None:
+                index = int(doc["index"])
+                if index in by_index:
+                    raise DriveSetError(f"two drives claim index {index}: {by_index[index]} and {p}")
+                by_index[index] = p
         free = [i for i in range(n) if i not in by_index]
         unformatted = [p for p, d in zip(resolved, docs, strict=True) if d is None]
         for i, p in zip(free, unformatted, strict=True):
