@@ -34,6 +34,7 @@ from typing import Any
 __all__ = [
     "DEFAULT_SMALL_OBJECT_BYTES",
     "DEFAULT_STRIPE_BYTES",
+    "FORMAT_DIR",
     "FORMAT_VERSION",
     "DriveSet",
     "DriveSetError",
@@ -227,7 +228,10 @@ class DriveSet:
         seen = self._seen[index]
         if seen is not None and (seen.ino, seen.dev, seen.mtime_ns) == (st.st_ino, st.st_dev, st.st_mtime_ns):
             return seen.state
-        doc = _read_format(self.paths[index])
+        try:
+            doc = _read_format(self.paths[index])
+        except DriveSetError:
+            doc = None  # damaged: not ours to use (admin info shows it foreign; open() names it)
         ok = doc is not None and _set_format(doc) == self.format and int(doc["index"]) == index
         state = DriveState.ONLINE if ok else DriveState.FOREIGN
         self._seen[index] = _Seen(st.st_ino, st.st_dev, st.st_mtime_ns, state)
