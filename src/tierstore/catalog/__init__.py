@@ -1,5 +1,7 @@
-"""Catalog: all metadata, transactional. SQLite is the embedded default."""
+"""Catalog: all metadata, transactional. SQLite is the embedded default; on a drive set it is
+mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
+from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
 from tierstore.catalog._sqlite import BlobRef, SqliteCatalog, VersionRecord
 
-__all__ = ["BlobRef", "SqliteCatalog", "VersionRecord"]
+__all__ = ["BlobRef", "CatalogMirrorError", "ReconcileReport", "SqliteCatalog", "VersionRecord"]

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tierstore.catalog._mirror import DEFAULT_RELPATH, CatalogMirror, ReconcileReport
 from tierstore.catalog._query import INDEX_DDL, attr_num
+from tierstore.drives import DriveSet
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
@@ -177,17 +179,83 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return InternalError("Catalog error.")
 
 
+def _init_schema(conn: sqlite3.Connection) -> None:
+    """The current schema on a new (or v2) database; idempotent."""
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+
+def _check_schema(conn: sqlite3.Connection) -> None:
+    row = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+    if row is None or int(row[0]) != SCHEMA_VERSION:
+        found = row[0] if row else "missing"
+        raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
+
+
 class SqliteCatalog:
-    """All metadata in one SQLite file. Create with ``SqliteCatalog(path)``, then ``close()``."""
+    """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
+    set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done."""
 
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_ms = busy_timeout_ms
+        self._mirror: CatalogMirror | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
         self._wconn: sqlite3.Connection | None = None
         self._local = threading.local()
         self._writer.submit(self._open_writer).result()
+
+    @classmethod
+    def on_drives(
+        cls, drives: DriveSet, relpath: str = DEFAULT_RELPATH, *, busy_timeout_ms: int = 30_000
+    ) -> SqliteCatalog:
+        """The catalog mirrored on every drive of ``drives`` (one copy at ``paths[i] / relpath``).
+
+        Opens the copies that exist; those at the highest ``catalog_seq`` are live. It creates
+        nothing: ``reconcile`` (run once at server start) creates or repairs the copies.
+        """
+        self = cls.__new__(cls)
+        self._mirror = CatalogMirror(drives, relpath, busy_timeout_ms=busy_timeout_ms)
+        self.path = Path(drives.paths[0]) / relpath  # where copy 0 lives; informational
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
+        self._wconn = None
+        self._local = threading.local()
+        try:
+            self._writer.submit(self._mirror.open, _check_schema).result()
+        except BaseException:
+            self._writer.shutdown(wait=True)
+            raise
+        return self
+
+    @staticmethod
+    def reconcile(drives: DriveSet, relpath: str = DEFAULT_RELPATH) -> ReconcileReport:
+        """Create the mirrored catalog, or bring every online drive's copy up to the newest one
+        (highest ``catalog_seq``). Run before any process opens the catalog (server start, heal);
+        refuses when fewer than k drives are online or when data exists but no copy does."""
+        return CatalogMirror.reconcile(drives, _init_schema, relpath)
+
+    @property
+    def mirrored(self) -> bool:
+        return self._mirror is not None
+
+    async def reseed(self, index: int) -> None:
+        """Mirrored mode: rebuild drive ``index``'s copy from the newest live one while holding
+        every copy's write lock, and make it live (``tierstore heal`` on a replaced drive)."""
+        mirror = self._require_mirror()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, mirror.reseed, index)
+
+    def copies_state(self) -> list[dict[str, Any]]:
+        """Mirrored mode: one dict per drive — index, path, state (live/stale/missing/offline),
+        seq (its catalog_seq, None unless readable) and why it is not live."""
+        return self._require_mirror().copies_state()
+
+    def _require_mirror(self) -> CatalogMirror:
+        if self._mirror is None:
+            raise InternalError("this catalog is a single file, not mirrored on drives")
+        return self._mirror
 
     # --- connections -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -203,11 +271,8 @@ class SqliteCatalog:
         has_versions = conn.execute("SELECT 1 FROM sqlite_master WHERE name='versions'").fetchone()
         if has_versions and not any(r[1] == "seq" for r in conn.execute("PRAGMA table_info(versions)")):
             self._migrate_v1(conn)
-        conn.executescript(_SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-        row = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-        if int(row[0]) != SCHEMA_VERSION:
-            raise InternalError(f"catalog schema {row[0]} is not supported (expected {SCHEMA_VERSION})")
+        _init_schema(conn)
+        _check_schema(conn)
         self._wconn = conn
 
     def _migrate_v1(self, conn: sqlite3.Connection) -> None:
@@ -225,6 +290,8 @@ class SqliteCatalog:
         conn.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:
+        if self._mirror is not None:
+            return self._mirror.reader()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
@@ -232,13 +299,20 @@ class SqliteCatalog:
         return conn
 
     def close(self) -> None:
+        mirror = self._mirror
+
         def _close() -> None:
+            if mirror is not None:
+                mirror.close()
             if self._wconn is not None:
                 self._wconn.close()
                 self._wconn = None
 
         self._writer.submit(_close).result()
         self._writer.shutdown(wait=True)
+        if mirror is not None:
+            mirror.close_readers()
+            return
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
@@ -247,7 +321,14 @@ class SqliteCatalog:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one IMMEDIATE transaction on the writer thread; commit on success."""
 
+        mirror = self._mirror
+
         def run() -> T:
+            if mirror is not None:
+                try:
+                    return mirror.transact(fn)
+                except sqlite3.Error as exc:
+                    raise _translate(exc) from exc
             conn = self._wconn
             assert conn is not None, "catalog is closed"
             try:
@@ -644,6 +725,18 @@ class SqliteCatalog:
             c.execute("SELECT 1 FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
             or c.execute("SELECT 1 FROM trash WHERE blob_id=?", (blob_id,)).fetchone()
         )
+
+    def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+        """Referenced blobs in blob_id order after ``after``: (blob_id, size_bytes). The heal walk."""
+        rows = (
+            self._reader()
+            .execute("SELECT blob_id, size FROM blobs WHERE blob_id > ? ORDER BY blob_id LIMIT ?", (after, limit))
+            .fetchall()
+        )
+        return [(str(b), int(n)) for b, n in rows]
+
+    def blob_count(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM blobs").fetchone()[0])
 
     def trash_batch(self, limit: int = 1000) -> list[str]:
         rows = self._reader().execute("SELECT blob_id FROM trash LIMIT ?", (limit,)).fetchall()
