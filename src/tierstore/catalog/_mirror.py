@@ -37,6 +37,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -255,6 +256,7 @@ class CatalogMirror:
         self._lock = threading.Lock()  # guards live/generation/ident and the reader list
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        self._committers: ThreadPoolExecutor | None = None
 
     # --- state --------------------------------------------------------------------------
     def _online(self, c: _Copy) -> bool:
@@ -282,9 +284,6 @@ class CatalogMirror:
         _close(c.conn)
         c.conn = None
 
-    def live_indexes(self) -> list[int]:
-        return [c.index for c in self.copies if c.live]
-
     # --- open / close (writer thread) -------------------------------------------------------
     def open(self, check: Callable[[sqlite3.Connection], None]) -> None:
         """Open every reachable copy; the copies at the highest seq are live. ``check`` vets one
@@ -298,13 +297,13 @@ class CatalogMirror:
             if before is None:
                 c.reason = "no catalog file"
                 continue
+            conn: sqlite3.Connection | None = None
             try:
                 conn = _open(c.path, self.busy_timeout_ms)
                 seqs[c.index] = read_seq(conn)
             except (sqlite3.Error, CatalogMirrorError, ValueError) as exc:
                 c.reason = f"unreadable: {exc}"
-                with contextlib.suppress(UnboundLocalError):
-                    _close(conn)
+                _close(conn)
                 continue
             c.conn, c.ident = conn, before
         if not seqs:
@@ -334,6 +333,9 @@ class CatalogMirror:
         for c in self.copies:
             _close(c.conn)
             c.conn = None
+        if self._committers is not None:
+            self._committers.shutdown(wait=True)
+            self._committers = None
 
     def close_readers(self) -> None:
         with self._lock:
@@ -451,6 +453,25 @@ class CatalogMirror:
                 _close(c.conn)
                 c.conn = None
 
+    def _commit_all(self, copies: list[_Copy]) -> list[sqlite3.Error | None]:
+        """COMMIT every copy, in parallel: each is one fsync of its own drive's WAL, so the
+        latency is the slowest drive's, not the sum (every lock is already held, so the order
+        does not matter; a crash may leave any subset committed, which reconcile repairs)."""
+
+        def commit(c: _Copy) -> sqlite3.Error | None:
+            assert c.conn is not None
+            try:
+                c.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                return exc
+            return None
+
+        if len(copies) == 1:
+            return [commit(copies[0])]
+        if self._committers is None:
+            self._committers = ThreadPoolExecutor(len(self.copies), thread_name_prefix="catalog-commit")
+        return list(self._committers.map(commit, copies))
+
     def _quorum_error(self, have: int, failures: list[str], what: str) -> Exception:
         need = self.drives.format.write_quorum
         detail = "; ".join(failures) or "no other reason recorded"
@@ -458,7 +479,7 @@ class CatalogMirror:
             f"The catalog is read-only: {what} {have} of {len(self.copies)} catalog copies "
             f"(write quorum {need}). Unavailable: {detail}. Replace or reconnect drives and run `tierstore heal`."
         )
-        if any("full" in f.lower() for f in failures):
+        if any("disk is full" in f for f in failures):
             return InsufficientStorage(msg)
         return SlowDown(msg)
 
@@ -497,13 +518,10 @@ class CatalogMirror:
             if len(done) < quorum:
                 raise self._quorum_error(len(done), failures, "only")
             committed: list[_Copy] = []
-            for c in done:
-                assert c.conn is not None
-                try:
-                    c.conn.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._drop(c, f"commit failed: {exc}")
-                    failures.append(f"drive {c.index} ({c.path}): commit failed: {exc}")
+            for c, error in zip(done, self._commit_all(done), strict=True):
+                if error is not None:
+                    self._drop(c, f"commit failed: {error}")
+                    failures.append(f"drive {c.index} ({c.path}): commit failed: {error}")
                     continue
                 committed.append(c)
             for c in committed:
