@@ -1,15 +1,20 @@
 """Blob stores: immutable bytes by opaque blob id, one tier each (DESIGN.md "Layers").
 
-Implementations: ``LocalBlobStore`` (plain files in one directory), ``MemoryBlobStore``
-(tests). ``tierstore.testing.blobstore.BlobStoreConformance`` is the suite they all pass.
+Implementations: ``LocalBlobStore`` (plain files in one directory), ``ErasureBlobStore`` (a
+``DriveSet``, erasure coded across its drives, docs/erasure.md), ``MemoryBlobStore`` (tests).
+``tierstore.testing.blobstore.BlobStoreConformance`` is the suite they all pass. Stores that
+can rebuild damaged blobs are also ``Healer``s.
 """
 
+from tierstore.blob._erasure import ErasureBlobStore
 from tierstore.blob._local import LocalBlobStore
 from tierstore.blob._memory import MemoryBlobStore
 from tierstore.blob._protocol import (
     BLOCK_SIZE_BYTES,
     BlobInfo,
     BlobStore,
+    Healer,
+    HealReport,
     check_range,
     validate_blob_id,
 )
@@ -18,6 +23,9 @@ __all__ = [
     "BLOCK_SIZE_BYTES",
     "BlobInfo",
     "BlobStore",
+    "ErasureBlobStore",
+    "HealReport",
+    "Healer",
     "LocalBlobStore",
     "MemoryBlobStore",
     "check_range",

@@ -53,7 +53,14 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tierstore.blob._protocol import BLOCK_SIZE_BYTES, BlobInfo, check_range, crc32c, validate_blob_id
+from tierstore.blob._protocol import (
+    BLOCK_SIZE_BYTES,
+    BlobInfo,
+    HealReport,
+    check_range,
+    crc32c,
+    validate_blob_id,
+)
 from tierstore.errors import CorruptBlob, InsufficientStorage, InternalError, InvalidRange, TierstoreError
 
 __all__ = [
@@ -530,6 +537,25 @@ class LocalBlobStore:
         except CorruptBlob:
             return False
         return True
+
+    async def heal(self, blob_id: str) -> HealReport:
+        """Verify-only (``Healer``): one directory holds no redundancy to rebuild from, so a
+        damaged or missing blob is reported ``lost`` and nothing is written."""
+        ok = await self.verify(blob_id)
+        size_bytes = 0
+        with contextlib.suppress(CorruptBlob):
+            info = await self.stat(blob_id)
+            size_bytes = info.size_bytes if info is not None else 0
+        return HealReport(
+            blob_id=blob_id,
+            size_bytes=size_bytes,
+            shards_total=1,
+            shards_ok=1 if ok else 0,
+            shards_rebuilt=0,
+            shards_unavailable=0,
+            bytes_written=0,
+            lost=not ok,
+        )
 
     # --- internals ----------------------------------------------------------------------------
     def _path(self, blob_id: str) -> str:

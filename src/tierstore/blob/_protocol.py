@@ -24,6 +24,8 @@ __all__ = [
     "BLOCK_SIZE_BYTES",
     "BlobInfo",
     "BlobStore",
+    "HealReport",
+    "Healer",
     "check_range",
     "crc32c",
     "validate_blob_id",
@@ -120,4 +122,40 @@ class BlobStore(Protocol):
 
     async def verify(self, blob_id: str) -> bool:
         """Full checksum pass over the blob (scrub). False if damaged or missing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HealReport:
+    """What ``heal`` found and did for one blob.
+
+    A *shard* is one of the ``shards_total`` pieces the layout places on distinct drives (an
+    erasure-coded fragment file or a full replica; a single-directory store has one).
+    ``shards_unavailable`` counts pieces that could not be checked or rewritten (their drive is
+    offline, or the rewrite failed): the blob stays degraded until a later heal. ``lost`` means
+    the blob cannot be read in full from what is left (or was not found at all); nothing is
+    rewritten then.
+    """
+
+    blob_id: str
+    size_bytes: int
+    shards_total: int
+    shards_ok: int
+    shards_rebuilt: int
+    shards_unavailable: int
+    bytes_written: int
+    lost: bool
+
+    @property
+    def healthy(self) -> bool:
+        """Full redundancy now: every shard present and intact (after this heal's rewrites)."""
+        return not self.lost and self.shards_ok + self.shards_rebuilt == self.shards_total
+
+
+@runtime_checkable
+class Healer(Protocol):
+    """A store that can repair a blob in place; callers without one fall back to ``verify``."""
+
+    async def heal(self, blob_id: str) -> HealReport:
+        """Check every shard of the blob and rebuild the missing or damaged ones it can."""
         ...
