@@ -113,6 +113,8 @@ def main() -> int:
     ap.add_argument("--max-seconds", type=float, default=60)
     ap.add_argument("--payload", choices=["sha256", "unsigned"], default=None)
     ap.add_argument("--workers", type=int, default=1, help="tierstore server processes")
+    ap.add_argument("--drives", type=int, default=0,
+                    help="run tierstore on an erasure set of this many drive directories (0: one data dir)")
     ap.add_argument("--work", type=Path, default=None, help="scratch dir (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary JSON here")
     args = ap.parse_args()
@@ -143,7 +145,9 @@ def main() -> int:
         ts_env = dict(os.environ, TIERSTORE_ACCESS_KEY=AK, TIERSTORE_SECRET_KEY=SK)
         log = open(work / "tierstore.log", "wb")  # noqa: SIM115 - handed to the child
         ts_proc = subprocess.Popen(
-            [sys.executable, "-m", "tierstore", "serve", "--data", str(work / "tierstore"),
+            [sys.executable, "-m", "tierstore", "serve",
+             *(["--drives", *(str(work / f"drive{i}") for i in range(args.drives))] if args.drives
+               else ["--data", str(work / "tierstore")]),
              "--address", f"127.0.0.1:{ts_port}", "--workers", str(args.workers), "--log-level", "warning"],
             env=ts_env, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -11,6 +11,7 @@ thread owns its keys for the round, so an unanswered write is the last operation
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -29,9 +30,8 @@ import pytest
 
 from tests.conftest import ServerProcess, make_client
 from tests.s3http import UNSIGNED, sign_v4
-from tests.test_durability import blob_files
 
-KILLS = int(os.environ.get("TIERSTORE_CRASH_KILLS", "210"))
+KILLS = int(os.environ.get("TIERSTORE_CRASH_KILLS", "210"))  # on one data dir; see the parametrization
 THREADS = 3
 FULL_CHECK_EVERY = 25
 PLAIN, VERSIONED = "crash", "crashv"
@@ -399,13 +399,43 @@ def full_check(port: int, m: Model) -> None:
 # --- on disk -------------------------------------------------------------------------------
 
 
-def blob_path(data_dir: Path, blob_id: str) -> Path:
-    return data_dir / "blobs" / blob_id[-4:-2] / blob_id[-2:] / blob_id
+@dataclass(slots=True)
+class Layout:
+    """Where the store keeps its files: one data dir, or an erasure set of drive dirs."""
+
+    root: Path
+    drives: int = 0  # 0: a single data directory
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [self.root / f"drive{i}" for i in range(self.drives)] if self.drives else [self.root / "data"]
+
+    def server(self, gc_grace: str) -> ServerProcess:
+        if not self.drives:
+            return ServerProcess(self.dirs[0], extra_args=["--gc-grace", gc_grace])
+        # small stripes and a small replica threshold: the 0.1-3 MiB bodies span many stripes
+        args = ["--drives", *map(str, self.dirs), "--stripe-bytes", "262144", "--small-object-bytes", "16384"]
+        return ServerProcess(self.root / "log", extra_args=[*args, "--gc-grace", gc_grace, "--scrub-interval", "0"])
+
+    def catalogs(self) -> list[Path]:
+        if not self.drives:
+            return [self.dirs[0] / "catalog.db"]
+        return [d / "catalog" / "catalog.db" for d in self.dirs]
+
+    def files(self) -> dict[str, int]:
+        """Blob id -> how many drives hold a file (a shard or a replica) for it."""
+        out: Counter[str] = Counter()
+        for d in self.dirs:
+            out.update(p.name for p in (d / "blobs").rglob("*") if p.is_file())
+        return dict(out)
+
+    def tmp_files(self) -> list[Path]:
+        return [p for d in self.dirs if (d / "tmp").exists() for p in (d / "tmp").iterdir()]
 
 
-def catalog_state(data_dir: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
+def catalog_state(db_path: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
     """(references counted from versions and parts, the blobs table's refs, the trash)."""
-    db = sqlite3.connect(f"file:{data_dir / 'catalog.db'}?mode=ro", uri=True)
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
         refs: dict[str, int] = {}
         for (blobs_json,) in db.execute("SELECT blobs FROM versions"):
@@ -420,24 +450,43 @@ def catalog_state(data_dir: Path) -> tuple[dict[str, int], dict[str, int], set[s
     return refs, table, trash
 
 
+def check_redundancy(layout: Layout, table: dict[str, int]) -> None:
+    """Every referenced blob is fully redundant: all shards (or all replicas) present and intact."""
+    from tierstore.blob import ErasureBlobStore
+    from tierstore.drives import DriveSet
+
+    store = ErasureBlobStore(DriveSet.open(layout.dirs, format_new=False))
+
+    async def damaged() -> list[str]:
+        return [b for b in table if not await store.verify(b)]
+
+    bad = asyncio.run(damaged())
+    assert not bad, f"blobs without full redundancy after a clean restart: {bad}"
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("drives", "kills"),
+    [(0, KILLS), (4, int(os.environ.get("TIERSTORE_CRASH_KILLS_DRIVES", "100")))],
+    ids=["data-dir", "4-drives"],
+)
+def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path, drives: int, kills: int) -> None:
     seed = int(os.environ.get("TIERSTORE_TEST_SEED", str(random.SystemRandom().randrange(2**32))))
     print(f"\ncrash test seed: {seed} (TIERSTORE_TEST_SEED={seed} replays the schedule)")
     rng = random.Random(seed)
-    data_dir = tmp_path / "data"
-    srv = ServerProcess(data_dir, extra_args=["--gc-grace", LOOP_GC_GRACE])
+    layout = Layout(tmp_path, drives)
+    srv = layout.server(LOOP_GC_GRACE)
     srv.start()
     s3 = make_client(srv.endpoint)
     s3.create_bucket(Bucket=PLAIN)
     s3.create_bucket(Bucket=VERSIONED)
     s3.put_bucket_versioning(Bucket=VERSIONED, VersioningConfiguration={"Status": "Enabled"})
     m = Model()
-    kills = 0
+    done = 0
     started = time.monotonic()
     try:
         for rnd in range(10**6):
-            if kills >= KILLS:
+            if done >= kills:
                 break
             plain, versioned = PLAIN_KEYS[:], VERSIONED_KEYS[:]
             rng.shuffle(plain)
@@ -453,7 +502,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
             time.sleep(delay)
             m.killing.set()
             srv.stop(signal.SIGKILL)
-            kills += 1
+            done += 1
             for c in clients:
                 c.join(60)
                 assert not c.is_alive(), "client thread hung after the kill"
@@ -469,28 +518,34 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
                     full_check(srv.port, m)
             except AssertionError as exc:
                 raise AssertionError(
-                    f"after kill {kills} (round {rnd}, seed {seed}, delay {delay:.3f}s): {exc}"
+                    f"after kill {done} (round {rnd}, seed {seed}, delay {delay:.3f}s): {exc}"
                 ) from exc
         full_check(srv.port, m)
         print(
-            f"crash test: {kills} kills, {m.unanswered} unanswered requests, acknowledged: {dict(m.acked)},"
+            f"crash test: {done} kills, {m.unanswered} unanswered requests, acknowledged: {dict(m.acked)},"
             f" {time.monotonic() - started:.0f}s"
         )
         assert srv.stop() == 0
 
-        # Every blob the catalog references (versions, parts) is a file, with the right count.
-        refs, table, _trash = catalog_state(data_dir)
+        # Every blob the catalog references (versions, parts) has its files, with the right count;
+        # on an erasure set every catalog copy says the same.
+        states = [catalog_state(db) for db in layout.catalogs()]
+        assert all(st == states[0] for st in states), "the catalog copies differ"
+        refs, table, _trash = states[0]
         assert refs == table, f"blobs.refs disagrees with the references: {refs.items() ^ table.items()}"
-        missing = [b for b in refs if not blob_path(data_dir, b).is_file()]
+        files = layout.files()
+        missing = [b for b in refs if b not in files]
         assert not missing, f"catalog rows without blob files: {missing}"
+        if drives:
+            check_redundancy(layout, table)
 
         # A restart with no grace collects every orphan the kills left; nothing live goes.
-        srv.extra_args = ["--gc-grace", "0"]
+        srv = layout.server("0")
         srv.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            refs, table, trash = catalog_state(data_dir)
-            on_disk = {p.name for p in blob_files(data_dir)}
+            refs, table, trash = catalog_state(layout.catalogs()[0])
+            on_disk = set(layout.files())
             if on_disk == set(table) and not trash:
                 break
             time.sleep(0.2)
@@ -498,10 +553,9 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path: Path) -
         assert on_disk == set(table), (
             f"orphans: {sorted(on_disk - set(table))}, missing: {sorted(set(table) - on_disk)}"
         )
-        tmp = data_dir / "tmp"
-        assert not tmp.exists() or not any(tmp.iterdir()), list(tmp.iterdir())
+        assert not layout.tmp_files(), layout.tmp_files()
         full_check(srv.port, m)
-        assert kills >= 200, kills
+        assert done >= kills, done
     except BaseException:
         print(srv.log())
         raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -16,15 +18,32 @@ import secrets
 import signal
 import string
 import sys
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tierstore.api import Authenticator, S3App
-from tierstore.blob import LocalBlobStore
+from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
-from tierstore.engine import ObjectService
+from tierstore.drives import (
+    DEFAULT_SMALL_OBJECT_BYTES,
+    DEFAULT_STRIPE_BYTES,
+    FORMAT_DIR,
+    DriveSet,
+    write_file_durably,
+)
+from tierstore.engine import ObjectService, Repairer
 
-__all__ = ["ServerConfig", "app_factory", "build_app", "load_or_create_credentials", "serve"]
+__all__ = [
+    "ServerConfig",
+    "app_factory",
+    "build_app",
+    "credential_dirs",
+    "load_or_create_credentials",
+    "open_drive_set",
+    "serve",
+]
 
 log = logging.getLogger("tierstore.server")
 _ENV = "TIERSTORE_SERVE_CONFIG"
@@ -46,39 +65,92 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = False
     extra_keys: dict[str, str] = field(default_factory=dict)
+    # An erasure set (``--drives``): data_dir is then unused.
+    drives: list[str] = field(default_factory=list)
+    parity: int | None = None
+    stripe_bytes: int = DEFAULT_STRIPE_BYTES
+    small_object_bytes: int = DEFAULT_SMALL_OBJECT_BYTES
+    scrub_interval_s: float = 86_400.0  # a scrub pass starts this long after the last one ended; 0: never
+    scrub_rate_bytes_s: float = 64e6  # the scrubber's read budget
+    heal_queue_interval_s: float = 2.0  # how often blobs reported by reads and writes are healed
 
 
 def _random_string(n: int, alphabet: str) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
 
 
-def load_or_create_credentials(data_dir: Path) -> tuple[str, str, bool]:
-    """The key pair kept in the data dir (mode 0600), created on first use. Returns (ak, sk, created)."""
-    path = data_dir / CREDENTIALS_FILE
-    if path.exists():
-        doc = json.loads(path.read_text())
-        return doc["access_key"], doc["secret_key"], False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    ak = "TS" + _random_string(18, string.ascii_uppercase + string.digits)
-    sk = _random_string(40, string.ascii_letters + string.digits)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"access_key": ak, "secret_key": sk}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path.with_suffix(".tmp"), path)
-    return ak, sk, True
+def load_or_create_credentials(data_dir: Path | list[Path]) -> tuple[str, str, bool]:
+    """The key pair kept in the data dir (mode 0600), created on first use. Returns (ak, sk, created).
+
+    Given several directories (the ``.tierstore`` dir of every drive of a set), the pair is read
+    from the first that has it and written to every one that lacks it."""
+    dirs = data_dir if isinstance(data_dir, list) else [data_dir]
+    found = next((d / CREDENTIALS_FILE for d in dirs if (d / CREDENTIALS_FILE).exists()), None)
+    if found is not None:
+        doc = json.loads(found.read_text())
+        ak, sk, created = doc["access_key"], doc["secret_key"], False
+    else:
+        ak = "TS" + _random_string(18, string.ascii_uppercase + string.digits)
+        sk = _random_string(40, string.ascii_letters + string.digits)
+        created = True
+    data = json.dumps({"access_key": ak, "secret_key": sk}).encode()
+    for d in dirs:
+        if not (d / CREDENTIALS_FILE).exists():
+            d.mkdir(parents=True, exist_ok=True)
+            write_file_durably(d / CREDENTIALS_FILE, data, mode=0o600)
+    return ak, sk, created
+
+
+def open_drive_set(config: ServerConfig, *, format_new: bool = True) -> DriveSet:
+    """The configured erasure set; formats a new set or replacement drives unless told not to."""
+    return DriveSet.open(
+        config.drives,
+        parity=config.parity,
+        stripe_bytes=config.stripe_bytes,
+        small_object_bytes=config.small_object_bytes,
+        format_new=format_new,
+    )
+
+
+def credential_dirs(config: ServerConfig) -> list[Path]:
+    """Where the generated key pair is kept: the data dir, or ``.tierstore/`` on every online drive."""
+    if not config.drives:
+        return [Path(config.data_dir)]
+    drive_set = open_drive_set(config)
+    return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+
+
+def _scrub_lock(key: str) -> int | None:
+    """Only one process per store runs the scrubber: the one that holds this lock (never released)."""
+    path = Path(tempfile.gettempdir()) / f"tierstore-scrub-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def build_app(config: ServerConfig) -> S3App:
     """Wire one process's stores, service and app."""
-    data = Path(config.data_dir)
-    catalog = SqliteCatalog(data / "catalog.db")
-    blobs = LocalBlobStore(data)
+    blobs: BlobStore
+    if config.drives:
+        drive_set = open_drive_set(config, format_new=False)
+        catalog = SqliteCatalog.on_drives(drive_set)
+        blobs = ErasureBlobStore(drive_set)
+        repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE,))
+        store_key = drive_set.format.set_id
+    else:
+        data = Path(config.data_dir)
+        catalog = SqliteCatalog(data / "catalog.db")
+        blobs = LocalBlobStore(data)
+        repairer = Repairer(catalog, blobs, meta_dirs=[data])
+        store_key = str(data.resolve())
     service = ObjectService(catalog, blobs, region=config.region)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     authenticator = Authenticator(keys.get, region=config.region)
-    gc_task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
 
     async def gc_loop() -> None:
         first = True
@@ -94,18 +166,42 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("GC pass failed")
             await asyncio.sleep(config.gc_interval_s)
 
+    async def heal_loop() -> None:
+        """Heal what reads and writes reported; in one process, also scrub everything now and then."""
+        scrubber = config.scrub_interval_s > 0 and _scrub_lock(store_key) is not None
+        last = repairer.last_report()
+        next_scrub = (float(last["finished_s"] or 0) if last else time.time()) + config.scrub_interval_s
+        while True:
+            await asyncio.sleep(config.heal_queue_interval_s)
+            try:
+                await repairer.heal_queued()
+                if scrubber and time.time() >= next_scrub:
+                    if repairer.current is None or repairer.current.state != "running":
+                        await repairer.heal(kind="scrub", rate_bytes_s=config.scrub_rate_bytes_s)
+                    next_scrub = time.time() + config.scrub_interval_s
+            except Exception:
+                log.exception("heal pass failed")
+
     async def on_startup() -> None:
-        nonlocal gc_task
-        gc_task = asyncio.get_running_loop().create_task(gc_loop())
+        loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(gc_loop()))
+        tasks.append(loop.create_task(heal_loop()))
 
     async def on_shutdown() -> None:
-        if gc_task is not None:
-            gc_task.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await gc_task
+                await task
         catalog.close()
 
-    return S3App(service, authenticator, domain=config.domain, on_startup=on_startup, on_shutdown=on_shutdown)
+    return S3App(
+        service,
+        authenticator,
+        domain=config.domain,
+        admin=repairer,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
 
 
 def _configure_logging(level: str) -> None:
@@ -149,17 +245,37 @@ def serve(config: ServerConfig) -> None:
     from granian.constants import Interfaces, Loops
 
     _configure_logging(config.log_level)
-    data = Path(config.data_dir)
-    data.mkdir(parents=True, exist_ok=True)
-    # Open the stores once in the parent: creates the schema and fails fast on a bad data dir.
-    SqliteCatalog(data / "catalog.db").close()
-    LocalBlobStore(data)
+    # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
+    # on an erasure set, formats replacement drives and brings every catalog copy up to date
+    # before any worker exists.
+    if config.drives:
+        drive_set = open_drive_set(config)
+        report = SqliteCatalog.reconcile(drive_set)
+        fmt = drive_set.format
+        for i, p in enumerate(drive_set.paths):
+            log.info("drive %d: %s (%s)", i, p, drive_set.state(i).value)
+        log.info(
+            "erasure set %s: %d drives, %d data + %d parity shards, write quorum %d; catalog: %s",
+            fmt.set_id,
+            fmt.drives,
+            fmt.data_shards,
+            fmt.parity,
+            fmt.write_quorum,
+            report,
+        )
+        where = f"{fmt.drives} drives"
+    else:
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        SqliteCatalog(data / "catalog.db").close()
+        LocalBlobStore(data)
+        where = str(data.resolve())
     os.environ[_ENV] = json.dumps(asdict(config))
     log.info(
         "tierstore serving S3 at http://%s:%d (data: %s, workers: %d)",
         config.host,
         config.port,
-        data.resolve(),
+        where,
         config.workers,
     )
     Granian(

@@ -33,6 +33,7 @@ from tierstore.engine import (
     LockConfig,
     LockRequest,
     ObjectService,
+    Repairer,
     Retention,
     format_retain_until,
     parse_legal_hold,
@@ -40,6 +41,7 @@ from tierstore.engine import (
     parse_mode,
     parse_retain_until,
     parse_tagging_header,
+    stream_progress,
 )
 from tierstore.runtime import new_request_id
 from tierstore.types import (
@@ -240,12 +242,14 @@ class S3App:
         authenticator: Authenticator,
         *,
         domain: str | None = None,
+        admin: Repairer | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.service = service
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
+        self.admin = admin
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -480,6 +484,22 @@ class S3App:
             if req.method != "POST":
                 raise e.MethodNotAllowed()
             return await self.query(req)
+        if req.key in ("admin/info", "admin/heal") and self.admin is not None:
+            # Every authenticated key is an admin until policies exist (docs/durability.md).
+            if req.key == "admin/info":
+                if req.method != "GET":
+                    raise e.MethodNotAllowed()
+                body = json.dumps(await asyncio.to_thread(self.admin.info)).encode()
+                return Response(200, [("content-type", "application/json")], body)
+            if req.method != "POST":
+                raise e.MethodNotAllowed()
+            task = self.admin.start(kind="heal")
+            admin = self.admin
+            return Response(
+                200,
+                [("content-type", "application/x-ndjson")],
+                stream=stream_progress(task, lambda: admin.current),
+            )
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
 
     async def _json_body(self, req: Request) -> dict[str, Any]:

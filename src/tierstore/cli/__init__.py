@@ -28,8 +28,39 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--data",
         default=os.environ.get("TIERSTORE_DATA", "./tierstore-data"),
-        help="data directory (default: %(default)s)",
+        help="data directory on one drive (default: %(default)s); ignored with --drives",
     )
+    p.add_argument(
+        "--drives",
+        nargs="+",
+        metavar="DIR",
+        help="an erasure set: one directory per drive (n >= 4: k data + m parity shards; n = 2, 3: full "
+        "replicas). Catalog and credentials are mirrored on every drive. See docs/durability.md",
+    )
+    p.add_argument(
+        "--parity",
+        type=int,
+        metavar="M",
+        help="parity shards per stripe for a new set (default: n // 2, at most 4); any M drives may fail",
+    )
+    p.add_argument(
+        "--scrub-interval",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="start a background scrub (verify and repair every blob) this long after the last "
+        "one ended; 0 disables (default: %(default)s)",
+    )
+    p.add_argument(
+        "--scrub-rate",
+        type=float,
+        default=64.0,
+        metavar="MB_S",
+        help="the scrubber's read budget in MB/s (default: %(default)s)",
+    )
+    p.add_argument("--stripe-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--small-object-bytes", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--heal-queue-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     p.add_argument(
         "--address",
         type=_address,
@@ -57,9 +88,10 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from dataclasses import replace
 
-    from tierstore.server import ServerConfig, load_or_create_credentials, serve
+    from tierstore.drives import DEFAULT_SMALL_OBJECT_BYTES, DEFAULT_STRIPE_BYTES, DriveSetError
+    from tierstore.server import ServerConfig, credential_dirs, load_or_create_credentials, serve
 
     if isinstance(args.address, str):
         args.address = _address(args.address)
@@ -68,27 +100,50 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if bool(ak) != bool(sk):
         print("tierstore: give both --access-key and --secret-key (or neither)", file=sys.stderr)
         return 2
+    config = ServerConfig(
+        data_dir=args.data,
+        drives=list(args.drives or []),
+        parity=args.parity,
+        stripe_bytes=args.stripe_bytes or DEFAULT_STRIPE_BYTES,
+        small_object_bytes=DEFAULT_SMALL_OBJECT_BYTES if args.small_object_bytes is None else args.small_object_bytes,
+        scrub_interval_s=args.scrub_interval * 3600.0,
+        scrub_rate_bytes_s=args.scrub_rate * 1e6,
+        heal_queue_interval_s=args.heal_queue_interval,
+    )
     if not ak:
-        ak, sk, created = load_or_create_credentials(Path(args.data))
+        try:
+            dirs = credential_dirs(config)
+        except DriveSetError as exc:
+            print(f"tierstore serve: {exc}", file=sys.stderr)
+            return 2
+        if not dirs:
+            print("tierstore serve: no drive is online", file=sys.stderr)
+            return 2
+        ak, sk, created = load_or_create_credentials(dirs)
         what = "generated" if created else "loaded"
-        print(f"credentials ({what}, kept in {Path(args.data) / 'credentials.json'}):", flush=True)
+        where = dirs[0] / "credentials.json" if len(dirs) == 1 else f"credentials.json on {len(dirs)} drives"
+        print(f"credentials ({what}, kept in {where}):", flush=True)
         print(f"  access key: {ak}\n  secret key: {sk}", flush=True)
     print(f"endpoint: http://{host}:{port}", flush=True)
-    serve(
-        ServerConfig(
-            data_dir=args.data,
-            host=host,
-            port=port,
-            access_key=ak,
-            secret_key=sk,
-            domain=args.domain,
-            region=args.region,
-            workers=max(1, args.workers),
-            log_level=args.log_level,
-            access_log=args.access_log,
-            gc_grace_s=args.gc_grace,
+    try:
+        serve(
+            replace(
+                config,
+                host=host,
+                port=port,
+                access_key=ak,
+                secret_key=sk,
+                domain=args.domain,
+                region=args.region,
+                workers=max(1, args.workers),
+                log_level=args.log_level,
+                access_log=args.access_log,
+                gc_grace_s=args.gc_grace,
+            )
         )
-    )
+    except DriveSetError as exc:
+        print(f"tierstore serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -102,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_client_commands(sub)
+    from tierstore.cli._admin import add_admin_commands
     from tierstore.cli._query import add_query_command
 
     add_query_command(sub)
+    add_admin_commands(sub)
     return parser
 
 

@@ -52,16 +52,20 @@ class TierstoreClient:
             self._credentials = creds
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
 
-    def _call(self, method: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, method: str, path: str, payload: dict[str, Any] | None, *, stream: bool = False) -> Any:
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        body = json.dumps(payload).encode()
+        body = b"" if payload is None else json.dumps(payload).encode()
         url = self.settings.endpoint_url.rstrip("/") + path
         req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
         S3SigV4Auth(self._credentials, "s3", self.settings.region).add_auth(req)
-        resp = self._http.request(method, url, body=body, headers=dict(req.headers.items()))
+        resp = self._http.request(
+            method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream
+        )
         if resp.status >= 300:
+            if stream:
+                resp.read()
             code, message = "HTTP", resp.data[:200].decode("utf-8", "replace")
             try:
                 root = ET.fromstring(resp.data)  # noqa: S314 - our own server's error document
@@ -70,8 +74,31 @@ class TierstoreClient:
             except ET.ParseError:
                 pass
             raise TierstoreClientError(resp.status, code, message)
-        result: dict[str, Any] = json.loads(resp.data)
+        return resp
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self._send(method, path, payload).data)
         return result
+
+    def admin_info(self) -> dict[str, Any]:
+        """Drives, their state and capacity, catalog copies and the last heal (``tierstore admin info``)."""
+        return self._call("GET", "/_tierstore/admin/info", None)
+
+    def heal(self) -> Iterator[dict[str, Any]]:
+        """Start (or join) a heal pass on the server; yields its progress, the final report last."""
+        resp = self._send("POST", "/_tierstore/admin/heal", {}, stream=True)
+        try:
+            buf = b""
+            for chunk in resp.stream(64 * 1024):
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if buf.strip():
+                yield json.loads(buf)
+        finally:
+            resp.release_conn()
 
     def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
         """One page of a metadata query (docs/query.md) over the current objects of ``bucket``."""

@@ -11,6 +11,7 @@ from tierstore.engine._lock import (
     parse_mode,
     parse_retain_until,
 )
+from tierstore.engine._repair import HealProgress, Repairer, stream_progress
 from tierstore.engine._service import CompletedPart, CopyOptions, CopyResult, GetResult, ObjectService
 from tierstore.engine._tags import parse_tagging_header
 
@@ -20,9 +21,11 @@ __all__ = [
     "CopyResult",
     "DefaultRetention",
     "GetResult",
+    "HealProgress",
     "LockConfig",
     "LockRequest",
     "ObjectService",
+    "Repairer",
     "Retention",
     "format_retain_until",
     "parse_legal_hold",
@@ -30,4 +33,5 @@ __all__ = [
     "parse_mode",
     "parse_retain_until",
     "parse_tagging_header",
+    "stream_progress",
 ]

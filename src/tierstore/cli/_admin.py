@@ -1,0 +1,138 @@
+"""``tierstore heal`` and ``tierstore admin info``: operate a running server's drives."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tierstore.cli._client import _connection_options
+from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
+
+__all__ = ["add_admin_commands"]
+
+
+def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    h = sub.add_parser(
+        "heal",
+        parents=[_connection_options()],
+        help="verify every blob and rebuild missing or corrupt shards (also onto a replaced drive)",
+        description="Ask the server to heal its store: format replaced (empty) drives, re-seed their "
+        "catalog copies, then verify every blob the catalog references and rebuild what is missing "
+        "or corrupt. Shows a progress bar; prints the final report as JSON on stdout. Exit status: "
+        "0 all healthy or repaired, 1 some blobs are still degraded or lost, 2 cannot run.",
+    )
+    h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    h.set_defaults(func=_cmd_heal)
+    a = sub.add_parser("admin", help="server administration (admin info)")
+    asub = a.add_subparsers(dest="admin_command", required=True)
+    info = asub.add_parser(
+        "info",
+        parents=[_connection_options()],
+        help="drives, their state and capacity, catalog copies, last heal",
+        description="Show the server's drives (state, capacity, catalog copy), the erasure set layout "
+        "and the last heal or scrub report.",
+    )
+    info.add_argument("--json", action="store_true", help="the raw JSON document")
+    info.set_defaults(func=_cmd_info, command="admin info")
+
+
+def _client(args: argparse.Namespace) -> TierstoreClient:
+    settings = resolve_settings(
+        args.endpoint, access_key=args.access_key, secret_key=args.secret_key, region=args.region
+    )
+    return TierstoreClient(settings, timeout_s=3600.0)
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:,.1f} GiB"
+
+
+def _print_info(doc: dict[str, Any]) -> None:
+    if "set" in doc:
+        s = doc["set"]
+        print(
+            f"{doc['mode']} set {s['set_id']}: {s['drives']} drives, {s['data_shards']} data + "
+            f"{s['parity_shards']} parity shards, write quorum {s['write_quorum']}, "
+            f"stripe {s['stripe_bytes'] // 1024} KiB, objects <= {s['small_object_bytes'] // 1024} KiB as replicas"
+        )
+        state = "writable" if doc["writable"] else ("read-only" if doc["readable"] else "UNAVAILABLE")
+        print(f"{doc['online']}/{s['drives']} drives online: {state}")
+    else:
+        print(f"{doc['mode']} data directory")
+    rows = [["#", "STATE", "CATALOG", "FREE", "TOTAL", "PATH"]]
+    for d in doc["drives"]:
+        rows.append(
+            [
+                str(d["index"]),
+                d["state"],
+                d.get("catalog", "-"),
+                _gib(d["free_bytes"]),
+                _gib(d["total_bytes"]),
+                d["path"],
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(f"{c:<{w}}" for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
+    print(f"blobs: {doc['blobs']:,}")
+    last = doc.get("last_heal")
+    if last:
+        print(
+            f"last {last['kind']}: {last['state']}, {last['blobs_done']:,} blobs: {last['blobs_healthy']:,} healthy, "
+            f"{last['blobs_repaired']:,} repaired, {last['blobs_degraded']:,} degraded, {last['blobs_lost']:,} lost"
+        )
+
+
+def _failed(command: str, exc: Exception) -> int:
+    """One line on stderr for a server that answered an error or could not be reached; exit 2."""
+    if isinstance(exc, OSError):
+        print(f"tierstore {command}: cannot reach the server: {exc}", file=sys.stderr)
+    else:
+        print(f"tierstore {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    try:
+        doc = _client(args).admin_info()
+    except (ValueError, TierstoreClientError, OSError) as exc:
+        return _failed("admin info", exc)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        _print_info(doc)
+    return 0
+
+
+def _cmd_heal(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    final: dict[str, Any] | None = None
+    bar = None
+    try:
+        client = _client(args)
+        for p in client.heal():
+            final = p
+            if args.quiet:
+                continue
+            if bar is None:
+                bar = tqdm(total=p["blobs_total"] or None, unit="blob", desc="heal", file=sys.stderr)
+            if p["blobs_total"] and bar.total != p["blobs_total"]:
+                bar.total = p["blobs_total"]
+            bar.update(p["blobs_done"] - bar.n)
+            bar.set_postfix(repaired=p["blobs_repaired"], lost=p["blobs_lost"], refresh=False)
+    except (ValueError, TierstoreClientError, OSError) as exc:
+        return _failed("heal", exc)
+    finally:
+        if bar is not None:
+            bar.close()
+    if final is None or final.get("state") != "done":
+        print(json.dumps(final, indent=1) if final else "{}")
+        print(
+            f"tierstore heal: the pass did not finish: {final.get('error') if final else 'no report'}", file=sys.stderr
+        )
+        return 2
+    print(json.dumps(final, indent=1))
+    return 1 if final["blobs_lost"] or final["blobs_degraded"] else 0

@@ -1,0 +1,345 @@
+"""Heal and scrub: walk every blob the catalog references, verify it, rebuild what is missing.
+
+``Repairer.heal`` is what ``tierstore heal`` (through ``POST /_tierstore/admin/heal``) and the
+background scrubber run; ``heal_queued`` repairs the blobs that degraded reads and short writes
+reported. The walk follows the *catalog's* blob list, not the drives' contents: a blob whose
+shards are all damaged on the surviving drives would not show up in a drive scan, but it is in
+the catalog, so heal reports it as lost instead of silently skipping it.
+
+Order of a full heal on an erasure set:
+
+1. format every member directory that is present but empty (a replaced drive);
+2. copy the small files under ``.tierstore/`` (credentials) onto members that lack them;
+3. re-seed the catalog copy on every online member whose copy is not live;
+4. ``heal`` every referenced blob (erasure set: rebuild shards; single drive: verify only).
+
+Progress is a ``HealProgress``; the final one is also written to ``.tierstore/heal-report.json``
+on every online drive (or the data dir), so ``admin info`` in any worker process can show the
+last result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from tierstore.blob import BlobStore
+from tierstore.drives import FORMAT_DIR, DriveSet, DriveState, write_file_durably
+
+__all__ = ["HealProgress", "Repairer", "stream_progress"]
+
+log = logging.getLogger("tierstore.heal")
+
+REPORT_FILE = "heal-report.json"
+_MAX_LISTED = 100  # ids listed per category in a report (the counts are exact)
+_PAGE = 500
+
+
+class _BlobCatalog(Protocol):
+    def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]: ...
+
+    def blob_count(self) -> int: ...
+
+    def blob_known(self, blob_id: str) -> bool: ...
+
+
+@runtime_checkable
+class _MirroredCatalog(Protocol):
+    def copies_state(self) -> list[dict[str, Any]]: ...
+
+    async def reseed(self, index: int) -> None: ...
+
+
+@runtime_checkable
+class _HealingStore(Protocol):
+    async def heal(self, blob_id: str) -> Any: ...
+
+    def take_damaged(self) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class HealProgress:
+    """Where a heal or scrub pass stands; JSON-serialisable with ``to_dict``."""
+
+    kind: str = "heal"  # "heal" (tierstore heal), "scrub" (background), "queue" (reported blobs)
+    state: str = "running"  # running | done | failed
+    started_s: float = 0.0
+    finished_s: float | None = None
+    blobs_total: int = 0
+    blobs_done: int = 0
+    bytes_done: int = 0
+    blobs_healthy: int = 0
+    blobs_repaired: int = 0
+    shards_rebuilt: int = 0
+    bytes_written: int = 0
+    blobs_degraded: int = 0  # still missing shards afterwards (a drive is offline)
+    blobs_lost: int = 0  # fewer good pieces than needed: unreadable
+    drives_formatted: list[int] = field(default_factory=list)
+    catalog_reseeded: list[int] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    degraded: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _note(ids: list[str], blob_id: str) -> None:
+    if len(ids) < _MAX_LISTED:
+        ids.append(blob_id)
+
+
+class Repairer:
+    """Heals one store. ``drives`` is None for a single data directory (``meta_dirs`` then
+    names where reports go)."""
+
+    def __init__(
+        self,
+        catalog: _BlobCatalog,
+        blobs: BlobStore,
+        *,
+        drives: DriveSet | None = None,
+        meta_dirs: list[Path] | None = None,
+        meta_files: tuple[str, ...] = (),
+    ) -> None:
+        self.catalog = catalog
+        self.blobs = blobs
+        self.drives = drives
+        self._meta_dirs = meta_dirs or []
+        self._meta_files = meta_files
+        self.current: HealProgress | None = None
+        self._task: asyncio.Task[HealProgress] | None = None
+
+    # --- full pass ----------------------------------------------------------------------
+    def start(self, *, kind: str = "heal", rate_bytes_s: float | None = None) -> asyncio.Task[HealProgress]:
+        """Start a pass in the background (or return the one already running in this process)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.heal(kind=kind, rate_bytes_s=rate_bytes_s))
+        return self._task
+
+    async def heal(self, *, kind: str = "heal", rate_bytes_s: float | None = None) -> HealProgress:
+        """One full pass. ``rate_bytes_s`` throttles the blob walk (the scrubber's budget)."""
+        p = HealProgress(kind=kind, started_s=time.time())
+        self.current = p
+        try:
+            if self.drives is not None:
+                await asyncio.to_thread(self._prepare_drives, p)
+                if isinstance(self.catalog, _MirroredCatalog):
+                    await self._reseed_catalog(p)
+            p.blobs_total = self.catalog.blob_count()
+            await self._walk(p, rate_bytes_s)
+            p.state = "done"
+        except Exception as exc:
+            log.exception("%s pass failed", kind)
+            p.state, p.error = "failed", f"{type(exc).__name__}: {exc}"
+        p.finished_s = time.time()
+        log.info(
+            "%s pass %s: %d blobs (%d healthy, %d repaired, %d degraded, %d lost), %d shards rebuilt, %.1fs",
+            kind,
+            p.state,
+            p.blobs_done,
+            p.blobs_healthy,
+            p.blobs_repaired,
+            p.blobs_degraded,
+            p.blobs_lost,
+            p.shards_rebuilt,
+            p.finished_s - p.started_s,
+        )
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._write_report, p)
+        return p
+
+    def _prepare_drives(self, p: HealProgress) -> None:
+        drives = self.drives
+        assert drives is not None
+        for i in range(drives.format.drives):
+            if drives.state(i) is DriveState.UNFORMATTED:
+                drives.format_drive(i)
+                p.drives_formatted.append(i)
+                log.info("formatted replacement drive %s as member %d", drives.paths[i], i)
+        online = drives.online()
+        for name in self._meta_files:
+            sources = [drives.paths[i] / FORMAT_DIR / name for i in online]
+            source = next((s for s in sources if s.exists()), None)
+            if source is None:
+                continue
+            for i in online:
+                target = drives.paths[i] / FORMAT_DIR / name
+                if not target.exists():
+                    write_file_durably(target, source.read_bytes(), mode=source.stat().st_mode & 0o777)
+
+    async def _reseed_catalog(self, p: HealProgress) -> None:
+        drives = self.drives
+        catalog = self.catalog
+        assert drives is not None and isinstance(catalog, _MirroredCatalog)
+        for copy in catalog.copies_state():
+            index = int(copy["index"])
+            if copy["state"] != "live" and drives.state(index) is DriveState.ONLINE:
+                await catalog.reseed(index)
+                p.catalog_reseeded.append(index)
+                log.info("re-seeded the catalog copy on %s", drives.paths[index])
+
+    async def _walk(self, p: HealProgress, rate_bytes_s: float | None) -> None:
+        after = ""
+        began = time.monotonic()
+        while True:
+            page = self.catalog.blob_page(after, _PAGE)
+            if not page:
+                return
+            for blob_id, size_bytes in page:
+                await self._heal_one(p, blob_id)
+                p.blobs_done += 1
+                p.bytes_done += size_bytes
+                if rate_bytes_s:
+                    ahead_s = p.bytes_done / rate_bytes_s - (time.monotonic() - began)
+                    if ahead_s > 0:
+                        await asyncio.sleep(ahead_s)
+            p.blobs_total = max(p.blobs_total, p.blobs_done)
+            after = page[-1][0]
+
+    async def _heal_one(self, p: HealProgress, blob_id: str) -> None:
+        if isinstance(self.blobs, _HealingStore):
+            report = await self.blobs.heal(blob_id)
+            rebuilt = int(report.shards_rebuilt)
+            lost = bool(report.lost)
+            degraded = not lost and int(report.shards_unavailable) > 0
+            p.shards_rebuilt += rebuilt
+            p.bytes_written += int(report.bytes_written)
+        else:
+            rebuilt, degraded = 0, False
+            lost = not await self.blobs.verify(blob_id)
+        if lost and not self.catalog.blob_known(blob_id):
+            return  # deleted while we walked
+        if lost:
+            p.blobs_lost += 1
+            _note(p.lost, blob_id)
+            log.error("blob %s is damaged beyond repair", blob_id)
+        elif degraded:
+            p.blobs_degraded += 1
+            _note(p.degraded, blob_id)
+        elif rebuilt:
+            p.blobs_repaired += 1
+            _note(p.repaired, blob_id)
+            level = logging.DEBUG if p.kind == "heal" else logging.INFO  # a drive rebuild: the report lists them
+            log.log(level, "%s: repaired blob %s (%d shards rebuilt)", p.kind, blob_id, rebuilt)
+        else:
+            p.blobs_healthy += 1
+
+    # --- reported blobs -----------------------------------------------------------------
+    async def heal_queued(self) -> HealProgress | None:
+        """Heal the blobs that reads or writes reported as damaged (None if there were none)."""
+        if not isinstance(self.blobs, _HealingStore):
+            return None
+        ids = sorted(set(self.blobs.take_damaged()))
+        if not ids:
+            return None
+        p = HealProgress(kind="queue", started_s=time.time(), blobs_total=len(ids))
+        for blob_id in ids:
+            await self._heal_one(p, blob_id)
+            p.blobs_done += 1
+        p.state, p.finished_s = "done", time.time()
+        log.info(
+            "healed %d reported blobs: %d repaired, %d degraded, %d lost",
+            len(ids),
+            p.blobs_repaired,
+            p.blobs_degraded,
+            p.blobs_lost,
+        )
+        return p
+
+    # --- reports ------------------------------------------------------------------------
+    def _report_dirs(self) -> list[Path]:
+        if self.drives is None:
+            return self._meta_dirs
+        return [self.drives.paths[i] / FORMAT_DIR for i in self.drives.online()]
+
+    def _write_report(self, p: HealProgress) -> None:
+        data = (json.dumps(p.to_dict(), indent=1) + "\n").encode()
+        for d in self._report_dirs():
+            with contextlib.suppress(OSError):
+                write_file_durably(d / REPORT_FILE, data)
+
+    def last_report(self) -> dict[str, Any] | None:
+        for d in self._report_dirs():
+            with contextlib.suppress(OSError, ValueError):
+                doc: dict[str, Any] = json.loads((d / REPORT_FILE).read_text())
+                return doc
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """What ``tierstore admin info`` prints: drives, their state and capacity, catalog copies."""
+        out: dict[str, Any] = {}
+        if self.drives is not None:
+            fmt = self.drives.format
+            out["mode"] = "erasure" if fmt.drives >= 4 else "replicas"
+            out["set"] = {
+                "set_id": fmt.set_id,
+                "drives": fmt.drives,
+                "data_shards": fmt.data_shards,
+                "parity_shards": fmt.parity,
+                "write_quorum": fmt.write_quorum,
+                "stripe_bytes": fmt.stripe_bytes,
+                "small_object_bytes": fmt.small_object_bytes,
+            }
+            drives = self.drives.describe()
+            if isinstance(self.catalog, _MirroredCatalog):
+                copies = {int(c["index"]): c for c in self.catalog.copies_state()}
+                for d in drives:
+                    c = copies.get(int(d["index"]))
+                    d["catalog"] = c["state"] if c else "missing"
+            out["drives"] = drives
+            online = sum(1 for d in drives if d["state"] == DriveState.ONLINE.value)
+            out["online"] = online
+            out["writable"] = online >= fmt.write_quorum
+            out["readable"] = online >= fmt.data_shards
+        else:
+            out["mode"] = "single"
+            drives = []
+            for meta_dir in self._meta_dirs:
+                usage = _usage(meta_dir)
+                drives.append(
+                    {
+                        "index": 0,
+                        "path": str(meta_dir),
+                        "state": "online" if usage else "offline",
+                        "total_bytes": usage[0] if usage else None,
+                        "free_bytes": usage[1] if usage else None,
+                    }
+                )
+            out["drives"] = drives
+        out["blobs"] = self.catalog.blob_count()
+        out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
+        out["last_heal"] = self.last_report()
+        return out
+
+
+def _usage(path: Path) -> tuple[int, int] | None:
+    try:
+        u = shutil.disk_usage(path)
+    except OSError:
+        return None
+    return u.total, u.free
+
+
+async def stream_progress(
+    task: asyncio.Task[HealProgress], current: Callable[[], HealProgress | None], interval_s: float = 0.5
+) -> AsyncIterator[bytes]:
+    """NDJSON lines: the progress every ``interval_s`` while ``task`` runs, then the final report.
+
+    The pass is shielded: a client that goes away stops the stream, not the heal."""
+    while not task.done():
+        p = current()
+        if p is not None:
+            yield (json.dumps(p.to_dict()) + "\n").encode()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), interval_s)
+    yield (json.dumps(task.result().to_dict()) + "\n").encode()
