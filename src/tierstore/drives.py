@@ -147,6 +147,9 @@ class DriveSet:
         self.format = fmt
         self.paths = paths  # paths[i] is the member with index i
         self._seen: list[_Seen | None] = [None] * fmt.drives
+        # plain strings: state() runs per operation per drive, and pathlib joins cost ~10 us
+        self._format_paths = [os.path.join(p, FORMAT_DIR, FORMAT_FILE) for p in paths]
+        self._dir_paths = [str(p) for p in paths]
         self._lock = threading.Lock()
 
     # --- opening ------------------------------------------------------------------------
@@ -216,18 +219,27 @@ class DriveSet:
 
     def state(self, index: int) -> DriveState:
         """Drive ``index`` as it is now: one stat (a re-read only if the format file changed)."""
-        path = self.format_path(index)
+        return self.probe(index)[0]
+
+    def probe(self, index: int) -> tuple[DriveState, tuple[int, int, int] | None]:
+        """``state(index)`` and the identity of the drive's format file (dev, inode, mtime).
+
+        The identity changes whenever the drive is formatted again (a replaced drive, a
+        recreated directory), so callers caching per-drive state compare it to know when to
+        drop their caches. None unless the drive has a format file."""
         try:
-            st = os.stat(path)
+            st = os.stat(self._format_paths[index])
         except FileNotFoundError:
             self._seen[index] = None
-            return DriveState.UNFORMATTED if self.paths[index].is_dir() else DriveState.OFFLINE
+            state = DriveState.UNFORMATTED if os.path.isdir(self._dir_paths[index]) else DriveState.OFFLINE
+            return state, None
         except OSError:
             self._seen[index] = None
-            return DriveState.OFFLINE
+            return DriveState.OFFLINE, None
+        identity = (st.st_dev, st.st_ino, st.st_mtime_ns)
         seen = self._seen[index]
-        if seen is not None and (seen.ino, seen.dev, seen.mtime_ns) == (st.st_ino, st.st_dev, st.st_mtime_ns):
-            return seen.state
+        if seen is not None and (seen.dev, seen.ino, seen.mtime_ns) == identity:
+            return seen.state, identity
         try:
             doc = _read_format(self.paths[index])
         except DriveSetError:
@@ -235,7 +247,7 @@ class DriveSet:
         ok = doc is not None and _set_format(doc) == self.format and int(doc["index"]) == index
         state = DriveState.ONLINE if ok else DriveState.FOREIGN
         self._seen[index] = _Seen(st.st_ino, st.st_dev, st.st_mtime_ns, state)
-        return state
+        return state, identity
 
     def online(self) -> list[int]:
         return [i for i in range(self.format.drives) if self.state(i) is DriveState.ONLINE]

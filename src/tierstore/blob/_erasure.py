@@ -449,20 +449,17 @@ class ErasureBlobStore:
         out: list[BlobStore | None] = []
         for i in range(self._n):
             store = None
-            if self.drives.state(i) is DriveState.ONLINE:
-                store = self._drive(i)
+            state, identity = self.drives.probe(i)
+            if state is DriveState.ONLINE and identity is not None:
+                store = self._drive(i, identity)
             if store is None:
                 self._drive_stores[i] = None  # built again when the drive is back
             out.append(store)
         return out
 
-    def _drive(self, i: int) -> BlobStore | None:
-        try:
-            root = os.stat(self.drives.paths[i])
-            fmt = os.stat(self.drives.format_path(i))
-        except OSError:
-            return None
-        identity = (root.st_dev, root.st_ino, fmt.st_ino, fmt.st_mtime_ns)
+    def _drive(self, i: int, identity: tuple[int, ...]) -> BlobStore:
+        # The format file's identity changes whenever the drive is formatted again (a recreated
+        # directory gets a new format.json): then the old store's directory caches are stale.
         cached = self._drive_stores[i]
         if cached is not None and cached[0] == identity:
             return cached[1]
