@@ -176,6 +176,22 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def _publish(tmp: Path, dest: Path) -> None:
+    """Make the finished database file ``tmp`` durable and move it to ``dest`` atomically.
+
+    A leftover ``-wal``/``-shm`` of an older file at ``dest`` goes first: SQLite would replay
+    that WAL onto the new file."""
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _unlink(Path(f"{dest}-wal"))
+    _unlink(Path(f"{dest}-shm"))
+    os.replace(tmp, dest)
+    fsync_dir(dest.parent)
+
+
 def seed_copy(source: Path, dest: Path, busy_timeout_ms: int = 30_000) -> None:
     """Make ``dest`` a copy of the committed state of ``source``: SQLite backup into a temp
     file, fsync, rename over ``dest``, fsync the directory.
@@ -203,15 +219,7 @@ def seed_copy(source: Path, dest: Path, busy_timeout_ms: int = 30_000) -> None:
             dst.close()
     finally:
         _close(src)
-    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _unlink(Path(f"{dest}-wal"))
-    _unlink(Path(f"{dest}-shm"))
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+    _publish(tmp, dest)
 
 
 def _looks_used(drive: Path, relpath: str) -> bool:
@@ -665,12 +673,4 @@ def _create(path: Path, init: Callable[[sqlite3.Connection], None]) -> None:
         conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES(?, '0')", (SEQ_NAME,))
     finally:
         conn.close()
-    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _unlink(Path(f"{path}-wal"))
-    _unlink(Path(f"{path}-shm"))
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    _publish(tmp, path)
