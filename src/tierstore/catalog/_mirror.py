@@ -10,12 +10,16 @@ Rules, in one place:
 
 * A write locks (``BEGIN IMMEDIATE``) every live copy and every rejoin candidate in drive-index
   order — one total order, so several processes sharing the drives serialize without deadlock
-  — then compares ``catalog_seq``: copies behind the highest are stale. ``fn`` runs on each
-  copy at the highest seq; the first copy's result is returned, a later copy that raises or
-  differs (result or number of rows changed) is rolled back and marked stale. ``catalog_seq``
-  is bumped to the same value on all, then each commits. Fewer than ``write_quorum`` copies
-  → everything rolls back and ``SlowDown`` (503): read-only rather than acknowledge a write
-  that m drive losses could erase.
+  — then compares ``catalog_seq``: copies behind the highest are stale. The batch of jobs
+  (the catalog writer's group commit: whatever queued while the previous commit ran) runs on
+  each copy at the highest seq, in the same order, each job in its own savepoint; the first
+  copy's outcomes are returned (a job that raised there is rolled back to its savepoint and
+  fails alone), a later copy whose outcome of any job differs (result, exception type and
+  message, or rows changed) or that hits an I/O-class error is rolled back and marked stale.
+  ``catalog_seq`` is bumped to the same value on all, then each commits: one seq step, one
+  fsync per copy, for the whole batch. Fewer than ``write_quorum`` copies → everything rolls
+  back and every job of the batch gets ``SlowDown`` (503): read-only rather than acknowledge a
+  write that m drive losses could erase.
 * A copy is stale in this process once its drive is seen not ONLINE, its file is replaced
   (another inode at the path), it raises an I/O-class error, or it is behind. Only a write
   transaction brings it back, and only if its seq equals the live seq (the rejoin check).
@@ -25,7 +29,7 @@ Rules, in one place:
   rebuild a copy from the newest one with SQLite's backup API: temp file, fsync, rename,
   directory fsync.
 
-Callbacks inside ``fn`` (``check``, ``guard``, ``update``) therefore run once per copy: they
+Callbacks inside a job (``check``, ``guard``, ``update``) therefore run once per copy: they
 must be deterministic and side-effect free beyond mutating the record they are given.
 """
 
@@ -36,7 +40,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +49,7 @@ from typing import Any, TypeVar
 from tierstore.drives import DriveSet, DriveState, fsync_dir
 from tierstore.errors import InsufficientStorage, InternalError, SlowDown
 
-__all__ = ["DEFAULT_RELPATH", "CatalogMirror", "CatalogMirrorError", "ReconcileReport"]
+__all__ = ["DEFAULT_RELPATH", "CatalogMirror", "CatalogMirrorError", "Failed", "ReconcileReport", "run_jobs"]
 
 T = TypeVar("T")
 log = logging.getLogger("tierstore.catalog")
@@ -491,8 +495,14 @@ class CatalogMirror:
             return InsufficientStorage(msg)
         return SlowDown(msg)
 
-    def transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one transaction on every live copy (see the module docstring)."""
+    def transact(self, fns: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Run the batch ``fns`` in one transaction on every live copy (see the module docstring).
+
+        Each job runs in its own savepoint (``run_jobs``): the returned list holds each job's
+        result, or a ``Failed`` with what it raised on the first copy (rolled back to its
+        savepoint; the batch goes on). Exceptions from here fail the whole batch (quorum lost,
+        lock timeout). A batch in which every job failed on the first copy changes nothing and
+        commits nowhere, as a single failed job always did."""
         failures: list[str] = []
         locked, top, idents = self._lock_all(failures)
         quorum = self.drives.format.write_quorum
@@ -500,25 +510,26 @@ class CatalogMirror:
             if len(locked) < quorum:
                 raise self._quorum_error(len(locked), failures, "only")
             done: list[_Copy] = []
-            result: Any = None
-            changes = 0
+            outcomes: list[Any] = []
+            changes: list[int] = []
             for c in locked:
                 conn = c.conn
                 assert conn is not None
-                before = conn.total_changes
                 try:
-                    r = fn(conn)
+                    outs, chg = run_jobs(conn, fns, fatal=is_copy_failure)
+                    if not done and all(isinstance(o, Failed) for o in outs):
+                        return outs  # nothing to commit anywhere (the finally rolls every copy back)
                     conn.execute("UPDATE meta SET value=? WHERE name=?", (str(top + 1), SEQ_NAME))
                 except BaseException as exc:
                     if not done and not is_copy_failure(exc):
-                        raise  # the first copy's answer (NoSuchBucket, PreconditionFailed, ...)
+                        raise  # the first copy's answer to the whole batch
                     why = f"failed: {exc}" if is_copy_failure(exc) else f"diverged: raised {exc!r}"
                     self._drop(c, why)
                     failures.append(f"drive {c.index} ({c.path}): {why}")
                     continue
                 if not done:
-                    result, changes = r, conn.total_changes - before
-                elif r != result or conn.total_changes - before != changes:
+                    outcomes, changes = outs, chg
+                elif chg != changes or not all(_same(a, b) for a, b in zip(outs, outcomes, strict=True)):
                     self._drop(c, "diverged: different result from the first copy")
                     failures.append(f"drive {c.index} ({c.path}): diverged")
                     continue
@@ -541,9 +552,30 @@ class CatalogMirror:
                 # Durable on some copies, not acknowledged: it may become visible after a
                 # reconcile (its blobs were written first, so that is safe).
                 raise self._quorum_error(len(committed), failures, "the transaction committed on only")
-            return result  # type: ignore[no-any-return]
+            return outcomes
         finally:
             self._release(locked)
+
+    def read_elsewhere(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[int, tuple[Any, ...] | None]]:
+        """(drive index, first row of ``sql``) from every live copy except the one this thread
+        reads, each through a short-lived read-only connection. For second opinions when a row
+        read from the usual copy fails its checksum; a copy that cannot be read is skipped."""
+        held: tuple[sqlite3.Connection, _Copy, int] | None = getattr(self._local, "held", None)
+        usual = held[1].index if held is not None else None
+        for c in self.copies:
+            if not c.live or c.index == usual or not self._online(c):
+                continue
+            try:
+                conn = _open(c.path, self.busy_timeout_ms, readonly=True)
+            except sqlite3.Error:
+                continue
+            try:
+                row = conn.execute(sql, params).fetchone()
+            except sqlite3.Error:
+                continue
+            finally:
+                _close(conn)
+            yield c.index, row
 
     # --- re-seeding (writer thread) ------------------------------------------------------------
     def reseed(self, index: int) -> None:
@@ -649,6 +681,58 @@ class CatalogMirror:
             seed_copy(paths[source], paths[i], busy_timeout_ms)
             reseeded.append(i)
         return ReconcileReport(seq=top, source=source, reseeded=reseeded, current=current, offline=offline)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A job's outcome when it raised: ``exc``, after its savepoint was rolled back."""
+
+    exc: BaseException
+
+
+def run_jobs(
+    conn: sqlite3.Connection,
+    fns: Sequence[Callable[[sqlite3.Connection], Any]],
+    *,
+    fatal: Callable[[BaseException], bool] = lambda exc: False,
+) -> tuple[list[Any], list[int]]:
+    """Run each of ``fns`` inside the open transaction on ``conn``, each in its own savepoint.
+
+    A job that raises is rolled back to its savepoint and its outcome is ``Failed(exc)``; the
+    next job sees the database as if it had not run. Returns (outcomes, rows changed per job).
+    Raises instead (the transaction is unusable, or the caller wants it so) when ``fatal(exc)``
+    or when SQLite rolled the whole transaction back by itself (a full disk, an I/O error).
+    """
+    outcomes: list[Any] = []
+    changes: list[int] = []
+    for fn in fns:
+        before = conn.total_changes
+        conn.execute("SAVEPOINT job")
+        try:
+            result = fn(conn)
+        except Exception as exc:
+            if fatal(exc) or not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            outcomes.append(Failed(exc))
+        else:
+            conn.execute("RELEASE job")
+            outcomes.append(result)
+        changes.append(conn.total_changes - before)
+    return outcomes, changes
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two copies gave one job the same outcome (results equal, or the same error)."""
+    if isinstance(a, Failed) or isinstance(b, Failed):
+        return (
+            isinstance(a, Failed)
+            and isinstance(b, Failed)
+            and type(a.exc) is type(b.exc)
+            and str(a.exc) == str(b.exc)
+        )
+    return bool(a == b)
 
 
 def _close_tx(conn: sqlite3.Connection | None) -> None:

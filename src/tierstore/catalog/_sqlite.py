@@ -6,6 +6,13 @@ processes sharing the file serialize through SQLite's lock and ``busy_timeout``)
 and listings run inline on the caller's thread with their own connection (WAL readers never
 block the writer and see only committed state).
 
+Group commit: when the writer thread becomes free it takes every write job queued meanwhile
+(at most ``max_batch``) and runs them in one transaction, each in its own savepoint, so one
+WAL fsync (one fan-out commit on a mirror) acknowledges them all. A job that raises is rolled
+back to its savepoint and fails alone; a failed COMMIT fails the whole batch. There is no
+timer: an idle writer starts a lone job at once. Jobs that are not plain writes (open, close,
+migrations, reseed) run alone, between batches.
+
 Keys are stored as BLOB (their UTF-8 bytes) so ordering is byte order, as S3 lists. Blob
 references are counted in ``blobs``; a version that goes away moves its unreferenced blobs
 into ``trash`` in the same transaction, which GC drains. A blob on disk that is in neither
@@ -16,16 +23,18 @@ period that covers in-flight uploads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tierstore.catalog._mirror import DEFAULT_RELPATH, CatalogMirror, ReconcileReport
+from tierstore.catalog._mirror import DEFAULT_RELPATH, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.drives import DriveSet
 from tierstore.errors import (
@@ -179,6 +188,15 @@ def _translate(exc: sqlite3.Error) -> Exception:
     return InternalError("Catalog error.")
 
 
+def _translated(exc: BaseException) -> BaseException:
+    """What a writer's caller sees: sqlite errors become domain errors (a fresh one per caller)."""
+    if isinstance(exc, sqlite3.Error):
+        out = _translate(exc)
+        out.__cause__ = exc
+        return out
+    return exc
+
+
 def _init_schema(conn: sqlite3.Connection) -> None:
     """The current schema on a new (or v2) database; idempotent."""
     conn.executescript(_SCHEMA)
@@ -192,23 +210,57 @@ def _check_schema(conn: sqlite3.Connection) -> None:
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
 
 
+class _Job:
+    """One unit of work for the writer thread. A write job (``alone=False``) is ``fn(conn)`` run
+    inside a batch transaction; an ``alone`` job is ``fn()`` run by itself, outside any
+    transaction (open, close, migrations, reseed)."""
+
+    __slots__ = ("alone", "fn", "future")
+
+    def __init__(self, fn: Callable[..., Any], *, alone: bool) -> None:
+        self.fn = fn
+        self.alone = alone
+        self.future: Future[Any] = Future()
+
+
+_STOP = _Job(lambda: None, alone=True)  # ends the writer thread
+DEFAULT_MAX_BATCH = 256
+
+
 class SqliteCatalog:
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
-    set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done."""
+    set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000) -> None:
+    ``max_batch`` caps how many queued write jobs share one transaction (group commit)."""
+
+    def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._setup(busy_timeout_ms, max_batch, None)
+        self._run_alone(self._open_writer)
+
+    def _setup(self, busy_timeout_ms: int, max_batch: int, mirror: CatalogMirror | None) -> None:
+        assert max_batch >= 1
         self._busy_timeout_ms = busy_timeout_ms
-        self._mirror: CatalogMirror | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
+        self._max_batch = max_batch
+        self._mirror = mirror
         self._wconn: sqlite3.Connection | None = None
         self._local = threading.local()
-        self._writer.submit(self._open_writer).result()
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._closed = False
+        self.write_batches = 0  # transactions the writer ran (observability: jobs per batch)
+        self.write_jobs = 0
+        self._thread = threading.Thread(target=self._writer_loop, name="catalog-writer", daemon=True)
+        self._thread.start()
 
     @classmethod
     def on_drives(
-        cls, drives: DriveSet, relpath: str = DEFAULT_RELPATH, *, busy_timeout_ms: int = 30_000
+        cls,
+        drives: DriveSet,
+        relpath: str = DEFAULT_RELPATH,
+        *,
+        busy_timeout_ms: int = 30_000,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> SqliteCatalog:
         """The catalog mirrored on every drive of ``drives`` (one copy at ``paths[i] / relpath``).
 
@@ -216,16 +268,13 @@ class SqliteCatalog:
         nothing: ``reconcile`` (run once at server start) creates or repairs the copies.
         """
         self = cls.__new__(cls)
-        self._mirror = CatalogMirror(drives, relpath, busy_timeout_ms=busy_timeout_ms)
+        mirror = CatalogMirror(drives, relpath, busy_timeout_ms=busy_timeout_ms)
         self.path = Path(drives.paths[0]) / relpath  # where copy 0 lives; informational
-        self._busy_timeout_ms = busy_timeout_ms
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-writer")
-        self._wconn = None
-        self._local = threading.local()
+        self._setup(busy_timeout_ms, max_batch, mirror)
         try:
-            self._writer.submit(self._mirror.open, _check_schema).result()
+            self._run_alone(lambda: mirror.open(_check_schema))
         except BaseException:
-            self._writer.shutdown(wait=True)
+            self._stop_writer()
             raise
         return self
 
@@ -244,8 +293,7 @@ class SqliteCatalog:
         """Mirrored mode: rebuild drive ``index``'s copy from the newest live one while holding
         every copy's write lock, and make it live (``tierstore heal`` on a replaced drive)."""
         mirror = self._require_mirror()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, mirror.reseed, index)
+        await asyncio.wrap_future(self._submit(lambda: mirror.reseed(index), alone=True))
 
     def copies_state(self) -> list[dict[str, Any]]:
         """Mirrored mode: one dict per drive — index, path, state (live/stale/missing/offline),
@@ -299,6 +347,8 @@ class SqliteCatalog:
         return conn
 
     def close(self) -> None:
+        if self._closed:
+            return
         mirror = self._mirror
 
         def _close() -> None:
@@ -308,8 +358,8 @@ class SqliteCatalog:
                 self._wconn.close()
                 self._wconn = None
 
-        self._writer.submit(_close).result()
-        self._writer.shutdown(wait=True)
+        self._run_alone(_close)
+        self._stop_writer()
         if mirror is not None:
             mirror.close_readers()
             return
@@ -318,38 +368,97 @@ class SqliteCatalog:
             conn.close()
             self._local.conn = None
 
+    # --- the writer thread: group commit ------------------------------------------------
+    def _submit(self, fn: Callable[..., Any], *, alone: bool) -> Future[Any]:
+        if self._closed:
+            raise InternalError("the catalog is closed")
+        job = _Job(fn, alone=alone)
+        self._jobs.put(job)
+        return job.future
+
+    def _run_alone(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the writer thread, by itself, and wait for it (from a non-async caller)."""
+        result: T = self._submit(fn, alone=True).result()
+        return result
+
+    def _stop_writer(self) -> None:
+        self._closed = True
+        self._jobs.put(_STOP)
+        self._thread.join()
+
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one IMMEDIATE transaction on the writer thread; commit on success."""
+        """Run ``fn`` in a write transaction on the writer thread; returns once it is committed.
 
-        mirror = self._mirror
+        ``fn`` shares its transaction (and its commit's fsync) with the other jobs queued at the
+        time, inside its own savepoint: if it raises, only its changes are rolled back and only
+        its caller gets the exception (sqlite errors translated). A failed commit fails every job
+        of the batch. Cancelling the caller before the batch starts drops the job."""
+        result: T = await asyncio.wrap_future(self._submit(fn, alone=False))
+        return result
 
-        def run() -> T:
-            if mirror is not None:
+    def _writer_loop(self) -> None:
+        """Take the next job; if it is a write, add every write queued behind it (up to
+        ``max_batch``) and run them as one transaction. No timer: the batch is what arrived
+        while the previous one ran, so a lone write on an idle catalog waits for nothing."""
+        jobs = self._jobs
+        carry: _Job | None = None
+        while True:
+            job = carry if carry is not None else jobs.get()
+            carry = None
+            if job is _STOP:
+                return
+            if job.alone:
+                if job.future.set_running_or_notify_cancel():
+                    try:
+                        job.future.set_result(job.fn())
+                    except BaseException as exc:
+                        job.future.set_exception(exc)
+                continue
+            batch = [job]
+            while len(batch) < self._max_batch:
                 try:
-                    return mirror.transact(fn)
-                except sqlite3.Error as exc:
-                    raise _translate(exc) from exc
-            conn = self._wconn
-            assert conn is not None, "catalog is closed"
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _translate(exc) from exc
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _translate(exc) from exc
-            return result
+                    nxt = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt.alone:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+            self._run_batch(batch)
 
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, run)
+    def _run_batch(self, batch: list[_Job]) -> None:
+        batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        fns = [j.fn for j in batch]
+        self.write_batches += 1
+        self.write_jobs += len(batch)
+        try:
+            outcomes = self._mirror.transact(fns) if self._mirror is not None else self._transact(fns)
+        except BaseException as exc:
+            for j in batch:
+                j.future.set_exception(_translated(exc))
+            return
+        for j, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Failed):
+                j.future.set_exception(_translated(outcome.exc))
+            else:
+                j.future.set_result(outcome)
+
+    def _transact(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """One transaction on the single database file: BEGIN IMMEDIATE, the jobs, one COMMIT."""
+        conn = self._wconn
+        assert conn is not None, "catalog is closed"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes, _changes = run_jobs(conn, fns)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(self, info: BucketInfo, props: dict[str, Any] | None = None) -> None:
