@@ -383,3 +383,61 @@ def test_cancelled_put_leaves_nothing_even_after_commit(
         time.sleep(0.01)
     assert not store.blob_path(blob_id).exists()
     assert os.listdir(tmp_path / "tmp") == []
+
+
+class TestLocalBlobStoreThreadReads(TestLocalBlobStore):
+    """The whole suite again with every read in a worker thread (no page-cache-only reads)."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> BlobStore:
+        return LocalBlobStore(tmp_path / "store", cached_reads=False)
+
+
+def _drop_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages (fsynced) really go
+    finally:
+        os.close(fd)
+
+
+def test_cached_reads_skip_the_thread_only_for_cached_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBlobStore(tmp_path)
+    if not store._cached_reads:
+        pytest.fail("RWF_NOWAIT reads are not available on this filesystem; the test needs an ext4/xfs tmp_path")
+    data = payload(5 * MIB + 3)
+    blob_id = _put(store, data)
+    path = store.blob_path(blob_id)
+    hops: list[int] = []
+    real_submit = store._executor.submit
+
+    def counting_submit(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(1)
+        return real_submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(store._executor, "submit", counting_submit)
+    _drop_cache(path)
+    assert asyncio.run(collect(store, blob_id)) == data  # cold: from worker threads
+    cold_hops = len(hops)
+    assert cold_hops >= 5
+    hops.clear()
+    assert asyncio.run(collect(store, blob_id)) == data  # now cached: all on the loop
+    assert asyncio.run(collect(store, blob_id, 3 * MIB + 5, 70_000)) == data[3 * MIB + 5 : 3 * MIB + 70_005]
+    assert asyncio.run(store.read(blob_id, B - 1, 2)) == data[B - 1 : B + 1]
+    assert hops == []
+    _drop_cache(path)
+    assert asyncio.run(store.read(blob_id, B - 1, 2)) == data[B - 1 : B + 1]
+    assert hops == [1]
+
+
+def test_cached_reads_verify_every_block(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = payload(3 * B + 17)
+    blob_id = _put(store, data)
+    assert asyncio.run(collect(store, blob_id)) == data  # now in the page cache
+    _flip(store.blob_path(blob_id), 2 * B + 1)
+    with pytest.raises(CorruptBlob):
+        asyncio.run(collect(store, blob_id))
+    with pytest.raises(CorruptBlob):
+        asyncio.run(store.read(blob_id, 2 * B, 10))
+    assert asyncio.run(store.read(blob_id, 0, B)) == data[:B]

@@ -156,6 +156,48 @@ def _pread_exact(fd: int, n: int, offset: int, blob_id: str) -> bytes:
     return data
 
 
+_RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+
+
+def _nowait_reads_work(directory: str) -> bool:
+    """Whether ``preadv(RWF_NOWAIT)`` works on the filesystem of ``directory`` (some answer
+    EOPNOTSUPP); probed once per store on an unlinked temp file of its own."""
+    try:
+        fd = os.open(directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"\0")
+        os.preadv(fd, [bytearray(1)], 0, _RWF_NOWAIT or 0)
+        return True
+    except BlockingIOError:
+        return True  # supported; the byte just is not cached
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class _NotCached(Exception):
+    """A page-cache-only read found bytes that are not in memory (the caller reads in a thread)."""
+
+
+def _pread_cached(fd: int, n: int, offset: int) -> bytearray:
+    """``n`` bytes at ``offset`` only if the page cache holds them all (``preadv(RWF_NOWAIT)``,
+    Linux >= 4.14): a read that would touch the disk raises ``_NotCached`` instead of blocking
+    the event loop. A short read (a truncated file, or a partly cached range) also raises
+    ``_NotCached``: the blocking path then tells the two apart."""
+    assert _RWF_NOWAIT is not None
+    buf = bytearray(n)
+    try:
+        got = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
+    except BlockingIOError:
+        raise _NotCached from None
+    if got != n:
+        raise _NotCached
+    return buf
+
+
 def _write_error(exc: OSError, blob_id: str) -> TierstoreError:
     reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -299,12 +341,13 @@ class _BlobReader:
         self._size_bytes = size_bytes
         self._fd = -1
         self._table_crc = 0
+        self._footer_ok = False
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` (non-empty) after verifying every block that overlaps them."""
         assert 0 <= start < end <= self._size_bytes
         try:
-            if self._fd < 0:
+            if not self._footer_ok:
                 self.open()
             first, stop = start // _B, -(-end // _B)
             table = _pread_exact(
@@ -323,7 +366,7 @@ class _BlobReader:
     def verify(self) -> None:
         """Check footer, table CRC and every block; raise CorruptBlob on any damage."""
         try:
-            if self._fd < 0:
+            if not self._footer_ok:
                 self.open()
             blocks = -(-self._size_bytes // _B)
             table = _pread_exact(self._fd, _CRC_BYTES * blocks, self._size_bytes, self._blob_id)
@@ -344,13 +387,19 @@ class _BlobReader:
             fd, self._fd = self._fd, -1
             os.close(fd)
 
-    def open(self) -> None:
-        """Open the file and check its length and footer."""
-        self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+    def open(self, *, cached: bool = False) -> None:
+        """Open the file and check its length and footer (``cached``: from the page cache only)."""
+        if self._fd < 0:
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
         file_size = os.fstat(self._fd).st_size
         if file_size != blob_file_size(self._size_bytes):
             raise CorruptBlob(f"blob {self._blob_id} has the wrong length", resource=self._blob_id)
-        footer = _pread_exact(self._fd, FOOTER.size, file_size - FOOTER.size, self._blob_id)
+        at = file_size - FOOTER.size
+        if cached:
+            footer: bytes | bytearray = _pread_cached(self._fd, FOOTER.size, at)
+        else:
+            footer = _pread_exact(self._fd, FOOTER.size, at, self._blob_id)
+        self._footer_ok = False
         magic, version, _, block_size, _, size_bytes, self._table_crc, footer_crc = FOOTER.unpack(footer)
         if (
             footer_crc != crc32c(footer[:_FOOTER_CRC_OFFSET])
@@ -360,8 +409,30 @@ class _BlobReader:
             or size_bytes != self._size_bytes
         ):
             raise CorruptBlob(f"blob {self._blob_id} footer is damaged", resource=self._blob_id)
+        self._footer_ok = True
 
-    def _check_blocks(self, data: bytes, table: bytes, first_block: int) -> None:
+    def read_cached(self, start: int, end: int) -> bytes | None:
+        """``read(start, end)`` on the calling thread if every byte it needs (footer, CRC table
+        entries, blocks) is in the page cache, else None, having blocked on nothing: then the
+        caller reads in a worker thread. Verification is the same as ``read``'s."""
+        assert 0 <= start < end <= self._size_bytes
+        try:
+            if not self._footer_ok:
+                self.open(cached=True)
+            first, stop = start // _B, -(-end // _B)
+            table = _pread_cached(self._fd, _CRC_BYTES * (stop - first), self._size_bytes + _CRC_BYTES * first)
+            base = first * _B
+            data = _pread_cached(self._fd, min(stop * _B, self._size_bytes) - base, base)
+        except _NotCached:
+            return None
+        except OSError as exc:
+            raise _read_error(exc, self._blob_id) from exc
+        self._check_blocks(data, table, first)
+        # Callers get immutable bytes (some keep or share the pieces they read): one more copy.
+        with memoryview(data) as view:
+            return bytes(view[start - base : end - base])
+
+    def _check_blocks(self, data: bytes | bytearray, table: bytes | bytearray, first_block: int) -> None:
         with memoryview(data) as view:
             for i, (expected,) in enumerate(struct.iter_unpack("<I", table)):
                 if crc32c(view[i * _B : (i + 1) * _B]) != expected:
@@ -384,6 +455,9 @@ class LocalBlobStore:
     ``read`` ranges up to this size are read on the event loop thread, skipping the ~50 us
     thread hop (a 64 KiB range: ~17 us inline vs ~75 us). Worth it only where a miss costs
     little (NVMe, page cache); on spinning disks a miss would stall the loop, hence default 0.
+    ``cached_reads`` (default on, where the kernel and filesystem support ``RWF_NOWAIT``):
+    reads first try the page cache on the loop thread and go to a worker only for bytes that
+    would touch the disk; hot data then costs no thread hop at any size.
     """
 
     def __init__(
@@ -393,6 +467,7 @@ class LocalBlobStore:
         executor: Executor | None = None,
         write_batch_bytes: int = _WRITE_BATCH_BYTES,
         inline_read_bytes: int = _INLINE_READ_BYTES,
+        cached_reads: bool = True,
     ) -> None:
         self.root = Path(root)
         self._blobs_dir = str(self.root / "blobs")
@@ -402,6 +477,7 @@ class LocalBlobStore:
         self._inline_read_bytes = inline_read_bytes
         self._durable_dirs: set[str] = set()  # shard dirs whose entries are known to be fsynced
         self._open()
+        self._cached_reads = cached_reads and _RWF_NOWAIT is not None and _nowait_reads_work(self._tmp_dir)
 
     def blob_path(self, blob_id: str) -> Path:
         """Where the blob's file lives (for sendfile, tests and repair tools)."""
@@ -470,6 +546,15 @@ class LocalBlobStore:
 
         if end - offset <= self._inline_read_bytes:
             return read_and_close()
+        if self._cached_reads:
+            try:
+                data = reader.read_cached(offset, end)
+            except BaseException:
+                reader.close()
+                raise
+            if data is not None:
+                reader.close()
+                return data
         return await asyncio.wrap_future(self._executor.submit(read_and_close))
 
     async def delete(self, blob_id: str) -> None:
@@ -627,20 +712,27 @@ class LocalBlobStore:
             raise _write_error(exc, blob_id) from exc
 
     async def _iter(self, reader: _BlobReader, start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield verified pieces; the next piece is read while the caller consumes this one."""
+        """Yield verified pieces. A piece the page cache holds is read on the loop (no thread
+        hop); after the first miss, pieces come from a worker, the next one read while the
+        caller consumes this one."""
         future: Future[bytes] | None = None
         try:
             if 0 < end - start <= self._inline_read_bytes:
                 yield reader.read(start, end)
                 return
             while start < end:
-                if future is None:
-                    future = self._executor.submit(reader.read, start, self._piece_end(start, end))
-                piece = await asyncio.wrap_future(future)
+                piece: bytes | None = None
+                if future is None and self._cached_reads:
+                    piece = reader.read_cached(start, self._piece_end(start, end))
+                if piece is None:
+                    if future is None:
+                        future = self._executor.submit(reader.read, start, self._piece_end(start, end))
+                    piece = await asyncio.wrap_future(future)
+                    future = None
+                    if start + len(piece) < end:
+                        nxt = start + len(piece)
+                        future = self._executor.submit(reader.read, nxt, self._piece_end(nxt, end))
                 start += len(piece)
-                future = None
-                if start < end:
-                    future = self._executor.submit(reader.read, start, self._piece_end(start, end))
                 yield piece
         finally:
             _after(future, reader.close)
