@@ -229,11 +229,27 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+class _HangUpFilter(logging.Filter):
+    """granian logs every response chunk sent after the client hung up ('ASGI transport error:
+    "Closed(..)"') at INFO. A client that leaves mid-download is not an error: one debug line
+    per worker is enough (the app notices the disconnect and stops reading)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(('ASGI transport error: "Closed', "ASGI transport error: SendError")):
+            log.debug("client hung up mid-response")
+            return False
+        return True
+
+
 def app_factory() -> S3App:
     """Entry point for each granian worker process."""
     _die_with_parent()
     config = ServerConfig(**json.loads(os.environ[_ENV]))
     _configure_logging(config.log_level)
+    hang_ups = _HangUpFilter()
+    granian_log = logging.getLogger("_granian")  # its child loggers propagate to its handlers
+    for handler in [*granian_log.handlers, *logging.getLogger().handlers]:
+        handler.addFilter(hang_ups)
     if not config.access_log:
         logging.getLogger("tierstore.access").setLevel(logging.WARNING)
     return build_app(config)

@@ -542,11 +542,14 @@ def test_short_body_then_close_is_incomplete(server: ServerProcess, s3: Any, buc
 
 
 def _worker_rchar(server: ServerProcess) -> int:
-    """Bytes the (single) granian worker process has read through read()/pread() so far."""
+    """Bytes the granian worker processes have read through read()/pread()/preadv() so far."""
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-    assert len(children) == 1, children
-    io = Path(f"/proc/{children[0]}/io").read_text()
-    return int(next(line.split()[1] for line in io.splitlines() if line.startswith("rchar:")))
+    assert children, "granian serves from worker processes"
+    total = 0
+    for child in children:
+        io = Path(f"/proc/{child}/io").read_text()
+        total += int(next(line.split()[1] for line in io.splitlines() if line.startswith("rchar:")))
+    return total
 
 
 def test_disconnect_mid_download_stops_reading(tmp_path: Path, rng: random.Random) -> None:
@@ -570,7 +573,7 @@ def test_disconnect_mid_download_stops_reading(tmp_path: Path, rng: random.Rando
         assert "GET /dl-test/big 200" in srv.log()
         read = _worker_rchar(srv) - before
         assert read < size // 2, f"read {read} bytes of a {size}-byte object for a client that left"
-        assert srv.log().count("ASGI transport error") < 16
+        assert srv.log().count("ASGI transport error") == 0  # a hang-up is not logged as an error
         s3.put_object(Bucket="dl-test", Key="small", Body=b"still serving")
         assert s3.get_object(Bucket="dl-test", Key="small")["Body"].read() == b"still serving"
         print(f"read {read} bytes after the disconnect")

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -198,7 +199,12 @@ def parse_query(query_string: bytes) -> dict[str, str]:
 
 
 def http_date(ns: int) -> str:
-    return email.utils.formatdate(ns / 1e9, usegmt=True)
+    return _http_date_s(ns // 1_000_000_000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date_s(seconds: int) -> str:
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def parse_http_date(value: str | None) -> int | None:
@@ -342,6 +348,9 @@ class S3App:
             if resp.first_chunk:
                 await send({"type": "http.response.body", "body": resp.first_chunk, "more_body": True})
             async for chunk in resp.stream:
+                # Pieces read from the page cache arrive without a thread hop, and send() may
+                # complete at once: yield so the watcher can see a disconnect.
+                await asyncio.sleep(0)
                 if gone.is_set():
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

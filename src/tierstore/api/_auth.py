@@ -241,17 +241,28 @@ class Authenticator:
         _require_signed(req.headers, claim.signed)
         key = self._key_for(claim.cred)
         provided = claim.signature.lower()
+        common = {
+            "amz_date": claim.amz_date,
+            "scope": claim.cred.scope,
+            "method": req.method,
+            "signed_headers": ";".join(claim.signed),
+            "payload_hash": claim.payload_line,
+            "provided": provided,
+        }
+        # What nearly every client signs first (one HMAC); the equivalent variants only if not.
+        queries = _sigv4.canonical_query_variants(claim.pairs) if claim.pairs else [b""]
         if not _sigv4.signature_matches(
             key,
-            amz_date=claim.amz_date,
-            scope=claim.cred.scope,
-            method=req.method,
+            uris=[req.raw_path or b"/"],
+            queries=queries[:1],
+            header_blocks=[_sigv4.canonical_header_block(req.headers, claim.signed)],
+            **common,
+        ) and not _sigv4.signature_matches(
+            key,
             uris=_sigv4.canonical_uri_variants(req.raw_path),
-            queries=_sigv4.canonical_query_variants(claim.pairs),
+            queries=queries,
             header_blocks=_sigv4.canonical_header_blocks(req.headers, claim.signed),
-            signed_headers=";".join(claim.signed),
-            payload_hash=claim.payload_line,
-            provided=provided,
+            **common,
         ):
             raise SignatureDoesNotMatch()
         stream = None

@@ -122,6 +122,12 @@ def canonical_query_variants(pairs: Sequence[tuple[bytes, bytes]]) -> list[bytes
     return _dedupe((first, second))
 
 
+def canonical_header_block(headers: Mapping[str, str], signed: Sequence[str]) -> bytes:
+    """The first of ``canonical_header_blocks``: what botocore signs (all a client with ASCII
+    header values can have signed)."""
+    return "".join([f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed]).encode()
+
+
 def canonical_header_blocks(headers: Mapping[str, str], signed: Sequence[str]) -> list[bytes]:
     """``name:trimall(value)\\n`` per signed header, in the signed order. Header values reach us
     latin-1 decoded; botocore hashes its (latin-1 sent) ``str`` as UTF-8, other clients hash the
@@ -156,11 +162,13 @@ def signature_matches(
     prefix = f"{ALGORITHM}\n{amz_date}\n{scope}\n".encode()
     tail = signed_headers.encode("ascii") + b"\n" + payload_hash.encode("ascii")
     method_b = method.encode("ascii")
-    provided_b = provided.encode("ascii")
+    try:
+        provided_raw = bytes.fromhex(provided)
+    except ValueError:
+        return False
     for creq in _canonical_requests(method_b, uris, queries, header_blocks, tail):
         string_to_sign = prefix + hashlib.sha256(creq).hexdigest().encode("ascii")
-        computed = hmac.new(key, string_to_sign, hashlib.sha256).hexdigest().encode("ascii")
-        if hmac.compare_digest(computed, provided_b):
+        if hmac.compare_digest(hmac.digest(key, string_to_sign, "sha256"), provided_raw):
             return True
     return False
 

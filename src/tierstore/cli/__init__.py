@@ -78,8 +78,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--workers",
         type=int,
-        default=int(os.environ.get("TIERSTORE_WORKERS", "1")),
-        help="server processes (default: %(default)s)",
+        default=int(os.environ.get("TIERSTORE_WORKERS", "0")),
+        help="server processes sharing the port (default: one per CPU core; env TIERSTORE_WORKERS)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -135,7 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 secret_key=sk,
                 domain=args.domain,
                 region=args.region,
-                workers=max(1, args.workers),
+                workers=args.workers if args.workers > 0 else (os.cpu_count() or 1),
                 log_level=args.log_level,
                 access_log=args.access_log,
                 gc_grace_s=args.gc_grace,
