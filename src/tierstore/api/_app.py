@@ -25,7 +25,7 @@ from xml.etree.ElementTree import Element
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._errors import error_body, status_of
-from tierstore.api._xml import E, children, document, iso8601, parse_xml, text_of, url_encode_key
+from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
     CopyOptions,
@@ -674,17 +674,11 @@ class S3App:
             bucket, ListOptions(prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys)
         )
         owner = self._owner(req) if (not v2 or q.get("fetch-owner") == "true") else ""
+        # One f-string per entry (the same elements E() would build): a 1000-key page is hot.
         contents = [
-            E(
-                "Contents",
-                None,
-                E("Key", url_encode_key(x.key, url)),
-                E("LastModified", iso8601(x.modified_ns)),
-                E("ETag", x.etag),
-                E("Size", x.size_bytes),
-                owner,
-                E("StorageClass", x.storage_class),
-            )
+            f"<Contents><Key>{esc(url_encode_key(x.key, url))}</Key>"
+            f"<LastModified>{iso8601(x.modified_ns)}</LastModified><ETag>{esc(x.etag)}</ETag>"
+            f"<Size>{x.size_bytes}</Size>{owner}<StorageClass>{esc(x.storage_class)}</StorageClass></Contents>"
             for x in page.entries
         ]
         cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]
