@@ -992,6 +992,9 @@ class S3App:
                 first = await anext(result.body)
             except StopAsyncIteration:
                 first = b""
+        if len(first) == result.length:  # all of it (small objects): a plain response, no stream
+            await result.body.aclose()  # type: ignore[attr-defined]
+            return Response(result_status(result), headers, first)
         return Response(result_status(result), headers, stream=result.body, first_chunk=first)
 
     def _read_headers(self, req: Request, result: GetResult) -> list[tuple[str, str]]:

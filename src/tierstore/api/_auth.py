@@ -420,6 +420,7 @@ def _parse_int(value: str) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)  # concurrent requests mostly carry the same second
 def _parse_amz_date(value: str) -> float | None:
     """Epoch seconds of ``yyyymmddThhmmssZ``, or None."""
     match = _AMZ_DATE.fullmatch(value)

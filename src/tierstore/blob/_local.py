@@ -645,7 +645,8 @@ class LocalBlobStore:
     # --- internals ----------------------------------------------------------------------------
     def _path(self, blob_id: str) -> str:
         validate_blob_id(blob_id)
-        return os.path.join(self._blobs_dir, *_shard(blob_id), blob_id)
+        level1, level2 = _shard(blob_id)
+        return f"{self._blobs_dir}/{level1}/{level2}/{blob_id}"  # os.path.join costs more, on every read
 
     def _open(self) -> None:
         """Create the directories; remove temp files whose writer is gone."""
