@@ -22,7 +22,7 @@ import pytest
 from tests.catalog.test_mirror import dump
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
 from tierstore.drives import DriveSet
-from tierstore.errors import InternalError, NoSuchBucket, PreconditionFailed
+from tierstore.errors import InternalError, NoSuchBucket, NoSuchKey, PreconditionFailed
 from tierstore.types import BucketInfo, ObjectMeta
 
 N = 4
@@ -43,7 +43,7 @@ def parked(cat: SqliteCatalog) -> Iterator[threading.Event]:
         started.set()
         release.wait(30)
 
-    cat._submit(hold, alone=True)
+    cat._submit(hold)
     assert started.wait(10)
     try:
         yield release
@@ -185,7 +185,7 @@ def test_alone_jobs_split_batches_and_the_batch_size_is_capped(tmp_path: Path) -
             with parked(cat):
                 first = [asyncio.ensure_future(cat._write(job(f"w{i}"))) for i in range(6)]
                 await asyncio.sleep(0.05)
-                alone = cat._submit(lambda: order.append("alone"), alone=True)
+                alone = cat._submit(lambda: order.append("alone"))
                 second = [asyncio.ensure_future(cat._write(job(f"v{i}"))) for i in range(2)]
                 await asyncio.sleep(0.05)
             await asyncio.gather(*first, *second, asyncio.wrap_future(alone))
@@ -244,5 +244,36 @@ def test_a_mirrored_batch_is_one_transaction_on_every_copy(tmp_path: Path) -> No
 
         assert all(isinstance(r, NoSuchBucket) for r in asyncio.run(failing()))
         assert [c["seq"] for c in cat.copies_state()] == [2] * N
+    finally:
+        cat.close()
+
+
+def test_a_copy_behind_the_delete_of_its_source_in_one_batch_fails(tmp_path: Path) -> None:
+    """The copy's "are the source's blobs still live" check runs inside the transaction, so it
+    sees the delete queued before it in the same batch (a reader connection would not)."""
+    cat = SqliteCatalog(tmp_path / "c.db")
+    try:
+        asyncio.run(cat.create_bucket(BucketInfo("b", 1)))
+        asyncio.run(cat.put_version(record("src", 1)))
+        src = cat.get_latest("b", "src")
+        assert src is not None
+
+        def copy() -> Awaitable[Any]:
+            meta = ObjectMeta(bucket="b", key="dst", version_id="2" * 24, size_bytes=3, etag='"e1"', modified_ns=2)
+            return cat.put_version(
+                VersionRecord(meta=meta, blobs=list(src.blobs)), shared_gone=lambda: NoSuchKey(resource="src")
+            )
+
+        marker = ObjectMeta(bucket="b", key="src", version_id="3" * 24, size_bytes=0, etag="", modified_ns=3)
+
+        async def main() -> list[Any]:
+            return await in_one_batch(
+                cat, [lambda: cat.delete_object("b", "src", version_id=None, marker=marker), copy]
+            )
+
+        deleted, copied = asyncio.run(main())
+        assert deleted[0] is not None and isinstance(copied, NoSuchKey)
+        assert cat.get_latest("b", "dst") is None
+        assert cat.trash_batch() == [src.blobs[0].blob_id]
     finally:
         cat.close()

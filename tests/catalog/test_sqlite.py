@@ -1,4 +1,5 @@
-"""SqliteCatalog: schema migration and reference counting, below the engine."""
+"""SqliteCatalog: schema migration (v1 and v2 to v3, single file and mirrored) and reference
+counting, below the engine."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.drives import DriveSet
+from tierstore.errors import InternalError
 from tierstore.types import ObjectMeta
 
 # The schema of version 1 (the first release of the catalog), verbatim.
@@ -97,7 +102,7 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("2",)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("3",)
     conn.close()
 
 
@@ -130,3 +135,123 @@ def test_shared_blobs_are_trashed_only_when_the_last_reference_goes(tmp_path: Pa
         assert cat.trash_batch() == ["shared0000000000"]
     finally:
         cat.close()
+
+
+# The schema of version 2 (versions in order, the metadata index), verbatim.
+V2_SCHEMA = (
+    V1_SCHEMA.replace(
+        "    blobs TEXT NOT NULL,\n    PRIMARY KEY(bucket, key, version_id)",
+        "    blobs TEXT NOT NULL,\n    seq INTEGER NOT NULL DEFAULT 0,\n    PRIMARY KEY(bucket, key, version_id)",
+    )
+    + """
+CREATE INDEX IF NOT EXISTS versions_seq ON versions(bucket, key, seq);
+CREATE TABLE IF NOT EXISTS obj_attrs(
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    num REAL,
+    PRIMARY KEY(bucket, key, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS obj_attrs_value ON obj_attrs(bucket, name, value);
+CREATE INDEX IF NOT EXISTS obj_attrs_num ON obj_attrs(bucket, name, num) WHERE num IS NOT NULL;
+"""
+)
+
+
+def make_v2(path: Path, *, seq: int | None = None) -> None:
+    """A v2 catalog with one (blob-backed) object; ``seq``: also a mirror's catalog_seq row."""
+    conn = sqlite3.connect(path)
+    conn.executescript(V2_SCHEMA)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("INSERT INTO meta(name, value) VALUES('schema_version', '2')")
+    if seq is not None:
+        conn.execute("INSERT INTO meta(name, value) VALUES('catalog_seq', ?)", (str(seq),))
+    conn.execute("INSERT INTO buckets(name, created_ns, region, props) VALUES('old', 1, 'us-east-1', '{}')")
+    conn.execute(
+        "INSERT INTO versions(bucket, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns, meta,"
+        " blobs, seq) VALUES('old', ?, 'null', 1, 0, 5, '\"e\"', 7, '{\"u\":{\"a\":\"1\"}}',"
+        " '[[\"0000000000000000aaaa\", 5]]', 1)",
+        (b"kept/key",),
+    )
+    conn.execute(
+        "INSERT INTO obj_attrs(bucket, key, name, value, num) VALUES('old', ?, 'meta.a', '1', 1.0)", (b"kept/key",)
+    )
+    conn.execute("INSERT INTO blobs(blob_id, size, refs) VALUES('0000000000000000aaaa', 5, 1)")
+    conn.commit()
+    conn.close()
+
+
+def _use_migrated(cat: SqliteCatalog) -> None:
+    rec = cat.get_latest("old", "kept/key", data=True)
+    assert rec is not None and rec.inline_id is None and rec.inline_data is None
+    assert rec.blobs == [BlobRef("0000000000000000aaaa", 5)]
+    found, _ = cat.query("old", "meta.a = 1")
+    assert [r.meta.key for r in found] == ["kept/key"]
+    # New writes: an inline body over the old blob-backed version.
+    meta = ObjectMeta(bucket="old", key="kept/key", version_id="0" * 24, size_bytes=3, etag='"x"', modified_ns=9)
+    asyncio.run(cat.put_version(VersionRecord(meta=meta, inline_data=b"new")))
+    now = cat.get_latest("old", "kept/key", data=True)
+    assert now is not None and now.inline_data == b"new" and now.blobs == []
+    assert cat.trash_batch() == ["0000000000000000aaaa"]
+    assert cat.counts()["inline"] == 1
+
+
+def _schema_of(path: Path) -> tuple[str, list[str]]:
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        version = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()[0]
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(versions)")]
+        return version, cols
+    finally:
+        conn.close()
+
+
+def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.db"
+    make_v2(db)
+    cat = SqliteCatalog(db)
+    try:
+        _use_migrated(cat)
+    finally:
+        cat.close()
+    version, cols = _schema_of(db)
+    assert version == "3" and cols[-1] == "inline_id"
+    cat = SqliteCatalog(db)  # and opens again as v3
+    try:
+        rec = cat.get_latest("old", "kept/key", data=True)
+        assert rec is not None and rec.inline_data == b"new"
+    finally:
+        cat.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "catalog.db"
+    make_v2(db)
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE meta SET value='9' WHERE name='schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(InternalError, match="schema 9"):
+        SqliteCatalog(db)
+
+
+def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
+    drives = DriveSet.open([tmp_path / f"d{i}" for i in range(4)])
+    for p in drives.paths:
+        (p / "catalog").mkdir()
+        make_v2(p / "catalog" / "catalog.db", seq=5)
+    assert SqliteCatalog.reconcile(drives).current == [0, 1, 2, 3]
+    cat = SqliteCatalog.on_drives(drives)
+    other = SqliteCatalog.on_drives(drives)  # a second worker process: finds it done
+    try:
+        assert [c["seq"] for c in cat.copies_state()] == [6] * 4  # one fan-out transaction
+        _use_migrated(cat)
+        assert [c["state"] for c in other.copies_state()] == ["live"] * 4
+        assert other.get_latest("old", "kept/key", data=True).inline_data == b"new"  # type: ignore[union-attr]
+    finally:
+        other.close()
+        cat.close()
+    for p in drives.paths:
+        assert _schema_of(p / "catalog" / "catalog.db") == _schema_of(drives.paths[0] / "catalog" / "catalog.db")
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "3"

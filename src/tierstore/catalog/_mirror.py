@@ -556,10 +556,11 @@ class CatalogMirror:
         finally:
             self._release(locked)
 
-    def read_elsewhere(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[int, tuple[Any, ...] | None]]:
-        """(drive index, first row of ``sql``) from every live copy except the one this thread
-        reads, each through a short-lived read-only connection. For second opinions when a row
-        read from the usual copy fails its checksum; a copy that cannot be read is skipped."""
+    def read_elsewhere(self, sql: str, params: Sequence[Any]) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+        """(drive index, rows of ``sql``) from every live copy except the one this thread reads,
+        each through a short-lived read-only connection. For second opinions when a row read
+        from the usual copy fails its checksum, and for the scrub's per-copy check; a copy that
+        cannot be read is skipped."""
         held: tuple[sqlite3.Connection, _Copy, int] | None = getattr(self._local, "held", None)
         usual = held[1].index if held is not None else None
         for c in self.copies:
@@ -570,12 +571,12 @@ class CatalogMirror:
             except sqlite3.Error:
                 continue
             try:
-                row = conn.execute(sql, params).fetchone()
+                rows = conn.execute(sql, params).fetchall()
             except sqlite3.Error:
                 continue
             finally:
                 _close(conn)
-            yield c.index, row
+            yield c.index, rows
 
     # --- re-seeding (writer thread) ------------------------------------------------------------
     def reseed(self, index: int) -> None:
@@ -727,10 +728,7 @@ def _same(a: Any, b: Any) -> bool:
     """Whether two copies gave one job the same outcome (results equal, or the same error)."""
     if isinstance(a, Failed) or isinstance(b, Failed):
         return (
-            isinstance(a, Failed)
-            and isinstance(b, Failed)
-            and type(a.exc) is type(b.exc)
-            and str(a.exc) == str(b.exc)
+            isinstance(a, Failed) and isinstance(b, Failed) and type(a.exc) is type(b.exc) and str(a.exc) == str(b.exc)
         )
     return bool(a == b)
 

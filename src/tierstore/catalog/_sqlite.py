@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from awscrt.checksums import crc32c
 
 from tierstore.catalog._mirror import DEFAULT_RELPATH, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
@@ -40,6 +44,7 @@ from tierstore.drives import DriveSet
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
+    CorruptBlob,
     InsufficientStorage,
     InternalError,
     NoSuchBucket,
@@ -47,13 +52,16 @@ from tierstore.errors import (
     NoSuchUpload,
     NoSuchVersion,
 )
+from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 __all__ = ["BlobRef", "SqliteCatalog", "VersionRecord"]
 
+log = logging.getLogger("tierstore.catalog")
+
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -74,6 +82,7 @@ CREATE TABLE IF NOT EXISTS versions(
     meta TEXT NOT NULL,
     blobs TEXT NOT NULL,
     seq INTEGER NOT NULL DEFAULT 0,  -- order of the versions of one key (newest = highest)
+    inline_id TEXT,  -- the body is in inline_blobs (docs/inline.md); NULL: in the blob store
     PRIMARY KEY(bucket, key, version_id)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS versions_latest ON versions(bucket, key) WHERE is_latest = 1;
@@ -84,6 +93,7 @@ CREATE TABLE IF NOT EXISTS blobs(
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inline_blobs(blob_id TEXT PRIMARY KEY, crc32c INTEGER NOT NULL, data BLOB NOT NULL);
 
 CREATE TABLE IF NOT EXISTS uploads(
     upload_id TEXT PRIMARY KEY,
@@ -106,6 +116,11 @@ CREATE TABLE IF NOT EXISTS parts(
 """ + INDEX_DDL  # the metadata-query index, defined next to the compiler that reads it
 
 
+def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
+    """(name, value, number) rows of ``obj_attrs`` for a version's metadata document."""
+    return [(name, value, attr_num(value)) for name, value in index_attrs(doc)]
+
+
 def index_attrs(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """The (name, value) pairs the metadata index keeps for a version's metadata document."""
     out = [(f"meta.{k}", v) for k, v in doc.get("u", {}).items()]
@@ -123,17 +138,29 @@ class BlobRef:
 
 @dataclass(slots=True)
 class VersionRecord:
-    """One object version as the catalog stores it: what clients see plus where the bytes are."""
+    """One object version as the catalog stores it: what clients see plus where the bytes are.
+
+    The bytes are either in the blob store (``blobs``, in order) or, for a small body, in the
+    catalog itself (docs/inline.md): ``inline_id`` names its row, and ``inline_data`` holds the
+    bytes when a read asked for them (verified against their CRC32C). To publish an inline
+    version, give ``put_version`` a record with ``inline_data`` set and no blobs: the catalog
+    picks the id."""
 
     meta: ObjectMeta
     blobs: list[BlobRef] = field(default_factory=list)
     is_delete_marker: bool = False
+    inline_id: str | None = None
+    inline_data: bytes | None = None
 
 
 Guard = Callable[["VersionRecord", dict[str, Any]], None]
 
 
 def _meta_json(m: ObjectMeta) -> str:
+    return json.dumps(_meta_doc(m), separators=(",", ":"))
+
+
+def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     if m.headers:
         doc["h"] = m.headers
@@ -151,11 +178,11 @@ def _meta_json(m: ObjectMeta) -> str:
         doc["t"] = m.tags
     if m.lock:
         doc["l"] = m.lock
-    return json.dumps(doc, separators=(",", ":"))
+    return doc
 
 
-def _row_to_record(bucket: str, row: tuple[Any, ...]) -> VersionRecord:
-    key_b, version_id, is_dm, size, etag, modified_ns, meta_s, blobs_s = row
+def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
+    key_b, version_id, is_dm, size, etag, modified_ns, meta_s, blobs_s, inline_id = row
     doc = json.loads(meta_s)
     meta = ObjectMeta(
         bucket=bucket,
@@ -174,11 +201,18 @@ def _row_to_record(bucket: str, row: tuple[Any, ...]) -> VersionRecord:
         lock=doc.get("l", {}),
         is_delete_marker=bool(is_dm),
     )
-    blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)]
-    return VersionRecord(meta=meta, blobs=blobs, is_delete_marker=bool(is_dm))
+    blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)] if blobs_s != "[]" else []
+    return VersionRecord(meta=meta, blobs=blobs, is_delete_marker=bool(is_dm), inline_id=inline_id)
 
 
-_VERSION_COLS = "key, version_id, is_delete_marker, size, etag, modified_ns, meta, blobs"
+_INLINE_ROW = "SELECT crc32c, data FROM inline_blobs WHERE blob_id=?"
+_VERSION_COLS = "key, version_id, is_delete_marker, size, etag, modified_ns, meta, blobs, inline_id"
+# The same columns and the inline body with them: one statement, so one snapshot — a concurrent
+# overwrite can never pair one version's metadata with another's bytes.
+_WITH_DATA = (
+    "SELECT v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id,"
+    " d.crc32c, d.data FROM versions v LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
+)
 
 
 def _translate(exc: sqlite3.Error) -> Exception:
@@ -197,33 +231,102 @@ def _translated(exc: BaseException) -> BaseException:
     return exc
 
 
-def _init_schema(conn: sqlite3.Connection) -> None:
-    """The current schema on a new (or v2) database; idempotent."""
-    conn.executescript(_SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+def _statements(script: str) -> list[str]:
+    """The SQL statements of ``script``, each complete (a ``;`` inside a comment does not split)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    return out
 
 
-def _check_schema(conn: sqlite3.Connection) -> None:
+def _schema_version(conn: sqlite3.Connection) -> int | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+        return None
     row = conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-    if row is None or int(row[0]) != SCHEMA_VERSION:
-        found = row[0] if row else "missing"
+    return int(row[0]) if row else None
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: bring a new, v1 or v2 database to the current schema. Steps
+    are plain statements (no executescript, which would commit), so a mirror can run this as
+    one fan-out job and every copy changes together."""
+    found = _schema_version(conn)
+    if found == 1:  # v1 (unversioned only) -> v2: version order and the metadata index
+        conn.execute("ALTER TABLE versions ADD COLUMN seq INTEGER NOT NULL DEFAULT 1")
+        for stmt in _statements(INDEX_DDL):
+            conn.execute(stmt)
+        for bucket, key_b in conn.execute("SELECT bucket, key FROM versions WHERE is_latest=1").fetchall():
+            SqliteCatalog._reindex(conn, bucket, bytes(key_b))
+        found = 2
+    if found == 2:  # v2 -> v3: small bodies inline (docs/inline.md); no row is rewritten
+        conn.execute("ALTER TABLE versions ADD COLUMN inline_id TEXT")
+        found = 3
+    for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
+        conn.execute(stmt)
+    conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+    if found is not None and found != SCHEMA_VERSION:
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
+    conn.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
+
+
+def _init_schema(conn: sqlite3.Connection) -> None:
+    """The current schema on a new database, or an older one upgraded; one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _upgrade(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2)."""
+    found = _schema_version(conn)
+    if found != SCHEMA_VERSION and not (upgradable and found == 2):
+        raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
 class _Job:
-    """One unit of work for the writer thread. A write job (``alone=False``) is ``fn(conn)`` run
-    inside a batch transaction; an ``alone`` job is ``fn()`` run by itself, outside any
-    transaction (open, close, migrations, reseed)."""
+    """One unit of work for the writer thread. A write job is ``fn(conn)`` run inside a batch
+    transaction and answered through an asyncio future of its caller's ``loop``; an ``alone``
+    job is ``fn()`` run by itself, outside any transaction (open, close, migrations, reseed),
+    answered through a concurrent future."""
 
-    __slots__ = ("alone", "fn", "future")
+    __slots__ = ("alone", "fn", "future", "loop", "waiter")
 
-    def __init__(self, fn: Callable[..., Any], *, alone: bool) -> None:
+    def __init__(self, fn: Callable[..., Any], *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.fn = fn
-        self.alone = alone
-        self.future: Future[Any] = Future()
+        self.alone = loop is None
+        self.loop = loop
+        self.future: Future[Any] | None = Future() if loop is None else None
+        self.waiter: asyncio.Future[Any] | None = loop.create_future() if loop is not None else None
+
+    def cancelled(self) -> bool:
+        """Whether the caller gave up before the job started (it is then skipped). Read from the
+        writer thread: a cancellation racing the start is one that came after it."""
+        assert self.waiter is not None
+        return self.waiter.cancelled()
 
 
-_STOP = _Job(lambda: None, alone=True)  # ends the writer thread
+def _deliver(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the callers' loop: resolve each waiter with its job's result or exception."""
+    for waiter, failed, value in answers:
+        if waiter.done():  # cancelled while the batch ran
+            continue
+        if failed:
+            waiter.set_exception(value)
+        else:
+            waiter.set_result(value)
+
+
+_STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
@@ -250,6 +353,8 @@ class SqliteCatalog:
         self._closed = False
         self.write_batches = 0  # transactions the writer ran (observability: jobs per batch)
         self.write_jobs = 0
+        self._damaged_lock = threading.Lock()
+        self._damaged_inline: set[str] = set()  # inline ids a read found damaged (mirror: served around)
         self._thread = threading.Thread(target=self._writer_loop, name="catalog-writer", daemon=True)
         self._thread.start()
 
@@ -272,7 +377,8 @@ class SqliteCatalog:
         self.path = Path(drives.paths[0]) / relpath  # where copy 0 lives; informational
         self._setup(busy_timeout_ms, max_batch, mirror)
         try:
-            self._run_alone(lambda: mirror.open(_check_schema))
+            self._run_alone(lambda: mirror.open(functools.partial(_check_schema, upgradable=True)))
+            self._upgrade_mirror()
         except BaseException:
             self._stop_writer()
             raise
@@ -293,7 +399,7 @@ class SqliteCatalog:
         """Mirrored mode: rebuild drive ``index``'s copy from the newest live one while holding
         every copy's write lock, and make it live (``tierstore heal`` on a replaced drive)."""
         mirror = self._require_mirror()
-        await asyncio.wrap_future(self._submit(lambda: mirror.reseed(index), alone=True))
+        await asyncio.wrap_future(self._submit(lambda: mirror.reseed(index)))
 
     def copies_state(self) -> list[dict[str, Any]]:
         """Mirrored mode: one dict per drive — index, path, state (live/stale/missing/offline),
@@ -316,26 +422,20 @@ class SqliteCatalog:
     def _open_writer(self) -> None:
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
-        has_versions = conn.execute("SELECT 1 FROM sqlite_master WHERE name='versions'").fetchone()
-        if has_versions and not any(r[1] == "seq" for r in conn.execute("PRAGMA table_info(versions)")):
-            self._migrate_v1(conn)
         _init_schema(conn)
         _check_schema(conn)
         self._wconn = conn
 
-    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
-        """v1 (unversioned only) -> v2: version order and the metadata index."""
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ALTER TABLE versions ADD COLUMN seq INTEGER NOT NULL DEFAULT 1")
-        conn.execute("CREATE INDEX IF NOT EXISTS versions_seq ON versions(bucket, key, seq)")
-        for stmt in INDEX_DDL.split(";"):
-            if stmt.strip():
-                conn.execute(stmt)
-        rows = conn.execute("SELECT bucket, key FROM versions WHERE is_latest=1").fetchall()
-        for bucket, key_b in rows:
-            self._reindex(conn, bucket, bytes(key_b))
-        conn.execute("UPDATE meta SET value='2' WHERE name='schema_version'")
-        conn.execute("COMMIT")
+    def _upgrade_mirror(self) -> None:
+        """A mirrored v2 catalog becomes v3 in one fan-out transaction (every copy, one seq
+        step). Several processes may race here: the job re-checks inside the transaction."""
+        mirror = self._mirror
+        assert mirror is not None
+        if _schema_version(mirror.reader()) == SCHEMA_VERSION:
+            return
+        (outcome,) = self._run_alone(lambda: mirror.transact([_upgrade]))
+        if isinstance(outcome, Failed):
+            raise outcome.exc
 
     def _reader(self) -> sqlite3.Connection:
         if self._mirror is not None:
@@ -369,17 +469,21 @@ class SqliteCatalog:
             self._local.conn = None
 
     # --- the writer thread: group commit ------------------------------------------------
-    def _submit(self, fn: Callable[..., Any], *, alone: bool) -> Future[Any]:
+    def _enqueue(self, job: _Job) -> None:
         if self._closed:
             raise InternalError("the catalog is closed")
-        job = _Job(fn, alone=alone)
         self._jobs.put(job)
+
+    def _submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue ``fn()`` to run on the writer thread by itself, between batches."""
+        job = _Job(fn)
+        self._enqueue(job)
+        assert job.future is not None
         return job.future
 
     def _run_alone(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the writer thread, by itself, and wait for it (from a non-async caller)."""
-        result: T = self._submit(fn, alone=True).result()
-        return result
+        return self._submit(fn).result()
 
     def _stop_writer(self) -> None:
         self._closed = True
@@ -393,7 +497,10 @@ class SqliteCatalog:
         time, inside its own savepoint: if it raises, only its changes are rolled back and only
         its caller gets the exception (sqlite errors translated). A failed commit fails every job
         of the batch. Cancelling the caller before the batch starts drops the job."""
-        result: T = await asyncio.wrap_future(self._submit(fn, alone=False))
+        job = _Job(fn, loop=asyncio.get_running_loop())
+        self._enqueue(job)
+        assert job.waiter is not None
+        result: T = await job.waiter
         return result
 
     def _writer_loop(self) -> None:
@@ -407,7 +514,7 @@ class SqliteCatalog:
             carry = None
             if job is _STOP:
                 return
-            if job.alone:
+            if job.future is not None:  # an alone job
                 if job.future.set_running_or_notify_cancel():
                     try:
                         job.future.set_result(job.fn())
@@ -427,7 +534,7 @@ class SqliteCatalog:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
-        batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+        batch = [j for j in batch if not j.cancelled()]
         if not batch:
             return
         fns = [j.fn for j in batch]
@@ -436,14 +543,17 @@ class SqliteCatalog:
         try:
             outcomes = self._mirror.transact(fns) if self._mirror is not None else self._transact(fns)
         except BaseException as exc:
-            for j in batch:
-                j.future.set_exception(_translated(exc))
-            return
+            outcomes = [Failed(exc)] * len(batch)
+        # One wake-up per event loop for the whole batch, not one per job.
+        answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for j, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Failed):
-                j.future.set_exception(_translated(outcome.exc))
-            else:
-                j.future.set_result(outcome)
+            assert j.loop is not None and j.waiter is not None
+            failed = isinstance(outcome, Failed)
+            value = _translated(outcome.exc) if failed else outcome
+            answers.setdefault(j.loop, []).append((j.waiter, failed, value))
+        for loop, items in answers.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_deliver, items)
 
     def _transact(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         """One transaction on the single database file: BEGIN IMMEDIATE, the jobs, one COMMIT."""
@@ -494,27 +604,47 @@ class SqliteCatalog:
         return [BucketInfo(*r) for r in rows]
 
     # --- objects ---------------------------------------------------------------------
-    def get_latest(self, bucket: str, key: str) -> VersionRecord | None:
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND is_latest=1",  # noqa: S608 - constant
-                (bucket, key.encode()),
-            )
-            .fetchone()
-        )
-        return _row_to_record(bucket, row) if row else None
+    def get_latest(self, bucket: str, key: str, *, data: bool = False) -> VersionRecord | None:
+        """The current version (or delete marker) of ``key``. ``data=True`` also loads an inline
+        body (verified; ``CorruptBlob`` if it is damaged beyond what the mirror can serve)."""
+        where = " WHERE bucket=? AND key=? AND is_latest=1"
+        return self._read_version(where, (bucket, key.encode()), bucket, data)
 
-    def get_version(self, bucket: str, key: str, version_id: str) -> VersionRecord | None:
-        row = (
-            self._reader()
-            .execute(
-                f"SELECT {_VERSION_COLS} FROM versions WHERE bucket=? AND key=? AND version_id=?",  # noqa: S608 - constant
-                (bucket, key.encode(), version_id),
-            )
-            .fetchone()
-        )
-        return _row_to_record(bucket, row) if row else None
+    def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None:
+        where = " WHERE bucket=? AND key=? AND version_id=?"
+        return self._read_version(where, (bucket, key.encode(), version_id), bucket, data)
+
+    def _read_version(self, where: str, args: tuple[Any, ...], bucket: str, data: bool) -> VersionRecord | None:
+        conn = self._reader()
+        if not data:
+            row = conn.execute(f"SELECT {_VERSION_COLS} FROM versions{where}", args).fetchone()  # noqa: S608 - constant
+            return _row_to_record(bucket, row) if row else None
+        row = conn.execute(_WITH_DATA + where, args).fetchone()
+        if row is None:
+            return None
+        record = _row_to_record(bucket, row[:-2])
+        if record.inline_id is not None:
+            record.inline_data = self._verified(record, row[-2], row[-1])
+        return record
+
+    def _verified(self, record: VersionRecord, crc: int | None, data: bytes | None) -> bytes:
+        """The inline body of ``record`` as read (``crc``, ``data``), if it matches its CRC32C.
+        On a mirror a damaged row is read again from the other live copies, the first good one
+        is served and the id queued for repair (``take_damaged_inline``)."""
+        blob_id = record.inline_id
+        assert blob_id is not None
+        if data is not None and crc is not None and crc32c(data) == crc:
+            return data
+        if self._mirror is not None:
+            for index, rows in self._mirror.read_elsewhere(_INLINE_ROW, (blob_id,)):
+                other = rows[0] if rows else None
+                if other is not None and crc32c(other[1]) == other[0]:
+                    log.warning("inline body %s is damaged in a catalog copy; served from drive %d", blob_id, index)
+                    with self._damaged_lock:
+                        self._damaged_inline.add(blob_id)
+                    return bytes(other[1])
+        log.error("inline body %s of %s/%s is damaged beyond repair", blob_id, record.meta.bucket, record.meta.key)
+        raise CorruptBlob(f"The stored bytes of {record.meta.key!r} are damaged.", resource=record.meta.key)
 
     def bucket_props(self, name: str) -> dict[str, Any]:
         row = self._reader().execute("SELECT props FROM buckets WHERE name=?", (name,)).fetchone()
@@ -565,28 +695,51 @@ class SqliteCatalog:
         c.execute(
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
         )
+        if record.inline_id is not None:  # owned by this version alone: gone with it
+            c.execute("DELETE FROM inline_blobs WHERE blob_id=?", (record.inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
     def _drop_null_version(
-        self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any], guard: Guard | None
+        self,
+        c: sqlite3.Connection,
+        bucket: str,
+        key_b: bytes,
+        props: dict[str, Any],
+        guard: Guard | None,
+        latest: tuple[VersionRecord | None] | None = None,
     ) -> None:
-        """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack."""
-        old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
+        """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack.
+        ``latest``: the key's current version as this transaction read it, if known (no versions
+        at all, or the null version itself, spare the lookup)."""
+        if latest is None:
+            old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
+        elif latest[0] is None:
+            return
+        elif latest[0].meta.version_id == NULL_VERSION:
+            old_null = latest[0]
+        else:
+            old_null = self._version_in(c, bucket, key_b, NULL_VERSION)
         if old_null is not None:
             if guard is not None:
                 guard(old_null, props)
             self._remove_version(c, bucket, key_b, old_null)
 
     @staticmethod
-    def _insert_version(c: sqlite3.Connection, record: VersionRecord, key_b: bytes) -> None:
+    def _insert_version(
+        c: sqlite3.Connection, record: VersionRecord, key_b: bytes, *, first: bool = False, meta_s: str | None = None
+    ) -> None:
+        """Insert ``record`` as the key's latest version. ``first``: the key has no versions (as
+        read in this transaction), so there is no order to continue and nothing to demote."""
         m = record.meta
-        seq = c.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket=? AND key=?", (m.bucket, key_b)
-        ).fetchone()[0]
-        c.execute("UPDATE versions SET is_latest=0 WHERE bucket=? AND key=? AND is_latest=1", (m.bucket, key_b))
+        seq = 1
+        if not first:
+            seq = c.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket=? AND key=?", (m.bucket, key_b)
+            ).fetchone()[0]
+            c.execute("UPDATE versions SET is_latest=0 WHERE bucket=? AND key=? AND is_latest=1", (m.bucket, key_b))
         c.execute(
             "INSERT INTO versions(bucket, key, version_id, is_latest, is_delete_marker, size, etag,"
-            " modified_ns, meta, blobs, seq) VALUES(?,?,?,1,?,?,?,?,?,?,?)",
+            " modified_ns, meta, blobs, seq, inline_id) VALUES(?,?,?,1,?,?,?,?,?,?,?,?)",
             (
                 m.bucket,
                 key_b,
@@ -595,9 +748,10 @@ class SqliteCatalog:
                 m.size_bytes,
                 m.etag,
                 m.modified_ns,
-                _meta_json(m),
-                json.dumps([[b.blob_id, b.size_bytes] for b in record.blobs]),
+                meta_s if meta_s is not None else _meta_json(m),
+                json.dumps([[b.blob_id, b.size_bytes] for b in record.blobs]) if record.blobs else "[]",
                 seq,
+                record.inline_id,
             ),
         )
 
@@ -610,18 +764,31 @@ class SqliteCatalog:
         )
 
     @staticmethod
-    def _reindex(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        """Make the metadata index show the key's current live version (or nothing)."""
-        c.execute("DELETE FROM obj_attrs WHERE bucket=? AND key=?", (bucket, key_b))
-        row = c.execute(
-            "SELECT meta FROM versions WHERE bucket=? AND key=? AND is_latest=1 AND is_delete_marker=0",
-            (bucket, key_b),
-        ).fetchone()
-        if row is None:
-            return
+    def _reindex(
+        c: sqlite3.Connection,
+        bucket: str,
+        key_b: bytes,
+        attrs: list[tuple[str, str, float | None]] | None = None,
+        *,
+        stale: bool = True,
+    ) -> None:
+        """Make the metadata index show the key's current live version (or nothing).
+
+        A caller that just made a live version current passes its ``attrs`` (``_index_rows``),
+        and ``stale=False`` if the key had no live current version before (no rows to delete)."""
+        if stale:
+            c.execute("DELETE FROM obj_attrs WHERE bucket=? AND key=?", (bucket, key_b))
+        if attrs is None:
+            row = c.execute(
+                "SELECT meta FROM versions WHERE bucket=? AND key=? AND is_latest=1 AND is_delete_marker=0",
+                (bucket, key_b),
+            ).fetchone()
+            if row is None:
+                return
+            attrs = _index_rows(json.loads(row[0]))
         c.executemany(
             "INSERT INTO obj_attrs(bucket, key, name, value, num) VALUES(?,?,?,?,?)",
-            [(bucket, key_b, name, value, attr_num(value)) for name, value in index_attrs(json.loads(row[0]))],
+            [(bucket, key_b, name, value, num) for name, value, num in attrs],
         )
 
     async def put_version(
@@ -631,6 +798,7 @@ class SqliteCatalog:
         check: Callable[[VersionRecord | None], None] | None = None,
         extra: Callable[[sqlite3.Connection], None] | None = None,
         guard: Guard | None = None,
+        shared_gone: Callable[[], Exception] | None = None,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id.
 
@@ -639,9 +807,23 @@ class SqliteCatalog:
         ``check`` runs inside the transaction with the current version (conditional writes);
         ``extra`` runs in the same transaction (multipart completion uses it); ``guard`` is
         called with any version about to be destroyed (object lock refuses by raising).
+        ``shared_gone``: the record's blobs are shared with another version (a copy); if one of
+        them is no longer referenced when the transaction runs, the write fails with
+        ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
         """
         m = record.meta
         key_b = m.key.encode()
+        # Everything that does not depend on the database is computed once, not per mirror copy.
+        doc = _meta_doc(m)
+        meta_s = json.dumps(doc, separators=(",", ":"))
+        attrs = None if record.is_delete_marker else _index_rows(doc)
+        inline: tuple[str, int, bytes] | None = None
+        if record.inline_data is not None:
+            assert not record.blobs, "a version is either inline or in blobs"
+            record.inline_id = new_blob_id()  # chosen here: the same on every mirror copy
+            inline = (record.inline_id, crc32c(record.inline_data), record.inline_data)
+        else:
+            assert record.inline_id is None, "an inline version is published with its bytes"
 
         def fn(c: sqlite3.Connection) -> str:
             props = self._props(c, m.bucket)
@@ -650,14 +832,21 @@ class SqliteCatalog:
                 check(current)
             if extra is not None:
                 extra(c)
+            if shared_gone is not None:
+                for b in record.blobs:
+                    if c.execute("SELECT 1 FROM blobs WHERE blob_id=?", (b.blob_id,)).fetchone() is None:
+                        raise shared_gone()
+            if inline is not None:
+                c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(?,?,?)", inline)
             # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
                 self._ref(c, b.blob_id, b.size_bytes)
             if props.get("versioning") != "Enabled":
                 m.version_id = NULL_VERSION
-                self._drop_null_version(c, m.bucket, key_b, props, guard)
-            self._insert_version(c, record, key_b)
-            self._reindex(c, m.bucket, key_b)
+                self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))
+            self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
+            stale = current is not None and not current.is_delete_marker
+            self._reindex(c, m.bucket, key_b, attrs, stale=stale)
             return m.version_id
 
         return await self._write(fn)
@@ -847,6 +1036,57 @@ class SqliteCatalog:
     def blob_count(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM blobs").fetchone()[0])
 
+    # --- inline bodies: the heal walk (docs/inline.md) ------------------------------------
+    def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]:
+        """The scrub's walk over inline bodies: the next ``limit`` of them in id order after
+        ``after`` as (inline id, size_bytes), and the ids among them whose CRC32C fails on any
+        catalog copy (one query per copy per page; ``check_inline`` then repairs those)."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT blob_id, crc32c, data FROM inline_blobs WHERE blob_id > ? ORDER BY blob_id LIMIT ?",
+                (after, limit),
+            )
+            .fetchall()
+        )
+        page = [(str(b), len(d)) for b, _crc, d in rows]
+        damaged = {str(b) for b, crc, d in rows if crc32c(d) != crc}
+        if self._mirror is not None and rows:
+            sql = "SELECT blob_id, crc32c, data FROM inline_blobs WHERE blob_id > ? AND blob_id <= ?"
+            for _index, others in self._mirror.read_elsewhere(sql, (after, rows[-1][0])):
+                damaged |= {str(b) for b, crc, d in others if crc32c(d) != crc}
+        return page, damaged
+
+    def take_damaged_inline(self) -> list[str]:
+        """Inline ids that reads found damaged (and, on a mirror, served from another copy)."""
+        with self._damaged_lock:
+            ids, self._damaged_inline = sorted(self._damaged_inline), set()
+        return ids
+
+    async def check_inline(self, inline_id: str) -> str:
+        """Verify one inline body on every copy: "healthy", "repaired" (a mirror copy was damaged
+        and is rewritten from a good one, on every copy in one transaction), "lost" (no copy
+        matches its CRC32C) or "gone" (deleted meanwhile)."""
+        rows = [self._reader().execute(_INLINE_ROW, (inline_id,)).fetchone()]
+        if self._mirror is not None:
+            elsewhere = self._mirror.read_elsewhere(_INLINE_ROW, (inline_id,))
+            rows += [found[0] if found else None for _index, found in elsewhere]
+        present = [row for row in rows if row is not None]
+        if not present:
+            return "gone"
+        good = [row for row in present if crc32c(row[1]) == row[0]]
+        if len(good) == len(present):
+            return "healthy"
+        if not good:
+            return "lost"
+        crc, data = good[0]
+
+        def fn(c: sqlite3.Connection) -> int:  # rows are never changed otherwise: rewriting is safe
+            sql = "UPDATE inline_blobs SET crc32c=?, data=? WHERE blob_id=?"
+            return c.execute(sql, (crc, data, inline_id)).rowcount
+
+        return "repaired" if await self._write(fn) else "gone"
+
     def trash_batch(self, limit: int = 1000) -> list[str]:
         rows = self._reader().execute("SELECT blob_id FROM trash LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
@@ -1017,5 +1257,6 @@ class SqliteCatalog:
             "versions": c.execute("SELECT count(*) FROM versions").fetchone()[0],
             "blobs": c.execute("SELECT count(*) FROM blobs").fetchone()[0],
             "trash": c.execute("SELECT count(*) FROM trash").fetchone()[0],
+            "inline": c.execute("SELECT count(*) FROM inline_blobs").fetchone()[0],
             "uploads": c.execute("SELECT count(*) FROM uploads").fetchone()[0],
         }
