@@ -44,12 +44,15 @@ async def _body(data: bytes, piece: int = 16 * 1024) -> AsyncIterator[bytes]:
 
 
 class _Env:
-    def __init__(self, tmp_path: Path, plan: FaultPlan, seed: int) -> None:
+    """Bodies of 0, 1 and 100 bytes are stored inline (docs/inline.md) unless ``inline_max_bytes=0``:
+    the random workload mixes both kinds; faults only ever hit the blob ones."""
+
+    def __init__(self, tmp_path: Path, plan: FaultPlan, seed: int, *, inline_max_bytes: int = 16 * 1024) -> None:
         self.root = tmp_path / "data"
         self.local = LocalBlobStore(self.root)
         self.blobs = FaultyBlobStore(self.local, plan, seed=seed)
         self.catalog = SqliteCatalog(tmp_path / "catalog.db")
-        self.service = ObjectService(self.catalog, self.blobs)
+        self.service = ObjectService(self.catalog, self.blobs, inline_max_bytes=inline_max_bytes)
         self.db = tmp_path / "catalog.db"
 
     def close(self) -> None:
@@ -182,7 +185,7 @@ def test_replays_from_seed(tmp_path: Path) -> None:
 def test_failed_trash_drain_does_not_fail_a_committed_write(tmp_path: Path) -> None:
     """Draining the trash after a commit is housekeeping: a failed blob delete there must not
     report the (committed) write as failed; GC collects the blob later."""
-    env = _Env(tmp_path, FaultPlan(eio={"delete": Trigger.on(1)}), seed=0)
+    env = _Env(tmp_path, FaultPlan(eio={"delete": Trigger.on(1)}), seed=0, inline_max_bytes=0)
     svc = env.service
 
     async def body() -> None:

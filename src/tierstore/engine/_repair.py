@@ -11,7 +11,9 @@ Order of a full heal on an erasure set:
 1. format every member directory that is present but empty (a replaced drive);
 2. copy the small files under ``.tierstore/`` (credentials) onto members that lack them;
 3. re-seed the catalog copy on every online member whose copy is not live;
-4. ``heal`` every referenced blob (erasure set: rebuild shards; single drive: verify only).
+4. ``heal`` every referenced blob (erasure set: rebuild shards; single drive: verify only);
+5. check the CRC32C of every body stored inline in the catalog (docs/inline.md); on a mirror a
+   damaged one is rewritten from a good copy.
 
 Progress is a ``HealProgress``; the final one is also written to ``.tierstore/heal-report.json``
 on every online drive (or the data dir), so ``admin info`` in any worker process can show the
@@ -50,6 +52,12 @@ class _BlobCatalog(Protocol):
 
     def blob_known(self, blob_id: str) -> bool: ...
 
+    def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]: ...
+
+    async def check_inline(self, inline_id: str) -> str: ...
+
+    def take_damaged_inline(self) -> list[str]: ...
+
 
 @runtime_checkable
 class _MirroredCatalog(Protocol):
@@ -81,7 +89,9 @@ class HealProgress:
     shards_rebuilt: int = 0
     bytes_written: int = 0
     blobs_degraded: int = 0  # still missing shards afterwards (a drive is offline)
-    blobs_lost: int = 0  # fewer good pieces than needed: unreadable
+    blobs_lost: int = 0  # fewer good pieces than needed: unreadable (inline bodies included)
+    inline_checked: int = 0  # bodies stored in the catalog whose CRC32C was checked
+    inline_repaired: int = 0  # of those, rewritten from a good catalog copy (mirror)
     drives_formatted: list[int] = field(default_factory=list)
     catalog_reseeded: list[int] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
@@ -136,7 +146,9 @@ class Repairer:
                 if isinstance(self.catalog, _MirroredCatalog):
                     await self._reseed_catalog(p)
             p.blobs_total = self.catalog.blob_count()
-            await self._walk(p, rate_bytes_s)
+            began = time.monotonic()
+            await self._walk(p, rate_bytes_s, began)
+            await self._walk_inline(p, rate_bytes_s, began)
             p.state = "done"
         except Exception as exc:
             log.exception("%s pass failed", kind)
@@ -188,9 +200,8 @@ class Repairer:
                 p.catalog_reseeded.append(index)
                 log.info("re-seeded the catalog copy on %s", drives.paths[index])
 
-    async def _walk(self, p: HealProgress, rate_bytes_s: float | None) -> None:
+    async def _walk(self, p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
         after = ""
-        began = time.monotonic()
         while True:
             page = self.catalog.blob_page(after, _PAGE)
             if not page:
@@ -199,12 +210,39 @@ class Repairer:
                 await self._heal_one(p, blob_id)
                 p.blobs_done += 1
                 p.bytes_done += size_bytes
-                if rate_bytes_s:
-                    ahead_s = p.bytes_done / rate_bytes_s - (time.monotonic() - began)
-                    if ahead_s > 0:
-                        await asyncio.sleep(ahead_s)
+                await _throttle(p, rate_bytes_s, began)
             p.blobs_total = max(p.blobs_total, p.blobs_done)
             after = page[-1][0]
+
+    async def _walk_inline(self, p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
+        """Check every inline body: a page at a time on every catalog copy; only the damaged
+        ones are looked at again (and, on a mirror, rewritten from a good copy)."""
+        after = ""
+        while True:
+            page, damaged = self.catalog.inline_verify_page(after, _PAGE)
+            if not page:
+                return
+            for inline_id, size_bytes in page:
+                if inline_id in damaged:
+                    await self._check_inline(p, inline_id)
+                else:
+                    p.inline_checked += 1
+                p.bytes_done += size_bytes
+            await _throttle(p, rate_bytes_s, began)
+            after = page[-1][0]
+
+    async def _check_inline(self, p: HealProgress, inline_id: str) -> None:
+        outcome = await self.catalog.check_inline(inline_id)
+        if outcome == "gone":  # deleted while we walked
+            return
+        p.inline_checked += 1
+        if outcome == "repaired":
+            p.inline_repaired += 1
+            log.info("%s: repaired inline body %s from another catalog copy", p.kind, inline_id)
+        elif outcome == "lost":
+            p.blobs_lost += 1
+            _note(p.lost, f"inline:{inline_id}")
+            log.error("inline body %s is damaged beyond repair", inline_id)
 
     async def _heal_one(self, p: HealProgress, blob_id: str) -> None:
         if isinstance(self.blobs, _HealingStore):
@@ -236,21 +274,24 @@ class Repairer:
 
     # --- reported blobs -----------------------------------------------------------------
     async def heal_queued(self) -> HealProgress | None:
-        """Heal the blobs that reads or writes reported as damaged (None if there were none)."""
-        if not isinstance(self.blobs, _HealingStore):
-            return None
-        ids = sorted(set(self.blobs.take_damaged()))
-        if not ids:
+        """Heal the blobs and inline bodies that reads or writes reported as damaged (None if
+        there were none)."""
+        ids = sorted(set(self.blobs.take_damaged())) if isinstance(self.blobs, _HealingStore) else []
+        inline_ids = self.catalog.take_damaged_inline()
+        if not ids and not inline_ids:
             return None
         p = HealProgress(kind="queue", started_s=time.time(), blobs_total=len(ids))
         for blob_id in ids:
             await self._heal_one(p, blob_id)
             p.blobs_done += 1
+        for inline_id in inline_ids:
+            await self._check_inline(p, inline_id)
         p.state, p.finished_s = "done", time.time()
         log.info(
-            "healed %d reported blobs: %d repaired, %d degraded, %d lost",
+            "healed %d reported blobs and %d inline bodies: %d repaired, %d degraded, %d lost",
             len(ids),
-            p.blobs_repaired,
+            len(inline_ids),
+            p.blobs_repaired + p.inline_repaired,
             p.blobs_degraded,
             p.blobs_lost,
         )
@@ -320,6 +361,14 @@ class Repairer:
         out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
         out["last_heal"] = self.last_report()
         return out
+
+
+async def _throttle(p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
+    """Sleep while the walk is ahead of ``rate_bytes_s`` (the scrubber's budget)."""
+    if rate_bytes_s:
+        ahead_s = p.bytes_done / rate_bytes_s - (time.monotonic() - began)
+        if ahead_s > 0:
+            await asyncio.sleep(ahead_s)
 
 
 def _usage(path: Path) -> tuple[int, int] | None:

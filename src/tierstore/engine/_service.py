@@ -3,7 +3,9 @@
 The write path (DESIGN.md): stream the body into a new blob (checksums computed while
 streaming, fsync, rename) -> one catalog transaction publishes the version -> unreferenced
 blobs are collected later. A failure before the commit leaves the previous version in place
-and the new blob is deleted (or, failing that, collected by GC as an orphan).
+and the new blob is deleted (or, failing that, collected by GC as an orphan). A body of at
+most ``inline_max_bytes`` skips the blob: its bytes go into the catalog in the publishing
+transaction itself (docs/inline.md).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ __all__ = ["CompletedPart", "CopyOptions", "CopyResult", "DeleteResult", "GetRes
 log = logging.getLogger("tierstore.engine")
 
 MIN_PART_BYTES = 5 * 1024 * 1024
+DEFAULT_INLINE_MAX_BYTES = 16 * 1024  # bodies up to this size live in the catalog (docs/inline.md)
 MAX_PART_NUMBER = 10_000
 DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
 _MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every key with a given prefix
@@ -298,11 +301,15 @@ class ObjectService:
         *,
         clock: Clock | None = None,
         region: str = "us-east-1",
+        inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
     ) -> None:
+        """``inline_max_bytes``: a PUT body of at most this many bytes is stored in the catalog,
+        in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off."""
         self.catalog = catalog
         self.blobs = blobs
         self.clock = clock or Clock()
         self.region = region
+        self.inline_max_bytes = max(0, inline_max_bytes)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(self, name: str, region: str | None = None, *, object_lock: bool = False) -> BucketInfo:
@@ -349,6 +356,41 @@ class ObjectService:
         await self.blobs.put(blob_id, tap.__aiter__())
         return blob_id, tap
 
+    async def _ingest(
+        self, body: AsyncIterable[bytes], algorithms: list[str], content_length: int | None
+    ) -> tuple[_Tap, str | None, bytes | None]:
+        """Read a PUT body: (tap, blob id, None) if it went to a new blob, (tap, None, bytes) if
+        it ended within ``inline_max_bytes`` and goes into the catalog (docs/inline.md).
+
+        The first chunks are held until the body ends or passes the threshold; a larger body
+        then streams into the blob store as those same chunks followed by the rest (no join,
+        no second buffer). A declared length above the threshold skips the holding."""
+        tap = _Tap(body, algorithms, MAX_PUT_BYTES)
+        limit = self.inline_max_bytes
+        if limit <= 0 or (content_length is not None and content_length > limit):
+            blob_id = new_blob_id()
+            await self.blobs.put(blob_id, tap.__aiter__())
+            return tap, blob_id, None
+        stream = tap.__aiter__()
+        head: list[bytes] = []
+        async for chunk in stream:
+            head.append(chunk)
+            if tap.size > limit:
+                break
+        else:
+            return tap, None, b"".join(head)
+
+        async def rest() -> AsyncIterator[bytes]:
+            for chunk in head:
+                yield chunk
+            head.clear()
+            async for chunk in stream:
+                yield chunk
+
+        blob_id = new_blob_id()
+        await self.blobs.put(blob_id, rest())
+        return tap, blob_id, None
+
     async def _discard_blobs(self, blob_ids: list[str]) -> None:
         """Best effort removal of blobs that were written but will never be published."""
         try:
@@ -356,6 +398,18 @@ class ObjectService:
                 await self.blobs.delete(blob_id)
         except Exception:
             log.warning("could not delete unpublished blobs %s; GC will collect them", blob_ids, exc_info=True)
+
+    async def _abandon(self, blob_id: str, exc: BaseException) -> None:
+        """A blob whose publishing commit failed or was interrupted. Cancelled while the commit
+        was queued or running, we cannot know whether it committed: the trash takes the blob
+        only if no version references it (that job runs after the commit job, in order)."""
+        if isinstance(exc, asyncio.CancelledError):
+            try:
+                await asyncio.shield(self.catalog.trash_add([blob_id]))
+            except Exception:
+                log.warning("could not queue unpublished blob %s; GC will collect it", blob_id, exc_info=True)
+            return
+        await asyncio.shield(self._discard_blobs([blob_id]))
 
     @staticmethod
     def _verify_body(tap: _Tap, opts: PutOptions) -> None:
@@ -410,7 +464,7 @@ class ObjectService:
             raise EntityTooLarge()
         valid_tags = validate_tags(tags)
         algorithms = self._algorithms(opts.checksum)
-        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
+        tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length)
         try:
             self._verify_body(tap, opts)
             checksums = {a: tap.b64(a) for a in algorithms}
@@ -429,23 +483,28 @@ class ObjectService:
                 tags=valid_tags,
                 lock=version_lock,
             )
-            record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
+            if blob_id is None:
+                record = VersionRecord(meta=meta, inline_data=inline)
+            else:
+                record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
             meta.version_id = await self.catalog.put_version(
                 record, check=_write_conditions(opts.conditions, key), guard=self._guard
             )
-        except BaseException:
-            await asyncio.shield(self._discard_blobs([blob_id]))
+        except BaseException as exc:
+            if blob_id is not None:
+                await self._abandon(blob_id, exc)
             raise
         return meta
 
-    def _latest(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
-        """The version a read addresses: the current one, or ``version_id``.
+    def _latest(self, bucket: str, key: str, version_id: str | None = None, *, data: bool = False) -> VersionRecord:
+        """The version a read addresses: the current one, or ``version_id``; ``data`` also loads
+        an inline body (verified).
 
         A current delete marker reads as NoSuchKey; addressing a delete marker by id is
         MethodNotAllowed; both carry ``x-amz-delete-marker`` as S3 does."""
         if version_id is not None:
             check_version_id(version_id)
-            record = self.catalog.get_version(bucket, key, version_id)
+            record = self.catalog.get_version(bucket, key, version_id, data=data)
             if record is None:
                 self._bucket_exists(bucket)
                 raise NoSuchVersion(resource=key)
@@ -456,7 +515,7 @@ class ObjectService:
                     headers=_marker_headers(record.meta),
                 )
             return record
-        record = self.catalog.get_latest(bucket, key)
+        record = self.catalog.get_latest(bucket, key, data=data)
         if record is None:
             self._bucket_exists(bucket)
             raise NoSuchKey(resource=key)
@@ -465,9 +524,10 @@ class ObjectService:
         return record
 
     def _copy_source(self, bucket: str, key: str, version_id: str | None) -> VersionRecord:
-        """The version a copy reads. S3 answers 400 when ``versionId`` names a delete marker."""
+        """The version a copy reads (with its inline body, if it has one). S3 answers 400 when
+        ``versionId`` names a delete marker."""
         try:
-            return self._latest(bucket, key, version_id)
+            return self._latest(bucket, key, version_id, data=True)
         except MethodNotAllowed as exc:
             raise InvalidRequest(
                 "The source of a copy request may not specifically refer to a delete marker by version id.",
@@ -499,15 +559,21 @@ class ObjectService:
 
     async def get_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
         opts = opts or GetOptions()
-        record = self._latest(bucket, key, opts.version_id)
+        record = self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
-        result.body = self._stream(record.blobs, result.offset, result.length)
+        result.body = self._stream(record, result.offset, result.length)
         return result
 
-    async def _stream(self, blobs: list[BlobRef], offset: int, length: int) -> AsyncIterator[bytes]:
-        """Bytes [offset, offset+length) of the concatenation of ``blobs``; the blob store verifies."""
+    async def _stream(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Bytes [offset, offset+length) of a version: its inline body (loaded and verified by
+        the catalog read), or the concatenation of its blobs (the blob store verifies)."""
+        if record.inline_id is not None:
+            assert record.inline_data is not None, "inline body not loaded"
+            if length:
+                yield record.inline_data[offset : offset + length]
+            return
         remaining = length
-        for ref in blobs:
+        for ref in record.blobs:
             if remaining <= 0:
                 break
             if offset >= ref.size_bytes:
@@ -690,7 +756,7 @@ class ObjectService:
         checksums = dict(src.meta.checksums)
         checksum_type = src.meta.checksum_type
         if opts.checksum_algorithm and opts.checksum_algorithm not in checksums:
-            checksums[opts.checksum_algorithm] = await self._checksum_of(src.blobs, opts.checksum_algorithm)
+            checksums[opts.checksum_algorithm] = await self._checksum_of(src, opts.checksum_algorithm)
             checksum_type = "FULL_OBJECT"
         meta = replace(
             src.meta,
@@ -706,24 +772,24 @@ class ObjectService:
             tags=tags,
             lock=version_lock,
         )
-        record = VersionRecord(meta=meta, blobs=list(src.blobs))
-        dst_check = _write_conditions(opts.conditions, dst_key)
-        src_blob_ids = {b.blob_id for b in src.blobs}
-
-        def check(current: VersionRecord | None) -> None:
-            dst_check(current)
+        # Blobs are shared; an inline body (a few KiB, already read and verified) is copied.
+        if src.inline_id is not None:
+            record = VersionRecord(meta=meta, inline_data=src.inline_data)
+        else:
+            record = VersionRecord(meta=meta, blobs=list(src.blobs))
+        meta.version_id = await self.catalog.put_version(
+            record,
+            check=_write_conditions(opts.conditions, dst_key),
+            guard=self._guard,
             # The source may have been deleted since we read it; its blobs must still be live.
-            if not all(self.catalog.blob_known(b) for b in src_blob_ids):
-                raise NoSuchKey(resource=src_key)
-
-        meta.version_id = await self.catalog.put_version(record, check=check, guard=self._guard)
+            shared_gone=lambda: NoSuchKey(resource=src_key),
+        )
         await self._drain_after_commit()
         return CopyResult(meta=meta, source_version_id=src.meta.version_id)
 
-    async def _checksum_of(self, blobs: list[BlobRef], algorithm: str) -> str:
+    async def _checksum_of(self, record: VersionRecord, algorithm: str) -> str:
         h = new_hasher(algorithm)
-        total = sum(b.size_bytes for b in blobs)
-        async for chunk in self._stream(blobs, 0, total):
+        async for chunk in self._stream(record, 0, record.meta.size_bytes):
             h.update(chunk)
         return base64.b64encode(h.digest()).decode()
 
@@ -873,8 +939,8 @@ class ObjectService:
                 blob_id=blob_id,
             )
             await self.catalog.put_part(upload_id, part)
-        except BaseException:
-            await asyncio.shield(self._discard_blobs([blob_id]))
+        except BaseException as exc:
+            await self._abandon(blob_id, exc)
             raise
         await self._drain_after_commit()
         return part
@@ -907,9 +973,7 @@ class ObjectService:
         popts = PutOptions(
             checksum=ChecksumExpectation(upload.checksum_algorithm) if upload.checksum_algorithm else None
         )
-        return await self.upload_part(
-            bucket, key, upload_id, part_number, self._stream(src.blobs, offset, length), popts
-        )
+        return await self.upload_part(bucket, key, upload_id, part_number, self._stream(src, offset, length), popts)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._upload(bucket, key, upload_id)
