@@ -340,7 +340,11 @@ class SqliteCatalog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._setup(busy_timeout_ms, max_batch, None)
-        self._run_alone(self._open_writer)
+        try:
+            self._run_alone(self._open_writer)
+        except BaseException:
+            self._stop_writer()
+            raise
 
     def _setup(self, busy_timeout_ms: int, max_batch: int, mirror: CatalogMirror | None) -> None:
         assert max_batch >= 1
@@ -531,7 +535,11 @@ class SqliteCatalog:
                     carry = nxt
                     break
                 batch.append(nxt)
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException:  # a bug here must neither stop the writer nor leave callers waiting
+                log.exception("catalog writer: a batch of %d jobs failed unexpectedly", len(batch))
+                self._answer(batch, [Failed(InternalError("Catalog error."))] * len(batch))
 
     def _run_batch(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if not j.cancelled()]
@@ -544,7 +552,11 @@ class SqliteCatalog:
             outcomes = self._mirror.transact(fns) if self._mirror is not None else self._transact(fns)
         except BaseException as exc:
             outcomes = [Failed(exc)] * len(batch)
-        # One wake-up per event loop for the whole batch, not one per job.
+        self._answer(batch, outcomes)
+
+    @staticmethod
+    def _answer(batch: list[_Job], outcomes: list[Any]) -> None:
+        """Resolve each job's waiter: one wake-up per event loop for the whole batch, not one per job."""
         answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for j, outcome in zip(batch, outcomes, strict=True):
             assert j.loop is not None and j.waiter is not None
