@@ -861,9 +861,11 @@ def _attr_branches(e: Compare | In | Like | StartsWith, p: str = "") -> list[_Br
 
 # A value that is surely a number, judged from the value alone: [-]digit, then digits and at most
 # one dot, under 300 characters (so finite). Lets a list of text rows in a value range skip the
-# numbers without reading each row (obj_attrs_value holds value and key, not num).
+# numbers without reading each row (obj_attrs_value holds value and key, not num). GLOB and
+# length() stop at a NUL character, so a value holding one is never "surely" anything.
 _SURELY_NUM: Final = (
-    "((value GLOB ? OR value GLOB ?) AND NOT value GLOB ? AND NOT value GLOB ? AND length(value) < 300)",
+    "((value GLOB ? OR value GLOB ?) AND NOT value GLOB ? AND NOT value GLOB ? AND length(value) < 300"
+    " AND instr(CAST(value AS BLOB), x'00') = 0)",
     ["[0-9]*", "-[0-9]*", "?*[^0-9.]*", "*.*.*"],
 )
 _NUM_OF_ROW: Final = "(SELECT r.num FROM obj_attrs r WHERE r.bucket = i.bucket AND r.key = i.key AND r.name = i.name)"
