@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_tz
 from urllib.parse import unquote_to_bytes
@@ -106,7 +106,7 @@ class _V4Claim:
 
     scheme: str
     cred: Credential
-    signed: list[str]
+    signed: Sequence[str]
     signature: str
     amz_date: str
     payload_line: str  # the last line of the canonical request
@@ -167,8 +167,7 @@ class Authenticator:
         self, req: AuthRequest, authorization: str, pairs: list[tuple[bytes, bytes]]
     ) -> AuthResult:
         fields = _parse_v4_authorization(authorization)
-        cred = _sigv4.parse_credential(fields["Credential"], AuthorizationHeaderMalformed)
-        signed = _parse_signed_headers(fields["SignedHeaders"], AuthorizationHeaderMalformed)
+        cred, signed = _v4_header_scope(fields["Credential"], fields["SignedHeaders"])
         provided = fields["Signature"]
         if not _HEX64.fullmatch(provided):
             raise AuthorizationHeaderMalformed("The Signature is not a 64-character hex string.")
@@ -368,6 +367,12 @@ def _decode_params(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return params
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same two fields all day
+def _v4_header_scope(credential: str, signed_headers: str) -> tuple[_sigv4.Credential, tuple[str, ...]]:
+    cred = _sigv4.parse_credential(credential, AuthorizationHeaderMalformed)
+    return cred, tuple(_parse_signed_headers(signed_headers, AuthorizationHeaderMalformed))
+
+
 def _parse_v4_authorization(value: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for part in value[len(_sigv4.ALGORITHM) + 1 :].split(","):
@@ -392,7 +397,7 @@ def _parse_signed_headers(
     return names
 
 
-def _require_signed(headers: Mapping[str, str], signed: list[str]) -> None:
+def _require_signed(headers: Mapping[str, str], signed: Sequence[str]) -> None:
     """Every x-amz-* header sent must be signed, or it could have been added by anyone."""
     signed_set = set(signed)
     unsigned = sorted(k for k in headers if k.startswith("x-amz-") and k not in signed_set)
