@@ -612,7 +612,11 @@ class CatalogMirror:
 
     # --- reporting (any thread) ----------------------------------------------------------------
     def copies_state(self) -> list[dict[str, Any]]:
-        out = []
+        """One dict per copy. A copy this process has not rejoined yet (it does so in its next
+        write) but that is at the live copies' seq — another process re-seeded it, or its
+        drive came back with nothing missed — is reported live: the store has it."""
+        out: list[dict[str, Any]] = []
+        seqs: list[int | None] = []
         for c in self.copies:
             if not self._online(c):
                 state = "offline"
@@ -620,8 +624,13 @@ class CatalogMirror:
                 state = "missing"
             else:
                 state = "live" if c.live else "stale"
-            seq = _seq_of(c.path, self.busy_timeout_ms) if state in ("live", "stale") else None
-            out.append({"index": c.index, "path": str(c.path), "state": state, "seq": seq, "reason": c.reason})
+            seqs.append(_seq_of(c.path, self.busy_timeout_ms) if state in ("live", "stale") else None)
+            out.append({"index": c.index, "path": str(c.path), "state": state, "seq": seqs[-1], "reason": c.reason})
+            out[-1]["joined"] = c.live  # this process reads and writes it
+        top = max((q for q, d in zip(seqs, out, strict=True) if q is not None and d["joined"]), default=None)
+        for q, d in zip(seqs, out, strict=True):
+            if d["state"] == "stale" and top is not None and q == top:
+                d["state"], d["reason"] = "live", "current; this process joins it with its next write"
         return out
 
     # --- start-up ----------------------------------------------------------------------------

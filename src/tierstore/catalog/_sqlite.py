@@ -407,7 +407,9 @@ class SqliteCatalog:
 
     def copies_state(self) -> list[dict[str, Any]]:
         """Mirrored mode: one dict per drive — index, path, state (live/stale/missing/offline),
-        seq (its catalog_seq, None unless readable) and why it is not live."""
+        seq (its catalog_seq, None unless readable), why it is not live, and ``joined``: whether
+        this process uses it now (a copy at the live seq that this process has not rejoined yet,
+        e.g. re-seeded by another process, is live but not joined until this process's next write)."""
         return self._require_mirror().copies_state()
 
     def _require_mirror(self) -> CatalogMirror:
