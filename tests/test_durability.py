@@ -3,10 +3,12 @@ bitrot, orphan collection, graceful shutdown."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -55,7 +57,7 @@ def test_restart_keeps_everything(fresh_server: ServerProcess) -> None:
 def test_flipped_byte_fails_loudly_small(fresh_server: ServerProcess) -> None:
     s3 = make_client(fresh_server.endpoint)
     s3.create_bucket(Bucket="rot")
-    s3.put_object(Bucket="rot", Key="small", Body=b"precious bytes" * 100)
+    s3.put_object(Bucket="rot", Key="small", Body=b"precious bytes" * 2000)  # one block, above the inline size
     (blob,) = blob_files(fresh_server.data_dir)
     with open(blob, "r+b") as f:
         f.seek(7)
@@ -70,6 +72,28 @@ def test_flipped_byte_fails_loudly_small(fresh_server: ServerProcess) -> None:
     with pytest.raises(botocore.exceptions.ClientError):
         s3.get_object(Bucket="rot", Key="small", Range="bytes=0-3")
     s3.put_object(Bucket="rot", Key="other", Body=b"fine")
+    assert s3.get_object(Bucket="rot", Key="other")["Body"].read() == b"fine"
+
+
+def test_flipped_byte_in_an_inline_object_fails_loudly(fresh_server: ServerProcess) -> None:
+    """Objects up to --inline-max-bytes live in the catalog; damage there is caught by their CRC32C."""
+    s3 = make_client(fresh_server.endpoint)
+    s3.create_bucket(Bucket="rot")
+    s3.put_object(Bucket="rot", Key="tiny", Body=b"precious bytes" * 100)
+    s3.put_object(Bucket="rot", Key="other", Body=b"fine")
+    assert blob_files(fresh_server.data_dir) == []  # both inline
+    assert fresh_server.stop() == 0
+    with contextlib.closing(sqlite3.connect(fresh_server.data_dir / "catalog.db")) as db, db:
+        (inline_id,) = db.execute("SELECT inline_id FROM versions WHERE key = ?", (b"tiny",)).fetchone()
+        (data,) = db.execute("SELECT data FROM inline_blobs WHERE blob_id = ?", (inline_id,)).fetchone()
+        damaged = data[:7] + bytes([data[7] ^ 0x01]) + data[8:]
+        db.execute("UPDATE inline_blobs SET data = ? WHERE blob_id = ?", (damaged, inline_id))
+    fresh_server.start()
+    s3 = make_client(fresh_server.endpoint)
+    for extra in ({}, {"Range": "bytes=100-103"}):
+        with pytest.raises(botocore.exceptions.ClientError) as ei:
+            s3.get_object(Bucket="rot", Key="tiny", **extra)
+        assert ei.value.response["Error"]["Code"] == "InternalError"
     assert s3.get_object(Bucket="rot", Key="other")["Body"].read() == b"fine"
 
 
@@ -120,9 +144,10 @@ def test_orphan_blobs_are_collected_and_live_ones_kept(tmp_path: Path) -> None:
     try:
         s3 = make_client(srv.endpoint)
         s3.create_bucket(Bucket="gcb")
-        s3.put_object(Bucket="gcb", Key="live", Body=b"live data")
-        s3.put_object(Bucket="gcb", Key="gone", Body=b"to be overwritten")
-        s3.put_object(Bucket="gcb", Key="gone", Body=b"second")
+        # Bodies above the inline size (16 KiB): these are blob files.
+        s3.put_object(Bucket="gcb", Key="live", Body=b"live data" * 2000)
+        s3.put_object(Bucket="gcb", Key="gone", Body=b"to be overwritten" * 2000)
+        s3.put_object(Bucket="gcb", Key="gone", Body=b"second" * 3000)
         s3.delete_object(Bucket="gcb", Key="gone")
         # Overwritten and deleted versions' blobs are collected right away.
         (live_blob,) = blob_files(srv.data_dir)
@@ -138,7 +163,7 @@ def test_orphan_blobs_are_collected_and_live_ones_kept(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert not orphan.exists(), "orphan blob was not collected"
         s3 = make_client(srv.endpoint)
-        assert s3.get_object(Bucket="gcb", Key="live")["Body"].read() == b"live data"
+        assert s3.get_object(Bucket="gcb", Key="live")["Body"].read() == b"live data" * 2000
         assert blob_files(srv.data_dir) == [live_blob]
     finally:
         srv.stop()

@@ -33,7 +33,7 @@ from tierstore.drives import (
     DriveSet,
     write_file_durably,
 )
-from tierstore.engine import ObjectService, Repairer
+from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, ObjectService, Repairer
 
 __all__ = [
     "ServerConfig",
@@ -73,6 +73,7 @@ class ServerConfig:
     scrub_interval_s: float = 86_400.0  # a scrub pass starts this long after the last one ended; 0: never
     scrub_rate_bytes_s: float = 64e6  # the scrubber's read budget
     heal_queue_interval_s: float = 2.0  # how often blobs reported by reads and writes are healed
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # bodies up to this size live in the catalog; 0: never
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -147,7 +148,7 @@ def build_app(config: ServerConfig) -> S3App:
         blobs = LocalBlobStore(data)
         repairer = Repairer(catalog, blobs, meta_dirs=[data])
         store_key = str(data.resolve())
-    service = ObjectService(catalog, blobs, region=config.region)
+    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     authenticator = Authenticator(keys.get, region=config.region)
     tasks: list[asyncio.Task[None]] = []

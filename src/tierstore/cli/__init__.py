@@ -62,6 +62,14 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--small-object-bytes", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--heal-queue-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     p.add_argument(
+        "--inline-max-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="objects up to N bytes are stored inside the catalog (one commit, no file; docs/inline.md); "
+        "0 turns it off (default: 16384)",
+    )
+    p.add_argument(
         "--address",
         type=_address,
         default=os.environ.get("TIERSTORE_ADDRESS", "127.0.0.1:9000"),
@@ -110,6 +118,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         scrub_rate_bytes_s=args.scrub_rate * 1e6,
         heal_queue_interval_s=args.heal_queue_interval,
     )
+    if args.inline_max_bytes is not None:
+        config.inline_max_bytes = max(0, args.inline_max_bytes)
     if not ak:
         try:
             dirs = credential_dirs(config)

@@ -12,10 +12,18 @@ from tierstore.engine._lock import (
     parse_retain_until,
 )
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
-from tierstore.engine._service import CompletedPart, CopyOptions, CopyResult, GetResult, ObjectService
+from tierstore.engine._service import (
+    DEFAULT_INLINE_MAX_BYTES,
+    CompletedPart,
+    CopyOptions,
+    CopyResult,
+    GetResult,
+    ObjectService,
+)
 from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
+    "DEFAULT_INLINE_MAX_BYTES",
     "CompletedPart",
     "CopyOptions",
     "CopyResult",
