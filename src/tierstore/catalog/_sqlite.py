@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
+import hashlib
 import json
 import logging
+import os
 import queue
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -315,6 +319,32 @@ class _Job:
         return self.waiter.cancelled()
 
 
+class _WriterLock:
+    """An flock() shared by every process writing the same catalog, held around each batch.
+
+    SQLite alone would serialize them too, but a writer that finds the database locked polls
+    with sleeps of 1 to 100 ms (its busy handler): with one worker per core, small PUTs then
+    waited tens of milliseconds for nothing. A writer blocked in flock() wakes the moment the
+    other one's COMMIT is done, and meanwhile its queue grows into the next batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
 def _deliver(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
     """On the callers' loop: resolve each waiter with its job's result or exception."""
     for waiter, failed, value in answers:
@@ -339,14 +369,15 @@ class SqliteCatalog:
     def __init__(self, path: Path, *, busy_timeout_ms: int = 30_000, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._setup(busy_timeout_ms, max_batch, None)
+        self._setup(busy_timeout_ms, max_batch, None, lock_path=f"{self.path}.writer-lock")
         try:
             self._run_alone(self._open_writer)
         except BaseException:
             self._stop_writer()
             raise
 
-    def _setup(self, busy_timeout_ms: int, max_batch: int, mirror: CatalogMirror | None) -> None:
+    def _setup(self, busy_timeout_ms: int, max_batch: int, mirror: CatalogMirror | None, *, lock_path: str) -> None:
+        self._writer_lock = _WriterLock(lock_path)
         assert max_batch >= 1
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
@@ -379,7 +410,10 @@ class SqliteCatalog:
         self = cls.__new__(cls)
         mirror = CatalogMirror(drives, relpath, busy_timeout_ms=busy_timeout_ms)
         self.path = Path(drives.paths[0]) / relpath  # where copy 0 lives; informational
-        self._setup(busy_timeout_ms, max_batch, mirror)
+        # No one drive holds the lock file (any may be gone): the temp directory, named after the set.
+        digest = hashlib.sha256(drives.format.set_id.encode()).hexdigest()[:16]
+        lock_path = os.path.join(tempfile.gettempdir(), f"tierstore-catalog-{digest}.lock")
+        self._setup(busy_timeout_ms, max_batch, mirror, lock_path=lock_path)
         try:
             self._run_alone(lambda: mirror.open(functools.partial(_check_schema, upgradable=True)))
             self._upgrade_mirror()
@@ -495,6 +529,7 @@ class SqliteCatalog:
         self._closed = True
         self._jobs.put(_STOP)
         self._thread.join()
+        self._writer_lock.close()
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction on the writer thread; returns once it is committed.
@@ -528,20 +563,23 @@ class SqliteCatalog:
                         job.future.set_exception(exc)
                 continue
             batch = [job]
-            while len(batch) < self._max_batch:
+            with self._writer_lock:  # other processes' writers: take turns, whole batches each
+                # Collected after the lock is ours: what queued while another process committed
+                # joins this batch.
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt.alone:
+                        carry = nxt
+                        break
+                    batch.append(nxt)
                 try:
-                    nxt = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt.alone:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-            try:
-                self._run_batch(batch)
-            except BaseException:  # a bug here must neither stop the writer nor leave callers waiting
-                log.exception("catalog writer: a batch of %d jobs failed unexpectedly", len(batch))
-                self._answer(batch, [Failed(InternalError("Catalog error."))] * len(batch))
+                    self._run_batch(batch)
+                except BaseException:  # a bug here must neither stop the writer nor leave callers waiting
+                    log.exception("catalog writer: a batch of %d jobs failed unexpectedly", len(batch))
+                    self._answer(batch, [Failed(InternalError("Catalog error."))] * len(batch))
 
     def _run_batch(self, batch: list[_Job]) -> None:
         batch = [j for j in batch if not j.cancelled()]
