@@ -1021,7 +1021,7 @@ class S3App:
             out.append(("x-amz-storage-class", meta.storage_class))
         # S3 reads answer "null" for the null version once the bucket has a versioning state
         # (writes to a suspended bucket answer no version id at all).
-        if meta.version_id != NULL_VERSION or self.service.get_bucket_versioning(meta.bucket):
+        if meta.version_id != NULL_VERSION or result.bucket_versioning:
             out.append(("x-amz-version-id", meta.version_id))
         if meta.tags:
             out.append(("x-amz-tagging-count", str(len(meta.tags))))

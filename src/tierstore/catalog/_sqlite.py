@@ -155,6 +155,10 @@ class VersionRecord:
     is_delete_marker: bool = False
     inline_id: str | None = None
     inline_data: bytes | None = None
+    # The bucket's versioning state ("Enabled", "Suspended", None: never versioned) read in the
+    # same statement as the version: set by get_latest/get_version only (a GET needs it for
+    # x-amz-version-id, and a second query per GET cost ~5 us).
+    bucket_versioning: str | None = None
 
 
 Guard = Callable[["VersionRecord", dict[str, Any]], None]
@@ -215,7 +219,12 @@ _VERSION_COLS = "key, version_id, is_delete_marker, size, etag, modified_ns, met
 # overwrite can never pair one version's metadata with another's bytes.
 _WITH_DATA = (
     "SELECT v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id,"
+    " (SELECT json_extract(props, '$.versioning') FROM buckets WHERE name = v.bucket),"
     " d.crc32c, d.data FROM versions v LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
+)
+_WITHOUT_DATA = (
+    f"SELECT {_VERSION_COLS},"  # noqa: S608 - constant
+    " (SELECT json_extract(props, '$.versioning') FROM buckets WHERE name = v.bucket) FROM versions v"
 )
 
 
@@ -669,12 +678,17 @@ class SqliteCatalog:
     def _read_version(self, where: str, args: tuple[Any, ...], bucket: str, data: bool) -> VersionRecord | None:
         conn = self._reader()
         if not data:
-            row = conn.execute(f"SELECT {_VERSION_COLS} FROM versions{where}", args).fetchone()  # noqa: S608 - constant
-            return _row_to_record(bucket, row) if row else None
+            row = conn.execute(_WITHOUT_DATA + where, args).fetchone()
+            if row is None:
+                return None
+            record = _row_to_record(bucket, row[:-1])
+            record.bucket_versioning = row[-1]
+            return record
         row = conn.execute(_WITH_DATA + where, args).fetchone()
         if row is None:
             return None
-        record = _row_to_record(bucket, row[:-2])
+        record = _row_to_record(bucket, row[:-3])
+        record.bucket_versioning = row[-3]
         if record.inline_id is not None:
             record.inline_data = self._verified(record, row[-2], row[-1])
         return record

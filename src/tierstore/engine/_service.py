@@ -115,6 +115,7 @@ class GetResult:
     partial: bool  # a Range (or partNumber) selected part of the object
     body: AsyncIterator[bytes] | None = None
     parts_count: int | None = None
+    bucket_versioning: str | None = None  # the bucket's state when the version was read
 
 
 @dataclass(slots=True)
@@ -540,6 +541,12 @@ class ObjectService:
         return self._select(record, opts)
 
     def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
+        result = self._selected_range(record, opts)
+        result.bucket_versioning = record.bucket_versioning
+        return result
+
+    @staticmethod
+    def _selected_range(record: VersionRecord, opts: GetOptions) -> GetResult:
         meta = record.meta
         evaluate_read_conditions(opts.conditions, meta)
         size = meta.size_bytes
