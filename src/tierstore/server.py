@@ -242,9 +242,37 @@ class _HangUpFilter(logging.Filter):
         return True
 
 
+# glibc malloc tuning for a server that allocates 64 KiB..1 MiB buffers per request (object
+# bodies, blob pieces). By default such a buffer is mmap()ed, or carved from the heap top that
+# free() then gives back to the kernel (trim): every request faulted in fresh pages, 32 page
+# faults for a 128 KiB GET, about 40% of its CPU here. Keeping them on the heap and the heap
+# from shrinking below 32 MiB makes the pages reusable. Larger buffers still use mmap.
+_MALLOC_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+_MALLOC_TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
+
+
+def _tune_malloc() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (
+        mallopt(m_mmap_threshold, _MALLOC_MMAP_THRESHOLD_BYTES)
+        and mallopt(m_trim_threshold, _MALLOC_TRIM_THRESHOLD_BYTES)
+    ):
+        log.warning("mallopt() refused the malloc thresholds")
+
+
 def app_factory() -> S3App:
     """Entry point for each granian worker process."""
     _die_with_parent()
+    _tune_malloc()
     config = ServerConfig(**json.loads(os.environ[_ENV]))
     _configure_logging(config.log_level)
     hang_ups = _HangUpFilter()
