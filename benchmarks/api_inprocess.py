@@ -1,0 +1,154 @@
+"""The S3 request path in-process: pre-signed requests straight into the ASGI app, no HTTP.
+
+What a request costs in Python (auth, routing, engine, catalog, blob store, response building)
+without granian, the socket or a load generator sharing the CPU. The app is the one
+``tierstore serve`` builds (``server.build_app``) on a temp data dir. Requests are signed with
+botocore before the clock starts; ``--concurrency`` requests are in flight at once.
+
+    .venv/bin/python benchmarks/api_inprocess.py                          # 4 KiB PUT then GET
+    .venv/bin/python benchmarks/api_inprocess.py --size 131072 --objects 1500
+    .venv/bin/python benchmarks/api_inprocess.py --profile 25 --profile-phase put
+    py-spy record -f raw -o get.txt -- .venv/bin/python benchmarks/api_inprocess.py --get-passes 10
+
+Prints, per pass: wall and CPU microseconds per request and the minor page faults per request.
+Every response status is checked; GET bodies are compared with what was PUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import hashlib
+import os
+import pstats
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from tierstore.server import ServerConfig, build_app, tune_malloc  # noqa: E402
+
+HOST = "127.0.0.1:9000"
+BUCKET = "bench"
+
+
+def signed_scope(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
+    request = AWSRequest(
+        method=method,
+        url=f"http://{HOST}{path}",
+        data=body,
+        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest()},
+    )
+    SigV4Auth(Credentials("bench", "benchsecret"), "s3", "us-east-1").add_auth(request)
+    headers = [(k.lower().encode(), str(v).encode()) for k, v in request.headers.items()]
+    headers.append((b"host", HOST.encode()))
+    if body:
+        headers.append((b"content-length", str(len(body)).encode()))
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+    }
+
+
+async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    status: list[int] = []
+    parts: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(3600)  # the app would be waiting for a disconnect
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+        elif message.get("body"):
+            parts.append(bytes(message["body"]))
+
+    await app(scope, receive, send)
+    return status[0], b"".join(parts)
+
+
+def minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+async def run(args: argparse.Namespace, data_dir: Path) -> None:
+    tune_malloc()  # as every server worker does
+    app = build_app(ServerConfig(data_dir=str(data_dir), access_key="bench", secret_key="benchsecret"))
+    status, _ = await call(app, signed_scope("PUT", f"/{BUCKET}"))
+    assert status == 200, status
+    body = os.urandom(args.size)
+    keys = [f"/{BUCKET}/k{i:07d}" for i in range(args.objects)]
+    puts = [signed_scope("PUT", k, body) for k in keys]
+    gets = [signed_scope("GET", k) for k in keys]
+    limit = asyncio.Semaphore(args.concurrency)
+
+    async def one(scope: dict[str, Any], payload: bytes, expect: bytes | None) -> None:
+        async with limit:
+            code, got = await call(app, scope, payload)
+        assert code == 200, (code, got[:300])
+        assert expect is None or got == expect, "GET returned other bytes than were PUT"
+
+    async def timed(label: str, scopes: list[dict[str, Any]], payload: bytes, expect: bytes | None,
+                    profile: cProfile.Profile | None = None) -> None:
+        faults, wall, cpu = minflt(), time.perf_counter(), time.process_time()
+        if profile is not None:
+            profile.enable()
+        await asyncio.gather(*(one(s, payload, expect) for s in scopes))
+        if profile is not None:
+            profile.disable()
+        wall, cpu, faults = time.perf_counter() - wall, time.process_time() - cpu, minflt() - faults
+        n = len(scopes)
+        print(f"{label}: {n} x {args.size} B, {wall / n * 1e6:7.1f} us wall/req, {cpu / n * 1e6:7.1f} us CPU/req, "
+              f"{faults / n:5.1f} page faults/req", flush=True)
+
+    profile = cProfile.Profile() if args.profile else None
+    await timed("put", puts, body, None, profile if args.profile_phase == "put" else None)
+    for i in range(args.get_passes):
+        last = i == args.get_passes - 1 and args.profile_phase == "get"
+        await timed(f"get pass {i + 1}", gets, b"", body, profile if last else None)
+    if profile is not None:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=4096, help="object size in bytes (default: %(default)s)")
+    ap.add_argument("--objects", type=int, default=3000, help="objects PUT, then GET (default: %(default)s)")
+    ap.add_argument("--concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
+    ap.add_argument("--get-passes", type=int, default=3, help="GET passes over all objects (default: %(default)s)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one pass, print the top N functions")
+    ap.add_argument("--profile-phase", choices=["put", "get"], default="get", help="which pass to profile")
+    ap.add_argument("--dir", type=Path, default=None, help="parent of the temp data dir (default: $TMPDIR)")
+    args = ap.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="ts-api-bench-", dir=args.dir))
+    try:
+        import uvloop
+
+        uvloop.run(run(args, data_dir))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
