@@ -998,13 +998,14 @@ class SqliteCatalog:
         self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
     ) -> list[tuple[bytes, int, str, int, str]]:
         """Live latest versions with ``after < key < below`` (``<=`` when inclusive), in byte
-        order: (key, size, etag, modified_ns, meta json)."""
+        order: (key, size, etag, modified_ns, storage class)."""
         op = ">=" if inclusive else ">"
         return (
             self._reader()
             .execute(
-                "SELECT key, size, etag, modified_ns, meta FROM versions"  # noqa: S608 - op is > or >=
-                f" WHERE bucket=? AND is_latest=1 AND key{op}? AND key<? AND is_delete_marker=0"
+                # The storage class is the only part of the metadata a listing shows.
+                "SELECT key, size, etag, modified_ns, coalesce(json_extract(meta, '$.sc'), 'STANDARD')"  # noqa: S608
+                f" FROM versions WHERE bucket=? AND is_latest=1 AND key{op}? AND key<? AND is_delete_marker=0"
                 " ORDER BY key LIMIT ?",
                 (bucket, after, below, limit),
             )

@@ -824,6 +824,11 @@ class ObjectService:
             return ListPage([], [], False, None)
         batch = min(limit + 1, 1001)
         last: str | None = None
+        if not delim_b and batch == limit + 1:  # no roll-up, one query: one comprehension (a hot path)
+            rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            truncated = len(rows) > limit
+            entries = [ListEntry(k.decode(), size, etag, mod, sc) for k, size, etag, mod, sc in rows[:limit]]
+            return ListPage(entries, [], truncated, entries[-1].key if truncated else None)
         while True:
             rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             if not rows:
@@ -831,7 +836,7 @@ class ObjectService:
             # Keys under the common prefix just returned are skipped within this batch; the
             # next query seeks past the whole prefix (one query per batch, not per prefix).
             skip: bytes | None = None
-            for raw_key, size, etag, modified_ns, meta_s in rows:
+            for raw_key, size, etag, modified_ns, sc in rows:
                 key_b = bytes(raw_key)
                 if skip is not None and key_b.startswith(skip):
                     continue
@@ -845,7 +850,6 @@ class ObjectService:
                         last = prefixes[-1]
                         after, inclusive = skip + _MAX_KEY_SENTINEL, False
                         continue
-                sc = json.loads(meta_s).get("sc", "STANDARD") if '"sc"' in meta_s else "STANDARD"
                 entries.append(ListEntry(key_b.decode(), size, etag, modified_ns, sc))
                 last = entries[-1].key
                 after, inclusive = key_b, False
