@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tierstore.api import Authenticator, S3App
+from tierstore.api import Authenticator, S3App, note_send_failure
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.drives import (
@@ -233,11 +233,13 @@ def _die_with_parent() -> None:
 
 class _HangUpFilter(logging.Filter):
     """granian logs every response chunk sent after the client hung up ('ASGI transport error:
-    "Closed(..)"') at INFO. A client that leaves mid-download is not an error: one debug line
-    per worker is enough (the app notices the disconnect and stops reading)."""
+    "Closed(..)"') at INFO, from inside the refused send() call. A client that leaves
+    mid-download is not an error: the line is dropped, and the app is told, so the streaming
+    response stops reading the object at once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith(('ASGI transport error: "Closed', "ASGI transport error: SendError")):
+            note_send_failure()
             log.debug("client hung up mid-response")
             return False
         return True

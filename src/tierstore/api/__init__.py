@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tierstore.api._app import S3App
+    from tierstore.api._app import S3App, note_send_failure
     from tierstore.api._auth import Authenticator
 
-__all__ = ["Authenticator", "S3App"]
+__all__ = ["Authenticator", "S3App", "note_send_failure"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from tierstore.api._app import S3App
 
         return S3App
+    if name == "note_send_failure":
+        from tierstore.api._app import note_send_failure
+
+        return note_send_failure
     if name == "Authenticator":
         from tierstore.api._auth import Authenticator
 

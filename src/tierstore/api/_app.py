@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import email.utils
 import functools
 import hashlib
@@ -59,10 +60,25 @@ from tierstore.types import (
     PutOptions,
 )
 
-__all__ = ["S3App"]
+__all__ = ["S3App", "note_send_failure"]
 
 log = logging.getLogger("tierstore.api")
 access_log = logging.getLogger("tierstore.access")
+
+# The response being streamed by this task, if any: set while ``_send`` streams a body, and
+# flagged by ``note_send_failure`` (server.py calls it from granian's log record of a send that
+# found the client gone, which granian emits inside that send() call, in the sending task's
+# context). granian's receive() reports the hang-up too, but only after tens of MiB more were
+# read from the page cache and dropped.
+_streaming: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("tierstore_streaming", default=None)
+
+
+def note_send_failure() -> None:
+    """The transport refused the current task's last send: its client is gone."""
+    flag = _streaming.get()
+    if flag is not None:
+        flag[0] = True
+
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -344,6 +360,8 @@ class S3App:
         # so watch receive() for http.disconnect and stop reading the object from disk then.
         gone = asyncio.Event()
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, gone)) if receive else None
+        refused = [False]
+        token = _streaming.set(refused)
         try:
             if resp.first_chunk:
                 await send({"type": "http.response.body", "body": resp.first_chunk, "more_body": True})
@@ -351,11 +369,12 @@ class S3App:
                 # Pieces read from the page cache arrive without a thread hop, and send() may
                 # complete at once: yield so the watcher can see a disconnect.
                 await asyncio.sleep(0)
-                if gone.is_set():
+                if gone.is_set() or refused[0]:
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
+            _streaming.reset(token)
             if watcher is not None:
                 watcher.cancel()
             await resp.stream.aclose()  # type: ignore[attr-defined]
