@@ -16,6 +16,7 @@ import functools
 import hashlib
 import json
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,11 @@ MAX_XML_BODY = 2 * 1024 * 1024  # DeleteObjects of 1000 long keys fits comfortab
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
 MAX_DELETE_KEYS = 1000
+MAX_BATCH_ENTRIES = 10_000
+MAX_BATCH_BODY = 4 * 1024 * 1024
+BATCH_FRAME = struct.Struct("<IHQ")  # entry index, status, byte length; then the bytes
+BATCH_TRAILER = 0xFFFFFFFF  # the last frame's index: a JSON summary follows
+BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of about this size
 EXTENSION_PREFIX = "_tierstore"
 STORAGE_CLASSES = frozenset(
     {
@@ -512,6 +518,10 @@ class S3App:
             if req.method != "POST":
                 raise e.MethodNotAllowed()
             return await self.query(req)
+        if req.key == "batch":
+            if req.method != "POST":
+                raise e.MethodNotAllowed()
+            return await self.batch(req)
         if req.key in ("admin/info", "admin/heal") and self.admin is not None:
             # Every authenticated key is an admin until policies exist (docs/durability.md).
             if req.key == "admin/info":
@@ -530,8 +540,8 @@ class S3App:
             )
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
 
-    async def _json_body(self, req: Request) -> dict[str, Any]:
-        body = await self._read_small(req, limit=64 * 1024)
+    async def _json_body(self, req: Request, limit: int = 64 * 1024) -> dict[str, Any]:
+        body = await self._read_small(req, limit=limit)
         try:
             doc = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -564,6 +574,73 @@ class S3App:
         ]
         body = json.dumps({"bucket": bucket, "objects": objects, "next_cursor": next_cursor}).encode()
         return Response(200, [("content-type", "application/json")], body)
+
+    async def batch(self, req: Request) -> Response:
+        """POST /_tierstore/batch: many objects (or ranges) in one response, in order.
+
+        Request: ``{"entries": [{"bucket", "key", "version_id"?, "range"?: "bytes=a-b"}], "fail_fast"?}``.
+        Response (``application/x-tierstore-batch``): per entry a frame ``BATCH_FRAME`` (entry
+        index, HTTP-style status, length) and that many bytes — the object's, or for a failed
+        entry a JSON ``{"code", "message"}`` — then a trailer frame (index ``BATCH_TRAILER``)
+        with a JSON summary. A failed entry does not fail the request unless ``fail_fast``,
+        which ends the stream after it. Entries are read one after another: memory is bounded
+        by one piece of one object, whatever the batch holds."""
+        doc = await self._json_body(req, limit=MAX_BATCH_BODY)
+        entries, fail_fast = doc.get("entries"), doc.get("fail_fast", False)
+        if not isinstance(entries, list) or not isinstance(fail_fast, bool):
+            raise e.InvalidRequest('Expected {"entries": [...], "fail_fast": bool}.')
+        if len(entries) > MAX_BATCH_ENTRIES:
+            raise e.InvalidRequest(f"A batch holds at most {MAX_BATCH_ENTRIES} entries.")
+        wanted: list[tuple[str, str, GetOptions]] = []
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise e.InvalidRequest(f"Entry {i} is not an object.")
+            bucket, key = entry.get("bucket"), entry.get("key")
+            version_id, byte_range = entry.get("version_id"), entry.get("range")
+            if not isinstance(bucket, str) or not isinstance(key, str) or not key:
+                raise e.InvalidRequest(f"Entry {i} needs a bucket and a key.")
+            if not isinstance(version_id, (str, type(None))) or not isinstance(byte_range, (str, type(None))):
+                raise e.InvalidRequest(f"Entry {i}: version_id and range are strings.")
+            opts = GetOptions(version_id=version_id, byte_range=ByteRange.parse(byte_range) if byte_range else None)
+            wanted.append((bucket, key, opts))
+        frames = self._batch_frames(wanted, fail_fast)
+        return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
+
+    async def _batch_frames(self, wanted: list[tuple[str, str, GetOptions]], fail_fast: bool) -> AsyncIterator[bytes]:
+        """The frames of ``batch``. Small entries are coalesced into sends of about
+        ``BATCH_SEND_BYTES`` (one send per sample would cost more than the sample); an entry
+        larger than that streams piece by piece after what was gathered before it."""
+        out = bytearray()
+        served = failed = size = 0
+        for index, (bucket, key, opts) in enumerate(wanted):
+            try:
+                result = await self.service.get_object(bucket, key, opts)
+            except e.TierstoreError as exc:
+                body = json.dumps({"code": exc.code, "message": exc.message, "key": key}).encode()
+                failed += 1
+                out += BATCH_FRAME.pack(index, status_of(exc), len(body)) + body
+                if fail_fast:
+                    break
+                continue
+            assert result.body is not None
+            served += 1
+            size += result.length
+            out += BATCH_FRAME.pack(index, result_status(result), result.length)
+            if result.length > BATCH_SEND_BYTES:
+                yield bytes(out)
+                out.clear()
+                # Bytes already sent cannot be taken back: damage found mid-object ends the
+                # stream short, as a plain GET does (a truncated frame, never wrong bytes).
+                async for chunk in result.body:
+                    yield chunk
+                continue
+            async for chunk in result.body:
+                out += chunk
+            if len(out) >= BATCH_SEND_BYTES:
+                yield bytes(out)
+                out.clear()
+        summary = json.dumps({"entries": len(wanted), "served": served, "failed": failed, "bytes": size}).encode()
+        yield bytes(out + BATCH_FRAME.pack(BATCH_TRAILER, 200, len(summary)) + summary)
 
     async def _bucket_op(self, req: Request, m: str, sub: list[str]) -> Response:
         if not sub:

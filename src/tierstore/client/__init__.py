@@ -5,7 +5,7 @@ credentials and region resolved from flags, then ``TIERSTORE_*``, then the AWS c
 path-style addressing). The SDK proper (extensions under ``/_tierstore/``) grows here.
 """
 
-from tierstore.client._ext import QueryPage, TierstoreClient, TierstoreClientError
+from tierstore.client._ext import BatchItem, QueryPage, TierstoreClient, TierstoreClientError
 from tierstore.client._s3 import (
     DEFAULT_ENDPOINT,
     DEFAULT_REGION,
@@ -18,6 +18,7 @@ from tierstore.client._s3 import (
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_REGION",
+    "BatchItem",
     "QueryPage",
     "S3Client",
     "S3Settings",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,7 +11,10 @@ from typing import Any
 
 from tierstore.client._s3 import S3Settings, resolve_settings
 
-__all__ = ["QueryPage", "TierstoreClient", "TierstoreClientError"]
+__all__ = ["BatchItem", "QueryPage", "TierstoreClient", "TierstoreClientError"]
+
+_FRAME = struct.Struct("<IHQ")  # entry index, status, length (api/_app.py BATCH_FRAME)
+_TRAILER = 0xFFFFFFFF
 
 
 class TierstoreClientError(Exception):
@@ -21,6 +25,21 @@ class TierstoreClientError(Exception):
         self.status = status
         self.code = code
         self.message = message
+
+
+@dataclass(slots=True)
+class BatchItem:
+    """One entry of ``read_many``: its position in the request, an HTTP-style status, and the
+    bytes (status 200/206) or the S3 error (``error``: ``{"code", "message", "key"}``)."""
+
+    index: int
+    status: int
+    data: bytes = b""
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (200, 206)
 
 
 @dataclass(slots=True)
@@ -64,11 +83,10 @@ class TierstoreClient:
             method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream
         )
         if resp.status >= 300:
-            if stream:
-                resp.read()
-            code, message = "HTTP", resp.data[:200].decode("utf-8", "replace")
+            data = resp.read() if stream else resp.data  # a streamed response has no .data once read
+            code, message = "HTTP", data[:200].decode("utf-8", "replace")
             try:
-                root = ET.fromstring(resp.data)  # noqa: S314 - our own server's error document
+                root = ET.fromstring(data)  # noqa: S314 - our own server's error document
                 code = root.findtext("Code") or code
                 message = root.findtext("Message") or message
             except ET.ParseError:
@@ -98,6 +116,47 @@ class TierstoreClient:
             if buf.strip():
                 yield json.loads(buf)
         finally:
+            resp.release_conn()
+
+    def read_many(
+        self, entries: list[dict[str, str]], *, fail_fast: bool = False, chunk_bytes: int = 1 << 20
+    ) -> Iterator[BatchItem]:
+        """Read many objects in one request (``POST /_tierstore/batch``), yielded in request order
+        as they stream in. Each entry: ``{"bucket", "key", "version_id"?, "range"?: "bytes=a-b"}``.
+        A missing object is an item with ``ok`` False, not an exception; ``fail_fast`` ends the
+        batch at the first one. Memory holds one entry's bytes at a time."""
+        resp = self._send("POST", "/_tierstore/batch", {"entries": entries, "fail_fast": fail_fast}, stream=True)
+        complete = False
+        try:
+            buf = bytearray()
+            frames = resp.stream(chunk_bytes)
+            need: tuple[int, int, int] | None = None  # the frame whose bytes are being collected
+            for chunk in frames:
+                buf += chunk
+                while True:
+                    if need is None:
+                        if len(buf) < _FRAME.size:
+                            break
+                        need = _FRAME.unpack_from(buf)
+                        del buf[: _FRAME.size]
+                    index, status, length = need
+                    if len(buf) < length:
+                        break
+                    data = bytes(buf[:length])
+                    del buf[:length]
+                    need = None
+                    if index == _TRAILER:
+                        complete = True
+                        continue  # read on to the end of the HTTP body, so the connection is reusable
+                    if status in (200, 206):
+                        yield BatchItem(index, status, data)
+                    else:
+                        yield BatchItem(index, status, error=json.loads(data))
+            if not complete:
+                raise TierstoreClientError(0, "IncompleteBatch", "the batch response ended before its trailer")
+        finally:
+            if not complete:
+                resp.close()  # stopped early or cut short: never hand back a connection mid-body
             resp.release_conn()
 
     def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
