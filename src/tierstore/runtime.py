@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import time
@@ -20,8 +19,8 @@ class Clock:
         return time.time()
 
 
-# Blob and version ids need to be unique, not secret (every access is authenticated), so their
-# random part comes from a per-process generator seeded from os.urandom (and re-seeded in every
+# Blob, version and request ids need to be unique, not secret (every access is authenticated),
+# so their random part comes from a per-process generator seeded from os.urandom (and re-seeded in every
 # forked worker): no getrandom() syscall per id. Upload ids stay os.urandom.
 _ids = random.Random()
 
@@ -48,24 +47,5 @@ def new_version_id() -> str:
     return f"{time.time_ns():016x}{_ids.getrandbits(32):08x}"
 
 
-class _RequestIds:
-    """16 upper-case hex chars: a random per-process prefix (new in every forked worker) and a
-    counter. Unique like random ids, without a getrandom() call per request."""
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.prefix = os.urandom(4).hex().upper()
-        self.counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFF:08X}"
-
-
-_request_ids = _RequestIds()
-
-
 def new_request_id() -> str:
-    return _request_ids.next()
+    return f"{_ids.getrandbits(64):016X}"

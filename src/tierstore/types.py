@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ from tierstore.errors import (
 )
 
 __all__ = [
+    "BATCH_FRAME",
+    "BATCH_TRAILER",
     "CHECKSUM_ALGORITHMS",
     "MAX_KEY_BYTES",
     "MAX_PUT_BYTES",
@@ -60,6 +63,12 @@ STANDARD_HEADERS = (
 )
 
 CHECKSUM_ALGORITHMS: tuple[str, ...] = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
+
+#: ``POST /_tierstore/batch`` responses (docs/datasets.md): per entry this frame (entry index,
+#: HTTP-style status, byte length), then that many bytes; the last frame has index
+#: ``BATCH_TRAILER`` and a JSON summary. Written by api/, read by client/.
+BATCH_FRAME = struct.Struct("<IHQ")
+BATCH_TRAILER = 0xFFFFFFFF
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 

@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import logging
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ from tierstore.engine import (
 )
 from tierstore.runtime import new_request_id
 from tierstore.types import (
+    BATCH_FRAME,
+    BATCH_TRAILER,
     CHECKSUM_ALGORITHMS,
     MAX_PUT_BYTES,
     NULL_VERSION,
@@ -91,8 +92,6 @@ MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather tha
 MAX_DELETE_KEYS = 1000
 MAX_BATCH_ENTRIES = 10_000
 MAX_BATCH_BODY = 4 * 1024 * 1024
-BATCH_FRAME = struct.Struct("<IHQ")  # entry index, status, byte length; then the bytes
-BATCH_TRAILER = 0xFFFFFFFF  # the last frame's index: a JSON summary follows
 BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of about this size
 EXTENSION_PREFIX = "_tierstore"
 STORAGE_CLASSES = frozenset(

@@ -399,7 +399,6 @@ class _BlobReader:
             footer: bytes | bytearray = _pread_cached(self._fd, FOOTER.size, at)
         else:
             footer = _pread_exact(self._fd, FOOTER.size, at, self._blob_id)
-        self._footer_ok = False
         magic, version, _, block_size, _, size_bytes, self._table_crc, footer_crc = FOOTER.unpack(footer)
         if (
             footer_crc != crc32c(footer[:_FOOTER_CRC_OFFSET])

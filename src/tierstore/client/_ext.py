@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tierstore.client._s3 import S3Settings, resolve_settings
+from tierstore.types import BATCH_FRAME, BATCH_TRAILER
 
 __all__ = ["BatchItem", "QueryPage", "TierstoreClient", "TierstoreClientError"]
-
-_FRAME = struct.Struct("<IHQ")  # entry index, status, length (api/_app.py BATCH_FRAME)
-_TRAILER = 0xFFFFFFFF
 
 
 class TierstoreClientError(Exception):
@@ -135,17 +132,17 @@ class TierstoreClient:
                 buf += chunk
                 while True:
                     if need is None:
-                        if len(buf) < _FRAME.size:
+                        if len(buf) < BATCH_FRAME.size:
                             break
-                        need = _FRAME.unpack_from(buf)
-                        del buf[: _FRAME.size]
+                        need = BATCH_FRAME.unpack_from(buf)
+                        del buf[: BATCH_FRAME.size]
                     index, status, length = need
                     if len(buf) < length:
                         break
                     data = bytes(buf[:length])
                     del buf[:length]
                     need = None
-                    if index == _TRAILER:
+                    if index == BATCH_TRAILER:
                         complete = True
                         continue  # read on to the end of the HTTP body, so the connection is reusable
                     if status in (200, 206):
