@@ -46,6 +46,7 @@ __all__ = [
     "MethodNotAllowed",
     "MissingContentLength",
     "NoSuchBucket",
+    "NoSuchDataset",
     "NoSuchKey",
     "NoSuchObjectLockConfiguration",
     "NoSuchTagSet",
@@ -111,6 +112,10 @@ class ObjectLockConfigurationNotFoundError(TierstoreError, KeyError):
 
 class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
     """The specified object does not have a ObjectLock configuration."""
+
+
+class NoSuchDataset(TierstoreError, KeyError):
+    """The specified dataset (or dataset version) does not exist."""
 
 
 # --- conflicts ---------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from tierstore.drives import (
     DriveSet,
     write_file_durably,
 )
-from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, ObjectService, Repairer
+from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ObjectService, Repairer
 
 __all__ = [
     "ServerConfig",
@@ -42,6 +42,7 @@ __all__ = [
     "credential_dirs",
     "load_or_create_credentials",
     "open_drive_set",
+    "open_service",
     "serve",
     "tune_malloc",
 ]
@@ -134,8 +135,8 @@ def _scrub_lock(key: str) -> int | None:
     return fd
 
 
-def build_app(config: ServerConfig) -> S3App:
-    """Wire one process's stores, service and app."""
+def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str]:
+    """The catalog, blob store and repairer of the configured store, and a key naming it."""
     blobs: BlobStore
     if config.drives:
         drive_set = open_drive_set(config, format_new=False)
@@ -149,6 +150,20 @@ def build_app(config: ServerConfig) -> S3App:
         blobs = LocalBlobStore(data)
         repairer = Repairer(catalog, blobs, meta_dirs=[data])
         store_key = str(data.resolve())
+    return catalog, blobs, repairer, store_key
+
+
+def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
+    """The engine of the configured store, embedded in the calling process (no HTTP): what
+    ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
+    catalog, blobs, _repairer, _key = _stores(config)
+    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
+    return service, DatasetService(service)
+
+
+def build_app(config: ServerConfig) -> S3App:
+    """Wire one process's stores, service and app."""
+    catalog, blobs, repairer, store_key = _stores(config)
     service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     authenticator = Authenticator(keys.get, region=config.region)
@@ -201,6 +216,7 @@ def build_app(config: ServerConfig) -> S3App:
         authenticator,
         domain=config.domain,
         admin=repairer,
+        datasets=DatasetService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )

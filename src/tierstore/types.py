@@ -25,6 +25,8 @@ __all__ = [
     "BATCH_FRAME",
     "BATCH_TRAILER",
     "CHECKSUM_ALGORITHMS",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_META_KEY",
     "MAX_KEY_BYTES",
     "MAX_PUT_BYTES",
     "MAX_USER_META_BYTES",
@@ -35,6 +37,7 @@ __all__ = [
     "ByteRange",
     "ChecksumExpectation",
     "Conditions",
+    "DatasetRef",
     "GetOptions",
     "ListEntry",
     "ListOptions",
@@ -292,3 +295,35 @@ class PartInfo:
     modified_ns: int
     checksums: dict[str, str] = field(default_factory=dict)
     blob_id: str = ""
+
+
+# --- datasets (docs/datasets.md) ------------------------------------------------------------
+# The columns of every dataset manifest, in order (chosen metadata columns follow), and the key
+# of the Parquet file metadata that holds the dataset's record.
+MANIFEST_COLUMNS = ("bucket", "key", "version_id", "etag", "offset", "size", "member", "label", "loc")
+MANIFEST_META_KEY = b"tierstore.dataset"
+_DATASET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRef:
+    """``NAME@N`` (version N) or ``NAME`` (the latest version, ``version`` None)."""
+
+    name: str
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | DatasetRef) -> DatasetRef:
+        if isinstance(text, DatasetRef):
+            return text
+        name, sep, ver = text.partition("@")
+        if not _DATASET_NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"bad dataset name {name!r}: 1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric")
+        if not sep:
+            return cls(name)
+        if not ver.isdigit() or int(ver) < 1:
+            raise InvalidArgument(f"bad dataset version in {text!r}: NAME@N with N >= 1")
+        return cls(name, int(ver))
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}@{self.version}"

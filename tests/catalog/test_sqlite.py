@@ -1,4 +1,4 @@
-"""SqliteCatalog: schema migration (v1 and v2 to v3, single file and mirrored) and reference
+"""SqliteCatalog: schema migration (v1, v2 and v3 to v4, single file and mirrored) and reference
 counting, below the engine."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from awscrt.checksums import crc32c
 
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
 from tierstore.drives import DriveSet
@@ -102,7 +103,7 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("3",)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("4",)
     conn.close()
 
 
@@ -216,13 +217,48 @@ def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     version, cols = _schema_of(db)
-    assert version == "3" and cols[-1] == "inline_id"
-    cat = SqliteCatalog(db)  # and opens again as v3
+    assert version == "4" and cols[-1] == "inline_id"
+    cat = SqliteCatalog(db)  # and opens again as v4
     try:
         rec = cat.get_latest("old", "kept/key", data=True)
         assert rec is not None and rec.inline_data == b"new"
     finally:
         cat.close()
+
+
+# Version 3 added the inline bodies: a column on versions and this table, verbatim.
+V3_INLINE_DDL = "CREATE TABLE inline_blobs(blob_id TEXT PRIMARY KEY, crc32c INTEGER NOT NULL, data BLOB NOT NULL)"
+
+
+def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    """v3 -> v4: inline bodies get pin counts (datasets), the datasets table appears; rows are kept."""
+    db = tmp_path / "catalog.db"
+    make_v2(db)
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE versions ADD COLUMN inline_id TEXT")
+    conn.execute(V3_INLINE_DDL)
+    conn.execute("INSERT INTO inline_blobs VALUES('00000000000000000bbb', ?, x'6e6577')", (crc32c(b"new"),))
+    conn.execute(
+        "UPDATE versions SET blobs='[]', size=3, inline_id='00000000000000000bbb' WHERE bucket='old'"
+    )
+    conn.execute("DELETE FROM blobs")
+    conn.execute("UPDATE meta SET value='3' WHERE name='schema_version'")
+    conn.commit()
+    conn.close()
+    cat = SqliteCatalog(db)
+    try:
+        rec = cat.get_latest("old", "kept/key", data=True)
+        assert rec is not None and rec.inline_data == b"new"
+        assert cat.list_datasets() == []
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert [r[1] for r in conn.execute("PRAGMA table_info(inline_blobs)")][-2:] == ["pins", "released"]
+        assert conn.execute("SELECT pins, released FROM inline_blobs").fetchall() == [(0, 0)]
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("4",)
+    finally:
+        conn.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -254,4 +290,4 @@ def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         cat.close()
     for p in drives.paths:
         assert _schema_of(p / "catalog" / "catalog.db") == _schema_of(drives.paths[0] / "catalog" / "catalog.db")
-        assert _schema_of(p / "catalog" / "catalog.db")[0] == "3"
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "4"

@@ -25,11 +25,13 @@ from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
+from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
     CopyOptions,
+    DatasetService,
     DefaultRetention,
     GetResult,
     LockConfig,
@@ -37,6 +39,7 @@ from tierstore.engine import (
     ObjectService,
     Repairer,
     Retention,
+    RowRead,
     format_retain_until,
     parse_legal_hold,
     parse_lock_headers,
@@ -56,6 +59,7 @@ from tierstore.types import (
     ByteRange,
     ChecksumExpectation,
     Conditions,
+    DatasetRef,
     GetOptions,
     ListOptions,
     ObjectMeta,
@@ -92,6 +96,7 @@ MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather tha
 MAX_DELETE_KEYS = 1000
 MAX_BATCH_ENTRIES = 10_000
 MAX_BATCH_BODY = 4 * 1024 * 1024
+MAX_DATASET_BODY = 256 * 1024 * 1024  # a dataset made of explicit rows (derive): ~150 bytes a row
 BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of about this size
 EXTENSION_PREFIX = "_tierstore"
 STORAGE_CLASSES = frozenset(
@@ -270,6 +275,7 @@ class S3App:
         *,
         domain: str | None = None,
         admin: Repairer | None = None,
+        datasets: DatasetService | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -277,6 +283,7 @@ class S3App:
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
         self.admin = admin
+        self.datasets = datasets
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -521,6 +528,15 @@ class S3App:
             if req.method != "POST":
                 raise e.MethodNotAllowed()
             return await self.batch(req)
+        if req.key == "datasets" or (req.key or "").startswith("datasets/"):
+            status, content_type, body = await dataset_request(
+                req.method,
+                req.key or "",
+                req.query,
+                functools.partial(self._json_body, req, limit=MAX_DATASET_BODY),
+                self._datasets(),
+            )
+            return Response(status, [("content-type", content_type)], body)
         if req.key in ("admin/info", "admin/heal") and self.admin is not None:
             # Every authenticated key is an admin until policies exist (docs/durability.md).
             if req.key == "admin/info":
@@ -585,6 +601,8 @@ class S3App:
         which ends the stream after it. Entries are read one after another: memory is bounded
         by one piece of one object, whatever the batch holds."""
         doc = await self._json_body(req, limit=MAX_BATCH_BODY)
+        if "dataset" in doc:
+            return await self._dataset_batch(doc)
         entries, fail_fast = doc.get("entries"), doc.get("fail_fast", False)
         if not isinstance(entries, list) or not isinstance(fail_fast, bool):
             raise e.InvalidRequest('Expected {"entries": [...], "fail_fast": bool}.')
@@ -602,44 +620,81 @@ class S3App:
                 raise e.InvalidRequest(f"Entry {i}: version_id and range are strings.")
             opts = GetOptions(version_id=version_id, byte_range=ByteRange.parse(byte_range) if byte_range else None)
             wanted.append((bucket, key, opts))
-        frames = self._batch_frames(wanted, fail_fast)
+        frames = self._batch_frames(self._entry_reads(wanted), len(wanted), fail_fast)
         return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
 
-    async def _batch_frames(self, wanted: list[tuple[str, str, GetOptions]], fail_fast: bool) -> AsyncIterator[bytes]:
+    async def _entry_reads(self, wanted: list[tuple[str, str, GetOptions]]) -> AsyncIterator[RowRead]:
+        for bucket, key, opts in wanted:
+            try:
+                result = await self.service.get_object(bucket, key, opts)
+            except e.TierstoreError as exc:
+                yield RowRead(error=exc, key=key)
+                continue
+            yield RowRead(result.length, body=result.body, status=result_status(result), key=key)
+
+    async def _dataset_batch(self, doc: dict[str, Any]) -> Response:
+        """The dataset form of ``batch``: ``{"dataset": "NAME@N", "rows": [int, ...], "fail_fast"?}``.
+        Rows are read through the bytes the dataset pinned, not by key (docs/datasets.md)."""
+        datasets = self._datasets()
+        rows, fail_fast, name = doc.get("rows"), doc.get("fail_fast", False), doc.get("dataset")
+        if not isinstance(name, str) or not isinstance(rows, list) or not isinstance(fail_fast, bool):
+            raise e.InvalidRequest('Expected {"dataset": "NAME@N", "rows": [int, ...], "fail_fast": bool}.')
+        if len(rows) > MAX_BATCH_ENTRIES:
+            raise e.InvalidRequest(f"A batch holds at most {MAX_BATCH_ENTRIES} entries.")
+        if not all(type(r) is int for r in rows):
+            raise e.InvalidRequest("Rows are integers.")
+        ref = DatasetRef.parse(name)
+        if ref.version is None:
+            raise e.InvalidRequest("A batch names one dataset version: NAME@N.")
+        reads = await datasets.open_rows(ref.name, ref.version, rows)
+        frames = self._batch_frames(reads, len(rows), fail_fast)
+        return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
+
+    async def _batch_frames(self, reads: AsyncIterator[RowRead], count: int, fail_fast: bool) -> AsyncIterator[bytes]:
         """The frames of ``batch``. Small entries are coalesced into sends of about
         ``BATCH_SEND_BYTES`` (one send per sample would cost more than the sample); an entry
         larger than that streams piece by piece after what was gathered before it."""
         out = bytearray()
         served = failed = size = 0
-        for index, (bucket, key, opts) in enumerate(wanted):
-            try:
-                result = await self.service.get_object(bucket, key, opts)
-            except e.TierstoreError as exc:
-                body = json.dumps({"code": exc.code, "message": exc.message, "key": key}).encode()
+        index = -1
+        async for item in reads:
+            index += 1
+            if item.error is not None:
+                exc = item.error
+                body = json.dumps({"code": exc.code, "message": exc.message, "key": item.key}).encode()
                 failed += 1
                 out += BATCH_FRAME.pack(index, status_of(exc), len(body)) + body
                 if fail_fast:
                     break
                 continue
-            assert result.body is not None
             served += 1
-            size += result.length
-            out += BATCH_FRAME.pack(index, result_status(result), result.length)
-            if result.length > BATCH_SEND_BYTES:
+            size += item.length
+            out += BATCH_FRAME.pack(index, item.status, item.length)
+            if item.data is not None:
+                out += item.data
+            elif item.length > BATCH_SEND_BYTES:
+                assert item.body is not None
                 yield bytes(out)
                 out.clear()
                 # Bytes already sent cannot be taken back: damage found mid-object ends the
                 # stream short, as a plain GET does (a truncated frame, never wrong bytes).
-                async for chunk in result.body:
+                async for chunk in item.body:
                     yield chunk
                 continue
-            async for chunk in result.body:
-                out += chunk
+            else:
+                assert item.body is not None
+                async for chunk in item.body:
+                    out += chunk
             if len(out) >= BATCH_SEND_BYTES:
                 yield bytes(out)
                 out.clear()
-        summary = json.dumps({"entries": len(wanted), "served": served, "failed": failed, "bytes": size}).encode()
+        summary = json.dumps({"entries": count, "served": served, "failed": failed, "bytes": size}).encode()
         yield bytes(out + BATCH_FRAME.pack(BATCH_TRAILER, 200, len(summary)) + summary)
+
+    def _datasets(self) -> DatasetService:
+        if self.datasets is None:
+            raise e.NotImplementedOperation("This server has no datasets.")
+        return self.datasets
 
     async def _bucket_op(self, req: Request, m: str, sub: list[str]) -> Response:
         if not sub:

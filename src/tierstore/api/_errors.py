@@ -13,6 +13,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NoSuchUpload: 404,
     e.NoSuchVersion: 404,
     e.NoSuchTagSet: 404,
+    e.NoSuchDataset: 404,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
     e.BucketAlreadyOwnedByYou: 409,

@@ -2,6 +2,15 @@
 mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
-from tierstore.catalog._sqlite import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.catalog._sqlite import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionRecord, VersionTaken
 
-__all__ = ["BlobRef", "CatalogMirrorError", "ReconcileReport", "SqliteCatalog", "VersionRecord"]
+__all__ = [
+    "BlobRef",
+    "CatalogMirrorError",
+    "DatasetRecord",
+    "PinGone",
+    "ReconcileReport",
+    "SqliteCatalog",
+    "VersionRecord",
+    "VersionTaken",
+]

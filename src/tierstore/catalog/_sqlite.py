@@ -52,6 +52,7 @@ from tierstore.errors import (
     InsufficientStorage,
     InternalError,
     NoSuchBucket,
+    NoSuchDataset,
     NoSuchKey,
     NoSuchUpload,
     NoSuchVersion,
@@ -59,13 +60,13 @@ from tierstore.errors import (
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
-__all__ = ["BlobRef", "SqliteCatalog", "VersionRecord"]
+__all__ = ["BlobRef", "DatasetRecord", "PinGone", "SqliteCatalog", "VersionRecord", "VersionTaken"]
 
 log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -97,7 +98,24 @@ CREATE TABLE IF NOT EXISTS blobs(
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inline_blobs(blob_id TEXT PRIMARY KEY, crc32c INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS inline_blobs(
+    blob_id TEXT PRIMARY KEY,
+    crc32c INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    pins INTEGER NOT NULL DEFAULT 0,  -- dataset versions that pin this body (docs/datasets.md)
+    released INTEGER NOT NULL DEFAULT 0  -- its version is gone; the row lives on for the pins
+);
+CREATE TABLE IF NOT EXISTS datasets(
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_blob TEXT NOT NULL,  -- the Parquet manifest, a blob counted in blobs.refs
+    manifest_bytes INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    info TEXT NOT NULL,  -- JSON: source, label, columns, lineage
+    PRIMARY KEY(name, version)
+) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS uploads(
     upload_id TEXT PRIMARY KEY,
@@ -162,6 +180,41 @@ class VersionRecord:
 
 
 Guard = Callable[["VersionRecord", dict[str, Any]], None]
+
+_DATASET_COLS = "name, version, manifest_blob, manifest_bytes, created_ns, rows, bytes, info"
+
+
+@dataclass(slots=True)
+class DatasetRecord:
+    """One dataset version as the catalog stores it (docs/datasets.md)."""
+
+    name: str
+    version: int
+    manifest_blob: str
+    manifest_bytes: int
+    created_ns: int
+    rows: int
+    bytes: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DatasetRecord:
+        name, version, manifest_blob, manifest_bytes, created_ns, rows, size, info = row
+        return cls(name, int(version), manifest_blob, int(manifest_bytes), int(created_ns), int(rows), int(size),
+                   json.loads(info))
+
+    def to_row(self) -> tuple[Any, ...]:
+        info = json.dumps(self.info, separators=(",", ":"))
+        return (self.name, self.version, self.manifest_blob, self.manifest_bytes, self.created_ns, self.rows,
+                self.bytes, info)
+
+
+class PinGone(Exception):
+    """A blob or inline body a new dataset version would pin was deleted meanwhile."""
+
+
+class VersionTaken(Exception):
+    """Another writer published the dataset version first."""
 
 
 def _meta_json(m: ObjectMeta) -> str:
@@ -265,7 +318,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1 or v2 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2 or v3 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -279,6 +332,12 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     if found == 2:  # v2 -> v3: small bodies inline (docs/inline.md); no row is rewritten
         conn.execute("ALTER TABLE versions ADD COLUMN inline_id TEXT")
         found = 3
+    has_inline = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='inline_blobs'").fetchone()
+    if found == 3 and has_inline:  # v3 -> v4: datasets pin inline bodies (docs/datasets.md)
+        conn.execute("ALTER TABLE inline_blobs ADD COLUMN pins INTEGER NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE inline_blobs ADD COLUMN released INTEGER NOT NULL DEFAULT 0")
+    if found == 3:  # the datasets table itself comes with the schema below
+        found = 4
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -300,9 +359,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 or v3)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found == 2):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -476,7 +535,7 @@ class SqliteCatalog:
         self._wconn = conn
 
     def _upgrade_mirror(self) -> None:
-        """A mirrored v2 catalog becomes v3 in one fan-out transaction (every copy, one seq
+        """A mirrored older catalog (v2, v3) becomes current in one fan-out transaction (every copy, one seq
         step). Several processes may race here: the job re-checks inside the transaction."""
         mirror = self._mirror
         assert mirror is not None
@@ -694,11 +753,13 @@ class SqliteCatalog:
         return record
 
     def _verified(self, record: VersionRecord, crc: int | None, data: bytes | None) -> bytes:
-        """The inline body of ``record`` as read (``crc``, ``data``), if it matches its CRC32C.
-        On a mirror a damaged row is read again from the other live copies, the first good one
-        is served and the id queued for repair (``take_damaged_inline``)."""
-        blob_id = record.inline_id
-        assert blob_id is not None
+        assert record.inline_id is not None
+        return self._verified_inline(record.inline_id, crc, data, record.meta.key)
+
+    def _verified_inline(self, blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:
+        """Inline body ``blob_id`` (of object key ``what``) as read (``crc``, ``data``), if it
+        matches its CRC32C. On a mirror a damaged row is read again from the other live copies,
+        the first good one is served and the id queued for repair (``take_damaged_inline``)."""
         if data is not None and crc is not None and crc32c(data) == crc:
             return data
         if self._mirror is not None:
@@ -709,8 +770,8 @@ class SqliteCatalog:
                     with self._damaged_lock:
                         self._damaged_inline.add(blob_id)
                     return bytes(other[1])
-        log.error("inline body %s of %s/%s is damaged beyond repair", blob_id, record.meta.bucket, record.meta.key)
-        raise CorruptBlob(f"The stored bytes of {record.meta.key!r} are damaged.", resource=record.meta.key)
+        log.error("inline body %s of %r is damaged beyond repair", blob_id, what)
+        raise CorruptBlob(f"The stored bytes of {what!r} are damaged.", resource=what)
 
     def bucket_props(self, name: str) -> dict[str, Any]:
         row = self._reader().execute("SELECT props FROM buckets WHERE name=?", (name,)).fetchone()
@@ -761,8 +822,11 @@ class SqliteCatalog:
         c.execute(
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
         )
-        if record.inline_id is not None:  # owned by this version alone: gone with it
-            c.execute("DELETE FROM inline_blobs WHERE blob_id=?", (record.inline_id,))
+        inline_id = record.inline_id  # gone with its version, unless a dataset pins it
+        if inline_id is not None and not c.execute(
+            "DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)
+        ).rowcount:
+            c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
     def _drop_null_version(
@@ -1315,6 +1379,103 @@ class SqliteCatalog:
             c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
         return await self.put_version(record, check=check, extra=extra, guard=guard)
+
+    # --- datasets (docs/datasets.md) -------------------------------------------------
+    def manifest_rows(
+        self, bucket: str, prefix: bytes, after: bytes | None, limit: int
+    ) -> list[tuple[bytes, str, int, str, str, str, str | None]]:
+        """Live latest versions under ``prefix`` after key ``after`` (None: from the start), in
+        key order: (key, version_id, size, etag, meta JSON, blobs JSON, inline_id)."""
+        below = prefix + b"\xff"
+        start, op = (prefix, ">=") if after is None else (after, ">")
+        return (
+            self._reader()
+            .execute(
+                "SELECT key, version_id, size, etag, meta, blobs, inline_id FROM versions"  # noqa: S608 - constant
+                f" WHERE bucket=? AND is_latest=1 AND is_delete_marker=0 AND key{op}? AND key<? ORDER BY key LIMIT ?",
+                (bucket, start, below, limit),
+            )
+            .fetchall()
+        )
+
+    def get_dataset(self, name: str, version: int | None = None) -> DatasetRecord | None:
+        """Version ``version`` of dataset ``name``, or its latest version (None)."""
+        if version is None:
+            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1"  # noqa: S608
+            row = self._reader().execute(sql, (name,)).fetchone()
+        else:
+            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?"  # noqa: S608 - constant
+            row = self._reader().execute(sql, (name, version)).fetchone()
+        return DatasetRecord.from_row(row) if row else None
+
+    def list_datasets(self, name: str | None = None) -> list[DatasetRecord]:
+        """Every dataset version (or every version of ``name``), by name then version."""
+        if name is None:
+            rows = self._reader().execute(f"SELECT {_DATASET_COLS} FROM datasets ORDER BY name, version").fetchall()  # noqa: S608
+        else:
+            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version"  # noqa: S608 - constant
+            rows = self._reader().execute(sql, (name,)).fetchall()
+        return [DatasetRecord.from_row(r) for r in rows]
+
+    def next_dataset_version(self, name: str) -> int:
+        row = self._reader().execute("SELECT MAX(version) FROM datasets WHERE name=?", (name,)).fetchone()
+        return int(row[0] or 0) + 1
+
+    async def create_dataset(self, record: DatasetRecord, blobs: Sequence[str], inline: Sequence[str]) -> None:
+        """Publish ``record`` (its manifest blob already durable) and pin what its rows read:
+        one reference per distinct blob in ``blobs`` (``blobs.refs``, as versions count theirs)
+        and one pin per inline body in ``inline``, in one transaction. Raises ``PinGone`` if a
+        pinned blob or body was deleted since the manifest was built (the caller rebuilds it),
+        ``VersionTaken`` if another writer published ``record.version`` first."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            latest = c.execute("SELECT MAX(version) FROM datasets WHERE name=?", (record.name,)).fetchone()[0]
+            if int(latest or 0) + 1 != record.version:
+                raise VersionTaken(record.name)
+            for blob_id in blobs:
+                if not c.execute("UPDATE blobs SET refs = refs + 1 WHERE blob_id=?", (blob_id,)).rowcount:
+                    raise PinGone(blob_id)
+            for inline_id in inline:
+                if not c.execute("UPDATE inline_blobs SET pins = pins + 1 WHERE blob_id=?", (inline_id,)).rowcount:
+                    raise PinGone(inline_id)
+            self._ref(c, record.manifest_blob, record.manifest_bytes)
+            c.execute(
+                f"INSERT INTO datasets({_DATASET_COLS}) VALUES(?,?,?,?,?,?,?,?)",
+                record.to_row(),
+            )
+
+        await self._write(fn)
+
+    async def delete_dataset(self, name: str, version: int, blobs: Sequence[str], inline: Sequence[str]) -> None:
+        """Remove dataset version ``name@version`` and release its pins (``blobs`` and ``inline``:
+        the same lists ``create_dataset`` was given). A blob or body no longer referenced by
+        anything goes to the trash, or is deleted, in the same transaction."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT manifest_blob FROM datasets WHERE name=? AND version=?", (name, version)).fetchone()
+            if row is None:
+                raise NoSuchDataset(resource=f"{name}@{version}")
+            c.execute("DELETE FROM datasets WHERE name=? AND version=?", (name, version))
+            self._unref_all(c, [*blobs, row[0]])
+            for inline_id in inline:
+                c.execute("UPDATE inline_blobs SET pins = pins - 1 WHERE blob_id=?", (inline_id,))
+                c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins<=0 AND released=1", (inline_id,))
+
+        await self._write(fn)
+
+    def inline_bodies(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """The inline bodies ``ids`` (verified, as a GET reads them), by id; a missing id is absent.
+        One query for the lot: a batch of dataset rows costs one statement, not one per row."""
+        found: dict[str, bytes] = {}
+        conn = self._reader()
+        distinct = list(dict.fromkeys(ids))
+        for start in range(0, len(distinct), 500):  # SQLite's bound-parameter limit
+            part = distinct[start : start + 500]
+            marks = ",".join("?" * len(part))
+            sql = f"SELECT blob_id, crc32c, data FROM inline_blobs WHERE blob_id IN ({marks})"  # noqa: S608
+            for blob_id, crc, data in conn.execute(sql, part).fetchall():
+                found[blob_id] = self._verified_inline(blob_id, crc, data, f"inline body {blob_id}")
+        return found
 
     # --- maintenance -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from tierstore.client._s3 import S3Settings, resolve_settings
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER
@@ -122,7 +123,21 @@ class TierstoreClient:
         as they stream in. Each entry: ``{"bucket", "key", "version_id"?, "range"?: "bytes=a-b"}``.
         A missing object is an item with ``ok`` False, not an exception; ``fail_fast`` ends the
         batch at the first one. Memory holds one entry's bytes at a time."""
-        resp = self._send("POST", "/_tierstore/batch", {"entries": entries, "fail_fast": fail_fast}, stream=True)
+        return self._frames({"entries": entries, "fail_fast": fail_fast}, chunk_bytes)
+
+    def read_rows(
+        self, ref: str, rows: list[int], *, fail_fast: bool = False, chunk_bytes: int = 1 << 20
+    ) -> Iterator[BatchItem]:
+        """Read rows ``rows`` of dataset version ``ref`` (``NAME@N``) in one request, through the
+        bytes the dataset pinned; yielded like ``read_many`` (``index``: position in ``rows``)."""
+        return self._frames({"dataset": ref, "rows": rows, "fail_fast": fail_fast}, chunk_bytes)
+
+    def _frames(self, payload: dict[str, Any], chunk_bytes: int) -> Iterator[BatchItem]:
+        resp = self._send("POST", "/_tierstore/batch", payload, stream=True)
+        return self._parse_frames(resp, chunk_bytes)
+
+    @staticmethod
+    def _parse_frames(resp: Any, chunk_bytes: int) -> Iterator[BatchItem]:
         complete = False
         try:
             buf = bytearray()
@@ -155,6 +170,48 @@ class TierstoreClient:
             if not complete:
                 resp.close()  # stopped early or cut short: never hand back a connection mid-body
             resp.release_conn()
+
+    # --- datasets (docs/datasets.md) --------------------------------------------------
+    def create_dataset(
+        self,
+        name: str,
+        *,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        query: str | None = None,
+        rows: list[dict[str, Any]] | None = None,
+        label: str | None = None,
+        columns: list[str] | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Make the next version of dataset ``name`` from ``bucket`` + ``prefix``, ``bucket`` +
+        ``query`` (the metadata query), or explicit ``rows``; returns its record (``ref``: NAME@N)."""
+        doc = {"name": name, "bucket": bucket, "prefix": prefix, "query": query, "rows": rows, "label": label,
+               "columns": columns or [], "lineage": lineage}  # fmt: skip
+        return self._call("POST", "/_tierstore/datasets", doc)
+
+    def list_datasets(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every dataset version (or every version of ``name``), oldest first per name."""
+        path = "/_tierstore/datasets" + (f"?name={quote(name, safe='')}" if name else "")
+        found: list[dict[str, Any]] = self._call("GET", path, None)["datasets"]
+        return found
+
+    def dataset_info(self, ref: str) -> dict[str, Any]:
+        """The record of ``NAME@N`` (``NAME``: the latest version)."""
+        return self._call("GET", "/_tierstore/datasets/" + ref.replace("@", "/"), None)
+
+    def dataset_manifest(self, ref: str) -> bytes:
+        """The Parquet manifest of ``NAME@N`` (``NAME``: the latest version)."""
+        if "@" not in ref:
+            ref = self.dataset_info(ref)["ref"]
+        data: bytes = self._send("GET", "/_tierstore/datasets/" + ref.replace("@", "/") + "/manifest", None).data
+        return data
+
+    def delete_dataset(self, ref: str) -> None:
+        """Delete ``NAME@N``; what only it pinned is released (and collected)."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "delete names one version: NAME@N")
+        self._send("DELETE", "/_tierstore/datasets/" + ref.replace("@", "/"), None)
 
     def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
         """One page of a metadata query (docs/query.md) over the current objects of ``bucket``."""

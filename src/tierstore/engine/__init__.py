@@ -1,5 +1,6 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
+from tierstore.engine._datasets import DatasetService, DatasetSpec, RowRead
 from tierstore.engine._lock import (
     DefaultRetention,
     LockConfig,
@@ -27,6 +28,8 @@ __all__ = [
     "CompletedPart",
     "CopyOptions",
     "CopyResult",
+    "DatasetService",
+    "DatasetSpec",
     "DefaultRetention",
     "GetResult",
     "HealProgress",
@@ -35,6 +38,7 @@ __all__ = [
     "ObjectService",
     "Repairer",
     "Retention",
+    "RowRead",
     "format_retain_until",
     "parse_legal_hold",
     "parse_lock_headers",

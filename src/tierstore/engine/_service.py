@@ -107,6 +107,22 @@ _UPLOAD_TAGS = "x-tierstore-tagging"
 _UPLOAD_LOCK = "x-tierstore-object-lock"
 
 
+async def stream_blobs(store: BlobStore, refs: Iterable[BlobRef], offset: int, length: int) -> AsyncIterator[bytes]:
+    """Bytes [offset, offset+length) of the concatenation of blobs ``refs`` (the store verifies)."""
+    remaining = length
+    for ref in refs:
+        if remaining <= 0:
+            break
+        if offset >= ref.size_bytes:
+            offset -= ref.size_bytes
+            continue
+        take = min(ref.size_bytes - offset, remaining)
+        async for chunk in await store.get(ref.blob_id, offset, take):
+            yield chunk
+        remaining -= take
+        offset = 0
+
+
 @dataclass(slots=True)
 class GetResult:
     meta: ObjectMeta
@@ -579,18 +595,8 @@ class ObjectService:
             if length:
                 yield record.inline_data[offset : offset + length]
             return
-        remaining = length
-        for ref in record.blobs:
-            if remaining <= 0:
-                break
-            if offset >= ref.size_bytes:
-                offset -= ref.size_bytes
-                continue
-            take = min(ref.size_bytes - offset, remaining)
-            async for chunk in await self.blobs.get(ref.blob_id, offset, take):
-                yield chunk
-            remaining -= take
-            offset = 0
+        async for chunk in stream_blobs(self.blobs, record.blobs, offset, length):
+            yield chunk
 
     async def read_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> tuple[ObjectMeta, bytes]:
         """Convenience for small objects: the whole (selected) body in memory."""

@@ -1,0 +1,112 @@
+"""``/_tierstore/datasets``: create, list, show and delete dataset versions; fetch manifests.
+
+- ``GET    /_tierstore/datasets[?name=NAME]``        -> ``{"datasets": [record, ...]}``
+- ``POST   /_tierstore/datasets``                    -> the new version's record (201). Body:
+  ``{"name", "bucket"?, "prefix"? | "query"? | "rows"?, "label"?, "columns"?, "lineage"?}``
+- ``GET    /_tierstore/datasets/NAME[/N]``           -> the record of NAME@N (latest without N)
+- ``GET    /_tierstore/datasets/NAME/N/manifest``    -> the Parquet manifest
+- ``DELETE /_tierstore/datasets/NAME/N``             -> 204; the pins are released
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tierstore import errors as e
+from tierstore.api._xml import iso8601
+from tierstore.catalog import DatasetRecord
+from tierstore.engine import DatasetService, DatasetSpec
+from tierstore.types import DatasetRef
+
+__all__ = ["dataset_request", "record_json"]
+
+_JSON = "application/json"
+
+
+def record_json(r: DatasetRecord) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "version": r.version,
+        "ref": f"{r.name}@{r.version}",
+        "rows": r.rows,
+        "bytes": r.bytes,
+        "manifest_bytes": r.manifest_bytes,
+        "created": iso8601(r.created_ns),
+        "created_ns": r.created_ns,
+        **r.info,
+    }
+
+
+def _spec(doc: dict[str, Any]) -> DatasetSpec:
+    strings = ("bucket", "prefix", "query", "label")
+    if not all(isinstance(doc.get(k), (str, type(None))) for k in strings):
+        raise e.InvalidRequest(f"{', '.join(strings)} are strings.")
+    rows, columns, lineage = doc.get("rows"), doc.get("columns") or [], doc.get("lineage")
+    if rows is not None and not isinstance(rows, list):
+        raise e.InvalidRequest("rows is a list of objects.")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise e.InvalidRequest("columns is a list of strings.")
+    if lineage is not None and not isinstance(lineage, dict):
+        raise e.InvalidRequest("lineage is an object.")
+    return DatasetSpec(
+        bucket=doc.get("bucket"),
+        prefix=doc.get("prefix"),
+        query=doc.get("query"),
+        rows=rows,
+        label=doc.get("label"),
+        columns=columns,
+        lineage=lineage,
+    )
+
+
+def _version(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise e.InvalidRequest(f"Bad dataset version {text[:20]!r}: a number from 1.")
+    return int(text)
+
+
+async def dataset_request(
+    method: str,
+    key: str,
+    query: dict[str, str],
+    read_json: Callable[[], Awaitable[dict[str, Any]]],
+    datasets: DatasetService,
+) -> tuple[int, str, bytes]:
+    """Answer one request under ``/_tierstore/datasets``: (status, content type, body)."""
+    parts = key.split("/")[1:]  # after "datasets"
+    if not parts:
+        if method == "GET":
+            name = query.get("name")
+            if name is not None:
+                DatasetRef.parse(name)
+            found = [record_json(r) for r in datasets.list(name)]
+            return 200, _JSON, json.dumps({"datasets": found}).encode()
+        if method == "POST":
+            doc = await read_json()
+            name = doc.get("name")
+            if not isinstance(name, str):
+                raise e.InvalidRequest("A dataset needs a name.")
+            record = await datasets.create(name, _spec(doc))
+            return 201, _JSON, json.dumps(record_json(record)).encode()
+        raise e.MethodNotAllowed()
+    name = DatasetRef.parse(parts[0]).name
+    if len(parts) == 1:
+        if method != "GET":
+            raise e.MethodNotAllowed()
+        return 200, _JSON, json.dumps(record_json(datasets.get(name))).encode()
+    version = _version(parts[1])
+    if len(parts) == 2:
+        if method == "GET":
+            return 200, _JSON, json.dumps(record_json(datasets.get(name, version))).encode()
+        if method == "DELETE":
+            await datasets.delete(name, version)
+            return 204, _JSON, b""
+        raise e.MethodNotAllowed()
+    if len(parts) == 3 and parts[2] == "manifest":
+        if method != "GET":
+            raise e.MethodNotAllowed()
+        record = datasets.get(name, version)
+        return 200, "application/vnd.apache.parquet", await datasets.manifest_bytes(record)
+    raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")

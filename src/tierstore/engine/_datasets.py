@@ -1,0 +1,417 @@
+"""Datasets: named, immutable, versioned manifests of samples that pin the bytes they name.
+
+``NAME@N`` is a Parquet manifest stored as a blob and registered in the catalog's ``datasets``
+table (docs/datasets.md). Creating a version reads the source (a prefix, a metadata query or
+explicit rows), writes the manifest, then in one catalog transaction checks that every pinned
+blob and inline body still exists, counts a reference on each and publishes the version. So a
+dataset keeps reading the bytes it was built from after its keys are overwritten or deleted,
+and reads through it address the bytes directly: no key lookup, no LIST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tierstore.catalog import BlobRef, DatasetRecord, PinGone, VersionTaken
+from tierstore.engine._service import ObjectService, stream_blobs
+from tierstore.errors import InternalError, InvalidRequest, NoSuchBucket, NoSuchDataset, TierstoreError
+from tierstore.runtime import new_blob_id
+from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
+
+__all__ = ["DatasetService", "DatasetSpec", "RowRead"]
+
+log = logging.getLogger("tierstore.datasets")
+
+MAX_ROWS = 50_000_000
+MAX_COLUMNS = 64
+_PAGE = 10_000
+_MANIFEST_CHUNK = 1 << 20
+_CREATE_ATTEMPTS = 5
+_CACHED_MANIFESTS = 8
+
+
+@dataclass(slots=True)
+class DatasetSpec:
+    """What a new dataset version is made of: exactly one of ``prefix`` (with ``bucket``),
+    ``query`` (with ``bucket``) or ``rows`` (dicts: bucket, key, version_id?, offset?, size?,
+    member?, label?, columns?). ``label``: ``meta:NAME``, ``tag:NAME`` or ``dir`` (the key's
+    parent directory name); ``columns``: ``meta:NAME`` / ``tag:NAME`` copied into the manifest."""
+
+    bucket: str | None = None
+    prefix: str | None = None
+    query: str | None = None
+    rows: list[dict[str, Any]] | None = None
+    label: str | None = None
+    columns: list[str] = field(default_factory=list)
+    lineage: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        given = [x is not None for x in (self.prefix, self.query, self.rows)]
+        if sum(given) != 1:
+            raise InvalidRequest("A dataset is made from exactly one of: a prefix, a query, rows.")
+        if self.rows is None and not self.bucket:
+            raise InvalidRequest("A dataset from a prefix or a query needs a bucket.")
+        for spec in ([self.label] if self.label else []) + self.columns:
+            kind, _, name = spec.partition(":")
+            if not (spec == "dir" and spec is self.label) and (kind not in ("meta", "tag") or not name):
+                raise InvalidRequest(f"Bad column {spec!r}: use meta:NAME or tag:NAME (or dir for the label).")
+        if len(self.columns) > MAX_COLUMNS:
+            raise InvalidRequest(f"At most {MAX_COLUMNS} metadata columns.")
+        if self.lineage is not None and not isinstance(self.lineage, dict):
+            raise InvalidRequest("lineage is a JSON object.")
+
+    def source(self) -> dict[str, Any]:
+        if self.rows is not None:
+            return {"rows": len(self.rows)}
+        if self.query is not None:
+            return {"bucket": self.bucket, "query": self.query}
+        return {"bucket": self.bucket, "prefix": self.prefix}
+
+
+@dataclass(slots=True)
+class RowRead:
+    """One manifest row as a batch read serves it: its bytes in memory (``data``: inline bodies),
+    or streamed (``body``: blobs), or the error that stopped it."""
+
+    length: int = 0
+    data: bytes | None = None
+    body: AsyncIterator[bytes] | None = None
+    error: TierstoreError | None = None
+    status: int = 200  # 206 for a range of an object read by key
+    key: str = ""  # for error reports
+
+
+def _label_of(spec: str | None, key: str, user_meta: dict[str, str], tags: dict[str, str]) -> str | None:
+    if spec is None:
+        return None
+    if spec == "dir":
+        parent = key.rpartition("/")[0]
+        return parent.rpartition("/")[2] or None
+    kind, _, name = spec.partition(":")
+    return (user_meta if kind == "meta" else tags).get(name)
+
+
+def _loc(blobs: Sequence[BlobRef] | Sequence[Sequence[Any]], inline_id: str | None) -> str:
+    """The opaque location of a version's bytes: ``i:<inline id>`` or ``b:<id>:<size>,...``."""
+    if inline_id is not None:
+        return f"i:{inline_id}"
+    refs = [(b.blob_id, b.size_bytes) if isinstance(b, BlobRef) else (b[0], b[1]) for b in blobs]
+    return "b:" + ",".join(f"{blob_id}:{size}" for blob_id, size in refs)
+
+
+def _parse_loc(loc: str) -> tuple[str | None, list[BlobRef]]:
+    kind, _, rest = loc.partition(":")
+    if kind == "i":
+        return rest, []
+    if kind == "b":
+        if not rest:
+            return None, []
+        refs = []
+        for piece in rest.split(","):
+            blob_id, _, size = piece.rpartition(":")
+            refs.append(BlobRef(blob_id, int(size)))
+        return None, refs
+    raise InternalError(f"bad manifest location {loc[:40]!r}")
+
+
+def pins_of(locs: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The distinct blob ids and inline ids the locations ``locs`` read (what a version pins)."""
+    blobs: dict[str, None] = {}
+    inline: dict[str, None] = {}
+    for loc in locs:
+        inline_id, refs = _parse_loc(loc)
+        if inline_id is not None:
+            inline[inline_id] = None
+        for ref in refs:
+            blobs[ref.blob_id] = None
+    return list(blobs), list(inline)
+
+
+class _Columns:
+    """A manifest being built, column by column."""
+
+    def __init__(self, extra: list[str]) -> None:
+        self.cols: dict[str, list[Any]] = {name: [] for name in MANIFEST_COLUMNS}
+        self.extra = {spec: spec.replace(":", ".", 1) for spec in extra}
+        for name in self.extra.values():
+            self.cols[name] = []
+        self.bytes = 0
+
+    def add(
+        self,
+        *,
+        bucket: str,
+        key: str,
+        version_id: str,
+        etag: str,
+        offset: int | None,
+        size: int,
+        member: str | None,
+        label: str | None,
+        loc: str,
+        user_meta: dict[str, str],
+        tags: dict[str, str],
+    ) -> None:
+        c = self.cols
+        c["bucket"].append(bucket)
+        c["key"].append(key)
+        c["version_id"].append(version_id)
+        c["etag"].append(etag)
+        c["offset"].append(offset)
+        c["size"].append(size)
+        c["member"].append(member)
+        c["label"].append(label)
+        c["loc"].append(loc)
+        for spec, name in self.extra.items():
+            kind, _, attr = spec.partition(":")
+            c[name].append((user_meta if kind == "meta" else tags).get(attr))
+        self.bytes += size
+        if len(c["key"]) > MAX_ROWS:
+            raise InvalidRequest(f"A dataset holds at most {MAX_ROWS} samples.")
+
+    def __len__(self) -> int:
+        return len(self.cols["key"])
+
+    def parquet(self, info: dict[str, Any]) -> bytes:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {"offset": pa.int64(), "size": pa.int64()}
+        arrays = {name: pa.array(values, type=types.get(name, pa.string())) for name, values in self.cols.items()}
+        table = pa.table(arrays)
+        table = table.replace_schema_metadata({MANIFEST_META_KEY: json.dumps(info).encode()})
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd", row_group_size=65_536)
+        return buf.getvalue()
+
+
+@dataclass(slots=True)
+class _Locations:
+    """What a batch read needs of a manifest, as Python lists (built once per process)."""
+
+    locs: list[str]
+    offsets: list[int | None]
+    sizes: list[int]
+    keys: list[str]
+
+
+class DatasetService:
+    """Create, list, show, delete dataset versions and read their rows; built on ObjectService's
+    catalog and blob store (the engine layer), reached by api/ as ``service.datasets``."""
+
+    def __init__(self, service: ObjectService) -> None:
+        self.service = service
+        self._locations: OrderedDict[tuple[str, int, str], _Locations] = OrderedDict()
+
+    @property
+    def catalog(self) -> Any:
+        return self.service.catalog
+
+    # --- metadata ------------------------------------------------------------------
+    def get(self, name: str, version: int | None = None) -> DatasetRecord:
+        DatasetRef.parse(name)
+        record = self.catalog.get_dataset(name, version)
+        if record is None:
+            raise NoSuchDataset(resource=name if version is None else f"{name}@{version}")
+        return record  # type: ignore[no-any-return]
+
+    def list(self, name: str | None = None) -> list[DatasetRecord]:
+        return self.catalog.list_datasets(name)  # type: ignore[no-any-return]
+
+    async def manifest_bytes(self, record: DatasetRecord) -> bytes:
+        chunks = [c async for c in await self.service.blobs.get(record.manifest_blob, 0, record.manifest_bytes)]
+        return b"".join(chunks)
+
+    # --- create --------------------------------------------------------------------
+    async def create(self, name: str, spec: DatasetSpec) -> DatasetRecord:
+        """Make the next version of ``name`` from ``spec``. Retries (rebuilding the manifest)
+        when a pinned object changed or another version was published meanwhile."""
+        ref = DatasetRef.parse(name)
+        if ref.version is not None:
+            raise InvalidRequest("Name a dataset to create without a version: the catalog numbers them.")
+        spec.validate()
+        for attempt in range(_CREATE_ATTEMPTS):
+            version = self.catalog.next_dataset_version(name)
+            cols = await asyncio.to_thread(self._collect, spec)  # seconds for a million rows: off the loop
+            created_ns = self.service.clock.now_ns()
+            info = {
+                "name": name,
+                "version": version,
+                "created_ns": created_ns,
+                "source": spec.source(),
+                "label": spec.label,
+                "columns": list(cols.extra.values()),
+                "lineage": spec.lineage,
+            }
+            data = await asyncio.to_thread(cols.parquet, info)
+            blob_id = new_blob_id()
+
+            async def chunks(data: bytes = data) -> AsyncIterator[bytes]:
+                for start in range(0, len(data), _MANIFEST_CHUNK):
+                    yield data[start : start + _MANIFEST_CHUNK]
+
+            await self.service.blobs.put(blob_id, chunks())
+            record = DatasetRecord(
+                name, version, blob_id, len(data), created_ns, len(cols), cols.bytes,
+                {k: v for k, v in info.items() if k not in ("name", "version", "created_ns")},
+            )  # fmt: skip
+            blobs, inline = pins_of(cols.cols["loc"])
+            try:
+                await self.catalog.create_dataset(record, blobs, inline)
+            except (PinGone, VersionTaken) as exc:
+                await self.service.blobs.delete(blob_id)
+                log.info("dataset %s@%d: %r changed meanwhile (try %d); rebuilding", name, version, exc, attempt + 1)
+                continue
+            except BaseException:
+                await self.service.blobs.delete(blob_id)
+                raise
+            log.info("dataset %s@%d created: %d samples, %d bytes", name, version, record.rows, record.bytes)
+            return record
+        raise InvalidRequest(f"The source of {name} kept changing while its manifest was built; try again.")
+
+    def _collect(self, spec: DatasetSpec) -> _Columns:
+        cols = _Columns(spec.columns)
+        need_meta = spec.label not in (None, "dir") or bool(spec.columns)
+        if spec.prefix is not None:
+            assert spec.bucket is not None
+            self.service.head_bucket(spec.bucket)
+            after: bytes | None = None
+            while True:
+                page = self.catalog.manifest_rows(spec.bucket, spec.prefix.encode(), after, _PAGE)
+                for key_b, version_id, size, etag, meta_s, blobs_s, inline_id in page:
+                    key = bytes(key_b).decode()
+                    doc = json.loads(meta_s) if need_meta else {}
+                    loc = _loc(json.loads(blobs_s), inline_id)
+                    user_meta, tags = doc.get("u", {}), doc.get("t", {})
+                    label = _label_of(spec.label, key, user_meta, tags)
+                    cols.add(bucket=spec.bucket, key=key, version_id=version_id, etag=etag, offset=None, size=size,
+                             member=None, label=label, loc=loc, user_meta=user_meta, tags=tags)  # fmt: skip
+                if len(page) < _PAGE:
+                    return cols
+                after = bytes(page[-1][0])
+        if spec.query is not None:
+            assert spec.bucket is not None
+            cursor: str | None = None
+            while True:
+                records, cursor = self.catalog.query(spec.bucket, spec.query, cursor)
+                for r in records:
+                    m = r.meta
+                    label = _label_of(spec.label, m.key, m.user_meta, m.tags)
+                    cols.add(bucket=spec.bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=None,
+                             size=m.size_bytes, member=None, label=label, loc=_loc(r.blobs, r.inline_id),
+                             user_meta=m.user_meta, tags=m.tags)  # fmt: skip
+                if cursor is None:
+                    return cols
+        assert spec.rows is not None
+        for i, row in enumerate(spec.rows):
+            self._add_row(cols, i, row, spec)
+        return cols
+
+    def _add_row(self, cols: _Columns, i: int, row: Any, spec: DatasetSpec) -> None:
+        if not isinstance(row, dict):
+            raise InvalidRequest(f"Row {i} is not an object.")
+        bucket, key, version_id = row.get("bucket"), row.get("key"), row.get("version_id")
+        offset, size, member, label = row.get("offset"), row.get("size"), row.get("member"), row.get("label")
+        if not isinstance(bucket, str) or not isinstance(key, str):
+            raise InvalidRequest(f"Row {i} needs a bucket and a key.")
+        ObjectKey(key)
+        if not all(isinstance(v, (str, type(None))) for v in (version_id, member, label)):
+            raise InvalidRequest(f"Row {i}: version_id, member and label are strings.")
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in (offset, size)):
+            raise InvalidRequest(f"Row {i}: offset and size are integers >= 0.")
+        try:
+            record = self.service._latest(bucket, key, version_id)
+        except (NoSuchBucket, KeyError, TierstoreError) as exc:
+            raise InvalidRequest(f"Row {i} ({bucket}/{key}): {exc}") from exc
+        m = record.meta
+        if offset is None and size is None:
+            size = m.size_bytes
+        elif offset is None or size is None or offset + size > m.size_bytes:
+            raise InvalidRequest(f"Row {i}: offset and size go together and must lie within the object.")
+        if label is None:
+            label = _label_of(spec.label, m.key, m.user_meta, m.tags)
+        cols.add(bucket=bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=offset, size=size,
+                 member=member, label=label, loc=_loc(record.blobs, record.inline_id), user_meta=m.user_meta,
+                 tags=m.tags)  # fmt: skip
+
+    # --- delete --------------------------------------------------------------------
+    async def delete(self, name: str, version: int) -> None:
+        """Remove ``name@version`` and release what it pinned (bytes no longer referenced by any
+        version or dataset are collected)."""
+        record = self.get(name, version)
+        locations = await self._load(record)
+        blobs, inline = pins_of(locations.locs)
+        await self.catalog.delete_dataset(name, version, blobs, inline)
+        self._locations.pop((record.name, record.version, record.manifest_blob), None)
+        await self.service.drain_trash()
+
+    # --- reads ---------------------------------------------------------------------
+    async def _load(self, record: DatasetRecord) -> _Locations:
+        cache_key = (record.name, record.version, record.manifest_blob)
+        found = self._locations.get(cache_key)
+        if found is not None:
+            self._locations.move_to_end(cache_key)
+            return found
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = await self.manifest_bytes(record)
+        table = pq.read_table(pa.BufferReader(data), columns=["loc", "offset", "size", "key"])
+        found = _Locations(
+            table.column("loc").to_pylist(),
+            table.column("offset").to_pylist(),
+            table.column("size").to_pylist(),
+            table.column("key").to_pylist(),
+        )
+        self._locations[cache_key] = found
+        while len(self._locations) > _CACHED_MANIFESTS:
+            self._locations.popitem(last=False)
+        return found
+
+    async def open_rows(self, name: str, version: int, rows: Sequence[int]) -> AsyncIterator[RowRead]:
+        """Rows ``rows`` of ``name@version``, in request order. Raises before the first row if
+        the dataset is missing or a row number is out of range; after that, a row that cannot
+        be read is a ``RowRead`` with ``error`` (the caller decides whether to go on)."""
+        record = self.get(name, version)
+        loc = await self._load(record)
+        n = len(loc.locs)
+        for r in rows:
+            if not 0 <= r < n:
+                raise InvalidRequest(f"Row {r} is out of range: {name}@{version} has {n} rows.")
+        return self._rows(loc, rows)
+
+    async def _rows(self, loc: _Locations, rows: Sequence[int]) -> AsyncIterator[RowRead]:
+        inline_ids = {r: loc.locs[r][2:] for r in rows if loc.locs[r].startswith("i:")}
+        bodies: dict[str, bytes] | None = None
+        for r in rows:
+            offset, size = loc.offsets[r], loc.sizes[r]
+            start = offset or 0
+            inline_id = inline_ids.get(r)
+            if inline_id is not None:
+                if bodies is None:  # all of the batch's inline bodies in one query
+                    try:
+                        bodies = self.catalog.inline_bodies(list(inline_ids.values()))
+                    except TierstoreError:  # one damaged body: read them one by one below
+                        bodies = {}
+                data = bodies.get(inline_id)
+                if data is None:
+                    try:
+                        data = self.catalog.inline_bodies([inline_id]).get(inline_id)
+                    except TierstoreError as exc:
+                        yield RowRead(error=exc, key=loc.keys[r])
+                        continue
+                if data is None:
+                    missing = InternalError(f"The pinned bytes of {loc.keys[r]!r} are missing.")
+                    yield RowRead(error=missing, key=loc.keys[r])
+                    continue
+                yield RowRead(size, data=data[start : start + size])
+                continue
+            _, refs = _parse_loc(loc.locs[r])
+            yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size), key=loc.keys[r])
