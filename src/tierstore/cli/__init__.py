@@ -168,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_client_commands(sub)
     from tierstore.cli._admin import add_admin_commands
+    from tierstore.cli._datasets import add_dataset_commands
     from tierstore.cli._query import add_query_command
 
     add_query_command(sub)
+    add_dataset_commands(sub)
     add_admin_commands(sub)
     return parser
 

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tierstore.client._s3 import S3Settings, resolve_settings
-from tierstore.types import BATCH_FRAME, BATCH_TRAILER
+from tierstore.types import BATCH_FRAME, BATCH_TRAILER, DatasetRef
 
 __all__ = ["BatchItem", "QueryPage", "TierstoreClient", "TierstoreClientError"]
 
@@ -44,6 +44,12 @@ class BatchItem:
 class QueryPage:
     objects: list[dict[str, Any]] = field(default_factory=list)
     next_cursor: str | None = None
+
+
+def _dataset_path(ref: str) -> str:
+    """``/_tierstore/datasets/NAME[/N]`` for ``NAME[@N]`` (checked here: a bad name is a ValueError)."""
+    parsed = DatasetRef.parse(ref)
+    return f"/_tierstore/datasets/{parsed.name}" + (f"/{parsed.version}" if parsed.version is not None else "")
 
 
 class TierstoreClient:
@@ -198,20 +204,20 @@ class TierstoreClient:
 
     def dataset_info(self, ref: str) -> dict[str, Any]:
         """The record of ``NAME@N`` (``NAME``: the latest version)."""
-        return self._call("GET", "/_tierstore/datasets/" + ref.replace("@", "/"), None)
+        return self._call("GET", _dataset_path(ref), None)
 
     def dataset_manifest(self, ref: str) -> bytes:
         """The Parquet manifest of ``NAME@N`` (``NAME``: the latest version)."""
         if "@" not in ref:
             ref = self.dataset_info(ref)["ref"]
-        data: bytes = self._send("GET", "/_tierstore/datasets/" + ref.replace("@", "/") + "/manifest", None).data
+        data: bytes = self._send("GET", _dataset_path(ref) + "/manifest", None).data
         return data
 
     def delete_dataset(self, ref: str) -> None:
         """Delete ``NAME@N``; what only it pinned is released (and collected)."""
         if "@" not in ref:
             raise TierstoreClientError(0, "InvalidRequest", "delete names one version: NAME@N")
-        self._send("DELETE", "/_tierstore/datasets/" + ref.replace("@", "/"), None)
+        self._send("DELETE", _dataset_path(ref), None)
 
     def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
         """One page of a metadata query (docs/query.md) over the current objects of ``bucket``."""
