@@ -45,6 +45,11 @@ class DatasetReadError(Exception):
         self.row = row
         self.status = status
         self.code = code
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[DatasetReadError], tuple[int, int, str, str]]:
+        # Pickled across processes (DataLoader workers): rebuilt from the same four fields.
+        return (type(self), (self.row, self.status, self.code, self.message))
 
 
 class Manifest:
