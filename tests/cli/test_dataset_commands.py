@@ -119,3 +119,19 @@ def test_errors_are_one_line(s3: Any, bucket: str, server: ServerProcess, name: 
     one_line_error(cli(server, "stage", f"{name}@3", "--to", "/tmp/nowhere-" + name, "--no-progress"), "NoSuchDataset")
     source = RemoteSource(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     assert source.settings.endpoint_url == server.endpoint
+
+
+def test_derive_to_shards_and_show_its_lineage(s3: Any, bucket: str, server: ServerProcess, name: str) -> None:
+    _put(s3, bucket, 9)
+    ok(cli(server, "dataset", "create", name, "--from", f"s3://{bucket}/imgs/", "--label", "dir"))
+    out = ok(cli(server, "dataset", "derive", f"{name}@1", "--transform", "tests.datasets.transforms:chip",
+                 "--to", f"{name}-chips", "--shards", "1KiB", "--workers", "2", "--no-progress"))  # fmt: skip
+    assert out.startswith(f"created {name}-chips@1: 27 samples from 9") and " shards" in out
+    shown = ok(cli(server, "dataset", "show", f"{name}-chips@1", "--head", "1"))
+    assert f"{name}-chips@1 <- {name}@1 by tests.datasets.transforms:chip" in shown
+    assert f"{name}@1 <- s3://{bucket}/imgs/" in shown
+    assert "shard-000000.tar [" in shown  # a sample is a member of a shard
+    one_line_error(
+        cli(server, "dataset", "derive", f"{name}@1", "--transform", "no_such_module:f", "--to", f"{name}-x"),
+        "no_such_module",
+    )

@@ -108,7 +108,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("src", metavar="SRC@N")
     p.add_argument("--transform", required=True, metavar="MODULE:FUNCTION")
     p.add_argument("--to", required=True, metavar="NEW", help="the new dataset's name")
-    p.add_argument("--bucket", help="where outputs go (default: the source's first bucket)")
+    p.add_argument("--bucket", help="where outputs go (default: the source's bucket, if it has one)")
     p.add_argument("--prefix", help="key prefix of the outputs (default derived/NEW/)")
     p.add_argument("--shards", metavar="SIZE", help="write WebDataset tar shards of about SIZE (e.g. 64MiB)")
     p.add_argument("--workers", type=int, default=None, help="transform processes (default: one per core)")
@@ -310,33 +310,26 @@ def _remote(settings: S3Settings) -> Any:
 
 
 def _cmd_derive(args: argparse.Namespace, client: TierstoreClient) -> int:
-    import importlib
-
     from tierstore.client import make_s3_client
+    from tierstore.datasets import DeriveError, derive
 
-    derive = importlib.import_module("tierstore.datasets._derive").derive  # being written; exported soon
-
-    source = _remote(args.settings)
-    bucket = args.bucket
-    if bucket is None:
-        src = client.dataset_info(args.src)
-        manifest = source.open_manifest(src["ref"])
-        if not len(manifest):
-            raise _Usage(f"{src['ref']} is empty; give --bucket")
-        bucket = manifest.row(0)["bucket"]
-    report = derive(
-        source,
-        client,
-        make_s3_client(args.settings),
-        args.src,
-        args.transform,
-        args.to,
-        bucket=bucket,
-        prefix=args.prefix,
-        shards_bytes=parse_size(args.shards) if args.shards else None,
-        workers=args.workers,
-        progress=not args.no_progress,
-    )
+    try:
+        report = derive(
+            _remote(args.settings),
+            client,
+            make_s3_client(args.settings),
+            args.src,
+            args.transform,
+            args.to,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            shards_bytes=parse_size(args.shards) if args.shards else None,
+            workers=args.workers,
+            progress=not args.no_progress,
+            mp_context="forkserver",  # the parent has threads (tqdm, connection pools): do not fork it
+        )
+    except DeriveError as exc:
+        raise ValueError(str(exc)) from exc
     print(f"created {report.ref}: {report.samples_out} samples from {report.samples_in}, {_human(report.bytes_out)}"
           + (f" in {report.shards} shards" if report.shards else ""))  # fmt: skip
     return 0
