@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,6 +19,8 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
+
+from tierstore.client import TierstoreClient, resolve_settings
 
 ACCESS_KEY = "TESTACCESSKEY0000001"
 SECRET_KEY = "testsecretkey/0000000000000000000000000"
@@ -182,6 +185,20 @@ def bucket(s3) -> Iterator[str]:  # type: ignore[no-untyped-def]
             if objs:
                 s3.delete_objects(Bucket=name, Delete={"Objects": objs, "Quiet": True})
         s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="module")
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A seeded generator per test module; the seed is printed, ``TIERSTORE_TEST_SEED`` replays it."""
+    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"{request.module.__name__} seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
+    return random.Random(seed)
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> TierstoreClient:
+    """The extensions client (``/_tierstore/``) of the session server."""
+    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
 
 
 @pytest.fixture

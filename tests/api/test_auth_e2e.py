@@ -10,7 +10,6 @@ import base64
 import email.utils
 import hashlib
 import hmac
-import os
 import random
 import time
 import uuid
@@ -82,12 +81,6 @@ def crc32_b64(data: bytes) -> str:
 
 # --- fixtures ---------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def rng() -> random.Random:
-    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"test_auth_e2e seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
-    return random.Random(seed)
 
 
 def key_path(bucket: str, key: str) -> str:

@@ -30,12 +30,6 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-@pytest.fixture(scope="module")
-def rng() -> random.Random:
-    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"test_bad_input seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
-    return random.Random(seed)
-
 
 def code_of(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
     r = exc.value.response

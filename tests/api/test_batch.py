@@ -7,30 +7,19 @@ each with its own status; a missing entry is reported, not fatal, unless fail_fa
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
 from typing import Any
 
 import pytest
 
-from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess
+from tests.conftest import ACCESS_KEY, ServerProcess
 from tests.s3http import signed_request
 from tierstore.client import BatchItem, TierstoreClient, TierstoreClientError, resolve_settings
 
 FRAME = struct.Struct("<IHQ")
 
 
-@pytest.fixture(scope="module")
-def rng() -> random.Random:
-    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"test_batch seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
 
 
 def test_many_objects_in_request_order(s3: Any, bucket: str, client: TierstoreClient, rng: random.Random) -> None:

@@ -7,7 +7,6 @@ Both sample sources (``RemoteSource`` over HTTP, ``EmbeddedSource`` in-process) 
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 import uuid
@@ -18,23 +17,13 @@ import pytest
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess
 from tests.s3http import signed_request
-from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
+from tierstore.client import TierstoreClient, TierstoreClientError
 from tierstore.datasets import DatasetReadError, DatasetRef, EmbeddedSource, Manifest, RemoteSource
 
 # Sizes on both sides of the inline limit (16 KiB) and one stored in several blob pieces.
 SIZES = [0, 1, 700, 16 * 1024, 16 * 1024 + 1, 90_000, 3 * 1024 * 1024 + 5]
 
 
-@pytest.fixture(scope="module")
-def rng() -> random.Random:
-    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"test_datasets seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
 
 
 @pytest.fixture

@@ -20,11 +20,6 @@ from tests.s3http import signed_request
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
-
-
 def keys(client: TierstoreClient, bucket: str, q: str) -> list[str]:
     return [o["key"] for o in client.query_all(bucket, q)]
 

@@ -8,7 +8,6 @@ bad transform specs refused before anything is written, and failing transforms p
 from __future__ import annotations
 
 import gc
-import os
 import random
 import tarfile
 import uuid
@@ -21,7 +20,7 @@ import pytest
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess
 from tests.datasets import transforms
-from tierstore.client import TierstoreClient, resolve_settings
+from tierstore.client import TierstoreClient
 from tierstore.datasets import DatasetRef, EmbeddedSource, RemoteSource
 from tierstore.datasets import _derive as derive_module
 from tierstore.datasets._derive import DeriveError, DeriveReport, derive
@@ -29,16 +28,6 @@ from tierstore.datasets._derive import DeriveError, DeriveReport, derive
 T = "tests.datasets.transforms"
 
 
-@pytest.fixture(scope="module")
-def rng() -> random.Random:
-    seed = int(os.environ.get("TIERSTORE_TEST_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"test_derive seed: {seed} (replay: TIERSTORE_TEST_SEED={seed})")
-    return random.Random(seed)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,26 @@ class _Reader:
         ]
 
 
-class MapDataset(tud.Dataset[Any]):
+class _OnReader:
+    """What both datasets expose of the version they read."""
+
+    _reader: _Reader
+
+    @property
+    def ref(self) -> DatasetRef:
+        """The pinned version read."""
+        return self._reader.manifest.ref
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._reader.manifest
+
+    @property
+    def cache(self) -> SampleCache | None:
+        return self._reader.cache
+
+
+class MapDataset(_OnReader, tud.Dataset[Any]):
     """Random access to the samples of ``ref`` (``"NAME@N"``, or ``"NAME"``: the latest version,
     resolved once here and pinned). A sample is ``{"index", "key", "data" (bytes), "label"}``, or
     what ``transform`` makes of it.
@@ -94,19 +113,6 @@ class MapDataset(tud.Dataset[Any]):
         self._reader = _Reader(ref, source, cache_dir, cache_bytes_max)
         self.transform = transform
 
-    @property
-    def ref(self) -> DatasetRef:
-        """The pinned version read."""
-        return self._reader.manifest.ref
-
-    @property
-    def manifest(self) -> Manifest:
-        return self._reader.manifest
-
-    @property
-    def cache(self) -> SampleCache | None:
-        return self._reader.cache
-
     def __len__(self) -> int:
         return len(self._reader.manifest)
 
@@ -123,7 +129,7 @@ class MapDataset(tud.Dataset[Any]):
         return samples if self.transform is None else [self.transform(s) for s in samples]
 
 
-class IterableDataset(tud.IterableDataset[Any]):
+class IterableDataset(_OnReader, tud.IterableDataset[Any]):
     """Streams epochs of ``ref`` as whole batches; use ``DataLoader(ds, batch_size=None,
     num_workers=W)`` (and its default ``in_order=True``, which the order below relies on). Each
     batch's samples not in the cache are one ``read_rows`` call, and a thread per worker fetches
@@ -175,18 +181,6 @@ class IterableDataset(tud.IterableDataset[Any]):
         self._world_size = world_size
         self._cursor = EpochCursor(len(self._reader.manifest), seed)
         self._iterated_in_pid = 0
-
-    @property
-    def ref(self) -> DatasetRef:
-        return self._reader.manifest.ref
-
-    @property
-    def manifest(self) -> Manifest:
-        return self._reader.manifest
-
-    @property
-    def cache(self) -> SampleCache | None:
-        return self._reader.cache
 
     @property
     def epoch(self) -> int:
