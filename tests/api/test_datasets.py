@@ -234,3 +234,9 @@ def test_bad_reads_and_routes(s3: Any, bucket: str, client: TierstoreClient, ser
     assert resp.status == 400 and b"<Code>InvalidRequest</Code>" in resp.body
     # Nothing above changed the dataset.
     assert [d["ref"] for d in client.list_datasets(name)] == [f"{name}@1"]
+
+
+def test_a_batch_body_over_its_limit_is_refused(server: ServerProcess) -> None:
+    body = json.dumps({"dataset": "x@1", "rows": [0] * (4 * 1024 * 1024 // 3)}).encode()  # > 4 MiB
+    resp = signed_request(server, "POST", "/_tierstore/batch", body=body)
+    assert resp.status == 400 and b"<Code>InvalidRequest</Code>" in resp.body and b"larger than" in resp.body

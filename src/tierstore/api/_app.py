@@ -482,13 +482,15 @@ class S3App:
         assert req.auth is not None
         return wrap_body(self._body(req), req.auth, req.headers)
 
-    async def _read_small(self, req: Request, limit: int = MAX_XML_BODY) -> bytes:
+    async def _read_small(self, req: Request, limit: int = MAX_XML_BODY, *, json_body: bool = False) -> bytes:
         body, _ = self._payload(req)
         parts: list[bytes] = []
         size = 0
         async for chunk in body:
             size += len(chunk)
             if size > limit:
+                if json_body:
+                    raise e.InvalidRequest(f"The request body is larger than {limit} bytes.")
                 raise e.MalformedXML("The request body is too large.")
             parts.append(chunk)
         return b"".join(parts)
@@ -556,7 +558,7 @@ class S3App:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
 
     async def _json_body(self, req: Request, limit: int = 64 * 1024) -> dict[str, Any]:
-        body = await self._read_small(req, limit=limit)
+        body = await self._read_small(req, limit=limit, json_body=True)
         try:
             doc = json.loads(body)
         except (UnicodeDecodeError, ValueError) as exc:
