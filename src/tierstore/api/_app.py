@@ -654,9 +654,12 @@ class S3App:
 
     async def _batch_frames(self, reads: AsyncIterator[RowRead], count: int, fail_fast: bool) -> AsyncIterator[bytes]:
         """The frames of ``batch``. Small entries are coalesced into sends of about
-        ``BATCH_SEND_BYTES`` (one send per sample would cost more than the sample); an entry
-        larger than that streams piece by piece after what was gathered before it."""
-        out = bytearray()
+        ``BATCH_SEND_BYTES`` (one send per sample would cost more than the sample), gathered as a
+        list of pieces joined once per send (a growing buffer would copy every byte twice); an
+        entry larger than that streams piece by piece after what was gathered before it."""
+        pack = BATCH_FRAME.pack
+        out: list[bytes] = []
+        pending = 0  # bytes in ``out``
         served = failed = size = 0
         index = -1
         async for item in reads:
@@ -665,19 +668,22 @@ class S3App:
                 exc = item.error
                 body = json.dumps({"code": exc.code, "message": exc.message, "key": item.key}).encode()
                 failed += 1
-                out += BATCH_FRAME.pack(index, status_of(exc), len(body)) + body
+                out += (pack(index, status_of(exc), len(body)), body)
+                pending += BATCH_FRAME.size + len(body)
                 if fail_fast:
                     break
                 continue
             served += 1
             size += item.length
-            out += BATCH_FRAME.pack(index, item.status, item.length)
+            out.append(pack(index, item.status, item.length))
+            pending += BATCH_FRAME.size + item.length
             if item.data is not None:
-                out += item.data
+                out.append(item.data)
             elif item.length > BATCH_SEND_BYTES:
                 assert item.body is not None
-                yield bytes(out)
+                yield b"".join(out)
                 out.clear()
+                pending = 0
                 # Bytes already sent cannot be taken back: damage found mid-object ends the
                 # stream short, as a plain GET does (a truncated frame, never wrong bytes).
                 async for chunk in item.body:
@@ -686,12 +692,14 @@ class S3App:
             else:
                 assert item.body is not None
                 async for chunk in item.body:
-                    out += chunk
-            if len(out) >= BATCH_SEND_BYTES:
-                yield bytes(out)
+                    out.append(chunk)
+            if pending >= BATCH_SEND_BYTES:
+                yield b"".join(out)
                 out.clear()
+                pending = 0
         summary = json.dumps({"entries": count, "served": served, "failed": failed, "bytes": size}).encode()
-        yield bytes(out + BATCH_FRAME.pack(BATCH_TRAILER, 200, len(summary)) + summary)
+        out += (pack(BATCH_TRAILER, 200, len(summary)), summary)
+        yield b"".join(out)
 
     def _datasets(self) -> DatasetService:
         if self.datasets is None:

@@ -49,7 +49,15 @@ from typing import Any, TypeVar
 from tierstore.drives import DriveSet, DriveState, fsync_dir
 from tierstore.errors import InsufficientStorage, InternalError, SlowDown
 
-__all__ = ["DEFAULT_RELPATH", "CatalogMirror", "CatalogMirrorError", "Failed", "ReconcileReport", "run_jobs"]
+__all__ = [
+    "DEFAULT_RELPATH",
+    "MMAP_BYTES",
+    "CatalogMirror",
+    "CatalogMirrorError",
+    "Failed",
+    "ReconcileReport",
+    "run_jobs",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("tierstore.catalog")
@@ -129,6 +137,11 @@ def _ident(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+# Reads map the database instead of read() per page: a 16 KiB inline body spans 5 pages, and a
+# dataset batch reads 256 of them (13 -> 6 us per body, docs/datasets.md). Writes stay pwrite().
+MMAP_BYTES = 1 << 30
+
+
 def _open(path: Path, busy_timeout_ms: int, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection to an existing copy (``mode=rw``: never creates a file behind our back)."""
     mode = "ro" if readonly else "rw"
@@ -136,6 +149,7 @@ def _open(path: Path, busy_timeout_ms: int, *, readonly: bool = False) -> sqlite
     try:
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     except BaseException:
         conn.close()
         raise

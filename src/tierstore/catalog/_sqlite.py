@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._mirror import DEFAULT_RELPATH, CatalogMirror, Failed, ReconcileReport, run_jobs
+from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.drives import DriveSet
 from tierstore.errors import (
@@ -525,6 +525,7 @@ class SqliteCatalog:
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         return conn
 
     def _open_writer(self) -> None:
