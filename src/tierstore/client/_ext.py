@@ -46,6 +46,43 @@ class QueryPage:
     next_cursor: str | None = None
 
 
+def _frames(chunks: Iterator[bytes]) -> Iterator[tuple[int, int, bytes]]:
+    """(index, status, bytes) of each ``BATCH_FRAME`` in a stream of chunks. A frame inside one
+    chunk is one slice of it (a sample is copied once); only a frame that spans chunks is
+    gathered from pieces, and only a header cut by a chunk boundary is carried over."""
+    header = BATCH_FRAME.size
+    unpack = BATCH_FRAME.unpack_from
+    carry = b""  # the start of a header cut by the end of the previous chunk
+    pending: tuple[int, int, int] | None = None  # a frame whose bytes span chunks...
+    parts: list[bytes] = []  # ...and the pieces of it seen so far
+    have = 0
+    for piece in chunks:
+        chunk, pos = piece, 0
+        if pending is not None:
+            take = min(len(chunk), pending[2] - have)
+            parts.append(chunk[:take])
+            have += take
+            if have < pending[2]:
+                continue
+            yield pending[0], pending[1], b"".join(parts)
+            pending, parts, have, pos = None, [], 0, take
+        if carry:
+            chunk, pos, carry = carry + chunk[pos:], 0, b""
+        end = len(chunk)
+        while True:
+            if end - pos < header:
+                carry = chunk[pos:]
+                break
+            index, status, length = unpack(chunk, pos)
+            pos += header
+            if end - pos >= length:
+                yield index, status, chunk[pos : pos + length]
+                pos += length
+                continue
+            pending, parts, have = (index, status, length), [chunk[pos:]], end - pos
+            break
+
+
 def _dataset_path(ref: str) -> str:
     """``/_tierstore/datasets/NAME[/N]`` for ``NAME[@N]`` (checked here: a bad name is a ValueError)."""
     parsed = DatasetRef.parse(ref)
@@ -146,30 +183,14 @@ class TierstoreClient:
     def _parse_frames(resp: Any, chunk_bytes: int) -> Iterator[BatchItem]:
         complete = False
         try:
-            buf = bytearray()
-            frames = resp.stream(chunk_bytes)
-            need: tuple[int, int, int] | None = None  # the frame whose bytes are being collected
-            for chunk in frames:
-                buf += chunk
-                while True:
-                    if need is None:
-                        if len(buf) < BATCH_FRAME.size:
-                            break
-                        need = BATCH_FRAME.unpack_from(buf)
-                        del buf[: BATCH_FRAME.size]
-                    index, status, length = need
-                    if len(buf) < length:
-                        break
-                    data = bytes(buf[:length])
-                    del buf[:length]
-                    need = None
-                    if index == BATCH_TRAILER:
-                        complete = True
-                        continue  # read on to the end of the HTTP body, so the connection is reusable
-                    if status in (200, 206):
-                        yield BatchItem(index, status, data)
-                    else:
-                        yield BatchItem(index, status, error=json.loads(data))
+            for index, status, data in _frames(resp.stream(chunk_bytes)):
+                if index == BATCH_TRAILER:
+                    complete = True
+                    continue  # read on to the end of the HTTP body, so the connection is reusable
+                if status in (200, 206):
+                    yield BatchItem(index, status, data)
+                else:
+                    yield BatchItem(index, status, error=json.loads(data))
             if not complete:
                 raise TierstoreClientError(0, "IncompleteBatch", "the batch response ended before its trailer")
         finally:
