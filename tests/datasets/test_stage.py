@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tests.conftest import ServerProcess
 from tests.torch.sources import CountingSource, Served, create_served
 from tierstore.datasets import DatasetRef, Manifest, SampleSource
-from tierstore.datasets._cache import SampleCache, sample_ids
+from tierstore.datasets import _stage as stage_module
 from tierstore.datasets._stage import is_staged, stage, staged_manifest, unstage
 from tierstore.torch import IterableDataset, MapDataset, ShuffleSampler
 
@@ -73,28 +73,50 @@ def test_staged_dataset_is_read_without_the_source(served: Served, tmp_path: Pat
     assert counting.calls() == [], "no manifest and no row read from the source"
 
 
-def test_killed_stage_resumes_where_it_stopped(served: Served, tmp_path: Path) -> None:
+def test_killed_stage_resumes_where_it_stopped(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stage_module, "ROWS_PER_PACK", 50)  # 6 packs of 50 rows
     dest = tmp_path / "stage"
     with pytest.raises(Killed):
         stage(DiesAfter(served.source, calls=3), served.ref, dest, progress=False, batch_rows=50)
     assert not is_staged(dest, served.ref), "the manifest is published last"
     assert staged_manifest(dest, served.ref) is None
+    assert not list((dest / "tmp").iterdir()), "the pack being written when it died is gone"
 
-    cache = SampleCache(dest)
-    manifest = served.source.open_manifest(served.ref)
-    ids = sample_ids(manifest, range(N))
-    damaged = cache.path_of(ids[10] or "")
-    damaged.write_bytes(damaged.read_bytes()[:-3])  # a torn file: fetched again
+    pack0 = dest / "packs" / str(served.ref) / "pack-000000.bin"
+    raw = bytearray(pack0.read_bytes())
+    raw[len(served.bodies[0]) + 3] ^= 0x40  # a flipped bit in row 1: the whole pack is fetched again
+    pack0.write_bytes(bytes(raw))
 
     counting = CountingSource(served.source, tmp_path / "calls.log")
     report = stage(counting, served.ref, dest, progress=False, batch_rows=50)
     fetched = sorted(r for rows in counting.row_reads() for r in rows)
-    assert fetched == [10, *range(100, N)], "two batches of 50 were staged before the kill"
-    assert (report.rows_fetched, report.rows_skipped) == (N - 99, 99)
+    assert fetched == [*range(50), *range(100, N)], "pack 1 (rows 50-99) was complete before the kill"
+    assert (report.rows_fetched, report.rows_skipped) == (N - 50, 50)
     assert is_staged(dest, served.ref, verify=True)
     counting.reset()
     again = stage(counting, served.ref, dest, progress=False)
     assert again.rows_fetched == 0 and counting.row_reads() == []
+
+
+def test_damage_in_a_staged_pack_is_read_from_the_source(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stage_module, "ROWS_PER_PACK", 64)
+    dest = tmp_path / "stage"
+    stage(served.source, served.ref, dest, progress=False)
+    pack1 = dest / "packs" / str(served.ref) / "pack-000001.bin"
+    raw = bytearray(pack1.read_bytes())
+    raw[len(served.bodies[64]) + 1] ^= 0x01  # row 65
+    pack1.write_bytes(bytes(raw))
+    assert not is_staged(dest, served.ref, verify=True)
+
+    counting = CountingSource(served.source, tmp_path / "calls.log")
+    ds = MapDataset(served.ref, counting, cache_dir=dest)
+    got = ds.__getitems__(list(range(60, 70)))
+    assert [s["data"] for s in got] == served.bodies[60:70], "never the damaged bytes"
+    assert counting.row_reads() == [[65]], "only the damaged row came from the source"
 
 
 def test_progress_bar_and_unstage(served: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

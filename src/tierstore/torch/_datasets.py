@@ -19,7 +19,7 @@ from torch.utils import data as tud
 
 from tierstore.datasets._cache import SampleCache, read_samples
 from tierstore.datasets._manifest import DatasetRef, Manifest, SampleSource
-from tierstore.datasets._stage import staged_manifest
+from tierstore.datasets._stage import StagedPacks, staged_manifest
 from tierstore.torch._order import EpochCursor, epoch_permutation, num_batches, worker_batches
 
 __all__ = ["IterableDataset", "MapDataset", "ShuffleSampler"]
@@ -58,11 +58,19 @@ class _Reader:
         self.manifest: Manifest = manifest if manifest is not None else source.open_manifest(DatasetRef.parse(ref))
         self.source = source
         self.cache = SampleCache(Path(cache_dir), cache_bytes_max) if cache_dir is not None else None
+        self.packs = StagedPacks(cache_dir, manifest) if cache_dir is not None and manifest is not None else None
 
     def read(self, rows: Sequence[int]) -> list[Sample]:
         import pyarrow as pa
 
-        datas = read_samples(self.source, self.manifest, rows, self.cache)
+        if self.packs is not None:
+            staged = self.packs.read(rows)
+            bad = [j for j, data in enumerate(staged) if data is None]  # damaged on disk: from the source
+            for j, data in zip(bad, read_samples(self.source, self.manifest, [rows[j] for j in bad]), strict=True):
+                staged[j] = data
+            datas: list[bytes] = [d for d in staged if d is not None]
+        else:
+            datas = read_samples(self.source, self.manifest, rows, self.cache)
         take = pa.array(rows, type=pa.int64())
         keys = self.manifest.table.column("key").take(take).to_pylist()
         labels = self.manifest.table.column("label").take(take).to_pylist()
