@@ -32,6 +32,7 @@ log = logging.getLogger("tierstore.datasets")
 MAX_ROWS = 50_000_000
 MAX_COLUMNS = 64
 _PAGE = 10_000
+_CHUNK_ROWS = 65_536  # manifest rows per Arrow chunk while building, and per Parquet row group
 _MANIFEST_CHUNK = 1 << 20
 _CREATE_ATTEMPTS = 5
 _CACHED_MANIFESTS = 8
@@ -121,28 +122,40 @@ def _parse_loc(loc: str) -> tuple[str | None, list[BlobRef]]:
     raise InternalError(f"bad manifest location {loc[:40]!r}")
 
 
+def _collect_pins(loc: str, blobs: dict[str, None], inline: dict[str, None]) -> None:
+    if loc.startswith("i:"):
+        inline[loc[2:]] = None
+    elif len(loc) > 2:
+        for piece in loc[2:].split(","):
+            blobs[piece.rpartition(":")[0]] = None
+
+
 def pins_of(locs: Iterable[str]) -> tuple[list[str], list[str]]:
     """The distinct blob ids and inline ids the locations ``locs`` read (what a version pins)."""
     blobs: dict[str, None] = {}
     inline: dict[str, None] = {}
     for loc in locs:
-        inline_id, refs = _parse_loc(loc)
-        if inline_id is not None:
-            inline[inline_id] = None
-        for ref in refs:
-            blobs[ref.blob_id] = None
+        _collect_pins(loc, blobs, inline)
     return list(blobs), list(inline)
 
 
 class _Columns:
-    """A manifest being built, column by column."""
+    """A manifest being built, column by column: rows gather in Python lists that become Arrow
+    chunks every ``_CHUNK_ROWS`` rows (a million rows as Python objects would hold ~1 GiB), and
+    the bytes the rows read are collected for pinning as they come."""
 
     def __init__(self, extra: list[str]) -> None:
-        self.cols: dict[str, list[Any]] = {name: [] for name in MANIFEST_COLUMNS}
+        import pyarrow as pa
+
         self.extra = {spec: spec.replace(":", ".", 1) for spec in extra}
-        for name in self.extra.values():
-            self.cols[name] = []
+        names = [*MANIFEST_COLUMNS, *self.extra.values()]
+        self.cols: dict[str, list[Any]] = {name: [] for name in names}
+        self.types = {name: pa.int64() if name in ("offset", "size") else pa.string() for name in names}
+        self.chunks: dict[str, list[Any]] = {name: [] for name in names}
+        self.rows = 0
         self.bytes = 0
+        self.blob_pins: dict[str, None] = {}
+        self.inline_pins: dict[str, None] = {}
 
     def add(
         self,
@@ -172,23 +185,35 @@ class _Columns:
         for spec, name in self.extra.items():
             kind, _, attr = spec.partition(":")
             c[name].append((user_meta if kind == "meta" else tags).get(attr))
+        _collect_pins(loc, self.blob_pins, self.inline_pins)
         self.bytes += size
-        if len(c["key"]) > MAX_ROWS:
+        self.rows += 1
+        if self.rows > MAX_ROWS:
             raise InvalidRequest(f"A dataset holds at most {MAX_ROWS} samples.")
+        if len(c["key"]) >= _CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        for name, values in self.cols.items():
+            if values:
+                self.chunks[name].append(pa.array(values, type=self.types[name]))
+                values.clear()
 
     def __len__(self) -> int:
-        return len(self.cols["key"])
+        return self.rows
 
     def parquet(self, info: dict[str, Any]) -> bytes:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = {"offset": pa.int64(), "size": pa.int64()}
-        arrays = {name: pa.array(values, type=types.get(name, pa.string())) for name, values in self.cols.items()}
+        self._flush()
+        arrays = {name: pa.chunked_array(chunks, type=self.types[name]) for name, chunks in self.chunks.items()}
         table = pa.table(arrays)
         table = table.replace_schema_metadata({MANIFEST_META_KEY: json.dumps(info).encode()})
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd", row_group_size=65_536)
+        pq.write_table(table, buf, compression="zstd", row_group_size=_CHUNK_ROWS)
         return buf.getvalue()
 
 
@@ -262,7 +287,7 @@ class DatasetService:
                 name, version, blob_id, len(data), created_ns, len(cols), cols.bytes,
                 {k: v for k, v in info.items() if k not in ("name", "version", "created_ns")},
             )  # fmt: skip
-            blobs, inline = pins_of(cols.cols["loc"])
+            blobs, inline = list(cols.blob_pins), list(cols.inline_pins)
             try:
                 await self.catalog.create_dataset(record, blobs, inline)
             except (PinGone, VersionTaken) as exc:
