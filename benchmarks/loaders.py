@@ -57,7 +57,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -70,10 +69,10 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
-from s3_side_by_side import AK, SK, Tierstore, process_tree
+from s3_side_by_side import AK, SK, Tierstore, _sigterm, machine, process_tree
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO.parent / "shared" / "bench" / "loaders" / "bench_loaders.py"
@@ -858,30 +857,6 @@ def print_table(summary: dict[str, Any], stages: list[dict[str, Any]], n: int) -
             f"{t['best_cold_tierstore_samples_per_s']:,.0f} samples/s vs the best peer reading S3, "
             f"{t['best_remote_peer']} {t['best_remote_peer_samples_per_s']:,.0f}: {t['cold_vs_best_remote_peer']:.2f}x"
         )
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "commit": commit,
-    }
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
 
 
 # --- main ------------------------------------------------------------------------------------
