@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tierstore.catalog import BlobRef, DatasetRecord, PinGone, VersionTaken
+from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._service import ObjectService, stream_blobs
-from tierstore.errors import InternalError, InvalidRequest, NoSuchBucket, NoSuchDataset, TierstoreError
+from tierstore.errors import InternalError, InvalidRequest, NoSuchDataset, TierstoreError
 from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
@@ -236,7 +236,7 @@ class DatasetService:
         self._locations: OrderedDict[tuple[str, int, str], _Locations] = OrderedDict()
 
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> SqliteCatalog:
         return self.service.catalog
 
     # --- metadata ------------------------------------------------------------------
@@ -245,10 +245,10 @@ class DatasetService:
         record = self.catalog.get_dataset(name, version)
         if record is None:
             raise NoSuchDataset(resource=name if version is None else f"{name}@{version}")
-        return record  # type: ignore[no-any-return]
+        return record
 
     def list(self, name: str | None = None) -> list[DatasetRecord]:
-        return self.catalog.list_datasets(name)  # type: ignore[no-any-return]
+        return self.catalog.list_datasets(name)
 
     async def manifest_bytes(self, record: DatasetRecord) -> bytes:
         chunks = [c async for c in await self.service.blobs.get(record.manifest_blob, 0, record.manifest_bytes)]
@@ -352,8 +352,8 @@ class DatasetService:
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in (offset, size)):
             raise InvalidRequest(f"Row {i}: offset and size are integers >= 0.")
         try:
-            record = self.service._latest(bucket, key, version_id)
-        except (NoSuchBucket, KeyError, TierstoreError) as exc:
+            record = self.service.version_record(bucket, key, version_id)
+        except TierstoreError as exc:  # missing bucket, key or version; a delete marker
             raise InvalidRequest(f"Row {i} ({bucket}/{key}): {exc}") from exc
         m = record.meta
         if offset is None and size is None:

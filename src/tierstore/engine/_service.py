@@ -540,6 +540,11 @@ class ObjectService:
             raise NoSuchKey(resource=key, headers=_marker_headers(record.meta))
         return record
 
+    def version_record(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
+        """The catalog record of the version a read of ``key`` addresses (current, or
+        ``version_id``), with where its bytes are: what a dataset row pins (engine/_datasets.py)."""
+        return self._latest(bucket, key, version_id)
+
     def _copy_source(self, bucket: str, key: str, version_id: str | None) -> VersionRecord:
         """The version a copy reads (with its inline body, if it has one). S3 answers 400 when
         ``versionId`` names a delete marker."""
