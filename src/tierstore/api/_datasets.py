@@ -16,8 +16,7 @@ from typing import Any
 
 from tierstore import errors as e
 from tierstore.api._xml import iso8601
-from tierstore.catalog import DatasetRecord
-from tierstore.engine import DatasetService, DatasetSpec
+from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec
 from tierstore.types import DatasetRef
 
 __all__ = ["dataset_request", "record_json"]

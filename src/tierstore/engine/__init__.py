@@ -1,6 +1,6 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
-from tierstore.engine._datasets import DatasetService, DatasetSpec, RowRead
+from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
 from tierstore.engine._lock import (
     DefaultRetention,
     LockConfig,
@@ -28,6 +28,7 @@ __all__ = [
     "CompletedPart",
     "CopyOptions",
     "CopyResult",
+    "DatasetRecord",
     "DatasetService",
     "DatasetSpec",
     "DefaultRetention",

@@ -25,7 +25,7 @@ from tierstore.errors import InternalError, InvalidRequest, NoSuchDataset, Tiers
 from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
-__all__ = ["DatasetService", "DatasetSpec", "RowRead"]
+__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "RowRead"]  # DatasetRecord: the catalog's, for api/
 
 log = logging.getLogger("tierstore.datasets")
 
