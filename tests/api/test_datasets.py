@@ -240,3 +240,21 @@ def test_a_batch_body_over_its_limit_is_refused(server: ServerProcess) -> None:
     body = json.dumps({"dataset": "x@1", "rows": [0] * (4 * 1024 * 1024 // 3)}).encode()  # > 4 MiB
     resp = signed_request(server, "POST", "/_tierstore/batch", body=body)
     assert resp.status == 400 and b"<Code>InvalidRequest</Code>" in resp.body and b"larger than" in resp.body
+
+
+def test_a_damaged_pinned_body_is_an_error_frame_naming_its_key(
+    s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="ok", Body=b"fine")
+    s3.put_object(Bucket=bucket, Key="rot", Body=b"x" * 100)
+    rec = client.create_dataset(name, bucket=bucket, prefix="")
+    manifest = Manifest.from_parquet(client.dataset_manifest(rec["ref"]))
+    loc = manifest.column("loc")[manifest.column("key").index("rot")]
+    assert loc.startswith("i:")
+    with sqlite3.connect(server.data_dir / "catalog.db") as conn:  # bitrot in the catalog file's row
+        conn.execute("UPDATE inline_blobs SET data=? WHERE blob_id=?", (b"y" * 100, loc[2:]))
+    items = list(client.read_rows(rec["ref"], [0, 1]))
+    by_key = dict(zip(manifest.column("key"), items, strict=True))
+    assert by_key["ok"].ok and by_key["ok"].data == b"fine"
+    assert by_key["rot"].status == 500 and by_key["rot"].error is not None
+    assert by_key["rot"].error["key"] == "rot" and by_key["rot"].data == b""

@@ -219,12 +219,16 @@ class _Columns:
 
 @dataclass(slots=True)
 class _Locations:
-    """What a batch read needs of a manifest, as Python lists (built once per process)."""
+    """What a batch read needs of a manifest, as Python lists (built once per process); the
+    keys stay an Arrow column, read only to name a row in an error."""
 
     locs: list[str]
     offsets: list[int | None]
     sizes: list[int]
-    keys: list[str]
+    keys: Any
+
+    def key(self, row: int) -> str:
+        return str(self.keys[row].as_py())
 
 
 class DatasetService:
@@ -393,7 +397,7 @@ class DatasetService:
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
             table.column("size").to_pylist(),
-            table.column("key").to_pylist(),
+            table.column("key"),
         )
         self._locations[cache_key] = found
         while len(self._locations) > _CACHED_MANIFESTS:
@@ -430,13 +434,13 @@ class DatasetService:
                     try:
                         data = self.catalog.inline_bodies([inline_id]).get(inline_id)
                     except TierstoreError as exc:
-                        yield RowRead(error=exc, key=loc.keys[r])
+                        yield RowRead(error=exc, key=loc.key(r))
                         continue
                 if data is None:
-                    missing = InternalError(f"The pinned bytes of {loc.keys[r]!r} are missing.")
-                    yield RowRead(error=missing, key=loc.keys[r])
+                    missing = InternalError(f"The pinned bytes of {loc.key(r)!r} are missing.")
+                    yield RowRead(error=missing, key=loc.key(r))
                     continue
                 yield RowRead(size, data=data[start : start + size])
                 continue
             _, refs = _parse_loc(loc.locs[r])
-            yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size), key=loc.keys[r])
+            yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size))
