@@ -1,0 +1,41 @@
+"""Checkpoints and models without torch: the layout and commit object every checkpoint kind
+shares, and the S3 calls they move bytes with (docs/checkpoints.md). The torch faces are
+``tierstore.torch.checkpoints`` (CheckpointStore, a torch.distributed.checkpoint writer/reader)."""
+
+from tierstore.checkpoints._commit import (
+    COMMITS_DIR,
+    DATA_DIR,
+    FORMAT,
+    Commit,
+    CommitFile,
+    CommitFormatError,
+    checkpoint_name,
+    parse_name,
+)
+from tierstore.checkpoints._objects import (
+    ListedObject,
+    ObjectError,
+    PreconditionFailed,
+    PutResult,
+    S3Objects,
+    StoreUri,
+    crc64nvme,
+)
+
+__all__ = [
+    "COMMITS_DIR",
+    "DATA_DIR",
+    "FORMAT",
+    "Commit",
+    "CommitFile",
+    "CommitFormatError",
+    "ListedObject",
+    "ObjectError",
+    "PreconditionFailed",
+    "PutResult",
+    "S3Objects",
+    "StoreUri",
+    "checkpoint_name",
+    "crc64nvme",
+    "parse_name",
+]

@@ -1,0 +1,10 @@
+"""Checkpoints in tierstore (docs/checkpoints.md): ``CheckpointStore`` saves a state_dict as data
+files uploaded in parallel plus one commit object written last (all or nothing, also after a
+kill -9), loads it back into memory, keeps the last K, and records the dataset versions it was
+trained on. ``TierstoreWriter``/``TierstoreReader`` do the same for
+``torch.distributed.checkpoint`` (N ranks, one commit)."""
+
+from tierstore.torch._checkpoints import CheckpointInfo, CheckpointStore, opened_datasets
+from tierstore.torch._dcp import TierstoreReader, TierstoreWriter
+
+__all__ = ["CheckpointInfo", "CheckpointStore", "TierstoreReader", "TierstoreWriter", "opened_datasets"]
