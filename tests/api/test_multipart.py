@@ -559,3 +559,48 @@ def test_upload_file_download_file_100mib(s3: Any, bucket: str, tmp_path: Path) 
     s3.download_file(bucket, "big/object.bin", str(dst), Config=config)
     assert dst.stat().st_size == size
     assert hashlib.sha256(dst.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+
+
+def test_part_etag_from_checksum_on_request(server: Any, bucket: str) -> None:
+    """``x-tierstore-etag: checksum`` (what checkpoint uploads send): a part carrying its CRC and
+    no Content-MD5 gets an ETag derived from that verified CRC, not the MD5 of its bytes; the
+    object completes and reads back exact. Without the CRC value, or with Content-MD5, or
+    without the header, a part's ETag stays its MD5."""
+    from tests.conftest import make_client
+
+    s3 = make_client(server.endpoint)
+    s3.meta.events.register("before-sign.s3.UploadPart", _tierstore_etag_header)
+    rng = _rng("etag-from-checksum")
+    parts = [rng.randbytes(PART), rng.randbytes(PART), rng.randbytes(1000)]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="k", ChecksumAlgorithm="CRC64NVME")["UploadId"]
+    sent = []
+    for i, data in enumerate(parts[:2], 1):
+        crc = b64(crc_digest("CRC64NVME", data))
+        r = s3.upload_part(Bucket=bucket, Key="k", UploadId=up, PartNumber=i, Body=data, ChecksumCRC64NVME=crc)
+        assert r["ETag"] != _md5(parts[i - 1])
+        same = s3.upload_part(Bucket=bucket, Key="k", UploadId=up, PartNumber=i, Body=data, ChecksumCRC64NVME=crc)
+        assert same["ETag"] == r["ETag"]  # the same bytes: the same ETag
+        sent.append({"PartNumber": i, "ETag": r["ETag"], "ChecksumCRC64NVME": crc})
+    with_md5 = s3.upload_part(Bucket=bucket, Key="k", UploadId=up, PartNumber=3, Body=parts[2],
+                              ContentMD5=base64.b64encode(hashlib.md5(parts[2]).digest()).decode(),
+                              ChecksumCRC64NVME=b64(crc_digest("CRC64NVME", parts[2])))  # fmt: skip
+    assert with_md5["ETag"] == _md5(parts[2])
+    sent.append(
+        {"PartNumber": 3, "ETag": with_md5["ETag"], "ChecksumCRC64NVME": b64(crc_digest("CRC64NVME", parts[2]))}
+    )
+    wrong = b64(crc_digest("CRC64NVME", b"other"))
+    with pytest.raises(ClientError) as bad:  # the CRC the ETag comes from is still verified
+        s3.upload_part(Bucket=bucket, Key="k", UploadId=up, PartNumber=4, Body=parts[2], ChecksumCRC64NVME=wrong)
+    assert _err(bad) == ("BadDigest", 400)
+    s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=up, MultipartUpload={"Parts": sent})
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"".join(parts)
+    plain = make_client(server.endpoint)  # no header: MD5 part ETags, as S3
+    up2 = plain.create_multipart_upload(Bucket=bucket, Key="k2")["UploadId"]
+    r2 = plain.upload_part(Bucket=bucket, Key="k2", UploadId=up2, PartNumber=1, Body=parts[0],
+                           ChecksumCRC64NVME=b64(crc_digest("CRC64NVME", parts[0])))  # fmt: skip
+    assert r2["ETag"] == _md5(parts[0])
+    plain.abort_multipart_upload(Bucket=bucket, Key="k2", UploadId=up2)
+
+
+def _tierstore_etag_header(request: Any, **_: Any) -> None:
+    request.headers["x-tierstore-etag"] = "checksum"

@@ -1469,9 +1469,11 @@ class S3App:
         assert req.bucket is not None and req.key is not None
         body, trailers = self._payload(req)
         opts = self._put_options(req, trailers)
+        from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
         part = await self.service.upload_part(
-            req.bucket, req.key, req.query["uploadId"], self._part_number(req), body, opts
-        )
+            req.bucket, req.key, req.query["uploadId"], self._part_number(req), body, opts,
+            etag_from_checksum=from_checksum,
+        )  # fmt: skip
         out = [("etag", part.etag)]
         out += [(f"x-amz-checksum-{a}", v) for a, v in part.checksums.items()]
         return Response(200, out)

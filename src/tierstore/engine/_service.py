@@ -283,23 +283,25 @@ def _lock_request_from_json(raw: str | None) -> LockRequest | None:
 class _Tap:
     """Counts and hashes a body while it streams into a blob."""
 
-    def __init__(self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int) -> None:
+    def __init__(
+        self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int, *, md5: bool = True
+    ) -> None:
+        """``md5=False``: no MD5 (a part whose ETag comes from its verified checksum)."""
         self._body = body
         self._limit = limit_bytes
         self.size = 0
         self.md5 = hashlib.md5()  # noqa: S324 - the S3 ETag is an MD5 by definition
         self.hashers: dict[str, Hasher] = {a: new_hasher(a) for a in algorithms}
+        self._md5 = md5
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        hashers = list(self.hashers.values())
-        md5 = self.md5
+        hashers: list[Any] = [*self.hashers.values(), self.md5] if self._md5 else list(self.hashers.values())
         async for chunk in self._body:
             if not chunk:
                 continue
             self.size += len(chunk)
             if self.size > self._limit:
                 raise EntityTooLarge(f"Your proposed upload exceeds the maximum allowed size of {self._limit} bytes.")
-            md5.update(chunk)
             for h in hashers:
                 h.update(chunk)
             yield chunk
@@ -366,10 +368,10 @@ class ObjectService:
 
     # --- blobs -----------------------------------------------------------------------
     async def _write_blob(
-        self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int
+        self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int, *, md5: bool = True
     ) -> tuple[str, _Tap]:
         blob_id = new_blob_id()
-        tap = _Tap(body, algorithms, limit_bytes)
+        tap = _Tap(body, algorithms, limit_bytes, md5=md5)
         await self.blobs.put(blob_id, tap.__aiter__())
         return blob_id, tap
 
@@ -940,7 +942,13 @@ class ObjectService:
         part_number: int,
         body: AsyncIterable[bytes],
         opts: PutOptions | None = None,
+        *,
+        etag_from_checksum: bool = False,
     ) -> PartInfo:
+        """``etag_from_checksum`` (``x-tierstore-etag: checksum``, docs/checkpoints.md): a part
+        that carries its checksum value and no Content-MD5 gets an ETag derived from that
+        verified checksum instead of the MD5 of its bytes — MD5 is the costliest work per byte
+        of an upload, and a multipart object's ETag is not the MD5 of its content anyway."""
         opts = opts or PutOptions()
         self._check_part_number(part_number)
         upload = self._upload(bucket, key, upload_id)
@@ -949,13 +957,22 @@ class ObjectService:
             checksum = ChecksumExpectation(upload.checksum_algorithm)
             opts = replace(opts, checksum=checksum)
         algorithms = [checksum.algorithm] if checksum else []
-        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES)
+        from_checksum = (
+            etag_from_checksum and opts.content_md5 is None and checksum is not None and checksum.expected() is not None
+        )
+        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES, md5=not from_checksum)
         try:
             self._verify_body(tap, opts)
+            if from_checksum:
+                assert checksum is not None
+                seed = f"{checksum.algorithm}:{tap.b64(checksum.algorithm)}:{tap.size}".encode()
+                etag = f'"{hashlib.md5(seed).hexdigest()}"'  # noqa: S324 - an opaque ETag, as S3's are
+            else:
+                etag = f'"{tap.md5.hexdigest()}"'
             part = PartInfo(
                 part_number=part_number,
                 size_bytes=tap.size,
-                etag=f'"{tap.md5.hexdigest()}"',
+                etag=etag,
                 modified_ns=self.clock.now_ns(),
                 checksums={a: tap.b64(a) for a in algorithms},
                 blob_id=blob_id,
