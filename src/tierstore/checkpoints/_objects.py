@@ -96,6 +96,7 @@ class ObjectError(Exception):
         self.code = code
         self.message = message
         self.key = key
+        self.retried = False  # answered to a retry (an earlier attempt may have landed)
 
     def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes
         return (type(self), (self.status, self.code, self.message, self.key))
@@ -217,7 +218,9 @@ class S3Objects:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             if resp.status >= 300:
-                raise _error(resp, key)
+                err = _error(resp, key)
+                err.retried = attempt > 0
+                raise err
             return resp
         raise ObjectError(0, "ConnectionError", str(last), key)
 
@@ -258,8 +261,8 @@ class S3Objects:
             headers["If-None-Match"] = "*"
         try:
             resp = self._request("PUT", bucket, key, headers=headers, body=pieces, size=size)
-        except PreconditionFailed:
-            if if_none_match and self._same(bucket, key, crc, size):
+        except PreconditionFailed as exc:
+            if if_none_match and exc.retried and self._same(bucket, key, crc, size):
                 # an earlier attempt of this very request landed before its answer was lost
                 return self.head(bucket, key, crc=crc)
             raise
@@ -348,6 +351,8 @@ class S3Objects:
         """The object's bytes (``byte_range``: (offset, length))."""
         resp = self._get(bucket, key, version_id, byte_range, preload=True)
         data: bytes = resp.data
+        if byte_range is not None and len(data) != byte_range[1]:
+            raise ObjectError(0, "IncompleteBody", f"got {len(data)} of {byte_range[1]} bytes at {byte_range[0]}", key)
         return data
 
     def get_into(
