@@ -188,8 +188,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                  TierstorePath(f"http://127.0.0.1:{tierstore.port}", args.client_workers)]  # fmt: skip
         for rep in range(args.repeat):
             for side in sides:
-                save_s, _ = timed(lambda side=side: side.save(sd, rep))
-                load_s, loaded = timed(lambda side=side: side.load(rep))
+                save_s, _ = timed(lambda side=side, rep=rep: side.save(sd, rep))
+                load_s, loaded = timed(lambda side=side, rep=rep: side.load(rep))
                 if rep == 0 or args.check_all:
                     same(sd, loaded)
                 del loaded
@@ -230,7 +230,8 @@ def print_summary(doc: dict[str, Any]) -> None:
     print("|---|---|---|")
     for side in ("local", "seaweedfs", "tierstore"):
         r = m[side]
-        print(f"| {side} | {r['save_s']:.2f} s ({r['save_MB_s']:,.0f} MB/s) | {r['load_s']:.2f} s ({r['load_MB_s']:,.0f} MB/s) |")
+        save = f"{r['save_s']:.2f} s ({r['save_MB_s']:,.0f} MB/s)"
+        print(f"| {side} | {save} | {r['load_s']:.2f} s ({r['load_MB_s']:,.0f} MB/s) |")
     ok_sw = "met" if s["save_vs_seaweedfs"] >= 2 else "NOT met"
     ok_local = "met" if s["save_vs_local"] >= 0.7 else "NOT met"
     print(f"save: {s['save_vs_seaweedfs']:.2f}x the SeaweedFS path (target >= 2x: {ok_sw}),"
