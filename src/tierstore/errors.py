@@ -48,6 +48,7 @@ __all__ = [
     "NoSuchBucket",
     "NoSuchDataset",
     "NoSuchKey",
+    "NoSuchModel",
     "NoSuchObjectLockConfiguration",
     "NoSuchTagSet",
     "NoSuchUpload",
@@ -116,6 +117,10 @@ class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
 
 class NoSuchDataset(TierstoreError, KeyError):
     """The specified dataset (or dataset version) does not exist."""
+
+
+class NoSuchModel(TierstoreError, KeyError):
+    """The specified model (or model version, or alias) does not exist."""
 
 
 # --- conflicts ---------------------------------------------------------------------------

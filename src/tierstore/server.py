@@ -33,7 +33,7 @@ from tierstore.drives import (
     DriveSet,
     write_file_durably,
 )
-from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ObjectService, Repairer
+from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ModelService, ObjectService, Repairer
 
 __all__ = [
     "ServerConfig",
@@ -217,6 +217,7 @@ def build_app(config: ServerConfig) -> S3App:
         domain=config.domain,
         admin=repairer,
         datasets=DatasetService(service),
+        models=ModelService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )

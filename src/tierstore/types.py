@@ -30,7 +30,9 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_PUT_BYTES",
     "MAX_USER_META_BYTES",
+    "MODEL_COMMIT_MEMBER",
     "NULL_VERSION",
+    "RESERVED_ALIASES",
     "STANDARD_HEADERS",
     "BucketInfo",
     "BucketName",
@@ -42,11 +44,13 @@ __all__ = [
     "ListEntry",
     "ListOptions",
     "ListPage",
+    "ModelRef",
     "ObjectKey",
     "ObjectMeta",
     "PartInfo",
     "PutOptions",
     "UploadInfo",
+    "check_alias",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -327,3 +331,53 @@ class DatasetRef:
 
     def __str__(self) -> str:
         return self.name if self.version is None else f"{self.name}@{self.version}"
+
+
+# --- models (docs/checkpoints.md) -----------------------------------------------------------
+# A model name is spelled like a dataset name; an alias is lower case and never all digits, so
+# ``NAME@3`` is version 3 and ``NAME@production`` an alias. "latest" and "aliases" are reserved
+# (``NAME`` alone is the latest version; ``/_tierstore/models/NAME/aliases/...`` is the alias API).
+#: The manifest member (and the file ``pull`` writes) holding a model's checkpoint commit object.
+MODEL_COMMIT_MEMBER = "COMMIT.json"
+_ALIAS_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+RESERVED_ALIASES = frozenset({"latest", "aliases"})
+
+
+def check_alias(alias: str) -> str:
+    """``alias`` if it is a valid model alias, else ``InvalidArgument``."""
+    if not _ALIAS_RE.fullmatch(alias) or alias.isdigit() or alias in RESERVED_ALIASES:
+        raise InvalidArgument(
+            f"bad model alias {alias[:80]!r}: 1-63 of a-z 0-9 _ -, starting with a letter or digit, not all digits,"
+            " not 'latest' or 'aliases'"
+        )
+    return alias
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """``NAME@N`` (version N), ``NAME@ALIAS`` (the version the alias points at) or ``NAME`` (the
+    latest version): at most one of ``version`` and ``alias`` is set."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str | ModelRef) -> ModelRef:
+        if isinstance(text, ModelRef):
+            return text
+        name, sep, ver = text.partition("@")
+        if not _DATASET_NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"bad model name {name[:140]!r}: 1-128 of A-Z a-z 0-9 . _ -, starting alphanumeric")
+        if not sep:
+            return cls(name)
+        if ver.isdigit():
+            if int(ver) < 1:
+                raise InvalidArgument(f"bad model version in {text!r}: NAME@N with N >= 1")
+            return cls(name, int(ver))
+        return cls(name, alias=check_alias(ver))
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}@{self.version}"
+        return self.name if self.alias is None else f"{self.name}@{self.alias}"

@@ -1,4 +1,4 @@
-"""SqliteCatalog: schema migration (v1, v2 and v3 to v4, single file and mirrored) and reference
+"""SqliteCatalog: schema migration (v1, v2, v3 and v4 to v5, single file and mirrored) and reference
 counting, below the engine."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from awscrt.checksums import crc32c
 
-from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.catalog import BlobRef, DatasetRecord, SqliteCatalog, VersionRecord
 from tierstore.drives import DriveSet
 from tierstore.errors import InternalError
-from tierstore.types import ObjectMeta
+from tierstore.types import BucketInfo, ObjectMeta
 
 # The schema of version 1 (the first release of the catalog), verbatim.
 V1_SCHEMA = """
@@ -103,7 +103,7 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("4",)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("5",)
     conn.close()
 
 
@@ -217,8 +217,8 @@ def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     version, cols = _schema_of(db)
-    assert version == "4" and cols[-1] == "inline_id"
-    cat = SqliteCatalog(db)  # and opens again as v4
+    assert version == "5" and cols[-1] == "inline_id"
+    cat = SqliteCatalog(db)  # and opens again as v5
     try:
         rec = cat.get_latest("old", "kept/key", data=True)
         assert rec is not None and rec.inline_data == b"new"
@@ -231,7 +231,7 @@ V3_INLINE_DDL = "CREATE TABLE inline_blobs(blob_id TEXT PRIMARY KEY, crc32c INTE
 
 
 def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
-    """v3 -> v4: inline bodies get pin counts (datasets), the datasets table appears; rows are kept."""
+    """v3 -> v5: inline bodies get pin counts (datasets), the datasets and model tables appear; rows are kept."""
     db = tmp_path / "catalog.db"
     make_v2(db)
     conn = sqlite3.connect(db)
@@ -256,7 +256,7 @@ def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         assert [r[1] for r in conn.execute("PRAGMA table_info(inline_blobs)")][-2:] == ["pins", "released"]
         assert conn.execute("SELECT pins, released FROM inline_blobs").fetchall() == [(0, 0)]
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("4",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("5",)
     finally:
         conn.close()
 
@@ -290,4 +290,45 @@ def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         cat.close()
     for p in drives.paths:
         assert _schema_of(p / "catalog" / "catalog.db") == _schema_of(drives.paths[0] / "catalog" / "catalog.db")
-        assert _schema_of(p / "catalog" / "catalog.db")[0] == "4"
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "5"
+
+
+def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    """v4 -> v5: the model registry's tables appear; datasets, pins and versions are kept as they were."""
+    db = tmp_path / "catalog.db"
+    cat = SqliteCatalog(db)  # a current catalog with a dataset pinning an inline body...
+    try:
+        asyncio.run(cat.create_bucket(BucketInfo("old", 1, "us-east-1")))
+        meta = ObjectMeta(bucket="old", key="k", version_id="0" * 24, size_bytes=3, etag='"x"', modified_ns=9)
+        asyncio.run(cat.put_version(VersionRecord(meta=meta, inline_data=b"abc")))
+        rec = cat.get_latest("old", "k")
+        assert rec is not None and rec.inline_id is not None
+        inline_id = rec.inline_id
+        record = DatasetRecord("ds", 1, "manifest0000000001", 10, 1, 1, 3, {"source": {"rows": 1}})
+        asyncio.run(cat.create_dataset(record, [], [inline_id]))
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)  # ...taken back to v4: no model tables
+    conn.execute("DROP TABLE models")
+    conn.execute("DROP TABLE model_aliases")
+    conn.execute("UPDATE meta SET value='4' WHERE name='schema_version'")
+    conn.commit()
+    conn.close()
+    cat = SqliteCatalog(db)
+    try:
+        assert [(r.name, r.version, r.info) for r in cat.list_datasets()] == [("ds", 1, {"source": {"rows": 1}})]
+        assert cat.list_datasets(table="models") == [] and cat.model_aliases() == []
+        assert cat.inline_bodies([inline_id]) == {inline_id: b"abc"}
+        model = DatasetRecord("m", 1, "manifest0000000002", 10, 2, 1, 3, {"checkpoint": {"step": 1}})
+        asyncio.run(cat.create_dataset(model, [], [inline_id], table="models"))
+        asyncio.run(cat.set_model_alias("m", "production", 1, 5))
+        assert cat.model_alias("m", "production") == 1
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("5",)
+        assert conn.execute("SELECT pins FROM inline_blobs WHERE blob_id=?", (inline_id,)).fetchone() == (2,)
+        assert conn.execute("SELECT name, alias, version FROM model_aliases").fetchall() == [("m", "production", 1)]
+    finally:
+        conn.close()

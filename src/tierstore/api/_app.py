@@ -27,6 +27,7 @@ from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
+from tierstore.api._models import model_request
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
@@ -36,6 +37,7 @@ from tierstore.engine import (
     GetResult,
     LockConfig,
     LockRequest,
+    ModelService,
     ObjectService,
     Repairer,
     Retention,
@@ -62,6 +64,7 @@ from tierstore.types import (
     DatasetRef,
     GetOptions,
     ListOptions,
+    ModelRef,
     ObjectMeta,
     PutOptions,
 )
@@ -276,6 +279,7 @@ class S3App:
         domain: str | None = None,
         admin: Repairer | None = None,
         datasets: DatasetService | None = None,
+        models: ModelService | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -284,6 +288,7 @@ class S3App:
         self.domain = domain.lower().strip(".") if domain else None
         self.admin = admin
         self.datasets = datasets
+        self.models = models
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
 
@@ -539,6 +544,15 @@ class S3App:
                 self._datasets(),
             )
             return Response(status, [("content-type", content_type)], body)
+        if req.key == "models" or (req.key or "").startswith("models/"):
+            status, content_type, body = await model_request(
+                req.method,
+                req.key or "",
+                req.query,
+                functools.partial(self._json_body, req, limit=MAX_DATASET_BODY),
+                self._models(),
+            )
+            return Response(status, [("content-type", content_type)], body)
         if req.key in ("admin/info", "admin/heal") and self.admin is not None:
             # Every authenticated key is an admin until policies exist (docs/durability.md).
             if req.key == "admin/info":
@@ -603,7 +617,7 @@ class S3App:
         which ends the stream after it. Entries are read one after another: memory is bounded
         by one piece of one object, whatever the batch holds."""
         doc = await self._json_body(req, limit=MAX_BATCH_BODY)
-        if "dataset" in doc:
+        if "dataset" in doc or "model" in doc:
             return await self._dataset_batch(doc)
         entries, fail_fast = doc.get("entries"), doc.get("fail_fast", False)
         if not isinstance(entries, list) or not isinstance(fail_fast, bool):
@@ -635,20 +649,22 @@ class S3App:
             yield RowRead(result.length, body=result.body, status=result_status(result), key=key)
 
     async def _dataset_batch(self, doc: dict[str, Any]) -> Response:
-        """The dataset form of ``batch``: ``{"dataset": "NAME@N", "rows": [int, ...], "fail_fast"?}``.
-        Rows are read through the bytes the dataset pinned, not by key (docs/datasets.md)."""
-        datasets = self._datasets()
-        rows, fail_fast, name = doc.get("rows"), doc.get("fail_fast", False), doc.get("dataset")
+        """The dataset form of ``batch``: ``{"dataset": "NAME@N", "rows": [int, ...], "fail_fast"?}``
+        (or ``"model": "NAME@N"``: a model version's rows, docs/checkpoints.md). Rows are read
+        through the bytes the dataset (model) pinned, not by key (docs/datasets.md)."""
+        field = "model" if "model" in doc else "dataset"
+        rows, fail_fast, name = doc.get("rows"), doc.get("fail_fast", False), doc.get(field)
         if not isinstance(name, str) or not isinstance(rows, list) or not isinstance(fail_fast, bool):
-            raise e.InvalidRequest('Expected {"dataset": "NAME@N", "rows": [int, ...], "fail_fast": bool}.')
+            raise e.InvalidRequest(f'Expected {{"{field}": "NAME@N", "rows": [int, ...], "fail_fast": bool}}.')
         if len(rows) > MAX_BATCH_ENTRIES:
             raise e.InvalidRequest(f"A batch holds at most {MAX_BATCH_ENTRIES} entries.")
         if not all(type(r) is int for r in rows):
             raise e.InvalidRequest("Rows are integers.")
-        ref = DatasetRef.parse(name)
+        ref = ModelRef.parse(name) if field == "model" else DatasetRef.parse(name)
         if ref.version is None:
-            raise e.InvalidRequest("A batch names one dataset version: NAME@N.")
-        reads = await datasets.open_rows(ref.name, ref.version, rows)
+            raise e.InvalidRequest(f"A batch names one {field} version: NAME@N.")
+        source = self._models() if field == "model" else self._datasets()
+        reads = await source.open_rows(ref.name, ref.version, rows)
         frames = self._batch_frames(reads, len(rows), fail_fast)
         return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
 
@@ -705,6 +721,11 @@ class S3App:
         if self.datasets is None:
             raise e.NotImplementedOperation("This server has no datasets.")
         return self.datasets
+
+    def _models(self) -> ModelService:
+        if self.models is None:
+            raise e.NotImplementedOperation("This server has no model registry.")
+        return self.models
 
     async def _bucket_op(self, req: Request, m: str, sub: list[str]) -> Response:
         if not sub:

@@ -14,6 +14,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NoSuchVersion: 404,
     e.NoSuchTagSet: 404,
     e.NoSuchDataset: 404,
+    e.NoSuchModel: 404,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
     e.BucketAlreadyOwnedByYou: 409,

@@ -2,12 +2,23 @@
 mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
-from tierstore.catalog._sqlite import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionRecord, VersionTaken
+from tierstore.catalog._sqlite import (
+    PINNING_TABLES,
+    BlobRef,
+    DatasetRecord,
+    ModelAliasInUse,
+    PinGone,
+    SqliteCatalog,
+    VersionRecord,
+    VersionTaken,
+)
 
 __all__ = [
+    "PINNING_TABLES",
     "BlobRef",
     "CatalogMirrorError",
     "DatasetRecord",
+    "ModelAliasInUse",
     "PinGone",
     "ReconcileReport",
     "SqliteCatalog",

@@ -54,19 +54,29 @@ from tierstore.errors import (
     NoSuchBucket,
     NoSuchDataset,
     NoSuchKey,
+    NoSuchModel,
     NoSuchUpload,
     NoSuchVersion,
 )
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
-__all__ = ["BlobRef", "DatasetRecord", "PinGone", "SqliteCatalog", "VersionRecord", "VersionTaken"]
+__all__ = [
+    "PINNING_TABLES",
+    "BlobRef",
+    "DatasetRecord",
+    "ModelAliasInUse",
+    "PinGone",
+    "SqliteCatalog",
+    "VersionRecord",
+    "VersionTaken",
+]
 
 log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -115,6 +125,24 @@ CREATE TABLE IF NOT EXISTS datasets(
     bytes INTEGER NOT NULL,
     info TEXT NOT NULL,  -- JSON: source, label, columns, lineage
     PRIMARY KEY(name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models(  -- registered models (docs/checkpoints.md): pins exactly as datasets do
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_blob TEXT NOT NULL,  -- Parquet: one row per byte range of each checkpoint file + the commit
+    manifest_bytes INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    info TEXT NOT NULL,  -- JSON: checkpoint, commit version, step, run, kind, metrics, datasets, tags
+    PRIMARY KEY(name, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_aliases(
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY(name, alias)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS uploads(
@@ -209,12 +237,32 @@ class DatasetRecord:
                 self.bytes, info)
 
 
+# The tables of versions that pin bytes (docs/datasets.md): dataset versions and model versions
+# share one record shape and one create/delete/pin code path, told apart by table name.
+PINNING_TABLES = ("datasets", "models")
+
+
 class PinGone(Exception):
-    """A blob or inline body a new dataset version would pin was deleted meanwhile."""
+    """A blob or inline body a new dataset (or model) version would pin was deleted meanwhile."""
 
 
 class VersionTaken(Exception):
-    """Another writer published the dataset version first."""
+    """Another writer published the dataset (or model) version first."""
+
+
+class ModelAliasInUse(Exception):
+    """A model version an alias points at cannot be deleted; ``aliases``: which."""
+
+    def __init__(self, name: str, version: int, aliases: list[str]) -> None:
+        super().__init__(f"{name}@{version} is aliased as {', '.join(aliases)}")
+        self.aliases = aliases
+
+
+def _pinning(table: str) -> str:
+    """``table`` checked against PINNING_TABLES (it is put into SQL text)."""
+    if table not in PINNING_TABLES:
+        raise ValueError(f"not a pinning table: {table!r}")
+    return table
 
 
 def _meta_json(m: ObjectMeta) -> str:
@@ -318,7 +366,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2 or v3 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2, v3 or v4 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -338,6 +386,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE inline_blobs ADD COLUMN released INTEGER NOT NULL DEFAULT 0")
     if found == 3:  # the datasets table itself comes with the schema below
         found = 4
+    if found == 4:  # v4 -> v5: the model registry; its two tables come with the schema below
+        found = 5
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -359,9 +409,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 or v3)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2, v3 or v4)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -536,7 +586,7 @@ class SqliteCatalog:
         self._wconn = conn
 
     def _upgrade_mirror(self) -> None:
-        """A mirrored older catalog (v2, v3) becomes current in one fan-out transaction (every copy, one seq
+        """A mirrored older catalog (v2, v3, v4) becomes current in one fan-out transaction (every copy, one seq
         step). Several processes may race here: the job re-checks inside the transaction."""
         mirror = self._mirror
         assert mirror is not None
@@ -1399,38 +1449,47 @@ class SqliteCatalog:
             .fetchall()
         )
 
-    def get_dataset(self, name: str, version: int | None = None) -> DatasetRecord | None:
-        """Version ``version`` of dataset ``name``, or its latest version (None)."""
+    def get_dataset(self, name: str, version: int | None = None, *, table: str = "datasets") -> DatasetRecord | None:
+        """Version ``version`` of dataset ``name``, or its latest version (None). ``table``:
+        ``datasets`` or ``models`` (PINNING_TABLES; a model version has the same record shape)."""
+        table = _pinning(table)
         if version is None:
-            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version DESC LIMIT 1"  # noqa: S608
+            sql = f"SELECT {_DATASET_COLS} FROM {table} WHERE name=? ORDER BY version DESC LIMIT 1"  # noqa: S608
             row = self._reader().execute(sql, (name,)).fetchone()
         else:
-            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? AND version=?"  # noqa: S608 - constant
+            sql = f"SELECT {_DATASET_COLS} FROM {table} WHERE name=? AND version=?"  # noqa: S608 - constant
             row = self._reader().execute(sql, (name, version)).fetchone()
         return DatasetRecord.from_row(row) if row else None
 
-    def list_datasets(self, name: str | None = None) -> list[DatasetRecord]:
+    def list_datasets(self, name: str | None = None, *, table: str = "datasets") -> list[DatasetRecord]:
         """Every dataset version (or every version of ``name``), by name then version."""
+        table = _pinning(table)
         if name is None:
-            rows = self._reader().execute(f"SELECT {_DATASET_COLS} FROM datasets ORDER BY name, version").fetchall()  # noqa: S608
+            rows = self._reader().execute(f"SELECT {_DATASET_COLS} FROM {table} ORDER BY name, version").fetchall()  # noqa: S608
         else:
-            sql = f"SELECT {_DATASET_COLS} FROM datasets WHERE name=? ORDER BY version"  # noqa: S608 - constant
+            sql = f"SELECT {_DATASET_COLS} FROM {table} WHERE name=? ORDER BY version"  # noqa: S608 - constant
             rows = self._reader().execute(sql, (name,)).fetchall()
         return [DatasetRecord.from_row(r) for r in rows]
 
-    def next_dataset_version(self, name: str) -> int:
-        row = self._reader().execute("SELECT MAX(version) FROM datasets WHERE name=?", (name,)).fetchone()
+    def next_dataset_version(self, name: str, *, table: str = "datasets") -> int:
+        sql = f"SELECT MAX(version) FROM {_pinning(table)} WHERE name=?"  # noqa: S608 - constant
+        row = self._reader().execute(sql, (name,)).fetchone()
         return int(row[0] or 0) + 1
 
-    async def create_dataset(self, record: DatasetRecord, blobs: Sequence[str], inline: Sequence[str]) -> None:
+    async def create_dataset(
+        self, record: DatasetRecord, blobs: Sequence[str], inline: Sequence[str], *, table: str = "datasets"
+    ) -> None:
         """Publish ``record`` (its manifest blob already durable) and pin what its rows read:
         one reference per distinct blob in ``blobs`` (``blobs.refs``, as versions count theirs)
         and one pin per inline body in ``inline``, in one transaction. Raises ``PinGone`` if a
         pinned blob or body was deleted since the manifest was built (the caller rebuilds it),
-        ``VersionTaken`` if another writer published ``record.version`` first."""
+        ``VersionTaken`` if another writer published ``record.version`` first. ``table``:
+        ``datasets`` or ``models`` — a model version pins its checkpoint's bytes the same way."""
+        table = _pinning(table)
 
         def fn(c: sqlite3.Connection) -> None:
-            latest = c.execute("SELECT MAX(version) FROM datasets WHERE name=?", (record.name,)).fetchone()[0]
+            sql = f"SELECT MAX(version) FROM {table} WHERE name=?"  # noqa: S608 - constant
+            latest = c.execute(sql, (record.name,)).fetchone()[0]
             if int(latest or 0) + 1 != record.version:
                 raise VersionTaken(record.name)
             # In bulk, in key order (a million pins: ~3 s instead of ~8 one statement each);
@@ -1439,37 +1498,91 @@ class SqliteCatalog:
             if big:  # the pages a million updates touch, held at once: 8 s -> 3 s
                 c.execute("PRAGMA cache_size=-262144")
             try:
-                for table, column, ids in (("blobs", "refs", blobs), ("inline_blobs", "pins", inline)):
-                    sql = f"UPDATE {table} SET {column} = {column} + 1 WHERE blob_id=?"  # noqa: S608 - constants
+                for pinned, column, ids in (("blobs", "refs", blobs), ("inline_blobs", "pins", inline)):
+                    sql = f"UPDATE {pinned} SET {column} = {column} + 1 WHERE blob_id=?"  # noqa: S608 - constants
                     if c.executemany(sql, ((i,) for i in sorted(ids))).rowcount != len(ids):
-                        raise PinGone(f"a pinned {table} row is gone")
+                        raise PinGone(f"a pinned {pinned} row is gone")
             finally:
                 if big:
                     c.execute("PRAGMA cache_size=-2000")  # SQLite's default again
             self._ref(c, record.manifest_blob, record.manifest_bytes)
-            c.execute(
-                f"INSERT INTO datasets({_DATASET_COLS}) VALUES(?,?,?,?,?,?,?,?)",
-                record.to_row(),
-            )
+            c.execute(f"INSERT INTO {table}({_DATASET_COLS}) VALUES(?,?,?,?,?,?,?,?)", record.to_row())
 
         await self._write(fn)
 
-    async def delete_dataset(self, name: str, version: int, blobs: Sequence[str], inline: Sequence[str]) -> None:
+    async def delete_dataset(
+        self, name: str, version: int, blobs: Sequence[str], inline: Sequence[str], *, table: str = "datasets"
+    ) -> None:
         """Remove dataset version ``name@version`` and release its pins (``blobs`` and ``inline``:
         the same lists ``create_dataset`` was given). A blob or body no longer referenced by
-        anything goes to the trash, or is deleted, in the same transaction."""
+        anything goes to the trash, or is deleted, in the same transaction. A model version an
+        alias points at is refused (``ModelAliasInUse``), checked in the same transaction."""
+        table = _pinning(table)
 
         def fn(c: sqlite3.Connection) -> None:
-            row = c.execute("SELECT manifest_blob FROM datasets WHERE name=? AND version=?", (name, version)).fetchone()
+            sql = f"SELECT manifest_blob FROM {table} WHERE name=? AND version=?"  # noqa: S608 - constant
+            row = c.execute(sql, (name, version)).fetchone()
             if row is None:
-                raise NoSuchDataset(resource=f"{name}@{version}")
-            c.execute("DELETE FROM datasets WHERE name=? AND version=?", (name, version))
+                missing = NoSuchModel if table == "models" else NoSuchDataset
+                raise missing(resource=f"{name}@{version}")
+            if table == "models":
+                aliases = [a for (a,) in c.execute(
+                    "SELECT alias FROM model_aliases WHERE name=? AND version=? ORDER BY alias", (name, version)
+                )]  # fmt: skip
+                if aliases:
+                    raise ModelAliasInUse(name, version, aliases)
+            c.execute(f"DELETE FROM {table} WHERE name=? AND version=?", (name, version))  # noqa: S608 - constant
             self._unref_all(c, [*blobs, row[0]])
             ids = [(i,) for i in sorted(inline)]
             c.executemany("UPDATE inline_blobs SET pins = pins - 1 WHERE blob_id=?", ids)
             c.executemany("DELETE FROM inline_blobs WHERE blob_id=? AND pins<=0 AND released=1", ids)
 
         await self._write(fn)
+
+    # --- model aliases (docs/checkpoints.md) ---------------------------------------------
+    def model_aliases(self, name: str | None = None) -> list[tuple[str, str, int, int]]:
+        """(name, alias, version, updated_ns) of every alias (of model ``name``), by name and alias."""
+        if name is None:
+            sql = "SELECT name, alias, version, updated_ns FROM model_aliases ORDER BY name, alias"
+            return [tuple(r) for r in self._reader().execute(sql).fetchall()]
+        sql = "SELECT name, alias, version, updated_ns FROM model_aliases WHERE name=? ORDER BY alias"
+        return [tuple(r) for r in self._reader().execute(sql, (name,)).fetchall()]
+
+    def model_alias(self, name: str, alias: str) -> int | None:
+        """The version ``name@alias`` points at (None: no such alias)."""
+        sql = "SELECT version FROM model_aliases WHERE name=? AND alias=?"
+        row = self._reader().execute(sql, (name, alias)).fetchone()
+        return int(row[0]) if row else None
+
+    async def set_model_alias(self, name: str, alias: str, version: int, updated_ns: int) -> int | None:
+        """Point ``name@alias`` at ``version`` (creating or moving it) in one transaction, so a
+        reader sees the old version or the new one, never neither; returns the version it
+        pointed at before (None: a new alias). ``NoSuchModel`` if ``name@version`` does not exist."""
+
+        def fn(c: sqlite3.Connection) -> int | None:
+            if c.execute("SELECT 1 FROM models WHERE name=? AND version=?", (name, version)).fetchone() is None:
+                raise NoSuchModel(f"No model version {name}@{version}.", resource=f"{name}@{version}")
+            row = c.execute("SELECT version FROM model_aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+            c.execute(
+                "INSERT INTO model_aliases(name, alias, version, updated_ns) VALUES(?,?,?,?)"
+                " ON CONFLICT(name, alias) DO UPDATE SET version=excluded.version, updated_ns=excluded.updated_ns",
+                (name, alias, version, updated_ns),
+            )
+            return int(row[0]) if row else None
+
+        return await self._write(fn)
+
+    async def delete_model_alias(self, name: str, alias: str) -> int:
+        """Remove ``name@alias``; returns the version it pointed at (``NoSuchModel`` if none)."""
+
+        def fn(c: sqlite3.Connection) -> int:
+            row = c.execute("SELECT version FROM model_aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+            if row is None:
+                raise NoSuchModel(f"No alias {name}@{alias}.", resource=f"{name}@{alias}")
+            c.execute("DELETE FROM model_aliases WHERE name=? AND alias=?", (name, alias))
+            return int(row[0])
+
+        return await self._write(fn)
 
     def inline_bodies(self, ids: Sequence[str]) -> dict[str, bytes]:
         """The inline bodies ``ids`` (verified, as a GET reads them), by id; a missing id is absent.

@@ -39,3 +39,6 @@ __all__ = [
     "crc64nvme",
     "parse_name",
 ]
+from tierstore.checkpoints._registry import ModelPullError, lineage, pull_model, register_model, resolve_commit
+
+__all__ += ["ModelPullError", "lineage", "pull_model", "register_model", "resolve_commit"]

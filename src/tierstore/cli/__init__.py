@@ -169,10 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         add_client_commands(sub)
     from tierstore.cli._admin import add_admin_commands
     from tierstore.cli._datasets import add_dataset_commands
+    from tierstore.cli._models import add_model_commands
     from tierstore.cli._query import add_query_command
 
     add_query_command(sub)
     add_dataset_commands(sub)
+    add_model_commands(sub)
     add_admin_commands(sub)
     return parser
 

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tierstore.client._s3 import S3Settings, resolve_settings
-from tierstore.types import BATCH_FRAME, BATCH_TRAILER, DatasetRef
+from tierstore.types import BATCH_FRAME, BATCH_TRAILER, DatasetRef, ModelRef, check_alias
 
 __all__ = ["BatchItem", "QueryPage", "TierstoreClient", "TierstoreClientError"]
 
@@ -87,6 +87,13 @@ def _dataset_path(ref: str) -> str:
     """``/_tierstore/datasets/NAME[/N]`` for ``NAME[@N]`` (checked here: a bad name is a ValueError)."""
     parsed = DatasetRef.parse(ref)
     return f"/_tierstore/datasets/{parsed.name}" + (f"/{parsed.version}" if parsed.version is not None else "")
+
+
+def _model_path(ref: str) -> str:
+    """``/_tierstore/models/NAME[/N | /ALIAS]`` for ``NAME[@N | @ALIAS]`` (a bad ref is a ValueError)."""
+    parsed = ModelRef.parse(ref)
+    at = parsed.version if parsed.version is not None else parsed.alias
+    return f"/_tierstore/models/{parsed.name}" + (f"/{at}" if at is not None else "")
 
 
 class TierstoreClient:
@@ -239,6 +246,62 @@ class TierstoreClient:
         if "@" not in ref:
             raise TierstoreClientError(0, "InvalidRequest", "delete names one version: NAME@N")
         self._send("DELETE", _dataset_path(ref), None)
+
+    # --- models (docs/checkpoints.md; tierstore.checkpoints.register_model builds the rows) ---
+    def create_model(self, name: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, Any]:
+        """Register the next version of model ``name``: ``rows`` name the checkpoint's files (byte
+        ranges, ``member``: the file's path) and its commit object (``member`` ``COMMIT.json``);
+        the server pins their bytes. Returns the record (``ref``: NAME@N)."""
+        return self._call("POST", "/_tierstore/models", {"name": name, "rows": rows, "info": info})
+
+    def list_models(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every model version (or every version of ``name``), with its aliases, oldest first per name."""
+        path = "/_tierstore/models" + (f"?name={quote(name, safe='')}" if name else "")
+        found: list[dict[str, Any]] = self._call("GET", path, None)["models"]
+        return found
+
+    def model_info(self, ref: str) -> dict[str, Any]:
+        """The record of ``NAME@N``, ``NAME@ALIAS`` or ``NAME`` (the latest version)."""
+        return self._call("GET", _model_path(ref), None)
+
+    def model_manifest(self, ref: str) -> bytes:
+        """The Parquet manifest of a model version. Resolve an alias first (``model_info``) when
+        the manifest must match a record read before: an alias can move in between."""
+        if "@" not in ref:
+            ref = self.model_info(ref)["ref"]
+        data: bytes = self._send("GET", _model_path(ref) + "/manifest", None).data
+        return data
+
+    def model_aliases(self, name: str) -> dict[str, int]:
+        """{alias: version} of model ``name``."""
+        ModelRef.parse(name)
+        found: dict[str, int] = self._call("GET", f"/_tierstore/models/{name}/aliases", None)["aliases"]
+        return found
+
+    def set_model_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Point ``name@alias`` at ``version`` (create or move it, atomically); returns
+        ``{"name", "alias", "version", "previous"}``."""
+        ModelRef.parse(name)
+        check_alias(alias)
+        return self._call("PUT", f"/_tierstore/models/{name}/aliases/{alias}", {"version": version})
+
+    def delete_model_alias(self, name: str, alias: str) -> None:
+        ModelRef.parse(name)
+        check_alias(alias)
+        self._send("DELETE", f"/_tierstore/models/{name}/aliases/{alias}", None)
+
+    def delete_model(self, ref: str) -> None:
+        """Delete ``NAME@N`` (refused while an alias points at it); its pins are released."""
+        if ModelRef.parse(ref).version is None:
+            raise TierstoreClientError(0, "InvalidRequest", "delete names one version: NAME@N")
+        self._send("DELETE", _model_path(ref), None)
+
+    def read_model_rows(
+        self, ref: str, rows: list[int], *, fail_fast: bool = False, chunk_bytes: int = 1 << 20
+    ) -> Iterator[BatchItem]:
+        """Read rows ``rows`` of model version ``ref`` (``NAME@N``) in one request, through the
+        bytes it pinned; yielded like ``read_rows``."""
+        return self._frames({"model": ref, "rows": rows, "fail_fast": fail_fast}, chunk_bytes)
 
     def query(self, bucket: str, query: str, *, cursor: str | None = None) -> QueryPage:
         """One page of a metadata query (docs/query.md) over the current objects of ``bucket``."""

@@ -12,6 +12,7 @@ from tierstore.engine._lock import (
     parse_mode,
     parse_retain_until,
 )
+from tierstore.engine._models import ModelService
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
 from tierstore.engine._service import (
     DEFAULT_INLINE_MAX_BYTES,
@@ -36,6 +37,7 @@ __all__ = [
     "HealProgress",
     "LockConfig",
     "LockRequest",
+    "ModelService",
     "ObjectService",
     "Repairer",
     "Retention",

@@ -233,7 +233,14 @@ class _Locations:
 
 class DatasetService:
     """Create, list, show, delete dataset versions and read their rows; built on ObjectService's
-    catalog and blob store (the engine layer), reached by api/ as ``service.datasets``."""
+    catalog and blob store (the engine layer), reached by api/ as ``service.datasets``.
+
+    Model versions (engine/_models.py) are the same thing in another table: a manifest that pins
+    the bytes of a checkpoint. ``ModelService`` subclasses this and changes the class attributes."""
+
+    table = "datasets"  # the catalog's table (catalog.PINNING_TABLES)
+    kind = "dataset"  # in messages and logs
+    missing: type[TierstoreError] = NoSuchDataset
 
     def __init__(self, service: ObjectService) -> None:
         self.service = service
@@ -244,15 +251,19 @@ class DatasetService:
         return self.service.catalog
 
     # --- metadata ------------------------------------------------------------------
-    def get(self, name: str, version: int | None = None) -> DatasetRecord:
+    def check_name(self, name: str) -> None:
+        """``InvalidArgument`` unless ``name`` is a valid name (no version)."""
         DatasetRef.parse(name)
-        record = self.catalog.get_dataset(name, version)
+
+    def get(self, name: str, version: int | None = None) -> DatasetRecord:
+        self.check_name(name)
+        record = self.catalog.get_dataset(name, version, table=self.table)
         if record is None:
-            raise NoSuchDataset(resource=name if version is None else f"{name}@{version}")
+            raise self.missing(resource=name if version is None else f"{name}@{version}")
         return record
 
     def list(self, name: str | None = None) -> list[DatasetRecord]:
-        return self.catalog.list_datasets(name)
+        return self.catalog.list_datasets(name, table=self.table)
 
     async def manifest_bytes(self, record: DatasetRecord) -> bytes:
         chunks = [c async for c in await self.service.blobs.get(record.manifest_blob, 0, record.manifest_bytes)]
@@ -266,19 +277,17 @@ class DatasetService:
         if ref.version is not None:
             raise InvalidRequest("Name a dataset to create without a version: the catalog numbers them.")
         spec.validate()
+        columns = [c.replace(":", ".", 1) for c in spec.columns]  # as _Columns names them
+        return await self._publish(name, spec, {"label": spec.label, "columns": columns, "lineage": spec.lineage})
+
+    async def _publish(self, name: str, spec: DatasetSpec, extra: dict[str, Any]) -> DatasetRecord:
+        """Build, store and publish the next version of ``name`` from ``spec`` (validated) in
+        ``self.table``; ``extra``: what the record says besides name, version, created, source."""
         for attempt in range(_CREATE_ATTEMPTS):
-            version = self.catalog.next_dataset_version(name)
+            version = self.catalog.next_dataset_version(name, table=self.table)
             cols = await asyncio.to_thread(self._collect, spec)  # seconds for a million rows: off the loop
             created_ns = self.service.clock.now_ns()
-            info = {
-                "name": name,
-                "version": version,
-                "created_ns": created_ns,
-                "source": spec.source(),
-                "label": spec.label,
-                "columns": list(cols.extra.values()),
-                "lineage": spec.lineage,
-            }
+            info = {"name": name, "version": version, "created_ns": created_ns, "source": spec.source(), **extra}
             data = await asyncio.to_thread(cols.parquet, info)
             blob_id = new_blob_id()
 
@@ -293,15 +302,16 @@ class DatasetService:
             )  # fmt: skip
             blobs, inline = list(cols.blob_pins), list(cols.inline_pins)
             try:
-                await self.catalog.create_dataset(record, blobs, inline)
+                await self.catalog.create_dataset(record, blobs, inline, table=self.table)
             except (PinGone, VersionTaken) as exc:
                 await self.service.blobs.delete(blob_id)
-                log.info("dataset %s@%d: %r changed meanwhile (try %d); rebuilding", name, version, exc, attempt + 1)
+                log.info("%s %s@%d: %r changed meanwhile (try %d); rebuilding", self.kind, name, version, exc,
+                         attempt + 1)  # fmt: skip
                 continue
             except BaseException:
                 await self.service.blobs.delete(blob_id)
                 raise
-            log.info("dataset %s@%d created: %d samples, %d bytes", name, version, record.rows, record.bytes)
+            log.info("%s %s@%d created: %d rows, %d bytes", self.kind, name, version, record.rows, record.bytes)
             return record
         raise InvalidRequest(f"The source of {name} kept changing while its manifest was built; try again.")
 
@@ -377,7 +387,7 @@ class DatasetService:
         record = self.get(name, version)
         locations = await self._load(record)
         blobs, inline = pins_of(locations.locs)
-        await self.catalog.delete_dataset(name, version, blobs, inline)
+        await self.catalog.delete_dataset(name, version, blobs, inline, table=self.table)
         self._locations.pop((record.name, record.version, record.manifest_blob), None)
         await self.service.drain_trash()
 
