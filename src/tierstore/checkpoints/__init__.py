@@ -1,5 +1,6 @@
 """Checkpoints and models without torch: the layout and commit object every checkpoint kind
-shares, and the S3 calls they move bytes with (docs/checkpoints.md). The torch faces are
+shares, the S3 calls they move bytes with, and the model registry's client side (register a
+checkpoint, pull a model version into a directory, walk its lineage; docs/checkpoints.md). The torch faces are
 ``tierstore.torch.checkpoints`` (CheckpointStore, a torch.distributed.checkpoint writer/reader)."""
 
 from tierstore.checkpoints._commit import (
@@ -21,6 +22,7 @@ from tierstore.checkpoints._objects import (
     StoreUri,
     crc64nvme,
 )
+from tierstore.checkpoints._registry import ModelPullError, lineage, pull_model, register_model, resolve_commit
 
 __all__ = [
     "COMMITS_DIR",
@@ -30,6 +32,7 @@ __all__ = [
     "CommitFile",
     "CommitFormatError",
     "ListedObject",
+    "ModelPullError",
     "ObjectError",
     "PreconditionFailed",
     "PutResult",
@@ -37,8 +40,9 @@ __all__ = [
     "StoreUri",
     "checkpoint_name",
     "crc64nvme",
+    "lineage",
     "parse_name",
+    "pull_model",
+    "register_model",
+    "resolve_commit",
 ]
-from tierstore.checkpoints._registry import ModelPullError, lineage, pull_model, register_model, resolve_commit
-
-__all__ += ["ModelPullError", "lineage", "pull_model", "register_model", "resolve_commit"]
