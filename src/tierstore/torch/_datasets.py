@@ -20,6 +20,7 @@ from torch.utils import data as tud
 from tierstore.datasets._cache import SampleCache, read_samples
 from tierstore.datasets._manifest import DatasetRef, Manifest, SampleSource
 from tierstore.datasets._stage import StagedPacks, staged_manifest
+from tierstore.torch._lineage import record_opened
 from tierstore.torch._order import EpochCursor, epoch_permutation, num_batches, worker_batches
 
 __all__ = ["IterableDataset", "MapDataset", "ShuffleSampler"]
@@ -56,6 +57,7 @@ class _Reader:
     ) -> None:
         manifest = staged_manifest(cache_dir, ref) if cache_dir is not None else None
         self.manifest: Manifest = manifest if manifest is not None else source.open_manifest(DatasetRef.parse(ref))
+        record_opened(str(self.manifest.ref))  # lineage: checkpoints saved in this process name it
         self.source = source
         self.cache = SampleCache(Path(cache_dir), cache_bytes_max) if cache_dir is not None else None
         self.packs = StagedPacks(cache_dir, manifest) if cache_dir is not None and manifest is not None else None

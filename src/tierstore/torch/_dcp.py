@@ -69,6 +69,7 @@ from tierstore.checkpoints._commit import (
 )
 from tierstore.checkpoints._objects import ObjectError, PreconditionFailed, S3Objects, StoreUri, crc64nvme, crc_b64
 from tierstore.client._s3 import S3Settings
+from tierstore.torch._lineage import opened_datasets
 
 __all__ = ["CheckpointExistsError", "CheckpointNotFoundError", "TierstoreReader", "TierstoreWriter"]
 
@@ -328,7 +329,8 @@ class TierstoreWriter(StorageWriter):
             files=[files[p] for p in sorted(files)],
             metrics=self.metrics,
             tags=self.tags,
-            datasets=self.datasets,
+            # explicit ones, plus every dataset version a tierstore loader opened in this (rank 0's) process
+            datasets=sorted(set(self.datasets) | set(opened_datasets())),
             body={"metadata": METADATA_FILE, "save_id": self._plan.save_id, "world_size": len(results)},
         )
         key = self._commit_key(name)

@@ -4,7 +4,23 @@ kill -9), loads it back into memory, keeps the last K, and records the dataset v
 trained on. ``TierstoreWriter``/``TierstoreReader`` do the same for
 ``torch.distributed.checkpoint`` (N ranks, one commit)."""
 
-from tierstore.torch._checkpoints import CheckpointInfo, CheckpointStore, opened_datasets
+from tierstore.torch._checkpoints import (
+    CheckpointCorrupt,
+    CheckpointExists,
+    CheckpointInfo,
+    CheckpointNotFound,
+    CheckpointStore,
+    opened_datasets,
+)
 from tierstore.torch._dcp import TierstoreReader, TierstoreWriter
 
-__all__ = ["CheckpointInfo", "CheckpointStore", "TierstoreReader", "TierstoreWriter", "opened_datasets"]
+__all__ = [
+    "CheckpointCorrupt",
+    "CheckpointExists",
+    "CheckpointInfo",
+    "CheckpointNotFound",
+    "CheckpointStore",
+    "TierstoreReader",
+    "TierstoreWriter",
+    "opened_datasets",
+]
