@@ -5,7 +5,13 @@
 - **seaweedfs**: ``torch.save`` into memory, then ``boto3`` ``upload_fileobj`` of those bytes to
   SeaweedFS (boto3's default transfer: 8 MiB multipart parts, 10 threads); load is
   ``download_fileobj`` + ``torch.load`` — what teams do against an S3 store today;
-- **tierstore**: ``CheckpointStore("s3://bench/ckpt").save(sd, step=i)`` / ``.load(step=i)``.
+- **tierstore**: ``CheckpointStore("s3://bench/ckpt").save(sd, step=i)`` / ``.load(step=i)``
+  (durable when it returns: the server fsyncs every data file and the commit);
+- **local_fsync**, for reference: ``torch.save`` then ``fsync``, durable on return as well.
+
+Before each timed save the page cache is flushed (``sync``, untimed), so no path pays for the
+previous one's writeback; keep_last retention (tierstore deletes the previous checkpoint after
+``save`` returns) is waited for untimed.
 
 The state_dict is many tensors of mixed size and dtype (seeded): a few of 64-256 MiB, many of
 1-16 MiB, hundreds of small ones down to 0-d, float32/bfloat16/int64. Every load is checked
@@ -39,6 +45,7 @@ from typing import Any
 from s3_side_by_side import AK, SK, Seaweed, Tierstore, _sigterm, machine
 
 MiB = 1 << 20
+SIDES = ("local", "local_fsync", "seaweedfs", "tierstore")
 
 
 def make_state_dict(total_bytes: int, seed: int = 0) -> dict[str, Any]:
@@ -96,9 +103,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 class Local:
     label = "local"
+    fsync = False
 
     def __init__(self, work: Path) -> None:
-        self.path = work / "local" / "sd.pt"
+        self.path = work / self.label / "sd.pt"
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def save(self, sd: dict[str, Any], step: int) -> None:
@@ -106,6 +114,15 @@ class Local:
 
         self.path.unlink(missing_ok=True)
         torch.save(sd, self.path)
+        if self.fsync:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def settle(self) -> None:
+        pass
 
     def load(self, step: int) -> dict[str, Any]:
         import torch
@@ -114,8 +131,18 @@ class Local:
         return out
 
 
+class LocalFsync(Local):
+    """torch.save, then fsync: durable on return, as a tierstore save is (for reference)."""
+
+    label = "local_fsync"
+    fsync = True
+
+
 class SeaweedPath:
     label = "seaweedfs"
+
+    def settle(self) -> None:
+        pass
 
     def __init__(self, endpoint: str) -> None:
         import boto3
@@ -165,6 +192,9 @@ class TierstorePath:
     def save(self, sd: dict[str, Any], step: int) -> None:
         self.store.save(sd, step=step)
 
+    def settle(self) -> None:
+        self.store.wait()  # keep_last retention, which runs after save() returns
+
     def load(self, step: int) -> dict[str, Any]:
         out: dict[str, Any] = self.store.load(step=step)
         return out
@@ -184,11 +214,13 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         seaweed.start()
         tierstore.start()
         doc["seaweedfs_version"] = seaweed.version()
-        sides = [Local(work), SeaweedPath(f"http://127.0.0.1:{seaweed.port}"),
+        sides = [Local(work), LocalFsync(work), SeaweedPath(f"http://127.0.0.1:{seaweed.port}"),
                  TierstorePath(f"http://127.0.0.1:{tierstore.port}", args.client_workers)]  # fmt: skip
         for rep in range(args.repeat):
             for side in sides:
+                os.sync()  # every save starts with no dirty pages left by the one before
                 save_s, _ = timed(lambda side=side, rep=rep: side.save(sd, rep))
+                side.settle()
                 load_s, loaded = timed(lambda side=side, rep=rep: side.load(rep))
                 if rep == 0 or args.check_all:
                     same(sd, loaded)
@@ -208,7 +240,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     med = {}
-    for side in ("local", "seaweedfs", "tierstore"):
+    for side in SIDES:
         rows = [r for r in runs if r["side"] == side]
         med[side] = {k: statistics.median(r[k] for r in rows) for k in ("save_s", "load_s", "save_MB_s", "load_MB_s")}
     t, s, loc = med["tierstore"], med["seaweedfs"], med["local"]
@@ -228,7 +260,7 @@ def print_summary(doc: dict[str, Any]) -> None:
           f" medians of {doc['args']['repeat']}")  # fmt: skip
     print("| path | save | load |")
     print("|---|---|---|")
-    for side in ("local", "seaweedfs", "tierstore"):
+    for side in SIDES:
         r = m[side]
         save = f"{r['save_s']:.2f} s ({r['save_MB_s']:,.0f} MB/s)"
         print(f"| {side} | {save} | {r['load_s']:.2f} s ({r['load_MB_s']:,.0f} MB/s) |")

@@ -220,6 +220,7 @@ def test_keep_last_spares_tagged_and_registered(settings: S3Settings, bucket: st
             store.save({"w": torch.full((100,), step)}, step=step, tags=tags)  # 800 bytes: 4 files
             if step == 3:
                 store.tag(3, model="resnet@1")  # what the model registry does on registration
+        store.wait()  # retention runs in the background after each commit
         assert [i.step for i in store.list()] == [2, 3, 5, 6]
         for step in (2, 3, 5, 6):
             assert store.load(step)["w"][0] == step

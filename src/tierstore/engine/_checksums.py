@@ -19,8 +19,6 @@ from tierstore.errors import InvalidDigest, InvalidRequest
 __all__ = ["Hasher", "combine_crc", "composite_checksum", "decode_checksum", "new_hasher"]
 
 _CRC_WIDTH = {"crc32": 32, "crc32c": 32, "crc64nvme": 64}
-# Reflected polynomials.
-_CRC_POLY = {"crc32": 0xEDB88320, "crc32c": 0x82F63B78, "crc64nvme": 0x9A6C9329AC4BC9B5}
 
 
 class Hasher(Protocol):
@@ -78,44 +76,13 @@ def composite_checksum(algorithm: str, part_digests: list[bytes]) -> str:
     return f"{base64.b64encode(h.digest()).decode()}-{len(part_digests)}"
 
 
-def _gf2_times(mat: list[int], vec: int) -> int:
-    total = 0
-    i = 0
-    while vec:
-        if vec & 1:
-            total ^= mat[i]
-        vec >>= 1
-        i += 1
-    return total
-
-
-def _gf2_square(mat: list[int]) -> list[int]:
-    return [_gf2_times(mat, m) for m in mat]
-
-
 def combine_crc(algorithm: str, crc1: int, crc2: int, len2: int) -> int:
-    """CRC of A||B from crc(A), crc(B) and len(B), for the reflected CRCs S3 uses
-    (zlib's crc32_combine, generalised to any width and polynomial)."""
-    width = _CRC_WIDTH[algorithm]
+    """CRC of A||B from crc(A), crc(B) and len(B), for the reflected CRCs S3 uses (aws-checksums'
+    combine, ~2 us; a pure Python GF(2) version cost ~5 ms a call, on the event loop)."""
     if len2 == 0:
         return crc1
-    odd = [_CRC_POLY[algorithm]] + [1 << i for i in range(width - 1)]  # operator for one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
-        if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-    return crc1 ^ crc2
+    combine = {"crc32": crt.combine_crc32, "crc32c": crt.combine_crc32c, "crc64nvme": crt.combine_crc64nvme}
+    return int(combine[algorithm](crc1, crc2, len2))
 
 
 def full_object_crc(algorithm: str, parts: list[tuple[bytes, int]]) -> str:
