@@ -16,13 +16,15 @@ import builtins
 import io
 import logging
 import math
+import os
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
@@ -43,6 +45,7 @@ from tierstore.checkpoints._objects import ObjectError, PreconditionFailed, PutR
 from tierstore.client._ext import TierstoreClient
 from tierstore.client._s3 import S3Settings, resolve_settings
 from tierstore.torch._lineage import opened_datasets
+from tierstore.types import MODEL_COMMIT_MEMBER
 
 __all__ = [
     "CheckpointCorrupt",
@@ -50,6 +53,7 @@ __all__ = [
     "CheckpointInfo",
     "CheckpointNotFound",
     "CheckpointStore",
+    "load_pulled",
     "opened_datasets",
 ]
 
@@ -366,6 +370,76 @@ class _Pools:
     waiters: ThreadPoolExecutor  # multipart uploads waiting on their parts (never do I/O themselves)
 
 
+def _read_tensors(commit: Commit, read: Callable[[_Read], None], pool: Executor) -> list[torch.Tensor]:
+    """Every tensor of ``commit``, its bytes read by ``read`` (ranged reads of data files, run on
+    ``pool``) straight into its memory; then each data file's CRC64NVME is checked."""
+    try:
+        table = commit.body["tensors"]
+        tensors = [torch.empty(e["shape"], dtype=_dtype(e["dtype"])) for e in table]
+        offsets = [int(e["offset"]) for e in table]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointCorrupt(f"a malformed tensor table in {commit.name}: {exc!r}") from exc
+    dests = [t.reshape(-1).view(torch.uint8).numpy().data for t in tensors]
+    for e, d in zip(table, dests, strict=True):
+        if d.nbytes != e["nbytes"]:
+            raise CheckpointCorrupt(f"{commit.name}: a {e['dtype']} {e['shape']} tensor of {e['nbytes']} bytes")
+    reads, contents = _plan_reads(commit.files, offsets, dests)
+    futures = [pool.submit(read, r) for r in reads]
+    _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    for f in pending:
+        f.cancel()
+    for f in futures:
+        f.result()
+    checks = [pool.submit(_check_crc, f, c) for f, c in zip(commit.files, contents, strict=True)]
+    for check in checks:
+        check.result()
+    return tensors
+
+
+def _finish_load(
+    commit: Commit, tensors: list[torch.Tensor], map_location: str | torch.device, weights_only: bool
+) -> Any:
+    device = torch.device(map_location)
+    if device.type != "cpu":
+        tensors = [t.to(device) for t in tensors]
+    return _decode(commit.body["tree"], tensors, weights_only)
+
+
+def load_pulled(
+    directory: str | os.PathLike[str], *, map_location: str | torch.device = "cpu", weights_only: bool = True
+) -> Any:
+    """The state_dict of a checkpoint in a local directory — what ``tierstore models pull``
+    (``tierstore.checkpoints.pull_model``) writes for an inference server: ``COMMIT.json`` plus
+    the data files at their paths. Each file's CRC64NVME is checked again as it is read."""
+    root = Path(directory)
+    try:
+        commit = Commit.from_json((root / MODEL_COMMIT_MEMBER).read_bytes())
+    except FileNotFoundError as exc:
+        raise CheckpointNotFound(f"{root} has no {MODEL_COMMIT_MEMBER}: not a pulled checkpoint") from exc
+    except CommitFormatError as exc:
+        raise CheckpointCorrupt(f"{root / MODEL_COMMIT_MEMBER}: {exc}") from exc
+    if commit.kind != KIND:
+        raise CheckpointCorrupt(
+            f"{root} holds a {commit.kind!r} checkpoint; load it with torch.distributed.checkpoint"
+            " (FileSystemReader reads a pulled DCP directory)"
+            if commit.kind == "dcp" else f"{root} holds a {commit.kind!r} checkpoint, not a {KIND!r} one"
+        )  # fmt: skip
+
+    def read(r: _Read) -> None:
+        path = root / PurePosixPath(r.file.path)
+        with open(path, "rb") as f:
+            f.seek(r.offset)
+            got = f.readinto(r.dest)
+        if got != r.dest.nbytes:
+            raise CheckpointCorrupt(f"{path}: {got} of {r.dest.nbytes} bytes at {r.offset} (truncated?)")
+        for at, mem in r.copies:
+            mem[:] = r.dest[at : at + mem.nbytes]
+
+    with ThreadPoolExecutor(4, thread_name_prefix="ckpt-local") as pool:
+        tensors = _read_tensors(commit, read, pool)
+    return _finish_load(commit, tensors, map_location, weights_only)
+
+
 # --- the store ------------------------------------------------------------------------------
 
 
@@ -658,34 +732,8 @@ class CheckpointStore:
             raise CheckpointCorrupt(f"{info.key}: {exc}") from exc
         if commit.kind != KIND:
             raise CheckpointCorrupt(f"{info.key} is a {commit.kind!r} checkpoint, not a {KIND!r} one")
-        tensors = self._read_tensors(commit)
-        device = torch.device(map_location)
-        if device.type != "cpu":
-            tensors = [t.to(device) for t in tensors]
-        return _decode(commit.body["tree"], tensors, weights_only)
-
-    def _read_tensors(self, commit: Commit) -> builtins.list[torch.Tensor]:
-        try:
-            table = commit.body["tensors"]
-            tensors = [torch.empty(e["shape"], dtype=_dtype(e["dtype"])) for e in table]
-            offsets = [int(e["offset"]) for e in table]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointCorrupt(f"a malformed tensor table in {commit.name}: {exc!r}") from exc
-        dests = [t.reshape(-1).view(torch.uint8).numpy().data for t in tensors]
-        for e, d in zip(table, dests, strict=True):
-            if d.nbytes != e["nbytes"]:
-                raise CheckpointCorrupt(f"{commit.name}: a {e['dtype']} {e['shape']} tensor of {e['nbytes']} bytes")
-        reads, contents = _plan_reads(commit.files, offsets, dests)
-        futures = [self._pools.io.submit(self._read, r) for r in reads]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in pending:
-            f.cancel()
-        for f in futures:
-            f.result()
-        checks = [self._pools.io.submit(_check_crc, f, c) for f, c in zip(commit.files, contents, strict=True)]
-        for check in checks:
-            check.result()
-        return tensors
+        tensors = _read_tensors(commit, self._read, self._pools.io)
+        return _finish_load(commit, tensors, map_location, weights_only)
 
     def _read(self, r: _Read) -> None:
         try:

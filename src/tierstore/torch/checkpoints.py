@@ -10,6 +10,7 @@ from tierstore.torch._checkpoints import (
     CheckpointInfo,
     CheckpointNotFound,
     CheckpointStore,
+    load_pulled,
     opened_datasets,
 )
 from tierstore.torch._dcp import TierstoreReader, TierstoreWriter
@@ -22,5 +23,6 @@ __all__ = [
     "CheckpointStore",
     "TierstoreReader",
     "TierstoreWriter",
+    "load_pulled",
     "opened_datasets",
 ]
