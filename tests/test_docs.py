@@ -1,5 +1,5 @@
 """The docs' examples run: every ```python block of a walkthrough, in order, as one program,
-against a real server of its own (docs/ml-data.md)."""
+against a real server of its own (docs/ml-data.md, docs/checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -20,18 +20,33 @@ def _program(doc: Path) -> str:
     return "\n".join(blocks)
 
 
-def test_ml_data_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+def _run(doc: str, server: ServerProcess, tmp_path: Path) -> list[str]:
     script = tmp_path / "walkthrough.py"
-    script.write_text(_program(REPO / "docs" / "ml-data.md"))
+    script.write_text(_program(REPO / "docs" / doc))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
-    env.update(TIERSTORE_ENDPOINT=fresh_server.endpoint, TIERSTORE_ACCESS_KEY=ACCESS_KEY)
+    env.update(TIERSTORE_ENDPOINT=server.endpoint, TIERSTORE_ACCESS_KEY=ACCESS_KEY)
     env.update(TIERSTORE_SECRET_KEY=SECRET_KEY)
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout.splitlines()
+    return proc.stdout.splitlines()
+
+
+def test_ml_data_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    out = _run("ml-data.md", fresh_server, tmp_path)
     assert out[0] == "pets@1 600 samples"
     assert "256 + 344 = 600" in out
     assert "600 samples in one epoch" in out
     assert "600 samples staged" in out
+
+
+def test_checkpoints_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    out = _run("checkpoints.md", fresh_server, tmp_path)
+    assert out == [
+        "[3, 4, 5]",
+        "best tested: 3",
+        "demo@1 -> 3",
+        "serving matches: True",
+        "trained on: ['demo-data@1']",
+    ]

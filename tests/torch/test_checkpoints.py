@@ -368,3 +368,14 @@ def test_damaged_data_file_is_an_error_naming_it(settings: S3Settings, bucket: s
                 store.load()
             s3.put_object(Bucket=bucket, Key=victim, Body=good)
             assert_same(store.load(), state)
+
+
+def test_a_closed_store_says_so(settings: S3Settings, bucket: str) -> None:
+    store = CheckpointStore(f"s3://{bucket}/closed", settings=settings, run="r1")
+    store.save({"w": torch.ones(2)}, step=1)
+    store.close()
+    for call in (lambda: store.save({"w": torch.ones(2)}, step=2), lambda: store.load(1),
+                 lambda: store.save_async({"w": torch.ones(2)}, step=2)):  # fmt: skip
+        with pytest.raises(RuntimeError, match="is closed"):
+            call()
+    assert [i.step for i in store.list()] == [1]  # listing needs no threads

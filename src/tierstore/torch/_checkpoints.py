@@ -487,6 +487,7 @@ class CheckpointStore:
         self._housekeeping = ThreadPoolExecutor(1, thread_name_prefix="ckpt-retain")
         self._retention: Future[None] | None = None
         self._retention_lock = threading.Lock()
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"CheckpointStore({str(self.uri)!r}, run={self.run!r})"
@@ -504,6 +505,7 @@ class CheckpointStore:
         """Upload ``state_dict``'s tensors, then commit; visible all at once or not at all.
         ``CheckpointExists`` if this step of this run is already committed."""
         with self._async_lock:
+            self._check_open()
             self._settle()
             prepared = self._prepare(state_dict, step, metrics, tags, datasets, copy=False)
             return self._write(prepared)
@@ -521,11 +523,16 @@ class CheckpointStore:
         this returns), upload and commit in the background. One save in flight at a time: a
         second call first waits for the previous one, so at most one copy is held."""
         with self._async_lock:
+            self._check_open()
             self._settle()
             prepared = self._prepare(state_dict, step, metrics, tags, datasets, copy=True)
             future = self._background.submit(self._write, prepared)
             self._in_flight = future
             return future
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed (make a new CheckpointStore to save or load)")
 
     def _settle(self) -> None:
         """Wait for the save in flight (its error stays in its future)."""
@@ -548,6 +555,7 @@ class CheckpointStore:
         not raised: it belongs to its future (``wait()`` before ``close()`` raises it)."""
         with self._async_lock:
             future, self._in_flight = self._in_flight, None
+            self._closed = True
         try:
             if future is not None and future.exception() is not None:
                 log.error("the last save_async failed", exc_info=future.exception())
@@ -725,6 +733,7 @@ class CheckpointStore:
         ``run``), else the newest, with ``tag`` if given. Tensors are read straight into their
         memory and every data file's CRC64NVME is checked; tied tensors come back tied.
         ``weights_only`` applies to the few values stored with torch.save (as in torch.load)."""
+        self._check_open()
         info = self._select(step, tag, run)
         try:
             commit = Commit.from_json(self.objects.get(self.uri.bucket, info.key, version_id=info.version_id))
