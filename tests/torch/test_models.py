@@ -70,7 +70,8 @@ def test_train_register_retain_pull_load(server: ServerProcess, s3: Any, bucket:
     name = f"mlp-{uuid.uuid4().hex[:8]}"
     record = register_model(client, name, f"{uri}@2", alias="production")
     assert record["ref"] == f"{name}@1"
-    assert record["checkpoint"]["datasets"] == [str(served.ref)]  # automatic lineage
+    assert str(served.ref) in record["checkpoint"]["datasets"]  # automatic lineage (and whatever else this
+    # process opened before: the record is "every dataset version a loader opened in the process")
     commit_key = record["checkpoint"]["uri"].removeprefix(f"s3://{bucket}/")
     tags = s3.get_object_tagging(Bucket=bucket, Key=commit_key)["TagSet"]
     assert {t["Key"]: t["Value"] for t in tags} == {"status": "tested", "model": f"{name}@1"}
