@@ -13,7 +13,7 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
-from tests.conftest import ServerProcess, make_client
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 
 
 @pytest.fixture
@@ -70,5 +70,55 @@ def test_full_disk_gives_507_and_keeps_stored_objects(small_disk: Path) -> None:
         s3 = make_client(srv.endpoint)
         for key, body in stored.items():
             assert s3.get_object(Bucket="full", Key=key)["Body"].read() == body
+    finally:
+        srv.stop()
+
+
+def test_checkpoint_saves_on_a_full_disk_fail_clearly_and_keep_the_committed_ones(small_disk: Path) -> None:
+    """Checkpoints (multipart data files, then a commit) until the 24 MiB disk is full: the failing
+    save raises InsufficientStorage, no commit of it appears, every committed checkpoint still
+    loads byte-exact, and once gc() and a deleted checkpoint free space, the next save fits."""
+    import torch
+
+    from tierstore.checkpoints import ObjectError, S3Objects
+    from tierstore.client import resolve_settings
+    from tierstore.torch.checkpoints import CheckpointStore
+
+    srv = ServerProcess(small_disk / "data")
+    srv.log_path = small_disk.parent / "server.log"
+    srv.start()
+    try:
+        settings = resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="ckpt")
+        objects = S3Objects(settings, part_bytes=5 << 20)  # a 6 MiB data file goes up as 2 parts
+        saved: dict[int, dict[str, torch.Tensor]] = {}
+        failure: Exception | None = None
+        with CheckpointStore("s3://ckpt/run", settings=settings, objects=objects, file_bytes=6 << 20) as store:
+            for step in range(1, 12):  # 11 x 6 MiB cannot fit in 24 MiB
+                state = {
+                    "w": torch.full((3 << 18,), float(step)),
+                    "v": torch.arange(3 << 18, dtype=torch.float32) + step,
+                }
+                try:
+                    store.save(state, step=step)
+                except (ObjectError, botocore.exceptions.ClientError) as exc:
+                    failure = exc
+                    break
+                saved[step] = state
+            assert failure is not None, "the disk never filled up"
+            assert "InsufficientStorage" in str(failure), failure
+            assert saved, "not even one checkpoint fit"
+            assert [i.step for i in store.list()] == sorted(saved)  # the failed save is not visible
+            for step, state in saved.items():
+                got = store.load(step)
+                assert torch.equal(got["w"], state["w"]) and torch.equal(got["v"], state["v"]), step
+            store.gc(older_than_s=0)  # the failed save's parts and its multipart upload go
+            oldest = store.list()[0]
+            doomed = [oldest.key, *(o.key for o in objects.list("ckpt", f"run/data/{oldest.name}/"))]
+            objects.delete("ckpt", doomed)
+            store.save({"w": torch.ones(3 << 18)}, step=99)  # room again
+            assert torch.equal(store.load(99)["w"], torch.ones(3 << 18))
+            assert [i.step for i in store.list()] == [*sorted(saved)[1:], 99]
     finally:
         srv.stop()
