@@ -441,3 +441,23 @@ def test_cached_reads_verify_every_block(tmp_path: Path) -> None:
     with pytest.raises(CorruptBlob):
         asyncio.run(store.read(blob_id, 2 * B, 10))
     assert asyncio.run(store.read(blob_id, 0, B)) == data[:B]
+
+
+def test_big_blobs_start_writeback_while_written(tmp_path: Path) -> None:
+    """A blob written in many batches starts writeback of what it wrote (sync_file_range, Linux)
+    as it goes; the bytes read back exact and the fsync at the end still makes it durable."""
+    assert _local._start_writeback is not None, "sync_file_range is in every Linux libc"
+    started: list[tuple[int, int]] = []
+    real = _local._start_writeback
+    _local._start_writeback = lambda fd, offset, n: started.append((offset, n)) or real(fd, offset, n)
+    try:
+        store = LocalBlobStore(tmp_path)
+        data = payload(20 * 1024 * 1024 + 5)
+        blob_id = _put(store, data)
+    finally:
+        _local._start_writeback = real
+    assert started and started[0][0] == 0, started
+    assert all(n >= _local._WRITEBACK_BYTES for _, n in started)
+    assert [o for o, _ in started] == sorted(o for o, _ in started)  # contiguous, in order
+    assert sum(n for _, n in started) <= len(data)
+    assert asyncio.run(collect(store, blob_id)) == data
