@@ -21,7 +21,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from tierstore.client._s3 import S3Settings, make_s3_client, resolve_settings
+from tierstore.client._s3 import S3Settings, credentials_of, make_s3_client, resolve_settings
 
 __all__ = [
     "Buffer",
@@ -135,17 +135,11 @@ class S3Objects:
         timeout_s: float = 600.0,
     ) -> None:
         import urllib3
-        from botocore.credentials import Credentials
-        from botocore.session import Session
 
         self.settings = settings or resolve_settings()
-        if self.settings.access_key is not None:
-            self._credentials = Credentials(self.settings.access_key, self.settings.secret_key)
-        else:
-            creds = Session().get_credentials()
-            if creds is None:
-                raise ObjectError(0, "NoCredentials", "set TIERSTORE_ACCESS_KEY/_SECRET_KEY or AWS credentials")
-            self._credentials = creds
+        self._credentials = credentials_of(self.settings)
+        if self._credentials is None:
+            raise ObjectError(0, "NoCredentials", "set TIERSTORE_ACCESS_KEY/_SECRET_KEY or AWS credentials")
         self.part_bytes = part_bytes
         self.max_connections = max_connections
         self._http = urllib3.PoolManager(

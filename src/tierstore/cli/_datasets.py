@@ -132,9 +132,18 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_cmd_unstage)
 
 
-def _entry(command: Callable[[argparse.Namespace, TierstoreClient], int]) -> Callable[[argparse.Namespace], int]:
+def _entry(
+    command: Callable[[argparse.Namespace, TierstoreClient], int],
+    *,
+    expected: Callable[[], tuple[type[BaseException], ...]] = tuple,
+) -> Callable[[argparse.Namespace], int]:
+    """A subcommand that talks to a server: expected failures (a server error, bad input, a
+    file problem, and ``expected()``'s types) end with one line on stderr and exit 1, bad usage
+    2, Ctrl-C 130 — never a traceback. Shared by ``tierstore dataset|stage|models|lineage``."""
+
     def run(args: argparse.Namespace) -> int:
-        name = "tierstore " + args.command + (f" {args.dataset_command}" if args.command == "dataset" else "")
+        group = getattr(args, f"{args.command}_command", None)
+        name = f"tierstore {args.command}" + (f" {group}" if group else "")
         try:
             settings = resolve_settings(
                 args.endpoint, access_key=args.access_key, secret_key=args.secret_key, region=args.region
@@ -147,10 +156,10 @@ def _entry(command: Callable[[argparse.Namespace, TierstoreClient], int]) -> Cal
         except TierstoreClientError as exc:
             print(f"{name}: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, OSError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:
+        except expected() as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from tierstore.cli._client import _connection_options
+from tierstore.cli._datasets import _entry as _command
 from tierstore.cli._datasets import _human, _source_text, _Usage
-from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
+from tierstore.client import TierstoreClient
 
 __all__ = ["add_model_commands"]
 
@@ -86,30 +86,14 @@ def add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=_entry(_cmd_lineage))
 
 
+def _registry_errors() -> tuple[type[BaseException], ...]:
+    from tierstore.checkpoints import ModelPullError, ObjectError
+
+    return (ObjectError, ModelPullError)
+
+
 def _entry(command: Callable[[argparse.Namespace, TierstoreClient], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        from tierstore.checkpoints import ModelPullError, ObjectError
-
-        name = "tierstore " + args.command + (f" {args.models_command}" if args.command == "models" else "")
-        try:
-            settings = resolve_settings(
-                args.endpoint, access_key=args.access_key, secret_key=args.secret_key, region=args.region
-            )
-            return command(args, TierstoreClient(settings))
-        except _Usage as exc:
-            print(f"{name}: {exc}", file=sys.stderr)
-            return 2
-        except TierstoreClientError as exc:
-            print(f"{name}: {exc.code}: {exc.message}", file=sys.stderr)
-            return 1
-        except (ValueError, KeyError, OSError, ObjectError, ModelPullError) as exc:
-            print(f"{name}: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(f"{name}: interrupted", file=sys.stderr)
-            return 130
-
-    return run
+    return _command(command, expected=_registry_errors)
 
 
 def _aliases(rec: dict[str, Any]) -> str:

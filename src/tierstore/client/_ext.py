@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from tierstore.client._s3 import S3Settings, resolve_settings
+from tierstore.client._s3 import S3Settings, credentials_of, resolve_settings
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, DatasetRef, ModelRef, check_alias
 
 __all__ = ["BatchItem", "QueryPage", "TierstoreClient", "TierstoreClientError"]
@@ -105,18 +105,11 @@ class TierstoreClient:
 
     def __init__(self, settings: S3Settings | None = None, *, timeout_s: float = 60.0) -> None:
         import urllib3
-        from botocore.session import Session
 
         self.settings = settings or resolve_settings()
-        if self.settings.access_key is not None:
-            from botocore.credentials import Credentials
-
-            self._credentials = Credentials(self.settings.access_key, self.settings.secret_key)
-        else:
-            creds = Session().get_credentials()
-            if creds is None:
-                raise TierstoreClientError(0, "NoCredentials", "no credentials: set TIERSTORE_ACCESS_KEY/_SECRET_KEY")
-            self._credentials = creds
+        self._credentials = credentials_of(self.settings)
+        if self._credentials is None:
+            raise TierstoreClientError(0, "NoCredentials", "no credentials: set TIERSTORE_ACCESS_KEY/_SECRET_KEY")
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
 
     def _send(self, method: str, path: str, payload: dict[str, Any] | None, *, stream: bool = False) -> Any:

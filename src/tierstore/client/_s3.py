@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-__all__ = ["DEFAULT_ENDPOINT", "DEFAULT_REGION", "S3Client", "S3Settings", "make_s3_client", "resolve_settings"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_REGION",
+    "S3Client",
+    "S3Settings",
+    "credentials_of",
+    "make_s3_client",
+    "resolve_settings",
+]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
 DEFAULT_REGION = "us-east-1"
@@ -50,6 +58,17 @@ def resolve_settings(
     ak = access_key or env.get("TIERSTORE_ACCESS_KEY") or None
     sk = secret_key or env.get("TIERSTORE_SECRET_KEY") or None
     return S3Settings(endpoint_url=endpoint, access_key=ak, secret_key=sk, region=region or DEFAULT_REGION)
+
+
+def credentials_of(settings: S3Settings) -> Any:
+    """botocore credentials for signing our own requests: the settings' key pair, else the AWS
+    chain's; None when there is neither."""
+    from botocore.credentials import Credentials
+    from botocore.session import Session
+
+    if settings.access_key is not None:
+        return Credentials(settings.access_key, settings.secret_key)
+    return Session().get_credentials()
 
 
 def make_s3_client(settings: S3Settings, *, max_pool_connections: int = 10, max_attempts: int = 3) -> S3Client:
