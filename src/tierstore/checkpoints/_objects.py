@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import logging
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from tierstore.client._ext import error_fields
 from tierstore.client._s3 import S3Settings, credentials_of, make_s3_client, resolve_settings
 
 __all__ = [
@@ -473,12 +473,6 @@ def _unsigned_auth() -> Any:
 
 def _error(resp: Any, key: str) -> ObjectError:
     data = resp.data if resp.data is not None else resp.read()
-    code, message = f"HTTP{resp.status}", data[:200].decode("utf-8", "replace")
-    try:
-        root = ET.fromstring(data)  # noqa: S314 - an S3 endpoint's error document
-        code = root.findtext("Code") or code
-        message = root.findtext("Message") or message
-    except ET.ParseError:
-        pass
+    code, message = error_fields(data, f"HTTP{resp.status}")
     cls = PreconditionFailed if resp.status == 412 or code == "PreconditionFailed" else ObjectError
     return cls(resp.status, code, message, key)

@@ -83,6 +83,16 @@ def _frames(chunks: Iterator[bytes]) -> Iterator[tuple[int, int, bytes]]:
             break
 
 
+def error_fields(data: bytes, default_code: str) -> tuple[str, str]:
+    """(Code, Message) of an S3 error document; ``default_code`` and the body's start if it is not one."""
+    code, message = default_code, data[:200].decode("utf-8", "replace")
+    try:
+        root = ET.fromstring(data)  # noqa: S314 - an S3 endpoint's error document, small
+    except ET.ParseError:
+        return code, message
+    return root.findtext("Code") or code, root.findtext("Message") or message
+
+
 def _dataset_path(ref: str) -> str:
     """``/_tierstore/datasets/NAME[/N]`` for ``NAME[@N]`` (checked here: a bad name is a ValueError)."""
     parsed = DatasetRef.parse(ref)
@@ -125,14 +135,7 @@ class TierstoreClient:
         )
         if resp.status >= 300:
             data = resp.read() if stream else resp.data  # a streamed response has no .data once read
-            code, message = "HTTP", data[:200].decode("utf-8", "replace")
-            try:
-                root = ET.fromstring(data)  # noqa: S314 - our own server's error document
-                code = root.findtext("Code") or code
-                message = root.findtext("Message") or message
-            except ET.ParseError:
-                pass
-            raise TierstoreClientError(resp.status, code, message)
+            raise TierstoreClientError(resp.status, *error_fields(data, "HTTP"))
         return resp
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
