@@ -129,3 +129,21 @@ def test_load_pulled_refuses_what_is_not_a_good_checkpoint(tmp_path: Path, serve
         pull_model(client, name, out, progress=False)  # it exists: no silent overwrite
     again = pull_model(client, name, out, progress=False, replace=True)  # swapped in, verified
     assert torch.equal(load_pulled(again)["w"], torch.arange(1000.0))
+
+
+def test_retention_asks_the_registry_too(server: ServerProcess, bucket: str) -> None:
+    """A registered checkpoint whose ``model`` tag was removed (by hand, or never set) is still
+    not deleted by keep_last: retention asks the registry which commits models came from."""
+    settings = resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    client = TierstoreClient(settings)
+    name = f"kept-{uuid.uuid4().hex[:8]}"
+    with CheckpointStore(f"s3://{bucket}/r", settings=settings, run="r1", keep_last=1) as store:
+        store.save({"w": torch.zeros(4)}, step=1)
+        register_model(client, name, f"s3://{bucket}/r@1")
+        assert store.list()[0].tags == {"model": f"{name}@1"}
+        store.untag(1, "model")
+        for step in (2, 3):
+            store.save({"w": torch.full((4,), float(step))}, step=step)
+        store.wait()
+        assert [i.step for i in store.list()] == [1, 3], "2 went; 1 is registered, 3 is the newest"
+        assert torch.equal(store.load(1)["w"], torch.zeros(4))

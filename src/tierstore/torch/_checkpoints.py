@@ -671,10 +671,16 @@ class CheckpointStore:
         return True
 
     def _retain(self, keep: int) -> None:
-        """Delete every checkpoint older than the newest ``keep`` that has no tag (registration
-        tags the commit ``model``): its commit first, so no reader sees a commit without data."""
-        for info in self.list()[:-keep]:
-            if info.tags:
+        """Delete every checkpoint older than the newest ``keep`` that has no tag and is not
+        registered as a model: its commit first, so no reader sees a commit without data.
+        (Registration tags the commit ``model=NAME@N``; the registry is asked as well, so a
+        registered checkpoint whose tag was removed or never set is still kept.)"""
+        doomed = [info for info in self.list()[:-keep] if not info.tags]
+        if not doomed:
+            return
+        registered = self._registered()
+        for info in doomed:
+            if info.key in registered:
                 continue
             try:
                 if self.objects.get_tags(self.uri.bucket, info.key):  # tagged since the listing
@@ -685,6 +691,12 @@ class CheckpointStore:
                 raise
             self.objects.delete(self.uri.bucket, [info.key])
             self._delete_data(info.name)
+
+    def _registered(self) -> set[str]:
+        """The commit keys in this bucket that a model version was registered from."""
+        prefix = f"s3://{self.uri.bucket}/"
+        uris = ((rec.get("checkpoint") or {}).get("uri", "") for rec in self._client.list_models())
+        return {uri.removeprefix(prefix) for uri in uris if isinstance(uri, str) and uri.startswith(prefix)}
 
     def _delete_data(self, name: str) -> int:
         prefix = self.uri.key(f"{DATA_DIR}/{name}/")
