@@ -170,3 +170,21 @@ def test_commit_round_trip_and_refusals() -> None:
     for metric in ("Loss", "step", "a b", ""):
         with pytest.raises(ValueError, match="metric name"):
             Commit(1, "r", "state_dict", 0, [], metrics={metric: 1.0}).user_metadata()
+
+
+def test_reads_into_memory_keep_the_connection_usable(server: ServerProcess, bucket: str, rng: random.Random) -> None:
+    """get_into receives straight into the buffer (below urllib3's copying readinto): with one
+    pooled connection, ranged reads, whole reads and writes keep alternating correctly."""
+    settings = resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    one = S3Objects(settings, max_connections=1)
+    data = rng.randbytes(3 * MiB + 7)
+    one.put(bucket, "r", data)
+    for _ in range(5):
+        start = rng.randrange(0, len(data) - 1)
+        n = rng.randrange(1, len(data) - start + 1)
+        out = bytearray(n)
+        one.get_into(bucket, "r", memoryview(out), offset=start)
+        assert bytes(out) == data[start : start + n]
+        assert one.get(bucket, "r", byte_range=(0, 10)) == data[:10]
+        one.put(bucket, "w", b"between reads")
+    assert one.get(bucket, "w") == b"between reads"

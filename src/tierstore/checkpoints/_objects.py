@@ -358,16 +358,25 @@ class S3Objects:
         if n == 0:
             return
         resp = self._get(bucket, key, version_id, (offset, n), preload=False)
+        # urllib3's readinto reads into a temporary bytes and copies it over (a second copy, and
+        # fresh pages to fault in: a 2 GiB load faulted 1M pages instead of 0.5M); http.client's
+        # response under it receives straight into dest
+        raw = getattr(resp, "_fp", None)
+        readinto = raw.readinto if raw is not None and hasattr(raw, "readinto") else resp.readinto
+        complete = False
         try:
             got = 0
             while got < n:
-                k = resp.readinto(dest[got:])
+                k = readinto(dest[got:])
                 if not k:
                     break
                 got += k
             if got != n:
                 raise ObjectError(0, "IncompleteBody", f"got {got} of {n} bytes at {offset}", key)
+            complete = True
         finally:
+            if not complete:
+                resp.close()  # never hand a connection with unread body back to the pool
             resp.release_conn()
 
     def _get(
