@@ -453,9 +453,9 @@ def _flat(buf: Buffer) -> memoryview:
 
 def crc64nvme_combine(crc1: int, crc2: int, len2: int) -> int:
     """crc64nvme(A || B) from crc64nvme(A), crc64nvme(B) and len(B)."""
-    from tierstore.engine._checksums import combine_crc
+    from awscrt import checksums
 
-    return combine_crc("crc64nvme", crc1, crc2, len2)
+    return int(checksums.combine_crc64nvme(crc1, crc2, len2)) if len2 else crc1
 
 
 class _Pieces:
