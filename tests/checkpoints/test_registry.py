@@ -29,6 +29,7 @@ from tierstore.checkpoints import (
     register_model,
 )
 from tierstore.checkpoints._objects import crc_b64
+from tierstore.checkpoints._registry import model_rows
 from tierstore.client import TierstoreClient, TierstoreClientError
 
 MiB = 1 << 20
@@ -146,8 +147,14 @@ def test_a_registered_model_survives_the_deletion_of_its_checkpoint(
 def test_a_checksum_mismatch_fails_the_pull_and_leaves_nothing(
     s3: Any, bucket: str, client: TierstoreClient, name: str, rng: random.Random, tmp_path: Path
 ) -> None:
-    write_checkpoint(s3, bucket, "bad", 1, files_of(rng), damage="000000.bin")
-    register_model(client, name, f"s3://{bucket}/bad", split_bytes=MiB)
+    key, body = write_checkpoint(s3, bucket, "bad", 1, files_of(rng), damage="000000.bin")
+    # register_model compares every file with the commit first, and refuses this one
+    with pytest.raises(ValueError, match=r"000000\.bin changed since it was committed"):
+        register_model(client, name, f"s3://{bucket}/bad", split_bytes=MiB)
+    assert client.list_models(name) == []
+    # the same rows through the bare API (no such check): pull's own verification catches it
+    commit = Commit.from_json(body)
+    client.create_model(name, model_rows(bucket, key, None, commit, MiB), {"step": 1})
     with pytest.raises(ModelPullError, match=r"000000\.bin: CRC64NVME"):
         pull_model(client, f"{name}@1", tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -147,3 +147,23 @@ def test_retention_asks_the_registry_too(server: ServerProcess, bucket: str) -> 
         store.wait()
         assert [i.step for i in store.list()] == [1, 3], "2 went; 1 is registered, 3 is the newest"
         assert torch.equal(store.load(1)["w"], torch.zeros(4))
+
+
+def test_register_refuses_a_checkpoint_whose_data_changed(server: ServerProcess, s3: Any, bucket: str) -> None:
+    """On an unversioned bucket a data file overwritten after the save (same size, other bytes)
+    would be pinned as the model: registration compares every file with the commit and refuses."""
+    settings = resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    client = TierstoreClient(settings)
+    with CheckpointStore(f"s3://{bucket}/c", settings=settings, run="r1", file_bytes=1 << 20) as store:
+        store.save({"w": torch.arange(600_000, dtype=torch.float32)}, step=1)  # 2.3 MiB: 3 files
+    data = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="c/data/")["Contents"])
+    victim = data[1]
+    body = bytearray(s3.get_object(Bucket=bucket, Key=victim)["Body"].read())
+    body[10] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=victim, Body=bytes(body))
+    name = f"changed-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match=f"{victim}.*changed since it was committed"):
+        register_model(client, name, f"s3://{bucket}/c")
+    assert client.list_models(name) == []
+    bad = _cli(server, "models", "register", name, "--from", f"s3://{bucket}/c")
+    assert bad.returncode == 1 and "changed since it was committed" in bad.stderr and not bad.stdout, bad

@@ -100,6 +100,43 @@ def model_rows(bucket: str, commit_key: str, commit_version_id: str | None, comm
     return rows
 
 
+def _check_unchanged(objects: S3Objects, bucket: str, commit: Commit) -> None:
+    """Every data file is still what the commit recorded (size and CRC64NVME, by HEAD): on an
+    unversioned bucket a file overwritten since the save would otherwise be pinned as the model."""
+    for f in commit.files:
+        try:
+            head = objects.s3.head_object(
+                Bucket=bucket,
+                Key=f.key,
+                ChecksumMode="ENABLED",
+                **({"VersionId": f.version_id} if f.version_id else {}),
+            )
+        except Exception as exc:
+            raise ValueError(
+                f"checkpoint {commit.name}: data file s3://{bucket}/{f.key} cannot be read: {exc}"
+            ) from exc
+        stored = head.get("ChecksumCRC64NVME")
+        if stored is None and int(head["ContentLength"]) == f.size:
+            # written without a CRC64NVME (not by a tierstore checkpoint writer): read it once
+            stored = crc_b64(_read_crc(objects, bucket, f.key, f.version_id, f.size))
+        if int(head["ContentLength"]) != f.size or stored != f.crc64nvme:
+            raise ValueError(
+                f"checkpoint {commit.name}: data file s3://{bucket}/{f.key} changed since it was committed"
+                f" ({head['ContentLength']} bytes, CRC64NVME {stored}; the commit says {f.size}, {f.crc64nvme})"
+            )
+
+
+def _read_crc(objects: S3Objects, bucket: str, key: str, version_id: str | None, size: int) -> int:
+    """CRC64NVME of an object's bytes, read in ranges of at most 64 MiB into one buffer."""
+    buf = memoryview(bytearray(min(size, 64 << 20)))
+    crc = 0
+    for offset in range(0, size, len(buf) or 1):
+        n = min(len(buf), size - offset)
+        objects.get_into(bucket, key, buf[:n], version_id=version_id, offset=offset)
+        crc = crc64nvme(buf[:n], crc)
+    return crc
+
+
 def _check_path(path: str) -> PurePosixPath:
     """A checkpoint file's path, safe to write below a directory (relative, no ``..``)."""
     p = PurePosixPath(path)
@@ -126,6 +163,7 @@ def register_model(
     objects = objects or S3Objects(client.settings)
     where = resolve_commit(objects, checkpoint)
     commit, version_id = _read_commit(objects, where)
+    _check_unchanged(objects, where.bucket, commit)
     rows = model_rows(where.bucket, where.key, version_id, commit, split_bytes)
     info = {"checkpoint": f"s3://{where.bucket}/{where.key}", "commit_version_id": version_id, "step": commit.step,
             "run": commit.run, "kind": commit.kind, "created_ns": commit.created_ns, "metrics": commit.metrics,
