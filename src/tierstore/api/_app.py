@@ -535,23 +535,14 @@ class S3App:
             if req.method != "POST":
                 raise e.MethodNotAllowed()
             return await self.batch(req)
-        if req.key == "datasets" or (req.key or "").startswith("datasets/"):
-            status, content_type, body = await dataset_request(
-                req.method,
-                req.key or "",
-                req.query,
-                functools.partial(self._json_body, req, limit=MAX_DATASET_BODY),
-                self._datasets(),
-            )
-            return Response(status, [("content-type", content_type)], body)
-        if req.key == "models" or (req.key or "").startswith("models/"):
-            status, content_type, body = await model_request(
-                req.method,
-                req.key or "",
-                req.query,
-                functools.partial(self._json_body, req, limit=MAX_DATASET_BODY),
-                self._models(),
-            )
+        area = (req.key or "").partition("/")[0]
+        if area in ("datasets", "models"):
+            body_of = functools.partial(self._json_body, req, limit=MAX_DATASET_BODY)
+            if area == "datasets":
+                reply = await dataset_request(req.method, req.key or "", req.query, body_of, self._datasets())
+            else:
+                reply = await model_request(req.method, req.key or "", req.query, body_of, self._models())
+            status, content_type, body = reply
             return Response(status, [("content-type", content_type)], body)
         if req.key in ("admin/info", "admin/heal") and self.admin is not None:
             # Every authenticated key is an admin until policies exist (docs/durability.md).
