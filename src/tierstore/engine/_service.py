@@ -280,8 +280,9 @@ def _check_object_checksum(sent: tuple[str | None, str], checksums: dict[str, st
     one: its parts carry nothing to check it against) -> InvalidRequest; another value (a
     COMPOSITE one with or without its ``-N``; malformed too) -> BadDigest, as S3 answers."""
     alg, value = sent
-    ours = next((a for a in checksums if a != DEFAULT_CHECKSUM or len(checksums) == 1), None)
-    if alg is None or ours is None or alg != ours:
+    ours = next(iter(checksums), None)  # a multipart object has its upload's algorithm, or none
+    alg = alg or ours  # an embedded caller may leave the algorithm to the upload
+    if ours is None or alg != ours:
         raise InvalidRequest(
             f"Checksum Type mismatch occurred, expected checksum Type: {ours}, actual checksum Type: {alg}"
         )
@@ -1136,7 +1137,7 @@ class ObjectService:
         object_checksum_algorithm: str | None = None,
     ) -> ObjectMeta:
         """``full_object_checksum``: the object's checksum the client sent (x-amz-checksum-<alg>,
-        ``object_checksum_algorithm``), checked against what the parts make.
+        ``object_checksum_algorithm``, default the upload's), checked against what the parts make.
 
         Idempotent: a retry of a completion that succeeded (same parts, within
         ``COMPLETED_UPLOAD_KEEP_S``) is answered with the same result; other parts -> NoSuchUpload."""
