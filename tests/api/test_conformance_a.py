@@ -11,6 +11,7 @@ import hashlib
 import signal
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,22 @@ def test_complete_retried_unversioned_full_object(s3: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as exc:
         s3.complete_multipart_upload(ChecksumCRC32="AAAAAA==", ChecksumType="FULL_OBJECT", **kw)
     assert _err(exc) == ("BadDigest", 400)
+
+
+def test_complete_sent_concurrently_answers_one_result(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    up = s3.create_multipart_upload(Bucket=bucket, Key="race")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="race", UploadId=up, PartNumber=1, Body=b"raced")
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]}
+
+    def complete(_: int) -> tuple[str, str]:
+        r = s3.complete_multipart_upload(Bucket=bucket, Key="race", UploadId=up, MultipartUpload=parts)
+        return r["ETag"], r["VersionId"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = set(pool.map(complete, range(4)))
+    assert len(answers) == 1
+    assert [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket)["Versions"]] == [answers.pop()[1]]
 
 
 # --- 6. CompleteMultipartUpload checks the object checksum it is given -------------------
