@@ -315,8 +315,13 @@ def test_governance_delete_with_bypass_and_switch_to_compliance(s3: Any, locked:
     assert r["VersionId"] == v1
     until = future(3600)
     v2 = put_locked(s3, locked, "b", "GOVERNANCE", 600)
+    to_compliance = {"Mode": "COMPLIANCE", "RetainUntilDate": until}
+    with pytest.raises(ClientError) as exc:  # moving GOVERNANCE to COMPLIANCE needs the bypass (AWS, RGW)
+        s3.put_object_retention(Bucket=locked, Key="b", VersionId=v2, Retention=to_compliance)
+    assert _err(exc) == ("AccessDenied", 403)
+    assert s3.get_object_retention(Bucket=locked, Key="b", VersionId=v2)["Retention"]["Mode"] == "GOVERNANCE"
     s3.put_object_retention(
-        Bucket=locked, Key="b", VersionId=v2, Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until}
+        Bucket=locked, Key="b", VersionId=v2, Retention=to_compliance, BypassGovernanceRetention=True
     )
     with pytest.raises(ClientError) as exc:
         s3.delete_object(Bucket=locked, Key="b", VersionId=v2, BypassGovernanceRetention=True)

@@ -440,9 +440,11 @@ def test_put_explicit_checksum_value(s3, bucket: str) -> None:  # type: ignore[n
 
 
 def test_malformed_checksum_value(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    # A value that cannot be the body's checksum is BadDigest, as a mismatch (issue 14); only a
+    # malformed Content-MD5 is InvalidDigest (test_content_md5).
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=bucket, Key="e", Body=b"x", ChecksumCRC32="!!notbase64")
-    assert _err(exc) == ("InvalidDigest", 400)
+    assert _err(exc) == ("BadDigest", 400)
     with pytest.raises(ClientError) as exc:
         s3.get_object(Bucket=bucket, Key="e")
     assert _err(exc) == ("NoSuchKey", 404)

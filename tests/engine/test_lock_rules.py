@@ -97,9 +97,12 @@ ALLOW, DENY, BAD = "allow", "deny", "bad"
         (lock(COMPLIANCE, NOW + DAY), Retention(GOVERNANCE, NOW + 2 * DAY), True, DENY),
         (lock(COMPLIANCE, NOW + DAY), None, False, DENY),
         (lock(COMPLIANCE, NOW + DAY), None, True, DENY),
-        # GOVERNANCE: extend (also into COMPLIANCE) freely; shorten or remove only with the bypass
+        # GOVERNANCE: extend freely; shorten, remove or move to COMPLIANCE only with the bypass
         (lock(GOVERNANCE, NOW + DAY), Retention(GOVERNANCE, NOW + 2 * DAY), False, ALLOW),
-        (lock(GOVERNANCE, NOW + DAY), Retention(COMPLIANCE, NOW + DAY), False, ALLOW),
+        (lock(GOVERNANCE, NOW + DAY), Retention(COMPLIANCE, NOW + DAY), False, DENY),
+        (lock(GOVERNANCE, NOW + DAY), Retention(COMPLIANCE, NOW + 2 * DAY), False, DENY),
+        (lock(GOVERNANCE, NOW + DAY), Retention(COMPLIANCE, NOW + DAY), True, ALLOW),
+        (lock(GOVERNANCE, NOW - S), Retention(COMPLIANCE, NOW + DAY), False, ALLOW),  # expired: no lock left
         (lock(GOVERNANCE, NOW + DAY), Retention(GOVERNANCE, NOW + S), False, DENY),
         (lock(GOVERNANCE, NOW + DAY), Retention(GOVERNANCE, NOW + S), True, ALLOW),
         (lock(GOVERNANCE, NOW + DAY), Retention(COMPLIANCE, NOW + S), False, DENY),

@@ -1526,10 +1526,10 @@ class S3App:
             parts.append(CompletedPart(n, etag, sums))
         if not parts:
             raise e.MalformedXML()
-        full = None
+        full = full_alg = None
         for a in CHECKSUM_ALGORITHMS:
             if f"x-amz-checksum-{a}" in req.headers:
-                full = req.headers[f"x-amz-checksum-{a}"]
+                full, full_alg = req.headers[f"x-amz-checksum-{a}"], a
         meta = await self.service.complete_multipart_upload(
             req.bucket,
             req.key,
@@ -1538,6 +1538,7 @@ class S3App:
             conditions=Conditions(if_match=req.headers.get("if-match"), if_none_match=req.headers.get("if-none-match")),
             checksum_type=req.headers.get("x-amz-checksum-type"),
             full_object_checksum=full,
+            object_checksum_algorithm=full_alg,
         )
         loc = f"/{quote(req.bucket)}/{quote(req.key)}"
         extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a != "crc64nvme" or meta.parts]

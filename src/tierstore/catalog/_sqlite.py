@@ -76,7 +76,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -153,6 +153,15 @@ CREATE TABLE IF NOT EXISTS uploads(
     meta TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads(bucket, key, initiated_ns);
+CREATE TABLE IF NOT EXISTS completed_uploads(  -- answers a retried CompleteMultipartUpload (kept a day)
+    upload_id TEXT PRIMARY KEY,
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    completed_ns INTEGER NOT NULL,
+    parts TEXT NOT NULL,  -- fingerprint of the part list that completed it
+    result TEXT NOT NULL  -- JSON: version id, ETag, size, checksums, part sizes
+);
+CREATE INDEX IF NOT EXISTS completed_uploads_age ON completed_uploads(completed_ns);
 CREATE TABLE IF NOT EXISTS parts(
     upload_id TEXT NOT NULL,
     part_number INTEGER NOT NULL,
@@ -366,7 +375,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2, v3 or v4 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2, v3, v4 or v5 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -388,6 +397,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 4
     if found == 4:  # v4 -> v5: the model registry; its two tables come with the schema below
         found = 5
+    if found == 5:  # v5 -> v6: completed uploads (idempotent completion); the table comes below
+        found = 6
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -409,9 +420,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2, v3 or v4)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v5)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -762,6 +773,7 @@ class SqliteCatalog:
             # S3 refuses while uploads are in progress only in some cases; we abort them.
             for (upload_id,) in c.execute("SELECT upload_id FROM uploads WHERE bucket=?", (name,)).fetchall():
                 self._drop_upload(c, upload_id)
+            c.execute("DELETE FROM completed_uploads WHERE bucket=?", (name,))
             c.execute("DELETE FROM buckets WHERE name=?", (name,))
 
         await self._write(fn)
@@ -980,6 +992,7 @@ class SqliteCatalog:
         extra: Callable[[sqlite3.Connection], None] | None = None,
         guard: Guard | None = None,
         shared_gone: Callable[[], Exception] | None = None,
+        done: Callable[[sqlite3.Connection], None] | None = None,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id.
 
@@ -991,6 +1004,7 @@ class SqliteCatalog:
         ``shared_gone``: the record's blobs are shared with another version (a copy); if one of
         them is no longer referenced when the transaction runs, the write fails with
         ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
+        ``done`` runs last in the transaction, once ``record.meta.version_id`` is final.
         """
         m = record.meta
         key_b = m.key.encode()
@@ -1028,6 +1042,8 @@ class SqliteCatalog:
             self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
             stale = current is not None and not current.is_delete_marker
             self._reindex(c, m.bucket, key_b, attrs, stale=stale)
+            if done is not None:
+                done(c)
             return m.version_id
 
         return await self._write(fn)
@@ -1157,6 +1173,23 @@ class SqliteCatalog:
             .fetchone()
         )
         return int(row[0]) if row else None
+
+    def seq_older_than(self, bucket: str, key: str, version_id: str, created_ns: int) -> int:
+        """Where a vanished version ``version_id`` created at ``created_ns`` stood among the
+        key's versions: one more than the seq of the newest version created before it (1 if
+        none), so ``seq < result`` selects exactly the versions older than it. Version ids other than
+        ``null`` begin with their creation time in fixed-width hex (runtime.new_version_id), so
+        they compare as text; a ``null`` version is placed by its modification time."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket=? AND key=? AND"
+                " ((version_id != ? AND version_id < ?) OR (version_id = ? AND modified_ns < ?))",
+                (bucket, key.encode(), NULL_VERSION, version_id, NULL_VERSION, created_ns),
+            )
+            .fetchone()
+        )
+        return int(row[0])
 
     # --- metadata query ------------------------------------------------------------
     def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[VersionRecord], str | None]:
@@ -1411,10 +1444,32 @@ class SqliteCatalog:
         *,
         check: Callable[[VersionRecord | None], None] | None = None,
         guard: Guard | None = None,
+        parts_fingerprint: str = "",
+        forget_before_ns: int = 0,
     ) -> str:
-        """Publish ``record`` (whose blobs are the chosen parts' blobs) and drop the upload, atomically."""
+        """Publish ``record`` (whose blobs are the chosen parts' blobs) and drop the upload,
+        atomically. The upload is remembered as completed with ``parts_fingerprint`` and the
+        result (``completed_upload``), so a retry can be answered; completions from before
+        ``forget_before_ns`` are forgotten in the same transaction."""
 
         chosen = {b.blob_id for b in record.blobs}
+        m = record.meta
+
+        def remember(c: sqlite3.Connection) -> None:
+            result = {
+                "v": m.version_id,
+                "etag": m.etag,
+                "size": m.size_bytes,
+                "cs": m.checksums,
+                "ct": m.checksum_type,
+                "parts": m.parts,
+            }
+            c.execute("DELETE FROM completed_uploads WHERE completed_ns < ?", (forget_before_ns,))
+            c.execute(
+                "INSERT OR REPLACE INTO completed_uploads(upload_id, bucket, key, completed_ns, parts, result)"
+                " VALUES(?,?,?,?,?,?)",
+                (upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, json.dumps(result)),
+            )
 
         def extra(c: sqlite3.Connection) -> None:
             if not c.execute("SELECT 1 FROM uploads WHERE upload_id=?", (upload_id,)).fetchone():
@@ -1429,7 +1484,34 @@ class SqliteCatalog:
             c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
             c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
-        return await self.put_version(record, check=check, extra=extra, guard=guard)
+        return await self.put_version(record, check=check, extra=extra, guard=guard, done=remember)
+
+    def completed_upload(self, bucket: str, key: str, upload_id: str) -> tuple[str, ObjectMeta] | None:
+        """(parts fingerprint, result) of a remembered completion of ``upload_id`` of ``key``."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT completed_ns, parts, result FROM completed_uploads WHERE upload_id=? AND bucket=? AND key=?",
+                (upload_id, bucket, key.encode()),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        completed_ns, fingerprint, result_s = row
+        doc = json.loads(result_s)
+        meta = ObjectMeta(
+            bucket=bucket,
+            key=key,
+            version_id=doc["v"],
+            size_bytes=doc["size"],
+            etag=doc["etag"],
+            modified_ns=completed_ns,
+            checksums=doc["cs"],
+            checksum_type=doc["ct"],
+            parts=doc["parts"],
+        )
+        return fingerprint, meta
 
     # --- datasets (docs/datasets.md) -------------------------------------------------
     def manifest_rows(

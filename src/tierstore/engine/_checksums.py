@@ -14,7 +14,7 @@ from typing import Protocol
 
 from awscrt import checksums as crt
 
-from tierstore.errors import InvalidDigest, InvalidRequest
+from tierstore.errors import BadDigest, InvalidRequest
 
 __all__ = ["Hasher", "combine_crc", "composite_checksum", "decode_checksum", "new_hasher"]
 
@@ -59,13 +59,15 @@ _DIGEST_SIZE = {"crc32": 4, "crc32c": 4, "crc64nvme": 8, "sha1": 20, "sha256": 3
 
 
 def decode_checksum(algorithm: str, value: str) -> bytes:
-    """Decode a base64 checksum header value, checking its length. Bad input -> InvalidDigest."""
+    """Decode a base64 checksum header value, checking its length. A value that is not base64 or
+    not a digest of the algorithm's size cannot be the body's checksum: BadDigest, as for a value
+    that does not match (docs/s3-compatibility.md; Content-MD5 keeps InvalidDigest, as S3)."""
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.") from exc
+        raise BadDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.") from exc
     if len(raw) != _DIGEST_SIZE[algorithm]:
-        raise InvalidDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.")
+        raise BadDigest(f"Value for x-amz-checksum-{algorithm} header is invalid.")
     return raw
 
 

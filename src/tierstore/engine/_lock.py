@@ -10,8 +10,8 @@ Rules (AWS S3 is the reference):
 - a version under legal hold, or with an unexpired retention, cannot be destroyed; GOVERNANCE
   yields to ``x-amz-bypass-governance-retention``, COMPLIANCE to nothing;
 - an active COMPLIANCE retention can only be kept or extended, in COMPLIANCE mode;
-- an active GOVERNANCE retention can be extended (also into COMPLIANCE); shortening or removing
-  it needs the bypass;
+- an active GOVERNANCE retention can be extended; shortening or removing it, or moving it to
+  COMPLIANCE, needs the bypass (as AWS, RGW and SeaweedFS);
 - a new retention date must lie in the future;
 - a new version gets the retention its request names, else the bucket's default retention.
 """
@@ -265,10 +265,10 @@ def change_retention(
                     "Access Denied because the object version is locked in COMPLIANCE mode: its retention can"
                     " only be extended."
                 )
-        elif shortens and not bypass_governance:
+        elif (new is None or shortens or new.mode != GOVERNANCE) and not bypass_governance:
             raise AccessDenied(
-                "Access Denied because the object version is locked in GOVERNANCE mode: shortening or removing"
-                " its retention needs x-amz-bypass-governance-retention."
+                "Access Denied because the object version is locked in GOVERNANCE mode: shortening, removing"
+                " or moving its retention to COMPLIANCE needs x-amz-bypass-governance-retention."
             )
     out = {k: v for k, v in lock.items() if k not in ("mode", "until_ns")}
     if new is not None:

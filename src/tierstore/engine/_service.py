@@ -48,6 +48,7 @@ from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse
 from tierstore.errors import (
     AccessDenied,
     BadDigest,
+    BucketAlreadyOwnedByYou,
     EntityTooLarge,
     EntityTooSmall,
     IncompleteBody,
@@ -57,6 +58,7 @@ from tierstore.errors import (
     InvalidPart,
     InvalidPartNumber,
     InvalidPartOrder,
+    InvalidRange,
     InvalidRequest,
     MalformedXML,
     MethodNotAllowed,
@@ -64,6 +66,7 @@ from tierstore.errors import (
     NoSuchKey,
     NoSuchObjectLockConfiguration,
     NoSuchTagSet,
+    NoSuchUpload,
     NoSuchVersion,
     NotImplementedOperation,
     NotModified,
@@ -99,6 +102,8 @@ MIN_PART_BYTES = 5 * 1024 * 1024
 DEFAULT_INLINE_MAX_BYTES = 16 * 1024  # bodies up to this size live in the catalog (docs/inline.md)
 MAX_PART_NUMBER = 10_000
 DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
+COMPLETED_UPLOAD_KEEP_S = 86_400  # a retried CompleteMultipartUpload is answered from memory this long
+LEGACY_REGION = "us-east-1"  # where CreateBucket of a bucket you own answers 200, not 409
 _MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every key with a given prefix
 # A multipart upload keeps the tags and object lock its CreateMultipartUpload asked for in its
 # headers under these names (the catalog's upload record has no fields for them); completion
@@ -263,6 +268,29 @@ def _write_conditions(cond: Conditions, key: str) -> Callable[[VersionRecord | N
     return check
 
 
+def _parts_fingerprint(parts: list[CompletedPart]) -> str:
+    """What identifies the part list of a CompleteMultipartUpload: numbers and ETags, in order."""
+    text = "\n".join(f"{p.part_number}:{_strip_etag(p.etag)}" for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_object_checksum(sent: tuple[str | None, str], checksums: dict[str, str]) -> None:
+    """The object checksum a CompleteMultipartUpload names (x-amz-checksum-<alg>) against the one
+    the parts make: another algorithm than the upload's (or any, for an upload created without
+    one: its parts carry nothing to check it against) -> InvalidRequest; another value (a
+    COMPOSITE one with or without its ``-N``; malformed too) -> BadDigest, as S3 answers."""
+    alg, value = sent
+    ours = next(iter(checksums), None)  # a multipart object has its upload's algorithm, or none
+    alg = alg or ours  # an embedded caller may leave the algorithm to the upload
+    if ours is None or alg != ours:
+        raise InvalidRequest(
+            f"Checksum Type mismatch occurred, expected checksum Type: {ours}, actual checksum Type: {alg}"
+        )
+    expected = checksums[alg]
+    if value.strip() not in (expected, expected.partition("-")[0]):
+        raise BadDigest(f"The {alg.upper()} you specified did not match the calculated checksum.")
+
+
 def _lock_request_json(lock: LockRequest) -> str:
     doc: dict[str, Any] = {}
     if lock.retention is not None:
@@ -336,7 +364,15 @@ class ObjectService:
         in the same transaction that creates the bucket."""
         info = BucketInfo(BucketName(name), self.clock.now_ns(), region or self.region)
         props = {"object_lock": LockConfig().to_props(), "versioning": "Enabled"} if object_lock else None
-        await self.catalog.create_bucket(info, props)
+        try:
+            await self.catalog.create_bucket(info, props)
+        except BucketAlreadyOwnedByYou:
+            # AWS's legacy us-east-1 behaviour: creating a bucket you already own there answers
+            # 200 and changes nothing; in any other region it is BucketAlreadyOwnedByYou.
+            existing = self.catalog.get_bucket(name)
+            if info.region == LEGACY_REGION and existing is not None and existing.region == LEGACY_REGION:
+                return existing
+            raise
         return info
 
     async def delete_bucket(self, name: str) -> None:
@@ -678,6 +714,20 @@ class ObjectService:
 
         await self.catalog.update_bucket_props(bucket, update)
 
+    def _marker_seq(self, bucket: str, key: str, version_id: str) -> int | None:
+        """Where a listing resumes after (key, version_id): versions of ``key`` with a lower seq
+        follow. A marker version deleted since the last page (a client deleting each page before
+        fetching the next) keeps its place: a time-ordered id sits among the key's versions by
+        its creation time; a vanished ``null`` version has no time, so the listing resumes at the
+        key's newest remaining version (None) — nothing is skipped."""
+        seq = self.catalog.version_seq(bucket, key, version_id)
+        if seq is not None:
+            return seq
+        if version_id == NULL_VERSION:
+            return None
+        created_ns = min(int(version_id[:16], 16), 2**63 - 1)  # a made-up id may lie past SQLite's range
+        return self.catalog.seq_older_than(bucket, key, version_id, created_ns)
+
     def list_object_versions(
         self,
         bucket: str,
@@ -700,9 +750,7 @@ class ObjectService:
             km = key_marker.encode()
             if version_id_marker:
                 check_version_id(version_id_marker)
-                seq = self.catalog.version_seq(bucket, key_marker, version_id_marker)
-                if seq is None:
-                    raise InvalidArgument("The version-id marker does not exist.")
+                seq = self._marker_seq(bucket, key_marker, version_id_marker)
                 after_key, after_seq = max(km, prefix_b), seq if km >= prefix_b else None
             else:
                 # Everything of key_marker itself is skipped.
@@ -957,6 +1005,10 @@ class ObjectService:
             checksum = ChecksumExpectation(upload.checksum_algorithm)
             opts = replace(opts, checksum=checksum)
         algorithms = [checksum.algorithm] if checksum else []
+        if upload.checksum_algorithm and upload.checksum_algorithm not in algorithms:
+            # A part sent with another algorithm than its upload's is verified by the one it
+            # names and still gets the upload's checksum, which completion combines.
+            algorithms.append(upload.checksum_algorithm)
         from_checksum = (
             etag_from_checksum and opts.content_md5 is None and checksum is not None and checksum.expected() is not None
         )
@@ -1004,8 +1056,8 @@ class ObjectService:
         if opts.source_range is not None:
             if opts.source_range.first is None or opts.source_range.last is None:
                 raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last")
-            if opts.source_range.last >= src.meta.size_bytes:
-                raise InvalidArgument(f"Range specified is not valid for source object of size: {src.meta.size_bytes}")
+            if opts.source_range.last >= src.meta.size_bytes:  # well formed, past the end: 416 as S3
+                raise InvalidRange(f"Range specified is not valid for source object of size: {src.meta.size_bytes}")
             offset, length = opts.source_range.resolve(src.meta.size_bytes)
         else:
             offset, length = 0, src.meta.size_bytes
@@ -1082,8 +1134,21 @@ class ObjectService:
         conditions: Conditions | None = None,
         checksum_type: str | None = None,
         full_object_checksum: str | None = None,
+        object_checksum_algorithm: str | None = None,
     ) -> ObjectMeta:
-        upload = self._upload(bucket, key, upload_id)
+        """``full_object_checksum``: the object's checksum the client sent (x-amz-checksum-<alg>,
+        ``object_checksum_algorithm``, default the upload's), checked against what the parts make.
+
+        Idempotent: a retry of a completion that succeeded (same parts, within
+        ``COMPLETED_UPLOAD_KEEP_S``) is answered with the same result; other parts -> NoSuchUpload."""
+        sent = (object_checksum_algorithm, full_object_checksum) if full_object_checksum is not None else None
+        try:
+            upload = self._upload(bucket, key, upload_id)
+        except NoSuchUpload:
+            done = self._completed(bucket, key, upload_id, parts, sent)
+            if done is None:
+                raise
+            return done
         if not parts:
             raise InvalidRequest("You must specify at least one part")  # S3: MalformedXML in practice
         numbers = [p.part_number for p in parts]
@@ -1100,6 +1165,12 @@ class ObjectService:
                     f"Part {p.part_number} is {sp.size_bytes} bytes; every part but the last must be at least 5 MiB."
                 )
             alg = upload.checksum_algorithm
+            if alg and p.checksums.get(alg) is None and upload.checksum_type == "COMPOSITE":
+                # As S3: a COMPOSITE checksum is made of the part checksums the client names.
+                raise InvalidRequest(
+                    f"The upload was created using a {alg} checksum. The complete request must include the"
+                    f" checksum for each part. It was missing for part {p.part_number} in the request."
+                )
             if alg and p.checksums.get(alg) is not None and p.checksums[alg] != sp.checksums.get(alg):
                 raise InvalidPart(f"The checksum of part {p.part_number} did not match.")
             chosen.append(sp)
@@ -1114,10 +1185,10 @@ class ObjectService:
             digests = [base64.b64decode(sp.checksums[alg]) for sp in chosen]
             if ctype == "FULL_OBJECT":
                 checksums[alg] = full_object_crc(alg, list(zip(digests, [sp.size_bytes for sp in chosen], strict=True)))
-                if full_object_checksum is not None and full_object_checksum != checksums[alg]:
-                    raise BadDigest(f"The {alg.upper()} you specified did not match the calculated checksum.")
             else:
                 checksums[alg] = composite_checksum(alg, digests)
+        if sent is not None:
+            _check_object_checksum(sent, checksums)
         headers = dict(upload.headers)
         tags = dict(parse_tagging_header(headers.pop(_UPLOAD_TAGS, "")))
         lock_request = _lock_request_from_json(headers.pop(_UPLOAD_LOCK, None))
@@ -1138,11 +1209,39 @@ class ObjectService:
             lock=self._new_lock(bucket, lock_request, require_future=False),
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
-        meta.version_id = await self.catalog.complete_upload(
-            upload_id, record, check=_write_conditions(conditions or Conditions(), key), guard=self._guard
-        )
+        try:
+            meta.version_id = await self.catalog.complete_upload(
+                upload_id,
+                record,
+                check=_write_conditions(conditions or Conditions(), key),
+                guard=self._guard,
+                parts_fingerprint=_parts_fingerprint(parts),
+                forget_before_ns=meta.modified_ns - COMPLETED_UPLOAD_KEEP_S * 1_000_000_000,
+            )
+        except NoSuchUpload:  # a concurrent completion of the same upload won
+            done = self._completed(bucket, key, upload_id, parts, sent)
+            if done is None:
+                raise
+            return done
         await self._drain_after_commit()
         return meta
+
+    def _completed(
+        self, bucket: str, key: str, upload_id: str, parts: list[CompletedPart], sent: tuple[str | None, str] | None
+    ) -> ObjectMeta | None:
+        """The result of an earlier successful completion of ``upload_id`` with the same parts,
+        or None (never completed, completed with other parts, or too long ago)."""
+        found = self.catalog.completed_upload(bucket, key, upload_id)
+        if found is None:
+            return None
+        fingerprint, result = found
+        if fingerprint != _parts_fingerprint(parts) or result.modified_ns < self.clock.now_ns() - (
+            COMPLETED_UPLOAD_KEEP_S * 1_000_000_000
+        ):
+            return None
+        if sent is not None:
+            _check_object_checksum(sent, result.checksums)
+        return result
 
     # --- tags (engine/_tags.py has the rules) ---------------------------------------------
     async def _update_version(
