@@ -176,7 +176,7 @@ def test_s3torchconnector_reads_empty_and_small_objects(
 # --- 16: ?partNumber --------------------------------------------------------------------------
 def test_part_number_of_a_single_put_object(server: ServerProcess, s3: Any, bucket: str) -> None:
     body = b"one part of eleven bytes"[:11]
-    s3.put_object(Bucket=bucket, Key="one", Body=body)
+    s3.put_object(Bucket=bucket, Key="one", Body=body, ChecksumAlgorithm="SHA256")
     for method in ("GET", "HEAD"):
         r = signed_request(server, method, f"/{bucket}/one", query=[("partNumber", "1")])
         assert_ok(r, 206)
@@ -184,9 +184,10 @@ def test_part_number_of_a_single_put_object(server: ServerProcess, s3: Any, buck
         assert r.headers["content-length"] == "11"
         assert "x-amz-mp-parts-count" not in r.headers
         assert r.body == (body if method == "GET" else b"")
-    got = s3.get_object(Bucket=bucket, Key="one", PartNumber=1)
+    got = s3.get_object(Bucket=bucket, Key="one", PartNumber=1, ChecksumMode="ENABLED")
     assert (got["ContentRange"], got["Body"].read()) == ("bytes 0-10/11", body)
     assert "PartsCount" not in got
+    assert got["ChecksumSHA256"] == _b64(hashlib.sha256(body).digest())  # the part is the whole object
     # Past the last part: 416 InvalidPartNumber naming what was asked and what there is.
     r = signed_request(server, "GET", f"/{bucket}/one", query=[("partNumber", "2")])
     fields = assert_error(r, 416, "InvalidPartNumber")

@@ -1226,7 +1226,10 @@ class S3App:
         if meta.tags:
             out.append(("x-amz-tagging-count", str(len(meta.tags))))
         out += self._lock_read_headers(meta)
-        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and not result.partial:
+        # The object's checksum describes the bytes sent only when they are all of it (part 1 of
+        # an object stored in one PUT is a 206 of the whole object).
+        whole = not result.partial or ("partNumber" in req.query and result.length == meta.size_bytes)
+        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and whole:
             # S3 reports one checksum per object: the client's algorithm, else the crc64nvme default.
             chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
             for alg in chosen[:1]:
