@@ -45,6 +45,7 @@ __all__ = [
     "MetadataTooLarge",
     "MethodNotAllowed",
     "MissingContentLength",
+    "NegativeExpires",
     "NoSuchBucket",
     "NoSuchDataset",
     "NoSuchKey",
@@ -71,11 +72,20 @@ class TierstoreError(Exception):
 
     code: str = "InternalError"
 
-    def __init__(self, message: str = "", *, resource: str = "", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        resource: str = "",
+        headers: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
         self.resource = resource
         self.headers = headers or {}  # extra response headers, e.g. x-amz-delete-marker
+        # Extra elements of the S3 error body, e.g. RangeRequested / ActualObjectSize of InvalidRange.
+        self.fields = fields or {}
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -271,6 +281,12 @@ class AuthorizationHeaderMalformed(TierstoreError, PermissionError):
 
 class AuthorizationQueryParametersError(TierstoreError, PermissionError):
     """Error parsing the X-Amz-Credential parameter."""
+
+
+class NegativeExpires(AuthorizationQueryParametersError):
+    """X-Amz-Expires must be non-negative"""
+
+    code = "AuthorizationQueryParametersError"  # as S3 names it, but 403 where the others are 400
 
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):

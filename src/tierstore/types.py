@@ -236,6 +236,8 @@ class ObjectMeta:
     checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (or "b64-N" composite)
     checksum_type: str | None = None  # FULL_OBJECT | COMPOSITE
     parts: list[int] = field(default_factory=list)  # part sizes, for multipart objects
+    # the upload's checksum algorithm -> each part's checksum (multipart uploads that had one)
+    part_checksums: dict[str, list[str]] = field(default_factory=dict)
     storage_class: str = "STANDARD"
     tags: dict[str, str] = field(default_factory=dict)
     lock: dict[str, Any] = field(default_factory=dict)  # object lock: mode, until_ns, legal_hold

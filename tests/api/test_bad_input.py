@@ -405,7 +405,7 @@ def test_continuation_token_junk(server: ServerProcess, s3: Any, bucket: str) ->
             break
         token = page["NextContinuationToken"]
     assert seen == ["a", "b", "c", "d", "e"]
-    for junk in ("!!!", "", "not base64 at all", "%%", "\u00ff"):
+    for junk in ("!!!", "not base64 at all", "%%", "\u00ff"):
         r = signed_request(server, "GET", f"/{bucket}", query=[("list-type", "2"), ("continuation-token", junk)])
         assert_error(r, 400, "InvalidArgument")
 

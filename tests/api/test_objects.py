@@ -597,7 +597,6 @@ def test_unimplemented_object_operations(s3, bucket: str) -> None:  # type: igno
     calls = [
         lambda: s3.get_object_acl(Bucket=bucket, Key="n"),
         lambda: s3.put_object_acl(Bucket=bucket, Key="n", ACL="public-read"),
-        lambda: s3.get_object_attributes(Bucket=bucket, Key="n", ObjectAttributes=["ETag"]),
         lambda: s3.restore_object(Bucket=bucket, Key="n", RestoreRequest={"Days": 1}),
         lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"y", ServerSideEncryption="AES256"),
         lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"y", ACL="public-read"),

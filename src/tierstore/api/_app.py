@@ -97,6 +97,8 @@ MAX_XML_BODY = 2 * 1024 * 1024  # DeleteObjects of 1000 long keys fits comfortab
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
 MAX_DELETE_KEYS = 1000
+MAX_LIST_BUCKETS = 10_000  # ListBuckets max-buckets, and its page size when paginating without it
+MAX_PART_NUMBER = 10_000
 MAX_BATCH_ENTRIES = 10_000
 MAX_BATCH_BODY = 4 * 1024 * 1024
 MAX_DATASET_BODY = 256 * 1024 * 1024  # a dataset made of explicit rows (derive): ~150 bytes a row
@@ -166,6 +168,7 @@ _RESPONSE_OVERRIDES = {
     "response-content-disposition": "content-disposition",
     "response-content-encoding": "content-encoding",
 }
+_OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 _ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
 _UNSUPPORTED_HEADERS = (
     "x-amz-server-side-encryption",
@@ -761,6 +764,8 @@ class S3App:
                 return await self.object_retention(req, m)
             if sub == ["legal-hold"] and m in ("GET", "PUT"):
                 return await self.object_legal_hold(req, m)
+            if sub == ["attributes"] and m == "GET":
+                return self.get_object_attributes(req)
             raise e.NotImplementedOperation(f"The object operation '{','.join(sub)[:60]}' is not implemented.")
         if "uploadId" in q:
             if m == "PUT" and "partNumber" in q:
@@ -786,12 +791,34 @@ class S3App:
 
     # --- buckets ---------------------------------------------------------------------
     def list_buckets(self, req: Request) -> Response:
-        owner = self._owner(req)
+        """ListBuckets, paginated as S3 since 2024: ``max-buckets`` (1..10000), ``continuation-token``,
+        ``prefix``, ``bucket-region``. Without any of them every bucket is listed; with one of
+        them but no ``max-buckets`` a page holds 10000."""
+        q = req.query
+        token = q.get("continuation-token") or None
+        prefix = q.get("prefix", "")
+        region = q.get("bucket-region") or None
+        max_buckets: int | None = None
+        if "max-buckets" in q:
+            max_buckets = _int_param(q, "max-buckets", MAX_LIST_BUCKETS, lo=1)
+            if max_buckets > MAX_LIST_BUCKETS:
+                raise e.InvalidArgument(f"Argument max-buckets must be an integer between 1 and {MAX_LIST_BUCKETS}")
+        elif token is not None or prefix or region is not None:
+            max_buckets = MAX_LIST_BUCKETS
+        after = self._decode_token(token) if token is not None else ""
+        buckets, truncated = self.service.list_buckets(
+            after=after, prefix=prefix, region=region, max_buckets=max_buckets
+        )
         items = [
             E("Bucket", None, E("Name", b.name), E("CreationDate", iso8601(b.created_ns)), E("BucketRegion", b.region))
-            for b in self.service.list_buckets()
+            for b in buckets
         ]
-        body = document("ListAllMyBucketsResult", owner, E("Buckets", None, *items) if items else "<Buckets></Buckets>")
+        fields = [self._owner(req), E("Buckets", None, *items) if items else "<Buckets></Buckets>"]
+        if truncated:
+            fields.append(E("ContinuationToken", self._encode_token(buckets[-1].name)))
+        if "prefix" in q:
+            fields.append(E("Prefix", prefix))
+        body = document("ListAllMyBucketsResult", *fields)
         return Response(200, [("content-type", "application/xml")], body)
 
     @staticmethod
@@ -838,7 +865,7 @@ class S3App:
         prefix = q.get("prefix", "")
         delimiter = q.get("delimiter", "")
         if v2:
-            token = q.get("continuation-token")
+            token = q.get("continuation-token") or None  # empty: absent, as S3 treats it
             start = self._decode_token(token) if token is not None else q.get("start-after", "")
         else:
             start = q.get("marker", "")
@@ -859,8 +886,8 @@ class S3App:
             E("Prefix", url_encode_key(prefix, url)),
         ]
         if v2:
-            if "continuation-token" in q:
-                parts.append(E("ContinuationToken", q["continuation-token"]))
+            if token is not None:
+                parts.append(E("ContinuationToken", token))
             if "start-after" in q:
                 parts.append(E("StartAfter", url_encode_key(q["start-after"], url)))
             parts.append(E("KeyCount", len(page.entries) + len(page.common_prefixes)))
@@ -1132,6 +1159,8 @@ class S3App:
         assert req.bucket is not None and req.key is not None
         q = req.query
         part_number = _int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
+        if part_number is not None and part_number > MAX_PART_NUMBER:
+            raise e.InvalidArgument(f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive")
         opts = GetOptions(
             byte_range=ByteRange.parse(req.headers.get("range")),
             conditions=self._read_conditions(req),
@@ -1146,13 +1175,12 @@ class S3App:
         except e.NotModified:
             meta = self.service.head_object(req.bucket, req.key, GetOptions(version_id=opts.version_id)).meta
             return Response(304, [("etag", meta.etag), ("last-modified", http_date(meta.modified_ns))])
-        except e.InvalidRange:
-            if part_number is not None:
-                raise
-            size = self.service.head_object(req.bucket, req.key, GetOptions(version_id=opts.version_id)).meta.size_bytes
-            resp = self._error(e.InvalidRange(), req, "")
-            resp.headers.append(("content-range", f"bytes */{size}"))
-            return resp
+        except e.InvalidRange as exc:
+            # The engine names the object's size (ActualObjectSize, Content-Range: bytes */size);
+            # S3's body also echoes the range asked for, first.
+            if part_number is None and "range" in req.headers:
+                exc.fields = {"RangeRequested": req.headers["range"], **exc.fields}
+            raise
         headers = self._read_headers(req, result)
         if head:
             return Response(result_status(result), headers)
@@ -1198,7 +1226,10 @@ class S3App:
         if meta.tags:
             out.append(("x-amz-tagging-count", str(len(meta.tags))))
         out += self._lock_read_headers(meta)
-        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and not result.partial:
+        # The object's checksum describes the bytes sent only when they are all of it (part 1 of
+        # an object stored in one PUT is a 206 of the whole object).
+        whole = not result.partial or ("partNumber" in req.query and result.length == meta.size_bytes)
+        if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and whole:
             # S3 reports one checksum per object: the client's algorithm, else the crc64nvme default.
             chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
             for alg in chosen[:1]:
@@ -1206,6 +1237,71 @@ class S3App:
             if meta.checksum_type and chosen:
                 out.append(("x-amz-checksum-type", meta.checksum_type))
         return out
+
+    def get_object_attributes(self, req: Request) -> Response:
+        """GetObjectAttributes: the attributes named in ``x-amz-object-attributes`` (ETag, Checksum,
+        ObjectParts, StorageClass, ObjectSize) of the current version or ``versionId``.
+
+        As in S3: the ETag without quotes; a composite checksum without its ``-N``; ObjectParts
+        only for a multipart object, paged by ``x-amz-max-parts`` / ``x-amz-part-number-marker``,
+        its Part elements only when the upload had a checksum algorithm."""
+        assert req.bucket is not None and req.key is not None
+        h = req.headers
+        wanted = {a.strip() for a in h.get("x-amz-object-attributes", "").split(",") if a.strip()}
+        if not wanted:
+            raise e.InvalidArgument("Missing required header for this request: x-amz-object-attributes")
+        unknown = wanted - _OBJECT_ATTRIBUTES
+        if unknown:
+            raise e.InvalidArgument(f"Invalid attribute name specified: {sorted(unknown)[0][:40]}")
+        max_parts = _int_param(h, "x-amz-max-parts", 1000, hi=1000)
+        marker = _int_param(h, "x-amz-part-number-marker", 0)
+        opts = GetOptions(conditions=self._read_conditions(req), version_id=req.query.get("versionId"))
+        result = self.service.head_object(req.bucket, req.key, opts)
+        meta = result.meta
+        fields: list[str] = []
+        if "ETag" in wanted:
+            fields.append(E("ETag", meta.etag.strip('"')))
+        if "Checksum" in wanted:
+            chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
+            if chosen:
+                alg = chosen[0]
+                value = meta.checksums[alg]
+                if meta.checksum_type == "COMPOSITE":
+                    value = value.partition("-")[0]  # base64 has no "-": this drops the part count
+                extra = [E("ChecksumType", meta.checksum_type)] if meta.checksum_type else []
+                fields.append(E("Checksum", None, E(f"Checksum{alg.upper()}", value), *extra))
+        if "ObjectParts" in wanted and meta.parts:
+            fields.append(self._object_parts(meta, max_parts, marker))
+        if "StorageClass" in wanted:
+            fields.append(E("StorageClass", meta.storage_class))
+        if "ObjectSize" in wanted:
+            fields.append(E("ObjectSize", meta.size_bytes))
+        headers = [("content-type", "application/xml"), ("last-modified", http_date(meta.modified_ns))]
+        if meta.version_id != NULL_VERSION or result.bucket_versioning:
+            headers.append(("x-amz-version-id", meta.version_id))
+        return Response(200, headers, document("GetObjectAttributesResponse", *fields))
+
+    @staticmethod
+    def _object_parts(meta: ObjectMeta, max_parts: int, marker: int) -> str:
+        """The ObjectParts element of GetObjectAttributes: parts after ``marker``, at most ``max_parts``."""
+        count = len(meta.parts)
+        numbers = list(range(marker + 1, min(count, marker + max_parts) + 1))
+        truncated = bool(numbers) and numbers[-1] < count
+        fields = [
+            E("PartsCount", count),
+            E("PartNumberMarker", marker),
+            E("NextPartNumberMarker", numbers[-1] if numbers else marker),
+            E("MaxParts", max_parts),
+            E("IsTruncated", "true" if truncated else "false"),
+        ]
+        # S3 lists the parts themselves only when the upload had a checksum algorithm.
+        for alg, sums in meta.part_checksums.items():
+            checksum = f"Checksum{alg.upper()}"
+            fields += [
+                E("Part", None, E("PartNumber", n), E("Size", meta.parts[n - 1]), E(checksum, sums[n - 1]))
+                for n in numbers
+            ]
+        return E("ObjectParts", None, *fields)
 
     async def delete_object(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
@@ -1347,7 +1443,8 @@ class S3App:
 
     @staticmethod
     def _tagging_document(tags: dict[str, str]) -> bytes:
-        items = [E("Tag", None, E("Key", k), E("Value", v)) for k, v in tags.items()]
+        # S3 answers tags sorted by key (code point order, which is UTF-8 byte order).
+        items = [E("Tag", None, E("Key", k), E("Value", v)) for k, v in sorted(tags.items())]
         return document("Tagging", E("TagSet", None, *items) if items else "<TagSet></TagSet>")
 
     async def object_tagging(self, req: Request, m: str) -> Response:

@@ -34,6 +34,7 @@ from tierstore.errors import (
     InvalidAccessKeyId,
     InvalidArgument,
     InvalidRequest,
+    NegativeExpires,
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
     XAmzContentSHA256Mismatch,
@@ -216,8 +217,10 @@ class Authenticator:
                 f"Invalid credential date {cred.date!r}: it does not match X-Amz-Date {amz_date[:8]!r}."
             )
         expires_s = _parse_int(params["X-Amz-Expires"])
-        if expires_s is None or expires_s < 0:
+        if expires_s is None:
             raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
+        if expires_s < 0:
+            raise NegativeExpires()
         if expires_s > MAX_PRESIGN_EXPIRES_S:
             raise AuthorizationQueryParametersError(
                 "X-Amz-Expires must be less than a week (in seconds) that is; 604800"

@@ -52,6 +52,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.RequestTimeTooSkewed: 403,
     e.AuthorizationHeaderMalformed: 400,
     e.AuthorizationQueryParametersError: 400,
+    e.NegativeExpires: 403,  # S3 answers 403 for a negative X-Amz-Expires
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,
@@ -73,6 +74,7 @@ def error_body(exc: e.TierstoreError, resource: str, request_id: str) -> bytes:
         E("Code", exc.code),
         E("Message", exc.message),
         E("Resource", exc.resource or resource),
+        *(E(name, value) for name, value in exc.fields.items()),
         E("RequestId", request_id),
         E("HostId", request_id),
         ns=False,

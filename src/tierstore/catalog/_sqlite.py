@@ -290,6 +290,8 @@ def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
         doc["ct"] = m.checksum_type
     if m.parts:
         doc["p"] = m.parts
+    if m.part_checksums:
+        doc["pc"] = m.part_checksums
     if m.storage_class != "STANDARD":
         doc["sc"] = m.storage_class
     if m.tags:
@@ -314,6 +316,7 @@ def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
         checksums=doc.get("c", {}),
         checksum_type=doc.get("ct"),
         parts=doc.get("p", []),
+        part_checksums=doc.get("pc", {}),
         storage_class=doc.get("sc", "STANDARD"),
         tags=doc.get("t", {}),
         lock=doc.get("l", {}),
@@ -782,8 +785,17 @@ class SqliteCatalog:
         row = self._reader().execute("SELECT name, created_ns, region FROM buckets WHERE name=?", (name,)).fetchone()
         return BucketInfo(*row) if row else None
 
-    def list_buckets(self) -> list[BucketInfo]:
-        rows = self._reader().execute("SELECT name, created_ns, region FROM buckets ORDER BY name").fetchall()
+    def list_buckets(
+        self, *, after: str = "", prefix: str = "", region: str | None = None, limit: int = -1
+    ) -> list[BucketInfo]:
+        """Buckets by name: those after ``after`` whose name starts with ``prefix`` (and in
+        ``region``), at most ``limit`` (-1: all)."""
+        sql = "SELECT name, created_ns, region FROM buckets WHERE name > ? AND substr(name, 1, ?) = ?"
+        args: list[Any] = [after, len(prefix), prefix]
+        if region is not None:
+            sql += " AND region = ?"
+            args.append(region)
+        rows = self._reader().execute(sql + " ORDER BY name LIMIT ?", (*args, limit)).fetchall()
         return [BucketInfo(*r) for r in rows]
 
     # --- objects ---------------------------------------------------------------------

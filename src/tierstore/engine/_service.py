@@ -249,16 +249,20 @@ def _copy_source_conditions(cond: Conditions, meta: ObjectMeta) -> None:
         raise PreconditionFailed(resource=meta.key) from exc
 
 
+def _check_write_condition_values(cond: Conditions) -> None:
+    """S3 writes take ``If-None-Match: *`` only; another value is refused before a body is read."""
+    if cond.if_none_match is not None and cond.if_none_match.strip() != "*":
+        raise NotImplementedOperation("If-None-Match on a write supports only '*'")
+
+
 def _write_conditions(cond: Conditions, key: str) -> Callable[[VersionRecord | None], None]:
     """Conditional writes (If-None-Match: *, If-Match: etag), checked inside the commit."""
+    _check_write_condition_values(cond)
 
     def check(current: VersionRecord | None) -> None:
         live = current if current is not None and not current.is_delete_marker else None
-        if cond.if_none_match is not None:
-            if cond.if_none_match.strip() != "*":
-                raise NotImplementedOperation("If-None-Match on PUT supports only '*'")
-            if live is not None:
-                raise PreconditionFailed(resource=key)
+        if cond.if_none_match is not None and live is not None:
+            raise PreconditionFailed(resource=key)
         if cond.if_match is not None:
             if live is None:
                 raise NoSuchKey(resource=key)
@@ -384,8 +388,14 @@ class ObjectService:
             raise NoSuchBucket(resource=name)
         return info
 
-    def list_buckets(self) -> list[BucketInfo]:
-        return self.catalog.list_buckets()
+    def list_buckets(
+        self, *, after: str = "", prefix: str = "", region: str | None = None, max_buckets: int | None = None
+    ) -> tuple[list[BucketInfo], bool]:
+        """One page of ListBuckets, by name: (buckets, truncated). ``max_buckets`` None: all."""
+        if max_buckets is None:
+            return self.catalog.list_buckets(after=after, prefix=prefix, region=region), False
+        page = self.catalog.list_buckets(after=after, prefix=prefix, region=region, limit=max_buckets + 1)
+        return page[:max_buckets], len(page) > max_buckets
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
@@ -518,6 +528,7 @@ class ObjectService:
         if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
             raise EntityTooLarge()
         valid_tags = validate_tags(tags)
+        _check_write_condition_values(opts.conditions)
         algorithms = self._algorithms(opts.checksum)
         tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length)
         try:
@@ -615,12 +626,23 @@ class ObjectService:
                 raise InvalidRequest("Cannot specify both Range header and partNumber query parameter.")
             sizes = meta.parts or [size]
             if not 1 <= opts.part_number <= len(sizes):
-                raise InvalidPartNumber()
+                fields = {"PartNumberRequested": str(opts.part_number), "ActualPartCount": str(len(sizes))}
+                raise InvalidPartNumber(fields=fields)
             offset = sum(sizes[: opts.part_number - 1])
-            return GetResult(meta, offset, sizes[opts.part_number - 1], bool(meta.parts), None, parts_count)
+            # S3 answers a part with 206 and its Content-Range, also part 1 of an object stored
+            # in one PUT (the AWS CRT reads the object's size from it); an empty object has no
+            # range to name, so it is a plain 200.
+            return GetResult(meta, offset, sizes[opts.part_number - 1], size > 0, None, parts_count)
         if opts.byte_range is None:
             return GetResult(meta, 0, size, False, None, parts_count)
-        offset, length = opts.byte_range.resolve(size)
+        try:
+            offset, length = opts.byte_range.resolve(size)
+        except InvalidRange as exc:
+            # What S3 sends with a 416: the size (the AWS CRT learns from it that an object is
+            # empty, having asked for its first part with a Range) and Content-Range: bytes */size.
+            raise InvalidRange(
+                headers={"content-range": f"bytes */{size}"}, fields={"ActualObjectSize": str(size)}
+            ) from exc
         return GetResult(meta, offset, length, True, None, parts_count)
 
     async def get_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
@@ -1141,6 +1163,7 @@ class ObjectService:
 
         Idempotent: a retry of a completion that succeeded (same parts, within
         ``COMPLETED_UPLOAD_KEEP_S``) is answered with the same result; other parts -> NoSuchUpload."""
+        _check_write_condition_values(conditions or Conditions())
         sent = (object_checksum_algorithm, full_object_checksum) if full_object_checksum is not None else None
         try:
             upload = self._upload(bucket, key, upload_id)
@@ -1204,6 +1227,7 @@ class ObjectService:
             checksums=checksums,
             checksum_type=ctype if alg else None,
             parts=[sp.size_bytes for sp in chosen],
+            part_checksums={alg: [sp.checksums[alg] for sp in chosen]} if alg else {},
             storage_class=upload.storage_class,
             tags=tags,
             lock=self._new_lock(bucket, lock_request, require_future=False),
