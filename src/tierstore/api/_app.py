@@ -14,6 +14,7 @@ import contextvars
 import email.utils
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -24,10 +25,15 @@ from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
+from tierstore.api._accesslog import Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
+from tierstore.api._health import probe
+from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tierstore.api._metrics import Metrics
 from tierstore.api._models import model_request
+from tierstore.api._routes import PROBE_ACTIONS, UNKNOWN, route
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
@@ -201,6 +207,7 @@ class Request:
     virtual_bucket: str | None = None
     auth: AuthResult | None = None
     body_done: bool = False  # the last body message was received
+    action: str = UNKNOWN  # the S3 API name from the route table (_routes.route)
 
     @property
     def resource(self) -> str:
@@ -282,7 +289,10 @@ class S3App:
         models: ModelService | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
+        metrics_token: str = "",
     ) -> None:
+        """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``."""
         self.service = service
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
@@ -291,6 +301,9 @@ class S3App:
         self.models = models
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self.metrics = metrics or Metrics()
+        self._metrics_token = metrics_token
+        self._heal_publisher: asyncio.Task[None] | None = None
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -300,30 +313,90 @@ class S3App:
         if scope["type"] != "http":
             return
         request_id = new_request_id()
-        started = time.perf_counter()
+        x = Exchange(receive, send)  # counts bytes and the time to first byte
+        receive, send = x.receive, x.send
         req: Request | None = None
+        error_code = ""
         try:
             req = self._parse(scope, receive)
-            resp = await self._handle(req)
+            req.action = route(
+                req.method, req.bucket, req.key, req.query, req.headers, virtual=req.virtual_bucket is not None
+            ).action
+            if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
+                resp = await self._probe(req, scope)
+            else:
+                self.metrics.started(req.action)
+                resp = await self._handle(req)
         except e.TierstoreError as exc:
+            error_code = exc.code
             resp = self._error(exc, req, request_id)
         except Exception:
             log.exception("internal error (request %s)", request_id)
+            error_code = "InternalError"
             resp = self._error(e.InternalError(), req, request_id)
         if req is None or not req.body_done:
             await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
-        await self._send(send, resp, request_id, head=head, receive=receive)
+        try:
+            await self._send(send, resp, request_id, head=head, receive=receive)
+        finally:
+            if req is None or req.action not in PROBE_ACTIONS:
+                self._observe(scope, req, resp, x, request_id, error_code)
+
+    def _observe(
+        self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
+    ) -> None:
+        """Count the request in the metrics and write its access log line."""
+        total_s = time.perf_counter() - x.started
+        api = req.action if req is not None else UNKNOWN
+        self.metrics.finished(
+            api,
+            status=resp.status,
+            error_code=error_code,
+            bytes_in=x.bytes_in,
+            bytes_out=x.bytes_out,
+            ttfb_s=x.ttfb_s,
+            total_s=total_s,
+            inflight=req is not None,
+        )
         if access_log.isEnabledFor(logging.INFO):
+            headers = req.headers if req is not None else {}
             access_log.info(
-                "%s %s %s %d %.1fms %s",
-                scope.get("client", ("-",))[0],
-                scope["method"],
-                scope.get("path", "")[:200],
-                resp.status,
-                (time.perf_counter() - started) * 1000,
-                request_id,
+                access_line(
+                    x,
+                    request_id=request_id,
+                    remote=str((scope.get("client") or ("",))[0]),
+                    method=scope["method"],
+                    access_key=(req.auth.access_key or "") if req is not None and req.auth is not None else "",
+                    api=api,
+                    bucket=req.bucket if req is not None else None,
+                    key=req.key if req is not None else None,
+                    status=resp.status,
+                    error_code=error_code,
+                    total_s=total_s,
+                    user_agent=headers.get("user-agent"),
+                )
             )
+
+    async def _probe(self, req: Request, scope: Scope) -> Response:
+        """A health or metrics endpoint (``_routes.PROBES``): unauthenticated S3-wise."""
+        if req.action in ("tierstore:Metrics", "tierstore:MinioClusterMetrics", "tierstore:MinioBucketMetrics"):
+            if self._metrics_token:
+                given = req.headers.get("authorization", "")
+                expected = f"Bearer {self._metrics_token}"
+                if not hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode()):
+                    raise e.AccessDenied("The metrics endpoint requires its bearer token.")
+            view = {"tierstore:MinioClusterMetrics": "minio-cluster", "tierstore:MinioBucketMetrics": "minio-bucket"}
+            host, port = scope.get("server") or ("", None)
+            body = await self.metrics.render(
+                self.service,
+                self.admin,
+                view=view.get(req.action, "tierstore"),
+                server=f"{host}:{port}" if port is not None else str(host),
+            )
+            return Response(200, [("content-type", METRICS_CONTENT_TYPE)], body)
+        status, headers, text = await probe(req.action, self.service, self.admin)
+        return Response(status, [("content-type", "text/plain; charset=utf-8"), *headers], (text + "\n").encode())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -331,8 +404,13 @@ class S3App:
             if msg["type"] == "lifespan.startup":
                 if self._on_startup:
                     await self._on_startup()
+                if self.admin is not None:
+                    publish = self.metrics.publish_heal_loop(self.admin)
+                    self._heal_publisher = asyncio.get_running_loop().create_task(publish)
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                if self._heal_publisher is not None:
+                    self._heal_publisher.cancel()
                 if self._on_shutdown:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -704,6 +782,7 @@ class S3App:
                 yield b"".join(out)
                 out.clear()
                 pending = 0
+        self.metrics.batch_served(served, failed, size)
         summary = json.dumps({"entries": count, "served": served, "failed": failed, "bytes": size}).encode()
         out += (pack(BATCH_TRAILER, 200, len(summary)), summary)
         yield b"".join(out)
