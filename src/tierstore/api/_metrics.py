@@ -96,6 +96,7 @@ class Metrics:
             registry=reg,
         )  # fmt: skip
         self.batch_bytes = Counter("tierstore_batch_bytes", "Object bytes served by batch reads.", registry=reg)
+
         def heal(name: str, doc: str) -> Gauge:  # the worker running a pass sets them; max over live workers
             return Gauge(name, doc, ["kind"], multiprocess_mode="livemax", registry=reg)
 
@@ -281,9 +282,7 @@ def _store_families(
             "tierstore_bucket_usage_age_seconds", "How old the bucket usage figures are.",
             time.monotonic() - usage.computed_at,
         )  # fmt: skip
-        yield _single(
-            "tierstore_bucket_usage_scan_seconds", "How long computing the bucket usage took.", usage.took_s
-        )
+        yield _single("tierstore_bucket_usage_scan_seconds", "How long computing the bucket usage took.", usage.took_s)
         per_bucket = [
             ("tierstore_bucket_objects", "Current objects (not delete markers).", "objects"),
             ("tierstore_bucket_object_bytes", "Bytes of the current objects.", "object_bytes"),
