@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tierstore.api import Authenticator, Metrics, S3App, note_send_failure
+from tierstore.api import AccessLog, Authenticator, Metrics, S3App, note_send_failure
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.drives import (
@@ -227,6 +227,7 @@ def build_app(config: ServerConfig) -> S3App:
         on_shutdown=on_shutdown,
         metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
         metrics_token=config.metrics_token,
+        access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
     )
 
 
@@ -310,26 +311,7 @@ def app_factory() -> S3App:
     granian_log = logging.getLogger("_granian")  # its child loggers propagate to its handlers
     for handler in [*granian_log.handlers, *logging.getLogger().handlers]:
         handler.addFilter(hang_ups)
-    _configure_access_log(config)
     return build_app(config)
-
-
-def _configure_access_log(config: ServerConfig) -> None:
-    """JSON lines, one per request, to stderr or appended to ``access_log_file`` (each worker
-    appends whole lines: O_APPEND keeps them apart)."""
-    access = logging.getLogger("tierstore.access")
-    if not config.access_log:
-        access.setLevel(logging.WARNING)
-        return
-    handler: logging.Handler
-    if config.access_log_file:
-        handler = logging.FileHandler(config.access_log_file, encoding="utf-8")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
 
 
 def _metrics_dir() -> str:

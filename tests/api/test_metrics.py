@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServerProcess, make_client
 from tests.s3http import assert_error, send, signed_request
+from tierstore.api._metrics import FLUSH_INTERVAL_S
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -29,6 +32,23 @@ def scrape(server: ServerProcess, path: str = "/metrics", token: str | None = No
     return out
 
 
+def settled() -> None:
+    """Each worker counts in memory and flushes every FLUSH_INTERVAL_S: let earlier requests land."""
+    time.sleep(3 * FLUSH_INTERVAL_S)
+
+
+def scrape_until(
+    server: ServerProcess, done: Callable[[Samples], bool], path: str = "/metrics", token: str | None = None
+) -> Samples:
+    """Scrape until ``done`` (the other workers' counts arrive within FLUSH_INTERVAL_S)."""
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(server, path, token)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """A sample summed over the labels not given (0 when absent)."""
     want = set(labels.items())
@@ -41,6 +61,7 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 def test_request_counters_move(server: ServerProcess, bucket: str) -> None:
     body = b"m" * 1234
+    settled()
     before = scrape(server)
     for i in range(3):
         assert signed_request(server, "PUT", f"/{bucket}/k{i}", body).status == 200
@@ -48,7 +69,7 @@ def test_request_counters_move(server: ServerProcess, bucket: str) -> None:
     assert got.body == body
     missing = signed_request(server, "GET", f"/{bucket}/nope")
     assert_error(missing, 404, "NoSuchKey")
-    after = scrape(server)
+    after = scrape_until(server, lambda m: delta(before, m, "tierstore_s3_ttfb_seconds_count") >= 5)
 
     assert delta(before, after, "tierstore_s3_requests_total", api="PutObject", status_class="2xx") == 3
     assert delta(before, after, "tierstore_s3_requests_total", api="GetObject", status_class="2xx") == 1
@@ -73,10 +94,11 @@ def test_batch_reads_are_counted(server: ServerProcess, bucket: str) -> None:
     for key, data in (("a", b"1" * 100), ("b", b"2" * 50)):
         assert signed_request(server, "PUT", f"/{bucket}/{key}", data).status == 200
     entries = [{"bucket": bucket, "key": k} for k in ("a", "b", "missing")]
+    settled()
     before = scrape(server)
     r = signed_request(server, "POST", "/_tierstore/batch", json.dumps({"entries": entries}).encode())
     assert r.status == 200
-    after = scrape(server)
+    after = scrape_until(server, lambda m: delta(before, m, "tierstore_batch_bytes_total") > 0)
     assert delta(before, after, "tierstore_batch_entries_total", outcome="served") == 2
     assert delta(before, after, "tierstore_batch_entries_total", outcome="failed") == 1
     assert delta(before, after, "tierstore_batch_bytes_total") == 150
@@ -105,6 +127,10 @@ def test_token_workers_usage_and_minio_names(tmp_path: Path) -> None:
                 assert_error(r, 403, "AccessDenied")
                 assert token.encode() not in r.body
 
+        def all_counted(m: Samples) -> bool:
+            return value(m, "tierstore_s3_requests_total", api="PutObject", status_class="2xx") >= 20
+
+        scrape_until(srv, all_counted, token=token)
         for _ in range(6):  # both workers answer scrapes with the same sums
             m = scrape(srv, token=token)
             assert value(m, "tierstore_s3_requests_total", api="PutObject", status_class="2xx") == 20

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
-from tierstore.api._accesslog import Exchange, access_line
+from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
@@ -78,7 +78,6 @@ from tierstore.types import (
 __all__ = ["S3App", "note_send_failure"]
 
 log = logging.getLogger("tierstore.api")
-access_log = logging.getLogger("tierstore.access")
 
 # The response being streamed by this task, if any: set while ``_send`` streams a body, and
 # flagged by ``note_send_failure`` (server.py calls it from granian's log record of a send that
@@ -291,8 +290,10 @@ class S3App:
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
         metrics_token: str = "",
+        access_log: AccessLog | None = None,
     ) -> None:
-        """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``."""
+        """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
+        ``access_log``: where the JSON access log goes (None: nowhere)."""
         self.service = service
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
@@ -303,7 +304,8 @@ class S3App:
         self._on_shutdown = on_shutdown
         self.metrics = metrics or Metrics()
         self._metrics_token = metrics_token
-        self._heal_publisher: asyncio.Task[None] | None = None
+        self.access_log = access_log
+        self._metrics_task: asyncio.Task[None] | None = None
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -359,9 +361,9 @@ class S3App:
             total_s=total_s,
             inflight=req is not None,
         )
-        if access_log.isEnabledFor(logging.INFO):
+        if self.access_log is not None:
             headers = req.headers if req is not None else {}
-            access_log.info(
+            self.access_log.write(
                 access_line(
                     x,
                     request_id=request_id,
@@ -404,13 +406,15 @@ class S3App:
             if msg["type"] == "lifespan.startup":
                 if self._on_startup:
                     await self._on_startup()
-                if self.admin is not None:
-                    publish = self.metrics.publish_heal_loop(self.admin)
-                    self._heal_publisher = asyncio.get_running_loop().create_task(publish)
+                flush_log = self.access_log.flush if self.access_log is not None else None
+                self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.run(self.admin, flush_log))
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                if self._heal_publisher is not None:
-                    self._heal_publisher.cancel()
+                if self._metrics_task is not None:
+                    self._metrics_task.cancel()
+                self.metrics.flush()
+                if self.access_log is not None:
+                    self.access_log.flush()
                 if self._on_shutdown:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})

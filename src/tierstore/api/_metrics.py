@@ -12,13 +12,15 @@ query, cached (it reads every version row of the first ``USAGE_BUCKET_LIMIT`` bu
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import glob
 import logging
+import math
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +39,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 USAGE_BUCKET_LIMIT = 1000  # bucket usage covers the first N buckets by name (bounded scrape cost)
 USAGE_MIN_AGE_S = 30.0  # bucket usage is recomputed at most this often...
 USAGE_COST_SHARE = 0.05  # ...and so that it costs at most ~5% of one core however big the catalog
+FLUSH_INTERVAL_S = 0.25  # requests are counted in a dict and flushed to the shared files this often
 HEAL_PUBLISH_INTERVAL_S = 2.0
 _TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DURATION_BUCKETS = (*_TTFB_BUCKETS, 30.0, 60.0, 300.0)
+_TTFB_BOUNDS = (*_TTFB_BUCKETS, math.inf)
+_DURATION_BOUNDS = (*_DURATION_BUCKETS, math.inf)
+_STATUS_CLASS = {n: f"{n}xx" for n in range(10)}
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db$")
 
 
@@ -104,21 +110,17 @@ class Metrics:
         self.heal_blobs_total = heal("tierstore_heal_blobs_total", "Blobs the running pass will visit.")
         self.heal_blobs_done = heal("tierstore_heal_blobs_done", "Blobs the running pass has visited.")
         self.heal_bytes_done = heal("tierstore_heal_bytes_done", "Bytes the running pass has read.")
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._counts: dict[tuple[Any, ...], float] = {}  # (metric, *labels) -> not yet flushed
+        self._histograms: dict[tuple[Histogram, str], list[float]] = {}
+        self._inflight: dict[str, int] = {}
+        self._inflight_flushed: dict[str, int] = {}
         self._usage: _UsageCache | None = None
         self._usage_task: asyncio.Task[None] | None = None
         self._heal_kinds: set[str] = set()
 
-    # --- per request (hot path) ---------------------------------------------------------------
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
+    # --- per request (hot path): plain dict arithmetic, flushed to prometheus_client every second
     def started(self, api: str) -> None:
-        self._child(self.inflight, api).inc()
+        self._inflight[api] = self._inflight.get(api, 0) + 1
 
     def finished(
         self,
@@ -133,26 +135,59 @@ class Metrics:
         inflight: bool = True,
     ) -> None:
         """Count one answered request; ``inflight``: ``started`` was called for it."""
-        child = self._child
         if inflight:
-            child(self.inflight, api).dec()
-        child(self.requests, api, f"{status // 100}xx").inc()
+            self._inflight[api] -= 1
+        counts = self._counts
+        key: tuple[Any, ...] = (self.requests, api, _STATUS_CLASS[status // 100])
+        counts[key] = counts.get(key, 0) + 1
         if error_code:
-            child(self.errors, api, error_code).inc()
+            key = (self.errors, api, error_code)
+            counts[key] = counts.get(key, 0) + 1
         if bytes_in:
-            child(self.received, api).inc(bytes_in)
+            key = (self.received, api)
+            counts[key] = counts.get(key, 0) + bytes_in
         if bytes_out:
-            child(self.sent, api).inc(bytes_out)
-        child(self.ttfb, api).observe(ttfb_s)
-        child(self.duration, api).observe(total_s)
+            key = (self.sent, api)
+            counts[key] = counts.get(key, 0) + bytes_out
+        self._observe(self.ttfb, _TTFB_BOUNDS, api, ttfb_s)
+        self._observe(self.duration, _DURATION_BOUNDS, api, total_s)
+
+    def _observe(self, histogram: Histogram, bounds: tuple[float, ...], api: str, seconds: float) -> None:
+        key = (histogram, api)
+        pending = self._histograms.get(key)
+        if pending is None:
+            pending = self._histograms[key] = [0.0] * (len(bounds) + 1)  # per bucket (+Inf last), the sum
+        pending[bisect.bisect_left(bounds, seconds)] += 1
+        pending[-1] += seconds
 
     def batch_served(self, served: int, failed: int, size_bytes: int) -> None:
-        self._child(self.batch_entries, "served").inc(served)
-        if failed:
-            self._child(self.batch_entries, "failed").inc(failed)
-        self.batch_bytes.inc(size_bytes)
+        counts = self._counts
+        for key, n in (((self.batch_entries, "served"), served), ((self.batch_entries, "failed"), failed)):
+            if n:
+                counts[key] = counts.get(key, 0) + n
+        counts[(self.batch_bytes,)] = counts.get((self.batch_bytes,), 0) + size_bytes
 
-    # --- background: this worker's heal/scrub progress, for whichever worker is scraped ------
+    def flush(self) -> None:
+        """Move what this process counted since the last flush into prometheus_client (the
+        shared files in multiprocess mode): one update per series, not per request."""
+        counts, self._counts = self._counts, {}
+        for (metric, *labels), n in counts.items():
+            (metric.labels(*labels) if labels else metric).inc(n)
+        histograms, self._histograms = self._histograms, {}
+        for (histogram, api), pending in histograms.items():
+            child = histogram.labels(api)
+            # Histogram.observe() adds 1 to the first bucket whose bound holds the value (the
+            # exposition makes them cumulative) and the value to the sum: the same, n at a time.
+            for i, n in enumerate(pending[:-1]):
+                if n:
+                    child._buckets[i].inc(n)
+            child._sum.inc(pending[-1])
+        for api, n in self._inflight.items():
+            if self._inflight_flushed.get(api) != n:
+                self.inflight.labels(api).set(n)
+                self._inflight_flushed[api] = n
+
+    # --- background: flushes, and this worker's heal/scrub progress for whichever worker is scraped
     def publish_heal(self, progress: HealProgress | None) -> None:
         running = progress is not None and progress.state == "running"
         for kind in self._heal_kinds:
@@ -165,19 +200,28 @@ class Metrics:
         self.heal_blobs_done.labels(progress.kind).set(progress.blobs_done)
         self.heal_bytes_done.labels(progress.kind).set(progress.bytes_done)
 
-    async def publish_heal_loop(self, admin: Repairer) -> None:
+    async def run(self, admin: Repairer | None, on_tick: Callable[[], None] | None = None) -> None:
+        """Every FLUSH_INTERVAL_S: ``on_tick`` (the access log's flush), and the metrics flush;
+        every HEAL_PUBLISH_INTERVAL_S the heal progress. Cancel to stop (then call ``flush``)."""
+        ticks = 0
         while True:
-            await asyncio.sleep(HEAL_PUBLISH_INTERVAL_S)
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            ticks += 1
             try:
-                self.publish_heal(admin.current)
+                if on_tick is not None:
+                    on_tick()
+                self.flush()
+                if admin is not None and ticks % round(HEAL_PUBLISH_INTERVAL_S / FLUSH_INTERVAL_S) == 0:
+                    self.publish_heal(admin.current)
             except Exception:
-                log.exception("publishing heal progress failed")
+                log.exception("metrics flush failed")
 
     # --- scrape -------------------------------------------------------------------------------
     async def render(
         self, service: ObjectService, admin: Repairer | None, *, view: str = "tierstore", server: str = ""
     ) -> bytes:
         """The exposition text: ``view`` is ``tierstore`` (/metrics), ``minio-cluster`` or ``minio-bucket``."""
+        self.flush()
         health = await asyncio.to_thread(admin.health) if admin is not None else None
         report = await asyncio.to_thread(admin.last_report) if admin is not None else None
         usage = await self._bucket_usage(service)
