@@ -106,8 +106,13 @@ class Exchange:
         return (self.first_byte or time.perf_counter()) - self.started
 
 
-def _cut(text: str | None) -> str:
-    return (text or "")[:MAX_LOGGED_CHARS]
+def _str(text: str | None) -> str:
+    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string. Most values are plain printable
+    ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
+    text = (text or "")[:MAX_LOGGED_CHARS]
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return _encode(text)
 
 
 def access_line(
@@ -125,26 +130,16 @@ def access_line(
     total_s: float,
     user_agent: str | None,
 ) -> str:
+    """One JSON object (the keys in this order), built by hand: the log is on for every request.
+    ``request_id``, ``api`` and ``error_code`` are the server's own tokens, ``method`` an HTTP
+    token and ``remote`` an address: quoted as they are; the client's strings are escaped."""
     t = x.wall_started
-    when = f"{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z"
-    return _encode(
-        {
-            "time": when,
-            "request_id": request_id,
-            "remote": remote,
-            "access_key": access_key,
-            "method": method,
-            "api": api,
-            "bucket": _cut(bucket),
-            "key": _cut(key),
-            "status": status,
-            "error": error_code,
-            "bytes_in": x.bytes_in,
-            "bytes_out": x.bytes_out,
-            "ttfb_s": round(x.ttfb_s, 6),
-            "total_s": round(total_s, 6),
-            "user_agent": _cut(user_agent),
-        }
+    return (
+        f'{{"time": "{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z", "request_id": "{request_id}", '
+        f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
+        f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
+        f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
+        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}}}'
     )
 
 
