@@ -32,9 +32,18 @@ def scrape(server: ServerProcess, path: str = "/metrics", token: str | None = No
     return out
 
 
-def settled() -> None:
-    """Each worker counts in memory and flushes every FLUSH_INTERVAL_S: let earlier requests land."""
-    time.sleep(3 * FLUSH_INTERVAL_S)
+def settled(server: ServerProcess) -> Samples:
+    """A scrape once every worker has flushed what earlier tests did (each worker counts in
+    memory and flushes every FLUSH_INTERVAL_S): two scrapes a few flushes apart agree."""
+    deadline = time.monotonic() + 20
+    last = scrape(server)
+    while True:
+        time.sleep(3 * FLUSH_INTERVAL_S)
+        now = scrape(server)
+        if value(now, "tierstore_s3_ttfb_seconds_count") == value(last, "tierstore_s3_ttfb_seconds_count"):
+            return now
+        assert time.monotonic() < deadline, "the request counters never settled"
+        last = now
 
 
 def scrape_until(
@@ -61,15 +70,18 @@ def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 def test_request_counters_move(server: ServerProcess, bucket: str) -> None:
     body = b"m" * 1234
-    settled()
-    before = scrape(server)
+    before = settled(server)
     for i in range(3):
         assert signed_request(server, "PUT", f"/{bucket}/k{i}", body).status == 200
     got = signed_request(server, "GET", f"/{bucket}/k0")
     assert got.body == body
     missing = signed_request(server, "GET", f"/{bucket}/nope")
     assert_error(missing, 404, "NoSuchKey")
-    after = scrape_until(server, lambda m: delta(before, m, "tierstore_s3_ttfb_seconds_count") >= 5)
+    after = scrape_until(
+        server,
+        lambda m: delta(before, m, "tierstore_s3_requests_total", api="PutObject") >= 3
+        and delta(before, m, "tierstore_s3_requests_total", api="GetObject") >= 2,
+    )
 
     assert delta(before, after, "tierstore_s3_requests_total", api="PutObject", status_class="2xx") == 3
     assert delta(before, after, "tierstore_s3_requests_total", api="GetObject", status_class="2xx") == 1
@@ -94,8 +106,7 @@ def test_batch_reads_are_counted(server: ServerProcess, bucket: str) -> None:
     for key, data in (("a", b"1" * 100), ("b", b"2" * 50)):
         assert signed_request(server, "PUT", f"/{bucket}/{key}", data).status == 200
     entries = [{"bucket": bucket, "key": k} for k in ("a", "b", "missing")]
-    settled()
-    before = scrape(server)
+    before = settled(server)
     r = signed_request(server, "POST", "/_tierstore/batch", json.dumps({"entries": entries}).encode())
     assert r.status == 200
     after = scrape_until(server, lambda m: delta(before, m, "tierstore_batch_bytes_total") > 0)
@@ -121,7 +132,7 @@ def test_token_workers_usage_and_minio_names(tmp_path: Path) -> None:
         heal = signed_request(srv, "POST", "/_tierstore/admin/heal", b"")  # leaves a heal report
         assert heal.status == 200 and b'"state": "done"' in heal.body.splitlines()[-1]
 
-        for path in ("/metrics", "/minio/v2/metrics/cluster", "/minio/v2/metrics/bucket"):
+        for path in ("/metrics", "/minio/v2/metrics/cluster", "/minio/v2/metrics/node", "/minio/v2/metrics/bucket"):
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
                 r = send(srv.port, "GET", path, {"Host": f"127.0.0.1:{srv.port}", **headers})
                 assert_error(r, 403, "AccessDenied")
@@ -155,6 +166,8 @@ def test_token_workers_usage_and_minio_names(tmp_path: Path) -> None:
         assert value(cluster, "minio_bucket_usage_object_total", bucket="usage") == 19
         assert value(cluster, "minio_cluster_usage_object_total") == 19
         assert all(("server", f"127.0.0.1:{srv.port}") in lb for _, lb in cluster)
+        node = scrape(srv, "/minio/v2/metrics/node", token=token)
+        assert value(node, "minio_node_drive_online_total") == 1
         bucket = scrape(srv, "/minio/v2/metrics/bucket", token=token)
         assert value(bucket, "minio_bucket_usage_total_bytes", bucket="usage") == sum(range(2, 21))
         assert not any(n.startswith("minio_s3_") for n, _ in bucket)

@@ -132,6 +132,7 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("GET", "metrics", None, {}, {"authorization": "Bearer t"}, "tierstore:Metrics", True),
     ("GET", "minio", "v2/metrics/cluster", {}, {}, "tierstore:MinioClusterMetrics", True),
     ("GET", "minio", "v2/metrics/bucket", {}, {}, "tierstore:MinioBucketMetrics", True),
+    ("GET", "minio", "v2/metrics/node", {}, {}, "tierstore:MinioNodeMetrics", True),
     # ... a signed request to the same path is S3
     ("GET", "minio", "health/live", {}, {"authorization": "AWS4-HMAC-SHA256 Credential=x"}, "GetObject", True),
     ("GET", "metrics", None, {"X-Amz-Signature": "ab"}, {}, "ListObjects", True),

@@ -33,7 +33,7 @@ from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tierstore.api._metrics import Metrics
 from tierstore.api._models import model_request
-from tierstore.api._routes import PROBE_ACTIONS, UNKNOWN, route
+from tierstore.api._routes import METRICS_ACTIONS, PROBE_ACTIONS, UNKNOWN, route
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
@@ -382,13 +382,17 @@ class S3App:
 
     async def _probe(self, req: Request, scope: Scope) -> Response:
         """A health or metrics endpoint (``_routes.PROBES``): unauthenticated S3-wise."""
-        if req.action in ("tierstore:Metrics", "tierstore:MinioClusterMetrics", "tierstore:MinioBucketMetrics"):
+        if req.action in METRICS_ACTIONS:
             if self._metrics_token:
                 given = req.headers.get("authorization", "")
                 expected = f"Bearer {self._metrics_token}"
                 if not hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode()):
                     raise e.AccessDenied("The metrics endpoint requires its bearer token.")
-            view = {"tierstore:MinioClusterMetrics": "minio-cluster", "tierstore:MinioBucketMetrics": "minio-bucket"}
+            view = {
+                "tierstore:MinioClusterMetrics": "minio-cluster",
+                "tierstore:MinioNodeMetrics": "minio-cluster",
+                "tierstore:MinioBucketMetrics": "minio-bucket",
+            }
             host, port = scope.get("server") or ("", None)
             body = await self.metrics.render(
                 self.service,

@@ -23,7 +23,9 @@ from typing import NamedTuple
 
 __all__ = [
     "EXTENSION_PREFIX",
+    "METRICS_ACTIONS",
     "PROBES",
+    "PROBE_ACTIONS",
     "SUBRESOURCES",
     "UNKNOWN",
     "Route",
@@ -86,9 +88,11 @@ PROBES: dict[str, str] = {
     "/minio/health/cluster/read": "tierstore:HealthClusterRead",
     "/metrics": "tierstore:Metrics",
     "/minio/v2/metrics/cluster": "tierstore:MinioClusterMetrics",
+    "/minio/v2/metrics/node": "tierstore:MinioNodeMetrics",
     "/minio/v2/metrics/bucket": "tierstore:MinioBucketMetrics",
 }
 PROBE_ACTIONS = frozenset(PROBES.values())
+METRICS_ACTIONS = frozenset(a for a in PROBE_ACTIONS if a.endswith("Metrics"))
 
 # Query parameters that carry a presigned request's signature (SigV4 and SigV2).
 _SIGNATURE_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "Signature", "AWSAccessKeyId")
