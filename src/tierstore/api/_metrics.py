@@ -190,8 +190,9 @@ class Metrics:
     # --- background: flushes, and this worker's heal/scrub progress for whichever worker is scraped
     def publish_heal(self, progress: HealProgress | None) -> None:
         running = progress is not None and progress.state == "running"
-        for kind in self._heal_kinds:
-            self.heal_running.labels(kind).set(0)
+        for kind in self._heal_kinds:  # passes that ended: nothing running (the last report says how it went)
+            for gauge in (self.heal_running, self.heal_blobs_total, self.heal_blobs_done, self.heal_bytes_done):
+                gauge.labels(kind).set(0)
         if progress is None or not running:
             return
         self._heal_kinds.add(progress.kind)
