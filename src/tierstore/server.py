@@ -8,6 +8,7 @@ put into the environment and builds its own catalog connection and blob store.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import string
 import sys
@@ -23,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tierstore.api import Authenticator, S3App, note_send_failure
+from tierstore.api import AccessLog, Authenticator, Metrics, S3App, note_send_failure
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.drives import (
@@ -49,6 +51,7 @@ __all__ = [
 
 log = logging.getLogger("tierstore.server")
 _ENV = "TIERSTORE_SERVE_CONFIG"
+_METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CREDENTIALS_FILE = "credentials.json"
 
 
@@ -65,7 +68,9 @@ class ServerConfig:
     gc_interval_s: float = 60.0
     gc_grace_s: float = 86_400.0
     log_level: str = "info"
-    access_log: bool = False
+    access_log: bool = True  # JSON lines (docs/observability.md)
+    access_log_file: str = ""  # append the access log here; empty: stderr
+    metrics_token: str = ""  # when set, /metrics requires "Authorization: Bearer <token>"
     extra_keys: dict[str, str] = field(default_factory=dict)
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
@@ -220,6 +225,9 @@ def build_app(config: ServerConfig) -> S3App:
         models=ModelService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
+        metrics_token=config.metrics_token,
+        access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
     )
 
 
@@ -303,9 +311,15 @@ def app_factory() -> S3App:
     granian_log = logging.getLogger("_granian")  # its child loggers propagate to its handlers
     for handler in [*granian_log.handlers, *logging.getLogger().handlers]:
         handler.addFilter(hang_ups)
-    if not config.access_log:
-        logging.getLogger("tierstore.access").setLevel(logging.WARNING)
     return build_app(config)
+
+
+def _metrics_dir() -> str:
+    """A fresh private directory for the workers' metric files (prometheus_client's multiprocess
+    mode), removed when the server exits. A stale one would add a previous run's counters."""
+    path = tempfile.mkdtemp(prefix="tierstore-metrics-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def serve(config: ServerConfig) -> None:
@@ -340,6 +354,7 @@ def serve(config: ServerConfig) -> None:
         LocalBlobStore(data)
         where = str(data.resolve())
     os.environ[_ENV] = json.dumps(asdict(config))
+    os.environ[_METRICS_DIR_ENV] = _metrics_dir()
     log.info(
         "tierstore serving S3 at http://%s:%d (data: %s, workers: %d)",
         config.host,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tierstore.api._accesslog import AccessLog
     from tierstore.api._app import S3App, note_send_failure
     from tierstore.api._auth import Authenticator
+    from tierstore.api._metrics import Metrics
 
-__all__ = ["Authenticator", "S3App", "note_send_failure"]
+__all__ = ["AccessLog", "Authenticator", "Metrics", "S3App", "note_send_failure"]
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +27,12 @@ def __getattr__(name: str) -> Any:
         from tierstore.api._auth import Authenticator
 
         return Authenticator
+    if name == "AccessLog":
+        from tierstore.api._accesslog import AccessLog
+
+        return AccessLog
+    if name == "Metrics":
+        from tierstore.api._metrics import Metrics
+
+        return Metrics
     raise AttributeError(name)

@@ -14,6 +14,7 @@ import contextvars
 import email.utils
 import functools
 import hashlib
+import hmac
 import json
 import logging
 import time
@@ -24,10 +25,15 @@ from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
+from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
+from tierstore.api._health import probe
+from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tierstore.api._metrics import Metrics
 from tierstore.api._models import model_request
+from tierstore.api._routes import METRICS_ACTIONS, PROBE_ACTIONS, UNKNOWN, route
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
@@ -72,7 +78,6 @@ from tierstore.types import (
 __all__ = ["S3App", "note_send_failure"]
 
 log = logging.getLogger("tierstore.api")
-access_log = logging.getLogger("tierstore.access")
 
 # The response being streamed by this task, if any: set while ``_send`` streams a body, and
 # flagged by ``note_send_failure`` (server.py calls it from granian's log record of a send that
@@ -204,6 +209,7 @@ class Request:
     virtual_bucket: str | None = None
     auth: AuthResult | None = None
     body_done: bool = False  # the last body message was received
+    action: str = UNKNOWN  # the S3 API name from the route table (_routes.route)
 
     @property
     def resource(self) -> str:
@@ -285,7 +291,12 @@ class S3App:
         models: ModelService | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
+        metrics_token: str = "",
+        access_log: AccessLog | None = None,
     ) -> None:
+        """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
+        ``access_log``: where the JSON access log goes (None: nowhere)."""
         self.service = service
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
@@ -294,6 +305,10 @@ class S3App:
         self.models = models
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self.metrics = metrics or Metrics()
+        self._metrics_token = metrics_token
+        self.access_log = access_log
+        self._metrics_task: asyncio.Task[None] | None = None
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -303,30 +318,94 @@ class S3App:
         if scope["type"] != "http":
             return
         request_id = new_request_id()
-        started = time.perf_counter()
+        x = Exchange(receive, send)  # counts bytes and the time to first byte
+        receive, send = x.receive, x.send
         req: Request | None = None
+        error_code = ""
         try:
             req = self._parse(scope, receive)
-            resp = await self._handle(req)
+            req.action = route(
+                req.method, req.bucket, req.key, req.query, req.headers, virtual=req.virtual_bucket is not None
+            ).action
+            if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
+                resp = await self._probe(req, scope)
+            else:
+                self.metrics.started(req.action)
+                resp = await self._handle(req)
         except e.TierstoreError as exc:
+            error_code = exc.code
             resp = self._error(exc, req, request_id)
         except Exception:
             log.exception("internal error (request %s)", request_id)
+            error_code = "InternalError"
             resp = self._error(e.InternalError(), req, request_id)
         if req is None or not req.body_done:
             await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
-        await self._send(send, resp, request_id, head=head, receive=receive)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s %d %.1fms %s",
-                scope.get("client", ("-",))[0],
-                scope["method"],
-                scope.get("path", "")[:200],
-                resp.status,
-                (time.perf_counter() - started) * 1000,
-                request_id,
+        try:
+            await self._send(send, resp, request_id, head=head, receive=receive)
+        finally:
+            if req is None or req.action not in PROBE_ACTIONS:
+                self._observe(scope, req, resp, x, request_id, error_code)
+
+    def _observe(
+        self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
+    ) -> None:
+        """Count the request in the metrics and write its access log line."""
+        total_s = time.perf_counter() - x.started
+        api = req.action if req is not None else UNKNOWN
+        self.metrics.finished(
+            api,
+            status=resp.status,
+            error_code=error_code,
+            bytes_in=x.bytes_in,
+            bytes_out=x.bytes_out,
+            ttfb_s=x.ttfb_s,
+            total_s=total_s,
+            inflight=req is not None,
+        )
+        if self.access_log is not None:
+            headers = req.headers if req is not None else {}
+            self.access_log.write(
+                access_line(
+                    x,
+                    request_id=request_id,
+                    remote=str((scope.get("client") or ("",))[0]),
+                    method=scope["method"],
+                    access_key=(req.auth.access_key or "") if req is not None and req.auth is not None else "",
+                    api=api,
+                    bucket=req.bucket if req is not None else None,
+                    key=req.key if req is not None else None,
+                    status=resp.status,
+                    error_code=error_code,
+                    total_s=total_s,
+                    user_agent=headers.get("user-agent"),
+                )
             )
+
+    async def _probe(self, req: Request, scope: Scope) -> Response:
+        """A health or metrics endpoint (``_routes.PROBES``): unauthenticated S3-wise."""
+        if req.action in METRICS_ACTIONS:
+            if self._metrics_token:
+                given = req.headers.get("authorization", "")
+                expected = f"Bearer {self._metrics_token}"
+                if not hmac.compare_digest(given.encode("latin-1", "replace"), expected.encode()):
+                    raise e.AccessDenied("The metrics endpoint requires its bearer token.")
+            view = {
+                "tierstore:MinioClusterMetrics": "minio-cluster",
+                "tierstore:MinioNodeMetrics": "minio-cluster",
+                "tierstore:MinioBucketMetrics": "minio-bucket",
+            }
+            host, port = scope.get("server") or ("", None)
+            body = await self.metrics.render(
+                self.service,
+                self.admin,
+                view=view.get(req.action, "tierstore"),
+                server=f"{host}:{port}" if port is not None else str(host),
+            )
+            return Response(200, [("content-type", METRICS_CONTENT_TYPE)], body)
+        status, headers, text = await probe(req.action, self.service, self.admin)
+        return Response(status, [("content-type", "text/plain; charset=utf-8"), *headers], (text + "\n").encode())
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -334,8 +413,15 @@ class S3App:
             if msg["type"] == "lifespan.startup":
                 if self._on_startup:
                     await self._on_startup()
+                flush_log = self.access_log.flush if self.access_log is not None else None
+                self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.run(self.admin, flush_log))
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                if self._metrics_task is not None:
+                    self._metrics_task.cancel()
+                self.metrics.flush()
+                if self.access_log is not None:
+                    self.access_log.flush()
                 if self._on_shutdown:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -707,6 +793,7 @@ class S3App:
                 yield b"".join(out)
                 out.clear()
                 pending = 0
+        self.metrics.batch_served(served, failed, size)
         summary = json.dumps({"entries": count, "served": served, "failed": failed, "bytes": size}).encode()
         out += (pack(BATCH_TRAILER, 200, len(summary)), summary)
         yield b"".join(out)

@@ -251,6 +251,10 @@ class DatasetRecord:
 PINNING_TABLES = ("datasets", "models")
 
 
+class _ProbeDone(Exception):
+    """``probe_write``'s job: the write lock was taken; roll back."""
+
+
 class PinGone(Exception):
     """A blob or inline body a new dataset (or model) version would pin was deleted meanwhile."""
 
@@ -1691,6 +1695,48 @@ class SqliteCatalog:
             for blob_id, crc, data in conn.execute(sql, part).fetchall():
                 found[blob_id] = self._verified_inline(blob_id, crc, data, f"inline body {blob_id}")
         return found
+
+    # --- health and usage (docs/observability.md) ----------------------------------------
+    async def probe_write(self) -> None:
+        """Raise unless a write could commit now: a job that takes the write lock as any write
+        does (on a mirror: on a quorum of copies) and changes nothing. Cheap: no page is
+        written, no fsync (an empty transaction)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            raise _ProbeDone
+
+        try:
+            await self._write(fn)
+        except _ProbeDone:
+            return
+
+    def bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]:
+        """Per bucket (the first ``limit`` by name): (bucket, objects, object bytes, versions,
+        delete markers, stored bytes of every version). One aggregate query over the version
+        rows of those buckets in primary-key order (no index holds the sums: ~0.5 s a million
+        versions), so callers cache it."""
+        c = self._reader()
+        names = [str(r[0]) for r in c.execute("SELECT name FROM buckets ORDER BY name LIMIT ?", (limit,))]
+        if not names:
+            return []
+        sums = {
+            str(r[0]): tuple(int(x or 0) for x in r[1:])
+            for r in c.execute(
+                "SELECT bucket, sum(is_latest AND NOT is_delete_marker),"
+                " sum(CASE WHEN is_latest AND NOT is_delete_marker THEN size ELSE 0 END),"
+                " count(*), sum(is_delete_marker), sum(size)"
+                " FROM versions NOT INDEXED WHERE bucket >= ? AND bucket <= ? GROUP BY bucket",
+                (names[0], names[-1]),
+            )
+        }
+        out = []
+        for name in names:
+            objects, object_bytes, versions, markers, stored = sums.get(name, (0, 0, 0, 0, 0))
+            out.append((name, objects, object_bytes, versions, markers, stored))
+        return out
+
+    def bucket_count(self) -> int:
+        return int(self._reader().execute("SELECT count(*) FROM buckets").fetchone()[0])
 
     # --- maintenance -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:

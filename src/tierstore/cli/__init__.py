@@ -90,7 +90,21 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="server processes sharing the port (default: one per CPU core; env TIERSTORE_WORKERS)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        default="-",
+        metavar="FILE",
+        help="append the access log (JSON lines, one per request; on by default) to FILE instead of stderr",
+    )
+    p.add_argument("--no-access-log", action="store_true", help="do not log requests")
+    p.add_argument(
+        "--metrics-token",
+        default=os.environ.get("TIERSTORE_METRICS_TOKEN", ""),
+        metavar="TOKEN",
+        help="require 'Authorization: Bearer TOKEN' on /metrics (default: public; env TIERSTORE_METRICS_TOKEN)",
+    )
     p.add_argument("--gc-grace", type=float, default=86_400.0, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_serve)
 
@@ -147,7 +161,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 region=args.region,
                 workers=args.workers if args.workers > 0 else (os.cpu_count() or 1),
                 log_level=args.log_level,
-                access_log=args.access_log,
+                access_log=not args.no_access_log,
+                access_log_file="" if args.access_log == "-" else args.access_log,
+                metrics_token=args.metrics_token,
                 gc_grace_s=args.gc_grace,
             )
         )

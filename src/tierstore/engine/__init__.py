@@ -1,6 +1,7 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
 from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
+from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._lock import (
     DefaultRetention,
     LockConfig,
@@ -26,6 +27,7 @@ from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
+    "BucketUsage",
     "CompletedPart",
     "CopyOptions",
     "CopyResult",
@@ -33,6 +35,7 @@ __all__ = [
     "DatasetService",
     "DatasetSpec",
     "DefaultRetention",
+    "DriveHealth",
     "GetResult",
     "HealProgress",
     "LockConfig",
@@ -42,6 +45,7 @@ __all__ = [
     "Repairer",
     "Retention",
     "RowRead",
+    "StoreHealth",
     "format_retain_until",
     "parse_legal_hold",
     "parse_lock_headers",

@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tierstore.blob import BlobStore
 from tierstore.drives import FORMAT_DIR, DriveSet, DriveState, write_file_durably
+from tierstore.engine._health import DriveHealth, StoreHealth
 
 __all__ = ["HealProgress", "Repairer", "stream_progress"]
 
@@ -315,6 +316,24 @@ class Repairer:
                 doc: dict[str, Any] = json.loads((d / REPORT_FILE).read_text())
                 return doc
         return None
+
+    def health(self) -> StoreHealth:
+        """Drive states and capacity now, with the set's quorums (one stat and one statvfs per
+        drive): what health probes and metrics read, cheaper than ``info``."""
+        if self.drives is not None:
+            fmt = self.drives.format
+            drives = tuple(
+                DriveHealth(d["index"], d["path"], d["state"], d["total_bytes"], d["free_bytes"])
+                for d in self.drives.describe()
+            )
+            mode = "erasure" if fmt.drives >= 4 else "replicas"
+            return StoreHealth(mode, drives, fmt.write_quorum, fmt.data_shards)
+        single = []
+        for i, meta_dir in enumerate(self._meta_dirs):
+            usage = _usage(meta_dir) if meta_dir.is_dir() else None
+            state = "online" if usage else "offline"
+            single.append(DriveHealth(i, str(meta_dir), state, *(usage or (None, None))))
+        return StoreHealth("single", tuple(single), len(single), len(single))
 
     def info(self) -> dict[str, Any]:
         """What ``tierstore admin info`` prints: drives, their state and capacity, catalog copies."""

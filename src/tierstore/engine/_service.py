@@ -34,6 +34,7 @@ from tierstore.engine._checksums import (
     is_crc,
     new_hasher,
 )
+from tierstore.engine._health import BucketUsage
 from tierstore.engine._lock import (
     LockConfig,
     LockRequest,
@@ -396,6 +397,19 @@ class ObjectService:
             return self.catalog.list_buckets(after=after, prefix=prefix, region=region), False
         page = self.catalog.list_buckets(after=after, prefix=prefix, region=region, limit=max_buckets + 1)
         return page[:max_buckets], len(page) > max_buckets
+
+    # --- health and usage (docs/observability.md) ----------------------------------------
+    async def probe_catalog_write(self) -> None:
+        """Raise unless the catalog could commit a write now (takes the write lock, changes nothing)."""
+        await self.catalog.probe_write()
+
+    def bucket_usage(self, limit: int = 1000) -> list[BucketUsage]:
+        """Objects, versions and bytes of the first ``limit`` buckets by name: one aggregate
+        catalog query that reads every version row of those buckets (cache the answer)."""
+        return [BucketUsage(*row) for row in self.catalog.bucket_usage(limit)]
+
+    def bucket_count(self) -> int:
+        return self.catalog.bucket_count()
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:

@@ -1,0 +1,148 @@
+"""One request as the access log and the metrics see it: bytes each way, time to first byte.
+
+``Exchange`` wraps the ASGI ``receive``/``send`` of a request to count body bytes and note when
+the response started; ``access_line`` renders the JSON line (docs/observability.md). Nothing
+from the request's headers or query string goes into it but the User-Agent: no signature, no
+credential, no presigned query ever reaches the log.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["AccessLog", "Exchange", "access_line"]
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_LOGGED_CHARS = 1024  # a key or user agent longer than this is cut (S3 keys are at most 1024 bytes)
+FLUSH_LINES = 256  # the buffer is written out at this many lines, and by the app every FLUSH_INTERVAL_S
+
+_encode = json.JSONEncoder(check_circular=False).encode
+_PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are not interleaved with others
+
+
+class AccessLog:
+    """Lines gathered in memory and appended to a file descriptor in one write(): per request a
+    list append, not a logging record and a syscall (the log is on by default). The app flushes
+    it every ``Metrics.run`` tick and at shutdown; a crash loses at most that tick's lines."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lines: list[str] = []
+
+    @classmethod
+    def open(cls, path: str | None) -> AccessLog:
+        """Append to ``path`` (created 0644), or to a duplicate of stderr when None."""
+        if path is None:
+            return cls(os.dup(2))
+        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered lines in writes of at most PIPE_BUF bytes, cut between lines: the
+        workers share the log, and a pipe keeps each such write whole (a file opened O_APPEND
+        keeps any write whole)."""
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode() + b"\n"
+            if size + len(data) > _PIPE_BUF and chunk:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        self._write(b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self._fd)
+
+
+class Exchange:
+    __slots__ = ("_receive", "_send", "bytes_in", "bytes_out", "first_byte", "started", "wall_started")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.started = time.perf_counter()
+        self.wall_started = time.time()
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.first_byte: float | None = None
+
+    async def receive(self) -> dict[str, Any]:
+        msg = await self._receive()
+        if msg["type"] == "http.request":
+            self.bytes_in += len(msg.get("body", b""))
+        return msg
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "http.response.start":
+            self.first_byte = time.perf_counter()
+        elif msg["type"] == "http.response.body":
+            self.bytes_out += len(msg.get("body", b""))
+        await self._send(msg)
+
+    @property
+    def ttfb_s(self) -> float:
+        return (self.first_byte or time.perf_counter()) - self.started
+
+
+def _str(text: str | None) -> str:
+    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string. Most values are plain printable
+    ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
+    text = (text or "")[:MAX_LOGGED_CHARS]
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return _encode(text)
+
+
+def access_line(
+    x: Exchange,
+    *,
+    request_id: str,
+    remote: str,
+    method: str,
+    access_key: str,
+    api: str,
+    bucket: str | None,
+    key: str | None,
+    status: int,
+    error_code: str,
+    total_s: float,
+    user_agent: str | None,
+) -> str:
+    """One JSON object (the keys in this order), built by hand: the log is on for every request.
+    ``request_id``, ``api`` and ``error_code`` are the server's own tokens, ``method`` an HTTP
+    token and ``remote`` an address: quoted as they are; the client's strings are escaped."""
+    t = x.wall_started
+    return (
+        f'{{"time": "{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z", "request_id": "{request_id}", '
+        f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
+        f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
+        f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
+        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}}}'
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))

@@ -1,0 +1,91 @@
+"""The access log (api/_accesslog.py): JSON lines with the S3 API name; no secret in any log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
+from tests.s3http import fetch, signed_request
+
+FIELDS = {
+    "time", "request_id", "remote", "access_key", "method", "api", "bucket", "key", "status", "error",
+    "bytes_in", "bytes_out", "ttfb_s", "total_s", "user_agent",
+}  # fmt: skip
+
+
+def _lines(path: Path, want: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        text = path.read_text() if path.exists() else ""
+        lines = [json.loads(line) for line in text.splitlines()]
+        if len(lines) >= want or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_access_log_to_a_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "access.jsonl"
+    srv = ServerProcess(tmp_path / "data", extra_args=["--workers", "1", "--access-log", str(log_file)])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="logged")
+        s3.put_object(Bucket="logged", Key="dir/a b", Body=b"12345")
+        up = s3.create_multipart_upload(Bucket="logged", Key="mp")["UploadId"]
+        etag = s3.upload_part(Bucket="logged", Key="mp", UploadId=up, PartNumber=1, Body=b"p" * 7)["ETag"]
+        s3.complete_multipart_upload(
+            Bucket="logged", Key="mp", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
+        )
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": "logged", "Key": "dir/a b"}, ExpiresIn=60)
+        signature = parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
+        got = fetch(url)
+        assert got.body == b"12345"
+        missing = signed_request(srv, "GET", "/logged/missing")
+        assert missing.status == 404
+        lines = _lines(log_file, 7)
+    finally:
+        srv.stop()
+
+    by_id = {line["request_id"]: line for line in lines}
+    assert all(set(line) == FIELDS for line in lines), lines[0]
+    apis = [line["api"] for line in lines if line["bucket"] == "logged"]
+    assert apis == [
+        "CreateBucket", "PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload",
+        "GetObject", "GetObject",
+    ]  # fmt: skip
+    put = next(line for line in lines if line["api"] == "PutObject")
+    assert (put["access_key"], put["bucket"], put["key"], put["status"], put["bytes_in"]) == (
+        ACCESS_KEY, "logged", "dir/a b", 200, 5,
+    )  # fmt: skip
+    assert put["method"] == "PUT" and put["remote"] == "127.0.0.1" and put["user_agent"].startswith("Boto3/")
+    assert 0 < put["ttfb_s"] <= put["total_s"]
+    assert put["time"].endswith("Z") and put["time"][:4].isdigit()
+    part = next(line for line in lines if line["api"] == "UploadPart")
+    assert (part["key"], part["bytes_in"]) == ("mp", 7)
+    presigned = by_id[got.headers["x-amz-request-id"]]
+    assert (presigned["access_key"], presigned["bytes_out"], presigned["status"]) == (ACCESS_KEY, 5, 200)
+    error = by_id[missing.headers["x-amz-request-id"]]
+    assert (error["status"], error["error"], error["bytes_out"]) == (404, "NoSuchKey", len(missing.body))
+    anonymous = next(line for line in lines if line["bucket"] == "" and line["api"] == "ListBuckets")
+    assert (anonymous["access_key"], anonymous["error"]) == ("", "AccessDenied")  # the readiness probe of ServerProcess
+    # Secrets and signatures are in no log: not the access log, not the server's own output.
+    for text in (log_file.read_text(), srv.log_path.read_text()):
+        assert SECRET_KEY not in text
+        assert signature not in text
+        assert "Signature=" not in text and "X-Amz-Credential" not in text
+
+
+def test_no_access_log(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", extra_args=["--workers", "1", "--no-access-log"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="quiet")
+        assert s3.list_buckets()["Buckets"][0]["Name"] == "quiet"
+    finally:
+        srv.stop()
+    assert '"api"' not in srv.log_path.read_text()
