@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
+from tierstore.api import _sse
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
@@ -167,9 +168,7 @@ _RESPONSE_OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 _ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
-_UNSUPPORTED_HEADERS = (
-    "x-amz-server-side-encryption",
-    "x-amz-server-side-encryption-customer-algorithm",
+_UNSUPPORTED_HEADERS = (  # server-side encryption headers: api/_sse.py
     "x-amz-website-redirect-location",
     "x-amz-grant-read",
     "x-amz-grant-write",
@@ -201,6 +200,7 @@ class Request:
     virtual_bucket: str | None = None
     auth: AuthResult | None = None
     body_done: bool = False  # the last body message was received
+    body_started: bool = False  # the body was asked for (an Expect: 100-continue client was invited)
 
     @property
     def resource(self) -> str:
@@ -258,6 +258,16 @@ def _int_param(query: dict[str, str], name: str, default: int, *, lo: int = 0, h
     return min(value, hi) if hi is not None else value
 
 
+def _meta_value(wire: str) -> str:
+    """An ``x-amz-meta-*`` value as text. Header values reach the app latin-1 decoded (one code
+    point per byte); user metadata is UTF-8, stored as the text it spells and sent back as the
+    same bytes. Bytes that are not UTF-8 cannot be stored as text: refused, never altered."""
+    try:
+        return wire.encode("latin-1").decode("utf-8")
+    except UnicodeError as exc:
+        raise e.InvalidArgument("User metadata values must be UTF-8.") from exc
+
+
 def _xml_int(text: str | None) -> int | None:
     """An integer element of a request document (absent -> None); anything else is MalformedXML."""
     if text is None:
@@ -311,7 +321,13 @@ class S3App:
             log.exception("internal error (request %s)", request_id)
             resp = self._error(e.InternalError(), req, request_id)
         if req is None or not req.body_done:
-            await self._discard_body(scope, receive, resp)
+            if not (req is not None and req.body_started) and _expects_continue(scope):
+                # The client holds the body back until "100 Continue", which the HTTP layer sends
+                # when the body is first read: answer without reading it (a refusal must never
+                # invite the upload) and close, as whether the body follows is now unknown.
+                resp.headers.append(("connection", "close"))
+            else:
+                await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
         await self._send(send, resp, request_id, head=head, receive=receive)
         if access_log.isEnabledFor(logging.INFO):
@@ -439,6 +455,7 @@ class S3App:
 
     async def _body(self, req: Request) -> AsyncIterator[bytes]:
         receive = req.receive
+        req.body_started = True
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
@@ -566,6 +583,8 @@ class S3App:
         body = await self._read_small(req, limit=limit, json_body=True)
         try:
             doc = json.loads(body)
+        except RecursionError as exc:  # nested past the interpreter's limit: input, not a server fault
+            raise e.InvalidRequest("The request body is nested too deeply.") from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise e.InvalidRequest("The request body is not valid JSON.") from exc
         if not isinstance(doc, dict):
@@ -980,6 +999,8 @@ class S3App:
         el = parse_xml(body, "Delete")
         quiet = (text_of(el, "Quiet") or "false").strip().lower() == "true"
         objs = list(children(el, "Object"))
+        if not objs:  # S3 requires at least one <Object>
+            raise e.MalformedXML()
         if len(objs) > MAX_DELETE_KEYS:
             raise e.MalformedXML("You may delete at most 1000 objects in one request.")
         self.service.head_bucket(bucket)
@@ -1021,6 +1042,7 @@ class S3App:
 
     # --- objects ---------------------------------------------------------------------
     def _reject_unsupported(self, req: Request) -> None:
+        _sse.check_write(req.headers)
         for h in _UNSUPPORTED_HEADERS:
             if h in req.headers:
                 raise e.NotImplementedOperation(f"The header {h} is not implemented yet.")
@@ -1030,7 +1052,9 @@ class S3App:
 
     def _object_headers(self, req: Request) -> tuple[dict[str, str], dict[str, str], str]:
         headers = {h: req.headers[h] for h in STANDARD_HEADERS if h in req.headers}
-        user_meta = {k[len("x-amz-meta-") :]: v for k, v in req.headers.items() if k.startswith("x-amz-meta-")}
+        user_meta = {
+            k[len("x-amz-meta-") :]: _meta_value(v) for k, v in req.headers.items() if k.startswith("x-amz-meta-")
+        }
         sc = req.headers.get("x-amz-storage-class", "STANDARD")
         if sc not in STORAGE_CLASSES:
             raise e.InvalidStorageClass()
@@ -1081,9 +1105,11 @@ class S3App:
 
     def _put_options(self, req: Request, trailers: dict[str, str]) -> PutOptions:
         headers, user_meta, sc = self._object_headers(req)
-        if "content-encoding" in headers:
-            # aws-chunked is transfer framing, not part of the object's encoding.
-            enc = ",".join(x for x in (p.strip() for p in headers["content-encoding"].split(",")) if x != "aws-chunked")
+        tokens = headers.get("content-encoding", "").split(",")
+        if any(t.strip().lower() == "aws-chunked" for t in tokens):
+            # aws-chunked is transfer framing, not part of the object's encoding: drop that token
+            # only; any other value is stored exactly as sent ("deflate, gzip" keeps its space).
+            enc = ",".join(t for t in tokens if t.strip().lower() != "aws-chunked").strip()
             if enc:
                 headers["content-encoding"] = enc
             else:
@@ -1130,6 +1156,7 @@ class S3App:
 
     async def get_object(self, req: Request, *, head: bool) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_read(req.headers)
         q = req.query
         part_number = _int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
         opts = GetOptions(
@@ -1183,7 +1210,9 @@ class S3App:
             if q in req.query:
                 hdrs[h] = req.query[q]
         out += list(hdrs.items())
-        out += [(f"x-amz-meta-{k}", v) for k, v in meta.user_meta.items()]
+        # User metadata is text (UTF-8 on the wire); _send writes header strings as latin-1, so hand
+        # it the UTF-8 bytes as latin-1 code points: the client gets back the bytes it sent.
+        out += [(f"x-amz-meta-{k}", v.encode("utf-8").decode("latin-1")) for k, v in meta.user_meta.items()]
         if result.partial:
             end = result.offset + result.length - 1
             out.append(("content-range", f"bytes {result.offset}-{end}/{meta.size_bytes}"))
@@ -1479,6 +1508,7 @@ class S3App:
 
     async def upload_part(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         body, trailers = self._payload(req)
         opts = self._put_options(req, trailers)
         from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
@@ -1492,6 +1522,7 @@ class S3App:
 
     async def upload_part_copy(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         await self._read_small(req, limit=0)
         src_bucket, src_key, src_version = self._copy_source(req)
         part = await self.service.upload_part_copy(
@@ -1510,6 +1541,7 @@ class S3App:
 
     async def complete_multipart_upload(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         body = await self._read_small(req)
         el = parse_xml(body, "CompleteMultipartUpload")
         parts: list[CompletedPart] = []
@@ -1651,6 +1683,10 @@ class S3App:
         fields.append(E("IsTruncated", "true" if truncated else "false"))
         body = document("ListMultipartUploadsResult", *fields, *items, *cps)
         return Response(200, [("content-type", "application/xml")], body)
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in scope["headers"])
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
