@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["LazyArray", "loads_lazy"]
@@ -22,6 +22,8 @@ _NOT_WS = re.compile(r"[^ \t\n\r]")
 _SEPARATOR = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _NUMBER = "0123456789+-.eE"
 _DECODER = json.JSONDecoder()
+# raw_decode's own scanner: (value, end) or StopIteration, without building a JSONDecodeError.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 class JSONShapeError(ValueError):
@@ -120,7 +122,7 @@ def _elements(cur: _Cursor) -> Iterator[Any]:
     if cur.peek() == "]":
         cur.i += 1
         return
-    scan, separator = _DECODER.scan_once, _SEPARATOR.match
+    scan, separator = _SCAN, _SEPARATOR.match
     while True:
         # Fast path: the element and the separator after it are both inside the window (a value
         # followed by "," or "]" was not cut by the window's end). scan_once: raw_decode without
