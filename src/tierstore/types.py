@@ -143,10 +143,10 @@ class ByteRange:
             return None
         if not first_s and not last_s:
             return None
+        if first_s and last_s and _digits_key(last_s) < _digits_key(first_s):
+            return None  # exact even past _RANGE_HUGE
         first = _range_int(first_s) if first_s else None
         last = _range_int(last_s) if last_s else None
-        if first is not None and last is not None and last < first:
-            return None
         return cls(first, last)
 
     def resolve(self, size: int) -> tuple[int, int]:
@@ -164,6 +164,12 @@ class ByteRange:
 
 
 _RANGE_HUGE = 10**20  # past any object size; stands for every longer number
+
+
+def _digits_key(digits: str) -> tuple[int, str]:
+    """Orders ASCII decimals of any length by value, without converting them."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
 
 
 def _range_int(digits: str) -> int:
