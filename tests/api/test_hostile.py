@@ -149,6 +149,19 @@ def test_deeply_nested_json_is_invalid_request(server: ServerProcess, s3: Any, p
     assert s3.list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
+def test_dataset_document_parts_that_would_be_held_are_bounded(server: ServerProcess) -> None:
+    """Only the rows are streamed: the other members (held as objects) and any one row are
+    bounded, and rows nested past the recursion limit are refused like any deep document."""
+    deep_row = '{"name": "x", "rows": [' + "[" * 50_000 + "]" * 50_000 + "]}"
+    big_lineage = json.dumps({"name": "x", "rows": [], "lineage": {f"k{i}": i for i in range(200_000)}})
+    big_row = json.dumps({"name": "x", "rows": [{"bucket": "b", "key": "k", "label": "x" * (5 << 20)}]})
+    for body, words in ((deep_row, "nested"), (big_lineage, "larger than"), (big_row, "larger than")):
+        fields = assert_error(
+            signed_request(server, "POST", "/_tierstore/datasets", body.encode()), 400, "InvalidRequest"
+        )
+        assert words in fields["Message"], fields
+
+
 # --- DeleteObjects ---------------------------------------------------------------------------
 
 

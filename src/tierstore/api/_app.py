@@ -28,7 +28,7 @@ from tierstore.api import _sse
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
-from tierstore.api._json import loads_lazy
+from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._models import model_request
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
@@ -591,6 +591,8 @@ class S3App:
             doc = json.loads(body) if lazy is None else loads_lazy(body, lazy)
         except RecursionError as exc:  # nested past the interpreter's limit: input, not a server fault
             raise e.InvalidRequest("The request body is nested too deeply.") from exc
+        except JSONTooLarge as exc:
+            raise e.InvalidRequest(str(exc)) from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise e.InvalidRequest("The request body is not valid JSON.") from exc
         if not isinstance(doc, dict):

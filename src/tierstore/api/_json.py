@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["LazyArray", "loads_lazy"]
+__all__ = ["JSONTooLarge", "LazyArray", "loads_lazy"]
 
 _WINDOW_BYTES = 1 << 20
-_MAX_VALUE_BYTES = 64 << 20  # one member or element: larger is refused rather than decoded whole
+_MAX_VALUE_BYTES = 4 << 20  # one member or element: larger is refused rather than decoded whole
+_MAX_OTHER_CHARS = 1 << 20  # all members but the lazy array together: they are held as objects
 _NOT_WS = re.compile(r"[^ \t\n\r]")
 _SEPARATOR = re.compile(r"[ \t\n\r]*([,\]])[ \t\n\r]*")
 _NUMBER = "0123456789+-.eE"
@@ -27,7 +28,11 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignor
 
 
 class JSONShapeError(ValueError):
-    """Not valid JSON, or a single value past ``_MAX_VALUE_BYTES``."""
+    """Not valid JSON."""
+
+
+class JSONTooLarge(JSONShapeError):
+    """Valid so far, but a part of it is larger than this parser holds (the message says which)."""
 
 
 class _Cursor:
@@ -40,6 +45,7 @@ class _Cursor:
         self.text = ""
         self.end = pos
         self.i = 0
+        self.last_chars = 0  # length of the text of the last value()
         self._fill()
 
     def _fill(self) -> None:
@@ -60,7 +66,7 @@ class _Cursor:
         if self.i:
             self.base += len(self.text[: self.i].encode("utf-8"))
         elif self.size >= _MAX_VALUE_BYTES:
-            raise JSONShapeError("A JSON value in the request body is too large.")
+            raise JSONTooLarge(f"A JSON value in the request body is larger than {_MAX_VALUE_BYTES} bytes.")
         else:
             self.size *= 2
         self._fill()
@@ -98,6 +104,7 @@ class _Cursor:
             if not self._whole and len(self.text) - j < 64 and not self.text[j:].strip(_NUMBER):
                 self._more()  # the window may have cut a number ("1.5e" of "1.5e+10")
                 continue
+            self.last_chars = j - self.i
             self.i = j
             return obj
 
@@ -158,6 +165,7 @@ def loads_lazy(buf: bytes | bytearray, lazy: str) -> Any:
     else:
         cur.i += 1
         doc = {}
+        held = 0
         if cur.peek() == "}":
             cur.i += 1
         else:
@@ -165,6 +173,7 @@ def loads_lazy(buf: bytes | bytearray, lazy: str) -> Any:
                 key = cur.value()
                 if not isinstance(key, str):
                     raise JSONShapeError(f"Expected a member name at byte {cur.offset()}.")
+                held += cur.last_chars
                 cur.take(":")
                 if key == lazy and cur.peek() == "[":
                     start = cur.offset()
@@ -174,6 +183,9 @@ def loads_lazy(buf: bytes | bytearray, lazy: str) -> Any:
                     doc[key] = LazyArray(buf, start, count)
                 else:
                     doc[key] = cur.value()
+                    held += cur.last_chars
+                if held > _MAX_OTHER_CHARS:
+                    raise JSONTooLarge(f"The members besides {lazy!r} are larger than {_MAX_OTHER_CHARS} characters.")
                 if cur.peek() == "}":
                     cur.i += 1
                     break
