@@ -385,6 +385,14 @@ def test_non_ascii_metadata_round_trips_byte_exact(server: ServerProcess, s3: An
     assert signed_request(server, "HEAD", f"/{bucket}/c").headers["x-amz-meta-text"].encode("latin-1") == "ß".encode()
 
 
+def test_non_ascii_response_override_is_utf8(server: ServerProcess, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="o", Body=b"x")
+    disposition = 'attachment; filename="日本.txt"'
+    r = signed_request(server, "GET", f"/{bucket}/o", query=[("response-content-disposition", disposition)])
+    assert_ok(r)
+    assert r.headers["content-disposition"].encode("latin-1") == disposition.encode("utf-8")
+
+
 def test_metadata_through_boto3(s3: Any, bucket: str) -> None:
     """boto3 refuses non-ASCII metadata itself (S3 REST metadata is US-ASCII); the RFC 2047 form
     S3 documents for non-ASCII values comes back exactly as sent."""

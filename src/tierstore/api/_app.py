@@ -1216,7 +1216,7 @@ class S3App:
         hdrs.setdefault("content-type", "binary/octet-stream")
         for q, h in _RESPONSE_OVERRIDES.items():
             if q in req.query:
-                hdrs[h] = req.query[q]
+                hdrs[h] = req.query[q].encode("utf-8").decode("latin-1")  # the UTF-8 bytes it was sent as
         out += list(hdrs.items())
         # User metadata is text (UTF-8 on the wire); _send writes header strings as latin-1, so hand
         # it the UTF-8 bytes as latin-1 code points: the client gets back the bytes it sent.
