@@ -30,6 +30,7 @@ __all__ = [
     "InvalidBucketName",
     "InvalidBucketState",
     "InvalidDigest",
+    "InvalidEncryptionAlgorithmError",
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
@@ -163,6 +164,12 @@ class InvalidQuery(InvalidArgument):
     def __init__(self, message: str = "", *, column: int | None = None) -> None:
         super().__init__(message)
         self.column = column  # 1-based position of the error in the query text, when known
+
+
+class InvalidEncryptionAlgorithmError(InvalidArgument):
+    """The encryption request you specified is not valid. The valid value is AES256."""
+
+    code = "InvalidEncryptionAlgorithmError"
 
 
 class InvalidRequest(TierstoreError, ValueError):

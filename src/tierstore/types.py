@@ -139,14 +139,14 @@ class ByteRange:
         if not sep:
             return None
         first_s, last_s = first_s.strip(), last_s.strip()
-        if (first_s and not first_s.isdigit()) or (last_s and not last_s.isdigit()):
+        if any(s and not (s.isascii() and s.isdigit()) for s in (first_s, last_s)):
             return None
         if not first_s and not last_s:
             return None
-        first = int(first_s) if first_s else None
-        last = int(last_s) if last_s else None
-        if first is not None and last is not None and last < first:
-            return None
+        if first_s and last_s and _digits_key(last_s) < _digits_key(first_s):
+            return None  # exact even past _RANGE_HUGE
+        first = _range_int(first_s) if first_s else None
+        last = _range_int(last_s) if last_s else None
         return cls(first, last)
 
     def resolve(self, size: int) -> tuple[int, int]:
@@ -161,6 +161,22 @@ class ByteRange:
             raise InvalidRange()
         end = size - 1 if self.last is None else min(self.last, size - 1)
         return self.first, end - self.first + 1
+
+
+_RANGE_HUGE = 10**20  # past any object size; stands for every longer number
+
+
+def _digits_key(digits: str) -> tuple[int, str]:
+    """Orders ASCII decimals of any length by value, without converting them."""
+    digits = digits.lstrip("0")
+    return len(digits), digits
+
+
+def _range_int(digits: str) -> int:
+    """An ASCII decimal of any length, capped: a 4,300-digit offset must not reach int()'s
+    digit limit (ValueError) or cost quadratic time; past ``_RANGE_HUGE`` every number acts alike."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else _RANGE_HUGE
 
 
 @dataclass(slots=True)

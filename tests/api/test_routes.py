@@ -13,8 +13,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ServerProcess
 from tests.s3http import Resp, signed_request
-from tierstore.api import _app
-from tierstore.api._routes import PROBES, SUBRESOURCES, UNKNOWN, Route, route
+from tierstore.api._routes import PROBES, UNKNOWN, Route, route
 
 CS = {"x-amz-copy-source": "/b/k"}
 
@@ -162,12 +161,6 @@ def test_probes_only_path_style() -> None:
     assert route("GET", "minio", "health/live", {}, {}, virtual=True).action == "GetObject"
     assert route("GET", "metrics", None, {}, {}, virtual=True).action == "ListObjects"
     assert set(PROBES) >= {"/minio/health/live", "/minio/health/ready", "/minio/health/cluster", "/health/live"}
-
-
-def test_subresources_are_the_dispatchers() -> None:
-    """The table splits on the same query parameters as the dispatcher (and the signer must
-    sign them all: hostile probe, issue 14)."""
-    assert frozenset(_app._SUBRESOURCES) == SUBRESOURCES
 
 
 # --- the dispatch and the table agree on real requests --------------------------------------

@@ -25,15 +25,17 @@ from urllib.parse import quote, unquote
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
+from tierstore.api import _sse
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_body
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
+from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tierstore.api._metrics import Metrics
 from tierstore.api._models import model_request
-from tierstore.api._routes import METRICS_ACTIONS, PROBE_ACTIONS, UNKNOWN, route
+from tierstore.api._routes import METRICS_ACTIONS, PROBE_ACTIONS, SUBRESOURCES, UNKNOWN, route
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.engine import (
     CompletedPart,
@@ -124,47 +126,9 @@ STORAGE_CLASSES = frozenset(
         "EXPRESS_ONEZONE",
     }
 )
-# Query parameters that select another operation. A known one we lack answers 501; any other
-# parameter is ignored, as S3 does.
-_SUBRESOURCES = frozenset(
-    {
-        "accelerate",
-        "acl",
-        "analytics",
-        "attributes",
-        "cors",
-        "delete",
-        "encryption",
-        "intelligent-tiering",
-        "inventory",
-        "legal-hold",
-        "lifecycle",
-        "location",
-        "logging",
-        "metadataTable",
-        "metrics",
-        "notification",
-        "object-lock",
-        "ownershipControls",
-        "policy",
-        "policyStatus",
-        "publicAccessBlock",
-        "renameObject",
-        "replication",
-        "requestPayment",
-        "restore",
-        "retention",
-        "select",
-        "select-type",
-        "session",
-        "tagging",
-        "torrent",
-        "uploads",
-        "versioning",
-        "versions",
-        "website",
-    }
-)
+# Query parameters that select another operation (one list, the route table's). A known one we
+# lack answers 501; any other parameter is ignored, as S3 does.
+_SUBRESOURCES = SUBRESOURCES
 _RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
     "response-content-language": "content-language",
@@ -175,9 +139,7 @@ _RESPONSE_OVERRIDES = {
 }
 _OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 _ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
-_UNSUPPORTED_HEADERS = (
-    "x-amz-server-side-encryption",
-    "x-amz-server-side-encryption-customer-algorithm",
+_UNSUPPORTED_HEADERS = (  # server-side encryption headers: api/_sse.py
     "x-amz-website-redirect-location",
     "x-amz-grant-read",
     "x-amz-grant-write",
@@ -210,6 +172,7 @@ class Request:
     auth: AuthResult | None = None
     body_done: bool = False  # the last body message was received
     action: str = UNKNOWN  # the S3 API name from the route table (_routes.route)
+    body_started: bool = False  # the body was asked for (an Expect: 100-continue client was invited)
 
     @property
     def resource(self) -> str:
@@ -265,6 +228,16 @@ def _int_param(query: dict[str, str], name: str, default: int, *, lo: int = 0, h
     if value < lo:
         raise e.InvalidArgument(f"Argument {name} must be an integer >= {lo}")
     return min(value, hi) if hi is not None else value
+
+
+def _meta_value(wire: str) -> str:
+    """An ``x-amz-meta-*`` value as text. Header values reach the app latin-1 decoded (one code
+    point per byte); user metadata is UTF-8, stored as the text it spells and sent back as the
+    same bytes. Bytes that are not UTF-8 cannot be stored as text: refused, never altered."""
+    try:
+        return wire.encode("latin-1").decode("utf-8")
+    except UnicodeError as exc:
+        raise e.InvalidArgument("User metadata values must be UTF-8.") from exc
 
 
 def _xml_int(text: str | None) -> int | None:
@@ -340,7 +313,13 @@ class S3App:
             error_code = "InternalError"
             resp = self._error(e.InternalError(), req, request_id)
         if req is None or not req.body_done:
-            await self._discard_body(scope, receive, resp)
+            if not (req is not None and req.body_started) and _expects_continue(scope):
+                # The client holds the body back until "100 Continue", which the HTTP layer sends
+                # when the body is first read: answer without reading it (a refusal must never
+                # invite the upload) and close, as whether the body follows is now unknown.
+                resp.headers.append(("connection", "close"))
+            else:
+                await self._discard_body(scope, receive, resp)
         head = scope["method"] == "HEAD"
         try:
             await self._send(send, resp, request_id, head=head, receive=receive)
@@ -528,6 +507,7 @@ class S3App:
 
     async def _body(self, req: Request) -> AsyncIterator[bytes]:
         receive = req.receive
+        req.body_started = True
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
@@ -577,17 +557,20 @@ class S3App:
         return wrap_body(self._body(req), req.auth, req.headers)
 
     async def _read_small(self, req: Request, limit: int = MAX_XML_BODY, *, json_body: bool = False) -> bytes:
+        return bytes(await self._read_buffer(req, limit, json_body=json_body))
+
+    async def _read_buffer(self, req: Request, limit: int, *, json_body: bool = False) -> bytearray:
+        """The whole body in one buffer grown in place (a list of chunks joined at the end holds
+        it twice: a 200 MiB dataset document must not cost 400 MiB before it is parsed)."""
         body, _ = self._payload(req)
-        parts: list[bytes] = []
-        size = 0
+        buf = bytearray()
         async for chunk in body:
-            size += len(chunk)
-            if size > limit:
+            if len(buf) + len(chunk) > limit:
                 if json_body:
                     raise e.InvalidRequest(f"The request body is larger than {limit} bytes.")
                 raise e.MalformedXML("The request body is too large.")
-            parts.append(chunk)
-        return b"".join(parts)
+            buf += chunk
+        return buf
 
     # --- dispatch --------------------------------------------------------------------
     async def _handle(self, req: Request) -> Response:
@@ -626,7 +609,9 @@ class S3App:
             return await self.batch(req)
         area = (req.key or "").partition("/")[0]
         if area in ("datasets", "models"):
-            body_of = functools.partial(self._json_body, req, limit=MAX_DATASET_BODY)
+            # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).
+            lazy = "rows" if area == "datasets" else None
+            body_of = functools.partial(self._json_body, req, limit=MAX_DATASET_BODY, lazy=lazy)
             if area == "datasets":
                 reply = await dataset_request(req.method, req.key or "", req.query, body_of, self._datasets())
             else:
@@ -651,10 +636,14 @@ class S3App:
             )
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
 
-    async def _json_body(self, req: Request, limit: int = 64 * 1024) -> dict[str, Any]:
-        body = await self._read_small(req, limit=limit, json_body=True)
+    async def _json_body(self, req: Request, limit: int = 64 * 1024, lazy: str | None = None) -> dict[str, Any]:
+        body = await self._read_buffer(req, limit, json_body=True)
         try:
-            doc = json.loads(body)
+            doc = json.loads(body) if lazy is None else loads_lazy(body, lazy)
+        except RecursionError as exc:  # nested past the interpreter's limit: input, not a server fault
+            raise e.InvalidRequest("The request body is nested too deeply.") from exc
+        except JSONTooLarge as exc:
+            raise e.InvalidRequest(str(exc)) from exc
         except (UnicodeDecodeError, ValueError) as exc:
             raise e.InvalidRequest("The request body is not valid JSON.") from exc
         if not isinstance(doc, dict):
@@ -1094,6 +1083,8 @@ class S3App:
         el = parse_xml(body, "Delete")
         quiet = (text_of(el, "Quiet") or "false").strip().lower() == "true"
         objs = list(children(el, "Object"))
+        if not objs:  # S3 requires at least one <Object>
+            raise e.MalformedXML()
         if len(objs) > MAX_DELETE_KEYS:
             raise e.MalformedXML("You may delete at most 1000 objects in one request.")
         self.service.head_bucket(bucket)
@@ -1135,6 +1126,7 @@ class S3App:
 
     # --- objects ---------------------------------------------------------------------
     def _reject_unsupported(self, req: Request) -> None:
+        _sse.check_write(req.headers)
         for h in _UNSUPPORTED_HEADERS:
             if h in req.headers:
                 raise e.NotImplementedOperation(f"The header {h} is not implemented yet.")
@@ -1144,7 +1136,9 @@ class S3App:
 
     def _object_headers(self, req: Request) -> tuple[dict[str, str], dict[str, str], str]:
         headers = {h: req.headers[h] for h in STANDARD_HEADERS if h in req.headers}
-        user_meta = {k[len("x-amz-meta-") :]: v for k, v in req.headers.items() if k.startswith("x-amz-meta-")}
+        user_meta = {
+            k[len("x-amz-meta-") :]: _meta_value(v) for k, v in req.headers.items() if k.startswith("x-amz-meta-")
+        }
         sc = req.headers.get("x-amz-storage-class", "STANDARD")
         if sc not in STORAGE_CLASSES:
             raise e.InvalidStorageClass()
@@ -1195,9 +1189,11 @@ class S3App:
 
     def _put_options(self, req: Request, trailers: dict[str, str]) -> PutOptions:
         headers, user_meta, sc = self._object_headers(req)
-        if "content-encoding" in headers:
-            # aws-chunked is transfer framing, not part of the object's encoding.
-            enc = ",".join(x for x in (p.strip() for p in headers["content-encoding"].split(",")) if x != "aws-chunked")
+        tokens = headers.get("content-encoding", "").split(",")
+        if any(t.strip().lower() == "aws-chunked" for t in tokens):
+            # aws-chunked is transfer framing, not part of the object's encoding: drop that token
+            # only; any other value is stored exactly as sent ("deflate, gzip" keeps its space).
+            enc = ",".join(t for t in tokens if t.strip().lower() != "aws-chunked").strip()
             if enc:
                 headers["content-encoding"] = enc
             else:
@@ -1244,6 +1240,7 @@ class S3App:
 
     async def get_object(self, req: Request, *, head: bool) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_read(req.headers)
         q = req.query
         part_number = _int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
         if part_number is not None and part_number > MAX_PART_NUMBER:
@@ -1296,9 +1293,11 @@ class S3App:
         hdrs.setdefault("content-type", "binary/octet-stream")
         for q, h in _RESPONSE_OVERRIDES.items():
             if q in req.query:
-                hdrs[h] = req.query[q]
+                hdrs[h] = req.query[q].encode("utf-8").decode("latin-1")  # the UTF-8 bytes it was sent as
         out += list(hdrs.items())
-        out += [(f"x-amz-meta-{k}", v) for k, v in meta.user_meta.items()]
+        # User metadata is text (UTF-8 on the wire); _send writes header strings as latin-1, so hand
+        # it the UTF-8 bytes as latin-1 code points: the client gets back the bytes it sent.
+        out += [(f"x-amz-meta-{k}", v.encode("utf-8").decode("latin-1")) for k, v in meta.user_meta.items()]
         if result.partial:
             end = result.offset + result.length - 1
             out.append(("content-range", f"bytes {result.offset}-{end}/{meta.size_bytes}"))
@@ -1663,6 +1662,7 @@ class S3App:
 
     async def upload_part(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         body, trailers = self._payload(req)
         opts = self._put_options(req, trailers)
         from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
@@ -1676,6 +1676,7 @@ class S3App:
 
     async def upload_part_copy(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         await self._read_small(req, limit=0)
         src_bucket, src_key, src_version = self._copy_source(req)
         part = await self.service.upload_part_copy(
@@ -1694,6 +1695,7 @@ class S3App:
 
     async def complete_multipart_upload(self, req: Request) -> Response:
         assert req.bucket is not None and req.key is not None
+        _sse.check_write(req.headers)
         body = await self._read_small(req)
         el = parse_xml(body, "CompleteMultipartUpload")
         parts: list[CompletedPart] = []
@@ -1836,6 +1838,10 @@ class S3App:
         fields.append(E("IsTruncated", "true" if truncated else "false"))
         body = document("ListMultipartUploadsResult", *fields, *items, *cps)
         return Response(200, [("content-type", "application/xml")], body)
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in scope["headers"])
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

@@ -334,8 +334,12 @@ class Authenticator:
         expires_at = _parse_int(expires)
         if expires_at is None:
             raise AccessDenied("Invalid date (should be seconds since epoch): Expires")
-        if self._clock() > expires_at:
+        now = self._clock()
+        if now > expires_at:
             raise AccessDenied("Request has expired")
+        if expires_at > now + MAX_PRESIGN_EXPIRES_S + self.max_skew_s:
+            # A SigV2 URL carries no signing time: cap its lifetime as SigV4's (AWS allows more).
+            raise AccessDenied("Presigned URLs must expire within 7 days (604800 seconds)")
         access_key = params["AWSAccessKeyId"]
         secret = self._lookup_secret(access_key)
         if secret is None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tierstore import errors as e
+from tierstore.api._json import LazyArray
 from tierstore.api._xml import iso8601
 from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec
 from tierstore.types import DatasetRef
@@ -43,7 +44,7 @@ def _spec(doc: dict[str, Any]) -> DatasetSpec:
     if not all(isinstance(doc.get(k), (str, type(None))) for k in strings):
         raise e.InvalidRequest(f"{', '.join(strings)} are strings.")
     rows, columns, lineage = doc.get("rows"), doc.get("columns") or [], doc.get("lineage")
-    if rows is not None and not isinstance(rows, list):
+    if rows is not None and not isinstance(rows, (list, LazyArray)):
         raise e.InvalidRequest("rows is a list of objects.")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise e.InvalidRequest("columns is a list of strings.")

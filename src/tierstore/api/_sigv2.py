@@ -15,15 +15,20 @@ from urllib.parse import quote, unquote_to_bytes
 
 __all__ = ["SUBRESOURCES", "canonical_resource_variants", "signature_matches", "string_to_sign_variants"]
 
-# The query parameters that belong to the canonicalized resource: the documented S3 list plus
-# the ones botocore's HmacV1Auth adds (a superset of the documented list).
+# The query parameters that belong to the canonicalized resource: the documented S3 list, the
+# ones botocore's HmacV1Auth adds, and every subresource the router dispatches on (api/_app.py
+# _SUBRESOURCES; a test keeps the two in step). A name the router acts on but the signature does
+# not cover would let anyone holding a presigned URL turn it into another operation
+# (``&retention`` on a presigned PUT). Clients that do not sign one of these fail closed.
 SUBRESOURCES = frozenset(
     {
-        "accelerate", "acl", "analytics", "cors", "defaultObjectAcl", "delete", "inventory",
-        "lifecycle", "location", "logging", "metrics", "notification", "object-lock", "partNumber",
-        "policy", "replication", "requestPayment", "response-cache-control",
-        "response-content-disposition", "response-content-encoding", "response-content-language",
-        "response-content-type", "response-expires", "restore", "select", "select-type",
+        "accelerate", "acl", "analytics", "attributes", "cors", "defaultObjectAcl", "delete",
+        "encryption", "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "location",
+        "logging", "metadataTable", "metrics", "notification", "object-lock", "ownershipControls",
+        "partNumber", "policy", "policyStatus", "publicAccessBlock", "renameObject", "replication",
+        "requestPayment", "response-cache-control", "response-content-disposition",
+        "response-content-encoding", "response-content-language", "response-content-type",
+        "response-expires", "restore", "retention", "select", "select-type", "session",
         "storageClass", "tagging", "torrent", "uploadId", "uploads", "versionId", "versioning",
         "versions", "website",
     }
@@ -50,7 +55,8 @@ def canonical_resource_variants(
     sub: list[tuple[str, str | None]] = []
     for segment in query_string.split(b"&") if query_string else ():
         k, eq, v = segment.partition(b"=")
-        key = k.decode("latin-1")
+        # Decoded as the router decodes it: "%72etention" selects ?retention, so it is signed too.
+        key = unquote_to_bytes(k).decode("utf-8", "surrogateescape")
         if key in SUBRESOURCES:  # "?uploads" and "?uploads=" sign differently, as in botocore
             sub.append((key, unquote_to_bytes(v).decode("utf-8", "surrogateescape") if eq else None))
     suffix = ""

@@ -15,9 +15,9 @@ import io
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._service import ObjectService, stream_blobs
@@ -38,6 +38,13 @@ _CREATE_ATTEMPTS = 5
 _CACHED_MANIFESTS = 8
 
 
+class Rows(Protocol):
+    """Explicit rows: a list, or the API's lazily parsed JSON array (iterable more than once)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
 @dataclass(slots=True)
 class DatasetSpec:
     """What a new dataset version is made of: exactly one of ``prefix`` (with ``bucket``),
@@ -48,7 +55,7 @@ class DatasetSpec:
     bucket: str | None = None
     prefix: str | None = None
     query: str | None = None
-    rows: list[dict[str, Any]] | None = None
+    rows: Rows | None = None
     label: str | None = None
     columns: list[str] = field(default_factory=list)
     lineage: dict[str, Any] | None = None
