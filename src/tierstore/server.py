@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
+import resource
 import secrets
 import signal
+import socket
 import string
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tierstore.api import Authenticator, S3App, note_send_failure
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
@@ -36,9 +41,12 @@ from tierstore.drives import (
 from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ModelService, ObjectService, Repairer
 
 __all__ = [
+    "Claim",
+    "ServeError",
     "ServerConfig",
     "app_factory",
     "build_app",
+    "claim_store_and_port",
     "credential_dirs",
     "load_or_create_credentials",
     "open_drive_set",
@@ -50,6 +58,7 @@ __all__ = [
 log = logging.getLogger("tierstore.server")
 _ENV = "TIERSTORE_SERVE_CONFIG"
 CREDENTIALS_FILE = "credentials.json"
+LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 
 
 @dataclass(slots=True)
@@ -76,6 +85,15 @@ class ServerConfig:
     scrub_rate_bytes_s: float = 64e6  # the scrubber's read budget
     heal_queue_interval_s: float = 2.0  # how often blobs reported by reads and writes are healed
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # bodies up to this size live in the catalog; 0: never
+    # Connections (docs/operations.md): in-flight requests get this long to finish at SIGTERM/SIGINT;
+    # a connection must send a complete request head within header_timeout_s of opening or of its
+    # previous response (this closes idle and keep-alive connections too); a request whose body
+    # stalls for idle_timeout_s is answered RequestTimeout; at most max_connections are served at
+    # once (shared by the workers), the others wait in the listen queue.
+    shutdown_grace_s: float = 30.0
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 4096
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -121,6 +139,97 @@ def credential_dirs(config: ServerConfig) -> list[Path]:
         return [Path(config.data_dir)]
     drive_set = open_drive_set(config)
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+
+
+class ServeError(RuntimeError):
+    """The server cannot start (port in use, store locked by another server): one line for the operator."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one server holds for its lifetime: the listening socket and the store's lock files.
+
+    Both die with the process (the kernel closes the socket and drops the flocks, also on kill -9);
+    the workers inherit them."""
+
+    sock: socket.socket
+    lock_fds: dict[Path, int] = field(default_factory=dict)
+
+    def release(self) -> None:
+        self.sock.close()
+        for fd in self.lock_fds.values():
+            os.close(fd)
+        self.lock_fds.clear()
+
+
+def _lock_file(path: Path, what: str) -> int:
+    """An exclusive flock on ``path`` holding our pid; ServeError naming the holder if another has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ServeError(f"{what} is in use by another tierstore server (pid {holder}; lock {path})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _lock_store(config: ServerConfig, held: dict[Path, int]) -> None:
+    """Lock the data dir, or every drive of the set whose directory exists (idempotent per path)."""
+    if config.drives:
+        targets = [(Path(d) / FORMAT_DIR, f"drive {d}") for d in config.drives if Path(d).is_dir()]
+    else:
+        targets = [(Path(config.data_dir), f"data directory {config.data_dir}")]
+    for directory, what in targets:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = (directory / LOCK_FILE).resolve()
+        if path not in held:
+            held[path] = _lock_file(path, what)
+
+
+def _bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """The listening socket, bound without SO_REUSEPORT: a second server on the port fails here.
+
+    (granian binds one SO_REUSEPORT socket per worker on Linux, and the kernel would then split the
+    traffic between two servers; instead its workers share this one socket.)"""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not block a restart
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {host}:{port} is in use") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def claim_store_and_port(config: ServerConfig) -> Claim:
+    """Lock the store, then bind the port: the first things a server does, so that a second server
+    on the same data or port fails at once, before it generates credentials or opens a catalog."""
+    held: dict[Path, int] = {}
+    try:
+        _lock_store(config, held)
+        return Claim(_bind(config.host, config.port), held)
+    except BaseException:
+        for fd in held.values():
+            os.close(fd)
+        raise
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a file descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _scrub_lock(key: str) -> int | None:
@@ -308,17 +417,25 @@ def app_factory() -> S3App:
     return build_app(config)
 
 
-def serve(config: ServerConfig) -> None:
-    """Run the HTTP server in the foreground until SIGINT/SIGTERM (granian drains in-flight requests)."""
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+def serve(config: ServerConfig, claim: Claim | None = None) -> None:
+    """Run the HTTP server in the foreground until SIGINT/SIGTERM.
+
+    At the signal the listening socket closes (new connections are refused), in-flight requests
+    get ``shutdown_grace_s`` to finish, then the workers are killed. ``claim`` is what
+    ``claim_store_and_port`` returned (taken here when not given)."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     _configure_logging(config.log_level)
+    if claim is None:
+        claim = claim_store_and_port(config)
+    fd_limit = _raise_fd_limit()
     # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
     # on an erasure set, formats replacement drives and brings every catalog copy up to date
     # before any worker exists.
     if config.drives:
         drive_set = open_drive_set(config)
+        _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
         report = SqliteCatalog.reconcile(drive_set)
         fmt = drive_set.format
         for i, p in enumerate(drive_set.paths):
@@ -340,23 +457,70 @@ def serve(config: ServerConfig) -> None:
         LocalBlobStore(data)
         where = str(data.resolve())
     os.environ[_ENV] = json.dumps(asdict(config))
+    workers = max(1, config.workers)
+    per_worker = max(1, config.max_connections // workers)
+    if per_worker > fd_limit - 256:
+        per_worker = max(1, fd_limit - 256)
+        log.warning("max connections lowered to %d per worker: the open-files limit is %d", per_worker, fd_limit)
     log.info(
-        "tierstore serving S3 at http://%s:%d (data: %s, workers: %d)",
+        "tierstore serving S3 at http://%s:%d (data: %s, workers: %d, connections: %d per worker)",
         config.host,
         config.port,
         where,
-        config.workers,
+        workers,
+        per_worker,
     )
-    Granian(
+    server = _granian_server(
+        claim.sock,
         "tierstore.server:app_factory",
         address=config.host,
         port=config.port,
         interface=Interfaces.ASGI,
-        workers=config.workers,
+        workers=workers,
         factory=True,
         loop=Loops.uvloop,
+        # HTTP/1.1 only: the auto mode's protocol sniffing waits for a first byte without any timeout
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, round(config.header_timeout_s * 1000))),
+        backpressure=per_worker,
         log_enabled=True,
-        log_level=config.log_level,  # type: ignore[arg-type]
+        log_level=config.log_level,
         log_access=False,
-        workers_kill_timeout=30,
-    ).serve()
+        workers_kill_timeout=max(1, math.ceil(config.shutdown_grace_s)),
+    )
+    try:
+        server.serve()
+    finally:
+        claim.release()
+
+
+def _shared_socket_server() -> type[Any]:
+    from granian._granian import SocketHolder
+    from granian.server import Server
+
+    class SharedSocketServer(Server):  # type: ignore[misc,valid-type]
+        """granian with workers that accept on one socket bound by us (its macOS/Windows mode)
+        instead of one SO_REUSEPORT socket each."""
+
+        def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._tierstore_sock = sock
+
+        def _init_shared_socket(self) -> None:
+            self._ssp = None
+            self._sfd = self._tierstore_sock.fileno()
+            self._shd = SocketHolder(self._sfd, False, 1024)  # type: ignore[call-arg]  # (fd, uds, backlog)
+            self._sso = self._tierstore_sock
+
+        def _drop_shared_socket(self) -> None:
+            # At shutdown: stop listening in this process; the workers close their copies as they stop.
+            with contextlib.suppress(OSError):
+                self._tierstore_sock.shutdown(socket.SHUT_RDWR)
+            self._tierstore_sock.close()
+            self._sso = None  # type: ignore[assignment]
+
+    return SharedSocketServer
+
+
+def _granian_server(sock: socket.socket, target: str, **kwargs: Any) -> Any:
+    return _shared_socket_server()(sock, target, **kwargs)
