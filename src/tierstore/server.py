@@ -329,6 +329,7 @@ def build_app(config: ServerConfig) -> S3App:
         models=ModelService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        idle_timeout_s=config.idle_timeout_s,
     )
 
 
@@ -513,9 +514,8 @@ def _shared_socket_server() -> type[Any]:
             self._sso = self._tierstore_sock
 
         def _drop_shared_socket(self) -> None:
-            # At shutdown: stop listening in this process; the workers close their copies as they stop.
-            with contextlib.suppress(OSError):
-                self._tierstore_sock.shutdown(socket.SHUT_RDWR)
+            # At shutdown, before the workers are told to stop: they close their copies as they
+            # stop accepting. (No shutdown(): it would fail their accept loops, which then never stop.)
             self._tierstore_sock.close()
             self._sso = None  # type: ignore[assignment]
 

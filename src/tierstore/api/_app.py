@@ -282,8 +282,10 @@ class S3App:
         models: ModelService | None = None,
         on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
+        idle_timeout_s: float | None = None,
     ) -> None:
         self.service = service
+        self.idle_timeout_s = idle_timeout_s  # a request body that sends nothing this long: RequestTimeout
         self.auth = authenticator
         self.domain = domain.lower().strip(".") if domain else None
         self.admin = admin
@@ -440,7 +442,11 @@ class S3App:
     async def _body(self, req: Request) -> AsyncIterator[bytes]:
         receive = req.receive
         while True:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.idle_timeout_s)
+            except TimeoutError:
+                req.body_done = True  # not drained: the connection closes after the answer
+                raise e.RequestTimeout() from None
             if msg["type"] == "http.disconnect":
                 req.body_done = True  # nothing more will arrive
                 raise e.IncompleteBody("The client disconnected before the body was complete.")

@@ -181,9 +181,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option("--address", _address, "127.0.0.1:9000", "HOST:PORT to listen on", metavar="HOST:PORT", field=""),
     Option("--access-key", str, "", "access key id", field="", default_text="generated"),
-    Option(
-        "--secret-key", str, "", "secret key (prefer the env var or the config file)", field="", default_text="generated"
-    ),
+    Option("--secret-key", str, "", "secret key (prefer the env or config file)", field="", default_text="generated"),
     Option("--domain", str, None, "enable virtual-hosted style: BUCKET.DOMAIN", default_text="none"),
     Option("--region", str, "us-east-1", "region reported to clients"),
     Option(
@@ -303,9 +301,7 @@ def _read_file(path: str) -> dict[str, Any]:
     return out
 
 
-def resolve_options(
-    args: argparse.Namespace, environ: Mapping[str, str] | None = None
-) -> dict[str, tuple[Any, str]]:
+def resolve_options(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
     """Each option's value and where it came from: flag > env > file > default."""
     env = os.environ if environ is None else environ
     config_path = getattr(args, "config", None) or env.get("TIERSTORE_CONFIG") or None

@@ -1,0 +1,172 @@
+"""Running `tierstore serve` as an operator: one server per port and per store, graceful
+shutdown, idle and stalled connections, options from flags, env vars and a config file."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, free_port, make_client
+from tests.s3http import assert_error, send
+
+SERVE = [sys.executable, "-m", "tierstore", "serve"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+    return {**env, "TIERSTORE_ACCESS_KEY": ACCESS_KEY, "TIERSTORE_SECRET_KEY": SECRET_KEY, **extra}
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SERVE, *args], capture_output=True, text=True, env=env or _env(), cwd=REPO, timeout=timeout_s, check=False
+    )
+
+
+def _error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+# --- one server per port and per store ----------------------------------------------------------
+
+
+def test_a_second_server_on_the_port_or_the_store_refuses_to_start(tmp_path: Path) -> None:
+    first = ServerProcess(tmp_path / "data")
+    first.start()
+    try:
+        # Same port, other data: one line, non-zero, and nothing listens twice.
+        other = _run(["--data", str(tmp_path / "other"), "--address", f"127.0.0.1:{first.port}"])
+        assert other.returncode != 0
+        assert _error_lines(other) == [f"tierstore serve: port 127.0.0.1:{first.port} is in use"], other.stderr
+        # Same data, other port: refused, naming the pid that holds the store.
+        same = _run(["--data", str(first.data_dir), "--address", f"127.0.0.1:{free_port()}"])
+        assert same.returncode != 0
+        lines = _error_lines(same)
+        assert len(lines) == 1, same.stderr
+        assert f"data directory {first.data_dir} is in use by another tierstore server (pid {first.pid};" in lines[0]
+        # The first server still serves every request alone.
+        s3 = make_client(first.endpoint)
+        s3.create_bucket(Bucket="still-mine")
+        for _ in range(20):  # a second server sharing the port would take some of these
+            assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["still-mine"]
+        # kill -9 releases the lock and the port: a new server starts on the same store and port.
+        first.stop(signal.SIGKILL)
+        first.start()
+        assert [b["Name"] for b in make_client(first.endpoint).list_buckets()["Buckets"]] == ["still-mine"]
+    finally:
+        first.stop()
+
+
+def test_a_second_server_on_the_same_drive_set_refuses_to_start(tmp_path: Path) -> None:
+    drives = [str(tmp_path / f"d{i}") for i in range(4)]
+    first = ServerProcess(tmp_path / "unused", extra_args=["--drives", *drives])
+    first.start()
+    try:
+        # Any one drive of the set is enough to refuse.
+        second = _run(["--drives", drives[2], str(tmp_path / "x1"), "--address", f"127.0.0.1:{free_port()}"])
+        assert second.returncode != 0
+        lines = _error_lines(second)
+        assert len(lines) == 1 and f"drive {drives[2]} is in use by another tierstore server (pid {first.pid};" in lines[0]
+        assert not (tmp_path / "x1" / ".tierstore" / "format.json").exists()  # nothing was formatted
+    finally:
+        first.stop()
+
+
+# --- graceful shutdown ----------------------------------------------------------------------
+
+
+def test_sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", extra_args=["--shutdown-grace-s", "60"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="drain")
+        url = urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": "drain", "Key": "k"}, ExpiresIn=600))
+        piece, pieces = b"0123456789abcdef" * 4096, 16
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.putrequest("PUT", f"{url.path}?{url.query}")
+        conn.putheader("Content-Length", str(len(piece) * pieces))
+        conn.endheaders()
+        conn.send(piece)
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        refused = False
+        for _ in range(400):  # the listening socket closes at once; the upload's connection stays
+            try:
+                socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+            except ConnectionRefusedError:
+                refused = True
+                break
+            time.sleep(0.025)
+        assert refused, "new connections were still accepted after SIGTERM"
+        for _ in range(pieces - 1):
+            conn.send(piece)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        conn.close()
+        assert srv.proc.wait(60) == 0
+        srv.start()
+        got = make_client(srv.endpoint).get_object(Bucket="drain", Key="k")["Body"].read()
+        assert got == piece * pieces
+    finally:
+        srv.stop()
+
+
+# --- idle and stalled connections ----------------------------------------------------------------
+
+
+def test_idle_connections_do_not_starve_the_server_and_are_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,000 idle sockets, then a normal request still answers at once; an idle socket is closed
+    after the header timeout; a stalled upload is answered RequestTimeout after the idle timeout.
+    The timeouts come from a config file and the env (env beats file)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    assert hard >= 2500, f"this test needs 2,500 open files (hard limit {hard})"
+    cfg = tmp_path / "tierstore.toml"
+    cfg.write_text("header-timeout-s = 300\nidle_timeout_s = 2\n")
+    monkeypatch.setenv("TIERSTORE_HEADER_TIMEOUT_S", "2")
+    srv = ServerProcess(tmp_path / "data", extra_args=["--config", str(cfg)])
+    idle: list[socket.socket] = []
+    try:
+        srv.start()
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="idle")
+        for _ in range(2000):
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        began = time.monotonic()
+        assert s3.list_objects_v2(Bucket="idle")["KeyCount"] == 0
+        assert time.monotonic() - began < 1.0
+        # An idle socket is closed by the server (header timeout 2 s from the env, not 300 from the file).
+        probe = idle[-1]
+        probe.settimeout(30)
+        assert probe.recv(1) == b""
+        # A PUT whose body stalls: RequestTimeout (idle timeout 2 s from the file), and the connection closes.
+        url = urlsplit(s3.generate_presigned_url("put_object", Params={"Bucket": "idle", "Key": "k"}, ExpiresIn=600))
+        host = f"127.0.0.1:{srv.port}"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as stalled:
+            head = f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n"
+            stalled.sendall(head.encode() + b"only ten b")
+            raw = b""
+            while chunk := stalled.recv(65536):
+                raw += chunk
+        status_line, _, rest = raw.partition(b"\r\n")
+        assert status_line.split()[1] == b"400", raw[:300]
+        assert b"<Code>RequestTimeout</Code>" in rest, raw[:600]
+        assert "Contents" not in s3.list_objects_v2(Bucket="idle")
+    finally:
+        for s in idle:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        srv.stop()
