@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, free_port, make_client
-from tests.s3http import assert_error, send
 
 SERVE = [sys.executable, "-m", "tierstore", "serve"]
 
@@ -76,7 +75,8 @@ def test_a_second_server_on_the_same_drive_set_refuses_to_start(tmp_path: Path) 
         second = _run(["--drives", drives[2], str(tmp_path / "x1"), "--address", f"127.0.0.1:{free_port()}"])
         assert second.returncode != 0
         lines = _error_lines(second)
-        assert len(lines) == 1 and f"drive {drives[2]} is in use by another tierstore server (pid {first.pid};" in lines[0]
+        assert len(lines) == 1, second.stderr
+        assert f"drive {drives[2]} is in use by another tierstore server (pid {first.pid};" in lines[0]
         assert not (tmp_path / "x1" / ".tierstore" / "format.json").exists()  # nothing was formatted
     finally:
         first.stop()
