@@ -170,3 +170,75 @@ def test_idle_connections_do_not_starve_the_server_and_are_closed(
             s.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         srv.stop()
+
+
+# --- options: flag > env > file > default ----------------------------------------------------
+
+
+def _resolved(args: list[str], env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    proc = _run([*args, "--print-config"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = {}
+    for line in proc.stdout.splitlines():
+        key, _, rest = line.partition(" = ")
+        value, _, source = rest.partition("  # ")
+        out[key] = (value, source)
+    return out
+
+
+def test_options_come_from_flag_then_env_then_file_then_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "tierstore.toml"
+    cfg.write_text(
+        'region = "file-region"\nworkers = 3\nlog-level = "warning"\nidle-timeout-s = 5\n'
+        'drives = ["/d/a", "/d/b"]\nsecret_key = "file-secret"\naccess-log = true\n'
+    )
+    env = _env(TIERSTORE_CONFIG=str(cfg), TIERSTORE_WORKERS="5", TIERSTORE_IDLE_TIMEOUT_S="7")
+    env["TIERSTORE_ADDRESS"] = "127.0.0.1:1234"  # the names older versions read keep working
+    got = _resolved(["--idle-timeout-s", "9"], env)
+    assert got["idle-timeout-s"] == ("9.0", "flag")
+    assert got["workers"] == ("5", "env TIERSTORE_WORKERS")
+    assert got["address"] == ("'127.0.0.1:1234'", "env TIERSTORE_ADDRESS")
+    assert got["region"] == ("'file-region'", f"file {cfg}")
+    assert got["log-level"] == ("'warning'", f"file {cfg}")
+    assert got["drives"] == ("['/d/a', '/d/b']", f"file {cfg}")
+    assert got["access-log"] == ("True", f"file {cfg}")
+    assert got["header-timeout-s"] == ("10.0", "default")
+    assert got["shutdown-grace-s"] == ("30.0", "default")
+    assert got["secret-key"] == ("'********'", "env TIERSTORE_SECRET_KEY")  # never printed
+    # --config beats TIERSTORE_CONFIG; a flag beats everything.
+    other = tmp_path / "other.toml"
+    other.write_text("region = 'other-region'\n")
+    got = _resolved(["--config", str(other), "--workers", "2"], env)
+    assert got["region"] == ("'other-region'", f"file {other}")
+    assert got["workers"] == ("2", "flag")
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("idle-timout-s = 3\n", {}, "unknown key 'idle-timout-s'"),
+        ('workers = "many"\n', {}, "workers: expected an integer, got 'many'"),
+        ("region = \n", {}, "is not valid TOML"),
+        ("", {"TIERSTORE_WORKERS": "many"}, "TIERSTORE_WORKERS: expected an integer, got 'many'"),
+        ("", {"TIERSTORE_LOG_LEVEL": "loud"}, "TIERSTORE_LOG_LEVEL: expected one of debug, info, warning, error"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_2(tmp_path: Path, toml: str, env: dict[str, str], message: str) -> None:
+    cfg = tmp_path / "tierstore.toml"
+    cfg.write_text(toml)
+    proc = _run(["--config", str(cfg), "--data", str(tmp_path / "data")], env=_env(**env))
+    assert proc.returncode == 2
+    lines = _error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("tierstore serve: ") and message in lines[0], proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_help_names_the_env_var_of_every_option() -> None:
+    from tierstore.cli._serve import SERVE_OPTIONS
+
+    out = _run(["--help"]).stdout
+    assert "TIERSTORE_CONFIG" in out
+    for opt in SERVE_OPTIONS:
+        if not opt.hidden:
+            assert opt.flag in out and opt.env in out, opt.flag
+    assert "TIERSTORE_IDLE_TIMEOUT_S" in out

@@ -87,7 +87,18 @@ class Option:
             return _bool(text)
         if self.kind is list:
             return _words(text)
-        return self.check(self.kind(text.strip()))
+        return self.from_str(text.strip())
+
+    def from_str(self, text: str) -> Any:
+        try:
+            value = self.kind(text)
+        except ValueError as exc:
+            if self.kind is int:
+                raise ValueError(f"expected an integer, got {text!r}") from None
+            if self.kind is float:
+                raise ValueError(f"expected a number, got {text!r}") from None
+            raise exc from None
+        return self.check(value)
 
     def check_file_value(self, value: Any) -> Any:
         """A value from the TOML file: native TOML types, or a string to parse."""
@@ -106,13 +117,16 @@ class Option:
         if self.kind is int and isinstance(value, int) and not isinstance(value, bool):
             return self.check(value)
         if isinstance(value, str):
-            return self.check(self.kind(value))
-        raise ValueError(f"expected {getattr(self.kind, '__name__', 'a string')}, got {value!r}")
+            return self.from_str(value)
+        raise ValueError(f"expected {_KIND_TEXT.get(self.kind, 'a string')}, got {value!r}")
 
     def check(self, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(self.choices)}, got {value!r}")
         return value
+
+
+_KIND_TEXT = {int: "an integer", float: "a number", str: "a string"}
 
 
 def _hours_to_s(hours: float) -> float:
@@ -276,7 +290,7 @@ def add_serve_command(
 def _argparse_type(opt: Option) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
-            return opt.kind(text)
+            return opt.from_str(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
