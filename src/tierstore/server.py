@@ -35,6 +35,7 @@ from tierstore.drives import (
     DEFAULT_SMALL_OBJECT_BYTES,
     DEFAULT_STRIPE_BYTES,
     FORMAT_DIR,
+    DiskReserve,
     DriveSet,
     write_file_durably,
 )
@@ -57,6 +58,8 @@ __all__ = [
 
 log = logging.getLogger("tierstore.server")
 _ENV = "TIERSTORE_SERVE_CONFIG"
+_LISTEN_FDS_ENV = "TIERSTORE_LISTEN_FDS"  # every worker's listening socket (file descriptors)
+_LISTEN_FD_ENV = "TIERSTORE_LISTEN_FD"  # this worker's
 CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 
@@ -94,6 +97,9 @@ class ServerConfig:
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 60.0
     max_connections: int = 4096
+    # Kept free next to the catalog (on every drive) so that deletes commit on a full disk; at most
+    # 1/16 of the filesystem.
+    disk_reserve_bytes: int = 64 * 1024 * 1024
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -147,16 +153,16 @@ class ServeError(RuntimeError):
 
 @dataclass(slots=True)
 class Claim:
-    """What one server holds for its lifetime: the listening socket and the store's lock files.
+    """What one server holds for its lifetime: its listening sockets (one per worker) and the
+    store's lock files. Both die with the process (the kernel closes the sockets and drops the
+    flocks, also on kill -9); the workers inherit them."""
 
-    Both die with the process (the kernel closes the socket and drops the flocks, also on kill -9);
-    the workers inherit them."""
-
-    sock: socket.socket
+    socks: list[socket.socket]
     lock_fds: dict[Path, int] = field(default_factory=dict)
 
     def release(self) -> None:
-        self.sock.close()
+        for sock in self.socks:
+            sock.close()
         for fd in self.lock_fds.values():
             os.close(fd)
         self.lock_fds.clear()
@@ -189,24 +195,40 @@ def _lock_store(config: ServerConfig, held: dict[Path, int]) -> None:
             held[path] = _lock_file(path, what)
 
 
-def _bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """The listening socket, bound without SO_REUSEPORT: a second server on the port fails here.
+def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+    """``count`` listening sockets on the port, one per worker (SO_REUSEPORT: the kernel spreads
+    connections evenly over them), after checking that nothing else listens there.
 
-    (granian binds one SO_REUSEPORT socket per worker on Linux, and the kernel would then split the
-    traffic between two servers; instead its workers share this one socket.)"""
+    SO_REUSEPORT alone would let a second server join the group and take a share of the traffic.
+    So first a socket without it must bind: that fails while any socket listens on the port. A
+    lock file held from that check until our sockets listen keeps two starting servers from both
+    passing it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    lock_path = Path(tempfile.gettempdir()) / f"tierstore-port-{host.replace(':', '_')}-{port}.lock"
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    socks: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not block a restart
-        sock.bind((host, port))
-        sock.listen(backlog)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no server
+            probe.bind((host, port))
+        for _ in range(max(1, count)):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.set_inheritable(True)
     except OSError as exc:
-        sock.close()
+        for sock in socks:
+            sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise ServeError(f"port {host}:{port} is in use") from None
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.set_inheritable(True)
-    return sock
+    finally:
+        os.close(lock_fd)
+    return socks
 
 
 def claim_store_and_port(config: ServerConfig) -> Claim:
@@ -215,7 +237,7 @@ def claim_store_and_port(config: ServerConfig) -> Claim:
     held: dict[Path, int] = {}
     try:
         _lock_store(config, held)
-        return Claim(_bind(config.host, config.port), held)
+        return Claim(_bind(config.host, config.port, config.workers), held)
     except BaseException:
         for fd in held.values():
             os.close(fd)
@@ -244,8 +266,9 @@ def _scrub_lock(key: str) -> int | None:
     return fd
 
 
-def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str]:
-    """The catalog, blob store and repairer of the configured store, and a key naming it."""
+def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str, DiskReserve]:
+    """The catalog, blob store and repairer of the configured store, a key naming it, and the
+    space reserve next to its catalog."""
     blobs: BlobStore
     if config.drives:
         drive_set = open_drive_set(config, format_new=False)
@@ -253,27 +276,41 @@ def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, s
         blobs = ErasureBlobStore(drive_set)
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE,))
         store_key = drive_set.format.set_id
+        reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
         data = Path(config.data_dir)
         catalog = SqliteCatalog(data / "catalog.db")
         blobs = LocalBlobStore(data)
         repairer = Repairer(catalog, blobs, meta_dirs=[data])
         store_key = str(data.resolve())
-    return catalog, blobs, repairer, store_key
+        reserve_dirs = [data]
+    return catalog, blobs, repairer, store_key, DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+
+
+def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
+    """The configured reserve, at most 1/16 of the smallest filesystem holding a catalog."""
+    size = config.disk_reserve_bytes
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(d)
+            size = min(size, st.f_blocks * st.f_frsize // 16)
+    return max(0, size)
 
 
 def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
     ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
-    catalog, blobs, _repairer, _key = _stores(config)
+    catalog, blobs, _repairer, _key, _reserve = _stores(config)
     service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
     return service, DatasetService(service)
 
 
 def build_app(config: ServerConfig) -> S3App:
     """Wire one process's stores, service and app."""
-    catalog, blobs, repairer, store_key = _stores(config)
-    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
+    catalog, blobs, repairer, store_key, reserve = _stores(config)
+    service = ObjectService(
+        catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
+    )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     authenticator = Authenticator(keys.get, region=config.region)
     tasks: list[asyncio.Task[None]] = []
@@ -288,6 +325,7 @@ def build_app(config: ServerConfig) -> S3App:
                     first = False
                 else:
                     await service.drain_trash()
+                reserve.restore()
             except Exception:
                 log.exception("GC pass failed")
             await asyncio.sleep(config.gc_interval_s)
@@ -406,6 +444,7 @@ def tune_malloc() -> None:
 def app_factory() -> S3App:
     """Entry point for each granian worker process."""
     _die_with_parent()
+    _close_other_listeners()
     tune_malloc()
     config = ServerConfig(**json.loads(os.environ[_ENV]))
     _configure_logging(config.log_level)
@@ -451,12 +490,18 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
             report,
         )
         where = f"{fmt.drives} drives"
+        reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         SqliteCatalog(data / "catalog.db").close()
         LocalBlobStore(data)
         where = str(data.resolve())
+        reserve_dirs = [data]
+    reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+    reserve.restore()
+    if reserve.released:
+        log.warning("no room for the %d-byte disk reserve: deletes may fail on a full disk", reserve.size_bytes)
     os.environ[_ENV] = json.dumps(asdict(config))
     workers = max(1, config.workers)
     per_worker = max(1, config.max_connections // workers)
@@ -472,7 +517,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         per_worker,
     )
     server = _granian_server(
-        claim.sock,
+        claim.socks,
         "tierstore.server:app_factory",
         address=config.host,
         port=config.port,
@@ -499,28 +544,44 @@ def _shared_socket_server() -> type[Any]:
     from granian._granian import SocketHolder
     from granian.server import Server
 
-    class SharedSocketServer(Server):  # type: ignore[misc,valid-type]
-        """granian with workers that accept on one socket bound by us (its macOS/Windows mode)
-        instead of one SO_REUSEPORT socket each."""
+    class BoundSocketsServer(Server):  # type: ignore[misc,valid-type]
+        """granian whose workers accept on the sockets bound by ``_bind`` (worker i on socket i)
+        instead of binding their own."""
 
-        def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        def __init__(self, socks: list[socket.socket], *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._tierstore_sock = sock
+            self._tierstore_socks = socks
 
         def _init_shared_socket(self) -> None:
             self._ssp = None
-            self._sfd = self._tierstore_sock.fileno()
+            self._sso = None
+            os.environ[_LISTEN_FDS_ENV] = ",".join(str(s.fileno()) for s in self._tierstore_socks)
+
+        def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+            sock = self._tierstore_socks[idx % len(self._tierstore_socks)]
+            self._sfd = sock.fileno()
             self._shd = SocketHolder(self._sfd, False, 1024)  # type: ignore[call-arg]  # (fd, uds, backlog)
-            self._sso = self._tierstore_sock
+            os.environ[_LISTEN_FD_ENV] = str(self._sfd)  # the worker is forked right after: its own socket
+            return super()._spawn_worker(idx, target, callback_loader)
 
         def _drop_shared_socket(self) -> None:
-            # At shutdown, before the workers are told to stop: they close their copies as they
-            # stop accepting. (No shutdown(): it would fail their accept loops, which then never stop.)
-            self._tierstore_sock.close()
-            self._sso = None  # type: ignore[assignment]
+            # At shutdown, before the workers are told to stop: they close theirs as they stop
+            # accepting. (No shutdown(): it would fail their accept loops, which then never end.)
+            for sock in self._tierstore_socks:
+                sock.close()
 
-    return SharedSocketServer
+    return BoundSocketsServer
 
 
-def _granian_server(sock: socket.socket, target: str, **kwargs: Any) -> Any:
-    return _shared_socket_server()(sock, target, **kwargs)
+def _close_other_listeners() -> None:
+    """In a worker: close the inherited sockets of the other workers, so that each socket closes
+    as soon as its own worker stops accepting (new connections are then refused, not queued)."""
+    own = os.environ.get(_LISTEN_FD_ENV)
+    for fd in os.environ.get(_LISTEN_FDS_ENV, "").split(","):
+        if fd and fd != own:
+            with contextlib.suppress(OSError):
+                os.close(int(fd))
+
+
+def _granian_server(socks: list[socket.socket], target: str, **kwargs: Any) -> Any:
+    return _shared_socket_server()(socks, target, **kwargs)

@@ -231,6 +231,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="S",
     ),
     Option(
+        "--disk-reserve-bytes",
+        int,
+        64 * 1024 * 1024,
+        "space kept free next to the catalog so that deletes still commit on a full disk (at most 1/16 of the disk)",
+        metavar="N",
+    ),
+    Option(
         "--max-connections",
         int,
         4096,
