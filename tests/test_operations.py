@@ -242,3 +242,14 @@ def test_help_names_the_env_var_of_every_option() -> None:
         if not opt.hidden:
             assert opt.flag in out and opt.env in out, opt.flag
     assert "TIERSTORE_IDLE_TIMEOUT_S" in out
+
+
+def test_the_config_file_in_the_docs_is_accepted(tmp_path: Path) -> None:
+    doc = (REPO / "docs" / "operations.md").read_text()
+    block = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "tierstore.toml"
+    cfg.write_text(block)
+    got = _resolved(["--config", str(cfg)], _env())
+    assert got["address"] == ("'0.0.0.0:9000'", f"file {cfg}")
+    assert got["drives"][1] == f"file {cfg}"
+    assert got["shutdown-grace-s"] == ("60.0", f"file {cfg}")
