@@ -280,7 +280,7 @@ def add_serve_command(
             default = opt.default_text if opt.default_text is not None else opt.default
             kw["help"] = f"{opt.help} (default: {default}; env {opt.env})"
         if opt.kind is bool:
-            kw["action"] = "store_true"
+            kw["action"] = argparse.BooleanOptionalAction  # --access-log / --no-access-log
         else:
             if opt.kind is list:
                 kw["nargs"] = "+"
