@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -378,16 +379,18 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to kill this worker if the server's main process dies (Linux).
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to kill this worker if the server's main process (``parent``) dies (Linux).
 
     Without it, a SIGKILLed main process leaves its workers serving the port (SO_REUSEPORT):
-    a restarted server would share the port with stale workers of the dead one."""
+    a restarted server would share the port with stale workers of the dead one. ``serve`` runs
+    this in each worker right after the fork (the main process may die while a worker still
+    imports the app); ``app_factory`` again, for other hosts."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
@@ -534,6 +537,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         log_access=False,
         workers_kill_timeout=max(1, math.ceil(config.shutdown_grace_s)),
     )
+    os.register_at_fork(after_in_child=functools.partial(_die_with_parent, os.getpid()))
     try:
         server.serve()
     finally:
