@@ -165,6 +165,18 @@ def test_idle_connections_do_not_starve_the_server_and_are_closed(
         assert status_line.split()[1] == b"400", raw[:300]
         assert b"<Code>RequestTimeout</Code>" in rest, raw[:600]
         assert "Contents" not in s3.list_objects_v2(Bucket="idle")
+        # A slow upload is not a stalled one: pauses of 1 s, 5 s in all, with the 2 s idle timeout.
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.putrequest("PUT", f"{url.path}?{url.query}")
+        conn.putheader("Content-Length", "5000")
+        conn.endheaders()
+        for _ in range(5):
+            conn.send(b"s" * 1000)
+            time.sleep(1)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        conn.close()
+        assert s3.get_object(Bucket="idle", Key="k")["Body"].read() == b"s" * 5000
     finally:
         for s in idle:
             s.close()
