@@ -265,3 +265,26 @@ def test_the_config_file_in_the_docs_is_accepted(tmp_path: Path) -> None:
     assert got["address"] == ("'0.0.0.0:9000'", f"file {cfg}")
     assert got["drives"][1] == f"file {cfg}"
     assert got["shutdown-grace-s"] == ("60.0", f"file {cfg}")
+
+
+def test_past_the_connection_cap_a_request_waits_only_until_idle_ones_time_out(tmp_path: Path) -> None:
+    """granian cannot refuse past the cap (docs/operations.md): new connections wait in the listen
+    queue. The header timeout bounds that wait: idle connections holding every slot are closed,
+    and the waiting request is answered."""
+    srv = ServerProcess(
+        tmp_path / "data", extra_args=["--workers", "1", "--max-connections", "32", "--header-timeout-s", "2"]
+    )
+    srv.start()
+    idle: list[socket.socket] = []
+    try:
+        make_client(srv.endpoint).create_bucket(Bucket="capped")
+        for _ in range(40):
+            idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
+        s3 = make_client(srv.endpoint, connect_timeout=30, read_timeout=30)  # a new connection, queued
+        assert s3.list_objects_v2(Bucket="capped")["KeyCount"] == 0
+        idle[0].settimeout(30)
+        assert idle[0].recv(1) == b""
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()
