@@ -274,9 +274,18 @@ def test_past_the_connection_cap_a_request_waits_only_until_idle_ones_time_out(t
     srv = ServerProcess(
         tmp_path / "data", extra_args=["--workers", "1", "--max-connections", "32", "--header-timeout-s", "2"]
     )
-    srv.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # the server inherits a low soft limit
+    try:
+        srv.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     idle: list[socket.socket] = []
     try:
+        # It raised its own soft limit to the hard one (each connection is a file descriptor).
+        limits = Path(f"/proc/{srv.pid}/limits").read_text()
+        open_files = next(line for line in limits.splitlines() if line.startswith("Max open files")).split()
+        assert open_files[3] == open_files[4] == str(hard), limits
         make_client(srv.endpoint).create_bucket(Bucket="capped")
         for _ in range(40):
             idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=10))
