@@ -463,8 +463,8 @@ def app_factory() -> S3App:
 def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     """Run the HTTP server in the foreground until SIGINT/SIGTERM.
 
-    At the signal the listening socket closes (new connections are refused), in-flight requests
-    get ``shutdown_grace_s`` to finish, then the workers are killed. ``claim`` is what
+    At the signal the listening sockets close (new connections are refused), in-flight requests
+    get ``shutdown_grace_s`` to finish, then workers still busy are killed. ``claim`` is what
     ``claim_store_and_port`` returned (taken here when not given)."""
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
@@ -544,7 +544,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         claim.release()
 
 
-def _shared_socket_server() -> type[Any]:
+def _bound_sockets_server() -> type[Any]:
     from granian._granian import SocketHolder
     from granian.server import Server
 
@@ -588,4 +588,4 @@ def _close_other_listeners() -> None:
 
 
 def _granian_server(socks: list[socket.socket], target: str, **kwargs: Any) -> Any:
-    return _shared_socket_server()(socks, target, **kwargs)
+    return _bound_sockets_server()(socks, target, **kwargs)
