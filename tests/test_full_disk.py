@@ -129,6 +129,7 @@ def test_deletes_and_aborts_succeed_at_zero_bytes_free(small_disk: Path) -> None
         for key in keys[:4]:
             del stored[key]
         assert _free_bytes(small_disk) >= 2 << 20  # 5 MiB freed, the reserve took back at most 1.5
+        assert "released the space reserve" in srv.log()
         assert reserve.exists()  # recreated once the deletes freed room for it
         s3.put_object(Bucket="full", Key="after", Body=b"a" * (256 << 10))
         stored["after"] = b"a" * (256 << 10)
