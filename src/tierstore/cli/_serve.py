@@ -120,6 +120,12 @@ class Option:
             return self.from_str(value)
         raise ValueError(f"expected {_KIND_TEXT.get(self.kind, 'a string')}, got {value!r}")
 
+    def default_value(self) -> Any:
+        """The default, parsed like a value from the env when it is text for a parser (HOST:PORT, 7d)."""
+        if isinstance(self.default, str) and self.kind not in (str, bool, list):
+            return self.kind(self.default)
+        return self.default
+
     def check(self, value: Any) -> Any:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(self.choices)}, got {value!r}")
@@ -141,8 +147,11 @@ def _workers(n: int) -> int:
     return n if n > 0 else (os.cpu_count() or 1)
 
 
-# One line per option. To add one: append an Option here and (unless field="") a ServerConfig
-# field of the same name (or name it with field=...); flag, env var, config key and --help follow.
+# One line per option. To add one, append e.g.
+#     Option("--metrics-token", str, "", "bearer token required by /metrics", metavar="TOKEN"),
+# and a ServerConfig field of the same name (metrics_token), or say which with field="...";
+# convert= maps the value (hours -> seconds); kind may be any parser from text (see _address), whose
+# text default is parsed too. Flag, TIERSTORE_* env var, config-file key and --help line follow.
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--data", str, "./tierstore-data", "data directory on one drive; ignored with --drives", field="data_dir"),
     Option(
@@ -340,8 +349,7 @@ def resolve_options(args: argparse.Namespace, environ: Mapping[str, str] | None 
                 where = f"config file {config_path}: {opt.flag[2:]}"
                 out[opt.name] = (opt.check_file_value(from_file[opt.name]), f"file {config_path}")
             else:
-                default = _address(opt.default) if opt.kind is _address else opt.default
-                out[opt.name] = (default, "default")
+                out[opt.name] = (opt.default_value(), "default")
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
     return out
