@@ -96,7 +96,13 @@ def test_sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections(tmp
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         conn.putrequest("PUT", f"{url.path}?{url.query}")
         conn.putheader("Content-Length", str(len(piece) * pieces))
+        conn.putheader("Expect", "100-continue")
         conn.endheaders()
+        # "100 Continue" comes when the app starts reading the body: the upload is in flight.
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n"):
+            interim += conn.sock.recv(1)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
         conn.send(piece)
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGTERM)
