@@ -5,6 +5,7 @@ The data dir lives on a small tmpfs that the test mounts (the tests run as root,
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 from collections.abc import Iterator
@@ -70,6 +71,73 @@ def test_full_disk_gives_507_and_keeps_stored_objects(small_disk: Path) -> None:
         s3 = make_client(srv.endpoint)
         for key, body in stored.items():
             assert s3.get_object(Bucket="full", Key=key)["Body"].read() == body
+    finally:
+        srv.stop()
+
+
+def _fill(path: Path) -> None:
+    """Write a file until the disk has no byte left (another process filling the disk)."""
+    with open(path, "wb", buffering=0) as f:
+        for size in (1 << 20, 4096, 512, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                pass
+
+
+def _free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def test_deletes_and_aborts_succeed_at_zero_bytes_free(small_disk: Path) -> None:
+    """A disk filled to the last byte: DeleteObject, DeleteObjects and AbortMultipartUpload still
+    succeed (the server gives up its space reserve for them) and free the space, after which a
+    PUT fits again; the reserve comes back."""
+    srv = ServerProcess(small_disk / "data")
+    srv.log_path = small_disk.parent / "server.log"
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="full")
+        upload_id = s3.create_multipart_upload(Bucket="full", Key="mp")["UploadId"]
+        s3.upload_part(Bucket="full", Key="mp", UploadId=upload_id, PartNumber=1, Body=b"p" * (1 << 20))
+        rng = random.Random(11)
+        stored: dict[str, bytes] = {}
+        for i in range(60):
+            body = rng.randbytes(1 << 20)
+            try:
+                s3.put_object(Bucket="full", Key=f"obj-{i}", Body=body)
+            except botocore.exceptions.ClientError as exc:
+                assert exc.response["Error"]["Code"] == "InsufficientStorage"
+                break
+            stored[f"obj-{i}"] = body
+        assert len(stored) >= 6
+        reserve = small_disk / "data" / "space.reserve"
+        assert reserve.stat().st_size > 0  # writes got 507 and never touched the reserve
+        _fill(small_disk / "filler")
+        assert _free_bytes(small_disk) == 0
+        keys = list(stored)
+        resp = s3.delete_object(Bucket="full", Key=keys[0])
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
+        resp = s3.delete_objects(Bucket="full", Delete={"Objects": [{"Key": k} for k in keys[1:4]]})
+        assert "Errors" not in resp, resp["Errors"]
+        assert sorted(d["Key"] for d in resp["Deleted"]) == sorted(keys[1:4])
+        resp = s3.abort_multipart_upload(Bucket="full", Key="mp", UploadId=upload_id)
+        assert resp["ResponseMetadata"]["HTTPStatusCode"] == 204
+        for key in keys[:4]:
+            del stored[key]
+        assert _free_bytes(small_disk) >= 2 << 20  # 5 MiB freed, the reserve took back at most 1.5
+        assert "released the space reserve" in srv.log()
+        assert reserve.exists()  # recreated once the deletes freed room for it
+        s3.put_object(Bucket="full", Key="after", Body=b"a" * (256 << 10))
+        stored["after"] = b"a" * (256 << 10)
+        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="full").get("Contents", [])]
+        assert sorted(listed) == sorted(stored)
+        for key, body in stored.items():
+            assert s3.get_object(Bucket="full", Key=key)["Body"].read() == body
+        assert s3.list_multipart_uploads(Bucket="full").get("Uploads", []) == []
     finally:
         srv.stop()
 

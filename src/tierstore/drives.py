@@ -36,6 +36,8 @@ __all__ = [
     "DEFAULT_STRIPE_BYTES",
     "FORMAT_DIR",
     "FORMAT_VERSION",
+    "RESERVE_FILE",
+    "DiskReserve",
     "DriveSet",
     "DriveSetError",
     "DriveState",
@@ -51,6 +53,7 @@ FORMAT_FILE = "format.json"
 DEFAULT_STRIPE_BYTES = 1024 * 1024
 DEFAULT_SMALL_OBJECT_BYTES = 128 * 1024
 MAX_PARITY = 4
+RESERVE_FILE = "space.reserve"
 
 
 class DriveSetError(ValueError):
@@ -69,6 +72,64 @@ def default_parity(drives: int) -> int:
     if drives < 4:
         return drives - 1
     return min(MAX_PARITY, drives // 2)
+
+
+class DiskReserve:
+    """A file of ``size_bytes`` kept next to the catalog on each drive, so that a delete can still
+    commit when the disk is full: the engine deletes the file (``release``) when a delete or an
+    abort finds no space, retries, and the file comes back (``restore``) once there is room for
+    it twice over. Several processes share the file; whoever finds it missing may recreate it."""
+
+    def __init__(self, dirs: list[Path], size_bytes: int) -> None:
+        self.paths = [d / RESERVE_FILE for d in dirs]
+        self.size_bytes = max(0, size_bytes)
+        self.released = False
+
+    def release(self) -> bool:
+        """Delete the reserve files; True if any existed (a retry may now fit)."""
+        freed = False
+        for path in self.paths:
+            try:
+                path.unlink()
+                freed = True
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+        self.released = True
+        return freed
+
+    def restore(self) -> None:
+        """(Re)create each missing reserve file while the disk has room for it twice over."""
+        if not self.size_bytes:
+            return
+        complete = True
+        for path in self.paths:
+            try:
+                if path.stat().st_size == self.size_bytes:
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # an offline drive
+            try:
+                st = os.statvfs(path.parent)
+                if st.f_bavail * st.f_frsize < 2 * self.size_bytes:
+                    complete = False
+                    continue
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, self.size_bytes)  # really allocated, not a sparse file
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except OSError:
+                complete = False
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        self.released = not complete
 
 
 @dataclass(frozen=True, slots=True)

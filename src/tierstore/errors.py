@@ -61,6 +61,7 @@ __all__ = [
     "PreconditionFailed",
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
+    "RequestTimeout",
     "SignatureDoesNotMatch",
     "SlowDown",
     "TierstoreError",
@@ -226,6 +227,10 @@ class IncompleteBody(TierstoreError, ValueError):
 
 class RequestHeaderSectionTooLarge(TierstoreError, ValueError):
     """Your request header section exceeds the maximum allowed size."""
+
+
+class RequestTimeout(TierstoreError, TimeoutError):
+    """Your socket connection to the server was not read from or written to within the timeout period."""
 
 
 class MissingContentLength(TierstoreError, ValueError):

@@ -10,20 +10,26 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import resource
 import secrets
 import shutil
 import signal
+import socket
 import string
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tierstore.api import AccessLog, Authenticator, Metrics, S3App, note_send_failure
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
@@ -32,15 +38,19 @@ from tierstore.drives import (
     DEFAULT_SMALL_OBJECT_BYTES,
     DEFAULT_STRIPE_BYTES,
     FORMAT_DIR,
+    DiskReserve,
     DriveSet,
     write_file_durably,
 )
 from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ModelService, ObjectService, Repairer
 
 __all__ = [
+    "Claim",
+    "ServeError",
     "ServerConfig",
     "app_factory",
     "build_app",
+    "claim_store_and_port",
     "credential_dirs",
     "load_or_create_credentials",
     "open_drive_set",
@@ -52,7 +62,10 @@ __all__ = [
 log = logging.getLogger("tierstore.server")
 _ENV = "TIERSTORE_SERVE_CONFIG"
 _METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LISTEN_FDS_ENV = "TIERSTORE_LISTEN_FDS"  # every worker's listening socket (file descriptors)
+_LISTEN_FD_ENV = "TIERSTORE_LISTEN_FD"  # this worker's
 CREDENTIALS_FILE = "credentials.json"
+LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 
 
 @dataclass(slots=True)
@@ -81,6 +94,18 @@ class ServerConfig:
     scrub_rate_bytes_s: float = 64e6  # the scrubber's read budget
     heal_queue_interval_s: float = 2.0  # how often blobs reported by reads and writes are healed
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # bodies up to this size live in the catalog; 0: never
+    # Connections (docs/operations.md): in-flight requests get this long to finish at SIGTERM/SIGINT;
+    # a connection must send a complete request head within header_timeout_s of opening or of its
+    # previous response (this closes idle and keep-alive connections too); a request whose body
+    # stalls for idle_timeout_s is answered RequestTimeout; at most max_connections are served at
+    # once (shared by the workers), the others wait in the listen queue.
+    shutdown_grace_s: float = 30.0
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    max_connections: int = 4096
+    # Kept free next to the catalog (on every drive) so that deletes commit on a full disk; at most
+    # 1/16 of the filesystem.
+    disk_reserve_bytes: int = 64 * 1024 * 1024
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -128,6 +153,113 @@ def credential_dirs(config: ServerConfig) -> list[Path]:
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
 
 
+class ServeError(RuntimeError):
+    """The server cannot start (port in use, store locked by another server): one line for the operator."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one server holds for its lifetime: its listening sockets (one per worker) and the
+    store's lock files. Both die with the process (the kernel closes the sockets and drops the
+    flocks, also on kill -9); the workers inherit them."""
+
+    socks: list[socket.socket]
+    lock_fds: dict[Path, int] = field(default_factory=dict)
+
+    def release(self) -> None:
+        for sock in self.socks:
+            sock.close()
+        for fd in self.lock_fds.values():
+            os.close(fd)
+        self.lock_fds.clear()
+
+
+def _lock_file(path: Path, what: str) -> int:
+    """An exclusive flock on ``path`` holding our pid; ServeError naming the holder if another has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ServeError(f"{what} is in use by another tierstore server (pid {holder}; lock {path})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _lock_store(config: ServerConfig, held: dict[Path, int]) -> None:
+    """Lock the data dir, or every drive of the set whose directory exists (idempotent per path)."""
+    if config.drives:
+        targets = [(Path(d) / FORMAT_DIR, f"drive {d}") for d in config.drives if Path(d).is_dir()]
+    else:
+        targets = [(Path(config.data_dir), f"data directory {config.data_dir}")]
+    for directory, what in targets:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = (directory / LOCK_FILE).resolve()
+        if path not in held:
+            held[path] = _lock_file(path, what)
+
+
+def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+    """``count`` listening sockets on the port, one per worker (SO_REUSEPORT: the kernel spreads
+    connections evenly over them), after checking that nothing else listens there.
+
+    SO_REUSEPORT alone would let a second server join the group and take a share of the traffic.
+    So first a socket without it must bind: that fails while any socket listens on the port. A
+    lock file held from that check until our sockets listen keeps two starting servers from both
+    passing it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    lock_path = Path(tempfile.gettempdir()) / f"tierstore-port-{host.replace(':', '_')}-{port}.lock"
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    socks: list[socket.socket] = []
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no server
+            probe.bind((host, port))
+        for _ in range(max(1, count)):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {host}:{port} is in use") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    finally:
+        os.close(lock_fd)
+    return socks
+
+
+def claim_store_and_port(config: ServerConfig) -> Claim:
+    """Lock the store, then bind the port: the first things a server does, so that a second server
+    on the same data or port fails at once, before it generates credentials or opens a catalog."""
+    held: dict[Path, int] = {}
+    try:
+        _lock_store(config, held)
+        return Claim(_bind(config.host, config.port, config.workers), held)
+    except BaseException:
+        for fd in held.values():
+            os.close(fd)
+        raise
+
+
+def _raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is a file descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def _scrub_lock(key: str) -> int | None:
     """Only one process per store runs the scrubber: the one that holds this lock (never released)."""
     path = Path(tempfile.gettempdir()) / f"tierstore-scrub-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
@@ -140,8 +272,9 @@ def _scrub_lock(key: str) -> int | None:
     return fd
 
 
-def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str]:
-    """The catalog, blob store and repairer of the configured store, and a key naming it."""
+def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str, DiskReserve]:
+    """The catalog, blob store and repairer of the configured store, a key naming it, and the
+    space reserve next to its catalog."""
     blobs: BlobStore
     if config.drives:
         drive_set = open_drive_set(config, format_new=False)
@@ -149,27 +282,41 @@ def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, s
         blobs = ErasureBlobStore(drive_set)
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE,))
         store_key = drive_set.format.set_id
+        reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
         data = Path(config.data_dir)
         catalog = SqliteCatalog(data / "catalog.db")
         blobs = LocalBlobStore(data)
         repairer = Repairer(catalog, blobs, meta_dirs=[data])
         store_key = str(data.resolve())
-    return catalog, blobs, repairer, store_key
+        reserve_dirs = [data]
+    return catalog, blobs, repairer, store_key, DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+
+
+def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
+    """The configured reserve, at most 1/16 of the smallest filesystem holding a catalog."""
+    size = config.disk_reserve_bytes
+    for d in dirs:
+        with contextlib.suppress(OSError):
+            st = os.statvfs(d)
+            size = min(size, st.f_blocks * st.f_frsize // 16)
+    return max(0, size)
 
 
 def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
     ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
-    catalog, blobs, _repairer, _key = _stores(config)
+    catalog, blobs, _repairer, _key, _reserve = _stores(config)
     service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
     return service, DatasetService(service)
 
 
 def build_app(config: ServerConfig) -> S3App:
     """Wire one process's stores, service and app."""
-    catalog, blobs, repairer, store_key = _stores(config)
-    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
+    catalog, blobs, repairer, store_key, reserve = _stores(config)
+    service = ObjectService(
+        catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
+    )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     authenticator = Authenticator(keys.get, region=config.region)
     tasks: list[asyncio.Task[None]] = []
@@ -184,6 +331,7 @@ def build_app(config: ServerConfig) -> S3App:
                     first = False
                 else:
                     await service.drain_trash()
+                reserve.restore()
             except Exception:
                 log.exception("GC pass failed")
             await asyncio.sleep(config.gc_interval_s)
@@ -228,6 +376,7 @@ def build_app(config: ServerConfig) -> S3App:
         metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
         metrics_token=config.metrics_token,
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
+        idle_timeout_s=config.idle_timeout_s,
     )
 
 
@@ -238,16 +387,18 @@ def _configure_logging(level: str) -> None:
     )
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to kill this worker if the server's main process dies (Linux).
+def _die_with_parent(parent: int | None = None) -> None:
+    """Ask the kernel to kill this worker if the server's main process (``parent``) dies (Linux).
 
     Without it, a SIGKILLed main process leaves its workers serving the port (SO_REUSEPORT):
-    a restarted server would share the port with stale workers of the dead one."""
+    a restarted server would share the port with stale workers of the dead one. ``serve`` runs
+    this in each worker right after the fork (the main process may die while a worker still
+    imports the app); ``app_factory`` again, for other hosts."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
@@ -304,6 +455,7 @@ def tune_malloc() -> None:
 def app_factory() -> S3App:
     """Entry point for each granian worker process."""
     _die_with_parent()
+    _close_other_listeners()
     tune_malloc()
     config = ServerConfig(**json.loads(os.environ[_ENV]))
     _configure_logging(config.log_level)
@@ -322,17 +474,25 @@ def _metrics_dir() -> str:
     return path
 
 
-def serve(config: ServerConfig) -> None:
-    """Run the HTTP server in the foreground until SIGINT/SIGTERM (granian drains in-flight requests)."""
-    from granian import Granian
-    from granian.constants import Interfaces, Loops
+def serve(config: ServerConfig, claim: Claim | None = None) -> None:
+    """Run the HTTP server in the foreground until SIGINT/SIGTERM.
+
+    At the signal the listening sockets close (new connections are refused), in-flight requests
+    get ``shutdown_grace_s`` to finish, then workers still busy are killed. ``claim`` is what
+    ``claim_store_and_port`` returned (taken here when not given)."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
     _configure_logging(config.log_level)
+    if claim is None:
+        claim = claim_store_and_port(config)
+    fd_limit = _raise_fd_limit()
     # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
     # on an erasure set, formats replacement drives and brings every catalog copy up to date
     # before any worker exists.
     if config.drives:
         drive_set = open_drive_set(config)
+        _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
         report = SqliteCatalog.reconcile(drive_set)
         fmt = drive_set.format
         for i, p in enumerate(drive_set.paths):
@@ -347,31 +507,100 @@ def serve(config: ServerConfig) -> None:
             report,
         )
         where = f"{fmt.drives} drives"
+        reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         SqliteCatalog(data / "catalog.db").close()
         LocalBlobStore(data)
         where = str(data.resolve())
+        reserve_dirs = [data]
+    reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+    reserve.restore()
+    if reserve.released:
+        log.warning("no room for the %d-byte disk reserve: deletes may fail on a full disk", reserve.size_bytes)
     os.environ[_ENV] = json.dumps(asdict(config))
     os.environ[_METRICS_DIR_ENV] = _metrics_dir()
+    workers = max(1, config.workers)
+    per_worker = max(1, config.max_connections // workers)
+    if per_worker > fd_limit - 256:
+        per_worker = max(1, fd_limit - 256)
+        log.warning("max connections lowered to %d per worker: the open-files limit is %d", per_worker, fd_limit)
     log.info(
-        "tierstore serving S3 at http://%s:%d (data: %s, workers: %d)",
+        "tierstore serving S3 at http://%s:%d (data: %s, workers: %d, connections: %d per worker)",
         config.host,
         config.port,
         where,
-        config.workers,
+        workers,
+        per_worker,
     )
-    Granian(
+    server = _granian_server(
+        claim.socks,
         "tierstore.server:app_factory",
         address=config.host,
         port=config.port,
         interface=Interfaces.ASGI,
-        workers=config.workers,
+        workers=workers,
         factory=True,
         loop=Loops.uvloop,
+        # HTTP/1.1 only: the auto mode's protocol sniffing waits for a first byte without any timeout
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, round(config.header_timeout_s * 1000))),
+        backpressure=per_worker,
         log_enabled=True,
-        log_level=config.log_level,  # type: ignore[arg-type]
+        log_level=config.log_level,
         log_access=False,
-        workers_kill_timeout=30,
-    ).serve()
+        workers_kill_timeout=max(1, math.ceil(config.shutdown_grace_s)),
+    )
+    os.register_at_fork(after_in_child=functools.partial(_die_with_parent, os.getpid()))
+    try:
+        server.serve()
+    finally:
+        claim.release()
+
+
+def _bound_sockets_server() -> type[Any]:
+    from granian._granian import SocketHolder
+    from granian.server import Server
+
+    class BoundSocketsServer(Server):  # type: ignore[misc,valid-type]
+        """granian whose workers accept on the sockets bound by ``_bind`` (worker i on socket i)
+        instead of binding their own."""
+
+        def __init__(self, socks: list[socket.socket], *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._tierstore_socks = socks
+
+        def _init_shared_socket(self) -> None:
+            self._ssp = None
+            self._sso = None
+            os.environ[_LISTEN_FDS_ENV] = ",".join(str(s.fileno()) for s in self._tierstore_socks)
+
+        def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+            sock = self._tierstore_socks[idx % len(self._tierstore_socks)]
+            self._sfd = sock.fileno()
+            self._shd = SocketHolder(self._sfd, False, 1024)  # type: ignore[call-arg]  # (fd, uds, backlog)
+            os.environ[_LISTEN_FD_ENV] = str(self._sfd)  # the worker is forked right after: its own socket
+            return super()._spawn_worker(idx, target, callback_loader)
+
+        def _drop_shared_socket(self) -> None:
+            # At shutdown, before the workers are told to stop: they close theirs as they stop
+            # accepting. (No shutdown(): it would fail their accept loops, which then never end.)
+            for sock in self._tierstore_socks:
+                sock.close()
+
+    return BoundSocketsServer
+
+
+def _close_other_listeners() -> None:
+    """In a worker: close the inherited sockets of the other workers, so that each socket closes
+    as soon as its own worker stops accepting (new connections are then refused, not queued)."""
+    own = os.environ.get(_LISTEN_FD_ENV)
+    for fd in os.environ.get(_LISTEN_FDS_ENV, "").split(","):
+        if fd and fd != own:
+            with contextlib.suppress(OSError):
+                os.close(int(fd))
+
+
+def _granian_server(socks: list[socket.socket], target: str, **kwargs: Any) -> Any:
+    return _bound_sockets_server()(socks, target, **kwargs)

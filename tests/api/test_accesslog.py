@@ -29,7 +29,7 @@ def _lines(path: Path, want: int) -> list[dict[str, Any]]:
 
 def test_access_log_to_a_file(tmp_path: Path) -> None:
     log_file = tmp_path / "access.jsonl"
-    srv = ServerProcess(tmp_path / "data", extra_args=["--workers", "1", "--access-log", str(log_file)])
+    srv = ServerProcess(tmp_path / "data", extra_args=["--workers", "1", "--access-log-file", str(log_file)])
     srv.start()
     try:
         s3 = make_client(srv.endpoint)

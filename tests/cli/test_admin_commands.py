@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.cli.test_client_commands import cli
-from tests.conftest import REPO, ServerProcess, make_client
+from tests.conftest import REPO, ServerProcess, free_port, make_client
 from tests.s3http import send, signed_request
 
 
@@ -58,7 +58,8 @@ def test_admin_endpoints_reject_wrong_methods_and_anonymous(fresh_server: Server
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tierstore", "serve", *args],
+        # A port of its own: the port is claimed before the drive set is checked.
+        [sys.executable, "-m", "tierstore", "serve", "--address", f"127.0.0.1:{free_port()}", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -36,6 +36,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.BadDigest: 400,
     e.XAmzContentSHA256Mismatch: 400,
     e.IncompleteBody: 400,
+    e.RequestTimeout: 400,
     e.MissingContentLength: 411,
     e.RequestHeaderSectionTooLarge: 400,
     e.EntityTooLarge: 400,

@@ -20,12 +20,13 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from tierstore.blob import BlobStore
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.drives import DiskReserve
 from tierstore.engine._checksums import (
     Hasher,
     composite_checksum,
@@ -53,6 +54,7 @@ from tierstore.errors import (
     EntityTooLarge,
     EntityTooSmall,
     IncompleteBody,
+    InsufficientStorage,
     InvalidArgument,
     InvalidBucketState,
     InvalidDigest,
@@ -98,6 +100,7 @@ from tierstore.types import (
 __all__ = ["CompletedPart", "CopyOptions", "CopyResult", "DeleteResult", "GetResult", "ObjectService", "VersionsPage"]
 
 log = logging.getLogger("tierstore.engine")
+_T = TypeVar("_T")
 
 MIN_PART_BYTES = 5 * 1024 * 1024
 DEFAULT_INLINE_MAX_BYTES = 16 * 1024  # bodies up to this size live in the catalog (docs/inline.md)
@@ -354,11 +357,14 @@ class ObjectService:
         clock: Clock | None = None,
         region: str = "us-east-1",
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+        reserve: DiskReserve | None = None,
     ) -> None:
         """``inline_max_bytes``: a PUT body of at most this many bytes is stored in the catalog,
-        in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off."""
+        in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off.
+        ``reserve``: space kept for deletes and aborts on a full disk (``_freeing``)."""
         self.catalog = catalog
         self.blobs = blobs
+        self.reserve = reserve
         self.clock = clock or Clock()
         self.region = region
         self.inline_max_bytes = max(0, inline_max_bytes)
@@ -714,8 +720,10 @@ class ObjectService:
             is_delete_marker=True,
         )
         guard = functools.partial(self._guard, bypass_governance=bypass_governance)
-        record, added_marker = await self.catalog.delete_object(
-            bucket, key, version_id=version_id, marker=marker, check=check, guard=guard
+        record, added_marker = await self._freeing(
+            lambda: self.catalog.delete_object(
+                bucket, key, version_id=version_id, marker=marker, check=check, guard=guard
+            )
         )
         await self._drain_after_commit()
         if added_marker:
@@ -1104,7 +1112,7 @@ class ObjectService:
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._upload(bucket, key, upload_id)
-        await self.catalog.abort_upload(upload_id)
+        await self._freeing(lambda: self.catalog.abort_upload(upload_id))
         await self._drain_after_commit()
 
     def list_parts(
@@ -1416,12 +1424,25 @@ class ObjectService:
         except Exception:
             log.warning("could not drain the trash after a commit; GC will retry", exc_info=True)
 
+    async def _freeing(self, commit: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a catalog commit that frees space (a delete, an abort). On a full disk, give up
+        the space reserve and try once more: the API must be able to free space."""
+        try:
+            return await commit()
+        except InsufficientStorage:
+            if self.reserve is None or not self.reserve.release():
+                raise
+            log.warning("disk full: released the space reserve so that a delete can commit")
+            return await commit()
+
     async def drain_trash(self) -> int:
         """Delete blobs no version references any more. Returns how many were removed."""
         removed = 0
         while True:
             batch = self.catalog.trash_batch(500)
             if not batch:
+                if self.reserve is not None and self.reserve.released:
+                    self.reserve.restore()
                 return removed
             for blob_id in batch:
                 await self.blobs.delete(blob_id)
