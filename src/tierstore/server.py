@@ -76,6 +76,7 @@ class ServerConfig:
     scrub_rate_bytes_s: float = 64e6  # the scrubber's read budget
     heal_queue_interval_s: float = 2.0  # how often blobs reported by reads and writes are healed
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES  # bodies up to this size live in the catalog; 0: never
+    stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -199,10 +200,25 @@ def build_app(config: ServerConfig) -> S3App:
             except Exception:
                 log.exception("heal pass failed")
 
+    async def stale_uploads_loop() -> None:
+        """Abort abandoned multipart uploads so their parts stop holding disk. Every worker runs
+        it; the catalog hands each stale upload to one of them. Checked a few times per expiry
+        period, at most hourly."""
+        expiry_s = config.stale_uploads_expiry_s
+        interval_s = min(3600.0, max(0.2, expiry_s / 4))
+        while True:
+            try:
+                await service.abort_stale_uploads(older_than_s=expiry_s)
+            except Exception:
+                log.exception("stale upload pass failed")
+            await asyncio.sleep(interval_s)
+
     async def on_startup() -> None:
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(gc_loop()))
         tasks.append(loop.create_task(heal_loop()))
+        if config.stale_uploads_expiry_s > 0:
+            tasks.append(loop.create_task(stale_uploads_loop()))
 
     async def on_shutdown() -> None:
         for task in tasks:
