@@ -147,7 +147,7 @@ def test_readme_runs_as_written(fresh_server: ServerProcess, tmp_path: Path) -> 
         script.write_text(code if b.lang == "python" else "set -euo pipefail\n" + code)
         cmd = [sys.executable, str(script)] if b.lang == "python" else ["bash", str(script)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, timeout=240, check=False)
-        assert proc.returncode == 0, f"README.md:{b.line} failed:\n{code}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, f"README.md:{b.line} exit {proc.returncode}:\n{proc.stderr}\n{proc.stdout}\n{code}"
         assert "Traceback" not in proc.stderr, f"README.md:{b.line}:\n{proc.stderr}"
         outputs.append(proc.stdout)
     out = "\n".join(outputs)

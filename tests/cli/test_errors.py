@@ -138,7 +138,8 @@ def test_ls_into_a_reader_that_closes_early(server: ServerProcess, s3: Any, buck
     put_many(s3, bucket, [f"pipe/{i:05d}-{'x' * 100}" for i in range(1200)])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
     env.update(TIERSTORE_ENDPOINT=server.endpoint, TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
-    for args in (["ls", "-r", "--json", f"s3://{bucket}"], ["ls", "-r", f"s3://{bucket}"]):
+    query = ["query", bucket, "key STARTS WITH 'pipe/'", "--all", "--json"]
+    for args in (["ls", "-r", "--json", f"s3://{bucket}"], ["ls", "-r", f"s3://{bucket}"], query):
         with subprocess.Popen(  # tierstore ls ... | head -1
             [sys.executable, "-m", "tierstore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         ) as proc:

@@ -157,6 +157,8 @@ def _entry(
         except TierstoreClientError as exc:
             print(f"{name}: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: main() ends quietly
         except (ValueError, KeyError, OSError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
