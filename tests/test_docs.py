@@ -1,5 +1,6 @@
 """The docs' examples run: every ```python block of a walkthrough, in order, as one program,
-against a real server of its own (docs/ml-data.md, docs/checkpoints.md)."""
+against a real server of its own (docs/ml-data.md, docs/checkpoints.md); and README.md's shell
+and Python blocks, in order, as written (what cannot run in a test is marked so in the README)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess
+import pytest
+
+from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, aws_cli
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -50,3 +54,108 @@ def test_checkpoints_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Pat
         "serving matches: True",
         "trained on: ['demo-data@1']",
     ]
+
+
+# --- README.md: every block runs, in order, against a server of its own ------------------------
+
+README = REPO / "README.md"
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```$", re.S | re.M)
+MARKER = re.compile(r"^<!--\s*(not run|file):\s*(.+?)\s*-->$")
+RUNNABLE = {"sh": "sh", "bash": "sh", "shell": "sh", "python": "python", "py": "python"}
+DEFAULT_ENDPOINT = "http://127.0.0.1:9000"  # what the README says; replaced by the test server's
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # where the block starts in README.md
+    lang: str  # "sh", "python", or "" (text: not code)
+    code: str
+    marker: str | None  # "not run" or "file"
+    marker_arg: str | None  # why not, or the file's name
+
+
+def readme_blocks() -> list[Block]:
+    text = README.read_text()
+    blocks = []
+    for m in FENCE.finditer(text):
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        mark = MARKER.match(before)
+        lang = RUNNABLE.get(m.group(1), "")
+        assert lang or not m.group(1), f"README.md: a ```{m.group(1)} block: teach tests/test_docs.py to run it"
+        blocks.append(
+            Block(
+                line=text.count("\n", 0, m.start()) + 1,
+                lang=lang,
+                code=m.group(2),
+                marker=mark.group(1) if mark else None,
+                marker_arg=mark.group(2) if mark else None,
+            )
+        )
+    return blocks
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    text = README.read_text()
+    assert "../" not in text and "shared/" not in text, "the README points outside the repository"
+    targets = re.findall(r"\]\(([^)]+)\)", text)
+    assert "docs/architecture.md" in targets
+    for target in targets:
+        if "://" in target or target.startswith("#"):
+            continue
+        path = (REPO / target.split("#")[0]).resolve()
+        assert path.is_relative_to(REPO) and path.exists(), f"README.md links to {target}, which is not in the repo"
+
+
+def test_readme_blocks_are_run_or_visibly_excluded() -> None:
+    blocks = readme_blocks()
+    code = [b for b in blocks if b.lang]
+    assert len(code) >= 15
+    for b in code:
+        assert b.marker is None or b.marker_arg, f"README.md:{b.line}: a marker must say why (or which file)"
+    skipped = [b for b in code if b.marker == "not run"]
+    # only what cannot run in a test: setting up the venv, starting servers, installing, the keys
+    assert all("./dev " in b.code or "serve " in b.code or "pip install" in b.code or "export " in b.code
+               for b in skipped), [b.line for b in skipped]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_readme_runs_as_written(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """The README's blocks, in order, in one directory, as a newcomer would paste them: shell
+    blocks through bash (``.venv/bin/tierstore`` is this venv's, ``aws`` the test tools' aws
+    cli), Python blocks each as its own program, ``<!-- file: NAME -->`` blocks saved as NAME.
+    Only the endpoint is replaced (the README's 127.0.0.1:9000 by the test server's), and the
+    keys are set as the README tells: the AWS_* variables."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    (work / ".venv").symlink_to(Path(sys.prefix))
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "aws").symlink_to(aws_cli())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
+    env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
+    env.update(TIERSTORE_ENDPOINT=fresh_server.endpoint, PATH=f"{tools}{os.pathsep}{env.get('PATH', '')}")
+    outputs: list[str] = []
+    for i, b in enumerate(readme_blocks()):
+        if not b.lang or b.marker == "not run":
+            continue
+        code = b.code.replace(DEFAULT_ENDPOINT, fresh_server.endpoint)
+        if b.marker == "file":
+            assert b.marker_arg is not None
+            (work / b.marker_arg).write_text(code)
+            continue
+        script = tmp_path / f"block-{i}.{'py' if b.lang == 'python' else 'sh'}"
+        script.write_text(code if b.lang == "python" else "set -euo pipefail\n" + code)
+        cmd = [sys.executable, str(script)] if b.lang == "python" else ["bash", str(script)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work, timeout=240, check=False)
+        assert proc.returncode == 0, f"README.md:{b.line} exit {proc.returncode}:\n{proc.stderr}\n{proc.stdout}\n{code}"
+        assert "Traceback" not in proc.stderr, f"README.md:{b.line}:\n{proc.stderr}"
+        outputs.append(proc.stdout)
+    out = "\n".join(outputs)
+    assert "run-7/step-500.pt 0.42" in out  # the query, from Python
+    assert re.search(r"run-7/step-500\.pt +meta\.dataset=imagenet@3 meta\.loss=0\.42 tag\.status=tested", out)
+    assert "pets@1 -> pets@2: 1 added, 0 removed, 0 changed, 6 unchanged" in out
+    assert "created pets-chips@1: 12 samples from 6" in out
+    assert (work / "train.tar").stat().st_size == 20 * 2**20
+    assert re.search(r"^staged pets@1 in \S*staged/pets: 6 samples", out, re.M), out
+    assert (work / "serving" / "resnet").is_dir()
+    assert "heal done in" in out

@@ -155,7 +155,7 @@ def test_lose_two_of_four_drives_then_heal(ec_server: ServerProcess, drives: lis
 
     for i in lost:
         drives[i].mkdir()
-    out = _cli(ec_server, "heal")
+    out = _cli(ec_server, "heal", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["state"] == "done"

@@ -1,6 +1,6 @@
 """Domain errors.
 
-Three tiers (../shared/DESIGN.md): drive/OS errors are translated into these domain errors
+Three tiers (docs/architecture.md): drive/OS errors are translated into these domain errors
 by blob/ and catalog/; these are translated into an S3 code and HTTP status in exactly one
 table, ``tierstore.api._errors``. Each class that has a natural builtin counterpart also
 subclasses it (``NoSuchKey`` is a ``KeyError``), so embedded users can catch either.

@@ -106,6 +106,7 @@ class ServerConfig:
     # Kept free next to the catalog (on every drive) so that deletes commit on a full disk; at most
     # 1/16 of the filesystem.
     disk_reserve_bytes: int = 64 * 1024 * 1024
+    stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -352,10 +353,25 @@ def build_app(config: ServerConfig) -> S3App:
             except Exception:
                 log.exception("heal pass failed")
 
+    async def stale_uploads_loop() -> None:
+        """Abort abandoned multipart uploads so their parts stop holding disk. Every worker runs
+        it; the catalog hands each stale upload to one of them. Checked a few times per expiry
+        period, at most hourly."""
+        expiry_s = config.stale_uploads_expiry_s
+        interval_s = min(3600.0, max(0.2, expiry_s / 4))
+        while True:
+            try:
+                await service.abort_stale_uploads(older_than_s=expiry_s)
+            except Exception:
+                log.exception("stale upload pass failed")
+            await asyncio.sleep(interval_s)
+
     async def on_startup() -> None:
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(gc_loop()))
         tasks.append(loop.create_task(heal_loop()))
+        if config.stale_uploads_expiry_s > 0:
+            tasks.append(loop.create_task(stale_uploads_loop()))
 
     async def on_shutdown() -> None:
         for task in tasks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ def test_heal_single_directory_verifies_and_reports_damage(fresh_server: ServerP
         s3.put_object(Bucket="heal", Key=f"k{i}", Body=bytes([i]) * (100_000 + i))
     out = cli(fresh_server, "heal")
     assert out.returncode == 0, out.stdout + out.stderr
+    # a person gets a summary: what was checked, what it found, how long it took
+    assert re.fullmatch(
+        r"heal done in \d+\.\d s: 5 blobs checked, 5 healthy, 0 repaired, 0 degraded, 0 lost\n", out.stdout
+    ), out.stdout
+    out = cli(fresh_server, "heal", "--json", "-q")
+    assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert (report["state"], report["blobs_done"], report["blobs_healthy"], report["blobs_lost"]) == ("done", 5, 5, 0)
 
@@ -40,6 +47,12 @@ def test_heal_single_directory_verifies_and_reports_damage(fresh_server: ServerP
     data[10] ^= 1
     blob.write_bytes(bytes(data))
     out = cli(fresh_server, "heal", "-q")
+    assert out.returncode == 1, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("5 blobs checked, 4 healthy, 0 repaired, 0 degraded, 1 lost"), out.stdout
+    assert lines[-1] == f"lost blobs: {blob.name}"
+    assert out.stderr == ""
+    out = cli(fresh_server, "heal", "-q", "--json")
     assert out.returncode == 1, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["blobs_lost"] == 1 and report["lost"] == [blob.name]

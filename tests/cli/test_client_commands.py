@@ -47,8 +47,10 @@ ODD_DIRS = ["", "dir one/", "nested/a/b/c/", "ünï/子dir/", "x+y/%41/", "q?#/"
 
 
 def cli(
-    server: ServerProcess, *args: str, cwd: Path | None = None, timeout_s: float = 180
+    server: ServerProcess, *args: str, cwd: Path | None = None, timeout_s: float = 180, as_script: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """``python -m tierstore ARGS``; ``as_script``: with ``-P``, so that, as under the installed
+    ``tierstore`` script, the current directory is not on sys.path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
     env.update(
         TIERSTORE_ENDPOINT=server.endpoint,
@@ -57,7 +59,7 @@ def cli(
         PYTHONIOENCODING="utf-8",
     )
     return subprocess.run(
-        [sys.executable, "-m", "tierstore", *args],
+        [sys.executable, *(["-P"] if as_script else []), "-m", "tierstore", *args],
         capture_output=True,
         text=True,
         encoding="utf-8",

@@ -135,3 +135,20 @@ def test_derive_to_shards_and_show_its_lineage(s3: Any, bucket: str, server: Ser
         cli(server, "dataset", "derive", f"{name}@1", "--transform", "no_such_module:f", "--to", f"{name}-x"),
         "no_such_module",
     )
+
+
+def test_derive_imports_the_transform_from_the_current_directory(
+    s3: Any, bucket: str, server: ServerProcess, name: str, tmp_path: Path
+) -> None:
+    _put(s3, bucket, 4)
+    ok(cli(server, "dataset", "create", name, "--from", f"s3://{bucket}/imgs/"))
+    module = f"my_chips_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text("def cut(sample):\n    return bytes(sample['data'][:7])\n")
+    # as the installed script runs it: the cwd is on sys.path only because derive puts it there
+    out = ok(cli(server, "dataset", "derive", f"{name}@1", "--transform", f"{module}:cut", "--to", f"{name}-cut",
+                 "--workers", "2", "--no-progress", cwd=tmp_path, as_script=True))  # fmt: skip
+    assert out.startswith(f"created {name}-cut@1: 4 samples from 4, 28 B"), out
+    # and from elsewhere the module is not found: one line naming it
+    elsewhere = cli(server, "dataset", "derive", f"{name}@1", "--transform", f"{module}:cut", "--to", f"{name}-x",
+                    "--no-progress", as_script=True)  # fmt: skip
+    one_line_error(elsewhere, module)

@@ -1453,6 +1453,23 @@ class SqliteCatalog:
 
         await self._write(fn)
 
+    async def abort_uploads_before(self, initiated_before_ns: int, limit: int) -> list[UploadInfo]:
+        """Abort up to ``limit`` uploads initiated before ``initiated_before_ns``, in one
+        transaction, and return them: several processes may run this at once, and each upload
+        is claimed (dropped) by exactly one of them. Their parts' blobs go to the trash."""
+
+        def fn(c: sqlite3.Connection) -> list[UploadInfo]:
+            rows = c.execute(
+                "SELECT upload_id, bucket, key, initiated_ns, meta FROM uploads WHERE initiated_ns < ?"
+                " ORDER BY initiated_ns LIMIT ?",
+                (initiated_before_ns, limit),
+            ).fetchall()
+            for row in rows:
+                self._drop_upload(c, row[0])
+            return [self._upload_from_row(r) for r in rows]
+
+        return await self._write(fn)
+
     async def complete_upload(
         self,
         upload_id: str,

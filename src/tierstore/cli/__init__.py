@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -70,8 +71,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tierstore")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tierstore", description="S3-compatible object store for ML teams")
+    parser.add_argument("--version", action="version", version=f"tierstore {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     add_serve_command(sub, _cmd_serve)
     try:
@@ -92,10 +103,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``tierstore dataset ls``, ``tierstore heal``...: how the one error line starts."""
+    command = getattr(args, "command", "")
+    group = getattr(args, f"{command}_command", None)
+    return " ".join(["tierstore", command, *([group] if group else [])])
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What talking to a server or the filesystem can raise when the world, not the code, is at
+    fault: refused or dropped connections, timeouts, a reader that went away, a server error."""
+    import http.client
+
+    import urllib3.exceptions
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from tierstore.client import TierstoreClientError
+
+    return (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, BotoCoreError, ClientError,
+            TierstoreClientError)  # fmt: skip
+
+
+def _describe(exc: BaseException) -> str:
+    from tierstore.cli._client import describe
+
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return f"cannot reach the server: {describe(exc)}"
+    return describe(exc)
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away (``tierstore ls | head -1``): point stdout at /dev/null so
+    the interpreter's final flush does not fail a second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. An expected failure (server gone, dropped connection, broken pipe,
+    Ctrl-C) ends with one line on stderr and a non-zero exit code, never a traceback; each
+    command may catch more of its own first, with a more precise message."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    name = _command_name(args)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _stdout_gone()  # quiet, like any Unix filter whose reader stopped early
+        return EXIT_FAILED
+    except _expected_errors() as exc:
+        print(f"{name}: {_describe(exc)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from tierstore.cli._client import _connection_options
+from tierstore.cli._client import _connection_options, describe
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 __all__ = ["add_admin_commands"]
@@ -20,10 +20,11 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="verify every blob and rebuild missing or corrupt shards (also onto a replaced drive)",
         description="Ask the server to heal its store: format replaced (empty) drives, re-seed their "
         "catalog copies, then verify every blob the catalog references and rebuild what is missing "
-        "or corrupt. Shows a progress bar; prints the final report as JSON on stdout. Exit status: "
-        "0 all healthy or repaired, 1 some blobs are still degraded or lost, 2 cannot run.",
+        "or corrupt. Shows a progress bar, then a summary (--json: the final report as JSON on stdout). "
+        "Exit status: 0 all healthy or repaired, 1 some blobs are still degraded or lost, 2 cannot run.",
     )
     h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
     a = sub.add_parser("admin", help="server administration (admin info)")
     asub = a.add_subparsers(dest="admin_command", required=True)
@@ -85,19 +86,55 @@ def _print_info(doc: dict[str, Any]) -> None:
         )
 
 
+def _print_heal_summary(report: dict[str, Any]) -> None:
+    """What a person wants to know after ``tierstore heal``: counts, time, and what is not well."""
+    took_s = (report.get("finished_s") or 0.0) - (report.get("started_s") or 0.0)
+    print(
+        f"heal {report['state']} in {max(took_s, 0.0):.1f} s: {report['blobs_done']:,} blobs checked, "
+        f"{report['blobs_healthy']:,} healthy, {report['blobs_repaired']:,} repaired, "
+        f"{report['blobs_degraded']:,} degraded, {report['blobs_lost']:,} lost"
+    )
+    if report.get("inline_checked"):
+        print(f"catalog-held bodies: {report['inline_checked']:,} checked, {report['inline_repaired']:,} repaired")
+    if report.get("shards_rebuilt"):
+        print(f"shards rebuilt: {report['shards_rebuilt']:,} ({report['bytes_written']:,} bytes written)")
+    if report.get("drives_formatted"):
+        print(f"drives formatted: {', '.join(map(str, report['drives_formatted']))}")
+    if report.get("catalog_reseeded"):
+        print(f"catalog copies re-seeded on drives: {', '.join(map(str, report['catalog_reseeded']))}")
+    for what in ("degraded", "lost"):
+        ids = report.get(what) or []
+        if ids:
+            more = report[f"blobs_{what}"] - len(ids)
+            print(f"{what} blobs: {' '.join(ids)}" + (f" (and {more:,} more)" if more > 0 else ""))
+
+
 def _failed(command: str, exc: Exception) -> int:
     """One line on stderr for a server that answered an error or could not be reached; exit 2."""
-    if isinstance(exc, OSError):
+    import urllib3.exceptions
+
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        print(f"tierstore {command}: {describe(exc)}", file=sys.stderr)
+    elif isinstance(exc, OSError):
         print(f"tierstore {command}: cannot reach the server: {exc}", file=sys.stderr)
     else:
         print(f"tierstore {command}: {exc}", file=sys.stderr)
     return 2
 
 
+def _expected() -> tuple[type[Exception], ...]:
+    """Failures that make the command end with one line and exit 2 (it cannot run)."""
+    import http.client
+
+    import urllib3.exceptions
+
+    return (ValueError, TierstoreClientError, OSError, urllib3.exceptions.HTTPError, http.client.HTTPException)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     try:
         doc = _client(args).admin_info()
-    except (ValueError, TierstoreClientError, OSError) as exc:
+    except _expected() as exc:
         return _failed("admin info", exc)
     if args.json:
         print(json.dumps(doc, indent=1))
@@ -123,16 +160,20 @@ def _cmd_heal(args: argparse.Namespace) -> int:
                 bar.total = p["blobs_total"]
             bar.update(p["blobs_done"] - bar.n)
             bar.set_postfix(repaired=p["blobs_repaired"], lost=p["blobs_lost"], refresh=False)
-    except (ValueError, TierstoreClientError, OSError) as exc:
+    except _expected() as exc:
         return _failed("heal", exc)
     finally:
         if bar is not None:
             bar.close()
     if final is None or final.get("state") != "done":
-        print(json.dumps(final, indent=1) if final else "{}")
+        if args.json:
+            print(json.dumps(final, indent=1) if final else "{}")
         print(
             f"tierstore heal: the pass did not finish: {final.get('error') if final else 'no report'}", file=sys.stderr
         )
         return 2
-    print(json.dumps(final, indent=1))
+    if args.json:
+        print(json.dumps(final, indent=1))
+    else:
+        _print_heal_summary(final)
     return 1 if final["blobs_lost"] or final["blobs_degraded"] else 0

@@ -1,4 +1,5 @@
-"""``tierstore ls``, ``cp`` and ``rm``: move objects to, from and within any S3 endpoint.
+"""``tierstore ls``, ``cp``, ``rm``, ``mb``, ``rb`` and ``uploads ls|abort``: move objects to,
+from and within any S3 endpoint, and manage its buckets and multipart uploads.
 
 Semantics follow ``aws s3`` where it has any: ``PRE`` lines and names relative to the
 listed "directory", recursive operations treat ``s3://b/p`` as the prefix ``p/``, a
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from tierstore.cli._duration import duration_arg
 from tierstore.client import DEFAULT_REGION, S3Client, make_s3_client, resolve_settings
 
 __all__ = ["add_client_commands"]
@@ -95,6 +97,7 @@ _STATUS_CODES = {"400": "BadRequest", "403": "AccessDenied", "404": "NotFound", 
 
 def describe(exc: BaseException) -> str:
     """One line for an expected error from botocore, s3transfer or the local filesystem."""
+    import urllib3.exceptions
     from boto3.exceptions import Boto3Error, S3UploadFailedError
     from botocore.exceptions import ClientError, NoCredentialsError
     from s3transfer.exceptions import RetriesExceededError
@@ -113,6 +116,11 @@ def describe(exc: BaseException) -> str:
         code = _STATUS_CODES.get(code, code)
         message = str(error.get("Message") or "")
         text = f"{code}: {message}" if message else code or str(exc)
+    elif isinstance(exc, urllib3.exceptions.HTTPError):  # TierstoreClient's transport
+        text = str(exc)
+        if text.startswith(("HTTPConnection(", "HTTPSConnection(")):  # "HTTPConnection(host=..): Failed to..."
+            text = text.partition("): ")[2] or text
+        text = f"cannot reach the server: {text}"
     elif isinstance(exc, NoCredentialsError):
         text = "no credentials: give --access-key/--secret-key or set TIERSTORE_ACCESS_KEY/TIERSTORE_SECRET_KEY"
     elif isinstance(exc, OSError) and exc.strerror:
@@ -525,6 +533,118 @@ def _cmd_rm(args: argparse.Namespace, client: S3Client) -> int:
     return EXIT_FAILED if failures else 0
 
 
+# --- mb, rb ------------------------------------------------------------------------------------------
+
+
+def _bucket_only(text: str) -> str:
+    uri = _s3_uri(text)
+    if uri.key.strip("/"):
+        raise CommandError(f"expected s3://BUCKET, got {text!r}", EXIT_USAGE)
+    return uri.bucket
+
+
+def _cmd_mb(args: argparse.Namespace, client: S3Client) -> int:
+    bucket = _bucket_only(args.uri)
+    kwargs: dict[str, Any] = {"Bucket": bucket}
+    if args.region != DEFAULT_REGION:
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": args.region}
+    client.create_bucket(**kwargs)
+    print(f"make_bucket: {bucket}")
+    return 0
+
+
+def _abort_upload(client: S3Client, bucket: str, upload: dict[str, Any]) -> bool:
+    """Abort one upload; False if it was already gone (completed or aborted meanwhile)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            return False
+        raise
+    return True
+
+
+def _uploads(client: S3Client, bucket: str, prefix: str = "") -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Uploads", [])
+
+
+def _empty_bucket(client: S3Client, bucket: str, *, quiet: bool) -> None:
+    """Delete every object version and delete marker, then abort every upload. Each round lists
+    the first page again (what it deleted is gone), so it needs no version-id marker to stay
+    valid while its version is deleted; a round that could not delete something stops it."""
+    from tqdm import tqdm
+
+    bar = tqdm(unit=" versions", desc=f"emptying {bucket}", file=sys.stderr, disable=quiet, leave=False)
+    try:
+        while True:
+            page = client.list_object_versions(Bucket=bucket, MaxKeys=DELETE_BATCH_KEYS)
+            items = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            if not items:
+                break
+            objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in items]
+            for i in range(0, len(objects), DELETE_BATCH_KEYS):
+                batch = objects[i : i + DELETE_BATCH_KEYS]
+                resp = client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+                errors = resp.get("Errors", [])
+                if errors:
+                    first = errors[0]
+                    raise CommandError(
+                        f"{len(errors)} object versions could not be deleted, the bucket stays; first: "
+                        f"{S3Uri(bucket, first.get('Key', ''))} ({first.get('VersionId')}): "
+                        f"{first.get('Code')}: {first.get('Message')}"
+                    )
+                bar.update(len(batch))
+        aborted = 0
+        for upload in _uploads(client, bucket):
+            aborted += _abort_upload(client, bucket, upload)
+    finally:
+        bar.close()
+    if not quiet:
+        print(f"emptied {bucket}: {bar.n:,} object versions and delete markers deleted, {aborted:,} uploads aborted")
+
+
+def _cmd_rb(args: argparse.Namespace, client: S3Client) -> int:
+    bucket = _bucket_only(args.uri)
+    if args.force:
+        _empty_bucket(client, bucket, quiet=args.quiet)
+    client.delete_bucket(Bucket=bucket)
+    print(f"remove_bucket: {bucket}")
+    return 0
+
+
+# --- uploads ------------------------------------------------------------------------------------------
+
+
+def _cmd_uploads_ls(args: argparse.Namespace, client: S3Client) -> int:
+    uri = _s3_uri(args.uri)
+    for up in _uploads(client, uri.bucket, uri.key):
+        if args.json:
+            record = {"key": up["Key"], "upload_id": up["UploadId"], "initiated": _iso(up["Initiated"])}
+            print(json.dumps(record))
+        else:
+            print(f"{_local_time(up['Initiated'])} {up['UploadId']} {up['Key']}")
+    return 0
+
+
+def _cmd_uploads_abort(args: argparse.Namespace, client: S3Client) -> int:
+    uri = _s3_uri(args.uri)
+    cutoff = datetime.now(UTC).timestamp() - args.older_than
+    aborted = 0
+    for up in _uploads(client, uri.bucket, uri.key):
+        if up["Initiated"].timestamp() >= cutoff:
+            continue
+        if _abort_upload(client, uri.bucket, up):
+            aborted += 1
+            if not args.quiet:
+                print(f"abort: {S3Uri(uri.bucket, up['Key'])} {up['UploadId']}")
+    if not args.quiet:
+        print(f"aborted {aborted} uploads")
+    return 0
+
+
 # --- wiring -------------------------------------------------------------------------------------------
 
 
@@ -560,7 +680,8 @@ def _entry(command: Callable[[argparse.Namespace, S3Client], int]) -> Callable[[
     """Resolve the connection, run ``command``, and turn expected failures into one line + exit code."""
 
     def run(args: argparse.Namespace) -> int:
-        name = f"tierstore {args.command}"
+        group = getattr(args, f"{args.command}_command", None)
+        name = f"tierstore {args.command}" + (f" {group}" if group else "")
         try:
             settings = resolve_settings(
                 args.endpoint, access_key=args.access_key, secret_key=args.secret_key, region=args.region
@@ -595,7 +716,7 @@ def _entry(command: Callable[[argparse.Namespace, S3Client], int]) -> Callable[[
 
 
 def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``ls``, ``cp`` and ``rm`` on the ``tierstore`` parser."""
+    """Register ``ls``, ``cp``, ``rm``, ``mb``, ``rb`` and ``uploads`` on the ``tierstore`` parser."""
     common = _connection_options()
 
     ls = sub.add_parser(
@@ -642,3 +763,46 @@ def add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     rm.add_argument("-r", "--recursive", action="store_true", help="delete every key under the prefix")
     rm.add_argument("-q", "--quiet", action="store_true", help="do not print deleted keys")
     rm.set_defaults(func=_entry(_cmd_rm))
+
+    mb = sub.add_parser("mb", parents=[common], help="make a bucket", description="Create s3://BUCKET.")
+    mb.add_argument("uri", metavar="s3://BUCKET")
+    mb.set_defaults(func=_entry(_cmd_mb))
+
+    rb = sub.add_parser(
+        "rb",
+        parents=[common],
+        help="remove a bucket (--force: with everything in it)",
+        description="Delete s3://BUCKET, which must be empty; with --force first delete every object version "
+        "and delete marker and abort every multipart upload in it. Versions under object lock stay, and so "
+        "does the bucket.",
+    )
+    rb.add_argument("uri", metavar="s3://BUCKET")
+    rb.add_argument("--force", action="store_true", help="empty the bucket first (every version, every upload)")
+    rb.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    rb.set_defaults(func=_entry(_cmd_rb))
+
+    up = sub.add_parser("uploads", help="multipart uploads in progress: ls, abort")
+    usub = up.add_subparsers(dest="uploads_command", required=True)
+    uls = usub.add_parser(
+        "ls",
+        parents=[common],
+        help="list uploads in progress under s3://BUCKET[/PREFIX]",
+        description="List multipart uploads in progress: INITIATED UPLOAD_ID KEY.",
+    )
+    uls.add_argument("uri", metavar="s3://BUCKET[/PREFIX]")
+    uls.add_argument("--json", action="store_true", help="one JSON object per line (UTC times)")
+    uls.set_defaults(func=_entry(_cmd_uploads_ls))
+    uab = usub.add_parser(
+        "abort",
+        parents=[common],
+        help="abort uploads under s3://BUCKET[/PREFIX] started before some time",
+        description="Abort the multipart uploads under s3://BUCKET[/PREFIX] started longer ago than --older-than "
+        "(0 aborts them all); their parts' space is freed. The server does this by itself after "
+        "--stale-uploads-expiry (default 7d).",
+    )
+    uab.add_argument("uri", metavar="s3://BUCKET[/PREFIX]")
+    uab.add_argument(
+        "--older-than", type=duration_arg, required=True, metavar="DURATION", help="e.g. 30m, 12h, 7d; 0: every upload"
+    )
+    uab.add_argument("-q", "--quiet", action="store_true", help="do not print aborted uploads")
+    uab.set_defaults(func=_entry(_cmd_uploads_abort))

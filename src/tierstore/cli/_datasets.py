@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -156,6 +157,8 @@ def _entry(
         except TierstoreClientError as exc:
             print(f"{name}: {exc.code}: {exc.message}", file=sys.stderr)
             return 1
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: main() ends quietly
         except (ValueError, KeyError, OSError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1
@@ -322,6 +325,11 @@ def _cmd_derive(args: argparse.Namespace, client: TierstoreClient) -> int:
     from tierstore.client import make_s3_client
     from tierstore.datasets import DeriveError, derive
 
+    # ``--transform mod:fn`` imports from the current directory, as ``python -m mod`` would: the
+    # ``tierstore`` script's own sys.path starts with its bin/ directory. Pool workers inherit it.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         report = derive(
             _remote(args.settings),

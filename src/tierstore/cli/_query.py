@@ -68,6 +68,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
     except TierstoreClientError as exc:
         print(f"tierstore query: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main() ends quietly
     except OSError as exc:
         print(f"tierstore query: cannot reach {settings.endpoint_url}: {exc}", file=sys.stderr)
         return 1

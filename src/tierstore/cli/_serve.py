@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tierstore.cli._duration import parse_duration
+
 __all__ = [
     "SERVE_OPTIONS",
     "ConfigError",
@@ -220,6 +222,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--metrics-token", str, "", "require 'Authorization: Bearer TOKEN' on /metrics", metavar="TOKEN",
            default_text="none: public"),
     Option("--gc-grace", float, 86_400.0, "", hidden=True, field="gc_grace_s"),
+    Option(
+        "--stale-uploads-expiry",
+        parse_duration,
+        "7d",
+        "abort multipart uploads started longer ago than this (e.g. 24h, 7d; 0 = never)",
+        metavar="DURATION",
+        field="stale_uploads_expiry_s",
+    ),
     Option(
         "--shutdown-grace-s",
         float,

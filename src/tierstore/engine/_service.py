@@ -1115,6 +1115,23 @@ class ObjectService:
         await self._freeing(lambda: self.catalog.abort_upload(upload_id))
         await self._drain_after_commit()
 
+    async def abort_stale_uploads(self, *, older_than_s: float, batch: int = 500) -> int:
+        """Abort every multipart upload initiated more than ``older_than_s`` ago and free its
+        parts' space (``--stale-uploads-expiry``); returns how many. Safe in several processes
+        at once: the catalog hands each upload to one of them."""
+        cutoff_ns = self.clock.now_ns() - int(older_than_s * 1e9)
+        aborted = 0
+        while True:
+            done = await self.catalog.abort_uploads_before(cutoff_ns, batch)
+            aborted += len(done)
+            for u in done:
+                log.info("aborted stale upload %s of %s/%s", u.upload_id, u.bucket, u.key)
+            if len(done) < batch:
+                break
+        if aborted:
+            await self._drain_after_commit()
+        return aborted
+
     def list_parts(
         self, bucket: str, key: str, upload_id: str, *, after_part: int = 0, max_parts: int = 1000
     ) -> tuple[UploadInfo, list[PartInfo], bool]:
