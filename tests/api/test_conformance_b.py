@@ -19,6 +19,7 @@ from urllib.parse import quote
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.test_versions import _err, _hdrs
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess
 from tests.s3http import (
     REGION,
@@ -35,16 +36,6 @@ from tests.s3http import (
 
 MIB = 1024 * 1024
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-
-
-def _err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
-    r = exc.value.response
-    return r["Error"]["Code"], r["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def _hdrs(exc: pytest.ExceptionInfo[ClientError]) -> dict[str, str]:
-    headers: dict[str, str] = exc.value.response["ResponseMetadata"]["HTTPHeaders"]
-    return headers
 
 
 def _b64(digest: bytes) -> str:
