@@ -207,7 +207,17 @@ def derive(
 
         for samples in _batches(source, manifest, batch_rows):
             ids = [(s["index"], s["key"], s["member"]) for s in samples]
-            pending.append((run(samples), ids))
+            try:
+                future = run(samples)
+            except BrokenProcessPool as exc:
+                # The pool broke on an earlier batch before this one could be queued: settling
+                # reports the batch that killed it; none pending means this one did.
+                while pending:
+                    settle()
+                raise DeriveError(
+                    f"a transform worker died (killed, or crashed in native code) on samples {ids[0][0]}..{ids[-1][0]}"
+                ) from exc
+            pending.append((future, ids))
             while len(pending) >= in_flight:
                 settle()
         while pending:
