@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from awscrt.checksums import crc32c
 
+from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.drives import DriveSet
@@ -76,8 +77,9 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
-_SCHEMA = """
+SCHEMA_VERSION = 7
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
     name TEXT PRIMARY KEY,
@@ -172,7 +174,10 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL  # the metadata-query index, defined next to the compiler that reads it
+"""
+    + INDEX_DDL
+    + IDENTITY_DDL
+)  # the metadata-query index next to its compiler; identities (catalog/_identity.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -237,13 +242,29 @@ class DatasetRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> DatasetRecord:
         name, version, manifest_blob, manifest_bytes, created_ns, rows, size, info = row
-        return cls(name, int(version), manifest_blob, int(manifest_bytes), int(created_ns), int(rows), int(size),
-                   json.loads(info))
+        return cls(
+            name,
+            int(version),
+            manifest_blob,
+            int(manifest_bytes),
+            int(created_ns),
+            int(rows),
+            int(size),
+            json.loads(info),
+        )
 
     def to_row(self) -> tuple[Any, ...]:
         info = json.dumps(self.info, separators=(",", ":"))
-        return (self.name, self.version, self.manifest_blob, self.manifest_bytes, self.created_ns, self.rows,
-                self.bytes, info)
+        return (
+            self.name,
+            self.version,
+            self.manifest_blob,
+            self.manifest_bytes,
+            self.created_ns,
+            self.rows,
+            self.bytes,
+            info,
+        )
 
 
 # The tables of versions that pin bytes (docs/datasets.md): dataset versions and model versions
@@ -382,7 +403,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2, v3, v4 or v5 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2, v3, v4, v5 or v6 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -406,6 +427,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 5
     if found == 5:  # v5 -> v6: completed uploads (idempotent completion); the table comes below
         found = 6
+    if found == 6:  # v6 -> v7: identities (users, keys, groups, policies, roles, OIDC); the tables come below
+        found = 7
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -427,9 +450,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v5)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v6)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -496,7 +519,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog:
+class SqliteCatalog(IdentityTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
@@ -902,9 +925,10 @@ class SqliteCatalog:
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
         )
         inline_id = record.inline_id  # gone with its version, unless a dataset pins it
-        if inline_id is not None and not c.execute(
-            "DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)
-        ).rowcount:
+        if (
+            inline_id is not None
+            and not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)).rowcount
+        ):
             c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
