@@ -58,8 +58,8 @@ def _key_id(key: bytes) -> bytes:
 
 
 def sealed_key_id(blob: bytes) -> str:
-    """The id (hex) of the master key that sealed ``blob``."""
-    if len(blob) < _HEADER_BYTES + _TAG_BYTES or blob[0] != _VERSION:
+    """The id (hex) of the master key that sealed ``blob`` (its first 5 bytes suffice)."""
+    if len(blob) < 1 + _KEY_ID_BYTES or blob[0] != _VERSION:
         raise SealedSecretError("not a sealed secret of a known format")
     return blob[1 : 1 + _KEY_ID_BYTES].hex()
 
@@ -90,6 +90,8 @@ class MasterKey:
 
     def open_sealed(self, blob: bytes, *, context: bytes) -> bytes:
         """The plaintext of ``blob``; ``SealedSecretError`` unless it was sealed by this key for ``context``."""
+        if len(blob) < _HEADER_BYTES + _TAG_BYTES:
+            raise SealedSecretError("the sealed secret is truncated")
         if sealed_key_id(blob) != self.key_id:
             raise SealedSecretError(f"sealed under master key {sealed_key_id(blob)}, not {self.key_id}")
         aad = blob[: 1 + _KEY_ID_BYTES] + context
