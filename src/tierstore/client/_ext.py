@@ -130,7 +130,9 @@ class TierstoreClient:
         url = self.settings.endpoint_url.rstrip("/") + path
         req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
         S3SigV4Auth(self._credentials, "s3", self.settings.region).add_auth(req)
-        resp = self._http.request(method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream)
+        resp = self._http.request(
+            method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream
+        )
         if resp.status >= 300:
             data = resp.read() if stream else resp.data  # a streamed response has no .data once read
             raise TierstoreClientError(resp.status, *error_fields(data, "HTTP"))
