@@ -24,6 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, make_client
+from tierstore.client import TierstoreClient, resolve_settings
 
 SEED = int(os.environ.get("TIERSTORE_TEST_SEED", random.randrange(2**32)))
 STRIPE = 256 * 1024  # small stripes so a few MiB span many of them
@@ -140,6 +141,9 @@ def test_lose_two_of_four_drives_then_heal(ec_server: ServerProcess, drives: lis
     objects = _put_objects(s3, "dsx", rng)
     before = [set(_shard_files(d)) for d in drives]
     assert all(before), "every drive holds shards or replicas"
+    admin = TierstoreClient(resolve_settings(ec_server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    admin.create_user("ec-user")
+    user_key = admin.create_access_key("ec-user")  # its secret sealed in the mirrored catalog
 
     lost = sorted(rng.sample(range(4), 2))
     for i in lost:
@@ -166,6 +170,10 @@ def test_lose_two_of_four_drives_then_heal(ec_server: ServerProcess, drives: lis
     assert "heal" in out.stderr  # the progress bar
     after = [set(_shard_files(d)) for d in drives]
     assert after == before, "heal put every shard and replica back where it was"
+    master_keys = {(d / ".tierstore" / "master.key").read_bytes() for d in drives}
+    assert len(master_keys) == 1, "heal copied the master key onto the replaced drives"
+    user_s3 = make_client(ec_server.endpoint, access_key=user_key["access_key_id"], secret_key=user_key["secret_key"])
+    assert user_s3.list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
     info = _admin_info(ec_server)
     assert all(d["state"] == "online" and d["catalog"] == "live" for d in info["drives"])
     assert info["last_heal"]["blobs_repaired"] == report["blobs_repaired"]

@@ -20,6 +20,8 @@ __all__ = [
     "BucketNotEmpty",
     "ChecksumMismatch",
     "CorruptBlob",
+    "DeleteConflict",
+    "EntityAlreadyExists",
     "EntityTooLarge",
     "EntityTooSmall",
     "IncompleteBody",
@@ -42,6 +44,7 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
@@ -49,6 +52,7 @@ __all__ = [
     "NegativeExpires",
     "NoSuchBucket",
     "NoSuchDataset",
+    "NoSuchEntity",
     "NoSuchKey",
     "NoSuchModel",
     "NoSuchObjectLockConfiguration",
@@ -135,6 +139,10 @@ class NoSuchModel(TierstoreError, KeyError):
     """The specified model (or model version, or alias) does not exist."""
 
 
+class NoSuchEntity(TierstoreError, KeyError):
+    """The IAM entity (user, access key, group, policy, role, provider) does not exist."""
+
+
 # --- conflicts ---------------------------------------------------------------------------
 class BucketAlreadyOwnedByYou(TierstoreError, FileExistsError):
     """Your previous request to create the named bucket succeeded and you already own it."""
@@ -152,9 +160,21 @@ class BucketNotEmpty(TierstoreError, OSError):
     """The bucket you tried to delete is not empty."""
 
 
+class EntityAlreadyExists(TierstoreError, FileExistsError):
+    """An IAM entity of that name already exists."""
+
+
+class DeleteConflict(TierstoreError, OSError):
+    """The IAM entity still has subordinate entities (keys, members, policies): remove them first."""
+
+
 # --- bad input ---------------------------------------------------------------------------
 class InvalidArgument(TierstoreError, ValueError):
     """Invalid argument."""
+
+
+class MalformedPolicyDocument(TierstoreError, ValueError):
+    """The policy document is malformed."""
 
 
 class InvalidQuery(InvalidArgument):

@@ -31,9 +31,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tierstore.api import AccessLog, Authenticator, Metrics, S3App, note_send_failure
+from tierstore.api import AccessLog, Metrics, S3App, note_send_failure
+from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
+from tierstore.crypto import (
+    MASTER_KEY_FILE,
+    MasterKeyError,
+    SealedSecretError,
+    load_master_key,
+    load_or_create_master_key,
+    sealed_key_id,
+)
 from tierstore.drives import (
     DEFAULT_SMALL_OBJECT_BYTES,
     DEFAULT_STRIPE_BYTES,
@@ -42,7 +51,14 @@ from tierstore.drives import (
     DriveSet,
     write_file_durably,
 )
-from tierstore.engine import DEFAULT_INLINE_MAX_BYTES, DatasetService, ModelService, ObjectService, Repairer
+from tierstore.engine import (
+    DEFAULT_INLINE_MAX_BYTES,
+    DatasetService,
+    IdentityService,
+    ModelService,
+    ObjectService,
+    Repairer,
+)
 
 __all__ = [
     "Claim",
@@ -53,6 +69,7 @@ __all__ = [
     "claim_store_and_port",
     "credential_dirs",
     "load_or_create_credentials",
+    "master_key_dirs",
     "open_drive_set",
     "open_service",
     "serve",
@@ -152,6 +169,30 @@ def credential_dirs(config: ServerConfig) -> list[Path]:
         return [Path(config.data_dir)]
     drive_set = open_drive_set(config)
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+
+
+def master_key_dirs(config: ServerConfig) -> list[Path]:
+    """Where the master key file is kept: the data dir, or ``.tierstore/`` on every online drive."""
+    if not config.drives:
+        return [Path(config.data_dir)]
+    drive_set = open_drive_set(config, format_new=False)
+    return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+
+
+def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> None:
+    """At server start, before any worker: load the master key, or create it while the catalog
+    holds no sealed secret (docs/identities.md). ``ServeError`` when it is missing or wrong."""
+    dirs = master_key_dirs(config)
+    if not dirs:
+        raise ServeError("no drive is online to hold the master key")
+    try:
+        sealed = {sealed_key_id(head) for head in catalog.iam_sealed_key_ids()}
+        key, created = load_or_create_master_key(dirs, sealed_key_ids=sealed)
+    except (MasterKeyError, SealedSecretError) as exc:
+        raise ServeError(str(exc)) from None
+    if created:
+        where = dirs[0] / MASTER_KEY_FILE if len(dirs) == 1 else f"{MASTER_KEY_FILE} on {len(dirs)} drives"
+        log.info("master key %s created (%s): back it up with the catalog", key.key_id, where)
 
 
 class ServeError(RuntimeError):
@@ -281,7 +322,7 @@ def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, s
         drive_set = open_drive_set(config, format_new=False)
         catalog = SqliteCatalog.on_drives(drive_set)
         blobs = ErasureBlobStore(drive_set)
-        repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE,))
+        repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE, MASTER_KEY_FILE))
         store_key = drive_set.format.set_id
         reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
@@ -319,7 +360,8 @@ def build_app(config: ServerConfig) -> S3App:
         catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
     )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
-    authenticator = Authenticator(keys.get, region=config.region)
+    identities = IdentityService(catalog, load_master_key(master_key_dirs(config)), root_keys=keys)
+    authenticator = IdentityAuthenticator(identities, region=config.region)
     tasks: list[asyncio.Task[None]] = []
 
     async def gc_loop() -> None:
@@ -378,6 +420,8 @@ def build_app(config: ServerConfig) -> S3App:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        with contextlib.suppress(Exception):  # best effort: last-used times noted since the last write
+            await identities.flush_last_used()
         catalog.close()
 
     return S3App(
@@ -510,6 +554,11 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         drive_set = open_drive_set(config)
         _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
         report = SqliteCatalog.reconcile(drive_set)
+        catalog = SqliteCatalog.on_drives(drive_set)
+        try:
+            prepare_master_key(config, catalog)
+        finally:
+            catalog.close()
         fmt = drive_set.format
         for i, p in enumerate(drive_set.paths):
             log.info("drive %d: %s (%s)", i, p, drive_set.state(i).value)
@@ -527,7 +576,11 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     else:
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        SqliteCatalog(data / "catalog.db").close()
+        catalog = SqliteCatalog(data / "catalog.db")
+        try:
+            prepare_master_key(config, catalog)
+        finally:
+            catalog.close()
         LocalBlobStore(data)
         where = str(data.resolve())
         reserve_dirs = [data]

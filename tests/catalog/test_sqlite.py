@@ -1,4 +1,4 @@
-"""SqliteCatalog: schema migration (v1, v2, v3 and v4 to v5, single file and mirrored) and reference
+"""SqliteCatalog: schema migration (v1 to v6 to v7, single file and mirrored) and reference
 counting, below the engine."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from awscrt.checksums import crc32c
 
-from tierstore.catalog import BlobRef, DatasetRecord, SqliteCatalog, VersionRecord
+from tierstore.catalog import AccessKeyRecord, BlobRef, DatasetRecord, SqliteCatalog, UserRecord, VersionRecord
 from tierstore.drives import DriveSet
 from tierstore.errors import InternalError
 from tierstore.types import BucketInfo, ObjectMeta
@@ -103,7 +103,7 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("6",)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("7",)
     conn.close()
 
 
@@ -217,7 +217,7 @@ def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     version, cols = _schema_of(db)
-    assert version == "6" and cols[-1] == "inline_id"
+    assert version == "7" and cols[-1] == "inline_id"
     cat = SqliteCatalog(db)  # and opens again as v5
     try:
         rec = cat.get_latest("old", "kept/key", data=True)
@@ -256,7 +256,7 @@ def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         assert [r[1] for r in conn.execute("PRAGMA table_info(inline_blobs)")][-2:] == ["pins", "released"]
         assert conn.execute("SELECT pins, released FROM inline_blobs").fetchall() == [(0, 0)]
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("6",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("7",)
     finally:
         conn.close()
 
@@ -290,7 +290,7 @@ def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         cat.close()
     for p in drives.paths:
         assert _schema_of(p / "catalog" / "catalog.db") == _schema_of(drives.paths[0] / "catalog" / "catalog.db")
-        assert _schema_of(p / "catalog" / "catalog.db")[0] == "6"
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "7"
 
 
 def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -327,9 +327,95 @@ def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         cat.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("6",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("7",)
         assert conn.execute("SELECT pins FROM inline_blobs WHERE blob_id=?", (inline_id,)).fetchone() == (2,)
         assert conn.execute("SELECT name, alias, version FROM model_aliases").fetchall() == [("m", "production", 1)]
         assert conn.execute("SELECT count(*) FROM completed_uploads").fetchone() == (0,)  # v5 -> v6
     finally:
         conn.close()
+
+
+_IAM_TABLES = [
+    "iam_access_keys",
+    "iam_attachments",
+    "iam_group_members",
+    "iam_groups",
+    "iam_inline_policies",
+    "iam_oidc_providers",
+    "iam_policies",
+    "iam_roles",
+    "iam_users",
+]
+
+
+def _back_to_v6(db: Path) -> None:
+    """A current catalog taken back to v6: no identity tables."""
+    conn = sqlite3.connect(db)
+    for table in _IAM_TABLES:
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("UPDATE meta SET value='6' WHERE name='schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def _v6_store(cat: SqliteCatalog) -> None:
+    asyncio.run(cat.create_bucket(BucketInfo("old", 1, "us-east-1")))
+    meta = ObjectMeta(bucket="old", key="k", version_id="0" * 24, size_bytes=3, etag='"x"', modified_ns=9)
+    asyncio.run(cat.put_version(VersionRecord(meta=meta, inline_data=b"abc")))
+
+
+def _use_identities(cat: SqliteCatalog) -> None:
+    rec = cat.get_latest("old", "k", data=True)
+    assert rec is not None and rec.inline_data == b"abc"  # nothing lost
+    asyncio.run(cat.iam_create_user(UserRecord("alice", "AIDA1", True, {}, 5)))
+    key = AccessKeyRecord("TKX", "alice", "user", b"\x01sealed", "Active", 5, None, None, None)
+    asyncio.run(cat.iam_create_key(key))
+    assert cat.iam_get_key("TKX") == key
+    assert [u.name for u in cat.iam_list_users()] == ["alice"]
+
+
+def test_v6_catalog_is_migrated_in_place(tmp_path: Path) -> None:
+    """v6 -> v7: the identity tables appear; buckets and objects are kept."""
+    db = tmp_path / "catalog.db"
+    cat = SqliteCatalog(db)
+    try:
+        _v6_store(cat)
+    finally:
+        cat.close()
+    _back_to_v6(db)
+    cat = SqliteCatalog(db)
+    try:
+        _use_identities(cat)
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("7",)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert set(_IAM_TABLES) <= tables
+    finally:
+        conn.close()
+
+
+def test_mirrored_v6_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
+    drives = DriveSet.open([tmp_path / f"d{i}" for i in range(4)])
+    SqliteCatalog.reconcile(drives)
+    cat = SqliteCatalog.on_drives(drives)
+    try:
+        _v6_store(cat)
+    finally:
+        cat.close()
+    for p in drives.paths:
+        _back_to_v6(p / "catalog" / "catalog.db")
+    cat = SqliteCatalog.on_drives(drives)
+    try:
+        _use_identities(cat)
+    finally:
+        cat.close()
+    for p in drives.paths:
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "7"
+        conn = sqlite3.connect(p / "catalog" / "catalog.db")
+        try:
+            assert conn.execute("SELECT user_name, status FROM iam_access_keys").fetchall() == [("alice", "Active")]
+        finally:
+            conn.close()

@@ -31,6 +31,7 @@ from tierstore.api._auth import Authenticator, AuthRequest, AuthResult, wrap_bod
 from tierstore.api._datasets import dataset_request
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
+from tierstore.api._identity_ext import identity_request
 from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tierstore.api._metrics import Metrics
@@ -662,6 +663,8 @@ class S3App:
             if req.method != "POST":
                 raise e.MethodNotAllowed()
             return await self.batch(req)
+        if (identity := await identity_request(self.auth, req, self._json_body)) is not None:
+            return Response(identity[0], [("content-type", "application/json")], identity[1])
         area = (req.key or "").partition("/")[0]
         if area in ("datasets", "models"):
             # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).

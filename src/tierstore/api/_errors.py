@@ -15,6 +15,10 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NoSuchTagSet: 404,
     e.NoSuchDataset: 404,
     e.NoSuchModel: 404,
+    e.NoSuchEntity: 404,  # IAM entities (docs/identities.md)
+    e.EntityAlreadyExists: 409,
+    e.DeleteConflict: 409,
+    e.MalformedPolicyDocument: 400,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
     e.BucketAlreadyOwnedByYou: 409,

@@ -1,6 +1,7 @@
 """Catalog: all metadata, transactional. SQLite is the embedded default; on a drive set it is
 mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
+from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
 from tierstore.catalog._sqlite import (
     PINNING_TABLES,
@@ -15,13 +16,16 @@ from tierstore.catalog._sqlite import (
 
 __all__ = [
     "PINNING_TABLES",
+    "AccessKeyRecord",
     "BlobRef",
     "CatalogMirrorError",
     "DatasetRecord",
     "ModelAliasInUse",
     "PinGone",
     "ReconcileReport",
+    "RoleRecord",
     "SqliteCatalog",
+    "UserRecord",
     "VersionRecord",
     "VersionTaken",
 ]

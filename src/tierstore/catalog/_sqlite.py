@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from awscrt.checksums import crc32c
 
+from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.drives import DriveSet
@@ -76,7 +77,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -172,7 +173,7 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL  # the metadata-query index, defined next to the compiler that reads it
+""" + INDEX_DDL + IDENTITY_DDL  # the metadata-query index next to its compiler; identities (_identity.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -382,7 +383,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2, v3, v4 or v5 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2, v3, v4, v5 or v6 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -406,6 +407,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 5
     if found == 5:  # v5 -> v6: completed uploads (idempotent completion); the table comes below
         found = 6
+    if found == 6:  # v6 -> v7: identities (users, keys, groups, policies, roles, OIDC); the tables come below
+        found = 7
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -427,9 +430,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v5)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v6)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -496,7 +499,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog:
+class SqliteCatalog(IdentityTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 

@@ -1,4 +1,5 @@
-"""``tierstore heal`` and ``tierstore admin info``: operate a running server's drives."""
+"""``tierstore heal``, ``tierstore admin info``: operate a running server's drives; ``tierstore admin
+user|key ...``: manage users and their access keys (root only, docs/identities.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from typing import Any
 
 from tierstore.cli._client import _connection_options, describe
+from tierstore.cli._duration import duration_arg
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 __all__ = ["add_admin_commands"]
@@ -26,7 +28,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
-    a = sub.add_parser("admin", help="server administration (admin info)")
+    a = sub.add_parser("admin", help="server administration (admin info, admin user, admin key)")
     asub = a.add_subparsers(dest="admin_command", required=True)
     info = asub.add_parser(
         "info",
@@ -37,6 +39,85 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     info.add_argument("--json", action="store_true", help="the raw JSON document")
     info.set_defaults(func=_cmd_info, command="admin info")
+    _add_identity_commands(asub)
+
+
+def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``admin user ...`` and ``admin key ...`` (root only): thin faces over /_tierstore/admin/."""
+    conn = _connection_options()
+    user = asub.add_parser("user", help="users: create, list, info, enable, disable, delete")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    for verb, helptext in (
+        ("create", "create a user"),
+        ("info", "show a user, its keys (never their secrets) and its groups"),
+        ("enable", "let a user's keys authenticate again"),
+        ("disable", "stop every key of a user from authenticating (within about a second)"),
+        ("delete", "delete a user (its keys must be deleted first)"),
+    ):
+        p = usub.add_parser(verb, parents=[conn], help=helptext)
+        p.add_argument("name")
+        p.set_defaults(func=_cmd_identity, command=f"admin user {verb}")
+    p = usub.add_parser("list", parents=[conn], help="list users")
+    p.set_defaults(func=_cmd_identity, command="admin user list")
+    key = asub.add_parser("key", help="access keys: create, list, enable, disable, delete")
+    ksub = key.add_subparsers(dest="key_command", required=True)
+    p = ksub.add_parser(
+        "create",
+        parents=[conn],
+        help="create an access key for a user; prints its secret, which is never shown again",
+    )
+    p.add_argument("user")
+    p.add_argument("--service", action="store_true", help="a service account acting as the user")
+    p.add_argument("--policy", metavar="FILE", help="service account: a policy (JSON file) that narrows its rights")
+    p.add_argument("--expires", metavar="DURATION", type=duration_arg, help="service account: expires after (1h, 30d)")
+    p.add_argument("--name", default="", help="service account: a label")
+    p.set_defaults(func=_cmd_identity, command="admin key create")
+    p = ksub.add_parser("list", parents=[conn], help="list a user's keys (never their secrets)")
+    p.add_argument("user")
+    p.set_defaults(func=_cmd_identity, command="admin key list")
+    for verb in ("enable", "disable", "delete"):
+        p = ksub.add_parser(verb, parents=[conn], help=f"{verb} an access key")
+        p.add_argument("access_key_id")
+        p.set_defaults(func=_cmd_identity, command=f"admin key {verb}")
+
+
+def _cmd_identity(args: argparse.Namespace) -> int:
+    command: str = args.command
+    verb = command.rsplit(" ", 1)[1]
+    try:
+        client = _client(args)
+        doc: Any
+        if command.startswith("admin user"):
+            if verb == "create":
+                doc = client.create_user(args.name)
+            elif verb == "list":
+                doc = client.list_users()
+            elif verb == "info":
+                doc = client.user_info(args.name)
+            elif verb in ("enable", "disable"):
+                doc = client.set_user_enabled(args.name, verb == "enable")
+            else:
+                client.delete_user(args.name)
+                doc = {"deleted": args.name}
+        elif verb == "create":
+            policy = None
+            if args.policy:
+                with open(args.policy, encoding="utf-8") as f:
+                    policy = f.read()
+            doc = client.create_access_key(
+                args.user, service=args.service, policy=policy, expires_s=args.expires, name=args.name
+            )
+        elif verb == "list":
+            doc = client.list_access_keys(args.user)
+        elif verb in ("enable", "disable"):
+            doc = client.set_access_key_status(args.access_key_id, active=verb == "enable")
+        else:
+            client.delete_access_key(args.access_key_id)
+            doc = {"deleted": args.access_key_id}
+    except _expected() as exc:
+        return _failed(command, exc)
+    print(json.dumps(doc, indent=1))
+    return 0
 
 
 def _client(args: argparse.Namespace) -> TierstoreClient:

@@ -146,6 +146,52 @@ class TierstoreClient:
         """Drives, their state and capacity, catalog copies and the last heal (``tierstore admin info``)."""
         return self._call("GET", "/_tierstore/admin/info", None)
 
+    # --- identities (root only; docs/identities.md) -----------------------------------------
+    def create_user(self, name: str, *, tags: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._call("POST", "/_tierstore/admin/users", {"name": name, "tags": tags or {}})
+
+    def list_users(self) -> list[dict[str, Any]]:
+        users: list[dict[str, Any]] = self._call("GET", "/_tierstore/admin/users", None)["users"]
+        return users
+
+    def user_info(self, name: str) -> dict[str, Any]:
+        """The user, its keys (no secrets) and its groups."""
+        return self._call("GET", f"/_tierstore/admin/users/{quote(name, safe='')}", None)
+
+    def set_user_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        return self._call("PUT", f"/_tierstore/admin/users/{quote(name, safe='')}", {"enabled": enabled})
+
+    def delete_user(self, name: str) -> None:
+        self._send("DELETE", f"/_tierstore/admin/users/{quote(name, safe='')}", None)
+
+    def create_access_key(
+        self,
+        user: str,
+        *,
+        service: bool = False,
+        policy: str | None = None,
+        expires_s: float | None = None,
+        name: str = "",
+    ) -> dict[str, Any]:
+        """A new key of ``user`` (or a service account acting as it); the answer carries
+        ``secret_key``, which the server never shows again."""
+        payload: dict[str, Any] = {"user": user, "service": service, "policy": policy, "expires_s": expires_s}
+        payload["name"] = name
+        return self._call("POST", "/_tierstore/admin/keys", payload)
+
+    def list_access_keys(self, user: str) -> list[dict[str, Any]]:
+        keys: list[dict[str, Any]] = self._call("GET", f"/_tierstore/admin/keys?user={quote(user, safe='')}", None)[
+            "keys"
+        ]
+        return keys
+
+    def set_access_key_status(self, access_key_id: str, *, active: bool) -> dict[str, Any]:
+        status = "Active" if active else "Inactive"
+        return self._call("PUT", f"/_tierstore/admin/keys/{quote(access_key_id, safe='')}", {"status": status})
+
+    def delete_access_key(self, access_key_id: str) -> None:
+        self._send("DELETE", f"/_tierstore/admin/keys/{quote(access_key_id, safe='')}", None)
+
     def heal(self) -> Iterator[dict[str, Any]]:
         """Start (or join) a heal pass on the server; yields its progress, the final report last."""
         resp = self._send("POST", "/_tierstore/admin/heal", {}, stream=True)

@@ -2,6 +2,14 @@
 
 from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
+from tierstore.engine._identity import (
+    AccessKeyInfo,
+    AppliedPolicy,
+    IdentityService,
+    NewAccessKey,
+    Principal,
+    accept_json_object,
+)
 from tierstore.engine._lock import (
     DefaultRetention,
     LockConfig,
@@ -27,6 +35,8 @@ from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
+    "AccessKeyInfo",
+    "AppliedPolicy",
     "BucketUsage",
     "CompletedPart",
     "CopyOptions",
@@ -38,14 +48,18 @@ __all__ = [
     "DriveHealth",
     "GetResult",
     "HealProgress",
+    "IdentityService",
     "LockConfig",
     "LockRequest",
     "ModelService",
+    "NewAccessKey",
     "ObjectService",
+    "Principal",
     "Repairer",
     "Retention",
     "RowRead",
     "StoreHealth",
+    "accept_json_object",
     "format_retain_until",
     "parse_legal_hold",
     "parse_lock_headers",
