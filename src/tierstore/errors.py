@@ -42,6 +42,7 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "MalformedPolicy",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
@@ -203,6 +204,10 @@ class KeyTooLongError(TierstoreError, ValueError):
 
 class MetadataTooLarge(TierstoreError, ValueError):
     """Your metadata headers exceed the maximum allowed metadata size."""
+
+
+class MalformedPolicy(TierstoreError, ValueError):
+    """Policies must be valid JSON and the first byte must be '{'."""
 
 
 class MalformedXML(TierstoreError, ValueError):
