@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 from tierstore.iam._patterns import Lookup, Pattern
 
-__all__ = ["Condition", "check_condition_key", "compile_condition"]
+__all__ = ["Condition", "check_condition_key"]
 
 # Every condition key tierstore knows (lowercased; names are case-insensitive, as in AWS).
 KNOWN_KEYS = frozenset(k.lower() for k in (
@@ -65,6 +65,24 @@ def check_condition_key(key: str) -> str | None:
     if _OIDC_KEY.match(low) and ("." in head or "/" in low or low.count(":") > 1):
         return None  # an OIDC provider's claim
     return f"unknown condition key {key!r}"
+
+
+class Unresolved(Exception):
+    """A policy variable in a condition value has no (single) value in the request."""
+
+
+def _literal(p: Pattern, lookup: Lookup) -> str:
+    text = p.literal(lookup)
+    if text is None:
+        raise Unresolved
+    return text
+
+
+def _regex(p: Pattern, lookup: Lookup) -> re.Pattern[str]:
+    regex = p.resolve(lookup)
+    if regex is None:
+        raise Unresolved
+    return regex
 
 
 # --- value parsers (request values: None on a type error; policy values: raise ValueError) ---
@@ -126,7 +144,7 @@ def _string_family(op: str, version: str, var_check: Callable[[str], None]
 
         def match(p: object, v: str, lookup: Lookup) -> bool | None:
             assert isinstance(p, Pattern)
-            return p.literal(lookup) == v
+            return _literal(p, lookup) == v
         return op == "stringnotequals", comp, match
     if op in ("stringequalsignorecase", "stringnotequalsignorecase"):
         def comp_ic(v: str) -> object:
@@ -134,8 +152,7 @@ def _string_family(op: str, version: str, var_check: Callable[[str], None]
 
         def match_ic(p: object, v: str, lookup: Lookup) -> bool | None:
             assert isinstance(p, Pattern)
-            text = p.literal(lookup)
-            return text is not None and text.casefold() == v.casefold()
+            return _literal(p, lookup).casefold() == v.casefold()
         return op == "stringnotequalsignorecase", comp_ic, match_ic
     # stringlike / stringnotlike
     def comp_like(v: str) -> object:
@@ -208,13 +225,13 @@ def _family(op: str, version: str, var_check: Callable[[str], None]
         allow_vars = version == "2012-10-17"
 
         def comp_arn(v: str) -> object:
-            return Pattern(v, variables_allowed=allow_vars, arn=v.count(":") >= 5, check_variable=var_check)
+            return Pattern(v, variables_allowed=allow_vars, arn=v != "*", check_variable=var_check)
 
         def match_arn(p: object, v: str, lookup: Lookup) -> bool | None:
             assert isinstance(p, Pattern)
             if not v.startswith("arn:") or v.count(":") < 5:
                 return None
-            return p.matches(v, lookup)
+            return _regex(p, lookup).fullmatch(v) is not None
         return op in ("arnnotequals", "arnnotlike"), comp_arn, match_arn
     return None
 
@@ -271,6 +288,14 @@ class Condition:
         return not any_match if self.negated else any_match
 
     def holds(self, lookup: Lookup) -> bool:
+        """Does the request satisfy this test? An unresolved policy variable in the values makes
+        the whole statement inapplicable (AWS), so it answers False even for negated operators."""
+        try:
+            return self._holds(lookup)
+        except Unresolved:
+            return False
+
+    def _holds(self, lookup: Lookup) -> bool:
         values = lookup(self.key)
         if self.null is not None:
             return (not values) == self.null
@@ -292,7 +317,3 @@ class Condition:
 def _never(p: object, v: str, lookup: Lookup) -> bool | None:
     return False
 
-
-def compile_condition(operator: str, key: str, values: Sequence[str], *, version: str,
-                      var_check: Callable[[str], None]) -> Condition:
-    return Condition(operator, key, values, version=version, var_check=var_check)

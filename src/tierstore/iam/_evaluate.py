@@ -196,9 +196,10 @@ def _resource_applies(stmt: Statement, req: AuthzRequest) -> bool:
     hit = False
     for pattern in stmt.resources:
         regex = pattern.regex if pattern.regex is not None else pattern.resolve(req.lookup)
-        if regex is not None and regex.fullmatch(req.resource) is not None:
+        if regex is None:
+            return False  # an unresolved policy variable: the statement does not apply (AWS)
+        if regex.fullmatch(req.resource) is not None:
             hit = True
-            break
     return hit != stmt.not_resource
 
 
@@ -255,8 +256,9 @@ class _Index:
                 return None if value is None else (value,)
             alternatives = []
             for i, stmt in enumerate(self.statements):
-                sources = [r.pattern for r in (p.resolve(lookup) for p in stmt.resources or ()) if r is not None]
-                body = "|".join(f"(?:{src})" for src in sources) or "(?!)"
+                resolved = [p.resolve(lookup) for p in stmt.resources or ()]
+                # An unresolved policy variable makes the whole statement inapplicable (AWS).
+                body = "(?!)" if None in resolved else "|".join(f"(?:{r.pattern})" for r in resolved if r)
                 alternatives.append(f"(?P<s{i}>{body})")
             if len(self._regexes) >= 256:
                 self._regexes.clear()
