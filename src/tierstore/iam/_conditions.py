@@ -275,18 +275,6 @@ class Condition:
             raise ValueError(f"condition {operator!r} on {key!r} has no values")
         self.compiled = tuple(comp(v) for v in values)
 
-    def _one(self, value: str, lookup: Lookup) -> bool:
-        """Does one request value satisfy this (possibly negated) test?"""
-        any_match = False
-        for p in self.compiled:
-            r = self.match(p, value, lookup)
-            if r is None:
-                return False  # a type error matches nothing, positive or negated
-            if r:
-                any_match = True
-                break
-        return not any_match if self.negated else any_match
-
     def holds(self, lookup: Lookup) -> bool:
         """Does the request satisfy this test? An unresolved policy variable in the values makes
         the whole statement inapplicable (AWS), so it answers False even for negated operators."""
@@ -299,19 +287,34 @@ class Condition:
         values = lookup(self.key)
         if self.null is not None:
             return (not values) == self.null
+        negated = self.negated
         if not values:
             if self.if_exists:
                 return True
-            if self.qualifier == "all":
-                return True
-            if self.qualifier == "any":
-                return False
-            return self.negated
-        if self.qualifier == "all":
-            return all(self._one(v, lookup) for v in values)
-        if self.qualifier == "any" or not self.negated:
-            return any(self._one(v, lookup) for v in values)
-        return all(self._one(v, lookup) for v in values)
+            if self.qualifier:
+                return self.qualifier == "all"
+            return negated
+        # "every value must satisfy" for ForAllValues and for plain negated operators (NOR);
+        # "some value must satisfy" for ForAnyValue and plain positive operators.
+        need_all = self.qualifier == "all" or (not self.qualifier and negated)
+        match = self.match
+        compiled = self.compiled
+        for value in values:
+            hit = False
+            ok = True
+            for p in compiled:
+                r = match(p, value, lookup)
+                if r is None:
+                    ok = False  # a type error matches nothing, positive or negated
+                    break
+                if r:
+                    hit = True
+                    break
+            if ok:
+                ok = hit != negated
+            if ok != need_all:
+                return ok
+        return need_all
 
 
 def _never(p: object, v: str, lookup: Lookup) -> bool | None:

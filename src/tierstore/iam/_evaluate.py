@@ -410,23 +410,27 @@ def evaluate(
     which must allow (an STS session policy, a service account's inline policy). ``boundary``:
     a permissions boundary (a union of its policies); None when there is none.
     """
-    p = request.principal
+    ptype = request.principal.type
     action = request.action
-    anonymous = p.type == "Anonymous"
-    root = p.type == "Root"
+    anonymous = ptype == "Anonymous"
+    root = ptype == "Root"
     resource_plan = _single_set(resource, "resource").plan(action) if resource is not None else None
     identity_plan = None if anonymous or root else compile_policies(identity, "identity").plan(action)
     boundary_plan = None
     if boundary is not None and not (anonymous or root):
         boundary_plan = compile_policies(boundary, "boundary").plan(action)
-    session_plans = [] if anonymous else [_single_set(s, "session").plan(action) for s in session]
+    session_plans = [_single_set(s, "session").plan(action) for s in session] if session and not anonymous else ()
 
     # 1. explicit deny anywhere
-    for plan in (resource_plan, identity_plan, boundary_plan, *session_plans):
-        if plan is not None:
-            denied = plan.deny(request)
-            if denied is not None:
-                return denied
+    if resource_plan is not None and (denied := resource_plan.deny(request)) is not None:
+        return denied
+    if identity_plan is not None and (denied := identity_plan.deny(request)) is not None:
+        return denied
+    if boundary_plan is not None and (denied := boundary_plan.deny(request)) is not None:
+        return denied
+    for plan in session_plans:
+        if (denied := plan.deny(request)) is not None:
+            return denied
     # 2. anonymous
     if anonymous:
         granted = resource_plan.allow(request) if resource_plan is not None else None

@@ -52,7 +52,7 @@ def compile_glob(source: str, flags: int) -> re.Pattern[str]:
 class Pattern:
     """A wildcard pattern; ``variables`` names the context keys it substitutes (lowercased)."""
 
-    __slots__ = ("arn", "flags", "pieces", "regex", "text", "variables")
+    __slots__ = ("arn", "flags", "pieces", "regex", "static_text", "text", "variables")
 
     def __init__(self, text: str, *, variables_allowed: bool, ignore_case: bool = False, arn: bool = False,
                  check_variable: Callable[[str], None] | None = None) -> None:
@@ -84,6 +84,8 @@ class Pattern:
         self.variables = tuple(p[1] for p in pieces if p[0] == VAR)
         self.pieces = tuple(pieces)
         self.regex: re.Pattern[str] | None = None
+        # the text for exact-match operators: ${*} ${?} ${$} unescaped, no variables
+        self.static_text = None if self.variables else "".join(t for _, t, _ in pieces)
         if not self.variables:
             self.regex = compile_glob(_glob_regex([(k, t) for k, t, _ in pieces], arn=arn), self.flags)
 
@@ -111,8 +113,8 @@ class Pattern:
 
     def literal(self, lookup: Lookup) -> str | None:
         """The text with variables substituted (for exact-match operators); None if unresolved."""
-        if not self.variables:
-            return "".join(t for _, t, _ in self.pieces)
+        if self.static_text is not None:
+            return self.static_text
         out: list[str] = []
         for kind, text, default in self.pieces:
             if kind != VAR:
