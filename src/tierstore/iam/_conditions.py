@@ -117,11 +117,13 @@ def _bool(text: str) -> bool | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _ip(text: str) -> tuple[int, int] | None:
+    """(IP version, address as an integer), or None if ``text`` is not an IP address."""
     try:
-        return ipaddress.ip_address(text.strip())
+        addr = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
+    return addr.version, int(addr)
 
 
 # An operator family: (negated, compile one policy value, match one request value against it).
@@ -210,16 +212,19 @@ def _family(op: str, version: str, var_check: Callable[[str], None]
     if op in ("ipaddress", "notipaddress"):
         def comp_ip(v: str) -> object:
             try:
-                return ipaddress.ip_network(v.strip(), strict=False)
+                net = ipaddress.ip_network(v.strip(), strict=False)
             except ValueError:
                 raise ValueError(f"{v!r} is not an IPv4 or IPv6 address or CIDR block") from None
+            return net.version, int(net.network_address), int(net.netmask)
 
         def match_ip(p: object, v: str, lookup: Lookup) -> bool | None:
             addr = _ip(v)
             if addr is None:
                 return None
-            assert isinstance(p, ipaddress.IPv4Network | ipaddress.IPv6Network)
-            return addr.version == p.version and addr in p
+            assert isinstance(p, tuple)
+            version, network, mask = p
+            return bool(addr[0] == version and addr[1] & mask == network)
+
         return op == "notipaddress", comp_ip, match_ip
     if op in ("arnequals", "arnlike", "arnnotequals", "arnnotlike"):
         allow_vars = version == "2012-10-17"

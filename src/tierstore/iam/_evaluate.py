@@ -255,11 +255,11 @@ class _Index:
                 value = bound.get(key)
                 return None if value is None else (value,)
             alternatives = []
-            for i, stmt in enumerate(self.statements):
+            for stmt in self.statements:
                 resolved = [p.resolve(lookup) for p in stmt.resources or ()]
                 # An unresolved policy variable makes the whole statement inapplicable (AWS).
                 body = "(?!)" if None in resolved else "|".join(f"(?:{r.pattern})" for r in resolved if r)
-                alternatives.append(f"(?P<s{i}>{body})")
+                alternatives.append(f"({body})")
             if len(self._regexes) >= 256:
                 self._regexes.clear()
             regex = self._regexes[binding] = re.compile("|".join(alternatives), re.DOTALL)
@@ -269,7 +269,7 @@ class _Index:
         m = self._regex(req).fullmatch(req.resource)
         if m is None:
             return None
-        i = int((m.lastgroup or "s0")[1:])
+        i = (m.lastindex or 1) - 1  # group i+1 is statement i (the patterns have no groups of their own)
         stmt = self.statements[i]
         if (stmt.principal is None and not stmt.conditions) or _rest_applies(stmt, req):
             return self.decisions[i]
