@@ -444,3 +444,16 @@ def test_condition_keys_and_values_are_and_and_or() -> None:
     assert not allowed("s3:ListBucket", B, identity=[p], ctx={**ok, "s3:max-keys": ["500"]})
     # condition key names are case-insensitive; a plain string value is one value
     assert allowed("s3:ListBucket", B, identity=[p], ctx={"S3:Prefix": "a/", "s3:DELIMITER": ["/"], "s3:max-keys": "1"})
+
+
+def test_s3_resource_arn() -> None:
+    from tierstore.iam import s3_resource_arn
+
+    assert s3_resource_arn("shared") == B
+    assert s3_resource_arn("shared", "doc.txt") == OBJ
+    assert s3_resource_arn("shared", "a b/*?") == "arn:aws:s3:::shared/a b/*?"
+    assert s3_resource_arn() == "*"
+    # a key with wildcard characters is literal text in the request: it matches only by wildcard or exactly
+    p = policy(allow("s3:GetObject", "arn:aws:s3:::shared/${*}"))
+    assert allowed("s3:GetObject", s3_resource_arn("shared", "*"), identity=[p])
+    assert not allowed("s3:GetObject", s3_resource_arn("shared", "x"), identity=[p])

@@ -8,7 +8,15 @@ field) and compiles it once; ``evaluate`` answers one ``AuthzRequest`` with a ``
 
 from __future__ import annotations
 
-from tierstore.iam._evaluate import AuthzRequest, Decision, PolicySet, Principal, compile_policies, evaluate
+from tierstore.iam._evaluate import (
+    AuthzRequest,
+    Decision,
+    PolicySet,
+    Principal,
+    compile_policies,
+    evaluate,
+    s3_resource_arn,
+)
 from tierstore.iam._policy import MAX_POLICY_CHARS, SERVICES, Policy, PolicyKind, PrincipalSpec, Statement, parse_policy
 
 __all__ = [
@@ -25,4 +33,5 @@ __all__ = [
     "compile_policies",
     "evaluate",
     "parse_policy",
+    "s3_resource_arn",
 ]

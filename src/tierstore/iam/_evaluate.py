@@ -22,13 +22,22 @@ from typing import Literal
 from tierstore.iam._patterns import Pattern
 from tierstore.iam._policy import Policy, PrincipalSpec, Statement
 
-__all__ = ["AuthzRequest", "Decision", "PolicySet", "Principal", "compile_policies", "evaluate"]
+__all__ = ["AuthzRequest", "Decision", "PolicySet", "Principal", "compile_policies", "evaluate", "s3_resource_arn"]
 
 PrincipalType = Literal["User", "AssumedRole", "Root", "Anonymous", "FederatedUser"]
 DecisionReason = Literal["explicit_deny", "allow", "implicit_deny"]
 _S3_ARN = "arn:aws:s3:::"
 PolicyRole = Literal["identity", "resource", "session", "boundary", "root"]
 _CACHE_MAX = 4096
+
+
+def s3_resource_arn(bucket: str = "", key: str | None = None) -> str:
+    """The resource ARN policies match for an S3 request: ``arn:aws:s3:::bucket`` for a bucket
+    operation, ``arn:aws:s3:::bucket/key`` for an object (the key as is, not URL-encoded), ``*``
+    for a service operation such as ListBuckets (no bucket)."""
+    if not bucket:
+        return "*"
+    return f"{_S3_ARN}{bucket}" if key is None else f"{_S3_ARN}{bucket}/{key}"
 
 
 @dataclass(frozen=True, slots=True)
