@@ -44,6 +44,7 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
@@ -223,6 +224,10 @@ class KeyTooLongError(TierstoreError, ValueError):
 
 class MetadataTooLarge(TierstoreError, ValueError):
     """Your metadata headers exceed the maximum allowed metadata size."""
+
+
+class MalformedPolicy(TierstoreError, ValueError):
+    """Policies must be valid JSON and the first byte must be '{'."""
 
 
 class MalformedXML(TierstoreError, ValueError):

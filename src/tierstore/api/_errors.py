@@ -36,6 +36,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.KeyTooLongError: 400,
     e.MetadataTooLarge: 400,
     e.MalformedXML: 400,
+    e.MalformedPolicy: 400,
     e.InvalidDigest: 400,
     e.BadDigest: 400,
     e.XAmzContentSHA256Mismatch: 400,
