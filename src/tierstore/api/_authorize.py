@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "AllowAuthenticated",
@@ -57,8 +56,7 @@ def object_arn(bucket: str, key: str) -> str:
     return f"arn:aws:s3:::{bucket}/{key}"
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(NamedTuple):
     """Who signed the request. Today the access key; the user, role or service account behind
     it (with its groups and tags) joins as ``identity`` when identities exist."""
 
@@ -66,8 +64,7 @@ class Principal:
     identity: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
     """One permission a request needs: an IAM action (``s3:GetObject``) on a resource ARN."""
 
     action: str

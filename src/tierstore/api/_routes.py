@@ -25,7 +25,7 @@ from urllib.parse import unquote
 
 from tierstore import errors as e
 from tierstore.api import _bucket_config, _buckets, _extensions, _multipart, _objects
-from tierstore.api._authorize import Check, bucket_arn, object_arn
+from tierstore.api._authorize import Check
 from tierstore.api._request import Handler
 
 __all__ = [
@@ -328,6 +328,8 @@ _WRITE_EXTRAS = (
     Perm("s3:PutObjectLegalHold", if_header="x-amz-object-lock-legal-hold"),
 )
 _ANY = "any"
+# Headers whose permission is needed only when they say "true".
+_TRUE_HEADERS = frozenset({"x-amz-bypass-governance-retention", "x-amz-bucket-object-lock-enabled"})
 
 
 def _ext(handler: Handler, action: str) -> Action:
@@ -448,18 +450,20 @@ def checks(
     if bucket is None or bucket == EXTENSION_PREFIX:
         target = "*"
     else:
-        target = object_arn(bucket, key) if key is not None else bucket_arn(bucket)
+        target = f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}"
+    version = query.get("versionId")
     out = []
     for p in action.perms:
         if p.if_header:
             value = headers.get(p.if_header)
-            if value is None or (p.if_header.endswith(("-retention", "-enabled")) and value.lower() != "true"):
+            if value is None or (p.if_header in _TRUE_HEADERS and value.lower() != "true"):
                 continue
+        resource, named = target, version
         if p.on == "source":
-            resource, version = _copy_source(headers)
-        else:
-            resource, version = ("*" if p.on == _ANY else target), query.get("versionId")
-        out.append(Check(p.versioned if p.versioned and version is not None else p.action, resource))
+            resource, named = _copy_source(headers)
+        elif p.on == _ANY:
+            resource = "*"
+        out.append(Check(p.versioned if p.versioned and named is not None else p.action, resource))
     return tuple(out)
 
 
