@@ -103,10 +103,10 @@ class RequestContext:
         self.api = api
         self.checks = checks
         self.scheme = scheme  # AuthResult.scheme
-        self._headers = headers or {}
-        self._query = query or {}
+        self._headers = headers if headers is not None else {}
+        self._query = query if query is not None else {}
         self._bucket_request = bucket_request  # s3:prefix & co. are a listing's keys
-        self._scope = scope or {}
+        self._scope = scope if scope is not None else {}
         self._conditions: dict[str, str] | None = None
 
     @property

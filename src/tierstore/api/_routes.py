@@ -452,8 +452,12 @@ def checks(
     else:
         target = f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}"
     version = query.get("versionId")
+    perms = action.perms
+    if len(perms) == 1 and perms[0].on == "request" and not perms[0].if_header:  # most requests
+        p = perms[0]
+        return (Check(p.versioned if p.versioned and version is not None else p.action, target),)
     out = []
-    for p in action.perms:
+    for p in perms:
         if p.if_header:
             value = headers.get(p.if_header)
             if value is None or (p.if_header in _TRUE_HEADERS and value.lower() != "true"):
