@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from tests.conftest import ServerProcess, make_client
 from tests.s3http import Resp, assert_error, assert_ok, fetch, send, sign_v4, signed_request
-from tierstore.api import _app, _routes, _sigv2
+from tierstore.api import _objects, _routes, _sigv2
 from tierstore.types import BATCH_FRAME
 
 
@@ -37,7 +37,7 @@ def _content_md5(body: bytes) -> str:
 def test_sigv2_signer_knows_every_router_subresource() -> None:
     """The router dispatches on these query names: each must be in the SigV2 string to sign, or
     a presigned URL could be turned into another operation by appending it."""
-    acted_on = set(_routes.SUBRESOURCES) | {"uploadId", "partNumber", "versionId"} | set(_app._RESPONSE_OVERRIDES)
+    acted_on = set(_routes.SUBRESOURCES) | {"uploadId", "partNumber", "versionId"} | set(_objects._RESPONSE_OVERRIDES)
     assert acted_on - _sigv2.SUBRESOURCES == set()
 
 

@@ -8,9 +8,19 @@ if TYPE_CHECKING:
     from tierstore.api._accesslog import AccessLog
     from tierstore.api._app import S3App, note_send_failure
     from tierstore.api._auth import Authenticator
+    from tierstore.api._authorize import AllowAuthenticated, Authorizer, RequestContext
     from tierstore.api._metrics import Metrics
 
-__all__ = ["AccessLog", "Authenticator", "Metrics", "S3App", "note_send_failure"]
+__all__ = [
+    "AccessLog",
+    "AllowAuthenticated",
+    "Authenticator",
+    "Authorizer",
+    "Metrics",
+    "RequestContext",
+    "S3App",
+    "note_send_failure",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -27,6 +37,10 @@ def __getattr__(name: str) -> Any:
         from tierstore.api._auth import Authenticator
 
         return Authenticator
+    if name in ("AllowAuthenticated", "Authorizer", "RequestContext"):
+        from tierstore.api import _authorize
+
+        return getattr(_authorize, name)
     if name == "AccessLog":
         from tierstore.api._accesslog import AccessLog
 

@@ -20,7 +20,7 @@ from tierstore.api._xml import iso8601
 from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec
 from tierstore.types import DatasetRef
 
-__all__ = ["dataset_request", "record_json"]
+__all__ = ["dataset_request", "record_json", "refuse"]
 
 _JSON = "application/json"
 
@@ -110,3 +110,17 @@ async def dataset_request(
         record = datasets.get(name, version)
         return 200, "application/vnd.apache.parquet", await datasets.manifest_bytes(record)
     raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
+
+
+def refuse(key: str) -> None:
+    """Raise the error of a request under ``/_tierstore/datasets`` that names no action (the
+    route table's Unknown): the name and version are checked first, as ``dataset_request`` does,
+    then 501 for a path it does not know, else 405."""
+    parts = key.split("/")[1:]
+    if parts:
+        DatasetRef.parse(parts[0])
+    if len(parts) >= 2:
+        _version(parts[1])
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest"):
+        raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
+    raise e.MethodNotAllowed()

@@ -20,22 +20,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult
 from tierstore.api._xml import iso8601
-from tierstore.catalog import UserRecord
-from tierstore.engine import AccessKeyInfo, IdentityService
+from tierstore.engine import AccessKeyInfo, IdentityService, UserRecord
 
 if TYPE_CHECKING:
-    from tierstore.api._app import Request
+    from tierstore.api._request import Request
 
 __all__ = ["IdentityAuthenticator", "identity_request"]
 
 _PREFIXES = ("admin/users", "admin/keys")
-JsonBody = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class IdentityAuthenticator(Authenticator):
@@ -79,12 +76,11 @@ def _reply(status: int, doc: dict[str, Any] | None = None) -> tuple[int, bytes]:
     return status, b"" if doc is None else json.dumps(doc).encode()
 
 
-async def identity_request(auth: Authenticator, req: Request, json_body: JsonBody) -> tuple[int, bytes] | None:
-    """Answer ``req`` if it is one of these paths (status, JSON body); None if it is not."""
+async def identity_request(ids: IdentityService, req: Request) -> tuple[int, bytes]:
+    """Answer one request to these paths (the route table sends them here): status, JSON body."""
     key = req.key or ""
-    if not isinstance(auth, IdentityAuthenticator) or not (key in _PREFIXES or key.startswith(_prefixed())):
-        return None
-    ids = auth.identities
+    if not (key in _PREFIXES or key.startswith(_prefixed())):
+        raise e.NotImplementedOperation(f"No tierstore extension named '{key[:60]}'.")
     caller = req.auth.access_key if req.auth is not None else None
     if caller is None or not ids.is_root_key(caller):
         raise e.AccessDenied("Only the root credentials may manage identities.")
@@ -96,7 +92,7 @@ async def identity_request(auth: Authenticator, req: Request, json_body: JsonBod
                 return _reply(200, {"users": [_user_json(u) for u in ids.list_users()]})
             if m != "POST":
                 raise e.MethodNotAllowed()
-            doc = await json_body(req)
+            doc = await req.json_body()
             user_name, tags = doc.get("name"), doc.get("tags") or {}
             if not isinstance(user_name, str) or not isinstance(tags, dict):
                 raise e.InvalidRequest('Expected {"name": str, "tags"?: {str: str}}.')
@@ -109,7 +105,7 @@ async def identity_request(auth: Authenticator, req: Request, json_body: JsonBod
             out["groups"] = ids.groups_for_user(name)
             return _reply(200, out)
         if m == "PUT":
-            doc = await json_body(req)
+            doc = await req.json_body()
             if not isinstance(doc.get("enabled"), bool):
                 raise e.InvalidRequest('Expected {"enabled": bool}.')
             await ids.set_user_enabled(name, doc["enabled"])
@@ -124,7 +120,7 @@ async def identity_request(auth: Authenticator, req: Request, json_body: JsonBod
             return _reply(200, {"keys": [_key_json(k) for k in ids.list_access_keys(user or None)]})
         if m != "POST":
             raise e.MethodNotAllowed()
-        doc = await json_body(req)
+        doc = await req.json_body()
         user, policy, expires_s, label = doc.get("user"), doc.get("policy"), doc.get("expires_s"), doc.get("name", "")
         if (
             not isinstance(user, str)
@@ -145,7 +141,7 @@ async def identity_request(auth: Authenticator, req: Request, json_body: JsonBod
             new = await ids.create_access_key(user, caller=caller)
         return _reply(201, {**_key_json(new.info), "secret_key": new.secret_key})
     if m == "PUT":
-        doc = await json_body(req)
+        doc = await req.json_body()
         if doc.get("status") not in ("Active", "Inactive"):
             raise e.InvalidRequest('Expected {"status": "Active" | "Inactive"}.')
         await ids.set_access_key_status(name, active=doc["status"] == "Active", caller=caller)

@@ -22,7 +22,7 @@ from tierstore.api._datasets import record_json as dataset_record_json
 from tierstore.engine import DatasetRecord, ModelService
 from tierstore.types import ModelRef, check_alias
 
-__all__ = ["model_record_json", "model_request"]
+__all__ = ["model_record_json", "model_request", "refuse"]
 
 _JSON = "application/json"
 
@@ -117,3 +117,22 @@ async def model_request(
         record = models.resolve(ref)
         return 200, "application/vnd.apache.parquet", await models.manifest_bytes(record)
     raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
+
+
+def refuse(key: str, models: ModelService) -> None:
+    """Raise the error of a request under ``/_tierstore/models`` that names no action (the route
+    table's Unknown), checking the name, alias or version first as ``model_request`` does."""
+    parts = key.split("/")[1:]
+    if not parts:
+        raise e.MethodNotAllowed()
+    models.check_name(parts[0])
+    if len(parts) >= 2 and parts[1] == "aliases":
+        if len(parts) > 3:
+            raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
+        if len(parts) == 3:
+            check_alias(parts[2])
+    elif len(parts) >= 2:
+        _ref(parts[0], parts[1])
+        if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest"):
+            raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
+    raise e.MethodNotAllowed()

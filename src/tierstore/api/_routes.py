@@ -1,15 +1,16 @@
-"""The route table: the one place that names a request (its S3 API action).
+"""The route table: the one place that names a request (its S3 API action) and dispatches it.
 
 ``route`` is a pure function of what the dispatcher looks at — method, bucket, key, query
 parameters, and the one header that splits a branch (``x-amz-copy-source``) — and answers the
-action the dispatch in ``_app`` runs (``PutObject``, ``UploadPart``, ``tierstore:Batch``, ...),
-with AWS's names. ``S3App`` calls it once per request and keeps the answer on the request
-(``req.action``): the access log, the metrics and (issue 15) authorization use that name.
+action (``PutObject``, ``UploadPart``, ``tierstore:Batch``, ...), with AWS's names. ``S3App``
+calls it once per request and keeps the answer on the request (``req.action``): the access log,
+the metrics and authorization use that name. ``ACTIONS`` maps each implemented action to its
+handler and to the IAM permissions it needs (``checks``: the authorizer's input).
 
 Requests the dispatcher refuses still get a name: a known S3 operation we do not implement gets
 its AWS name with ``implemented=False`` (answered 501 NotImplemented), anything else is
-``UNKNOWN`` (405 MethodNotAllowed or 501). tests/api/test_routes.py checks every branch against
-the table, and the dispatch against the table for real requests.
+``UNKNOWN`` (405 MethodNotAllowed or 501, ``refuse``). Both are refused after authentication and
+before authorization: they touch no bucket or key, so they tell nobody anything.
 
 Health and metrics endpoints (``PROBES``) are named here too: an *unsigned* GET or HEAD of one of
 their paths, path-style. A signed request to the same path is an ordinary S3 request, so buckets
@@ -20,24 +21,35 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import NamedTuple
+from urllib.parse import unquote
+
+from tierstore import errors as e
+from tierstore.api import _bucket_config, _buckets, _extensions, _multipart, _objects
+from tierstore.api._authorize import Check
+from tierstore.api._request import Handler
 
 __all__ = [
+    "ACTIONS",
     "EXTENSION_PREFIX",
     "METRICS_ACTIONS",
     "PROBES",
     "PROBE_ACTIONS",
     "SUBRESOURCES",
     "UNKNOWN",
+    "Action",
+    "Perm",
     "Route",
+    "checks",
     "is_signed",
+    "refuse",
     "route",
 ]
 
 EXTENSION_PREFIX = "_tierstore"
 UNKNOWN = "Unknown"
 
-# Query parameters that select another operation (the same set as ``_app._SUBRESOURCES``; a
-# test keeps them equal). A known one we lack answers 501; any other parameter is ignored.
+# Query parameters that select another operation (the SigV2 signer signs them too). A known
+# one we lack answers 501; any other parameter is ignored, as S3 does.
 SUBRESOURCES = frozenset(
     {
         "accelerate",
@@ -231,13 +243,15 @@ def _object(method: str, sub: list[str], query: Mapping[str, str], headers: Mapp
 
 
 def _extension(method: str, key: str) -> Route:
-    """``/_tierstore/...`` (api/_app.py ``_extension``, api/_datasets.py, api/_models.py)."""
+    """``/_tierstore/...`` (api/_extensions.py, api/_datasets.py, api/_models.py)."""
     if key in ("query", "batch"):
         return Route(f"tierstore:{key.capitalize()}") if method == "POST" else _NO_ROUTE
     if key == "admin/info":
         return Route("tierstore:AdminInfo") if method == "GET" else _NO_ROUTE
     if key == "admin/heal":
         return Route("tierstore:AdminHeal") if method == "POST" else _NO_ROUTE
+    if key.split("/")[:2] in (["admin", "users"], ["admin", "keys"]):
+        return Route("tierstore:AdminIdentities")  # each method answered by _identity_ext
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -284,3 +298,190 @@ def _models(method: str, parts: list[str]) -> Route:
     else:
         action = None
     return Route(action) if action else _NO_ROUTE
+
+
+# --- dispatch: action -> handler and IAM permissions ------------------------------------------
+class Perm(NamedTuple):
+    """One IAM permission an action needs (AWS's "Actions, resources, and condition keys for
+    Amazon S3": HeadObject is ``s3:GetObject``, ListObjectsV2 ``s3:ListBucket``, ...)."""
+
+    action: str
+    versioned: str = ""  # the IAM action instead when the request (or its copy source) names a version
+    on: str = "request"  # "request": the request's bucket or object; "source": x-amz-copy-source; "any": "*"
+    if_header: str = ""  # needed only when the request carries this header
+
+
+class Action(NamedTuple):
+    handler: Handler
+    perms: tuple[Perm, ...]
+    # IAM actions the handler checks per entry of the body (DeleteObjects: per key). A batch's
+    # entries are not authorized per entry yet (issue 15, a later slice).
+    per_entry: tuple[str, ...] = ()
+
+
+_GET = Perm("s3:GetObject", "s3:GetObjectVersion")
+_PUT = Perm("s3:PutObject")
+_SOURCE = Perm("s3:GetObject", "s3:GetObjectVersion", on="source")
+_BYPASS = Perm("s3:BypassGovernanceRetention", if_header="x-amz-bypass-governance-retention")
+# A write that sets tags, a retention or a legal hold needs those permissions too.
+_WRITE_EXTRAS = (
+    Perm("s3:PutObjectTagging", if_header="x-amz-tagging"),
+    Perm("s3:PutObjectRetention", if_header="x-amz-object-lock-mode"),
+    Perm("s3:PutObjectLegalHold", if_header="x-amz-object-lock-legal-hold"),
+)
+_ANY = "any"
+# Headers whose permission is needed only when they say "true".
+_TRUE_HEADERS = frozenset({"x-amz-bypass-governance-retention", "x-amz-bucket-object-lock-enabled"})
+
+
+def _ext(handler: Handler, action: str) -> Action:
+    return Action(handler, (Perm(action, on=_ANY),))
+
+
+ACTIONS: dict[str, Action] = {
+    # service and buckets (_buckets)
+    "ListBuckets": Action(_buckets.list_buckets, (Perm("s3:ListAllMyBuckets", on=_ANY),)),
+    "CreateBucket": Action(
+        _buckets.create_bucket,
+        (
+            Perm("s3:CreateBucket"),
+            Perm("s3:PutBucketObjectLockConfiguration", if_header="x-amz-bucket-object-lock-enabled"),
+            Perm("s3:PutBucketVersioning", if_header="x-amz-bucket-object-lock-enabled"),
+        ),
+    ),
+    "HeadBucket": Action(_buckets.head_bucket, (Perm("s3:ListBucket"),)),
+    "DeleteBucket": Action(_buckets.delete_bucket, (Perm("s3:DeleteBucket"),)),
+    "GetBucketLocation": Action(_buckets.get_bucket_location, (Perm("s3:GetBucketLocation"),)),
+    "ListObjects": Action(_buckets.list_objects, (Perm("s3:ListBucket"),)),
+    "ListObjectsV2": Action(_buckets.list_objects, (Perm("s3:ListBucket"),)),
+    "ListObjectVersions": Action(_buckets.list_object_versions, (Perm("s3:ListBucketVersions"),)),
+    "DeleteObjects": Action(
+        _buckets.delete_objects, (), ("s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention")
+    ),
+    # bucket configuration (_bucket_config)
+    "GetBucketVersioning": Action(_bucket_config.get_bucket_versioning, (Perm("s3:GetBucketVersioning"),)),
+    "PutBucketVersioning": Action(_bucket_config.put_bucket_versioning, (Perm("s3:PutBucketVersioning"),)),
+    "GetBucketTagging": Action(_bucket_config.get_bucket_tagging, (Perm("s3:GetBucketTagging"),)),
+    "PutBucketTagging": Action(_bucket_config.put_bucket_tagging, (Perm("s3:PutBucketTagging"),)),
+    "DeleteBucketTagging": Action(_bucket_config.delete_bucket_tagging, (Perm("s3:PutBucketTagging"),)),
+    "GetObjectLockConfiguration": Action(
+        _bucket_config.get_object_lock_configuration, (Perm("s3:GetBucketObjectLockConfiguration"),)
+    ),
+    "PutObjectLockConfiguration": Action(
+        _bucket_config.put_object_lock_configuration, (Perm("s3:PutBucketObjectLockConfiguration"),)
+    ),
+    # objects (_objects)
+    "GetObject": Action(_objects.get_object, (_GET,)),
+    "HeadObject": Action(_objects.head_object, (_GET,)),
+    "PutObject": Action(_objects.put_object, (_PUT, *_WRITE_EXTRAS)),
+    "CopyObject": Action(_objects.copy_object, (_SOURCE, _PUT, *_WRITE_EXTRAS)),
+    "DeleteObject": Action(_objects.delete_object, (Perm("s3:DeleteObject", "s3:DeleteObjectVersion"), _BYPASS)),
+    "GetObjectAttributes": Action(
+        _objects.get_object_attributes, (_GET, Perm("s3:GetObjectAttributes", "s3:GetObjectVersionAttributes"))
+    ),
+    "GetObjectTagging": Action(
+        _objects.get_object_tagging, (Perm("s3:GetObjectTagging", "s3:GetObjectVersionTagging"),)
+    ),
+    "PutObjectTagging": Action(
+        _objects.put_object_tagging, (Perm("s3:PutObjectTagging", "s3:PutObjectVersionTagging"),)
+    ),
+    "DeleteObjectTagging": Action(
+        _objects.delete_object_tagging, (Perm("s3:DeleteObjectTagging", "s3:DeleteObjectVersionTagging"),)
+    ),
+    "GetObjectRetention": Action(_objects.get_object_retention, (Perm("s3:GetObjectRetention"),)),
+    "PutObjectRetention": Action(_objects.put_object_retention, (Perm("s3:PutObjectRetention"), _BYPASS)),
+    "GetObjectLegalHold": Action(_objects.get_object_legal_hold, (Perm("s3:GetObjectLegalHold"),)),
+    "PutObjectLegalHold": Action(_objects.put_object_legal_hold, (Perm("s3:PutObjectLegalHold"),)),
+    # multipart uploads (_multipart)
+    "CreateMultipartUpload": Action(_multipart.create_multipart_upload, (_PUT, *_WRITE_EXTRAS)),
+    "UploadPart": Action(_multipart.upload_part, (_PUT,)),
+    "UploadPartCopy": Action(_multipart.upload_part_copy, (_SOURCE, _PUT)),
+    "CompleteMultipartUpload": Action(_multipart.complete_multipart_upload, (_PUT,)),
+    "AbortMultipartUpload": Action(_multipart.abort_multipart_upload, (Perm("s3:AbortMultipartUpload"),)),
+    "ListParts": Action(_multipart.list_parts, (Perm("s3:ListMultipartUploadParts"),)),
+    "ListMultipartUploads": Action(_multipart.list_multipart_uploads, (Perm("s3:ListBucketMultipartUploads"),)),
+    # /_tierstore/ extensions (_extensions, _datasets, _models): IAM names in the tierstore: namespace
+    "tierstore:Query": _ext(_extensions.query, "tierstore:Query"),
+    "tierstore:Batch": Action(_extensions.batch, (Perm("tierstore:Batch", on=_ANY),), ("s3:GetObject",)),
+    "tierstore:AdminInfo": _ext(_extensions.admin_info, "tierstore:Admin"),
+    "tierstore:AdminHeal": _ext(_extensions.admin_heal, "tierstore:Admin"),
+    "tierstore:AdminIdentities": _ext(_extensions.identities, "tierstore:Admin"),
+    **{
+        a: _ext(_extensions.datasets, a)
+        for a in (
+            "tierstore:ListDatasets",
+            "tierstore:CreateDataset",
+            "tierstore:GetDataset",
+            "tierstore:DeleteDataset",
+            "tierstore:GetDatasetManifest",
+        )
+    },
+    **{
+        a: _ext(_extensions.models, a)
+        for a in (
+            "tierstore:ListModels",
+            "tierstore:RegisterModel",
+            "tierstore:GetModel",
+            "tierstore:DeleteModel",
+            "tierstore:GetModelManifest",
+            "tierstore:ListModelAliases",
+            "tierstore:GetModelAlias",
+            "tierstore:PutModelAlias",
+            "tierstore:DeleteModelAlias",
+        )
+    },
+}
+
+
+def _copy_source(headers: Mapping[str, str]) -> tuple[str, str | None]:
+    """The ARN and version id ``x-amz-copy-source`` names (leniently: the handler rejects a
+    malformed one, after authorization)."""
+    path, _, query = headers.get("x-amz-copy-source", "").partition("?")
+    path = unquote(path).removeprefix("/")
+    version = None
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if name == "versionId":
+            version = unquote(value)
+    return f"arn:aws:s3:::{path}", version
+
+
+def checks(
+    action: Action, bucket: str | None, key: str | None, query: Mapping[str, str], headers: Mapping[str, str]
+) -> tuple[Check, ...]:
+    """The (IAM action, resource ARN) pairs a request for ``action`` needs, from its ``perms``."""
+    if bucket is None or bucket == EXTENSION_PREFIX:
+        target = "*"
+    else:
+        target = f"arn:aws:s3:::{bucket}/{key}" if key is not None else f"arn:aws:s3:::{bucket}"
+    version = query.get("versionId")
+    perms = action.perms
+    if len(perms) == 1 and perms[0].on == "request" and not perms[0].if_header:  # most requests
+        p = perms[0]
+        return (Check(p.versioned if p.versioned and version is not None else p.action, target),)
+    out = []
+    for p in perms:
+        if p.if_header:
+            value = headers.get(p.if_header)
+            if value is None or (p.if_header in _TRUE_HEADERS and value.lower() != "true"):
+                continue
+        resource, named = target, version
+        if p.on == "source":
+            resource, named = _copy_source(headers)
+        elif p.on == _ANY:
+            resource = "*"
+        out.append(Check(p.versioned if p.versioned and named is not None else p.action, resource))
+    return tuple(out)
+
+
+def refuse(method: str, bucket: str | None, key: str | None, query: Mapping[str, str]) -> None:
+    """Raise the error of an S3 request the table does not dispatch: a known operation we do not
+    implement (501), or no operation at all (405 MethodNotAllowed, or 501 when it names a
+    subresource)."""
+    sub = [k for k in query if k in SUBRESOURCES]
+    if bucket is None:
+        raise e.NotImplementedOperation() if sub else e.MethodNotAllowed()
+    if not sub:
+        raise e.MethodNotAllowed()
+    kind = "bucket" if key is None else "object"
+    raise e.NotImplementedOperation(f"The {kind} operation '{','.join(sub)[:60]}' is not implemented.")

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote_to_bytes
 __all__ = ["SUBRESOURCES", "canonical_resource_variants", "signature_matches", "string_to_sign_variants"]
 
 # The query parameters that belong to the canonicalized resource: the documented S3 list, the
-# ones botocore's HmacV1Auth adds, and every subresource the router dispatches on (api/_app.py
+# ones botocore's HmacV1Auth adds, and every subresource the router dispatches on (api/_routes.py
 # _SUBRESOURCES; a test keeps the two in step). A name the router acts on but the signature does
 # not cover would let anyone holding a presigned URL turn it into another operation
 # (``&retention`` on a presigned PUT). Clients that do not sign one of these fail closed.

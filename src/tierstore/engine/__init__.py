@@ -8,6 +8,7 @@ from tierstore.engine._identity import (
     IdentityService,
     NewAccessKey,
     Principal,
+    UserRecord,
     accept_json_object,
 )
 from tierstore.engine._lock import (
@@ -59,6 +60,7 @@ __all__ = [
     "Retention",
     "RowRead",
     "StoreHealth",
+    "UserRecord",
     "accept_json_object",
     "format_retain_until",
     "parse_legal_hold",

@@ -38,6 +38,7 @@ __all__ = [
     "IdentityService",
     "NewAccessKey",
     "Principal",
+    "UserRecord",
     "accept_json_object",
 ]
 

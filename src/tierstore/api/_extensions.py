@@ -1,0 +1,232 @@
+"""The ``/_tierstore/`` extensions (JSON): metadata query, batch reads, datasets and models
+(their own modules, ``_datasets``/``_models``), admin info and heal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tierstore import errors as e
+from tierstore.api import _datasets, _models
+from tierstore.api._errors import status_of
+from tierstore.api._identity_ext import identity_request
+from tierstore.api._objects import result_status
+from tierstore.api._request import Context, Request, Response
+from tierstore.api._xml import iso8601
+from tierstore.engine import Repairer, RowRead, stream_progress
+from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
+
+__all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "models", "query", "refuse"]
+
+MAX_BATCH_ENTRIES = 10_000
+MAX_BATCH_BODY = 4 * 1024 * 1024
+MAX_DATASET_BODY = 256 * 1024 * 1024  # a dataset made of explicit rows (derive): ~150 bytes a row
+BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of about this size
+
+
+async def datasets(req: Request, ctx: Context) -> Response:
+    """Every ``tierstore:*Dataset*`` action: ``_datasets.dataset_request`` answers by path."""
+    service = ctx.dataset_service()
+    # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).
+    status, content_type, body = await _datasets.dataset_request(
+        req.method, req.key or "", req.query, lambda: req.json_body(MAX_DATASET_BODY, "rows"), service
+    )
+    return Response(status, [("content-type", content_type)], body)
+
+
+async def models(req: Request, ctx: Context) -> Response:
+    """Every ``tierstore:*Model*`` action: ``_models.model_request`` answers by path."""
+    service = ctx.model_service()
+    status, content_type, body = await _models.model_request(
+        req.method, req.key or "", req.query, lambda: req.json_body(MAX_DATASET_BODY), service
+    )
+    return Response(status, [("content-type", content_type)], body)
+
+
+def _admin(req: Request, ctx: Context) -> Repairer:
+    # Every authenticated key is an admin until policies exist (docs/durability.md).
+    if ctx.admin is None:
+        raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
+    return ctx.admin
+
+
+async def admin_info(req: Request, ctx: Context) -> Response:
+    admin = _admin(req, ctx)
+    body = json.dumps(await asyncio.to_thread(admin.info)).encode()
+    return Response(200, [("content-type", "application/json")], body)
+
+
+async def admin_heal(req: Request, ctx: Context) -> Response:
+    admin = _admin(req, ctx)
+    task = admin.start(kind="heal")
+    return Response(
+        200, [("content-type", "application/x-ndjson")], stream=stream_progress(task, lambda: admin.current)
+    )
+
+
+async def identities(req: Request, ctx: Context) -> Response:
+    """``/_tierstore/admin/users`` and ``/_tierstore/admin/keys`` (root only): ``_identity_ext``."""
+    if ctx.identities is None:
+        raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
+    status, body = await identity_request(ctx.identities, req)
+    return Response(status, [("content-type", "application/json")], body)
+
+
+def refuse(req: Request, ctx: Context) -> None:
+    """Raise the error of an extension request that names no action (the route table's Unknown)."""
+    key = req.key or ""
+    area = key.partition("/")[0]
+    if key in ("query", "batch") or (key in ("admin/info", "admin/heal") and ctx.admin is not None):
+        raise e.MethodNotAllowed()
+    if area == "datasets":
+        ctx.dataset_service()
+        _datasets.refuse(key)
+    if area == "models":
+        _models.refuse(key, ctx.model_service())
+    raise e.NotImplementedOperation(f"No tierstore extension named '{key[:60]}'.")
+
+
+async def query(req: Request, ctx: Context) -> Response:
+    """POST /_tierstore/query {"bucket", "query", "cursor"?} -> {"objects": [...], "next_cursor"}."""
+    doc = await req.json_body()
+    bucket, text, cursor = doc.get("bucket"), doc.get("query"), doc.get("cursor")
+    if not isinstance(bucket, str) or not isinstance(text, str) or not isinstance(cursor, (str, type(None))):
+        raise e.InvalidRequest('Expected {"bucket": str, "query": str, "cursor": str | null}.')
+    # Every authenticated caller may read every bucket until bucket policies exist.
+    metas, next_cursor = ctx.service.query(bucket, text, cursor)
+    objects = [
+        {
+            "key": m.key,
+            "version_id": m.version_id,
+            "size": m.size_bytes,
+            "etag": m.etag,
+            "last_modified": iso8601(m.modified_ns),
+            "content_type": m.content_type,
+            "storage_class": m.storage_class,
+            "meta": m.user_meta,
+            "tags": m.tags,
+        }
+        for m in metas
+    ]
+    body = json.dumps({"bucket": bucket, "objects": objects, "next_cursor": next_cursor}).encode()
+    return Response(200, [("content-type", "application/json")], body)
+
+
+async def batch(req: Request, ctx: Context) -> Response:
+    """POST /_tierstore/batch: many objects (or ranges) in one response, in order.
+
+    Request: ``{"entries": [{"bucket", "key", "version_id"?, "range"?: "bytes=a-b"}], "fail_fast"?}``.
+    Response (``application/x-tierstore-batch``): per entry a frame ``BATCH_FRAME`` (entry
+    index, HTTP-style status, length) and that many bytes — the object's, or for a failed
+    entry a JSON ``{"code", "message"}`` — then a trailer frame (index ``BATCH_TRAILER``)
+    with a JSON summary. A failed entry does not fail the request unless ``fail_fast``,
+    which ends the stream after it. Entries are read one after another: memory is bounded
+    by one piece of one object, whatever the batch holds."""
+    doc = await req.json_body(limit=MAX_BATCH_BODY)
+    if "dataset" in doc or "model" in doc:
+        return await _dataset_batch(doc, ctx)
+    entries, fail_fast = doc.get("entries"), doc.get("fail_fast", False)
+    if not isinstance(entries, list) or not isinstance(fail_fast, bool):
+        raise e.InvalidRequest('Expected {"entries": [...], "fail_fast": bool}.')
+    if len(entries) > MAX_BATCH_ENTRIES:
+        raise e.InvalidRequest(f"A batch holds at most {MAX_BATCH_ENTRIES} entries.")
+    wanted: list[tuple[str, str, GetOptions]] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise e.InvalidRequest(f"Entry {i} is not an object.")
+        bucket, key = entry.get("bucket"), entry.get("key")
+        version_id, byte_range = entry.get("version_id"), entry.get("range")
+        if not isinstance(bucket, str) or not isinstance(key, str) or not key:
+            raise e.InvalidRequest(f"Entry {i} needs a bucket and a key.")
+        if not isinstance(version_id, (str, type(None))) or not isinstance(byte_range, (str, type(None))):
+            raise e.InvalidRequest(f"Entry {i}: version_id and range are strings.")
+        opts = GetOptions(version_id=version_id, byte_range=ByteRange.parse(byte_range) if byte_range else None)
+        wanted.append((bucket, key, opts))
+    frames = _batch_frames(_entry_reads(wanted, ctx), len(wanted), fail_fast, ctx)
+    return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
+
+
+async def _entry_reads(wanted: list[tuple[str, str, GetOptions]], ctx: Context) -> AsyncIterator[RowRead]:
+    for bucket, key, opts in wanted:
+        try:
+            result = await ctx.service.get_object(bucket, key, opts)
+        except e.TierstoreError as exc:
+            yield RowRead(error=exc, key=key)
+            continue
+        yield RowRead(result.length, body=result.body, status=result_status(result), key=key)
+
+
+async def _dataset_batch(doc: dict[str, Any], ctx: Context) -> Response:
+    """The dataset form of ``batch``: ``{"dataset": "NAME@N", "rows": [int, ...], "fail_fast"?}``
+    (or ``"model": "NAME@N"``: a model version's rows, docs/checkpoints.md). Rows are read
+    through the bytes the dataset (model) pinned, not by key (docs/datasets.md)."""
+    field = "model" if "model" in doc else "dataset"
+    rows, fail_fast, name = doc.get("rows"), doc.get("fail_fast", False), doc.get(field)
+    if not isinstance(name, str) or not isinstance(rows, list) or not isinstance(fail_fast, bool):
+        raise e.InvalidRequest(f'Expected {{"{field}": "NAME@N", "rows": [int, ...], "fail_fast": bool}}.')
+    if len(rows) > MAX_BATCH_ENTRIES:
+        raise e.InvalidRequest(f"A batch holds at most {MAX_BATCH_ENTRIES} entries.")
+    if not all(type(r) is int for r in rows):
+        raise e.InvalidRequest("Rows are integers.")
+    ref = ModelRef.parse(name) if field == "model" else DatasetRef.parse(name)
+    if ref.version is None:
+        raise e.InvalidRequest(f"A batch names one {field} version: NAME@N.")
+    source = ctx.model_service() if field == "model" else ctx.dataset_service()
+    reads = await source.open_rows(ref.name, ref.version, rows)
+    frames = _batch_frames(reads, len(rows), fail_fast, ctx)
+    return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
+
+
+async def _batch_frames(
+    reads: AsyncIterator[RowRead], count: int, fail_fast: bool, ctx: Context
+) -> AsyncIterator[bytes]:
+    """The frames of ``batch``. Small entries are coalesced into sends of about
+    ``BATCH_SEND_BYTES`` (one send per sample would cost more than the sample), gathered as a
+    list of pieces joined once per send (a growing buffer would copy every byte twice); an
+    entry larger than that streams piece by piece after what was gathered before it."""
+    pack = BATCH_FRAME.pack
+    out: list[bytes] = []
+    pending = 0  # bytes in ``out``
+    served = failed = size = 0
+    index = -1
+    async for item in reads:
+        index += 1
+        if item.error is not None:
+            exc = item.error
+            body = json.dumps({"code": exc.code, "message": exc.message, "key": item.key}).encode()
+            failed += 1
+            out += (pack(index, status_of(exc), len(body)), body)
+            pending += BATCH_FRAME.size + len(body)
+            if fail_fast:
+                break
+            continue
+        served += 1
+        size += item.length
+        out.append(pack(index, item.status, item.length))
+        pending += BATCH_FRAME.size + item.length
+        if item.data is not None:
+            out.append(item.data)
+        elif item.length > BATCH_SEND_BYTES:
+            assert item.body is not None
+            yield b"".join(out)
+            out.clear()
+            pending = 0
+            # Bytes already sent cannot be taken back: damage found mid-object ends the
+            # stream short, as a plain GET does (a truncated frame, never wrong bytes).
+            async for chunk in item.body:
+                yield chunk
+            continue
+        else:
+            assert item.body is not None
+            async for chunk in item.body:
+                out.append(chunk)
+        if pending >= BATCH_SEND_BYTES:
+            yield b"".join(out)
+            out.clear()
+            pending = 0
+    ctx.metrics.batch_served(served, failed, size)
+    summary = json.dumps({"entries": count, "served": served, "failed": failed, "bytes": size}).encode()
+    out += (pack(BATCH_TRAILER, 200, len(summary)), summary)
+    yield b"".join(out)
