@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.cli.test_client_commands import cli, ok, one_line_error
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
@@ -219,3 +220,40 @@ def test_policy_admin_and_malformed_documents(env: Env, alice: tuple[str, str]) 
     assert (info.value.status, info.value.code) == DENIED
     env.root.delete_user_policy(name, "read")
     assert env.root.user_policies(name) == {}
+
+
+def test_access_log_names_the_deciding_statement(env: Env) -> None:
+    policy = _policy(
+        {"Sid": "Read", "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/*"},
+        {"Sid": "NotShared", "Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/shared/*"},
+    )
+    frank_keys = env.user("frank", policy)
+    frank = env.s3_of(frank_keys)
+    assert status(lambda: frank.get_object(Bucket=A, Key="other")) == (200, "")
+    assert status(lambda: frank.get_object(Bucket=A, Key="shared/y")) == DENIED
+    assert status(lambda: frank.get_object(Bucket=B, Key="other")) == DENIED
+    deadline = time.monotonic() + 10
+    while True:
+        text = env.server.log_path.read_text(errors="replace")
+        lines = [json.loads(t) for t in text.splitlines() if t.startswith("{")]
+        mine = [(x["key"], x["status"], x["decision"], x["policy"]) for x in lines if x["access_key"] == frank_keys[0]]
+        if len(mine) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(mine) == [  # two workers: their lines interleave in any order
+        ("other", 200, "allow", "main:Read"),
+        ("other", 403, "implicit_deny", ""),
+        ("shared/y", 403, "explicit_deny", "main:NotShared"),
+    ]
+
+
+def test_cli_admin_policy_put_ls_rm(env: Env, tmp_path: Path) -> None:
+    env.root.create_user("gina")
+    good, bad = tmp_path / "read.json", tmp_path / "bad.json"
+    good.write_text(READ_A)
+    bad.write_text(_policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "not-an-arn"}))
+    ok(cli(env.server, "admin", "policy", "put", "gina", "read", str(good)))
+    one_line_error(cli(env.server, "admin", "policy", "put", "gina", "bad", str(bad)), "MalformedPolicyDocument")
+    assert set(json.loads(ok(cli(env.server, "admin", "policy", "ls", "gina")))) == {"read"}
+    ok(cli(env.server, "admin", "policy", "rm", "gina", "read"))
+    assert json.loads(ok(cli(env.server, "admin", "policy", "ls", "gina"))) == {}

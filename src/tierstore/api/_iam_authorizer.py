@@ -28,6 +28,7 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
+ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
 _PARSED_MAX = 4096
 
 
@@ -80,11 +81,13 @@ class IamAuthorizer:
     def authorize(self, request: RequestContext) -> None:
         key = request.principal.access_key
         if self._is_root_key(key):
+            request.decision = ROOT_ALLOW
             return
         compiled = self._for_key(key)
         if compiled is None:  # the key stopped authenticating since (disabled within the TTL)
             raise e.AccessDenied(DENIED)
         if compiled.root and not compiled.session:
+            request.decision = ROOT_ALLOW
             return
         conditions = request.conditions()
         now = datetime.now(UTC)
