@@ -47,7 +47,7 @@ async def models(req: Request, ctx: Context) -> Response:
 
 
 def _admin(req: Request, ctx: Context) -> Repairer:
-    # Every authenticated key is an admin until policies exist (docs/durability.md).
+    # The dispatcher authorized tierstore:Admin (the root, or a user's policy).
     if ctx.admin is None:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
     return ctx.admin
