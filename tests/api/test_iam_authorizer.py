@@ -135,3 +135,22 @@ def test_validate_policy_is_the_parser_with_the_iam_error() -> None:
         validate_policy(policy(allow("s3:GetObject", "*", Condition={"StringEqualz": {"aws:username": "a"}})))
     with pytest.raises(e.MalformedPolicyDocument):
         validate_policy(policy(allow("s3:GetObject", "*", Principal="*")), "session")
+
+
+def test_group_and_managed_policies_apply(setup: tuple[IdentityService, IamAuthorizer, Clock]) -> None:
+    ids, authz, clock = setup
+    key = user_key(ids, "member")
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ)))
+
+    async def grant() -> None:
+        await ids.create_group("readers")
+        await ids.add_user_to_group("readers", "member")
+        await ids.put_inline_policy("group", "readers", "read", policy(allow("s3:GetObject", "*")))
+        await ids.create_policy("Lister", policy(allow("s3:ListBucket", "arn:aws:s3:::b")))
+        await ids.attach_policy("user", "member", "Lister")
+
+    asyncio.run(grant())
+    clock.now += ids.cache_ttl_s + 0.01
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))  # the group's inline policy
+    assert allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::b")))  # the attached managed one
+    assert not allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::other")))
