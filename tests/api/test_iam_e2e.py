@@ -257,3 +257,15 @@ def test_cli_admin_policy_put_ls_rm(env: Env, tmp_path: Path) -> None:
     assert set(json.loads(ok(cli(env.server, "admin", "policy", "ls", "gina")))) == {"read"}
     ok(cli(env.server, "admin", "policy", "rm", "gina", "read"))
     assert json.loads(ok(cli(env.server, "admin", "policy", "ls", "gina"))) == {}
+
+
+def test_dataset_batch_needs_read_dataset(env: Env, alice: tuple[str, str]) -> None:
+    ref = env.root.create_dataset("iam-pub", bucket=A, prefix="public/")["ref"]
+    with pytest.raises(TierstoreClientError) as info:
+        list(env.ext_of(alice).read_rows(ref, [0]))  # s3:GetObject on the bucket is not enough
+    assert (info.value.status, info.value.code) == DENIED
+    dataset_arn = "arn:aws:tierstore:::dataset/iam-pub"  # docs/security.md part 2
+    reader = _policy({"Effect": "Allow", "Action": "tierstore:ReadDataset", "Resource": dataset_arn})
+    hank = env.ext_of(env.user("hank", reader))
+    (item,) = hank.read_rows(ref, [0])
+    assert item.status == 200 and item.data == f"{A}/public/x".encode()

@@ -185,7 +185,7 @@ async def _dataset_batch(doc: dict[str, Any], req: Request, ctx: Context) -> Res
     # Rows are read through the dataset's pinned bytes: the caller needs tierstore:ReadDataset
     # (tierstore:ReadModel) on the dataset (model), not s3:GetObject per row (docs/security.md).
     kind = "Model" if field == "model" else "Dataset"
-    ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:tierstore:{field}/{ref.name}"))
+    ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:aws:tierstore:::{field}/{ref.name}"))
     reads = await source.open_rows(ref.name, ref.version, rows)
     frames = _batch_frames(reads, len(rows), fail_fast, ctx)
     return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
