@@ -37,7 +37,8 @@ from botocore.credentials import Credentials
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from tierstore.server import ServerConfig, build_app, tune_malloc  # noqa: E402
+from tierstore.catalog import SqliteCatalog  # noqa: E402
+from tierstore.server import ServerConfig, build_app, prepare_master_key, tune_malloc  # noqa: E402
 
 HOST = "127.0.0.1:9000"
 BUCKET = "bench"
@@ -93,7 +94,11 @@ def minflt() -> int:
 
 async def run(args: argparse.Namespace, data_dir: Path) -> None:
     tune_malloc()  # as every server worker does
-    app = build_app(ServerConfig(data_dir=str(data_dir), access_key="bench", secret_key="benchsecret"))
+    config = ServerConfig(data_dir=str(data_dir), access_key="bench", secret_key="benchsecret")
+    catalog = SqliteCatalog(data_dir / "catalog.db")
+    prepare_master_key(config, catalog)  # what serve() does before the workers start
+    catalog.close()
+    app = build_app(config)
     status, _ = await call(app, signed_scope("PUT", f"/{BUCKET}"))
     assert status == 200, status
     body = os.urandom(args.size)

@@ -56,6 +56,18 @@ def test_checkpoints_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Pat
     ]
 
 
+def test_security_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md part 2 (part 1's block is pure: tests/iam/test_security_doc.py)."""
+    text = (REPO / "docs" / "security.md").read_text()
+    part2 = text[text.index("## Part 2:"):]
+    (code,) = BLOCK.findall(part2)
+    expected = [line.removeprefix("# ") for line in code.splitlines() if line.startswith(("# get", "# put", "# ["))]
+    assert len(expected) == 5
+    doc = tmp_path / "security-part2.md"
+    doc.write_text(part2)
+    assert _run(str(doc), fresh_server, tmp_path) == expected
+
+
 # --- README.md: every block runs, in order, against a server of its own ------------------------
 
 README = REPO / "README.md"

@@ -143,6 +143,8 @@ def test_lose_two_of_four_drives_then_heal(ec_server: ServerProcess, drives: lis
     assert all(before), "every drive holds shards or replicas"
     admin = TierstoreClient(resolve_settings(ec_server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
     admin.create_user("ec-user")
+    list_all = {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"}
+    admin.put_user_policy("ec-user", "list", {"Version": "2012-10-17", "Statement": [list_all]})
     user_key = admin.create_access_key("ec-user")  # its secret sealed in the mirrored catalog
 
     lost = sorted(rng.sample(range(4), 2))

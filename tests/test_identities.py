@@ -41,7 +41,8 @@ def test_root_creates_user_and_key_that_authenticates_until_disabled(tmp_path: P
         ak, sk = created["access_key_id"], created["secret_key"]
         assert created["status"] == "Active" and created["user"] == "alice" and len(sk) == 40
 
-        assert _list_status(server.endpoint, ak, sk) == (200, "")
+        # The key authenticates; a user without a policy may do nothing (docs/security.md).
+        assert _list_status(server.endpoint, ak, sk) == (403, "AccessDenied")
         assert _list_status(server.endpoint, ACCESS_KEY, SECRET_KEY) == (200, "")  # the root, as before
         assert _list_status(server.endpoint, ak, "x" * 40) == (403, "SignatureDoesNotMatch")
 

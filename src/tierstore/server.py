@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tierstore.api import AccessLog, Metrics, S3App, note_send_failure
+from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
@@ -360,7 +361,9 @@ def build_app(config: ServerConfig) -> S3App:
         catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
     )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
-    identities = IdentityService(catalog, load_master_key(master_key_dirs(config)), root_keys=keys)
+    identities = IdentityService(
+        catalog, load_master_key(master_key_dirs(config)), root_keys=keys, validate_policy=validate_policy
+    )
     authenticator = IdentityAuthenticator(identities, region=config.region)
     tasks: list[asyncio.Task[None]] = []
 
@@ -438,6 +441,7 @@ def build_app(config: ServerConfig) -> S3App:
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
+        authorizer=IamAuthorizer(identities),
     )
 
 

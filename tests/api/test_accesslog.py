@@ -13,7 +13,7 @@ from tests.s3http import fetch, signed_request
 
 FIELDS = {
     "time", "request_id", "remote", "access_key", "method", "api", "bucket", "key", "status", "error",
-    "bytes_in", "bytes_out", "ttfb_s", "total_s", "user_agent",
+    "bytes_in", "bytes_out", "ttfb_s", "total_s", "user_agent", "decision", "policy",
 }  # fmt: skip
 
 
@@ -62,6 +62,7 @@ def test_access_log_to_a_file(tmp_path: Path) -> None:
         ACCESS_KEY, "logged", "dir/a b", 200, 5,
     )  # fmt: skip
     assert put["method"] == "PUT" and put["remote"] == "127.0.0.1" and put["user_agent"].startswith("Boto3/")
+    assert (put["decision"], put["policy"]) == ("allow", "")  # the root
     assert 0 < put["ttfb_s"] <= put["total_s"]
     assert put["time"].endswith("Z") and put["time"][:4].isdigit()
     part = next(line for line in lines if line["api"] == "UploadPart")

@@ -183,7 +183,7 @@ def test_principal_gathers_user_group_managed_and_inline_policies(ids: IdentityS
 
 
 def test_a_custom_policy_validator_is_used(catalog: SqliteCatalog) -> None:
-    def refuse(text: str) -> None:
+    def refuse(text: str, kind: str) -> None:
         raise MalformedPolicyDocument("no")
 
     ids = IdentityService(catalog, MasterKey(b"m" * 32), validate_policy=refuse)

@@ -129,17 +129,22 @@ def access_line(
     error_code: str,
     total_s: float,
     user_agent: str | None,
+    decision: str = "",
+    policy: str | None = None,
 ) -> str:
     """One JSON object (the keys in this order), built by hand: the log is on for every request.
     ``request_id``, ``api`` and ``error_code`` are the server's own tokens, ``method`` an HTTP
-    token and ``remote`` an address: quoted as they are; the client's strings are escaped."""
+    token and ``remote`` an address: quoted as they are; the client's strings are escaped.
+    ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
+    the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
     t = x.wall_started
     return (
         f'{{"time": "{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z", "request_id": "{request_id}", '
         f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
         f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
         f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}}}'
+        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}, '
+        f'"decision": "{decision}", "policy": {_str(policy)}}}'
     )
 
 

@@ -170,6 +170,7 @@ class S3App:
         )
         if self.access_log is not None:
             headers = req.headers if req is not None else {}
+            decided = req.authz.decision if req is not None and req.authz is not None else None
             self.access_log.write(
                 access_line(
                     x,
@@ -184,6 +185,8 @@ class S3App:
                     error_code=error_code,
                     total_s=total_s,
                     user_agent=headers.get("user-agent"),
+                    decision=decided.reason if decided is not None else "",
+                    policy=f"{decided.policy}:{decided.statement}" if decided is not None and decided.policy else None,
                 )
             )
 

@@ -11,8 +11,8 @@ returns. Requests that name more resources in their body (DeleteObjects' keys) a
 again per entry by their handler, with ``RequestContext.entry``.
 
 ``AllowAuthenticated`` (the default) allows every authenticated principal: anonymous requests
-are refused by the authenticator before this hook. The policy evaluator (``tierstore.iam``)
-plugs in here.
+are refused by the authenticator before this hook. ``IamAuthorizer`` (``_iam_authorizer.py``,
+what ``server.py`` plugs in) evaluates the caller's IAM policies with ``tierstore.iam``.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class RequestContext:
         "_scope",
         "api",
         "checks",
+        "decision",
         "principal",
         "scheme",
     )
@@ -108,6 +109,7 @@ class RequestContext:
         self._bucket_request = bucket_request  # s3:prefix & co. are a listing's keys
         self._scope = scope if scope is not None else {}
         self._conditions: dict[str, str] | None = None
+        self.decision: Any = None  # what the authorizer decided (tierstore.iam.Decision), for the log
 
     @property
     def action(self) -> str:
@@ -120,8 +122,17 @@ class RequestContext:
 
     def entry(self, checks: tuple[Check, ...]) -> RequestContext:
         """The same caller and conditions, for one entry a handler found in the body."""
-        out = RequestContext(self.principal, self.api, checks, scheme=self.scheme)
-        out._conditions = self.conditions()
+        out = RequestContext(
+            self.principal,
+            self.api,
+            checks,
+            scheme=self.scheme,
+            headers=self._headers,
+            query=self._query,
+            scope=self._scope,
+            bucket_request=self._bucket_request,
+        )
+        out._conditions = self._conditions  # computed (once) only if an authorizer asks
         return out
 
     def conditions(self) -> dict[str, str]:

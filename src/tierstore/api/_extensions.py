@@ -10,6 +10,7 @@ from typing import Any
 
 from tierstore import errors as e
 from tierstore.api import _datasets, _models
+from tierstore.api._authorize import Check, bucket_arn, object_arn
 from tierstore.api._errors import status_of
 from tierstore.api._identity_ext import identity_request
 from tierstore.api._objects import result_status
@@ -46,7 +47,7 @@ async def models(req: Request, ctx: Context) -> Response:
 
 
 def _admin(req: Request, ctx: Context) -> Repairer:
-    # Every authenticated key is an admin until policies exist (docs/durability.md).
+    # The dispatcher authorized tierstore:Admin (the root, or a user's policy).
     if ctx.admin is None:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
     return ctx.admin
@@ -94,8 +95,12 @@ async def query(req: Request, ctx: Context) -> Response:
     bucket, text, cursor = doc.get("bucket"), doc.get("query"), doc.get("cursor")
     if not isinstance(bucket, str) or not isinstance(text, str) or not isinstance(cursor, (str, type(None))):
         raise e.InvalidRequest('Expected {"bucket": str, "query": str, "cursor": str | null}.')
-    # Every authenticated caller may read every bucket until bucket policies exist.
+    # s3:ListBucket on the bucket; then only the objects the caller may s3:GetObject.
+    ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
     metas, next_cursor = ctx.service.query(bucket, text, cursor)
+    decided = req.authz.decision if req.authz is not None else None
+    if getattr(decided, "source", None) != "root":  # the root may read everything: no filter
+        metas = [m for m in metas if ctx.entry_allowed(req, Check("s3:GetObject", object_arn(bucket, m.key)))]
     objects = [
         {
             "key": m.key,
@@ -126,7 +131,7 @@ async def batch(req: Request, ctx: Context) -> Response:
     by one piece of one object, whatever the batch holds."""
     doc = await req.json_body(limit=MAX_BATCH_BODY)
     if "dataset" in doc or "model" in doc:
-        return await _dataset_batch(doc, ctx)
+        return await _dataset_batch(doc, req, ctx)
     entries, fail_fast = doc.get("entries"), doc.get("fail_fast", False)
     if not isinstance(entries, list) or not isinstance(fail_fast, bool):
         raise e.InvalidRequest('Expected {"entries": [...], "fail_fast": bool}.')
@@ -144,13 +149,18 @@ async def batch(req: Request, ctx: Context) -> Response:
             raise e.InvalidRequest(f"Entry {i}: version_id and range are strings.")
         opts = GetOptions(version_id=version_id, byte_range=ByteRange.parse(byte_range) if byte_range else None)
         wanted.append((bucket, key, opts))
-    frames = _batch_frames(_entry_reads(wanted, ctx), len(wanted), fail_fast, ctx)
+    frames = _batch_frames(_entry_reads(wanted, req, ctx), len(wanted), fail_fast, ctx)
     return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
 
 
-async def _entry_reads(wanted: list[tuple[str, str, GetOptions]], ctx: Context) -> AsyncIterator[RowRead]:
+async def _entry_reads(
+    wanted: list[tuple[str, str, GetOptions]], req: Request, ctx: Context
+) -> AsyncIterator[RowRead]:
     for bucket, key, opts in wanted:
         try:
+            # Each entry is its own GetObject: a denied one is a 403 frame, the rest are served.
+            action = "s3:GetObject" if opts.version_id is None else "s3:GetObjectVersion"
+            ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
             result = await ctx.service.get_object(bucket, key, opts)
         except e.TierstoreError as exc:
             yield RowRead(error=exc, key=key)
@@ -158,7 +168,7 @@ async def _entry_reads(wanted: list[tuple[str, str, GetOptions]], ctx: Context) 
         yield RowRead(result.length, body=result.body, status=result_status(result), key=key)
 
 
-async def _dataset_batch(doc: dict[str, Any], ctx: Context) -> Response:
+async def _dataset_batch(doc: dict[str, Any], req: Request, ctx: Context) -> Response:
     """The dataset form of ``batch``: ``{"dataset": "NAME@N", "rows": [int, ...], "fail_fast"?}``
     (or ``"model": "NAME@N"``: a model version's rows, docs/checkpoints.md). Rows are read
     through the bytes the dataset (model) pinned, not by key (docs/datasets.md)."""
@@ -174,6 +184,10 @@ async def _dataset_batch(doc: dict[str, Any], ctx: Context) -> Response:
     if ref.version is None:
         raise e.InvalidRequest(f"A batch names one {field} version: NAME@N.")
     source = ctx.model_service() if field == "model" else ctx.dataset_service()
+    # Rows are read through the dataset's pinned bytes: the caller needs tierstore:ReadDataset
+    # (tierstore:ReadModel) on the dataset (model), not s3:GetObject per row (docs/security.md).
+    kind = "Model" if field == "model" else "Dataset"
+    ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:aws:tierstore:::{field}/{ref.name}"))
     reads = await source.open_rows(ref.name, ref.version, rows)
     frames = _batch_frames(reads, len(rows), fail_fast, ctx)
     return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)

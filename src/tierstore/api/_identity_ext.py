@@ -9,6 +9,11 @@ the answer of the call that creates it and nowhere else, ever.
 - ``GET    /_tierstore/admin/users/NAME``          -> ``user`` with its ``keys`` and ``groups``
 - ``PUT    /_tierstore/admin/users/NAME``          -> ``user``; body ``{"enabled": bool}``
 - ``DELETE /_tierstore/admin/users/NAME``          -> 204 (``DeleteConflict`` while it has keys)
+- ``GET    /_tierstore/admin/users/NAME/policies`` -> ``{"policies": {name: document, ...}}`` (inline)
+- ``GET    /_tierstore/admin/users/NAME/policies/P`` -> ``{"name", "document"}``
+- ``PUT    /_tierstore/admin/users/NAME/policies/P`` -> ``{"name", "document"}``; body: the policy
+  document (JSON), refused with ``MalformedPolicyDocument`` (400) when it does not parse
+- ``DELETE /_tierstore/admin/users/NAME/policies/P`` -> 204
 - ``GET    /_tierstore/admin/keys?user=NAME``      -> ``{"keys": [key, ...]}`` (no secrets)
 - ``POST   /_tierstore/admin/keys``                -> 201 ``key`` + ``secret_key``; body ``{"user",
   "service"?: bool, "policy"?: str, "expires_s"?: seconds from now, "name"?}``
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["IdentityAuthenticator", "identity_request"]
 
 _PREFIXES = ("admin/users", "admin/keys")
+_MAX_POLICY_BODY = 64 * 1024  # the identity policy limit is 6,144 characters (whitespace not counted)
 
 
 class IdentityAuthenticator(Authenticator):
@@ -86,6 +92,8 @@ async def identity_request(ids: IdentityService, req: Request) -> tuple[int, byt
         raise e.AccessDenied("Only the root credentials may manage identities.")
     area, _, name = key.removeprefix("admin/").partition("/")
     m = req.method
+    if area == "users" and "/" in name:
+        return await _user_policies(ids, req, name)
     if area == "users":
         if not name:
             if m == "GET":
@@ -151,6 +159,36 @@ async def identity_request(ids: IdentityService, req: Request) -> tuple[int, byt
         return _reply(204)
     if m == "GET":
         return _reply(200, _key_json(ids.get_access_key(name)))
+    raise e.MethodNotAllowed()
+
+
+async def _user_policies(ids: IdentityService, req: Request, path: str) -> tuple[int, bytes]:
+    """``users/NAME/policies[/POLICY]``: a user's inline policies."""
+    user, sub, policy = [*path.split("/", 2), ""][:3]
+    if sub != "policies" or "/" in policy:
+        raise e.NotImplementedOperation("No tierstore extension by that name.")
+    ids.get_user(user)  # NoSuchEntity first
+    m = req.method
+    if not policy:
+        if m != "GET":
+            raise e.MethodNotAllowed()
+        return _reply(200, {"policies": ids.inline_policies("user", user)})
+    if m == "GET":
+        document = ids.inline_policies("user", user).get(policy)
+        if document is None:
+            raise e.NoSuchEntity(f"The user policy with name {policy} cannot be found.", resource=policy)
+        return _reply(200, {"name": policy, "document": document})
+    if m == "PUT":
+        raw = await req.read_small(_MAX_POLICY_BODY, json_body=True)
+        try:
+            document = raw.decode()
+        except UnicodeDecodeError:
+            raise e.MalformedPolicyDocument("The policy document is not UTF-8 text.") from None
+        await ids.put_inline_policy("user", user, policy, document)
+        return _reply(200, {"name": policy, "document": document})
+    if m == "DELETE":
+        await ids.delete_inline_policy("user", user, policy)
+        return _reply(204)
     raise e.MethodNotAllowed()
 
 

@@ -66,6 +66,14 @@ class Context:
         assert req.authz is not None  # the dispatcher authorized the request itself first
         self.authorizer.authorize(req.authz.entry(checks))
 
+    def entry_allowed(self, req: Request, *checks: Check) -> bool:
+        """Whether one entry is authorized (filtering results: a query's objects)."""
+        try:
+            self.authorize_entry(req, *checks)
+        except e.AccessDenied:
+            return False
+        return True
+
     def dataset_service(self) -> DatasetService:
         if self.datasets is None:
             raise e.NotImplementedOperation("This server has no datasets.")

@@ -314,8 +314,8 @@ class Perm(NamedTuple):
 class Action(NamedTuple):
     handler: Handler
     perms: tuple[Perm, ...]
-    # IAM actions the handler checks per entry of the body (DeleteObjects: per key). A batch's
-    # entries are not authorized per entry yet (issue 15, a later slice).
+    # IAM actions the handler checks per entry of the body (DeleteObjects: per key; a batch:
+    # per entry, or its dataset/model; the query: the bucket, then each result).
     per_entry: tuple[str, ...] = ()
 
 
@@ -401,8 +401,9 @@ ACTIONS: dict[str, Action] = {
     "ListParts": Action(_multipart.list_parts, (Perm("s3:ListMultipartUploadParts"),)),
     "ListMultipartUploads": Action(_multipart.list_multipart_uploads, (Perm("s3:ListBucketMultipartUploads"),)),
     # /_tierstore/ extensions (_extensions, _datasets, _models): IAM names in the tierstore: namespace
-    "tierstore:Query": _ext(_extensions.query, "tierstore:Query"),
-    "tierstore:Batch": Action(_extensions.batch, (Perm("tierstore:Batch", on=_ANY),), ("s3:GetObject",)),
+    # The query and the batch name their buckets and keys in the body: checked by the handler.
+    "tierstore:Query": Action(_extensions.query, (), ("s3:ListBucket", "s3:GetObject")),
+    "tierstore:Batch": Action(_extensions.batch, (), ("s3:GetObject", "tierstore:ReadDataset", "tierstore:ReadModel")),
     "tierstore:AdminInfo": _ext(_extensions.admin_info, "tierstore:Admin"),
     "tierstore:AdminHeal": _ext(_extensions.admin_heal, "tierstore:Admin"),
     "tierstore:AdminIdentities": _ext(_extensions.identities, "tierstore:Admin"),

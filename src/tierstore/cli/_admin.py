@@ -1,5 +1,5 @@
 """``tierstore heal``, ``tierstore admin info``: operate a running server's drives; ``tierstore admin
-user|key ...``: manage users and their access keys (root only, docs/identities.md)."""
+user|key|policy ...``: manage users, their access keys and policies (root only, docs/identities.md)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
-    a = sub.add_parser("admin", help="server administration (admin info, admin user, admin key)")
+    a = sub.add_parser("admin", help="server administration (admin info, admin user, admin key, admin policy)")
     asub = a.add_subparsers(dest="admin_command", required=True)
     info = asub.add_parser(
         "info",
@@ -79,6 +79,20 @@ def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentPar
         p = ksub.add_parser(verb, parents=[conn], help=f"{verb} an access key")
         p.add_argument("access_key_id")
         p.set_defaults(func=_cmd_identity, command=f"admin key {verb}")
+    policy = asub.add_parser("policy", help="a user's inline IAM policies: put, ls, rm")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    p = psub.add_parser("put", parents=[conn], help="set a user's inline policy from a JSON file (IAM policy language)")
+    p.add_argument("user")
+    p.add_argument("name")
+    p.add_argument("file", help="the policy document (JSON)")
+    p.set_defaults(func=_cmd_identity, command="admin policy put")
+    p = psub.add_parser("ls", parents=[conn], help="list a user's inline policies (name -> document)")
+    p.add_argument("user")
+    p.set_defaults(func=_cmd_identity, command="admin policy ls")
+    p = psub.add_parser("rm", parents=[conn], help="delete a user's inline policy")
+    p.add_argument("user")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_identity, command="admin policy rm")
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:
@@ -87,7 +101,16 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     try:
         client = _client(args)
         doc: Any
-        if command.startswith("admin user"):
+        if command.startswith("admin policy"):
+            if verb == "put":
+                with open(args.file, encoding="utf-8") as f:
+                    doc = client.put_user_policy(args.user, args.name, f.read())
+            elif verb == "ls":
+                doc = client.user_policies(args.user)
+            else:
+                client.delete_user_policy(args.user, args.name)
+                doc = {"deleted": args.name}
+        elif command.startswith("admin user"):
             if verb == "create":
                 doc = client.create_user(args.name)
             elif verb == "list":

@@ -122,11 +122,13 @@ class TierstoreClient:
             raise TierstoreClientError(0, "NoCredentials", "no credentials: set TIERSTORE_ACCESS_KEY/_SECRET_KEY")
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
 
-    def _send(self, method: str, path: str, payload: dict[str, Any] | None, *, stream: bool = False) -> Any:
+    def _send(
+        self, method: str, path: str, payload: dict[str, Any] | None, *, stream: bool = False, raw: bytes | None = None
+    ) -> Any:
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        body = b"" if payload is None else json.dumps(payload).encode()
+        body = raw if raw is not None else b"" if payload is None else json.dumps(payload).encode()
         url = self.settings.endpoint_url.rstrip("/") + path
         req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
         S3SigV4Auth(self._credentials, "s3", self.settings.region).add_auth(req)
@@ -191,6 +193,30 @@ class TierstoreClient:
 
     def delete_access_key(self, access_key_id: str) -> None:
         self._send("DELETE", f"/_tierstore/admin/keys/{quote(access_key_id, safe='')}", None)
+
+    def _policy_path(self, user: str, name: str = "") -> str:
+        path = f"/_tierstore/admin/users/{quote(user, safe='')}/policies"
+        return f"{path}/{quote(name, safe='')}" if name else path
+
+    def put_user_policy(self, user: str, name: str, document: str | dict[str, Any]) -> dict[str, Any]:
+        """Set ``user``'s inline policy ``name`` (an IAM policy document: JSON text or a dict);
+        ``TierstoreClientError`` ``MalformedPolicyDocument`` when the server refuses it."""
+        text = document if isinstance(document, str) else json.dumps(document)
+        resp = self._send("PUT", self._policy_path(user, name), None, raw=text.encode())
+        result: dict[str, Any] = json.loads(resp.data)
+        return result
+
+    def user_policies(self, user: str) -> dict[str, str]:
+        """``user``'s inline policies: name -> document."""
+        policies: dict[str, str] = self._call("GET", self._policy_path(user), None)["policies"]
+        return policies
+
+    def user_policy(self, user: str, name: str) -> str:
+        document: str = self._call("GET", self._policy_path(user, name), None)["document"]
+        return document
+
+    def delete_user_policy(self, user: str, name: str) -> None:
+        self._send("DELETE", self._policy_path(user, name), None)
 
     def heal(self) -> Iterator[dict[str, Any]]:
         """Start (or join) a heal pass on the server; yields its progress, the final report last."""

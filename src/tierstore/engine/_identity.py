@@ -7,8 +7,9 @@ call, and what the authenticator asks on every request: ``secret_for(access_key_
 ``cache_ttl_s`` (1 s), so a key disabled through one worker stops working in every worker
 within about a second, while the hot path does no catalog read for a key seen recently.
 
-Policy documents are stored as text. ``validate_policy`` (given by the composition root; by
-default: any JSON object) vets them before they are stored; the evaluator (iam/) reads the
+Policy documents are stored as text. ``validate_policy(document, kind)`` (given by the
+composition root: ``tierstore.iam.parse_policy``; by default: any JSON object) vets them before
+they are stored (``kind``: ``identity``, ``session`` for a service account's, ``trust``); the evaluator (iam/) reads the
 documents of ``Principal.policies``.
 
 A secret is returned exactly once, by the call that creates its key (``NewAccessKey``); it
@@ -54,7 +55,7 @@ LAST_USED_INTERVAL_S = 60.0  # a key's last-used time is written at most this of
 _CACHE_MAX = 10_000  # entries; past it the cache starts over (unknown key ids are cached too)
 
 
-def accept_json_object(document: str) -> None:
+def accept_json_object(document: str, kind: str = "identity") -> None:
     """The default policy check until the policy language is wired in: a JSON object of
     bounded size. ``MalformedPolicyDocument`` otherwise."""
     if len(document) > MAX_POLICY_CHARS:
@@ -162,7 +163,7 @@ class IdentityService:
         master_key: MasterKey,
         *,
         root_keys: Mapping[str, str] = {},
-        validate_policy: Callable[[str], object] = accept_json_object,
+        validate_policy: Callable[[str, str], object] = accept_json_object,
         cache_ttl_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -380,7 +381,7 @@ class IdentityService:
         if parent is not None:
             self.get_user(parent)
         if policy is not None:
-            self.validate_policy(policy)
+            self.validate_policy(policy, "session")
         if expires_ns is not None and expires_ns <= self._now_ns():
             raise InvalidArgument("The expiry of a service account must be in the future.")
         if len(name) > 64:
@@ -442,7 +443,7 @@ class IdentityService:
     async def create_policy(self, name: str, document: str, *, description: str = "") -> str:
         """A managed policy; returns its id. The document passes ``validate_policy`` first."""
         _check_name(name, "policy", _POLICY_NAME)
-        self.validate_policy(document)
+        self.validate_policy(document, "identity")
         policy_id = _new_id("ANPA")
         await self.catalog.iam_create_policy(name, policy_id, document, description, self._now_ns())
         return policy_id
@@ -475,7 +476,7 @@ class IdentityService:
         self, principal_type: str, principal_name: str, policy_name: str, document: str
     ) -> None:
         _check_name(policy_name, "policy", _POLICY_NAME)
-        self.validate_policy(document)
+        self.validate_policy(document, "identity")
         await self.catalog.iam_put_inline(_check_type(principal_type), principal_name, policy_name, document)
         self.forget()
 
@@ -491,7 +492,7 @@ class IdentityService:
         self, name: str, trust_policy: str, *, max_session_s: int = 3600, description: str = ""
     ) -> RoleRecord:
         _check_name(name, "role")
-        self.validate_policy(trust_policy)
+        self.validate_policy(trust_policy, "trust")
         if not 900 <= max_session_s <= 43_200:
             raise InvalidArgument("The maximum session duration is 900 to 43200 seconds.")
         role = RoleRecord(name, _new_id("AROA"), trust_policy, max_session_s, description, self._now_ns())

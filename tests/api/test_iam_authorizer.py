@@ -1,0 +1,156 @@
+"""IamAuthorizer in-process: root keys, users' policies, service accounts, stored documents that
+no longer parse, condition keys from the request, and the ~1 s refresh (the end-to-end matrix
+through boto3 is tests/api/test_iam_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tierstore import errors as e
+from tierstore.api._authorize import Check, Principal, RequestContext
+from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
+from tierstore.catalog import SqliteCatalog
+from tierstore.crypto import MasterKey
+from tierstore.engine import IdentityService
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[IdentityService, IamAuthorizer, Clock]]:
+    catalog = SqliteCatalog(tmp_path / "catalog.db")
+    clock = Clock()
+    # The default validator (any JSON object): lets a test store documents that do not parse.
+    ids = IdentityService(catalog, MasterKey(b"m" * 32), root_keys={"ROOT": "s"}, monotonic=clock)
+    try:
+        yield ids, IamAuthorizer(ids), clock
+    finally:
+        catalog.close()
+
+
+def policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(action: str, resource: str, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": action, "Resource": resource, **extra}
+
+
+def request(key: str, *checks: tuple[str, str], client: str = "10.0.0.1") -> RequestContext:
+    scope = {"client": (client, 1234), "scheme": "http"}
+    return RequestContext(Principal(key), "Test", tuple(Check(a, r) for a, r in checks), scope=scope)
+
+
+def allowed(authz: IamAuthorizer, req: RequestContext) -> bool:
+    try:
+        authz.authorize(req)
+    except e.AccessDenied as exc:
+        assert exc.message == "Access Denied"  # the same words whatever the resource
+        return False
+    return True
+
+
+def user_key(ids: IdentityService, name: str, *policies: str) -> str:
+    async def make() -> str:
+        await ids.create_user(name)
+        for i, doc in enumerate(policies):
+            await ids.put_inline_policy("user", name, f"p{i}", doc)
+        return (await ids.create_access_key(name)).info.access_key_id
+
+    return asyncio.run(make())
+
+
+OBJ = "arn:aws:s3:::b/k"
+
+
+def test_root_keys_pass_and_users_need_every_check(setup: tuple[IdentityService, IamAuthorizer, Clock]) -> None:
+    ids, authz, _ = setup
+    root = request("ROOT", ("s3:DeleteBucket", "arn:aws:s3:::b"))
+    assert allowed(authz, root) and root.decision is not None and root.decision.source == "root"
+    nobody = request(user_key(ids, "nobody"), ("s3:GetObject", OBJ))
+    assert not allowed(authz, nobody) and nobody.decision is not None and nobody.decision.reason == "implicit_deny"
+    key = user_key(ids, "u", policy(allow("s3:GetObject", "arn:aws:s3:::b/*")))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    copy = request(key, ("s3:GetObject", OBJ), ("s3:PutObject", "arn:aws:s3:::b/copy"))
+    assert not allowed(authz, copy)  # all checks must be allowed
+    assert not allowed(authz, request("UNKNOWNKEY", ("s3:GetObject", OBJ)))
+
+
+def test_condition_keys_come_from_the_request(setup: tuple[IdentityService, IamAuthorizer, Clock]) -> None:
+    ids, authz, _ = setup
+    doc = policy(allow("s3:GetObject", "*", Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}))
+    key = user_key(ids, "net", doc)
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ), client="10.1.2.3"))
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ), client="192.168.1.1"))
+
+
+def test_a_stored_document_that_no_longer_parses_grants_nothing(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    ids, authz, _ = setup
+    broken = policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*", "Condition": {"Nope": {}}})
+    key = user_key(ids, "old", broken, policy(allow("s3:ListBucket", "*")))
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    assert allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::b")))  # the other policy still applies
+    sa = asyncio.run(ids.create_service_account("old", policy=broken)).info.access_key_id
+    assert not allowed(authz, request(sa, ("s3:ListBucket", "arn:aws:s3:::b")))  # narrows to nothing
+
+
+def test_a_root_service_account_is_narrowed(setup: tuple[IdentityService, IamAuthorizer, Clock]) -> None:
+    ids, authz, _ = setup
+    sa = asyncio.run(ids.create_service_account(None, policy=policy(allow("s3:GetObject", "arn:aws:s3:::b/*"))))
+    key = sa.info.access_key_id
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    assert not allowed(authz, request(key, ("s3:PutObject", OBJ)))
+
+
+def test_a_policy_change_is_seen_after_the_cache_lifetime(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    ids, authz, clock = setup
+    key = user_key(ids, "v", policy(allow("s3:GetObject", "*")))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    # Another worker changes the policy: this worker's caches know nothing of it...
+    asyncio.run(ids.catalog.iam_put_inline("user", "v", "p0", policy(allow("s3:PutObject", "*"))))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    clock.now += ids.cache_ttl_s + 0.01  # ...until the identity cache's lifetime has passed
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    assert allowed(authz, request(key, ("s3:PutObject", OBJ)))
+
+
+def test_validate_policy_is_the_parser_with_the_iam_error() -> None:
+    validate_policy(policy(allow("s3:GetObject", "*")))
+    with pytest.raises(e.MalformedPolicyDocument, match="StringEqualz"):
+        validate_policy(policy(allow("s3:GetObject", "*", Condition={"StringEqualz": {"aws:username": "a"}})))
+    with pytest.raises(e.MalformedPolicyDocument):
+        validate_policy(policy(allow("s3:GetObject", "*", Principal="*")), "session")
+
+
+def test_group_and_managed_policies_apply(setup: tuple[IdentityService, IamAuthorizer, Clock]) -> None:
+    ids, authz, clock = setup
+    key = user_key(ids, "member")
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ)))
+
+    async def grant() -> None:
+        await ids.create_group("readers")
+        await ids.add_user_to_group("readers", "member")
+        await ids.put_inline_policy("group", "readers", "read", policy(allow("s3:GetObject", "*")))
+        await ids.create_policy("Lister", policy(allow("s3:ListBucket", "arn:aws:s3:::b")))
+        await ids.attach_policy("user", "member", "Lister")
+
+    asyncio.run(grant())
+    clock.now += ids.cache_ttl_s + 0.01
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))  # the group's inline policy
+    assert allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::b")))  # the attached managed one
+    assert not allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::other")))
