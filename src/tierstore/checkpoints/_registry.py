@@ -213,7 +213,9 @@ def pull_model(
         raise FileExistsError(f"{dest} exists (pass replace=True to swap in the new version)")
     record = client.model_info(ref)  # resolve an alias once: the pull reads that version even if it moves
     version_ref = record["ref"]
-    table = pq.read_table(pa.BufferReader(client.model_manifest(version_ref)), columns=["member", "offset", "size"])
+    table = pq.read_table(
+        pa.BufferReader(client.model_manifest(version_ref)), columns=["member", "offset", "size"], use_threads=False
+    )
     members: list[str] = table.column("member").to_pylist()
     offsets: list[int | None] = table.column("offset").to_pylist()
     sizes: list[int] = table.column("size").to_pylist()

@@ -142,7 +142,7 @@ def _cmd_show(args: argparse.Namespace, client: TierstoreClient) -> int:
     import pyarrow.parquet as pq
 
     rec = client.model_info(args.ref)
-    table = pq.read_table(pa.BufferReader(client.model_manifest(rec["ref"])))
+    table = pq.read_table(pa.BufferReader(client.model_manifest(rec["ref"])), use_threads=False)
     files: dict[str, dict[str, Any]] = defaultdict(lambda: {"rows": 0, "bytes": 0, "inline": 0, "blobs": 0})
     for row in table.to_pylist():
         f = files[row["member"]]

@@ -409,7 +409,7 @@ class DatasetService:
         import pyarrow.parquet as pq
 
         data = await self.manifest_bytes(record)
-        table = pq.read_table(pa.BufferReader(data), columns=["loc", "offset", "size", "key"])
+        table = pq.read_table(pa.BufferReader(data), columns=["loc", "offset", "size", "key"], use_threads=False)
         found = _Locations(
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
