@@ -66,8 +66,9 @@ def test_generated_credentials_are_kept_0600_and_the_secret_printed_once(tmp_pat
             except Exception:
                 time.sleep(0.1)
         assert s3.list_buckets()["Buckets"] == []
+        s3.close()  # no idle keep-alive connection left for the shutdown grace to wait on
         proc.terminate()
-        assert proc.wait(30) == 0
+        assert proc.wait(60) == 0
         proc.stdout.close()
     assert outs[0] == outs[1]
 
