@@ -79,8 +79,14 @@ def test_request_counters_move(server: ServerProcess, bucket: str) -> None:
     assert_error(missing, 404, "NoSuchKey")
     after = scrape_until(
         server,
+        # Each worker flushes its counters and histograms every FLUSH_INTERVAL_S, not together:
+        # wait for every family this test checks.
         lambda m: delta(before, m, "tierstore_s3_requests_total", api="PutObject") >= 3
-        and delta(before, m, "tierstore_s3_requests_total", api="GetObject") >= 2,
+        and delta(before, m, "tierstore_s3_requests_total", api="GetObject") >= 2
+        and delta(before, m, "tierstore_s3_ttfb_seconds_count", api="GetObject") >= 2
+        and delta(before, m, "tierstore_s3_request_duration_seconds_count", api="PutObject") >= 3
+        and delta(before, m, "tierstore_s3_sent_bytes_total", api="GetObject") >= len(body) + len(missing.body)
+        and delta(before, m, "tierstore_s3_received_bytes_total", api="PutObject") >= 3 * len(body),
     )
 
     assert delta(before, after, "tierstore_s3_requests_total", api="PutObject", status_class="2xx") == 3
