@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from tierstore.iam._patterns import Lookup, Pattern
 
@@ -172,32 +173,9 @@ def _family(op: str, version: str, var_check: Callable[[str], None]
     if op in ("stringequals", "stringnotequals", "stringequalsignorecase", "stringnotequalsignorecase",
               "stringlike", "stringnotlike"):
         return _string_family(op, version, var_check)
-    if op.startswith("numeric") and op[7:] in _NUM_OPS:
-        cmp_num = _NUM_OPS[op[7:]]
-
-        def comp_num(v: str) -> object:
-            n = _num(v)
-            if n is None:
-                raise ValueError(f"{v!r} is not a number")
-            return n
-
-        def match_num(p: object, v: str, lookup: Lookup) -> bool | None:
-            n = _num(v)
-            return None if n is None else cmp_num(n, p)  # type: ignore[arg-type]
-        return op == "numericnotequals", comp_num, match_num
-    if op.startswith("date") and op[4:] in _NUM_OPS:
-        cmp_date = _NUM_OPS[op[4:]]
-
-        def comp_date(v: str) -> object:
-            d = _date(v)
-            if d is None:
-                raise ValueError(f"{v!r} is not an ISO 8601 date or epoch time")
-            return d
-
-        def match_date(p: object, v: str, lookup: Lookup) -> bool | None:
-            d = _date(v)
-            return None if d is None else cmp_date(d, p)  # type: ignore[arg-type]
-        return op == "datenotequals", comp_date, match_date
+    for prefix, parse, kind in (("numeric", _num, "a number"), ("date", _date, "an ISO 8601 date or epoch time")):
+        if op.startswith(prefix) and op[len(prefix):] in _NUM_OPS:
+            return _ordered_family(op == f"{prefix}notequals", parse, kind, _NUM_OPS[op[len(prefix):]])
     if op == "bool":
         def comp_bool(v: str) -> object:
             b = _bool(v)
@@ -325,3 +303,21 @@ class Condition:
 def _never(p: object, v: str, lookup: Lookup) -> bool | None:
     return False
 
+
+def _ordered_family(
+    negated: bool, parse: Callable[[str], Any], kind: str, cmp: Callable[[Any, Any], bool]
+) -> tuple[bool, Callable[[str], object], Matcher]:
+    """Numeric* and Date*: the policy value parsed at compile time (else MalformedPolicy), the
+    request value at match time (a value that does not parse matches nothing)."""
+
+    def compile_value(v: str) -> object:
+        parsed = parse(v)
+        if parsed is None:
+            raise ValueError(f"{v!r} is not {kind}")
+        return parsed
+
+    def match(p: object, v: str, lookup: Lookup) -> bool | None:
+        parsed = parse(v)
+        return None if parsed is None else cmp(parsed, p)
+
+    return negated, compile_value, match
