@@ -1,8 +1,10 @@
 """Manifest.from_parquet in a process of its own: the process must exit cleanly.
 
-pyarrow 26's threaded Parquet read left its thread pool so that about 1 exit in 6 aborted
-("terminate called without an active exception", SIGABRT): every `tierstore dataset diff`, and
-any training script that opened a dataset, could end with exit status 134."""
+pyarrow 26's thread pools made about 1 exit in 6 abort ("terminate called without an active
+exception", SIGABRT) after a threaded read, and about 1 in 200 under load after
+``read_table(use_threads=False)`` (the dataset scanner's IO pool): every `tierstore dataset diff`,
+and any training script that opened a dataset, could end with exit status 134. Manifests are now
+read by tierstore._parquet, which starts no thread."""
 
 from __future__ import annotations
 

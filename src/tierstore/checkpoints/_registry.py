@@ -204,18 +204,16 @@ def pull_model(
     ``DIRECTORY.partial`` and renamed), so a reader never sees a half or damaged pull; on a
     mismatch ``ModelPullError`` is raised and nothing is left. An existing ``directory`` is
     refused unless ``replace``. Returns the directory."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     from tqdm import tqdm
+
+    from tierstore._parquet import read_parquet
 
     dest = Path(directory)
     if dest.exists() and not replace:
         raise FileExistsError(f"{dest} exists (pass replace=True to swap in the new version)")
     record = client.model_info(ref)  # resolve an alias once: the pull reads that version even if it moves
     version_ref = record["ref"]
-    table = pq.read_table(
-        pa.BufferReader(client.model_manifest(version_ref)), columns=["member", "offset", "size"], use_threads=False
-    )
+    table = read_parquet(client.model_manifest(version_ref), ["member", "offset", "size"])
     members: list[str] = table.column("member").to_pylist()
     offsets: list[int | None] = table.column("offset").to_pylist()
     sizes: list[int] = table.column("size").to_pylist()

@@ -138,11 +138,10 @@ def _metrics(metrics: dict[str, Any]) -> str:
 
 
 def _cmd_show(args: argparse.Namespace, client: TierstoreClient) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from tierstore._parquet import read_parquet
 
     rec = client.model_info(args.ref)
-    table = pq.read_table(pa.BufferReader(client.model_manifest(rec["ref"])), use_threads=False)
+    table = read_parquet(client.model_manifest(rec["ref"]))
     files: dict[str, dict[str, Any]] = defaultdict(lambda: {"rows": 0, "bytes": 0, "inline": 0, "blobs": 0})
     for row in table.to_pylist():
         f = files[row["member"]]

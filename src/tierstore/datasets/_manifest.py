@@ -63,14 +63,9 @@ class Manifest:
 
     @classmethod
     def from_parquet(cls, data: bytes) -> Manifest:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from tierstore._parquet import read_parquet  # no thread pool: see its docstring
 
-        # use_threads=False: pyarrow 26's threaded Parquet read leaves its thread pool in a state
-        # that aborts the process at exit ("terminate called without an active exception",
-        # SIGABRT) in about 1 run in 6 (reproduced with pyarrow alone; tests/datasets/test_manifest.py).
-        # One thread reads a 1M-row manifest in 0.25-0.44 s here, threads 0.19-0.47 s.
-        table = pq.read_table(pa.BufferReader(data), use_threads=False)
+        table = read_parquet(data)
         meta = (table.schema.metadata or {}).get(META_KEY)
         if meta is None:
             raise ValueError("not a tierstore manifest (no tierstore.dataset metadata)")

@@ -405,11 +405,10 @@ class DatasetService:
         if found is not None:
             self._locations.move_to_end(cache_key)
             return found
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from tierstore._parquet import read_parquet
 
         data = await self.manifest_bytes(record)
-        table = pq.read_table(pa.BufferReader(data), columns=["loc", "offset", "size", "key"], use_threads=False)
+        table = read_parquet(data, ["loc", "offset", "size", "key"])
         found = _Locations(
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
