@@ -272,7 +272,7 @@ def test_called_once_before_the_handler(
 @pytest.mark.parametrize(
     ("method", "path", "query", "status", "code"),
     [
-        ("GET", f"/{B}", [("acl", "")], 501, "NotImplemented"),  # known, not implemented
+        ("GET", f"/{B}", [("website", "")], 501, "NotImplemented"),  # known, not implemented
         ("PUT", f"/{B}/k", [("renameObject", "")], 501, "NotImplemented"),
         ("POST", f"/{B}/k", [], 405, "MethodNotAllowed"),  # no such operation
         ("PUT", "/", [], 405, "MethodNotAllowed"),

@@ -170,7 +170,6 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
     [
         "put_bucket_policy",
         "get_bucket_policy",
-        "get_bucket_acl",
         "put_bucket_lifecycle_configuration",
         "put_bucket_cors",
         "get_bucket_encryption",

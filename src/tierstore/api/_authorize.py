@@ -17,9 +17,12 @@ what ``server.py`` plugs in) evaluates the caller's IAM policies with ``tierstor
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl
 
 __all__ = [
     "AllowAuthenticated",
@@ -44,6 +47,28 @@ _AUTH_TYPE = {
     "v4-query": "REST-QUERY-STRING",
     "v2-query": "REST-QUERY-STRING",
 }
+# Request headers that are condition keys as they are (s3:x-amz-acl, s3:x-amz-grant-read, ...).
+_HEADER_KEYS = (
+    ("user-agent", "aws:UserAgent"),
+    ("referer", "aws:Referer"),
+    *((h, f"s3:{h}") for h in (
+        "x-amz-acl",
+        "x-amz-grant-read",
+        "x-amz-grant-write",
+        "x-amz-grant-read-acp",
+        "x-amz-grant-write-acp",
+        "x-amz-grant-full-control",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-storage-class",
+        "x-amz-copy-source",
+        "x-amz-metadata-directive",
+    )),
+    ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+    ("x-amz-object-lock-retain-until-date", "s3:object-lock-retain-until-date"),
+    ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
+)
 # Query parameters of a bucket request that are condition keys (s3:prefix, ...).
 _LIST_KEYS = (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter"), ("max-keys", "s3:max-keys"))
 
@@ -108,7 +133,7 @@ class RequestContext:
         self._query = query if query is not None else {}
         self._bucket_request = bucket_request  # s3:prefix & co. are a listing's keys
         self._scope = scope if scope is not None else {}
-        self._conditions: dict[str, str] | None = None
+        self._conditions: dict[str, str | tuple[str, ...]] | None = None
         self.decision: Any = None  # what the authorizer decided (tierstore.iam.Decision), for the log
 
     @property
@@ -135,14 +160,19 @@ class RequestContext:
         out._conditions = self._conditions  # computed (once) only if an authorizer asks
         return out
 
-    def conditions(self) -> dict[str, str]:
+    @property
+    def version_id(self) -> str | None:
+        """The ``versionId`` the request names (an object's version), if any."""
+        return self._query.get("versionId")
+
+    def conditions(self) -> dict[str, str | tuple[str, ...]]:
         """The condition keys known before the body, present only when the request carries them
         (computed on first use: the default authorizer never asks)."""
         if self._conditions is not None:
             return self._conditions
         h, q, scope = self._headers, self._query, self._scope
         now = time.time()
-        out = {
+        out: dict[str, str | tuple[str, ...]] = {
             "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "aws:EpochTime": str(int(now)),
             "aws:SecureTransport": "true" if scope.get("scheme") == "https" else "false",
@@ -150,9 +180,16 @@ class RequestContext:
         client = scope.get("client")
         if client:
             out["aws:SourceIp"] = str(client[0])
-        for header, key in (("user-agent", "aws:UserAgent"), ("referer", "aws:Referer"), ("x-amz-acl", "s3:x-amz-acl")):
+        for header, key in _HEADER_KEYS:
             if header in h:
                 out[key] = h[header]
+        if "x-amz-tagging" in h:
+            _request_tags(h["x-amz-tagging"], out)
+        until = h.get("x-amz-object-lock-retain-until-date")
+        if until is not None:
+            days = _remaining_days(until, now)
+            if days is not None:
+                out["s3:object-lock-remaining-retention-days"] = days
         if self.scheme in _SIGNATURE_VERSION:
             out["s3:signatureversion"] = _SIGNATURE_VERSION[self.scheme]
             out["s3:authType"] = _AUTH_TYPE[self.scheme]
@@ -164,6 +201,29 @@ class RequestContext:
             out["s3:versionid"] = q["versionId"]
         self._conditions = out
         return out
+
+
+def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:
+    """``x-amz-tagging`` (a URL query string) as s3:RequestObjectTag/<k> and the multi-valued
+    s3:RequestObjectTagKeys. A malformed header gives no keys (its handler refuses it)."""
+    try:
+        pairs = parse_qsl(header, keep_blank_values=True, strict_parsing=bool(header))
+    except ValueError:
+        return
+    for k, v in pairs:
+        out[f"s3:RequestObjectTag/{k}"] = v
+    out["s3:RequestObjectTagKeys"] = tuple(dict.fromkeys(k for k, _ in pairs))
+
+
+def _remaining_days(until: str, now: float) -> str | None:
+    """s3:object-lock-remaining-retention-days: whole days from now to the retain-until date
+    (rounded up), None when the date does not parse."""
+    try:
+        parsed = datetime.fromisoformat(until.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    when = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
+    return str(max(0, math.ceil((when - now) / 86400)))
 
 
 class Authorizer(Protocol):

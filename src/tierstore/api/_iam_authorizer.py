@@ -16,12 +16,15 @@ for the access log.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from tierstore import errors as e
 from tierstore import iam
-from tierstore.api._authorize import RequestContext
-from tierstore.engine import IdentityService
+from tierstore.api import _acl
+from tierstore.api._access import ENFORCED
+from tierstore.api._authorize import Check, RequestContext
+from tierstore.engine import IdentityService, ObjectService
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
@@ -29,6 +32,9 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
+ACL_ALLOW = iam.Decision(True, "allow", "acl", "resource", None)  # allowed by an ACL grant
+_S3_ARN = "arn:aws:s3:::"
+_EXISTING_TAG = "s3:existingobjecttag/"
 _PARSED_MAX = 4096
 
 
@@ -71,9 +77,14 @@ class _Compiled:
 class IamAuthorizer:
     """The ``Authorizer`` that evaluates IAM policies (see the module docstring)."""
 
-    def __init__(self, identities: IdentityService, *, account: str = ACCOUNT_ID) -> None:
+    def __init__(
+        self, identities: IdentityService, *, account: str = ACCOUNT_ID, objects: ObjectService | None = None
+    ) -> None:
+        """``objects``: where ACLs and existing object tags are read from (None: ACL grants
+        and s3:ExistingObjectTag never apply)."""
         self._ids = identities
         self._account = account
+        self._objects = objects
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
@@ -94,14 +105,75 @@ class IamAuthorizer:
         decision: iam.Decision | None = None
         for check in request.checks:
             decision = iam.evaluate(
-                iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
+                iam.AuthzRequest(
+                    compiled.principal, check.action, check.resource, conditions, now, self._resolver(check, request)
+                ),
                 identity=compiled.identity,
                 session=compiled.session,
             )
             if not decision.allowed:
+                # An ACL grant is one more Allow source: only where no policy allowed nor denied.
+                if decision.reason == "implicit_deny" and not compiled.session:
+                    granted = self._acl_allows(check, request, authenticated=True)
+                    if granted is not None:
+                        decision = granted
+                        continue
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
+
+    # --- ACL grants and lazily read object state (api/_acl.py) ---------------------------------
+    def _acl_allows(self, check: Check, request: RequestContext, *, authenticated: bool) -> iam.Decision | None:
+        """The Allow an ACL grant gives ``check`` (AllUsers; AuthenticatedUsers when
+        ``authenticated``), or None. Read only here, after the policies did not allow: the bucket's
+        settings, and for object reads the version's ACL (one catalog read each). Object
+        Ownership BucketOwnerEnforced and Block Public Access IgnorePublicAcls turn grants off."""
+        objects = self._objects
+        action = check.action
+        on_object = action in _acl.OBJECT_ACL_ACTIONS
+        if objects is None or not (on_object or action in _acl.BUCKET_ACL_ACTIONS):
+            return None
+        if not check.resource.startswith(_S3_ARN):
+            return None
+        bucket, _, key = check.resource[len(_S3_ARN):].partition("/")
+        try:
+            props = objects.bucket_props(bucket)
+            if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
+                return None
+            if on_object:
+                version = request.version_id if check.resource == request.resource else None
+                grants = _acl.from_stored(objects.object_acl(bucket, key, version))
+            else:
+                grants = _acl.from_stored(props.get("acl"))
+        except e.TierstoreError:  # no such bucket, key or version: nothing granted (and nothing told)
+            return None
+        if not _acl.acl_allows(grants, action, on_object=on_object, authenticated=authenticated):
+            return None
+        return ACL_ALLOW
+
+    def _resolver(self, check: Check, request: RequestContext) -> Callable[[str], Sequence[str] | None] | None:
+        """s3:ExistingObjectTag/<k> of the object ``check`` names: its tags are read on the first
+        such key a statement asks for, at most once per check."""
+        objects = self._objects
+        if objects is None or not check.resource.startswith(_S3_ARN) or "/" not in check.resource[len(_S3_ARN):]:
+            return None
+        tags: list[dict[str, str]] = []
+
+        def resolve(key: str) -> Sequence[str] | None:
+            if not key.startswith(_EXISTING_TAG):
+                return None
+            if not tags:
+                bucket, _, name = check.resource[len(_S3_ARN):].partition("/")
+                version = request.version_id if check.resource == request.resource else None
+                try:
+                    found = objects.get_object_tagging(bucket, name, version).tags
+                except e.TierstoreError:
+                    found = {}
+                tags.append({k.lower(): v for k, v in found.items()})
+            value = tags[0].get(key[len(_EXISTING_TAG):])
+            return None if value is None else (value,)
+
+        return resolve
 
     def _for_key(self, key: str) -> _Compiled | None:
         source = self._ids.principal_for(key)
