@@ -9,6 +9,9 @@
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 
+- The anonymous principal (an unsigned request) has no identity policies: it is allowed only
+  what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers).
+
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
 for the access log.
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 
 from tierstore import errors as e
 from tierstore import iam
-from tierstore.api._authorize import RequestContext
+from tierstore.api._authorize import Check, RequestContext
 from tierstore.engine import IdentityService
 from tierstore.engine import Principal as EnginePrincipal
 
@@ -29,6 +32,9 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
+ACL_ALLOW = iam.Decision(True, "allow", "acl", None, None)
+ANONYMOUS = iam.Principal.anonymous()
+_NO_POLICIES = iam.compile_policies(())
 _PARSED_MAX = 4096
 
 
@@ -79,6 +85,9 @@ class IamAuthorizer:
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
+        if request.principal.is_anonymous:
+            self._decide(request, ANONYMOUS, _NO_POLICIES, ())
+            return
         key = request.principal.access_key
         if self._is_root_key(key):
             request.decision = ROOT_ALLOW
@@ -89,19 +98,45 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
+        self._decide(request, compiled.principal, compiled.identity, compiled.session)
+
+    def _decide(
+        self,
+        request: RequestContext,
+        principal: iam.Principal,
+        identity: iam.PolicySet,
+        session: tuple[iam.Policy, ...],
+    ) -> None:
+        """Every check of ``request`` must be allowed for ``principal`` (AWS's one-account
+        evaluation, ``iam.evaluate``): the bucket's policy joins as the resource policy; an
+        ACL grant (``_acl_allows``) may allow what no policy does, never what one denies."""
         conditions = request.conditions()
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
         for check in request.checks:
             decision = iam.evaluate(
-                iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
-                identity=compiled.identity,
-                session=compiled.session,
+                iam.AuthzRequest(principal, check.action, check.resource, conditions, now),
+                identity=identity,
+                resource=self._resource_policy(check.resource),
+                session=session,
             )
+            implicit = not decision.allowed and decision.reason == "implicit_deny"
+            if implicit and not session and self._acl_allows(request, check, principal):
+                decision = ACL_ALLOW  # (a caller with a narrowing session policy: policies only)
             if not decision.allowed:
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
+
+    def _resource_policy(self, resource: str) -> iam.Policy | None:
+        """The policy of the bucket ``resource`` is in (None: no bucket policies yet)."""
+        return None
+
+    def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
+        """Whether an ACL grant on the bucket or object of ``check`` allows its action to
+        ``principal`` (anonymous: a grant to AllUsers). Consulted only where no policy denied
+        explicitly. No ACLs yet: nothing is granted this way."""
+        return False
 
     def _for_key(self, key: str) -> _Compiled | None:
         source = self._ids.principal_for(key)
