@@ -23,7 +23,7 @@ from tierstore import errors as e
 from tierstore.api import _extensions
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
-from tierstore.api._authorize import AllowAuthenticated, Authorizer, Principal, RequestContext
+from tierstore.api._authorize import ANONYMOUS_DENIED, AllowAuthenticated, Authorizer, Principal, RequestContext
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -366,7 +366,8 @@ class S3App:
 
     # --- dispatch --------------------------------------------------------------------
     async def _handle(self, req: Request, scope: Scope) -> Response:
-        """Authenticate, refuse what the table does not dispatch, authorize once, run the handler."""
+        """Authenticate, refuse what the table does not dispatch, authorize once, run the handler.
+        An unsigned request is authorized as the anonymous principal (a bucket policy may allow it)."""
         auth = req.auth = self.auth.authenticate(
             AuthRequest(
                 method=req.method,
@@ -376,16 +377,17 @@ class S3App:
                 virtual_bucket=req.virtual_bucket,
             )
         )
-        if auth.access_key is None:
-            raise e.AccessDenied("Anonymous access is not allowed.")
+        principal = Principal(auth.access_key) if auth.access_key is not None else Principal.anonymous()
         action = ACTIONS.get(req.action)
         if action is None:  # a known operation we lack, or none at all: touches nothing
+            if principal.is_anonymous:  # an unsigned caller learns nothing, not even what we lack
+                raise e.AccessDenied(ANONYMOUS_DENIED)
             if req.bucket == EXTENSION_PREFIX:
                 _extensions.refuse(req, self.ctx)
             refuse(req.method, req.bucket, req.key, req.query)
             raise AssertionError(req.action)  # refuse() always raises
         req.authz = RequestContext(
-            Principal(auth.access_key),
+            principal,
             req.action,
             checks(action, req.bucket, req.key, req.query, req.headers),
             scheme=auth.scheme,

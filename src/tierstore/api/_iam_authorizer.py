@@ -9,6 +9,9 @@
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 
+- The anonymous principal (an unsigned request) has no identity policies: it is allowed only
+  what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers).
+
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
 for the access log.
@@ -32,7 +35,9 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
-ACL_ALLOW = iam.Decision(True, "allow", "acl", "resource", None)  # allowed by an ACL grant
+ACL_ALLOW = iam.Decision(True, "allow", "acl", None, None)
+ANONYMOUS = iam.Principal.anonymous()
+_NO_POLICIES = iam.compile_policies(())
 _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
 _PARSED_MAX = 4096
@@ -90,6 +95,9 @@ class IamAuthorizer:
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
+        if request.principal.is_anonymous:
+            self._decide(request, ANONYMOUS, _NO_POLICIES, ())
+            return
         key = request.principal.access_key
         if self._is_root_key(key):
             request.decision = ROOT_ALLOW
@@ -100,56 +108,71 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
+        self._decide(request, compiled.principal, compiled.identity, compiled.session)
+
+    def _decide(
+        self,
+        request: RequestContext,
+        principal: iam.Principal,
+        identity: iam.PolicySet,
+        session: tuple[iam.Policy, ...],
+    ) -> None:
+        """Every check of ``request`` must be allowed for ``principal`` (AWS's one-account
+        evaluation, ``iam.evaluate``): the bucket's policy joins as the resource policy; an
+        ACL grant (``_acl_allows``) may allow what no policy does, never what one denies."""
         conditions = request.conditions()
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
         for check in request.checks:
             decision = iam.evaluate(
                 iam.AuthzRequest(
-                    compiled.principal, check.action, check.resource, conditions, now, self._resolver(check, request)
+                    principal, check.action, check.resource, conditions, now, self._resolver(check, request)
                 ),
-                identity=compiled.identity,
-                session=compiled.session,
+                identity=identity,
+                resource=self._resource_policy(check.resource),
+                session=session,
             )
+            implicit = not decision.allowed and decision.reason == "implicit_deny"
+            if implicit and not session and self._acl_allows(request, check, principal):
+                decision = ACL_ALLOW  # (a caller with a narrowing session policy: policies only)
             if not decision.allowed:
-                # An ACL grant is one more Allow source: only where no policy allowed nor denied.
-                if decision.reason == "implicit_deny" and not compiled.session:
-                    granted = self._acl_allows(check, request, authenticated=True)
-                    if granted is not None:
-                        decision = granted
-                        continue
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
 
+    def _resource_policy(self, resource: str) -> iam.Policy | None:
+        """The policy of the bucket ``resource`` is in (None: no bucket policies yet)."""
+        return None
+
     # --- ACL grants and lazily read object state (api/_acl.py) ---------------------------------
-    def _acl_allows(self, check: Check, request: RequestContext, *, authenticated: bool) -> iam.Decision | None:
-        """The Allow an ACL grant gives ``check`` (AllUsers; AuthenticatedUsers when
-        ``authenticated``), or None. Read only here, after the policies did not allow: the bucket's
-        settings, and for object reads the version's ACL (one catalog read each). Object
-        Ownership BucketOwnerEnforced and Block Public Access IgnorePublicAcls turn grants off."""
+    def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
+        """Whether an ACL grant on the bucket or object of ``check`` allows its action to
+        ``principal`` (AllUsers: anyone, anonymous too; AuthenticatedUsers: a signed caller).
+        Consulted only where no policy allowed or denied explicitly, and read only then: the
+        bucket's settings, and for object reads the version's ACL (one catalog read each).
+        Object Ownership BucketOwnerEnforced and Block Public Access IgnorePublicAcls turn
+        grants off."""
         objects = self._objects
         action = check.action
         on_object = action in _acl.OBJECT_ACL_ACTIONS
         if objects is None or not (on_object or action in _acl.BUCKET_ACL_ACTIONS):
-            return None
+            return False
         if not check.resource.startswith(_S3_ARN):
-            return None
+            return False
         bucket, _, key = check.resource[len(_S3_ARN):].partition("/")
         try:
             props = objects.bucket_props(bucket)
             if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
-                return None
+                return False
             if on_object:
                 version = request.version_id if check.resource == request.resource else None
                 grants = _acl.from_stored(objects.object_acl(bucket, key, version))
             else:
                 grants = _acl.from_stored(props.get("acl"))
         except e.TierstoreError:  # no such bucket, key or version: nothing granted (and nothing told)
-            return None
-        if not _acl.acl_allows(grants, action, on_object=on_object, authenticated=authenticated):
-            return None
-        return ACL_ALLOW
+            return False
+        authenticated = principal.type != "Anonymous"
+        return _acl.acl_allows(grants, action, on_object=on_object, authenticated=authenticated)
 
     def _resolver(self, check: Check, request: RequestContext) -> Callable[[str], Sequence[str] | None] | None:
         """s3:ExistingObjectTag/<k> of the object ``check`` names: its tags are read on the first
