@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
-from tests.s3http import signed_request
+from tests.s3http import Resp, send, signed_request
 from tierstore.client import TierstoreClient, resolve_settings
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -248,3 +248,38 @@ def test_create_bucket_acl_and_ownership_headers(s3: Any) -> None:
     assert err(conflict) == ("InvalidBucketAclWithObjectOwnership", 400)
     assert err(lambda: s3.create_bucket(Bucket=other, ACL="open")) == ("InvalidArgument", 400)
     assert err(lambda: s3.head_bucket(Bucket=other))[1] == 404  # nothing was created
+
+
+def anonymous(server: ServerProcess, method: str, path: str, body: bytes | None = None) -> Resp:
+    """An unsigned request: the anonymous principal."""
+    return send(server.port, method, path, {"Host": f"127.0.0.1:{server.port}"}, body)
+
+
+def test_public_acls_and_anonymous_callers(server: ServerProcess, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="pub", Body=b"public bytes", ACL="public-read")
+    s3.put_object(Bucket=bucket, Key="priv", Body=b"private")
+    got = anonymous(server, "GET", f"/{bucket}/pub")
+    assert (got.status, got.body) == (200, b"public bytes")
+    assert anonymous(server, "HEAD", f"/{bucket}/pub").status == 200
+    # Private, missing, the ACL itself, a listing, a write: the same 403 whatever exists.
+    for method, path in [
+        ("GET", f"/{bucket}/priv"),
+        ("GET", f"/{bucket}/missing"),
+        ("GET", f"/{bucket}/pub?acl"),
+        ("GET", f"/{bucket}"),
+        ("PUT", f"/{bucket}/new"),
+        ("DELETE", f"/{bucket}/pub"),
+    ]:
+        r = anonymous(server, method, path, b"x" if method == "PUT" else None)
+        assert (r.status, r.error()["Code"], r.error()["Message"]) == (403, "AccessDenied", "Access Denied"), path
+    # AuthenticatedUsers is not everyone.
+    s3.put_object_acl(Bucket=bucket, Key="pub", ACL="authenticated-read")
+    assert anonymous(server, "GET", f"/{bucket}/pub").status == 403
+    # A public-read-write bucket: anonymous listing and writes.
+    s3.put_bucket_acl(Bucket=bucket, ACL="public-read-write")
+    assert anonymous(server, "PUT", f"/{bucket}/dropped", b"anon").status == 200
+    assert s3.get_object(Bucket=bucket, Key="dropped")["Body"].read() == b"anon"
+    listing = anonymous(server, "GET", f"/{bucket}?list-type=2")
+    assert listing.status == 200 and b"<Key>dropped</Key>" in listing.body
+    assert anonymous(server, "GET", f"/{bucket}/dropped").status == 403  # its own ACL: private
+    assert anonymous(server, "DELETE", f"/{bucket}/dropped").status == 204
