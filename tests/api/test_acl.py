@@ -283,3 +283,17 @@ def test_public_acls_and_anonymous_callers(server: ServerProcess, s3: Any, bucke
     assert listing.status == 200 and b"<Key>dropped</Key>" in listing.body
     assert anonymous(server, "GET", f"/{bucket}/dropped").status == 403  # its own ACL: private
     assert anonymous(server, "DELETE", f"/{bucket}/dropped").status == 204
+
+
+def test_copy_source_acl_of_the_named_version(server: ServerProcess, s3: Any, bucket: str) -> None:
+    """CopyObject reads its source through the ACL of the version ``x-amz-copy-source`` names."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    old = s3.put_object(Bucket=bucket, Key="src", Body=b"old", ACL="authenticated-read")["VersionId"]
+    s3.put_object(Bucket=bucket, Key="src", Body=b"new")  # private
+    write = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/copies/*"}
+    user = new_user(server, json.dumps({"Version": "2012-10-17", "Statement": [write]}))
+    source = {"Bucket": bucket, "Key": "src", "VersionId": old}
+    user.copy_object(Bucket=bucket, Key="copies/a", CopySource=source)
+    assert s3.get_object(Bucket=bucket, Key="copies/a")["Body"].read() == b"old"
+    current = lambda: user.copy_object(Bucket=bucket, Key="copies/b", CopySource={"Bucket": bucket, "Key": "src"})  # noqa: E731
+    assert err(current) == ("AccessDenied", 403)

@@ -8,6 +8,7 @@ import pytest
 
 from tierstore import errors as e
 from tierstore.api import _acl
+from tierstore.api._access import check_settable
 from tierstore.api._acl import ALL_USERS, AUTHENTICATED_USERS, LOG_DELIVERY, OWNER_ID, Grant
 
 OWNER = Grant("CanonicalUser", OWNER_ID, "FULL_CONTROL")
@@ -159,3 +160,28 @@ def test_stored_form_round_trip() -> None:
     acl = _acl.canned("public-read-write")
     assert _acl.from_stored(_acl.to_stored(acl)) == acl
     assert _acl.from_stored(None) == () and _acl.from_stored("junk") == ()
+
+
+# (bucket settings, canned ACL) -> the error setting it raises, or None
+SETTABLE = [
+    ({}, "public-read", None),  # no settings: ObjectWriter, ACLs work
+    ({"ownership": "ObjectWriter"}, "public-read-write", None),
+    ({"ownership": "BucketOwnerPreferred"}, "authenticated-read", None),
+    ({"ownership": "BucketOwnerEnforced"}, "private", None),
+    ({"ownership": "BucketOwnerEnforced"}, "bucket-owner-full-control", None),
+    ({"ownership": "BucketOwnerEnforced"}, "log-delivery-write", e.AccessControlListNotSupported),
+    ({"ownership": "BucketOwnerEnforced"}, "public-read", e.AccessControlListNotSupported),
+    ({"public_access_block": {"BlockPublicAcls": True}}, "public-read", e.AccessDenied),
+    ({"public_access_block": {"BlockPublicAcls": True}}, "authenticated-read", e.AccessDenied),
+    ({"public_access_block": {"BlockPublicAcls": True}}, "log-delivery-write", None),  # not public
+    ({"public_access_block": {"BlockPublicAcls": False, "IgnorePublicAcls": True}}, "public-read", None),
+]
+
+
+@pytest.mark.parametrize(("props", "name", "error"), SETTABLE)
+def test_check_settable(props: dict[str, object], name: str, error: type[e.TierstoreError] | None) -> None:
+    if error is None:
+        check_settable(_acl.canned(name), props)
+    else:
+        with pytest.raises(error):
+            check_settable(_acl.canned(name), props)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from tierstore.errors import AccessDenied
 
@@ -70,7 +70,6 @@ _HEADER_KEYS = (
         "x-amz-server-side-encryption-aws-kms-key-id",
         "x-amz-server-side-encryption-customer-algorithm",
         "x-amz-storage-class",
-        "x-amz-copy-source",
         "x-amz-metadata-directive",
     )),
     ("x-amz-object-lock-mode", "s3:object-lock-mode"),
@@ -183,9 +182,14 @@ class RequestContext:
         out._conditions = self._conditions  # computed (once) only if an authorizer asks
         return out
 
-    @property
-    def version_id(self) -> str | None:
-        """The ``versionId`` the request names (an object's version), if any."""
+    def version_for(self, resource: str) -> str | None:
+        """The version the request names of the object ``resource``: a copy's source names its
+        own in ``x-amz-copy-source``; otherwise the ``versionId`` parameter (None: the current)."""
+        source = self._headers.get("x-amz-copy-source")
+        if source is not None:
+            path, _, params = source.partition("?")
+            if resource == object_arn(*unquote(path).removeprefix("/").partition("/")[::2]):
+                return dict(parse_qsl(params)).get("versionId")
         return self._query.get("versionId")
 
     def conditions(self) -> dict[str, str | tuple[str, ...]]:

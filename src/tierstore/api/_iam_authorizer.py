@@ -35,7 +35,7 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
-ACL_ALLOW = iam.Decision(True, "allow", "acl", None, None)
+ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
 ANONYMOUS = iam.Principal.anonymous()
 _NO_POLICIES = iam.compile_policies(())
 _S3_ARN = "arn:aws:s3:::"
@@ -165,7 +165,7 @@ class IamAuthorizer:
             if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
                 return False
             if on_object:
-                version = request.version_id if check.resource == request.resource else None
+                version = request.version_for(check.resource)
                 grants = _acl.from_stored(objects.object_acl(bucket, key, version))
             else:
                 grants = _acl.from_stored(props.get("acl"))
@@ -187,7 +187,7 @@ class IamAuthorizer:
                 return None
             if not tags:
                 bucket, _, name = check.resource[len(_S3_ARN):].partition("/")
-                version = request.version_id if check.resource == request.resource else None
+                version = request.version_for(check.resource)
                 try:
                     found = objects.get_object_tagging(bucket, name, version).tags
                 except e.TierstoreError:
