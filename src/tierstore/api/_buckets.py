@@ -66,14 +66,13 @@ async def list_buckets(req: Request, ctx: Context) -> Response:
 async def create_bucket(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None
     reject_unsupported(req)
-    creation_settings(req)  # bad ACL headers: refused before the body is read
+    acl, ownership = creation_settings(req)  # bad ACL headers: refused before the body is read
     body = await req.read_small()
     region = None
     if body.strip():
         el = parse_xml(body, "CreateBucketConfiguration")
         region = text_of(el, "LocationConstraint") or None
     lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
-    acl, ownership = creation_settings(req)
     await ctx.service.create_bucket(req.bucket, region, object_lock=lock, acl=acl, ownership=ownership)
     return Response(200, [("location", f"/{req.bucket}")])
 
