@@ -98,7 +98,8 @@ def call(
 ) -> Answer:
     """``sign=False``: an unsigned (anonymous) request."""
     if sign:
-        signed = sign_v4(PORT, method, path, payload_hash=hashlib.sha256(body).hexdigest(), query=query, headers=headers)
+        digest = hashlib.sha256(body).hexdigest()
+        signed = sign_v4(PORT, method, path, payload_hash=digest, query=query, headers=headers)
         target, sent_headers = signed.target, signed.headers
     else:
         target = path + ("?" + urlencode(query) if query else "")
