@@ -56,11 +56,13 @@ __all__ = [
     "MissingSecurityHeader",
     "NegativeExpires",
     "NoSuchBucket",
+    "NoSuchBucketPolicy",
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
     "NoSuchModel",
     "NoSuchObjectLockConfiguration",
+    "NoSuchPublicAccessBlockConfiguration",
     "NoSuchTagSet",
     "NoSuchUpload",
     "NoSuchVersion",
@@ -137,6 +139,14 @@ class ObjectLockConfigurationNotFoundError(TierstoreError, KeyError):
 
 class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
     """The specified object does not have a ObjectLock configuration."""
+
+
+class NoSuchBucketPolicy(TierstoreError, KeyError):
+    """The bucket policy does not exist"""
+
+
+class NoSuchPublicAccessBlockConfiguration(TierstoreError, KeyError):
+    """The public access block configuration was not found"""
 
 
 class NoSuchDataset(TierstoreError, KeyError):

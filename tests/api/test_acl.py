@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,24 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 AUTH_USERS = "http://acs.amazonaws.com/groups/global/AuthenticatedUsers"
 LOG_DELIVERY = "http://acs.amazonaws.com/groups/s3/LogDelivery"
 XSI = 'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One worker: a bucket setting changed through it (ACL, Object Ownership) applies to the
+    next request at once; other workers see it within ~1 s (their cache of bucket settings,
+    tested with bucket policies in test_bucket_policy.py)."""
+    proc = ServerProcess(Path(tmp_path_factory.mktemp("acl")) / "data", extra_args=["--workers", "1"])
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(server: ServerProcess) -> Any:
+    return make_client(server.endpoint)
 
 
 def err(call: Callable[[], Any]) -> tuple[str, int]:

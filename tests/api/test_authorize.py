@@ -320,7 +320,7 @@ def test_anonymous_refused_by_the_default_authorizer_and_on_refused_routes(base:
         ("GET", "/", []),
         ("GET", f"/{B}/k", []),
         ("PUT", f"/{B}", []),
-        ("GET", f"/{B}", [("acl", "")]),
+        ("GET", f"/{B}", [("website", "")]),
         ("GET", "/_tierstore/nothing", []),
     ):
         answer = call(app, method, path, query=query, sign=False)

@@ -379,9 +379,11 @@ class S3App:
         )
         principal = Principal(auth.access_key) if auth.access_key is not None else Principal.anonymous()
         action = ACTIONS.get(req.action)
+        if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
+            # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
+            # (batch, query, datasets, admin) are for signed callers only.
+            raise e.AccessDenied(ANONYMOUS_DENIED)
         if action is None:  # a known operation we lack, or none at all: touches nothing
-            if principal.is_anonymous:  # an unsigned caller learns nothing, not even what we lack
-                raise e.AccessDenied(ANONYMOUS_DENIED)
             if req.bucket == EXTENSION_PREFIX:
                 _extensions.refuse(req, self.ctx)
             refuse(req.method, req.bucket, req.key, req.query)

@@ -9,8 +9,13 @@
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 
+- Bucket and object checks also see the bucket's policy (``BucketAccessService.props``, cached
+  ~1 s per worker, parsed once per document) as ``iam.evaluate``'s resource policy: an Allow
+  from the identity policies or the bucket policy grants, an explicit Deny in either wins, a
+  service account's policy still narrows. The root is never restricted by a bucket policy.
 - The anonymous principal (an unsigned request) has no identity policies: it is allowed only
-  what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers).
+  what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers) — and not even
+  that when the policy is public and the bucket's RestrictPublicBuckets is on.
 
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
@@ -27,7 +32,8 @@ from tierstore import iam
 from tierstore.api import _acl
 from tierstore.api._access import ENFORCED
 from tierstore.api._authorize import Check, RequestContext
-from tierstore.engine import IdentityService, ObjectService
+from tierstore.api._bucket_policy import is_public
+from tierstore.engine import BucketAccessService, IdentityService, ObjectService
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
@@ -41,6 +47,7 @@ _NO_POLICIES = iam.compile_policies(())
 _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
 _PARSED_MAX = 4096
+_S3_ARN = "arn:aws:s3:::"
 
 
 def validate_policy(document: str, kind: str = "identity") -> iam.Policy:
@@ -83,11 +90,20 @@ class IamAuthorizer:
     """The ``Authorizer`` that evaluates IAM policies (see the module docstring)."""
 
     def __init__(
-        self, identities: IdentityService, *, account: str = ACCOUNT_ID, objects: ObjectService | None = None
+        self,
+        identities: IdentityService,
+        *,
+        account: str = ACCOUNT_ID,
+        buckets: BucketAccessService | None = None,
+        objects: ObjectService | None = None,
     ) -> None:
-        """``objects``: where ACLs and existing object tags are read from (None: ACL grants
-        and s3:ExistingObjectTag never apply)."""
+        """``buckets``: where bucket settings come from (policy, Block Public Access, ACL, Object
+        Ownership; None: no bucket policy or bucket ACL applies); ``objects``: where object ACLs
+        and existing object tags are read from (None: ACL grants and s3:ExistingObjectTag never
+        apply)."""
         self._ids = identities
+        self._buckets = buckets
+        self._public: dict[iam.Policy, bool] = {}
         self._account = account
         self._objects = objects
         self._is_root_key = identities.is_root_key
@@ -123,15 +139,20 @@ class IamAuthorizer:
         conditions = request.conditions()
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
+        anonymous = principal.type == "Anonymous"
         for check in request.checks:
+            resource, restricted = self._resource_policy(check.resource)
             decision = iam.evaluate(
                 iam.AuthzRequest(
                     principal, check.action, check.resource, conditions, now, self._resolver(check, request)
                 ),
                 identity=identity,
-                resource=self._resource_policy(check.resource),
+                resource=resource,
                 session=session,
             )
+            if restricted and anonymous and decision.allowed:
+                # RestrictPublicBuckets: a public policy grants nothing outside the account.
+                decision = iam.Decision(False, "implicit_deny", decision.policy, "resource", decision.statement)
             implicit = not decision.allowed and decision.reason == "implicit_deny"
             if implicit and not session and self._acl_allows(request, check, principal):
                 decision = ACL_ALLOW  # (a caller with a narrowing session policy: policies only)
@@ -140,16 +161,41 @@ class IamAuthorizer:
                 raise e.AccessDenied(DENIED)
         request.decision = decision
 
-    def _resource_policy(self, resource: str) -> iam.Policy | None:
-        """The policy of the bucket ``resource`` is in (None: no bucket policies yet)."""
-        return None
+    def _resource_policy(self, resource: str) -> tuple[iam.Policy | None, bool]:
+        """(the policy of the bucket ``resource`` is in, whether that policy is public and the
+        bucket's RestrictPublicBuckets is on). (None, False) for a resource outside S3 buckets,
+        a missing bucket, a bucket without a policy, or a stored one that no longer parses.
+        The bucket's properties come from ``BucketAccessService.props`` (cached ~1 s); the
+        parsed policy is cached per (bucket, document)."""
+        buckets = self._buckets
+        if buckets is None or not resource.startswith(_S3_ARN):
+            return None, False
+        bucket = resource[len(_S3_ARN):].split("/", 1)[0]
+        props = buckets.props(bucket)
+        if not props or not props.get("policy"):
+            return None, False
+        document = props["policy"]
+        policy = self._policy(f"bucket-policy:{bucket}", document, "resource")
+        if policy is None:
+            return None, False
+        block = props.get("public_access_block")
+        return policy, bool(block and block.get("RestrictPublicBuckets") and self._is_public(policy))
+
+    def _is_public(self, policy: iam.Policy) -> bool:
+        found = self._public.get(policy)
+        if found is None:
+            if len(self._public) >= _PARSED_MAX:
+                self._public.clear()
+            found = self._public[policy] = is_public(policy)
+        return found
 
     # --- ACL grants and lazily read object state (api/_acl.py) ---------------------------------
     def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
         """Whether an ACL grant on the bucket or object of ``check`` allows its action to
         ``principal`` (AllUsers: anyone, anonymous too; AuthenticatedUsers: a signed caller).
         Consulted only where no policy allowed or denied explicitly, and read only then: the
-        bucket's settings, and for object reads the version's ACL (one catalog read each).
+        bucket's settings (cached ~1 s per worker, as for its policy: ``BucketAccessService``),
+        and for object reads the version's ACL (one catalog read).
         Object Ownership BucketOwnerEnforced and Block Public Access IgnorePublicAcls turn
         grants off."""
         objects = self._objects
@@ -161,7 +207,10 @@ class IamAuthorizer:
             return False
         bucket, _, key = check.resource[len(_S3_ARN):].partition("/")
         try:
-            props = objects.bucket_props(bucket)
+            # The bucket's settings from the same per-worker cache as its policy (~1 s).
+            props = self._buckets.props(bucket) if self._buckets is not None else objects.bucket_props(bucket)
+            if props is None:  # no such bucket
+                return False
             if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
                 return False
             if on_object:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from tierstore.blob import BlobStore
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
 from tierstore.drives import DiskReserve
+from tierstore.engine._bucket_access import BucketAccessService
 from tierstore.engine._checksums import (
     Hasher,
     composite_checksum,
@@ -370,6 +371,8 @@ class ObjectService:
         self.clock = clock or Clock()
         self.region = region
         self.inline_max_bytes = max(0, inline_max_bytes)
+        # Bucket policies and Block Public Access, with the per-worker cache the authorizer reads.
+        self.bucket_access = BucketAccessService(catalog)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(
@@ -403,10 +406,14 @@ class ObjectService:
             if info.region == LEGACY_REGION and existing is not None and existing.region == LEGACY_REGION:
                 return existing
             raise
+        self.bucket_access.forget(name)  # a cached 'no such bucket' must not hide its ACL
         return info
 
     async def delete_bucket(self, name: str) -> None:
-        await self.catalog.delete_bucket(name)
+        try:
+            await self.catalog.delete_bucket(name)
+        finally:
+            self.bucket_access.forget(name)  # its policy goes with it (other workers: within the TTL)
 
     def head_bucket(self, name: str) -> BucketInfo:
         info = self.catalog.get_bucket(name)
@@ -1403,8 +1410,12 @@ class ObjectService:
 
     async def update_bucket_props(self, bucket: str, update: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Read-modify-write of a bucket's settings in one catalog transaction (``update`` may
-        raise to refuse: the check and the write see the same settings)."""
-        await self.catalog.update_bucket_props(bucket, update)
+        raise to refuse: the check and the write see the same settings). This worker's cached
+        settings (``bucket_access``) are dropped; other workers see the change within ~1 s."""
+        try:
+            await self.catalog.update_bucket_props(bucket, update)
+        finally:
+            self.bucket_access.forget(bucket)
 
     def object_acl(self, bucket: str, key: str, version_id: str | None = None) -> list[list[str]]:
         """The stored grants of the version a read addresses (NoSuchKey, NoSuchVersion, ...)."""
