@@ -316,3 +316,33 @@ def test_copy_source_acl_of_the_named_version(server: ServerProcess, s3: Any, bu
     assert s3.get_object(Bucket=bucket, Key="copies/a")["Body"].read() == b"old"
     current = lambda: user.copy_object(Bucket=bucket, Key="copies/b", CopySource={"Bucket": bucket, "Key": "src"})  # noqa: E731
     assert err(current) == ("AccessDenied", 403)
+
+
+def test_block_public_access_acl_flags(server: ServerProcess, s3: Any, bucket: str) -> None:
+    user = new_user(server)
+    s3.put_object(Bucket=bucket, Key="pub", Body=b"p", ACL="public-read")
+    s3.put_object(Bucket=bucket, Key="auth", Body=b"a", ACL="authenticated-read")
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"BlockPublicAcls": True})
+    # BlockPublicAcls: no new public ACL, by canned name or grant, on any write; others pass.
+    refused = [
+        lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"x", ACL="public-read"),
+        lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"x", GrantRead=f"uri={AUTH_USERS}"),
+        lambda: s3.put_object_acl(Bucket=bucket, Key="pub", ACL="public-read-write"),
+        lambda: s3.put_bucket_acl(Bucket=bucket, ACL="authenticated-read"),
+        lambda: s3.create_multipart_upload(Bucket=bucket, Key="n", ACL="public-read"),
+        lambda: s3.copy_object(Bucket=bucket, Key="n", CopySource={"Bucket": bucket, "Key": "pub"}, ACL="public-read"),
+    ]
+    for i, call in enumerate(refused):
+        assert err(call) == ("AccessDenied", 403), i
+    assert err(lambda: s3.head_object(Bucket=bucket, Key="n"))[1] == 404  # nothing was written
+    s3.put_object(Bucket=bucket, Key="n", Body=b"x", ACL="log-delivery-write")  # not public
+    # ...but the ACLs already there still work.
+    assert anonymous(server, "GET", f"/{bucket}/pub").status == 200
+    assert user.get_object(Bucket=bucket, Key="auth")["Body"].read() == b"a"
+    # IgnorePublicAcls: they allow nothing any more (and are kept).
+    s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={"IgnorePublicAcls": True})
+    assert anonymous(server, "GET", f"/{bucket}/pub").status == 403
+    assert err(lambda: user.get_object(Bucket=bucket, Key="auth")) == ("AccessDenied", 403)
+    assert (ALL_USERS, "READ") in grants(s3.get_object_acl(Bucket=bucket, Key="pub"))
+    s3.delete_public_access_block(Bucket=bucket)
+    assert anonymous(server, "GET", f"/{bucket}/pub").status == 200
