@@ -16,6 +16,11 @@
 - The anonymous principal (an unsigned request) has no identity policies: it is allowed only
   what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers) — and not even
   that when the policy is public and the bucket's RestrictPublicBuckets is on.
+- ACL grants (``api/_acl.py``) are one more Allow source where the policies ended in an implicit
+  deny: AllUsers for anyone, AuthenticatedUsers for any signed caller (not a service account:
+  policies alone decide those). Object Ownership BucketOwnerEnforced and Block Public Access
+  IgnorePublicAcls turn them off. Object ACLs and, for s3:ExistingObjectTag conditions, object
+  tags are read from ``ObjectService`` only when needed (``_acl_allows``, ``_resolver``).
 
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
