@@ -62,6 +62,8 @@ def test_request_object_tag_keys(server: ServerProcess, bucket: str) -> None:
     keys = new_user(server, policy(bucket, condition=allowed_keys))
     assert code(lambda: keys.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="team=a&project=b")) == "OK"
     assert code(lambda: keys.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="team=a&secret=b")) == "AccessDenied"
+    # A key without "=" is a tag too (an empty value): it counts among the keys.
+    assert code(lambda: keys.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="team=a&secret")) == "AccessDenied"
     needs_one = {"ForAnyValue:StringEquals": {"s3:RequestObjectTagKeys": "project"}}
     any_key = new_user(server, policy(bucket, condition=needs_one))
     assert code(lambda: any_key.put_object(Bucket=bucket, Key="k", Body=b"x", Tagging="a=1&project=b")) == "OK"

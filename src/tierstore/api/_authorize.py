@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from tierstore.errors import AccessDenied
+from tierstore.engine import parse_tagging_header
+from tierstore.errors import AccessDenied, InvalidTag
 
 __all__ = [
     "ANONYMOUS",
@@ -231,11 +232,12 @@ class RequestContext:
 
 
 def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:
-    """``x-amz-tagging`` (a URL query string) as s3:RequestObjectTag/<k> and the multi-valued
-    s3:RequestObjectTagKeys. A malformed header gives no keys (its handler refuses it)."""
+    """``x-amz-tagging`` as s3:RequestObjectTag/<k> and the multi-valued s3:RequestObjectTagKeys,
+    parsed exactly as the handler parses it (a key without ``=`` is a tag with an empty value:
+    it must be among the keys a policy sees). Not valid UTF-8: no keys (the handler refuses it)."""
     try:
-        pairs = parse_qsl(header, keep_blank_values=True, strict_parsing=bool(header))
-    except ValueError:
+        pairs = parse_tagging_header(header)
+    except InvalidTag:
         return
     for k, v in pairs:
         out[f"s3:RequestObjectTag/{k}"] = v
