@@ -185,3 +185,11 @@ def test_check_settable(props: dict[str, object], name: str, error: type[e.Tiers
     else:
         with pytest.raises(error):
             check_settable(_acl.canned(name), props)
+
+
+def test_canned_name_is_taken_exactly_as_policies_see_it() -> None:
+    """s3:x-amz-acl is the header as sent: a name that only matches once trimmed or re-cased
+    would slip past a policy's Deny on it."""
+    for name in ("public-read ", "Public-Read", "public-read,public-read"):
+        with pytest.raises(e.InvalidArgument):
+            _acl.from_headers({"x-amz-acl": name})

@@ -167,7 +167,7 @@ def from_headers(headers: Mapping[str, str]) -> Acl | None:
     if name is not None:
         if grants:
             raise e.InvalidRequest("Specifying both Canned ACLs and Header Grants is not allowed")
-        return canned(name.strip())
+        return canned(name)  # exactly as s3:x-amz-acl shows it to policies
     return tuple(dict.fromkeys(grants)) if grants else None
 
 
