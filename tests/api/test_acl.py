@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import Resp, send, signed_request
+from tests.test_clients import Aws
 from tierstore.client import TierstoreClient, resolve_settings
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -346,3 +347,15 @@ def test_block_public_access_acl_flags(server: ServerProcess, s3: Any, bucket: s
     assert (ALL_USERS, "READ") in grants(s3.get_object_acl(Bucket=bucket, Key="pub"))
     s3.delete_public_access_block(Bucket=bucket)
     assert anonymous(server, "GET", f"/{bucket}/pub").status == 200
+
+
+def test_aws_cli_acls(server: ServerProcess, s3: Any, bucket: str, tmp_path: Path) -> None:
+    """`aws s3 cp --acl`, `aws s3api put-object-acl --grant-read` and `get-object-acl`."""
+    cli = Aws(server, tmp_path / "home")
+    (tmp_path / "f.txt").write_text("cli")
+    cli.run("s3", "cp", str(tmp_path / "f.txt"), f"s3://{bucket}/f.txt", "--acl", "public-read")
+    assert anonymous(server, "GET", f"/{bucket}/f.txt").body == b"cli"
+    cli.run("s3api", "put-object-acl", "--bucket", bucket, "--key", "f.txt", "--grant-read", f"uri={AUTH_USERS}")
+    got = json.loads(cli.run("s3api", "get-object-acl", "--bucket", bucket, "--key", "f.txt").stdout)
+    assert grants(got) == {(AUTH_USERS, "READ")}
+    assert anonymous(server, "GET", f"/{bucket}/f.txt").status == 403
