@@ -272,6 +272,28 @@ def test_anonymous_write_by_policy(env: Env) -> None:
         env.s3.delete_bucket_policy(Bucket=P)
 
 
+def test_a_missing_key_is_404_only_for_callers_who_may_list(env: Env) -> None:
+    """AWS: reading a key that does not exist is 404 NoSuchKey for a caller allowed
+    s3:ListBucket, 403 AccessDenied for one allowed only s3:GetObject (no existence oracle)."""
+    reader = env.client("getter", doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{P}/*"}))
+    read_only = stmt("Allow", "*", "s3:GetObject", f"arn:aws:s3:::{P}/*")
+    env.s3.put_bucket_policy(Bucket=P, Policy=doc(read_only))
+    try:
+        for method in ("GET", "HEAD"):
+            assert env.anon(method, f"/{P}/public/x").status == 200
+            assert env.anon(method, f"/{P}/public/missing").status == 403, method
+        assert status(lambda: reader.get_object(Bucket=P, Key="public/missing")) == DENIED
+        assert status(lambda: reader.head_object(Bucket=P, Key="public/missing")) == (403, "403")
+        listing = stmt("Allow", "*", "s3:ListBucket", f"arn:aws:s3:::{P}")
+        env.s3.put_bucket_policy(Bucket=P, Policy=doc(read_only, listing))
+        assert anon_status(env.anon("GET", f"/{P}/public/missing")) == (404, "NoSuchKey")
+        assert env.anon("HEAD", f"/{P}/public/missing").status == 404
+        assert status(lambda: reader.get_object(Bucket=P, Key="public/missing")) == (404, "NoSuchKey")
+        assert status(lambda: env.s3.get_object(Bucket=P, Key="public/missing")) == (404, "NoSuchKey")  # the root
+    finally:
+        env.s3.delete_bucket_policy(Bucket=P)
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_anonymous_conditional_requests_leak_nothing(env: Env, method: str) -> None:
     """Without a grant, an anonymous GET/HEAD answers the same 403 for a key that exists and one
