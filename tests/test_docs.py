@@ -75,19 +75,29 @@ def _section(doc: Path, heading: str) -> str:
     return text[start:] if end < 0 else text[start:end]
 
 
-def test_bucket_policy_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
-    """docs/security.md "Bucket policies, anonymous access and Block Public Access": the block's
-    trailing comment lines are its output."""
-    section = _section(REPO / "docs" / "security.md", "## Bucket policies, anonymous access")
+def _run_section(heading: str, server: ServerProcess, tmp_path: Path, outputs: int) -> None:
+    """Run the one code block of a docs/security.md section; its trailing comment lines are its
+    output (``outputs`` of them)."""
+    section = _section(REPO / "docs" / "security.md", heading)
     (code,) = BLOCK.findall(section)
     lines = code.splitlines()
     expected = []
     while lines and lines[-1].startswith("# "):
         expected.insert(0, lines.pop().removeprefix("# "))
-    assert len(expected) == 5
-    doc = tmp_path / "security-bucket-policies.md"
+    assert len(expected) == outputs
+    doc = tmp_path / "security-section.md"
     doc.write_text(section)
-    assert _run(str(doc), fresh_server, tmp_path) == expected
+    assert _run(str(doc), server, tmp_path) == expected
+
+
+def test_bucket_policy_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Bucket policies, anonymous access and Block Public Access"."""
+    _run_section("## Bucket policies, anonymous access", fresh_server, tmp_path, 5)
+
+
+def test_acl_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "ACLs and Object Ownership"."""
+    _run_section("## ACLs and Object Ownership", fresh_server, tmp_path, 5)
 
 
 # --- README.md: every block runs, in order, against a server of its own ------------------------
