@@ -24,12 +24,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from tierstore.engine import parse_tagging_header
-from tierstore.errors import AccessDenied, InvalidTag
+from tierstore.engine import parse_retain_until, parse_tagging_header
+from tierstore.errors import AccessDenied, InvalidArgument, InvalidTag
 
 __all__ = [
     "ANONYMOUS",
@@ -246,13 +245,13 @@ def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:
 
 def _remaining_days(until: str, now: float) -> str | None:
     """s3:object-lock-remaining-retention-days: whole days from now to the retain-until date
-    (rounded up), None when the date does not parse."""
+    (rounded up), parsed as the handler parses it; None when it does not parse (the handler
+    refuses the request then)."""
     try:
-        parsed = datetime.fromisoformat(until.strip().replace("Z", "+00:00"))
-    except ValueError:
+        until_ns = parse_retain_until(until)
+    except InvalidArgument:
         return None
-    when = (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
-    return str(max(0, math.ceil((when - now) / 86400)))
+    return str(max(0, math.ceil((until_ns / 1e9 - now) / 86400)))
 
 
 class Authorizer(Protocol):
