@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from tests.api.test_acl import ALL_USERS, AUTH_USERS, new_user
 from tests.conftest import ServerProcess
+from tierstore.api._authorize import Principal, RequestContext
 
 PUTS = ["s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging", "s3:PutObjectRetention", "s3:PutObjectLegalHold"]
 
@@ -156,3 +157,22 @@ def test_existing_object_tag(server: ServerProcess, s3: Any, bucket: str) -> Non
     # The version the request names is the one whose tags count.
     assert user.get_object(Bucket=bucket, Key="moved", VersionId=old)["Body"].read() == b"1"
     assert code(lambda: user.get_object(Bucket=bucket, Key="moved")) == "AccessDenied"
+
+
+def test_request_keys_are_parsed_as_the_handler_parses_them() -> None:
+    """In-process: the lock date reaches policies in one UTC form whatever offset it was sent
+    with; an x-amz-tagging key without '=' is a key; no such headers, no such keys."""
+    headers = {
+        "x-amz-object-lock-retain-until-date": "2030-01-01T00:00:00+02:00",
+        "x-amz-tagging": "team=ml&flag",
+        "x-amz-grant-read": f'uri="{ALL_USERS}"',
+    }
+    got = RequestContext(Principal("k"), "PutObject", (), headers=headers).conditions()
+    assert got["s3:object-lock-retain-until-date"] == "2029-12-31T22:00:00.000Z"
+    assert int(str(got["s3:object-lock-remaining-retention-days"])) > 365
+    assert got["s3:RequestObjectTagKeys"] == ("team", "flag")
+    assert (got["s3:RequestObjectTag/team"], got["s3:RequestObjectTag/flag"]) == ("ml", "")
+    assert got["s3:x-amz-grant-read"] == f'uri="{ALL_USERS}"'
+    bad = RequestContext(Principal("k"), "PutObject", (), headers={"x-amz-object-lock-retain-until-date": "soon"})
+    assert not any(k.startswith("s3:object-lock") for k in bad.conditions())
+    assert not any(k.startswith(("s3:Request", "s3:x-amz")) for k in RequestContext(Principal("k"), "X", ()).conditions())

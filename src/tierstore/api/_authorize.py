@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote
 
-from tierstore.engine import parse_retain_until, parse_tagging_header
+from tierstore.engine import format_retain_until, parse_retain_until, parse_tagging_header
 from tierstore.errors import AccessDenied, InvalidArgument, InvalidTag
 
 __all__ = [
@@ -73,7 +73,6 @@ _HEADER_KEYS = (
         "x-amz-metadata-directive",
     )),
     ("x-amz-object-lock-mode", "s3:object-lock-mode"),
-    ("x-amz-object-lock-retain-until-date", "s3:object-lock-retain-until-date"),
     ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
 )
 # Query parameters of a bucket request that are condition keys (s3:prefix, ...).
@@ -214,9 +213,7 @@ class RequestContext:
             _request_tags(h["x-amz-tagging"], out)
         until = h.get("x-amz-object-lock-retain-until-date")
         if until is not None:
-            days = _remaining_days(until, now)
-            if days is not None:
-                out["s3:object-lock-remaining-retention-days"] = days
+            _retention_keys(until, now, out)
         if self.scheme in _SIGNATURE_VERSION:
             out["s3:signatureversion"] = _SIGNATURE_VERSION[self.scheme]
             out["s3:authType"] = _AUTH_TYPE[self.scheme]
@@ -243,15 +240,17 @@ def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:
     out["s3:RequestObjectTagKeys"] = tuple(dict.fromkeys(k for k, _ in pairs))
 
 
-def _remaining_days(until: str, now: float) -> str | None:
-    """s3:object-lock-remaining-retention-days: whole days from now to the retain-until date
-    (rounded up), parsed as the handler parses it; None when it does not parse (the handler
-    refuses the request then)."""
+def _retention_keys(until: str, now: float, out: dict[str, str | tuple[str, ...]]) -> None:
+    """s3:object-lock-retain-until-date (ISO 8601, UTC) and s3:object-lock-remaining-retention-days
+    (whole days from now, rounded up), from the date parsed as the handler parses it: any date
+    it accepts reaches a policy in one form Date* operators read. One it refuses gives no keys
+    (the request fails anyway)."""
     try:
         until_ns = parse_retain_until(until)
     except InvalidArgument:
-        return None
-    return str(max(0, math.ceil((until_ns / 1e9 - now) / 86400)))
+        return
+    out["s3:object-lock-retain-until-date"] = format_retain_until(until_ns)
+    out["s3:object-lock-remaining-retention-days"] = str(max(0, math.ceil((until_ns / 1e9 - now) / 86400)))
 
 
 class Authorizer(Protocol):
