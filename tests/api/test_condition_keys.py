@@ -175,4 +175,5 @@ def test_request_keys_are_parsed_as_the_handler_parses_them() -> None:
     assert got["s3:x-amz-grant-read"] == f'uri="{ALL_USERS}"'
     bad = RequestContext(Principal("k"), "PutObject", (), headers={"x-amz-object-lock-retain-until-date": "soon"})
     assert not any(k.startswith("s3:object-lock") for k in bad.conditions())
-    assert not any(k.startswith(("s3:Request", "s3:x-amz")) for k in RequestContext(Principal("k"), "X", ()).conditions())
+    plain = RequestContext(Principal("k"), "X", ()).conditions()
+    assert not any(k.startswith(("s3:Request", "s3:x-amz")) for k in plain)
