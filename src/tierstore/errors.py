@@ -11,6 +11,7 @@ The class name is the S3 error code unless ``code`` says otherwise.
 from __future__ import annotations
 
 __all__ = [
+    "AccessControlListNotSupported",
     "AccessDenied",
     "AuthorizationHeaderMalformed",
     "AuthorizationQueryParametersError",
@@ -29,6 +30,7 @@ __all__ = [
     "InternalError",
     "InvalidAccessKeyId",
     "InvalidArgument",
+    "InvalidBucketAclWithObjectOwnership",
     "InvalidBucketName",
     "InvalidBucketState",
     "InvalidDigest",
@@ -44,25 +46,30 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "MalformedACLError",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
     "MissingContentLength",
+    "MissingSecurityHeader",
     "NegativeExpires",
     "NoSuchBucket",
+    "NoSuchBucketPolicy",
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
     "NoSuchModel",
     "NoSuchObjectLockConfiguration",
+    "NoSuchPublicAccessBlockConfiguration",
     "NoSuchTagSet",
     "NoSuchUpload",
     "NoSuchVersion",
     "NotImplementedOperation",
     "NotModified",
     "ObjectLockConfigurationNotFoundError",
+    "OwnershipControlsNotFoundError",
     "PreconditionFailed",
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
@@ -70,6 +77,8 @@ __all__ = [
     "SignatureDoesNotMatch",
     "SlowDown",
     "TierstoreError",
+    "UnexpectedContent",
+    "UnresolvableGrantByEmailAddress",
     "XAmzContentSHA256Mismatch",
 ]
 
@@ -130,6 +139,14 @@ class ObjectLockConfigurationNotFoundError(TierstoreError, KeyError):
 
 class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
     """The specified object does not have a ObjectLock configuration."""
+
+
+class NoSuchBucketPolicy(TierstoreError, KeyError):
+    """The bucket policy does not exist"""
+
+
+class NoSuchPublicAccessBlockConfiguration(TierstoreError, KeyError):
+    """The public access block configuration was not found"""
 
 
 class NoSuchDataset(TierstoreError, KeyError):
@@ -359,3 +376,32 @@ class CorruptBlob(ChecksumMismatch):
     """A stored blob is damaged (checksum mismatch or truncated)."""
 
     code = "InternalError"
+
+
+# --- ACLs and Object Ownership (api/_acl.py) ---------------------------------------------------
+class MalformedACLError(TierstoreError, ValueError):
+    """The XML you provided was not well-formed or did not validate against our published schema."""
+
+
+class UnresolvableGrantByEmailAddress(TierstoreError, ValueError):
+    """The email address you provided does not match any account on record."""
+
+
+class MissingSecurityHeader(TierstoreError, ValueError):
+    """Your request was missing a required header."""
+
+
+class UnexpectedContent(TierstoreError, ValueError):
+    """This request does not support content."""
+
+
+class AccessControlListNotSupported(TierstoreError, ValueError):
+    """The bucket does not allow ACLs."""
+
+
+class InvalidBucketAclWithObjectOwnership(TierstoreError, ValueError):
+    """Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting."""
+
+
+class OwnershipControlsNotFoundError(TierstoreError, KeyError):
+    """The bucket ownership controls were not found."""

@@ -257,6 +257,8 @@ class ObjectMeta:
     storage_class: str = "STANDARD"
     tags: dict[str, str] = field(default_factory=dict)
     lock: dict[str, Any] = field(default_factory=dict)  # object lock: mode, until_ns, legal_hold
+    # the version's ACL grants, [kind, grantee, permission] (api/_acl.py); empty: private
+    acl: list[list[str]] = field(default_factory=list)
     is_delete_marker: bool = False
 
     @property

@@ -595,11 +595,8 @@ def test_copy_key_with_special_characters(s3, bucket: str) -> None:  # type: ign
 def test_unimplemented_object_operations(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
     s3.put_object(Bucket=bucket, Key="n", Body=b"x")
     calls = [
-        lambda: s3.get_object_acl(Bucket=bucket, Key="n"),
-        lambda: s3.put_object_acl(Bucket=bucket, Key="n", ACL="public-read"),
         lambda: s3.restore_object(Bucket=bucket, Key="n", RestoreRequest={"Days": 1}),
         lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"y", ServerSideEncryption="AES256"),
-        lambda: s3.put_object(Bucket=bucket, Key="n", Body=b"y", ACL="public-read"),
         lambda: s3.create_multipart_upload(Bucket=bucket, Key="n", ServerSideEncryption="AES256"),
         lambda: s3.copy_object(
             Bucket=bucket, Key="n2", CopySource={"Bucket": bucket, "Key": "n"}, ServerSideEncryption="AES256"

@@ -10,18 +10,29 @@ computed only when an authorizer asks for them. An ``Authorizer`` raises ``Acces
 returns. Requests that name more resources in their body (DeleteObjects' keys) are checked
 again per entry by their handler, with ``RequestContext.entry``.
 
-``AllowAuthenticated`` (the default) allows every authenticated principal: anonymous requests
-are refused by the authenticator before this hook. ``IamAuthorizer`` (``_iam_authorizer.py``,
-what ``server.py`` plugs in) evaluates the caller's IAM policies with ``tierstore.iam``.
+An unsigned request reaches this hook too, as the anonymous principal (``Principal.anonymous()``:
+no access key, ``scheme`` "anonymous"): whether it may do anything is the authorizer's decision
+(a bucket policy or an ACL grant to everyone), never the authenticator's.
+
+``AllowAuthenticated`` (the default) allows every signed principal and refuses the anonymous one.
+``IamAuthorizer`` (``_iam_authorizer.py``, what ``server.py`` plugs in) evaluates the caller's IAM
+policies and the bucket's policy with ``tierstore.iam``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qsl, unquote
+
+from tierstore.engine import format_retain_until, parse_retain_until, parse_tagging_header
+from tierstore.errors import AccessDenied, InvalidArgument, InvalidTag
 
 __all__ = [
+    "ANONYMOUS",
+    "ANONYMOUS_DENIED",
     "AllowAuthenticated",
     "Authorizer",
     "Check",
@@ -44,6 +55,26 @@ _AUTH_TYPE = {
     "v4-query": "REST-QUERY-STRING",
     "v2-query": "REST-QUERY-STRING",
 }
+# Request headers that are condition keys as they are (s3:x-amz-acl, s3:x-amz-grant-read, ...).
+_HEADER_KEYS = (
+    ("user-agent", "aws:UserAgent"),
+    ("referer", "aws:Referer"),
+    *((h, f"s3:{h}") for h in (
+        "x-amz-acl",
+        "x-amz-grant-read",
+        "x-amz-grant-write",
+        "x-amz-grant-read-acp",
+        "x-amz-grant-write-acp",
+        "x-amz-grant-full-control",
+        "x-amz-server-side-encryption",
+        "x-amz-server-side-encryption-aws-kms-key-id",
+        "x-amz-server-side-encryption-customer-algorithm",
+        "x-amz-storage-class",
+        "x-amz-metadata-directive",
+    )),
+    ("x-amz-object-lock-mode", "s3:object-lock-mode"),
+    ("x-amz-object-lock-legal-hold", "s3:object-lock-legal-hold"),
+)
 # Query parameters of a bucket request that are condition keys (s3:prefix, ...).
 _LIST_KEYS = (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter"), ("max-keys", "s3:max-keys"))
 
@@ -56,12 +87,27 @@ def object_arn(bucket: str, key: str) -> str:
     return f"arn:aws:s3:::{bucket}/{key}"
 
 
+# The ``identity`` of the principal of an unsigned request (no access key).
+ANONYMOUS = "anonymous"
+# What an anonymous caller is told when refused: the same whatever the bucket or object.
+ANONYMOUS_DENIED = "Access Denied"
+
+
 class Principal(NamedTuple):
-    """Who signed the request. Today the access key; the user, role or service account behind
-    it (with its groups and tags) joins as ``identity`` when identities exist."""
+    """Who signed the request: the access key (the authorizer looks up the user, role or service
+    account behind it). An unsigned request is ``Principal.anonymous()``: access key "",
+    ``identity`` ``ANONYMOUS``."""
 
     access_key: str
     identity: Any = None
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls("", ANONYMOUS)
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.identity == ANONYMOUS and not self.access_key
 
 
 class Check(NamedTuple):
@@ -108,7 +154,7 @@ class RequestContext:
         self._query = query if query is not None else {}
         self._bucket_request = bucket_request  # s3:prefix & co. are a listing's keys
         self._scope = scope if scope is not None else {}
-        self._conditions: dict[str, str] | None = None
+        self._conditions: dict[str, str | tuple[str, ...]] | None = None
         self.decision: Any = None  # what the authorizer decided (tierstore.iam.Decision), for the log
 
     @property
@@ -135,14 +181,24 @@ class RequestContext:
         out._conditions = self._conditions  # computed (once) only if an authorizer asks
         return out
 
-    def conditions(self) -> dict[str, str]:
+    def version_for(self, resource: str) -> str | None:
+        """The version the request names of the object ``resource``: a copy's source names its
+        own in ``x-amz-copy-source``; otherwise the ``versionId`` parameter (None: the current)."""
+        source = self._headers.get("x-amz-copy-source")
+        if source is not None:
+            path, _, params = source.partition("?")
+            if resource == object_arn(*unquote(path).removeprefix("/").partition("/")[::2]):
+                return dict(parse_qsl(params)).get("versionId")
+        return self._query.get("versionId")
+
+    def conditions(self) -> dict[str, str | tuple[str, ...]]:
         """The condition keys known before the body, present only when the request carries them
         (computed on first use: the default authorizer never asks)."""
         if self._conditions is not None:
             return self._conditions
         h, q, scope = self._headers, self._query, self._scope
         now = time.time()
-        out = {
+        out: dict[str, str | tuple[str, ...]] = {
             "aws:CurrentTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
             "aws:EpochTime": str(int(now)),
             "aws:SecureTransport": "true" if scope.get("scheme") == "https" else "false",
@@ -150,9 +206,14 @@ class RequestContext:
         client = scope.get("client")
         if client:
             out["aws:SourceIp"] = str(client[0])
-        for header, key in (("user-agent", "aws:UserAgent"), ("referer", "aws:Referer"), ("x-amz-acl", "s3:x-amz-acl")):
+        for header, key in _HEADER_KEYS:
             if header in h:
                 out[key] = h[header]
+        if "x-amz-tagging" in h:
+            _request_tags(h["x-amz-tagging"], out)
+        until = h.get("x-amz-object-lock-retain-until-date")
+        if until is not None:
+            _retention_keys(until, now, out)
         if self.scheme in _SIGNATURE_VERSION:
             out["s3:signatureversion"] = _SIGNATURE_VERSION[self.scheme]
             out["s3:authType"] = _AUTH_TYPE[self.scheme]
@@ -166,6 +227,32 @@ class RequestContext:
         return out
 
 
+def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:
+    """``x-amz-tagging`` as s3:RequestObjectTag/<k> and the multi-valued s3:RequestObjectTagKeys,
+    parsed exactly as the handler parses it (a key without ``=`` is a tag with an empty value:
+    it must be among the keys a policy sees). Not valid UTF-8: no keys (the handler refuses it)."""
+    try:
+        pairs = parse_tagging_header(header)
+    except InvalidTag:
+        return
+    for k, v in pairs:
+        out[f"s3:RequestObjectTag/{k}"] = v
+    out["s3:RequestObjectTagKeys"] = tuple(dict.fromkeys(k for k, _ in pairs))
+
+
+def _retention_keys(until: str, now: float, out: dict[str, str | tuple[str, ...]]) -> None:
+    """s3:object-lock-retain-until-date (ISO 8601, UTC) and s3:object-lock-remaining-retention-days
+    (whole days from now, rounded up), from the date parsed as the handler parses it: any date
+    it accepts reaches a policy in one form Date* operators read. One it refuses gives no keys
+    (the request fails anyway)."""
+    try:
+        until_ns = parse_retain_until(until)
+    except InvalidArgument:
+        return
+    out["s3:object-lock-retain-until-date"] = format_retain_until(until_ns)
+    out["s3:object-lock-remaining-retention-days"] = str(max(0, math.ceil((until_ns / 1e9 - now) / 86400)))
+
+
 class Authorizer(Protocol):
     def authorize(self, request: RequestContext) -> None:
         """Return when every check of ``request`` is allowed; raise ``errors.AccessDenied`` otherwise."""
@@ -173,7 +260,9 @@ class Authorizer(Protocol):
 
 
 class AllowAuthenticated:
-    """Every authenticated principal may do everything (one account, no policies yet)."""
+    """Every signed principal may do everything (one account, no policies); anonymous callers
+    nothing."""
 
     def authorize(self, request: RequestContext) -> None:
-        return None
+        if request.principal.is_anonymous:
+            raise AccessDenied(ANONYMOUS_DENIED)

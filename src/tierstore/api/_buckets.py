@@ -4,6 +4,7 @@ and v2), ListObjectVersions, DeleteObjects."""
 from __future__ import annotations
 
 from tierstore import errors as e
+from tierstore.api._access import creation_settings
 from tierstore.api._authorize import Check, object_arn
 from tierstore.api._common import (
     bypass_governance,
@@ -65,13 +66,14 @@ async def list_buckets(req: Request, ctx: Context) -> Response:
 async def create_bucket(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None
     reject_unsupported(req)
+    acl, ownership = creation_settings(req)  # bad ACL headers: refused before the body is read
     body = await req.read_small()
     region = None
     if body.strip():
         el = parse_xml(body, "CreateBucketConfiguration")
         region = text_of(el, "LocationConstraint") or None
     lock = req.headers.get("x-amz-bucket-object-lock-enabled", "").lower() == "true"
-    await ctx.service.create_bucket(req.bucket, region, object_lock=lock)
+    await ctx.service.create_bucket(req.bucket, region, object_lock=lock, acl=acl, ownership=ownership)
     return Response(200, [("location", f"/{req.bucket}")])
 
 

@@ -10,6 +10,7 @@ from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
 from tierstore.api import _sse
+from tierstore.api._acl import OWNER_ID, OWNER_NAME
 from tierstore.api._request import Request, parse_http_date
 from tierstore.api._xml import E, children, document, parse_xml, text_of
 from tierstore.types import NULL_VERSION, Conditions, ObjectMeta
@@ -29,20 +30,15 @@ __all__ = [
     "xml_int",
 ]
 
-_ACCEPTED_ACLS = frozenset({"private", "bucket-owner-full-control"})
-_UNSUPPORTED_HEADERS = (  # server-side encryption headers: api/_sse.py
-    "x-amz-website-redirect-location",
-    "x-amz-grant-read",
-    "x-amz-grant-write",
-    "x-amz-grant-full-control",
-    "x-amz-grant-read-acp",
-    "x-amz-grant-write-acp",
-)
+_UNSUPPORTED_HEADERS = ("x-amz-website-redirect-location",)  # server-side encryption: api/_sse.py
+
+
+# One account: everything is owned by the store's canonical user (api/_acl.py), whoever asks.
+_OWNER = E("Owner", None, E("ID", OWNER_ID), E("DisplayName", OWNER_NAME))
 
 
 def owner(req: Request) -> str:
-    ak = req.auth.access_key if req.auth else ""
-    return E("Owner", None, E("ID", ak), E("DisplayName", ak))
+    return _OWNER
 
 
 def encode_token(key: str) -> str:
@@ -78,9 +74,6 @@ def reject_unsupported(req: Request) -> None:
     for h in _UNSUPPORTED_HEADERS:
         if h in req.headers:
             raise e.NotImplementedOperation(f"The header {h} is not implemented yet.")
-    acl = req.headers.get("x-amz-acl")
-    if acl is not None and acl not in _ACCEPTED_ACLS:
-        raise e.NotImplementedOperation(f"The canned ACL '{acl[:40]}' is not implemented.")
 
 
 def bypass_governance(req: Request) -> bool:

@@ -8,6 +8,18 @@
   ``session`` layer (it can only narrow its parent). A catalog key of the root is the root.
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
+- Bucket and object checks also see the bucket's policy (``BucketAccessService.props``, cached
+  ~1 s per worker, parsed once per document) as ``iam.evaluate``'s resource policy: an Allow
+  from the identity policies or the bucket policy grants, an explicit Deny in either wins, a
+  service account's policy still narrows. The root is never restricted by a bucket policy.
+- The anonymous principal (an unsigned request) has no identity policies: it is allowed only
+  what the bucket's policy grants to ``"*"`` (or, with ACLs, a grant to AllUsers) — and not even
+  that when the policy is public and the bucket's RestrictPublicBuckets is on.
+- ACL grants (``api/_acl.py``) are one more Allow source where the policies ended in an implicit
+  deny: AllUsers for anyone, AuthenticatedUsers for any signed caller (not a service account:
+  policies alone decide those). Object Ownership BucketOwnerEnforced and Block Public Access
+  IgnorePublicAcls turn them off. Object ACLs and, for s3:ExistingObjectTag conditions, object
+  tags are read from ``ObjectService`` only when needed (``_acl_allows``, ``_resolver``).
 
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
@@ -16,12 +28,16 @@ for the access log.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from tierstore import errors as e
 from tierstore import iam
-from tierstore.api._authorize import RequestContext
-from tierstore.engine import IdentityService
+from tierstore.api import _acl
+from tierstore.api._access import ENFORCED
+from tierstore.api._authorize import Check, RequestContext
+from tierstore.api._bucket_policy import is_public
+from tierstore.engine import BucketAccessService, IdentityService, ObjectService
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
@@ -29,7 +45,13 @@ __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
 ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::000000000000:user/NAME)
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
+ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
+ANONYMOUS = iam.Principal.anonymous()
+_NO_POLICIES = iam.compile_policies(())
+_S3_ARN = "arn:aws:s3:::"
+_EXISTING_TAG = "s3:existingobjecttag/"
 _PARSED_MAX = 4096
+_S3_ARN = "arn:aws:s3:::"
 
 
 def validate_policy(document: str, kind: str = "identity") -> iam.Policy:
@@ -71,14 +93,31 @@ class _Compiled:
 class IamAuthorizer:
     """The ``Authorizer`` that evaluates IAM policies (see the module docstring)."""
 
-    def __init__(self, identities: IdentityService, *, account: str = ACCOUNT_ID) -> None:
+    def __init__(
+        self,
+        identities: IdentityService,
+        *,
+        account: str = ACCOUNT_ID,
+        buckets: BucketAccessService | None = None,
+        objects: ObjectService | None = None,
+    ) -> None:
+        """``buckets``: where bucket settings come from (policy, Block Public Access, ACL, Object
+        Ownership; None: no bucket policy or bucket ACL applies); ``objects``: where object ACLs
+        and existing object tags are read from (None: ACL grants and s3:ExistingObjectTag never
+        apply)."""
         self._ids = identities
+        self._buckets = buckets
+        self._public: dict[iam.Policy, bool] = {}
         self._account = account
+        self._objects = objects
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
+        if request.principal.is_anonymous:
+            self._decide(request, ANONYMOUS, _NO_POLICIES, ())
+            return
         key = request.principal.access_key
         if self._is_root_key(key):
             request.decision = ROOT_ALLOW
@@ -89,19 +128,128 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
+        self._decide(request, compiled.principal, compiled.identity, compiled.session)
+
+    def _decide(
+        self,
+        request: RequestContext,
+        principal: iam.Principal,
+        identity: iam.PolicySet,
+        session: tuple[iam.Policy, ...],
+    ) -> None:
+        """Every check of ``request`` must be allowed for ``principal`` (AWS's one-account
+        evaluation, ``iam.evaluate``): the bucket's policy joins as the resource policy; an
+        ACL grant (``_acl_allows``) may allow what no policy does, never what one denies."""
         conditions = request.conditions()
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
+        anonymous = principal.type == "Anonymous"
         for check in request.checks:
+            resource, restricted = self._resource_policy(check.resource)
             decision = iam.evaluate(
-                iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
-                identity=compiled.identity,
-                session=compiled.session,
+                iam.AuthzRequest(
+                    principal, check.action, check.resource, conditions, now, self._resolver(check, request)
+                ),
+                identity=identity,
+                resource=resource,
+                session=session,
             )
+            if restricted and anonymous and decision.allowed:
+                # RestrictPublicBuckets: a public policy grants nothing outside the account.
+                decision = iam.Decision(False, "implicit_deny", decision.policy, "resource", decision.statement)
+            implicit = not decision.allowed and decision.reason == "implicit_deny"
+            if implicit and not session and self._acl_allows(request, check, principal):
+                decision = ACL_ALLOW  # (a caller with a narrowing session policy: policies only)
             if not decision.allowed:
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
+
+    def _resource_policy(self, resource: str) -> tuple[iam.Policy | None, bool]:
+        """(the policy of the bucket ``resource`` is in, whether that policy is public and the
+        bucket's RestrictPublicBuckets is on). (None, False) for a resource outside S3 buckets,
+        a missing bucket, a bucket without a policy, or a stored one that no longer parses.
+        The bucket's properties come from ``BucketAccessService.props`` (cached ~1 s); the
+        parsed policy is cached per (bucket, document)."""
+        buckets = self._buckets
+        if buckets is None or not resource.startswith(_S3_ARN):
+            return None, False
+        bucket = resource[len(_S3_ARN):].split("/", 1)[0]
+        props = buckets.props(bucket)
+        if not props or not props.get("policy"):
+            return None, False
+        document = props["policy"]
+        policy = self._policy(f"bucket-policy:{bucket}", document, "resource")
+        if policy is None:
+            return None, False
+        block = props.get("public_access_block")
+        return policy, bool(block and block.get("RestrictPublicBuckets") and self._is_public(policy))
+
+    def _is_public(self, policy: iam.Policy) -> bool:
+        found = self._public.get(policy)
+        if found is None:
+            if len(self._public) >= _PARSED_MAX:
+                self._public.clear()
+            found = self._public[policy] = is_public(policy)
+        return found
+
+    # --- ACL grants and lazily read object state (api/_acl.py) ---------------------------------
+    def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
+        """Whether an ACL grant on the bucket or object of ``check`` allows its action to
+        ``principal`` (AllUsers: anyone, anonymous too; AuthenticatedUsers: a signed caller).
+        Consulted only where no policy allowed or denied explicitly, and read only then: the
+        bucket's settings (cached ~1 s per worker, as for its policy: ``BucketAccessService``),
+        and for object reads the version's ACL (one catalog read).
+        Object Ownership BucketOwnerEnforced and Block Public Access IgnorePublicAcls turn
+        grants off."""
+        objects = self._objects
+        action = check.action
+        on_object = action in _acl.OBJECT_ACL_ACTIONS
+        if objects is None or not (on_object or action in _acl.BUCKET_ACL_ACTIONS):
+            return False
+        if not check.resource.startswith(_S3_ARN):
+            return False
+        bucket, _, key = check.resource[len(_S3_ARN):].partition("/")
+        try:
+            # The bucket's settings from the same per-worker cache as its policy (~1 s).
+            props = self._buckets.props(bucket) if self._buckets is not None else objects.bucket_props(bucket)
+            if props is None:  # no such bucket
+                return False
+            if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
+                return False
+            if on_object:
+                version = request.version_for(check.resource)
+                grants = _acl.from_stored(objects.object_acl(bucket, key, version))
+            else:
+                grants = _acl.from_stored(props.get("acl"))
+        except e.TierstoreError:  # no such bucket, key or version: nothing granted (and nothing told)
+            return False
+        authenticated = principal.type != "Anonymous"
+        return _acl.acl_allows(grants, action, on_object=on_object, authenticated=authenticated)
+
+    def _resolver(self, check: Check, request: RequestContext) -> Callable[[str], Sequence[str] | None] | None:
+        """s3:ExistingObjectTag/<k> of the object ``check`` names: its tags are read on the first
+        such key a statement asks for, at most once per check."""
+        objects = self._objects
+        if objects is None or not check.resource.startswith(_S3_ARN) or "/" not in check.resource[len(_S3_ARN):]:
+            return None
+        tags: list[dict[str, str]] = []
+
+        def resolve(key: str) -> Sequence[str] | None:
+            if not key.startswith(_EXISTING_TAG):
+                return None
+            if not tags:
+                bucket, _, name = check.resource[len(_S3_ARN):].partition("/")
+                version = request.version_for(check.resource)
+                try:
+                    found = objects.get_object_tagging(bucket, name, version).tags
+                except e.TierstoreError:
+                    found = {}
+                tags.append({k.lower(): v for k, v in found.items()})
+            value = tags[0].get(key[len(_EXISTING_TAG):])
+            return None if value is None else (value,)
+
+        return resolve
 
     def _for_key(self, key: str) -> _Compiled | None:
         source = self._ids.principal_for(key)

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from tierstore import errors as e
 from tierstore.api import _sse
+from tierstore.api._access import request_acl
 from tierstore.api._common import owner, reject_unsupported
 from tierstore.api._objects import (
     copy_options,
@@ -49,6 +50,7 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
         storage_class=sc,
         tags=tagging_header(req),
         lock=lock_headers(req),
+        acl=request_acl(req, ctx, req.bucket),
     )
     body = document(
         "InitiateMultipartUploadResult", E("Bucket", req.bucket), E("Key", req.key), E("UploadId", info.upload_id)

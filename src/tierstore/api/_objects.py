@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from tierstore import errors as e
 from tierstore.api import _sse
+from tierstore.api._access import request_acl
 from tierstore.api._common import (
     bypass_governance,
     config_body,
@@ -178,10 +179,11 @@ def put_options(req: Request, trailers: dict[str, str]) -> PutOptions:
 async def put_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     reject_unsupported(req)
+    acl = request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
     opts = put_options(req, trailers)
     meta = await ctx.service.put_object(
-        req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req)
+        req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl
     )
     return Response(200, _write_headers(meta, opts.checksum))
 
@@ -434,6 +436,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     opts.replace_tags = directive == "REPLACE"
     opts.tags = tagging_header(req) if opts.replace_tags else []
     opts.lock = lock_headers(req)
+    opts.acl = request_acl(req, ctx, req.bucket) or []
     copied = await ctx.service.copy_object(src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version)
     meta = copied.meta
     extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a == opts.checksum_algorithm]

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from tierstore import errors as e
-from tierstore.api import _bucket_config, _buckets, _extensions, _multipart, _objects
+from tierstore.api import _access, _bucket_config, _bucket_policy, _buckets, _extensions, _multipart, _objects
 from tierstore.api._authorize import Check
 from tierstore.api._request import Handler
 
@@ -129,10 +129,14 @@ _BUCKET_OPS: dict[str, dict[str, str]] = {
     "delete": {"POST": "DeleteObjects"},
     "tagging": _crud("BucketTagging", "GET", "PUT", "DELETE"),
     "object-lock": _crud("ObjectLockConfiguration", "GET", "PUT"),
+    "acl": _crud("BucketAcl", "GET", "PUT"),
+    "ownershipControls": _crud("BucketOwnershipControls", "GET", "PUT", "DELETE"),
+    "policy": _crud("BucketPolicy", "GET", "PUT", "DELETE"),
+    "policyStatus": {"GET": "GetBucketPolicyStatus"},
+    "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
 }
 # Known S3 bucket operations we do not implement (501 NotImplemented), by their AWS names.
 _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
-    "acl": _crud("BucketAcl", "GET", "PUT"),
     "accelerate": _crud("BucketAccelerateConfiguration", "GET", "PUT"),
     "analytics": _crud("BucketAnalyticsConfiguration", "GET", "PUT", "DELETE"),
     "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
@@ -147,10 +151,6 @@ _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
     },
     "metrics": _crud("BucketMetricsConfiguration", "GET", "PUT", "DELETE"),
     "notification": _crud("BucketNotificationConfiguration", "GET", "PUT"),
-    "ownershipControls": _crud("BucketOwnershipControls", "GET", "PUT", "DELETE"),
-    "policy": _crud("BucketPolicy", "GET", "PUT", "DELETE"),
-    "policyStatus": {"GET": "GetBucketPolicyStatus"},
-    "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
     "replication": _crud("BucketReplication", "GET", "PUT", "DELETE"),
     "requestPayment": _crud("BucketRequestPayment", "GET", "PUT"),
     "session": {"GET": "CreateSession"},
@@ -163,9 +163,9 @@ _OBJECT_OPS: dict[str, dict[str, str]] = {
     "retention": _crud("ObjectRetention", "GET", "PUT"),
     "legal-hold": _crud("ObjectLegalHold", "GET", "PUT"),
     "attributes": {"GET": "GetObjectAttributes"},
+    "acl": _crud("ObjectAcl", "GET", "PUT"),
 }
 _OBJECT_UNIMPLEMENTED: dict[frozenset[str], dict[str, str]] = {
-    frozenset({"acl"}): _crud("ObjectAcl", "GET", "PUT"),
     frozenset({"torrent"}): {"GET": "GetObjectTorrent"},
     frozenset({"restore"}): {"POST": "RestoreObject"},
     frozenset({"select"}): {"POST": "SelectObjectContent"},
@@ -323,11 +323,15 @@ _GET = Perm("s3:GetObject", "s3:GetObjectVersion")
 _PUT = Perm("s3:PutObject")
 _SOURCE = Perm("s3:GetObject", "s3:GetObjectVersion", on="source")
 _BYPASS = Perm("s3:BypassGovernanceRetention", if_header="x-amz-bypass-governance-retention")
-# A write that sets tags, a retention or a legal hold needs those permissions too.
+# Headers that set an ACL (api/_acl.py): a write carrying one needs the Put*Acl permission too.
+_ACL_HEADERS = ("x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
+                "x-amz-grant-write-acp", "x-amz-grant-full-control")
+# A write that sets tags, a retention, a legal hold or an ACL needs those permissions too.
 _WRITE_EXTRAS = (
     Perm("s3:PutObjectTagging", if_header="x-amz-tagging"),
     Perm("s3:PutObjectRetention", if_header="x-amz-object-lock-mode"),
     Perm("s3:PutObjectLegalHold", if_header="x-amz-object-lock-legal-hold"),
+    *(Perm("s3:PutObjectAcl", if_header=h) for h in _ACL_HEADERS),
 )
 _ANY = "any"
 # Headers whose permission is needed only when they say "true".
@@ -347,6 +351,8 @@ ACTIONS: dict[str, Action] = {
             Perm("s3:CreateBucket"),
             Perm("s3:PutBucketObjectLockConfiguration", if_header="x-amz-bucket-object-lock-enabled"),
             Perm("s3:PutBucketVersioning", if_header="x-amz-bucket-object-lock-enabled"),
+            Perm("s3:PutBucketOwnershipControls", if_header="x-amz-object-ownership"),
+            *(Perm("s3:PutBucketAcl", if_header=h) for h in _ACL_HEADERS),
         ),
     ),
     "HeadBucket": Action(_buckets.head_bucket, (Perm("s3:ListBucket"),)),
@@ -369,6 +375,35 @@ ACTIONS: dict[str, Action] = {
     ),
     "PutObjectLockConfiguration": Action(
         _bucket_config.put_object_lock_configuration, (Perm("s3:PutBucketObjectLockConfiguration"),)
+    ),
+    # ACLs and Object Ownership (_access)
+    "GetBucketAcl": Action(_access.get_bucket_acl, (Perm("s3:GetBucketAcl"),)),
+    "PutBucketAcl": Action(_access.put_bucket_acl, (Perm("s3:PutBucketAcl"),)),
+    "GetObjectAcl": Action(_access.get_object_acl, (Perm("s3:GetObjectAcl", "s3:GetObjectVersionAcl"),)),
+    "PutObjectAcl": Action(_access.put_object_acl, (Perm("s3:PutObjectAcl", "s3:PutObjectVersionAcl"),)),
+    "GetBucketOwnershipControls": Action(
+        _access.get_bucket_ownership_controls, (Perm("s3:GetBucketOwnershipControls"),)
+    ),
+    "PutBucketOwnershipControls": Action(
+        _access.put_bucket_ownership_controls, (Perm("s3:PutBucketOwnershipControls"),)
+    ),
+    "DeleteBucketOwnershipControls": Action(
+        _access.delete_bucket_ownership_controls, (Perm("s3:PutBucketOwnershipControls"),)
+    ),
+    # bucket policy and Block Public Access (_bucket_policy)
+    "GetBucketPolicy": Action(_bucket_policy.get_bucket_policy, (Perm("s3:GetBucketPolicy"),)),
+    "PutBucketPolicy": Action(_bucket_policy.put_bucket_policy, (Perm("s3:PutBucketPolicy"),)),
+    "DeleteBucketPolicy": Action(_bucket_policy.delete_bucket_policy, (Perm("s3:DeleteBucketPolicy"),)),
+    "GetBucketPolicyStatus": Action(_bucket_policy.get_bucket_policy_status, (Perm("s3:GetBucketPolicyStatus"),)),
+    "GetPublicAccessBlock": Action(
+        _bucket_policy.get_public_access_block, (Perm("s3:GetBucketPublicAccessBlock"),)
+    ),
+    "PutPublicAccessBlock": Action(
+        _bucket_policy.put_public_access_block, (Perm("s3:PutBucketPublicAccessBlock"),)
+    ),
+    # AWS: DeletePublicAccessBlock needs s3:PutBucketPublicAccessBlock (there is no Delete action)
+    "DeletePublicAccessBlock": Action(
+        _bucket_policy.delete_public_access_block, (Perm("s3:PutBucketPublicAccessBlock"),)
     ),
     # objects (_objects)
     "GetObject": Action(_objects.get_object, (_GET,)),

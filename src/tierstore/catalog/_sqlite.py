@@ -303,6 +303,8 @@ def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
         doc["t"] = m.tags
     if m.lock:
         doc["l"] = m.lock
+    if m.acl:
+        doc["a"] = m.acl
     return doc
 
 
@@ -325,6 +327,7 @@ def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
         storage_class=doc.get("sc", "STANDARD"),
         tags=doc.get("t", {}),
         lock=doc.get("l", {}),
+        acl=doc.get("a", []),
         is_delete_marker=bool(is_dm),
     )
     blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)] if blobs_s != "[]" else []

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from tierstore.blob import BlobStore
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
 from tierstore.drives import DiskReserve
+from tierstore.engine._bucket_access import BucketAccessService
 from tierstore.engine._checksums import (
     Hasher,
     composite_checksum,
@@ -114,6 +115,7 @@ _MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every ke
 # takes them out again, so they never reach the object's headers.
 _UPLOAD_TAGS = "x-tierstore-tagging"
 _UPLOAD_LOCK = "x-tierstore-object-lock"
+_UPLOAD_ACL = "x-tierstore-acl"
 
 
 async def stream_blobs(store: BlobStore, refs: Iterable[BlobRef], offset: int, length: int) -> AsyncIterator[bytes]:
@@ -158,6 +160,7 @@ class CopyOptions:
     replace_tags: bool = False  # x-amz-tagging-directive: REPLACE (CopyObject only)
     tags: list[tuple[str, str]] = field(default_factory=list)  # the new tags when replace_tags
     lock: LockRequest | None = None  # x-amz-object-lock-* (CopyObject only; the source's lock is never copied)
+    acl: list[list[str]] = field(default_factory=list)  # the copy's ACL (CopyObject; the source's is never copied)
 
 
 @dataclass(slots=True)
@@ -368,13 +371,32 @@ class ObjectService:
         self.clock = clock or Clock()
         self.region = region
         self.inline_max_bytes = max(0, inline_max_bytes)
+        # Bucket policies and Block Public Access, with the per-worker cache the authorizer reads.
+        self.bucket_access = BucketAccessService(catalog)
 
     # --- buckets ---------------------------------------------------------------------
-    async def create_bucket(self, name: str, region: str | None = None, *, object_lock: bool = False) -> BucketInfo:
+    async def create_bucket(
+        self,
+        name: str,
+        region: str | None = None,
+        *,
+        object_lock: bool = False,
+        acl: list[list[str]] | None = None,
+        ownership: str | None = None,
+    ) -> BucketInfo:
         """``object_lock`` (x-amz-bucket-object-lock-enabled) turns on object lock and versioning
-        in the same transaction that creates the bucket."""
+        in the same transaction that creates the bucket; ``acl`` (x-amz-acl, x-amz-grant-*) and
+        ``ownership`` (x-amz-object-ownership) land in the same transaction too."""
         info = BucketInfo(BucketName(name), self.clock.now_ns(), region or self.region)
-        props = {"object_lock": LockConfig().to_props(), "versioning": "Enabled"} if object_lock else None
+        props: dict[str, Any] | None = (
+            {"object_lock": LockConfig().to_props(), "versioning": "Enabled"} if object_lock else None
+        )
+        if acl or ownership:
+            props = dict(props or {})
+            if acl:
+                props["acl"] = acl
+            if ownership:
+                props["ownership"] = ownership
         try:
             await self.catalog.create_bucket(info, props)
         except BucketAlreadyOwnedByYou:
@@ -384,10 +406,14 @@ class ObjectService:
             if info.region == LEGACY_REGION and existing is not None and existing.region == LEGACY_REGION:
                 return existing
             raise
+        self.bucket_access.forget(name)  # a cached 'no such bucket' must not hide its ACL
         return info
 
     async def delete_bucket(self, name: str) -> None:
-        await self.catalog.delete_bucket(name)
+        try:
+            await self.catalog.delete_bucket(name)
+        finally:
+            self.bucket_access.forget(name)  # its policy goes with it (other workers: within the TTL)
 
     def head_bucket(self, name: str) -> BucketInfo:
         info = self.catalog.get_bucket(name)
@@ -539,8 +565,10 @@ class ObjectService:
         *,
         tags: Iterable[tuple[str, str]] = (),
         lock: LockRequest | None = None,
+        acl: list[list[str]] | None = None,
     ) -> ObjectMeta:
-        """``tags`` (x-amz-tagging) and ``lock`` (x-amz-object-lock-*) are checked before the body is read."""
+        """``tags`` (x-amz-tagging) and ``lock`` (x-amz-object-lock-*) are checked before the body
+        is read; ``acl``: the version's grants (api/_acl.py), none: private."""
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
@@ -568,6 +596,7 @@ class ObjectService:
                 storage_class=opts.storage_class,
                 tags=valid_tags,
                 lock=version_lock,
+                acl=list(acl or []),
             )
             if blob_id is None:
                 record = VersionRecord(meta=meta, inline_data=inline)
@@ -883,6 +912,7 @@ class ObjectService:
             storage_class=opts.storage_class or src.meta.storage_class,
             tags=tags,
             lock=version_lock,
+            acl=list(opts.acl),
         )
         # Blobs are shared; an inline body (a few KiB, already read and verified) is copied.
         if src.inline_id is not None:
@@ -974,8 +1004,9 @@ class ObjectService:
         storage_class: str = "STANDARD",
         tags: Iterable[tuple[str, str]] = (),
         lock: LockRequest | None = None,
+        acl: list[list[str]] | None = None,
     ) -> UploadInfo:
-        """``tags`` and ``lock`` are checked now and land on the completed object."""
+        """``tags``, ``lock`` and ``acl`` are checked now and land on the completed object."""
         key = ObjectKey(key)
         user_meta = user_meta or {}
         check_user_metadata(user_meta)
@@ -987,6 +1018,8 @@ class ObjectService:
             headers[_UPLOAD_TAGS] = encode_tagging_header(valid_tags)
         if lock is not None and not lock.is_empty():
             headers[_UPLOAD_LOCK] = _lock_request_json(lock)
+        if acl:
+            headers[_UPLOAD_ACL] = json.dumps(acl)
         if checksum_type is not None:
             checksum_type = checksum_type.upper()
             if checksum_type not in ("COMPOSITE", "FULL_OBJECT"):
@@ -1254,6 +1287,7 @@ class ObjectService:
         headers = dict(upload.headers)
         tags = dict(parse_tagging_header(headers.pop(_UPLOAD_TAGS, "")))
         lock_request = _lock_request_from_json(headers.pop(_UPLOAD_LOCK, None))
+        acl = json.loads(headers.pop(_UPLOAD_ACL, "[]"))
         meta = ObjectMeta(
             bucket=bucket,
             key=key,
@@ -1270,6 +1304,7 @@ class ObjectService:
             storage_class=upload.storage_class,
             tags=tags,
             lock=self._new_lock(bucket, lock_request, require_future=False),
+            acl=acl,
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
         try:
@@ -1367,6 +1402,33 @@ class ObjectService:
         await self.catalog.update_bucket_props(bucket, update)
 
     # --- object lock (engine/_lock.py has the rules) ---------------------------------------
+    # --- ACLs and Object Ownership (the grammar and the rules: api/_acl.py) -----------------
+    def bucket_props(self, bucket: str) -> dict[str, Any]:
+        """A bucket's stored settings (a copy): ``acl``, ``ownership``, ``public_access_block``,
+        ...; NoSuchBucket when there is no such bucket."""
+        return dict(self.catalog.bucket_props(bucket))
+
+    async def update_bucket_props(self, bucket: str, update: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Read-modify-write of a bucket's settings in one catalog transaction (``update`` may
+        raise to refuse: the check and the write see the same settings). This worker's cached
+        settings (``bucket_access``) are dropped; other workers see the change within ~1 s."""
+        try:
+            await self.catalog.update_bucket_props(bucket, update)
+        finally:
+            self.bucket_access.forget(bucket)
+
+    def object_acl(self, bucket: str, key: str, version_id: str | None = None) -> list[list[str]]:
+        """The stored grants of the version a read addresses (NoSuchKey, NoSuchVersion, ...)."""
+        return list(self._latest(bucket, key, version_id).meta.acl)
+
+    async def put_object_acl(
+        self, bucket: str, key: str, acl: list[list[str]], version_id: str | None = None
+    ) -> ObjectMeta:
+        def change(meta: ObjectMeta) -> None:
+            meta.acl = list(acl)
+
+        return await self._update_version(bucket, key, version_id, change)
+
     def get_object_lock_configuration(self, bucket: str) -> LockConfig:
         config = LockConfig.from_props(self.catalog.bucket_props(bucket))
         if config is None:

@@ -81,6 +81,10 @@ class AuthzRequest:
     resource: str
     conditions: Mapping[str, Sequence[str]] = field(default_factory=dict)
     now: datetime | None = None
+    # Keys too costly to compute up front (s3:ExistingObjectTag/<k> reads the object's tags):
+    # asked, with the lowercased key, only when a statement that applies names a key that
+    # ``conditions`` lacks; None when the request has no value.
+    resolve: Callable[[str], Sequence[str] | None] | None = None
     _context: Mapping[str, Sequence[str]] | None = field(default=None, init=False, repr=False, compare=False)
     _bucket: str | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -106,7 +110,10 @@ class AuthzRequest:
             ctx = self._context = {
                 k.lower(): (v,) if isinstance(v, str) else v for k, v in self.conditions.items()
             }
-        return ctx.get(key)
+        found = ctx.get(key)
+        if found is None and self.resolve is not None:
+            return self.resolve(key)
+        return found
 
 
 def _now(req: AuthzRequest) -> datetime | None:
