@@ -24,6 +24,10 @@ __all__ = [
     "EntityAlreadyExists",
     "EntityTooLarge",
     "EntityTooSmall",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IDPCommunicationError",
+    "IDPRejectedClaim",
     "IncompleteBody",
     "InsufficientStorage",
     "InternalError",
@@ -33,6 +37,7 @@ __all__ = [
     "InvalidBucketState",
     "InvalidDigest",
     "InvalidEncryptionAlgorithmError",
+    "InvalidIdentityToken",
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
@@ -42,6 +47,7 @@ __all__ = [
     "InvalidRetentionPeriod",
     "InvalidStorageClass",
     "InvalidTag",
+    "InvalidToken",
     "InvalidURI",
     "KeyTooLongError",
     "MalformedPolicy",
@@ -70,6 +76,7 @@ __all__ = [
     "SignatureDoesNotMatch",
     "SlowDown",
     "TierstoreError",
+    "ValidationError",
     "XAmzContentSHA256Mismatch",
 ]
 
@@ -328,6 +335,35 @@ class NegativeExpires(AuthorizationQueryParametersError):
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):
     """The difference between the request time and the server's time is too large."""
+
+
+# --- STS: temporary credentials and web identities (docs/security.md "STS") -------------------
+class ExpiredToken(TierstoreError, PermissionError):
+    """The provided token has expired."""
+
+
+class InvalidToken(TierstoreError, PermissionError):
+    """The provided token is malformed or otherwise invalid."""
+
+
+class InvalidIdentityToken(TierstoreError, PermissionError):
+    """The web identity token that was passed could not be validated."""
+
+
+class ExpiredTokenException(TierstoreError, PermissionError):
+    """The web identity token that was passed is expired or is not valid."""
+
+
+class IDPRejectedClaim(TierstoreError, PermissionError):
+    """The identity provider rejected the claim of the web identity token."""
+
+
+class IDPCommunicationError(TierstoreError, OSError):
+    """The request could not be fulfilled because the identity provider could not be reached."""
+
+
+class ValidationError(TierstoreError, ValueError):
+    """A parameter of the request is missing or out of its allowed range."""
 
 
 # --- server side -------------------------------------------------------------------------

@@ -385,7 +385,7 @@ class S3App:
             refuse(req.method, req.bucket, req.key, req.query)
             raise AssertionError(req.action)  # refuse() always raises
         req.authz = RequestContext(
-            Principal(auth.access_key),
+            Principal(auth.access_key, auth.session),  # session: STS temporary credentials' (or None)
             req.action,
             checks(action, req.bucket, req.key, req.query, req.headers),
             scheme=auth.scheme,

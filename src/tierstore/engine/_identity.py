@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from tierstore.catalog import AccessKeyRecord, RoleRecord, SqliteCatalog, UserRecord
 from tierstore.crypto import MasterKey, SealedSecretError
@@ -41,6 +42,7 @@ __all__ = [
     "Principal",
     "UserRecord",
     "accept_json_object",
+    "oidc_url_allowed",
 ]
 
 log = logging.getLogger("tierstore.identity")
@@ -263,6 +265,10 @@ class IdentityService:
         session = rec.policy if rec.kind == "service" else None
         if user is None:  # the root's catalog key (a service account of the root: still narrowed)
             return Principal(access_key_id, "service" if rec.kind == "service" else "root", None, None, (), (), session)
+        return self._user_principal(access_key_id, "service" if rec.kind == "service" else "user", user, session)
+
+    def _user_principal(self, access_key_id: str, kind: str, user: UserRecord, session: str | None) -> Principal:
+        """``user``'s principal with every identity policy that applies (its own and its groups')."""
         cat = self.catalog
         groups = tuple(cat.iam_groups_of(user.name))
         applied = [AppliedPolicy(n, "user-managed", user.name, d) for n, d in cat.iam_attached("user", user.name)]
@@ -270,8 +276,23 @@ class IdentityService:
         for g in groups:
             applied += [AppliedPolicy(n, "group-managed", g, d) for n, d in cat.iam_attached("group", g)]
             applied += [AppliedPolicy(n, "group-inline", g, d) for n, d in cat.iam_inline("group", g)]
-        kind = "service" if rec.kind == "service" else "user"
         return Principal(access_key_id, kind, user.name, user.user_id, groups, tuple(applied), session, user.tags)
+
+    def user_principal(self, user_name: str, access_key_id: str) -> Principal | None:
+        """The principal of an enabled user, for temporary credentials (``access_key_id``) issued to
+        it by GetSessionToken; None when the user is gone or disabled. Not cached: the caller
+        (``StsService``) caches it as ``principal_for`` does."""
+        user = self.catalog.iam_get_user(user_name)
+        if user is None or not user.enabled:
+            return None
+        return self._user_principal(access_key_id, "session", user, None)
+
+    def role_policies(self, role_name: str) -> tuple[AppliedPolicy, ...]:
+        """The identity policies of a role (attached managed ones, then inline ones)."""
+        cat = self.catalog
+        applied = [AppliedPolicy(n, "role-managed", role_name, d) for n, d in cat.iam_attached("role", role_name)]
+        applied += [AppliedPolicy(n, "role-inline", role_name, d) for n, d in cat.iam_inline("role", role_name)]
+        return tuple(applied)
 
     def note_used(self, access_key_id: str) -> None:
         """A request signed with ``access_key_id`` authenticated: its last-used time is written
@@ -512,8 +533,11 @@ class IdentityService:
         await self.catalog.iam_delete_role(name)
 
     async def create_oidc_provider(self, url: str, client_ids: list[str], thumbprints: list[str]) -> None:
-        if not url.startswith("https://") or len(url) > 255:
-            raise InvalidArgument("The provider URL must be an https:// URL of at most 255 characters.")
+        if not oidc_url_allowed(url):
+            raise InvalidArgument(
+                "The provider URL must be an https:// URL of at most 255 characters "
+                "(http:// only for a provider on this host: 127.0.0.1, [::1] or localhost)."
+            )
         await self.catalog.iam_put_oidc_provider(url, list(client_ids), list(thumbprints), self._now_ns())
 
     def list_oidc_providers(self) -> list[dict[str, Any]]:
@@ -524,6 +548,19 @@ class IdentityService:
 
     async def delete_oidc_provider(self, url: str) -> None:
         await self.catalog.iam_delete_oidc_provider(url)
+
+
+def oidc_url_allowed(url: str) -> bool:
+    """Whether ``url`` may name an OpenID Connect provider (its issuer): https, or plain http to a
+    loopback host (a local identity provider; nothing off the host can read or alter its keys)."""
+    if len(url) > 255:
+        return False
+    if url.startswith("https://"):
+        return len(url) > len("https://")
+    if not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    return host in ("127.0.0.1", "::1", "localhost")
 
 
 def _check_type(principal_type: str) -> str:
