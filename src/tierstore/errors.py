@@ -28,6 +28,7 @@ __all__ = [
     "InsufficientStorage",
     "InternalError",
     "InvalidAccessKeyId",
+    "InvalidAction",
     "InvalidArgument",
     "InvalidBucketName",
     "InvalidBucketState",
@@ -44,11 +45,13 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "LimitExceeded",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
+    "MissingAuthenticationToken",
     "MissingContentLength",
     "NegativeExpires",
     "NoSuchBucket",
@@ -70,6 +73,7 @@ __all__ = [
     "SignatureDoesNotMatch",
     "SlowDown",
     "TierstoreError",
+    "ValidationError",
     "XAmzContentSHA256Mismatch",
 ]
 
@@ -176,6 +180,18 @@ class InvalidArgument(TierstoreError, ValueError):
 
 class MalformedPolicyDocument(TierstoreError, ValueError):
     """The policy document is malformed."""
+
+
+class ValidationError(InvalidArgument):
+    """A parameter of an IAM or STS query request is missing or invalid."""
+
+
+class InvalidAction(TierstoreError, ValueError):
+    """The query request names no action, or one this service does not have."""
+
+
+class LimitExceeded(TierstoreError, OSError):
+    """An IAM quota would be exceeded (e.g. more than two access keys for a user)."""
 
 
 class InvalidQuery(InvalidArgument):
@@ -302,6 +318,10 @@ class NotModified(TierstoreError):
 # --- auth --------------------------------------------------------------------------------
 class AccessDenied(TierstoreError, PermissionError):
     """Access Denied"""
+
+
+class MissingAuthenticationToken(AccessDenied):
+    """Request is missing Authentication Token"""
 
 
 class InvalidAccessKeyId(TierstoreError, PermissionError):
