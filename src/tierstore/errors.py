@@ -32,6 +32,7 @@ __all__ = [
     "InsufficientStorage",
     "InternalError",
     "InvalidAccessKeyId",
+    "InvalidAction",
     "InvalidArgument",
     "InvalidBucketName",
     "InvalidBucketState",
@@ -50,11 +51,13 @@ __all__ = [
     "InvalidToken",
     "InvalidURI",
     "KeyTooLongError",
+    "LimitExceeded",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
+    "MissingAuthenticationToken",
     "MissingContentLength",
     "NegativeExpires",
     "NoSuchBucket",
@@ -185,6 +188,18 @@ class MalformedPolicyDocument(TierstoreError, ValueError):
     """The policy document is malformed."""
 
 
+class ValidationError(InvalidArgument):
+    """A parameter of an IAM or STS query request is missing or invalid."""
+
+
+class InvalidAction(TierstoreError, ValueError):
+    """The query request names no action, or one this service does not have."""
+
+
+class LimitExceeded(TierstoreError, OSError):
+    """An IAM quota would be exceeded (e.g. more than two access keys for a user)."""
+
+
 class InvalidQuery(InvalidArgument):
     """The metadata query is not valid."""
 
@@ -309,6 +324,10 @@ class NotModified(TierstoreError):
 # --- auth --------------------------------------------------------------------------------
 class AccessDenied(TierstoreError, PermissionError):
     """Access Denied"""
+
+
+class MissingAuthenticationToken(AccessDenied):
+    """Request is missing Authentication Token"""
 
 
 class InvalidAccessKeyId(TierstoreError, PermissionError):

@@ -28,6 +28,17 @@ from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tierstore.api._metrics import Metrics
+from tierstore.api._query import (
+    QUERY_API,
+    QueryAction,
+    QueryCall,
+    QueryService,
+    is_query_request,
+    lookup,
+    read_form,
+)
+from tierstore.api._query import error_body as query_error_body
+from tierstore.api._query import response_body as query_response_body
 from tierstore.api._request import Context, Receive, Request, Response, parse_query
 from tierstore.api._routes import (
     ACTIONS,
@@ -127,6 +138,12 @@ class S3App:
             ).action
             if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
                 resp = await self._probe(req, scope)
+            elif req.action == QUERY_API:  # IAM/STS: the form names the action
+                try:
+                    named = await self._name_query(req)
+                finally:
+                    self.metrics.started(req.action)  # QUERY_API if the form named nothing
+                resp = await self._handle_query(req, scope, *named, request_id)
             else:
                 self.metrics.started(req.action)
                 resp = await self._handle(req, scope)
@@ -235,6 +252,10 @@ class S3App:
                 return
 
     def _error(self, exc: e.TierstoreError, req: Request | None, request_id: str) -> Response:
+        if is_query_request(req):
+            assert req is not None
+            status, body = query_error_body(exc, request_id, req.form)
+            return Response(status, [("content-type", "text/xml")], body)
         status = status_of(exc)
         if status == 304:
             return Response(304, list(exc.headers.items()))
@@ -396,6 +417,50 @@ class S3App:
         )
         self.authorizer.authorize(req.authz)
         return await action.handler(req, self.ctx)
+
+    @staticmethod
+    async def _name_query(req: Request) -> tuple[QueryService, QueryAction, str]:
+        """Read a query-API request's (small) form and name the request after its action."""
+        req.form, payload_sha256 = await read_form(req)
+        service, name, action = lookup(req.form)
+        req.action = f"{service.name}:{name}"
+        return service, action, payload_sha256
+
+    async def _handle_query(
+        self,
+        req: Request,
+        scope: Scope,
+        service: QueryService,
+        action: QueryAction,
+        payload_sha256: str,
+        request_id: str,
+    ) -> Response:
+        """A query-API request (``_query``) whose form is read: authenticate it for its service,
+        authorize its checks once, run its handler, answer AWS's XML."""
+        assert req.form is not None
+        auth = req.auth = self.auth.authenticate_query(
+            AuthRequest(
+                method=req.method, raw_path=req.raw_path, query_string=req.query_string, headers=req.headers
+            ),
+            service.name,
+            payload_sha256,
+        )
+        call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
+        if auth.access_key is not None:
+            req.authz = RequestContext(
+                Principal(auth.access_key),
+                req.action,
+                action.checks(call),
+                scheme=auth.scheme,
+                headers=req.headers,
+                scope=scope,
+            )
+            self.authorizer.authorize(req.authz)
+        elif not action.anonymous:
+            raise e.MissingAuthenticationToken()
+        result = await action.handler(call)
+        body = query_response_body(service, call.action, result, request_id)
+        return Response(200, [("content-type", "text/xml")], body)
 
 
 def _expects_continue(scope: Scope) -> bool:

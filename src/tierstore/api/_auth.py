@@ -172,12 +172,39 @@ class Authenticator:
             return self._v2_query(req, params)
         return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
 
+    def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
+        """A query-API request (``api/_query.py``: IAM, STS): SigV4 in the Authorization header,
+        signed for ``service`` (the credential scope's), over the form body that hashes to
+        ``payload_sha256`` (the canonical request's payload line: the SDKs send no
+        x-amz-content-sha256 here; one that is sent must be that hash). Unsigned: anonymous, for
+        the dispatcher to refuse unless the action allows it."""
+        authorization = req.headers.get("authorization")
+        if authorization is None:
+            params = _decode_params(_sigv4.parse_query(req.query_string))
+            if any(k in params for k in (*_V4_QUERY_KEYS, *_V2_QUERY_KEYS)):
+                raise InvalidArgument("The IAM and STS APIs accept only a SigV4 Authorization header.")
+            return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
+        if not authorization.startswith(_sigv4.ALGORITHM + " "):
+            raise InvalidArgument("The IAM and STS APIs accept only AWS Signature Version 4.")
+        pairs = _sigv4.parse_query(req.query_string)
+        result = self._v4_header(req, authorization, pairs, service=service, payload_sha256=payload_sha256)
+        if result.payload is not PayloadMode.SIGNED or result.expected_sha256 != payload_sha256:
+            raise XAmzContentSHA256Mismatch("The signed payload hash does not match the request body.")
+        return result
+
     # --- SigV4 -----------------------------------------------------------------------------
     def _v4_header(
-        self, req: AuthRequest, authorization: str, pairs: list[tuple[bytes, bytes]]
+        self,
+        req: AuthRequest,
+        authorization: str,
+        pairs: list[tuple[bytes, bytes]],
+        *,
+        service: str = "s3",
+        payload_sha256: str | None = None,
     ) -> AuthResult:
+        """``service``/``payload_sha256``: a query API's (``authenticate_query``)."""
         fields = _parse_v4_authorization(authorization)
-        cred, signed = _v4_header_scope(fields["Credential"], fields["SignedHeaders"])
+        cred, signed = _v4_header_scope(fields["Credential"], fields["SignedHeaders"], service)
         provided = fields["Signature"]
         if not _HEX64.fullmatch(provided):
             raise AuthorizationHeaderMalformed("The Signature is not a 64-character hex string.")
@@ -190,7 +217,7 @@ class Authenticator:
         if abs(self._clock() - request_time) > self.max_skew_s:
             raise RequestTimeTooSkewed()
 
-        content_sha256 = req.headers.get("x-amz-content-sha256")
+        content_sha256 = req.headers.get("x-amz-content-sha256") or payload_sha256
         if content_sha256 is None:
             raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
         token = req.headers.get("x-amz-security-token")
@@ -396,8 +423,10 @@ def _decode_params(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=256)  # a client sends the same two fields all day
-def _v4_header_scope(credential: str, signed_headers: str) -> tuple[_sigv4.Credential, tuple[str, ...]]:
-    cred = _sigv4.parse_credential(credential, AuthorizationHeaderMalformed)
+def _v4_header_scope(
+    credential: str, signed_headers: str, service: str = "s3"
+) -> tuple[_sigv4.Credential, tuple[str, ...]]:
+    cred = _sigv4.parse_credential(credential, AuthorizationHeaderMalformed, service)
     return cred, tuple(_parse_signed_headers(signed_headers, AuthorizationHeaderMalformed))
 
 

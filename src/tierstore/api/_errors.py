@@ -19,6 +19,8 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.EntityAlreadyExists: 409,
     e.DeleteConflict: 409,
     e.MalformedPolicyDocument: 400,
+    e.InvalidAction: 400,
+    e.LimitExceeded: 409,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
     e.BucketAlreadyOwnedByYou: 409,
