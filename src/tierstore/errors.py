@@ -381,10 +381,6 @@ class IDPCommunicationError(TierstoreError, OSError):
     """The request could not be fulfilled because the identity provider could not be reached."""
 
 
-class ValidationError(TierstoreError, ValueError):
-    """A parameter of the request is missing or out of its allowed range."""
-
-
 # --- server side -------------------------------------------------------------------------
 class NotImplementedOperation(TierstoreError, NotImplementedError):
     """A header or operation you provided implies functionality that is not implemented."""

@@ -20,7 +20,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from tierstore import errors as e
-from tierstore.api import _extensions
+from tierstore.api import (
+    _extensions,
+    _sts,  # noqa: F401 - registers the STS query actions
+)
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Principal, RequestContext
@@ -50,7 +53,15 @@ from tierstore.api._routes import (
     refuse,
     route,
 )
-from tierstore.engine import DatasetService, IdentityService, ModelService, ObjectService, Repairer
+from tierstore.engine import (
+    DatasetService,
+    IdentityService,
+    ModelService,
+    ObjectService,
+    OidcVerifier,
+    Repairer,
+    StsService,
+)
 from tierstore.runtime import new_request_id
 
 __all__ = ["S3App", "note_send_failure"]
@@ -99,6 +110,8 @@ class S3App:
         idle_timeout_s: float | None = None,
         authorizer: Authorizer | None = None,
         identities: IdentityService | None = None,
+        sts: StsService | None = None,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
         ``access_log``: where the JSON access log goes (None: nowhere); ``authorizer``: decides
@@ -117,7 +130,9 @@ class S3App:
         self.access_log = access_log
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
-        self.ctx = Context(service, self.metrics, admin, datasets, models, self.authorizer, identities)
+        self.ctx = Context(
+            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc
+        )
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -448,7 +463,7 @@ class S3App:
         call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
         if auth.access_key is not None:
             req.authz = RequestContext(
-                Principal(auth.access_key),
+                Principal(auth.access_key, auth.session),
                 req.action,
                 action.checks(call),
                 scheme=auth.scheme,

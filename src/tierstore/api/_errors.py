@@ -67,7 +67,6 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.ExpiredTokenException: 400,
     e.IDPRejectedClaim: 403,
     e.IDPCommunicationError: 400,
-    e.ValidationError: 400,
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,

@@ -9,6 +9,15 @@
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 
+Temporary credentials (STS, ``_authorize_session``): a role session acts as
+``arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`` with the role's identity policies (inline +
+attached), narrowed by its session policies (``session=``), ``aws:userid`` = ``ROLEID:SESSION``
+and no ``aws:username``, as AWS; a deleted role's sessions stop within the role cache's second.
+A GetSessionToken session acts as its user (or the root) but may not call IAM, nor STS beyond
+AssumeRole and GetCallerIdentity (AWS). ``sts:AssumeRole*`` on a role also needs the role's
+trust policy to admit the caller (``_trust_for``, ``iam.trust_admits``); a trust policy naming
+the caller grants on its own, one naming the account needs the caller's identity policy too.
+
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
 for the access log.
@@ -16,12 +25,15 @@ for the access log.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from tierstore import errors as e
 from tierstore import iam
-from tierstore.api._authorize import RequestContext
-from tierstore.engine import IdentityService
+from tierstore.api._authorize import Check, RequestContext
+from tierstore.engine import IdentityService, RoleState, Session, StsService, WebIdentity
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
@@ -56,12 +68,12 @@ class _Compiled:
 
     def __init__(
         self,
-        source: EnginePrincipal,
+        source: object,
         principal: iam.Principal,
         identity: iam.PolicySet,
         session: tuple[iam.Policy, ...],
     ) -> None:
-        self.source = source  # the IdentityService answer this was built from (identity-compared)
+        self.source = source  # the answer this was built from (identity-compared): principal, role or user state
         self.principal = principal
         self.identity = identity
         self.session = session
@@ -71,8 +83,12 @@ class _Compiled:
 class IamAuthorizer:
     """The ``Authorizer`` that evaluates IAM policies (see the module docstring)."""
 
-    def __init__(self, identities: IdentityService, *, account: str = ACCOUNT_ID) -> None:
+    def __init__(
+        self, identities: IdentityService, *, account: str = ACCOUNT_ID, sts: StsService | None = None
+    ) -> None:
         self._ids = identities
+        self._sts = sts
+        self._sessions: dict[str, _Compiled] = {}
         self._account = account
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
@@ -80,6 +96,9 @@ class IamAuthorizer:
 
     def authorize(self, request: RequestContext) -> None:
         key = request.principal.access_key
+        if isinstance(request.principal.identity, Session | WebIdentity):  # STS credentials or a web identity
+            self._authorize_session(request, request.principal.identity)
+            return
         if self._is_root_key(key):
             request.decision = ROOT_ALLOW
             return
@@ -97,6 +116,7 @@ class IamAuthorizer:
                 iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
                 identity=compiled.identity,
                 session=compiled.session,
+                resource=self._trust_for(check, compiled.principal, conditions, now),
             )
             if not decision.allowed:
                 request.decision = decision
@@ -151,3 +171,125 @@ class IamAuthorizer:
         parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
         policies = tuple(p for p in parsed if p is not None)
         return _Compiled(source, principal, iam.compile_policies(policies), session)
+
+    # --- STS: temporary credentials, role sessions, web identities ---------------------------
+    def _trust_for(
+        self, check: Check, principal: iam.Principal, conditions: Mapping[str, Any], now: datetime
+    ) -> iam.Policy | None:
+        """For ``sts:AssumeRole*`` on a role: the role's trust policy, as the resource policy of
+        that check (None for every other check). ``AccessDenied`` when the role does not exist
+        (an unauthorized caller learns nothing) or its trust policy does not admit the caller."""
+        if not check.action.startswith("sts:AssumeRole") or not check.resource.startswith(self._role_prefix):
+            return None
+        state = self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
+        trust = self._policy(f"trust:{state.role.name}", state.role.trust_policy, "trust") if state else None
+        if trust is None or not iam.trust_admits(
+            iam.AuthzRequest(principal, check.action, check.resource, conditions, now), trust
+        ):
+            raise e.AccessDenied(DENIED)
+        return trust
+
+    @property
+    def _role_prefix(self) -> str:
+        return f"arn:aws:iam::{self._account}:role/"
+
+    def _authorize_session(self, request: RequestContext, who: Session | WebIdentity) -> None:
+        """Every check of a request signed with temporary credentials (``who``: a ``Session``) or
+        asked by a verified web identity (``AssumeRoleWithWebIdentity``: the trust policy alone
+        can grant)."""
+        compiled = self._for_session(who) if isinstance(who, Session) else self._for_web_identity(who)
+        if compiled is None:  # the role or user behind the session is gone (or was re-created)
+            raise e.AccessDenied(DENIED)
+        conditions: dict[str, Any] = {**request.conditions(), **who.claims}
+        now = datetime.now(UTC)
+        decision: iam.Decision | None = None
+        for check in request.checks:
+            if isinstance(who, Session) and who.kind != "role" and _refused_to_session_token(check.action):
+                raise e.AccessDenied(DENIED)  # GetSessionToken credentials: no IAM, little STS (AWS)
+            decision = iam.evaluate(
+                iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
+                identity=compiled.identity,
+                session=compiled.session,
+                resource=self._trust_for(check, compiled.principal, conditions, now),
+            )
+            if not decision.allowed:
+                request.decision = decision
+                raise e.AccessDenied(DENIED)
+        request.decision = decision
+
+    def _for_session(self, session: Session) -> _Compiled | None:
+        assert self._sts is not None, "temporary credentials authenticated without an StsService"
+        source: object
+        if session.kind == "role":
+            state = self._sts.role_state(session.name)
+            if state is None or state.role.role_id != session.principal_id:
+                return None
+            source = state
+        elif session.kind == "user":
+            user = self._sts.user_state(session)
+            if user is None:
+                return None
+            source = user
+        else:
+            source = session.kind  # the root: nothing to look up
+        hit = self._sessions.get(session.access_key_id)
+        if hit is not None and hit.source is source:
+            return hit
+        compiled = self._compile_session(session, source)
+        if len(self._sessions) >= _PARSED_MAX:
+            self._sessions.clear()
+        self._sessions[session.access_key_id] = compiled
+        return compiled
+
+    def _compile_session(self, session: Session, source: object) -> _Compiled:
+        layers = self._session_layers(session)
+        if isinstance(source, EnginePrincipal):  # GetSessionToken of a user: the user's rights
+            user = self._compile(source)
+            return _Compiled(source, user.principal, user.identity, layers)
+        if session.kind != "role":  # GetSessionToken of the root
+            return _Compiled(source, iam.Principal.root(self._account), iam.compile_policies(()), layers)
+        assert isinstance(source, RoleState)
+        principal = iam.Principal(
+            arn=session.arn,
+            account=self._account,
+            type="AssumedRole",
+            userid=session.user_id,
+            role_arn=session.role_arn,
+            federated=session.provider,
+        )
+        parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
+        policies = tuple(p for p in parsed if p is not None)
+        return _Compiled(source, principal, iam.compile_policies(policies), layers)
+
+    def _session_layers(self, session: Session) -> tuple[iam.Policy, ...]:
+        """The session policies as one narrowing layer: the inline policy and the managed session
+        policies together (a union), which the role's (or user's) rights are intersected with."""
+        name = f"session:{session.access_key_id}"
+        parts: list[iam.Policy] = []
+        if session.policy is not None:
+            parts.append(self._policy(name, session.policy, "session") or _deny_all(name))
+        for policy_name, document in session.policy_docs:
+            parts.append(self._policy(policy_name, document, "identity") or _deny_all(policy_name))
+        if not parts:
+            return ()
+        statements = tuple(s for p in parts for s in p.statements)
+        return (dataclasses.replace(parts[0], name=name, statements=statements),)
+
+    def _for_web_identity(self, who: WebIdentity) -> _Compiled:
+        """A verified web identity asking for a role: no identity policy, so only a trust policy
+        naming its provider (``Federated``) can grant."""
+        principal = iam.Principal(
+            arn=who.provider_arn, account=self._account, type="FederatedUser", userid=who.subject,
+            federated=who.provider_arn,
+        )  # fmt: skip
+        return _Compiled(who, principal, iam.compile_policies(()), ())
+
+
+# What temporary credentials from GetSessionToken may not do (AWS): any IAM action, and any STS
+# action but AssumeRole and GetCallerIdentity (so no GetSessionToken from a session either).
+_SESSION_TOKEN_STS_ALLOWED = frozenset({"sts:assumerole", "sts:getcalleridentity"})
+
+
+def _refused_to_session_token(action: str) -> bool:
+    low = action.lower()
+    return low.startswith("iam:") or (low.startswith("sts:") and low not in _SESSION_TOKEN_STS_ALLOWED)

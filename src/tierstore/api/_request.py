@@ -19,7 +19,15 @@ from tierstore.api._auth import AuthResult, wrap_body
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Check, RequestContext
 from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._metrics import Metrics
-from tierstore.engine import DatasetService, IdentityService, ModelService, ObjectService, Repairer
+from tierstore.engine import (
+    DatasetService,
+    IdentityService,
+    ModelService,
+    ObjectService,
+    OidcVerifier,
+    Repairer,
+    StsService,
+)
 
 __all__ = [
     "MAX_XML_BODY",
@@ -60,6 +68,8 @@ class Context:
     models: ModelService | None = None
     authorizer: Authorizer = field(default_factory=AllowAuthenticated)
     identities: IdentityService | None = None
+    sts: StsService | None = None  # temporary credentials (api/_sts.py)
+    oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
 
     def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""
