@@ -20,7 +20,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from tierstore import errors as e
-from tierstore.api import _extensions
+from tierstore.api import (
+    _extensions,
+    _iam_api,  # noqa: F401 - registers the IAM query actions (_query)
+)
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Principal, RequestContext
