@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 from tierstore import errors as e
 from tierstore.api import (
     _extensions,
+    _iam_api,  # noqa: F401 - registers the IAM query actions (_query)
     _sts,  # noqa: F401 - registers the STS query actions
 )
 from tierstore.api._accesslog import AccessLog, Exchange, access_line

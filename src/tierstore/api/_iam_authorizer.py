@@ -6,6 +6,10 @@
   ``tierstore.iam.evaluate`` over its identity policies (user inline + attached managed + its
   groups'), parsed once and compiled into a ``PolicySet``; a service account's own policy is a
   ``session`` layer (it can only narrow its parent). A catalog key of the root is the root.
+- A user's permissions boundary (``IdentityService.set_boundary``) is passed to
+  ``iam.evaluate`` as ``boundary=``: the identity policies grant at most what it allows.
+- A service account never manages identities or keys, whatever its parent may do
+  (``_refuse_service_account``: every ``iam:`` action but the read-only ``Get*``/``List*``).
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 
@@ -64,7 +68,7 @@ def _deny_all(name: str) -> iam.Policy:
 class _Compiled:
     """One key's evaluation inputs, built from one ``principal_for`` answer."""
 
-    __slots__ = ("identity", "principal", "root", "session", "source")
+    __slots__ = ("boundary", "identity", "principal", "root", "service", "session", "source")
 
     def __init__(
         self,
@@ -72,12 +76,15 @@ class _Compiled:
         principal: iam.Principal,
         identity: iam.PolicySet,
         session: tuple[iam.Policy, ...],
+        boundary: iam.PolicySet | None = None,
     ) -> None:
         self.source = source  # the answer this was built from (identity-compared): principal, role or user state
         self.principal = principal
         self.identity = identity
         self.session = session
+        self.boundary = boundary
         self.root = principal.type == "Root"
+        self.service = isinstance(source, EnginePrincipal) and source.kind == "service"
 
 
 class IamAuthorizer:
@@ -105,6 +112,8 @@ class IamAuthorizer:
         compiled = self._for_key(key)
         if compiled is None:  # the key stopped authenticating since (disabled within the TTL)
             raise e.AccessDenied(DENIED)
+        if compiled.service:
+            _refuse_service_account(request)
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
@@ -116,6 +125,7 @@ class IamAuthorizer:
                 iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
                 identity=compiled.identity,
                 session=compiled.session,
+                boundary=compiled.boundary,
                 resource=self._trust_for(check, compiled.principal, conditions, now),
             )
             if not decision.allowed:
@@ -170,8 +180,16 @@ class IamAuthorizer:
         # An identity policy that does not parse grants nothing.
         parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
         policies = tuple(p for p in parsed if p is not None)
-        return _Compiled(source, principal, iam.compile_policies(policies), session)
+        return _Compiled(source, principal, iam.compile_policies(policies), session, self._boundary(source))
 
+    def _boundary(self, source: EnginePrincipal) -> iam.PolicySet | None:
+        """The compiled permissions boundary of ``source`` (None: unbounded). A boundary that
+        does not parse allows nothing."""
+        if source.boundary is None:
+            return None
+        name = f"boundary:{source.boundary.name}"
+        parsed = self._policy(name, source.boundary.document, "identity")
+        return iam.compile_policies((parsed or _deny_all(name),))
     # --- STS: temporary credentials, role sessions, web identities ---------------------------
     def _trust_for(
         self, check: Check, principal: iam.Principal, conditions: Mapping[str, Any], now: datetime
@@ -210,6 +228,7 @@ class IamAuthorizer:
                 iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
                 identity=compiled.identity,
                 session=compiled.session,
+                boundary=compiled.boundary,
                 resource=self._trust_for(check, compiled.principal, conditions, now),
             )
             if not decision.allowed:
@@ -245,7 +264,7 @@ class IamAuthorizer:
         layers = self._session_layers(session)
         if isinstance(source, EnginePrincipal):  # GetSessionToken of a user: the user's rights
             user = self._compile(source)
-            return _Compiled(source, user.principal, user.identity, layers)
+            return _Compiled(source, user.principal, user.identity, layers, user.boundary)
         if session.kind != "role":  # GetSessionToken of the root
             return _Compiled(source, iam.Principal.root(self._account), iam.compile_policies(()), layers)
         assert isinstance(source, RoleState)
@@ -259,7 +278,12 @@ class IamAuthorizer:
         )
         parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
         policies = tuple(p for p in parsed if p is not None)
-        return _Compiled(source, principal, iam.compile_policies(policies), layers)
+        boundary = None
+        if source.boundary is not None:  # the role's permissions boundary caps its sessions too
+            name = f"boundary:{source.boundary.name}"
+            bound = self._policy(name, source.boundary.document, "identity")
+            boundary = iam.compile_policies((bound or _deny_all(name),))
+        return _Compiled(source, principal, iam.compile_policies(policies), layers, boundary)
 
     def _session_layers(self, session: Session) -> tuple[iam.Policy, ...]:
         """The session policies as one narrowing layer: the inline policy and the managed session
@@ -283,6 +307,19 @@ class IamAuthorizer:
             federated=who.provider_arn,
         )  # fmt: skip
         return _Compiled(who, principal, iam.compile_policies(()), ())
+
+
+
+def _refuse_service_account(request: RequestContext) -> None:
+    """A service account acts with (part of) its parent's rights on data, never on identities:
+    creating a key for its parent would mint an unrestricted credential (a breach seen in other
+    stores). Read-only IAM calls stay subject to the policies."""
+    for check in request.checks:
+        name = check.action.lower()
+        if name.startswith("iam:") and not name.startswith(("iam:get", "iam:list")):
+            request.decision = iam.Decision(False, "explicit_deny", "service-account-rule", "session", None)
+            raise e.AccessDenied("A service account cannot manage identities or access keys.")
+
 
 
 # What temporary credentials from GetSessionToken may not do (AWS): any IAM action, and any STS

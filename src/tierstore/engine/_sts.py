@@ -139,10 +139,12 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class RoleState:
-    """A role as its sessions need it: the record (its id, trust policy) and its identity policies."""
+    """A role as its sessions need it: the record (its id, trust policy), its identity policies
+    and its permissions boundary."""
 
     role: RoleRecord
     policies: tuple[AppliedPolicy, ...]
+    boundary: AppliedPolicy | None = None
 
 
 def role_name_of(role_arn: str, account: str = ACCOUNT) -> str:
@@ -264,8 +266,13 @@ class StsService:
         hit = self._roles.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
-        role = self.identities.catalog.iam_get_role(name)
-        state = None if role is None else RoleState(role, self.identities.role_policies(name))
+        cat = self.identities.catalog
+        role = cat.iam_get_role(name)
+        state = None
+        if role is not None:
+            bound = cat.iam_boundary("role", name)
+            boundary = AppliedPolicy(bound[0], "role-boundary", name, bound[1]) if bound is not None else None
+            state = RoleState(role, self.identities.role_policies(name), boundary)
         if len(self._roles) >= _CACHE_MAX:
             self._roles.clear()
         self._roles[name] = (now + self.cache_ttl_s, state)
