@@ -41,7 +41,7 @@ class OidcProvider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path == f"{path}/.well-known/openid-configuration":
                     body: dict[str, Any] = {"issuer": provider.issuer, "jwks_uri": f"{provider.issuer}/keys"}
                 elif self.path == f"{path}/keys":
@@ -57,7 +57,7 @@ class OidcProvider:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -69,7 +69,8 @@ class OidcProvider:
     def jwks(self) -> dict[str, Any]:
         """The public keys, as a JWKS (kid, alg, use set)."""
         out = []
-        for kid, alg, algo in (("rsa", "RS256", RSAAlgorithm), ("ec", "ES256", ECAlgorithm), ("ed", "EdDSA", OKPAlgorithm)):
+        kinds = (("rsa", "RS256", RSAAlgorithm), ("ec", "ES256", ECAlgorithm), ("ed", "EdDSA", OKPAlgorithm))
+        for kid, alg, algo in kinds:
             jwk = algo.to_jwk(self.keys[kid].public_key(), as_dict=True)
             out.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
         return {"keys": out}

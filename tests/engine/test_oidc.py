@@ -55,7 +55,8 @@ def _forged_hs256(idp: OidcProvider) -> str:
 def _unsigned(idp: OidcProvider) -> str:
     def part(d: dict[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
-    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part({'iss': idp.issuer, 'sub': 'x', 'aud': 'tierstore', 'exp': 2**33})}."
+    claims = {"iss": idp.issuer, "sub": "x", "aud": "tierstore", "exp": 2**33}
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
 @pytest.mark.parametrize(

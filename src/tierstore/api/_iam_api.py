@@ -27,7 +27,7 @@ from tierstore.api._authorize import Check
 from tierstore.api._iam_authorizer import ACCOUNT_ID
 from tierstore.api._query import IAM, QueryAction, QueryCall, QueryHandler, register
 from tierstore.api._xml import E, iso8601
-from tierstore.engine import AccessKeyInfo, IdentityService, UserRecord
+from tierstore.engine import AccessKeyInfo, IdentityService, UserRecord, provider_key
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ARN_PREFIX", "policy_name_of"]
@@ -82,7 +82,7 @@ def _oidc_url(arn: str) -> str:
 
 
 def _oidc_arn(url: str) -> str:
-    return _arn("oidc-provider", url.removeprefix("https://"))
+    return _arn("oidc-provider", provider_key(url))  # HOST/PATH (a loopback provider may be http://)
 
 
 def _members(tag: str, items: Iterable[str]) -> str:
@@ -611,7 +611,7 @@ async def create_oidc_provider(call: QueryCall) -> str:
 def _provider(call: QueryCall) -> dict[str, object]:
     url = _oidc_url(call.require("OpenIDConnectProviderArn"))
     for provider in _ids(call).list_oidc_providers():
-        if provider["url"] == url:
+        if provider_key(str(provider["url"])) == provider_key(url):  # https://HOST/PATH or http:// (loopback)
             return provider
     raise e.NoSuchEntity(f"OpenIDConnect provider {url[:256]} was not found.")
 
@@ -620,7 +620,7 @@ async def get_oidc_provider(call: QueryCall) -> str:
     provider = _provider(call)
     url = str(provider["url"])
     return (
-        E("Url", url.removeprefix("https://"))
+        E("Url", provider_key(url))
         + _members("ClientIDList", provider["client_ids"])  # type: ignore[arg-type]
         + _members("ThumbprintList", provider["thumbprints"])  # type: ignore[arg-type]
         + E("CreateDate", iso8601(int(provider["created_ns"])))  # type: ignore[call-overload]
@@ -634,8 +634,7 @@ async def list_oidc_providers(call: QueryCall) -> str:
 
 
 async def delete_oidc_provider(call: QueryCall) -> None:
-    _provider(call)
-    await _ids(call).delete_oidc_provider(_oidc_url(call.require("OpenIDConnectProviderArn")))
+    await _ids(call).delete_oidc_provider(str(_provider(call)["url"]))
 
 
 # --- the registry -----------------------------------------------------------------------------

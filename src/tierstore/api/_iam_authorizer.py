@@ -117,7 +117,11 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
-        conditions = request.conditions()
+        self._decide(request, compiled, request.conditions())
+
+    def _decide(self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any]) -> None:
+        """Every check of ``request`` evaluated for ``compiled``; the last decision (or the
+        denying one) is kept on the request."""
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
         for check in request.checks:
@@ -218,23 +222,12 @@ class IamAuthorizer:
         compiled = self._for_session(who) if isinstance(who, Session) else self._for_web_identity(who)
         if compiled is None:  # the role or user behind the session is gone (or was re-created)
             raise e.AccessDenied(DENIED)
-        conditions: dict[str, Any] = {**request.conditions(), **who.claims}
-        now = datetime.now(UTC)
-        decision: iam.Decision | None = None
-        for check in request.checks:
-            if isinstance(who, Session) and who.kind != "role" and _refused_to_session_token(check.action):
-                raise e.AccessDenied(DENIED)  # GetSessionToken credentials: no IAM, little STS (AWS)
-            decision = iam.evaluate(
-                iam.AuthzRequest(compiled.principal, check.action, check.resource, conditions, now),
-                identity=compiled.identity,
-                session=compiled.session,
-                boundary=compiled.boundary,
-                resource=self._trust_for(check, compiled.principal, conditions, now),
-            )
-            if not decision.allowed:
-                request.decision = decision
-                raise e.AccessDenied(DENIED)
-        request.decision = decision
+        if isinstance(who, Session) and who.kind != "role":
+            for check in request.checks:
+                if _refused_to_session_token(check.action):  # GetSessionToken credentials: no IAM (AWS)
+                    request.decision = iam.Decision(False, "explicit_deny", "session-token-rule", "session", None)
+                    raise e.AccessDenied(DENIED)
+        self._decide(request, compiled, {**request.conditions(), **who.claims})
 
     def _for_session(self, session: Session) -> _Compiled | None:
         assert self._sts is not None, "temporary credentials authenticated without an StsService"
