@@ -8,6 +8,8 @@ Connect provider (tests/oidc.py)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.request
 import uuid
@@ -23,7 +25,7 @@ from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.api.test_iam_e2e import status
-from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli, make_client
 from tests.oidc import OidcProvider
 from tierstore.crypto import load_master_key, seal_session_token
 from tierstore.engine import Session
@@ -168,6 +170,10 @@ def test_presigned_and_sigv2_requests_carry_the_token(env: Env, alice: tuple[str
         assert resp.read() == f"{A}/other".encode()
     v2 = env.s3_of(creds, signature_version="s3")
     assert v2.get_object(Bucket=A, Key="other")["Body"].read() == f"{A}/other".encode()
+    url = v2.generate_presigned_url("get_object", Params={"Bucket": A, "Key": "other"}, ExpiresIn=60)
+    assert "x-amz-security-token=" in url and "AWSAccessKeyId=" in url  # a SigV2 presigned URL
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.read() == f"{A}/other".encode()
     assert status(lambda: v2.get_object(Bucket=B, Key="other")) == DENIED
 
 
@@ -246,6 +252,21 @@ def test_trust_policy_conditions(env: Env, alice: tuple[str, tuple[str, str]]) -
         region_name="us-east-1", config=Config(user_agent_extra="tierstore-ci/1", retries={"max_attempts": 1}),
     )  # fmt: skip
     assert status(lambda: tagged.assume_role(RoleArn=role_arn(role), RoleSessionName="s1")) == (200, "")
+    # The STS form's keys: sts:ExternalId (the confused-deputy guard) and sts:RoleSessionName.
+    guarded = env.role(
+        trust({"AWS": user_arn(alice[0])}, Condition={
+            "StringEquals": {"sts:ExternalId": "tenant-42"}, "StringLike": {"sts:RoleSessionName": "ci-*"},
+        }),
+        doc(READ_A),
+    )
+
+    def assume(**kw: str) -> tuple[int, str]:
+        return status(lambda: sts.assume_role(RoleArn=role_arn(guarded), **kw))
+
+    assert assume(RoleSessionName="ci-1", ExternalId="tenant-42") == (200, "")
+    assert assume(RoleSessionName="ci-1") == DENIED
+    assert assume(RoleSessionName="ci-1", ExternalId="tenant-43") == DENIED
+    assert assume(RoleSessionName="dev-1", ExternalId="tenant-42") == DENIED
 
 
 # --- durations ---------------------------------------------------------------------------------
@@ -422,3 +443,18 @@ def test_web_identity(env: Env, idp: OidcProvider) -> None:
     assert status(lambda: anonymous.assume_role(RoleArn=role_arn(role), RoleSessionName="s1")) == (
         403, "MissingAuthenticationToken"
     )
+
+
+def test_aws_cli_get_caller_identity_and_get_session_token(env: Env, alice: tuple[str, tuple[str, str]]) -> None:
+    cli = aws_cli()
+    environ = {
+        **os.environ, "AWS_ACCESS_KEY_ID": alice[1][0], "AWS_SECRET_ACCESS_KEY": alice[1][1],
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }  # fmt: skip
+    base = [cli, "--endpoint-url", env.server.endpoint, "--output", "json", "sts"]
+    ident = json.loads(subprocess.run([*base, "get-caller-identity"], env=environ, check=True,
+                                      capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+    assert ident["Arn"] == user_arn(alice[0]) and ident["Account"] == ACCOUNT
+    out = json.loads(subprocess.run([*base, "get-session-token", "--duration-seconds", "900"], env=environ,
+                                    check=True, capture_output=True, text=True, timeout=60).stdout)  # fmt: skip
+    assert out["Credentials"]["AccessKeyId"].startswith("ASIA")

@@ -469,6 +469,7 @@ class S3App:
                 action.checks(call),
                 scheme=auth.scheme,
                 headers=req.headers,
+                query=req.form,  # the form's condition keys (sts:RoleSessionName, ...)
                 scope=scope,
             )
             self.authorizer.authorize(req.authz)

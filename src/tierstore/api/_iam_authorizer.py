@@ -30,6 +30,7 @@ for the access log.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -227,7 +228,10 @@ class IamAuthorizer:
                 if _refused_to_session_token(check.action):  # GetSessionToken credentials: no IAM (AWS)
                     request.decision = iam.Decision(False, "explicit_deny", "session-token-rule", "session", None)
                     raise e.AccessDenied(DENIED)
-        self._decide(request, compiled, {**request.conditions(), **who.claims})
+        conditions: dict[str, Any] = {**request.conditions(), **who.claims}
+        if isinstance(who, Session):
+            conditions["aws:TokenIssueTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(who.issued_s))
+        self._decide(request, compiled, conditions)
 
     def _for_session(self, session: Session) -> _Compiled | None:
         assert self._sts is not None, "temporary credentials authenticated without an StsService"

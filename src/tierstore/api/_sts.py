@@ -152,6 +152,7 @@ async def _assume_role_with_web_identity(call: QueryCall) -> str:
         (Check("sts:AssumeRoleWithWebIdentity", role_arn),),
         scheme="anonymous",
         headers=request.headers if request is not None else None,
+        query=call.params,  # sts:RoleSessionName, ... for the trust policy
     )
     if request is not None:
         request.authz = authz  # the decision shows in the access log
