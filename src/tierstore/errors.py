@@ -25,16 +25,22 @@ __all__ = [
     "EntityAlreadyExists",
     "EntityTooLarge",
     "EntityTooSmall",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IDPCommunicationError",
+    "IDPRejectedClaim",
     "IncompleteBody",
     "InsufficientStorage",
     "InternalError",
     "InvalidAccessKeyId",
+    "InvalidAction",
     "InvalidArgument",
     "InvalidBucketAclWithObjectOwnership",
     "InvalidBucketName",
     "InvalidBucketState",
     "InvalidDigest",
     "InvalidEncryptionAlgorithmError",
+    "InvalidIdentityToken",
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
@@ -44,14 +50,17 @@ __all__ = [
     "InvalidRetentionPeriod",
     "InvalidStorageClass",
     "InvalidTag",
+    "InvalidToken",
     "InvalidURI",
     "KeyTooLongError",
+    "LimitExceeded",
     "MalformedACLError",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
     "MetadataTooLarge",
     "MethodNotAllowed",
+    "MissingAuthenticationToken",
     "MissingContentLength",
     "MissingSecurityHeader",
     "NegativeExpires",
@@ -79,6 +88,7 @@ __all__ = [
     "TierstoreError",
     "UnexpectedContent",
     "UnresolvableGrantByEmailAddress",
+    "ValidationError",
     "XAmzContentSHA256Mismatch",
 ]
 
@@ -193,6 +203,18 @@ class InvalidArgument(TierstoreError, ValueError):
 
 class MalformedPolicyDocument(TierstoreError, ValueError):
     """The policy document is malformed."""
+
+
+class ValidationError(InvalidArgument):
+    """A parameter of an IAM or STS query request is missing or invalid."""
+
+
+class InvalidAction(TierstoreError, ValueError):
+    """The query request names no action, or one this service does not have."""
+
+
+class LimitExceeded(TierstoreError, OSError):
+    """An IAM quota would be exceeded (e.g. more than two access keys for a user)."""
 
 
 class InvalidQuery(InvalidArgument):
@@ -321,6 +343,10 @@ class AccessDenied(TierstoreError, PermissionError):
     """Access Denied"""
 
 
+class MissingAuthenticationToken(AccessDenied):
+    """Request is missing Authentication Token"""
+
+
 class InvalidAccessKeyId(TierstoreError, PermissionError):
     """The AWS access key Id you provided does not exist in our records."""
 
@@ -345,6 +371,31 @@ class NegativeExpires(AuthorizationQueryParametersError):
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):
     """The difference between the request time and the server's time is too large."""
+
+
+# --- STS: temporary credentials and web identities (docs/security.md "STS") -------------------
+class ExpiredToken(TierstoreError, PermissionError):
+    """The provided token has expired."""
+
+
+class InvalidToken(TierstoreError, PermissionError):
+    """The provided token is malformed or otherwise invalid."""
+
+
+class InvalidIdentityToken(TierstoreError, PermissionError):
+    """The web identity token that was passed could not be validated."""
+
+
+class ExpiredTokenException(TierstoreError, PermissionError):
+    """The web identity token that was passed is expired or is not valid."""
+
+
+class IDPRejectedClaim(TierstoreError, PermissionError):
+    """The identity provider rejected the claim of the web identity token."""
+
+
+class IDPCommunicationError(TierstoreError, OSError):
+    """The request could not be fulfilled because the identity provider could not be reached."""
 
 
 # --- server side -------------------------------------------------------------------------

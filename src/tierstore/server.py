@@ -58,7 +58,9 @@ from tierstore.engine import (
     IdentityService,
     ModelService,
     ObjectService,
+    OidcVerifier,
     Repairer,
+    StsService,
 )
 
 __all__ = [
@@ -361,10 +363,11 @@ def build_app(config: ServerConfig) -> S3App:
         catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
     )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
-    identities = IdentityService(
-        catalog, load_master_key(master_key_dirs(config)), root_keys=keys, validate_policy=validate_policy
-    )
-    authenticator = IdentityAuthenticator(identities, region=config.region)
+    master_key = load_master_key(master_key_dirs(config))
+    identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
+    sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
+    oidc = OidcVerifier(identities.list_oidc_providers, account=sts.account)
+    authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
     tasks: list[asyncio.Task[None]] = []
 
     async def gc_loop() -> None:
@@ -441,7 +444,9 @@ def build_app(config: ServerConfig) -> S3App:
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
-        authorizer=IamAuthorizer(identities, buckets=service.bucket_access, objects=service),
+        authorizer=IamAuthorizer(identities, buckets=service.bucket_access, objects=service, sts=sts),
+        sts=sts,
+        oidc=oidc,
     )
 
 

@@ -20,7 +20,11 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from tierstore import errors as e
-from tierstore.api import _extensions
+from tierstore.api import (
+    _extensions,
+    _iam_api,  # noqa: F401 - registers the IAM query actions (_query)
+    _sts,  # noqa: F401 - registers the STS query actions
+)
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
 from tierstore.api._authorize import (
@@ -36,6 +40,17 @@ from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tierstore.api._metrics import Metrics
+from tierstore.api._query import (
+    QUERY_API,
+    QueryAction,
+    QueryCall,
+    QueryService,
+    is_query_request,
+    lookup,
+    read_form,
+)
+from tierstore.api._query import error_body as query_error_body
+from tierstore.api._query import response_body as query_response_body
 from tierstore.api._request import Context, Receive, Request, Response, parse_query
 from tierstore.api._routes import (
     ACTIONS,
@@ -47,7 +62,15 @@ from tierstore.api._routes import (
     refuse,
     route,
 )
-from tierstore.engine import DatasetService, IdentityService, ModelService, ObjectService, Repairer
+from tierstore.engine import (
+    DatasetService,
+    IdentityService,
+    ModelService,
+    ObjectService,
+    OidcVerifier,
+    Repairer,
+    StsService,
+)
 from tierstore.runtime import new_request_id
 
 __all__ = ["S3App", "note_send_failure"]
@@ -97,6 +120,8 @@ class S3App:
         idle_timeout_s: float | None = None,
         authorizer: Authorizer | None = None,
         identities: IdentityService | None = None,
+        sts: StsService | None = None,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
         ``access_log``: where the JSON access log goes (None: nowhere); ``authorizer``: decides
@@ -115,7 +140,9 @@ class S3App:
         self.access_log = access_log
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
-        self.ctx = Context(service, self.metrics, admin, datasets, models, self.authorizer, identities)
+        self.ctx = Context(
+            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc
+        )
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,6 +163,12 @@ class S3App:
             ).action
             if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
                 resp = await self._probe(req, scope)
+            elif req.action == QUERY_API:  # IAM/STS: the form names the action
+                try:
+                    named = await self._name_query(req)
+                finally:
+                    self.metrics.started(req.action)  # QUERY_API if the form named nothing
+                resp = await self._handle_query(req, scope, *named, request_id)
             else:
                 self.metrics.started(req.action)
                 resp = await self._handle(req, scope)
@@ -244,6 +277,10 @@ class S3App:
                 return
 
     def _error(self, exc: e.TierstoreError, req: Request | None, request_id: str) -> Response:
+        if is_query_request(req):
+            assert req is not None
+            status, body = query_error_body(exc, request_id, req.form)
+            return Response(status, [("content-type", "text/xml")], body)
         status = status_of(exc)
         if status == 304:
             return Response(304, list(exc.headers.items()))
@@ -386,7 +423,8 @@ class S3App:
                 virtual_bucket=req.virtual_bucket,
             )
         )
-        principal = Principal(auth.access_key) if auth.access_key is not None else Principal.anonymous()
+        # identity: an STS session's claims (temporary credentials), or None for a long-term key.
+        principal = Principal(auth.access_key, auth.session) if auth.access_key is not None else Principal.anonymous()
         action = ACTIONS.get(req.action)
         if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
@@ -421,6 +459,51 @@ class S3App:
         grant to read some keys is no oracle for which other keys exist."""
         assert req.authz is not None and req.bucket is not None
         return self.ctx.entry_allowed(req, Check("s3:ListBucket", bucket_arn(req.bucket)))
+
+    @staticmethod
+    async def _name_query(req: Request) -> tuple[QueryService, QueryAction, str]:
+        """Read a query-API request's (small) form and name the request after its action."""
+        req.form, payload_sha256 = await read_form(req)
+        service, name, action = lookup(req.form)
+        req.action = f"{service.name}:{name}"
+        return service, action, payload_sha256
+
+    async def _handle_query(
+        self,
+        req: Request,
+        scope: Scope,
+        service: QueryService,
+        action: QueryAction,
+        payload_sha256: str,
+        request_id: str,
+    ) -> Response:
+        """A query-API request (``_query``) whose form is read: authenticate it for its service,
+        authorize its checks once, run its handler, answer AWS's XML."""
+        assert req.form is not None
+        auth = req.auth = self.auth.authenticate_query(
+            AuthRequest(
+                method=req.method, raw_path=req.raw_path, query_string=req.query_string, headers=req.headers
+            ),
+            service.name,
+            payload_sha256,
+        )
+        call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
+        if auth.access_key is not None:
+            req.authz = RequestContext(
+                Principal(auth.access_key, auth.session),
+                req.action,
+                action.checks(call),
+                scheme=auth.scheme,
+                headers=req.headers,
+                query=req.form,  # the form's condition keys (sts:RoleSessionName, ...)
+                scope=scope,
+            )
+            self.authorizer.authorize(req.authz)
+        elif not action.anonymous:
+            raise e.MissingAuthenticationToken()
+        result = await action.handler(call)
+        body = query_response_body(service, call.action, result, request_id)
+        return Response(200, [("content-type", "text/xml")], body)
 
 
 def _expects_continue(scope: Scope) -> bool:

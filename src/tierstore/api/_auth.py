@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_tz
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from tierstore.api import _sigv2, _sigv4
@@ -34,6 +35,7 @@ from tierstore.errors import (
     InvalidAccessKeyId,
     InvalidArgument,
     InvalidRequest,
+    InvalidToken,
     NegativeExpires,
     RequestTimeTooSkewed,
     SignatureDoesNotMatch,
@@ -89,6 +91,7 @@ class AuthResult:
     payload: PayloadMode
     expected_sha256: str | None = None  # lower-case hex, for PayloadMode.SIGNED
     _stream: StreamSigning | None = field(default=None, repr=False, compare=False)  # chunk chain
+    session: Any = field(default=None, repr=False, compare=False)  # temporary credentials' session (STS)
 
 
 _ANONYMOUS_SCHEME = "anonymous"
@@ -112,6 +115,7 @@ class _V4Claim:
     amz_date: str
     payload_line: str  # the last line of the canonical request
     pairs: list[tuple[bytes, bytes]]  # the signed query parameters, raw
+    token: str | None = None  # x-amz-security-token: temporary credentials (never logged)
 
 
 class Authenticator:
@@ -120,6 +124,9 @@ class Authenticator:
     ``region`` is the region this server reports; any region in a SigV4 credential scope is
     accepted (the signature is checked with the region the client used). ``clock`` returns epoch
     seconds. Derived SigV4 signing keys are cached per (secret, date, region, service).
+    ``session_secret(access_key, token)``: for a request carrying a session token
+    (``x-amz-security-token``), the secret that must have signed it and its session (STS; it
+    raises ``InvalidToken``/``ExpiredToken``/``InvalidAccessKeyId``); None: tokens are refused.
     """
 
     def __init__(
@@ -129,8 +136,10 @@ class Authenticator:
         region: str = "us-east-1",
         max_skew_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        session_secret: Callable[[str, str], tuple[str, Any]] | None = None,
     ) -> None:
         self._lookup_secret = lookup_secret
+        self._session_secret = session_secret
         self.region = region
         self.max_skew_s = max_skew_s
         self._clock = clock
@@ -163,12 +172,39 @@ class Authenticator:
             return self._v2_query(req, params)
         return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
 
+    def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
+        """A query-API request (``api/_query.py``: IAM, STS): SigV4 in the Authorization header,
+        signed for ``service`` (the credential scope's), over the form body that hashes to
+        ``payload_sha256`` (the canonical request's payload line: the SDKs send no
+        x-amz-content-sha256 here; one that is sent must be that hash). Unsigned: anonymous, for
+        the dispatcher to refuse unless the action allows it."""
+        authorization = req.headers.get("authorization")
+        if authorization is None:
+            params = _decode_params(_sigv4.parse_query(req.query_string))
+            if any(k in params for k in (*_V4_QUERY_KEYS, *_V2_QUERY_KEYS)):
+                raise InvalidArgument("The IAM and STS APIs accept only a SigV4 Authorization header.")
+            return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
+        if not authorization.startswith(_sigv4.ALGORITHM + " "):
+            raise InvalidArgument("The IAM and STS APIs accept only AWS Signature Version 4.")
+        pairs = _sigv4.parse_query(req.query_string)
+        result = self._v4_header(req, authorization, pairs, service=service, payload_sha256=payload_sha256)
+        if result.payload is not PayloadMode.SIGNED or result.expected_sha256 != payload_sha256:
+            raise XAmzContentSHA256Mismatch("The signed payload hash does not match the request body.")
+        return result
+
     # --- SigV4 -----------------------------------------------------------------------------
     def _v4_header(
-        self, req: AuthRequest, authorization: str, pairs: list[tuple[bytes, bytes]]
+        self,
+        req: AuthRequest,
+        authorization: str,
+        pairs: list[tuple[bytes, bytes]],
+        *,
+        service: str = "s3",
+        payload_sha256: str | None = None,
     ) -> AuthResult:
+        """``service``/``payload_sha256``: a query API's (``authenticate_query``)."""
         fields = _parse_v4_authorization(authorization)
-        cred, signed = _v4_header_scope(fields["Credential"], fields["SignedHeaders"])
+        cred, signed = _v4_header_scope(fields["Credential"], fields["SignedHeaders"], service)
         provided = fields["Signature"]
         if not _HEX64.fullmatch(provided):
             raise AuthorizationHeaderMalformed("The Signature is not a 64-character hex string.")
@@ -181,10 +217,11 @@ class Authenticator:
         if abs(self._clock() - request_time) > self.max_skew_s:
             raise RequestTimeTooSkewed()
 
-        content_sha256 = req.headers.get("x-amz-content-sha256")
+        content_sha256 = req.headers.get("x-amz-content-sha256") or payload_sha256
         if content_sha256 is None:
             raise InvalidRequest("Missing required header for this request: x-amz-content-sha256")
-        claim = _V4Claim("v4-header", cred, signed, provided, amz_date, content_sha256, pairs)
+        token = req.headers.get("x-amz-security-token")
+        claim = _V4Claim("v4-header", cred, signed, provided, amz_date, content_sha256, pairs, token)
         return self._verify_v4(req, claim)
 
     def _v4_query(
@@ -235,13 +272,14 @@ class Authenticator:
             params.get("X-Amz-Content-Sha256") or req.headers.get("x-amz-content-sha256") or UNSIGNED_PAYLOAD
         )
         signed_pairs = [(k, v) for k, v in pairs if unquote_to_bytes(k) != b"X-Amz-Signature"]
-        claim = _V4Claim("v4-query", cred, signed, provided, amz_date, payload_line, signed_pairs)
+        token = params.get("X-Amz-Security-Token", req.headers.get("x-amz-security-token"))
+        claim = _V4Claim("v4-query", cred, signed, provided, amz_date, payload_line, signed_pairs, token)
         return self._verify_v4(req, claim)
 
     def _verify_v4(self, req: AuthRequest, claim: _V4Claim) -> AuthResult:
         payload, expected = _payload_mode(claim.payload_line)
         _require_signed(req.headers, claim.signed)
-        key = self._key_for(claim.cred)
+        key, session = self._key_for(claim.cred, claim.token)
         provided = claim.signature.lower()
         common = {
             "amz_date": claim.amz_date,
@@ -270,7 +308,7 @@ class Authenticator:
         stream = None
         if payload in _STREAMING_SIGNED_MODES:  # the request signature seeds the chunk chain
             stream = StreamSigning(key, claim.amz_date, claim.cred.scope, provided)
-        return AuthResult(claim.cred.access_key, claim.scheme, payload, expected, stream)
+        return AuthResult(claim.cred.access_key, claim.scheme, payload, expected, stream, session)
 
     def _v4_request_time(self, headers: Mapping[str, str]) -> tuple[str, float]:
         """The ISO 8601 basic timestamp of the string-to-sign and its epoch seconds."""
@@ -286,12 +324,24 @@ class Authenticator:
                 return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seconds)), seconds
         raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
 
-    def _key_for(self, cred: Credential) -> bytes:
-        secret = self._lookup_secret(cred.access_key)
+    def _key_for(self, cred: Credential, token: str | None) -> tuple[bytes, Any]:
+        secret, session = self._secret(cred.access_key, token)
+        key: bytes = self._signing_key(secret, cred.date, cred.region, cred.service)
+        return key, session
+
+    def _secret(self, access_key: str, token: str | None) -> tuple[str, Any]:
+        """(the secret that must have signed a request of ``access_key``, its STS session or None).
+
+        With a session token the secret is the session's (``session_secret``); without, the
+        long-term key's (``lookup_secret``). ``InvalidAccessKeyId``, ``InvalidToken``, ``ExpiredToken``."""
+        if token is not None:
+            if self._session_secret is None:
+                raise InvalidToken()
+            return self._session_secret(access_key, token)
+        secret = self._lookup_secret(access_key)
         if secret is None:
             raise InvalidAccessKeyId()
-        key: bytes = self._signing_key(secret, cred.date, cred.region, cred.service)
-        return key
+        return secret, None
 
     # --- SigV2 -----------------------------------------------------------------------------
     def _v2_header(self, req: AuthRequest, authorization: str) -> AuthResult:
@@ -307,9 +357,7 @@ class Authenticator:
             raise AccessDenied("AWS authentication requires a valid Date or x-amz-date header")
         if abs(self._clock() - seconds) > self.max_skew_s:
             raise RequestTimeTooSkewed()
-        secret = self._lookup_secret(access_key)
-        if secret is None:
-            raise InvalidAccessKeyId()
+        secret, session = self._secret(access_key, headers.get("x-amz-security-token"))
         # With x-amz-date the spec signs an empty Date line; botocore signs the Date it sent.
         date_lines = [date or ""] if amz_date is None else ["", date or ""]
         amz_headers = {k: v for k, v in headers.items() if k.startswith("x-amz-")}
@@ -323,7 +371,7 @@ class Authenticator:
         )
         if not _sigv2.signature_matches(secret, candidates, provided):
             raise SignatureDoesNotMatch()
-        return AuthResult(access_key, "v2-header", PayloadMode.NONE)
+        return AuthResult(access_key, "v2-header", PayloadMode.NONE, session=session)
 
     def _v2_query(self, req: AuthRequest, params: Mapping[str, str]) -> AuthResult:
         if any(k not in params for k in ("AWSAccessKeyId", "Signature", "Expires")):
@@ -341,11 +389,11 @@ class Authenticator:
             # A SigV2 URL carries no signing time: cap its lifetime as SigV4's (AWS allows more).
             raise AccessDenied("Presigned URLs must expire within 7 days (604800 seconds)")
         access_key = params["AWSAccessKeyId"]
-        secret = self._lookup_secret(access_key)
-        if secret is None:
-            raise InvalidAccessKeyId()
         # botocore's HmacV1QueryAuth moves Content-MD5, Content-Type and x-amz-* into the query.
         lowered = {k.lower(): v for k, v in params.items()}
+        secret, session = self._secret(
+            access_key, lowered.get("x-amz-security-token", req.headers.get("x-amz-security-token"))
+        )
         amz_headers = {k: v for k, v in req.headers.items() if k.startswith("x-amz-")}
         amz_headers.update({k: v for k, v in lowered.items() if k.startswith("x-amz-")})
         candidates = _sigv2.string_to_sign_variants(
@@ -358,7 +406,7 @@ class Authenticator:
         )
         if not _sigv2.signature_matches(secret, candidates, params["Signature"]):
             raise SignatureDoesNotMatch()
-        return AuthResult(access_key, "v2-query", PayloadMode.NONE)
+        return AuthResult(access_key, "v2-query", PayloadMode.NONE, session=session)
 
 
 # --- parsing helpers -------------------------------------------------------------------------
@@ -375,8 +423,10 @@ def _decode_params(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=256)  # a client sends the same two fields all day
-def _v4_header_scope(credential: str, signed_headers: str) -> tuple[_sigv4.Credential, tuple[str, ...]]:
-    cred = _sigv4.parse_credential(credential, AuthorizationHeaderMalformed)
+def _v4_header_scope(
+    credential: str, signed_headers: str, service: str = "s3"
+) -> tuple[_sigv4.Credential, tuple[str, ...]]:
+    cred = _sigv4.parse_credential(credential, AuthorizationHeaderMalformed, service)
     return cred, tuple(_parse_signed_headers(signed_headers, AuthorizationHeaderMalformed))
 
 

@@ -77,6 +77,12 @@ _HEADER_KEYS = (
 )
 # Query parameters of a bucket request that are condition keys (s3:prefix, ...).
 _LIST_KEYS = (("prefix", "s3:prefix"), ("delimiter", "s3:delimiter"), ("max-keys", "s3:max-keys"))
+# Parameters of an STS query form that are condition keys (trust policies).
+_STS_KEYS = (
+    ("RoleSessionName", "sts:RoleSessionName"),
+    ("ExternalId", "sts:ExternalId"),
+    ("SourceIdentity", "sts:SourceIdentity"),
+)
 
 
 def bucket_arn(bucket: str) -> str:
@@ -223,6 +229,10 @@ class RequestContext:
                     out[key] = q[param]
         elif "versionId" in q:
             out["s3:versionid"] = q["versionId"]
+        if "Action" in q:  # a query-API form (IAM, STS)
+            for param, key in _STS_KEYS:
+                if param in q:
+                    out[key] = q[param]
         self._conditions = out
         return out
 

@@ -19,6 +19,8 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.EntityAlreadyExists: 409,
     e.DeleteConflict: 409,
     e.MalformedPolicyDocument: 400,
+    e.InvalidAction: 400,
+    e.LimitExceeded: 409,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
     e.NoSuchBucketPolicy: 404,
@@ -68,6 +70,12 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.AuthorizationHeaderMalformed: 400,
     e.AuthorizationQueryParametersError: 400,
     e.NegativeExpires: 403,  # S3 answers 403 for a negative X-Amz-Expires
+    e.ExpiredToken: 400,  # STS session credentials (docs/security.md "STS")
+    e.InvalidToken: 400,
+    e.InvalidIdentityToken: 400,
+    e.ExpiredTokenException: 400,
+    e.IDPRejectedClaim: 403,
+    e.IDPCommunicationError: 400,
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,

@@ -6,6 +6,10 @@
   ``tierstore.iam.evaluate`` over its identity policies (user inline + attached managed + its
   groups'), parsed once and compiled into a ``PolicySet``; a service account's own policy is a
   ``session`` layer (it can only narrow its parent). A catalog key of the root is the root.
+- A user's permissions boundary (``IdentityService.set_boundary``) is passed to
+  ``iam.evaluate`` as ``boundary=``: the identity policies grant at most what it allows.
+- A service account never manages identities or keys, whatever its parent may do
+  (``_refuse_service_account``: every ``iam:`` action but the read-only ``Get*``/``List*``).
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
 - Bucket and object checks also see the bucket's policy (``BucketAccessService.props``, cached
@@ -21,6 +25,15 @@
   IgnorePublicAcls turn them off. Object ACLs and, for s3:ExistingObjectTag conditions, object
   tags are read from ``ObjectService`` only when needed (``_acl_allows``, ``_resolver``).
 
+Temporary credentials (STS, ``_authorize_session``): a role session acts as
+``arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`` with the role's identity policies (inline +
+attached), narrowed by its session policies (``session=``), ``aws:userid`` = ``ROLEID:SESSION``
+and no ``aws:username``, as AWS; a deleted role's sessions stop within the role cache's second.
+A GetSessionToken session acts as its user (or the root) but may not call IAM, nor STS beyond
+AssumeRole and GetCallerIdentity (AWS). ``sts:AssumeRole*`` on a role also needs the role's
+trust policy to admit the caller (``_trust_for``, ``iam.trust_admits``); a trust policy naming
+the caller grants on its own, one naming the account needs the caller's identity policy too.
+
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
 for the access log.
@@ -28,8 +41,11 @@ for the access log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from tierstore import errors as e
 from tierstore import iam
@@ -37,7 +53,15 @@ from tierstore.api import _acl
 from tierstore.api._access import ENFORCED
 from tierstore.api._authorize import Check, RequestContext
 from tierstore.api._bucket_policy import is_public
-from tierstore.engine import BucketAccessService, IdentityService, ObjectService
+from tierstore.engine import (
+    BucketAccessService,
+    IdentityService,
+    ObjectService,
+    RoleState,
+    Session,
+    StsService,
+    WebIdentity,
+)
 from tierstore.engine import Principal as EnginePrincipal
 
 __all__ = ["ACCOUNT_ID", "IamAuthorizer", "validate_policy"]
@@ -46,12 +70,9 @@ ACCOUNT_ID = "000000000000"  # one account per store (ARNs: arn:aws:iam::0000000
 DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
 ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
-ANONYMOUS = iam.Principal.anonymous()
-_NO_POLICIES = iam.compile_policies(())
 _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
 _PARSED_MAX = 4096
-_S3_ARN = "arn:aws:s3:::"
 
 
 def validate_policy(document: str, kind: str = "identity") -> iam.Policy:
@@ -74,20 +95,23 @@ def _deny_all(name: str) -> iam.Policy:
 class _Compiled:
     """One key's evaluation inputs, built from one ``principal_for`` answer."""
 
-    __slots__ = ("identity", "principal", "root", "session", "source")
+    __slots__ = ("boundary", "identity", "principal", "root", "service", "session", "source")
 
     def __init__(
         self,
-        source: EnginePrincipal,
+        source: object,
         principal: iam.Principal,
         identity: iam.PolicySet,
         session: tuple[iam.Policy, ...],
+        boundary: iam.PolicySet | None = None,
     ) -> None:
-        self.source = source  # the IdentityService answer this was built from (identity-compared)
+        self.source = source  # the answer this was built from (identity-compared): principal, role or user state
         self.principal = principal
         self.identity = identity
         self.session = session
+        self.boundary = boundary
         self.root = principal.type == "Root"
+        self.service = isinstance(source, EnginePrincipal) and source.kind == "service"
 
 
 class IamAuthorizer:
@@ -100,59 +124,65 @@ class IamAuthorizer:
         account: str = ACCOUNT_ID,
         buckets: BucketAccessService | None = None,
         objects: ObjectService | None = None,
+        sts: StsService | None = None,
     ) -> None:
         """``buckets``: where bucket settings come from (policy, Block Public Access, ACL, Object
         Ownership; None: no bucket policy or bucket ACL applies); ``objects``: where object ACLs
         and existing object tags are read from (None: ACL grants and s3:ExistingObjectTag never
-        apply)."""
+        apply); ``sts``: what opens temporary credentials' roles and users (None: no STS)."""
         self._ids = identities
         self._buckets = buckets
         self._public: dict[iam.Policy, bool] = {}
-        self._account = account
         self._objects = objects
+        self._sts = sts
+        self._sessions: dict[str, _Compiled] = {}
+        self._account = account
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
         if request.principal.is_anonymous:
-            self._decide(request, ANONYMOUS, _NO_POLICIES, ())
+            self._decide(request, _ANONYMOUS, request.conditions())
             return
         key = request.principal.access_key
+        if isinstance(request.principal.identity, Session | WebIdentity):  # STS credentials or a web identity
+            self._authorize_session(request, request.principal.identity)
+            return
         if self._is_root_key(key):
             request.decision = ROOT_ALLOW
             return
         compiled = self._for_key(key)
         if compiled is None:  # the key stopped authenticating since (disabled within the TTL)
             raise e.AccessDenied(DENIED)
+        if compiled.service:
+            _refuse_service_account(request)
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
-        self._decide(request, compiled.principal, compiled.identity, compiled.session)
+        self._decide(request, compiled, request.conditions())
 
-    def _decide(
-        self,
-        request: RequestContext,
-        principal: iam.Principal,
-        identity: iam.PolicySet,
-        session: tuple[iam.Policy, ...],
-    ) -> None:
-        """Every check of ``request`` must be allowed for ``principal`` (AWS's one-account
-        evaluation, ``iam.evaluate``): the bucket's policy joins as the resource policy; an
-        ACL grant (``_acl_allows``) may allow what no policy does, never what one denies."""
-        conditions = request.conditions()
+    def _decide(self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any]) -> None:
+        """Every check of ``request`` must be allowed for ``compiled`` (AWS's one-account
+        evaluation, ``iam.evaluate``): the bucket's policy (or, for ``sts:AssumeRole*``, the
+        role's trust policy) joins as the resource policy; an ACL grant (``_acl_allows``) may
+        allow what no policy does, never what one denies. The last decision (or the denying
+        one) is kept on the request."""
         now = datetime.now(UTC)
         decision: iam.Decision | None = None
+        principal, session = compiled.principal, compiled.session
         anonymous = principal.type == "Anonymous"
         for check in request.checks:
-            resource, restricted = self._resource_policy(check.resource)
+            trust = self._trust_for(check, principal, conditions, now)
+            resource, restricted = (trust, False) if trust is not None else self._resource_policy(check.resource)
             decision = iam.evaluate(
                 iam.AuthzRequest(
                     principal, check.action, check.resource, conditions, now, self._resolver(check, request)
                 ),
-                identity=identity,
+                identity=compiled.identity,
                 resource=resource,
                 session=session,
+                boundary=compiled.boundary,
             )
             if restricted and anonymous and decision.allowed:
                 # RestrictPublicBuckets: a public policy grants nothing outside the account.
@@ -298,4 +328,149 @@ class IamAuthorizer:
         # An identity policy that does not parse grants nothing.
         parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
         policies = tuple(p for p in parsed if p is not None)
-        return _Compiled(source, principal, iam.compile_policies(policies), session)
+        return _Compiled(source, principal, iam.compile_policies(policies), session, self._boundary(source))
+
+    def _boundary(self, source: EnginePrincipal) -> iam.PolicySet | None:
+        """The compiled permissions boundary of ``source`` (None: unbounded). A boundary that
+        does not parse allows nothing."""
+        if source.boundary is None:
+            return None
+        name = f"boundary:{source.boundary.name}"
+        parsed = self._policy(name, source.boundary.document, "identity")
+        return iam.compile_policies((parsed or _deny_all(name),))
+    # --- STS: temporary credentials, role sessions, web identities ---------------------------
+    def _trust_for(
+        self, check: Check, principal: iam.Principal, conditions: Mapping[str, Any], now: datetime
+    ) -> iam.Policy | None:
+        """For ``sts:AssumeRole*`` on a role: the role's trust policy, as the resource policy of
+        that check (None for every other check). ``AccessDenied`` when the role does not exist
+        (an unauthorized caller learns nothing) or its trust policy does not admit the caller."""
+        if not check.action.startswith("sts:AssumeRole") or not check.resource.startswith(self._role_prefix):
+            return None
+        state = self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
+        trust = self._policy(f"trust:{state.role.name}", state.role.trust_policy, "trust") if state else None
+        if trust is None or not iam.trust_admits(
+            iam.AuthzRequest(principal, check.action, check.resource, conditions, now), trust
+        ):
+            raise e.AccessDenied(DENIED)
+        return trust
+
+    @property
+    def _role_prefix(self) -> str:
+        return f"arn:aws:iam::{self._account}:role/"
+
+    def _authorize_session(self, request: RequestContext, who: Session | WebIdentity) -> None:
+        """Every check of a request signed with temporary credentials (``who``: a ``Session``) or
+        asked by a verified web identity (``AssumeRoleWithWebIdentity``: the trust policy alone
+        can grant)."""
+        compiled = self._for_session(who) if isinstance(who, Session) else self._for_web_identity(who)
+        if compiled is None:  # the role or user behind the session is gone (or was re-created)
+            raise e.AccessDenied(DENIED)
+        if isinstance(who, Session) and who.kind != "role":
+            for check in request.checks:
+                if _refused_to_session_token(check.action):  # GetSessionToken credentials: no IAM (AWS)
+                    request.decision = iam.Decision(False, "explicit_deny", "session-token-rule", "session", None)
+                    raise e.AccessDenied(DENIED)
+        conditions: dict[str, Any] = {**request.conditions(), **who.claims}
+        if isinstance(who, Session):
+            conditions["aws:TokenIssueTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(who.issued_s))
+        self._decide(request, compiled, conditions)
+
+    def _for_session(self, session: Session) -> _Compiled | None:
+        assert self._sts is not None, "temporary credentials authenticated without an StsService"
+        source: object
+        if session.kind == "role":
+            state = self._sts.role_state(session.name)
+            if state is None or state.role.role_id != session.principal_id:
+                return None
+            source = state
+        elif session.kind == "user":
+            user = self._sts.user_state(session)
+            if user is None:
+                return None
+            source = user
+        else:
+            source = session.kind  # the root: nothing to look up
+        hit = self._sessions.get(session.access_key_id)
+        if hit is not None and hit.source is source:
+            return hit
+        compiled = self._compile_session(session, source)
+        if len(self._sessions) >= _PARSED_MAX:
+            self._sessions.clear()
+        self._sessions[session.access_key_id] = compiled
+        return compiled
+
+    def _compile_session(self, session: Session, source: object) -> _Compiled:
+        layers = self._session_layers(session)
+        if isinstance(source, EnginePrincipal):  # GetSessionToken of a user: the user's rights
+            user = self._compile(source)
+            return _Compiled(source, user.principal, user.identity, layers, user.boundary)
+        if session.kind != "role":  # GetSessionToken of the root
+            return _Compiled(source, iam.Principal.root(self._account), iam.compile_policies(()), layers)
+        assert isinstance(source, RoleState)
+        principal = iam.Principal(
+            arn=session.arn,
+            account=self._account,
+            type="AssumedRole",
+            userid=session.user_id,
+            role_arn=session.role_arn,
+            federated=session.provider,
+        )
+        parsed = (self._policy(p.name, p.document, "identity") for p in source.policies)
+        policies = tuple(p for p in parsed if p is not None)
+        boundary = None
+        if source.boundary is not None:  # the role's permissions boundary caps its sessions too
+            name = f"boundary:{source.boundary.name}"
+            bound = self._policy(name, source.boundary.document, "identity")
+            boundary = iam.compile_policies((bound or _deny_all(name),))
+        return _Compiled(source, principal, iam.compile_policies(policies), layers, boundary)
+
+    def _session_layers(self, session: Session) -> tuple[iam.Policy, ...]:
+        """The session policies as one narrowing layer: the inline policy and the managed session
+        policies together (a union), which the role's (or user's) rights are intersected with."""
+        name = f"session:{session.access_key_id}"
+        parts: list[iam.Policy] = []
+        if session.policy is not None:
+            parts.append(self._policy(name, session.policy, "session") or _deny_all(name))
+        for policy_name, document in session.policy_docs:
+            parts.append(self._policy(policy_name, document, "identity") or _deny_all(policy_name))
+        if not parts:
+            return ()
+        statements = tuple(s for p in parts for s in p.statements)
+        return (dataclasses.replace(parts[0], name=name, statements=statements),)
+
+    def _for_web_identity(self, who: WebIdentity) -> _Compiled:
+        """A verified web identity asking for a role: no identity policy, so only a trust policy
+        naming its provider (``Federated``) can grant."""
+        principal = iam.Principal(
+            arn=who.provider_arn, account=self._account, type="FederatedUser", userid=who.subject,
+            federated=who.provider_arn,
+        )  # fmt: skip
+        return _Compiled(who, principal, _NO_POLICIES, ())
+
+
+_NO_POLICIES = iam.compile_policies(())
+_ANONYMOUS = _Compiled(None, iam.Principal.anonymous(), _NO_POLICIES, ())  # an unsigned request
+
+
+
+def _refuse_service_account(request: RequestContext) -> None:
+    """A service account acts with (part of) its parent's rights on data, never on identities:
+    creating a key for its parent would mint an unrestricted credential (a breach seen in other
+    stores). Read-only IAM calls stay subject to the policies."""
+    for check in request.checks:
+        name = check.action.lower()
+        if name.startswith("iam:") and not name.startswith(("iam:get", "iam:list")):
+            request.decision = iam.Decision(False, "explicit_deny", "service-account-rule", "session", None)
+            raise e.AccessDenied("A service account cannot manage identities or access keys.")
+
+
+
+# What temporary credentials from GetSessionToken may not do (AWS): any IAM action, and any STS
+# action but AssumeRole and GetCallerIdentity (so no GetSessionToken from a session either).
+_SESSION_TOKEN_STS_ALLOWED = frozenset({"sts:assumerole", "sts:getcalleridentity"})
+
+
+def _refused_to_session_token(action: str) -> bool:
+    low = action.lower()
+    return low.startswith("iam:") or (low.startswith("sts:") and low not in _SESSION_TOKEN_STS_ALLOWED)

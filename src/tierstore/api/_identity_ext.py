@@ -51,7 +51,7 @@ class IdentityAuthenticator(Authenticator):
 
     def authenticate(self, req: AuthRequest) -> AuthResult:
         result = super().authenticate(req)
-        if result.access_key is not None:
+        if result.access_key is not None and result.session is None:  # temporary credentials have no row
             self.identities.note_used(result.access_key)
         return result
 

@@ -19,7 +19,15 @@ from tierstore.api._auth import AuthResult, wrap_body
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Check, RequestContext
 from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._metrics import Metrics
-from tierstore.engine import DatasetService, IdentityService, ModelService, ObjectService, Repairer
+from tierstore.engine import (
+    DatasetService,
+    IdentityService,
+    ModelService,
+    ObjectService,
+    OidcVerifier,
+    Repairer,
+    StsService,
+)
 
 __all__ = [
     "MAX_XML_BODY",
@@ -60,6 +68,8 @@ class Context:
     models: ModelService | None = None
     authorizer: Authorizer = field(default_factory=AllowAuthenticated)
     identities: IdentityService | None = None
+    sts: StsService | None = None  # temporary credentials (api/_sts.py)
+    oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
 
     def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""
@@ -102,6 +112,7 @@ class Request:
     body_started: bool = False  # the body was asked for (an Expect: 100-continue client was invited)
     idle_timeout_s: float | None = None  # a body that sends nothing this long: RequestTimeout
     authz: RequestContext | None = None  # what the dispatcher authorized
+    form: dict[str, str] | None = None  # a query-API request's parameters (_query.read_form)
 
     @property
     def resource(self) -> str:

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 from tierstore import errors as e
 from tierstore.api import _access, _bucket_config, _bucket_policy, _buckets, _extensions, _multipart, _objects
 from tierstore.api._authorize import Check
+from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler
 
 __all__ = [
@@ -199,6 +200,8 @@ def route(
             return Route(probe)
     if bucket == EXTENSION_PREFIX:
         return _extension(method, key or "")
+    if not virtual and is_query_route(method, bucket, query, headers):
+        return Route(QUERY_API)  # IAM/STS: named after its form is read (_query.lookup)
     sub = [k for k in query if k in SUBRESOURCES]
     if bucket is None:
         return Route("ListBuckets") if method == "GET" and not sub else _NO_ROUTE

@@ -1,5 +1,6 @@
-"""Identity tables of the catalog (schema v7): users, access keys, groups, managed and inline
-policies and their attachments, roles, OpenID Connect providers (docs/identities.md).
+"""Identity tables of the catalog (schema v7; v8 added permissions boundaries): users, access
+keys, groups, managed and inline policies and their attachments, roles, OpenID Connect providers
+(docs/identities.md).
 
 Secrets are stored sealed (crypto/): this module only moves bytes. Policy documents are stored
 as text; the engine validates them before they get here. Names are case-sensitive, as IAM's
@@ -82,6 +83,13 @@ CREATE TABLE IF NOT EXISTS iam_roles(
     description TEXT NOT NULL DEFAULT '',
     created_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS iam_boundaries(  -- v8: a user's or role's permissions boundary (a managed policy)
+    principal_type TEXT NOT NULL,  -- 'user' | 'role'
+    principal_name TEXT NOT NULL COLLATE NOCASE,
+    policy_name TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY(principal_type, principal_name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS iam_boundaries_policy ON iam_boundaries(policy_name);
 CREATE TABLE IF NOT EXISTS iam_oidc_providers(
     url TEXT PRIMARY KEY,  -- the issuer
     client_ids TEXT NOT NULL DEFAULT '[]',  -- JSON list (audiences)
@@ -221,6 +229,7 @@ class IdentityTables:
                 if c.execute(sql, (name,)).fetchone() is not None:
                     raise DeleteConflict(f"Cannot delete entity, must remove {what} first.", resource=name)
             c.execute("DELETE FROM iam_users WHERE name=?", (name,))
+            c.execute("DELETE FROM iam_boundaries WHERE principal_type='user' AND principal_name=?", (name,))
 
         await self._write(fn)
 
@@ -382,6 +391,8 @@ class IdentityTables:
                 raise NoSuchEntity(f"Policy {name} was not found.", resource=name)
             if c.execute("SELECT 1 FROM iam_attachments WHERE policy_name=?", (name,)).fetchone() is not None:
                 raise DeleteConflict("Cannot delete a policy attached to entities.", resource=name)
+            if c.execute("SELECT 1 FROM iam_boundaries WHERE policy_name=?", (name,)).fetchone() is not None:
+                raise DeleteConflict("Cannot delete a policy used as a permissions boundary.", resource=name)
             c.execute("DELETE FROM iam_policies WHERE name=?", (name,))
 
         await self._write(fn)
@@ -415,6 +426,42 @@ class IdentityTables:
             " WHERE a.principal_type=? AND a.principal_name=? ORDER BY p.name"
         )
         return [(r[0], r[1]) for r in self._reader().execute(sql, (principal_type, principal_name)).fetchall()]
+
+    def iam_policy_entities(self, policy_name: str) -> list[tuple[str, str]]:
+        """(principal type, name) of everything managed policy ``policy_name`` is attached to."""
+        sql = "SELECT principal_type, principal_name FROM iam_attachments WHERE policy_name=? ORDER BY 1, 2"
+        return [(r[0], r[1]) for r in self._reader().execute(sql, (policy_name,)).fetchall()]
+
+    async def iam_set_boundary(self, principal_type: str, principal_name: str, policy_name: str | None) -> None:
+        """Set (``policy_name``) or remove (None) the permissions boundary of a user or role."""
+        assert principal_type in ("user", "role")
+
+        def fn(c: sqlite3.Connection) -> None:
+            _must_exist(c, principal_type, principal_name)
+            if policy_name is None:
+                c.execute(
+                    "DELETE FROM iam_boundaries WHERE principal_type=? AND principal_name=?",
+                    (principal_type, principal_name),
+                )
+                return
+            if c.execute("SELECT 1 FROM iam_policies WHERE name=?", (policy_name,)).fetchone() is None:
+                raise NoSuchEntity(f"Policy {policy_name} was not found.", resource=policy_name)
+            c.execute(
+                "INSERT INTO iam_boundaries(principal_type, principal_name, policy_name) VALUES(?,?,?)"
+                " ON CONFLICT(principal_type, principal_name) DO UPDATE SET policy_name=excluded.policy_name",
+                (principal_type, principal_name, policy_name),
+            )
+
+        await self._write(fn)
+
+    def iam_boundary(self, principal_type: str, principal_name: str) -> tuple[str, str] | None:
+        """(policy name, document) of the permissions boundary of a user or role, if any."""
+        sql = (
+            "SELECT p.name, p.document FROM iam_boundaries b JOIN iam_policies p ON p.name = b.policy_name"
+            " WHERE b.principal_type=? AND b.principal_name=?"
+        )
+        row = self._reader().execute(sql, (principal_type, principal_name)).fetchone()
+        return (row[0], row[1]) if row else None
 
     async def iam_put_inline(self, principal_type: str, principal_name: str, policy_name: str, document: str) -> None:
         assert principal_type in PRINCIPAL_TYPES
@@ -470,6 +517,26 @@ class IdentityTables:
         sql = "SELECT name, role_id, trust_policy, max_session_s, description, created_ns FROM iam_roles ORDER BY name"
         return [RoleRecord(*r) for r in self._reader().execute(sql).fetchall()]
 
+    async def iam_update_role(
+        self,
+        name: str,
+        *,
+        trust_policy: str | None = None,
+        max_session_s: int | None = None,
+        description: str | None = None,
+    ) -> None:
+        def fn(c: sqlite3.Connection) -> None:
+            _must_exist(c, "role", name)
+            for column, value in (
+                ("trust_policy", trust_policy),
+                ("max_session_s", max_session_s),
+                ("description", description),
+            ):
+                if value is not None:
+                    c.execute(f"UPDATE iam_roles SET {column}=? WHERE name=?", (value, name))  # noqa: S608
+
+        await self._write(fn)
+
     async def iam_delete_role(self, name: str) -> None:
         def fn(c: sqlite3.Connection) -> None:
             _must_exist(c, "role", name)
@@ -483,6 +550,7 @@ class IdentityTables:
                 if c.execute(sql, (name,)).fetchone() is not None:
                     raise DeleteConflict(f"Cannot delete entity, must remove {what} first.", resource=name)
             c.execute("DELETE FROM iam_roles WHERE name=?", (name,))
+            c.execute("DELETE FROM iam_boundaries WHERE principal_type='role' AND principal_name=?", (name,))
 
         await self._write(fn)
 

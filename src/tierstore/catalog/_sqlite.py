@@ -77,7 +77,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -386,7 +386,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2, v3, v4, v5 or v6 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, v2, v3, v4, v5, v6 or v7 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -412,6 +412,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 6
     if found == 6:  # v6 -> v7: identities (users, keys, groups, policies, roles, OIDC); the tables come below
         found = 7
+    if found == 7:  # v7 -> v8: permissions boundaries (iam_boundaries); the table comes below
+        found = 8
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -433,9 +435,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v6)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v7)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 

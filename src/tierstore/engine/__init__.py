@@ -11,6 +11,7 @@ from tierstore.engine._identity import (
     Principal,
     UserRecord,
     accept_json_object,
+    oidc_url_allowed,
 )
 from tierstore.engine._lock import (
     DefaultRetention,
@@ -24,6 +25,7 @@ from tierstore.engine._lock import (
     parse_retain_until,
 )
 from tierstore.engine._models import ModelService
+from tierstore.engine._oidc import OidcVerifier, WebIdentity, provider_key
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
 from tierstore.engine._service import (
     DEFAULT_INLINE_MAX_BYTES,
@@ -33,9 +35,11 @@ from tierstore.engine._service import (
     GetResult,
     ObjectService,
 )
+from tierstore.engine._sts import ACCOUNT, RoleState, Session, StsService, role_name_of
 from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
+    "ACCOUNT",
     "DEFAULT_INLINE_MAX_BYTES",
     "PUBLIC_ACCESS_BLOCK_FLAGS",
     "AccessKeyInfo",
@@ -58,18 +62,26 @@ __all__ = [
     "ModelService",
     "NewAccessKey",
     "ObjectService",
+    "OidcVerifier",
     "Principal",
     "Repairer",
     "Retention",
+    "RoleState",
     "RowRead",
+    "Session",
     "StoreHealth",
+    "StsService",
     "UserRecord",
+    "WebIdentity",
     "accept_json_object",
     "format_retain_until",
+    "oidc_url_allowed",
     "parse_legal_hold",
     "parse_lock_headers",
     "parse_mode",
     "parse_retain_until",
     "parse_tagging_header",
+    "provider_key",
+    "role_name_of",
     "stream_progress",
 ]

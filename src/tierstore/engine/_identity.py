@@ -28,10 +28,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from tierstore.catalog import AccessKeyRecord, RoleRecord, SqliteCatalog, UserRecord
 from tierstore.crypto import MasterKey, SealedSecretError
-from tierstore.errors import AccessDenied, InvalidArgument, MalformedPolicyDocument, NoSuchEntity
+from tierstore.errors import AccessDenied, InvalidArgument, LimitExceeded, MalformedPolicyDocument, NoSuchEntity
 
 __all__ = [
     "AccessKeyInfo",
@@ -41,6 +42,7 @@ __all__ = [
     "Principal",
     "UserRecord",
     "accept_json_object",
+    "oidc_url_allowed",
 ]
 
 log = logging.getLogger("tierstore.identity")
@@ -50,6 +52,7 @@ _POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}", re.ASCII)
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 MAX_POLICY_CHARS = 20_480
+MAX_TAGS = 50
 PRINCIPAL_TYPES = ("user", "group", "role")
 LAST_USED_INTERVAL_S = 60.0  # a key's last-used time is written at most this often (per process)
 _CACHE_MAX = 10_000  # entries; past it the cache starts over (unknown key ids are cached too)
@@ -96,6 +99,7 @@ class Principal:
     policies: tuple[AppliedPolicy, ...] = ()
     session_policy: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    boundary: AppliedPolicy | None = None  # the user's permissions boundary: caps its identity policies
 
     @property
     def is_root(self) -> bool:
@@ -263,6 +267,10 @@ class IdentityService:
         session = rec.policy if rec.kind == "service" else None
         if user is None:  # the root's catalog key (a service account of the root: still narrowed)
             return Principal(access_key_id, "service" if rec.kind == "service" else "root", None, None, (), (), session)
+        return self._user_principal(access_key_id, "service" if rec.kind == "service" else "user", user, session)
+
+    def _user_principal(self, access_key_id: str, kind: str, user: UserRecord, session: str | None) -> Principal:
+        """``user``'s principal with every identity policy that applies (its own and its groups')."""
         cat = self.catalog
         groups = tuple(cat.iam_groups_of(user.name))
         applied = [AppliedPolicy(n, "user-managed", user.name, d) for n, d in cat.iam_attached("user", user.name)]
@@ -270,8 +278,27 @@ class IdentityService:
         for g in groups:
             applied += [AppliedPolicy(n, "group-managed", g, d) for n, d in cat.iam_attached("group", g)]
             applied += [AppliedPolicy(n, "group-inline", g, d) for n, d in cat.iam_inline("group", g)]
-        kind = "service" if rec.kind == "service" else "user"
-        return Principal(access_key_id, kind, user.name, user.user_id, groups, tuple(applied), session, user.tags)
+        bound = cat.iam_boundary("user", user.name)
+        boundary = AppliedPolicy(bound[0], "user-boundary", user.name, bound[1]) if bound is not None else None
+        return Principal(
+            access_key_id, kind, user.name, user.user_id, groups, tuple(applied), session, user.tags, boundary
+        )
+
+    def user_principal(self, user_name: str, access_key_id: str) -> Principal | None:
+        """The principal of an enabled user, for temporary credentials (``access_key_id``) issued to
+        it by GetSessionToken; None when the user is gone or disabled. Not cached: the caller
+        (``StsService``) caches it as ``principal_for`` does."""
+        user = self.catalog.iam_get_user(user_name)
+        if user is None or not user.enabled:
+            return None
+        return self._user_principal(access_key_id, "session", user, None)
+
+    def role_policies(self, role_name: str) -> tuple[AppliedPolicy, ...]:
+        """The identity policies of a role (attached managed ones, then inline ones)."""
+        cat = self.catalog
+        applied = [AppliedPolicy(n, "role-managed", role_name, d) for n, d in cat.iam_attached("role", role_name)]
+        applied += [AppliedPolicy(n, "role-inline", role_name, d) for n, d in cat.iam_inline("role", role_name)]
+        return tuple(applied)
 
     def note_used(self, access_key_id: str) -> None:
         """A request signed with ``access_key_id`` authenticated: its last-used time is written
@@ -321,6 +348,22 @@ class IdentityService:
     async def set_user_enabled(self, name: str, enabled: bool) -> None:
         """A disabled user's keys stop authenticating (within ``cache_ttl_s`` everywhere)."""
         await self.catalog.iam_update_user(name, enabled=enabled)
+        self.forget()
+
+    async def tag_user(self, name: str, tags: Mapping[str, str]) -> None:
+        """Add or overwrite tags of ``name`` (IAM's limit: 50 tags, keys of 128 and values of
+        256 characters)."""
+        merged = {**self.get_user(name).tags, **tags}
+        if len(merged) > MAX_TAGS:
+            raise LimitExceeded(f"A user can have at most {MAX_TAGS} tags.")
+        if any(not k or len(k) > 128 or len(v) > 256 for k, v in tags.items()):
+            raise InvalidArgument("A tag key is 1 to 128 characters, its value at most 256.")
+        await self.catalog.iam_update_user(name, tags=merged)
+        self.forget()
+
+    async def untag_user(self, name: str, keys: list[str]) -> None:
+        tags = {k: v for k, v in self.get_user(name).tags.items() if k not in set(keys)}
+        await self.catalog.iam_update_user(name, tags=tags)
         self.forget()
 
     async def delete_user(self, name: str) -> None:
@@ -420,6 +463,13 @@ class IdentityService:
     def list_groups(self) -> list[tuple[str, str, int]]:
         return self.catalog.iam_list_groups()
 
+    def get_group(self, name: str) -> tuple[str, str, int]:
+        """(name, id, created_ns) of group ``name``."""
+        for group in self.catalog.iam_list_groups():
+            if group[0].lower() == name.lower():
+                return group
+        raise NoSuchEntity(f"The group with name {name} cannot be found.", resource=name)
+
     async def delete_group(self, name: str) -> None:
         await self.catalog.iam_delete_group(name)
         self.forget()
@@ -469,6 +519,24 @@ class IdentityService:
         await self.catalog.iam_attach(_check_type(principal_type), principal_name, policy_name, attach=False)
         self.forget()
 
+    def policy_entities(self, name: str) -> list[tuple[str, str]]:
+        """(principal type, name) of everything managed policy ``name`` is attached to."""
+        self.get_policy(name)
+        return self.catalog.iam_policy_entities(name)
+
+    async def set_boundary(self, principal_type: str, principal_name: str, policy_name: str | None) -> None:
+        """Set (a managed policy's name) or remove (None) the permissions boundary of a user or
+        role: the most its identity policies can grant."""
+        if principal_type not in ("user", "role"):
+            raise InvalidArgument("A permissions boundary applies to a user or a role.")
+        await self.catalog.iam_set_boundary(principal_type, principal_name, policy_name)
+        self.forget()
+
+    def boundary(self, principal_type: str, principal_name: str) -> str | None:
+        """The name of the managed policy bounding a user or role, if any."""
+        found = self.catalog.iam_boundary(principal_type, principal_name)
+        return found[0] if found is not None else None
+
     def attached_policies(self, principal_type: str, principal_name: str) -> list[str]:
         return [n for n, _doc in self.catalog.iam_attached(_check_type(principal_type), principal_name)]
 
@@ -508,12 +576,32 @@ class IdentityService:
     def list_roles(self) -> list[RoleRecord]:
         return self.catalog.iam_list_roles()
 
+    async def update_role(
+        self,
+        name: str,
+        *,
+        trust_policy: str | None = None,
+        max_session_s: int | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Change a role's trust policy (validated as at creation), maximum session or description."""
+        if trust_policy is not None:
+            self.validate_policy(trust_policy, "trust")
+        if max_session_s is not None and not 900 <= max_session_s <= 43_200:
+            raise InvalidArgument("The maximum session duration is 900 to 43200 seconds.")
+        await self.catalog.iam_update_role(
+            name, trust_policy=trust_policy, max_session_s=max_session_s, description=description
+        )
+
     async def delete_role(self, name: str) -> None:
         await self.catalog.iam_delete_role(name)
 
     async def create_oidc_provider(self, url: str, client_ids: list[str], thumbprints: list[str]) -> None:
-        if not url.startswith("https://") or len(url) > 255:
-            raise InvalidArgument("The provider URL must be an https:// URL of at most 255 characters.")
+        if not oidc_url_allowed(url):
+            raise InvalidArgument(
+                "The provider URL must be an https:// URL of at most 255 characters "
+                "(http:// only for a provider on this host: 127.0.0.1, [::1] or localhost)."
+            )
         await self.catalog.iam_put_oidc_provider(url, list(client_ids), list(thumbprints), self._now_ns())
 
     def list_oidc_providers(self) -> list[dict[str, Any]]:
@@ -524,6 +612,19 @@ class IdentityService:
 
     async def delete_oidc_provider(self, url: str) -> None:
         await self.catalog.iam_delete_oidc_provider(url)
+
+
+def oidc_url_allowed(url: str) -> bool:
+    """Whether ``url`` may name an OpenID Connect provider (its issuer): https, or plain http to a
+    loopback host (a local identity provider; nothing off the host can read or alter its keys)."""
+    if len(url) > 255:
+        return False
+    if url.startswith("https://"):
+        return len(url) > len("https://")
+    if not url.startswith("http://"):
+        return False
+    host = urlsplit(url).hostname or ""
+    return host in ("127.0.0.1", "::1", "localhost")
 
 
 def _check_type(principal_type: str) -> str:

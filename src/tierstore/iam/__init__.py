@@ -16,6 +16,7 @@ from tierstore.iam._evaluate import (
     compile_policies,
     evaluate,
     s3_resource_arn,
+    trust_admits,
 )
 from tierstore.iam._policy import MAX_POLICY_CHARS, SERVICES, Policy, PolicyKind, PrincipalSpec, Statement, parse_policy
 
@@ -34,4 +35,5 @@ __all__ = [
     "evaluate",
     "parse_policy",
     "s3_resource_arn",
+    "trust_admits",
 ]

@@ -22,7 +22,16 @@ from typing import Literal
 from tierstore.iam._patterns import Pattern
 from tierstore.iam._policy import Policy, PrincipalSpec, Statement
 
-__all__ = ["AuthzRequest", "Decision", "PolicySet", "Principal", "compile_policies", "evaluate", "s3_resource_arn"]
+__all__ = [
+    "AuthzRequest",
+    "Decision",
+    "PolicySet",
+    "Principal",
+    "compile_policies",
+    "evaluate",
+    "s3_resource_arn",
+    "trust_admits",
+]
 
 PrincipalType = Literal["User", "AssumedRole", "Root", "Anonymous", "FederatedUser"]
 DecisionReason = Literal["explicit_deny", "allow", "implicit_deny"]
@@ -474,3 +483,23 @@ def _names(policies: Sequence[Policy] | PolicySet | None) -> str | None:
         return None
     items = policies.policies if isinstance(policies, PolicySet) else policies
     return ",".join(p.name for p in items) or None
+
+
+def trust_admits(request: AuthzRequest, trust: Policy) -> bool:
+    """Whether a role's trust policy lets ``request.principal`` even ask (``sts:AssumeRole*``).
+
+    AWS's same-account rule for roles: the trust policy must have an Allow statement for the
+    action whose principal covers the caller — the caller itself (its ARN, its role's for a
+    role session, its identity provider), or its account (``arn:aws:iam::ACCOUNT:root``), with
+    its conditions holding. Naming the caller itself grants on its own (``evaluate`` with the
+    trust policy as ``resource`` finds that Allow); naming the account only admits, and an
+    identity policy must then allow the action. Explicit denies are ``evaluate``'s."""
+    for stmt in trust.statements:
+        if not stmt.allow or not _action_matches(stmt, request.action):
+            continue
+        spec = stmt.principal
+        if spec is not None and _principal_matches(spec, request.principal, broad=True) == stmt.not_principal:
+            continue
+        if all(c.holds(request.lookup) for c in stmt.conditions):
+            return True
+    return False
