@@ -593,12 +593,13 @@ async def update_assume_role_policy(call: QueryCall) -> None:
     await _ids(call).update_role(call.require("RoleName"), trust_policy=call.require("PolicyDocument"))
 
 
-async def update_role(call: QueryCall) -> None:
+async def update_role(call: QueryCall) -> str:
     await _ids(call).update_role(
         call.require("RoleName"),
         max_session_s=_int(call, "MaxSessionDuration", 900, 43_200),
         description=call.get("Description"),
     )
+    return ""  # an empty UpdateRoleResult, which botocore expects
 
 
 # --- OpenID Connect providers -----------------------------------------------------------------
