@@ -594,3 +594,36 @@ def test_responses_have_the_result_wrapper_botocore_expects() -> None:
         wrapped = output is not None and bool(output.serialization.get("resultWrapper"))
         returns = action.handler.__annotations__["return"]
         assert returns == ("str" if wrapped else "None"), name
+
+
+def test_security_doc_iam_walkthrough_runs(fresh_server: ServerProcess) -> None:
+    """docs/security.md "The IAM API": the aws cli walkthrough runs as written (endpoint
+    aside), and the user it makes an admin then manages identities."""
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    section = text[text.index("## The IAM API") :]
+    block = re.search(r"^```sh\n(.*?)^```", section, re.S | re.M)
+    assert block is not None
+    commands = block.group(1).replace("\\\n", " ").splitlines()
+    assert len(commands) == 6
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PATH": "/usr/bin:/bin",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    out = ""
+    for line in commands:
+        argv = shlex.split(line.split("   #")[0].replace("http://127.0.0.1:9000", fresh_server.endpoint))
+        assert argv[0] == "aws"
+        done = subprocess.run([aws_cli(), *argv[1:]], env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (line, done.stderr)
+        out = done.stdout
+    key = json.loads(out)["AccessKey"]
+    carol = iam_client(fresh_server, (key["AccessKeyId"], key["SecretAccessKey"]))
+    assert eventually(lambda: _allowed(lambda: carol.create_user(UserName="dave")))
+    assert carol.get_user(UserName="dave")["User"]["Arn"] == f"{ARN}:user/dave"
