@@ -39,6 +39,14 @@ TRUST = json.dumps(
     }
 )
 FORM = "application/x-www-form-urlencoded; charset=utf-8"
+AWS_ENV = {  # the aws cli as the root, with nothing from the environment
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "PATH": "/usr/bin:/bin",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
 
 
 def _name(prefix: str) -> str:
@@ -414,14 +422,7 @@ def test_a_signature_covers_the_form(server: ServerProcess) -> None:
 
 def test_aws_cli_create_and_list_users(server: ServerProcess) -> None:
     name = _name("cli")
-    env = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PATH": "/usr/bin:/bin",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
+    env = AWS_ENV
     base = [aws_cli(), "iam", "--endpoint-url", server.endpoint, "--output", "json"]
     made = subprocess.run(
         [*base, "create-user", "--user-name", name], env=env, capture_output=True, text=True, check=False
@@ -608,14 +609,7 @@ def test_security_doc_iam_walkthrough_runs(fresh_server: ServerProcess) -> None:
     assert block is not None
     commands = block.group(1).replace("\\\n", " ").splitlines()
     assert len(commands) == 6
-    env = {
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "PATH": "/usr/bin:/bin",
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
+    env = AWS_ENV
     out = ""
     for line in commands:
         argv = shlex.split(line.split("   #")[0].replace("http://127.0.0.1:9000", fresh_server.endpoint))
