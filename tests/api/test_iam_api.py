@@ -100,9 +100,12 @@ def raw(
     req = AWSRequest(method, url, data=body, headers={"Content-Type": FORM} if method == "POST" else {})
     if keys is not None:
         SigV4Auth(Credentials(*keys), service, "us-east-1").add_auth(req)
-    prepared = req.prepare()
-    wire = urllib.request.Request(url, data=body.encode() if method == "POST" else None, method=method)
-    for k, v in prepared.headers.items():
+    return _send(url, body.encode() if method == "POST" else None, method, dict(req.prepare().headers.items()))
+
+
+def _send(url: str, body: bytes | None, method: str, headers: dict[str, str]) -> tuple[int, str]:
+    wire = urllib.request.Request(url, data=body, method=method)
+    for k, v in headers.items():
         wire.add_header(k, v)
     try:
         with urllib.request.urlopen(wire) as resp:
@@ -412,12 +415,8 @@ def test_a_signature_covers_the_form(server: ServerProcess) -> None:
     req = AWSRequest("POST", server.endpoint + "/", data=form, headers={"Content-Type": FORM})
     SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "iam", "us-east-1").add_auth(req)
     tampered = form.replace("sig-", "evl-").encode()
-    wire = urllib.request.Request(server.endpoint + "/", data=tampered, method="POST")
-    for k, v in req.prepare().headers.items():
-        wire.add_header(k, v)
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(wire)
-    assert info.value.code == 403 and code_of(info.value.read().decode()) == "SignatureDoesNotMatch"
+    status, body = _send(server.endpoint + "/", tampered, "POST", dict(req.prepare().headers.items()))
+    assert (status, code_of(body)) == (403, "SignatureDoesNotMatch")
 
 
 def test_aws_cli_create_and_list_users(server: ServerProcess) -> None:
@@ -621,3 +620,39 @@ def test_security_doc_iam_walkthrough_runs(fresh_server: ServerProcess) -> None:
     carol = iam_client(fresh_server, (key["AccessKeyId"], key["SecretAccessKey"]))
     assert eventually(lambda: _allowed(lambda: carol.create_user(UserName="dave")))
     assert carol.get_user(UserName="dave")["User"]["Arn"] == f"{ARN}:user/dave"
+
+
+def test_bad_forms_are_clear_errors(server: ServerProcess) -> None:
+    """Bad input: a form too large, a parameter twice, a body that is not UTF-8, a missing
+    parameter: each a 400 with a clear message, and nothing is created."""
+    name = _name("bad")
+    big = {"Action": "CreateUser", "Version": "2010-05-08", "UserName": name, "Pad": "x" * (300 * 1024)}
+    status, body = raw(server, big)
+    assert (status, code_of(body)) == (400, "ValidationError") and "larger than" in body
+    twice = f"Action=CreateUser&Version=2010-05-08&UserName={name}&UserName=other"
+    status, body = _raw_body(server, twice.encode())
+    assert (status, code_of(body)) == (400, "ValidationError") and "more than once" in body
+    status, body = _raw_body(server, b"Action=CreateUser&Version=2010-05-08&UserName=%ff%fe")
+    assert (status, code_of(body)) == (400, "ValidationError")
+    status, body = raw(server, {"Action": "CreateUser", "Version": "2010-05-08"})
+    assert (status, code_of(body)) == (400, "ValidationError") and "UserName" in body
+    assert raw(server, {"Action": "GetUser", "Version": "2010-05-08", "UserName": name})[0] == 404
+
+
+def _raw_body(server: ServerProcess, body: bytes) -> tuple[int, str]:
+    """A form sent as these exact bytes, signed by botocore for IAM."""
+    req = AWSRequest("POST", server.endpoint + "/", data=body, headers={"Content-Type": FORM})
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "iam", "us-east-1").add_auth(req)
+    return _send(server.endpoint + "/", body, "POST", dict(req.prepare().headers.items()))
+
+
+def test_the_access_log_names_iam_actions_and_never_a_secret(server: ServerProcess, iam: Any) -> None:
+    name = _name("logged")
+    iam.create_user(UserName=name)
+    secret = iam.create_access_key(UserName=name)["AccessKey"]["SecretAccessKey"]
+
+    def logged() -> bool:
+        return '"api": "iam:CreateAccessKey"' in server.log()
+
+    assert eventually(logged)
+    assert secret not in server.log()
