@@ -48,7 +48,8 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``admin user ...`` and ``admin key ...`` (root only): thin faces over /_tierstore/admin/."""
+    """``admin user ...`` and ``admin key ...`` (the root, or the iam: actions in a policy): thin
+    faces over /_tierstore/admin/."""
     conn = _connection_options()
     user = asub.add_parser("user", help="users: create, list, info, enable, disable, delete")
     usub = user.add_subparsers(dest="user_command", required=True)
