@@ -204,7 +204,7 @@ def route(
             return Route(probe)
     if bucket == EXTENSION_PREFIX:
         return _extension(method, key or "")
-    if not virtual and is_query_route(method, bucket, query, headers):
+    if bucket is None and not virtual and is_query_route(method, bucket, query, headers):
         return Route(QUERY_API)  # IAM/STS: named after its form is read (_query.lookup)
     sub = [k for k in query if k in SUBRESOURCES]
     if bucket is None:
