@@ -656,3 +656,19 @@ def test_the_access_log_names_iam_actions_and_never_a_secret(server: ServerProce
 
     assert eventually(logged)
     assert secret not in server.log()
+
+
+def test_admin_endpoints_without_an_action_need_tierstore_admin(server: ServerProcess, iam: Any) -> None:
+    """A method or path no admin endpoint answers is refused (405) for the root, 403 for a
+    user without tierstore:Admin: never a 500, never a hint."""
+
+    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    with pytest.raises(TierstoreClientError) as info:
+        root._send("POST", "/_tierstore/admin/keys/TKSOMEKEY", {})
+    assert (info.value.status, info.value.code) == (405, "MethodNotAllowed")
+    _user, keys = new_user(iam, IAM_ALL, prefix="noadmin")
+    user = TierstoreClient(resolve_settings(server.endpoint, access_key=keys[0], secret_key=keys[1]))
+    assert eventually(lambda: _ext_ok(user.list_users))
+    with pytest.raises(TierstoreClientError) as info:
+        user._send("POST", "/_tierstore/admin/keys/TKSOMEKEY", {})
+    assert info.value.status == 403

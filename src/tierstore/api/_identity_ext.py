@@ -166,8 +166,9 @@ async def identity_request(
         raise e.NotImplementedOperation(f"No tierstore extension named '{key[:60]}'.")
     caller = req.auth.access_key if req.auth is not None else None
     area, _, name = key.removeprefix("admin/").partition("/")
-    if area == "keys" and name and "/" not in name:
-        authorize(Check(ENDPOINTS[endpoint(req.method, key)][0][0], _key_owner_arn(ids, name)))
+    named = ENDPOINTS.get(endpoint(req.method, key))
+    if area == "keys" and name and named is not None:  # a key id names the user: check it first
+        authorize(Check(named[0][0], _key_owner_arn(ids, name)))
     m = req.method
     if area == "users" and "/" in name:
         return await _user_policies(ids, req, name)
