@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tierstore.api._query import QUERY_API
 from tierstore.api._routes import ACTIONS, PROBE_ACTIONS, PROBES, UNKNOWN, Route, route
 
 CS = {"x-amz-copy-source": "/b/k"}
@@ -106,8 +107,22 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("GET", "_tierstore", "admin/info", {}, {}, "tierstore:AdminInfo", True),
     ("POST", "_tierstore", "admin/heal", {}, {}, "tierstore:AdminHeal", True),
     ("GET", "_tierstore", "admin/heal", {}, {}, UNKNOWN, False),
-    ("GET", "_tierstore", "admin/users", {}, {}, "tierstore:AdminIdentities", True),
-    ("DELETE", "_tierstore", "admin/keys/AKID", {}, {}, "tierstore:AdminIdentities", True),
+    ("GET", "_tierstore", "admin/users", {}, {}, "tierstore:AdminListUsers", True),
+    ("POST", "_tierstore", "admin/users", {}, {}, "tierstore:AdminCreateUser", True),
+    ("GET", "_tierstore", "admin/users/al", {}, {}, "tierstore:AdminGetUser", True),
+    ("PUT", "_tierstore", "admin/users/al", {}, {}, "tierstore:AdminUpdateUser", True),
+    ("DELETE", "_tierstore", "admin/users/al", {}, {}, "tierstore:AdminDeleteUser", True),
+    ("GET", "_tierstore", "admin/users/al/policies", {}, {}, "tierstore:AdminListUserPolicies", True),
+    ("GET", "_tierstore", "admin/users/al/policies/p", {}, {}, "tierstore:AdminGetUserPolicy", True),
+    ("PUT", "_tierstore", "admin/users/al/policies/p", {}, {}, "tierstore:AdminPutUserPolicy", True),
+    ("DELETE", "_tierstore", "admin/users/al/policies/p", {}, {}, "tierstore:AdminDeleteUserPolicy", True),
+    ("GET", "_tierstore", "admin/keys", {"user": "al"}, {}, "tierstore:AdminListAccessKeys", True),
+    ("POST", "_tierstore", "admin/keys", {}, {}, "tierstore:AdminCreateAccessKey", True),
+    ("GET", "_tierstore", "admin/keys/AKID", {}, {}, "tierstore:AdminGetAccessKey", True),
+    ("PUT", "_tierstore", "admin/keys/AKID", {}, {}, "tierstore:AdminUpdateAccessKey", True),
+    ("DELETE", "_tierstore", "admin/keys/AKID", {}, {}, "tierstore:AdminDeleteAccessKey", True),
+    ("POST", "_tierstore", "admin/users/al", {}, {}, "tierstore:AdminIdentities", True),  # needs tierstore:Admin
+    ("GET", "_tierstore", "admin/users/al/x/y/z", {}, {}, "tierstore:AdminIdentities", True),
     ("GET", "_tierstore", "admin/other", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "admin", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", None, {}, {}, UNKNOWN, False),
@@ -188,8 +203,8 @@ def test_every_implemented_action_has_a_handler() -> None:
         assert callable(action.handler), name
         assert action.perms or action.per_entry, f"{name} needs no permission at all"
         for perm in action.perms:
-            assert re.fullmatch(r"(s3|tierstore):[A-Za-z]+", perm.action), (name, perm)
-            assert perm.on in ("request", "source", "any"), (name, perm)
+            assert re.fullmatch(r"(s3|tierstore|iam):[A-Za-z]+", perm.action), (name, perm)
+            assert perm.on in ("request", "source", "any", "iam-user"), (name, perm)
 
 
 def test_compatibility_matrix_names_every_s3_action() -> None:
@@ -202,3 +217,27 @@ def test_compatibility_matrix_names_every_s3_action() -> None:
         named |= {f"{verb}{rest}" for verb in [*verbs.strip("/").split("/"), last]}
     missing = sorted(a for a in ACTIONS if not a.startswith("tierstore:") and a not in named)
     assert not missing, f"not in docs/s3-compatibility.md: {missing}"
+
+
+# --- the query APIs (IAM, STS) -----------------------------------------------------------------
+FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
+
+
+@pytest.mark.parametrize(
+    ("method", "bucket", "query", "headers", "action"),
+    [
+        ("POST", None, {}, FORM, QUERY_API),
+        ("GET", None, {"Action": "ListUsers"}, {}, QUERY_API),
+        ("POST", None, {}, {"content-type": "application/xml"}, UNKNOWN),  # S3 has no POST /
+        ("GET", None, {}, {}, "ListBuckets"),
+        ("POST", "bkt", {}, FORM, UNKNOWN),  # a form POST to a bucket is S3's (POST Object)
+    ],
+)
+def test_query_api_requests_are_named_for_the_dispatcher(
+    method: str, bucket: str | None, query: dict[str, str], headers: dict[str, str], action: str
+) -> None:
+    assert route(method, bucket, None, query, headers).action == action
+
+
+def test_query_api_route_is_path_style_only() -> None:
+    assert route("POST", None, None, {}, FORM, virtual=True).action == UNKNOWN

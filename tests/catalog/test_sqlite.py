@@ -338,6 +338,7 @@ def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
 _IAM_TABLES = [
     "iam_access_keys",
     "iam_attachments",
+    "iam_boundaries",
     "iam_group_members",
     "iam_groups",
     "iam_inline_policies",
@@ -419,3 +420,32 @@ def test_mirrored_v6_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
             assert conn.execute("SELECT user_name, status FROM iam_access_keys").fetchall() == [("alice", "Active")]
         finally:
             conn.close()
+
+
+def test_v7_catalog_gains_permissions_boundaries(tmp_path: Path) -> None:
+    """v7 -> v8: the iam_boundaries table appears; users, keys and policies are kept, and a
+    boundary can be set, read and removed."""
+    db = tmp_path / "catalog.db"
+    cat = SqliteCatalog(db)
+    try:
+        _v6_store(cat)
+        _use_identities(cat)
+        asyncio.run(cat.iam_create_policy("cap", "ANPA1", '{"Statement": []}', "", 5))
+    finally:
+        cat.close()
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE iam_boundaries")
+    conn.execute("UPDATE meta SET value='7' WHERE name='schema_version'")
+    conn.commit()
+    conn.close()
+    cat = SqliteCatalog(db)
+    try:
+        assert cat.iam_get_key("TKX") is not None and cat.iam_get_policy("cap") is not None
+        assert cat.iam_boundary("user", "alice") is None
+        asyncio.run(cat.iam_set_boundary("user", "alice", "cap"))
+        assert cat.iam_boundary("user", "alice") == ("cap", '{"Statement": []}')
+        asyncio.run(cat.iam_set_boundary("user", "alice", None))
+        assert cat.iam_boundary("user", "alice") is None
+    finally:
+        cat.close()
+    assert _schema_of(db)[0] == "8"

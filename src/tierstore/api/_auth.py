@@ -186,6 +186,9 @@ class Authenticator:
             return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
         if not authorization.startswith(_sigv4.ALGORITHM + " "):
             raise InvalidArgument("The IAM and STS APIs accept only AWS Signature Version 4.")
+        scope = _parse_v4_authorization(authorization)["Credential"].rsplit("/", 4)
+        if len(scope) == 5 and scope[3] != service:  # as AWS answers a key scoped to another service
+            raise SignatureDoesNotMatch(f"Credential should be scoped to correct service: '{service}'.")
         pairs = _sigv4.parse_query(req.query_string)
         result = self._v4_header(req, authorization, pairs, service=service, payload_sha256=payload_sha256)
         if result.payload is not PayloadMode.SIGNED or result.expected_sha256 != payload_sha256:

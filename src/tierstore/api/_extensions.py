@@ -68,10 +68,12 @@ async def admin_heal(req: Request, ctx: Context) -> Response:
 
 
 async def identities(req: Request, ctx: Context) -> Response:
-    """``/_tierstore/admin/users`` and ``/_tierstore/admin/keys`` (root only): ``_identity_ext``."""
+    """``/_tierstore/admin/users`` and ``/_tierstore/admin/keys``: ``_identity_ext`` (each
+    endpoint's IAM action is authorized by the dispatcher, or by ``authorize_entry`` when the
+    body or a key id names its user)."""
     if ctx.identities is None:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
-    status, body = await identity_request(ctx.identities, req)
+    status, body = await identity_request(ctx.identities, req, lambda check: ctx.authorize_entry(req, check))
     return Response(status, [("content-type", "application/json")], body)
 
 

@@ -19,7 +19,7 @@ out URL-encoded as AWS returns them, and a secret key appears only in CreateAcce
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from tierstore import errors as e
@@ -474,17 +474,17 @@ async def delete_policy(call: QueryCall) -> None:
 async def list_entities_for_policy(call: QueryCall) -> str:
     ids = _ids(call)
     entities = ids.policy_entities(policy_name_of(call.require("PolicyArn")))
-    wanted = call.get("EntityFilter")
-    out = {"User": [], "Group": [], "Role": []}  # type: dict[str, list[str]]
+    wanted = call.get("EntityFilter") or ""
+    ident: dict[str, Callable[[str], str]] = {
+        "User": lambda n: ids.get_user(n).user_id,
+        "Group": lambda n: ids.get_group(n)[1],
+        "Role": lambda n: ids.get_role(n).role_id,
+    }
+    out: dict[str, list[str]] = {kind: [] for kind in ident}
     for ptype, name in entities:
         kind = ptype.capitalize()
-        if wanted in (None, "", kind):
-            ident = {
-                "User": lambda n: ids.get_user(n).user_id,
-                "Group": lambda n: ids.get_group(n)[1],
-                "Role": lambda n: ids.get_role(n).role_id,
-            }[kind](name)
-            out[kind].append(E("member", None, E(f"{kind}Name", name), E(f"{kind}Id", ident)))
+        if wanted in ("", kind):
+            out[kind].append(E("member", None, E(f"{kind}Name", name), E(f"{kind}Id", ident[kind](name))))
     return (
         E("PolicyGroups", None, *out["Group"])
         + E("PolicyUsers", None, *out["User"])
@@ -593,12 +593,13 @@ async def update_assume_role_policy(call: QueryCall) -> None:
     await _ids(call).update_role(call.require("RoleName"), trust_policy=call.require("PolicyDocument"))
 
 
-async def update_role(call: QueryCall) -> None:
+async def update_role(call: QueryCall) -> str:
     await _ids(call).update_role(
         call.require("RoleName"),
         max_session_s=_int(call, "MaxSessionDuration", 900, 43_200),
         description=call.get("Description"),
     )
+    return ""  # an empty UpdateRoleResult, which botocore expects
 
 
 # --- OpenID Connect providers -----------------------------------------------------------------
@@ -608,7 +609,7 @@ async def create_oidc_provider(call: QueryCall) -> str:
     return E("OpenIDConnectProviderArn", _oidc_arn(url))
 
 
-def _provider(call: QueryCall) -> dict[str, object]:
+def _provider(call: QueryCall) -> dict[str, Any]:
     url = _oidc_url(call.require("OpenIDConnectProviderArn"))
     for provider in _ids(call).list_oidc_providers():
         if provider_key(str(provider["url"])) == provider_key(url):  # https://HOST/PATH or http:// (loopback)
@@ -621,9 +622,9 @@ async def get_oidc_provider(call: QueryCall) -> str:
     url = str(provider["url"])
     return (
         E("Url", provider_key(url))
-        + _members("ClientIDList", provider["client_ids"])  # type: ignore[arg-type]
-        + _members("ThumbprintList", provider["thumbprints"])  # type: ignore[arg-type]
-        + E("CreateDate", iso8601(int(provider["created_ns"])))  # type: ignore[call-overload]
+        + _members("ClientIDList", provider["client_ids"])
+        + _members("ThumbprintList", provider["thumbprints"])
+        + E("CreateDate", iso8601(int(provider["created_ns"])))
     )
 
 

@@ -1,8 +1,14 @@
-"""``/_tierstore/admin/users`` and ``/_tierstore/admin/keys``: a minimal JSON face of the
-identity store for the root, until the IAM query API exists (docs/identities.md).
+"""``/_tierstore/admin/users`` and ``/_tierstore/admin/keys``: a small JSON face of the
+identity store (the IAM query API, ``_iam_api``, is the full one; docs/identities.md).
 
-Only the root credentials may call it (``AccessDenied`` otherwise). A new key's secret is in
-the answer of the call that creates it and nowhere else, ever.
+Who may call each endpoint is a policy decision, like every request: each endpoint has its own
+route name and the IAM action it needs (``ENDPOINTS``: ``iam:ListUsers``, ``iam:CreateAccessKey``,
+...). When the user is in the path, the dispatcher authorizes the action on that user's ARN
+before the handler runs; when the body, the query or a key id names it, the handler authorizes
+it (through the same ``Authorizer``) before it reads or changes anything else, as DeleteObjects
+does per key. The root may do everything; a user needs the actions in a policy; a service
+account never manages identities (``_iam_authorizer``). A new key's secret is in the answer of
+the call that creates it and nowhere else, ever.
 
 - ``GET    /_tierstore/admin/users``               -> ``{"users": [user, ...]}``
 - ``POST   /_tierstore/admin/users``               -> 201 ``user``; body ``{"name", "tags"?}``
@@ -25,19 +31,72 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
 from tierstore.api._auth import Authenticator, AuthRequest, AuthResult
+from tierstore.api._authorize import Check
+from tierstore.api._iam_authorizer import ACCOUNT_ID
 from tierstore.api._xml import iso8601
 from tierstore.engine import AccessKeyInfo, IdentityService, UserRecord
 
 if TYPE_CHECKING:
     from tierstore.api._request import Request
 
-__all__ = ["IdentityAuthenticator", "identity_request"]
+__all__ = ["ENDPOINTS", "IdentityAuthenticator", "endpoint", "identity_request", "path_user_arn"]
 
 _PREFIXES = ("admin/users", "admin/keys")
+UNROUTED = "tierstore:AdminIdentities"  # a method or path no endpoint has: needs tierstore:Admin
+# Route name -> (the IAM actions it needs, where their resource is): "any" ("*"), "path" (the user
+# in the path: checked by the dispatcher), "entry" (named by the body, the query or a key id:
+# checked by the handler first).
+ENDPOINTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "tierstore:AdminListUsers": (("iam:ListUsers",), "any"),
+    "tierstore:AdminCreateUser": (("iam:CreateUser",), "entry"),
+    "tierstore:AdminGetUser": (("iam:GetUser", "iam:ListAccessKeys", "iam:ListGroupsForUser"), "path"),
+    "tierstore:AdminUpdateUser": (("iam:UpdateUser",), "path"),
+    "tierstore:AdminDeleteUser": (("iam:DeleteUser",), "path"),
+    "tierstore:AdminListUserPolicies": (("iam:ListUserPolicies",), "path"),
+    "tierstore:AdminGetUserPolicy": (("iam:GetUserPolicy",), "path"),
+    "tierstore:AdminPutUserPolicy": (("iam:PutUserPolicy",), "path"),
+    "tierstore:AdminDeleteUserPolicy": (("iam:DeleteUserPolicy",), "path"),
+    "tierstore:AdminListAccessKeys": (("iam:ListAccessKeys",), "entry"),
+    "tierstore:AdminCreateAccessKey": (("iam:CreateAccessKey",), "entry"),
+    "tierstore:AdminGetAccessKey": (("iam:GetAccessKeyLastUsed",), "entry"),
+    "tierstore:AdminUpdateAccessKey": (("iam:UpdateAccessKey",), "entry"),
+    "tierstore:AdminDeleteAccessKey": (("iam:DeleteAccessKey",), "entry"),
+}
+_ROUTES: dict[tuple[str, int, str], dict[str, str]] = {  # (area, path depth, policies?) -> method -> route
+    ("users", 0, ""): {"GET": "ListUsers", "POST": "CreateUser"},
+    ("users", 1, ""): {"GET": "GetUser", "PUT": "UpdateUser", "DELETE": "DeleteUser"},
+    ("users", 2, "policies"): {"GET": "ListUserPolicies"},
+    ("users", 3, "policies"): {"GET": "GetUserPolicy", "PUT": "PutUserPolicy", "DELETE": "DeleteUserPolicy"},
+    ("keys", 0, ""): {"GET": "ListAccessKeys", "POST": "CreateAccessKey"},
+    ("keys", 1, ""): {"GET": "GetAccessKey", "PUT": "UpdateAccessKey", "DELETE": "DeleteAccessKey"},
+}
+
+
+def endpoint(method: str, key: str) -> str:
+    """The route name of ``METHOD /_tierstore/<key>`` (``key``: ``admin/users...``); ``UNROUTED``
+    for what no endpoint answers (the handler refuses it)."""
+    rest = key.split("/")[2:]
+    if rest == [""]:
+        rest = []
+    area = key.split("/")[1]
+    sub = rest[1] if len(rest) >= 2 else ""
+    found = _ROUTES.get((area, len(rest), sub), {}).get(method)
+    return f"tierstore:Admin{found}" if found and all(rest) else UNROUTED
+
+
+def user_arn(name: str | None) -> str:
+    """The ARN an action on user ``name`` is checked on (the root's for None)."""
+    return f"arn:aws:iam::{ACCOUNT_ID}:user/{name}" if name else f"arn:aws:iam::{ACCOUNT_ID}:root"
+
+
+def path_user_arn(key: str) -> str:
+    """The ARN of the user ``admin/users/NAME/...`` names."""
+    return user_arn(key.split("/")[2])
 _MAX_POLICY_BODY = 64 * 1024  # the identity policy limit is 6,144 characters (whitespace not counted)
 
 
@@ -52,6 +111,12 @@ class IdentityAuthenticator(Authenticator):
     def authenticate(self, req: AuthRequest) -> AuthResult:
         result = super().authenticate(req)
         if result.access_key is not None and result.session is None:  # temporary credentials have no row
+            self.identities.note_used(result.access_key)
+        return result
+
+    def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
+        result = super().authenticate_query(req, service, payload_sha256)
+        if result.access_key is not None:
             self.identities.note_used(result.access_key)
         return result
 
@@ -82,15 +147,28 @@ def _reply(status: int, doc: dict[str, Any] | None = None) -> tuple[int, bytes]:
     return status, b"" if doc is None else json.dumps(doc).encode()
 
 
-async def identity_request(ids: IdentityService, req: Request) -> tuple[int, bytes]:
-    """Answer one request to these paths (the route table sends them here): status, JSON body."""
+def _key_owner_arn(ids: IdentityService, access_key_id: str) -> str:
+    """The ARN a key-id request is authorized on: its user's (the root's for a root key); for
+    an unknown key, every user's, so a refusal does not tell whether the key exists."""
+    try:
+        return user_arn(ids.get_access_key(access_key_id).user_name)
+    except e.NoSuchEntity:
+        return f"arn:aws:iam::{ACCOUNT_ID}:user/*"
+
+
+async def identity_request(
+    ids: IdentityService, req: Request, authorize: Callable[[Check], None]
+) -> tuple[int, bytes]:
+    """Answer one request to these paths (the route table sends them here): status, JSON body.
+    ``authorize`` decides an "entry" endpoint's check (``ENDPOINTS``) through the Authorizer."""
     key = req.key or ""
     if not (key in _PREFIXES or key.startswith(_prefixed())):
         raise e.NotImplementedOperation(f"No tierstore extension named '{key[:60]}'.")
     caller = req.auth.access_key if req.auth is not None else None
-    if caller is None or not ids.is_root_key(caller):
-        raise e.AccessDenied("Only the root credentials may manage identities.")
     area, _, name = key.removeprefix("admin/").partition("/")
+    named = ENDPOINTS.get(endpoint(req.method, key))
+    if area == "keys" and name and named is not None:  # a key id names the user: check it first
+        authorize(Check(named[0][0], _key_owner_arn(ids, name)))
     m = req.method
     if area == "users" and "/" in name:
         return await _user_policies(ids, req, name)
@@ -106,6 +184,7 @@ async def identity_request(ids: IdentityService, req: Request) -> tuple[int, byt
                 raise e.InvalidRequest('Expected {"name": str, "tags"?: {str: str}}.')
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
                 raise e.InvalidRequest("Tags are strings.")
+            authorize(Check("iam:CreateUser", user_arn(user_name)))
             return _reply(201, _user_json(await ids.create_user(user_name, tags=tags)))
         if m == "GET":
             out = _user_json(ids.get_user(name))
@@ -125,6 +204,7 @@ async def identity_request(ids: IdentityService, req: Request) -> tuple[int, byt
     if not name:
         if m == "GET":
             user = req.query.get("user")
+            authorize(Check("iam:ListAccessKeys", user_arn(user)))
             return _reply(200, {"keys": [_key_json(k) for k in ids.list_access_keys(user or None)]})
         if m != "POST":
             raise e.MethodNotAllowed()
@@ -138,6 +218,7 @@ async def identity_request(ids: IdentityService, req: Request) -> tuple[int, byt
             or not isinstance(label, str)
         ):
             raise e.InvalidRequest('Expected {"user": str, "service"?: bool, "policy"?: str, "expires_s"?: number}.')
+        authorize(Check("iam:CreateAccessKey", user_arn(user)))
         if doc.get("service"):
             expires_ns = int((time.time() + expires_s) * 1e9) if expires_s is not None else None
             new = await ids.create_service_account(

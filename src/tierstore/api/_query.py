@@ -121,11 +121,6 @@ def register(service: QueryService, actions: Mapping[str, QueryAction]) -> None:
         _ACTIONS[name] = (service, action)
 
 
-def registered(service: QueryService) -> list[str]:
-    """The action names ``service`` has (sorted)."""
-    return sorted(n for n, (s, _a) in _ACTIONS.items() if s == service)
-
-
 def is_query_route(method: str, bucket: str | None, query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
     """Whether a request to the service root is a query-API request (``_routes.route``)."""
     if bucket is not None:

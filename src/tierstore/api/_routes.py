@@ -26,6 +26,10 @@ from urllib.parse import unquote
 from tierstore import errors as e
 from tierstore.api import _access, _bucket_config, _bucket_policy, _buckets, _extensions, _multipart, _objects
 from tierstore.api._authorize import Check
+from tierstore.api._identity_ext import ENDPOINTS as IDENTITY_ENDPOINTS
+from tierstore.api._identity_ext import UNROUTED as UNROUTED_IDENTITIES
+from tierstore.api._identity_ext import endpoint as identity_endpoint
+from tierstore.api._identity_ext import path_user_arn
 from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler
 
@@ -200,7 +204,7 @@ def route(
             return Route(probe)
     if bucket == EXTENSION_PREFIX:
         return _extension(method, key or "")
-    if not virtual and is_query_route(method, bucket, query, headers):
+    if bucket is None and not virtual and is_query_route(method, bucket, query, headers):
         return Route(QUERY_API)  # IAM/STS: named after its form is read (_query.lookup)
     sub = [k for k in query if k in SUBRESOURCES]
     if bucket is None:
@@ -254,7 +258,7 @@ def _extension(method: str, key: str) -> Route:
     if key == "admin/heal":
         return Route("tierstore:AdminHeal") if method == "POST" else _NO_ROUTE
     if key.split("/")[:2] in (["admin", "users"], ["admin", "keys"]):
-        return Route("tierstore:AdminIdentities")  # each method answered by _identity_ext
+        return Route(identity_endpoint(method, key))  # one name per endpoint (_identity_ext.ENDPOINTS)
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -310,7 +314,9 @@ class Perm(NamedTuple):
 
     action: str
     versioned: str = ""  # the IAM action instead when the request (or its copy source) names a version
-    on: str = "request"  # "request": the request's bucket or object; "source": x-amz-copy-source; "any": "*"
+    # "request": the request's bucket or object; "source": x-amz-copy-source; "any": "*";
+    # "iam-user": the user an /_tierstore/admin/users/NAME path names
+    on: str = "request"
     if_header: str = ""  # needed only when the request carries this header
 
 
@@ -337,6 +343,7 @@ _WRITE_EXTRAS = (
     *(Perm("s3:PutObjectAcl", if_header=h) for h in _ACL_HEADERS),
 )
 _ANY = "any"
+_IAM_USER = "iam-user"  # the IAM user an /_tierstore/admin/users/NAME path names
 # Headers whose permission is needed only when they say "true".
 _TRUE_HEADERS = frozenset({"x-amz-bypass-governance-retention", "x-amz-bucket-object-lock-enabled"})
 
@@ -444,7 +451,15 @@ ACTIONS: dict[str, Action] = {
     "tierstore:Batch": Action(_extensions.batch, (), ("s3:GetObject", "tierstore:ReadDataset", "tierstore:ReadModel")),
     "tierstore:AdminInfo": _ext(_extensions.admin_info, "tierstore:Admin"),
     "tierstore:AdminHeal": _ext(_extensions.admin_heal, "tierstore:Admin"),
-    "tierstore:AdminIdentities": _ext(_extensions.identities, "tierstore:Admin"),
+    UNROUTED_IDENTITIES: _ext(_extensions.identities, "tierstore:Admin"),
+    **{
+        name: Action(
+            _extensions.identities,
+            tuple(Perm(a, on=_IAM_USER if on == "path" else _ANY) for a in iam_actions) if on != "entry" else (),
+            iam_actions if on == "entry" else (),
+        )
+        for name, (iam_actions, on) in IDENTITY_ENDPOINTS.items()
+    },
     **{
         a: _ext(_extensions.datasets, a)
         for a in (
@@ -509,6 +524,8 @@ def checks(
             resource, named = _copy_source(headers)
         elif p.on == _ANY:
             resource = "*"
+        elif p.on == _IAM_USER:
+            resource = path_user_arn(key or "")
         out.append(Check(p.versioned if p.versioned and named is not None else p.action, resource))
     return tuple(out)
 

@@ -61,9 +61,9 @@ class Credential:
         return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
-def parse_credential(value: str, error: type[TierstoreError], service: str = "s3") -> Credential:
+def parse_credential(value: str, error: type[TierstoreError], expected_service: str = "s3") -> Credential:
     """Parse a credential; ``error`` is the class raised for a malformed one (header vs query);
-    ``service`` the scope's service the request must be signed for (``s3``; a query API's
+    ``expected_service`` the scope's service the request must be signed for (``s3``; a query API's
     ``iam`` or ``sts``)."""
     parts = value.rsplit("/", 4)
     if len(parts) != 5 or not parts[0]:
@@ -73,8 +73,8 @@ def parse_credential(value: str, error: type[TierstoreError], service: str = "s3
         raise error(f"invalid credential date {date!r}; the date must be in YYYYMMDD format")
     if not region:
         raise error("the Credential has an empty region")
-    if parts[3] != service:
-        raise error(f"the Credential has the wrong service {parts[3][:32]!r}; expecting {service!r}")
+    if service != expected_service:
+        raise error(f"the Credential has the wrong service {service[:32]!r}; expecting {expected_service!r}")
     if terminator != "aws4_request":
         raise error(f"the Credential has a wrong terminator {terminator!r}; expecting 'aws4_request'")
     return Credential(access_key, date, region, service)

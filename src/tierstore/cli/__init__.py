@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_client_commands(sub)
     from tierstore.cli._admin import add_admin_commands
     from tierstore.cli._datasets import add_dataset_commands
+    from tierstore.cli._iam import add_whoami_command
     from tierstore.cli._models import add_model_commands
     from tierstore.cli._query import add_query_command
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataset_commands(sub)
     add_model_commands(sub)
     add_admin_commands(sub)
+    add_whoami_command(sub)
     return parser
 
 

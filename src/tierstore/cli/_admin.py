@@ -1,5 +1,6 @@
 """``tierstore heal``, ``tierstore admin info``: operate a running server's drives; ``tierstore admin
-user|key|policy ...``: manage users, their access keys and policies (root only, docs/identities.md)."""
+user|key|policy ...``: manage users, their access keys and policies (those IAM permissions, or the
+root; docs/identities.md); ``admin group|role ...``: ``cli/_iam.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from tierstore.cli._client import _connection_options, describe
 from tierstore.cli._duration import duration_arg
+from tierstore.cli._iam import add_iam_commands
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 __all__ = ["add_admin_commands"]
@@ -28,7 +30,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
-    a = sub.add_parser("admin", help="server administration (admin info, admin user, admin key, admin policy)")
+    a = sub.add_parser(
+        "admin", help="server administration (admin info, user, key, policy, group, role)"
+    )
     asub = a.add_subparsers(dest="admin_command", required=True)
     info = asub.add_parser(
         "info",
@@ -40,10 +44,12 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     info.add_argument("--json", action="store_true", help="the raw JSON document")
     info.set_defaults(func=_cmd_info, command="admin info")
     _add_identity_commands(asub)
+    add_iam_commands(asub)
 
 
 def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``admin user ...`` and ``admin key ...`` (root only): thin faces over /_tierstore/admin/."""
+    """``admin user ...`` and ``admin key ...`` (the root, or the iam: actions in a policy): thin
+    faces over /_tierstore/admin/."""
     conn = _connection_options()
     user = asub.add_parser("user", help="users: create, list, info, enable, disable, delete")
     usub = user.add_subparsers(dest="user_command", required=True)

@@ -6,6 +6,7 @@ path-style addressing). The SDK proper (extensions under ``/_tierstore/``) grows
 """
 
 from tierstore.client._ext import BatchItem, QueryPage, TierstoreClient, TierstoreClientError
+from tierstore.client._iam import IamClient, make_iam_client
 from tierstore.client._s3 import (
     DEFAULT_ENDPOINT,
     DEFAULT_REGION,
@@ -19,11 +20,13 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_REGION",
     "BatchItem",
+    "IamClient",
     "QueryPage",
     "S3Client",
     "S3Settings",
     "TierstoreClient",
     "TierstoreClientError",
+    "make_iam_client",
     "make_s3_client",
     "resolve_settings",
 ]

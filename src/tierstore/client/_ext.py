@@ -148,7 +148,7 @@ class TierstoreClient:
         """Drives, their state and capacity, catalog copies and the last heal (``tierstore admin info``)."""
         return self._call("GET", "/_tierstore/admin/info", None)
 
-    # --- identities (root only; docs/identities.md) -----------------------------------------
+    # --- identities (the root, or the iam: actions; docs/identities.md) ---------------------
     def create_user(self, name: str, *, tags: dict[str, str] | None = None) -> dict[str, Any]:
         return self._call("POST", "/_tierstore/admin/users", {"name": name, "tags": tags or {}})
 

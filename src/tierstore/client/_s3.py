@@ -73,7 +73,6 @@ def credentials_of(settings: S3Settings) -> Any:
 
 def make_s3_client(settings: S3Settings, *, max_pool_connections: int = 10, max_attempts: int = 3) -> S3Client:
     """A thread-safe botocore S3 client with SigV4 and path-style addressing."""
-    import boto3
     from botocore.config import Config
 
     config = Config(
@@ -82,10 +81,17 @@ def make_s3_client(settings: S3Settings, *, max_pool_connections: int = 10, max_
         retries={"max_attempts": max_attempts, "mode": "standard"},
         max_pool_connections=max_pool_connections,
     )
+    return service_client("s3", settings, config)
+
+
+def service_client(service: str, settings: S3Settings, config: Any) -> Any:
+    """A botocore client of ``service`` (``s3``, ``iam``, ``sts``) for ``settings``."""
+    import boto3
+
     # A private session: boto3's default session is not thread-safe to create clients from.
     session = boto3.session.Session()
     return session.client(
-        "s3",
+        service,
         endpoint_url=settings.endpoint_url,
         aws_access_key_id=settings.access_key,
         aws_secret_access_key=settings.secret_key,
