@@ -15,9 +15,11 @@ __all__ = [
     "AuthorizationHeaderMalformed",
     "AuthorizationQueryParametersError",
     "BadDigest",
+    "BadRequest",
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
     "BucketNotEmpty",
+    "CORSResponse",
     "ChecksumMismatch",
     "CorruptBlob",
     "DeleteConflict",
@@ -36,6 +38,7 @@ __all__ = [
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
+    "InvalidPolicyDocument",
     "InvalidQuery",
     "InvalidRange",
     "InvalidRequest",
@@ -44,14 +47,17 @@ __all__ = [
     "InvalidTag",
     "InvalidURI",
     "KeyTooLongError",
+    "MalformedPOSTRequest",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
+    "MaxPostPreDataLengthExceeded",
     "MetadataTooLarge",
     "MethodNotAllowed",
     "MissingContentLength",
     "NegativeExpires",
     "NoSuchBucket",
+    "NoSuchCORSConfiguration",
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
@@ -359,3 +365,30 @@ class CorruptBlob(ChecksumMismatch):
     """A stored blob is damaged (checksum mismatch or truncated)."""
 
     code = "InternalError"
+
+
+# --- browser POST uploads and CORS (api/_post_object.py, api/_cors.py) -------------------------
+class NoSuchCORSConfiguration(TierstoreError, KeyError):
+    """The CORS configuration does not exist"""
+
+
+class CORSResponse(TierstoreError, PermissionError):
+    """CORSResponse: This CORS request is not allowed."""
+
+    code = "AccessForbidden"  # S3's code for a refused preflight; the message starts "CORSResponse: "
+
+
+class BadRequest(TierstoreError, ValueError):
+    """Bad Request"""
+
+
+class InvalidPolicyDocument(TierstoreError, ValueError):
+    """The content of the form does not meet the conditions specified in the policy document."""
+
+
+class MalformedPOSTRequest(TierstoreError, ValueError):
+    """The body of your POST request is not well-formed multipart/form-data."""
+
+
+class MaxPostPreDataLengthExceeded(TierstoreError, ValueError):
+    """Your POST request fields preceding the upload file were too large."""

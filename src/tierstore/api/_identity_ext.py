@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -51,6 +52,12 @@ class IdentityAuthenticator(Authenticator):
 
     def authenticate(self, req: AuthRequest) -> AuthResult:
         result = super().authenticate(req)
+        if result.access_key is not None:
+            self.identities.note_used(result.access_key)
+        return result
+
+    def authenticate_form(self, fields: Mapping[str, str]) -> AuthResult:
+        result = super().authenticate_form(fields)
         if result.access_key is not None:
             self.identities.note_used(result.access_key)
         return result

@@ -102,6 +102,7 @@ class Request:
     body_started: bool = False  # the body was asked for (an Expect: 100-continue client was invited)
     idle_timeout_s: float | None = None  # a body that sends nothing this long: RequestTimeout
     authz: RequestContext | None = None  # what the dispatcher authorized
+    form: Any = None  # a POST Object form read up to its file (_post_object.PostForm)
 
     @property
     def resource(self) -> str:

@@ -1366,6 +1366,30 @@ class ObjectService:
 
         await self.catalog.update_bucket_props(bucket, update)
 
+    # --- CORS (the rules are parsed and matched by api/_cors.py) ------------------------------
+    def get_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+        """The bucket's CORS rules as stored (None: no configuration); NoSuchBucket if none."""
+        rules = self.catalog.bucket_props(bucket).get("cors")
+        return list(rules) if rules else None
+
+    async def put_bucket_cors(self, bucket: str, rules: list[dict[str, Any]]) -> None:
+        await self._set_bucket_prop(bucket, "cors", rules)
+
+    async def delete_bucket_cors(self, bucket: str) -> None:
+        await self._set_bucket_prop(bucket, "cors", None)
+
+    async def _set_bucket_prop(self, bucket: str, name: str, value: Any) -> None:
+        """Set one bucket property (``None``: remove it) in one catalog transaction."""
+
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            if value is None:
+                props.pop(name, None)
+            else:
+                props[name] = value
+            return props
+
+        await self.catalog.update_bucket_props(bucket, update)
+
     # --- object lock (engine/_lock.py has the rules) ---------------------------------------
     def get_object_lock_configuration(self, bucket: str) -> LockConfig:
         config = LockConfig.from_props(self.catalog.bucket_props(bucket))
