@@ -384,7 +384,9 @@ class Authenticator:
         if _parse_amz_date(amz_date) is None or cred.date != amz_date[:8]:
             raise InvalidArgument("X-Amz-Date must be the ISO 8601 basic time of the credential's date.")
         provided = fields["x-amz-signature"].strip().lower()
-        expected = hmac.new(self._key_for(cred), fields["policy"].encode("utf-8"), hashlib.sha256).hexdigest()
+        secret = self._form_secret(cred.access_key)
+        key: bytes = self._signing_key(secret, cred.date, cred.region, cred.service)
+        expected = hmac.new(key, fields["policy"].encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), provided.encode("utf-8", "replace")):
             raise SignatureDoesNotMatch()
         return AuthResult(cred.access_key, "v4-post", PayloadMode.NONE)
@@ -394,12 +396,19 @@ class Authenticator:
             if not fields.get(name):
                 raise InvalidArgument(_missing_form_field(name))
         access_key = fields["awsaccesskeyid"]
-        secret = self._lookup_secret(access_key)
-        if secret is None:
-            raise InvalidAccessKeyId()
+        secret = self._form_secret(access_key)
         if not _sigv2.signature_matches(secret, [fields["policy"].encode("utf-8")], fields["signature"]):
             raise SignatureDoesNotMatch()
         return AuthResult(access_key, "v2-post", PayloadMode.NONE)
+
+    def _form_secret(self, access_key: str) -> str:
+        """The secret that must have signed a form of ``access_key``. A form's
+        ``x-amz-security-token`` (temporary credentials) is not honoured yet: such a key is not a
+        long-term key, so it fails closed here as ``InvalidAccessKeyId``."""
+        secret = self._lookup_secret(access_key)
+        if secret is None:
+            raise InvalidAccessKeyId()
+        return secret
 
 
 def _missing_form_field(name: str) -> str:
