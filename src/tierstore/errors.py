@@ -57,12 +57,14 @@ __all__ = [
     "MissingContentLength",
     "NegativeExpires",
     "NoSuchBucket",
+    "NoSuchBucketPolicy",
     "NoSuchCORSConfiguration",
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
     "NoSuchModel",
     "NoSuchObjectLockConfiguration",
+    "NoSuchPublicAccessBlockConfiguration",
     "NoSuchTagSet",
     "NoSuchUpload",
     "NoSuchVersion",
@@ -136,6 +138,14 @@ class ObjectLockConfigurationNotFoundError(TierstoreError, KeyError):
 
 class NoSuchObjectLockConfiguration(TierstoreError, KeyError):
     """The specified object does not have a ObjectLock configuration."""
+
+
+class NoSuchBucketPolicy(TierstoreError, KeyError):
+    """The bucket policy does not exist"""
+
+
+class NoSuchPublicAccessBlockConfiguration(TierstoreError, KeyError):
+    """The public access block configuration was not found"""
 
 
 class NoSuchDataset(TierstoreError, KeyError):

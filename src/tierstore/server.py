@@ -441,7 +441,7 @@ def build_app(config: ServerConfig) -> S3App:
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
-        authorizer=IamAuthorizer(identities),
+        authorizer=IamAuthorizer(identities, buckets=service.bucket_access),
     )
 
 

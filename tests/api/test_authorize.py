@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.conftest import ACCESS_KEY, SECRET_KEY
 from tests.s3http import sign_v4
 from tierstore import errors as e
 from tierstore.api import S3App
-from tierstore.api._authorize import RequestContext
+from tierstore.api._authorize import AllowAuthenticated, RequestContext
 from tierstore.catalog import SqliteCatalog
 from tierstore.server import ServerConfig, build_app, prepare_master_key
 
@@ -93,10 +94,18 @@ def call(
     *,
     query: Sequence[tuple[str, str]] = (),
     headers: dict[str, str] | None = None,
+    sign: bool = True,
 ) -> Answer:
-    signed = sign_v4(PORT, method, path, payload_hash=hashlib.sha256(body).hexdigest(), query=query, headers=headers)
-    raw_path, _, qs = signed.target.partition("?")
-    hdrs = [(k.encode(), v.encode()) for k, v in signed.headers.items()]
+    """``sign=False``: an unsigned (anonymous) request."""
+    if sign:
+        digest = hashlib.sha256(body).hexdigest()
+        signed = sign_v4(PORT, method, path, payload_hash=digest, query=query, headers=headers)
+        target, sent_headers = signed.target, signed.headers
+    else:
+        target = path + ("?" + urlencode(query) if query else "")
+        sent_headers = {"host": f"127.0.0.1:{PORT}", **(headers or {})}
+    raw_path, _, qs = target.partition("?")
+    hdrs = [(k.encode(), v.encode()) for k, v in sent_headers.items()]
     if body:
         hdrs.append((b"content-length", str(len(body)).encode()))
     scope = {
@@ -288,6 +297,36 @@ def test_refused_routes_are_not_authorized(
     answer = call(app_with(base, rec), method, path, query=query)
     assert (answer.status, answer.code()) == (status, code)
     assert rec.seen == []
+
+
+def test_unsigned_requests_are_authorized_as_the_anonymous_principal(base: S3App) -> None:
+    """An unsigned request is not refused by the authenticator: it reaches the hook as the
+    anonymous principal, and the hook decides (here: allowed, so the handler answers)."""
+    rec = Recorder()
+    answer = call(app_with(base, rec), "GET", f"/{B}/k", sign=False, headers={"if-match": '"x"'})
+    assert answer.status == 404 and answer.code() == "NoSuchBucket"  # the handler ran
+    [seen] = rec.seen
+    assert seen.principal.is_anonymous and seen.principal.access_key == ""
+    assert seen.scheme == "anonymous"
+    assert [(c.action, c.resource) for c in seen.checks] == [("s3:GetObject", f"arn:aws:s3:::{B}/k")]
+    assert "s3:signatureversion" not in seen.conditions()
+
+
+def test_anonymous_refused_by_the_default_authorizer_and_on_refused_routes(base: S3App) -> None:
+    """``AllowAuthenticated`` refuses anonymous callers; a route the table does not dispatch
+    answers an anonymous caller AccessDenied (not 501/405: it learns nothing)."""
+    app = S3App(base.service, base.auth, admin=base.admin, metrics=base.metrics, authorizer=AllowAuthenticated())
+    for method, path, query in (
+        ("GET", "/", []),
+        ("GET", f"/{B}/k", []),
+        ("PUT", f"/{B}", []),
+        ("GET", f"/{B}", [("acl", "")]),
+        ("GET", "/_tierstore/nothing", []),
+    ):
+        answer = call(app, method, path, query=query, sign=False)
+        assert (answer.status, answer.code()) == (403, "AccessDenied"), (method, path, query)
+    assert call(app, "PUT", f"/{B}").status == 200  # signed: allowed
+    assert call(app, "DELETE", f"/{B}").status == 204
 
 
 def test_condition_keys(base: S3App) -> None:

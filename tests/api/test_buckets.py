@@ -168,8 +168,7 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
 @pytest.mark.parametrize(
     "call",
     [
-        "put_bucket_policy",
-        "get_bucket_policy",
+        "get_bucket_website",
         "get_bucket_acl",
         "put_bucket_lifecycle_configuration",
         "get_bucket_website",
@@ -178,9 +177,7 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
 )
 def test_unimplemented_bucket_ops(s3, bucket: str, call: str) -> None:  # type: ignore[no-untyped-def]
     args: dict[str, object] = {"Bucket": bucket}
-    if call == "put_bucket_policy":
-        args["Policy"] = '{"Version":"2012-10-17","Statement":[]}'
-    elif call == "put_bucket_lifecycle_configuration":
+    if call == "put_bucket_lifecycle_configuration":
         args["LifecycleConfiguration"] = {
             "Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]
         }

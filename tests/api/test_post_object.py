@@ -367,3 +367,21 @@ def test_virtual_hosted_post(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert body_of(s3, "vhb", "v/k") == b"virtual"
     finally:
         srv.stop()
+
+
+# --- anonymous forms: allowed exactly where the bucket policy allows anonymous writes -----------
+def test_an_unsigned_form_is_allowed_by_a_bucket_policy(server: ServerProcess, s3: Any, bucket: str) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/drop/*"}
+        ],
+    }
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    assert post(server, bucket, [("key", "drop/${filename}")], b"anon", filename="a.txt").status == 204
+    assert body_of(s3, bucket, "drop/a.txt") == b"anon"
+    error(post(server, bucket, [("key", "elsewhere")]), 403, "AccessDenied")
+    # an anonymous form that carries a policy is held to it
+    unsigned = [("key", "drop/b"), ("policy", _policy([{"key": "drop/c"}]))]
+    error(post(server, bucket, unsigned), 403, "AccessDenied")
+    assert absent(s3, bucket, "elsewhere") and absent(s3, bucket, "drop/b")

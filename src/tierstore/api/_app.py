@@ -23,7 +23,7 @@ from tierstore import errors as e
 from tierstore.api import _cors, _extensions
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
-from tierstore.api._authorize import AllowAuthenticated, Authorizer, Principal, RequestContext
+from tierstore.api._authorize import ANONYMOUS_DENIED, AllowAuthenticated, Authorizer, Principal, RequestContext
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -381,7 +381,9 @@ class S3App:
         A CORS preflight (``_routes.UNAUTHENTICATED``) is answered without credentials. A browser
         POST form (an action with a ``form`` step) carries its credentials and its key in the
         body: the step reads the fields before the file and verifies them, and the key and the
-        fields (as headers) it found are what is authorized, before a byte of the file is stored."""
+        fields (as headers) it found are what is authorized, before a byte of the file is stored.
+        An unsigned request (or form) is authorized as the anonymous principal (a bucket policy
+        may allow it)."""
         unauthenticated = UNAUTHENTICATED.get(req.action)
         if unauthenticated is not None:
             return await unauthenticated(req, self.ctx)
@@ -402,15 +404,18 @@ class S3App:
                     virtual_bucket=req.virtual_bucket,
                 )
             )
-        if auth.access_key is None:
-            raise e.AccessDenied("Anonymous access is not allowed.")
+        principal = Principal(auth.access_key) if auth.access_key is not None else Principal.anonymous()
+        if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
+            # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
+            # (batch, query, datasets, admin) are for signed callers only.
+            raise e.AccessDenied(ANONYMOUS_DENIED)
         if action is None:  # a known operation we lack, or none at all: touches nothing
             if req.bucket == EXTENSION_PREFIX:
                 _extensions.refuse(req, self.ctx)
             refuse(req.method, req.bucket, req.key, req.query)
             raise AssertionError(req.action)  # refuse() always raises
         req.authz = RequestContext(
-            Principal(auth.access_key),
+            principal,
             req.action,
             checks(action, req.bucket, req.key, req.query, headers),
             scheme=auth.scheme,

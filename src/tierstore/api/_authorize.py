@@ -10,9 +10,13 @@ computed only when an authorizer asks for them. An ``Authorizer`` raises ``Acces
 returns. Requests that name more resources in their body (DeleteObjects' keys) are checked
 again per entry by their handler, with ``RequestContext.entry``.
 
-``AllowAuthenticated`` (the default) allows every authenticated principal: anonymous requests
-are refused by the authenticator before this hook. ``IamAuthorizer`` (``_iam_authorizer.py``,
-what ``server.py`` plugs in) evaluates the caller's IAM policies with ``tierstore.iam``.
+An unsigned request reaches this hook too, as the anonymous principal (``Principal.anonymous()``:
+no access key, ``scheme`` "anonymous"): whether it may do anything is the authorizer's decision
+(a bucket policy or an ACL grant to everyone), never the authenticator's.
+
+``AllowAuthenticated`` (the default) allows every signed principal and refuses the anonymous one.
+``IamAuthorizer`` (``_iam_authorizer.py``, what ``server.py`` plugs in) evaluates the caller's IAM
+policies and the bucket's policy with ``tierstore.iam``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
+from tierstore.errors import AccessDenied
+
 __all__ = [
+    "ANONYMOUS",
+    "ANONYMOUS_DENIED",
     "AllowAuthenticated",
     "Authorizer",
     "Check",
@@ -60,12 +68,27 @@ def object_arn(bucket: str, key: str) -> str:
     return f"arn:aws:s3:::{bucket}/{key}"
 
 
+# The ``identity`` of the principal of an unsigned request (no access key).
+ANONYMOUS = "anonymous"
+# What an anonymous caller is told when refused: the same whatever the bucket or object.
+ANONYMOUS_DENIED = "Access Denied"
+
+
 class Principal(NamedTuple):
-    """Who signed the request. Today the access key; the user, role or service account behind
-    it (with its groups and tags) joins as ``identity`` when identities exist."""
+    """Who signed the request: the access key (the authorizer looks up the user, role or service
+    account behind it). An unsigned request is ``Principal.anonymous()``: access key "",
+    ``identity`` ``ANONYMOUS``."""
 
     access_key: str
     identity: Any = None
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls("", ANONYMOUS)
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.identity == ANONYMOUS and not self.access_key
 
 
 class Check(NamedTuple):
@@ -177,7 +200,9 @@ class Authorizer(Protocol):
 
 
 class AllowAuthenticated:
-    """Every authenticated principal may do everything (one account, no policies yet)."""
+    """Every signed principal may do everything (one account, no policies); anonymous callers
+    nothing."""
 
     def authorize(self, request: RequestContext) -> None:
-        return None
+        if request.principal.is_anonymous:
+            raise AccessDenied(ANONYMOUS_DENIED)

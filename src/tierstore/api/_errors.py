@@ -21,6 +21,8 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.MalformedPolicyDocument: 400,
     e.ObjectLockConfigurationNotFoundError: 404,
     e.NoSuchObjectLockConfiguration: 404,
+    e.NoSuchBucketPolicy: 404,
+    e.NoSuchPublicAccessBlockConfiguration: 404,
     e.BucketAlreadyOwnedByYou: 409,
     e.BucketAlreadyExists: 409,
     e.BucketNotEmpty: 409,

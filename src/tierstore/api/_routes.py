@@ -24,7 +24,16 @@ from typing import NamedTuple
 from urllib.parse import unquote
 
 from tierstore import errors as e
-from tierstore.api import _bucket_config, _buckets, _cors, _extensions, _multipart, _objects, _post_object
+from tierstore.api import (
+    _bucket_config,
+    _bucket_policy,
+    _buckets,
+    _cors,
+    _extensions,
+    _multipart,
+    _objects,
+    _post_object,
+)
 from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import Check
 from tierstore.api._request import Handler, Request
@@ -133,6 +142,9 @@ _BUCKET_OPS: dict[str, dict[str, str]] = {
     "delete": {"POST": "DeleteObjects"},
     "tagging": _crud("BucketTagging", "GET", "PUT", "DELETE"),
     "object-lock": _crud("ObjectLockConfiguration", "GET", "PUT"),
+    "policy": _crud("BucketPolicy", "GET", "PUT", "DELETE"),
+    "policyStatus": {"GET": "GetBucketPolicyStatus"},
+    "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
     "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
 }
 # Known S3 bucket operations we do not implement (501 NotImplemented), by their AWS names.
@@ -152,9 +164,6 @@ _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
     "metrics": _crud("BucketMetricsConfiguration", "GET", "PUT", "DELETE"),
     "notification": _crud("BucketNotificationConfiguration", "GET", "PUT"),
     "ownershipControls": _crud("BucketOwnershipControls", "GET", "PUT", "DELETE"),
-    "policy": _crud("BucketPolicy", "GET", "PUT", "DELETE"),
-    "policyStatus": {"GET": "GetBucketPolicyStatus"},
-    "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
     "replication": _crud("BucketReplication", "GET", "PUT", "DELETE"),
     "requestPayment": _crud("BucketRequestPayment", "GET", "PUT"),
     "session": {"GET": "CreateSession"},
@@ -387,6 +396,21 @@ ACTIONS: dict[str, Action] = {
     ),
     "PutObjectLockConfiguration": Action(
         _bucket_config.put_object_lock_configuration, (Perm("s3:PutBucketObjectLockConfiguration"),)
+    ),
+    # bucket policy and Block Public Access (_bucket_policy)
+    "GetBucketPolicy": Action(_bucket_policy.get_bucket_policy, (Perm("s3:GetBucketPolicy"),)),
+    "PutBucketPolicy": Action(_bucket_policy.put_bucket_policy, (Perm("s3:PutBucketPolicy"),)),
+    "DeleteBucketPolicy": Action(_bucket_policy.delete_bucket_policy, (Perm("s3:DeleteBucketPolicy"),)),
+    "GetBucketPolicyStatus": Action(_bucket_policy.get_bucket_policy_status, (Perm("s3:GetBucketPolicyStatus"),)),
+    "GetPublicAccessBlock": Action(
+        _bucket_policy.get_public_access_block, (Perm("s3:GetBucketPublicAccessBlock"),)
+    ),
+    "PutPublicAccessBlock": Action(
+        _bucket_policy.put_public_access_block, (Perm("s3:PutBucketPublicAccessBlock"),)
+    ),
+    # AWS: DeletePublicAccessBlock needs s3:PutBucketPublicAccessBlock (there is no Delete action)
+    "DeletePublicAccessBlock": Action(
+        _bucket_policy.delete_public_access_block, (Perm("s3:PutBucketPublicAccessBlock"),)
     ),
     # objects (_objects)
     "GetObject": Action(_objects.get_object, (_GET,)),

@@ -1,5 +1,6 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
+from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
 from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
@@ -36,8 +37,10 @@ from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
+    "PUBLIC_ACCESS_BLOCK_FLAGS",
     "AccessKeyInfo",
     "AppliedPolicy",
+    "BucketAccessService",
     "BucketUsage",
     "CompletedPart",
     "CopyOptions",

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from tierstore.blob import BlobStore
 from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
 from tierstore.drives import DiskReserve
+from tierstore.engine._bucket_access import BucketAccessService
 from tierstore.engine._checksums import (
     Hasher,
     composite_checksum,
@@ -368,6 +369,8 @@ class ObjectService:
         self.clock = clock or Clock()
         self.region = region
         self.inline_max_bytes = max(0, inline_max_bytes)
+        # Bucket policies and Block Public Access, with the per-worker cache the authorizer reads.
+        self.bucket_access = BucketAccessService(catalog)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(self, name: str, region: str | None = None, *, object_lock: bool = False) -> BucketInfo:
@@ -387,7 +390,10 @@ class ObjectService:
         return info
 
     async def delete_bucket(self, name: str) -> None:
-        await self.catalog.delete_bucket(name)
+        try:
+            await self.catalog.delete_bucket(name)
+        finally:
+            self.bucket_access.forget(name)  # its policy goes with it (other workers: within the TTL)
 
     def head_bucket(self, name: str) -> BucketInfo:
         info = self.catalog.get_bucket(name)
