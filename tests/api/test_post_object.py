@@ -26,16 +26,25 @@ from tierstore.client import TierstoreClient
 Fields = Sequence[tuple[str, str]]
 
 
-def multipart(fields: Fields, file: bytes | None, *, filename: str = "photo.jpg") -> tuple[bytes, str]:
-    """A form body with ``fields`` in order, then the file part (S3 requires it last)."""
+def multipart(
+    fields: Fields, file: bytes | None, *, filename: str = "photo.jpg", after: Fields = ()
+) -> tuple[bytes, str]:
+    """A form body with ``fields`` in order, then the file part (S3 requires it last), then
+    ``after`` (fields S3 ignores)."""
     boundary = f"----tierstore{uuid.uuid4().hex}"
     out = bytearray()
+
+    def field(name: str, value: str) -> None:
+        out.extend(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.extend(value.encode() + b"\r\n")
+
     for name, value in fields:
-        out += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-        out += value.encode() + b"\r\n"
+        field(name, value)
     if file is not None:
         out += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'.encode()
         out += b"Content-Type: application/octet-stream\r\n\r\n" + file + b"\r\n"
+    for name, value in after:
+        field(name, value)
     out += f"--{boundary}--\r\n".encode()
     return bytes(out), f"multipart/form-data; boundary={boundary}"
 
@@ -111,6 +120,24 @@ def test_sigv2_form_stores_the_file_with_its_headers_and_metadata(server: Server
     assert head["CacheControl"] == "max-age=60"
     assert head["ContentDisposition"] == "inline"
     assert head["Metadata"] == {"owner": "alice"}
+
+
+def test_non_ascii_filename_and_metadata_are_stored_as_utf8(server: ServerProcess, s3: Any, bucket: str) -> None:
+    fields = [("key", "u/${filename}"), ("x-amz-meta-name", "Zoë"), ("Content-Disposition", "inline; name=é")]
+    conditions = [["starts-with", "$key", "u/"], {"x-amz-meta-name": "Zoë"}, {"Content-Disposition": "inline; name=é"}]
+    resp = post(server, bucket, v2_form(bucket, conditions, fields), b"utf8", filename="naïve.txt")
+    assert resp.status == 204, resp.body
+    head = s3.head_object(Bucket=bucket, Key="u/naïve.txt")  # the key is the file's name, as text
+    # header values come back as the UTF-8 bytes sent (http.client reads them as latin-1)
+    assert head["Metadata"] == {"name": "Zoë".encode().decode("latin-1")}
+    assert head["ContentDisposition"] == "inline; name=é".encode().decode("latin-1")
+
+
+def test_checksum_fields_are_refused_not_ignored(server: ServerProcess, s3: Any, bucket: str) -> None:
+    fields = [("key", "ck"), ("x-amz-checksum-sha256", "AAAA")]
+    v2 = v2_form(bucket, [{"key": "ck"}, ["starts-with", "$x-amz-checksum-sha256", ""]], fields)
+    error(post(server, bucket, v2), 501, "NotImplemented")
+    assert absent(s3, bucket, "ck")
 
 
 def test_a_wrong_secret_is_signature_does_not_match(server: ServerProcess, s3: Any, bucket: str) -> None:
@@ -242,6 +269,14 @@ def test_missing_key_or_file_and_a_non_form_body(server: ServerProcess, s3: Any,
     garbled = send(server.port, "POST", f"/{bucket}", broken, b"--zz\r\nX")
     assert garbled.status == 400, garbled.body
     assert absent(s3, bucket, "k")
+
+
+def test_fields_after_the_file_are_ignored(server: ServerProcess, s3: Any, bucket: str) -> None:
+    late = [("x-amz-meta-late", "1"), ("key", "other"), ("success_action_status", "201")]
+    resp = post(server, bucket, presigned(s3, bucket, "first"), b"kept", after=late)
+    assert resp.status == 204, resp.body
+    assert s3.head_object(Bucket=bucket, Key="first")["Metadata"] == {}
+    assert absent(s3, bucket, "other")
 
 
 def test_signed_form_without_policy_is_refused(server: ServerProcess, s3: Any, bucket: str) -> None:

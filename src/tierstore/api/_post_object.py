@@ -210,6 +210,7 @@ class PostForm:
     _file_seen: bool = False
     _file_done: bool = False
     _field_bytes: int = 0
+    _after_file: int = 0  # body bytes read once the file part ended
 
     # python-multipart callbacks (called from inside parser.write)
     def _on_part_begin(self) -> None:
@@ -263,8 +264,7 @@ class PostForm:
 
     def _count(self, n: int) -> None:
         self._field_bytes += n
-        limit = MAX_FIELDS_BYTES if not self._file_seen else MAX_FIELDS_BYTES + _MAX_TRAILING_BYTES
-        if self._field_bytes > limit:
+        if self._field_bytes > MAX_FIELDS_BYTES and not self._file_seen:
             raise e.MaxPostPreDataLengthExceeded()
 
     async def _feed(self) -> bool:
@@ -274,6 +274,7 @@ class PostForm:
             chunk = await anext(self._body)
         except StopAsyncIteration:
             return False
+        self._after_file += len(chunk)
         try:
             self._parser.write(chunk)
         except MultipartParseError:
@@ -300,7 +301,10 @@ class PostForm:
                 raise e.MalformedPOSTRequest("The body of your POST request ended inside the file field.")
         if size < low:
             raise e.EntityTooSmall(_TOO_SMALL, fields={"ProposedSize": str(size), "MinSizeAllowed": str(low)})
-        while await self._feed():  # fields after the file are ignored (bounded by _count)
+        # What follows the file (fields S3 ignores, the closing boundary) is read and dropped, up
+        # to a bound; past it the dispatcher closes the connection instead of reading on.
+        self._after_file = 0
+        while self._after_file <= _MAX_TRAILING_BYTES and await self._feed():
             pass
 
 
@@ -371,13 +375,15 @@ async def authenticate_form(req: Request, authenticator: Authenticator) -> FormA
 
 def _as_headers(fields: Mapping[str, str]) -> dict[str, str]:
     """The fields that stand for request headers: standard object headers, ``x-amz-*`` (bar the
-    signature's), ``acl`` as ``x-amz-acl``, ``tagging`` (an XML document) as ``x-amz-tagging``."""
+    signature's), ``acl`` as ``x-amz-acl``, ``tagging`` (an XML document) as ``x-amz-tagging``.
+    Values take the form header values have here (their UTF-8 bytes, latin-1 decoded), so the
+    object's headers and metadata come out as they do for a PutObject."""
     out = {k: v for k, v in fields.items() if k not in _CONTROL and (k in STANDARD_HEADERS or k.startswith("x-amz-"))}
     if "acl" in fields:
         out["x-amz-acl"] = fields["acl"]
     if "tagging" in fields:
         out["x-amz-tagging"] = fields["tagging"]
-    return out
+    return {k: v.encode("utf-8").decode("latin-1") for k, v in out.items()}
 
 
 # --- the handler -------------------------------------------------------------------------------
@@ -388,8 +394,11 @@ async def post_object(req: Request, ctx: Context) -> Response:
     fields = form.fields
     obj = replace(req, headers=_as_headers(fields))  # the form's fields are this object's headers
     reject_unsupported(obj)
+    unsupported = [k for k in obj.headers if k.startswith(("x-amz-checksum-", "x-amz-sdk-checksum-"))]
+    if unsupported:  # never stored unverified
+        raise e.NotImplementedOperation(f"The form field {unsupported[0][:60]} is not implemented for POST uploads.")
     tagging = obj.headers.pop("x-amz-tagging", None)
-    tags = parse_tag_set(tagging.encode()) if tagging is not None else []
+    tags = parse_tag_set(tagging.encode("latin-1")) if tagging is not None else []
     headers, user_meta, storage_class = object_headers(obj)
     opts = PutOptions(headers=headers, user_meta=user_meta, storage_class=storage_class)
     meta = await ctx.service.put_object(req.bucket, req.key, form.file_data(), opts, tags=tags, lock=lock_headers(obj))
