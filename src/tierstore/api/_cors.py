@@ -160,10 +160,9 @@ def _headers(rule: Rule, origin: str, requested: Sequence[str], *, preflight: bo
 
 
 def _rules(service: ObjectService, bucket: str) -> list[Rule] | None:
-    try:
-        return service.get_bucket_cors(bucket)
-    except e.NoSuchBucket:
-        return None  # answered as a bucket without CORS: existence does not show
+    """The bucket's rules from the per-worker cache (no bucket: None, answered as a bucket
+    without CORS, so existence does not show)."""
+    return service.cached_bucket_cors(bucket)
 
 
 async def preflight(req: Request, ctx: Context) -> Response:

@@ -1378,6 +1378,14 @@ class ObjectService:
         rules = self.catalog.bucket_props(bucket).get("cors")
         return list(rules) if rules else None
 
+    def cached_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+        """The same from the per-worker cache of bucket properties (``bucket_access.props``, at
+        most ~1 s old; a change through this worker is seen at once): what the preflight and the
+        CORS headers of every request with ``Origin`` read. None also when there is no bucket."""
+        props = self.bucket_access.props(bucket)
+        rules = props.get("cors") if props is not None else None
+        return list(rules) if rules else None
+
     async def put_bucket_cors(self, bucket: str, rules: list[dict[str, Any]]) -> None:
         await self._set_bucket_prop(bucket, "cors", rules)
 
@@ -1394,7 +1402,10 @@ class ObjectService:
                 props[name] = value
             return props
 
-        await self.catalog.update_bucket_props(bucket, update)
+        try:
+            await self.catalog.update_bucket_props(bucket, update)
+        finally:
+            self.bucket_access.forget(bucket)  # this worker sees it at once, the others within the TTL
 
     # --- object lock (engine/_lock.py has the rules) ---------------------------------------
     def get_object_lock_configuration(self, bucket: str) -> LockConfig:
