@@ -133,10 +133,21 @@ def test_non_ascii_filename_and_metadata_are_stored_as_utf8(server: ServerProces
     assert head["ContentDisposition"] == "inline; name=é".encode().decode("latin-1")
 
 
-def test_checksum_fields_are_refused_not_ignored(server: ServerProcess, s3: Any, bucket: str) -> None:
-    fields = [("key", "ck"), ("x-amz-checksum-sha256", "AAAA")]
-    v2 = v2_form(bucket, [{"key": "ck"}, ["starts-with", "$x-amz-checksum-sha256", ""]], fields)
-    error(post(server, bucket, v2), 501, "NotImplemented")
+@pytest.mark.parametrize(
+    ("name", "value", "status", "code"),
+    [
+        ("x-amz-checksum-sha256", "AAAA", 501, "NotImplemented"),
+        ("x-amz-server-side-encryption", "AES256", 501, "NotImplemented"),  # nothing is encrypted yet
+        ("x-amz-server-side-encryption", "rot13", 400, "InvalidArgument"),
+        ("x-amz-website-redirect-location", "/elsewhere", 501, "NotImplemented"),
+    ],
+)
+def test_unsupported_fields_are_refused_not_ignored(
+    server: ServerProcess, s3: Any, bucket: str, name: str, value: str, status: int, code: str
+) -> None:
+    fields = [("key", "ck"), (name, value)]
+    v2 = v2_form(bucket, [{"key": "ck"}, ["starts-with", f"${name}", ""]], fields)
+    error(post(server, bucket, v2), status, code)
     assert absent(s3, bucket, "ck")
 
 
