@@ -393,7 +393,7 @@ class S3App:
             found = await action.form(req, self.auth)
             auth = req.auth = found.auth
             req.key = found.key
-            headers = {**req.headers, **found.headers}
+            headers = found.headers
         else:
             auth = req.auth = self.auth.authenticate(
                 AuthRequest(

@@ -210,7 +210,7 @@ class PostForm:
     _file_seen: bool = False
     _file_done: bool = False
     _field_bytes: int = 0
-    _after_file: int = 0  # body bytes read once the file part ended
+    _fed_bytes: int = 0  # body bytes parsed (counted afresh once the file part ended)
 
     # python-multipart callbacks (called from inside parser.write)
     def _on_part_begin(self) -> None:
@@ -274,7 +274,7 @@ class PostForm:
             chunk = await anext(self._body)
         except StopAsyncIteration:
             return False
-        self._after_file += len(chunk)
+        self._fed_bytes += len(chunk)
         try:
             self._parser.write(chunk)
         except MultipartParseError:
@@ -303,8 +303,8 @@ class PostForm:
             raise e.EntityTooSmall(_TOO_SMALL, fields={"ProposedSize": str(size), "MinSizeAllowed": str(low)})
         # What follows the file (fields S3 ignores, the closing boundary) is read and dropped, up
         # to a bound; past it the dispatcher closes the connection instead of reading on.
-        self._after_file = 0
-        while self._after_file <= _MAX_TRAILING_BYTES and await self._feed():
+        self._fed_bytes = 0
+        while self._fed_bytes <= _MAX_TRAILING_BYTES and await self._feed():
             pass
 
 
@@ -348,7 +348,7 @@ async def read_form(req: Request) -> PostForm:
 class FormAuth(NamedTuple):
     auth: AuthResult
     key: str
-    headers: dict[str, str]  # the fields as the request headers they stand for (for the checks)
+    headers: dict[str, str]  # the request's headers for the checks: the form's fields stand for the object's
 
 
 async def authenticate_form(req: Request, authenticator: Authenticator) -> FormAuth:
@@ -370,7 +370,12 @@ async def authenticate_form(req: Request, authenticator: Authenticator) -> FormA
     if not key:
         raise e.InvalidArgument("User key must have a length greater than 0.")
     req.form = form
-    return FormAuth(auth, key, _as_headers(fields))
+    # What the checks and condition keys see: the request's own headers (User-Agent, Referer,
+    # ...) except those the form stands for, then the form's. A request header never speaks for
+    # the object (an x-amz-acl header would satisfy an s3:x-amz-acl condition while the object
+    # ignores it).
+    headers = {k: v for k, v in req.headers.items() if not k.startswith("x-amz-") and k not in STANDARD_HEADERS}
+    return FormAuth(auth, key, {**headers, **_as_headers(fields)})
 
 
 def _as_headers(fields: Mapping[str, str]) -> dict[str, str]:
