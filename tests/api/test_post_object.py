@@ -401,16 +401,26 @@ def test_the_signer_needs_put_object_on_the_key(server: ServerProcess, s3: Any, 
     assert body_of(s3, bucket, "uploads/ok") == b"hello"
 
 
-def test_virtual_hosted_post(tmp_path_factory: pytest.TempPathFactory) -> None:
-    srv = ServerProcess(tmp_path_factory.mktemp("vh") / "data", extra_args=["--domain", "s3.test"])
+def test_virtual_hosted_post_and_preflight(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The bucket from the Host header (``--domain``): a form upload, and a CORS preflight
+    (api/_cors.py) to the same host, as a browser page would send them."""
+    srv = ServerProcess(tmp_path_factory.mktemp("vh") / "data", extra_args=["--domain", "s3.test", "--workers", "1"])
     srv.start()
     try:
         s3 = make_client(srv.endpoint)
         s3.create_bucket(Bucket="vhb")
+        host = f"vhb.s3.test:{srv.port}"
         body, ctype = multipart(presigned(s3, "vhb", "v/k"), b"virtual")
-        resp = send(srv.port, "POST", "/", {"Host": f"vhb.s3.test:{srv.port}", "Content-Type": ctype}, body)
+        resp = send(srv.port, "POST", "/", {"Host": host, "Content-Type": ctype}, body)
         assert resp.status == 204, resp.body
         assert body_of(s3, "vhb", "v/k") == b"virtual"
+        asked = {"Host": host, "Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        assert send(srv.port, "OPTIONS", "/", asked).status == 403  # no CORS configuration yet
+        rule = {"AllowedOrigins": ["https://app.example"], "AllowedMethods": ["POST"]}
+        s3.put_bucket_cors(Bucket="vhb", CORSConfiguration={"CORSRules": [rule]})
+        ok = send(srv.port, "OPTIONS", "/", asked)
+        assert ok.status == 200, ok.body
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
     finally:
         srv.stop()
 
