@@ -58,13 +58,35 @@ def test_checkpoints_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Pat
 
 def test_security_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
     """docs/security.md part 2 (part 1's block is pure: tests/iam/test_security_doc.py)."""
-    text = (REPO / "docs" / "security.md").read_text()
-    part2 = text[text.index("## Part 2:"):]
+    part2 = _section(REPO / "docs" / "security.md", "## Part 2:")
     (code,) = BLOCK.findall(part2)
     expected = [line.removeprefix("# ") for line in code.splitlines() if line.startswith(("# get", "# put", "# ["))]
     assert len(expected) == 5
     doc = tmp_path / "security-part2.md"
     doc.write_text(part2)
+    assert _run(str(doc), fresh_server, tmp_path) == expected
+
+
+def _section(doc: Path, heading: str) -> str:
+    """From ``heading`` to the next second-level heading (or the end)."""
+    text = doc.read_text()
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_bucket_policy_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Bucket policies, anonymous access and Block Public Access": the block's
+    trailing comment lines are its output."""
+    section = _section(REPO / "docs" / "security.md", "## Bucket policies, anonymous access")
+    (code,) = BLOCK.findall(section)
+    lines = code.splitlines()
+    expected = []
+    while lines and lines[-1].startswith("# "):
+        expected.insert(0, lines.pop().removeprefix("# "))
+    assert len(expected) == 5
+    doc = tmp_path / "security-bucket-policies.md"
+    doc.write_text(section)
     assert _run(str(doc), fresh_server, tmp_path) == expected
 
 

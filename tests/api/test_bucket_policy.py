@@ -6,6 +6,8 @@ it); the ~1 s propagation between workers has its own two-worker server."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import time
@@ -256,6 +258,42 @@ def test_public_read_by_policy(env: Env) -> None:
     assert anon_status(env.anon("GET", f"/{P}/public/x")) == DENIED
 
 
+def test_anonymous_write_by_policy(env: Env) -> None:
+    """A drop box: anyone may put under drop/, nobody anonymous may read, list or delete there."""
+    env.s3.put_bucket_policy(Bucket=P, Policy=doc(stmt("Allow", "*", "s3:PutObject", f"arn:aws:s3:::{P}/drop/*")))
+    try:
+        assert anon_status(env.anon("PUT", f"/{P}/drop/a", body=b"dropped")) == OK
+        assert env.s3.get_object(Bucket=P, Key="drop/a")["Body"].read() == b"dropped"
+        for method in ("GET", "DELETE"):
+            assert anon_status(env.anon(method, f"/{P}/drop/a")) == DENIED, method
+        assert anon_status(env.anon("PUT", f"/{P}/elsewhere", body=b"x")) == DENIED
+        assert status(lambda: env.s3.head_object(Bucket=P, Key="elsewhere")) == (404, "404")
+    finally:
+        env.s3.delete_bucket_policy(Bucket=P)
+
+
+def test_a_missing_key_is_404_only_for_callers_who_may_list(env: Env) -> None:
+    """AWS: reading a key that does not exist is 404 NoSuchKey for a caller allowed
+    s3:ListBucket, 403 AccessDenied for one allowed only s3:GetObject (no existence oracle)."""
+    reader = env.client("getter", doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{P}/*"}))
+    read_only = stmt("Allow", "*", "s3:GetObject", f"arn:aws:s3:::{P}/*")
+    env.s3.put_bucket_policy(Bucket=P, Policy=doc(read_only))
+    try:
+        for method in ("GET", "HEAD"):
+            assert env.anon(method, f"/{P}/public/x").status == 200
+            assert env.anon(method, f"/{P}/public/missing").status == 403, method
+        assert status(lambda: reader.get_object(Bucket=P, Key="public/missing")) == DENIED
+        assert status(lambda: reader.head_object(Bucket=P, Key="public/missing")) == (403, "403")
+        listing = stmt("Allow", "*", "s3:ListBucket", f"arn:aws:s3:::{P}")
+        env.s3.put_bucket_policy(Bucket=P, Policy=doc(read_only, listing))
+        assert anon_status(env.anon("GET", f"/{P}/public/missing")) == (404, "NoSuchKey")
+        assert env.anon("HEAD", f"/{P}/public/missing").status == 404
+        assert status(lambda: reader.get_object(Bucket=P, Key="public/missing")) == (404, "NoSuchKey")
+        assert status(lambda: env.s3.get_object(Bucket=P, Key="public/missing")) == (404, "NoSuchKey")  # the root
+    finally:
+        env.s3.delete_bucket_policy(Bucket=P)
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_anonymous_conditional_requests_leak_nothing(env: Env, method: str) -> None:
     """Without a grant, an anonymous GET/HEAD answers the same 403 for a key that exists and one
@@ -319,7 +357,14 @@ def test_restrict_public_buckets(env: Env) -> None:
         s3.delete_bucket_policy(Bucket=P)
 
 
-def test_bad_public_access_block_is_malformed_xml(env: Env) -> None:
+def test_bad_bodies(env: Env) -> None:
+    """A PublicAccessBlock flag that is not a boolean: MalformedXML; a policy whose Content-MD5
+    does not match: BadDigest. Nothing stored either way."""
+    policy = doc(stmt("Allow", "*", "s3:GetObject", f"arn:aws:s3:::{B}/*")).encode()
+    wrong_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    r = signed_request(env.server, "PUT", f"/{B}", policy, query=[("policy", "")], headers={"content-md5": wrong_md5})
+    assert anon_status(r) == (400, "BadDigest")
+    assert status(lambda: env.s3.get_bucket_policy(Bucket=B)) == (404, "NoSuchBucketPolicy")
     body = (
         b'<PublicAccessBlockConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
         b"<BlockPublicPolicy>maybe</BlockPublicPolicy></PublicAccessBlockConfiguration>"

@@ -17,7 +17,8 @@ from tierstore.api._authorize import Check, Principal, RequestContext
 from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.catalog import SqliteCatalog
 from tierstore.crypto import MasterKey
-from tierstore.engine import IdentityService
+from tierstore.engine import BucketAccessService, IdentityService
+from tierstore.types import BucketInfo
 
 
 class Clock:
@@ -154,3 +155,64 @@ def test_group_and_managed_policies_apply(setup: tuple[IdentityService, IamAutho
     assert allowed(authz, request(key, ("s3:GetObject", OBJ)))  # the group's inline policy
     assert allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::b")))  # the attached managed one
     assert not allowed(authz, request(key, ("s3:ListBucket", "arn:aws:s3:::other")))
+
+
+# --- bucket policies and the anonymous principal ---------------------------------------------
+
+
+def bucket_policy(*statements: dict[str, Any]) -> str:
+    return policy(*({"Principal": "*", **s} for s in statements))
+
+
+def anon(action: str, resource: str = OBJ) -> RequestContext:
+    """An unsigned request's context."""
+    return RequestContext(Principal.anonymous(), "Test", (Check(action, resource),))
+
+
+def test_bucket_policy_grants_anonymous_and_users_and_reaches_other_workers(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    """Two ``BucketAccessService`` over one catalog stand for two workers: the policy put through
+    one is enforced by the other once that worker's 1 s cache of the bucket has expired."""
+    ids, _, clock = setup
+    asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
+    here, there = (BucketAccessService(ids.catalog, monotonic=clock) for _ in range(2))
+    authz = IamAuthorizer(ids, buckets=there)
+    anonymous = anon("s3:GetObject")
+    assert not allowed(authz, anonymous)  # no policy (and "there" now caches that)
+    doc = bucket_policy(allow("s3:GetObject", "arn:aws:s3:::b/*"))
+    asyncio.run(here.put_policy("b", doc, public=True))
+    assert here.props("b") is not None and here.props("b")["policy"] == doc  # this worker: at once
+    assert not allowed(authz, anonymous)
+    clock.now += there.cache_ttl_s + 0.01
+    assert allowed(authz, anonymous)
+    assert anonymous.decision.source == "resource" and anonymous.decision.policy == "bucket-policy:b"
+    assert not allowed(authz, anon("s3:PutObject"))
+    assert not allowed(authz, anon("s3:ListAllMyBuckets", "*"))
+    # A user with no identity policy gets what the bucket policy grants "*" too; a service
+    # account of it is still narrowed by its own policy.
+    assert allowed(authz, request(user_key(ids, "u"), ("s3:GetObject", OBJ)))
+    sa = asyncio.run(ids.create_service_account("u", policy=policy(allow("s3:ListBucket", "*"))))
+    assert not allowed(authz, request(sa.info.access_key_id, ("s3:GetObject", OBJ)))
+    # A bucket-policy Deny beats the user's own Allow; the root is never restricted.
+    key = user_key(ids, "w", policy(allow("s3:*", "*")))
+    deny = bucket_policy({"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"})
+    asyncio.run(here.put_policy("b", deny, public=False))
+    clock.now += there.cache_ttl_s + 0.01
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    assert allowed(authz, request(key, ("s3:GetObject", "arn:aws:s3:::c/k")))
+    assert allowed(authz, request("ROOT", ("s3:GetObject", OBJ)))
+
+
+def test_a_missing_bucket_or_a_broken_stored_policy_grants_nothing(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    ids, _, clock = setup
+    buckets = BucketAccessService(ids.catalog, monotonic=clock)
+    authz = IamAuthorizer(ids, buckets=buckets)
+    anonymous = anon("s3:GetObject", "arn:aws:s3:::gone/k")
+    assert buckets.props("gone") is None and not allowed(authz, anonymous)
+    asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
+    broken = bucket_policy(allow("s3:GetObject", "arn:aws:s3:::b/*", Condition={"Nope": {}}))
+    asyncio.run(buckets.put_policy("b", broken, public=True))  # stored before validation existed
+    assert not allowed(authz, anon("s3:GetObject"))

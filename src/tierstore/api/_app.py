@@ -23,7 +23,15 @@ from tierstore import errors as e
 from tierstore.api import _cors, _extensions
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._auth import Authenticator, AuthRequest
-from tierstore.api._authorize import ANONYMOUS_DENIED, AllowAuthenticated, Authorizer, Principal, RequestContext
+from tierstore.api._authorize import (
+    ANONYMOUS_DENIED,
+    AllowAuthenticated,
+    Authorizer,
+    Check,
+    Principal,
+    RequestContext,
+    bucket_arn,
+)
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
 from tierstore.api._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -68,6 +76,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
+_KEY_READS = frozenset({"GetObject", "HeadObject"})  # a missing key: 404 or 403 (``_may_list``)
 
 
 class S3App:
@@ -425,7 +434,19 @@ class S3App:
             bucket_request=req.key is None,
         )
         self.authorizer.authorize(req.authz)
-        return await action.handler(req, self.ctx)
+        try:
+            return await action.handler(req, self.ctx)
+        except e.NoSuchKey:
+            if req.action in _KEY_READS and not self._may_list(req):
+                raise e.AccessDenied(ANONYMOUS_DENIED) from None
+            raise
+
+    def _may_list(self, req: Request) -> bool:
+        """AWS: a read of a missing key is 404 only for a caller who may list the bucket
+        (``s3:ListBucket``), which could learn the answer anyway; anyone else gets 403, so a
+        grant to read some keys is no oracle for which other keys exist."""
+        assert req.authz is not None and req.bucket is not None
+        return self.ctx.entry_allowed(req, Check("s3:ListBucket", bucket_arn(req.bucket)))
 
 
 def _expects_continue(scope: Scope) -> bool:

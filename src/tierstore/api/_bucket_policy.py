@@ -25,7 +25,7 @@ from typing import Any
 
 from tierstore import errors as e
 from tierstore import iam
-from tierstore.api._common import config_body
+from tierstore.api._common import check_body_digest, config_body
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._xml import E, document, text_of
 from tierstore.engine import PUBLIC_ACCESS_BLOCK_FLAGS
@@ -139,6 +139,7 @@ async def put_bucket_policy(req: Request, ctx: Context) -> Response:
         body = bytes(await req.read_buffer(_MAX_BODY_BYTES, json_body=True))
     except e.InvalidRequest:
         raise e.MalformedPolicy(f"Policies must be at most {iam.MAX_POLICY_CHARS['resource']} bytes") from None
+    check_body_digest(req, body)
     policy = validate_bucket_policy(body, bucket)
     await ctx.service.bucket_access.put_policy(bucket, body.decode("utf-8"), public=is_public(policy))
     return Response(204)

@@ -8,7 +8,6 @@
   ``session`` layer (it can only narrow its parent). A catalog key of the root is the root.
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
   (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
-
 - Bucket and object checks also see the bucket's policy (``BucketAccessService.props``, cached
   ~1 s per worker, parsed once per document) as ``iam.evaluate``'s resource policy: an Allow
   from the identity policies or the bucket policy grants, an explicit Deny in either wins, a
