@@ -441,3 +441,41 @@ def test_an_unsigned_form_is_allowed_by_a_bucket_policy(server: ServerProcess, s
     unsigned = [("key", "drop/b"), ("policy", _policy([{"key": "drop/c"}]))]
     error(post(server, bucket, unsigned), 403, "AccessDenied")
     assert absent(s3, bucket, "elsewhere") and absent(s3, bucket, "drop/b")
+
+
+# --- the policy as a pure function (api/_post_object.py) -----------------------------------------
+def test_policy_check_unit() -> None:
+    from datetime import UTC, datetime
+
+    from tierstore import errors as e
+    from tierstore.api._post_object import parse_policy
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    policy = parse_policy(
+        base64.b64encode(
+            json.dumps(
+                {
+                    "expiration": "2030-01-01T00:00:01.000Z",
+                    "conditions": [
+                        {"bucket": "b", "$key": "k"},  # two exact matches in one object; "$" tolerated
+                        ["starts-with", "$Content-Type", "image/"],
+                        ["content-length-range", 0, 100],
+                        ["content-length-range", "10", "50"],  # the tightest range wins
+                    ],
+                }
+            ).encode()
+        ).decode()
+    )
+    assert policy.length_range == (10, 50)
+    base = {"key": "k", "content-type": "image/png, image/gif", "x-ignore-a": "1", "policy": "p", "signature": "s"}
+    policy.check(base, "b", now)
+    for fields, bucket, why in [
+        ({**base, "content-type": "image/png, text/html"}, "b", "Policy Condition failed"),
+        ({**base, "bucket": "b"}, "other", '["eq", "$bucket", "b"]'),  # the URL's bucket, not the field
+        ({**base, "acl": "private"}, "b", "Extra input fields: acl"),
+    ]:
+        with pytest.raises(e.AccessDenied) as exc:
+            policy.check(fields, bucket, now)
+        assert why in exc.value.message
+    with pytest.raises(e.AccessDenied, match="Policy expired"):
+        policy.check(base, "b", datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC))
