@@ -78,16 +78,28 @@ def _section(doc: Path, heading: str) -> str:
 def test_bucket_policy_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
     """docs/security.md "Bucket policies, anonymous access and Block Public Access": the block's
     trailing comment lines are its output."""
-    section = _section(REPO / "docs" / "security.md", "## Bucket policies, anonymous access")
+    _run_section_with_output("## Bucket policies, anonymous access", 5, fresh_server, tmp_path)
+
+
+def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Browser uploads and CORS": a signed form posted, a too-large one
+    refused, a preflight; the block's trailing comment lines are its output."""
+    _run_section_with_output("## Browser uploads and CORS", 4, fresh_server, tmp_path)
+
+
+def _run_section_with_output(heading: str, lines_out: int, server: ServerProcess, tmp_path: Path) -> None:
+    """Run the one python block of a docs/security.md section; its trailing ``# `` comment lines
+    (``lines_out`` of them) are what it must print."""
+    section = _section(REPO / "docs" / "security.md", heading)
     (code,) = BLOCK.findall(section)
     lines = code.splitlines()
     expected = []
     while lines and lines[-1].startswith("# "):
         expected.insert(0, lines.pop().removeprefix("# "))
-    assert len(expected) == 5
-    doc = tmp_path / "security-bucket-policies.md"
+    assert len(expected) == lines_out
+    doc = tmp_path / "section.md"
     doc.write_text(section)
-    assert _run(str(doc), fresh_server, tmp_path) == expected
+    assert _run(str(doc), server, tmp_path) == expected
 
 
 # --- README.md: every block runs, in order, against a server of its own ------------------------
