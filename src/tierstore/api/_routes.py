@@ -12,6 +12,11 @@ its AWS name with ``implemented=False`` (answered 501 NotImplemented), anything 
 ``UNKNOWN`` (405 MethodNotAllowed or 501, ``refuse``). Both are refused after authentication and
 before authorization: they touch no bucket or key, so they tell nobody anything.
 
+Two requests are dispatched outside ``ACTIONS``' usual path. A browser POST form (``PostObject``)
+carries its credentials and its key in the body: its ``Action.form`` step reads and verifies them,
+and the dispatcher authorizes that key. A CORS preflight (``OPTIONS``, ``UNAUTHENTICATED``) is
+answered without credentials (api/_cors.py says why that reveals nothing).
+
 Health and metrics endpoints (``PROBES``) are named here too: an *unsigned* GET or HEAD of one of
 their paths, path-style. A signed request to the same path is an ordinary S3 request, so buckets
 named ``minio``, ``health`` or ``metrics`` keep working for every S3 client (docs/observability.md).
@@ -342,7 +347,8 @@ class Action(NamedTuple):
     per_entry: tuple[str, ...] = ()
     # An action whose credentials and key travel in its body (a browser POST form): the
     # dispatcher runs this step instead of header authentication, then authorizes ``perms`` on
-    # the key it found, with the form's fields as the request's headers (_app.S3App._handle).
+    # the key it found, with the headers it answers: the form's fields stand for the object's
+    # (_app.S3App._handle, api/_post_object.py).
     form: FormStep | None = None
 
 
