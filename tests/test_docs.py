@@ -100,6 +100,12 @@ def test_acl_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> No
     _run_section("## ACLs and Object Ownership", fresh_server, tmp_path, 5)
 
 
+def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Browser uploads and CORS": a signed form posted, a too-large one
+    refused, a preflight."""
+    _run_section("## Browser uploads and CORS", fresh_server, tmp_path, 4)
+
+
 # --- README.md: every block runs, in order, against a server of its own ------------------------
 
 README = REPO / "README.md"

@@ -16,9 +16,11 @@ __all__ = [
     "AuthorizationHeaderMalformed",
     "AuthorizationQueryParametersError",
     "BadDigest",
+    "BadRequest",
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
     "BucketNotEmpty",
+    "CORSResponse",
     "ChecksumMismatch",
     "CorruptBlob",
     "DeleteConflict",
@@ -44,6 +46,7 @@ __all__ = [
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
+    "InvalidPolicyDocument",
     "InvalidQuery",
     "InvalidRange",
     "InvalidRequest",
@@ -55,9 +58,11 @@ __all__ = [
     "KeyTooLongError",
     "LimitExceeded",
     "MalformedACLError",
+    "MalformedPOSTRequest",
     "MalformedPolicy",
     "MalformedPolicyDocument",
     "MalformedXML",
+    "MaxPostPreDataLengthExceeded",
     "MetadataTooLarge",
     "MethodNotAllowed",
     "MissingAuthenticationToken",
@@ -66,6 +71,7 @@ __all__ = [
     "NegativeExpires",
     "NoSuchBucket",
     "NoSuchBucketPolicy",
+    "NoSuchCORSConfiguration",
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
@@ -456,3 +462,29 @@ class InvalidBucketAclWithObjectOwnership(TierstoreError, ValueError):
 
 class OwnershipControlsNotFoundError(TierstoreError, KeyError):
     """The bucket ownership controls were not found."""
+
+# --- browser POST uploads and CORS (api/_post_object.py, api/_cors.py) -------------------------
+class NoSuchCORSConfiguration(TierstoreError, KeyError):
+    """The CORS configuration does not exist"""
+
+
+class CORSResponse(TierstoreError, PermissionError):
+    """CORSResponse: This CORS request is not allowed."""
+
+    code = "AccessForbidden"  # S3's code for a refused preflight; the message starts "CORSResponse: "
+
+
+class BadRequest(TierstoreError, ValueError):
+    """Bad Request"""
+
+
+class InvalidPolicyDocument(TierstoreError, ValueError):
+    """The content of the form does not meet the conditions specified in the policy document."""
+
+
+class MalformedPOSTRequest(TierstoreError, ValueError):
+    """The body of your POST request is not well-formed multipart/form-data."""
+
+
+class MaxPostPreDataLengthExceeded(TierstoreError, ValueError):
+    """Your POST request fields preceding the upload file were too large."""

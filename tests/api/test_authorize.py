@@ -418,3 +418,43 @@ def test_delete_objects_authorizes_each_key(base: S3App) -> None:
     assert [r.api for r in deny.seen] == ["DeleteObjects"] * 3  # the request, then each key
     assert call(app, "HEAD", f"/{B}/keep/1").status == 200
     assert call(app, "HEAD", f"/{B}/go/1").status == 404
+
+
+HEADERS_OF_NO_FORM = {"x-amz-tagging": "a=b", "x-amz-acl": "bucket-owner-full-control", "user-agent": "form-test"}
+
+
+def test_a_post_form_is_authorized_on_its_key_before_the_file_is_read(base: S3App) -> None:
+    """POST Object: the key and the signer come from the form; the dispatcher authorizes
+    s3:PutObject (and s3:PutObjectTagging for a ``tagging`` field) on the form's key, with the
+    form's signature version, before the handler stores anything."""
+    from tests.api.test_post_object import multipart, v2_form
+
+    bucket = "authz-no-such-bucket"
+
+    tagging = "<Tagging><TagSet><Tag><Key>a</Key><Value>b</Value></Tag></TagSet></Tagging>"
+    conditions = [["starts-with", "$key", "in/"], {"tagging": tagging}]
+    fields = v2_form(bucket, conditions, [("key", "in/${filename}"), ("tagging", tagging)])
+    body, ctype = multipart(fields, b"file bytes", filename="a.txt")
+    rec = Recorder(deny={"s3:PutObject"})
+    answer = call(app_with(base, rec), "POST", f"/{bucket}", body, headers={"content-type": ctype})
+    assert (answer.status, answer.code()) == (403, "AccessDenied")
+    assert len(rec.seen) == 1
+    seen = rec.seen[0]
+    assert seen.api == "PostObject"
+    assert [(c.action, c.resource) for c in seen.checks] == [
+        ("s3:PutObject", arn(f"{bucket}/in/a.txt")),
+        ("s3:PutObjectTagging", arn(f"{bucket}/in/a.txt")),
+    ]
+    assert (seen.principal.access_key, seen.scheme) == (ACCESS_KEY, "v2-post")
+    assert seen.conditions()["s3:authType"] == "POST"
+    # request headers never speak for the form's object: no tagging check, no acl condition
+    untagged, ctype = multipart(v2_form(bucket, [{"key": "k"}], [("key", "k")]), b"x")
+    call(app_with(base, rec), "POST", f"/{bucket}", untagged, headers={"content-type": ctype, **HEADERS_OF_NO_FORM})
+    assert [(c.action, c.resource) for c in rec.seen[1].checks] == [("s3:PutObject", arn(f"{bucket}/k"))]
+    assert "s3:x-amz-acl" not in rec.seen[1].conditions()
+    assert rec.seen[1].conditions()["aws:UserAgent"] == "form-test"
+    allowed = Recorder()
+    body, ctype = multipart(fields, b"file bytes", filename="a.txt")
+    answer = call(app_with(base, allowed), "POST", f"/{bucket}", body, headers={"content-type": ctype})
+    assert (answer.status, answer.code()) == (404, "NoSuchBucket")  # authorized first, then the handler
+    assert len(allowed.seen) == 1

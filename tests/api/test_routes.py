@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tierstore.api._query import QUERY_API
-from tierstore.api._routes import ACTIONS, PROBE_ACTIONS, PROBES, UNKNOWN, Route, route
+from tierstore.api._routes import ACTIONS, PROBE_ACTIONS, PROBES, UNAUTHENTICATED, UNKNOWN, Route, route
 
 CS = {"x-amz-copy-source": "/b/k"}
 
@@ -29,7 +29,12 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("PUT", "b", None, {}, {}, "CreateBucket", True),
     ("HEAD", "b", None, {}, {}, "HeadBucket", True),
     ("DELETE", "b", None, {}, {}, "DeleteBucket", True),
-    ("POST", "b", None, {}, {}, UNKNOWN, False),
+    ("POST", "b", None, {}, {}, "PostObject", True),  # a browser form upload
+    ("OPTIONS", "b", None, {}, {}, "PreflightCorsRequest", True),
+    ("OPTIONS", "b", "k", {"uploads": ""}, {}, "PreflightCorsRequest", True),
+    ("GET", "b", None, {"cors": ""}, {}, "GetBucketCors", True),
+    ("PUT", "b", None, {"cors": ""}, {}, "PutBucketCors", True),
+    ("DELETE", "b", None, {"cors": ""}, {}, "DeleteBucketCors", True),
     # bucket subresources
     ("GET", "b", None, {"location": ""}, {}, "GetBucketLocation", True),
     ("GET", "b", None, {"uploads": ""}, {}, "ListMultipartUploads", True),
@@ -193,12 +198,14 @@ def test_probes_only_path_style() -> None:
 
 # --- the table dispatches ------------------------------------------------------------------
 def test_every_implemented_action_has_a_handler() -> None:
-    """What ``route`` calls implemented is exactly what ``ACTIONS`` dispatches (probes aside):
-    a name without a handler, or a handler no request reaches, fails here."""
-    named = {row[5] for row in TABLE if row[6]} - PROBE_ACTIONS
+    """What ``route`` calls implemented is exactly what ``ACTIONS`` dispatches (probes and the
+    unauthenticated preflight aside): a name without a handler, or a handler no request reaches,
+    fails here."""
+    named = {row[5] for row in TABLE if row[6]} - PROBE_ACTIONS - set(UNAUTHENTICATED)
     refused = {row[5] for row in TABLE if not row[6]}
     assert named == set(ACTIONS)
     assert not refused & set(ACTIONS)
+    assert not set(UNAUTHENTICATED) & set(ACTIONS)  # answered without credentials: never in ACTIONS
     for name, action in ACTIONS.items():
         assert callable(action.handler), name
         assert action.perms or action.per_entry, f"{name} needs no permission at all"
@@ -230,7 +237,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
         ("GET", None, {"Action": "ListUsers"}, {}, QUERY_API),
         ("POST", None, {}, {"content-type": "application/xml"}, UNKNOWN),  # S3 has no POST /
         ("GET", None, {}, {}, "ListBuckets"),
-        ("POST", "bkt", {}, FORM, UNKNOWN),  # a form POST to a bucket is S3's (POST Object)
+        ("POST", "bkt", {}, FORM, "PostObject"),  # a POST to a bucket is S3's POST Object (its form step refuses a non-multipart body)
     ],
 )
 def test_query_api_requests_are_named_for_the_dispatcher(

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 
 from tierstore import errors as e
 from tierstore.api import (
+    _cors,
     _extensions,
     _iam_api,  # noqa: F401 - registers the IAM query actions (_query)
     _sts,  # noqa: F401 - registers the STS query actions
@@ -56,7 +57,9 @@ from tierstore.api._routes import (
     ACTIONS,
     EXTENSION_PREFIX,
     METRICS_ACTIONS,
+    PREFLIGHT,
     PROBE_ACTIONS,
+    UNAUTHENTICATED,
     UNKNOWN,
     checks,
     refuse,
@@ -179,6 +182,8 @@ class S3App:
             log.exception("internal error (request %s)", request_id)
             error_code = "InternalError"
             resp = self._error(e.InternalError(), req, request_id)
+        if req is not None and req.bucket not in (None, EXTENSION_PREFIX) and "origin" in req.headers:
+            self._cors(req, resp)
         if req is None or not req.body_done:
             if not (req is not None and req.body_started) and _expects_continue(scope):
                 # The client holds the body back until "100 Continue", which the HTTP layer sends
@@ -193,6 +198,12 @@ class S3App:
         finally:
             if req is None or req.action not in PROBE_ACTIONS:
                 self._observe(scope, req, resp, x, request_id, error_code)
+
+    def _cors(self, req: Request, resp: Response) -> None:
+        """An actual request with ``Origin`` gets its bucket's matching CORS rule's headers, also
+        on an error (a preflight answered its own)."""
+        if req.action != PREFLIGHT and req.bucket is not None:
+            _cors.apply(self.service, req.bucket, req.method, req.headers, resp)
 
     def _observe(
         self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
@@ -413,19 +424,35 @@ class S3App:
     # --- dispatch --------------------------------------------------------------------
     async def _handle(self, req: Request, scope: Scope) -> Response:
         """Authenticate, refuse what the table does not dispatch, authorize once, run the handler.
-        An unsigned request is authorized as the anonymous principal (a bucket policy may allow it)."""
-        auth = req.auth = self.auth.authenticate(
-            AuthRequest(
-                method=req.method,
-                raw_path=req.raw_path,
-                query_string=req.query_string,
-                headers=req.headers,
-                virtual_bucket=req.virtual_bucket,
+
+        A CORS preflight (``_routes.UNAUTHENTICATED``) is answered without credentials. A browser
+        POST form (an action with a ``form`` step) carries its credentials and its key in the
+        body: the step reads the fields before the file and verifies them, and the key and the
+        fields (as headers) it found are what is authorized, before a byte of the file is stored.
+        An unsigned request (or form) is authorized as the anonymous principal (a bucket policy
+        may allow it)."""
+        unauthenticated = UNAUTHENTICATED.get(req.action)
+        if unauthenticated is not None:
+            return await unauthenticated(req, self.ctx)
+        action = ACTIONS.get(req.action)
+        headers = req.headers
+        if action is not None and action.form is not None:
+            found = await action.form(req, self.auth)
+            auth = req.auth = found.auth
+            req.key = found.key
+            headers = found.headers
+        else:
+            auth = req.auth = self.auth.authenticate(
+                AuthRequest(
+                    method=req.method,
+                    raw_path=req.raw_path,
+                    query_string=req.query_string,
+                    headers=req.headers,
+                    virtual_bucket=req.virtual_bucket,
+                )
             )
-        )
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
         principal = Principal(auth.access_key, auth.session) if auth.access_key is not None else Principal.anonymous()
-        action = ACTIONS.get(req.action)
         if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
             # (batch, query, datasets, admin) are for signed callers only.
@@ -438,9 +465,9 @@ class S3App:
         req.authz = RequestContext(
             principal,
             req.action,
-            checks(action, req.bucket, req.key, req.query, req.headers),
+            checks(action, req.bucket, req.key, req.query, headers),
             scheme=auth.scheme,
-            headers=req.headers,
+            headers=headers,
             query=req.query,
             scope=scope,
             bucket_request=req.key is None,

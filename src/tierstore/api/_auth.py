@@ -87,7 +87,7 @@ class AuthResult:
     """Who signed the request (``access_key`` None: nobody) and how to check its body."""
 
     access_key: str | None
-    scheme: str  # "v4-header" | "v4-query" | "v2-header" | "v2-query" | "anonymous"
+    scheme: str  # "v4-header" | "v4-query" | "v2-header" | "v2-query" | "v4-post" | "v2-post" | "anonymous"
     payload: PayloadMode
     expected_sha256: str | None = None  # lower-case hex, for PayloadMode.SIGNED
     _stream: StreamSigning | None = field(default=None, repr=False, compare=False)  # chunk chain
@@ -410,6 +410,63 @@ class Authenticator:
         if not _sigv2.signature_matches(secret, candidates, params["Signature"]):
             raise SignatureDoesNotMatch()
         return AuthResult(access_key, "v2-query", PayloadMode.NONE, session=session)
+
+
+    # --- browser POST forms (api/_post_object.py) -------------------------------------------
+    def authenticate_form(self, fields: Mapping[str, str]) -> AuthResult:
+        """Who signed a POST form (``fields``: lower-case names): SigV4 fields (``x-amz-signature``
+        is the hex HMAC-SHA256 of the ``policy`` field under the signing key), the SigV2 pair
+        (``signature``: base64 HMAC-SHA1 of it), or nobody. The policy's own expiration and
+        conditions bound the form's lifetime; the caller checks them."""
+        if any(k in fields for k in ("x-amz-signature", "x-amz-credential", "x-amz-algorithm")):
+            return self._v4_form(fields)
+        if "awsaccesskeyid" in fields or "signature" in fields:
+            return self._v2_form(fields)
+        return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
+
+    def _v4_form(self, fields: Mapping[str, str]) -> AuthResult:
+        for name in ("x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-signature", "policy"):
+            if not fields.get(name):
+                raise InvalidArgument(_missing_form_field(name))
+        if fields["x-amz-algorithm"] != _sigv4.ALGORITHM:
+            raise InvalidArgument('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
+        cred = _sigv4.parse_credential(fields["x-amz-credential"], InvalidArgument)
+        amz_date = fields["x-amz-date"]
+        if _parse_amz_date(amz_date) is None or cred.date != amz_date[:8]:
+            raise InvalidArgument("X-Amz-Date must be the ISO 8601 basic time of the credential's date.")
+        provided = fields["x-amz-signature"].strip().lower()
+        secret = self._form_secret(cred.access_key)
+        key: bytes = self._signing_key(secret, cred.date, cred.region, cred.service)
+        expected = hmac.new(key, fields["policy"].encode("utf-8"), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected.encode(), provided.encode("utf-8", "replace")):
+            raise SignatureDoesNotMatch()
+        return AuthResult(cred.access_key, "v4-post", PayloadMode.NONE)
+
+    def _v2_form(self, fields: Mapping[str, str]) -> AuthResult:
+        for name in ("awsaccesskeyid", "signature", "policy"):
+            if not fields.get(name):
+                raise InvalidArgument(_missing_form_field(name))
+        access_key = fields["awsaccesskeyid"]
+        secret = self._form_secret(access_key)
+        if not _sigv2.signature_matches(secret, [fields["policy"].encode("utf-8")], fields["signature"]):
+            raise SignatureDoesNotMatch()
+        return AuthResult(access_key, "v2-post", PayloadMode.NONE)
+
+    def _form_secret(self, access_key: str) -> str:
+        """The secret that must have signed a form of ``access_key``. A form's
+        ``x-amz-security-token`` (temporary credentials) is not honoured yet: such a key is not a
+        long-term key, so it fails closed here as ``InvalidAccessKeyId``."""
+        secret = self._lookup_secret(access_key)
+        if secret is None:
+            raise InvalidAccessKeyId()
+        return secret
+
+
+def _missing_form_field(name: str) -> str:
+    shown = {"awsaccesskeyid": "AWSAccessKeyId", "policy": "Policy", "signature": "Signature"}.get(name, name)
+    return (
+        f"Bucket POST must contain a field named '{shown}'.  If it is specified, please check the order of the fields."
+    )
 
 
 # --- parsing helpers -------------------------------------------------------------------------

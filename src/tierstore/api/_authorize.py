@@ -48,12 +48,16 @@ _SIGNATURE_VERSION = {
     "v4-query": "AWS4-HMAC-SHA256",
     "v2-header": "AWS",
     "v2-query": "AWS",
+    "v4-post": "AWS4-HMAC-SHA256",
+    "v2-post": "AWS",
 }
 _AUTH_TYPE = {
     "v4-header": "REST-HEADER",
     "v2-header": "REST-HEADER",
     "v4-query": "REST-QUERY-STRING",
     "v2-query": "REST-QUERY-STRING",
+    "v4-post": "POST",
+    "v2-post": "POST",
 }
 # Request headers that are condition keys as they are (s3:x-amz-acl, s3:x-amz-grant-read, ...).
 _HEADER_KEYS = (

@@ -22,6 +22,7 @@ __all__ = [
     "decode_token",
     "encode_token",
     "owner",
+    "parse_tag_set",
     "read_conditions",
     "reject_unsupported",
     "tag_set",
@@ -111,7 +112,14 @@ async def config_body(req: Request, root: str) -> Element:
 
 
 async def tag_set(req: Request) -> list[tuple[str, str]]:
-    el = await config_body(req, "Tagging")
+    body = await req.read_small()
+    check_body_digest(req, body)
+    return parse_tag_set(body)
+
+
+def parse_tag_set(body: bytes) -> list[tuple[str, str]]:
+    """The (key, value) pairs of a ``Tagging`` document (a request body, a POST form's field)."""
+    el = parse_xml(body, "Tagging")
     tags = next(iter(children(el, "TagSet")), None)
     if tags is None:
         raise e.MalformedXML()

@@ -80,6 +80,13 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.InsufficientStorage: 507,
     e.SlowDown: 503,
     e.InternalError: 500,
+    # browser POST uploads and CORS
+    e.NoSuchCORSConfiguration: 404,
+    e.CORSResponse: 403,
+    e.BadRequest: 400,
+    e.InvalidPolicyDocument: 400,
+    e.MalformedPOSTRequest: 400,
+    e.MaxPostPreDataLengthExceeded: 400,
 }
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -116,6 +116,12 @@ class IdentityAuthenticator(Authenticator):
 
     def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
         result = super().authenticate_query(req, service, payload_sha256)
+        if result.access_key is not None:
+            self.identities.note_used(result.access_key)
+        return result
+
+    def authenticate_form(self, fields: Mapping[str, str]) -> AuthResult:
+        result = super().authenticate_form(fields)
         if result.access_key is not None:
             self.identities.note_used(result.access_key)
         return result

@@ -113,6 +113,7 @@ class Request:
     idle_timeout_s: float | None = None  # a body that sends nothing this long: RequestTimeout
     authz: RequestContext | None = None  # what the dispatcher authorized
     form: dict[str, str] | None = None  # a query-API request's parameters (_query.read_form)
+    post_form: Any = None  # a POST Object form read up to its file (_post_object.PostForm)
 
     @property
     def resource(self) -> str:

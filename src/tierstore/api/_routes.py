@@ -12,6 +12,11 @@ its AWS name with ``implemented=False`` (answered 501 NotImplemented), anything 
 ``UNKNOWN`` (405 MethodNotAllowed or 501, ``refuse``). Both are refused after authentication and
 before authorization: they touch no bucket or key, so they tell nobody anything.
 
+Two requests are dispatched outside ``ACTIONS``' usual path. A browser POST form (``PostObject``)
+carries its credentials and its key in the body: its ``Action.form`` step reads and verifies them,
+and the dispatcher authorizes that key. A CORS preflight (``OPTIONS``, ``UNAUTHENTICATED``) is
+answered without credentials (api/_cors.py says why that reveals nothing).
+
 Health and metrics endpoints (``PROBES``) are named here too: an *unsigned* GET or HEAD of one of
 their paths, path-style. A signed request to the same path is an ordinary S3 request, so buckets
 named ``minio``, ``health`` or ``metrics`` keep working for every S3 client (docs/observability.md).
@@ -19,27 +24,40 @@ named ``minio``, ``health`` or ``metrics`` keep working for every S3 client (doc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import unquote
 
 from tierstore import errors as e
-from tierstore.api import _access, _bucket_config, _bucket_policy, _buckets, _extensions, _multipart, _objects
+from tierstore.api import (
+    _access,
+    _bucket_config,
+    _bucket_policy,
+    _buckets,
+    _cors,
+    _extensions,
+    _multipart,
+    _objects,
+    _post_object,
+)
+from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import Check
 from tierstore.api._identity_ext import ENDPOINTS as IDENTITY_ENDPOINTS
 from tierstore.api._identity_ext import UNROUTED as UNROUTED_IDENTITIES
 from tierstore.api._identity_ext import endpoint as identity_endpoint
 from tierstore.api._identity_ext import path_user_arn
 from tierstore.api._query import QUERY_API, is_query_route
-from tierstore.api._request import Handler
+from tierstore.api._request import Handler, Request
 
 __all__ = [
     "ACTIONS",
     "EXTENSION_PREFIX",
     "METRICS_ACTIONS",
+    "PREFLIGHT",
     "PROBES",
     "PROBE_ACTIONS",
     "SUBRESOURCES",
+    "UNAUTHENTICATED",
     "UNKNOWN",
     "Action",
     "Perm",
@@ -52,6 +70,7 @@ __all__ = [
 
 EXTENSION_PREFIX = "_tierstore"
 UNKNOWN = "Unknown"
+PREFLIGHT = "PreflightCorsRequest"  # OPTIONS /bucket[/key] (UNAUTHENTICATED)
 
 # Query parameters that select another operation (the SigV2 signer signs them too). A known
 # one we lack answers 501; any other parameter is ignored, as S3 does.
@@ -139,12 +158,12 @@ _BUCKET_OPS: dict[str, dict[str, str]] = {
     "policy": _crud("BucketPolicy", "GET", "PUT", "DELETE"),
     "policyStatus": {"GET": "GetBucketPolicyStatus"},
     "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
+    "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
 }
 # Known S3 bucket operations we do not implement (501 NotImplemented), by their AWS names.
 _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
     "accelerate": _crud("BucketAccelerateConfiguration", "GET", "PUT"),
     "analytics": _crud("BucketAnalyticsConfiguration", "GET", "PUT", "DELETE"),
-    "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
     "encryption": _crud("BucketEncryption", "GET", "PUT", "DELETE"),
     "intelligent-tiering": _crud("BucketIntelligentTieringConfiguration", "GET", "PUT", "DELETE"),
     "inventory": _crud("BucketInventoryConfiguration", "GET", "PUT", "DELETE"),
@@ -206,6 +225,8 @@ def route(
         return _extension(method, key or "")
     if bucket is None and not virtual and is_query_route(method, bucket, query, headers):
         return Route(QUERY_API)  # IAM/STS: named after its form is read (_query.lookup)
+    if method == "OPTIONS" and bucket is not None:
+        return Route(PREFLIGHT)
     sub = [k for k in query if k in SUBRESOURCES]
     if bucket is None:
         return Route("ListBuckets") if method == "GET" and not sub else _NO_ROUTE
@@ -218,7 +239,12 @@ def _bucket(method: str, sub: list[str], query: Mapping[str, str]) -> Route:
     if not sub:
         if method == "GET":
             return Route("ListObjectsV2" if query.get("list-type") == "2" else "ListObjects")
-        action = {"PUT": "CreateBucket", "HEAD": "HeadBucket", "DELETE": "DeleteBucket"}.get(method)
+        action = {
+            "PUT": "CreateBucket",
+            "HEAD": "HeadBucket",
+            "DELETE": "DeleteBucket",
+            "POST": "PostObject",  # a browser form upload (api/_post_object.py)
+        }.get(method)
         return Route(action) if action else _NO_ROUTE
     if len(sub) == 1:
         action = _BUCKET_OPS.get(sub[0], {}).get(method)
@@ -320,12 +346,20 @@ class Perm(NamedTuple):
     if_header: str = ""  # needed only when the request carries this header
 
 
+FormStep = Callable[[Request, Authenticator], Awaitable[_post_object.FormAuth]]
+
+
 class Action(NamedTuple):
     handler: Handler
     perms: tuple[Perm, ...]
     # IAM actions the handler checks per entry of the body (DeleteObjects: per key; a batch:
     # per entry, or its dataset/model; the query: the bucket, then each result).
     per_entry: tuple[str, ...] = ()
+    # An action whose credentials and key travel in its body (a browser POST form): the
+    # dispatcher runs this step instead of header authentication, then authorizes ``perms`` on
+    # the key it found, with the headers it answers: the form's fields stand for the object's
+    # (_app.S3App._handle, api/_post_object.py).
+    form: FormStep | None = None
 
 
 _GET = Perm("s3:GetObject", "s3:GetObjectVersion")
@@ -437,6 +471,12 @@ ACTIONS: dict[str, Action] = {
     "PutObjectRetention": Action(_objects.put_object_retention, (Perm("s3:PutObjectRetention"), _BYPASS)),
     "GetObjectLegalHold": Action(_objects.get_object_legal_hold, (Perm("s3:GetObjectLegalHold"),)),
     "PutObjectLegalHold": Action(_objects.put_object_legal_hold, (Perm("s3:PutObjectLegalHold"),)),
+    # browser form uploads (_post_object): s3:PutObject on the form's key, for the form's signer
+    "PostObject": Action(_post_object.post_object, (_PUT, *_WRITE_EXTRAS), form=_post_object.authenticate_form),
+    # CORS configuration (_cors)
+    "GetBucketCors": Action(_cors.get_bucket_cors, (Perm("s3:GetBucketCORS"),)),
+    "PutBucketCors": Action(_cors.put_bucket_cors, (Perm("s3:PutBucketCORS"),)),
+    "DeleteBucketCors": Action(_cors.delete_bucket_cors, (Perm("s3:PutBucketCORS"),)),
     # multipart uploads (_multipart)
     "CreateMultipartUpload": Action(_multipart.create_multipart_upload, (_PUT, *_WRITE_EXTRAS)),
     "UploadPart": Action(_multipart.upload_part, (_PUT,)),
@@ -485,6 +525,12 @@ ACTIONS: dict[str, Action] = {
         )
     },
 }
+
+
+# Actions answered without authentication or authorization. A CORS preflight: browsers send it
+# without credentials by design (the Fetch standard), and its answer is only what the bucket's CORS
+# rules allow; it never looks at the key, so it cannot tell whether an object exists (api/_cors.py).
+UNAUTHENTICATED: dict[str, Handler] = {PREFLIGHT: _cors.preflight}
 
 
 def _copy_source(headers: Mapping[str, str]) -> tuple[str, str | None]:

@@ -1401,6 +1401,41 @@ class ObjectService:
 
         await self.catalog.update_bucket_props(bucket, update)
 
+    # --- CORS (the rules are parsed and matched by api/_cors.py) ------------------------------
+    def get_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+        """The bucket's CORS rules as stored (None: no configuration); NoSuchBucket if none."""
+        rules = self.catalog.bucket_props(bucket).get("cors")
+        return list(rules) if rules else None
+
+    def cached_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+        """The same from the per-worker cache of bucket properties (``bucket_access.props``, at
+        most ~1 s old; a change through this worker is seen at once): what the preflight and the
+        CORS headers of every request with ``Origin`` read. None also when there is no bucket."""
+        props = self.bucket_access.props(bucket)
+        rules = props.get("cors") if props is not None else None
+        return list(rules) if rules else None
+
+    async def put_bucket_cors(self, bucket: str, rules: list[dict[str, Any]]) -> None:
+        await self._set_bucket_prop(bucket, "cors", rules)
+
+    async def delete_bucket_cors(self, bucket: str) -> None:
+        await self._set_bucket_prop(bucket, "cors", None)
+
+    async def _set_bucket_prop(self, bucket: str, name: str, value: Any) -> None:
+        """Set one bucket property (``None``: remove it) in one catalog transaction."""
+
+        def update(props: dict[str, Any]) -> dict[str, Any]:
+            if value is None:
+                props.pop(name, None)
+            else:
+                props[name] = value
+            return props
+
+        try:
+            await self.catalog.update_bucket_props(bucket, update)
+        finally:
+            self.bucket_access.forget(bucket)  # this worker sees it at once, the others within the TTL
+
     # --- object lock (engine/_lock.py has the rules) ---------------------------------------
     # --- ACLs and Object Ownership (the grammar and the rules: api/_acl.py) -----------------
     def bucket_props(self, bucket: str) -> dict[str, Any]:
