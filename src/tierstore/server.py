@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tierstore.api import AccessLog, Metrics, S3App, note_send_failure
+from tierstore.api import AccessLog, AuditLog, Metrics, S3App, note_send_failure
+from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
+from tierstore.api._audit import DEFAULT_MAX_BYTES as DEFAULT_AUDIT_MAX_BYTES
 from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
@@ -101,6 +103,9 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = True  # JSON lines (docs/observability.md)
     access_log_file: str = ""  # append the access log here; empty: stderr
+    audit_log: str = ""  # the audit log's file (docs/security.md "Audit log"); empty: no audit log
+    audit_log_max_bytes: int = DEFAULT_AUDIT_MAX_BYTES  # rotated when a line would take it past this
+    audit_log_backups: int = DEFAULT_AUDIT_BACKUPS  # rotated files kept: FILE.1 (newest) ... FILE.N
     metrics_token: str = ""  # when set, /metrics requires "Authorization: Bearer <token>"
     extra_keys: dict[str, str] = field(default_factory=dict)
     # An erasure set (``--drives``): data_dir is then unused.
@@ -439,6 +444,9 @@ def build_app(config: ServerConfig) -> S3App:
         metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
         metrics_token=config.metrics_token,
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
+        audit_log=AuditLog(config.audit_log, max_bytes=config.audit_log_max_bytes, backups=config.audit_log_backups)
+        if config.audit_log
+        else None,
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
         authorizer=IamAuthorizer(identities),
