@@ -15,6 +15,7 @@ __all__ = [
     "AuthorizationHeaderMalformed",
     "AuthorizationQueryParametersError",
     "BadDigest",
+    "BadPresignExpires",
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
     "BucketNotEmpty",
@@ -320,10 +321,14 @@ class AuthorizationQueryParametersError(TierstoreError, PermissionError):
     """Error parsing the X-Amz-Credential parameter."""
 
 
-class NegativeExpires(AuthorizationQueryParametersError):
-    """X-Amz-Expires must be non-negative"""
+class BadPresignExpires(AuthorizationQueryParametersError):
+    """X-Amz-Expires is not a number of seconds from 0 to 604800 (7 days)."""
 
     code = "AuthorizationQueryParametersError"  # as S3 names it, but 403 where the others are 400
+
+
+class NegativeExpires(BadPresignExpires):
+    """X-Amz-Expires must be non-negative"""
 
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):

@@ -58,7 +58,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.RequestTimeTooSkewed: 403,
     e.AuthorizationHeaderMalformed: 400,
     e.AuthorizationQueryParametersError: 400,
-    e.NegativeExpires: 403,  # S3 answers 403 for a negative X-Amz-Expires
+    e.BadPresignExpires: 403,  # S3 answers 403 for an X-Amz-Expires out of 0..604800 or not a number
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,

@@ -1,6 +1,6 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
-from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
+from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, MayRead, RowRead
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
     AccessKeyInfo,
@@ -52,6 +52,7 @@ __all__ = [
     "IdentityService",
     "LockConfig",
     "LockRequest",
+    "MayRead",
     "ModelService",
     "NewAccessKey",
     "ObjectService",

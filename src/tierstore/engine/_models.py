@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 from tierstore.catalog import DatasetRecord, ModelAliasInUse
-from tierstore.engine._datasets import DatasetService, DatasetSpec
+from tierstore.engine._datasets import DatasetService, DatasetSpec, MayRead
 from tierstore.engine._tags import MAX_OBJECT_TAGS
 from tierstore.errors import InvalidRequest, NoSuchModel, TierstoreError
 from tierstore.types import MODEL_COMMIT_MEMBER, ModelRef, check_alias
@@ -86,11 +86,14 @@ class ModelService(DatasetService):
         return found
 
     # --- register ------------------------------------------------------------------
-    async def register(self, name: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> DatasetRecord:
+    async def register(
+        self, name: str, rows: list[dict[str, Any]], info: dict[str, Any], *, may_read: MayRead | None = None
+    ) -> DatasetRecord:
         """Publish the next version of model ``name`` pinning ``rows`` (dicts: bucket, key,
         version_id?, offset?, size?, member) — the checkpoint's data files plus exactly one whole
         object row with member ``COMMIT.json`` — described by ``info`` (the commit's step, run,
-        kind, metrics, datasets, tags). A row whose object version does not exist is refused."""
+        kind, metrics, datasets, tags). A row whose object version does not exist is refused;
+        ``may_read``: the caller's read rights on every row's object (``DatasetService.create``)."""
         self.check_name(name)
         checkpoint = _checked_info(info)
         if not isinstance(rows, list) or not rows:
@@ -104,6 +107,8 @@ class ModelService(DatasetService):
             raise InvalidRequest("The commit row needs a bucket and a key (and a version_id string, if any).")
         if row.get("offset") is not None or row.get("size") is not None:
             raise InvalidRequest("The commit row names the whole commit object (no offset or size).")
+        if may_read is not None:
+            may_read(bucket, key, version_id)  # before the commit object's existence shows
         try:  # pin the version read now, and tag that same version
             commit = self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:
@@ -116,7 +121,7 @@ class ModelService(DatasetService):
         checkpoint.pop("commit_version_id", None)
         spec = DatasetSpec(rows=rows)
         spec.validate()
-        record = await self._publish(name, spec, {"checkpoint": checkpoint})
+        record = await self._publish(name, spec, {"checkpoint": checkpoint}, may_read)
         await self._tag_commit(bucket, key, commit.meta.version_id, f"{name}@{record.version}")
         return record
 
