@@ -330,6 +330,8 @@ class BadPresignExpires(AuthorizationQueryParametersError):
 class NegativeExpires(BadPresignExpires):
     """X-Amz-Expires must be non-negative"""
 
+    code = "AuthorizationQueryParametersError"
+
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):
     """The difference between the request time and the server's time is too large."""
