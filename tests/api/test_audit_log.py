@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import fetch
+from tests.test_operations import _env, _resolved
 from tierstore.api._accesslog import Exchange
 from tierstore.api._audit import AuditLog, audit_line
 from tierstore.client import TierstoreClient, resolve_settings
@@ -199,3 +200,13 @@ def test_backups_bound_the_files_kept(tmp_path: Path) -> None:
             (tmp_path / p).read_text().splitlines()]  # fmt: skip
     assert kept == list(range(40 - len(kept), 40))  # the newest lines, in order
     assert os.stat(path).st_size <= 300
+
+
+def test_options_from_env_and_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "tierstore.toml"
+    cfg.write_text('audit-log-max-bytes = 4096\naudit-log-backups = 2\n')
+    got = _resolved(["--config", str(cfg)], _env(TIERSTORE_AUDIT_LOG="/var/log/tierstore/audit.jsonl"))
+    assert got["audit-log"] == ("'/var/log/tierstore/audit.jsonl'", "env TIERSTORE_AUDIT_LOG")
+    assert got["audit-log-max-bytes"] == ("4096", f"file {cfg}")
+    assert got["audit-log-backups"] == ("2", f"file {cfg}")
+    assert _resolved([], _env())["audit-log-max-bytes"] == (str(100 * 1024 * 1024), "default")
