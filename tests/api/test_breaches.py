@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 
 from tests.api.test_auth_e2e import aws_chunked_signed, crc32_b64, streaming_headers
 from tests.api.test_conformance_b import _presign_v4
+from tests.checkpoints.test_registry import write_checkpoint
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import (
     REGION,
@@ -66,6 +67,10 @@ def _user(root: TierstoreClient, policy: str | None = None) -> Keys:
         root.put_user_policy(name, "main", policy)
     key = root.create_access_key(name)
     return key["access_key_id"], key["secret_key"]
+
+
+def _ext(server: ServerProcess, keys: Keys) -> TierstoreClient:
+    return TierstoreClient(resolve_settings(server.endpoint, access_key=keys[0], secret_key=keys[1]))
 
 
 def _body_of(s3: Any, bucket: str, key: str) -> bytes | None:
@@ -192,7 +197,7 @@ def _answer(r: Resp) -> tuple[Any, ...]:
 
 
 def test_denied_conditional_reads_say_nothing_about_the_key(server: ServerProcess, s3: Any, bucket: str) -> None:
-    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
     peek = _user(root, _policy({"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}))
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     put = s3.put_object(Bucket=bucket, Key="here", Body=b"x" * 1000)
@@ -260,7 +265,7 @@ SECRET = b"the other bucket's secret"
 def test_dot_segments_and_encoded_separators_stay_in_their_bucket(
     server: ServerProcess, s3: Any, bucket: str, other_bucket: str
 ) -> None:
-    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
     a, b = bucket, other_bucket
     only_a = _user(
         root, _policy({"Effect": "Allow", "Action": "s3:*", "Resource": [f"arn:aws:s3:::{a}", f"arn:aws:s3:::{a}/*"]})
@@ -352,7 +357,7 @@ def test_presigned_v2_expired_is_403(server: ServerProcess, s3: Any, bucket: str
 
 
 def test_admin_endpoints_refuse_non_admin_users(server: ServerProcess, s3: Any) -> None:
-    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
     everything_s3 = _user(root, _policy({"Effect": "Allow", "Action": "s3:*", "Resource": "*"}))
     nothing = _user(root)
     parent = f"p-{uuid.uuid4().hex[:8]}"  # a service account of a user allowed everything in S3
@@ -393,7 +398,7 @@ def test_admin_endpoints_refuse_non_admin_users(server: ServerProcess, s3: Any) 
 
 
 def test_delete_objects_denied_everywhere_hides_the_bucket(server: ServerProcess, s3: Any, bucket: str) -> None:
-    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
     nobody = make_client(server.endpoint, access_key=(k := _user(root))[0], secret_key=k[1])
     s3.put_object(Bucket=bucket, Key="a", Body=b"a")
     answers = []
@@ -421,6 +426,17 @@ DATASET_ACTIONS = ["tierstore:CreateDataset", "tierstore:GetDataset", "tierstore
                    "tierstore:ReadDataset", "tierstore:ListDatasets"]  # fmt: skip
 
 
+def _prefix_user(root: TierstoreClient, actions: list[str], bucket: str, prefix: str) -> Keys:
+    """A user allowed ``actions`` (on ``*``) and s3:GetObject under ``prefix`` of ``bucket`` only."""
+    return _user(
+        root,
+        _policy(
+            {"Effect": "Allow", "Action": actions, "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/{prefix}*"},
+        ),
+    )
+
+
 def _status(call: Any) -> tuple[int, str]:
     try:
         call()
@@ -430,16 +446,9 @@ def _status(call: Any) -> tuple[int, str]:
 
 
 def test_datasets_only_from_and_for_readable_objects(server: ServerProcess, s3: Any, bucket: str) -> None:
-    root = TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
     mine = f"home/{uuid.uuid4().hex[:6]}/"
-    keys = _user(
-        root,
-        _policy(
-            {"Effect": "Allow", "Action": DATASET_ACTIONS, "Resource": "*"},
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/{mine}*"},
-        ),
-    )
-    user = TierstoreClient(resolve_settings(server.endpoint, access_key=keys[0], secret_key=keys[1]))
+    user = _ext(server, _prefix_user(root, DATASET_ACTIONS, bucket, mine))
     for key in (f"{mine}1", f"{mine}2", "home/other/1", "top"):
         s3.put_object(Bucket=bucket, Key=key, Body=key.encode())
     name = f"ds-{uuid.uuid4().hex[:8]}"
@@ -478,8 +487,30 @@ def test_datasets_only_from_and_for_readable_objects(server: ServerProcess, s3: 
              "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]},
         ),
     )  # fmt: skip
-    w = TierstoreClient(resolve_settings(server.endpoint, access_key=wide[0], secret_key=wide[1]))
+    w = _ext(server, wide)
     assert w.create_dataset(f"{name}-w", bucket=bucket, prefix="home/")["rows"] == 3
     assert len(pq.read_table(io.BytesIO(w.dataset_manifest(mixed["ref"])))) == 3
     for ref in (record["ref"], mixed["ref"], f"{name}-w@1"):
         root.delete_dataset(ref)
+
+
+def test_models_only_from_readable_objects(server: ServerProcess, s3: Any, bucket: str) -> None:
+    root = _ext(server, (ACCESS_KEY, SECRET_KEY))
+    mine = f"home/{uuid.uuid4().hex[:6]}"
+    actions = ["tierstore:RegisterModel", "tierstore:GetModelManifest"]
+    user = _ext(server, _prefix_user(root, actions, bucket, mine + "/"))
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    own, _ = write_checkpoint(s3, bucket, mine, 1, {"a.bin": b"a"})
+    other, _ = write_checkpoint(s3, bucket, "home/other", 1, {"b.bin": b"b"})
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    row = {"bucket": bucket, "member": "COMMIT.json"}
+    record = user.create_model(name, [{**row, "key": own}], {})  # the server pins the commit's version
+    assert record["rows"] == 1
+    assert len(pq.read_table(io.BytesIO(user.model_manifest(record["ref"])))) == 1
+    denied = (403, "AccessDenied")
+    assert _status(lambda: user.create_model(name, [{**row, "key": other}], {})) == denied
+    assert _status(lambda: user.create_model(name, [{**row, "key": "home/other/none"}], {})) == denied
+    outside = {"bucket": bucket, "key": other, "member": "x"}
+    assert _status(lambda: user.create_model(name, [{**row, "key": own}, outside], {})) == denied
+    assert [m["version"] for m in root.list_models(name)] == [1]
+    root.delete_model(record["ref"])

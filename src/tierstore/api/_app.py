@@ -213,7 +213,10 @@ class S3App:
         access_key = (req.auth.access_key or "") if req is not None and req.auth is not None else ""
         identity = authz.principal.identity if authz is not None else None
         if identity is None and access_key and self.identities is not None:
-            identity = self.identities.principal_for(access_key)  # cached: the authorizer just asked
+            try:
+                identity = self.identities.principal_for(access_key)  # cached: the authorizer just asked
+            except Exception:  # the catalog failed: the line goes out without the user
+                log.exception("audit: no principal for request %s", request_id)
         if authz is not None and authz.checks:
             action, resource = authz.action, authz.resource
         else:  # refused before authorization (authentication, an unknown operation)

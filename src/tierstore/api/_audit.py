@@ -132,7 +132,7 @@ def audit_line(
     session = getattr(principal, "role_session", None)
     return (
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", "source_ip": "{source_ip}", '
-        f'"access_key": {json_str(access_key)}, "principal_type": "{kind}", "user": {json_str(user)}, '
+        f'"access_key": {json_str(access_key)}, "principal_type": {json_str(kind)}, "user": {json_str(user)}, '
         f'"parent_user": {json_str(parent)}, "role_session": {json_str(session)}, '
         f'"action": {json_str(action)}, "api": "{api}", "resource": {json_str(resource)}, '
         f'"decision": "{decision}", "policy": {json_str(policy)}, "status": {int(status)}, '

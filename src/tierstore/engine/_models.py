@@ -113,6 +113,8 @@ class ModelService(DatasetService):
             commit = self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:
             raise InvalidRequest(f"The commit object s3://{bucket}/{key}: {exc}") from exc
+        if may_read is not None and version_id is None:
+            may_read = _except_row(may_read, (bucket, key, commit.meta.version_id))
         row["version_id"] = commit.meta.version_id
         rows = [*rows[: commits[0]], row, *rows[commits[0] + 1 :]]
         checkpoint["uri"] = f"s3://{bucket}/{key}"
@@ -184,6 +186,17 @@ class ModelService(DatasetService):
                 resource=f"{name}@{version}",
             ) from exc
         await self._untag_commit(record)
+
+
+def _except_row(may_read: MayRead, row: tuple[str, str, str]) -> MayRead:
+    """``may_read``, but for the commit row the server gave the version of (checked already,
+    as the caller named it: without a version, s3:GetObject rather than s3:GetObjectVersion)."""
+
+    def checked(bucket: str, key: str | None, version_id: str | None) -> None:
+        if (bucket, key, version_id) != row:
+            may_read(bucket, key, version_id)
+
+    return checked
 
 
 def _checked_info(info: Any) -> dict[str, Any]:
