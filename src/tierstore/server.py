@@ -69,6 +69,7 @@ __all__ = [
     "ServerConfig",
     "app_factory",
     "build_app",
+    "check_audit_log",
     "claim_store_and_port",
     "credential_dirs",
     "load_or_create_credentials",
@@ -285,6 +286,23 @@ def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.
     return socks
 
 
+def check_audit_log(config: ServerConfig) -> None:
+    """Open (create, mode 0600) the audit log once before any worker starts: a path that cannot be
+    written is one line for the operator at start, not a crash in every worker."""
+    try:
+        audit_log = _open_audit_log(config)
+    except OSError as exc:
+        raise ServeError(f"cannot open the audit log {config.audit_log}: {exc.strerror}") from None
+    if audit_log is not None:
+        audit_log.close()
+
+
+def _open_audit_log(config: ServerConfig) -> AuditLog | None:
+    if not config.audit_log:
+        return None
+    return AuditLog(config.audit_log, max_bytes=config.audit_log_max_bytes, backups=config.audit_log_backups)
+
+
 def claim_store_and_port(config: ServerConfig) -> Claim:
     """Lock the store, then bind the port: the first things a server does, so that a second server
     on the same data or port fails at once, before it generates credentials or opens a catalog."""
@@ -444,9 +462,7 @@ def build_app(config: ServerConfig) -> S3App:
         metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
         metrics_token=config.metrics_token,
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
-        audit_log=AuditLog(config.audit_log, max_bytes=config.audit_log_max_bytes, backups=config.audit_log_backups)
-        if config.audit_log
-        else None,
+        audit_log=_open_audit_log(config),
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
         authorizer=IamAuthorizer(identities),

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import fetch
-from tests.test_operations import _env, _resolved
+from tests.test_operations import _env, _error_lines, _resolved, _run
 from tierstore.api._accesslog import Exchange
 from tierstore.api._audit import AuditLog, audit_line
 from tierstore.client import TierstoreClient, resolve_settings
@@ -210,3 +210,11 @@ def test_options_from_env_and_config_file(tmp_path: Path) -> None:
     assert got["audit-log-max-bytes"] == ("4096", f"file {cfg}")
     assert got["audit-log-backups"] == ("2", f"file {cfg}")
     assert _resolved([], _env())["audit-log-max-bytes"] == (str(100 * 1024 * 1024), "default")
+
+
+def test_an_audit_log_that_cannot_be_opened_stops_the_start(tmp_path: Path) -> None:
+    bad = tmp_path / "no-such-dir" / "audit.jsonl"
+    proc = _run(["--data", str(tmp_path / "data"), "--address", "127.0.0.1:0", "--audit-log", str(bad)])
+    assert proc.returncode == 1
+    assert _error_lines(proc) == [f"tierstore serve: cannot open the audit log {bad}: No such file or directory"]
+    assert not (tmp_path / "data").exists()  # before the store was touched
