@@ -72,6 +72,7 @@ def test_allowed_and_denied_requests_of_two_users(audited: tuple[ServerProcess, 
     s3 = make_client(srv.endpoint)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="k", Body=b"v")
+    s3.put_object(Bucket=BUCKET, Key="long/" + "é" * 500, Body=b"v")  # 1005 bytes: logged whole
     root.create_user("reader")
     root.put_user_policy("reader", "main", READ)
     reader = root.create_access_key("reader")
@@ -126,7 +127,8 @@ def test_allowed_and_denied_requests_of_two_users(audited: tuple[ServerProcess, 
         ("HeadBucket", f"arn:aws:s3:::{BUCKET}", "", 403)
     ]
     roots = [x for x in lines if x["access_key"] == ACCESS_KEY and x["api"] == "PutObject"]
-    assert [(x["principal_type"], x["decision"], x["policy"]) for x in roots] == [("root", "allow", "")]
+    assert [(x["principal_type"], x["decision"], x["policy"]) for x in roots] == [("root", "allow", "")] * 2
+    assert sorted(x["resource"] for x in roots) == [obj, f"arn:aws:s3:::{BUCKET}/long/" + "é" * 500]
     assert {x["source_ip"] for x in lines} == {"127.0.0.1"}
     assert len({x["request_id"] for x in lines}) == len(lines)
 

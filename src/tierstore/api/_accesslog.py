@@ -106,10 +106,10 @@ class Exchange:
         return (self.first_byte or time.perf_counter()) - self.started
 
 
-def json_str(text: str | None) -> str:
-    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string. Most values are plain printable
+def json_str(text: str | None, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` (cut at ``limit`` characters) as a JSON string. Most values are plain printable
     ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
-    text = (text or "")[:MAX_LOGGED_CHARS]
+    text = (text or "")[:limit]
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return _encode(text)

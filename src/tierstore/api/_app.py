@@ -108,7 +108,6 @@ class S3App:
         self._metrics_token = metrics_token
         self.access_log = access_log
         self.audit_log = audit_log
-        self.identities = identities
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
         self.ctx = Context(service, self.metrics, admin, datasets, models, self.authorizer, identities)
@@ -212,9 +211,9 @@ class S3App:
         authz = req.authz if req is not None else None
         access_key = (req.auth.access_key or "") if req is not None and req.auth is not None else ""
         identity = authz.principal.identity if authz is not None else None
-        if identity is None and access_key and self.identities is not None:
+        if identity is None and access_key and self.ctx.identities is not None:
             try:
-                identity = self.identities.principal_for(access_key)  # cached: the authorizer just asked
+                identity = self.ctx.identities.principal_for(access_key)  # cached: the authorizer just asked
             except Exception:  # the catalog failed: the line goes out without the user
                 log.exception("audit: no principal for request %s", request_id)
         if authz is not None and authz.checks:

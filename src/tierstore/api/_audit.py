@@ -32,6 +32,7 @@ __all__ = ["DEFAULT_BACKUPS", "DEFAULT_MAX_BYTES", "AuditLog", "audit_line"]
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_BACKUPS = 5
+_ARN_CHARS = 2048  # arn:aws:s3::: + a bucket + a key of up to 1024 bytes: never cut
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -134,7 +135,7 @@ def audit_line(
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", "source_ip": "{source_ip}", '
         f'"access_key": {json_str(access_key)}, "principal_type": {json_str(kind)}, "user": {json_str(user)}, '
         f'"parent_user": {json_str(parent)}, "role_session": {json_str(session)}, '
-        f'"action": {json_str(action)}, "api": "{api}", "resource": {json_str(resource)}, '
+        f'"action": {json_str(action)}, "api": "{api}", "resource": {json_str(resource, _ARN_CHARS)}, '
         f'"decision": "{decision}", "policy": {json_str(policy)}, "status": {int(status)}, '
         f'"error": "{error_code}"}}'
     )
