@@ -176,7 +176,7 @@ def _writer(path: str, tag: str, count: int) -> None:
 def test_two_processes_rotating_one_file_lose_no_line(tmp_path: Path) -> None:
     """Two writers flushing into one rotated file at once (what two server workers do)."""
     path = tmp_path / "audit.jsonl"
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fork would warn in a process with threads
     procs = [ctx.Process(target=_writer, args=(str(path), tag, 400)) for tag in ("A", "B")]
     for p in procs:
         p.start()
