@@ -105,9 +105,7 @@ def test_allowed_and_denied_requests_of_two_users(audited: tuple[ServerProcess, 
 
     def of(key: str) -> list[tuple[Any, ...]]:
         fields = ("principal_type", "user", "parent_user", "action", "api", "resource", "decision", "policy")
-        return sorted(
-            (*(x[f] for f in fields), x["status"], x["error"]) for x in lines if x["access_key"] == key
-        )
+        return sorted((*(x[f] for f in fields), x["status"], x["error"]) for x in lines if x["access_key"] == key)
 
     obj = f"arn:aws:s3:::{BUCKET}/k"
     assert of(reader["access_key_id"]) == [
@@ -206,7 +204,7 @@ def test_backups_bound_the_files_kept(tmp_path: Path) -> None:
 
 def test_options_from_env_and_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "tierstore.toml"
-    cfg.write_text('audit-log-max-bytes = 4096\naudit-log-backups = 2\n')
+    cfg.write_text("audit-log-max-bytes = 4096\naudit-log-backups = 2\n")
     got = _resolved(["--config", str(cfg)], _env(TIERSTORE_AUDIT_LOG="/var/log/tierstore/audit.jsonl"))
     assert got["audit-log"] == ("'/var/log/tierstore/audit.jsonl'", "env TIERSTORE_AUDIT_LOG")
     assert got["audit-log-max-bytes"] == ("4096", f"file {cfg}")
