@@ -16,6 +16,7 @@ __all__ = [
     "AuthorizationHeaderMalformed",
     "AuthorizationQueryParametersError",
     "BadDigest",
+    "BadPresignExpires",
     "BadRequest",
     "BucketAlreadyExists",
     "BucketAlreadyOwnedByYou",
@@ -369,10 +370,16 @@ class AuthorizationQueryParametersError(TierstoreError, PermissionError):
     """Error parsing the X-Amz-Credential parameter."""
 
 
-class NegativeExpires(AuthorizationQueryParametersError):
-    """X-Amz-Expires must be non-negative"""
+class BadPresignExpires(AuthorizationQueryParametersError):
+    """X-Amz-Expires is not a number of seconds from 0 to 604800 (7 days)."""
 
     code = "AuthorizationQueryParametersError"  # as S3 names it, but 403 where the others are 400
+
+
+class NegativeExpires(BadPresignExpires):
+    """X-Amz-Expires must be non-negative"""
+
+    code = "AuthorizationQueryParametersError"
 
 
 class RequestTimeTooSkewed(TierstoreError, PermissionError):

@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tierstore.api import AccessLog, Metrics, S3App, note_send_failure
+from tierstore.api import AccessLog, AuditLog, Metrics, S3App, note_send_failure
+from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
+from tierstore.api._audit import DEFAULT_MAX_BYTES as DEFAULT_AUDIT_MAX_BYTES
 from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
@@ -69,6 +71,7 @@ __all__ = [
     "ServerConfig",
     "app_factory",
     "build_app",
+    "check_audit_log",
     "claim_store_and_port",
     "credential_dirs",
     "load_or_create_credentials",
@@ -103,6 +106,9 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = True  # JSON lines (docs/observability.md)
     access_log_file: str = ""  # append the access log here; empty: stderr
+    audit_log: str = ""  # the audit log's file (docs/security.md "Audit log"); empty: no audit log
+    audit_log_max_bytes: int = DEFAULT_AUDIT_MAX_BYTES  # rotated when a line would take it past this
+    audit_log_backups: int = DEFAULT_AUDIT_BACKUPS  # rotated files kept: FILE.1 (newest) ... FILE.N
     metrics_token: str = ""  # when set, /metrics requires "Authorization: Bearer <token>"
     extra_keys: dict[str, str] = field(default_factory=dict)
     # An erasure set (``--drives``): data_dir is then unused.
@@ -282,6 +288,23 @@ def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.
     return socks
 
 
+def check_audit_log(config: ServerConfig) -> None:
+    """Open (create, mode 0600) the audit log once before any worker starts: a path that cannot be
+    written is one line for the operator at start, not a crash in every worker."""
+    try:
+        audit_log = _open_audit_log(config)
+    except OSError as exc:
+        raise ServeError(f"cannot open the audit log {config.audit_log}: {exc.strerror}") from None
+    if audit_log is not None:
+        audit_log.close()
+
+
+def _open_audit_log(config: ServerConfig) -> AuditLog | None:
+    if not config.audit_log:
+        return None
+    return AuditLog(config.audit_log, max_bytes=config.audit_log_max_bytes, backups=config.audit_log_backups)
+
+
 def claim_store_and_port(config: ServerConfig) -> Claim:
     """Lock the store, then bind the port: the first things a server does, so that a second server
     on the same data or port fails at once, before it generates credentials or opens a catalog."""
@@ -442,6 +465,7 @@ def build_app(config: ServerConfig) -> S3App:
         metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
         metrics_token=config.metrics_token,
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
+        audit_log=_open_audit_log(config),
         idle_timeout_s=config.idle_timeout_s,
         identities=identities,
         authorizer=IamAuthorizer(identities, buckets=service.bucket_access, objects=service, sts=sts),

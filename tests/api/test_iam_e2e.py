@@ -267,5 +267,13 @@ def test_dataset_batch_needs_read_dataset(env: Env, alice: tuple[str, str]) -> N
     dataset_arn = "arn:aws:tierstore:::dataset/iam-pub"  # docs/security.md part 2
     reader = _policy({"Effect": "Allow", "Action": "tierstore:ReadDataset", "Resource": dataset_arn})
     hank = env.ext_of(env.user("hank", reader))
-    (item,) = hank.read_rows(ref, [0])
+    (item,) = hank.read_rows(ref, [0])  # ...and the row's object too (docs/security.md "Datasets")
+    assert (item.status, (item.error or {}).get("code")) == DENIED
+    env.root.put_user_policy("hank", "rows", READ_A)
+    deadline = time.monotonic() + 10  # a policy change reaches every worker within about a second
+    while True:
+        (item,) = hank.read_rows(ref, [0])
+        if item.status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert item.status == 200 and item.data == f"{A}/public/x".encode()

@@ -237,7 +237,7 @@ FORM = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
         ("GET", None, {"Action": "ListUsers"}, {}, QUERY_API),
         ("POST", None, {}, {"content-type": "application/xml"}, UNKNOWN),  # S3 has no POST /
         ("GET", None, {}, {}, "ListBuckets"),
-        ("POST", "bkt", {}, FORM, "PostObject"),  # a POST to a bucket is S3's POST Object (its form step refuses a non-multipart body)
+        ("POST", "bkt", {}, FORM, "PostObject"),  # POST Object (its form step refuses it)
     ],
 )
 def test_query_api_requests_are_named_for_the_dispatcher(

@@ -24,6 +24,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.api.test_iam_api import eventually
 from tests.api.test_iam_e2e import status
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli, make_client
 from tests.oidc import OidcProvider
@@ -116,7 +117,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    server = ServerProcess(Path(tmp_path_factory.mktemp("sts")) / "data", extra_args=["--workers", "2"])
+    root = Path(tmp_path_factory.mktemp("sts"))
+    server = ServerProcess(root / "data", extra_args=["--workers", "2", "--audit-log", str(root / "audit.jsonl")])
     server.start()
     try:
         e = Env(server)
@@ -159,6 +161,28 @@ def test_assume_role_credentials_act_as_the_role(env: Env, alice: tuple[str, tup
     assert (ident["Arn"], ident["UserId"], ident["Account"]) == (
         f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/train-7", f"{role_id}:train-7", ACCOUNT
     )
+
+
+def test_the_audit_log_names_the_role_session_never_the_token(env: Env, alice: tuple[str, tuple[str, str]]) -> None:
+    role = env.role(trust({"AWS": user_arn(alice[0])}), doc(READ_A))
+    creds = env.assume(alice[1], role)
+    s3 = env.s3_of(creds)
+    s3.get_object(Bucket=A, Key="other")
+    assert status(lambda: s3.get_object(Bucket=B, Key="other")) == DENIED
+    path = env.server.data_dir.parent / "audit.jsonl"
+    session_arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/job-1"
+
+    def lines() -> list[dict[str, object]]:
+        found = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [d for d in found if d["role_session"] == session_arn]
+
+    assert eventually(lambda: len(lines()) >= 2)
+    got = {(d["resource"], d["decision"], d["status"]) for d in lines()}
+    assert (f"arn:aws:s3:::{A}/other", "allow", 200) in got
+    assert (f"arn:aws:s3:::{B}/other", "implicit_deny", 403) in got
+    assert all(d["access_key"] == creds[0] and d["principal_type"] == "role" for d in lines())
+    text = path.read_text()
+    assert creds[1] not in text and creds[2] not in text  # neither the secret nor the token
 
 
 def test_presigned_and_sigv2_requests_carry_the_token(env: Env, alice: tuple[str, tuple[str, str]]) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tierstore.api._accesslog import AccessLog
     from tierstore.api._app import S3App, note_send_failure
+    from tierstore.api._audit import AuditLog
     from tierstore.api._auth import Authenticator
     from tierstore.api._authorize import AllowAuthenticated, Authorizer, RequestContext
     from tierstore.api._metrics import Metrics
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AccessLog",
     "AllowAuthenticated",
+    "AuditLog",
     "Authenticator",
     "Authorizer",
     "Metrics",
@@ -45,6 +47,10 @@ def __getattr__(name: str) -> Any:
         from tierstore.api._accesslog import AccessLog
 
         return AccessLog
+    if name == "AuditLog":
+        from tierstore.api._audit import AuditLog
+
+        return AuditLog
     if name == "Metrics":
         from tierstore.api._metrics import Metrics
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["AccessLog", "Exchange", "access_line"]
+__all__ = ["AccessLog", "Exchange", "access_line", "iso_time", "json_str"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -106,10 +106,10 @@ class Exchange:
         return (self.first_byte or time.perf_counter()) - self.started
 
 
-def _str(text: str | None) -> str:
-    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string. Most values are plain printable
+def json_str(text: str | None, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` (cut at ``limit`` characters) as a JSON string. Most values are plain printable
     ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
-    text = (text or "")[:MAX_LOGGED_CHARS]
+    text = (text or "")[:limit]
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return f'"{text}"'
     return _encode(text)
@@ -137,15 +137,19 @@ def access_line(
     token and ``remote`` an address: quoted as they are; the client's strings are escaped.
     ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
     the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
-    t = x.wall_started
     return (
-        f'{{"time": "{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z", "request_id": "{request_id}", '
-        f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
-        f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
+        f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
+        f'"remote": "{remote}", "access_key": {json_str(access_key)}, "method": "{method}", '
+        f'"api": "{api}", "bucket": {json_str(bucket)}, "key": {json_str(key)}, "status": {int(status)}, '
         f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}, '
-        f'"decision": "{decision}", "policy": {_str(policy)}}}'
+        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {json_str(user_agent)}, '
+        f'"decision": "{decision}", "policy": {json_str(policy)}}}'
     )
+
+
+def iso_time(t: float) -> str:
+    """``t`` (seconds since the epoch) as ``2026-12-07T02:38:36.123Z``."""
+    return f"{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z"
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,6 +27,7 @@ from tierstore.api import (
     _sts,  # noqa: F401 - registers the STS query actions
 )
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
+from tierstore.api._audit import AuditLog, audit_line
 from tierstore.api._auth import Authenticator, AuthRequest
 from tierstore.api._authorize import (
     ANONYMOUS_DENIED,
@@ -36,6 +37,7 @@ from tierstore.api._authorize import (
     Principal,
     RequestContext,
     bucket_arn,
+    object_arn,
 )
 from tierstore.api._errors import error_body, status_of
 from tierstore.api._health import probe
@@ -120,6 +122,7 @@ class S3App:
         metrics: Metrics | None = None,
         metrics_token: str = "",
         access_log: AccessLog | None = None,
+        audit_log: AuditLog | None = None,
         idle_timeout_s: float | None = None,
         authorizer: Authorizer | None = None,
         identities: IdentityService | None = None,
@@ -127,7 +130,8 @@ class S3App:
         oidc: OidcVerifier | None = None,
     ) -> None:
         """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
-        ``access_log``: where the JSON access log goes (None: nowhere); ``authorizer``: decides
+        ``access_log``: where the JSON access log goes (None: nowhere); ``audit_log``: the
+        audit log's rotated file (None: none); ``authorizer``: decides
         each authenticated request (default: every authenticated principal may do everything)."""
         self.service = service
         self.idle_timeout_s = idle_timeout_s  # a request body that sends nothing this long: RequestTimeout
@@ -141,6 +145,7 @@ class S3App:
         self.metrics = metrics or Metrics()
         self._metrics_token = metrics_token
         self.access_log = access_log
+        self.audit_log = audit_log
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
         self.ctx = Context(
@@ -221,9 +226,11 @@ class S3App:
             total_s=total_s,
             inflight=req is not None,
         )
+        decided = req.authz.decision if req is not None and req.authz is not None else None
+        if self.audit_log is not None:
+            self._audit(scope, req, resp, x, request_id, error_code, decided)
         if self.access_log is not None:
             headers = req.headers if req is not None else {}
-            decided = req.authz.decision if req is not None and req.authz is not None else None
             self.access_log.write(
                 access_line(
                     x,
@@ -239,9 +246,53 @@ class S3App:
                     total_s=total_s,
                     user_agent=headers.get("user-agent"),
                     decision=decided.reason if decided is not None else "",
-                    policy=f"{decided.policy}:{decided.statement}" if decided is not None and decided.policy else None,
+                    policy=_decided_by(decided),
                 )
             )
+
+    def _audit(
+        self,
+        scope: Scope,
+        req: Request | None,
+        resp: Response,
+        x: Exchange,
+        request_id: str,
+        error_code: str,
+        decided: Any,
+    ) -> None:
+        """Write the request's audit line (``_audit``): who, what, on which resource, decided how."""
+        assert self.audit_log is not None
+        authz = req.authz if req is not None else None
+        access_key = (req.auth.access_key or "") if req is not None and req.auth is not None else ""
+        identity = authz.principal.identity if authz is not None else None
+        if identity is None and access_key and self.ctx.identities is not None:
+            try:
+                identity = self.ctx.identities.principal_for(access_key)  # cached: the authorizer just asked
+            except Exception:  # the catalog failed: the line goes out without the user
+                log.exception("audit: no principal for request %s", request_id)
+        if authz is not None and authz.checks:
+            action, resource = authz.action, authz.resource
+        else:  # refused before authorization (authentication, an unknown operation)
+            action = ""
+            bucket = req.bucket if req is not None else None
+            key = req.key if req is not None else None
+            resource = "" if not bucket else object_arn(bucket, key) if key else bucket_arn(bucket)
+        self.audit_log.write(
+            audit_line(
+                x,
+                request_id=request_id,
+                source_ip=str((scope.get("client") or ("",))[0]),
+                access_key=access_key,
+                principal=identity,
+                action=action,
+                api=req.action if req is not None else UNKNOWN,
+                resource=resource,
+                status=resp.status,
+                error_code=error_code,
+                decision=decided.reason if decided is not None else "",
+                policy=_decided_by(decided),
+            )
+        )
 
     async def _probe(self, req: Request, scope: Scope) -> Response:
         """A health or metrics endpoint (``_routes.PROBES``): unauthenticated S3-wise."""
@@ -273,19 +324,23 @@ class S3App:
             if msg["type"] == "lifespan.startup":
                 if self._on_startup:
                     await self._on_startup()
-                flush_log = self.access_log.flush if self.access_log is not None else None
+                flush_log = self._flush_logs if self.access_log is not None or self.audit_log is not None else None
                 self._metrics_task = asyncio.get_running_loop().create_task(self.metrics.run(self.admin, flush_log))
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 if self._metrics_task is not None:
                     self._metrics_task.cancel()
                 self.metrics.flush()
-                if self.access_log is not None:
-                    self.access_log.flush()
+                self._flush_logs()
                 if self._on_shutdown:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _flush_logs(self) -> None:
+        for sink in (self.access_log, self.audit_log):
+            if sink is not None:
+                sink.flush()
 
     def _error(self, exc: e.TierstoreError, req: Request | None, request_id: str) -> Response:
         if is_query_request(req):
@@ -531,6 +586,11 @@ class S3App:
         result = await action.handler(call)
         body = query_response_body(service, call.action, result, request_id)
         return Response(200, [("content-type", "text/xml")], body)
+
+
+def _decided_by(decision: Any) -> str | None:
+    """``POLICY:STATEMENT`` that made the authorizer's decision (None: no policy did)."""
+    return f"{decision.policy}:{decision.statement}" if decision is not None and decision.policy else None
 
 
 def _expects_continue(scope: Scope) -> bool:

@@ -32,6 +32,7 @@ from tierstore.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
     AuthorizationQueryParametersError,
+    BadPresignExpires,
     InvalidAccessKeyId,
     InvalidArgument,
     InvalidRequest,
@@ -258,12 +259,13 @@ class Authenticator:
             )
         expires_s = _parse_int(params["X-Amz-Expires"])
         if expires_s is None:
-            raise AuthorizationQueryParametersError("X-Amz-Expires should be a number")
+            raise BadPresignExpires("X-Amz-Expires should be a number")
         if expires_s < 0:
             raise NegativeExpires()
         if expires_s > MAX_PRESIGN_EXPIRES_S:
-            raise AuthorizationQueryParametersError(
-                "X-Amz-Expires must be less than a week (in seconds) that is; 604800"
+            raise BadPresignExpires(
+                "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires "
+                "must be less than 604800 seconds"
             )
         now = self._clock()
         if request_time - now > self.max_skew_s:

@@ -229,21 +229,32 @@ async def delete_objects(req: Request, ctx: Context) -> Response:
         raise e.MalformedXML()
     if len(objs) > MAX_DELETE_KEYS:
         raise e.MalformedXML("You may delete at most 1000 objects in one request.")
-    ctx.service.head_bucket(bucket)
     bypass = bypass_governance(req)
-    out: list[str] = []
+    # Each key is authorized as its own DeleteObject (a denied key is an Error entry), all of
+    # them before the bucket is looked at: a caller denied every key gets the same answer
+    # whether the bucket exists or not.
+    entries: list[tuple[str, str | None, e.TierstoreError | None]] = []
     for o in objs:
         key = text_of(o, "Key")
         version = text_of(o, "VersionId")
         if key is None:
             raise e.MalformedXML()
+        arn = object_arn(bucket, key)
+        checks = [Check("s3:DeleteObject" if version is None else "s3:DeleteObjectVersion", arn)]
+        if bypass:
+            checks.append(Check("s3:BypassGovernanceRetention", arn))
         try:
-            # Each key is authorized as its own DeleteObject (a denied key is an Error entry).
-            arn = object_arn(bucket, key)
-            checks = [Check("s3:DeleteObject" if version is None else "s3:DeleteObjectVersion", arn)]
-            if bypass:
-                checks.append(Check("s3:BypassGovernanceRetention", arn))
             ctx.authorize_entry(req, *checks)
+            entries.append((key, version, None))
+        except e.AccessDenied as exc:
+            entries.append((key, version, exc))
+    if any(denied is None for _, _, denied in entries):
+        ctx.service.head_bucket(bucket)
+    out: list[str] = []
+    for key, version, denied in entries:
+        try:
+            if denied is not None:
+                raise denied
             result = await ctx.service.delete_object(bucket, key, version_id=version, bypass_governance=bypass)
             if not quiet:
                 fields = [E("Key", key)]

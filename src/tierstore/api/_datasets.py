@@ -17,10 +17,10 @@ from typing import Any
 from tierstore import errors as e
 from tierstore.api._json import LazyArray
 from tierstore.api._xml import iso8601
-from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec
+from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead
 from tierstore.types import DatasetRef
 
-__all__ = ["dataset_request", "record_json", "refuse"]
+__all__ = ["dataset_request", "manifest_answer", "record_json", "refuse"]
 
 _JSON = "application/json"
 
@@ -73,8 +73,12 @@ async def dataset_request(
     query: dict[str, str],
     read_json: Callable[[], Awaitable[dict[str, Any]]],
     datasets: DatasetService,
+    may_read: MayRead | None = None,
 ) -> tuple[int, str, bytes]:
-    """Answer one request under ``/_tierstore/datasets``: (status, content type, body)."""
+    """Answer one request under ``/_tierstore/datasets``: (status, content type, body).
+    ``may_read``: the caller's read rights on objects (None: the root's, all): a dataset is made
+    only of objects the caller may read, and its manifest (which names every object) is given
+    only to a caller who may read each of them (docs/security.md "Datasets")."""
     parts = key.split("/")[1:]  # after "datasets"
     if not parts:
         if method == "GET":
@@ -88,7 +92,7 @@ async def dataset_request(
             name = doc.get("name")
             if not isinstance(name, str):
                 raise e.InvalidRequest("A dataset needs a name.")
-            record = await datasets.create(name, _spec(doc))
+            record = await datasets.create(name, _spec(doc), may_read=may_read)
             return 201, _JSON, json.dumps(record_json(record)).encode()
         raise e.MethodNotAllowed()
     name = DatasetRef.parse(parts[0]).name
@@ -107,9 +111,19 @@ async def dataset_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        record = datasets.get(name, version)
-        return 200, "application/vnd.apache.parquet", await datasets.manifest_bytes(record)
+        return await manifest_answer(datasets, datasets.get(name, version), may_read)
     raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
+
+
+async def manifest_answer(
+    service: DatasetService, record: DatasetRecord, may_read: MayRead | None
+) -> tuple[int, str, bytes]:
+    """A dataset's (model's) Parquet manifest, given only to a caller who may read every object
+    it names (``may_read`` raises AccessDenied; None: the root)."""
+    if may_read is not None:
+        for bucket, key in set(await service.sources(record)):
+            may_read(bucket, key, None)
+    return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
 
 
 def refuse(key: str) -> None:

@@ -76,6 +76,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.ExpiredTokenException: 400,
     e.IDPRejectedClaim: 403,
     e.IDPCommunicationError: 400,
+    e.BadPresignExpires: 403,  # S3 answers 403 for an X-Amz-Expires out of 0..604800 or not a number
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,

@@ -16,7 +16,7 @@ from tierstore.api._identity_ext import identity_request
 from tierstore.api._objects import result_status
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._xml import iso8601
-from tierstore.engine import Repairer, RowRead, stream_progress
+from tierstore.engine import MayRead, Repairer, RowRead, stream_progress
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
 __all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "models", "query", "refuse"]
@@ -31,8 +31,9 @@ async def datasets(req: Request, ctx: Context) -> Response:
     """Every ``tierstore:*Dataset*`` action: ``_datasets.dataset_request`` answers by path."""
     service = ctx.dataset_service()
     # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).
+    read_json = lambda: req.json_body(MAX_DATASET_BODY, "rows")  # noqa: E731
     status, content_type, body = await _datasets.dataset_request(
-        req.method, req.key or "", req.query, lambda: req.json_body(MAX_DATASET_BODY, "rows"), service
+        req.method, req.key or "", req.query, read_json, service, _may_read(req, ctx)
     )
     return Response(status, [("content-type", content_type)], body)
 
@@ -41,9 +42,32 @@ async def models(req: Request, ctx: Context) -> Response:
     """Every ``tierstore:*Model*`` action: ``_models.model_request`` answers by path."""
     service = ctx.model_service()
     status, content_type, body = await _models.model_request(
-        req.method, req.key or "", req.query, lambda: req.json_body(MAX_DATASET_BODY), service
+        req.method, req.key or "", req.query, lambda: req.json_body(MAX_DATASET_BODY), service, _may_read(req, ctx)
     )
     return Response(status, [("content-type", content_type)], body)
+
+
+def _is_root(req: Request) -> bool:
+    """Whether the root was authorized (it may read everything: per-object checks are skipped)."""
+    decided = req.authz.decision if req.authz is not None else None
+    return getattr(decided, "source", None) == "root"
+
+
+def _may_read(req: Request, ctx: Context) -> MayRead | None:
+    """The caller's read rights for a dataset's sources, checked by the authorizer per entry:
+    ``s3:ListBucket`` on a bucket listed whole, ``s3:GetObject`` (``s3:GetObjectVersion``) on
+    an object. None for the root."""
+    if _is_root(req):
+        return None
+
+    def may_read(bucket: str, key: str | None, version_id: str | None) -> None:
+        if key is None:
+            ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
+        else:
+            action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
+            ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
+
+    return may_read
 
 
 def _admin(req: Request, ctx: Context) -> Repairer:
@@ -100,8 +124,7 @@ async def query(req: Request, ctx: Context) -> Response:
     # s3:ListBucket on the bucket; then only the objects the caller may s3:GetObject.
     ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
     metas, next_cursor = ctx.service.query(bucket, text, cursor)
-    decided = req.authz.decision if req.authz is not None else None
-    if getattr(decided, "source", None) != "root":  # the root may read everything: no filter
+    if not _is_root(req):  # the root may read everything: no filter
         metas = [m for m in metas if ctx.entry_allowed(req, Check("s3:GetObject", object_arn(bucket, m.key)))]
     objects = [
         {
@@ -190,7 +213,11 @@ async def _dataset_batch(doc: dict[str, Any], req: Request, ctx: Context) -> Res
     # (tierstore:ReadModel) on the dataset (model), not s3:GetObject per row (docs/security.md).
     kind = "Model" if field == "model" else "Dataset"
     ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:aws:tierstore:::{field}/{ref.name}"))
-    reads = await source.open_rows(ref.name, ref.version, rows)
+    # ...and may read the object each row came from (a row it may not is a 403 frame).
+    may_read = None
+    if not _is_root(req):
+        may_read = lambda b, k: ctx.entry_allowed(req, Check("s3:GetObject", object_arn(b, k)))  # noqa: E731
+    reads = await source.open_rows(ref.name, ref.version, rows, may_read=may_read)
     frames = _batch_frames(reads, len(rows), fail_fast, ctx)
     return Response(200, [("content-type", "application/x-tierstore-batch")], stream=frames)
 

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tierstore import errors as e
+from tierstore.api._datasets import manifest_answer
 from tierstore.api._datasets import record_json as dataset_record_json
-from tierstore.engine import DatasetRecord, ModelService
+from tierstore.engine import DatasetRecord, MayRead, ModelService
 from tierstore.types import ModelRef, check_alias
 
 __all__ = ["model_record_json", "model_request", "refuse"]
@@ -48,8 +49,10 @@ async def model_request(
     query: dict[str, str],
     read_json: Callable[[], Awaitable[dict[str, Any]]],
     models: ModelService,
+    may_read: MayRead | None = None,
 ) -> tuple[int, str, bytes]:
-    """Answer one request under ``/_tierstore/models``: (status, content type, body)."""
+    """Answer one request under ``/_tierstore/models``: (status, content type, body).
+    ``may_read``: the caller's read rights on objects, as for datasets (``_datasets``)."""
     parts = key.split("/")[1:]  # after "models"
     if not parts:
         if method == "GET":
@@ -66,7 +69,7 @@ async def model_request(
                 raise e.InvalidRequest("A model needs a name.")
             if not isinstance(rows, list):
                 raise e.InvalidRequest("rows is a list of objects.")
-            record = await models.register(name, rows, info)
+            record = await models.register(name, rows, info, may_read=may_read)
             return 201, _JSON, _json(model_record_json(record, []))
         raise e.MethodNotAllowed()
     name = parts[0]
@@ -114,8 +117,7 @@ async def model_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        record = models.resolve(ref)
-        return 200, "application/vnd.apache.parquet", await models.manifest_bytes(record)
+        return await manifest_answer(models, models.resolve(ref), may_read)
     raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
 
 

@@ -293,27 +293,28 @@ def _extension(method: str, key: str) -> Route:
     return _NO_ROUTE
 
 
-def _datasets(method: str, parts: list[str]) -> Route:
+def _versioned(method: str, parts: list[str], kind: str, create: str) -> str | None:
+    """The routes datasets and models share: list and ``create``, show, delete, the manifest."""
     if not parts:
-        action = {"GET": "tierstore:ListDatasets", "POST": "tierstore:CreateDataset"}.get(method)
-    elif len(parts) == 1:
-        action = "tierstore:GetDataset" if method == "GET" else None
-    elif len(parts) == 2:
-        action = {"GET": "tierstore:GetDataset", "DELETE": "tierstore:DeleteDataset"}.get(method)
-    elif len(parts) == 3 and parts[2] == "manifest":
-        action = "tierstore:GetDatasetManifest" if method == "GET" else None
-    else:
-        action = None
+        return {"GET": f"tierstore:List{kind}s", "POST": create}.get(method)
+    if len(parts) == 1:
+        return f"tierstore:Get{kind}" if method == "GET" else None
+    if len(parts) == 2:
+        return {"GET": f"tierstore:Get{kind}", "DELETE": f"tierstore:Delete{kind}"}.get(method)
+    if len(parts) == 3 and parts[2] == "manifest":
+        return f"tierstore:Get{kind}Manifest" if method == "GET" else None
+    return None
+
+
+def _datasets(method: str, parts: list[str]) -> Route:
+    action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
     return Route(action) if action else _NO_ROUTE
 
 
 def _models(method: str, parts: list[str]) -> Route:
+    """Models add aliases (``NAME/aliases[/ALIAS]``) to the dataset routes."""
     action: str | None
-    if not parts:
-        action = {"GET": "tierstore:ListModels", "POST": "tierstore:RegisterModel"}.get(method)
-    elif len(parts) == 1:
-        action = "tierstore:GetModel" if method == "GET" else None
-    elif parts[1] == "aliases":
+    if len(parts) >= 2 and parts[1] == "aliases":
         if len(parts) == 2:
             action = "tierstore:ListModelAliases" if method == "GET" else None
         elif len(parts) == 3:
@@ -324,12 +325,8 @@ def _models(method: str, parts: list[str]) -> Route:
             }.get(method)
         else:
             action = None
-    elif len(parts) == 2:
-        action = {"GET": "tierstore:GetModel", "DELETE": "tierstore:DeleteModel"}.get(method)
-    elif len(parts) == 3 and parts[2] == "manifest":
-        action = "tierstore:GetModelManifest" if method == "GET" else None
     else:
-        action = None
+        action = _versioned(method, parts, "Model", "tierstore:RegisterModel")
     return Route(action) if action else _NO_ROUTE
 
 

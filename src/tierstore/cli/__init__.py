@@ -20,6 +20,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tierstore.server import (
         ServeError,
         ServerConfig,
+        check_audit_log,
         claim_store_and_port,
         credential_dirs,
         load_or_create_credentials,
@@ -41,6 +42,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     config = ServerConfig(host=host, port=port, **config_fields(resolved))
     try:
+        check_audit_log(config)
         claim = claim_store_and_port(config)  # before anything else: a second server stops here
     except ServeError as exc:
         print(f"tierstore serve: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
 from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
-from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, RowRead
+from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, MayRead, RowRead
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
     AccessKeyInfo,
@@ -59,6 +59,7 @@ __all__ = [
     "IdentityService",
     "LockConfig",
     "LockRequest",
+    "MayRead",
     "ModelService",
     "NewAccessKey",
     "ObjectService",

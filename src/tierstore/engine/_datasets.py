@@ -15,17 +15,23 @@ import io
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._service import ObjectService, stream_blobs
-from tierstore.errors import InternalError, InvalidRequest, NoSuchDataset, TierstoreError
+from tierstore.errors import AccessDenied, InternalError, InvalidRequest, NoSuchDataset, TierstoreError
 from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
-__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "RowRead"]  # DatasetRecord: the catalog's, for api/
+# DatasetRecord: the catalog's, for api/
+__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "RowRead"]
+
+# The caller's read rights, asked by create before a source is looked at: (bucket, None, None)
+# before a bucket is listed (a prefix or a query), (bucket, key, version_id) before a row's
+# object is; it raises AccessDenied. api/ checks them through its authorizer (docs/security.md).
+MayRead = Callable[[str, str | None, str | None], None]
 
 log = logging.getLogger("tierstore.datasets")
 
@@ -233,9 +239,13 @@ class _Locations:
     offsets: list[int | None]
     sizes: list[int]
     keys: Any
+    buckets: Any
 
     def key(self, row: int) -> str:
         return str(self.keys[row].as_py())
+
+    def bucket(self, row: int) -> str:
+        return str(self.buckets[row].as_py())
 
 
 class DatasetService:
@@ -277,22 +287,26 @@ class DatasetService:
         return b"".join(chunks)
 
     # --- create --------------------------------------------------------------------
-    async def create(self, name: str, spec: DatasetSpec) -> DatasetRecord:
+    async def create(self, name: str, spec: DatasetSpec, *, may_read: MayRead | None = None) -> DatasetRecord:
         """Make the next version of ``name`` from ``spec``. Retries (rebuilding the manifest)
-        when a pinned object changed or another version was published meanwhile."""
+        when a pinned object changed or another version was published meanwhile. ``may_read``:
+        the caller's read rights on every source, asked before the source is looked at."""
         ref = DatasetRef.parse(name)
         if ref.version is not None:
             raise InvalidRequest("Name a dataset to create without a version: the catalog numbers them.")
         spec.validate()
         columns = [c.replace(":", ".", 1) for c in spec.columns]  # as _Columns names them
-        return await self._publish(name, spec, {"label": spec.label, "columns": columns, "lineage": spec.lineage})
+        extra = {"label": spec.label, "columns": columns, "lineage": spec.lineage}
+        return await self._publish(name, spec, extra, may_read)
 
-    async def _publish(self, name: str, spec: DatasetSpec, extra: dict[str, Any]) -> DatasetRecord:
+    async def _publish(
+        self, name: str, spec: DatasetSpec, extra: dict[str, Any], may_read: MayRead | None = None
+    ) -> DatasetRecord:
         """Build, store and publish the next version of ``name`` from ``spec`` (validated) in
         ``self.table``; ``extra``: what the record says besides name, version, created, source."""
         for attempt in range(_CREATE_ATTEMPTS):
             version = self.catalog.next_dataset_version(name, table=self.table)
-            cols = await asyncio.to_thread(self._collect, spec)  # seconds for a million rows: off the loop
+            cols = await asyncio.to_thread(self._collect, spec, may_read)  # seconds for a million rows: off the loop
             created_ns = self.service.clock.now_ns()
             info = {"name": name, "version": version, "created_ns": created_ns, "source": spec.source(), **extra}
             data = await asyncio.to_thread(cols.parquet, info)
@@ -322,9 +336,11 @@ class DatasetService:
             return record
         raise InvalidRequest(f"The source of {name} kept changing while its manifest was built; try again.")
 
-    def _collect(self, spec: DatasetSpec) -> _Columns:
+    def _collect(self, spec: DatasetSpec, may_read: MayRead | None = None) -> _Columns:
         cols = _Columns(spec.columns)
         need_meta = spec.label not in (None, "dir") or bool(spec.columns)
+        if spec.bucket is not None and spec.rows is None and may_read is not None:
+            may_read(spec.bucket, None, None)  # before the bucket's existence shows
         if spec.prefix is not None:
             assert spec.bucket is not None
             self.service.head_bucket(spec.bucket)
@@ -333,6 +349,8 @@ class DatasetService:
                 page = self.catalog.manifest_rows(spec.bucket, spec.prefix.encode(), after, _PAGE)
                 for key_b, version_id, size, etag, meta_s, blobs_s, inline_id in page:
                     key = bytes(key_b).decode()
+                    if may_read is not None:
+                        may_read(spec.bucket, key, None)
                     doc = json.loads(meta_s) if need_meta else {}
                     loc = _loc(json.loads(blobs_s), inline_id)
                     user_meta, tags = doc.get("u", {}), doc.get("t", {})
@@ -349,6 +367,8 @@ class DatasetService:
                 records, cursor = self.catalog.query(spec.bucket, spec.query, cursor)
                 for r in records:
                     m = r.meta
+                    if may_read is not None:
+                        may_read(spec.bucket, m.key, None)
                     label = _label_of(spec.label, m.key, m.user_meta, m.tags)
                     cols.add(bucket=spec.bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=None,
                              size=m.size_bytes, member=None, label=label, loc=_loc(r.blobs, r.inline_id),
@@ -357,10 +377,10 @@ class DatasetService:
                     return cols
         assert spec.rows is not None
         for i, row in enumerate(spec.rows):
-            self._add_row(cols, i, row, spec)
+            self._add_row(cols, i, row, spec, may_read)
         return cols
 
-    def _add_row(self, cols: _Columns, i: int, row: Any, spec: DatasetSpec) -> None:
+    def _add_row(self, cols: _Columns, i: int, row: Any, spec: DatasetSpec, may_read: MayRead | None) -> None:
         if not isinstance(row, dict):
             raise InvalidRequest(f"Row {i} is not an object.")
         bucket, key, version_id = row.get("bucket"), row.get("key"), row.get("version_id")
@@ -372,6 +392,8 @@ class DatasetService:
             raise InvalidRequest(f"Row {i}: version_id, member and label are strings.")
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in (offset, size)):
             raise InvalidRequest(f"Row {i}: offset and size are integers >= 0.")
+        if may_read is not None:
+            may_read(bucket, key, version_id)  # before the row's existence shows
         try:
             record = self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:  # missing bucket, key or version; a delete marker
@@ -408,34 +430,53 @@ class DatasetService:
         from tierstore._parquet import read_parquet
 
         data = await self.manifest_bytes(record)
-        table = read_parquet(data, ["loc", "offset", "size", "key"])
+        table = read_parquet(data, ["loc", "offset", "size", "key", "bucket"])
         found = _Locations(
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
             table.column("size").to_pylist(),
             table.column("key"),
+            table.column("bucket"),
         )
         self._locations[cache_key] = found
         while len(self._locations) > _CACHED_MANIFESTS:
             self._locations.popitem(last=False)
         return found
 
-    async def open_rows(self, name: str, version: int, rows: Sequence[int]) -> AsyncIterator[RowRead]:
+    async def open_rows(
+        self, name: str, version: int, rows: Sequence[int], *, may_read: Callable[[str, str], bool] | None = None
+    ) -> AsyncIterator[RowRead]:
         """Rows ``rows`` of ``name@version``, in request order. Raises before the first row if
         the dataset is missing or a row number is out of range; after that, a row that cannot
-        be read is a ``RowRead`` with ``error`` (the caller decides whether to go on)."""
+        be read is a ``RowRead`` with ``error`` (the caller decides whether to go on).
+        ``may_read(bucket, key)``: whether the caller may read the object a row came from; a row
+        it may not is an ``AccessDenied`` row, its bytes never read."""
         record = self.get(name, version)
         loc = await self._load(record)
         n = len(loc.locs)
         for r in rows:
             if not 0 <= r < n:
                 raise InvalidRequest(f"Row {r} is out of range: {name}@{version} has {n} rows.")
+        if may_read is not None:
+            denied = {r for r in rows if not may_read(loc.bucket(r), loc.key(r))}
+            if denied:
+                return self._rows(loc, rows, denied)
         return self._rows(loc, rows)
 
-    async def _rows(self, loc: _Locations, rows: Sequence[int]) -> AsyncIterator[RowRead]:
-        inline_ids = {r: loc.locs[r][2:] for r in rows if loc.locs[r].startswith("i:")}
+    async def sources(self, record: DatasetRecord) -> Iterator[tuple[str, str]]:
+        """The (bucket, key) of every row of ``record``, in row order (duplicates included)."""
+        loc = await self._load(record)
+        return zip(loc.buckets.to_pylist(), loc.keys.to_pylist(), strict=True)
+
+    async def _rows(
+        self, loc: _Locations, rows: Sequence[int], denied: frozenset[int] | set[int] = frozenset()
+    ) -> AsyncIterator[RowRead]:
+        inline_ids = {r: loc.locs[r][2:] for r in rows if loc.locs[r].startswith("i:") and r not in denied}
         bodies: dict[str, bytes] | None = None
         for r in rows:
+            if r in denied:
+                yield RowRead(error=AccessDenied("Access Denied"), key=loc.key(r))
+                continue
             offset, size = loc.offsets[r], loc.sizes[r]
             start = offset or 0
             inline_id = inline_ids.get(r)

@@ -24,7 +24,7 @@ import logging
 from typing import Any
 
 from tierstore.catalog import DatasetRecord, ModelAliasInUse
-from tierstore.engine._datasets import DatasetService, DatasetSpec
+from tierstore.engine._datasets import DatasetService, DatasetSpec, MayRead
 from tierstore.engine._tags import MAX_OBJECT_TAGS
 from tierstore.errors import InvalidRequest, NoSuchModel, TierstoreError
 from tierstore.types import MODEL_COMMIT_MEMBER, ModelRef, check_alias
@@ -86,11 +86,14 @@ class ModelService(DatasetService):
         return found
 
     # --- register ------------------------------------------------------------------
-    async def register(self, name: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> DatasetRecord:
+    async def register(
+        self, name: str, rows: list[dict[str, Any]], info: dict[str, Any], *, may_read: MayRead | None = None
+    ) -> DatasetRecord:
         """Publish the next version of model ``name`` pinning ``rows`` (dicts: bucket, key,
         version_id?, offset?, size?, member) — the checkpoint's data files plus exactly one whole
         object row with member ``COMMIT.json`` — described by ``info`` (the commit's step, run,
-        kind, metrics, datasets, tags). A row whose object version does not exist is refused."""
+        kind, metrics, datasets, tags). A row whose object version does not exist is refused;
+        ``may_read``: the caller's read rights on every row's object (``DatasetService.create``)."""
         self.check_name(name)
         checkpoint = _checked_info(info)
         if not isinstance(rows, list) or not rows:
@@ -104,10 +107,14 @@ class ModelService(DatasetService):
             raise InvalidRequest("The commit row needs a bucket and a key (and a version_id string, if any).")
         if row.get("offset") is not None or row.get("size") is not None:
             raise InvalidRequest("The commit row names the whole commit object (no offset or size).")
+        if may_read is not None:
+            may_read(bucket, key, version_id)  # before the commit object's existence shows
         try:  # pin the version read now, and tag that same version
             commit = self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:
             raise InvalidRequest(f"The commit object s3://{bucket}/{key}: {exc}") from exc
+        if may_read is not None and version_id is None:
+            may_read = _except_row(may_read, (bucket, key, commit.meta.version_id))
         row["version_id"] = commit.meta.version_id
         rows = [*rows[: commits[0]], row, *rows[commits[0] + 1 :]]
         checkpoint["uri"] = f"s3://{bucket}/{key}"
@@ -116,7 +123,7 @@ class ModelService(DatasetService):
         checkpoint.pop("commit_version_id", None)
         spec = DatasetSpec(rows=rows)
         spec.validate()
-        record = await self._publish(name, spec, {"checkpoint": checkpoint})
+        record = await self._publish(name, spec, {"checkpoint": checkpoint}, may_read)
         await self._tag_commit(bucket, key, commit.meta.version_id, f"{name}@{record.version}")
         return record
 
@@ -179,6 +186,17 @@ class ModelService(DatasetService):
                 resource=f"{name}@{version}",
             ) from exc
         await self._untag_commit(record)
+
+
+def _except_row(may_read: MayRead, row: tuple[str, str, str]) -> MayRead:
+    """``may_read``, but for the commit row the server gave the version of (checked already,
+    as the caller named it: without a version, s3:GetObject rather than s3:GetObjectVersion)."""
+
+    def checked(bucket: str, key: str | None, version_id: str | None) -> None:
+        if (bucket, key, version_id) != row:
+            may_read(bucket, key, version_id)
+
+    return checked
 
 
 def _checked_info(info: Any) -> dict[str, Any]:
