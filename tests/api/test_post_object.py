@@ -16,12 +16,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import Resp, send
 from tierstore.client import TierstoreClient
+from tierstore.crypto import load_master_key, seal_session_token
+from tierstore.engine import Session
 
 Fields = Sequence[tuple[str, str]]
 
@@ -441,6 +445,86 @@ def test_an_unsigned_form_is_allowed_by_a_bucket_policy(server: ServerProcess, s
     unsigned = [("key", "drop/b"), ("policy", _policy([{"key": "drop/c"}]))]
     error(post(server, bucket, unsigned), 403, "AccessDenied")
     assert absent(s3, bucket, "elsewhere") and absent(s3, bucket, "drop/b")
+
+
+# --- forms signed with temporary (STS) credentials: x-amz-security-token --------------------------
+def _boto(server: ServerProcess, service: str, keys: Sequence[str], **cfg: Any) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=server.endpoint,
+        aws_access_key_id=keys[0],
+        aws_secret_access_key=keys[1],
+        aws_session_token=keys[2] if len(keys) > 2 else None,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1, "mode": "standard"}, **cfg),
+    )
+
+
+@pytest.fixture(scope="module")
+def role_session(server: ServerProcess) -> tuple[str, str, str]:
+    """AssumeRole credentials of a role allowed s3:PutObject only under ``uploads/``; a user
+    with no policy of her own assumes it (the role trusts her by ARN)."""
+    iam = _boto(server, "iam", (ACCESS_KEY, SECRET_KEY))
+    user, role = f"u-{uuid.uuid4().hex[:8]}", f"r-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    statement = {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::000000000000:user/{user}"}}
+    trust = {"Version": "2012-10-17", "Statement": [{**statement, "Action": "sts:AssumeRole"}]}
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+    allow = {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::*/uploads/*"}
+    policy = {"Version": "2012-10-17", "Statement": [allow]}
+    iam.put_role_policy(RoleName=role, PolicyName="upload", PolicyDocument=json.dumps(policy))
+    sts = _boto(server, "sts", (key["AccessKeyId"], key["SecretAccessKey"]))
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::000000000000:role/{role}", RoleSessionName="browser")["Credentials"]
+    return c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]
+
+
+def test_a_role_session_signs_forms_and_its_policy_decides(
+    server: ServerProcess, s3: Any, bucket: str, role_session: tuple[str, str, str]
+) -> None:
+    v4 = _boto(server, "s3", role_session, signature_version="s3v4")
+    v2 = _boto(server, "s3", role_session, signature_version="s3")
+    fields = presigned(v4, bucket, "uploads/v4")
+    assert ("x-amz-security-token", role_session[2]) in fields  # botocore adds the field and its condition
+    assert post(server, bucket, fields, b"by a role").status == 204
+    assert post(server, bucket, presigned(v2, bucket, "uploads/v2"), b"v2 too").status == 204
+    assert body_of(s3, bucket, "uploads/v4") == b"by a role" and body_of(s3, bucket, "uploads/v2") == b"v2 too"
+    # the role's policy, not the root's or the user's, decides
+    error(post(server, bucket, presigned(v4, bucket, "elsewhere")), 403, "AccessDenied")
+    error(post(server, bucket, presigned(v2, bucket, "elsewhere")), 403, "AccessDenied")
+    assert absent(s3, bucket, "elsewhere")
+
+
+def test_a_session_form_without_a_good_token_is_refused(
+    server: ServerProcess, s3: Any, bucket: str, role_session: tuple[str, str, str]
+) -> None:
+    access_key, secret, token = role_session
+    fields = presigned(_boto(server, "s3", role_session, signature_version="s3v4"), bucket, "uploads/t")
+    without = [(k, v) for k, v in fields if k != "x-amz-security-token"]  # a session key alone
+    error(post(server, bucket, without), 403, "InvalidAccessKeyId")
+    i = len(token) // 2
+    tampered = token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1 :]
+    swapped = [(k, tampered if k == "x-amz-security-token" else v) for k, v in fields]
+    error(post(server, bucket, swapped), 400, "InvalidToken")
+    # a token the policy does not name is an extra field: the signature must cover the token
+    expiration = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    doc = {"expiration": expiration, "conditions": [{"bucket": bucket}, {"key": "uploads/t"}]}
+    policy = base64.b64encode(json.dumps(doc).encode()).decode()
+    signature = base64.b64encode(hmac.digest(secret.encode(), policy.encode(), hashlib.sha1)).decode()
+    uncovered = [("key", "uploads/t"), ("AWSAccessKeyId", access_key), ("x-amz-security-token", token)]
+    uncovered += [("policy", policy), ("signature", signature)]
+    msg = error(post(server, bucket, uncovered), 403, "AccessDenied")
+    assert msg == "Invalid according to Policy: Extra input fields: x-amz-security-token"
+    # an expired session (sealed with the server's own master key: a real token, no mock)
+    now = int(time.time())
+    past = Session("ASIAEXPIREDPOSTFORM0", "expired-secret-000000000000000000000000", now - 5, now - 905,
+                   "role", "gone", "AROAGONE", "old")  # fmt: skip
+    sealed = seal_session_token(load_master_key([server.data_dir]), past.claims_json())
+    expired = _boto(server, "s3", (past.access_key_id, past.secret_key, sealed), signature_version="s3v4")
+    error(post(server, bucket, presigned(expired, bucket, "uploads/t")), 400, "ExpiredToken")
+    assert absent(s3, bucket, "uploads/t")
+    log = server.log()
+    assert token not in log and secret not in log and tampered not in log
 
 
 # --- the policy as a pure function (api/_post_object.py) -----------------------------------------

@@ -419,7 +419,10 @@ class Authenticator:
         """Who signed a POST form (``fields``: lower-case names): SigV4 fields (``x-amz-signature``
         is the hex HMAC-SHA256 of the ``policy`` field under the signing key), the SigV2 pair
         (``signature``: base64 HMAC-SHA1 of it), or nobody. The policy's own expiration and
-        conditions bound the form's lifetime; the caller checks them."""
+        conditions bound the form's lifetime; the caller checks them. A form signed with temporary
+        credentials carries their ``x-amz-security-token`` field: the secret and session come from
+        it as for a header or presigned request (``_secret``), and the policy must name the field
+        in a condition as every other field (``PostPolicy.check``), so the token is signed too."""
         if any(k in fields for k in ("x-amz-signature", "x-amz-credential", "x-amz-algorithm")):
             return self._v4_form(fields)
         if "awsaccesskeyid" in fields or "signature" in fields:
@@ -437,31 +440,21 @@ class Authenticator:
         if _parse_amz_date(amz_date) is None or cred.date != amz_date[:8]:
             raise InvalidArgument("X-Amz-Date must be the ISO 8601 basic time of the credential's date.")
         provided = fields["x-amz-signature"].strip().lower()
-        secret = self._form_secret(cred.access_key)
-        key: bytes = self._signing_key(secret, cred.date, cred.region, cred.service)
+        key, session = self._key_for(cred, fields.get("x-amz-security-token"))
         expected = hmac.new(key, fields["policy"].encode("utf-8"), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), provided.encode("utf-8", "replace")):
             raise SignatureDoesNotMatch()
-        return AuthResult(cred.access_key, "v4-post", PayloadMode.NONE)
+        return AuthResult(cred.access_key, "v4-post", PayloadMode.NONE, session=session)
 
     def _v2_form(self, fields: Mapping[str, str]) -> AuthResult:
         for name in ("awsaccesskeyid", "signature", "policy"):
             if not fields.get(name):
                 raise InvalidArgument(_missing_form_field(name))
         access_key = fields["awsaccesskeyid"]
-        secret = self._form_secret(access_key)
+        secret, session = self._secret(access_key, fields.get("x-amz-security-token"))
         if not _sigv2.signature_matches(secret, [fields["policy"].encode("utf-8")], fields["signature"]):
             raise SignatureDoesNotMatch()
-        return AuthResult(access_key, "v2-post", PayloadMode.NONE)
-
-    def _form_secret(self, access_key: str) -> str:
-        """The secret that must have signed a form of ``access_key``. A form's
-        ``x-amz-security-token`` (temporary credentials) is not honoured yet: such a key is not a
-        long-term key, so it fails closed here as ``InvalidAccessKeyId``."""
-        secret = self._lookup_secret(access_key)
-        if secret is None:
-            raise InvalidAccessKeyId()
-        return secret
+        return AuthResult(access_key, "v2-post", PayloadMode.NONE, session=session)
 
 
 def _missing_form_field(name: str) -> str:

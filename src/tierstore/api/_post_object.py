@@ -4,7 +4,9 @@ A browser cannot sign a request, so the form carries a *policy* (base64 JSON: an
 conditions on the form's fields) signed by someone who may write — SigV4 (``x-amz-algorithm``,
 ``x-amz-credential``, ``x-amz-date``, ``x-amz-signature``: hex HMAC-SHA256 of the base64 policy
 under the SigV4 signing key) or SigV2 (``AWSAccessKeyId``, ``signature``: base64 HMAC-SHA1 of the
-base64 policy). A form without either is anonymous.
+base64 policy). A form without either is anonymous. A form signed with temporary (STS)
+credentials carries ``x-amz-security-token``: a field like any other, so the policy must name it
+(the signature covers it), and its session is the form's principal.
 
 Two steps, split at the file field (which S3 requires to be the last one):
 
