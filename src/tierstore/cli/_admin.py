@@ -1,6 +1,7 @@
 """``tierstore heal``, ``tierstore admin info``: operate a running server's drives; ``tierstore admin
-user|key|policy ...``: manage users, their access keys and policies (those IAM permissions, or the
-root; docs/identities.md); ``admin group|role ...``: ``cli/_iam.py``."""
+user|key|policy ...``: manage users, their access keys (and service accounts) and inline policies
+(those IAM permissions, or the root; docs/identities.md); ``admin group|role ...`` and the managed
+policies of ``admin policy ...``: ``cli/_iam.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from tierstore.cli._client import _connection_options, describe
 from tierstore.cli._duration import duration_arg
-from tierstore.cli._iam import add_iam_commands
+from tierstore.cli._iam import add_iam_commands, add_managed_policy_commands
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 __all__ = ["add_admin_commands"]
@@ -85,7 +86,11 @@ def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentPar
         p = ksub.add_parser(verb, parents=[conn], help=f"{verb} an access key")
         p.add_argument("access_key_id")
         p.set_defaults(func=_cmd_identity, command=f"admin key {verb}")
-    policy = asub.add_parser("policy", help="a user's inline IAM policies: put, ls, rm")
+    policy = asub.add_parser(
+        "policy",
+        help="IAM policies: a user's inline ones (put, ls, rm); managed ones "
+        "(create, managed, info, delete, attach, detach)",
+    )
     psub = policy.add_subparsers(dest="policy_command", required=True)
     p = psub.add_parser("put", parents=[conn], help="set a user's inline policy from a JSON file (IAM policy language)")
     p.add_argument("user")
@@ -99,6 +104,7 @@ def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("user")
     p.add_argument("name")
     p.set_defaults(func=_cmd_identity, command="admin policy rm")
+    add_managed_policy_commands(psub, conn)
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
-"""``tierstore admin group|role ...`` and ``tierstore whoami``: thin faces over the server's IAM
-query API (``client.make_iam_client``, the API boto3 and ``aws iam`` use), so they need exactly
-the permissions the same IAM calls need (docs/identities.md). Answers are JSON on stdout;
-expected failures one line on stderr and exit status 2."""
+"""``tierstore admin group|role ...``, the managed policies of ``tierstore admin policy ...`` and
+``tierstore whoami``: thin faces over the server's IAM and STS query APIs (``client.make_iam_client``,
+``client.make_sts_client``: the APIs boto3 and ``aws iam``/``aws sts`` use), so they need exactly
+the permissions the same calls need (docs/identities.md). Answers are JSON on stdout (``whoami``:
+lines, JSON with ``--json``); expected failures one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 
 from tierstore.cli._client import _connection_options
 from tierstore.cli._duration import duration_arg
-from tierstore.client import IamClient, make_iam_client, resolve_settings
+from tierstore.client import IamClient, make_iam_client, make_sts_client, resolve_settings
 
-__all__ = ["add_iam_commands", "add_whoami_command"]
+__all__ = ["add_iam_commands", "add_managed_policy_commands", "add_whoami_command"]
 
 ACCOUNT = "000000000000"
 
@@ -43,15 +44,43 @@ def add_iam_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _policy_commands(rsub, conn, "role")
 
 
+def add_managed_policy_commands(
+    psub: argparse._SubParsersAction[argparse.ArgumentParser], conn: argparse.ArgumentParser
+) -> None:
+    """``admin policy create|managed|info|delete|attach|detach``: managed policies (one document,
+    attached to any number of users, groups and roles), beside the user-inline verbs of
+    ``cli/_admin.py``. A policy is named by its name or its ARN."""
+    named = "the policy's name (or ARN)"
+    p = _verb(psub, conn, "create", "create a managed policy from a JSON file", _managed_create)
+    p.add_argument("name", help="the policy's name")
+    p.add_argument("file", help="the policy document (JSON, IAM policy language)")
+    p.add_argument("--description", default="", help="a line saying what the policy is for")
+    _verb(psub, conn, "managed", "list the managed policies", _managed_ls)
+    p = _verb(psub, conn, "info", "a managed policy, its document and who it is attached to", _managed_info)
+    p.add_argument("name", help=named)
+    p = _verb(psub, conn, "delete", "delete a managed policy (detach it from everyone first)", _managed_delete)
+    p.add_argument("name", help=named)
+    for verb, attach in (("attach", True), ("detach", False)):
+        helptext = f"{verb} a managed policy {'to' if attach else 'from'} a user, a group or a role"
+        p = _verb(psub, conn, verb, helptext, _attach_to(attach))
+        p.add_argument("policy", help=named)
+        target = p.add_mutually_exclusive_group(required=True)
+        for kind in ("user", "group", "role"):
+            target.add_argument(f"--{kind}", metavar=kind.upper(), help=f"the {kind}")
+
+
 def add_whoami_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "whoami",
         parents=[_connection_options()],
-        help="who the configured key is (user or root, ARN)",
-        description="Ask the server who the configured access key acts as (IAM GetUser without a name; "
-        "a user needs iam:GetUser on itself, as on AWS).",
+        help="who the configured credentials act as (root, user or role session; ARN, account, user id)",
+        description="Ask the server who the configured credentials act as (STS GetCallerIdentity, which "
+        "needs no permission, as on AWS). Without --access-key or $TIERSTORE_ACCESS_KEY the AWS chain "
+        "is used, so temporary credentials work from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+        "AWS_SESSION_TOKEN.",
     )
-    p.set_defaults(func=_run(_whoami), command="whoami")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    p.set_defaults(func=_run(_whoami, make_sts_client, _print_whoami), command="whoami")
 
 
 def _verb(
@@ -86,7 +115,14 @@ def _policy_commands(
     _verb(psub, conn, "detach", f"detach a managed policy from a {kind}", _attach(kind, False), kind, "policy")
 
 
-def _run(fn: Callable[[IamClient, argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
+def _run(
+    fn: Callable[[IamClient, argparse.Namespace], Any],
+    make: Callable[..., Any] = make_iam_client,
+    show: Callable[[Any], None] | None = None,
+) -> Callable[[argparse.Namespace], int]:
+    """The command ``fn`` over a client from ``make`` (IAM, or STS); its answer as JSON, or through
+    ``show`` unless ``--json`` is given."""
+
     def run(args: argparse.Namespace) -> int:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -95,7 +131,7 @@ def _run(fn: Callable[[IamClient, argparse.Namespace], Any]) -> Callable[[argpar
             settings = resolve_settings(
                 args.endpoint, access_key=args.access_key, secret_key=args.secret_key, region=args.region
             )
-            doc = fn(make_iam_client(settings, max_attempts=1), args)
+            doc = fn(make(settings, max_attempts=1), args)
         except ClientError as exc:
             err = exc.response.get("Error", {})
             print(f"{name}: {err.get('Code', 'Error')}: {err.get('Message', '')}", file=sys.stderr)
@@ -103,7 +139,10 @@ def _run(fn: Callable[[IamClient, argparse.Namespace], Any]) -> Callable[[argpar
         except (BotoCoreError, ValueError, OSError) as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps(doc, indent=1, default=str))
+        if show is not None and not getattr(args, "json", False):
+            show(doc)
+        else:
+            print(json.dumps(doc, indent=1, default=str))
         return 0
 
     return run
@@ -112,7 +151,8 @@ def _run(fn: Callable[[IamClient, argparse.Namespace], Any]) -> Callable[[argpar
 def _command_words(args: argparse.Namespace) -> list[str]:
     """``admin group policy put`` & co., from the parsed subcommand names."""
     out = [args.command]
-    for attr in ("admin_command", "group_command", "role_command", "group_policy_command", "role_policy_command"):
+    attrs = ("admin_command", "group_command", "role_command", "policy_command")
+    for attr in (*attrs, "group_policy_command", "role_policy_command"):
         value = getattr(args, attr, None)
         if value:
             out.append(value)
@@ -223,9 +263,65 @@ def _attach(kind: str, attach: bool) -> Callable[[IamClient, argparse.Namespace]
     return run
 
 
+# --- managed policies ---------------------------------------------------------------------------
+def _managed_create(iam: IamClient, args: argparse.Namespace) -> Any:
+    return iam.create_policy(PolicyName=args.name, PolicyDocument=_read(args.file), Description=args.description)[
+        "Policy"
+    ]
+
+
+def _managed_ls(iam: IamClient, args: argparse.Namespace) -> Any:
+    pages = iam.get_paginator("list_policies").paginate(Scope="Local")
+    return [p["PolicyName"] for page in pages for p in page["Policies"]]
+
+
+def _managed_info(iam: IamClient, args: argparse.Namespace) -> Any:
+    arn = _policy_arn(args.name)
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    version = iam.get_policy_version(PolicyArn=arn, VersionId=policy["DefaultVersionId"])["PolicyVersion"]
+    entities = iam.list_entities_for_policy(PolicyArn=arn)
+    return {
+        **policy,
+        "Document": version["Document"],
+        "Users": [u["UserName"] for u in entities["PolicyUsers"]],
+        "Groups": [g["GroupName"] for g in entities["PolicyGroups"]],
+        "Roles": [r["RoleName"] for r in entities["PolicyRoles"]],
+    }
+
+
+def _managed_delete(iam: IamClient, args: argparse.Namespace) -> Any:
+    arn = _policy_arn(args.name)
+    iam.delete_policy(PolicyArn=arn)
+    return {"deleted": arn}
+
+
+def _attach_to(attach: bool) -> Callable[[IamClient, argparse.Namespace], Any]:
+    """``admin policy attach|detach POLICY --user U | --group G | --role R``."""
+
+    def run(iam: IamClient, args: argparse.Namespace) -> Any:
+        kind = next(k for k in ("user", "group", "role") if getattr(args, k) is not None)
+        return _attach(kind, attach)(iam, args)
+
+    return run
+
+
 # --- whoami -------------------------------------------------------------------------------------
-def _whoami(iam: IamClient, args: argparse.Namespace) -> Any:
-    user = iam.get_user()["User"]
-    if "UserName" not in user:
-        return {"type": "root", "arn": user["Arn"], "account": ACCOUNT}
-    return {"type": "user", "user": user["UserName"], "user_id": user["UserId"], "arn": user["Arn"]}
+def _whoami(sts: IamClient, args: argparse.Namespace) -> Any:
+    """GetCallerIdentity, and what its ARN says: ``root``, ``user/NAME`` (a user's key, service
+    account or GetSessionToken session) or ``assumed-role/ROLE/SESSION``."""
+    found = sts.get_caller_identity()
+    arn: str = found["Arn"]
+    resource = arn.split(":", 5)[-1]
+    who: dict[str, str] = {"type": "root"} if resource == "root" else {"type": "unknown"}
+    if resource.startswith("user/"):
+        who = {"type": "user", "user": resource.removeprefix("user/")}
+    elif resource.startswith("assumed-role/"):
+        role, _, session = resource.removeprefix("assumed-role/").partition("/")
+        who = {"type": "role-session", "role": role, "session": session}
+    return {**who, "arn": arn, "account": found["Account"], "user_id": found["UserId"]}
+
+
+def _print_whoami(doc: dict[str, str]) -> None:
+    for name, value in doc.items():
+        label = name.replace("_", " ") + ":"
+        print(f"{label:<9} {value.replace('-', ' ') if name == 'type' else value}")

@@ -6,7 +6,7 @@ path-style addressing). The SDK proper (extensions under ``/_tierstore/``) grows
 """
 
 from tierstore.client._ext import BatchItem, QueryPage, TierstoreClient, TierstoreClientError
-from tierstore.client._iam import IamClient, make_iam_client
+from tierstore.client._iam import IamClient, StsClient, make_iam_client, make_sts_client
 from tierstore.client._s3 import (
     DEFAULT_ENDPOINT,
     DEFAULT_REGION,
@@ -24,9 +24,11 @@ __all__ = [
     "QueryPage",
     "S3Client",
     "S3Settings",
+    "StsClient",
     "TierstoreClient",
     "TierstoreClientError",
     "make_iam_client",
     "make_s3_client",
+    "make_sts_client",
     "resolve_settings",
 ]
