@@ -14,7 +14,7 @@ from typing import Any
 
 from tierstore.cli._client import _connection_options
 from tierstore.cli._duration import duration_arg
-from tierstore.client import IamClient, make_iam_client, make_sts_client, resolve_settings
+from tierstore.client import IamClient, StsClient, make_iam_client, make_sts_client, resolve_settings
 
 __all__ = ["add_iam_commands", "add_managed_policy_commands", "add_whoami_command"]
 
@@ -151,8 +151,10 @@ def _run(
 def _command_words(args: argparse.Namespace) -> list[str]:
     """``admin group policy put`` & co., from the parsed subcommand names."""
     out = [args.command]
-    attrs = ("admin_command", "group_command", "role_command", "policy_command")
-    for attr in (*attrs, "group_policy_command", "role_policy_command"):
+    for attr in (
+        "admin_command", "group_command", "role_command", "policy_command",
+        "group_policy_command", "role_policy_command",
+    ):  # fmt: skip
         value = getattr(args, attr, None)
         if value:
             out.append(value)
@@ -306,7 +308,7 @@ def _attach_to(attach: bool) -> Callable[[IamClient, argparse.Namespace], Any]:
 
 
 # --- whoami -------------------------------------------------------------------------------------
-def _whoami(sts: IamClient, args: argparse.Namespace) -> Any:
+def _whoami(sts: StsClient, args: argparse.Namespace) -> Any:
     """GetCallerIdentity, and what its ARN says: ``root``, ``user/NAME`` (a user's key, service
     account or GetSessionToken session) or ``assumed-role/ROLE/SESSION``."""
     found = sts.get_caller_identity()
