@@ -212,7 +212,7 @@ def _v2_url(env: Env, key: str, expires: str) -> str:
     ],
 )
 def test_presigned_v2_expires_out_of_range_is_403(env: Env, offset: int | str, message: str) -> None:
-    """AWS puts no cap on a SigV2 URL's lifetime; we cap it as SigV4's (docs/security.md)."""
+    """AWS puts no cap on a SigV2 URL's lifetime; we cap it as SigV4's (docs/s3-compatibility.md)."""
     expires = str(int(time.time()) + offset) if isinstance(offset, int) else offset
     fields = assert_error(fetch(_v2_url(env, "public/x", expires)), 403, "AccessDenied")
     assert fields["Message"] == message
