@@ -66,9 +66,9 @@ def answers_after_a_second(check: Callable[[], tuple[int, str]], window_s: float
     while (sent := time.monotonic()) < changed + window_s:
         answers.append((sent - changed, check()))
         time.sleep(0.05)
-    late = {answer for after_s, answer in answers if after_s >= 1.2}
-    assert len([a for a in answers if a[0] >= 1.2]) >= 4, answers
-    return late
+    late = [answer for after_s, answer in answers if after_s >= 1.2]
+    assert len(late) >= 6, answers  # enough fresh connections that both workers answer some
+    return set(late)
 
 
 # --- disabling a user and a key ----------------------------------------------------------------
