@@ -100,6 +100,11 @@ def test_acl_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> No
     _run_section("## ACLs and Object Ownership", fresh_server, tmp_path, 5)
 
 
+def test_sts_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Walkthrough: a role session reads only what both policies allow"."""
+    _run_section("### Walkthrough: a role session", fresh_server, tmp_path, 4)
+
+
 def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
     """docs/security.md "Browser uploads and CORS": a signed form posted, a too-large one
     refused, a preflight."""

@@ -215,7 +215,7 @@ def test_policy_admin_and_malformed_documents(env: Env, alice: tuple[str, str]) 
     with pytest.raises(TierstoreClientError) as info:
         env.root.user_policy(name, "missing")
     assert (info.value.status, info.value.code) == (404, "NoSuchEntity")
-    with pytest.raises(TierstoreClientError) as info:  # only the root manages policies
+    with pytest.raises(TierstoreClientError) as info:  # alice has no iam:PutUserPolicy
         env.ext_of(alice).put_user_policy("alice", "mine", _policy({"Effect": "Allow", "Action": "*", "Resource": "*"}))
     assert (info.value.status, info.value.code) == DENIED
     env.root.delete_user_policy(name, "read")

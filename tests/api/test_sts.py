@@ -7,6 +7,7 @@ Connect provider (tests/oidc.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -115,20 +116,28 @@ class Env:
         return c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    root = Path(tmp_path_factory.mktemp("sts"))
-    server = ServerProcess(root / "data", extra_args=["--workers", "2", "--audit-log", str(root / "audit.jsonl")])
+@contextlib.contextmanager
+def two_workers(root: Path, buckets: tuple[str, ...], *extra_args: str) -> Iterator[Env]:
+    """A two-worker server under ``root`` whose ``buckets`` each hold ``public/x`` and ``other``
+    (body: ``BUCKET/KEY``); stopped on exit. Also used by tests/api/test_identity_e2e.py."""
+    server = ServerProcess(root / "data", extra_args=["--workers", "2", *extra_args])
     server.start()
     try:
         e = Env(server)
-        for bucket in (A, B):
+        for bucket in buckets:
             e.s3.create_bucket(Bucket=bucket)
             for key in ("public/x", "other"):
                 e.s3.put_object(Bucket=bucket, Key=key, Body=f"{bucket}/{key}".encode())
         yield e
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = Path(tmp_path_factory.mktemp("sts"))
+    with two_workers(root, (A, B), "--audit-log", str(root / "audit.jsonl")) as e:
+        yield e
 
 
 @pytest.fixture(scope="module")
