@@ -11,6 +11,7 @@ from tierstore.crypto._kms import (
     KmsError,
     KmsKeyDisabled,
     KmsKeyExists,
+    KmsUnavailable,
     NoSuchKmsKey,
     WrappedKeyError,
     canonical_context,
@@ -33,6 +34,7 @@ from tierstore.crypto._session import (
     open_session_token,
     seal_session_token,
 )
+from tierstore.crypto._transit import TransitKeyService
 
 __all__ = [
     "DATA_KEY_BYTES",
@@ -47,11 +49,13 @@ __all__ = [
     "KmsError",
     "KmsKeyDisabled",
     "KmsKeyExists",
+    "KmsUnavailable",
     "LocalKeyStore",
     "MasterKey",
     "MasterKeyError",
     "NoSuchKmsKey",
     "SealedSecretError",
+    "TransitKeyService",
     "WrappedKeyError",
     "canonical_context",
     "check_key_id",

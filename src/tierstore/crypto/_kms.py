@@ -12,8 +12,8 @@ enough for an external KMS (Vault/OpenBao transit, AWS KMS) to implement:
 The encryption context (a str -> str mapping: KMS's ``EncryptionContext``; the engine puts the
 bucket and key there) is bound to the wrapped key as AEAD associated data in its canonical form
 (``canonical_context``: JSON, keys sorted, no spaces, UTF-8), so a wrapped key copied to another
-object does not open. Errors are the three ``KmsError``s below; their codes are the ones S3
-answers for KMS failures (``KMS.NotFoundException``, ...), all 400 as in AWS.
+object does not open. Errors are the ``KmsError``s below; their codes are the ones S3 answers
+for KMS failures (``KMS.NotFoundException``, ...), 400 as in AWS (an unreachable KMS: 500).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
     "KmsError",
     "KmsKeyDisabled",
     "KmsKeyExists",
+    "KmsUnavailable",
     "NoSuchKmsKey",
     "WrappedKeyError",
     "canonical_context",
@@ -74,6 +75,13 @@ class WrappedKeyError(KmsError, ValueError):
     another key, or bound to another encryption context."""
 
     code = "KMS.InvalidCiphertextException"
+
+
+class KmsUnavailable(KmsError, ConnectionError):
+    """The key service could not be reached, refused the server's credentials or answered
+    something unexpected (an external KMS): nothing was wrapped or unwrapped."""
+
+    code = "KMS.KMSInternalException"
 
 
 class KmsKeyExists(KmsError, FileExistsError):
