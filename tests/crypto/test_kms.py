@@ -211,6 +211,14 @@ def test_a_change_reaches_another_worker_within_its_cache_time(catalog: SqliteCa
         now[0] += 1.01
         with pytest.raises(KmsKeyDisabled):
             await worker_b.decrypt_data_key("k", dk.wrapped, CTX)
+        # A rotation through A: B opens A's new data keys at once, though its status is cached.
+        await worker_a.set_enabled("k", True)
+        now[0] += 1.01
+        assert (await worker_b.key_status("k")).versions == 1
+        await worker_a.rotate("k")
+        fresh = await worker_a.generate_data_key("k", CTX)
+        assert wrapped_key_version(fresh.wrapped) == 2
+        assert await worker_b.decrypt_data_key("k", fresh.wrapped, CTX) == fresh.plaintext
 
     asyncio.run(run())
 

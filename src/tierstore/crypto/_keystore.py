@@ -139,6 +139,9 @@ class LocalKeyStore:
     async def decrypt_data_key(self, key_id: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
         rec = await self._usable(key_id)
         version = wrapped_key_version(wrapped)
+        if version > rec.newest_version:  # rotated through another worker since this one looked
+            self.forget(key_id)
+            rec = await self._usable(key_id)
         if not 1 <= version <= rec.newest_version:
             raise WrappedKeyError(f"The data key was wrapped under version {version}, which key '{key_id}' lacks.")
         head, rest = wrapped[: _HEAD.size], wrapped[_HEAD.size :]
