@@ -216,3 +216,12 @@ def aws_cli() -> str:
     if not path:
         pytest.fail("the aws cli is not installed: run the tests through ./dev test")
     return path
+
+
+def serve_once(data_dir: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """``tierstore serve`` on ``data_dir`` expected to refuse to start: its exit status and output."""
+    env = dict(os.environ, TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
+    cmd = [sys.executable, "-m", "tierstore", "serve", "--data", str(data_dir), "--address", f"127.0.0.1:{free_port()}"]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s, check=False
+    )

@@ -6,10 +6,7 @@ key file went missing refuses to start (docs/identities.md)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.cli.test_client_commands import cli, ok
-from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, free_port, make_client
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client, serve_once
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 
@@ -87,9 +84,7 @@ def test_a_missing_master_key_refuses_to_start(tmp_path: Path) -> None:
     finally:
         server.stop()
     (data / "master.key").unlink()
-    env = dict(os.environ, TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
-    cmd = [sys.executable, "-m", "tierstore", "serve", "--data", str(data), "--address", f"127.0.0.1:{free_port()}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False)
+    proc = serve_once(data)
     assert proc.returncode == 1, proc.stderr
     assert "master key file is missing" in proc.stderr and "Traceback" not in proc.stderr
     assert not (data / "master.key").exists()  # no silent new key

@@ -40,8 +40,11 @@ from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.crypto import (
     MASTER_KEY_FILE,
+    LocalKeyStore,
+    MasterKey,
     MasterKeyError,
     SealedSecretError,
+    check_key_id,
     load_master_key,
     load_or_create_master_key,
     sealed_key_id,
@@ -133,6 +136,8 @@ class ServerConfig:
     # 1/16 of the filesystem.
     disk_reserve_bytes: int = 64 * 1024 * 1024
     stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
+    # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
+    kms_create_keys: list[str] = field(default_factory=list)
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -188,20 +193,39 @@ def master_key_dirs(config: ServerConfig) -> list[Path]:
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
 
 
-def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> None:
+def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKey:
     """At server start, before any worker: load the master key, or create it while the catalog
-    holds no sealed secret (docs/identities.md). ``ServeError`` when it is missing or wrong."""
+    holds no sealed secret (access key secrets, KMS key material; docs/identities.md). Then
+    create the KMS keys the configuration names (``kms_create_keys``) unless they exist.
+    ``ServeError`` when the key is missing or wrong, or a configured key id is not valid."""
+    wanted = _configured_key_ids(config.kms_create_keys)
     dirs = master_key_dirs(config)
     if not dirs:
         raise ServeError("no drive is online to hold the master key")
     try:
-        sealed = {sealed_key_id(head) for head in catalog.iam_sealed_key_ids()}
-        key, created = load_or_create_master_key(dirs, sealed_key_ids=sealed)
+        heads = catalog.iam_sealed_key_ids() + catalog.kms_sealed_key_ids()
+        key, created = load_or_create_master_key(dirs, sealed_key_ids={sealed_key_id(h) for h in heads})
     except (MasterKeyError, SealedSecretError) as exc:
         raise ServeError(str(exc)) from None
     if created:
         where = dirs[0] / MASTER_KEY_FILE if len(dirs) == 1 else f"{MASTER_KEY_FILE} on {len(dirs)} drives"
         log.info("master key %s created (%s): back it up with the catalog", key.key_id, where)
+    keys = LocalKeyStore(catalog, key)
+    for key_id in wanted:
+        if asyncio.run(keys.ensure_key(key_id)):
+            log.info("KMS key %s created (--kms-create-keys)", key_id)
+    return key
+
+
+def _configured_key_ids(items: list[str]) -> list[str]:
+    """The key ids of ``--kms-create-keys`` (comma- or space-separated); ``ServeError`` for a bad one."""
+    wanted = [k for item in items for k in item.replace(",", " ").split()]
+    for key_id in wanted:
+        try:
+            check_key_id(key_id)
+        except ValueError as exc:
+            raise ServeError(f"--kms-create-keys {key_id!r}: {exc}") from None
+    return wanted
 
 
 class ServeError(RuntimeError):
@@ -389,6 +413,7 @@ def build_app(config: ServerConfig) -> S3App:
     master_key = load_master_key(master_key_dirs(config))
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
+    kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     oidc = OidcVerifier(identities.list_oidc_providers, account=sts.account)
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
     tasks: list[asyncio.Task[None]] = []
@@ -471,6 +496,7 @@ def build_app(config: ServerConfig) -> S3App:
         authorizer=IamAuthorizer(identities, buckets=service.bucket_access, objects=service, sts=sts),
         sts=sts,
         oidc=oidc,
+        kms=kms,
     )
 
 

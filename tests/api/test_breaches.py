@@ -367,6 +367,7 @@ def test_admin_endpoints_refuse_non_admin_users(server: ServerProcess, s3: Any) 
     victim = f"v-{uuid.uuid4().hex[:8]}"
     root.create_user(victim)
     users_before = sorted(u["name"] for u in root.list_users())
+    kms_key = root.kms_create_key(f"k-{uuid.uuid4().hex[:8]}")["key_id"]
     grant = _policy({"Effect": "Allow", "Action": "*", "Resource": "*"}).encode()
     calls = [
         ("GET", "/_tierstore/admin/info", b""),
@@ -379,6 +380,12 @@ def test_admin_endpoints_refuse_non_admin_users(server: ServerProcess, s3: Any) 
         ("PUT", f"/_tierstore/admin/users/{victim}/policies/all", grant),
         ("GET", f"/_tierstore/admin/keys?user={victim}", b""),
         ("POST", "/_tierstore/admin/keys", json.dumps({"user": victim}).encode()),
+        ("GET", "/_tierstore/admin/kms/keys", b""),
+        ("POST", "/_tierstore/admin/kms/keys", b'{"key_id": "intruder-key"}'),
+        ("GET", f"/_tierstore/admin/kms/keys/{kms_key}", b""),
+        ("POST", f"/_tierstore/admin/kms/keys/{kms_key}/disable", b"{}"),
+        ("POST", f"/_tierstore/admin/kms/keys/{kms_key}/rotate", b"{}"),
+        ("POST", "/_tierstore/admin/kms/keys/no-such-key/rotate", b"{}"),  # 403 too: existence is not told
     ]
     for keys in (everything_s3, nothing, (service["access_key_id"], service["secret_key"])):
         for method, target, body in calls:
@@ -392,6 +399,9 @@ def test_admin_endpoints_refuse_non_admin_users(server: ServerProcess, s3: Any) 
     assert root.list_access_keys(victim) == []
     assert root.user_policies(victim) == {}
     assert root.user_info(victim)["enabled"] is True
+    assert "intruder-key" not in [k["key_id"] for k in root.kms_list_keys()]
+    kms_after = root.kms_key_status(kms_key)
+    assert (kms_after["enabled"], kms_after["versions"]) == (True, 1)
 
 
 # --- DeleteObjects by a caller denied every key ----------------------------------------------

@@ -128,6 +128,16 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("DELETE", "_tierstore", "admin/keys/AKID", {}, {}, "tierstore:AdminDeleteAccessKey", True),
     ("POST", "_tierstore", "admin/users/al", {}, {}, "tierstore:AdminIdentities", True),  # needs tierstore:Admin
     ("GET", "_tierstore", "admin/users/al/x/y/z", {}, {}, "tierstore:AdminIdentities", True),
+    ("GET", "_tierstore", "admin/kms/keys", {}, {}, "tierstore:AdminKmsListKeys", True),
+    ("POST", "_tierstore", "admin/kms/keys", {}, {}, "tierstore:AdminKmsCreateKey", True),
+    ("GET", "_tierstore", "admin/kms/keys/k1", {}, {}, "tierstore:AdminKmsDescribeKey", True),
+    ("POST", "_tierstore", "admin/kms/keys/k1/enable", {}, {}, "tierstore:AdminKmsEnableKey", True),
+    ("POST", "_tierstore", "admin/kms/keys/k1/disable", {}, {}, "tierstore:AdminKmsDisableKey", True),
+    ("POST", "_tierstore", "admin/kms/keys/k1/rotate", {}, {}, "tierstore:AdminKmsRotateKey", True),
+    ("GET", "_tierstore", "admin/kms/keys/k1/rotate", {}, {}, "tierstore:AdminKms", True),  # needs tierstore:Admin
+    ("DELETE", "_tierstore", "admin/kms/keys/k1", {}, {}, "tierstore:AdminKms", True),
+    ("POST", "_tierstore", "admin/kms/keys//rotate", {}, {}, "tierstore:AdminKms", True),
+    ("GET", "_tierstore", "admin/kms", {}, {}, "tierstore:AdminKms", True),
     ("GET", "_tierstore", "admin/other", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "admin", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", None, {}, {}, UNKNOWN, False),
@@ -210,7 +220,7 @@ def test_every_implemented_action_has_a_handler() -> None:
         assert callable(action.handler), name
         assert action.perms or action.per_entry, f"{name} needs no permission at all"
         for perm in action.perms:
-            assert re.fullmatch(r"(s3|tierstore|iam):[A-Za-z]+", perm.action), (name, perm)
+            assert re.fullmatch(r"(s3|tierstore|iam|kms):[A-Za-z]+", perm.action), (name, perm)
             assert perm.on in ("request", "source", "any", "iam-user"), (name, perm)
 
 

@@ -67,6 +67,7 @@ from tierstore.api._routes import (
     refuse,
     route,
 )
+from tierstore.crypto import LocalKeyStore
 from tierstore.engine import (
     DatasetService,
     IdentityService,
@@ -128,6 +129,7 @@ class S3App:
         identities: IdentityService | None = None,
         sts: StsService | None = None,
         oidc: OidcVerifier | None = None,
+        kms: LocalKeyStore | None = None,
     ) -> None:
         """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
         ``access_log``: where the JSON access log goes (None: nowhere); ``audit_log``: the
@@ -149,7 +151,7 @@ class S3App:
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
         self.ctx = Context(
-            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc
+            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc, kms=kms
         )
 
     # --- ASGI ------------------------------------------------------------------------

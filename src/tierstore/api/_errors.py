@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tierstore import errors as e
 from tierstore.api._xml import E, document
+from tierstore.crypto import KmsError, KmsUnavailable
 
 __all__ = ["error_body", "status_of"]
 
@@ -17,6 +18,8 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NoSuchModel: 404,
     e.NoSuchEntity: 404,  # IAM entities (docs/identities.md)
     e.EntityAlreadyExists: 409,
+    KmsError: 400,  # the key service: KMS.NotFoundException, .DisabledException, ... (crypto/_kms.py), as S3
+    KmsUnavailable: 500,  # an external key service unreachable or refusing the server (KMS.KMSInternalException)
     e.DeleteConflict: 409,
     e.MalformedPolicyDocument: 400,
     e.InvalidAction: 400,

@@ -13,13 +13,14 @@ from tierstore.api import _datasets, _models
 from tierstore.api._authorize import Check, bucket_arn, object_arn
 from tierstore.api._errors import status_of
 from tierstore.api._identity_ext import identity_request
+from tierstore.api._kms_ext import kms_request
 from tierstore.api._objects import result_status
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._xml import iso8601
 from tierstore.engine import MayRead, Repairer, RowRead, stream_progress
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
-__all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "models", "query", "refuse"]
+__all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "kms_keys", "models", "query", "refuse"]
 
 MAX_BATCH_ENTRIES = 10_000
 MAX_BATCH_BODY = 4 * 1024 * 1024
@@ -98,6 +99,16 @@ async def identities(req: Request, ctx: Context) -> Response:
     if ctx.identities is None:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
     status, body = await identity_request(ctx.identities, req, lambda check: ctx.authorize_entry(req, check))
+    return Response(status, [("content-type", "application/json")], body)
+
+
+async def kms_keys(req: Request, ctx: Context) -> Response:
+    """``/_tierstore/admin/kms/keys``: ``_kms_ext`` (listing and creating are authorized by the
+    dispatcher; an endpoint naming a key, by ``authorize_entry`` on the key's ARN)."""
+    if ctx.kms is None:
+        raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
+    region = ctx.service.region
+    status, body = await kms_request(ctx.kms, req, region, lambda check: ctx.authorize_entry(req, check))
     return Response(status, [("content-type", "application/json")], body)
 
 

@@ -19,6 +19,7 @@ from tierstore.api._auth import AuthResult, wrap_body
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Check, RequestContext
 from tierstore.api._json import JSONTooLarge, loads_lazy
 from tierstore.api._metrics import Metrics
+from tierstore.crypto import LocalKeyStore
 from tierstore.engine import (
     DatasetService,
     IdentityService,
@@ -70,6 +71,7 @@ class Context:
     identities: IdentityService | None = None
     sts: StsService | None = None  # temporary credentials (api/_sts.py)
     oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
+    kms: LocalKeyStore | None = None  # the built-in key service (api/_kms_ext.py)
 
     def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""

@@ -46,6 +46,9 @@ from tierstore.api._identity_ext import ENDPOINTS as IDENTITY_ENDPOINTS
 from tierstore.api._identity_ext import UNROUTED as UNROUTED_IDENTITIES
 from tierstore.api._identity_ext import endpoint as identity_endpoint
 from tierstore.api._identity_ext import path_user_arn
+from tierstore.api._kms_ext import ENDPOINTS as KMS_ENDPOINTS
+from tierstore.api._kms_ext import UNROUTED as UNROUTED_KMS
+from tierstore.api._kms_ext import endpoint as kms_endpoint
 from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler, Request
 
@@ -285,6 +288,8 @@ def _extension(method: str, key: str) -> Route:
         return Route("tierstore:AdminHeal") if method == "POST" else _NO_ROUTE
     if key.split("/")[:2] in (["admin", "users"], ["admin", "keys"]):
         return Route(identity_endpoint(method, key))  # one name per endpoint (_identity_ext.ENDPOINTS)
+    if key.split("/")[:2] == ["admin", "kms"]:
+        return Route(kms_endpoint(method, key))  # one name per endpoint (_kms_ext.ENDPOINTS)
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -496,6 +501,11 @@ ACTIONS: dict[str, Action] = {
             iam_actions if on == "entry" else (),
         )
         for name, (iam_actions, on) in IDENTITY_ENDPOINTS.items()
+    },
+    UNROUTED_KMS: _ext(_extensions.kms_keys, "tierstore:Admin"),
+    **{  # the key service (_kms_ext): kms:ListKeys/CreateKey on "*" here, the others on the key, by the handler
+        name: Action(_extensions.kms_keys, (Perm(kms_action, on=_ANY),) if on == _ANY else (), (kms_action,))
+        for name, (kms_action, on) in KMS_ENDPOINTS.items()
     },
     **{
         a: _ext(_extensions.datasets, a)

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 from awscrt.checksums import crc32c
 
 from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
+from tierstore.catalog._kms import KMS_DDL, KmsTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.drives import DriveSet
@@ -77,7 +78,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -173,7 +174,8 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL  # the metadata-query index next to its compiler; identities (_identity.py)
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL
+# the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -386,7 +388,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, v2, v3, v4, v5, v6 or v7 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, ... or v8 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -414,6 +416,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 7
     if found == 7:  # v7 -> v8: permissions boundaries (iam_boundaries); the table comes below
         found = 8
+    if found == 8:  # v8 -> v9: the local key service's keys (kms_keys, kms_key_versions); the tables come below
+        found = 9
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -435,9 +439,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v7)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v8)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -504,7 +508,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables):
+class SqliteCatalog(IdentityTables, KmsTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 

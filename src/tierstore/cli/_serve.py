@@ -285,6 +285,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--kms-create-keys",
+        list,
+        None,
+        "create these keys of the built-in key service at start unless they exist (comma-separated; e.g. "
+        "testkey-1,testkey-2 for test suites; docs/security.md, Key service)",
+        metavar="ID",
+        convert=list,
+        default_text="none",
+    ),
+    Option(
         "--max-connections",
         int,
         4096,

@@ -218,6 +218,30 @@ class TierstoreClient:
     def delete_user_policy(self, user: str, name: str) -> None:
         self._send("DELETE", self._policy_path(user, name), None)
 
+    # --- the key service (the root, or the kms: actions; docs/security.md "Key service") ------
+    def _kms_path(self, key_id: str = "", verb: str = "") -> str:
+        path = "/_tierstore/admin/kms/keys" + (f"/{quote(key_id, safe='')}" if key_id else "")
+        return f"{path}/{verb}" if verb else path
+
+    def kms_list_keys(self) -> list[dict[str, Any]]:
+        """Every key of the server's key service: id, ARN, state, versions (never key material)."""
+        keys: list[dict[str, Any]] = self._call("GET", self._kms_path(), None)["keys"]
+        return keys
+
+    def kms_create_key(self, key_id: str, *, description: str = "") -> dict[str, Any]:
+        return self._call("POST", self._kms_path(), {"key_id": key_id, "description": description})
+
+    def kms_key_status(self, key_id: str) -> dict[str, Any]:
+        return self._call("GET", self._kms_path(key_id), None)
+
+    def kms_set_key_enabled(self, key_id: str, enabled: bool) -> dict[str, Any]:
+        """Enable or disable a key (a disabled key wraps and unwraps no data key)."""
+        return self._call("POST", self._kms_path(key_id, "enable" if enabled else "disable"), {})
+
+    def kms_rotate_key(self, key_id: str) -> dict[str, Any]:
+        """Add a key version: new data keys use it; those wrapped by older versions still open."""
+        return self._call("POST", self._kms_path(key_id, "rotate"), {})
+
     def heal(self) -> Iterator[dict[str, Any]]:
         """Start (or join) a heal pass on the server; yields its progress, the final report last."""
         resp = self._send("POST", "/_tierstore/admin/heal", {}, stream=True)

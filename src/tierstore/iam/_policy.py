@@ -16,7 +16,7 @@ __all__ = ["MAX_POLICY_CHARS", "SERVICES", "Policy", "PolicyKind", "PrincipalSpe
 
 PolicyKind = Literal["identity", "resource", "session", "trust"]
 VERSIONS = ("2012-10-17", "2008-10-17")
-SERVICES = ("s3", "iam", "sts", "tierstore")
+SERVICES = ("s3", "iam", "sts", "kms", "tierstore")  # kms: the key service (api/_kms_ext.py)
 # AWS's limits: a managed identity policy 6,144 characters (whitespace not counted), a session
 # policy 2,048, a role trust policy 2,048 by default (4,096 at most), a bucket policy 20 KB.
 MAX_POLICY_CHARS: dict[str, int] = {"identity": 6144, "session": 2048, "trust": 4096, "resource": 20 * 1024}
