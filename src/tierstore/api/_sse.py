@@ -112,11 +112,12 @@ class SseRequest:
     kind: Kind = "none"
     algorithm: str | None = None  # the x-amz-server-side-encryption value (s3, kms); AES256 for c
     kms_key_id: str | None = None  # kms without one: the server's default KMS key
-    context: Mapping[str, str] | None = None  # the KMS encryption context, decoded
+    context: Mapping[str, str] | None = None  # the KMS encryption context, decoded and validated
     bucket_key: bool | None = None  # kms: None until the bucket default decides (then False at most)
     customer: CustomerKey | None = None
     source_key: CustomerKey | None = None  # the copy source's SSE-C key (CopyObject, UploadPartCopy)
     from_default: bool = False  # the bucket's default encryption chose it
+    context_header: str | None = None  # the context exactly as sent (stored and echoed so)
 
 
 NO_SSE = SseRequest()
@@ -130,7 +131,7 @@ class StoredEncryption:
     kind: Literal["s3", "kms", "c"]
     algorithm: str  # AES256 | aws:kms | aws:kms:dsse; AES256 for SSE-C
     kms_key_id: str | None = None
-    context: Mapping[str, str] | None = None
+    context_header: str | None = None  # the encryption context as the client sent it (base64 JSON)
     bucket_key: bool = False
     customer_key_md5: str | None = None
 
@@ -175,10 +176,12 @@ def parse_write(headers: Mapping[str, str], *, copy: bool = False) -> SseRequest
     key_id = headers.get(_KMS_KEY)
     if key_id is not None and not key_id.strip():
         raise e.InvalidArgument("The KMS key id must not be empty.", fields=_argument(_KMS_KEY, ""))
-    context = _context(headers[_CONTEXT]) if _CONTEXT in headers else None
+    raw_context = headers[_CONTEXT].strip() if _CONTEXT in headers else None
+    context = _context(raw_context) if raw_context is not None else None
     bucket_key = _flag(headers[_BUCKET_KEY]) if _BUCKET_KEY in headers else None
     return SseRequest(
-        "kms", method, key_id.strip() if key_id else None, context, bucket_key, source_key=source
+        "kms", method, key_id.strip() if key_id else None, context, bucket_key, source_key=source,
+        context_header=raw_context,
     )  # fmt: skip
 
 
@@ -295,17 +298,11 @@ def response_headers(stored: StoredEncryption | None, action: str) -> list[tuple
     if stored.kind == "kms":
         if "kms" in echo and stored.kms_key_id:
             out.append((_KMS_KEY, stored.kms_key_id))
-        if "context" in echo and stored.context:
-            out.append((_CONTEXT, encode_context(stored.context)))
+        if "context" in echo and stored.context_header:
+            out.append((_CONTEXT, stored.context_header))
         if "bucket_key" in echo and stored.bucket_key and stored.algorithm == KMS:
             out.append((_BUCKET_KEY, "true"))
     return out
-
-
-def encode_context(context: Mapping[str, str]) -> str:
-    """The header form of an encryption context: base64 of its canonical JSON (sorted keys)."""
-    text = json.dumps(dict(context), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(text.encode()).decode()
 
 
 # --- helpers ------------------------------------------------------------------------------------
