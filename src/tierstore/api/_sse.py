@@ -259,6 +259,13 @@ def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bo
     sse = parse_write(req.headers, copy=copy)
     if default and sse.kind != "c":
         sse = with_default(sse, bucket_default(ctx, req.bucket))
+    if sse.kind == "kms" and req.auth is not None and req.auth.scheme.startswith("v2"):
+        # AWS: "All GET and PUT requests for an object protected by AWS KMS fail if [not] ...
+        # Signature Version 4" (SigV2 headers, presigned URLs and POST forms alike).
+        raise e.InvalidArgument(
+            "Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4.",
+            fields={"ArgumentName": "Authorization", "ArgumentValue": "null"},
+        )
     return sse
 
 
