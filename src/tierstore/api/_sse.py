@@ -138,8 +138,9 @@ class StoredEncryption:
 
 # --- requests ---------------------------------------------------------------------------------
 def parse_write(headers: Mapping[str, str], *, copy: bool = False) -> SseRequest:
-    """The SSE a write asks for (``headers`` lower-cased); ``copy``: also the copy source's SSE-C
-    key. Raises S3's 400s for malformed combinations."""
+    """The SSE a write asks for (``headers`` lower-cased). ``copy``: the write has a copy source,
+    whose SSE-C key is kept (``source_key``); on any other write such a key is refused. Raises
+    S3's 400s for malformed combinations."""
     method = headers.get(_SSE)
     if method is not None:
         method = method.strip()
