@@ -111,6 +111,12 @@ def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path:
     _run_section("## Browser uploads and CORS", fresh_server, tmp_path, 4)
 
 
+def test_server_side_encryption_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Server-side encryption: the S3 surface": a bucket default, a write it
+    refuses until the engine encrypts, a malformed header, a policy requiring the header."""
+    _run_section("## Server-side encryption: the S3 surface", fresh_server, tmp_path, 4)
+
+
 # --- README.md: every block runs, in order, against a server of its own ------------------------
 
 README = REPO / "README.md"

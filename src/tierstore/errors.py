@@ -90,6 +90,7 @@ __all__ = [
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
     "RequestTimeout",
+    "ServerSideEncryptionConfigurationNotFoundError",
     "SignatureDoesNotMatch",
     "SlowDown",
     "TierstoreError",
@@ -473,6 +474,11 @@ class OwnershipControlsNotFoundError(TierstoreError, KeyError):
 # --- browser POST uploads and CORS (api/_post_object.py, api/_cors.py) -------------------------
 class NoSuchCORSConfiguration(TierstoreError, KeyError):
     """The CORS configuration does not exist"""
+
+
+# --- server-side encryption (api/_sse.py, api/_bucket_encryption.py) --------------------------
+class ServerSideEncryptionConfigurationNotFoundError(TierstoreError, KeyError):
+    """The server side encryption configuration was not found"""
 
 
 class CORSResponse(TierstoreError, PermissionError):

@@ -171,7 +171,6 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
         "get_bucket_website",
         "put_bucket_lifecycle_configuration",
         "get_bucket_website",
-        "get_bucket_encryption",
     ],
 )
 def test_unimplemented_bucket_ops(s3, bucket: str, call: str) -> None:  # type: ignore[no-untyped-def]

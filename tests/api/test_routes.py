@@ -35,6 +35,9 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("GET", "b", None, {"cors": ""}, {}, "GetBucketCors", True),
     ("PUT", "b", None, {"cors": ""}, {}, "PutBucketCors", True),
     ("DELETE", "b", None, {"cors": ""}, {}, "DeleteBucketCors", True),
+    ("GET", "b", None, {"encryption": ""}, {}, "GetBucketEncryption", True),
+    ("PUT", "b", None, {"encryption": ""}, {}, "PutBucketEncryption", True),
+    ("DELETE", "b", None, {"encryption": ""}, {}, "DeleteBucketEncryption", True),
     # bucket subresources
     ("GET", "b", None, {"location": ""}, {}, "GetBucketLocation", True),
     ("GET", "b", None, {"uploads": ""}, {}, "ListMultipartUploads", True),

@@ -4,6 +4,7 @@ and v2), ListObjectVersions, DeleteObjects."""
 from __future__ import annotations
 
 from tierstore import errors as e
+from tierstore.api import _sse
 from tierstore.api._access import creation_settings
 from tierstore.api._authorize import Check, object_arn
 from tierstore.api._common import (
@@ -65,6 +66,7 @@ async def list_buckets(req: Request, ctx: Context) -> Response:
 
 async def create_bucket(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None
+    _sse.refuse_until_engine(_sse.parse_write(req.headers))  # never ignored, here either
     reject_unsupported(req)
     acl, ownership = creation_settings(req)  # bad ACL headers: refused before the body is read
     body = await req.read_small()

@@ -9,7 +9,6 @@ import hashlib
 from xml.etree.ElementTree import Element
 
 from tierstore import errors as e
-from tierstore.api import _sse
 from tierstore.api._acl import OWNER_ID, OWNER_NAME
 from tierstore.api._request import Request, parse_http_date
 from tierstore.api._xml import E, children, document, parse_xml, text_of
@@ -31,7 +30,7 @@ __all__ = [
     "xml_int",
 ]
 
-_UNSUPPORTED_HEADERS = ("x-amz-website-redirect-location",)  # server-side encryption: api/_sse.py
+_UNSUPPORTED_HEADERS = ("x-amz-website-redirect-location",)
 
 
 # One account: everything is owned by the store's canonical user (api/_acl.py), whoever asks.
@@ -71,7 +70,7 @@ def check_body_digest(req: Request, body: bytes) -> None:
 
 
 def reject_unsupported(req: Request) -> None:
-    _sse.check_write(req.headers)
+    """Headers of a write that we do not implement (server-side encryption: api/_sse.py)."""
     for h in _UNSUPPORTED_HEADERS:
         if h in req.headers:
             raise e.NotImplementedOperation(f"The header {h} is not implemented yet.")

@@ -50,6 +50,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.AccessControlListNotSupported: 400,
     e.InvalidBucketAclWithObjectOwnership: 400,
     e.OwnershipControlsNotFoundError: 404,
+    e.ServerSideEncryptionConfigurationNotFoundError: 404,
     e.MalformedPolicy: 400,
     e.InvalidDigest: 400,
     e.BadDigest: 400,

@@ -35,7 +35,9 @@ __all__ = [
 
 async def create_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
+    sse = _sse.write_request(req, ctx)
     reject_unsupported(req)
+    _sse.refuse_until_engine(sse)
     headers, user_meta, sc = object_headers(req)
     alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
     if alg is not None and alg not in CHECKSUM_ALGORITHMS:
@@ -71,7 +73,7 @@ def _part_number(req: Request) -> int:
 
 async def upload_part(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.check_write(req.headers)
+    _sse.refuse_until_engine(_sse.write_request(req, ctx, default=False))
     body, trailers = req.payload()
     opts = put_options(req, trailers)
     from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
@@ -86,7 +88,9 @@ async def upload_part(req: Request, ctx: Context) -> Response:
 
 async def upload_part_copy(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.check_write(req.headers)
+    sse = _sse.write_request(req, ctx, copy=True, default=False)
+    _sse.check_customer_key(sse.source_key, None)  # the source: nothing is stored encrypted yet
+    _sse.refuse_until_engine(sse)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
     part = await ctx.service.upload_part_copy(
@@ -106,7 +110,7 @@ async def upload_part_copy(req: Request, ctx: Context) -> Response:
 
 async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.check_write(req.headers)
+    _sse.refuse_until_engine(_sse.write_request(req, ctx, default=False))
     body = await req.read_small()
     el = parse_xml(body, "CompleteMultipartUpload")
     parts: list[CompletedPart] = []

@@ -178,7 +178,9 @@ def put_options(req: Request, trailers: dict[str, str]) -> PutOptions:
 
 async def put_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
+    sse = _sse.write_request(req, ctx)
     reject_unsupported(req)
+    _sse.refuse_until_engine(sse)
     acl = request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
     opts = put_options(req, trailers)
@@ -209,7 +211,8 @@ async def head_object(req: Request, ctx: Context) -> Response:
 
 async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.check_read(req.headers)
+    # No stored object is encrypted before the engine slice of issue 16: ``stored`` is None.
+    _sse.check_customer_key(_sse.parse_read(req.headers), None)
     q = req.query
     part_number = int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
     if part_number is not None and part_number > MAX_PART_NUMBER:
@@ -426,7 +429,10 @@ def copy_options(req: Request) -> CopyOptions:
 
 async def copy_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
+    sse = _sse.write_request(req, ctx, copy=True)
     reject_unsupported(req)
+    _sse.check_customer_key(sse.source_key, None)  # the source: nothing is stored encrypted yet
+    _sse.refuse_until_engine(sse)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
     opts = copy_options(req)

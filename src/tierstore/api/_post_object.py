@@ -42,6 +42,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from tierstore import errors as e
+from tierstore.api import _sse
 from tierstore.api._auth import Authenticator, AuthResult
 from tierstore.api._common import parse_tag_set, reject_unsupported
 from tierstore.api._objects import lock_headers, object_headers
@@ -400,7 +401,9 @@ async def post_object(req: Request, ctx: Context) -> Response:
     assert isinstance(form, PostForm) and req.bucket is not None and req.key is not None
     fields = form.fields
     obj = replace(req, headers=_as_headers(fields))  # the form's fields are this object's headers
+    sse = _sse.write_request(obj, ctx)
     reject_unsupported(obj)
+    _sse.refuse_until_engine(sse)
     unsupported = [k for k in obj.headers if k.startswith(("x-amz-checksum-", "x-amz-sdk-checksum-"))]
     if unsupported:  # never stored unverified
         raise e.NotImplementedOperation(f"The form field {unsupported[0][:60]} is not implemented for POST uploads.")

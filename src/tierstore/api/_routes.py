@@ -32,6 +32,7 @@ from tierstore import errors as e
 from tierstore.api import (
     _access,
     _bucket_config,
+    _bucket_encryption,
     _bucket_policy,
     _buckets,
     _cors,
@@ -162,12 +163,12 @@ _BUCKET_OPS: dict[str, dict[str, str]] = {
     "policyStatus": {"GET": "GetBucketPolicyStatus"},
     "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
     "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
+    "encryption": _crud("BucketEncryption", "GET", "PUT", "DELETE"),
 }
 # Known S3 bucket operations we do not implement (501 NotImplemented), by their AWS names.
 _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
     "accelerate": _crud("BucketAccelerateConfiguration", "GET", "PUT"),
     "analytics": _crud("BucketAnalyticsConfiguration", "GET", "PUT", "DELETE"),
-    "encryption": _crud("BucketEncryption", "GET", "PUT", "DELETE"),
     "intelligent-tiering": _crud("BucketIntelligentTieringConfiguration", "GET", "PUT", "DELETE"),
     "inventory": _crud("BucketInventoryConfiguration", "GET", "PUT", "DELETE"),
     "lifecycle": {**_crud("BucketLifecycleConfiguration", "GET", "PUT"), "DELETE": "DeleteBucketLifecycle"},
@@ -475,6 +476,16 @@ ACTIONS: dict[str, Action] = {
     "PutObjectLegalHold": Action(_objects.put_object_legal_hold, (Perm("s3:PutObjectLegalHold"),)),
     # browser form uploads (_post_object): s3:PutObject on the form's key, for the form's signer
     "PostObject": Action(_post_object.post_object, (_PUT, *_WRITE_EXTRAS), form=_post_object.authenticate_form),
+    # default encryption (_bucket_encryption); AWS: the Delete needs s3:PutEncryptionConfiguration
+    "GetBucketEncryption": Action(
+        _bucket_encryption.get_bucket_encryption, (Perm("s3:GetEncryptionConfiguration"),)
+    ),
+    "PutBucketEncryption": Action(
+        _bucket_encryption.put_bucket_encryption, (Perm("s3:PutEncryptionConfiguration"),)
+    ),
+    "DeleteBucketEncryption": Action(
+        _bucket_encryption.delete_bucket_encryption, (Perm("s3:PutEncryptionConfiguration"),)
+    ),
     # CORS configuration (_cors)
     "GetBucketCors": Action(_cors.get_bucket_cors, (Perm("s3:GetBucketCORS"),)),
     "PutBucketCors": Action(_cors.put_bucket_cors, (Perm("s3:PutBucketCORS"),)),

@@ -1,11 +1,24 @@
-"""Server-side encryption request headers: refuse what we cannot honour, never ignore it.
+"""Server-side encryption on the S3 surface: what a request asks for, as one typed value; the
+bucket's default; the headers an answer carries.
 
-tierstore does not encrypt objects yet (issue 16), so a request asking for encryption must fail
-instead of storing the data in clear. Malformed combinations answer 400 with the code and message
-S3 sends for them; a well-formed request for SSE-S3, SSE-KMS or SSE-C on a write answers 501
-NotImplemented. Reads and copy sources: no stored object is encrypted, so SSE-C key headers there
-are S3's "not applicable to this object", and ``x-amz-server-side-encryption*`` on GET/HEAD is
-refused as S3 refuses it. docs/s3-compatibility.md lists the cases.
+- ``parse_write`` reads the SSE headers of a write (PutObject, CreateMultipartUpload, UploadPart,
+  CopyObject/UploadPartCopy with their copy-source SSE-C headers, CompleteMultipartUpload, the
+  fields of a POST form) into an ``SseRequest``: its kind (none, SSE-S3, SSE-KMS/DSSE-KMS,
+  SSE-C), KMS key id, encryption context (base64 JSON, validated), bucket-key flag, SSE-C key
+  (32 bytes, MD5 verified). Malformed combinations answer 400 with the code and message S3
+  sends for them; nothing is ever ignored.
+- ``with_default`` applies the bucket's default encryption (``BucketEncryption``, from
+  PutBucketEncryption) as AWS does: an explicit request wins; SSE-C never comes from a default;
+  ``aws:kms`` without ``-bucket-key-enabled`` takes the bucket's Bucket Key setting.
+- ``refuse_until_engine`` is the one place a write that would be encrypted is refused (501,
+  nothing stored) until the engine encrypts; the engine slice replaces it.
+- ``parse_read`` / ``check_customer_key``: GET/HEAD and copy sources: S3 refuses the SSE-S3/KMS
+  headers on reads; an SSE-C key must match an SSE-C object and is "not applicable" to others.
+- ``response_headers`` answers, from an object's stored encryption (``StoredEncryption``), the
+  headers AWS returns on each operation (a table; docs/encryption-s3.md).
+
+The SSE-C key is never kept beyond the request, never in a repr, a log or an answer: only its
+MD5 is echoed. docs/s3-compatibility.md lists the cases.
 """
 
 from __future__ import annotations
@@ -13,59 +26,127 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from tierstore import errors as e
+from tierstore.api._request import Context, Request
 
-__all__ = ["check_read", "check_write"]
+__all__ = [
+    "DSSE",
+    "KMS",
+    "NO_SSE",
+    "SSE_S3",
+    "BucketEncryption",
+    "CustomerKey",
+    "Kind",
+    "SseRequest",
+    "StoredEncryption",
+    "bucket_default",
+    "check_customer_key",
+    "parse_read",
+    "parse_write",
+    "refuse_until_engine",
+    "response_headers",
+    "with_default",
+    "write_request",
+]
+
+Kind = Literal["none", "s3", "kms", "c"]
+SSE_S3 = "AES256"
+KMS = "aws:kms"
+DSSE = "aws:kms:dsse"
+ALGORITHMS = (SSE_S3, KMS, DSSE)  # x-amz-server-side-encryption, and a bucket default's SSEAlgorithm
 
 _SSE = "x-amz-server-side-encryption"
 _KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
 _CONTEXT = "x-amz-server-side-encryption-context"
 _BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
-_SSE_METHODS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
-_KMS_METHODS = frozenset({"aws:kms", "aws:kms:dsse"})
 _SSE_C = "x-amz-server-side-encryption-customer-"
 _COPY_SSE_C = "x-amz-copy-source-server-side-encryption-customer-"
 _SSE_C_KEY_BYTES = 32  # AES256
+_ARG_MAX = 64  # an ArgumentValue echoed in an error body is cut to this many characters
+
+_CUSTOMER = "Requests specifying Server Side Encryption with Customer provided keys must provide"
+_NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
+_STORED_ENCRYPTED = (
+    "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to"
+    " retrieve the object."
+)
 
 
-def _customer_key(headers: Mapping[str, str], prefix: str) -> bool:
-    """Validate an SSE-C triplet under ``prefix``; True when one was sent (well-formed)."""
-    algorithm = headers.get(prefix + "algorithm")
-    key = headers.get(prefix + "key")
-    key_md5 = headers.get(prefix + "key-md5")
-    if algorithm is None and key is None and key_md5 is None:
-        return False
-    what = "Requests specifying Server Side Encryption with Customer provided keys must provide"
-    if algorithm is None:
-        raise e.InvalidArgument(f"{what} a valid encryption algorithm.")
-    if algorithm.strip() != "AES256":
-        raise e.InvalidEncryptionAlgorithmError()
-    if key is None:
-        raise e.InvalidArgument(f"{what} an appropriate secret key.")
-    if key_md5 is None:
-        raise e.InvalidArgument(f"{what} the client calculated MD5 of the secret key.")
-    try:
-        raw_key = base64.b64decode(key.strip(), validate=True)
-        raw_md5 = base64.b64decode(key_md5.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise e.InvalidArgument("The secret key was invalid for the specified algorithm.") from exc
-    if len(raw_key) != _SSE_C_KEY_BYTES:
-        raise e.InvalidArgument("The secret key was invalid for the specified algorithm.")
-    if raw_md5 != hashlib.md5(raw_key).digest():  # noqa: S324 - protocol-defined
-        raise e.InvalidArgument("The calculated MD5 hash of the key did not match the hash that was provided.")
-    return True
+@dataclass(frozen=True)
+class CustomerKey:
+    """An SSE-C key as a request sent it: 32 bytes whose MD5 matched ``key_md5``."""
+
+    key: bytes = field(repr=False)
+    key_md5: str  # base64 of MD5(key): what answers echo
 
 
-def check_write(headers: Mapping[str, str]) -> None:
-    """A request that stores data (PUT, CopyObject, CreateMultipartUpload, UploadPart[Copy],
-    CompleteMultipartUpload). ``headers`` are lower-cased names. Raises; returns when no SSE
-    header was sent."""
+@dataclass(frozen=True)
+class BucketEncryption:
+    """A bucket's default encryption (``ServerSideEncryptionConfiguration``'s one rule), kept in
+    the bucket's properties as ``props["encryption"]``."""
+
+    algorithm: str  # AES256 | aws:kms | aws:kms:dsse
+    kms_key_id: str | None = None  # only with aws:kms[:dsse]; None: the server's default KMS key
+    bucket_key: bool = False
+
+    def to_props(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm, "kms_key_id": self.kms_key_id, "bucket_key": self.bucket_key}
+
+    @classmethod
+    def from_props(cls, doc: Mapping[str, Any] | None) -> BucketEncryption | None:
+        if not doc:
+            return None
+        return cls(str(doc["algorithm"]), doc.get("kms_key_id"), bool(doc.get("bucket_key")))
+
+
+@dataclass(frozen=True)
+class SseRequest:
+    """What a write asks for. ``kind``: none, ``s3`` (AES256), ``kms`` (aws:kms or aws:kms:dsse:
+    ``algorithm`` says which), ``c`` (SSE-C, ``customer``)."""
+
+    kind: Kind = "none"
+    algorithm: str | None = None  # the x-amz-server-side-encryption value (s3, kms); AES256 for c
+    kms_key_id: str | None = None  # kms without one: the server's default KMS key
+    context: Mapping[str, str] | None = None  # the KMS encryption context, decoded and validated
+    bucket_key: bool | None = None  # kms: None until the bucket default decides (then False at most)
+    customer: CustomerKey | None = None
+    source_key: CustomerKey | None = None  # the copy source's SSE-C key (CopyObject, UploadPartCopy)
+    from_default: bool = False  # the bucket's default encryption chose it
+    context_header: str | None = None  # the context exactly as sent (stored and echoed so)
+
+
+NO_SSE = SseRequest()
+
+
+@dataclass(frozen=True)
+class StoredEncryption:
+    """How an object (or an upload) is encrypted, as the engine records it: enough to answer
+    the headers, never a key."""
+
+    kind: Literal["s3", "kms", "c"]
+    algorithm: str  # AES256 | aws:kms | aws:kms:dsse; AES256 for SSE-C
+    kms_key_id: str | None = None
+    context_header: str | None = None  # the encryption context as the client sent it (base64 JSON)
+    bucket_key: bool = False
+    customer_key_md5: str | None = None
+
+
+# --- requests ---------------------------------------------------------------------------------
+def parse_write(headers: Mapping[str, str], *, copy: bool = False) -> SseRequest:
+    """The SSE a write asks for (``headers`` lower-cased). ``copy``: the write has a copy source,
+    whose SSE-C key is kept (``source_key``); on any other write such a key is refused. Raises
+    S3's 400s for malformed combinations."""
     method = headers.get(_SSE)
-    if method is not None and method.strip() not in _SSE_METHODS:
-        raise e.InvalidArgument("The encryption method specified is not supported")
-    kms = method is not None and method.strip() in _KMS_METHODS
+    if method is not None:
+        method = method.strip()
+        if method not in ALGORITHMS:
+            raise e.InvalidArgument("The encryption method specified is not supported", fields=_argument(_SSE, method))
+    kms = method in (KMS, DSSE)
     for name in (_KMS_KEY, _CONTEXT):
         if name in headers and not kms:
             raise e.InvalidArgument(
@@ -77,26 +158,219 @@ def check_write(headers: Mapping[str, str]) -> None:
             "Bucket Key is supported with Server Side Encryption with AWS KMS managed keys only: it requires"
             " HTTP header x-amz-server-side-encryption : aws:kms"
         )
-    customer = _customer_key(headers, _SSE_C)
-    if customer and method is not None:
+    if method is not None and any(h.startswith(_SSE_C) for h in headers):
+        # S3 answers this before it looks at the SSE-C headers themselves.
         raise e.InvalidArgument(
-            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified",
+            fields=_argument(_SSE, method),
         )
-    _copy_source(headers)
-    if method is not None or customer:
-        raise e.NotImplementedOperation("Server-side encryption is not implemented yet: nothing was stored.")
+    customer = _customer_key(headers, _SSE_C)
+    source = _customer_key(headers, _COPY_SSE_C)  # validated on every write: never ignored
+    if source is not None and not copy:
+        raise e.InvalidRequest(_NOT_APPLICABLE)  # a copy source's key on a write with no source
+    if customer is not None:
+        return SseRequest("c", SSE_S3, customer=customer, source_key=source)
+    if method is None:
+        return SseRequest(source_key=source)
+    if not kms:
+        return SseRequest("s3", method, source_key=source)
+    key_id = headers.get(_KMS_KEY)
+    if key_id is not None and not key_id.strip():
+        raise e.InvalidArgument("The KMS key id must not be empty.", fields=_argument(_KMS_KEY, ""))
+    raw_context = headers[_CONTEXT].strip() if _CONTEXT in headers else None
+    context = _context(raw_context) if raw_context is not None else None
+    bucket_key = _flag(headers[_BUCKET_KEY]) if _BUCKET_KEY in headers else None
+    return SseRequest(
+        "kms", method, key_id.strip() if key_id else None, context, bucket_key, source_key=source,
+        context_header=raw_context,
+    )  # fmt: skip
 
 
-def check_read(headers: Mapping[str, str]) -> None:
-    """GetObject / HeadObject: S3 refuses the SSE-S3/KMS headers there; an SSE-C key names an
-    encrypted object, and none is."""
+def with_default(sse: SseRequest, default: BucketEncryption | None) -> SseRequest:
+    """Apply a bucket's default encryption to a request that names none (PutObject, CopyObject,
+    CreateMultipartUpload, POST). An explicit request wins (SSE-C never comes from a default);
+    an explicit ``aws:kms`` without ``-bucket-key-enabled`` takes the bucket's Bucket Key setting."""
+    if sse.kind == "kms" and sse.bucket_key is None:
+        return replace(sse, bucket_key=default is not None and default.bucket_key and sse.algorithm == KMS)
+    if sse.kind != "none" or default is None:
+        return sse
+    if default.algorithm == SSE_S3:
+        return replace(sse, kind="s3", algorithm=SSE_S3, from_default=True)
+    bucket_key = default.bucket_key and default.algorithm == KMS  # no Bucket Keys with DSSE-KMS
+    return replace(
+        sse, kind="kms", algorithm=default.algorithm, kms_key_id=default.kms_key_id, bucket_key=bucket_key,
+        from_default=True,
+    )  # fmt: skip
+
+
+def parse_read(headers: Mapping[str, str]) -> CustomerKey | None:
+    """GetObject / HeadObject: S3 refuses the SSE-S3/KMS headers there (the object's encryption
+    cannot change on a read); the SSE-C key, if any, validated."""
     for name in (_SSE, _KMS_KEY, _CONTEXT, _BUCKET_KEY):
         if name in headers:
             raise e.InvalidArgument(f"{name} header is not supported for this operation.")
-    if _customer_key(headers, _SSE_C):
-        raise e.InvalidRequest("The encryption parameters are not applicable to this object.")
+    return _customer_key(headers, _SSE_C)
 
 
-def _copy_source(headers: Mapping[str, str]) -> None:
-    if _customer_key(headers, _COPY_SSE_C):
-        raise e.InvalidRequest("The encryption parameters are not applicable to this object.")
+def check_customer_key(given: CustomerKey | None, stored: StoredEncryption | None) -> None:
+    """An SSE-C key sent to read an object (GET, HEAD, a copy source) against how the object is
+    stored (None: not encrypted). A key for an object that is not SSE-C, or none for one that
+    is: 400 InvalidRequest; another key: 403 AccessDenied (the engine also verifies the key
+    itself when it opens the data)."""
+    if stored is None or stored.kind != "c":
+        if given is not None:
+            raise e.InvalidRequest(_NOT_APPLICABLE)
+        return
+    if given is None:
+        raise e.InvalidRequest(_STORED_ENCRYPTED)
+    if given.key_md5 != stored.customer_key_md5:
+        raise e.AccessDenied(f"{_CUSTOMER} the correct secret key.")
+
+
+def refuse_until_engine(sse: SseRequest) -> None:
+    """THE one place a write that would be encrypted is refused — by its own headers or by the
+    bucket's default encryption: 501 NotImplemented, before a byte is stored. Nothing is ever
+    stored in clear that should have been encrypted. The engine slice of issue 16 replaces this
+    with passing ``sse`` to the engine."""
+    if sse.kind == "none":
+        return
+    if sse.from_default:
+        raise e.NotImplementedOperation(
+            "The bucket has default encryption, and server-side encryption is not implemented yet: nothing was stored."
+        )
+    raise e.NotImplementedOperation("Server-side encryption is not implemented yet: nothing was stored.")
+
+
+def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
+    """The bucket's default encryption, read from the catalog (not the per-worker cache: a write
+    must never miss a default another worker has just put). No bucket: None, and the write
+    answers NoSuchBucket in its usual order."""
+    try:
+        return BucketEncryption.from_props(ctx.service.get_bucket_encryption(bucket))
+    except e.NoSuchBucket:
+        return None
+
+
+def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bool = True) -> SseRequest:
+    """``parse_write`` of the request's headers (a POST form's: its fields), then, for a write
+    that creates an object or an upload (``default``), ``with_default`` of its bucket's default.
+    UploadPart/UploadPartCopy/Complete take no default: the upload's encryption was fixed when it
+    was created."""
+    assert req.bucket is not None
+    sse = parse_write(req.headers, copy=copy)
+    if default and sse.kind != "c":
+        sse = with_default(sse, bucket_default(ctx, req.bucket))
+    if sse.kind == "kms" and req.auth is not None and req.auth.scheme.startswith("v2"):
+        # AWS: "All GET and PUT requests for an object protected by AWS KMS fail if [not] ...
+        # Signature Version 4" (SigV2 headers, presigned URLs and POST forms alike).
+        raise e.InvalidArgument(
+            "Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4.",
+            fields={"ArgumentName": "Authorization", "ArgumentValue": "null"},
+        )
+    return sse
+
+
+# --- answers ------------------------------------------------------------------------------------
+_ALL = frozenset({"sse", "kms", "context", "bucket_key", "customer"})
+_NO_CONTEXT = _ALL - {"context"}
+# What each operation's answer carries (AWS's response syntax of each API; POST: RESTObjectPOST).
+_ECHO: dict[str, frozenset[str]] = {
+    "PutObject": _ALL,
+    "CopyObject": _ALL,
+    "CreateMultipartUpload": _ALL,
+    "PostObject": _NO_CONTEXT,
+    "UploadPart": _NO_CONTEXT,
+    "UploadPartCopy": _NO_CONTEXT,
+    "GetObject": _NO_CONTEXT,
+    "HeadObject": _NO_CONTEXT,
+    "CompleteMultipartUpload": frozenset({"sse", "kms", "bucket_key"}),
+}
+
+
+def response_headers(stored: StoredEncryption | None, action: str) -> list[tuple[str, str]]:
+    """The encryption headers of the answer to ``action`` for an object stored as ``stored``
+    (None: not encrypted). Operations not in the table (ListParts, GetObjectAttributes, listings)
+    carry none. SSE-C answers echo the algorithm and the key's MD5, never
+    ``x-amz-server-side-encryption``; the bucket-key header only when true (aws:kms only)."""
+    echo = _ECHO.get(action)
+    if stored is None or echo is None:
+        return []
+    out: list[tuple[str, str]] = []
+    if stored.kind == "c":
+        if "customer" in echo:
+            out.append((_SSE_C + "algorithm", stored.algorithm))
+            out.append((_SSE_C + "key-md5", stored.customer_key_md5 or ""))
+        return out
+    if "sse" in echo:
+        out.append((_SSE, stored.algorithm))
+    if stored.kind == "kms":
+        if "kms" in echo and stored.kms_key_id:
+            out.append((_KMS_KEY, stored.kms_key_id))
+        if "context" in echo and stored.context_header:
+            out.append((_CONTEXT, stored.context_header))
+        if "bucket_key" in echo and stored.bucket_key and stored.algorithm == KMS:
+            out.append((_BUCKET_KEY, "true"))
+    return out
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _argument(name: str, value: str) -> dict[str, str]:
+    return {"ArgumentName": name, "ArgumentValue": value[:_ARG_MAX]}
+
+
+def _customer_key(headers: Mapping[str, str], prefix: str) -> CustomerKey | None:
+    """The SSE-C triplet under ``prefix`` (None when none of it was sent), S3's 400s when bad."""
+    algorithm = headers.get(prefix + "algorithm")
+    key = headers.get(prefix + "key")
+    key_md5 = headers.get(prefix + "key-md5")
+    if algorithm is None and key is None and key_md5 is None:
+        return None
+    if algorithm is None:
+        raise e.InvalidArgument(f"{_CUSTOMER} a valid encryption algorithm.", fields={"ArgumentName": _SSE})
+    if algorithm.strip() != "AES256":
+        raise e.InvalidEncryptionAlgorithmError(
+            "The Encryption request you specified is not valid. Supported value: AES256.",
+            fields=_argument(_SSE, algorithm.strip()),
+        )
+    if key is None:
+        raise e.InvalidArgument(f"{_CUSTOMER} an appropriate secret key.")
+    if key_md5 is None:
+        raise e.InvalidArgument(f"{_CUSTOMER} the client calculated MD5 of the secret key.")
+    try:
+        raw_key = base64.b64decode(key.strip(), validate=True)
+        raw_md5 = base64.b64decode(key_md5.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise e.InvalidArgument("The secret key was invalid for the specified algorithm.") from exc
+    # S3 compares the MD5 before the key's length (a 24-byte key with a wrong MD5: the MD5 error).
+    if raw_md5 != hashlib.md5(raw_key).digest():  # noqa: S324 - protocol-defined
+        raise e.InvalidArgument(
+            "The calculated MD5 hash of the key did not match the hash that was provided.",
+            fields={"ArgumentName": _SSE},
+        )
+    if len(raw_key) != _SSE_C_KEY_BYTES:
+        raise e.InvalidArgument("The secret key was invalid for the specified algorithm.")
+    return CustomerKey(raw_key, base64.b64encode(raw_md5).decode())
+
+
+def _context(value: str) -> dict[str, str]:
+    """``x-amz-server-side-encryption-context``: base64 of UTF-8 JSON, an object of strings."""
+    try:
+        doc = json.loads(base64.b64decode(value.strip(), validate=True).decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        raise e.InvalidArgument(
+            f"The header '{_CONTEXT}' shall be Base64-encoded UTF-8 string holding JSON which represents a"
+            " string-string map",
+            fields={"ArgumentName": _CONTEXT},
+        )
+    return doc
+
+
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise e.InvalidArgument(
+            f"The header '{_BUCKET_KEY}' must be true or false.", fields=_argument(_BUCKET_KEY, value)
+        )
+    return text == "true"

@@ -1421,6 +1421,20 @@ class ObjectService:
     async def delete_bucket_cors(self, bucket: str) -> None:
         await self._set_bucket_prop(bucket, "cors", None)
 
+    # --- default encryption (the document is parsed and applied by api/_sse.py) ---------------
+    def get_bucket_encryption(self, bucket: str) -> dict[str, Any] | None:
+        """The bucket's default encryption as stored (None: none); NoSuchBucket if no bucket.
+        Read from the catalog, not the per-worker cache: a write must never miss a default that
+        another worker has just put (it would store data in clear)."""
+        config = self.catalog.bucket_props(bucket).get("encryption")
+        return dict(config) if config else None
+
+    async def put_bucket_encryption(self, bucket: str, config: dict[str, Any]) -> None:
+        await self._set_bucket_prop(bucket, "encryption", config)
+
+    async def delete_bucket_encryption(self, bucket: str) -> None:
+        await self._set_bucket_prop(bucket, "encryption", None)
+
     async def _set_bucket_prop(self, bucket: str, name: str, value: Any) -> None:
         """Set one bucket property (``None``: remove it) in one catalog transaction."""
 
