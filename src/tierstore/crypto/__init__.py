@@ -1,5 +1,24 @@
-"""Secrets at rest: the server master key and AEAD sealing (docs/identities.md)."""
+"""Secrets at rest: the server master key and AEAD sealing (docs/identities.md); the SSE body
+format of encrypted objects (docs/encryption.md)."""
 
+from tierstore.crypto._packages import (
+    DATA_KEY_BYTES,
+    NONCE_PREFIX_BYTES,
+    PACKAGE_BYTES,
+    IntegrityError,
+    PackageOpener,
+    PackageSealer,
+    PackageSpan,
+    StreamLayout,
+    binding_mac,
+    ciphertext_size,
+    derive_part_key,
+    keyed_etag,
+    open_packages,
+    package_count,
+    package_span,
+    verify_binding,
+)
 from tierstore.crypto._sealing import (
     MASTER_KEY_FILE,
     MasterKey,
@@ -17,15 +36,31 @@ from tierstore.crypto._session import (
 )
 
 __all__ = [
+    "DATA_KEY_BYTES",
     "MASTER_KEY_FILE",
     "MAX_SESSION_TOKEN_CHARS",
+    "NONCE_PREFIX_BYTES",
+    "PACKAGE_BYTES",
     "SESSION_TOKEN_PREFIX",
+    "IntegrityError",
     "MasterKey",
     "MasterKeyError",
+    "PackageOpener",
+    "PackageSealer",
+    "PackageSpan",
     "SealedSecretError",
+    "StreamLayout",
+    "binding_mac",
+    "ciphertext_size",
+    "derive_part_key",
+    "keyed_etag",
     "load_master_key",
     "load_or_create_master_key",
+    "open_packages",
     "open_session_token",
+    "package_count",
+    "package_span",
     "seal_session_token",
     "sealed_key_id",
+    "verify_binding",
 ]
