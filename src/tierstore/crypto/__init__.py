@@ -9,15 +9,14 @@ from tierstore.crypto._packages import (
     PackageOpener,
     PackageSealer,
     PackageSpan,
+    RowBinding,
     StreamLayout,
-    binding_mac,
     ciphertext_size,
     derive_part_key,
     keyed_etag,
     open_packages,
     package_count,
     package_span,
-    verify_binding,
 )
 from tierstore.crypto._sealing import (
     MASTER_KEY_FILE,
@@ -48,9 +47,9 @@ __all__ = [
     "PackageOpener",
     "PackageSealer",
     "PackageSpan",
+    "RowBinding",
     "SealedSecretError",
     "StreamLayout",
-    "binding_mac",
     "ciphertext_size",
     "derive_part_key",
     "keyed_etag",
@@ -62,5 +61,4 @@ __all__ = [
     "package_span",
     "seal_session_token",
     "sealed_key_id",
-    "verify_binding",
 ]

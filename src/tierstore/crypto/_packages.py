@@ -10,7 +10,7 @@ package), each sealed on its own with AES-256-GCM::
 and the stream is the concatenation of the sealed packages, nothing else: offsets are arithmetic,
 a ranged read opens only the packages it touches, and a flipped, reordered, moved, cut or
 appended package does not open. Everything here is pure (no I/O): the engine feeds bytes in and
-out. ``binding_mac`` ties a version's encryption metadata to its row; ``keyed_etag`` is the
+out. ``RowBinding`` ties a version's encryption metadata to its row; ``keyed_etag`` is the
 ETag of SSE-KMS/SSE-C objects.
 """
 
@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import math
 import struct
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -39,15 +39,14 @@ __all__ = [
     "PackageOpener",
     "PackageSealer",
     "PackageSpan",
+    "RowBinding",
     "StreamLayout",
-    "binding_mac",
     "ciphertext_size",
     "derive_part_key",
     "keyed_etag",
     "open_packages",
     "package_count",
     "package_span",
-    "verify_binding",
 ]
 
 FORMAT_VERSION = 1
@@ -365,64 +364,49 @@ def _lp(text: str) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-def binding_mac(
-    data_key: bytes,
-    *,
-    bucket: str,
-    key: str,
-    version_id: str,
-    kind: str,
-    streams: Sequence[StreamLayout],
-    package_bytes: int = PACKAGE_BYTES,
-) -> bytes:
-    """HMAC-SHA256 (under a key derived from the data key) over the row an encrypted version
-    lives in: bucket, key, version id, kind, package size and every stream's part number,
-    plaintext size and nonce prefix. Metadata moved to another row, or edited, no longer matches."""
-    _check_package_bytes(package_bytes)
-    if not streams:
-        raise ValueError("a version has at least one stream")
-    if any(len(s.nonce_prefix) != NONCE_PREFIX_BYTES for s in streams):
-        raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
-    total = sum(s.plaintext_size for s in streams)
-    parts = [struct.pack(">IQ", s.part_number, s.plaintext_size) + s.nonce_prefix for s in streams]
-    canonical = b"".join(
-        [
-            _BINDING_LABEL,
-            _lp(bucket),
-            _lp(key),
-            _lp(version_id),
-            struct.pack(">QI", total, package_bytes),
-            _lp(kind),
-            len(streams).to_bytes(4, "big"),
-            *parts,
-        ]
-    )
-    return hmac.new(_hkdf(data_key, _BINDING_KEY_INFO), canonical, hashlib.sha256).digest()
+@dataclass(frozen=True, slots=True)
+class RowBinding:
+    """The row an encrypted version lives in, as its binding MAC covers it: bucket, key, version
+    id, SSE kind, package size and every stream (part number, plaintext size, nonce prefix).
+    Metadata moved to another row, or edited, no longer matches the MAC stored with it."""
 
+    bucket: str
+    key: str
+    version_id: str
+    kind: str
+    streams: tuple[StreamLayout, ...]
+    package_bytes: int = PACKAGE_BYTES
 
-def verify_binding(
-    mac: bytes,
-    data_key: bytes,
-    *,
-    bucket: str,
-    key: str,
-    version_id: str,
-    kind: str,
-    streams: Sequence[StreamLayout],
-    package_bytes: int = PACKAGE_BYTES,
-) -> None:
-    """``IntegrityError`` unless ``mac`` is the binding MAC of this row (compared in constant time)."""
-    want = binding_mac(
-        data_key,
-        bucket=bucket,
-        key=key,
-        version_id=version_id,
-        kind=kind,
-        streams=streams,
-        package_bytes=package_bytes,
-    )
-    if not hmac.compare_digest(mac, want):
-        raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
+    def __post_init__(self) -> None:
+        _check_package_bytes(self.package_bytes)
+        if not self.streams:
+            raise ValueError("a version has at least one stream")
+        if any(len(s.nonce_prefix) != NONCE_PREFIX_BYTES for s in self.streams):
+            raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
+
+    def _canonical(self) -> bytes:
+        total = sum(s.plaintext_size for s in self.streams)
+        return b"".join(
+            [
+                _BINDING_LABEL,
+                _lp(self.bucket),
+                _lp(self.key),
+                _lp(self.version_id),
+                struct.pack(">QI", total, self.package_bytes),
+                _lp(self.kind),
+                len(self.streams).to_bytes(4, "big"),
+                *(struct.pack(">IQ", s.part_number, s.plaintext_size) + s.nonce_prefix for s in self.streams),
+            ]
+        )
+
+    def mac(self, data_key: bytes) -> bytes:
+        """HMAC-SHA256 of the row under a key derived from the version's data key."""
+        return hmac.new(_hkdf(data_key, _BINDING_KEY_INFO), self._canonical(), hashlib.sha256).digest()
+
+    def verify(self, mac: bytes, data_key: bytes) -> None:
+        """``IntegrityError`` unless ``mac`` is this row's binding MAC (compared in constant time)."""
+        if not hmac.compare_digest(mac, self.mac(data_key)):
+            raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
 
 
 def keyed_etag(data_key: bytes, plaintext_md5: bytes) -> str:
