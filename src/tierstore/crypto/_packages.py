@@ -153,9 +153,9 @@ def _aead(stream_key: bytes, nonce_prefix: bytes, part_number: int) -> AESGCM:
 
 class PackageSealer:
     """Seals one stream: feed plaintext in chunks of any size to ``update`` (it returns the
-    ciphertext of every package completed so far), then ``finish`` once (the final package,
+    sealed packages completed so far), then ``finish`` once (the final package,
     also for an empty stream). A full package is held back until more plaintext arrives, since
-    only then is it known not to be the last: memory stays under two packages."""
+    only then is it known not to be the last: the sealer holds at most one package."""
 
     __slots__ = ("_aad", "_aead", "_done", "_number", "_package_bytes", "_pending", "_prefix", "plaintext_bytes")
 
@@ -179,8 +179,9 @@ class PackageSealer:
         self._number += 1
         return sealed
 
-    def update(self, data: bytes | bytearray | memoryview) -> bytes:
-        """The ciphertext of the packages ``data`` completes (possibly empty)."""
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The sealed packages ``data`` completes, one ``bytes`` each (possibly none). A list, not
+        one joined buffer: joining costs a copy of every byte, and the blob writer takes chunks."""
         if self._done:
             raise ValueError("the stream is already finished")
         view = memoryview(data).cast("B")
@@ -191,7 +192,7 @@ class PackageSealer:
             room = size - len(self._pending)
             if len(view) <= room:  # still at most one package: it may be the last
                 self._pending += view
-                return b""
+                return []
             self._pending += view[:room]
             view = view[room:]
             out.append(self._seal(self._pending, final=False))  # more follows: not the last
@@ -201,7 +202,7 @@ class PackageSealer:
         for i in range(whole):
             out.append(self._seal(view[i * size : (i + 1) * size], final=False))
         self._pending += view[whole * size :]
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
 
     def finish(self) -> bytes:
         """The final package (the plaintext still held back, possibly none)."""
@@ -284,8 +285,8 @@ class PackageOpener:
             return self._package_bytes + TAG_BYTES
         return self.span.cipher_end - (self._count - 1) * (self._package_bytes + TAG_BYTES)
 
-    def update(self, data: bytes | bytearray | memoryview) -> bytes:
-        """The requested plaintext of the packages ``data`` completes (possibly empty)."""
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The requested plaintext of each package ``data`` completes (possibly none), verified."""
         view = memoryview(data).cast("B")
         self._received += len(view)
         if self._received > self.span.cipher_end - self.span.cipher_start:
@@ -306,7 +307,7 @@ class PackageOpener:
             else:
                 out.append(self._open(view[:need]))
             view = view[need:]
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
 
     def finish(self) -> None:
         """Check that every package of the span arrived (``IntegrityError`` naming the first missing)."""
@@ -339,7 +340,7 @@ def open_packages(
     )
     plain = opener.update(ciphertext)
     opener.finish()
-    return plain
+    return b"".join(plain)
 
 
 def _hkdf(key: bytes, info: bytes) -> bytes:
