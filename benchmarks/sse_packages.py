@@ -18,6 +18,8 @@ faults its pages in again, halving every rate here.
 - **4 KiB range**: CPU per call (``time.process_time``) to open the one package holding a
   4 KiB range and slice it, vs CRC32C of the 64 KiB block a plain 4 KiB range GET verifies.
 - **package size**: seal + open MB/s at 16, 64 and 256 KiB packages.
+- **AEADs**: AES-GCM, AES-GCM-SIV and ChaCha20-Poly1305 sealing one 64 KiB package that stays
+  in cache (the cipher alone, no memory traffic).
 - **projection**: the end-to-end ratio encrypted/plain for a CPU-bound 64 MiB GET and PUT,
   from the plain server CPU per request (``--plain-get-ms``, ``--plain-put-ms``, defaults from
   docs/benchmarks.md and server.py's malloc note) plus the measured seal/open CPU. A projection,
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV, ChaCha20Poly1305
 
 from tierstore.blob._protocol import crc32c
 from tierstore.crypto import PACKAGE_BYTES, PackageOpener, PackageSealer, ciphertext_size, package_span
@@ -166,6 +168,15 @@ def main() -> None:
     rate("baseline: MD5 (plain PUT's ETag)", lambda: hashlib.md5(body).digest())
     rate("baseline: CRC32C per 64 KiB block", lambda: crc_blocks(body))
 
+    print("AEADs on one hot 64 KiB package (the alternatives of docs/encryption.md)")
+    aeads: dict[str, float] = {}
+    package = body[:PACKAGE_BYTES]
+    for cls in (AESGCM, AESGCMSIV, ChaCha20Poly1305):
+        aead = cls(key)
+        us = cpu_us_per_call(lambda aead=aead: aead.encrypt(bytes(12), package, b"aad"), 200, args.repeat)
+        aeads[cls.__name__] = PACKAGE_BYTES / us
+        print(f"  {cls.__name__:<18} {PACKAGE_BYTES / us:>8,.0f} MB/s")
+
     print("package size (seal + open, MB/s each)")
     sizes: dict[str, list[float]] = {}
     for kib in (16, 64, 256):
@@ -211,6 +222,7 @@ def main() -> None:
                     "size_mib": args.size_mib,
                     "rates_mb_s": rows,
                     "package_sizes_mb_s": sizes,
+                    "aeads_hot_package_mb_s": aeads,
                     "range_4k_open_us": range_us,
                     "range_4k_plain_crc_us": crc_us,
                     "projection": {"get": get_ratio, "put": put_ratio},
