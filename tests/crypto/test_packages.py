@@ -311,3 +311,6 @@ def test_bad_parameters_are_refused() -> None:
         PackageSealer(KEY, PREFIX, package_bytes=0)
     with pytest.raises(ValueError):
         ciphertext_size(-1)
+    assert package_count(2**32 * PACKAGE_BYTES) == 2**32
+    with pytest.raises(ValueError, match="2\\^32 packages"):
+        package_count(2**32 * PACKAGE_BYTES + 1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -103,7 +102,10 @@ def package_count(plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES) ->
     _check_package_bytes(package_bytes)
     if plaintext_size < 0:
         raise ValueError(f"a plaintext size is not negative: {plaintext_size}")
-    return max(1, math.ceil(plaintext_size / package_bytes))
+    count = max(1, -(-plaintext_size // package_bytes))
+    if count > _MAX_PACKAGES:
+        raise ValueError(f"a stream holds at most 2^32 packages; {plaintext_size} bytes need {count}")
+    return count
 
 
 def ciphertext_size(plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES) -> int:
