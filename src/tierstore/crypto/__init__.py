@@ -1,6 +1,14 @@
 """Secrets at rest: the server master key and AEAD sealing (docs/identities.md); the SSE body
 format of encrypted objects (docs/encryption.md)."""
 
+from tierstore.crypto._customer import (
+    CUSTOMER_SALT_BYTES,
+    CustomerKeyMismatch,
+    check_customer_key,
+    customer_key_check,
+    unwrap_customer_data_key,
+    wrap_customer_data_key,
+)
 from tierstore.crypto._packages import (
     DATA_KEY_BYTES,
     NONCE_PREFIX_BYTES,
@@ -35,12 +43,14 @@ from tierstore.crypto._session import (
 )
 
 __all__ = [
+    "CUSTOMER_SALT_BYTES",
     "DATA_KEY_BYTES",
     "MASTER_KEY_FILE",
     "MAX_SESSION_TOKEN_CHARS",
     "NONCE_PREFIX_BYTES",
     "PACKAGE_BYTES",
     "SESSION_TOKEN_PREFIX",
+    "CustomerKeyMismatch",
     "IntegrityError",
     "MasterKey",
     "MasterKeyError",
@@ -50,7 +60,9 @@ __all__ = [
     "RowBinding",
     "SealedSecretError",
     "StreamLayout",
+    "check_customer_key",
     "ciphertext_size",
+    "customer_key_check",
     "derive_part_key",
     "keyed_etag",
     "load_master_key",
@@ -61,4 +73,6 @@ __all__ = [
     "package_span",
     "seal_session_token",
     "sealed_key_id",
+    "unwrap_customer_data_key",
+    "wrap_customer_data_key",
 ]

@@ -362,7 +362,8 @@ def derive_part_key(data_key: bytes, part_number: int, nonce_prefix: bytes) -> b
     return _hkdf(data_key, _PART_KEY_INFO + part_number.to_bytes(4, "big") + nonce_prefix)
 
 
-def _lp(text: str) -> bytes:
+def length_prefixed(text: str) -> bytes:
+    """``u32be(len) | utf-8 bytes``: fields that cannot run into each other when concatenated."""
     raw = text.encode("utf-8")
     return len(raw).to_bytes(4, "big") + raw
 
@@ -392,11 +393,11 @@ class RowBinding:
         return b"".join(
             [
                 _BINDING_LABEL,
-                _lp(self.bucket),
-                _lp(self.key),
-                _lp(self.version_id),
+                length_prefixed(self.bucket),
+                length_prefixed(self.key),
+                length_prefixed(self.version_id),
                 struct.pack(">QI", total, self.package_bytes),
-                _lp(self.kind),
+                length_prefixed(self.kind),
                 len(self.streams).to_bytes(4, "big"),
                 *(struct.pack(">IQ", s.part_number, s.plaintext_size) + s.nonce_prefix for s in self.streams),
             ]
