@@ -264,7 +264,7 @@ def test_part_keys_differ_per_part_attempt_and_data_key() -> None:
 def test_the_binding_mac_names_the_row_and_the_layout() -> None:
     dk = bytes(range(32, 64))
     streams = (StreamLayout(1, 5 << 20, PREFIX), StreamLayout(2, 100, b"\x02" * 7))
-    row = RowBinding(bucket="b", key="k/x", version_id="v1", kind="KMS", streams=streams)
+    row = RowBinding(bucket="b", key="k/x", version_id="v1", kind="kms", streams=streams)
     mac = row.mac(dk)
     assert len(mac) == 32
     row.verify(mac, dk)
@@ -272,7 +272,7 @@ def test_the_binding_mac_names_the_row_and_the_layout() -> None:
         replace(row, bucket="c"),
         replace(row, key="k/y"),
         replace(row, version_id="null"),
-        replace(row, kind="S3"),
+        replace(row, kind="s3"),
         replace(row, streams=streams[::-1]),
         replace(row, streams=streams[:1]),
         replace(row, streams=(streams[0], StreamLayout(2, 101, b"\x02" * 7))),
