@@ -101,7 +101,7 @@ def package_count(plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES) ->
     """How many packages a stream of ``plaintext_size`` bytes has (an empty stream has one)."""
     _check_package_bytes(package_bytes)
     if plaintext_size < 0:
-        raise ValueError(f"a plaintext size is not negative: {plaintext_size}")
+        raise ValueError(f"a plaintext size cannot be negative: {plaintext_size}")
     count = max(1, -(-plaintext_size // package_bytes))
     if count > _MAX_PACKAGES:
         raise ValueError(f"a stream holds at most 2^32 packages; {plaintext_size} bytes need {count}")
