@@ -1,6 +1,15 @@
 """Secrets at rest: the server master key and AEAD sealing (docs/identities.md); the key service
-(``KeyService``) and its built-in keystore (``LocalKeyStore``, docs/security.md "Key service")."""
+(``KeyService``) and its built-in keystore (``LocalKeyStore``, docs/security.md "Key service"); the
+SSE body format of encrypted objects (docs/encryption.md)."""
 
+from tierstore.crypto._customer import (
+    CUSTOMER_SALT_BYTES,
+    CustomerKeyMismatch,
+    check_customer_key,
+    customer_key_check,
+    unwrap_customer_data_key,
+    wrap_customer_data_key,
+)
 from tierstore.crypto._keystore import KeyTable, LocalKeyStore, wrapped_key_version
 from tierstore.crypto._kms import (
     DATA_KEY_BYTES,
@@ -18,6 +27,22 @@ from tierstore.crypto._kms import (
     check_key_id,
     kms_key_arn,
     kms_key_name,
+)
+from tierstore.crypto._packages import (
+    NONCE_PREFIX_BYTES,
+    PACKAGE_BYTES,
+    IntegrityError,
+    PackageOpener,
+    PackageSealer,
+    PackageSpan,
+    RowBinding,
+    StreamLayout,
+    ciphertext_size,
+    derive_part_key,
+    keyed_etag,
+    open_packages,
+    package_count,
+    package_span,
 )
 from tierstore.crypto._sealing import (
     MASTER_KEY_FILE,
@@ -37,12 +62,17 @@ from tierstore.crypto._session import (
 from tierstore.crypto._transit import TransitKeyService
 
 __all__ = [
+    "CUSTOMER_SALT_BYTES",
     "DATA_KEY_BYTES",
     "MASTER_KEY_FILE",
     "MAX_SESSION_TOKEN_CHARS",
+    "NONCE_PREFIX_BYTES",
+    "PACKAGE_BYTES",
     "SESSION_TOKEN_PREFIX",
     "SSE_S3_KEY_ID",
+    "CustomerKeyMismatch",
     "DataKey",
+    "IntegrityError",
     "KeyService",
     "KeyStatus",
     "KeyTable",
@@ -54,17 +84,32 @@ __all__ = [
     "MasterKey",
     "MasterKeyError",
     "NoSuchKmsKey",
+    "PackageOpener",
+    "PackageSealer",
+    "PackageSpan",
+    "RowBinding",
     "SealedSecretError",
+    "StreamLayout",
     "TransitKeyService",
     "WrappedKeyError",
     "canonical_context",
+    "check_customer_key",
     "check_key_id",
+    "ciphertext_size",
+    "customer_key_check",
+    "derive_part_key",
+    "keyed_etag",
     "kms_key_arn",
     "kms_key_name",
     "load_master_key",
     "load_or_create_master_key",
+    "open_packages",
     "open_session_token",
+    "package_count",
+    "package_span",
     "seal_session_token",
     "sealed_key_id",
+    "unwrap_customer_data_key",
+    "wrap_customer_data_key",
     "wrapped_key_version",
 ]

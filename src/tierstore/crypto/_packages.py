@@ -1,0 +1,421 @@
+"""The SSE body format: a stream sealed in 64 KiB AES-256-GCM packages (docs/encryption.md).
+
+A *stream* is what one blob holds (a single PUT's body, or one multipart part). Its plaintext is
+cut into packages of ``package_bytes`` (the last may be shorter; an empty body is one empty
+package), each sealed on its own with AES-256-GCM::
+
+    nonce_i = nonce prefix (7 bytes) | final (1 byte: 1 for the last package, else 0) | u32be(i)
+    aad     = b"tierstore-sse/1" | u32be(part number)            (0 for a single PUT)
+
+and the stream is the concatenation of the sealed packages, nothing else: offsets are arithmetic,
+a ranged read opens only the packages it touches, and a flipped, reordered, moved, cut or
+appended package does not open. Everything here is pure (no I/O): the engine feeds bytes in and
+out. ``RowBinding`` ties a version's encryption metadata to its row; ``keyed_etag`` is the
+ETag of SSE-KMS/SSE-C objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tierstore.crypto._kms import DATA_KEY_BYTES  # one data key size for the key service and the packages
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_PART_NUMBER",
+    "NONCE_PREFIX_BYTES",
+    "PACKAGE_BYTES",
+    "TAG_BYTES",
+    "IntegrityError",
+    "PackageOpener",
+    "PackageSealer",
+    "PackageSpan",
+    "RowBinding",
+    "StreamLayout",
+    "ciphertext_size",
+    "derive_part_key",
+    "keyed_etag",
+    "open_packages",
+    "package_count",
+    "package_span",
+]
+
+FORMAT_VERSION = 1
+PACKAGE_BYTES = 64 * 1024
+TAG_BYTES = 16
+NONCE_PREFIX_BYTES = 7
+MAX_PART_NUMBER = 10_000
+_MAX_PACKAGES = 2**32  # the package number is a u32 in the nonce
+_LABEL = b"tierstore-sse/1"
+_PART_KEY_INFO = _LABEL + b" part key"
+_BINDING_KEY_INFO = _LABEL + b" binding key"
+_BINDING_LABEL = _LABEL + b" binding"
+_ETAG_KEY_INFO = _LABEL + b" etag key"
+
+
+class IntegrityError(ValueError):
+    """Sealed bytes or their metadata do not open: damaged, tampered, truncated, reordered, moved
+    from another object, or opened with the wrong key. ``package`` is the package number of the
+    stream that failed (None when the failure is not one package's, e.g. a binding mismatch).
+    The message never holds key or plaintext bytes."""
+
+    def __init__(self, message: str, *, package: int | None = None) -> None:
+        super().__init__(message)
+        self.package = package
+
+
+class PackageSpan(NamedTuple):
+    """The packages a plaintext range touches and the ciphertext bytes that hold them
+    (``cipher_start`` inclusive, ``cipher_end`` exclusive, offsets in the stream)."""
+
+    first_package: int
+    last_package: int
+    cipher_start: int
+    cipher_end: int
+
+
+class StreamLayout(NamedTuple):
+    """One stream of a version, as the binding MAC covers it: its part number (0 for a single
+    PUT), plaintext size and nonce prefix."""
+
+    part_number: int
+    plaintext_size: int
+    nonce_prefix: bytes
+
+
+def _check_package_bytes(package_bytes: int) -> None:
+    if not 0 < package_bytes < 2**32:
+        raise ValueError(f"a package holds 1 .. 2^32-1 plaintext bytes, not {package_bytes}")
+
+
+def package_count(plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES) -> int:
+    """How many packages a stream of ``plaintext_size`` bytes has (an empty stream has one)."""
+    _check_package_bytes(package_bytes)
+    if plaintext_size < 0:
+        raise ValueError(f"a plaintext size cannot be negative: {plaintext_size}")
+    count = max(1, -(-plaintext_size // package_bytes))
+    if count > _MAX_PACKAGES:
+        raise ValueError(f"a stream holds at most 2^32 packages; {plaintext_size} bytes need {count}")
+    return count
+
+
+def ciphertext_size(plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES) -> int:
+    """The sealed size of a stream of ``plaintext_size`` bytes: one tag per package."""
+    return plaintext_size + TAG_BYTES * package_count(plaintext_size, package_bytes=package_bytes)
+
+
+def package_span(
+    plain_start: int, plain_end: int, plaintext_size: int, *, package_bytes: int = PACKAGE_BYTES
+) -> PackageSpan:
+    """The packages holding plaintext ``[plain_start, plain_end)`` of a stream of
+    ``plaintext_size`` bytes, and their ciphertext range. The range must not be empty, except
+    ``[0, 0)`` of an empty stream: its one (empty, final) package, so that reading an empty
+    object still checks its tag."""
+    count = package_count(plaintext_size, package_bytes=package_bytes)
+    if not 0 <= plain_start <= plain_end <= plaintext_size:
+        raise ValueError(f"range [{plain_start}, {plain_end}) is not within a stream of {plaintext_size} bytes")
+    if plain_start == plain_end:
+        if plaintext_size != 0:
+            raise ValueError("an empty range touches no package")
+        return PackageSpan(0, 0, 0, TAG_BYTES)
+    first = plain_start // package_bytes
+    last = (plain_end - 1) // package_bytes
+    sealed = package_bytes + TAG_BYTES
+    end = min((last + 1) * sealed, ciphertext_size(plaintext_size, package_bytes=package_bytes))
+    assert last < count
+    return PackageSpan(first, last, first * sealed, end)
+
+
+def _nonce(prefix: bytes, number: int, *, final: bool) -> bytes:
+    return prefix + (b"\x01" if final else b"\x00") + number.to_bytes(4, "big")
+
+
+def _aad(part_number: int) -> bytes:
+    return _LABEL + part_number.to_bytes(4, "big")
+
+
+def _aead(stream_key: bytes, nonce_prefix: bytes, part_number: int) -> AESGCM:
+    if len(stream_key) != DATA_KEY_BYTES:
+        raise ValueError(f"a stream key is {DATA_KEY_BYTES} bytes, not {len(stream_key)}")
+    if len(nonce_prefix) != NONCE_PREFIX_BYTES:
+        raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes, not {len(nonce_prefix)}")
+    if not 0 <= part_number <= MAX_PART_NUMBER:
+        raise ValueError(f"a part number is 0 (single PUT) or 1 .. {MAX_PART_NUMBER}, not {part_number}")
+    return AESGCM(stream_key)
+
+
+class PackageSealer:
+    """Seals one stream: feed plaintext in chunks of any size to ``update`` (it returns the
+    sealed packages completed so far), then ``finish`` once (the final package,
+    also for an empty stream). A full package is held back until more plaintext arrives, since
+    only then is it known not to be the last: the sealer holds at most one package."""
+
+    __slots__ = ("_aad", "_aead", "_done", "_number", "_package_bytes", "_pending", "_prefix", "plaintext_bytes")
+
+    def __init__(
+        self, stream_key: bytes, nonce_prefix: bytes, *, part_number: int = 0, package_bytes: int = PACKAGE_BYTES
+    ) -> None:
+        _check_package_bytes(package_bytes)
+        self._aead = _aead(stream_key, nonce_prefix, part_number)
+        self._prefix = bytes(nonce_prefix)
+        self._aad = _aad(part_number)
+        self._package_bytes = package_bytes
+        self._pending = bytearray()
+        self._number = 0
+        self._done = False
+        self.plaintext_bytes = 0  # fed so far
+
+    def _seal(self, plaintext: bytes | bytearray | memoryview, *, final: bool) -> bytes:
+        if self._number >= _MAX_PACKAGES:
+            raise ValueError("a stream holds at most 2^32 packages")
+        sealed = self._aead.encrypt(_nonce(self._prefix, self._number, final=final), plaintext, self._aad)
+        self._number += 1
+        return sealed
+
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The sealed packages ``data`` completes, one ``bytes`` each (possibly none). A list, not
+        one joined buffer: joining costs a copy of every byte, and the blob writer takes chunks."""
+        if self._done:
+            raise ValueError("the stream is already finished")
+        view = memoryview(data).cast("B")
+        self.plaintext_bytes += len(view)
+        size = self._package_bytes
+        out: list[bytes] = []
+        if self._pending:
+            room = size - len(self._pending)
+            if len(view) <= room:  # still at most one package: it may be the last
+                self._pending += view
+                return []
+            self._pending += view[:room]
+            view = view[room:]
+            out.append(self._seal(self._pending, final=False))  # more follows: not the last
+            self._pending = bytearray()
+        # Seal every whole package of ``view`` that is followed by at least one more byte.
+        whole = (len(view) - 1) // size if view else 0
+        for i in range(whole):
+            out.append(self._seal(view[i * size : (i + 1) * size], final=False))
+        self._pending += view[whole * size :]
+        return out
+
+    def finish(self) -> bytes:
+        """The final package (the plaintext still held back, possibly none)."""
+        if self._done:
+            raise ValueError("the stream is already finished")
+        self._done = True
+        last = self._seal(self._pending, final=True)
+        self._pending = bytearray()
+        return last
+
+
+class PackageOpener:
+    """Opens the packages of one stream that hold plaintext ``[plain_start, plain_end)``.
+
+    Feed ``update`` the ciphertext of ``span`` (``cipher_start`` .. ``cipher_end`` of the stream)
+    in chunks of any size; it returns the requested plaintext of every package completed, each
+    verified before a byte of it is returned. ``finish`` raises ``IntegrityError`` if the
+    ciphertext ended early. A package opens only under the right key, prefix, part number, at
+    its own position, and with the final flag exactly on the stream's last package."""
+
+    __slots__ = (
+        "_aad",
+        "_aead",
+        "_count",
+        "_number",
+        "_package_bytes",
+        "_pending",
+        "_prefix",
+        "_received",
+        "_skip_head",
+        "_want",
+        "span",
+    )
+
+    def __init__(
+        self,
+        stream_key: bytes,
+        nonce_prefix: bytes,
+        *,
+        plaintext_size: int,
+        plain_start: int = 0,
+        plain_end: int | None = None,
+        part_number: int = 0,
+        package_bytes: int = PACKAGE_BYTES,
+    ) -> None:
+        end = plaintext_size if plain_end is None else plain_end
+        self.span = package_span(plain_start, end, plaintext_size, package_bytes=package_bytes)
+        self._aead = _aead(stream_key, nonce_prefix, part_number)
+        self._prefix = bytes(nonce_prefix)
+        self._aad = _aad(part_number)
+        self._package_bytes = package_bytes
+        self._count = package_count(plaintext_size, package_bytes=package_bytes)
+        self._number = self.span.first_package
+        self._pending = bytearray()
+        self._received = 0
+        # bytes of the first package before the range, then the plaintext bytes still to return
+        self._skip_head = plain_start - self.span.first_package * package_bytes
+        self._want = end - plain_start
+
+    def _open(self, sealed: bytes | bytearray | memoryview) -> bytes:
+        number = self._number
+        nonce = _nonce(self._prefix, number, final=number == self._count - 1)
+        try:
+            plain = self._aead.decrypt(nonce, sealed, self._aad)
+        except InvalidTag:
+            raise IntegrityError(
+                f"package {number} does not open (damaged, tampered, moved, truncated or another key)", package=number
+            ) from None
+        self._number += 1
+        if self._skip_head:
+            plain = plain[self._skip_head :]
+            self._skip_head = 0
+        if len(plain) > self._want:
+            plain = plain[: self._want]
+        self._want -= len(plain)
+        return plain
+
+    def _sealed_size(self, number: int) -> int:
+        if number < self._count - 1:
+            return self._package_bytes + TAG_BYTES
+        return self.span.cipher_end - (self._count - 1) * (self._package_bytes + TAG_BYTES)
+
+    def update(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The requested plaintext of each package ``data`` completes (possibly none), verified."""
+        view = memoryview(data).cast("B")
+        self._received += len(view)
+        if self._received > self.span.cipher_end - self.span.cipher_start:
+            raise IntegrityError(
+                f"more ciphertext than packages {self.span.first_package}..{self.span.last_package} hold",
+                package=self.span.last_package,
+            )
+        out: list[bytes] = []
+        while view:
+            need = self._sealed_size(self._number) - len(self._pending)
+            if len(view) < need:
+                self._pending += view
+                break
+            if self._pending:
+                self._pending += view[:need]
+                out.append(self._open(self._pending))
+                self._pending = bytearray()
+            else:
+                out.append(self._open(view[:need]))
+            view = view[need:]
+        return out
+
+    def finish(self) -> None:
+        """Check that every package of the span arrived (``IntegrityError`` naming the first missing)."""
+        if self._number <= self.span.last_package:
+            raise IntegrityError(f"the ciphertext ends inside package {self._number}", package=self._number)
+        assert self._want == 0 and not self._pending
+
+
+def open_packages(
+    stream_key: bytes,
+    nonce_prefix: bytes,
+    ciphertext: bytes | bytearray | memoryview,
+    *,
+    plaintext_size: int,
+    plain_start: int = 0,
+    plain_end: int | None = None,
+    part_number: int = 0,
+    package_bytes: int = PACKAGE_BYTES,
+) -> bytes:
+    """Plaintext ``[plain_start, plain_end)`` of a stream, from exactly the ciphertext of its
+    ``package_span`` (one call; ``PackageOpener`` streams)."""
+    opener = PackageOpener(
+        stream_key,
+        nonce_prefix,
+        plaintext_size=plaintext_size,
+        plain_start=plain_start,
+        plain_end=plain_end,
+        part_number=part_number,
+        package_bytes=package_bytes,
+    )
+    plain = opener.update(ciphertext)
+    opener.finish()
+    return b"".join(plain)
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=DATA_KEY_BYTES, salt=None, info=info).derive(key)
+
+
+def derive_part_key(data_key: bytes, part_number: int, nonce_prefix: bytes) -> bytes:
+    """The stream key of multipart part ``part_number`` sealed with ``nonce_prefix``:
+    HKDF-SHA256 of the upload's data key over the part number and the part's random prefix, so
+    a re-uploaded part (a fresh prefix) never reuses a key and nonce of an earlier attempt."""
+    if len(data_key) != DATA_KEY_BYTES:
+        raise ValueError(f"a data key is {DATA_KEY_BYTES} bytes, not {len(data_key)}")
+    if not 1 <= part_number <= MAX_PART_NUMBER:
+        raise ValueError(f"a part number is 1 .. {MAX_PART_NUMBER}, not {part_number}")
+    if len(nonce_prefix) != NONCE_PREFIX_BYTES:
+        raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes, not {len(nonce_prefix)}")
+    return _hkdf(data_key, _PART_KEY_INFO + part_number.to_bytes(4, "big") + nonce_prefix)
+
+
+def length_prefixed(text: str) -> bytes:
+    """``u32be(len) | utf-8 bytes``: fields that cannot run into each other when concatenated."""
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(4, "big") + raw
+
+
+@dataclass(frozen=True, slots=True)
+class RowBinding:
+    """The row an encrypted version lives in, as its binding MAC covers it: bucket, key, version
+    id, SSE kind, package size and every stream (part number, plaintext size, nonce prefix).
+    Metadata moved to another row, or edited, no longer matches the MAC stored with it."""
+
+    bucket: str
+    key: str
+    version_id: str
+    kind: str
+    streams: tuple[StreamLayout, ...]
+    package_bytes: int = PACKAGE_BYTES
+
+    def __post_init__(self) -> None:
+        _check_package_bytes(self.package_bytes)
+        if not self.streams:
+            raise ValueError("a version has at least one stream")
+        if any(len(s.nonce_prefix) != NONCE_PREFIX_BYTES for s in self.streams):
+            raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
+
+    def _canonical(self) -> bytes:
+        total = sum(s.plaintext_size for s in self.streams)
+        return b"".join(
+            [
+                _BINDING_LABEL,
+                length_prefixed(self.bucket),
+                length_prefixed(self.key),
+                length_prefixed(self.version_id),
+                struct.pack(">QI", total, self.package_bytes),
+                length_prefixed(self.kind),
+                len(self.streams).to_bytes(4, "big"),
+                *(struct.pack(">IQ", s.part_number, s.plaintext_size) + s.nonce_prefix for s in self.streams),
+            ]
+        )
+
+    def mac(self, data_key: bytes) -> bytes:
+        """HMAC-SHA256 of the row under a key derived from the version's data key."""
+        return hmac.new(_hkdf(data_key, _BINDING_KEY_INFO), self._canonical(), hashlib.sha256).digest()
+
+    def verify(self, mac: bytes, data_key: bytes) -> None:
+        """``IntegrityError`` unless ``mac`` is this row's binding MAC (compared in constant time)."""
+        if not hmac.compare_digest(mac, self.mac(data_key)):
+            raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
+
+
+def keyed_etag(data_key: bytes, plaintext_md5: bytes) -> str:
+    """The ETag of an SSE-KMS/SSE-C stream (32 hex digits, unquoted): not the plaintext's MD5,
+    which would confirm a guess of the content, but deterministic for the stored object."""
+    if len(plaintext_md5) != 16:
+        raise ValueError("an MD5 digest is 16 bytes")
+    return hmac.new(_hkdf(data_key, _ETAG_KEY_INFO), plaintext_md5, hashlib.sha256).hexdigest()[:32]
