@@ -1,9 +1,9 @@
 """One request as the access log and the metrics see it: bytes each way, time to first byte.
 
-``Exchange`` wraps the ASGI ``receive``/``send`` of a request to count body bytes and note when
-the response started; ``access_line`` renders the JSON line (docs/observability.md). Nothing
-from the request's headers or query string goes into it but the User-Agent: no signature, no
-credential, no presigned query ever reaches the log.
+``Exchange`` holds a request's body byte counts and when its response started; ``access_line``
+renders the JSON line (docs/observability.md). Nothing from the request's headers or query
+string goes into it but the User-Agent: no signature, no credential, no presigned query ever
+reaches the log.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 __all__ = ["AccessLog", "Exchange", "access_line"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_LOGGED_CHARS = 1024  # a key or user agent longer than this is cut (S3 keys are at most 1024 bytes)
 FLUSH_LINES = 256  # the buffer is written out at this many lines, and by the app every FLUSH_INTERVAL_S
@@ -77,11 +76,14 @@ class AccessLog:
 
 
 class Exchange:
-    __slots__ = ("_receive", "_send", "bytes_in", "bytes_out", "first_byte", "started", "wall_started")
+    """One request's byte counts and times. ``receive`` wraps the ASGI receive (the request body
+    is counted as it is read); the app's ``_send`` sets ``first_byte`` and ``bytes_out`` itself
+    (a ``send`` wrapper cost two coroutines per small response)."""
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    __slots__ = ("_receive", "bytes_in", "bytes_out", "first_byte", "started", "wall_started")
+
+    def __init__(self, receive: Receive) -> None:
         self._receive = receive
-        self._send = send
         self.started = time.perf_counter()
         self.wall_started = time.time()
         self.bytes_in = 0
@@ -93,13 +95,6 @@ class Exchange:
         if msg["type"] == "http.request":
             self.bytes_in += len(msg.get("body", b""))
         return msg
-
-    async def send(self, msg: dict[str, Any]) -> None:
-        if msg["type"] == "http.response.start":
-            self.first_byte = time.perf_counter()
-        elif msg["type"] == "http.response.body":
-            self.bytes_out += len(msg.get("body", b""))
-        await self._send(msg)
 
     @property
     def ttfb_s(self) -> float:
