@@ -9,10 +9,10 @@ reaches the log.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 __all__ = ["AccessLog", "Exchange", "access_line"]
@@ -22,7 +22,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 MAX_LOGGED_CHARS = 1024  # a key or user agent longer than this is cut (S3 keys are at most 1024 bytes)
 FLUSH_LINES = 256  # the buffer is written out at this many lines, and by the app every FLUSH_INTERVAL_S
 
-_encode = json.JSONEncoder(check_circular=False).encode
+_EMPTY = '""'  # a JSON empty string
 _PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are not interleaved with others
 
 
@@ -102,12 +102,10 @@ class Exchange:
 
 
 def _str(text: str | None) -> str:
-    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string. Most values are plain printable
-    ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
-    text = (text or "")[:MAX_LOGGED_CHARS]
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return _encode(text)
+    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string, by json's C escaper (quotes,
+    backslashes, control and non-ASCII characters escaped; the same output as json.dumps, at
+    half the cost of checking a plain string in Python first)."""
+    return encode_basestring_ascii(text[:MAX_LOGGED_CHARS]) if text else _EMPTY
 
 
 def access_line(
@@ -132,17 +130,21 @@ def access_line(
     token and ``remote`` an address: quoted as they are; the client's strings are escaped.
     ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
     the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
-    t = x.wall_started
+    seconds, millis = divmod(int(x.wall_started * 1000), 1000)
+    first_byte = x.first_byte
+    ttfb_s = (first_byte if first_byte is not None else time.perf_counter()) - x.started
     return (
-        f'{{"time": "{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z", "request_id": "{request_id}", '
+        f'{_line_start(seconds)}{millis:03d}Z", "request_id": "{request_id}", '
         f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
         f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
         f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}, '
-        f'"decision": "{decision}", "policy": {_str(policy)}}}'
+        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}, '
+        f'"decision": "{decision}", "policy": {_str(policy) if policy else _EMPTY}}}'
     )
 
 
 @functools.lru_cache(maxsize=4)
-def _utc_second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+def _line_start(seconds: int) -> str:
+    """A line's first characters up to the milliseconds: the same for every request of a second."""
+    return f'{{"time": "{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))}.'
+
