@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-__all__ = ["AccessLog", "Exchange", "access_line"]
+__all__ = ["AccessLog", "Exchange", "access_line", "iso_time", "json_str"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -101,11 +101,11 @@ class Exchange:
         return (self.first_byte or time.perf_counter()) - self.started
 
 
-def _str(text: str | None) -> str:
-    """``text`` (cut at MAX_LOGGED_CHARS) as a JSON string, by json's C escaper (quotes,
+def json_str(text: str | None, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text`` (cut at ``limit`` characters) as a JSON string, by json's C escaper (quotes,
     backslashes, control and non-ASCII characters escaped; the same output as json.dumps, at
-    half the cost of checking a plain string in Python first)."""
-    return encode_basestring_ascii(text[:MAX_LOGGED_CHARS]) if text else _EMPTY
+    half the cost of checking for a plain string in Python first)."""
+    return encode_basestring_ascii(text[:limit]) if text else _EMPTY
 
 
 def access_line(
@@ -130,21 +130,24 @@ def access_line(
     token and ``remote`` an address: quoted as they are; the client's strings are escaped.
     ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
     the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
-    seconds, millis = divmod(int(x.wall_started * 1000), 1000)
     first_byte = x.first_byte
     ttfb_s = (first_byte if first_byte is not None else time.perf_counter()) - x.started
     return (
-        f'{_line_start(seconds)}{millis:03d}Z", "request_id": "{request_id}", '
-        f'"remote": "{remote}", "access_key": {_str(access_key)}, "method": "{method}", '
-        f'"api": "{api}", "bucket": {_str(bucket)}, "key": {_str(key)}, "status": {int(status)}, '
+        f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
+        f'"remote": "{remote}", "access_key": {json_str(access_key)}, "method": "{method}", '
+        f'"api": "{api}", "bucket": {json_str(bucket)}, "key": {json_str(key)}, "status": {int(status)}, '
         f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {_str(user_agent)}, '
-        f'"decision": "{decision}", "policy": {_str(policy) if policy else _EMPTY}}}'
+        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {json_str(user_agent)}, '
+        f'"decision": "{decision}", "policy": {json_str(policy)}}}'
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _line_start(seconds: int) -> str:
-    """A line's first characters up to the milliseconds: the same for every request of a second."""
-    return f'{{"time": "{time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))}.'
+def iso_time(t: float) -> str:
+    """``t`` (seconds since the epoch) as ``2026-12-07T02:38:36.123Z``."""
+    seconds, millis = divmod(int(t * 1000), 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
 
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
