@@ -128,6 +128,38 @@ def test_sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections(tmp
         srv.stop()
 
 
+def test_sigterm_closes_idle_keep_alive_connections_at_once(tmp_path: Path) -> None:
+    """Clients that made a request and keep their connection open (boto3's pool, a raw HTTP/1.1
+    client) do not hold the server for its shutdown grace: the idle connections are closed at
+    the signal. The grace is 60 s; the exit must come well inside it (a bound, not a speed)."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--shutdown-grace-s", "60"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="idle")
+        s3.put_object(Bucket="idle", Key="k", Body=b"x" * 4096)
+        assert s3.get_object(Bucket="idle", Key="k")["Body"].read() == b"x" * 4096  # pooled, kept open
+        raw = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        raw.request("GET", "/minio/health/live")
+        resp = raw.getresponse()
+        resp.read()
+        assert resp.status == 200 and not resp.will_close  # HTTP/1.1 keep-alive: the socket stays open
+        time.sleep(0.5)  # both connections idle between requests
+        assert srv.proc is not None
+        began = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(60) == 0
+        took_s = time.monotonic() - began
+        assert took_s < 20, f"SIGTERM took {took_s:.1f} s with idle keep-alive connections open"
+        assert raw.sock is not None
+        raw.sock.settimeout(10)
+        assert raw.sock.recv(1) == b"", "the server left the idle connection open"
+        raw.close()
+        s3.close()
+    finally:
+        srv.stop()
+
+
 # --- idle and stalled connections ----------------------------------------------------------------
 
 

@@ -17,12 +17,14 @@ FIELDS = {
 }  # fmt: skip
 
 
-def _lines(path: Path, want: int) -> list[dict[str, Any]]:
+def _lines(path: Path, want: int, bucket: str | None = None) -> list[dict[str, Any]]:
+    """The log's lines once ``want`` of them (of ``bucket``'s requests, when given) are there: the
+    server's readiness probes are logged too, and each worker writes its lines every 0.25 s."""
     deadline = time.monotonic() + 10
     while True:
         text = path.read_text() if path.exists() else ""
         lines = [json.loads(line) for line in text.splitlines()]
-        if len(lines) >= want or time.monotonic() > deadline:
+        if sum(bucket is None or line["bucket"] == bucket for line in lines) >= want or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
 
@@ -46,7 +48,7 @@ def test_access_log_to_a_file(tmp_path: Path) -> None:
         assert got.body == b"12345"
         missing = signed_request(srv, "GET", "/logged/missing")
         assert missing.status == 404
-        lines = _lines(log_file, 7)
+        lines = _lines(log_file, 7, bucket="logged")
     finally:
         srv.stop()
 

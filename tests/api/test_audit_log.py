@@ -157,7 +157,7 @@ def test_rotation_keeps_every_line_across_two_workers(tmp_path: Path) -> None:
 
 def _writer(path: str, tag: str, count: int) -> None:
     sink = AuditLog(path, max_bytes=1500, backups=1000)
-    x = Exchange(None, None)  # type: ignore[arg-type]
+    x = Exchange(None)  # type: ignore[arg-type]
     for i in range(count):
         sink.write(
             audit_line(

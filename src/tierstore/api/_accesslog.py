@@ -1,29 +1,28 @@
 """One request as the access log and the metrics see it: bytes each way, time to first byte.
 
-``Exchange`` wraps the ASGI ``receive``/``send`` of a request to count body bytes and note when
-the response started; ``access_line`` renders the JSON line (docs/observability.md). Nothing
-from the request's headers or query string goes into it but the User-Agent: no signature, no
-credential, no presigned query ever reaches the log.
+``Exchange`` holds a request's body byte counts and when its response started; ``access_line``
+renders the JSON line (docs/observability.md). Nothing from the request's headers or query
+string goes into it but the User-Agent: no signature, no credential, no presigned query ever
+reaches the log.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 __all__ = ["AccessLog", "Exchange", "access_line", "iso_time", "json_str"]
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_LOGGED_CHARS = 1024  # a key or user agent longer than this is cut (S3 keys are at most 1024 bytes)
 FLUSH_LINES = 256  # the buffer is written out at this many lines, and by the app every FLUSH_INTERVAL_S
 
-_encode = json.JSONEncoder(check_circular=False).encode
+_EMPTY = '""'  # a JSON empty string
 _PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are not interleaved with others
 
 
@@ -77,11 +76,14 @@ class AccessLog:
 
 
 class Exchange:
-    __slots__ = ("_receive", "_send", "bytes_in", "bytes_out", "first_byte", "started", "wall_started")
+    """One request's byte counts and times. ``receive`` wraps the ASGI receive (the request body
+    is counted as it is read); the app's ``_send`` sets ``first_byte`` and ``bytes_out`` itself
+    (a ``send`` wrapper cost two coroutines per small response)."""
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    __slots__ = ("_receive", "bytes_in", "bytes_out", "first_byte", "started", "wall_started")
+
+    def __init__(self, receive: Receive) -> None:
         self._receive = receive
-        self._send = send
         self.started = time.perf_counter()
         self.wall_started = time.time()
         self.bytes_in = 0
@@ -94,25 +96,16 @@ class Exchange:
             self.bytes_in += len(msg.get("body", b""))
         return msg
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        if msg["type"] == "http.response.start":
-            self.first_byte = time.perf_counter()
-        elif msg["type"] == "http.response.body":
-            self.bytes_out += len(msg.get("body", b""))
-        await self._send(msg)
-
     @property
     def ttfb_s(self) -> float:
         return (self.first_byte or time.perf_counter()) - self.started
 
 
 def json_str(text: str | None, limit: int = MAX_LOGGED_CHARS) -> str:
-    """``text`` (cut at ``limit`` characters) as a JSON string. Most values are plain printable
-    ASCII and are quoted as they are; json.dumps (~10x the cost) only for the others."""
-    text = (text or "")[:limit]
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return _encode(text)
+    """``text`` (cut at ``limit`` characters) as a JSON string, by json's C escaper (quotes,
+    backslashes, control and non-ASCII characters escaped; the same output as json.dumps, at
+    half the cost of checking for a plain string in Python first)."""
+    return encode_basestring_ascii(text[:limit]) if text else _EMPTY
 
 
 def access_line(
@@ -137,19 +130,22 @@ def access_line(
     token and ``remote`` an address: quoted as they are; the client's strings are escaped.
     ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
     the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
+    first_byte = x.first_byte
+    ttfb_s = (first_byte if first_byte is not None else time.perf_counter()) - x.started
     return (
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
         f'"remote": "{remote}", "access_key": {json_str(access_key)}, "method": "{method}", '
         f'"api": "{api}", "bucket": {json_str(bucket)}, "key": {json_str(key)}, "status": {int(status)}, '
         f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {x.ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {json_str(user_agent)}, '
+        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {json_str(user_agent)}, '
         f'"decision": "{decision}", "policy": {json_str(policy)}}}'
     )
 
 
 def iso_time(t: float) -> str:
     """``t`` (seconds since the epoch) as ``2026-12-07T02:38:36.123Z``."""
-    return f"{_utc_second(int(t))}.{int(t % 1 * 1000):03d}Z"
+    seconds, millis = divmod(int(t * 1000), 1000)
+    return f"{_utc_second(seconds)}.{millis:03d}Z"
 
 
 @functools.lru_cache(maxsize=4)

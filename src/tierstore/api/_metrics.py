@@ -111,7 +111,7 @@ class Metrics:
         self.heal_blobs_done = heal("tierstore_heal_blobs_done", "Blobs the running pass has visited.")
         self.heal_bytes_done = heal("tierstore_heal_bytes_done", "Bytes the running pass has read.")
         self._counts: dict[tuple[Any, ...], float] = {}  # (metric, *labels) -> not yet flushed
-        self._histograms: dict[tuple[Histogram, str], list[float]] = {}
+        self._histograms: dict[str, tuple[list[float], list[float]]] = {}  # api -> (ttfb, duration)
         self._inflight: dict[str, int] = {}
         self._inflight_flushed: dict[str, int] = {}
         self._usage: _UsageCache | None = None
@@ -149,16 +149,19 @@ class Metrics:
         if bytes_out:
             key = (self.sent, api)
             counts[key] = counts.get(key, 0) + bytes_out
-        self._observe(self.ttfb, _TTFB_BOUNDS, api, ttfb_s)
-        self._observe(self.duration, _DURATION_BOUNDS, api, total_s)
-
-    def _observe(self, histogram: Histogram, bounds: tuple[float, ...], api: str, seconds: float) -> None:
-        key = (histogram, api)
-        pending = self._histograms.get(key)
+        # Both histograms of the API in one lookup (inline: this runs for every request).
+        pending = self._histograms.get(api)
         if pending is None:
-            pending = self._histograms[key] = [0.0] * (len(bounds) + 1)  # per bucket (+Inf last), the sum
-        pending[bisect.bisect_left(bounds, seconds)] += 1
-        pending[-1] += seconds
+            pending = self._histograms[api] = (self._pending(_TTFB_BOUNDS), self._pending(_DURATION_BOUNDS))
+        ttfb, duration = pending
+        ttfb[bisect.bisect_left(_TTFB_BOUNDS, ttfb_s)] += 1
+        ttfb[-1] += ttfb_s
+        duration[bisect.bisect_left(_DURATION_BOUNDS, total_s)] += 1
+        duration[-1] += total_s
+
+    @staticmethod
+    def _pending(bounds: tuple[float, ...]) -> list[float]:
+        return [0.0] * (len(bounds) + 1)  # observations per bucket (+Inf last), then their sum
 
     def batch_served(self, served: int, failed: int, size_bytes: int) -> None:
         counts = self._counts
@@ -174,14 +177,15 @@ class Metrics:
         for (metric, *labels), n in counts.items():
             (metric.labels(*labels) if labels else metric).inc(n)
         histograms, self._histograms = self._histograms, {}
-        for (histogram, api), pending in histograms.items():
-            child = histogram.labels(api)
-            # Histogram.observe() adds 1 to the first bucket whose bound holds the value (the
-            # exposition makes them cumulative) and the value to the sum: the same, n at a time.
-            for i, n in enumerate(pending[:-1]):
-                if n:
-                    child._buckets[i].inc(n)
-            child._sum.inc(pending[-1])
+        for api, both in histograms.items():
+            for histogram, pending in zip((self.ttfb, self.duration), both, strict=True):
+                child = histogram.labels(api)
+                # Histogram.observe() adds 1 to the first bucket whose bound holds the value (the
+                # exposition makes them cumulative) and the value to the sum: the same, n at a time.
+                for i, n in enumerate(pending[:-1]):
+                    if n:
+                        child._buckets[i].inc(n)
+                child._sum.inc(pending[-1])
         for api, n in self._inflight.items():
             if self._inflight_flushed.get(api) != n:
                 self.inflight.labels(api).set(n)

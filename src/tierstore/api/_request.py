@@ -118,6 +118,14 @@ class Request:
     post_form: Any = None  # a POST Object form read up to its file (_post_object.PostForm)
 
     @property
+    def bodiless(self) -> bool:
+        """No body was announced (no Content-Length, Transfer-Encoding or Expect header): the
+        dispatcher has nothing to drain after the handler, which it checks here, not by scanning
+        the raw headers again (most requests are GETs)."""
+        h = self.headers
+        return "content-length" not in h and "transfer-encoding" not in h and "expect" not in h
+
+    @property
     def resource(self) -> str:
         if self.bucket is None:
             return "/"

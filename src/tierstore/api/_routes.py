@@ -132,6 +132,7 @@ PROBES: dict[str, str] = {
     "/minio/v2/metrics/bucket": "tierstore:MinioBucketMetrics",
 }
 PROBE_ACTIONS = frozenset(PROBES.values())
+_PROBE_FIRST_SEGMENTS = frozenset(path.split("/")[1] for path in PROBES)  # what a probe's "bucket" is
 METRICS_ACTIONS = frozenset(a for a in PROBE_ACTIONS if a.endswith("Metrics"))
 
 # Query parameters that carry a presigned request's signature (SigV4 and SigV2).
@@ -220,7 +221,7 @@ def route(
 ) -> Route:
     """The action of a request. ``bucket``/``key`` as parsed (path-style or virtual-hosted:
     ``virtual``), ``query`` the decoded parameters in request order, ``headers`` lower-cased."""
-    if not virtual and method in ("GET", "HEAD") and not is_signed(query, headers):
+    if not virtual and bucket in _PROBE_FIRST_SEGMENTS and method in ("GET", "HEAD") and not is_signed(query, headers):
         path = f"/{bucket or ''}/{key}" if key else f"/{bucket or ''}"
         probe = PROBES.get(path)
         if probe is not None:

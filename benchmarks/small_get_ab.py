@@ -1,0 +1,111 @@
+"""Server CPU per 4 KiB GET, A/B: two source trees of tierstore side by side in one run.
+
+Issue 15 asks that a small GET costs at most 10% more server CPU than before authorization
+landed. On a shared 2-core machine raw rates drift by tens of percent within minutes, so this
+starts one ``tierstore serve`` per tree (``PYTHONPATH`` at that tree's ``src/``), both running the
+whole time, and drives them alternately with ../shared/bench/s3bench.py (``--only small_get_4k``:
+a fresh bucket, N PUTs untimed, then ``--repeat`` GET passes, every body byte-checked). Server CPU
+is utime+stime of each server's whole process tree (/proc), before and after each GET pass;
+the table gives the median per tree over every pass of every round:
+
+    .venv/bin/python benchmarks/small_get_ab.py base=../base/src new=src --rounds 4
+
+Each ``LABEL=SRC[,NAME=VALUE|,--serve-flag]...`` is a server: a source tree, with environment
+variables and ``tierstore serve`` flags of its own (``new=src,--no-access-log``); the first is the
+reference the others are compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from s3_side_by_side import AK, BENCH, SK, Tierstore, free_port_block, process_tree, wait_http
+
+
+class Tree(Tierstore):
+    """One ``tierstore serve`` from one source tree (stopped as ``s3_side_by_side`` stops its own)."""
+
+    def __init__(self, spec: str, work: Path, workers: int, extra: list[str]) -> None:
+        self.label, _, rest = spec.partition("=")
+        src, *opts = rest.split(",")
+        super().__init__(work / self.label, workers, 0)
+        self.src = Path(src).resolve()
+        self.extra = extra + [o for o in opts if o.startswith("--")]
+        self.env = dict(o.split("=", 1) for o in opts if not o.startswith("--"))
+        self.cpu_us: list[float] = []
+        self.ops_s: list[float] = []
+
+    def start(self) -> None:
+        self.port = free_port_block(1)
+        self.work.mkdir(parents=True)
+        with open(self.work / "server.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tierstore", "serve", "--data", str(self.work / "data"),
+                 "--address", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                 "--log-level", "warning", *self.extra],
+                env=dict(os.environ, **self.env, PYTHONPATH=str(self.src),
+                         TIERSTORE_ACCESS_KEY=AK, TIERSTORE_SECRET_KEY=SK),
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        wait_http(self.port, proc=self.proc)
+        time.sleep(1)
+        self.tree = process_tree(self.proc.pid)
+
+    def bench(self, args: argparse.Namespace) -> None:
+        assert self.proc is not None
+        pids = process_tree(self.proc.pid)
+        cmd = [sys.executable, str(BENCH / "s3bench.py"), "--endpoint", f"http://127.0.0.1:{self.port}",
+               "--access-key", AK, "--secret-key", SK, *(x for p in pids for x in ("--server-pid", str(p))),
+               "--only", "small_get_4k", "--scale", str(args.scale), "--repeat", str(args.repeat),
+               "--label", self.label]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            row = json.loads(line)
+            if row.get("scenario") == "small_get_4k" and "summary" not in row and not row.get("errors"):
+                self.cpu_us.append(float(row["server_cpu_us_per_op"]))
+                self.ops_s.append(float(row["ops_per_s"]))
+        print(f"[ab] {self.label}: cpu us/op {self.cpu_us[-args.repeat:]}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("trees", nargs="+", help="LABEL=SRC_DIR[,NAME=VALUE|,--flag]..., the first is the reference")
+    ap.add_argument("--rounds", type=int, default=4, help="each round runs every tree once, order alternating")
+    ap.add_argument("--repeat", type=int, default=3, help="GET passes per s3bench run")
+    ap.add_argument("--scale", type=float, default=0.25, help="s3bench --scale (0.25: 5,000 objects)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--serve-arg", action="append", default=[], help="extra argument for every tierstore serve")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tierstore-ab-"))
+    trees = [Tree(spec, work, args.workers, args.serve_arg) for spec in args.trees]
+    try:
+        for t in trees:
+            t.start()
+        for r in range(args.rounds):
+            for t in trees if r % 2 == 0 else reversed(trees):
+                t.bench(args)
+    finally:
+        for t in trees:
+            t.stop()
+    ref = statistics.median(trees[0].cpu_us)
+    print("| tree | passes | server CPU/GET median (min-max) | vs first | ops/s median |")
+    print("|---|---|---|---|---|")
+    for t in trees:
+        med = statistics.median(t.cpu_us)
+        print(f"| {t.label} | {len(t.cpu_us)} | {med:.0f} us ({min(t.cpu_us):.0f}-{max(t.cpu_us):.0f}) "
+              f"| {med / ref:.2f}x | {statistics.median(t.ops_s):,.0f} |")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
