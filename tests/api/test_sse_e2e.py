@@ -28,7 +28,7 @@ from tests.test_clients import Aws
 from tierstore.blob import BLOCK_SIZE_BYTES
 from tierstore.blob._local import _pack_footer, data_size_from_file_size
 from tierstore.blob._protocol import crc32c
-from tierstore.client import TierstoreClient, resolve_settings
+from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 from tierstore.crypto import PACKAGE_BYTES, ciphertext_size
 
 MiB = 1024 * 1024
@@ -438,3 +438,22 @@ def test_object_attributes_of_an_sse_c_object_need_its_key(srv: ServerProcess, s
     assert_error(attributes(OTHER_KEY), 403, "AccessDenied")
     ok = attributes(CUSTOMER_KEY)
     assert ok.status == 200 and b"<ObjectSize>8</ObjectSize>" in ok.body
+
+
+def test_a_dataset_over_encrypted_objects_is_refused(srv: ServerProcess, s3: Any, bucket: str) -> None:
+    """Batch reads serve pinned bytes as they are: until they decrypt (the next slice), a dataset
+    that would pin an encrypted object is refused, by prefix, query and rows alike."""
+    client = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    s3.put_object(Bucket=bucket, Key="train/plain", Body=b"plain")
+    s3.put_object(Bucket=bucket, Key="train/secret", Body=b"secret", ServerSideEncryption="AES256")
+    name = f"ds-{uuid.uuid4().hex[:8]}"
+    calls = {
+        "prefix": lambda: client.create_dataset(name, bucket=bucket, prefix="train/"),
+        "query": lambda: client.create_dataset(name, bucket=bucket, query="size > 0"),
+        "rows": lambda: client.create_dataset(name, rows=[{"bucket": bucket, "key": "train/secret"}]),
+    }
+    for how, call in calls.items():
+        with pytest.raises(TierstoreClientError) as exc:
+            call()
+        assert (exc.value.status, exc.value.code) == (501, "NotImplemented"), how
+    assert client.create_dataset(name, rows=[{"bucket": bucket, "key": "train/plain"}])["version"] == 1
