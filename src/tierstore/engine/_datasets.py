@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
+from tierstore.engine._encryption import check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService, stream_blobs
 from tierstore.errors import AccessDenied, InternalError, InvalidRequest, NoSuchDataset, TierstoreError
 from tierstore.runtime import new_blob_id
@@ -42,6 +43,7 @@ _CHUNK_ROWS = 65_536  # manifest rows per Arrow chunk while building, and per Pa
 _MANIFEST_CHUNK = 1 << 20
 _CREATE_ATTEMPTS = 5
 _CACHED_MANIFESTS = 8
+_ENC = "enc"
 
 
 class Rows(Protocol):
@@ -120,6 +122,13 @@ def _loc(blobs: Sequence[BlobRef] | Sequence[Sequence[Any]], inline_id: str | No
     return "b:" + ",".join(f"{blob_id}:{size}" for blob_id, size in refs)
 
 
+def _enc(doc: dict[str, Any] | None, parts: list[int] | None) -> str | None:
+    """The ``enc`` column of an encrypted row (None: stored in clear)."""
+    if not doc:
+        return None
+    return json.dumps({"e": doc, "p": parts or []}, separators=(",", ":"))
+
+
 def _parse_loc(loc: str) -> tuple[str | None, list[BlobRef]]:
     kind, _, rest = loc.partition(":")
     if kind == "i":
@@ -161,7 +170,10 @@ class _Columns:
         import pyarrow as pa
 
         self.extra = {spec: spec.replace(":", ".", 1) for spec in extra}
-        names = [*MANIFEST_COLUMNS, *self.extra.values()]
+        # ``enc``: an encrypted row's "e" document and part sizes (JSON), what reading it needs
+        # even after its version is gone (docs/encryption.md "Datasets"); only in manifests
+        # that have an encrypted row.
+        names = [*MANIFEST_COLUMNS, *self.extra.values(), _ENC]
         self.cols: dict[str, list[Any]] = {name: [] for name in names}
         self.types = {name: pa.int64() if name in ("offset", "size") else pa.string() for name in names}
         self.chunks: dict[str, list[Any]] = {name: [] for name in names}
@@ -169,6 +181,7 @@ class _Columns:
         self.bytes = 0
         self.blob_pins: dict[str, None] = {}
         self.inline_pins: dict[str, None] = {}
+        self.encrypted = 0
 
     def add(
         self,
@@ -184,6 +197,7 @@ class _Columns:
         loc: str,
         user_meta: dict[str, str],
         tags: dict[str, str],
+        enc: str | None = None,
     ) -> None:
         c = self.cols
         c["bucket"].append(bucket)
@@ -195,6 +209,8 @@ class _Columns:
         c["member"].append(member)
         c["label"].append(label)
         c["loc"].append(loc)
+        c[_ENC].append(enc)
+        self.encrypted += enc is not None
         for spec, name in self.extra.items():
             kind, _, attr = spec.partition(":")
             c[name].append((user_meta if kind == "meta" else tags).get(attr))
@@ -222,7 +238,11 @@ class _Columns:
         import pyarrow.parquet as pq
 
         self._flush()
-        arrays = {name: pa.chunked_array(chunks, type=self.types[name]) for name, chunks in self.chunks.items()}
+        arrays = {
+            name: pa.chunked_array(chunks, type=self.types[name])
+            for name, chunks in self.chunks.items()
+            if name != _ENC or self.encrypted
+        }
         table = pa.table(arrays)
         table = table.replace_schema_metadata({MANIFEST_META_KEY: json.dumps(info).encode()})
         buf = io.BytesIO()
@@ -240,6 +260,8 @@ class _Locations:
     sizes: list[int]
     keys: Any
     buckets: Any
+    versions: Any
+    encs: list[str | None] | None  # the ``enc`` column, when the manifest has encrypted rows
 
     def key(self, row: int) -> str:
         return str(self.keys[row].as_py())
@@ -351,12 +373,14 @@ class DatasetService:
                     key = bytes(key_b).decode()
                     if may_read is not None:
                         may_read(spec.bucket, key, None)
-                    doc = json.loads(meta_s) if need_meta else {}
+                    # a JSON parse per row only where needed: the text test is cheap
+                    doc = json.loads(meta_s) if need_meta or '"e":' in meta_s else {}
                     loc = _loc(json.loads(blobs_s), inline_id)
                     user_meta, tags = doc.get("u", {}), doc.get("t", {})
                     label = _label_of(spec.label, key, user_meta, tags)
                     cols.add(bucket=spec.bucket, key=key, version_id=version_id, etag=etag, offset=None, size=size,
-                             member=None, label=label, loc=loc, user_meta=user_meta, tags=tags)  # fmt: skip
+                             member=None, label=label, loc=loc, user_meta=user_meta, tags=tags,
+                             enc=_enc(doc.get("e"), doc.get("p")))  # fmt: skip
                 if len(page) < _PAGE:
                     return cols
                 after = bytes(page[-1][0])
@@ -372,7 +396,7 @@ class DatasetService:
                     label = _label_of(spec.label, m.key, m.user_meta, m.tags)
                     cols.add(bucket=spec.bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=None,
                              size=m.size_bytes, member=None, label=label, loc=_loc(r.blobs, r.inline_id),
-                             user_meta=m.user_meta, tags=m.tags)  # fmt: skip
+                             user_meta=m.user_meta, tags=m.tags, enc=_enc(m.encryption, m.parts))  # fmt: skip
                 if cursor is None:
                     return cols
         assert spec.rows is not None
@@ -407,7 +431,7 @@ class DatasetService:
             label = _label_of(spec.label, m.key, m.user_meta, m.tags)
         cols.add(bucket=bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=offset, size=size,
                  member=member, label=label, loc=_loc(record.blobs, record.inline_id), user_meta=m.user_meta,
-                 tags=m.tags)  # fmt: skip
+                 tags=m.tags, enc=_enc(m.encryption, m.parts))  # fmt: skip
 
     # --- delete --------------------------------------------------------------------
     async def delete(self, name: str, version: int) -> None:
@@ -430,13 +454,19 @@ class DatasetService:
         from tierstore._parquet import read_parquet
 
         data = await self.manifest_bytes(record)
-        table = read_parquet(data, ["loc", "offset", "size", "key", "bucket"])
+        names = ["loc", "offset", "size", "key", "bucket", "version_id"]
+        try:
+            table = read_parquet(data, [*names, _ENC])
+        except (KeyError, ValueError):  # a manifest without encrypted rows has no such column
+            table = read_parquet(data, names)
         found = _Locations(
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
             table.column("size").to_pylist(),
             table.column("key"),
             table.column("bucket"),
+            table.column("version_id"),
+            table.column(_ENC).to_pylist() if _ENC in table.column_names else None,
         )
         self._locations[cache_key] = found
         while len(self._locations) > _CACHED_MANIFESTS:
@@ -497,7 +527,44 @@ class DatasetService:
                     missing = InternalError(f"The pinned bytes of {loc.key(r)!r} are missing.")
                     yield RowRead(error=missing, key=loc.key(r))
                     continue
+                if loc.encs is not None and loc.encs[r] is not None:
+                    yield await self._encrypted_row(loc, r, start, size, data=data)
+                    continue
                 yield RowRead(size, data=data[start : start + size])
                 continue
             _, refs = _parse_loc(loc.locs[r])
+            if loc.encs is not None and loc.encs[r] is not None:
+                yield await self._encrypted_row(loc, r, start, size, refs=refs)
+                continue
             yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size))
+
+    async def _encrypted_row(
+        self, loc: _Locations, r: int, start: int, size: int, *, data: bytes | None = None, refs: Sequence[BlobRef] = ()
+    ) -> RowRead:
+        """Row ``r`` of an encrypted object: its data key unwrapped and the row binding checked
+        (the ``enc`` column keeps the version's "e" document and part sizes), then only the
+        packages ``[start, start+size)`` touches, each verified. SSE-S3/KMS read transparently;
+        an SSE-C row cannot be read without its key, which a batch does not carry: a per-row 400."""
+        key, bucket, version_id = loc.key(r), loc.bucket(r), str(loc.versions[r].as_py())
+        assert loc.encs is not None
+        enc = json.loads(loc.encs[r] or "{}")
+        doc, parts = enc.get("e", {}), enc.get("p", [])
+        try:
+            check_read_key(doc, None)
+            data_key, streams = await open_data_key(
+                self.service.kms, doc, bucket=bucket, key=key, version_id=version_id, size=int(doc.get("n", -1)),
+                part_sizes=parts, customer_key=None,
+            )  # fmt: skip
+        except TierstoreError as exc:
+            return RowRead(error=exc, key=key)
+        blobs = self.service.blobs
+
+        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            if data is not None:
+                yield data[offset : offset + length]
+                return
+            async for chunk in stream_blobs(blobs, refs, offset, length):
+                yield chunk
+
+        body = open_range(read, data_key, streams, start, size, name=(bucket, key, version_id))
+        return RowRead(size, body=body)
