@@ -270,6 +270,33 @@ def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bo
     return sse
 
 
+def key_of(customer: CustomerKey | None) -> bytes | None:
+    """The 32 key bytes of an SSE-C key a request sent, for the engine (None: none sent)."""
+    return customer.key if customer is not None else None
+
+
+def check_part_request(sse: SseRequest, upload: StoredEncryption | None) -> None:
+    """UploadPart / UploadPartCopy: the upload's encryption was fixed at CreateMultipartUpload.
+    A part may repeat it (some clients send ``x-amz-server-side-encryption`` on every part) but
+    never name another: 400 InvalidArgument. The SSE-C key is the engine's to check."""
+    if sse.kind not in ("s3", "kms"):
+        return
+    if upload is None or upload.kind != sse.kind or upload.algorithm != sse.algorithm:
+        raise e.InvalidArgument(
+            "The server-side encryption of a part must be the one its multipart upload was created with.",
+            fields=_argument(_SSE, sse.algorithm or ""),
+        )
+
+
+def refuse_on_bucket(headers: Mapping[str, str]) -> None:
+    """CreateBucket: an object's encryption headers are no bucket setting (PutBucketEncryption
+    is): 400, never ignored."""
+    if parse_write(headers).kind != "none":
+        raise e.InvalidArgument(
+            "Server-side encryption headers are not supported for this operation; use PutBucketEncryption."
+        )
+
+
 # --- answers ------------------------------------------------------------------------------------
 _ALL = frozenset({"sse", "kms", "context", "bucket_key", "customer"})
 _NO_CONTEXT = _ALL - {"context"}
