@@ -72,7 +72,9 @@ def _part_number(req: Request) -> int:
     return n
 
 
-def _part_encryption(req: Request, ctx: Context, *, copy: bool = False) -> tuple[_sse.SseRequest, _sse.StoredEncryption | None]:
+def _part_encryption(
+    req: Request, ctx: Context, *, copy: bool = False
+) -> tuple[_sse.SseRequest, _sse.StoredEncryption | None]:
     """The SSE headers of a part (or a completion) and the upload's encryption they must agree
     with: the upload's was fixed when it was created; a part carries only an SSE-C upload's key
     (checked by the engine) and, for UploadPartCopy, an SSE-C source's key."""

@@ -79,7 +79,8 @@ log = logging.getLogger("tierstore.catalog")
 T = TypeVar("T")
 
 SCHEMA_VERSION = 9
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
     name TEXT PRIMARY KEY,
@@ -174,7 +175,11 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL
+"""
+    + INDEX_DDL
+    + IDENTITY_DDL
+    + KMS_DDL
+)
 # the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py)
 
 
@@ -240,13 +245,29 @@ class DatasetRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> DatasetRecord:
         name, version, manifest_blob, manifest_bytes, created_ns, rows, size, info = row
-        return cls(name, int(version), manifest_blob, int(manifest_bytes), int(created_ns), int(rows), int(size),
-                   json.loads(info))
+        return cls(
+            name,
+            int(version),
+            manifest_blob,
+            int(manifest_bytes),
+            int(created_ns),
+            int(rows),
+            int(size),
+            json.loads(info),
+        )
 
     def to_row(self) -> tuple[Any, ...]:
         info = json.dumps(self.info, separators=(",", ":"))
-        return (self.name, self.version, self.manifest_blob, self.manifest_bytes, self.created_ns, self.rows,
-                self.bytes, info)
+        return (
+            self.name,
+            self.version,
+            self.manifest_blob,
+            self.manifest_bytes,
+            self.created_ns,
+            self.rows,
+            self.bytes,
+            info,
+        )
 
 
 # The tables of versions that pin bytes (docs/datasets.md): dataset versions and model versions
@@ -264,6 +285,13 @@ class PinGone(Exception):
 
 class VersionTaken(Exception):
     """Another writer published the dataset (or model) version first."""
+
+
+class VersioningChanged(Exception):
+    """``put_version(fixed_version_id=True)``: the bucket's versioning state, read inside the
+    commit, asks for another kind of version id (a new id or ``null``) than the record carries.
+    The record's encryption binds its version id, so the catalog refuses instead of rewriting
+    the id; the engine binds the other id and tries again (docs/encryption.md)."""
 
 
 class ModelAliasInUse(Exception):
@@ -307,6 +335,8 @@ def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
         doc["l"] = m.lock
     if m.acl:
         doc["a"] = m.acl
+    if m.encryption:
+        doc["e"] = m.encryption  # docs/encryption.md: present exactly when the version is encrypted
     return doc
 
 
@@ -349,6 +379,7 @@ def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
         tags=doc.get("t", {}),
         lock=doc.get("l", {}),
         acl=doc.get("a", []),
+        encryption=doc.get("e", {}),
         is_delete_marker=bool(is_dm),
     )
     blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)] if blobs_s != "[]" else []
@@ -933,9 +964,10 @@ class SqliteCatalog(IdentityTables, KmsTables):
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
         )
         inline_id = record.inline_id  # gone with its version, unless a dataset pins it
-        if inline_id is not None and not c.execute(
-            "DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)
-        ).rowcount:
+        if (
+            inline_id is not None
+            and not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)).rowcount
+        ):
             c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
@@ -1040,6 +1072,7 @@ class SqliteCatalog(IdentityTables, KmsTables):
         guard: Guard | None = None,
         shared_gone: Callable[[], Exception] | None = None,
         done: Callable[[sqlite3.Connection], None] | None = None,
+        fixed_version_id: bool = False,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id.
 
@@ -1052,6 +1085,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
         them is no longer referenced when the transaction runs, the write fails with
         ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
         ``done`` runs last in the transaction, once ``record.meta.version_id`` is final.
+        ``fixed_version_id``: the caller chose the id from the versioning state (an encrypted
+        version binds it); if the state now wants the other kind, ``VersioningChanged``.
         """
         m = record.meta
         key_b = m.key.encode()
@@ -1083,6 +1118,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
             # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
                 self._ref(c, b.blob_id, b.size_bytes)
+            if fixed_version_id and (props.get("versioning") == "Enabled") == (m.version_id == NULL_VERSION):
+                raise VersioningChanged(m.bucket)
             if props.get("versioning") != "Enabled":
                 m.version_id = NULL_VERSION
                 self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))
