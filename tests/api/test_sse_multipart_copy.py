@@ -110,15 +110,26 @@ def code(exc: pytest.ExceptionInfo[ClientError]) -> tuple[int, str]:
     return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]
 
 
-def multipart(s3: Any, bucket: str, key: str, kind: str, parts: list[bytes]) -> tuple[dict[str, Any], list[str]]:
-    """Upload ``parts`` as one multipart object of ``kind``: (the Complete answer, part ETags)."""
+def multipart(
+    s3: Any,
+    bucket: str,
+    key: str,
+    kind: str,
+    parts: list[bytes],
+    *,
+    stored: str | None = None,
+    kms_key: str = "testkey-1",
+) -> tuple[dict[str, Any], list[str]]:
+    """Upload ``parts`` as one multipart object, asking for ``kind`` (``stored``: what the bucket
+    default makes of it, if another): (the Complete answer, part ETags). Each answer's
+    encryption headers are checked on the way."""
     created = s3.create_multipart_upload(Bucket=bucket, Key=key, **write_args(kind))
-    assert_kind(created, kind)
+    assert_kind(created, stored or kind, kms_key=kms_key)
     upload = created["UploadId"]
     etags = []
     for n, data in enumerate(parts, 1):
         up = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=n, Body=data, **read_args(kind))
-        assert_kind(up, kind)
+        assert_kind(up, stored or kind, kms_key=kms_key)
         etags.append(up["ETag"])
     listed = s3.list_parts(Bucket=bucket, Key=key, UploadId=upload)
     assert [p["Size"] for p in listed["Parts"]] == [len(p) for p in parts]
@@ -212,7 +223,7 @@ def test_bucket_default_applies_to_multipart_and_no_plaintext_reaches_the_drives
         },
     )
     parts = [rng.randbytes(5 * MiB - 200) + MARKER * 4 + rng.randbytes(200), MARKER + rng.randbytes(3000)]
-    done, _ = multipart(s3, bucket, "dflt", "plain", parts)  # the request names no encryption
+    done, _ = multipart(s3, bucket, "dflt", "plain", parts, stored="kms", kms_key="testkey-2")  # names none
     assert_kind(done, "kms", kms_key="testkey-2")
     assert_kind(s3.head_object(Bucket=bucket, Key="dflt"), "kms", kms_key="testkey-2")
     assert body(s3, bucket, "dflt", "kms") == b"".join(parts)
@@ -294,6 +305,8 @@ def test_upload_part_copy_from_encrypted_sources_with_ranges(
     src_bucket, bodies = sources
     big = rng.randbytes(5 * MiB + 70_001)
     s3.put_object(Bucket=bucket, Key="big-c", Body=big, **write_args("c"))
+    big_s3 = rng.randbytes(5 * MiB + 3)
+    s3.put_object(Bucket=bucket, Key="big-s3", Body=big_s3, **write_args("s3"))
     created = s3.create_multipart_upload(Bucket=bucket, Key="mp", **write_args("c", KEY_B))
     upload = created["UploadId"]
     first = s3.upload_part_copy(
@@ -302,21 +315,21 @@ def test_upload_part_copy_from_encrypted_sources_with_ranges(
     )  # fmt: skip
     assert_kind(first, "c", customer=KEY_B)
     second = s3.upload_part_copy(
-        Bucket=bucket, Key="mp", UploadId=upload, PartNumber=2, CopySource={"Bucket": src_bucket, "Key": "kms"},
-        CopySourceRange="bytes=65000-140000", **read_args("c", KEY_B),
+        Bucket=bucket, Key="mp", UploadId=upload, PartNumber=2, CopySource={"Bucket": bucket, "Key": "big-s3"},
+        **read_args("c", KEY_B),
     )  # fmt: skip
     third = s3.upload_part_copy(
-        Bucket=bucket, Key="mp", UploadId=upload, PartNumber=3, CopySource={"Bucket": src_bucket, "Key": "s3"},
-        **read_args("c", KEY_B),
+        Bucket=bucket, Key="mp", UploadId=upload, PartNumber=3, CopySource={"Bucket": src_bucket, "Key": "kms"},
+        CopySourceRange="bytes=65000-140000", **read_args("c", KEY_B),
     )  # fmt: skip
     etags = [r["CopyPartResult"]["ETag"] for r in (first, second, third)]
     s3.complete_multipart_upload(
         Bucket=bucket, Key="mp", UploadId=upload, **read_args("c", KEY_B),
         MultipartUpload={"Parts": [{"PartNumber": n, "ETag": t} for n, t in enumerate(etags, 1)]},
     )  # fmt: skip
-    expected = big[1 : 5 * MiB + 1] + bodies["kms"][65000:140001] + bodies["s3"]
+    expected = big[1 : 5 * MiB + 1] + big_s3 + bodies["kms"][65000:140001]
     assert body(s3, bucket, "mp", "c", KEY_B) == expected
-    assert body(s3, bucket, "mp", "c", KEY_B, PartNumber=2) == bodies["kms"][65000:140001]
+    assert body(s3, bucket, "mp", "c", KEY_B, PartNumber=3) == bodies["kms"][65000:140001]
 
 
 # --- POST forms ----------------------------------------------------------------------------------
