@@ -20,7 +20,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.api.test_post_object import post
+from tests.checkpoints.test_registry import write_checkpoint
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli, make_client
+from tierstore.checkpoints import register_model
 from tierstore.client import TierstoreClient, resolve_settings
 from tierstore.datasets import RemoteSource
 
@@ -417,6 +419,25 @@ def test_a_dataset_row_of_an_sse_c_object_is_a_per_row_error(s3: Any, bucket: st
     assert items[0].data == b"plain row" and items[2].data == b"kms row"
     assert items[1].error is not None and items[1].error["code"] == "InvalidRequest"
     assert b"customer row" not in items[1].data
+
+
+def test_a_model_pulled_from_an_encrypted_checkpoint_reads_byte_exact(
+    s3: Any, bucket: str, client: TierstoreClient
+) -> None:
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "testkey-1"}}
+            ]
+        },
+    )
+    weights = {"a.bin": os.urandom(300_000), "b.bin": b"small"}
+    key, commit = write_checkpoint(s3, bucket, "ck", 4, weights, metrics={"acc": 0.9})
+    assert_kind(s3.head_object(Bucket=bucket, Key=key), "kms")  # the checkpoint's files are encrypted
+    rec = register_model(client, f"m-{uuid.uuid4().hex[:10]}", f"s3://{bucket}/ck")
+    items = list(client.read_model_rows(rec["ref"], [2, 0, 1]))
+    assert [i.data for i in items] == [commit, weights["a.bin"], weights["b.bin"]]
 
 
 # --- the aws cli ----------------------------------------------------------------------------------
