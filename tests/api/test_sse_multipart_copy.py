@@ -234,6 +234,22 @@ def test_bucket_default_applies_to_multipart_and_no_plaintext_reaches_the_drives
             assert MARKER not in path.read_bytes(), path
 
 
+def test_versions_of_encrypted_multipart_objects_and_copies_of_old_versions(s3: Any, bucket: str) -> None:
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first, second = [os.urandom(5 * MiB), b"one"], [os.urandom(5 * MiB), b"two"]
+    v1 = multipart(s3, bucket, "k", "kms", first)[0]["VersionId"]
+    v2 = multipart(s3, bucket, "k", "c", second)[0]["VersionId"]
+    assert v1 != v2 and "null" not in (v1, v2)
+    assert body(s3, bucket, "k", "kms", VersionId=v1) == b"".join(first)
+    assert body(s3, bucket, "k", "c", VersionId=v2, Range="bytes=5242878-5242881") == second[0][-2:] + b"tw"
+    copied = s3.copy_object(Bucket=bucket, Key="k", CopySource={"Bucket": bucket, "Key": "k", "VersionId": v1},
+                            **write_args("s3"))  # fmt: skip
+    assert copied["CopySourceVersionId"] == v1 and copied["VersionId"] not in (v1, v2)
+    assert_kind(s3.head_object(Bucket=bucket, Key="k"), "s3")
+    assert body(s3, bucket, "k", "s3") == b"".join(first)
+    assert body(s3, bucket, "k", "c", VersionId=v2) == b"".join(second)  # the old versions stay as they were
+
+
 # --- copies ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sources(s3: Any) -> tuple[str, dict[str, bytes]]:

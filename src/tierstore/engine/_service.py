@@ -698,21 +698,17 @@ class ObjectService:
                 record = VersionRecord(meta=meta, inline_data=inline)
             else:
                 record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, ciphertext_size(tap.size))])
-            for _attempt in range(_VERSIONING_ATTEMPTS):
-                meta.encryption = bind(
-                    doc, data_key, bucket=bucket, key=key, version_id=meta.version_id, size=tap.size,
-                    nonce_prefix=prefix,
-                )  # fmt: skip
-                try:
-                    await self.catalog.put_version(
-                        record, check=_write_conditions(opts.conditions, key), guard=self._guard,
-                        fixed_version_id=True,
-                    )  # fmt: skip
-                    break
-                except VersioningChanged:  # versioning switched during the write: bind the other id
-                    meta.version_id = new_version_id() if meta.version_id == NULL_VERSION else NULL_VERSION
-            else:
-                raise InternalError("The bucket's versioning kept changing during the write; try again.")
+
+            def bound(version_id: str) -> dict[str, Any]:
+                return bind(doc, data_key, bucket=bucket, key=key, version_id=version_id, size=tap.size,
+                            nonce_prefix=prefix)  # fmt: skip
+
+            async def commit(fixed: bool) -> str:
+                return await self.catalog.put_version(
+                    record, check=_write_conditions(opts.conditions, key), guard=self._guard, fixed_version_id=fixed
+                )
+
+            await self._commit_bound(meta, bound, commit)
         except BaseException as exc:
             if blob_id is not None:
                 await self._abandon(blob_id, exc)
@@ -1135,6 +1131,7 @@ class ObjectService:
 
             if data_key is not None:
                 dk = data_key
+                meta.version_id = self._next_version_id(meta.bucket)
 
                 def bound(version_id: str) -> dict[str, Any]:
                     return bind(doc, dk, bucket=meta.bucket, key=meta.key, version_id=version_id, size=size,
@@ -1610,6 +1607,7 @@ class ObjectService:
                 if not all(prefix for _, _, prefix in layout):
                     raise InternalError(f"A part of the encrypted upload {upload_id} has no nonce prefix.")
                 record.blobs = [BlobRef(sp.blob_id, ciphertext_size(sp.size_bytes)) for sp in chosen]
+                meta.version_id = self._next_version_id(bucket)
 
                 def bound(version_id: str) -> dict[str, Any]:
                     return bind_parts(
@@ -1630,10 +1628,10 @@ class ObjectService:
     async def _commit_bound(
         self, meta: ObjectMeta, bound: Callable[[str], dict[str, Any]], commit: Callable[[bool], Awaitable[str]]
     ) -> None:
-        """Commit an encrypted version whose ``"e"`` (``bound(version id)``) binds its version id:
-        the id is chosen from the bucket's versioning state first; if the state changes before the
-        commit, the catalog refuses (``VersioningChanged``) and the other id is bound and tried."""
-        meta.version_id = self._next_version_id(meta.bucket)
+        """Commit an encrypted version whose ``"e"`` (``bound(version id)``) binds its version id
+        (``meta.version_id``, chosen by ``_next_version_id``): if the bucket's versioning state
+        changes before the commit, the catalog refuses (``VersioningChanged``) and the other id is
+        bound and tried."""
         for _attempt in range(_VERSIONING_ATTEMPTS):
             meta.encryption = bound(meta.version_id)
             try:
