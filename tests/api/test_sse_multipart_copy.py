@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from tests.api.test_post_object import post
 from tests.checkpoints.test_registry import write_checkpoint
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli, make_client
+from tests.s3http import signed_request
 from tierstore.checkpoints import register_model
 from tierstore.client import TierstoreClient, resolve_settings
 from tierstore.datasets import RemoteSource
@@ -213,6 +214,30 @@ def test_sse_c_parts_must_carry_the_uploads_key(s3: Any, bucket: str) -> None:
     assert s3.list_parts(Bucket=bucket, Key="c", UploadId=upload).get("Parts", []) == []  # nothing stored
 
 
+def test_parts_may_repeat_their_uploads_encryption_never_name_another(
+    server: ServerProcess, s3: Any, bucket: str
+) -> None:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k", **write_args("s3"))["UploadId"]
+    query = [("partNumber", "1"), ("uploadId", upload)]
+
+    def part(sse: str) -> Any:
+        return signed_request(server, "PUT", f"/{bucket}/k", b"part", query=query,
+                              headers={"x-amz-server-side-encryption": sse})  # fmt: skip
+
+    same = part("AES256")
+    assert same.status == 200 and same.headers["x-amz-server-side-encryption"] == "AES256"
+    other = part("aws:kms")
+    assert other.status == 400 and b"InvalidArgument" in other.body
+    assert [p["ETag"] for p in s3.list_parts(Bucket=bucket, Key="k", UploadId=upload)["Parts"]] == [
+        same.headers["etag"]
+    ]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    bucket_sse = signed_request(server, "PUT", f"/{bucket}-x", headers={"x-amz-server-side-encryption": "AES256"})
+    assert bucket_sse.status == 400 and b"InvalidArgument" in bucket_sse.body  # CreateBucket: never ignored
+    with pytest.raises(ClientError):
+        s3.head_bucket(Bucket=f"{bucket}-x")
+
+
 def test_bucket_default_applies_to_multipart_and_no_plaintext_reaches_the_drives(
     s3: Any, bucket: str, server: ServerProcess, rng: random.Random
 ) -> None:
@@ -281,6 +306,18 @@ def test_copy_between_every_pair_of_kinds(s3: Any, bucket: str, sources: tuple[s
     assert got["ETag"] == etag and got["Body"].read() == bodies[src]
     assert body(s3, bucket, "dst", dst, KEY_B, Range="bytes=65530-131080") == bodies[src][65530:131081]
     assert body(s3, src_bucket, src, src) == bodies[src]  # the source is untouched
+
+
+@pytest.mark.parametrize(("src", "dst"), [("kms", "c"), ("c", "plain"), ("plain", "s3"), ("s3", "kms")])
+def test_copies_of_small_inline_objects(s3: Any, bucket: str, src: str, dst: str) -> None:
+    data = os.urandom(1000)  # stored in the catalog (docs/inline.md), as ciphertext when encrypted
+    s3.put_object(Bucket=bucket, Key="small", Body=data, **write_args(src))
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "small"},
+                   **write_args(dst, KEY_B), **source_args(src))  # fmt: skip
+    got = s3.get_object(Bucket=bucket, Key="copy", **read_args(dst, KEY_B))
+    assert_kind(got, dst, customer=KEY_B)
+    assert got["Body"].read() == data
+    assert body(s3, bucket, "copy", dst, KEY_B, Range="bytes=10-19") == data[10:20]
 
 
 def test_copy_onto_itself_rotates_an_sse_c_key_and_keeps_metadata(s3: Any, bucket: str) -> None:
