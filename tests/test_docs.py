@@ -113,7 +113,7 @@ def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path:
 
 def test_server_side_encryption_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
     """docs/security.md "Server-side encryption: the S3 surface": a bucket default, a write it
-    refuses until the engine encrypts, a malformed header, a policy requiring the header."""
+    refuses (its KMS key does not exist), a malformed header, a policy requiring the header."""
     _run_section("## Server-side encryption: the S3 surface", fresh_server, tmp_path, 4)
 
 
