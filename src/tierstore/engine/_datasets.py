@@ -22,7 +22,13 @@ from typing import Any, Protocol
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._encryption import check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService, stream_blobs
-from tierstore.errors import AccessDenied, InternalError, InvalidRequest, NoSuchDataset, TierstoreError
+from tierstore.errors import (
+    AccessDenied,
+    InternalError,
+    InvalidRequest,
+    NoSuchDataset,
+    TierstoreError,
+)
 from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
@@ -112,6 +118,11 @@ def _label_of(spec: str | None, key: str, user_meta: dict[str, str], tags: dict[
         return parent.rpartition("/")[2] or None
     kind, _, name = spec.partition(":")
     return (user_meta if kind == "meta" else tags).get(name)
+
+
+# How an encrypted version's metadata JSON shows it (catalog/_sqlite.py ``_meta_doc``: compact JSON,
+# and no other value of the document is an object under the key "e").
+_ENCRYPTED = '"e":{'
 
 
 def _loc(blobs: Sequence[BlobRef] | Sequence[Sequence[Any]], inline_id: str | None) -> str:
@@ -374,7 +385,7 @@ class DatasetService:
                     if may_read is not None:
                         may_read(spec.bucket, key, None)
                     # a JSON parse per row only where needed: the text test is cheap
-                    doc = json.loads(meta_s) if need_meta or '"e":' in meta_s else {}
+                    doc = json.loads(meta_s) if need_meta or _ENCRYPTED in meta_s else {}
                     loc = _loc(json.loads(blobs_s), inline_id)
                     user_meta, tags = doc.get("u", {}), doc.get("t", {})
                     label = _label_of(spec.label, key, user_meta, tags)
