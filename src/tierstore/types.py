@@ -328,6 +328,7 @@ class PartInfo:
     checksums: dict[str, str] = field(default_factory=dict)
     blob_id: str = ""
     nonce_prefix: str | None = None  # a part of an encrypted upload: its stream's prefix (base64)
+    stored_bytes: int | None = None  # what its blob holds, when not size_bytes (ciphertext); not kept
 
 
 # --- datasets (docs/datasets.md) ------------------------------------------------------------

@@ -1481,7 +1481,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
             ).fetchone()
             if old is not None:
                 self._unref_all(c, [old[0]])
-            self._ref(c, part.blob_id, part.size_bytes)
+            # the blob's own size (the heal walk reads it): ciphertext for an encrypted part
+            self._ref(c, part.blob_id, part.size_bytes if part.stored_bytes is None else part.stored_bytes)
             c.execute(
                 "INSERT OR REPLACE INTO parts(upload_id, part_number, size, etag, modified_ns, checksums, blob_id)"
                 " VALUES(?,?,?,?,?,?,?)",

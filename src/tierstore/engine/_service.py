@@ -1353,6 +1353,7 @@ class ObjectService:
                 checksums={a: tap.b64(a) for a in algorithms},
                 blob_id=blob_id,
                 nonce_prefix=base64.b64encode(prefix).decode() if prefix is not None else None,
+                stored_bytes=ciphertext_size(tap.size) if prefix is not None else None,
             )
             await self.catalog.put_part(upload_id, part)
         except BaseException as exc:
