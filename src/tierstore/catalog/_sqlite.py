@@ -79,8 +79,7 @@ log = logging.getLogger("tierstore.catalog")
 T = TypeVar("T")
 
 SCHEMA_VERSION = 9
-_SCHEMA = (
-    """
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
     name TEXT PRIMARY KEY,
@@ -175,11 +174,7 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-"""
-    + INDEX_DDL
-    + IDENTITY_DDL
-    + KMS_DDL
-)
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL
 # the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py)
 
 
@@ -245,29 +240,13 @@ class DatasetRecord:
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> DatasetRecord:
         name, version, manifest_blob, manifest_bytes, created_ns, rows, size, info = row
-        return cls(
-            name,
-            int(version),
-            manifest_blob,
-            int(manifest_bytes),
-            int(created_ns),
-            int(rows),
-            int(size),
-            json.loads(info),
-        )
+        return cls(name, int(version), manifest_blob, int(manifest_bytes), int(created_ns), int(rows), int(size),
+                   json.loads(info))
 
     def to_row(self) -> tuple[Any, ...]:
         info = json.dumps(self.info, separators=(",", ":"))
-        return (
-            self.name,
-            self.version,
-            self.manifest_blob,
-            self.manifest_bytes,
-            self.created_ns,
-            self.rows,
-            self.bytes,
-            info,
-        )
+        return (self.name, self.version, self.manifest_blob, self.manifest_bytes, self.created_ns, self.rows,
+                self.bytes, info)
 
 
 # The tables of versions that pin bytes (docs/datasets.md): dataset versions and model versions
@@ -964,10 +943,9 @@ class SqliteCatalog(IdentityTables, KmsTables):
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
         )
         inline_id = record.inline_id  # gone with its version, unless a dataset pins it
-        if (
-            inline_id is not None
-            and not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)).rowcount
-        ):
+        if inline_id is not None and not c.execute(
+            "DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)
+        ).rowcount:
             c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
