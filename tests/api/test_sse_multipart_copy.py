@@ -212,6 +212,19 @@ def test_sse_c_parts_must_carry_the_uploads_key(s3: Any, bucket: str) -> None:
         s3.upload_part(Bucket=bucket, Key="p", UploadId=plain, PartNumber=1, Body=b"x", **read_args("c"))
     assert code(exc) == (400, "InvalidRequest")
     assert s3.list_parts(Bucket=bucket, Key="c", UploadId=upload).get("Parts", []) == []  # nothing stored
+    s3.put_object(Bucket=bucket, Key="src", Body=b"copied")
+    with pytest.raises(ClientError) as exc:  # UploadPartCopy into it: the destination key too
+        s3.upload_part_copy(Bucket=bucket, Key="c", UploadId=upload, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "src"})  # fmt: skip
+    assert code(exc) == (400, "InvalidRequest")
+    etag = s3.upload_part(Bucket=bucket, Key="c", UploadId=upload, PartNumber=1, Body=b"x", **read_args("c"))["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    for extra, expected in [({}, (400, "InvalidRequest")), (read_args("c", KEY_B), (403, "AccessDenied"))]:
+        with pytest.raises(ClientError) as exc:  # the completion computes the MAC: it needs the key
+            s3.complete_multipart_upload(Bucket=bucket, Key="c", UploadId=upload, MultipartUpload=parts, **extra)
+        assert code(exc) == expected
+    s3.complete_multipart_upload(Bucket=bucket, Key="c", UploadId=upload, MultipartUpload=parts, **read_args("c"))
+    assert body(s3, bucket, "c", "c") == b"x"
 
 
 def test_parts_may_repeat_their_uploads_encryption_never_name_another(
