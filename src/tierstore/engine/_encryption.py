@@ -338,7 +338,7 @@ async def open_range(
                 async for chunk in read(cipher_base + span.cipher_start, span.cipher_end - span.cipher_start):
                     for plain in opener.update(chunk):
                         if plain:
-                            yield plain
+                            yield plain  # each package on its own: joining them would copy every byte
                 opener.finish()
             cipher_base += ciphertext_size(stream.plaintext_size, package_bytes=package_bytes)
             plain_base = plain_end
