@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
-from tierstore.engine._encryption import check_read_key, open_data_key, open_range
+from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService, stream_blobs
 from tierstore.errors import (
     AccessDenied,
@@ -50,6 +50,7 @@ _MANIFEST_CHUNK = 1 << 20
 _CREATE_ATTEMPTS = 5
 _CACHED_MANIFESTS = 8
 _ENC = "enc"
+_Opened = tuple[bytes, Streams, int]  # an encrypted row's data key, stream layout, package size
 
 
 class Rows(Protocol):
@@ -513,6 +514,7 @@ class DatasetService:
         self, loc: _Locations, rows: Sequence[int], denied: frozenset[int] | set[int] = frozenset()
     ) -> AsyncIterator[RowRead]:
         inline_ids = {r: loc.locs[r][2:] for r in rows if loc.locs[r].startswith("i:") and r not in denied}
+        opened: dict[tuple[str, str, str, str], _Opened] = {}  # data keys of this batch's rows
         bodies: dict[str, bytes] | None = None
         for r in rows:
             if r in denied:
@@ -539,35 +541,49 @@ class DatasetService:
                     yield RowRead(error=missing, key=loc.key(r))
                     continue
                 if loc.encs is not None and loc.encs[r] is not None:
-                    yield await self._encrypted_row(loc, r, start, size, data=data)
+                    yield await self._encrypted_row(loc, r, start, size, opened, data=data)
                     continue
                 yield RowRead(size, data=data[start : start + size])
                 continue
             _, refs = _parse_loc(loc.locs[r])
             if loc.encs is not None and loc.encs[r] is not None:
-                yield await self._encrypted_row(loc, r, start, size, refs=refs)
+                yield await self._encrypted_row(loc, r, start, size, opened, refs=refs)
                 continue
             yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size))
 
     async def _encrypted_row(
-        self, loc: _Locations, r: int, start: int, size: int, *, data: bytes | None = None, refs: Sequence[BlobRef] = ()
+        self,
+        loc: _Locations,
+        r: int,
+        start: int,
+        size: int,
+        opened: dict[tuple[str, str, str, str], _Opened],
+        *,
+        data: bytes | None = None,
+        refs: Sequence[BlobRef] = (),
     ) -> RowRead:
         """Row ``r`` of an encrypted object: its data key unwrapped and the row binding checked
-        (the ``enc`` column keeps the version's "e" document and part sizes), then only the
+        (the ``enc`` column keeps the version's "e" document and part sizes) once per batch
+        (``opened``: rows of one object, e.g. members of an archive, share it), then only the
         packages ``[start, start+size)`` touches, each verified. SSE-S3/KMS read transparently;
         an SSE-C row cannot be read without its key, which a batch does not carry: a per-row 400."""
         key, bucket, version_id = loc.key(r), loc.bucket(r), str(loc.versions[r].as_py())
         assert loc.encs is not None
-        enc = json.loads(loc.encs[r] or "{}")
-        doc, parts = enc.get("e", {}), enc.get("p", [])
-        try:
-            check_read_key(doc, None)
-            data_key, streams = await open_data_key(
-                self.service.kms, doc, bucket=bucket, key=key, version_id=version_id, size=int(doc.get("n", -1)),
-                part_sizes=parts, customer_key=None,
-            )  # fmt: skip
-        except TierstoreError as exc:
-            return RowRead(error=exc, key=key)
+        enc_s = loc.encs[r] or "{}"
+        found = opened.get((bucket, key, version_id, enc_s))
+        if found is None:
+            enc = json.loads(enc_s)
+            doc, parts = enc.get("e", {}), enc.get("p", [])
+            try:
+                check_read_key(doc, None)
+                data_key, streams = await open_data_key(
+                    self.service.kms, doc, bucket=bucket, key=key, version_id=version_id, size=int(doc.get("n", -1)),
+                    part_sizes=parts, customer_key=None,
+                )  # fmt: skip
+            except TierstoreError as exc:
+                return RowRead(error=exc, key=key)
+            found = opened[(bucket, key, version_id, enc_s)] = (data_key, streams, int(doc["ps"]))
+        data_key, streams, package_bytes = found
         blobs = self.service.blobs
 
         async def read(offset: int, length: int) -> AsyncIterator[bytes]:
@@ -577,5 +593,6 @@ class DatasetService:
             async for chunk in stream_blobs(blobs, refs, offset, length):
                 yield chunk
 
-        body = open_range(read, data_key, streams, start, size, name=(bucket, key, version_id))
+        name = (bucket, key, version_id)
+        body = open_range(read, data_key, streams, start, size, package_bytes=package_bytes, name=name)
         return RowRead(size, body=body)
