@@ -532,3 +532,13 @@ def test_aws_cli_multipart_copy_with_sse_kms(server: ServerProcess, s3: Any, buc
     assert head["ContentLength"] == len(data) and head["ETag"].endswith('-4"')  # four 5 MiB parts
     aws("s3", "cp", f"s3://{bucket}/big.bin", str(tmp_path / "back.bin"))
     assert (tmp_path / "back.bin").read_bytes() == data
+    # SSE-C through the cli's multipart: every part and the completion carry the key
+    key_file = tmp_path / "key.bin"
+    key_file.write_bytes(KEY_A)
+    sse_c = ["--sse-c", "AES256", "--sse-c-key", f"fileb://{key_file}"]
+    aws("s3", "cp", str(src), f"s3://{bucket}/big-c.bin", *sse_c)
+    head = s3.head_object(Bucket=bucket, Key="big-c.bin", **read_args("c"))
+    assert_kind(head, "c")
+    assert head["ContentLength"] == len(data) and head["ETag"].endswith('-4"')
+    aws("s3", "cp", f"s3://{bucket}/big-c.bin", str(tmp_path / "back-c.bin"), *sse_c)
+    assert (tmp_path / "back-c.bin").read_bytes() == data
