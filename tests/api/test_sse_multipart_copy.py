@@ -7,9 +7,12 @@ AWS answers on each operation, the SSE-C key errors of parts and copy sources, a
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import json
 import os
 import random
+import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -346,6 +349,46 @@ def test_copy_onto_itself_rotates_an_sse_c_key_and_keeps_metadata(s3: Any, bucke
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=bucket, Key="k", **read_args("c", KEY_A))  # the old key no longer opens it
     assert code(exc)[0] == 403
+
+
+def _blobs(server: ServerProcess, bucket: str, key: str) -> list[list[Any]]:
+    """The blob references of the current version of ``key`` (from the catalog file)."""
+    path = next(server.data_dir.rglob("catalog.db"))
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
+        row = db.execute(
+            "SELECT blobs FROM versions WHERE bucket=? AND key=? AND is_latest=1", (bucket, key.encode())
+        ).fetchone()
+    return list(json.loads(row[0]))
+
+
+def test_copies_to_sse_c_share_the_sources_bytes(
+    server: ServerProcess, s3: Any, bucket: str, rng: random.Random
+) -> None:
+    """An encrypted source copied to SSE-C keeps its bytes (its data key re-wrapped under the
+    customer's key): the destination references the very same blobs; an SSE-S3 multipart source
+    (plaintext-MD5 part ETags) is the exception and is re-written."""
+    data = rng.randbytes(300_001)
+    for src in ("kms", "s3", "c"):
+        s3.put_object(Bucket=bucket, Key=f"src-{src}", Body=data, **write_args(src))
+    parts = [rng.randbytes(5 * MiB), rng.randbytes(777)]
+    multipart(s3, bucket, "src-mp-kms", "kms", parts)
+    multipart(s3, bucket, "src-mp-s3", "s3", parts)
+    for src, kind, shared in [("src-kms", "kms", True), ("src-s3", "s3", True), ("src-c", "c", True),
+                              ("src-mp-kms", "kms", True), ("src-mp-s3", "s3", False)]:  # fmt: skip
+        copied = s3.copy_object(Bucket=bucket, Key=f"to-c-{src}", CopySource={"Bucket": bucket, "Key": src},
+                                **write_args("c", KEY_B), **source_args(kind))  # fmt: skip
+        assert_kind(copied, "c", customer=KEY_B)
+        assert (_blobs(server, bucket, f"to-c-{src}") == _blobs(server, bucket, src)) == shared, src
+        expected = b"".join(parts) if "mp" in src else data
+        got = s3.get_object(Bucket=bucket, Key=f"to-c-{src}", **read_args("c", KEY_B))
+        assert got["Body"].read() == expected and got["ETag"] == copied["CopyObjectResult"]["ETag"], src
+        assert body(s3, bucket, f"to-c-{src}", "c", KEY_B, Range="bytes=65530-65545") == expected[65530:65546]
+        with pytest.raises(ClientError) as exc:  # the source's key does not open the copy
+            s3.head_object(Bucket=bucket, Key=f"to-c-{src}", **read_args("c", KEY_A))
+        assert code(exc)[0] == 403
+    assert body(s3, bucket, "to-c-src-mp-kms", "c", KEY_B, PartNumber=2) == parts[1]
+    s3.delete_object(Bucket=bucket, Key="src-kms")  # the shared bytes outlive the source
+    assert body(s3, bucket, "to-c-src-kms", "c", KEY_B) == data
 
 
 def test_copy_source_sse_c_key_errors(s3: Any, bucket: str, sources: tuple[str, dict[str, bytes]]) -> None:

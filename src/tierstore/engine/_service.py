@@ -41,6 +41,7 @@ from tierstore.engine._encryption import (
     EncryptionRequest,
     bind,
     check_read_key,
+    customer_doc,
     encrypted_etag,
     new_data_key,
     new_nonce_prefix,
@@ -332,6 +333,14 @@ def _lock_request_from_json(raw: str | None) -> LockRequest | None:
     doc = json.loads(raw)
     retention = Retention(doc["mode"], int(doc["until_ns"])) if "mode" in doc else None
     return LockRequest(retention, doc.get("legal_hold"))
+
+
+def _shares_under_customer_key(src: ObjectMeta, encryption: EncryptionRequest) -> bool:
+    """Whether a copy of ``src`` to ``encryption`` can share the source's bytes: an encrypted
+    source (its data key re-wrapped under the customer's key) copied to SSE-C, unless the source
+    is an SSE-S3 multipart object (its part ETags are plaintext MD5s; SSE-C ones are keyed)."""
+    kind = src.encryption.get("kind")
+    return encryption.kind == "c" and (kind in ("kms", "c") or (kind == "s3" and "-" not in src.etag))
 
 
 class _Tap:
@@ -1063,6 +1072,9 @@ class ObjectService:
             acl=list(opts.acl),
             encryption={},
         )
+        if rewrite and encryption is not None and _shares_under_customer_key(src.meta, encryption):
+            meta = await self._copy_rewrapped(src, meta, opts, encryption, source_key)
+            return CopyResult(meta=meta, source_version_id=src.meta.version_id)
         if rewrite:
             meta = await self._copy_rewritten(src, meta, opts, encryption, source_key)
             return CopyResult(meta=meta, source_version_id=src.meta.version_id)
@@ -1080,6 +1092,53 @@ class ObjectService:
         )
         await self._drain_after_commit()
         return CopyResult(meta=meta, source_version_id=src.meta.version_id)
+
+    async def _copy_rewrapped(
+        self,
+        src: VersionRecord,
+        meta: ObjectMeta,
+        opts: CopyOptions,
+        encryption: EncryptionRequest,
+        source_key: bytes | None,
+    ) -> ObjectMeta:
+        """A copy from an encrypted object to SSE-C that shares the source's bytes: the source's
+        data key (unwrapped, its binding checked) is wrapped under the customer's key for the
+        destination and the destination's MAC binds the same stream layout to its own row.
+        Nothing is sealed again (no new nonce under that key): O(1) whatever the size, which is
+        how an SSE-C key is rotated (a copy onto itself with the new key). The ETag is the
+        source's keyed one (same key, same bytes), or keyed from an SSE-S3 source's MD5."""
+        s = src.meta
+        data_key, streams = await open_data_key(
+            self.kms, s.encryption, bucket=s.bucket, key=s.key, version_id=s.version_id, size=s.size_bytes,
+            part_sizes=s.parts, customer_key=source_key,
+        )  # fmt: skip
+        doc = customer_doc(encryption, data_key, bucket=meta.bucket, key=meta.key)
+        if s.encryption["kind"] == "s3":  # the MD5 of a single stream's plaintext: keyed now
+            meta.etag = encrypted_etag(doc, data_key, bytes.fromhex(s.etag.strip('"')))
+        layout = [(st.part_number, st.plaintext_size, base64.b64encode(st.nonce_prefix).decode()) for st in streams]
+
+        def bound(version_id: str) -> dict[str, Any]:
+            if "parts" in s.encryption:
+                return bind_parts(doc, data_key, bucket=meta.bucket, key=meta.key, version_id=version_id, parts=layout)
+            return bind(doc, data_key, bucket=meta.bucket, key=meta.key, version_id=version_id, size=s.size_bytes,
+                        nonce_prefix=streams[0].nonce_prefix)  # fmt: skip
+
+        # Blobs are shared; an inline body (its ciphertext, already read and verified) is copied.
+        if src.inline_id is not None:
+            record = VersionRecord(meta=meta, inline_data=src.inline_data)
+        else:
+            record = VersionRecord(meta=meta, blobs=list(src.blobs))
+
+        async def commit(fixed: bool) -> str:
+            return await self.catalog.put_version(
+                record, check=_write_conditions(opts.conditions, meta.key), guard=self._guard,
+                shared_gone=lambda: NoSuchKey(resource=s.key), fixed_version_id=fixed,
+            )  # fmt: skip
+
+        meta.version_id = self._next_version_id(meta.bucket)
+        await self._commit_bound(meta, bound, commit)
+        await self._drain_after_commit()
+        return meta
 
     async def _copy_rewritten(
         self,
