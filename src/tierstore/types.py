@@ -314,16 +314,21 @@ class UploadInfo:
     checksum_algorithm: str | None = None
     checksum_type: str | None = None
     storage_class: str = "STANDARD"
+    # an encrypted upload: its "e" document without a stream layout or MAC (kind, wrapped data
+    # key, ...), fixed at CreateMultipartUpload so every part uses the same data key (docs/encryption.md)
+    encryption: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class PartInfo:
     part_number: int
-    size_bytes: int
+    size_bytes: int  # plaintext bytes
     etag: str
     modified_ns: int
     checksums: dict[str, str] = field(default_factory=dict)
     blob_id: str = ""
+    nonce_prefix: str | None = None  # a part of an encrypted upload: its stream's prefix (base64)
+    stored_bytes: int | None = None  # what its blob holds, when not size_bytes (ciphertext); not kept
 
 
 # --- datasets (docs/datasets.md) ------------------------------------------------------------

@@ -117,13 +117,13 @@ def test_iam_actions(server: ServerProcess, s3: Any, bucket: str) -> None:
 
 
 @pytest.mark.parametrize("config", [rules("AES256"), rules("aws:kms", "testkey-1", bucket_key=True)])
-def test_writes_into_a_bucket_with_a_default_are_refused_not_stored_in_clear(
+def test_writes_into_a_bucket_with_a_default_are_encrypted_or_refused_never_stored_in_clear(
     server: ServerProcess, s3: Any, bucket: str, config: dict[str, Any]
 ) -> None:
-    """PutObject takes the default: stored encrypted (SSE-S3), or, for a KMS key the session
-    server lacks, the key service's 400 and nothing stored. Until the next slice, the other
-    writes the default would encrypt answer 501 and store nothing; an upload begun before the
-    default keeps going (its encryption was fixed then)."""
+    """Every write that makes an object or an upload (PutObject, CopyObject,
+    CreateMultipartUpload, POST) takes the default: stored encrypted (SSE-S3), or, for a KMS key
+    the session server lacks, the key service's 400 and nothing stored. An upload begun before
+    the default keeps going in clear (its encryption was fixed then)."""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="early")["UploadId"]
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=config)
@@ -140,9 +140,22 @@ def test_writes_into_a_bucket_with_a_default_are_refused_not_stored_in_clear(
         "CopyObject": lambda: s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "src"}),
         "CreateMultipartUpload": lambda: s3.create_multipart_upload(Bucket=bucket, Key="new"),
     }
-    for op, call in writes.items():
-        assert err(call) == (501, "NotImplemented"), op
-    assert_error(post(server, bucket, presigned(s3, bucket, "new"), b"personal data"), 501, "NotImplemented")
+    if config["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256":
+        assert writes["CopyObject"]()["ServerSideEncryption"] == "AES256"
+        assert s3.head_object(Bucket=bucket, Key="new")["ServerSideEncryption"] == "AES256"
+        s3.delete_object(Bucket=bucket, Key="new")
+        created = writes["CreateMultipartUpload"]()
+        assert created["ServerSideEncryption"] == "AES256"
+        s3.abort_multipart_upload(Bucket=bucket, Key="new", UploadId=created["UploadId"])
+        assert post(server, bucket, presigned(s3, bucket, "new"), b"personal data").status == 204
+        got = s3.get_object(Bucket=bucket, Key="new")
+        assert got["ServerSideEncryption"] == "AES256" and got["Body"].read() == b"personal data"
+        s3.delete_object(Bucket=bucket, Key="new")
+    else:
+        for op, call in writes.items():
+            assert err(call) == (400, "KMS.NotFoundException"), op
+        post_kms = post(server, bucket, presigned(s3, bucket, "new"), b"personal data")
+        assert_error(post_kms, 400, "KMS.NotFoundException")
     assert absent(s3, bucket, "new")
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])[0]["UploadId"] == upload  # only the early one
     # A malformed request is still a 400: parsed before the default is looked at.

@@ -269,10 +269,12 @@ def _multipart(s3: Any, bucket: str, key: str) -> str:
     return str(s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"])
 
 
-def test_sse_headers_refused_on_every_write(server: ServerProcess, s3: Any, bucket: str) -> None:
-    """Each write the engine does not encrypt yet answers 501 NotImplemented for well-formed SSE
-    (400 for a malformed one) and stores nothing: never a silent 200 with the data in clear.
-    (PutObject encrypts: tests/api/test_sse_e2e.py.)"""
+def test_sse_headers_on_every_write_encrypt_or_are_refused(server: ServerProcess, s3: Any, bucket: str) -> None:
+    """Well-formed SSE on each write other than PutObject: CopyObject and CreateMultipartUpload
+    store (or begin) an encrypted object — never a silent 200 with the data in clear — or answer
+    the key service's error for a KMS key it lacks; a part or completion of a plain upload that
+    names an encryption is a 400 and stores nothing. A malformed request is a 400 everywhere.
+    (PutObject: tests/api/test_sse_e2e.py; every kind end to end: test_sse_multipart_copy.py.)"""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     upload_id = _multipart(s3, bucket, "mp")
     part_etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"p")["ETag"]
@@ -287,15 +289,29 @@ def test_sse_headers_refused_on_every_write(server: ServerProcess, s3: Any, buck
         ),
         "CompleteMultipartUpload": ("POST", "/mp", [("uploadId", upload_id)], {}, complete.encode()),
     }  # fmt: skip
+    creates = {"sse-s3": 200, "sse-kms": "KMS.NotFoundException", "dsse-kms": 200, "sse-c": 200}  # no key my-key
+    on_plain_upload = {"sse-s3": "InvalidArgument", "sse-kms": "InvalidArgument", "dsse-kms": "InvalidArgument",
+                       "sse-c": "InvalidRequest"}  # fmt: skip
     for op, (method, path, query, base, body) in writes.items():
+        expected = creates if op in ("CopyObject", "CreateMultipartUpload") else on_plain_upload
         for case, sse in WELL_FORMED_WRITES.items():
             r = signed_request(server, method, f"/{bucket}{path}", body, query=query, headers={**base, **sse})
-            assert r.status == 501, (op, case, r.status, r.body[:300])
-            assert_error(r, 501, "NotImplemented")
+            want = expected[case]
+            if want != 200:
+                assert_error(r, 400, str(want))
+                continue
+            assert r.status == 200, (op, case, r.status, r.body[:300])
+            assert {"x-amz-server-side-encryption", "x-amz-server-side-encryption-customer-algorithm"} & set(r.headers)
+            if op == "CopyObject":
+                s3.delete_object(Bucket=bucket, Key="new")
+            else:
+                new_upload = r.body.split(b"<UploadId>")[1].split(b"</UploadId>")[0].decode()
+                s3.abort_multipart_upload(Bucket=bucket, Key="new", UploadId=new_upload)
         headers, code = MALFORMED_WRITES["kms key id alone"]
         r = signed_request(server, method, f"/{bucket}{path}", body, query=query, headers={**base, **headers})
         assert_error(r, 400, code)
     assert _absent(s3, bucket, "new")
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket)["Uploads"]] == [upload_id]
     parts = s3.list_parts(Bucket=bucket, Key="mp", UploadId=upload_id)["Parts"]
     assert [p["PartNumber"] for p in parts] == [1]
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload_id)

@@ -66,7 +66,7 @@ async def list_buckets(req: Request, ctx: Context) -> Response:
 
 async def create_bucket(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None
-    _sse.refuse_until_engine(_sse.parse_write(req.headers))  # never ignored, here either
+    _sse.refuse_on_bucket(req.headers)  # an object's encryption header on CreateBucket: never ignored
     reject_unsupported(req)
     acl, ownership = creation_settings(req)  # bad ACL headers: refused before the body is read
     body = await req.read_small()

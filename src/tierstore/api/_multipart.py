@@ -37,7 +37,6 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     sse = _sse.write_request(req, ctx)
     reject_unsupported(req)
-    _sse.refuse_until_engine(sse)
     headers, user_meta, sc = object_headers(req)
     alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
     if alg is not None and alg not in CHECKSUM_ALGORITHMS:
@@ -53,6 +52,7 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
         tags=tagging_header(req),
         lock=lock_headers(req),
         acl=request_acl(req, ctx, req.bucket),
+        encryption=_sse.engine_request(sse),
     )
     body = document(
         "InitiateMultipartUploadResult", E("Bucket", req.bucket), E("Key", req.key), E("UploadId", info.upload_id)
@@ -60,6 +60,7 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
     out = [("content-type", "application/xml")]
     if alg:
         out += [("x-amz-checksum-algorithm", alg.upper()), ("x-amz-checksum-type", info.checksum_type or "")]
+    out += _sse.response_headers(_sse.stored_doc(info.encryption, ctx.service.region), "CreateMultipartUpload")
     return Response(200, out, body)
 
 
@@ -71,26 +72,39 @@ def _part_number(req: Request) -> int:
     return n
 
 
+def _part_encryption(
+    req: Request, ctx: Context, *, copy: bool = False
+) -> tuple[_sse.SseRequest, _sse.StoredEncryption | None]:
+    """The SSE headers of a part (or a completion) and the upload's encryption they must agree
+    with: the upload's was fixed when it was created; a part carries only an SSE-C upload's key
+    (checked by the engine) and, for UploadPartCopy, an SSE-C source's key."""
+    assert req.bucket is not None and req.key is not None
+    sse = _sse.write_request(req, ctx, copy=copy, default=False)
+    upload = ctx.service.upload_info(req.bucket, req.key, req.query["uploadId"])
+    stored = _sse.stored_doc(upload.encryption, ctx.service.region)
+    _sse.check_part_request(sse, stored)
+    return sse, stored
+
+
 async def upload_part(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.refuse_until_engine(_sse.write_request(req, ctx, default=False))
+    sse, stored = _part_encryption(req, ctx)
     body, trailers = req.payload()
     opts = put_options(req, trailers)
     from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
     part = await ctx.service.upload_part(
         req.bucket, req.key, req.query["uploadId"], _part_number(req), body, opts,
-        etag_from_checksum=from_checksum,
+        etag_from_checksum=from_checksum, customer_key=_sse.key_of(sse.customer),
     )  # fmt: skip
     out = [("etag", part.etag)]
     out += [(f"x-amz-checksum-{a}", v) for a, v in part.checksums.items()]
+    out += _sse.response_headers(stored, "UploadPart")
     return Response(200, out)
 
 
 async def upload_part_copy(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx, copy=True, default=False)
-    _sse.check_customer_key(sse.source_key, None)  # the source: nothing is stored encrypted yet
-    _sse.refuse_until_engine(sse)
+    sse, stored = _part_encryption(req, ctx, copy=True)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
     part = await ctx.service.upload_part_copy(
@@ -102,15 +116,20 @@ async def upload_part_copy(req: Request, ctx: Context) -> Response:
         src_key,
         copy_options(req),
         src_version_id=src_version,
+        customer_key=_sse.key_of(sse.customer),
+        source_key=_sse.key_of(sse.source_key),
     )
     extra = [E(f"Checksum{a.upper()}", v) for a, v in part.checksums.items()]
     body = document("CopyPartResult", E("LastModified", iso8601(part.modified_ns)), E("ETag", part.etag), *extra)
-    return Response(200, [("content-type", "application/xml")], body)
+    headers = [("content-type", "application/xml"), *_sse.response_headers(stored, "UploadPartCopy")]
+    return Response(200, headers, body)
 
 
 async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    _sse.refuse_until_engine(_sse.write_request(req, ctx, default=False))
+    sse = _sse.write_request(req, ctx, default=False)
+    if sse.kind in ("s3", "kms"):  # the upload's encryption was fixed when it was created
+        raise e.InvalidArgument("x-amz-server-side-encryption header is not supported for this operation.")
     body = await req.read_small()
     el = parse_xml(body, "CompleteMultipartUpload")
     parts: list[CompletedPart] = []
@@ -140,6 +159,7 @@ async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
         checksum_type=req.headers.get("x-amz-checksum-type"),
         full_object_checksum=full,
         object_checksum_algorithm=full_alg,
+        customer_key=_sse.key_of(sse.customer),
     )
     loc = f"/{quote(req.bucket)}/{quote(req.key)}"
     extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a != "crc64nvme" or meta.parts]
@@ -156,6 +176,7 @@ async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
     headers = [("content-type", "application/xml")]
     if meta.version_id != NULL_VERSION:
         headers.append(("x-amz-version-id", meta.version_id))
+    headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "CompleteMultipartUpload")
     return Response(200, headers, body)
 
 

@@ -440,10 +440,8 @@ def copy_options(req: Request) -> CopyOptions:
 
 async def copy_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx, copy=True)
+    sse = _sse.write_request(req, ctx, copy=True)  # the destination bucket's default, never the source's
     reject_unsupported(req)
-    _sse.check_customer_key(sse.source_key, None)  # the source: nothing is stored encrypted yet
-    _sse.refuse_until_engine(sse)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
     opts = copy_options(req)
@@ -454,7 +452,10 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     opts.tags = tagging_header(req) if opts.replace_tags else []
     opts.lock = lock_headers(req)
     opts.acl = request_acl(req, ctx, req.bucket) or []
-    copied = await ctx.service.copy_object(src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version)
+    copied = await ctx.service.copy_object(
+        src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version,
+        encryption=_sse.engine_request(sse), source_key=_sse.key_of(sse.source_key),
+    )  # fmt: skip
     meta = copied.meta
     extra = [E(f"Checksum{a.upper()}", v) for a, v in meta.checksums.items() if a == opts.checksum_algorithm]
     body = document("CopyObjectResult", E("LastModified", iso8601(meta.modified_ns)), E("ETag", meta.etag), *extra)
@@ -463,6 +464,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
         headers.append(("x-amz-version-id", meta.version_id))
     if src_version is not None or copied.source_version_id != NULL_VERSION:
         headers.append(("x-amz-copy-source-version-id", copied.source_version_id))
+    headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "CopyObject")
     return Response(200, headers, body)
 
 

@@ -403,7 +403,6 @@ async def post_object(req: Request, ctx: Context) -> Response:
     obj = replace(req, headers=_as_headers(fields))  # the form's fields are this object's headers
     sse = _sse.write_request(obj, ctx)
     reject_unsupported(obj)
-    _sse.refuse_until_engine(sse)
     unsupported = [k for k in obj.headers if k.startswith(("x-amz-checksum-", "x-amz-sdk-checksum-"))]
     if unsupported:  # never stored unverified
         raise e.NotImplementedOperation(f"The form field {unsupported[0][:60]} is not implemented for POST uploads.")
@@ -411,13 +410,17 @@ async def post_object(req: Request, ctx: Context) -> Response:
     tags = parse_tag_set(tagging.encode("latin-1")) if tagging is not None else []
     headers, user_meta, storage_class = object_headers(obj)
     opts = PutOptions(headers=headers, user_meta=user_meta, storage_class=storage_class)
-    meta = await ctx.service.put_object(req.bucket, req.key, form.file_data(), opts, tags=tags, lock=lock_headers(obj))
+    meta = await ctx.service.put_object(
+        req.bucket, req.key, form.file_data(), opts, tags=tags, lock=lock_headers(obj),
+        encryption=_sse.engine_request(sse),
+    )  # fmt: skip
     location = _object_url(req)
-    out = [("etag", meta.etag), ("location", location)]
+    sse_headers = _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "PostObject")
+    out = [("etag", meta.etag), ("location", location), *sse_headers]
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect and urlsplit(redirect).scheme in ("http", "https"):
         target = _redirect_url(redirect, req.bucket, req.key, meta.etag)
-        return Response(303, [("etag", meta.etag), ("location", target)])
+        return Response(303, [("etag", meta.etag), ("location", target), *sse_headers])
     status = fields.get("success_action_status", "")
     if status == "201":
         body = document(

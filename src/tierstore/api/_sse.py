@@ -10,11 +10,12 @@ bucket's default; the headers an answer carries.
 - ``with_default`` applies the bucket's default encryption (``BucketEncryption``, from
   PutBucketEncryption) as AWS does: an explicit request wins; SSE-C never comes from a default;
   ``aws:kms`` without ``-bucket-key-enabled`` takes the bucket's Bucket Key setting.
-- ``engine_request`` hands what a write asks for to the engine (``EncryptionRequest``): PutObject
-  encrypts (the engine slice of issue 16). ``refuse_until_engine`` is the one place the writes the
-  engine does not encrypt yet (multipart, copy, POST: the next slice) are refused (501, nothing
-  stored).
-- ``stored_of`` reads a version's stored encryption (the engine's ``"e"``) as ``StoredEncryption``.
+- ``engine_request`` hands what a write asks for to the engine (``EncryptionRequest``): every
+  write that stores an object or creates an upload (PutObject, POST, CopyObject,
+  CreateMultipartUpload) passes it on; parts and completions carry only an SSE-C upload's key
+  (``key_of``) and may not name another encryption than their upload's (``check_part_request``).
+- ``stored_of`` / ``stored_doc`` read a version's (or an upload's) stored encryption (the
+  engine's ``"e"``) as ``StoredEncryption``.
 - ``parse_read`` / ``check_customer_key``: GET/HEAD and copy sources: S3 refuses the SSE-S3/KMS
   headers on reads; an SSE-C key must match an SSE-C object and is "not applicable" to others.
 - ``response_headers`` answers, from an object's stored encryption (``StoredEncryption``), the
@@ -53,11 +54,14 @@ __all__ = [
     "StoredEncryption",
     "bucket_default",
     "check_customer_key",
+    "check_part_request",
     "engine_request",
+    "key_of",
     "parse_read",
     "parse_write",
-    "refuse_until_engine",
+    "refuse_on_bucket",
     "response_headers",
+    "stored_doc",
     "stored_of",
     "with_default",
     "write_request",
@@ -251,7 +255,11 @@ def engine_request(sse: SseRequest) -> EncryptionRequest | None:
 def stored_of(meta: ObjectMeta, region: str) -> StoredEncryption | None:
     """How ``meta``'s version is stored (its ``"e"``, docs/encryption.md), as the answers name
     it: the KMS key as its ARN in ``region``, as AWS answers; None when stored in clear."""
-    doc = meta.encryption
+    return stored_doc(meta.encryption, region)
+
+
+def stored_doc(doc: Mapping[str, Any], region: str) -> StoredEncryption | None:
+    """``stored_of`` for an ``"e"`` document itself (a version's, or a multipart upload's)."""
     if not doc:
         return None
     kind = doc["kind"]
@@ -261,22 +269,6 @@ def stored_of(meta: ObjectMeta, region: str) -> StoredEncryption | None:
         return StoredEncryption("s3", SSE_S3)
     arn = kms_key_arn(doc["kid"], region, ACCOUNT_ID)
     return StoredEncryption("kms", doc.get("alg", KMS), arn, doc.get("ctx"), bool(doc.get("bk")))
-
-
-def refuse_until_engine(sse: SseRequest) -> None:
-    """THE one place a write that would be encrypted is refused — by its own headers or by the
-    bucket's default encryption: 501 NotImplemented, before a byte is stored. Nothing is ever
-    stored in clear that should have been encrypted. PutObject no longer calls it (the engine
-    encrypts, ``engine_request``); the writes that still do — CreateMultipartUpload,
-    UploadPart(Copy), CompleteMultipartUpload, CopyObject, POST — are the next slice of issue 16,
-    which replaces each call with ``engine_request``."""
-    if sse.kind == "none":
-        return
-    if sse.from_default:
-        raise e.NotImplementedOperation(
-            "The bucket has default encryption, and server-side encryption is not implemented yet: nothing was stored."
-        )
-    raise e.NotImplementedOperation("Server-side encryption is not implemented yet: nothing was stored.")
 
 
 def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
@@ -306,6 +298,33 @@ def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bo
             fields={"ArgumentName": "Authorization", "ArgumentValue": "null"},
         )
     return sse
+
+
+def key_of(customer: CustomerKey | None) -> bytes | None:
+    """The 32 key bytes of an SSE-C key a request sent, for the engine (None: none sent)."""
+    return customer.key if customer is not None else None
+
+
+def check_part_request(sse: SseRequest, upload: StoredEncryption | None) -> None:
+    """UploadPart / UploadPartCopy: the upload's encryption was fixed at CreateMultipartUpload.
+    A part may repeat it (some clients send ``x-amz-server-side-encryption`` on every part) but
+    never name another: 400 InvalidArgument. The SSE-C key is the engine's to check."""
+    if sse.kind not in ("s3", "kms"):
+        return
+    if upload is None or upload.kind != sse.kind or upload.algorithm != sse.algorithm:
+        raise e.InvalidArgument(
+            "The server-side encryption of a part must be the one its multipart upload was created with.",
+            fields=_argument(_SSE, sse.algorithm or ""),
+        )
+
+
+def refuse_on_bucket(headers: Mapping[str, str]) -> None:
+    """CreateBucket: an object's encryption headers are no bucket setting (PutBucketEncryption
+    is): 400, never ignored."""
+    if parse_write(headers).kind != "none":
+        raise e.InvalidArgument(
+            "Server-side encryption headers are not supported for this operation; use PutBucketEncryption."
+        )
 
 
 # --- answers ------------------------------------------------------------------------------------

@@ -319,6 +319,25 @@ def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
     return doc
 
 
+# The fields of an "e" document a remembered multipart completion keeps: what its answer echoes.
+_ECHOED_ENCRYPTION = frozenset({"kind", "alg", "kid", "bk", "ckm"})
+# A part of an encrypted upload keeps its nonce prefix in its row's checksums document under
+# this name (never a checksum algorithm's), so the parts table needs no new column.
+_PART_NONCE_PREFIX = "_np"
+
+
+def _part_checksums_doc(part: PartInfo) -> dict[str, str]:
+    if part.nonce_prefix is None:
+        return part.checksums
+    return {**part.checksums, _PART_NONCE_PREFIX: part.nonce_prefix}
+
+
+def _part_from_row(number: int, size: int, etag: str, modified_ns: int, checksums_s: str, blob_id: str) -> PartInfo:
+    checksums = json.loads(checksums_s)
+    prefix = checksums.pop(_PART_NONCE_PREFIX, None)
+    return PartInfo(number, size, etag, modified_ns, checksums, blob_id, prefix)
+
+
 def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
     key_b, version_id, is_dm, size, etag, modified_ns, meta_s, blobs_s, inline_id = row
     doc = json.loads(meta_s)
@@ -1374,6 +1393,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
             "ctype": info.checksum_type,
             "sc": info.storage_class,
         }
+        if info.encryption:
+            doc["e"] = info.encryption
 
         def fn(c: sqlite3.Connection) -> None:
             if not c.execute("SELECT 1 FROM buckets WHERE name=?", (info.bucket,)).fetchone():
@@ -1399,6 +1420,7 @@ class SqliteCatalog(IdentityTables, KmsTables):
             checksum_algorithm=doc.get("ca"),
             checksum_type=doc.get("ctype"),
             storage_class=doc.get("sc", "STANDARD"),
+            encryption=doc.get("e", {}),
         )
 
     def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
@@ -1437,7 +1459,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
             ).fetchone()
             if old is not None:
                 self._unref_all(c, [old[0]])
-            self._ref(c, part.blob_id, part.size_bytes)
+            # the blob's own size (the heal walk reads it): ciphertext for an encrypted part
+            self._ref(c, part.blob_id, part.size_bytes if part.stored_bytes is None else part.stored_bytes)
             c.execute(
                 "INSERT OR REPLACE INTO parts(upload_id, part_number, size, etag, modified_ns, checksums, blob_id)"
                 " VALUES(?,?,?,?,?,?,?)",
@@ -1447,7 +1470,7 @@ class SqliteCatalog(IdentityTables, KmsTables):
                     part.size_bytes,
                     part.etag,
                     part.modified_ns,
-                    json.dumps(part.checksums),
+                    json.dumps(_part_checksums_doc(part)),
                     part.blob_id,
                 ),
             )
@@ -1464,7 +1487,7 @@ class SqliteCatalog(IdentityTables, KmsTables):
             )
             .fetchall()
         )
-        return [PartInfo(n, s, e, m, json.loads(cs), b) for n, s, e, m, cs, b in rows]
+        return [_part_from_row(*row) for row in rows]
 
     def _drop_upload(self, c: sqlite3.Connection, upload_id: str) -> None:
         blob_ids = [r[0] for r in c.execute("SELECT blob_id FROM parts WHERE upload_id=?", (upload_id,))]
@@ -1506,11 +1529,13 @@ class SqliteCatalog(IdentityTables, KmsTables):
         guard: Guard | None = None,
         parts_fingerprint: str = "",
         forget_before_ns: int = 0,
+        fixed_version_id: bool = False,
     ) -> str:
         """Publish ``record`` (whose blobs are the chosen parts' blobs) and drop the upload,
         atomically. The upload is remembered as completed with ``parts_fingerprint`` and the
         result (``completed_upload``), so a retry can be answered; completions from before
-        ``forget_before_ns`` are forgotten in the same transaction."""
+        ``forget_before_ns`` are forgotten in the same transaction. ``fixed_version_id``: as for
+        ``put_version`` (an encrypted object binds its version id)."""
 
         chosen = {b.blob_id for b in record.blobs}
         m = record.meta
@@ -1524,6 +1549,8 @@ class SqliteCatalog(IdentityTables, KmsTables):
                 "ct": m.checksum_type,
                 "parts": m.parts,
             }
+            if m.encryption:  # what a retry's answer echoes (docs/encryption-s3.md), never a key
+                result["e"] = {k: v for k, v in m.encryption.items() if k in _ECHOED_ENCRYPTION}
             c.execute("DELETE FROM completed_uploads WHERE completed_ns < ?", (forget_before_ns,))
             c.execute(
                 "INSERT OR REPLACE INTO completed_uploads(upload_id, bucket, key, completed_ns, parts, result)"
@@ -1544,7 +1571,9 @@ class SqliteCatalog(IdentityTables, KmsTables):
             c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
             c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
-        return await self.put_version(record, check=check, extra=extra, guard=guard, done=remember)
+        return await self.put_version(
+            record, check=check, extra=extra, guard=guard, done=remember, fixed_version_id=fixed_version_id
+        )
 
     def completed_upload(self, bucket: str, key: str, upload_id: str) -> tuple[str, ObjectMeta] | None:
         """(parts fingerprint, result) of a remembered completion of ``upload_id`` of ``key``."""
@@ -1570,6 +1599,7 @@ class SqliteCatalog(IdentityTables, KmsTables):
             checksums=doc["cs"],
             checksum_type=doc["ct"],
             parts=doc["parts"],
+            encryption=doc.get("e", {}),
         )
         return fingerprint, meta
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
+from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService, stream_blobs
 from tierstore.errors import (
     AccessDenied,
     InternalError,
     InvalidRequest,
     NoSuchDataset,
-    NotImplementedOperation,
     TierstoreError,
 )
 from tierstore.runtime import new_blob_id
@@ -49,6 +49,8 @@ _CHUNK_ROWS = 65_536  # manifest rows per Arrow chunk while building, and per Pa
 _MANIFEST_CHUNK = 1 << 20
 _CREATE_ATTEMPTS = 5
 _CACHED_MANIFESTS = 8
+_ENC = "enc"
+_Opened = tuple[bytes, Streams, int]  # an encrypted row's data key, stream layout, package size
 
 
 class Rows(Protocol):
@@ -124,18 +126,19 @@ def _label_of(spec: str | None, key: str, user_meta: dict[str, str], tags: dict[
 _ENCRYPTED = '"e":{'
 
 
-def _refuse_encrypted(bucket: str, key: str) -> None:
-    """A dataset (or model) row over an encrypted object: its pinned bytes are ciphertext and batch
-    reads do not decrypt yet (issue 16, the next slice). Refused, never served as the object."""
-    raise NotImplementedOperation(f"{bucket}/{key} is encrypted: datasets of encrypted objects are not built yet.")
-
-
 def _loc(blobs: Sequence[BlobRef] | Sequence[Sequence[Any]], inline_id: str | None) -> str:
     """The opaque location of a version's bytes: ``i:<inline id>`` or ``b:<id>:<size>,...``."""
     if inline_id is not None:
         return f"i:{inline_id}"
     refs = [(b.blob_id, b.size_bytes) if isinstance(b, BlobRef) else (b[0], b[1]) for b in blobs]
     return "b:" + ",".join(f"{blob_id}:{size}" for blob_id, size in refs)
+
+
+def _enc(doc: dict[str, Any] | None, parts: list[int] | None) -> str | None:
+    """The ``enc`` column of an encrypted row (None: stored in clear)."""
+    if not doc:
+        return None
+    return json.dumps({"e": doc, "p": parts or []}, separators=(",", ":"))
 
 
 def _parse_loc(loc: str) -> tuple[str | None, list[BlobRef]]:
@@ -179,7 +182,10 @@ class _Columns:
         import pyarrow as pa
 
         self.extra = {spec: spec.replace(":", ".", 1) for spec in extra}
-        names = [*MANIFEST_COLUMNS, *self.extra.values()]
+        # ``enc``: an encrypted row's "e" document and part sizes (JSON), what reading it needs
+        # even after its version is gone (docs/encryption.md "Datasets"); only in manifests
+        # that have an encrypted row.
+        names = [*MANIFEST_COLUMNS, *self.extra.values(), _ENC]
         self.cols: dict[str, list[Any]] = {name: [] for name in names}
         self.types = {name: pa.int64() if name in ("offset", "size") else pa.string() for name in names}
         self.chunks: dict[str, list[Any]] = {name: [] for name in names}
@@ -187,6 +193,7 @@ class _Columns:
         self.bytes = 0
         self.blob_pins: dict[str, None] = {}
         self.inline_pins: dict[str, None] = {}
+        self.encrypted = 0
 
     def add(
         self,
@@ -202,6 +209,7 @@ class _Columns:
         loc: str,
         user_meta: dict[str, str],
         tags: dict[str, str],
+        enc: str | None = None,
     ) -> None:
         c = self.cols
         c["bucket"].append(bucket)
@@ -213,6 +221,8 @@ class _Columns:
         c["member"].append(member)
         c["label"].append(label)
         c["loc"].append(loc)
+        c[_ENC].append(enc)
+        self.encrypted += enc is not None
         for spec, name in self.extra.items():
             kind, _, attr = spec.partition(":")
             c[name].append((user_meta if kind == "meta" else tags).get(attr))
@@ -240,7 +250,11 @@ class _Columns:
         import pyarrow.parquet as pq
 
         self._flush()
-        arrays = {name: pa.chunked_array(chunks, type=self.types[name]) for name, chunks in self.chunks.items()}
+        arrays = {
+            name: pa.chunked_array(chunks, type=self.types[name])
+            for name, chunks in self.chunks.items()
+            if name != _ENC or self.encrypted
+        }
         table = pa.table(arrays)
         table = table.replace_schema_metadata({MANIFEST_META_KEY: json.dumps(info).encode()})
         buf = io.BytesIO()
@@ -258,6 +272,8 @@ class _Locations:
     sizes: list[int]
     keys: Any
     buckets: Any
+    versions: Any
+    encs: list[str | None] | None  # the ``enc`` column, when the manifest has encrypted rows
 
     def key(self, row: int) -> str:
         return str(self.keys[row].as_py())
@@ -369,14 +385,14 @@ class DatasetService:
                     key = bytes(key_b).decode()
                     if may_read is not None:
                         may_read(spec.bucket, key, None)
-                    if _ENCRYPTED in meta_s:
-                        _refuse_encrypted(spec.bucket, key)
-                    doc = json.loads(meta_s) if need_meta else {}
+                    # a JSON parse per row only where needed: the text test is cheap
+                    doc = json.loads(meta_s) if need_meta or _ENCRYPTED in meta_s else {}
                     loc = _loc(json.loads(blobs_s), inline_id)
                     user_meta, tags = doc.get("u", {}), doc.get("t", {})
                     label = _label_of(spec.label, key, user_meta, tags)
                     cols.add(bucket=spec.bucket, key=key, version_id=version_id, etag=etag, offset=None, size=size,
-                             member=None, label=label, loc=loc, user_meta=user_meta, tags=tags)  # fmt: skip
+                             member=None, label=label, loc=loc, user_meta=user_meta, tags=tags,
+                             enc=_enc(doc.get("e"), doc.get("p")))  # fmt: skip
                 if len(page) < _PAGE:
                     return cols
                 after = bytes(page[-1][0])
@@ -389,12 +405,10 @@ class DatasetService:
                     m = r.meta
                     if may_read is not None:
                         may_read(spec.bucket, m.key, None)
-                    if m.encryption:
-                        _refuse_encrypted(spec.bucket, m.key)
                     label = _label_of(spec.label, m.key, m.user_meta, m.tags)
                     cols.add(bucket=spec.bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=None,
                              size=m.size_bytes, member=None, label=label, loc=_loc(r.blobs, r.inline_id),
-                             user_meta=m.user_meta, tags=m.tags)  # fmt: skip
+                             user_meta=m.user_meta, tags=m.tags, enc=_enc(m.encryption, m.parts))  # fmt: skip
                 if cursor is None:
                     return cols
         assert spec.rows is not None
@@ -421,8 +435,6 @@ class DatasetService:
         except TierstoreError as exc:  # missing bucket, key or version; a delete marker
             raise InvalidRequest(f"Row {i} ({bucket}/{key}): {exc}") from exc
         m = record.meta
-        if m.encryption:
-            _refuse_encrypted(bucket, key)
         if offset is None and size is None:
             size = m.size_bytes
         elif offset is None or size is None or offset + size > m.size_bytes:
@@ -431,7 +443,7 @@ class DatasetService:
             label = _label_of(spec.label, m.key, m.user_meta, m.tags)
         cols.add(bucket=bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=offset, size=size,
                  member=member, label=label, loc=_loc(record.blobs, record.inline_id), user_meta=m.user_meta,
-                 tags=m.tags)  # fmt: skip
+                 tags=m.tags, enc=_enc(m.encryption, m.parts))  # fmt: skip
 
     # --- delete --------------------------------------------------------------------
     async def delete(self, name: str, version: int) -> None:
@@ -454,13 +466,19 @@ class DatasetService:
         from tierstore._parquet import read_parquet
 
         data = await self.manifest_bytes(record)
-        table = read_parquet(data, ["loc", "offset", "size", "key", "bucket"])
+        names = ["loc", "offset", "size", "key", "bucket", "version_id"]
+        try:
+            table = read_parquet(data, [*names, _ENC])
+        except (KeyError, ValueError):  # a manifest without encrypted rows has no such column
+            table = read_parquet(data, names)
         found = _Locations(
             table.column("loc").to_pylist(),
             table.column("offset").to_pylist(),
             table.column("size").to_pylist(),
             table.column("key"),
             table.column("bucket"),
+            table.column("version_id"),
+            table.column(_ENC).to_pylist() if _ENC in table.column_names else None,
         )
         self._locations[cache_key] = found
         while len(self._locations) > _CACHED_MANIFESTS:
@@ -496,6 +514,7 @@ class DatasetService:
         self, loc: _Locations, rows: Sequence[int], denied: frozenset[int] | set[int] = frozenset()
     ) -> AsyncIterator[RowRead]:
         inline_ids = {r: loc.locs[r][2:] for r in rows if loc.locs[r].startswith("i:") and r not in denied}
+        opened: dict[tuple[str, str, str, str], _Opened] = {}  # data keys of this batch's rows
         bodies: dict[str, bytes] | None = None
         for r in rows:
             if r in denied:
@@ -521,7 +540,59 @@ class DatasetService:
                     missing = InternalError(f"The pinned bytes of {loc.key(r)!r} are missing.")
                     yield RowRead(error=missing, key=loc.key(r))
                     continue
+                if loc.encs is not None and loc.encs[r] is not None:
+                    yield await self._encrypted_row(loc, r, start, size, opened, data=data)
+                    continue
                 yield RowRead(size, data=data[start : start + size])
                 continue
             _, refs = _parse_loc(loc.locs[r])
+            if loc.encs is not None and loc.encs[r] is not None:
+                yield await self._encrypted_row(loc, r, start, size, opened, refs=refs)
+                continue
             yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size))
+
+    async def _encrypted_row(
+        self,
+        loc: _Locations,
+        r: int,
+        start: int,
+        size: int,
+        opened: dict[tuple[str, str, str, str], _Opened],
+        *,
+        data: bytes | None = None,
+        refs: Sequence[BlobRef] = (),
+    ) -> RowRead:
+        """Row ``r`` of an encrypted object: its data key unwrapped and the row binding checked
+        (the ``enc`` column keeps the version's "e" document and part sizes) once per batch
+        (``opened``: rows of one object, e.g. members of an archive, share it), then only the
+        packages ``[start, start+size)`` touches, each verified. SSE-S3/KMS read transparently;
+        an SSE-C row cannot be read without its key, which a batch does not carry: a per-row 400."""
+        key, bucket, version_id = loc.key(r), loc.bucket(r), str(loc.versions[r].as_py())
+        assert loc.encs is not None
+        enc_s = loc.encs[r] or "{}"
+        found = opened.get((bucket, key, version_id, enc_s))
+        if found is None:
+            enc = json.loads(enc_s)
+            doc, parts = enc.get("e", {}), enc.get("p", [])
+            try:
+                check_read_key(doc, None)
+                data_key, streams = await open_data_key(
+                    self.service.kms, doc, bucket=bucket, key=key, version_id=version_id, size=int(doc.get("n", -1)),
+                    part_sizes=parts, customer_key=None,
+                )  # fmt: skip
+            except TierstoreError as exc:
+                return RowRead(error=exc, key=key)
+            found = opened[(bucket, key, version_id, enc_s)] = (data_key, streams, int(doc["ps"]))
+        data_key, streams, package_bytes = found
+        blobs = self.service.blobs
+
+        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+            if data is not None:
+                yield data[offset : offset + length]
+                return
+            async for chunk in stream_blobs(blobs, refs, offset, length):
+                yield chunk
+
+        name = (bucket, key, version_id)
+        body = open_range(read, data_key, streams, start, size, package_bytes=package_bytes, name=name)
+        return RowRead(size, body=body)

@@ -67,6 +67,7 @@ __all__ = [
     "Streams",
     "bind",
     "check_read_key",
+    "customer_doc",
     "encrypted_etag",
     "new_data_key",
     "new_nonce_prefix",
@@ -142,17 +143,10 @@ async def new_data_key(
     """A fresh DK for a write of ``bucket/key`` and its ``"e"`` document (without ``n``, ``np``,
     ``mac``: ``bind`` adds them). Raises the key service's errors (``KMS.NotFoundException``,
     ``KMS.DisabledException`` ...) before any byte of the body is read."""
-    doc: dict[str, Any] = {"v": FORMAT_VERSION, "kind": request.kind, "ps": PACKAGE_BYTES}
     if request.kind == "c":
-        if request.customer_key is None or len(request.customer_key) != DATA_KEY_BYTES:
-            raise InvalidRequest("An SSE-C write needs a 32-byte customer key.")
         data_key = os.urandom(DATA_KEY_BYTES)
-        salt = os.urandom(CUSTOMER_SALT_BYTES)
-        doc["cs"] = _b64(salt)
-        doc["ckm"] = request.customer_key_md5 or ""
-        doc["ckh"] = _b64(customer_key_check(request.customer_key, salt))
-        doc["wk"] = _b64(wrap_customer_data_key(request.customer_key, data_key, salt=salt, bucket=bucket, key=key))
-        return data_key, doc
+        return data_key, customer_doc(request, data_key, bucket=bucket, key=key)
+    doc: dict[str, Any] = {"v": FORMAT_VERSION, "kind": request.kind, "ps": PACKAGE_BYTES}
     if kms is None:
         raise NotImplementedOperation("Server-side encryption needs a key service; this server has none.")
     if request.kind == "s3":
@@ -169,6 +163,20 @@ async def new_data_key(
     generated = await kms.generate_data_key(key_id, _kms_context(doc, bucket, key))
     doc["wk"] = _b64(generated.wrapped)
     return generated.plaintext, doc
+
+
+def customer_doc(request: EncryptionRequest, data_key: bytes, *, bucket: str, key: str) -> dict[str, Any]:
+    """The ``"e"`` document (without layout and MAC) of ``data_key`` wrapped under an SSE-C
+    request's key for ``bucket/key``: a fresh salt, the salted check and the wrap. A new DK (a
+    write) or an existing one (a copy to SSE-C that shares the source's bytes)."""
+    if request.customer_key is None or len(request.customer_key) != DATA_KEY_BYTES:
+        raise InvalidRequest("An SSE-C write needs a 32-byte customer key.")
+    salt = os.urandom(CUSTOMER_SALT_BYTES)
+    wrapped = wrap_customer_data_key(request.customer_key, data_key, salt=salt, bucket=bucket, key=key)
+    return {
+        "v": FORMAT_VERSION, "kind": "c", "ps": PACKAGE_BYTES, "cs": _b64(salt), "ckm": request.customer_key_md5 or "",
+        "ckh": _b64(customer_key_check(request.customer_key, salt)), "wk": _b64(wrapped),
+    }  # fmt: skip
 
 
 async def seal_chunks(

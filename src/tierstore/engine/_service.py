@@ -41,6 +41,7 @@ from tierstore.engine._encryption import (
     EncryptionRequest,
     bind,
     check_read_key,
+    customer_doc,
     encrypted_etag,
     new_data_key,
     new_nonce_prefix,
@@ -59,6 +60,7 @@ from tierstore.engine._lock import (
     new_version_lock,
     retention_of,
 )
+from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
 from tierstore.errors import (
     AccessDenied,
@@ -333,11 +335,12 @@ def _lock_request_from_json(raw: str | None) -> LockRequest | None:
     return LockRequest(retention, doc.get("legal_hold"))
 
 
-def _refuse_encrypted_copy(src: VersionRecord) -> None:
-    """CopyObject / UploadPartCopy from an encrypted source: the copy paths (re-wrap, re-seal) are
-    the next slice of issue 16; until then such a copy is refused, never made of ciphertext."""
-    if src.meta.encryption:
-        raise NotImplementedOperation("Copying an encrypted object is not implemented yet.")
+def _shares_under_customer_key(src: ObjectMeta, encryption: EncryptionRequest) -> bool:
+    """Whether a copy of ``src`` to ``encryption`` can share the source's bytes: an encrypted
+    source (its data key re-wrapped under the customer's key) copied to SSE-C, unless the source
+    is an SSE-S3 multipart object (its part ETags are plaintext MD5s; SSE-C ones are keyed)."""
+    kind = src.encryption.get("kind")
+    return encryption.kind == "c" and (kind in ("kms", "c") or (kind == "s3" and "-" not in src.etag))
 
 
 class _Tap:
@@ -484,11 +487,19 @@ class ObjectService:
 
     # --- blobs -----------------------------------------------------------------------
     async def _write_blob(
-        self, body: AsyncIterable[bytes], algorithms: list[str], limit_bytes: int, *, md5: bool = True
+        self,
+        body: AsyncIterable[bytes],
+        algorithms: list[str],
+        limit_bytes: int,
+        *,
+        md5: bool = True,
+        seal: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
     ) -> tuple[str, _Tap]:
+        """``seal``: the blob holds the sealed packages of the body (the tap sees the plaintext)."""
         blob_id = new_blob_id()
         tap = _Tap(body, algorithms, limit_bytes, md5=md5)
-        await self.blobs.put(blob_id, tap.__aiter__())
+        stream = tap.__aiter__()
+        await self.blobs.put(blob_id, stream if seal is None else seal(stream))
         return blob_id, tap
 
     async def _ingest(
@@ -696,21 +707,17 @@ class ObjectService:
                 record = VersionRecord(meta=meta, inline_data=inline)
             else:
                 record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, ciphertext_size(tap.size))])
-            for _attempt in range(_VERSIONING_ATTEMPTS):
-                meta.encryption = bind(
-                    doc, data_key, bucket=bucket, key=key, version_id=meta.version_id, size=tap.size,
-                    nonce_prefix=prefix,
-                )  # fmt: skip
-                try:
-                    await self.catalog.put_version(
-                        record, check=_write_conditions(opts.conditions, key), guard=self._guard,
-                        fixed_version_id=True,
-                    )  # fmt: skip
-                    break
-                except VersioningChanged:  # versioning switched during the write: bind the other id
-                    meta.version_id = new_version_id() if meta.version_id == NULL_VERSION else NULL_VERSION
-            else:
-                raise InternalError("The bucket's versioning kept changing during the write; try again.")
+
+            def bound(version_id: str) -> dict[str, Any]:
+                return bind(doc, data_key, bucket=bucket, key=key, version_id=version_id, size=tap.size,
+                            nonce_prefix=prefix)  # fmt: skip
+
+            async def commit(fixed: bool) -> str:
+                return await self.catalog.put_version(
+                    record, check=_write_conditions(opts.conditions, key), guard=self._guard, fixed_version_id=fixed
+                )
+
+            await self._commit_bound(meta, bound, commit)
         except BaseException as exc:
             if blob_id is not None:
                 await self._abandon(blob_id, exc)
@@ -1014,17 +1021,24 @@ class ObjectService:
         opts: CopyOptions | None = None,
         *,
         src_version_id: str | None = None,
+        encryption: EncryptionRequest | None = None,
+        source_key: bytes | None = None,
     ) -> CopyResult:
-        """Server-side copy. The data is shared (blob reference counts), not re-written."""
+        """Server-side copy. The data of a plain copy is shared (blob reference counts), not
+        re-written. ``encryption``: the destination is encrypted so (api/ applies the destination
+        bucket's default, never the source's encryption); ``source_key``: an SSE-C source's key.
+        A copy from or to an encrypted object re-writes the body: decrypted from the source,
+        sealed under the destination's own new data key (docs/encryption.md, "Copies")."""
         opts = opts or CopyOptions()
         dst_key = ObjectKey(dst_key)
         self._bucket_exists(dst_bucket)
         src = self._copy_source(src_bucket, src_key, src_version_id)
-        _refuse_encrypted_copy(src)
+        check_read_key(src.meta.encryption, source_key)  # SSE-C source: its key, before anything else
         _copy_source_conditions(opts.source_conditions, src.meta)
         # Copying a named version over its own key is how S3 restores an old version: allowed.
         same = src_bucket == dst_bucket and src_key == dst_key and src_version_id is None
-        if same and not opts.replace_metadata and opts.storage_class is None and opts.checksum_algorithm is None:
+        unchanged = opts.storage_class is None and opts.checksum_algorithm is None and encryption is None
+        if same and not opts.replace_metadata and unchanged:
             raise InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself without changing"
                 " the object's metadata, storage class, website redirect location or encryption attributes."
@@ -1038,7 +1052,8 @@ class ObjectService:
         version_lock = self._new_lock(dst_bucket, opts.lock)
         checksums = dict(src.meta.checksums)
         checksum_type = src.meta.checksum_type
-        if opts.checksum_algorithm and opts.checksum_algorithm not in checksums:
+        rewrite = bool(src.meta.encryption) or encryption is not None
+        if opts.checksum_algorithm and opts.checksum_algorithm not in checksums and not rewrite:
             checksums[opts.checksum_algorithm] = await self._checksum_of(src, opts.checksum_algorithm)
             checksum_type = "FULL_OBJECT"
         meta = replace(
@@ -1055,7 +1070,14 @@ class ObjectService:
             tags=tags,
             lock=version_lock,
             acl=list(opts.acl),
+            encryption={},
         )
+        if rewrite and encryption is not None and _shares_under_customer_key(src.meta, encryption):
+            meta = await self._copy_rewrapped(src, meta, opts, encryption, source_key)
+            return CopyResult(meta=meta, source_version_id=src.meta.version_id)
+        if rewrite:
+            meta = await self._copy_rewritten(src, meta, opts, encryption, source_key)
+            return CopyResult(meta=meta, source_version_id=src.meta.version_id)
         # Blobs are shared; an inline body (a few KiB, already read and verified) is copied.
         if src.inline_id is not None:
             record = VersionRecord(meta=meta, inline_data=src.inline_data)
@@ -1070,6 +1092,128 @@ class ObjectService:
         )
         await self._drain_after_commit()
         return CopyResult(meta=meta, source_version_id=src.meta.version_id)
+
+    async def _copy_rewrapped(
+        self,
+        src: VersionRecord,
+        meta: ObjectMeta,
+        opts: CopyOptions,
+        encryption: EncryptionRequest,
+        source_key: bytes | None,
+    ) -> ObjectMeta:
+        """A copy from an encrypted object to SSE-C that shares the source's bytes: the source's
+        data key (unwrapped, its binding checked) is wrapped under the customer's key for the
+        destination and the destination's MAC binds the same stream layout to its own row.
+        Nothing is sealed again (no new nonce under that key): O(1) whatever the size, which is
+        how an SSE-C key is rotated (a copy onto itself with the new key). The ETag is the
+        source's keyed one (same key, same bytes), or keyed from an SSE-S3 source's MD5."""
+        s = src.meta
+        data_key, streams = await open_data_key(
+            self.kms, s.encryption, bucket=s.bucket, key=s.key, version_id=s.version_id, size=s.size_bytes,
+            part_sizes=s.parts, customer_key=source_key,
+        )  # fmt: skip
+        doc = customer_doc(encryption, data_key, bucket=meta.bucket, key=meta.key)
+        if s.encryption["kind"] == "s3":  # the MD5 of a single stream's plaintext: keyed now
+            meta.etag = encrypted_etag(doc, data_key, bytes.fromhex(s.etag.strip('"')))
+        layout = [(st.part_number, st.plaintext_size, base64.b64encode(st.nonce_prefix).decode()) for st in streams]
+
+        def bound(version_id: str) -> dict[str, Any]:
+            if "parts" in s.encryption:
+                return bind_parts(doc, data_key, bucket=meta.bucket, key=meta.key, version_id=version_id, parts=layout)
+            return bind(doc, data_key, bucket=meta.bucket, key=meta.key, version_id=version_id, size=s.size_bytes,
+                        nonce_prefix=streams[0].nonce_prefix)  # fmt: skip
+
+        # Blobs are shared; an inline body (its ciphertext, already read and verified) is copied.
+        if src.inline_id is not None:
+            record = VersionRecord(meta=meta, inline_data=src.inline_data)
+        else:
+            record = VersionRecord(meta=meta, blobs=list(src.blobs))
+
+        async def commit(fixed: bool) -> str:
+            return await self.catalog.put_version(
+                record, check=_write_conditions(opts.conditions, meta.key), guard=self._guard,
+                shared_gone=lambda: NoSuchKey(resource=s.key), fixed_version_id=fixed,
+            )  # fmt: skip
+
+        meta.version_id = self._next_version_id(meta.bucket)
+        await self._commit_bound(meta, bound, commit)
+        await self._drain_after_commit()
+        return meta
+
+    async def _copy_rewritten(
+        self,
+        src: VersionRecord,
+        meta: ObjectMeta,
+        opts: CopyOptions,
+        encryption: EncryptionRequest | None,
+        source_key: bytes | None,
+    ) -> ObjectMeta:
+        """A copy whose source or destination is encrypted: the source's plaintext (decrypted,
+        every package verified) streams into a new blob or inline body, sealed under a new data
+        key when the destination is encrypted. ETag as a PUT of the same bytes would get (SSE-S3
+        and plain: the MD5 of the plaintext; SSE-KMS/SSE-C: keyed), except that a plain or SSE-S3
+        source keeps its own (a multipart one its ``-N`` form) for a plain or SSE-S3 destination."""
+        algorithms = [a for a in (opts.checksum_algorithm,) if a and a not in meta.checksums]
+        size = src.meta.size_bytes
+        plain = await self._plaintext(src, 0, size, source_key)
+        data_key: bytes | None = None
+        doc: dict[str, Any] = {}
+        prefix = b""
+        seal: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None
+        if encryption is not None:
+            data_key, doc = await new_data_key(self.kms, encryption, meta.bucket, meta.key)
+            prefix = new_nonce_prefix()
+            seal = functools.partial(seal_chunks, data_key=data_key, nonce_prefix=prefix)
+
+        tap, blob_id, inline = await self._ingest(plain, algorithms, size, seal)
+        try:
+            if tap.size != size:
+                raise InternalError(f"The copy source {src.meta.key} ended early.")
+            for a in algorithms:
+                meta.checksums[a] = tap.b64(a)
+                meta.checksum_type = "FULL_OBJECT"
+            keeps_etag = src.meta.encryption.get("kind", "s3") == "s3" and doc.get("kind", "s3") == "s3"
+            if not keeps_etag:
+                md5 = tap.md5.digest()
+                meta.etag = encrypted_etag(doc, data_key, md5) if data_key is not None else f'"{md5.hex()}"'
+            if blob_id is None:
+                record = VersionRecord(meta=meta, inline_data=inline)
+            else:
+                stored = ciphertext_size(tap.size) if data_key is not None else tap.size
+                record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, stored)])
+
+            async def commit(fixed: bool) -> str:
+                return await self.catalog.put_version(
+                    record, check=_write_conditions(opts.conditions, meta.key), guard=self._guard,
+                    fixed_version_id=fixed,
+                )  # fmt: skip
+
+            if data_key is not None:
+                dk = data_key
+                meta.version_id = self._next_version_id(meta.bucket)
+
+                def bound(version_id: str) -> dict[str, Any]:
+                    return bind(doc, dk, bucket=meta.bucket, key=meta.key, version_id=version_id, size=size,
+                                nonce_prefix=prefix)  # fmt: skip
+
+                await self._commit_bound(meta, bound, commit)
+            else:
+                meta.version_id = await commit(False)
+        except BaseException as exc:
+            if blob_id is not None:
+                await self._abandon(blob_id, exc)
+            raise
+        await self._drain_after_commit()
+        return meta
+
+    async def _plaintext(
+        self, record: VersionRecord, offset: int, length: int, customer_key: bytes | None
+    ) -> AsyncIterator[bytes]:
+        """Plaintext [offset, offset+length) of any version (a copy source): decrypted (its
+        data key unwrapped and the binding checked now), or as stored. ``check_read_key`` first."""
+        if record.meta.encryption:
+            return await self._decrypted(record, offset, length, customer_key)
+        return self._stream(record, offset, length)
 
     async def _checksum_of(self, record: VersionRecord, algorithm: str) -> str:
         h = new_hasher(algorithm)
@@ -1147,8 +1291,12 @@ class ObjectService:
         tags: Iterable[tuple[str, str]] = (),
         lock: LockRequest | None = None,
         acl: list[list[str]] | None = None,
+        encryption: EncryptionRequest | None = None,
     ) -> UploadInfo:
-        """``tags``, ``lock`` and ``acl`` are checked now and land on the completed object."""
+        """``tags``, ``lock`` and ``acl`` are checked now and land on the completed object.
+        ``encryption``: the upload's data key is made (a missing or disabled KMS key refused)
+        and kept wrapped in the upload now; every part is sealed under a key derived from it
+        (docs/encryption.md, engine/_sse_parts.py)."""
         key = ObjectKey(key)
         user_meta = user_meta or {}
         check_user_metadata(user_meta)
@@ -1175,6 +1323,9 @@ class ObjectService:
                 raise InvalidRequest("The FULL_OBJECT checksum type requires a CRC algorithm.")
             if checksum_type == "COMPOSITE" and checksum_algorithm == "crc64nvme":
                 raise InvalidRequest("The COMPOSITE checksum type is not supported for CRC64NVME.")
+        upload_doc: dict[str, Any] = {}
+        if encryption is not None:
+            _, upload_doc = await new_data_key(self.kms, encryption, bucket, key)
         initiated_ns = self.clock.now_ns()
         info = UploadInfo(
             bucket=bucket,
@@ -1188,6 +1339,7 @@ class ObjectService:
             checksum_algorithm=checksum_algorithm,
             checksum_type=checksum_type,
             storage_class=storage_class,
+            encryption=upload_doc,
         )
         await self.catalog.create_upload(info)
         return info
@@ -1195,6 +1347,10 @@ class ObjectService:
     def _upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         self._bucket_exists(bucket)
         return self.catalog.get_upload(bucket, key, upload_id)
+
+    def upload_info(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
+        """An upload in progress (NoSuchBucket, NoSuchUpload): what its parts' answers echo."""
+        return self._upload(bucket, key, upload_id)
 
     @staticmethod
     def _check_part_number(part_number: int) -> None:
@@ -1211,14 +1367,20 @@ class ObjectService:
         opts: PutOptions | None = None,
         *,
         etag_from_checksum: bool = False,
+        customer_key: bytes | None = None,
     ) -> PartInfo:
         """``etag_from_checksum`` (``x-tierstore-etag: checksum``, docs/checkpoints.md): a part
         that carries its checksum value and no Content-MD5 gets an ETag derived from that
         verified checksum instead of the MD5 of its bytes — MD5 is the costliest work per byte
-        of an upload, and a multipart object's ETag is not the MD5 of its content anyway."""
+        of an upload, and a multipart object's ETag is not the MD5 of its content anyway.
+
+        A part of an encrypted upload is sealed under its own derived key and a fresh nonce
+        prefix (``customer_key``: an SSE-C upload's key, which each part must carry)."""
         opts = opts or PutOptions()
         self._check_part_number(part_number)
         upload = self._upload(bucket, key, upload_id)
+        check_part_key(upload.encryption, customer_key)
+        data_key, prefix, seal = await self._part_sealer(upload, part_number, customer_key)
         checksum = opts.checksum
         if checksum is None and upload.checksum_algorithm:
             checksum = ChecksumExpectation(upload.checksum_algorithm)
@@ -1231,13 +1393,15 @@ class ObjectService:
         from_checksum = (
             etag_from_checksum and opts.content_md5 is None and checksum is not None and checksum.expected() is not None
         )
-        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES, md5=not from_checksum)
+        blob_id, tap = await self._write_blob(body, algorithms, MAX_PUT_BYTES, md5=not from_checksum, seal=seal)
         try:
             self._verify_body(tap, opts)
             if from_checksum:
                 assert checksum is not None
                 seed = f"{checksum.algorithm}:{tap.b64(checksum.algorithm)}:{tap.size}".encode()
                 etag = f'"{hashlib.md5(seed).hexdigest()}"'  # noqa: S324 - an opaque ETag, as S3's are
+            elif data_key is not None:  # SSE-S3: the MD5; SSE-KMS/SSE-C: keyed, never the MD5
+                etag = encrypted_etag(upload.encryption, data_key, tap.md5.digest())
             else:
                 etag = f'"{tap.md5.hexdigest()}"'
             part = PartInfo(
@@ -1247,6 +1411,8 @@ class ObjectService:
                 modified_ns=self.clock.now_ns(),
                 checksums={a: tap.b64(a) for a in algorithms},
                 blob_id=blob_id,
+                nonce_prefix=base64.b64encode(prefix).decode() if prefix is not None else None,
+                stored_bytes=ciphertext_size(tap.size) if prefix is not None else None,
             )
             await self.catalog.put_part(upload_id, part)
         except BaseException as exc:
@@ -1254,6 +1420,23 @@ class ObjectService:
             raise
         await self._drain_after_commit()
         return part
+
+    async def _part_sealer(
+        self, upload: UploadInfo, part_number: int, customer_key: bytes | None
+    ) -> tuple[bytes | None, bytes | None, Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None]:
+        """(data key, nonce prefix, sealer) of a new part of ``upload``; all None when it is
+        stored in clear. A fresh prefix per attempt: a retried part gets a new part key."""
+        if not upload.encryption:
+            return None, None, None
+        data_key = await upload_data_key(
+            self.kms, upload.encryption, bucket=upload.bucket, key=upload.key, customer_key=customer_key
+        )
+        prefix = new_nonce_prefix()
+
+        def seal(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            return seal_chunks(chunks, data_key, prefix, part_number=part_number)
+
+        return data_key, prefix, seal
 
     async def upload_part_copy(
         self,
@@ -1266,12 +1449,18 @@ class ObjectService:
         opts: CopyOptions | None = None,
         *,
         src_version_id: str | None = None,
+        customer_key: bytes | None = None,
+        source_key: bytes | None = None,
     ) -> PartInfo:
+        """A part copied from (a range of) another object: its plaintext, decrypted if the source
+        is encrypted (``source_key``: an SSE-C source's key), stored as ``upload_part`` stores a
+        part of this upload (``customer_key``: an SSE-C upload's key)."""
         opts = opts or CopyOptions()
         self._check_part_number(part_number)
         upload = self._upload(bucket, key, upload_id)
+        check_part_key(upload.encryption, customer_key)
         src = self._copy_source(src_bucket, src_key, src_version_id)
-        _refuse_encrypted_copy(src)
+        check_read_key(src.meta.encryption, source_key)
         _copy_source_conditions(opts.source_conditions, src.meta)
         if opts.source_range is not None:
             if opts.source_range.first is None or opts.source_range.last is None:
@@ -1284,7 +1473,8 @@ class ObjectService:
         popts = PutOptions(
             checksum=ChecksumExpectation(upload.checksum_algorithm) if upload.checksum_algorithm else None
         )
-        return await self.upload_part(bucket, key, upload_id, part_number, self._stream(src, offset, length), popts)
+        body = await self._plaintext(src, offset, length, source_key)
+        return await self.upload_part(bucket, key, upload_id, part_number, body, popts, customer_key=customer_key)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
         self._upload(bucket, key, upload_id)
@@ -1372,12 +1562,17 @@ class ObjectService:
         checksum_type: str | None = None,
         full_object_checksum: str | None = None,
         object_checksum_algorithm: str | None = None,
+        customer_key: bytes | None = None,
     ) -> ObjectMeta:
         """``full_object_checksum``: the object's checksum the client sent (x-amz-checksum-<alg>,
         ``object_checksum_algorithm``, default the upload's), checked against what the parts make.
 
         Idempotent: a retry of a completion that succeeded (same parts, within
-        ``COMPLETED_UPLOAD_KEEP_S``) is answered with the same result; other parts -> NoSuchUpload."""
+        ``COMPLETED_UPLOAD_KEEP_S``) is answered with the same result; other parts -> NoSuchUpload.
+
+        An encrypted upload: the chosen parts' numbers and nonce prefixes become the version's
+        ``"e"`` layout and the binding MAC covers the final version id (SSE-C: ``customer_key``
+        is needed to compute it, as for every part)."""
         _check_write_condition_values(conditions or Conditions())
         sent = (object_checksum_algorithm, full_object_checksum) if full_object_checksum is not None else None
         try:
@@ -1387,6 +1582,7 @@ class ObjectService:
             if done is None:
                 raise
             return done
+        check_part_key(upload.encryption, customer_key)
         if not parts:
             raise InvalidRequest("You must specify at least one part")  # S3: MalformedXML in practice
         numbers = [p.part_number for p in parts]
@@ -1450,15 +1646,37 @@ class ObjectService:
             acl=acl,
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
-        try:
-            meta.version_id = await self.catalog.complete_upload(
+
+        async def commit(fixed: bool) -> str:
+            return await self.catalog.complete_upload(
                 upload_id,
                 record,
                 check=_write_conditions(conditions or Conditions(), key),
                 guard=self._guard,
                 parts_fingerprint=_parts_fingerprint(parts),
                 forget_before_ns=meta.modified_ns - COMPLETED_UPLOAD_KEEP_S * 1_000_000_000,
+                fixed_version_id=fixed,
             )
+
+        try:
+            if upload.encryption:
+                data_key = await upload_data_key(
+                    self.kms, upload.encryption, bucket=bucket, key=key, customer_key=customer_key
+                )
+                layout = [(sp.part_number, sp.size_bytes, sp.nonce_prefix or "") for sp in chosen]
+                if not all(prefix for _, _, prefix in layout):
+                    raise InternalError(f"A part of the encrypted upload {upload_id} has no nonce prefix.")
+                record.blobs = [BlobRef(sp.blob_id, ciphertext_size(sp.size_bytes)) for sp in chosen]
+                meta.version_id = self._next_version_id(bucket)
+
+                def bound(version_id: str) -> dict[str, Any]:
+                    return bind_parts(
+                        upload.encryption, data_key, bucket=bucket, key=key, version_id=version_id, parts=layout
+                    )
+
+                await self._commit_bound(meta, bound, commit)
+            else:
+                meta.version_id = await commit(False)
         except NoSuchUpload:  # a concurrent completion of the same upload won
             done = self._completed(bucket, key, upload_id, parts, sent)
             if done is None:
@@ -1466,6 +1684,22 @@ class ObjectService:
             return done
         await self._drain_after_commit()
         return meta
+
+    async def _commit_bound(
+        self, meta: ObjectMeta, bound: Callable[[str], dict[str, Any]], commit: Callable[[bool], Awaitable[str]]
+    ) -> None:
+        """Commit an encrypted version whose ``"e"`` (``bound(version id)``) binds its version id
+        (``meta.version_id``, chosen by ``_next_version_id``): if the bucket's versioning state
+        changes before the commit, the catalog refuses (``VersioningChanged``) and the other id is
+        bound and tried."""
+        for _attempt in range(_VERSIONING_ATTEMPTS):
+            meta.encryption = bound(meta.version_id)
+            try:
+                meta.version_id = await commit(True)
+                return
+            except VersioningChanged:
+                meta.version_id = new_version_id() if meta.version_id == NULL_VERSION else NULL_VERSION
+        raise InternalError("The bucket's versioning kept changing during the write; try again.")
 
     def _completed(
         self, bucket: str, key: str, upload_id: str, parts: list[CompletedPart], sent: tuple[str | None, str] | None
