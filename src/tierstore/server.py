@@ -399,21 +399,25 @@ def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
     ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
     catalog, blobs, _repairer, _key, _reserve = _stores(config)
-    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes)
+    try:  # the key service, to read encrypted objects too; a store never served has no master key
+        kms: LocalKeyStore | None = LocalKeyStore(catalog, load_master_key(master_key_dirs(config)))
+    except MasterKeyError:
+        kms = None
+    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, kms=kms)
     return service, DatasetService(service)
 
 
 def build_app(config: ServerConfig) -> S3App:
     """Wire one process's stores, service and app."""
     catalog, blobs, repairer, store_key, reserve = _stores(config)
+    master_key = load_master_key(master_key_dirs(config))
+    kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     service = ObjectService(
-        catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve
+        catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve, kms=kms
     )
     keys = {config.access_key: config.secret_key, **config.extra_keys}
-    master_key = load_master_key(master_key_dirs(config))
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
-    kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     oidc = OidcVerifier(identities.list_oidc_providers, account=sts.account)
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
     tasks: list[asyncio.Task[None]] = []

@@ -237,6 +237,8 @@ class GetOptions:
     conditions: Conditions = field(default_factory=Conditions)
     part_number: int | None = None
     version_id: str | None = None
+    # SSE-C: the customer key the read sent (32 bytes, its MD5 checked by api/); never shown
+    customer_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -259,6 +261,9 @@ class ObjectMeta:
     lock: dict[str, Any] = field(default_factory=dict)  # object lock: mode, until_ns, legal_hold
     # the version's ACL grants, [kind, grantee, permission] (api/_acl.py); empty: private
     acl: list[list[str]] = field(default_factory=list)
+    # encryption at rest: the "e" document of docs/encryption.md (kind, wrapped data key, nonce
+    # prefix, binding MAC ...); empty: stored in clear
+    encryption: dict[str, Any] = field(default_factory=dict)
     is_delete_marker: bool = False
 
     @property

@@ -1,6 +1,6 @@
 """Bucket default encryption end to end (boto3, raw HTTP, the aws cli once): Put/Get/Delete-
-BucketEncryption, S3's errors, the IAM actions, writes into a bucket with a default (refused
-until the engine encrypts: never stored in clear), and a bucket policy that requires
+BucketEncryption, S3's errors, the IAM actions, writes into a bucket with a default (PutObject
+encrypts; the writes of the next slice are refused: never stored in clear), and a bucket policy that requires
 ``x-amz-server-side-encryption``."""
 
 from __future__ import annotations
@@ -120,13 +120,23 @@ def test_iam_actions(server: ServerProcess, s3: Any, bucket: str) -> None:
 def test_writes_into_a_bucket_with_a_default_are_refused_not_stored_in_clear(
     server: ServerProcess, s3: Any, bucket: str, config: dict[str, Any]
 ) -> None:
-    """Until the engine encrypts, every write the default would encrypt answers 501 and stores
-    nothing; an upload begun before the default keeps going (its encryption was fixed then)."""
+    """PutObject takes the default: stored encrypted (SSE-S3), or, for a KMS key the session
+    server lacks, the key service's 400 and nothing stored. Until the next slice, the other
+    writes the default would encrypt answer 501 and store nothing; an upload begun before the
+    default keeps going (its encryption was fixed then)."""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="early")["UploadId"]
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=config)
+    if config["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256":
+        put = s3.put_object(Bucket=bucket, Key="put", Body=b"personal data")
+        assert put["ServerSideEncryption"] == "AES256"
+        got = s3.get_object(Bucket=bucket, Key="put")
+        assert got["Body"].read() == b"personal data" and got["ServerSideEncryption"] == "AES256"
+        s3.delete_object(Bucket=bucket, Key="put")
+    else:  # the session server has no key testkey-1
+        put = lambda: s3.put_object(Bucket=bucket, Key="new", Body=b"personal data")  # noqa: E731
+        assert err(put) == (400, "KMS.NotFoundException")
     writes = {
-        "PutObject": lambda: s3.put_object(Bucket=bucket, Key="new", Body=b"personal data"),
         "CopyObject": lambda: s3.copy_object(Bucket=bucket, Key="new", CopySource={"Bucket": bucket, "Key": "src"}),
         "CreateMultipartUpload": lambda: s3.create_multipart_upload(Bucket=bucket, Key="new"),
     }
@@ -152,13 +162,15 @@ def test_writes_into_a_bucket_with_a_default_are_refused_not_stored_in_clear(
 
 
 def test_an_explicit_sse_c_request_is_not_the_default(server: ServerProcess, s3: Any, bucket: str) -> None:
-    """SSE-C is never a default, but an explicit request is refused the same way until the engine
-    encrypts; the copy source's SSE-C key is checked against the source (not encrypted)."""
+    """SSE-C is never a default, and an explicit request wins over one: the object is SSE-C (its
+    GET needs the key); the copy source's SSE-C key is checked against the source (not
+    encrypted)."""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=rules("AES256"))
     key = bytes(range(32))
-    assert err(lambda: s3.put_object(Bucket=bucket, Key="c", Body=b"x", SSECustomerAlgorithm="AES256",
-                                     SSECustomerKey=key)) == (501, "NotImplemented")  # fmt: skip
+    put = s3.put_object(Bucket=bucket, Key="sse-c", Body=b"x", SSECustomerAlgorithm="AES256", SSECustomerKey=key)
+    assert "ServerSideEncryption" not in put and put["SSECustomerAlgorithm"] == "AES256"
+    assert err(lambda: s3.get_object(Bucket=bucket, Key="sse-c")) == (400, "InvalidRequest")
     copy = lambda: s3.copy_object(  # noqa: E731
         Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "src"},
         CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key,
@@ -169,24 +181,25 @@ def test_an_explicit_sse_c_request_is_not_the_default(server: ServerProcess, s3:
 
 def test_sse_kms_needs_sigv4(server: ServerProcess, s3: Any, bucket: str) -> None:
     """As AWS: an SSE-KMS write signed with SigV2 is a 400, whether it names aws:kms or the
-    bucket default does; SSE-S3 with SigV2 is refused only as not implemented yet."""
+    bucket default does; SSE-S3 with SigV2 is stored."""
     v2 = make_client(server.endpoint, signature_version="s3")
     assert err(lambda: v2.put_object(Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="aws:kms")) == (
         400, "InvalidArgument"
     )  # fmt: skip
-    assert err(lambda: v2.put_object(Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="AES256")) == (
-        501, "NotImplemented"
+    assert v2.put_object(Bucket=bucket, Key="s3", Body=b"x", ServerSideEncryption="AES256")["ServerSideEncryption"] == (
+        "AES256"
     )  # fmt: skip
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=rules("aws:kms", "testkey-1"))
     assert err(lambda: v2.put_object(Bucket=bucket, Key="k", Body=b"x")) == (400, "InvalidArgument")
-    assert err(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x")) == (501, "NotImplemented")  # SigV4
+    # SigV4: past the signature check, to the key service (the session server lacks testkey-1)
+    assert err(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x")) == (400, "KMS.NotFoundException")
     assert absent(s3, bucket, "k")
 
 
 def test_a_bucket_policy_can_require_the_sse_header(server: ServerProcess, s3: Any, bucket: str) -> None:
     """A Deny on PutObject with ``Null: s3:x-amz-server-side-encryption``: without the header the
-    dispatcher denies; with it the request passes authorization and reaches the handler (501
-    until the engine encrypts). Another Deny refuses aws:kms by value."""
+    dispatcher denies; with it the request passes authorization and is stored encrypted.
+    Another Deny refuses aws:kms by value."""
     arn = f"arn:aws:s3:::{bucket}/*"
     deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject", "Resource": arn}
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
@@ -199,13 +212,14 @@ def test_a_bucket_policy_can_require_the_sse_header(server: ServerProcess, s3: A
     assert err(lambda: user.put_object(Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="aws:kms")) == (
         403, "AccessDenied"
     )  # fmt: skip
-    assert err(lambda: user.put_object(Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="AES256")) == (
-        501, "NotImplemented"
-    )  # fmt: skip
+    assert absent(s3, bucket, "k")
+    put = user.put_object(Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="AES256")
+    assert put["ServerSideEncryption"] == "AES256"
+    assert user.get_object(Bucket=bucket, Key="k")["Body"].read() == b"x"
     # A bucket default does not satisfy the condition: it looks at the request, as AWS.
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=rules("AES256"))
-    assert err(lambda: user.put_object(Bucket=bucket, Key="k", Body=b"x")) == (403, "AccessDenied")
-    assert absent(s3, bucket, "k")
+    assert err(lambda: user.put_object(Bucket=bucket, Key="k2", Body=b"x")) == (403, "AccessDenied")
+    assert absent(s3, bucket, "k2")
 
 
 def test_aws_cli(server: ServerProcess, s3: Any, bucket: str, tmp_path: Path) -> None:

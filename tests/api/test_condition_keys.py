@@ -133,9 +133,9 @@ def test_encryption_and_storage_class_keys(server: ServerProcess, bucket: str) -
 
     assert put(StorageClass="REDUCED_REDUNDANCY") == "OK"
     assert put(StorageClass="STANDARD_IA") == "AccessDenied"
-    # Authorization comes first: the policy's Deny, not the handler's 501 for SSE.
+    # Authorization comes first: the policy's Deny, never the key service's answer.
     assert put(ServerSideEncryption="aws:kms") == "AccessDenied"
-    assert put(ServerSideEncryption="AES256") == "NotImplemented"
+    assert put(ServerSideEncryption="AES256") == "OK"
 
 
 def test_existing_object_tag(server: ServerProcess, s3: Any, bucket: str) -> None:

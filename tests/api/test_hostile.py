@@ -270,15 +270,15 @@ def _multipart(s3: Any, bucket: str, key: str) -> str:
 
 
 def test_sse_headers_refused_on_every_write(server: ServerProcess, s3: Any, bucket: str) -> None:
-    """Each write answers 501 NotImplemented for well-formed SSE (400 for a malformed one) and
-    stores nothing: never a silent 200 with the data in clear."""
+    """Each write the engine does not encrypt yet answers 501 NotImplemented for well-formed SSE
+    (400 for a malformed one) and stores nothing: never a silent 200 with the data in clear.
+    (PutObject encrypts: tests/api/test_sse_e2e.py.)"""
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     upload_id = _multipart(s3, bucket, "mp")
     part_etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"p")["ETag"]
     part = f"<Part><PartNumber>1</PartNumber><ETag>{part_etag}</ETag></Part>"
     complete = f"<CompleteMultipartUpload>{part}</CompleteMultipartUpload>"
     writes: dict[str, tuple[str, str, list[tuple[str, str]], dict[str, str], bytes | None]] = {
-        "PutObject": ("PUT", "/new", [], {}, b"data"),
         "CopyObject": ("PUT", "/new", [], {"x-amz-copy-source": f"/{bucket}/src"}, None),
         "CreateMultipartUpload": ("POST", "/new", [("uploads", "")], {}, None),
         "UploadPart": ("PUT", "/mp", [("partNumber", "2"), ("uploadId", upload_id)], {}, b"part"),
@@ -310,20 +310,22 @@ def test_copy_source_sse_c_is_not_ignored(server: ServerProcess, s3: Any, bucket
 
 def test_boto3_sse_requests_fail(server: ServerProcess, s3: Any, bucket: str) -> None:
     calls = {
-        "sse-c": lambda: s3.put_object(
-            Bucket=bucket, Key="k", Body=b"x", SSECustomerAlgorithm="AES256", SSECustomerKey=KEY
-        ),
         "kms": lambda: s3.put_object(
             Bucket=bucket, Key="k", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId="id"
         ),
         "kms id alone": lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", SSEKMSKeyId="id"),
         "bucket key alone": lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", BucketKeyEnabled=True),
     }
-    expected = {"sse-c": 501, "kms": 501, "kms id alone": 400, "bucket key alone": 400}
+    expected = {
+        "kms": "KMS.NotFoundException",
+        "kms id alone": "InvalidArgument",
+        "bucket key alone": "InvalidArgument",
+    }
     for case, call in calls.items():
         with pytest.raises(ClientError) as exc:
             call()
-        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == expected[case], case
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, case
+        assert exc.value.response["Error"]["Code"] == expected[case], case
     assert _absent(s3, bucket, "k")
 
 

@@ -180,14 +180,16 @@ async def put_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     sse = _sse.write_request(req, ctx)
     reject_unsupported(req)
-    _sse.refuse_until_engine(sse)
     acl = request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
     opts = put_options(req, trailers)
     meta = await ctx.service.put_object(
-        req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl
-    )
-    return Response(200, _write_headers(meta, opts.checksum))
+        req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl,
+        encryption=_sse.engine_request(sse),
+    )  # fmt: skip
+    headers = _write_headers(meta, opts.checksum)
+    headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "PutObject")
+    return Response(200, headers)
 
 
 def _write_headers(meta: ObjectMeta, checksum: ChecksumExpectation | None) -> list[tuple[str, str]]:
@@ -211,8 +213,7 @@ async def head_object(req: Request, ctx: Context) -> Response:
 
 async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     assert req.bucket is not None and req.key is not None
-    # No stored object is encrypted before the engine slice of issue 16: ``stored`` is None.
-    _sse.check_customer_key(_sse.parse_read(req.headers), None)
+    customer = _sse.parse_read(req.headers)  # checked against the object by the engine, first
     q = req.query
     part_number = int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
     if part_number is not None and part_number > MAX_PART_NUMBER:
@@ -222,6 +223,7 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         conditions=read_conditions(req),
         part_number=part_number,
         version_id=q.get("versionId"),
+        customer_key=customer.key if customer is not None else None,
     )
     try:
         if head:
@@ -229,7 +231,8 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         else:
             result = await ctx.service.get_object(req.bucket, req.key, opts)
     except e.NotModified:
-        meta = ctx.service.head_object(req.bucket, req.key, GetOptions(version_id=opts.version_id)).meta
+        again = GetOptions(version_id=opts.version_id, customer_key=opts.customer_key)
+        meta = ctx.service.head_object(req.bucket, req.key, again).meta
         return Response(304, [("etag", meta.etag), ("last-modified", http_date(meta.modified_ns))])
     except e.InvalidRange as exc:
         # The engine names the object's size (ActualObjectSize, Content-Range: bytes */size);
@@ -238,6 +241,9 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
             exc.fields = {"RangeRequested": req.headers["range"], **exc.fields}
         raise
     headers = _read_headers(req, result)
+    headers += _sse.response_headers(
+        _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
+    )
     if head:
         return Response(result_status(result), headers)
     assert result.body is not None

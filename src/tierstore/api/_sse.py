@@ -10,8 +10,11 @@ bucket's default; the headers an answer carries.
 - ``with_default`` applies the bucket's default encryption (``BucketEncryption``, from
   PutBucketEncryption) as AWS does: an explicit request wins; SSE-C never comes from a default;
   ``aws:kms`` without ``-bucket-key-enabled`` takes the bucket's Bucket Key setting.
-- ``refuse_until_engine`` is the one place a write that would be encrypted is refused (501,
-  nothing stored) until the engine encrypts; the engine slice replaces it.
+- ``engine_request`` hands what a write asks for to the engine (``EncryptionRequest``): PutObject
+  encrypts (the engine slice of issue 16). ``refuse_until_engine`` is the one place the writes the
+  engine does not encrypt yet (multipart, copy, POST: the next slice) are refused (501, nothing
+  stored).
+- ``stored_of`` reads a version's stored encryption (the engine's ``"e"``) as ``StoredEncryption``.
 - ``parse_read`` / ``check_customer_key``: GET/HEAD and copy sources: S3 refuses the SSE-S3/KMS
   headers on reads; an SSE-C key must match an SSE-C object and is "not applicable" to others.
 - ``response_headers`` answers, from an object's stored encryption (``StoredEncryption``), the
@@ -32,7 +35,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from tierstore import errors as e
+from tierstore.api._iam_authorizer import ACCOUNT_ID
 from tierstore.api._request import Context, Request
+from tierstore.crypto import kms_key_arn
+from tierstore.engine import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
+from tierstore.types import ObjectMeta
 
 __all__ = [
     "DSSE",
@@ -46,10 +53,12 @@ __all__ = [
     "StoredEncryption",
     "bucket_default",
     "check_customer_key",
+    "engine_request",
     "parse_read",
     "parse_write",
     "refuse_until_engine",
     "response_headers",
+    "stored_of",
     "with_default",
     "write_request",
 ]
@@ -70,11 +79,8 @@ _SSE_C_KEY_BYTES = 32  # AES256
 _ARG_MAX = 64  # an ArgumentValue echoed in an error body is cut to this many characters
 
 _CUSTOMER = "Requests specifying Server Side Encryption with Customer provided keys must provide"
-_NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
-_STORED_ENCRYPTED = (
-    "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to"
-    " retrieve the object."
-)
+_NOT_APPLICABLE = NOT_APPLICABLE
+_STORED_ENCRYPTED = STORED_ENCRYPTED
 
 
 @dataclass(frozen=True)
@@ -224,14 +230,46 @@ def check_customer_key(given: CustomerKey | None, stored: StoredEncryption | Non
     if given is None:
         raise e.InvalidRequest(_STORED_ENCRYPTED)
     if given.key_md5 != stored.customer_key_md5:
-        raise e.AccessDenied(f"{_CUSTOMER} the correct secret key.")
+        raise e.AccessDenied(CUSTOMER_KEY_WRONG)
+
+
+def engine_request(sse: SseRequest) -> EncryptionRequest | None:
+    """What the engine encrypts a write with (None: stored in clear): PutObject hands this to
+    ``ObjectService.put_object``. The SSE-C key goes along, and nowhere else."""
+    if sse.kind == "none":
+        return None
+    if sse.kind == "c":
+        assert sse.customer is not None
+        return EncryptionRequest(
+            "c", sse.algorithm, customer_key=sse.customer.key, customer_key_md5=sse.customer.key_md5
+        )
+    return EncryptionRequest(
+        sse.kind, sse.algorithm, sse.kms_key_id, sse.context, sse.context_header, bool(sse.bucket_key)
+    )
+
+
+def stored_of(meta: ObjectMeta, region: str) -> StoredEncryption | None:
+    """How ``meta``'s version is stored (its ``"e"``, docs/encryption.md), as the answers name
+    it: the KMS key as its ARN in ``region``, as AWS answers; None when stored in clear."""
+    doc = meta.encryption
+    if not doc:
+        return None
+    kind = doc["kind"]
+    if kind == "c":
+        return StoredEncryption("c", SSE_S3, customer_key_md5=doc.get("ckm"))
+    if kind == "s3":
+        return StoredEncryption("s3", SSE_S3)
+    arn = kms_key_arn(doc["kid"], region, ACCOUNT_ID)
+    return StoredEncryption("kms", doc.get("alg", KMS), arn, doc.get("ctx"), bool(doc.get("bk")))
 
 
 def refuse_until_engine(sse: SseRequest) -> None:
     """THE one place a write that would be encrypted is refused — by its own headers or by the
     bucket's default encryption: 501 NotImplemented, before a byte is stored. Nothing is ever
-    stored in clear that should have been encrypted. The engine slice of issue 16 replaces this
-    with passing ``sse`` to the engine."""
+    stored in clear that should have been encrypted. PutObject no longer calls it (the engine
+    encrypts, ``engine_request``); the writes that still do — CreateMultipartUpload,
+    UploadPart(Copy), CompleteMultipartUpload, CopyObject, POST — are the next slice of issue 16,
+    which replaces each call with ``engine_request``."""
     if sse.kind == "none":
         return
     if sse.from_default:

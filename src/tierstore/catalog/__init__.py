@@ -10,6 +10,7 @@ from tierstore.catalog._sqlite import (
     ModelAliasInUse,
     PinGone,
     SqliteCatalog,
+    VersioningChanged,
     VersionRecord,
     VersionTaken,
 )
@@ -28,4 +29,5 @@ __all__ = [
     "UserRecord",
     "VersionRecord",
     "VersionTaken",
+    "VersioningChanged",
 ]

@@ -267,6 +267,13 @@ class VersionTaken(Exception):
     """Another writer published the dataset (or model) version first."""
 
 
+class VersioningChanged(Exception):
+    """``put_version(fixed_version_id=True)``: the bucket's versioning state, read inside the
+    commit, asks for another kind of version id (a new id or ``null``) than the record carries.
+    The record's encryption binds its version id, so the catalog refuses instead of rewriting
+    the id; the engine binds the other id and tries again (docs/encryption.md)."""
+
+
 class ModelAliasInUse(Exception):
     """A model version an alias points at cannot be deleted; ``aliases``: which."""
 
@@ -308,6 +315,8 @@ def _meta_doc(m: ObjectMeta) -> dict[str, Any]:
         doc["l"] = m.lock
     if m.acl:
         doc["a"] = m.acl
+    if m.encryption:
+        doc["e"] = m.encryption  # docs/encryption.md: present exactly when the version is encrypted
     return doc
 
 
@@ -331,6 +340,7 @@ def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
         tags=doc.get("t", {}),
         lock=doc.get("l", {}),
         acl=doc.get("a", []),
+        encryption=doc.get("e", {}),
         is_delete_marker=bool(is_dm),
     )
     blobs = [BlobRef(b, s) for b, s in json.loads(blobs_s)] if blobs_s != "[]" else []
@@ -1022,6 +1032,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables):
         guard: Guard | None = None,
         shared_gone: Callable[[], Exception] | None = None,
         done: Callable[[sqlite3.Connection], None] | None = None,
+        fixed_version_id: bool = False,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id.
 
@@ -1034,6 +1045,8 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables):
         them is no longer referenced when the transaction runs, the write fails with
         ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
         ``done`` runs last in the transaction, once ``record.meta.version_id`` is final.
+        ``fixed_version_id``: the caller chose the id from the versioning state (an encrypted
+        version binds it); if the state now wants the other kind, ``VersioningChanged``.
         """
         m = record.meta
         key_b = m.key.encode()
@@ -1065,6 +1078,8 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables):
             # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
                 self._ref(c, b.blob_id, b.size_bytes)
+            if fixed_version_id and (props.get("versioning") == "Enabled") == (m.version_id == NULL_VERSION):
+                raise VersioningChanged(m.bucket)
             if props.get("versioning") != "Enabled":
                 m.version_id = NULL_VERSION
                 self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))

@@ -2,6 +2,7 @@
 
 from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
 from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, MayRead, RowRead
+from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
     AccessKeyInfo,
@@ -41,8 +42,11 @@ from tierstore.engine._tags import parse_tagging_header
 
 __all__ = [
     "ACCOUNT",
+    "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
+    "NOT_APPLICABLE",
     "PUBLIC_ACCESS_BLOCK_FLAGS",
+    "STORED_ENCRYPTED",
     "AccessKeyInfo",
     "AppliedPolicy",
     "BucketAccessService",
@@ -55,6 +59,7 @@ __all__ = [
     "DatasetSpec",
     "DefaultRetention",
     "DriveHealth",
+    "EncryptionRequest",
     "GetResult",
     "HealProgress",
     "IdentityService",

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from tierstore.blob import BlobStore
-from tierstore.catalog import BlobRef, SqliteCatalog, VersionRecord
+from tierstore.catalog import BlobRef, SqliteCatalog, VersioningChanged, VersionRecord
+from tierstore.crypto import KeyService, ciphertext_size
 from tierstore.drives import DiskReserve
 from tierstore.engine._bucket_access import BucketAccessService
 from tierstore.engine._checksums import (
@@ -35,6 +36,17 @@ from tierstore.engine._checksums import (
     full_object_crc,
     is_crc,
     new_hasher,
+)
+from tierstore.engine._encryption import (
+    EncryptionRequest,
+    bind,
+    check_read_key,
+    encrypted_etag,
+    new_data_key,
+    new_nonce_prefix,
+    open_data_key,
+    open_range,
+    seal_chunks,
 )
 from tierstore.engine._health import BucketUsage
 from tierstore.engine._lock import (
@@ -56,6 +68,7 @@ from tierstore.errors import (
     EntityTooSmall,
     IncompleteBody,
     InsufficientStorage,
+    InternalError,
     InvalidArgument,
     InvalidBucketState,
     InvalidDigest,
@@ -104,6 +117,7 @@ log = logging.getLogger("tierstore.engine")
 _T = TypeVar("_T")
 
 MIN_PART_BYTES = 5 * 1024 * 1024
+_VERSIONING_ATTEMPTS = 3  # an encrypted PUT rebinds its version id if versioning is switched meanwhile
 DEFAULT_INLINE_MAX_BYTES = 16 * 1024  # bodies up to this size live in the catalog (docs/inline.md)
 MAX_PART_NUMBER = 10_000
 DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
@@ -319,6 +333,13 @@ def _lock_request_from_json(raw: str | None) -> LockRequest | None:
     return LockRequest(retention, doc.get("legal_hold"))
 
 
+def _refuse_encrypted_copy(src: VersionRecord) -> None:
+    """CopyObject / UploadPartCopy from an encrypted source: the copy paths (re-wrap, re-seal) are
+    the next slice of issue 16; until then such a copy is refused, never made of ciphertext."""
+    if src.meta.encryption:
+        raise NotImplementedOperation("Copying an encrypted object is not implemented yet.")
+
+
 class _Tap:
     """Counts and hashes a body while it streams into a blob."""
 
@@ -361,12 +382,15 @@ class ObjectService:
         region: str = "us-east-1",
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         reserve: DiskReserve | None = None,
+        kms: KeyService | None = None,
     ) -> None:
         """``inline_max_bytes``: a PUT body of at most this many bytes is stored in the catalog,
         in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off.
-        ``reserve``: space kept for deletes and aborts on a full disk (``_freeing``)."""
+        ``reserve``: space kept for deletes and aborts on a full disk (``_freeing``).
+        ``kms``: the key service that wraps the data keys of SSE-S3 / SSE-KMS objects."""
         self.catalog = catalog
         self.blobs = blobs
+        self.kms = kms
         self.reserve = reserve
         self.clock = clock or Clock()
         self.region = region
@@ -468,25 +492,35 @@ class ObjectService:
         return blob_id, tap
 
     async def _ingest(
-        self, body: AsyncIterable[bytes], algorithms: list[str], content_length: int | None
+        self,
+        body: AsyncIterable[bytes],
+        algorithms: list[str],
+        content_length: int | None,
+        seal: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
     ) -> tuple[_Tap, str | None, bytes | None]:
         """Read a PUT body: (tap, blob id, None) if it went to a new blob, (tap, None, bytes) if
         it ended within ``inline_max_bytes`` and goes into the catalog (docs/inline.md).
+        ``seal``: the body is encrypted (docs/encryption.md): the tap sees the plaintext, what
+        is stored (and compared with the threshold) is ``seal``'s ciphertext.
 
         The first chunks are held until the body ends or passes the threshold; a larger body
         then streams into the blob store as those same chunks followed by the rest (no join,
         no second buffer). A declared length above the threshold skips the holding."""
         tap = _Tap(body, algorithms, MAX_PUT_BYTES)
+        stream = tap.__aiter__() if seal is None else seal(tap.__aiter__())
+        if seal is not None and content_length is not None:
+            content_length = ciphertext_size(content_length)
         limit = self.inline_max_bytes
         if limit <= 0 or (content_length is not None and content_length > limit):
             blob_id = new_blob_id()
-            await self.blobs.put(blob_id, tap.__aiter__())
+            await self.blobs.put(blob_id, stream)
             return tap, blob_id, None
-        stream = tap.__aiter__()
         head: list[bytes] = []
+        held = 0
         async for chunk in stream:
             head.append(chunk)
-            if tap.size > limit:
+            held += len(chunk)
+            if held > limit:
                 break
         else:
             return tap, None, b"".join(head)
@@ -566,9 +600,12 @@ class ObjectService:
         tags: Iterable[tuple[str, str]] = (),
         lock: LockRequest | None = None,
         acl: list[list[str]] | None = None,
+        encryption: EncryptionRequest | None = None,
     ) -> ObjectMeta:
         """``tags`` (x-amz-tagging) and ``lock`` (x-amz-object-lock-*) are checked before the body
-        is read; ``acl``: the version's grants (api/_acl.py), none: private."""
+        is read; ``acl``: the version's grants (api/_acl.py), none: private. ``encryption``: store
+        the body encrypted (docs/encryption.md; the data key is made, and a missing or disabled
+        KMS key refused, before the body is read)."""
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
@@ -578,6 +615,10 @@ class ObjectService:
         valid_tags = validate_tags(tags)
         _check_write_condition_values(opts.conditions)
         algorithms = self._algorithms(opts.checksum)
+        if encryption is not None:
+            return await self._put_encrypted(
+                bucket, key, body, opts, encryption, algorithms, valid_tags, version_lock, list(acl or [])
+            )
         tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length)
         try:
             self._verify_body(tap, opts)
@@ -610,6 +651,77 @@ class ObjectService:
                 await self._abandon(blob_id, exc)
             raise
         return meta
+
+    async def _put_encrypted(
+        self,
+        bucket: str,
+        key: str,
+        body: AsyncIterable[bytes],
+        opts: PutOptions,
+        encryption: EncryptionRequest,
+        algorithms: list[str],
+        tags: dict[str, str],
+        version_lock: dict[str, Any],
+        acl: list[list[str]],
+    ) -> ObjectMeta:
+        """PutObject of an encrypted body (docs/encryption.md): a fresh data key, the body sealed
+        in packages on its way into the blob (or the inline body), MD5 and checksums over the
+        plaintext; the version id chosen before the commit so the binding MAC covers it."""
+        data_key, doc = await new_data_key(self.kms, encryption, bucket, key)
+        prefix = new_nonce_prefix()
+
+        def seal(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            return seal_chunks(chunks, data_key, prefix)
+
+        tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length, seal)
+        try:
+            self._verify_body(tap, opts)
+            meta = ObjectMeta(
+                bucket=bucket,
+                key=key,
+                version_id=self._next_version_id(bucket),
+                size_bytes=tap.size,
+                etag=encrypted_etag(doc, data_key, tap.md5.digest()),
+                modified_ns=self.clock.now_ns(),
+                headers=dict(opts.headers),
+                user_meta=dict(opts.user_meta),
+                checksums={a: tap.b64(a) for a in algorithms},
+                checksum_type="FULL_OBJECT",
+                storage_class=opts.storage_class,
+                tags=tags,
+                lock=version_lock,
+                acl=acl,
+            )
+            if blob_id is None:
+                record = VersionRecord(meta=meta, inline_data=inline)
+            else:
+                record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, ciphertext_size(tap.size))])
+            for _attempt in range(_VERSIONING_ATTEMPTS):
+                meta.encryption = bind(
+                    doc, data_key, bucket=bucket, key=key, version_id=meta.version_id, size=tap.size,
+                    nonce_prefix=prefix,
+                )  # fmt: skip
+                try:
+                    await self.catalog.put_version(
+                        record, check=_write_conditions(opts.conditions, key), guard=self._guard,
+                        fixed_version_id=True,
+                    )  # fmt: skip
+                    break
+                except VersioningChanged:  # versioning switched during the write: bind the other id
+                    meta.version_id = new_version_id() if meta.version_id == NULL_VERSION else NULL_VERSION
+            else:
+                raise InternalError("The bucket's versioning kept changing during the write; try again.")
+        except BaseException as exc:
+            if blob_id is not None:
+                await self._abandon(blob_id, exc)
+            raise
+        return meta
+
+    def _next_version_id(self, bucket: str) -> str:
+        """The id the catalog will give a version written now: new with versioning Enabled,
+        else ``null`` (it refuses, ``VersioningChanged``, if that changes before the commit)."""
+        enabled = self.catalog.bucket_props(bucket).get("versioning") == "Enabled"
+        return new_version_id() if enabled else NULL_VERSION
 
     def _latest(self, bucket: str, key: str, version_id: str | None = None, *, data: bool = False) -> VersionRecord:
         """The version a read addresses: the current one, or ``version_id``; ``data`` also loads
@@ -660,6 +772,7 @@ class ObjectService:
         return self._select(record, opts)
 
     def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
+        check_read_key(record.meta.encryption, opts.customer_key)  # SSE-C: before anything else
         result = self._selected_range(record, opts)
         result.bucket_versioning = record.bucket_versioning
         return result
@@ -698,12 +811,33 @@ class ObjectService:
         opts = opts or GetOptions()
         record = self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
-        result.body = self._stream(record, result.offset, result.length)
+        if record.meta.encryption:
+            result.body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
+        else:
+            result.body = self._stream(record, result.offset, result.length)
         return result
 
-    async def _stream(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
-        """Bytes [offset, offset+length) of a version: its inline body (loaded and verified by
-        the catalog read), or the concatenation of its blobs (the blob store verifies)."""
+    async def _decrypted(
+        self, record: VersionRecord, offset: int, length: int, customer_key: bytes | None
+    ) -> AsyncIterator[bytes]:
+        """Plaintext [offset, offset+length) of an encrypted version. The data key is unwrapped
+        and the binding verified here, before the answer starts (a key service error or moved
+        metadata is a clean error status); the packages are opened as the body streams."""
+        meta = record.meta
+        data_key, streams = await open_data_key(
+            self.kms, meta.encryption, bucket=meta.bucket, key=meta.key, version_id=meta.version_id,
+            size=meta.size_bytes, part_sizes=meta.parts, customer_key=customer_key,
+        )  # fmt: skip
+
+        def read(start: int, size: int) -> AsyncIterator[bytes]:
+            return self._stored_bytes(record, start, size)
+
+        name = (meta.bucket, meta.key, meta.version_id)
+        return open_range(read, data_key, streams, offset, length, package_bytes=int(meta.encryption["ps"]), name=name)
+
+    async def _stored_bytes(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Stored bytes [offset, offset+length) of a version as they are on disk (ciphertext for
+        an encrypted one): its inline body or the concatenation of its blobs."""
         if record.inline_id is not None:
             assert record.inline_data is not None, "inline body not loaded"
             if length:
@@ -711,6 +845,13 @@ class ObjectService:
             return
         async for chunk in stream_blobs(self.blobs, record.blobs, offset, length):
             yield chunk
+
+    def _stream(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Bytes [offset, offset+length) of a plain version: its inline body (loaded and verified
+        by the catalog read), or the concatenation of its blobs (the blob store verifies)."""
+        if record.meta.encryption:  # never ciphertext as if it were the object (copies: next slice)
+            raise NotImplementedOperation("Reading an encrypted object this way is not implemented yet.")
+        return self._stored_bytes(record, offset, length)
 
     async def read_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> tuple[ObjectMeta, bytes]:
         """Convenience for small objects: the whole (selected) body in memory."""
@@ -879,6 +1020,7 @@ class ObjectService:
         dst_key = ObjectKey(dst_key)
         self._bucket_exists(dst_bucket)
         src = self._copy_source(src_bucket, src_key, src_version_id)
+        _refuse_encrypted_copy(src)
         _copy_source_conditions(opts.source_conditions, src.meta)
         # Copying a named version over its own key is how S3 restores an old version: allowed.
         same = src_bucket == dst_bucket and src_key == dst_key and src_version_id is None
@@ -1129,6 +1271,7 @@ class ObjectService:
         self._check_part_number(part_number)
         upload = self._upload(bucket, key, upload_id)
         src = self._copy_source(src_bucket, src_key, src_version_id)
+        _refuse_encrypted_copy(src)
         _copy_source_conditions(opts.source_conditions, src.meta)
         if opts.source_range is not None:
             if opts.source_range.first is None or opts.source_range.last is None:
