@@ -113,8 +113,14 @@ def test_browser_uploads_walkthrough_runs(fresh_server: ServerProcess, tmp_path:
 
 def test_server_side_encryption_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
     """docs/security.md "Server-side encryption: the S3 surface": a bucket default, a write it
-    refuses until the engine encrypts, a malformed header, a policy requiring the header."""
+    refuses (its KMS key does not exist), a malformed header, a policy requiring the header."""
     _run_section("## Server-side encryption: the S3 surface", fresh_server, tmp_path, 4)
+
+
+def test_encryption_at_rest_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+    """docs/security.md "Encryption at rest: the engine": an SSE-S3 object read by range, an
+    SSE-C object without its key, with another key and with its key."""
+    _run_section("## Encryption at rest: the engine", fresh_server, tmp_path, 4)
 
 
 # --- README.md: every block runs, in order, against a server of its own ------------------------

@@ -321,7 +321,12 @@ async def get_object_attributes(req: Request, ctx: Context) -> Response:
         raise e.InvalidArgument(f"Invalid attribute name specified: {sorted(unknown)[0][:40]}")
     max_parts = int_param(h, "x-amz-max-parts", 1000, hi=1000)
     marker = int_param(h, "x-amz-part-number-marker", 0)
-    opts = GetOptions(conditions=read_conditions(req), version_id=req.query.get("versionId"))
+    customer = _sse.parse_read(req.headers)  # an SSE-C object answers only with its key, as AWS
+    opts = GetOptions(
+        conditions=read_conditions(req),
+        version_id=req.query.get("versionId"),
+        customer_key=customer.key if customer is not None else None,
+    )
     result = ctx.service.head_object(req.bucket, req.key, opts)
     meta = result.meta
     fields: list[str] = []

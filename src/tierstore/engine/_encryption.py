@@ -67,9 +67,9 @@ __all__ = [
     "Streams",
     "bind",
     "check_read_key",
-    "ciphertext_bytes",
     "encrypted_etag",
     "new_data_key",
+    "new_nonce_prefix",
     "open_data_key",
     "open_range",
     "seal_chunks",
@@ -121,7 +121,7 @@ def _unb64(doc: Mapping[str, Any], name: str) -> bytes:
     return base64.b64decode(doc[name], validate=True)
 
 
-def object_arn(bucket: str, key: str) -> str:
+def _object_arn(bucket: str, key: str) -> str:
     return f"arn:aws:s3:::{bucket}/{key}"
 
 
@@ -132,7 +132,7 @@ def _kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str
     context: dict[str, str] = {}
     if doc.get("ctx"):
         context.update(json.loads(base64.b64decode(doc["ctx"])))
-    context["aws:s3:arn"] = object_arn(bucket, key)
+    context["aws:s3:arn"] = _object_arn(bucket, key)
     return context
 
 
@@ -175,8 +175,7 @@ async def seal_chunks(
     chunks: AsyncIterable[bytes], data_key: bytes, nonce_prefix: bytes, *, part_number: int = 0
 ) -> AsyncIterator[bytes]:
     """The sealed packages of a plaintext stream (a single PUT: part number 0)."""
-    stream_key = data_key if part_number == 0 else derive_part_key(data_key, part_number, nonce_prefix)
-    sealer = PackageSealer(stream_key, nonce_prefix, part_number=part_number)
+    sealer = PackageSealer(_stream_key(data_key, part_number, nonce_prefix), nonce_prefix, part_number=part_number)
     async for chunk in chunks:
         for package in sealer.update(chunk):
             yield package
@@ -184,6 +183,7 @@ async def seal_chunks(
 
 
 def new_nonce_prefix() -> bytes:
+    """A fresh random nonce prefix for one stream (docs/encryption.md, "Nonce uniqueness")."""
     return os.urandom(NONCE_PREFIX_BYTES)
 
 
@@ -210,11 +210,6 @@ def streams_of(doc: Mapping[str, Any], part_sizes: list[int], size: int) -> Stre
             for (number, prefix), plain in zip(parts, part_sizes, strict=True)
         )
     return (StreamLayout(0, size, _unb64(doc, "np")),)
-
-
-def ciphertext_bytes(streams: Streams, package_bytes: int = PACKAGE_BYTES) -> int:
-    """What the version's blobs (or inline body) hold: the sealed size of every stream."""
-    return sum(ciphertext_size(s.plaintext_size, package_bytes=package_bytes) for s in streams)
 
 
 def _binding(doc: Mapping[str, Any], bucket: str, key: str, version_id: str, streams: Streams) -> RowBinding:
@@ -301,10 +296,10 @@ async def open_data_key(
     return data_key, streams
 
 
-def _stream_key(data_key: bytes, stream: StreamLayout) -> bytes:
-    if stream.part_number == 0:
-        return data_key
-    return derive_part_key(data_key, stream.part_number, stream.nonce_prefix)
+def _stream_key(data_key: bytes, part_number: int, nonce_prefix: bytes) -> bytes:
+    """The key a stream is sealed under: the DK for a single PUT (part 0), else the part's
+    derived key."""
+    return data_key if part_number == 0 else derive_part_key(data_key, part_number, nonce_prefix)
 
 
 async def open_range(
@@ -340,7 +335,7 @@ async def open_range(
             verify = False
             while lo < hi or empty_object:
                 opener = PackageOpener(
-                    _stream_key(data_key, stream),
+                    _stream_key(data_key, stream.part_number, stream.nonce_prefix),
                     stream.nonce_prefix,
                     plaintext_size=stream.plaintext_size,
                     plain_start=lo - plain_base,
@@ -356,7 +351,7 @@ async def open_range(
                         for plain in opener.update(chunk):
                             if plain:
                                 lo += len(plain)
-                                yield plain
+                                yield plain  # each package on its own: joining them would copy every byte
                     opener.finish()
                 except IntegrityError:
                     if verify or lo >= hi:
