@@ -46,6 +46,7 @@ from s3_side_by_side import (  # noqa: E402
     Pass,
     Seaweed,
     Tierstore,
+    _sigterm,
     loadavg,
     machine,
     process_tree,
@@ -166,10 +167,6 @@ def memory_phase(server: Tierstore, gib: float) -> dict[str, Any]:
                put_rss=str(put), get_rss=str(get))
     out["met"] = put.growth_bytes < RSS_BOUND_BYTES and get.growth_bytes < RSS_BOUND_BYTES
     return out
-
-
-def _sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
 
 
 def main() -> int:
