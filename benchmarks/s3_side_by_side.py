@@ -251,11 +251,12 @@ class Pass:
 
 
 def run_s3bench(server: Server, p: Pass, args: argparse.Namespace, out: Path,
-                warnings: list[str]) -> list[dict[str, object]]:
-    """One s3bench run against ``server``; its JSON lines (scenarios renamed as the pass says)."""
+                warnings: list[str], script: Path = BENCH / "s3bench.py") -> list[dict[str, object]]:
+    """One s3bench run against ``server``; its JSON lines (scenarios renamed as the pass says).
+    ``script``: s3bench itself, or a wrapper taking its arguments (benchmarks/_s3bench_encrypted.py)."""
     pids = process_tree(server.pid)
     cmd = [
-        sys.executable, str(BENCH / "s3bench.py"),
+        sys.executable, str(script),
         "--endpoint", f"http://127.0.0.1:{server.port}", "--access-key", AK, "--secret-key", SK,
         *(x for pid in pids for x in ("--server-pid", str(pid))), "--label", server.label,
         "--only", p.only, "--scale", str(args.scale), "--repeat", str(args.repeat),

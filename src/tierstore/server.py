@@ -412,6 +412,7 @@ def build_app(config: ServerConfig) -> S3App:
     catalog, blobs, repairer, store_key, reserve = _stores(config)
     master_key = load_master_key(master_key_dirs(config))
     kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
+    repairer.kms = kms  # heal --verify-encryption opens the data keys of SSE-S3/SSE-KMS objects
     service = ObjectService(
         catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve, kms=kms
     )

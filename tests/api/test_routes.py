@@ -137,6 +137,8 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("POST", "_tierstore", "admin/kms/keys/k1/enable", {}, {}, "tierstore:AdminKmsEnableKey", True),
     ("POST", "_tierstore", "admin/kms/keys/k1/disable", {}, {}, "tierstore:AdminKmsDisableKey", True),
     ("POST", "_tierstore", "admin/kms/keys/k1/rotate", {}, {}, "tierstore:AdminKmsRotateKey", True),
+    ("POST", "_tierstore", "admin/kms/keys/k1/rewrap", {}, {}, "tierstore:AdminKmsRewrapKey", True),
+    ("GET", "_tierstore", "admin/kms/keys/k1/rewrap", {}, {}, "tierstore:AdminKms", True),  # needs tierstore:Admin
     ("GET", "_tierstore", "admin/kms/keys/k1/rotate", {}, {}, "tierstore:AdminKms", True),  # needs tierstore:Admin
     ("DELETE", "_tierstore", "admin/kms/keys/k1", {}, {}, "tierstore:AdminKms", True),
     ("POST", "_tierstore", "admin/kms/keys//rotate", {}, {}, "tierstore:AdminKms", True),

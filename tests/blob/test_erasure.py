@@ -514,6 +514,32 @@ def test_one_flipped_byte_is_read_around_and_healed(tmp_path: Path, n: int, pari
     run(body())
 
 
+@pytest.mark.parametrize("size", [SMALL, 5 * 64 * KIB + 999], ids=["replicas", "erasure-coded"])
+def test_unverified_read_then_verified_reread_repairs_from_parity(tmp_path: Path, size: int) -> None:
+    """The encrypted-GET fast path (docs/encryption.md): a read with ``verify=False`` hands back
+    a flipped data byte unchecked (the caller's AEAD tag catches it); the re-read with
+    ``verify=True`` finds the bad block, reads around it and returns the right bytes."""
+    rig = make_rig(tmp_path, 4, 2)
+
+    async def body() -> None:
+        data = payload(size)
+        blob_id = new_blob_id()
+        await rig.store.put(blob_id, stream(data))
+        offset = size - 3 if is_replicated(rig, blob_id) else stripe_geometry(rig, blob_id, size - 3)[2]
+        position = 0 if is_replicated(rig, blob_id) else stripe_geometry(rig, blob_id, size - 3)[1]
+        flip(rig.piece(placement(blob_id, rig.n)[position], blob_id), offset)
+        rig.damaged.clear()
+        unchecked = await rig.store.read(blob_id, verify=False)
+        assert len(unchecked) == size and unchecked != data and unchecked[: size - 3] == data[: size - 3]
+        assert await collect(rig.store, blob_id, size - 64, 64, verify=False) == unchecked[size - 64 :]
+        assert not rig.damaged  # nothing was checked, so nothing was reported
+        assert await rig.store.read(blob_id, size - 64, 64) == data[size - 64 :]
+        assert await collect(rig.store, blob_id) == data
+        assert rig.damaged and set(rig.damaged) == {blob_id}
+
+    run(body())
+
+
 def test_damage_is_reported_once_per_read(tmp_path: Path) -> None:
     rig = make_rig(tmp_path, 4, 2)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.cli.test_client_commands import cli
 from tests.conftest import REPO, ServerProcess, free_port, make_client
 from tests.s3http import send, signed_request
+from tierstore.blob._local import data_size_from_file_size
 
 
 def test_admin_info_single_directory(fresh_server: ServerProcess) -> None:
@@ -50,12 +51,16 @@ def test_heal_single_directory_verifies_and_reports_damage(fresh_server: ServerP
     assert out.returncode == 1, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].endswith("5 blobs checked, 4 healthy, 0 repaired, 0 degraded, 1 lost"), out.stdout
-    assert lines[-1] == f"lost blobs: {blob.name}"
+    assert lines[-2] == f"lost blobs: {blob.name}"
+    size = data_size_from_file_size(len(data))
+    assert size is not None
+    assert lines[-1] == f"objects affected: heal/k{size - 100_000}@null"  # the object to restore
     assert out.stderr == ""
     out = cli(fresh_server, "heal", "-q", "--json")
     assert out.returncode == 1, out.stdout + out.stderr
     report = json.loads(out.stdout)
     assert report["blobs_lost"] == 1 and report["lost"] == [blob.name]
+    assert report["lost_objects"] == [f"heal/k{size - 100_000}@null"]
     info = json.loads(cli(fresh_server, "admin", "info", "--json").stdout)
     assert info["last_heal"]["blobs_lost"] == 1
 

@@ -128,7 +128,7 @@ def test_open_range_across_multipart_streams() -> None:
     whole = b"".join(plain)
     asked: list[tuple[int, int]] = []
 
-    async def read(start: int, size: int) -> AsyncIterator[bytes]:
+    async def read(start: int, size: int, verify: bool = True) -> AsyncIterator[bytes]:
         asked.append((start, size))
         yield cipher[start : start + size]
 
@@ -145,7 +145,7 @@ def test_open_range_across_multipart_streams() -> None:
     broken = bytearray(cipher)
     broken[len(cipher) - 5] ^= 1  # the last package of the last part
 
-    async def read_broken(start: int, size: int) -> AsyncIterator[bytes]:
+    async def read_broken(start: int, size: int, verify: bool = True) -> AsyncIterator[bytes]:
         yield bytes(broken[start : start + size])
 
     async def opened_broken() -> bytes:

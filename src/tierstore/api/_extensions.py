@@ -17,7 +17,7 @@ from tierstore.api._kms_ext import kms_request
 from tierstore.api._objects import result_status
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._xml import iso8601
-from tierstore.engine import MayRead, Repairer, RowRead, stream_progress
+from tierstore.engine import MayRead, Repairer, RowRead, rewrap_page, stream_progress
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
 __all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "kms_keys", "models", "query", "refuse"]
@@ -85,8 +85,18 @@ async def admin_info(req: Request, ctx: Context) -> Response:
 
 
 async def admin_heal(req: Request, ctx: Context) -> Response:
+    """POST /_tierstore/admin/heal ``{"verify_encryption"?: bool}`` -> NDJSON progress, the final
+    report last (engine/_repair.py)."""
     admin = _admin(req, ctx)
-    task = admin.start(kind="heal")
+    raw = await req.read_buffer(4096, json_body=True)
+    try:
+        doc = json.loads(raw) if raw.strip() else {}  # no body: a plain heal, as before
+    except ValueError:
+        doc = None
+    verify_encryption = doc.get("verify_encryption", False) if isinstance(doc, dict) else None
+    if not isinstance(verify_encryption, bool):
+        raise e.InvalidRequest('Expected {"verify_encryption"?: bool}.')
+    task = admin.start(kind="heal", verify_encryption=verify_encryption)
     return Response(
         200, [("content-type", "application/x-ndjson")], stream=stream_progress(task, lambda: admin.current)
     )
@@ -108,7 +118,13 @@ async def kms_keys(req: Request, ctx: Context) -> Response:
     if ctx.kms is None:
         raise e.NotImplementedOperation(f"No tierstore extension named '{(req.key or '')[:60]}'.")
     region = ctx.service.region
-    status, body = await kms_request(ctx.kms, req, region, lambda check: ctx.authorize_entry(req, check))
+    kms = ctx.kms
+
+    async def rewrap(key_id: str, after: str | None, limit: int) -> dict[str, Any]:
+        page = await rewrap_page(ctx.service.catalog, kms, key_id, after=after, limit=limit)
+        return page.to_dict()
+
+    status, body = await kms_request(kms, req, region, lambda check: ctx.authorize_entry(req, check), rewrap)
     return Response(status, [("content-type", "application/json")], body)
 
 

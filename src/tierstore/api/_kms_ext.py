@@ -15,6 +15,9 @@ everything; a user needs the actions in a policy. No answer ever carries key mat
 - ``POST /_tierstore/admin/kms/keys/ID/enable``    -> ``key``                           (kms:EnableKey)
 - ``POST /_tierstore/admin/kms/keys/ID/disable``   -> ``key``                           (kms:DisableKey)
 - ``POST /_tierstore/admin/kms/keys/ID/rotate``    -> ``key`` with one more version     (kms:RotateKeyOnDemand)
+- ``POST /_tierstore/admin/kms/keys/ID/rewrap``    -> one page of the re-wrap walk       (kms:ReEncryptFrom)
+  body ``{"after"?: cursor, "limit"?: int}``; answer ``engine.RewrapPage``: counts and ``next``
+  (the cursor to pass on; null when every version under the key is at its newest version)
 
 A ``key`` is ``{"key_id", "arn", "enabled", "state": "Enabled" | "Disabled", "created", "versions",
 "rotated", "description"}``.
@@ -23,7 +26,7 @@ A ``key`` is ``{"key_id", "arn", "enabled", "state": "Enabled" | "Disabled", "cr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -48,8 +51,9 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
     "tierstore:AdminKmsEnableKey": ("kms:EnableKey", "key"),
     "tierstore:AdminKmsDisableKey": ("kms:DisableKey", "key"),
     "tierstore:AdminKmsRotateKey": ("kms:RotateKeyOnDemand", "key"),
+    "tierstore:AdminKmsRewrapKey": ("kms:ReEncryptFrom", "key"),  # AWS: ReEncrypt needs From (and To: the same key)
 }
-_VERBS = {"enable": "EnableKey", "disable": "DisableKey", "rotate": "RotateKey"}
+_VERBS = {"enable": "EnableKey", "disable": "DisableKey", "rotate": "RotateKey", "rewrap": "RewrapKey"}
 _MAX_DESCRIPTION = 8192  # AWS KMS's limit
 
 
@@ -89,11 +93,20 @@ def _key_json(s: KeyStatus, region: str) -> dict[str, Any]:
     }
 
 
+Rewrap = Callable[[str, "str | None", int], Awaitable[dict[str, Any]]]
+"""(key id, cursor, page size) -> one page of the re-wrap walk (``engine.rewrap_page``)."""
+
+
 async def kms_request(
-    keys: LocalKeyStore, req: Request, region: str, authorize: Callable[[Check], None]
+    keys: LocalKeyStore,
+    req: Request,
+    region: str,
+    authorize: Callable[[Check], None],
+    rewrap: Rewrap | None = None,
 ) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here): status, JSON body.
-    ``authorize`` decides a "key" endpoint's check (``ENDPOINTS``) through the Authorizer."""
+    ``authorize`` decides a "key" endpoint's check (``ENDPOINTS``) through the Authorizer;
+    ``rewrap`` runs the re-wrap walk (None: this server cannot)."""
     route = endpoint(req.method, req.key or "")
     named = ENDPOINTS.get(route)
     if named is None:
@@ -104,6 +117,8 @@ async def kms_request(
     if on == "key":
         key_id = (req.key or "").split("/")[3]
         authorize(Check(action, kms_key_arn(key_id, region, ACCOUNT_ID)))  # before anything is looked up
+        if route == "tierstore:AdminKmsRewrapKey":
+            return 200, json.dumps(await _rewrap(req, key_id, rewrap)).encode()
         if route == "tierstore:AdminKmsDescribeKey":
             status = await keys.describe(key_id)
         elif route == "tierstore:AdminKmsRotateKey":
@@ -118,3 +133,13 @@ async def kms_request(
     if not isinstance(new_id, str) or not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:
         raise e.InvalidRequest(f'Expected {{"key_id": str, "description"?: str of at most {_MAX_DESCRIPTION}}}.')
     return 201, json.dumps(_key_json(await keys.create_key(new_id, description), region)).encode()
+
+
+async def _rewrap(req: Request, key_id: str, rewrap: Rewrap | None) -> dict[str, Any]:
+    if rewrap is None:
+        raise e.NotImplementedOperation("This server cannot re-wrap data keys.")
+    doc = await req.json_body()
+    after, limit = doc.get("after"), doc.get("limit", 200)
+    if (after is not None and not isinstance(after, str)) or not isinstance(limit, int) or isinstance(limit, bool):
+        raise e.InvalidRequest('Expected {"after"?: str, "limit"?: int}.')
+    return await rewrap(key_id, after, limit)

@@ -545,8 +545,15 @@ class ErasureBlobStore:
             skipped = True
         return None, None, damaged
 
-    async def _open_range(self, blob_id: str, offset: int, length: int | None) -> tuple[int, AsyncIterator[bytes]]:
-        """(end of the range, iterator over it); raises for a bad id or range, or a missing blob."""
+    async def _open_range(
+        self, blob_id: str, offset: int, length: int | None, verify: bool = True
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """(end of the range, iterator over it); raises for a bad id or range, or a missing blob.
+
+        ``verify=False`` (``BlobStore.get``): healthy pieces are read without their block CRCs
+        and a whole-object read skips the object CRC32C; an unreadable piece still turns the
+        read into a degraded one, whose fragments are always verified (pyeclib must only see
+        good ones)."""
         validate_blob_id(blob_id)
         stores = self._stores()
         layout, body, damaged = await self._locate(blob_id, stores, want_body=True)
@@ -556,7 +563,7 @@ class ErasureBlobStore:
         damage = _Damage(blob_id, self._on_damage)
         if damaged:
             damage()
-        return end, self._iter(blob_id, layout, stores, offset, end, body, damage)
+        return end, self._iter(blob_id, layout, stores, offset, end, body, damage, verify)
 
     # --- BlobStore -------------------------------------------------------------------------------
     async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> BlobInfo:
@@ -670,12 +677,14 @@ class ErasureBlobStore:
             raise InsufficientStorage(message, resource=blob_id)
         raise SlowDown(message, resource=blob_id)
 
-    async def get(self, blob_id: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
-        _, chunks = await self._open_range(blob_id, offset, length)
+    async def get(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> AsyncIterator[bytes]:
+        _, chunks = await self._open_range(blob_id, offset, length, verify)
         return chunks
 
-    async def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> bytes:
-        _, chunks = await self._open_range(blob_id, offset, length)
+    async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
+        _, chunks = await self._open_range(blob_id, offset, length, verify)
         parts = [chunk async for chunk in chunks]
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -943,12 +952,15 @@ class ErasureBlobStore:
 
     # --- reading --------------------------------------------------------------------------------
     @staticmethod
-    async def _read_piece(store: BlobStore | None, blob_id: str, offset: int, length: int) -> bytes | None:
-        """Verified bytes of one drive's piece, or None if that drive cannot give them."""
+    async def _read_piece(
+        store: BlobStore | None, blob_id: str, offset: int, length: int, verify: bool = True
+    ) -> bytes | None:
+        """Verified bytes of one drive's piece (``verify=False``: unchecked), or None if that
+        drive cannot give them."""
         if store is None:
             return None
         try:
-            return await store.read(blob_id, offset, length)
+            return await store.read(blob_id, offset, length, verify=verify)
         except _DRIVE_ERRORS:
             return None
 
@@ -1008,20 +1020,28 @@ class ErasureBlobStore:
         end: int,
         body: bytes | None,
         damage: _Damage,
+        verify: bool = True,
     ) -> AsyncIterator[bytes]:
         if body is not None:
             return _yield_slice(body, start, end)
         if layout.kind == _REPLICA:
-            jobs = self._replica_jobs(blob_id, layout, stores, start, end, damage)
+            jobs = self._replica_jobs(blob_id, layout, stores, start, end, damage, verify)
         else:
-            jobs = self._ec_jobs(blob_id, layout, stores, start, end, damage)
+            jobs = self._ec_jobs(blob_id, layout, stores, start, end, damage, verify)
         pieces = _pipeline(jobs)
-        if start == 0 and end == layout.size_bytes:
+        if verify and start == 0 and end == layout.size_bytes:
             return _checked(pieces, layout.object_crc, blob_id)
         return pieces
 
     def _replica_jobs(
-        self, blob_id: str, layout: _Layout, stores: list[BlobStore | None], start: int, end: int, damage: _Damage
+        self,
+        blob_id: str,
+        layout: _Layout,
+        stores: list[BlobStore | None],
+        start: int,
+        end: int,
+        damage: _Damage,
+        verify: bool,
     ) -> Iterator[Callable[[], Coroutine[Any, Any, _Piece]]]:
         order = [stores[layout.drive(p)] for p in range(layout.positions)]
         if any(s is None for s in order):
@@ -1030,7 +1050,7 @@ class ErasureBlobStore:
 
         async def piece(lo: int, hi: int) -> _Piece:
             for store in replicas:
-                data = await self._read_piece(store, blob_id, lo, hi - lo)
+                data = await self._read_piece(store, blob_id, lo, hi - lo, verify)
                 if data is not None:
                     return data, None
                 damage()
@@ -1042,11 +1062,18 @@ class ErasureBlobStore:
             yield partial(piece, lo, min(end, lo + _GROUP_PAYLOAD_BYTES))
 
     def _ec_jobs(
-        self, blob_id: str, layout: _Layout, stores: list[BlobStore | None], start: int, end: int, damage: _Damage
+        self,
+        blob_id: str,
+        layout: _Layout,
+        stores: list[BlobStore | None],
+        start: int,
+        end: int,
+        damage: _Damage,
+        verify: bool,
     ) -> Iterator[Callable[[], Coroutine[Any, Any, _Piece]]]:
         first, stop = start // layout.stripe_bytes, -(-end // layout.stripe_bytes)
         for s0, s1 in layout.groups(first, stop):
-            yield partial(self._read_group, blob_id, layout, stores, s0, s1, start, end, damage)
+            yield partial(self._read_group, blob_id, layout, stores, s0, s1, start, end, damage, verify)
 
     async def _read_group(
         self,
@@ -1058,6 +1085,7 @@ class ErasureBlobStore:
         start: int,
         end: int,
         damage: _Damage,
+        verify: bool = True,
     ) -> _Piece:
         """Object bytes [start, end) ∩ stripes [s0, s1): data pieces only when they are healthy."""
         k, stripe_bytes, payload_bytes = layout.k, layout.stripe_bytes, layout.payload_bytes
@@ -1076,7 +1104,7 @@ class ErasureBlobStore:
         positions = sorted(spans)
         reads = await asyncio.gather(
             *(
-                self._read_piece(stores[layout.drive(i)], blob_id, spans[i][0], spans[i][1] - spans[i][0])
+                self._read_piece(stores[layout.drive(i)], blob_id, spans[i][0], spans[i][1] - spans[i][0], verify)
                 for i in positions
             )
         )

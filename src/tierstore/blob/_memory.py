@@ -46,21 +46,23 @@ class MemoryBlobStore:
         self._blobs[blob_id] = _Blob(data, len(data), crcs)
         return BlobInfo(blob_id, len(data))
 
-    async def get(self, blob_id: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def get(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> AsyncIterator[bytes]:
         blob = self._lookup(blob_id)
         end = check_range(blob.size_bytes, offset, length)
-        return self._iter(blob_id, blob, offset, end)
+        return self._iter(blob_id, blob, offset, end, verify)
 
-    async def _iter(self, blob_id: str, blob: _Blob, start: int, end: int) -> AsyncIterator[bytes]:
+    async def _iter(self, blob_id: str, blob: _Blob, start: int, end: int, verify: bool) -> AsyncIterator[bytes]:
         while start < end:
             piece_end = min(end, (start // BLOCK_SIZE_BYTES) * BLOCK_SIZE_BYTES + _PIECE_BYTES)
-            yield self._read_verified(blob_id, blob, start, piece_end)
+            yield self._read(blob_id, blob, start, piece_end, verify)
             start = piece_end
 
-    async def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> bytes:
+    async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
         blob = self._lookup(blob_id)
         end = check_range(blob.size_bytes, offset, length)
-        return self._read_verified(blob_id, blob, offset, end) if offset < end else b""
+        return self._read(blob_id, blob, offset, end, verify) if offset < end else b""
 
     async def delete(self, blob_id: str) -> None:
         validate_blob_id(blob_id)
@@ -106,6 +108,15 @@ class MemoryBlobStore:
         if blob is None:
             raise CorruptBlob(f"blob {blob_id} is missing", resource=blob_id)
         return blob
+
+    @classmethod
+    def _read(cls, blob_id: str, blob: _Blob, start: int, end: int, verify: bool) -> bytes:
+        """Bytes [start, end); ``verify=False`` checks the length only (``BlobStore.get``)."""
+        if verify:
+            return cls._read_verified(blob_id, blob, start, end)
+        if len(blob.data) != blob.size_bytes:
+            raise CorruptBlob(f"blob {blob_id} is truncated", resource=blob_id)
+        return bytes(blob.data[start:end])
 
     @staticmethod
     def _read_verified(blob_id: str, blob: _Blob, start: int, end: int) -> bytes:

@@ -94,18 +94,25 @@ class BlobStore(Protocol):
         """
         ...
 
-    async def get(self, blob_id: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def get(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> AsyncIterator[bytes]:
         """Return an iterator over the bytes ``[offset, offset+length)`` (``None``: to the end).
 
         Raises at ``await``: ValueError for a bad id, ``InvalidRange`` (a ValueError) for a range
         beyond the end, ``CorruptBlob`` for a missing blob (the catalog said it exists). Every block
         is verified before any of its bytes are yielded; a mismatch or truncation raises
         ``CorruptBlob`` from the iteration. Yielded chunks are never empty.
+
+        ``verify=False`` skips the per-block checksum pass (structure is still checked: length,
+        footer/trailer, short reads). Only for callers that authenticate the bytes themselves
+        (encrypted bodies: the AES-GCM tag of every package, docs/encryption.md) and re-read with
+        ``verify=True`` when that check fails, to tell bitrot (repairable) from tampering.
         """
         ...
 
-    async def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> bytes:
-        """The whole range in memory (for small objects); same checks as ``get``."""
+    async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
+        """The whole range in memory (for small objects); same checks (and ``verify``) as ``get``."""
         ...
 
     async def delete(self, blob_id: str) -> None:

@@ -46,6 +46,7 @@ from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._kms import KMS_DDL, KmsTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
+from tierstore.catalog._sse import SseTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
@@ -537,7 +538,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables):
+class SqliteCatalog(IdentityTables, KmsTables, SseTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 

@@ -27,9 +27,15 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Ask the server to heal its store: format replaced (empty) drives, re-seed their "
         "catalog copies, then verify every blob the catalog references and rebuild what is missing "
         "or corrupt. Shows a progress bar, then a summary (--json: the final report as JSON on stdout). "
-        "Exit status: 0 all healthy or repaired, 1 some blobs are still degraded or lost, 2 cannot run.",
+        "Exit status: 0 all healthy or repaired, 1 some blobs are still degraded or lost (or, with "
+        "--verify-encryption, some encrypted packages do not open), 2 cannot run.",
     )
     h.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    h.add_argument(
+        "--verify-encryption",
+        action="store_true",
+        help="also open every package of every SSE-S3/SSE-KMS object (finds tampering the CRCs cannot see)",
+    )
     h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
     a = sub.add_parser(
@@ -220,11 +226,18 @@ def _print_heal_summary(report: dict[str, Any]) -> None:
         print(f"drives formatted: {', '.join(map(str, report['drives_formatted']))}")
     if report.get("catalog_reseeded"):
         print(f"catalog copies re-seeded on drives: {', '.join(map(str, report['catalog_reseeded']))}")
+    if report.get("sse_checked") or report.get("sse_skipped"):
+        print(
+            f"encrypted objects: {report['sse_checked']:,} opened, {report['sse_failed']:,} do not open, "
+            f"{report['sse_skipped']:,} skipped (SSE-C, or the key service refused)"
+        )
     for what in ("degraded", "lost"):
         ids = report.get(what) or []
         if ids:
             more = report[f"blobs_{what}"] - len(ids)
             print(f"{what} blobs: {' '.join(ids)}" + (f" (and {more:,} more)" if more > 0 else ""))
+    if report.get("lost_objects"):
+        print(f"objects affected: {' '.join(report['lost_objects'])}")
 
 
 def _failed(command: str, exc: Exception) -> int:
@@ -268,7 +281,7 @@ def _cmd_heal(args: argparse.Namespace) -> int:
     bar = None
     try:
         client = _client(args)
-        for p in client.heal():
+        for p in client.heal(verify_encryption=args.verify_encryption):
             final = p
             if args.quiet:
                 continue
@@ -294,4 +307,4 @@ def _cmd_heal(args: argparse.Namespace) -> int:
         print(json.dumps(final, indent=1))
     else:
         _print_heal_summary(final)
-    return 1 if final["blobs_lost"] or final["blobs_degraded"] else 0
+    return 1 if final["blobs_lost"] or final["blobs_degraded"] or final.get("sse_failed") else 0

@@ -242,9 +242,17 @@ class TierstoreClient:
         """Add a key version: new data keys use it; those wrapped by older versions still open."""
         return self._call("POST", self._kms_path(key_id, "rotate"), {})
 
-    def heal(self) -> Iterator[dict[str, Any]]:
-        """Start (or join) a heal pass on the server; yields its progress, the final report last."""
-        resp = self._send("POST", "/_tierstore/admin/heal", {}, stream=True)
+    def kms_rewrap_key(self, key_id: str, *, after: str | None = None, limit: int = 200) -> dict[str, Any]:
+        """One page of the re-wrap walk: the data keys of up to ``limit`` versions under the key
+        (after cursor ``after``) moved to its newest version; counts and ``next`` (None: done)."""
+        body: dict[str, Any] = {"limit": limit} if after is None else {"after": after, "limit": limit}
+        return self._call("POST", self._kms_path(key_id, "rewrap"), body)
+
+    def heal(self, *, verify_encryption: bool = False) -> Iterator[dict[str, Any]]:
+        """Start (or join) a heal pass on the server; yields its progress, the final report last.
+        ``verify_encryption``: also open every package of every SSE-S3/SSE-KMS object."""
+        body = {"verify_encryption": True} if verify_encryption else {}
+        resp = self._send("POST", "/_tierstore/admin/heal", body, stream=True)
         try:
             buf = b""
             for chunk in resp.stream(64 * 1024):

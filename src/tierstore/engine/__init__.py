@@ -28,6 +28,7 @@ from tierstore.engine._lock import (
 from tierstore.engine._models import ModelService
 from tierstore.engine._oidc import OidcVerifier, WebIdentity, provider_key
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
+from tierstore.engine._rewrap import RewrapPage, rewrap_page
 from tierstore.engine._service import (
     DEFAULT_INLINE_MAX_BYTES,
     CompletedPart,
@@ -72,6 +73,7 @@ __all__ = [
     "Principal",
     "Repairer",
     "Retention",
+    "RewrapPage",
     "RoleState",
     "RowRead",
     "Session",
@@ -88,6 +90,7 @@ __all__ = [
     "parse_retain_until",
     "parse_tagging_header",
     "provider_key",
+    "rewrap_page",
     "role_name_of",
     "stream_progress",
 ]

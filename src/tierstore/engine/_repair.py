@@ -13,7 +13,16 @@ Order of a full heal on an erasure set:
 3. re-seed the catalog copy on every online member whose copy is not live;
 4. ``heal`` every referenced blob (erasure set: rebuild shards; single drive: verify only);
 5. check the CRC32C of every body stored inline in the catalog (docs/inline.md); on a mirror a
-   damaged one is rewritten from a good copy.
+   damaged one is rewritten from a good copy;
+6. with ``verify_encryption`` (``tierstore heal --verify-encryption``, docs/encryption.md): open
+   every package of every encrypted version (SSE-S3, SSE-KMS; SSE-C needs the client's key and
+   is counted as skipped), each bad one reported as ``sse:<bucket>/<key>@<version>#<package>``
+   (``#<part>.<package>`` for a multipart part, ``#key`` when the data key or the binding does
+   not open) in ``lost``. This is the one check the CRCs cannot make: a package whose CRC is
+   right and whose tag is not (tampering, or a bug).
+
+A blob or inline body that is lost is also named by the objects it belongs to
+(``lost_objects``: ``<bucket>/<key>@<version>``), so a report says what to restore.
 
 Progress is a ``HealProgress``; the final one is also written to ``.tierstore/heal-report.json``
 on every online drive (or the data dir), so ``admin info`` in any worker process can show the
@@ -34,8 +43,14 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tierstore.blob import BlobStore
+from tierstore.catalog import VersionRecord
+from tierstore.catalog._sse import SseVersion, VersionName
+from tierstore.crypto import IntegrityError, KeyService, KmsError, PackageOpener, ciphertext_size, derive_part_key
 from tierstore.drives import FORMAT_DIR, DriveSet, DriveState, write_file_durably
+from tierstore.engine._encryption import open_data_key
 from tierstore.engine._health import DriveHealth, StoreHealth
+from tierstore.engine._service import stream_blobs
+from tierstore.errors import CorruptBlob, InternalError
 
 __all__ = ["HealProgress", "Repairer", "stream_progress"]
 
@@ -58,6 +73,14 @@ class _BlobCatalog(Protocol):
     async def check_inline(self, inline_id: str) -> str: ...
 
     def take_damaged_inline(self) -> list[str]: ...
+
+    def versions_of_blob(self, blob_id: str, limit: int = 10) -> list[VersionName]: ...
+
+    def sse_versions_page(
+        self, *, key_id: str | None = None, after: VersionName | None = None, limit: int = 500
+    ) -> list[SseVersion]: ...
+
+    def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None: ...
 
 
 @runtime_checkable
@@ -93,11 +116,15 @@ class HealProgress:
     blobs_lost: int = 0  # fewer good pieces than needed: unreadable (inline bodies included)
     inline_checked: int = 0  # bodies stored in the catalog whose CRC32C was checked
     inline_repaired: int = 0  # of those, rewritten from a good catalog copy (mirror)
+    sse_checked: int = 0  # encrypted versions whose every package was opened (--verify-encryption)
+    sse_failed: int = 0  # of those, the ones with a package (or key, or binding) that does not open
+    sse_skipped: int = 0  # SSE-C (no key here) or the key service refused (disabled key)
     drives_formatted: list[int] = field(default_factory=list)
     catalog_reseeded: list[int] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     degraded: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    lost_objects: list[str] = field(default_factory=list)  # bucket/key@version of what is in ``lost``
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,16 +156,23 @@ class Repairer:
         self._meta_files = meta_files
         self.current: HealProgress | None = None
         self._task: asyncio.Task[HealProgress] | None = None
+        self.kms: KeyService | None = None  # set by server.py: opens data keys for verify_encryption
 
     # --- full pass ----------------------------------------------------------------------
-    def start(self, *, kind: str = "heal", rate_bytes_s: float | None = None) -> asyncio.Task[HealProgress]:
+    def start(
+        self, *, kind: str = "heal", rate_bytes_s: float | None = None, verify_encryption: bool = False
+    ) -> asyncio.Task[HealProgress]:
         """Start a pass in the background (or return the one already running in this process)."""
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.heal(kind=kind, rate_bytes_s=rate_bytes_s))
+            heal = self.heal(kind=kind, rate_bytes_s=rate_bytes_s, verify_encryption=verify_encryption)
+            self._task = asyncio.get_running_loop().create_task(heal)
         return self._task
 
-    async def heal(self, *, kind: str = "heal", rate_bytes_s: float | None = None) -> HealProgress:
-        """One full pass. ``rate_bytes_s`` throttles the blob walk (the scrubber's budget)."""
+    async def heal(
+        self, *, kind: str = "heal", rate_bytes_s: float | None = None, verify_encryption: bool = False
+    ) -> HealProgress:
+        """One full pass. ``rate_bytes_s`` throttles the blob walk (the scrubber's budget);
+        ``verify_encryption`` adds step 6 (module docstring)."""
         p = HealProgress(kind=kind, started_s=time.time())
         self.current = p
         try:
@@ -150,6 +184,8 @@ class Repairer:
             began = time.monotonic()
             await self._walk(p, rate_bytes_s, began)
             await self._walk_inline(p, rate_bytes_s, began)
+            if verify_encryption:
+                await self._walk_encrypted(p)
             p.state = "done"
         except Exception as exc:
             log.exception("%s pass failed", kind)
@@ -243,7 +279,7 @@ class Repairer:
         elif outcome == "lost":
             p.blobs_lost += 1
             _note(p.lost, f"inline:{inline_id}")
-            log.error("inline body %s is damaged beyond repair", inline_id)
+            log.error("inline body %s of %s is damaged beyond repair", inline_id, self._name_owners(p, inline_id))
 
     async def _heal_one(self, p: HealProgress, blob_id: str) -> None:
         if isinstance(self.blobs, _HealingStore):
@@ -261,7 +297,7 @@ class Repairer:
         if lost:
             p.blobs_lost += 1
             _note(p.lost, blob_id)
-            log.error("blob %s is damaged beyond repair", blob_id)
+            log.error("blob %s of %s is damaged beyond repair", blob_id, self._name_owners(p, blob_id))
         elif degraded:
             p.blobs_degraded += 1
             _note(p.degraded, blob_id)
@@ -272,6 +308,90 @@ class Repairer:
             log.log(level, "%s: repaired blob %s (%d shards rebuilt)", p.kind, blob_id, rebuilt)
         else:
             p.blobs_healthy += 1
+
+    def _name_owners(self, p: HealProgress, blob_id: str) -> str:
+        """Note the objects a lost blob (or inline body) belongs to; their names, for the log."""
+        names = [f"{b}/{k}@{v}" for b, k, v in self.catalog.versions_of_blob(blob_id)]
+        for name in names:
+            if name not in p.lost_objects:
+                _note(p.lost_objects, name)
+        return ", ".join(names) or "no object"
+
+    # --- encrypted versions (verify_encryption) -----------------------------------------------
+    async def _walk_encrypted(self, p: HealProgress) -> None:
+        after: VersionName | None = None
+        while True:
+            page = self.catalog.sse_versions_page(after=after, limit=_PAGE)
+            if not page:
+                return
+            for v in page:
+                await self._open_encrypted(p, v.name)
+            after = page[-1].name
+
+    async def _open_encrypted(self, p: HealProgress, name: VersionName) -> None:
+        """Unwrap the version's data key, verify its binding and open every package of every
+        stream (reading its ciphertext with the blob layer's checks on)."""
+        bucket, key, version_id = name
+        where = f"{bucket}/{key}@{version_id}"
+        try:
+            record = self.catalog.get_version(bucket, key, version_id, data=True)
+        except CorruptBlob:
+            return self._sse_bad(p, where, "inline", "its inline body is unreadable")
+        if record is None or not record.meta.encryption:
+            return  # deleted or overwritten while we walked
+        meta, doc = record.meta, record.meta.encryption
+        if doc.get("kind") == "c":
+            p.sse_skipped += 1  # the customer's key is not ours to keep
+            return
+        try:
+            data_key, streams = await open_data_key(
+                self.kms, doc, bucket=bucket, key=key, version_id=version_id,
+                size=meta.size_bytes, part_sizes=meta.parts, customer_key=None,
+            )  # fmt: skip
+        except InternalError:
+            return self._sse_bad(p, where, "key", "its data key or binding does not open")
+        except KmsError as exc:
+            p.sse_skipped += 1
+            log.warning("verify-encryption: %s skipped: %s", where, exc.code)
+            return
+        package_bytes = int(doc["ps"])
+        base = 0
+        for stream in streams:
+            stream_key = data_key if stream.part_number == 0 else derive_part_key(
+                data_key, stream.part_number, stream.nonce_prefix
+            )
+            sealed = ciphertext_size(stream.plaintext_size, package_bytes=package_bytes)
+            opener = PackageOpener(
+                stream_key, stream.nonce_prefix, plaintext_size=stream.plaintext_size,
+                part_number=stream.part_number, package_bytes=package_bytes,
+            )  # fmt: skip
+            try:
+                async for chunk in self._ciphertext(record, base, sealed):
+                    opener.update(chunk)
+                opener.finish()
+            except IntegrityError as exc:
+                package = "?" if exc.package is None else str(exc.package)
+                at = package if stream.part_number == 0 else f"{stream.part_number}.{package}"
+                return self._sse_bad(p, where, at, f"package {at} does not open")
+            except CorruptBlob:
+                return self._sse_bad(p, where, "blob", "its blob is unreadable (see the blob report)")
+            base += sealed
+        p.sse_checked += 1
+
+    async def _ciphertext(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
+        if record.inline_data is not None:
+            yield record.inline_data[offset : offset + length]
+            return
+        async for chunk in stream_blobs(self.blobs, record.blobs, offset, length):
+            yield chunk
+
+    def _sse_bad(self, p: HealProgress, where: str, at: str, why: str) -> None:
+        p.sse_checked += 1
+        p.sse_failed += 1
+        _note(p.lost, f"sse:{where}#{at}")
+        if where not in p.lost_objects:
+            _note(p.lost_objects, where)
+        log.error("sse integrity: %s: %s", where, why)  # never a key or a byte of the object
 
     # --- reported blobs -----------------------------------------------------------------
     async def heal_queued(self) -> HealProgress | None:

@@ -134,8 +134,11 @@ _UPLOAD_LOCK = "x-tierstore-object-lock"
 _UPLOAD_ACL = "x-tierstore-acl"
 
 
-async def stream_blobs(store: BlobStore, refs: Iterable[BlobRef], offset: int, length: int) -> AsyncIterator[bytes]:
-    """Bytes [offset, offset+length) of the concatenation of blobs ``refs`` (the store verifies)."""
+async def stream_blobs(
+    store: BlobStore, refs: Iterable[BlobRef], offset: int, length: int, *, verify: bool = True
+) -> AsyncIterator[bytes]:
+    """Bytes [offset, offset+length) of the concatenation of blobs ``refs`` (the store verifies;
+    ``verify=False``: not its block checksums, for encrypted bodies, ``BlobStore.get``)."""
     remaining = length
     for ref in refs:
         if remaining <= 0:
@@ -144,7 +147,7 @@ async def stream_blobs(store: BlobStore, refs: Iterable[BlobRef], offset: int, l
             offset -= ref.size_bytes
             continue
         take = min(ref.size_bytes - offset, remaining)
-        async for chunk in await store.get(ref.blob_id, offset, take):
+        async for chunk in await store.get(ref.blob_id, offset, take, verify=verify):
             yield chunk
         remaining -= take
         offset = 0
@@ -836,21 +839,24 @@ class ObjectService:
             size=meta.size_bytes, part_sizes=meta.parts, customer_key=customer_key,
         )  # fmt: skip
 
-        def read(start: int, size: int) -> AsyncIterator[bytes]:
-            return self._stored_bytes(record, start, size)
+        def read(start: int, size: int, verify: bool) -> AsyncIterator[bytes]:
+            return self._stored_bytes(record, start, size, verify=verify)
 
         name = (meta.bucket, meta.key, meta.version_id)
         return open_range(read, data_key, streams, offset, length, package_bytes=int(meta.encryption["ps"]), name=name)
 
-    async def _stored_bytes(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
+    async def _stored_bytes(
+        self, record: VersionRecord, offset: int, length: int, *, verify: bool = True
+    ) -> AsyncIterator[bytes]:
         """Stored bytes [offset, offset+length) of a version as they are on disk (ciphertext for
-        an encrypted one): its inline body or the concatenation of its blobs."""
+        an encrypted one): its inline body or the concatenation of its blobs (``verify``: the
+        blob layer's checksums; an inline body is always checked when the catalog loads it)."""
         if record.inline_id is not None:
             assert record.inline_data is not None, "inline body not loaded"
             if length:
                 yield record.inline_data[offset : offset + length]
             return
-        async for chunk in stream_blobs(self.blobs, record.blobs, offset, length):
+        async for chunk in stream_blobs(self.blobs, record.blobs, offset, length, verify=verify):
             yield chunk
 
     def _stream(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:

@@ -87,10 +87,12 @@ async def stream(data: bytes, sizes: Iterable[int] | None = None) -> AsyncIterat
             await asyncio.sleep(0)  # really suspend now and then, like a network stream
 
 
-async def collect(store: BlobStore, blob_id: str, offset: int = 0, length: int | None = None) -> bytes:
+async def collect(
+    store: BlobStore, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+) -> bytes:
     """Join ``get``; also checks that no empty chunk is yielded."""
     parts = []
-    async for chunk in await store.get(blob_id, offset, length):
+    async for chunk in await store.get(blob_id, offset, length, verify=verify):
         assert len(chunk) > 0, "get() yielded an empty chunk"
         parts.append(chunk)
     return b"".join(parts)
@@ -440,6 +442,27 @@ class BlobStoreConformance:
 
         run(body())
 
+    def test_unverified_reads_skip_the_block_checks(self, store: BlobStore) -> None:
+        """``verify=False`` (encrypted bodies, whose AEAD tags authenticate them) returns the
+        stored bytes as they are, damage included; ``verify=True`` on the same range refuses."""
+
+        async def body() -> None:
+            data = payload(RANGE_BLOB_SIZE)
+            blob_id = await self.put_bytes(store, data)
+            assert await store.read(blob_id, verify=False) == data
+            assert await collect(store, blob_id, 7, B + 9, verify=False) == data[7 : B + 16]
+            damaged_offset = B + 100
+            self.corrupt(store, blob_id, damaged_offset)
+            raw = await store.read(blob_id, B, B, verify=False)
+            assert len(raw) == B and raw != data[B : 2 * B]
+            streamed = await collect(store, blob_id, verify=False)
+            assert len(streamed) == RANGE_BLOB_SIZE and streamed != data
+            with pytest.raises(CorruptBlob):
+                await store.read(blob_id, B, B)
+            await _raises_corrupt(collect(store, blob_id))
+
+        run(body())
+
     @pytest.mark.parametrize("size_bytes", [1, B, 3 * B + 17])
     def test_truncation_is_detected(self, store: BlobStore, size_bytes: int) -> None:
         async def body() -> None:
@@ -449,5 +472,7 @@ class BlobStoreConformance:
             await _raises_corrupt(store.read(blob_id))
             await _raises_corrupt(collect(store, blob_id))
             await _raises_corrupt(store.read(blob_id, size_bytes - 1, 1))
+            await _raises_corrupt(store.read(blob_id, verify=False))  # the length is always checked
+            await _raises_corrupt(collect(store, blob_id, verify=False))
 
         run(body())

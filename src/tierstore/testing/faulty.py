@@ -211,17 +211,19 @@ class FaultyBlobStore:
             self._record("put", call, "bitflip", blob_id, f"offset {offset}")
         return info
 
-    async def get(self, blob_id: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    async def get(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> AsyncIterator[bytes]:
         call = await self._enter("get", blob_id)
         if self._eio("get", call, blob_id):
             raise CorruptBlob(f"blob {blob_id} is unreadable (I/O error)", resource=blob_id)
-        return await self.inner.get(blob_id, offset, length)
+        return await self.inner.get(blob_id, offset, length, verify=verify)
 
-    async def read(self, blob_id: str, offset: int = 0, length: int | None = None) -> bytes:
+    async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
         call = await self._enter("read", blob_id)
         if self._eio("read", call, blob_id):
             raise CorruptBlob(f"blob {blob_id} is unreadable (I/O error)", resource=blob_id)
-        return await self.inner.read(blob_id, offset, length)
+        return await self.inner.read(blob_id, offset, length, verify=verify)
 
     async def delete(self, blob_id: str) -> None:
         call = await self._enter("delete", blob_id)
