@@ -586,11 +586,11 @@ class DatasetService:
         data_key, streams, package_bytes = found
         blobs = self.service.blobs
 
-        async def read(offset: int, length: int) -> AsyncIterator[bytes]:
+        async def read(offset: int, length: int, verify: bool) -> AsyncIterator[bytes]:
             if data is not None:
                 yield data[offset : offset + length]
                 return
-            async for chunk in stream_blobs(blobs, refs, offset, length):
+            async for chunk in stream_blobs(blobs, refs, offset, length, verify=verify):
                 yield chunk
 
         name = (bucket, key, version_id)
