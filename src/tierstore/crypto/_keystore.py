@@ -256,6 +256,7 @@ class LocalKeyStore:
 
     async def rotate(self, key_id: str) -> KeyStatus:
         """Add a version: new data keys are wrapped by it; those of older versions still open."""
+        self.forget(key_id)  # an admin acts on the catalog's state, not this worker's cached one
         await self._usable(key_id)  # a missing or disabled key is not rotated
         if await self._table.kms_add_version(key_id, lambda v: self._seal_new(key_id, v), self._now_ns()) is None:
             raise NoSuchKmsKey(f"Key '{key_id}' does not exist.", resource=key_id)
