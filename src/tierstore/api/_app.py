@@ -215,40 +215,48 @@ class S3App:
     def _observe(
         self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
     ) -> None:
-        """Count the request in the metrics and write its access log line."""
-        total_s = time.perf_counter() - x.started
-        api = req.action if req is not None else UNKNOWN
-        self.metrics.finished(
-            api,
-            status=resp.status,
-            error_code=error_code,
-            bytes_in=x.bytes_in,
-            bytes_out=x.bytes_out,
-            ttfb_s=x.ttfb_s,
-            total_s=total_s,
-            inflight=req is not None,
-        )
-        decided = req.authz.decision if req is not None and req.authz is not None else None
+        """Count the request in the metrics and write its access log line (every request: the
+        values are looked up once, and passed positionally)."""
+        now = time.perf_counter()
+        started = x.started
+        first_byte = x.first_byte
+        ttfb_s = (first_byte if first_byte is not None else now) - started
+        total_s = now - started
+        status = resp.status
+        if req is not None:
+            api = req.action
+            authz = req.authz
+            decided = authz.decision if authz is not None else None
+        else:
+            api, decided = UNKNOWN, None
+        self.metrics.finished(api, status, error_code, x.bytes_in, x.bytes_out, ttfb_s, total_s, req is not None)
         if self.audit_log is not None:
             self._audit(scope, req, resp, x, request_id, error_code, decided)
         if self.access_log is not None:
-            headers = req.headers if req is not None else {}
+            client = scope.get("client")
+            if req is not None:
+                auth = req.auth
+                access_key = (auth.access_key or "") if auth is not None else ""
+                bucket, key, user_agent = req.bucket, req.key, req.headers.get("user-agent")
+            else:
+                access_key, bucket, key, user_agent = "", None, None, None
             self.access_log.write(
                 access_line(
                     x,
-                    request_id=request_id,
-                    remote=str((scope.get("client") or ("",))[0]),
-                    method=scope["method"],
-                    access_key=(req.auth.access_key or "") if req is not None and req.auth is not None else "",
-                    api=api,
-                    bucket=req.bucket if req is not None else None,
-                    key=req.key if req is not None else None,
-                    status=resp.status,
-                    error_code=error_code,
-                    total_s=total_s,
-                    user_agent=headers.get("user-agent"),
-                    decision=decided.reason if decided is not None else "",
-                    policy=_decided_by(decided),
+                    request_id,
+                    str(client[0]) if client else "",
+                    scope["method"],
+                    access_key,
+                    api,
+                    bucket,
+                    key,
+                    status,
+                    error_code,
+                    ttfb_s,
+                    total_s,
+                    user_agent,
+                    decided.reason if decided is not None else "",
+                    _decided_by(decided),
                 )
             )
 
