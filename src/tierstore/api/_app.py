@@ -28,7 +28,7 @@ from tierstore.api import (
 )
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._audit import AuditLog, audit_line
-from tierstore.api._auth import Authenticator, AuthRequest
+from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import (
     ANONYMOUS_DENIED,
     AllowAuthenticated,
@@ -525,15 +525,7 @@ class S3App:
             req.key = found.key
             headers = found.headers
         else:
-            auth = req.auth = self.auth.authenticate(
-                AuthRequest(
-                    method=req.method,
-                    raw_path=req.raw_path,
-                    query_string=req.query_string,
-                    headers=req.headers,
-                    virtual_bucket=req.virtual_bucket,
-                )
-            )
+            auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
         principal = Principal(auth.access_key, auth.session) if auth.access_key is not None else Principal.anonymous()
         if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
@@ -590,13 +582,7 @@ class S3App:
         """A query-API request (``_query``) whose form is read: authenticate it for its service,
         authorize its checks once, run its handler, answer AWS's XML."""
         assert req.form is not None
-        auth = req.auth = self.auth.authenticate_query(
-            AuthRequest(
-                method=req.method, raw_path=req.raw_path, query_string=req.query_string, headers=req.headers
-            ),
-            service.name,
-            payload_sha256,
-        )
+        auth = req.auth = self.auth.authenticate_query(req, service.name, payload_sha256)
         call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
         if auth.access_key is not None:
             req.authz = RequestContext(
