@@ -51,7 +51,7 @@ from tierstore import errors as e
 from tierstore import iam
 from tierstore.api import _acl
 from tierstore.api._access import ENFORCED
-from tierstore.api._authorize import Check, RequestContext
+from tierstore.api._authorize import Check, LazyConditions, RequestContext
 from tierstore.api._bucket_policy import is_public
 from tierstore.engine import (
     BucketAccessService,
@@ -142,14 +142,18 @@ class IamAuthorizer:
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
-        if request.principal.is_anonymous:
-            self._decide(request, _ANONYMOUS, request.conditions())
+        key, identity = request.principal
+        if identity is None:  # a long-term key (most requests): the root's is one set lookup
+            if self._is_root_key(key):
+                request.decision = ROOT_ALLOW
+                return
+        elif request.principal.is_anonymous:
+            self._decide(request, _ANONYMOUS, LazyConditions(request))
             return
-        key = request.principal.access_key
-        if isinstance(request.principal.identity, Session | WebIdentity):  # STS credentials or a web identity
-            self._authorize_session(request, request.principal.identity)
+        elif isinstance(identity, Session | WebIdentity):  # STS credentials or a web identity
+            self._authorize_session(request, identity)
             return
-        if self._is_root_key(key):
+        elif self._is_root_key(key):
             request.decision = ROOT_ALLOW
             return
         compiled = self._for_key(key)
@@ -160,7 +164,7 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
-        self._decide(request, compiled, request.conditions())
+        self._decide(request, compiled, LazyConditions(request))
 
     def _decide(self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any]) -> None:
         """Every check of ``request`` must be allowed for ``compiled`` (AWS's one-account
