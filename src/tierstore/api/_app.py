@@ -103,6 +103,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
+_ANONYMOUS = Principal.anonymous()  # an unsigned request's principal (a tuple: one for all)
 _KEY_READS = frozenset({"GetObject", "HeadObject"})  # a missing key: 404 or 403 (``_may_list``)
 
 
@@ -380,13 +381,13 @@ class S3App:
         """Send ``resp``; ``x`` (the request's Exchange) is told when the head went out and how
         many body bytes followed (counted here, not by wrapping ``send``: two fewer coroutines
         per small response)."""
-        headers = [
-            (b"x-amz-request-id", request_id.encode()),
-            (b"x-amz-id-2", request_id.encode()),
-            (b"server", b"tierstore"),
-        ]
-        headers += [(k.encode(), v.encode("latin-1", "replace")) for k, v in resp.headers]
-        has_length = any(k == "content-length" for k, _ in resp.headers)
+        rid = request_id.encode()
+        headers = [(b"x-amz-request-id", rid), (b"x-amz-id-2", rid), (b"server", b"tierstore")]
+        has_length = False
+        for k, v in resp.headers:  # one pass: encode, and look for a Content-Length
+            if k == "content-length":
+                has_length = True
+            headers.append((k.encode(), v.encode("latin-1", "replace")))
         if not has_length and resp.status != 304 and resp.stream is None:
             headers.append((b"content-length", str(len(resp.body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
@@ -527,11 +528,14 @@ class S3App:
         else:
             auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
-        principal = Principal(auth.access_key, auth.session) if auth.access_key is not None else Principal.anonymous()
-        if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
+        if auth.access_key is not None:
+            principal = Principal(auth.access_key, auth.session)
+        elif action is None or req.bucket == EXTENSION_PREFIX:
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
             # (batch, query, datasets, admin) are for signed callers only.
             raise e.AccessDenied(ANONYMOUS_DENIED)
+        else:
+            principal = _ANONYMOUS
         if action is None:  # a known operation we lack, or none at all: touches nothing
             if req.bucket == EXTENSION_PREFIX:
                 _extensions.refuse(req, self.ctx)

@@ -531,10 +531,10 @@ def _parse_signed_headers(
 def _require_signed(headers: Mapping[str, str], signed: Sequence[str]) -> None:
     """Every x-amz-* header sent must be signed, or it could have been added by anyone."""
     signed_set = set(signed)
-    unsigned = sorted(k for k in headers if k.startswith("x-amz-") and k not in signed_set)
+    unsigned = [k for k in headers if k.startswith("x-amz-") and k not in signed_set]
     if unsigned:
         raise AccessDenied(
-            f"There were headers present in the request which were not signed: {', '.join(unsigned)}"
+            f"There were headers present in the request which were not signed: {', '.join(sorted(unsigned))}"
         )
 
 

@@ -72,6 +72,7 @@ ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
 ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
 _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
+_ASSUME_ROLE = "sts:AssumeRole"  # sts:AssumeRole, ...WithWebIdentity, ...WithSAML: the role's trust policy decides too
 _PARSED_MAX = 4096
 
 
@@ -177,12 +178,11 @@ class IamAuthorizer:
         principal, session = compiled.principal, compiled.session
         anonymous = principal.type == "Anonymous"
         for check in request.checks:
-            trust = self._trust_for(check, principal, conditions, now)
+            action = check.action
+            trust = self._trust_for(check, principal, conditions, now) if action.startswith(_ASSUME_ROLE) else None
             resource, restricted = (trust, False) if trust is not None else self._resource_policy(check.resource)
             decision = iam.evaluate(
-                iam.AuthzRequest(
-                    principal, check.action, check.resource, conditions, now, self._resolver(check, request)
-                ),
+                iam.AuthzRequest(principal, action, check.resource, conditions, now, self._resolver(check, request)),
                 identity=compiled.identity,
                 resource=resource,
                 session=session,
@@ -349,7 +349,7 @@ class IamAuthorizer:
         """For ``sts:AssumeRole*`` on a role: the role's trust policy, as the resource policy of
         that check (None for every other check). ``AccessDenied`` when the role does not exist
         (an unauthorized caller learns nothing) or its trust policy does not admit the caller."""
-        if not check.action.startswith("sts:AssumeRole") or not check.resource.startswith(self._role_prefix):
+        if not check.action.startswith(_ASSUME_ROLE) or not check.resource.startswith(self._role_prefix):
             return None
         state = self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
         trust = self._policy(f"trust:{state.role.name}", state.role.trust_policy, "trust") if state else None
