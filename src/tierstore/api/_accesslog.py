@@ -132,17 +132,33 @@ def access_line(
     (``allow``, ``explicit_deny``, ``implicit_deny``; empty when the request was not authorized
     as a whole), ``policy``: ``POLICY:STATEMENT`` that decided. Positional (a call with a dozen
     keywords costs more than the line's escaping)."""
-    esc = encode_basestring_ascii
+    # The strings a client repeats all day (its key, the bucket, its User-Agent, the deciding
+    # statement) escaped once each (``_escaped``); the object key, new on every line, each time.
+    seen = _ESCAPED
     return (
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
-        f'"remote": "{remote}", "access_key": {esc(access_key[:MAX_LOGGED_CHARS]) if access_key else _EMPTY}, '
-        f'"method": "{method}", "api": "{api}", "bucket": {esc(bucket[:MAX_LOGGED_CHARS]) if bucket else _EMPTY}, '
-        f'"key": {esc(key[:MAX_LOGGED_CHARS]) if key else _EMPTY}, "status": {int(status)}, '
-        f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
+        f'"remote": "{remote}", "access_key": {seen.get(access_key) or _escaped(access_key)}, '
+        f'"method": "{method}", "api": "{api}", "bucket": {seen.get(bucket) or _escaped(bucket)}, '
+        f'"key": {encode_basestring_ascii(key[:MAX_LOGGED_CHARS]) if key else _EMPTY}, "status": {status:d}, '
+        f'"error": "{error_code}", "bytes_in": {x.bytes_in:d}, "bytes_out": {x.bytes_out:d}, '
         f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, '
-        f'"user_agent": {esc(user_agent[:MAX_LOGGED_CHARS]) if user_agent else _EMPTY}, '
-        f'"decision": "{decision}", "policy": {esc(policy[:MAX_LOGGED_CHARS]) if policy else _EMPTY}}}'
+        f'"user_agent": {seen.get(user_agent) or _escaped(user_agent)}, '
+        f'"decision": "{decision}", "policy": {seen.get(policy) or _escaped(policy)}}}'
     )
+
+
+_ESCAPED: dict[str | None, str] = {None: _EMPTY, "": _EMPTY}  # a string -> json_str(string)
+_ESCAPED_MAX = 256  # a few KiB at most: a User-Agent is cut at MAX_LOGGED_CHARS
+
+
+def _escaped(text: str | None) -> str:
+    """``json_str(text)``, remembered (up to ``_ESCAPED_MAX`` strings, then forgotten at once)."""
+    found = json_str(text)
+    if len(_ESCAPED) >= _ESCAPED_MAX:
+        _ESCAPED.clear()
+        _ESCAPED[None] = _ESCAPED[""] = _EMPTY
+    _ESCAPED[text] = found
+    return found
 
 
 def iso_time(t: float) -> str:
