@@ -3,13 +3,14 @@ shared machine): the app ``server.build_app`` builds (access log and authorizati
 ``tierstore serve`` runs), signed GETs straight into the ASGI app, one at a time.
 
     benchmarks/get_instructions.py                      # root key; then the same with --user
-    benchmarks/get_instructions.py --user --src ../base/src    # another tree (a worktree's src/)
+    benchmarks/get_instructions.py --src ../base/src    # another tree (a worktree's src/)
 
 Runs the script under ``valgrind --tool=callgrind`` twice, with 1 and with 5 GET passes over
 ``--objects`` objects, and prints the difference per GET: start-up, the PUTs and the first pass's
-cold caches cancel out. ``--user``: the GETs are signed by an IAM user allowed by one attached
-policy (``s3:GetObject`` and ``s3:ListBucket`` on the bucket), not by the root key. The access
-log (stderr) goes to /dev/null: its buffered writes are counted, a terminal is not.
+cold caches cancel out (``PYTHONHASHSEED=0`` unless set: unseeded runs of one tree differ by up
+to ~3%). ``--user``: the GETs are signed by an IAM user allowed by one attached policy
+(``s3:GetObject`` and ``s3:ListBucket`` on the bucket), not by the root key. The access log
+(stderr) goes to /dev/null: its buffered writes are counted, a terminal is not.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ def instructions(src: Path, objects: int, passes: int, user: bool) -> int:
                __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src)]  # fmt: skip
         if user:
             cmd.append("--user")
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))  # start-up varies less
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         found = re.search(r"Collected : (\d+)", log.read_text())
         assert found, log.read_text()
         return int(found.group(1))
