@@ -92,3 +92,24 @@ def test_no_access_log(tmp_path: Path) -> None:
     finally:
         srv.stop()
     assert '"api"' not in srv.log_path.read_text()
+
+
+def test_access_line_escapes_repeated_client_strings_the_same_every_time() -> None:
+    """The strings a client repeats (key id, bucket, User-Agent, policy) are escaped once and
+    remembered: every line still parses to exactly what was sent, the cache stays bounded."""
+    from tierstore.api import _accesslog
+    from tierstore.api._accesslog import Exchange, access_line
+
+    x = Exchange(lambda: None)  # type: ignore[arg-type,return-value]
+    x.bytes_out = 7
+    agents = ['ua "quoted" \\ é\n', "", None, "x" * 2000]
+    for _ in range(2):
+        for ua in agents:
+            args = ("RID", "10.0.0.1", "GET", "AK", "GetObject", "b", "k\t", 206, "", 0.001, 0.002, ua)
+            line = json.loads(access_line(x, *args, "allow", 'p"1:#0'))
+            assert line["user_agent"] == (ua or "")[: _accesslog.MAX_LOGGED_CHARS]
+            assert (line["access_key"], line["bucket"], line["key"], line["policy"]) == ("AK", "b", "k\t", 'p"1:#0')
+            assert (line["status"], line["bytes_out"], line["ttfb_s"], line["total_s"]) == (206, 7, 0.001, 0.002)
+    for i in range(3 * _accesslog._ESCAPED_MAX):
+        access_line(x, "RID", "10.0.0.1", "GET", "AK", "GetObject", "b", "k", 200, "", 0, 0, f"ua-{i}")
+    assert len(_accesslog._ESCAPED) <= _accesslog._ESCAPED_MAX

@@ -458,3 +458,27 @@ def test_a_post_form_is_authorized_on_its_key_before_the_file_is_read(base: S3Ap
     answer = call(app_with(base, allowed), "POST", f"/{bucket}", body, headers={"content-type": ctype})
     assert (answer.status, answer.code()) == (404, "NoSuchBucket")  # authorized first, then the handler
     assert len(allowed.seen) == 1
+
+
+def test_lazy_conditions_are_the_request_conditions_computed_on_first_read() -> None:
+    """What IamAuthorizer hands iam.evaluate: the same keys and values as
+    RequestContext.conditions(), computed only when first read (most policies read none)."""
+    from tierstore.api._authorize import Check, LazyConditions, Principal
+
+    ctx = RequestContext(
+        Principal("AKUSER"),
+        "GetObject",
+        (Check("s3:GetObject", "arn:aws:s3:::b/k"),),
+        scheme="v4-header",
+        headers={"user-agent": "ua/1", "x-amz-acl": "private"},
+        query={"versionId": "v1"},
+        scope={"client": ("10.0.0.7", 1), "scheme": "http"},
+    )
+    lazy = LazyConditions(ctx)
+    assert ctx._conditions is None  # nothing computed yet
+    items = dict(lazy.items())
+    assert ctx._conditions is not None
+    assert items == ctx.conditions() == dict(lazy)
+    assert len(lazy) == len(items)
+    assert lazy["aws:SourceIp"] == "10.0.0.7" and lazy["s3:versionid"] == "v1" and lazy["s3:x-amz-acl"] == "private"
+    assert lazy.get("s3:prefix") is None and "aws:UserAgent" in lazy

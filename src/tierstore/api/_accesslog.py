@@ -110,7 +110,6 @@ def json_str(text: str | None, limit: int = MAX_LOGGED_CHARS) -> str:
 
 def access_line(
     x: Exchange,
-    *,
     request_id: str,
     remote: str,
     method: str,
@@ -120,6 +119,7 @@ def access_line(
     key: str | None,
     status: int,
     error_code: str,
+    ttfb_s: float,
     total_s: float,
     user_agent: str | None,
     decision: str = "",
@@ -127,19 +127,38 @@ def access_line(
 ) -> str:
     """One JSON object (the keys in this order), built by hand: the log is on for every request.
     ``request_id``, ``api`` and ``error_code`` are the server's own tokens, ``method`` an HTTP
-    token and ``remote`` an address: quoted as they are; the client's strings are escaped.
-    ``decision``: the authorizer's (``allow``, ``explicit_deny``, ``implicit_deny``; empty when
-    the request was not authorized as a whole), ``policy``: ``POLICY:STATEMENT`` that decided."""
-    first_byte = x.first_byte
-    ttfb_s = (first_byte if first_byte is not None else time.perf_counter()) - x.started
+    token and ``remote`` an address: quoted as they are; the client's strings are escaped
+    (``json_str``, inlined: this runs for every request). ``decision``: the authorizer's
+    (``allow``, ``explicit_deny``, ``implicit_deny``; empty when the request was not authorized
+    as a whole), ``policy``: ``POLICY:STATEMENT`` that decided. Positional (a call with a dozen
+    keywords costs more than the line's escaping)."""
+    # The strings a client repeats all day (its key, the bucket, its User-Agent, the deciding
+    # statement) escaped once each (``_escaped``); the object key, new on every line, each time.
+    seen = _ESCAPED
     return (
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
-        f'"remote": "{remote}", "access_key": {json_str(access_key)}, "method": "{method}", '
-        f'"api": "{api}", "bucket": {json_str(bucket)}, "key": {json_str(key)}, "status": {int(status)}, '
-        f'"error": "{error_code}", "bytes_in": {int(x.bytes_in)}, "bytes_out": {int(x.bytes_out)}, '
-        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, "user_agent": {json_str(user_agent)}, '
-        f'"decision": "{decision}", "policy": {json_str(policy)}}}'
+        f'"remote": "{remote}", "access_key": {seen.get(access_key) or _escaped(access_key)}, '
+        f'"method": "{method}", "api": "{api}", "bucket": {seen.get(bucket) or _escaped(bucket)}, '
+        f'"key": {encode_basestring_ascii(key[:MAX_LOGGED_CHARS]) if key else _EMPTY}, "status": {status:d}, '
+        f'"error": "{error_code}", "bytes_in": {x.bytes_in:d}, "bytes_out": {x.bytes_out:d}, '
+        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, '
+        f'"user_agent": {seen.get(user_agent) or _escaped(user_agent)}, '
+        f'"decision": "{decision}", "policy": {seen.get(policy) or _escaped(policy)}}}'
     )
+
+
+_ESCAPED: dict[str | None, str] = {None: _EMPTY, "": _EMPTY}  # a string -> json_str(string)
+_ESCAPED_MAX = 256  # a few KiB at most: a User-Agent is cut at MAX_LOGGED_CHARS
+
+
+def _escaped(text: str | None) -> str:
+    """``json_str(text)``, remembered (up to ``_ESCAPED_MAX`` strings, then forgotten at once)."""
+    found = json_str(text)
+    if len(_ESCAPED) >= _ESCAPED_MAX:
+        _ESCAPED.clear()
+        _ESCAPED[None] = _ESCAPED[""] = _EMPTY
+    _ESCAPED[text] = found
+    return found
 
 
 def iso_time(t: float) -> str:

@@ -28,7 +28,7 @@ from tierstore.api import (
 )
 from tierstore.api._accesslog import AccessLog, Exchange, access_line
 from tierstore.api._audit import AuditLog, audit_line
-from tierstore.api._auth import Authenticator, AuthRequest
+from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import (
     ANONYMOUS_DENIED,
     AllowAuthenticated,
@@ -103,6 +103,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
+_ANONYMOUS = Principal.anonymous()  # an unsigned request's principal (a tuple: one for all)
 _KEY_READS = frozenset({"GetObject", "HeadObject"})  # a missing key: 404 or 403 (``_may_list``)
 
 
@@ -215,40 +216,48 @@ class S3App:
     def _observe(
         self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
     ) -> None:
-        """Count the request in the metrics and write its access log line."""
-        total_s = time.perf_counter() - x.started
-        api = req.action if req is not None else UNKNOWN
-        self.metrics.finished(
-            api,
-            status=resp.status,
-            error_code=error_code,
-            bytes_in=x.bytes_in,
-            bytes_out=x.bytes_out,
-            ttfb_s=x.ttfb_s,
-            total_s=total_s,
-            inflight=req is not None,
-        )
-        decided = req.authz.decision if req is not None and req.authz is not None else None
+        """Count the request in the metrics and write its access log line (every request: the
+        values are looked up once, and passed positionally)."""
+        now = time.perf_counter()
+        started = x.started
+        first_byte = x.first_byte
+        ttfb_s = (first_byte if first_byte is not None else now) - started
+        total_s = now - started
+        status = resp.status
+        if req is not None:
+            api = req.action
+            authz = req.authz
+            decided = authz.decision if authz is not None else None
+        else:
+            api, decided = UNKNOWN, None
+        self.metrics.finished(api, status, error_code, x.bytes_in, x.bytes_out, ttfb_s, total_s, req is not None)
         if self.audit_log is not None:
             self._audit(scope, req, resp, x, request_id, error_code, decided)
         if self.access_log is not None:
-            headers = req.headers if req is not None else {}
+            client = scope.get("client")
+            if req is not None:
+                auth = req.auth
+                access_key = (auth.access_key or "") if auth is not None else ""
+                bucket, key, user_agent = req.bucket, req.key, req.headers.get("user-agent")
+            else:
+                access_key, bucket, key, user_agent = "", None, None, None
             self.access_log.write(
                 access_line(
                     x,
-                    request_id=request_id,
-                    remote=str((scope.get("client") or ("",))[0]),
-                    method=scope["method"],
-                    access_key=(req.auth.access_key or "") if req is not None and req.auth is not None else "",
-                    api=api,
-                    bucket=req.bucket if req is not None else None,
-                    key=req.key if req is not None else None,
-                    status=resp.status,
-                    error_code=error_code,
-                    total_s=total_s,
-                    user_agent=headers.get("user-agent"),
-                    decision=decided.reason if decided is not None else "",
-                    policy=_decided_by(decided),
+                    request_id,
+                    str(client[0]) if client else "",
+                    scope["method"],
+                    access_key,
+                    api,
+                    bucket,
+                    key,
+                    status,
+                    error_code,
+                    ttfb_s,
+                    total_s,
+                    user_agent,
+                    decided.reason if decided is not None else "",
+                    _decided_by(decided),
                 )
             )
 
@@ -372,13 +381,13 @@ class S3App:
         """Send ``resp``; ``x`` (the request's Exchange) is told when the head went out and how
         many body bytes followed (counted here, not by wrapping ``send``: two fewer coroutines
         per small response)."""
-        headers = [
-            (b"x-amz-request-id", request_id.encode()),
-            (b"x-amz-id-2", request_id.encode()),
-            (b"server", b"tierstore"),
-        ]
-        headers += [(k.encode(), v.encode("latin-1", "replace")) for k, v in resp.headers]
-        has_length = any(k == "content-length" for k, _ in resp.headers)
+        rid = request_id.encode()
+        headers = [(b"x-amz-request-id", rid), (b"x-amz-id-2", rid), (b"server", b"tierstore")]
+        has_length = False
+        for k, v in resp.headers:  # one pass: encode, and look for a Content-Length
+            if k == "content-length":
+                has_length = True
+            headers.append((k.encode(), v.encode("latin-1", "replace")))
         if not has_length and resp.status != 304 and resp.stream is None:
             headers.append((b"content-length", str(len(resp.body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
@@ -517,21 +526,16 @@ class S3App:
             req.key = found.key
             headers = found.headers
         else:
-            auth = req.auth = self.auth.authenticate(
-                AuthRequest(
-                    method=req.method,
-                    raw_path=req.raw_path,
-                    query_string=req.query_string,
-                    headers=req.headers,
-                    virtual_bucket=req.virtual_bucket,
-                )
-            )
+            auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
-        principal = Principal(auth.access_key, auth.session) if auth.access_key is not None else Principal.anonymous()
-        if principal.is_anonymous and (action is None or req.bucket == EXTENSION_PREFIX):
+        if auth.access_key is not None:
+            principal = Principal(auth.access_key, auth.session)
+        elif action is None or req.bucket == EXTENSION_PREFIX:
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
             # (batch, query, datasets, admin) are for signed callers only.
             raise e.AccessDenied(ANONYMOUS_DENIED)
+        else:
+            principal = _ANONYMOUS
         if action is None:  # a known operation we lack, or none at all: touches nothing
             if req.bucket == EXTENSION_PREFIX:
                 _extensions.refuse(req, self.ctx)
@@ -582,13 +586,7 @@ class S3App:
         """A query-API request (``_query``) whose form is read: authenticate it for its service,
         authorize its checks once, run its handler, answer AWS's XML."""
         assert req.form is not None
-        auth = req.auth = self.auth.authenticate_query(
-            AuthRequest(
-                method=req.method, raw_path=req.raw_path, query_string=req.query_string, headers=req.headers
-            ),
-            service.name,
-            payload_sha256,
-        )
+        auth = req.auth = self.auth.authenticate_query(req, service.name, payload_sha256)
         call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
         if auth.access_key is not None:
             req.authz = RequestContext(

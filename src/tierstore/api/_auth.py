@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_tz
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from tierstore.api import _sigv2, _sigv4
@@ -43,7 +43,7 @@ from tierstore.errors import (
     XAmzContentSHA256Mismatch,
 )
 
-__all__ = ["AuthRequest", "AuthResult", "Authenticator", "PayloadMode", "wrap_body"]
+__all__ = ["AuthRequest", "AuthResult", "Authenticator", "PayloadMode", "SignedRequest", "wrap_body"]
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
@@ -59,6 +59,22 @@ _KEY_CACHE_SIZE = 1024
 
 _V4_QUERY_KEYS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature")
 _V2_QUERY_KEYS = ("AWSAccessKeyId", "Signature")
+
+
+class SignedRequest(Protocol):
+    """What authentication reads of a request: ``AuthRequest``, or the dispatcher's own parsed
+    request (``_request.Request`` has these attributes: no copy per request)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def raw_path(self) -> bytes: ...
+    @property
+    def query_string(self) -> bytes: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def virtual_bucket(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +165,16 @@ class Authenticator:
     def __repr__(self) -> str:
         return f"Authenticator(region={self.region!r}, max_skew_s={self.max_skew_s!r})"
 
-    def authenticate(self, req: AuthRequest) -> AuthResult:
+    def authenticate(self, req: SignedRequest) -> AuthResult:
         """Return the verified identity and payload mode of ``req``; raise on any failure."""
         authorization = req.headers.get("authorization")
-        pairs = _sigv4.parse_query(req.query_string)
-        params = _decode_params(pairs)
-        v4_query = any(k in params for k in _V4_QUERY_KEYS)
-        v2_query = any(k in params for k in _V2_QUERY_KEYS)
+        if req.query_string:
+            pairs = _sigv4.parse_query(req.query_string)
+            params = _decode_params(pairs)
+            v4_query = not params.keys().isdisjoint(_V4_QUERY_KEYS)
+            v2_query = not params.keys().isdisjoint(_V2_QUERY_KEYS)
+        else:  # most requests (a GET of a key): no parameters to decode or look through
+            pairs, params, v4_query, v2_query = [], {}, False, False
         if (authorization is not None) + v4_query + v2_query > 1:
             raise InvalidArgument(
                 "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, "
@@ -173,7 +192,7 @@ class Authenticator:
             return self._v2_query(req, params)
         return AuthResult(access_key=None, scheme=_ANONYMOUS_SCHEME, payload=PayloadMode.NONE)
 
-    def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
+    def authenticate_query(self, req: SignedRequest, service: str, payload_sha256: str) -> AuthResult:
         """A query-API request (``api/_query.py``: IAM, STS): SigV4 in the Authorization header,
         signed for ``service`` (the credential scope's), over the form body that hashes to
         ``payload_sha256`` (the canonical request's payload line: the SDKs send no
@@ -199,7 +218,7 @@ class Authenticator:
     # --- SigV4 -----------------------------------------------------------------------------
     def _v4_header(
         self,
-        req: AuthRequest,
+        req: SignedRequest,
         authorization: str,
         pairs: list[tuple[bytes, bytes]],
         *,
@@ -229,7 +248,7 @@ class Authenticator:
         return self._verify_v4(req, claim)
 
     def _v4_query(
-        self, req: AuthRequest, pairs: list[tuple[bytes, bytes]], params: Mapping[str, str]
+        self, req: SignedRequest, pairs: list[tuple[bytes, bytes]], params: Mapping[str, str]
     ) -> AuthResult:
         required = (
             "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature",
@@ -281,7 +300,7 @@ class Authenticator:
         claim = _V4Claim("v4-query", cred, signed, provided, amz_date, payload_line, signed_pairs, token)
         return self._verify_v4(req, claim)
 
-    def _verify_v4(self, req: AuthRequest, claim: _V4Claim) -> AuthResult:
+    def _verify_v4(self, req: SignedRequest, claim: _V4Claim) -> AuthResult:
         payload, expected = _payload_mode(claim.payload_line)
         _require_signed(req.headers, claim.signed)
         key, session = self._key_for(claim.cred, claim.token)
@@ -349,7 +368,7 @@ class Authenticator:
         return secret, None
 
     # --- SigV2 -----------------------------------------------------------------------------
-    def _v2_header(self, req: AuthRequest, authorization: str) -> AuthResult:
+    def _v2_header(self, req: SignedRequest, authorization: str) -> AuthResult:
         access_key, sep, provided = authorization[4:].strip().rpartition(":")
         if not sep or not access_key or not provided:
             raise AuthorizationHeaderMalformed('The Authorization header must be "AWS AccessKey:Signature".')
@@ -378,7 +397,7 @@ class Authenticator:
             raise SignatureDoesNotMatch()
         return AuthResult(access_key, "v2-header", PayloadMode.NONE, session=session)
 
-    def _v2_query(self, req: AuthRequest, params: Mapping[str, str]) -> AuthResult:
+    def _v2_query(self, req: SignedRequest, params: Mapping[str, str]) -> AuthResult:
         if any(k not in params for k in ("AWSAccessKeyId", "Signature", "Expires")):
             raise AccessDenied(
                 "Query-string authentication requires the Signature, Expires and AWSAccessKeyId parameters"
@@ -512,10 +531,10 @@ def _parse_signed_headers(
 def _require_signed(headers: Mapping[str, str], signed: Sequence[str]) -> None:
     """Every x-amz-* header sent must be signed, or it could have been added by anyone."""
     signed_set = set(signed)
-    unsigned = sorted(k for k in headers if k.startswith("x-amz-") and k not in signed_set)
+    unsigned = [k for k in headers if k.startswith("x-amz-") and k not in signed_set]
     if unsigned:
         raise AccessDenied(
-            f"There were headers present in the request which were not signed: {', '.join(unsigned)}"
+            f"There were headers present in the request which were not signed: {', '.join(sorted(unsigned))}"
         )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import parse_qsl, unquote
 
@@ -36,6 +36,7 @@ __all__ = [
     "AllowAuthenticated",
     "Authorizer",
     "Check",
+    "LazyConditions",
     "Principal",
     "RequestContext",
     "bucket_arn",
@@ -239,6 +240,31 @@ class RequestContext:
                     out[key] = q[param]
         self._conditions = out
         return out
+
+
+class LazyConditions(Mapping[str, "str | tuple[str, ...]"]):
+    """``request.conditions()`` as a mapping computed on first use: most policies have no
+    Condition (nor policy variable), and ``iam.evaluate`` reads the context only for one that
+    does — then the keys are computed once (``RequestContext.conditions`` caches them). Building
+    them (two clock reads, a time format, a scan of the condition headers) for every request a
+    user signs cost more than evaluating the policy."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: RequestContext) -> None:
+        self._request = request
+
+    def __getitem__(self, key: str) -> str | tuple[str, ...]:
+        return self._request.conditions()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._request.conditions())
+
+    def __len__(self) -> int:
+        return len(self._request.conditions())
+
+    def items(self) -> ItemsView[str, str | tuple[str, ...]]:
+        return self._request.conditions().items()
 
 
 def _request_tags(header: str, out: dict[str, str | tuple[str, ...]]) -> None:

@@ -51,7 +51,7 @@ from tierstore import errors as e
 from tierstore import iam
 from tierstore.api import _acl
 from tierstore.api._access import ENFORCED
-from tierstore.api._authorize import Check, RequestContext
+from tierstore.api._authorize import Check, LazyConditions, RequestContext
 from tierstore.api._bucket_policy import is_public
 from tierstore.engine import (
     BucketAccessService,
@@ -72,6 +72,7 @@ ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
 ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
 _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
+_ASSUME_ROLE = "sts:AssumeRole"  # sts:AssumeRole, ...WithWebIdentity, ...WithSAML: the role's trust policy decides too
 _PARSED_MAX = 4096
 
 
@@ -142,14 +143,18 @@ class IamAuthorizer:
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
 
     def authorize(self, request: RequestContext) -> None:
-        if request.principal.is_anonymous:
-            self._decide(request, _ANONYMOUS, request.conditions())
+        key, identity = request.principal
+        if identity is None:  # a long-term key (most requests): the root's is one set lookup
+            if self._is_root_key(key):
+                request.decision = ROOT_ALLOW
+                return
+        elif request.principal.is_anonymous:
+            self._decide(request, _ANONYMOUS, LazyConditions(request))
             return
-        key = request.principal.access_key
-        if isinstance(request.principal.identity, Session | WebIdentity):  # STS credentials or a web identity
-            self._authorize_session(request, request.principal.identity)
+        elif isinstance(identity, Session | WebIdentity):  # STS credentials or a web identity
+            self._authorize_session(request, identity)
             return
-        if self._is_root_key(key):
+        elif self._is_root_key(key):
             request.decision = ROOT_ALLOW
             return
         compiled = self._for_key(key)
@@ -160,7 +165,7 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
-        self._decide(request, compiled, request.conditions())
+        self._decide(request, compiled, LazyConditions(request))
 
     def _decide(self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any]) -> None:
         """Every check of ``request`` must be allowed for ``compiled`` (AWS's one-account
@@ -173,12 +178,11 @@ class IamAuthorizer:
         principal, session = compiled.principal, compiled.session
         anonymous = principal.type == "Anonymous"
         for check in request.checks:
-            trust = self._trust_for(check, principal, conditions, now)
+            action = check.action
+            trust = self._trust_for(check, principal, conditions, now) if action.startswith(_ASSUME_ROLE) else None
             resource, restricted = (trust, False) if trust is not None else self._resource_policy(check.resource)
             decision = iam.evaluate(
-                iam.AuthzRequest(
-                    principal, check.action, check.resource, conditions, now, self._resolver(check, request)
-                ),
+                iam.AuthzRequest(principal, action, check.resource, conditions, now, self._resolver(check, request)),
                 identity=compiled.identity,
                 resource=resource,
                 session=session,
@@ -345,7 +349,7 @@ class IamAuthorizer:
         """For ``sts:AssumeRole*`` on a role: the role's trust policy, as the resource policy of
         that check (None for every other check). ``AccessDenied`` when the role does not exist
         (an unauthorized caller learns nothing) or its trust policy does not admit the caller."""
-        if not check.action.startswith("sts:AssumeRole") or not check.resource.startswith(self._role_prefix):
+        if not check.action.startswith(_ASSUME_ROLE) or not check.resource.startswith(self._role_prefix):
             return None
         state = self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
         trust = self._policy(f"trust:{state.role.name}", state.role.trust_policy, "trust") if state else None

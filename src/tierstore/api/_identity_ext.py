@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
-from tierstore.api._auth import Authenticator, AuthRequest, AuthResult
+from tierstore.api._auth import Authenticator, AuthResult, SignedRequest
 from tierstore.api._authorize import Check
 from tierstore.api._iam_authorizer import ACCOUNT_ID
 from tierstore.api._xml import iso8601
@@ -108,13 +108,13 @@ class IdentityAuthenticator(Authenticator):
         super().__init__(identities.secret_for, **kwargs)
         self.identities = identities
 
-    def authenticate(self, req: AuthRequest) -> AuthResult:
+    def authenticate(self, req: SignedRequest) -> AuthResult:
         result = super().authenticate(req)
         if result.access_key is not None and result.session is None:  # temporary credentials have no row
             self.identities.note_used(result.access_key)
         return result
 
-    def authenticate_query(self, req: AuthRequest, service: str, payload_sha256: str) -> AuthResult:
+    def authenticate_query(self, req: SignedRequest, service: str, payload_sha256: str) -> AuthResult:
         result = super().authenticate_query(req, service, payload_sha256)
         if result.access_key is not None:
             self.identities.note_used(result.access_key)

@@ -12,7 +12,6 @@ query, cached (it reads every version row of the first ``USAGE_BUCKET_LIMIT`` bu
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import glob
 import logging
@@ -20,6 +19,7 @@ import math
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -125,7 +125,6 @@ class Metrics:
     def finished(
         self,
         api: str,
-        *,
         status: int,
         error_code: str,
         bytes_in: int,
@@ -134,7 +133,8 @@ class Metrics:
         total_s: float,
         inflight: bool = True,
     ) -> None:
-        """Count one answered request; ``inflight``: ``started`` was called for it."""
+        """Count one answered request; ``inflight``: ``started`` was called for it. Positional
+        (the dispatcher calls it for every request: a call with keywords costs more)."""
         if inflight:
             self._inflight[api] -= 1
         counts = self._counts
@@ -154,9 +154,9 @@ class Metrics:
         if pending is None:
             pending = self._histograms[api] = (self._pending(_TTFB_BOUNDS), self._pending(_DURATION_BOUNDS))
         ttfb, duration = pending
-        ttfb[bisect.bisect_left(_TTFB_BOUNDS, ttfb_s)] += 1
+        ttfb[bisect_left(_TTFB_BOUNDS, ttfb_s)] += 1
         ttfb[-1] += ttfb_s
-        duration[bisect.bisect_left(_DURATION_BOUNDS, total_s)] += 1
+        duration[bisect_left(_DURATION_BOUNDS, total_s)] += 1
         duration[-1] += total_s
 
     @staticmethod

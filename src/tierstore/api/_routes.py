@@ -232,7 +232,7 @@ def route(
         return Route(QUERY_API)  # IAM/STS: named after its form is read (_query.lookup)
     if method == "OPTIONS" and bucket is not None:
         return Route(PREFLIGHT)
-    sub = [k for k in query if k in SUBRESOURCES]
+    sub = [k for k in query if k in SUBRESOURCES] if query else []
     if bucket is None:
         return Route("ListBuckets") if method == "GET" and not sub else _NO_ROUTE
     if key is None:
@@ -276,8 +276,11 @@ def _object(method: str, sub: list[str], query: Mapping[str, str], headers: Mapp
         return Route(action) if action else _NO_ROUTE
     if method == "PUT":
         return Route("CopyObject" if copy else "PutObject")
-    action = {"GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method)
-    return Route(action) if action else _NO_ROUTE
+    return _KEY_ROUTES.get(method, _NO_ROUTE)
+
+
+# A request on a key without subresource or upload (most requests): its Route, built once.
+_KEY_ROUTES = {m: Route(a) for m, a in (("GET", "GetObject"), ("HEAD", "HeadObject"), ("DELETE", "DeleteObject"))}
 
 
 def _extension(method: str, key: str) -> Route:
