@@ -69,6 +69,7 @@ __all__ = [
     "check_read_key",
     "customer_doc",
     "encrypted_etag",
+    "kms_context",
     "new_data_key",
     "new_nonce_prefix",
     "open_data_key",
@@ -126,7 +127,7 @@ def _object_arn(bucket: str, key: str) -> str:
     return f"arn:aws:s3:::{bucket}/{key}"
 
 
-def _kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]:
+def kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]:
     """The key service context a DK is wrapped under: the client's SSE-KMS context (if any) plus
     ``aws:s3:arn`` of the object (AWS's default context), so a wrapped key moved to another
     object does not open."""
@@ -160,7 +161,7 @@ async def new_data_key(
         if request.bucket_key:
             doc["bk"] = True
     doc["kid"] = key_id
-    generated = await kms.generate_data_key(key_id, _kms_context(doc, bucket, key))
+    generated = await kms.generate_data_key(key_id, kms_context(doc, bucket, key))
     doc["wk"] = _b64(generated.wrapped)
     return generated.plaintext, doc
 
@@ -292,7 +293,7 @@ async def open_data_key(
         else:
             if kms is None:
                 raise NotImplementedOperation("This object is encrypted and this server has no key service.")
-            data_key = await kms.decrypt_data_key(str(doc["kid"]), wrapped, _kms_context(doc, bucket, key))
+            data_key = await kms.decrypt_data_key(str(doc["kid"]), wrapped, kms_context(doc, bucket, key))
         streams = streams_of(doc, part_sizes, size)
         _binding(doc, bucket, key, version_id, streams).verify(_unb64(doc, "mac"), data_key)
     except KmsError as exc:

@@ -25,7 +25,7 @@ from tierstore.crypto import (
     check_customer_key,
     unwrap_customer_data_key,
 )
-from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, _kms_context
+from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, kms_context
 from tierstore.errors import AccessDenied, InternalError, InvalidRequest, NotImplementedOperation
 
 __all__ = ["PART_NEEDS_KEY", "bind_parts", "check_part_key", "upload_data_key"]
@@ -70,7 +70,7 @@ async def upload_data_key(
             return unwrap_customer_data_key(customer_key, wrapped, salt=salt, bucket=bucket, key=key)
         if kms is None:
             raise NotImplementedOperation("This upload is encrypted and this server has no key service.")
-        return await kms.decrypt_data_key(str(doc["kid"]), wrapped, _kms_context(doc, bucket, key))
+        return await kms.decrypt_data_key(str(doc["kid"]), wrapped, kms_context(doc, bucket, key))
     except KmsError as exc:
         if not isinstance(exc, WrappedKeyError):
             raise
