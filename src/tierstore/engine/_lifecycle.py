@@ -41,13 +41,13 @@ __all__ = [
     "TRANSITION_CURRENT",
     "TRANSITION_NONCURRENT",
     "DueAction",
-    "Expiration",
     "LifecycleConfig",
+    "LifecycleExpiration",
     "LifecycleFilter",
+    "LifecycleRule",
+    "LifecycleTransition",
     "NoncurrentExpiration",
     "NoncurrentTransition",
-    "Rule",
-    "Transition",
     "VersionState",
     "current_expiration",
     "due_after",
@@ -88,13 +88,13 @@ class LifecycleFilter:
     or ``and``."""
 
     shape: str = "all"
-    prefix: str = ""
+    prefix: str | None = None  # None: the filter names no prefix
     tags: tuple[tuple[str, str], ...] = ()
     size_gt: int | None = None  # ObjectSizeGreaterThan: sizes strictly above
     size_lt: int | None = None  # ObjectSizeLessThan: sizes strictly below
 
     def matches(self, key: str, tags: Mapping[str, str], size_bytes: int) -> bool:
-        if not key.startswith(self.prefix):
+        if self.prefix and not key.startswith(self.prefix):
             return False
         if self.size_gt is not None and not size_bytes > self.size_gt:
             return False
@@ -108,7 +108,7 @@ class LifecycleFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
+class LifecycleTransition:
     """``Transition``: to ``storage_class`` ``days`` after creation, or on ``date_s`` (a midnight UTC)."""
 
     storage_class: str
@@ -124,7 +124,7 @@ class NoncurrentTransition:
 
 
 @dataclass(frozen=True, slots=True)
-class Expiration:
+class LifecycleExpiration:
     """Exactly one of ``days``, ``date_s`` and ``delete_marker`` (ExpiredObjectDeleteMarker) is set."""
 
     days: int | None = None
@@ -139,12 +139,12 @@ class NoncurrentExpiration:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class LifecycleRule:
     id: str
     enabled: bool
     filter: LifecycleFilter = field(default_factory=LifecycleFilter)
-    expiration: Expiration | None = None
-    transitions: tuple[Transition, ...] = ()
+    expiration: LifecycleExpiration | None = None
+    transitions: tuple[LifecycleTransition, ...] = ()
     noncurrent_transitions: tuple[NoncurrentTransition, ...] = ()
     noncurrent_expiration: NoncurrentExpiration | None = None
     abort_days: int | None = None  # AbortIncompleteMultipartUpload's DaysAfterInitiation
@@ -152,7 +152,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class LifecycleConfig:
-    rules: tuple[Rule, ...]
+    rules: tuple[LifecycleRule, ...]
     min_size: str = MIN_SIZE_ALL_128K  # x-amz-transition-default-minimum-object-size
 
     # --- the bucket property (JSON) ----------------------------------------------------------
@@ -170,7 +170,7 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _rule_doc(r: Rule) -> dict[str, Any]:
+def _rule_doc(r: LifecycleRule) -> dict[str, Any]:
     f = r.filter
     doc: dict[str, Any] = {
         "id": r.id,
@@ -198,18 +198,22 @@ def _rule_doc(r: Rule) -> dict[str, Any]:
     return doc
 
 
-def _rule_of(doc: Mapping[str, Any]) -> Rule:
+def _rule_of(doc: Mapping[str, Any]) -> LifecycleRule:
     f = doc["filter"]
     e = doc.get("expiration")
     n = doc.get("noncurrent_expiration")
-    return Rule(
+    return LifecycleRule(
         id=doc["id"],
         enabled=doc["enabled"],
         filter=LifecycleFilter(
-            f["shape"], f.get("prefix", ""), tuple((k, v) for k, v in f.get("tags", ())), f.get("gt"), f.get("lt")
+            f["shape"], f.get("prefix"), tuple((k, v) for k, v in f.get("tags", ())), f.get("gt"), f.get("lt")
         ),
-        expiration=Expiration(e.get("days"), e.get("date_s"), e.get("delete_marker")) if e is not None else None,
-        transitions=tuple(Transition(t["class"], t.get("days"), t.get("date_s")) for t in doc.get("transitions", ())),
+        expiration=(
+            LifecycleExpiration(e.get("days"), e.get("date_s"), e.get("delete_marker")) if e is not None else None
+        ),
+        transitions=tuple(
+            LifecycleTransition(t["class"], t.get("days"), t.get("date_s")) for t in doc.get("transitions", ())
+        ),
         noncurrent_transitions=tuple(
             NoncurrentTransition(t["class"], t["days"], t.get("newer")) for t in doc.get("noncurrent_transitions", ())
         ),
@@ -257,7 +261,7 @@ def due_after(start_ns: int, days: int, day_s: int = DAY_S) -> int:
     return -(-t // _DAY_NS) * _DAY_NS
 
 
-def matching_rules(config: LifecycleConfig, key: str, tags: Mapping[str, str], size_bytes: int) -> list[Rule]:
+def matching_rules(config: LifecycleConfig, key: str, tags: Mapping[str, str], size_bytes: int) -> list[LifecycleRule]:
     """The enabled rules whose filter holds for an object, in configuration order."""
     return [r for r in config.rules if r.enabled and r.filter.matches(key, tags, size_bytes)]
 
@@ -299,7 +303,7 @@ def next_action(config: LifecycleConfig, version: VersionState, day_s: int = DAY
     return min(found, key=DueAction.sort_key, default=None)
 
 
-def _noncurrent(rules: Sequence[Rule], v: VersionState, since_ns: int, day_s: int) -> list[DueAction]:
+def _noncurrent(rules: Sequence[LifecycleRule], v: VersionState, since_ns: int, day_s: int) -> list[DueAction]:
     out = []
     for rule in rules:
         n = rule.noncurrent_expiration
@@ -316,7 +320,7 @@ def _noncurrent(rules: Sequence[Rule], v: VersionState, since_ns: int, day_s: in
     return out + _pending_transitions(steps, v.storage_class)
 
 
-def _expired_marker(rules: Sequence[Rule], v: VersionState, day_s: int) -> list[DueAction]:
+def _expired_marker(rules: Sequence[LifecycleRule], v: VersionState, day_s: int) -> list[DueAction]:
     """A delete marker with no versions left: removed by ExpiredObjectDeleteMarker at once, or
     by an ``Expiration`` ``Days`` once it is that old (AWS does both)."""
     out = []
@@ -331,7 +335,7 @@ def _expired_marker(rules: Sequence[Rule], v: VersionState, day_s: int) -> list[
     return out
 
 
-def _current(rules: Sequence[Rule], v: VersionState, day_s: int, min_size: str) -> list[DueAction]:
+def _current(rules: Sequence[LifecycleRule], v: VersionState, day_s: int, min_size: str) -> list[DueAction]:
     out = []
     expiry = current_expiration(LifecycleConfig(tuple(rules)), v.key, v.tags, v.size_bytes, v.created_ns, day_s)
     if expiry is not None:
@@ -360,7 +364,7 @@ def upload_abort(config: LifecycleConfig, key: str, initiated_ns: int, day_s: in
     Abort rules filter by prefix only (S3 refuses one with tags or sizes)."""
     best: DueAction | None = None
     for rule in config.rules:
-        if rule.enabled and rule.abort_days is not None and key.startswith(rule.filter.prefix):
+        if rule.enabled and rule.abort_days is not None and key.startswith(rule.filter.prefix or ""):
             due = due_after(initiated_ns, rule.abort_days, day_s)
             if best is None or due < best.due_ns:
                 best = DueAction(due, ABORT_UPLOAD, rule.id)
