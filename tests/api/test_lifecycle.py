@@ -44,6 +44,7 @@ def parse(body: bytes, tiers: frozenset[str] = TIERS, **kw: Any) -> Any:
 # --- validation (pure) -----------------------------------------------------------------------
 EXP1 = "<Expiration><Days>1</Days></Expiration>"
 TAG = "<Tag><Key>k</Key><Value>v</Value></Tag>"
+SMALL = "<ObjectSizeLessThan>9</ObjectSizeLessThan>"
 
 INVALID = [
     # (document, error class, message or None)
@@ -83,7 +84,7 @@ INVALID = [
               "</AbortIncompleteMultipartUpload>", filter_=f"<Filter>{TAG}</Filter>")),
      e.InvalidRequest, "AbortIncompleteMultipartUpload cannot be specified with Tags."),
     (doc(rule("<AbortIncompleteMultipartUpload><DaysAfterInitiation>1</DaysAfterInitiation>"
-              "</AbortIncompleteMultipartUpload>", filter_="<Filter><ObjectSizeLessThan>9</ObjectSizeLessThan></Filter>")),
+              "</AbortIncompleteMultipartUpload>", filter_=f"<Filter>{SMALL}</Filter>")),
      e.InvalidRequest, "AbortIncompleteMultipartUpload cannot be specified with Object Size."),
     (doc(rule("<Expiration><ExpiredObjectDeleteMarker>true</ExpiredObjectDeleteMarker></Expiration>",
               filter_=f"<Filter><And><Prefix>a</Prefix>{TAG}</And></Filter>")),

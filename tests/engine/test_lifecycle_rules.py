@@ -68,7 +68,7 @@ def test_due_after_rounds_to_the_next_midnight_utc(start: str, days: int, day_s:
     assert due_after(at(start), days, day_s) == at(due)
 
 
-@given(st.integers(0, 4_000_000_000) , st.integers(0, 10_000))
+@given(st.integers(0, 4_000_000_000), st.integers(0, 10_000))
 def test_due_after_is_the_first_midnight_not_before_the_age(start_s: int, days: int) -> None:
     start = start_s * NS + 123
     due = due_after(start, days)
@@ -129,6 +129,8 @@ NONCURRENT = rule(
     noncurrent_expiration=NoncurrentExpiration(7, newer=2),
 )
 MARKERS = rule("dm", expiration=LifecycleExpiration(delete_marker=True))
+SMALL_TO_COLD = rule("s", filter=LifecycleFilter("lt", size_lt=2000), transitions=(LifecycleTransition("COLD", 0),))
+TAGGED = rule("tag", filter=LifecycleFilter("tag", tags=(("t", "1"),)), expiration=LifecycleExpiration(days=1))
 
 
 @pytest.mark.parametrize(
@@ -144,9 +146,13 @@ MARKERS = rule("dm", expiration=LifecycleExpiration(delete_marker=True))
         (config(TO_COLD, EXP3), current(storage_class="COLD"), (MIDNIGHT + 3 * DAY, EXPIRE_CURRENT, "exp3", None)),
         # AWS's default minimum: a small object does not transition, unless the rule names a size
         (config(TO_COLD), current(size=1000), None),
-        (config(TO_COLD, min_size=MIN_SIZE_BY_CLASS), current(size=1000), (MIDNIGHT + DAY, TRANSITION_CURRENT, "cold", "COLD")),
         (
-            config(rule("s", filter=LifecycleFilter("lt", size_lt=2000), transitions=(LifecycleTransition("COLD", days=0),))),
+            config(TO_COLD, min_size=MIN_SIZE_BY_CLASS),
+            current(size=1000),
+            (MIDNIGHT + DAY, TRANSITION_CURRENT, "cold", "COLD"),
+        ),
+        (
+            config(SMALL_TO_COLD),
             current(size=1000),
             (MIDNIGHT, TRANSITION_CURRENT, "s", "COLD"),
         ),
@@ -171,7 +177,11 @@ MARKERS = rule("dm", expiration=LifecycleExpiration(delete_marker=True))
         # delete markers
         (config(MARKERS), current(is_delete_marker=True, only_version=True), (T0, REMOVE_DELETE_MARKER, "dm", None)),
         (config(MARKERS), current(is_delete_marker=True, only_version=False), None),
-        (config(EXP3), current(is_delete_marker=True, only_version=True), (MIDNIGHT + 3 * DAY, REMOVE_DELETE_MARKER, "exp3", None)),
+        (
+            config(EXP3),
+            current(is_delete_marker=True, only_version=True),
+            (MIDNIGHT + 3 * DAY, REMOVE_DELETE_MARKER, "exp3", None),
+        ),
         (config(EXP_DATE), current(is_delete_marker=True, only_version=True), None),
         (
             config(NONCURRENT),
@@ -180,12 +190,12 @@ MARKERS = rule("dm", expiration=LifecycleExpiration(delete_marker=True))
         ),
         # tag filters: a delete marker has no tags
         (
-            config(rule("tag", filter=LifecycleFilter("tag", tags=(("t", "1"),)), expiration=LifecycleExpiration(days=1))),
+            config(TAGGED),
             current(tags={"t": "1"}),
             (MIDNIGHT + DAY, EXPIRE_CURRENT, "tag", None),
         ),
         (
-            config(rule("tag", filter=LifecycleFilter("tag", tags=(("t", "1"),)), expiration=LifecycleExpiration(days=1))),
+            config(TAGGED),
             current(tags={"t": "2"}),
             None,
         ),

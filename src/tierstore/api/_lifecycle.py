@@ -73,7 +73,7 @@ _RULE_FIELDS = frozenset(
     {"ID", "Prefix", "Filter", "Status", "Transition", "NoncurrentVersionTransition", "Expiration",
      "NoncurrentVersionExpiration", "AbortIncompleteMultipartUpload"}
 )  # fmt: skip
-_REPEATED = frozenset({"Transition", "NoncurrentVersionTransition", "Tag"})
+_REPEATED = frozenset({"Rule", "Transition", "NoncurrentVersionTransition", "Tag"})
 
 
 def _tier_classes(ctx: Context) -> frozenset[str]:
