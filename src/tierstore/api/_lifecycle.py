@@ -404,12 +404,13 @@ def _action_types(rule: LifecycleRule) -> list[str]:
 def _check_overlaps(rules: list[LifecycleRule]) -> None:
     """Lifecycle V1 (rules with their own Prefix): two rules whose prefixes overlap may not take
     the same kind of action (S3's InvalidRequest). V2 filters may overlap (S3 resolves them)."""
+    kinds = [_action_types(r) for r in rules]
     for i, later in enumerate(rules):
-        for earlier in rules[:i]:
+        for j, earlier in enumerate(rules[:i]):
             a, b = later.filter.prefix or "", earlier.filter.prefix or ""
             if not (a.startswith(b) or b.startswith(a)):
                 continue
-            shared = [t for t in _action_types(later) if t in _action_types(earlier)]
+            shared = [t for t in kinds[i] if t in kinds[j]]
             if shared:
                 raise e.InvalidRequest(f"Found overlapping prefixes '{a}' and '{b}' for same action type '{shared[0]}'")
 
