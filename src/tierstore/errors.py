@@ -76,6 +76,7 @@ __all__ = [
     "NoSuchDataset",
     "NoSuchEntity",
     "NoSuchKey",
+    "NoSuchLifecycleConfiguration",
     "NoSuchModel",
     "NoSuchObjectLockConfiguration",
     "NoSuchPublicAccessBlockConfiguration",
@@ -474,6 +475,11 @@ class OwnershipControlsNotFoundError(TierstoreError, KeyError):
 # --- browser POST uploads and CORS (api/_post_object.py, api/_cors.py) -------------------------
 class NoSuchCORSConfiguration(TierstoreError, KeyError):
     """The CORS configuration does not exist"""
+
+
+# --- bucket lifecycle (api/_lifecycle.py) ------------------------------------------------------
+class NoSuchLifecycleConfiguration(TierstoreError, KeyError):
+    """The lifecycle configuration does not exist"""
 
 
 # --- server-side encryption (api/_sse.py, api/_bucket_encryption.py) --------------------------

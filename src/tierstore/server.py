@@ -138,6 +138,8 @@ class ServerConfig:
     stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
     # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
     kms_create_keys: list[str] = field(default_factory=list)
+    # A lifecycle rule's day, in seconds (tests shorten it; docs/tiers.md "Lifecycle"); 1..86,400.
+    lifecycle_day_s: int = 86_400
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -483,7 +485,7 @@ def build_app(config: ServerConfig) -> S3App:
             await identities.flush_last_used()
         catalog.close()
 
-    return S3App(
+    app = S3App(
         service,
         authenticator,
         domain=config.domain,
@@ -503,6 +505,8 @@ def build_app(config: ServerConfig) -> S3App:
         oidc=oidc,
         kms=kms,
     )
+    app.ctx.lifecycle_day_s = config.lifecycle_day_s
+    return app
 
 
 def _configure_logging(level: str) -> None:

@@ -169,15 +169,16 @@ def test_bucket_name_reusable_after_delete(s3) -> None:  # type: ignore[no-untyp
     "call",
     [
         "get_bucket_website",
-        "put_bucket_lifecycle_configuration",
-        "get_bucket_website",
+        "put_bucket_replication",
+        "get_bucket_logging",
     ],
 )
 def test_unimplemented_bucket_ops(s3, bucket: str, call: str) -> None:  # type: ignore[no-untyped-def]
     args: dict[str, object] = {"Bucket": bucket}
-    if call == "put_bucket_lifecycle_configuration":
-        args["LifecycleConfiguration"] = {
-            "Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]
+    if call == "put_bucket_replication":
+        args["ReplicationConfiguration"] = {
+            "Role": "arn:aws:iam::123456789012:role/r",
+            "Rules": [{"Status": "Enabled", "Destination": {"Bucket": "arn:aws:s3:::other"}, "Prefix": ""}],
         }
     with pytest.raises(ClientError) as exc:
         getattr(s3, call)(**args)

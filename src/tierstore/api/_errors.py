@@ -51,6 +51,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.InvalidBucketAclWithObjectOwnership: 400,
     e.OwnershipControlsNotFoundError: 404,
     e.ServerSideEncryptionConfigurationNotFoundError: 404,
+    e.NoSuchLifecycleConfiguration: 404,
     e.MalformedPolicy: 400,
     e.InvalidDigest: 400,
     e.BadDigest: 400,

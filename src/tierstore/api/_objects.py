@@ -6,7 +6,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from tierstore import errors as e
-from tierstore.api import _sse
+from tierstore.api import _lifecycle, _sse
 from tierstore.api._access import request_acl
 from tierstore.api._common import (
     bypass_governance,
@@ -189,6 +189,7 @@ async def put_object(req: Request, ctx: Context) -> Response:
     )  # fmt: skip
     headers = _write_headers(meta, opts.checksum)
     headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "PutObject")
+    headers += _lifecycle.expiration_headers(ctx, req.bucket, meta)
     return Response(200, headers)
 
 
@@ -244,6 +245,8 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     headers += _sse.response_headers(
         _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
     )
+    if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
+        headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
     if head:
         return Response(result_status(result), headers)
     assert result.body is not None
@@ -465,6 +468,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     if src_version is not None or copied.source_version_id != NULL_VERSION:
         headers.append(("x-amz-copy-source-version-id", copied.source_version_id))
     headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "CopyObject")
+    headers += _lifecycle.expiration_headers(ctx, req.bucket, meta)
     return Response(200, headers, body)
 
 

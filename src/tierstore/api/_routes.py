@@ -37,6 +37,7 @@ from tierstore.api import (
     _buckets,
     _cors,
     _extensions,
+    _lifecycle,
     _multipart,
     _objects,
     _post_object,
@@ -165,6 +166,7 @@ _BUCKET_OPS: dict[str, dict[str, str]] = {
     "publicAccessBlock": _crud("PublicAccessBlock", "GET", "PUT", "DELETE"),
     "cors": _crud("BucketCors", "GET", "PUT", "DELETE"),
     "encryption": _crud("BucketEncryption", "GET", "PUT", "DELETE"),
+    "lifecycle": {**_crud("BucketLifecycleConfiguration", "GET", "PUT"), "DELETE": "DeleteBucketLifecycle"},
 }
 # Known S3 bucket operations we do not implement (501 NotImplemented), by their AWS names.
 _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
@@ -172,7 +174,6 @@ _BUCKET_UNIMPLEMENTED: dict[str, dict[str, str]] = {
     "analytics": _crud("BucketAnalyticsConfiguration", "GET", "PUT", "DELETE"),
     "intelligent-tiering": _crud("BucketIntelligentTieringConfiguration", "GET", "PUT", "DELETE"),
     "inventory": _crud("BucketInventoryConfiguration", "GET", "PUT", "DELETE"),
-    "lifecycle": {**_crud("BucketLifecycleConfiguration", "GET", "PUT"), "DELETE": "DeleteBucketLifecycle"},
     "logging": _crud("BucketLogging", "GET", "PUT"),
     "metadataTable": {
         **_crud("BucketMetadataTableConfiguration", "GET", "DELETE"),
@@ -490,6 +491,14 @@ ACTIONS: dict[str, Action] = {
     "DeleteBucketEncryption": Action(
         _bucket_encryption.delete_bucket_encryption, (Perm("s3:PutEncryptionConfiguration"),)
     ),
+    # lifecycle configuration (_lifecycle); AWS: the Delete needs s3:PutLifecycleConfiguration
+    "GetBucketLifecycleConfiguration": Action(
+        _lifecycle.get_bucket_lifecycle_configuration, (Perm("s3:GetLifecycleConfiguration"),)
+    ),
+    "PutBucketLifecycleConfiguration": Action(
+        _lifecycle.put_bucket_lifecycle_configuration, (Perm("s3:PutLifecycleConfiguration"),)
+    ),
+    "DeleteBucketLifecycle": Action(_lifecycle.delete_bucket_lifecycle, (Perm("s3:PutLifecycleConfiguration"),)),
     # CORS configuration (_cors)
     "GetBucketCors": Action(_cors.get_bucket_cors, (Perm("s3:GetBucketCORS"),)),
     "PutBucketCors": Action(_cors.put_bucket_cors, (Perm("s3:PutBucketCORS"),)),

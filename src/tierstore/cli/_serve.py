@@ -295,6 +295,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         default_text="none",
     ),
     Option(
+        "--lifecycle-day-seconds",
+        int,
+        86_400,
+        "length of a lifecycle rule's day in seconds, for tests (kept within 1..86400; a shorter day is not "
+        "rounded to midnight UTC; docs/tiers.md)",
+        metavar="N",
+        field="lifecycle_day_s",
+        convert=lambda n: min(max(n, 1), 86_400),
+    ),
+    Option(
         "--max-connections",
         int,
         4096,

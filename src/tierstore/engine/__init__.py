@@ -1,6 +1,7 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
 from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
+from tierstore.engine._checksums import decode_checksum, new_hasher
 from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, MayRead, RowRead
 from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
@@ -13,6 +14,21 @@ from tierstore.engine._identity import (
     UserRecord,
     accept_json_object,
     oidc_url_allowed,
+)
+from tierstore.engine._lifecycle import (
+    MIN_SIZE_ALL_128K,
+    MIN_SIZE_BY_CLASS,
+    DueAction,
+    LifecycleConfig,
+    LifecycleExpiration,
+    LifecycleFilter,
+    LifecycleRule,
+    LifecycleTransition,
+    NoncurrentExpiration,
+    NoncurrentTransition,
+    VersionState,
+    current_expiration,
+    next_action,
 )
 from tierstore.engine._lock import (
     DefaultRetention,
@@ -44,6 +60,8 @@ __all__ = [
     "ACCOUNT",
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
+    "MIN_SIZE_ALL_128K",
+    "MIN_SIZE_BY_CLASS",
     "NOT_APPLICABLE",
     "PUBLIC_ACCESS_BLOCK_FLAGS",
     "STORED_ENCRYPTED",
@@ -59,15 +77,23 @@ __all__ = [
     "DatasetSpec",
     "DefaultRetention",
     "DriveHealth",
+    "DueAction",
     "EncryptionRequest",
     "GetResult",
     "HealProgress",
     "IdentityService",
+    "LifecycleConfig",
+    "LifecycleExpiration",
+    "LifecycleFilter",
+    "LifecycleRule",
+    "LifecycleTransition",
     "LockConfig",
     "LockRequest",
     "MayRead",
     "ModelService",
     "NewAccessKey",
+    "NoncurrentExpiration",
+    "NoncurrentTransition",
     "ObjectService",
     "OidcVerifier",
     "Principal",
@@ -80,9 +106,14 @@ __all__ = [
     "StoreHealth",
     "StsService",
     "UserRecord",
+    "VersionState",
     "WebIdentity",
     "accept_json_object",
+    "current_expiration",
+    "decode_checksum",
     "format_retain_until",
+    "new_hasher",
+    "next_action",
     "oidc_url_allowed",
     "parse_legal_hold",
     "parse_lock_headers",
