@@ -39,11 +39,24 @@ from tierstore.engine._service import (
 )
 from tierstore.engine._sts import ACCOUNT, RoleState, Session, StsService, role_name_of
 from tierstore.engine._tags import parse_tagging_header
+from tierstore.engine._tiers import (
+    LOCAL_CLASS,
+    NoSuchTier,
+    TierAlreadyExists,
+    TierConfig,
+    TierInfo,
+    TierInUse,
+    TierService,
+    TierSpec,
+    TierStatus,
+    check_tier_name,
+)
 
 __all__ = [
     "ACCOUNT",
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
+    "LOCAL_CLASS",
     "NOT_APPLICABLE",
     "PUBLIC_ACCESS_BLOCK_FLAGS",
     "STORED_ENCRYPTED",
@@ -68,6 +81,7 @@ __all__ = [
     "MayRead",
     "ModelService",
     "NewAccessKey",
+    "NoSuchTier",
     "ObjectService",
     "OidcVerifier",
     "Principal",
@@ -79,9 +93,17 @@ __all__ = [
     "Session",
     "StoreHealth",
     "StsService",
+    "TierAlreadyExists",
+    "TierConfig",
+    "TierInUse",
+    "TierInfo",
+    "TierService",
+    "TierSpec",
+    "TierStatus",
     "UserRecord",
     "WebIdentity",
     "accept_json_object",
+    "check_tier_name",
     "format_retain_until",
     "oidc_url_allowed",
     "parse_legal_hold",
