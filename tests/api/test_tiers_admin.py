@@ -47,8 +47,9 @@ def _wait_for_log(server: ServerProcess, text: str) -> str:
 
 def test_add_list_status_remove(tiers: TierstoreClient, server: ServerProcess) -> None:
     added = tiers.tier_add(
-        "TAPI", LOOPBACK + "/", "archive", prefix="p/", access_key_id="AKIATIERAPI", secret_key=SECRET, allow_private=True
-    )
+        "TAPI", LOOPBACK + "/", "archive", prefix="p/", access_key_id="AKIATIERAPI", secret_key=SECRET,
+        allow_private=True,
+    )  # fmt: skip
     assert set(added) == {
         "name", "endpoint", "bucket", "prefix", "region", "restore_required", "allow_private", "access_key_id",
         "keys_set", "created",
