@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import logging
 import re
 import time
@@ -132,19 +133,11 @@ class TierInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class TierConfig:
+class TierConfig(TierInfo):
     """A tier with its opened credentials, for the blob store factory only (``secret_key`` None:
-    the server process's AWS credential chain). Its repr never shows the secret."""
+    the server process's AWS credential chain). Its repr and ``to_dict`` never show the secret."""
 
-    name: str
-    endpoint: str
-    bucket: str
-    prefix: str
-    region: str
-    restore_required: bool
-    allow_private: bool
-    access_key_id: str | None
-    secret_key: str | None = field(repr=False)
+    secret_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,17 +299,7 @@ class TierService:
             except SealedSecretError as exc:
                 log.warning("tier %s: its sealed credentials do not open: %s", name, exc)
                 raise InternalError(f"The credentials of tier {name} do not open (see the server log).") from None
-        return TierConfig(
-            info.name,
-            info.endpoint,
-            info.bucket,
-            info.prefix,
-            info.region,
-            info.restore_required,
-            info.allow_private,
-            info.access_key_id,
-            secret,
-        )
+        return TierConfig(**dataclasses.asdict(info), secret_key=secret)
 
     async def remove(self, name: str) -> None:
         """Remove a tier that holds nothing; ``TierInUse`` (what it holds) otherwise."""
