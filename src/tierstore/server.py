@@ -66,6 +66,7 @@ from tierstore.engine import (
     OidcVerifier,
     Repairer,
     StsService,
+    TierService,
 )
 
 __all__ = [
@@ -197,7 +198,7 @@ def master_key_dirs(config: ServerConfig) -> list[Path]:
 
 def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKey:
     """At server start, before any worker: load the master key, or create it while the catalog
-    holds no sealed secret (access key secrets, KMS key material; docs/identities.md). Then
+    holds no sealed secret (access key secrets, KMS key material, tier credentials; docs/identities.md). Then
     create the KMS keys the configuration names (``kms_create_keys``) unless they exist.
     ``ServeError`` when the key is missing or wrong, or a configured key id is not valid."""
     wanted = _configured_key_ids(config.kms_create_keys)
@@ -205,7 +206,7 @@ def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKe
     if not dirs:
         raise ServeError("no drive is online to hold the master key")
     try:
-        heads = catalog.iam_sealed_key_ids() + catalog.kms_sealed_key_ids()
+        heads = catalog.iam_sealed_key_ids() + catalog.kms_sealed_key_ids() + catalog.tier_sealed_key_ids()
         key, created = load_or_create_master_key(dirs, sealed_key_ids={sealed_key_id(h) for h in heads})
     except (MasterKeyError, SealedSecretError) as exc:
         raise ServeError(str(exc)) from None
@@ -418,6 +419,7 @@ def build_app(config: ServerConfig) -> S3App:
     service = ObjectService(
         catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve, kms=kms
     )
+    service.tiers = TierService(catalog, master_key)  # tier credentials are sealed under it (docs/tiers.md)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens

@@ -24,6 +24,7 @@ from tierstore import errors as e
 from tierstore.api._lifecycle import lifecycle_document, parse_lifecycle
 from tierstore.api._routes import ACTIONS, checks
 from tierstore.api._xml import parse_xml
+from tierstore.client import TierstoreClient
 from tierstore.engine import LifecycleTransition, NoncurrentTransition
 
 TIERS = frozenset({"COLD", "ARCHIVE", "STANDARD_IA"})
@@ -262,7 +263,7 @@ def test_round_trip_and_delete(s3: Any, bucket: str) -> None:
         ([{"ID": "r", "Filter": {}, "Status": "Enabled"}],
          ("InvalidRequest", 400, "At least one action needs to be specified in a rule")),
         ([], ("MalformedXML", 400, None)),
-        # the tier registry names no tier yet on this server: every transition is refused
+        # GLACIER is no tier on this server: a transition to it is refused
         ([{"ID": "r", "Filter": {}, "Status": "Enabled", "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}],
          ("InvalidStorageClass", 400, None)),
     ],
@@ -277,6 +278,26 @@ def test_errors_through_boto3(s3: Any, bucket: str, rules: list[dict[str, Any]],
     with pytest.raises(ClientError) as exc:
         s3.get_bucket_lifecycle_configuration(Bucket=bucket)  # nothing was stored
     assert _err(exc)[0] == "NoSuchLifecycleConfiguration"
+
+
+def test_transitions_to_a_tier_are_stored_and_read_back(client: TierstoreClient, s3: Any, bucket: str) -> None:
+    tiers = client
+    name = f"LC{uuid.uuid4().hex[:8].upper()}"
+    tiers.tier_add(name, "http://127.0.0.1:9", "archive", allow_private=True)  # never contacted here
+    try:
+        rules = [
+            {"ID": "cold", "Filter": {"Prefix": "runs/"}, "Status": "Enabled",
+             "Transitions": [{"Days": 1, "StorageClass": name}],
+             "NoncurrentVersionTransitions": [{"NoncurrentDays": 2, "StorageClass": name}]},
+        ]  # fmt: skip
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+        assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == rules
+        s3.delete_bucket_lifecycle(Bucket=bucket)
+    finally:
+        tiers.tier_remove(name)
+    with pytest.raises(ClientError) as exc:  # the tier is gone: the same rules are refused
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    assert _err(exc)[:2] == ("InvalidStorageClass", 400)
 
 
 def test_no_such_bucket(s3: Any) -> None:

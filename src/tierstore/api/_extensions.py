@@ -1,5 +1,6 @@
 """The ``/_tierstore/`` extensions (JSON): metadata query, batch reads, datasets and models
-(their own modules, ``_datasets``/``_models``), admin info and heal."""
+(their own modules, ``_datasets``/``_models``), admin info and heal, the admin faces of
+identities, the key service and tiers (``_identity_ext``, ``_kms_ext``, ``_tiers_ext``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from tierstore.api._identity_ext import identity_request
 from tierstore.api._kms_ext import kms_request
 from tierstore.api._objects import result_status
 from tierstore.api._request import Context, Request, Response
+from tierstore.api._tiers_ext import tier_request
 from tierstore.api._xml import iso8601
 from tierstore.engine import MayRead, Repairer, RowRead, rewrap_page, stream_progress
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
-__all__ = ["admin_heal", "admin_info", "batch", "datasets", "identities", "kms_keys", "models", "query", "refuse"]
+__all__ = [
+    "admin_heal", "admin_info", "batch", "datasets", "identities", "kms_keys", "models", "query", "refuse", "tiers"
+]
 
 MAX_BATCH_ENTRIES = 10_000
 MAX_BATCH_BODY = 4 * 1024 * 1024
@@ -125,6 +129,13 @@ async def kms_keys(req: Request, ctx: Context) -> Response:
         return page.to_dict()
 
     status, body = await kms_request(kms, req, region, lambda check: ctx.authorize_entry(req, check), rewrap)
+    return Response(status, [("content-type", "application/json")], body)
+
+
+async def tiers(req: Request, ctx: Context) -> Response:
+    """``/_tierstore/admin/tiers``: ``_tiers_ext`` (each endpoint's tierstore: action was
+    authorized by the dispatcher)."""
+    status, body = await tier_request(ctx.service.tiers, req)
     return Response(status, [("content-type", "application/json")], body)
 
 

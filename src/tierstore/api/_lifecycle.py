@@ -78,7 +78,7 @@ _REPEATED = frozenset({"Rule", "Transition", "NoncurrentVersionTransition", "Tag
 
 def _tier_classes(ctx: Context) -> frozenset[str]:
     """The storage classes a transition may name: the tiers of this store."""
-    return frozenset()  # wired to the tier registry at merge (ctx.service.tiers.class_names())
+    return ctx.service.tiers.class_names()
 
 
 # --- reading the document ----------------------------------------------------------------------

@@ -53,6 +53,9 @@ from tierstore.api._kms_ext import UNROUTED as UNROUTED_KMS
 from tierstore.api._kms_ext import endpoint as kms_endpoint
 from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler, Request
+from tierstore.api._tiers_ext import ENDPOINTS as TIER_ENDPOINTS
+from tierstore.api._tiers_ext import UNROUTED as UNROUTED_TIERS
+from tierstore.api._tiers_ext import endpoint as tier_endpoint
 
 __all__ = [
     "ACTIONS",
@@ -296,6 +299,8 @@ def _extension(method: str, key: str) -> Route:
         return Route(identity_endpoint(method, key))  # one name per endpoint (_identity_ext.ENDPOINTS)
     if key.split("/")[:2] == ["admin", "kms"]:
         return Route(kms_endpoint(method, key))  # one name per endpoint (_kms_ext.ENDPOINTS)
+    if key == "admin/tiers" or key.startswith("admin/tiers/"):
+        return Route(tier_endpoint(method, key))  # the route name is the IAM action (_tiers_ext.ENDPOINTS)
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -531,6 +536,9 @@ ACTIONS: dict[str, Action] = {
         name: Action(_extensions.kms_keys, (Perm(kms_action, on=_ANY),) if on == _ANY else (), (kms_action,))
         for name, (kms_action, on) in KMS_ENDPOINTS.items()
     },
+    # the tier registry (_tiers_ext): each route is its IAM action, on "*"
+    UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
+    **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS},
     **{
         a: _ext(_extensions.datasets, a)
         for a in (

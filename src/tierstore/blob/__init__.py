@@ -6,6 +6,7 @@ Implementations: ``LocalBlobStore`` (plain files in one directory), ``ErasureBlo
 can rebuild damaged blobs are also ``Healer``s.
 """
 
+from tierstore.blob._endpoint import EndpointRefused, check_endpoint
 from tierstore.blob._erasure import ErasureBlobStore
 from tierstore.blob._local import LocalBlobStore
 from tierstore.blob._memory import MemoryBlobStore
@@ -23,11 +24,13 @@ __all__ = [
     "BLOCK_SIZE_BYTES",
     "BlobInfo",
     "BlobStore",
+    "EndpointRefused",
     "ErasureBlobStore",
     "HealReport",
     "Healer",
     "LocalBlobStore",
     "MemoryBlobStore",
+    "check_endpoint",
     "check_range",
     "validate_blob_id",
 ]

@@ -14,6 +14,7 @@ from tierstore.catalog._sqlite import (
     VersionRecord,
     VersionTaken,
 )
+from tierstore.catalog._tiers import TierRecord, TierUsage
 
 __all__ = [
     "PINNING_TABLES",
@@ -26,6 +27,8 @@ __all__ = [
     "ReconcileReport",
     "RoleRecord",
     "SqliteCatalog",
+    "TierRecord",
+    "TierUsage",
     "UserRecord",
     "VersionRecord",
     "VersionTaken",

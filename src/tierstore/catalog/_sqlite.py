@@ -47,6 +47,7 @@ from tierstore.catalog._kms import KMS_DDL, KmsTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._sse import SseTables
+from tierstore.catalog._tiers import TIERS_DDL, TierTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
@@ -79,7 +80,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -108,7 +109,8 @@ CREATE INDEX IF NOT EXISTS versions_seq ON versions(bucket, key, seq);
 CREATE TABLE IF NOT EXISTS blobs(
     blob_id TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
-    refs INTEGER NOT NULL
+    refs INTEGER NOT NULL,
+    tier TEXT  -- v10: NULL: on the local drives; else the remote tier holding it (_tiers.py)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inline_blobs(
@@ -175,8 +177,8 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL
-# the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py)
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL
+# the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -418,7 +420,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, ... or v8 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, ... or v9 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -448,11 +450,15 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 8
     if found == 8:  # v8 -> v9: the local key service's keys (kms_keys, kms_key_versions); the tables come below
         found = 9
+    if found == 9:  # v9 -> v10: tiers (docs/tiers.md); blobs.tier here, tiers and tier_outbox come below
+        if "tier" not in {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}:
+            conn.execute("ALTER TABLE blobs ADD COLUMN tier TEXT")
+        found = 10
+    if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
+        raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-    if found is not None and found != SCHEMA_VERSION:
-        raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     conn.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
 
 
@@ -469,9 +475,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v8)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v9)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -538,7 +544,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables, SseTables):
+class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 

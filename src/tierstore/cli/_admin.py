@@ -1,7 +1,8 @@
 """``tierstore heal``, ``tierstore admin info``: operate a running server's drives; ``tierstore admin
 user|key|policy ...``: manage users, their access keys (and service accounts) and inline policies
 (those IAM permissions, or the root; docs/identities.md); ``admin group|role ...`` and the managed
-policies of ``admin policy ...``: ``cli/_iam.py``; ``admin kms key ...``: ``cli/_kms.py``."""
+policies of ``admin policy ...``: ``cli/_iam.py``; ``admin kms key ...``: ``cli/_kms.py``; ``admin
+tier ...``: ``cli/_tiers.py``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tierstore.cli._client import _connection_options, describe
 from tierstore.cli._duration import duration_arg
 from tierstore.cli._iam import add_iam_commands, add_managed_policy_commands
 from tierstore.cli._kms import add_kms_commands
+from tierstore.cli._tiers import add_tier_commands
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 __all__ = ["add_admin_commands"]
@@ -39,7 +41,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     h.add_argument("--json", action="store_true", help="print the final report as JSON instead of a summary")
     h.set_defaults(func=_cmd_heal)
     a = sub.add_parser(
-        "admin", help="server administration (admin info, user, key, policy, group, role, kms)"
+        "admin", help="server administration (admin info, user, key, policy, group, role, kms, tier)"
     )
     asub = a.add_subparsers(dest="admin_command", required=True)
     info = asub.add_parser(
@@ -54,6 +56,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _add_identity_commands(asub)
     add_iam_commands(asub)
     add_kms_commands(asub)
+    add_tier_commands(asub)
 
 
 def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -248,6 +248,50 @@ class TierstoreClient:
         body: dict[str, Any] = {"limit": limit} if after is None else {"after": after, "limit": limit}
         return self._call("POST", self._kms_path(key_id, "rewrap"), body)
 
+    # --- tiers (the root, or the tierstore:*Tier* actions; docs/tiers.md) ----------------------
+    def tier_add(
+        self,
+        name: str,
+        endpoint: str,
+        bucket: str,
+        *,
+        prefix: str = "",
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_key: str | None = None,
+        restore_required: bool = False,
+        allow_private: bool = False,
+    ) -> dict[str, Any]:
+        """Register a remote tier: ``name`` becomes a storage class. The server checks the
+        endpoint (no metadata or link-local addresses; private ones only with ``allow_private``)
+        and keeps the secret key sealed; the answer shows whether keys are set, never the secret."""
+        body: dict[str, Any] = {
+            "name": name,
+            "endpoint": endpoint,
+            "bucket": bucket,
+            "prefix": prefix,
+            "region": region,
+            "restore_required": restore_required,
+            "allow_private": allow_private,
+        }
+        if access_key_id is not None or secret_key is not None:
+            body["access_key_id"], body["secret_key"] = access_key_id, secret_key
+        return self._call("POST", "/_tierstore/admin/tiers", body)
+
+    def tier_list(self) -> list[dict[str, Any]]:
+        tiers: list[dict[str, Any]] = self._call("GET", "/_tierstore/admin/tiers", None)["tiers"]
+        return tiers
+
+    def tier_remove(self, name: str) -> None:
+        """Remove a tier; refused (409 TierInUse) while any data is in it."""
+        self._send("DELETE", f"/_tierstore/admin/tiers/{quote(name, safe='')}", None)
+
+    def tier_status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """What each tier (or the one named) holds: blobs, bytes, outbox backlog, uploads."""
+        path = f"/_tierstore/admin/tiers/{quote(name, safe='')}/status" if name else "/_tierstore/admin/tiers/status"
+        tiers: list[dict[str, Any]] = self._call("GET", path, None)["tiers"]
+        return tiers
+
     def heal(self, *, verify_encryption: bool = False) -> Iterator[dict[str, Any]]:
         """Start (or join) a heal pass on the server; yields its progress, the final report last.
         ``verify_encryption``: also open every package of every SSE-S3/SSE-KMS object."""

@@ -55,11 +55,24 @@ from tierstore.engine._service import (
 )
 from tierstore.engine._sts import ACCOUNT, RoleState, Session, StsService, role_name_of
 from tierstore.engine._tags import parse_tagging_header
+from tierstore.engine._tiers import (
+    LOCAL_CLASS,
+    NoSuchTier,
+    TierAlreadyExists,
+    TierConfig,
+    TierInfo,
+    TierInUse,
+    TierService,
+    TierSpec,
+    TierStatus,
+    check_tier_name,
+)
 
 __all__ = [
     "ACCOUNT",
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
+    "LOCAL_CLASS",
     "MIN_SIZE_ALL_128K",
     "MIN_SIZE_BY_CLASS",
     "NOT_APPLICABLE",
@@ -92,6 +105,7 @@ __all__ = [
     "MayRead",
     "ModelService",
     "NewAccessKey",
+    "NoSuchTier",
     "NoncurrentExpiration",
     "NoncurrentTransition",
     "ObjectService",
@@ -105,10 +119,18 @@ __all__ = [
     "Session",
     "StoreHealth",
     "StsService",
+    "TierAlreadyExists",
+    "TierConfig",
+    "TierInUse",
+    "TierInfo",
+    "TierService",
+    "TierSpec",
+    "TierStatus",
     "UserRecord",
     "VersionState",
     "WebIdentity",
     "accept_json_object",
+    "check_tier_name",
     "current_expiration",
     "decode_checksum",
     "format_retain_until",

@@ -62,6 +62,7 @@ from tierstore.engine._lock import (
 )
 from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
+from tierstore.engine._tiers import TierService
 from tierstore.errors import (
     AccessDenied,
     BadDigest,
@@ -403,6 +404,8 @@ class ObjectService:
         self.inline_max_bytes = max(0, inline_max_bytes)
         # Bucket policies and Block Public Access, with the per-worker cache the authorizer reads.
         self.bucket_access = BucketAccessService(catalog)
+        # The registry of remote tiers (docs/tiers.md); server.py gives it the master key.
+        self.tiers = TierService(catalog, clock=self.clock.now_s)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(

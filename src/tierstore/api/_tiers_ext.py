@@ -1,0 +1,119 @@
+"""``/_tierstore/admin/tiers``: the JSON face of the tier registry (``engine.TierService``;
+docs/tiers.md "Tiers").
+
+Each endpoint's route name is the IAM action it needs, checked by the dispatcher on ``*``
+(``ENDPOINTS``; the route table authorizes it once, before this module runs). The root may do
+everything; a user needs the action in a policy. No answer carries a tier's secret key: a tier
+shows its ``access_key_id`` and whether keys are set (``keys_set``).
+
+- ``GET    /_tierstore/admin/tiers``              -> ``{"tiers": [tier, ...]}``          (tierstore:ListTiers)
+- ``POST   /_tierstore/admin/tiers``              -> 201 ``tier``                         (tierstore:CreateTier)
+  body ``{"name", "endpoint", "bucket", "prefix"?, "region"?, "access_key_id"?, "secret_key"?,
+  "restore_required"?, "allow_private"?}``
+- ``DELETE /_tierstore/admin/tiers/NAME``         -> 204 (409 ``TierInUse`` while it holds data)
+  (tierstore:DeleteTier)
+- ``GET    /_tierstore/admin/tiers/status``       -> ``{"tiers": [status, ...]}``        (tierstore:GetTierStatus)
+- ``GET    /_tierstore/admin/tiers/NAME/status``  -> ``{"tiers": [status]}``             (tierstore:GetTierStatus)
+
+A ``tier`` is ``{"name", "endpoint", "bucket", "prefix", "region", "restore_required",
+"allow_private", "access_key_id", "keys_set", "created"}``; a ``status`` is ``{"name", "blobs",
+"bytes", "outbox", "uploads"}``. Tier names are uppercase, so ``status`` never names a tier.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from tierstore import errors as e
+from tierstore.api._xml import iso8601
+from tierstore.engine import TierInfo, TierService, TierSpec
+
+if TYPE_CHECKING:
+    from tierstore.api._request import Request
+
+__all__ = ["ENDPOINTS", "UNROUTED", "endpoint", "tier_request"]
+
+UNROUTED = "tierstore:AdminTiers"  # a method or path no endpoint has: needs tierstore:Admin
+_TIERS = "admin/tiers"
+ENDPOINTS = ("tierstore:ListTiers", "tierstore:CreateTier", "tierstore:DeleteTier", "tierstore:GetTierStatus")
+_STRINGS = ("name", "endpoint", "bucket", "prefix", "region", "access_key_id", "secret_key")
+_FLAGS = ("restore_required", "allow_private")
+_MAX_BODY = 16 * 1024
+
+
+def _parts(key: str) -> list[str] | None:
+    """The path below ``admin/tiers`` (``[]``, ``[NAME]``, ``[NAME, "status"]``); None when not there."""
+    if key == _TIERS:
+        return []
+    if not key.startswith(_TIERS + "/"):
+        return None
+    return key[len(_TIERS) + 1 :].split("/")
+
+
+def endpoint(method: str, key: str) -> str:
+    """The route name of ``METHOD /_tierstore/<key>`` (``key``: ``admin/tiers...``); ``UNROUTED``
+    for what no endpoint answers (the handler refuses it)."""
+    parts = _parts(key)
+    if parts == []:
+        return {"GET": "tierstore:ListTiers", "POST": "tierstore:CreateTier"}.get(method, UNROUTED)
+    if parts is None or not all(parts):
+        return UNROUTED
+    if parts == ["status"] or (len(parts) == 2 and parts[1] == "status"):
+        return "tierstore:GetTierStatus" if method == "GET" else UNROUTED
+    if len(parts) == 1 and method == "DELETE":
+        return "tierstore:DeleteTier"
+    return UNROUTED
+
+
+def _tier_json(t: TierInfo) -> dict[str, Any]:
+    doc = t.to_dict()
+    doc["created"] = iso8601(doc.pop("created_ns"))
+    return doc
+
+
+def _spec(doc: dict[str, Any]) -> TierSpec:
+    unknown = sorted(set(doc) - set(_STRINGS) - set(_FLAGS))
+    if unknown:
+        raise e.InvalidRequest(f"Unknown field {unknown[0][:40]!r} in the tier.")
+    for name in _STRINGS:
+        if name in doc and doc[name] is not None and not isinstance(doc[name], str):
+            raise e.InvalidRequest(f'The tier field "{name}" must be a string.')
+    for name in _FLAGS:
+        if not isinstance(doc.get(name, False), bool):
+            raise e.InvalidRequest(f'The tier field "{name}" must be true or false.')
+    if not doc.get("name") or not doc.get("endpoint") or not doc.get("bucket"):
+        raise e.InvalidRequest('A tier needs "name", "endpoint" and "bucket".')
+    return TierSpec(
+        name=doc["name"],
+        endpoint=doc["endpoint"],
+        bucket=doc["bucket"],
+        prefix=doc.get("prefix") or "",
+        region=doc.get("region") or "us-east-1",
+        access_key_id=doc.get("access_key_id"),
+        secret_key=doc.get("secret_key"),
+        restore_required=doc.get("restore_required", False),
+        allow_private=doc.get("allow_private", False),
+    )
+
+
+async def tier_request(tiers: TierService, req: Request) -> tuple[int, bytes]:
+    """Answer one request to these paths (the route table sends them here, authorized): status
+    and JSON body (empty for 204)."""
+    key = req.key or ""
+    route = endpoint(req.method, key)
+    if route == UNROUTED:
+        if _parts(key) is None:
+            raise e.NotImplementedOperation(f"No tierstore extension named '{key[:60]}'.")
+        raise e.MethodNotAllowed()
+    parts = _parts(key) or []
+    if route == "tierstore:ListTiers":
+        return 200, json.dumps({"tiers": [_tier_json(t) for t in tiers.list()]}).encode()
+    if route == "tierstore:GetTierStatus":
+        statuses = tiers.status(parts[0] if len(parts) == 2 else None)
+        return 200, json.dumps({"tiers": [s.to_dict() for s in statuses]}).encode()
+    if route == "tierstore:DeleteTier":
+        await tiers.remove(parts[0])
+        return 204, b""
+    spec = _spec(await req.json_body(_MAX_BODY))
+    return 201, json.dumps(_tier_json(await tiers.add(spec))).encode()
