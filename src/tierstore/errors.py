@@ -93,6 +93,7 @@ __all__ = [
     "ServerSideEncryptionConfigurationNotFoundError",
     "SignatureDoesNotMatch",
     "SlowDown",
+    "TierUnavailable",
     "TierstoreError",
     "UnexpectedContent",
     "UnresolvableGrantByEmailAddress",
@@ -425,6 +426,24 @@ class InsufficientStorage(TierstoreError, OSError):
 
 class SlowDown(TierstoreError, OSError):
     """Please reduce your request rate."""
+
+
+class TierUnavailable(TierstoreError, ConnectionError):
+    """A remote tier (docs/tiers.md) cannot be reached or did not answer in time; retry later."""
+
+    code = "ServiceUnavailable"
+    retry_after_s = 5
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        resource: str = "",
+        headers: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, resource=resource, headers=headers, fields=fields)
+        self.headers.setdefault("Retry-After", str(self.retry_after_s))
 
 
 class InternalError(TierstoreError):
