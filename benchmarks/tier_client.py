@@ -5,7 +5,11 @@ its own fresh Python process (so CPU seconds and peak RSS are its own), in alter
 
 - ``obstore``: Rust ``object_store`` behind an asyncio API (new dependency);
 - ``aiobotocore``: botocore on aiohttp, natively async (today only in the ``s3fs`` extra);
-- ``botocore-threads``: a boto3 client (a base dependency) called through ``asyncio.to_thread``.
+- ``botocore-threads``: a boto3 client (a base dependency) called through ``asyncio.to_thread``;
+
+and, not a candidate, ``tierstore``: ``S3BlobStore`` on obstore with its integrity checks, to show
+what the store adds. botocore's clients run with flexible checksums off (``when_required``), so
+neither side hashes bodies beyond the SigV4 payload hash.
 
 Scenarios, each the way the blob store would use the library (async, streamed):
 ``put64m``  N x 64 MiB PUT from an async generator of 1 MiB chunks, 8 MiB multipart parts, up to 4
@@ -18,7 +22,7 @@ Reported per scenario: rate (MB/s or ops/s), the client process's CPU seconds pe
 ops (all threads: obstore's Rust runtime, botocore's pool), peak RSS above the post-import
 baseline; plus import time and RSS of the library. The ratio table is against botocore-threads.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/tier_client.py            # ~3 minutes on 2 cores
+    PYTHONPATH=src .venv/bin/python benchmarks/tier_client.py            # ~5 minutes on 2 cores
     PYTHONPATH=src .venv/bin/python benchmarks/tier_client.py --rounds 1 --objects 2 --ops 500
 """
 
@@ -26,15 +30,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
 import random
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -44,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]  # tests/ for the SeaweedFS fixture
 
 MIB = 1024 * 1024
-LIBS = ("obstore", "aiobotocore", "botocore-threads")
+LIBS = ("obstore", "aiobotocore", "botocore-threads", "tierstore")
 PART_BYTES = 8 * MIB
 PART_CONCURRENCY = 4
 CONCURRENCY = 16
@@ -54,10 +59,6 @@ BUCKET = "tierbench"
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _cpu_s() -> float:
@@ -290,18 +291,90 @@ class BotocoreThreads:
         return await asyncio.to_thread(fetch)
 
 
+class Tierstore:
+    """Not a candidate: ``S3BlobStore`` itself (obstore plus its checks: CRC32C and MD5 at put,
+    CRC32C on whole verified reads), to show what the store adds to the library."""
+
+    def __init__(self, endpoint: str, ak: str, sk: str) -> None:
+        from tierstore.blob import S3BlobStore, S3StoreConfig
+
+        config = S3StoreConfig(
+            endpoint=endpoint, bucket=BUCKET, prefix="blobs", access_key=ak, secret_key=sk,
+            part_size_bytes=PART_BYTES, part_concurrency=PART_CONCURRENCY,
+        )  # fmt: skip
+        self.store = S3BlobStore(config)
+        self.big_crc: str | None = None
+
+    @staticmethod
+    def _id(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    async def setup(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def put_big(self, key: str, data: bytes) -> None:
+        # as a caller that knows the body's CRC32C (the local blob's block CRCs, combined) would:
+        # whole reads then verify by it, not by recomputing the multipart ETag (MD5)
+        if self.big_crc is None:
+            from tierstore.blob._protocol import crc32c
+
+            self.big_crc = f"{crc32c(data):08x}"
+        await self.store.put(self._id(key), _chunks(data), meta={"tierstore-crc32c": self.big_crc})
+
+    async def put_small(self, key: str, data: bytes) -> None:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.store.put(self._id(key), one())
+
+    async def get_stream(self, key: str) -> int:
+        n = 0
+        async for chunk in await self.store.get(self._id(key)):  # verified
+            n += len(chunk)
+        return n
+
+    async def get_small(self, key: str) -> int:
+        return len(await self.store.read(self._id(key)))
+
+    async def get_range(self, key: str, start: int, length: int) -> int:
+        return len(await self.store.read(self._id(key), start, length))
+
+
 CLIENTS: dict[str, Callable[[str, str, str], Any]] = {
     "obstore": Obstore,
     "aiobotocore": Aiobotocore,
     "botocore-threads": BotocoreThreads,
+    "tierstore": Tierstore,
 }
 
 
 # --- one library, in its own process --------------------------------------------------------
 
 
+class _RssPeak:
+    """Peak RSS of this process, sampled every 10 ms from a thread while a phase runs."""
+
+    def __init__(self) -> None:
+        self.base = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return (max(self.peak, _rss_bytes()) - self.base) / MIB
+
+
 async def _phase(name: str, out: dict[str, Any], units: float, unit: str, fn: Callable[[], Awaitable[None]]) -> None:
-    rss0, cpu0, t0 = _rss_bytes(), _cpu_s(), time.perf_counter()
+    rss, cpu0, t0 = _RssPeak(), _cpu_s(), time.perf_counter()
     await fn()
     wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
     per = "cpu_s_per_GB" if unit == "MB/s" else "cpu_ms_per_op"
@@ -309,7 +382,7 @@ async def _phase(name: str, out: dict[str, Any], units: float, unit: str, fn: Ca
         "rate": units / wall,
         "unit": unit,
         per: cpu / (units / 1000) if unit == "MB/s" else 1000 * cpu / units,
-        "peak_rss_MiB": (_peak_rss_bytes() - rss0) / MIB,
+        "peak_rss_MiB": rss.stop(),
     }
 
 
@@ -354,8 +427,6 @@ async def _worker(lib: str, endpoint: str, ak: str, sk: str, objects: int, ops: 
 
         await _bounded(CONCURRENCY, [lambda k=k: one(k) for k in small_keys])
 
-    base_rss = _rss_bytes()
-    del base_rss
     await _phase("put64m", out, mb, "MB/s", put_big)
     await _phase("get64m", out, mb, "MB/s", get_big)
     await _phase("range64k", out, ops, "ops/s", get_ranges)
@@ -458,7 +529,7 @@ def main() -> None:
     print(f"{machine['date']}, {machine['cpus']} cpus, load {machine['load_1m']:.1f} at start; {doc['versions']}")
     print(_table(results))
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=1))
+        args.json.write_text(json.dumps(doc, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class SeaweedFS:
             weed, "server",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
             f"-master.port={p + 2}", f"-master.port.grpc={p + 3}", "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=256",
+            "-master.volumeSizeLimitMB=256", "-master.electionTimeout=1s", "-master.resumeState=false",
             f"-volume.port={p + 4}", f"-volume.port.grpc={p + 5}", "-volume.max=64", "-volume.preStopSeconds=0",
             "-filer", f"-filer.port={p + 6}", f"-filer.port.grpc={p + 7}",
             "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 1}", "-s3.ip.bind=127.0.0.1",
@@ -156,8 +156,9 @@ class SeaweedFS:
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}, **config),
         )
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM to our PID, SIGKILL after ``timeout_s``; waited for (its ports are free after)."""
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """SIGTERM to our PID, SIGKILL after ``timeout_s`` (its shutdown can take 15 s; what it
+        acknowledged is on disk either way); waited for, so its ports are free after."""
         if self.proc is None:
             return
         if self.proc.poll() is None:

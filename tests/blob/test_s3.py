@@ -19,7 +19,8 @@ import pytest
 from tests.seaweed import SeaweedFS
 from tests.test_memory import RssPeak
 from tierstore.blob import BlobInfo, BlobStore, RemoteBlobStore, S3BlobStore, S3StoreConfig
-from tierstore.errors import CorruptBlob, TierUnavailable
+from tierstore.blob._protocol import crc32c
+from tierstore.errors import BadDigest, CorruptBlob, TierUnavailable
 from tierstore.testing.blobstore import (
     RANGE_BLOB_SIZE,
     BlobStoreConformance,
@@ -317,6 +318,31 @@ def test_failed_multipart_upload_is_aborted(remote: SeaweedFS) -> None:
         assert await store.stat(blob_id) is None
         assert uploads_in_progress(remote, store) == []
         assert [i async for i in store.scan()] == []
+
+    run(body())
+
+
+@pytest.mark.parametrize("size_bytes", [100, PART + 100])
+def test_a_given_crc32c_is_checked_and_recorded(remote: SeaweedFS, size_bytes: int) -> None:
+    async def body() -> None:
+        store = make_store(remote)
+        data = payload(size_bytes)
+        right = f"{crc32c(data):08x}"
+        wrong = f"{crc32c(data) ^ 1:08x}"
+        blob_id = new_blob_id()
+        with pytest.raises(BadDigest):
+            await store.put(blob_id, stream(data, [MIB]), meta={"tierstore-crc32c": wrong})
+        assert await store.stat(blob_id) is None
+        assert uploads_in_progress(remote, store) == []
+        await store.put(blob_id, stream(data, [MIB]), meta={"tierstore-crc32c": right})
+        assert (await store.head_meta(blob_id) or {}).get("tierstore-crc32c") == right
+        assert await store.read(blob_id) == data
+
+        def flip(buf: bytearray) -> None:
+            buf[size_bytes // 2] ^= 4
+
+        rewrite(remote, store, blob_id, flip)
+        assert not await store.verify(blob_id)
 
     run(body())
 

@@ -143,7 +143,8 @@ class RemoteBlobStore(BlobStore, Protocol):
         self, blob_id: str, chunks: AsyncIterable[bytes], *, meta: Mapping[str, str] | None = None
     ) -> BlobInfo:
         """``BlobStore.put``, plus ``meta`` (``tierstore-*`` names, printable ASCII values, about
-        1.9 KiB in all) stored with the blob."""
+        1.9 KiB in all) stored with the blob. A ``tierstore-crc32c`` given there (8 hex digits)
+        must be the CRC32C of the body (``BadDigest`` otherwise) and lets whole reads verify by it."""
         ...
 
     async def head_meta(self, blob_id: str) -> Mapping[str, str] | None:

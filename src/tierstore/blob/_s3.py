@@ -11,13 +11,15 @@ Integrity, as far as a plain object allows (docs/tiers.md):
 - a body of at most ``part_size_bytes`` is one PUT (``If-None-Match: *``) whose metadata also holds
   ``tierstore-crc32c`` of the bytes; the ETag the service answers must be their MD5;
 - a larger body is a multipart upload of ``part_size_bytes`` parts (bounded memory; aborted on
-  failure); its metadata cannot hold a checksum of bytes not yet read when the upload is created,
-  so it records ``tierstore-part-size`` and the ETag answered at completion must be the MD5 of the
-  parts' MD5s;
-- ``get(verify=True)`` of the *whole* blob checks the CRC32C (or, for multipart objects, recomputes
-  the ETag) and holds back the last chunk until the check passed, so a damaged body never reaches a
-  caller complete. Ranged reads cannot be checked per block: the remote object has no block table.
-  Encrypted bodies are authenticated by their GCM tags (docs/encryption.md) whatever the range.
+  failure), recording ``tierstore-part-size``; the ETag answered at completion must be the MD5 of
+  the parts' MD5s. Its metadata is written when the upload is created, before the bytes are read,
+  so it holds ``tierstore-crc32c`` only if the caller gave it in ``meta`` (one that knows it, e.g.
+  from the local blob's block CRCs combined); the bytes must then match it (``BadDigest`` if not);
+- ``get(verify=True)`` of the *whole* blob checks the CRC32C (cheap), or recomputes a multipart
+  ETag when there is none (MD5: ~2.5 s of CPU per GB), and holds back the last chunk until the
+  check passed, so a damaged body never reaches a caller complete. Ranged reads cannot be
+  checked per block: the remote object has no block table. Encrypted bodies are authenticated
+  by their GCM tags (docs/encryption.md) whatever the range.
 
 Failures: a connection that cannot be made, a timeout (connect or read: never a hang), a 5xx or an
 access refusal after the bounded retries is ``TierUnavailable`` (503 with Retry-After); a missing or
@@ -39,7 +41,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 
 from tierstore.blob._protocol import BlobInfo, check_range, crc32c, validate_blob_id
-from tierstore.errors import CorruptBlob, InvalidRange, TierUnavailable
+from tierstore.errors import BadDigest, CorruptBlob, InvalidRange, TierUnavailable
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -50,8 +52,10 @@ MIB = 1024 * 1024
 META_PREFIX = "tierstore-"
 """User metadata names this store writes and reads (as ``x-amz-meta-tierstore-*`` on the wire)."""
 _SIZE, _CRC, _PART = "tierstore-size", "tierstore-crc32c", "tierstore-part-size"
-_RESERVED = frozenset({_SIZE, _CRC, _PART})
+_RESERVED = frozenset({_SIZE, _PART})
+_CRC_RE = re.compile(r"[0-9a-f]{8}")
 _META_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+_RANGE_NOT_SATISFIABLE_RE = re.compile(r"status code: 416\b")  # how obstore reports S3's InvalidRange
 _MULTIPART_ETAG_RE = re.compile(r"[0-9a-f]{32}-([1-9][0-9]{0,4})")
 _META_BYTES_MAX = 2048  # S3 allows 2 KiB of user metadata (names + values)
 _MIN_PART_BYTES = 5 * MIB  # S3's minimum part size (all parts but the last)
@@ -129,7 +133,10 @@ class S3BlobStore:
         """Stream ``chunks`` into the object ``prefix/blob_id``; ``meta`` becomes its user metadata.
 
         ``meta`` names are ``tierstore-*`` (lowercase letters, digits, ``-``), values printable
-        ASCII, 2 KiB in all; the store adds its own size/checksum fields, which callers cannot set.
+        ASCII, 2 KiB in all; the store adds ``tierstore-size``/``-part-size``, which callers cannot
+        set. ``tierstore-crc32c`` (8 hex digits), if given, must be the CRC32C of the body
+        (``BadDigest`` and nothing stored otherwise); it is recorded for every single PUT anyway,
+        and is what lets a multipart object be verified without MD5.
         """
         validate_blob_id(blob_id)
         user_meta = _check_meta(meta)
@@ -154,8 +161,7 @@ class S3BlobStore:
         if offset < 0 or (length is not None and length < 0):
             raise InvalidRange(f"negative range: offset={offset} length={length}")
         if length == 0:
-            size = await self._size_or_corrupt(blob_id)
-            check_range(size, offset, 0)
+            check_range(await self._checked_size(blob_id), offset, 0)
             return _empty()
         store = await self._connected()
         options: dict[str, Any] = {}
@@ -168,11 +174,13 @@ class S3BlobStore:
         except _NOT_FOUND:
             raise CorruptBlob(f"blob {blob_id} is missing from the remote tier", resource=blob_id) from None
         except _TRANSPORT as exc:
-            if "416" not in str(exc):
+            if _RANGE_NOT_SATISFIABLE_RE.search(str(exc)) is None:
                 raise self._unavailable(exc) from None
-            # Range not satisfiable: past the end, or exactly at it (a valid empty read).
-            size = await self._size_or_corrupt(blob_id)
-            check_range(size, offset, length)
+            # Past the end (InvalidRange), exactly at it (a valid empty read), or the object is
+            # shorter than it should be (CorruptBlob): the HEAD tells which.
+            size = await self._checked_size(blob_id)
+            if check_range(size, offset, length) != offset:
+                raise self._unavailable(exc) from None  # not a 416 after all
             return _empty()
         attributes: Mapping[str, Any] = result.attributes
         size = result.meta["size"]
@@ -242,7 +250,10 @@ class S3BlobStore:
 
     # --- put ----------------------------------------------------------------------------------
     async def _put_single(self, store: S3Store, blob_id: str, body: bytes, meta: dict[str, str]) -> BlobInfo:
-        attributes = {**meta, _SIZE: str(len(body)), _CRC: f"{crc32c(body):08x}"}
+        crc = f"{crc32c(body):08x}"
+        if meta.get(_CRC, crc) != crc:
+            raise BadDigest(f"the body of blob {blob_id} does not match the CRC32C it was given")
+        attributes = {**meta, _SIZE: str(len(body)), _CRC: crc}
         try:
             result = await obstore.put_async(
                 store, blob_id, body, attributes=attributes, mode="create", use_multipart=False
@@ -265,11 +276,11 @@ class S3BlobStore:
         part_bytes = self.config.part_size_bytes
         part_md5s: list[bytes] = []
         source_error: list[BaseException] = []
-        total = 0
+        total = crc = 0
 
         async def parts() -> AsyncIterator[bytes]:
             """Exactly ``part_bytes`` per item (object_store uploads each as one part), MD5 on the way."""
-            nonlocal total
+            nonlocal total, crc
             buf = first
             try:
                 while True:
@@ -277,7 +288,7 @@ class S3BlobStore:
                         part = bytes(memoryview(buf)[:part_bytes])
                         del buf[:part_bytes]
                         part_md5s.append(await _md5(part))
-                        total += len(part)
+                        total, crc = total + len(part), crc32c(part, crc)
                         yield part
                     try:
                         chunk = await anext(rest)
@@ -290,7 +301,7 @@ class S3BlobStore:
                 if buf or not part_md5s:
                     part = bytes(buf)
                     part_md5s.append(await _md5(part))
-                    total += len(part)
+                    total, crc = total + len(part), crc32c(part, crc)
                     yield part
             finally:
                 buf = bytearray()
@@ -308,12 +319,16 @@ class S3BlobStore:
             raise self._unavailable(exc) from None
         composite = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
         await self._check_etag(store, blob_id, result.get("e_tag"), f"{composite}-{len(part_md5s)}")
+        if meta.get(_CRC, f"{crc:08x}") != f"{crc:08x}":
+            with contextlib.suppress(*_TRANSPORT):
+                await obstore.delete_async(store, blob_id)
+            raise BadDigest(f"the body of blob {blob_id} does not match the CRC32C it was given")
         return BlobInfo(blob_id, total)
 
     async def _check_etag(self, store: S3Store, blob_id: str, etag: str | None, expected: str) -> None:
         """The service must have stored what we sent: its ETag is the MD5 (of the part MD5s)."""
         if etag is not None and etag.strip('"') != expected:
-            with contextlib.suppress(BaseError):
+            with contextlib.suppress(*_TRANSPORT):
                 await obstore.delete_async(store, blob_id)
             raise CorruptBlob(f"the remote tier stored blob {blob_id} with ETag {etag}, expected {expected}")
 
@@ -345,11 +360,18 @@ class S3BlobStore:
         if held is not None:
             yield held
 
-    async def _size_or_corrupt(self, blob_id: str) -> int:
-        info = await self.stat(blob_id)
-        if info is None:
-            raise CorruptBlob(f"blob {blob_id} is missing from the remote tier", resource=blob_id)
-        return info.size_bytes
+    async def _checked_size(self, blob_id: str) -> int:
+        """The object's size, checked against what was stored (HEAD); CorruptBlob if missing."""
+        store = await self._connected()
+        try:
+            result = await obstore.get_async(store, blob_id, options={"head": True})
+        except _NOT_FOUND:
+            raise CorruptBlob(f"blob {blob_id} is missing from the remote tier", resource=blob_id) from None
+        except _TRANSPORT as exc:
+            raise self._unavailable(exc) from None
+        size = result.meta["size"]
+        _check_size(blob_id, result.attributes, size, result.meta.get("e_tag"))
+        return size
 
     # --- connection ---------------------------------------------------------------------------
     async def _connected(self) -> S3Store:
@@ -453,6 +475,8 @@ def _check_meta(meta: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"metadata name {name!r}: need tierstore-[a-z0-9-]")
         if name in _RESERVED:
             raise ValueError(f"metadata name {name!r} is the store's own")
+        if name == _CRC and _CRC_RE.fullmatch(value) is None:
+            raise ValueError(f"metadata {name!r}: 8 lowercase hex digits (the CRC32C of the body)")
         if not value.isascii() or not value.isprintable():
             raise ValueError(f"metadata {name!r}: the value must be printable ASCII (percent-encode it)")
         out[name] = value
