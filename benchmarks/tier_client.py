@@ -93,7 +93,30 @@ async def _bounded(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> None:
     await asyncio.gather(*(one(j) for j in jobs))
 
 
-# --- the three clients, one shape: put_big, put_small, get_stream, get_range -------------------
+async def _multipart_put(call: Callable[..., Awaitable[Any]], data: bytes) -> None:
+    """A botocore-style multipart upload: ``call(method, **kwargs)`` runs one S3 call on the key."""
+    upload_id = (await call("create_multipart_upload", Metadata={"tierstore-crc32c": "0"}))["UploadId"]
+    etags: dict[int, str] = {}
+    sem = asyncio.Semaphore(PART_CONCURRENCY)
+    tasks = []
+
+    async def part(n: int, body: bytes) -> None:
+        try:
+            etags[n] = (await call("upload_part", UploadId=upload_id, PartNumber=n, Body=body))["ETag"]
+        finally:
+            sem.release()
+
+    n = 0
+    async for body in _parts(_chunks(data)):
+        n += 1
+        await sem.acquire()
+        tasks.append(asyncio.create_task(part(n, body)))
+    await asyncio.gather(*tasks)
+    parts = [{"PartNumber": i, "ETag": etags[i]} for i in sorted(etags)]
+    await call("complete_multipart_upload", UploadId=upload_id, MultipartUpload={"Parts": parts})
+
+
+# --- the clients, one shape: put_big, put_small, get_stream, get_small, get_range -------------------
 
 
 class Obstore:
@@ -166,29 +189,10 @@ class Aiobotocore:
         await self._cm.__aexit__(None, None, None)
 
     async def put_big(self, key: str, data: bytes) -> None:
-        c = self.client
-        upload_id = (await c.create_multipart_upload(Bucket=BUCKET, Key=key, Metadata={"tierstore-crc32c": "0"}))[
-            "UploadId"
-        ]
-        etags: dict[int, str] = {}
-        sem = asyncio.Semaphore(PART_CONCURRENCY)
-        tasks = []
+        async def call(method: str, **kwargs: Any) -> Any:
+            return await getattr(self.client, method)(Bucket=BUCKET, Key=key, **kwargs)
 
-        async def part(n: int, body: bytes) -> None:
-            try:
-                r = await c.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=n, Body=body)
-                etags[n] = r["ETag"]
-            finally:
-                sem.release()
-
-        n = 0
-        async for body in _parts(_chunks(data)):
-            n += 1
-            await sem.acquire()
-            tasks.append(asyncio.create_task(part(n, body)))
-        await asyncio.gather(*tasks)
-        parts = [{"PartNumber": i, "ETag": etags[i]} for i in sorted(etags)]
-        await c.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        await _multipart_put(call, data)
 
     async def put_small(self, key: str, data: bytes) -> None:
         await self.client.put_object(Bucket=BUCKET, Key=key, Body=data)
@@ -234,34 +238,10 @@ class BotocoreThreads:
         pass
 
     async def put_big(self, key: str, data: bytes) -> None:
-        c = self.client
-        meta = {"tierstore-crc32c": "0"}
-        upload_id = (await asyncio.to_thread(c.create_multipart_upload, Bucket=BUCKET, Key=key, Metadata=meta))[
-            "UploadId"
-        ]
-        etags: dict[int, str] = {}
-        sem = asyncio.Semaphore(PART_CONCURRENCY)
-        tasks = []
+        async def call(method: str, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(getattr(self.client, method), Bucket=BUCKET, Key=key, **kwargs)
 
-        async def part(n: int, body: bytes) -> None:
-            try:
-                r = await asyncio.to_thread(
-                    c.upload_part, Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=n, Body=body
-                )
-                etags[n] = r["ETag"]
-            finally:
-                sem.release()
-
-        n = 0
-        async for body in _parts(_chunks(data)):
-            n += 1
-            await sem.acquire()
-            tasks.append(asyncio.create_task(part(n, body)))
-        await asyncio.gather(*tasks)
-        parts = [{"PartNumber": i, "ETag": etags[i]} for i in sorted(etags)]
-        await asyncio.to_thread(
-            c.complete_multipart_upload, Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
+        await _multipart_put(call, data)
 
     async def put_small(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self.client.put_object, Bucket=BUCKET, Key=key, Body=data)

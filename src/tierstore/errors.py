@@ -10,6 +10,8 @@ The class name is the S3 error code unless ``code`` says otherwise.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AccessControlListNotSupported",
     "AccessDenied",
@@ -434,15 +436,8 @@ class TierUnavailable(TierstoreError, ConnectionError):
     code = "ServiceUnavailable"
     retry_after_s = 5
 
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        resource: str = "",
-        headers: dict[str, str] | None = None,
-        fields: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message, resource=resource, headers=headers, fields=fields)
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.headers.setdefault("Retry-After", str(self.retry_after_s))
 
 

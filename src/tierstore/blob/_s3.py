@@ -44,6 +44,7 @@ from tierstore.blob._protocol import BlobInfo, check_range, crc32c, validate_blo
 from tierstore.errors import BadDigest, CorruptBlob, InvalidRange, TierUnavailable
 
 if TYPE_CHECKING:
+    from obstore import GetResult
     from obstore.store import S3Store
 
 __all__ = ["META_PREFIX", "S3BlobStore", "S3StoreConfig"]
@@ -157,42 +158,29 @@ class S3BlobStore:
     async def get(
         self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
     ) -> AsyncIterator[bytes]:
-        validate_blob_id(blob_id)
-        if offset < 0 or (length is not None and length < 0):
-            raise InvalidRange(f"negative range: offset={offset} length={length}")
-        if length == 0:
-            check_range(await self._checked_size(blob_id), offset, 0)
+        opened = await self._open(blob_id, offset, length, verify)
+        if opened is None:
             return _empty()
-        store = await self._connected()
-        options: dict[str, Any] = {}
-        if length is not None:
-            options["range"] = (offset, offset + length)
-        elif offset:
-            options["range"] = {"offset": offset}
-        try:
-            result = await obstore.get_async(store, blob_id, options=options or None)  # type: ignore[arg-type]
-        except _NOT_FOUND:
-            raise CorruptBlob(f"blob {blob_id} is missing from the remote tier", resource=blob_id) from None
-        except _TRANSPORT as exc:
-            if _RANGE_NOT_SATISFIABLE_RE.search(str(exc)) is None:
-                raise self._unavailable(exc) from None
-            # Past the end (InvalidRange), exactly at it (a valid empty read), or the object is
-            # shorter than it should be (CorruptBlob): the HEAD tells which.
-            size = await self._checked_size(blob_id)
-            if check_range(size, offset, length) != offset:
-                raise self._unavailable(exc) from None  # not a 416 after all
-            return _empty()
-        attributes: Mapping[str, Any] = result.attributes
-        size = result.meta["size"]
-        etag = result.meta.get("e_tag")
-        _check_size(blob_id, attributes, size, etag)
-        end = check_range(size, offset, length)
-        whole = offset == 0 and end == size
-        checker = _Checker.of(blob_id, attributes, etag) if verify and whole else None
-        return self._iter(blob_id, result.stream(min_chunk_size=_READ_CHUNK_BYTES), end - offset, checker)
+        result, expected_bytes, checker = opened
+        return self._iter(blob_id, result.stream(min_chunk_size=_READ_CHUNK_BYTES), expected_bytes, checker)
 
     async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
-        return b"".join([chunk async for chunk in await self.get(blob_id, offset, length, verify=verify)])
+        """One response body in one buffer: what small objects and ranged sample reads want
+        (no per-chunk iteration: half the client CPU of ``get`` for a 64 KiB range)."""
+        opened = await self._open(blob_id, offset, length, verify)
+        if opened is None:
+            return b""
+        result, expected_bytes, checker = opened
+        try:
+            data = (await result.bytes_async()).to_bytes()
+        except _TRANSPORT as exc:
+            raise self._unavailable(exc) from None
+        if len(data) != expected_bytes:
+            raise CorruptBlob(f"blob {blob_id}: {len(data)} of {expected_bytes} bytes arrived", resource=blob_id)
+        if checker is not None:
+            await checker.update(data)
+            checker.finish()
+        return data
 
     async def delete(self, blob_id: str) -> None:
         validate_blob_id(blob_id)
@@ -333,6 +321,46 @@ class S3BlobStore:
             raise CorruptBlob(f"the remote tier stored blob {blob_id} with ETag {etag}, expected {expected}")
 
     # --- get ----------------------------------------------------------------------------------
+    async def _open(
+        self, blob_id: str, offset: int, length: int | None, verify: bool
+    ) -> tuple[GetResult, int, _Checker | None] | None:
+        """Send the GET and check what its headers say (size, range); None for an empty read.
+
+        Raises (before any byte is read) ValueError for a bad id, ``InvalidRange`` past the end,
+        ``CorruptBlob`` if the blob is missing or not the length it was stored with."""
+        validate_blob_id(blob_id)
+        if offset < 0 or (length is not None and length < 0):
+            raise InvalidRange(f"negative range: offset={offset} length={length}")
+        if length == 0:
+            check_range(await self._checked_size(blob_id), offset, 0)
+            return None
+        store = await self._connected()
+        options: dict[str, Any] = {}
+        if length is not None:
+            options["range"] = (offset, offset + length)
+        elif offset:
+            options["range"] = {"offset": offset}
+        try:
+            result = await obstore.get_async(store, blob_id, options=options or None)  # type: ignore[arg-type]
+        except _NOT_FOUND:
+            raise CorruptBlob(f"blob {blob_id} is missing from the remote tier", resource=blob_id) from None
+        except _TRANSPORT as exc:
+            if _RANGE_NOT_SATISFIABLE_RE.search(str(exc)) is None:
+                raise self._unavailable(exc) from None
+            # Past the end (InvalidRange), exactly at it (a valid empty read), or the object is
+            # shorter than it should be (CorruptBlob): the HEAD tells which.
+            size = await self._checked_size(blob_id)
+            if check_range(size, offset, length) != offset:
+                raise self._unavailable(exc) from None  # not a 416 after all
+            return None
+        attributes: Mapping[str, Any] = result.attributes
+        size = result.meta["size"]
+        etag = result.meta.get("e_tag")
+        _check_size(blob_id, attributes, size, etag)
+        end = check_range(size, offset, length)
+        whole = offset == 0 and end == size
+        return result, end - offset, _Checker.of(blob_id, attributes, etag) if verify and whole else None
+
     async def _iter(
         self, blob_id: str, stream: AsyncIterator[Any], expected_bytes: int, checker: _Checker | None
     ) -> AsyncIterator[bytes]:
