@@ -442,9 +442,9 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
         for sc in scenarios:
             keys = [k for k in runs[0][sc] if k != "unit"]
             med[lib][sc] = {k: statistics.median(r[sc][k] for r in runs) for k in keys}
-    base = "botocore-threads"
+    base = "botocore-threads" if "botocore-threads" in results else next(iter(results))
     lines = [
-        "| scenario | library | rate | x botocore-threads | client CPU | peak RSS +MiB |",
+        f"| scenario | library | rate | x {base} | client CPU | peak RSS +MiB |",
         "|---|---|---|---|---|---|",
     ]
     for sc in scenarios:
@@ -452,7 +452,7 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
             m = med[lib][sc]
             unit = results[lib][0][sc]["unit"]
             cpu = f"{m['cpu_s_per_GB']:.2f} s/GB" if "cpu_s_per_GB" in m else f"{m['cpu_ms_per_op']:.2f} ms/op"
-            ratio = m["rate"] / med[base][sc]["rate"] if base in med else float("nan")
+            ratio = m["rate"] / med[base][sc]["rate"]
             lines.append(f"| {sc} | {lib} | {m['rate']:,.0f} {unit} | {ratio:.2f}x | {cpu} | {m['peak_rss_MiB']:.0f} |")
     lines.append("")
     lines.append("| library | import + client s | import RSS MiB |")
