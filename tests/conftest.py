@@ -20,6 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, resolve_settings
 
 ACCESS_KEY = "TESTACCESSKEY0000001"
@@ -185,6 +186,16 @@ def bucket(s3) -> Iterator[str]:  # type: ignore[no-untyped-def]
             if objs:
                 s3.delete_objects(Bucket=name, Delete={"Objects": objs, "Quiet": True})
         s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real SeaweedFS on 127.0.0.1 (tests/seaweed.py), shared by the session: the remote tier's
+    peer. ``.endpoint``, ``.access_key``, ``.secret_key``, ``.client()`` (boto3); stopped by PID."""
+    weed = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    weed.start()
+    yield weed
+    weed.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ The class name is the S3 error code unless ``code`` says otherwise.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AccessControlListNotSupported",
     "AccessDenied",
@@ -94,6 +96,7 @@ __all__ = [
     "ServerSideEncryptionConfigurationNotFoundError",
     "SignatureDoesNotMatch",
     "SlowDown",
+    "TierUnavailable",
     "TierstoreError",
     "UnexpectedContent",
     "UnresolvableGrantByEmailAddress",
@@ -426,6 +429,17 @@ class InsufficientStorage(TierstoreError, OSError):
 
 class SlowDown(TierstoreError, OSError):
     """Please reduce your request rate."""
+
+
+class TierUnavailable(TierstoreError, ConnectionError):
+    """A remote tier (docs/tiers.md) cannot be reached or did not answer in time; retry later."""
+
+    code = "ServiceUnavailable"
+    retry_after_s = 5
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after_s))
 
 
 class InternalError(TierstoreError):

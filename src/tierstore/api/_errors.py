@@ -85,6 +85,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NotImplementedOperation: 501,
     e.InsufficientStorage: 507,
     e.SlowDown: 503,
+    e.TierUnavailable: 503,  # a remote tier down or timing out; Retry-After set by the error
     e.InternalError: 500,
     # browser POST uploads and CORS
     e.NoSuchCORSConfiguration: 404,

@@ -1,7 +1,9 @@
 """Blob stores: immutable bytes by opaque blob id, one tier each (DESIGN.md "Layers").
 
 Implementations: ``LocalBlobStore`` (plain files in one directory), ``ErasureBlobStore`` (a
-``DriveSet``, erasure coded across its drives, docs/erasure.md), ``MemoryBlobStore`` (tests).
+``DriveSet``, erasure coded across its drives, docs/erasure.md), ``MemoryBlobStore`` (tests),
+``S3BlobStore`` (a remote tier: a bucket and prefix on any S3-compatible service, docs/tiers.md;
+a ``RemoteBlobStore``, which keeps metadata with each blob).
 ``tierstore.testing.blobstore.BlobStoreConformance`` is the suite they all pass. Stores that
 can rebuild damaged blobs are also ``Healer``s.
 """
@@ -16,9 +18,11 @@ from tierstore.blob._protocol import (
     BlobStore,
     Healer,
     HealReport,
+    RemoteBlobStore,
     check_range,
     validate_blob_id,
 )
+from tierstore.blob._s3 import S3BlobStore, S3StoreConfig
 
 __all__ = [
     "BLOCK_SIZE_BYTES",
@@ -30,6 +34,9 @@ __all__ = [
     "Healer",
     "LocalBlobStore",
     "MemoryBlobStore",
+    "RemoteBlobStore",
+    "S3BlobStore",
+    "S3StoreConfig",
     "check_endpoint",
     "check_range",
     "validate_blob_id",

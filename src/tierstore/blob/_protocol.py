@@ -12,7 +12,7 @@ the block size and the CRC32C function.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +26,7 @@ __all__ = [
     "BlobStore",
     "HealReport",
     "Healer",
+    "RemoteBlobStore",
     "check_range",
     "crc32c",
     "validate_blob_id",
@@ -129,6 +130,26 @@ class BlobStore(Protocol):
 
     async def verify(self, blob_id: str) -> bool:
         """Full checksum pass over the blob (scrub). False if damaged or missing."""
+        ...
+
+
+@runtime_checkable
+class RemoteBlobStore(BlobStore, Protocol):
+    """A BlobStore that keeps metadata with each blob (a remote tier's object metadata), so what
+    a blob holds can be told without the catalog (docs/tiers.md "Remote naming"). The mover
+    writes to these; local stores have no use for it and stay plain ``BlobStore``s."""
+
+    async def put(
+        self, blob_id: str, chunks: AsyncIterable[bytes], *, meta: Mapping[str, str] | None = None
+    ) -> BlobInfo:
+        """``BlobStore.put``, plus ``meta`` (``tierstore-*`` names, printable ASCII values, about
+        1.9 KiB in all) stored with the blob. A ``tierstore-crc32c`` given there (8 hex digits)
+        must be the CRC32C of the body (``BadDigest`` otherwise) and lets whole reads verify by it."""
+        ...
+
+    async def head_meta(self, blob_id: str) -> Mapping[str, str] | None:
+        """The ``meta`` stored with the blob (``tierstore-*`` fields, the store's own included),
+        or None if there is no such blob."""
         ...
 
 
