@@ -55,7 +55,7 @@ from tierstore.crypto import (
     unwrap_customer_data_key,
     wrap_customer_data_key,
 )
-from tierstore.crypto._packages import FORMAT_VERSION, TAG_BYTES
+from tierstore.crypto._packages import FORMAT_VERSION
 from tierstore.errors import AccessDenied, InternalError, InvalidRequest, NotImplementedOperation
 
 __all__ = [
@@ -79,10 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("tierstore.engine.sse")
-
-# open_range joins the plaintext of at most this many packages into one chunk (1 MiB + 256
-# bytes of ciphertext: one read piece of a local store, blob/_local.py).
-_JOINED_PACKAGES = 16
 
 # SSE-KMS without a key id: AWS uses the account's managed key ``aws/s3``; ours is the key the
 # server manages for SSE-S3 (created on first use, never disabled).
@@ -337,7 +333,6 @@ async def open_range(
     ``CorruptBlob`` (and an erasure set reads around it from parity and queues the blob for
     heal), so only a package that still does not open, CRC-valid yet not authentic, is
     reported as damage."""
-    step = _JOINED_PACKAGES * (package_bytes + TAG_BYTES)
     cipher_base = 0
     end = offset + length
     plain_base = 0
@@ -362,14 +357,13 @@ async def open_range(
                     async for chunk in read(
                         cipher_base + span.cipher_start, span.cipher_end - span.cipher_start, verify
                     ):
-                        # One chunk per read (1 MiB from a local store), not one per package:
-                        # 16x fewer chunks down to the socket, no buffer per package. A store
-                        # that answers in larger chunks is opened 16 packages at a time.
-                        view = memoryview(chunk)
-                        for at in range(0, len(view), step):
-                            plain = opener.update_joined(view[at : at + step])
+                        for plain in opener.update(chunk):
                             if plain:
                                 lo += len(plain)
+                                # Each package on its own. One joined chunk per 1 MiB read
+                                # (PackageOpener.update_joined) cut server CPU by a quarter but
+                                # also 64 MiB GET MB/s by 40% under s3bench's load (unexplained;
+                                # docs/benchmarks.md, "64 MiB GET of an encrypted object").
                                 yield plain
                     opener.finish()
                 except IntegrityError:
