@@ -1,4 +1,5 @@
-"""Server CPU per 4 KiB GET, A/B: two source trees of tierstore side by side in one run.
+"""Server CPU per 4 KiB GET (or any one s3bench scenario), A/B: source trees of tierstore side by
+side in one run.
 
 Issue 15 asks that a small GET costs at most 10% more server CPU than before authorization
 landed. On a shared 2-core machine raw rates drift by tens of percent within minutes, so this
@@ -10,9 +11,13 @@ the table gives the median per tree over every pass of every round:
 
     .venv/bin/python benchmarks/small_get_ab.py base=../base/src new=src --rounds 4
 
-Each ``LABEL=SRC[,NAME=VALUE|,--serve-flag]...`` is a server: a source tree, with environment
-variables and ``tierstore serve`` flags of its own (``new=src,--no-access-log``); the first is the
-reference the others are compared with.
+Each ``LABEL=SRC[,NAME=VALUE|,--serve-flag|,+sse]...`` is a server: a source tree, with environment
+variables and ``tierstore serve`` flags of its own (``new=src,--no-access-log``); ``+sse`` drives it
+through benchmarks/_s3bench_encrypted.py (buckets SSE-S3 by default, checked by a probe). The first
+is the reference the others are compared with. ``--only large_get --scale 1`` measures 8 x 64 MiB
+GETs instead (a tree may appear twice, plain and ``+sse``, to compare encrypted with plain):
+
+    .venv/bin/python benchmarks/small_get_ab.py plain=src sse=src,+sse --only large_get --scale 1 --repeat 2
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from s3_side_by_side import AK, BENCH, SK, Tierstore, free_port_block, process_tree, wait_http
+from s3_side_by_side import AK, BENCH, SK, Tierstore, free_port_block, loadavg, process_tree, wait_http
+
+ENCRYPTED = Path(__file__).resolve().parent / "_s3bench_encrypted.py"
 
 
 class Tree(Tierstore):
@@ -41,9 +48,11 @@ class Tree(Tierstore):
         super().__init__(work / self.label, workers, 0)
         self.src = Path(src).resolve()
         self.extra = extra + [o for o in opts if o.startswith("--")]
-        self.env = dict(o.split("=", 1) for o in opts if not o.startswith("--"))
+        self.env = dict(o.split("=", 1) for o in opts if not o.startswith(("--", "+")))
+        self.script = ENCRYPTED if "+sse" in opts else BENCH / "s3bench.py"
         self.cpu_us: list[float] = []
         self.ops_s: list[float] = []
+        self.mb_s: list[float] = []
 
     def start(self) -> None:
         self.port = free_port_block(1)
@@ -64,22 +73,24 @@ class Tree(Tierstore):
     def bench(self, args: argparse.Namespace) -> None:
         assert self.proc is not None
         pids = process_tree(self.proc.pid)
-        cmd = [sys.executable, str(BENCH / "s3bench.py"), "--endpoint", f"http://127.0.0.1:{self.port}",
+        cmd = [sys.executable, str(self.script), "--endpoint", f"http://127.0.0.1:{self.port}",
                "--access-key", AK, "--secret-key", SK, *(x for p in pids for x in ("--server-pid", str(p))),
-               "--only", "small_get_4k", "--scale", str(args.scale), "--repeat", str(args.repeat),
+               "--only", args.only, "--scale", str(args.scale), "--repeat", str(args.repeat),
                "--label", self.label]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         for line in out.splitlines():
             row = json.loads(line)
-            if row.get("scenario") == "small_get_4k" and "summary" not in row and not row.get("errors"):
+            if row.get("scenario") == args.only and "summary" not in row and not row.get("errors"):
                 self.cpu_us.append(float(row["server_cpu_us_per_op"]))
-                self.ops_s.append(float(row["ops_per_s"]))
+                self.ops_s.append(float(row.get("ops_per_s") or 0))
+                self.mb_s.append(float(row.get("MB_per_s") or 0))
         print(f"[ab] {self.label}: cpu us/op {self.cpu_us[-args.repeat:]}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("trees", nargs="+", help="LABEL=SRC_DIR[,NAME=VALUE|,--flag]..., the first is the reference")
+    ap.add_argument("--only", default="small_get_4k", help="the s3bench GET scenario (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=4, help="each round runs every tree once, order alternating")
     ap.add_argument("--repeat", type=int, default=3, help="GET passes per s3bench run")
     ap.add_argument("--scale", type=float, default=0.25, help="s3bench --scale (0.25: 5,000 objects)")
@@ -98,12 +109,13 @@ def main() -> None:
         for t in trees:
             t.stop()
     ref = statistics.median(trees[0].cpu_us)
-    print("| tree | passes | server CPU/GET median (min-max) | vs first | ops/s median |")
-    print("|---|---|---|---|---|")
+    print(f"{args.only}, load {loadavg()}")
+    print("| tree | passes | server CPU/GET median (min-max) | vs first | ops/s median | MB/s median |")
+    print("|---|---|---|---|---|---|")
     for t in trees:
         med = statistics.median(t.cpu_us)
         print(f"| {t.label} | {len(t.cpu_us)} | {med:.0f} us ({min(t.cpu_us):.0f}-{max(t.cpu_us):.0f}) "
-              f"| {med / ref:.2f}x | {statistics.median(t.ops_s):,.0f} |")
+              f"| {med / ref:.2f}x | {statistics.median(t.ops_s):,.0f} | {statistics.median(t.mb_s):,.1f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -433,6 +433,24 @@ def test_cached_reads_skip_the_thread_only_for_cached_bytes(tmp_path: Path, monk
     assert hops == [1]
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_cached_pieces_are_their_own_bytes(tmp_path: Path, verify: bool) -> None:
+    """Cached reads go through one scratch buffer per reader (no zeroed buffer per piece): every
+    piece handed out is its own immutable ``bytes``, unchanged by the pieces read after it."""
+    store = LocalBlobStore(tmp_path)
+    data = payload(3 * MIB + 5)
+    blob_id = _put(store, data)
+    assert asyncio.run(collect(store, blob_id)) == data  # now in the page cache
+
+    async def pieces(offset: int, length: int) -> list[bytes]:
+        return [piece async for piece in await store.get(blob_id, offset, length, verify=verify)]
+
+    for offset, length in [(B + 7, 3 * MIB - B - 9), (0, 3 * MIB + 5), (MIB - 3, 2 * MIB)]:
+        got = asyncio.run(pieces(offset, length))
+        assert len(got) >= 2 and all(type(p) is bytes for p in got)
+        assert b"".join(got) == data[offset : offset + length]
+
+
 def test_cached_reads_verify_every_block(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     data = payload(3 * B + 17)

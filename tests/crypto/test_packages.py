@@ -153,6 +153,13 @@ def test_any_range_any_chunking_is_the_slice(
     got = b"".join(p for i in range(0, len(piece), feed) for p in opener.update(piece[i : i + feed]))
     opener.finish()
     assert got == data[lo:hi]
+    # update_joined: the same bytes, one chunk per call, each its own bytes (the opener's
+    # scratch buffer is reused by the next call)
+    opener = PackageOpener(KEY, PREFIX, plaintext_size=size, plain_start=lo, plain_end=hi, package_bytes=ps)
+    chunks = [opener.update_joined(piece[i : i + feed]) for i in range(0, len(piece), feed)]
+    opener.finish()
+    assert all(type(c) is bytes for c in chunks)
+    assert b"".join(chunks) == data[lo:hi]
 
 
 def _flip(data: bytes, index: int) -> bytes:
@@ -183,6 +190,33 @@ def test_a_flipped_byte_in_a_body_or_tag_names_its_package() -> None:
     assert first == [data[:PACKAGE_BYTES], data[PACKAGE_BYTES : 2 * PACKAGE_BYTES]]
     with pytest.raises(IntegrityError, match="package 2 "):
         opener.update(damaged[2 * SEALED :])
+
+
+def test_update_joined_names_the_package_that_does_not_open() -> None:
+    size = 40 * PACKAGE_BYTES + 100
+    data = _plaintext(size)
+    sealed = _seal(data)
+    damaged = _flip(sealed, 20 * SEALED + 3)  # package 20, in the second 1 MiB read
+    opener = PackageOpener(KEY, PREFIX, plaintext_size=size)
+    first = opener.update_joined(damaged[: 1 << 20])  # packages 0..14 and most of 15
+    assert first == data[: 15 * PACKAGE_BYTES]
+    with pytest.raises(IntegrityError, match="package 20 ") as info:
+        opener.update_joined(damaged[1 << 20 : 2 << 20])
+    assert info.value.package == 20
+    # a range that starts and ends inside packages, fed in one call and in ragged calls
+    lo, hi = PACKAGE_BYTES + 5, 30 * PACKAGE_BYTES - 7
+    for feed in (len(sealed), 100_000, SEALED):
+        opener = PackageOpener(KEY, PREFIX, plaintext_size=size, plain_start=lo, plain_end=hi)
+        piece = sealed[opener.span.cipher_start : opener.span.cipher_end]
+        got = b"".join(opener.update_joined(piece[i : i + feed]) for i in range(0, len(piece), feed))
+        opener.finish()
+        assert got == data[lo:hi]
+    opener = PackageOpener(KEY, PREFIX, plaintext_size=size)
+    opener.update_joined(sealed[: 5 * SEALED + 9])
+    with pytest.raises(IntegrityError, match="ends inside package 5"):
+        opener.finish()
+    with pytest.raises(IntegrityError, match="more ciphertext"):
+        PackageOpener(KEY, PREFIX, plaintext_size=size).update_joined(sealed + b"x")
 
 
 def test_wrong_key_prefix_or_part_number_do_not_open() -> None:

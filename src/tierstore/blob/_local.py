@@ -205,15 +205,23 @@ def _pread_cached(fd: int, n: int, offset: int) -> bytearray:
     Linux >= 4.14): a read that would touch the disk raises ``_NotCached`` instead of blocking
     the event loop. A short read (a truncated file, or a partly cached range) also raises
     ``_NotCached``: the blocking path then tells the two apart."""
-    assert _RWF_NOWAIT is not None
     buf = bytearray(n)
+    with memoryview(buf) as view:
+        _pread_cached_into(fd, view, offset)
+    return buf
+
+
+def _pread_cached_into(fd: int, buf: memoryview, offset: int) -> None:
+    """``_pread_cached`` into ``buf`` (all of it): a reader's scratch buffer, so that a stream
+    of reads does not zero a fresh buffer for each (``bytearray(n)`` writes every byte once
+    more, as much as the read itself)."""
+    assert _RWF_NOWAIT is not None
     try:
         got = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
     except BlockingIOError:
         raise _NotCached from None
-    if got != n:
+    if got != len(buf):
         raise _NotCached
-    return buf
 
 
 def _write_error(exc: OSError, blob_id: str) -> TierstoreError:
@@ -369,6 +377,7 @@ class _BlobReader:
         self._fd = -1
         self._table_crc = 0
         self._footer_ok = False
+        self._scratch = bytearray()  # read_cached reads into it, then copies out what it returns
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` (non-empty) after verifying every block that overlaps them."""
@@ -448,21 +457,33 @@ class _BlobReader:
             if not self._footer_ok:
                 self.open(cached=True)
             if not self._check:
-                return bytes(_pread_cached(self._fd, end - start, start))
+                with self._scratch_view(end - start) as view:
+                    _pread_cached_into(self._fd, view, start)
+                    return bytes(view)
             first, stop = start // _B, -(-end // _B)
             table = _pread_cached(self._fd, _CRC_BYTES * (stop - first), self._size_bytes + _CRC_BYTES * first)
             base = first * _B
-            data = _pread_cached(self._fd, min(stop * _B, self._size_bytes) - base, base)
+            # Callers get immutable bytes (some keep or share the pieces they read): read into
+            # the reader's scratch buffer, check there, copy out once.
+            with self._scratch_view(min(stop * _B, self._size_bytes) - base) as view:
+                _pread_cached_into(self._fd, view, base)
+                self._check_blocks(view, table, first)
+                return bytes(view[start - base : end - base])
         except _NotCached:
             return None
         except OSError as exc:
             raise _read_error(exc, self._blob_id) from exc
-        self._check_blocks(data, table, first)
-        # Callers get immutable bytes (some keep or share the pieces they read): one more copy.
-        with memoryview(data) as view:
-            return bytes(view[start - base : end - base])
 
-    def _check_blocks(self, data: bytes | bytearray, table: bytes | bytearray, first_block: int) -> None:
+    def _scratch_view(self, n: int) -> memoryview:
+        """The first ``n`` bytes of the reader's scratch buffer (grown as needed; release the
+        view before the next call)."""
+        if len(self._scratch) < n:
+            self._scratch = bytearray(n)
+        return memoryview(self._scratch)[:n]
+
+    def _check_blocks(
+        self, data: bytes | bytearray | memoryview, table: bytes | bytearray | memoryview, first_block: int
+    ) -> None:
         with memoryview(data) as view:
             for i, (expected,) in enumerate(struct.iter_unpack("<I", table)):
                 if crc32c(view[i * _B : (i + 1) * _B]) != expected:

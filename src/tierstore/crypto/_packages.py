@@ -232,6 +232,7 @@ class PackageOpener:
         "_pending",
         "_prefix",
         "_received",
+        "_scratch",
         "_skip_head",
         "_want",
         "span",
@@ -258,6 +259,7 @@ class PackageOpener:
         self._number = self.span.first_package
         self._pending = bytearray()
         self._received = 0
+        self._scratch = bytearray()  # update_joined opens packages into it
         # bytes of the first package before the range, then the plaintext bytes still to return
         self._skip_head = plain_start - self.span.first_package * package_bytes
         self._want = end - plain_start
@@ -309,6 +311,72 @@ class PackageOpener:
             view = view[need:]
         return out
 
+    def update_joined(self, data: bytes | bytearray | memoryview) -> bytes:
+        """As ``update``, the requested plaintext of every package ``data`` completes, verified,
+        but joined in one ``bytes`` (empty when none completes): the packages are opened into
+        the opener's scratch buffer (``AESGCM.decrypt_into``, no buffer per package), then
+        copied out once. Fewer, larger chunks for the caller (a 1 MiB read: one chunk, not 16),
+        at the cost of ``update``'s per-package allocations. The cipher runs without the GIL.
+        A package that does not open raises ``IntegrityError``; the plaintext of the packages
+        before it in ``data`` is not returned (the caller reads again from its position)."""
+        view = memoryview(data).cast("B")
+        received = self._received + len(view)
+        if received > self.span.cipher_end - self.span.cipher_start:
+            raise IntegrityError(
+                f"more ciphertext than packages {self.span.first_package}..{self.span.last_package} hold",
+                package=self.span.last_package,
+            )
+        self._received = received
+        # The packages ``data`` completes: the one held back (if ``data`` completes it), then
+        # the whole ones in ``data``; what is left of ``data`` is held back.
+        sealed: list[bytearray | memoryview] = []
+        number = self._number
+        pos = 0
+        pending = self._pending
+        if pending:
+            need = self._sealed_size(number) - len(pending)
+            if len(view) < need:
+                pending += view
+                return b""
+            pending += view[:need]
+            sealed.append(pending)
+            self._pending = bytearray()
+            pos, number = need, number + 1
+        full = self._package_bytes + TAG_BYTES
+        while pos < len(view):
+            size = full if number < self._count - 1 else self._sealed_size(number)
+            if len(view) - pos < size:
+                self._pending = bytearray(view[pos:])
+                break
+            sealed.append(view[pos : pos + size])
+            pos += size
+            number += 1
+        plain_bytes = sum(map(len, sealed)) - TAG_BYTES * len(sealed)
+        if len(self._scratch) < plain_bytes:
+            self._scratch = bytearray(plain_bytes)
+        aead, aad, last = self._aead, self._aad, self._count - 1
+        number = self._number
+        at = 0
+        with memoryview(self._scratch) as scratch:
+            for package in sealed:
+                plain = len(package) - TAG_BYTES
+                try:
+                    aead.decrypt_into(
+                        _nonce(self._prefix, number, final=number == last), package, aad, scratch[at : at + plain]
+                    )
+                except InvalidTag:
+                    raise IntegrityError(
+                        f"package {number} does not open (damaged, tampered, moved, truncated or another key)",
+                        package=number,
+                    ) from None
+                self._number = number = number + 1
+                at += plain
+            start = min(self._skip_head, at)
+            self._skip_head -= start
+            end = min(at, start + self._want)
+            self._want -= end - start
+            return bytes(scratch[start:end])
+
     def finish(self) -> None:
         """Check that every package of the span arrived (``IntegrityError`` naming the first missing)."""
         if self._number <= self.span.last_package:
@@ -338,9 +406,9 @@ def open_packages(
         part_number=part_number,
         package_bytes=package_bytes,
     )
-    plain = opener.update(ciphertext)
+    plain = opener.update_joined(ciphertext)
     opener.finish()
-    return b"".join(plain)
+    return plain
 
 
 _HKDF_NO_SALT = bytes(hashlib.sha256().digest_size)  # RFC 5869: no salt = HashLen zero bytes

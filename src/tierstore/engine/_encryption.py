@@ -360,7 +360,11 @@ async def open_range(
                         for plain in opener.update(chunk):
                             if plain:
                                 lo += len(plain)
-                                yield plain  # each package on its own: joining them would copy every byte
+                                # Each package on its own. One joined chunk per 1 MiB read
+                                # (PackageOpener.update_joined) cut server CPU by a quarter but
+                                # also 64 MiB GET MB/s by 40% under s3bench's load (unexplained;
+                                # docs/benchmarks.md, "64 MiB GET of an encrypted object").
+                                yield plain
                     opener.finish()
                 except IntegrityError:
                     if verify or lo >= hi:
