@@ -4,13 +4,20 @@ shared machine): the app ``server.build_app`` builds (access log and authorizati
 
     benchmarks/get_instructions.py                      # root key; then the same with --user
     benchmarks/get_instructions.py --src ../base/src    # another tree (a worktree's src/)
+    benchmarks/get_instructions.py --sse                # the objects PUT with SSE-S3 (issue 16)
 
 Runs the script under ``valgrind --tool=callgrind`` twice, with 1 and with 5 GET passes over
 ``--objects`` objects, and prints the difference per GET: start-up, the PUTs and the first pass's
 cold caches cancel out (``PYTHONHASHSEED=0`` unless set: unseeded runs of one tree differ by up
 to ~3%). ``--user``: the GETs are signed by an IAM user allowed by one attached policy
 (``s3:GetObject`` and ``s3:ListBucket`` on the bucket), not by the root key. The access log
-(stderr) goes to /dev/null: its buffered writes are counted, a terminal is not.
+(stderr) goes to /dev/null: its buffered writes are counted, a terminal is not. ``--sse``: every
+object is PUT with ``x-amz-server-side-encryption: AES256`` (4 KiB: inline, as plain ones), so a
+GET unwraps its data key, checks the binding MAC and opens one package; compare with a plain run
+of the same tree (docs/benchmarks.md, issue 16's "4 KiB GET server CPU, SSE-S3 / plain").
+Every GET after the first pass rereads an object, so it hits the worker's data key cache and
+verified-binding memo (docs/encryption.md "The data key cache"); ``--sse --cold`` switches both
+off: what a read of an object not read before costs (s3bench's small_get_4k reads each once).
 """
 
 from __future__ import annotations
@@ -43,8 +50,11 @@ POLICY = {
 }
 
 
-def signed(method: str, path: str, access_key: str, secret: str, body: bytes = b"") -> dict[str, Any]:
-    """An ASGI scope of a request signed as boto3 signs it (SigV4 header, its User-Agent)."""
+def signed(
+    method: str, path: str, access_key: str, secret: str, body: bytes = b"", extra: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """An ASGI scope of a request signed as boto3 signs it (SigV4 header, its User-Agent);
+    ``extra``: more headers, signed too."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
@@ -53,7 +63,7 @@ def signed(method: str, path: str, access_key: str, secret: str, body: bytes = b
         method=method,
         url=f"http://{HOST}{path}",
         data=body,
-        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest(), "user-agent": USER_AGENT},
+        headers={"x-amz-content-sha256": hashlib.sha256(body).hexdigest(), "user-agent": USER_AGENT, **(extra or {})},
     )
     SigV4Auth(Credentials(access_key, secret), "s3", "us-east-1").add_auth(request)
     headers = [(k.lower().encode(), str(v).encode()) for k, v in request.headers.items()]
@@ -64,9 +74,12 @@ def signed(method: str, path: str, access_key: str, secret: str, body: bytes = b
             "headers": headers, "client": ("127.0.0.1", 1)}  # fmt: skip
 
 
-async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int, bytes]:
+async def call(
+    app: Any, scope: dict[str, Any], body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, bytes]:
     """One request through the ASGI app (``api_inprocess.call``'s twin: that module cannot be
-    imported here, it imports this repository's tierstore, not the tree under ``--src``)."""
+    imported here, it imports this repository's tierstore, not the tree under ``--src``);
+    ``headers`` receives the response's headers."""
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     status: list[int] = []
     parts: list[bytes] = []
@@ -77,6 +90,8 @@ async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int,
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status.append(message["status"])
+            if headers is not None:
+                headers.extend(message.get("headers", []))
         elif message.get("body"):
             parts.append(bytes(message["body"]))
 
@@ -84,7 +99,7 @@ async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int,
     return status[0], b"".join(parts)
 
 
-async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
+async def run(objects: int, passes: int, user: bool, sse: bool, cold: bool, data_dir: Path) -> None:
     """The measured program (run under valgrind by ``main``)."""
     from tierstore import server
     from tierstore.catalog import SqliteCatalog
@@ -95,6 +110,13 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
         server.prepare_master_key(config, catalog)
         catalog.close()
     app = server.build_app(config)
+    if cold:  # every read as if the object was not read before (trees without the caches: nothing to do)
+        from tierstore.engine import _encryption
+
+        if hasattr(_encryption, "verified_bindings"):
+            _encryption.verified_bindings.entries = 0
+        if hasattr(app.ctx.service.kms, "data_keys"):
+            app.ctx.service.kms.data_keys.entries = 0
     assert (await call(app, signed("PUT", "/bench", "bench", "benchsecret")))[0] == 200
     access_key, secret = "bench", "benchsecret"
     if user:
@@ -106,22 +128,30 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
         access_key, secret = new.info.access_key_id, new.secret_key
     body = os.urandom(4096)
     keys = [f"/bench/k{i:07d}" for i in range(objects)]
+    extra = {"x-amz-server-side-encryption": "AES256"} if sse else None
     for key in keys:
-        assert (await call(app, signed("PUT", key, "bench", "benchsecret", body), body))[0] == 200
+        assert (await call(app, signed("PUT", key, "bench", "benchsecret", body, extra), body))[0] == 200
     gets = [signed("GET", key, access_key, secret) for key in keys]
+    answered: list[tuple[bytes, bytes]] = []
+    assert (await call(app, gets[0], headers=answered))[0] == 200
+    assert ((b"x-amz-server-side-encryption", b"AES256") in answered) == sse, answered  # what is measured
     for _ in range(passes):
         for scope in gets:
             code, got = await call(app, scope)
             assert code == 200 and got == body, (code, got[:200])
 
 
-def instructions(src: Path, objects: int, passes: int, user: bool) -> int:
+def instructions(src: Path, objects: int, passes: int, user: bool, sse: bool, cold: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-cg-") as tmp:
         log = Path(tmp) / "valgrind.log"
         cmd = ["valgrind", "--tool=callgrind", f"--log-file={log}", "--callgrind-out-file=/dev/null", sys.executable,
                __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src)]  # fmt: skip
         if user:
             cmd.append("--user")
+        if sse:
+            cmd.append("--sse")
+        if cold:
+            cmd.append("--cold")
         env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))  # start-up varies less
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         found = re.search(r"Collected : (\d+)", log.read_text())
@@ -134,19 +164,21 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=REPO / "src", help="the tree to measure (default: this one)")
     ap.add_argument("--objects", type=int, default=400, help="objects PUT, then GET per pass (default: %(default)s)")
     ap.add_argument("--user", action="store_true", help="GETs signed by an IAM user allowed by a policy")
+    ap.add_argument("--sse", action="store_true", help="the objects PUT with SSE-S3 (AES256)")
+    ap.add_argument("--cold", action="store_true", help="no data key cache, no verified-binding memo")
     ap.add_argument("--run", type=int, default=0, metavar="PASSES", help=argparse.SUPPRESS)  # under valgrind
     args = ap.parse_args()
     if args.run:
         sys.path.insert(0, str(args.src.resolve()))
         data_dir = Path(tempfile.mkdtemp(prefix="ts-cg-data-"))
         try:
-            asyncio.run(run(args.objects, args.run, args.user, data_dir))
+            asyncio.run(run(args.objects, args.run, args.user, args.sse, args.cold, data_dir))
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         return 0
-    one = instructions(args.src, args.objects, 1, args.user)
-    five = instructions(args.src, args.objects, 5, args.user)
-    who = "IAM user" if args.user else "root"
+    one = instructions(args.src, args.objects, 1, args.user, args.sse, args.cold)
+    five = instructions(args.src, args.objects, 5, args.user, args.sse, args.cold)
+    who = ("IAM user" if args.user else "root") + (", SSE-S3" if args.sse else "") + (", cold" if args.cold else "")
     print(f"{args.src}: {(five - one) / (4 * args.objects) / 1000:.1f}k instructions per 4 KiB GET ({who})")
     return 0
 

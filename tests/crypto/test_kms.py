@@ -7,6 +7,7 @@ cache time (docs/security.md "Key service")."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,10 +207,12 @@ def test_a_change_reaches_another_worker_within_its_cache_time(catalog: SqliteCa
             await worker_b.key_status("k")
         now[0] += 1.01
         dk = await worker_b.generate_data_key("k", CTX)
+        assert await worker_b.decrypt_data_key("k", dk.wrapped, CTX) == dk.plaintext
+        assert len(worker_b.data_keys) == 1  # B holds the unwrapped data key now
         await worker_a.set_enabled("k", False)
         assert await worker_b.decrypt_data_key("k", dk.wrapped, CTX) == dk.plaintext  # cached: still enabled
         now[0] += 1.01
-        with pytest.raises(KmsKeyDisabled):
+        with pytest.raises(KmsKeyDisabled):  # its data key is still cached: refused all the same
             await worker_b.decrypt_data_key("k", dk.wrapped, CTX)
         # A rotation through A: B opens A's new data keys at once, though its status is cached.
         await worker_a.set_enabled("k", True)
@@ -223,9 +226,45 @@ def test_a_change_reaches_another_worker_within_its_cache_time(catalog: SqliteCa
     asyncio.run(run())
 
 
+def test_unwrapped_data_keys_are_cached_bounded_and_expire(catalog: SqliteCatalog) -> None:
+    """docs/encryption.md "The data key cache": a repeated unwrap is served from the worker's
+    cache (the very same bytes object), only for the exact wrapped bytes and context that opened,
+    at most ``data_key_cache`` keys (least recently used dropped first), each for
+    ``data_key_ttl_s`` after its unwrap."""
+    now = [0.0]
+    store = _store(catalog, data_key_cache=2, data_key_ttl_s=60.0, monotonic=lambda: now[0])
+
+    async def run() -> None:
+        await store.create_key("k")
+        one, two, three = [await store.generate_data_key("k", CTX) for _ in range(3)]
+        assert len(store.data_keys) == 0  # a write caches nothing
+        first = await store.decrypt_data_key("k", one.wrapped, CTX)
+        assert first == one.plaintext and await store.decrypt_data_key("k", one.wrapped, CTX) is first  # a hit
+        with pytest.raises(WrappedKeyError):  # cached under CTX only: another context still does not open
+            await store.decrypt_data_key("k", one.wrapped, {**CTX, "team": "ops"})
+        bad = bytearray(one.wrapped)
+        bad[-1] ^= 1
+        with pytest.raises(WrappedKeyError):
+            await store.decrypt_data_key("k", bytes(bad), CTX)
+        await store.decrypt_data_key("k", two.wrapped, CTX)
+        assert await store.decrypt_data_key("k", one.wrapped, CTX) is first  # one is now the most recent
+        await store.decrypt_data_key("k", three.wrapped, CTX)  # two is dropped, not one
+        assert len(store.data_keys) == 2 and await store.decrypt_data_key("k", one.wrapped, CTX) is first
+        now[0] += 60.0  # past its time: unwrapped again
+        again = await store.decrypt_data_key("k", one.wrapped, CTX)
+        assert again == first and again is not first
+        store.forget()  # all of this worker's state, data keys included
+        assert len(store.data_keys) == 0 and "DataKeyCache(0/2" in repr(store.data_keys)
+
+    asyncio.run(run())
+
+
 def test_context_and_key_names() -> None:
     assert canonical_context({"b": "2", "a": "1"}) == b'{"a":"1","b":"2"}' == canonical_context({"a": "1", "b": "2"})
     assert canonical_context({"k": "é"}) == '{"k":"é"}'.encode()
+    tricky = {"z": 'q"uote\\back\nline\x00\x1f\u2028', "é": "", "": "e", "aws:s3:arn": "arn:aws:s3:::b/k"}
+    reference = json.dumps(tricky, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert canonical_context(tricky) == reference  # the bytes wrapped keys already stored are bound to
     with pytest.raises(TypeError):
         canonical_context({"k": 1})  # type: ignore[dict-item]
     for value in (

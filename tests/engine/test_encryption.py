@@ -17,9 +17,9 @@ import pytest
 
 from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog, VersioningChanged, VersionRecord
-from tierstore.crypto import PACKAGE_BYTES, LocalKeyStore, MasterKey, StreamLayout
+from tierstore.crypto import PACKAGE_BYTES, KmsKeyDisabled, LocalKeyStore, MasterKey, StreamLayout
 from tierstore.engine import EncryptionRequest, ObjectService
-from tierstore.engine._encryption import new_nonce_prefix, open_range, seal_chunks
+from tierstore.engine._encryption import new_nonce_prefix, open_range, seal_chunks, verified_bindings
 from tierstore.errors import InternalError
 from tierstore.types import NULL_VERSION, GetOptions, ObjectMeta
 
@@ -106,6 +106,35 @@ def test_the_stored_document(tmp_path: Path) -> None:
         assert (e["v"], e["kind"], e["ps"], e["n"], e["kid"]) == (1, "kms", PACKAGE_BYTES, 70_000, "tierstore-sse-s3")
         (ref,) = catalog.get_latest(B, "k").blobs  # type: ignore[union-attr]
         assert ref.size_bytes == 70_000 + 2 * 16
+
+
+def test_a_cached_data_key_is_refused_once_its_key_is_disabled(tmp_path: Path) -> None:
+    """docs/encryption.md "The data key cache": a reread takes the data key from the worker's
+    cache and skips the binding MAC it verified before, yet the key's status is checked on every
+    read (a disabled key unwraps nothing, from the cache either), and SSE-C reads are kept in
+    neither."""
+    data = os.urandom(5_000)
+    with service(tmp_path) as (svc, _catalog):
+        kms = svc.kms
+        assert isinstance(kms, LocalKeyStore)
+        asyncio.run(kms.create_key("team-key"))
+        request = EncryptionRequest("kms", kms_key_id="team-key")
+        asyncio.run(svc.put_object(B, "k", body(data), encryption=request))
+        kms.data_keys.clear()
+        verified_bindings.clear()
+        assert read(svc, "k") == data
+        assert (len(kms.data_keys), len(verified_bindings)) == (1, 1)  # what the next reads are served from
+        assert read(svc, "k") == data
+        asyncio.run(kms.set_enabled("team-key", False))  # this worker: at once (other workers: within 1 s)
+        with pytest.raises(KmsKeyDisabled):
+            read(svc, "k")
+        asyncio.run(kms.set_enabled("team-key", True))
+        assert read(svc, "k") == data  # nothing was lost
+        customer = os.urandom(32)
+        sse_c = EncryptionRequest("c", customer_key=customer, customer_key_md5="md5")
+        asyncio.run(svc.put_object(B, "c", body(data), encryption=sse_c))
+        got = asyncio.run(svc.read_object(B, "c", GetOptions(customer_key=customer)))[1]
+        assert got == data and (len(kms.data_keys), len(verified_bindings)) == (1, 1)
 
 
 def test_open_range_across_multipart_streams() -> None:

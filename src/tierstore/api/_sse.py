@@ -146,6 +146,9 @@ class StoredEncryption:
     customer_key_md5: str | None = None
 
 
+_STORED_S3 = StoredEncryption("s3", SSE_S3)  # every SSE-S3 object's: one value, not one per answer
+
+
 # --- requests ---------------------------------------------------------------------------------
 def parse_write(headers: Mapping[str, str], *, copy: bool = False) -> SseRequest:
     """The SSE a write asks for (``headers`` lower-cased). ``copy``: the write has a copy source,
@@ -263,10 +266,10 @@ def stored_doc(doc: Mapping[str, Any], region: str) -> StoredEncryption | None:
     if not doc:
         return None
     kind = doc["kind"]
+    if kind == "s3":
+        return _STORED_S3
     if kind == "c":
         return StoredEncryption("c", SSE_S3, customer_key_md5=doc.get("ckm"))
-    if kind == "s3":
-        return StoredEncryption("s3", SSE_S3)
     arn = kms_key_arn(doc["kid"], region, ACCOUNT_ID)
     return StoredEncryption("kms", doc.get("alg", KMS), arn, doc.get("ctx"), bool(doc.get("bk")))
 
@@ -352,6 +355,8 @@ def response_headers(stored: StoredEncryption | None, action: str) -> list[tuple
     echo = _ECHO.get(action)
     if stored is None or echo is None:
         return []
+    if stored is _STORED_S3:  # SSE-S3 answers carry at most its one header
+        return [(_SSE, SSE_S3)] if "sse" in echo else []
     out: list[tuple[str, str]] = []
     if stored.kind == "c":
         if "customer" in echo:

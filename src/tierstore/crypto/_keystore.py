@@ -18,6 +18,13 @@ opened KEK version for its lifetime (a version's material never changes): a key 
 created or rotated through one worker is seen by every worker within about a second, while a
 PUT or GET reads the catalog at most once a second per key. The reserved key of SSE-S3
 (``SSE_S3_KEY_ID``) is created on first use.
+
+It also keeps the data keys it unwrapped (``DataKeyCache``: at most ``data_key_cache`` of them,
+each for ``data_key_ttl_s`` from its unwrap), keyed by the wrapped bytes and the exact
+associated data they opened under, so a repeated read (training epochs, a reader's several
+passes) skips the AES-GCM unwrap. The key's status is checked first on every call, cached or
+not: a disabled or deleted key unwraps nothing, from the cache either, within ``cache_ttl_s``.
+Why this is safe: docs/encryption.md "The data key cache".
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,7 +58,7 @@ from tierstore.errors import InternalError, InvalidArgument
 if TYPE_CHECKING:
     from tierstore.catalog._kms import KmsKeyRecord
 
-__all__ = ["KeyTable", "LocalKeyStore", "wrapped_key_version"]
+__all__ = ["DataKeyCache", "KeyTable", "LocalKeyStore", "wrapped_key_version"]
 
 KEK_BYTES = 32
 _FORMAT = 1
@@ -60,6 +68,8 @@ _TAG_BYTES = 16
 WRAPPED_BYTES = _HEAD.size + _NONCE_BYTES + DATA_KEY_BYTES + _TAG_BYTES
 _AAD_LABEL = b"tierstore kms data key v1\x00"
 _CACHE_MAX = 10_000  # key ids; past it the status cache starts over
+DATA_KEY_CACHE_ENTRIES = 4096  # unwrapped data keys kept per process (~2 MiB with their keys)
+DATA_KEY_TTL_S = 60.0  # how long one stays, from its unwrap
 
 
 class KeyTable(Protocol):
@@ -85,6 +95,49 @@ def wrapped_key_version(wrapped: bytes) -> int:
     return int(_HEAD.unpack_from(wrapped)[1])
 
 
+class DataKeyCache:
+    """Data keys this process unwrapped, by (wrapped key, associated data): a bounded LRU whose
+    entries expire ``ttl_s`` after they were added (not after their last use). AES-GCM
+    decryption is a function of the KEK version (named in the wrapped bytes, its material
+    immutable), the wrapped bytes and the associated data, so a hit returns exactly what the
+    unwrap would; only successful unwraps are added. ``entries`` 0 keeps nothing."""
+
+    __slots__ = ("_clock", "_keys", "entries", "ttl_s")
+
+    def __init__(self, entries: int, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.entries = entries
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._keys: OrderedDict[tuple[bytes, bytes], tuple[float, bytes]] = OrderedDict()
+
+    def __repr__(self) -> str:  # never key material
+        return f"DataKeyCache({len(self._keys)}/{self.entries}, ttl_s={self.ttl_s})"
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, wrapped: bytes, aad: bytes) -> bytes | None:
+        hit = self._keys.get((wrapped, aad))
+        if hit is None:
+            return None
+        if hit[0] <= self._clock():
+            del self._keys[(wrapped, aad)]
+            return None
+        self._keys.move_to_end((wrapped, aad))
+        return hit[1]
+
+    def put(self, wrapped: bytes, aad: bytes, data_key: bytes) -> None:
+        if self.entries <= 0:
+            return
+        self._keys[(wrapped, aad)] = (self._clock() + self.ttl_s, data_key)
+        self._keys.move_to_end((wrapped, aad))
+        while len(self._keys) > self.entries:
+            self._keys.popitem(last=False)
+
+    def clear(self) -> None:
+        self._keys.clear()
+
+
 def _sealing_context(key_id: str, version: int) -> bytes:
     return f"tierstore kms key {key_id} v{version}".encode()
 
@@ -103,6 +156,8 @@ class LocalKeyStore:
         master_key: MasterKey,
         *,
         cache_ttl_s: float = 1.0,
+        data_key_cache: int = DATA_KEY_CACHE_ENTRIES,
+        data_key_ttl_s: float = DATA_KEY_TTL_S,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -113,6 +168,7 @@ class LocalKeyStore:
         self._monotonic = monotonic
         self._records: dict[str, tuple[float, KmsKeyRecord | None]] = {}
         self._keks: dict[tuple[str, int], AESGCM] = {}
+        self.data_keys = DataKeyCache(data_key_cache, data_key_ttl_s, monotonic)
 
     def __repr__(self) -> str:  # never key material
         return f"LocalKeyStore(master_key={self._master!r})"
@@ -121,9 +177,11 @@ class LocalKeyStore:
         return int(self._clock() * 1e9)
 
     def forget(self, key_id: str | None = None) -> None:
-        """Drop this process's cached status (of one key, or all); opened KEKs stay (immutable)."""
+        """Drop this process's cached status (of one key; or of all, and every cached data key);
+        opened KEKs stay (immutable)."""
         if key_id is None:
             self._records.clear()
+            self.data_keys.clear()
         else:
             self._records.pop(key_id, None)
 
@@ -144,12 +202,18 @@ class LocalKeyStore:
             rec = await self._usable(key_id)
         if not 1 <= version <= rec.newest_version:
             raise WrappedKeyError(f"The data key was wrapped under version {version}, which key '{key_id}' lacks.")
-        head, rest = wrapped[: _HEAD.size], wrapped[_HEAD.size :]
-        nonce, sealed = rest[:_NONCE_BYTES], rest[_NONCE_BYTES:]
+        head = wrapped[: _HEAD.size]
+        aad = self._aad(key_id, head, context)
+        plaintext = self.data_keys.get(wrapped, aad)  # after the status check above: never for a disabled key
+        if plaintext is not None:
+            return plaintext
+        nonce, sealed = wrapped[_HEAD.size : _HEAD.size + _NONCE_BYTES], wrapped[_HEAD.size + _NONCE_BYTES :]
         try:
-            return self._kek(key_id, version).decrypt(nonce, sealed, self._aad(key_id, head, context))
+            plaintext = self._kek(key_id, version).decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise WrappedKeyError() from None
+        self.data_keys.put(wrapped, aad, plaintext)
+        return plaintext
 
     async def key_status(self, key_id: str) -> KeyStatus:
         return _status(await self._existing(key_id))

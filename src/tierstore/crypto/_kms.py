@@ -18,10 +18,10 @@ for KMS failures (``KMS.NotFoundException``, ...), 400 as in AWS (an unreachable
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Protocol
 
 from tierstore.errors import InvalidArgument, TierstoreError
@@ -124,9 +124,12 @@ class KeyService(Protocol):
 def canonical_context(context: Mapping[str, str]) -> bytes:
     """The bytes an encryption context is bound as: JSON with sorted keys and no spaces, UTF-8.
     Two mappings with the same pairs give the same bytes, whatever their order."""
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in context.items()):
-        raise TypeError("an encryption context maps strings to strings")
-    return json.dumps(dict(context), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:  # what json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) writes, at a
+        # third of its cost (every encrypted read computes it): its own string escaper, pairs sorted
+        pairs = [encode_basestring(k) + ":" + encode_basestring(v) for k, v in sorted(context.items())]
+    except TypeError:  # a value (or key) that is not a string
+        raise TypeError("an encryption context maps strings to strings") from None
+    return ("{" + ",".join(pairs) + "}").encode()
 
 
 def check_key_id(key_id: str) -> str:

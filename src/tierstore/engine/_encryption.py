@@ -76,6 +76,7 @@ __all__ = [
     "open_range",
     "seal_chunks",
     "streams_of",
+    "verified_bindings",
 ]
 
 log = logging.getLogger("tierstore.engine.sse")
@@ -266,6 +267,53 @@ def _damaged(bucket: str, key: str, version_id: str, exc: Exception) -> Internal
     )
 
 
+class VerifiedBindings:
+    """The rows whose binding MAC this process verified (SSE-S3/SSE-KMS), by everything the
+    check reads: the wrapped key and its context, bucket, key, version id, kind, package size,
+    size, stream layout and the stored MAC. The key service unwraps a wrapped key under a context
+    to one data key or to none, so the same inputs verify again exactly as they did: a repeated
+    read skips the HKDF and the HMAC. Holds catalog data only (no key, no plaintext); at most
+    ``entries``, the oldest dropped first; the unwrap (and its key status check) still runs on
+    every read. SSE-C rows are not kept: the customer's key is another input."""
+
+    __slots__ = ("_rows", "entries")
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._rows: dict[tuple[Any, ...], Streams] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, memo: tuple[Any, ...]) -> Streams | None:
+        return self._rows.get(memo)
+
+    def put(self, memo: tuple[Any, ...], streams: Streams) -> None:
+        if self.entries <= 0:
+            return
+        if len(self._rows) >= self.entries:
+            del self._rows[next(iter(self._rows))]
+        self._rows[memo] = streams
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+verified_bindings = VerifiedBindings(4096)  # per process (worker)
+
+
+def _binding_memo_key(
+    doc: Mapping[str, Any], bucket: str, key: str, version_id: str, part_sizes: list[int]
+) -> tuple[Any, ...]:
+    """Every input of an SSE-S3/KMS version's unwrap and binding check (``VerifiedBindings``)."""
+    parts = doc.get("parts")
+    layout = (tuple(tuple(p) for p in parts), tuple(part_sizes)) if parts is not None else doc["np"]
+    return (
+        doc["wk"], doc["kid"], doc.get("ctx"), bucket, key, version_id, doc["kind"], doc["ps"], doc["n"], layout,
+        doc["mac"],
+    )  # fmt: skip
+
+
 async def open_data_key(
     kms: KeyService | None,
     doc: Mapping[str, Any],
@@ -287,6 +335,7 @@ async def open_data_key(
         if int(doc["n"]) != size:
             raise IntegrityError("the encrypted size does not match the object's")
         wrapped = _unb64(doc, "wk")
+        memo = None
         if doc["kind"] == "c":
             assert customer_key is not None, "check_read_key runs first"
             data_key = unwrap_customer_data_key(customer_key, wrapped, salt=_unb64(doc, "cs"), bucket=bucket, key=key)
@@ -294,8 +343,14 @@ async def open_data_key(
             if kms is None:
                 raise NotImplementedOperation("This object is encrypted and this server has no key service.")
             data_key = await kms.decrypt_data_key(str(doc["kid"]), wrapped, kms_context(doc, bucket, key))
+            memo = _binding_memo_key(doc, bucket, key, version_id, part_sizes)
+            streams_seen = verified_bindings.get(memo)
+            if streams_seen is not None:  # this very row verified under this very wrapped key before
+                return data_key, streams_seen
         streams = streams_of(doc, part_sizes, size)
         _binding(doc, bucket, key, version_id, streams).verify(_unb64(doc, "mac"), data_key)
+        if memo is not None:
+            verified_bindings.put(memo, streams)
     except KmsError as exc:
         if not isinstance(exc, WrappedKeyError):  # a deleted or disabled key, a key service down
             raise
