@@ -95,7 +95,7 @@ def test_sigkill_during_encrypted_puts_loses_no_acknowledged_write(tmp_path: Pat
     seed = int(os.environ.get("TIERSTORE_TEST_SEED", str(random.SystemRandom().randrange(2**32))))
     print(f"\nsse crash seed: {seed} (TIERSTORE_TEST_SEED={seed} replays the schedule)")
     rng = random.Random(seed)
-    srv = ServerProcess(tmp_path / "data", extra_args=["--kms-create-keys", "testkey-1", "--gc-grace", "10"])
+    srv = ServerProcess(tmp_path / "data", extra_args=["--kms-create-keys", "testkey-1", "--gc-grace", "10", "--sse-c-over-http"])
     srv.start()
     try:
         s3 = make_client(srv.endpoint)

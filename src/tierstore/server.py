@@ -138,6 +138,8 @@ class ServerConfig:
     stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
     # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
     kms_create_keys: list[str] = field(default_factory=list)
+    # Accept SSE-C (customer keys in headers) over plain HTTP; off: 400 InvalidRequest, as AWS (docs/encryption-s3.md).
+    sse_c_over_http: bool = False
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -502,6 +504,7 @@ def build_app(config: ServerConfig) -> S3App:
         sts=sts,
         oidc=oidc,
         kms=kms,
+        sse_c_over_http=config.sse_c_over_http,
     )
 
 

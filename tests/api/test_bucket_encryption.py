@@ -70,10 +70,10 @@ BAD: dict[str, tuple[bytes, int, str]] = {
         400, "InvalidArgument",
     ),
     "not XML": (b"<ServerSideEncryptionConfiguration><Rule>", 400, "MalformedXML"),
-    "blocks SSE-C": (
-        _config(f"<Rule>{BY_DEFAULT.format('AES256', '')}<BlockedEncryptionTypes><EncryptionType>SSE-C"
+    "blocks SSE-S3": (
+        _config(f"<Rule>{BY_DEFAULT.format('AES256', '')}<BlockedEncryptionTypes><EncryptionType>SSE-S3"
                 "</EncryptionType></BlockedEncryptionTypes></Rule>"),
-        501, "NotImplemented",
+        400, "MalformedXML",
     ),
 }  # fmt: skip
 

@@ -295,6 +295,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         default_text="none",
     ),
     Option(
+        "--sse-c-over-http",
+        bool,
+        False,
+        "accept SSE-C requests (customer keys in headers) over plain HTTP: behind a TLS-terminating proxy, or "
+        "on loopback; off, they answer 400 InvalidRequest as AWS does (docs/encryption-s3.md)",
+    ),
+    Option(
         "--max-connections",
         int,
         4096,
