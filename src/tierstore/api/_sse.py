@@ -19,6 +19,10 @@ bucket's default; the headers an answer carries.
 - ``parse_read``: GET/HEAD: S3 refuses the SSE-S3/KMS headers on reads; the SSE-C key is
   validated here and checked against the object by the engine (``check_read_key``: it must match
   an SSE-C object and is "not applicable" to others).
+- How a request arrives: ``refuse_customer_key_over_http`` (the dispatcher: SSE-C only over TLS
+  unless ``serve --sse-c-over-http``), ``require_sigv4*`` (SSE-KMS objects and uploads are read
+  and written only with SigV4), and a bucket default's ``BlockedEncryptionTypes`` (``write_request``:
+  SSE-C writes to a bucket that blocks them are 403).
 - ``response_headers`` answers, from an object's stored encryption (``StoredEncryption``), the
   headers AWS returns on each operation (a table; docs/encryption-s3.md).
 
@@ -102,8 +106,8 @@ class CustomerKey:
 
 @dataclass(frozen=True)
 class BucketEncryption:
-    """A bucket's default encryption (``ServerSideEncryptionConfiguration``'s one rule), kept in
-    the bucket's properties as ``props["encryption"]``."""
+    """A bucket's default encryption (``ServerSideEncryptionConfiguration``'s one rule, with its
+    ``BlockedEncryptionTypes``), kept in the bucket's properties as ``props["encryption"]``."""
 
     algorithm: str  # AES256 | aws:kms | aws:kms:dsse
     kms_key_id: str | None = None  # only with aws:kms[:dsse]; None: the server's default KMS key
