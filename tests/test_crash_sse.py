@@ -18,7 +18,6 @@ catalog row lacks its blob file."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import random
@@ -26,15 +25,16 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tests.cli.test_client_commands import cli
 from tests.conftest import ServerProcess, make_client
-from tests.s3http import UNSIGNED, sign_v4
+from tests.test_durability import start_slow_put
 
 ROUNDS = int(os.environ.get("TIERSTORE_SSE_CRASH_ROUNDS", "5"))
 THREADS = 2
@@ -226,21 +226,6 @@ def kill_at(srv: ServerProcess, point: str, flight: InFlight | None = None, full
     return hit
 
 
-def start_part(
-    srv: ServerProcess, bucket: str, key: str, upload_id: str, number: int, size: int
-) -> http.client.HTTPConnection:
-    """The headers of an UploadPart of ``size`` bytes; the caller sends (some of) the body."""
-    query = [("partNumber", str(number)), ("uploadId", upload_id)]
-    signed = sign_v4(srv.port, "PUT", f"/{bucket}/{key}", payload_hash=UNSIGNED, query=query,
-                     headers={"content-length": str(size)})  # fmt: skip
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
-    conn.putrequest("PUT", signed.target, skip_host=True, skip_accept_encoding=True)
-    for name, value in signed.headers.items():
-        conn.putheader(name, value)
-    conn.endheaders()
-    return conn
-
-
 def reads(s3: Any, bucket: str, key: str, **extra: Any) -> str | None:
     """The digest of what ``key`` reads as (None: absent)."""
     try:
@@ -265,142 +250,142 @@ def verify_encryption_clean(srv: ServerProcess) -> int:
     return int(report["sse_checked"])
 
 
-def test_sigkill_during_encrypted_multipart_uploads(tmp_path: Path) -> None:
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, restarted by it after each kill; at the end (stopped), no
+    catalog row may lack its blob file."""
+    server = ServerProcess(tmp_path / "data", extra_args=SERVER_ARGS)
+    server.start()
+    yield server
+    server.stop()
+    assert rows_without_blob_files(server.data_dir) == []
+
+
+def test_sigkill_during_encrypted_multipart_uploads(srv: ServerProcess) -> None:
     """For an SSE-KMS and an SSE-S3 upload: a kill in the middle of a part's body (the part is
     absent after the restart, the parts before it intact), then a kill during the completion
     (the object is absent with the upload still there, or whole); then the upload completes —
     a retried Complete answers as the first did — and reads back byte-exact. A third upload,
     killed mid-part, is aborted."""
     rng = seeded("sse multipart crash")
-    srv = ServerProcess(tmp_path / "data", extra_args=SERVER_ARGS)
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    bodies = {kind: [rng.randbytes(PART_BYTES), rng.randbytes(PART_BYTES + 12_345)] for kind in ("kms", "s3")}
+    uploads: dict[str, str] = {}
+    for kind, args in (("kms", KMS), ("s3", S3), ("abort", KMS)):
+        uploads[kind] = s3.create_multipart_upload(Bucket=BUCKET, Key=f"mp-{kind}", **args)["UploadId"]
+    etags: dict[str, list[str]] = {}
+    for kind in ("kms", "s3"):
+        etags[kind] = [s3.upload_part(Bucket=BUCKET, Key=f"mp-{kind}", UploadId=uploads[kind], PartNumber=1,
+                                      Body=bodies[kind][0])["ETag"]]  # fmt: skip
+
+    # 1. Killed in the middle of part 2's body (of every upload at once).
+    size = PART_BYTES + 12_345
+    conns = [start_slow_put(srv, BUCKET, f"mp-{kind}", size, [("partNumber", "2"), ("uploadId", uploads[kind])])
+             for kind in ("kms", "s3", "abort")]  # fmt: skip
+    for conn in conns:
+        conn.send(rng.randbytes(size // 2))
+    assert kill_at(srv, "writing"), "no part was being written when the server was killed"
+    for conn in conns:
+        conn.close()
     srv.start()
-    try:
-        s3 = make_client(srv.endpoint)
-        s3.create_bucket(Bucket=BUCKET)
-        bodies = {kind: [rng.randbytes(PART_BYTES), rng.randbytes(PART_BYTES + 12_345)] for kind in ("kms", "s3")}
-        uploads: dict[str, str] = {}
-        for kind, args in (("kms", KMS), ("s3", S3), ("abort", KMS)):
-            uploads[kind] = s3.create_multipart_upload(Bucket=BUCKET, Key=f"mp-{kind}", **args)["UploadId"]
-        etags: dict[str, list[str]] = {}
-        for kind in ("kms", "s3"):
-            etags[kind] = [s3.upload_part(Bucket=BUCKET, Key=f"mp-{kind}", UploadId=uploads[kind], PartNumber=1,
-                                          Body=bodies[kind][0])["ETag"]]  # fmt: skip
+    for kind in ("kms", "s3"):
+        assert part_numbers(s3, BUCKET, f"mp-{kind}", uploads[kind]) == [1], kind
+    assert part_numbers(s3, BUCKET, "mp-abort", uploads["abort"]) == []
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="mp-abort", UploadId=uploads["abort"])
+    listed = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
+    assert uploads["abort"] not in listed and reads(s3, BUCKET, "mp-abort") is None
 
-        # 1. Killed in the middle of part 2's body (of every upload at once).
-        size = PART_BYTES + 12_345
-        conns = [start_part(srv, BUCKET, f"mp-{kind}", uploads[kind], 2, size) for kind in ("kms", "s3", "abort")]
-        for conn in conns:
-            conn.send(rng.randbytes(size // 2))
-        assert kill_at(srv, "writing"), "no part was being written when the server was killed"
-        for conn in conns:
-            conn.close()
+    # 2. Killed during the completion, at a seeded moment after it was sent.
+    for kind in ("kms", "s3"):
+        key, upload_id = f"mp-{kind}", uploads[kind]
+        etags[kind].append(s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2,
+                                          Body=bodies[kind][1])["ETag"])  # fmt: skip
+        parts = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags[kind], 1)]}
+        client = make_client(srv.endpoint)
+        flight = InFlight(lambda key=key, upload_id=upload_id, parts=parts, client=client: (
+            client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
+        ))  # fmt: skip
+        flight.start()
+        time.sleep(rng.uniform(0.0, 0.05))
+        srv.stop(signal.SIGKILL)
+        acked = flight.done()
         srv.start()
-        for kind in ("kms", "s3"):
-            assert part_numbers(s3, BUCKET, f"mp-{kind}", uploads[kind]) == [1], kind
-        assert part_numbers(s3, BUCKET, "mp-abort", uploads["abort"]) == []
-        s3.abort_multipart_upload(Bucket=BUCKET, Key="mp-abort", UploadId=uploads["abort"])
-        listed = [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])]
-        assert uploads["abort"] not in listed and reads(s3, BUCKET, "mp-abort") is None
-
-        # 2. Killed during the completion, at a seeded moment after it was sent.
-        for kind in ("kms", "s3"):
-            key, upload_id = f"mp-{kind}", uploads[kind]
-            etags[kind].append(s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=2,
-                                              Body=bodies[kind][1])["ETag"])  # fmt: skip
-            parts = {"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags[kind], 1)]}
-            client = make_client(srv.endpoint)
-            flight = InFlight(lambda key=key, upload_id=upload_id, parts=parts, client=client: (
-                client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
-            ))  # fmt: skip
-            flight.start()
-            time.sleep(rng.uniform(0.0, 0.05))
-            srv.stop(signal.SIGKILL)
-            acked = flight.done()
-            srv.start()
-            whole = digest(b"".join(bodies[kind]))
-            seen = reads(s3, BUCKET, key)
-            assert seen in ({whole} if acked else {None, whole}), (kind, acked, seen)
-            if seen is None:
-                assert part_numbers(s3, BUCKET, key, upload_id) == [1, 2], kind
-            again = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
-            if acked:
-                assert again["ETag"] == flight.result["ETag"], kind  # remembered: the same answer
-            assert reads(s3, BUCKET, key) == whole, kind
-            head = s3.head_object(Bucket=BUCKET, Key=key)
-            assert head["ServerSideEncryption"] == (KMS if kind == "kms" else S3)["ServerSideEncryption"]
-        assert verify_encryption_clean(srv) >= 2
-    finally:
-        srv.stop()
-    assert rows_without_blob_files(srv.data_dir) == []
+        whole = digest(b"".join(bodies[kind]))
+        seen = reads(s3, BUCKET, key)
+        assert seen in ({whole} if acked else {None, whole}), (kind, acked, seen)
+        if seen is None:
+            assert part_numbers(s3, BUCKET, key, upload_id) == [1, 2], kind
+        again = s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id, MultipartUpload=parts)
+        if acked:
+            assert again["ETag"] == flight.result["ETag"], kind  # remembered: the same answer
+        assert reads(s3, BUCKET, key) == whole, kind
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        assert head["ServerSideEncryption"] == (KMS if kind == "kms" else S3)["ServerSideEncryption"]
+    assert verify_encryption_clean(srv) >= 2
 
 
-def test_sigkill_during_copies_into_encrypted_destinations(tmp_path: Path) -> None:
+def test_sigkill_during_copies_into_encrypted_destinations(srv: ServerProcess) -> None:
     """CopyObject and UploadPartCopy into SSE-S3 and SSE-KMS destinations, from SSE-C (with its
     key), plain and SSE-S3 sources, each killed while its new blob is being written and right
     after it was published. A CopyObject's destination already holds an older object: after the
     restart it reads as the old one or the copy, whole; an UploadPartCopy's part is absent or
     whole, and its upload completes byte-exact."""
     rng = seeded("sse copy crash")
-    srv = ServerProcess(tmp_path / "data", extra_args=SERVER_ARGS)
-    srv.start()
-    try:
-        s3 = make_client(srv.endpoint)
-        s3.create_bucket(Bucket=BUCKET)
-        sources = {"c": rng.randbytes(SOURCE_BYTES), "plain": rng.randbytes(SOURCE_BYTES),
-                   "s3": rng.randbytes(SOURCE_BYTES)}  # fmt: skip
-        source_args = {"c": WRITES["c"], "plain": {}, "s3": S3}
-        for kind, body in sources.items():
-            s3.put_object(Bucket=BUCKET, Key=f"src-{kind}", Body=body, **source_args[kind])
-        copies = [("c", S3), ("plain", KMS), ("s3", KMS)]  # (source kind, destination's encryption)
-        hits = 0
-        for point in ("writing", "written"):
-            for src, dest in copies:
-                key = f"copy-{src}-{dest['ServerSideEncryption']}-{point}"
-                old = rng.randbytes(70_000)
-                s3.put_object(Bucket=BUCKET, Key=key, Body=old, **dest)
-                client = make_client(srv.endpoint)
-                extra = COPY_SSE_C if src == "c" else {}
-                flight = InFlight(lambda key=key, src=src, dest=dest, extra=extra, client=client: client.copy_object(
-                    Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": f"src-{src}"}, **dest, **extra
-                ))  # fmt: skip
-                flight.start()
-                hits += kill_at(srv, point, flight, SOURCE_BYTES)
-                acked = flight.done()
-                srv.start()
-                new = digest(sources[src])
-                seen = reads(s3, BUCKET, key)
-                assert seen in ({new} if acked else {digest(old), new}), (key, acked)
+    s3 = make_client(srv.endpoint)
+    s3.create_bucket(Bucket=BUCKET)
+    sources = {"c": rng.randbytes(SOURCE_BYTES), "plain": rng.randbytes(SOURCE_BYTES),
+               "s3": rng.randbytes(SOURCE_BYTES)}  # fmt: skip
+    source_args = {"c": WRITES["c"], "plain": {}, "s3": S3}
+    for kind, body in sources.items():
+        s3.put_object(Bucket=BUCKET, Key=f"src-{kind}", Body=body, **source_args[kind])
+    copies = [("c", S3), ("plain", KMS), ("s3", KMS)]  # (source kind, destination's encryption)
+    hits = 0
+    for point in ("writing", "written"):
+        for src, dest in copies:
+            key = f"copy-{src}-{dest['ServerSideEncryption']}-{point}"
+            old = rng.randbytes(70_000)
+            s3.put_object(Bucket=BUCKET, Key=key, Body=old, **dest)
+            client = make_client(srv.endpoint)
+            extra = COPY_SSE_C if src == "c" else {}
+            flight = InFlight(lambda key=key, src=src, dest=dest, extra=extra, client=client: client.copy_object(
+                Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": f"src-{src}"}, **dest, **extra
+            ))  # fmt: skip
+            flight.start()
+            hits += kill_at(srv, point, flight, SOURCE_BYTES)
+            acked = flight.done()
+            srv.start()
+            new = digest(sources[src])
+            seen = reads(s3, BUCKET, key)
+            assert seen in ({new} if acked else {digest(old), new}), (key, acked)
 
-            # UploadPartCopy: part 1 of an encrypted upload copied from each source, killed.
-            for src, dest in copies:
-                key = f"mpc-{src}-{dest['ServerSideEncryption']}-{point}"
-                upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key, **dest)["UploadId"]
-                client = make_client(srv.endpoint)
-                extra = COPY_SSE_C if src == "c" else {}
-                flight = InFlight(lambda key=key, upload_id=upload_id, src=src, extra=extra, client=client: (
-                    client.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
-                                            CopySource={"Bucket": BUCKET, "Key": f"src-{src}"}, **extra)
-                ))  # fmt: skip
-                flight.start()
-                hits += kill_at(srv, point, flight, SOURCE_BYTES)
-                acked = flight.done()
-                srv.start()
-                listed = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id).get("Parts", [])
-                assert [p["PartNumber"] for p in listed] in ([[1]] if acked else [[], [1]]), (key, acked)
-                if listed:
-                    assert listed[0]["Size"] == SOURCE_BYTES, key  # whole, or not there
-                    etag = listed[0]["ETag"]
-                else:
-                    etag = s3.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
-                                               CopySource={"Bucket": BUCKET, "Key": f"src-{src}"},
-                                               **extra)["CopyPartResult"]["ETag"]  # fmt: skip
-                s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id,
-                                             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})  # fmt: skip
-                assert reads(s3, BUCKET, key) == digest(sources[src]), key
-        print(f"copies killed at their chosen point: {hits} of {4 * len(copies)}")
-        assert hits > 0, "every copy ended before the kill: nothing was tested"
-        assert reads(s3, BUCKET, "src-c", **SSE_C_READ) == digest(sources["c"])
-        assert verify_encryption_clean(srv) >= 4 * len(copies)
-    finally:
-        srv.stop()
-    assert rows_without_blob_files(srv.data_dir) == []
+        # UploadPartCopy: part 1 of an encrypted upload copied from each source, killed.
+        for src, dest in copies:
+            key = f"mpc-{src}-{dest['ServerSideEncryption']}-{point}"
+            upload_id = s3.create_multipart_upload(Bucket=BUCKET, Key=key, **dest)["UploadId"]
+            client = make_client(srv.endpoint)
+            extra = COPY_SSE_C if src == "c" else {}
+            flight = InFlight(lambda key=key, upload_id=upload_id, src=src, extra=extra, client=client: (
+                client.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                                        CopySource={"Bucket": BUCKET, "Key": f"src-{src}"}, **extra)
+            ))  # fmt: skip
+            flight.start()
+            hits += kill_at(srv, point, flight, SOURCE_BYTES)
+            acked = flight.done()
+            srv.start()
+            listed = s3.list_parts(Bucket=BUCKET, Key=key, UploadId=upload_id).get("Parts", [])
+            assert [p["PartNumber"] for p in listed] in ([[1]] if acked else [[], [1]]), (key, acked)
+            if listed:
+                assert listed[0]["Size"] == SOURCE_BYTES, key  # whole, or not there
+                etag = listed[0]["ETag"]
+            else:
+                etag = s3.upload_part_copy(Bucket=BUCKET, Key=key, UploadId=upload_id, PartNumber=1,
+                                           CopySource={"Bucket": BUCKET, "Key": f"src-{src}"},
+                                           **extra)["CopyPartResult"]["ETag"]  # fmt: skip
+            s3.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id,
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})  # fmt: skip
+            assert reads(s3, BUCKET, key) == digest(sources[src]), key
+    print(f"copies killed at their chosen point: {hits} of {4 * len(copies)}")
+    assert hits > 0, "every copy ended before the kill: nothing was tested"
+    assert reads(s3, BUCKET, "src-c", **SSE_C_READ) == digest(sources["c"])
+    assert verify_encryption_clean(srv) >= 4 * len(copies)
