@@ -161,7 +161,8 @@ def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data")
+    # SSE-C over plain HTTP: test_hostile and test_bucket_encryption send customer keys to it.
+    srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", extra_args=["--sse-c-over-http"])
     srv.start()
     yield srv
     srv.stop()

@@ -117,10 +117,16 @@ def test_server_side_encryption_walkthrough_runs(fresh_server: ServerProcess, tm
     _run_section("## Server-side encryption: the S3 surface", fresh_server, tmp_path, 4)
 
 
-def test_encryption_at_rest_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
+def test_encryption_at_rest_walkthrough_runs(tmp_path: Path) -> None:
     """docs/security.md "Encryption at rest: the engine": an SSE-S3 object read by range, an
-    SSE-C object without its key, with another key and with its key."""
-    _run_section("## Encryption at rest: the engine", fresh_server, tmp_path, 4)
+    SSE-C object without its key, with another key and with its key (over plain HTTP to
+    127.0.0.1: the server runs with --sse-c-over-http)."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--sse-c-over-http"])
+    srv.start()
+    try:
+        _run_section("## Encryption at rest: the engine", srv, tmp_path, 4)
+    finally:
+        srv.stop()
 
 
 # --- README.md: every block runs, in order, against a server of its own ------------------------

@@ -24,9 +24,13 @@ def blob_files(data_dir: Path) -> list[Path]:
     return sorted(p for p in (data_dir / "blobs").rglob("*") if p.is_file())
 
 
-def start_slow_put(srv: ServerProcess, bucket: str, key: str, size: int) -> http.client.HTTPConnection:
-    """Send the headers of an UNSIGNED-PAYLOAD PUT of ``size`` bytes; the caller sends the body."""
-    signed = sign_v4(srv.port, "PUT", f"/{bucket}/{key}", payload_hash=UNSIGNED, headers={"content-length": str(size)})
+def start_slow_put(
+    srv: ServerProcess, bucket: str, key: str, size: int, query: list[tuple[str, str]] | None = None
+) -> http.client.HTTPConnection:
+    """Send the headers of an UNSIGNED-PAYLOAD PUT of ``size`` bytes (an UploadPart with its
+    ``query``); the caller sends the body."""
+    signed = sign_v4(srv.port, "PUT", f"/{bucket}/{key}", payload_hash=UNSIGNED, query=query or [],
+                     headers={"content-length": str(size)})  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
     conn.putrequest("PUT", signed.target, skip_host=True, skip_accept_encoding=True)
     for k, v in signed.headers.items():

@@ -141,6 +141,8 @@ class ServerConfig:
     kms_create_keys: list[str] = field(default_factory=list)
     # A lifecycle rule's day, in seconds (tests shorten it; docs/tiers.md "Lifecycle"); 1..86,400.
     lifecycle_day_s: int = 86_400
+    # Accept SSE-C (customer keys in headers) over plain HTTP; off: 400 InvalidRequest, as AWS (docs/encryption-s3.md).
+    sse_c_over_http: bool = False
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -506,6 +508,7 @@ def build_app(config: ServerConfig) -> S3App:
         sts=sts,
         oidc=oidc,
         kms=kms,
+        sse_c_over_http=config.sse_c_over_http,
     )
     app.ctx.lifecycle_day_s = config.lifecycle_day_s
     return app

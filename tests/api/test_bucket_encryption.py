@@ -5,6 +5,8 @@ encrypts; the writes of the next slice are refused: never stored in clear), and 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -70,10 +72,10 @@ BAD: dict[str, tuple[bytes, int, str]] = {
         400, "InvalidArgument",
     ),
     "not XML": (b"<ServerSideEncryptionConfiguration><Rule>", 400, "MalformedXML"),
-    "blocks SSE-C": (
-        _config(f"<Rule>{BY_DEFAULT.format('AES256', '')}<BlockedEncryptionTypes><EncryptionType>SSE-C"
+    "blocks SSE-S3": (
+        _config(f"<Rule>{BY_DEFAULT.format('AES256', '')}<BlockedEncryptionTypes><EncryptionType>SSE-S3"
                 "</EncryptionType></BlockedEncryptionTypes></Rule>"),
-        501, "NotImplemented",
+        400, "MalformedXML",
     ),
 }  # fmt: skip
 
@@ -251,3 +253,54 @@ def test_aws_cli(server: ServerProcess, s3: Any, bucket: str, tmp_path: Path) ->
     assert aws("delete-bucket-encryption").returncode == 0
     out = aws("get-bucket-encryption")
     assert out.returncode != 0 and "ServerSideEncryptionConfigurationNotFoundError" in out.stderr
+
+
+def test_blocked_encryption_types_sse_c(server: ServerProcess, s3: Any, bucket: str) -> None:
+    """BlockedEncryptionTypes SSE-C: kept and answered; new SSE-C writes (PutObject, CopyObject,
+    CreateMultipartUpload, POST) are 403 AccessDenied and store nothing; objects stored with
+    SSE-C before stay readable (and copyable to another encryption) with their key, and an
+    upload begun before completes. NONE unblocks."""
+    key = bytes(range(32))
+    sse_c = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    s3.put_object(Bucket=bucket, Key="old", Body=b"stored before", **sse_c)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp", **sse_c)["UploadId"]
+    block = {"Rules": [{**rules("AES256")["Rules"][0], "BlockedEncryptionTypes": {"EncryptionType": ["SSE-C"]}}]}
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=block)
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule == {**block["Rules"][0], "BucketKeyEnabled": False}
+
+    old = {"Bucket": bucket, "Key": "old"}
+    copy_c = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key}
+    writes = {
+        "PutObject": lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x", **sse_c),
+        "CopyObject": lambda: s3.copy_object(Bucket=bucket, Key="k", CopySource=old, **copy_c, **sse_c),
+        "CreateMultipartUpload": lambda: s3.create_multipart_upload(Bucket=bucket, Key="k", **sse_c),
+    }
+    for name, write in writes.items():
+        assert err(write) == (403, "AccessDenied"), name
+    fields = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+              "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+              "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(hashlib.md5(key).digest()).decode()}
+    form = presigned(s3, bucket, "k", Fields=fields, Conditions=[{k: v} for k, v in fields.items()])  # fmt: skip
+    assert_error(post(server, bucket, form, b"x"), 403, "AccessDenied")
+    assert absent(s3, bucket, "k")
+    assert s3.list_multipart_uploads(Bucket=bucket, Prefix="k").get("Uploads", []) == []
+
+    # What is not SSE-C goes on: the default, reads and copies of what is stored, the old upload.
+    assert s3.put_object(Bucket=bucket, Key="new", Body=b"n")["ServerSideEncryption"] == "AES256"
+    assert s3.get_object(Bucket=bucket, Key="old", **sse_c)["Body"].read() == b"stored before"
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource=old, **copy_c)  # to the default, SSE-S3
+    assert s3.get_object(Bucket=bucket, Key="copy")["Body"].read() == b"stored before"
+    part = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload, PartNumber=1, Body=b"part", **sse_c)
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload, **sse_c,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})  # fmt: skip
+    assert s3.get_object(Bucket=bucket, Key="mp", **sse_c)["Body"].read() == b"part"
+
+    unblock = {"Rules": [{**rules("AES256")["Rules"][0], "BlockedEncryptionTypes": {"EncryptionType": ["NONE"]}}]}
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=unblock)
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["BlockedEncryptionTypes"] == {"EncryptionType": ["NONE"]}
+    assert s3.put_object(Bucket=bucket, Key="k", Body=b"x", **sse_c)["SSECustomerAlgorithm"] == "AES256"
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=block)
+    s3.delete_bucket_encryption(Bucket=bucket)  # the block goes with the configuration
+    assert s3.put_object(Bucket=bucket, Key="k2", Body=b"x", **sse_c)["SSECustomerAlgorithm"] == "AES256"

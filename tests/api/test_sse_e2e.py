@@ -15,13 +15,13 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.sse_server import sse_server_fixtures
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import Resp, assert_error, signed_request
 from tests.test_clients import Aws
@@ -51,20 +51,7 @@ KINDS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 SIZES = {"inline": 1000, "1MiB": MiB, "3MiB+odd": 3 * MiB + 12_345}
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path_factory.mktemp("sse") / "data", extra_args=["--kms-create-keys", "testkey-1,testkey-2"]
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(srv: ServerProcess) -> Any:
-    """This module's client: conftest's ``bucket`` fixture makes its buckets through it."""
-    return make_client(srv.endpoint)
+srv, s3 = sse_server_fixtures("sse")
 
 
 def err(call: Any) -> tuple[int, str]:
@@ -470,7 +457,7 @@ def test_erasure_coded_drives_hold_only_ciphertext_and_serve_around_bitrot(tmp_p
     and the plaintext comes back exact; no drive holds the marker."""
     drives = [tmp_path / f"drive{i}" for i in range(4)]
     args = ["--drives", *map(str, drives), "--stripe-bytes", "262144", "--small-object-bytes", "16384",
-            "--scrub-interval", "0", "--kms-create-keys", "testkey-1"]  # fmt: skip
+            "--scrub-interval", "0", "--kms-create-keys", "testkey-1", "--sse-c-over-http"]  # fmt: skip
     srv = ServerProcess(tmp_path / "log", extra_args=args)
     srv.start()
     try:

@@ -15,16 +15,16 @@ import random
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.sse_server import sse_server_fixtures
 from tests.api.test_post_object import post
 from tests.checkpoints.test_registry import write_checkpoint
-from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli, make_client
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, aws_cli
 from tests.s3http import signed_request
 from tierstore.checkpoints import register_model
 from tierstore.client import TierstoreClient, resolve_settings
@@ -38,24 +38,12 @@ PART_SIZES = (5 * MiB, 5 * MiB, MiB + 13)  # three parts, an odd last one
 KINDS = ("plain", "s3", "kms", "c")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(
-        tmp_path_factory.mktemp("ssemp") / "data", extra_args=["--kms-create-keys", "testkey-1,testkey-2"]
-    )
-    srv.start()
-    yield srv
-    srv.stop()
+srv, s3 = sse_server_fixtures("ssemp")
 
 
 @pytest.fixture(scope="module")
-def s3(server: ServerProcess) -> Any:
-    return make_client(server.endpoint)
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+def client(srv: ServerProcess) -> TierstoreClient:
+    return TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
 
 
 @pytest.fixture
@@ -232,13 +220,13 @@ def test_sse_c_parts_must_carry_the_uploads_key(s3: Any, bucket: str) -> None:
 
 
 def test_parts_may_repeat_their_uploads_encryption_never_name_another(
-    server: ServerProcess, s3: Any, bucket: str
+    srv: ServerProcess, s3: Any, bucket: str
 ) -> None:
     upload = s3.create_multipart_upload(Bucket=bucket, Key="k", **write_args("s3"))["UploadId"]
     query = [("partNumber", "1"), ("uploadId", upload)]
 
     def part(sse: str) -> Any:
-        return signed_request(server, "PUT", f"/{bucket}/k", b"part", query=query,
+        return signed_request(srv, "PUT", f"/{bucket}/k", b"part", query=query,
                               headers={"x-amz-server-side-encryption": sse})  # fmt: skip
 
     same = part("AES256")
@@ -249,14 +237,14 @@ def test_parts_may_repeat_their_uploads_encryption_never_name_another(
         same.headers["etag"]
     ]
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
-    bucket_sse = signed_request(server, "PUT", f"/{bucket}-x", headers={"x-amz-server-side-encryption": "AES256"})
+    bucket_sse = signed_request(srv, "PUT", f"/{bucket}-x", headers={"x-amz-server-side-encryption": "AES256"})
     assert bucket_sse.status == 400 and b"InvalidArgument" in bucket_sse.body  # CreateBucket: never ignored
     with pytest.raises(ClientError):
         s3.head_bucket(Bucket=f"{bucket}-x")
 
 
 def test_bucket_default_applies_to_multipart_and_no_plaintext_reaches_the_drives(
-    s3: Any, bucket: str, server: ServerProcess, rng: random.Random
+    s3: Any, bucket: str, srv: ServerProcess, rng: random.Random
 ) -> None:
     s3.put_bucket_encryption(
         Bucket=bucket,
@@ -271,7 +259,7 @@ def test_bucket_default_applies_to_multipart_and_no_plaintext_reaches_the_drives
     assert_kind(done, "kms", kms_key="testkey-2")
     assert_kind(s3.head_object(Bucket=bucket, Key="dflt"), "kms", kms_key="testkey-2")
     assert body(s3, bucket, "dflt", "kms") == b"".join(parts)
-    for path in server.data_dir.rglob("*"):
+    for path in srv.data_dir.rglob("*"):
         if path.is_file():
             assert MARKER not in path.read_bytes(), path
 
@@ -351,9 +339,9 @@ def test_copy_onto_itself_rotates_an_sse_c_key_and_keeps_metadata(s3: Any, bucke
     assert code(exc)[0] == 403
 
 
-def _blobs(server: ServerProcess, bucket: str, key: str) -> list[list[Any]]:
+def _blobs(srv: ServerProcess, bucket: str, key: str) -> list[list[Any]]:
     """The blob references of the current version of ``key`` (from the catalog file)."""
-    path = next(server.data_dir.rglob("catalog.db"))
+    path = next(srv.data_dir.rglob("catalog.db"))
     with contextlib.closing(sqlite3.connect(path, timeout=10)) as db:
         row = db.execute(
             "SELECT blobs FROM versions WHERE bucket=? AND key=? AND is_latest=1", (bucket, key.encode())
@@ -362,7 +350,7 @@ def _blobs(server: ServerProcess, bucket: str, key: str) -> list[list[Any]]:
 
 
 def test_copies_to_sse_c_share_the_sources_bytes(
-    server: ServerProcess, s3: Any, bucket: str, rng: random.Random
+    srv: ServerProcess, s3: Any, bucket: str, rng: random.Random
 ) -> None:
     """An encrypted source copied to SSE-C keeps its bytes (its data key re-wrapped under the
     customer's key): the destination references the very same blobs; an SSE-S3 multipart source
@@ -378,7 +366,7 @@ def test_copies_to_sse_c_share_the_sources_bytes(
         copied = s3.copy_object(Bucket=bucket, Key=f"to-c-{src}", CopySource={"Bucket": bucket, "Key": src},
                                 **write_args("c", KEY_B), **source_args(kind))  # fmt: skip
         assert_kind(copied, "c", customer=KEY_B)
-        assert (_blobs(server, bucket, f"to-c-{src}") == _blobs(server, bucket, src)) == shared, src
+        assert (_blobs(srv, bucket, f"to-c-{src}") == _blobs(srv, bucket, src)) == shared, src
         expected = b"".join(parts) if "mp" in src else data
         got = s3.get_object(Bucket=bucket, Key=f"to-c-{src}", **read_args("c", KEY_B))
         assert got["Body"].read() == expected and got["ETag"] == copied["CopyObjectResult"]["ETag"], src
@@ -451,7 +439,7 @@ def _form(s3: Any, bucket: str, key: str, fields: dict[str, str]) -> list[tuple[
     return list(signed["fields"].items())
 
 
-def test_post_forms_with_sse_fields_and_the_bucket_default(server: ServerProcess, s3: Any, bucket: str) -> None:
+def test_post_forms_with_sse_fields_and_the_bucket_default(srv: ServerProcess, s3: Any, bucket: str) -> None:
     kms = {"x-amz-server-side-encryption": "aws:kms", "x-amz-server-side-encryption-aws-kms-key-id": "testkey-2"}
     customer = {
         "x-amz-server-side-encryption-customer-algorithm": "AES256",
@@ -465,12 +453,12 @@ def test_post_forms_with_sse_fields_and_the_bucket_default(server: ServerProcess
     }
     for kind, (fields, expect) in forms.items():
         data = MARKER + kind.encode() * 1000
-        resp = post(server, bucket, _form(s3, bucket, f"post-{kind}", fields), data)
+        resp = post(srv, bucket, _form(s3, bucket, f"post-{kind}", fields), data)
         assert resp.status == 204, resp.body
         head = s3.head_object(Bucket=bucket, Key=f"post-{kind}", **read_args(kind))
         assert_kind(head, kind, **expect)
         assert body(s3, bucket, f"post-{kind}", kind) == data
-    resp = post(server, bucket, _form(s3, bucket, "post-c", {**customer, "x-amz-server-side-encryption-customer-key":
+    resp = post(srv, bucket, _form(s3, bucket, "post-c", {**customer, "x-amz-server-side-encryption-customer-key":
                 base64.b64encode(KEY_B).decode()}), b"x")  # fmt: skip
     assert resp.status == 400  # the MD5 field no longer matches the key
     s3.put_bucket_encryption(
@@ -479,14 +467,14 @@ def test_post_forms_with_sse_fields_and_the_bucket_default(server: ServerProcess
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
         },
     )
-    assert post(server, bucket, _form(s3, bucket, "post-default", {}), b"by default").status == 204
+    assert post(srv, bucket, _form(s3, bucket, "post-default", {}), b"by default").status == 204
     assert_kind(s3.head_object(Bucket=bucket, Key="post-default"), "s3")
     assert body(s3, bucket, "post-default", "s3") == b"by default"
 
 
 # --- batch reads and datasets -----------------------------------------------------------------------
 def test_a_dataset_of_encrypted_objects_reads_byte_exact_through_the_batch_api(
-    s3: Any, bucket: str, server: ServerProcess, client: TierstoreClient, rng: random.Random
+    s3: Any, bucket: str, srv: ServerProcess, client: TierstoreClient, rng: random.Random
 ) -> None:
     bodies: dict[str, bytes] = {}
     for i, size in enumerate([0, 700, 16 * 1024 + 1, 200_000]):  # inline and blob bodies
@@ -500,7 +488,7 @@ def test_a_dataset_of_encrypted_objects_reads_byte_exact_through_the_batch_api(
     name = f"ds-{uuid.uuid4().hex[:10]}"
     rec = client.create_dataset(name, bucket=bucket, prefix="train/")
     assert rec["rows"] == len(bodies) and rec["bytes"] == sum(map(len, bodies.values()))
-    source = RemoteSource(server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    source = RemoteSource(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     manifest = source.open_manifest(name)
     keys = manifest.column("key")
     order = [*range(len(keys))] * 2
@@ -551,7 +539,7 @@ def test_a_model_pulled_from_an_encrypted_checkpoint_reads_byte_exact(
 
 
 # --- the aws cli ----------------------------------------------------------------------------------
-def test_aws_cli_multipart_copy_with_sse_kms(server: ServerProcess, s3: Any, bucket: str, tmp_path: Path) -> None:
+def test_aws_cli_multipart_copy_with_sse_kms(srv: ServerProcess, s3: Any, bucket: str, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     config = home / "config"
@@ -566,7 +554,7 @@ def test_aws_cli_multipart_copy_with_sse_kms(server: ServerProcess, s3: Any, buc
     src.write_bytes(data)
 
     def aws(*args: str) -> None:
-        done = subprocess.run([aws_cli(), "--endpoint-url", server.endpoint, *args], env=env, capture_output=True,
+        done = subprocess.run([aws_cli(), "--endpoint-url", srv.endpoint, *args], env=env, capture_output=True,
                               text=True, timeout=300, check=False)  # fmt: skip
         assert done.returncode == 0, done.stderr
 

@@ -13,13 +13,13 @@ import os
 import sqlite3
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.sse_server import sse_server_fixtures
 from tests.cli.test_client_commands import cli
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tierstore.blob._erasure import placement
@@ -32,20 +32,7 @@ MiB = 1024 * 1024
 SEALED = PACKAGE_BYTES + 16
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path_factory.mktemp("sseops") / "data", extra_args=["--kms-create-keys", "testkey-1,testkey-2"]
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3(srv: ServerProcess) -> Any:
-    """This module's client: conftest's ``bucket`` fixture makes its buckets through it."""
-    return make_client(srv.endpoint)
+srv, s3 = sse_server_fixtures("sseops")
 
 
 def catalog(srv: ServerProcess) -> sqlite3.Connection:

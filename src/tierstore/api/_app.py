@@ -67,6 +67,7 @@ from tierstore.api._routes import (
     refuse,
     route,
 )
+from tierstore.api._sse import refuse_customer_key_over_http
 from tierstore.crypto import LocalKeyStore
 from tierstore.engine import (
     DatasetService,
@@ -131,6 +132,7 @@ class S3App:
         sts: StsService | None = None,
         oidc: OidcVerifier | None = None,
         kms: LocalKeyStore | None = None,
+        sse_c_over_http: bool = False,
     ) -> None:
         """``metrics_token``: when set, the metrics endpoints require ``Authorization: Bearer TOKEN``;
         ``access_log``: where the JSON access log goes (None: nowhere); ``audit_log``: the
@@ -151,6 +153,7 @@ class S3App:
         self.audit_log = audit_log
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
+        self.sse_c_over_http = sse_c_over_http  # else SSE-C keys only over TLS (api/_sse.py)
         self.ctx = Context(
             service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc, kms=kms
         )
@@ -527,6 +530,8 @@ class S3App:
             headers = found.headers
         else:
             auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
+        if not self.sse_c_over_http:
+            refuse_customer_key_over_http(headers, scope)
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
         if auth.access_key is not None:
             principal = Principal(auth.access_key, auth.session)

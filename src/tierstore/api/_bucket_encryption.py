@@ -7,8 +7,10 @@ S3's errors and kept in the bucket's properties (``props["encryption"]``, api/_s
 ``BucketEncryption``); api/_sse.py applies it to every write that names no encryption. As AWS,
 the KMS key id is not checked against the key service when the default is put (a write checks it).
 
-``BlockedEncryptionTypes`` with ``NONE`` (nothing blocked, what this store does) is accepted;
-blocking SSE-C is not implemented (501), never silently ignored. Without a configuration,
+``BlockedEncryptionTypes`` (AWS, 2025: ``EncryptionType`` ``SSE-C`` or ``NONE``) is kept with the
+rule and answered as put; blocking ``SSE-C`` makes new SSE-C writes to the bucket (PutObject,
+CopyObject, POST, CreateMultipartUpload) 403 AccessDenied (api/_sse.py ``write_request``), while
+objects stored so stay readable with their keys. Without a configuration,
 GetBucketEncryption answers 404 ``ServerSideEncryptionConfigurationNotFoundError``: this store
 does not encrypt by default (AWS applies SSE-S3 to every bucket since 2023); see
 docs/encryption-s3.md.
@@ -28,6 +30,7 @@ __all__ = ["delete_bucket_encryption", "get_bucket_encryption", "parse_encryptio
 
 _ROOT = "ServerSideEncryptionConfiguration"
 _MAX_KEY_ID = 2048  # KMS key ids, ARNs and aliases: 1..2048 characters
+_ENCRYPTION_TYPES = ("NONE", "SSE-C")  # BlockedEncryptionTypes' EncryptionType values
 
 
 def parse_encryption(root: Element) -> BucketEncryption:
@@ -36,7 +39,7 @@ def parse_encryption(root: Element) -> BucketEncryption:
     if len(rules) != 1:
         raise e.MalformedXML()
     rule = rules[0]
-    _check_blocked(rule)
+    blocked = _blocked(rule)
     by_default = next(iter(children(rule, "ApplyServerSideEncryptionByDefault")), None)
     if by_default is None:
         raise e.MalformedXML()
@@ -56,30 +59,32 @@ def parse_encryption(root: Element) -> BucketEncryption:
     flag = (text_of(rule, "BucketKeyEnabled") or "false").strip().lower()
     if flag not in ("true", "false"):
         raise e.MalformedXML()
-    return BucketEncryption(algorithm, key_id, flag == "true")
+    return BucketEncryption(algorithm, key_id, flag == "true", blocked)
 
 
-def _check_blocked(rule: Element) -> None:
-    blocked = next(iter(children(rule, "BlockedEncryptionTypes")), None)
-    if blocked is None:
-        return
-    types = [(t.text or "").strip() for t in children(blocked, "EncryptionType")]
-    if any(t not in ("NONE", "SSE-C") for t in types):
+def _blocked(rule: Element) -> tuple[str, ...]:
+    """``BlockedEncryptionTypes``: its ``EncryptionType`` values (``NONE`` | ``SSE-C``), each once;
+    ``NONE`` together with a type is a contradiction (MalformedXML); none sent: ()."""
+    element = next(iter(children(rule, "BlockedEncryptionTypes")), None)
+    if element is None:
+        return ()
+    types = tuple(dict.fromkeys((t.text or "").strip() for t in children(element, "EncryptionType")))
+    if any(t not in _ENCRYPTION_TYPES for t in types) or ("NONE" in types and len(types) > 1):
         raise e.MalformedXML()
-    if "SSE-C" in types:
-        raise e.NotImplementedOperation("Blocking SSE-C with BlockedEncryptionTypes is not implemented yet.")
+    return types
 
 
 def _document(config: BucketEncryption) -> bytes:
     parts = [E("SSEAlgorithm", config.algorithm)]
     if config.kms_key_id is not None:
         parts.append(E("KMSMasterKeyID", config.kms_key_id))
-    rule = E(
-        "Rule",
-        None,
+    rule_parts = [
         E("ApplyServerSideEncryptionByDefault", None, *parts),
         E("BucketKeyEnabled", "true" if config.bucket_key else "false"),
-    )
+    ]
+    if config.blocked:
+        rule_parts.append(E("BlockedEncryptionTypes", None, *(E("EncryptionType", t) for t in config.blocked)))
+    rule = E("Rule", None, *rule_parts)
     return document(_ROOT, rule)
 
 

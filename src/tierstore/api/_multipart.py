@@ -83,6 +83,7 @@ def _part_encryption(
     upload = ctx.service.upload_info(req.bucket, req.key, req.query["uploadId"])
     stored = _sse.stored_doc(upload.encryption, ctx.service.region)
     _sse.check_part_request(sse, stored)
+    _sse.require_sigv4(req, upload.encryption)
     return sse, stored
 
 
@@ -107,6 +108,7 @@ async def upload_part_copy(req: Request, ctx: Context) -> Response:
     sse, stored = _part_encryption(req, ctx, copy=True)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
+    _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
     part = await ctx.service.upload_part_copy(
         req.bucket,
         req.key,
@@ -130,6 +132,7 @@ async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
     sse = _sse.write_request(req, ctx, default=False)
     if sse.kind in ("s3", "kms"):  # the upload's encryption was fixed when it was created
         raise e.InvalidArgument("x-amz-server-side-encryption header is not supported for this operation.")
+    _sse.require_sigv4_upload(req, ctx)
     body = await req.read_small()
     el = parse_xml(body, "CompleteMultipartUpload")
     parts: list[CompletedPart] = []

@@ -241,6 +241,12 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         if part_number is None and "range" in req.headers:
             exc.fields = {"RangeRequested": req.headers["range"], **exc.fields}
         raise
+    try:
+        _sse.require_sigv4(req, result.meta.encryption)  # a KMS object: SigV4 only
+    except e.InvalidArgument:
+        if result.body is not None:
+            await result.body.aclose()  # type: ignore[attr-defined]
+        raise
     headers = _read_headers(req, result)
     headers += _sse.response_headers(
         _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
@@ -447,6 +453,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     reject_unsupported(req)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
+    _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
     opts = copy_options(req)
     directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):

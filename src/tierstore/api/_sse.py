@@ -16,8 +16,13 @@ bucket's default; the headers an answer carries.
   (``key_of``) and may not name another encryption than their upload's (``check_part_request``).
 - ``stored_of`` / ``stored_doc`` read a version's (or an upload's) stored encryption (the
   engine's ``"e"``) as ``StoredEncryption``.
-- ``parse_read`` / ``check_customer_key``: GET/HEAD and copy sources: S3 refuses the SSE-S3/KMS
-  headers on reads; an SSE-C key must match an SSE-C object and is "not applicable" to others.
+- ``parse_read``: GET/HEAD: S3 refuses the SSE-S3/KMS headers on reads; the SSE-C key is
+  validated here and checked against the object by the engine (``check_read_key``: it must match
+  an SSE-C object and is "not applicable" to others).
+- How a request arrives: ``refuse_customer_key_over_http`` (the dispatcher: SSE-C only over TLS
+  unless ``serve --sse-c-over-http``), ``require_sigv4*`` (SSE-KMS objects and uploads are read
+  and written only with SigV4), and a bucket default's ``BlockedEncryptionTypes`` (``write_request``:
+  SSE-C writes to a bucket that blocks them are 403).
 - ``response_headers`` answers, from an object's stored encryption (``StoredEncryption``), the
   headers AWS returns on each operation (a table; docs/encryption-s3.md).
 
@@ -39,8 +44,8 @@ from tierstore import errors as e
 from tierstore.api._iam_authorizer import ACCOUNT_ID
 from tierstore.api._request import Context, Request
 from tierstore.crypto import kms_key_arn
-from tierstore.engine import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
-from tierstore.types import ObjectMeta
+from tierstore.engine import NOT_APPLICABLE, EncryptionRequest
+from tierstore.types import GetOptions, ObjectMeta
 
 __all__ = [
     "DSSE",
@@ -53,13 +58,16 @@ __all__ = [
     "SseRequest",
     "StoredEncryption",
     "bucket_default",
-    "check_customer_key",
     "check_part_request",
     "engine_request",
     "key_of",
     "parse_read",
     "parse_write",
+    "refuse_customer_key_over_http",
     "refuse_on_bucket",
+    "require_sigv4",
+    "require_sigv4_source",
+    "require_sigv4_upload",
     "response_headers",
     "stored_doc",
     "stored_of",
@@ -79,12 +87,13 @@ _CONTEXT = "x-amz-server-side-encryption-context"
 _BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
 _SSE_C = "x-amz-server-side-encryption-customer-"
 _COPY_SSE_C = "x-amz-copy-source-server-side-encryption-customer-"
+_CUSTOMER_HEADERS = frozenset(p + n for p in (_SSE_C, _COPY_SSE_C) for n in ("algorithm", "key", "key-md5"))
 _SSE_C_KEY_BYTES = 32  # AES256
 _ARG_MAX = 64  # an ArgumentValue echoed in an error body is cut to this many characters
 
+_SSE_C_BLOCKED = "Server-side encryption with customer-provided keys (SSE-C) is blocked for this bucket."
 _CUSTOMER = "Requests specifying Server Side Encryption with Customer provided keys must provide"
 _NOT_APPLICABLE = NOT_APPLICABLE
-_STORED_ENCRYPTED = STORED_ENCRYPTED
 
 
 @dataclass(frozen=True)
@@ -97,21 +106,29 @@ class CustomerKey:
 
 @dataclass(frozen=True)
 class BucketEncryption:
-    """A bucket's default encryption (``ServerSideEncryptionConfiguration``'s one rule), kept in
-    the bucket's properties as ``props["encryption"]``."""
+    """A bucket's default encryption (``ServerSideEncryptionConfiguration``'s one rule, with its
+    ``BlockedEncryptionTypes``), kept in the bucket's properties as ``props["encryption"]``."""
 
     algorithm: str  # AES256 | aws:kms | aws:kms:dsse
     kms_key_id: str | None = None  # only with aws:kms[:dsse]; None: the server's default KMS key
     bucket_key: bool = False
+    blocked: tuple[str, ...] = ()  # BlockedEncryptionTypes as put: () (none sent), ("NONE",) or ("SSE-C",)
+
+    @property
+    def blocks_sse_c(self) -> bool:
+        """New SSE-C writes (PutObject, CopyObject, POST, CreateMultipartUpload) are refused."""
+        return "SSE-C" in self.blocked
 
     def to_props(self) -> dict[str, Any]:
-        return {"algorithm": self.algorithm, "kms_key_id": self.kms_key_id, "bucket_key": self.bucket_key}
+        doc = {"algorithm": self.algorithm, "kms_key_id": self.kms_key_id, "bucket_key": self.bucket_key}
+        return {**doc, "blocked": list(self.blocked)} if self.blocked else doc
 
     @classmethod
     def from_props(cls, doc: Mapping[str, Any] | None) -> BucketEncryption | None:
         if not doc:
             return None
-        return cls(str(doc["algorithm"]), doc.get("kms_key_id"), bool(doc.get("bucket_key")))
+        blocked = tuple(str(t) for t in doc.get("blocked", ()))
+        return cls(str(doc["algorithm"]), doc.get("kms_key_id"), bool(doc.get("bucket_key")), blocked)
 
 
 @dataclass(frozen=True)
@@ -225,21 +242,6 @@ def parse_read(headers: Mapping[str, str]) -> CustomerKey | None:
     return _customer_key(headers, _SSE_C)
 
 
-def check_customer_key(given: CustomerKey | None, stored: StoredEncryption | None) -> None:
-    """An SSE-C key sent to read an object (GET, HEAD, a copy source) against how the object is
-    stored (None: not encrypted). A key for an object that is not SSE-C, or none for one that
-    is: 400 InvalidRequest; another key: 403 AccessDenied (the engine also verifies the key
-    itself when it opens the data)."""
-    if stored is None or stored.kind != "c":
-        if given is not None:
-            raise e.InvalidRequest(_NOT_APPLICABLE)
-        return
-    if given is None:
-        raise e.InvalidRequest(_STORED_ENCRYPTED)
-    if given.key_md5 != stored.customer_key_md5:
-        raise e.AccessDenied(CUSTOMER_KEY_WRONG)
-
-
 def engine_request(sse: SseRequest) -> EncryptionRequest | None:
     """What the engine encrypts a write with (None: stored in clear): PutObject hands this to
     ``ObjectService.put_object``. The SSE-C key goes along, and nowhere else."""
@@ -286,21 +288,70 @@ def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
 
 def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bool = True) -> SseRequest:
     """``parse_write`` of the request's headers (a POST form's: its fields), then, for a write
-    that creates an object or an upload (``default``), ``with_default`` of its bucket's default.
+    that creates an object or an upload (``default``), ``with_default`` of its bucket's default
+    (an SSE-C write to a bucket that blocks SSE-C: 403 AccessDenied).
     UploadPart/UploadPartCopy/Complete take no default: the upload's encryption was fixed when it
     was created."""
     assert req.bucket is not None
     sse = parse_write(req.headers, copy=copy)
-    if default and sse.kind != "c":
-        sse = with_default(sse, bucket_default(ctx, req.bucket))
-    if sse.kind == "kms" and req.auth is not None and req.auth.scheme.startswith("v2"):
-        # AWS: "All GET and PUT requests for an object protected by AWS KMS fail if [not] ...
-        # Signature Version 4" (SigV2 headers, presigned URLs and POST forms alike).
-        raise e.InvalidArgument(
-            "Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4.",
-            fields={"ArgumentName": "Authorization", "ArgumentValue": "null"},
-        )
+    if default:
+        config = bucket_default(ctx, req.bucket)
+        if sse.kind != "c":
+            sse = with_default(sse, config)
+        elif config is not None and config.blocks_sse_c:
+            # AWS (BlockedEncryptionTypes): a blocked type's new writes are 403 AccessDenied;
+            # reads of the objects already stored so, and parts of uploads begun before, go on.
+            raise e.AccessDenied(_SSE_C_BLOCKED)
+    if sse.kind == "kms" and _signed_v2(req):
+        raise _needs_sigv4()
     return sse
+
+
+def require_sigv4(req: Request, stored: Mapping[str, Any]) -> None:
+    """A version's or an upload's stored encryption (its ``"e"``) under SSE-KMS (or DSSE-KMS) is
+    read or written only with SigV4: GET/HEAD, UploadPart, UploadPartCopy and Complete of a KMS
+    upload; AWS: "All GET and PUT requests for an object protected by AWS KMS fail if [not] ...
+    Signature Version 4" (SigV2 headers, presigned URLs and POST forms alike)."""
+    if _signed_v2(req) and stored.get("kind") == "kms":
+        raise _needs_sigv4()
+
+
+def require_sigv4_upload(req: Request, ctx: Context) -> None:
+    """CompleteMultipartUpload signed with SigV2: ``require_sigv4`` of its upload (looked up only
+    then). An upload gone already (a retried Complete, answered from memory) has nothing to check."""
+    if not _signed_v2(req):
+        return
+    assert req.bucket is not None and req.key is not None
+    try:
+        upload = ctx.service.upload_info(req.bucket, req.key, req.query.get("uploadId", ""))
+    except e.TierstoreError:
+        return  # the completion answers it, in its own order
+    require_sigv4(req, upload.encryption)
+
+
+def require_sigv4_source(
+    req: Request, ctx: Context, bucket: str, key: str, version_id: str | None, source_key: CustomerKey | None
+) -> None:
+    """CopyObject / UploadPartCopy signed with SigV2 from a KMS source: a read of a KMS object,
+    refused as a GET would be (the source is looked up only for SigV2 requests)."""
+    if not _signed_v2(req):
+        return
+    try:
+        meta = ctx.service.head_object(bucket, key, GetOptions(version_id=version_id, customer_key=key_of(source_key)))
+    except e.TierstoreError:
+        return  # the copy answers it, in its own order
+    require_sigv4(req, meta.meta.encryption)
+
+
+def _signed_v2(req: Request) -> bool:
+    return req.auth is not None and req.auth.scheme.startswith("v2")
+
+
+def _needs_sigv4() -> e.InvalidArgument:
+    return e.InvalidArgument(
+        "Requests specifying Server Side Encryption with AWS KMS managed keys require AWS Signature Version 4.",
+        fields={"ArgumentName": "Authorization", "ArgumentValue": "null"},
+    )
 
 
 def key_of(customer: CustomerKey | None) -> bytes | None:
@@ -318,6 +369,18 @@ def check_part_request(sse: SseRequest, upload: StoredEncryption | None) -> None
         raise e.InvalidArgument(
             "The server-side encryption of a part must be the one its multipart upload was created with.",
             fields=_argument(_SSE, sse.algorithm or ""),
+        )
+
+
+def refuse_customer_key_over_http(headers: Mapping[str, str], scope: Mapping[str, Any]) -> None:
+    """Any request that carries an SSE-C header (its own or a copy source's) over plain HTTP: 400
+    InvalidRequest, before anything else is looked at (AWS; MinIO in its request-validity
+    middleware): the customer's key would cross the network in clear. The dispatcher calls this
+    unless ``serve --sse-c-over-http`` (a TLS-terminating proxy in front, or loopback tests)."""
+    if scope.get("scheme") != "https" and not _CUSTOMER_HEADERS.isdisjoint(headers):
+        raise e.InvalidRequest(
+            "Requests specifying Server Side Encryption with Customer provided keys must be made over a secure"
+            " connection."
         )
 
 

@@ -305,6 +305,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         convert=lambda n: min(max(n, 1), 86_400),
     ),
     Option(
+        "--sse-c-over-http",
+        bool,
+        False,
+        "accept SSE-C requests (customer keys in headers) over plain HTTP: behind a TLS-terminating proxy, or "
+        "on loopback; off, they answer 400 InvalidRequest as AWS does (docs/encryption-s3.md)",
+    ),
+    Option(
         "--max-connections",
         int,
         4096,
