@@ -529,7 +529,7 @@ class S3App:
             auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
         if auth.access_key is not None:
-            principal = Principal(auth.access_key, auth.session)
+            principal = tuple.__new__(Principal, (auth.access_key, auth.session))  # NamedTuple, no Python __new__
         elif action is None or req.bucket == EXTENSION_PREFIX:
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
             # (batch, query, datasets, admin) are for signed callers only.
@@ -541,15 +541,15 @@ class S3App:
                 _extensions.refuse(req, self.ctx)
             refuse(req.method, req.bucket, req.key, req.query)
             raise AssertionError(req.action)  # refuse() always raises
-        req.authz = RequestContext(
+        req.authz = RequestContext(  # positional: principal, api, checks, scheme, headers, query, scope, bucket_request
             principal,
             req.action,
             checks(action, req.bucket, req.key, req.query, headers),
-            scheme=auth.scheme,
-            headers=headers,
-            query=req.query,
-            scope=scope,
-            bucket_request=req.key is None,
+            auth.scheme,
+            headers,
+            req.query,
+            scope,
+            req.key is None,
         )
         self.authorizer.authorize(req.authz)
         try:
