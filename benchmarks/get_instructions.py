@@ -11,6 +11,12 @@ cold caches cancel out (``PYTHONHASHSEED=0`` unless set: unseeded runs of one tr
 to ~3%). ``--user``: the GETs are signed by an IAM user allowed by one attached policy
 (``s3:GetObject`` and ``s3:ListBucket`` on the bucket), not by the root key. The access log
 (stderr) goes to /dev/null: its buffered writes are counted, a terminal is not.
+
+``--cache-ttl-s``: the lifetime of the identity cache (keys, secrets, policies) and of the
+bucket-settings cache (default: the server's 1 s). They reload per second of wall time, not per
+request: under callgrind (~50x slower) a user's GETs pay one reload (catalog reads, the sealed
+secret opened) every ~50 requests, where a worker serving thousands a second pays it every few
+thousand. ``--cache-ttl-s 50`` scales the TTL by that slowdown; the report gives both.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int,
     return status[0], b"".join(parts)
 
 
-async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
+async def run(objects: int, passes: int, user: bool, data_dir: Path, cache_ttl_s: float | None = None) -> None:
     """The measured program (run under valgrind by ``main``)."""
     from tierstore import server
     from tierstore.catalog import SqliteCatalog
@@ -95,6 +101,10 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
         server.prepare_master_key(config, catalog)
         catalog.close()
     app = server.build_app(config)
+    if cache_ttl_s is not None:  # see --cache-ttl-s (trees before issue 15 have neither cache)
+        for cache in (getattr(app.ctx, "identities", None), getattr(app.ctx.service, "bucket_access", None)):
+            if cache is not None:
+                cache.cache_ttl_s = cache_ttl_s
     assert (await call(app, signed("PUT", "/bench", "bench", "benchsecret")))[0] == 200
     access_key, secret = "bench", "benchsecret"
     if user:
@@ -115,13 +125,15 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
             assert code == 200 and got == body, (code, got[:200])
 
 
-def instructions(src: Path, objects: int, passes: int, user: bool) -> int:
+def instructions(src: Path, objects: int, passes: int, user: bool, cache_ttl_s: float | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-cg-") as tmp:
         log = Path(tmp) / "valgrind.log"
         cmd = ["valgrind", "--tool=callgrind", f"--log-file={log}", "--callgrind-out-file=/dev/null", sys.executable,
                __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src)]  # fmt: skip
         if user:
             cmd.append("--user")
+        if cache_ttl_s is not None:
+            cmd += ["--cache-ttl-s", str(cache_ttl_s)]
         env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))  # start-up varies less
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         found = re.search(r"Collected : (\d+)", log.read_text())
@@ -134,19 +146,23 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=REPO / "src", help="the tree to measure (default: this one)")
     ap.add_argument("--objects", type=int, default=400, help="objects PUT, then GET per pass (default: %(default)s)")
     ap.add_argument("--user", action="store_true", help="GETs signed by an IAM user allowed by a policy")
+    ap.add_argument("--cache-ttl-s", type=float, default=None, help="identity and bucket-settings cache TTL "
+                    "(default: the server's, 1 s; see above)")  # fmt: skip
     ap.add_argument("--run", type=int, default=0, metavar="PASSES", help=argparse.SUPPRESS)  # under valgrind
     args = ap.parse_args()
     if args.run:
         sys.path.insert(0, str(args.src.resolve()))
         data_dir = Path(tempfile.mkdtemp(prefix="ts-cg-data-"))
         try:
-            asyncio.run(run(args.objects, args.run, args.user, data_dir))
+            asyncio.run(run(args.objects, args.run, args.user, data_dir, args.cache_ttl_s))
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         return 0
-    one = instructions(args.src, args.objects, 1, args.user)
-    five = instructions(args.src, args.objects, 5, args.user)
+    one = instructions(args.src, args.objects, 1, args.user, args.cache_ttl_s)
+    five = instructions(args.src, args.objects, 5, args.user, args.cache_ttl_s)
     who = "IAM user" if args.user else "root"
+    if args.cache_ttl_s is not None:
+        who += f", cache TTL {args.cache_ttl_s:g} s"
     print(f"{args.src}: {(five - one) / (4 * args.objects) / 1000:.1f}k instructions per 4 KiB GET ({who})")
     return 0
 

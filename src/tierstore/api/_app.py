@@ -169,9 +169,8 @@ class S3App:
         error_code = ""
         try:
             req = self._parse(scope, receive)
-            req.action = route(
-                req.method, req.bucket, req.key, req.query, req.headers, virtual=req.virtual_bucket is not None
-            ).action
+            virtual = req.virtual_bucket is not None
+            req.action = route(req.method, req.bucket, req.key, req.query, req.headers, virtual).action
             if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
                 resp = await self._probe(req, scope)
             elif req.action == QUERY_API:  # IAM/STS: the form names the action
@@ -241,6 +240,11 @@ class S3App:
                 bucket, key, user_agent = req.bucket, req.key, req.headers.get("user-agent")
             else:
                 access_key, bucket, key, user_agent = "", None, None, None
+            if decided is not None:  # _decided_by, inline
+                reason = decided.reason
+                policy = f"{decided.policy}:{decided.statement}" if decided.policy else None
+            else:
+                reason, policy = "", None
             self.access_log.write(
                 access_line(
                     x,
@@ -256,8 +260,8 @@ class S3App:
                     ttfb_s,
                     total_s,
                     user_agent,
-                    decided.reason if decided is not None else "",
-                    _decided_by(decided),
+                    reason,
+                    policy,
                 )
             )
 

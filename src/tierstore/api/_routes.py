@@ -216,7 +216,6 @@ def route(
     key: str | None,
     query: Mapping[str, str],
     headers: Mapping[str, str],
-    *,
     virtual: bool = False,
 ) -> Route:
     """The action of a request. ``bucket``/``key`` as parsed (path-style or virtual-hosted:
