@@ -74,7 +74,9 @@ _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
 _ASSUME_ROLE = "sts:AssumeRole"  # sts:AssumeRole, ...WithWebIdentity, ...WithSAML: the role's trust policy decides too
 _PARSED_MAX = 4096
-_DECISIONS_MAX = 4096  # remembered allows per key (``_Compiled.allowed``), then forgotten at once
+# Remembered allows (``_Compiled.allowed``) over all keys of a worker, then all forgotten at once:
+# ~200 bytes each, so at most ~7 MiB; enough for a job re-reading tens of thousands of objects.
+_REMEMBERED_MAX = 32768
 
 
 def validate_policy(document: str, kind: str = "identity") -> iam.Policy:
@@ -158,6 +160,7 @@ class IamAuthorizer:
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
+        self._remembered = 0  # allows remembered since the last ``_forget_allows``
 
     def authorize(self, request: RequestContext) -> None:
         key, identity = request.principal
@@ -230,9 +233,10 @@ class IamAuthorizer:
                 boundary=compiled.boundary,
             )
             if decision.allowed and not asked.read_context and trust is None and not anonymous:
-                if len(allowed) >= _DECISIONS_MAX:
-                    allowed.clear()
+                if self._remembered >= _REMEMBERED_MAX:
+                    self._forget_allows()
                 allowed[check] = (resource, decision)
+                self._remembered += 1
             if restricted and anonymous and decision.allowed:
                 # RestrictPublicBuckets: a public policy grants nothing outside the account.
                 decision = iam.Decision(False, "implicit_deny", decision.policy, "resource", decision.statement)
@@ -243,6 +247,12 @@ class IamAuthorizer:
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
+
+    def _forget_allows(self) -> None:
+        """Drop every key's remembered allows (the budget is shared by all keys)."""
+        for compiled in (*self._compiled.values(), *self._sessions.values()):
+            compiled.allowed.clear()
+        self._remembered = 0
 
     def _resource_policy(self, resource: str) -> tuple[iam.Policy | None, bool]:
         """(the policy of the bucket ``resource`` is in, whether that policy is public and the
