@@ -345,7 +345,7 @@ class IamAuthorizer:
         if source is None:
             return None
         hit = self._compiled.get(key)
-        if hit is not None and hit.same_source(source):
+        if hit is not None and (hit.source is source or hit.same_source(source)):  # the first: most requests
             return hit
         compiled = self._compile(source)
         if len(self._compiled) >= _PARSED_MAX:
