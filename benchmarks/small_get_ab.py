@@ -11,11 +11,17 @@ the table gives the median per tree over every pass of every round:
 
     .venv/bin/python benchmarks/small_get_ab.py base=../base/src new=src --rounds 4
 
-Each ``LABEL=SRC[,NAME=VALUE|,--serve-flag|,+sse]...`` is a server: a source tree, with environment
-variables and ``tierstore serve`` flags of its own (``new=src,--no-access-log``); ``+sse`` drives it
-through benchmarks/_s3bench_encrypted.py (buckets SSE-S3 by default, checked by a probe). The first
-is the reference the others are compared with. ``--only large_get --scale 1`` measures 8 x 64 MiB
-GETs instead (a tree may appear twice, plain and ``+sse``, to compare encrypted with plain):
+Each ``LABEL=SRC[,NAME=VALUE|,--serve-flag|,+sse|,user]...`` is a server: a source tree, with
+environment variables and ``tierstore serve`` flags of its own (``new=src,--no-access-log``); the
+first is the reference the others are compared with. ``+sse`` drives it through
+benchmarks/_s3bench_encrypted.py (buckets SSE-S3 by default, checked by a probe). ``,user``: that
+server's GETs (and its PUTs) are signed by an IAM user whose one attached policy allows ``s3:*``,
+made through the server's IAM API (issue 15 trees only), not by the root key:
+
+    .venv/bin/python benchmarks/small_get_ab.py base=../base/src new=src new_user=src,user
+
+``--only large_get --scale 1`` measures 8 x 64 MiB GETs instead (a tree may appear twice, plain
+and ``+sse``, to compare encrypted with plain):
 
     .venv/bin/python benchmarks/small_get_ab.py plain=src sse=src,+sse --only large_get --scale 1 --repeat 2
 """
@@ -48,8 +54,10 @@ class Tree(Tierstore):
         super().__init__(work / self.label, workers, 0)
         self.src = Path(src).resolve()
         self.extra = extra + [o for o in opts if o.startswith("--")]
-        self.env = dict(o.split("=", 1) for o in opts if not o.startswith(("--", "+")))
+        self.env = dict(o.split("=", 1) for o in opts if "=" in o and not o.startswith(("--", "+")))
         self.script = ENCRYPTED if "+sse" in opts else BENCH / "s3bench.py"
+        self.user = "user" in opts
+        self.key = (AK, SK)
         self.cpu_us: list[float] = []
         self.ops_s: list[float] = []
         self.mb_s: list[float] = []
@@ -69,12 +77,28 @@ class Tree(Tierstore):
         wait_http(self.port, proc=self.proc)
         time.sleep(1)
         self.tree = process_tree(self.proc.pid)
+        if self.user:
+            self.key = self._make_user()
+
+    def _make_user(self) -> tuple[str, str]:
+        """An IAM user allowed ``s3:*`` by one attached managed policy; its new access key."""
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=f"http://127.0.0.1:{self.port}", region_name="us-east-1",
+                           aws_access_key_id=AK, aws_secret_access_key=SK)  # fmt: skip
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.create_user(UserName="bench")
+        arn = iam.create_policy(PolicyName="bench-s3", PolicyDocument=json.dumps(policy))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="bench", PolicyArn=arn)
+        key = iam.create_access_key(UserName="bench")["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
 
     def bench(self, args: argparse.Namespace) -> None:
         assert self.proc is not None
         pids = process_tree(self.proc.pid)
         cmd = [sys.executable, str(self.script), "--endpoint", f"http://127.0.0.1:{self.port}",
-               "--access-key", AK, "--secret-key", SK, *(x for p in pids for x in ("--server-pid", str(p))),
+               "--access-key", self.key[0], "--secret-key", self.key[1],
+               *(x for p in pids for x in ("--server-pid", str(p))),
                "--only", args.only, "--scale", str(args.scale), "--repeat", str(args.repeat),
                "--label", self.label]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

@@ -113,3 +113,13 @@ def test_access_line_escapes_repeated_client_strings_the_same_every_time() -> No
     for i in range(3 * _accesslog._ESCAPED_MAX):
         access_line(x, "RID", "10.0.0.1", "GET", "AK", "GetObject", "b", "k", 200, "", 0, 0, f"ua-{i}")
     assert len(_accesslog._ESCAPED) <= _accesslog._ESCAPED_MAX
+
+
+def test_iso_time_is_utc_to_the_millisecond_across_seconds() -> None:
+    """``iso_time`` formats each second once and looks its milliseconds up: the text must be
+    strftime's for every value, also when the second goes back (workers share no clock state)."""
+    from tierstore.api._accesslog import iso_time
+
+    for t in (1796614716.0, 1796614716.9994, 1796614717.0005, 1796614716.5, 1.25, 1796614799.999):
+        seconds, millis = divmod(int(t * 1000), 1000)
+        assert iso_time(t) == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"

@@ -216,3 +216,39 @@ def test_a_missing_bucket_or_a_broken_stored_policy_grants_nothing(
     broken = bucket_policy(allow("s3:GetObject", "arn:aws:s3:::b/*", Condition={"Nope": {}}))
     asyncio.run(buckets.put_policy("b", broken, public=True))  # stored before validation existed
     assert not allowed(authz, anon("s3:GetObject"))
+
+
+def test_remembered_allows_yield_to_a_new_deny_and_to_conditions(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    """An allow that read no condition key is remembered per key and check (the request path's
+    4 KiB GET skips the evaluation): it survives the identity cache's reload while the policies
+    are the same, and yields to a bucket-policy Deny, a changed identity policy, and any
+    statement whose condition decides."""
+    ids, _, clock = setup
+    asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
+    buckets = BucketAccessService(ids.catalog, monotonic=clock)
+    authz = IamAuthorizer(ids, buckets=buckets)
+    key = user_key(ids, "r", policy(allow("s3:GetObject", "arn:aws:s3:::b/*")))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    remembered = authz._compiled[key].allowed
+    assert list(remembered) == [("s3:GetObject", OBJ)]
+    clock.now += ids.cache_ttl_s + 0.01  # the identity cache reloads an equal principal: kept
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    assert authz._compiled[key].allowed is remembered
+    # A bucket-policy Deny for that very check wins over the remembered allow.
+    deny = bucket_policy({"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": OBJ})
+    asyncio.run(buckets.put_policy("b", deny, public=False))
+    denied = request(key, ("s3:GetObject", OBJ))
+    assert not allowed(authz, denied)
+    assert denied.decision.reason == "explicit_deny" and denied.decision.policy == "bucket-policy:b"
+    asyncio.run(buckets.delete_policy("b"))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
+    # A condition that decides is evaluated every time (an allow that read it is not remembered).
+    conditional = policy(allow("s3:GetObject", "*", Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}))
+    asyncio.run(ids.catalog.iam_put_inline("user", "r", "p0", conditional))
+    clock.now += ids.cache_ttl_s + 0.01
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ), client="10.1.2.3"))
+    assert authz._compiled[key].allowed == {}
+    assert not allowed(authz, request(key, ("s3:GetObject", OBJ), client="192.168.1.1"))
+    assert allowed(authz, request(key, ("s3:GetObject", OBJ), client="10.9.9.9"))

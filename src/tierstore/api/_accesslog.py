@@ -8,7 +8,6 @@ reaches the log.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -135,18 +134,21 @@ def access_line(
     # The strings a client repeats all day (its key, the bucket, its User-Agent, the deciding
     # statement) escaped once each (``_escaped``); the object key, new on every line, each time.
     seen = _ESCAPED
+    # Plain ``{int}`` fields (a ``:d`` spec costs a format-spec parse per field), the two floats
+    # through one ``%`` (cheaper than two ``:.6f`` specs), the time from a per-second prefix.
     return (
         f'{{"time": "{iso_time(x.wall_started)}", "request_id": "{request_id}", '
         f'"remote": "{remote}", "access_key": {seen.get(access_key) or _escaped(access_key)}, '
         f'"method": "{method}", "api": "{api}", "bucket": {seen.get(bucket) or _escaped(bucket)}, '
-        f'"key": {encode_basestring_ascii(key[:MAX_LOGGED_CHARS]) if key else _EMPTY}, "status": {status:d}, '
-        f'"error": "{error_code}", "bytes_in": {x.bytes_in:d}, "bytes_out": {x.bytes_out:d}, '
-        f'"ttfb_s": {ttfb_s:.6f}, "total_s": {total_s:.6f}, '
+        f'"key": {encode_basestring_ascii(key[:MAX_LOGGED_CHARS]) if key else _EMPTY}, "status": {status}, '
+        f'"error": "{error_code}", "bytes_in": {x.bytes_in}, "bytes_out": {x.bytes_out}, '
+        f'{_TIMES % (ttfb_s, total_s)}, '
         f'"user_agent": {seen.get(user_agent) or _escaped(user_agent)}, '
         f'"decision": "{decision}", "policy": {seen.get(policy) or _escaped(policy)}}}'
     )
 
 
+_TIMES = '"ttfb_s": %.6f, "total_s": %.6f'
 _ESCAPED: dict[str | None, str] = {None: _EMPTY, "": _EMPTY}  # a string -> json_str(string)
 _ESCAPED_MAX = 256  # a few KiB at most: a User-Agent is cut at MAX_LOGGED_CHARS
 
@@ -162,11 +164,21 @@ def _escaped(text: str | None) -> str:
 
 
 def iso_time(t: float) -> str:
-    """``t`` (seconds since the epoch) as ``2026-12-07T02:38:36.123Z``."""
-    seconds, millis = divmod(int(t * 1000), 1000)
-    return f"{_utc_second(seconds)}.{millis:03d}Z"
+    """``t`` (seconds since the epoch) as ``2026-12-07T02:38:36.123Z``: the second's text is
+    formatted once per second (``_second``), the milliseconds looked up (``_MILLIS``)."""
+    millis = int(t * 1000)
+    seconds = millis // 1000
+    second = _second
+    if second[0] != seconds:
+        second = _new_second(seconds)
+    return second[1] + _MILLIS[millis - seconds * 1000]
 
 
-@functools.lru_cache(maxsize=4)
-def _utc_second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+_MILLIS = tuple(f".{i:03d}Z" for i in range(1000))
+_second: tuple[int, str] = (-1, "")  # the last second logged, and its text
+
+
+def _new_second(seconds: int) -> tuple[int, str]:
+    global _second
+    _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return _second

@@ -172,9 +172,8 @@ class S3App:
         error_code = ""
         try:
             req = self._parse(scope, receive)
-            req.action = route(
-                req.method, req.bucket, req.key, req.query, req.headers, virtual=req.virtual_bucket is not None
-            ).action
+            virtual = req.virtual_bucket is not None
+            req.action = route(req.method, req.bucket, req.key, req.query, req.headers, virtual).action
             if req.action in PROBE_ACTIONS:  # health and metrics: before authentication, not logged
                 resp = await self._probe(req, scope)
             elif req.action == QUERY_API:  # IAM/STS: the form names the action
@@ -244,6 +243,11 @@ class S3App:
                 bucket, key, user_agent = req.bucket, req.key, req.headers.get("user-agent")
             else:
                 access_key, bucket, key, user_agent = "", None, None, None
+            if decided is not None:  # _decided_by, inline
+                reason = decided.reason
+                policy = f"{decided.policy}:{decided.statement}" if decided.policy else None
+            else:
+                reason, policy = "", None
             self.access_log.write(
                 access_line(
                     x,
@@ -259,8 +263,8 @@ class S3App:
                     ttfb_s,
                     total_s,
                     user_agent,
-                    decided.reason if decided is not None else "",
-                    _decided_by(decided),
+                    reason,
+                    policy,
                 )
             )
 
@@ -534,7 +538,7 @@ class S3App:
             refuse_customer_key_over_http(headers, scope)
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
         if auth.access_key is not None:
-            principal = Principal(auth.access_key, auth.session)
+            principal = tuple.__new__(Principal, (auth.access_key, auth.session))  # NamedTuple, no Python __new__
         elif action is None or req.bucket == EXTENSION_PREFIX:
             # An unsigned caller learns nothing of what we lack, and the /_tierstore/ extensions
             # (batch, query, datasets, admin) are for signed callers only.
@@ -546,15 +550,15 @@ class S3App:
                 _extensions.refuse(req, self.ctx)
             refuse(req.method, req.bucket, req.key, req.query)
             raise AssertionError(req.action)  # refuse() always raises
-        req.authz = RequestContext(
+        req.authz = RequestContext(  # positional: principal, api, checks, scheme, headers, query, scope, bucket_request
             principal,
             req.action,
             checks(action, req.bucket, req.key, req.query, headers),
-            scheme=auth.scheme,
-            headers=headers,
-            query=req.query,
-            scope=scope,
-            bucket_request=req.key is None,
+            auth.scheme,
+            headers,
+            req.query,
+            scope,
+            req.key is None,
         )
         self.authorizer.authorize(req.authz)
         try:

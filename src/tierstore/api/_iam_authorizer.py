@@ -74,6 +74,9 @@ _S3_ARN = "arn:aws:s3:::"
 _EXISTING_TAG = "s3:existingobjecttag/"
 _ASSUME_ROLE = "sts:AssumeRole"  # sts:AssumeRole, ...WithWebIdentity, ...WithSAML: the role's trust policy decides too
 _PARSED_MAX = 4096
+# Remembered allows (``_Compiled.allowed``) over all keys of a worker, then all forgotten at once:
+# ~200 bytes each, so at most ~7 MiB; enough for a job re-reading tens of thousands of objects.
+_REMEMBERED_MAX = 32768
 
 
 def validate_policy(document: str, kind: str = "identity") -> iam.Policy:
@@ -96,7 +99,7 @@ def _deny_all(name: str) -> iam.Policy:
 class _Compiled:
     """One key's evaluation inputs, built from one ``principal_for`` answer."""
 
-    __slots__ = ("boundary", "identity", "principal", "root", "service", "session", "source")
+    __slots__ = ("allowed", "boundary", "identity", "principal", "root", "service", "session", "source")
 
     def __init__(
         self,
@@ -113,6 +116,22 @@ class _Compiled:
         self.boundary = boundary
         self.root = principal.type == "Root"
         self.service = isinstance(source, EnginePrincipal) and source.kind == "service"
+        # Allows that read no condition key, policy variable or tag: a function of these policies,
+        # the check and the bucket policy alone (the value: the bucket policy it was decided
+        # with, by identity, and the decision). Dropped with this object when the key's policies
+        # change; not kept for the anonymous principal (RestrictPublicBuckets, ACLs).
+        self.allowed: dict[Check, tuple[iam.Policy | None, iam.Decision]] = {}
+
+    def same_source(self, source: object) -> bool:
+        """Whether ``source`` (a fresh ``principal_for`` answer, role or user state) is what this
+        was built from: the same object, or an equal one (the identity cache reloads every
+        second; equal inputs compile to the same policies, so the remembered allows stay)."""
+        if self.source is source:
+            return True
+        if self.source == source:
+            self.source = source  # the next lookup is an identity check again
+            return True
+        return False
 
 
 class IamAuthorizer:
@@ -141,6 +160,7 @@ class IamAuthorizer:
         self._is_root_key = identities.is_root_key
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
+        self._remembered = 0  # allows remembered since the last ``_forget_allows``
 
     def authorize(self, request: RequestContext) -> None:
         key, identity = request.principal
@@ -149,7 +169,7 @@ class IamAuthorizer:
                 request.decision = ROOT_ALLOW
                 return
         elif request.principal.is_anonymous:
-            self._decide(request, _ANONYMOUS, LazyConditions(request))
+            self._decide(request, _ANONYMOUS)
             return
         elif isinstance(identity, Session | WebIdentity):  # STS credentials or a web identity
             self._authorize_session(request, identity)
@@ -165,29 +185,58 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
-        self._decide(request, compiled, LazyConditions(request))
+        self._decide(request, compiled)
 
-    def _decide(self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any]) -> None:
+    def _decide(
+        self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any] | None = None
+    ) -> None:
         """Every check of ``request`` must be allowed for ``compiled`` (AWS's one-account
         evaluation, ``iam.evaluate``): the bucket's policy (or, for ``sts:AssumeRole*``, the
         role's trust policy) joins as the resource policy; an ACL grant (``_acl_allows``) may
         allow what no policy does, never what one denies. The last decision (or the denying
-        one) is kept on the request."""
-        now = datetime.now(UTC)
+        one) is kept on the request. ``conditions``: the request's condition keys (None: read
+        from ``request`` when a policy asks).
+
+        An allow that read no condition key is remembered per key for its (action, resource)
+        and bucket policy (``_Compiled.allowed``): the same check again is one dict lookup, not
+        an evaluation. Denies are never remembered, and any change to the key's policies (a new
+        ``_Compiled``) or to the bucket's policy (another ``iam.Policy``) evaluates again."""
+        now: datetime | None = None
         decision: iam.Decision | None = None
         principal, session = compiled.principal, compiled.session
         anonymous = principal.type == "Anonymous"
+        allowed = compiled.allowed
         for check in request.checks:
             action = check.action
-            trust = self._trust_for(check, principal, conditions, now) if action.startswith(_ASSUME_ROLE) else None
+            if action.startswith(_ASSUME_ROLE):
+                if conditions is None:
+                    conditions = LazyConditions(request)
+                now = now or datetime.now(UTC)
+                trust = self._trust_for(check, principal, conditions, now)
+            else:
+                trust = None
             resource, restricted = (trust, False) if trust is not None else self._resource_policy(check.resource)
+            if trust is None and not anonymous:
+                known = allowed.get(check)
+                if known is not None and known[0] is resource:
+                    decision = known[1]
+                    continue
+            if conditions is None:
+                conditions = LazyConditions(request)
+            now = now or datetime.now(UTC)
+            asked = iam.AuthzRequest(principal, action, check.resource, conditions, now, self._resolver(check, request))
             decision = iam.evaluate(
-                iam.AuthzRequest(principal, action, check.resource, conditions, now, self._resolver(check, request)),
+                asked,
                 identity=compiled.identity,
                 resource=resource,
                 session=session,
                 boundary=compiled.boundary,
             )
+            if decision.allowed and not asked.read_context and trust is None and not anonymous:
+                if self._remembered >= _REMEMBERED_MAX:
+                    self._forget_allows()
+                allowed[check] = (resource, decision)
+                self._remembered += 1
             if restricted and anonymous and decision.allowed:
                 # RestrictPublicBuckets: a public policy grants nothing outside the account.
                 decision = iam.Decision(False, "implicit_deny", decision.policy, "resource", decision.statement)
@@ -198,6 +247,12 @@ class IamAuthorizer:
                 request.decision = decision
                 raise e.AccessDenied(DENIED)
         request.decision = decision
+
+    def _forget_allows(self) -> None:
+        """Drop every key's remembered allows (the budget is shared by all keys)."""
+        for compiled in (*self._compiled.values(), *self._sessions.values()):
+            compiled.allowed.clear()
+        self._remembered = 0
 
     def _resource_policy(self, resource: str) -> tuple[iam.Policy | None, bool]:
         """(the policy of the bucket ``resource`` is in, whether that policy is public and the
@@ -290,7 +345,7 @@ class IamAuthorizer:
         if source is None:
             return None
         hit = self._compiled.get(key)
-        if hit is not None and hit.source is source:
+        if hit is not None and (hit.source is source or hit.same_source(source)):  # the first: most requests
             return hit
         compiled = self._compile(source)
         if len(self._compiled) >= _PARSED_MAX:
@@ -396,7 +451,7 @@ class IamAuthorizer:
         else:
             source = session.kind  # the root: nothing to look up
         hit = self._sessions.get(session.access_key_id)
-        if hit is not None and hit.source is source:
+        if hit is not None and hit.same_source(source):
             return hit
         compiled = self._compile_session(session, source)
         if len(self._sessions) >= _PARSED_MAX:

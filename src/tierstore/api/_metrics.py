@@ -57,6 +57,21 @@ class _UsageCache:
     took_s: float
 
 
+class _Pending:
+    """What one API counted since the last flush: requests per status class (index: status //
+    100), body bytes each way, and per histogram the observations per bucket (+Inf last), then
+    their sum."""
+
+    __slots__ = ("bytes_in", "bytes_out", "duration", "statuses", "ttfb")
+
+    def __init__(self) -> None:
+        self.statuses = [0] * 10
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.ttfb = [0.0] * (len(_TTFB_BOUNDS) + 1)
+        self.duration = [0.0] * (len(_DURATION_BOUNDS) + 1)
+
+
 class Metrics:
     """The metrics of one worker process. ``multiproc_dir``: the directory shared by the server's
     workers (None: this process only, e.g. an app built in a test)."""
@@ -111,7 +126,7 @@ class Metrics:
         self.heal_blobs_done = heal("tierstore_heal_blobs_done", "Blobs the running pass has visited.")
         self.heal_bytes_done = heal("tierstore_heal_bytes_done", "Bytes the running pass has read.")
         self._counts: dict[tuple[Any, ...], float] = {}  # (metric, *labels) -> not yet flushed
-        self._histograms: dict[str, tuple[list[float], list[float]]] = {}  # api -> (ttfb, duration)
+        self._by_api: dict[str, _Pending] = {}  # api -> what it counted since the flush
         self._inflight: dict[str, int] = {}
         self._inflight_flushed: dict[str, int] = {}
         self._usage: _UsageCache | None = None
@@ -137,31 +152,25 @@ class Metrics:
         (the dispatcher calls it for every request: a call with keywords costs more)."""
         if inflight:
             self._inflight[api] -= 1
-        counts = self._counts
-        key: tuple[Any, ...] = (self.requests, api, _STATUS_CLASS[status // 100])
-        counts[key] = counts.get(key, 0) + 1
         if error_code:
             key = (self.errors, api, error_code)
-            counts[key] = counts.get(key, 0) + 1
-        if bytes_in:
-            key = (self.received, api)
-            counts[key] = counts.get(key, 0) + bytes_in
-        if bytes_out:
-            key = (self.sent, api)
-            counts[key] = counts.get(key, 0) + bytes_out
-        # Both histograms of the API in one lookup (inline: this runs for every request).
-        pending = self._histograms.get(api)
+            self._counts[key] = self._counts.get(key, 0) + 1
+        # Everything else the API counted in one record, found with one lookup (no tuple keys
+        # built and hashed per request: this runs for every request).
+        pending = self._by_api.get(api)
         if pending is None:
-            pending = self._histograms[api] = (self._pending(_TTFB_BOUNDS), self._pending(_DURATION_BOUNDS))
-        ttfb, duration = pending
+            pending = self._by_api[api] = _Pending()
+        pending.statuses[status // 100] += 1
+        if bytes_in:
+            pending.bytes_in += bytes_in
+        if bytes_out:
+            pending.bytes_out += bytes_out
+        ttfb = pending.ttfb
         ttfb[bisect_left(_TTFB_BOUNDS, ttfb_s)] += 1
         ttfb[-1] += ttfb_s
+        duration = pending.duration
         duration[bisect_left(_DURATION_BOUNDS, total_s)] += 1
         duration[-1] += total_s
-
-    @staticmethod
-    def _pending(bounds: tuple[float, ...]) -> list[float]:
-        return [0.0] * (len(bounds) + 1)  # observations per bucket (+Inf last), then their sum
 
     def batch_served(self, served: int, failed: int, size_bytes: int) -> None:
         counts = self._counts
@@ -176,9 +185,16 @@ class Metrics:
         counts, self._counts = self._counts, {}
         for (metric, *labels), n in counts.items():
             (metric.labels(*labels) if labels else metric).inc(n)
-        histograms, self._histograms = self._histograms, {}
-        for api, both in histograms.items():
-            for histogram, pending in zip((self.ttfb, self.duration), both, strict=True):
+        by_api, self._by_api = self._by_api, {}
+        for api, counted in by_api.items():
+            for status_class, n in enumerate(counted.statuses):
+                if n:
+                    self.requests.labels(api, _STATUS_CLASS[status_class]).inc(n)
+            if counted.bytes_in:
+                self.received.labels(api).inc(counted.bytes_in)
+            if counted.bytes_out:
+                self.sent.labels(api).inc(counted.bytes_out)
+            for histogram, pending in ((self.ttfb, counted.ttfb), (self.duration, counted.duration)):
                 child = histogram.labels(api)
                 # Histogram.observe() adds 1 to the first bucket whose bound holds the value (the
                 # exposition makes them cumulative) and the value to the sum: the same, n at a time.

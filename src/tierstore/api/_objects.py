@@ -91,6 +91,8 @@ _RESPONSE_OVERRIDES = {
     "response-content-disposition": "content-disposition",
     "response-content-encoding": "content-encoding",
 }
+# The precondition headers of a read (``read_conditions``): a GET without any gets Conditions().
+_CONDITION_HEADERS = frozenset(("if-match", "if-none-match", "if-modified-since", "if-unmodified-since"))
 _OBJECT_ATTRIBUTES = frozenset({"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"})
 
 
@@ -214,17 +216,19 @@ async def head_object(req: Request, ctx: Context) -> Response:
 
 async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     assert req.bucket is not None and req.key is not None
-    customer = _sse.parse_read(req.headers)  # checked against the object by the engine, first
+    h = req.headers
+    customer = _sse.parse_read(h)  # checked against the object by the engine, first
     q = req.query
     part_number = int_param(q, "partNumber", 0, lo=1) if "partNumber" in q else None
     if part_number is not None and part_number > MAX_PART_NUMBER:
         raise e.InvalidArgument(f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive")
+    # Positional, and the headers' parsers called only for headers sent (every GET runs this).
     opts = GetOptions(
-        byte_range=ByteRange.parse(req.headers.get("range")),
-        conditions=read_conditions(req),
-        part_number=part_number,
-        version_id=q.get("versionId"),
-        customer_key=customer.key if customer is not None else None,
+        ByteRange.parse(h["range"]) if "range" in h else None,
+        Conditions() if _CONDITION_HEADERS.isdisjoint(h) else read_conditions(req),
+        part_number,
+        q.get("versionId"),
+        customer.key if customer is not None else None,
     )
     try:
         if head:
@@ -248,9 +252,10 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
             await result.body.aclose()  # type: ignore[attr-defined]
         raise
     headers = _read_headers(req, result)
-    headers += _sse.response_headers(
-        _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
-    )
+    if result.meta.encryption:
+        headers += _sse.response_headers(
+            _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
+        )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
         headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
     if head:
@@ -279,13 +284,15 @@ def _read_headers(req: Request, result: GetResult) -> list[tuple[str, str]]:
     ]
     hdrs = dict(meta.headers)
     hdrs.setdefault("content-type", "binary/octet-stream")
-    for q, h in _RESPONSE_OVERRIDES.items():
-        if q in req.query:
-            hdrs[h] = req.query[q].encode("utf-8").decode("latin-1")  # the UTF-8 bytes it was sent as
-    out += list(hdrs.items())
+    if req.query:
+        for q, h in _RESPONSE_OVERRIDES.items():
+            if q in req.query:
+                hdrs[h] = req.query[q].encode("utf-8").decode("latin-1")  # the UTF-8 bytes it was sent as
+    out += hdrs.items()
     # User metadata is text (UTF-8 on the wire); _send writes header strings as latin-1, so hand
     # it the UTF-8 bytes as latin-1 code points: the client gets back the bytes it sent.
-    out += [(f"x-amz-meta-{k}", v.encode("utf-8").decode("latin-1")) for k, v in meta.user_meta.items()]
+    if meta.user_meta:
+        out += [(f"x-amz-meta-{k}", v.encode("utf-8").decode("latin-1")) for k, v in meta.user_meta.items()]
     if result.partial:
         end = result.offset + result.length - 1
         out.append(("content-range", f"bytes {result.offset}-{end}/{meta.size_bytes}"))
@@ -299,7 +306,8 @@ def _read_headers(req: Request, result: GetResult) -> list[tuple[str, str]]:
         out.append(("x-amz-version-id", meta.version_id))
     if meta.tags:
         out.append(("x-amz-tagging-count", str(len(meta.tags))))
-    out += _lock_read_headers(meta)
+    if meta.lock:
+        out += _lock_read_headers(meta)
     # The object's checksum describes the bytes sent only when they are all of it (part 1 of
     # an object stored in one PUT is a 206 of the whole object).
     whole = not result.partial or ("partNumber" in req.query and result.length == meta.size_bytes)

@@ -220,7 +220,6 @@ def route(
     key: str | None,
     query: Mapping[str, str],
     headers: Mapping[str, str],
-    *,
     virtual: bool = False,
 ) -> Route:
     """The action of a request. ``bucket``/``key`` as parsed (path-style or virtual-hosted:
@@ -597,7 +596,7 @@ def checks(
     perms = action.perms
     if len(perms) == 1 and perms[0].on == "request" and not perms[0].if_header:  # most requests
         p = perms[0]
-        return (Check(p.versioned if p.versioned and version is not None else p.action, target),)
+        return (tuple.__new__(Check, (p.versioned if p.versioned and version is not None else p.action, target)),)
     out = []
     for p in perms:
         if p.if_header:

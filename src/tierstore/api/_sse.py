@@ -86,6 +86,10 @@ _KMS_KEY = "x-amz-server-side-encryption-aws-kms-key-id"
 _CONTEXT = "x-amz-server-side-encryption-context"
 _BUCKET_KEY = "x-amz-server-side-encryption-bucket-key-enabled"
 _SSE_C = "x-amz-server-side-encryption-customer-"
+# Every header ``parse_read`` looks at: a read that sends none of them has nothing to check.
+_READ_HEADERS = frozenset(
+    (_SSE, _KMS_KEY, _CONTEXT, _BUCKET_KEY, *(_SSE_C + part for part in ("algorithm", "key", "key-md5")))
+)
 _COPY_SSE_C = "x-amz-copy-source-server-side-encryption-customer-"
 _CUSTOMER_HEADERS = frozenset(p + n for p in (_SSE_C, _COPY_SSE_C) for n in ("algorithm", "key", "key-md5"))
 _SSE_C_KEY_BYTES = 32  # AES256
@@ -236,6 +240,8 @@ def with_default(sse: SseRequest, default: BucketEncryption | None) -> SseReques
 def parse_read(headers: Mapping[str, str]) -> CustomerKey | None:
     """GetObject / HeadObject: S3 refuses the SSE-S3/KMS headers there (the object's encryption
     cannot change on a read); the SSE-C key, if any, validated."""
+    if _READ_HEADERS.isdisjoint(headers):  # nearly every read: one C-level pass over the names
+        return None
     for name in (_SSE, _KMS_KEY, _CONTEXT, _BUCKET_KEY):
         if name in headers:
             raise e.InvalidArgument(f"{name} header is not supported for this operation.")

@@ -96,6 +96,10 @@ class AuthzRequest:
     resolve: Callable[[str], Sequence[str] | None] | None = None
     _context: Mapping[str, Sequence[str]] | None = field(default=None, init=False, repr=False, compare=False)
     _bucket: str | None = field(default=None, init=False, repr=False, compare=False)
+    # Whether the evaluation read any context key (a condition, a policy variable, a tag): when it
+    # did not, its decision is a function of the principal, the action, the resource and the
+    # policies alone, and a caller may reuse it for the same (action, resource).
+    read_context: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         resource = self.resource
@@ -104,6 +108,7 @@ class AuthzRequest:
 
     def lookup(self, key: str) -> Sequence[str] | None:
         """The values of a (lowercased) condition key, or None when the request has none."""
+        self.read_context = True
         derived = _DERIVED.get(key)
         if derived is not None:
             return derived(self)
