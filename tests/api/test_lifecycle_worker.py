@@ -75,8 +75,14 @@ def exists(s3: Any, bucket: str, key: str) -> bool:
 def versions(s3: Any, bucket: str, key: str) -> list[tuple[str, bool, bool]]:
     """(version id, is a delete marker, is latest) of ``key``, newest first."""
     page = s3.list_object_versions(Bucket=bucket, Prefix=key)
-    out = [(v["VersionId"], False, v["IsLatest"], v["LastModified"]) for v in page.get("Versions", []) if v["Key"] == key]
-    out += [(v["VersionId"], True, v["IsLatest"], v["LastModified"]) for v in page.get("DeleteMarkers", []) if v["Key"] == key]
+    out = [
+        (v["VersionId"], False, v["IsLatest"], v["LastModified"]) for v in page.get("Versions", []) if v["Key"] == key
+    ]
+    out += [
+        (v["VersionId"], True, v["IsLatest"], v["LastModified"])
+        for v in page.get("DeleteMarkers", [])
+        if v["Key"] == key
+    ]
     out.sort(key=lambda v: (not v[2], -v[3].timestamp()))
     return [(vid, dm, latest) for vid, dm, latest, _ in out]
 
@@ -93,7 +99,11 @@ def test_current_objects_expire_by_days_and_the_prefix_filter_is_respected(s3: A
 
 def test_an_expiration_date_in_the_past_expires_at_once(s3: Any) -> None:
     b = new_bucket(s3)
-    put_rules(s3, b, {"ID": "date", "Filter": {"Prefix": "d/"}, "Expiration": {"Date": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}})
+    put_rules(
+        s3,
+        b,
+        {"ID": "date", "Filter": {"Prefix": "d/"}, "Expiration": {"Date": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)}},
+    )
     s3.put_object(Bucket=b, Key="other", Body=b"x")
     s3.put_object(Bucket=b, Key="d/x", Body=b"x")
     wait_for("d/x expired", lambda: not exists(s3, b, "d/x"))
@@ -135,7 +145,9 @@ def test_a_delete_marker_left_alone_is_removed(s3: Any) -> None:
 
 def test_incomplete_uploads_are_aborted(s3: Any) -> None:
     b = new_bucket(s3)
-    put_rules(s3, b, {"ID": "u", "Filter": {"Prefix": "up/"}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}})
+    put_rules(
+        s3, b, {"ID": "u", "Filter": {"Prefix": "up/"}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+    )
     kept = s3.create_multipart_upload(Bucket=b, Key="other/y")["UploadId"]
     gone = s3.create_multipart_upload(Bucket=b, Key="up/x")["UploadId"]
     s3.upload_part(Bucket=b, Key="up/x", UploadId=gone, PartNumber=1, Body=b"p" * 1024)
@@ -156,7 +168,8 @@ def test_tag_size_and_and_filters_are_respected(s3: Any) -> None:
         s3, b,
         {"ID": "tag", "Filter": {"Tag": {"Key": "tmp", "Value": "yes"}}, "Expiration": {"Days": 1}},
         {"ID": "big", "Filter": {"ObjectSizeGreaterThan": 100}, "Expiration": {"Days": 1}},
-        {"ID": "and", "Filter": {"And": {"Prefix": "a/", "Tags": [{"Key": "x", "Value": "1"}]}}, "Expiration": {"Days": 1}},
+        {"ID": "and", "Filter": {"And": {"Prefix": "a/", "Tags": [{"Key": "x", "Value": "1"}]}},
+         "Expiration": {"Days": 1}},
     )  # fmt: skip
     spared = {
         "tag-other": ("tmp=no", b"s"),

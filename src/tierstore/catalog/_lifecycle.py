@@ -220,9 +220,7 @@ class LifecycleTables:
         """In the transaction that changes a bucket's rules: queue its recompute (from the start,
         also when one is under way)."""
         if old != new:
-            c.execute(
-                "INSERT OR REPLACE INTO lifecycle_recompute(bucket, after_key) VALUES(?, x'')", (bucket,)
-            )
+            c.execute("INSERT OR REPLACE INTO lifecycle_recompute(bucket, after_key) VALUES(?, x'')", (bucket,))
 
     @staticmethod
     def _lifecycle_bucket_gone(c: sqlite3.Connection, bucket: str) -> None:
@@ -350,8 +348,9 @@ class LifecycleTables:
         if due is None:
             c.execute("DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND version_id=? AND action=?", args)
         else:
-            c.execute("UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
-                      (due, *args))
+            c.execute(
+                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?", (due, *args)
+            )
         return Outcome()
 
     async def lifecycle_recompute_page(self, keys: int) -> tuple[str, int, bool] | None:

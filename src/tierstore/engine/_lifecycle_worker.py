@@ -129,9 +129,7 @@ class LifecycleWorker:
         self.recompute_keys = recompute_keys
         self.stats = LifecycleStats()
         # The mover of the tier data path (docs/tiers.md "The mover"); the one place it is looked up.
-        self._transition: Callable[[str, str, str, str], Awaitable[bool]] | None = getattr(
-            service, "transition", None
-        )
+        self._transition: Callable[[str, str, str, str], Awaitable[bool]] | None = getattr(service, "transition", None)
         self._warned_no_mover = False
 
     async def run_once(self, max_pages: int = 50) -> int:
@@ -191,16 +189,23 @@ class LifecycleWorker:
     async def _move(self, row: DueRow, storage_class: str, now_ns: int) -> str:
         if self._transition is None:
             if not self._warned_no_mover:
-                log.warning("lifecycle: no mover in this build: transitions wait (retried every %d s)",
-                            self.backoff_ns // _NS)
+                log.warning(
+                    "lifecycle: no mover in this build: transitions wait (retried every %d s)", self.backoff_ns // _NS
+                )
                 self._warned_no_mover = True
             await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns)
             return "deferred"
         try:
             moved = await self._transition(row.bucket, row.key, row.version_id, storage_class)
         except Exception as exc:
-            log.warning("lifecycle: transition of %s/%s %s to %s failed: %s",
-                        row.bucket, row.key, row.version_id, storage_class, exc)
+            log.warning(
+                "lifecycle: transition of %s/%s %s to %s failed: %s",
+                row.bucket,
+                row.key,
+                row.version_id,
+                storage_class,
+                exc,
+            )
             moved = False
         if not moved:
             self.stats.failed += 1
