@@ -90,15 +90,16 @@ async def catalog_part(root: Path, data: list[tuple[int, str, bytes, str, str]],
         catalog.close()
 
 
-def alt_part(root: Path, data: list[tuple[int, str, bytes, str, str]], now_ns: int, page: int) -> None:
+def alt_part(root: Path, data: list[tuple[int, str, bytes, str, str]], now_ns: int, *, reverse: bool = False) -> None:
     """Both layouts on plain sqlite3: load, find the due rows, replace one key's rows."""
-    for name, ddl in (
+    layouts = [
         ("chosen", "CREATE TABLE lifecycle_due(due_ns INTEGER NOT NULL, bucket TEXT NOT NULL, key BLOB NOT NULL,"
                    " version_id TEXT NOT NULL, action TEXT NOT NULL, PRIMARY KEY(bucket, key, version_id, action))"
                    " WITHOUT ROWID; CREATE INDEX lifecycle_due_at ON lifecycle_due(due_ns);"),
         ("due_ns-first key", ALT_DDL),
-    ):  # fmt: skip
-        path = root / f"{name.replace(' ', '_')}.db"
+    ]  # fmt: skip
+    for name, ddl in reversed(layouts) if reverse else layouts:
+        path = root / f"{name.replace(' ', '_')}-{int(reverse)}.db"
         c = sqlite3.connect(path, isolation_level=None)
         c.execute("PRAGMA journal_mode=WAL")
         c.executescript(ddl)
@@ -163,15 +164,20 @@ async def main() -> None:
     parser.add_argument("--page", type=int, default=200)
     parser.add_argument("--puts", type=int, default=2000)
     parser.add_argument("--dir", default=None, help="where the temporary catalogs go")
+    parser.add_argument("--layouts-only", action="store_true", help="only the two layouts, in both orders")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     root = Path(tempfile.mkdtemp(prefix="ts-lc-due-", dir=args.dir))
     try:
         now_ns = time.time_ns()
         data = rows(args.rows, args.due, now_ns)
-        await catalog_part(root, data, now_ns, args.page)
-        alt_part(root, data, now_ns, args.page)
-        await put_part(root, args.puts)
+        if not args.layouts_only:
+            await catalog_part(root, data, now_ns, args.page)
+        alt_part(root, data, now_ns)
+        if args.layouts_only:
+            alt_part(root, data, now_ns, reverse=True)  # the other order: the first one pays the cold cache
+        else:
+            await put_part(root, args.puts)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -99,6 +99,11 @@ class LifecyclePlanner(Protocol):
         """When an upload of ``key`` initiated at ``initiated_ns`` is aborted, or None."""
         ...
 
+    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
+        """False when no enabled rule's prefix admits ``key``: none of its versions can have a
+        row (rows of older rules are the recompute's to drop), so a write need not read them."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DueRow:
@@ -170,7 +175,8 @@ class LifecycleTables:
     def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None:
         """Recompute the due rows of one key's versions. Free for a bucket without rules."""
         rules = props.get("lifecycle")
-        if rules and self.lifecycle_planner is not None:
+        planner = self.lifecycle_planner
+        if rules and planner is not None and planner.may_apply(rules, key_b.decode()):
             self._plan_key(c, bucket, key_b, rules)
 
     def _plan_key(
@@ -234,6 +240,14 @@ class LifecycleTables:
             return int(self._reader().execute("SELECT count(*) FROM lifecycle_due").fetchone()[0])
         sql = "SELECT count(*) FROM lifecycle_due WHERE due_ns<=?"
         return int(self._reader().execute(sql, (now_ns,)).fetchone()[0])
+
+    def lifecycle_pending(self, now_ns: int) -> bool:
+        """Whether a recompute is queued or a row is due: one read of each index, so an idle
+        worker pass costs no write transaction."""
+        c = self._reader()
+        if c.execute("SELECT 1 FROM lifecycle_recompute LIMIT 1").fetchone() is not None:
+            return True
+        return c.execute("SELECT 1 FROM lifecycle_due WHERE due_ns<=? LIMIT 1", (now_ns,)).fetchone() is not None
 
     def lifecycle_rows(self, bucket: str) -> list[DueRow]:
         """A bucket's rows, in key order (tests, ``admin`` views)."""

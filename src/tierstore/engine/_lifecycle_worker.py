@@ -90,6 +90,9 @@ class LifecyclePlan:
             out.append(PlannedAction(v.version_id, due.action, due_ns, due.storage_class))
         return out
 
+    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
+        return any(r.enabled and key.startswith(r.filter.prefix or "") for r in self._config(rules).rules)
+
     def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
         due = upload_abort(self._config(rules), key, initiated_ns, self.day_s)
         return None if due is None else due.due_ns
@@ -134,6 +137,8 @@ class LifecycleWorker:
 
     async def run_once(self, max_pages: int = 50) -> int:
         """Recompute queued buckets, then act on what is due now; returns the rows handled."""
+        if not self.catalog.lifecycle_pending(self.service.clock.now_ns()):
+            return 0  # the common case: two index reads, no write transaction
         for _ in range(max_pages):
             page = await self.catalog.lifecycle_recompute_page(self.recompute_keys)
             if page is None:
