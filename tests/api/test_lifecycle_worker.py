@@ -238,3 +238,16 @@ def test_a_deleted_rule_stops_pending_actions(s3: Any) -> None:
     s3.put_object(Bucket=going, Key="k", Body=b"x")  # due after stopped/k would have been
     wait_for("going/k expired", lambda: not exists(s3, going, "k"))
     assert exists(s3, stopped, "k")
+
+
+def test_actions_and_due_rows_are_in_the_metrics(s3: Any, server1: ServerProcess) -> None:
+    from tests.api.test_metrics import scrape, value
+
+    b = new_bucket(s3)
+    put_rules(s3, b, {"ID": "d", "Filter": {"Prefix": "m/"}, "Expiration": {"Days": 1000}})
+    s3.put_object(Bucket=b, Key="m/later", Body=b"x")  # a row, due in 1,000 s
+    put_rules(s3, b, {"ID": "d", "Filter": {"Prefix": "m/"}, "Expiration": {"Days": 1}})
+    wait_for("m/later expired under the new rule", lambda: not exists(s3, b, "m/later"))
+    samples = scrape(server1)
+    assert value(samples, "tierstore_lifecycle_actions_total", action="expire") >= 1
+    assert ("tierstore_lifecycle_due_rows", frozenset()) in samples
