@@ -61,6 +61,7 @@ from tierstore.engine import (
     DEFAULT_INLINE_MAX_BYTES,
     DatasetService,
     IdentityService,
+    LifecycleWorker,
     ModelService,
     ObjectService,
     OidcVerifier,
@@ -408,7 +409,14 @@ def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
         kms: LocalKeyStore | None = LocalKeyStore(catalog, load_master_key(master_key_dirs(config)))
     except MasterKeyError:
         kms = None
-    service = ObjectService(catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, kms=kms)
+    service = ObjectService(
+        catalog,
+        blobs,
+        region=config.region,
+        inline_max_bytes=config.inline_max_bytes,
+        kms=kms,
+        lifecycle_day_s=config.lifecycle_day_s,
+    )
     return service, DatasetService(service)
 
 
@@ -419,7 +427,13 @@ def build_app(config: ServerConfig) -> S3App:
     kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     repairer.kms = kms  # heal --verify-encryption opens the data keys of SSE-S3/SSE-KMS objects
     service = ObjectService(
-        catalog, blobs, region=config.region, inline_max_bytes=config.inline_max_bytes, reserve=reserve, kms=kms
+        catalog,
+        blobs,
+        region=config.region,
+        inline_max_bytes=config.inline_max_bytes,
+        reserve=reserve,
+        kms=kms,
+        lifecycle_day_s=config.lifecycle_day_s,
     )
     service.tiers = TierService(catalog, master_key)  # tier credentials are sealed under it (docs/tiers.md)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
@@ -473,10 +487,27 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("stale upload pass failed")
             await asyncio.sleep(interval_s)
 
+    lifecycle = LifecycleWorker(service)
+    metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
+
+    async def lifecycle_loop() -> None:
+        """Act on due lifecycle rows (docs/tiers.md "Lifecycle"). Every worker runs it; rows are
+        claimed in catalog transactions. A few times per (shortened) day, at most every 5 s."""
+        interval_s = min(5.0, max(0.25, config.lifecycle_day_s / 4))
+        while True:
+            try:
+                before = dict(lifecycle.stats.actions)
+                await lifecycle.run_once()
+                metrics.lifecycle_acted(before, lifecycle.stats.actions)
+            except Exception:
+                log.exception("lifecycle pass failed")
+            await asyncio.sleep(interval_s)
+
     async def on_startup() -> None:
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(gc_loop()))
         tasks.append(loop.create_task(heal_loop()))
+        tasks.append(loop.create_task(lifecycle_loop()))
         if config.stale_uploads_expiry_s > 0:
             tasks.append(loop.create_task(stale_uploads_loop()))
 
@@ -498,7 +529,7 @@ def build_app(config: ServerConfig) -> S3App:
         models=ModelService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,
-        metrics=Metrics(os.environ.get(_METRICS_DIR_ENV)),
+        metrics=metrics,
         metrics_token=config.metrics_token,
         access_log=AccessLog.open(config.access_log_file or None) if config.access_log else None,
         audit_log=_open_audit_log(config),

@@ -73,7 +73,7 @@ def test_v9_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         _use_tiers(cat)
     finally:
         cat.close()
-    assert _version(db) == "10"
+    assert _version(db) == "11"  # v9 -> v10 -> v11 in one step
     assert _columns(db, "blobs") == ["blob_id", "size", "refs", "tier"]
     assert _columns(db, "tier_outbox") == ["tier", "blob_id", "queued_ns", "attempts", "next_ns"]
     conn = sqlite3.connect(db)
@@ -81,7 +81,7 @@ def test_v9_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         assert conn.execute("SELECT blob_id, size, refs, tier FROM blobs").fetchall() == [(BLOB, 5, 1, None)]
     finally:
         conn.close()
-    SqliteCatalog(db).close()  # and it opens again as v10
+    SqliteCatalog(db).close()  # and it opens again as current
 
 
 def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         other.close()
         cat.close()
     for db in dbs:
-        assert _version(db) == "10" and "tier" in _columns(db, "blobs")
+        assert _version(db) == "11" and "tier" in _columns(db, "blobs")
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT name FROM tiers").fetchall() == [("COLD",)]

@@ -117,6 +117,9 @@ class Metrics:
             registry=reg,
         )  # fmt: skip
         self.batch_bytes = Counter("tierstore_batch_bytes", "Object bytes served by batch reads.", registry=reg)
+        self.lifecycle_actions = Counter(
+            "tierstore_lifecycle_actions", "Lifecycle actions taken by the worker, by action.", ["action"], registry=reg
+        )
 
         def heal(name: str, doc: str) -> Gauge:  # the worker running a pass sets them; max over live workers
             return Gauge(name, doc, ["kind"], multiprocess_mode="livemax", registry=reg)
@@ -253,12 +256,20 @@ class Metrics:
             source: Iterable[Metric] = list(registry.collect())
         else:
             source = list(self._registry.collect())
+        due = await asyncio.to_thread(service.lifecycle_due_rows)
         families = [*source, *_store_families(health, usage, report)]
+        families.append(_single("tierstore_lifecycle_due_rows", "Rows in the lifecycle due index.", due))
         if view != "tierstore":
             families = list(_minio_families(families, server=server, bucket_only=view == "minio-bucket"))
         out = CollectorRegistry(auto_describe=False)
         out.register(_Fixed(families))
         return generate_latest(out)
+
+    def lifecycle_acted(self, before: dict[str, int], after: dict[str, int]) -> None:
+        """Count the lifecycle worker's actions of one pass (``after`` minus ``before``)."""
+        for action, n in after.items():
+            if n > before.get(action, 0):
+                self.lifecycle_actions.labels(action).inc(n - before.get(action, 0))
 
     def _forget_dead_workers(self) -> None:
         """Drop the in-flight and heal gauges of workers that died (granian respawns them)."""

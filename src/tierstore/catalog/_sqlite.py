@@ -44,6 +44,7 @@ from awscrt.checksums import crc32c
 
 from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._kms import KMS_DDL, KmsTables
+from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._sse import SseTables
@@ -80,7 +81,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -177,8 +178,9 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL
-# the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py)
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL
+# the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py);
+# the lifecycle due index (_lifecycle.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -454,6 +456,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         if "tier" not in {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}:
             conn.execute("ALTER TABLE blobs ADD COLUMN tier TEXT")
         found = 10
+    if found == 10:  # v10 -> v11: the lifecycle due index (docs/tiers.md); its tables come below
+        found = 11
     if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
@@ -475,9 +479,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v9)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v10)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -544,7 +548,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
+class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, LifecycleTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
@@ -829,6 +833,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
             for (upload_id,) in c.execute("SELECT upload_id FROM uploads WHERE bucket=?", (name,)).fetchall():
                 self._drop_upload(c, upload_id)
             c.execute("DELETE FROM completed_uploads WHERE bucket=?", (name,))
+            self._lifecycle_bucket_gone(c, name)
             c.execute("DELETE FROM buckets WHERE name=?", (name,))
 
         await self._write(fn)
@@ -916,6 +921,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
             props = self._props(c, name)
             new = update(dict(props))
             c.execute("UPDATE buckets SET props=? WHERE name=?", (json.dumps(new), name))
+            self._lifecycle_rules_changed(c, name, props.get("lifecycle"), new.get("lifecycle"))
             return new
 
         return await self._write(fn)
@@ -948,6 +954,10 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
     def _remove_version(self, c: sqlite3.Connection, bucket: str, key_b: bytes, record: VersionRecord) -> None:
         c.execute(
             "DELETE FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, record.meta.version_id)
+        )
+        c.execute(  # its lifecycle rows with it (the key's others are recomputed by the caller's write)
+            "DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND version_id=?",
+            (bucket, key_b, record.meta.version_id),
         )
         inline_id = record.inline_id  # gone with its version, unless a dataset pins it
         if inline_id is not None and not c.execute(
@@ -1011,6 +1021,10 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
                 record.inline_id,
             ),
         )
+
+    @staticmethod
+    def _new_marker(meta: ObjectMeta) -> VersionRecord:
+        return VersionRecord(meta=meta, blobs=[], is_delete_marker=True)
 
     @staticmethod
     def _promote_newest(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
@@ -1111,6 +1125,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
             self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
             stale = current is not None and not current.is_delete_marker
             self._reindex(c, m.bucket, key_b, attrs, stale=stale)
+            self._lifecycle_key(c, m.bucket, key_b, props)
             if done is not None:
                 done(c)
             return m.version_id
@@ -1133,6 +1148,12 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
 
         def fn(c: sqlite3.Connection) -> tuple[VersionRecord | None, bool]:
             props = self._props(c, bucket)
+            out = change(c, props)
+            if out[0] is not None:
+                self._lifecycle_key(c, bucket, key_b, props)
+            return out
+
+        def change(c: sqlite3.Connection, props: dict[str, Any]) -> tuple[VersionRecord | None, bool]:
             status = props.get("versioning")
             if version_id is not None:
                 target = self._version_in(c, bucket, key_b, version_id)
@@ -1177,7 +1198,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
         key_b = key.encode()
 
         def fn(c: sqlite3.Connection) -> VersionRecord:
-            self._props(c, bucket)
+            props = self._props(c, bucket)
             if version_id is None:
                 record = self._latest_in(c, bucket, key_b)
             else:
@@ -1190,6 +1211,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
                 (_meta_json(record.meta), bucket, key_b, record.meta.version_id),
             )
             self._reindex(c, bucket, key_b)
+            self._lifecycle_key(c, bucket, key_b, props)  # tags and locks change what is due
             return record
 
         return await self._write(fn)
@@ -1404,12 +1426,13 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
             doc["e"] = info.encryption
 
         def fn(c: sqlite3.Connection) -> None:
-            if not c.execute("SELECT 1 FROM buckets WHERE name=?", (info.bucket,)).fetchone():
-                raise NoSuchBucket(resource=info.bucket)
+            props = self._props(c, info.bucket)
+            key_b = info.key.encode()
             c.execute(
                 "INSERT INTO uploads(upload_id, bucket, key, initiated_ns, meta) VALUES(?,?,?,?,?)",
-                (info.upload_id, info.bucket, info.key.encode(), info.initiated_ns, json.dumps(doc)),
+                (info.upload_id, info.bucket, key_b, info.initiated_ns, json.dumps(doc)),
             )
+            self._lifecycle_upload(c, info.bucket, key_b, info.upload_id, info.initiated_ns, props)
 
         await self._write(fn)
 
@@ -1500,6 +1523,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
         blob_ids = [r[0] for r in c.execute("SELECT blob_id FROM parts WHERE upload_id=?", (upload_id,))]
         self._unref_all(c, blob_ids)
         c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
+        self._lifecycle_upload_gone(c, upload_id)
         c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
     async def abort_upload(self, upload_id: str) -> None:
@@ -1576,6 +1600,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables):
                     c.execute("UPDATE blobs SET refs = refs - 1 WHERE blob_id=?", (blob_id,))
             self._unref_all(c, [b for b in blob_ids if b not in chosen])
             c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
+            self._lifecycle_upload_gone(c, upload_id)
             c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
 
         return await self.put_version(

@@ -30,6 +30,7 @@ from tierstore.engine._lifecycle import (
     current_expiration,
     next_action,
 )
+from tierstore.engine._lifecycle_worker import LifecyclePlan, LifecycleWorker
 from tierstore.engine._lock import (
     DefaultRetention,
     LockConfig,
@@ -98,8 +99,10 @@ __all__ = [
     "LifecycleConfig",
     "LifecycleExpiration",
     "LifecycleFilter",
+    "LifecyclePlan",
     "LifecycleRule",
     "LifecycleTransition",
+    "LifecycleWorker",
     "LockConfig",
     "LockRequest",
     "MayRead",

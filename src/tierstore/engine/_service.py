@@ -50,6 +50,8 @@ from tierstore.engine._encryption import (
     seal_chunks,
 )
 from tierstore.engine._health import BucketUsage
+from tierstore.engine._lifecycle import DAY_S
+from tierstore.engine._lifecycle_worker import LifecyclePlan
 from tierstore.engine._lock import (
     LockConfig,
     LockRequest,
@@ -390,11 +392,13 @@ class ObjectService:
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
         reserve: DiskReserve | None = None,
         kms: KeyService | None = None,
+        lifecycle_day_s: int = DAY_S,
     ) -> None:
         """``inline_max_bytes``: a PUT body of at most this many bytes is stored in the catalog,
         in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off.
         ``reserve``: space kept for deletes and aborts on a full disk (``_freeing``).
-        ``kms``: the key service that wraps the data keys of SSE-S3 / SSE-KMS objects."""
+        ``kms``: the key service that wraps the data keys of SSE-S3 / SSE-KMS objects.
+        ``lifecycle_day_s``: a lifecycle rule's day; the catalog plans due times with it."""
         self.catalog = catalog
         self.blobs = blobs
         self.kms = kms
@@ -406,6 +410,8 @@ class ObjectService:
         self.bucket_access = BucketAccessService(catalog)
         # The registry of remote tiers (docs/tiers.md); server.py gives it the master key.
         self.tiers = TierService(catalog, clock=self.clock.now_s)
+        # Writes keep the lifecycle due index with these rules (docs/tiers.md "Lifecycle").
+        catalog.lifecycle_planner = LifecyclePlan(lifecycle_day_s)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(
@@ -475,6 +481,10 @@ class ObjectService:
 
     def bucket_count(self) -> int:
         return self.catalog.bucket_count()
+
+    def lifecycle_due_rows(self) -> int:
+        """Rows in the lifecycle due index (metrics)."""
+        return self.catalog.lifecycle_due_count()
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:

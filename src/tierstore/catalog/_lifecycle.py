@@ -1,0 +1,413 @@
+"""The lifecycle due index (schema v11): which version or upload has a lifecycle action due when.
+
+``lifecycle_due`` holds one row per version (or multipart upload) with a pending action: its
+next action and when it falls due (docs/tiers.md "Lifecycle"). Rows are written where the state
+changes, in the write's own transaction, and only in buckets with a lifecycle configuration: a
+version written, made noncurrent, deleted, re-tagged or re-locked recomputes the rows of its key;
+an upload created gets its abort row, dropped when the upload completes or is aborted. A change
+of a bucket's rules queues the bucket in ``lifecycle_recompute``; the worker recomputes its rows
+key by key, in pages (``lifecycle_recompute_page``), never in the request.
+
+The catalog does not know the rules: the engine hands it a ``LifecyclePlanner`` (pure: the
+stored rules, one key's versions -> their due rows), so catalog/ stays below engine/.
+
+The worker finds due rows through the ``due_ns`` index (``lifecycle_claim``: a page of rows with
+``due_ns <= now``, pushed ``lease_ns`` ahead in the same transaction so that another worker does
+not take them) and acts in one transaction per row (``lifecycle_apply``): the key's versions are
+read again, the planner re-run with the bucket's current rules, and only an action the planner
+still finds due is taken; the key's rows are then recomputed. Object lock is the planner's
+business too: an expiration of a locked version is due only once its retention ends, and a
+version under legal hold has none (lifting the hold recomputes the key).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from tierstore.types import NULL_VERSION, ObjectMeta
+
+__all__ = [
+    "ABORT_UPLOAD",
+    "LIFECYCLE_DDL",
+    "DueRow",
+    "KeyVersion",
+    "LifecyclePlanner",
+    "LifecycleTables",
+    "Outcome",
+    "PlannedAction",
+]
+
+T = TypeVar("T")
+
+ABORT_UPLOAD = "abort-upload"  # engine/_lifecycle.py's name of the action (the only one this module names)
+
+# due_ns leads an index of its own (not the key): every write replaces a key's rows by the
+# (bucket, key) prefix of the primary key, and the worker takes due rows by the index, which
+# covers the whole row. Measured against a WITHOUT ROWID table keyed by due_ns first:
+# benchmarks/lifecycle_due.py, docs/benchmarks.md.
+LIFECYCLE_DDL = """
+CREATE TABLE IF NOT EXISTS lifecycle_due(  -- v11: the next lifecycle action of a version or upload
+    due_ns INTEGER NOT NULL,
+    bucket TEXT NOT NULL,
+    key BLOB NOT NULL,
+    version_id TEXT NOT NULL,  -- the upload id for abort-upload
+    action TEXT NOT NULL,  -- engine/_lifecycle.py: expire, expire-noncurrent, remove-delete-marker, ...
+    PRIMARY KEY(bucket, key, version_id, action)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lifecycle_due_at ON lifecycle_due(due_ns);
+CREATE TABLE IF NOT EXISTS lifecycle_recompute(  -- v11: buckets whose rules changed: rows to recompute
+    bucket TEXT PRIMARY KEY,
+    after_key BLOB NOT NULL  -- keys up to here are done (each page is one transaction)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One version of a key as the planner sees it: ``meta`` is the stored metadata document
+    (``t`` tags, ``sc`` storage class, ``l`` object lock)."""
+
+    version_id: str
+    is_delete_marker: bool
+    size_bytes: int
+    modified_ns: int
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    version_id: str
+    action: str
+    due_ns: int
+    storage_class: str | None = None  # a transition's target
+
+
+class LifecyclePlanner(Protocol):
+    """The rules, evaluated (engine/_lifecycle_worker.py). Pure and deterministic: a drive set
+    runs every write once per catalog copy."""
+
+    def versions(self, rules: dict[str, Any], key: str, versions: Sequence[KeyVersion]) -> list[PlannedAction]:
+        """The next action of each version of ``key`` (``versions`` newest first; the first is
+        the current one) under ``rules`` (the bucket's ``props["lifecycle"]``)."""
+        ...
+
+    def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
+        """When an upload of ``key`` initiated at ``initiated_ns`` is aborted, or None."""
+        ...
+
+    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
+        """False when no enabled rule's prefix admits ``key``: none of its versions can have a
+        row (rows of older rules are the recompute's to drop), so a write need not read them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    due_ns: int
+    bucket: str
+    key: str
+    version_id: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``lifecycle_apply`` did: ``done`` names the action taken (None: nothing was due
+    any more, the rows were recomputed); ``transition`` is the class a due transition goes to
+    (the mover acts outside the transaction)."""
+
+    done: str | None = None
+    transition: str | None = None
+    marker_id: str | None = None
+
+
+_Guard = Callable[[Any, dict[str, Any]], None]
+
+
+class LifecycleTables:
+    """The lifecycle part of ``SqliteCatalog`` (a mixin, like ``TierTables``). The version
+    helpers are ``SqliteCatalog``'s; they are named here for the type checker."""
+
+    lifecycle_planner: LifecyclePlanner | None = None
+
+    def _reader(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    @staticmethod
+    def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _remove_version(self, c: sqlite3.Connection, bucket: str, key_b: bytes, record: Any) -> None:
+        raise NotImplementedError
+
+    def _version_in(self, c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> Any:
+        raise NotImplementedError
+
+    def _drop_null_version(
+        self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any], guard: Any, latest: Any = None
+    ) -> None:
+        raise NotImplementedError
+
+    def _insert_version(self, c: sqlite3.Connection, record: Any, key_b: bytes, *, first: bool = False) -> None:
+        raise NotImplementedError
+
+    def _reindex(self, c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        raise NotImplementedError
+
+    def _drop_upload(self, c: sqlite3.Connection, upload_id: str) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _promote_newest(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        raise NotImplementedError
+
+    def _new_marker(self, meta: ObjectMeta) -> Any:
+        raise NotImplementedError
+
+    # --- maintained by the writes (inside their transactions) ---------------------------
+    def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None:
+        """Recompute the due rows of one key's versions. Free for a bucket without rules."""
+        rules = props.get("lifecycle")
+        planner = self.lifecycle_planner
+        if rules and planner is not None and planner.may_apply(rules, key_b.decode()):
+            self._plan_key(c, bucket, key_b, rules)
+
+    def _plan_key(
+        self, c: sqlite3.Connection, bucket: str, key_b: bytes, rules: dict[str, Any] | None
+    ) -> list[PlannedAction]:
+        versions = [
+            KeyVersion(vid, bool(dm), size, modified_ns, json.loads(meta_s))
+            for vid, dm, size, modified_ns, meta_s in c.execute(
+                "SELECT version_id, is_delete_marker, size, modified_ns, meta FROM versions"
+                " WHERE bucket=? AND key=? ORDER BY seq DESC",
+                (bucket, key_b),
+            )
+        ]
+        planned: list[PlannedAction] = []
+        if rules and versions and self.lifecycle_planner is not None:
+            planned = self.lifecycle_planner.versions(rules, key_b.decode(), versions)
+        c.execute("DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND action<>?", (bucket, key_b, ABORT_UPLOAD))
+        c.executemany(
+            "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action) VALUES(?,?,?,?,?)",
+            [(p.due_ns, bucket, key_b, p.version_id, p.action) for p in planned],
+        )
+        return planned
+
+    def _lifecycle_upload(
+        self, c: sqlite3.Connection, bucket: str, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
+    ) -> None:
+        rules = props.get("lifecycle")
+        if not rules or self.lifecycle_planner is None:
+            return
+        due = self.lifecycle_planner.upload(rules, key_b.decode(), initiated_ns)
+        if due is not None:
+            c.execute(
+                "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action) VALUES(?,?,?,?,?)",
+                (due, bucket, key_b, upload_id, ABORT_UPLOAD),
+            )
+
+    @staticmethod
+    def _lifecycle_upload_gone(c: sqlite3.Connection, upload_id: str) -> None:
+        c.execute(
+            "DELETE FROM lifecycle_due WHERE (bucket, key) IN (SELECT bucket, key FROM uploads WHERE upload_id=?)"
+            " AND version_id=? AND action=?",
+            (upload_id, upload_id, ABORT_UPLOAD),
+        )
+
+    @staticmethod
+    def _lifecycle_rules_changed(c: sqlite3.Connection, bucket: str, old: Any, new: Any) -> None:
+        """In the transaction that changes a bucket's rules: queue its recompute (from the start,
+        also when one is under way)."""
+        if old != new:
+            c.execute("INSERT OR REPLACE INTO lifecycle_recompute(bucket, after_key) VALUES(?, x'')", (bucket,))
+
+    @staticmethod
+    def _lifecycle_bucket_gone(c: sqlite3.Connection, bucket: str) -> None:
+        c.execute("DELETE FROM lifecycle_due WHERE bucket=?", (bucket,))
+        c.execute("DELETE FROM lifecycle_recompute WHERE bucket=?", (bucket,))
+
+    # --- the worker's side ----------------------------------------------------------------
+    def lifecycle_due_count(self, now_ns: int | None = None) -> int:
+        """Rows in the index (due by ``now_ns``, when given)."""
+        if now_ns is None:
+            return int(self._reader().execute("SELECT count(*) FROM lifecycle_due").fetchone()[0])
+        sql = "SELECT count(*) FROM lifecycle_due WHERE due_ns<=?"
+        return int(self._reader().execute(sql, (now_ns,)).fetchone()[0])
+
+    def lifecycle_pending(self, now_ns: int) -> bool:
+        """Whether a recompute is queued or a row is due: one read of each index, so an idle
+        worker pass costs no write transaction."""
+        c = self._reader()
+        if c.execute("SELECT 1 FROM lifecycle_recompute LIMIT 1").fetchone() is not None:
+            return True
+        return c.execute("SELECT 1 FROM lifecycle_due WHERE due_ns<=? LIMIT 1", (now_ns,)).fetchone() is not None
+
+    def lifecycle_rows(self, bucket: str) -> list[DueRow]:
+        """A bucket's rows, in key order (tests, ``admin`` views)."""
+        sql = "SELECT due_ns, bucket, key, version_id, action FROM lifecycle_due WHERE bucket=? ORDER BY key"
+        return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in self._reader().execute(sql, (bucket,))]
+
+    async def lifecycle_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[DueRow]:
+        """Take up to ``limit`` rows due by ``now_ns``, earliest first, and push them to
+        ``now_ns + lease_ns`` in the same transaction: another worker does not see them until
+        then (a worker that dies leaves them to be taken again)."""
+
+        def fn(c: sqlite3.Connection) -> list[DueRow]:
+            rows = c.execute(
+                "SELECT due_ns, bucket, key, version_id, action FROM lifecycle_due WHERE due_ns<=?"
+                " ORDER BY due_ns LIMIT ?",
+                (now_ns, limit),
+            ).fetchall()
+            c.executemany(
+                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
+                [(now_ns + lease_ns, b, k, v, a) for _, b, k, v, a in rows],
+            )
+            return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in rows]
+
+        return await self._write(fn)
+
+    async def lifecycle_defer(self, row: DueRow, due_ns: int) -> None:
+        """Put a claimed row back for ``due_ns`` (a transition that failed: backed off, never dropped)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
+                (due_ns, row.bucket, row.key.encode(), row.version_id, row.action),
+            )
+
+        await self._write(fn)
+
+    async def lifecycle_refresh(self, bucket: str, key: str) -> None:
+        """Recompute one key's rows (after the mover changed a version's class)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT props FROM buckets WHERE name=?", (bucket,)).fetchone()
+            self._plan_key(c, bucket, key.encode(), json.loads(row[0]).get("lifecycle") if row else None)
+
+        await self._write(fn)
+
+    async def lifecycle_apply(
+        self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: _Guard, lease_ns: int = 600 * 10**9
+    ) -> Outcome:
+        """Re-check one claimed row against the key's state and the bucket's rules, take the
+        action if it is still due, and recompute the key's rows; one transaction. ``marker``: the
+        delete marker an expiration adds on a versioned bucket; ``guard``: object lock, called
+        with every version about to be destroyed (it raises; nothing changes). A due transition
+        stays claimed for ``lease_ns`` while the mover runs."""
+        key_b = row.key.encode()
+
+        def fn(c: sqlite3.Connection) -> Outcome:
+            found = c.execute("SELECT props FROM buckets WHERE name=?", (row.bucket,)).fetchone()
+            if found is None:
+                self._lifecycle_bucket_gone(c, row.bucket)
+                return Outcome()
+            props = json.loads(found[0])
+            rules = props.get("lifecycle")
+            if row.action == ABORT_UPLOAD:
+                return self._apply_abort(c, row, key_b, now_ns, rules)
+            planned = self._plan_key(c, row.bucket, key_b, rules)
+            due = next((p for p in planned if p.version_id == row.version_id), None)
+            if due is None or due.action != row.action or due.due_ns > now_ns:
+                return Outcome()
+            if due.storage_class is not None:  # a transition: the mover acts, outside
+                c.execute(
+                    "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
+                    (now_ns + lease_ns, row.bucket, key_b, row.version_id, row.action),
+                )  # claimed until the mover is done (the worker then defers or recomputes it)
+                return Outcome(transition=due.storage_class)
+            target = self._version_in(c, row.bucket, key_b, row.version_id)
+            assert target is not None, "planned from the versions just read"
+            marker_id = None
+            if row.action == "expire" and props.get("versioning") is not None:
+                guard(target, props)  # AWS only adds a marker; here a locked version is left alone
+                record = self._new_marker(marker)
+                if props.get("versioning") != "Enabled":
+                    marker.version_id = NULL_VERSION
+                    self._drop_null_version(c, row.bucket, key_b, props, guard)
+                self._insert_version(c, record, key_b)
+                marker_id = marker.version_id
+            else:  # expire (never versioned), expire-noncurrent, remove-delete-marker: the version goes
+                guard(target, props)
+                self._remove_version(c, row.bucket, key_b, target)
+                if row.action != "expire-noncurrent":
+                    self._promote_newest(c, row.bucket, key_b)
+            self._reindex(c, row.bucket, key_b)
+            self._plan_key(c, row.bucket, key_b, rules)
+            return Outcome(done=row.action, marker_id=marker_id)
+
+        return await self._write(fn)
+
+    def _apply_abort(
+        self, c: sqlite3.Connection, row: DueRow, key_b: bytes, now_ns: int, rules: dict[str, Any] | None
+    ) -> Outcome:
+        found = c.execute(
+            "SELECT initiated_ns FROM uploads WHERE upload_id=? AND bucket=? AND key=?",
+            (row.version_id, row.bucket, key_b),
+        ).fetchone()
+        due = None
+        if found is not None and rules and self.lifecycle_planner is not None:
+            due = self.lifecycle_planner.upload(rules, row.key, int(found[0]))
+        if due is not None and due <= now_ns:
+            self._lifecycle_upload_gone(c, row.version_id)
+            self._drop_upload(c, row.version_id)
+            return Outcome(done=ABORT_UPLOAD)
+        args = (row.bucket, key_b, row.version_id, ABORT_UPLOAD)
+        if due is None:
+            c.execute("DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND version_id=? AND action=?", args)
+        else:
+            c.execute(
+                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?", (due, *args)
+            )
+        return Outcome()
+
+    async def lifecycle_recompute_page(self, keys: int) -> tuple[str, int, bool] | None:
+        """One page of a queued recompute: the rows of up to ``keys`` keys (and, on the first
+        page, of the bucket's uploads) under the bucket's current rules. Returns (bucket, keys
+        done, finished) or None when no recompute is queued. Each page is one transaction, so
+        several workers take turns on a bucket without a lease."""
+
+        def fn(c: sqlite3.Connection) -> tuple[str, int, bool] | None:
+            job = c.execute("SELECT bucket, after_key FROM lifecycle_recompute LIMIT 1").fetchone()
+            if job is None:
+                return None
+            bucket, after = job[0], bytes(job[1])
+            found = c.execute("SELECT props FROM buckets WHERE name=?", (bucket,)).fetchone()
+            if found is None:
+                self._lifecycle_bucket_gone(c, bucket)
+                return bucket, 0, True
+            props = json.loads(found[0])
+            rules = props.get("lifecycle")
+            if not after:
+                self._replan_uploads(c, bucket, props)
+            page = [
+                bytes(k)
+                for (k,) in c.execute(
+                    "SELECT DISTINCT key FROM versions WHERE bucket=? AND key>? ORDER BY key LIMIT ?",
+                    (bucket, after, keys),
+                )
+            ]
+            last = page[-1] if len(page) == keys else None
+            for key_b in page:
+                self._plan_key(c, bucket, key_b, rules)
+            if last is None:
+                c.execute("DELETE FROM lifecycle_recompute WHERE bucket=?", (bucket,))
+            else:
+                c.execute("UPDATE lifecycle_recompute SET after_key=? WHERE bucket=?", (last, bucket))
+            return bucket, len(page), last is None
+
+        return await self._write(fn)
+
+    def _replan_uploads(self, c: sqlite3.Connection, bucket: str, props: dict[str, Any]) -> None:
+        for upload_id, key_b, initiated_ns in c.execute(
+            "SELECT upload_id, key, initiated_ns FROM uploads WHERE bucket=?", (bucket,)
+        ).fetchall():
+            args = (bucket, key_b, upload_id, ABORT_UPLOAD)
+            c.execute("DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND version_id=? AND action=?", args)
+            self._lifecycle_upload(c, bucket, bytes(key_b), upload_id, int(initiated_ns), props)
