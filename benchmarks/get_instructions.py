@@ -1,4 +1,4 @@
-"""Instructions per 4 KiB GET in-process, counted by valgrind (deterministic, unlike CPU time on a
+"""Instructions per GET (4 KiB, or `--size-bytes`) in-process, counted by valgrind (deterministic, unlike CPU time on a
 shared machine): the app ``server.build_app`` builds (access log and authorization on, as
 ``tierstore serve`` runs), signed GETs straight into the ASGI app, one at a time.
 
@@ -84,7 +84,7 @@ async def call(app: Any, scope: dict[str, Any], body: bytes = b"") -> tuple[int,
     return status[0], b"".join(parts)
 
 
-async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
+async def run(objects: int, passes: int, user: bool, data_dir: Path, size_bytes: int = 4096) -> None:
     """The measured program (run under valgrind by ``main``)."""
     from tierstore import server
     from tierstore.catalog import SqliteCatalog
@@ -104,7 +104,7 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
         await ids.attach_policy("user", "reader", "read-bench")
         new = await ids.create_access_key("reader")
         access_key, secret = new.info.access_key_id, new.secret_key
-    body = os.urandom(4096)
+    body = os.urandom(size_bytes)
     keys = [f"/bench/k{i:07d}" for i in range(objects)]
     for key in keys:
         assert (await call(app, signed("PUT", key, "bench", "benchsecret", body), body))[0] == 200
@@ -115,11 +115,12 @@ async def run(objects: int, passes: int, user: bool, data_dir: Path) -> None:
             assert code == 200 and got == body, (code, got[:200])
 
 
-def instructions(src: Path, objects: int, passes: int, user: bool) -> int:
+def instructions(src: Path, objects: int, passes: int, user: bool, size_bytes: int = 4096) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-cg-") as tmp:
         log = Path(tmp) / "valgrind.log"
         cmd = ["valgrind", "--tool=callgrind", f"--log-file={log}", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src)]  # fmt: skip
+               __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src),
+               "--size-bytes", str(size_bytes)]  # fmt: skip
         if user:
             cmd.append("--user")
         env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))  # start-up varies less
@@ -134,20 +135,23 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=REPO / "src", help="the tree to measure (default: this one)")
     ap.add_argument("--objects", type=int, default=400, help="objects PUT, then GET per pass (default: %(default)s)")
     ap.add_argument("--user", action="store_true", help="GETs signed by an IAM user allowed by a policy")
+    ap.add_argument("--size-bytes", type=int, default=4096,
+                    help="object size (default: %(default)s, inline; above 16 KiB: a blob)")  # fmt: skip
     ap.add_argument("--run", type=int, default=0, metavar="PASSES", help=argparse.SUPPRESS)  # under valgrind
     args = ap.parse_args()
     if args.run:
         sys.path.insert(0, str(args.src.resolve()))
         data_dir = Path(tempfile.mkdtemp(prefix="ts-cg-data-"))
         try:
-            asyncio.run(run(args.objects, args.run, args.user, data_dir))
+            asyncio.run(run(args.objects, args.run, args.user, data_dir, args.size_bytes))
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         return 0
-    one = instructions(args.src, args.objects, 1, args.user)
-    five = instructions(args.src, args.objects, 5, args.user)
+    one = instructions(args.src, args.objects, 1, args.user, args.size_bytes)
+    five = instructions(args.src, args.objects, 5, args.user, args.size_bytes)
     who = "IAM user" if args.user else "root"
-    print(f"{args.src}: {(five - one) / (4 * args.objects) / 1000:.1f}k instructions per 4 KiB GET ({who})")
+    per = (five - one) / (4 * args.objects) / 1000
+    print(f"{args.src}: {per:.1f}k instructions per {args.size_bytes / 1024:g} KiB GET ({who})")
     return 0
 
 

@@ -727,8 +727,8 @@ class ObjectService:
 
     def _check_readable(self, refs: Iterable[BlobRef], what: str) -> None:
         """InvalidObjectState if a blob is in a restore-required (archive) tier."""
-        for tier in {r.tier for r in refs if r.tier is not None}:
-            if self.tier_stores.config(tier).restore_required:
+        for ref in refs:
+            if ref.tier is not None and self.tier_stores.config(ref.tier).restore_required:
                 raise InvalidObjectState(resource=what)
 
     def read_refs(
@@ -897,7 +897,8 @@ class ObjectService:
         opts = opts or GetOptions()
         record = self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
-        self._check_readable(record.blobs, key)
+        if record.blobs:  # an inline body is local: nothing to check (the 4 KiB GET path)
+            self._check_readable(record.blobs, key)
         if record.meta.encryption:
             result.body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
         else:
