@@ -1,4 +1,4 @@
-"""Instructions per 4 KiB GET in-process, counted by valgrind (deterministic, unlike CPU time on a
+"""Instructions per GET (4 KiB, or `--size-bytes`) in-process, counted by valgrind (deterministic, unlike CPU time on a
 shared machine): the app ``server.build_app`` builds (access log and authorization on, as
 ``tierstore serve`` runs), signed GETs straight into the ASGI app, one at a time.
 
@@ -106,7 +106,14 @@ async def call(
 
 
 async def run(
-    objects: int, passes: int, user: bool, sse: bool, cold: bool, data_dir: Path, cache_ttl_s: float | None = None
+    objects: int,
+    passes: int,
+    user: bool,
+    sse: bool,
+    cold: bool,
+    data_dir: Path,
+    cache_ttl_s: float | None = None,
+    size_bytes: int = 4096,
 ) -> None:
     """The measured program (run under valgrind by ``main``)."""
     from tierstore import server
@@ -138,7 +145,7 @@ async def run(
         await ids.attach_policy("user", "reader", "read-bench")
         new = await ids.create_access_key("reader")
         access_key, secret = new.info.access_key_id, new.secret_key
-    body = os.urandom(4096)
+    body = os.urandom(size_bytes)
     keys = [f"/bench/k{i:07d}" for i in range(objects)]
     extra = {"x-amz-server-side-encryption": "AES256"} if sse else None
     for key in keys:
@@ -154,12 +161,20 @@ async def run(
 
 
 def instructions(
-    src: Path, objects: int, passes: int, user: bool, sse: bool, cold: bool, cache_ttl_s: float | None = None
+    src: Path,
+    objects: int,
+    passes: int,
+    user: bool,
+    sse: bool,
+    cold: bool,
+    cache_ttl_s: float | None = None,
+    size_bytes: int = 4096,
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="ts-cg-") as tmp:
         log = Path(tmp) / "valgrind.log"
         cmd = ["valgrind", "--tool=callgrind", f"--log-file={log}", "--callgrind-out-file=/dev/null", sys.executable,
-               __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src)]  # fmt: skip
+               __file__, "--run", str(passes), "--objects", str(objects), "--src", str(src),
+               "--size-bytes", str(size_bytes)]  # fmt: skip
         if user:
             cmd.append("--user")
         if sse:
@@ -184,22 +199,28 @@ def main() -> int:
     ap.add_argument("--cold", action="store_true", help="no data key cache, no verified-binding memo")
     ap.add_argument("--cache-ttl-s", type=float, default=None, help="identity and bucket-settings cache TTL "
                     "(default: the server's, 1 s; see above)")  # fmt: skip
+    ap.add_argument("--size-bytes", type=int, default=4096,
+                    help="object size (default: %(default)s, inline; above 16 KiB: a blob)")  # fmt: skip
     ap.add_argument("--run", type=int, default=0, metavar="PASSES", help=argparse.SUPPRESS)  # under valgrind
     args = ap.parse_args()
     if args.run:
         sys.path.insert(0, str(args.src.resolve()))
         data_dir = Path(tempfile.mkdtemp(prefix="ts-cg-data-"))
         try:
-            asyncio.run(run(args.objects, args.run, args.user, args.sse, args.cold, data_dir, args.cache_ttl_s))
+            asyncio.run(
+                run(args.objects, args.run, args.user, args.sse, args.cold, data_dir, args.cache_ttl_s, args.size_bytes)
+            )
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         return 0
-    one = instructions(args.src, args.objects, 1, args.user, args.sse, args.cold, args.cache_ttl_s)
-    five = instructions(args.src, args.objects, 5, args.user, args.sse, args.cold, args.cache_ttl_s)
+    opts = (args.user, args.sse, args.cold, args.cache_ttl_s, args.size_bytes)
+    one = instructions(args.src, args.objects, 1, *opts)
+    five = instructions(args.src, args.objects, 5, *opts)
     who = ("IAM user" if args.user else "root") + (", SSE-S3" if args.sse else "") + (", cold" if args.cold else "")
     if args.cache_ttl_s is not None:
         who += f", cache TTL {args.cache_ttl_s:g} s"
-    print(f"{args.src}: {(five - one) / (4 * args.objects) / 1000:.1f}k instructions per 4 KiB GET ({who})")
+    per = (five - one) / (4 * args.objects) / 1000
+    print(f"{args.src}: {per:.1f}k instructions per {args.size_bytes / 1024:g} KiB GET ({who})")
     return 0
 
 

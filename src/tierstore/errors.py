@@ -46,6 +46,7 @@ __all__ = [
     "InvalidDigest",
     "InvalidEncryptionAlgorithmError",
     "InvalidIdentityToken",
+    "InvalidObjectState",
     "InvalidPart",
     "InvalidPartNumber",
     "InvalidPartOrder",
@@ -251,6 +252,10 @@ class InvalidRequest(TierstoreError, ValueError):
 
 class InvalidBucketName(TierstoreError, ValueError):
     """The specified bucket is not valid."""
+
+
+class InvalidObjectState(TierstoreError, PermissionError):
+    """The operation is not valid for the object's storage class"""
 
 
 class InvalidStorageClass(TierstoreError, ValueError):

@@ -94,6 +94,8 @@ _LISTEN_FDS_ENV = "TIERSTORE_LISTEN_FDS"  # every worker's listening socket (fil
 _LISTEN_FD_ENV = "TIERSTORE_LISTEN_FD"  # this worker's
 CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
+_MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
+TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
 
 @dataclass(slots=True)
@@ -401,6 +403,11 @@ def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
     return max(0, size)
 
 
+def _kill_at(wanted: str, step: str) -> None:
+    if step == wanted:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
     ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
@@ -436,6 +443,9 @@ def build_app(config: ServerConfig) -> S3App:
         lifecycle_day_s=config.lifecycle_day_s,
     )
     service.tiers = TierService(catalog, master_key)  # tier credentials are sealed under it (docs/tiers.md)
+    kill_at = os.environ.get(_MOVER_KILL_ENV)  # tests only: kill -9 this worker at that step of a transition
+    if kill_at:
+        service.mover.fault = functools.partial(_kill_at, kill_at)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
@@ -503,8 +513,27 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("lifecycle pass failed")
             await asyncio.sleep(interval_s)
 
+    async def tier_outbox_loop() -> None:
+        """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"); at
+        start, also the remote orphans older than the GC grace (a crash mid-transition)."""
+        first = True
+        while True:
+            try:
+                if first:
+                    first = False
+                    for name in service.tiers.class_names():
+                        try:
+                            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+                        except Exception as exc:  # a tier down at start: swept at the next start
+                            log.warning("tier %s: orphan sweep failed: %s", name, exc)
+                await service.mover.drain_outbox()
+            except Exception:
+                log.exception("tier outbox pass failed")
+            await asyncio.sleep(TIER_OUTBOX_INTERVAL_S)
+
     async def on_startup() -> None:
         loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(tier_outbox_loop()))
         tasks.append(loop.create_task(gc_loop()))
         tasks.append(loop.create_task(heal_loop()))
         tasks.append(loop.create_task(lifecycle_loop()))

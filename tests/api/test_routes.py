@@ -151,6 +151,16 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("DELETE", "_tierstore", "admin/tiers/COLD", {}, {}, "tierstore:DeleteTier", True),
     ("GET", "_tierstore", "admin/tiers/status", {}, {}, "tierstore:GetTierStatus", True),
     ("GET", "_tierstore", "admin/tiers/COLD/status", {}, {}, "tierstore:GetTierStatus", True),
+    (
+        "POST",
+        "_tierstore",
+        "admin/tiers/COLD/transition",
+        {"bucket": "b", "key": "k"},
+        {},
+        "tierstore:TransitionObject",
+        True,
+    ),
+    ("GET", "_tierstore", "admin/tiers/COLD/transition", {}, {}, "tierstore:AdminTiers", True),
     ("GET", "_tierstore", "admin/tiers/COLD", {}, {}, "tierstore:AdminTiers", True),  # needs tierstore:Admin
     ("DELETE", "_tierstore", "admin/tiers", {}, {}, "tierstore:AdminTiers", True),
     ("POST", "_tierstore", "admin/tiers/COLD/status", {}, {}, "tierstore:AdminTiers", True),

@@ -371,8 +371,8 @@ class S3App:
         resource = req.resource if req is not None else "/"
         body = error_body(exc, resource, request_id)
         headers = [("content-type", "application/xml"), *exc.headers.items()]
-        if status == 503:
-            headers.append(("retry-after", "1"))
+        if status == 503 and not any(k.lower() == "retry-after" for k in exc.headers):
+            headers.append(("retry-after", "1"))  # a remote tier's error names its own (TierUnavailable)
         return Response(status, headers, body)
 
     async def _send(

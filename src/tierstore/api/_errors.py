@@ -69,6 +69,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.PreconditionFailed: 412,
     e.NotModified: 304,
     e.AccessDenied: 403,
+    e.InvalidObjectState: 403,  # GET of an object in a restore-required tier (docs/tiers.md)
     e.InvalidAccessKeyId: 403,
     e.SignatureDoesNotMatch: 403,
     e.RequestTimeTooSkewed: 403,

@@ -135,7 +135,7 @@ async def kms_keys(req: Request, ctx: Context) -> Response:
 async def tiers(req: Request, ctx: Context) -> Response:
     """``/_tierstore/admin/tiers``: ``_tiers_ext`` (each endpoint's tierstore: action was
     authorized by the dispatcher)."""
-    status, body = await tier_request(ctx.service.tiers, req)
+    status, body = await tier_request(ctx.service, req)
     return Response(status, [("content-type", "application/json")], body)
 
 

@@ -37,7 +37,7 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     sse = _sse.write_request(req, ctx)
     reject_unsupported(req)
-    headers, user_meta, sc = object_headers(req)
+    headers, user_meta, sc = object_headers(req, ctx.service.tiers.class_names)
     alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
     if alg is not None and alg not in CHECKSUM_ALGORITHMS:
         raise e.InvalidRequest("Invalid x-amz-checksum-algorithm")

@@ -3,6 +3,7 @@ retention and legal hold; and the request-to-options helpers multipart uploads s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from tierstore import errors as e
@@ -106,12 +107,21 @@ def _meta_value(wire: str) -> str:
         raise e.InvalidArgument("User metadata values must be UTF-8.") from exc
 
 
-def object_headers(req: Request) -> tuple[dict[str, str], dict[str, str], str]:
+def check_storage_class(sc: str, tier_classes: Callable[[], frozenset[str]]) -> str:
+    """``sc`` if it is S3's (a label: the bytes stay local) or a tier's (docs/tiers.md); the tier
+    names are asked for only when ``sc`` is not one of S3's."""
+    if sc not in STORAGE_CLASSES and sc not in tier_classes():
+        raise e.InvalidStorageClass()
+    return sc
+
+
+def object_headers(
+    req: Request, tier_classes: Callable[[], frozenset[str]] = frozenset
+) -> tuple[dict[str, str], dict[str, str], str]:
+    """Standard headers, user metadata and storage class (one of S3's or a tier's) of a write."""
     headers = {h: req.headers[h] for h in STANDARD_HEADERS if h in req.headers}
     user_meta = {k[len("x-amz-meta-") :]: _meta_value(v) for k, v in req.headers.items() if k.startswith("x-amz-meta-")}
-    sc = req.headers.get("x-amz-storage-class", "STANDARD")
-    if sc not in STORAGE_CLASSES:
-        raise e.InvalidStorageClass()
+    sc = check_storage_class(req.headers.get("x-amz-storage-class", "STANDARD"), tier_classes)
     return headers, user_meta, sc
 
 
@@ -156,8 +166,10 @@ def _content_length(req: Request) -> int | None:
     return n
 
 
-def put_options(req: Request, trailers: dict[str, str]) -> PutOptions:
-    headers, user_meta, sc = object_headers(req)
+def put_options(
+    req: Request, trailers: dict[str, str], tier_classes: Callable[[], frozenset[str]] = frozenset
+) -> PutOptions:
+    headers, user_meta, sc = object_headers(req, tier_classes)
     tokens = headers.get("content-encoding", "").split(",")
     if any(t.strip().lower() == "aws-chunked" for t in tokens):
         # aws-chunked is transfer framing, not part of the object's encoding: drop that token
@@ -184,7 +196,7 @@ async def put_object(req: Request, ctx: Context) -> Response:
     reject_unsupported(req)
     acl = request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
-    opts = put_options(req, trailers)
+    opts = put_options(req, trailers, ctx.service.tiers.class_names)
     meta = await ctx.service.put_object(
         req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl,
         encryption=_sse.engine_request(sse),
@@ -432,14 +444,14 @@ def _copy_source_range(req: Request) -> ByteRange | None:
     return parsed
 
 
-def copy_options(req: Request) -> CopyOptions:
+def copy_options(req: Request, tier_classes: Callable[[], frozenset[str]] = frozenset) -> CopyOptions:
     directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise e.InvalidArgument("Unknown metadata directive.")
-    headers, user_meta, _ = object_headers(req)
+    headers, user_meta, _ = object_headers(req, tier_classes)
     sc = req.headers.get("x-amz-storage-class")
-    if sc is not None and sc not in STORAGE_CLASSES:
-        raise e.InvalidStorageClass()
+    if sc is not None:
+        check_storage_class(sc, tier_classes)
     alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
     if alg is not None and alg not in CHECKSUM_ALGORITHMS:
         raise e.InvalidRequest("Invalid x-amz-checksum-algorithm")
@@ -462,7 +474,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
     _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
-    opts = copy_options(req)
+    opts = copy_options(req, ctx.service.tiers.class_names)
     directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise e.InvalidArgument("Unknown tagging directive.")

@@ -408,7 +408,7 @@ async def post_object(req: Request, ctx: Context) -> Response:
         raise e.NotImplementedOperation(f"The form field {unsupported[0][:60]} is not implemented for POST uploads.")
     tagging = obj.headers.pop("x-amz-tagging", None)
     tags = parse_tag_set(tagging.encode("latin-1")) if tagging is not None else []
-    headers, user_meta, storage_class = object_headers(obj)
+    headers, user_meta, storage_class = object_headers(obj, ctx.service.tiers.class_names)
     opts = PutOptions(headers=headers, user_meta=user_meta, storage_class=storage_class)
     meta = await ctx.service.put_object(
         req.bucket, req.key, form.file_data(), opts, tags=tags, lock=lock_headers(obj),

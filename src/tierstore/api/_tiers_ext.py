@@ -14,6 +14,9 @@ shows its ``access_key_id`` and whether keys are set (``keys_set``).
   (tierstore:DeleteTier)
 - ``GET    /_tierstore/admin/tiers/status``       -> ``{"tiers": [status, ...]}``        (tierstore:GetTierStatus)
 - ``GET    /_tierstore/admin/tiers/NAME/status``  -> ``{"tiers": [status]}``             (tierstore:GetTierStatus)
+- ``POST   /_tierstore/admin/tiers/NAME/transition?bucket=B&key=K[&versionId=V]`` -> ``{"moved": bool, "version_id"}``
+  (tierstore:TransitionObject): moves that version (default: the current one) to the tier now,
+  as the lifecycle mover does (``ObjectService.transition``; ``moved`` false: nothing to do)
 
 A ``tier`` is ``{"name", "endpoint", "bucket", "prefix", "region", "restore_required",
 "allow_private", "access_key_id", "keys_set", "created"}``; a ``status`` is ``{"name", "blobs",
@@ -27,16 +30,23 @@ from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
 from tierstore.api._xml import iso8601
-from tierstore.engine import TierInfo, TierService, TierSpec
+from tierstore.engine import TierInfo, TierSpec
 
 if TYPE_CHECKING:
     from tierstore.api._request import Request
+    from tierstore.engine import ObjectService
 
 __all__ = ["ENDPOINTS", "UNROUTED", "endpoint", "tier_request"]
 
 UNROUTED = "tierstore:AdminTiers"  # a method or path no endpoint has: needs tierstore:Admin
 _TIERS = "admin/tiers"
-ENDPOINTS = ("tierstore:ListTiers", "tierstore:CreateTier", "tierstore:DeleteTier", "tierstore:GetTierStatus")
+ENDPOINTS = (
+    "tierstore:ListTiers",
+    "tierstore:CreateTier",
+    "tierstore:DeleteTier",
+    "tierstore:GetTierStatus",
+    "tierstore:TransitionObject",
+)
 _STRINGS = ("name", "endpoint", "bucket", "prefix", "region", "access_key_id", "secret_key")
 _FLAGS = ("restore_required", "allow_private")
 _MAX_BODY = 16 * 1024
@@ -61,6 +71,8 @@ def endpoint(method: str, key: str) -> str:
         return UNROUTED
     if parts == ["status"] or (len(parts) == 2 and parts[1] == "status"):
         return "tierstore:GetTierStatus" if method == "GET" else UNROUTED
+    if len(parts) == 2 and parts[1] == "transition":
+        return "tierstore:TransitionObject" if method == "POST" else UNROUTED
     if len(parts) == 1 and method == "DELETE":
         return "tierstore:DeleteTier"
     return UNROUTED
@@ -97,9 +109,10 @@ def _spec(doc: dict[str, Any]) -> TierSpec:
     )
 
 
-async def tier_request(tiers: TierService, req: Request) -> tuple[int, bytes]:
+async def tier_request(service: ObjectService, req: Request) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here, authorized): status
     and JSON body (empty for 204)."""
+    tiers = service.tiers
     key = req.key or ""
     route = endpoint(req.method, key)
     if route == UNROUTED:
@@ -114,6 +127,20 @@ async def tier_request(tiers: TierService, req: Request) -> tuple[int, bytes]:
         return 200, json.dumps({"tiers": [s.to_dict() for s in statuses]}).encode()
     if route == "tierstore:DeleteTier":
         await tiers.remove(parts[0])
+        service.tier_stores.forget(parts[0])
         return 204, b""
+    if route == "tierstore:TransitionObject":
+        return await _transition(service, parts[0], req)
     spec = _spec(await req.json_body(_MAX_BODY))
     return 201, json.dumps(_tier_json(await tiers.add(spec))).encode()
+
+
+async def _transition(service: ObjectService, tier: str, req: Request) -> tuple[int, bytes]:
+    bucket, key = req.query.get("bucket"), req.query.get("key")
+    if not bucket or not key:
+        raise e.InvalidRequest('A transition needs the "bucket" and "key" query parameters.')
+    tiers = service.tiers
+    tiers.get(tier)  # NoSuchTier (404) for a name that is none
+    version_id = service.version_record(bucket, key, req.query.get("versionId")).meta.version_id
+    moved = await service.transition(bucket, key, version_id, tier)
+    return 200, json.dumps({"moved": moved, "version_id": version_id}).encode()

@@ -48,6 +48,7 @@ from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._sse import SseTables
+from tierstore.catalog._tier_data import TIERS_OF_BLOBS, TierDataTables, located
 from tierstore.catalog._tiers import TIERS_DDL, TierTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
@@ -201,6 +202,7 @@ def index_attrs(doc: dict[str, Any]) -> list[tuple[str, str]]:
 class BlobRef:
     blob_id: str
     size_bytes: int
+    tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
 
 
 @dataclass(slots=True)
@@ -375,13 +377,14 @@ _VERSION_COLS = "key, version_id, is_delete_marker, size, etag, modified_ns, met
 # The same columns and the inline body with them: one statement, so one snapshot — a concurrent
 # overwrite can never pair one version's metadata with another's bytes.
 _WITH_DATA = (
-    "SELECT v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id,"
+    "SELECT v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id,"  # noqa: S608
     " (SELECT json_extract(props, '$.versioning') FROM buckets WHERE name = v.bucket),"
-    " d.crc32c, d.data FROM versions v LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
+    f" {TIERS_OF_BLOBS}, d.crc32c, d.data FROM versions v LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
 )
 _WITHOUT_DATA = (
     f"SELECT {_VERSION_COLS},"  # noqa: S608 - constant
-    " (SELECT json_extract(props, '$.versioning') FROM buckets WHERE name = v.bucket) FROM versions v"
+    " (SELECT json_extract(props, '$.versioning') FROM buckets WHERE name = v.bucket),"
+    f" {TIERS_OF_BLOBS} FROM versions v"
 )
 
 
@@ -548,7 +551,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, LifecycleTables):
+class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
@@ -872,14 +875,18 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, LifecycleT
             row = conn.execute(_WITHOUT_DATA + where, args).fetchone()
             if row is None:
                 return None
-            record = _row_to_record(bucket, row[:-1])
-            record.bucket_versioning = row[-1]
+            record = _row_to_record(bucket, row[:-2])
+            record.bucket_versioning = row[-2]
+            if row[-1] is not None:
+                record.blobs = located(record.blobs, row[-1])
             return record
         row = conn.execute(_WITH_DATA + where, args).fetchone()
         if row is None:
             return None
-        record = _row_to_record(bucket, row[:-3])
-        record.bucket_versioning = row[-3]
+        record = _row_to_record(bucket, row[:-4])
+        record.bucket_versioning = row[-4]
+        if row[-3] is not None:
+            record.blobs = located(record.blobs, row[-3])
         if record.inline_id is not None:
             record.inline_data = self._verified(record, row[-2], row[-1])
         return record
@@ -1116,7 +1123,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, LifecycleT
                 c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(?,?,?)", inline)
             # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
-                self._ref(c, b.blob_id, b.size_bytes)
+                self._ref(c, b.blob_id, b.size_bytes, b.tier)
             if fixed_version_id and (props.get("versioning") == "Enabled") == (m.version_id == NULL_VERSION):
                 raise VersioningChanged(m.bucket)
             if props.get("versioning") != "Enabled":
@@ -1306,37 +1313,44 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, LifecycleT
 
     # --- blob references -------------------------------------------------------------
     @staticmethod
-    def _ref(c: sqlite3.Connection, blob_id: str, size: int) -> None:
+    def _ref(c: sqlite3.Connection, blob_id: str, size: int, tier: str | None = None) -> None:
+        """One more reference to ``blob_id`` (new: on the local drives, or in ``tier``)."""
         c.execute(
-            "INSERT INTO blobs(blob_id, size, refs) VALUES(?,?,1) ON CONFLICT(blob_id) DO UPDATE SET refs = refs + 1",
-            (blob_id, size),
+            "INSERT INTO blobs(blob_id, size, refs, tier) VALUES(?,?,1,?)"
+            " ON CONFLICT(blob_id) DO UPDATE SET refs = refs + 1",
+            (blob_id, size, tier),
         )
-        c.execute("DELETE FROM trash WHERE blob_id=?", (blob_id,))
+        # A local blob queued for deletion is saved; a moved blob's local copy stays queued.
+        sql = "DELETE FROM trash WHERE blob_id=? AND (SELECT tier FROM blobs WHERE blob_id=?) IS NULL"
+        c.execute(sql, (blob_id, blob_id))
 
     @staticmethod
     def _unref_all(c: sqlite3.Connection, blob_ids: Iterable[str]) -> None:
+        """One reference less to each; a blob no one references goes: a local one to the trash,
+        a remote one to its tier's outbox (docs/tiers.md "Deleting remote bytes")."""
         for blob_id in blob_ids:
             c.execute("UPDATE blobs SET refs = refs - 1 WHERE blob_id=?", (blob_id,))
-            row = c.execute("SELECT refs FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+            row = c.execute("SELECT refs, tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
             if row is None or row[0] <= 0:
                 c.execute("DELETE FROM blobs WHERE blob_id=?", (blob_id,))
-                c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
+                if row is not None and row[1] is not None:
+                    TierDataTables.queue_remote_delete(c, row[1], blob_id)
+                else:
+                    c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
 
     def blob_known(self, blob_id: str) -> bool:
-        """True if the catalog references ``blob_id`` or still has it queued for deletion."""
+        """True if the catalog references ``blob_id`` as a blob on the local drives or still has
+        it queued for deletion there (a blob moved to a tier is no longer local)."""
         c = self._reader()
         return bool(
-            c.execute("SELECT 1 FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+            c.execute("SELECT 1 FROM blobs WHERE blob_id=? AND tier IS NULL", (blob_id,)).fetchone()
             or c.execute("SELECT 1 FROM trash WHERE blob_id=?", (blob_id,)).fetchone()
         )
 
     def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
-        """Referenced blobs in blob_id order after ``after``: (blob_id, size_bytes). The heal walk."""
-        rows = (
-            self._reader()
-            .execute("SELECT blob_id, size FROM blobs WHERE blob_id > ? ORDER BY blob_id LIMIT ?", (after, limit))
-            .fetchall()
-        )
+        """Referenced local blobs in blob_id order after ``after``: (blob_id, size_bytes). The heal walk."""
+        sql = "SELECT blob_id, size FROM blobs WHERE blob_id > ? AND tier IS NULL ORDER BY blob_id LIMIT ?"
+        rows = self._reader().execute(sql, (after, limit)).fetchall()
         return [(str(b), int(n)) for b, n in rows]
 
     def blob_count(self) -> int:

@@ -282,6 +282,14 @@ class TierstoreClient:
         tiers: list[dict[str, Any]] = self._call("GET", "/_tierstore/admin/tiers", None)["tiers"]
         return tiers
 
+    def tier_transition(self, name: str, bucket: str, key: str, version_id: str | None = None) -> dict[str, Any]:
+        """Move an object's version (default: the current one) to tier ``name`` now, as the
+        lifecycle mover does: ``{"moved": bool, "version_id"}`` (``moved`` false: already there)."""
+        query = f"bucket={quote(bucket, safe='')}&key={quote(key, safe='')}"
+        if version_id is not None:
+            query += f"&versionId={quote(version_id, safe='')}"
+        return self._call("POST", f"/_tierstore/admin/tiers/{quote(name, safe='')}/transition?{query}", None)
+
     def tier_remove(self, name: str) -> None:
         """Remove a tier; refused (409 TierInUse) while any data is in it."""
         self._send("DELETE", f"/_tierstore/admin/tiers/{quote(name, safe='')}", None)

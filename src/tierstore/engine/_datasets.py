@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
-from tierstore.engine._service import ObjectService, stream_blobs
+from tierstore.engine._service import ObjectService
 from tierstore.errors import (
     AccessDenied,
     InternalError,
@@ -549,7 +549,12 @@ class DatasetService:
             if loc.encs is not None and loc.encs[r] is not None:
                 yield await self._encrypted_row(loc, r, start, size, opened, refs=refs)
                 continue
-            yield RowRead(size, body=stream_blobs(self.service.blobs, refs, start, size))
+            try:
+                body = self.service.read_refs(refs, start, size, what=loc.key(r))
+            except TierstoreError as exc:  # e.g. in an archive tier: this row only
+                yield RowRead(error=exc, key=loc.key(r))
+                continue
+            yield RowRead(size, body=body)
 
     async def _encrypted_row(
         self,
@@ -584,13 +589,13 @@ class DatasetService:
                 return RowRead(error=exc, key=key)
             found = opened[(bucket, key, version_id, enc_s)] = (data_key, streams, int(doc["ps"]))
         data_key, streams, package_bytes = found
-        blobs = self.service.blobs
+        service = self.service
 
         async def read(offset: int, length: int, verify: bool) -> AsyncIterator[bytes]:
             if data is not None:
                 yield data[offset : offset + length]
                 return
-            async for chunk in stream_blobs(blobs, refs, offset, length, verify=verify):
+            async for chunk in service.read_refs(list(refs), offset, length, verify=verify, what=key):
                 yield chunk
 
         name = (bucket, key, version_id)

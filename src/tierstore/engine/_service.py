@@ -62,6 +62,7 @@ from tierstore.engine._lock import (
     new_version_lock,
     retention_of,
 )
+from tierstore.engine._mover import Mover, TierStores
 from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
 from tierstore.engine._tiers import TierService
@@ -77,6 +78,7 @@ from tierstore.errors import (
     InvalidArgument,
     InvalidBucketState,
     InvalidDigest,
+    InvalidObjectState,
     InvalidPart,
     InvalidPartNumber,
     InvalidPartOrder,
@@ -85,6 +87,7 @@ from tierstore.errors import (
     MalformedXML,
     MethodNotAllowed,
     NoSuchBucket,
+    NoSuchEntity,
     NoSuchKey,
     NoSuchObjectLockConfiguration,
     NoSuchTagSet,
@@ -94,6 +97,7 @@ from tierstore.errors import (
     NotModified,
     ObjectLockConfigurationNotFoundError,
     PreconditionFailed,
+    TierUnavailable,
 )
 from tierstore.runtime import Clock, new_blob_id, new_upload_id, new_version_id
 from tierstore.types import (
@@ -138,10 +142,17 @@ _UPLOAD_ACL = "x-tierstore-acl"
 
 
 async def stream_blobs(
-    store: BlobStore, refs: Iterable[BlobRef], offset: int, length: int, *, verify: bool = True
+    store: BlobStore,
+    refs: Iterable[BlobRef],
+    offset: int,
+    length: int,
+    *,
+    verify: bool = True,
+    remote: Callable[[str], BlobStore] | None = None,
 ) -> AsyncIterator[bytes]:
     """Bytes [offset, offset+length) of the concatenation of blobs ``refs`` (the store verifies;
-    ``verify=False``: not its block checksums, for encrypted bodies, ``BlobStore.get``)."""
+    ``verify=False``: not its block checksums, for encrypted bodies, ``BlobStore.get``). A blob
+    in a tier (``ref.tier``) is read from ``remote(tier)``'s store (docs/tiers.md)."""
     remaining = length
     for ref in refs:
         if remaining <= 0:
@@ -150,7 +161,12 @@ async def stream_blobs(
             offset -= ref.size_bytes
             continue
         take = min(ref.size_bytes - offset, remaining)
-        async for chunk in await store.get(ref.blob_id, offset, take, verify=verify):
+        if ref.tier is None:
+            source = store
+        else:
+            assert remote is not None, "a blob in a tier, and no way to reach tiers"
+            source = remote(ref.tier)
+        async for chunk in await source.get(ref.blob_id, offset, take, verify=verify):
             yield chunk
         remaining -= take
         offset = 0
@@ -412,6 +428,10 @@ class ObjectService:
         self.tiers = TierService(catalog, clock=self.clock.now_s)
         # Writes keep the lifecycle due index with these rules (docs/tiers.md "Lifecycle").
         catalog.lifecycle_planner = LifecyclePlan(lifecycle_day_s)
+        # One remote blob store per tier, and the mover (engine/_mover.py). Late-bound: server.py
+        # replaces ``self.tiers`` with one that holds the master key.
+        self.tier_stores = TierStores(lambda name: self.tiers.get_config(name))  # noqa: PLW0108
+        self.mover = Mover(catalog, blobs, self.tier_stores)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(
@@ -643,9 +663,11 @@ class ObjectService:
         _check_write_condition_values(opts.conditions)
         algorithms = self._algorithms(opts.checksum)
         if encryption is not None:
-            return await self._put_encrypted(
+            meta = await self._put_encrypted(
                 bucket, key, body, opts, encryption, algorithms, valid_tags, version_lock, list(acl or [])
             )
+            await self._into_tier(meta)
+            return meta
         tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length)
         try:
             self._verify_body(tap, opts)
@@ -677,7 +699,58 @@ class ObjectService:
             if blob_id is not None:
                 await self._abandon(blob_id, exc)
             raise
+        await self._into_tier(meta)
         return meta
+
+    async def _into_tier(self, meta: ObjectMeta) -> None:
+        """A version just written in a tier's class: move its bytes there before answering.
+
+        Written locally first (the body's ETag, checksums and version id are in the remote
+        object's metadata, and are known only once the body is in: docs/tiers.md "Writes to a
+        tier class"). If the tier does not answer, the version stays on the local drives with
+        the tier's class (a durable write is not turned into an error) and a later transition
+        moves it."""
+        if meta.storage_class not in self.tiers.class_names():
+            return
+        try:
+            await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class)
+        except TierUnavailable:
+            log.warning(
+                "tier %s did not answer: %s/%s (%s) stays local for now",
+                meta.storage_class, meta.bucket, meta.key, meta.version_id, exc_info=True,
+            )  # fmt: skip
+
+    async def transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
+        """Move version ``version_id`` of ``key`` to ``tier`` (docs/tiers.md "The mover"):
+        idempotent, crash-safe; False when there was nothing to do. The local bytes are freed
+        after the commit."""
+        moved = await self.mover.transition(bucket, key, version_id, tier)
+        if moved:
+            await self._drain_after_commit()
+        return moved
+
+    def _remote_store(self, tier: str) -> BlobStore:
+        try:
+            return self.tier_stores.store(tier)
+        except NoSuchEntity as exc:  # tier rm refuses while a blob names it: cannot happen
+            raise InternalError(f"The tier {tier} holding an object's bytes is not registered.") from exc
+
+    def _check_readable(self, refs: Iterable[BlobRef], what: str) -> None:
+        """InvalidObjectState if a blob is in a restore-required (archive) tier."""
+        for ref in refs:
+            if ref.tier is not None and self.tier_stores.config(ref.tier).restore_required:
+                raise InvalidObjectState(resource=what)
+
+    def read_refs(
+        self, refs: list[BlobRef], offset: int, length: int, *, verify: bool = True, what: str = ""
+    ) -> AsyncIterator[bytes]:
+        """Bytes of blobs named by id outside a version read (dataset and model manifests): their
+        tiers are looked up first (one query), then read as ``stream_blobs`` does."""
+        tiers = self.catalog.blob_tiers([r.blob_id for r in refs]) if refs else {}
+        if tiers:
+            refs = [BlobRef(r.blob_id, r.size_bytes, tiers.get(r.blob_id)) for r in refs]
+            self._check_readable(refs, what)
+        return stream_blobs(self.blobs, refs, offset, length, verify=verify, remote=self._remote_store)
 
     async def _put_encrypted(
         self,
@@ -834,6 +907,8 @@ class ObjectService:
         opts = opts or GetOptions()
         record = self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
+        if record.blobs:  # an inline body is local: nothing to check (the 4 KiB GET path)
+            self._check_readable(record.blobs, key)
         if record.meta.encryption:
             result.body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
         else:
@@ -869,7 +944,8 @@ class ObjectService:
             if length:
                 yield record.inline_data[offset : offset + length]
             return
-        async for chunk in stream_blobs(self.blobs, record.blobs, offset, length, verify=verify):
+        stream = stream_blobs(self.blobs, record.blobs, offset, length, verify=verify, remote=self._remote_store)
+        async for chunk in stream:
             yield chunk
 
     def _stream(self, record: VersionRecord, offset: int, length: int) -> AsyncIterator[bytes]:
@@ -1053,6 +1129,7 @@ class ObjectService:
         self._bucket_exists(dst_bucket)
         src = self._copy_source(src_bucket, src_key, src_version_id)
         check_read_key(src.meta.encryption, source_key)  # SSE-C source: its key, before anything else
+        self._check_readable(src.blobs, src_key)  # an archived source is not copied (AWS)
         _copy_source_conditions(opts.source_conditions, src.meta)
         # Copying a named version over its own key is how S3 restores an old version: allowed.
         same = src_bucket == dst_bucket and src_key == dst_key and src_version_id is None
@@ -1093,9 +1170,11 @@ class ObjectService:
         )
         if rewrite and encryption is not None and _shares_under_customer_key(src.meta, encryption):
             meta = await self._copy_rewrapped(src, meta, opts, encryption, source_key)
+            await self._into_tier(meta)
             return CopyResult(meta=meta, source_version_id=src.meta.version_id)
         if rewrite:
             meta = await self._copy_rewritten(src, meta, opts, encryption, source_key)
+            await self._into_tier(meta)
             return CopyResult(meta=meta, source_version_id=src.meta.version_id)
         # Blobs are shared; an inline body (a few KiB, already read and verified) is copied.
         if src.inline_id is not None:
@@ -1110,6 +1189,7 @@ class ObjectService:
             shared_gone=lambda: NoSuchKey(resource=src_key),
         )
         await self._drain_after_commit()
+        await self._into_tier(meta)
         return CopyResult(meta=meta, source_version_id=src.meta.version_id)
 
     async def _copy_rewrapped(
@@ -1702,6 +1782,7 @@ class ObjectService:
                 raise
             return done
         await self._drain_after_commit()
+        await self._into_tier(meta)  # the parts stayed local; the completed version moves now
         return meta
 
     async def _commit_bound(

@@ -1,0 +1,203 @@
+"""Where blobs live and the tier outbox: the catalog side of the tier data path (docs/tiers.md).
+
+``blobs.tier`` (schema v10) says where a blob's authoritative bytes are: NULL on the local
+drives, else the remote tier of that name. Reads of a version learn it with the version row
+(``TIERS_OF_BLOBS``: one subquery, skipped for inline versions, ``NULL`` when every blob is
+local); readers that name blobs by id (dataset and model manifests) ask ``blob_tiers``.
+
+``transition_commit`` is the mover's one transaction; ``queue_remote_delete`` is what a blob's
+last reference going away does for a remote blob (the local trash's counterpart), and the
+``outbox_*`` calls are the loop that deletes those remote objects.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from tierstore.catalog._sqlite import BlobRef, VersionRecord
+
+__all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
+
+T = TypeVar("T")
+
+# A column of a version read (alias ``v``): "id tier,id tier" for its blobs that are remote,
+# NULL if all are local. Inline versions and delete markers (blobs '[]') skip the subquery.
+TIERS_OF_BLOBS = (
+    "CASE WHEN v.blobs = '[]' THEN NULL ELSE (SELECT group_concat(b.blob_id || ' ' || b.tier)"
+    " FROM json_each(v.blobs) j JOIN blobs b ON b.blob_id = json_extract(j.value, '$[0]')"
+    " WHERE b.tier IS NOT NULL) END"
+)
+
+
+def located(refs: list[BlobRef], tiers_s: str) -> list[BlobRef]:
+    """``refs`` with their tiers from a ``TIERS_OF_BLOBS`` value."""
+    tiers = dict(pair.split(" ", 1) for pair in tiers_s.split(","))
+    return [replace(ref, tier=tiers.get(ref.blob_id)) for ref in refs]
+
+
+@dataclass(frozen=True, slots=True)
+class InlineMove:
+    """An inline body the mover wrote as a new remote blob: the version switches to it."""
+
+    inline_id: str
+    blob_id: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    tier: str
+    blob_id: str
+    attempts: int
+
+
+class TierDataTables:
+    """The tier data part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``, and the
+    version helpers of the catalog it is mixed into)."""
+
+    def _reader(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    @staticmethod
+    def _version_in(c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> VersionRecord | None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _reindex(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        raise NotImplementedError
+
+    # --- where blobs are ------------------------------------------------------------------
+    def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
+        """The remote tier of each of ``blob_ids`` that is in one (local and unknown ones are absent)."""
+        out: dict[str, str] = {}
+        conn = self._reader()
+        ids = list(dict.fromkeys(blob_ids))
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT blob_id, tier FROM blobs WHERE blob_id IN ({marks}) AND tier IS NOT NULL"  # noqa: S608
+            out.update((str(b), str(t)) for b, t in conn.execute(sql, chunk))
+        return out
+
+    def remote_blob_known(self, tier: str, blob_id: str) -> bool:
+        """Whether the catalog names ``blob_id``: referenced (anywhere: a local blob may be on its
+        way to the tier) or waiting in ``tier``'s outbox. The remote orphan sweep's test."""
+        c = self._reader()
+        return bool(
+            c.execute("SELECT 1 FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+            or c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone()
+        )
+
+    # --- the mover's transaction ----------------------------------------------------------------
+    async def transition_commit(
+        self,
+        bucket: str,
+        key: str,
+        version_id: str,
+        tier: str,
+        moved: Sequence[str],
+        inline: InlineMove | None = None,
+    ) -> bool:
+        """Switch a version's bytes to ``tier`` (docs/tiers.md "The mover", step 3): each of
+        ``moved`` (local blobs of the version, now copied and verified) gets ``tier`` and its
+        local copy goes to the trash; ``inline``: the version's inline body becomes that new
+        remote blob and the inline row is released as a delete releases it; the version's class
+        becomes ``tier``. Only if the version still exists and still names those blobs (or that
+        inline body): False, and nothing changed, otherwise."""
+        key_b = key.encode()
+
+        def fn(c: sqlite3.Connection) -> bool:
+            record = self._version_in(c, bucket, key_b, version_id)
+            if record is None or record.is_delete_marker:
+                return False
+            names = {b.blob_id for b in record.blobs}
+            if inline is not None and record.inline_id != inline.inline_id:
+                return False
+            for blob_id in moved:
+                row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+                if blob_id not in names or row is None or row[0] not in (None, tier):
+                    return False
+            for blob_id in moved:
+                changed = c.execute("UPDATE blobs SET tier=? WHERE blob_id=? AND tier IS NULL", (tier, blob_id))
+                if changed.rowcount:
+                    c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
+            doc: dict[str, Any] = json.loads(
+                c.execute(
+                    "SELECT meta FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id)
+                ).fetchone()[0]
+            )
+            doc["sc"] = tier
+            meta_s = json.dumps(doc, separators=(",", ":"))
+            if inline is not None:
+                c.execute(
+                    "INSERT INTO blobs(blob_id, size, refs, tier) VALUES(?,?,1,?)",
+                    (inline.blob_id, inline.size_bytes, tier),
+                )
+                c.execute(
+                    "UPDATE versions SET meta=?, blobs=?, inline_id=NULL WHERE bucket=? AND key=? AND version_id=?",
+                    (meta_s, json.dumps([[inline.blob_id, inline.size_bytes]]), bucket, key_b, version_id),
+                )
+                # Released as a delete releases it: gone, unless a dataset pins it.
+                if not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline.inline_id,)).rowcount:
+                    c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline.inline_id,))
+            else:
+                c.execute(
+                    "UPDATE versions SET meta=? WHERE bucket=? AND key=? AND version_id=?",
+                    (meta_s, bucket, key_b, version_id),
+                )
+            self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            return True
+
+        return await self._write(fn)
+
+    # --- the outbox -----------------------------------------------------------------------------
+    @staticmethod
+    def queue_remote_delete(c: sqlite3.Connection, tier: str, blob_id: str) -> None:
+        """Inside a write: the remote object ``blob_id`` of ``tier`` is to be deleted (due now)."""
+        c.execute(
+            "INSERT OR IGNORE INTO tier_outbox(tier, blob_id, queued_ns, attempts, next_ns) VALUES(?,?,?,0,0)",
+            (tier, blob_id, time.time_ns()),
+        )
+
+    async def outbox_add(self, tier: str, blob_ids: Sequence[str]) -> None:
+        """Queue remote objects written for nothing (a transition that lost its version); one the
+        catalog references as ``tier``'s is skipped (another mover published it)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            for blob_id in blob_ids:
+                if not c.execute("SELECT 1 FROM blobs WHERE blob_id=? AND tier=?", (blob_id, tier)).fetchone():
+                    self.queue_remote_delete(c, tier, blob_id)
+
+        await self._write(fn)
+
+    def outbox_due(self, now_ns: int, limit: int = 500) -> list[OutboxEntry]:
+        sql = "SELECT tier, blob_id, attempts FROM tier_outbox WHERE next_ns <= ? ORDER BY next_ns LIMIT ?"
+        return [OutboxEntry(str(t), str(b), int(a)) for t, b, a in self._reader().execute(sql, (now_ns, limit))]
+
+    async def outbox_done(self, entries: Sequence[OutboxEntry]) -> None:
+        """The remote objects are deleted: drop their rows."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.executemany("DELETE FROM tier_outbox WHERE tier=? AND blob_id=?", [(e.tier, e.blob_id) for e in entries])
+
+        await self._write(fn)
+
+    async def outbox_retry(self, entries: Sequence[OutboxEntry], next_ns: Callable[[int], int]) -> None:
+        """The tier did not answer: one more attempt counted, not retried before ``next_ns(attempts)``."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE tier_outbox SET attempts = attempts + 1, next_ns = ? WHERE tier=? AND blob_id=?",
+                [(next_ns(e.attempts + 1), e.tier, e.blob_id) for e in entries],
+            )
+
+        await self._write(fn)
