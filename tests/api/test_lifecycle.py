@@ -9,6 +9,7 @@ import datetime as dt
 import email.utils
 import hashlib
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,6 +285,7 @@ def test_transitions_to_a_tier_are_stored_and_read_back(client: TierstoreClient,
     tiers = client
     name = f"LC{uuid.uuid4().hex[:8].upper()}"
     tiers.tier_add(name, "http://127.0.0.1:9", "archive", allow_private=True)  # never contacted here
+    time.sleep(1.2)  # past every worker's 1 s cache of tier names (TierService.class_names)
     try:
         rules = [
             {"ID": "cold", "Filter": {"Prefix": "runs/"}, "Status": "Enabled",
@@ -295,6 +297,7 @@ def test_transitions_to_a_tier_are_stored_and_read_back(client: TierstoreClient,
         s3.delete_bucket_lifecycle(Bucket=bucket)
     finally:
         tiers.tier_remove(name)
+    time.sleep(1.2)
     with pytest.raises(ClientError) as exc:  # the tier is gone: the same rules are refused
         s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": rules})
     assert _err(exc)[:2] == ("InvalidStorageClass", 400)

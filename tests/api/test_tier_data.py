@@ -414,3 +414,30 @@ def _rss_kib(pid: int) -> int:
 
 def _hwm_kib(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
+
+
+def test_a_lifecycle_rule_moves_a_version_to_its_tier(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """The lifecycle worker hands a due Transition to the mover: the version's class becomes the
+    tier's, its blob is in the tier (and no longer on the local drives), and it reads back."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--lifecycle-day-seconds", "1"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+        _add_tier(admin, seaweedfs, "LCMOVE")
+        s3.create_bucket(Bucket="lcmove")
+        s3.put_bucket_lifecycle_configuration(
+            Bucket="lcmove",
+            LifecycleConfiguration={"Rules": [{"ID": "cold", "Filter": {"Prefix": "runs/"}, "Status": "Enabled",
+                                               "Transitions": [{"Days": 1, "StorageClass": "LCMOVE"}]}]},
+        )  # fmt: skip
+        body = bytes(range(256)) * 1024  # 256 KiB: above the default 128 KiB transition minimum
+        s3.put_object(Bucket="lcmove", Key="runs/a.bin", Body=body)
+        s3.put_object(Bucket="lcmove", Key="keep/b.bin", Body=body)  # outside the rule's prefix
+        _wait(lambda: s3.head_object(Bucket="lcmove", Key="runs/a.bin").get("StorageClass") == "LCMOVE")
+        assert _get(s3, "lcmove", "runs/a.bin") == body
+        (blob_id,) = [b for (b,) in _catalog(srv, "SELECT blob_id FROM blobs WHERE tier = 'LCMOVE'")]
+        _wait(lambda: not _local_files(srv, blob_id))  # the local copy goes once the switch committed
+        assert "StorageClass" not in s3.head_object(Bucket="lcmove", Key="keep/b.bin")  # STANDARD
+    finally:
+        srv.stop()
