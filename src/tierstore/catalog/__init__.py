@@ -2,6 +2,7 @@
 mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
 from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord
+from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
 from tierstore.catalog._sqlite import (
     PINNING_TABLES,
@@ -14,6 +15,7 @@ from tierstore.catalog._sqlite import (
     VersionRecord,
     VersionTaken,
 )
+from tierstore.catalog._tier_data import InlineMove, OutboxEntry
 from tierstore.catalog._tiers import TierRecord, TierUsage
 
 __all__ = [
@@ -22,8 +24,14 @@ __all__ = [
     "BlobRef",
     "CatalogMirrorError",
     "DatasetRecord",
+    "DueRow",
+    "InlineMove",
+    "KeyVersion",
     "ModelAliasInUse",
+    "OutboxEntry",
+    "Outcome",
     "PinGone",
+    "PlannedAction",
     "ReconcileReport",
     "RoleRecord",
     "SqliteCatalog",

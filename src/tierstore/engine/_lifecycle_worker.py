@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog import DueRow, KeyVersion, Outcome, PlannedAction
 from tierstore.engine._lifecycle import (
     DAY_S,
     EXPIRE_CURRENT,

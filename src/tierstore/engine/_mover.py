@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from awscrt.checksums import crc32c
 
 from tierstore.blob import BlobStore, S3BlobStore, S3StoreConfig, check_endpoint
-from tierstore.catalog import SqliteCatalog, VersionRecord
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog import InlineMove, OutboxEntry, SqliteCatalog, VersionRecord
 from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, InvalidRequest, TierUnavailable
 from tierstore.runtime import new_blob_id
