@@ -549,7 +549,7 @@ def build_app(config: ServerConfig) -> S3App:
             await identities.flush_last_used()
         catalog.close()
 
-    app = S3App(
+    return S3App(
         service,
         authenticator,
         domain=config.domain,
@@ -570,8 +570,6 @@ def build_app(config: ServerConfig) -> S3App:
         kms=kms,
         sse_c_over_http=config.sse_c_over_http,
     )
-    app.ctx.lifecycle_day_s = config.lifecycle_day_s
-    return app
 
 
 def _configure_logging(level: str) -> None:

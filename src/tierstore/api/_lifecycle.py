@@ -588,7 +588,8 @@ def expiration_headers(ctx: Context, bucket: str, meta: ObjectMeta) -> list[tupl
     config = _config(ctx.service, bucket)
     if config is None or meta.is_delete_marker:
         return []
-    due = current_expiration(config, meta.key, meta.tags, meta.size_bytes, meta.modified_ns, ctx.lifecycle_day_s)
+    day_s = ctx.service.lifecycle_day_s
+    due = current_expiration(config, meta.key, meta.tags, meta.size_bytes, meta.modified_ns, day_s)
     if due is None:
         return []
     expiry = http_date(due.due_ns + 999_999_999)  # whole seconds, never before the due time

@@ -72,7 +72,6 @@ class Context:
     sts: StsService | None = None  # temporary credentials (api/_sts.py)
     oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
     kms: LocalKeyStore | None = None  # the built-in key service (api/_kms_ext.py)
-    lifecycle_day_s: int = 86_400  # a lifecycle rule's day (serve --lifecycle-day-seconds; api/_lifecycle.py)
 
     def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""

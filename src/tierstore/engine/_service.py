@@ -427,6 +427,7 @@ class ObjectService:
         # The registry of remote tiers (docs/tiers.md); server.py gives it the master key.
         self.tiers = TierService(catalog, clock=self.clock.now_s)
         # Writes keep the lifecycle due index with these rules (docs/tiers.md "Lifecycle").
+        self.lifecycle_day_s = lifecycle_day_s
         catalog.lifecycle_planner = LifecyclePlan(lifecycle_day_s)
         # One remote blob store per tier, and the mover (engine/_mover.py). Late-bound: server.py
         # replaces ``self.tiers`` with one that holds the master key.
