@@ -31,11 +31,16 @@ from tierstore.catalog import HeldBlob, SqliteCatalog
 from tierstore.engine._mover import TierStores
 from tierstore.errors import CorruptBlob, TierUnavailable
 
-__all__ = ["HOT_LEASE_S", "FillResult", "HotCopies"]
+__all__ = ["HOT_LEASE_S", "FillResult", "HotCopies", "restore_holder"]
 
 log = logging.getLogger("tierstore.hot")
 
 HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
+
+
+def restore_holder(bucket: str, key: str, version_id: str) -> str:
+    """The holder of a RestoreObject's copy of one version."""
+    return f"restore:{bucket}/{key}/{version_id}"
 
 
 @dataclass(slots=True)
