@@ -173,13 +173,15 @@ def test_restored_reads_with_the_tier_stopped(
         parts = [b"p" * (5 * MIB), b"q" * 4000]
         s3r.put_object(Bucket=bkt, Key="ds/plain", Body=plain, StorageClass="VAULT")
         s3r.put_object(Bucket=bkt, Key="ds/sse", Body=secret, StorageClass="VAULT", ServerSideEncryption="AES256")
+        kms = b"KMS-SEALED " * 9000
+        s3r.put_object(Bucket=bkt, Key="kms", Body=kms, StorageClass="VAULT", ServerSideEncryption="aws:kms")
         _multipart(s3r, bkt, "mp", parts, "VAULT")
         s3r.put_object(Bucket=bkt, Key="later", Body=b"l" * 90_000, StorageClass="VAULT")
         name = f"rds-{uuid.uuid4().hex[:8]}"
         admin.create_dataset(name, bucket=bkt, prefix="ds/")
-        for key in ("ds/plain", "ds/sse", "mp"):
+        for key in ("ds/plain", "ds/sse", "kms", "mp"):
             assert _restore(s3r, bkt, key) == 202
-        for key in ("ds/plain", "ds/sse", "mp"):
+        for key in ("ds/plain", "ds/sse", "kms", "mp"):
             _wait(lambda k=key: _restored(s3r, bkt, k))  # type: ignore[misc]
         weed.stop()  # the tier is gone: restored versions read from their local copies
 
@@ -187,6 +189,7 @@ def test_restored_reads_with_the_tier_stopped(
         assert _get(s3r, bkt, "ds/plain", Range="bytes=100-100099") == plain[100:100_100]
         assert _get(s3r, bkt, "ds/sse") == secret
         assert _get(s3r, bkt, "ds/sse", Range="bytes=70000-70099") == secret[70000:70100]
+        assert _get(s3r, bkt, "kms") == kms and _get(s3r, bkt, "kms", Range="bytes=5-14") == kms[5:15]
         assert _get(s3r, bkt, "mp") == b"".join(parts)
         assert _get(s3r, bkt, "mp", PartNumber=2) == parts[1]
         reader = TierstoreClient(resolve_settings(rsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
@@ -208,9 +211,9 @@ def test_restored_reads_with_the_tier_stopped(
         _wait(lambda: _restored(s3r, bkt, "later"), 120)
         assert _get(s3r, bkt, "later") == b"l" * 90_000
         copies = [r[0] for r in _catalog(rsrv, "SELECT blob_id FROM blobs WHERE tier='VAULT' AND cached=1")]
-        assert len(copies) == 5  # two single blobs, two parts, and "later"
+        assert len(copies) == 6  # three single blobs, two parts, and "later"
         admin.delete_dataset(f"{name}@1")
-        for key in ("ds/plain", "ds/sse", "mp", "later"):
+        for key in ("ds/plain", "ds/sse", "kms", "mp", "later"):
             s3r.delete_object(Bucket=bkt, Key=key)
         # Deleting the versions frees the local copies and the remote objects.
         _wait(lambda: _catalog(rsrv, "SELECT count(*) FROM blobs WHERE tier='VAULT'") == [(0,)])

@@ -242,6 +242,14 @@ class HotTables:
 
         return await self._write(fn)
 
+    async def hot_renew(self, holder: str, lease_ns: int) -> None:
+        """The worker copying ``holder`` keeps its claim until ``lease_ns``."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE hot_requests SET lease_ns=? WHERE holder=? AND done_ns IS NULL", (lease_ns, holder))
+
+        await self._write(fn)
+
     async def hot_cached(self, blob_ids: Sequence[str], now_ns: int) -> list[str]:
         """The local copies of ``blob_ids`` are complete and verified: marked cached where a live
         hold needs them; the others (released meanwhile, or the blob is gone) go to the trash.
