@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.test_tier_data import PREFIX, _add_tier, _catalog, _get, _local_files, _wait
+from tests.api.test_tier_data import PREFIX, _add_tier, _catalog, _get, _local_files, _settle, _wait
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import assert_error, signed_request
 from tests.seaweed import SeaweedFS
@@ -76,6 +76,17 @@ def _restore(s3: Any, bucket: str, key: str, days: int = LONG, **kw: Any) -> int
 
 def _restored(s3: Any, bucket: str, key: str, **kw: Any) -> bool:
     return DONE.match(s3.head_object(Bucket=bucket, Key=key, **kw).get("Restore", "")) is not None
+
+
+def _published(srv: ServerProcess, ids: list[str]) -> dict[Path, tuple[int, int]]:
+    """The local blob files (not the temporary ones of a put) of ``ids``: (inode, mtime)."""
+    out = {}
+    for blob_id in ids:
+        for path in _local_files(srv, blob_id):
+            if not path.name.endswith(".tmp"):
+                st = path.stat()
+                out[path] = (st.st_ino, st.st_mtime_ns)
+    return out
 
 
 def _multipart(s3: Any, bucket: str, key: str, parts: list[bytes], storage_class: str) -> None:
@@ -238,6 +249,7 @@ def test_kill_9_during_a_restore(tmp_path: Path, seaweedfs: SeaweedFS, monkeypat
             "ICE", seaweedfs.endpoint, remote_bucket, prefix=PREFIX, access_key_id=seaweedfs.access_key,
             secret_key=seaweedfs.secret_key, restore_required=True, allow_private=True,
         )  # fmt: skip
+        _settle()
         s3.create_bucket(Bucket="bkt")
         parts = [bytes([i]) * (5 * MIB) for i in range(3)] + [b"end"]
         _multipart(s3, "bkt", "big", parts, "ICE")
@@ -245,16 +257,38 @@ def test_kill_9_during_a_restore(tmp_path: Path, seaweedfs: SeaweedFS, monkeypat
         assert len(ids) == 4
         assert _restore(s3, "bkt", "big") == 202
         # The worker kills itself right after the first local copy lands (before marking it).
-        _wait(lambda: any(_local_files(srv, b) for b in ids))
+        _wait(lambda: bool(_published(srv, ids)))
         srv.stop(signal.SIGKILL)
         monkeypatch.delenv("TIERSTORE_TEST_KILL_HOT_AT")
         assert _catalog(srv, "SELECT done_ns FROM hot_requests") == [(None,)]  # still ongoing
+        landed = _published(srv, ids)
+        # No GC grace: the startup GC takes every local blob the catalog does not know; a held
+        # copy (published, not yet marked) is known.
+        srv.extra_args = ["--gc-grace", "0"]
         srv.start()
         s3 = make_client(srv.endpoint)
+        admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
         _wait(lambda: _restored(s3, "bkt", "big"), 120)  # resumed
         assert _get(s3, "bkt", "big") == b"".join(parts)
         assert _catalog(srv, "SELECT count(*) FROM blobs WHERE tier='ICE' AND cached=1") == [(4,)]
         remote = {o["Key"] for o in raw.list_objects_v2(Bucket=remote_bucket).get("Contents", [])}
         assert remote == {PREFIX + b for b in ids}  # the archive keeps every blob
+        kept = _published(srv, ids)
+        assert landed and all(kept[p] == landed[p] for p in landed)  # the same files: kept, not copied again
+
+        # The heal walk verifies the copies; a damaged one is dropped and copied again.
+        ((victim,),) = _catalog(srv, "SELECT blob_id FROM blobs WHERE size=? LIMIT 1", 5 * MIB)
+        (path,) = _local_files(srv, victim)
+        with path.open("r+b") as f:
+            f.seek(MIB)
+            byte = f.read(1)
+            f.seek(MIB)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        report = list(admin.heal())[-1]
+        assert report["state"] == "done" and victim in report["repaired"] and report["blobs_lost"] == 0
+        assert report["blobs_total"] >= 4  # the copies are walked as local blobs
+        _wait(lambda: _restored(s3, "bkt", "big"), 120)
+        _wait(lambda: _catalog(srv, "SELECT cached FROM blobs WHERE blob_id=?", victim) == [(1,)], 120)
+        assert _get(s3, "bkt", "big") == b"".join(parts)
     finally:
         srv.stop()

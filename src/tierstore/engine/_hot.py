@@ -97,8 +97,9 @@ class HotCopies:
             freed += n
             if len(holders) < 1000:
                 break
-        if freed:
-            await self._freed()
+        # Always (one indexed query when the trash is empty): a copy the scrub dropped is copied
+        # again only once the drain has deleted its damaged bytes.
+        await self._freed()
         if dropped:
             log.info("hot copies: %d holders expired, %d local copies freed", len(dropped), freed)
         return dropped, freed
