@@ -125,6 +125,14 @@ def test_restore_lifecycle_and_expiry(rsrv: ServerProcess, s3r: Any, deep: Any, 
     assert s3r.get_object(Bucket=bkt, Key="obj")["Restore"] == restore  # on GET too
     assert _restore(s3r, bkt, "obj") == 200  # restored already: the expiry is renewed
 
+    # Listings tell the restore state when asked (x-amz-optional-object-attributes).
+    (entry,) = s3r.list_objects_v2(Bucket=bkt, OptionalObjectAttributes=["RestoreStatus"])["Contents"]
+    assert entry["RestoreStatus"]["IsRestoreInProgress"] is False
+    assert entry["RestoreStatus"]["RestoreExpiryDate"] >= expiry
+    assert "RestoreStatus" not in s3r.list_objects_v2(Bucket=bkt)["Contents"][0]
+    versions = s3r.list_object_versions(Bucket=bkt, OptionalObjectAttributes=["RestoreStatus"])["Versions"]
+    assert [("RestoreStatus" in v, v["IsLatest"]) for v in versions] == [(True, True), (False, False)]
+
     # The older version is archived on its own: refused until restored by version id.
     with pytest.raises(ClientError) as info:
         s3r.get_object(Bucket=bkt, Key="obj", VersionId=old)
@@ -212,6 +220,8 @@ def test_restored_reads_with_the_tier_stopped(
         # A restore cannot copy while the tier is down: it stays ongoing, and a second one is 409.
         assert _restore(s3r, bkt, "later") == 202
         assert s3r.head_object(Bucket=bkt, Key="later")["Restore"] == 'ongoing-request="true"'
+        listed = s3r.list_objects_v2(Bucket=bkt, Prefix="later", OptionalObjectAttributes=["RestoreStatus"])
+        assert listed["Contents"][0]["RestoreStatus"] == {"IsRestoreInProgress": True}
         with pytest.raises(ClientError) as info:
             _restore(s3r, bkt, "later")
         assert _err(info) == (409, "RestoreAlreadyInProgress")

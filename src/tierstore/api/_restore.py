@@ -15,10 +15,10 @@ from __future__ import annotations
 from tierstore import errors as e
 from tierstore.api._common import check_body_digest, xml_int
 from tierstore.api._request import Context, Request, Response, http_date
-from tierstore.api._xml import children, parse_xml, text_of
+from tierstore.api._xml import E, children, iso8601, parse_xml, text_of
 from tierstore.types import ObjectMeta
 
-__all__ = ["restore_headers", "restore_object"]
+__all__ = ["restore_headers", "restore_object", "restore_status_element", "wants_restore_status"]
 
 _TIERS = ("Standard", "Bulk", "Expedited")
 _UNSUPPORTED = ("SelectParameters", "OutputLocation")
@@ -48,7 +48,7 @@ async def restore_object(req: Request, ctx: Context) -> Response:
 
 def restore_headers(ctx: Context, meta: ObjectMeta) -> list[tuple[str, str]]:
     """``x-amz-restore`` of a version in a restore-required tier that has a restore."""
-    status = ctx.service.restore_status(meta)
+    status = ctx.service.restore_status(meta.bucket, meta.key, meta.version_id, meta.storage_class)
     if status is None:
         return []
     ongoing, expires_ns = status
@@ -56,3 +56,21 @@ def restore_headers(ctx: Context, meta: ObjectMeta) -> list[tuple[str, str]]:
         return [("x-amz-restore", 'ongoing-request="true"')]
     # Whole seconds, never before the copy is dropped.
     return [("x-amz-restore", f'ongoing-request="false", expiry-date="{http_date(expires_ns + 999_999_999)}"')]
+
+
+def wants_restore_status(req: Request) -> bool:
+    """``x-amz-optional-object-attributes: RestoreStatus`` on a listing."""
+    value = req.headers.get("x-amz-optional-object-attributes", "")
+    return "RestoreStatus" in (v.strip() for v in value.split(","))
+
+
+def restore_status_element(ctx: Context, bucket: str, key: str, version_id: str | None, storage_class: str) -> str:
+    """A listing entry's ``<RestoreStatus>`` (empty when the version has no restore)."""
+    status = ctx.service.restore_status(bucket, key, version_id, storage_class)
+    if status is None:
+        return ""
+    ongoing, expires_ns = status
+    if ongoing or expires_ns is None:
+        return E("RestoreStatus", None, E("IsRestoreInProgress", "true"))
+    expiry = iso8601(expires_ns + 999_999_999)
+    return E("RestoreStatus", None, E("IsRestoreInProgress", "false"), E("RestoreExpiryDate", expiry))

@@ -807,18 +807,26 @@ class ObjectService:
             raise RestoreAlreadyInProgress(resource=key)
         return before == "new"
 
-    def restore_status(self, meta: ObjectMeta) -> tuple[bool, int | None] | None:
-        """For ``x-amz-restore``: (ongoing, expiry) of the version's restore, or None (no restore,
-        or not in a restore-required tier). A set lookup for every other object; one point read
-        of the catalog for an archived one."""
-        if meta.storage_class not in self.tiers.class_names():
+    def restore_status(
+        self, bucket: str, key: str, version_id: str | None, storage_class: str
+    ) -> tuple[bool, int | None] | None:
+        """For ``x-amz-restore`` and listings' ``RestoreStatus``: (ongoing, expiry) of the
+        version's restore (``version_id`` None: the current one), or None (no restore, or not in
+        a restore-required tier). A set lookup for every other object; a point read of the
+        catalog for an archived one (two for the current version by key)."""
+        if storage_class not in self.tiers.class_names():
             return None
         try:
-            if not self.tier_stores.config(meta.storage_class).restore_required:
+            if not self.tier_stores.config(storage_class).restore_required:
                 return None
         except NoSuchEntity:
             return None
-        state = self.catalog.hot_state(restore_holder(meta.bucket, meta.key, meta.version_id))
+        if version_id is None:
+            record = self.catalog.get_latest(bucket, key)
+            if record is None:
+                return None
+            version_id = record.meta.version_id
+        state = self.catalog.hot_state(restore_holder(bucket, key, version_id))
         if state is None:
             return None
         done_ns, expires_ns = state
