@@ -227,6 +227,17 @@ class HotTables:
         )
         return [HeldBlob(str(b), int(n), str(t)) for b, n, t in self._reader().execute(sql, (holder, limit))]
 
+    def hot_due(self, now_ns: int) -> tuple[bool, bool]:
+        """(a holder or hold has expired, an ongoing copy is free to claim) at ``now_ns``: two
+        indexed reads, so an idle worker's pass writes nothing."""
+        c = self._reader()
+        expired = (
+            c.execute("SELECT 1 FROM hot_requests WHERE expires_ns <= ? LIMIT 1", (now_ns,)).fetchone()
+            or c.execute("SELECT 1 FROM hot_holds WHERE expires_ns <= ? LIMIT 1", (now_ns,)).fetchone()
+        )
+        sql = "SELECT 1 FROM hot_requests WHERE done_ns IS NULL AND lease_ns <= ? LIMIT 1"
+        return expired is not None, c.execute(sql, (now_ns,)).fetchone() is not None
+
     async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8) -> list[str]:
         """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``."""
 

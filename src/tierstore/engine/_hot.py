@@ -91,7 +91,7 @@ class HotCopies:
         """Drop expired holders and free the copies no live hold needs: (holders dropped, copies freed)."""
         dropped: list[str] = []
         freed = 0
-        while True:
+        while self.catalog.hot_due(self.now_ns())[0]:
             holders, n = await self.catalog.hot_sweep(self.now_ns())
             dropped += holders
             freed += n
@@ -126,6 +126,8 @@ class HotCopies:
         skipped: set[str] = set()
         down: set[str] = set()
         renewed_ns = self.now_ns()
+        if lease_ns is not None:  # the worker leaves it alone meanwhile
+            await self.catalog.hot_renew(holder, renewed_ns + lease_ns)
 
         async def one(blob: HeldBlob) -> None:
             nonlocal renewed_ns
@@ -190,7 +192,8 @@ class HotCopies:
         dropped, freed = await self.sweep()
         filled = failed = 0
         lease_ns = int(self.lease_s * 1e9)
-        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns):
+        claimable = self.catalog.hot_due(self.now_ns())[1]
+        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []:
             try:
                 result = await self.fill(holder, lease_ns=lease_ns)
             except (TierUnavailable, CorruptBlob, OSError) as exc:

@@ -766,8 +766,9 @@ class ObjectService:
         )
 
     async def fill_hold(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
-        """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified)."""
-        return await self.hot.fill(holder, progress=progress)
+        """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified), holding
+        the worker's lease on it meanwhile (so the server's worker does not copy it too)."""
+        return await self.hot.fill(holder, progress=progress, lease_ns=int(self.hot.lease_s * 1e9))
 
     async def release_hold(self, holder: str) -> bool:
         """Drop ``holder``; the copies no other live hold needs are freed. False if unknown."""
@@ -814,7 +815,7 @@ class ObjectService:
         version's restore (``version_id`` None: the current one), or None (no restore, or not in
         a restore-required tier). A set lookup for every other object; a point read of the
         catalog for an archived one (two for the current version by key)."""
-        if storage_class not in self.tiers.class_names():
+        if storage_class == "STANDARD" or storage_class not in self.tiers.class_names():
             return None
         try:
             if not self.tier_stores.config(storage_class).restore_required:
