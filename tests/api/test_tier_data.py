@@ -310,17 +310,22 @@ def test_tier_down_then_back(tsrv: ServerProcess, s3t: Any, admin: TierstoreClie
         assert (refused.value.status, refused.value.code) == (503, "ServiceUnavailable")
         assert "StorageClass" not in s3t.head_object(Bucket=bkt, Key="near")
         assert _get(s3t, bkt, "near") == b"n" * 200_000
+        # A write in the tier's class succeeds (durable locally, with the tier's class).
+        s3t.put_object(Bucket=bkt, Key="late", Body=b"l" * 100_000, StorageClass="FLAKY")
+        assert s3t.head_object(Bucket=bkt, Key="late")["StorageClass"] == "FLAKY"
+        assert _get(s3t, bkt, "late") == b"l" * 100_000
         s3t.delete_object(Bucket=bkt, Key="doomed")
         _wait(lambda: _catalog(tsrv, "SELECT attempts FROM tier_outbox WHERE tier='FLAKY'") not in ([], [(0,)]))
         weed.start()  # the same port and data
         assert admin.tier_transition("FLAKY", bkt, "near")["moved"] is True  # resumes once it answers
         assert s3t.head_object(Bucket=bkt, Key="near")["StorageClass"] == "FLAKY"
+        assert admin.tier_transition("FLAKY", bkt, "late")["moved"] is True  # its bytes were still local
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM tier_outbox WHERE tier='FLAKY'") == [(0,)], 120)
         left = [o["Key"] for o in raw.list_objects_v2(Bucket="tdata-flaky", Prefix=PREFIX).get("Contents", [])]
-        assert len(left) == 2 and _get(s3t, bkt, "far") == b"f" * 200_000  # far and near; doomed is gone
-        assert _get(s3t, bkt, "near") == b"n" * 200_000
-        s3t.delete_object(Bucket=bkt, Key="far")
-        s3t.delete_object(Bucket=bkt, Key="near")
+        assert len(left) == 3 and _get(s3t, bkt, "far") == b"f" * 200_000  # far, near, late; doomed is gone
+        assert _get(s3t, bkt, "near") == b"n" * 200_000 and _get(s3t, bkt, "late") == b"l" * 100_000
+        for key in ("far", "near", "late"):
+            s3t.delete_object(Bucket=bkt, Key=key)
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM blobs WHERE tier='FLAKY'") == [(0,)])
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM tier_outbox WHERE tier='FLAKY'") == [(0,)])
         admin.tier_remove("FLAKY")
