@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, aws_cli
+from tests.seaweed import SeaweedFS
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -24,12 +25,12 @@ def _program(doc: Path) -> str:
     return "\n".join(blocks)
 
 
-def _run(doc: str, server: ServerProcess, tmp_path: Path) -> list[str]:
+def _run(doc: str, server: ServerProcess, tmp_path: Path, extra_env: dict[str, str] | None = None) -> list[str]:
     script = tmp_path / "walkthrough.py"
     script.write_text(_program(REPO / "docs" / doc))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
     env.update(TIERSTORE_ENDPOINT=server.endpoint, TIERSTORE_ACCESS_KEY=ACCESS_KEY)
-    env.update(TIERSTORE_SECRET_KEY=SECRET_KEY)
+    env.update(TIERSTORE_SECRET_KEY=SECRET_KEY, **(extra_env or {}))
     proc = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240, check=False
     )
@@ -75,19 +76,22 @@ def _section(doc: Path, heading: str) -> str:
     return text[start:] if end < 0 else text[start:end]
 
 
-def _run_section(heading: str, server: ServerProcess, tmp_path: Path, outputs: int) -> None:
-    """Run the one code block of a docs/security.md section; its trailing comment lines are its
+def _run_section(
+    heading: str, server: ServerProcess, tmp_path: Path, outputs: int, *, doc: str = "security.md",
+    extra_env: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Run the one code block of a section of docs/``doc``; its trailing comment lines are its
     output (``outputs`` of them)."""
-    section = _section(REPO / "docs" / "security.md", heading)
+    section = _section(REPO / "docs" / doc, heading)
     (code,) = BLOCK.findall(section)
     lines = code.splitlines()
     expected = []
     while lines and lines[-1].startswith("# "):
         expected.insert(0, lines.pop().removeprefix("# "))
     assert len(expected) == outputs
-    doc = tmp_path / "security-section.md"
-    doc.write_text(section)
-    assert _run(str(doc), server, tmp_path) == expected
+    path = tmp_path / "doc-section.md"
+    path.write_text(section)
+    assert _run(str(path), server, tmp_path, extra_env) == expected
 
 
 def test_bucket_policy_walkthrough_runs(fresh_server: ServerProcess, tmp_path: Path) -> None:
@@ -125,6 +129,20 @@ def test_encryption_at_rest_walkthrough_runs(tmp_path: Path) -> None:
     srv.start()
     try:
         _run_section("## Encryption at rest: the engine", srv, tmp_path, 4)
+    finally:
+        srv.stop()
+
+
+def test_tiers_walkthrough_runs(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """docs/tiers.md "Walkthrough": a tier on the session's SeaweedFS, a PUT with its class, a
+    lifecycle rule that moves an object (a 1 s day), the tier's status, reads through, and
+    ``tier rm`` refused while the tier holds data."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--lifecycle-day-seconds", "1"])
+    srv.start()
+    try:
+        weed = {"SEAWEED_ENDPOINT": seaweedfs.endpoint, "SEAWEED_ACCESS_KEY": seaweedfs.access_key,
+                "SEAWEED_SECRET_KEY": seaweedfs.secret_key}  # fmt: skip
+        _run_section("## Walkthrough: an archive", srv, tmp_path, 6, doc="tiers.md", extra_env=weed)
     finally:
         srv.stop()
 

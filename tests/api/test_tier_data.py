@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.seaweed import SeaweedFS
-from tierstore.client import TierstoreClient, resolve_settings
+from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 from tierstore.datasets import DatasetRef, RemoteSource
 
 MIB = 1024 * 1024
@@ -82,10 +82,11 @@ def bkt(s3t: Any) -> str:
     return name
 
 
-def _remote(raw: Any, bucket: str, key: str, version_id: str | None = None) -> dict[str, dict[str, str]]:
+def _remote(
+    raw: Any, bucket: str, key: str, version_id: str | None = None, remote_bucket: str = "tdata-cold"
+) -> dict[str, dict[str, str]]:
     """The remote objects (blob id -> user metadata) holding ``key`` (of ``version_id``)."""
     out = {}
-    remote_bucket = "tdata-cold"
     for page in raw.get_paginator("list_objects_v2").paginate(Bucket=remote_bucket, Prefix=PREFIX):
         for obj in page.get("Contents", []):
             try:
@@ -247,6 +248,31 @@ def test_delete_queues_the_remote_object_and_datasets_keep_reading(
     _wait(lambda: not _remote(cold, bkt, "ds/a.bin"))
 
 
+def test_dataset_loaders_read_samples_from_a_tier(
+    tsrv: ServerProcess, s3t: Any, admin: TierstoreClient, cold: Any, bkt: str
+) -> None:
+    """A dataset whose samples are partly in a tier, through the torch loaders (a DataLoader over
+    MapDataset's batch reads, and IterableDataset's epoch): every sample, byte-exact."""
+    from torch.utils.data import DataLoader
+
+    from tierstore.torch import IterableDataset, MapDataset
+
+    samples = {f"ds/{i:02d}.bin": bytes([i]) * (20_000 + i) for i in range(12)}
+    for i, (key, data) in enumerate(samples.items()):
+        s3t.put_object(Bucket=bkt, Key=key, Body=data, **({"StorageClass": "COLD"} if i % 3 else {}))
+    name = f"tload-{uuid.uuid4().hex[:8]}"
+    admin.create_dataset(name, bucket=bkt, prefix="ds/")
+    assert len(_remote(cold, bkt, "ds/01.bin")) == 1
+    source = RemoteSource(tsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    mapped = MapDataset(f"{name}@1", source)
+    got = {s["key"]: s["data"] for batch in DataLoader(mapped, batch_size=5, collate_fn=list) for s in batch}
+    assert got == samples
+    streamed = IterableDataset(f"{name}@1", source, batch_size=4, shuffle=False)
+    got = {s["key"]: s["data"] for batch in DataLoader(streamed, batch_size=None) for s in batch}
+    assert got == samples
+    admin.delete_dataset(f"{name}@1")
+
+
 def test_restore_required_tier_refuses_get(
     tsrv: ServerProcess, s3t: Any, admin: TierstoreClient, seaweedfs: SeaweedFS, bkt: str
 ) -> None:
@@ -279,13 +305,27 @@ def test_tier_down_then_back(tsrv: ServerProcess, s3t: Any, admin: TierstoreClie
         assert err["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "5"
         assert _get(s3t, bkt, "near") == b"n" * 200_000  # local objects are unaffected
         assert s3t.head_object(Bucket=bkt, Key="far")["StorageClass"] == "FLAKY"  # metadata is local
+        with pytest.raises(TierstoreClientError) as refused:  # the mover: nothing switched, nothing lost
+            admin.tier_transition("FLAKY", bkt, "near")
+        assert (refused.value.status, refused.value.code) == (503, "ServiceUnavailable")
+        assert "StorageClass" not in s3t.head_object(Bucket=bkt, Key="near")
+        assert _get(s3t, bkt, "near") == b"n" * 200_000
+        # A write in the tier's class succeeds (durable locally, with the tier's class).
+        s3t.put_object(Bucket=bkt, Key="late", Body=b"l" * 100_000, StorageClass="FLAKY")
+        assert s3t.head_object(Bucket=bkt, Key="late")["StorageClass"] == "FLAKY"
+        assert _get(s3t, bkt, "late") == b"l" * 100_000
         s3t.delete_object(Bucket=bkt, Key="doomed")
         _wait(lambda: _catalog(tsrv, "SELECT attempts FROM tier_outbox WHERE tier='FLAKY'") not in ([], [(0,)]))
         weed.start()  # the same port and data
+        assert admin.tier_transition("FLAKY", bkt, "near")["moved"] is True  # resumes once it answers
+        assert s3t.head_object(Bucket=bkt, Key="near")["StorageClass"] == "FLAKY"
+        assert admin.tier_transition("FLAKY", bkt, "late")["moved"] is True  # its bytes were still local
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM tier_outbox WHERE tier='FLAKY'") == [(0,)], 120)
         left = [o["Key"] for o in raw.list_objects_v2(Bucket="tdata-flaky", Prefix=PREFIX).get("Contents", [])]
-        assert len(left) == 1 and _get(s3t, bkt, "far") == b"f" * 200_000
-        s3t.delete_object(Bucket=bkt, Key="far")
+        assert len(left) == 3 and _get(s3t, bkt, "far") == b"f" * 200_000  # far, near, late; doomed is gone
+        assert _get(s3t, bkt, "near") == b"n" * 200_000 and _get(s3t, bkt, "late") == b"l" * 100_000
+        for key in ("far", "near", "late"):
+            s3t.delete_object(Bucket=bkt, Key=key)
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM blobs WHERE tier='FLAKY'") == [(0,)])
         _wait(lambda: _catalog(tsrv, "SELECT count(*) FROM tier_outbox WHERE tier='FLAKY'") == [(0,)])
         admin.tier_remove("FLAKY")
@@ -416,28 +456,64 @@ def _hwm_kib(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
 
 
-def test_a_lifecycle_rule_moves_a_version_to_its_tier(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
-    """The lifecycle worker hands a due Transition to the mover: the version's class becomes the
-    tier's, its blob is in the tier (and no longer on the local drives), and it reads back."""
-    srv = ServerProcess(tmp_path / "data", extra_args=["--lifecycle-day-seconds", "1"])
+@pytest.fixture(scope="module")
+def lc(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[tuple[ServerProcess, Any, Any]]:
+    """A server whose lifecycle day is a second, with tier LCMOVE: (server, its boto3 client, the
+    tier's remote boto3 client)."""
+    srv = ServerProcess(tmp_path_factory.mktemp("lc") / "data", extra_args=["--lifecycle-day-seconds", "1"])
     srv.start()
     try:
-        s3 = make_client(srv.endpoint)
         admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
-        _add_tier(admin, seaweedfs, "LCMOVE")
-        s3.create_bucket(Bucket="lcmove")
-        s3.put_bucket_lifecycle_configuration(
-            Bucket="lcmove",
-            LifecycleConfiguration={"Rules": [{"ID": "cold", "Filter": {"Prefix": "runs/"}, "Status": "Enabled",
-                                               "Transitions": [{"Days": 1, "StorageClass": "LCMOVE"}]}]},
-        )  # fmt: skip
-        body = bytes(range(256)) * 1024  # 256 KiB: above the default 128 KiB transition minimum
-        s3.put_object(Bucket="lcmove", Key="runs/a.bin", Body=body)
-        s3.put_object(Bucket="lcmove", Key="keep/b.bin", Body=body)  # outside the rule's prefix
-        _wait(lambda: s3.head_object(Bucket="lcmove", Key="runs/a.bin").get("StorageClass") == "LCMOVE")
-        assert _get(s3, "lcmove", "runs/a.bin") == body
-        (blob_id,) = [b for (b,) in _catalog(srv, "SELECT blob_id FROM blobs WHERE tier = 'LCMOVE'")]
-        _wait(lambda: not _local_files(srv, blob_id))  # the local copy goes once the switch committed
-        assert "StorageClass" not in s3.head_object(Bucket="lcmove", Key="keep/b.bin")  # STANDARD
+        raw = _add_tier(admin, seaweedfs, "LCMOVE")
+        yield srv, make_client(srv.endpoint), raw
     finally:
         srv.stop()
+
+
+def _rules(s3: Any, bucket: str, *rules: dict[str, Any]) -> None:
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": list(rules)})
+
+
+def test_a_lifecycle_rule_moves_a_version_to_its_tier(lc: tuple[ServerProcess, Any, Any]) -> None:
+    """The lifecycle worker hands a due Transition to the mover: the version's class becomes the
+    tier's, its blob is in the tier (and no longer on the local drives), and it reads back."""
+    srv, s3, _ = lc
+    _rules(s3, "lcmove", {"ID": "cold", "Filter": {"Prefix": "runs/"}, "Status": "Enabled",
+                          "Transitions": [{"Days": 1, "StorageClass": "LCMOVE"}]})  # fmt: skip
+    body = bytes(range(256)) * 1024  # 256 KiB: above the default 128 KiB transition minimum
+    s3.put_object(Bucket="lcmove", Key="runs/a.bin", Body=body)
+    s3.put_object(Bucket="lcmove", Key="keep/b.bin", Body=body)  # outside the rule's prefix
+    _wait(lambda: s3.head_object(Bucket="lcmove", Key="runs/a.bin").get("StorageClass") == "LCMOVE")
+    assert _get(s3, "lcmove", "runs/a.bin") == body
+    (blob_id,) = [b for (b,) in _catalog(srv, "SELECT blob_id FROM blobs WHERE tier = 'LCMOVE'")]
+    _wait(lambda: not _local_files(srv, blob_id))  # the local copy goes once the switch committed
+    assert "StorageClass" not in s3.head_object(Bucket="lcmove", Key="keep/b.bin")  # STANDARD
+
+
+def test_lifecycle_moves_noncurrent_versions_and_expires_tiered_objects(lc: tuple[ServerProcess, Any, Any]) -> None:
+    """NoncurrentVersionTransition moves the old version and leaves the current one; an
+    Expiration of an object whose bytes are in a tier deletes it, and the outbox then deletes
+    its remote object."""
+    srv, s3, raw = lc
+    _rules(s3, "lcnc", {"ID": "old", "Filter": {}, "Status": "Enabled",
+                        "NoncurrentVersionTransitions": [{"NoncurrentDays": 1, "StorageClass": "LCMOVE"}]})  # fmt: skip
+    s3.put_bucket_versioning(Bucket="lcnc", VersioningConfiguration={"Status": "Enabled"})
+    old_body, new_body = b"o" * (200 * 1024), b"n" * (200 * 1024)
+    old = s3.put_object(Bucket="lcnc", Key="m.bin", Body=old_body)["VersionId"]
+    s3.put_object(Bucket="lcnc", Key="m.bin", Body=new_body)
+
+    def classes() -> dict[str, str]:
+        return {v["VersionId"]: v["StorageClass"] for v in s3.list_object_versions(Bucket="lcnc")["Versions"]}
+
+    _wait(lambda: classes()[old] == "LCMOVE")
+    assert sorted(classes().values()) == ["LCMOVE", "STANDARD"]  # the current version stays
+    assert _get(s3, "lcnc", "m.bin", VersionId=old) == old_body and _get(s3, "lcnc", "m.bin") == new_body
+    assert len(_remote(raw, "lcnc", "m.bin", old, remote_bucket="tdata-lcmove")) == 1
+
+    _rules(s3, "lcexp", {"ID": "gone", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}})
+    s3.put_object(Bucket="lcexp", Key="tmp/x.bin", Body=b"x" * 50_000, StorageClass="LCMOVE")
+    assert len(_remote(raw, "lcexp", "tmp/x.bin", remote_bucket="tdata-lcmove")) == 1
+    _wait(lambda: "Contents" not in s3.list_objects_v2(Bucket="lcexp"))
+    _wait(lambda: not _remote(raw, "lcexp", "tmp/x.bin", remote_bucket="tdata-lcmove"))
+    assert _catalog(srv, "SELECT count(*) FROM tier_outbox") == [(0,)]

@@ -198,22 +198,32 @@ class Mover:
 
     async def _upload(self, remote: S3BlobStore, record: VersionRecord, blob_id: str, size: int) -> None:
         """Local blob ``blob_id`` -> the remote object of the same id, verified. A remote object
-        left by an earlier attempt is kept if it is this blob (size and CRC32C), else replaced."""
-        crc = 0
-        read = 0
-        async for chunk in await self.local.get(blob_id, 0, size, verify=True):
-            crc = crc32c(chunk, crc)
-            read += len(chunk)
+        left by an earlier attempt (the put finds the id taken) is kept if it is this blob (size
+        and CRC32C), else replaced. A blob that fits one remote PUT is read once; a larger one
+        twice (its CRC32C goes into the metadata a multipart upload sends first)."""
+        if size <= remote.config.part_size_bytes:
+            body = b"".join([c async for c in await self.local.get(blob_id, 0, size, verify=True)])
+            read, crc = len(body), crc32c(body)
+        else:
+            body, read, crc = None, 0, 0
+            async for chunk in await self.local.get(blob_id, 0, size, verify=True):
+                crc = crc32c(chunk, crc)
+                read += len(chunk)
         if read != size:
             raise CorruptBlob(f"blob {blob_id}: {read} of {size} bytes read", resource=blob_id)
         meta = remote_meta(record, size, crc)
-        found = await remote.head_meta(blob_id)
-        if found is not None:
-            if _matches(found, size, crc):
+        for attempt in range(2):
+            chunks = _once(body) if body is not None else await self.local.get(blob_id, 0, size, verify=True)
+            try:
+                await self._put_checked(remote, blob_id, chunks, size, meta)
+                return
+            except ValueError:  # the id is taken: no HEAD before the put, one request less per blob
+                if attempt:
+                    raise
+            found = await remote.head_meta(blob_id)
+            if found is not None and _matches(found, size, crc):
                 return
             await remote.delete(blob_id)
-        chunks = await self.local.get(blob_id, 0, size, verify=True)
-        await self._put_checked(remote, blob_id, chunks, size, meta)
 
     @staticmethod
     async def _put_checked(
