@@ -10,19 +10,22 @@ tests that stop it, which start their own."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import sqlite3
-import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.tier_support import add_tier
+from tests.api.tier_support import catalog_rows as _catalog
+from tests.api.tier_support import get_body as _get
+from tests.api.tier_support import local_files as _local_files
+from tests.api.tier_support import settle as _settle
+from tests.api.tier_support import wait_for as _wait
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, resolve_settings
@@ -51,22 +54,8 @@ def admin(tsrv: ServerProcess) -> TierstoreClient:
 
 
 def _add_tier(admin: TierstoreClient, weed: SeaweedFS, name: str, *, restore_required: bool = False) -> Any:
-    raw = weed.client()
     remote_bucket = f"tdata-{name.lower().replace('_', '-')}"
-    with contextlib.suppress(ClientError):
-        raw.create_bucket(Bucket=remote_bucket)
-    admin.tier_add(
-        name, weed.endpoint, remote_bucket, prefix=PREFIX, access_key_id=weed.access_key, secret_key=weed.secret_key,
-        restore_required=restore_required, allow_private=True,
-    )  # fmt: skip
-    _settle()
-    return raw
-
-
-def _settle() -> None:
-    """Past the other workers' 1 s cache of tier names (TierService.class_names): a tier added
-    through one worker is a storage class in every worker after that (docs/tiers.md)."""
-    time.sleep(1.2)
+    return add_tier(admin, weed, name, remote_bucket, PREFIX, restore_required=restore_required)
 
 
 @pytest.fixture(scope="module")
@@ -100,24 +89,8 @@ def _remote(raw: Any, bucket: str, key: str, version_id: str | None = None) -> d
     return out
 
 
-def _catalog(srv: ServerProcess, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(srv.data_dir / "catalog.db")) as conn:
-        return conn.execute(sql, args).fetchall()
 
 
-def _local_files(srv: ServerProcess, blob_id: str) -> list[Path]:
-    return list(srv.data_dir.rglob(f"{blob_id}*"))
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
-def _get(s3: Any, bucket: str, key: str, **kw: Any) -> bytes:
-    return bytes(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
 
 
 def test_put_to_tier_class_reads_through(tsrv: ServerProcess, s3t: Any, cold: Any, bkt: str) -> None:
