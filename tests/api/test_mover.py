@@ -274,38 +274,46 @@ def test_transition_is_authorized_on_the_object(
         s3m.delete_object(Bucket=bkt, Key=k)
 
 
+@pytest.mark.parametrize("step", ["uploaded", "committed"])
 def test_kill_9_while_the_lifecycle_worker_is_mid_transition(
-    tmp_path: Path, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+    step: str, tmp_path: Path, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker process dies right after the remote put (before the switch), then the whole
-    server is killed; after a restart the version reads back byte-exact from its local copy,
-    and the lifecycle worker completes the move (the retry keeps the object already uploaded)."""
-    monkeypatch.setenv("TIERSTORE_TEST_KILL_MOVER_AT", "uploaded")
+    """The worker process dies right after the remote put (before the switch) or right after the
+    switch (before the local bytes are freed), then the whole server is killed; after a restart
+    the version reads back byte-exact, and the move completes (the retry keeps the object already
+    uploaded; after the switch, the trash frees the local copy)."""
+    monkeypatch.setenv("TIERSTORE_TEST_KILL_MOVER_AT", step)
     srv = ServerProcess(tmp_path / "data", extra_args=["--lifecycle-day-seconds", "1"])
     srv.start()
     try:
         s3 = make_client(srv.endpoint)
         admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
-        raw, remote_bucket = _add_tier(admin, seaweedfs, "LCKILL")
+        tier = f"LCKILL_{step.upper()}"
+        raw, remote_bucket = _add_tier(admin, seaweedfs, tier)
         s3.create_bucket(Bucket="lckill")
         s3.put_bucket_lifecycle_configuration(
             Bucket="lckill",
             LifecycleConfiguration={"Rules": [{"ID": "cold", "Filter": {"Prefix": ""}, "Status": "Enabled",
-                                               "Transitions": [{"Days": 1, "StorageClass": "LCKILL"}]}]},
+                                               "Transitions": [{"Days": 1, "StorageClass": tier}]}]},
         )  # fmt: skip
         body = bytes(range(251)) * (12 * MIB // 251)  # a multipart remote upload
         s3.put_object(Bucket="lckill", Key="run/ckpt.bin", Body=body)
         ((blob_id, _),) = _blobs_of(srv, "lckill", "run/ckpt.bin")
-        _wait(lambda: blob_id in _remote_ids(raw, remote_bucket))  # uploaded: the hook kills the worker
+        if step == "uploaded":
+            _wait(lambda: blob_id in _remote_ids(raw, remote_bucket))  # uploaded: the hook kills the worker
+        else:
+            _wait(lambda: _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, tier)])  # switched: killed
         srv.stop(signal.SIGKILL)
-        assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, None)]  # never switched...
-        assert _local_files(srv, blob_id)  # ...and the local copy is intact
+        if step == "uploaded":
+            assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, None)]  # never switched...
+            assert _local_files(srv, blob_id)  # ...and the local copy is intact
+        assert blob_id in _remote_ids(raw, remote_bucket)
         monkeypatch.delenv("TIERSTORE_TEST_KILL_MOVER_AT")
         srv.start()
         s3 = make_client(srv.endpoint)
         assert _get(s3, "lckill", "run/ckpt.bin") == body
-        _wait(lambda: s3.head_object(Bucket="lckill", Key="run/ckpt.bin").get("StorageClass") == "LCKILL", 120)
-        assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, "LCKILL")]
+        _wait(lambda: s3.head_object(Bucket="lckill", Key="run/ckpt.bin").get("StorageClass") == tier, 120)
+        assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, tier)]
         assert _get(s3, "lckill", "run/ckpt.bin") == body
         _wait(lambda: not _local_files(srv, blob_id))
         assert _remote_ids(raw, remote_bucket) == {blob_id}

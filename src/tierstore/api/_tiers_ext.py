@@ -16,8 +16,9 @@ shows its ``access_key_id`` and whether keys are set (``keys_set``).
 - ``GET    /_tierstore/admin/tiers/status``       -> ``{"tiers": [status, ...]}``        (tierstore:GetTierStatus)
 - ``GET    /_tierstore/admin/tiers/NAME/status``  -> ``{"tiers": [status]}``             (tierstore:GetTierStatus)
 - ``POST   /_tierstore/admin/tiers/NAME/transition?bucket=B&key=K[&versionId=V]`` -> ``{"moved": bool, "version_id"}``
-  (tierstore:TransitionObject): moves that version (default: the current one) to the tier now,
-  as the lifecycle mover does (``ObjectService.transition``; ``moved`` false: nothing to do)
+  (tierstore:TransitionObject on ``arn:aws:s3:::B/K``): moves that version (default: the current
+  one) to the tier now — from the local drives or another tier —, as the lifecycle mover does
+  (``ObjectService.transition``; ``moved`` false: nothing to do)
 
 A ``tier`` is ``{"name", "endpoint", "bucket", "prefix", "region", "restore_required",
 "allow_private", "access_key_id", "keys_set", "created"}``; a ``status`` is ``{"name", "blobs",
