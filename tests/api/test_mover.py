@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.tier_support import add_tier
+from tests.api.tier_support import ChunkReader, add_tier, transition_in_bounded_memory
 from tests.api.tier_support import catalog_rows as _catalog
 from tests.api.tier_support import get_body as _get
 from tests.api.tier_support import local_files as _local_files
@@ -72,7 +72,6 @@ def _remote_ids(raw: Any, remote_bucket: str) -> set[str]:
     return {o["Key"][len(PREFIX) :] for page in pages for o in page.get("Contents", [])}
 
 
-
 def _blobs_of(srv: ServerProcess, bucket: str, key: str) -> list[tuple[str, str | None]]:
     """(blob id, tier) of every blob the versions of ``key`` name."""
     rows = _catalog(
@@ -83,9 +82,6 @@ def _blobs_of(srv: ServerProcess, bucket: str, key: str) -> list[tuple[str, str 
         key.encode(),
     )
     return [(str(b), t) for b, t in rows]
-
-
-
 
 
 def _cli_status(srv: ServerProcess, name: str) -> dict[str, Any]:
@@ -319,5 +315,58 @@ def test_kill_9_while_the_lifecycle_worker_is_mid_transition(
         assert _remote_ids(raw, remote_bucket) == {blob_id}
         s3.delete_object(Bucket="lckill", Key="run/ckpt.bin")
         _wait(lambda: not _remote_ids(raw, remote_bucket))
+    finally:
+        srv.stop()
+
+
+def test_a_lifecycle_rule_moves_a_version_from_tier_to_tier(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """Two transitions of one rule (a day to HOPA, two to HOPB): the worker moves the version to
+    HOPA, then HOPA -> HOPB (remote -> remote); HOPA's copy goes through its outbox."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--lifecycle-day-seconds", "1"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+        raw_a, bucket_a = _add_tier(admin, seaweedfs, "HOPA")
+        raw_b, bucket_b = _add_tier(admin, seaweedfs, "HOPB")
+        s3.create_bucket(Bucket="hops")
+        s3.put_bucket_lifecycle_configuration(
+            Bucket="hops",
+            LifecycleConfiguration={"Rules": [{"ID": "hop", "Filter": {"Prefix": ""}, "Status": "Enabled",
+                                               "Transitions": [{"Days": 1, "StorageClass": "HOPA"},
+                                                               {"Days": 3, "StorageClass": "HOPB"}]}]},
+        )  # fmt: skip
+        body = os.urandom(300 * 1024)
+        s3.put_object(Bucket="hops", Key="k", Body=body)
+        ((blob_id, _),) = _blobs_of(srv, "hops", "k")
+        _wait(lambda: s3.head_object(Bucket="hops", Key="k").get("StorageClass") == "HOPB", 120)
+        assert _blobs_of(srv, "hops", "k") == [(blob_id, "HOPB")]
+        assert _get(s3, "hops", "k") == body
+        assert blob_id in _remote_ids(raw_b, bucket_b)
+        _wait(lambda: blob_id not in _remote_ids(raw_a, bucket_a))
+        assert _cli_status(srv, "HOPA")["moved_objects"] == _cli_status(srv, "HOPB")["moved_objects"] == 1
+    finally:
+        srv.stop()
+
+
+def test_a_tier_to_tier_move_has_bounded_memory(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    """RSS growth of the server while it moves a 256 MiB object from one tier to another
+    (remote -> remote, streamed): under 64 MiB."""
+    srv = ServerProcess(tmp_path / "data", extra_args=["--workers", "1"])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        admin = TierstoreClient(
+            resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY), timeout_s=900
+        )
+        _add_tier(admin, seaweedfs, "MEMA")
+        _add_tier(admin, seaweedfs, "MEMB")
+        s3.create_bucket(Bucket="bkt")
+        chunk = bytes(range(256)) * (4 * MIB // 256)
+        s3.upload_fileobj(ChunkReader(iter([chunk] * 64)), "bkt", "big", ExtraArgs={"StorageClass": "MEMA"})
+        assert s3.head_object(Bucket="bkt", Key="big")["StorageClass"] == "MEMA"
+        transition_in_bounded_memory(srv, admin, "MEMB", "bkt", "big")
+        assert s3.head_object(Bucket="bkt", Key="big")["StorageClass"] == "MEMB"
+        s3.delete_object(Bucket="bkt", Key="big")
     finally:
         srv.stop()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.tier_support import add_tier
+from tests.api.tier_support import ChunkReader, add_tier, transition_in_bounded_memory
 from tests.api.tier_support import catalog_rows as _catalog
 from tests.api.tier_support import get_body as _get
 from tests.api.tier_support import local_files as _local_files
@@ -87,10 +87,6 @@ def _remote(raw: Any, bucket: str, key: str, version_id: str | None = None) -> d
             ):
                 out[obj["Key"][len(PREFIX) :]] = meta
     return out
-
-
-
-
 
 
 def test_put_to_tier_class_reads_through(tsrv: ServerProcess, s3t: Any, cold: Any, bkt: str) -> None:
@@ -335,58 +331,12 @@ def test_a_1_gib_transition_has_bounded_memory(tmp_path: Path, seaweedfs: Seawee
             for _ in range(size // len(chunk)):
                 yield chunk
 
-        s3.upload_fileobj(_Reader(body()), "bkt", "huge")
-        worker = _worker_pid(srv)
-        Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
-        before = _rss_kib(worker)
-        assert admin.tier_transition("MEM", "bkt", "huge")["moved"] is True
-        peak = _hwm_kib(worker)
-        print(f"1 GiB transition: RSS {before / 1024:.0f} MiB, peak while moving {peak / 1024:.0f} MiB")
-        assert (peak - before) / 1024 < 64, peak - before
+        s3.upload_fileobj(ChunkReader(body()), "bkt", "huge")
+        transition_in_bounded_memory(srv, admin, "MEM", "bkt", "huge")
         assert s3.head_object(Bucket="bkt", Key="huge")["StorageClass"] == "MEM"
         s3.delete_object(Bucket="bkt", Key="huge")
     finally:
         srv.stop()
-
-
-class _Reader:
-    """A file-like object over an iterator of chunks (boto3's upload_fileobj)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                break
-            self._buf += nxt
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-
-def _worker_pid(srv: ServerProcess) -> int:
-    kids = srv._descendants()
-    return kids[-1] if kids else srv.pid
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(field)
-
-
-def _rss_kib(pid: int) -> int:
-    return _status_kib(pid, "VmRSS")
-
-
-def _hwm_kib(pid: int) -> int:
-    return _status_kib(pid, "VmHWM")
 
 
 def test_a_lifecycle_rule_moves_a_version_to_its_tier(tmp_path: Path, seaweedfs: SeaweedFS) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +63,49 @@ def wait_for(cond: Callable[[], bool], timeout_s: float = 60) -> None:
 
 def get_body(s3: Any, bucket: str, key: str, **kw: Any) -> bytes:
     return bytes(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
+
+
+def worker_pid(srv: ServerProcess) -> int:
+    """The (last) worker process of a server (``--workers 1``: its only one)."""
+    kids = srv._descendants()
+    return kids[-1] if kids else srv.pid
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def transition_in_bounded_memory(srv: ServerProcess, admin: TierstoreClient, tier: str, bucket: str, key: str) -> None:
+    """Move ``key`` to ``tier`` through the admin API; the peak RSS (VmHWM, reset first) of the
+    server's worker (``--workers 1``) grows by less than 64 MiB meanwhile, whatever the size."""
+    worker = worker_pid(srv)
+    Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
+    before = status_kib(worker, "VmRSS")
+    assert admin.tier_transition(tier, bucket, key)["moved"] is True
+    growth_mib = (status_kib(worker, "VmHWM") - before) / 1024
+    print(f"moving {key} to {tier}: RSS {before / 1024:.0f} MiB, the peak grew {growth_mib:.0f} MiB")
+    assert growth_mib < 64, growth_mib
+
+
+class ChunkReader:
+    """A file-like object over an iterator of chunks (boto3's upload_fileobj)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                break
+            self._buf += nxt
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
