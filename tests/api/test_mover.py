@@ -33,7 +33,7 @@ from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
 MIB = 1024 * 1024
-PREFIX = "m/"
+REMOTE_BUCKET = "tdata-mover"  # one remote bucket, a prefix per tier: SeaweedFS has few volumes per test run
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +62,15 @@ def bkt(s3m: Any) -> str:
 
 
 def _add_tier(admin: TierstoreClient, weed: SeaweedFS, name: str) -> tuple[Any, str]:
-    """Tier ``name`` on ``weed`` (a remote bucket of its own); its boto3 client and bucket."""
-    remote_bucket = f"mover-{name.lower().replace('_', '-')}"
-    return add_tier(admin, weed, name, remote_bucket, PREFIX), remote_bucket
+    """Tier ``name`` on ``weed`` (its own prefix of the remote bucket); its boto3 client and prefix."""
+    prefix = f"{name.lower()}/"
+    return add_tier(admin, weed, name, REMOTE_BUCKET, prefix), prefix
 
 
-def _remote_ids(raw: Any, remote_bucket: str) -> set[str]:
-    pages = raw.get_paginator("list_objects_v2").paginate(Bucket=remote_bucket, Prefix=PREFIX)
-    return {o["Key"][len(PREFIX) :] for page in pages for o in page.get("Contents", [])}
+def _remote_ids(raw: Any, prefix: str) -> set[str]:
+    """The blob ids of the remote objects under ``prefix``."""
+    pages = raw.get_paginator("list_objects_v2").paginate(Bucket=REMOTE_BUCKET, Prefix=prefix)
+    return {o["Key"][len(prefix) :] for page in pages for o in page.get("Contents", [])}
 
 
 def _blobs_of(srv: ServerProcess, bucket: str, key: str) -> list[tuple[str, str | None]]:
@@ -117,7 +118,7 @@ def test_a_write_to_a_tier_that_did_not_answer_moves_once_it_is_back(
     weed = SeaweedFS(tmp_path / "weed")
     weed.start()
     try:
-        raw, remote_bucket = _add_tier(admin, weed, "BACKSOON")
+        raw, remote_prefix = _add_tier(admin, weed, "BACKSOON")
         weed.stop()
         body = bytes(range(256)) * (300 * 1024 // 256)
         s3m.put_object(Bucket=bkt, Key="waits", Body=body, StorageClass="BACKSOON")  # durable: not an error
@@ -136,7 +137,7 @@ def test_a_write_to_a_tier_that_did_not_answer_moves_once_it_is_back(
 
         weed.start()  # the same port and data
         _wait(lambda: _blobs_of(msrv, bkt, "waits") == [(blob_id, "BACKSOON")], 180)
-        assert blob_id in _remote_ids(raw, remote_bucket)
+        assert blob_id in _remote_ids(raw, remote_prefix)
         assert _get(s3m, bkt, "waits") == body
         _wait(lambda: not _local_files(msrv, blob_id))  # freed after the switch
         status = _cli_status(msrv, "BACKSOON")
@@ -147,7 +148,7 @@ def test_a_write_to_a_tier_that_did_not_answer_moves_once_it_is_back(
         assert metrics["tierstore_tier_moved_bytes_total"] == len(body)
         assert metrics["tierstore_tier_backlog"] == 0
         s3m.delete_object(Bucket=bkt, Key="waits")
-        _wait(lambda: not _remote_ids(raw, remote_bucket))
+        _wait(lambda: not _remote_ids(raw, remote_prefix))
         _wait(lambda: _catalog(msrv, "SELECT count(*) FROM tier_outbox WHERE tier='BACKSOON'") == [(0,)])
         admin.tier_remove("BACKSOON")
     finally:
@@ -157,8 +158,8 @@ def test_a_write_to_a_tier_that_did_not_answer_moves_once_it_is_back(
 def test_tier_to_tier_moves_copy_verify_switch_and_free_the_old_copy(
     msrv: ServerProcess, s3m: Any, admin: TierstoreClient, seaweedfs: SeaweedFS, bkt: str
 ) -> None:
-    raw_a, bucket_a = _add_tier(admin, seaweedfs, "TIER_A")
-    raw_b, bucket_b = _add_tier(admin, seaweedfs, "TIER_B")
+    raw_a, prefix_a = _add_tier(admin, seaweedfs, "TIER_A")
+    raw_b, prefix_b = _add_tier(admin, seaweedfs, "TIER_B")
     plain = bytes(range(251)) * (3 * MIB // 251)
     s3m.put_object(Bucket=bkt, Key="plain", Body=plain, StorageClass="TIER_A")
     s3m.put_object(Bucket=bkt, Key="sse", Body=b"SECRET-TEXT " * 20_000, StorageClass="TIER_A",
@@ -187,8 +188,8 @@ def test_tier_to_tier_moves_copy_verify_switch_and_free_the_old_copy(
         assert _blobs_of(msrv, bkt, key) == [(b, "TIER_B") for b, _ in in_a[key]]  # same ids, moved in place
     assert _get(s3m, bkt, "plain", Range="bytes=1000000-1000099") == plain[1_000_000:1_000_100]
     ids = {b for blobs in in_a.values() for b, _ in blobs}
-    assert ids <= _remote_ids(raw_b, bucket_b)
-    _wait(lambda: not ids & _remote_ids(raw_a, bucket_a))  # A's copies went through A's outbox
+    assert ids <= _remote_ids(raw_b, prefix_b)
+    _wait(lambda: not ids & _remote_ids(raw_a, prefix_a))  # A's copies went through A's outbox
     after = _cli_status(msrv, "TIER_B")
     sizes = [int(_catalog(msrv, "SELECT size FROM blobs WHERE blob_id=?", b)[0][0]) for b in ids]
     assert after["moved_objects"] - before["moved_objects"] == 3
@@ -197,10 +198,10 @@ def test_tier_to_tier_moves_copy_verify_switch_and_free_the_old_copy(
     # And back again, once A's old copies are gone.
     assert admin.tier_transition("TIER_A", bkt, "plain")["moved"] is True
     assert _get(s3m, bkt, "plain") == plain
-    _wait(lambda: not {b for b, _ in in_a["plain"]} & _remote_ids(raw_b, bucket_b))
+    _wait(lambda: not {b for b, _ in in_a["plain"]} & _remote_ids(raw_b, prefix_b))
     for key in expected:
         s3m.delete_object(Bucket=bkt, Key=key)
-    _wait(lambda: not _remote_ids(raw_a, bucket_a) and not _remote_ids(raw_b, bucket_b))
+    _wait(lambda: not _remote_ids(raw_a, prefix_a) and not _remote_ids(raw_b, prefix_b))
 
 
 def test_two_movers_of_the_same_versions(
@@ -208,7 +209,7 @@ def test_two_movers_of_the_same_versions(
 ) -> None:
     """Every version moved by two requests at once (to the server's workers): one remote object
     per blob, every one referenced, each version counted once, nothing lost."""
-    raw, remote_bucket = _add_tier(admin, seaweedfs, "RACE")
+    raw, remote_prefix = _add_tier(admin, seaweedfs, "RACE")
     bodies = {f"k{i}": os.urandom(200_000 + i * 1000) for i in range(6)}
     bodies["big"] = os.urandom(9 * MIB)  # a multipart remote upload
     for key, body in bodies.items():
@@ -232,11 +233,11 @@ def test_two_movers_of_the_same_versions(
         assert _get(s3m, bkt, key) == body, key
     referenced = {b for key in bodies for b, tier in _blobs_of(msrv, bkt, key) if tier == "RACE"}
     assert len(referenced) == len(bodies)
-    assert _remote_ids(raw, remote_bucket) == referenced  # no orphan, nothing missing
+    assert _remote_ids(raw, remote_prefix) == referenced  # no orphan, nothing missing
     assert _cli_status(msrv, "RACE")["moved_objects"] - before == len(bodies)
     for key in bodies:
         s3m.delete_object(Bucket=bkt, Key=key)
-    _wait(lambda: not _remote_ids(raw, remote_bucket))
+    _wait(lambda: not _remote_ids(raw, remote_prefix))
 
 
 def test_transition_is_authorized_on_the_object(
@@ -285,7 +286,7 @@ def test_kill_9_while_the_lifecycle_worker_is_mid_transition(
         s3 = make_client(srv.endpoint)
         admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
         tier = f"LCKILL_{step.upper()}"
-        raw, remote_bucket = _add_tier(admin, seaweedfs, tier)
+        raw, remote_prefix = _add_tier(admin, seaweedfs, tier)
         s3.create_bucket(Bucket="lckill")
         s3.put_bucket_lifecycle_configuration(
             Bucket="lckill",
@@ -296,14 +297,14 @@ def test_kill_9_while_the_lifecycle_worker_is_mid_transition(
         s3.put_object(Bucket="lckill", Key="run/ckpt.bin", Body=body)
         ((blob_id, _),) = _blobs_of(srv, "lckill", "run/ckpt.bin")
         if step == "uploaded":
-            _wait(lambda: blob_id in _remote_ids(raw, remote_bucket))  # uploaded: the hook kills the worker
+            _wait(lambda: blob_id in _remote_ids(raw, remote_prefix))  # uploaded: the hook kills the worker
         else:
             _wait(lambda: _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, tier)])  # switched: killed
         srv.stop(signal.SIGKILL)
         if step == "uploaded":
             assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, None)]  # never switched...
             assert _local_files(srv, blob_id)  # ...and the local copy is intact
-        assert blob_id in _remote_ids(raw, remote_bucket)
+        assert blob_id in _remote_ids(raw, remote_prefix)
         monkeypatch.delenv("TIERSTORE_TEST_KILL_MOVER_AT")
         srv.start()
         s3 = make_client(srv.endpoint)
@@ -312,9 +313,9 @@ def test_kill_9_while_the_lifecycle_worker_is_mid_transition(
         assert _blobs_of(srv, "lckill", "run/ckpt.bin") == [(blob_id, tier)]
         assert _get(s3, "lckill", "run/ckpt.bin") == body
         _wait(lambda: not _local_files(srv, blob_id))
-        assert _remote_ids(raw, remote_bucket) == {blob_id}
+        assert _remote_ids(raw, remote_prefix) == {blob_id}
         s3.delete_object(Bucket="lckill", Key="run/ckpt.bin")
-        _wait(lambda: not _remote_ids(raw, remote_bucket))
+        _wait(lambda: not _remote_ids(raw, remote_prefix))
     finally:
         srv.stop()
 
@@ -327,8 +328,8 @@ def test_a_lifecycle_rule_moves_a_version_from_tier_to_tier(tmp_path: Path, seaw
     try:
         s3 = make_client(srv.endpoint)
         admin = TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
-        raw_a, bucket_a = _add_tier(admin, seaweedfs, "HOPA")
-        raw_b, bucket_b = _add_tier(admin, seaweedfs, "HOPB")
+        raw_a, prefix_a = _add_tier(admin, seaweedfs, "HOPA")
+        raw_b, prefix_b = _add_tier(admin, seaweedfs, "HOPB")
         s3.create_bucket(Bucket="hops")
         s3.put_bucket_lifecycle_configuration(
             Bucket="hops",
@@ -342,8 +343,8 @@ def test_a_lifecycle_rule_moves_a_version_from_tier_to_tier(tmp_path: Path, seaw
         _wait(lambda: s3.head_object(Bucket="hops", Key="k").get("StorageClass") == "HOPB", 120)
         assert _blobs_of(srv, "hops", "k") == [(blob_id, "HOPB")]
         assert _get(s3, "hops", "k") == body
-        assert blob_id in _remote_ids(raw_b, bucket_b)
-        _wait(lambda: blob_id not in _remote_ids(raw_a, bucket_a))
+        assert blob_id in _remote_ids(raw_b, prefix_b)
+        _wait(lambda: blob_id not in _remote_ids(raw_a, prefix_a))
         assert _cli_status(srv, "HOPA")["moved_objects"] == _cli_status(srv, "HOPB")["moved_objects"] == 1
     finally:
         srv.stop()

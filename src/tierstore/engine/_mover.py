@@ -29,7 +29,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from awscrt.checksums import crc32c
 
@@ -39,7 +39,7 @@ from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
 
-__all__ = ["Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
+__all__ = ["FoldsCrc32c", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
 
 log = logging.getLogger("tierstore.mover")
 
@@ -120,10 +120,12 @@ def remote_meta(record: VersionRecord, blob_size: int, crc: int) -> dict[str, st
     return meta
 
 
-@dataclass(slots=True)
-class _Written:
-    blob_id: str
-    size_bytes: int
+@runtime_checkable
+class FoldsCrc32c(Protocol):
+    """A local store that knows a blob's CRC32C without reading it (``LocalBlobStore`` folds its
+    per-block CRC32Cs, ``ErasureBlobStore`` keeps the object's in its trailers); None: unknown."""
+
+    async def blob_crc32c(self, blob_id: str) -> int | None: ...
 
 
 class Mover:
@@ -203,13 +205,13 @@ class Mover:
         A remote object left by an earlier attempt is kept if it is this blob (size and
         CRC32C), else replaced. Streamed both ways: memory is the stores' chunk and part size."""
         blob_id, size = ref.blob_id, ref.size_bytes
+        source: BlobStore = self.local
         if ref.tier is None:
             crc = await self._local_crc(blob_id, size)
-            source: BlobStore = self.local
         else:
             remote_source = self.stores.store(ref.tier)
-            source = remote_source
             crc = _crc_of(await remote_source.head_meta(blob_id), blob_id, size, ref.tier)
+            source = remote_source
         meta = remote_meta(record, size, crc)
         found = await remote.head_meta(blob_id)
         if found is not None:
@@ -223,11 +225,10 @@ class Mover:
     async def _local_crc(self, blob_id: str, size: int) -> int:
         """The CRC32C of local blob ``blob_id``: folded from the store's per-block CRC32Cs when it
         keeps them (verified against their table's own checksum), else a verified read."""
-        folded = getattr(self.local, "blob_crc32c", None)
-        if folded is not None:
-            found = await folded(blob_id)
+        if isinstance(self.local, FoldsCrc32c):
+            found = await self.local.blob_crc32c(blob_id)
             if found is not None:
-                return int(found)
+                return found
         crc = read = 0
         async for chunk in await self.local.get(blob_id, 0, size, verify=True):
             crc = int(crc32c(chunk, crc))
