@@ -8,7 +8,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from tierstore.catalog import SqliteCatalog, TierRecord
+from tierstore.catalog import BlobRef, SqliteCatalog, TierRecord, VersionRecord
+from tierstore.types import BucketInfo, ObjectMeta
 
 S = 1_000_000_000
 
@@ -66,5 +67,26 @@ def test_counters_backlog_and_pending_leases(tmp_path: Path) -> None:
         assert cat.tier_progress("COLD", 10 * S).pending == 1
         assert asyncio.run(cat.tier_delete("COLD")) == "deleted"
         assert cat.tier_progress("COLD", 10 * S) == type(p)()
+    finally:
+        cat.close()
+
+
+def test_a_write_in_a_tier_class_waits_for_its_tier_until_the_switch(tmp_path: Path) -> None:
+    """The publishing transaction records a version in a tier's class (not a label class, not a
+    STANDARD one) in ``tier_pending``; the mover's commit drops it."""
+    cat = SqliteCatalog(tmp_path / "catalog.db")
+    try:
+        asyncio.run(cat.tier_create(TierRecord("COLD", {"endpoint": "http://x", "bucket": "b"}, None, 1)))
+        asyncio.run(cat.create_bucket(BucketInfo("bk", 1, "us-east-1")))
+        for key, sc in (("cold", "COLD"), ("label", "GLACIER"), ("std", "STANDARD")):
+            meta = ObjectMeta(bucket="bk", key=key, version_id="null", size_bytes=3, etag='"e"', modified_ns=S,
+                              storage_class=sc)  # fmt: skip
+            asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)])))
+        (item,) = asyncio.run(cat.tier_pending_claim(S + 600 * S, 10, S))
+        assert (item.bucket, item.key, item.tier, item.attempts) == ("bk", "cold", "COLD", 0)
+        assert cat.tier_progress("COLD", S).pending == 1
+        assert asyncio.run(cat.transition_commit("bk", "cold", "null", "COLD", [("cold-blob", None)]))
+        assert cat.tier_progress("COLD", S).pending == 0
+        assert cat.tier_progress("COLD", S).moved_objects == 1 and cat.tier_progress("COLD", S).moved_bytes == 3
     finally:
         cat.close()

@@ -49,7 +49,7 @@ from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._sse import SseTables
 from tierstore.catalog._tier_data import TIERS_OF_BLOBS, TierDataTables, located
-from tierstore.catalog._tier_progress import TIER_PROGRESS_DDL, TierProgressTables
+from tierstore.catalog._tier_progress import TIER_PROGRESS_DDL, TierProgressTables, note_tier_write
 from tierstore.catalog._tiers import TIERS_DDL, TierTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
@@ -1140,6 +1140,7 @@ class SqliteCatalog(
                 m.version_id = NULL_VERSION
                 self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))
             self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
+            note_tier_write(c, m, key_b)  # in a tier's class: pending until the mover switches it
             stale = current is not None and not current.is_delete_marker
             self._reindex(c, m.bucket, key_b, attrs, stale=stale)
             self._lifecycle_key(c, m.bucket, key_b, props)

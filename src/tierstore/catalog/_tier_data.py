@@ -179,6 +179,8 @@ class TierDataTables:
                     (meta_s, bucket, key_b, version_id),
                 )
             self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
+            c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
             return True
 
         return await self._write(fn)

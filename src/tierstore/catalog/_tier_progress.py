@@ -5,9 +5,12 @@ and objects moved, errors, the last error (a message that never holds a secret) 
 counts are written in the transaction that moves the bytes (``transition_commit``), so they are
 exact whoever commits and survive restarts; an error costs one small write.
 
-``tier_pending`` holds the versions written in a tier's class whose tier did not answer (the
-bytes stayed on the local drives): the worker retries them (``tier_pending_claim``, leased like
-the lifecycle's due rows, so several processes share them) with the mover's backoff.
+``tier_pending`` holds the versions written in a tier's class until the mover has switched
+them there: the write's own transaction adds the row (``note_tier_write``), the mover's commit
+drops it. The write's request moves the version at once; if the tier did not answer, the row
+is due soon and the worker retries it (``tier_pending_claim``, leased like the lifecycle's due
+rows, so several processes share them) with the mover's backoff; after a crash between the
+commit and the move, in 10 minutes.
 
 ``lifecycle_due.storage_class`` (v13: a transition's target) lets ``tier_backlog`` count the
 transitions due to a tier through a partial index, without re-running the rules.
@@ -18,9 +21,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-__all__ = ["TIER_PROGRESS_DDL", "PendingWrite", "TierProgress", "TierProgressTables"]
+if TYPE_CHECKING:
+    from tierstore.types import ObjectMeta
+
+__all__ = ["TIER_PROGRESS_DDL", "PendingWrite", "TierProgress", "TierProgressTables", "note_tier_write"]
 
 T = TypeVar("T")
 
@@ -48,6 +54,27 @@ CREATE INDEX IF NOT EXISTS tier_pending_due ON tier_pending(next_ns);
 CREATE INDEX IF NOT EXISTS lifecycle_due_by_class ON lifecycle_due(storage_class, due_ns)
     WHERE storage_class IS NOT NULL;
 """
+
+
+# A write's own pending row waits this long before the worker takes it: the write's request
+# moves the version itself meanwhile (and drops the row) or, if the tier did not answer, sets an
+# earlier retry; only a crash between the commit and either leaves the row to this delay.
+WRITE_PENDING_DELAY_NS = 600 * 1_000_000_000
+
+
+def note_tier_write(c: sqlite3.Connection, meta: ObjectMeta, key_b: bytes) -> None:
+    """Inside the transaction that publishes version ``meta``: if its class is a tier's, it waits
+    for that tier (``tier_pending``) until the mover's commit switches it. Deterministic (the
+    version's own time), as every write of a mirrored catalog must be."""
+    sc = meta.storage_class
+    if not sc or sc == "STANDARD" or meta.is_delete_marker:
+        return
+    if c.execute("SELECT 1 FROM tiers WHERE name=?", (sc,)).fetchone() is None:
+        return  # a class that is no tier: a label
+    c.execute(
+        "INSERT OR REPLACE INTO tier_pending(bucket, key, version_id, tier, attempts, next_ns) VALUES(?,?,?,?,0,?)",
+        (meta.bucket, key_b, meta.version_id, sc, meta.modified_ns + WRITE_PENDING_DELAY_NS),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +202,16 @@ class TierProgressTables:
             c.execute(
                 "DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=? AND tier=?",
                 (item.bucket, item.key.encode(), item.version_id, item.tier),
+            )
+
+        await self._write(fn)
+
+    async def tier_pending_forget(self, bucket: str, key: str, version_id: str) -> None:
+        """The version waits for no tier (a move found nothing to do)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute(
+                "DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key.encode(), version_id)
             )
 
         await self._write(fn)

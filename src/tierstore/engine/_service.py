@@ -723,14 +723,17 @@ class ObjectService:
         if meta.storage_class not in self.tiers.class_names():
             return
         try:
-            await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class)
+            if not await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class):
+                # Nothing to move (its blobs were there already): it waits for nothing. (A
+                # commit that moved it dropped the row the write added, in its transaction.)
+                await self.catalog.tier_pending_forget(meta.bucket, meta.key, meta.version_id)
         except TierUnavailable:
             log.warning(
                 "tier %s did not answer: %s/%s (%s) stays local for now",
                 meta.storage_class, meta.bucket, meta.key, meta.version_id, exc_info=True,
             )  # fmt: skip
-            # The worker moves it once the tier is back (Mover.retry_pending). A crash before
-            # this row is written leaves it local with the class: `tier transition` moves it.
+            # The worker moves it once the tier is back (Mover.retry_pending): the row the write
+            # added (due in 10 min, for a crash before this) is due in 2 s now.
             next_ns = self.clock.now_ns() + backoff_ns(1)
             await self.catalog.tier_pending_add(meta.bucket, meta.key, meta.version_id, meta.storage_class, next_ns)
 
