@@ -36,7 +36,15 @@ from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
 from tierstore.api._audit import DEFAULT_MAX_BYTES as DEFAULT_AUDIT_MAX_BYTES
 from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
-from tierstore.blob import BlobStore, ErasureBlobStore, LocalBlobStore
+from tierstore.blob import (
+    BlobStore,
+    ErasureBlobStore,
+    LocalBlobStore,
+    RemoteBlobStore,
+    S3BlobStore,
+    S3StoreConfig,
+    check_endpoint,
+)
 from tierstore.catalog import SqliteCatalog
 from tierstore.crypto import (
     MASTER_KEY_FILE,
@@ -67,6 +75,7 @@ from tierstore.engine import (
     OidcVerifier,
     Repairer,
     StsService,
+    TierConfig,
     TierService,
 )
 
@@ -410,6 +419,20 @@ def _kill_at(wanted: str, step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def tier_store(cfg: TierConfig) -> RemoteBlobStore:
+    """A tier's remote blob store (ObjectService's ``tier_store`` factory): an ``S3BlobStore``
+    whose SSRF guard honours the tier's ``allow_private`` at each (re)connection."""
+    store_cfg = S3StoreConfig(
+        endpoint=cfg.endpoint,
+        bucket=cfg.bucket,
+        prefix=cfg.prefix,
+        access_key=cfg.access_key_id if cfg.secret_key is not None else None,
+        secret_key=cfg.secret_key,
+        region=cfg.region,
+    )
+    return S3BlobStore(store_cfg, endpoint_guard=functools.partial(check_endpoint, allow_private=cfg.allow_private))
+
+
 def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
     ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
@@ -425,6 +448,7 @@ def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
         inline_max_bytes=config.inline_max_bytes,
         kms=kms,
         lifecycle_day_s=config.lifecycle_day_s,
+        tier_store=tier_store,
     )
     return service, DatasetService(service)
 
@@ -443,6 +467,7 @@ def build_app(config: ServerConfig) -> S3App:
         reserve=reserve,
         kms=kms,
         lifecycle_day_s=config.lifecycle_day_s,
+        tier_store=tier_store,
     )
     service.tiers = TierService(catalog, master_key)  # tier credentials are sealed under it (docs/tiers.md)
     kill_at = os.environ.get(_MOVER_KILL_ENV)  # tests only: kill -9 this worker at that step of a transition
@@ -502,7 +527,9 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("stale upload pass failed")
             await asyncio.sleep(interval_s)
 
-    lifecycle = LifecycleWorker(service)
+    # A claimed row is leased 10 min: a worker killed mid-transition leaves it to another then.
+    # A shortened day (tests) shortens it too (10 days, at least 10 s), so its retry is seen.
+    lifecycle = LifecycleWorker(service, lease_s=min(600.0, max(10.0, config.lifecycle_day_s * 10.0)))
     metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
 
     async def lifecycle_loop() -> None:
@@ -520,7 +547,9 @@ def build_app(config: ServerConfig) -> S3App:
 
     async def tier_outbox_loop() -> None:
         """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"); at
-        start, also the remote orphans older than the GC grace (a crash mid-transition)."""
+        start, also the remote orphans older than the GC grace (a crash mid-transition). Then
+        retry the writes in a tier's class that stayed local ("Writes to a tier class").
+        One indexed read each when nothing is due."""
         first = True
         while True:
             try:
@@ -532,6 +561,7 @@ def build_app(config: ServerConfig) -> S3App:
                         except Exception as exc:  # a tier down at start: swept at the next start
                             log.warning("tier %s: orphan sweep failed: %s", name, exc)
                 await service.mover.drain_outbox()
+                await service.retry_tier_writes()  # writes in a tier's class that stayed local
             except Exception:
                 log.exception("tier outbox pass failed")
             await asyncio.sleep(TIER_OUTBOX_INTERVAL_S)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tierstore.api._query import QUERY_API
-from tierstore.api._routes import ACTIONS, PROBE_ACTIONS, PROBES, UNAUTHENTICATED, UNKNOWN, Route, route
+from tierstore.api._routes import ACTIONS, PROBE_ACTIONS, PROBES, UNAUTHENTICATED, UNKNOWN, Route, checks, route
 
 CS = {"x-amz-copy-source": "/b/k"}
 
@@ -249,7 +249,7 @@ def test_every_implemented_action_has_a_handler() -> None:
         assert action.perms or action.per_entry, f"{name} needs no permission at all"
         for perm in action.perms:
             assert re.fullmatch(r"(s3|tierstore|iam|kms):[A-Za-z]+", perm.action), (name, perm)
-            assert perm.on in ("request", "source", "any", "iam-user"), (name, perm)
+            assert perm.on in ("request", "source", "any", "iam-user", "query-object"), (name, perm)
 
 
 def test_compatibility_matrix_names_every_s3_action() -> None:
@@ -286,3 +286,13 @@ def test_query_api_requests_are_named_for_the_dispatcher(
 
 def test_query_api_route_is_path_style_only() -> None:
     assert route("POST", None, None, {}, FORM, virtual=True).action == UNKNOWN
+
+
+def test_a_transition_is_authorized_on_the_object_its_query_names() -> None:
+    """tierstore:TransitionObject on arn:aws:s3:::BUCKET/KEY (not "*"); without both, on "*"."""
+    action = ACTIONS["tierstore:TransitionObject"]
+    query = {"bucket": "b", "key": "runs/a b", "versionId": "v1"}
+    named = checks(action, "_tierstore", "admin/tiers/COLD/transition", query, {})
+    assert [(c.action, c.resource) for c in named] == [("tierstore:TransitionObject", "arn:aws:s3:::b/runs/a b")]
+    bare = checks(action, "_tierstore", "admin/tiers/COLD/transition", {"bucket": "b"}, {})
+    assert [(c.action, c.resource) for c in bare] == [("tierstore:TransitionObject", "*")]

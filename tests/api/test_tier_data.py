@@ -10,19 +10,22 @@ tests that stop it, which start their own."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import sqlite3
-import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.tier_support import ChunkReader, add_tier, transition_in_bounded_memory
+from tests.api.tier_support import catalog_rows as _catalog
+from tests.api.tier_support import get_body as _get
+from tests.api.tier_support import local_files as _local_files
+from tests.api.tier_support import settle as _settle
+from tests.api.tier_support import wait_for as _wait
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
@@ -51,22 +54,8 @@ def admin(tsrv: ServerProcess) -> TierstoreClient:
 
 
 def _add_tier(admin: TierstoreClient, weed: SeaweedFS, name: str, *, restore_required: bool = False) -> Any:
-    raw = weed.client()
     remote_bucket = f"tdata-{name.lower().replace('_', '-')}"
-    with contextlib.suppress(ClientError):
-        raw.create_bucket(Bucket=remote_bucket)
-    admin.tier_add(
-        name, weed.endpoint, remote_bucket, prefix=PREFIX, access_key_id=weed.access_key, secret_key=weed.secret_key,
-        restore_required=restore_required, allow_private=True,
-    )  # fmt: skip
-    _settle()
-    return raw
-
-
-def _settle() -> None:
-    """Past the other workers' 1 s cache of tier names (TierService.class_names): a tier added
-    through one worker is a storage class in every worker after that (docs/tiers.md)."""
-    time.sleep(1.2)
+    return add_tier(admin, weed, name, remote_bucket, PREFIX, restore_required=restore_required)
 
 
 @pytest.fixture(scope="module")
@@ -99,26 +88,6 @@ def _remote(
             ):
                 out[obj["Key"][len(PREFIX) :]] = meta
     return out
-
-
-def _catalog(srv: ServerProcess, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(srv.data_dir / "catalog.db")) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def _local_files(srv: ServerProcess, blob_id: str) -> list[Path]:
-    return list(srv.data_dir.rglob(f"{blob_id}*"))
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
-
-
-def _get(s3: Any, bucket: str, key: str, **kw: Any) -> bytes:
-    return bytes(s3.get_object(Bucket=bucket, Key=key, **kw)["Body"].read())
 
 
 def test_put_to_tier_class_reads_through(tsrv: ServerProcess, s3t: Any, cold: Any, bkt: str) -> None:
@@ -402,58 +371,12 @@ def test_a_1_gib_transition_has_bounded_memory(tmp_path: Path, seaweedfs: Seawee
             for _ in range(size // len(chunk)):
                 yield chunk
 
-        s3.upload_fileobj(_Reader(body()), "bkt", "huge")
-        worker = _worker_pid(srv)
-        Path(f"/proc/{worker}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from now
-        before = _rss_kib(worker)
-        assert admin.tier_transition("MEM", "bkt", "huge")["moved"] is True
-        peak = _hwm_kib(worker)
-        print(f"1 GiB transition: RSS {before / 1024:.0f} MiB, peak while moving {peak / 1024:.0f} MiB")
-        assert (peak - before) / 1024 < 64, peak - before
+        s3.upload_fileobj(ChunkReader(body()), "bkt", "huge")
+        transition_in_bounded_memory(srv, admin, "MEM", "bkt", "huge")
         assert s3.head_object(Bucket="bkt", Key="huge")["StorageClass"] == "MEM"
         s3.delete_object(Bucket="bkt", Key="huge")
     finally:
         srv.stop()
-
-
-class _Reader:
-    """A file-like object over an iterator of chunks (boto3's upload_fileobj)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self._buf) < n:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                break
-            self._buf += nxt
-        if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-
-def _worker_pid(srv: ServerProcess) -> int:
-    kids = srv._descendants()
-    return kids[-1] if kids else srv.pid
-
-
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(field)
-
-
-def _rss_kib(pid: int) -> int:
-    return _status_kib(pid, "VmRSS")
-
-
-def _hwm_kib(pid: int) -> int:
-    return _status_kib(pid, "VmHWM")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from tierstore.blob import (
 )
 from tierstore.blob._erasure import TRAILER, TRAILER_MAGIC, placement
 from tierstore.blob._local import blob_file_size, data_size_from_file_size
+from tierstore.blob._protocol import crc32c
 from tierstore.drives import DriveSet
 from tierstore.errors import CorruptBlob, InsufficientStorage, SlowDown
 from tierstore.testing.blobstore import BlobStoreConformance, collect, new_blob_id, payload, stream
@@ -859,3 +860,14 @@ def test_random_damage_never_returns_wrong_bytes(tmp_path: Path, seed: int) -> N
                 assert await rig.store.read(blob_id) == data
 
     run(body())
+
+
+@pytest.mark.parametrize("n, parity, size", [(4, 2, 3 * 64 * KIB + 100), (3, None, SMALL), (4, 2, 0)])
+def test_blob_crc32c_is_the_trailers(tmp_path: Path, n: int, parity: int | None, size: int) -> None:
+    """The mover's CRC32C without reading the bytes: the object CRC32C every trailer records."""
+    rig = make_rig(tmp_path, n, parity)
+    data = payload(size)
+    blob_id = new_blob_id()
+    run(rig.store.put(blob_id, stream(data)))
+    assert run(rig.store.blob_crc32c(blob_id)) == crc32c(data)
+    assert run(rig.store.blob_crc32c(new_blob_id())) is None  # no such blob: the mover reads it instead

@@ -482,3 +482,17 @@ def test_big_blobs_start_writeback_while_written(tmp_path: Path) -> None:
     assert [o for o, _ in started] == sorted(o for o, _ in started)  # contiguous, in order
     assert sum(n for _, n in started) <= len(data)
     assert asyncio.run(collect(store, blob_id)) == data
+
+
+@pytest.mark.parametrize("size", [0, 1, B - 1, B, B + 1, 3 * B + 777])
+def test_blob_crc32c_is_folded_from_the_block_table(tmp_path: Path, size: int) -> None:
+    """The mover's CRC32C without reading the bytes: the per-block CRC32Cs, combined, are the
+    whole blob's; a damaged table is refused."""
+    store = LocalBlobStore(tmp_path / "store")
+    data = payload(size)
+    blob_id = _put(store, data)
+    assert asyncio.run(store.blob_crc32c(blob_id)) == _local.crc32c(data)
+    if size:
+        _flip(store.blob_path(blob_id), size)  # the first byte of the CRC table
+        with pytest.raises(CorruptBlob, match="table"):
+            asyncio.run(store.blob_crc32c(blob_id))

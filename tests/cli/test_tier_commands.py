@@ -78,7 +78,13 @@ def test_add_ls_status_rm(server: ServerProcess, clean: None) -> None:
         ("GLACIER", "AKIAGLACIER", True),
     ]
     status = json.loads(ok(cli(server, "admin", "tier", "status", "COLD")))
-    assert status == [{"name": "COLD", "blobs": 0, "bytes": 0, "outbox": 0, "uploads": 0}]
+    assert status == [
+        {
+            "name": "COLD", "blobs": 0, "bytes": 0, "outbox": 0, "uploads": 0,
+            "backlog": {"total": 0, "due": 0, "pending": 0, "outbox": 0},
+            "moved_bytes": 0, "moved_objects": 0, "errors": 0, "last_error": None, "last_error_at": None,
+        }
+    ]  # fmt: skip
     assert [s["name"] for s in json.loads(ok(cli(server, "admin", "tier", "status")))] == ["COLD", "GLACIER"]
     assert json.loads(ok(cli(server, "admin", "tier", "rm", "GLACIER"))) == {"removed": "GLACIER"}
     one_line_error(cli(server, "admin", "tier", "rm", "GLACIER"), "NoSuchTier (404)")

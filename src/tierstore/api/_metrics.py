@@ -26,10 +26,10 @@ from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from tierstore.engine import BucketUsage, HealProgress, ObjectService, Repairer, StoreHealth
+from tierstore.engine import BucketUsage, HealProgress, ObjectService, Repairer, StoreHealth, TierProgress
 
 __all__ = ["CONTENT_TYPE", "USAGE_BUCKET_LIMIT", "Metrics"]
 
@@ -259,6 +259,7 @@ class Metrics:
         due = await asyncio.to_thread(service.lifecycle_due_rows)
         families = [*source, *_store_families(health, usage, report)]
         families.append(_single("tierstore_lifecycle_due_rows", "Rows in the lifecycle due index.", due))
+        families.extend(_tier_families(await asyncio.to_thread(service.tier_progress)))
         if view != "tierstore":
             families = list(_minio_families(families, server=server, bucket_only=view == "minio-bucket"))
         out = CollectorRegistry(auto_describe=False)
@@ -388,6 +389,24 @@ def _store_families(
         done, rebuilt = int(report.get("blobs_done") or 0), int(report.get("shards_rebuilt") or 0)
         yield _single("tierstore_heal_last_blobs_done", "Blobs the last pass visited.", done)
         yield _single("tierstore_heal_last_shards_rebuilt", "Shards the last pass rebuilt.", rebuilt)
+
+
+def _tier_families(progress: dict[str, TierProgress]) -> Iterator[Metric]:
+    """The movers' progress per tier, from the catalog (docs/tiers.md "The mover")."""
+    moved_bytes = CounterMetricFamily("tierstore_tier_moved_bytes", "Bytes moved to the tier.", labels=["tier"])
+    moved = CounterMetricFamily("tierstore_tier_moved_objects", "Versions moved to the tier.", labels=["tier"])
+    errors = CounterMetricFamily("tierstore_tier_errors", "Failed moves to the tier.", labels=["tier"])
+    backlog = _gauge(
+        "tierstore_tier_backlog",
+        "Work waiting for the tier: transitions due, writes that stayed local, remote deletes.",
+        ["tier"],
+    )
+    for tier, p in progress.items():
+        moved_bytes.add_metric([tier], p.moved_bytes)
+        moved.add_metric([tier], p.moved_objects)
+        errors.add_metric([tier], p.errors)
+        backlog.add_metric([tier], p.backlog)
+    yield from (moved_bytes, moved, errors, backlog)
 
 
 def _single(name: str, doc: str, value: float) -> GaugeMetricFamily:

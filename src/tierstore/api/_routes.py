@@ -354,7 +354,8 @@ class Perm(NamedTuple):
     action: str
     versioned: str = ""  # the IAM action instead when the request (or its copy source) names a version
     # "request": the request's bucket or object; "source": x-amz-copy-source; "any": "*";
-    # "iam-user": the user an /_tierstore/admin/users/NAME path names
+    # "iam-user": the user an /_tierstore/admin/users/NAME path names; "query-object": the object
+    # the query's bucket and key name (a tier transition)
     on: str = "request"
     if_header: str = ""  # needed only when the request carries this header
 
@@ -391,6 +392,8 @@ _WRITE_EXTRAS = (
 )
 _ANY = "any"
 _IAM_USER = "iam-user"  # the IAM user an /_tierstore/admin/users/NAME path names
+_QUERY_OBJECT = "query-object"  # the object named by the ?bucket=&key= of the query ("*" without both)
+_TRANSITION = "tierstore:TransitionObject"
 # Headers whose permission is needed only when they say "true".
 _TRUE_HEADERS = frozenset({"x-amz-bypass-governance-retention", "x-amz-bucket-object-lock-enabled"})
 
@@ -538,9 +541,11 @@ ACTIONS: dict[str, Action] = {
         name: Action(_extensions.kms_keys, (Perm(kms_action, on=_ANY),) if on == _ANY else (), (kms_action,))
         for name, (kms_action, on) in KMS_ENDPOINTS.items()
     },
-    # the tier registry (_tiers_ext): each route is its IAM action, on "*"
+    # the tier registry (_tiers_ext): each route is its IAM action, on "*"; a transition on the
+    # object it moves (arn:aws:s3:::BUCKET/KEY from its query)
     UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
-    **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS},
+    **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS if a != _TRANSITION},
+    _TRANSITION: Action(_extensions.tiers, (Perm(_TRANSITION, on=_QUERY_OBJECT),)),
     **{
         a: _ext(_extensions.datasets, a)
         for a in (
@@ -613,6 +618,9 @@ def checks(
             resource = "*"
         elif p.on == _IAM_USER:
             resource = path_user_arn(key or "")
+        elif p.on == _QUERY_OBJECT:
+            q_bucket, q_key = query.get("bucket"), query.get("key")
+            resource = f"arn:aws:s3:::{q_bucket}/{q_key}" if q_bucket and q_key else "*"
         out.append(Check(p.versioned if p.versioned and named is not None else p.action, resource))
     return tuple(out)
 

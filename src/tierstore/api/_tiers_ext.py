@@ -1,8 +1,9 @@
 """``/_tierstore/admin/tiers``: the JSON face of the tier registry (``engine.TierService``;
 docs/tiers.md "Tiers").
 
-Each endpoint's route name is the IAM action it needs, checked by the dispatcher on ``*``
-(``ENDPOINTS``; the route table authorizes it once, before this module runs). The root may do
+Each endpoint's route name is the IAM action it needs, checked by the dispatcher on ``*`` —
+a transition on the object it moves, ``arn:aws:s3:::BUCKET/KEY`` (``ENDPOINTS``; the route
+table authorizes it once, before this module runs). The root may do
 everything; a user needs the action in a policy. No answer carries a tier's secret key: a tier
 shows its ``access_key_id`` and whether keys are set (``keys_set``).
 
@@ -15,12 +16,16 @@ shows its ``access_key_id`` and whether keys are set (``keys_set``).
 - ``GET    /_tierstore/admin/tiers/status``       -> ``{"tiers": [status, ...]}``        (tierstore:GetTierStatus)
 - ``GET    /_tierstore/admin/tiers/NAME/status``  -> ``{"tiers": [status]}``             (tierstore:GetTierStatus)
 - ``POST   /_tierstore/admin/tiers/NAME/transition?bucket=B&key=K[&versionId=V]`` -> ``{"moved": bool, "version_id"}``
-  (tierstore:TransitionObject): moves that version (default: the current one) to the tier now,
-  as the lifecycle mover does (``ObjectService.transition``; ``moved`` false: nothing to do)
+  (tierstore:TransitionObject on ``arn:aws:s3:::B/K``): moves that version (default: the current
+  one) to the tier now — from the local drives or another tier —, as the lifecycle mover does
+  (``ObjectService.transition``; ``moved`` false: nothing to do)
 
 A ``tier`` is ``{"name", "endpoint", "bucket", "prefix", "region", "restore_required",
 "allow_private", "access_key_id", "keys_set", "created"}``; a ``status`` is ``{"name", "blobs",
-"bytes", "outbox", "uploads"}``. Tier names are uppercase, so ``status`` never names a tier.
+"bytes", "outbox", "uploads", "backlog": {"total", "due", "pending", "outbox"}, "moved_bytes",
+"moved_objects", "errors", "last_error", "last_error_at"}`` (``TierStatus.to_dict``; the movers'
+progress of every process, from the catalog; ``last_error_at`` ISO 8601 or null). Tier names
+are uppercase, so ``status`` never names a tier.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
 from tierstore.api._xml import iso8601
-from tierstore.engine import TierInfo, TierSpec
+from tierstore.engine import TierInfo, TierSpec, TierStatus
 
 if TYPE_CHECKING:
     from tierstore.api._request import Request
@@ -84,6 +89,13 @@ def _tier_json(t: TierInfo) -> dict[str, Any]:
     return doc
 
 
+def _status_json(s: TierStatus) -> dict[str, Any]:
+    doc = s.to_dict()
+    at = doc.pop("last_error_ns")
+    doc["last_error_at"] = iso8601(at) if at is not None else None
+    return doc
+
+
 def _spec(doc: dict[str, Any]) -> TierSpec:
     unknown = sorted(set(doc) - set(_STRINGS) - set(_FLAGS))
     if unknown:
@@ -124,7 +136,7 @@ async def tier_request(service: ObjectService, req: Request) -> tuple[int, bytes
         return 200, json.dumps({"tiers": [_tier_json(t) for t in tiers.list()]}).encode()
     if route == "tierstore:GetTierStatus":
         statuses = tiers.status(parts[0] if len(parts) == 2 else None)
-        return 200, json.dumps({"tiers": [s.to_dict() for s in statuses]}).encode()
+        return 200, json.dumps({"tiers": [_status_json(s) for s in statuses]}).encode()
     if route == "tierstore:DeleteTier":
         await tiers.remove(parts[0])
         service.tier_stores.forget(parts[0])

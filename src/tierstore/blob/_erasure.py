@@ -710,6 +710,14 @@ class ErasureBlobStore:
             raise CorruptBlob(f"blob {blob_id}: no piece has a readable trailer", resource=blob_id)
         return None
 
+    async def blob_crc32c(self, blob_id: str) -> int | None:
+        """The whole blob's CRC32C, as its trailer records it (no data read; the mover's
+        metadata, docs/tiers.md "The mover"); the bytes are verified when read. None without a
+        readable trailer (the mover then reads the blob)."""
+        validate_blob_id(blob_id)
+        layout, _, _ = await self._locate(blob_id, self._stores(), cached=False)
+        return None if layout is None else int(layout.object_crc)
+
     async def scan(self) -> AsyncIterator[BlobInfo]:
         """Union of the ONLINE drives' listings. The size comes from the listed piece's trailer
         (one 64-byte read per blob not in the layout cache; a damaged blob is listed with a best

@@ -54,6 +54,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from awscrt.checksums import combine_crc32c
+
 from tierstore.blob._protocol import (
     BLOCK_SIZE_BYTES,
     BlobInfo,
@@ -420,6 +422,23 @@ class _BlobReader:
         except OSError as exc:
             raise _read_error(exc, self._blob_id) from exc
 
+    def blob_crc32c(self) -> int:
+        """The CRC32C of the whole blob, folded from its per-block CRC32Cs (``combine_crc32c``)
+        without reading the blocks; the table is checked against its own CRC32C first."""
+        try:
+            if not self._footer_ok:
+                self.open()
+            blocks = -(-self._size_bytes // _B)
+            table = _pread_exact(self._fd, _CRC_BYTES * blocks, self._size_bytes, self._blob_id)
+        except OSError as exc:
+            raise _read_error(exc, self._blob_id) from exc
+        if crc32c(table) != self._table_crc:
+            raise CorruptBlob(f"blob {self._blob_id} checksum table is damaged", resource=self._blob_id)
+        crc = 0
+        for i, (block_crc,) in enumerate(struct.iter_unpack("<I", table)):
+            crc = combine_crc32c(crc, block_crc, min(_B, self._size_bytes - i * _B))
+        return int(crc)
+
     def close(self) -> None:
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
@@ -655,6 +674,21 @@ class LocalBlobStore:
                 raise InternalError("cannot list blobs") from exc
             for info in infos:
                 yield info
+
+    async def blob_crc32c(self, blob_id: str) -> int | None:
+        """The blob's CRC32C from its stored per-block CRC32Cs, without reading its bytes (the
+        mover's metadata, docs/tiers.md "The mover"); those bytes are verified when read."""
+        path = self._path(blob_id)
+        size_bytes = self._committed_size(path, blob_id)
+        reader = _BlobReader(path, blob_id, size_bytes)
+
+        def fold_and_close() -> int:
+            try:
+                return reader.blob_crc32c()
+            finally:
+                reader.close()
+
+        return await asyncio.wrap_future(self._executor.submit(fold_and_close))
 
     async def verify(self, blob_id: str) -> bool:
         path = self._path(blob_id)

@@ -17,6 +17,7 @@ from tierstore.catalog._sqlite import (
     VersionTaken,
 )
 from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog._tier_progress import PendingWrite, TierProgress
 from tierstore.catalog._tiers import TierRecord, TierUsage
 
 __all__ = [
@@ -33,11 +34,13 @@ __all__ = [
     "ModelAliasInUse",
     "OutboxEntry",
     "Outcome",
+    "PendingWrite",
     "PinGone",
     "PlannedAction",
     "ReconcileReport",
     "RoleRecord",
     "SqliteCatalog",
+    "TierProgress",
     "TierRecord",
     "TierUsage",
     "UserRecord",

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS lifecycle_due(  -- v11: the next lifecycle action of 
     key BLOB NOT NULL,
     version_id TEXT NOT NULL,  -- the upload id for abort-upload
     action TEXT NOT NULL,  -- engine/_lifecycle.py: expire, expire-noncurrent, remove-delete-marker, ...
+    storage_class TEXT,  -- v13: a transition's target (the mover's backlog, _tier_progress.py)
     PRIMARY KEY(bucket, key, version_id, action)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lifecycle_due_at ON lifecycle_due(due_ns);
@@ -195,8 +196,9 @@ class LifecycleTables:
             planned = self.lifecycle_planner.versions(rules, key_b.decode(), versions)
         c.execute("DELETE FROM lifecycle_due WHERE bucket=? AND key=? AND action<>?", (bucket, key_b, ABORT_UPLOAD))
         c.executemany(
-            "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action) VALUES(?,?,?,?,?)",
-            [(p.due_ns, bucket, key_b, p.version_id, p.action) for p in planned],
+            "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action, storage_class)"
+            " VALUES(?,?,?,?,?,?)",
+            [(p.due_ns, bucket, key_b, p.version_id, p.action, p.storage_class) for p in planned],
         )
         return planned
 

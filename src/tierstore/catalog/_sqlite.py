@@ -50,6 +50,7 @@ from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._sse import SseTables
 from tierstore.catalog._tier_data import TIERS_OF_BLOBS, TierDataTables, located
+from tierstore.catalog._tier_progress import TIER_PROGRESS_DDL, TierProgressTables, note_tier_write
 from tierstore.catalog._tiers import TIERS_DDL, TierTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
@@ -83,7 +84,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -181,9 +182,9 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL + HOT_DDL
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL + HOT_DDL + TIER_PROGRESS_DDL
 # the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py);
-# the lifecycle due index (_lifecycle.py); hot copies (_hot.py)
+# the lifecycle due index (_lifecycle.py); hot copies (_hot.py); the mover's progress and retries (_tier_progress.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -428,7 +429,7 @@ def _schema_version(conn: sqlite3.Connection) -> int | None:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: bring a new, v1, ... or v9 database to the current schema. Steps
+    """Inside a write transaction: bring a new, v1, ... or v12 database to the current schema. Steps
     are plain statements (no executescript, which would commit), so a mirror can run this as
     one fan-out job and every copy changes together."""
     found = _schema_version(conn)
@@ -468,6 +469,11 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         if "cached" not in {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}:
             conn.execute("ALTER TABLE blobs ADD COLUMN cached INTEGER")
         found = 12
+    if found == 12:  # v12 -> v13: the mover's progress and retries (_tier_progress.py); the tables come below
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(lifecycle_due)")}
+        if columns and "storage_class" not in columns:  # no table yet (from v10 or older): made below
+            conn.execute("ALTER TABLE lifecycle_due ADD COLUMN storage_class TEXT")
+        found = 13
     if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
@@ -489,9 +495,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v11)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v12)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -558,7 +564,9 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables, HotTables):
+class SqliteCatalog(
+    IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables, HotTables, TierProgressTables
+):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
@@ -1137,6 +1145,7 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTa
                 m.version_id = NULL_VERSION
                 self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))
             self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
+            note_tier_write(c, m, key_b)  # in a tier's class: pending until the mover switches it
             stale = current is not None and not current.is_delete_marker
             self._reindex(c, m.bucket, key_b, attrs, stale=stale)
             self._lifecycle_key(c, m.bucket, key_b, props)

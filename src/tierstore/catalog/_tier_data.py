@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierstore.catalog._hot import free_unheld
+from tierstore.catalog._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
     from tierstore.catalog._sqlite import BlobRef, VersionRecord
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
 
 T = TypeVar("T")
+
+count_moved = TierProgressTables.count_moved
 
 # A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
 # (" c": with a local copy, catalog/_hot.py), NULL if all are local. Inline versions and delete
@@ -113,15 +116,19 @@ class TierDataTables:
         key: str,
         version_id: str,
         tier: str,
-        moved: Sequence[str],
+        moved: Sequence[tuple[str, str | None]],
         inline: InlineMove | None = None,
     ) -> bool:
         """Switch a version's bytes to ``tier`` (docs/tiers.md "The mover", step 3): each of
-        ``moved`` (local blobs of the version, now copied and verified) gets ``tier`` and its
-        local copy goes to the trash; ``inline``: the version's inline body becomes that new
-        remote blob and the inline row is released as a delete releases it; the version's class
-        becomes ``tier``. Only if the version still exists and still names those blobs (or that
-        inline body): False, and nothing changed, otherwise."""
+        ``moved`` (``(blob_id, from)``: a blob of the version now copied to ``tier`` and verified,
+        and where it was: None for the local drives, else another tier) gets ``tier``; its local
+        copy goes to the trash, a copy in another tier to that tier's outbox. ``inline``: the
+        version's inline body becomes that new remote blob and the inline row is released as a
+        delete releases it; the version's class becomes ``tier``; the tier's counters
+        (``tier_stats``) count what this commit moved. Only if the version still exists and still
+        names those blobs (or that inline body), each still where ``from`` says or in ``tier``
+        already, and no old copy of one waits in ``tier``'s outbox (its delete could take the
+        object this move relies on): False, and nothing changed, otherwise."""
         key_b = key.encode()
 
         def fn(c: sqlite3.Connection) -> bool:
@@ -131,16 +138,32 @@ class TierDataTables:
             names = {b.blob_id for b in record.blobs}
             if inline is not None and record.inline_id != inline.inline_id:
                 return False
-            for blob_id in moved:
+            for blob_id, source in moved:
                 row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
-                if blob_id not in names or row is None or row[0] not in (None, tier):
+                if blob_id not in names or row is None or row[0] not in (source, tier):
                     return False
-            for blob_id in moved:
-                changed = c.execute("UPDATE blobs SET tier=? WHERE blob_id=? AND tier IS NULL", (tier, blob_id))
-                if changed.rowcount:
+                if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
+                    return False
+            size, now_ns = 0, time.time_ns()
+            for blob_id, source in moved:
+                where = "tier IS NULL" if source is None else "tier=?"
+                changed = c.execute(
+                    f"UPDATE blobs SET tier=? WHERE blob_id=? AND {where} RETURNING size",  # noqa: S608
+                    (tier, blob_id) if source is None else (tier, blob_id, source),
+                ).fetchone()
+                if changed is None:
+                    continue  # another mover switched it first
+                size += int(changed[0])
+                if source is None:
                     # A blob a hot copy holds (a pin) keeps its local bytes as that copy.
                     c.execute("UPDATE blobs SET cached=1 WHERE blob_id=?", (blob_id,))
-                    free_unheld(c, [blob_id], time.time_ns())
+                    free_unheld(c, [blob_id], now_ns)
+                else:
+                    self.queue_remote_delete(c, source, blob_id)
+            if inline is not None:
+                size += inline.size_bytes
+            if size or inline is not None:
+                count_moved(c, tier, size)
             doc: dict[str, Any] = json.loads(
                 c.execute(
                     "SELECT meta FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id)
@@ -166,6 +189,8 @@ class TierDataTables:
                     (meta_s, bucket, key_b, version_id),
                 )
             self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
+            c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
             return True
 
         return await self._write(fn)
@@ -189,6 +214,14 @@ class TierDataTables:
                     self.queue_remote_delete(c, tier, blob_id)
 
         await self._write(fn)
+
+    def outbox_holds(self, tier: str, blob_ids: Sequence[str]) -> str | None:
+        """One of ``blob_ids`` whose old copy in ``tier`` waits in the outbox, or None."""
+        c = self._reader()
+        for blob_id in blob_ids:
+            if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
+                return blob_id
+        return None
 
     def outbox_due(self, now_ns: int, limit: int = 500) -> list[OutboxEntry]:
         sql = "SELECT tier, blob_id, attempts FROM tier_outbox WHERE next_ns <= ? ORDER BY next_ns LIMIT ?"

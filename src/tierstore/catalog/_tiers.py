@@ -124,6 +124,9 @@ class TierTables:
             if usage.in_use:
                 return usage
             c.execute("DELETE FROM tiers WHERE name=?", (name,))
+            # v13 (_tier_progress.py): its counters go; writes waiting for it stay local, with its class as a label
+            c.execute("DELETE FROM tier_stats WHERE tier=?", (name,))
+            c.execute("DELETE FROM tier_pending WHERE tier=?", (name,))
             return "deleted"
 
         return await self._write(fn)

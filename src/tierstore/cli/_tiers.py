@@ -71,7 +71,11 @@ def add_tier_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser])
     p = tsub.add_parser("rm", parents=[conn], help="remove a tier (refused while data is in it)")
     p.add_argument("name", metavar="NAME", help="the tier")
     p.set_defaults(func=_cmd_tier, command="admin tier rm")
-    p = tsub.add_parser("status", parents=[conn], help="what each tier holds: blobs, bytes, outbox backlog")
+    p = tsub.add_parser(
+        "status",
+        parents=[conn],
+        help="what each tier holds and the movers' progress: blobs, bytes, backlog, bytes moved, errors",
+    )
     p.add_argument("name", metavar="NAME", nargs="?", help="one tier (default: every tier)")
     p.set_defaults(func=_cmd_tier, command="admin tier status")
 

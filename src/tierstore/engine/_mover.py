@@ -1,16 +1,22 @@
 """The tier data path in the engine (docs/tiers.md): one remote blob store per tier, the
-mover's one-version move, and the outbox loop that deletes remote objects.
+mover's one-version move, its retries, and the outbox loop that deletes remote objects.
 
-- ``TierStores``: an ``S3BlobStore`` per tier, made lazily from the registry
-  (``TierService.get_config``, the SSRF guard honouring the tier's ``allow_private`` at each
-  (re)connection), re-checked at most every ``ttl_s`` and replaced when the tier's configuration
-  changes, dropped when it is removed.
-- ``Mover.transition``: for each local blob of a version (or its inline body, as a new blob):
-  a verified local read computes the CRC32C, the blob streams to ``prefix/ID`` with the remote
-  metadata of the design, a HEAD checks what landed; then one catalog transaction
-  (``transition_commit``) switches the version. The local copy goes to the trash in that
-  transaction and is freed after it. A version that changed meanwhile: the remote objects go
-  to the outbox.
+- ``TierStores``: a remote blob store per tier, made lazily from the registry
+  (``TierService.get_config``) by the factory server.py hands to ObjectService (engine/ never
+  constructs a blob backend: the factory builds the ``S3BlobStore`` and its SSRF guard),
+  re-checked at most every ``ttl_s`` and replaced when the tier's configuration changes,
+  dropped when it is removed.
+- ``Mover.transition``: for each blob of a version not yet in the tier — on the local drives
+  (or the version's inline body, as a new blob), or in another tier — its CRC32C is learnt
+  (folded from the local store's per-block CRC32Cs, or a verified first read where the store
+  keeps none; a remote source's from its metadata), the blob streams to ``prefix/ID`` with the
+  remote metadata of the design, a HEAD checks what landed; then one catalog transaction
+  (``transition_commit``) switches the version and counts the move (``tier_stats``). The old
+  copy goes to the trash (local) or the old tier's outbox in that transaction and is freed
+  after it. A version that changed meanwhile: new remote objects go to the outbox. A failure
+  is counted against the tier with its message (``tier_error``).
+- ``Mover.retry_pending``: versions written in a tier's class whose tier did not answer
+  (``tier_pending``), moved once the tier is back, with the outbox's backoff.
 - ``Mover.drain_outbox``: deletes queued remote objects, backing off (exponential, capped) per
   entry while a tier does not answer; ``sweep_remote_orphans``: objects under a tier's prefix
   that the catalog does not name, older than the grace period (a crash between the remote put
@@ -19,53 +25,61 @@ mover's one-version move, and the outbox loop that deletes remote objects.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from awscrt.checksums import crc32c
 
-from tierstore.blob import BlobStore, S3BlobStore, S3StoreConfig, check_endpoint
-from tierstore.catalog import InlineMove, OutboxEntry, SqliteCatalog, VersionRecord
+from tierstore.blob import BlobStore, RemoteBlobStore
+from tierstore.catalog import BlobRef, InlineMove, OutboxEntry, PendingWrite, SqliteCatalog, VersionRecord
 from tierstore.engine._tiers import NoSuchTier, TierConfig
-from tierstore.errors import CorruptBlob, InternalError, InvalidRequest, TierUnavailable
+from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
 
-__all__ = ["Mover", "TierStores", "remote_meta"]
+__all__ = ["FoldsCrc32c", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
 
 log = logging.getLogger("tierstore.mover")
 
 OUTBOX_BACKOFF_BASE_S = 2.0
 OUTBOX_BACKOFF_MAX_S = 600.0
+PENDING_LEASE_S = 600.0  # a claimed pending write is not taken by another process for this long
+PENDING_PAGE = 50
+
+# server.py's: a tier's configuration -> its remote blob store (with the endpoint guard).
+TierStoreFactory = Callable[[TierConfig], RemoteBlobStore]
+
+
+def _no_factory(cfg: TierConfig) -> RemoteBlobStore:
+    raise InternalError(f"This service was built without remote tier stores (tier {cfg.name}).")
 
 
 class TierStores:
-    """One ``S3BlobStore`` per tier, from the registry (module docstring)."""
+    """One remote blob store per tier, from the registry (module docstring)."""
 
     def __init__(
         self,
         get_config: Callable[[str], TierConfig],
+        factory: TierStoreFactory | None = None,
         *,
         ttl_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
-        config: Callable[[TierConfig], S3StoreConfig] | None = None,
     ) -> None:
         self._get_config = get_config
+        self.factory = factory or _no_factory
         self.ttl_s = ttl_s
         self._monotonic = monotonic
-        self._config = config or store_config
-        self._stores: dict[str, tuple[float, TierConfig, S3BlobStore]] = {}
+        self._stores: dict[str, tuple[float, TierConfig, RemoteBlobStore]] = {}
 
     def config(self, name: str) -> TierConfig:
         return self._entry(name)[1]
 
-    def store(self, name: str) -> S3BlobStore:
+    def store(self, name: str) -> RemoteBlobStore:
         return self._entry(name)[2]
 
-    def _entry(self, name: str) -> tuple[float, TierConfig, S3BlobStore]:
+    def _entry(self, name: str) -> tuple[float, TierConfig, RemoteBlobStore]:
         now = self._monotonic()
         hit = self._stores.get(name)
         if hit is not None and hit[0] > now:
@@ -78,8 +92,7 @@ class TierStores:
         if hit is not None and hit[1] == cfg:
             entry = (now + self.ttl_s, cfg, hit[2])
         else:
-            guard = functools.partial(check_endpoint, allow_private=cfg.allow_private)
-            entry = (now + self.ttl_s, cfg, S3BlobStore(self._config(cfg), endpoint_guard=guard))
+            entry = (now + self.ttl_s, cfg, self.factory(cfg))
         self._stores[name] = entry
         return entry
 
@@ -88,17 +101,6 @@ class TierStores:
             self._stores.clear()
         else:
             self._stores.pop(name, None)
-
-
-def store_config(cfg: TierConfig) -> S3StoreConfig:
-    return S3StoreConfig(
-        endpoint=cfg.endpoint,
-        bucket=cfg.bucket,
-        prefix=cfg.prefix,
-        access_key=cfg.access_key_id if cfg.secret_key is not None else None,
-        secret_key=cfg.secret_key,
-        region=cfg.region,
-    )
 
 
 def remote_meta(record: VersionRecord, blob_size: int, crc: int) -> dict[str, str]:
@@ -118,10 +120,12 @@ def remote_meta(record: VersionRecord, blob_size: int, crc: int) -> dict[str, st
     return meta
 
 
-@dataclass(slots=True)
-class _Written:
-    blob_id: str
-    size_bytes: int
+@runtime_checkable
+class FoldsCrc32c(Protocol):
+    """A local store that knows a blob's CRC32C without reading it (``LocalBlobStore`` folds its
+    per-block CRC32Cs, ``ErasureBlobStore`` keeps the object's in its trailers); None: unknown."""
+
+    async def blob_crc32c(self, blob_id: str) -> int | None: ...
 
 
 class Mover:
@@ -134,6 +138,7 @@ class Mover:
         stores: TierStores,
         *,
         fault: Callable[[str], None] | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.catalog = catalog
         self.local = local
@@ -141,49 +146,49 @@ class Mover:
         # Tests: called at "uploaded" (every remote put done, before the commit) and
         # "committed" (after the commit, before the local bytes are freed).
         self.fault: Callable[[str], None] = fault or (lambda step: None)
-        self.moved_bytes = 0
-        self.errors = 0
-        self.last_error: str | None = None
+        self._now_ns = now_ns
 
     async def transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
         """Move version ``version_id`` of ``key`` to ``tier``; False when there was nothing to do
-        (already there, or the version is gone). Idempotent; crash-safe at every step."""
+        (already there, or the version is gone). Idempotent; crash-safe at every step. A failure
+        (the tier, or a source, did not answer; bytes did not match) is counted against ``tier``."""
+        try:
+            return await self._transition(bucket, key, version_id, tier)
+        except (TierUnavailable, CorruptBlob, InternalError) as exc:
+            try:
+                await self.catalog.tier_error(tier, f"{type(exc).__name__}: {exc}", self._now_ns())
+            except Exception:  # the count is best effort; the move's own error is what matters
+                log.exception("tier %s: the error could not be counted", tier)
+            raise
+
+    async def _transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
         record = self.catalog.get_version(bucket, key, version_id, data=True)
         if record is None or record.is_delete_marker:
             return False
         self.stores.config(tier)  # NoSuchTier before anything moves
-        elsewhere = [b for b in record.blobs if b.tier not in (None, tier)]
-        if elsewhere:
-            raise InvalidRequest(
-                f"The object's bytes are in tier {elsewhere[0].tier}; moving between tiers is not supported."
-            )
-        local = [b for b in record.blobs if b.tier is None]
-        if not local and record.inline_id is None:
+        todo = [b for b in record.blobs if b.tier != tier]
+        if not todo and record.inline_id is None:
             if record.meta.storage_class == tier:
                 return False
             # Its blobs are there already (shared with a moved copy): only the class changes.
             return await self.catalog.transition_commit(bucket, key, version_id, tier, [])
+        waiting = self.catalog.outbox_holds(tier, [b.blob_id for b in todo])
+        if waiting:  # an old copy in the target is being deleted: writing there now could lose the new one
+            raise TierUnavailable(f"An earlier copy of blob {waiting} in tier {tier} is still being deleted; retry.")
         remote = self.stores.store(tier)
-        written: list[_Written] = []
-        try:
-            for ref in local:
-                await self._upload(remote, record, ref.blob_id, ref.size_bytes)
-                written.append(_Written(ref.blob_id, ref.size_bytes))
-            inline = None
-            if record.inline_id is not None:
-                assert record.inline_data is not None
-                body = record.inline_data
-                new_id = new_blob_id()
-                meta = remote_meta(record, len(body), crc32c(body))
-                await self._put_checked(remote, new_id, _once(body), len(body), meta)
-                written.append(_Written(new_id, len(body)))
-                inline = InlineMove(record.inline_id, new_id, len(body))
-            self.fault("uploaded")
-            ok = await self.catalog.transition_commit(bucket, key, version_id, tier, [b.blob_id for b in local], inline)
-        except (TierUnavailable, CorruptBlob) as exc:
-            self.errors += 1
-            self.last_error = str(exc)
-            raise
+        inline = None
+        for ref in todo:
+            await self._copy(remote, record, ref)
+        if record.inline_id is not None:
+            assert record.inline_data is not None
+            body = record.inline_data
+            new_id = new_blob_id()
+            meta = remote_meta(record, len(body), crc32c(body))
+            await self._put_checked(remote, new_id, _once(body), len(body), meta)
+            inline = InlineMove(record.inline_id, new_id, len(body))
+        self.fault("uploaded")
+        moved = [(b.blob_id, b.tier) for b in todo]
+        ok = await self.catalog.transition_commit(bucket, key, version_id, tier, moved, inline)
         if not ok:
             # The version changed meanwhile. A new blob (from an inline body) is no one's: the
             # outbox deletes it. A copy of a blob the catalog still names is left to the orphan
@@ -192,47 +197,108 @@ class Mover:
             if inline is not None:
                 await self.catalog.outbox_add(tier, [inline.blob_id])
             return False
-        self.moved_bytes += sum(w.size_bytes for w in written)
         self.fault("committed")
         return True
 
-    async def _upload(self, remote: S3BlobStore, record: VersionRecord, blob_id: str, size: int) -> None:
-        """Local blob ``blob_id`` -> the remote object of the same id, verified. A remote object
-        left by an earlier attempt (the put finds the id taken) is kept if it is this blob (size
-        and CRC32C), else replaced. A blob that fits one remote PUT is read once; a larger one
-        twice (its CRC32C goes into the metadata a multipart upload sends first)."""
-        if size <= remote.config.part_size_bytes:
-            body = b"".join([c async for c in await self.local.get(blob_id, 0, size, verify=True)])
-            read, crc = len(body), crc32c(body)
+    async def _copy(self, remote: RemoteBlobStore, record: VersionRecord, ref: BlobRef) -> None:
+        """Blob ``ref`` (local, or in another tier) -> the remote object of the same id, verified.
+        No HEAD before the put (one request less per blob): the put refuses an id that is taken,
+        and a remote object an earlier attempt left is then kept if it is this blob (size and
+        CRC32C), else replaced. Streamed both ways: memory is the stores' chunk and part size."""
+        blob_id, size = ref.blob_id, ref.size_bytes
+        source: BlobStore = self.local
+        if ref.tier is None:
+            crc = await self._local_crc(blob_id, size)
         else:
-            body, read, crc = None, 0, 0
-            async for chunk in await self.local.get(blob_id, 0, size, verify=True):
-                crc = crc32c(chunk, crc)
-                read += len(chunk)
-        if read != size:
-            raise CorruptBlob(f"blob {blob_id}: {read} of {size} bytes read", resource=blob_id)
+            remote_source = self.stores.store(ref.tier)
+            crc = _crc_of(await remote_source.head_meta(blob_id), blob_id, size, ref.tier)
+            source = remote_source
         meta = remote_meta(record, size, crc)
         for attempt in range(2):
-            chunks = _once(body) if body is not None else await self.local.get(blob_id, 0, size, verify=True)
+            # A whole verified read: a remote source checks its CRC32C before its last chunk.
+            chunks = await source.get(blob_id, 0, size, verify=True)
             try:
                 await self._put_checked(remote, blob_id, chunks, size, meta)
                 return
-            except ValueError:  # the id is taken: no HEAD before the put, one request less per blob
+            except ValueError:  # taken by another blob's bytes (_put_checked keeps a matching one)
                 if attempt:
                     raise
-            found = await remote.head_meta(blob_id)
-            if found is not None and _matches(found, size, crc):
-                return
             await remote.delete(blob_id)
+
+    async def _local_crc(self, blob_id: str, size: int) -> int:
+        """The CRC32C of local blob ``blob_id``: folded from the store's per-block CRC32Cs when it
+        keeps them (verified against their table's own checksum), else a verified read."""
+        if isinstance(self.local, FoldsCrc32c):
+            found = await self.local.blob_crc32c(blob_id)
+            if found is not None:
+                return found
+        crc = read = 0
+        async for chunk in await self.local.get(blob_id, 0, size, verify=True):
+            crc = int(crc32c(chunk, crc))
+            read += len(chunk)
+        if read != size:
+            raise CorruptBlob(f"blob {blob_id}: {read} of {size} bytes read", resource=blob_id)
+        return crc
 
     @staticmethod
     async def _put_checked(
-        remote: S3BlobStore, blob_id: str, chunks: AsyncIterator[bytes], size: int, meta: dict[str, str]
+        remote: RemoteBlobStore, blob_id: str, chunks: AsyncIterator[bytes], size: int, meta: dict[str, str]
     ) -> None:
-        await remote.put(blob_id, chunks, meta=meta)  # ETag against the MD5 of what was sent; CRC32C given
+        crc = int(meta["tierstore-crc32c"], 16)
+        try:
+            await remote.put(blob_id, chunks, meta=meta)  # ETag against the MD5 of what was sent; CRC32C given
+        except ValueError:
+            # The object exists: another mover of the same blob wrote it first (a put never
+            # overwrites). Kept if it is this blob, as a retry keeps what a crash left.
+            found = await remote.head_meta(blob_id)
+            if found is None or not _matches(found, size, crc):
+                raise
+            return
         found = await remote.head_meta(blob_id)
-        if found is None or not _matches(found, size, int(meta["tierstore-crc32c"], 16)):
+        if found is None or not _matches(found, size, crc):
             raise CorruptBlob(f"blob {blob_id}: the remote object does not match what was sent", resource=blob_id)
+
+    # --- writes waiting for their tier --------------------------------------------------------
+    async def retry_pending(self, now_ns: int | None = None) -> dict[str, int]:
+        """Move the versions written in a tier's class while it did not answer (``tier_pending``),
+        once their retry is due; a tier that still does not answer is skipped for the rest of
+        the pass and its entries wait longer (the outbox's backoff). Returns counts."""
+        moved = failed = dropped = 0
+        now = self._now_ns() if now_ns is None else now_ns
+        if not self.catalog.tier_pending_any(now):
+            return {"moved": 0, "failed": 0, "dropped": 0}
+        down: set[str] = set()
+        lease_ns = int(PENDING_LEASE_S * 1e9)
+        while True:
+            items = await self.catalog.tier_pending_claim(now, PENDING_PAGE, lease_ns)
+            if not items:
+                break
+            for item in items:
+                outcome = await self._retry_one(item, down, now)
+                moved += outcome == "moved"
+                failed += outcome == "failed"
+                dropped += outcome == "dropped"
+            if len(items) < PENDING_PAGE:
+                break
+        return {"moved": moved, "failed": failed, "dropped": dropped}
+
+    async def _retry_one(self, item: PendingWrite, down: set[str], now_ns: int) -> str:
+        if item.tier in down:
+            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1))
+            return "failed"
+        try:
+            done = await self.transition(item.bucket, item.key, item.version_id, item.tier)
+        except NoSuchTier:  # removed meanwhile: the class stays a label, the bytes local
+            await self.catalog.tier_pending_done(item)
+            return "dropped"
+        except Exception as exc:
+            log.warning("tier %s: %s/%s (%s) still waits: %s", item.tier, item.bucket, item.key, item.version_id, exc)
+            if isinstance(exc, TierUnavailable):
+                down.add(item.tier)
+            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1))
+            return "failed"
+        await self.catalog.tier_pending_done(item)
+        return "moved" if done else "dropped"
 
     # --- the outbox -------------------------------------------------------------------------
     async def drain_outbox(self, now_ns: int | None = None) -> dict[str, int]:
@@ -266,7 +332,7 @@ class Mover:
                 await self.catalog.outbox_done(done)
                 deleted += len(done)
             if retry:
-                await self.catalog.outbox_retry(retry, lambda attempts: now + _backoff_ns(attempts))
+                await self.catalog.outbox_retry(retry, lambda attempts: now + backoff_ns(attempts))
                 failed += len(retry)
 
     async def sweep_remote_orphans(self, tier: str, *, grace_s: float, now_s: float | None = None) -> int:
@@ -289,7 +355,7 @@ class Mover:
         return removed
 
 
-def _backoff_ns(attempts: int) -> int:
+def backoff_ns(attempts: int) -> int:
     return int(min(OUTBOX_BACKOFF_MAX_S, OUTBOX_BACKOFF_BASE_S * 2 ** min(attempts - 1, 20)) * 1e9)
 
 
@@ -299,3 +365,13 @@ def _matches(found: Mapping[str, str], size: int, crc: int) -> bool:
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
+
+
+def _crc_of(found: Mapping[str, str] | None, blob_id: str, size: int, tier: str) -> int:
+    """The CRC32C a remote source's metadata records for blob ``blob_id`` (its size checked)."""
+    if found is None:
+        raise CorruptBlob(f"blob {blob_id}: missing in tier {tier}", resource=blob_id)
+    crc_s = found.get("tierstore-crc32c")
+    if found.get("tierstore-blob-size") != str(size) or crc_s is None:
+        raise CorruptBlob(f"blob {blob_id} in tier {tier}: its metadata does not match the catalog", resource=blob_id)
+    return int(crc_s, 16)

@@ -63,10 +63,10 @@ from tierstore.engine._lock import (
     new_version_lock,
     retention_of,
 )
-from tierstore.engine._mover import Mover, TierStores
+from tierstore.engine._mover import Mover, TierStoreFactory, TierStores, backoff_ns
 from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
-from tierstore.engine._tiers import TierService
+from tierstore.engine._tiers import TierProgress, TierService
 from tierstore.errors import (
     AccessDenied,
     BadDigest,
@@ -425,12 +425,15 @@ class ObjectService:
         reserve: DiskReserve | None = None,
         kms: KeyService | None = None,
         lifecycle_day_s: int = DAY_S,
+        tier_store: TierStoreFactory | None = None,
     ) -> None:
         """``inline_max_bytes``: a PUT body of at most this many bytes is stored in the catalog,
         in the commit that publishes it, instead of as a blob (docs/inline.md); 0 turns it off.
         ``reserve``: space kept for deletes and aborts on a full disk (``_freeing``).
         ``kms``: the key service that wraps the data keys of SSE-S3 / SSE-KMS objects.
-        ``lifecycle_day_s``: a lifecycle rule's day; the catalog plans due times with it."""
+        ``lifecycle_day_s``: a lifecycle rule's day; the catalog plans due times with it.
+        ``tier_store``: makes a tier's remote blob store from its configuration (server.py's;
+        None: no tier can be reached)."""
         self.catalog = catalog
         self.blobs = blobs
         self.kms = kms
@@ -447,7 +450,7 @@ class ObjectService:
         catalog.lifecycle_planner = LifecyclePlan(lifecycle_day_s)
         # One remote blob store per tier, and the mover (engine/_mover.py). Late-bound: server.py
         # replaces ``self.tiers`` with one that holds the master key.
-        self.tier_stores = TierStores(lambda name: self.tiers.get_config(name))  # noqa: PLW0108
+        self.tier_stores = TierStores(lambda name: self.tiers.get_config(name), tier_store)  # noqa: PLW0108
         self.mover = Mover(catalog, blobs, self.tier_stores)
         # Local copies of remote blobs and the holds that keep them (engine/_hot.py).
         self.hot = HotCopies(catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit)
@@ -524,6 +527,12 @@ class ObjectService:
     def lifecycle_due_rows(self) -> int:
         """Rows in the lifecycle due index (metrics)."""
         return self.catalog.lifecycle_due_count()
+
+    def tier_progress(self) -> dict[str, TierProgress]:
+        """Each tier's movers' progress and backlog (metrics; read from the catalog, so every
+        worker process and gateway answers the same sums)."""
+        now_ns = self.clock.now_ns()
+        return {name: self.catalog.tier_progress(name, now_ns) for name in self.catalog.tier_names()}
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
@@ -732,12 +741,27 @@ class ObjectService:
         if meta.storage_class not in self.tiers.class_names():
             return
         try:
-            await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class)
+            if not await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class):
+                # Nothing to move (its blobs were there already): it waits for nothing. (A
+                # commit that moved it dropped the row the write added, in its transaction.)
+                await self.catalog.tier_pending_forget(meta.bucket, meta.key, meta.version_id)
         except TierUnavailable:
             log.warning(
                 "tier %s did not answer: %s/%s (%s) stays local for now",
                 meta.storage_class, meta.bucket, meta.key, meta.version_id, exc_info=True,
             )  # fmt: skip
+            # The worker moves it once the tier is back (Mover.retry_pending): the row the write
+            # added (due in 10 min, for a crash before this) is due in 2 s now.
+            next_ns = self.clock.now_ns() + backoff_ns(1)
+            await self.catalog.tier_pending_add(meta.bucket, meta.key, meta.version_id, meta.storage_class, next_ns)
+
+    async def retry_tier_writes(self) -> dict[str, int]:
+        """The worker's pass over writes that stayed local because their tier did not answer
+        (docs/tiers.md "Writes to a tier class"); the local bytes of what moved are freed."""
+        counts = await self.mover.retry_pending(self.clock.now_ns())
+        if counts["moved"]:
+            await self._drain_after_commit()
+        return counts
 
     async def transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
         """Move version ``version_id`` of ``key`` to ``tier`` (docs/tiers.md "The mover"):

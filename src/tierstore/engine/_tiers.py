@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tierstore.blob import check_endpoint
-from tierstore.catalog import SqliteCatalog, TierRecord, TierUsage
+from tierstore.catalog import SqliteCatalog, TierProgress, TierRecord, TierUsage
 from tierstore.crypto import MasterKey, SealedSecretError
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, InternalError, InvalidArgument, NoSuchEntity
 
@@ -39,6 +39,7 @@ __all__ = [
     "TierConfig",
     "TierInUse",
     "TierInfo",
+    "TierProgress",
     "TierService",
     "TierSpec",
     "TierStatus",
@@ -142,22 +143,31 @@ class TierConfig(TierInfo):
 
 @dataclass(frozen=True, slots=True)
 class TierStatus:
-    """What one tier holds by the catalog: blobs and their bytes, the outbox backlog, uploads
-    in progress in its class. (The mover's progress comes with the mover.)"""
+    """What one tier holds by the catalog (blobs and their bytes, uploads in progress in its
+    class) and the movers' progress (``TierProgress``: bytes and objects moved, errors, the last
+    error and its time, and the backlog: transitions due, writes waiting for the tier, outbox)."""
 
     name: str
     blobs: int
     bytes: int
     outbox: int
     uploads: int
+    progress: TierProgress = field(default_factory=TierProgress)
 
     def to_dict(self) -> dict[str, Any]:
+        p = self.progress
         return {
             "name": self.name,
             "blobs": self.blobs,
             "bytes": self.bytes,
             "outbox": self.outbox,
             "uploads": self.uploads,
+            "backlog": {"total": p.backlog, "due": p.due, "pending": p.pending, "outbox": p.outbox},
+            "moved_bytes": p.moved_bytes,
+            "moved_objects": p.moved_objects,
+            "errors": p.errors,
+            "last_error": p.last_error,
+            "last_error_ns": p.last_error_ns,
         }
 
 
@@ -316,10 +326,11 @@ class TierService:
         log.info("tier %s removed", name)
 
     def status(self, name: str | None = None) -> builtins.list[TierStatus]:
-        """What each tier (or the one named) holds by the catalog."""
+        """What each tier (or the one named) holds by the catalog, and the movers' progress."""
         names = [self.get(name).name] if name is not None else self.catalog.tier_names()
+        now_ns = int(self._clock() * 1e9)
         out = []
         for n in names:
             u = self.catalog.tier_usage(n)
-            out.append(TierStatus(n, u.blobs, u.bytes, u.outbox, u.uploads))
+            out.append(TierStatus(n, u.blobs, u.bytes, u.outbox, u.uploads, self.catalog.tier_progress(n, now_ns)))
         return out
