@@ -178,6 +178,8 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("DELETE", "_tierstore", "datasets/d", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "datasets/d/3/manifest", {}, {}, "tierstore:GetDatasetManifest", True),
     ("GET", "_tierstore", "datasets/d/3/other", {}, {}, UNKNOWN, False),
+    ("POST", "_tierstore", "datasets/d/3/archive", {"to": "COLD"}, {}, "tierstore:ArchiveDataset", True),
+    ("GET", "_tierstore", "datasets/d/3/archive", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "models", {}, {}, "tierstore:ListModels", True),
     ("POST", "_tierstore", "models", {}, {}, "tierstore:RegisterModel", True),
     ("GET", "_tierstore", "models/m", {}, {}, "tierstore:GetModel", True),

@@ -6,10 +6,14 @@
 - ``GET    /_tierstore/datasets/NAME[/N]``           -> the record of NAME@N (latest without N)
 - ``GET    /_tierstore/datasets/NAME/N/manifest``    -> the Parquet manifest
 - ``DELETE /_tierstore/datasets/NAME/N``             -> 204; the pins are released
+- ``POST   /_tierstore/datasets/NAME/N/archive?to=CLASS`` -> NDJSON progress lines, the final one
+  last (``state`` done or failed, with ``error``); moves every blob and inline body of NAME@N to
+  tier CLASS (``tierstore:ArchiveDataset``; docs/tiers.md "Dataset archive")
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,10 +21,13 @@ from typing import Any
 from tierstore import errors as e
 from tierstore.api._json import LazyArray
 from tierstore.api._xml import iso8601
-from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead
+from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead, MoveProgress
 from tierstore.types import DatasetRef
 
-__all__ = ["dataset_request", "manifest_answer", "record_json", "refuse"]
+__all__ = ["DATASET_MOVES", "dataset_request", "is_move", "manifest_answer", "move_request", "record_json", "refuse"]
+
+# ``NAME/N/<verb>``: method -> IAM action (the route name) of the requests that move a version's bytes
+DATASET_MOVES: dict[str, dict[str, str]] = {"archive": {"POST": "tierstore:ArchiveDataset"}}
 
 _JSON = "application/json"
 
@@ -126,6 +133,25 @@ async def manifest_answer(
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
 
 
+def is_move(key: str) -> bool:
+    """Whether ``key`` (``datasets/...``) names a move of a version's bytes (``move_request``)."""
+    parts = key.split("/")[1:]
+    return len(parts) == 3 and parts[2] in DATASET_MOVES
+
+
+async def move_request(
+    key: str, query: dict[str, str], datasets: DatasetService
+) -> tuple[asyncio.Task[MoveProgress], MoveProgress]:
+    """Start (or join) ``POST .../NAME/N/archive?to=CLASS``: the task and its live progress,
+    streamed by the caller. A bad name, version or tier, a missing version: raised here."""
+    parts = key.split("/")[1:]
+    name, version = DatasetRef.parse(parts[0]).name, _version(parts[1])
+    tier = query.get("to")
+    if not tier:
+        raise e.InvalidRequest('An archive needs the tier: "?to=CLASS".')
+    return await datasets.archive(name, version, tier)
+
+
 def refuse(key: str) -> None:
     """Raise the error of a request under ``/_tierstore/datasets`` that names no action (the
     route table's Unknown): the name and version are checked first, as ``dataset_request`` does,
@@ -135,6 +161,6 @@ def refuse(key: str) -> None:
         DatasetRef.parse(parts[0])
     if len(parts) >= 2:
         _version(parts[1])
-    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest"):
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest" and parts[2] not in DATASET_MOVES):
         raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
     raise e.MethodNotAllowed()

@@ -35,6 +35,9 @@ BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of ab
 async def datasets(req: Request, ctx: Context) -> Response:
     """Every ``tierstore:*Dataset*`` action: ``_datasets.dataset_request`` answers by path."""
     service = ctx.dataset_service()
+    if _datasets.is_move(req.key or ""):
+        task, progress = await _datasets.move_request(req.key or "", req.query, service)
+        return Response(200, [("content-type", "application/x-ndjson")], stream=stream_progress(task, lambda: progress))
     # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).
     read_json = lambda: req.json_body(MAX_DATASET_BODY, "rows")  # noqa: E731
     status, content_type, body = await _datasets.dataset_request(

@@ -44,6 +44,7 @@ from tierstore.api import (
 )
 from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import Check
+from tierstore.api._datasets import DATASET_MOVES
 from tierstore.api._identity_ext import ENDPOINTS as IDENTITY_ENDPOINTS
 from tierstore.api._identity_ext import UNROUTED as UNROUTED_IDENTITIES
 from tierstore.api._identity_ext import endpoint as identity_endpoint
@@ -322,7 +323,11 @@ def _versioned(method: str, parts: list[str], kind: str, create: str) -> str | N
 
 
 def _datasets(method: str, parts: list[str]) -> Route:
-    action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
+    """The shared routes, and moving a version's bytes (``NAME/N/archive``)."""
+    if len(parts) == 3 and parts[2] in DATASET_MOVES:
+        action = DATASET_MOVES[parts[2]].get(method)
+    else:
+        action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
     return Route(action) if action else _NO_ROUTE
 
 
@@ -546,6 +551,7 @@ ACTIONS: dict[str, Action] = {
             "tierstore:GetDataset",
             "tierstore:DeleteDataset",
             "tierstore:GetDatasetManifest",
+            *(a for actions in DATASET_MOVES.values() for a in actions.values()),
         )
     },
     **{

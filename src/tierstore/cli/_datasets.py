@@ -1,4 +1,4 @@
-"""``tierstore dataset create|ls|show|diff|rm|derive`` and ``tierstore stage|unstage``.
+"""``tierstore dataset create|ls|show|diff|rm|derive|archive`` and ``tierstore stage|unstage``.
 
 Datasets are immutable, versioned manifests kept by the server (docs/datasets.md); these
 commands talk to it through ``TierstoreClient``. Expected failures end with one line on stderr
@@ -12,13 +12,13 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tierstore.cli._client import _connection_options
 from tierstore.client import S3Settings, TierstoreClient, TierstoreClientError, resolve_settings
 
-__all__ = ["add_dataset_commands", "parse_size"]
+__all__ = ["add_dataset_commands", "follow_move", "parse_size"]
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 
@@ -57,7 +57,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     conn = _connection_options()
     ds = sub.add_parser(
         "dataset",
-        help="versioned dataset manifests: create, ls, show, diff, rm, derive (docs/datasets.md)",
+        help="versioned dataset manifests: create, ls, show, diff, rm, derive, archive (docs/datasets.md)",
         description="Datasets are immutable, numbered versions (NAME@N) of a list of samples, kept by the "
         "server as Parquet manifests that pin the bytes they name: a training job opens one without any LIST, "
         "and overwriting or deleting the keys later does not change it.",
@@ -96,6 +96,20 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = dsub.add_parser("rm", parents=[conn], help="delete a version (what only it pinned is released)")
     p.add_argument("ref", metavar="NAME@N")
     p.set_defaults(func=_entry(_cmd_rm))
+
+    p = dsub.add_parser(
+        "archive",
+        parents=[conn],
+        help="move every sample of a version to a tier (resumable)",
+        description="Move the bytes of every sample of NAME@N to the tier CLASS (a storage class of `tierstore admin "
+        "tier ls`), in parallel on the server: copied, verified, switched in the catalog, then freed locally. The "
+        "dataset keeps reading them, through the tier. Run it again after an interruption: what moved is skipped.",
+    )
+    p.add_argument("ref", metavar="NAME@N")
+    p.add_argument("--to", required=True, metavar="CLASS", help="the tier")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the final record as JSON")
+    p.set_defaults(func=_entry(_cmd_archive))
 
     p = dsub.add_parser(
         "derive",
@@ -312,6 +326,34 @@ def _cmd_rm(args: argparse.Namespace, client: TierstoreClient) -> int:
         raise _Usage("rm deletes one version: NAME@N")
     client.delete_dataset(args.ref)
     print(f"deleted {args.ref}")
+    return 0
+
+
+def follow_move(lines: Iterable[dict[str, Any]], desc: str, *, progress: bool) -> dict[str, Any]:
+    """Drive a tqdm bar of bytes (stderr) from a move's progress lines; the final line."""
+    from tqdm import tqdm
+
+    last: dict[str, Any] = {}
+    with tqdm(total=0, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              disable=not progress) as bar:  # fmt: skip
+        for doc in lines:
+            last = doc
+            bar.total = doc["bytes"]
+            bar.update(doc["done_bytes"] - bar.n)
+    if not last:
+        raise ValueError("the server sent no progress")
+    return last
+
+
+def _cmd_archive(args: argparse.Namespace, client: TierstoreClient) -> int:
+    if "@" not in args.ref:
+        raise _Usage("archive moves one version: NAME@N")
+    r = follow_move(client.archive_dataset(args.ref, args.to), f"archive {args.ref}", progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"archived {r['ref']} to {r['tier']}: {r['items']} blobs and bodies, {_human(r['bytes'])}"
+              f" ({r['items'] - r['skipped']} moved, {r['skipped']} already there)")  # fmt: skip
     return 0
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
+from tierstore.engine._dataset_tiers import MoveProgress, archive_version
 from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService
 from tierstore.errors import (
@@ -33,7 +34,7 @@ from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
 # DatasetRecord: the catalog's, for api/
-__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "RowRead"]
+__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "MoveProgress", "RowRead"]
 
 # The caller's read rights, asked by create before a source is looked at: (bucket, None, None)
 # before a bucket is listed (a prefix or a query), (bucket, key, version_id) before a row's
@@ -296,6 +297,8 @@ class DatasetService:
     def __init__(self, service: ObjectService) -> None:
         self.service = service
         self._locations: OrderedDict[tuple[str, int, str], _Locations] = OrderedDict()
+        # moves of a version's bytes running in this process (archive): joined, not started twice
+        self._moves: dict[tuple[str, str, int, str], tuple[asyncio.Task[MoveProgress], MoveProgress]] = {}
 
     @property
     def catalog(self) -> SqliteCatalog:
@@ -455,6 +458,24 @@ class DatasetService:
         await self.catalog.delete_dataset(name, version, blobs, inline, table=self.table)
         self._locations.pop((record.name, record.version, record.manifest_blob), None)
         await self.service.drain_trash()
+
+    # --- moving a version's bytes (docs/tiers.md "Dataset archive") ----------------------
+    async def archive(self, name: str, version: int, tier: str) -> tuple[asyncio.Task[MoveProgress], MoveProgress]:
+        """Start moving every blob and inline body ``name@version`` names to ``tier`` (or join
+        the same move already running in this process): the task and its live progress. A
+        missing version or tier raises here, before anything starts."""
+        record = self.get(name, version)
+        self.service.tiers.get(tier)
+        key = ("archive", name, version, tier)
+        running = self._moves.get(key)
+        if running is not None and not running[0].done():
+            return running
+        progress = MoveProgress(f"{name}@{version}", "archive", tier)
+        data = await self.manifest_bytes(record)
+        task = asyncio.create_task(archive_version(self.service, self.table, record, data, tier, progress))
+        self._moves[key] = (task, progress)
+        task.add_done_callback(lambda t: self._moves.pop(key) if self._moves.get(key, (None,))[0] is t else None)
+        return task, progress
 
     # --- reads ---------------------------------------------------------------------
     async def _load(self, record: DatasetRecord) -> _Locations:

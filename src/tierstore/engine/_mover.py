@@ -197,8 +197,14 @@ class Mover:
         return True
 
     async def _upload(self, remote: S3BlobStore, record: VersionRecord, blob_id: str, size: int) -> None:
-        """Local blob ``blob_id`` -> the remote object of the same id, verified. A remote object
-        left by an earlier attempt is kept if it is this blob (size and CRC32C), else replaced."""
+        await self.upload_blob(remote, blob_id, size, lambda crc: remote_meta(record, size, crc))
+
+    async def upload_blob(
+        self, remote: S3BlobStore, blob_id: str, size: int, describe: Callable[[int], dict[str, str]]
+    ) -> None:
+        """Local blob ``blob_id`` -> the remote object of the same id, verified; ``describe(crc)``:
+        its remote metadata. A remote object left by an earlier attempt is kept if it is this
+        blob (size and CRC32C), else replaced. (Also the dataset archive's copy step.)"""
         crc = 0
         read = 0
         async for chunk in await self.local.get(blob_id, 0, size, verify=True):
@@ -206,7 +212,7 @@ class Mover:
             read += len(chunk)
         if read != size:
             raise CorruptBlob(f"blob {blob_id}: {read} of {size} bytes read", resource=blob_id)
-        meta = remote_meta(record, size, crc)
+        meta = describe(crc)
         found = await remote.head_meta(blob_id)
         if found is not None:
             if _matches(found, size, crc):
@@ -214,6 +220,10 @@ class Mover:
             await remote.delete(blob_id)
         chunks = await self.local.get(blob_id, 0, size, verify=True)
         await self._put_checked(remote, blob_id, chunks, size, meta)
+
+    async def upload_body(self, remote: S3BlobStore, blob_id: str, body: bytes, meta: dict[str, str]) -> None:
+        """A body from memory (an inline body) -> the new remote object ``blob_id``, verified."""
+        await self._put_checked(remote, blob_id, _once(body), len(body), meta)
 
     @staticmethod
     async def _put_checked(
