@@ -171,3 +171,31 @@ def test_archive_errors_and_its_iam_action(tsrv: ServerProcess, s3t: Any, admin:
     admin.put_user_policy(user, "p", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "tierstore:ArchiveDataset", "Resource": "*"}]})  # fmt: skip
     assert list(other.archive_dataset(f"{name}@1", TIER))[-1]["state"] == "done"
+
+
+def test_keep_last_archives_older_checkpoints_instead_of_deleting(tsrv: ServerProcess, s3t: Any, arch: Any,
+                                                                  bkt: str) -> None:  # fmt: skip
+    """``CheckpointStore(keep_last=1, archive_to=TIER)``: the older checkpoints' data files and
+    commit objects move to the tier (same version ids), still listed and loadable; the newest
+    stays local; a later pass does not move them again."""
+    import torch
+
+    from tierstore.torch.checkpoints import CheckpointStore
+
+    settings = resolve_settings(tsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    with pytest.raises(ValueError, match="keep_last"):
+        CheckpointStore(f"s3://{bkt}/c", settings=settings, archive_to=TIER)
+    with CheckpointStore(f"s3://{bkt}/c", settings=settings, run="r1", keep_last=1, archive_to=TIER,
+                         file_bytes=256) as store:  # fmt: skip
+        for step in range(1, 4):
+            store.save({"w": torch.full((100,), step)}, step=step)  # 800 bytes: 4 data files
+        store.wait()  # retention runs in the background after each commit
+        infos = store.list()
+        assert [(i.step, i.storage_class) for i in infos] == [(1, TIER), (2, TIER), (3, "STANDARD")]
+        for step in (1, 2, 3):
+            assert store.load(step)["w"][0] == step
+    classes: dict[str, set[str]] = {}
+    for obj in s3t.list_objects_v2(Bucket=bkt, Prefix="c/")["Contents"]:
+        classes.setdefault(obj["Key"].split("/")[2].removesuffix(".json"), set()).add(obj["StorageClass"])
+    assert classes == {"000000000001-r1": {TIER}, "000000000002-r1": {TIER}, "000000000003-r1": {"STANDARD"}}
+    assert len(s3t.list_objects_v2(Bucket=bkt, Prefix="c/data/")["Contents"]) == 3 * 4, "nothing deleted"
