@@ -95,6 +95,7 @@ _LISTEN_FD_ENV = "TIERSTORE_LISTEN_FD"  # this worker's
 CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
+HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
 
@@ -531,9 +532,21 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("tier outbox pass failed")
             await asyncio.sleep(TIER_OUTBOX_INTERVAL_S)
 
+    async def hot_copies_loop() -> None:
+        """Hot copies (docs/tiers.md "Hot copies"): drop expired holds and the copies no live hold
+        needs, and make the copies of ongoing restores and pins (claimed with a lease, so a restart
+        or another worker resumes them)."""
+        while True:
+            try:
+                await service.sweep_holds()
+            except Exception:
+                log.exception("hot copy pass failed")
+            await asyncio.sleep(HOT_COPIES_INTERVAL_S)
+
     async def on_startup() -> None:
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(tier_outbox_loop()))
+        tasks.append(loop.create_task(hot_copies_loop()))
         tasks.append(loop.create_task(gc_loop()))
         tasks.append(loop.create_task(heal_loop()))
         tasks.append(loop.create_task(lifecycle_loop()))

@@ -73,7 +73,7 @@ def test_v10_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         assert _rows(cat, "b") == [("tmp/a", "null", "expire", 102)]
     finally:
         cat.close()
-    assert _version_and_tables(db) == ("11", ["lifecycle_due", "lifecycle_due_at", "lifecycle_recompute"])
+    assert _version_and_tables(db) == ("12", ["lifecycle_due", "lifecycle_due_at", "lifecycle_recompute"])
 
 
 def test_mirrored_v10_catalog_is_migrated_and_every_copy_has_the_rows(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_mirrored_v10_catalog_is_migrated_and_every_copy_has_the_rows(tmp_path: 
     finally:
         cat.close()
     for db in dbs:
-        assert _version_and_tables(db)[0] == "11"
+        assert _version_and_tables(db)[0] == "12"
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT due_ns, action FROM lifecycle_due").fetchall() == [(102 * S, "expire")]

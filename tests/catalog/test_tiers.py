@@ -8,8 +8,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from tests.catalog.migration import old_mirror
 from tierstore.catalog import BlobRef, SqliteCatalog, TierRecord, TierUsage, VersionRecord
-from tierstore.drives import DriveSet
 from tierstore.types import BucketInfo, ObjectMeta, UploadInfo
 
 BLOB = "0000000000000000cccc"
@@ -24,6 +24,10 @@ def _store(cat: SqliteCatalog) -> None:
 def _back_to_v9(db: Path) -> None:
     """A current catalog taken back to v9: no tier tables, no blobs.tier (its v9 DDL, verbatim)."""
     conn = sqlite3.connect(db)
+    for table in ("hot_holds", "hot_requests"):  # v12 (catalog/_hot.py)
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("DROP INDEX blobs_cached")
+    conn.execute("ALTER TABLE blobs DROP COLUMN cached")
     conn.execute("DROP INDEX blobs_by_tier")
     conn.execute("ALTER TABLE blobs DROP COLUMN tier")
     conn.execute("DROP TABLE tiers")
@@ -73,28 +77,20 @@ def test_v9_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         _use_tiers(cat)
     finally:
         cat.close()
-    assert _version(db) == "11"  # v9 -> v10 -> v11 in one step
-    assert _columns(db, "blobs") == ["blob_id", "size", "refs", "tier"]
+    assert _version(db) == "12"  # v9 -> v10 -> v11 -> v12 in one step
+    assert _columns(db, "blobs") == ["blob_id", "size", "refs", "tier", "cached"]
     assert _columns(db, "tier_outbox") == ["tier", "blob_id", "queued_ns", "attempts", "next_ns"]
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT blob_id, size, refs, tier FROM blobs").fetchall() == [(BLOB, 5, 1, None)]
+        rows = conn.execute("SELECT blob_id, size, refs, tier, cached FROM blobs").fetchall()
+        assert rows == [(BLOB, 5, 1, None, None)]
     finally:
         conn.close()
     SqliteCatalog(db).close()  # and it opens again as current
 
 
 def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
-    drives = DriveSet.open([tmp_path / f"d{i}" for i in range(4)])
-    SqliteCatalog.reconcile(drives)
-    cat = SqliteCatalog.on_drives(drives)
-    try:
-        _store(cat)
-    finally:
-        cat.close()
-    dbs = [p / "catalog" / "catalog.db" for p in drives.paths]
-    for db in dbs:
-        _back_to_v9(db)
+    drives, dbs = old_mirror(tmp_path, 4, _store, _back_to_v9)
     cat = SqliteCatalog.on_drives(drives)
     other = SqliteCatalog.on_drives(drives)  # a second worker process: finds it done
     try:
@@ -106,7 +102,7 @@ def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         other.close()
         cat.close()
     for db in dbs:
-        assert _version(db) == "11" and "tier" in _columns(db, "blobs")
+        assert _version(db) == "12" and "tier" in _columns(db, "blobs")
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT name FROM tiers").fetchall() == [("COLD",)]

@@ -1,6 +1,7 @@
 """Catalog: all metadata, transactional. SQLite is the embedded default; on a drive set it is
 mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
+from tierstore.catalog._hot import HeldBlob, HoldInfo
 from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord
 from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
@@ -25,6 +26,8 @@ __all__ = [
     "CatalogMirrorError",
     "DatasetRecord",
     "DueRow",
+    "HeldBlob",
+    "HoldInfo",
     "InlineMove",
     "KeyVersion",
     "ModelAliasInUse",

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from awscrt.checksums import crc32c
 
+from tierstore.catalog._hot import HOT_DDL, HotTables
 from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._kms import KMS_DDL, KmsTables
 from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
@@ -82,7 +83,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -112,7 +113,8 @@ CREATE TABLE IF NOT EXISTS blobs(
     blob_id TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     refs INTEGER NOT NULL,
-    tier TEXT  -- v10: NULL: on the local drives; else the remote tier holding it (_tiers.py)
+    tier TEXT,  -- v10: NULL: on the local drives; else the remote tier holding it (_tiers.py)
+    cached INTEGER  -- v12: 1: a remote blob with a verified local copy a hold needs (_hot.py); else NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trash(blob_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inline_blobs(
@@ -179,9 +181,9 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL + HOT_DDL
 # the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py);
-# the lifecycle due index (_lifecycle.py)
+# the lifecycle due index (_lifecycle.py); hot copies (_hot.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -203,6 +205,7 @@ class BlobRef:
     blob_id: str
     size_bytes: int
     tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
+    cached: bool = False  # a blob in a tier that also has a local copy (catalog/_hot.py): read locally
 
 
 @dataclass(slots=True)
@@ -461,6 +464,10 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         found = 10
     if found == 10:  # v10 -> v11: the lifecycle due index (docs/tiers.md); its tables come below
         found = 11
+    if found == 11:  # v11 -> v12: hot copies (docs/tiers.md); blobs.cached here, hot_holds and hot_requests below
+        if "cached" not in {row[1] for row in conn.execute("PRAGMA table_info(blobs)")}:
+            conn.execute("ALTER TABLE blobs ADD COLUMN cached INTEGER")
+        found = 12
     if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
@@ -482,9 +489,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v10)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v11)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -551,7 +558,7 @@ _STOP = _Job(lambda: None)  # ends the writer thread
 DEFAULT_MAX_BATCH = 256
 
 
-class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables):
+class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables, HotTables):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 
@@ -1330,26 +1337,35 @@ class SqliteCatalog(IdentityTables, KmsTables, SseTables, TierTables, TierDataTa
         a remote one to its tier's outbox (docs/tiers.md "Deleting remote bytes")."""
         for blob_id in blob_ids:
             c.execute("UPDATE blobs SET refs = refs - 1 WHERE blob_id=?", (blob_id,))
-            row = c.execute("SELECT refs, tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+            row = c.execute("SELECT refs, tier, cached FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
             if row is None or row[0] <= 0:
                 c.execute("DELETE FROM blobs WHERE blob_id=?", (blob_id,))
                 if row is not None and row[1] is not None:
                     TierDataTables.queue_remote_delete(c, row[1], blob_id)
+                    if row[2] is not None:  # and its local copy (docs/tiers.md "Hot copies")
+                        c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
                 else:
                     c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
 
     def blob_known(self, blob_id: str) -> bool:
         """True if the catalog references ``blob_id`` as a blob on the local drives or still has
-        it queued for deletion there (a blob moved to a tier is no longer local)."""
+        it queued for deletion there (a blob moved to a tier is no longer local), or as a remote
+        blob with a local copy or held (a copy may be on its way: docs/tiers.md "Hot copies")."""
         c = self._reader()
+        local = "SELECT 1 FROM blobs WHERE blob_id=? AND (tier IS NULL OR cached IS NOT NULL)"
         return bool(
-            c.execute("SELECT 1 FROM blobs WHERE blob_id=? AND tier IS NULL", (blob_id,)).fetchone()
+            c.execute(local, (blob_id,)).fetchone()
             or c.execute("SELECT 1 FROM trash WHERE blob_id=?", (blob_id,)).fetchone()
+            or c.execute("SELECT 1 FROM hot_holds WHERE blob_id=? LIMIT 1", (blob_id,)).fetchone()
         )
 
     def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
-        """Referenced local blobs in blob_id order after ``after``: (blob_id, size_bytes). The heal walk."""
-        sql = "SELECT blob_id, size FROM blobs WHERE blob_id > ? AND tier IS NULL ORDER BY blob_id LIMIT ?"
+        """Referenced local blobs (and local copies of remote ones) in blob_id order after ``after``:
+        (blob_id, size_bytes). The heal walk."""
+        sql = (
+            "SELECT blob_id, size FROM blobs WHERE blob_id > ? AND (tier IS NULL OR cached IS NOT NULL)"
+            " ORDER BY blob_id LIMIT ?"
+        )
         rows = self._reader().execute(sql, (after, limit)).fetchall()
         return [(str(b), int(n)) for b, n in rows]
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tierstore.catalog._hot import free_unheld
+
 if TYPE_CHECKING:
     from tierstore.catalog._sqlite import BlobRef, VersionRecord
 
@@ -28,19 +30,25 @@ _PINNING = ("datasets", "models")  # as catalog/_sqlite.py's PINNING_TABLES (whi
 
 T = TypeVar("T")
 
-# A column of a version read (alias ``v``): "id tier,id tier" for its blobs that are remote,
-# NULL if all are local. Inline versions and delete markers (blobs '[]') skip the subquery.
+# A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
+# (" c": with a local copy, catalog/_hot.py), NULL if all are local. Inline versions and delete
+# markers (blobs '[]') skip the subquery.
 TIERS_OF_BLOBS = (
-    "CASE WHEN v.blobs = '[]' THEN NULL ELSE (SELECT group_concat(b.blob_id || ' ' || b.tier)"
+    "CASE WHEN v.blobs = '[]' THEN NULL ELSE (SELECT group_concat(b.blob_id || ' ' || b.tier"
+    " || CASE WHEN b.cached IS NULL THEN '' ELSE ' c' END)"
     " FROM json_each(v.blobs) j JOIN blobs b ON b.blob_id = json_extract(j.value, '$[0]')"
     " WHERE b.tier IS NOT NULL) END"
 )
 
 
 def located(refs: list[BlobRef], tiers_s: str) -> list[BlobRef]:
-    """``refs`` with their tiers from a ``TIERS_OF_BLOBS`` value."""
-    tiers = dict(pair.split(" ", 1) for pair in tiers_s.split(","))
-    return [replace(ref, tier=tiers.get(ref.blob_id)) for ref in refs]
+    """``refs`` with their tiers (and local copies) from a ``TIERS_OF_BLOBS`` value."""
+    found = {parts[0]: parts for parts in (item.split(" ") for item in tiers_s.split(","))}
+    out = []
+    for ref in refs:
+        parts = found.get(ref.blob_id)
+        out.append(ref if parts is None else replace(ref, tier=parts[1], cached=len(parts) > 2))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +95,15 @@ class TierDataTables:
 
     # --- where blobs are ------------------------------------------------------------------
     def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
-        """The remote tier of each of ``blob_ids`` that is in one (local and unknown ones are absent)."""
+        """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
+        locally copied and unknown ones are absent: they are read from the local drives)."""
         out: dict[str, str] = {}
         conn = self._reader()
         ids = list(dict.fromkeys(blob_ids))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT blob_id, tier FROM blobs WHERE blob_id IN ({marks}) AND tier IS NOT NULL"  # noqa: S608
+            sql = f"SELECT blob_id, tier FROM blobs WHERE blob_id IN ({marks}) AND tier IS NOT NULL AND cached IS NULL"  # noqa: S608
             out.update((str(b), str(t)) for b, t in conn.execute(sql, chunk))
         return out
 
@@ -139,7 +148,9 @@ class TierDataTables:
             for blob_id in moved:
                 changed = c.execute("UPDATE blobs SET tier=? WHERE blob_id=? AND tier IS NULL", (tier, blob_id))
                 if changed.rowcount:
-                    c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
+                    # A blob a hot copy holds (a pin) keeps its local bytes as that copy.
+                    c.execute("UPDATE blobs SET cached=1 WHERE blob_id=?", (blob_id,))
+                    free_unheld(c, [blob_id], time.time_ns())
             doc: dict[str, Any] = json.loads(
                 c.execute(
                     "SELECT meta FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id)

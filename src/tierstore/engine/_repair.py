@@ -68,6 +68,10 @@ class _BlobCatalog(Protocol):
 
     def blob_known(self, blob_id: str) -> bool: ...
 
+    def blob_cached(self, blob_id: str) -> bool: ...
+
+    async def hot_lost(self, blob_id: str) -> bool: ...
+
     def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]: ...
 
     async def check_inline(self, inline_id: str) -> str: ...
@@ -294,6 +298,13 @@ class Repairer:
             lost = not await self.blobs.verify(blob_id)
         if lost and not self.catalog.blob_known(blob_id):
             return  # deleted while we walked
+        if lost and self.catalog.blob_cached(blob_id) and await self.catalog.hot_lost(blob_id):
+            # A local copy of a remote blob (docs/tiers.md "Hot copies"): the tier still has it;
+            # reads go there again and the hot-copy worker copies it anew.
+            p.blobs_repaired += 1
+            _note(p.repaired, blob_id)
+            log.warning("%s: the local copy of remote blob %s was damaged; to be copied again", p.kind, blob_id)
+            return
         if lost:
             p.blobs_lost += 1
             _note(p.lost, blob_id)

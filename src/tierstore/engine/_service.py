@@ -20,12 +20,12 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from tierstore.blob import BlobStore
-from tierstore.catalog import BlobRef, SqliteCatalog, VersioningChanged, VersionRecord
+from tierstore.catalog import BlobRef, HoldInfo, SqliteCatalog, VersioningChanged, VersionRecord
 from tierstore.crypto import KeyService, ciphertext_size
 from tierstore.drives import DiskReserve
 from tierstore.engine._bucket_access import BucketAccessService
@@ -50,6 +50,7 @@ from tierstore.engine._encryption import (
     seal_chunks,
 )
 from tierstore.engine._health import BucketUsage
+from tierstore.engine._hot import FillResult, HotCopies
 from tierstore.engine._lifecycle import DAY_S
 from tierstore.engine._lifecycle_worker import LifecyclePlan
 from tierstore.engine._lock import (
@@ -70,6 +71,7 @@ from tierstore.errors import (
     AccessDenied,
     BadDigest,
     BucketAlreadyOwnedByYou,
+    CorruptBlob,
     EntityTooLarge,
     EntityTooSmall,
     IncompleteBody,
@@ -162,14 +164,27 @@ async def stream_blobs(
             continue
         take = min(ref.size_bytes - offset, remaining)
         if ref.tier is None:
-            source = store
+            chunks = await store.get(ref.blob_id, offset, take, verify=verify)
         else:
             assert remote is not None, "a blob in a tier, and no way to reach tiers"
-            source = remote(ref.tier)
-        async for chunk in await source.get(ref.blob_id, offset, take, verify=verify):
+            chunks = await _cached_or_remote(store, remote(ref.tier), ref, offset, take, verify)
+        async for chunk in chunks:
             yield chunk
         remaining -= take
         offset = 0
+
+
+async def _cached_or_remote(
+    store: BlobStore, remote: BlobStore, ref: BlobRef, offset: int, length: int, verify: bool
+) -> AsyncIterator[bytes]:
+    """A remote blob's bytes: from its local copy when it has one (docs/tiers.md "Hot copies"),
+    else (or if the copy was freed since the version was read) from its tier."""
+    if ref.cached:
+        try:
+            return await store.get(ref.blob_id, offset, length, verify=verify)
+        except CorruptBlob:
+            log.info("the local copy of %s is gone; reading it from tier %s", ref.blob_id, ref.tier)
+    return await remote.get(ref.blob_id, offset, length, verify=verify)
 
 
 @dataclass(slots=True)
@@ -433,6 +448,8 @@ class ObjectService:
         # replaces ``self.tiers`` with one that holds the master key.
         self.tier_stores = TierStores(lambda name: self.tiers.get_config(name))  # noqa: PLW0108
         self.mover = Mover(catalog, blobs, self.tier_stores)
+        # Local copies of remote blobs and the holds that keep them (engine/_hot.py).
+        self.hot = HotCopies(catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit)
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(
@@ -730,6 +747,42 @@ class ObjectService:
             await self._drain_after_commit()
         return moved
 
+    # --- hot copies (docs/tiers.md "Hot copies") ----------------------------------------------
+    async def hold_blobs(
+        self,
+        holder: str,
+        blob_ids: Sequence[str],
+        *,
+        expires_ns: int | None = None,
+        ttl_ns: int | None = None,
+        renew: bool = True,
+    ) -> Literal["new", "ongoing", "done"]:
+        """Hold blobs by id for ``holder`` (``pin:<job>``, ``restore:...``) until ``expires_ns``
+        (None: until released) or ``ttl_ns`` after the copy is done; what the holder was before.
+        ``fill_hold`` (or the server's worker) makes the local copies."""
+        return await self.catalog.hot_hold(
+            holder, blob_ids, now_ns=self.clock.now_ns(), expires_ns=expires_ns, ttl_ns=ttl_ns, renew=renew
+        )
+
+    async def fill_hold(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
+        """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified)."""
+        return await self.hot.fill(holder, progress=progress)
+
+    async def release_hold(self, holder: str) -> bool:
+        """Drop ``holder``; the copies no other live hold needs are freed. False if unknown."""
+        return await self.hot.release(holder)
+
+    def hold_info(self, holder: str) -> HoldInfo | None:
+        return self.catalog.hot_request(holder)
+
+    def list_holds(self, prefix: str = "") -> list[HoldInfo]:
+        """Holders (names starting with ``prefix``) with their byte size and what is copied."""
+        return self.catalog.hot_list(prefix)
+
+    async def sweep_holds(self) -> dict[str, int]:
+        """The worker's pass: drop expired holds, free unneeded copies, resume ongoing copies."""
+        return await self.hot.run_once()
+
     def _remote_store(self, tier: str) -> BlobStore:
         try:
             return self.tier_stores.store(tier)
@@ -737,9 +790,10 @@ class ObjectService:
             raise InternalError(f"The tier {tier} holding an object's bytes is not registered.") from exc
 
     def _check_readable(self, refs: Iterable[BlobRef], what: str) -> None:
-        """InvalidObjectState if a blob is in a restore-required (archive) tier."""
+        """InvalidObjectState if a blob is in a restore-required (archive) tier without a local
+        copy (a restore's, or a pin's: docs/tiers.md "Hot copies")."""
         for ref in refs:
-            if ref.tier is not None and self.tier_stores.config(ref.tier).restore_required:
+            if ref.tier is not None and not ref.cached and self.tier_stores.config(ref.tier).restore_required:
                 raise InvalidObjectState(resource=what)
 
     def read_refs(

@@ -1,0 +1,185 @@
+"""Hot copies of tiered blobs (docs/tiers.md "Hot copies"): the primitive under RestoreObject and
+dataset pins.
+
+A *holder* (``restore:<bucket>/<key>/<version>``, ``pin:<job>``) holds blobs by id until it is
+released or its expiry passes. ``HotCopies``:
+
+- ``ObjectService.hold_blobs(holder, blob_ids, expires_ns=, ttl_ns=)`` records the holds (one
+  catalog transaction, ``hot_hold``);
+- ``fill(holder)`` copies every held remote blob that has no local copy yet, remote -> local
+  under the same id, ``concurrency`` at a time; resumable (a blob already copied is skipped, one
+  whose local copy a crashed attempt left complete is verified and kept); verified as the mover's
+  copies are: the remote store checks the whole object's CRC32C recorded at the move (the last
+  chunk is held back until it matches, so a damaged body never lands: the local put is aborted)
+  and its size; then ``hot_cached`` marks the copies in one transaction. Reads prefer them;
+- ``release(holder)`` and ``sweep()`` drop holds (released, or expired) and free, through the
+  trash, the copies no live hold needs — in the transaction that drops the holds;
+- ``run_once()`` (a server loop) sweeps, then claims ongoing copies (a lease, so a worker that
+  dies leaves them to another, and a restart resumes them) and fills them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tierstore.blob import BlobStore
+from tierstore.catalog import HeldBlob, SqliteCatalog
+from tierstore.engine._mover import TierStores
+from tierstore.errors import CorruptBlob, TierUnavailable
+
+__all__ = ["HOT_LEASE_S", "FillResult", "HotCopies"]
+
+log = logging.getLogger("tierstore.hot")
+
+HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
+
+
+@dataclass(slots=True)
+class FillResult:
+    """What one ``fill`` did: blobs and bytes copied, failures (retried later), whether done."""
+
+    copied: int = 0
+    copied_bytes: int = 0
+    failed: int = 0
+    done: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+class HotCopies:
+    """Local copies of remote blobs, held by holders (module docstring)."""
+
+    def __init__(
+        self,
+        catalog: SqliteCatalog,
+        local: BlobStore,
+        stores: TierStores,
+        *,
+        now_ns: Callable[[], int] = time.time_ns,
+        concurrency: int = 8,
+        lease_s: float = HOT_LEASE_S,
+        drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.local = local
+        self.stores = stores
+        self.now_ns = now_ns
+        self.concurrency = max(1, concurrency)
+        self.lease_s = lease_s
+        # Frees what a release or sweep put in the trash (ObjectService._drain_after_commit).
+        self._drain = drain
+        # Tests: called with "copied" after each blob's local copy is published, before its commit.
+        self.fault: Callable[[str], None] = lambda step: None
+
+    # --- holds (recorded by ``ObjectService.hold_blobs``: ``catalog.hot_hold``) ------------------
+    async def release(self, holder: str) -> bool:
+        """Drop ``holder``; copies no other live hold needs are freed. False if unknown."""
+        found = await self.catalog.hot_release(holder, self.now_ns())
+        await self._freed()
+        return found
+
+    async def sweep(self) -> tuple[list[str], int]:
+        """Drop expired holders and free the copies no live hold needs: (holders dropped, copies freed)."""
+        dropped: list[str] = []
+        freed = 0
+        while True:
+            holders, n = await self.catalog.hot_sweep(self.now_ns())
+            dropped += holders
+            freed += n
+            if len(holders) < 1000:
+                break
+        if freed:
+            await self._freed()
+        if dropped:
+            log.info("hot copies: %d holders expired, %d local copies freed", len(dropped), freed)
+        return dropped, freed
+
+    async def _freed(self) -> None:
+        if self._drain is not None:
+            await self._drain()
+
+    # --- copies -------------------------------------------------------------------------------
+    async def fill(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
+        """Copy ``holder``'s held remote blobs that have no local copy (resumable; parallel).
+        ``progress(blobs, bytes)`` after each blob. A blob that fails (tier down, damaged) is
+        counted and left for a later fill; the copy is done when nothing is missing."""
+        result = FillResult()
+        sem = asyncio.Semaphore(self.concurrency)
+        while True:
+            missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in _failed_ids(result)]
+            if not missing:
+                break
+
+            async def one(blob: HeldBlob) -> None:
+                async with sem:
+                    try:
+                        await self._copy(blob)
+                    except (TierUnavailable, CorruptBlob, OSError) as exc:
+                        result.failed += 1
+                        result.errors.append(f"{blob.blob_id}: {exc}")
+                        log.warning("hot copy of %s from tier %s failed: %s", blob.blob_id, blob.tier, exc)
+                        return
+                    self.fault("copied")
+                    await self.catalog.hot_cached([blob.blob_id], self.now_ns())
+                    result.copied += 1
+                    result.copied_bytes += blob.size_bytes
+                    if progress is not None:
+                        progress(result.copied, result.copied_bytes)
+
+            await asyncio.gather(*(one(b) for b in missing))
+            if result.failed:
+                break  # retried by a later fill: do not spin on a tier that is down
+        result.done = await self.catalog.hot_settle(holder, self.now_ns())
+        return result
+
+    async def _copy(self, blob: HeldBlob) -> None:
+        """Remote blob -> a local blob of the same id, verified (size; the remote's CRC32C)."""
+        info = await self.local.stat(blob.blob_id)
+        if info is not None:  # a crashed attempt (or another worker) published it
+            if info.size_bytes == blob.size_bytes and await self.local.verify(blob.blob_id):
+                return
+            await self.local.delete(blob.blob_id)
+        remote = self.stores.store(blob.tier)
+        chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
+        try:
+            info = await self.local.put(blob.blob_id, _bounded(chunks, blob.size_bytes, blob.blob_id))
+        except ValueError:  # another worker published it meanwhile
+            info = await self.local.stat(blob.blob_id)
+        if info is None or info.size_bytes != blob.size_bytes:
+            await self.local.delete(blob.blob_id)
+            raise CorruptBlob(
+                f"blob {blob.blob_id}: the local copy is not {blob.size_bytes} bytes", resource=blob.blob_id
+            )
+
+    async def run_once(self) -> dict[str, int]:
+        """The worker: sweep expired holds, then claim and fill ongoing copies."""
+        dropped, freed = await self.sweep()
+        filled = failed = 0
+        lease_ns = int(self.lease_s * 1e9)
+        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns):
+            try:
+                result = await self.fill(holder)
+            except (TierUnavailable, CorruptBlob, OSError) as exc:
+                log.warning("hot copy of %s failed: %s", holder, exc)
+                failed += 1
+                continue
+            filled += result.copied
+            failed += result.failed
+        return {"expired": len(dropped), "freed": freed, "copied": filled, "failed": failed}
+
+
+def _failed_ids(result: FillResult) -> set[str]:
+    return {e.split(":", 1)[0] for e in result.errors}
+
+
+async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncIterator[bytes]:
+    """``chunks``, refusing more than ``size`` bytes (the local put is then aborted)."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise CorruptBlob(f"blob {blob_id}: the remote object is longer than {size} bytes", resource=blob_id)
+        yield chunk
