@@ -11,9 +11,11 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.api.test_tier_data import PREFIX, _add_tier, _catalog, _local_files, _wait
 from tests.cli.test_client_commands import cli, ok
@@ -158,19 +160,26 @@ def test_archive_errors_and_its_iam_action(tsrv: ServerProcess, s3t: Any, admin:
         admin._send("GET", f"/_tierstore/datasets/{name}/1/archive", None)
     assert (caught.value.status, caught.value.code) == (405, "MethodNotAllowed")
 
-    user = f"arch-{uuid.uuid4().hex[:8]}"
-    admin.create_user(user)
-    reads = ["tierstore:GetDataset", "tierstore:ListDatasets"]
-    admin.put_user_policy(user, "p", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": reads, "Resource": "*"}]})  # fmt: skip
-    key = admin.create_access_key(user)
-    other = TierstoreClient(resolve_settings(tsrv.endpoint, access_key=key["access_key_id"],
-                                             secret_key=key["secret_key"]))  # fmt: skip
-    assert other.dataset_info(f"{name}@1")["rows"] == 1
-    assert code(f"{name}@1", TIER, other) == (403, "AccessDenied")
-    admin.put_user_policy(user, "p", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "tierstore:ArchiveDataset", "Resource": "*"}]})  # fmt: skip
+    def user(*actions: str) -> TierstoreClient:
+        """A new user (no policy cache to wait out) allowed ``actions``, and its client."""
+        name = f"arch-{uuid.uuid4().hex[:8]}"
+        admin.create_user(name)
+        statement = {"Effect": "Allow", "Action": list(actions), "Resource": "*"}
+        admin.put_user_policy(name, "p", {"Version": "2012-10-17", "Statement": [statement]})
+        key = admin.create_access_key(name)
+        return TierstoreClient(resolve_settings(tsrv.endpoint, access_key=key["access_key_id"],
+                                                secret_key=key["secret_key"]))  # fmt: skip
+
+    reader = user("tierstore:GetDataset", "tierstore:ListDatasets")
+    assert reader.dataset_info(f"{name}@1")["rows"] == 1
+    assert code(f"{name}@1", TIER, reader) == (403, "AccessDenied")
+    other = user("tierstore:ArchiveDataset")
     assert list(other.archive_dataset(f"{name}@1", TIER))[-1]["state"] == "done"
+    for denied in (lambda: list(other.pin_dataset(f"{name}@1", "j")), other.jobs):
+        with pytest.raises(TierstoreClientError) as caught:
+            denied()
+        assert (caught.value.status, caught.value.code) == (403, "AccessDenied")
+    assert code(f"{name}@1", "") == (400, "InvalidRequest")
 
 
 def test_keep_last_archives_older_checkpoints_instead_of_deleting(tsrv: ServerProcess, s3t: Any, arch: Any,
@@ -199,3 +208,64 @@ def test_keep_last_archives_older_checkpoints_instead_of_deleting(tsrv: ServerPr
         classes.setdefault(obj["Key"].split("/")[2].removesuffix(".json"), set()).add(obj["StorageClass"])
     assert classes == {"000000000001-r1": {TIER}, "000000000002-r1": {TIER}, "000000000003-r1": {"STANDARD"}}
     assert len(s3t.list_objects_v2(Bucket=bkt, Prefix="c/data/")["Contents"]) == 3 * 4, "nothing deleted"
+
+
+def test_pin_makes_a_version_local_and_it_reads_with_the_tier_stopped(
+    tsrv: ServerProcess, s3t: Any, admin: TierstoreClient, tmp_path: Path, bkt: str
+) -> None:
+    """``dataset pin NAME@N --job J --ttl``: the version's remote blobs are copied locally and
+    held; ``jobs`` lists the pin; batch reads (what loaders use) and GETs read the copies with the
+    tier stopped; pinning again needs no tier; ``unpin`` frees the copies; a TTL drops a pin."""
+    weed = SeaweedFS(tmp_path / "weed")
+    weed.start()
+    try:
+        _add_tier(admin, weed, "PINT")
+        bodies = {"p/a": b"A" * 60_000, "p/b": bytes(range(200)) * 150, "p/c": b"inline", "p/d": b"D" * 50_000}
+        for key, body in bodies.items():
+            s3t.put_object(Bucket=bkt, Key=key, Body=body, **({"StorageClass": "PINT"} if key < "p/c" else {}))
+        s3t.put_object(Bucket=bkt, Key="far", Body=b"f" * 40_000, StorageClass="PINT")  # not pinned
+        name = f"pin-{uuid.uuid4().hex[:8]}"
+        ref = f"{name}@1"
+        admin.create_dataset(name, bucket=bkt, prefix="p/")
+        tier_of = "SELECT tier FROM blobs WHERE blob_id=?"
+        remote_ids = [m for m in _blob_ids(_locs(admin, ref)) if _catalog(tsrv, tier_of, m) == [("PINT",)]]
+        assert len(remote_ids) == 2
+
+        final = json.loads(ok(cli(tsrv, "dataset", "pin", ref, "--job", "train-1", "--ttl", "1h", "--json",
+                                  "--no-progress")))  # fmt: skip
+        assert (final["state"], final["items"], final["done"], final["skipped"]) == ("done", 2, 2, 0)
+        assert final["done_bytes"] == final["bytes"] == 60_000 + 30_000
+        (job,) = [json.loads(line) for line in ok(cli(tsrv, "jobs", "--json")).splitlines()]
+        assert (job["job"], job["dataset"], job["blobs"], job["bytes"], job["cached_blobs"], job["state"]) == (
+            "train-1", ref, 2, 90_000, 2, "pinned")
+        assert job["expires"] > "2000"
+        assert "train-1" in ok(cli(tsrv, "jobs")).splitlines()[1]
+        for blob_id in remote_ids:
+            assert _catalog(tsrv, "SELECT cached FROM blobs WHERE blob_id=?", blob_id) == [(1,)]
+            assert _local_files(tsrv, blob_id)
+
+        weed.stop()
+        with pytest.raises(ClientError) as info:
+            s3t.get_object(Bucket=bkt, Key="far")
+        assert info.value.response["Error"]["Code"] == "ServiceUnavailable", "the tier is really down"
+        source = RemoteSource(tsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+        keys = [str(k) for k in Manifest.from_parquet(admin.dataset_manifest(ref)).column("key")]
+        assert [d for _, d in source.read_rows(DatasetRef(name, 1), [3, 2, 1, 0])] == [bodies[k] for k in keys[::-1]]
+        assert s3t.get_object(Bucket=bkt, Key="p/a")["Body"].read() == bodies["p/a"]
+        again = list(admin.pin_dataset(ref, "train-1"))[-1]
+        assert (again["state"], again["skipped"]) == ("done", 2), "a second pin copies nothing"
+        list(admin.pin_dataset(ref, "brief", ttl_s=1))
+        _wait(lambda: [j["job"] for j in admin.jobs()] == ["train-1"])  # the TTL ran out: the worker dropped it
+
+        weed.start()
+        ok(cli(tsrv, "dataset", "unpin", ref, "--job", "train-1"))
+        assert admin.jobs() == []
+        for blob_id in remote_ids:
+            assert _catalog(tsrv, "SELECT cached FROM blobs WHERE blob_id=?", blob_id) == [(None,)]
+            _wait(lambda blob_id=blob_id: not _local_files(tsrv, blob_id))
+        with pytest.raises(TierstoreClientError) as caught:
+            admin.unpin_dataset(ref, "train-1")
+        assert (caught.value.status, caught.value.code) == (404, "NoSuchPin")
+        assert [d for _, d in source.read_rows(DatasetRef(name, 1), [0])] == [bodies[keys[0]]]  # through the tier
+    finally:
+        weed.stop()

@@ -301,6 +301,8 @@ def _extension(method: str, key: str) -> Route:
         return Route(kms_endpoint(method, key))  # one name per endpoint (_kms_ext.ENDPOINTS)
     if key == "admin/tiers" or key.startswith("admin/tiers/"):
         return Route(tier_endpoint(method, key))  # the route name is the IAM action (_tiers_ext.ENDPOINTS)
+    if key == "jobs":
+        return Route("tierstore:ListJobs") if method == "GET" else _NO_ROUTE
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -323,7 +325,7 @@ def _versioned(method: str, parts: list[str], kind: str, create: str) -> str | N
 
 
 def _datasets(method: str, parts: list[str]) -> Route:
-    """The shared routes, and moving a version's bytes (``NAME/N/archive``)."""
+    """The shared routes, and moving or holding a version's bytes (``NAME/N/archive``, ``NAME/N/pin``)."""
     if len(parts) == 3 and parts[2] in DATASET_MOVES:
         action = DATASET_MOVES[parts[2]].get(method)
     else:
@@ -542,6 +544,7 @@ ACTIONS: dict[str, Action] = {
     },
     # the tier registry (_tiers_ext): each route is its IAM action, on "*"
     UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
+    "tierstore:ListJobs": _ext(_extensions.jobs, "tierstore:ListJobs"),
     **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS},
     **{
         a: _ext(_extensions.datasets, a)

@@ -185,7 +185,9 @@ class TierDataTables:
         """The mover's transaction for blobs named by id, each copied to ``tier`` and verified:
         a blob still referenced and local gets ``tier`` and its local copy goes to the trash
         (already in ``tier``: nothing to do). Returns the ids that are not: no longer referenced,
-        or in another tier; their remote copies are no one's (the caller queues them)."""
+        or in another tier; their remote copies are no one's (the caller queues them). A blob a
+        hot copy holds (a job's pin) keeps its local bytes as that copy."""
+        now_ns = time.time_ns()
 
         def fn(c: sqlite3.Connection) -> list[str]:
             lost = []
@@ -193,9 +195,9 @@ class TierDataTables:
                 row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
                 if row is None or row[0] not in (None, tier):
                     lost.append(blob_id)
-                elif row[0] is None:
-                    c.execute("UPDATE blobs SET tier=? WHERE blob_id=?", (tier, blob_id))
-                    c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
+                elif row[0] is None:  # as transition_commit: a held blob keeps its local bytes as its copy
+                    c.execute("UPDATE blobs SET tier=?, cached=1 WHERE blob_id=?", (tier, blob_id))
+                    free_unheld(c, [blob_id], now_ns)
             return lost
 
         return await self._write(fn)
@@ -238,6 +240,15 @@ class TierDataTables:
             return True
 
         return await self._write(fn)
+
+    async def hot_lease(self, holder: str, until_ns: int) -> None:
+        """A dataset pin copies ``holder``'s blobs itself: the hot-copy worker leaves it alone
+        until ``until_ns`` (``hot_requests.lease_ns``; renewed while the copy runs)."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE hot_requests SET lease_ns=? WHERE holder=?", (until_ns, holder))
+
+        await self._write(fn)
 
     # --- the outbox -----------------------------------------------------------------------------
     @staticmethod

@@ -414,6 +414,28 @@ class TierstoreClient:
             raise TierstoreClientError(0, "InvalidRequest", "archive names one version: NAME@N")
         return self._move(_dataset_path(ref) + f"/archive?to={quote(tier, safe='')}")
 
+    def pin_dataset(self, ref: str, job: str, *, ttl_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """Make every sample of ``NAME@N`` local on the server and hold it for ``job`` until
+        ``unpin_dataset`` or ``ttl_s`` from now (pinning again renews it and resumes a copy cut
+        short). Yields the copy's progress as ``archive_dataset`` does (``items``: the remote
+        blobs; ``skipped``: already local), the final record last; raises if it failed."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "pin names one version: NAME@N")
+        ttl = f"&ttl={ttl_s:g}" if ttl_s is not None else ""
+        return self._move(_dataset_path(ref) + f"/pin?job={quote(job, safe='')}{ttl}")
+
+    def unpin_dataset(self, ref: str, job: str) -> None:
+        """Drop ``job``'s pin of ``NAME@N`` (404 ``NoSuchPin`` if it holds none)."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "unpin names one version: NAME@N")
+        self._send("DELETE", _dataset_path(ref) + f"/pin?job={quote(job, safe='')}", None)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job's pins: ``{"job", "dataset", "blobs", "bytes", "cached_blobs", "cached_bytes",
+        "state", "expires"?}`` (blobs and bytes: those in a tier, held locally for the job)."""
+        pins: list[dict[str, Any]] = self._call("GET", "/_tierstore/jobs", None)["pins"]
+        return pins
+
     def _move(self, path: str) -> Iterator[dict[str, Any]]:
         import urllib3
 

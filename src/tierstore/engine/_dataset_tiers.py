@@ -1,5 +1,14 @@
-"""A dataset version's bytes moved as a whole (docs/tiers.md "Dataset archive"): ``tierstore
-dataset archive NAME@N --to CLASS``.
+"""A dataset version's bytes moved or held as a whole (docs/tiers.md "Dataset archive", "Job
+pins"): ``tierstore dataset archive NAME@N --to CLASS`` and ``tierstore dataset pin NAME@N --job JOB``.
+
+**Pins** are hot copies (engine/_hot.py) under the holder ``pin:JOB/NAME@N``: every blob the
+version names is held (local ones need no copy, and keep their bytes as the copy if they are
+moved to a tier later), and the remote ones are copied locally now, by the request
+(``pin_version``: the primitive's parallel, resumable, verified fill; the holder's lease keeps
+the hot-copy worker off it meanwhile, and takes over if the request dies). Reads prefer the
+copies; ``unpin`` or the TTL frees them.
+
+**Archive**:
 
 Datasets name blobs by id, so the archive moves *blobs*, through the mover's steps for each
 (``Mover.upload_blob``: a verified local read, the copy, a HEAD that checks size and CRC32C),
@@ -20,9 +29,11 @@ committed, which the next run keeps: remote objects are found by id and checked)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 from awscrt.checksums import crc32c
 
 from tierstore.catalog import DatasetRecord, InlineMove
-from tierstore.errors import InternalError, InvalidRequest, TierstoreError
+from tierstore.errors import (
+    InternalError,
+    InvalidArgument,
+    InvalidRequest,
+    NoSuchEntity,
+    TierstoreError,
+    TierUnavailable,
+)
 from tierstore.runtime import new_blob_id
 
 if TYPE_CHECKING:
@@ -39,13 +57,42 @@ if TYPE_CHECKING:
 
     from tierstore.engine._service import ObjectService
 
-__all__ = ["MoveProgress", "archive_version"]
+__all__ = ["MoveProgress", "NoSuchPin", "archive_version", "check_job", "pin_holder", "pin_version"]
 
 log = logging.getLogger("tierstore.datasets")
 
 BLOB_BATCH = 256  # blobs copied, then committed in one transaction
 INLINE_BATCH = 50_000  # inline bodies per manifest rewrite (a crash loses at most this many copies)
 _MANIFEST_CHUNK = 1 << 20
+
+
+PIN_PREFIX = "pin:"
+_JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}")
+_LEASE_S = 10.0  # the pin's hold on its copy while the request fills it (engine/_hot.HOT_LEASE_S)
+
+
+class NoSuchPin(NoSuchEntity):
+    """The job holds no pin of that dataset version."""
+
+
+def check_job(job: str) -> str:
+    """A job name: 1-128 of letters, digits and ``._:=+-``, starting with a letter or digit."""
+    if not _JOB.fullmatch(job):
+        raise InvalidArgument(f"Bad job name {job[:40]!r}: 1-128 letters, digits and ._:=+- (no / or @).")
+    return job
+
+
+def pin_holder(job: str, ref: str) -> str:
+    """The hot-copy holder of job ``job``'s pin of ``NAME@N``."""
+    return f"{PIN_PREFIX}{check_job(job)}/{ref}"
+
+
+def parse_holder(holder: str) -> tuple[str, str] | None:
+    """(job, NAME@N) of a pin's holder; None for another holder."""
+    if not holder.startswith(PIN_PREFIX) or "/" not in holder:
+        return None
+    job, _, ref = holder[len(PIN_PREFIX) :].partition("/")
+    return job, ref
 
 
 @dataclass(slots=True)
@@ -55,8 +102,8 @@ class MoveProgress:
     they should be when the run began; ``done`` counts those too."""
 
     ref: str
-    action: str
-    tier: str
+    action: str  # archive | pin
+    tier: str  # archive: where to; pin: the job
     state: str = "running"  # running | done | failed
     items: int = 0
     bytes: int = 0
@@ -204,6 +251,50 @@ async def archive_version(
         return progress.fail(InternalError(f"The archive of {progress.ref} failed; see the server's log."))
     progress.state = "done"
     log.info("archived %s to %s: %d items, %d already there", progress.ref, tier, progress.items, progress.skipped)
+    return progress
+
+
+async def pin_version(service: ObjectService, holder: str, progress: MoveProgress) -> MoveProgress:
+    """Copy locally the remote blobs ``holder`` (already held: ``ObjectService.hold_blobs``)
+    holds (module docstring). Returns ``progress``: done, or failed when some blob could not be
+    copied (the hot-copy worker keeps trying; running the pin again follows it)."""
+    info = service.hold_info(holder)
+    if info is not None:
+        progress.items, progress.bytes = info.blobs, info.bytes
+        progress.skipped = progress.done = info.cached_blobs
+        progress.done_bytes = info.cached_bytes
+    base, base_bytes = progress.done, progress.done_bytes
+
+    def advanced(blobs: int, size: int) -> None:
+        progress.done, progress.done_bytes = base + blobs, base_bytes + size
+
+    async def keep_lease() -> None:
+        while True:
+            await service.catalog.hot_lease(holder, service.clock.now_ns() + int(_LEASE_S * 1e9))
+            await asyncio.sleep(_LEASE_S / 3)
+
+    lease = asyncio.create_task(keep_lease())
+    try:
+        result = await service.fill_hold(holder, progress=advanced)
+    except TierstoreError as exc:
+        return progress.fail(exc)
+    except Exception:  # a bug: the stream still ends with a failed record
+        log.exception("pin %s failed", holder)
+        return progress.fail(InternalError(f"The pin of {progress.ref} failed; see the server's log."))
+    finally:
+        lease.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease
+        with contextlib.suppress(TierstoreError):
+            await service.catalog.hot_lease(holder, 0)  # the worker may resume it at once
+    if not result.done:
+        first = result.errors[0] if result.errors else "unknown"
+        return progress.fail(TierUnavailable(
+            f"{result.failed} of {progress.items} blobs of {progress.ref} could not be copied yet (first: {first});"
+            " the server keeps trying: run the pin again to follow it."
+        ))  # fmt: skip
+    progress.state = "done"
+    log.info("pinned %s: %d blobs, %d already local", holder, progress.items, progress.skipped)
     return progress
 
 
