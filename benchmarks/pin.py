@@ -86,11 +86,11 @@ def bench(args: argparse.Namespace) -> int:
         n = args.samples
         print(f"# {platform.node()} {os.cpu_count()} cpus, {n} x {SAMPLE_BYTES} B samples; load {_load()}")
         put_s, _ = _timed(lambda: _fill(s3, "src", n, 16))
-        print(f"put        {_rate(n, put_s)}")
+        print(f"put        {_rate(n, put_s)}", flush=True)
         admin.create_dataset("bench", bucket="src", prefix="s/")
         arch_s, final = _timed(lambda: list(admin.archive_dataset("bench@1", TIER))[-1])
         assert final["state"] == "done" and final["done"] == final["items"] == n, final
-        print(f"archive    {_rate(n, arch_s)}   (to the tier; load {_load()})")
+        print(f"archive    {_rate(n, arch_s)}   (to the tier; load {_load()})", flush=True)
         source = RemoteSource(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
         ratios = []
         for r in range(args.rounds):
@@ -99,11 +99,11 @@ def bench(args: argparse.Namespace) -> int:
             assert report.rows == report.rows_fetched == n, report
             shutil.rmtree(dest)
             pin_s, final = _timed(lambda: list(admin.pin_dataset("bench@1", "bench"))[-1])
-            assert final["state"] == "done" and final["done"] == final["items"] == n and not final["skipped"], final
-            admin.unpin_dataset("bench@1", "bench")
             ratios.append(stage_s / pin_s)
             print(f"round {r}: stage {_rate(n, stage_s)} | pin {_rate(n, pin_s)} | pin/stage {ratios[-1]:.2f}x"
-                  f"   (load {_load()})")  # fmt: skip
+                  f"   (load {_load()})", flush=True)  # fmt: skip
+            assert final["state"] == "done" and final["done"] == final["items"] == n and not final["skipped"], final
+            admin.unpin_dataset("bench@1", "bench")
         print(f"median pin/stage: {statistics.median(ratios):.2f}x over {len(ratios)} rounds (>= 1.0 asked)")
     finally:
         with contextlib.suppress(Exception):

@@ -68,7 +68,7 @@ _MANIFEST_CHUNK = 1 << 20
 
 PIN_PREFIX = "pin:"
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}")
-_LEASE_S = 10.0  # the pin's hold on its copy while the request fills it (engine/_hot.HOT_LEASE_S)
+PIN_LEASE_S = 10.0  # the pin's hold on its copy while the request fills it (as engine/_hot.HOT_LEASE_S)
 
 
 class NoSuchPin(NoSuchEntity):
@@ -270,8 +270,8 @@ async def pin_version(service: ObjectService, holder: str, progress: MoveProgres
 
     async def keep_lease() -> None:
         while True:
-            await service.catalog.hot_lease(holder, service.clock.now_ns() + int(_LEASE_S * 1e9))
-            await asyncio.sleep(_LEASE_S / 3)
+            await service.catalog.hot_lease(holder, service.clock.now_ns() + int(PIN_LEASE_S * 1e9))
+            await asyncio.sleep(PIN_LEASE_S / 3)
 
     lease = asyncio.create_task(keep_lease())
     try:
@@ -293,6 +293,9 @@ async def pin_version(service: ObjectService, holder: str, progress: MoveProgres
             f"{result.failed} of {progress.items} blobs of {progress.ref} could not be copied yet (first: {first});"
             " the server keeps trying: run the pin again to follow it."
         ))  # fmt: skip
+    info = service.hold_info(holder)  # the worker may have copied some too (before the lease was taken)
+    if info is not None:
+        progress.done, progress.done_bytes = info.cached_blobs, info.cached_bytes
     progress.state = "done"
     log.info("pinned %s: %d blobs, %d already local", holder, progress.items, progress.skipped)
     return progress
