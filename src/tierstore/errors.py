@@ -94,6 +94,7 @@ __all__ = [
     "RequestHeaderSectionTooLarge",
     "RequestTimeTooSkewed",
     "RequestTimeout",
+    "RestoreAlreadyInProgress",
     "ServerSideEncryptionConfigurationNotFoundError",
     "SignatureDoesNotMatch",
     "SlowDown",
@@ -256,6 +257,10 @@ class InvalidBucketName(TierstoreError, ValueError):
 
 class InvalidObjectState(TierstoreError, PermissionError):
     """The operation is not valid for the object's storage class"""
+
+
+class RestoreAlreadyInProgress(TierstoreError, RuntimeError):
+    """Object restore is already in progress"""
 
 
 class InvalidStorageClass(TierstoreError, ValueError):

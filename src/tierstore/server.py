@@ -95,6 +95,7 @@ _LISTEN_FD_ENV = "TIERSTORE_LISTEN_FD"  # this worker's
 CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
+_HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -447,6 +448,9 @@ def build_app(config: ServerConfig) -> S3App:
     kill_at = os.environ.get(_MOVER_KILL_ENV)  # tests only: kill -9 this worker at that step of a transition
     if kill_at:
         service.mover.fault = functools.partial(_kill_at, kill_at)
+    kill_at = os.environ.get(_HOT_KILL_ENV)  # tests only: kill -9 this worker after a hot copy lands
+    if kill_at:
+        service.hot.fault = functools.partial(_kill_at, kill_at)
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens

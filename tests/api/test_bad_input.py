@@ -453,7 +453,6 @@ def test_invalid_bucket_names(server: ServerProcess, s3: Any, name: str) -> None
         ("GET", "bucket", "metrics"),
         ("GET", "bucket", "intelligent-tiering"),
         ("GET", "object", "torrent"),
-        ("POST", "object", "restore"),
         ("POST", "object", "select"),
     ],
 )

@@ -594,8 +594,11 @@ def test_copy_key_with_special_characters(s3, bucket: str) -> None:  # type: ign
 # --- not implemented -------------------------------------------------------------------
 def test_unimplemented_object_operations(s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
     s3.put_object(Bucket=bucket, Key="n", Body=b"x")
+    # RestoreObject is implemented (tests/api/test_restore.py): a local object is not archived.
+    with pytest.raises(ClientError) as exc:
+        s3.restore_object(Bucket=bucket, Key="n", RestoreRequest={"Days": 1})
+    assert _err(exc) == ("InvalidObjectState", 403)
     calls = [
-        lambda: s3.restore_object(Bucket=bucket, Key="n", RestoreRequest={"Days": 1}),
         lambda: s3.select_object_content(
             Bucket=bucket,
             Key="n",

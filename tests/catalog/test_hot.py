@@ -116,7 +116,9 @@ def test_holds_copies_release_and_expiry(tmp_path: Path) -> None:
         assert run(cat.hot_hold("restore:b/k", [A, B], now_ns=101, renew=False)) == "ongoing"
         assert {b.blob_id for b in cat.hot_missing("restore:b/k")} == {A, B}
         assert cat.blob_known(A)  # held: a copy on its way is no orphan for local GC
+        assert cat.hot_due(100) == (False, True)
         assert run(cat.hot_claim(100, 10)) == ["restore:b/k"]
+        assert cat.hot_due(105) == (False, False)
         assert run(cat.hot_claim(105, 10)) == []  # leased
         assert run(cat.hot_cached([A], 110)) == [A]
         assert not run(cat.hot_settle("restore:b/k", 111))  # B is missing
@@ -140,6 +142,7 @@ def test_holds_copies_release_and_expiry(tmp_path: Path) -> None:
         assert [h.holder for h in cat.hot_list("pin:")] == ["pin:j"]
 
         # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
+        assert cat.hot_due(170) == (False, False) and cat.hot_due(171) == (True, False)  # an idle pass reads only
         assert run(cat.hot_sweep(170)) == ([], 0)
         assert run(cat.hot_sweep(171)) == (["restore:b/k"], 1)
         assert cat.trash_batch() == [B] and cat.blob_cached(A) and not cat.blob_cached(B)

@@ -16,6 +16,7 @@ from tierstore.api._common import (
     reject_unsupported,
 )
 from tierstore.api._request import Context, Request, Response, int_param
+from tierstore.api._restore import restore_status_element, wants_restore_status
 from tierstore.api._xml import E, children, document, esc, iso8601, parse_xml, text_of, url_encode_key
 from tierstore.types import ListOptions
 
@@ -118,10 +119,12 @@ async def list_objects(req: Request, ctx: Context) -> Response:
     )
     owner_el = owner(req) if (not v2 or q.get("fetch-owner") == "true") else ""
     # One f-string per entry (the same elements E() would build): a 1000-key page is hot.
+    restore = wants_restore_status(req)  # only then: a point read per archived entry
     contents = [
         f"<Contents><Key>{esc(url_encode_key(x.key, url))}</Key>"
         f"<LastModified>{iso8601(x.modified_ns)}</LastModified><ETag>{esc(x.etag)}</ETag>"
-        f"<Size>{x.size_bytes}</Size>{owner_el}<StorageClass>{esc(x.storage_class)}</StorageClass></Contents>"
+        f"<Size>{x.size_bytes}</Size>{owner_el}<StorageClass>{esc(x.storage_class)}</StorageClass>"
+        f"{restore_status_element(ctx, bucket, x.key, None, x.storage_class) if restore else ''}</Contents>"
         for x in page.entries
     ]
     cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]
@@ -171,6 +174,7 @@ async def list_object_versions(req: Request, ctx: Context) -> Response:
         max_keys=max_keys,
     )
     owner_el = owner(req)
+    restore = wants_restore_status(req)  # only then: a point read per archived version
     items: list[str] = []
     for meta, is_latest in page.versions:
         common = [
@@ -191,6 +195,9 @@ async def list_object_versions(req: Request, ctx: Context) -> Response:
                     E("Size", meta.size_bytes),
                     E("StorageClass", meta.storage_class),
                     owner_el,
+                    restore_status_element(ctx, bucket, meta.key, meta.version_id, meta.storage_class)
+                    if restore
+                    else "",
                 )
             )
     cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]

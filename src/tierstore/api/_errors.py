@@ -70,6 +70,7 @@ _STATUS: dict[type[e.TierstoreError], int] = {
     e.NotModified: 304,
     e.AccessDenied: 403,
     e.InvalidObjectState: 403,  # GET of an object in a restore-required tier (docs/tiers.md)
+    e.RestoreAlreadyInProgress: 409,  # RestoreObject while a restore of that version runs
     e.InvalidAccessKeyId: 403,
     e.SignatureDoesNotMatch: 403,
     e.RequestTimeTooSkewed: 403,

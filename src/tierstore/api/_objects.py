@@ -7,7 +7,7 @@ from collections.abc import Callable
 from urllib.parse import unquote
 
 from tierstore import errors as e
-from tierstore.api import _lifecycle, _sse
+from tierstore.api import _lifecycle, _restore, _sse
 from tierstore.api._access import request_acl
 from tierstore.api._common import (
     bypass_governance,
@@ -270,6 +270,7 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
         headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
+    headers += _restore.restore_headers(ctx, result.meta)
     if head:
         return Response(result_status(result), headers)
     assert result.body is not None

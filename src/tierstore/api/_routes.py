@@ -41,6 +41,7 @@ from tierstore.api import (
     _multipart,
     _objects,
     _post_object,
+    _restore,
 )
 from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import Check
@@ -198,10 +199,10 @@ _OBJECT_OPS: dict[str, dict[str, str]] = {
     "legal-hold": _crud("ObjectLegalHold", "GET", "PUT"),
     "attributes": {"GET": "GetObjectAttributes"},
     "acl": _crud("ObjectAcl", "GET", "PUT"),
+    "restore": {"POST": "RestoreObject"},
 }
 _OBJECT_UNIMPLEMENTED: dict[frozenset[str], dict[str, str]] = {
     frozenset({"torrent"}): {"GET": "GetObjectTorrent"},
-    frozenset({"restore"}): {"POST": "RestoreObject"},
     frozenset({"select"}): {"POST": "SelectObjectContent"},
     frozenset({"select", "select-type"}): {"POST": "SelectObjectContent"},
     frozenset({"renameObject"}): {"PUT": "RenameObject"},
@@ -490,6 +491,8 @@ ACTIONS: dict[str, Action] = {
     "PutObjectRetention": Action(_objects.put_object_retention, (Perm("s3:PutObjectRetention"), _BYPASS)),
     "GetObjectLegalHold": Action(_objects.get_object_legal_hold, (Perm("s3:GetObjectLegalHold"),)),
     "PutObjectLegalHold": Action(_objects.put_object_legal_hold, (Perm("s3:PutObjectLegalHold"),)),
+    # RestoreObject of a version in a restore-required tier (_restore; docs/tiers.md "Restore")
+    "RestoreObject": Action(_restore.restore_object, (Perm("s3:RestoreObject"),)),
     # browser form uploads (_post_object): s3:PutObject on the form's key, for the form's signer
     "PostObject": Action(_post_object.post_object, (_PUT, *_WRITE_EXTRAS), form=_post_object.authenticate_form),
     # default encryption (_bucket_encryption); AWS: the Delete needs s3:PutEncryptionConfiguration

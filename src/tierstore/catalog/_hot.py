@@ -227,6 +227,17 @@ class HotTables:
         )
         return [HeldBlob(str(b), int(n), str(t)) for b, n, t in self._reader().execute(sql, (holder, limit))]
 
+    def hot_due(self, now_ns: int) -> tuple[bool, bool]:
+        """(a holder or hold has expired, an ongoing copy is free to claim) at ``now_ns``: two
+        indexed reads, so an idle worker's pass writes nothing."""
+        c = self._reader()
+        expired = (
+            c.execute("SELECT 1 FROM hot_requests WHERE expires_ns <= ? LIMIT 1", (now_ns,)).fetchone()
+            or c.execute("SELECT 1 FROM hot_holds WHERE expires_ns <= ? LIMIT 1", (now_ns,)).fetchone()
+        )
+        sql = "SELECT 1 FROM hot_requests WHERE done_ns IS NULL AND lease_ns <= ? LIMIT 1"
+        return expired is not None, c.execute(sql, (now_ns,)).fetchone() is not None
+
     async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8) -> list[str]:
         """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``."""
 
@@ -241,6 +252,14 @@ class HotTables:
             return [str(r[0]) for r in rows]
 
         return await self._write(fn)
+
+    async def hot_renew(self, holder: str, lease_ns: int) -> None:
+        """The worker copying ``holder`` keeps its claim until ``lease_ns``."""
+
+        def fn(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE hot_requests SET lease_ns=? WHERE holder=? AND done_ns IS NULL", (lease_ns, holder))
+
+        await self._write(fn)
 
     async def hot_cached(self, blob_ids: Sequence[str], now_ns: int) -> list[str]:
         """The local copies of ``blob_ids`` are complete and verified: marked cached where a live

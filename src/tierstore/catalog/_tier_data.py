@@ -241,15 +241,6 @@ class TierDataTables:
 
         return await self._write(fn)
 
-    async def hot_lease(self, holder: str, until_ns: int) -> None:
-        """A dataset pin copies ``holder``'s blobs itself: the hot-copy worker leaves it alone
-        until ``until_ns`` (``hot_requests.lease_ns``; renewed while the copy runs)."""
-
-        def fn(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE hot_requests SET lease_ns=? WHERE holder=?", (until_ns, holder))
-
-        await self._write(fn)
-
     # --- the outbox -----------------------------------------------------------------------------
     @staticmethod
     def queue_remote_delete(c: sqlite3.Connection, tier: str, blob_id: str) -> None:

@@ -4,8 +4,8 @@ pins"): ``tierstore dataset archive NAME@N --to CLASS`` and ``tierstore dataset 
 **Pins** are hot copies (engine/_hot.py) under the holder ``pin:JOB/NAME@N``: every blob the
 version names is held (local ones need no copy, and keep their bytes as the copy if they are
 moved to a tier later), and the remote ones are copied locally now, by the request
-(``pin_version``: the primitive's parallel, resumable, verified fill; the holder's lease keeps
-the hot-copy worker off it meanwhile, and takes over if the request dies). Reads prefer the
+(``pin_version``: the primitive's parallel, resumable, verified fill, under the holder's lease,
+which keeps the hot-copy worker off it meanwhile and lets it take over if the request dies). Reads prefer the
 copies; ``unpin`` or the TTL frees them.
 
 **Archive**:
@@ -29,7 +29,6 @@ committed, which the next run keeps: remote objects are found by id and checked)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -68,7 +67,6 @@ _MANIFEST_CHUNK = 1 << 20
 
 PIN_PREFIX = "pin:"
 _JOB = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+-]{0,127}")
-PIN_LEASE_S = 10.0  # the pin's hold on its copy while the request fills it (as engine/_hot.HOT_LEASE_S)
 
 
 class NoSuchPin(NoSuchEntity):
@@ -268,25 +266,13 @@ async def pin_version(service: ObjectService, holder: str, progress: MoveProgres
     def advanced(blobs: int, size: int) -> None:
         progress.done, progress.done_bytes = base + blobs, base_bytes + size
 
-    async def keep_lease() -> None:
-        while True:
-            await service.catalog.hot_lease(holder, service.clock.now_ns() + int(PIN_LEASE_S * 1e9))
-            await asyncio.sleep(PIN_LEASE_S / 3)
-
-    lease = asyncio.create_task(keep_lease())
     try:
-        result = await service.fill_hold(holder, progress=advanced)
+        result = await service.fill_hold(holder, progress=advanced)  # renews the worker's lease meanwhile
     except TierstoreError as exc:
         return progress.fail(exc)
     except Exception:  # a bug: the stream still ends with a failed record
         log.exception("pin %s failed", holder)
         return progress.fail(InternalError(f"The pin of {progress.ref} failed; see the server's log."))
-    finally:
-        lease.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await lease
-        with contextlib.suppress(TierstoreError):
-            await service.catalog.hot_lease(holder, 0)  # the worker may resume it at once
     if not result.done:
         first = result.errors[0] if result.errors else "unknown"
         return progress.fail(TierUnavailable(

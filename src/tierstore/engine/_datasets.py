@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from tierstore.catalog import BlobRef, DatasetRecord, HoldInfo, PinGone, SqliteCatalog, VersionTaken
 from tierstore.engine._dataset_tiers import (
-    PIN_LEASE_S,
     MoveProgress,
     NoSuchPin,
     archive_version,
@@ -508,8 +507,8 @@ class DatasetService:
         running = self._moves.get(("pin", name, version, job))
         if running is not None and not running[0].done():
             return running
-        # the worker keeps off it while this request copies (it takes over if the request dies)
-        await self.catalog.hot_lease(holder, self.service.clock.now_ns() + int(PIN_LEASE_S * 1e9))
+        # the worker keeps off it from now on while this request copies (it takes over if the request dies)
+        await self.catalog.hot_renew(holder, self.service.clock.now_ns() + int(self.service.hot.lease_s * 1e9))
         progress = MoveProgress(ref, "pin", job)
         return self._start(("pin", name, version, job), progress, pin_version(self.service, holder, progress))
 

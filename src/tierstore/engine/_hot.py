@@ -31,11 +31,17 @@ from tierstore.catalog import HeldBlob, SqliteCatalog
 from tierstore.engine._mover import TierStores
 from tierstore.errors import CorruptBlob, TierUnavailable
 
-__all__ = ["HOT_LEASE_S", "FillResult", "HotCopies"]
+__all__ = ["HOT_LEASE_S", "FillResult", "HotCopies", "restore_holder"]
 
 log = logging.getLogger("tierstore.hot")
 
 HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
+_MAX_ERRORS = 20  # a FillResult keeps the first errors only
+
+
+def restore_holder(bucket: str, key: str, version_id: str) -> str:
+    """The holder of a RestoreObject's copy of one version."""
+    return f"restore:{bucket}/{key}/{version_id}"
 
 
 @dataclass(slots=True)
@@ -46,7 +52,7 @@ class FillResult:
     copied_bytes: int = 0
     failed: int = 0
     done: bool = False
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the first few
 
 
 class HotCopies:
@@ -85,14 +91,15 @@ class HotCopies:
         """Drop expired holders and free the copies no live hold needs: (holders dropped, copies freed)."""
         dropped: list[str] = []
         freed = 0
-        while True:
+        while self.catalog.hot_due(self.now_ns())[0]:
             holders, n = await self.catalog.hot_sweep(self.now_ns())
             dropped += holders
             freed += n
             if len(holders) < 1000:
                 break
-        if freed:
-            await self._freed()
+        # Always (one indexed query when the trash is empty): a copy the scrub dropped is copied
+        # again only once the drain has deleted its damaged bytes.
+        await self._freed()
         if dropped:
             log.info("hot copies: %d holders expired, %d local copies freed", len(dropped), freed)
         return dropped, freed
@@ -102,33 +109,59 @@ class HotCopies:
             await self._drain()
 
     # --- copies -------------------------------------------------------------------------------
-    async def fill(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
+    async def fill(
+        self,
+        holder: str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        lease_ns: int | None = None,
+    ) -> FillResult:
         """Copy ``holder``'s held remote blobs that have no local copy (resumable; parallel).
         ``progress(blobs, bytes)`` after each blob. A blob that fails (tier down, damaged) is
-        counted and left for a later fill; the copy is done when nothing is missing."""
+        counted and left for a later fill, and so are the other blobs of a tier that did not
+        answer; the copy is done when nothing is missing. ``lease_ns``: the worker's claim on the
+        holder, renewed as the copy goes on (so another worker does not take it over)."""
         result = FillResult()
         sem = asyncio.Semaphore(self.concurrency)
+        skipped: set[str] = set()
+        down: set[str] = set()
+        renewed_ns = self.now_ns()
+        if lease_ns is not None:  # the worker leaves it alone meanwhile
+            await self.catalog.hot_renew(holder, renewed_ns + lease_ns)
+
+        async def one(blob: HeldBlob) -> None:
+            nonlocal renewed_ns
+            async with sem:
+                if blob.tier in down:
+                    skipped.add(blob.blob_id)
+                    result.failed += 1
+                    return
+                try:
+                    await self._copy(blob)
+                except (TierUnavailable, CorruptBlob, OSError) as exc:
+                    if isinstance(exc, TierUnavailable):
+                        down.add(blob.tier)
+                    skipped.add(blob.blob_id)
+                    result.failed += 1
+                    if len(result.errors) < _MAX_ERRORS:
+                        result.errors.append(f"{blob.blob_id}: {exc}")
+                    log.warning("hot copy of %s from tier %s failed: %s", blob.blob_id, blob.tier, exc)
+                    return
+                self.fault("copied")
+                now = self.now_ns()
+                await self.catalog.hot_cached([blob.blob_id], now)
+                result.copied += 1
+                result.copied_bytes += blob.size_bytes
+                if progress is not None:
+                    progress(result.copied, result.copied_bytes)
+                if lease_ns is not None and now - renewed_ns > lease_ns // 3:
+                    renewed_ns = now
+                    await self.catalog.hot_renew(holder, now + lease_ns)
+
         while True:
-            missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in _failed_ids(result)]
+            missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in skipped]
             if not missing:
                 break
-
-            async def one(blob: HeldBlob) -> None:
-                async with sem:
-                    try:
-                        await self._copy(blob)
-                    except (TierUnavailable, CorruptBlob, OSError) as exc:
-                        result.failed += 1
-                        result.errors.append(f"{blob.blob_id}: {exc}")
-                        log.warning("hot copy of %s from tier %s failed: %s", blob.blob_id, blob.tier, exc)
-                        return
-                    self.fault("copied")
-                    await self.catalog.hot_cached([blob.blob_id], self.now_ns())
-                    result.copied += 1
-                    result.copied_bytes += blob.size_bytes
-                    if progress is not None:
-                        progress(result.copied, result.copied_bytes)
-
             await asyncio.gather(*(one(b) for b in missing))
             if result.failed:
                 break  # retried by a later fill: do not spin on a tier that is down
@@ -159,9 +192,10 @@ class HotCopies:
         dropped, freed = await self.sweep()
         filled = failed = 0
         lease_ns = int(self.lease_s * 1e9)
-        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns):
+        claimable = self.catalog.hot_due(self.now_ns())[1]
+        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []:
             try:
-                result = await self.fill(holder)
+                result = await self.fill(holder, lease_ns=lease_ns)
             except (TierUnavailable, CorruptBlob, OSError) as exc:
                 log.warning("hot copy of %s failed: %s", holder, exc)
                 failed += 1
@@ -169,10 +203,6 @@ class HotCopies:
             filled += result.copied
             failed += result.failed
         return {"expired": len(dropped), "freed": freed, "copied": filled, "failed": failed}
-
-
-def _failed_ids(result: FillResult) -> set[str]:
-    return {e.split(":", 1)[0] for e in result.errors}
 
 
 async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncIterator[bytes]:

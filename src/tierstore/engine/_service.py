@@ -50,7 +50,7 @@ from tierstore.engine._encryption import (
     seal_chunks,
 )
 from tierstore.engine._health import BucketUsage
-from tierstore.engine._hot import FillResult, HotCopies
+from tierstore.engine._hot import FillResult, HotCopies, restore_holder
 from tierstore.engine._lifecycle import DAY_S
 from tierstore.engine._lifecycle_worker import LifecyclePlan
 from tierstore.engine._lock import (
@@ -99,6 +99,7 @@ from tierstore.errors import (
     NotModified,
     ObjectLockConfigurationNotFoundError,
     PreconditionFailed,
+    RestoreAlreadyInProgress,
     TierUnavailable,
 )
 from tierstore.runtime import Clock, new_blob_id, new_upload_id, new_version_id
@@ -765,8 +766,9 @@ class ObjectService:
         )
 
     async def fill_hold(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
-        """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified)."""
-        return await self.hot.fill(holder, progress=progress)
+        """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified), holding
+        the worker's lease on it meanwhile (so the server's worker does not copy it too)."""
+        return await self.hot.fill(holder, progress=progress, lease_ns=int(self.hot.lease_s * 1e9))
 
     async def release_hold(self, holder: str) -> bool:
         """Drop ``holder``; the copies no other live hold needs are freed. False if unknown."""
@@ -782,6 +784,57 @@ class ObjectService:
     async def sweep_holds(self) -> dict[str, int]:
         """The worker's pass: drop expired holds, free unneeded copies, resume ongoing copies."""
         return await self.hot.run_once()
+
+    # --- RestoreObject (docs/tiers.md "Restore") ----------------------------------------------
+    async def restore_object(self, bucket: str, key: str, version_id: str | None, days: int) -> bool:
+        """Bring a version in a restore-required tier back for ``days`` (lifecycle days): True if
+        a restore started (202: the server's hot-copy worker makes the copy), False if it was
+        restored already (200: its expiry is now + ``days``). ``RestoreAlreadyInProgress`` while
+        one runs; ``InvalidObjectState`` if no blob of the version is in a restore-required tier."""
+        record = self._latest(bucket, key, version_id)
+        if not self._archived(record.blobs):
+            raise InvalidObjectState("Restore is not allowed for the object's current storage class.", resource=key)
+        holder = restore_holder(bucket, key, record.meta.version_id)
+        ids = [b.blob_id for b in record.blobs]
+        ttl_ns = days * self.lifecycle_day_s * 1_000_000_000
+        state = self.catalog.hot_state(holder)
+        if state is not None and state[0] is None:
+            raise RestoreAlreadyInProgress(resource=key)
+        if state is not None:  # restored: a new expiry from now
+            before = await self.hold_blobs(holder, ids, expires_ns=self.clock.now_ns() + ttl_ns)
+        else:
+            before = await self.hold_blobs(holder, ids, ttl_ns=ttl_ns, renew=False)
+        if before == "ongoing":
+            raise RestoreAlreadyInProgress(resource=key)
+        return before == "new"
+
+    def restore_status(
+        self, bucket: str, key: str, version_id: str | None, storage_class: str
+    ) -> tuple[bool, int | None] | None:
+        """For ``x-amz-restore`` and listings' ``RestoreStatus``: (ongoing, expiry) of the
+        version's restore (``version_id`` None: the current one), or None (no restore, or not in
+        a restore-required tier). A set lookup for every other object; a point read of the
+        catalog for an archived one (two for the current version by key)."""
+        if storage_class == "STANDARD" or storage_class not in self.tiers.class_names():
+            return None
+        try:
+            if not self.tier_stores.config(storage_class).restore_required:
+                return None
+        except NoSuchEntity:
+            return None
+        if version_id is None:
+            record = self.catalog.get_latest(bucket, key)
+            if record is None:
+                return None
+            version_id = record.meta.version_id
+        state = self.catalog.hot_state(restore_holder(bucket, key, version_id))
+        if state is None:
+            return None
+        done_ns, expires_ns = state
+        return done_ns is None, expires_ns
+
+    def _archived(self, refs: Iterable[BlobRef]) -> bool:
+        return any(r.tier is not None and self.tier_stores.config(r.tier).restore_required for r in refs)
 
     def _remote_store(self, tier: str) -> BlobStore:
         try:
