@@ -11,7 +11,8 @@ archive's copies). Then, per round, on the same samples, both read through the t
 - ``pin``: ``TierstoreClient.pin_dataset(NAME@1, job)`` — the server copies every remote blob onto
   its local drives (the hot-copy fill), then ``unpin`` frees the copies for the next round.
 
-Printed: samples/s and MB/s of each, the ratio pin / stage per round and the median, and the load
+Printed: samples/s and MB/s of each, the ratio pin / stage per round and the median, the CPU
+seconds of each server worker process (and of the staging client) during each, and the load
 average (the machine is shared: rates are noisy; the ratio, measured in the same run, is the number).
 
     PYTHONPATH=src .venv/bin/python benchmarks/pin.py                       # 50,000 samples, 3 rounds
@@ -60,6 +61,29 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:8.0f} samples/s {n * SAMPLE_BYTES / seconds / 1e6:7.1f} MB/s ({seconds:.1f} s)"
 
 
+def _cpu_s(pids: list[int]) -> list[float]:
+    """User + system CPU seconds of each of ``pids`` (/proc; 0 for a process that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            out.append(0.0)
+            continue
+        out.append((int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def _busy(pids: list[int], fn: Any) -> tuple[float, Any, list[float], float]:
+    """``fn()`` timed: (wall s, result, CPU s of each of ``pids``, CPU s of this process)."""
+    before, mine = _cpu_s(pids), os.times()
+    wall, out = _timed(fn)
+    after, done = _cpu_s(pids), os.times()
+    cpu = [round(b - a, 1) for a, b in zip(before, after, strict=True)]
+    return wall, out, cpu, round(done.user + done.system - mine.user - mine.system, 1)
+
+
 def _fill(s3: Any, bucket: str, n: int, threads: int) -> None:
     def put(start: int) -> None:
         for i in range(start, min(n, start + 500)):
@@ -95,13 +119,17 @@ def bench(args: argparse.Namespace) -> int:
         ratios = []
         for r in range(args.rounds):
             dest = work / f"stage-{r}"
-            stage_s, report = _timed(lambda dest=dest: stage(source, "bench@1", dest, progress=False))
+            workers = srv._descendants()
+            stage_s, report, stage_cpu, client_cpu = _busy(
+                workers, lambda dest=dest: stage(source, "bench@1", dest, progress=False)
+            )
             assert report.rows == report.rows_fetched == n, report
             shutil.rmtree(dest)
-            pin_s, final = _timed(lambda: list(admin.pin_dataset("bench@1", "bench"))[-1])
+            pin_s, final, pin_cpu, _ = _busy(workers, lambda: list(admin.pin_dataset("bench@1", "bench"))[-1])
             ratios.append(stage_s / pin_s)
             print(f"round {r}: stage {_rate(n, stage_s)} | pin {_rate(n, pin_s)} | pin/stage {ratios[-1]:.2f}x"
                   f"   (load {_load()})", flush=True)  # fmt: skip
+            print(f"  CPU s: stage: server workers {stage_cpu}, client {client_cpu} | pin: server workers {pin_cpu}")
             assert final["state"] == "done" and final["done"] == final["items"] == n and not final["skipped"], final
             admin.unpin_dataset("bench@1", "bench")
         print(f"median pin/stage: {statistics.median(ratios):.2f}x over {len(ratios)} rounds (>= 1.0 asked)")
