@@ -6,10 +6,19 @@
 - ``GET    /_tierstore/datasets/NAME[/N]``           -> the record of NAME@N (latest without N)
 - ``GET    /_tierstore/datasets/NAME/N/manifest``    -> the Parquet manifest
 - ``DELETE /_tierstore/datasets/NAME/N``             -> 204; the pins are released
+- ``POST   /_tierstore/datasets/NAME/N/archive?to=CLASS`` -> NDJSON progress lines, the final one
+  last (``state`` done or failed, with ``error``); moves every blob and inline body of NAME@N to
+  tier CLASS (``tierstore:ArchiveDataset``; docs/tiers.md "Dataset archive")
+- ``POST   /_tierstore/datasets/NAME/N/pin?job=JOB[&ttl=SECONDS]`` -> NDJSON progress, as archive:
+  every blob of NAME@N held for JOB and copied locally (``tierstore:PinDataset``; "Job pins")
+- ``DELETE /_tierstore/datasets/NAME/N/pin?job=JOB`` -> 204; the pin is dropped (``tierstore:UnpinDataset``)
+- ``GET    /_tierstore/jobs``                        -> ``{"pins": [pin, ...]}`` (``tierstore:ListJobs``):
+  ``{"job", "dataset", "blobs", "bytes", "cached_blobs", "cached_bytes", "state", "expires"?}``
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,10 +26,19 @@ from typing import Any
 from tierstore import errors as e
 from tierstore.api._json import LazyArray
 from tierstore.api._xml import iso8601
-from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead
+from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead, MoveProgress
 from tierstore.types import DatasetRef
 
-__all__ = ["dataset_request", "manifest_answer", "record_json", "refuse"]
+__all__ = [
+    "DATASET_MOVES", "dataset_request", "is_move", "jobs_answer", "manifest_answer", "move_request", "record_json",
+    "refuse",
+]
+
+# ``NAME/N/<verb>``: method -> IAM action (the route name) of the requests that move a version's bytes
+DATASET_MOVES: dict[str, dict[str, str]] = {
+    "archive": {"POST": "tierstore:ArchiveDataset"},
+    "pin": {"POST": "tierstore:PinDataset", "DELETE": "tierstore:UnpinDataset"},
+}
 
 _JSON = "application/json"
 
@@ -126,6 +144,53 @@ async def manifest_answer(
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
 
 
+def is_move(key: str) -> bool:
+    """Whether ``key`` (``datasets/...``) names a move of a version's bytes (``move_request``)."""
+    parts = key.split("/")[1:]
+    return len(parts) == 3 and parts[2] in DATASET_MOVES
+
+
+async def move_request(
+    method: str, key: str, query: dict[str, str], datasets: DatasetService
+) -> tuple[asyncio.Task[MoveProgress], MoveProgress] | None:
+    """``.../NAME/N/archive?to=CLASS``, ``.../NAME/N/pin?job=JOB[&ttl=S]`` (POST: start or join;
+    the task and its live progress, streamed by the caller; DELETE of a pin: None, 204). A bad
+    name, version, tier or job, a missing version: raised here, before anything streams."""
+    parts = key.split("/")[1:]
+    name, version = DatasetRef.parse(parts[0]).name, _version(parts[1])
+    if parts[2] == "archive":
+        tier = query.get("to")
+        if not tier:
+            raise e.InvalidRequest('An archive needs the tier: "?to=CLASS".')
+        return await datasets.archive(name, version, tier)
+    job = query.get("job")
+    if not job:
+        raise e.InvalidRequest('A pin needs the job: "?job=JOB".')
+    if method == "DELETE":
+        await datasets.unpin(name, version, job)
+        return None
+    ttl = query.get("ttl")
+    try:
+        ttl_s = float(ttl) if ttl is not None else None
+    except ValueError:
+        raise e.InvalidRequest(f"Bad ttl {(ttl or '')[:20]!r}: seconds.") from None
+    return await datasets.pin(name, version, job, ttl_s=ttl_s)
+
+
+def jobs_answer(datasets: DatasetService) -> bytes:
+    """``GET /_tierstore/jobs``: every job's pins."""
+    pins = []
+    for job, ref, info in datasets.jobs():
+        doc: dict[str, Any] = {
+            "job": job, "dataset": ref, "blobs": info.blobs, "bytes": info.bytes, "cached_blobs": info.cached_blobs,
+            "cached_bytes": info.cached_bytes, "state": "copying" if info.ongoing else "pinned",
+        }  # fmt: skip
+        if info.expires_ns is not None:
+            doc["expires"] = iso8601(info.expires_ns)
+        pins.append(doc)
+    return json.dumps({"pins": pins}).encode()
+
+
 def refuse(key: str) -> None:
     """Raise the error of a request under ``/_tierstore/datasets`` that names no action (the
     route table's Unknown): the name and version are checked first, as ``dataset_request`` does,
@@ -135,6 +200,6 @@ def refuse(key: str) -> None:
         DatasetRef.parse(parts[0])
     if len(parts) >= 2:
         _version(parts[1])
-    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest"):
+    if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest" and parts[2] not in DATASET_MOVES):
         raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
     raise e.MethodNotAllowed()

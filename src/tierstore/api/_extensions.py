@@ -23,7 +23,8 @@ from tierstore.engine import MayRead, Repairer, RowRead, rewrap_page, stream_pro
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
 __all__ = [
-    "admin_heal", "admin_info", "batch", "datasets", "identities", "kms_keys", "models", "query", "refuse", "tiers"
+    "admin_heal", "admin_info", "batch", "datasets", "identities", "jobs", "kms_keys", "models", "query", "refuse",
+    "tiers",
 ]
 
 MAX_BATCH_ENTRIES = 10_000
@@ -35,12 +36,23 @@ BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of ab
 async def datasets(req: Request, ctx: Context) -> Response:
     """Every ``tierstore:*Dataset*`` action: ``_datasets.dataset_request`` answers by path."""
     service = ctx.dataset_service()
+    if _datasets.is_move(req.key or ""):
+        started = await _datasets.move_request(req.method, req.key or "", req.query, service)
+        if started is None:
+            return Response(204, [], b"")
+        task, progress = started
+        return Response(200, [("content-type", "application/x-ndjson")], stream=stream_progress(task, lambda: progress))
     # A dataset's explicit rows stay in the body's bytes until read (api/_json.py).
     read_json = lambda: req.json_body(MAX_DATASET_BODY, "rows")  # noqa: E731
     status, content_type, body = await _datasets.dataset_request(
         req.method, req.key or "", req.query, read_json, service, _may_read(req, ctx)
     )
     return Response(status, [("content-type", content_type)], body)
+
+
+async def jobs(req: Request, ctx: Context) -> Response:
+    """``GET /_tierstore/jobs`` (tierstore:ListJobs): every job's dataset pins."""
+    return Response(200, [("content-type", "application/json")], _datasets.jobs_answer(ctx.dataset_service()))
 
 
 async def models(req: Request, ctx: Context) -> Response:

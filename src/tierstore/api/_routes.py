@@ -45,6 +45,7 @@ from tierstore.api import (
 )
 from tierstore.api._auth import Authenticator
 from tierstore.api._authorize import Check
+from tierstore.api._datasets import DATASET_MOVES
 from tierstore.api._identity_ext import ENDPOINTS as IDENTITY_ENDPOINTS
 from tierstore.api._identity_ext import UNROUTED as UNROUTED_IDENTITIES
 from tierstore.api._identity_ext import endpoint as identity_endpoint
@@ -301,6 +302,8 @@ def _extension(method: str, key: str) -> Route:
         return Route(kms_endpoint(method, key))  # one name per endpoint (_kms_ext.ENDPOINTS)
     if key == "admin/tiers" or key.startswith("admin/tiers/"):
         return Route(tier_endpoint(method, key))  # the route name is the IAM action (_tiers_ext.ENDPOINTS)
+    if key == "jobs":
+        return Route("tierstore:ListJobs") if method == "GET" else _NO_ROUTE
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -323,7 +326,11 @@ def _versioned(method: str, parts: list[str], kind: str, create: str) -> str | N
 
 
 def _datasets(method: str, parts: list[str]) -> Route:
-    action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
+    """The shared routes, and moving or holding a version's bytes (``NAME/N/archive``, ``NAME/N/pin``)."""
+    if len(parts) == 3 and parts[2] in DATASET_MOVES:
+        action = DATASET_MOVES[parts[2]].get(method)
+    else:
+        action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
     return Route(action) if action else _NO_ROUTE
 
 
@@ -544,6 +551,7 @@ ACTIONS: dict[str, Action] = {
     # the tier registry (_tiers_ext): each route is its IAM action, on "*"; a transition on the
     # object it moves (arn:aws:s3:::BUCKET/KEY from its query)
     UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
+    "tierstore:ListJobs": _ext(_extensions.jobs, "tierstore:ListJobs"),
     **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS if a != _TRANSITION},
     _TRANSITION: Action(_extensions.tiers, (Perm(_TRANSITION, on=_QUERY_OBJECT),)),
     **{
@@ -554,6 +562,7 @@ ACTIONS: dict[str, Action] = {
             "tierstore:GetDataset",
             "tierstore:DeleteDataset",
             "tierstore:GetDatasetManifest",
+            *(a for actions in DATASET_MOVES.values() for a in actions.values()),
         )
     },
     **{

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
 
+_PINNING = ("datasets", "models")  # as catalog/_sqlite.py's PINNING_TABLES (which imports this module)
+
 T = TypeVar("T")
 
 count_moved = TierProgressTables.count_moved
@@ -84,6 +86,14 @@ class TierDataTables:
 
     @staticmethod
     def _reindex(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _ref(c: sqlite3.Connection, blob_id: str, size: int, tier: str | None = None) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _unref_all(c: sqlite3.Connection, blob_ids: Sequence[str]) -> None:
         raise NotImplementedError
 
     # --- where blobs are ------------------------------------------------------------------
@@ -191,6 +201,71 @@ class TierDataTables:
             self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
             # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
             c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
+            return True
+
+        return await self._write(fn)
+
+    # --- blobs moved by id (a dataset version's archive, docs/tiers.md "Dataset archive") ------------
+    async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]:
+        """The mover's transaction for blobs named by id, each copied to ``tier`` and verified:
+        a blob still referenced and local gets ``tier`` and its local copy goes to the trash
+        (already in ``tier``: nothing to do). Returns the ids that are not: no longer referenced,
+        or in another tier; their remote copies are no one's (the caller queues them). A blob a
+        hot copy holds (a job's pin) keeps its local bytes as that copy."""
+        now_ns = time.time_ns()
+
+        def fn(c: sqlite3.Connection) -> list[str]:
+            lost = []
+            for blob_id in blob_ids:
+                row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+                if row is None or row[0] not in (None, tier):
+                    lost.append(blob_id)
+                elif row[0] is None:  # as transition_commit: a held blob keeps its local bytes as its copy
+                    (size,) = c.execute(
+                        "UPDATE blobs SET tier=?, cached=1 WHERE blob_id=? RETURNING size", (tier, blob_id)
+                    ).fetchone()
+                    free_unheld(c, [blob_id], now_ns)
+                    count_moved(c, tier, int(size))  # each blob one object of the tier's counters
+            return lost
+
+        return await self._write(fn)
+
+    async def dataset_inline_to_tier(
+        self,
+        table: str,
+        name: str,
+        version: int,
+        manifests: tuple[str, tuple[str, int]],
+        tier: str,
+        moves: Sequence[InlineMove],
+    ) -> bool:
+        """Switch inline bodies a dataset (model) version pins to remote blobs, in one
+        transaction: ``manifests`` is (the manifest blob the version has now, (a new manifest
+        blob, its size) whose rows name the new blobs instead); each new blob is referenced once,
+        in ``tier``; each body loses this version's pin (and goes if nothing else holds it). False,
+        nothing changed, if the version is gone or its manifest is no longer the old one."""
+        if table not in _PINNING:
+            raise ValueError(f"not a pinning table: {table!r}")
+        old_manifest, (new_manifest, new_bytes) = manifests
+
+        def fn(c: sqlite3.Connection) -> bool:
+            sql = f"SELECT manifest_blob FROM {table} WHERE name=? AND version=?"  # noqa: S608 - checked
+            row = c.execute(sql, (name, version)).fetchone()
+            if row is None or row[0] != old_manifest:
+                return False
+            for move in moves:
+                c.execute(
+                    "INSERT INTO blobs(blob_id, size, refs, tier) VALUES(?,?,1,?)",
+                    (move.blob_id, move.size_bytes, tier),
+                )
+                count_moved(c, tier, move.size_bytes)
+            ids = [(m.inline_id,) for m in moves]
+            c.executemany("UPDATE inline_blobs SET pins = pins - 1 WHERE blob_id=?", ids)
+            c.executemany("DELETE FROM inline_blobs WHERE blob_id=? AND pins<=0 AND released=1", ids)
+            self._ref(c, new_manifest, new_bytes)
+            sql = f"UPDATE {table} SET manifest_blob=?, manifest_bytes=? WHERE name=? AND version=?"  # noqa: S608
+            c.execute(sql, (new_manifest, new_bytes, name, version))
+            self._unref_all(c, [old_manifest])
             return True
 
         return await self._write(fn)

@@ -1,4 +1,5 @@
-"""``tierstore dataset create|ls|show|diff|rm|derive`` and ``tierstore stage|unstage``.
+"""``tierstore dataset create|ls|show|diff|rm|derive|archive|pin|unpin``, ``tierstore jobs`` and
+``tierstore stage|unstage``.
 
 Datasets are immutable, versioned manifests kept by the server (docs/datasets.md); these
 commands talk to it through ``TierstoreClient``. Expected failures end with one line on stderr
@@ -12,13 +13,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tierstore.cli._client import _connection_options
+from tierstore.cli._duration import duration_arg
 from tierstore.client import S3Settings, TierstoreClient, TierstoreClientError, resolve_settings
 
-__all__ = ["add_dataset_commands", "parse_size"]
+__all__ = ["add_dataset_commands", "follow_move", "parse_size"]
 
 _SIZE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
 
@@ -57,7 +59,7 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     conn = _connection_options()
     ds = sub.add_parser(
         "dataset",
-        help="versioned dataset manifests: create, ls, show, diff, rm, derive (docs/datasets.md)",
+        help="versioned dataset manifests: create, ls, show, diff, rm, derive, archive, pin, unpin (docs/datasets.md)",
         description="Datasets are immutable, numbered versions (NAME@N) of a list of samples, kept by the "
         "server as Parquet manifests that pin the bytes they name: a training job opens one without any LIST, "
         "and overwriting or deleting the keys later does not change it.",
@@ -97,6 +99,30 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("ref", metavar="NAME@N")
     p.set_defaults(func=_entry(_cmd_rm))
 
+    p = _move_parser(
+        dsub, conn, "archive", "move every sample of a version to a tier (resumable)",
+        "Move the bytes of every sample of NAME@N to the tier CLASS (a storage class of `tierstore admin tier ls`), in "
+        "parallel on the server: copied, verified, switched in the catalog, then freed locally. The dataset keeps "
+        "reading them, through the tier. Run it again after an interruption: what moved is skipped.",
+    )  # fmt: skip
+    p.add_argument("--to", required=True, metavar="CLASS", help="the tier")
+    p.set_defaults(func=_entry(_cmd_archive))
+
+    p = _move_parser(
+        dsub, conn, "pin", "make every sample of a version local for a job, until unpin or --ttl (resumable)",
+        "Copy onto the server's local drives every sample of NAME@N that is in a tier, in parallel, and keep it there "
+        "for JOB until `tierstore dataset unpin` or the TTL: batch reads and loaders then read the local copies. Run "
+        "it again to renew the TTL or to resume an interrupted copy.",
+    )  # fmt: skip
+    p.add_argument("--job", required=True, help="the job holding the pin")
+    p.add_argument("--ttl", type=duration_arg, metavar="DURATION", help="drop the pin after this long (24h, 7d...)")
+    p.set_defaults(func=_entry(_cmd_pin))
+
+    p = dsub.add_parser("unpin", parents=[conn], help="drop a job's pin (its local copies are freed)")
+    p.add_argument("ref", metavar="NAME@N")
+    p.add_argument("--job", required=True)
+    p.set_defaults(func=_entry(_cmd_unpin))
+
     p = dsub.add_parser(
         "derive",
         parents=[conn],
@@ -116,6 +142,10 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_entry(_cmd_derive))
 
+    p = sub.add_parser("jobs", parents=[conn], help="the jobs' dataset pins: dataset, blobs, bytes, expiry")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    p.set_defaults(func=_entry(_cmd_jobs))
+
     p = sub.add_parser(
         "stage",
         parents=[conn],
@@ -131,6 +161,21 @@ def add_dataset_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = sub.add_parser("unstage", help="remove a staged dataset directory")
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(func=_cmd_unstage)
+
+
+def _move_parser(
+    dsub: argparse._SubParsersAction[argparse.ArgumentParser],
+    conn: argparse.ArgumentParser,
+    name: str,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """``dataset archive|pin NAME@N``: the options every move of a version's bytes has."""
+    p = dsub.add_parser(name, parents=[conn], help=summary, description=description)
+    p.add_argument("ref", metavar="NAME@N")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the final record as JSON")
+    return p
 
 
 def _entry(
@@ -204,12 +249,7 @@ def _source_text(rec: dict[str, Any]) -> str:
 
 def _cmd_ls(args: argparse.Namespace, client: TierstoreClient) -> int:
     records = client.list_datasets(args.name)
-    if args.json:
-        for rec in records:
-            print(json.dumps(rec))
-        return 0
-    if not records:
-        print("(no datasets)")
+    if _listed(records, args.json, "(no datasets)"):
         return 0
     rows = [[r["ref"], str(r["rows"]), _human(r["bytes"]), r["created"][:19].replace("T", " "), _source_text(r)]
             for r in records]  # fmt: skip
@@ -218,6 +258,19 @@ def _cmd_ls(args: argparse.Namespace, client: TierstoreClient) -> int:
     for r in [header, *rows]:
         print(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}".rstrip())
     return 0
+
+
+def _listed(records: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
+    """Print ``records`` one JSON line each (``as_json``), or ``empty`` if there are none: True
+    when that was all (else the caller prints its table)."""
+    if as_json:
+        for rec in records:
+            print(json.dumps(rec))
+        return True
+    if not records:
+        print(empty)
+        return True
+    return False
 
 
 def _lineage_chain(client: TierstoreClient, rec: dict[str, Any], depth: int = 8) -> list[str]:
@@ -312,6 +365,63 @@ def _cmd_rm(args: argparse.Namespace, client: TierstoreClient) -> int:
         raise _Usage("rm deletes one version: NAME@N")
     client.delete_dataset(args.ref)
     print(f"deleted {args.ref}")
+    return 0
+
+
+def follow_move(lines: Iterable[dict[str, Any]], desc: str, *, progress: bool) -> dict[str, Any]:
+    """Drive a tqdm bar of bytes (stderr) from a move's progress lines; the final line."""
+    from tqdm import tqdm
+
+    last: dict[str, Any] = {}
+    with tqdm(total=0, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+              disable=not progress) as bar:  # fmt: skip
+        for doc in lines:
+            last = doc
+            bar.total = doc["bytes"]
+            bar.update(doc["done_bytes"] - bar.n)
+    if not last:
+        raise ValueError("the server sent no progress")
+    return last
+
+
+def _cmd_archive(args: argparse.Namespace, client: TierstoreClient) -> int:
+    if "@" not in args.ref:
+        raise _Usage("archive moves one version: NAME@N")
+    summary = "archived {ref} to {tier}: {items} blobs and bodies, {size} ({moved} moved, {skipped} already there)"
+    return _run_move(args, client.archive_dataset(args.ref, args.to), "archive", summary)
+
+
+def _cmd_pin(args: argparse.Namespace, client: TierstoreClient) -> int:
+    summary = "pinned {ref} for {tier}: {items} blobs from tiers, {size} ({moved} copied, {skipped} already local)"
+    return _run_move(args, client.pin_dataset(args.ref, args.job, ttl_s=args.ttl), "pin", summary)
+
+
+def _run_move(args: argparse.Namespace, lines: Iterable[dict[str, Any]], verb: str, summary: str) -> int:
+    """Follow a move with a bar; print its final record (``--json``) or ``summary`` filled from it."""
+    r = follow_move(lines, f"{verb} {args.ref}", progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(summary.format(size=_human(r["bytes"]), moved=r["items"] - r["skipped"], **r))
+    return 0
+
+
+def _cmd_unpin(args: argparse.Namespace, client: TierstoreClient) -> int:
+    client.unpin_dataset(args.ref, args.job)
+    print(f"unpinned {args.ref} for {args.job}")
+    return 0
+
+
+def _cmd_jobs(args: argparse.Namespace, client: TierstoreClient) -> int:
+    pins = client.jobs()
+    if _listed(pins, args.json, "(no pins)"):
+        return 0
+    rows = [[p["job"], p["dataset"], str(p["blobs"]), _human(p["bytes"]), p["state"],
+             (p.get("expires") or "unpin")[:19].replace("T", " ")] for p in pins]  # fmt: skip
+    header = ["JOB", "DATASET", "BLOBS", "SIZE", "STATE", "EXPIRES (UTC)"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

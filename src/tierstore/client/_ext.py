@@ -106,6 +106,22 @@ def _model_path(ref: str) -> str:
     return f"/_tierstore/models/{parsed.name}" + (f"/{at}" if at is not None else "")
 
 
+def _ndjson(resp: Any) -> Iterator[dict[str, Any]]:
+    """The JSON lines of a streamed response (heal, a dataset's move), as they come."""
+    try:
+        buf = b""
+        for chunk in resp.stream(64 * 1024):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+        if buf.strip():
+            yield json.loads(buf)
+    finally:
+        resp.release_conn()
+
+
 class TierstoreClient:
     """Client for the extensions of a tierstore server (the S3 API itself: use boto3).
 
@@ -123,7 +139,14 @@ class TierstoreClient:
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
 
     def _send(
-        self, method: str, path: str, payload: dict[str, Any] | None, *, stream: bool = False, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        *,
+        stream: bool = False,
+        raw: bytes | None = None,
+        timeout: Any = None,
     ) -> Any:
         from botocore.auth import S3SigV4Auth
         from botocore.awsrequest import AWSRequest
@@ -133,8 +156,9 @@ class TierstoreClient:
         req = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
         S3SigV4Auth(self._credentials, "s3", self.settings.region).add_auth(req)
         resp = self._http.request(
-            method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream
-        )
+            method, url, body=body, headers=dict(req.headers.items()), preload_content=not stream,
+            **({"timeout": timeout} if timeout is not None else {}),
+        )  # fmt: skip
         if resp.status >= 300:
             data = resp.read() if stream else resp.data  # a streamed response has no .data once read
             raise TierstoreClientError(resp.status, *error_fields(data, "HTTP"))
@@ -304,19 +328,7 @@ class TierstoreClient:
         """Start (or join) a heal pass on the server; yields its progress, the final report last.
         ``verify_encryption``: also open every package of every SSE-S3/SSE-KMS object."""
         body = {"verify_encryption": True} if verify_encryption else {}
-        resp = self._send("POST", "/_tierstore/admin/heal", body, stream=True)
-        try:
-            buf = b""
-            for chunk in resp.stream(64 * 1024):
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-            if buf.strip():
-                yield json.loads(buf)
-        finally:
-            resp.release_conn()
+        return _ndjson(self._send("POST", "/_tierstore/admin/heal", body, stream=True))
 
     def read_many(
         self, entries: list[dict[str, str]], *, fail_fast: bool = False, chunk_bytes: int = 1 << 20
@@ -392,6 +404,52 @@ class TierstoreClient:
             ref = self.dataset_info(ref)["ref"]
         data: bytes = self._send("GET", _dataset_path(ref) + "/manifest", None).data
         return data
+
+    def archive_dataset(self, ref: str, tier: str) -> Iterator[dict[str, Any]]:
+        """Move every sample of ``NAME@N`` to tier ``tier`` on the server (resumable: run again
+        after a failure, what moved is skipped). Yields its progress (``items``, ``done``,
+        ``bytes``, ``done_bytes``, ``skipped``, ``state``), the final record last; raises
+        ``TierstoreClientError`` if it failed. A client that goes away does not stop it."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "archive names one version: NAME@N")
+        return self._move(_dataset_path(ref) + f"/archive?to={quote(tier, safe='')}")
+
+    def pin_dataset(self, ref: str, job: str, *, ttl_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """Make every sample of ``NAME@N`` local on the server and hold it for ``job`` until
+        ``unpin_dataset`` or ``ttl_s`` from now (pinning again renews it and resumes a copy cut
+        short). Yields the copy's progress as ``archive_dataset`` does (``items``: the remote
+        blobs; ``skipped``: already local), the final record last; raises if it failed."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "pin names one version: NAME@N")
+        ttl = f"&ttl={ttl_s:g}" if ttl_s is not None else ""
+        return self._move(_dataset_path(ref) + f"/pin?job={quote(job, safe='')}{ttl}")
+
+    def unpin_dataset(self, ref: str, job: str) -> None:
+        """Drop ``job``'s pin of ``NAME@N`` (404 ``NoSuchPin`` if it holds none)."""
+        if "@" not in ref:
+            raise TierstoreClientError(0, "InvalidRequest", "unpin names one version: NAME@N")
+        self._send("DELETE", _dataset_path(ref) + f"/pin?job={quote(job, safe='')}", None)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job's pins: ``{"job", "dataset", "blobs", "bytes", "cached_blobs", "cached_bytes",
+        "state", "expires"?}`` (blobs and bytes: those in a tier, held locally for the job)."""
+        pins: list[dict[str, Any]] = self._call("GET", "/_tierstore/jobs", None)["pins"]
+        return pins
+
+    def _move(self, path: str) -> Iterator[dict[str, Any]]:
+        import urllib3
+
+        # progress comes every half second: a read timeout, no total one (a move takes hours)
+        resp = self._send("POST", path, None, stream=True, timeout=urllib3.Timeout(connect=10.0, read=120.0))
+        state = None
+        for doc in _ndjson(resp):
+            state = doc.get("state")
+            if state == "failed":
+                err = doc.get("error") or {}
+                raise TierstoreClientError(200, err.get("code", "InternalError"), err.get("message", "failed"))
+            yield doc
+        if state != "done":
+            raise TierstoreClientError(200, "IncompleteBody", "the server stopped answering before the move ended")
 
     def delete_dataset(self, ref: str) -> None:
         """Delete ``NAME@N``; what only it pinned is released (and collected)."""

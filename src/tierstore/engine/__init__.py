@@ -2,7 +2,15 @@
 
 from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
 from tierstore.engine._checksums import decode_checksum, new_hasher
-from tierstore.engine._datasets import DatasetRecord, DatasetService, DatasetSpec, MayRead, RowRead
+from tierstore.engine._datasets import (
+    DatasetRecord,
+    DatasetService,
+    DatasetSpec,
+    MayRead,
+    MoveProgress,
+    NoSuchPin,
+    RowRead,
+)
 from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
 from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
@@ -108,7 +116,9 @@ __all__ = [
     "LockRequest",
     "MayRead",
     "ModelService",
+    "MoveProgress",
     "NewAccessKey",
+    "NoSuchPin",
     "NoSuchTier",
     "NoncurrentExpiration",
     "NoncurrentTransition",

@@ -11,15 +11,24 @@ and reads through it address the bytes directly: no key lookup, no LIST.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import io
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tierstore.catalog import BlobRef, DatasetRecord, PinGone, SqliteCatalog, VersionTaken
+from tierstore.catalog import BlobRef, DatasetRecord, HoldInfo, PinGone, SqliteCatalog, VersionTaken
+from tierstore.engine._dataset_tiers import (
+    MoveProgress,
+    NoSuchPin,
+    archive_version,
+    parse_holder,
+    pin_holder,
+    pin_version,
+)
 from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
 from tierstore.engine._service import ObjectService
 from tierstore.errors import (
@@ -33,7 +42,7 @@ from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
 
 # DatasetRecord: the catalog's, for api/
-__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "RowRead"]
+__all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "MoveProgress", "NoSuchPin", "RowRead"]
 
 # The caller's read rights, asked by create before a source is looked at: (bucket, None, None)
 # before a bucket is listed (a prefix or a query), (bucket, key, version_id) before a row's
@@ -296,6 +305,8 @@ class DatasetService:
     def __init__(self, service: ObjectService) -> None:
         self.service = service
         self._locations: OrderedDict[tuple[str, int, str], _Locations] = OrderedDict()
+        # moves of a version's bytes running in this process (archive): joined, not started twice
+        self._moves: dict[tuple[str, str, int, str], tuple[asyncio.Task[MoveProgress], MoveProgress]] = {}
 
     @property
     def catalog(self) -> SqliteCatalog:
@@ -455,6 +466,66 @@ class DatasetService:
         await self.catalog.delete_dataset(name, version, blobs, inline, table=self.table)
         self._locations.pop((record.name, record.version, record.manifest_blob), None)
         await self.service.drain_trash()
+
+    # --- moving a version's bytes (docs/tiers.md "Dataset archive") ----------------------
+    async def archive(self, name: str, version: int, tier: str) -> tuple[asyncio.Task[MoveProgress], MoveProgress]:
+        """Start moving every blob and inline body ``name@version`` names to ``tier`` (or join
+        the same move already running in this process): the task and its live progress. A
+        missing version or tier raises here, before anything starts."""
+        record = self.get(name, version)
+        self.service.tiers.get(tier)
+        running = self._moves.get(("archive", name, version, tier))
+        if running is not None and not running[0].done():
+            return running
+        progress = MoveProgress(f"{name}@{version}", "archive", tier)
+        data = await self.manifest_bytes(record)
+        return self._start(("archive", name, version, tier), progress,
+                           archive_version(self.service, self.table, record, data, tier, progress))  # fmt: skip
+
+    def _start(
+        self, key: tuple[str, str, int, str], progress: MoveProgress, work: Coroutine[Any, Any, MoveProgress]
+    ) -> tuple[asyncio.Task[MoveProgress], MoveProgress]:
+        task = asyncio.create_task(work)
+        self._moves[key] = (task, progress)
+        task.add_done_callback(lambda t: self._moves.pop(key) if self._moves.get(key, (None,))[0] is t else None)
+        return task, progress
+
+    async def pin(
+        self, name: str, version: int, job: str, *, ttl_s: float | None = None
+    ) -> tuple[asyncio.Task[MoveProgress], MoveProgress]:
+        """Hold every blob ``name@version`` names for job ``job`` (until ``unpin`` or ``ttl_s``
+        from now) and start copying the remote ones locally (or join the copy running in this
+        process): the task and its live progress. Pinning again renews the TTL and resumes."""
+        record = self.get(name, version)
+        ref = f"{name}@{version}"
+        holder = pin_holder(job, ref)
+        if ttl_s is not None and not 0 < ttl_s <= 366 * 86_400:
+            raise InvalidRequest("A pin's TTL is from 1 second to 366 days.")
+        blobs, _ = pins_of((await self._load(record)).locs)  # inline bodies live in the catalog: local
+        expires_ns = None if ttl_s is None else self.service.clock.now_ns() + int(ttl_s * 1e9)
+        await self.service.hold_blobs(holder, blobs, expires_ns=expires_ns)
+        running = self._moves.get(("pin", name, version, job))
+        if running is not None and not running[0].done():
+            return running
+        # the worker keeps off it from now on while this request copies (it takes over if the request dies)
+        await self.catalog.hot_renew(holder, self.service.clock.now_ns() + int(self.service.hot.lease_s * 1e9))
+        progress = MoveProgress(ref, "pin", job)
+        return self._start(("pin", name, version, job), progress, pin_version(self.service, holder, progress))
+
+    async def unpin(self, name: str, version: int, job: str) -> None:
+        """Drop job ``job``'s pin of ``name@version``: copies no other hold needs are freed."""
+        ref = f"{name}@{version}"
+        if not await self.service.release_hold(pin_holder(job, ref)):
+            raise NoSuchPin(f"Job {job} holds no pin of {ref}.", resource=ref)
+
+    def jobs(self) -> builtins.list[tuple[str, str, HoldInfo]]:
+        """Every pin: (job, NAME@N, its hold: remote blobs and bytes, copied, expiry), by job."""
+        out = []
+        for info in self.service.list_holds("pin:"):
+            parsed = parse_holder(info.holder)
+            if parsed is not None:
+                out.append((*parsed, info))
+        return out
 
     # --- reads ---------------------------------------------------------------------
     async def _load(self, record: DatasetRecord) -> _Locations:

@@ -65,7 +65,7 @@ class HotCopies:
         stores: TierStores,
         *,
         now_ns: Callable[[], int] = time.time_ns,
-        concurrency: int = 8,
+        concurrency: int = 32,
         lease_s: float = HOT_LEASE_S,
         drain: Callable[[], Awaitable[None]] | None = None,
     ) -> None:

@@ -201,19 +201,30 @@ class Mover:
         return True
 
     async def _copy(self, remote: RemoteBlobStore, record: VersionRecord, ref: BlobRef) -> None:
-        """Blob ``ref`` (local, or in another tier) -> the remote object of the same id, verified.
-        No HEAD before the put (one request less per blob): the put refuses an id that is taken,
-        and a remote object an earlier attempt left is then kept if it is this blob (size and
-        CRC32C), else replaced. Streamed both ways: memory is the stores' chunk and part size."""
-        blob_id, size = ref.blob_id, ref.size_bytes
+        size = ref.size_bytes
+        await self.upload_blob(remote, ref.blob_id, size, lambda crc: remote_meta(record, size, crc), ref.tier)
+
+    async def upload_blob(
+        self,
+        remote: RemoteBlobStore,
+        blob_id: str,
+        size: int,
+        describe: Callable[[int], dict[str, str]],
+        source_tier: str | None = None,
+    ) -> None:
+        """Blob ``blob_id`` (local, or in tier ``source_tier``) -> the remote object of the same
+        id, verified; ``describe(crc)``: its remote metadata. No HEAD before the put (one request
+        less per blob): the put refuses an id that is taken, and a remote object an earlier
+        attempt left is then kept if it is this blob (size and CRC32C), else replaced. Streamed
+        both ways: memory is the stores' chunk and part size. (Also the dataset archive's copy.)"""
         source: BlobStore = self.local
-        if ref.tier is None:
+        if source_tier is None:
             crc = await self._local_crc(blob_id, size)
         else:
-            remote_source = self.stores.store(ref.tier)
-            crc = _crc_of(await remote_source.head_meta(blob_id), blob_id, size, ref.tier)
+            remote_source = self.stores.store(source_tier)
+            crc = _crc_of(await remote_source.head_meta(blob_id), blob_id, size, source_tier)
             source = remote_source
-        meta = remote_meta(record, size, crc)
+        meta = describe(crc)
         for attempt in range(2):
             # A whole verified read: a remote source checks its CRC32C before its last chunk.
             chunks = await source.get(blob_id, 0, size, verify=True)
@@ -239,6 +250,10 @@ class Mover:
         if read != size:
             raise CorruptBlob(f"blob {blob_id}: {read} of {size} bytes read", resource=blob_id)
         return crc
+
+    async def upload_body(self, remote: RemoteBlobStore, blob_id: str, body: bytes, meta: dict[str, str]) -> None:
+        """A body from memory (an inline body) -> the new remote object ``blob_id``, verified."""
+        await self._put_checked(remote, blob_id, _once(body), len(body), meta)
 
     @staticmethod
     async def _put_checked(

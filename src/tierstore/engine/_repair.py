@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from tierstore.blob import BlobStore
 from tierstore.catalog import VersionRecord
@@ -529,10 +529,18 @@ def _usage(path: Path) -> tuple[int, int] | None:
     return u.total, u.free
 
 
+class _Report(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Report)
+
+
 async def stream_progress(
-    task: asyncio.Task[HealProgress], current: Callable[[], HealProgress | None], interval_s: float = 0.5
+    task: asyncio.Task[R], current: Callable[[], R | None], interval_s: float = 0.5
 ) -> AsyncIterator[bytes]:
     """NDJSON lines: the progress every ``interval_s`` while ``task`` runs, then the final report.
+    (A heal's, or a dataset archive's: anything with ``to_dict``.)
 
     The pass is shielded: a client that goes away stops the stream, not the heal."""
     while not task.done():

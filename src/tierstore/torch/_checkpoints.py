@@ -99,6 +99,7 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     datasets: list[str] = field(default_factory=list)
+    storage_class: str = "STANDARD"  # of the commit object: a tier's name once archived (archive_to)
 
 
 @dataclass(slots=True)
@@ -458,12 +459,15 @@ class CheckpointStore:
         settings: S3Settings | None = None,
         run: str | None = None,
         keep_last: int | None = None,
+        archive_to: str | None = None,
         file_bytes: int = FILE_BYTES,
         max_workers: int = 8,
         objects: S3Objects | None = None,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last={keep_last}: keep at least one checkpoint")
+        if archive_to is not None and (keep_last is None or not archive_to):
+            raise ValueError("archive_to=CLASS moves what keep_last would delete: give keep_last too")
         if file_bytes < ALIGN:
             raise ValueError(f"file_bytes={file_bytes}: at least {ALIGN}")
         if max_workers < 1:
@@ -471,6 +475,7 @@ class CheckpointStore:
         self.uri = StoreUri.parse(uri)
         self.run = check_run(run if run is not None else secrets.token_hex(6))
         self.keep_last = keep_last
+        self.archive_to = archive_to
         self.file_bytes = file_bytes
         self.settings = settings or (objects.settings if objects is not None else resolve_settings())
         self.objects = objects or S3Objects(self.settings, max_connections=max_workers)
@@ -674,8 +679,9 @@ class CheckpointStore:
         """Delete every checkpoint older than the newest ``keep`` that has no tag and is not
         registered as a model: its commit first, so no reader sees a commit without data.
         (Registration tags the commit ``model=NAME@N``; the registry is asked as well, so a
-        registered checkpoint whose tag was removed or never set is still kept.)"""
-        doomed = [info for info in self.list()[:-keep] if not info.tags]
+        registered checkpoint whose tag was removed or never set is still kept.) With
+        ``archive_to``, move it to that tier instead (``_archive``)."""
+        doomed = [info for info in self.list()[:-keep] if not info.tags and info.storage_class != self.archive_to]
         if not doomed:
             return
         registered = self._registered()
@@ -689,8 +695,20 @@ class CheckpointStore:
                 if _is_missing(exc):
                     continue  # another writer's retention got there first
                 raise
+            if self.archive_to is not None:
+                self._archive(info, self.archive_to)
+                continue
             self.objects.delete(self.uri.bucket, [info.key])
             self._delete_data(info.name)
+
+    def _archive(self, info: CheckpointInfo, tier: str) -> None:
+        """Move a checkpoint's data files, then its commit object, to ``tier`` (the server's
+        mover, ``TierstoreClient.tier_transition``: the same version ids, so it still loads,
+        through the tier). The commit's class goes last: a pass cut short is done again."""
+        commit = Commit.from_json(self.objects.get(self.uri.bucket, info.key, version_id=info.version_id))
+        for f in commit.files:
+            self._client.tier_transition(tier, self.uri.bucket, f.key, f.version_id)
+        self._client.tier_transition(tier, self.uri.bucket, info.key, info.version_id)
 
     def _registered(self) -> set[str]:
         """The commit keys in this bucket that a model version was registered from."""
@@ -804,6 +822,7 @@ class CheckpointStore:
             metrics=metrics,
             tags=dict(obj.get("tags") or {}),
             datasets=meta["datasets"].split() if meta.get("datasets") else [],
+            storage_class=obj.get("storage_class") or "STANDARD",
         )
 
     def _commit_key(self, name: str) -> str:
