@@ -25,7 +25,7 @@ def _store(cat: SqliteCatalog) -> None:
     refs = [BlobRef(A, 5), BlobRef(B, 4), BlobRef(L, 3)]
     asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=refs)))
     for blob_id in (A, B):
-        assert asyncio.run(cat.transition_commit("b", "k", VID, "COLD", [blob_id]))
+        assert asyncio.run(cat.transition_commit("b", "k", VID, "COLD", [(blob_id, None)]))
     asyncio.run(cat.trash_done(cat.trash_batch()))  # the moved blobs' local bytes are freed
 
 
