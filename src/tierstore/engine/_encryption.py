@@ -25,6 +25,7 @@ Nothing here logs or raises with key material: errors name the object, never a k
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
 import os
@@ -125,7 +126,10 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(doc: Mapping[str, Any], name: str) -> bytes:
-    return base64.b64decode(doc[name], validate=True)
+    """A base64 field of ``doc``, strictly decoded (``binascii.Error``, a ``ValueError``, if it is
+    not base64): ``b64decode(validate=True)`` refuses the same, at ~5x the cost of this C check
+    (its regular expression), on every encrypted read's wrapped key, prefix and MAC."""
+    return binascii.a2b_base64(doc[name], strict_mode=True)
 
 
 def _object_arn(bucket: str, key: str) -> str:
@@ -220,7 +224,7 @@ def streams_of(doc: Mapping[str, Any], part_sizes: list[int], size: int) -> Stre
         if len(parts) != len(part_sizes):
             raise IntegrityError("the encryption metadata and the part list disagree")
         return tuple(
-            StreamLayout(int(number), int(plain), base64.b64decode(prefix, validate=True))
+            StreamLayout(int(number), int(plain), binascii.a2b_base64(prefix, strict_mode=True))
             for (number, prefix), plain in zip(parts, part_sizes, strict=True)
         )
     return (StreamLayout(0, size, _unb64(doc, "np")),)
@@ -391,11 +395,13 @@ def open_in_memory(
     if not length and stream.plaintext_size:
         return b""
     try:
-        span = package_span(offset, offset + length, stream.plaintext_size, package_bytes=package_bytes)
+        if offset or length != stream.plaintext_size:  # a range: the packages it touches
+            span = package_span(offset, offset + length, stream.plaintext_size, package_bytes=package_bytes)
+            ciphertext = ciphertext[span.cipher_start : span.cipher_end]
         return open_packages(
             _stream_key(data_key, stream.part_number, stream.nonce_prefix),
             stream.nonce_prefix,
-            ciphertext[span.cipher_start : span.cipher_end],  # the packages the range touches
+            ciphertext,
             plaintext_size=stream.plaintext_size,
             plain_start=offset,
             plain_end=offset + length,
