@@ -91,7 +91,10 @@ async def call(
     parts: list[bytes] = []
 
     async def receive() -> dict[str, Any]:
-        return messages.pop() if messages else {"type": "http.disconnect"}
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected (a streamed body watches for a hang-up)
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

@@ -234,6 +234,53 @@ def test_wrong_key_prefix_or_part_number_do_not_open() -> None:
         _open(part, len(data), part=8)
 
 
+def test_one_package_reads_keep_every_check() -> None:
+    """open_packages opens a range within one package with one decrypt, no opener: the same
+    refusals as the streaming path (damage, key, prefix, part, the final flag, a wrong length)."""
+    small = _plaintext(4096)
+    one = _seal(small)
+    assert _open(one, 4096) == small
+    assert open_packages(KEY, PREFIX, one, plaintext_size=4096, plain_start=10, plain_end=20) == small[10:20]
+    for bad in (
+        lambda: _open(_flip(one, 100), 4096),
+        lambda: _open(_flip(one, len(one) - 1), 4096),  # the tag
+        lambda: _open(one, 4096, key=bytes(32)),
+        lambda: _open(one, 4096, prefix=_flip(PREFIX, 0)),
+        lambda: _open(one, 4096, part=3),
+    ):
+        with pytest.raises(IntegrityError, match="package 0 ") as info:
+            bad()
+        assert info.value.package == 0
+    with pytest.raises(IntegrityError, match="package 0 is 4112 sealed bytes, not 4111"):
+        _open(one[:-1], 4096)
+    size = 2 * PACKAGE_BYTES + 7
+    data = _plaintext(size, seed=5)
+    sealed = _seal(data)
+    middle = sealed[SEALED : 2 * SEALED]
+    assert (
+        open_packages(
+            KEY, PREFIX, middle, plaintext_size=size, plain_start=PACKAGE_BYTES + 3, plain_end=PACKAGE_BYTES + 9
+        )
+        == data[PACKAGE_BYTES + 3 : PACKAGE_BYTES + 9]
+    )
+    with pytest.raises(IntegrityError, match="package 1 "):  # a middle package read as the stream's last
+        open_packages(KEY, PREFIX, middle, plaintext_size=2 * PACKAGE_BYTES, plain_start=PACKAGE_BYTES)
+    final = _seal(_plaintext(3 * PACKAGE_BYTES, seed=6))[2 * SEALED :]  # a whole package, sealed final
+    with pytest.raises(IntegrityError, match="package 2 does not open"):  # read as a middle one
+        open_packages(
+            KEY,
+            PREFIX,
+            final,
+            plaintext_size=4 * PACKAGE_BYTES,
+            plain_start=2 * PACKAGE_BYTES,
+            plain_end=3 * PACKAGE_BYTES,
+        )
+    with pytest.raises(IntegrityError, match="package 1 "):  # another package at this position
+        open_packages(
+            KEY, PREFIX, sealed[:SEALED], plaintext_size=size, plain_start=PACKAGE_BYTES, plain_end=PACKAGE_BYTES + 1
+        )
+
+
 def test_packages_swapped_within_an_object_do_not_open() -> None:
     size = 3 * PACKAGE_BYTES
     sealed = _seal(_plaintext(size))

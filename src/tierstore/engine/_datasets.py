@@ -16,7 +16,7 @@ import io
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -662,7 +662,7 @@ class DatasetService:
         data_key, streams, package_bytes = found
         service = self.service
 
-        async def read(offset: int, length: int, verify: bool) -> AsyncIterator[bytes]:
+        async def read(offset: int, length: int, verify: bool) -> AsyncGenerator[bytes, None]:
             if data is not None:
                 yield data[offset : offset + length]
                 return

@@ -20,7 +20,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -46,6 +46,7 @@ from tierstore.engine._encryption import (
     new_data_key,
     new_nonce_prefix,
     open_data_key,
+    open_in_memory,
     open_range,
     seal_chunks,
 )
@@ -186,6 +187,12 @@ async def _cached_or_remote(
         except CorruptBlob:
             log.info("the local copy of %s is gone; reading it from tier %s", ref.blob_id, ref.tier)
     return await remote.get(ref.blob_id, offset, length, verify=verify)
+
+
+async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
+    """A body already in memory as a GET's stream (nothing for an empty one)."""
+    if data:
+        yield data
 
 
 @dataclass(slots=True)
@@ -1052,22 +1059,31 @@ class ObjectService:
     ) -> AsyncIterator[bytes]:
         """Plaintext [offset, offset+length) of an encrypted version. The data key is unwrapped
         and the binding verified here, before the answer starts (a key service error or moved
-        metadata is a clean error status); the packages are opened as the body streams."""
+        metadata is a clean error status); the packages are opened as the body streams, or, for
+        an inline body, here too (one call: a damaged package is a clean 500 as well)."""
         meta = record.meta
         data_key, streams = await open_data_key(
             self.kms, meta.encryption, bucket=meta.bucket, key=meta.key, version_id=meta.version_id,
             size=meta.size_bytes, part_sizes=meta.parts, customer_key=customer_key,
         )  # fmt: skip
+        name = (meta.bucket, meta.key, meta.version_id)
+        package_bytes = int(meta.encryption["ps"])
+        if record.inline_id is not None:  # the 4 KiB GET
+            assert record.inline_data is not None, "inline body not loaded"
+            plain = open_in_memory(
+                data_key, streams, record.inline_data, offset, length, package_bytes=package_bytes, name=name
+            )
+            if plain is not None:
+                return _one_chunk(plain)
 
-        def read(start: int, size: int, verify: bool) -> AsyncIterator[bytes]:
+        def read(start: int, size: int, verify: bool) -> AsyncGenerator[bytes, None]:
             return self._stored_bytes(record, start, size, verify=verify)
 
-        name = (meta.bucket, meta.key, meta.version_id)
-        return open_range(read, data_key, streams, offset, length, package_bytes=int(meta.encryption["ps"]), name=name)
+        return open_range(read, data_key, streams, offset, length, package_bytes=package_bytes, name=name)
 
     async def _stored_bytes(
         self, record: VersionRecord, offset: int, length: int, *, verify: bool = True
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Stored bytes [offset, offset+length) of a version as they are on disk (ciphertext for
         an encrypted one): its inline body or the concatenation of its blobs (``verify``: the
         blob layer's checksums; an inline body is always checked when the catalog loads it)."""
