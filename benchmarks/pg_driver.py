@@ -25,7 +25,9 @@ process's CPU microseconds per op (``time.process_time``: all threads) and Postg
 postmaster and its children, from /proc, in 10 ms clock ticks: coarse on small runs) per op.
 Ratios are against asyncpg.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/pg_driver.py                 # ~2 minutes on 2 cores
+psycopg is not a dependency of tierstore: ``.venv/bin/pip install 'psycopg[binary,pool]'`` first.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/pg_driver.py                 # ~3 minutes on a busy 2-core VM
     PYTHONPATH=src .venv/bin/python benchmarks/pg_driver.py --rounds 1 --scale 0.2
 """
 
@@ -280,6 +282,9 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
     def med(driver: str, case: str, what: str) -> float:
         return statistics.median(r[case][what] for r in results[driver])
 
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "n/a (under a clock tick)"
+
     import asyncpg
     import psycopg
 
@@ -295,13 +300,13 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             print(f"| {stmt} | {conc} | {d} | {med(d, case, 'ops_s'):,.0f} | {med(d, case, 'client_us'):,.0f} "
                   f"| {med(d, case, 'server_us'):,.0f} |")  # fmt: skip
     for other in DRIVERS[1:]:
-        print(f"\n{other} / asyncpg (ops/s: >1 {other} faster; CPU: >1 {other} costlier)")
+        print(f"\n{other} / asyncpg (ops/s: >1 {other} faster; CPU: >1 {other} costlier)\n")
         print("| statement | conc | ops/s | client CPU | PostgreSQL CPU |")
         print("|---|---:|---:|---:|---:|")
         for case in cases:
             stmt, conc = case.split("/")
-            r = [med(other, case, w) / max(med("asyncpg", case, w), 1e-9) for w in ("ops_s", "client_us", "server_us")]
-            print(f"| {stmt} | {conc} | {r[0]:.2f} | {r[1]:.2f} | {r[2]:.2f} |")
+            r = [ratio(med(other, case, w), med("asyncpg", case, w)) for w in ("ops_s", "client_us", "server_us")]
+            print(f"| {stmt} | {conc} | {r[0]} | {r[1]} | {r[2]} |")
 
 
 if __name__ == "__main__":
