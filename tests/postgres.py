@@ -8,8 +8,8 @@ child is started with ``Popen(user=, group=)`` (what ``runuser -u postgres --`` 
 session and the extra process, so the PID we hold is the postmaster's) in a dir ``postgres`` owns —
 under /tmp, not pytest's 0700 ``/tmp/pytest-of-root``, which ``postgres`` cannot enter.
 
-By hand: ``python -c "from tests.postgres import PostgreSQL; p = PostgreSQL(); p.start(); print(p.dsn())"``
-leaves one running (``p.stop()``/``p.cleanup()`` when done).
+By hand, ``p = PostgreSQL(); p.start(); print(p.dsn(), p.pid, p.base)`` in ``python`` leaves one
+running after Python exits; stop it with ``kill -INT PID`` and remove its dir.
 
 Restartable on the same data dir and port (``stop(); start()``), as the "PostgreSQL restarted
 during writes" proof needs; ``stop(immediate=True)`` is a crash (SIGQUIT: no checkpoint, WAL
