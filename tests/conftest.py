@@ -20,6 +20,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.postgres import PostgreSQL
 from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, resolve_settings
 
@@ -237,3 +238,14 @@ def serve_once(data_dir: Path, *args: str, timeout_s: float = 60) -> subprocess.
     return subprocess.run(
         [*cmd, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout_s, check=False
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """A real PostgreSQL on 127.0.0.1 (tests/postgres.py), shared by the session and started only
+    when a test asks for it: the scale-out catalog's peer. ``.dsn(db)``, ``.create_database(name)``
+    (one per module keeps modules apart), ``.psql(sql)``, ``.stop()``/``.start()`` (same port)."""
+    pg = PostgreSQL()
+    pg.start()
+    yield pg
+    pg.cleanup()
