@@ -11,7 +11,9 @@ released or its expiry passes. ``HotCopies``:
   whose local copy a crashed attempt left complete is verified and kept); verified as the mover's
   copies are: the remote store checks the whole object's CRC32C recorded at the move (the last
   chunk is held back until it matches, so a damaged body never lands: the local put is aborted)
-  and its size; then ``hot_cached`` marks the copies in one transaction. Reads prefer them;
+  and its size; then ``hot_cached`` marks them (a catalog job per ``_MARK_BATCH`` copies). No
+  stat before a first copy: the put refuses an id that exists, which is then verified. Reads
+  prefer the copies;
 - ``release(holder)`` and ``sweep()`` drop holds (released, or expired) and free, through the
   trash, the copies no live hold needs — in the transaction that drops the holds;
 - ``run_once()`` (a server loop) sweeps, then claims ongoing copies (a lease, so a worker that
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tierstore.blob import BlobStore
@@ -37,6 +39,7 @@ log = logging.getLogger("tierstore.hot")
 
 HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
 _MAX_ERRORS = 20  # a FillResult keeps the first errors only
+_MARK_BATCH = 64  # published copies marked cached in one catalog job (a crash before: found and kept)
 
 
 def restore_holder(bucket: str, key: str, version_id: str) -> str:
@@ -129,8 +132,24 @@ class HotCopies:
         if lease_ns is not None:  # the worker leaves it alone meanwhile
             await self.catalog.hot_renew(holder, renewed_ns + lease_ns)
 
-        async def one(blob: HeldBlob) -> None:
+        async def mark(ids: list[str], size: int) -> None:
+            """Mark a group of published copies cached (one catalog job), then count them."""
             nonlocal renewed_ns
+            now = self.now_ns()
+            await self.catalog.hot_cached(ids, now)
+            result.copied += len(ids)
+            result.copied_bytes += size
+            if progress is not None:
+                progress(result.copied, result.copied_bytes)
+            if lease_ns is not None and now - renewed_ns > lease_ns // 3:
+                renewed_ns = now
+                await self.catalog.hot_renew(holder, now + lease_ns)
+
+        published: list[str] = []  # copied, not yet marked
+        published_bytes = 0
+
+        async def one(blob: HeldBlob) -> None:
+            nonlocal published, published_bytes
             async with sem:
                 if blob.tier in down:
                     skipped.add(blob.blob_id)
@@ -148,44 +167,58 @@ class HotCopies:
                     log.warning("hot copy of %s from tier %s failed: %s", blob.blob_id, blob.tier, exc)
                     return
                 self.fault("copied")
-                now = self.now_ns()
-                await self.catalog.hot_cached([blob.blob_id], now)
-                result.copied += 1
-                result.copied_bytes += blob.size_bytes
-                if progress is not None:
-                    progress(result.copied, result.copied_bytes)
-                if lease_ns is not None and now - renewed_ns > lease_ns // 3:
-                    renewed_ns = now
-                    await self.catalog.hot_renew(holder, now + lease_ns)
+                published.append(blob.blob_id)
+                published_bytes += blob.size_bytes
+                if len(published) >= _MARK_BATCH:
+                    ids, size = published, published_bytes
+                    published, published_bytes = [], 0
+                    await mark(ids, size)
 
         while True:
             missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in skipped]
             if not missing:
                 break
-            await asyncio.gather(*(one(b) for b in missing))
+            try:
+                await asyncio.gather(*(one(b) for b in missing))
+            finally:  # what was published is marked even if the pass was cut short (or cancelled)
+                if published:
+                    ids, size = published, published_bytes
+                    published, published_bytes = [], 0
+                    await mark(ids, size)
             if result.failed:
                 break  # retried by a later fill: do not spin on a tier that is down
         result.done = await self.catalog.hot_settle(holder, self.now_ns())
         return result
 
     async def _copy(self, blob: HeldBlob) -> None:
-        """Remote blob -> a local blob of the same id, verified (size; the remote's CRC32C)."""
-        info = await self.local.stat(blob.blob_id)
-        if info is not None:  # a crashed attempt (or another worker) published it
-            if info.size_bytes == blob.size_bytes and await self.local.verify(blob.blob_id):
-                return
-            await self.local.delete(blob.blob_id)
-        remote = self.stores.store(blob.tier)
-        chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
-        try:
-            info = await self.local.put(blob.blob_id, _bounded(chunks, blob.size_bytes, blob.blob_id))
-        except ValueError:  # another worker published it meanwhile
-            info = await self.local.stat(blob.blob_id)
-        if info is None or info.size_bytes != blob.size_bytes:
-            await self.local.delete(blob.blob_id)
-            raise CorruptBlob(
-                f"blob {blob.blob_id}: the local copy is not {blob.size_bytes} bytes", resource=blob.blob_id
-            )
+        """Remote blob -> a local blob of the same id, verified (size; the remote's CRC32C). No
+        stat first: a local blob of that id (a crashed attempt's, or another worker's) makes the
+        put refuse, and is then verified and kept, or replaced."""
+        for _ in range(2):
+            remote = self.stores.store(blob.tier)
+            chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
+            bounded = _bounded(chunks, blob.size_bytes, blob.blob_id)
+            try:
+                put = await self.local.put(blob.blob_id, bounded)
+            except ValueError:  # already there
+                info = await self.local.stat(blob.blob_id)
+                if info is not None and info.size_bytes == blob.size_bytes and await self.local.verify(blob.blob_id):
+                    return
+                if info is not None:  # damaged or short: replaced by a fresh copy
+                    await self.local.delete(blob.blob_id)
+                continue
+            finally:
+                await bounded.aclose()
+                aclose = getattr(chunks, "aclose", None)  # the remote body's connection goes back now
+                if aclose is not None:
+                    await aclose()
+            if put.size_bytes != blob.size_bytes:
+                await self.local.delete(blob.blob_id)
+                raise CorruptBlob(
+                    f"blob {blob.blob_id}: the local copy is not {blob.size_bytes} bytes", resource=blob.blob_id
+                )
+            return
+        raise CorruptBlob(f"blob {blob.blob_id}: its local copy could not be replaced", resource=blob.blob_id)
 
     async def run_once(self) -> dict[str, int]:
         """The worker: sweep expired holds, then claim and fill ongoing copies."""
@@ -205,7 +238,7 @@ class HotCopies:
         return {"expired": len(dropped), "freed": freed, "copied": filled, "failed": failed}
 
 
-async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncIterator[bytes]:
+async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncGenerator[bytes]:
     """``chunks``, refusing more than ``size`` bytes (the local put is then aborted)."""
     seen = 0
     async for chunk in chunks:
