@@ -17,7 +17,11 @@ released or its expiry passes. ``HotCopies``:
 - ``release(holder)`` and ``sweep()`` drop holds (released, or expired) and free, through the
   trash, the copies no live hold needs — in the transaction that drops the holds;
 - ``run_once()`` (a server loop) sweeps, then claims ongoing copies (a lease, so a worker that
-  dies leaves them to another, and a restart resumes them) and fills them.
+  dies leaves them to another, and a restart resumes them) and fills them; then helps the ongoing
+  copies another process holds the lease of (a pin's request, another worker's claim): it copies
+  their missing blobs from the other end (descending ids; the lease holder goes ascending), so
+  every server process works on one holder; where they meet, a blob both copied is kept once (the
+  second put is refused, the first copy verified).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +44,7 @@ log = logging.getLogger("tierstore.hot")
 
 HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
 _MAX_ERRORS = 20  # a FillResult keeps the first errors only
+_PAGE = 256  # missing blobs read at a time (two workers on one holder: at most a page each copied twice)
 _MARK_BATCH = 64  # published copies marked cached in one catalog job (a crash before: found and kept)
 
 
@@ -80,6 +86,7 @@ class HotCopies:
         self.lease_s = lease_s
         # Frees what a release or sweep put in the trash (ObjectService._drain_after_commit).
         self._drain = drain
+        self._filling: Counter[str] = Counter()  # holders this process copies now (not helped by itself)
         # Tests: called with "copied" after each blob's local copy is published, before its commit.
         self.fault: Callable[[str], None] = lambda step: None
 
@@ -118,12 +125,26 @@ class HotCopies:
         *,
         progress: Callable[[int, int], None] | None = None,
         lease_ns: int | None = None,
+        helping: bool = False,
     ) -> FillResult:
         """Copy ``holder``'s held remote blobs that have no local copy (resumable; parallel).
         ``progress(blobs, bytes)`` after each blob. A blob that fails (tier down, damaged) is
         counted and left for a later fill, and so are the other blobs of a tier that did not
         answer; the copy is done when nothing is missing. ``lease_ns``: the worker's claim on the
-        holder, renewed as the copy goes on (so another worker does not take it over)."""
+        holder, renewed as the copy goes on (so another worker does not take it over).
+        ``helping``: another worker has the holder (``run_once``): copy from the other end of its
+        blob ids, without the lease."""
+        self._filling[holder] += 1
+        try:
+            return await self._fill(holder, progress, lease_ns, helping)
+        finally:
+            self._filling[holder] -= 1
+            if not self._filling[holder]:
+                del self._filling[holder]
+
+    async def _fill(
+        self, holder: str, progress: Callable[[int, int], None] | None, lease_ns: int | None, helping: bool
+    ) -> FillResult:
         result = FillResult()
         sem = asyncio.Semaphore(self.concurrency)
         skipped: set[str] = set()
@@ -175,7 +196,8 @@ class HotCopies:
                     await mark(ids, size)
 
         while True:
-            missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in skipped]
+            page = self.catalog.hot_missing(holder, _PAGE, descending=helping)
+            missing = [b for b in page if b.blob_id not in skipped]
             if not missing:
                 break
             try:
@@ -231,6 +253,19 @@ class HotCopies:
                 result = await self.fill(holder, lease_ns=lease_ns)
             except (TierUnavailable, CorruptBlob, OSError) as exc:
                 log.warning("hot copy of %s failed: %s", holder, exc)
+                failed += 1
+                continue
+            filled += result.copied
+            failed += result.failed
+        # Help the copies other workers run (a pin's request fills in one process: the others
+        # take the other end of its blob ids, so every server worker copies).
+        for holder in self.catalog.hot_leased(self.now_ns()):
+            if holder in self._filling:
+                continue
+            try:
+                result = await self.fill(holder, helping=True)
+            except (TierUnavailable, CorruptBlob, OSError) as exc:
+                log.warning("hot copy of %s (helping) failed: %s", holder, exc)
                 failed += 1
                 continue
             filled += result.copied
