@@ -243,29 +243,20 @@ class HotCopies:
         raise CorruptBlob(f"blob {blob.blob_id}: its local copy could not be replaced", resource=blob.blob_id)
 
     async def run_once(self) -> dict[str, int]:
-        """The worker: sweep expired holds, then claim and fill ongoing copies."""
+        """The worker: sweep expired holds, then claim and fill ongoing copies, then help the
+        copies other processes run (a pin's request fills in one process: the others take the
+        other end of its blob ids, so every server process copies)."""
         dropped, freed = await self.sweep()
-        filled = failed = 0
         lease_ns = int(self.lease_s * 1e9)
         claimable = self.catalog.hot_due(self.now_ns())[1]
-        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []:
+        claimed = await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []
+        helped = [h for h in self.catalog.hot_leased(self.now_ns()) if h not in self._filling and h not in claimed]
+        filled = failed = 0
+        for holder, helping in [(h, False) for h in claimed] + [(h, True) for h in helped]:
             try:
-                result = await self.fill(holder, lease_ns=lease_ns)
+                result = await self.fill(holder, lease_ns=None if helping else lease_ns, helping=helping)
             except (TierUnavailable, CorruptBlob, OSError) as exc:
                 log.warning("hot copy of %s failed: %s", holder, exc)
-                failed += 1
-                continue
-            filled += result.copied
-            failed += result.failed
-        # Help the copies other workers run (a pin's request fills in one process: the others
-        # take the other end of its blob ids, so every server worker copies).
-        for holder in self.catalog.hot_leased(self.now_ns()):
-            if holder in self._filling:
-                continue
-            try:
-                result = await self.fill(holder, helping=True)
-            except (TierUnavailable, CorruptBlob, OSError) as exc:
-                log.warning("hot copy of %s (helping) failed: %s", holder, exc)
                 failed += 1
                 continue
             filled += result.copied
