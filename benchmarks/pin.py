@@ -26,7 +26,9 @@ import contextlib
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,8 +63,9 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:8.0f} samples/s {n * SAMPLE_BYTES / seconds / 1e6:7.1f} MB/s ({seconds:.1f} s)"
 
 
-def _cpu_s(pids: list[int]) -> list[float]:
-    """User + system CPU seconds of each of ``pids`` (/proc; 0 for a process that is gone)."""
+def _cpu_s(pids: list[int], system: bool = False) -> list[float]:
+    """User + system (or, ``system``, system only) CPU seconds of each of ``pids`` (/proc; 0 for a
+    process that is gone)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = []
     for pid in pids:
@@ -71,17 +74,41 @@ def _cpu_s(pids: list[int]) -> list[float]:
         except OSError:
             out.append(0.0)
             continue
-        out.append((int(fields[11]) + int(fields[12])) / tick)
+        out.append(((0 if system else int(fields[11])) + int(fields[12])) / tick)
     return out
 
 
-def _busy(pids: list[int], fn: Any) -> tuple[float, Any, list[float], float]:
-    """``fn()`` timed: (wall s, result, CPU s of each of ``pids``, CPU s of this process)."""
-    before, mine = _cpu_s(pids), os.times()
+def _busy(pids: list[int], fn: Any) -> tuple[float, Any, list[str], float]:
+    """``fn()`` timed: (wall s, result, "CPU s (of which system)" of each of ``pids``, CPU s of
+    this process)."""
+    before, before_sys, mine = _cpu_s(pids), _cpu_s(pids, system=True), os.times()
     wall, out = _timed(fn)
-    after, done = _cpu_s(pids), os.times()
-    cpu = [round(b - a, 1) for a, b in zip(before, after, strict=True)]
+    after, after_sys, done = _cpu_s(pids), _cpu_s(pids, system=True), os.times()
+    cpu = [f"{b - a:.1f} (sys {bs - as_:.1f})"
+           for a, b, as_, bs in zip(before, after, before_sys, after_sys, strict=True)]  # fmt: skip
     return wall, out, cpu, round(done.user + done.system - mine.user - mine.system, 1)
+
+
+@contextlib.contextmanager
+def _profiled(pids: list[int], out: Path | None) -> Any:
+    """py-spy (``$PYSPY`` or on PATH) records each of ``pids`` meanwhile, into ``out/pin-PID.txt``
+    (collapsed stacks: ``py-spy`` folded format); nothing when ``out`` is None."""
+    if out is None:
+        yield
+        return
+    spy = os.environ.get("PYSPY") or shutil.which("py-spy") or "py-spy"
+    out.mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking",
+                               "--output", str(out / f"pin-{pid}.txt")], stdout=subprocess.DEVNULL)
+             for pid in pids]  # fmt: skip
+    time.sleep(1.0)  # attached
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.wait(timeout=60)
 
 
 def _fill(s3: Any, bucket: str, n: int, threads: int) -> None:
@@ -125,7 +152,8 @@ def bench(args: argparse.Namespace) -> int:
             )
             assert report.rows == report.rows_fetched == n, report
             shutil.rmtree(dest)
-            pin_s, final, pin_cpu, _ = _busy(workers, lambda: list(admin.pin_dataset("bench@1", "bench"))[-1])
+            with _profiled(workers, args.profile):
+                pin_s, final, pin_cpu, _ = _busy(workers, lambda: list(admin.pin_dataset("bench@1", "bench"))[-1])
             ratios.append(stage_s / pin_s)
             print(f"round {r}: stage {_rate(n, stage_s)} | pin {_rate(n, pin_s)} | pin/stage {ratios[-1]:.2f}x"
                   f"   (load {_load()})", flush=True)  # fmt: skip
@@ -145,6 +173,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=50_000, help="samples of 16 KiB (default 50,000)")
     ap.add_argument("--rounds", type=int, default=3, help="stage-then-pin rounds (default 3)")
+    ap.add_argument("--profile", type=Path, default=None, help="py-spy each server worker during the pins (into DIR)")
     return bench(ap.parse_args())
 
 

@@ -58,6 +58,13 @@ _LIVE_HOLD = (
     "EXISTS (SELECT 1 FROM hot_holds h WHERE h.blob_id = blobs.blob_id AND (h.expires_ns IS NULL OR h.expires_ns > ?))"
 )
 
+_MISSING = (  # in the primary key's order
+    "SELECT b.blob_id, b.size, b.tier FROM hot_holds h JOIN blobs b ON b.blob_id = h.blob_id"
+    " WHERE h.holder=? AND b.tier IS NOT NULL AND b.cached IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.blob_id = b.blob_id) ORDER BY h.blob_id LIMIT ?"
+)
+_MISSING_DESC = _MISSING.replace("ORDER BY h.blob_id", "ORDER BY h.blob_id DESC")
+
 
 @dataclass(frozen=True, slots=True)
 class HoldInfo:
@@ -217,14 +224,11 @@ class HotTables:
         sql = f"{_REQUEST} WHERE substr(holder, 1, ?) = ? ORDER BY holder"
         return [_info(c, row) for row in c.execute(sql, (len(prefix), prefix)).fetchall()]
 
-    def hot_missing(self, holder: str, limit: int = 1000) -> list[HeldBlob]:
-        """Held remote blobs of ``holder`` without a local copy; not those still in the trash (a
-        freed copy whose bytes the drain has not deleted yet: copied once it has)."""
-        sql = (
-            "SELECT b.blob_id, b.size, b.tier FROM hot_holds h JOIN blobs b ON b.blob_id = h.blob_id"
-            " WHERE h.holder=? AND b.tier IS NOT NULL AND b.cached IS NULL"
-            " AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.blob_id = b.blob_id) LIMIT ?"
-        )
+    def hot_missing(self, holder: str, limit: int = 1000, *, descending: bool = False) -> list[HeldBlob]:
+        """Held remote blobs of ``holder`` without a local copy, by id (``descending``: from the
+        other end, for a second worker that helps); not those still in the trash (a freed copy
+        whose bytes the drain has not deleted yet: copied once it has)."""
+        sql = _MISSING_DESC if descending else _MISSING
         return [HeldBlob(str(b), int(n), str(t)) for b, n, t in self._reader().execute(sql, (holder, limit))]
 
     def hot_due(self, now_ns: int) -> tuple[bool, bool]:
@@ -237,6 +241,12 @@ class HotTables:
         )
         sql = "SELECT 1 FROM hot_requests WHERE done_ns IS NULL AND lease_ns <= ? LIMIT 1"
         return expired is not None, c.execute(sql, (now_ns,)).fetchone() is not None
+
+    def hot_leased(self, now_ns: int, limit: int = 8) -> list[str]:
+        """Ongoing copies a live worker holds (their lease runs at ``now_ns``): another may help
+        it from the other end (one indexed read)."""
+        sql = "SELECT holder FROM hot_requests WHERE done_ns IS NULL AND lease_ns > ? ORDER BY lease_ns LIMIT ?"
+        return [str(r[0]) for r in self._reader().execute(sql, (now_ns, limit))]
 
     async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8) -> list[str]:
         """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``."""

@@ -11,11 +11,17 @@ released or its expiry passes. ``HotCopies``:
   whose local copy a crashed attempt left complete is verified and kept); verified as the mover's
   copies are: the remote store checks the whole object's CRC32C recorded at the move (the last
   chunk is held back until it matches, so a damaged body never lands: the local put is aborted)
-  and its size; then ``hot_cached`` marks the copies in one transaction. Reads prefer them;
+  and its size; then ``hot_cached`` marks them (a catalog job per ``_MARK_BATCH`` copies). No
+  stat before a first copy: the put refuses an id that exists, which is then verified. Reads
+  prefer the copies;
 - ``release(holder)`` and ``sweep()`` drop holds (released, or expired) and free, through the
   trash, the copies no live hold needs — in the transaction that drops the holds;
 - ``run_once()`` (a server loop) sweeps, then claims ongoing copies (a lease, so a worker that
-  dies leaves them to another, and a restart resumes them) and fills them.
+  dies leaves them to another, and a restart resumes them) and fills them; then helps the ongoing
+  copies another process holds the lease of (a pin's request, another worker's claim): it copies
+  their missing blobs from the other end (descending ids; the lease holder goes ascending), so
+  every server process works on one holder; where they meet, a blob both copied is kept once (the
+  second put is refused, the first copy verified).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tierstore.blob import BlobStore
@@ -37,6 +44,8 @@ log = logging.getLogger("tierstore.hot")
 
 HOT_LEASE_S = 10.0  # an ongoing copy a worker claimed is another's after this long without news
 _MAX_ERRORS = 20  # a FillResult keeps the first errors only
+_PAGE = 256  # missing blobs read at a time (two workers on one holder: at most a page each copied twice)
+_MARK_BATCH = 64  # published copies marked cached in one catalog job (a crash before: found and kept)
 
 
 def restore_holder(bucket: str, key: str, version_id: str) -> str:
@@ -77,6 +86,7 @@ class HotCopies:
         self.lease_s = lease_s
         # Frees what a release or sweep put in the trash (ObjectService._drain_after_commit).
         self._drain = drain
+        self._filling: Counter[str] = Counter()  # holders this process copies now (not helped by itself)
         # Tests: called with "copied" after each blob's local copy is published, before its commit.
         self.fault: Callable[[str], None] = lambda step: None
 
@@ -115,12 +125,26 @@ class HotCopies:
         *,
         progress: Callable[[int, int], None] | None = None,
         lease_ns: int | None = None,
+        helping: bool = False,
     ) -> FillResult:
         """Copy ``holder``'s held remote blobs that have no local copy (resumable; parallel).
         ``progress(blobs, bytes)`` after each blob. A blob that fails (tier down, damaged) is
         counted and left for a later fill, and so are the other blobs of a tier that did not
         answer; the copy is done when nothing is missing. ``lease_ns``: the worker's claim on the
-        holder, renewed as the copy goes on (so another worker does not take it over)."""
+        holder, renewed as the copy goes on (so another worker does not take it over).
+        ``helping``: another worker has the holder (``run_once``): copy from the other end of its
+        blob ids, without the lease."""
+        self._filling[holder] += 1
+        try:
+            return await self._fill(holder, progress, lease_ns, helping)
+        finally:
+            self._filling[holder] -= 1
+            if not self._filling[holder]:
+                del self._filling[holder]
+
+    async def _fill(
+        self, holder: str, progress: Callable[[int, int], None] | None, lease_ns: int | None, helping: bool
+    ) -> FillResult:
         result = FillResult()
         sem = asyncio.Semaphore(self.concurrency)
         skipped: set[str] = set()
@@ -129,8 +153,24 @@ class HotCopies:
         if lease_ns is not None:  # the worker leaves it alone meanwhile
             await self.catalog.hot_renew(holder, renewed_ns + lease_ns)
 
-        async def one(blob: HeldBlob) -> None:
+        async def mark(ids: list[str], size: int) -> None:
+            """Mark a group of published copies cached (one catalog job), then count them."""
             nonlocal renewed_ns
+            now = self.now_ns()
+            await self.catalog.hot_cached(ids, now)
+            result.copied += len(ids)
+            result.copied_bytes += size
+            if progress is not None:
+                progress(result.copied, result.copied_bytes)
+            if lease_ns is not None and now - renewed_ns > lease_ns // 3:
+                renewed_ns = now
+                await self.catalog.hot_renew(holder, now + lease_ns)
+
+        published: list[str] = []  # copied, not yet marked
+        published_bytes = 0
+
+        async def one(blob: HeldBlob) -> None:
+            nonlocal published, published_bytes
             async with sem:
                 if blob.tier in down:
                     skipped.add(blob.blob_id)
@@ -148,54 +188,73 @@ class HotCopies:
                     log.warning("hot copy of %s from tier %s failed: %s", blob.blob_id, blob.tier, exc)
                     return
                 self.fault("copied")
-                now = self.now_ns()
-                await self.catalog.hot_cached([blob.blob_id], now)
-                result.copied += 1
-                result.copied_bytes += blob.size_bytes
-                if progress is not None:
-                    progress(result.copied, result.copied_bytes)
-                if lease_ns is not None and now - renewed_ns > lease_ns // 3:
-                    renewed_ns = now
-                    await self.catalog.hot_renew(holder, now + lease_ns)
+                published.append(blob.blob_id)
+                published_bytes += blob.size_bytes
+                if len(published) >= _MARK_BATCH:
+                    ids, size = published, published_bytes
+                    published, published_bytes = [], 0
+                    await mark(ids, size)
 
         while True:
-            missing = [b for b in self.catalog.hot_missing(holder, 1000) if b.blob_id not in skipped]
+            page = self.catalog.hot_missing(holder, _PAGE, descending=helping)
+            missing = [b for b in page if b.blob_id not in skipped]
             if not missing:
                 break
-            await asyncio.gather(*(one(b) for b in missing))
+            try:
+                await asyncio.gather(*(one(b) for b in missing))
+            finally:  # what was published is marked even if the pass was cut short (or cancelled)
+                if published:
+                    ids, size = published, published_bytes
+                    published, published_bytes = [], 0
+                    await mark(ids, size)
             if result.failed:
                 break  # retried by a later fill: do not spin on a tier that is down
         result.done = await self.catalog.hot_settle(holder, self.now_ns())
         return result
 
     async def _copy(self, blob: HeldBlob) -> None:
-        """Remote blob -> a local blob of the same id, verified (size; the remote's CRC32C)."""
-        info = await self.local.stat(blob.blob_id)
-        if info is not None:  # a crashed attempt (or another worker) published it
-            if info.size_bytes == blob.size_bytes and await self.local.verify(blob.blob_id):
-                return
-            await self.local.delete(blob.blob_id)
-        remote = self.stores.store(blob.tier)
-        chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
-        try:
-            info = await self.local.put(blob.blob_id, _bounded(chunks, blob.size_bytes, blob.blob_id))
-        except ValueError:  # another worker published it meanwhile
-            info = await self.local.stat(blob.blob_id)
-        if info is None or info.size_bytes != blob.size_bytes:
-            await self.local.delete(blob.blob_id)
-            raise CorruptBlob(
-                f"blob {blob.blob_id}: the local copy is not {blob.size_bytes} bytes", resource=blob.blob_id
-            )
+        """Remote blob -> a local blob of the same id, verified (size; the remote's CRC32C). No
+        stat first: a local blob of that id (a crashed attempt's, or another worker's) makes the
+        put refuse, and is then verified and kept, or replaced."""
+        for _ in range(2):
+            remote = self.stores.store(blob.tier)
+            chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
+            bounded = _bounded(chunks, blob.size_bytes, blob.blob_id)
+            try:
+                put = await self.local.put(blob.blob_id, bounded)
+            except ValueError:  # already there
+                info = await self.local.stat(blob.blob_id)
+                if info is not None and info.size_bytes == blob.size_bytes and await self.local.verify(blob.blob_id):
+                    return
+                if info is not None:  # damaged or short: replaced by a fresh copy
+                    await self.local.delete(blob.blob_id)
+                continue
+            finally:
+                await bounded.aclose()
+                aclose = getattr(chunks, "aclose", None)  # the remote body's connection goes back now
+                if aclose is not None:
+                    await aclose()
+            if put.size_bytes != blob.size_bytes:
+                await self.local.delete(blob.blob_id)
+                raise CorruptBlob(
+                    f"blob {blob.blob_id}: the local copy is not {blob.size_bytes} bytes", resource=blob.blob_id
+                )
+            return
+        raise CorruptBlob(f"blob {blob.blob_id}: its local copy could not be replaced", resource=blob.blob_id)
 
     async def run_once(self) -> dict[str, int]:
-        """The worker: sweep expired holds, then claim and fill ongoing copies."""
+        """The worker: sweep expired holds, then claim and fill ongoing copies, then help the
+        copies other processes run (a pin's request fills in one process: the others take the
+        other end of its blob ids, so every server process copies)."""
         dropped, freed = await self.sweep()
-        filled = failed = 0
         lease_ns = int(self.lease_s * 1e9)
         claimable = self.catalog.hot_due(self.now_ns())[1]
-        for holder in await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []:
+        claimed = await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []
+        helped = [h for h in self.catalog.hot_leased(self.now_ns()) if h not in self._filling and h not in claimed]
+        filled = failed = 0
+        for holder, helping in [(h, False) for h in claimed] + [(h, True) for h in helped]:
             try:
-                result = await self.fill(holder, lease_ns=lease_ns)
+                result = await self.fill(holder, lease_ns=None if helping else lease_ns, helping=helping)
             except (TierUnavailable, CorruptBlob, OSError) as exc:
                 log.warning("hot copy of %s failed: %s", holder, exc)
                 failed += 1
@@ -205,7 +264,7 @@ class HotCopies:
         return {"expired": len(dropped), "freed": freed, "copied": filled, "failed": failed}
 
 
-async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncIterator[bytes]:
+async def _bounded(chunks: AsyncIterator[bytes], size: int, blob_id: str) -> AsyncGenerator[bytes]:
     """``chunks``, refusing more than ``size`` bytes (the local put is then aborted)."""
     seen = 0
     async for chunk in chunks:
