@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 settings.register_profile("tierstore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("tierstore")
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
