@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from tierstore.catalog import BlobRef, SqliteCatalog, TierRecord, TransitionItem, VersionRecord
+from tierstore.catalog import BlobRef, SqliteCatalog, TierRecord, VersionRecord
 from tierstore.types import BucketInfo, ObjectMeta
 
 S = 1_000_000_000
@@ -88,40 +88,5 @@ def test_a_write_in_a_tier_class_waits_for_its_tier_until_the_switch(tmp_path: P
         assert asyncio.run(cat.transition_commit("bk", "cold", "null", "COLD", [("cold-blob", None)]))
         assert cat.tier_progress("COLD", S).pending == 0
         assert cat.tier_progress("COLD", S).moved_objects == 1 and cat.tier_progress("COLD", S).moved_bytes == 3
-    finally:
-        cat.close()
-
-
-def test_a_batch_of_switches_is_checked_and_counted_per_version(tmp_path: Path) -> None:
-    """``transition_commit_many`` (the mover's group commit): one transaction, each version as if
-    alone — a gone version, a blob the version no longer names, a blob whose old copy waits in
-    the target's outbox: False and nothing of it changed; the others switch and are counted."""
-    cat = SqliteCatalog(tmp_path / "catalog.db")
-    try:
-        asyncio.run(cat.tier_create(TierRecord("COLD", {"endpoint": "http://x", "bucket": "b"}, None, 1)))
-        asyncio.run(cat.create_bucket(BucketInfo("bk", 1, "us-east-1")))
-        for i in range(4):
-            meta = ObjectMeta(bucket="bk", key=f"k{i}", version_id="null", size_bytes=10 + i, etag='"e"', modified_ns=S)
-            asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"blob-{i}", 10 + i)])))
-        conn = sqlite3.connect(tmp_path / "catalog.db")
-        conn.execute(
-            "INSERT INTO tier_outbox(tier, blob_id, queued_ns, attempts, next_ns) VALUES('COLD','blob-3',1,0,0)"
-        )
-        conn.commit()
-        conn.close()
-        items = [
-            TransitionItem("bk", "k0", "null", "COLD", (("blob-0", None),)),
-            TransitionItem("bk", "gone", "null", "COLD", (("blob-1", None),)),
-            TransitionItem("bk", "k1", "null", "COLD", (("blob-2", None),)),  # not k1's blob
-            TransitionItem("bk", "k3", "null", "COLD", (("blob-3", None),)),  # an old copy is being deleted
-            TransitionItem("bk", "k2", "null", "COLD", (("blob-2", None),)),
-        ]
-        assert asyncio.run(cat.transition_commit_many(items)) == [True, False, False, False, True]
-        assert cat.blob_tiers([f"blob-{i}" for i in range(4)]) == {"blob-0": "COLD", "blob-2": "COLD"}
-        classes = {k: cat.get_version("bk", k, "null").meta.storage_class for k in ("k0", "k1", "k2", "k3")}  # type: ignore[union-attr]
-        assert classes == {"k0": "COLD", "k1": "STANDARD", "k2": "COLD", "k3": "STANDARD"}
-        p = cat.tier_progress("COLD", S)
-        assert (p.moved_objects, p.moved_bytes) == (2, 10 + 12)
-        assert sorted(cat.trash_batch(10)) == ["blob-0", "blob-2"]  # their local copies, freed after the commit
     finally:
         cat.close()

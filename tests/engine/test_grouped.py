@@ -1,4 +1,4 @@
-"""``Grouped`` (engine/_mover.py): the mover's group commit and the grouped trash pass. Calls
+"""``Grouped`` (engine/_mover.py): the grouped trash pass after moves. Calls
 that arrive while a run is going wait and go together in the next; each caller gets its own
 item's result, or its batch's exception, and never a result of a run that started before it."""
 

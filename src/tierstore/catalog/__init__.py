@@ -16,7 +16,7 @@ from tierstore.catalog._sqlite import (
     VersionRecord,
     VersionTaken,
 )
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry, TransitionItem
+from tierstore.catalog._tier_data import InlineMove, OutboxEntry
 from tierstore.catalog._tier_progress import PendingWrite, TierProgress
 from tierstore.catalog._tiers import TierRecord, TierUsage
 
@@ -43,7 +43,6 @@ __all__ = [
     "TierProgress",
     "TierRecord",
     "TierUsage",
-    "TransitionItem",
     "UserRecord",
     "VersionRecord",
     "VersionTaken",

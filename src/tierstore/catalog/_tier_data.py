@@ -5,8 +5,7 @@ drives, else the remote tier of that name. Reads of a version learn it with the 
 (``TIERS_OF_BLOBS``: one subquery, skipped for inline versions, ``NULL`` when every blob is
 local); readers that name blobs by id (dataset and model manifests) ask ``blob_tiers``.
 
-``transition_commit`` is the mover's one transaction (``transition_commit_many``: a batch of
-them in one transaction, the mover's group commit); ``queue_remote_delete`` is what a blob's
+``transition_commit`` is the mover's one transaction; ``queue_remote_delete`` is what a blob's
 last reference going away does for a remote blob (the local trash's counterpart), and the
 ``outbox_*`` calls are the loop that deletes those remote objects.
 """
@@ -26,7 +25,7 @@ from tierstore.catalog._tier_progress import TierProgressTables
 if TYPE_CHECKING:
     from tierstore.catalog._sqlite import BlobRef, VersionRecord
 
-__all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "TransitionItem", "located"]
+__all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
 
 _PINNING = ("datasets", "models")  # as catalog/_sqlite.py's PINNING_TABLES (which imports this module)
 
@@ -62,18 +61,6 @@ class InlineMove:
     inline_id: str
     blob_id: str
     size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class TransitionItem:
-    """One version's switch in ``transition_commit_many`` (the arguments of ``transition_commit``)."""
-
-    bucket: str
-    key: str
-    version_id: str
-    tier: str
-    moved: tuple[tuple[str, str | None], ...]
-    inline: InlineMove | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,84 +139,71 @@ class TierDataTables:
         names those blobs (or that inline body), each still where ``from`` says or in ``tier``
         already, and no old copy of one waits in ``tier``'s outbox (its delete could take the
         object this move relies on): False, and nothing changed, otherwise."""
-        item = TransitionItem(bucket, key, version_id, tier, tuple(moved), inline)
-        return (await self.transition_commit_many([item]))[0]
+        key_b = key.encode()
 
-    async def transition_commit_many(self, items: Sequence[TransitionItem]) -> list[bool]:
-        """``transition_commit`` for each of ``items`` in one transaction (one fsync for a batch
-        of moves: the mover's group commit); each is checked and applied on its own (in order),
-        as alone: True where it switched, False (and nothing of it changed) where not."""
-
-        def fn(c: sqlite3.Connection) -> list[bool]:
-            now_ns = time.time_ns()
-            return [self._transition_in(c, item, now_ns) for item in items]
+        def fn(c: sqlite3.Connection) -> bool:
+            record = self._version_in(c, bucket, key_b, version_id)
+            if record is None or record.is_delete_marker:
+                return False
+            names = {b.blob_id for b in record.blobs}
+            if inline is not None and record.inline_id != inline.inline_id:
+                return False
+            for blob_id, source in moved:
+                row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
+                if blob_id not in names or row is None or row[0] not in (source, tier):
+                    return False
+                if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
+                    return False
+            size, now_ns = 0, time.time_ns()
+            for blob_id, source in moved:
+                where = "tier IS NULL" if source is None else "tier=?"
+                changed = c.execute(
+                    f"UPDATE blobs SET tier=? WHERE blob_id=? AND {where} RETURNING size",  # noqa: S608
+                    (tier, blob_id) if source is None else (tier, blob_id, source),
+                ).fetchone()
+                if changed is None:
+                    continue  # another mover switched it first
+                size += int(changed[0])
+                if source is None:
+                    # A blob a hot copy holds (a pin) keeps its local bytes as that copy.
+                    c.execute("UPDATE blobs SET cached=1 WHERE blob_id=?", (blob_id,))
+                    free_unheld(c, [blob_id], now_ns)
+                else:
+                    self.queue_remote_delete(c, source, blob_id)
+            if inline is not None:
+                size += inline.size_bytes
+            if size or inline is not None:
+                count_moved(c, tier, size)
+            doc: dict[str, Any] = json.loads(
+                c.execute(
+                    "SELECT meta FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id)
+                ).fetchone()[0]
+            )
+            doc["sc"] = tier
+            meta_s = json.dumps(doc, separators=(",", ":"))
+            if inline is not None:
+                c.execute(
+                    "INSERT INTO blobs(blob_id, size, refs, tier) VALUES(?,?,1,?)",
+                    (inline.blob_id, inline.size_bytes, tier),
+                )
+                c.execute(
+                    "UPDATE versions SET meta=?, blobs=?, inline_id=NULL WHERE bucket=? AND key=? AND version_id=?",
+                    (meta_s, json.dumps([[inline.blob_id, inline.size_bytes]]), bucket, key_b, version_id),
+                )
+                # Released as a delete releases it: gone, unless a dataset pins it.
+                if not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline.inline_id,)).rowcount:
+                    c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline.inline_id,))
+            else:
+                c.execute(
+                    "UPDATE versions SET meta=? WHERE bucket=? AND key=? AND version_id=?",
+                    (meta_s, bucket, key_b, version_id),
+                )
+            self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
+            c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
+            return True
 
         return await self._write(fn)
-
-    def _transition_in(self, c: sqlite3.Connection, item: TransitionItem, now_ns: int) -> bool:
-        """Inside a write: one ``transition_commit`` (its checks first: False changes nothing)."""
-        bucket, version_id, tier, moved, inline = item.bucket, item.version_id, item.tier, item.moved, item.inline
-        key_b = item.key.encode()
-        record = self._version_in(c, bucket, key_b, version_id)
-        if record is None or record.is_delete_marker:
-            return False
-        names = {b.blob_id for b in record.blobs}
-        if inline is not None and record.inline_id != inline.inline_id:
-            return False
-        for blob_id, source in moved:
-            row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
-            if blob_id not in names or row is None or row[0] not in (source, tier):
-                return False
-            if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
-                return False
-        size = 0
-        for blob_id, source in moved:
-            where = "tier IS NULL" if source is None else "tier=?"
-            changed = c.execute(
-                f"UPDATE blobs SET tier=? WHERE blob_id=? AND {where} RETURNING size",  # noqa: S608
-                (tier, blob_id) if source is None else (tier, blob_id, source),
-            ).fetchone()
-            if changed is None:
-                continue  # another mover switched it first
-            size += int(changed[0])
-            if source is None:
-                # A blob a hot copy holds (a pin) keeps its local bytes as that copy.
-                c.execute("UPDATE blobs SET cached=1 WHERE blob_id=?", (blob_id,))
-                free_unheld(c, [blob_id], now_ns)
-            else:
-                self.queue_remote_delete(c, source, blob_id)
-        if inline is not None:
-            size += inline.size_bytes
-        if size or inline is not None:
-            count_moved(c, tier, size)
-        doc: dict[str, Any] = json.loads(
-            c.execute(
-                "SELECT meta FROM versions WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id)
-            ).fetchone()[0]
-        )
-        doc["sc"] = tier
-        meta_s = json.dumps(doc, separators=(",", ":"))
-        if inline is not None:
-            c.execute(
-                "INSERT INTO blobs(blob_id, size, refs, tier) VALUES(?,?,1,?)",
-                (inline.blob_id, inline.size_bytes, tier),
-            )
-            c.execute(
-                "UPDATE versions SET meta=?, blobs=?, inline_id=NULL WHERE bucket=? AND key=? AND version_id=?",
-                (meta_s, json.dumps([[inline.blob_id, inline.size_bytes]]), bucket, key_b, version_id),
-            )
-            # Released as a delete releases it: gone, unless a dataset pins it.
-            if not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline.inline_id,)).rowcount:
-                c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline.inline_id,))
-        else:
-            c.execute(
-                "UPDATE versions SET meta=? WHERE bucket=? AND key=? AND version_id=?",
-                (meta_s, bucket, key_b, version_id),
-            )
-        self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
-        # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
-        c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
-        return True
 
     # --- blobs moved by id (a dataset version's archive, docs/tiers.md "Dataset archive") ------------
     async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]:

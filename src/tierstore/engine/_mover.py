@@ -11,9 +11,8 @@ mover's one-version move, its retries, and the outbox loop that deletes remote o
   (folded from the local store's per-block CRC32Cs, or a verified first read where the store
   keeps none; a remote source's from its metadata), the blob streams to ``prefix/ID`` with the
   remote metadata of the design, checked by the put's ETag (the MD5 of what was sent) or else a
-  HEAD; then one catalog transaction (``transition_commit``, grouped: the switches of moves
-  that finish while one is being written go together in the next) switches the version and
-  counts the move (``tier_stats``). The old
+  HEAD; then one catalog transaction (``transition_commit``; concurrent moves share the
+  catalog's group commit) switches the version and counts the move (``tier_stats``). The old
   copy goes to the trash (local) or the old tier's outbox in that transaction and is freed
   after it. A version that changed meanwhile: new remote objects go to the outbox. A failure
   is counted against the tier with its message (``tier_error``).
@@ -38,15 +37,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from awscrt.checksums import crc32c
 
 from tierstore.blob import BlobStore, RemoteBlobStore
-from tierstore.catalog import (
-    BlobRef,
-    InlineMove,
-    OutboxEntry,
-    PendingWrite,
-    SqliteCatalog,
-    TransitionItem,
-    VersionRecord,
-)
+from tierstore.catalog import BlobRef, InlineMove, OutboxEntry, PendingWrite, SqliteCatalog, VersionRecord
 from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
@@ -145,8 +136,9 @@ class FoldsCrc32c(Protocol):
 
 class Grouped(Generic[ItemT, ResultT]):
     """Calls of ``run`` grouped: ``await grouped(item)`` queues ``item``; one task runs ``run`` on
-    what is queued, again and again while items arrive meanwhile (a group commit). A caller gets
-    its item's result (or the batch's exception) from a run that started after it queued."""
+    what is queued, again and again while items arrive meanwhile (``ObjectService``'s trash pass
+    after moves). A caller gets its item's result (or the batch's exception) from a run that
+    started after it queued."""
 
     def __init__(self, run: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]) -> None:
         self._run = run
@@ -202,9 +194,6 @@ class Mover:
         self._now_ns = now_ns
         # Remote stores a HEAD has shown to keep the metadata a put sends (``_put_checked``).
         self._keeps_meta: weakref.WeakSet[RemoteBlobStore] = weakref.WeakSet()
-        # The group commit: the switches of moves that finish while a transaction is being
-        # written wait and go together in the next (each checked on its own; one fsync for all).
-        self._commit: Grouped[TransitionItem, bool] = Grouped(catalog.transition_commit_many)
 
     async def transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
         """Move version ``version_id`` of ``key`` to ``tier``; False when there was nothing to do
@@ -229,7 +218,7 @@ class Mover:
             if record.meta.storage_class == tier:
                 return False
             # Its blobs are there already (shared with a moved copy): only the class changes.
-            return await self._commit(TransitionItem(bucket, key, version_id, tier, ()))
+            return await self.catalog.transition_commit(bucket, key, version_id, tier, [])
         waiting = self.catalog.outbox_holds(tier, [b.blob_id for b in todo])
         if waiting:  # an old copy in the target is being deleted: writing there now could lose the new one
             raise TierUnavailable(f"An earlier copy of blob {waiting} in tier {tier} is still being deleted; retry.")
@@ -245,8 +234,8 @@ class Mover:
             await self._put_checked(remote, new_id, _once(body), len(body), meta)
             inline = InlineMove(record.inline_id, new_id, len(body))
         self.fault("uploaded")
-        moved = tuple((b.blob_id, b.tier) for b in todo)
-        ok = await self._commit(TransitionItem(bucket, key, version_id, tier, moved, inline))
+        moved = [(b.blob_id, b.tier) for b in todo]
+        ok = await self.catalog.transition_commit(bucket, key, version_id, tier, moved, inline)
         if not ok:
             # The version changed meanwhile. A new blob (from an inline body) is no one's: the
             # outbox deletes it. A copy of a blob the catalog still names is left to the orphan
