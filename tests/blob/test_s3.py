@@ -182,7 +182,8 @@ def test_metadata_round_trip(remote: SeaweedFS, size_bytes: int) -> None:
         store = make_store(remote)
         blob_id = new_blob_id()
         data = payload(size_bytes)
-        assert await store.put(blob_id, stream(data, [MIB]), meta=meta) == BlobInfo(blob_id, size_bytes)
+        info = await store.put(blob_id, stream(data, [MIB]), meta=meta)
+        assert info == BlobInfo(blob_id, size_bytes) and info.verified  # the ETag was our MD5
         got = await store.head_meta(blob_id)
         assert got is not None
         assert {k: got[k] for k in meta} == meta
@@ -246,7 +247,8 @@ def test_multipart_round_trip_ranges_and_damage(remote: SeaweedFS) -> None:
         store = make_store(remote)
         data = payload(2 * PART + 12345)
         blob_id = new_blob_id()
-        assert await store.put(blob_id, stream(data, [B + 1, 3 * MIB])) == BlobInfo(blob_id, len(data))
+        info = await store.put(blob_id, stream(data, [B + 1, 3 * MIB]))
+        assert info == BlobInfo(blob_id, len(data)) and info.verified  # the composite ETag of our part MD5s
         head = remote.client().head_object(Bucket=BUCKET, Key=_key(store, blob_id))
         assert head["ETag"].endswith('-3"')  # three parts went up
         assert await store.read(blob_id) == data

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from awscrt import checksums as _checksums
@@ -73,6 +73,9 @@ def crc32c(data: bytes | bytearray | memoryview, previous_crc: int = 0) -> int:
 class BlobInfo:
     blob_id: str
     size_bytes: int
+    # From a put: the store proved it stored exactly the bytes sent (a remote tier: the service's
+    # ETag equals the MD5 we computed of them), so a caller need not read it back to know.
+    verified: bool = field(default=False, compare=False)
 
 
 @runtime_checkable

@@ -251,8 +251,8 @@ class S3BlobStore:
         except _TRANSPORT as exc:
             raise self._unavailable(exc) from None
         expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
-        await self._check_etag(store, blob_id, result.get("e_tag"), expected)
-        return BlobInfo(blob_id, len(body))
+        verified = await self._check_etag(store, blob_id, result.get("e_tag"), expected)
+        return BlobInfo(blob_id, len(body), verified)
 
     async def _put_multipart(
         self, store: S3Store, blob_id: str, first: bytearray, rest: AsyncIterator[bytes], meta: dict[str, str]
@@ -306,19 +306,21 @@ class S3BlobStore:
                 raise source_error[0] from None
             raise self._unavailable(exc) from None
         composite = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
-        await self._check_etag(store, blob_id, result.get("e_tag"), f"{composite}-{len(part_md5s)}")
+        verified = await self._check_etag(store, blob_id, result.get("e_tag"), f"{composite}-{len(part_md5s)}")
         if meta.get(_CRC, f"{crc:08x}") != f"{crc:08x}":
             with contextlib.suppress(*_TRANSPORT):
                 await obstore.delete_async(store, blob_id)
             raise BadDigest(f"the body of blob {blob_id} does not match the CRC32C it was given")
-        return BlobInfo(blob_id, total)
+        return BlobInfo(blob_id, total, verified)
 
-    async def _check_etag(self, store: S3Store, blob_id: str, etag: str | None, expected: str) -> None:
-        """The service must have stored what we sent: its ETag is the MD5 (of the part MD5s)."""
+    async def _check_etag(self, store: S3Store, blob_id: str, etag: str | None, expected: str) -> bool:
+        """The service must have stored what we sent: its ETag is the MD5 (of the part MD5s).
+        True when it said so (``BlobInfo.verified``); False when it sent no ETag (unproven)."""
         if etag is not None and etag.strip('"') != expected:
             with contextlib.suppress(*_TRANSPORT):
                 await obstore.delete_async(store, blob_id)
             raise CorruptBlob(f"the remote tier stored blob {blob_id} with ETag {etag}, expected {expected}")
+        return etag is not None
 
     # --- get ----------------------------------------------------------------------------------
     async def _open(

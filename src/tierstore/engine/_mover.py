@@ -10,8 +10,9 @@ mover's one-version move, its retries, and the outbox loop that deletes remote o
   (or the version's inline body, as a new blob), or in another tier — its CRC32C is learnt
   (folded from the local store's per-block CRC32Cs, or a verified first read where the store
   keeps none; a remote source's from its metadata), the blob streams to ``prefix/ID`` with the
-  remote metadata of the design, a HEAD checks what landed; then one catalog transaction
-  (``transition_commit``) switches the version and counts the move (``tier_stats``). The old
+  remote metadata of the design, checked by the put's ETag (the MD5 of what was sent) or else a
+  HEAD; then one catalog transaction (``transition_commit``; concurrent moves share the
+  catalog's group commit) switches the version and counts the move (``tier_stats``). The old
   copy goes to the trash (local) or the old tier's outbox in that transaction and is freed
   after it. A version that changed meanwhile: new remote objects go to the outbox. A failure
   is counted against the tier with its message (``tier_error``).
@@ -25,11 +26,13 @@ mover's one-version move, its retries, and the outbox loop that deletes remote o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol, runtime_checkable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from awscrt.checksums import crc32c
 
@@ -39,9 +42,12 @@ from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
 
-__all__ = ["FoldsCrc32c", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
+__all__ = ["FoldsCrc32c", "Grouped", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
 
 log = logging.getLogger("tierstore.mover")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 OUTBOX_BACKOFF_BASE_S = 2.0
 OUTBOX_BACKOFF_MAX_S = 600.0
@@ -128,6 +134,45 @@ class FoldsCrc32c(Protocol):
     async def blob_crc32c(self, blob_id: str) -> int | None: ...
 
 
+class Grouped(Generic[ItemT, ResultT]):
+    """Calls of ``run`` grouped: ``await grouped(item)`` queues ``item``; one task runs ``run`` on
+    what is queued, again and again while items arrive meanwhile (``ObjectService``'s trash pass
+    after moves). A caller gets its item's result (or the batch's exception) from a run that
+    started after it queued."""
+
+    def __init__(self, run: Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]) -> None:
+        self._run = run
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: ItemT) -> ResultT:
+        fut: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop())
+        return await asyncio.shield(fut)  # a cancelled caller leaves the batch to finish
+
+    async def _loop(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._run([item for item, _ in batch])
+            except Exception as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            except BaseException:
+                for _, fut in batch + self._queue:
+                    if not fut.done():
+                        fut.set_exception(InternalError("The batch was cancelled; retry."))
+                self._queue = []
+                raise
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
 class Mover:
     """Moves versions to tiers and deletes remote objects no one references (module docstring)."""
 
@@ -147,6 +192,8 @@ class Mover:
         # "committed" (after the commit, before the local bytes are freed).
         self.fault: Callable[[str], None] = fault or (lambda step: None)
         self._now_ns = now_ns
+        # Remote stores a HEAD has shown to keep the metadata a put sends (``_put_checked``).
+        self._keeps_meta: weakref.WeakSet[RemoteBlobStore] = weakref.WeakSet()
 
     async def transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
         """Move version ``version_id`` of ``key`` to ``tier``; False when there was nothing to do
@@ -255,13 +302,16 @@ class Mover:
         """A body from memory (an inline body) -> the new remote object ``blob_id``, verified."""
         await self._put_checked(remote, blob_id, _once(body), len(body), meta)
 
-    @staticmethod
     async def _put_checked(
-        remote: RemoteBlobStore, blob_id: str, chunks: AsyncIterator[bytes], size: int, meta: dict[str, str]
+        self, remote: RemoteBlobStore, blob_id: str, chunks: AsyncIterator[bytes], size: int, meta: dict[str, str]
     ) -> None:
+        """Put, then know the remote object is this blob: its bytes by the put's own proof (the
+        service's ETag against the MD5 of the bytes sent, which were read verified against
+        their CRC32C: ``BlobInfo.verified``) once this store has shown it keeps our metadata
+        (one HEAD per store); else, or without that proof, by a HEAD of its size and CRC32C."""
         crc = int(meta["tierstore-crc32c"], 16)
         try:
-            await remote.put(blob_id, chunks, meta=meta)  # ETag against the MD5 of what was sent; CRC32C given
+            info = await remote.put(blob_id, chunks, meta=meta)  # ETag against the MD5 of what was sent; CRC32C given
         except ValueError:
             # The object exists: another mover of the same blob wrote it first (a put never
             # overwrites). Kept if it is this blob, as a retry keeps what a crash left.
@@ -269,9 +319,12 @@ class Mover:
             if found is None or not _matches(found, size, crc):
                 raise
             return
+        if info.verified and info.size_bytes == size and remote in self._keeps_meta:
+            return
         found = await remote.head_meta(blob_id)
         if found is None or not _matches(found, size, crc):
             raise CorruptBlob(f"blob {blob_id}: the remote object does not match what was sent", resource=blob_id)
+        self._keeps_meta.add(remote)
 
     # --- writes waiting for their tier --------------------------------------------------------
     async def retry_pending(self, now_ns: int | None = None) -> dict[str, int]:

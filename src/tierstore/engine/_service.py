@@ -64,7 +64,7 @@ from tierstore.engine._lock import (
     new_version_lock,
     retention_of,
 )
-from tierstore.engine._mover import Mover, TierStoreFactory, TierStores, backoff_ns
+from tierstore.engine._mover import Grouped, Mover, TierStoreFactory, TierStores, backoff_ns
 from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
 from tierstore.engine._tiers import TierProgress, TierService
@@ -459,6 +459,9 @@ class ObjectService:
         # replaces ``self.tiers`` with one that holds the master key.
         self.tier_stores = TierStores(lambda name: self.tiers.get_config(name), tier_store)  # noqa: PLW0108
         self.mover = Mover(catalog, blobs, self.tier_stores)
+        # The moves' frees, grouped: one trash pass (one catalog write) for the moves committed
+        # while another pass runs; each waits for a pass that started after its commit.
+        self._drain_moved: Grouped[None, None] = Grouped(self._drain_for)
         # Local copies of remote blobs and the holds that keep them (engine/_hot.py).
         self.hot = HotCopies(catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit)
 
@@ -776,8 +779,12 @@ class ObjectService:
         after the commit."""
         moved = await self.mover.transition(bucket, key, version_id, tier)
         if moved:
-            await self._drain_after_commit()
+            await self._drain_moved(None)
         return moved
+
+    async def _drain_for(self, callers: list[None]) -> list[None]:
+        await self._drain_after_commit()
+        return [None] * len(callers)
 
     # --- hot copies (docs/tiers.md "Hot copies") ----------------------------------------------
     async def hold_blobs(
