@@ -190,6 +190,20 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
+        checks = request.checks
+        if len(checks) == 1 and checks[0][1].startswith(_S3_ARN):
+            # Most requests: one S3 check that an allow remembered by ``_decide`` answers, the
+            # same lookups as there without its set-up (no trust policy: not a role's ARN).
+            action, arn = check = checks[0]
+            bucket, on_object, _ = arn[_BUCKET_AT:].partition("/")
+            known = compiled.wide.get((action, bucket)) if on_object else None
+            if known is None:
+                known = compiled.allowed.get(check)
+            if known is not None:
+                props = self._buckets.props(bucket) if self._buckets is not None else None
+                if known[0] is (self._resource_policy(bucket)[0] if props and props.get("policy") else None):
+                    request.decision = known[1]
+                    return
         self._decide(request, compiled)
 
     def _decide(
