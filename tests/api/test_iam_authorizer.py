@@ -221,21 +221,21 @@ def test_a_missing_bucket_or_a_broken_stored_policy_grants_nothing(
 def test_remembered_allows_yield_to_a_new_deny_and_to_conditions(
     setup: tuple[IdentityService, IamAuthorizer, Clock],
 ) -> None:
-    """An allow that read no condition key is remembered per key and check (the request path's
-    4 KiB GET skips the evaluation): it survives the identity cache's reload while the policies
-    are the same, and yields to a bucket-policy Deny, a changed identity policy, and any
-    statement whose condition decides."""
+    """An allow that read no condition key is remembered (the request path's 4 KiB GET skips the
+    evaluation; here for the whole bucket: no statement tells its keys apart): it survives the
+    identity cache's reload while the policies are the same, and yields to a bucket-policy Deny,
+    a changed identity policy, and any statement whose condition decides."""
     ids, _, clock = setup
     asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
     buckets = BucketAccessService(ids.catalog, monotonic=clock)
     authz = IamAuthorizer(ids, buckets=buckets)
     key = user_key(ids, "r", policy(allow("s3:GetObject", "arn:aws:s3:::b/*")))
     assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
-    remembered = authz._compiled[key].allowed
-    assert list(remembered) == [("s3:GetObject", OBJ)]
+    remembered = authz._compiled[key].wide
+    assert list(remembered) == [("s3:GetObject", "b")] and authz._compiled[key].allowed == {}
     clock.now += ids.cache_ttl_s + 0.01  # the identity cache reloads an equal principal: kept
     assert allowed(authz, request(key, ("s3:GetObject", OBJ)))
-    assert authz._compiled[key].allowed is remembered
+    assert authz._compiled[key].wide is remembered
     # A bucket-policy Deny for that very check wins over the remembered allow.
     deny = bucket_policy({"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": OBJ})
     asyncio.run(buckets.put_policy("b", deny, public=False))
@@ -249,6 +249,86 @@ def test_remembered_allows_yield_to_a_new_deny_and_to_conditions(
     asyncio.run(ids.catalog.iam_put_inline("user", "r", "p0", conditional))
     clock.now += ids.cache_ttl_s + 0.01
     assert allowed(authz, request(key, ("s3:GetObject", OBJ), client="10.1.2.3"))
-    assert authz._compiled[key].allowed == {}
+    assert authz._compiled[key].allowed == {} and authz._compiled[key].wide == {}
     assert not allowed(authz, request(key, ("s3:GetObject", OBJ), client="192.168.1.1"))
     assert allowed(authz, request(key, ("s3:GetObject", OBJ), client="10.9.9.9"))
+
+
+def reads(authz: IamAuthorizer, key: str, *arns: str) -> list[bool]:
+    return [allowed(authz, request(key, ("s3:GetObject", arn))) for arn in arns]
+
+
+@pytest.mark.parametrize(
+    ("statements", "bucket_statements", "per_key"),
+    [
+        # a Deny on one prefix
+        ([allow("s3:GetObject", "arn:aws:s3:::b/*"),
+          {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/no/*"}], [], True),
+        # a resource with a prefix (and an Allow of everything else elsewhere)
+        ([allow("s3:GetObject", ["arn:aws:s3:::b/ok*", "arn:aws:s3:::c/*"])], [], True),
+        # a policy variable, only the caller's own folder: it reads the context, so never remembered
+        ([allow("s3:GetObject", "arn:aws:s3:::b/${aws:username}*")], [], False),
+        # NotResource
+        ([{"Effect": "Allow", "Action": "s3:GetObject", "NotResource": "arn:aws:s3:::b/no/*"}], [], True),
+        # a bucket policy Deny on one prefix
+        ([allow("s3:GetObject", "*")],
+         [{"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/no/*"}], True),
+    ],
+)
+def test_a_remembered_allow_never_decides_another_key_that_policies_tell_apart(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+    statements: list[dict[str, Any]],
+    bucket_statements: list[dict[str, Any]],
+    per_key: bool,
+) -> None:
+    """After an allowed read of one object, every other object of the bucket is still decided by
+    its own key, whichever order they come in (the user is "ok", so ``${aws:username}*`` is
+    "ok*"); the remembered allows stay per key."""
+    ids, _, clock = setup
+    asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
+    buckets = BucketAccessService(ids.catalog, monotonic=clock)
+    if bucket_statements:
+        asyncio.run(buckets.put_policy("b", bucket_policy(*bucket_statements), public=False))
+    authz = IamAuthorizer(ids, buckets=buckets)
+    key = user_key(ids, "ok", policy(*statements))
+    arns = ["arn:aws:s3:::b/ok1", "arn:aws:s3:::b/no/x", "arn:aws:s3:::b/ok2", "arn:aws:s3:::b/no/y"]
+    assert reads(authz, key, *arns) == [True, False, True, False]
+    assert reads(authz, key, *reversed(arns)) == [False, True, False, True]
+    assert authz._compiled[key].wide == {}
+    ok = {("s3:GetObject", "arn:aws:s3:::b/ok1"), ("s3:GetObject", "arn:aws:s3:::b/ok2")}
+    assert set(authz._compiled[key].allowed) == (ok if per_key else set())
+
+
+def test_a_bucket_wide_allow_covers_first_reads_and_yields_to_changes(
+    setup: tuple[IdentityService, IamAuthorizer, Clock],
+) -> None:
+    """One allowed read of a bucket whose statements cover all of its objects alike answers the
+    first read of any other object there (one lookup, no evaluation): not another bucket nor
+    another action; a changed identity policy (from another worker: the catalog written
+    directly) or a new bucket-policy Deny on a prefix is seen within the caches' lifetime."""
+    ids, _, clock = setup
+    for name in ("b", "c"):
+        asyncio.run(ids.catalog.create_bucket(BucketInfo(name, 0)))
+    buckets = BucketAccessService(ids.catalog, monotonic=clock)
+    authz = IamAuthorizer(ids, buckets=buckets)
+    key = user_key(ids, "w", policy(allow("s3:GetObject", ["arn:aws:s3:::b/*", "arn:aws:s3:::c/only"])))
+    first = request(key, ("s3:GetObject", "arn:aws:s3:::b/one"))
+    assert allowed(authz, first)
+    compiled = authz._compiled[key]
+    assert compiled.wide == {("s3:GetObject", "b"): (None, first.decision)}
+    other = request(key, ("s3:GetObject", "arn:aws:s3:::b/two/with:colon"))
+    assert allowed(authz, other) and other.decision is first.decision  # the remembered decision
+    assert reads(authz, key, "arn:aws:s3:::c/only", "arn:aws:s3:::c/other") == [True, False]
+    assert not allowed(authz, request(key, ("s3:PutObject", "arn:aws:s3:::b/one")))
+    assert list(compiled.allowed) == [("s3:GetObject", "arn:aws:s3:::c/only")]  # c's keys differ: per key
+    # A bucket-policy Deny on a prefix: the other keys stay allowed, per key now.
+    deny = bucket_policy({"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+                          "Resource": "arn:aws:s3:::b/no/*"})
+    asyncio.run(buckets.put_policy("b", deny, public=False))
+    assert reads(authz, key, "arn:aws:s3:::b/no/x", "arn:aws:s3:::b/three") == [False, True]
+    # Another worker narrows the user's policy: seen once the identity cache's lifetime passed.
+    asyncio.run(ids.catalog.iam_put_inline("user", "w", "p0", policy(allow("s3:GetObject", "arn:aws:s3:::b/ok/*"))))
+    assert reads(authz, key, "arn:aws:s3:::b/four") == [True]  # within the lifetime: as before
+    clock.now += ids.cache_ttl_s + 0.01
+    assert reads(authz, key, "arn:aws:s3:::b/five", "arn:aws:s3:::b/ok/1", "arn:aws:s3:::b/one") == [
+        False, True, False]

@@ -139,6 +139,28 @@ def test_explicit_deny_wins_and_home_folder_variable(env: Env) -> None:
     assert status(lambda: carol.put_object(Bucket=B, Key="home/carolx", Body=b"c")) == DENIED
 
 
+def test_first_reads_of_each_key_are_decided_per_key(env: Env) -> None:
+    """Reads alternating between keys a policy tells apart (a Deny on a prefix, a Deny on an
+    existing object tag) after allowed reads in the same bucket, several rounds so that both
+    workers see each key after an allow: the remembered allows never answer for another key."""
+    env.s3.put_object(Bucket=A, Key="tagged", Body=b"t", Tagging="class=secret")
+    policy = _policy(
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/shared/*"},
+    )
+    tags = _policy(
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*",
+         "Condition": {"StringEquals": {"s3:ExistingObjectTag/class": "secret"}}},
+    )
+    for name, doc, forbidden in (("ivy", policy, "shared/y"), ("jack", tags, "tagged")):
+        s3 = env.s3_of(env.user(name, doc))
+        for _ in range(4):
+            assert status(lambda s3=s3: s3.get_object(Bucket=A, Key="other")) == (200, "")
+            assert status(lambda s3=s3, k=forbidden: s3.get_object(Bucket=A, Key=k)) == DENIED, name
+            assert status(lambda s3=s3: s3.get_object(Bucket=A, Key="public/x")) == (200, "")
+
+
 def test_service_account_narrows_its_parent(env: Env, alice: tuple[str, str]) -> None:
     narrow = _policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{A}/public/*"})
     sa = env.root.create_access_key("alice", service=True, policy=narrow)

@@ -103,6 +103,42 @@ def test_key_status_user_disable_and_delete_take_effect_within_the_ttl(ids: Iden
         ids.get_user("bob")
 
 
+def test_an_unchanged_catalog_keeps_answers_past_the_ttl(
+    ids: IdentityService, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``cache_ttl_s`` a worker reads the catalog's identity generation (once for all keys)
+    and keeps its answers while nothing changed: no key row read, no secret opened again. Any
+    identity write through any worker moves the generation (a last-used time does not), and is
+    seen within the TTL; a key's expiry still ends its answers."""
+    asyncio.run(ids.create_user("gail"))
+    new = asyncio.run(ids.create_access_key("gail"))
+    ak = new.info.access_key_id
+    soon = asyncio.run(ids.create_service_account("gail", expires_ns=int((clock.now + 1.5) * 1e9)))
+    other = IdentityService(ids.catalog, MasterKey(b"m" * 32), clock=clock, monotonic=clock)  # another worker
+    principal = other.principal_for(ak)
+    assert principal is not None and other.secret_for(ak) == new.secret_key
+    assert other.secret_for(soon.info.access_key_id) == soon.secret_key
+    loads: list[str] = []
+    read_key = ids.catalog.iam_get_key
+    monkeypatch.setattr(ids.catalog, "iam_get_key", lambda key: loads.append(key) or read_key(key))
+    generation = ids.catalog.iam_generation()
+    clock.now += 1.01
+    assert other.principal_for(ak) is principal and other.secret_for(ak) == new.secret_key
+    assert other.secret_for(soon.info.access_key_id) == soon.secret_key  # not expired yet
+    assert loads == []
+    clock.now += 1.01  # the service account's key expired meanwhile: its answer is not kept
+    assert other.secret_for(soon.info.access_key_id) is None and loads == [soon.info.access_key_id]
+    asyncio.run(ids.catalog.iam_touch_keys({ak: 5}))
+    assert ids.catalog.iam_generation() == generation
+    asyncio.run(ids.put_inline_policy("user", "gail", "read", READ_ONLY))  # through the first worker
+    assert ids.catalog.iam_generation() != generation
+    assert other.principal_for(ak) is principal  # within the TTL: as before
+    clock.now += 1.01
+    changed = other.principal_for(ak)
+    assert changed is not None and [p.name for p in changed.policies] == ["read"]
+    assert other.secret_for(ak) == new.secret_key and loads.count(ak) == 2  # both answers reloaded
+
+
 def test_a_sealed_secret_moved_to_another_row_does_not_open(ids: IdentityService) -> None:
     asyncio.run(ids.create_user("carol"))
     a = asyncio.run(ids.create_access_key("carol")).info.access_key_id

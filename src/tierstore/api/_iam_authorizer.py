@@ -71,6 +71,7 @@ DENIED = "Access Denied"
 ROOT_ALLOW = iam.Decision(True, "allow", None, "root", None)
 ACL_ALLOW = iam.Decision(True, "allow", "acl", None, "grant")  # the access log's policy: "acl:grant"
 _S3_ARN = "arn:aws:s3:::"
+_BUCKET_AT = len(_S3_ARN)
 _EXISTING_TAG = "s3:existingobjecttag/"
 _ASSUME_ROLE = "sts:AssumeRole"  # sts:AssumeRole, ...WithWebIdentity, ...WithSAML: the role's trust policy decides too
 _PARSED_MAX = 4096
@@ -99,7 +100,7 @@ def _deny_all(name: str) -> iam.Policy:
 class _Compiled:
     """One key's evaluation inputs, built from one ``principal_for`` answer."""
 
-    __slots__ = ("allowed", "boundary", "identity", "principal", "root", "service", "session", "source")
+    __slots__ = ("allowed", "boundary", "identity", "principal", "root", "service", "session", "source", "wide")
 
     def __init__(
         self,
@@ -121,6 +122,10 @@ class _Compiled:
         # with, by identity, and the decision). Dropped with this object when the key's policies
         # change; not kept for the anonymous principal (RestrictPublicBuckets, ACLs).
         self.allowed: dict[Check, tuple[iam.Policy | None, iam.Decision]] = {}
+        # The same, for every object of a bucket at once, by (action, bucket): an allow on one
+        # object when no statement for the action tells the bucket's keys apart
+        # (``iam.key_independent``), so a first read of another key is one lookup too.
+        self.wide: dict[tuple[str, str], tuple[iam.Policy | None, iam.Decision]] = {}
 
     def same_source(self, source: object) -> bool:
         """Whether ``source`` (a fresh ``principal_for`` answer, role or user state) is what this
@@ -185,6 +190,20 @@ class IamAuthorizer:
         if compiled.root and not compiled.session:
             request.decision = ROOT_ALLOW
             return
+        checks = request.checks
+        if len(checks) == 1 and checks[0][1].startswith(_S3_ARN):
+            # Most requests: one S3 check that an allow remembered by ``_decide`` answers, the
+            # same lookups as there without its set-up (no trust policy: not a role's ARN).
+            action, arn = check = checks[0]
+            bucket, on_object, _ = arn[_BUCKET_AT:].partition("/")
+            known = compiled.wide.get((action, bucket)) if on_object else None
+            if known is None:
+                known = compiled.allowed.get(check)
+            if known is not None:
+                props = self._buckets.props(bucket) if self._buckets is not None else None
+                if known[0] is (self._resource_policy(bucket)[0] if props and props.get("policy") else None):
+                    request.decision = known[1]
+                    return
         self._decide(request, compiled)
 
     def _decide(
@@ -199,15 +218,19 @@ class IamAuthorizer:
 
         An allow that read no condition key is remembered per key for its (action, resource)
         and bucket policy (``_Compiled.allowed``): the same check again is one dict lookup, not
-        an evaluation. Denies are never remembered, and any change to the key's policies (a new
-        ``_Compiled``) or to the bucket's policy (another ``iam.Policy``) evaluates again."""
+        an evaluation. On an object, when no statement for the action (identity, bucket policy,
+        boundary, session) tells the bucket's keys apart (``iam.key_independent``), it is
+        remembered for (action, bucket) instead (``_Compiled.wide``): any object of the bucket.
+        Denies are never remembered (nor ACL grants: they are consulted only where the policies
+        ended in an implicit deny), and any change to the key's policies (a new ``_Compiled``) or
+        to the bucket's policy (another ``iam.Policy``) evaluates again."""
         now: datetime | None = None
         decision: iam.Decision | None = None
         principal, session = compiled.principal, compiled.session
         anonymous = principal.type == "Anonymous"
-        allowed = compiled.allowed
+        allowed, wide = compiled.allowed, compiled.wide
         for check in request.checks:
-            action = check.action
+            action, arn = check
             if action.startswith(_ASSUME_ROLE):
                 if conditions is None:
                     conditions = LazyConditions(request)
@@ -215,9 +238,13 @@ class IamAuthorizer:
                 trust = self._trust_for(check, principal, conditions, now)
             else:
                 trust = None
-            resource, restricted = (trust, False) if trust is not None else self._resource_policy(check.resource)
+            # on_object: "/" when ``arn`` names an object of ``bucket``
+            bucket, on_object, _ = arn[_BUCKET_AT:].partition("/") if arn.startswith(_S3_ARN) else ("", "", "")
+            resource, restricted = (trust, False) if trust is not None else self._resource_policy(bucket)
             if trust is None and not anonymous:
-                known = allowed.get(check)
+                known = wide.get((action, bucket)) if on_object else None
+                if known is None or known[0] is not resource:
+                    known = allowed.get(check)
                 if known is not None and known[0] is resource:
                     decision = known[1]
                     continue
@@ -235,7 +262,13 @@ class IamAuthorizer:
             if decision.allowed and not asked.read_context and trust is None and not anonymous:
                 if self._remembered >= _REMEMBERED_MAX:
                     self._forget_allows()
-                allowed[check] = (resource, decision)
+                if on_object and iam.key_independent(
+                    action, bucket, identity=compiled.identity, resource=resource, session=session,
+                    boundary=compiled.boundary,
+                ):  # fmt: skip
+                    wide[action, bucket] = (resource, decision)
+                else:
+                    allowed[check] = (resource, decision)
                 self._remembered += 1
             if restricted and anonymous and decision.allowed:
                 # RestrictPublicBuckets: a public policy grants nothing outside the account.
@@ -252,18 +285,18 @@ class IamAuthorizer:
         """Drop every key's remembered allows (the budget is shared by all keys)."""
         for compiled in (*self._compiled.values(), *self._sessions.values()):
             compiled.allowed.clear()
+            compiled.wide.clear()
         self._remembered = 0
 
-    def _resource_policy(self, resource: str) -> tuple[iam.Policy | None, bool]:
-        """(the policy of the bucket ``resource`` is in, whether that policy is public and the
-        bucket's RestrictPublicBuckets is on). (None, False) for a resource outside S3 buckets,
+    def _resource_policy(self, bucket: str) -> tuple[iam.Policy | None, bool]:
+        """(the policy of ``bucket``, whether that policy is public and the bucket's
+        RestrictPublicBuckets is on). (None, False) for "" (a resource outside S3 buckets),
         a missing bucket, a bucket without a policy, or a stored one that no longer parses.
         The bucket's properties come from ``BucketAccessService.props`` (cached ~1 s); the
         parsed policy is cached per (bucket, document)."""
         buckets = self._buckets
-        if buckets is None or not resource.startswith(_S3_ARN):
+        if buckets is None or not bucket:
             return None, False
-        bucket = resource[len(_S3_ARN):].split("/", 1)[0]
         props = buckets.props(bucket)
         if not props or not props.get("policy"):
             return None, False

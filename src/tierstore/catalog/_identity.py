@@ -157,6 +157,14 @@ def _key_of(row: tuple[Any, ...]) -> AccessKeyRecord:
     )
 
 
+# A counter, the same on every copy of a mirrored catalog (a job runs once per copy and must be
+# deterministic: catalog/_mirror.py).
+_NEW_GENERATION = (
+    "INSERT INTO meta(name, value) VALUES('iam_generation', '1')"
+    " ON CONFLICT(name) DO UPDATE SET value=CAST(value AS INTEGER) + 1"
+)
+
+
 def _user_of(row: tuple[Any, ...]) -> UserRecord:
     return UserRecord(row[0], row[1], bool(row[2]), json.loads(row[3]), row[4])
 
@@ -178,6 +186,24 @@ class IdentityTables:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
+    async def _iam_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_write`` for a change of identities: ``fn`` and a new ``iam_generation`` in one
+        transaction (savepoint), so a reader that sees the old generation saw the old rows."""
+
+        def changed(c: sqlite3.Connection) -> T:
+            result = fn(c)
+            c.execute(_NEW_GENERATION)
+            return result
+
+        return await self._write(changed)
+
+    def iam_generation(self) -> str:
+        """A counter that moves with every committed change of users, keys, groups, policies,
+        attachments, boundaries, roles or OIDC providers (not with last-used times): a worker
+        that saw the same value before has nothing to reload ("" until the first change)."""
+        row = self._reader().execute("SELECT value FROM meta WHERE name='iam_generation'").fetchone()
+        return str(row[0]) if row else ""
+
     # --- users ---------------------------------------------------------------------------
     async def iam_create_user(self, user: UserRecord) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -188,7 +214,7 @@ class IdentityTables:
                 (user.name, user.user_id, int(user.enabled), json.dumps(user.tags), user.created_ns),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, user_id, enabled, tags, created_ns FROM iam_users WHERE name=?"
@@ -209,7 +235,7 @@ class IdentityTables:
             if tags is not None:
                 c.execute("UPDATE iam_users SET tags=? WHERE name=?", (json.dumps(tags), name))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_delete_user(self, name: str) -> None:
         """Delete a user that has no access keys, group memberships or policies (IAM's
@@ -231,7 +257,7 @@ class IdentityTables:
             c.execute("DELETE FROM iam_users WHERE name=?", (name,))
             c.execute("DELETE FROM iam_boundaries WHERE principal_type='user' AND principal_name=?", (name,))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     # --- access keys ---------------------------------------------------------------------
     async def iam_create_key(self, key: AccessKeyRecord) -> None:
@@ -256,7 +282,7 @@ class IdentityTables:
                 ),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_get_key(self, access_key_id: str) -> AccessKeyRecord | None:
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE access_key_id=?"  # noqa: S608
@@ -285,7 +311,7 @@ class IdentityTables:
             if cur.rowcount == 0:
                 raise NoSuchEntity(f"The Access Key with id {access_key_id} cannot be found.", resource=access_key_id)
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_delete_key(self, access_key_id: str) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -293,7 +319,7 @@ class IdentityTables:
             if cur.rowcount == 0:
                 raise NoSuchEntity(f"The Access Key with id {access_key_id} cannot be found.", resource=access_key_id)
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_touch_keys(self, used: dict[str, int]) -> None:
         """Record last-used times (only ever forward)."""
@@ -305,7 +331,7 @@ class IdentityTables:
                 [(ns, ak, ns) for ak, ns in used.items()],
             )
 
-        await self._write(fn)
+        await self._write(fn)  # last-used times: no new generation (nothing any answer depends on)
 
     # --- groups --------------------------------------------------------------------------
     async def iam_create_group(self, name: str, group_id: str, created_ns: int) -> None:
@@ -314,7 +340,7 @@ class IdentityTables:
                 raise EntityAlreadyExists(f"Group with name {name} already exists.", resource=name)
             c.execute("INSERT INTO iam_groups(name, group_id, created_ns) VALUES(?,?,?)", (name, group_id, created_ns))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_list_groups(self) -> list[tuple[str, str, int]]:
         """(name, group id, created_ns) of every group, by name."""
@@ -339,7 +365,7 @@ class IdentityTables:
                     raise DeleteConflict(f"Cannot delete entity, must remove {what} first.", resource=name)
             c.execute("DELETE FROM iam_groups WHERE name=?", (name,))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_set_membership(self, group_name: str, user_name: str, *, member: bool) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -353,7 +379,7 @@ class IdentityTables:
             else:
                 c.execute("DELETE FROM iam_group_members WHERE group_name=? AND user_name=?", (group_name, user_name))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_groups_of(self, user_name: str) -> list[str]:
         sql = "SELECT group_name FROM iam_group_members WHERE user_name=? ORDER BY group_name"
@@ -374,7 +400,7 @@ class IdentityTables:
                 (name, policy_id, document, description, now_ns, now_ns),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_get_policy(self, name: str) -> tuple[str, str, str, int] | None:
         """(name, policy id, document, updated_ns) of managed policy ``name``."""
@@ -395,7 +421,7 @@ class IdentityTables:
                 raise DeleteConflict("Cannot delete a policy used as a permissions boundary.", resource=name)
             c.execute("DELETE FROM iam_policies WHERE name=?", (name,))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_attach(self, principal_type: str, principal_name: str, policy_name: str, *, attach: bool) -> None:
         assert principal_type in PRINCIPAL_TYPES
@@ -417,7 +443,7 @@ class IdentityTables:
             if cur.rowcount == 0:
                 raise NoSuchEntity(f"Policy {policy_name} is not attached to {principal_name}.", resource=policy_name)
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_attached(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
         """(policy name, document) of the managed policies attached to a principal, by name."""
@@ -452,7 +478,7 @@ class IdentityTables:
                 (principal_type, principal_name, policy_name),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_boundary(self, principal_type: str, principal_name: str) -> tuple[str, str] | None:
         """(policy name, document) of the permissions boundary of a user or role, if any."""
@@ -474,7 +500,7 @@ class IdentityTables:
                 (principal_type, principal_name, policy_name, document),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_delete_inline(self, principal_type: str, principal_name: str, policy_name: str) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -485,7 +511,7 @@ class IdentityTables:
             if cur.rowcount == 0:
                 raise NoSuchEntity(f"The policy {policy_name} cannot be found.", resource=policy_name)
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_inline(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
         """(policy name, document) of a principal's inline policies, by name."""
@@ -506,7 +532,7 @@ class IdentityTables:
                 (role.name, role.role_id, role.trust_policy, role.max_session_s, role.description, role.created_ns),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_get_role(self, name: str) -> RoleRecord | None:
         sql = "SELECT name, role_id, trust_policy, max_session_s, description, created_ns FROM iam_roles WHERE name=?"
@@ -535,7 +561,7 @@ class IdentityTables:
                 if value is not None:
                     c.execute(f"UPDATE iam_roles SET {column}=? WHERE name=?", (value, name))  # noqa: S608
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_delete_role(self, name: str) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -552,7 +578,7 @@ class IdentityTables:
             c.execute("DELETE FROM iam_roles WHERE name=?", (name,))
             c.execute("DELETE FROM iam_boundaries WHERE principal_type='role' AND principal_name=?", (name,))
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     async def iam_put_oidc_provider(self, url: str, client_ids: list[str], thumbprints: list[str], now_ns: int) -> None:
         def fn(c: sqlite3.Connection) -> None:
@@ -563,7 +589,7 @@ class IdentityTables:
                 (url, json.dumps(client_ids), json.dumps(thumbprints), now_ns),
             )
 
-        await self._write(fn)
+        await self._iam_write(fn)
 
     def iam_oidc_providers(self) -> list[tuple[str, list[str], list[str], int]]:
         """(issuer url, client ids, thumbprints, created_ns) of every provider, by url."""
@@ -575,4 +601,4 @@ class IdentityTables:
             if c.execute("DELETE FROM iam_oidc_providers WHERE url=?", (url,)).rowcount == 0:
                 raise NoSuchEntity(f"OpenIDConnect provider {url} was not found.", resource=url)
 
-        await self._write(fn)
+        await self._iam_write(fn)

@@ -5,7 +5,11 @@ catalog, with the secrets sealed under the server master key (docs/identities.md
 call, and what the authenticator asks on every request: ``secret_for(access_key_id)`` and
 ``principal_for(access_key_id)`` are answered from a per-process cache that lives
 ``cache_ttl_s`` (1 s), so a key disabled through one worker stops working in every worker
-within about a second, while the hot path does no catalog read for a key seen recently.
+within about a second, while the hot path does no catalog read for a key seen recently. When an
+answer's second is over, one read of the catalog's identity generation (``iam_generation``: it
+moves with every identity write, once per ``cache_ttl_s`` for all keys) tells whether anything
+changed; if not, the answer is kept for another second (its key's expiry checked again) instead
+of re-reading the key, user, groups and policies and re-opening the sealed secret.
 
 Policy documents are stored as text. ``validate_policy(document, kind)`` (given by the
 composition root: ``tierstore.iam.parse_policy``; by default: any JSON object) vets them before
@@ -27,7 +31,7 @@ import string
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tierstore.catalog import AccessKeyRecord, RoleRecord, SqliteCatalog, UserRecord
@@ -55,6 +59,7 @@ MAX_POLICY_CHARS = 20_480
 MAX_TAGS = 50
 PRINCIPAL_TYPES = ("user", "group", "role")
 LAST_USED_INTERVAL_S = 60.0  # a key's last-used time is written at most this often (per process)
+_T = TypeVar("_T")
 _CACHE_MAX = 10_000  # entries; past it the cache starts over (unknown key ids are cached too)
 
 
@@ -179,8 +184,12 @@ class IdentityService:
         self.cache_ttl_s = cache_ttl_s
         self._clock = clock
         self._monotonic = monotonic
-        self._secrets: dict[str, tuple[float, str | None]] = {}
-        self._principals: dict[str, tuple[float, Principal | None]] = {}
+        # access key id -> (valid until, identity generation it was loaded at, the key's
+        # expiry in ns or None, the answer)
+        self._secrets: dict[str, tuple[float, str, int | None, str | None]] = {}
+        self._principals: dict[str, tuple[float, str, int | None, Principal | None]] = {}
+        self._generation = ""  # the catalog's iam_generation as last read ...
+        self._generation_until = float("-inf")  # ... and until when it stands for the catalog's
         self._touched: dict[str, float] = {}
         self._pending_used: dict[str, int] = {}
         self._flush_task: asyncio.Task[None] | None = None
@@ -199,7 +208,20 @@ class IdentityService:
         else:
             self._secrets.pop(access_key_id, None)
             self._principals.pop(access_key_id, None)
+        self._generation_until = float("-inf")  # this worker just wrote: the next load reads it anew
 
+    def _current_generation(self, now: float) -> str:
+        """The catalog's identity generation, read at most once per ``cache_ttl_s``."""
+        if now >= self._generation_until:
+            self._generation = self.catalog.iam_generation()
+            self._generation_until = now + self.cache_ttl_s
+        return self._generation
+
+    def _still(self, hit: tuple[float, str, int | None, Any], now: float) -> bool:
+        """Whether an expired cache entry still holds: no identity changed since it was loaded
+        and its key has not expired. Then it stands until the generation is read again, so an
+        answer is never older than ``cache_ttl_s`` behind the catalog."""
+        return hit[1] == self._current_generation(now) and (hit[2] is None or hit[2] > self._now_ns())
     # --- the authenticator's hot path ----------------------------------------------------
     def is_root_key(self, access_key_id: str) -> bool:
         """Whether ``access_key_id`` is one of the bootstrap root keys."""
@@ -211,15 +233,32 @@ class IdentityService:
         root = self._root_keys.get(access_key_id)
         if root is not None:
             return root
-        now = self._monotonic()
         hit = self._secrets.get(access_key_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        secret = self._load_secret(access_key_id)
-        if len(self._secrets) >= _CACHE_MAX:
-            self._secrets.clear()
-        self._secrets[access_key_id] = (now + self.cache_ttl_s, secret)
-        return secret
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[3]
+        return self._refresh(self._secrets, access_key_id, self._load_secret)
+
+    def _refresh(
+        self,
+        cache: dict[str, tuple[float, str, int | None, _T]],
+        access_key_id: str,
+        load: Callable[[str], tuple[_T, int | None]],
+    ) -> _T:
+        """The answer for ``access_key_id`` once its cache entry's time is over: the same one
+        again while the identity generation has not moved and the key has not expired (until the
+        generation is read again), else ``load``'s (tagged with the generation read before it, so
+        a change made meanwhile reloads next time)."""
+        now = self._monotonic()
+        hit = cache.get(access_key_id)
+        if hit is not None and self._still(hit, now):
+            cache[access_key_id] = (self._generation_until, *hit[1:])
+            return hit[3]
+        generation = self._current_generation(now)
+        value, expires_ns = load(access_key_id)
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[access_key_id] = (now + self.cache_ttl_s, generation, expires_ns, value)
+        return value
 
     def _usable(self, rec: AccessKeyRecord | None) -> tuple[bool, UserRecord | None]:
         """(whether ``rec`` may authenticate now, its user: None for the root's keys)."""
@@ -234,40 +273,38 @@ class IdentityService:
             return False, None
         return True, user
 
-    def _load_secret(self, access_key_id: str) -> str | None:
+    def _load_secret(self, access_key_id: str) -> tuple[str | None, int | None]:
+        """(the secret or None, the key's expiry)."""
         rec = self.catalog.iam_get_key(access_key_id)
         if rec is None or not self._usable(rec)[0]:
-            return None
+            return None, None
         try:
-            return self._key.open_sealed(rec.sealed_secret, context=access_key_id.encode()).decode()
+            return self._key.open_sealed(rec.sealed_secret, context=access_key_id.encode()).decode(), rec.expires_ns
         except SealedSecretError as exc:
             log.warning("access key %s: its sealed secret does not open: %s", access_key_id, exc)
-            return None
+            return None, None
 
     def principal_for(self, access_key_id: str) -> Principal | None:
         """Who ``access_key_id`` acts as and the identity policies that apply (None: the key
         cannot authenticate now). Cached for ``cache_ttl_s``."""
         if access_key_id in self._root_keys:
             return Principal(access_key_id, "root", None, None)
-        now = self._monotonic()
         hit = self._principals.get(access_key_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        principal = self._load_principal(access_key_id)
-        if len(self._principals) >= _CACHE_MAX:
-            self._principals.clear()
-        self._principals[access_key_id] = (now + self.cache_ttl_s, principal)
-        return principal
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[3]
+        return self._refresh(self._principals, access_key_id, self._load_principal)
 
-    def _load_principal(self, access_key_id: str) -> Principal | None:
+    def _load_principal(self, access_key_id: str) -> tuple[Principal | None, int | None]:
+        """(who the key acts as or None, the key's expiry)."""
         rec = self.catalog.iam_get_key(access_key_id)
         usable, user = self._usable(rec)
         if rec is None or not usable:
-            return None
+            return None, None
         session = rec.policy if rec.kind == "service" else None
+        kind = "service" if rec.kind == "service" else "root" if user is None else "user"
         if user is None:  # the root's catalog key (a service account of the root: still narrowed)
-            return Principal(access_key_id, "service" if rec.kind == "service" else "root", None, None, (), (), session)
-        return self._user_principal(access_key_id, "service" if rec.kind == "service" else "user", user, session)
+            return Principal(access_key_id, kind, None, None, (), (), session), rec.expires_ns
+        return self._user_principal(access_key_id, kind, user, session), rec.expires_ns
 
     def _user_principal(self, access_key_id: str, kind: str, user: UserRecord, session: str | None) -> Principal:
         """``user``'s principal with every identity policy that applies (its own and its groups')."""

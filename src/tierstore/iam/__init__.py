@@ -15,6 +15,7 @@ from tierstore.iam._evaluate import (
     Principal,
     compile_policies,
     evaluate,
+    key_independent,
     s3_resource_arn,
     trust_admits,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "Statement",
     "compile_policies",
     "evaluate",
+    "key_independent",
     "parse_policy",
     "s3_resource_arn",
     "trust_admits",

@@ -29,6 +29,7 @@ __all__ = [
     "Principal",
     "compile_policies",
     "evaluate",
+    "key_independent",
     "s3_resource_arn",
     "trust_admits",
 ]
@@ -357,16 +358,41 @@ class _EffectPlan:
         return None
 
 
+def _over_bucket(stmt: Statement, prefix: str) -> bool | None:
+    """Whether ``stmt``'s Resource (or NotResource) covers every string starting with ``prefix``
+    (True), none (False), or some or not known (None; see ``Pattern.over_prefix``)."""
+    if stmt.resources is None:
+        return True
+    found = {p.over_prefix(prefix) for p in stmt.resources}
+    if None in found:
+        return None
+    return (True in found) != stmt.not_resource
+
+
 class _Plan:
     """The statements of a policy set that apply to one action, split by effect."""
 
-    __slots__ = ("allow", "deny")
+    __slots__ = ("_uniform", "allow", "deny", "statements")
 
     def __init__(self, entries: Sequence[tuple[Statement, Decision, Decision]]) -> None:
         deny = _EffectPlan([(s, d) for s, d, _ in entries if not s.allow])
         allow = _EffectPlan([(s, a) for s, _, a in entries if s.allow])
         self.deny = deny.first
         self.allow = allow.first
+        self.statements = tuple(s for s, _, _ in entries)
+        self._uniform: dict[str, bool] = {}
+
+    def key_independent(self, bucket: str) -> bool:
+        """Whether every statement of this plan matches all objects of ``bucket`` or none of them
+        (by Resource/NotResource alone; cached per bucket)."""
+        found = self._uniform.get(bucket)
+        if found is None:
+            prefix = f"{_S3_ARN}{bucket}/"
+            found = all(_over_bucket(s, prefix) is not None for s in self.statements)
+            if len(self._uniform) >= _CACHE_MAX:
+                self._uniform.clear()
+            self._uniform[bucket] = found
+        return found
 
 
 class PolicySet:
@@ -481,6 +507,33 @@ def evaluate(
         if plan.allow(request) is None:
             return Decision(False, "implicit_deny", policy.name, "session", None)
     return granted
+
+
+def key_independent(
+    action: str,
+    bucket: str,
+    *,
+    identity: Sequence[Policy] | PolicySet,
+    resource: Policy | None = None,
+    session: Sequence[Policy] = (),
+    boundary: Sequence[Policy] | PolicySet | None = None,
+) -> bool:
+    """Whether ``evaluate`` of ``action`` on an object of ``bucket`` with these policies takes
+    the same path for every object key of the bucket, as far as it reads no context key: every
+    statement for ``action`` in every policy given (both effects; identity, resource, session,
+    boundary) has a Resource/NotResource that covers all of the bucket's objects or none of them,
+    without policy variables (a Deny on a prefix, an Allow of ``b/home/*``, a ``${aws:username}``
+    make it False). Then a decision on one object that did not read the request context
+    (``AuthzRequest.read_context`` False: no condition, variable or tag was looked at) is the
+    decision on every object of the bucket: the statements that apply are the same ones, in the
+    same order. Each plan caches its answer per bucket."""
+    sets: list[PolicySet] = [compile_policies(identity, "identity")]
+    if resource is not None:
+        sets.append(_single_set(resource, "resource"))
+    if boundary is not None:
+        sets.append(compile_policies(boundary, "boundary"))
+    sets.extend(_single_set(s, "session") for s in session)
+    return all(ps.plan(action).key_independent(bucket) for ps in sets)
 
 
 def _names(policies: Sequence[Policy] | PolicySet | None) -> str | None:

@@ -129,6 +129,45 @@ class Pattern:
                 return None
         return "".join(out)
 
+    def over_prefix(self, prefix: str) -> bool | None:
+        """How this pattern matches the strings that start with ``prefix`` (e.g. every object ARN
+        of a bucket, ``arn:aws:s3:::b/``): True: every one of them; False: none; None: some, or
+        not known for sure (a policy variable, a wildcard that is not a trailing ``*`` crossing
+        every character). Never True or False unless it is so for every such string."""
+        fold = str.lower if self.flags & re.IGNORECASE else str
+        head: list[str] = []  # the literal text before the first wildcard or variable
+        literal = True
+        for kind, text, _ in self.pieces:
+            if kind == EXACT:
+                head.append(text)
+                continue
+            if kind == VAR:
+                literal = False
+                break
+            cut = min((i for i in (text.find("*"), text.find("?")) if i >= 0), default=-1)
+            if cut < 0:
+                head.append(text)
+                continue
+            head.append(text[:cut])
+            literal = False
+            break
+        start, want = fold("".join(head)), fold(prefix)
+        if literal:  # one string: at most one of them
+            return None if start.startswith(want) else False
+        if not (start.startswith(want) or want.startswith(start)):
+            return False  # the literal head leaves the prefix: no string with that prefix matches
+        last = self.pieces[-1]
+        if self.variables or last[0] != WILD or not last[1].endswith("*"):
+            return None
+        # ``H*``: every string with the prefix matches if H matches some prefix of it (the trailing
+        # ``*`` takes the rest) — unless that ``*`` stops at a ``:`` (an ARN pattern's first fields).
+        rest = [(k, t) for k, t, _ in self.pieces[:-1]] + [(WILD, last[1].rstrip("*"))]
+        if self.arn and "".join(t for _, t in rest).count(":") < 5:
+            return None
+        if compile_glob(_glob_regex(rest, arn=self.arn), self.flags).match(prefix) is not None:
+            return True
+        return None
+
     def matches(self, value: str, lookup: Lookup) -> bool:
         regex = self.resolve(lookup)
         return regex is not None and regex.fullmatch(value) is not None
