@@ -37,8 +37,9 @@ settings.load_profile("tierstore")
 
 
 # The longest test files, started first: ./dev test hands whole files to 3 pytest processes in
-# collection order, so a long file collected last would run alone at the end (measured with
-# --durations; the order changes how long the suite takes, never what a test sees).
+# collection order (--no-loadscope-reorder: xdist's default order is by test count), so a long
+# file collected last would run alone at the end (measured with --durations; the order changes
+# how long the suite takes, never what a test sees).
 LONG_FILES = (
     "test_crash.py",
     "torch/test_checkpoints.py",
