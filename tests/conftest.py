@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from botocore.config import Config
 from hypothesis import HealthCheck, settings
 
+from tests.ports import free_port
 from tests.postgres import PostgreSQL
 from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, resolve_settings
@@ -63,12 +63,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONG_FILES.index(rel) if rel in LONG_FILES else len(LONG_FILES)
 
     items.sort(key=rank)  # stable: the order within a file, and of the other files, is kept
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:

@@ -23,12 +23,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import free_port
 
 __all__ = ["PostgreSQL", "pg_bindir"]
 
@@ -39,12 +40,6 @@ def pg_bindir() -> Path | None:
     """The newest ``/usr/lib/postgresql/N/bin`` that has ``initdb`` (Debian's layout), else None."""
     found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
     return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Exited(RuntimeError):
@@ -123,7 +118,7 @@ class PostgreSQL:
         fixed_port = bool(self.port)
         for attempt in range(attempts):
             if not fixed_port:
-                self.port = _free_port()
+                self.port = free_port()
             self._spawn(bindir)
             try:
                 self._wait_ready(bindir, timeout_s)

