@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.tier_support import ChunkReader, add_tier, transition_in_bounded_memory
+from tests.api.tier_support import ChunkReader, add_tier, admin_client, module_server, transition_in_bounded_memory
 from tests.api.tier_support import catalog_rows as _catalog
 from tests.api.tier_support import get_body as _get
 from tests.api.tier_support import local_files as _local_files
@@ -38,10 +38,7 @@ REMOTE_BUCKET = "tdata-mover"  # one remote bucket, a prefix per tier: SeaweedFS
 
 @pytest.fixture(scope="module")
 def msrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("mover") / "data")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "mover")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +48,7 @@ def s3m(msrv: ServerProcess) -> Any:
 
 @pytest.fixture(scope="module")
 def admin(msrv: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(msrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    return admin_client(msrv)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.api.test_tier_data import PREFIX, _add_tier, _catalog, _get, _local_files, _settle, _wait
+from tests.api.tier_support import admin_client, module_server
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tests.s3http import assert_error, signed_request
 from tests.seaweed import SeaweedFS
@@ -35,10 +36,7 @@ DONE = re.compile(r'^ongoing-request="false", expiry-date="([^"]+)"$')
 
 @pytest.fixture(scope="module")
 def rsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("restore") / "data", extra_args=["--lifecycle-day-seconds", "3"])
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "restore", "--lifecycle-day-seconds", "3")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +46,7 @@ def s3r(rsrv: ServerProcess) -> Any:
 
 @pytest.fixture(scope="module")
 def admin(rsrv: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(rsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    return admin_client(rsrv)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +209,7 @@ def test_restored_reads_with_the_tier_stopped(
         assert _get(s3r, bkt, "kms") == kms and _get(s3r, bkt, "kms", Range="bytes=5-14") == kms[5:15]
         assert _get(s3r, bkt, "mp") == b"".join(parts)
         assert _get(s3r, bkt, "mp", PartNumber=2) == parts[1]
-        reader = TierstoreClient(resolve_settings(rsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+        reader = admin_client(rsrv)
         entries = [{"bucket": bkt, "key": "ds/plain", "range": "bytes=5-9"}, {"bucket": bkt, "key": "mp"}]
         assert [i.data for i in reader.read_many(entries)] == [plain[5:10], b"".join(parts)]
         source = RemoteSource(rsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)

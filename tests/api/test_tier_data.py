@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.api.tier_support import ChunkReader, add_tier, transition_in_bounded_memory
+from tests.api.tier_support import ChunkReader, add_tier, admin_client, module_server, transition_in_bounded_memory
 from tests.api.tier_support import catalog_rows as _catalog
 from tests.api.tier_support import get_body as _get
 from tests.api.tier_support import local_files as _local_files
@@ -37,10 +37,7 @@ PREFIX = "t/"
 
 @pytest.fixture(scope="module")
 def tsrv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("tdata") / "data")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from module_server(tmp_path_factory, "tdata")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def s3t(tsrv: ServerProcess) -> Any:
 
 @pytest.fixture(scope="module")
 def admin(tsrv: ServerProcess) -> TierstoreClient:
-    return TierstoreClient(resolve_settings(tsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    return admin_client(tsrv)
 
 
 def _add_tier(admin: TierstoreClient, weed: SeaweedFS, name: str, *, restore_required: bool = False) -> Any:

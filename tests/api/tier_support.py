@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import ServerProcess
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess
 from tests.seaweed import SeaweedFS
-from tierstore.client import TierstoreClient
+from tierstore.client import TierstoreClient, resolve_settings
 
 
 def add_tier(
@@ -109,3 +110,18 @@ class ChunkReader:
         else:
             out, self._buf = self._buf[:n], self._buf[n:]
         return out
+
+
+def module_server(factory: pytest.TempPathFactory, name: str, *extra_args: str) -> Iterator[ServerProcess]:
+    """A module fixture's body: a server of its own on a fresh data dir, stopped at the end."""
+    srv = ServerProcess(factory.mktemp(name) / "data", extra_args=list(extra_args))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def admin_client(srv: ServerProcess) -> TierstoreClient:
+    """The root's extension client of ``srv``."""
+    return TierstoreClient(resolve_settings(srv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
