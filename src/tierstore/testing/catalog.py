@@ -1,0 +1,1306 @@
+"""Conformance suite every Catalog passes (STYLE.md 9; issue 18: one protocol, two engines).
+
+Subclass ``CatalogConformance`` in a ``Test*`` class and provide the ``catalog`` fixture: a
+factory that, called with no arguments, returns an async context manager which opens the
+catalog under test on entry and closes it on exit. Every call made during one test opens the
+SAME store, empty at the test's start: a second call while the first is open is a second
+gateway (process) on the same store; a call after the first closed is a restart. Tests are
+plain functions that run their body with ``asyncio.run`` (no pytest-asyncio), so the catalog
+is opened, used and closed inside one event loop (tests/catalog/test_conformance.py runs it
+on SQLite, one file and mirrored)::
+
+    class TestPostgresCatalog(CatalogConformance):
+        @pytest.fixture
+        def catalog(self, postgres: Postgres) -> CatalogFactory:
+            dsn = ...  # a fresh, empty database for this test
+
+            @contextlib.asynccontextmanager
+            async def open_catalog() -> AsyncIterator[PostgresCatalog]:
+                cat = await PostgresCatalog.open(dsn)
+                try:
+                    yield cat
+                finally:
+                    await cat.close()
+
+            return open_catalog
+
+A catalog still being built may subclass only the parts it has (``BucketContract``,
+``VersionContract``, ``ConditionalWriteContract``, ``ListingContract``, ``BlobContract``,
+``UploadContract``, ``DatasetContract``); ``CatalogConformance`` is all of them plus a reopen.
+
+What the suite pins down is the contract the engine relies on, not any engine's tables:
+buckets, versions in every versioning state (with a seeded random history checked against a
+model), conditional writes and their callbacks (``check``, ``guard``, ``shared_gone``,
+``fixed_version_id``), listings in S3 byte order, blob references and the trash, inline
+bodies, multipart uploads, datasets, models and aliases. Engine-specific callbacks (SQLite's
+``extra``/``done``, which take a connection) are not part of it. The callbacks that are
+(``check``, ``guard``, ``update``) run inside the write's transaction and may run more than
+once for one write (a mirrored SQLite runs each job once per copy; a retried transaction runs
+it again): the suite's callbacks are pure, as the engine's are, and it never counts calls.
+Random inputs come from ``random.Random`` seeded with ``SEED``; a failure names its seed and
+step, and replays. Reads go through ``_r`` while catalogs' reads are still becoming async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tierstore.catalog import (
+    BlobRef,
+    DatasetRecord,
+    ModelAliasInUse,
+    PinGone,
+    VersioningChanged,
+    VersionRecord,
+    VersionTaken,
+)
+from tierstore.errors import (
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    InvalidObjectState,
+    NoSuchBucket,
+    NoSuchDataset,
+    NoSuchKey,
+    NoSuchModel,
+    NoSuchUpload,
+    NoSuchVersion,
+    PreconditionFailed,
+)
+from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
+
+__all__ = [
+    "SEED",
+    "BlobContract",
+    "BucketContract",
+    "CatalogConformance",
+    "CatalogFactory",
+    "ConditionalWriteContract",
+    "DatasetContract",
+    "ListingContract",
+    "UploadContract",
+    "VersionContract",
+]
+
+SEED = 20261207
+
+# The catalog under test. Typed loosely on purpose: tierstore.catalog.Catalog (the protocol,
+# issue 18 slice 2) is the type once it lands; until then reads may be sync or async (``_r``).
+Cat = Any
+CatalogFactory = Callable[[], AbstractAsyncContextManager[Cat]]
+
+BASE_NS = 1_780_000_000 * 10**9  # a plausible "now": version ids carry their creation time
+KB = 1024
+MIB = 1024 * 1024
+# Keys chosen around the orderings a text collation gets wrong: '/' (0x2f) vs '.' (0x2e) vs
+# '0' (0x30) vs '-' (0x2d), upper before lower case, DEL, multi-byte UTF-8 up to U+10FFFF
+# (f4 8f bf bf, the highest bytes UTF-8 has: just below the 0xff bound listings use).
+ORDER_KEYS = [
+    "a", "a-b", "a.b", "a/b", "a0", "a/", "a//", "a/b/c", "B", "b", "ab", "a\x7f", "é", "e\u0301",
+    "日本/語", "\uffff", "\U0010ffff", "\U0010ffff/x", "z" * 300, "a b", "a\tb", "~", "\x01",
+]  # fmt: skip
+KEY_ALPHABET = ["a", "b", "/", ".", "0", "-", "é", "日", "\U0010ffff", "\x7f", "Z"]
+
+
+async def _r(x: Any) -> Any:
+    """A read's result: awaited if the catalog's read is a coroutine, else as returned.
+
+    Catalog reads are being made ``async def`` everywhere (issue 18, slice 2); this goes once
+    every engine's reads are async, and every ``await _r(cat.x(...))`` becomes ``await cat.x(...)``."""
+    if inspect.isawaitable(x):
+        return await x
+    return x
+
+
+def run(factory: CatalogFactory, body: Callable[[Cat], Awaitable[None]]) -> None:
+    """Open one catalog, run ``body`` with it, close it: all in one event loop."""
+
+    async def main() -> None:
+        async with factory() as cat:
+            await body(cat)
+
+    asyncio.run(main())
+
+
+# --- records -------------------------------------------------------------------------------
+def vid(n: int) -> str:
+    """A version id as runtime.new_version_id makes them: creation time in fixed-width hex first."""
+    return f"{BASE_NS + n * 1000:016x}{n:08x}"
+
+
+def bid(n: int, tag: str = "b") -> str:
+    """A blob id (32 lowercase hex chars, as runtime.new_blob_id makes them)."""
+    return f"{sum(map(ord, tag)):04x}{n:028x}"
+
+
+def etag(n: int) -> str:
+    return f'"{n:032x}"'
+
+
+def meta(bucket: str, key: str, n: int, *, size_bytes: int = 10, **fields: Any) -> ObjectMeta:
+    return ObjectMeta(bucket=bucket, key=key, version_id=vid(n), size_bytes=size_bytes, etag=etag(n),
+                      modified_ns=BASE_NS + n, **fields)  # fmt: skip
+
+
+def record(bucket: str, key: str, n: int, *, inline: bytes | None = None, **fields: Any) -> VersionRecord:
+    """Version ``n`` of ``key``: in blob ``bid(n)``, or inline with ``inline`` as its body."""
+    if inline is not None:
+        return VersionRecord(meta=meta(bucket, key, n, size_bytes=len(inline), **fields), inline_data=inline)
+    return VersionRecord(meta=meta(bucket, key, n, **fields), blobs=[BlobRef(bid(n), 10)])
+
+
+def marker(bucket: str, key: str, n: int) -> ObjectMeta:
+    """A would-be delete marker, as the engine passes it to ``delete_object``."""
+    return ObjectMeta(bucket=bucket, key=key, version_id=vid(n), size_bytes=0, etag="", modified_ns=BASE_NS + n,
+                      is_delete_marker=True)  # fmt: skip
+
+
+def full_meta(bucket: str, key: str, n: int) -> ObjectMeta:
+    """Every field of ObjectMeta set to something other than its default."""
+    return meta(
+        bucket, key, n, size_bytes=3 * 5 * MIB + 17,
+        headers={"content-type": "text/plain; charset=utf-8", "content-disposition": 'attachment; filename="ü.txt"',
+                 "cache-control": "no-cache"},
+        user_meta={"owner": "zoë", "empty": "", "quote": "a\"b'c\\d"},
+        checksums={"crc32c": "yZRlqg==-3"}, checksum_type="COMPOSITE", parts=[5 * MIB, 5 * MIB, 5 * MIB + 17],
+        part_checksums={"crc32c": ["AAAAAA==", "AAAAAQ==", "AAAAAg=="]}, storage_class="STANDARD_IA",
+        tags={"k": "v", "日本": "語"}, lock={"mode": "GOVERNANCE", "until_ns": BASE_NS * 2, "legal_hold": True},
+        acl=[["id", "abc", "READ"], ["group", "AllUsers", "READ_ACP"]],
+        encryption={"kind": "SSE-S3", "alg": "AES256", "nested": {"list": [1, 2.5, None, True]}},
+    )  # fmt: skip
+
+
+def upload(bucket: str, key: str, n: int, **fields: Any) -> UploadInfo:
+    return UploadInfo(bucket=bucket, key=key, upload_id=f"{n:032x}", initiated_ns=BASE_NS + n, **fields)
+
+
+def part(number: int, n: int, size_bytes: int = 5 * MIB, **fields: Any) -> PartInfo:
+    return PartInfo(number, size_bytes, etag(n), BASE_NS + n, {"crc32c": f"{n:08x}"}, bid(n, "part"), **fields)
+
+
+def dataset(name: str, version: int, manifest_n: int, *, info: dict[str, Any] | None = None) -> DatasetRecord:
+    info = {"source": {"prefix": "é/"}, "columns": ["a"], "n": 1.5} if info is None else info
+    return DatasetRecord(name, version, bid(manifest_n, "manifest"), 100 + version, BASE_NS + version, version * 10,
+                         version * 1000, info)  # fmt: skip
+
+
+async def enable(cat: Cat, bucket: str, status: str = "Enabled") -> None:
+    """Set the bucket's versioning state as the engine does: the ``versioning`` property."""
+
+    def update(props: dict[str, Any]) -> dict[str, Any]:
+        props["versioning"] = status
+        return props
+
+    await cat.update_bucket_props(bucket, update)
+
+
+async def new_bucket(cat: Cat, name: str = "bucket", versioning: str | None = None) -> str:
+    await cat.create_bucket(BucketInfo(name, BASE_NS, "us-east-1"))
+    if versioning is not None:
+        await enable(cat, name, versioning)
+    return name
+
+
+async def put(cat: Cat, bucket: str, key: str, n: int, **kwargs: Any) -> str:
+    version_id: str = await cat.put_version(record(bucket, key, n), **kwargs)
+    return version_id
+
+
+async def trash(cat: Cat) -> set[str]:
+    return set(await _r(cat.trash_batch(100_000)))
+
+
+async def all_versions(cat: Cat, bucket: str) -> list[tuple[str, str, bool, bool]]:
+    """(key, version id, is_latest, is_delete_marker) of every version, in listing order."""
+    rows = await _r(cat.scan_versions(bucket, b"", None, b"\xff", 100_000))
+    return [(rec.meta.key, rec.meta.version_id, is_latest, rec.is_delete_marker) for rec, _seq, is_latest in rows]
+
+
+async def live_keys(cat: Cat, bucket: str) -> list[str]:
+    rows = await _r(cat.scan_latest(bucket, b"", b"\xff", 100_000, inclusive=True))
+    return [bytes(r[0]).decode() for r in rows]
+
+
+def successor(prefix: bytes) -> bytes:
+    """The engine's exclusive upper bound for keys starting with ``prefix`` (0xff never occurs in UTF-8)."""
+    return prefix + b"\xff"
+
+
+# --- the model of one bucket's versions, for the random history -------------------------------
+@dataclass(slots=True)
+class _Version:
+    version_id: str
+    is_marker: bool
+    etag: str
+    blob: str | None
+
+
+@dataclass(slots=True)
+class _Model:
+    versioning: str | None = None
+    keys: dict[str, list[_Version]] = field(default_factory=dict)  # oldest first
+    trash: set[str] = field(default_factory=set)
+
+    def remove(self, key: str, version: _Version) -> None:
+        self.keys[key].remove(version)
+        if version.blob is not None:
+            self.trash.add(version.blob)
+        if not self.keys[key]:
+            del self.keys[key]
+
+    def drop_null(self, key: str) -> None:
+        for v in self.keys.get(key, []):
+            if v.version_id == NULL_VERSION:
+                self.remove(key, v)
+                return
+
+    def add(self, key: str, version: _Version) -> None:
+        self.keys.setdefault(key, []).append(version)
+
+    def latest(self, key: str) -> _Version | None:
+        versions = self.keys.get(key)
+        return versions[-1] if versions else None
+
+    def listing(self) -> list[tuple[str, str, bool, bool]]:
+        out = []
+        for key in sorted(self.keys, key=str.encode):
+            newest_first = self.keys[key][::-1]
+            out += [(key, v.version_id, i == 0, v.is_marker) for i, v in enumerate(newest_first)]
+        return out
+
+
+class _Refused(Exception):
+    """Raised by a test's callback (a precondition or object-lock guard saying no)."""
+
+
+class _Contract:
+    @pytest.fixture
+    def catalog(self) -> CatalogFactory:
+        raise NotImplementedError("subclasses provide the catalog fixture")
+
+
+class BucketContract(_Contract):
+    """Buckets: create, get, list in byte order, properties, delete."""
+
+    def test_bucket_create_get_delete(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            assert await _r(cat.get_bucket("b1")) is None
+            await cat.create_bucket(BucketInfo("b1", BASE_NS + 5, "eu-west-3"))
+            assert await _r(cat.get_bucket("b1")) == BucketInfo("b1", BASE_NS + 5, "eu-west-3")
+            with pytest.raises(BucketAlreadyOwnedByYou):
+                await cat.create_bucket(BucketInfo("b1", BASE_NS + 6, "us-east-1"))
+            assert await _r(cat.get_bucket("b1")) == BucketInfo("b1", BASE_NS + 5, "eu-west-3")  # untouched
+            with pytest.raises(NoSuchBucket):
+                await cat.delete_bucket("nope")
+            with pytest.raises(NoSuchBucket):
+                await _r(cat.bucket_props("nope"))
+            with pytest.raises(NoSuchBucket):
+                await cat.update_bucket_props("nope", lambda p: p)
+            with pytest.raises(NoSuchBucket):
+                await put(cat, "nope", "k", 1)
+            # Not empty while any version is there, a delete marker included.
+            await enable(cat, "b1")
+            await put(cat, "b1", "k", 1)
+            await cat.delete_object("b1", "k", version_id=None, marker=marker("b1", "k", 2))
+            await cat.delete_object("b1", "k", version_id=vid(1), marker=marker("b1", "k", 3))
+            assert await all_versions(cat, "b1") == [("k", vid(2), True, True)]
+            with pytest.raises(BucketNotEmpty):
+                await cat.delete_bucket("b1")
+            assert await _r(cat.get_bucket("b1")) is not None
+            await cat.delete_object("b1", "k", version_id=vid(2), marker=marker("b1", "k", 4))
+            await cat.delete_bucket("b1")
+            assert await _r(cat.get_bucket("b1")) is None
+            # The name is free again, with none of the old bucket's settings.
+            await cat.create_bucket(BucketInfo("b1", BASE_NS + 7, "us-east-1"))
+            assert await _r(cat.bucket_props("b1")) == {}
+            assert await all_versions(cat, "b1") == []
+
+        run(catalog, body)
+
+    def test_list_buckets_in_byte_order(self, catalog: CatalogFactory) -> None:
+        names = ["a-b", "a.b", "a0b", "a-b.c", "zz9", "abc", "ab-c", "b00", "b0-0"]
+        regions = {"a.b": "eu-west-3", "b00": "eu-west-3"}
+
+        async def body(cat: Cat) -> None:
+            for i, name in enumerate(names):
+                await cat.create_bucket(BucketInfo(name, BASE_NS + i, regions.get(name, "us-east-1")))
+            expected = [BucketInfo(n, BASE_NS + names.index(n), regions.get(n, "us-east-1"))
+                        for n in sorted(names, key=str.encode)]  # fmt: skip
+            assert await _r(cat.list_buckets()) == expected
+            assert [b.name for b in await _r(cat.list_buckets(after="a.b"))] == [
+                "a0b",
+                "ab-c",
+                "abc",
+                "b0-0",
+                "b00",
+                "zz9",
+            ]
+            assert [b.name for b in await _r(cat.list_buckets(prefix="a-"))] == ["a-b", "a-b.c"]
+            assert [b.name for b in await _r(cat.list_buckets(prefix="ab", after="ab-c"))] == ["abc"]
+            assert [b.name for b in await _r(cat.list_buckets(region="eu-west-3"))] == ["a.b", "b00"]
+            # Pages of 2 walk the whole list exactly once.
+            seen: list[str] = []
+            while page := await _r(cat.list_buckets(after=seen[-1] if seen else "", limit=2)):
+                assert len(page) <= 2
+                seen += [b.name for b in page]
+            assert seen == [b.name for b in expected]
+            assert await _r(cat.list_buckets(prefix="q")) == []
+
+        run(catalog, body)
+
+    def test_bucket_props_round_trip_and_update(self, catalog: CatalogFactory) -> None:
+        props = {"versioning": "Enabled", "policy": {"Statement": [{"Effect": "Allow", "n": 1.5}]}, "tags": {"é": "日"},
+                 "object_lock": True, "cors": None, "empty": {}, "list": []}  # fmt: skip
+
+        async def body(cat: Cat) -> None:
+            await cat.create_bucket(BucketInfo("b", BASE_NS), dict(props))
+            assert await _r(cat.bucket_props("b")) == props
+
+            def update(p: dict[str, Any]) -> dict[str, Any]:
+                assert p == props  # the current props, read in the same transaction
+                p["policy"] = {"changed": True}
+                del p["tags"]
+                return p
+
+            new = await cat.update_bucket_props("b", update)
+            expected = {k: v for k, v in props.items() if k != "tags"} | {"policy": {"changed": True}}
+            assert new == expected
+            assert await _r(cat.bucket_props("b")) == expected
+
+            def refuse(p: dict[str, Any]) -> dict[str, Any]:
+                p["versioning"] = "Suspended"  # a change made before the refusal is not kept
+                raise _Refused
+
+            with pytest.raises(_Refused):
+                await cat.update_bucket_props("b", refuse)
+            assert await _r(cat.bucket_props("b")) == expected
+
+        run(catalog, body)
+
+
+class VersionContract(_Contract):
+    """Versions in every versioning state, delete markers, inline bodies, metadata updates."""
+
+    def test_every_field_round_trips(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            for versioning in (None, "Enabled"):
+                bucket = await new_bucket(cat, f"b-{versioning or 'none'}".lower(), versioning)
+                m = full_meta(bucket, "dir/ключ ü", 1)
+                blobs = [BlobRef(bid(3), 5 * MIB), BlobRef(bid(1), 5 * MIB), BlobRef(bid(2), 5 * MIB + 17)]
+                returned = await cat.put_version(VersionRecord(meta=m, blobs=blobs))
+                expected_id = vid(1) if versioning else NULL_VERSION
+                assert returned == expected_id
+                want = full_meta(bucket, "dir/ключ ü", 1)
+                want.version_id = expected_id
+                for got in (await _r(cat.get_latest(bucket, "dir/ключ ü")),
+                            await _r(cat.get_version(bucket, "dir/ключ ü", expected_id)),
+                            await _r(cat.get_latest(bucket, "dir/ключ ü", data=True))):  # fmt: skip
+                    assert got is not None
+                    assert got.meta == want
+                    assert got.blobs == blobs  # in order, as given
+                    assert not got.is_delete_marker
+                    assert got.inline_id is None and got.inline_data is None
+                    assert got.bucket_versioning == versioning
+                assert await _r(cat.get_latest(bucket, "dir/ключ")) is None
+                assert await _r(cat.get_version(bucket, "dir/ключ ü", vid(9))) is None
+                assert await _r(cat.get_latest("other", "dir/ключ ü")) is None
+
+        run(catalog, body)
+
+    @pytest.mark.parametrize("size_bytes", [0, 1, 4 * KB, 16 * KB])
+    def test_inline_bodies(self, catalog: CatalogFactory, size_bytes: int) -> None:
+        data = random.Random(SEED + size_bytes).randbytes(size_bytes)
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            rec = record(bucket, "small", 1, inline=data)
+            await cat.put_version(rec)
+            inline_id = rec.inline_id
+            assert inline_id is not None, "the catalog names the inline body at publish"
+            got = await _r(cat.get_latest(bucket, "small", data=True))
+            assert got is not None and got.inline_id == inline_id and got.inline_data == data and got.blobs == []
+            assert got.meta.size_bytes == size_bytes
+            lean = await _r(cat.get_version(bucket, "small", NULL_VERSION))
+            assert lean is not None and lean.inline_id == inline_id and lean.inline_data is None
+            assert (await _r(cat.get_version(bucket, "small", NULL_VERSION, data=True))).inline_data == data
+            assert await _r(cat.inline_bodies([inline_id, "f" * 32, inline_id])) == {inline_id: data}
+            assert await cat.check_inline(inline_id) == "healthy"
+            page, damaged = await _r(cat.inline_verify_page())
+            assert page == [(inline_id, size_bytes)] and damaged == set()
+            # Overwritten (unversioned): the old body goes with its version, in the same commit.
+            await put(cat, bucket, "small", 2)
+            assert await _r(cat.inline_bodies([inline_id])) == {}
+            assert await cat.check_inline(inline_id) == "gone"
+            assert (await _r(cat.get_latest(bucket, "small", data=True))).inline_data is None
+
+        run(catalog, body)
+
+    def test_unversioned_overwrite_replaces_the_null_version(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            assert await put(cat, bucket, "k", 1) == NULL_VERSION
+            assert await put(cat, bucket, "k", 2) == NULL_VERSION
+            assert await all_versions(cat, bucket) == [("k", NULL_VERSION, True, False)]
+            got = await _r(cat.get_version(bucket, "k", NULL_VERSION))
+            assert got is not None and got.meta.etag == etag(2) and got.blobs == [BlobRef(bid(2), 10)]
+            assert await trash(cat) == {bid(1)}
+            # Deleting in a never-versioned bucket removes the object; no marker.
+            removed, added_marker = await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 3))
+            assert not added_marker and removed is not None and removed.meta.etag == etag(2)
+            assert await all_versions(cat, bucket) == []
+            assert await trash(cat) == {bid(1), bid(2)}
+            assert await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 4)) == (None, False)
+
+        run(catalog, body)
+
+    def test_enabled_keeps_history_newest_first(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            for n in (1, 2, 3):
+                assert await put(cat, bucket, "k", n) == vid(n)
+            assert await all_versions(cat, bucket) == [("k", vid(3), True, False), ("k", vid(2), False, False),
+                                                       ("k", vid(1), False, False)]  # fmt: skip
+            for n in (1, 2, 3):
+                got = await _r(cat.get_version(bucket, "k", vid(n)))
+                assert got is not None and got.meta.etag == etag(n) and got.blobs == [BlobRef(bid(n), 10)]
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.version_id == vid(3)
+            seqs = [await _r(cat.version_seq(bucket, "k", vid(n))) for n in (1, 2, 3)]
+            assert seqs[0] < seqs[1] < seqs[2], seqs
+            assert await _r(cat.version_seq(bucket, "k", vid(7))) is None
+            assert await _r(cat.version_seq(bucket, "k2", vid(1))) is None
+            assert await trash(cat) == set()
+
+        run(catalog, body)
+
+    def test_suspended_replaces_only_the_null_version(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await put(cat, bucket, "k", 1)  # null, from before versioning
+            await enable(cat, bucket)
+            await put(cat, bucket, "k", 2)
+            assert await all_versions(cat, bucket) == [("k", vid(2), True, False), ("k", NULL_VERSION, False, False)]
+            await enable(cat, bucket, "Suspended")
+            assert await put(cat, bucket, "k", 3) == NULL_VERSION  # replaces the old null, under v2
+            assert await all_versions(cat, bucket) == [("k", NULL_VERSION, True, False), ("k", vid(2), False, False)]
+            assert (await _r(cat.get_version(bucket, "k", NULL_VERSION))).meta.etag == etag(3)
+            assert await trash(cat) == {bid(1)}
+            # A delete adds a null marker, which replaces the null version.
+            removed, added_marker = await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 4))
+            assert added_marker and removed is not None and removed.is_delete_marker
+            assert removed.meta.version_id == NULL_VERSION
+            assert await all_versions(cat, bucket) == [("k", NULL_VERSION, True, True), ("k", vid(2), False, False)]
+            assert await trash(cat) == {bid(1), bid(3)}
+            latest = await _r(cat.get_latest(bucket, "k"))
+            assert latest is not None and latest.is_delete_marker and latest.meta.is_delete_marker
+            assert latest.bucket_versioning == "Suspended"
+            # Enabled again: new versions stack on top; the null marker stays in the history.
+            await enable(cat, bucket)
+            await put(cat, bucket, "k", 5)
+            assert await all_versions(cat, bucket) == [("k", vid(5), True, False), ("k", NULL_VERSION, False, True),
+                                                       ("k", vid(2), False, False)]  # fmt: skip
+
+        run(catalog, body)
+
+    def test_delete_markers_and_promotion(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            for n in (1, 2, 3):
+                await put(cat, bucket, "k", n)
+            await put(cat, bucket, "other", 9)
+            removed, added_marker = await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 4))
+            assert added_marker and removed is not None and removed.is_delete_marker
+            assert removed.meta.version_id == vid(4)
+            assert await live_keys(cat, bucket) == ["other"]
+            latest = await _r(cat.get_latest(bucket, "k"))
+            assert latest is not None and latest.is_delete_marker and latest.meta.version_id == vid(4)
+            assert latest.blobs == [] and latest.inline_id is None
+            # A marker on a key with no versions at all is still a marker.
+            await cat.delete_object(bucket, "ghost", version_id=None, marker=marker(bucket, "ghost", 5))
+            assert await all_versions(cat, bucket) == [
+                ("ghost", vid(5), True, True),
+                ("k", vid(4), True, True), ("k", vid(3), False, False), ("k", vid(2), False, False),
+                ("k", vid(1), False, False),
+                ("other", vid(9), True, False),
+            ]  # fmt: skip
+            # Deleting the marker by id brings the newest version back.
+            removed, added_marker = await cat.delete_object(
+                bucket, "k", version_id=vid(4), marker=marker(bucket, "k", 6)
+            )
+            assert not added_marker and removed is not None and removed.is_delete_marker
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.version_id == vid(3)
+            assert await live_keys(cat, bucket) == ["k", "other"]
+            # Deleting an older version leaves the latest alone; deleting the latest promotes the next.
+            await cat.delete_object(bucket, "k", version_id=vid(2), marker=marker(bucket, "k", 7))
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.version_id == vid(3)
+            removed, _ = await cat.delete_object(bucket, "k", version_id=vid(3), marker=marker(bucket, "k", 8))
+            assert removed is not None and removed.meta.etag == etag(3) and removed.blobs == [BlobRef(bid(3), 10)]
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.version_id == vid(1)
+            assert await trash(cat) == {bid(2), bid(3)}
+            nothing = await cat.delete_object(bucket, "k", version_id=vid(99), marker=marker(bucket, "k", 10))
+            assert nothing == (None, False)
+            await cat.delete_object(bucket, "k", version_id=vid(1), marker=marker(bucket, "k", 11))
+            assert await _r(cat.get_latest(bucket, "k")) is None
+            assert await live_keys(cat, bucket) == ["other"]
+
+        run(catalog, body)
+
+    def test_random_history_matches_a_model(self, catalog: CatalogFactory) -> None:
+        """Seeded random puts, deletes, version deletes and versioning changes on a few keys,
+        checked after every step against a model of S3 versioning (and the trash it implies)."""
+        keys = ["k", "k/", "ké", "k\U0010ffff", "j"]
+
+        async def body(cat: Cat) -> None:
+            rng = random.Random(SEED)
+            bucket = await new_bucket(cat)
+            model = _Model()
+            for step in range(1, 161):
+                where = f"seed {SEED} step {step}"
+                key = rng.choice(keys)
+                op = rng.choices(["put", "delete", "delete_version", "versioning"], [6, 3, 3, 1])[0]
+                if op == "versioning":
+                    model.versioning = rng.choice(["Enabled", "Suspended"])
+                    await enable(cat, bucket, model.versioning)
+                elif op == "put":
+                    got = await put(cat, bucket, key, step)
+                    version_id = vid(step) if model.versioning == "Enabled" else NULL_VERSION
+                    assert got == version_id, where
+                    if model.versioning != "Enabled":
+                        model.drop_null(key)
+                    model.add(key, _Version(version_id, False, etag(step), bid(step)))
+                elif op == "delete":
+                    removed, added = await cat.delete_object(
+                        bucket, key, version_id=None, marker=marker(bucket, key, step)
+                    )
+                    current = model.latest(key)
+                    if model.versioning is None:
+                        assert not added, where
+                        assert (removed and removed.meta.version_id) == (current and current.version_id), where
+                        if current is not None:
+                            model.remove(key, current)
+                    else:
+                        version_id = vid(step) if model.versioning == "Enabled" else NULL_VERSION
+                        assert added and removed is not None and removed.meta.version_id == version_id, where
+                        if model.versioning != "Enabled":
+                            model.drop_null(key)
+                        model.add(key, _Version(version_id, True, "", None))
+                else:
+                    versions = model.keys.get(key, [])
+                    target = rng.choice(versions) if versions and rng.random() < 0.8 else None
+                    absent = [vid(10_000 + step)] + [NULL_VERSION] * all(v.version_id != NULL_VERSION for v in versions)
+                    version_id = target.version_id if target else rng.choice(absent)
+                    removed, added = await cat.delete_object(bucket, key, version_id=version_id,
+                                                             marker=marker(bucket, key, step))  # fmt: skip
+                    assert not added, where
+                    if target is None:
+                        assert removed is None, where
+                    else:
+                        assert removed is not None and removed.meta.version_id == version_id, where
+                        assert removed.is_delete_marker == target.is_marker, where
+                        model.remove(key, target)
+                latest = await _r(cat.get_latest(bucket, key))
+                want = model.latest(key)
+                assert (latest is None) == (want is None), where
+                if latest is not None and want is not None:
+                    assert (latest.meta.version_id, latest.is_delete_marker) == (want.version_id, want.is_marker), where
+                    assert latest.meta.etag == want.etag, where
+                if step % 20 == 0 or step == 160:
+                    assert await all_versions(cat, bucket) == model.listing(), where
+                    live = [k for k in sorted(model.keys, key=str.encode) if not model.keys[k][-1].is_marker]
+                    assert await live_keys(cat, bucket) == live, where
+                    assert await trash(cat) == model.trash, where
+
+        run(catalog, body)
+
+    def test_update_version_meta(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            await put(cat, bucket, "k", 1)
+            await put(cat, bucket, "k", 2)
+
+            def tag(rec: VersionRecord) -> None:
+                rec.meta.tags = {"state": "tagged", "é": "ü"}
+                rec.meta.lock = {"legal_hold": True}
+
+            out = await cat.update_version_meta(bucket, "k", None, tag)
+            assert out.meta.version_id == vid(2) and out.meta.tags == {"state": "tagged", "é": "ü"}
+            got = await _r(cat.get_latest(bucket, "k"))
+            assert got.meta.tags == {"state": "tagged", "é": "ü"} and got.meta.lock == {"legal_hold": True}
+            assert got.meta.etag == etag(2) and got.blobs == [BlobRef(bid(2), 10)]  # the rest as it was
+            assert (await _r(cat.get_version(bucket, "k", vid(1)))).meta.tags == {}
+
+            def untag(rec: VersionRecord) -> None:
+                rec.meta.tags = {}
+
+            await cat.update_version_meta(bucket, "k", vid(2), untag)
+            assert (await _r(cat.get_version(bucket, "k", vid(2)))).meta.tags == {}
+
+            def refuse(rec: VersionRecord) -> None:
+                rec.meta.tags = {"lost": "yes"}
+                raise _Refused
+
+            with pytest.raises(_Refused):
+                await cat.update_version_meta(bucket, "k", vid(1), refuse)
+            assert (await _r(cat.get_version(bucket, "k", vid(1)))).meta.tags == {}
+            with pytest.raises(NoSuchKey):
+                await cat.update_version_meta(bucket, "nope", None, untag)
+            with pytest.raises(NoSuchVersion):
+                await cat.update_version_meta(bucket, "k", vid(9), untag)
+            with pytest.raises(NoSuchBucket):
+                await cat.update_version_meta("nope", "k", None, untag)
+
+        run(catalog, body)
+
+    def test_seq_older_than_places_a_vanished_version(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            for n in (10, 20, 30):
+                await put(cat, bucket, "k", n)
+            seqs = {n: await _r(cat.version_seq(bucket, "k", vid(n))) for n in (10, 20, 30)}
+            await cat.delete_object(bucket, "k", version_id=vid(20), marker=marker(bucket, "k", 40))
+
+            async def older(n: int) -> int:
+                result: int = await _r(cat.seq_older_than(bucket, "k", vid(n), BASE_NS + n * 1000))
+                return result
+
+            # versions with seq < result are exactly those created before the vanished one
+            assert seqs[10] < await older(20) <= seqs[30]
+            assert await older(5) <= seqs[10]
+            assert await older(35) > seqs[30]
+
+        run(catalog, body)
+
+
+class ConditionalWriteContract(_Contract):
+    """The callbacks a write runs inside its transaction: ``check``, ``guard``, ``shared_gone``,
+    ``fixed_version_id``; and one winner among concurrent conditional writes."""
+
+    def test_check_sees_the_current_version_and_can_refuse(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            seen: list[tuple[str, bool] | None] = []
+
+            def check(current: VersionRecord | None) -> None:
+                seen.append(None if current is None else (current.meta.version_id, current.is_delete_marker))
+
+            await put(cat, bucket, "k", 1, check=check)
+            await put(cat, bucket, "k", 2, check=check)
+            await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 3), check=check)
+            await put(cat, bucket, "k", 4, check=check)
+            # (a callback may run more than once for one write: once per mirror copy, say)
+            assert list(dict.fromkeys(seen)) == [None, (vid(1), False), (vid(2), False), (vid(3), True)]
+
+            def refuse(current: VersionRecord | None) -> None:
+                raise PreconditionFailed(resource="k")
+
+            before = await all_versions(cat, bucket)
+            with pytest.raises(PreconditionFailed):
+                await put(cat, bucket, "k", 5, check=refuse)
+            with pytest.raises(PreconditionFailed):
+                await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 6), check=refuse)
+            with pytest.raises(PreconditionFailed):
+                await cat.delete_object(bucket, "k", version_id=vid(1), marker=marker(bucket, "k", 7), check=refuse)
+            assert await all_versions(cat, bucket) == before
+            # The refused put's blob was never referenced: the engine trashes it itself.
+            assert not await _r(cat.blob_known(bid(5)))
+            assert await trash(cat) == set()
+
+        run(catalog, body)
+
+    def test_concurrent_if_none_match_puts_have_exactly_one_winner(self, catalog: CatalogFactory) -> None:
+        """32 ``If-None-Match: *`` PUTs of one key, spread over two open catalogs (two gateways)."""
+
+        def if_none_match(current: VersionRecord | None) -> None:
+            if current is not None and not current.is_delete_marker:
+                raise PreconditionFailed(resource="k")
+
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                for versioning in (None, "Enabled"):
+                    bucket = await new_bucket(a, f"race-{versioning or 'none'}".lower(), versioning)
+                    base = 1000 if versioning else 0
+                    results = await asyncio.gather(
+                        *(put(a if n % 2 else b, bucket, "k", base + n, check=if_none_match) for n in range(32)),
+                        return_exceptions=True,
+                    )
+                    winners = [n for n, r in enumerate(results) if isinstance(r, str)]
+                    assert len(winners) == 1, results
+                    assert all(isinstance(r, PreconditionFailed) for r in results if not isinstance(r, str)), results
+                    for cat in (a, b):
+                        assert (await _r(cat.get_latest(bucket, "k"))).meta.etag == etag(base + winners[0])
+                        assert len(await all_versions(cat, bucket)) == 1
+                    assert [await _r(a.blob_known(bid(base + n))) for n in range(32)] == [
+                        n in winners for n in range(32)
+                    ]
+
+        asyncio.run(main())
+
+    def test_guard_sees_what_a_write_destroys_and_can_refuse(self, catalog: CatalogFactory) -> None:
+        """``guard(version, props)`` (object lock) is asked before any version is destroyed."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await cat.update_bucket_props(bucket, lambda p: p | {"object_lock": {"mode": "GOVERNANCE"}})
+            guarded: dict[tuple[str, str], None] = {}  # in order, once each (a callback may run more than once)
+
+            def watch(rec: VersionRecord, props: dict[str, Any]) -> None:
+                assert props["object_lock"] == {"mode": "GOVERNANCE"}
+                guarded[rec.meta.key, rec.meta.etag] = None
+
+            def locked(rec: VersionRecord, props: dict[str, Any]) -> None:
+                raise InvalidObjectState(resource=rec.meta.key)
+
+            await put(cat, bucket, "k", 1, guard=watch)
+            assert list(guarded) == []  # nothing destroyed
+            with pytest.raises(InvalidObjectState):  # an unversioned overwrite destroys the old version
+                await put(cat, bucket, "k", 2, guard=locked)
+            await put(cat, bucket, "k", 3, guard=watch)
+            assert list(guarded) == [("k", etag(1))]
+            with pytest.raises(InvalidObjectState):
+                await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 4), guard=locked)
+            with pytest.raises(InvalidObjectState):
+                await cat.delete_object(
+                    bucket, "k", version_id=NULL_VERSION, marker=marker(bucket, "k", 5), guard=locked
+                )
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.etag == etag(3)
+            assert await trash(cat) == {bid(1)}
+            await enable(cat, bucket)
+            await put(cat, bucket, "k", 6, guard=locked)  # a new version destroys nothing
+            await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 7), guard=locked)
+            await enable(cat, bucket, "Suspended")
+            with pytest.raises(InvalidObjectState):  # the null version (under two others) would go
+                await put(cat, bucket, "k", 8, guard=locked)
+            await cat.delete_object(bucket, "k", version_id=vid(6), marker=marker(bucket, "k", 9), guard=watch)
+            assert list(guarded) == [("k", etag(1)), ("k", etag(6))]
+            assert await all_versions(cat, bucket) == [("k", vid(7), True, True), ("k", NULL_VERSION, False, False)]
+
+        run(catalog, body)
+
+    def test_fixed_version_id_refuses_a_changed_versioning_state(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            with pytest.raises(VersioningChanged):  # an id bound for Enabled, but the bucket is unversioned
+                await cat.put_version(record(bucket, "k", 1), fixed_version_id=True)
+            rec = record(bucket, "k", 2)
+            rec.meta.version_id = NULL_VERSION
+            assert await cat.put_version(rec, fixed_version_id=True) == NULL_VERSION
+            await enable(cat, bucket)
+            rec = record(bucket, "k", 3)
+            rec.meta.version_id = NULL_VERSION
+            with pytest.raises(VersioningChanged):
+                await cat.put_version(rec, fixed_version_id=True)
+            assert await cat.put_version(record(bucket, "k", 4), fixed_version_id=True) == vid(4)
+            assert await all_versions(cat, bucket) == [("k", vid(4), True, False), ("k", NULL_VERSION, False, False)]
+            assert not await _r(cat.blob_known(bid(1))) and not await _r(cat.blob_known(bid(3)))
+
+        run(catalog, body)
+
+    def test_shared_gone_refuses_a_copy_of_deleted_bytes(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await put(cat, bucket, "src", 1)
+            copy = VersionRecord(meta=meta(bucket, "dst", 2), blobs=[BlobRef(bid(1), 10)])
+            await cat.put_version(copy, shared_gone=lambda: NoSuchKey(resource="src"))
+            await cat.delete_object(bucket, "src", version_id=None, marker=marker(bucket, "src", 3))
+            assert await trash(cat) == set()  # "dst" still holds the blob
+            await cat.delete_object(bucket, "dst", version_id=None, marker=marker(bucket, "dst", 4))
+            assert await trash(cat) == {bid(1)}
+            late = VersionRecord(meta=meta(bucket, "late", 5), blobs=[BlobRef(bid(1), 10)])
+            with pytest.raises(NoSuchKey):
+                await cat.put_version(late, shared_gone=lambda: NoSuchKey(resource="src"))
+            assert await _r(cat.get_latest(bucket, "late")) is None
+            assert await trash(cat) == {bid(1)}
+
+        run(catalog, body)
+
+
+class ListingContract(_Contract):
+    """``scan_latest`` and ``scan_versions``: S3 byte order, windows, pages, the engine's seeks."""
+
+    def test_scan_latest_in_byte_order(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            for n, key in enumerate(ORDER_KEYS, 1):
+                await put(cat, bucket, key, n)
+            await put(cat, bucket, "a/b", 100)  # a newer version: listed once, as its latest
+            await cat.delete_object(bucket, "a0", version_id=None, marker=marker(bucket, "a0", 101))  # hidden
+            rec = record(bucket, "cold", 102, storage_class="GLACIER")
+            await cat.put_version(rec)
+            live = sorted((k for k in [*ORDER_KEYS, "cold"] if k != "a0"), key=str.encode)
+            rows = await _r(cat.scan_latest(bucket, b"", b"\xff", 1000, inclusive=True))
+            assert [bytes(r[0]).decode() for r in rows] == live
+            by_key = {bytes(r[0]).decode(): tuple(r[1:]) for r in rows}
+            assert by_key["a/b"] == (10, etag(100), BASE_NS + 100, "STANDARD")
+            assert by_key["cold"] == (10, etag(102), BASE_NS + 102, "GLACIER")
+            assert all(isinstance(r[0], bytes) for r in rows)
+            # exclusive and inclusive starts, an upper bound, a limit
+            keys_b = [k.encode() for k in live]
+
+            async def scan(after: bytes, below: bytes, limit: int = 1000, inclusive: bool = False) -> list[bytes]:
+                return [
+                    bytes(r[0]) for r in await _r(cat.scan_latest(bucket, after, below, limit, inclusive=inclusive))
+                ]
+
+            assert await scan(b"a", successor(b"a")) == [k for k in keys_b if k.startswith(b"a") and k != b"a"]
+            assert await scan(b"a", successor(b"a"), inclusive=True) == [k for k in keys_b if k.startswith(b"a")]
+            assert await scan(b"a/", successor(b"a/")) == [b"a//", b"a/b", b"a/b/c"]
+            top = "\U0010ffff".encode()
+            assert await scan(top, successor(top), inclusive=True) == [top, top + b"/x"]
+            assert await scan(b"a.b", b"a0", 2) == [b"a/", b"a//"]
+            assert await scan(b"~", b"\xff") == [k for k in keys_b if k > b"~"]
+            assert await scan(b"zz", b"zz") == []
+
+        run(catalog, body)
+
+    def test_scan_latest_random_windows_and_pages(self, catalog: CatalogFactory) -> None:
+        """Seeded random keys; random (after, below, inclusive) windows and pages against sorted()."""
+
+        async def body(cat: Cat) -> None:
+            rng = random.Random(SEED + 1)
+            bucket = await new_bucket(cat)
+            keys = sorted({"".join(rng.choices(KEY_ALPHABET, k=rng.randint(1, 5))) for _ in range(150)}, key=str.encode)
+            for n, key in enumerate(keys, 1):
+                await put(cat, bucket, key, n)
+            keys_b = [k.encode() for k in keys]
+            for probe in range(60):
+                where = f"seed {SEED + 1} probe {probe}"
+                after = rng.choice(keys_b)[: rng.randint(0, 4)]
+                if rng.random() < 0.5:  # a prefix listing: [prefix, its successor)
+                    below, inclusive = successor(after), True
+                else:
+                    below, inclusive = rng.choice([*keys_b, b"\xff", after + b"\xff"]), rng.random() < 0.5
+                want = [k for k in keys_b if (k >= after if inclusive else k > after) and k < below]
+                limit = rng.choice([1, 2, 7, 1000])
+                rows = await _r(cat.scan_latest(bucket, after, below, limit, inclusive=inclusive))
+                assert [bytes(r[0]) for r in rows] == want[:limit], where
+            # paging as the engine does: each page resumes after the last key it saw
+            got: list[bytes] = []
+            after, inclusive = b"", True
+            while rows := await _r(cat.scan_latest(bucket, after, b"\xff", 7, inclusive=inclusive)):
+                got += [bytes(r[0]) for r in rows]
+                after, inclusive = bytes(rows[-1][0]), False
+            assert got == keys_b
+
+        run(catalog, body)
+
+    def test_delimiter_roll_up_as_the_engine_asks(self, catalog: CatalogFactory) -> None:
+        """The engine rolls keys up into common prefixes itself, seeking past each one with
+        ``after = prefix + 0xff``: a catalog must make that seek land right after the prefix."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            keys = ["a", "a/", "a/1", "a/2/x", "a.b", "a0", "b/\U0010ffff", "b/\U0010ffff/z", "b0", "c/d/e", "c/é/"]
+            for n, key in enumerate(keys, 1):
+                await put(cat, bucket, key, n)
+            for prefix, delimiter in [("", "/"), ("a", "/"), ("b/", "/"), ("c/", "/"), ("", "a"), ("c", "/d")]:
+                pb, db = prefix.encode(), delimiter.encode()
+                want_keys, want_prefixes = [], []
+                for k in sorted(keys, key=str.encode):
+                    kb = k.encode()
+                    if not kb.startswith(pb):
+                        continue
+                    idx = kb.find(db, len(pb))
+                    if idx < 0:
+                        want_keys.append(k)
+                    elif (cp := kb[: idx + len(db)].decode()) not in want_prefixes:
+                        want_prefixes.append(cp)
+                got_keys, got_prefixes = [], []
+                after, inclusive, scans = pb, True, 0
+                while rows := await _r(cat.scan_latest(bucket, after, successor(pb), 1, inclusive=inclusive)):
+                    scans += 1
+                    kb = bytes(rows[0][0])
+                    idx = kb.find(db, len(pb))
+                    if idx < 0:
+                        got_keys.append(kb.decode())
+                        after, inclusive = kb, False
+                    else:
+                        got_prefixes.append(kb[: idx + len(db)].decode())
+                        after, inclusive = successor(kb[: idx + len(db)]), False
+                where = f"prefix {prefix!r} delimiter {delimiter!r}"
+                assert (got_keys, got_prefixes) == (want_keys, want_prefixes), where
+                assert scans == len(want_keys) + len(want_prefixes), where  # one seek per prefix
+
+        run(catalog, body)
+
+    def test_scan_versions_order_and_paging(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            rng = random.Random(SEED + 2)
+            bucket = await new_bucket(cat, versioning="Enabled")
+            keys = ["x", "x/", "x.", "x0", "é", "\U0010ffff", "y"]
+            history: dict[str, list[str]] = {}
+            for n in range(1, 41):
+                key = rng.choice(keys)
+                if rng.random() < 0.2:
+                    await cat.delete_object(bucket, key, version_id=None, marker=marker(bucket, key, n))
+                else:
+                    await put(cat, bucket, key, n)
+                history.setdefault(key, []).append(vid(n))
+            want = [(k, v) for k in sorted(history, key=str.encode) for v in reversed(history[k])]
+            rows = await _r(cat.scan_versions(bucket, b"", None, b"\xff", 1000))
+            assert [(r.meta.key, r.meta.version_id) for r, _s, _l in rows] == want
+            assert [latest for _r_, _s, latest in rows] == [
+                i == 0 or want[i - 1][0] != k for i, (k, _v) in enumerate(want)
+            ]
+            # pages of 3, resuming after (key, seq) as the engine's markers do
+            got: list[tuple[str, str]] = []
+            after_key, after_seq = b"", None
+            while page := await _r(cat.scan_versions(bucket, after_key, after_seq, b"\xff", 3)):
+                assert len(page) <= 3
+                got += [(r.meta.key, r.meta.version_id) for r, _s, _l in page]
+                last, seq, _latest = page[-1]
+                after_key, after_seq = last.meta.key.encode(), seq
+            assert got == want
+            # a window of one prefix; a start at a key (inclusive) and after a key's every version
+            for key in ("x", "é"):
+                kb = key.encode()
+                rows = await _r(cat.scan_versions(bucket, kb, None, successor(kb), 1000))
+                assert [(r.meta.key, r.meta.version_id) for r, _s, _l in rows] == [
+                    w for w in want if w[0].startswith(key)
+                ]
+                rows = await _r(cat.scan_versions(bucket, kb, 0, b"\xff", 1000))
+                assert [(r.meta.key, r.meta.version_id) for r, _s, _l in rows] == [
+                    w for w in want if w[0].encode() > kb
+                ]
+
+        run(catalog, body)
+
+
+class BlobContract(_Contract):
+    """Blob references, the trash, the heal walk."""
+
+    def test_blob_references_and_the_trash(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            assert await _r(cat.blob_count()) == 0 and await _r(cat.blob_page()) == []
+            await put(cat, bucket, "a", 1)
+            shared = VersionRecord(meta=meta(bucket, "b", 2), blobs=[BlobRef(bid(1), 10), BlobRef(bid(2), 20)])
+            await cat.put_version(shared)  # a copy shares "a"'s blob
+            assert await _r(cat.blob_known(bid(1))) and await _r(cat.blob_known(bid(2)))
+            assert not await _r(cat.blob_known(bid(3)))
+            assert await _r(cat.blob_count()) == 2
+            assert await _r(cat.blob_page()) == sorted([(bid(1), 10), (bid(2), 20)])
+            await put(cat, bucket, "a", 3)
+            assert await trash(cat) == set()  # "b" still references bid(1)
+            await cat.delete_object(bucket, "b", version_id=None, marker=marker(bucket, "b", 4))
+            assert await trash(cat) == {bid(1), bid(2)}
+            assert await _r(cat.blob_known(bid(1)))  # queued for deletion: still known
+            assert await _r(cat.blob_count()) == 1
+            assert await _r(cat.blob_page()) == [(bid(3), 10)]
+            # A trashed blob referenced again is saved from the trash.
+            await cat.put_version(VersionRecord(meta=meta(bucket, "c", 5), blobs=[BlobRef(bid(2), 20)]))
+            assert await trash(cat) == {bid(1)}
+            await cat.trash_done([bid(1)])
+            assert await trash(cat) == set() and not await _r(cat.blob_known(bid(1)))
+            # trash_add: blobs written but never published; a referenced one is never queued.
+            await cat.trash_add([bid(7), bid(8), bid(3)])
+            assert await trash(cat) == {bid(7), bid(8)}
+            assert len(await _r(cat.trash_batch(1))) == 1
+            await cat.trash_done([bid(7), bid(8), bid(9)])  # an id not there is fine
+            assert await trash(cat) == set()
+            assert await _r(cat.blob_known(bid(3)))
+
+        run(catalog, body)
+
+    def test_blob_page_walks_every_blob_once(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            ids = random.Random(SEED + 3).sample(range(1, 10_000), 23)
+            for n in ids:
+                await put(cat, bucket, f"k{n}", n)
+            seen: list[tuple[str, int]] = []
+            while page := await _r(cat.blob_page(seen[-1][0] if seen else "", 5)):
+                assert len(page) <= 5
+                seen += page
+            assert seen == sorted((bid(n), 10) for n in ids)
+            assert await _r(cat.blob_count()) == len(ids)
+
+        run(catalog, body)
+
+
+class UploadContract(_Contract):
+    """Multipart uploads: create, list, parts, abort, the stale sweep, completion."""
+
+    def test_upload_round_trip_and_listing(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            full = upload(
+                bucket, "dir/ü", 1, headers={"content-type": "image/png"}, user_meta={"a": "é"},
+                checksum_algorithm="crc32c", checksum_type="COMPOSITE", storage_class="STANDARD_IA",
+                encryption={"kind": "SSE-KMS", "kid": "k1", "wrapped": "AAAA"},
+            )  # fmt: skip
+            await cat.create_upload(full)
+            assert await _r(cat.get_upload(bucket, "dir/ü", full.upload_id)) == full
+            for wrong in ((bucket, "dir/u"), ("other", "dir/ü")):
+                with pytest.raises(NoSuchUpload):
+                    await _r(cat.get_upload(*wrong, full.upload_id))
+            with pytest.raises(NoSuchUpload):
+                await _r(cat.get_upload(bucket, "dir/ü", "f" * 32))
+            with pytest.raises(NoSuchBucket):
+                await cat.create_upload(upload("nope", "k", 2))
+            # several uploads of one key, and keys in byte order
+            uploads = [full]
+            for n, key in [(5, "a"), (3, "a"), (4, "a/"), (6, "a.b"), (7, "\U0010ffff"), (8, "a0")]:
+                uploads.append(upload(bucket, key, n))
+                await cat.create_upload(uploads[-1])
+            want = sorted(uploads, key=lambda u: (u.key.encode(), u.upload_id))
+            assert await _r(cat.list_uploads(bucket, b"", "", 1000)) == want
+            got: list[UploadInfo] = []
+            while page := await _r(cat.list_uploads(bucket, got[-1].key.encode() if got else b"",
+                                                    got[-1].upload_id if got else "", 2)):  # fmt: skip
+                got += page
+            assert got == want
+            assert await _r(cat.list_uploads("other", b"", "", 1000)) == []
+
+        run(catalog, body)
+
+    def test_parts_replace_page_and_abort(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            up = upload(bucket, "k", 1)
+            await cat.create_upload(up)
+            assert await _r(cat.list_parts(up.upload_id)) == []
+            for number in (3, 1, 2, 10_000, 7):
+                await cat.put_part(up.upload_id, part(number, number))
+            encrypted = part(5, 5, nonce_prefix="AAECAwQFBgc=", stored_bytes=5 * MIB + 16)
+            await cat.put_part(up.upload_id, encrypted)
+            parts = await _r(cat.list_parts(up.upload_id))
+            assert [p.part_number for p in parts] == [1, 2, 3, 5, 7, 10_000]
+            assert parts[0] == part(1, 1)
+            assert parts[3] == part(5, 5, nonce_prefix="AAECAwQFBgc=")  # stored_bytes is not kept
+            assert await _r(cat.blob_known(bid(5, "part")))
+            # a part uploaded again replaces the old one, whose blob goes to the trash
+            await cat.put_part(up.upload_id, part(2, 22, size_bytes=123))
+            assert (await _r(cat.list_parts(up.upload_id, 1, 1))) == [part(2, 22, size_bytes=123)]
+            assert await trash(cat) == {bid(2, "part")}
+            assert [p.part_number for p in await _r(cat.list_parts(up.upload_id, 3, 2))] == [5, 7]
+            assert await _r(cat.list_parts(up.upload_id, 10_000)) == []
+            with pytest.raises(NoSuchUpload):
+                await cat.put_part("f" * 32, part(1, 99))
+            assert not await _r(cat.blob_known(bid(99, "part")))
+            # abort: the upload and its parts go, every part's blob to the trash
+            await cat.abort_upload(up.upload_id)
+            with pytest.raises(NoSuchUpload):
+                await _r(cat.get_upload(bucket, "k", up.upload_id))
+            with pytest.raises(NoSuchUpload):
+                await cat.abort_upload(up.upload_id)
+            assert await _r(cat.list_parts(up.upload_id)) == []
+            assert await trash(cat) == {bid(n, "part") for n in (1, 2, 3, 5, 7, 10_000, 22)}
+
+        run(catalog, body)
+
+    def test_abort_uploads_before_claims_each_once(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                bucket = await new_bucket(a)
+                for n in range(1, 21):
+                    await a.create_upload(upload(bucket, f"k{n % 3}", n))
+                    await a.put_part(f"{n:032x}", part(1, n))
+                # two gateways sweep at once: every old upload is aborted by exactly one of them
+                got = await asyncio.gather(*(c.abort_uploads_before(BASE_NS + 17, 4) for c in (a, b, a, b, a, b)))
+                claimed = [u.upload_id for batch in got for u in batch]
+                assert sorted(claimed) == [f"{n:032x}" for n in range(1, 17)]
+                for batch in got:
+                    assert [u.initiated_ns for u in batch] == sorted(u.initiated_ns for u in batch)
+                assert await a.abort_uploads_before(BASE_NS + 17, 4) == []
+                left = await _r(b.list_uploads(bucket, b"", "", 1000))
+                assert sorted(u.upload_id for u in left) == [f"{n:032x}" for n in range(17, 21)]
+                assert await trash(a) == {bid(n, "part") for n in range(1, 17)}
+
+        asyncio.run(main())
+
+    def test_complete_upload(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            up = upload(bucket, "k", 1)
+            await cat.create_upload(up)
+            for number in (1, 2, 3):
+                await cat.put_part(up.upload_id, part(number, 10 + number))
+            encryption = {"kind": "SSE-S3", "alg": "AES256", "secret": "x"}
+            m = meta(bucket, "k", 20, size_bytes=10 * MIB, checksums={"crc32c": "abc=-2"}, checksum_type="COMPOSITE",
+                     parts=[5 * MIB, 5 * MIB], encryption=encryption)  # fmt: skip
+            chosen = [BlobRef(bid(11, "part"), 5 * MIB), BlobRef(bid(13, "part"), 5 * MIB)]
+
+            def refuse(current: VersionRecord | None) -> None:
+                raise PreconditionFailed(resource="k")
+
+            with pytest.raises(PreconditionFailed):  # nothing happens: the upload is still there
+                await cat.complete_upload(up.upload_id, VersionRecord(meta=m, blobs=chosen), check=refuse)
+            assert len(await _r(cat.list_parts(up.upload_id))) == 3
+            assert await _r(cat.completed_upload(bucket, "k", up.upload_id)) is None
+            version_id = await cat.complete_upload(up.upload_id, VersionRecord(meta=m, blobs=chosen),
+                                                   parts_fingerprint="fp1", forget_before_ns=0)  # fmt: skip
+            assert version_id == vid(20)
+            got = await _r(cat.get_latest(bucket, "k"))
+            assert got is not None and got.blobs == chosen and got.meta.parts == m.parts
+            # the chosen parts' blobs belong to the version now; the unchosen one is trashed
+            assert await trash(cat) == {bid(12, "part")}
+            with pytest.raises(NoSuchUpload):
+                await _r(cat.get_upload(bucket, "k", up.upload_id))
+            assert await _r(cat.list_uploads(bucket, b"", "", 1000)) == []
+            fingerprint, done = await _r(cat.completed_upload(bucket, "k", up.upload_id))
+            assert fingerprint == "fp1"
+            assert (done.bucket, done.key, done.version_id, done.size_bytes, done.etag, done.modified_ns) == (
+                bucket, "k", vid(20), 10 * MIB, etag(20), BASE_NS + 20)  # fmt: skip
+            assert (done.checksums, done.checksum_type, done.parts) == ({"crc32c": "abc=-2"}, "COMPOSITE", m.parts)
+            assert done.encryption == {"kind": "SSE-S3", "alg": "AES256"}  # what an answer echoes, no more
+            assert await _r(cat.completed_upload(bucket, "other", up.upload_id)) is None
+            # completing again (a retry the engine did not catch) finds no upload
+            with pytest.raises(NoSuchUpload):
+                await cat.complete_upload(up.upload_id, VersionRecord(meta=meta(bucket, "k", 21), blobs=chosen))
+            # completions from before forget_before_ns are forgotten by the next completion
+            up2 = upload(bucket, "k2", 2)
+            await cat.create_upload(up2)
+            await cat.put_part(up2.upload_id, part(1, 30))
+            m2 = meta(bucket, "k2", 31, size_bytes=5 * MIB)
+            rec2 = VersionRecord(meta=m2, blobs=[BlobRef(bid(30, "part"), 5 * MIB)])
+            await cat.complete_upload(up2.upload_id, rec2, parts_fingerprint="fp2", forget_before_ns=BASE_NS + 21)
+            assert await _r(cat.completed_upload(bucket, "k", up.upload_id)) is None
+            assert (await _r(cat.completed_upload(bucket, "k2", up2.upload_id)))[0] == "fp2"
+
+        run(catalog, body)
+
+    def test_deleting_a_bucket_aborts_its_uploads(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            up = upload(bucket, "k", 1)
+            await cat.create_upload(up)
+            await cat.put_part(up.upload_id, part(1, 1))
+            await cat.delete_bucket(bucket)
+            with pytest.raises(NoSuchUpload):
+                await cat.put_part(up.upload_id, part(2, 2))
+            assert await trash(cat) == {bid(1, "part")}
+            await new_bucket(cat)
+            assert await _r(cat.list_uploads(bucket, b"", "", 1000)) == []
+
+        run(catalog, body)
+
+
+class DatasetContract(_Contract):
+    """Dataset and model versions, their pins, model aliases."""
+
+    def test_datasets_pin_what_they_read(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await put(cat, bucket, "big", 1)
+            small = record(bucket, "small", 2, inline=b"tiny")
+            await cat.put_version(small)
+            assert small.inline_id is not None
+            assert await _r(cat.next_dataset_version("ds")) == 1
+            assert await _r(cat.get_dataset("ds")) is None
+            ds1 = dataset("ds", 1, 1)
+            await cat.create_dataset(ds1, [bid(1)], [small.inline_id])
+            assert await _r(cat.get_dataset("ds")) == ds1
+            assert await _r(cat.get_dataset("ds", 1)) == ds1
+            assert await _r(cat.blob_known(ds1.manifest_blob))
+            with pytest.raises(VersionTaken):
+                await cat.create_dataset(dataset("ds", 1, 2), [], [])
+            with pytest.raises(VersionTaken):
+                await cat.create_dataset(dataset("ds", 3, 2), [], [])
+            with pytest.raises(PinGone):  # a pin on bytes already gone refuses the whole publish
+                await cat.create_dataset(dataset("ds", 2, 2), [bid(1), bid(77)], [])
+            with pytest.raises(PinGone):
+                await cat.create_dataset(dataset("ds", 2, 2), [], ["e" * 32])
+            assert not await _r(cat.blob_known(bid(2, "manifest")))
+            ds2 = dataset("ds", 2, 2, info={})
+            await cat.create_dataset(ds2, [], [])
+            other = dataset("a-ds", 1, 3)
+            await cat.create_dataset(other, [bid(1)], [])
+            assert await _r(cat.next_dataset_version("ds")) == 3
+            assert await _r(cat.get_dataset("ds")) == ds2
+            assert await _r(cat.list_datasets()) == [other, ds1, ds2]
+            assert await _r(cat.list_datasets("ds")) == [ds1, ds2]
+            # The pinned bytes outlive their versions...
+            await cat.delete_object(bucket, "big", version_id=None, marker=marker(bucket, "big", 3))
+            await cat.delete_object(bucket, "small", version_id=None, marker=marker(bucket, "small", 4))
+            assert await trash(cat) == set()
+            assert await _r(cat.inline_bodies([small.inline_id])) == {small.inline_id: b"tiny"}
+            # ...until the last dataset version reading them goes.
+            await cat.delete_dataset("ds", 1, [bid(1)], [small.inline_id])
+            assert await _r(cat.inline_bodies([small.inline_id])) == {}
+            assert await trash(cat) == {bid(1, "manifest")}
+            await cat.delete_dataset("a-ds", 1, [bid(1)], [])
+            assert await trash(cat) == {bid(1, "manifest"), bid(3, "manifest"), bid(1)}
+            with pytest.raises(NoSuchDataset):
+                await cat.delete_dataset("ds", 1, [], [])
+            assert await _r(cat.list_datasets()) == [ds2]
+            assert await _r(cat.get_dataset("ds", 1)) is None
+
+        run(catalog, body)
+
+    def test_models_and_aliases(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await put(cat, bucket, "ckpt", 1)
+            m1, m2 = dataset("m", 1, 1), dataset("m", 2, 2)
+            await cat.create_dataset(m1, [bid(1)], [], table="models")
+            await cat.create_dataset(m2, [], [], table="models")
+            assert await _r(cat.list_datasets()) == []  # models and datasets are separate
+            assert await _r(cat.list_datasets(table="models")) == [m1, m2]
+            assert await _r(cat.get_dataset("m", table="models")) == m2
+            assert await _r(cat.next_dataset_version("m", table="models")) == 3
+            assert await _r(cat.next_dataset_version("m")) == 1
+            assert await cat.set_model_alias("m", "prod", 1, BASE_NS + 1) is None
+            assert await cat.set_model_alias("m", "canary", 2, BASE_NS + 2) is None
+            assert await _r(cat.model_alias("m", "prod")) == 1
+            assert await _r(cat.model_alias("m", "nope")) is None
+            with pytest.raises(NoSuchModel):
+                await cat.set_model_alias("m", "prod", 9, BASE_NS + 3)
+            assert await _r(cat.model_alias("m", "prod")) == 1
+            with pytest.raises(ModelAliasInUse) as refused:
+                await cat.delete_dataset("m", 1, [bid(1)], [], table="models")
+            assert refused.value.aliases == ["prod"]
+            assert await cat.set_model_alias("m", "prod", 2, BASE_NS + 4) == 1  # moved
+            assert await _r(cat.model_aliases()) == [("m", "canary", 2, BASE_NS + 2), ("m", "prod", 2, BASE_NS + 4)]
+            assert await _r(cat.model_aliases("m")) == await _r(cat.model_aliases())
+            assert await _r(cat.model_aliases("x")) == []
+            await cat.delete_dataset("m", 1, [bid(1)], [], table="models")
+            await cat.delete_object(bucket, "ckpt", version_id=None, marker=marker(bucket, "ckpt", 2))
+            assert await trash(cat) == {bid(1, "manifest"), bid(1)}
+            assert await cat.delete_model_alias("m", "canary") == 2
+            with pytest.raises(NoSuchModel):
+                await cat.delete_model_alias("m", "canary")
+            with pytest.raises(NoSuchModel):
+                await cat.delete_dataset("m", 1, [], [], table="models")
+            assert await _r(cat.model_aliases()) == [("m", "prod", 2, BASE_NS + 4)]
+
+        run(catalog, body)
+
+
+class CatalogConformance(
+    BucketContract,
+    VersionContract,
+    ConditionalWriteContract,
+    ListingContract,
+    BlobContract,
+    UploadContract,
+    DatasetContract,
+):
+    """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
+    catalog still being built may subclass the parts it has (``BucketContract``, ...) instead."""
+
+    def test_what_was_acknowledged_survives_a_reopen(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as cat:
+                bucket = await new_bucket(cat, versioning="Enabled")
+                await cat.update_bucket_props(bucket, lambda p: p | {"note": "é"})
+                await put(cat, bucket, "k", 1)
+                small = record(bucket, "s", 2, inline=b"body")
+                await cat.put_version(small)
+                await cat.create_upload(upload(bucket, "u", 3))
+                await cat.put_part(f"{3:032x}", part(1, 4))
+                await cat.trash_add([bid(5)])
+            async with catalog() as cat:
+                assert await _r(cat.bucket_props(bucket)) == {"versioning": "Enabled", "note": "é"}
+                assert await all_versions(cat, bucket) == [("k", vid(1), True, False), ("s", vid(2), True, False)]
+                got = await _r(cat.get_latest(bucket, "s", data=True))
+                assert got is not None and got.inline_data == b"body"
+                assert [p.part_number for p in await _r(cat.list_parts(f"{3:032x}"))] == [1]
+                assert await trash(cat) == {bid(5)}
+
+        asyncio.run(main())
