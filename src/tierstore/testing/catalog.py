@@ -26,7 +26,8 @@ on SQLite, one file and mirrored)::
 
 A catalog still being built may subclass only the parts it has (``BucketContract``,
 ``VersionContract``, ``ConditionalWriteContract``, ``ListingContract``, ``BlobContract``,
-``UploadContract``, ``DatasetContract``); ``CatalogConformance`` is all of them plus a reopen.
+``UploadContract``, ``DatasetContract``, ``ConcurrencyContract``); ``CatalogConformance`` is
+all of them plus a reopen.
 
 What the suite pins down is the contract the engine relies on, not any engine's tables:
 buckets, versions in every versioning state (with a seeded random history checked against a
@@ -82,6 +83,7 @@ __all__ = [
     "BucketContract",
     "CatalogConformance",
     "CatalogFactory",
+    "ConcurrencyContract",
     "ConditionalWriteContract",
     "DatasetContract",
     "ListingContract",
@@ -100,11 +102,13 @@ BASE_NS = 1_780_000_000 * 10**9  # a plausible "now": version ids carry their cr
 KB = 1024
 MIB = 1024 * 1024
 # Keys chosen around the orderings a text collation gets wrong: '/' (0x2f) vs '.' (0x2e) vs
-# '0' (0x30) vs '-' (0x2d), upper before lower case, DEL, multi-byte UTF-8 up to U+10FFFF
-# (f4 8f bf bf, the highest bytes UTF-8 has: just below the 0xff bound listings use).
+# '0' (0x30) vs '-' (0x2d), upper before lower case, NUL and other control characters, DEL,
+# multi-byte UTF-8 up to U+10FFFF (f4 8f bf bf, the highest bytes UTF-8 has: just below the
+# 0xff bound listings use).
 ORDER_KEYS = [
     "a", "a-b", "a.b", "a/b", "a0", "a/", "a//", "a/b/c", "B", "b", "ab", "a\x7f", "é", "e\u0301",
-    "日本/語", "\uffff", "\U0010ffff", "\U0010ffff/x", "z" * 300, "a b", "a\tb", "~", "\x01",
+    "日本/語", "\uffff", "\U0010ffff", "\U0010ffff/x", "z" * 300, "a b", "a\tb", "~", "\x01", "a\x00", "nul\x00byte",
+    "k" * 1024, "日" * 341 + "a",  # the longest keys S3 takes: 1024 bytes
 ]  # fmt: skip
 KEY_ALPHABET = ["a", "b", "/", ".", "0", "-", "é", "日", "\U0010ffff", "\x7f", "Z"]
 
@@ -1272,6 +1276,87 @@ class DatasetContract(_Contract):
         run(catalog, body)
 
 
+class ConcurrencyContract(_Contract):
+    """Writes through two open catalogs (two gateways on one store) at once: nothing lost, one
+    winner where only one may win, exactly one latest version per key."""
+
+    def test_concurrent_versions_of_a_key_keep_one_latest(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                bucket = await new_bucket(a, versioning="Enabled")
+                writes = []
+                for n in range(1, 41):
+                    cat, key = (a if n % 2 else b), ("k" if n % 3 else "k/")
+                    if n % 5 == 0:
+                        writes.append(cat.delete_object(bucket, key, version_id=None, marker=marker(bucket, key, n)))
+                    else:
+                        writes.append(put(cat, bucket, key, n))
+                await asyncio.gather(*writes)
+                for cat in (a, b):
+                    rows = await _r(cat.scan_versions(bucket, b"", None, b"\xff", 1000))
+                    assert sorted(r.meta.version_id for r, _s, _l in rows) == [vid(n) for n in range(1, 41)]
+                    for key in ("k", "k/"):
+                        mine = [(r.meta.version_id, seq, latest) for r, seq, latest in rows if r.meta.key == key]
+                        assert [latest for _v, _s, latest in mine] == [True] + [False] * (len(mine) - 1), key
+                        seqs = [seq for _v, seq, _l in mine]
+                        assert seqs == sorted(set(seqs), reverse=True), key  # distinct, newest first
+                        assert (await _r(cat.get_latest(bucket, key))).meta.version_id == mine[0][0]
+
+        asyncio.run(main())
+
+    def test_concurrent_props_updates_lose_nothing(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                bucket = await new_bucket(a)
+
+                def add(n: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+                    return lambda props: props | {"seen": [*props.get("seen", []), n]}
+
+                await asyncio.gather(*((a if n % 2 else b).update_bucket_props(bucket, add(n)) for n in range(16)))
+                assert sorted((await _r(b.bucket_props(bucket)))["seen"]) == list(range(16))
+
+        asyncio.run(main())
+
+    def test_concurrent_creates_have_one_winner(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                results = await asyncio.gather(
+                    *((a if n % 2 else b).create_bucket(BucketInfo("race", BASE_NS + n)) for n in range(8)),
+                    return_exceptions=True,
+                )
+                winners = [n for n, r in enumerate(results) if r is None]
+                assert len(winners) == 1, results
+                assert all(isinstance(r, BucketAlreadyOwnedByYou) for r in results if r is not None), results
+                assert await _r(b.get_bucket("race")) == BucketInfo("race", BASE_NS + winners[0])
+                results = await asyncio.gather(
+                    *((a if n % 2 else b).create_dataset(dataset("ds", 1, n), [], []) for n in range(8)),
+                    return_exceptions=True,
+                )
+                winners = [n for n, r in enumerate(results) if r is None]
+                assert len(winners) == 1, results
+                assert all(isinstance(r, VersionTaken) for r in results if r is not None), results
+                assert await _r(a.get_dataset("ds")) == dataset("ds", 1, winners[0])
+                known = [await _r(a.blob_known(bid(n, "manifest"))) for n in range(8)]
+                assert known == [n in winners for n in range(8)]
+
+        asyncio.run(main())
+
+    def test_concurrent_uploads_of_one_part_keep_one(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                bucket = await new_bucket(a)
+                up = upload(bucket, "k", 1)
+                await a.create_upload(up)
+                await asyncio.gather(*((a if n % 2 else b).put_part(up.upload_id, part(1, n)) for n in range(8)))
+                (kept,) = await _r(b.list_parts(up.upload_id))
+                assert kept.blob_id in {bid(n, "part") for n in range(8)}
+                assert await trash(a) == {bid(n, "part") for n in range(8)} - {kept.blob_id}
+                await b.abort_upload(up.upload_id)
+                assert await trash(a) == {bid(n, "part") for n in range(8)}
+
+        asyncio.run(main())
+
+
 class CatalogConformance(
     BucketContract,
     VersionContract,
@@ -1280,6 +1365,7 @@ class CatalogConformance(
     BlobContract,
     UploadContract,
     DatasetContract,
+    ConcurrencyContract,
 ):
     """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
     catalog still being built may subclass the parts it has (``BucketContract``, ...) instead."""
