@@ -26,8 +26,8 @@ on SQLite, one file and mirrored)::
 
 A catalog still being built may subclass only the parts it has (``BucketContract``,
 ``VersionContract``, ``ConditionalWriteContract``, ``ListingContract``, ``BlobContract``,
-``UploadContract``, ``DatasetContract``, ``ConcurrencyContract``); ``CatalogConformance`` is
-all of them plus a reopen.
+``UploadContract``, ``DatasetContract``, ``ConcurrencyContract``, ``StatsContract``);
+``CatalogConformance`` is all of them plus a reopen.
 
 What the suite pins down is the contract the engine relies on, not any engine's tables:
 buckets, versions in every versioning state (with a seeded random history checked against a
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -87,6 +88,7 @@ __all__ = [
     "ConditionalWriteContract",
     "DatasetContract",
     "ListingContract",
+    "StatsContract",
     "UploadContract",
     "VersionContract",
 ]
@@ -662,11 +664,20 @@ class VersionContract(_Contract):
         run(catalog, body)
 
     def test_seq_older_than_places_a_vanished_version(self, catalog: CatalogFactory) -> None:
+        """Where a listing resumes after a version deleted since the last page: ids other than
+        ``null`` carry their creation time; a ``null`` version is placed by its modification time."""
+
         async def body(cat: Cat) -> None:
-            bucket = await new_bucket(cat, versioning="Enabled")
+            bucket = await new_bucket(cat)
+            null = record(bucket, "k", 5)
+            null.meta.modified_ns = BASE_NS + 5 * 1000  # on the clock version ids carry
+            await cat.put_version(null)
+            await enable(cat, bucket)
             for n in (10, 20, 30):
                 await put(cat, bucket, "k", n)
             seqs = {n: await _r(cat.version_seq(bucket, "k", vid(n))) for n in (10, 20, 30)}
+            seqs[5] = await _r(cat.version_seq(bucket, "k", NULL_VERSION))
+            assert seqs[5] < seqs[10] < seqs[20] < seqs[30], seqs
             await cat.delete_object(bucket, "k", version_id=vid(20), marker=marker(bucket, "k", 40))
 
             async def older(n: int) -> int:
@@ -675,7 +686,8 @@ class VersionContract(_Contract):
 
             # versions with seq < result are exactly those created before the vanished one
             assert seqs[10] < await older(20) <= seqs[30]
-            assert await older(5) <= seqs[10]
+            assert seqs[5] < await older(7) <= seqs[10]  # after the null version, by its time
+            assert await older(3) <= seqs[5]
             assert await older(35) > seqs[30]
 
         run(catalog, body)
@@ -1011,6 +1023,23 @@ class BlobContract(_Contract):
 
         run(catalog, body)
 
+    def test_a_copy_onto_itself_keeps_its_blobs(self, catalog: CatalogFactory) -> None:
+        """An unversioned copy of a key onto itself (new metadata) shares the blobs it replaces:
+        the new reference is taken before the old one is dropped, so nothing goes to the trash."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            await put(cat, bucket, "k", 1)
+            itself = VersionRecord(meta=meta(bucket, "k", 2), blobs=[BlobRef(bid(1), 10)])
+            await cat.put_version(itself, shared_gone=lambda: NoSuchKey(resource="k"))
+            got = await _r(cat.get_latest(bucket, "k"))
+            assert got is not None and got.meta.etag == etag(2) and got.blobs == [BlobRef(bid(1), 10)]
+            assert await trash(cat) == set() and await _r(cat.blob_known(bid(1)))
+            await cat.delete_object(bucket, "k", version_id=None, marker=marker(bucket, "k", 3))
+            assert await trash(cat) == {bid(1)}
+
+        run(catalog, body)
+
     def test_blob_page_walks_every_blob_once(self, catalog: CatalogFactory) -> None:
         async def body(cat: Cat) -> None:
             bucket = await new_bucket(cat)
@@ -1237,6 +1266,43 @@ class DatasetContract(_Contract):
 
         run(catalog, body)
 
+    def test_manifest_rows(self, catalog: CatalogFactory) -> None:
+        """The rows a dataset manifest is built from: live latest versions under a prefix, in
+        byte order, with the metadata document and the blob list as JSON text."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat, versioning="Enabled")
+            encryption = {"kind": "SSE-S3", "alg": "AES256", "dk": "d2sK"}
+            await cat.put_version(record(bucket, "ds/a", 1, user_meta={"label": "cat"}, tags={"split": "train"}))
+            small = record(bucket, "ds/b", 2, inline=b"tiny")
+            await cat.put_version(small)
+            await cat.put_version(record(bucket, "ds/c", 3, encryption=encryption, parts=[5, 5]))
+            await put(cat, bucket, "ds/d", 4)
+            await cat.delete_object(bucket, "ds/d", version_id=None, marker=marker(bucket, "ds/d", 5))
+            for n, key in [(6, "ds/"), (7, "ds0"), (8, "dr"), (9, "ds/e"), (10, "ds/e"), (11, "ds/\U0010ffff")]:
+                await put(cat, bucket, key, n)
+            rows = await _r(cat.manifest_rows(bucket, b"ds/", None, 1000))
+            got = {bytes(r[0]).decode(): tuple(r[1:]) for r in rows}
+            assert [bytes(r[0]) for r in rows] == [b"ds/", b"ds/a", b"ds/b", b"ds/c", b"ds/e", "ds/\U0010ffff".encode()]
+            version_id, size, tag, meta_s, blobs_s, inline_id = got["ds/a"]
+            assert (version_id, size, tag, inline_id) == (vid(1), 10, etag(1), None)
+            doc = json.loads(meta_s)
+            assert (doc.get("u"), doc.get("t")) == ({"label": "cat"}, {"split": "train"})
+            assert json.loads(blobs_s) == [[bid(1), 10]]
+            version_id, size, _tag, _meta_s, blobs_s, inline_id = got["ds/b"]
+            assert (version_id, size, inline_id, json.loads(blobs_s)) == (vid(2), 4, small.inline_id, [])
+            _version_id, _size, _tag, meta_s, _blobs_s, _inline_id = got["ds/c"]
+            assert (json.loads(meta_s).get("e"), json.loads(meta_s).get("p")) == (encryption, [5, 5])
+            assert got["ds/e"][:2] == (vid(10), 10)
+            # The engine spots encrypted rows by their text before parsing any (engine/_datasets.py
+            # _ENCRYPTED): the document is compact JSON, as json.dumps(separators=(",", ":")) writes it.
+            assert {key for key, row in got.items() if '"e":{' in row[3]} == {"ds/c"}
+            page = await _r(cat.manifest_rows(bucket, b"ds/", b"ds/a", 2))
+            assert [bytes(r[0]) for r in page] == [b"ds/b", b"ds/c"]
+            assert await _r(cat.manifest_rows(bucket, b"nothing/", None, 10)) == []
+
+        run(catalog, body)
+
     def test_models_and_aliases(self, catalog: CatalogFactory) -> None:
         async def body(cat: Cat) -> None:
             bucket = await new_bucket(cat)
@@ -1357,6 +1423,29 @@ class ConcurrencyContract(_Contract):
         asyncio.run(main())
 
 
+class StatsContract(_Contract):
+    """What health probes and metrics read: usage per bucket, the bucket count, a write probe."""
+
+    def test_bucket_usage_and_probe(self, catalog: CatalogFactory) -> None:
+        async def body(cat: Cat) -> None:
+            assert await _r(cat.bucket_usage(10)) == [] and await _r(cat.bucket_count()) == 0
+            await cat.probe_write()  # a write could commit now; it changes nothing
+            a = await new_bucket(cat, "a1", versioning="Enabled")
+            await new_bucket(cat, "b2")
+            await put(cat, a, "k", 1)
+            await cat.put_version(record(a, "k", 2, inline=b"four"))
+            await put(cat, a, "j", 3)
+            await cat.delete_object(a, "j", version_id=None, marker=marker(a, "j", 4))
+            # (bucket, objects, object bytes, versions, delete markers, stored bytes of every version)
+            assert await _r(cat.bucket_usage(10)) == [("a1", 1, 4, 4, 1, 24), ("b2", 0, 0, 0, 0, 0)]
+            assert await _r(cat.bucket_usage(1)) == [("a1", 1, 4, 4, 1, 24)]
+            assert await _r(cat.bucket_count()) == 2
+            await cat.probe_write()
+            assert await _r(cat.bucket_usage(10)) == [("a1", 1, 4, 4, 1, 24), ("b2", 0, 0, 0, 0, 0)]
+
+        run(catalog, body)
+
+
 class CatalogConformance(
     BucketContract,
     VersionContract,
@@ -1366,6 +1455,7 @@ class CatalogConformance(
     UploadContract,
     DatasetContract,
     ConcurrencyContract,
+    StatsContract,
 ):
     """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
     catalog still being built may subclass the parts it has (``BucketContract``, ...) instead."""
