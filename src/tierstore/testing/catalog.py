@@ -255,11 +255,12 @@ class _Model:
     trash: set[str] = field(default_factory=set)
 
     def remove(self, key: str, version: _Version) -> None:
+        """``version`` goes; its blob goes to the trash unless another version still shares it."""
         self.keys[key].remove(version)
-        if version.blob is not None:
-            self.trash.add(version.blob)
         if not self.keys[key]:
             del self.keys[key]
+        if version.blob is not None and all(v.blob != version.blob for vs in self.keys.values() for v in vs):
+            self.trash.add(version.blob)
 
     def drop_null(self, key: str) -> None:
         for v in self.keys.get(key, []):
@@ -558,8 +559,9 @@ class VersionContract(_Contract):
         run(catalog, body)
 
     def test_random_history_matches_a_model(self, catalog: CatalogFactory) -> None:
-        """Seeded random puts, deletes, version deletes and versioning changes on a few keys,
-        checked after every step against a model of S3 versioning (and the trash it implies)."""
+        """Seeded random puts, copies (blobs shared between versions), deletes, version deletes and
+        versioning changes on a few keys, checked after every step against a model of S3
+        versioning and of the reference counts (what is in the trash)."""
         keys = ["k", "k/", "ké", "k\U0010ffff", "j"]
 
         async def body(cat: Cat) -> None:
@@ -569,17 +571,23 @@ class VersionContract(_Contract):
             for step in range(1, 161):
                 where = f"seed {SEED} step {step}"
                 key = rng.choice(keys)
-                op = rng.choices(["put", "delete", "delete_version", "versioning"], [6, 3, 3, 1])[0]
+                op = rng.choices(["put", "copy", "delete", "delete_version", "versioning"], [4, 2, 3, 3, 1])[0]
+                sources = [v for vs in model.keys.values() for v in vs if v.blob is not None]
                 if op == "versioning":
                     model.versioning = rng.choice(["Enabled", "Suspended"])
                     await enable(cat, bucket, model.versioning)
-                elif op == "put":
-                    got = await put(cat, bucket, key, step)
+                elif op in ("put", "copy"):
+                    # a copy shares the blob of any version (of any key, itself included)
+                    blob = rng.choice(sources).blob if op == "copy" and sources else bid(step)
+                    assert blob is not None
+                    rec = VersionRecord(meta=meta(bucket, key, step), blobs=[BlobRef(blob, 10)])
+                    gone = (lambda: NoSuchKey(resource="source")) if blob != bid(step) else None
+                    got = await cat.put_version(rec, shared_gone=gone)
                     version_id = vid(step) if model.versioning == "Enabled" else NULL_VERSION
                     assert got == version_id, where
                     if model.versioning != "Enabled":
                         model.drop_null(key)
-                    model.add(key, _Version(version_id, False, etag(step), bid(step)))
+                    model.add(key, _Version(version_id, False, etag(step), blob))
                 elif op == "delete":
                     removed, added = await cat.delete_object(
                         bucket, key, version_id=None, marker=marker(bucket, key, step)
