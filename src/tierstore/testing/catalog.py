@@ -312,6 +312,8 @@ class BucketContract(_Contract):
                 await cat.update_bucket_props("nope", lambda p: p)
             with pytest.raises(NoSuchBucket):
                 await put(cat, "nope", "k", 1)
+            with pytest.raises(NoSuchBucket):
+                await cat.delete_object("nope", "k", version_id=None, marker=marker("nope", "k", 1))
             # Not empty while any version is there, a delete marker included.
             await enable(cat, "b1")
             await put(cat, "b1", "k", 1)
@@ -1209,15 +1211,22 @@ class UploadContract(_Contract):
     def test_deleting_a_bucket_aborts_its_uploads(self, catalog: CatalogFactory) -> None:
         async def body(cat: Cat) -> None:
             bucket = await new_bucket(cat)
+            done = upload(bucket, "done", 2)
+            await cat.create_upload(done)
+            await cat.put_part(done.upload_id, part(1, 2))
+            rec = VersionRecord(meta=meta(bucket, "done", 3), blobs=[BlobRef(bid(2, "part"), 5 * MIB)])
+            await cat.complete_upload(done.upload_id, rec, parts_fingerprint="fp")
+            await cat.delete_object(bucket, "done", version_id=None, marker=marker(bucket, "done", 4))
             up = upload(bucket, "k", 1)
             await cat.create_upload(up)
             await cat.put_part(up.upload_id, part(1, 1))
             await cat.delete_bucket(bucket)
             with pytest.raises(NoSuchUpload):
-                await cat.put_part(up.upload_id, part(2, 2))
-            assert await trash(cat) == {bid(1, "part")}
-            await new_bucket(cat)
+                await cat.put_part(up.upload_id, part(2, 5))
+            assert await trash(cat) == {bid(1, "part"), bid(2, "part")}
+            await new_bucket(cat)  # the same name again: nothing of the old bucket's uploads
             assert await _r(cat.list_uploads(bucket, b"", "", 1000)) == []
+            assert await _r(cat.completed_upload(bucket, "done", done.upload_id)) is None
 
         run(catalog, body)
 
