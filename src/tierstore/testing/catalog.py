@@ -26,18 +26,19 @@ on SQLite, one file and mirrored)::
 
 A catalog still being built may subclass only the parts it has (``BucketContract``,
 ``VersionContract``, ``ConditionalWriteContract``, ``ListingContract``, ``BlobContract``,
-``UploadContract``, ``DatasetContract``, ``ConcurrencyContract``, ``StatsContract``);
-``CatalogConformance`` is all of them plus a reopen.
+``UploadContract``, ``DatasetContract``, ``ConcurrencyContract``, ``QueryContract``,
+``StatsContract``); ``CatalogConformance`` is all of them plus a reopen.
 
 What the suite pins down is the contract the engine relies on, not any engine's tables:
 buckets, versions in every versioning state (with a seeded random history checked against a
 model), conditional writes and their callbacks (``check``, ``guard``, ``shared_gone``,
 ``fixed_version_id``), listings in S3 byte order, blob references and the trash, inline
-bodies, multipart uploads, datasets, models and aliases. Engine-specific callbacks (SQLite's
-``extra``/``done``, which take a connection) are not part of it. The callbacks that are
-(``check``, ``guard``, ``update``) run inside the write's transaction and may run more than
-once for one write (a mirrored SQLite runs each job once per copy; a retried transaction runs
-it again): the suite's callbacks are pure, as the engine's are, and it never counts calls.
+bodies, multipart uploads, datasets, models and aliases, metadata queries, usage figures.
+Engine-specific callbacks (SQLite's ``extra``/``done``, which take a connection) are not part
+of it. The callbacks that are (``check``, ``guard``, ``update``) run inside the write's
+transaction and may run more than once for one write (a mirrored SQLite runs each job once
+per copy; a retried transaction runs it again): the suite's callbacks are pure, as the
+engine's are, and it never counts calls.
 Random inputs come from ``random.Random`` seeded with ``SEED``; a failure names its seed and
 step, and replays. Reads go through ``_r`` while catalogs' reads are still becoming async.
 """
@@ -51,7 +52,7 @@ import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -68,6 +69,7 @@ from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
     InvalidObjectState,
+    InvalidQuery,
     NoSuchBucket,
     NoSuchDataset,
     NoSuchKey,
@@ -88,6 +90,7 @@ __all__ = [
     "ConditionalWriteContract",
     "DatasetContract",
     "ListingContract",
+    "QueryContract",
     "StatsContract",
     "UploadContract",
     "VersionContract",
@@ -1440,6 +1443,88 @@ class ConcurrencyContract(_Contract):
         asyncio.run(main())
 
 
+class QueryContract(_Contract):
+    """Metadata queries (docs/query.md) over the current versions: one language, the same answers
+    whatever dialect it compiles to."""
+
+    QUERIES: ClassVar[list[tuple[str, list[str]]]] = [
+        ("", ["ckpt/a", "ckpt/b", "ckpt/c", "ckpt/d", "data/x", "data/é", "over"]),
+        ("meta.epoch < 10", ["ckpt/a", "ckpt/c", "over"]),  # 'abc' < '10' is false as text
+        ("meta.epoch > 9", ["ckpt/b", "ckpt/c", "ckpt/d"]),  # 'abc' > '9' as text
+        ("meta.epoch = '10.0'", ["ckpt/b"]),  # a quoted number is a number
+        ("meta.epoch < 'a'", ["ckpt/a", "ckpt/b", "ckpt/c", "over"]),  # a text literal: all text
+        ("tag.status = 'tested'", ["ckpt/a", "ckpt/d"]),
+        ("tag.status != 'tested'", ["ckpt/b"]),
+        ("NOT tag.status = 'tested'", ["ckpt/b", "ckpt/c", "data/x", "data/é", "over"]),
+        ("tag.status IS NULL AND key STARTS WITH 'ckpt/'", ["ckpt/c"]),
+        ("tag.\"team name\" IN ('vision', 'speech') OR meta.loss >= 0.5", ["ckpt/a", "ckpt/d"]),
+        ("content_type = 'application/x-tar' AND size > 1e9", ["data/é"]),
+        ("storage_class IN ('GLACIER', 'STANDARD_IA')", ["data/é"]),
+        ("key LIKE 'data/_'", ["data/x", "data/é"]),  # é is one code point
+        ("key >= 'ckpt/c' AND key < 'data/é'", ["ckpt/c", "ckpt/d", "data/x"]),
+        (f"etag = '{2:032x}'", ["ckpt/b"]),
+        ("modified >= 1780000050", ["data/x", "data/é"]),
+        ("meta.dataset = 'imagenet@3' ORDER BY size DESC", ["data/é", "data/x"]),
+        ("key STARTS WITH 'ckpt/' ORDER BY meta.loss DESC", ["ckpt/d", "ckpt/a", "ckpt/b", "ckpt/c"]),
+        # numbers by value, then text, then absent (ties by key)
+        ("ORDER BY meta.epoch", ["over", "ckpt/a", "ckpt/c", "ckpt/b", "ckpt/d", "data/x", "data/é"]),
+        ("ORDER BY meta.epoch DESC", ["ckpt/b", "ckpt/c", "ckpt/a", "over", "ckpt/d", "data/x", "data/é"]),
+    ]
+
+    def test_queries_and_pages(self, catalog: CatalogFactory) -> None:
+        objects: list[tuple[str, dict[str, Any]]] = [
+            ("ckpt/a", {"user_meta": {"epoch": "9", "loss": "0.5"}, "tags": {"status": "tested"}}),
+            ("ckpt/b", {"user_meta": {"epoch": "10", "loss": "0.25"}, "tags": {"status": "failed"}}),
+            ("ckpt/c", {"user_meta": {"epoch": "9.5"}}),
+            ("ckpt/d", {"user_meta": {"epoch": "abc", "loss": "0.75"},
+                        "tags": {"status": "tested", "team name": "vision"}}),
+            ("data/é", {"user_meta": {"dataset": "imagenet@3"}, "headers": {"content-type": "application/x-tar"},
+                        "storage_class": "GLACIER", "size_bytes": 10**10}),
+            ("data/x", {"user_meta": {"dataset": "imagenet@3"}, "headers": {"content-type": "application/x-tar"}}),
+            ("gone", {"user_meta": {"epoch": "1"}}),
+            ("over", {"user_meta": {"epoch": "1"}, "tags": {"status": "tested"}}),
+            ("over", {"user_meta": {"epoch": "2"}}),  # the current version: the old one is not queried
+        ]  # fmt: skip
+
+        async def query(cat: Cat, text: str, cursor: str | None = None) -> tuple[list[str], str | None]:
+            records, next_cursor = await _r(cat.query("q", text, cursor))
+            return [r.meta.key for r in records], next_cursor
+
+        async def body(cat: Cat) -> None:
+            await new_bucket(cat, "q", versioning="Enabled")
+            for n, (key, fields) in enumerate(objects, 1):
+                rec = VersionRecord(meta=meta("q", key, n, **fields), blobs=[BlobRef(bid(n), 10)])
+                if key.startswith("data/"):
+                    rec.meta.modified_ns = BASE_NS + 100 * 10**9  # 100 s later
+                await cat.put_version(rec)
+            await cat.delete_object("q", "gone", version_id=None, marker=marker("q", "gone", 20))
+            for text, want in self.QUERIES:
+                assert await query(cat, text) == (want, None), text
+            # pages by key set: every object once, in order, whatever the page size
+            full, _ = await query(cat, "ORDER BY meta.epoch DESC")
+            got: list[str] = []
+            cursor = None
+            for page_size in (2, 1, 3, 2, 5):
+                keys, cursor = await query(cat, f"ORDER BY meta.epoch DESC LIMIT {page_size}", cursor)
+                got += keys
+                if cursor is None:
+                    break
+            assert got == full and cursor is None
+            # the index follows every change of a current version, in the same transaction
+            def tag(rec: VersionRecord) -> None:
+                rec.meta.tags = {"status": "tested"}
+
+            await cat.update_version_meta("q", "ckpt/c", None, tag)
+            await cat.delete_object("q", "ckpt/a", version_id=None, marker=marker("q", "ckpt/a", 21))
+            assert await query(cat, "tag.status = 'tested'") == (["ckpt/c", "ckpt/d"], None)
+            await cat.delete_object("q", "ckpt/a", version_id=vid(21), marker=marker("q", "ckpt/a", 22))
+            assert await query(cat, "tag.status = 'tested'") == (["ckpt/a", "ckpt/c", "ckpt/d"], None)
+            with pytest.raises(InvalidQuery):
+                await query(cat, "tag.status = ")
+
+        run(catalog, body)
+
+
 class StatsContract(_Contract):
     """What health probes and metrics read: usage per bucket, the bucket count, a write probe."""
 
@@ -1472,6 +1557,7 @@ class CatalogConformance(
     UploadContract,
     DatasetContract,
     ConcurrencyContract,
+    QueryContract,
     StatsContract,
 ):
     """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
