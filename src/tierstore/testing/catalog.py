@@ -41,6 +41,8 @@ per copy; a retried transaction runs it again): the suite's callbacks are pure, 
 engine's are, and it never counts calls.
 Random inputs come from ``random.Random`` seeded with ``SEED``; a failure names its seed and
 step, and replays. Reads go through ``_r`` while catalogs' reads are still becoming async.
+A test module that runs the suite calls ``pytest.register_assert_rewrite("tierstore.testing.catalog")``
+before importing it, so a failed assert shows its values.
 """
 
 from __future__ import annotations
