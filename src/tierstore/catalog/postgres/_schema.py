@@ -21,7 +21,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tierstore.catalog.postgres._identity import DDL as _IDENTITY
+from tierstore.catalog.postgres._kms import DDL as _KMS
+from tierstore.catalog.postgres._lifecycle import DDL as _LIFECYCLE
 from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._tiers import DDL as _TIERS
 from tierstore.errors import InternalError
 
 __all__ = ["MIGRATION_LOCK", "SCHEMA_VERSION", "STEPS", "migrate"]
@@ -143,6 +147,11 @@ _DATASETS = (
 STEPS = (
     Step(1, "buckets, versions, blobs, trash, inline bodies, multipart uploads", _CORE),
     Step(2, "datasets, models and model aliases", _DATASETS),
+    Step(
+        3,
+        "identities, KMS keys, tiers and the tier outbox, the lifecycle due index",
+        (*_IDENTITY, *_KMS, *_TIERS, *_LIFECYCLE),
+    ),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))
