@@ -194,3 +194,42 @@ def test_blobs_moved_by_id_and_a_datasets_inline_bodies(catalogs: Opener) -> Non
                 await cat.dataset_inline_to_tier("versions", name, 1, (manifest, (new_manifest, 10)), cold, moves)
 
     asyncio.run(main())
+
+
+@pytest.mark.peer
+def test_tiers_of_blobs_column_on_postgresql(module_pg_dsn: str) -> None:
+    """``TIERS_OF_BLOBS`` (the column a version read adds, for the core's reads) in SQLite's
+    format: ``located`` reads which blobs are remote, and which of those have a local copy."""
+    from tierstore.catalog._tier_data import located
+    from tierstore.catalog.postgres import PostgresCatalog
+    from tierstore.catalog.postgres._tier_data import TIERS_OF_BLOBS
+
+    sql = (
+        f"SELECT {TIERS_OF_BLOBS} FROM versions v JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND v.key = $2"
+    )
+
+    async def main() -> None:
+        cat = await PostgresCatalog.open(module_pg_dsn)
+        try:
+            n = uid()
+            cold, b = f"COLD{n}", f"col-{n}".lower()
+            await cat.tier_create(TierRecord(cold, {"bucket": "t"}, None, 1))
+            await cat.create_bucket(BucketInfo(b, 1, "us-east-1"))
+            one, two, three = new_blob_id(), new_blob_id(), new_blob_id()
+            vid = await put(cat, b, "k", one, two, three)
+            refs = [BlobRef(x, 3) for x in (one, two, three)]
+            assert await cat._pool.fetchval(sql, b, b"k") is None  # all local
+            assert await cat.transition_commit(b, "k", vid, cold, [(one, None), (three, None)])
+            await cat._pool.fetchval("UPDATE blobs SET cached = true WHERE blob_id = $1", three)  # a hot copy's mark
+            got = located(refs, await cat._pool.fetchval(sql, b, b"k"))
+            assert [(r.blob_id, r.tier, r.cached) for r in got] == [
+                (one, cold, False),
+                (two, None, False),
+                (three, cold, True),
+            ]
+            await cat.put_version(VersionRecord(meta=meta(b, "small"), inline_data=b"abc"))
+            assert await cat._pool.fetchval(sql, b, b"small") is None  # inline: no blobs, no subquery
+        finally:
+            await cat.close()
+
+    asyncio.run(main())
