@@ -63,10 +63,12 @@ async def set_rules(cat: Any, bucket: str, rules: Any) -> None:
 
     await cat.update_bucket_props(bucket, update)
     if hasattr(cat, "_pool"):  # PostgreSQL: until the core's update_bucket_props calls the hook itself
+        from tierstore.catalog.postgres._lifecycle import rules_changed
+
         bucket_id = await cat._pool.fetchval("SELECT id FROM buckets WHERE name = $1", bucket)
 
         async def queue(c: Any) -> None:
-            await cat._lifecycle_rules_changed(c, bucket_id, old, rules)
+            await rules_changed(c, bucket_id, old, rules)
 
         await cat._pool.write(queue)
 

@@ -6,8 +6,8 @@ coroutine with the name, parameters and result of ``SqliteCatalog``'s; the resou
 one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blobs``,
 ``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
 
-Not here yet (slice 4): identities, KMS and SSE keys, tiers and tier data, the lifecycle due
-index, hot copies, the mover's progress, the metadata query (its second dialect).
+Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``. Not here
+yet: hot copies, the mover's progress, the metadata query (its second dialect).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ worker that dies leaves them to be taken again when the lease runs out), and
 ``lifecycle_recompute_page`` takes a queued bucket the same way, so two gateways recompute two
 buckets at once and one bucket's pages one at a time.
 
-The writes of other modules keep the rows in their own transactions through the hooks
-``_lifecycle_key``, ``_lifecycle_upload``, ``_lifecycle_upload_gone`` and
-``_lifecycle_rules_changed`` (called inside them, as catalog/_sqlite.py calls its own).
+The writes of other modules keep the rows in their own transactions, as catalog/_sqlite.py's
+do: a write of a key's versions calls ``self._lifecycle_key``, creating an upload
+``self._lifecycle_upload`` (both need the planner), completing or aborting one ``upload_gone``,
+changing a bucket's rules ``rules_changed``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tierstore.types import NULL_VERSION, ObjectMeta
 
 from tierstore.catalog import VersionRecord  # isort: skip
 
-__all__ = ["DDL", "LifecycleTables"]
+__all__ = ["DDL", "LifecycleTables", "rules_changed", "upload_gone"]
 
 DDL = (
     """CREATE TABLE lifecycle_due(  -- the next lifecycle action of a version or upload
@@ -61,6 +62,26 @@ DDL = (
 )
 
 _DUE_ROW = "UPDATE lifecycle_due SET due_ns = $1 WHERE bucket_id = $2 AND key = $3 AND version_id = $4 AND action = $5"
+
+
+async def upload_gone(c: Any, upload_id: str) -> None:
+    """Inside the write that completes or aborts an upload, before its row goes: its abort row goes."""
+    await c.execute(
+        "DELETE FROM lifecycle_due d USING uploads u WHERE u.upload_id = $1"
+        " AND d.bucket_id = u.bucket_id AND d.key = u.key AND d.version_id = $1 AND d.action = $2",
+        upload_id, ABORT_UPLOAD,
+    )  # fmt: skip
+
+
+async def rules_changed(c: Any, bucket_id: int, old: Any, new: Any) -> None:
+    """Inside the write that changes a bucket's rules (``old`` -> ``new``): queue its recompute
+    (from the start, also when one is under way)."""
+    if old != new:
+        await c.execute(
+            "INSERT INTO lifecycle_recompute(bucket_id, after_key) VALUES($1, ''::bytea)"
+            " ON CONFLICT(bucket_id) DO UPDATE SET after_key = excluded.after_key",
+            bucket_id,
+        )
 
 
 class LifecycleTables:
@@ -125,26 +146,6 @@ class LifecycleTables:
                 " ON CONFLICT(bucket_id, key, version_id, action) DO UPDATE SET due_ns = excluded.due_ns",
                 due, bucket_id, key_b, upload_id, ABORT_UPLOAD,
             )  # fmt: skip
-
-    @staticmethod
-    async def _lifecycle_upload_gone(c: Any, upload_id: str) -> None:
-        """An upload completed or aborted (before its row goes): its abort row goes."""
-        await c.execute(
-            "DELETE FROM lifecycle_due d USING uploads u WHERE u.upload_id = $1"
-            " AND d.bucket_id = u.bucket_id AND d.key = u.key AND d.version_id = $1 AND d.action = $2",
-            upload_id, ABORT_UPLOAD,
-        )  # fmt: skip
-
-    @staticmethod
-    async def _lifecycle_rules_changed(c: Any, bucket_id: int, old: Any, new: Any) -> None:
-        """In the transaction that changes a bucket's rules: queue its recompute (from the start,
-        also when one is under way)."""
-        if old != new:
-            await c.execute(
-                "INSERT INTO lifecycle_recompute(bucket_id, after_key) VALUES($1, ''::bytea)"
-                " ON CONFLICT(bucket_id) DO UPDATE SET after_key = excluded.after_key",
-                bucket_id,
-            )
 
     # --- the worker's side ----------------------------------------------------------------
     async def lifecycle_due_count(self, now_ns: int | None = None) -> int:
@@ -280,7 +281,7 @@ class LifecycleTables:
         if initiated is not None and rules and self.lifecycle_planner is not None:
             due = self.lifecycle_planner.upload(rules, row.key, int(initiated))
         if due is not None and due <= now_ns:
-            await self._lifecycle_upload_gone(c, row.version_id)
+            await upload_gone(c, row.version_id)
             await drop_upload(c, row.version_id)
             return Outcome(done=ABORT_UPLOAD)
         args = (bucket_id, key_b, row.version_id, ABORT_UPLOAD)
