@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._lifecycle import ABORT_UPLOAD, DueRow, KeyVersion, LifecyclePlanner, Outcome, PlannedAction
 from tierstore.catalog.postgres._buckets import drop_upload, lock_keys
-from tierstore.catalog.postgres._codec import dumps, meta_doc
+from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
     Guard,
@@ -317,7 +317,11 @@ class LifecycleTables:
                     keys,
                 )
             ]
-            await lock_keys(c, bucket, page)  # the bucket's lock shared too: its rules stay as read below
+            # The keys' locks (their writers wait), not the bucket's: a rule change holds that one
+            # while it re-queues this row, which waits for this transaction; it then restarts the
+            # recompute under the new rules, so the rules read below may be replaced, never lost.
+            for lock_id in sorted_locks(key_lock(bucket, k) for k in page):
+                await c.execute("SELECT pg_advisory_xact_lock($1)", lock_id)
             props = json.loads(await c.fetchval("SELECT props FROM buckets WHERE id = $1", bucket_id))
             rules = props.get("lifecycle")
             if not after:

@@ -18,7 +18,18 @@ from tierstore.catalog.postgres._pool import Pool
 
 __all__ = ["SseTables"]
 
-_WALK = "SELECT b.name, v.key, v.version_id, v.meta -> 'e' FROM versions v JOIN buckets b ON b.id = v.bucket_id WHERE "
+# Buckets in name order from the cursor's, and in each a range scan of the versions' primary
+# key from the cursor (the first bucket) or its start (the others, ('', '') being below every
+# key), filtered, at most $4 each: a page costs its own rows, never a sort of the whole table.
+_WALK = (
+    "SELECT b.name, v.key, v.version_id, v.e FROM (SELECT id, name FROM buckets WHERE name >= $1) b,"
+    " LATERAL (SELECT key, version_id, meta -> 'e' AS e FROM versions WHERE bucket_id = b.id"
+    " AND (key, version_id) > (CASE WHEN b.name = $1 THEN $2 ELSE ''::bytea END,"
+    " CASE WHEN b.name = $1 THEN $3 ELSE '' END) AND {match} ORDER BY key, version_id LIMIT $4) v"
+    " ORDER BY b.name, v.key, v.version_id LIMIT $4"
+)
+_ENCRYPTED = _WALK.format(match="meta #>> '{e,v}' IS NOT NULL")
+_WRAPPED_BY = _WALK.format(match="meta #>> '{e,kid}' = $5")
 
 
 class SseTables:
@@ -31,19 +42,12 @@ class SseTables:
     ) -> list[SseVersion]:
         """The next ``limit`` encrypted versions after ``after`` in (bucket, key, version id)
         order; with ``key_id``, only those whose data key that key service key wrapped (``"kid"``)."""
-        args: list[Any] = []
+        bucket, key, version_id = after if after is not None else ("", "", "")
+        args: list[Any] = [bucket, key.encode(), version_id, limit]
         if key_id is None:
-            sql = _WALK + "v.meta #>> '{e,v}' IS NOT NULL"
+            rows = await self._pool.fetch(_ENCRYPTED, *args)
         else:
-            args.append(key_id)
-            sql = _WALK + f"v.meta #>> '{{e,kid}}' = ${len(args)}"
-        if after is not None:
-            args += [after[0], after[1].encode(), after[2]]
-            n = len(args)
-            sql += f" AND (b.name, v.key, v.version_id) > (${n - 2}, ${n - 1}, ${n})"
-        args.append(limit)
-        sql += f" ORDER BY b.name, v.key, v.version_id LIMIT ${len(args)}"
-        rows = await self._pool.fetch(sql, *args)
+            rows = await self._pool.fetch(_WRAPPED_BY, *args, key_id)
         return [SseVersion(b, bytes(k).decode(), v, json.loads(e)) for b, k, v, e in rows]
 
     async def sse_replace_wrapped_key(self, name: VersionName, old: str, new: str) -> bool:
