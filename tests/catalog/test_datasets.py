@@ -27,10 +27,8 @@ def cat(tmp_path: Path) -> Iterator[SqliteCatalog]:
 
 def _put(cat: SqliteCatalog, key: str, n: int, *, inline: bytes | None = None) -> VersionRecord:
     meta = ObjectMeta(bucket="b", key=key, version_id=f"{n:024d}", size_bytes=3, etag=f'"e{n}"', modified_ns=n)
-    rec = (
-        VersionRecord(meta=meta, inline_data=inline)
-        if inline is not None
-        else VersionRecord(meta=meta, blobs=[BlobRef(f"blob{n:012d}", 3)])
+    rec = VersionRecord(meta=meta, inline_data=inline) if inline is not None else VersionRecord(
+        meta=meta, blobs=[BlobRef(f"blob{n:012d}", 3)]
     )
     asyncio.run(cat.put_version(rec))
     found = cat.get_latest("b", key)

@@ -238,7 +238,9 @@ def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     conn.execute("ALTER TABLE versions ADD COLUMN inline_id TEXT")
     conn.execute(V3_INLINE_DDL)
     conn.execute("INSERT INTO inline_blobs VALUES('00000000000000000bbb', ?, x'6e6577')", (crc32c(b"new"),))
-    conn.execute("UPDATE versions SET blobs='[]', size=3, inline_id='00000000000000000bbb' WHERE bucket='old'")
+    conn.execute(
+        "UPDATE versions SET blobs='[]', size=3, inline_id='00000000000000000bbb' WHERE bucket='old'"
+    )
     conn.execute("DELETE FROM blobs")
     conn.execute("UPDATE meta SET value='3' WHERE name='schema_version'")
     conn.commit()
