@@ -1,0 +1,153 @@
+"""Blob references, the trash, and inline bodies on PostgreSQL (as catalog/_sqlite.py keeps them).
+
+Blobs are counted in ``blobs.refs``; the last reference going away moves a blob to ``trash`` in
+the same transaction, which GC drains. Inline bodies (docs/inline.md) live in ``inline_blobs``
+with their CRC32C, verified on every read. Row locks serialize writers of one blob's row;
+nothing here takes a key's lock (the callers that change a key already hold it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from awscrt.checksums import crc32c
+
+from tierstore.catalog.postgres._pool import Pool
+from tierstore.errors import CorruptBlob, InternalError
+
+__all__ = ["BlobTables", "insert_inline", "ref", "ref_many", "remove_inline", "unref_all", "verified_inline"]
+
+# One more reference (a new blob: with its size and tier); a local blob queued for deletion is
+# saved from the trash, a moved blob's local copy stays queued.
+_REF = (
+    "WITH r AS (INSERT INTO blobs(blob_id, size, refs, tier) VALUES($1, $2, 1, $3)"
+    " ON CONFLICT(blob_id) DO UPDATE SET refs = blobs.refs + 1 RETURNING tier)"
+    " DELETE FROM trash WHERE blob_id = $1 AND (SELECT tier FROM r) IS NULL"
+)
+
+
+async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
+    await c.execute(_REF, blob_id, size, tier)
+
+
+async def ref_many(c: Any, refs: Sequence[tuple[str, int, str | None]]) -> None:
+    """``ref`` for each (blob_id, size, tier), in one round trip."""
+    if len(refs) == 1:
+        await c.execute(_REF, *refs[0])
+    elif refs:
+        await c.executemany(_REF, refs)
+
+
+async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
+    """One reference less to each (an id listed twice loses two); a blob no one references goes
+    to the trash. Remote tiers are not on the PostgreSQL catalog yet (docs/scale-out.md slice 4):
+    a blob recorded in one cannot lose its last reference here."""
+    for blob_id in blob_ids:
+        row = await c.fetchrow("UPDATE blobs SET refs = refs - 1 WHERE blob_id = $1 RETURNING refs, tier", blob_id)
+        if row is not None and row[0] > 0:
+            continue
+        if row is not None:
+            if row[1] is not None:
+                raise InternalError(f"blob {blob_id} is in tier {row[1]!r}: tiers are not on PostgreSQL yet")
+            await c.execute("DELETE FROM blobs WHERE blob_id = $1", blob_id)
+        await c.execute("INSERT INTO trash(blob_id) VALUES($1) ON CONFLICT DO NOTHING", blob_id)
+
+
+async def insert_inline(c: Any, blob_id: str, data: bytes) -> None:
+    await c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES($1, $2, $3)", blob_id, crc32c(data), data)
+
+
+async def remove_inline(c: Any, inline_id: str) -> None:
+    """An inline body's version is gone: the body goes too, unless a dataset pins it."""
+    status = await c.execute("DELETE FROM inline_blobs WHERE blob_id = $1 AND pins = 0", inline_id)
+    if status == "DELETE 0":
+        await c.execute("UPDATE inline_blobs SET released = true WHERE blob_id = $1", inline_id)
+
+
+def verified_inline(blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:
+    """Inline body ``blob_id`` (of object key ``what``) as read, if it matches its CRC32C.
+    PostgreSQL keeps one copy (its own page checksums and replicas are its business), so a
+    mismatch is ``CorruptBlob``."""
+    if data is not None and crc is not None and crc32c(data) == crc:
+        return bytes(data)
+    raise CorruptBlob(f"The stored bytes of {what!r} are damaged.", resource=what)
+
+
+class BlobTables:
+    """The blob, trash and inline-body calls of the catalog protocol."""
+
+    _pool: Pool
+
+    async def blob_known(self, blob_id: str) -> bool:
+        """True if the catalog references ``blob_id`` as a local blob (or a remote one with a
+        local copy) or still has it queued for deletion."""
+        return bool(
+            await self._pool.fetchval(
+                "SELECT EXISTS(SELECT 1 FROM blobs WHERE blob_id = $1 AND (tier IS NULL OR cached IS NOT NULL))"
+                " OR EXISTS(SELECT 1 FROM trash WHERE blob_id = $1)",
+                blob_id,
+            )
+        )
+
+    async def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+        """Referenced local blobs in blob_id order after ``after``: (blob_id, size_bytes)."""
+        rows = await self._pool.fetch(
+            "SELECT blob_id, size FROM blobs WHERE blob_id > $1 AND (tier IS NULL OR cached IS NOT NULL)"
+            " ORDER BY blob_id LIMIT $2",
+            after, limit,
+        )  # fmt: skip
+        return [(str(b), int(n)) for b, n in rows]
+
+    async def blob_count(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM blobs"))
+
+    async def trash_batch(self, limit: int = 1000) -> list[str]:
+        rows = await self._pool.fetch("SELECT blob_id FROM trash LIMIT $1", limit)
+        return [str(r[0]) for r in rows]
+
+    async def trash_done(self, blob_ids: list[str]) -> None:
+        async def fn(c: Any) -> None:
+            await c.execute("DELETE FROM trash WHERE blob_id = ANY($1::text[])", blob_ids)
+
+        await self._pool.write(fn)
+
+    async def trash_add(self, blob_ids: list[str]) -> None:
+        """Queue blobs that were written but never published (a failed request) for deletion."""
+
+        async def fn(c: Any) -> None:
+            await c.execute(
+                "INSERT INTO trash(blob_id) SELECT b FROM unnest($1::text[]) AS b"
+                " WHERE NOT EXISTS(SELECT 1 FROM blobs WHERE blob_id = b) ON CONFLICT DO NOTHING",
+                blob_ids,
+            )
+
+        await self._pool.write(fn)
+
+    async def inline_bodies(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """The inline bodies ``ids`` (verified, as a GET reads them), by id; a missing id is absent."""
+        rows = await self._pool.fetch(
+            "SELECT blob_id, crc32c, data FROM inline_blobs WHERE blob_id = ANY($1::text[])", list(dict.fromkeys(ids))
+        )
+        return {b: verified_inline(b, crc, data, f"inline body {b}") for b, crc, data in rows}
+
+    async def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]:
+        """The scrub's walk over inline bodies: the next ``limit`` in id order after ``after`` as
+        (inline id, size_bytes), and the ids among them whose CRC32C fails."""
+        rows = await self._pool.fetch(
+            "SELECT blob_id, crc32c, data FROM inline_blobs WHERE blob_id > $1 ORDER BY blob_id LIMIT $2", after, limit
+        )
+        page = [(str(b), len(d)) for b, _crc, d in rows]
+        return page, {str(b) for b, crc, d in rows if crc32c(d) != crc}
+
+    async def take_damaged_inline(self) -> list[str]:
+        """Inline ids a read found damaged and served from elsewhere: none here (one copy)."""
+        return []
+
+    async def check_inline(self, inline_id: str) -> str:
+        """One of "healthy", "lost" (its CRC32C fails: there is no other copy to repair it from)
+        or "gone" (deleted meanwhile)."""
+        row = await self._pool.fetchrow("SELECT crc32c, data FROM inline_blobs WHERE blob_id = $1", inline_id)
+        if row is None:
+            return "gone"
+        return "healthy" if crc32c(row[1]) == row[0] else "lost"

@@ -1,0 +1,131 @@
+"""Buckets on PostgreSQL, and the locks every write transaction starts with.
+
+SQLite's single writer serializes every write; here two advisory locks, both transaction-scoped,
+serialize exactly what must be: a key's writers hold ``key_lock(bucket, key)`` exclusively, and
+the bucket's ``bucket_lock`` shared; deleting a bucket or changing its properties holds the
+bucket's lock exclusively, so it waits for the writes in flight and no write starts meanwhile
+(a version can never land in a deleted bucket, nor read properties being changed). Every
+transaction takes the bucket's lock first, then key locks in ``sorted_locks`` order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import asyncpg
+
+from tierstore.catalog.postgres._blobs import unref_all
+from tierstore.catalog.postgres._codec import bucket_lock, dumps, key_lock, sorted_locks
+from tierstore.catalog.postgres._pool import Pool
+from tierstore.errors import BucketAlreadyOwnedByYou, BucketNotEmpty, NoSuchBucket
+from tierstore.types import BucketInfo
+
+__all__ = ["BucketTables", "drop_upload", "lock_bucket", "lock_keys", "write_bucket"]
+
+
+async def lock_keys(c: Any, bucket: str, keys: Iterable[bytes]) -> None:
+    """First in a transaction changing ``keys`` of ``bucket``: the bucket's lock shared, then
+    each key's lock, in sorted order."""
+    ids = sorted_locks(key_lock(bucket, k) for k in keys)
+    if len(ids) == 1:  # the common case: one round trip
+        sql = "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)"
+        await c.execute(sql, bucket_lock(bucket), ids[0])
+        return
+    await lock_bucket(c, bucket, exclusive=False)
+    for lock_id in ids:  # one statement each: the order is then ours, not the planner's
+        await c.execute("SELECT pg_advisory_xact_lock($1)", lock_id)
+
+
+async def lock_bucket(c: Any, bucket: str, *, exclusive: bool) -> None:
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await c.execute(f"SELECT {fn}($1)", bucket_lock(bucket))
+
+
+async def write_bucket(c: Any, bucket: str) -> tuple[int, dict[str, Any]]:
+    """(id, properties) of ``bucket`` inside a write transaction (after its lock); ``NoSuchBucket``."""
+    row = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", bucket)
+    if row is None:
+        raise NoSuchBucket(resource=bucket)
+    props: dict[str, Any] = json.loads(row[1])
+    return int(row[0]), props
+
+
+async def drop_upload(c: Any, upload_id: str) -> None:
+    """Remove an upload and its parts; their blobs lose a reference."""
+    rows = await c.fetch("DELETE FROM parts WHERE upload_id = $1 RETURNING blob_id", upload_id)
+    await unref_all(c, (r[0] for r in rows))
+    await c.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
+
+
+class BucketTables:
+    """The bucket calls of the catalog protocol."""
+
+    _pool: Pool
+
+    async def create_bucket(self, info: BucketInfo, props: dict[str, Any] | None = None) -> None:
+        async def fn(c: Any) -> None:
+            try:
+                await c.execute(
+                    "INSERT INTO buckets(name, created_ns, region, props) VALUES($1, $2, $3, $4::jsonb)",
+                    info.name, info.created_ns, info.region, dumps(props or {}),
+                )  # fmt: skip
+            except asyncpg.UniqueViolationError:
+                raise BucketAlreadyOwnedByYou(resource=info.name) from None
+
+        await self._pool.write(fn)
+
+    async def delete_bucket(self, name: str) -> None:
+        async def fn(c: Any) -> None:
+            await lock_bucket(c, name, exclusive=True)
+            bucket_id, _props = await write_bucket(c, name)
+            if await c.fetchval("SELECT EXISTS(SELECT 1 FROM versions WHERE bucket_id = $1)", bucket_id):
+                raise BucketNotEmpty(resource=name)
+            # S3 refuses while uploads are in progress only in some cases; we abort them.
+            for (upload_id,) in await c.fetch("SELECT upload_id FROM uploads WHERE bucket_id = $1", bucket_id):
+                await drop_upload(c, upload_id)
+            await c.execute("DELETE FROM completed_uploads WHERE bucket_id = $1", bucket_id)
+            await c.execute("DELETE FROM buckets WHERE id = $1", bucket_id)
+
+        await self._pool.write(fn)
+
+    async def get_bucket(self, name: str) -> BucketInfo | None:
+        row = await self._pool.fetchrow("SELECT name, created_ns, region FROM buckets WHERE name = $1", name)
+        return BucketInfo(*row) if row else None
+
+    async def list_buckets(
+        self, *, after: str = "", prefix: str = "", region: str | None = None, limit: int = -1
+    ) -> list[BucketInfo]:
+        """Buckets by name: those after ``after`` whose name starts with ``prefix`` (and in
+        ``region``), at most ``limit`` (-1: all)."""
+        rows = await self._pool.fetch(
+            "SELECT name, created_ns, region FROM buckets WHERE name > $1 AND left(name, $2) = $3"
+            " AND ($4::text IS NULL OR region = $4) ORDER BY name LIMIT $5",
+            after, len(prefix), prefix, region, limit if limit >= 0 else None,
+        )  # fmt: skip
+        return [BucketInfo(*r) for r in rows]
+
+    async def bucket_props(self, name: str) -> dict[str, Any]:
+        value = await self._pool.fetchval("SELECT props FROM buckets WHERE name = $1", name)
+        if value is None:
+            raise NoSuchBucket(resource=name)
+        props: dict[str, Any] = json.loads(value)
+        return props
+
+    async def update_bucket_props(
+        self, name: str, update: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read-modify-write of a bucket's properties in one transaction; ``update`` may raise."""
+
+        async def fn(c: Any) -> dict[str, Any]:
+            await lock_bucket(c, name, exclusive=True)
+            bucket_id, props = await write_bucket(c, name)
+            new = update(dict(props))
+            await c.execute("UPDATE buckets SET props = $1::jsonb WHERE id = $2", dumps(new), bucket_id)
+            return new
+
+        return await self._pool.write(fn)
+
+    async def bucket_count(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM buckets"))

@@ -1,0 +1,101 @@
+"""``PostgresCatalog``: the catalog on PostgreSQL for gateways that share it (docs/scale-out.md).
+
+``await PostgresCatalog.open(dsn)`` migrates the schema under the advisory lock (whichever
+gateway starts first), then opens the bounded pool; ``await close()``. Every public method is a
+coroutine with the name, parameters and result of ``SqliteCatalog``'s; the resources live in
+one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blobs``,
+``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
+
+Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``. Not here
+yet: hot copies, the mover's progress, the metadata query (its second dialect).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tierstore.catalog.postgres._blobs import BlobTables
+from tierstore.catalog.postgres._buckets import BucketTables
+from tierstore.catalog.postgres._datasets import DatasetTables
+from tierstore.catalog.postgres._identity import IdentityTables
+from tierstore.catalog.postgres._kms import KmsTables
+from tierstore.catalog.postgres._lifecycle import LifecycleTables
+from tierstore.catalog.postgres._listing import ListingTables
+from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
+from tierstore.catalog.postgres._schema import migrate
+from tierstore.catalog.postgres._sse import SseTables
+from tierstore.catalog.postgres._tier_data import TierDataTables
+from tierstore.catalog.postgres._tiers import TierTables
+from tierstore.catalog.postgres._uploads import UploadTables
+
+__all__ = ["PostgresCatalog"]
+
+
+class PostgresCatalog(
+    BucketTables,
+    UploadTables,
+    ListingTables,
+    BlobTables,
+    DatasetTables,
+    IdentityTables,
+    KmsTables,
+    SseTables,
+    TierTables,
+    TierDataTables,
+    LifecycleTables,
+):
+    """All metadata in one PostgreSQL database, shared by any number of gateway processes."""
+
+    mirrored = False  # SQLite's drive mirror has no counterpart: PostgreSQL's replicas are its own
+
+    def __init__(self, pool: Pool, *, migrated_steps: int) -> None:
+        """Use ``open``."""
+        self._pool = pool
+        self.migrated_steps = migrated_steps  # schema steps this process applied at open (0: current)
+
+    @classmethod
+    async def open(cls, dsn: str, **settings: Any) -> PostgresCatalog:
+        """Migrate the database at ``dsn`` (``postgresql://USER[:PASSWORD]@HOST:PORT/DB``) and open
+        its pool; ``settings``: ``PoolSettings``'s fields (``pool_size``, ``checkout_timeout_s``,
+        ``statement_timeout_s``). PostgreSQL unreachable: ``SlowDown``."""
+        pool_settings = PoolSettings(**settings)
+        shown = redact_dsn(dsn)
+        steps = await migrate(dsn, shown, timeout_s=pool_settings.checkout_timeout_s)
+        return cls(await Pool.open(dsn, pool_settings), migrated_steps=steps)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def __repr__(self) -> str:
+        return f"PostgresCatalog({self._pool.shown_dsn})"
+
+    # --- health and usage ------------------------------------------------------------------
+    async def probe_write(self) -> None:
+        """Raise unless a write could commit now: an empty transaction on a pooled connection."""
+
+        async def fn(c: Any) -> None:
+            await c.execute("SELECT 1")
+
+        await self._pool.write(fn)
+
+    async def bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]:
+        """Per bucket (the first ``limit`` by name): (bucket, objects, object bytes, versions,
+        delete markers, stored bytes of every version); one aggregate, so callers cache it."""
+        rows = await self._pool.fetch(
+            "SELECT b.name,"
+            " count(*) FILTER (WHERE v.is_latest AND NOT v.is_delete_marker),"
+            " COALESCE(sum(v.size) FILTER (WHERE v.is_latest AND NOT v.is_delete_marker), 0),"
+            " count(v.bucket_id), count(*) FILTER (WHERE v.is_delete_marker), COALESCE(sum(v.size), 0)"
+            " FROM (SELECT id, name FROM buckets ORDER BY name LIMIT $1) b"
+            " LEFT JOIN versions v ON v.bucket_id = b.id GROUP BY b.name ORDER BY b.name",
+            limit,
+        )
+        return [(str(r[0]), *(int(x) for x in r[1:])) for r in rows]  # type: ignore[misc]
+
+    async def counts(self) -> dict[str, int]:
+        row = await self._pool.fetchrow(
+            "SELECT (SELECT count(*) FROM buckets), (SELECT count(*) FROM versions), (SELECT count(*) FROM blobs),"
+            " (SELECT count(*) FROM trash), (SELECT count(*) FROM inline_blobs), (SELECT count(*) FROM uploads)"
+        )
+        names = ("buckets", "versions", "blobs", "trash", "inline", "uploads")
+        return {name: int(value) for name, value in zip(names, row, strict=True)}

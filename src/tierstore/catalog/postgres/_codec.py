@@ -1,0 +1,110 @@
+"""Rows to records and back, and the ids of the advisory locks that serialize writers.
+
+The metadata document and the row shape are the SQLite catalog's (one format for both engines,
+so ``tierstore admin migrate`` copies documents as they are); asyncpg hands ``jsonb`` over as
+its text, which the shared decoders read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+# One definition of the metadata document and the part rows for both engines; after the split
+# of _sqlite.py (docs/scale-out.md) these come from the shared modules.
+from tierstore.catalog._sqlite import (
+    _ECHOED_ENCRYPTION,
+    SqliteCatalog,
+    _meta_doc,
+    _part_checksums_doc,
+    _part_from_row,
+    _row_to_record,
+)
+from tierstore.types import UploadInfo
+
+__all__ = [
+    "ECHOED_ENCRYPTION",
+    "VERSION_COLS",
+    "blobs_json",
+    "bucket_lock",
+    "dumps",
+    "key_lock",
+    "meta_doc",
+    "part_checksums_doc",
+    "part_from_row",
+    "prefix_end",
+    "row_to_record",
+    "sorted_locks",
+    "upload_doc",
+    "upload_from_row",
+]
+
+ECHOED_ENCRYPTION = _ECHOED_ENCRYPTION
+meta_doc = _meta_doc
+part_checksums_doc = _part_checksums_doc
+part_from_row = _part_from_row
+row_to_record = _row_to_record
+
+# The columns ``row_to_record`` reads, in its order (alias ``v``).
+VERSION_COLS = "v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id"
+
+
+def dumps(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def blobs_json(blobs: Iterable[Any]) -> str:
+    return dumps([[b.blob_id, b.size_bytes] for b in blobs])
+
+
+def _lock_id(kind: bytes, *parts: bytes) -> int:
+    digest = hashlib.blake2b(b"\0".join(parts), digest_size=8, person=kind).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def key_lock(bucket: str, key_b: bytes) -> int:
+    """The advisory lock id of one key's writers: a 64-bit hash of (bucket name, key). A
+    collision only makes two keys' writers take turns."""
+    return _lock_id(b"tierstore-key", bucket.encode(), key_b)
+
+
+def bucket_lock(bucket: str) -> int:
+    """The advisory lock id of a bucket: writers of its keys hold it shared, deleting the bucket
+    or changing its properties holds it exclusively (what SQLite's single writer gave)."""
+    return _lock_id(b"tierstore-bkt", bucket.encode())
+
+
+def sorted_locks(ids: Iterable[int]) -> list[int]:
+    """Lock ids in the one order every transaction takes them (no deadlock), each once."""
+    return sorted(set(ids))
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest byte string greater than every string starting with ``prefix``: the prefix
+    with its last byte below 0xff incremented and what follows dropped (None: no upper bound,
+    the prefix is empty or all 0xff). A listing scans ``prefix <= key < prefix_end(prefix)``."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+def upload_doc(info: UploadInfo) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "h": info.headers,
+        "u": info.user_meta,
+        "ca": info.checksum_algorithm,
+        "ctype": info.checksum_type,
+        "sc": info.storage_class,
+    }
+    if info.encryption:
+        doc["e"] = info.encryption
+    return doc
+
+
+def upload_from_row(bucket: str, row: Any) -> UploadInfo:
+    """An ``UploadInfo`` from (upload_id, key, initiated_ns, meta)."""
+    upload_id, key_b, initiated_ns, meta_s = row
+    return SqliteCatalog._upload_from_row((upload_id, bucket, key_b, initiated_ns, meta_s))

@@ -1,0 +1,182 @@
+"""The catalog's connections to PostgreSQL: one bounded asyncpg pool per process, and the one
+place where driver and connection errors become domain errors (docs/scale-out.md "Failure
+behaviour", "The connection pool bound").
+
+- At most ``pool_size`` connections; a checkout waits at most ``checkout_timeout_s`` and then
+  answers ``SlowDown`` (503) instead of queueing without bound.
+- PostgreSQL unreachable, restarting or gone mid-statement (refused connections,
+  ``CannotConnectNowError``, ``ConnectionDoesNotExistError``, administrator shutdown, timeouts,
+  too many connections) -> ``SlowDown`` with ``Retry-After``. The pool replaces dead connections
+  at the next checkout, so the catalog recovers by itself once PostgreSQL is back.
+- Any other driver error is a bug or a broken database -> ``InternalError("Catalog error.")``,
+  logged with its class; the client never sees the driver's text.
+- The pool's reset is a no-op: the catalog keeps no session state on pooled connections
+  (advisory locks are transaction-scoped, no LISTEN, no session ``SET``), so asyncpg's default
+  reset (four statements, one round trip per release) would be pure cost
+  (benchmarks/pg_driver.py).
+- The DSN's password never appears in a message or log: ``redact_dsn`` shows it as ``***``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from tierstore.errors import InternalError, SlowDown, TierstoreError
+
+__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "redact_dsn", "translate"]
+
+log = logging.getLogger("tierstore.catalog.postgres")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """The pool's bound and waits (docs/scale-out.md "The connection pool bound")."""
+
+    pool_size: int = 8  # connections at most, per process
+    checkout_timeout_s: float = 10.0  # a checkout (or a connect) waits this long, then 503
+    statement_timeout_s: float = 60.0  # a statement that has not answered by then: 503
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1 or self.checkout_timeout_s <= 0 or self.statement_timeout_s <= 0:
+            raise ValueError(f"invalid catalog pool settings: {self}")
+
+
+RETRY_AFTER_S = 2  # a PostgreSQL restart (crash recovery of a small WAL) takes about this long
+# Transactions that lost a deadlock or a serialization check are run again, at most this often.
+_RETRIES = 3
+
+# PostgreSQL gone, refusing or restarting: the request may succeed if retried later.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable (asyncpg raises the socket's error as is)
+    TimeoutError,  # the pool checkout, a connect or a statement that timed out
+    asyncpg.PostgresConnectionError,  # class 08: ConnectionDoesNotExistError, ConnectionFailureError, ...
+    asyncpg.OperatorInterventionError,  # class 57: AdminShutdown, CrashShutdown, CannotConnectNow
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+    asyncpg.InterfaceError,  # "connection is closed", "pool is closing": the client side of the same
+    asyncpg.exceptions.InternalClientError,
+)
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password (in the userinfo or a ``password=`` parameter) shown as ``***``."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "postgresql://***"  # not a URL we can take apart: show nothing of it
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def translate(exc: BaseException, shown_dsn: str) -> BaseException:
+    """The domain error for ``exc`` raised while talking to PostgreSQL; domain errors (and
+    anything the catalog's own code or its callers' callbacks raised) pass through unchanged."""
+    if isinstance(exc, TierstoreError) or not isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
+        return exc
+    if isinstance(exc, _UNAVAILABLE):
+        log.warning("catalog %s unavailable: %s", shown_dsn, type(exc).__name__)
+        out: TierstoreError = SlowDown(
+            "The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
+    else:
+        log.error("catalog %s: %s (sqlstate %s)", shown_dsn, type(exc).__name__, getattr(exc, "sqlstate", None))
+        out = InternalError("Catalog error.")
+    out.__cause__ = exc
+    return out
+
+
+async def _no_reset(conn: Any) -> None:
+    """Nothing to undo on a released connection (see the module docstring)."""
+
+
+class Pool:
+    """The bounded pool: ``connection()`` for a checkout, ``fetch``/``fetchrow``/``fetchval`` for
+    one statement, ``write(fn)`` for a transaction; every error translated (``translate``)."""
+
+    def __init__(self, pool: Any, shown_dsn: str, checkout_timeout_s: float) -> None:
+        self._pool = pool
+        self.shown_dsn = shown_dsn
+        self._checkout_timeout_s = checkout_timeout_s
+
+    @classmethod
+    async def open(cls, dsn: str, settings: PoolSettings) -> Pool:
+        """A pool of at most ``settings.pool_size`` connections to ``dsn`` (one opened now, to fail early)."""
+        shown = redact_dsn(dsn)
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=settings.pool_size,
+                reset=_no_reset,
+                command_timeout=settings.statement_timeout_s,
+                timeout=settings.checkout_timeout_s,  # connecting
+            )
+        except BaseException as exc:
+            raise translate(exc, shown) from None
+        return cls(pool, shown, settings.checkout_timeout_s)
+
+    async def close(self) -> None:
+        with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+            await asyncio.wait_for(self._pool.close(), self._checkout_timeout_s)
+        self._pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled connection for the block; errors inside are translated."""
+        try:
+            async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn:
+                yield conn
+        except BaseException as exc:
+            self._reraise(exc)
+
+    def _reraise(self, exc: BaseException) -> NoReturn:
+        out = translate(exc, self.shown_dsn)
+        if out is exc:
+            raise exc
+        raise out from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self.connection() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def write(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``await fn(conn)`` in one READ COMMITTED transaction, committed when this returns; run
+        again (whole) if it lost a deadlock or a serialization check."""
+        attempt = 0
+        while True:
+            try:
+                async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn, conn.transaction():
+                    return await fn(conn)
+            except BaseException as exc:
+                if isinstance(exc, _RETRYABLE) and attempt < _RETRIES:
+                    attempt += 1
+                    log.info("catalog transaction retried after %s", type(exc).__name__)
+                    continue
+                self._reraise(exc)

@@ -1,0 +1,214 @@
+"""The PostgreSQL catalog's schema: ordered migration steps, applied at open under an advisory
+lock (docs/scale-out.md "Schema on PostgreSQL", "Migrations under an advisory lock").
+
+Each gateway process opens one connection outside its pool, takes
+``pg_advisory_lock(MIGRATION_LOCK)``, reads ``meta.schema_version`` and applies the missing steps,
+each in its own transaction (PostgreSQL's DDL is transactional: a step is all or nothing), then
+unlocks and closes. Whoever starts first migrates; the others wait on the lock and find the
+schema current. Steps never say ``IF NOT EXISTS``: one applied twice fails loudly. A schema newer
+than the code refuses with one line. Steps are additive, so gateways one release apart run side
+by side during a rolling upgrade.
+
+Keys are ``bytea`` (their UTF-8 bytes), so byte order is S3's order with no collation to get
+wrong; names and ids are ``text COLLATE "C"``. Buckets have a ``bigint`` id from a sequence. No
+hot counter rows: a version's ``seq`` is per key (``max + 1`` under the key's advisory lock).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from tierstore.catalog.postgres._identity import DDL as _IDENTITY
+from tierstore.catalog.postgres._kms import DDL as _KMS
+from tierstore.catalog.postgres._lifecycle import DDL as _LIFECYCLE
+from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._tiers import DDL as _TIERS
+from tierstore.errors import InternalError
+
+__all__ = ["MIGRATION_LOCK", "SCHEMA_VERSION", "STEPS", "migrate"]
+
+MIGRATION_LOCK = 0x7469_6572  # "tier": the advisory lock id of migrations (tests/test_postgres.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    version: int  # the schema version once this step is applied
+    what: str
+    statements: tuple[str, ...]
+
+
+_CORE = (
+    'CREATE TABLE meta(name text COLLATE "C" PRIMARY KEY, value text NOT NULL)',
+    # Which steps ran, when: a step applied twice would show here (and fail on its DDL first).
+    "CREATE TABLE migrations(version integer PRIMARY KEY, applied_ns bigint NOT NULL, what text NOT NULL)",
+    "CREATE SEQUENCE bucket_ids",
+    """CREATE TABLE buckets(
+        id bigint PRIMARY KEY DEFAULT nextval('bucket_ids'),
+        name text COLLATE "C" NOT NULL UNIQUE,
+        created_ns bigint NOT NULL,
+        region text COLLATE "C" NOT NULL,
+        props jsonb NOT NULL DEFAULT '{}'
+    )""",
+    """CREATE TABLE versions(
+        bucket_id bigint NOT NULL,
+        key bytea NOT NULL,
+        version_id text COLLATE "C" NOT NULL,
+        is_latest boolean NOT NULL,
+        is_delete_marker boolean NOT NULL DEFAULT false,
+        size bigint NOT NULL,
+        etag text NOT NULL,
+        modified_ns bigint NOT NULL,
+        storage_class text COLLATE "C" NOT NULL DEFAULT 'STANDARD',  -- meta's "sc", for index-only listings
+        meta jsonb NOT NULL,
+        blobs jsonb NOT NULL,  -- [[blob_id, size], ...] in order
+        seq bigint NOT NULL,  -- order of the versions of one key (newest = highest)
+        inline_id text COLLATE "C",  -- the body is in inline_blobs; NULL: in the blob store
+        PRIMARY KEY(bucket_id, key, version_id)
+    )""",
+    # At most one latest version per key; also the backstop of If-None-Match: * and of the key lock.
+    "CREATE UNIQUE INDEX versions_latest ON versions(bucket_id, key) WHERE is_latest",
+    # A ListObjects page is an index-only range scan of this.
+    "CREATE INDEX versions_listing ON versions(bucket_id, key) INCLUDE (size, etag, modified_ns, storage_class)"
+    " WHERE is_latest AND NOT is_delete_marker",
+    # ListObjectVersions (key ASC, newest first) and the next seq of a key.
+    "CREATE INDEX versions_seq ON versions(bucket_id, key, seq DESC)",
+    """CREATE TABLE blobs(
+        blob_id text COLLATE "C" PRIMARY KEY,
+        size bigint NOT NULL,
+        refs integer NOT NULL,
+        tier text COLLATE "C",  -- NULL: on the local drives (or the store); else the remote tier holding it
+        cached boolean  -- a remote blob with a verified local copy; else NULL
+    )""",
+    'CREATE TABLE trash(blob_id text COLLATE "C" PRIMARY KEY)',
+    """CREATE TABLE inline_blobs(
+        blob_id text COLLATE "C" PRIMARY KEY,
+        crc32c bigint NOT NULL,
+        data bytea NOT NULL,
+        pins integer NOT NULL DEFAULT 0,  -- dataset versions that pin this body
+        released boolean NOT NULL DEFAULT false  -- its version is gone; the row lives on for the pins
+    )""",
+    """CREATE TABLE uploads(
+        upload_id text COLLATE "C" PRIMARY KEY,
+        bucket_id bigint NOT NULL,
+        key bytea NOT NULL,
+        initiated_ns bigint NOT NULL,
+        meta jsonb NOT NULL
+    )""",
+    "CREATE INDEX uploads_by_key ON uploads(bucket_id, key, upload_id)",
+    "CREATE INDEX uploads_age ON uploads(initiated_ns)",
+    """CREATE TABLE completed_uploads(  -- answers a retried CompleteMultipartUpload (kept a day)
+        upload_id text COLLATE "C" PRIMARY KEY,
+        bucket_id bigint NOT NULL,
+        key bytea NOT NULL,
+        completed_ns bigint NOT NULL,
+        parts text NOT NULL,  -- fingerprint of the part list that completed it
+        result jsonb NOT NULL  -- version id, ETag, size, checksums, part sizes
+    )""",
+    "CREATE INDEX completed_uploads_age ON completed_uploads(completed_ns)",
+    """CREATE TABLE parts(
+        upload_id text COLLATE "C" NOT NULL,
+        part_number integer NOT NULL,
+        size bigint NOT NULL,
+        etag text NOT NULL,
+        modified_ns bigint NOT NULL,
+        checksums jsonb NOT NULL,
+        blob_id text COLLATE "C" NOT NULL,
+        PRIMARY KEY(upload_id, part_number)
+    )""",
+)
+
+_DATASETS = (
+    *(
+        f"""CREATE TABLE {table}(
+            name text COLLATE "C" NOT NULL,
+            version integer NOT NULL,
+            manifest_blob text COLLATE "C" NOT NULL,  -- the Parquet manifest, a blob counted in blobs.refs
+            manifest_bytes bigint NOT NULL,
+            created_ns bigint NOT NULL,
+            rows bigint NOT NULL,
+            bytes bigint NOT NULL,
+            info jsonb NOT NULL,
+            PRIMARY KEY(name, version)
+        )"""
+        for table in ("datasets", "models")
+    ),
+    """CREATE TABLE model_aliases(
+        name text COLLATE "C" NOT NULL,
+        alias text COLLATE "C" NOT NULL,
+        version integer NOT NULL,
+        updated_ns bigint NOT NULL,
+        PRIMARY KEY(name, alias)
+    )""",
+)
+
+STEPS = (
+    Step(1, "buckets, versions, blobs, trash, inline bodies, multipart uploads", _CORE),
+    Step(2, "datasets, models and model aliases", _DATASETS),
+    Step(
+        3,
+        "identities, KMS keys, tiers and the tier outbox, the lifecycle due index",
+        (*_IDENTITY, *_KMS, *_TIERS, *_LIFECYCLE),
+    ),
+)
+SCHEMA_VERSION = STEPS[-1].version
+assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The database's schema version; 0 for an empty database."""
+    if await conn.fetchval("SELECT to_regclass('meta')") is None:
+        return 0
+    value = await conn.fetchval("SELECT value FROM meta WHERE name = 'schema_version'")
+    return int(value) if value is not None else 0
+
+
+async def migrate(dsn: str, shown_dsn: str, *, timeout_s: float) -> int:
+    """Bring the database at ``dsn`` to ``SCHEMA_VERSION`` under the migration lock (see the
+    module docstring); returns how many steps this call applied. ``InternalError`` if the
+    database's schema is newer than this code."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except BaseException as exc:
+        raise translate(exc, shown_dsn) from None
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        try:
+            return await _apply(conn)
+        finally:
+            if not conn.is_closed():
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    except BaseException as exc:
+        out = translate(exc, shown_dsn)
+        if out is exc:
+            raise
+        raise out from exc
+    finally:
+        if conn.is_closed():
+            conn.terminate()
+        else:
+            await conn.close()
+
+
+async def _apply(conn: asyncpg.Connection) -> int:
+    found = await schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise InternalError(f"catalog schema {found} is newer than this tierstore's ({SCHEMA_VERSION}): upgrade it")
+    applied = 0
+    for step in STEPS[found:]:
+        async with conn.transaction():
+            for statement in step.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO meta(name, value) VALUES('schema_version', $1)"
+                " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                str(step.version),
+            )
+            await conn.execute(
+                "INSERT INTO migrations(version, applied_ns, what) VALUES($1, $2, $3)",
+                step.version, time.time_ns(), step.what,
+            )  # fmt: skip
+        applied += 1
+    return applied

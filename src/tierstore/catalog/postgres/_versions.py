@@ -1,0 +1,289 @@
+"""Object versions on PostgreSQL: reads, PUT (every versioning state, the ``null`` version,
+conditional writes), DELETE (delete markers), metadata updates — the semantics of
+catalog/_sqlite.py, statement for statement.
+
+Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock), then
+reads the bucket's properties and the key's current version in one statement: the writers of
+one key run one at a time, as SQLite's single writer runs them, while other keys proceed. The
+partial unique index (one latest per key) stays as the backstop.
+
+Not on PostgreSQL yet (docs/scale-out.md slice 4): the metadata-query index (``obj_attrs``), the
+lifecycle due index, tier locations of blobs and the tier-write bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tierstore.catalog.postgres._blobs import insert_inline, ref_many, remove_inline, unref_all, verified_inline
+from tierstore.catalog.postgres._buckets import lock_keys
+from tierstore.catalog.postgres._codec import VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
+from tierstore.catalog.postgres._pool import Pool
+from tierstore.errors import NoSuchBucket, NoSuchKey, NoSuchVersion
+from tierstore.runtime import new_blob_id
+from tierstore.types import NULL_VERSION, ObjectMeta
+
+# Records and exceptions: one definition for both engines (the package exports them).
+from tierstore.catalog import VersioningChanged, VersionRecord  # isort: skip
+
+__all__ = ["Guard", "TxnHook", "VersionTables", "version_in"]
+
+Guard = Callable[[VersionRecord, dict[str, Any]], None]
+TxnHook = Callable[[Any], Awaitable[None]]  # an async callback given the transaction's connection
+
+_WITHOUT_DATA = (
+    f"SELECT {VERSION_COLS}, b.props->>'versioning'"  # noqa: S608 - constant
+    " FROM buckets b JOIN versions v ON v.bucket_id = b.id WHERE b.name = $1 AND v.key = $2"
+)
+# The same columns and the inline body with them: one statement, so one snapshot — a concurrent
+# overwrite can never pair one version's metadata with another's bytes.
+_WITH_DATA = (
+    f"SELECT {VERSION_COLS}, b.props->>'versioning', d.crc32c, d.data"  # noqa: S608 - constant
+    " FROM buckets b JOIN versions v ON v.bucket_id = b.id LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
+    " WHERE b.name = $1 AND v.key = $2"
+)
+# Inside a write, after the key's lock: the bucket's id and properties and the key's current version.
+_CURRENT = (
+    f"SELECT b.id, b.props, {VERSION_COLS} FROM buckets b"  # noqa: S608 - constant
+    " LEFT JOIN versions v ON v.bucket_id = b.id AND v.key = $2 AND v.is_latest WHERE b.name = $1"
+)
+_INSERT = (
+    "INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,"
+    " storage_class, meta, blobs, seq, inline_id) VALUES($1, $2, $3, true, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb,"
+    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = $1 AND key = $2), $11)"
+)
+
+
+async def version_in(c: Any, bucket: str, bucket_id: int, key_b: bytes, version_id: str) -> VersionRecord | None:
+    row = await c.fetchrow(
+        f"SELECT {VERSION_COLS} FROM versions v WHERE bucket_id = $1 AND key = $2 AND version_id = $3",  # noqa: S608
+        bucket_id, key_b, version_id,
+    )  # fmt: skip
+    return row_to_record(bucket, row) if row else None
+
+
+async def _current(c: Any, bucket: str, key_b: bytes) -> tuple[int, dict[str, Any], VersionRecord | None]:
+    """(bucket id, properties, the key's latest version) inside a write; ``NoSuchBucket``."""
+    row = await c.fetchrow(_CURRENT, bucket, key_b)
+    if row is None:
+        raise NoSuchBucket(resource=bucket)
+    props: dict[str, Any] = json.loads(row[1])
+    return int(row[0]), props, (row_to_record(bucket, row[2:]) if row[2] is not None else None)
+
+
+async def _remove_version(c: Any, bucket_id: int, key_b: bytes, record: VersionRecord) -> None:
+    await c.execute(
+        "DELETE FROM versions WHERE bucket_id = $1 AND key = $2 AND version_id = $3",
+        bucket_id, key_b, record.meta.version_id,
+    )  # fmt: skip
+    if record.inline_id is not None:  # gone with its version, unless a dataset pins it
+        await remove_inline(c, record.inline_id)
+    await unref_all(c, (b.blob_id for b in record.blobs))
+
+
+async def _drop_null_version(
+    c: Any,
+    bucket: str,
+    bucket_id: int,
+    key_b: bytes,
+    props: dict[str, Any],
+    guard: Guard | None,
+    current: VersionRecord | None,
+    *,
+    known: bool,
+) -> None:
+    """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack.
+    ``known``: ``current`` is the key's latest version as this transaction read it (no versions
+    at all, or the null version itself, spare the lookup)."""
+    if known and current is None:
+        return
+    if known and current is not None and current.meta.version_id == NULL_VERSION:
+        old_null: VersionRecord | None = current
+    else:
+        old_null = await version_in(c, bucket, bucket_id, key_b, NULL_VERSION)
+    if old_null is not None:
+        if guard is not None:
+            guard(old_null, props)
+        await _remove_version(c, bucket_id, key_b, old_null)
+
+
+async def _insert_version(
+    c: Any, bucket_id: int, record: VersionRecord, key_b: bytes, meta_s: str, *, first: bool
+) -> None:
+    """Insert ``record`` as the key's latest version (``seq``: one past the key's highest).
+    ``first``: the key has no versions (as read in this transaction): nothing to demote."""
+    m = record.meta
+    if not first:
+        await c.execute(
+            "UPDATE versions SET is_latest = false WHERE bucket_id = $1 AND key = $2 AND is_latest", bucket_id, key_b
+        )
+    await c.execute(
+        _INSERT, bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
+        m.storage_class, meta_s, blobs_json(record.blobs), record.inline_id,
+    )  # fmt: skip
+
+
+async def _promote_newest(c: Any, bucket_id: int, key_b: bytes) -> None:
+    await c.execute(
+        "UPDATE versions SET is_latest = true WHERE bucket_id = $1 AND key = $2"
+        " AND seq = (SELECT MAX(seq) FROM versions WHERE bucket_id = $1 AND key = $2)",
+        bucket_id, key_b,
+    )  # fmt: skip
+
+
+class VersionTables:
+    """The object-version calls of the catalog protocol."""
+
+    _pool: Pool
+
+    async def get_latest(self, bucket: str, key: str, *, data: bool = False) -> VersionRecord | None:
+        """The current version (or delete marker) of ``key``. ``data=True`` also loads an inline
+        body (verified; ``CorruptBlob`` if it is damaged)."""
+        return await self._read_version(" AND v.is_latest", (bucket, key.encode()), data)
+
+    async def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None:
+        return await self._read_version(" AND v.version_id = $3", (bucket, key.encode(), version_id), data)
+
+    async def _read_version(self, where: str, args: tuple[Any, ...], data: bool) -> VersionRecord | None:
+        row = await self._pool.fetchrow((_WITH_DATA if data else _WITHOUT_DATA) + where, *args)
+        if row is None:
+            return None
+        record = row_to_record(args[0], row[:9])
+        record.bucket_versioning = row[9]
+        if data and record.inline_id is not None:
+            record.inline_data = verified_inline(record.inline_id, row[10], row[11], record.meta.key)
+        return record
+
+    async def put_version(
+        self,
+        record: VersionRecord,
+        *,
+        check: Callable[[VersionRecord | None], None] | None = None,
+        extra: TxnHook | None = None,
+        guard: Guard | None = None,
+        shared_gone: Callable[[], Exception] | None = None,
+        done: TxnHook | None = None,
+        fixed_version_id: bool = False,
+    ) -> str:
+        """Publish ``record`` as the latest version of its key and return its version id; as
+        ``SqliteCatalog.put_version`` (versioning states, ``null`` version, ``check``, ``guard``,
+        ``shared_gone``, inline bodies, ``fixed_version_id``). ``extra`` and ``done`` are
+        awaited with the transaction's connection (multipart completion uses them)."""
+        m = record.meta
+        key_b = m.key.encode()
+        meta_s = dumps(meta_doc(m))
+        chosen_id = m.version_id
+        inline = record.inline_data
+        if inline is not None:
+            assert not record.blobs, "a version is either inline or in blobs"
+            record.inline_id = new_blob_id()
+        else:
+            assert record.inline_id is None, "an inline version is published with its bytes"
+
+        async def fn(c: Any) -> str:
+            m.version_id = chosen_id  # a transaction run again starts from the caller's record
+            await lock_keys(c, m.bucket, (key_b,))
+            bucket_id, props, current = await _current(c, m.bucket, key_b)
+            if check is not None:
+                check(current)
+            if extra is not None:
+                await extra(c)
+            if shared_gone is not None and record.blobs:
+                ids = list({b.blob_id for b in record.blobs})
+                # FOR SHARE: a transaction dropping the last reference meanwhile is waited for.
+                found = await c.fetch("SELECT blob_id FROM blobs WHERE blob_id = ANY($1::text[]) FOR SHARE", ids)
+                if len(found) != len(ids):
+                    raise shared_gone()
+            if inline is not None:
+                assert record.inline_id is not None
+                await insert_inline(c, record.inline_id, inline)
+            # New references first: a copy onto itself shares the blobs it replaces.
+            await ref_many(c, [(b.blob_id, b.size_bytes, b.tier) for b in record.blobs])
+            versioning = props.get("versioning")
+            if fixed_version_id and (versioning == "Enabled") == (m.version_id == NULL_VERSION):
+                raise VersioningChanged(m.bucket)
+            if versioning != "Enabled":
+                m.version_id = NULL_VERSION
+                await _drop_null_version(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
+            await _insert_version(c, bucket_id, record, key_b, meta_s, first=current is None)
+            if done is not None:
+                await done(c)
+            return m.version_id
+
+        return await self._pool.write(fn)
+
+    async def delete_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        version_id: str | None,
+        marker: ObjectMeta,
+        check: Callable[[VersionRecord | None], None] | None = None,
+        guard: Guard | None = None,
+    ) -> tuple[VersionRecord | None, bool]:
+        """S3 DeleteObject. Returns (the version removed or the delete marker added, whether a
+        delete marker was added). ``marker`` carries the would-be marker's id and time."""
+        key_b = key.encode()
+        marker_id = marker.version_id
+
+        async def fn(c: Any) -> tuple[VersionRecord | None, bool]:
+            marker.version_id = marker_id  # a transaction run again starts from the caller's marker
+            await lock_keys(c, bucket, (key_b,))
+            bucket_id, props, current = await _current(c, bucket, key_b)
+            status = props.get("versioning")
+            if version_id is not None:
+                target = await version_in(c, bucket, bucket_id, key_b, version_id)
+                if check is not None:
+                    check(target)
+                if target is None:
+                    return None, False
+                if guard is not None:
+                    guard(target, props)
+                await _remove_version(c, bucket_id, key_b, target)
+                if current is not None and current.meta.version_id == version_id:
+                    await _promote_newest(c, bucket_id, key_b)
+                return target, False
+            if check is not None:
+                check(current)
+            if status is None:  # never versioned: the object simply goes away
+                if current is None:
+                    return None, False
+                if guard is not None:
+                    guard(current, props)
+                await _remove_version(c, bucket_id, key_b, current)
+                return current, False
+            record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+            if status != "Enabled":
+                marker.version_id = NULL_VERSION
+                await _drop_null_version(c, bucket, bucket_id, key_b, props, guard, current, known=False)
+            # ``current`` may have been the null version just dropped: demoting is then a no-op.
+            await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=False)
+            return record, True
+
+        return await self._pool.write(fn)
+
+    async def update_version_meta(
+        self, bucket: str, key: str, version_id: str | None, update: Callable[[VersionRecord], None]
+    ) -> VersionRecord:
+        """Change a version's metadata in place (tags, retention, legal hold); ``update`` mutates
+        ``record.meta`` and may raise. ``version_id=None`` means the current version."""
+        key_b = key.encode()
+
+        async def fn(c: Any) -> VersionRecord:
+            await lock_keys(c, bucket, (key_b,))
+            bucket_id, _props, current = await _current(c, bucket, key_b)
+            record = current if version_id is None else await version_in(c, bucket, bucket_id, key_b, version_id)
+            if record is None:
+                raise (NoSuchKey(resource=key) if version_id is None else NoSuchVersion(resource=key))
+            update(record)
+            await c.execute(
+                "UPDATE versions SET meta = $1::jsonb, storage_class = $2"
+                " WHERE bucket_id = $3 AND key = $4 AND version_id = $5",
+                dumps(meta_doc(record.meta)), record.meta.storage_class, bucket_id, key_b, record.meta.version_id,
+            )  # fmt: skip
+            return record
+
+        return await self._pool.write(fn)
