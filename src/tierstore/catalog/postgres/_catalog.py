@@ -17,15 +17,20 @@ from typing import Any
 from tierstore.catalog.postgres._blobs import BlobTables
 from tierstore.catalog.postgres._buckets import BucketTables
 from tierstore.catalog.postgres._datasets import DatasetTables
+from tierstore.catalog.postgres._hot import HotTables
 from tierstore.catalog.postgres._listing import ListingTables
 from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
+from tierstore.catalog.postgres._query import QueryTables
 from tierstore.catalog.postgres._schema import migrate
+from tierstore.catalog.postgres._tier_progress import TierProgressTables
 from tierstore.catalog.postgres._uploads import UploadTables
 
 __all__ = ["PostgresCatalog"]
 
 
-class PostgresCatalog(BucketTables, UploadTables, ListingTables, BlobTables, DatasetTables):
+class PostgresCatalog(
+    BucketTables, UploadTables, ListingTables, BlobTables, DatasetTables, HotTables, TierProgressTables, QueryTables
+):
     """All metadata in one PostgreSQL database, shared by any number of gateway processes."""
 
     mirrored = False  # SQLite's drive mirror has no counterpart: PostgreSQL's replicas are its own

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tierstore.catalog.postgres._hot import HOT_DDL
 from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._query import QUERY_DDL
+from tierstore.catalog.postgres._tier_progress import TIER_PROGRESS_DDL
 from tierstore.errors import InternalError
 
 __all__ = ["MIGRATION_LOCK", "SCHEMA_VERSION", "STEPS", "migrate"]
@@ -143,6 +146,7 @@ _DATASETS = (
 STEPS = (
     Step(1, "buckets, versions, blobs, trash, inline bodies, multipart uploads", _CORE),
     Step(2, "datasets, models and model aliases", _DATASETS),
+    Step(3, "hot copies, the mover's progress, the metadata query", (*HOT_DDL, *TIER_PROGRESS_DDL, *QUERY_DDL)),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))
