@@ -194,6 +194,15 @@ def test_a_cursor_of_one_dialect_serves_the_other(db: Db) -> None:
     )
 
 
+def test_a_cursor_no_postgresql_row_can_have_is_refused() -> None:
+    """A cursor whose text holds U+0000 (a SQLite row's, or forged) is a bad cursor, not a 500."""
+    q = parse("ORDER BY meta.note LIMIT 5")
+    cursor = next_cursor(q, (b"k", "v", 1, '"e"', 1, 1, None, "x\x00y"))
+    with pytest.raises(InvalidQuery, match="invalid cursor"):
+        compile_postgres(q, BUCKET, cursor)
+    compile_postgres(q, BUCKET, next_cursor(q, (b"k", "v", 1, '"e"', 1, 1, None, "xy")))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(q=queries)
 def test_random_queries_match_reference(db: Db, q: Query) -> None:

@@ -1562,6 +1562,9 @@ def compile_postgres(q: Query, bucket: str, cursor: str | None = None) -> tuple[
     and cursors work alike; a cursor of one dialect is valid in the other)."""
     terms = _effective_order(q)
     pos = None if cursor is None else _decode_cursor(q, terms, cursor)
+    values = [] if pos is None else [x for v in pos[0] for x in (v if isinstance(v, list) else [v])]
+    if any(isinstance(x, str) and "\x00" in x for x in values):  # no PostgreSQL text holds U+0000
+        raise InvalidQuery("invalid cursor: not one this server issued for this query")
     attrs = _PgAttrs.for_terms(terms)
     select = ["v.key", "v.version_id", "v.size", "v.etag", "v.modified_ns"]
     order_sql: list[str] = []
