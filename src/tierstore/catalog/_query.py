@@ -4,8 +4,9 @@
 
 This module is the whole language: a lexer, a recursive-descent parser into a small frozen AST
 (:class:`Query`), a renderer back to canonical text, and a compiler to one SQLite ``SELECT``
-over ``versions`` and the ``obj_attrs`` side table (:data:`INDEX_DDL`). The reference for users
-is ``docs/query.md``; the semantics in brief:
+over ``versions`` and the ``obj_attrs`` side table (:data:`INDEX_DDL`); its second dialect,
+:func:`compile_postgres`, reads PostgreSQL's ``versions.meta`` jsonb in place (at the end).
+The reference for users is ``docs/query.md``; the semantics in brief:
 
 * Two-valued logic. A comparison on an attribute the object does not have is false, whatever
   the operator (``!=``, ``NOT IN``, ``NOT LIKE``, ``NOT STARTS WITH`` included: they mean
@@ -47,6 +48,7 @@ __all__ = [
     "MAX_ORDER_TERMS",
     "MAX_PREDICATES",
     "MAX_QUERY_CHARS",
+    "PG_ATTR_NUM_DDL",
     "And",
     "Compare",
     "Expr",
@@ -62,6 +64,7 @@ __all__ = [
     "StartsWith",
     "Str",
     "attr_num",
+    "compile_postgres",
     "compile_sqlite",
     "next_cursor",
     "parse",
@@ -1023,8 +1026,18 @@ def _query_hash(q: Query) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def _cursor_sql(terms: list[tuple[str, bool]], values: list[Any], key: bytes, key_col: str = "v.key") -> _Frag:
-    """Rows strictly after the cursor row in the (total) sort order."""
+def _cursor_sql(
+    terms: list[tuple[str, bool]],
+    values: list[Any],
+    key: bytes,
+    key_col: str = "v.key",
+    *,
+    coll: str = "",
+    false: str = _FALSE[0],
+    plain: dict[str, str] = _PLAIN_SQL,
+) -> _Frag:
+    """Rows strictly after the cursor row in the (total) sort order. ``coll``, ``false`` and
+    ``plain``: the PostgreSQL dialect's text collation, false and plain sort columns."""
     sql = f"{key_col} < ?" if terms[-1][1] else f"{key_col} > ?"
     params: list[object] = [key]
     for i in range(len(terms) - 2, -1, -1):
@@ -1038,12 +1051,12 @@ def _cursor_sql(terms: list[tuple[str, bool]], values: list[Any], key: bytes, ke
                 gt: _Frag = (f"({a}.num IS NULL OR {a}.num {cmp} ?)", [num])
                 eq: _Frag = (f"{a}.num = ?", [num])
             elif cls == 1:
-                gt = (f"({a}.value IS NULL OR ({a}.num IS NULL AND {a}.value {cmp} ?))", [text])
-                eq = (f"{a}.num IS NULL AND {a}.value = ?", [text])
+                gt = (f"({a}.value IS NULL OR ({a}.num IS NULL AND {a}.value{coll} {cmp} ?))", [text])
+                eq = (f"{a}.num IS NULL AND {a}.value{coll} = ?", [text])
             else:
-                gt, eq = _FALSE, (f"{a}.value IS NULL", [])
+                gt, eq = (false, []), (f"{a}.value IS NULL", [])
         else:
-            col = _PLAIN_SQL[name]
+            col = plain[name]
             gt, eq = (f"{col} {cmp} ?", [value]), (f"{col} = ?", [value])
         sql = f"({gt[0]} OR ({eq[0]} AND {sql}))"
         params = [*gt[1], *eq[1], *params]
@@ -1277,3 +1290,318 @@ def _cursor_value_ok(name: str, value: Any) -> bool:
     if cls == 1:
         return num is None and isinstance(text, str)
     return cls == 2 and num is None and text is None
+
+
+# --- the PostgreSQL dialect ------------------------------------------------------------------
+# PostgreSQL's catalog (catalog/postgres/) keeps no side table: each current version's metadata
+# document (``versions.meta``, jsonb) is read in place, so no write has to maintain an index of
+# attributes. An attribute is ``s<i>.value`` (its text; NULL: absent) and ``s<i>.num`` (the number
+# ``tierstore_attr_num``, the SQL twin of :func:`attr_num`, makes of it) of a LATERAL row per
+# attribute named; the semantics are the SQLite dialect's, leaf by leaf, with every text comparison
+# under ``COLLATE "C"`` (byte order, as SQLite's BINARY). A positive equality on a meta or tag
+# string is also tested by ``@>`` containment, which the GIN index on ``versions.meta`` answers
+# (docs/query.md "On PostgreSQL"). Parameters are ``$n``; values never reach SQL text.
+PG_ATTR_NUM_DDL: Final = (
+    # The slow path of tierstore_attr_num: an exponent, or a value too long for the fast path. A
+    # double's range is what Python's float() gives: beyond it, not a number; below it, zero.
+    r"""CREATE FUNCTION tierstore_attr_num_edge(value text) RETURNS double precision
+    LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $f$
+    BEGIN
+        IF length(value) > 4096 THEN
+            RETURN NULL;
+        END IF;
+        RETURN value::double precision;
+    EXCEPTION WHEN numeric_value_out_of_range THEN
+        BEGIN
+            RETURN CASE WHEN abs(value::numeric) < 1 THEN 0 END;
+        EXCEPTION WHEN numeric_value_out_of_range OR invalid_text_representation THEN
+            RETURN CASE WHEN value ~ '[eE]-' THEN 0 END;
+        END;
+    END $f$""",
+    # attr_num in SQL: ASCII decimal only (sign, digits, fraction, exponent), finite.
+    r"""CREATE FUNCTION tierstore_attr_num(value text) RETURNS double precision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN CASE WHEN value !~ '^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$' THEN NULL
+        WHEN length(value) <= 24 AND strpos(lower(value), 'e') = 0 THEN value::double precision
+        ELSE tierstore_attr_num_edge(value) END""",
+)
+
+_PG_TRUE: Final = "true"
+_PG_FALSE: Final = "false"
+_PG_C: Final = ' COLLATE "C"'
+_PG_ETAG: Final = "btrim(v.etag, '\"')"
+_PG_PLAIN: Final = {"key": "v.key", "size": "v.size", "modified": "v.modified_ns", "etag": _PG_ETAG}
+_PG_KEY_NUL: Final = "position('\\x00'::bytea IN v.key) = 0"
+
+
+def _pg_const(frag: _Frag) -> _Frag:
+    """The SQLite dialect's constants ``1``/``0`` as PostgreSQL booleans."""
+    return (_PG_TRUE, []) if frag == _TRUE else (_PG_FALSE, []) if frag == _FALSE else frag
+
+
+def _pg_join(parts: list[_Frag], joiner: str) -> _Frag:
+    absorbing, neutral = (_PG_FALSE, _PG_TRUE) if joiner == "AND" else (_PG_TRUE, _PG_FALSE)
+    if any(s == absorbing for s, _ in parts):
+        return absorbing, []
+    parts = [x for x in parts if x[0] != neutral]
+    if len(parts) <= 1:
+        return parts[0] if parts else (neutral, [])
+    return "(" + f" {joiner} ".join(s for s, _ in parts) + ")", [p for _, ps in parts for p in ps]
+
+
+def _pg_not(frag: _Frag) -> _Frag:
+    if frag[0] in (_PG_TRUE, _PG_FALSE):
+        return (_PG_FALSE if frag[0] == _PG_TRUE else _PG_TRUE), []
+    return f"NOT ({frag[0]})", frag[1]
+
+
+def _pg_numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1``, ``$2``... (no SQL text fragment holds a ``?`` of its own)."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def _pg_like(col: str, pattern: str) -> str:
+    """A query LIKE pattern as PostgreSQL's (``\\`` escapes), for ``col LIKE ? COLLATE "C"``."""
+    out = []
+    for kind, ch in _like_parts(pattern):
+        if kind == "any":
+            out.append("%")
+        elif kind == "one":
+            out.append("_")
+        else:
+            out.append("\\" + ch if ch in "%_\\" else ch)
+    return "".join(out)
+
+
+def _pg_text_cmp(col: str, op: str, text: str) -> _Frag:
+    """``col op text`` in byte order. PostgreSQL text (and jsonb) cannot hold U+0000, so no stored
+    value equals a literal holding one, and an order comparison with one compares UTF-8 bytes."""
+    if "\x00" not in text:
+        return f"{col}{_PG_C} {op} ?", [text]
+    if op == "=":
+        return _PG_FALSE, []
+    return f"convert_to({col}, 'UTF8') {op} ?", [text.encode()]
+
+
+def _pg_text_in(col: str, texts: list[str]) -> _Frag:
+    texts = [t for t in texts if "\x00" not in t]  # never stored (see _pg_text_cmp)
+    if not texts:
+        return _PG_FALSE, []
+    return f"{col}{_PG_C} IN ({', '.join('?' * len(texts))})", list(texts)
+
+
+def _pg_prefix_range(col: str, prefix: str) -> _Frag:
+    if "\x00" in prefix:  # no stored value holds U+0000 (see _pg_text_cmp)
+        return _PG_FALSE, []
+    upper = _str_successor(prefix)
+    if upper is None:
+        return f"{col}{_PG_C} >= ?", [prefix]
+    return f"{col}{_PG_C} >= ? AND {col}{_PG_C} < ?", [prefix, upper]
+
+
+def _pg_like_sql(col: str, pattern: str, *, key: bool) -> _Frag:
+    """Positive LIKE, case-sensitive, by character. ``key`` (bytea): read as UTF-8, and a key
+    holding U+0000 never matches (as on SQLite; a jsonb string cannot hold one)."""
+    parts = _like_parts(pattern)
+    if all(kind == "lit" for kind, _ in parts):  # no wildcard: equality
+        literal = "".join(ch for _, ch in parts)
+        return (f"{col} = ?", [literal.encode()]) if key else (f"{col}{_PG_C} = ?", [literal])
+    if key:
+        return f"CASE WHEN {_PG_KEY_NUL} THEN convert_from(v.key, 'UTF8') LIKE ?{_PG_C} ELSE false END", [
+            _pg_like(col, pattern)
+        ]
+    return f"{col} LIKE ?{_PG_C}", [_pg_like(col, pattern)]
+
+
+def _pg_column(e: Compare | In | Like | StartsWith, name: str) -> _Frag:
+    """A positive predicate on a NOT NULL versions column (two-valued)."""
+    col = _PG_PLAIN[name]
+    if name in ("size", "modified"):
+        return _pg_const(_column_positive(e, name))  # integers: the same SQL in both dialects
+    key = name == "key"
+
+    def conv(lit: Literal) -> object:
+        assert isinstance(lit, Str), "parse rejects numbers for key and etag"
+        return lit.value.encode() if key else lit.value
+
+    if isinstance(e, Compare):
+        if key:
+            return f"{col} {e.op} ?", [conv(e.value)]
+        return _pg_text_cmp(col, e.op, str(conv(e.value)))
+    if isinstance(e, In):
+        values = [conv(v) for v in e.values]
+        if key:
+            return f"{col} IN ({', '.join('?' * len(values))})", values
+        return _pg_text_in(col, [str(v) for v in values])
+    if isinstance(e, StartsWith):
+        if key:
+            p = e.prefix.encode()
+            return f"{col} >= ? AND {col} < ?", [p, p + b"\xff"]  # no UTF-8 byte is 0xff
+        return _pg_prefix_range(col, e.prefix)
+    return _pg_like_sql(col, e.pattern, key=key)
+
+
+def _pg_contains(name: str, value: str) -> _Frag | None:
+    """``v.meta @> {"u": {name: value}}`` for a meta or tag string (the GIN index's test)."""
+    if "\x00" in value:  # jsonb holds no U+0000: the equality is false anyway
+        return None
+    if name.startswith("meta."):
+        doc = {"u": {name[5:]: value}}
+    elif name.startswith("tag."):
+        doc = {"t": {name[4:]: value}}
+    else:
+        return None
+    return "v.meta @> ?::jsonb", [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))]
+
+
+def _pg_attr_positive(e: Compare | In | Like | StartsWith, a: str) -> _Frag:
+    """A positive predicate on attribute alias ``a``, true only where it is present (never NULL)."""
+    value, num = f"{a}.value", f"{a}.num"
+    branches: list[_Frag] = []
+    if isinstance(e, Compare):
+        lit = e.value
+        n = attr_num(lit.value) if isinstance(lit, Str) else lit.value
+        text = lit.value if isinstance(lit, Str) else lit.text
+        if n is None:
+            branches.append(_pg_text_cmp(value, e.op, text))
+        elif e.op == "=":  # a text value can never equal a numeric text
+            branches.append((f"{num} = ?", [n]))
+        else:  # a numeric literal holds no U+0000
+            cond = f"CASE WHEN {num} IS NOT NULL THEN {num} {e.op} ? ELSE {value}{_PG_C} {e.op} ? END"
+            branches.append((cond, [n, text]))
+    elif isinstance(e, In):
+        nums = [n for lit in e.values if (n := _lit_num(lit)) is not None]
+        texts = [lit.value for lit in e.values if isinstance(lit, Str) and attr_num(lit.value) is None]
+        if nums:
+            branches.append((f"{num} IN ({', '.join('?' * len(nums))})", list(nums)))
+        if texts:
+            branches.append(_pg_text_in(value, texts))
+    elif isinstance(e, StartsWith):
+        branches.append(_pg_prefix_range(value, e.prefix))
+    else:
+        branches.append(_pg_like_sql(value, e.pattern, key=False))
+    branches = [b for b in branches if b[0] != _PG_FALSE]
+    if not branches:
+        return _PG_FALSE, []
+    sql, params = _or(branches)
+    return f"coalesce({sql}, false)", params
+
+
+@dataclass
+class _PgAttrs:
+    """The attributes a query names, each read by a LATERAL row: ``s<i>`` for sort term ``i``
+    (the name ``_cursor_sql`` uses), ``w<j>`` for one only the condition names. ``rows`` lists
+    (alias, name) in join order; ``names`` is the alias a condition on a name uses."""
+
+    rows: list[tuple[str, str]]
+    names: dict[str, str]
+
+    @classmethod
+    def for_terms(cls, terms: list[tuple[str, bool]]) -> _PgAttrs:
+        rows = [(f"s{i}", name) for i, (name, _) in enumerate(terms) if _is_attr(name)]
+        names: dict[str, str] = {}
+        for alias, name in rows:
+            names.setdefault(name, alias)
+        return cls(rows, names)
+
+    def alias(self, name: str) -> str:
+        if name not in self.names:
+            self.names[name] = f"w{len(self.rows)}"
+            self.rows.append((self.names[name], name))
+        return self.names[name]
+
+
+def _pg_expr(e: Expr, attrs: _PgAttrs, positive: bool = True) -> _Frag:
+    """SQL for ``e``, two-valued (never NULL), so ``NOT`` is the exact complement."""
+    if isinstance(e, And | Or):
+        return _pg_join([_pg_expr(x, attrs, positive) for x in e.operands], "AND" if isinstance(e, And) else "OR")
+    if isinstance(e, Not):
+        return _pg_not(_pg_expr(e.operand, attrs, not positive))
+    if isinstance(e, IsNull):
+        if not _is_attr(e.name):
+            return (_PG_TRUE if e.negated else _PG_FALSE), []
+        return f"{attrs.alias(e.name)}.value IS {'NOT ' if e.negated else ''}NULL", []
+    negated = e.negated if isinstance(e, In | Like | StartsWith) else e.op == "!="
+    if isinstance(e, Compare) and e.op == "!=":
+        e = Compare(e.name, "=", e.value)
+    if not _is_attr(e.name):
+        frag = _pg_column(e, e.name)
+        return _pg_not(frag) if negated else frag
+    a = attrs.alias(e.name)
+    frag = _pg_attr_positive(e, a)
+    if negated:  # present, and the positive form does not hold
+        return _pg_join([(f"{a}.value IS NOT NULL", []), _pg_not(frag)], "AND")
+    if positive:  # an index may find the candidates: equality on a string, by containment
+        texts: list[str] = []
+        if isinstance(e, Compare) and e.op == "=" and isinstance(e.value, Str) and attr_num(e.value.value) is None:
+            texts = [e.value.value]
+        elif isinstance(e, In) and all(isinstance(v, Str) and attr_num(v.value) is None for v in e.values):
+            texts = [v.value for v in e.values if isinstance(v, Str)]
+        tests = [c for t in texts if (c := _pg_contains(e.name, t)) is not None]
+        if tests and len(tests) == len(texts):
+            return _pg_join([_pg_join(tests, "OR"), frag], "AND")
+    return frag
+
+
+def _pg_attr_value(name: str) -> _Frag:
+    """The text of attribute ``name`` of version ``v`` (NULL: absent), as index_attrs defines it."""
+    if name.startswith("meta."):
+        return "v.meta->'u'->>(?::text)", [name[5:]]
+    if name.startswith("tag."):
+        return "v.meta->'t'->>(?::text)", [name[4:]]
+    if name == "content_type":
+        return "coalesce(v.meta->'h'->>'content-type', 'binary/octet-stream')", []
+    assert name == "storage_class", name
+    return "v.storage_class", []
+
+
+def compile_postgres(q: Query, bucket: str, cursor: str | None = None) -> tuple[str, list[object]]:
+    """:func:`compile_sqlite` for PostgreSQL's catalog: one ``SELECT`` over the current versions
+    of ``bucket`` with ``$n`` parameters, returning rows of the same shape (so :func:`next_cursor`
+    and cursors work alike; a cursor of one dialect is valid in the other)."""
+    terms = _effective_order(q)
+    pos = None if cursor is None else _decode_cursor(q, terms, cursor)
+    values = [] if pos is None else [x for v in pos[0] for x in (v if isinstance(v, list) else [v])]
+    if any(isinstance(x, str) and "\x00" in x for x in values):  # no PostgreSQL text holds U+0000
+        raise InvalidQuery("invalid cursor: not one this server issued for this query")
+    attrs = _PgAttrs.for_terms(terms)
+    select = ["v.key", "v.version_id", "v.size", "v.etag", "v.modified_ns"]
+    order_sql: list[str] = []
+    for i, (name, desc) in enumerate(terms):
+        d = " DESC" if desc else ""
+        if _is_attr(name):
+            a = f"s{i}"
+            select += [
+                f"CASE WHEN {a}.num IS NOT NULL THEN 0 WHEN {a}.value IS NOT NULL THEN 1 ELSE 2 END AS o{i}c",
+                f"{a}.num AS o{i}n",
+                f"(CASE WHEN {a}.num IS NULL THEN {a}.value END){_PG_C} AS o{i}t",
+            ]
+            order_sql += [f"o{i}c", f"o{i}n{d}", f"o{i}t{d}"]
+        elif name == "key":  # always the last term: no column of its own (next_cursor reads v.key)
+            order_sql.append(f"v.key{d}")
+        else:
+            select.append(f"{_PG_PLAIN[name]}{_PG_C if name == 'etag' else ''} AS o{i}")
+            order_sql.append(f"o{i}{d}")
+    conds: list[_Frag] = [
+        ("v.bucket_id = (SELECT id FROM buckets WHERE name = ?) AND v.is_latest AND NOT v.is_delete_marker", [bucket])
+    ]
+    if q.where is not None:
+        conds.append(_pg_expr(q.where, attrs))
+    if pos is not None:
+        # Sort terms compare as they sort: etag and attribute text in byte order.
+        plain = {**_PG_PLAIN, "etag": _PG_ETAG + _PG_C}
+        conds.append(_cursor_sql(terms, *pos, coll=_PG_C, false=_PG_FALSE, plain=plain))
+    joins: list[_Frag] = []
+    for a, name in attrs.rows:
+        expr, eparams = _pg_attr_value(name)
+        # OFFSET 0 keeps the row a row: the planner would otherwise inline tierstore_attr_num at
+        # every reference (sort key, output, conditions), ~3x its cost (benchmarks/pg_query.py).
+        lateral = " CROSS JOIN LATERAL (SELECT x.value, tierstore_attr_num(x.value) AS num FROM (SELECT "
+        joins.append((f"{lateral}{expr} AS value) x OFFSET 0) {a}", eparams))
+    where_sql, where_params = _pg_join(conds, "AND")
+    text = (
+        f"SELECT {', '.join(select)} FROM versions v{''.join(s for s, _ in joins)}"  # noqa: S608 - fixed fragments only
+        f" WHERE {where_sql} ORDER BY {', '.join(order_sql)} LIMIT ?"
+    )
+    return _pg_numbered(text), [*(p for _, ps in joins for p in ps), *where_params, q.limit + 1]

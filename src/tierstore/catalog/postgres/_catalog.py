@@ -17,14 +17,17 @@ from typing import Any
 from tierstore.catalog.postgres._blobs import BlobTables
 from tierstore.catalog.postgres._buckets import BucketTables
 from tierstore.catalog.postgres._datasets import DatasetTables
+from tierstore.catalog.postgres._hot import HotTables
 from tierstore.catalog.postgres._identity import IdentityTables
 from tierstore.catalog.postgres._kms import KmsTables
 from tierstore.catalog.postgres._lifecycle import LifecycleTables
 from tierstore.catalog.postgres._listing import ListingTables
 from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
+from tierstore.catalog.postgres._query import QueryTables
 from tierstore.catalog.postgres._schema import migrate
 from tierstore.catalog.postgres._sse import SseTables
 from tierstore.catalog.postgres._tier_data import TierDataTables
+from tierstore.catalog.postgres._tier_progress import TierProgressTables
 from tierstore.catalog.postgres._tiers import TierTables
 from tierstore.catalog.postgres._uploads import UploadTables
 
@@ -37,6 +40,9 @@ class PostgresCatalog(
     ListingTables,
     BlobTables,
     DatasetTables,
+    HotTables,
+    TierProgressTables,
+    QueryTables,
     IdentityTables,
     KmsTables,
     SseTables,

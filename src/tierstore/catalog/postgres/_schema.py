@@ -21,10 +21,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tierstore.catalog.postgres._hot import HOT_DDL
 from tierstore.catalog.postgres._identity import DDL as _IDENTITY
 from tierstore.catalog.postgres._kms import DDL as _KMS
 from tierstore.catalog.postgres._lifecycle import DDL as _LIFECYCLE
 from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._query import QUERY_DDL
+from tierstore.catalog.postgres._tier_progress import TIER_PROGRESS_DDL
 from tierstore.catalog.postgres._tiers import DDL as _TIERS
 from tierstore.errors import InternalError
 
@@ -152,6 +155,7 @@ STEPS = (
         "identities, KMS keys, tiers and the tier outbox, the lifecycle due index",
         (*_IDENTITY, *_KMS, *_TIERS, *_LIFECYCLE),
     ),
+    Step(4, "hot copies, the mover's progress, the metadata query", (*HOT_DDL, *TIER_PROGRESS_DDL, *QUERY_DDL)),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))
