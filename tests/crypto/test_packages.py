@@ -153,8 +153,8 @@ def test_any_range_any_chunking_is_the_slice(
     got = b"".join(p for i in range(0, len(piece), feed) for p in opener.update(piece[i : i + feed]))
     opener.finish()
     assert got == data[lo:hi]
-    # update_joined: the same bytes, one chunk per call, each its own bytes (the opener's
-    # scratch buffer is reused by the next call)
+    # update_joined: the same bytes, one chunk per call, each its own bytes (opened in place
+    # into a new object per call: no later call may change an earlier chunk)
     opener = PackageOpener(KEY, PREFIX, plaintext_size=size, plain_start=lo, plain_end=hi, package_bytes=ps)
     chunks = [opener.update_joined(piece[i : i + feed]) for i in range(0, len(piece), feed)]
     opener.finish()
