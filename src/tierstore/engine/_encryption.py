@@ -195,8 +195,9 @@ async def seal_chunks(
     """The sealed packages of a plaintext stream (a single PUT: part number 0)."""
     sealer = PackageSealer(_stream_key(data_key, part_number, nonce_prefix), nonce_prefix, part_number=part_number)
     async for chunk in chunks:
-        for package in sealer.update(chunk):
-            yield package
+        sealed = sealer.update_joined(chunk)  # the packages it completes, in one chunk
+        if sealed:
+            yield sealed
     yield sealer.finish()
 
 
