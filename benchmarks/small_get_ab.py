@@ -7,7 +7,9 @@ starts one ``tierstore serve`` per tree (``PYTHONPATH`` at that tree's ``src/``)
 whole time, and drives them alternately with ../shared/bench/s3bench.py (``--only small_get_4k``:
 a fresh bucket, N PUTs untimed, then ``--repeat`` GET passes, every body byte-checked). Server CPU
 is utime+stime of each server's whole process tree (/proc), before and after each GET pass;
-the table gives the median per tree over every pass of every round:
+the table gives the median per tree over every pass of every round, and the context switches
+per GET of the server's threads (/proc, voluntary / involuntary, the run's untimed PUTs
+included: on a loaded machine a server whose threads sleep and wake often gets more CPU):
 
     .venv/bin/python benchmarks/small_get_ab.py base=../base/src new=src --rounds 4
 
@@ -61,6 +63,7 @@ class Tree(Tierstore):
         self.cpu_us: list[float] = []
         self.ops_s: list[float] = []
         self.mb_s: list[float] = []
+        self.switches: list[tuple[float, float]] = []  # voluntary, involuntary context switches per GET
 
     def start(self) -> None:
         self.port = free_port_block(1)
@@ -101,14 +104,42 @@ class Tree(Tierstore):
                *(x for p in pids for x in ("--server-pid", str(p))),
                "--only", args.only, "--scale", str(args.scale), "--repeat", str(args.repeat),
                "--label", self.label]
+        switches = context_switches(pids)
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        switches = [b - a for a, b in zip(switches, context_switches(pids), strict=True)]
+        ops = 0
         for line in out.splitlines():
             row = json.loads(line)
             if row.get("scenario") == args.only and "summary" not in row and not row.get("errors"):
                 self.cpu_us.append(float(row["server_cpu_us_per_op"]))
                 self.ops_s.append(float(row.get("ops_per_s") or 0))
                 self.mb_s.append(float(row.get("MB_per_s") or 0))
+                ops += int(row.get("ops") or 0)
+        if ops:  # the whole s3bench run's (its untimed PUTs too): per GET, roughly
+            self.switches.append((switches[0] / ops, switches[1] / ops))
         print(f"[ab] {self.label}: cpu us/op {self.cpu_us[-args.repeat:]}", file=sys.stderr, flush=True)
+
+
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of ``pids`` so far (/proc): a
+    server whose threads sleep and wake often is favoured by the scheduler on a loaded machine."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/status") as status:
+                    for line in status:
+                        if line.startswith("voluntary_ctxt_switches"):
+                            voluntary += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches"):
+                            involuntary += int(line.split()[1])
+            except OSError:
+                continue
+    return voluntary, involuntary
 
 
 def main() -> None:
@@ -134,12 +165,16 @@ def main() -> None:
             t.stop()
     ref = statistics.median(trees[0].cpu_us)
     print(f"{args.only}, load {loadavg()}")
-    print("| tree | passes | server CPU/GET median (min-max) | vs first | ops/s median | MB/s median |")
-    print("|---|---|---|---|---|---|")
+    print("| tree | passes | server CPU/GET median (min-max) | vs first | ops/s median | MB/s median "
+          "| context switches per GET, voluntary / involuntary |")
+    print("|---|---|---|---|---|---|---|")
     for t in trees:
         med = statistics.median(t.cpu_us)
+        vol = statistics.median(v for v, _ in t.switches) if t.switches else 0.0
+        invol = statistics.median(i for _, i in t.switches) if t.switches else 0.0
         print(f"| {t.label} | {len(t.cpu_us)} | {med:.0f} us ({min(t.cpu_us):.0f}-{max(t.cpu_us):.0f}) "
-              f"| {med / ref:.2f}x | {statistics.median(t.ops_s):,.0f} | {statistics.median(t.mb_s):,.1f} |")
+              f"| {med / ref:.2f}x | {statistics.median(t.ops_s):,.0f} | {statistics.median(t.mb_s):,.1f} "
+              f"| {vol:,.0f} / {invol:,.0f} |")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -5,6 +5,7 @@ with IntegrityError naming the package."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from dataclasses import replace
 
@@ -103,6 +104,25 @@ def test_sealing_is_the_same_however_the_plaintext_is_chunked() -> None:
     sealer.finish()
     with pytest.raises(ValueError, match="finished"):
         sealer.update(b"y")
+    with pytest.raises(ValueError, match="finished"):
+        sealer.update_joined(b"y")
+
+
+@given(size=st.integers(0, 600), ps=st.integers(1, 70), chunks=st.lists(st.integers(0, 200), max_size=12))
+def test_joined_sealing_is_the_same_bytes_as_per_package(size: int, ps: int, chunks: list[int]) -> None:
+    # update_joined: one bytes per call holding exactly the packages update would return
+    data = _plaintext(size, seed=size)
+    cuts = sorted({min(c * 3, size) for c in chunks} | {0, size})
+    per_package = PackageSealer(KEY, PREFIX, package_bytes=ps)
+    joined = PackageSealer(KEY, PREFIX, package_bytes=ps)
+    for lo, hi in itertools.pairwise(cuts):
+        piece = bytearray(data[lo:hi])
+        expected = b"".join(per_package.update(piece))
+        got = joined.update_joined(piece)
+        piece[:] = bytes(len(piece))  # the caller may reuse its buffer: nothing sealed later changes
+        assert type(got) is bytes and got == expected
+    assert joined.finish() == per_package.finish()
+    assert joined.plaintext_bytes == per_package.plaintext_bytes == size
 
 
 def test_package_span_maps_ranges_to_packages() -> None:
@@ -153,8 +173,8 @@ def test_any_range_any_chunking_is_the_slice(
     got = b"".join(p for i in range(0, len(piece), feed) for p in opener.update(piece[i : i + feed]))
     opener.finish()
     assert got == data[lo:hi]
-    # update_joined: the same bytes, one chunk per call, each its own bytes (the opener's
-    # scratch buffer is reused by the next call)
+    # update_joined: the same bytes, one chunk per call, each its own bytes (opened in place
+    # into a new object per call: no later call may change an earlier chunk)
     opener = PackageOpener(KEY, PREFIX, plaintext_size=size, plain_start=lo, plain_end=hi, package_bytes=ps)
     chunks = [opener.update_joined(piece[i : i + feed]) for i in range(0, len(piece), feed)]
     opener.finish()

@@ -51,11 +51,13 @@ import threading
 from array import array
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from awscrt.checksums import combine_crc32c
 
+from tierstore._buffers import filled_bytes
 from tierstore.blob._protocol import (
     BLOCK_SIZE_BYTES,
     BlobInfo,
@@ -214,9 +216,10 @@ def _pread_cached(fd: int, n: int, offset: int) -> bytearray:
 
 
 def _pread_cached_into(fd: int, buf: memoryview, offset: int) -> None:
-    """``_pread_cached`` into ``buf`` (all of it): a reader's scratch buffer, so that a stream
-    of reads does not zero a fresh buffer for each (``bytearray(n)`` writes every byte once
-    more, as much as the read itself)."""
+    """``_pread_cached`` into ``buf`` (all of it): a new ``bytes`` being filled (``filled_bytes``)
+    or a reader's scratch buffer, so that a stream of reads neither zeroes a fresh buffer for
+    each (``bytearray(n)`` writes every byte once more, as much as the read itself) nor copies
+    out of one."""
     assert _RWF_NOWAIT is not None
     try:
         got = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
@@ -475,15 +478,18 @@ class _BlobReader:
         try:
             if not self._footer_ok:
                 self.open(cached=True)
+            fd = self._fd
             if not self._check:
-                with self._scratch_view(end - start) as view:
-                    _pread_cached_into(self._fd, view, start)
-                    return bytes(view)
+                return filled_bytes(end - start, partial(_pread_cached_into, fd, offset=start))
             first, stop = start // _B, -(-end // _B)
-            table = _pread_cached(self._fd, _CRC_BYTES * (stop - first), self._size_bytes + _CRC_BYTES * first)
+            table = _pread_cached(fd, _CRC_BYTES * (stop - first), self._size_bytes + _CRC_BYTES * first)
             base = first * _B
-            # Callers get immutable bytes (some keep or share the pieces they read): read into
-            # the reader's scratch buffer, check there, copy out once.
+            if start == base and end == min(stop * _B, self._size_bytes):  # whole blocks: no copy out
+                data = filled_bytes(end - start, partial(_pread_cached_into, fd, offset=start))
+                self._check_blocks(data, table, first)
+                return data
+            # A range that starts or ends inside a block: the whole blocks go into the reader's
+            # scratch buffer to be checked, and the range is copied out once.
             with self._scratch_view(min(stop * _B, self._size_bytes) - base) as view:
                 _pread_cached_into(self._fd, view, base)
                 self._check_blocks(view, table, first)

@@ -195,8 +195,9 @@ async def seal_chunks(
     """The sealed packages of a plaintext stream (a single PUT: part number 0)."""
     sealer = PackageSealer(_stream_key(data_key, part_number, nonce_prefix), nonce_prefix, part_number=part_number)
     async for chunk in chunks:
-        for package in sealer.update(chunk):
-            yield package
+        sealed = sealer.update_joined(chunk)  # the packages it completes, in one chunk
+        if sealed:
+            yield sealed
     yield sealer.finish()
 
 
@@ -457,14 +458,12 @@ async def open_range(
                 chunks = read(cipher_base + span.cipher_start, span.cipher_end - span.cipher_start, verify)
                 try:
                     async for chunk in chunks:
-                        for plain in opener.update(chunk):
-                            if plain:
-                                lo += len(plain)
-                                # Each package on its own. One joined chunk per 1 MiB read
-                                # (PackageOpener.update_joined) cut server CPU by a quarter but
-                                # also 64 MiB GET MB/s by 40% under s3bench's load (unexplained;
-                                # docs/benchmarks.md, "64 MiB GET of an encrypted object").
-                                yield plain
+                        # One chunk out per chunk read (~1 MiB), its packages opened straight
+                        # into it (docs/benchmarks.md, "64 MiB encrypted GET/PUT, session 10").
+                        plain = opener.update_joined(chunk)
+                        if plain:
+                            lo += len(plain)
+                            yield plain
                     opener.finish()
                 except IntegrityError:
                     if verify or lo >= hi:
