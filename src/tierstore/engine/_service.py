@@ -782,6 +782,15 @@ class ObjectService:
             await self._drain_moved(None)
         return moved
 
+    async def transition_many(self, tier: str, versions: Sequence[tuple[str, str, str]]) -> list[bool | Exception]:
+        """Versions ``(bucket, key, version_id)`` to ``tier``, each as ``transition`` (its result
+        or its exception, in order), their commits in one catalog transaction and one trash pass
+        for them all (``Mover.transition_many``): the lifecycle worker's page, an admin batch."""
+        results = await self.mover.transition_many(tier, versions)
+        if any(r is True for r in results):
+            await self._drain_moved(None)
+        return results
+
     async def _drain_for(self, callers: list[None]) -> list[None]:
         await self._drain_after_commit()
         return [None] * len(callers)
