@@ -43,7 +43,9 @@ from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
 
-__all__ = ["FoldsCrc32c", "Grouped", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
+__all__ = [
+    "MOVE_WAVE", "FoldsCrc32c", "Grouped", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta",
+]  # fmt: skip
 
 log = logging.getLogger("tierstore.mover")
 
@@ -56,6 +58,7 @@ OUTBOX_BACKOFF_MAX_S = 600.0
 PENDING_LEASE_S = 600.0  # a claimed pending write is not taken by another process for this long
 PENDING_PAGE = 50
 MOVE_CONCURRENCY = 4  # copies in flight in one ``transition_many`` (as rclone's default --transfers)
+MOVE_WAVE = 50  # versions per ``ObjectService.transition_many`` wave: one commit transaction, one trash pass
 
 # server.py's: a tier's configuration -> its remote blob store (with the endpoint guard).
 TierStoreFactory = Callable[[TierConfig], RemoteBlobStore]
