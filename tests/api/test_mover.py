@@ -277,6 +277,9 @@ def test_transition_is_authorized_on_the_object(
         ("mine/nothing-here", None, "NoSuchKey"),
     ]
     assert s3m.head_object(Bucket=bkt, Key="mine/c")["StorageClass"] == "AUTHZ"
+    # Every entry denied: the same answer whether the tier exists or not.
+    (only,) = mover.tier_transition_many("NOSUCHTIER", [(bkt, "theirs/b")])
+    assert only["error"]["code"] == "AccessDenied"
     assert "StorageClass" not in s3m.head_object(Bucket=bkt, Key="theirs/b")
     for k in ("mine/a", "mine/c", "theirs/b"):
         s3m.delete_object(Bucket=bkt, Key=k)

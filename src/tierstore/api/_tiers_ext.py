@@ -202,13 +202,24 @@ async def _transition_many(
     service: ObjectService, tier: str, req: Request, authorize_object: Callable[[str, str], None]
 ) -> tuple[int, bytes]:
     entries = _entries(await req.json_body(_MAX_BATCH_BODY))
-    service.tiers.get(tier)  # NoSuchTier (404) for a name that is none
+    # Every entry authorized before anything is looked up (DeleteObjects' rule): a caller denied
+    # them all learns nothing, not even whether the tier exists.
+    denied: list[e.TierstoreError | None] = []
+    for bucket, key, _ in entries:
+        try:
+            authorize_object(bucket, key)
+            denied.append(None)
+        except e.AccessDenied as exc:
+            denied.append(exc)
+    if any(d is None for d in denied):
+        service.tiers.get(tier)  # NoSuchTier (404) for a name that is none
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, tuple[str, str, str]]] = []  # (index in results, the version to move)
-    for bucket, key, version_id in entries:
+    for (bucket, key, version_id), refused in zip(entries, denied, strict=True):
         entry: dict[str, Any] = {"bucket": bucket, "key": key}
         try:
-            authorize_object(bucket, key)  # before anything about the object is looked up
+            if refused is not None:
+                raise refused
             found = service.version_record(bucket, key, version_id).meta.version_id
         except e.TierstoreError as exc:
             entry["error"] = {"code": exc.code, "message": exc.message}
@@ -216,7 +227,7 @@ async def _transition_many(
             entry["version_id"] = found
             todo.append((len(results), (bucket, key, found)))
         results.append(entry)
-    moved = await service.transition_many(tier, [v for _, v in todo])
+    moved = await service.transition_many(tier, [v for _, v in todo]) if todo else []
     for (i, _), outcome in zip(todo, moved, strict=True):
         if isinstance(outcome, e.TierstoreError):
             results[i]["error"] = {"code": outcome.code, "message": outcome.message}
