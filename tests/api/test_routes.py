@@ -162,6 +162,8 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
         True,
     ),
     ("GET", "_tierstore", "admin/tiers/COLD/transition", {}, {}, "tierstore:AdminTiers", True),
+    ("POST", "_tierstore", "admin/tiers/COLD/transitions", {}, {}, "tierstore:TransitionObjects", True),
+    ("GET", "_tierstore", "admin/tiers/COLD/transitions", {}, {}, "tierstore:AdminTiers", True),
     ("GET", "_tierstore", "admin/tiers/COLD", {}, {}, "tierstore:AdminTiers", True),  # needs tierstore:Admin
     ("DELETE", "_tierstore", "admin/tiers", {}, {}, "tierstore:AdminTiers", True),
     ("POST", "_tierstore", "admin/tiers/COLD/status", {}, {}, "tierstore:AdminTiers", True),
@@ -303,3 +305,7 @@ def test_a_transition_is_authorized_on_the_object_its_query_names() -> None:
     assert [(c.action, c.resource) for c in named] == [("tierstore:TransitionObject", "arn:aws:s3:::b/runs/a b")]
     bare = checks(action, "_tierstore", "admin/tiers/COLD/transition", {"bucket": "b"}, {})
     assert [(c.action, c.resource) for c in bare] == [("tierstore:TransitionObject", "*")]
+    # A batch names its objects in its body: each is authorized by the handler, none here.
+    many = ACTIONS["tierstore:TransitionObjects"]
+    assert checks(many, "_tierstore", "admin/tiers/COLD/transitions", query, {}) == ()
+    assert many.per_entry == ("tierstore:TransitionObject",)

@@ -146,8 +146,10 @@ async def kms_keys(req: Request, ctx: Context) -> Response:
 
 async def tiers(req: Request, ctx: Context) -> Response:
     """``/_tierstore/admin/tiers``: ``_tiers_ext`` (each endpoint's tierstore: action was
-    authorized by the dispatcher)."""
-    status, body = await tier_request(ctx.service, req)
+    authorized by the dispatcher; a batch of transitions, each entry's here)."""
+    status, body = await tier_request(
+        ctx.service, req, lambda b, k: ctx.authorize_entry(req, Check("tierstore:TransitionObject", object_arn(b, k)))
+    )
     return Response(status, [("content-type", "application/json")], body)
 
 

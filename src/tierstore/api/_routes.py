@@ -56,6 +56,7 @@ from tierstore.api._kms_ext import endpoint as kms_endpoint
 from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler, Request
 from tierstore.api._tiers_ext import ENDPOINTS as TIER_ENDPOINTS
+from tierstore.api._tiers_ext import TRANSITION_MANY
 from tierstore.api._tiers_ext import UNROUTED as UNROUTED_TIERS
 from tierstore.api._tiers_ext import endpoint as tier_endpoint
 
@@ -552,8 +553,9 @@ ACTIONS: dict[str, Action] = {
     # object it moves (arn:aws:s3:::BUCKET/KEY from its query)
     UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
     "tierstore:ListJobs": _ext(_extensions.jobs, "tierstore:ListJobs"),
-    **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS if a != _TRANSITION},
+    **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS if a not in (_TRANSITION, TRANSITION_MANY)},
     _TRANSITION: Action(_extensions.tiers, (Perm(_TRANSITION, on=_QUERY_OBJECT),)),
+    TRANSITION_MANY: Action(_extensions.tiers, (), (_TRANSITION,)),  # each entry's, by the handler
     **{
         a: _ext(_extensions.datasets, a)
         for a in (

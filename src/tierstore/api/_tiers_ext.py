@@ -19,6 +19,14 @@ shows its ``access_key_id`` and whether keys are set (``keys_set``).
   (tierstore:TransitionObject on ``arn:aws:s3:::B/K``): moves that version (default: the current
   one) to the tier now — from the local drives or another tier —, as the lifecycle mover does
   (``ObjectService.transition``; ``moved`` false: nothing to do)
+- ``POST   /_tierstore/admin/tiers/NAME/transitions`` body ``{"objects": [{"bucket", "key",
+  "version_id"?}, ...]}`` (at most 1,000) -> ``{"results": [{"bucket", "key", "version_id",
+  "moved"} or {"bucket", "key", "error": {"code", "message"}}, ...]}`` in the body's order: many
+  transitions in one request, as the lifecycle worker moves a page (``ObjectService.transition_many``:
+  their commits in one catalog transaction). Route ``tierstore:TransitionObjects``, which is no IAM
+  action: the handler authorizes each entry as its own ``tierstore:TransitionObject`` on
+  ``arn:aws:s3:::B/K`` before looking it up (a denied one is an ``AccessDenied`` entry), as
+  DeleteObjects does its keys
 
 A ``tier`` is ``{"name", "endpoint", "bucket", "prefix", "region", "restore_required",
 "allow_private", "access_key_id", "keys_set", "created"}``; a ``status`` is ``{"name", "blobs",
@@ -31,6 +39,7 @@ are uppercase, so ``status`` never names a tier.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -51,10 +60,14 @@ ENDPOINTS = (
     "tierstore:DeleteTier",
     "tierstore:GetTierStatus",
     "tierstore:TransitionObject",
+    "tierstore:TransitionObjects",
 )
+TRANSITION_MANY = "tierstore:TransitionObjects"  # the batch's route: authorized per entry, by the handler
+MAX_TRANSITIONS = 1000
 _STRINGS = ("name", "endpoint", "bucket", "prefix", "region", "access_key_id", "secret_key")
 _FLAGS = ("restore_required", "allow_private")
 _MAX_BODY = 16 * 1024
+_MAX_BATCH_BODY = 1024 * 1024
 
 
 def _parts(key: str) -> list[str] | None:
@@ -78,6 +91,8 @@ def endpoint(method: str, key: str) -> str:
         return "tierstore:GetTierStatus" if method == "GET" else UNROUTED
     if len(parts) == 2 and parts[1] == "transition":
         return "tierstore:TransitionObject" if method == "POST" else UNROUTED
+    if len(parts) == 2 and parts[1] == "transitions":
+        return TRANSITION_MANY if method == "POST" else UNROUTED
     if len(parts) == 1 and method == "DELETE":
         return "tierstore:DeleteTier"
     return UNROUTED
@@ -121,9 +136,12 @@ def _spec(doc: dict[str, Any]) -> TierSpec:
     )
 
 
-async def tier_request(service: ObjectService, req: Request) -> tuple[int, bytes]:
+async def tier_request(
+    service: ObjectService, req: Request, authorize_object: Callable[[str, str], None]
+) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here, authorized): status
-    and JSON body (empty for 204)."""
+    and JSON body (empty for 204). ``authorize_object(bucket, key)``: raises AccessDenied unless
+    the caller may transition that object (a batch's entries)."""
     tiers = service.tiers
     key = req.key or ""
     route = endpoint(req.method, key)
@@ -143,6 +161,8 @@ async def tier_request(service: ObjectService, req: Request) -> tuple[int, bytes
         return 204, b""
     if route == "tierstore:TransitionObject":
         return await _transition(service, parts[0], req)
+    if route == TRANSITION_MANY:
+        return await _transition_many(service, parts[0], req, authorize_object)
     spec = _spec(await req.json_body(_MAX_BODY))
     return 201, json.dumps(_tier_json(await tiers.add(spec))).encode()
 
@@ -156,3 +176,63 @@ async def _transition(service: ObjectService, tier: str, req: Request) -> tuple[
     version_id = service.version_record(bucket, key, req.query.get("versionId")).meta.version_id
     moved = await service.transition(bucket, key, version_id, tier)
     return 200, json.dumps({"moved": moved, "version_id": version_id}).encode()
+
+
+def _entries(doc: Any) -> list[tuple[str, str, str | None]]:
+    """A batch body's ``(bucket, key, version_id)`` entries (InvalidRequest when malformed)."""
+    objs = doc.get("objects") if isinstance(doc, dict) and set(doc) == {"objects"} else None
+    if not isinstance(objs, list) or not objs:
+        raise e.InvalidRequest('A batch of transitions is {"objects": [{"bucket", "key", "version_id"?}, ...]}.')
+    if len(objs) > MAX_TRANSITIONS:
+        raise e.InvalidRequest(f"At most {MAX_TRANSITIONS} transitions in one request.")
+    out = []
+    for o in objs:
+        if not isinstance(o, dict) or set(o) - {"bucket", "key", "version_id"}:
+            raise e.InvalidRequest('Each transition is {"bucket", "key", "version_id"?}.')
+        bucket, key, version_id = o.get("bucket"), o.get("key"), o.get("version_id")
+        if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+            raise e.InvalidRequest('Each transition needs "bucket" and "key" (strings).')
+        if version_id is not None and not isinstance(version_id, str):
+            raise e.InvalidRequest('The "version_id" of a transition must be a string.')
+        out.append((bucket, key, version_id))
+    return out
+
+
+async def _transition_many(
+    service: ObjectService, tier: str, req: Request, authorize_object: Callable[[str, str], None]
+) -> tuple[int, bytes]:
+    entries = _entries(await req.json_body(_MAX_BATCH_BODY))
+    # Every entry authorized before anything is looked up (DeleteObjects' rule): a caller denied
+    # them all learns nothing, not even whether the tier exists.
+    denied: list[e.TierstoreError | None] = []
+    for bucket, key, _ in entries:
+        try:
+            authorize_object(bucket, key)
+            denied.append(None)
+        except e.AccessDenied as exc:
+            denied.append(exc)
+    if any(d is None for d in denied):
+        service.tiers.get(tier)  # NoSuchTier (404) for a name that is none
+    results: list[dict[str, Any]] = []
+    todo: list[tuple[int, tuple[str, str, str]]] = []  # (index in results, the version to move)
+    for (bucket, key, version_id), refused in zip(entries, denied, strict=True):
+        entry: dict[str, Any] = {"bucket": bucket, "key": key}
+        try:
+            if refused is not None:
+                raise refused
+            found = service.version_record(bucket, key, version_id).meta.version_id
+        except e.TierstoreError as exc:
+            entry["error"] = {"code": exc.code, "message": exc.message}
+        else:
+            entry["version_id"] = found
+            todo.append((len(results), (bucket, key, found)))
+        results.append(entry)
+    moved = await service.transition_many(tier, [v for _, v in todo]) if todo else []
+    for (i, _), outcome in zip(todo, moved, strict=True):
+        if isinstance(outcome, e.TierstoreError):
+            results[i]["error"] = {"code": outcome.code, "message": outcome.message}
+        elif isinstance(outcome, Exception):
+            raise outcome  # not a domain error: the dispatcher's 500
+        else:
+            results[i]["moved"] = outcome
+    return 200, json.dumps({"results": results}).encode()

@@ -286,15 +286,6 @@ class LifecycleTables:
 
         await self._write(fn)
 
-    async def lifecycle_refresh(self, bucket: str, key: str) -> None:
-        """Recompute one key's rows (after the mover changed a version's class)."""
-
-        def fn(c: sqlite3.Connection) -> None:
-            row = c.execute("SELECT props FROM buckets WHERE name=?", (bucket,)).fetchone()
-            self._plan_key(c, bucket, key.encode(), json.loads(row[0]).get("lifecycle") if row else None)
-
-        await self._write(fn)
-
     async def lifecycle_apply(
         self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: _Guard, lease_ns: int = 600 * 10**9
     ) -> Outcome:

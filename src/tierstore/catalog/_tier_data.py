@@ -96,6 +96,13 @@ class TierDataTables:
     def _unref_all(c: sqlite3.Connection, blob_ids: Sequence[str]) -> None:
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # SqliteCatalog's and LifecycleTables' (after this class in its bases: no stubs)
+
+        @staticmethod
+        def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]: ...
+
+        def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None: ...
+
     # --- where blobs are ------------------------------------------------------------------
     def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
         """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
@@ -138,7 +145,8 @@ class TierDataTables:
         (``tier_stats``) count what this commit moved. Only if the version still exists and still
         names those blobs (or that inline body), each still where ``from`` says or in ``tier``
         already, and no old copy of one waits in ``tier``'s outbox (its delete could take the
-        object this move relies on): False, and nothing changed, otherwise."""
+        object this move relies on): False, and nothing changed, otherwise. The key's lifecycle
+        rows are recomputed (the class is an input of its rules)."""
         key_b = key.encode()
 
         def fn(c: sqlite3.Connection) -> bool:
@@ -199,6 +207,9 @@ class TierDataTables:
                     (meta_s, bucket, key_b, version_id),
                 )
             self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            # ... and the input of the key's lifecycle rows: its next action (the worker's claimed
+            # transition row among them) recomputed here, not in a transaction of its own.
+            self._lifecycle_key(c, bucket, key_b, self._props(c, bucket))
             # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
             c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
             return True

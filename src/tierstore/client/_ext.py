@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -313,6 +313,21 @@ class TierstoreClient:
         if version_id is not None:
             query += f"&versionId={quote(version_id, safe='')}"
         return self._call("POST", f"/_tierstore/admin/tiers/{quote(name, safe='')}/transition?{query}", None)
+
+    def tier_transition_many(
+        self, name: str, objects: Sequence[tuple[str, str] | tuple[str, str, str | None]]
+    ) -> list[dict[str, Any]]:
+        """Move many versions (``(bucket, key)`` or ``(bucket, key, version_id)``; at most 1,000)
+        to tier ``name`` in one request, as the lifecycle worker moves a page: one answer each, in
+        order, ``{"bucket", "key", "version_id", "moved"}`` or ``{"bucket", "key", "error":
+        {"code", "message"}}`` (a denied or missing object, a move that failed)."""
+        body = [
+            {"bucket": o[0], "key": o[1], **({"version_id": o[2]} if len(o) > 2 and o[2] is not None else {})}
+            for o in objects
+        ]
+        path = f"/_tierstore/admin/tiers/{quote(name, safe='')}/transitions"
+        results: list[dict[str, Any]] = self._call("POST", path, {"objects": body})["results"]
+        return results
 
     def tier_remove(self, name: str) -> None:
         """Remove a tier; refused (409 TierInUse) while any data is in it."""

@@ -10,7 +10,9 @@ version, which recomputes its key). ``ObjectService`` installs it on its catalog
 recompute a page of each bucket whose rules changed, then claim due rows in pages (a claim is a
 transaction that leases them, so several processes share the work), and apply each in its own
 transaction (re-checked against the current state and rules there). A due transition calls the
-mover, ``ObjectService.transition``, outside the transaction; a failure backs the row off.
+mover outside the transaction, a page's transitions to a tier in one batch
+(``ObjectService.transition_many``: their commits share one catalog transaction, which also
+recomputes each key's rows); a failure backs the row off.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class LifecycleWorker:
         self.recompute_keys = recompute_keys
         self.stats = LifecycleStats()
         # The mover of the tier data path (docs/tiers.md "The mover"); the one place it is looked up.
-        self._transition: Callable[[str, str, str, str], Awaitable[bool]] | None = getattr(service, "transition", None)
+        self._transition_many: _MoveMany | None = getattr(service, "transition_many", None)
         self._warned_no_mover = False
 
     async def run_once(self, max_pages: int = 50) -> int:
@@ -152,7 +154,14 @@ class LifecycleWorker:
             rows = await self.catalog.lifecycle_claim(now_ns, self.page, self.lease_ns)
             if not rows:
                 break
-            outcomes = await asyncio.gather(*(self._apply(r, now_ns) for r in rows))
+            applied = await asyncio.gather(*(self._apply(r, now_ns) for r in rows))
+            outcomes = [o for o in applied if isinstance(o, str)]
+            moves: dict[str, list[DueRow]] = {}
+            for row, o in zip(rows, applied, strict=True):
+                if not isinstance(o, str):
+                    moves.setdefault(o.storage_class, []).append(row)
+            for storage_class, moving in moves.items():  # a page's moves to a tier: one batch
+                outcomes += await self._move(moving, storage_class, now_ns)
             handled += len(rows)
             done: dict[str, int] = {}
             for o in outcomes:
@@ -164,7 +173,7 @@ class LifecycleWorker:
                 break
         return handled
 
-    async def _apply(self, row: DueRow, now_ns: int) -> str:
+    async def _apply(self, row: DueRow, now_ns: int) -> str | _Move:
         marker = ObjectMeta(
             bucket=row.bucket,
             key=row.key,
@@ -184,38 +193,55 @@ class LifecycleWorker:
             await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns)
             return "failed"
         if outcome.transition is not None:
-            return await self._move(row, outcome.transition, now_ns)
+            return _Move(outcome.transition)  # moved with the page's others (run_once)
         if outcome.done is None:
             self.stats.rechecked += 1
             return "rechecked"
         self.stats.count(outcome.done)
         return outcome.done
 
-    async def _move(self, row: DueRow, storage_class: str, now_ns: int) -> str:
-        if self._transition is None:
+    async def _move(self, rows: list[DueRow], storage_class: str, now_ns: int) -> list[str]:
+        """Move the versions of ``rows`` (claimed, re-checked) to ``storage_class`` in one batch
+        (``ObjectService.transition_many``: one catalog transaction for their commits, which
+        also recompute each key's rows); a row whose move failed is backed off."""
+        if self._transition_many is None:
             if not self._warned_no_mover:
                 log.warning(
                     "lifecycle: no mover in this build: transitions wait (retried every %d s)", self.backoff_ns // _NS
                 )
                 self._warned_no_mover = True
-            await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns)
-            return "deferred"
+            await asyncio.gather(*(self.catalog.lifecycle_defer(r, now_ns + self.backoff_ns) for r in rows))
+            return ["deferred"] * len(rows)
         try:
-            moved = await self._transition(row.bucket, row.key, row.version_id, storage_class)
-        except Exception as exc:
-            log.warning(
-                "lifecycle: transition of %s/%s %s to %s failed: %s",
-                row.bucket,
-                row.key,
-                row.version_id,
-                storage_class,
-                exc,
+            results: list[bool | Exception] = await self._transition_many(
+                storage_class, [(r.bucket, r.key, r.version_id) for r in rows]
             )
-            moved = False
-        if not moved:
+        except Exception as exc:  # the tier is gone: every row waits
+            results = [exc] * len(rows)
+        out: list[str] = []
+        deferred: list[DueRow] = []
+        for row, moved in zip(rows, results, strict=True):
+            if moved is True:
+                self.stats.count(row.action)
+                out.append(row.action)
+                continue
+            if isinstance(moved, Exception):
+                log.warning(
+                    "lifecycle: transition of %s/%s %s to %s failed: %s",
+                    row.bucket, row.key, row.version_id, storage_class, moved,
+                )  # fmt: skip
             self.stats.failed += 1
-            await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns)
-            return "failed"
-        self.stats.count(row.action)
-        await self.catalog.lifecycle_refresh(row.bucket, row.key)
-        return row.action
+            deferred.append(row)
+            out.append("failed")
+        await asyncio.gather(*(self.catalog.lifecycle_defer(r, now_ns + self.backoff_ns) for r in deferred))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """A row ``lifecycle_apply`` found due as a transition to ``storage_class``."""
+
+    storage_class: str
+
+
+_MoveMany = Callable[[str, Sequence[tuple[str, str, str]]], Awaitable[list[bool | Exception]]]

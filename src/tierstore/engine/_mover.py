@@ -32,6 +32,7 @@ import time
 import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from awscrt.checksums import crc32c
@@ -42,17 +43,22 @@ from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
 
-__all__ = ["FoldsCrc32c", "Grouped", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta"]
+__all__ = [
+    "MOVE_WAVE", "FoldsCrc32c", "Grouped", "Mover", "TierStoreFactory", "TierStores", "backoff_ns", "remote_meta",
+]  # fmt: skip
 
 log = logging.getLogger("tierstore.mover")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+T = TypeVar("T")
 
 OUTBOX_BACKOFF_BASE_S = 2.0
 OUTBOX_BACKOFF_MAX_S = 600.0
 PENDING_LEASE_S = 600.0  # a claimed pending write is not taken by another process for this long
 PENDING_PAGE = 50
+MOVE_CONCURRENCY = 4  # copies in flight in one ``transition_many`` (as rclone's default --transfers)
+MOVE_WAVE = 50  # versions per ``ObjectService.transition_many`` wave: one commit transaction, one trash pass
 
 # server.py's: a tier's configuration -> its remote blob store (with the endpoint guard).
 TierStoreFactory = Callable[[TierConfig], RemoteBlobStore]
@@ -173,6 +179,18 @@ class Grouped(Generic[ItemT, ResultT]):
                     fut.set_result(result)
 
 
+@dataclass(frozen=True, slots=True)
+class _Uploaded:
+    """A move whose copies are in the tier, verified: what its commit needs."""
+
+    bucket: str
+    key: str
+    version_id: str
+    tier: str
+    moved: list[tuple[str, str | None]]  # (blob id, where it was: None local, else a tier)
+    inline: InlineMove | None
+
+
 class Mover:
     """Moves versions to tiers and deletes remote objects no one references (module docstring)."""
 
@@ -199,8 +217,41 @@ class Mover:
         """Move version ``version_id`` of ``key`` to ``tier``; False when there was nothing to do
         (already there, or the version is gone). Idempotent; crash-safe at every step. A failure
         (the tier, or a source, did not answer; bytes did not match) is counted against ``tier``."""
+        step = await self._counted(tier, self._upload(bucket, key, version_id, tier))
+        return step if isinstance(step, bool) else await self._counted(tier, self._commit(step))
+
+    async def transition_many(
+        self, tier: str, versions: Sequence[tuple[str, str, str]], *, concurrency: int = MOVE_CONCURRENCY
+    ) -> list[bool | Exception]:
+        """Versions ``(bucket, key, version_id)`` to ``tier``, each as ``transition`` moves one
+        (its result, or its exception, in ``versions``' order): the copies ``concurrency`` at a
+        time, then every commit queued at once, so they share the catalog's transaction and its
+        fsync (the writer's group commit) instead of one each. NoSuchTier before anything moves."""
+        self.stores.config(tier)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def upload(bucket: str, key: str, version_id: str) -> bool | _Uploaded:
+            async with gate:
+                return await self._counted(tier, self._upload(bucket, key, version_id, tier))
+
+        async def commit(step: bool | _Uploaded | BaseException) -> bool:
+            if isinstance(step, BaseException):
+                raise step
+            return step if isinstance(step, bool) else await self._counted(tier, self._commit(step))
+
+        steps = await asyncio.gather(*(upload(*v) for v in versions), return_exceptions=True)
+        results = await asyncio.gather(*(commit(s) for s in steps), return_exceptions=True)
+        out: list[bool | Exception] = []
+        for r in results:
+            if not isinstance(r, bool | Exception):
+                raise r  # cancelled, interrupted: not an item's outcome
+            out.append(r)
+        return out
+
+    async def _counted(self, tier: str, step: Awaitable[T]) -> T:
+        """``step``; a failure of it is counted against ``tier`` with its message (``tier_error``)."""
         try:
-            return await self._transition(bucket, key, version_id, tier)
+            return await step
         except (TierUnavailable, CorruptBlob, InternalError) as exc:
             try:
                 await self.catalog.tier_error(tier, f"{type(exc).__name__}: {exc}", self._now_ns())
@@ -208,7 +259,9 @@ class Mover:
                 log.exception("tier %s: the error could not be counted", tier)
             raise
 
-    async def _transition(self, bucket: str, key: str, version_id: str, tier: str) -> bool:
+    async def _upload(self, bucket: str, key: str, version_id: str, tier: str) -> bool | _Uploaded:
+        """A move up to its commit: the version's bytes copied to ``tier`` and verified; False
+        when there is nothing to do."""
         record = self.catalog.get_version(bucket, key, version_id, data=True)
         if record is None or record.is_delete_marker:
             return False
@@ -218,7 +271,7 @@ class Mover:
             if record.meta.storage_class == tier:
                 return False
             # Its blobs are there already (shared with a moved copy): only the class changes.
-            return await self.catalog.transition_commit(bucket, key, version_id, tier, [])
+            return _Uploaded(bucket, key, version_id, tier, [], None)
         waiting = self.catalog.outbox_holds(tier, [b.blob_id for b in todo])
         if waiting:  # an old copy in the target is being deleted: writing there now could lose the new one
             raise TierUnavailable(f"An earlier copy of blob {waiting} in tier {tier} is still being deleted; retry.")
@@ -234,15 +287,22 @@ class Mover:
             await self._put_checked(remote, new_id, _once(body), len(body), meta)
             inline = InlineMove(record.inline_id, new_id, len(body))
         self.fault("uploaded")
-        moved = [(b.blob_id, b.tier) for b in todo]
-        ok = await self.catalog.transition_commit(bucket, key, version_id, tier, moved, inline)
+        return _Uploaded(bucket, key, version_id, tier, [(b.blob_id, b.tier) for b in todo], inline)
+
+    async def _commit(self, step: _Uploaded) -> bool:
+        """The move's one catalog transaction (``transition_commit``)."""
+        ok = await self.catalog.transition_commit(
+            step.bucket, step.key, step.version_id, step.tier, step.moved, step.inline
+        )
+        if not step.moved and step.inline is None:
+            return ok  # only the class changed
         if not ok:
             # The version changed meanwhile. A new blob (from an inline body) is no one's: the
             # outbox deletes it. A copy of a blob the catalog still names is left to the orphan
             # sweep, which takes it only once no one names the id (the outbox could race a retry
             # that reuses it).
-            if inline is not None:
-                await self.catalog.outbox_add(tier, [inline.blob_id])
+            if step.inline is not None:
+                await self.catalog.outbox_add(step.tier, [step.inline.blob_id])
             return False
         self.fault("committed")
         return True

@@ -64,7 +64,7 @@ from tierstore.engine._lock import (
     new_version_lock,
     retention_of,
 )
-from tierstore.engine._mover import Grouped, Mover, TierStoreFactory, TierStores, backoff_ns
+from tierstore.engine._mover import MOVE_WAVE, Grouped, Mover, TierStoreFactory, TierStores, backoff_ns
 from tierstore.engine._sse_parts import bind_parts, check_part_key, upload_data_key
 from tierstore.engine._tags import MAX_BUCKET_TAGS, encode_tagging_header, parse_tagging_header, validate_tags
 from tierstore.engine._tiers import TierProgress, TierService
@@ -781,6 +781,20 @@ class ObjectService:
         if moved:
             await self._drain_moved(None)
         return moved
+
+    async def transition_many(self, tier: str, versions: Sequence[tuple[str, str, str]]) -> list[bool | Exception]:
+        """Versions ``(bucket, key, version_id)`` to ``tier``, each as ``transition`` (its result
+        or its exception, in order): the lifecycle worker's page, an admin batch. In waves of
+        ``MOVE_WAVE``: each wave's commits in one catalog transaction (``Mover.transition_many``),
+        then one trash pass, so local bytes are freed as waves commit, not once a whole page of
+        large objects has been copied."""
+        results: list[bool | Exception] = []
+        for start in range(0, len(versions), MOVE_WAVE):
+            wave = await self.mover.transition_many(tier, versions[start : start + MOVE_WAVE])
+            if any(r is True for r in wave):
+                await self._drain_moved(None)
+            results += wave
+        return results
 
     async def _drain_for(self, callers: list[None]) -> list[None]:
         await self._drain_after_commit()
