@@ -273,6 +273,8 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     headers += _restore.restore_headers(ctx, result.meta)
     if head:
         return Response(result_status(result), headers)
+    if result.data is not None:  # in memory (small objects): a plain response, no stream
+        return Response(result_status(result), headers, result.data)
     assert result.body is not None
     first = b""
     if result.length:

@@ -195,7 +195,14 @@ class LocalKeyStore:
         return DataKey(plaintext, head + nonce + sealed)
 
     async def decrypt_data_key(self, key_id: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
-        rec = await self._usable(key_id)
+        # ``_usable`` inline while the status cache holds an enabled key (every encrypted read):
+        # the same answer without its two coroutines; anything else (expired, missing, disabled)
+        # goes through it.
+        hit = self._records.get(key_id)
+        if hit is not None and hit[0] > self._monotonic() and hit[1] is not None and hit[1].enabled:
+            rec = hit[1]
+        else:
+            rec = await self._usable(key_id)
         version = wrapped_key_version(wrapped)
         if version > rec.newest_version:  # rotated through another worker since this one looked
             self.forget(key_id)

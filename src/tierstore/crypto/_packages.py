@@ -400,38 +400,41 @@ def open_packages(
     inline body, a small ranged read) is opened with one ``decrypt``, no opener: the same
     nonce, associated data and checks."""
     end = plaintext_size if plain_end is None else plain_end
-    span = package_span(plain_start, end, plaintext_size, package_bytes=package_bytes)
-    number = span.first_package
-    if number == span.last_package:
-        if len(ciphertext) != span.cipher_end - span.cipher_start:
-            raise IntegrityError(
-                f"package {number} is {span.cipher_end - span.cipher_start} sealed bytes, not {len(ciphertext)}",
-                package=number,
+    if 0 < plaintext_size <= package_bytes < 2**32 and 0 <= plain_start < end <= plaintext_size:
+        # A stream of one package (every inline body): what package_span answers, without its
+        # arithmetic: package 0, the final one, all of the stream's sealed bytes.
+        number, sealed_bytes, final = 0, plaintext_size + TAG_BYTES, True
+    else:
+        span = package_span(plain_start, end, plaintext_size, package_bytes=package_bytes)
+        if span.first_package != span.last_package:
+            opener = PackageOpener(
+                stream_key,
+                nonce_prefix,
+                plaintext_size=plaintext_size,
+                plain_start=plain_start,
+                plain_end=plain_end,
+                part_number=part_number,
+                package_bytes=package_bytes,
             )
+            joined = opener.update_joined(ciphertext)
+            opener.finish()
+            return joined
+        number = span.first_package
+        sealed_bytes = span.cipher_end - span.cipher_start
         final = (number + 1) * package_bytes >= plaintext_size  # the stream's last package
-        try:
-            plain = _aead(stream_key, nonce_prefix, part_number).decrypt(
-                _nonce(nonce_prefix, number, final=final), ciphertext, _aad(part_number)
-            )
-        except InvalidTag:
-            raise IntegrityError(
-                f"package {number} does not open (damaged, tampered, moved, truncated or another key)", package=number
-            ) from None
-        skip = plain_start - number * package_bytes
-        if skip or len(plain) != end - plain_start:
-            plain = plain[skip : skip + end - plain_start]
-        return plain
-    opener = PackageOpener(
-        stream_key,
-        nonce_prefix,
-        plaintext_size=plaintext_size,
-        plain_start=plain_start,
-        plain_end=plain_end,
-        part_number=part_number,
-        package_bytes=package_bytes,
-    )
-    plain = opener.update_joined(ciphertext)
-    opener.finish()
+    if len(ciphertext) != sealed_bytes:
+        raise IntegrityError(f"package {number} is {sealed_bytes} sealed bytes, not {len(ciphertext)}", package=number)
+    try:
+        plain = _aead(stream_key, nonce_prefix, part_number).decrypt(
+            _nonce(nonce_prefix, number, final=final), ciphertext, _aad(part_number)
+        )
+    except InvalidTag:
+        raise IntegrityError(
+            f"package {number} does not open (damaged, tampered, moved, truncated or another key)", package=number
+        ) from None
+    skip = plain_start - number * package_bytes
+    if skip or len(plain) != end - plain_start:
+        plain = plain[skip : skip + end - plain_start]
     return plain
 
 
