@@ -117,13 +117,14 @@ class DataKeyCache:
         return len(self._keys)
 
     def get(self, wrapped: bytes, aad: bytes) -> bytes | None:
-        hit = self._keys.get((wrapped, aad))
+        key = (wrapped, aad)
+        hit = self._keys.get(key)
         if hit is None:
             return None
         if hit[0] <= self._clock():
-            del self._keys[(wrapped, aad)]
+            del self._keys[key]
             return None
-        self._keys.move_to_end((wrapped, aad))
+        self._keys.move_to_end(key)
         return hit[1]
 
     def put(self, wrapped: bytes, aad: bytes, data_key: bytes) -> None:

@@ -132,10 +132,6 @@ def _unb64(doc: Mapping[str, Any], name: str) -> bytes:
     return binascii.a2b_base64(doc[name], strict_mode=True)
 
 
-def _object_arn(bucket: str, key: str) -> str:
-    return f"arn:aws:s3:::{bucket}/{key}"
-
-
 def kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]:
     """The key service context a DK is wrapped under: the client's SSE-KMS context (if any) plus
     ``aws:s3:arn`` of the object (AWS's default context), so a wrapped key moved to another
@@ -143,7 +139,7 @@ def kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]
     context: dict[str, str] = {}
     if doc.get("ctx"):
         context.update(json.loads(base64.b64decode(doc["ctx"])))
-    context["aws:s3:arn"] = _object_arn(bucket, key)
+    context["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}"  # the object's ARN
     return context
 
 
