@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
+from tierstore.crypto import hmac_sha256
 from tierstore.errors import SignatureDoesNotMatch, TierstoreError
 
 __all__ = [
@@ -170,7 +171,8 @@ def signature_matches(
         return False
     for creq in _canonical_requests(method_b, uris, queries, header_blocks, tail):
         string_to_sign = prefix + hashlib.sha256(creq).hexdigest().encode("ascii")
-        if hmac.compare_digest(hmac.digest(key, string_to_sign, "sha256"), provided_raw):
+        # hashlib's HMAC, not hmac.digest: that sets up an OpenSSL MAC context per call (~2x the CPU)
+        if hmac.compare_digest(hmac_sha256(key, string_to_sign), provided_raw):
             return True
     return False
 

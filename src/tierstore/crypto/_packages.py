@@ -41,6 +41,7 @@ __all__ = [
     "StreamLayout",
     "ciphertext_size",
     "derive_part_key",
+    "hmac_sha256",
     "keyed_etag",
     "open_packages",
     "package_count",
@@ -457,6 +458,9 @@ def _hmac_sha256(key: bytes, message: bytes) -> bytes:
     block = key.ljust(_SHA256_BLOCK, b"\0")
     inner = hashlib.sha256(block.translate(_IPAD) + message).digest()
     return hashlib.sha256(block.translate(_OPAD) + inner).digest()
+
+
+hmac_sha256 = _hmac_sha256  # public: the SigV4 check computes one per request (api/_sigv4.py)
 
 
 def _hkdf(key: bytes, info: bytes) -> bytes:

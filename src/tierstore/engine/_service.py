@@ -1032,7 +1032,8 @@ class ObjectService:
         return self._select(record, opts)
 
     def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
-        check_read_key(record.meta.encryption, opts.customer_key)  # SSE-C: before anything else
+        if record.meta.encryption or opts.customer_key is not None:  # (nothing to check otherwise)
+            check_read_key(record.meta.encryption, opts.customer_key)  # SSE-C: before anything else
         result = self._selected_range(record, opts)
         result.bucket_versioning = record.bucket_versioning
         return result
