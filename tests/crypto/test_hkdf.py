@@ -12,7 +12,7 @@ import random
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tierstore.crypto import RowBinding, StreamLayout, derive_part_key, keyed_etag
+from tierstore.crypto import HmacSha256Keys, RowBinding, StreamLayout, derive_part_key, keyed_etag
 from tierstore.crypto._packages import _hkdf, _hmac_sha256
 
 
@@ -41,6 +41,18 @@ def test_hmac_matches_the_standard_library() -> None:
         key = rng.randbytes(rng.choice([0, 1, 16, 32, 63, 64]))
         message = rng.randbytes(rng.randrange(0, 300))
         assert _hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
+
+
+def test_hmac_with_kept_key_pads_matches_the_standard_library() -> None:
+    """The SigV4 check's HMAC (api/_sigv4.py): the same bytes as ``hmac.digest`` for every key
+    and message, also for a key seen before (its pads kept) and after the table filled up."""
+    rng = random.Random(7)
+    keys = HmacSha256Keys(3)
+    pool = [rng.randbytes(n) for n in (0, 1, 32, 32, 63, 64)]
+    for _ in range(300):
+        key, message = rng.choice(pool), rng.randbytes(rng.randrange(0, 300))
+        assert keys.digest(key, message) == hmac.digest(key, message, "sha256")
+    assert len(keys._pads) <= 3 and "HmacSha256Keys(" in repr(keys) and pool[2].hex() not in repr(keys)
 
 
 def test_binding_mac_part_key_and_etag_are_the_documented_construction() -> None:

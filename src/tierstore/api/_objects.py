@@ -266,7 +266,7 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
                 await result.body.aclose()  # type: ignore[attr-defined]
             raise
         headers += _sse.response_headers(
-            _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
+            _sse.stored_doc(result.meta.encryption, ctx.service.region), "HeadObject" if head else "GetObject"
         )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
         headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
