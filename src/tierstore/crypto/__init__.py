@@ -44,6 +44,7 @@ from tierstore.crypto._packages import (
     open_packages,
     package_count,
     package_span,
+    verify_row_binding,
 )
 from tierstore.crypto._sealing import (
     MASTER_KEY_FILE,
@@ -112,6 +113,7 @@ __all__ = [
     "seal_session_token",
     "sealed_key_id",
     "unwrap_customer_data_key",
+    "verify_row_binding",
     "wrap_customer_data_key",
     "wrapped_key_version",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "open_packages",
     "package_count",
     "package_span",
+    "verify_row_binding",
 ]
 
 FORMAT_VERSION = 1
@@ -541,36 +542,10 @@ class RowBinding:
     package_bytes: int = PACKAGE_BYTES
 
     def __post_init__(self) -> None:
-        _check_package_bytes(self.package_bytes)
-        if not self.streams:
-            raise ValueError("a version has at least one stream")
-        for s in self.streams:
-            if len(s.nonce_prefix) != NONCE_PREFIX_BYTES:
-                raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
+        _check_row(self.streams, self.package_bytes)
 
     def _canonical(self) -> bytes:
-        streams = self.streams
-        if len(streams) == 1:  # a single PUT: no generator per read
-            total = streams[0].plaintext_size
-            layout = _STREAM.pack(streams[0].part_number, total) + streams[0].nonce_prefix
-        else:
-            total = sum(s.plaintext_size for s in streams)
-            layout = b"".join([_STREAM.pack(s.part_number, s.plaintext_size) + s.nonce_prefix for s in streams])
-        bucket, key, version_id, kind = (
-            self.bucket.encode(), self.key.encode(), self.version_id.encode(), self.kind.encode()
-        )  # fmt: skip
-        return b"".join(
-            [
-                _BINDING_LABEL,
-                len(bucket).to_bytes(4, "big"), bucket,
-                len(key).to_bytes(4, "big"), key,
-                len(version_id).to_bytes(4, "big"), version_id,
-                _SIZES.pack(total, self.package_bytes),
-                len(kind).to_bytes(4, "big"), kind,
-                len(streams).to_bytes(4, "big"),
-                layout,
-            ]
-        )  # fmt: skip
+        return _canonical_row(self.bucket, self.key, self.version_id, self.kind, self.streams, self.package_bytes)
 
     def mac(self, data_key: bytes) -> bytes:
         """HMAC-SHA256 of the row under a key derived from the version's data key."""
@@ -578,8 +553,63 @@ class RowBinding:
 
     def verify(self, mac: bytes, data_key: bytes) -> None:
         """``IntegrityError`` unless ``mac`` is this row's binding MAC (compared in constant time)."""
-        if not hmac.compare_digest(mac, self.mac(data_key)):
-            raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
+        _verify_mac(mac, self.mac(data_key))
+
+
+def verify_row_binding(
+    mac: bytes,
+    data_key: bytes,
+    bucket: str,
+    key: str,
+    version_id: str,
+    kind: str,
+    streams: tuple[StreamLayout, ...],
+    package_bytes: int = PACKAGE_BYTES,
+) -> None:
+    """``RowBinding(bucket, key, version_id, kind, streams, package_bytes).verify(mac, data_key)``
+    without building the object: the same checks and MAC (every first read of an encrypted
+    object runs this)."""
+    _check_row(streams, package_bytes)
+    canonical = _canonical_row(bucket, key, version_id, kind, streams, package_bytes)
+    _verify_mac(mac, _hmac_sha256(_hkdf(data_key, _BINDING_KEY_INFO), canonical))
+
+
+def _check_row(streams: tuple[StreamLayout, ...], package_bytes: int) -> None:
+    _check_package_bytes(package_bytes)
+    if not streams:
+        raise ValueError("a version has at least one stream")
+    for s in streams:
+        if len(s.nonce_prefix) != NONCE_PREFIX_BYTES:
+            raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
+
+
+def _canonical_row(
+    bucket: str, key: str, version_id: str, kind: str, streams: tuple[StreamLayout, ...], package_bytes: int
+) -> bytes:
+    if len(streams) == 1:  # a single PUT: no generator per read
+        total = streams[0].plaintext_size
+        layout = _STREAM.pack(streams[0].part_number, total) + streams[0].nonce_prefix
+    else:
+        total = sum(s.plaintext_size for s in streams)
+        layout = b"".join([_STREAM.pack(s.part_number, s.plaintext_size) + s.nonce_prefix for s in streams])
+    b, k, v, kd = bucket.encode(), key.encode(), version_id.encode(), kind.encode()
+    return b"".join(
+        [
+            _BINDING_LABEL,
+            len(b).to_bytes(4, "big"), b,
+            len(k).to_bytes(4, "big"), k,
+            len(v).to_bytes(4, "big"), v,
+            _SIZES.pack(total, package_bytes),
+            len(kd).to_bytes(4, "big"), kd,
+            len(streams).to_bytes(4, "big"),
+            layout,
+        ]
+    )  # fmt: skip
+
+
+def _verify_mac(mac: bytes, expected: bytes) -> None:
+    if not hmac.compare_digest(mac, expected):
+        raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
 
 
 def keyed_etag(data_key: bytes, plaintext_md5: bytes) -> str:

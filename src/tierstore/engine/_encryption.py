@@ -57,6 +57,7 @@ from tierstore.crypto import (
     open_packages,
     package_span,
     unwrap_customer_data_key,
+    verify_row_binding,
     wrap_customer_data_key,
 )
 from tierstore.crypto._packages import FORMAT_VERSION
@@ -352,7 +353,8 @@ async def open_data_key(
             if streams_seen is not None:  # this very row verified under this very wrapped key before
                 return data_key, streams_seen
         streams = streams_of(doc, part_sizes, size)
-        _binding(doc, bucket, key, version_id, streams).verify(_unb64(doc, "mac"), data_key)
+        mac = _unb64(doc, "mac")
+        verify_row_binding(mac, data_key, bucket, key, version_id, str(doc["kind"]), streams, int(doc["ps"]))
         if memo is not None:
             verified_bindings.put(memo, streams)
     except KmsError as exc:
