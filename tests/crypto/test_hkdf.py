@@ -9,10 +9,19 @@ import hashlib
 import hmac
 import random
 
+import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tierstore.crypto import RowBinding, StreamLayout, derive_part_key, keyed_etag
+from tierstore.crypto import (
+    HmacSha256Keys,
+    IntegrityError,
+    RowBinding,
+    StreamLayout,
+    derive_part_key,
+    keyed_etag,
+    verify_row_binding,
+)
 from tierstore.crypto._packages import _hkdf, _hmac_sha256
 
 
@@ -43,6 +52,18 @@ def test_hmac_matches_the_standard_library() -> None:
         assert _hmac_sha256(key, message) == hmac.digest(key, message, "sha256")
 
 
+def test_hmac_with_kept_key_pads_matches_the_standard_library() -> None:
+    """The SigV4 check's HMAC (api/_sigv4.py): the same bytes as ``hmac.digest`` for every key
+    and message, also for a key seen before (its pads kept) and after the table filled up."""
+    rng = random.Random(7)
+    keys = HmacSha256Keys(3)
+    pool = [rng.randbytes(n) for n in (0, 1, 32, 32, 63, 64)]
+    for _ in range(300):
+        key, message = rng.choice(pool), rng.randbytes(rng.randrange(0, 300))
+        assert keys.digest(key, message) == hmac.digest(key, message, "sha256")
+    assert len(keys._pads) <= 3 and "HmacSha256Keys(" in repr(keys) and pool[2].hex() not in repr(keys)
+
+
 def test_binding_mac_part_key_and_etag_are_the_documented_construction() -> None:
     """docs/encryption.md: mac = HMAC-SHA256(HKDF(DK, "... binding key"), canonical row); the
     part key and the keyed ETag likewise, each computed here with the reference primitives."""
@@ -58,3 +79,23 @@ def test_binding_mac_part_key_and_etag_are_the_documented_construction() -> None
     assert derive_part_key(dk, 3, prefix) == reference(dk, part_info)
     etag_key = reference(dk, b"tierstore-sse/1 etag key")
     assert keyed_etag(dk, md5) == hmac.new(etag_key, md5, hashlib.sha256).hexdigest()[:32]
+
+
+def test_verify_row_binding_is_the_row_bindings_check() -> None:
+    """The read path's ``verify_row_binding`` (no ``RowBinding`` built) accepts exactly the MAC
+    ``RowBinding.mac`` gives and keeps its argument checks."""
+    dk, prefix = bytes(range(32)), bytes(range(7))
+    streams = (StreamLayout(0, 5, prefix),)
+    mac = RowBinding("bkt", "k/ey", "v1", "s3", streams, 4096).mac(dk)
+    verify_row_binding(mac, dk, "bkt", "k/ey", "v1", "s3", streams, 4096)
+    for args in (("bkt", "k/ey", "v2", "s3", streams, 4096), ("bkt", "k/ey", "v1", "kms", streams, 4096),
+                 ("bkt", "k/eY", "v1", "s3", streams, 4096), ("bkt", "k/ey", "v1", "s3", streams, 65536),
+                 ("bkt", "k/ey", "v1", "s3", (StreamLayout(0, 6, prefix),), 4096)):  # fmt: skip
+        with pytest.raises(IntegrityError):
+            verify_row_binding(mac, dk, *args)
+    with pytest.raises(IntegrityError):
+        verify_row_binding(mac, bytes(32), "bkt", "k/ey", "v1", "s3", streams, 4096)
+    for bad in (("bkt", "k", "v1", "s3", (), 4096), ("bkt", "k", "v1", "s3", (StreamLayout(0, 5, b"x"),), 4096),
+                ("bkt", "k", "v1", "s3", streams, 0)):  # fmt: skip
+        with pytest.raises(ValueError):
+            verify_row_binding(mac, dk, *bad)

@@ -162,7 +162,7 @@ class IamAuthorizer:
         self._sts = sts
         self._sessions: dict[str, _Compiled] = {}
         self._account = account
-        self._is_root_key = identities.is_root_key
+        self._root_key_ids = identities.root_key_ids  # is_root_key without a call per request
         self._compiled: dict[str, _Compiled] = {}
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
         self._remembered = 0  # allows remembered since the last ``_forget_allows``
@@ -170,7 +170,7 @@ class IamAuthorizer:
     def authorize(self, request: RequestContext) -> None:
         key, identity = request.principal
         if identity is None:  # a long-term key (most requests): the root's is one set lookup
-            if self._is_root_key(key):
+            if key in self._root_key_ids:
                 request.decision = ROOT_ALLOW
                 return
         elif request.principal.is_anonymous:
@@ -179,7 +179,7 @@ class IamAuthorizer:
         elif isinstance(identity, Session | WebIdentity):  # STS credentials or a web identity
             self._authorize_session(request, identity)
             return
-        elif self._is_root_key(key):
+        elif key in self._root_key_ids:
             request.decision = ROOT_ALLOW
             return
         compiled = self._for_key(key)

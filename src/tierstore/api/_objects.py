@@ -257,22 +257,25 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         if part_number is None and "range" in req.headers:
             exc.fields = {"RangeRequested": req.headers["range"], **exc.fields}
         raise
-    try:
-        _sse.require_sigv4(req, result.meta.encryption)  # a KMS object: SigV4 only
-    except e.InvalidArgument:
-        if result.body is not None:
-            await result.body.aclose()  # type: ignore[attr-defined]
-        raise
     headers = _read_headers(req, result)
     if result.meta.encryption:
+        try:
+            _sse.require_sigv4(req, result.meta.encryption)  # a KMS object: SigV4 only
+        except e.InvalidArgument:
+            if result.body is not None:
+                await result.body.aclose()  # type: ignore[attr-defined]
+            raise
         headers += _sse.response_headers(
-            _sse.stored_of(result.meta, ctx.service.region), "HeadObject" if head else "GetObject"
+            _sse.stored_doc(result.meta.encryption, ctx.service.region), "HeadObject" if head else "GetObject"
         )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
         headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
-    headers += _restore.restore_headers(ctx, result.meta)
+    if result.meta.storage_class != "STANDARD":  # a restore is of a version in an archive tier
+        headers += _restore.restore_headers(ctx, result.meta)
     if head:
         return Response(result_status(result), headers)
+    if result.data is not None:  # in memory (small objects): a plain response, no stream
+        return Response(result_status(result), headers, result.data)
     assert result.body is not None
     first = b""
     if result.length:
@@ -323,8 +326,9 @@ def _read_headers(req: Request, result: GetResult) -> list[tuple[str, str]]:
         out += _lock_read_headers(meta)
     # The object's checksum describes the bytes sent only when they are all of it (part 1 of
     # an object stored in one PUT is a 206 of the whole object).
+    mode = req.headers.get("x-amz-checksum-mode")
     whole = not result.partial or ("partNumber" in req.query and result.length == meta.size_bytes)
-    if req.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED" and whole:
+    if mode is not None and mode.upper() == "ENABLED" and whole:
         # S3 reports one checksum per object: the client's algorithm, else the crc64nvme default.
         chosen = [a for a in meta.checksums if a != "crc64nvme"] or list(meta.checksums)
         for alg in chosen[:1]:

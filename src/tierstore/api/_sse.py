@@ -318,7 +318,7 @@ def require_sigv4(req: Request, stored: Mapping[str, Any]) -> None:
     read or written only with SigV4: GET/HEAD, UploadPart, UploadPartCopy and Complete of a KMS
     upload; AWS: "All GET and PUT requests for an object protected by AWS KMS fail if [not] ...
     Signature Version 4" (SigV2 headers, presigned URLs and POST forms alike)."""
-    if _signed_v2(req) and stored.get("kind") == "kms":
+    if stored.get("kind") == "kms" and _signed_v2(req):
         raise _needs_sigv4()
 
 

@@ -31,6 +31,7 @@ from tierstore.crypto._kms import (
 from tierstore.crypto._packages import (
     NONCE_PREFIX_BYTES,
     PACKAGE_BYTES,
+    HmacSha256Keys,
     IntegrityError,
     PackageOpener,
     PackageSealer,
@@ -43,6 +44,7 @@ from tierstore.crypto._packages import (
     open_packages,
     package_count,
     package_span,
+    verify_row_binding,
 )
 from tierstore.crypto._sealing import (
     MASTER_KEY_FILE,
@@ -72,6 +74,7 @@ __all__ = [
     "SSE_S3_KEY_ID",
     "CustomerKeyMismatch",
     "DataKey",
+    "HmacSha256Keys",
     "IntegrityError",
     "KeyService",
     "KeyStatus",
@@ -110,6 +113,7 @@ __all__ = [
     "seal_session_token",
     "sealed_key_id",
     "unwrap_customer_data_key",
+    "verify_row_binding",
     "wrap_customer_data_key",
     "wrapped_key_version",
 ]

@@ -117,13 +117,14 @@ class DataKeyCache:
         return len(self._keys)
 
     def get(self, wrapped: bytes, aad: bytes) -> bytes | None:
-        hit = self._keys.get((wrapped, aad))
+        key = (wrapped, aad)
+        hit = self._keys.get(key)
         if hit is None:
             return None
         if hit[0] <= self._clock():
-            del self._keys[(wrapped, aad)]
+            del self._keys[key]
             return None
-        self._keys.move_to_end((wrapped, aad))
+        self._keys.move_to_end(key)
         return hit[1]
 
     def put(self, wrapped: bytes, aad: bytes, data_key: bytes) -> None:
@@ -195,7 +196,14 @@ class LocalKeyStore:
         return DataKey(plaintext, head + nonce + sealed)
 
     async def decrypt_data_key(self, key_id: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
-        rec = await self._usable(key_id)
+        # ``_usable`` inline while the status cache holds an enabled key (every encrypted read):
+        # the same answer without its two coroutines; anything else (expired, missing, disabled)
+        # goes through it.
+        hit = self._records.get(key_id)
+        if hit is not None and hit[0] > self._monotonic() and hit[1] is not None and hit[1].enabled:
+            rec = hit[1]
+        else:
+            rec = await self._usable(key_id)
         version = wrapped_key_version(wrapped)
         if version > rec.newest_version:  # rotated through another worker since this one looked
             self.forget(key_id)

@@ -57,6 +57,7 @@ from tierstore.crypto import (
     open_packages,
     package_span,
     unwrap_customer_data_key,
+    verify_row_binding,
     wrap_customer_data_key,
 )
 from tierstore.crypto._packages import FORMAT_VERSION
@@ -132,10 +133,6 @@ def _unb64(doc: Mapping[str, Any], name: str) -> bytes:
     return binascii.a2b_base64(doc[name], strict_mode=True)
 
 
-def _object_arn(bucket: str, key: str) -> str:
-    return f"arn:aws:s3:::{bucket}/{key}"
-
-
 def kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]:
     """The key service context a DK is wrapped under: the client's SSE-KMS context (if any) plus
     ``aws:s3:arn`` of the object (AWS's default context), so a wrapped key moved to another
@@ -143,7 +140,7 @@ def kms_context(doc: Mapping[str, Any], bucket: str, key: str) -> dict[str, str]
     context: dict[str, str] = {}
     if doc.get("ctx"):
         context.update(json.loads(base64.b64decode(doc["ctx"])))
-    context["aws:s3:arn"] = _object_arn(bucket, key)
+    context["aws:s3:arn"] = f"arn:aws:s3:::{bucket}/{key}"  # the object's ARN
     return context
 
 
@@ -357,7 +354,8 @@ async def open_data_key(
             if streams_seen is not None:  # this very row verified under this very wrapped key before
                 return data_key, streams_seen
         streams = streams_of(doc, part_sizes, size)
-        _binding(doc, bucket, key, version_id, streams).verify(_unb64(doc, "mac"), data_key)
+        mac = _unb64(doc, "mac")
+        verify_row_binding(mac, data_key, bucket, key, version_id, str(doc["kind"]), streams, int(doc["ps"]))
         if memo is not None:
             verified_bindings.put(memo, streams)
     except KmsError as exc:

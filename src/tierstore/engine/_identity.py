@@ -180,6 +180,7 @@ class IdentityService:
         self.catalog = catalog
         self._key = master_key
         self._root_keys = dict(root_keys)
+        self.root_key_ids = frozenset(self._root_keys)  # ``is_root_key`` as a set (the authorizer's hot path)
         self.validate_policy = validate_policy
         self.cache_ttl_s = cache_ttl_s
         self._clock = clock

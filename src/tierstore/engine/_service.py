@@ -189,10 +189,27 @@ async def _cached_or_remote(
     return await remote.get(ref.blob_id, offset, length, verify=verify)
 
 
-async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
-    """A body already in memory as a GET's stream (nothing for an empty one)."""
-    if data:
-        yield data
+class _InMemory:
+    """A body already in memory as a GET's stream: one chunk (none for an empty one). Not an
+    async generator, which the event loop's hooks track from its first step to its close: the
+    4 KiB GET answers from ``GetResult.data`` and never steps this; other readers do."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _InMemory:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, b""
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    async def aclose(self) -> None:
+        self._data = b""
 
 
 @dataclass(slots=True)
@@ -204,6 +221,7 @@ class GetResult:
     body: AsyncIterator[bytes] | None = None
     parts_count: int | None = None
     bucket_versioning: str | None = None  # the bucket's state when the version was read
+    data: bytes | None = None  # the selected bytes when they are in memory (an inline body): ``body`` streams them
 
 
 @dataclass(slots=True)
@@ -1028,7 +1046,8 @@ class ObjectService:
         return self._select(record, opts)
 
     def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
-        check_read_key(record.meta.encryption, opts.customer_key)  # SSE-C: before anything else
+        if record.meta.encryption or opts.customer_key is not None:  # (nothing to check otherwise)
+            check_read_key(record.meta.encryption, opts.customer_key)  # SSE-C: before anything else
         result = self._selected_range(record, opts)
         result.bucket_versioning = record.bucket_versioning
         return result
@@ -1070,18 +1089,26 @@ class ObjectService:
         if record.blobs:  # an inline body is local: nothing to check (the 4 KiB GET path)
             self._check_readable(record.blobs, key)
         if record.meta.encryption:
-            result.body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
+            body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
+        elif record.inline_id is not None:  # the 4 KiB GET: loaded and verified by the catalog read
+            assert record.inline_data is not None, "inline body not loaded"
+            body = record.inline_data[result.offset : result.offset + result.length]
         else:
-            result.body = self._stream(record, result.offset, result.length)
+            body = self._stream(record, result.offset, result.length)
+        if isinstance(body, bytes):
+            result.data, result.body = body, _InMemory(body)
+        else:
+            result.body = body
         return result
 
     async def _decrypted(
         self, record: VersionRecord, offset: int, length: int, customer_key: bytes | None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[bytes] | bytes:
         """Plaintext [offset, offset+length) of an encrypted version. The data key is unwrapped
         and the binding verified here, before the answer starts (a key service error or moved
         metadata is a clean error status); the packages are opened as the body streams, or, for
-        an inline body, here too (one call: a damaged package is a clean 500 as well)."""
+        an inline body, here too (one call, the bytes returned: a damaged package is a clean 500
+        as well)."""
         meta = record.meta
         data_key, streams = await open_data_key(
             self.kms, meta.encryption, bucket=meta.bucket, key=meta.key, version_id=meta.version_id,
@@ -1095,7 +1122,7 @@ class ObjectService:
                 data_key, streams, record.inline_data, offset, length, package_bytes=package_bytes, name=name
             )
             if plain is not None:
-                return _one_chunk(plain)
+                return plain
 
         def read(start: int, size: int, verify: bool) -> AsyncGenerator[bytes, None]:
             return self._stored_bytes(record, start, size, verify=verify)
@@ -1480,7 +1507,8 @@ class ObjectService:
         """Plaintext [offset, offset+length) of any version (a copy source): decrypted (its
         data key unwrapped and the binding checked now), or as stored. ``check_read_key`` first."""
         if record.meta.encryption:
-            return await self._decrypted(record, offset, length, customer_key)
+            body = await self._decrypted(record, offset, length, customer_key)
+            return _InMemory(body) if isinstance(body, bytes) else body
         return self._stream(record, offset, length)
 
     async def _checksum_of(self, record: VersionRecord, algorithm: str) -> str:
