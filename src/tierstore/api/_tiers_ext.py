@@ -133,9 +133,9 @@ async def tier_request(service: ObjectService, req: Request) -> tuple[int, bytes
         raise e.MethodNotAllowed()
     parts = _parts(key) or []
     if route == "tierstore:ListTiers":
-        return 200, json.dumps({"tiers": [_tier_json(t) for t in tiers.list()]}).encode()
+        return 200, json.dumps({"tiers": [_tier_json(t) for t in await tiers.list()]}).encode()
     if route == "tierstore:GetTierStatus":
-        statuses = tiers.status(parts[0] if len(parts) == 2 else None)
+        statuses = await tiers.status(parts[0] if len(parts) == 2 else None)
         return 200, json.dumps({"tiers": [_status_json(s) for s in statuses]}).encode()
     if route == "tierstore:DeleteTier":
         await tiers.remove(parts[0])
@@ -152,7 +152,7 @@ async def _transition(service: ObjectService, tier: str, req: Request) -> tuple[
     if not bucket or not key:
         raise e.InvalidRequest('A transition needs the "bucket" and "key" query parameters.')
     tiers = service.tiers
-    tiers.get(tier)  # NoSuchTier (404) for a name that is none
-    version_id = service.version_record(bucket, key, req.query.get("versionId")).meta.version_id
+    await tiers.get(tier)  # NoSuchTier (404) for a name that is none
+    version_id = (await service.version_record(bucket, key, req.query.get("versionId"))).meta.version_id
     moved = await service.transition(bucket, key, version_id, tier)
     return 200, json.dumps({"moved": moved, "version_id": version_id}).encode()
