@@ -15,8 +15,9 @@ import json
 import sys
 import tempfile
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
@@ -35,6 +36,17 @@ def context(key: str, bucket: str) -> RequestContext:
     return RequestContext(
         Principal(key), "GetObject", checks, scheme="v4-header", headers={"user-agent": "bench"}, scope=SCOPE
     )
+
+
+def drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that finishes without waiting (the authorizer: its caches hit, and the
+    embedded catalog's reads run inline) with no event loop in the measurement."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise AssertionError("the authorizer waited")
 
 
 def main() -> None:
@@ -58,9 +70,9 @@ def main() -> None:
     iam, allow = IamAuthorizer(ids), AllowAuthenticated()
     cases: list[tuple[str, Callable[[], object]]] = [
         ("RequestContext alone", lambda: context("root", "b19-9")),
-        ("AllowAuthenticated", lambda: allow.authorize(context("root", "b19-9"))),
-        ("IamAuthorizer, root key", lambda: iam.authorize(context("root", "b19-9"))),
-        ("IamAuthorizer, user with 20 x 10 statements", lambda: iam.authorize(context(user, "b19-9"))),
+        ("AllowAuthenticated", lambda: drive(allow.authorize(context("root", "b19-9")))),
+        ("IamAuthorizer, root key", lambda: drive(iam.authorize(context("root", "b19-9")))),
+        ("IamAuthorizer, user with 20 x 10 statements", lambda: drive(iam.authorize(context(user, "b19-9")))),
     ]
     n = 20_000
     for name, fn in cases:

@@ -154,10 +154,10 @@ def load(data: Path, n: int, seed: int) -> float:
     cat = SqliteCatalog(path)  # check what was written the way a GET reads it
     try:
         for i in random.Random(seed).sample(range(n), min(n, 20)):
-            got = cat.get_latest(BUCKET, key_of(i), data=True)
+            got = asyncio.run(cat.get_latest(BUCKET, key_of(i), data=True))
             assert got is not None and got.inline_data == body_of(i, seed), key_of(i)
             assert got.meta.user_meta == {"label": label_of(i)} and got.meta.version_id == "null"
-        assert cat.counts()["inline"] == n and cat.counts()["versions"] == n
+        assert asyncio.run(cat.counts())["inline"] == n and asyncio.run(cat.counts())["versions"] == n
     finally:
         cat.close()
     return seconds

@@ -138,7 +138,9 @@ async def run(
     config = server.ServerConfig(data_dir=str(data_dir), access_key="bench", secret_key="benchsecret")
     if hasattr(server, "prepare_master_key"):  # what serve() does first (trees before issue 15 had none)
         catalog = SqliteCatalog(data_dir / "catalog.db")
-        server.prepare_master_key(config, catalog)
+        prepared = server.prepare_master_key(config, catalog)
+        if asyncio.iscoroutine(prepared):  # async since issue 18's Catalog protocol
+            await prepared
         catalog.close()
     app = server.build_app(config)
     if cold:  # every read as if the object was not read before (trees without the caches: nothing to do)

@@ -152,7 +152,7 @@ async def put_part(root: Path, puts: int) -> None:
                 await service.put_object(bucket, f"k/{i:08d}", body(payload))
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(f"PUT 4 KiB, {name:26s}: {wall / puts * 1e6:7.1f} us/op wall, {cpu / puts * 1e6:7.1f} us/op CPU")
-        print(f"due rows after the PUTs: {catalog.lifecycle_due_count():,}")
+        print(f"due rows after the PUTs: {await catalog.lifecycle_due_count():,}")
     finally:
         catalog.close()
 

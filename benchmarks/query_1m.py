@@ -1,3 +1,4 @@
+
 """Metadata query at scale: 1,000,000 objects with user metadata and tags.
 
 Targets (issue 3): an equality query on a ``meta.`` field returns its first page in < 100 ms;
@@ -21,6 +22,7 @@ and the per-object cost is extrapolated to the full count, clearly labelled as s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import shutil
@@ -175,7 +177,7 @@ def main() -> int:
     cat = SqliteCatalog(data / "catalog.db")
     results: dict[str, dict[str, float]] = {}
     for name, q in QUERIES.items():
-        ms, count = time_ms(lambda q=q: len(cat.query("bench", q)[0]), args.repeat)
+        ms, count = time_ms(lambda q=q: len(asyncio.run(cat.query("bench", q))[0]), args.repeat)
         results[name] = {"in_process_ms": ms, "rows": count}
     cat.close()
 

@@ -45,7 +45,7 @@ from tierstore.blob import (
     S3StoreConfig,
     check_endpoint,
 )
-from tierstore.catalog import SqliteCatalog
+from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.crypto import (
     MASTER_KEY_FILE,
     LocalKeyStore,
@@ -212,7 +212,7 @@ def master_key_dirs(config: ServerConfig) -> list[Path]:
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
 
 
-def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKey:
+async def prepare_master_key(config: ServerConfig, catalog: Catalog) -> MasterKey:
     """At server start, before any worker: load the master key, or create it while the catalog
     holds no sealed secret (access key secrets, KMS key material, tier credentials; docs/identities.md). Then
     create the KMS keys the configuration names (``kms_create_keys``) unless they exist.
@@ -222,7 +222,11 @@ def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKe
     if not dirs:
         raise ServeError("no drive is online to hold the master key")
     try:
-        heads = catalog.iam_sealed_key_ids() + catalog.kms_sealed_key_ids() + catalog.tier_sealed_key_ids()
+        heads = [
+            *await catalog.iam_sealed_key_ids(),
+            *await catalog.kms_sealed_key_ids(),
+            *await catalog.tier_sealed_key_ids(),
+        ]
         key, created = load_or_create_master_key(dirs, sealed_key_ids={sealed_key_id(h) for h in heads})
     except (MasterKeyError, SealedSecretError) as exc:
         raise ServeError(str(exc)) from None
@@ -231,7 +235,7 @@ def prepare_master_key(config: ServerConfig, catalog: SqliteCatalog) -> MasterKe
         log.info("master key %s created (%s): back it up with the catalog", key.key_id, where)
     keys = LocalKeyStore(catalog, key)
     for key_id in wanted:
-        if asyncio.run(keys.ensure_key(key_id)):
+        if await keys.ensure_key(key_id):
             log.info("KMS key %s created (--kms-create-keys)", key_id)
     return key
 
@@ -383,7 +387,7 @@ def _scrub_lock(key: str) -> int | None:
     return fd
 
 
-def _stores(config: ServerConfig) -> tuple[SqliteCatalog, BlobStore, Repairer, str, DiskReserve]:
+def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, DiskReserve]:
     """The catalog, blob store and repairer of the configured store, a key naming it, and the
     space reserve next to its catalog."""
     blobs: BlobStore
@@ -555,7 +559,7 @@ def build_app(config: ServerConfig) -> S3App:
             try:
                 if first:
                     first = False
-                    for name in service.tiers.class_names():
+                    for name in await service.tiers.class_names():
                         try:
                             await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
                         except Exception as exc:  # a tier down at start: swept at the next start
@@ -735,7 +739,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         report = SqliteCatalog.reconcile(drive_set)
         catalog = SqliteCatalog.on_drives(drive_set)
         try:
-            prepare_master_key(config, catalog)
+            asyncio.run(prepare_master_key(config, catalog))
         finally:
             catalog.close()
         fmt = drive_set.format
@@ -757,7 +761,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         data.mkdir(parents=True, exist_ok=True)
         catalog = SqliteCatalog(data / "catalog.db")
         try:
-            prepare_master_key(config, catalog)
+            asyncio.run(prepare_master_key(config, catalog))
         finally:
             catalog.close()
         LocalBlobStore(data)

@@ -84,7 +84,7 @@ class Env:
         self.objects.reads.clear()
         req = RequestContext(Principal(key), "Test", (Check(action, resource),), scope={"client": ("10.0.0.1", 1)})
         try:
-            self.authz.authorize(req)
+            self.run(self.authz.authorize(req))
         except e.AccessDenied:
             return False
         return True

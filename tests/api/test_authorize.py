@@ -38,7 +38,7 @@ class Recorder:
     deny: set[str] = field(default_factory=set)
     seen: list[RequestContext] = field(default_factory=list)
 
-    def authorize(self, request: RequestContext) -> None:
+    async def authorize(self, request: RequestContext) -> None:
         self.seen.append(request)
         if "*" in self.deny or any(c.action in self.deny for c in request.checks):
             raise e.AccessDenied()
@@ -63,7 +63,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3App]:
     data = tmp_path_factory.mktemp("authz")
     config = ServerConfig(data_dir=str(Path(data)), access_key=ACCESS_KEY, secret_key=SECRET_KEY, access_log=False)
     catalog = SqliteCatalog(Path(data) / "catalog.db")
-    prepare_master_key(config, catalog)  # what serve() does before the workers start
+    asyncio.run(prepare_master_key(config, catalog))  # what serve() does before the workers start
     catalog.close()
     app = build_app(config)
     with asyncio.Runner() as runner:
@@ -400,7 +400,7 @@ def test_delete_objects_authorizes_each_key(base: S3App) -> None:
         assert call(app, "PUT", f"/{B}/{k}", b"v").status == 200
 
     class DenyKeep(Recorder):
-        def authorize(self, request: RequestContext) -> None:
+        async def authorize(self, request: RequestContext) -> None:
             self.seen.append(request)
             if any(c.action == "s3:DeleteObject" and c.resource.startswith(arn(f"{B}/keep/")) for c in request.checks):
                 raise e.AccessDenied()

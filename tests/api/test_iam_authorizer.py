@@ -55,7 +55,7 @@ def request(key: str, *checks: tuple[str, str], client: str = "10.0.0.1") -> Req
 
 def allowed(authz: IamAuthorizer, req: RequestContext) -> bool:
     try:
-        authz.authorize(req)
+        asyncio.run(authz.authorize(req))
     except e.AccessDenied as exc:
         assert exc.message == "Access Denied"  # the same words whatever the resource
         return False
@@ -182,7 +182,8 @@ def test_bucket_policy_grants_anonymous_and_users_and_reaches_other_workers(
     assert not allowed(authz, anonymous)  # no policy (and "there" now caches that)
     doc = bucket_policy(allow("s3:GetObject", "arn:aws:s3:::b/*"))
     asyncio.run(here.put_policy("b", doc, public=True))
-    assert here.props("b") is not None and here.props("b")["policy"] == doc  # this worker: at once
+    props = asyncio.run(here.props("b"))
+    assert props is not None and props["policy"] == doc  # this worker: at once
     assert not allowed(authz, anonymous)
     clock.now += there.cache_ttl_s + 0.01
     assert allowed(authz, anonymous)
@@ -211,7 +212,7 @@ def test_a_missing_bucket_or_a_broken_stored_policy_grants_nothing(
     buckets = BucketAccessService(ids.catalog, monotonic=clock)
     authz = IamAuthorizer(ids, buckets=buckets)
     anonymous = anon("s3:GetObject", "arn:aws:s3:::gone/k")
-    assert buckets.props("gone") is None and not allowed(authz, anonymous)
+    assert asyncio.run(buckets.props("gone")) is None and not allowed(authz, anonymous)
     asyncio.run(ids.catalog.create_bucket(BucketInfo("b", 0)))
     broken = bucket_policy(allow("s3:GetObject", "arn:aws:s3:::b/*", Condition={"Nope": {}}))
     asyncio.run(buckets.put_policy("b", broken, public=True))  # stored before validation existed

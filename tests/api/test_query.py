@@ -51,7 +51,7 @@ class Recorder:
     deny: bool = False
     seen: list[RequestContext] = field(default_factory=list)
 
-    def authorize(self, request: RequestContext) -> None:
+    async def authorize(self, request: RequestContext) -> None:
         self.seen.append(request)
         if self.deny:
             raise e.AccessDenied()

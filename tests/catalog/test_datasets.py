@@ -31,7 +31,7 @@ def _put(cat: SqliteCatalog, key: str, n: int, *, inline: bytes | None = None) -
         meta=meta, blobs=[BlobRef(f"blob{n:012d}", 3)]
     )
     asyncio.run(cat.put_version(rec))
-    found = cat.get_latest("b", key)
+    found = asyncio.run(cat.get_latest("b", key))
     assert found is not None
     return found
 
@@ -50,21 +50,21 @@ def test_pins_outlive_versions_and_are_released_with_the_dataset(cat: SqliteCata
     big = _put(cat, "big", 2)
     assert small.inline_id is not None
     asyncio.run(cat.create_dataset(_record("ds", 1), [big.blobs[0].blob_id], [small.inline_id]))
-    assert [r.version for r in cat.list_datasets("ds")] == [1]
+    assert [r.version for r in asyncio.run(cat.list_datasets("ds"))] == [1]
     assert _rows(cat, "SELECT refs FROM blobs WHERE blob_id='blob000000000002'") == [(2,)]
 
     # Overwrite both keys: the version rows go, the pinned bytes stay.
     _put(cat, "small", 3, inline=b"new")
     _put(cat, "big", 4)
-    assert cat.inline_bodies([small.inline_id]) == {small.inline_id: b"abc"}
+    assert asyncio.run(cat.inline_bodies([small.inline_id])) == {small.inline_id: b"abc"}
     assert _rows(cat, f"SELECT pins, released FROM inline_blobs WHERE blob_id='{small.inline_id}'") == [(1, 1)]
     assert _rows(cat, "SELECT refs FROM blobs WHERE blob_id='blob000000000002'") == [(1,)]
-    assert "blob000000000002" not in cat.trash_batch()
+    assert "blob000000000002" not in asyncio.run(cat.trash_batch())
 
     asyncio.run(cat.delete_dataset("ds", 1, [big.blobs[0].blob_id], [small.inline_id]))
-    assert cat.inline_bodies([small.inline_id]) == {}
-    assert {"blob000000000002", "manifest0000000001"} <= set(cat.trash_batch())
-    assert cat.list_datasets() == []
+    assert asyncio.run(cat.inline_bodies([small.inline_id])) == {}
+    assert {"blob000000000002", "manifest0000000001"} <= set(asyncio.run(cat.trash_batch()))
+    assert asyncio.run(cat.list_datasets()) == []
     with pytest.raises(NoSuchDataset):
         asyncio.run(cat.delete_dataset("ds", 1, [], []))
 
@@ -74,7 +74,7 @@ def test_a_body_still_owned_by_its_version_survives_the_dataset(cat: SqliteCatal
     assert small.inline_id is not None
     asyncio.run(cat.create_dataset(_record("ds", 1), [], [small.inline_id]))
     asyncio.run(cat.delete_dataset("ds", 1, [], [small.inline_id]))
-    now = cat.get_latest("b", "small", data=True)
+    now = asyncio.run(cat.get_latest("b", "small", data=True))
     assert now is not None and now.inline_data == b"abc"
     assert _rows(cat, f"SELECT pins, released FROM inline_blobs WHERE blob_id='{small.inline_id}'") == [(0, 0)]
 
@@ -88,7 +88,7 @@ def test_a_pin_on_deleted_bytes_refuses_the_publish(cat: SqliteCatalog) -> None:
     with pytest.raises(PinGone):
         asyncio.run(cat.create_dataset(_record("ds", 1), [], [small.inline_id, "inline-that-is-gone"]))
     # Nothing of either attempt stayed: no dataset, no extra reference, no pin.
-    assert cat.list_datasets() == []
+    assert asyncio.run(cat.list_datasets()) == []
     assert _rows(cat, "SELECT refs FROM blobs WHERE blob_id='blob000000000002'") == [(1,)]
     assert _rows(cat, f"SELECT pins FROM inline_blobs WHERE blob_id='{small.inline_id}'") == [(0,)]
 
@@ -99,9 +99,9 @@ def test_versions_are_numbered_in_order(cat: SqliteCatalog) -> None:
         asyncio.run(cat.create_dataset(_record("ds", 1, "m2"), [], []))
     with pytest.raises(VersionTaken):
         asyncio.run(cat.create_dataset(_record("ds", 3, "m3"), [], []))
-    assert cat.next_dataset_version("ds") == 2 and cat.next_dataset_version("other") == 1
+    assert asyncio.run(cat.next_dataset_version("ds")) == 2 and asyncio.run(cat.next_dataset_version("other")) == 1
     asyncio.run(cat.create_dataset(_record("ds", 2, "m2"), [], []))
-    latest = cat.get_dataset("ds")
+    latest = asyncio.run(cat.get_dataset("ds"))
     assert latest is not None and (latest.version, latest.manifest_blob) == (2, "m2")
-    first = cat.get_dataset("ds", 1)
+    first = asyncio.run(cat.get_dataset("ds", 1))
     assert first is not None and first.info == {"source": {"rows": 2}}

@@ -89,17 +89,17 @@ def test_concurrent_writes_share_a_transaction_and_fail_alone(tmp_path: Path) ->
         for n in range(40):
             if n % 3 == 0:
                 assert isinstance(results[n], PreconditionFailed), results[n]
-                assert cat.get_latest("b", f"k{n}") is None
+                assert asyncio.run(cat.get_latest("b", f"k{n}")) is None
             else:
                 assert results[n] == "null"
-                got = cat.get_latest("b", f"k{n}")
+                got = asyncio.run(cat.get_latest("b", f"k{n}"))
                 assert got is not None and got.meta.etag == f'"e{n}"'
         assert type(results[40]).__name__ == "BucketAlreadyOwnedByYou"
         assert isinstance(results[41], InternalError)  # sqlite3.IntegrityError, translated
         assert isinstance(results[41].__cause__, sqlite3.IntegrityError)
         assert isinstance(results[42], NoSuchBucket)
-        assert cat.counts()["versions"] == 26 and cat.counts()["blobs"] == 26
-        assert [b.name for b in cat.list_buckets()] == ["b"]
+        assert asyncio.run(cat.counts())["versions"] == 26 and asyncio.run(cat.counts())["blobs"] == 26
+        assert [b.name for b in asyncio.run(cat.list_buckets())] == ["b"]
     finally:
         cat.close()
 
@@ -122,7 +122,7 @@ def test_a_failed_commit_fails_every_job_of_the_batch(tmp_path: Path) -> None:
         assert cat._wconn is not None
         wconn = cat._wconn
         cat._run_alone(lambda: wconn.execute("PRAGMA foreign_keys=ON"))
-        before = cat.counts()
+        before = asyncio.run(cat.counts())
 
         async def main() -> list[Any]:
             calls: list[Callable[[], Awaitable[Any]]] = [
@@ -135,15 +135,15 @@ def test_a_failed_commit_fails_every_job_of_the_batch(tmp_path: Path) -> None:
         assert all(isinstance(r, InternalError) for r in results), results
         assert all(isinstance(r.__cause__, sqlite3.IntegrityError) for r in results)
         assert len({id(r) for r in results}) == len(results)  # each caller its own exception
-        assert cat.counts() == before
-        assert cat.get_latest("b", "k0") is None
+        assert asyncio.run(cat.counts()) == before
+        assert asyncio.run(cat.get_latest("b", "k0")) is None
         conn = sqlite3.connect(tmp_path / "c.db")
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT count(*) FROM child").fetchone() == (0,)
         conn.close()
         # The writer goes on.
         assert asyncio.run(cat.put_version(record("after", 100))) == "null"
-        assert cat.counts()["versions"] == before["versions"] + 1
+        assert asyncio.run(cat.counts())["versions"] == before["versions"] + 1
     finally:
         cat.close()
 
@@ -165,8 +165,8 @@ def test_a_cancelled_job_that_has_not_started_never_runs(tmp_path: Path) -> None
                 await doomed
 
         asyncio.run(main())
-        assert cat.get_latest("b", "doomed") is None
-        assert cat.get_latest("b", "kept") is not None
+        assert asyncio.run(cat.get_latest("b", "doomed")) is None
+        assert asyncio.run(cat.get_latest("b", "kept")) is not None
     finally:
         cat.close()
 
@@ -234,7 +234,7 @@ def test_a_mirrored_batch_is_one_transaction_on_every_copy(tmp_path: Path) -> No
         # The last successful write of each key won, in queue order.
         for k in range(7):
             last = max(n for n in range(30) if n % 7 == k and n % 3 != 0)
-            got = cat.get_latest("b", f"k{k}")
+            got = asyncio.run(cat.get_latest("b", f"k{k}"))
             assert got is not None and got.meta.etag == f'"e{last}"'
 
         # A batch in which every job fails commits nowhere: the seq does not move.
@@ -255,7 +255,7 @@ def test_a_copy_behind_the_delete_of_its_source_in_one_batch_fails(tmp_path: Pat
     try:
         asyncio.run(cat.create_bucket(BucketInfo("b", 1)))
         asyncio.run(cat.put_version(record("src", 1)))
-        src = cat.get_latest("b", "src")
+        src = asyncio.run(cat.get_latest("b", "src"))
         assert src is not None
 
         def copy() -> Awaitable[Any]:
@@ -273,7 +273,7 @@ def test_a_copy_behind_the_delete_of_its_source_in_one_batch_fails(tmp_path: Pat
 
         deleted, copied = asyncio.run(main())
         assert deleted[0] is not None and isinstance(copied, NoSuchKey)
-        assert cat.get_latest("b", "dst") is None
-        assert cat.trash_batch() == [src.blobs[0].blob_id]
+        assert asyncio.run(cat.get_latest("b", "dst")) is None
+        assert asyncio.run(cat.trash_batch()) == [src.blobs[0].blob_id]
     finally:
         cat.close()

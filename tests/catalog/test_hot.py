@@ -26,7 +26,7 @@ def _store(cat: SqliteCatalog) -> None:
     asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=refs)))
     for blob_id in (A, B):
         assert asyncio.run(cat.transition_commit("b", "k", VID, "COLD", [(blob_id, None)]))
-    asyncio.run(cat.trash_done(cat.trash_batch()))  # the moved blobs' local bytes are freed
+    asyncio.run(cat.trash_done(asyncio.run(cat.trash_batch())))  # the moved blobs' local bytes are freed
 
 
 def _back_to_v11(db: Path) -> None:
@@ -61,12 +61,12 @@ V12_TABLES = [
 
 
 def _hold_one(cat: SqliteCatalog) -> None:
-    rec = cat.get_version("b", "k", VID)
+    rec = asyncio.run(cat.get_version("b", "k", VID))
     assert rec is not None and [(r.blob_id, r.tier, r.cached) for r in rec.blobs] == [
         (A, "COLD", False), (B, "COLD", False), (L, None, False),
     ]  # fmt: skip  # nothing lost by the upgrade
     assert asyncio.run(cat.hot_hold("pin:j", [A, L], now_ns=10)) == "new"
-    assert cat.hot_missing("pin:j") == [HeldBlob(A, 5, "COLD")]  # L is local: nothing to copy
+    assert asyncio.run(cat.hot_missing("pin:j")) == [HeldBlob(A, 5, "COLD")]  # L is local: nothing to copy
 
 
 def test_v11_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -115,65 +115,67 @@ def test_holds_copies_release_and_expiry(tmp_path: Path) -> None:
         assert run(cat.hot_hold("restore:b/k", [A, B, L], now_ns=100, ttl_ns=50)) == "new"
         assert run(cat.hot_hold("restore:b/k", [A, B], now_ns=101, renew=False)) == "ongoing"
         # By id; a worker that helps takes them from the other end.
-        assert [b.blob_id for b in cat.hot_missing("restore:b/k")] == [A, B]
-        assert [b.blob_id for b in cat.hot_missing("restore:b/k", 1, descending=True)] == [B]
-        assert cat.blob_known(A)  # held: a copy on its way is no orphan for local GC
-        assert cat.hot_due(100) == (False, True)
-        assert cat.hot_leased(100) == []  # no worker has it: nothing to help
+        assert [b.blob_id for b in asyncio.run(cat.hot_missing("restore:b/k"))] == [A, B]
+        assert [b.blob_id for b in asyncio.run(cat.hot_missing("restore:b/k", 1, descending=True))] == [B]
+        assert asyncio.run(cat.blob_known(A))  # held: a copy on its way is no orphan for local GC
+        assert asyncio.run(cat.hot_due(100)) == (False, True)
+        assert asyncio.run(cat.hot_leased(100)) == []  # no worker has it: nothing to help
         assert run(cat.hot_claim(100, 10)) == ["restore:b/k"]
-        assert cat.hot_due(105) == (False, False)
+        assert asyncio.run(cat.hot_due(105)) == (False, False)
         assert run(cat.hot_claim(105, 10)) == []  # leased
-        assert cat.hot_leased(105) == ["restore:b/k"]  # others may help it
-        assert cat.hot_leased(110) == []  # the lease ran out: claimed again, not helped
+        assert asyncio.run(cat.hot_leased(105)) == ["restore:b/k"]  # others may help it
+        assert asyncio.run(cat.hot_leased(110)) == []  # the lease ran out: claimed again, not helped
         assert run(cat.hot_cached([A], 110)) == [A]
         assert not run(cat.hot_settle("restore:b/k", 111))  # B is missing
-        info = cat.hot_request("restore:b/k")
+        info = asyncio.run(cat.hot_request("restore:b/k"))
         assert info is not None and info.ongoing and (info.blobs, info.bytes, info.cached_bytes) == (2, 9, 5)
-        rec = cat.get_version("b", "k", VID)
+        rec = asyncio.run(cat.get_version("b", "k", VID))
         assert rec is not None and [(r.tier, r.cached) for r in rec.blobs] == [
             ("COLD", True),
             ("COLD", False),
             (None, False),
         ]
-        assert cat.blob_tiers([A, B, L]) == {B: "COLD"}  # manifests read A locally
+        assert asyncio.run(cat.blob_tiers([A, B, L])) == {B: "COLD"}  # manifests read A locally
         assert run(cat.hot_cached([B], 120)) == [B]
         assert run(cat.hot_settle("restore:b/k", 121))
-        assert cat.hot_state("restore:b/k") == (121, 171)  # done, expires 50 after
-        assert [b for b, _ in cat.blob_page()] == [A, B, L]  # the heal walk checks the copies
+        assert asyncio.run(cat.hot_state("restore:b/k")) == (121, 171)  # done, expires 50 after
+        assert [b for b, _ in asyncio.run(cat.blob_page())] == [A, B, L]  # the heal walk checks the copies
 
         # A pin holds A too, until released.
         assert run(cat.hot_hold("pin:j", [A], now_ns=130)) == "new"
         assert run(cat.hot_settle("pin:j", 130))  # A is copied already
-        assert [h.holder for h in cat.hot_list("pin:")] == ["pin:j"]
+        assert [h.holder for h in asyncio.run(cat.hot_list("pin:"))] == ["pin:j"]
 
         # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
-        assert cat.hot_due(170) == (False, False) and cat.hot_due(171) == (True, False)  # an idle pass reads only
+        # an idle pass reads only
+        assert asyncio.run(cat.hot_due(170)) == (False, False) and asyncio.run(cat.hot_due(171)) == (True, False)
         assert run(cat.hot_sweep(170)) == ([], 0)
         assert run(cat.hot_sweep(171)) == (["restore:b/k"], 1)
-        assert cat.trash_batch() == [B] and cat.blob_cached(A) and not cat.blob_cached(B)
-        assert cat.hot_request("restore:b/k") is None
+        assert asyncio.run(cat.trash_batch()) == [B]
+        assert asyncio.run(cat.blob_cached(A)) and not asyncio.run(cat.blob_cached(B))
+        assert asyncio.run(cat.hot_request("restore:b/k")) is None
         # B is not copied again while its old copy waits in the trash.
         assert run(cat.hot_hold("restore:b/k", [B], now_ns=172)) == "new"
-        assert cat.hot_missing("restore:b/k") == []
+        assert asyncio.run(cat.hot_missing("restore:b/k")) == []
         run(cat.trash_done([B]))
-        assert cat.hot_missing("restore:b/k") == [HeldBlob(B, 4, "COLD")]
+        assert asyncio.run(cat.hot_missing("restore:b/k")) == [HeldBlob(B, 4, "COLD")]
         assert run(cat.hot_release("restore:b/k", 173))
 
         # A copy that lands after its hold is gone goes straight to the trash.
-        assert run(cat.hot_cached([B], 174)) == [] and cat.trash_batch() == [B]
+        assert run(cat.hot_cached([B], 174)) == [] and asyncio.run(cat.trash_batch()) == [B]
         run(cat.trash_done([B]))
 
         # The scrub finds A's copy damaged: dropped, its holder's copy reopened.
-        assert run(cat.hot_lost(A)) and cat.trash_batch() == [A]
-        assert cat.hot_request("pin:j").ongoing  # type: ignore[union-attr]
+        assert run(cat.hot_lost(A)) and asyncio.run(cat.trash_batch()) == [A]
+        assert asyncio.run(cat.hot_request("pin:j")).ongoing  # type: ignore[union-attr]
         run(cat.trash_done([A]))
         assert run(cat.hot_cached([A], 180)) == [A] and run(cat.hot_settle("pin:j", 180))
 
         # Deleting the version drops the blobs: the remote ones to the outbox, A's copy to the trash.
         marker = ObjectMeta(bucket="b", key="k", version_id="m", size_bytes=0, etag="", modified_ns=200)
         run(cat.delete_object("b", "k", version_id=VID, marker=marker))
-        assert set(cat.trash_batch()) == {A, L}
-        assert {(e.tier, e.blob_id) for e in cat.outbox_due(2**62)} == {("COLD", A), ("COLD", B)}
-        assert run(cat.hot_release("pin:j", 190)) and cat.hot_list() == []
+        assert set(asyncio.run(cat.trash_batch())) == {A, L}
+        assert {(e.tier, e.blob_id) for e in asyncio.run(cat.outbox_due(2**62))} == {("COLD", A), ("COLD", B)}
+        assert run(cat.hot_release("pin:j", 190)) and asyncio.run(cat.hot_list()) == []
     finally:
         cat.close()

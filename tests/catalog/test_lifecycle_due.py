@@ -28,7 +28,7 @@ def _put(cat: SqliteCatalog, bucket: str, key: str, t_s: int, vid: str = "null")
 
 
 def _rows(cat: SqliteCatalog, bucket: str) -> list[tuple[str, str, str, int]]:
-    return [(r.key, r.version_id, r.action, r.due_ns // S) for r in cat.lifecycle_rows(bucket)]
+    return [(r.key, r.version_id, r.action, r.due_ns // S) for r in asyncio.run(cat.lifecycle_rows(bucket))]
 
 
 def _set_rules(cat: SqliteCatalog, bucket: str, rules: object) -> None:

@@ -101,14 +101,14 @@ def test_every_write_lands_identically_in_all_copies(tmp_path: Path) -> None:
         put(cat, "k0", 10)
         marker = ObjectMeta(bucket="b", key="k1", version_id="9" * 24, size_bytes=0, etag="", modified_ns=11)
         asyncio.run(cat.delete_object("b", "k1", version_id=None, marker=marker))
-        asyncio.run(cat.trash_done(cat.trash_batch()))
+        asyncio.run(cat.trash_done(asyncio.run(cat.trash_batch())))
         with pytest.raises(NoSuchBucket):  # refused on the first copy: rolled back everywhere
             asyncio.run(cat.put_version(record("x", 99, bucket="nope")))
         assert [c["seq"] for c in cat.copies_state()] == [10] * N
         assert states(cat) == ["live"] * N
-        assert cat.blob_count() == 4  # k2: 2, k0: 3 (null) and 10, k1: 4 (under its marker)
-        assert cat.blob_page() == [(f"blob{n:012d}", 3) for n in (2, 3, 4, 10)]
-        assert cat.blob_page("blob000000000003", 1) == [("blob000000000004", 3)]
+        assert asyncio.run(cat.blob_count()) == 4  # k2: 2, k0: 3 (null) and 10, k1: 4 (under its marker)
+        assert asyncio.run(cat.blob_page()) == [(f"blob{n:012d}", 3) for n in (2, 3, 4, 10)]
+        assert asyncio.run(cat.blob_page("blob000000000003", 1)) == [("blob000000000004", 3)]
     assert_identical(drives, list(range(N)))
 
 
@@ -125,7 +125,7 @@ def test_a_single_file_catalog_is_not_mirrored(tmp_path: Path) -> None:
     cat = SqliteCatalog(tmp_path / "c.db")
     try:
         assert not cat.mirrored
-        assert cat.blob_count() == 0 and cat.blob_page() == []
+        assert asyncio.run(cat.blob_count()) == 0 and asyncio.run(cat.blob_page()) == []
         with pytest.raises(InternalError):
             cat.copies_state()
     finally:
@@ -138,11 +138,11 @@ def test_losing_the_readers_drive_and_then_the_write_quorum(tmp_path: Path) -> N
     with mirrored(drives) as cat:
         asyncio.run(cat.create_bucket(BucketInfo("b", 1)))
         put(cat, "before", 1)
-        assert cat.get_latest("b", "before") is not None  # this thread's reader is on copy 0
+        assert asyncio.run(cat.get_latest("b", "before")) is not None  # this thread's reader is on copy 0
         rmtree(drives.paths[0])
-        assert cat.get_latest("b", "before") is not None  # switched to copy 1
+        assert asyncio.run(cat.get_latest("b", "before")) is not None  # switched to copy 1
         put(cat, "after", 2)
-        got = cat.get_latest("b", "after")
+        got = asyncio.run(cat.get_latest("b", "after"))
         assert got is not None and got.meta.etag == '"e2"'  # read-your-writes
         assert states(cat) == ["offline", "live", "live", "live"]
         assert_identical(drives, [1, 2, 3])
@@ -152,9 +152,9 @@ def test_losing_the_readers_drive_and_then_the_write_quorum(tmp_path: Path) -> N
         with pytest.raises(SlowDown, match=r"only 2 of 4 .*write quorum 3.*drive 0 .*offline"):
             put(cat, "refused", 3)
         assert [dump(db(drives, i)) for i in (2, 3)] == before
-        assert cat.get_latest("b", "refused") is None
-        assert cat.get_latest("b", "after") is not None  # reads still work
-        assert [b.name for b in cat.list_buckets()] == ["b"]
+        assert asyncio.run(cat.get_latest("b", "refused")) is None
+        assert asyncio.run(cat.get_latest("b", "after")) is not None  # reads still work
+        assert [b.name for b in asyncio.run(cat.list_buckets())] == ["b"]
 
 
 def test_a_replaced_drive_is_reseeded_and_rejoins_in_every_process(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_a_replaced_drive_is_reseeded_and_rejoins_in_every_process(tmp_path: Pat
     other_drives = DriveSet.open(drives.paths, format_new=False)  # the second process's own view
     with mirrored(drives) as cat, mirrored(other_drives) as other:
         asyncio.run(cat.create_bucket(BucketInfo("b", 1)))
-        assert other.get_bucket("b") is not None  # other's reader sits on copy 0
+        assert asyncio.run(other.get_bucket("b")) is not None  # other's reader sits on copy 0
         rmtree(drives.paths[0])
         put(cat, "while-degraded", 1)
         drives.paths[0].mkdir()  # the new, empty disk
@@ -179,7 +179,7 @@ def test_a_replaced_drive_is_reseeded_and_rejoins_in_every_process(tmp_path: Pat
 
         # The other process still holds connections to the removed copy 0: its reader notices
         # the file was replaced and moves on; its next write rejoins the new copy by seq.
-        assert other.get_latest("b", "whole-again") is not None
+        assert asyncio.run(other.get_latest("b", "whole-again")) is not None
         assert states(other)[0] == "live"  # current: the store has it ...
         assert other.copies_state()[0]["joined"] is False  # ... but this process joins it at its next write
         put(other, "from-other", 4)
@@ -215,7 +215,7 @@ def test_a_restored_stale_drive_is_never_read_nor_rejoined_until_reseeded(tmp_pa
         put(cat, "old", 1)
         shutil.copytree(drives.paths[0], aside, ignore=shutil.ignore_patterns("*-shm"))
         rmtree(drives.paths[0])
-        assert cat.get_latest("b", "old") is not None  # the reader saw drive 0 go
+        assert asyncio.run(cat.get_latest("b", "old")) is not None  # the reader saw drive 0 go
         put(cat, "new", 2)
         put(cat, "newer", 3)
         shutil.copytree(aside, drives.paths[0])  # the old disk comes back
@@ -223,8 +223,8 @@ def test_a_restored_stale_drive_is_never_read_nor_rejoined_until_reseeded(tmp_pa
         stale_dump = dump(db(drives, 0))
 
         def reads() -> None:
-            assert cat.get_latest("b", "new") is not None
-            assert cat.get_latest("b", "newer") is not None
+            assert asyncio.run(cat.get_latest("b", "new")) is not None
+            assert asyncio.run(cat.get_latest("b", "newer")) is not None
 
         reads()
         worker = threading.Thread(target=reads)  # a fresh reader picks a copy from scratch
@@ -237,11 +237,11 @@ def test_a_restored_stale_drive_is_never_read_nor_rejoined_until_reseeded(tmp_pa
 
         with mirrored(DriveSet.open(drives.paths, format_new=False)) as late:  # opened now: 0 is behind
             assert states(late)[0] == "stale"
-            assert late.get_latest("b", "newest") is not None
+            assert asyncio.run(late.get_latest("b", "newest")) is not None
 
         asyncio.run(cat.reseed(0))
         assert states(cat) == ["live"] * N
-        assert cat.get_latest("b", "newest") is not None
+        assert asyncio.run(cat.get_latest("b", "newest")) is not None
     assert_identical(drives, list(range(N)))
 
 
@@ -263,7 +263,7 @@ def test_crash_mid_fan_out_then_reconcile(tmp_path: Path) -> None:
     # Without a reconcile a worker sees two copies at the top: below quorum, read-only.
     with mirrored(drives) as cat:
         assert states(cat) == ["live", "live", "stale", "stale"]
-        assert cat.get_bucket("unacked") is not None
+        assert asyncio.run(cat.get_bucket("unacked")) is not None
         with pytest.raises(SlowDown, match="behind"):
             put(cat, "k", 2)
 
@@ -316,7 +316,7 @@ def test_two_instances_writing_concurrently_stay_identical(tmp_path: Path) -> No
             async def run() -> None:
                 for n in range(per_writer):
                     await cat.put_version(record(f"{name}/{n}", n))
-                    assert cat.get_latest("b", f"{name}/{n}") is not None
+                    assert await cat.get_latest("b", f"{name}/{n}") is not None
 
             try:
                 asyncio.run(run())
@@ -330,7 +330,7 @@ def test_two_instances_writing_concurrently_stay_identical(tmp_path: Path) -> No
             t.join()
         assert errors == []
         assert states(a) == states(b) == ["live"] * N
-        assert a.counts()["versions"] == b.counts()["versions"] == 2 * per_writer
+        assert asyncio.run(a.counts())["versions"] == asyncio.run(b.counts())["versions"] == 2 * per_writer
     assert_identical(drives, list(range(N)))
     assert seq(db(drives, 0)) == 1 + 2 * per_writer
 
@@ -369,7 +369,7 @@ def test_object_service_on_a_mirrored_catalog_survives_a_drive_loss(tmp_path: Pa
         await svc.put_object("bkt", "one", body(b"1"))
         rmtree(drives.paths[0])
         await svc.put_object("bkt", "two", body(b"22"))
-        assert [m.key for m in svc.list_objects("bkt", ListOptions()).entries] == ["one", "two"]
+        assert [m.key for m in (await svc.list_objects("bkt", ListOptions())).entries] == ["one", "two"]
 
     run: Callable[[ObjectService], Awaitable[None]] = scenario
     with mirrored(drives) as cat:

@@ -28,7 +28,7 @@ def cat(tmp_path: Path) -> Iterator[SqliteCatalog]:
 def _put(cat: SqliteCatalog, key: str, n: int) -> VersionRecord:
     meta = ObjectMeta(bucket="b", key=key, version_id=f"{n:024d}", size_bytes=3, etag=f'"e{n}"', modified_ns=n)
     asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"blob{n:012d}", 3)])))
-    found = cat.get_latest("b", key)
+    found = asyncio.run(cat.get_latest("b", key))
     assert found is not None
     return found
 
@@ -45,18 +45,18 @@ def _refs(cat: SqliteCatalog, blob_id: str) -> list[tuple[object, ...]]:
 def test_models_and_datasets_are_separate_tables_sharing_the_pin_code(cat: SqliteCatalog) -> None:
     blob = _put(cat, "ckpt/data", 1).blobs[0].blob_id
     asyncio.run(cat.create_dataset(_model(1), [blob], [], table="models"))
-    assert cat.list_datasets() == [] and cat.get_dataset("m") is None  # not a dataset
-    assert [r.version for r in cat.list_datasets(table="models")] == [1]
-    assert cat.get_dataset("m", table="models") == _model(1)
-    assert cat.next_dataset_version("m", table="models") == 2
+    assert asyncio.run(cat.list_datasets()) == [] and asyncio.run(cat.get_dataset("m")) is None  # not a dataset
+    assert [r.version for r in asyncio.run(cat.list_datasets(table="models"))] == [1]
+    assert asyncio.run(cat.get_dataset("m", table="models")) == _model(1)
+    assert asyncio.run(cat.next_dataset_version("m", table="models")) == 2
     assert _refs(cat, blob) == [(2,)]
     _put(cat, "ckpt/data", 2)  # overwritten: the pinned blob stays
     assert _refs(cat, blob) == [(1,)]
     with pytest.raises(PinGone):  # a pin on a blob that is gone refuses the whole publish
         asyncio.run(cat.create_dataset(_model(2, "manifest0000000002"), ["nosuchblob000000"], [], table="models"))
-    assert cat.get_dataset("m", 2, table="models") is None
+    assert asyncio.run(cat.get_dataset("m", 2, table="models")) is None
     with pytest.raises(ValueError, match="pinning table"):
-        cat.get_dataset("m", table="versions; DROP TABLE blobs")
+        asyncio.run(cat.get_dataset("m", table="versions; DROP TABLE blobs"))
 
 
 def test_aliases_move_atomically_and_guard_deletion(cat: SqliteCatalog) -> None:
@@ -66,16 +66,16 @@ def test_aliases_move_atomically_and_guard_deletion(cat: SqliteCatalog) -> None:
     assert asyncio.run(cat.set_model_alias("m", "production", 1, 10)) is None
     assert asyncio.run(cat.set_model_alias("m", "production", 2, 11)) == 1  # moved: returns the old one
     assert asyncio.run(cat.set_model_alias("m", "staging", 2, 12)) is None
-    assert cat.model_alias("m", "production") == 2
-    assert cat.model_aliases("m") == [("m", "production", 2, 11), ("m", "staging", 2, 12)]
+    assert asyncio.run(cat.model_alias("m", "production")) == 2
+    assert asyncio.run(cat.model_aliases("m")) == [("m", "production", 2, 11), ("m", "staging", 2, 12)]
     with pytest.raises(NoSuchModel):
         asyncio.run(cat.set_model_alias("m", "production", 7, 13))  # onto a version that does not exist
-    assert cat.model_alias("m", "production") == 2
+    assert asyncio.run(cat.model_alias("m", "production")) == 2
 
     with pytest.raises(ModelAliasInUse) as info:
         asyncio.run(cat.delete_dataset("m", 2, [blob], [], table="models"))
     assert info.value.aliases == ["production", "staging"]
-    assert cat.get_dataset("m", 2, table="models") is not None
+    assert asyncio.run(cat.get_dataset("m", 2, table="models")) is not None
     assert _refs(cat, blob) == [(3,)]  # nothing released
 
     assert asyncio.run(cat.delete_model_alias("m", "production")) == 2

@@ -87,19 +87,19 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     make_v1(db)
     cat = SqliteCatalog(db)
     try:
-        rec = cat.get_latest("old", "kept/key")
+        rec = asyncio.run(cat.get_latest("old", "kept/key"))
         assert rec is not None
         assert rec.meta.user_meta == {"dataset": "imagenet@3", "loss": "0.25"}
         assert rec.blobs == [BlobRef("0000000000000000aaaa", 5)]
         # The metadata index was built for the existing object.
-        found, _ = cat.query("old", "meta.dataset = 'imagenet@3' AND meta.loss < 1")
+        found, _ = asyncio.run(cat.query("old", "meta.dataset = 'imagenet@3' AND meta.loss < 1"))
         assert [r.meta.key for r in found] == ["kept/key"]
         # And new writes version correctly on top of the migrated row.
         meta = ObjectMeta(bucket="old", key="kept/key", version_id="0" * 24, size_bytes=1, etag='"x"', modified_ns=9)
         asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef("0000000000000000bbbb", 1)])))
-        now = cat.get_latest("old", "kept/key")
+        now = asyncio.run(cat.get_latest("old", "kept/key"))
         assert now is not None and now.meta.version_id == "null" and now.meta.etag == '"x"'
-        assert cat.trash_batch() == ["0000000000000000aaaa"]
+        assert asyncio.run(cat.trash_batch()) == ["0000000000000000aaaa"]
     finally:
         cat.close()
     conn = sqlite3.connect(db)
@@ -130,10 +130,10 @@ def test_shared_blobs_are_trashed_only_when_the_last_reference_goes(tmp_path: Pa
                 )
             )
         )
-        assert cat.trash_batch() == []  # "two" still holds it
+        assert asyncio.run(cat.trash_batch()) == []  # "two" still holds it
         marker = ObjectMeta(bucket="b", key="two", version_id="3" * 24, size_bytes=0, etag="", modified_ns=3)
         asyncio.run(cat.delete_object("b", "two", version_id=None, marker=marker))
-        assert cat.trash_batch() == ["shared0000000000"]
+        assert asyncio.run(cat.trash_batch()) == ["shared0000000000"]
     finally:
         cat.close()
 
@@ -184,18 +184,18 @@ def make_v2(path: Path, *, seq: int | None = None) -> None:
 
 
 def _use_migrated(cat: SqliteCatalog) -> None:
-    rec = cat.get_latest("old", "kept/key", data=True)
+    rec = asyncio.run(cat.get_latest("old", "kept/key", data=True))
     assert rec is not None and rec.inline_id is None and rec.inline_data is None
     assert rec.blobs == [BlobRef("0000000000000000aaaa", 5)]
-    found, _ = cat.query("old", "meta.a = 1")
+    found, _ = asyncio.run(cat.query("old", "meta.a = 1"))
     assert [r.meta.key for r in found] == ["kept/key"]
     # New writes: an inline body over the old blob-backed version.
     meta = ObjectMeta(bucket="old", key="kept/key", version_id="0" * 24, size_bytes=3, etag='"x"', modified_ns=9)
     asyncio.run(cat.put_version(VersionRecord(meta=meta, inline_data=b"new")))
-    now = cat.get_latest("old", "kept/key", data=True)
+    now = asyncio.run(cat.get_latest("old", "kept/key", data=True))
     assert now is not None and now.inline_data == b"new" and now.blobs == []
-    assert cat.trash_batch() == ["0000000000000000aaaa"]
-    assert cat.counts()["inline"] == 1
+    assert asyncio.run(cat.trash_batch()) == ["0000000000000000aaaa"]
+    assert asyncio.run(cat.counts())["inline"] == 1
 
 
 def _schema_of(path: Path) -> tuple[str, list[str]]:
@@ -220,7 +220,7 @@ def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     assert version == "13" and cols[-1] == "inline_id"
     cat = SqliteCatalog(db)  # and opens again as v5
     try:
-        rec = cat.get_latest("old", "kept/key", data=True)
+        rec = asyncio.run(cat.get_latest("old", "kept/key", data=True))
         assert rec is not None and rec.inline_data == b"new"
     finally:
         cat.close()
@@ -247,9 +247,9 @@ def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     conn.close()
     cat = SqliteCatalog(db)
     try:
-        rec = cat.get_latest("old", "kept/key", data=True)
+        rec = asyncio.run(cat.get_latest("old", "kept/key", data=True))
         assert rec is not None and rec.inline_data == b"new"
-        assert cat.list_datasets() == []
+        assert asyncio.run(cat.list_datasets()) == []
     finally:
         cat.close()
     conn = sqlite3.connect(db)
@@ -284,7 +284,7 @@ def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         assert [c["seq"] for c in cat.copies_state()] == [6] * 4  # one fan-out transaction
         _use_migrated(cat)
         assert [c["state"] for c in other.copies_state()] == ["live"] * 4
-        assert other.get_latest("old", "kept/key", data=True).inline_data == b"new"  # type: ignore[union-attr]
+        assert asyncio.run(other.get_latest("old", "kept/key", data=True)).inline_data == b"new"  # type: ignore[union-attr]
     finally:
         other.close()
         cat.close()
@@ -301,7 +301,7 @@ def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         asyncio.run(cat.create_bucket(BucketInfo("old", 1, "us-east-1")))
         meta = ObjectMeta(bucket="old", key="k", version_id="0" * 24, size_bytes=3, etag='"x"', modified_ns=9)
         asyncio.run(cat.put_version(VersionRecord(meta=meta, inline_data=b"abc")))
-        rec = cat.get_latest("old", "k")
+        rec = asyncio.run(cat.get_latest("old", "k"))
         assert rec is not None and rec.inline_id is not None
         inline_id = rec.inline_id
         record = DatasetRecord("ds", 1, "manifest0000000001", 10, 1, 1, 3, {"source": {"rows": 1}})
@@ -316,13 +316,14 @@ def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     conn.close()
     cat = SqliteCatalog(db)
     try:
-        assert [(r.name, r.version, r.info) for r in cat.list_datasets()] == [("ds", 1, {"source": {"rows": 1}})]
-        assert cat.list_datasets(table="models") == [] and cat.model_aliases() == []
-        assert cat.inline_bodies([inline_id]) == {inline_id: b"abc"}
+        listed = asyncio.run(cat.list_datasets())
+        assert [(r.name, r.version, r.info) for r in listed] == [("ds", 1, {"source": {"rows": 1}})]
+        assert asyncio.run(cat.list_datasets(table="models")) == [] and asyncio.run(cat.model_aliases()) == []
+        assert asyncio.run(cat.inline_bodies([inline_id])) == {inline_id: b"abc"}
         model = DatasetRecord("m", 1, "manifest0000000002", 10, 2, 1, 3, {"checkpoint": {"step": 1}})
         asyncio.run(cat.create_dataset(model, [], [inline_id], table="models"))
         asyncio.run(cat.set_model_alias("m", "production", 1, 5))
-        assert cat.model_alias("m", "production") == 1
+        assert asyncio.run(cat.model_alias("m", "production")) == 1
     finally:
         cat.close()
     conn = sqlite3.connect(db)
@@ -366,13 +367,13 @@ def _v6_store(cat: SqliteCatalog) -> None:
 
 
 def _use_identities(cat: SqliteCatalog) -> None:
-    rec = cat.get_latest("old", "k", data=True)
+    rec = asyncio.run(cat.get_latest("old", "k", data=True))
     assert rec is not None and rec.inline_data == b"abc"  # nothing lost
     asyncio.run(cat.iam_create_user(UserRecord("alice", "AIDA1", True, {}, 5)))
     key = AccessKeyRecord("TKX", "alice", "user", b"\x01sealed", "Active", 5, None, None, None)
     asyncio.run(cat.iam_create_key(key))
-    assert cat.iam_get_key("TKX") == key
-    assert [u.name for u in cat.iam_list_users()] == ["alice"]
+    assert asyncio.run(cat.iam_get_key("TKX")) == key
+    assert [u.name for u in asyncio.run(cat.iam_list_users())] == ["alice"]
 
 
 def test_v6_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -440,12 +441,12 @@ def test_v7_catalog_gains_permissions_boundaries(tmp_path: Path) -> None:
     conn.close()
     cat = SqliteCatalog(db)
     try:
-        assert cat.iam_get_key("TKX") is not None and cat.iam_get_policy("cap") is not None
-        assert cat.iam_boundary("user", "alice") is None
+        assert asyncio.run(cat.iam_get_key("TKX")) is not None and asyncio.run(cat.iam_get_policy("cap")) is not None
+        assert asyncio.run(cat.iam_boundary("user", "alice")) is None
         asyncio.run(cat.iam_set_boundary("user", "alice", "cap"))
-        assert cat.iam_boundary("user", "alice") == ("cap", '{"Statement": []}')
+        assert asyncio.run(cat.iam_boundary("user", "alice")) == ("cap", '{"Statement": []}')
         asyncio.run(cat.iam_set_boundary("user", "alice", None))
-        assert cat.iam_boundary("user", "alice") is None
+        assert asyncio.run(cat.iam_boundary("user", "alice")) is None
     finally:
         cat.close()
     assert _schema_of(db)[0] == "13"

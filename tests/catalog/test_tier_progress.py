@@ -43,12 +43,12 @@ def test_counters_backlog_and_pending_leases(tmp_path: Path) -> None:
     cat = SqliteCatalog(tmp_path / "catalog.db")
     try:
         asyncio.run(cat.tier_create(TierRecord("COLD", {"endpoint": "http://x", "bucket": "b"}, None, 1)))
-        assert cat.tier_progress("COLD", 10 * S).backlog == 0
+        assert asyncio.run(cat.tier_progress("COLD", 10 * S)).backlog == 0
         asyncio.run(cat.tier_error("COLD", "TierUnavailable: x" * 100, 5 * S))
         asyncio.run(cat.tier_error("COLD", "TierUnavailable: the last one", 6 * S))
         asyncio.run(cat.tier_pending_add("bk", "a/key", "v1", "COLD", 20 * S))
         asyncio.run(cat.tier_pending_add("bk", "b/key", "v2", "COLD", 30 * S))
-        p = cat.tier_progress("COLD", 10 * S)
+        p = asyncio.run(cat.tier_progress("COLD", 10 * S))
         assert (p.errors, p.last_error, p.last_error_ns, p.pending, p.backlog) == (
             2,
             "TierUnavailable: the last one",
@@ -56,7 +56,7 @@ def test_counters_backlog_and_pending_leases(tmp_path: Path) -> None:
             2,
             2,
         )
-        assert not cat.tier_pending_any(19 * S) and cat.tier_pending_any(20 * S)
+        assert not asyncio.run(cat.tier_pending_any(19 * S)) and asyncio.run(cat.tier_pending_any(20 * S))
         (item,) = asyncio.run(cat.tier_pending_claim(25 * S, 10, 100 * S))
         assert (item.key, item.version_id, item.attempts) == ("a/key", "v1", 1)
         assert [i.key for i in asyncio.run(cat.tier_pending_claim(30 * S, 10, 100 * S))] == ["b/key"]  # leased
@@ -64,9 +64,9 @@ def test_counters_backlog_and_pending_leases(tmp_path: Path) -> None:
         (again,) = asyncio.run(cat.tier_pending_claim(40 * S, 10, 100 * S))
         assert again.attempts == 2
         asyncio.run(cat.tier_pending_done(again))
-        assert cat.tier_progress("COLD", 10 * S).pending == 1
+        assert asyncio.run(cat.tier_progress("COLD", 10 * S)).pending == 1
         assert asyncio.run(cat.tier_delete("COLD")) == "deleted"
-        assert cat.tier_progress("COLD", 10 * S) == type(p)()
+        assert asyncio.run(cat.tier_progress("COLD", 10 * S)) == type(p)()
     finally:
         cat.close()
 
@@ -84,9 +84,10 @@ def test_a_write_in_a_tier_class_waits_for_its_tier_until_the_switch(tmp_path: P
             asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)])))
         (item,) = asyncio.run(cat.tier_pending_claim(S + 600 * S, 10, S))
         assert (item.bucket, item.key, item.tier, item.attempts) == ("bk", "cold", "COLD", 0)
-        assert cat.tier_progress("COLD", S).pending == 1
+        assert asyncio.run(cat.tier_progress("COLD", S)).pending == 1
         assert asyncio.run(cat.transition_commit("bk", "cold", "null", "COLD", [("cold-blob", None)]))
-        assert cat.tier_progress("COLD", S).pending == 0
-        assert cat.tier_progress("COLD", S).moved_objects == 1 and cat.tier_progress("COLD", S).moved_bytes == 3
+        assert asyncio.run(cat.tier_progress("COLD", S)).pending == 0
+        moved = asyncio.run(cat.tier_progress("COLD", S))
+        assert moved.moved_objects == 1 and moved.moved_bytes == 3
     finally:
         cat.close()

@@ -54,13 +54,13 @@ def _version(db: Path) -> str:
 
 
 def _use_tiers(cat: SqliteCatalog) -> None:
-    rec = cat.get_latest("old", "big")
+    rec = asyncio.run(cat.get_latest("old", "big"))
     assert rec is not None and rec.blobs == [BlobRef(BLOB, 5)]  # nothing lost
-    assert cat.tier_list() == [] and cat.tier_usage("COLD") == TierUsage()
+    assert asyncio.run(cat.tier_list()) == [] and asyncio.run(cat.tier_usage("COLD")) == TierUsage()
     record = TierRecord("COLD", {"endpoint": "http://127.0.0.1:1", "bucket": "b"}, b"\x01sealed", 7)
     assert asyncio.run(cat.tier_create(record))
-    assert cat.tier_get("COLD") == record
-    assert cat.tier_names() == ["COLD"]
+    assert asyncio.run(cat.tier_get("COLD")) == record
+    assert asyncio.run(cat.tier_names()) == ["COLD"]
 
 
 def test_v9_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         assert len({c["seq"] for c in cat.copies_state()}) == 1  # one fan-out transaction
         _use_tiers(cat)
         assert [c["state"] for c in other.copies_state()] == ["live"] * 4
-        assert other.tier_names() == ["COLD"]
+        assert asyncio.run(other.tier_names()) == ["COLD"]
     finally:
         other.close()
         cat.close()
@@ -118,7 +118,7 @@ def test_remove_is_refused_while_anything_names_the_tier(tmp_path: Path) -> None
         record = TierRecord("COLD", {"endpoint": "http://127.0.0.1:1", "bucket": "b"}, None, 7)
         assert asyncio.run(cat.tier_create(record))
         assert not asyncio.run(cat.tier_create(TierRecord("COLD", {"other": 1}, None, 8)))  # taken: unchanged
-        assert cat.tier_get("COLD") == record and cat.tier_sealed_key_ids() == []
+        assert asyncio.run(cat.tier_get("COLD")) == record and asyncio.run(cat.tier_sealed_key_ids()) == []
         conn = sqlite3.connect(db)
         conn.execute("UPDATE blobs SET tier='COLD' WHERE blob_id=?", (BLOB,))
         conn.commit()
@@ -136,6 +136,6 @@ def test_remove_is_refused_while_anything_names_the_tier(tmp_path: Path) -> None
         asyncio.run(cat.abort_upload("u1"))
         assert asyncio.run(cat.tier_delete("COLD")) == "deleted"
         assert asyncio.run(cat.tier_delete("COLD")) == "missing"
-        assert cat.tier_list() == []
+        assert asyncio.run(cat.tier_list()) == []
     finally:
         cat.close()

@@ -89,7 +89,7 @@ def test_the_catalog_refuses_a_fixed_version_id_of_the_wrong_kind(tmp_path: Path
         meta = ObjectMeta(B, "k", "0" * 24, 0, '"x"', 1)
         with pytest.raises(VersioningChanged):  # a new id in a bucket that never had versioning
             asyncio.run(catalog.put_version(VersionRecord(meta, inline_data=b""), fixed_version_id=True))
-        assert catalog.get_latest(B, "k") is None
+        assert asyncio.run(catalog.get_latest(B, "k")) is None
         meta.version_id = NULL_VERSION
         asyncio.run(catalog.put_version(VersionRecord(meta, inline_data=b""), fixed_version_id=True))
         asyncio.run(svc.set_bucket_versioning(B, "Enabled"))
@@ -100,11 +100,11 @@ def test_the_catalog_refuses_a_fixed_version_id_of_the_wrong_kind(tmp_path: Path
 def test_the_stored_document(tmp_path: Path) -> None:
     with service(tmp_path) as (svc, catalog):
         meta = put(svc, "k", b"x" * 70_000, "kms")
-        e = svc.head_object(B, "k").meta.encryption
+        e = asyncio.run(svc.head_object(B, "k")).meta.encryption
         assert e == meta.encryption
         assert set(e) == {"v", "kind", "ps", "n", "kid", "wk", "np", "mac"}
         assert (e["v"], e["kind"], e["ps"], e["n"], e["kid"]) == (1, "kms", PACKAGE_BYTES, 70_000, "tierstore-sse-s3")
-        (ref,) = catalog.get_latest(B, "k").blobs  # type: ignore[union-attr]
+        (ref,) = asyncio.run(catalog.get_latest(B, "k")).blobs  # type: ignore[union-attr]
         assert ref.size_bytes == 70_000 + 2 * 16
 
 

@@ -65,8 +65,8 @@ class _Env:
         conn.close()
         return {r[0] for r in rows}
 
-    def key_blobs(self, key: str) -> list[str]:
-        record = self.catalog.get_latest(BUCKET, key)
+    async def key_blobs(self, key: str) -> list[str]:
+        record = await self.catalog.get_latest(BUCKET, key)
         assert record is not None
         return [b.blob_id for b in record.blobs]
 
@@ -128,20 +128,20 @@ async def _check(env: _Env, model: dict[str, bytes]) -> None:
             with pytest.raises(NoSuchKey):
                 await svc.read_object(BUCKET, key)
             continue
-        if env.blobs.flipped & set(env.key_blobs(key)):
+        if env.blobs.flipped & set(await env.key_blobs(key)):
             with pytest.raises(CorruptBlob):
                 await svc.read_object(BUCKET, key)
         else:
             _, got = await svc.read_object(BUCKET, key)
             assert got == model[key], f"{key} reads wrong bytes"
-    assert svc.list_multipart_uploads(BUCKET)[0] == []
+    assert (await svc.list_multipart_uploads(BUCKET))[0] == []
     await svc.collect_garbage(grace_s=0)
     on_disk = {info.blob_id async for info in env.local.scan()}
     referenced = env.referenced()
     assert on_disk - referenced == set(), "orphan blobs survived GC"
     assert referenced - on_disk == set(), "the catalog names blobs that are gone"
     assert os.listdir(env.root / "tmp") == [], "temp files left behind"
-    live = {b for key in model for b in env.key_blobs(key)}
+    live = {b for key in model for b in await env.key_blobs(key)}
     assert live <= on_disk
 
 
@@ -192,15 +192,15 @@ def test_failed_trash_drain_does_not_fail_a_committed_write(tmp_path: Path) -> N
         await svc.create_bucket(BUCKET)
         await svc.put_object(BUCKET, "src", _body(b"new"))
         await svc.put_object(BUCKET, "dst", _body(b"old"))
-        old_blobs = env.key_blobs("dst")
+        old_blobs = await env.key_blobs("dst")
         await svc.copy_object(BUCKET, "src", BUCKET, "dst")  # the old "dst" blob goes to the trash
         assert [f.kind for f in env.blobs.log] == ["eio"], env.blobs.log  # the drain did fail
         _, got = await svc.read_object(BUCKET, "dst")
         assert got == b"new"
-        assert env.catalog.trash_batch() == old_blobs  # still queued, not forgotten
+        assert await env.catalog.trash_batch() == old_blobs  # still queued, not forgotten
         env.blobs.active = False
         await svc.collect_garbage(grace_s=0)
-        assert env.catalog.trash_batch() == []
+        assert await env.catalog.trash_batch() == []
         assert not any(env.local.blob_path(b).exists() for b in old_blobs)
 
     try:

@@ -66,9 +66,9 @@ def test_users_and_keys_secret_shown_once_and_sealed(ids: IdentityService, tmp_p
         asyncio.run(ids.create_user("bad/name"))
     new = asyncio.run(ids.create_access_key("alice"))
     assert new.secret_key not in repr(new)
-    assert ids.secret_for(new.info.access_key_id) == new.secret_key
-    assert ids.secret_for("ROOTKEY") == "rootsecret" and ids.secret_for("NOSUCHKEY") is None
-    listed = ids.list_access_keys("alice")
+    assert asyncio.run(ids.secret_for(new.info.access_key_id)) == new.secret_key
+    assert asyncio.run(ids.secret_for("ROOTKEY")) == "rootsecret" and asyncio.run(ids.secret_for("NOSUCHKEY")) is None
+    listed = asyncio.run(ids.list_access_keys("alice"))
     assert [k.access_key_id for k in listed] == [new.info.access_key_id] and listed[0].status == "Active"
     assert new.secret_key not in repr(listed)
     ids.catalog.close()  # the secret is nowhere in the database files in the clear
@@ -81,26 +81,26 @@ def test_key_status_user_disable_and_delete_take_effect_within_the_ttl(ids: Iden
     new = asyncio.run(ids.create_access_key("bob"))
     ak = new.info.access_key_id
     other = IdentityService(ids.catalog, MasterKey(b"m" * 32), clock=clock, monotonic=clock)  # another worker
-    assert other.secret_for(ak) == new.secret_key
+    assert asyncio.run(other.secret_for(ak)) == new.secret_key
     asyncio.run(ids.set_access_key_status(ak, active=False))
-    assert ids.secret_for(ak) is None  # this process forgets at once
-    assert other.secret_for(ak) == new.secret_key  # another one within the TTL...
+    assert asyncio.run(ids.secret_for(ak)) is None  # this process forgets at once
+    assert asyncio.run(other.secret_for(ak)) == new.secret_key  # another one within the TTL...
     clock.now += 1.01
-    assert other.secret_for(ak) is None  # ...and not after it
+    assert asyncio.run(other.secret_for(ak)) is None  # ...and not after it
     asyncio.run(ids.set_access_key_status(ak, active=True))
     asyncio.run(ids.set_user_enabled("bob", False))
-    assert ids.secret_for(ak) is None and ids.principal_for(ak) is None
+    assert asyncio.run(ids.secret_for(ak)) is None and asyncio.run(ids.principal_for(ak)) is None
     asyncio.run(ids.set_user_enabled("bob", True))
-    assert ids.secret_for(ak) == new.secret_key
+    assert asyncio.run(ids.secret_for(ak)) == new.secret_key
     with pytest.raises(DeleteConflict):
         asyncio.run(ids.delete_user("bob"))
     asyncio.run(ids.delete_access_key(ak))
-    assert ids.secret_for(ak) is None
+    assert asyncio.run(ids.secret_for(ak)) is None
     with pytest.raises(NoSuchEntity):
         asyncio.run(ids.delete_access_key(ak))
     asyncio.run(ids.delete_user("bob"))
     with pytest.raises(NoSuchEntity):
-        ids.get_user("bob")
+        asyncio.run(ids.get_user("bob"))
 
 
 def test_an_unchanged_catalog_keeps_answers_past_the_ttl(
@@ -115,28 +115,28 @@ def test_an_unchanged_catalog_keeps_answers_past_the_ttl(
     ak = new.info.access_key_id
     soon = asyncio.run(ids.create_service_account("gail", expires_ns=int((clock.now + 1.5) * 1e9)))
     other = IdentityService(ids.catalog, MasterKey(b"m" * 32), clock=clock, monotonic=clock)  # another worker
-    principal = other.principal_for(ak)
-    assert principal is not None and other.secret_for(ak) == new.secret_key
-    assert other.secret_for(soon.info.access_key_id) == soon.secret_key
+    principal = asyncio.run(other.principal_for(ak))
+    assert principal is not None and asyncio.run(other.secret_for(ak)) == new.secret_key
+    assert asyncio.run(other.secret_for(soon.info.access_key_id)) == soon.secret_key
     loads: list[str] = []
     read_key = ids.catalog.iam_get_key
     monkeypatch.setattr(ids.catalog, "iam_get_key", lambda key: loads.append(key) or read_key(key))
-    generation = ids.catalog.iam_generation()
+    generation = asyncio.run(ids.catalog.iam_generation())
     clock.now += 1.01
-    assert other.principal_for(ak) is principal and other.secret_for(ak) == new.secret_key
-    assert other.secret_for(soon.info.access_key_id) == soon.secret_key  # not expired yet
+    assert asyncio.run(other.principal_for(ak)) is principal and asyncio.run(other.secret_for(ak)) == new.secret_key
+    assert asyncio.run(other.secret_for(soon.info.access_key_id)) == soon.secret_key  # not expired yet
     assert loads == []
     clock.now += 1.01  # the service account's key expired meanwhile: its answer is not kept
-    assert other.secret_for(soon.info.access_key_id) is None and loads == [soon.info.access_key_id]
+    assert asyncio.run(other.secret_for(soon.info.access_key_id)) is None and loads == [soon.info.access_key_id]
     asyncio.run(ids.catalog.iam_touch_keys({ak: 5}))
-    assert ids.catalog.iam_generation() == generation
+    assert asyncio.run(ids.catalog.iam_generation()) == generation
     asyncio.run(ids.put_inline_policy("user", "gail", "read", READ_ONLY))  # through the first worker
-    assert ids.catalog.iam_generation() != generation
-    assert other.principal_for(ak) is principal  # within the TTL: as before
+    assert asyncio.run(ids.catalog.iam_generation()) != generation
+    assert asyncio.run(other.principal_for(ak)) is principal  # within the TTL: as before
     clock.now += 1.01
-    changed = other.principal_for(ak)
+    changed = asyncio.run(other.principal_for(ak))
     assert changed is not None and [p.name for p in changed.policies] == ["read"]
-    assert other.secret_for(ak) == new.secret_key and loads.count(ak) == 2  # both answers reloaded
+    assert asyncio.run(other.secret_for(ak)) == new.secret_key and loads.count(ak) == 2  # both answers reloaded
 
 
 def test_a_sealed_secret_moved_to_another_row_does_not_open(ids: IdentityService) -> None:
@@ -150,7 +150,7 @@ def test_a_sealed_secret_moved_to_another_row_does_not_open(ids: IdentityService
 
     asyncio.run(ids.catalog._write(swap))
     ids.forget()
-    assert ids.secret_for(b) is None and ids.secret_for(a) is not None
+    assert asyncio.run(ids.secret_for(b)) is None and asyncio.run(ids.secret_for(a)) is not None
 
 
 def test_service_accounts_narrow_expire_and_never_manage_keys(ids: IdentityService, clock: Clock) -> None:
@@ -160,7 +160,7 @@ def test_service_accounts_narrow_expire_and_never_manage_keys(ids: IdentityServi
     expires_ns = int((clock.now + 3600) * 1e9)
     sa = asyncio.run(ids.create_service_account("dave", policy=READ_ONLY, expires_ns=expires_ns, caller=own))
     sa_id = sa.info.access_key_id
-    principal = ids.principal_for(sa_id)
+    principal = asyncio.run(ids.principal_for(sa_id))
     assert principal is not None and principal.kind == "service" and principal.user_name == "dave"
     assert principal.session_policy == READ_ONLY
     for attempt in (
@@ -172,14 +172,14 @@ def test_service_accounts_narrow_expire_and_never_manage_keys(ids: IdentityServi
     ):
         with pytest.raises(AccessDenied):
             asyncio.run(attempt())
-    assert [k.access_key_id for k in ids.list_access_keys("dave")] == sorted([own, sa_id])
+    assert [k.access_key_id for k in asyncio.run(ids.list_access_keys("dave"))] == sorted([own, sa_id])
     with pytest.raises(MalformedPolicyDocument):
         asyncio.run(ids.create_service_account("dave", policy="[1]"))
     with pytest.raises(InvalidArgument):
         asyncio.run(ids.create_service_account("dave", expires_ns=int(clock.now * 1e9) - 1))
-    assert ids.secret_for(sa_id) == sa.secret_key
+    assert asyncio.run(ids.secret_for(sa_id)) == sa.secret_key
     clock.now += 3601
-    assert ids.secret_for(sa_id) is None and ids.principal_for(sa_id) is None  # expired
+    assert asyncio.run(ids.secret_for(sa_id)) is None and asyncio.run(ids.principal_for(sa_id)) is None  # expired
 
 
 def test_principal_gathers_user_group_managed_and_inline_policies(ids: IdentityService) -> None:
@@ -193,7 +193,7 @@ def test_principal_gathers_user_group_managed_and_inline_policies(ids: IdentityS
     asyncio.run(ids.attach_policy("group", "devs", "All"))
     asyncio.run(ids.put_inline_policy("user", "frank", "mine", READ_ONLY))
     asyncio.run(ids.put_inline_policy("group", "devs", "theirs", ALLOW_ALL))
-    p = ids.principal_for(ak)
+    p = asyncio.run(ids.principal_for(ak))
     assert p is not None and p.kind == "user" and not p.is_root and p.groups == ("devs",)
     assert p.tags == {"dept": "r&d"}
     assert [(a.source, a.via, a.name) for a in p.policies] == [
@@ -202,7 +202,7 @@ def test_principal_gathers_user_group_managed_and_inline_policies(ids: IdentityS
         ("group-managed", "devs", "All"),
         ("group-inline", "devs", "theirs"),
     ]
-    root = ids.principal_for("ROOTKEY")
+    root = asyncio.run(ids.principal_for("ROOTKEY"))
     assert root is not None and root.is_root and root.kind == "root"
     with pytest.raises(DeleteConflict):
         asyncio.run(ids.delete_policy("All"))
@@ -212,10 +212,10 @@ def test_principal_gathers_user_group_managed_and_inline_policies(ids: IdentityS
         asyncio.run(ids.attach_policy("user", "nobody", "All"))
     asyncio.run(ids.detach_policy("group", "devs", "All"))
     asyncio.run(ids.remove_user_from_group("devs", "frank"))
-    p = ids.principal_for(ak)
+    p = asyncio.run(ids.principal_for(ak))
     assert p is not None and [a.name for a in p.policies] == ["ReadOnly", "mine"]
     asyncio.run(ids.delete_policy("All"))
-    assert ids.list_policies() == ["ReadOnly"]
+    assert asyncio.run(ids.list_policies()) == ["ReadOnly"]
 
 
 def test_a_custom_policy_validator_is_used(catalog: SqliteCatalog) -> None:
@@ -225,25 +225,25 @@ def test_a_custom_policy_validator_is_used(catalog: SqliteCatalog) -> None:
     ids = IdentityService(catalog, MasterKey(b"m" * 32), validate_policy=refuse)
     with pytest.raises(MalformedPolicyDocument):
         asyncio.run(ids.create_policy("P", ALLOW_ALL))
-    assert ids.list_policies() == []
+    assert asyncio.run(ids.list_policies()) == []
 
 
 def test_roles_and_oidc_providers(ids: IdentityService) -> None:
     trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*"}]})
     role = asyncio.run(ids.create_role("reader", trust, max_session_s=7200))
-    assert role.role_id.startswith("AROA") and ids.get_role("reader").trust_policy == trust
+    assert role.role_id.startswith("AROA") and asyncio.run(ids.get_role("reader")).trust_policy == trust
     asyncio.run(ids.put_inline_policy("role", "reader", "read", READ_ONLY))
     with pytest.raises(DeleteConflict):
         asyncio.run(ids.delete_role("reader"))
     asyncio.run(ids.delete_inline_policy("role", "reader", "read"))
     asyncio.run(ids.delete_role("reader"))
-    assert ids.list_roles() == []
+    assert asyncio.run(ids.list_roles()) == []
     asyncio.run(ids.create_oidc_provider("https://idp.example", ["aud1"], ["ab" * 20]))
-    assert [p["client_ids"] for p in ids.list_oidc_providers()] == [["aud1"]]
+    assert [p["client_ids"] for p in asyncio.run(ids.list_oidc_providers())] == [["aud1"]]
     with pytest.raises(EntityAlreadyExists):
         asyncio.run(ids.create_oidc_provider("https://idp.example", [], []))
     asyncio.run(ids.delete_oidc_provider("https://idp.example"))
-    assert ids.list_oidc_providers() == []
+    assert asyncio.run(ids.list_oidc_providers()) == []
 
 
 def test_last_used_is_written_at_most_once_a_minute(ids: IdentityService, clock: Clock) -> None:
@@ -264,11 +264,11 @@ def test_last_used_is_written_at_most_once_a_minute(ids: IdentityService, clock:
         await ids.flush_last_used()
 
     asyncio.run(use(50))
-    first = ids.get_access_key(ak).last_used_ns
+    first = asyncio.run(ids.get_access_key(ak)).last_used_ns
     assert first == int(clock.now * 1e9) and len(writes) == 1
     clock.now += 30
     asyncio.run(use(50))
     assert len(writes) == 1
     clock.now += 31
     asyncio.run(use(1))
-    assert len(writes) == 2 and ids.get_access_key(ak).last_used_ns == int(clock.now * 1e9)
+    assert len(writes) == 2 and asyncio.run(ids.get_access_key(ak)).last_used_ns == int(clock.now * 1e9)

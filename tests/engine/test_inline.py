@@ -57,7 +57,7 @@ class Env:
         return asyncio.run(scan())
 
     def inline_rows(self) -> int:
-        return self.catalog.counts()["inline"]
+        return asyncio.run(self.catalog.counts())["inline"]
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run(coro)
@@ -89,7 +89,7 @@ def test_put_get_head_and_ranges_of_an_inline_object(tmp_path: Path) -> None:
         put(e, "k", data, headers={"content-type": "text/plain"}, user_meta={"a": "1"})
         assert e.blob_files() == set() and e.inline_rows() == 1
         assert get(e, "k") == data
-        head = e.svc.head_object(B, "k")
+        head = asyncio.run(e.svc.head_object(B, "k"))
         assert head.meta.size_bytes == len(data) and head.meta.etag == f'"{hashlib.md5(data).hexdigest()}"'
         assert head.meta.user_meta == {"a": "1"} and head.meta.headers["content-type"] == "text/plain"
         assert "crc64nvme" in head.meta.checksums
@@ -98,7 +98,7 @@ def test_put_get_head_and_ranges_of_an_inline_object(tmp_path: Path) -> None:
             assert got == data[first : last + 1]
         assert get(e, "k", GetOptions(byte_range=ByteRange(None, 10))) == data[-10:]
         assert get(e, "k", GetOptions(part_number=1)) == data
-        found, _ = e.svc.query(B, "meta.a = 1")  # the metadata index knows it
+        found, _ = asyncio.run(e.svc.query(B, "meta.a = 1"))  # the metadata index knows it
         assert [m.key for m in found] == ["k"]
 
 
@@ -110,7 +110,7 @@ def test_the_threshold_boundary(tmp_path: Path, piece: int) -> None:
         for k, d in datas.items():
             e.run(e.svc.put_object(B, k, body(d, piece)))
         assert e.inline_rows() == 3
-        records = {k: e.catalog.get_latest(B, k) for k in datas}
+        records = {k: asyncio.run(e.catalog.get_latest(B, k)) for k in datas}
         for k in ("empty", "below", "at"):
             r = records[k]
             assert r is not None and r.inline_id is not None and r.blobs == []
@@ -132,7 +132,7 @@ def test_a_declared_length_counts_too(tmp_path: Path) -> None:
         with pytest.raises(IncompleteBody):
             put(e, "short", b"x" * 10, content_length=20)
         assert e.inline_rows() == 1 and len(e.blob_files()) == 1
-        assert e.catalog.get_latest(B, "lied") is None
+        assert asyncio.run(e.catalog.get_latest(B, "lied")) is None
 
 
 def test_inlining_off(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_every_body_check_applies_to_inline_puts(tmp_path: Path) -> None:
             put(e, "bad-md5", data, content_md5=base64.b64encode(b"\0" * 16).decode())
         good = ChecksumExpectation("sha256", base64.b64encode(hashlib.sha256(data).digest()).decode())
         put(e, "ok-sha", data, checksum=good)
-        assert e.svc.head_object(B, "ok-sha").meta.checksums["sha256"] == good.value
+        assert asyncio.run(e.svc.head_object(B, "ok-sha")).meta.checksums["sha256"] == good.value
         with pytest.raises(BadDigest):
             put(e, "bad-sha", data, checksum=ChecksumExpectation("sha256", base64.b64encode(b"\0" * 32).decode()))
         put(e, "only-new", data, conditions=Conditions(if_none_match="*"))
@@ -160,10 +160,11 @@ def test_every_body_check_applies_to_inline_puts(tmp_path: Path) -> None:
             put(e, "only-new", b"other", conditions=Conditions(if_none_match="*"))
         with pytest.raises(PreconditionFailed):
             put(e, "only-new", b"other", conditions=Conditions(if_match='"nope"'))
-        etag = e.svc.head_object(B, "only-new").meta.etag
+        etag = asyncio.run(e.svc.head_object(B, "only-new")).meta.etag
         put(e, "only-new", b"replaced", conditions=Conditions(if_match=etag))
         assert get(e, "only-new") == b"replaced"
-        assert e.catalog.get_latest(B, "bad-md5") is None and e.catalog.get_latest(B, "bad-sha") is None
+        assert asyncio.run(e.catalog.get_latest(B, "bad-md5")) is None
+        assert asyncio.run(e.catalog.get_latest(B, "bad-sha")) is None
         assert e.inline_rows() == 3 and e.blob_files() == set()
 
 
@@ -184,7 +185,7 @@ def test_overwrite_and_delete_free_the_row_in_the_same_commit(tmp_path: Path) ->
         put(e, "k", b"x" * (LIMIT * 2))  # a blob over inline
         assert e.inline_rows() == 0 and len(e.blob_files()) == 1
         put(e, "k", b"three")  # inline over a blob: the blob goes to the trash
-        assert e.inline_rows() == 1 and len(e.catalog.trash_batch()) == 1
+        assert e.inline_rows() == 1 and len(asyncio.run(e.catalog.trash_batch())) == 1
         e.run(e.svc.drain_trash())
         assert e.blob_files() == set()
         e.run(e.svc.delete_object(B, "k"))
@@ -202,7 +203,7 @@ def test_versions_keep_their_rows_until_each_version_goes(tmp_path: Path) -> Non
         assert marker.delete_marker and e.inline_rows() == 2
         assert get(e, "k", GetOptions(version_id=v1)) == b"v1"
         assert get(e, "k", GetOptions(version_id=v2)) == b"v2"
-        page = e.svc.list_object_versions(B)
+        page = asyncio.run(e.svc.list_object_versions(B))
         assert [m.version_id for m, _ in page.versions] == [marker.version_id, v2, v1]
         e.run(e.svc.delete_object(B, "k", version_id=v1))
         assert e.inline_rows() == 1
@@ -222,13 +223,14 @@ def test_copies_of_inline_objects_are_independent(tmp_path: Path) -> None:
         put(e, "src", data, headers={"content-type": "text/x"})
         e.run(e.svc.copy_object(B, "src", B, "dst"))
         assert e.inline_rows() == 2 and e.blob_files() == set()
-        assert e.catalog.get_latest(B, "dst").inline_id != e.catalog.get_latest(B, "src").inline_id  # type: ignore[union-attr]
+        dst, src = asyncio.run(e.catalog.get_latest(B, "dst")), asyncio.run(e.catalog.get_latest(B, "src"))
+        assert dst.inline_id != src.inline_id  # type: ignore[union-attr]
         e.run(e.svc.delete_object(B, "src"))
         assert get(e, "dst") == data and e.inline_rows() == 1
         # A copy onto itself with new metadata and a new checksum algorithm.
         opts = CopyOptions(replace_metadata=True, user_meta={"b": "2"}, checksum_algorithm="crc32")
         e.run(e.svc.copy_object(B, "dst", B, "dst", opts))
-        meta = e.svc.head_object(B, "dst").meta
+        meta = asyncio.run(e.svc.head_object(B, "dst")).meta
         assert meta.user_meta == {"b": "2"} and "crc32" in meta.checksums
         assert get(e, "dst") == data and e.inline_rows() == 1
         # An inline source of a multipart part: the part is a blob.
@@ -236,7 +238,7 @@ def test_copies_of_inline_objects_are_independent(tmp_path: Path) -> None:
         part = e.run(e.svc.upload_part_copy(B, "mp", up.upload_id, 1, B, "dst"))
         e.run(e.svc.complete_multipart_upload(B, "mp", up.upload_id, [CompletedPart(1, part.etag)]))
         assert get(e, "mp") == data and len(e.blob_files()) == 1
-        assert e.catalog.get_latest(B, "mp").inline_id is None  # type: ignore[union-attr]
+        assert asyncio.run(e.catalog.get_latest(B, "mp")).inline_id is None  # type: ignore[union-attr]
 
 
 def test_multipart_parts_stay_blobs(tmp_path: Path) -> None:
@@ -286,7 +288,7 @@ def test_a_damaged_inline_row_is_corrupt_not_wrong_bytes(tmp_path: Path) -> None
     with env(tmp_path) as e:
         put(e, "rot", b"precious bytes" * 10)
         put(e, "fine", b"fine")
-        inline_id = e.catalog.get_latest(B, "rot").inline_id  # type: ignore[union-attr]
+        inline_id = asyncio.run(e.catalog.get_latest(B, "rot")).inline_id  # type: ignore[union-attr]
         assert inline_id is not None
         flip_inline_byte(e.db, inline_id, at=3)
         with pytest.raises(CorruptBlob):
@@ -295,7 +297,7 @@ def test_a_damaged_inline_row_is_corrupt_not_wrong_bytes(tmp_path: Path) -> None
             get(e, "rot", GetOptions(byte_range=ByteRange(100, 110)))  # even a range that avoids it
         with pytest.raises(CorruptBlob):
             e.run(e.svc.copy_object(B, "rot", B, "copy"))
-        assert e.svc.head_object(B, "rot").meta.size_bytes == 140  # metadata is intact
+        assert asyncio.run(e.svc.head_object(B, "rot")).meta.size_bytes == 140  # metadata is intact
         assert get(e, "fine") == b"fine"
         # The heal pass (single drive: verify only) reports it lost.
         report = e.run(Repairer(e.catalog, e.blobs, meta_dirs=[tmp_path]).heal())
@@ -364,7 +366,7 @@ def test_a_damaged_copy_is_served_around_and_healed(tmp_path: Path) -> None:
         async def setup() -> str:
             await svc.create_bucket(B)
             await svc.put_object(B, "k", body(data))
-            record = catalog.get_latest(B, "k")
+            record = await catalog.get_latest(B, "k")
             assert record is not None and record.inline_id is not None
             return record.inline_id
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -23,8 +24,17 @@ def idp() -> Iterator[OidcProvider]:
         yield provider
 
 
+def registered(*providers: dict[str, Any]) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    """The registered providers, as ``IdentityService.list_oidc_providers`` answers them."""
+
+    async def providers_() -> list[dict[str, Any]]:
+        return list(providers)
+
+    return providers_
+
+
 def verifier(idp: OidcProvider, **kw: float) -> OidcVerifier:
-    return OidcVerifier(lambda: [{"url": idp.issuer, "client_ids": ["tierstore", "other-app"]}], **kw)
+    return OidcVerifier(registered({"url": idp.issuer, "client_ids": ["tierstore", "other-app"]}), **kw)
 
 
 def verify(v: OidcVerifier, token: str) -> WebIdentity:
@@ -118,6 +128,6 @@ def test_unreachable_provider_is_a_communication_error(idp: OidcProvider) -> Non
     with OidcProvider("/gone") as gone:
         token = gone.token()
         issuer = gone.issuer
-    v = OidcVerifier(lambda: [{"url": issuer, "client_ids": ["tierstore"]}], fetch_timeout_s=2)
+    v = OidcVerifier(registered({"url": issuer, "client_ids": ["tierstore"]}), fetch_timeout_s=2)
     with pytest.raises(IDPCommunicationError):
         verify(v, token)

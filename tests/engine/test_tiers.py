@@ -48,7 +48,7 @@ def test_bad_names_are_refused(catalog: SqliteCatalog, name: str) -> None:
     tiers = TierService(catalog, MasterKey(os.urandom(32)))
     with pytest.raises(InvalidArgument):
         asyncio.run(tiers.add(_spec(name)))
-    assert tiers.list() == []
+    assert asyncio.run(tiers.list()) == []
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def test_bad_fields_are_refused_without_echoing_the_secret(
     with pytest.raises(InvalidArgument, match=fragment) as info:
         asyncio.run(tiers.add(_spec(**fields)))
     assert "has space" not in str(info.value) and SECRET not in str(info.value)
-    assert tiers.list() == []
+    assert asyncio.run(tiers.list()) == []
 
 
 def test_add_list_config_and_remove(catalog: SqliteCatalog, tmp_path: Path) -> None:
@@ -93,17 +93,18 @@ def test_add_list_config_and_remove(catalog: SqliteCatalog, tmp_path: Path) -> N
     assert not info.restore_required
     plain = asyncio.run(tiers.add(_spec("GLACIER", restore_required=True)))
     assert (plain.keys_set, plain.access_key_id, plain.restore_required) == (False, None, True)
-    assert [t.name for t in tiers.list()] == ["COLD", "GLACIER"]
-    assert SECRET not in repr(tiers.list()) and SECRET not in str([t.to_dict() for t in tiers.list()])
+    assert [t.name for t in asyncio.run(tiers.list())] == ["COLD", "GLACIER"]
+    listed = asyncio.run(tiers.list())
+    assert SECRET not in repr(listed) and SECRET not in str([t.to_dict() for t in listed])
     with pytest.raises(TierAlreadyExists):
         asyncio.run(tiers.add(_spec()))
 
-    config = tiers.get_config("COLD")
+    config = asyncio.run(tiers.get_config("COLD"))
     assert (config.access_key_id, config.secret_key) == ("AKIATIER", SECRET)
     assert SECRET not in repr(config)
-    assert tiers.get_config("GLACIER").secret_key is None
+    assert asyncio.run(tiers.get_config("GLACIER")).secret_key is None
     with pytest.raises(NoSuchTier):
-        tiers.get_config("WARM")
+        asyncio.run(tiers.get_config("WARM"))
 
     # The secret is sealed at rest (not in the database file), bound to the tier's name.
     files = [p for p in tmp_path.iterdir() if p.name.startswith("catalog.db")]  # the database and its WAL
@@ -113,17 +114,19 @@ def test_add_list_config_and_remove(catalog: SqliteCatalog, tmp_path: Path) -> N
     conn.commit()
     conn.close()
     with pytest.raises(InternalError, match="do not open"):  # moved to another tier's row: it does not open
-        tiers.get_config("GLACIER")
+        asyncio.run(tiers.get_config("GLACIER"))
     with pytest.raises(InternalError, match="do not open"):  # nor under another master key
-        TierService(catalog, MasterKey(os.urandom(32))).get_config("COLD")
-    assert catalog.tier_sealed_key_ids() and all(h[1:5].hex() == key.key_id for h in catalog.tier_sealed_key_ids())
+        asyncio.run(TierService(catalog, MasterKey(os.urandom(32))).get_config("COLD"))
+    heads = asyncio.run(catalog.tier_sealed_key_ids())
+    assert heads and all(h[1:5].hex() == key.key_id for h in heads)
 
-    assert [(s.name, s.blobs, s.bytes, s.outbox) for s in tiers.status()] == [("COLD", 0, 0, 0), ("GLACIER", 0, 0, 0)]
+    statuses = asyncio.run(tiers.status())
+    assert [(s.name, s.blobs, s.bytes, s.outbox) for s in statuses] == [("COLD", 0, 0, 0), ("GLACIER", 0, 0, 0)]
     asyncio.run(tiers.remove("GLACIER"))
     with pytest.raises(NoSuchTier):
         asyncio.run(tiers.remove("GLACIER"))
     with pytest.raises(NoSuchTier):
-        tiers.status("GLACIER")
+        asyncio.run(tiers.status("GLACIER"))
 
 
 def test_remove_is_refused_while_a_blob_is_in_the_tier(catalog: SqliteCatalog, tmp_path: Path) -> None:
@@ -135,27 +138,27 @@ def test_remove_is_refused_while_a_blob_is_in_the_tier(catalog: SqliteCatalog, t
     with pytest.raises(TierInUse, match="1 blobs \\(4096 bytes\\)") as info:
         asyncio.run(tiers.remove("COLD"))
     assert info.value.code == "TierInUse"
-    assert [(s.blobs, s.bytes) for s in tiers.status("COLD")] == [(1, 4096)]
+    assert [(s.blobs, s.bytes) for s in asyncio.run(tiers.status("COLD"))] == [(1, 4096)]
     conn.execute("UPDATE blobs SET tier=NULL")
     conn.commit()
     conn.close()
     asyncio.run(tiers.remove("COLD"))
-    assert tiers.list() == []
+    assert asyncio.run(tiers.list()) == []
 
 
 def test_class_names_are_cached_about_a_second(catalog: SqliteCatalog) -> None:
     ticker = Ticker()
     writer = TierService(catalog, MasterKey(os.urandom(32)))
     reader = TierService(catalog, None, monotonic=ticker)  # another worker's service
-    assert reader.class_names() == frozenset()
+    assert asyncio.run(reader.class_names()) == frozenset()
     asyncio.run(writer.add(_spec()))
-    assert writer.class_names() == frozenset({"COLD"})  # the worker that added it: at once
-    assert reader.class_names() == frozenset()  # another: still cached...
+    assert asyncio.run(writer.class_names()) == frozenset({"COLD"})  # the worker that added it: at once
+    assert asyncio.run(reader.class_names()) == frozenset()  # another: still cached...
     ticker.now += 1.01
-    assert reader.class_names() == frozenset({"COLD"})  # ...for at most a second
+    assert asyncio.run(reader.class_names()) == frozenset({"COLD"})  # ...for at most a second
     asyncio.run(writer.remove("COLD"))
     ticker.now += 1.01
-    assert reader.class_names() == frozenset()
+    assert asyncio.run(reader.class_names()) == frozenset()
 
 
 def test_without_a_master_key_keys_cannot_be_sealed(catalog: SqliteCatalog) -> None:
@@ -163,4 +166,4 @@ def test_without_a_master_key_keys_cannot_be_sealed(catalog: SqliteCatalog) -> N
     with pytest.raises(InternalError, match="no master key"):
         asyncio.run(tiers.add(_spec(access_key_id="AKIATIER", secret_key=SECRET)))
     asyncio.run(tiers.add(_spec()))  # a tier without keys needs none
-    assert [t.name for t in tiers.list()] == ["COLD"]
+    assert [t.name for t in asyncio.run(tiers.list())] == ["COLD"]

@@ -48,13 +48,13 @@ def check_settable(acl: _acl.Acl, props: dict[str, Any]) -> None:
         raise e.AccessDenied("Access Denied")
 
 
-def request_acl(req: Request, ctx: Context, bucket: str) -> list[list[str]] | None:
+async def request_acl(req: Request, ctx: Context, bucket: str) -> list[list[str]] | None:
     """The ACL a write's headers set, checked against the bucket (stored form); None without
     ACL headers (the bucket's settings are then not read)."""
     acl = _acl.from_headers(req.headers)
     if acl is None:
         return None
-    check_settable(acl, ctx.service.bucket_props(bucket))
+    check_settable(acl, await ctx.service.bucket_props(bucket))
     return _acl.to_stored(acl)
 
 
@@ -89,13 +89,13 @@ async def _requested(req: Request) -> _acl.Acl:
 
 
 async def get_bucket_acl(req: Request, ctx: Context) -> Response:
-    props = ctx.service.bucket_props(req.bucket or "")
+    props = await ctx.service.bucket_props(req.bucket or "")
     return Response(200, list(_XML), _acl.acl_document(_acl.from_stored(props.get("acl"))))
 
 
 async def put_bucket_acl(req: Request, ctx: Context) -> Response:
     bucket = req.bucket or ""
-    ctx.service.head_bucket(bucket)  # NoSuchBucket before the body's errors
+    await ctx.service.head_bucket(bucket)  # NoSuchBucket before the body's errors
     acl = await _requested(req)
 
     def update(props: dict[str, Any]) -> dict[str, Any]:
@@ -110,8 +110,8 @@ async def put_bucket_acl(req: Request, ctx: Context) -> Response:
 async def get_object_acl(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     version = req.query.get("versionId")
-    stored = ctx.service.object_acl(req.bucket, req.key, version)
-    if ctx.service.bucket_props(req.bucket).get("ownership") == ENFORCED:
+    stored = await ctx.service.object_acl(req.bucket, req.key, version)
+    if (await ctx.service.bucket_props(req.bucket)).get("ownership") == ENFORCED:
         stored = []  # ACLs disabled: the owner's FULL_CONTROL is what applies (S3 answers so)
     headers = list(_XML)
     if version is not None:
@@ -122,14 +122,14 @@ async def get_object_acl(req: Request, ctx: Context) -> Response:
 async def put_object_acl(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
     acl = await _requested(req)
-    check_settable(acl, ctx.service.bucket_props(req.bucket))
+    check_settable(acl, await ctx.service.bucket_props(req.bucket))
     meta = await ctx.service.put_object_acl(req.bucket, req.key, _acl.to_stored(acl), req.query.get("versionId"))
     return Response(200, version_header(meta))
 
 
 async def get_bucket_ownership_controls(req: Request, ctx: Context) -> Response:
     """OwnershipControlsNotFoundError (404) when the bucket has no setting."""
-    ownership = ctx.service.bucket_props(req.bucket or "").get("ownership")
+    ownership = (await ctx.service.bucket_props(req.bucket or "")).get("ownership")
     if ownership is None:
         raise e.OwnershipControlsNotFoundError()
     rule = E("Rule", None, E("ObjectOwnership", ownership))
@@ -141,7 +141,7 @@ async def put_bucket_ownership_controls(req: Request, ctx: Context) -> Response:
     bucket ACL that grants more than the owner's FULL_CONTROL: 400
     InvalidBucketAclWithObjectOwnership (S3: migrate the ACL first)."""
     bucket = req.bucket or ""
-    ctx.service.head_bucket(bucket)
+    await ctx.service.head_bucket(bucket)
     el = await config_body(req, "OwnershipControls")
     rules = list(children(el, "Rule"))
     if len(rules) != 1:

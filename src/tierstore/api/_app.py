@@ -194,7 +194,7 @@ class S3App:
             error_code = "InternalError"
             resp = self._error(e.InternalError(), req, request_id)
         if req is not None and req.bucket not in (None, EXTENSION_PREFIX) and "origin" in req.headers:
-            self._cors(req, resp)
+            await self._cors(req, resp)
         if req is None or (not req.body_done and not req.bodiless):
             if not (req is not None and req.body_started) and _expects_continue(scope):
                 # The client holds the body back until "100 Continue", which the HTTP layer sends
@@ -208,19 +208,22 @@ class S3App:
             await self._send(send, resp, request_id, head=head, receive=receive, x=x)
         finally:
             if req is None or req.action not in PROBE_ACTIONS:
-                self._observe(scope, req, resp, x, request_id, error_code)
+                decided = self._observe(scope, req, resp, x, request_id, error_code)
+                if self.audit_log is not None:
+                    await self._audit(scope, req, resp, x, request_id, error_code, decided)
 
-    def _cors(self, req: Request, resp: Response) -> None:
+    async def _cors(self, req: Request, resp: Response) -> None:
         """An actual request with ``Origin`` gets its bucket's matching CORS rule's headers, also
         on an error (a preflight answered its own)."""
         if req.action != PREFLIGHT and req.bucket is not None:
-            _cors.apply(self.service, req.bucket, req.method, req.headers, resp)
+            await _cors.apply(self.service, req.bucket, req.method, req.headers, resp)
 
     def _observe(
         self, scope: Scope, req: Request | None, resp: Response, x: Exchange, request_id: str, error_code: str
-    ) -> None:
+    ) -> Any:
         """Count the request in the metrics and write its access log line (every request: the
-        values are looked up once, and passed positionally)."""
+        values are looked up once, and passed positionally). Returns the authorizer's decision
+        (for the audit line)."""
         now = time.perf_counter()
         started = x.started
         first_byte = x.first_byte
@@ -234,8 +237,6 @@ class S3App:
         else:
             api, decided = UNKNOWN, None
         self.metrics.finished(api, status, error_code, x.bytes_in, x.bytes_out, ttfb_s, total_s, req is not None)
-        if self.audit_log is not None:
-            self._audit(scope, req, resp, x, request_id, error_code, decided)
         if self.access_log is not None:
             client = scope.get("client")
             if req is not None:
@@ -268,8 +269,9 @@ class S3App:
                     policy,
                 )
             )
+        return decided
 
-    def _audit(
+    async def _audit(
         self,
         scope: Scope,
         req: Request | None,
@@ -286,7 +288,7 @@ class S3App:
         identity = authz.principal.identity if authz is not None else None
         if identity is None and access_key and self.ctx.identities is not None:
             try:
-                identity = self.ctx.identities.principal_for(access_key)  # cached: the authorizer just asked
+                identity = await self.ctx.identities.principal_for(access_key)  # cached: the authorizer just asked
             except Exception:  # the catalog failed: the line goes out without the user
                 log.exception("audit: no principal for request %s", request_id)
         if authz is not None and authz.checks:
@@ -540,7 +542,7 @@ class S3App:
             req.key = found.key
             headers = found.headers
         else:
-            auth = req.auth = self.auth.authenticate(req)  # a SignedRequest: no copy of its parts
+            auth = req.auth = await self.auth.verify(req)  # a SignedRequest: no copy of its parts
         if not self.sse_c_over_http:
             refuse_customer_key_over_http(headers, scope)
         # identity: an STS session's claims (temporary credentials), or None for a long-term key.
@@ -567,20 +569,20 @@ class S3App:
             scope,
             req.key is None,
         )
-        self.authorizer.authorize(req.authz)
+        await self.authorizer.authorize(req.authz)
         try:
             return await action.handler(req, self.ctx)
         except e.NoSuchKey:
-            if req.action in _KEY_READS and not self._may_list(req):
+            if req.action in _KEY_READS and not await self._may_list(req):
                 raise e.AccessDenied(ANONYMOUS_DENIED) from None
             raise
 
-    def _may_list(self, req: Request) -> bool:
+    async def _may_list(self, req: Request) -> bool:
         """AWS: a read of a missing key is 404 only for a caller who may list the bucket
         (``s3:ListBucket``), which could learn the answer anyway; anyone else gets 403, so a
         grant to read some keys is no oracle for which other keys exist."""
         assert req.authz is not None and req.bucket is not None
-        return self.ctx.entry_allowed(req, Check("s3:ListBucket", bucket_arn(req.bucket)))
+        return await self.ctx.entry_allowed(req, Check("s3:ListBucket", bucket_arn(req.bucket)))
 
     @staticmethod
     async def _name_query(req: Request) -> tuple[QueryService, QueryAction, str]:
@@ -602,19 +604,19 @@ class S3App:
         """A query-API request (``_query``) whose form is read: authenticate it for its service,
         authorize its checks once, run its handler, answer AWS's XML."""
         assert req.form is not None
-        auth = req.auth = self.auth.authenticate_query(req, service.name, payload_sha256)
+        auth = req.auth = await self.auth.verify_query(req, service.name, payload_sha256)
         call = QueryCall(req.action.partition(":")[2], req.form, auth.access_key, self.ctx, req)
         if auth.access_key is not None:
             req.authz = RequestContext(
                 Principal(auth.access_key, auth.session),
                 req.action,
-                action.checks(call),
+                await action.checks(call),
                 scheme=auth.scheme,
                 headers=req.headers,
                 query=req.form,  # the form's condition keys (sts:RoleSessionName, ...)
                 scope=scope,
             )
-            self.authorizer.authorize(req.authz)
+            await self.authorizer.authorize(req.authz)
         elif not action.anonymous:
             raise e.MissingAuthenticationToken()
         result = await action.handler(call)

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_tz
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from urllib.parse import unquote_to_bytes
 from tierstore.api import _sigv2, _sigv4
 from tierstore.api._chunked import ChunkedDecoder
 from tierstore.api._sigv4 import ChunkVerifier, Credential, StreamSigning
+from tierstore.engine import SecretNotLoaded
 from tierstore.errors import (
     AccessDenied,
     AuthorizationHeaderMalformed,
@@ -154,8 +155,11 @@ class Authenticator:
         max_skew_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         session_secret: Callable[[str, str], tuple[str, Any]] | None = None,
+        fetch_secret: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._lookup_secret = lookup_secret
+        self._fetch_secret = fetch_secret
+        self._fetched: tuple[str, str | None] | None = None  # verify's secret for its second try
         self._session_secret = session_secret
         self.region = region
         self.max_skew_s = max_skew_s
@@ -164,6 +168,44 @@ class Authenticator:
 
     def __repr__(self) -> str:
         return f"Authenticator(region={self.region!r}, max_skew_s={self.max_skew_s!r})"
+
+    async def verify(self, req: SignedRequest) -> AuthResult:
+        """``authenticate``, reading the secret first (``fetch_secret``) when ``lookup_secret``
+        does not hold it now (``SecretNotLoaded``: a worker's cache miss). Every S3 request:
+        ``_verified``'s steps inline."""
+        try:
+            return self.authenticate(req)
+        except SecretNotLoaded as missing:
+            await self._fetch(missing)
+        try:
+            return self.authenticate(req)
+        finally:
+            self._fetched = None
+
+    async def verify_query(self, req: SignedRequest, service: str, payload_sha256: str) -> AuthResult:
+        """``authenticate_query`` as ``verify`` does ``authenticate``."""
+        return await self._verified(lambda: self.authenticate_query(req, service, payload_sha256))
+
+    async def verify_form(self, fields: Mapping[str, str]) -> AuthResult:
+        """``authenticate_form`` as ``verify`` does ``authenticate``."""
+        return await self._verified(lambda: self.authenticate_form(fields))
+
+    async def _verified(self, attempt: Callable[[], AuthResult]) -> AuthResult:
+        try:
+            return attempt()
+        except SecretNotLoaded as missing:
+            await self._fetch(missing)
+        try:
+            return attempt()
+        finally:
+            self._fetched = None
+
+    async def _fetch(self, missing: SecretNotLoaded) -> None:
+        """Read the secret ``missing`` names for the second, synchronous try (no await between
+        it and that try, so no other request sees ``_fetched``)."""
+        if self._fetch_secret is None:
+            raise missing
+        self._fetched = (missing.access_key, await self._fetch_secret(missing.access_key))
 
     def authenticate(self, req: SignedRequest) -> AuthResult:
         """Return the verified identity and payload mode of ``req``; raise on any failure."""
@@ -362,7 +404,8 @@ class Authenticator:
             if self._session_secret is None:
                 raise InvalidToken()
             return self._session_secret(access_key, token)
-        secret = self._lookup_secret(access_key)
+        fetched = self._fetched
+        secret = fetched[1] if fetched is not None and fetched[0] == access_key else self._lookup_secret(access_key)
         if secret is None:
             raise InvalidAccessKeyId()
         return secret, None

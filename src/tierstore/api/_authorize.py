@@ -295,7 +295,7 @@ def _retention_keys(until: str, now: float, out: dict[str, str | tuple[str, ...]
 
 
 class Authorizer(Protocol):
-    def authorize(self, request: RequestContext) -> None:
+    async def authorize(self, request: RequestContext) -> None:
         """Return when every check of ``request`` is allowed; raise ``errors.AccessDenied`` otherwise."""
         ...
 
@@ -304,6 +304,6 @@ class AllowAuthenticated:
     """Every signed principal may do everything (one account, no policies); anonymous callers
     nothing."""
 
-    def authorize(self, request: RequestContext) -> None:
+    async def authorize(self, request: RequestContext) -> None:
         if request.principal.is_anonymous:
             raise AccessDenied(ANONYMOUS_DENIED)

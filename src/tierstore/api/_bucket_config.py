@@ -22,7 +22,7 @@ _XML = [("content-type", "application/xml")]
 
 
 async def get_bucket_versioning(req: Request, ctx: Context) -> Response:
-    status = ctx.service.get_bucket_versioning(req.bucket or "")
+    status = await ctx.service.get_bucket_versioning(req.bucket or "")
     body = document("VersioningConfiguration", E("Status", status) if status else "")
     return Response(200, list(_XML), body)
 
@@ -41,7 +41,7 @@ async def put_bucket_versioning(req: Request, ctx: Context) -> Response:
 
 async def get_bucket_tagging(req: Request, ctx: Context) -> Response:
     """NoSuchTagSet when the bucket has none."""
-    tags = ctx.service.get_bucket_tagging(req.bucket or "")
+    tags = await ctx.service.get_bucket_tagging(req.bucket or "")
     return Response(200, list(_XML), tagging_document(tags))
 
 
@@ -57,7 +57,7 @@ async def delete_bucket_tagging(req: Request, ctx: Context) -> Response:
 
 async def get_object_lock_configuration(req: Request, ctx: Context) -> Response:
     """ObjectLockEnabled=Enabled, and the default retention if any."""
-    config = ctx.service.get_object_lock_configuration(req.bucket or "")
+    config = await ctx.service.get_object_lock_configuration(req.bucket or "")
     rule = ""
     if config.default is not None:
         d = config.default

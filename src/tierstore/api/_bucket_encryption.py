@@ -90,7 +90,7 @@ def _document(config: BucketEncryption) -> bytes:
 
 async def put_bucket_encryption(req: Request, ctx: Context) -> Response:
     bucket = req.bucket or ""
-    ctx.service.get_bucket_encryption(bucket)  # NoSuchBucket before the document is looked at, as S3
+    await ctx.service.get_bucket_encryption(bucket)  # NoSuchBucket before the document is looked at, as S3
     config = parse_encryption(await config_body(req, _ROOT))
     await ctx.service.put_bucket_encryption(bucket, config.to_props())
     return Response(200)
@@ -98,7 +98,7 @@ async def put_bucket_encryption(req: Request, ctx: Context) -> Response:
 
 async def get_bucket_encryption(req: Request, ctx: Context) -> Response:
     """``ServerSideEncryptionConfigurationNotFoundError`` (404) when the bucket has none."""
-    config = BucketEncryption.from_props(ctx.service.get_bucket_encryption(req.bucket or ""))
+    config = BucketEncryption.from_props(await ctx.service.get_bucket_encryption(req.bucket or ""))
     if config is None:
         raise e.ServerSideEncryptionConfigurationNotFoundError(resource=req.bucket or "")
     return Response(200, [("content-type", "application/xml")], _document(config))

@@ -147,7 +147,7 @@ async def put_bucket_policy(req: Request, ctx: Context) -> Response:
 
 async def get_bucket_policy(req: Request, ctx: Context) -> Response:
     """The document as it was put; 404 NoSuchBucketPolicy when there is none."""
-    text = ctx.service.bucket_access.get_policy(req.bucket or "")
+    text = await ctx.service.bucket_access.get_policy(req.bucket or "")
     return Response(200, [("content-type", "application/json")], text.encode())
 
 
@@ -159,7 +159,7 @@ async def delete_bucket_policy(req: Request, ctx: Context) -> Response:
 async def get_bucket_policy_status(req: Request, ctx: Context) -> Response:
     """``IsPublic`` of the bucket's policy; 404 NoSuchBucketPolicy when there is none (as AWS)."""
     bucket = req.bucket or ""
-    text = ctx.service.bucket_access.get_policy(bucket)
+    text = await ctx.service.bucket_access.get_policy(bucket)
     try:
         public = is_public(iam.parse_policy(text, kind="resource"))
     except e.MalformedPolicy:
@@ -185,7 +185,7 @@ async def put_public_access_block(req: Request, ctx: Context) -> Response:
 
 async def get_public_access_block(req: Request, ctx: Context) -> Response:
     """404 NoSuchPublicAccessBlockConfiguration when none was put."""
-    flags = ctx.service.bucket_access.get_public_access_block(req.bucket or "")
+    flags = await ctx.service.bucket_access.get_public_access_block(req.bucket or "")
     body = document(
         "PublicAccessBlockConfiguration",
         *(E(flag, "true" if flags[flag] else "false") for flag in PUBLIC_ACCESS_BLOCK_FLAGS),

@@ -51,7 +51,9 @@ async def list_buckets(req: Request, ctx: Context) -> Response:
     elif token is not None or prefix or region is not None:
         max_buckets = MAX_LIST_BUCKETS
     after = decode_token(token) if token is not None else ""
-    buckets, truncated = ctx.service.list_buckets(after=after, prefix=prefix, region=region, max_buckets=max_buckets)
+    buckets, truncated = await ctx.service.list_buckets(
+        after=after, prefix=prefix, region=region, max_buckets=max_buckets
+    )
     items = [
         E("Bucket", None, E("Name", b.name), E("CreationDate", iso8601(b.created_ns)), E("BucketRegion", b.region))
         for b in buckets
@@ -81,7 +83,7 @@ async def create_bucket(req: Request, ctx: Context) -> Response:
 
 
 async def head_bucket(req: Request, ctx: Context) -> Response:
-    info = ctx.service.head_bucket(req.bucket or "")
+    info = await ctx.service.head_bucket(req.bucket or "")
     return Response(200, [("x-amz-bucket-region", info.region)])
 
 
@@ -91,7 +93,7 @@ async def delete_bucket(req: Request, ctx: Context) -> Response:
 
 
 async def get_bucket_location(req: Request, ctx: Context) -> Response:
-    info = ctx.service.head_bucket(req.bucket or "")
+    info = await ctx.service.head_bucket(req.bucket or "")
     loc = "" if info.region == "us-east-1" else info.region
     return Response(200, [("content-type", "application/xml")], document("LocationConstraint", loc))
 
@@ -114,7 +116,7 @@ async def list_objects(req: Request, ctx: Context) -> Response:
         start = decode_token(token) if token is not None else q.get("start-after", "")
     else:
         start = q.get("marker", "")
-    page = ctx.service.list_objects(
+    page = await ctx.service.list_objects(
         bucket, ListOptions(prefix=prefix, delimiter=delimiter, start_after=start, max_keys=max_keys)
     )
     owner_el = owner(req) if (not v2 or q.get("fetch-owner") == "true") else ""
@@ -124,7 +126,7 @@ async def list_objects(req: Request, ctx: Context) -> Response:
         f"<Contents><Key>{esc(url_encode_key(x.key, url))}</Key>"
         f"<LastModified>{iso8601(x.modified_ns)}</LastModified><ETag>{esc(x.etag)}</ETag>"
         f"<Size>{x.size_bytes}</Size>{owner_el}<StorageClass>{esc(x.storage_class)}</StorageClass>"
-        f"{restore_status_element(ctx, bucket, x.key, None, x.storage_class) if restore else ''}</Contents>"
+        f"{await restore_status_element(ctx, bucket, x.key, None, x.storage_class) if restore else ''}</Contents>"
         for x in page.entries
     ]
     cps = [E("CommonPrefixes", None, E("Prefix", url_encode_key(p, url))) for p in page.common_prefixes]
@@ -165,7 +167,7 @@ async def list_object_versions(req: Request, ctx: Context) -> Response:
     max_keys = int_param(q, "max-keys", 1000, hi=1000)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     key_marker, vid_marker = q.get("key-marker", ""), q.get("version-id-marker", "")
-    page = ctx.service.list_object_versions(
+    page = await ctx.service.list_object_versions(
         bucket,
         prefix=prefix,
         delimiter=delimiter,
@@ -195,7 +197,7 @@ async def list_object_versions(req: Request, ctx: Context) -> Response:
                     E("Size", meta.size_bytes),
                     E("StorageClass", meta.storage_class),
                     owner_el,
-                    restore_status_element(ctx, bucket, meta.key, meta.version_id, meta.storage_class)
+                    await restore_status_element(ctx, bucket, meta.key, meta.version_id, meta.storage_class)
                     if restore
                     else "",
                 )
@@ -253,12 +255,12 @@ async def delete_objects(req: Request, ctx: Context) -> Response:
         if bypass:
             checks.append(Check("s3:BypassGovernanceRetention", arn))
         try:
-            ctx.authorize_entry(req, *checks)
+            await ctx.authorize_entry(req, *checks)
             entries.append((key, version, None))
         except e.AccessDenied as exc:
             entries.append((key, version, exc))
     if any(denied is None for _, _, denied in entries):
-        ctx.service.head_bucket(bucket)
+        await ctx.service.head_bucket(bucket)
     out: list[str] = []
     for key, version, denied in entries:
         try:

@@ -111,7 +111,7 @@ async def put_bucket_cors(req: Request, ctx: Context) -> Response:
 
 async def get_bucket_cors(req: Request, ctx: Context) -> Response:
     """``NoSuchCORSConfiguration`` (404) when the bucket has none."""
-    rules = ctx.service.get_bucket_cors(req.bucket or "")
+    rules = await ctx.service.get_bucket_cors(req.bucket or "")
     if rules is None:
         raise e.NoSuchCORSConfiguration(resource=req.bucket or "")
     return Response(200, [("content-type", "application/xml")], _document(rules))
@@ -159,10 +159,10 @@ def _headers(rule: Rule, origin: str, requested: Sequence[str], *, preflight: bo
     return out
 
 
-def _rules(service: ObjectService, bucket: str) -> list[Rule] | None:
+async def _rules(service: ObjectService, bucket: str) -> list[Rule] | None:
     """The bucket's rules from the per-worker cache (no bucket: None, answered as a bucket
     without CORS, so existence does not show)."""
-    return service.cached_bucket_cors(bucket)
+    return await service.cached_bucket_cors(bucket)
 
 
 async def preflight(req: Request, ctx: Context) -> Response:
@@ -176,7 +176,7 @@ async def preflight(req: Request, ctx: Context) -> Response:
     requested = [h.strip().lower() for h in req.headers.get("access-control-request-headers", "").split(",")]
     requested = [h for h in requested if h]
     fields = {"Method": method, "ResourceType": "OBJECT" if req.key else "BUCKET"}
-    rules = _rules(ctx.service, req.bucket or "")
+    rules = await _rules(ctx.service, req.bucket or "")
     if rules is None:
         raise e.CORSResponse(_NOT_ENABLED, fields=fields)
     rule = _match(rules, origin, method, requested)
@@ -185,14 +185,14 @@ async def preflight(req: Request, ctx: Context) -> Response:
     return Response(200, _headers(rule, origin, requested, preflight=True))
 
 
-def apply(service: ObjectService, bucket: str, method: str, headers: Mapping[str, str], resp: Response) -> None:
+async def apply(service: ObjectService, bucket: str, method: str, headers: Mapping[str, str], resp: Response) -> None:
     """Add the CORS headers of the rule matching an actual request with ``Origin`` (no rule, no
     configuration or no bucket: nothing is added)."""
     origin = headers.get("origin")
     if not origin or any(k.startswith("access-control-") for k, _ in resp.headers):
         return
     with contextlib.suppress(e.TierstoreError):  # a catalog hiccup must not turn the answer into an error
-        rules = _rules(service, bucket)
+        rules = await _rules(service, bucket)
         rule = _match(rules, origin, method, ()) if rules else None
         if rule is not None:
             resp.headers.extend(_headers(rule, origin, (), preflight=False))

@@ -103,7 +103,7 @@ async def dataset_request(
             name = query.get("name")
             if name is not None:
                 DatasetRef.parse(name)
-            found = [record_json(r) for r in datasets.list(name)]
+            found = [record_json(r) for r in await datasets.list(name)]
             return 200, _JSON, json.dumps({"datasets": found}).encode()
         if method == "POST":
             doc = await read_json()
@@ -117,11 +117,11 @@ async def dataset_request(
     if len(parts) == 1:
         if method != "GET":
             raise e.MethodNotAllowed()
-        return 200, _JSON, json.dumps(record_json(datasets.get(name))).encode()
+        return 200, _JSON, json.dumps(record_json(await datasets.get(name))).encode()
     version = _version(parts[1])
     if len(parts) == 2:
         if method == "GET":
-            return 200, _JSON, json.dumps(record_json(datasets.get(name, version))).encode()
+            return 200, _JSON, json.dumps(record_json(await datasets.get(name, version))).encode()
         if method == "DELETE":
             await datasets.delete(name, version)
             return 204, _JSON, b""
@@ -129,7 +129,7 @@ async def dataset_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        return await manifest_answer(datasets, datasets.get(name, version), may_read)
+        return await manifest_answer(datasets, await datasets.get(name, version), may_read)
     raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
 
 
@@ -140,7 +140,7 @@ async def manifest_answer(
     it names (``may_read`` raises AccessDenied; None: the root)."""
     if may_read is not None:
         for bucket, key in set(await service.sources(record)):
-            may_read(bucket, key, None)
+            await may_read(bucket, key, None)
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
 
 
@@ -177,10 +177,10 @@ async def move_request(
     return await datasets.pin(name, version, job, ttl_s=ttl_s)
 
 
-def jobs_answer(datasets: DatasetService) -> bytes:
+async def jobs_answer(datasets: DatasetService) -> bytes:
     """``GET /_tierstore/jobs``: every job's pins."""
     pins = []
-    for job, ref, info in datasets.jobs():
+    for job, ref, info in await datasets.jobs():
         doc: dict[str, Any] = {
             "job": job, "dataset": ref, "blobs": info.blobs, "bytes": info.bytes, "cached_blobs": info.cached_blobs,
             "cached_bytes": info.cached_bytes, "state": "copying" if info.ongoing else "pinned",

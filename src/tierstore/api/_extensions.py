@@ -52,7 +52,7 @@ async def datasets(req: Request, ctx: Context) -> Response:
 
 async def jobs(req: Request, ctx: Context) -> Response:
     """``GET /_tierstore/jobs`` (tierstore:ListJobs): every job's dataset pins."""
-    return Response(200, [("content-type", "application/json")], _datasets.jobs_answer(ctx.dataset_service()))
+    return Response(200, [("content-type", "application/json")], await _datasets.jobs_answer(ctx.dataset_service()))
 
 
 async def models(req: Request, ctx: Context) -> Response:
@@ -77,12 +77,12 @@ def _may_read(req: Request, ctx: Context) -> MayRead | None:
     if _is_root(req):
         return None
 
-    def may_read(bucket: str, key: str | None, version_id: str | None) -> None:
+    async def may_read(bucket: str, key: str | None, version_id: str | None) -> None:
         if key is None:
-            ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
+            await ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
         else:
             action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
-            ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
+            await ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
 
     return may_read
 
@@ -174,10 +174,10 @@ async def query(req: Request, ctx: Context) -> Response:
     if not isinstance(bucket, str) or not isinstance(text, str) or not isinstance(cursor, (str, type(None))):
         raise e.InvalidRequest('Expected {"bucket": str, "query": str, "cursor": str | null}.')
     # s3:ListBucket on the bucket; then only the objects the caller may s3:GetObject.
-    ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
-    metas, next_cursor = ctx.service.query(bucket, text, cursor)
+    await ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
+    metas, next_cursor = await ctx.service.query(bucket, text, cursor)
     if not _is_root(req):  # the root may read everything: no filter
-        metas = [m for m in metas if ctx.entry_allowed(req, Check("s3:GetObject", object_arn(bucket, m.key)))]
+        metas = [m for m in metas if await ctx.entry_allowed(req, Check("s3:GetObject", object_arn(bucket, m.key)))]
     objects = [
         {
             "key": m.key,
@@ -237,7 +237,7 @@ async def _entry_reads(
         try:
             # Each entry is its own GetObject: a denied one is a 403 frame, the rest are served.
             action = "s3:GetObject" if opts.version_id is None else "s3:GetObjectVersion"
-            ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
+            await ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
             result = await ctx.service.get_object(bucket, key, opts)
         except e.TierstoreError as exc:
             yield RowRead(error=exc, key=key)
@@ -264,7 +264,7 @@ async def _dataset_batch(doc: dict[str, Any], req: Request, ctx: Context) -> Res
     # Rows are read through the dataset's pinned bytes: the caller needs tierstore:ReadDataset
     # (tierstore:ReadModel) on the dataset (model), not s3:GetObject per row (docs/security.md).
     kind = "Model" if field == "model" else "Dataset"
-    ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:aws:tierstore:::{field}/{ref.name}"))
+    await ctx.authorize_entry(req, Check(f"tierstore:Read{kind}", f"arn:aws:tierstore:::{field}/{ref.name}"))
     # ...and may read the object each row came from (a row it may not is a 403 frame).
     may_read = None
     if not _is_root(req):

@@ -65,7 +65,7 @@ async def _catalog_writes(service: ObjectService) -> str | None:
 
 async def _catalog_reads(service: ObjectService) -> str | None:
     try:
-        await asyncio.wait_for(asyncio.to_thread(service.bucket_count), PROBE_TIMEOUT_S)
+        await asyncio.wait_for(service.bucket_count(), PROBE_TIMEOUT_S)
     except TimeoutError:
         return "the catalog did not answer a read within the probe timeout"
     except Exception as exc:

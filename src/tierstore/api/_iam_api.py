@@ -18,7 +18,7 @@ out URL-encoded as AWS returns them, and a secret key appears only in CreateAcce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -47,17 +47,17 @@ def _ids(call: QueryCall) -> IdentityService:
     return ids
 
 
-def _caller(call: QueryCall) -> EnginePrincipal | None:
+async def _caller(call: QueryCall) -> EnginePrincipal | None:
     """Who signed the request (None: the key stopped authenticating since)."""
-    return _ids(call).principal_for(call.access_key) if call.access_key else None
+    return await _ids(call).principal_for(call.access_key) if call.access_key else None
 
 
-def _user_or_caller(call: QueryCall) -> str | None:
+async def _user_or_caller(call: QueryCall) -> str | None:
     """``UserName``, else the caller's own user (None: the caller is the root)."""
     name = call.get("UserName")
     if name:
         return name
-    caller = _caller(call)
+    caller = await _caller(call)
     return caller.user_name if caller is not None else None
 
 
@@ -131,8 +131,8 @@ def _tags_xml(tags: dict[str, str]) -> str:
     return E("Tags", None, *(E("member", None, E("Key", k), E("Value", v)) for k, v in sorted(tags.items())))
 
 
-def _user_xml(ids: IdentityService, user: UserRecord) -> str:
-    boundary = ids.boundary("user", user.name)
+async def _user_xml(ids: IdentityService, user: UserRecord) -> str:
+    boundary = await ids.boundary("user", user.name)
     parts = [
         E("Path", "/"),
         E("UserName", user.name),
@@ -165,33 +165,33 @@ def _key_xml(info: AccessKeyInfo, user_name: str) -> str:
     )
 
 
-def _user_key(call: QueryCall, user: str | None) -> AccessKeyInfo:
+async def _user_key(call: QueryCall, user: str | None) -> AccessKeyInfo:
     """The user key ``AccessKeyId`` names, which must belong to ``user`` (the named user or the
     caller): ``NoSuchEntity`` otherwise, as IAM answers."""
     key_id = call.require("AccessKeyId")
-    info = _ids(call).get_access_key(key_id)
+    info = await _ids(call).get_access_key(key_id)
     if info.kind != "user" or user is None or info.user_name is None or info.user_name.lower() != user.lower():
         raise e.NoSuchEntity(f"The Access Key with id {key_id} cannot be found.")
     return info
 
 
-def _need_user(call: QueryCall) -> str:
+async def _need_user(call: QueryCall) -> str:
     """The user the request is about (``UserName`` or the caller's); the root names one."""
-    user = _user_or_caller(call)
+    user = await _user_or_caller(call)
     if user is None:
         raise e.ValidationError("The root has no IAM user: give UserName.")
     return user
 
 
 # --- checks: the IAM permission each action needs -------------------------------------------
-def _on(kind: str, param: str, *, self_default: bool = False) -> Callable[[QueryCall], tuple[Check, ...]]:
+def _on(kind: str, param: str, *, self_default: bool = False) -> Callable[[QueryCall], Awaitable[tuple[Check, ...]]]:
     """``iam:<Action>`` on the ARN of the ``kind`` entity named by ``param`` (or, with
     ``self_default``, the caller's own user when absent)."""
 
-    def checks(call: QueryCall) -> tuple[Check, ...]:
+    async def checks(call: QueryCall) -> tuple[Check, ...]:
         name = call.get(param) or ""
         if not name and self_default:
-            name = _user_or_caller(call) or ""
+            name = await _user_or_caller(call) or ""
             if not name:  # the root, about itself
                 return (Check(f"iam:{call.action}", f"arn:aws:iam::{ACCOUNT_ID}:root"),)
         if kind in ("policy", "oidc-provider"):  # the parameter is the ARN
@@ -201,7 +201,7 @@ def _on(kind: str, param: str, *, self_default: bool = False) -> Callable[[Query
     return checks
 
 
-def _anywhere(call: QueryCall) -> tuple[Check, ...]:
+async def _anywhere(call: QueryCall) -> tuple[Check, ...]:
     return (Check(f"iam:{call.action}", "*"),)
 
 
@@ -209,29 +209,29 @@ def _anywhere(call: QueryCall) -> tuple[Check, ...]:
 async def create_user(call: QueryCall) -> str:
     ids = _ids(call)
     user = await ids.create_user(call.require("UserName"), tags=_tags_param(call))
-    return E("User", None, _user_xml(ids, user))
+    return E("User", None, await _user_xml(ids, user))
 
 
 async def get_user(call: QueryCall) -> str:
     ids = _ids(call)
-    name = _user_or_caller(call)
+    name = await _user_or_caller(call)
     if name is None:  # the root: the account's identity
         root = E("Path", "/") + E("UserId", ACCOUNT_ID) + E("Arn", f"arn:aws:iam::{ACCOUNT_ID}:root")
         return E("User", None, root + E("CreateDate", iso8601(0)))
-    return E("User", None, _user_xml(ids, ids.get_user(name)))
+    return E("User", None, await _user_xml(ids, await ids.get_user(name)))
 
 
 async def list_users(call: QueryCall) -> str:
     ids = _ids(call)
     limit = _int(call, "MaxItems", 1, MAX_ITEMS, DEFAULT_ITEMS)
     assert limit is not None
-    users = ids.list_users(after=call.get("Marker") or "", limit=limit + 1)
+    users = await ids.list_users(after=call.get("Marker") or "", limit=limit + 1)
     prefix = call.get("PathPrefix") or "/"
     if prefix != "/":
         users = []  # every user's path is "/"
     page, more = users[:limit], len(users) > limit
     tail = E("IsTruncated", "true") + E("Marker", page[-1].name) if more else E("IsTruncated", "false")
-    return E("Users", None, *(E("member", None, _user_xml(ids, u)) for u in page)) + tail
+    return E("Users", None, *[E("member", None, await _user_xml(ids, u)) for u in page]) + tail
 
 
 async def delete_user(call: QueryCall) -> None:
@@ -250,7 +250,7 @@ async def untag_user(call: QueryCall) -> None:
 
 
 async def list_user_tags(call: QueryCall) -> str:
-    tags = _ids(call).get_user(call.require("UserName")).tags
+    tags = (await _ids(call).get_user(call.require("UserName"))).tags
     page, tail = _page(call, sorted(tags.items()), lambda kv: kv[0])
     return _tags_xml(dict(page)) + tail
 
@@ -258,8 +258,8 @@ async def list_user_tags(call: QueryCall) -> str:
 # --- access keys --------------------------------------------------------------------------
 async def create_access_key(call: QueryCall) -> str:
     ids = _ids(call)
-    user = _need_user(call)
-    if len(ids.list_access_keys(user, kind="user")) >= MAX_KEYS_PER_USER:
+    user = await _need_user(call)
+    if len(await ids.list_access_keys(user, kind="user")) >= MAX_KEYS_PER_USER:
         raise e.LimitExceeded(f"Cannot exceed quota for AccessKeysPerUser: {MAX_KEYS_PER_USER}")
     new = await ids.create_access_key(user, caller=call.access_key)
     return E("AccessKey", None, _key_xml(new.info, user), E("SecretAccessKey", new.secret_key))
@@ -267,8 +267,8 @@ async def create_access_key(call: QueryCall) -> str:
 
 async def list_access_keys(call: QueryCall) -> str:
     ids = _ids(call)
-    user = _need_user(call)
-    keys = ids.list_access_keys(user, kind="user")
+    user = await _need_user(call)
+    keys = await ids.list_access_keys(user, kind="user")
     page, tail = _page(call, sorted(keys, key=lambda k: k.access_key_id), lambda k: k.access_key_id)
     return E("AccessKeyMetadata", None, *(E("member", None, _key_xml(k, user)) for k in page)) + tail
 
@@ -277,30 +277,30 @@ async def update_access_key(call: QueryCall) -> None:
     status = call.require("Status")
     if status not in ("Active", "Inactive"):
         raise e.ValidationError("Status must be Active or Inactive.")
-    info = _user_key(call, _user_or_caller(call))
+    info = await _user_key(call, await _user_or_caller(call))
     await _ids(call).set_access_key_status(info.access_key_id, active=status == "Active", caller=call.access_key)
 
 
 async def delete_access_key(call: QueryCall) -> None:
-    info = _user_key(call, _user_or_caller(call))
+    info = await _user_key(call, await _user_or_caller(call))
     await _ids(call).delete_access_key(info.access_key_id, caller=call.access_key)
 
 
 async def get_access_key_last_used(call: QueryCall) -> str:
-    info = _ids(call).get_access_key(call.require("AccessKeyId"))
+    info = await _ids(call).get_access_key(call.require("AccessKeyId"))
     used = [E("LastUsedDate", iso8601(info.last_used_ns))] if info.last_used_ns is not None else []
     last = E("AccessKeyLastUsed", None, *used, E("ServiceName", "s3" if used else "N/A"), E("Region", "N/A"))
     return (E("UserName", info.user_name) if info.user_name else "") + last
 
 
-def _key_checks(call: QueryCall) -> tuple[Check, ...]:
+async def _key_checks(call: QueryCall) -> tuple[Check, ...]:
     """GetAccessKeyLastUsed names only the key: the check is on its user (the root's ARN for
     a key of the root; ``*`` for an unknown key, which the handler answers NoSuchEntity)."""
     ids = _ids(call)
     try:
-        info = ids.get_access_key(call.get("AccessKeyId") or "")
+        info = await ids.get_access_key(call.get("AccessKeyId") or "")
     except e.NoSuchEntity:
-        return _anywhere(call)
+        return await _anywhere(call)
     arn = _arn("user", info.user_name) if info.user_name else f"arn:aws:iam::{ACCOUNT_ID}:root"
     return (Check(f"iam:{call.action}", arn),)
 
@@ -321,21 +321,21 @@ async def create_group(call: QueryCall) -> str:
     ids = _ids(call)
     name = call.require("GroupName")
     await ids.create_group(name)
-    return E("Group", None, _group_xml(ids.get_group(name)))
+    return E("Group", None, _group_xml(await ids.get_group(name)))
 
 
 async def get_group(call: QueryCall) -> str:
     ids = _ids(call)
-    group = ids.get_group(call.require("GroupName"))
-    users = [ids.get_user(n) for n in ids.group_members(group[0])]
+    group = await ids.get_group(call.require("GroupName"))
+    users = [await ids.get_user(n) for n in await ids.group_members(group[0])]
     page, tail = _page(call, users, lambda u: u.name)
     return E("Group", None, _group_xml(group)) + E(
-        "Users", None, *(E("member", None, _user_xml(ids, u)) for u in page)
+        "Users", None, *[E("member", None, await _user_xml(ids, u)) for u in page]
     ) + tail
 
 
 async def list_groups(call: QueryCall) -> str:
-    page, tail = _page(call, _ids(call).list_groups(), lambda g: g[0])
+    page, tail = _page(call, await _ids(call).list_groups(), lambda g: g[0])
     return E("Groups", None, *(E("member", None, _group_xml(g)) for g in page)) + tail
 
 
@@ -350,14 +350,14 @@ async def add_user_to_group(call: QueryCall) -> None:
 async def remove_user_from_group(call: QueryCall) -> None:
     ids = _ids(call)
     group, user = call.require("GroupName"), call.require("UserName")
-    if user.lower() not in {m.lower() for m in ids.group_members(ids.get_group(group)[0])}:
+    if user.lower() not in {m.lower() for m in await ids.group_members((await ids.get_group(group))[0])}:
         raise e.NoSuchEntity(f"The user with name {user} is not in group {group}.")
     await ids.remove_user_from_group(group, user)
 
 
 async def list_groups_for_user(call: QueryCall) -> str:
     ids = _ids(call)
-    groups = [ids.get_group(g) for g in ids.groups_for_user(call.require("UserName"))]
+    groups = [await ids.get_group(g) for g in await ids.groups_for_user(call.require("UserName"))]
     page, tail = _page(call, groups, lambda g: g[0])
     return E("Groups", None, *(E("member", None, _group_xml(g)) for g in page)) + tail
 
@@ -366,15 +366,15 @@ async def list_groups_for_user(call: QueryCall) -> str:
 _KINDS = {"User": "user", "Group": "group", "Role": "role"}
 
 
-def _principal(call: QueryCall, kind: str) -> str:
+async def _principal(call: QueryCall, kind: str) -> str:
     """The named user, group or role, which must exist."""
     ids = _ids(call)
     name = call.require(f"{kind}Name")
     if kind == "User":
-        return ids.get_user(name).name
+        return (await ids.get_user(name)).name
     if kind == "Group":
-        return ids.get_group(name)[0]
-    return ids.get_role(name).name
+        return (await ids.get_group(name))[0]
+    return (await ids.get_role(name)).name
 
 
 def _inline_handlers(kind: str) -> dict[str, QueryAction]:
@@ -383,24 +383,25 @@ def _inline_handlers(kind: str) -> dict[str, QueryAction]:
 
     async def put(call: QueryCall) -> None:
         await _ids(call).put_inline_policy(
-            ptype, _principal(call, kind), call.require("PolicyName"), call.require("PolicyDocument")
+            ptype, await _principal(call, kind), call.require("PolicyName"), call.require("PolicyDocument")
         )
 
     async def get(call: QueryCall) -> str:
-        name = _principal(call, kind)
+        name = await _principal(call, kind)
         policy = call.require("PolicyName")
-        found = {k.lower(): (k, v) for k, v in _ids(call).inline_policies(ptype, name).items()}.get(policy.lower())
+        policies = await _ids(call).inline_policies(ptype, name)
+        found = {k.lower(): (k, v) for k, v in policies.items()}.get(policy.lower())
         if found is None:
             raise e.NoSuchEntity(f"The {ptype} policy with name {policy} cannot be found.")
         return E(f"{kind}Name", name) + E("PolicyName", found[0]) + E("PolicyDocument", _doc(found[1]))
 
     async def list_(call: QueryCall) -> str:
-        names = sorted(_ids(call).inline_policies(ptype, _principal(call, kind)))
+        names = sorted(await _ids(call).inline_policies(ptype, await _principal(call, kind)))
         page, tail = _page(call, names, lambda n: n)
         return _members("PolicyNames", page) + tail
 
     async def delete(call: QueryCall) -> None:
-        await _ids(call).delete_inline_policy(ptype, _principal(call, kind), call.require("PolicyName"))
+        await _ids(call).delete_inline_policy(ptype, await _principal(call, kind), call.require("PolicyName"))
 
     on = _on(ptype, f"{kind}Name")
     return {
@@ -412,9 +413,9 @@ def _inline_handlers(kind: str) -> dict[str, QueryAction]:
 
 
 # --- managed policies -----------------------------------------------------------------------
-def _policy_xml(ids: IdentityService, name: str) -> str:
-    found_name, policy_id, _doc_text, updated_ns = ids.get_policy(name)
-    count = len(ids.policy_entities(found_name))
+async def _policy_xml(ids: IdentityService, name: str) -> str:
+    found_name, policy_id, _doc_text, updated_ns = await ids.get_policy(name)
+    count = len(await ids.policy_entities(found_name))
     return (
         E("PolicyName", found_name)
         + E("PolicyId", policy_id)
@@ -433,15 +434,15 @@ async def create_policy(call: QueryCall) -> str:
     ids = _ids(call)
     name = call.require("PolicyName")
     await ids.create_policy(name, call.require("PolicyDocument"), description=call.get("Description") or "")
-    return E("Policy", None, _policy_xml(ids, name))
+    return E("Policy", None, await _policy_xml(ids, name))
 
 
 async def get_policy(call: QueryCall) -> str:
-    return E("Policy", None, _policy_xml(_ids(call), policy_name_of(call.require("PolicyArn"))))
+    return E("Policy", None, await _policy_xml(_ids(call), policy_name_of(call.require("PolicyArn"))))
 
 
 async def get_policy_version(call: QueryCall) -> str:
-    name, _id, document, updated_ns = _ids(call).get_policy(policy_name_of(call.require("PolicyArn")))
+    name, _id, document, updated_ns = await _ids(call).get_policy(policy_name_of(call.require("PolicyArn")))
     version = call.require("VersionId")
     if version != "v1":
         raise e.NoSuchEntity(f"Policy {name} version {version[:16]} does not exist.")
@@ -460,11 +461,11 @@ async def list_policies(call: QueryCall) -> str:
     scope = call.get("Scope") or "All"
     if scope not in ("All", "AWS", "Local"):
         raise e.ValidationError("Scope must be All, AWS or Local.")
-    names = [] if scope == "AWS" else ids.list_policies()  # no AWS-managed policies here
+    names = [] if scope == "AWS" else await ids.list_policies()  # no AWS-managed policies here
     if (call.get("OnlyAttached") or "").lower() == "true":
-        names = [n for n in names if ids.policy_entities(n)]
+        names = [n for n in names if await ids.policy_entities(n)]
     page, tail = _page(call, names, lambda n: n)
-    return E("Policies", None, *(E("member", None, _policy_xml(ids, n)) for n in page)) + tail
+    return E("Policies", None, *[E("member", None, await _policy_xml(ids, n)) for n in page]) + tail
 
 
 async def delete_policy(call: QueryCall) -> None:
@@ -473,18 +474,21 @@ async def delete_policy(call: QueryCall) -> None:
 
 async def list_entities_for_policy(call: QueryCall) -> str:
     ids = _ids(call)
-    entities = ids.policy_entities(policy_name_of(call.require("PolicyArn")))
+    entities = await ids.policy_entities(policy_name_of(call.require("PolicyArn")))
     wanted = call.get("EntityFilter") or ""
-    ident: dict[str, Callable[[str], str]] = {
-        "User": lambda n: ids.get_user(n).user_id,
-        "Group": lambda n: ids.get_group(n)[1],
-        "Role": lambda n: ids.get_role(n).role_id,
-    }
-    out: dict[str, list[str]] = {kind: [] for kind in ident}
+
+    async def ident(kind: str, name: str) -> str:
+        if kind == "User":
+            return (await ids.get_user(name)).user_id
+        if kind == "Group":
+            return (await ids.get_group(name))[1]
+        return (await ids.get_role(name)).role_id
+
+    out: dict[str, list[str]] = {kind: [] for kind in ("User", "Group", "Role")}
     for ptype, name in entities:
         kind = ptype.capitalize()
         if wanted in ("", kind):
-            out[kind].append(E("member", None, E(f"{kind}Name", name), E(f"{kind}Id", ident[kind](name))))
+            out[kind].append(E("member", None, E(f"{kind}Name", name), E(f"{kind}Id", await ident(kind, name))))
     return (
         E("PolicyGroups", None, *out["Group"])
         + E("PolicyUsers", None, *out["User"])
@@ -504,7 +508,7 @@ def _attach_handlers(kind: str) -> dict[str, QueryAction]:
         await _ids(call).detach_policy(ptype, call.require(f"{kind}Name"), policy_name_of(call.require("PolicyArn")))
 
     async def list_(call: QueryCall) -> str:
-        names = _ids(call).attached_policies(ptype, _principal(call, kind))
+        names = await _ids(call).attached_policies(ptype, await _principal(call, kind))
         page, tail = _page(call, names, lambda n: n)
         members = (E("member", None, E("PolicyName", n), E("PolicyArn", _arn("policy", n))) for n in page)
         return E("AttachedPolicies", None, *members) + tail
@@ -527,8 +531,8 @@ def _boundary_handlers(kind: str) -> dict[str, QueryAction]:
 
     async def delete(call: QueryCall) -> None:
         ids = _ids(call)
-        name = _principal(call, kind)
-        if ids.boundary(ptype, name) is None:
+        name = await _principal(call, kind)
+        if await ids.boundary(ptype, name) is None:
             raise e.NoSuchEntity(f"The {ptype} {name} has no permissions boundary.")
         await ids.set_boundary(ptype, name, None)
 
@@ -540,8 +544,8 @@ def _boundary_handlers(kind: str) -> dict[str, QueryAction]:
 
 
 # --- roles ----------------------------------------------------------------------------------
-def _role_xml(ids: IdentityService, name: str) -> str:
-    role = ids.get_role(name)
+async def _role_xml(ids: IdentityService, name: str) -> str:
+    role = await ids.get_role(name)
     parts = [
         E("Path", "/"),
         E("RoleName", role.name),
@@ -552,7 +556,7 @@ def _role_xml(ids: IdentityService, name: str) -> str:
         E("Description", role.description),
         E("MaxSessionDuration", role.max_session_s),
     ]
-    boundary = ids.boundary("role", role.name)
+    boundary = await ids.boundary("role", role.name)
     if boundary is not None:
         parts.append(_boundary_xml(boundary))
     return "".join(parts)
@@ -572,17 +576,17 @@ async def create_role(call: QueryCall) -> str:
     boundary = call.get("PermissionsBoundary")
     if boundary:
         await ids.set_boundary("role", name, policy_name_of(boundary))
-    return E("Role", None, _role_xml(ids, name))
+    return E("Role", None, await _role_xml(ids, name))
 
 
 async def get_role(call: QueryCall) -> str:
-    return E("Role", None, _role_xml(_ids(call), call.require("RoleName")))
+    return E("Role", None, await _role_xml(_ids(call), call.require("RoleName")))
 
 
 async def list_roles(call: QueryCall) -> str:
     ids = _ids(call)
-    page, tail = _page(call, ids.list_roles(), lambda r: r.name)
-    return E("Roles", None, *(E("member", None, _role_xml(ids, r.name)) for r in page)) + tail
+    page, tail = _page(call, await ids.list_roles(), lambda r: r.name)
+    return E("Roles", None, *[E("member", None, await _role_xml(ids, r.name)) for r in page]) + tail
 
 
 async def delete_role(call: QueryCall) -> None:
@@ -609,16 +613,16 @@ async def create_oidc_provider(call: QueryCall) -> str:
     return E("OpenIDConnectProviderArn", _oidc_arn(url))
 
 
-def _provider(call: QueryCall) -> dict[str, Any]:
+async def _provider(call: QueryCall) -> dict[str, Any]:
     url = _oidc_url(call.require("OpenIDConnectProviderArn"))
-    for provider in _ids(call).list_oidc_providers():
+    for provider in await _ids(call).list_oidc_providers():
         if provider_key(str(provider["url"])) == provider_key(url):  # https://HOST/PATH or http:// (loopback)
             return provider
     raise e.NoSuchEntity(f"OpenIDConnect provider {url[:256]} was not found.")
 
 
 async def get_oidc_provider(call: QueryCall) -> str:
-    provider = _provider(call)
+    provider = await _provider(call)
     url = str(provider["url"])
     return (
         E("Url", provider_key(url))
@@ -629,13 +633,13 @@ async def get_oidc_provider(call: QueryCall) -> str:
 
 
 async def list_oidc_providers(call: QueryCall) -> str:
-    providers = _ids(call).list_oidc_providers()
+    providers = await _ids(call).list_oidc_providers()
     arns = (E("member", None, E("Arn", _oidc_arn(str(p["url"])))) for p in providers)
     return E("OpenIDConnectProviderList", None, *arns)
 
 
 async def delete_oidc_provider(call: QueryCall) -> None:
-    await _ids(call).delete_oidc_provider(str(_provider(call)["url"]))
+    await _ids(call).delete_oidc_provider(str((await _provider(call))["url"]))
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -646,7 +650,7 @@ def _actions() -> dict[str, QueryAction]:
     role = _on("role", "RoleName")
     policy = _on("policy", "PolicyArn")
     provider = _on("oidc-provider", "OpenIDConnectProviderArn")
-    table: dict[str, tuple[QueryHandler, Callable[[QueryCall], tuple[Check, ...]]]] = {
+    table: dict[str, tuple[QueryHandler, Callable[[QueryCall], Awaitable[tuple[Check, ...]]]]] = {
         "CreateUser": (create_user, user),
         "GetUser": (get_user, self_user),
         "ListUsers": (list_users, _anywhere),
@@ -692,11 +696,11 @@ def _actions() -> dict[str, QueryAction]:
     return out
 
 
-def _on_new_policy(call: QueryCall) -> tuple[Check, ...]:
+async def _on_new_policy(call: QueryCall) -> tuple[Check, ...]:
     return (Check("iam:CreatePolicy", _arn("policy", call.get("PolicyName") or "")),)
 
 
-def _on_new_provider(call: QueryCall) -> tuple[Check, ...]:
+async def _on_new_provider(call: QueryCall) -> tuple[Check, ...]:
     return (Check("iam:CreateOpenIDConnectProvider", _oidc_arn(call.get("Url") or "")),)
 
 

@@ -54,6 +54,7 @@ from tierstore.api._access import ENFORCED
 from tierstore.api._authorize import Check, LazyConditions, RequestContext
 from tierstore.api._bucket_policy import is_public
 from tierstore.engine import (
+    NOT_CACHED,
     BucketAccessService,
     IdentityService,
     ObjectService,
@@ -139,6 +140,10 @@ class _Compiled:
         return False
 
 
+class _TagsNeeded(Exception):
+    """A statement asked for s3:ExistingObjectTag/*: the object's tags must be read first."""
+
+
 class IamAuthorizer:
     """The ``Authorizer`` that evaluates IAM policies (see the module docstring)."""
 
@@ -167,22 +172,27 @@ class IamAuthorizer:
         self._parsed: dict[tuple[str, str, str], iam.Policy | None] = {}
         self._remembered = 0  # allows remembered since the last ``_forget_allows``
 
-    def authorize(self, request: RequestContext) -> None:
+    async def authorize(self, request: RequestContext) -> None:
         key, identity = request.principal
         if identity is None:  # a long-term key (most requests): the root's is one set lookup
             if key in self._root_key_ids:
                 request.decision = ROOT_ALLOW
                 return
         elif request.principal.is_anonymous:
-            self._decide(request, _ANONYMOUS)
+            await self._decide(request, _ANONYMOUS)
             return
         elif isinstance(identity, Session | WebIdentity):  # STS credentials or a web identity
-            self._authorize_session(request, identity)
+            await self._authorize_session(request, identity)
             return
         elif key in self._root_key_ids:
             request.decision = ROOT_ALLOW
             return
-        compiled = self._for_key(key)
+        # The key's principal and the bucket's settings: from this worker's caches without a
+        # coroutine on a hit (most requests), from the catalog otherwise.
+        source = self._ids.cached_principal(key)
+        if source is NOT_CACHED:
+            source = await self._ids.principal_for(key)
+        compiled = self._for_key(key, source)
         if compiled is None:  # the key stopped authenticating since (disabled within the TTL)
             raise e.AccessDenied(DENIED)
         if compiled.service:
@@ -200,13 +210,21 @@ class IamAuthorizer:
             if known is None:
                 known = compiled.allowed.get(check)
             if known is not None:
-                props = self._buckets.props(bucket) if self._buckets is not None else None
-                if known[0] is (self._resource_policy(bucket)[0] if props and props.get("policy") else None):
+                buckets = self._buckets
+                props = buckets.cached(bucket) if buckets is not None else None
+                if props is NOT_CACHED:
+                    props = await self._props(bucket)
+                if known[0] is (self._resource_policy(bucket, props)[0] if props and props.get("policy") else None):
                     request.decision = known[1]
                     return
-        self._decide(request, compiled)
+        await self._decide(request, compiled)
 
-    def _decide(
+    async def _props(self, bucket: str) -> Mapping[str, Any] | None:
+        """The bucket's settings (``BucketAccessService.props``, cached ~1 s); None: no such
+        bucket, or no bucket settings service."""
+        return await self._buckets.props(bucket) if self._buckets is not None and bucket else None
+
+    async def _decide(
         self, request: RequestContext, compiled: _Compiled, conditions: Mapping[str, Any] | None = None
     ) -> None:
         """Every check of ``request`` must be allowed for ``compiled`` (AWS's one-account
@@ -235,12 +253,14 @@ class IamAuthorizer:
                 if conditions is None:
                     conditions = LazyConditions(request)
                 now = now or datetime.now(UTC)
-                trust = self._trust_for(check, principal, conditions, now)
+                trust = await self._trust_for(check, principal, conditions, now)
             else:
                 trust = None
             # on_object: "/" when ``arn`` names an object of ``bucket``
             bucket, on_object, _ = arn[_BUCKET_AT:].partition("/") if arn.startswith(_S3_ARN) else ("", "", "")
-            resource, restricted = (trust, False) if trust is not None else self._resource_policy(bucket)
+            resource, restricted = (
+                (trust, False) if trust is not None else self._resource_policy(bucket, await self._props(bucket))
+            )
             if trust is None and not anonymous:
                 known = wide.get((action, bucket)) if on_object else None
                 if known is None or known[0] is not resource:
@@ -251,14 +271,21 @@ class IamAuthorizer:
             if conditions is None:
                 conditions = LazyConditions(request)
             now = now or datetime.now(UTC)
-            asked = iam.AuthzRequest(principal, action, check.resource, conditions, now, self._resolver(check, request))
-            decision = iam.evaluate(
-                asked,
-                identity=compiled.identity,
-                resource=resource,
-                session=session,
-                boundary=compiled.boundary,
-            )
+            tags: dict[str, str] | None = None  # s3:ExistingObjectTag/*: read when a statement asks
+            while True:
+                resolve = self._resolver(check, tags)
+                asked = iam.AuthzRequest(principal, action, check.resource, conditions, now, resolve)
+                try:
+                    decision = iam.evaluate(
+                        asked,
+                        identity=compiled.identity,
+                        resource=resource,
+                        session=session,
+                        boundary=compiled.boundary,
+                    )
+                    break
+                except _TagsNeeded:  # evaluation is pure: read the object's tags, evaluate again
+                    tags = await self._object_tags(check, request)
             if decision.allowed and not asked.read_context and trust is None and not anonymous:
                 if self._remembered >= _REMEMBERED_MAX:
                     self._forget_allows()
@@ -274,7 +301,7 @@ class IamAuthorizer:
                 # RestrictPublicBuckets: a public policy grants nothing outside the account.
                 decision = iam.Decision(False, "implicit_deny", decision.policy, "resource", decision.statement)
             implicit = not decision.allowed and decision.reason == "implicit_deny"
-            if implicit and not session and self._acl_allows(request, check, principal):
+            if implicit and not session and await self._acl_allows(request, check, principal):
                 decision = ACL_ALLOW  # (a caller with a narrowing session policy: policies only)
             if not decision.allowed:
                 request.decision = decision
@@ -288,16 +315,12 @@ class IamAuthorizer:
             compiled.wide.clear()
         self._remembered = 0
 
-    def _resource_policy(self, bucket: str) -> tuple[iam.Policy | None, bool]:
-        """(the policy of ``bucket``, whether that policy is public and the bucket's
-        RestrictPublicBuckets is on). (None, False) for "" (a resource outside S3 buckets),
-        a missing bucket, a bucket without a policy, or a stored one that no longer parses.
-        The bucket's properties come from ``BucketAccessService.props`` (cached ~1 s); the
+    def _resource_policy(self, bucket: str, props: Mapping[str, Any] | None) -> tuple[iam.Policy | None, bool]:
+        """(the policy of ``bucket`` whose settings are ``props``, whether that policy is public
+        and the bucket's RestrictPublicBuckets is on). (None, False) for "" (a resource outside S3
+        buckets), a missing bucket, a bucket without a policy, or a stored one that no longer
+        parses. The bucket's properties come from ``BucketAccessService.props`` (cached ~1 s); the
         parsed policy is cached per (bucket, document)."""
-        buckets = self._buckets
-        if buckets is None or not bucket:
-            return None, False
-        props = buckets.props(bucket)
         if not props or not props.get("policy"):
             return None, False
         document = props["policy"]
@@ -316,7 +339,7 @@ class IamAuthorizer:
         return found
 
     # --- ACL grants and lazily read object state (api/_acl.py) ---------------------------------
-    def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
+    async def _acl_allows(self, request: RequestContext, check: Check, principal: iam.Principal) -> bool:
         """Whether an ACL grant on the bucket or object of ``check`` allows its action to
         ``principal`` (AllUsers: anyone, anonymous too; AuthenticatedUsers: a signed caller).
         Consulted only where no policy allowed or denied explicitly, and read only then: the
@@ -334,14 +357,15 @@ class IamAuthorizer:
         bucket, _, key = check.resource[len(_S3_ARN):].partition("/")
         try:
             # The bucket's settings from the same per-worker cache as its policy (~1 s).
-            props = self._buckets.props(bucket) if self._buckets is not None else objects.bucket_props(bucket)
+            buckets = self._buckets
+            props = await buckets.props(bucket) if buckets is not None else await objects.bucket_props(bucket)
             if props is None:  # no such bucket
                 return False
             if props.get("ownership") == ENFORCED or (props.get("public_access_block") or {}).get("IgnorePublicAcls"):
                 return False
             if on_object:
                 version = request.version_for(check.resource)
-                grants = _acl.from_stored(objects.object_acl(bucket, key, version))
+                grants = _acl.from_stored(await objects.object_acl(bucket, key, version))
             else:
                 grants = _acl.from_stored(props.get("acl"))
         except e.TierstoreError:  # no such bucket, key or version: nothing granted (and nothing told)
@@ -349,32 +373,39 @@ class IamAuthorizer:
         authenticated = principal.type != "Anonymous"
         return _acl.acl_allows(grants, action, on_object=on_object, authenticated=authenticated)
 
-    def _resolver(self, check: Check, request: RequestContext) -> Callable[[str], Sequence[str] | None] | None:
-        """s3:ExistingObjectTag/<k> of the object ``check`` names: its tags are read on the first
-        such key a statement asks for, at most once per check."""
+    def _resolver(self, check: Check, tags: dict[str, str] | None) -> Callable[[str], Sequence[str] | None] | None:
+        """s3:ExistingObjectTag/<k> of the object ``check`` names, from ``tags`` (its tags,
+        lowercased keys); None: not read yet, so the first such key a statement asks for raises
+        ``_TagsNeeded`` (``_decide`` reads them, at most once per check, and evaluates again)."""
         objects = self._objects
         if objects is None or not check.resource.startswith(_S3_ARN) or "/" not in check.resource[len(_S3_ARN):]:
             return None
-        tags: list[dict[str, str]] = []
 
         def resolve(key: str) -> Sequence[str] | None:
             if not key.startswith(_EXISTING_TAG):
                 return None
-            if not tags:
-                bucket, _, name = check.resource[len(_S3_ARN):].partition("/")
-                version = request.version_for(check.resource)
-                try:
-                    found = objects.get_object_tagging(bucket, name, version).tags
-                except e.TierstoreError:
-                    found = {}
-                tags.append({k.lower(): v for k, v in found.items()})
-            value = tags[0].get(key[len(_EXISTING_TAG):])
+            if tags is None:
+                raise _TagsNeeded
+            value = tags.get(key[len(_EXISTING_TAG):])
             return None if value is None else (value,)
 
         return resolve
 
-    def _for_key(self, key: str) -> _Compiled | None:
-        source = self._ids.principal_for(key)
+    async def _object_tags(self, check: Check, request: RequestContext) -> dict[str, str]:
+        """The tags of the object ``check`` names (keys lowercased; none when it is missing)."""
+        objects = self._objects
+        assert objects is not None
+        bucket, _, name = check.resource[len(_S3_ARN):].partition("/")
+        version = request.version_for(check.resource)
+        try:
+            found = (await objects.get_object_tagging(bucket, name, version)).tags
+        except e.TierstoreError:
+            found = {}
+        return {k.lower(): v for k, v in found.items()}
+
+    def _for_key(self, key: str, source: EnginePrincipal | None) -> _Compiled | None:
+        """The compiled policies of ``key`` whose principal is ``source`` (None: it cannot
+        authenticate now)."""
         if source is None:
             return None
         hit = self._compiled.get(key)
@@ -431,7 +462,7 @@ class IamAuthorizer:
         parsed = self._policy(name, source.boundary.document, "identity")
         return iam.compile_policies((parsed or _deny_all(name),))
     # --- STS: temporary credentials, role sessions, web identities ---------------------------
-    def _trust_for(
+    async def _trust_for(
         self, check: Check, principal: iam.Principal, conditions: Mapping[str, Any], now: datetime
     ) -> iam.Policy | None:
         """For ``sts:AssumeRole*`` on a role: the role's trust policy, as the resource policy of
@@ -439,7 +470,7 @@ class IamAuthorizer:
         (an unauthorized caller learns nothing) or its trust policy does not admit the caller."""
         if not check.action.startswith(_ASSUME_ROLE) or not check.resource.startswith(self._role_prefix):
             return None
-        state = self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
+        state = await self._sts.role_state(check.resource.rsplit("/", 1)[1]) if self._sts is not None else None
         trust = self._policy(f"trust:{state.role.name}", state.role.trust_policy, "trust") if state else None
         if trust is None or not iam.trust_admits(
             iam.AuthzRequest(principal, check.action, check.resource, conditions, now), trust
@@ -451,11 +482,11 @@ class IamAuthorizer:
     def _role_prefix(self) -> str:
         return f"arn:aws:iam::{self._account}:role/"
 
-    def _authorize_session(self, request: RequestContext, who: Session | WebIdentity) -> None:
+    async def _authorize_session(self, request: RequestContext, who: Session | WebIdentity) -> None:
         """Every check of a request signed with temporary credentials (``who``: a ``Session``) or
         asked by a verified web identity (``AssumeRoleWithWebIdentity``: the trust policy alone
         can grant)."""
-        compiled = self._for_session(who) if isinstance(who, Session) else self._for_web_identity(who)
+        compiled = await self._for_session(who) if isinstance(who, Session) else self._for_web_identity(who)
         if compiled is None:  # the role or user behind the session is gone (or was re-created)
             raise e.AccessDenied(DENIED)
         if isinstance(who, Session) and who.kind != "role":
@@ -466,18 +497,18 @@ class IamAuthorizer:
         conditions: dict[str, Any] = {**request.conditions(), **who.claims}
         if isinstance(who, Session):
             conditions["aws:TokenIssueTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(who.issued_s))
-        self._decide(request, compiled, conditions)
+        await self._decide(request, compiled, conditions)
 
-    def _for_session(self, session: Session) -> _Compiled | None:
+    async def _for_session(self, session: Session) -> _Compiled | None:
         assert self._sts is not None, "temporary credentials authenticated without an StsService"
         source: object
         if session.kind == "role":
-            state = self._sts.role_state(session.name)
+            state = await self._sts.role_state(session.name)
             if state is None or state.role.role_id != session.principal_id:
                 return None
             source = state
         elif session.kind == "user":
-            user = self._sts.user_state(session)
+            user = await self._sts.user_state(session)
             if user is None:
                 return None
             source = user

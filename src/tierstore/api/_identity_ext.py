@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -105,7 +105,7 @@ class IdentityAuthenticator(Authenticator):
     authenticate; a key that did is noted as used (written at most once a minute)."""
 
     def __init__(self, identities: IdentityService, **kwargs: Any) -> None:
-        super().__init__(identities.secret_for, **kwargs)
+        super().__init__(identities.cached_secret, fetch_secret=identities.secret_for, **kwargs)
         self.identities = identities
 
     def authenticate(self, req: SignedRequest) -> AuthResult:
@@ -153,17 +153,17 @@ def _reply(status: int, doc: dict[str, Any] | None = None) -> tuple[int, bytes]:
     return status, b"" if doc is None else json.dumps(doc).encode()
 
 
-def _key_owner_arn(ids: IdentityService, access_key_id: str) -> str:
+async def _key_owner_arn(ids: IdentityService, access_key_id: str) -> str:
     """The ARN a key-id request is authorized on: its user's (the root's for a root key); for
     an unknown key, every user's, so a refusal does not tell whether the key exists."""
     try:
-        return user_arn(ids.get_access_key(access_key_id).user_name)
+        return user_arn((await ids.get_access_key(access_key_id)).user_name)
     except e.NoSuchEntity:
         return f"arn:aws:iam::{ACCOUNT_ID}:user/*"
 
 
 async def identity_request(
-    ids: IdentityService, req: Request, authorize: Callable[[Check], None]
+    ids: IdentityService, req: Request, authorize: Callable[[Check], Awaitable[None]]
 ) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here): status, JSON body.
     ``authorize`` decides an "entry" endpoint's check (``ENDPOINTS``) through the Authorizer."""
@@ -174,14 +174,14 @@ async def identity_request(
     area, _, name = key.removeprefix("admin/").partition("/")
     named = ENDPOINTS.get(endpoint(req.method, key))
     if area == "keys" and name and named is not None:  # a key id names the user: check it first
-        authorize(Check(named[0][0], _key_owner_arn(ids, name)))
+        await authorize(Check(named[0][0], await _key_owner_arn(ids, name)))
     m = req.method
     if area == "users" and "/" in name:
         return await _user_policies(ids, req, name)
     if area == "users":
         if not name:
             if m == "GET":
-                return _reply(200, {"users": [_user_json(u) for u in ids.list_users()]})
+                return _reply(200, {"users": [_user_json(u) for u in await ids.list_users()]})
             if m != "POST":
                 raise e.MethodNotAllowed()
             doc = await req.json_body()
@@ -190,19 +190,19 @@ async def identity_request(
                 raise e.InvalidRequest('Expected {"name": str, "tags"?: {str: str}}.')
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
                 raise e.InvalidRequest("Tags are strings.")
-            authorize(Check("iam:CreateUser", user_arn(user_name)))
+            await authorize(Check("iam:CreateUser", user_arn(user_name)))
             return _reply(201, _user_json(await ids.create_user(user_name, tags=tags)))
         if m == "GET":
-            out = _user_json(ids.get_user(name))
-            out["keys"] = [_key_json(k) for k in ids.list_access_keys(name)]
-            out["groups"] = ids.groups_for_user(name)
+            out = _user_json(await ids.get_user(name))
+            out["keys"] = [_key_json(k) for k in await ids.list_access_keys(name)]
+            out["groups"] = await ids.groups_for_user(name)
             return _reply(200, out)
         if m == "PUT":
             doc = await req.json_body()
             if not isinstance(doc.get("enabled"), bool):
                 raise e.InvalidRequest('Expected {"enabled": bool}.')
             await ids.set_user_enabled(name, doc["enabled"])
-            return _reply(200, _user_json(ids.get_user(name)))
+            return _reply(200, _user_json(await ids.get_user(name)))
         if m == "DELETE":
             await ids.delete_user(name)
             return _reply(204)
@@ -210,8 +210,8 @@ async def identity_request(
     if not name:
         if m == "GET":
             user = req.query.get("user")
-            authorize(Check("iam:ListAccessKeys", user_arn(user)))
-            return _reply(200, {"keys": [_key_json(k) for k in ids.list_access_keys(user or None)]})
+            await authorize(Check("iam:ListAccessKeys", user_arn(user)))
+            return _reply(200, {"keys": [_key_json(k) for k in await ids.list_access_keys(user or None)]})
         if m != "POST":
             raise e.MethodNotAllowed()
         doc = await req.json_body()
@@ -224,7 +224,7 @@ async def identity_request(
             or not isinstance(label, str)
         ):
             raise e.InvalidRequest('Expected {"user": str, "service"?: bool, "policy"?: str, "expires_s"?: number}.')
-        authorize(Check("iam:CreateAccessKey", user_arn(user)))
+        await authorize(Check("iam:CreateAccessKey", user_arn(user)))
         if doc.get("service"):
             expires_ns = int((time.time() + expires_s) * 1e9) if expires_s is not None else None
             new = await ids.create_service_account(
@@ -240,12 +240,12 @@ async def identity_request(
         if doc.get("status") not in ("Active", "Inactive"):
             raise e.InvalidRequest('Expected {"status": "Active" | "Inactive"}.')
         await ids.set_access_key_status(name, active=doc["status"] == "Active", caller=caller)
-        return _reply(200, _key_json(ids.get_access_key(name)))
+        return _reply(200, _key_json(await ids.get_access_key(name)))
     if m == "DELETE":
         await ids.delete_access_key(name, caller=caller)
         return _reply(204)
     if m == "GET":
-        return _reply(200, _key_json(ids.get_access_key(name)))
+        return _reply(200, _key_json(await ids.get_access_key(name)))
     raise e.MethodNotAllowed()
 
 
@@ -254,14 +254,14 @@ async def _user_policies(ids: IdentityService, req: Request, path: str) -> tuple
     user, sub, policy = [*path.split("/", 2), ""][:3]
     if sub != "policies" or "/" in policy:
         raise e.NotImplementedOperation("No tierstore extension by that name.")
-    ids.get_user(user)  # NoSuchEntity first
+    await ids.get_user(user)  # NoSuchEntity first
     m = req.method
     if not policy:
         if m != "GET":
             raise e.MethodNotAllowed()
-        return _reply(200, {"policies": ids.inline_policies("user", user)})
+        return _reply(200, {"policies": await ids.inline_policies("user", user)})
     if m == "GET":
-        document = ids.inline_policies("user", user).get(policy)
+        document = (await ids.inline_policies("user", user)).get(policy)
         if document is None:
             raise e.NoSuchEntity(f"The user policy with name {policy} cannot be found.", resource=policy)
         return _reply(200, {"name": policy, "document": document})

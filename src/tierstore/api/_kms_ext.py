@@ -101,7 +101,7 @@ async def kms_request(
     keys: LocalKeyStore,
     req: Request,
     region: str,
-    authorize: Callable[[Check], None],
+    authorize: Callable[[Check], Awaitable[None]],
     rewrap: Rewrap | None = None,
 ) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here): status, JSON body.
@@ -116,7 +116,7 @@ async def kms_request(
     action, on = named
     if on == "key":
         key_id = (req.key or "").split("/")[3]
-        authorize(Check(action, kms_key_arn(key_id, region, ACCOUNT_ID)))  # before anything is looked up
+        await authorize(Check(action, kms_key_arn(key_id, region, ACCOUNT_ID)))  # before anything is looked up
         if route == "tierstore:AdminKmsRewrapKey":
             return 200, json.dumps(await _rewrap(req, key_id, rewrap)).encode()
         if route == "tierstore:AdminKmsDescribeKey":
@@ -127,7 +127,7 @@ async def kms_request(
             status = await keys.set_enabled(key_id, route == "tierstore:AdminKmsEnableKey")
         return 200, json.dumps(_key_json(status, region)).encode()
     if route == "tierstore:AdminKmsListKeys":
-        return 200, json.dumps({"keys": [_key_json(s, region) for s in keys.list_keys()]}).encode()
+        return 200, json.dumps({"keys": [_key_json(s, region) for s in await keys.list_keys()]}).encode()
     doc = await req.json_body()
     new_id, description = doc.get("key_id"), doc.get("description", "")
     if not isinstance(new_id, str) or not isinstance(description, str) or len(description) > _MAX_DESCRIPTION:

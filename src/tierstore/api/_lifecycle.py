@@ -76,9 +76,9 @@ _RULE_FIELDS = frozenset(
 _REPEATED = frozenset({"Rule", "Transition", "NoncurrentVersionTransition", "Tag"})
 
 
-def _tier_classes(ctx: Context) -> frozenset[str]:
+async def _tier_classes(ctx: Context) -> frozenset[str]:
     """The storage classes a transition may name: the tiers of this store."""
-    return ctx.service.tiers.class_names()
+    return await ctx.service.tiers.class_names()
 
 
 # --- reading the document ----------------------------------------------------------------------
@@ -525,10 +525,11 @@ def _require_checksum(req: Request, body: bytes) -> None:
 
 async def put_bucket_lifecycle_configuration(req: Request, ctx: Context) -> Response:
     bucket = req.bucket or ""
-    ctx.service.bucket_props(bucket)  # NoSuchBucket before the document is looked at
+    await ctx.service.bucket_props(bucket)  # NoSuchBucket before the document is looked at
     body = await req.read_small()
     _require_checksum(req, body)
-    config = parse_lifecycle(parse_xml(body, _ROOT), _tier_classes(ctx), min_size=req.headers.get(_MIN_SIZE_HEADER))
+    classes = await _tier_classes(ctx)
+    config = parse_lifecycle(parse_xml(body, _ROOT), classes, min_size=req.headers.get(_MIN_SIZE_HEADER))
     doc = config.to_props()
 
     def update(props: dict[str, Any]) -> dict[str, Any]:
@@ -541,7 +542,7 @@ async def put_bucket_lifecycle_configuration(req: Request, ctx: Context) -> Resp
 
 async def get_bucket_lifecycle_configuration(req: Request, ctx: Context) -> Response:
     """``NoSuchLifecycleConfiguration`` (404) when the bucket has none."""
-    config = LifecycleConfig.from_props(ctx.service.bucket_props(req.bucket or "").get(_PROP))
+    config = LifecycleConfig.from_props((await ctx.service.bucket_props(req.bucket or "")).get(_PROP))
     if config is None:
         raise e.NoSuchLifecycleConfiguration(resource=req.bucket or "")
     headers = [("content-type", "application/xml"), (_MIN_SIZE_HEADER, config.min_size)]
@@ -566,8 +567,8 @@ _PARSED: dict[str, tuple[Mapping[str, Any], LifecycleConfig]] = {}
 _PARSED_MAX = 4096
 
 
-def _config(service: ObjectService, bucket: str) -> LifecycleConfig | None:
-    props = service.bucket_access.props(bucket)
+async def _config(service: ObjectService, bucket: str) -> LifecycleConfig | None:
+    props = await service.bucket_access.props(bucket)
     doc = props.get(_PROP) if props is not None else None
     if not doc:
         return None  # no lifecycle: what every read of such a bucket costs is this lookup
@@ -582,10 +583,10 @@ def _config(service: ObjectService, bucket: str) -> LifecycleConfig | None:
     return config
 
 
-def expiration_headers(ctx: Context, bucket: str, meta: ObjectMeta) -> list[tuple[str, str]]:
+async def expiration_headers(ctx: Context, bucket: str, meta: ObjectMeta) -> list[tuple[str, str]]:
     """``x-amz-expiration: expiry-date="...", rule-id="..."`` when an enabled rule expires this
     (current) version; the rule id URL-encoded, as S3."""
-    config = _config(ctx.service, bucket)
+    config = await _config(ctx.service, bucket)
     if config is None or meta.is_delete_marker:
         return []
     day_s = ctx.service.lifecycle_day_s

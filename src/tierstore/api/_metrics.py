@@ -256,10 +256,10 @@ class Metrics:
             source: Iterable[Metric] = list(registry.collect())
         else:
             source = list(self._registry.collect())
-        due = await asyncio.to_thread(service.lifecycle_due_rows)
+        due = await service.lifecycle_due_rows()
         families = [*source, *_store_families(health, usage, report)]
         families.append(_single("tierstore_lifecycle_due_rows", "Rows in the lifecycle due index.", due))
-        families.extend(_tier_families(await asyncio.to_thread(service.tier_progress)))
+        families.extend(_tier_families(await service.tier_progress()))
         if view != "tierstore":
             families = list(_minio_families(families, server=server, bucket_only=view == "minio-bucket"))
         out = CollectorRegistry(auto_describe=False)
@@ -308,9 +308,7 @@ class Metrics:
     async def _refresh_usage(self, service: ObjectService) -> None:
         began = time.monotonic()
         try:
-            buckets, total = await asyncio.to_thread(
-                lambda: (service.bucket_usage(USAGE_BUCKET_LIMIT), service.bucket_count())
-            )
+            buckets, total = await service.bucket_usage(USAGE_BUCKET_LIMIT), await service.bucket_count()
         except Exception:
             log.exception("bucket usage for metrics failed")
             return

@@ -59,8 +59,8 @@ async def model_request(
             name = query.get("name")
             if name is not None:
                 models.check_name(name)
-            aliases = models.aliases(name)
-            found = [model_record_json(r, aliases.get((r.name, r.version), [])) for r in models.list(name)]
+            aliases = await models.aliases(name)
+            found = [model_record_json(r, aliases.get((r.name, r.version), [])) for r in await models.list(name)]
             return 200, _JSON, _json({"models": found})
         if method == "POST":
             doc = await read_json()
@@ -75,18 +75,18 @@ async def model_request(
     name = parts[0]
     models.check_name(name)
 
-    def record_of(r: DatasetRecord) -> bytes:
-        return _json(model_record_json(r, models.aliases(r.name).get((r.name, r.version), [])))
+    async def record_of(r: DatasetRecord) -> bytes:
+        return _json(model_record_json(r, (await models.aliases(r.name)).get((r.name, r.version), [])))
 
     if len(parts) == 1:
         if method != "GET":
             raise e.MethodNotAllowed()
-        return 200, _JSON, record_of(models.resolve(name))
+        return 200, _JSON, await record_of(await models.resolve(name))
     if parts[1] == "aliases":
         if len(parts) == 2:
             if method != "GET":
                 raise e.MethodNotAllowed()
-            pointing = {alias: v for (_, v), names in models.aliases(name).items() for alias in names}
+            pointing = {alias: v for (_, v), names in (await models.aliases(name)).items() for alias in names}
             return 200, _JSON, _json({"name": name, "aliases": dict(sorted(pointing.items()))})
         if len(parts) != 3:
             raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
@@ -101,13 +101,13 @@ async def model_request(
             await models.delete_alias(name, alias)
             return 204, _JSON, b""
         if method == "GET":
-            record = models.resolve(ModelRef(name, alias=alias))
+            record = await models.resolve(ModelRef(name, alias=alias))
             return 200, _JSON, _json({"name": name, "alias": alias, "version": record.version})
         raise e.MethodNotAllowed()
     ref = _ref(name, parts[1])
     if len(parts) == 2:
         if method == "GET":
-            return 200, _JSON, record_of(models.resolve(ref))
+            return 200, _JSON, await record_of(await models.resolve(ref))
         if method == "DELETE":
             if ref.version is None:
                 raise e.InvalidRequest("Delete names one version: NAME@N (not an alias).")
@@ -117,7 +117,7 @@ async def model_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        return await manifest_answer(models, models.resolve(ref), may_read)
+        return await manifest_answer(models, await models.resolve(ref), may_read)
     raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
 
 

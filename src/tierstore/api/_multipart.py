@@ -16,6 +16,7 @@ from tierstore.api._objects import (
     object_headers,
     put_options,
     tagging_header,
+    tier_classes,
 )
 from tierstore.api._request import Context, Request, Response, int_param
 from tierstore.api._xml import E, children, document, iso8601, parse_xml, text_of, url_encode_key
@@ -35,9 +36,9 @@ __all__ = [
 
 async def create_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx)
+    sse = await _sse.write_request(req, ctx)
     reject_unsupported(req)
-    headers, user_meta, sc = object_headers(req, ctx.service.tiers.class_names)
+    headers, user_meta, sc = object_headers(req, await tier_classes(req.headers, ctx))
     alg = req.headers.get("x-amz-checksum-algorithm", "").lower() or None
     if alg is not None and alg not in CHECKSUM_ALGORITHMS:
         raise e.InvalidRequest("Invalid x-amz-checksum-algorithm")
@@ -51,7 +52,7 @@ async def create_multipart_upload(req: Request, ctx: Context) -> Response:
         storage_class=sc,
         tags=tagging_header(req),
         lock=lock_headers(req),
-        acl=request_acl(req, ctx, req.bucket),
+        acl=await request_acl(req, ctx, req.bucket),
         encryption=_sse.engine_request(sse),
     )
     body = document(
@@ -72,15 +73,15 @@ def _part_number(req: Request) -> int:
     return n
 
 
-def _part_encryption(
+async def _part_encryption(
     req: Request, ctx: Context, *, copy: bool = False
 ) -> tuple[_sse.SseRequest, _sse.StoredEncryption | None]:
     """The SSE headers of a part (or a completion) and the upload's encryption they must agree
     with: the upload's was fixed when it was created; a part carries only an SSE-C upload's key
     (checked by the engine) and, for UploadPartCopy, an SSE-C source's key."""
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx, copy=copy, default=False)
-    upload = ctx.service.upload_info(req.bucket, req.key, req.query["uploadId"])
+    sse = await _sse.write_request(req, ctx, copy=copy, default=False)
+    upload = await ctx.service.upload_info(req.bucket, req.key, req.query["uploadId"])
     stored = _sse.stored_doc(upload.encryption, ctx.service.region)
     _sse.check_part_request(sse, stored)
     _sse.require_sigv4(req, upload.encryption)
@@ -89,7 +90,7 @@ def _part_encryption(
 
 async def upload_part(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse, stored = _part_encryption(req, ctx)
+    sse, stored = await _part_encryption(req, ctx)
     body, trailers = req.payload()
     opts = put_options(req, trailers)
     from_checksum = req.headers.get("x-tierstore-etag", "").lower() == "checksum"
@@ -105,10 +106,10 @@ async def upload_part(req: Request, ctx: Context) -> Response:
 
 async def upload_part_copy(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse, stored = _part_encryption(req, ctx, copy=True)
+    sse, stored = await _part_encryption(req, ctx, copy=True)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
-    _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
+    await _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
     part = await ctx.service.upload_part_copy(
         req.bucket,
         req.key,
@@ -129,10 +130,10 @@ async def upload_part_copy(req: Request, ctx: Context) -> Response:
 
 async def complete_multipart_upload(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx, default=False)
+    sse = await _sse.write_request(req, ctx, default=False)
     if sse.kind in ("s3", "kms"):  # the upload's encryption was fixed when it was created
         raise e.InvalidArgument("x-amz-server-side-encryption header is not supported for this operation.")
-    _sse.require_sigv4_upload(req, ctx)
+    await _sse.require_sigv4_upload(req, ctx)
     body = await req.read_small()
     el = parse_xml(body, "CompleteMultipartUpload")
     parts: list[CompletedPart] = []
@@ -194,7 +195,7 @@ async def list_parts(req: Request, ctx: Context) -> Response:
     q = req.query
     max_parts = int_param(q, "max-parts", 1000, hi=1000)
     marker = int_param(q, "part-number-marker", 0)
-    upload, parts, truncated = ctx.service.list_parts(
+    upload, parts, truncated = await ctx.service.list_parts(
         req.bucket, req.key, q["uploadId"], after_part=marker, max_parts=max_parts
     )
     items = [
@@ -236,7 +237,7 @@ async def list_multipart_uploads(req: Request, ctx: Context) -> Response:
     prefix = q.get("prefix", "")
     delimiter = q.get("delimiter", "")
     url = q.get("encoding-type") == "url"
-    uploads, prefixes, truncated = ctx.service.list_multipart_uploads(
+    uploads, prefixes, truncated = await ctx.service.list_multipart_uploads(
         bucket,
         prefix=prefix,
         delimiter=delimiter,

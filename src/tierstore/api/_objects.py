@@ -3,7 +3,7 @@ retention and legal hold; and the request-to-options helpers multipart uploads s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from urllib.parse import unquote
 
 from tierstore import errors as e
@@ -107,16 +107,23 @@ def _meta_value(wire: str) -> str:
         raise e.InvalidArgument("User metadata values must be UTF-8.") from exc
 
 
-def check_storage_class(sc: str, tier_classes: Callable[[], frozenset[str]]) -> str:
-    """``sc`` if it is S3's (a label: the bytes stay local) or a tier's (docs/tiers.md); the tier
-    names are asked for only when ``sc`` is not one of S3's."""
-    if sc not in STORAGE_CLASSES and sc not in tier_classes():
+def check_storage_class(sc: str, tier_classes: frozenset[str]) -> str:
+    """``sc`` if it is S3's (a label: the bytes stay local) or a tier's (docs/tiers.md)."""
+    if sc not in STORAGE_CLASSES and sc not in tier_classes:
         raise e.InvalidStorageClass()
     return sc
 
 
+async def tier_classes(headers: Mapping[str, str], ctx: Context) -> frozenset[str]:
+    """The tiers' storage classes, for a write whose ``x-amz-storage-class`` is not one of S3's
+    (read only then: a write naming none or an S3 class asks the catalog nothing)."""
+    if headers.get("x-amz-storage-class", "STANDARD") in STORAGE_CLASSES:
+        return frozenset()
+    return await ctx.service.tiers.class_names()
+
+
 def object_headers(
-    req: Request, tier_classes: Callable[[], frozenset[str]] = frozenset
+    req: Request, tier_classes: frozenset[str] = frozenset()
 ) -> tuple[dict[str, str], dict[str, str], str]:
     """Standard headers, user metadata and storage class (one of S3's or a tier's) of a write."""
     headers = {h: req.headers[h] for h in STANDARD_HEADERS if h in req.headers}
@@ -167,7 +174,7 @@ def _content_length(req: Request) -> int | None:
 
 
 def put_options(
-    req: Request, trailers: dict[str, str], tier_classes: Callable[[], frozenset[str]] = frozenset
+    req: Request, trailers: dict[str, str], tier_classes: frozenset[str] = frozenset()
 ) -> PutOptions:
     headers, user_meta, sc = object_headers(req, tier_classes)
     tokens = headers.get("content-encoding", "").split(",")
@@ -192,18 +199,18 @@ def put_options(
 
 async def put_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx)
+    sse = await _sse.write_request(req, ctx)
     reject_unsupported(req)
-    acl = request_acl(req, ctx, req.bucket)
+    acl = await request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
-    opts = put_options(req, trailers, ctx.service.tiers.class_names)
+    opts = put_options(req, trailers, await tier_classes(req.headers, ctx))
     meta = await ctx.service.put_object(
         req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl,
         encryption=_sse.engine_request(sse),
     )  # fmt: skip
     headers = _write_headers(meta, opts.checksum)
     headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "PutObject")
-    headers += _lifecycle.expiration_headers(ctx, req.bucket, meta)
+    headers += await _lifecycle.expiration_headers(ctx, req.bucket, meta)
     return Response(200, headers)
 
 
@@ -244,12 +251,12 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
     )
     try:
         if head:
-            result = ctx.service.head_object(req.bucket, req.key, opts)
+            result = await ctx.service.head_object(req.bucket, req.key, opts)
         else:
             result = await ctx.service.get_object(req.bucket, req.key, opts)
     except e.NotModified:
         again = GetOptions(version_id=opts.version_id, customer_key=opts.customer_key)
-        meta = ctx.service.head_object(req.bucket, req.key, again).meta
+        meta = (await ctx.service.head_object(req.bucket, req.key, again)).meta
         return Response(304, [("etag", meta.etag), ("last-modified", http_date(meta.modified_ns))])
     except e.InvalidRange as exc:
         # The engine names the object's size (ActualObjectSize, Content-Range: bytes */size);
@@ -269,9 +276,9 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
             _sse.stored_doc(result.meta.encryption, ctx.service.region), "HeadObject" if head else "GetObject"
         )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
-        headers += _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
+        headers += await _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
     if result.meta.storage_class != "STANDARD":  # a restore is of a version in an archive tier
-        headers += _restore.restore_headers(ctx, result.meta)
+        headers += await _restore.restore_headers(ctx, result.meta)
     if head:
         return Response(result_status(result), headers)
     if result.data is not None:  # in memory (small objects): a plain response, no stream
@@ -361,7 +368,7 @@ async def get_object_attributes(req: Request, ctx: Context) -> Response:
         version_id=req.query.get("versionId"),
         customer_key=customer.key if customer is not None else None,
     )
-    result = ctx.service.head_object(req.bucket, req.key, opts)
+    result = await ctx.service.head_object(req.bucket, req.key, opts)
     meta = result.meta
     fields: list[str] = []
     if "ETag" in wanted:
@@ -449,7 +456,7 @@ def _copy_source_range(req: Request) -> ByteRange | None:
     return parsed
 
 
-def copy_options(req: Request, tier_classes: Callable[[], frozenset[str]] = frozenset) -> CopyOptions:
+def copy_options(req: Request, tier_classes: frozenset[str] = frozenset()) -> CopyOptions:
     directive = req.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise e.InvalidArgument("Unknown metadata directive.")
@@ -474,19 +481,19 @@ def copy_options(req: Request, tier_classes: Callable[[], frozenset[str]] = froz
 
 async def copy_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = _sse.write_request(req, ctx, copy=True)  # the destination bucket's default, never the source's
+    sse = await _sse.write_request(req, ctx, copy=True)  # the destination bucket's default, never the source's
     reject_unsupported(req)
     await req.read_small(limit=0)
     src_bucket, src_key, src_version = copy_source(req)
-    _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
-    opts = copy_options(req, ctx.service.tiers.class_names)
+    await _sse.require_sigv4_source(req, ctx, src_bucket, src_key, src_version, sse.source_key)
+    opts = copy_options(req, await tier_classes(req.headers, ctx))
     directive = req.headers.get("x-amz-tagging-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise e.InvalidArgument("Unknown tagging directive.")
     opts.replace_tags = directive == "REPLACE"
     opts.tags = tagging_header(req) if opts.replace_tags else []
     opts.lock = lock_headers(req)
-    opts.acl = request_acl(req, ctx, req.bucket) or []
+    opts.acl = await request_acl(req, ctx, req.bucket) or []
     copied = await ctx.service.copy_object(
         src_bucket, src_key, req.bucket, req.key, opts, src_version_id=src_version,
         encryption=_sse.engine_request(sse), source_key=_sse.key_of(sse.source_key),
@@ -500,7 +507,7 @@ async def copy_object(req: Request, ctx: Context) -> Response:
     if src_version is not None or copied.source_version_id != NULL_VERSION:
         headers.append(("x-amz-copy-source-version-id", copied.source_version_id))
     headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "CopyObject")
-    headers += _lifecycle.expiration_headers(ctx, req.bucket, meta)
+    headers += await _lifecycle.expiration_headers(ctx, req.bucket, meta)
     return Response(200, headers, body)
 
 
@@ -532,7 +539,7 @@ def _lock_read_headers(meta: ObjectMeta) -> list[tuple[str, str]]:
 async def get_object_tagging(req: Request, ctx: Context) -> Response:
     """GetObjectTagging (optionally by versionId)."""
     assert req.bucket is not None and req.key is not None
-    meta = ctx.service.get_object_tagging(req.bucket, req.key, req.query.get("versionId"))
+    meta = await ctx.service.get_object_tagging(req.bucket, req.key, req.query.get("versionId"))
     headers = [("content-type", "application/xml"), *version_header(meta)]
     return Response(200, headers, tagging_document(meta.tags))
 
@@ -552,7 +559,7 @@ async def delete_object_tagging(req: Request, ctx: Context) -> Response:
 
 async def get_object_retention(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    r = ctx.service.get_object_retention(req.bucket, req.key, req.query.get("versionId"))
+    r = await ctx.service.get_object_retention(req.bucket, req.key, req.query.get("versionId"))
     body = document("Retention", E("Mode", r.mode), E("RetainUntilDate", format_retain_until(r.until_ns)))
     return Response(200, [("content-type", "application/xml")], body)
 
@@ -581,7 +588,7 @@ async def put_object_retention(req: Request, ctx: Context) -> Response:
 
 async def get_object_legal_hold(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    on = ctx.service.get_object_legal_hold(req.bucket, req.key, req.query.get("versionId"))
+    on = await ctx.service.get_object_legal_hold(req.bucket, req.key, req.query.get("versionId"))
     body = document("LegalHold", E("Status", "ON" if on else "OFF"))
     return Response(200, [("content-type", "application/xml")], body)
 

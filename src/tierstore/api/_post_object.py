@@ -45,7 +45,7 @@ from tierstore import errors as e
 from tierstore.api import _sse
 from tierstore.api._auth import Authenticator, AuthResult
 from tierstore.api._common import parse_tag_set, reject_unsupported
-from tierstore.api._objects import lock_headers, object_headers
+from tierstore.api._objects import lock_headers, object_headers, tier_classes
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._xml import E, document
 from tierstore.types import MAX_PUT_BYTES, STANDARD_HEADERS, PutOptions
@@ -364,7 +364,7 @@ async def authenticate_form(req: Request, authenticator: Authenticator) -> FormA
         raise e.InvalidArgument("The bucket field of the form must name the bucket of the URL.")
     if "key" not in fields:
         raise e.InvalidArgument(_NO_KEY)
-    auth = authenticator.authenticate_form(fields)
+    auth = await authenticator.verify_form(fields)
     if "policy" in fields:  # required when signed (authenticate_form checks); binding when anonymous too
         policy = parse_policy(fields["policy"])
         policy.check(fields, req.bucket, datetime.now(UTC))
@@ -401,14 +401,14 @@ async def post_object(req: Request, ctx: Context) -> Response:
     assert isinstance(form, PostForm) and req.bucket is not None and req.key is not None
     fields = form.fields
     obj = replace(req, headers=_as_headers(fields))  # the form's fields are this object's headers
-    sse = _sse.write_request(obj, ctx)
+    sse = await _sse.write_request(obj, ctx)
     reject_unsupported(obj)
     unsupported = [k for k in obj.headers if k.startswith(("x-amz-checksum-", "x-amz-sdk-checksum-"))]
     if unsupported:  # never stored unverified
         raise e.NotImplementedOperation(f"The form field {unsupported[0][:60]} is not implemented for POST uploads.")
     tagging = obj.headers.pop("x-amz-tagging", None)
     tags = parse_tag_set(tagging.encode("latin-1")) if tagging is not None else []
-    headers, user_meta, storage_class = object_headers(obj, ctx.service.tiers.class_names)
+    headers, user_meta, storage_class = object_headers(obj, await tier_classes(obj.headers, ctx))
     opts = PutOptions(headers=headers, user_meta=user_meta, storage_class=storage_class)
     meta = await ctx.service.put_object(
         req.bucket, req.key, form.file_data(), opts, tags=tags, lock=lock_headers(obj),

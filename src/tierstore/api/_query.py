@@ -105,7 +105,7 @@ class QueryAction:
     the form is the credential, which the handler verifies)."""
 
     handler: QueryHandler
-    checks: Callable[[QueryCall], tuple[Check, ...]]
+    checks: Callable[[QueryCall], Awaitable[tuple[Check, ...]]]
     anonymous: bool = False
 
 

@@ -73,15 +73,15 @@ class Context:
     oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
     kms: LocalKeyStore | None = None  # the built-in key service (api/_kms_ext.py)
 
-    def authorize_entry(self, req: Request, *checks: Check) -> None:
+    async def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""
         assert req.authz is not None  # the dispatcher authorized the request itself first
-        self.authorizer.authorize(req.authz.entry(checks))
+        await self.authorizer.authorize(req.authz.entry(checks))
 
-    def entry_allowed(self, req: Request, *checks: Check) -> bool:
+    async def entry_allowed(self, req: Request, *checks: Check) -> bool:
         """Whether one entry is authorized (filtering results: a query's objects)."""
         try:
-            self.authorize_entry(req, *checks)
+            await self.authorize_entry(req, *checks)
         except e.AccessDenied:
             return False
         return True

@@ -46,9 +46,9 @@ async def restore_object(req: Request, ctx: Context) -> Response:
     return Response(202 if started else 200)
 
 
-def restore_headers(ctx: Context, meta: ObjectMeta) -> list[tuple[str, str]]:
+async def restore_headers(ctx: Context, meta: ObjectMeta) -> list[tuple[str, str]]:
     """``x-amz-restore`` of a version in a restore-required tier that has a restore."""
-    status = ctx.service.restore_status(meta.bucket, meta.key, meta.version_id, meta.storage_class)
+    status = await ctx.service.restore_status(meta.bucket, meta.key, meta.version_id, meta.storage_class)
     if status is None:
         return []
     ongoing, expires_ns = status
@@ -64,9 +64,11 @@ def wants_restore_status(req: Request) -> bool:
     return "RestoreStatus" in (v.strip() for v in value.split(","))
 
 
-def restore_status_element(ctx: Context, bucket: str, key: str, version_id: str | None, storage_class: str) -> str:
+async def restore_status_element(
+    ctx: Context, bucket: str, key: str, version_id: str | None, storage_class: str
+) -> str:
     """A listing entry's ``<RestoreStatus>`` (empty when the version has no restore)."""
-    status = ctx.service.restore_status(bucket, key, version_id, storage_class)
+    status = await ctx.service.restore_status(bucket, key, version_id, storage_class)
     if status is None:
         return ""
     ongoing, expires_ns = status

@@ -282,17 +282,17 @@ def stored_doc(doc: Mapping[str, Any], region: str) -> StoredEncryption | None:
     return StoredEncryption("kms", doc.get("alg", KMS), arn, doc.get("ctx"), bool(doc.get("bk")))
 
 
-def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
+async def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
     """The bucket's default encryption, read from the catalog (not the per-worker cache: a write
     must never miss a default another worker has just put). No bucket: None, and the write
     answers NoSuchBucket in its usual order."""
     try:
-        return BucketEncryption.from_props(ctx.service.get_bucket_encryption(bucket))
+        return BucketEncryption.from_props(await ctx.service.get_bucket_encryption(bucket))
     except e.NoSuchBucket:
         return None
 
 
-def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bool = True) -> SseRequest:
+async def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bool = True) -> SseRequest:
     """``parse_write`` of the request's headers (a POST form's: its fields), then, for a write
     that creates an object or an upload (``default``), ``with_default`` of its bucket's default
     (an SSE-C write to a bucket that blocks SSE-C: 403 AccessDenied).
@@ -301,7 +301,7 @@ def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bo
     assert req.bucket is not None
     sse = parse_write(req.headers, copy=copy)
     if default:
-        config = bucket_default(ctx, req.bucket)
+        config = await bucket_default(ctx, req.bucket)
         if sse.kind != "c":
             sse = with_default(sse, config)
         elif config is not None and config.blocks_sse_c:
@@ -322,20 +322,20 @@ def require_sigv4(req: Request, stored: Mapping[str, Any]) -> None:
         raise _needs_sigv4()
 
 
-def require_sigv4_upload(req: Request, ctx: Context) -> None:
+async def require_sigv4_upload(req: Request, ctx: Context) -> None:
     """CompleteMultipartUpload signed with SigV2: ``require_sigv4`` of its upload (looked up only
     then). An upload gone already (a retried Complete, answered from memory) has nothing to check."""
     if not _signed_v2(req):
         return
     assert req.bucket is not None and req.key is not None
     try:
-        upload = ctx.service.upload_info(req.bucket, req.key, req.query.get("uploadId", ""))
+        upload = await ctx.service.upload_info(req.bucket, req.key, req.query.get("uploadId", ""))
     except e.TierstoreError:
         return  # the completion answers it, in its own order
     require_sigv4(req, upload.encryption)
 
 
-def require_sigv4_source(
+async def require_sigv4_source(
     req: Request, ctx: Context, bucket: str, key: str, version_id: str | None, source_key: CustomerKey | None
 ) -> None:
     """CopyObject / UploadPartCopy signed with SigV2 from a KMS source: a read of a KMS object,
@@ -343,7 +343,8 @@ def require_sigv4_source(
     if not _signed_v2(req):
         return
     try:
-        meta = ctx.service.head_object(bucket, key, GetOptions(version_id=version_id, customer_key=key_of(source_key)))
+        opts = GetOptions(version_id=version_id, customer_key=key_of(source_key))
+        meta = await ctx.service.head_object(bucket, key, opts)
     except e.TierstoreError:
         return  # the copy answers it, in its own order
     require_sigv4(req, meta.meta.encryption)

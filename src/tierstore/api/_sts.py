@@ -40,13 +40,13 @@ def _session_of(call: QueryCall) -> Session | None:
     return session if isinstance(session, Session) else None
 
 
-def _caller(call: QueryCall) -> Session | EnginePrincipal:
+async def _caller(call: QueryCall) -> Session | EnginePrincipal:
     """Who signed the request: its STS session, or the long-term key's principal."""
     session = _session_of(call)
     if session is not None:
         return session
     ids = call.ctx.identities
-    principal = ids.principal_for(call.access_key) if ids is not None and call.access_key else None
+    principal = await ids.principal_for(call.access_key) if ids is not None and call.access_key else None
     if principal is None:
         raise e.AccessDenied("Access Denied")
     return principal
@@ -94,13 +94,13 @@ def _assumed_role_user(session: Session) -> str:
 
 
 # --- AssumeRole ----------------------------------------------------------------------------
-def _assume_role_checks(call: QueryCall) -> tuple[Check, ...]:
+async def _assume_role_checks(call: QueryCall) -> tuple[Check, ...]:
     return (Check("sts:AssumeRole", call.require("RoleArn")),)
 
 
 async def _assume_role(call: QueryCall) -> str:
-    session, token = _sts(call).assume_role(
-        _caller(call),
+    session, token = await _sts(call).assume_role(
+        await _caller(call),
         call.require("RoleArn"),
         call.require("RoleSessionName"),
         duration_s=_duration(call),
@@ -114,7 +114,7 @@ async def _assume_role(call: QueryCall) -> str:
 async def _get_session_token(call: QueryCall) -> str:
     if _session_of(call) is not None:
         raise e.AccessDenied("Cannot call GetSessionToken with session credentials")
-    caller = _caller(call)
+    caller = await _caller(call)
     assert isinstance(caller, EnginePrincipal)
     session, token = _sts(call).get_session_token(caller, duration_s=_duration(call))
     return _credentials(session, token)
@@ -122,7 +122,7 @@ async def _get_session_token(call: QueryCall) -> str:
 
 # --- GetCallerIdentity -----------------------------------------------------------------------
 async def _get_caller_identity(call: QueryCall) -> str:
-    caller = _caller(call)
+    caller = await _caller(call)
     account = _sts(call).account
     if isinstance(caller, Session):
         arn, user_id = caller.arn, caller.user_id
@@ -156,9 +156,9 @@ async def _assume_role_with_web_identity(call: QueryCall) -> str:
     )
     if request is not None:
         request.authz = authz  # the decision shows in the access log
-    call.ctx.authorizer.authorize(authz)
-    session, sealed = sts.assume_role_with_web_identity(
-        sts.role_for_assume(role_arn),
+    await call.ctx.authorizer.authorize(authz)
+    session, sealed = await sts.assume_role_with_web_identity(
+        await sts.role_for_assume(role_arn),
         session_name,
         provider_arn=who.provider_arn,
         claims=who.claims,
@@ -175,7 +175,7 @@ async def _assume_role_with_web_identity(call: QueryCall) -> str:
     )
 
 
-def _none(call: QueryCall) -> tuple[Check, ...]:
+async def _none(call: QueryCall) -> tuple[Check, ...]:
     return ()
 
 

@@ -39,7 +39,7 @@ are uppercase, so ``status`` never names a tier.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore import errors as e
@@ -137,7 +137,7 @@ def _spec(doc: dict[str, Any]) -> TierSpec:
 
 
 async def tier_request(
-    service: ObjectService, req: Request, authorize_object: Callable[[str, str], None]
+    service: ObjectService, req: Request, authorize_object: Callable[[str, str], Awaitable[None]]
 ) -> tuple[int, bytes]:
     """Answer one request to these paths (the route table sends them here, authorized): status
     and JSON body (empty for 204). ``authorize_object(bucket, key)``: raises AccessDenied unless
@@ -151,9 +151,9 @@ async def tier_request(
         raise e.MethodNotAllowed()
     parts = _parts(key) or []
     if route == "tierstore:ListTiers":
-        return 200, json.dumps({"tiers": [_tier_json(t) for t in tiers.list()]}).encode()
+        return 200, json.dumps({"tiers": [_tier_json(t) for t in await tiers.list()]}).encode()
     if route == "tierstore:GetTierStatus":
-        statuses = tiers.status(parts[0] if len(parts) == 2 else None)
+        statuses = await tiers.status(parts[0] if len(parts) == 2 else None)
         return 200, json.dumps({"tiers": [_status_json(s) for s in statuses]}).encode()
     if route == "tierstore:DeleteTier":
         await tiers.remove(parts[0])
@@ -172,8 +172,8 @@ async def _transition(service: ObjectService, tier: str, req: Request) -> tuple[
     if not bucket or not key:
         raise e.InvalidRequest('A transition needs the "bucket" and "key" query parameters.')
     tiers = service.tiers
-    tiers.get(tier)  # NoSuchTier (404) for a name that is none
-    version_id = service.version_record(bucket, key, req.query.get("versionId")).meta.version_id
+    await tiers.get(tier)  # NoSuchTier (404) for a name that is none
+    version_id = (await service.version_record(bucket, key, req.query.get("versionId"))).meta.version_id
     moved = await service.transition(bucket, key, version_id, tier)
     return 200, json.dumps({"moved": moved, "version_id": version_id}).encode()
 
@@ -199,7 +199,7 @@ def _entries(doc: Any) -> list[tuple[str, str, str | None]]:
 
 
 async def _transition_many(
-    service: ObjectService, tier: str, req: Request, authorize_object: Callable[[str, str], None]
+    service: ObjectService, tier: str, req: Request, authorize_object: Callable[[str, str], Awaitable[None]]
 ) -> tuple[int, bytes]:
     entries = _entries(await req.json_body(_MAX_BATCH_BODY))
     # Every entry authorized before anything is looked up (DeleteObjects' rule): a caller denied
@@ -207,12 +207,12 @@ async def _transition_many(
     denied: list[e.TierstoreError | None] = []
     for bucket, key, _ in entries:
         try:
-            authorize_object(bucket, key)
+            await authorize_object(bucket, key)
             denied.append(None)
         except e.AccessDenied as exc:
             denied.append(exc)
     if any(d is None for d in denied):
-        service.tiers.get(tier)  # NoSuchTier (404) for a name that is none
+        await service.tiers.get(tier)  # NoSuchTier (404) for a name that is none
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, tuple[str, str, str]]] = []  # (index in results, the version to move)
     for (bucket, key, version_id), refused in zip(entries, denied, strict=True):
@@ -220,7 +220,7 @@ async def _transition_many(
         try:
             if refused is not None:
                 raise refused
-            found = service.version_record(bucket, key, version_id).meta.version_id
+            found = (await service.version_record(bucket, key, version_id)).meta.version_id
         except e.TierstoreError as exc:
             entry["error"] = {"code": exc.code, "message": exc.message}
         else:

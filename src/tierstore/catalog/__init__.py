@@ -1,36 +1,69 @@
-"""Catalog: all metadata, transactional. SQLite is the embedded default; on a drive set it is
-mirrored, one copy per drive (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
+"""Catalog: all metadata, transactional. ``Catalog`` (catalog/_protocol.py) is what the rest of
+tierstore sees; SQLite is the embedded default; on a drive set it is mirrored, one copy per drive
+(``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
-from tierstore.catalog._hot import HeldBlob, HoldInfo
-from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord
 from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
 from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
-from tierstore.catalog._sqlite import (
+from tierstore.catalog._protocol import (
+    Blobs,
+    Buckets,
+    Catalog,
+    Datasets,
+    Hot,
+    Identities,
+    Kms,
+    Lifecycle,
+    Listing,
+    Sse,
+    Stats,
+    TierData,
+    TierMoves,
+    Tiers,
+    Uploads,
+    Versions,
+)
+from tierstore.catalog._records import (
     PINNING_TABLES,
+    AccessKeyRecord,
     BlobRef,
     DatasetRecord,
+    HeldBlob,
+    HoldInfo,
     ModelAliasInUse,
+    PendingWrite,
     PinGone,
-    SqliteCatalog,
+    RoleRecord,
+    TierProgress,
+    TierRecord,
+    TierUsage,
+    UserRecord,
     VersioningChanged,
     VersionRecord,
     VersionTaken,
 )
+from tierstore.catalog._sqlite import SqliteCatalog
 from tierstore.catalog._tier_data import InlineMove, OutboxEntry
-from tierstore.catalog._tier_progress import PendingWrite, TierProgress
-from tierstore.catalog._tiers import TierRecord, TierUsage
 
 __all__ = [
     "PINNING_TABLES",
     "AccessKeyRecord",
     "BlobRef",
+    "Blobs",
+    "Buckets",
+    "Catalog",
     "CatalogMirrorError",
     "DatasetRecord",
+    "Datasets",
     "DueRow",
     "HeldBlob",
     "HoldInfo",
+    "Hot",
+    "Identities",
     "InlineMove",
     "KeyVersion",
+    "Kms",
+    "Lifecycle",
+    "Listing",
     "ModelAliasInUse",
     "OutboxEntry",
     "Outcome",
@@ -40,11 +73,18 @@ __all__ = [
     "ReconcileReport",
     "RoleRecord",
     "SqliteCatalog",
+    "Sse",
+    "Stats",
+    "TierData",
+    "TierMoves",
     "TierProgress",
     "TierRecord",
     "TierUsage",
+    "Tiers",
+    "Uploads",
     "UserRecord",
     "VersionRecord",
     "VersionTaken",
     "VersioningChanged",
+    "Versions",
 ]

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Literal, TypeVar
+
+from tierstore.catalog._records import HeldBlob, HoldInfo
 
 __all__ = ["HOT_DDL", "HeldBlob", "HoldInfo", "HotTables", "free_unheld"]
 
@@ -64,34 +65,6 @@ _MISSING = (  # in the primary key's order
     " AND NOT EXISTS (SELECT 1 FROM trash t WHERE t.blob_id = b.blob_id) ORDER BY h.blob_id LIMIT ?"
 )
 _MISSING_DESC = _MISSING.replace("ORDER BY h.blob_id", "ORDER BY h.blob_id DESC")
-
-
-@dataclass(frozen=True, slots=True)
-class HoldInfo:
-    """One holder: its copy's state and what it holds (remote blobs; local ones need no copy)."""
-
-    holder: str
-    created_ns: int
-    expires_ns: int | None  # None: until released (or, with ttl_ns, not yet known: the copy runs)
-    ttl_ns: int | None
-    done_ns: int | None  # None: the copy is ongoing
-    blobs: int = 0  # held blobs that are in a tier
-    bytes: int = 0
-    cached_blobs: int = 0  # of those, copied locally
-    cached_bytes: int = 0
-
-    @property
-    def ongoing(self) -> bool:
-        return self.done_ns is None
-
-
-@dataclass(frozen=True, slots=True)
-class HeldBlob:
-    """A held remote blob without a local copy yet: what the copier fetches."""
-
-    blob_id: str
-    size_bytes: int
-    tier: str
 
 
 def free_unheld(c: sqlite3.Connection, blob_ids: Iterable[str], now_ns: int) -> int:
@@ -205,33 +178,33 @@ class HotTables:
         c.execute("UPDATE hot_holds SET expires_ns=? WHERE holder=?", (expires_ns, holder))
         return missing is None
 
-    def hot_request(self, holder: str) -> HoldInfo | None:
+    async def hot_request(self, holder: str) -> HoldInfo | None:
         """The holder's copy and what it holds, or None."""
         c = self._reader()
         row = c.execute(f"{_REQUEST} WHERE holder=?", (holder,)).fetchone()
         return _info(c, row) if row else None
 
-    def hot_state(self, holder: str) -> tuple[int | None, int | None] | None:
+    async def hot_state(self, holder: str) -> tuple[int | None, int | None] | None:
         """(done_ns, expires_ns) of ``holder``, or None: one point read (HEAD's x-amz-restore)."""
         row = (
             self._reader().execute("SELECT done_ns, expires_ns FROM hot_requests WHERE holder=?", (holder,)).fetchone()
         )
         return None if row is None else (row[0], row[1])
 
-    def hot_list(self, prefix: str = "") -> list[HoldInfo]:
+    async def hot_list(self, prefix: str = "") -> list[HoldInfo]:
         """Every holder whose name starts with ``prefix``, by name, with its size."""
         c = self._reader()
         sql = f"{_REQUEST} WHERE substr(holder, 1, ?) = ? ORDER BY holder"
         return [_info(c, row) for row in c.execute(sql, (len(prefix), prefix)).fetchall()]
 
-    def hot_missing(self, holder: str, limit: int = 1000, *, descending: bool = False) -> list[HeldBlob]:
+    async def hot_missing(self, holder: str, limit: int = 1000, *, descending: bool = False) -> list[HeldBlob]:
         """Held remote blobs of ``holder`` without a local copy, by id (``descending``: from the
         other end, for a second worker that helps); not those still in the trash (a freed copy
         whose bytes the drain has not deleted yet: copied once it has)."""
         sql = _MISSING_DESC if descending else _MISSING
         return [HeldBlob(str(b), int(n), str(t)) for b, n, t in self._reader().execute(sql, (holder, limit))]
 
-    def hot_due(self, now_ns: int) -> tuple[bool, bool]:
+    async def hot_due(self, now_ns: int) -> tuple[bool, bool]:
         """(a holder or hold has expired, an ongoing copy is free to claim) at ``now_ns``: two
         indexed reads, so an idle worker's pass writes nothing."""
         c = self._reader()
@@ -242,7 +215,7 @@ class HotTables:
         sql = "SELECT 1 FROM hot_requests WHERE done_ns IS NULL AND lease_ns <= ? LIMIT 1"
         return expired is not None, c.execute(sql, (now_ns,)).fetchone() is not None
 
-    def hot_leased(self, now_ns: int, limit: int = 8) -> list[str]:
+    async def hot_leased(self, now_ns: int, limit: int = 8) -> list[str]:
         """Ongoing copies a live worker holds (their lease runs at ``now_ns``): another may help
         it from the other end (one indexed read)."""
         sql = "SELECT holder FROM hot_requests WHERE done_ns IS NULL AND lease_ns > ? ORDER BY lease_ns LIMIT ?"
@@ -360,7 +333,7 @@ class HotTables:
 
         return await self._write(fn)
 
-    def blob_cached(self, blob_id: str) -> bool:
+    async def blob_cached(self, blob_id: str) -> bool:
         row = (
             self._reader().execute("SELECT 1 FROM blobs WHERE blob_id=? AND cached IS NOT NULL", (blob_id,)).fetchone()
         )

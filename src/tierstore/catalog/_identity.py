@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tierstore.catalog._records import AccessKeyRecord, RoleRecord, UserRecord
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, NoSuchEntity
 
 __all__ = ["IDENTITY_DDL", "AccessKeyRecord", "IdentityTables", "RoleRecord", "UserRecord"]
@@ -102,41 +102,6 @@ PRINCIPAL_TYPES = ("user", "group", "role")
 _PRINCIPAL_TABLES = {"user": "iam_users", "group": "iam_groups", "role": "iam_roles"}
 
 
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    name: str
-    user_id: str
-    enabled: bool
-    tags: dict[str, str]
-    created_ns: int
-
-
-@dataclass(frozen=True, slots=True)
-class AccessKeyRecord:
-    """One access key row. ``sealed_secret`` is opaque here (crypto/ opens it)."""
-
-    access_key_id: str
-    user_name: str | None  # None: the root
-    kind: str  # 'user' | 'service'
-    sealed_secret: bytes = field(repr=False)
-    status: str
-    created_ns: int
-    last_used_ns: int | None
-    expires_ns: int | None
-    policy: str | None
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RoleRecord:
-    name: str
-    role_id: str
-    trust_policy: str
-    max_session_s: int
-    description: str
-    created_ns: int
-
-
 _KEY_COLUMNS = (
     "access_key_id, user_name, kind, sealed_secret, status, created_ns, last_used_ns, expires_ns, policy, name"
 )
@@ -197,7 +162,7 @@ class IdentityTables:
 
         return await self._write(changed)
 
-    def iam_generation(self) -> str:
+    async def iam_generation(self) -> str:
         """A counter that moves with every committed change of users, keys, groups, policies,
         attachments, boundaries, roles or OIDC providers (not with last-used times): a worker
         that saw the same value before has nothing to reload ("" until the first change)."""
@@ -216,12 +181,12 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_get_user(self, name: str) -> UserRecord | None:
+    async def iam_get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, user_id, enabled, tags, created_ns FROM iam_users WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
         return _user_of(row) if row else None
 
-    def iam_list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
+    async def iam_list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
         sql = "SELECT name, user_id, enabled, tags, created_ns FROM iam_users WHERE name > ? ORDER BY name LIMIT ?"
         return [_user_of(r) for r in self._reader().execute(sql, (after, limit)).fetchall()]
 
@@ -284,12 +249,12 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_get_key(self, access_key_id: str) -> AccessKeyRecord | None:
+    async def iam_get_key(self, access_key_id: str) -> AccessKeyRecord | None:
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE access_key_id=?"  # noqa: S608
         row = self._reader().execute(sql, (access_key_id,)).fetchone()
         return _key_of(row) if row else None
 
-    def iam_list_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyRecord]:
+    async def iam_list_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyRecord]:
         """The keys acting as ``user_name`` (None: the root's), of ``kind`` if given, by id."""
         where = "user_name IS NULL" if user_name is None else "user_name=?"
         args: list[Any] = [] if user_name is None else [user_name]
@@ -299,7 +264,7 @@ class IdentityTables:
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE {where} ORDER BY access_key_id"  # noqa: S608
         return [_key_of(r) for r in self._reader().execute(sql, args).fetchall()]
 
-    def iam_sealed_key_ids(self) -> list[bytes]:
+    async def iam_sealed_key_ids(self) -> list[bytes]:
         """One sealed secret per distinct sealing header prefix is enough to tell which master
         keys sealed the catalog's secrets: the first 5 bytes (version, key id) of each."""
         sql = "SELECT DISTINCT substr(sealed_secret, 1, 5) FROM iam_access_keys"
@@ -342,7 +307,7 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_list_groups(self) -> list[tuple[str, str, int]]:
+    async def iam_list_groups(self) -> list[tuple[str, str, int]]:
         """(name, group id, created_ns) of every group, by name."""
         sql = "SELECT name, group_id, created_ns FROM iam_groups ORDER BY name"
         return [tuple(r) for r in self._reader().execute(sql).fetchall()]
@@ -381,11 +346,11 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_groups_of(self, user_name: str) -> list[str]:
+    async def iam_groups_of(self, user_name: str) -> list[str]:
         sql = "SELECT group_name FROM iam_group_members WHERE user_name=? ORDER BY group_name"
         return [r[0] for r in self._reader().execute(sql, (user_name,)).fetchall()]
 
-    def iam_members_of(self, group_name: str) -> list[str]:
+    async def iam_members_of(self, group_name: str) -> list[str]:
         sql = "SELECT user_name FROM iam_group_members WHERE group_name=? ORDER BY user_name"
         return [r[0] for r in self._reader().execute(sql, (group_name,)).fetchall()]
 
@@ -402,13 +367,13 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_get_policy(self, name: str) -> tuple[str, str, str, int] | None:
+    async def iam_get_policy(self, name: str) -> tuple[str, str, str, int] | None:
         """(name, policy id, document, updated_ns) of managed policy ``name``."""
         sql = "SELECT name, policy_id, document, updated_ns FROM iam_policies WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
         return (row[0], row[1], row[2], row[3]) if row else None
 
-    def iam_list_policies(self) -> list[str]:
+    async def iam_list_policies(self) -> list[str]:
         return [r[0] for r in self._reader().execute("SELECT name FROM iam_policies ORDER BY name").fetchall()]
 
     async def iam_delete_policy(self, name: str) -> None:
@@ -445,7 +410,7 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_attached(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
+    async def iam_attached(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
         """(policy name, document) of the managed policies attached to a principal, by name."""
         sql = (
             "SELECT p.name, p.document FROM iam_attachments a JOIN iam_policies p ON p.name = a.policy_name"
@@ -453,7 +418,7 @@ class IdentityTables:
         )
         return [(r[0], r[1]) for r in self._reader().execute(sql, (principal_type, principal_name)).fetchall()]
 
-    def iam_policy_entities(self, policy_name: str) -> list[tuple[str, str]]:
+    async def iam_policy_entities(self, policy_name: str) -> list[tuple[str, str]]:
         """(principal type, name) of everything managed policy ``policy_name`` is attached to."""
         sql = "SELECT principal_type, principal_name FROM iam_attachments WHERE policy_name=? ORDER BY 1, 2"
         return [(r[0], r[1]) for r in self._reader().execute(sql, (policy_name,)).fetchall()]
@@ -480,7 +445,7 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_boundary(self, principal_type: str, principal_name: str) -> tuple[str, str] | None:
+    async def iam_boundary(self, principal_type: str, principal_name: str) -> tuple[str, str] | None:
         """(policy name, document) of the permissions boundary of a user or role, if any."""
         sql = (
             "SELECT p.name, p.document FROM iam_boundaries b JOIN iam_policies p ON p.name = b.policy_name"
@@ -513,7 +478,7 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_inline(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
+    async def iam_inline(self, principal_type: str, principal_name: str) -> list[tuple[str, str]]:
         """(policy name, document) of a principal's inline policies, by name."""
         sql = (
             "SELECT policy_name, document FROM iam_inline_policies"
@@ -534,12 +499,12 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_get_role(self, name: str) -> RoleRecord | None:
+    async def iam_get_role(self, name: str) -> RoleRecord | None:
         sql = "SELECT name, role_id, trust_policy, max_session_s, description, created_ns FROM iam_roles WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
         return RoleRecord(*row) if row else None
 
-    def iam_list_roles(self) -> list[RoleRecord]:
+    async def iam_list_roles(self) -> list[RoleRecord]:
         sql = "SELECT name, role_id, trust_policy, max_session_s, description, created_ns FROM iam_roles ORDER BY name"
         return [RoleRecord(*r) for r in self._reader().execute(sql).fetchall()]
 
@@ -591,7 +556,7 @@ class IdentityTables:
 
         await self._iam_write(fn)
 
-    def iam_oidc_providers(self) -> list[tuple[str, list[str], list[str], int]]:
+    async def iam_oidc_providers(self) -> list[tuple[str, list[str], list[str], int]]:
         """(issuer url, client ids, thumbprints, created_ns) of every provider, by url."""
         sql = "SELECT url, client_ids, thumbprints, created_ns FROM iam_oidc_providers ORDER BY url"
         return [(r[0], json.loads(r[1]), json.loads(r[2]), r[3]) for r in self._reader().execute(sql).fetchall()]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from tierstore.catalog._records import KmsKeyRecord
 
 __all__ = ["KMS_DDL", "KmsKeyRecord", "KmsTables"]
 
@@ -35,19 +36,6 @@ CREATE TABLE IF NOT EXISTS kms_key_versions(
     PRIMARY KEY(key_id, version)
 ) WITHOUT ROWID;
 """
-
-
-@dataclass(frozen=True, slots=True)
-class KmsKeyRecord:
-    """One key id's status: never its material."""
-
-    key_id: str
-    enabled: bool
-    description: str
-    created_ns: int
-    updated_ns: int
-    newest_version: int
-    rotated_ns: int | None  # when the newest version was added (None: never rotated)
 
 
 _KEY_SELECT = (
@@ -92,15 +80,15 @@ class KmsTables:
 
         return await self._write(fn)
 
-    def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
+    async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
         row = self._reader().execute(f"{_KEY_SELECT} WHERE k.key_id=? GROUP BY k.key_id", (key_id,)).fetchone()
         return _record(row) if row else None
 
-    def kms_list_keys(self) -> list[KmsKeyRecord]:
+    async def kms_list_keys(self) -> list[KmsKeyRecord]:
         rows = self._reader().execute(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id").fetchall()
         return [_record(r) for r in rows]
 
-    def kms_sealed_material(self, key_id: str, version: int) -> bytes | None:
+    async def kms_sealed_material(self, key_id: str, version: int) -> bytes | None:
         """The sealed material of one version of ``key_id`` (None: no such version)."""
         sql = "SELECT sealed_material FROM kms_key_versions WHERE key_id=? AND version=?"
         row = self._reader().execute(sql, (key_id, version)).fetchone()
@@ -136,7 +124,7 @@ class KmsTables:
 
         return await self._write(fn)
 
-    def kms_sealed_key_ids(self) -> list[bytes]:
+    async def kms_sealed_key_ids(self) -> list[bytes]:
         """The sealing headers (first 5 bytes: format, master key id) of the stored key material:
         which master keys sealed it (``server.prepare_master_key`` checks them at start)."""
         sql = "SELECT DISTINCT substr(sealed_material, 1, 5) FROM kms_key_versions"

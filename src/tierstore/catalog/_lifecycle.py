@@ -236,14 +236,14 @@ class LifecycleTables:
         c.execute("DELETE FROM lifecycle_recompute WHERE bucket=?", (bucket,))
 
     # --- the worker's side ----------------------------------------------------------------
-    def lifecycle_due_count(self, now_ns: int | None = None) -> int:
+    async def lifecycle_due_count(self, now_ns: int | None = None) -> int:
         """Rows in the index (due by ``now_ns``, when given)."""
         if now_ns is None:
             return int(self._reader().execute("SELECT count(*) FROM lifecycle_due").fetchone()[0])
         sql = "SELECT count(*) FROM lifecycle_due WHERE due_ns<=?"
         return int(self._reader().execute(sql, (now_ns,)).fetchone()[0])
 
-    def lifecycle_pending(self, now_ns: int) -> bool:
+    async def lifecycle_pending(self, now_ns: int) -> bool:
         """Whether a recompute is queued or a row is due: one read of each index, so an idle
         worker pass costs no write transaction."""
         c = self._reader()
@@ -251,7 +251,7 @@ class LifecycleTables:
             return True
         return c.execute("SELECT 1 FROM lifecycle_due WHERE due_ns<=? LIMIT 1", (now_ns,)).fetchone() is not None
 
-    def lifecycle_rows(self, bucket: str) -> list[DueRow]:
+    async def lifecycle_rows(self, bucket: str) -> list[DueRow]:
         """A bucket's rows, in key order (tests, ``admin`` views)."""
         sql = "SELECT due_ns, bucket, key, version_id, action FROM lifecycle_due WHERE bucket=? ORDER BY key"
         return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in self._reader().execute(sql, (bucket,))]

@@ -36,7 +36,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +47,17 @@ from tierstore.catalog._kms import KMS_DDL, KmsTables
 from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
+from tierstore.catalog._records import (
+    PINNING_TABLES,
+    BlobRef,
+    DatasetRecord,
+    Guard,
+    ModelAliasInUse,
+    PinGone,
+    VersioningChanged,
+    VersionRecord,
+    VersionTaken,
+)
 from tierstore.catalog._sse import SseTables
 from tierstore.catalog._tier_data import TIERS_OF_BLOBS, TierDataTables, located
 from tierstore.catalog._tier_progress import TIER_PROGRESS_DDL, TierProgressTables, note_tier_write
@@ -201,95 +211,11 @@ def index_attrs(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class BlobRef:
-    blob_id: str
-    size_bytes: int
-    tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
-    cached: bool = False  # a blob in a tier that also has a local copy (catalog/_hot.py): read locally
-
-
-@dataclass(slots=True)
-class VersionRecord:
-    """One object version as the catalog stores it: what clients see plus where the bytes are.
-
-    The bytes are either in the blob store (``blobs``, in order) or, for a small body, in the
-    catalog itself (docs/inline.md): ``inline_id`` names its row, and ``inline_data`` holds the
-    bytes when a read asked for them (verified against their CRC32C). To publish an inline
-    version, give ``put_version`` a record with ``inline_data`` set and no blobs: the catalog
-    picks the id."""
-
-    meta: ObjectMeta
-    blobs: list[BlobRef] = field(default_factory=list)
-    is_delete_marker: bool = False
-    inline_id: str | None = None
-    inline_data: bytes | None = None
-    # The bucket's versioning state ("Enabled", "Suspended", None: never versioned) read in the
-    # same statement as the version: set by get_latest/get_version only (a GET needs it for
-    # x-amz-version-id, and a second query per GET cost ~5 us).
-    bucket_versioning: str | None = None
-
-
-Guard = Callable[["VersionRecord", dict[str, Any]], None]
-
 _DATASET_COLS = "name, version, manifest_blob, manifest_bytes, created_ns, rows, bytes, info"
-
-
-@dataclass(slots=True)
-class DatasetRecord:
-    """One dataset version as the catalog stores it (docs/datasets.md)."""
-
-    name: str
-    version: int
-    manifest_blob: str
-    manifest_bytes: int
-    created_ns: int
-    rows: int
-    bytes: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> DatasetRecord:
-        name, version, manifest_blob, manifest_bytes, created_ns, rows, size, info = row
-        return cls(name, int(version), manifest_blob, int(manifest_bytes), int(created_ns), int(rows), int(size),
-                   json.loads(info))
-
-    def to_row(self) -> tuple[Any, ...]:
-        info = json.dumps(self.info, separators=(",", ":"))
-        return (self.name, self.version, self.manifest_blob, self.manifest_bytes, self.created_ns, self.rows,
-                self.bytes, info)
-
-
-# The tables of versions that pin bytes (docs/datasets.md): dataset versions and model versions
-# share one record shape and one create/delete/pin code path, told apart by table name.
-PINNING_TABLES = ("datasets", "models")
 
 
 class _ProbeDone(Exception):
     """``probe_write``'s job: the write lock was taken; roll back."""
-
-
-class PinGone(Exception):
-    """A blob or inline body a new dataset (or model) version would pin was deleted meanwhile."""
-
-
-class VersionTaken(Exception):
-    """Another writer published the dataset (or model) version first."""
-
-
-class VersioningChanged(Exception):
-    """``put_version(fixed_version_id=True)``: the bucket's versioning state, read inside the
-    commit, asks for another kind of version id (a new id or ``null``) than the record carries.
-    The record's encryption binds its version id, so the catalog refuses instead of rewriting
-    the id; the engine binds the other id and tries again (docs/encryption.md)."""
-
-
-class ModelAliasInUse(Exception):
-    """A model version an alias points at cannot be deleted; ``aliases``: which."""
-
-    def __init__(self, name: str, version: int, aliases: list[str]) -> None:
-        super().__init__(f"{name}@{version} is aliased as {', '.join(aliases)}")
-        self.aliases = aliases
 
 
 def _pinning(table: str) -> str:
@@ -856,11 +782,11 @@ class SqliteCatalog(
 
         await self._write(fn)
 
-    def get_bucket(self, name: str) -> BucketInfo | None:
+    async def get_bucket(self, name: str) -> BucketInfo | None:
         row = self._reader().execute("SELECT name, created_ns, region FROM buckets WHERE name=?", (name,)).fetchone()
         return BucketInfo(*row) if row else None
 
-    def list_buckets(
+    async def list_buckets(
         self, *, after: str = "", prefix: str = "", region: str | None = None, limit: int = -1
     ) -> list[BucketInfo]:
         """Buckets by name: those after ``after`` whose name starts with ``prefix`` (and in
@@ -874,13 +800,13 @@ class SqliteCatalog(
         return [BucketInfo(*r) for r in rows]
 
     # --- objects ---------------------------------------------------------------------
-    def get_latest(self, bucket: str, key: str, *, data: bool = False) -> VersionRecord | None:
+    async def get_latest(self, bucket: str, key: str, *, data: bool = False) -> VersionRecord | None:
         """The current version (or delete marker) of ``key``. ``data=True`` also loads an inline
         body (verified; ``CorruptBlob`` if it is damaged beyond what the mirror can serve)."""
         where = " WHERE bucket=? AND key=? AND is_latest=1"
         return self._read_version(where, (bucket, key.encode()), bucket, data)
 
-    def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None:
+    async def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None:
         where = " WHERE bucket=? AND key=? AND version_id=?"
         return self._read_version(where, (bucket, key.encode(), version_id), bucket, data)
 
@@ -927,7 +853,7 @@ class SqliteCatalog(
         log.error("inline body %s of %r is damaged beyond repair", blob_id, what)
         raise CorruptBlob(f"The stored bytes of {what!r} are damaged.", resource=what)
 
-    def bucket_props(self, name: str) -> dict[str, Any]:
+    async def bucket_props(self, name: str) -> dict[str, Any]:
         row = self._reader().execute("SELECT props FROM buckets WHERE name=?", (name,)).fetchone()
         if row is None:
             raise NoSuchBucket(resource=name)
@@ -1239,7 +1165,7 @@ class SqliteCatalog(
 
         return await self._write(fn)
 
-    def scan_latest(
+    async def scan_latest(
         self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
     ) -> list[tuple[bytes, int, str, int, str]]:
         """Live latest versions with ``after < key < below`` (``<=`` when inclusive), in byte
@@ -1257,7 +1183,7 @@ class SqliteCatalog(
             .fetchall()
         )
 
-    def scan_versions(
+    async def scan_versions(
         self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int
     ) -> list[tuple[VersionRecord, int, bool]]:
         """Every version in (key ASC, newest first) order, starting after (after_key, after_seq);
@@ -1278,7 +1204,7 @@ class SqliteCatalog(
         )
         return [(_row_to_record(bucket, r[:-2]), r[-2], bool(r[-1])) for r in rows]
 
-    def version_seq(self, bucket: str, key: str, version_id: str) -> int | None:
+    async def version_seq(self, bucket: str, key: str, version_id: str) -> int | None:
         row = (
             self._reader()
             .execute(
@@ -1288,7 +1214,7 @@ class SqliteCatalog(
         )
         return int(row[0]) if row else None
 
-    def seq_older_than(self, bucket: str, key: str, version_id: str, created_ns: int) -> int:
+    async def seq_older_than(self, bucket: str, key: str, version_id: str, created_ns: int) -> int:
         """Where a vanished version ``version_id`` created at ``created_ns`` stood among the
         key's versions: one more than the seq of the newest version created before it (1 if
         none), so ``seq < result`` selects exactly the versions older than it. Version ids other than
@@ -1306,7 +1232,7 @@ class SqliteCatalog(
         return int(row[0])
 
     # --- metadata query ------------------------------------------------------------
-    def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[VersionRecord], str | None]:
+    async def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[VersionRecord], str | None]:
         """One page of a metadata query (catalog/_query.py) over the bucket's current objects.
         Returns the matching versions in query order and the cursor of the next page."""
         from tierstore.catalog._query import compile_sqlite, next_cursor, parse
@@ -1356,7 +1282,7 @@ class SqliteCatalog(
                 else:
                     c.execute("INSERT OR IGNORE INTO trash(blob_id) VALUES(?)", (blob_id,))
 
-    def blob_known(self, blob_id: str) -> bool:
+    async def blob_known(self, blob_id: str) -> bool:
         """True if the catalog references ``blob_id`` as a blob on the local drives or still has
         it queued for deletion there (a blob moved to a tier is no longer local), or as a remote
         blob with a local copy or held (a copy may be on its way: docs/tiers.md "Hot copies")."""
@@ -1368,7 +1294,7 @@ class SqliteCatalog(
             or c.execute("SELECT 1 FROM hot_holds WHERE blob_id=? LIMIT 1", (blob_id,)).fetchone()
         )
 
-    def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
+    async def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]:
         """Referenced local blobs (and local copies of remote ones) in blob_id order after ``after``:
         (blob_id, size_bytes). The heal walk."""
         sql = (
@@ -1378,11 +1304,11 @@ class SqliteCatalog(
         rows = self._reader().execute(sql, (after, limit)).fetchall()
         return [(str(b), int(n)) for b, n in rows]
 
-    def blob_count(self) -> int:
+    async def blob_count(self) -> int:
         return int(self._reader().execute("SELECT count(*) FROM blobs").fetchone()[0])
 
     # --- inline bodies: the heal walk (docs/inline.md) ------------------------------------
-    def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]:
+    async def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]:
         """The scrub's walk over inline bodies: the next ``limit`` of them in id order after
         ``after`` as (inline id, size_bytes), and the ids among them whose CRC32C fails on any
         catalog copy (one query per copy per page; ``check_inline`` then repairs those)."""
@@ -1432,7 +1358,7 @@ class SqliteCatalog(
 
         return "repaired" if await self._write(fn) else "gone"
 
-    def trash_batch(self, limit: int = 1000) -> list[str]:
+    async def trash_batch(self, limit: int = 1000) -> list[str]:
         rows = self._reader().execute("SELECT blob_id FROM trash LIMIT ?", (limit,)).fetchall()
         return [r[0] for r in rows]
 
@@ -1492,7 +1418,7 @@ class SqliteCatalog(
             encryption=doc.get("e", {}),
         )
 
-    def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
+    async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         row = (
             self._reader()
             .execute(
@@ -1505,7 +1431,7 @@ class SqliteCatalog(
             raise NoSuchUpload(resource=upload_id)
         return self._upload_from_row(row)
 
-    def list_uploads(self, bucket: str, after_key: bytes, after_upload: str, limit: int) -> list[UploadInfo]:
+    async def list_uploads(self, bucket: str, after_key: bytes, after_upload: str, limit: int) -> list[UploadInfo]:
         rows = (
             self._reader()
             .execute(
@@ -1546,7 +1472,7 @@ class SqliteCatalog(
 
         await self._write(fn)
 
-    def list_parts(self, upload_id: str, after_part: int = 0, limit: int = 10_000) -> list[PartInfo]:
+    async def list_parts(self, upload_id: str, after_part: int = 0, limit: int = 10_000) -> list[PartInfo]:
         rows = (
             self._reader()
             .execute(
@@ -1646,7 +1572,7 @@ class SqliteCatalog(
             record, check=check, extra=extra, guard=guard, done=remember, fixed_version_id=fixed_version_id
         )
 
-    def completed_upload(self, bucket: str, key: str, upload_id: str) -> tuple[str, ObjectMeta] | None:
+    async def completed_upload(self, bucket: str, key: str, upload_id: str) -> tuple[str, ObjectMeta] | None:
         """(parts fingerprint, result) of a remembered completion of ``upload_id`` of ``key``."""
         row = (
             self._reader()
@@ -1675,7 +1601,7 @@ class SqliteCatalog(
         return fingerprint, meta
 
     # --- datasets (docs/datasets.md) -------------------------------------------------
-    def manifest_rows(
+    async def manifest_rows(
         self, bucket: str, prefix: bytes, after: bytes | None, limit: int
     ) -> list[tuple[bytes, str, int, str, str, str, str | None]]:
         """Live latest versions under ``prefix`` after key ``after`` (None: from the start), in
@@ -1692,7 +1618,9 @@ class SqliteCatalog(
             .fetchall()
         )
 
-    def get_dataset(self, name: str, version: int | None = None, *, table: str = "datasets") -> DatasetRecord | None:
+    async def get_dataset(
+        self, name: str, version: int | None = None, *, table: str = "datasets"
+    ) -> DatasetRecord | None:
         """Version ``version`` of dataset ``name``, or its latest version (None). ``table``:
         ``datasets`` or ``models`` (PINNING_TABLES; a model version has the same record shape)."""
         table = _pinning(table)
@@ -1704,7 +1632,7 @@ class SqliteCatalog(
             row = self._reader().execute(sql, (name, version)).fetchone()
         return DatasetRecord.from_row(row) if row else None
 
-    def list_datasets(self, name: str | None = None, *, table: str = "datasets") -> list[DatasetRecord]:
+    async def list_datasets(self, name: str | None = None, *, table: str = "datasets") -> list[DatasetRecord]:
         """Every dataset version (or every version of ``name``), by name then version."""
         table = _pinning(table)
         if name is None:
@@ -1714,7 +1642,7 @@ class SqliteCatalog(
             rows = self._reader().execute(sql, (name,)).fetchall()
         return [DatasetRecord.from_row(r) for r in rows]
 
-    def next_dataset_version(self, name: str, *, table: str = "datasets") -> int:
+    async def next_dataset_version(self, name: str, *, table: str = "datasets") -> int:
         sql = f"SELECT MAX(version) FROM {_pinning(table)} WHERE name=?"  # noqa: S608 - constant
         row = self._reader().execute(sql, (name,)).fetchone()
         return int(row[0] or 0) + 1
@@ -1783,7 +1711,7 @@ class SqliteCatalog(
         await self._write(fn)
 
     # --- model aliases (docs/checkpoints.md) ---------------------------------------------
-    def model_aliases(self, name: str | None = None) -> list[tuple[str, str, int, int]]:
+    async def model_aliases(self, name: str | None = None) -> list[tuple[str, str, int, int]]:
         """(name, alias, version, updated_ns) of every alias (of model ``name``), by name and alias."""
         if name is None:
             sql = "SELECT name, alias, version, updated_ns FROM model_aliases ORDER BY name, alias"
@@ -1791,7 +1719,7 @@ class SqliteCatalog(
         sql = "SELECT name, alias, version, updated_ns FROM model_aliases WHERE name=? ORDER BY alias"
         return [tuple(r) for r in self._reader().execute(sql, (name,)).fetchall()]
 
-    def model_alias(self, name: str, alias: str) -> int | None:
+    async def model_alias(self, name: str, alias: str) -> int | None:
         """The version ``name@alias`` points at (None: no such alias)."""
         sql = "SELECT version FROM model_aliases WHERE name=? AND alias=?"
         row = self._reader().execute(sql, (name, alias)).fetchone()
@@ -1827,7 +1755,7 @@ class SqliteCatalog(
 
         return await self._write(fn)
 
-    def inline_bodies(self, ids: Sequence[str]) -> dict[str, bytes]:
+    async def inline_bodies(self, ids: Sequence[str]) -> dict[str, bytes]:
         """The inline bodies ``ids`` (verified, as a GET reads them), by id; a missing id is absent.
         One query for the lot: a batch of dataset rows costs one statement, not one per row."""
         found: dict[str, bytes] = {}
@@ -1855,11 +1783,14 @@ class SqliteCatalog(
         except _ProbeDone:
             return
 
-    def bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]:
+    async def bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]:
         """Per bucket (the first ``limit`` by name): (bucket, objects, object bytes, versions,
         delete markers, stored bytes of every version). One aggregate query over the version
         rows of those buckets in primary-key order (no index holds the sums: ~0.5 s a million
-        versions), so callers cache it."""
+        versions), so callers cache it; it runs on a worker thread, not on the event loop."""
+        return await asyncio.to_thread(self._bucket_usage, limit)
+
+    def _bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]:
         c = self._reader()
         names = [str(r[0]) for r in c.execute("SELECT name FROM buckets ORDER BY name LIMIT ?", (limit,))]
         if not names:
@@ -1880,11 +1811,13 @@ class SqliteCatalog(
             out.append((name, objects, object_bytes, versions, markers, stored))
         return out
 
-    def bucket_count(self) -> int:
-        return int(self._reader().execute("SELECT count(*) FROM buckets").fetchone()[0])
+    async def bucket_count(self) -> int:
+        """On a worker thread (the health probe's read: a stuck catalog must not stall the loop)."""
+        sql = "SELECT count(*) FROM buckets"
+        return await asyncio.to_thread(lambda: int(self._reader().execute(sql).fetchone()[0]))
 
     # --- maintenance -----------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
+    async def counts(self) -> dict[str, int]:
         c = self._reader()
         return {
             "buckets": c.execute("SELECT count(*) FROM buckets").fetchone()[0],

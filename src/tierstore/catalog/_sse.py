@@ -13,29 +13,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from tierstore.catalog._records import SseVersion, VersionName
 
 __all__ = ["SseTables", "SseVersion", "VersionName"]
 
 T = TypeVar("T")
 
-VersionName = tuple[str, str, str]
 """(bucket, key, version id): where a walk stands, and how an object is named in a report."""
-
-
-@dataclass(frozen=True, slots=True)
-class SseVersion:
-    """One encrypted version as a walk sees it: its name and its ``"e"`` document."""
-
-    bucket: str
-    key: str
-    version_id: str
-    encryption: dict[str, Any]
-
-    @property
-    def name(self) -> VersionName:
-        return (self.bucket, self.key, self.version_id)
 
 
 class SseTables:
@@ -48,7 +34,7 @@ class SseTables:
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         raise NotImplementedError
 
-    def sse_versions_page(
+    async def sse_versions_page(
         self, *, key_id: str | None = None, after: VersionName | None = None, limit: int = 500
     ) -> list[SseVersion]:
         """The next ``limit`` encrypted versions after ``after`` in (bucket, key, version id)
@@ -84,7 +70,7 @@ class SseTables:
 
         return await self._write(fn)
 
-    def versions_of_blob(self, blob_id: str, limit: int = 10) -> list[VersionName]:
+    async def versions_of_blob(self, blob_id: str, limit: int = 10) -> list[VersionName]:
         """Up to ``limit`` versions whose body includes blob ``blob_id`` (copies share blobs), or
         whose inline body it is: the objects a damaged blob belongs to, for heal reports."""
         sql = (

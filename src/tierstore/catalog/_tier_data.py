@@ -23,7 +23,7 @@ from tierstore.catalog._hot import free_unheld
 from tierstore.catalog._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
-    from tierstore.catalog._sqlite import BlobRef, VersionRecord
+    from tierstore.catalog._records import BlobRef, VersionRecord
 
 __all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
 
@@ -104,7 +104,7 @@ class TierDataTables:
         def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None: ...
 
     # --- where blobs are ------------------------------------------------------------------
-    def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
+    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
         """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
         locally copied and unknown ones are absent: they are read from the local drives)."""
         out: dict[str, str] = {}
@@ -117,7 +117,7 @@ class TierDataTables:
             out.update((str(b), str(t)) for b, t in conn.execute(sql, chunk))
         return out
 
-    def remote_blob_known(self, tier: str, blob_id: str) -> bool:
+    async def remote_blob_known(self, tier: str, blob_id: str) -> bool:
         """Whether the catalog names ``blob_id``: referenced (anywhere: a local blob may be on its
         way to the tier) or waiting in ``tier``'s outbox. The remote orphan sweep's test."""
         c = self._reader()
@@ -301,7 +301,7 @@ class TierDataTables:
 
         await self._write(fn)
 
-    def outbox_holds(self, tier: str, blob_ids: Sequence[str]) -> str | None:
+    async def outbox_holds(self, tier: str, blob_ids: Sequence[str]) -> str | None:
         """One of ``blob_ids`` whose old copy in ``tier`` waits in the outbox, or None."""
         c = self._reader()
         for blob_id in blob_ids:
@@ -309,7 +309,7 @@ class TierDataTables:
                 return blob_id
         return None
 
-    def outbox_due(self, now_ns: int, limit: int = 500) -> list[OutboxEntry]:
+    async def outbox_due(self, now_ns: int, limit: int = 500) -> list[OutboxEntry]:
         sql = "SELECT tier, blob_id, attempts FROM tier_outbox WHERE next_ns <= ? ORDER BY next_ns LIMIT ?"
         return [OutboxEntry(str(t), str(b), int(a)) for t, b, a in self._reader().execute(sql, (now_ns, limit))]
 

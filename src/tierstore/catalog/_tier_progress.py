@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
+
+from tierstore.catalog._records import PendingWrite, TierProgress
 
 if TYPE_CHECKING:
     from tierstore.types import ObjectMeta
@@ -77,34 +78,6 @@ def note_tier_write(c: sqlite3.Connection, meta: ObjectMeta, key_b: bytes) -> No
     )
 
 
-@dataclass(frozen=True, slots=True)
-class TierProgress:
-    """One tier's counters (``tier_stats``) and backlog: transitions due now (``due``), versions
-    written in its class waiting for it (``pending``), remote objects to delete (``outbox``)."""
-
-    moved_bytes: int = 0
-    moved_objects: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    last_error_ns: int | None = None
-    due: int = 0
-    pending: int = 0
-    outbox: int = 0
-
-    @property
-    def backlog(self) -> int:
-        return self.due + self.pending + self.outbox
-
-
-@dataclass(frozen=True, slots=True)
-class PendingWrite:
-    bucket: str
-    key: str
-    version_id: str
-    tier: str
-    attempts: int
-
-
 class TierProgressTables:
     """The mover's part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``)."""
 
@@ -138,7 +111,7 @@ class TierProgressTables:
 
         await self._write(fn)
 
-    def tier_progress(self, tier: str, now_ns: int) -> TierProgress:
+    async def tier_progress(self, tier: str, now_ns: int) -> TierProgress:
         """``tier``'s counters and backlog (four indexed reads)."""
         c = self._reader()
         row = c.execute(
@@ -174,7 +147,7 @@ class TierProgressTables:
 
         await self._write(fn)
 
-    def tier_pending_any(self, now_ns: int) -> bool:
+    async def tier_pending_any(self, now_ns: int) -> bool:
         """Whether a pending write is due (one index read: the worker's common case)."""
         row = self._reader().execute("SELECT 1 FROM tier_pending WHERE next_ns<=? LIMIT 1", (now_ns,)).fetchone()
         return row is not None

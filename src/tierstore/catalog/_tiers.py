@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+
+from tierstore.catalog._records import TierRecord, TierUsage
 
 __all__ = ["TIERS_DDL", "TierRecord", "TierTables", "TierUsage"]
 
@@ -43,34 +44,6 @@ CREATE TABLE IF NOT EXISTS tier_outbox(  -- remote objects to delete (the catalo
 CREATE INDEX IF NOT EXISTS tier_outbox_due ON tier_outbox(next_ns);
 CREATE INDEX IF NOT EXISTS blobs_by_tier ON blobs(tier) WHERE tier IS NOT NULL;
 """
-
-
-@dataclass(frozen=True, slots=True)
-class TierRecord:
-    """One tier as stored: ``config`` is the JSON document, ``sealed_secret`` stays sealed."""
-
-    name: str
-    config: dict[str, Any]
-    sealed_secret: bytes | None
-    created_ns: int
-
-    def __repr__(self) -> str:  # never the sealed bytes either
-        return f"TierRecord(name={self.name!r}, config={self.config!r}, created_ns={self.created_ns})"
-
-
-@dataclass(frozen=True, slots=True)
-class TierUsage:
-    """What the catalog says names one tier: blobs (and their bytes) it holds, remote objects
-    waiting in the outbox, multipart uploads in progress whose storage class it is."""
-
-    blobs: int = 0
-    bytes: int = 0
-    outbox: int = 0
-    uploads: int = 0
-
-    @property
-    def in_use(self) -> bool:
-        return bool(self.blobs or self.outbox or self.uploads)
 
 
 def _record(row: tuple[Any, ...]) -> TierRecord:
@@ -101,16 +74,16 @@ class TierTables:
 
         return await self._write(fn)
 
-    def tier_get(self, name: str) -> TierRecord | None:
+    async def tier_get(self, name: str) -> TierRecord | None:
         sql = "SELECT name, config, secret, created_ns FROM tiers WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
         return _record(row) if row else None
 
-    def tier_list(self) -> list[TierRecord]:
+    async def tier_list(self) -> list[TierRecord]:
         sql = "SELECT name, config, secret, created_ns FROM tiers ORDER BY name"
         return [_record(r) for r in self._reader().execute(sql).fetchall()]
 
-    def tier_names(self) -> list[str]:
+    async def tier_names(self) -> list[str]:
         return [r[0] for r in self._reader().execute("SELECT name FROM tiers ORDER BY name").fetchall()]
 
     async def tier_delete(self, name: str) -> Literal["deleted", "missing"] | TierUsage:
@@ -131,10 +104,10 @@ class TierTables:
 
         return await self._write(fn)
 
-    def tier_usage(self, name: str) -> TierUsage:
+    async def tier_usage(self, name: str) -> TierUsage:
         return _usage_of(self._reader(), name)
 
-    def tier_sealed_key_ids(self) -> list[bytes]:
+    async def tier_sealed_key_ids(self) -> list[bytes]:
         """The sealing headers (first 5 bytes) of the tiers' sealed secrets: which master keys
         sealed them (``server.prepare_master_key`` checks them at start)."""
         sql = "SELECT DISTINCT substr(secret, 1, 5) FROM tiers WHERE secret IS NOT NULL"

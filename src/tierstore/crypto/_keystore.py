@@ -73,15 +73,15 @@ DATA_KEY_TTL_S = 60.0  # how long one stays, from its unwrap
 
 
 class KeyTable(Protocol):
-    """The catalog's key tables (``SqliteCatalog``, catalog/_kms.py), as the key store uses them."""
+    """The catalog's key tables (``Catalog``, catalog/_protocol.py), as the key store uses them."""
 
     async def kms_create_key(self, key_id: str, sealed_material: bytes, now_ns: int, description: str = "") -> bool: ...
 
-    def kms_get_key(self, key_id: str) -> KmsKeyRecord | None: ...
+    async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None: ...
 
-    def kms_list_keys(self) -> list[KmsKeyRecord]: ...
+    async def kms_list_keys(self) -> list[KmsKeyRecord]: ...
 
-    def kms_sealed_material(self, key_id: str, version: int) -> bytes | None: ...
+    async def kms_sealed_material(self, key_id: str, version: int) -> bytes | None: ...
 
     async def kms_add_version(self, key_id: str, seal: Callable[[int], bytes], now_ns: int) -> int | None: ...
 
@@ -192,7 +192,8 @@ class LocalKeyStore:
         plaintext = os.urandom(DATA_KEY_BYTES)
         head = _HEAD.pack(_FORMAT, rec.newest_version)
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._kek(key_id, rec.newest_version).encrypt(nonce, plaintext, self._aad(key_id, head, context))
+        kek = await self._kek(key_id, rec.newest_version)
+        sealed = kek.encrypt(nonce, plaintext, self._aad(key_id, head, context))
         return DataKey(plaintext, head + nonce + sealed)
 
     async def decrypt_data_key(self, key_id: str, wrapped: bytes, context: Mapping[str, str]) -> bytes:
@@ -217,7 +218,7 @@ class LocalKeyStore:
             return plaintext
         nonce, sealed = wrapped[_HEAD.size : _HEAD.size + _NONCE_BYTES], wrapped[_HEAD.size + _NONCE_BYTES :]
         try:
-            plaintext = self._kek(key_id, version).decrypt(nonce, sealed, aad)
+            plaintext = (await self._kek(key_id, version)).decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise WrappedKeyError() from None
         self.data_keys.put(wrapped, aad, plaintext)
@@ -239,19 +240,19 @@ class LocalKeyStore:
         return (
             head
             + nonce
-            + self._kek(key_id, rec.newest_version).encrypt(nonce, plaintext, self._aad(key_id, head, context))
+            + (await self._kek(key_id, rec.newest_version)).encrypt(nonce, plaintext, self._aad(key_id, head, context))
         )
 
     @staticmethod
     def _aad(key_id: str, head: bytes, context: Mapping[str, str]) -> bytes:
         return _AAD_LABEL + key_id.encode() + b"\x00" + head + canonical_context(context)
 
-    def _record(self, key_id: str) -> KmsKeyRecord | None:
+    async def _record(self, key_id: str) -> KmsKeyRecord | None:
         now = self._monotonic()
         hit = self._records.get(key_id)
         if hit is not None and hit[0] > now:
             return hit[1]
-        rec = self._table.kms_get_key(key_id)
+        rec = await self._table.kms_get_key(key_id)
         if len(self._records) >= _CACHE_MAX:
             self._records.clear()
         self._records[key_id] = (now + self.cache_ttl_s, rec)
@@ -259,10 +260,10 @@ class LocalKeyStore:
 
     async def _existing(self, key_id: str) -> KmsKeyRecord:
         """``key_id``'s record (the SSE-S3 key is created on first use); ``NoSuchKmsKey``."""
-        rec = self._record(key_id)
+        rec = await self._record(key_id)
         if rec is None and key_id == SSE_S3_KEY_ID:
             await self.ensure_key(key_id)
-            rec = self._record(key_id)
+            rec = await self._record(key_id)
         if rec is None:
             raise NoSuchKmsKey(f"Key '{key_id}' does not exist.", resource=key_id)
         return rec
@@ -273,12 +274,12 @@ class LocalKeyStore:
             raise KmsKeyDisabled(f"Key '{key_id}' is disabled.", resource=key_id)
         return rec
 
-    def _kek(self, key_id: str, version: int) -> AESGCM:
+    async def _kek(self, key_id: str, version: int) -> AESGCM:
         """Version ``version`` of ``key_id``'s KEK, opened once per process."""
         kek = self._keks.get((key_id, version))
         if kek is not None:
             return kek
-        sealed = self._table.kms_sealed_material(key_id, version)
+        sealed = await self._table.kms_sealed_material(key_id, version)
         if sealed is None:
             raise WrappedKeyError(f"Key '{key_id}' has no version {version}.", resource=key_id)
         try:
@@ -309,8 +310,8 @@ class LocalKeyStore:
         self.forget(key_id)
         return await self.key_status(key_id)
 
-    def list_keys(self) -> list[KeyStatus]:
-        return [_status(r) for r in self._table.kms_list_keys()]
+    async def list_keys(self) -> list[KeyStatus]:
+        return [_status(r) for r in await self._table.kms_list_keys()]
 
     async def describe(self, key_id: str) -> KeyStatus:
         """The status as the catalog has it now (no cache: what an admin asks for)."""

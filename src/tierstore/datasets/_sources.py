@@ -135,7 +135,7 @@ class EmbeddedSource:
 
         async def fetch() -> bytes:
             datasets = self._engine[1]
-            return await datasets.manifest_bytes(datasets.get(ref.name, ref.version))  # type: ignore[no-any-return]
+            return await datasets.manifest_bytes(await datasets.get(ref.name, ref.version))  # type: ignore[no-any-return]
 
         return Manifest.from_parquet(self._run(fetch()))
 

@@ -1,6 +1,7 @@
 """Engine: the ObjectService every face of tierstore talks to."""
 
 from tierstore.engine._bucket_access import PUBLIC_ACCESS_BLOCK_FLAGS, BucketAccessService
+from tierstore.engine._cached import NOT_CACHED, NotCached, SecretNotLoaded
 from tierstore.engine._checksums import decode_checksum, new_hasher
 from tierstore.engine._datasets import (
     DatasetRecord,
@@ -86,6 +87,7 @@ __all__ = [
     "MIN_SIZE_ALL_128K",
     "MIN_SIZE_BY_CLASS",
     "NOT_APPLICABLE",
+    "NOT_CACHED",
     "PUBLIC_ACCESS_BLOCK_FLAGS",
     "STORED_ENCRYPTED",
     "AccessKeyInfo",
@@ -122,6 +124,7 @@ __all__ = [
     "NoSuchTier",
     "NoncurrentExpiration",
     "NoncurrentTransition",
+    "NotCached",
     "ObjectService",
     "OidcVerifier",
     "Principal",
@@ -130,6 +133,7 @@ __all__ = [
     "RewrapPage",
     "RoleState",
     "RowRead",
+    "SecretNotLoaded",
     "Session",
     "StoreHealth",
     "StsService",

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tierstore.catalog import SqliteCatalog
+from tierstore.catalog import Catalog
+from tierstore.engine._cached import NOT_CACHED, NotCached
 from tierstore.errors import AccessDenied, NoSuchBucket, NoSuchBucketPolicy, NoSuchPublicAccessBlockConfiguration
 
 __all__ = ["PUBLIC_ACCESS_BLOCK_FLAGS", "BucketAccessService"]
@@ -35,7 +36,7 @@ class BucketAccessService:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         *,
         cache_ttl_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -49,7 +50,15 @@ class BucketAccessService:
         return f"BucketAccessService(cache_ttl_s={self.cache_ttl_s!r})"
 
     # --- the authorizer's hot path -------------------------------------------------------
-    def props(self, bucket: str) -> Mapping[str, Any] | None:
+    def cached(self, bucket: str) -> Mapping[str, Any] | NotCached | None:
+        """``props``' answer while this worker holds it, else ``NOT_CACHED`` (the authorizer's
+        synchronous hot path: no coroutine on a hit)."""
+        hit = self._props.get(bucket)
+        if hit is not None and hit[0] > self._monotonic():
+            return hit[1]
+        return NOT_CACHED
+
+    async def props(self, bucket: str) -> Mapping[str, Any] | None:
         """The bucket's properties as of at most ``cache_ttl_s`` ago (None: no such bucket).
         Read-only: the same mapping is handed to every caller until it expires."""
         now = self._monotonic()
@@ -57,7 +66,7 @@ class BucketAccessService:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            found: Mapping[str, Any] | None = self.catalog.bucket_props(bucket)
+            found: Mapping[str, Any] | None = await self.catalog.bucket_props(bucket)
         except NoSuchBucket:
             found = None
         if len(self._props) >= _CACHE_MAX:
@@ -73,9 +82,9 @@ class BucketAccessService:
             self._props.pop(bucket, None)
 
     # --- bucket policy -------------------------------------------------------------------
-    def get_policy(self, bucket: str) -> str:
+    async def get_policy(self, bucket: str) -> str:
         """The stored policy document; ``NoSuchBucketPolicy`` when there is none."""
-        policy = self.catalog.bucket_props(bucket).get("policy")
+        policy = (await self.catalog.bucket_props(bucket)).get("policy")
         if not policy:
             raise NoSuchBucketPolicy(resource=bucket)
         return str(policy)
@@ -103,9 +112,9 @@ class BucketAccessService:
         await self._update(bucket, update)
 
     # --- Block Public Access -------------------------------------------------------------
-    def get_public_access_block(self, bucket: str) -> dict[str, bool]:
+    async def get_public_access_block(self, bucket: str) -> dict[str, bool]:
         """The four flags; ``NoSuchPublicAccessBlockConfiguration`` when none was put."""
-        config = self.catalog.bucket_props(bucket).get("public_access_block")
+        config = (await self.catalog.bucket_props(bucket)).get("public_access_block")
         if config is None:
             raise NoSuchPublicAccessBlockConfiguration(resource=bucket)
         return {flag: bool(config.get(flag)) for flag in PUBLIC_ACCESS_BLOCK_FLAGS}

@@ -200,7 +200,7 @@ async def archive_version(
         table = await asyncio.to_thread(read_parquet, manifest)
         has_enc = "enc" in table.column_names
         blobs, inline = named(table.column("loc").to_pylist())
-        where = service.catalog.blob_tiers(list(blobs))
+        where = await service.catalog.blob_tiers(list(blobs))
         elsewhere = sorted({t for t in where.values() if t != tier})
         if elsewhere:
             raise InvalidRequest(
@@ -214,7 +214,7 @@ async def archive_version(
         there = [b for b in blobs if b in where]
         progress.skipped = progress.done = len(there)
         progress.done_bytes = sum(blobs[b][0] for b in there)
-        remote = service.tier_stores.store(tier)
+        remote = await service.tier_stores.store(tier)
         mover = service.mover
         gate = asyncio.Semaphore(concurrency)
 
@@ -257,7 +257,7 @@ async def pin_version(service: ObjectService, holder: str, progress: MoveProgres
     """Copy locally the remote blobs ``holder`` (already held: ``ObjectService.hold_blobs``)
     holds (module docstring). Returns ``progress``: done, or failed when some blob could not be
     copied (the hot-copy worker keeps trying; running the pin again follows it)."""
-    info = service.hold_info(holder)
+    info = await service.hold_info(holder)
     if info is not None:
         progress.items, progress.bytes = info.blobs, info.bytes
         progress.skipped = progress.done = info.cached_blobs
@@ -280,7 +280,7 @@ async def pin_version(service: ObjectService, holder: str, progress: MoveProgres
             f"{result.failed} of {progress.items} blobs of {progress.ref} could not be copied yet (first: {first});"
             " the server keeps trying: run the pin again to follow it."
         ))  # fmt: skip
-    info = service.hold_info(holder)  # the worker may have copied some too (before the lease was taken)
+    info = await service.hold_info(holder)  # the worker may have copied some too (before the lease was taken)
     if info is not None:
         progress.done, progress.done_bytes = info.cached_blobs, info.cached_bytes
     progress.state = "done"
@@ -313,7 +313,7 @@ async def _archive_inline(
 ) -> None:
     """The inline bodies: copied as new remote blobs, then per ``INLINE_BATCH`` a rewritten
     manifest and one transaction (module docstring)."""
-    remote = service.tier_stores.store(tier)
+    remote = await service.tier_stores.store(tier)
     has_enc = "enc" in table.column_names
     ids = list(inline)
     manifest_blob = record.manifest_blob
@@ -327,7 +327,7 @@ async def _archive_inline(
 
     for start in range(0, len(ids), INLINE_BATCH):
         batch = ids[start : start + INLINE_BATCH]
-        bodies = service.catalog.inline_bodies(batch)  # verified, as a GET reads them
+        bodies = await service.catalog.inline_bodies(batch)  # verified, as a GET reads them
         moves: list[InlineMove] = []
         results = await run([copy(i, bodies[i], moves) for i in batch if i in bodies])
         if moves:

@@ -16,11 +16,11 @@ import io
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tierstore.catalog import BlobRef, DatasetRecord, HoldInfo, PinGone, SqliteCatalog, VersionTaken
+from tierstore.catalog import BlobRef, Catalog, DatasetRecord, HoldInfo, PinGone, VersionTaken
 from tierstore.engine._dataset_tiers import (
     MoveProgress,
     NoSuchPin,
@@ -47,7 +47,7 @@ __all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "MovePro
 # The caller's read rights, asked by create before a source is looked at: (bucket, None, None)
 # before a bucket is listed (a prefix or a query), (bucket, key, version_id) before a row's
 # object is; it raises AccessDenied. api/ checks them through its authorizer (docs/security.md).
-MayRead = Callable[[str, str | None, str | None], None]
+MayRead = Callable[[str, str | None, str | None], Awaitable[None]]
 
 log = logging.getLogger("tierstore.datasets")
 
@@ -309,7 +309,7 @@ class DatasetService:
         self._moves: dict[tuple[str, str, int, str], tuple[asyncio.Task[MoveProgress], MoveProgress]] = {}
 
     @property
-    def catalog(self) -> SqliteCatalog:
+    def catalog(self) -> Catalog:
         return self.service.catalog
 
     # --- metadata ------------------------------------------------------------------
@@ -317,15 +317,15 @@ class DatasetService:
         """``InvalidArgument`` unless ``name`` is a valid name (no version)."""
         DatasetRef.parse(name)
 
-    def get(self, name: str, version: int | None = None) -> DatasetRecord:
+    async def get(self, name: str, version: int | None = None) -> DatasetRecord:
         self.check_name(name)
-        record = self.catalog.get_dataset(name, version, table=self.table)
+        record = await self.catalog.get_dataset(name, version, table=self.table)
         if record is None:
             raise self.missing(resource=name if version is None else f"{name}@{version}")
         return record
 
-    def list(self, name: str | None = None) -> list[DatasetRecord]:
-        return self.catalog.list_datasets(name, table=self.table)
+    async def list(self, name: str | None = None) -> list[DatasetRecord]:
+        return await self.catalog.list_datasets(name, table=self.table)
 
     async def manifest_bytes(self, record: DatasetRecord) -> bytes:
         chunks = [c async for c in await self.service.blobs.get(record.manifest_blob, 0, record.manifest_bytes)]
@@ -350,8 +350,8 @@ class DatasetService:
         """Build, store and publish the next version of ``name`` from ``spec`` (validated) in
         ``self.table``; ``extra``: what the record says besides name, version, created, source."""
         for attempt in range(_CREATE_ATTEMPTS):
-            version = self.catalog.next_dataset_version(name, table=self.table)
-            cols = await asyncio.to_thread(self._collect, spec, may_read)  # seconds for a million rows: off the loop
+            version = await self.catalog.next_dataset_version(name, table=self.table)
+            cols = await self._collect(spec, may_read)  # seconds for a million rows: it yields per page
             created_ns = self.service.clock.now_ns()
             info = {"name": name, "version": version, "created_ns": created_ns, "source": spec.source(), **extra}
             data = await asyncio.to_thread(cols.parquet, info)
@@ -381,21 +381,23 @@ class DatasetService:
             return record
         raise InvalidRequest(f"The source of {name} kept changing while its manifest was built; try again.")
 
-    def _collect(self, spec: DatasetSpec, may_read: MayRead | None = None) -> _Columns:
+    async def _collect(self, spec: DatasetSpec, may_read: MayRead | None = None) -> _Columns:
+        """The manifest's columns. On the event loop (the catalog's reads are awaitable), which it
+        gives to other requests after each page of ``_PAGE`` rows."""
         cols = _Columns(spec.columns)
         need_meta = spec.label not in (None, "dir") or bool(spec.columns)
         if spec.bucket is not None and spec.rows is None and may_read is not None:
-            may_read(spec.bucket, None, None)  # before the bucket's existence shows
+            await may_read(spec.bucket, None, None)  # before the bucket's existence shows
         if spec.prefix is not None:
             assert spec.bucket is not None
-            self.service.head_bucket(spec.bucket)
+            await self.service.head_bucket(spec.bucket)
             after: bytes | None = None
             while True:
-                page = self.catalog.manifest_rows(spec.bucket, spec.prefix.encode(), after, _PAGE)
+                page = await self.catalog.manifest_rows(spec.bucket, spec.prefix.encode(), after, _PAGE)
                 for key_b, version_id, size, etag, meta_s, blobs_s, inline_id in page:
                     key = bytes(key_b).decode()
                     if may_read is not None:
-                        may_read(spec.bucket, key, None)
+                        await may_read(spec.bucket, key, None)
                     # a JSON parse per row only where needed: the text test is cheap
                     doc = json.loads(meta_s) if need_meta or _ENCRYPTED in meta_s else {}
                     loc = _loc(json.loads(blobs_s), inline_id)
@@ -407,27 +409,31 @@ class DatasetService:
                 if len(page) < _PAGE:
                     return cols
                 after = bytes(page[-1][0])
+                await asyncio.sleep(0)
         if spec.query is not None:
             assert spec.bucket is not None
             cursor: str | None = None
             while True:
-                records, cursor = self.catalog.query(spec.bucket, spec.query, cursor)
+                records, cursor = await self.catalog.query(spec.bucket, spec.query, cursor)
                 for r in records:
                     m = r.meta
                     if may_read is not None:
-                        may_read(spec.bucket, m.key, None)
+                        await may_read(spec.bucket, m.key, None)
                     label = _label_of(spec.label, m.key, m.user_meta, m.tags)
                     cols.add(bucket=spec.bucket, key=m.key, version_id=m.version_id, etag=m.etag, offset=None,
                              size=m.size_bytes, member=None, label=label, loc=_loc(r.blobs, r.inline_id),
                              user_meta=m.user_meta, tags=m.tags, enc=_enc(m.encryption, m.parts))  # fmt: skip
                 if cursor is None:
                     return cols
+                await asyncio.sleep(0)
         assert spec.rows is not None
         for i, row in enumerate(spec.rows):
-            self._add_row(cols, i, row, spec, may_read)
+            await self._add_row(cols, i, row, spec, may_read)
+            if i % _PAGE == _PAGE - 1:
+                await asyncio.sleep(0)
         return cols
 
-    def _add_row(self, cols: _Columns, i: int, row: Any, spec: DatasetSpec, may_read: MayRead | None) -> None:
+    async def _add_row(self, cols: _Columns, i: int, row: Any, spec: DatasetSpec, may_read: MayRead | None) -> None:
         if not isinstance(row, dict):
             raise InvalidRequest(f"Row {i} is not an object.")
         bucket, key, version_id = row.get("bucket"), row.get("key"), row.get("version_id")
@@ -440,9 +446,9 @@ class DatasetService:
         if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in (offset, size)):
             raise InvalidRequest(f"Row {i}: offset and size are integers >= 0.")
         if may_read is not None:
-            may_read(bucket, key, version_id)  # before the row's existence shows
+            await may_read(bucket, key, version_id)  # before the row's existence shows
         try:
-            record = self.service.version_record(bucket, key, version_id)
+            record = await self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:  # missing bucket, key or version; a delete marker
             raise InvalidRequest(f"Row {i} ({bucket}/{key}): {exc}") from exc
         m = record.meta
@@ -460,7 +466,7 @@ class DatasetService:
     async def delete(self, name: str, version: int) -> None:
         """Remove ``name@version`` and release what it pinned (bytes no longer referenced by any
         version or dataset are collected)."""
-        record = self.get(name, version)
+        record = await self.get(name, version)
         locations = await self._load(record)
         blobs, inline = pins_of(locations.locs)
         await self.catalog.delete_dataset(name, version, blobs, inline, table=self.table)
@@ -472,8 +478,8 @@ class DatasetService:
         """Start moving every blob and inline body ``name@version`` names to ``tier`` (or join
         the same move already running in this process): the task and its live progress. A
         missing version or tier raises here, before anything starts."""
-        record = self.get(name, version)
-        self.service.tiers.get(tier)
+        record = await self.get(name, version)
+        await self.service.tiers.get(tier)
         running = self._moves.get(("archive", name, version, tier))
         if running is not None and not running[0].done():
             return running
@@ -496,7 +502,7 @@ class DatasetService:
         """Hold every blob ``name@version`` names for job ``job`` (until ``unpin`` or ``ttl_s``
         from now) and start copying the remote ones locally (or join the copy running in this
         process): the task and its live progress. Pinning again renews the TTL and resumes."""
-        record = self.get(name, version)
+        record = await self.get(name, version)
         ref = f"{name}@{version}"
         holder = pin_holder(job, ref)
         if ttl_s is not None and not 0 < ttl_s <= 366 * 86_400:
@@ -518,10 +524,10 @@ class DatasetService:
         if not await self.service.release_hold(pin_holder(job, ref)):
             raise NoSuchPin(f"Job {job} holds no pin of {ref}.", resource=ref)
 
-    def jobs(self) -> builtins.list[tuple[str, str, HoldInfo]]:
+    async def jobs(self) -> builtins.list[tuple[str, str, HoldInfo]]:
         """Every pin: (job, NAME@N, its hold: remote blobs and bytes, copied, expiry), by job."""
         out = []
-        for info in self.service.list_holds("pin:"):
+        for info in await self.service.list_holds("pin:"):
             parsed = parse_holder(info.holder)
             if parsed is not None:
                 out.append((*parsed, info))
@@ -557,21 +563,26 @@ class DatasetService:
         return found
 
     async def open_rows(
-        self, name: str, version: int, rows: Sequence[int], *, may_read: Callable[[str, str], bool] | None = None
+        self,
+        name: str,
+        version: int,
+        rows: Sequence[int],
+        *,
+        may_read: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[RowRead]:
         """Rows ``rows`` of ``name@version``, in request order. Raises before the first row if
         the dataset is missing or a row number is out of range; after that, a row that cannot
         be read is a ``RowRead`` with ``error`` (the caller decides whether to go on).
         ``may_read(bucket, key)``: whether the caller may read the object a row came from; a row
         it may not is an ``AccessDenied`` row, its bytes never read."""
-        record = self.get(name, version)
+        record = await self.get(name, version)
         loc = await self._load(record)
         n = len(loc.locs)
         for r in rows:
             if not 0 <= r < n:
                 raise InvalidRequest(f"Row {r} is out of range: {name}@{version} has {n} rows.")
         if may_read is not None:
-            denied = {r for r in rows if not may_read(loc.bucket(r), loc.key(r))}
+            denied = {r for r in rows if not await may_read(loc.bucket(r), loc.key(r))}
             if denied:
                 return self._rows(loc, rows, denied)
         return self._rows(loc, rows)
@@ -597,13 +608,13 @@ class DatasetService:
             if inline_id is not None:
                 if bodies is None:  # all of the batch's inline bodies in one query
                     try:
-                        bodies = self.catalog.inline_bodies(list(inline_ids.values()))
+                        bodies = await self.catalog.inline_bodies(list(inline_ids.values()))
                     except TierstoreError:  # one damaged body: read them one by one below
                         bodies = {}
                 data = bodies.get(inline_id)
                 if data is None:
                     try:
-                        data = self.catalog.inline_bodies([inline_id]).get(inline_id)
+                        data = (await self.catalog.inline_bodies([inline_id])).get(inline_id)
                     except TierstoreError as exc:
                         yield RowRead(error=exc, key=loc.key(r))
                         continue
@@ -621,7 +632,7 @@ class DatasetService:
                 yield await self._encrypted_row(loc, r, start, size, opened, refs=refs)
                 continue
             try:
-                body = self.service.read_refs(refs, start, size, what=loc.key(r))
+                body = await self.service.read_refs(refs, start, size, what=loc.key(r))
             except TierstoreError as exc:  # e.g. in an archive tier: this row only
                 yield RowRead(error=exc, key=loc.key(r))
                 continue
@@ -666,7 +677,7 @@ class DatasetService:
             if data is not None:
                 yield data[offset : offset + length]
                 return
-            async for chunk in service.read_refs(list(refs), offset, length, verify=verify, what=key):
+            async for chunk in await service.read_refs(list(refs), offset, length, verify=verify, what=key):
                 yield chunk
 
         name = (bucket, key, version_id)

@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tierstore.blob import BlobStore
-from tierstore.catalog import HeldBlob, SqliteCatalog
+from tierstore.catalog import Catalog, HeldBlob
 from tierstore.engine._mover import TierStores
 from tierstore.errors import CorruptBlob, TierUnavailable
 
@@ -69,7 +69,7 @@ class HotCopies:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         local: BlobStore,
         stores: TierStores,
         *,
@@ -101,7 +101,7 @@ class HotCopies:
         """Drop expired holders and free the copies no live hold needs: (holders dropped, copies freed)."""
         dropped: list[str] = []
         freed = 0
-        while self.catalog.hot_due(self.now_ns())[0]:
+        while (await self.catalog.hot_due(self.now_ns()))[0]:
             holders, n = await self.catalog.hot_sweep(self.now_ns())
             dropped += holders
             freed += n
@@ -196,7 +196,7 @@ class HotCopies:
                     await mark(ids, size)
 
         while True:
-            page = self.catalog.hot_missing(holder, _PAGE, descending=helping)
+            page = await self.catalog.hot_missing(holder, _PAGE, descending=helping)
             missing = [b for b in page if b.blob_id not in skipped]
             if not missing:
                 break
@@ -217,7 +217,7 @@ class HotCopies:
         stat first: a local blob of that id (a crashed attempt's, or another worker's) makes the
         put refuse, and is then verified and kept, or replaced."""
         for _ in range(2):
-            remote = self.stores.store(blob.tier)
+            remote = await self.stores.store(blob.tier)
             chunks = await remote.get(blob.blob_id, 0, None, verify=True)  # whole object: CRC32C checked
             bounded = _bounded(chunks, blob.size_bytes, blob.blob_id)
             try:
@@ -248,9 +248,10 @@ class HotCopies:
         other end of its blob ids, so every server process copies)."""
         dropped, freed = await self.sweep()
         lease_ns = int(self.lease_s * 1e9)
-        claimable = self.catalog.hot_due(self.now_ns())[1]
+        claimable = (await self.catalog.hot_due(self.now_ns()))[1]
         claimed = await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []
-        helped = [h for h in self.catalog.hot_leased(self.now_ns()) if h not in self._filling and h not in claimed]
+        leased = await self.catalog.hot_leased(self.now_ns())
+        helped = [h for h in leased if h not in self._filling and h not in claimed]
         filled = failed = 0
         for holder, helping in [(h, False) for h in claimed] + [(h, True) for h in helped]:
             try:

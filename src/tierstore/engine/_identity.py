@@ -29,13 +29,14 @@ import re
 import secrets
 import string
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from tierstore.catalog import AccessKeyRecord, RoleRecord, SqliteCatalog, UserRecord
+from tierstore.catalog import AccessKeyRecord, Catalog, RoleRecord, UserRecord
 from tierstore.crypto import MasterKey, SealedSecretError
+from tierstore.engine._cached import NOT_CACHED, NotCached, SecretNotLoaded
 from tierstore.errors import AccessDenied, InvalidArgument, LimitExceeded, MalformedPolicyDocument, NoSuchEntity
 
 __all__ = [
@@ -168,7 +169,7 @@ class IdentityService:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         master_key: MasterKey,
         *,
         root_keys: Mapping[str, str] = {},
@@ -211,39 +212,48 @@ class IdentityService:
             self._principals.pop(access_key_id, None)
         self._generation_until = float("-inf")  # this worker just wrote: the next load reads it anew
 
-    def _current_generation(self, now: float) -> str:
+    async def _current_generation(self, now: float) -> str:
         """The catalog's identity generation, read at most once per ``cache_ttl_s``."""
         if now >= self._generation_until:
-            self._generation = self.catalog.iam_generation()
+            self._generation = await self.catalog.iam_generation()
             self._generation_until = now + self.cache_ttl_s
         return self._generation
 
-    def _still(self, hit: tuple[float, str, int | None, Any], now: float) -> bool:
+    async def _still(self, hit: tuple[float, str, int | None, Any], now: float) -> bool:
         """Whether an expired cache entry still holds: no identity changed since it was loaded
         and its key has not expired. Then it stands until the generation is read again, so an
         answer is never older than ``cache_ttl_s`` behind the catalog."""
-        return hit[1] == self._current_generation(now) and (hit[2] is None or hit[2] > self._now_ns())
+        return hit[1] == await self._current_generation(now) and (hit[2] is None or hit[2] > self._now_ns())
     # --- the authenticator's hot path ----------------------------------------------------
     def is_root_key(self, access_key_id: str) -> bool:
         """Whether ``access_key_id`` is one of the bootstrap root keys."""
         return access_key_id in self._root_keys
 
-    def secret_for(self, access_key_id: str) -> str | None:
-        """The secret of an active, unexpired key of an enabled user (or of the root); None
-        otherwise. Cached for ``cache_ttl_s``."""
+    def cached_secret(self, access_key_id: str) -> str | None:
+        """``secret_for``'s answer while this worker holds it (the root's keys always; a catalog
+        key's for ``cache_ttl_s``): the authenticator's synchronous hot path. ``SecretNotLoaded``
+        when it must be read first (``await secret_for``)."""
         root = self._root_keys.get(access_key_id)
         if root is not None:
             return root
         hit = self._secrets.get(access_key_id)
         if hit is not None and hit[0] > self._monotonic():
             return hit[3]
-        return self._refresh(self._secrets, access_key_id, self._load_secret)
+        raise SecretNotLoaded(access_key_id)
 
-    def _refresh(
+    async def secret_for(self, access_key_id: str) -> str | None:
+        """The secret of an active, unexpired key of an enabled user (or of the root); None
+        otherwise. Cached for ``cache_ttl_s``."""
+        try:
+            return self.cached_secret(access_key_id)
+        except SecretNotLoaded:
+            return await self._refresh(self._secrets, access_key_id, self._load_secret)
+
+    async def _refresh(
         self,
         cache: dict[str, tuple[float, str, int | None, _T]],
         access_key_id: str,
-        load: Callable[[str], tuple[_T, int | None]],
+        load: Callable[[str], Awaitable[tuple[_T, int | None]]],
     ) -> _T:
         """The answer for ``access_key_id`` once its cache entry's time is over: the same one
         again while the identity generation has not moved and the key has not expired (until the
@@ -251,17 +261,17 @@ class IdentityService:
         a change made meanwhile reloads next time)."""
         now = self._monotonic()
         hit = cache.get(access_key_id)
-        if hit is not None and self._still(hit, now):
+        if hit is not None and await self._still(hit, now):
             cache[access_key_id] = (self._generation_until, *hit[1:])
             return hit[3]
-        generation = self._current_generation(now)
-        value, expires_ns = load(access_key_id)
+        generation = await self._current_generation(now)
+        value, expires_ns = await load(access_key_id)
         if len(cache) >= _CACHE_MAX:
             cache.clear()
         cache[access_key_id] = (now + self.cache_ttl_s, generation, expires_ns, value)
         return value
 
-    def _usable(self, rec: AccessKeyRecord | None) -> tuple[bool, UserRecord | None]:
+    async def _usable(self, rec: AccessKeyRecord | None) -> tuple[bool, UserRecord | None]:
         """(whether ``rec`` may authenticate now, its user: None for the root's keys)."""
         if rec is None or rec.status != "Active":
             return False, None
@@ -269,15 +279,15 @@ class IdentityService:
             return False, None
         if rec.user_name is None:
             return True, None
-        user = self.catalog.iam_get_user(rec.user_name)
+        user = await self.catalog.iam_get_user(rec.user_name)
         if user is None or not user.enabled:
             return False, None
         return True, user
 
-    def _load_secret(self, access_key_id: str) -> tuple[str | None, int | None]:
+    async def _load_secret(self, access_key_id: str) -> tuple[str | None, int | None]:
         """(the secret or None, the key's expiry)."""
-        rec = self.catalog.iam_get_key(access_key_id)
-        if rec is None or not self._usable(rec)[0]:
+        rec = await self.catalog.iam_get_key(access_key_id)
+        if rec is None or not (await self._usable(rec))[0]:
             return None, None
         try:
             return self._key.open_sealed(rec.sealed_secret, context=access_key_id.encode()).decode(), rec.expires_ns
@@ -285,57 +295,65 @@ class IdentityService:
             log.warning("access key %s: its sealed secret does not open: %s", access_key_id, exc)
             return None, None
 
-    def principal_for(self, access_key_id: str) -> Principal | None:
-        """Who ``access_key_id`` acts as and the identity policies that apply (None: the key
-        cannot authenticate now). Cached for ``cache_ttl_s``."""
+    def cached_principal(self, access_key_id: str) -> Principal | NotCached | None:
+        """``principal_for``'s answer while this worker holds it; ``NOT_CACHED`` when it must be
+        read (the authorizer's synchronous hot path: no coroutine on a hit)."""
         if access_key_id in self._root_keys:
             return Principal(access_key_id, "root", None, None)
         hit = self._principals.get(access_key_id)
         if hit is not None and hit[0] > self._monotonic():
             return hit[3]
-        return self._refresh(self._principals, access_key_id, self._load_principal)
+        return NOT_CACHED
 
-    def _load_principal(self, access_key_id: str) -> tuple[Principal | None, int | None]:
+    async def principal_for(self, access_key_id: str) -> Principal | None:
+        """Who ``access_key_id`` acts as and the identity policies that apply (None: the key
+        cannot authenticate now). Cached for ``cache_ttl_s``."""
+        found = self.cached_principal(access_key_id)
+        if found is NOT_CACHED:
+            return await self._refresh(self._principals, access_key_id, self._load_principal)
+        return found
+
+    async def _load_principal(self, access_key_id: str) -> tuple[Principal | None, int | None]:
         """(who the key acts as or None, the key's expiry)."""
-        rec = self.catalog.iam_get_key(access_key_id)
-        usable, user = self._usable(rec)
+        rec = await self.catalog.iam_get_key(access_key_id)
+        usable, user = await self._usable(rec)
         if rec is None or not usable:
             return None, None
         session = rec.policy if rec.kind == "service" else None
         kind = "service" if rec.kind == "service" else "root" if user is None else "user"
         if user is None:  # the root's catalog key (a service account of the root: still narrowed)
             return Principal(access_key_id, kind, None, None, (), (), session), rec.expires_ns
-        return self._user_principal(access_key_id, kind, user, session), rec.expires_ns
+        return await self._user_principal(access_key_id, kind, user, session), rec.expires_ns
 
-    def _user_principal(self, access_key_id: str, kind: str, user: UserRecord, session: str | None) -> Principal:
+    async def _user_principal(self, access_key_id: str, kind: str, user: UserRecord, session: str | None) -> Principal:
         """``user``'s principal with every identity policy that applies (its own and its groups')."""
         cat = self.catalog
-        groups = tuple(cat.iam_groups_of(user.name))
-        applied = [AppliedPolicy(n, "user-managed", user.name, d) for n, d in cat.iam_attached("user", user.name)]
-        applied += [AppliedPolicy(n, "user-inline", user.name, d) for n, d in cat.iam_inline("user", user.name)]
+        groups = tuple(await cat.iam_groups_of(user.name))
+        applied = [AppliedPolicy(n, "user-managed", user.name, d) for n, d in await cat.iam_attached("user", user.name)]
+        applied += [AppliedPolicy(n, "user-inline", user.name, d) for n, d in await cat.iam_inline("user", user.name)]
         for g in groups:
-            applied += [AppliedPolicy(n, "group-managed", g, d) for n, d in cat.iam_attached("group", g)]
-            applied += [AppliedPolicy(n, "group-inline", g, d) for n, d in cat.iam_inline("group", g)]
-        bound = cat.iam_boundary("user", user.name)
+            applied += [AppliedPolicy(n, "group-managed", g, d) for n, d in await cat.iam_attached("group", g)]
+            applied += [AppliedPolicy(n, "group-inline", g, d) for n, d in await cat.iam_inline("group", g)]
+        bound = await cat.iam_boundary("user", user.name)
         boundary = AppliedPolicy(bound[0], "user-boundary", user.name, bound[1]) if bound is not None else None
         return Principal(
             access_key_id, kind, user.name, user.user_id, groups, tuple(applied), session, user.tags, boundary
         )
 
-    def user_principal(self, user_name: str, access_key_id: str) -> Principal | None:
+    async def user_principal(self, user_name: str, access_key_id: str) -> Principal | None:
         """The principal of an enabled user, for temporary credentials (``access_key_id``) issued to
         it by GetSessionToken; None when the user is gone or disabled. Not cached: the caller
         (``StsService``) caches it as ``principal_for`` does."""
-        user = self.catalog.iam_get_user(user_name)
+        user = await self.catalog.iam_get_user(user_name)
         if user is None or not user.enabled:
             return None
-        return self._user_principal(access_key_id, "session", user, None)
+        return await self._user_principal(access_key_id, "session", user, None)
 
-    def role_policies(self, role_name: str) -> tuple[AppliedPolicy, ...]:
+    async def role_policies(self, role_name: str) -> tuple[AppliedPolicy, ...]:
         """The identity policies of a role (attached managed ones, then inline ones)."""
         cat = self.catalog
-        applied = [AppliedPolicy(n, "role-managed", role_name, d) for n, d in cat.iam_attached("role", role_name)]
-        applied += [AppliedPolicy(n, "role-inline", role_name, d) for n, d in cat.iam_inline("role", role_name)]
+        applied = [AppliedPolicy(n, "role-managed", role_name, d) for n, d in await cat.iam_attached("role", role_name)]
+        applied += [AppliedPolicy(n, "role-inline", role_name, d) for n, d in await cat.iam_inline("role", role_name)]
         return tuple(applied)
 
     def note_used(self, access_key_id: str) -> None:
@@ -374,14 +392,14 @@ class IdentityService:
         await self.catalog.iam_create_user(user)
         return user
 
-    def get_user(self, name: str) -> UserRecord:
-        user = self.catalog.iam_get_user(name)
+    async def get_user(self, name: str) -> UserRecord:
+        user = await self.catalog.iam_get_user(name)
         if user is None:
             raise NoSuchEntity(f"The user with name {name} cannot be found.", resource=name)
         return user
 
-    def list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
-        return self.catalog.iam_list_users(after, limit)
+    async def list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
+        return await self.catalog.iam_list_users(after, limit)
 
     async def set_user_enabled(self, name: str, enabled: bool) -> None:
         """A disabled user's keys stop authenticating (within ``cache_ttl_s`` everywhere)."""
@@ -391,7 +409,7 @@ class IdentityService:
     async def tag_user(self, name: str, tags: Mapping[str, str]) -> None:
         """Add or overwrite tags of ``name`` (IAM's limit: 50 tags, keys of 128 and values of
         256 characters)."""
-        merged = {**self.get_user(name).tags, **tags}
+        merged = {**(await self.get_user(name)).tags, **tags}
         if len(merged) > MAX_TAGS:
             raise LimitExceeded(f"A user can have at most {MAX_TAGS} tags.")
         if any(not k or len(k) > 128 or len(v) > 256 for k, v in tags.items()):
@@ -400,7 +418,7 @@ class IdentityService:
         self.forget()
 
     async def untag_user(self, name: str, keys: list[str]) -> None:
-        tags = {k: v for k, v in self.get_user(name).tags.items() if k not in set(keys)}
+        tags = {k: v for k, v in (await self.get_user(name)).tags.items() if k not in set(keys)}
         await self.catalog.iam_update_user(name, tags=tags)
         self.forget()
 
@@ -410,11 +428,11 @@ class IdentityService:
         self.forget()
 
     # --- access keys and service accounts ------------------------------------------------
-    def _refuse_service_caller(self, caller: str | None) -> None:
+    async def _refuse_service_caller(self, caller: str | None) -> None:
         """A service account never manages keys: not its own, its parent's or anyone's."""
         if caller is None or caller in self._root_keys:
             return
-        rec = self.catalog.iam_get_key(caller)
+        rec = await self.catalog.iam_get_key(caller)
         if rec is not None and rec.kind == "service":
             raise AccessDenied("A service account cannot manage access keys.")
 
@@ -443,8 +461,8 @@ class IdentityService:
     async def create_access_key(self, user_name: str, *, caller: str | None = None) -> NewAccessKey:
         """A new active key of ``user_name``; the result carries the secret, shown only now.
         ``caller``: the access key id asking (a service account is refused)."""
-        self._refuse_service_caller(caller)
-        self.get_user(user_name)
+        await self._refuse_service_caller(caller)
+        await self.get_user(user_name)
         return await self._new_key(user_name, "user")
 
     async def create_service_account(
@@ -458,9 +476,9 @@ class IdentityService:
     ) -> NewAccessKey:
         """A key acting as ``parent`` (a user; None: the root) whose rights are the parent's,
         narrowed by ``policy`` when given, until ``expires_ns`` when given."""
-        self._refuse_service_caller(caller)
+        await self._refuse_service_caller(caller)
         if parent is not None:
-            self.get_user(parent)
+            await self.get_user(parent)
         if policy is not None:
             self.validate_policy(policy, "session")
         if expires_ns is not None and expires_ns <= self._now_ns():
@@ -469,25 +487,25 @@ class IdentityService:
             raise InvalidArgument("A service account's name is at most 64 characters.")
         return await self._new_key(parent, "service", policy=policy, expires_ns=expires_ns, name=name)
 
-    def get_access_key(self, access_key_id: str) -> AccessKeyInfo:
-        rec = self.catalog.iam_get_key(access_key_id)
+    async def get_access_key(self, access_key_id: str) -> AccessKeyInfo:
+        rec = await self.catalog.iam_get_key(access_key_id)
         if rec is None:
             raise NoSuchEntity(f"The Access Key with id {access_key_id} cannot be found.", resource=access_key_id)
         return AccessKeyInfo.of(rec)
 
-    def list_access_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyInfo]:
+    async def list_access_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyInfo]:
         """The keys of ``user_name`` (None: the root's catalog keys), without secrets."""
         if user_name is not None:
-            self.get_user(user_name)
-        return [AccessKeyInfo.of(r) for r in self.catalog.iam_list_keys(user_name, kind=kind)]
+            await self.get_user(user_name)
+        return [AccessKeyInfo.of(r) for r in await self.catalog.iam_list_keys(user_name, kind=kind)]
 
     async def set_access_key_status(self, access_key_id: str, *, active: bool, caller: str | None = None) -> None:
-        self._refuse_service_caller(caller)
+        await self._refuse_service_caller(caller)
         await self.catalog.iam_set_key_status(access_key_id, "Active" if active else "Inactive")
         self.forget(access_key_id)
 
     async def delete_access_key(self, access_key_id: str, *, caller: str | None = None) -> None:
-        self._refuse_service_caller(caller)
+        await self._refuse_service_caller(caller)
         await self.catalog.iam_delete_key(access_key_id)
         self.forget(access_key_id)
 
@@ -498,12 +516,12 @@ class IdentityService:
         await self.catalog.iam_create_group(_check_name(name, "group"), group_id, self._now_ns())
         return group_id
 
-    def list_groups(self) -> list[tuple[str, str, int]]:
-        return self.catalog.iam_list_groups()
+    async def list_groups(self) -> list[tuple[str, str, int]]:
+        return await self.catalog.iam_list_groups()
 
-    def get_group(self, name: str) -> tuple[str, str, int]:
+    async def get_group(self, name: str) -> tuple[str, str, int]:
         """(name, id, created_ns) of group ``name``."""
-        for group in self.catalog.iam_list_groups():
+        for group in await self.catalog.iam_list_groups():
             if group[0].lower() == name.lower():
                 return group
         raise NoSuchEntity(f"The group with name {name} cannot be found.", resource=name)
@@ -520,12 +538,12 @@ class IdentityService:
         await self.catalog.iam_set_membership(group, user, member=False)
         self.forget()
 
-    def groups_for_user(self, user: str) -> list[str]:
-        self.get_user(user)
-        return self.catalog.iam_groups_of(user)
+    async def groups_for_user(self, user: str) -> list[str]:
+        await self.get_user(user)
+        return await self.catalog.iam_groups_of(user)
 
-    def group_members(self, group: str) -> list[str]:
-        return self.catalog.iam_members_of(group)
+    async def group_members(self, group: str) -> list[str]:
+        return await self.catalog.iam_members_of(group)
 
     # --- policies ------------------------------------------------------------------------
     async def create_policy(self, name: str, document: str, *, description: str = "") -> str:
@@ -536,15 +554,15 @@ class IdentityService:
         await self.catalog.iam_create_policy(name, policy_id, document, description, self._now_ns())
         return policy_id
 
-    def get_policy(self, name: str) -> tuple[str, str, str, int]:
+    async def get_policy(self, name: str) -> tuple[str, str, str, int]:
         """(name, id, document, updated_ns)."""
-        found = self.catalog.iam_get_policy(name)
+        found = await self.catalog.iam_get_policy(name)
         if found is None:
             raise NoSuchEntity(f"Policy {name} was not found.", resource=name)
         return found
 
-    def list_policies(self) -> list[str]:
-        return self.catalog.iam_list_policies()
+    async def list_policies(self) -> list[str]:
+        return await self.catalog.iam_list_policies()
 
     async def delete_policy(self, name: str) -> None:
         await self.catalog.iam_delete_policy(name)
@@ -557,10 +575,10 @@ class IdentityService:
         await self.catalog.iam_attach(_check_type(principal_type), principal_name, policy_name, attach=False)
         self.forget()
 
-    def policy_entities(self, name: str) -> list[tuple[str, str]]:
+    async def policy_entities(self, name: str) -> list[tuple[str, str]]:
         """(principal type, name) of everything managed policy ``name`` is attached to."""
-        self.get_policy(name)
-        return self.catalog.iam_policy_entities(name)
+        await self.get_policy(name)
+        return await self.catalog.iam_policy_entities(name)
 
     async def set_boundary(self, principal_type: str, principal_name: str, policy_name: str | None) -> None:
         """Set (a managed policy's name) or remove (None) the permissions boundary of a user or
@@ -570,13 +588,13 @@ class IdentityService:
         await self.catalog.iam_set_boundary(principal_type, principal_name, policy_name)
         self.forget()
 
-    def boundary(self, principal_type: str, principal_name: str) -> str | None:
+    async def boundary(self, principal_type: str, principal_name: str) -> str | None:
         """The name of the managed policy bounding a user or role, if any."""
-        found = self.catalog.iam_boundary(principal_type, principal_name)
+        found = await self.catalog.iam_boundary(principal_type, principal_name)
         return found[0] if found is not None else None
 
-    def attached_policies(self, principal_type: str, principal_name: str) -> list[str]:
-        return [n for n, _doc in self.catalog.iam_attached(_check_type(principal_type), principal_name)]
+    async def attached_policies(self, principal_type: str, principal_name: str) -> list[str]:
+        return [n for n, _doc in await self.catalog.iam_attached(_check_type(principal_type), principal_name)]
 
     async def put_inline_policy(
         self, principal_type: str, principal_name: str, policy_name: str, document: str
@@ -590,8 +608,8 @@ class IdentityService:
         await self.catalog.iam_delete_inline(_check_type(principal_type), principal_name, policy_name)
         self.forget()
 
-    def inline_policies(self, principal_type: str, principal_name: str) -> dict[str, str]:
-        return dict(self.catalog.iam_inline(_check_type(principal_type), principal_name))
+    async def inline_policies(self, principal_type: str, principal_name: str) -> dict[str, str]:
+        return dict(await self.catalog.iam_inline(_check_type(principal_type), principal_name))
 
     # --- roles and OIDC providers --------------------------------------------------------
     async def create_role(
@@ -605,14 +623,14 @@ class IdentityService:
         await self.catalog.iam_create_role(role)
         return role
 
-    def get_role(self, name: str) -> RoleRecord:
-        role = self.catalog.iam_get_role(name)
+    async def get_role(self, name: str) -> RoleRecord:
+        role = await self.catalog.iam_get_role(name)
         if role is None:
             raise NoSuchEntity(f"The role with name {name} cannot be found.", resource=name)
         return role
 
-    def list_roles(self) -> list[RoleRecord]:
-        return self.catalog.iam_list_roles()
+    async def list_roles(self) -> list[RoleRecord]:
+        return await self.catalog.iam_list_roles()
 
     async def update_role(
         self,
@@ -642,10 +660,10 @@ class IdentityService:
             )
         await self.catalog.iam_put_oidc_provider(url, list(client_ids), list(thumbprints), self._now_ns())
 
-    def list_oidc_providers(self) -> list[dict[str, Any]]:
+    async def list_oidc_providers(self) -> list[dict[str, Any]]:
         return [
             {"url": url, "client_ids": ids, "thumbprints": prints, "created_ns": created}
-            for url, ids, prints, created in self.catalog.iam_oidc_providers()
+            for url, ids, prints, created in await self.catalog.iam_oidc_providers()
         ]
 
     async def delete_oidc_provider(self, url: str) -> None:

@@ -139,7 +139,7 @@ class LifecycleWorker:
 
     async def run_once(self, max_pages: int = 50) -> int:
         """Recompute queued buckets, then act on what is due now; returns the rows handled."""
-        if not self.catalog.lifecycle_pending(self.service.clock.now_ns()):
+        if not await self.catalog.lifecycle_pending(self.service.clock.now_ns()):
             return 0  # the common case: two index reads, no write transaction
         for _ in range(max_pages):
             page = await self.catalog.lifecycle_recompute_page(self.recompute_keys)

@@ -64,24 +64,24 @@ class ModelService(DatasetService):
             raise InvalidRequest(f"Expected a model name without @, got {name[:140]!r}.")
 
     # --- metadata ------------------------------------------------------------------
-    def resolve(self, ref: str | ModelRef) -> DatasetRecord:
+    async def resolve(self, ref: str | ModelRef) -> DatasetRecord:
         """The version ``NAME@N``, ``NAME@ALIAS`` or ``NAME`` (latest) names."""
         parsed = ModelRef.parse(ref)
         if parsed.alias is None:
-            return self.get(parsed.name, parsed.version)
+            return await self.get(parsed.name, parsed.version)
         for _ in range(_RESOLVE_ATTEMPTS):  # the alias may move, and its old version go, in between
-            version = self.catalog.model_alias(parsed.name, parsed.alias)
+            version = await self.catalog.model_alias(parsed.name, parsed.alias)
             if version is None:
                 raise NoSuchModel(f"No model alias {parsed}.", resource=str(parsed))
-            record = self.catalog.get_dataset(parsed.name, version, table=self.table)
+            record = await self.catalog.get_dataset(parsed.name, version, table=self.table)
             if record is not None:
                 return record
         raise NoSuchModel(f"The model alias {parsed} kept moving; try again.", resource=str(parsed))
 
-    def aliases(self, name: str | None = None) -> dict[tuple[str, int], list[str]]:
+    async def aliases(self, name: str | None = None) -> dict[tuple[str, int], list[str]]:
         """The aliases of each version (of model ``name``): {(name, version): [alias, ...]}."""
         found: dict[tuple[str, int], list[str]] = {}
-        for model, alias, version, _updated_ns in self.catalog.model_aliases(name):
+        for model, alias, version, _updated_ns in await self.catalog.model_aliases(name):
             found.setdefault((model, version), []).append(alias)
         return found
 
@@ -108,9 +108,9 @@ class ModelService(DatasetService):
         if row.get("offset") is not None or row.get("size") is not None:
             raise InvalidRequest("The commit row names the whole commit object (no offset or size).")
         if may_read is not None:
-            may_read(bucket, key, version_id)  # before the commit object's existence shows
+            await may_read(bucket, key, version_id)  # before the commit object's existence shows
         try:  # pin the version read now, and tag that same version
-            commit = self.service.version_record(bucket, key, version_id)
+            commit = await self.service.version_record(bucket, key, version_id)
         except TierstoreError as exc:
             raise InvalidRequest(f"The commit object s3://{bucket}/{key}: {exc}") from exc
         if may_read is not None and version_id is None:
@@ -131,7 +131,7 @@ class ModelService(DatasetService):
         """Add ``model=value`` to the commit version's tags, keeping the others. Best effort:
         the model is registered (and its bytes pinned) whatever happens here."""
         try:
-            tags = dict(self.service.get_object_tagging(bucket, key, version_id).tags)
+            tags = dict((await self.service.get_object_tagging(bucket, key, version_id)).tags)
             if tags.get(MODEL_TAG) == value:
                 return
             if MODEL_TAG not in tags and len(tags) >= MAX_OBJECT_TAGS:
@@ -151,7 +151,7 @@ class ModelService(DatasetService):
         bucket, _, key = str(uri).removeprefix("s3://").partition("/")
         value = f"{record.name}@{record.version}"
         try:
-            tags = dict(self.service.get_object_tagging(bucket, key, version_id).tags)
+            tags = dict((await self.service.get_object_tagging(bucket, key, version_id)).tags)
             if tags.get(MODEL_TAG) == value:
                 del tags[MODEL_TAG]
                 await self.service.put_object_tagging(bucket, key, tags.items(), version_id)
@@ -177,7 +177,7 @@ class ModelService(DatasetService):
     # --- delete --------------------------------------------------------------------
     async def delete(self, name: str, version: int) -> None:
         """Remove ``name@version`` and release its pins; refused while an alias points at it."""
-        record = self.get(name, version)
+        record = await self.get(name, version)
         try:
             await super().delete(name, version)
         except ModelAliasInUse as exc:
@@ -192,9 +192,9 @@ def _except_row(may_read: MayRead, row: tuple[str, str, str]) -> MayRead:
     """``may_read``, but for the commit row the server gave the version of (checked already,
     as the caller named it: without a version, s3:GetObject rather than s3:GetObjectVersion)."""
 
-    def checked(bucket: str, key: str | None, version_id: str | None) -> None:
+    async def checked(bucket: str, key: str | None, version_id: str | None) -> None:
         if (bucket, key, version_id) != row:
-            may_read(bucket, key, version_id)
+            await may_read(bucket, key, version_id)
 
     return checked
 

@@ -38,7 +38,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from awscrt.checksums import crc32c
 
 from tierstore.blob import BlobStore, RemoteBlobStore
-from tierstore.catalog import BlobRef, InlineMove, OutboxEntry, PendingWrite, SqliteCatalog, VersionRecord
+from tierstore.catalog import BlobRef, Catalog, InlineMove, OutboxEntry, PendingWrite, VersionRecord
 from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
@@ -73,7 +73,7 @@ class TierStores:
 
     def __init__(
         self,
-        get_config: Callable[[str], TierConfig],
+        get_config: Callable[[str], Awaitable[TierConfig]],
         factory: TierStoreFactory | None = None,
         *,
         ttl_s: float = 1.0,
@@ -85,19 +85,19 @@ class TierStores:
         self._monotonic = monotonic
         self._stores: dict[str, tuple[float, TierConfig, RemoteBlobStore]] = {}
 
-    def config(self, name: str) -> TierConfig:
-        return self._entry(name)[1]
+    async def config(self, name: str) -> TierConfig:
+        return (await self._entry(name))[1]
 
-    def store(self, name: str) -> RemoteBlobStore:
-        return self._entry(name)[2]
+    async def store(self, name: str) -> RemoteBlobStore:
+        return (await self._entry(name))[2]
 
-    def _entry(self, name: str) -> tuple[float, TierConfig, RemoteBlobStore]:
+    async def _entry(self, name: str) -> tuple[float, TierConfig, RemoteBlobStore]:
         now = self._monotonic()
         hit = self._stores.get(name)
         if hit is not None and hit[0] > now:
             return hit
         try:
-            cfg = self._get_config(name)
+            cfg = await self._get_config(name)
         except NoSuchTier:
             self._stores.pop(name, None)
             raise
@@ -196,7 +196,7 @@ class Mover:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         local: BlobStore,
         stores: TierStores,
         *,
@@ -227,7 +227,7 @@ class Mover:
         (its result, or its exception, in ``versions``' order): the copies ``concurrency`` at a
         time, then every commit queued at once, so they share the catalog's transaction and its
         fsync (the writer's group commit) instead of one each. NoSuchTier before anything moves."""
-        self.stores.config(tier)
+        await self.stores.config(tier)
         gate = asyncio.Semaphore(concurrency)
 
         async def upload(bucket: str, key: str, version_id: str) -> bool | _Uploaded:
@@ -262,20 +262,20 @@ class Mover:
     async def _upload(self, bucket: str, key: str, version_id: str, tier: str) -> bool | _Uploaded:
         """A move up to its commit: the version's bytes copied to ``tier`` and verified; False
         when there is nothing to do."""
-        record = self.catalog.get_version(bucket, key, version_id, data=True)
+        record = await self.catalog.get_version(bucket, key, version_id, data=True)
         if record is None or record.is_delete_marker:
             return False
-        self.stores.config(tier)  # NoSuchTier before anything moves
+        await self.stores.config(tier)  # NoSuchTier before anything moves
         todo = [b for b in record.blobs if b.tier != tier]
         if not todo and record.inline_id is None:
             if record.meta.storage_class == tier:
                 return False
             # Its blobs are there already (shared with a moved copy): only the class changes.
             return _Uploaded(bucket, key, version_id, tier, [], None)
-        waiting = self.catalog.outbox_holds(tier, [b.blob_id for b in todo])
+        waiting = await self.catalog.outbox_holds(tier, [b.blob_id for b in todo])
         if waiting:  # an old copy in the target is being deleted: writing there now could lose the new one
             raise TierUnavailable(f"An earlier copy of blob {waiting} in tier {tier} is still being deleted; retry.")
-        remote = self.stores.store(tier)
+        remote = await self.stores.store(tier)
         inline = None
         for ref in todo:
             await self._copy(remote, record, ref)
@@ -328,7 +328,7 @@ class Mover:
         if source_tier is None:
             crc = await self._local_crc(blob_id, size)
         else:
-            remote_source = self.stores.store(source_tier)
+            remote_source = await self.stores.store(source_tier)
             crc = _crc_of(await remote_source.head_meta(blob_id), blob_id, size, source_tier)
             source = remote_source
         meta = describe(crc)
@@ -393,7 +393,7 @@ class Mover:
         the pass and its entries wait longer (the outbox's backoff). Returns counts."""
         moved = failed = dropped = 0
         now = self._now_ns() if now_ns is None else now_ns
-        if not self.catalog.tier_pending_any(now):
+        if not await self.catalog.tier_pending_any(now):
             return {"moved": 0, "failed": 0, "dropped": 0}
         down: set[str] = set()
         lease_ns = int(PENDING_LEASE_S * 1e9)
@@ -436,7 +436,7 @@ class Mover:
         now = time.time_ns() if now_ns is None else now_ns
         down: set[str] = set()
         while True:
-            due = [e for e in self.catalog.outbox_due(now, 200) if e.tier not in down]
+            due = [e for e in await self.catalog.outbox_due(now, 200) if e.tier not in down]
             if not due:
                 return {"deleted": deleted, "failed": failed}
             done: list[OutboxEntry] = []
@@ -446,7 +446,7 @@ class Mover:
                     retry.append(entry)
                     continue
                 try:
-                    await self.stores.store(entry.tier).delete(entry.blob_id)
+                    await (await self.stores.store(entry.tier)).delete(entry.blob_id)
                     done.append(entry)
                 except NoSuchTier:
                     log.error("outbox: tier %s is gone; %s stays queued", entry.tier, entry.blob_id)
@@ -467,14 +467,14 @@ class Mover:
         """Delete objects under ``tier``'s prefix that the catalog does not name and that are
         older than ``grace_s`` (their ids carry their creation second). Returns how many."""
         now = time.time() if now_s is None else now_s
-        remote = self.stores.store(tier)
+        remote = await self.stores.store(tier)
         removed = 0
         async for info in remote.scan():
             try:
                 born_s = int(info.blob_id[:8], 16)
             except ValueError:
                 continue
-            if now - born_s < grace_s or self.catalog.remote_blob_known(tier, info.blob_id):
+            if now - born_s < grace_s or await self.catalog.remote_blob_known(tier, info.blob_id):
                 continue
             await remote.delete(info.blob_id)
             removed += 1

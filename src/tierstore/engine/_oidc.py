@@ -26,7 +26,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ class OidcVerifier:
 
     def __init__(
         self,
-        providers: Callable[[], Sequence[Mapping[str, Any]]],
+        providers: Callable[[], Awaitable[Sequence[Mapping[str, Any]]]],
         *,
         account: str = "000000000000",
         jwks_ttl_s: float = 600.0,
@@ -123,7 +123,7 @@ class OidcVerifier:
         if alg not in ALGORITHMS:
             raise InvalidIdentityToken(f"The web identity token's algorithm must be one of {', '.join(ALGORITHMS)}.")
         issuer = unverified.get("iss")
-        provider = self._provider(issuer)
+        provider = await self._provider(issuer)
         url = str(provider["url"])
         client_ids = [str(c) for c in provider.get("client_ids") or []]
         if not client_ids:
@@ -164,9 +164,9 @@ class OidcVerifier:
             url, f"arn:aws:iam::{self.account}:oidc-provider/{name}", str(claims["sub"]), audience, conditions
         )
 
-    def _provider(self, issuer: object) -> Mapping[str, Any]:
+    async def _provider(self, issuer: object) -> Mapping[str, Any]:
         if isinstance(issuer, str) and issuer:
-            for p in self._providers():
+            for p in await self._providers():
                 if str(p["url"]).rstrip("/") == issuer.rstrip("/"):
                     return p
         shown = issuer[:255] if isinstance(issuer, str) else "(none)"

@@ -62,29 +62,33 @@ _PAGE = 500
 
 
 class _BlobCatalog(Protocol):
-    def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]: ...
+    async def blob_page(self, after: str = "", limit: int = 1000) -> list[tuple[str, int]]: ...
 
-    def blob_count(self) -> int: ...
+    async def blob_count(self) -> int: ...
 
-    def blob_known(self, blob_id: str) -> bool: ...
+    async def blob_known(self, blob_id: str) -> bool: ...
 
-    def blob_cached(self, blob_id: str) -> bool: ...
+    async def blob_cached(self, blob_id: str) -> bool: ...
 
     async def hot_lost(self, blob_id: str) -> bool: ...
 
-    def inline_verify_page(self, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, int]], set[str]]: ...
+    async def inline_verify_page(
+        self, after: str = "", limit: int = 1000
+    ) -> tuple[list[tuple[str, int]], set[str]]: ...
 
     async def check_inline(self, inline_id: str) -> str: ...
 
     def take_damaged_inline(self) -> list[str]: ...
 
-    def versions_of_blob(self, blob_id: str, limit: int = 10) -> list[VersionName]: ...
+    async def versions_of_blob(self, blob_id: str, limit: int = 10) -> list[VersionName]: ...
 
-    def sse_versions_page(
+    async def sse_versions_page(
         self, *, key_id: str | None = None, after: VersionName | None = None, limit: int = 500
     ) -> list[SseVersion]: ...
 
-    def get_version(self, bucket: str, key: str, version_id: str, *, data: bool = False) -> VersionRecord | None: ...
+    async def get_version(
+        self, bucket: str, key: str, version_id: str, *, data: bool = False
+    ) -> VersionRecord | None: ...
 
 
 @runtime_checkable
@@ -184,7 +188,7 @@ class Repairer:
                 await asyncio.to_thread(self._prepare_drives, p)
                 if isinstance(self.catalog, _MirroredCatalog):
                     await self._reseed_catalog(p)
-            p.blobs_total = self.catalog.blob_count()
+            p.blobs_total = await self.catalog.blob_count()
             began = time.monotonic()
             await self._walk(p, rate_bytes_s, began)
             await self._walk_inline(p, rate_bytes_s, began)
@@ -244,7 +248,7 @@ class Repairer:
     async def _walk(self, p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
         after = ""
         while True:
-            page = self.catalog.blob_page(after, _PAGE)
+            page = await self.catalog.blob_page(after, _PAGE)
             if not page:
                 return
             for blob_id, size_bytes in page:
@@ -260,7 +264,7 @@ class Repairer:
         ones are looked at again (and, on a mirror, rewritten from a good copy)."""
         after = ""
         while True:
-            page, damaged = self.catalog.inline_verify_page(after, _PAGE)
+            page, damaged = await self.catalog.inline_verify_page(after, _PAGE)
             if not page:
                 return
             for inline_id, size_bytes in page:
@@ -283,7 +287,7 @@ class Repairer:
         elif outcome == "lost":
             p.blobs_lost += 1
             _note(p.lost, f"inline:{inline_id}")
-            log.error("inline body %s of %s is damaged beyond repair", inline_id, self._name_owners(p, inline_id))
+            log.error("inline body %s of %s is damaged beyond repair", inline_id, await self._name_owners(p, inline_id))
 
     async def _heal_one(self, p: HealProgress, blob_id: str) -> None:
         if isinstance(self.blobs, _HealingStore):
@@ -296,9 +300,9 @@ class Repairer:
         else:
             rebuilt, degraded = 0, False
             lost = not await self.blobs.verify(blob_id)
-        if lost and not self.catalog.blob_known(blob_id):
+        if lost and not await self.catalog.blob_known(blob_id):
             return  # deleted while we walked
-        if lost and self.catalog.blob_cached(blob_id) and await self.catalog.hot_lost(blob_id):
+        if lost and await self.catalog.blob_cached(blob_id) and await self.catalog.hot_lost(blob_id):
             # A local copy of a remote blob (docs/tiers.md "Hot copies"): the tier still has it;
             # reads go there again and the hot-copy worker copies it anew.
             p.blobs_repaired += 1
@@ -308,7 +312,7 @@ class Repairer:
         if lost:
             p.blobs_lost += 1
             _note(p.lost, blob_id)
-            log.error("blob %s of %s is damaged beyond repair", blob_id, self._name_owners(p, blob_id))
+            log.error("blob %s of %s is damaged beyond repair", blob_id, await self._name_owners(p, blob_id))
         elif degraded:
             p.blobs_degraded += 1
             _note(p.degraded, blob_id)
@@ -320,9 +324,9 @@ class Repairer:
         else:
             p.blobs_healthy += 1
 
-    def _name_owners(self, p: HealProgress, blob_id: str) -> str:
+    async def _name_owners(self, p: HealProgress, blob_id: str) -> str:
         """Note the objects a lost blob (or inline body) belongs to; their names, for the log."""
-        names = [f"{b}/{k}@{v}" for b, k, v in self.catalog.versions_of_blob(blob_id)]
+        names = [f"{b}/{k}@{v}" for b, k, v in await self.catalog.versions_of_blob(blob_id)]
         for name in names:
             if name not in p.lost_objects:
                 _note(p.lost_objects, name)
@@ -332,7 +336,7 @@ class Repairer:
     async def _walk_encrypted(self, p: HealProgress) -> None:
         after: VersionName | None = None
         while True:
-            page = self.catalog.sse_versions_page(after=after, limit=_PAGE)
+            page = await self.catalog.sse_versions_page(after=after, limit=_PAGE)
             if not page:
                 return
             for v in page:
@@ -345,7 +349,7 @@ class Repairer:
         bucket, key, version_id = name
         where = f"{bucket}/{key}@{version_id}"
         try:
-            record = self.catalog.get_version(bucket, key, version_id, data=True)
+            record = await self.catalog.get_version(bucket, key, version_id, data=True)
         except CorruptBlob:
             return self._sse_bad(p, where, "inline", "its inline body is unreadable")
         if record is None or not record.meta.encryption:
@@ -466,7 +470,7 @@ class Repairer:
             single.append(DriveHealth(i, str(meta_dir), state, *(usage or (None, None))))
         return StoreHealth("single", tuple(single), len(single), len(single))
 
-    def info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
         """What ``tierstore admin info`` prints: drives, their state and capacity, catalog copies."""
         out: dict[str, Any] = {}
         if self.drives is not None:
@@ -507,7 +511,7 @@ class Repairer:
                     }
                 )
             out["drives"] = drives
-        out["blobs"] = self.catalog.blob_count()
+        out["blobs"] = await self.catalog.blob_count()
         out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
         out["last_heal"] = self.last_report()
         return out

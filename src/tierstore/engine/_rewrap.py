@@ -31,7 +31,7 @@ from tierstore.engine._encryption import kms_context  # the context a DK is wrap
 from tierstore.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from tierstore.catalog import SqliteCatalog
+    from tierstore.catalog import Catalog
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "RewrapPage", "decode_cursor", "encode_cursor", "rewrap_page"]
 
@@ -76,7 +76,7 @@ def decode_cursor(cursor: str) -> VersionName:
 
 
 async def rewrap_page(
-    catalog: SqliteCatalog, keys: LocalKeyStore, key_id: str, *, after: str | None = None, limit: int = DEFAULT_PAGE
+    catalog: Catalog, keys: LocalKeyStore, key_id: str, *, after: str | None = None, limit: int = DEFAULT_PAGE
 ) -> RewrapPage:
     """Re-wrap up to ``limit`` versions under ``key_id`` after cursor ``after`` (module docstring).
     Raises the key service's errors for the key itself (missing: ``KMS.NotFoundException``,
@@ -89,7 +89,7 @@ async def rewrap_page(
         raise KmsKeyDisabled(f"Key '{key_id}' is disabled.", resource=key_id)
     page = RewrapPage(key_id=key_id, newest_version=status.versions)
     start = decode_cursor(after) if after else None
-    versions = catalog.sse_versions_page(key_id=key_id, after=start, limit=limit)
+    versions = await catalog.sse_versions_page(key_id=key_id, after=start, limit=limit)
     for v in versions:
         page.scanned += 1
         where = f"{v.bucket}/{v.key}@{v.version_id}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from tierstore.blob import BlobStore
-from tierstore.catalog import BlobRef, HoldInfo, SqliteCatalog, VersioningChanged, VersionRecord
+from tierstore.catalog import BlobRef, Catalog, HoldInfo, VersioningChanged, VersionRecord
 from tierstore.crypto import KeyService, ciphertext_size
 from tierstore.drives import DiskReserve
 from tierstore.engine._bucket_access import BucketAccessService
@@ -152,7 +152,7 @@ async def stream_blobs(
     length: int,
     *,
     verify: bool = True,
-    remote: Callable[[str], BlobStore] | None = None,
+    remote: Callable[[str], Awaitable[BlobStore]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Bytes [offset, offset+length) of the concatenation of blobs ``refs`` (the store verifies;
     ``verify=False``: not its block checksums, for encrypted bodies, ``BlobStore.get``). A blob
@@ -169,7 +169,7 @@ async def stream_blobs(
             chunks = await store.get(ref.blob_id, offset, take, verify=verify)
         else:
             assert remote is not None, "a blob in a tier, and no way to reach tiers"
-            chunks = await _cached_or_remote(store, remote(ref.tier), ref, offset, take, verify)
+            chunks = await _cached_or_remote(store, await remote(ref.tier), ref, offset, take, verify)
         async for chunk in chunks:
             yield chunk
         remaining -= take
@@ -441,7 +441,7 @@ class ObjectService:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         blobs: BlobStore,
         *,
         clock: Clock | None = None,
@@ -511,7 +511,7 @@ class ObjectService:
         except BucketAlreadyOwnedByYou:
             # AWS's legacy us-east-1 behaviour: creating a bucket you already own there answers
             # 200 and changes nothing; in any other region it is BucketAlreadyOwnedByYou.
-            existing = self.catalog.get_bucket(name)
+            existing = await self.catalog.get_bucket(name)
             if info.region == LEGACY_REGION and existing is not None and existing.region == LEGACY_REGION:
                 return existing
             raise
@@ -524,19 +524,19 @@ class ObjectService:
         finally:
             self.bucket_access.forget(name)  # its policy goes with it (other workers: within the TTL)
 
-    def head_bucket(self, name: str) -> BucketInfo:
-        info = self.catalog.get_bucket(name)
+    async def head_bucket(self, name: str) -> BucketInfo:
+        info = await self.catalog.get_bucket(name)
         if info is None:
             raise NoSuchBucket(resource=name)
         return info
 
-    def list_buckets(
+    async def list_buckets(
         self, *, after: str = "", prefix: str = "", region: str | None = None, max_buckets: int | None = None
     ) -> tuple[list[BucketInfo], bool]:
         """One page of ListBuckets, by name: (buckets, truncated). ``max_buckets`` None: all."""
         if max_buckets is None:
-            return self.catalog.list_buckets(after=after, prefix=prefix, region=region), False
-        page = self.catalog.list_buckets(after=after, prefix=prefix, region=region, limit=max_buckets + 1)
+            return await self.catalog.list_buckets(after=after, prefix=prefix, region=region), False
+        page = await self.catalog.list_buckets(after=after, prefix=prefix, region=region, limit=max_buckets + 1)
         return page[:max_buckets], len(page) > max_buckets
 
     # --- health and usage (docs/observability.md) ----------------------------------------
@@ -544,23 +544,23 @@ class ObjectService:
         """Raise unless the catalog could commit a write now (takes the write lock, changes nothing)."""
         await self.catalog.probe_write()
 
-    def bucket_usage(self, limit: int = 1000) -> list[BucketUsage]:
+    async def bucket_usage(self, limit: int = 1000) -> list[BucketUsage]:
         """Objects, versions and bytes of the first ``limit`` buckets by name: one aggregate
         catalog query that reads every version row of those buckets (cache the answer)."""
-        return [BucketUsage(*row) for row in self.catalog.bucket_usage(limit)]
+        return [BucketUsage(*row) for row in await self.catalog.bucket_usage(limit)]
 
-    def bucket_count(self) -> int:
-        return self.catalog.bucket_count()
+    async def bucket_count(self) -> int:
+        return await self.catalog.bucket_count()
 
-    def lifecycle_due_rows(self) -> int:
+    async def lifecycle_due_rows(self) -> int:
         """Rows in the lifecycle due index (metrics)."""
-        return self.catalog.lifecycle_due_count()
+        return await self.catalog.lifecycle_due_count()
 
-    def tier_progress(self) -> dict[str, TierProgress]:
+    async def tier_progress(self) -> dict[str, TierProgress]:
         """Each tier's movers' progress and backlog (metrics; read from the catalog, so every
         worker process and gateway answers the same sums)."""
         now_ns = self.clock.now_ns()
-        return {name: self.catalog.tier_progress(name, now_ns) for name in self.catalog.tier_names()}
+        return {name: await self.catalog.tier_progress(name, now_ns) for name in await self.catalog.tier_names()}
 
     # --- object lock: what may be destroyed --------------------------------------------
     def _locked_reason(self, record: VersionRecord, *, bypass_governance: bool) -> str | None:
@@ -572,9 +572,11 @@ class ObjectService:
         if reason:
             raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
 
-    def _new_lock(self, bucket: str, request: LockRequest | None, *, require_future: bool = True) -> dict[str, Any]:
+    async def _new_lock(
+        self, bucket: str, request: LockRequest | None, *, require_future: bool = True
+    ) -> dict[str, Any]:
         """The lock of a version written now: explicit retention, else the bucket default."""
-        config = LockConfig.from_props(self.catalog.bucket_props(bucket))
+        config = LockConfig.from_props(await self.catalog.bucket_props(bucket))
         return new_version_lock(request, config, self.clock.now_ns(), require_future=require_future)
 
     # --- blobs -----------------------------------------------------------------------
@@ -689,8 +691,8 @@ class ObjectService:
         return algs
 
     # --- objects ---------------------------------------------------------------------
-    def _bucket_exists(self, bucket: str) -> None:
-        if self.catalog.get_bucket(bucket) is None:
+    async def _bucket_exists(self, bucket: str) -> None:
+        if await self.catalog.get_bucket(bucket) is None:
             raise NoSuchBucket(resource=bucket)
 
     async def put_object(
@@ -712,7 +714,7 @@ class ObjectService:
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
-        version_lock = self._new_lock(bucket, lock)  # one bucket read: NoSuchBucket, then the lock config
+        version_lock = await self._new_lock(bucket, lock)  # one bucket read: NoSuchBucket, then the lock config
         if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
             raise EntityTooLarge()
         valid_tags = validate_tags(tags)
@@ -766,7 +768,7 @@ class ObjectService:
         tier class"). If the tier does not answer, the version stays on the local drives with
         the tier's class (a durable write is not turned into an error) and a later transition
         moves it."""
-        if meta.storage_class not in self.tiers.class_names():
+        if meta.storage_class not in await self.tiers.class_names():
             return
         try:
             if not await self.transition(meta.bucket, meta.key, meta.version_id, meta.storage_class):
@@ -844,12 +846,12 @@ class ObjectService:
         """Drop ``holder``; the copies no other live hold needs are freed. False if unknown."""
         return await self.hot.release(holder)
 
-    def hold_info(self, holder: str) -> HoldInfo | None:
-        return self.catalog.hot_request(holder)
+    async def hold_info(self, holder: str) -> HoldInfo | None:
+        return await self.catalog.hot_request(holder)
 
-    def list_holds(self, prefix: str = "") -> list[HoldInfo]:
+    async def list_holds(self, prefix: str = "") -> list[HoldInfo]:
         """Holders (names starting with ``prefix``) with their byte size and what is copied."""
-        return self.catalog.hot_list(prefix)
+        return await self.catalog.hot_list(prefix)
 
     async def sweep_holds(self) -> dict[str, int]:
         """The worker's pass: drop expired holds, free unneeded copies, resume ongoing copies."""
@@ -861,13 +863,13 @@ class ObjectService:
         a restore started (202: the server's hot-copy worker makes the copy), False if it was
         restored already (200: its expiry is now + ``days``). ``RestoreAlreadyInProgress`` while
         one runs; ``InvalidObjectState`` if no blob of the version is in a restore-required tier."""
-        record = self._latest(bucket, key, version_id)
-        if not self._archived(record.blobs):
+        record = await self._latest(bucket, key, version_id)
+        if not await self._archived(record.blobs):
             raise InvalidObjectState("Restore is not allowed for the object's current storage class.", resource=key)
         holder = restore_holder(bucket, key, record.meta.version_id)
         ids = [b.blob_id for b in record.blobs]
         ttl_ns = days * self.lifecycle_day_s * 1_000_000_000
-        state = self.catalog.hot_state(holder)
+        state = await self.catalog.hot_state(holder)
         if state is not None and state[0] is None:
             raise RestoreAlreadyInProgress(resource=key)
         if state is not None:  # restored: a new expiry from now
@@ -878,56 +880,59 @@ class ObjectService:
             raise RestoreAlreadyInProgress(resource=key)
         return before == "new"
 
-    def restore_status(
+    async def restore_status(
         self, bucket: str, key: str, version_id: str | None, storage_class: str
     ) -> tuple[bool, int | None] | None:
         """For ``x-amz-restore`` and listings' ``RestoreStatus``: (ongoing, expiry) of the
         version's restore (``version_id`` None: the current one), or None (no restore, or not in
         a restore-required tier). A set lookup for every other object; a point read of the
         catalog for an archived one (two for the current version by key)."""
-        if storage_class == "STANDARD" or storage_class not in self.tiers.class_names():
+        if storage_class == "STANDARD" or storage_class not in await self.tiers.class_names():
             return None
         try:
-            if not self.tier_stores.config(storage_class).restore_required:
+            if not (await self.tier_stores.config(storage_class)).restore_required:
                 return None
         except NoSuchEntity:
             return None
         if version_id is None:
-            record = self.catalog.get_latest(bucket, key)
+            record = await self.catalog.get_latest(bucket, key)
             if record is None:
                 return None
             version_id = record.meta.version_id
-        state = self.catalog.hot_state(restore_holder(bucket, key, version_id))
+        state = await self.catalog.hot_state(restore_holder(bucket, key, version_id))
         if state is None:
             return None
         done_ns, expires_ns = state
         return done_ns is None, expires_ns
 
-    def _archived(self, refs: Iterable[BlobRef]) -> bool:
-        return any(r.tier is not None and self.tier_stores.config(r.tier).restore_required for r in refs)
+    async def _archived(self, refs: Iterable[BlobRef]) -> bool:
+        for r in refs:
+            if r.tier is not None and (await self.tier_stores.config(r.tier)).restore_required:
+                return True
+        return False
 
-    def _remote_store(self, tier: str) -> BlobStore:
+    async def _remote_store(self, tier: str) -> BlobStore:
         try:
-            return self.tier_stores.store(tier)
+            return await self.tier_stores.store(tier)
         except NoSuchEntity as exc:  # tier rm refuses while a blob names it: cannot happen
             raise InternalError(f"The tier {tier} holding an object's bytes is not registered.") from exc
 
-    def _check_readable(self, refs: Iterable[BlobRef], what: str) -> None:
+    async def _check_readable(self, refs: Iterable[BlobRef], what: str) -> None:
         """InvalidObjectState if a blob is in a restore-required (archive) tier without a local
         copy (a restore's, or a pin's: docs/tiers.md "Hot copies")."""
         for ref in refs:
-            if ref.tier is not None and not ref.cached and self.tier_stores.config(ref.tier).restore_required:
+            if ref.tier is not None and not ref.cached and (await self.tier_stores.config(ref.tier)).restore_required:
                 raise InvalidObjectState(resource=what)
 
-    def read_refs(
+    async def read_refs(
         self, refs: list[BlobRef], offset: int, length: int, *, verify: bool = True, what: str = ""
     ) -> AsyncIterator[bytes]:
         """Bytes of blobs named by id outside a version read (dataset and model manifests): their
         tiers are looked up first (one query), then read as ``stream_blobs`` does."""
-        tiers = self.catalog.blob_tiers([r.blob_id for r in refs]) if refs else {}
+        tiers = await self.catalog.blob_tiers([r.blob_id for r in refs]) if refs else {}
         if tiers:
             refs = [BlobRef(r.blob_id, r.size_bytes, tiers.get(r.blob_id)) for r in refs]
-            self._check_readable(refs, what)
+            await self._check_readable(refs, what)
         return stream_blobs(self.blobs, refs, offset, length, verify=verify, remote=self._remote_store)
 
     async def _put_encrypted(
@@ -957,7 +962,7 @@ class ObjectService:
             meta = ObjectMeta(
                 bucket=bucket,
                 key=key,
-                version_id=self._next_version_id(bucket),
+                version_id=await self._next_version_id(bucket),
                 size_bytes=tap.size,
                 etag=encrypted_etag(doc, data_key, tap.md5.digest()),
                 modified_ns=self.clock.now_ns(),
@@ -991,13 +996,15 @@ class ObjectService:
             raise
         return meta
 
-    def _next_version_id(self, bucket: str) -> str:
+    async def _next_version_id(self, bucket: str) -> str:
         """The id the catalog will give a version written now: new with versioning Enabled,
         else ``null`` (it refuses, ``VersioningChanged``, if that changes before the commit)."""
-        enabled = self.catalog.bucket_props(bucket).get("versioning") == "Enabled"
+        enabled = (await self.catalog.bucket_props(bucket)).get("versioning") == "Enabled"
         return new_version_id() if enabled else NULL_VERSION
 
-    def _latest(self, bucket: str, key: str, version_id: str | None = None, *, data: bool = False) -> VersionRecord:
+    async def _latest(
+        self, bucket: str, key: str, version_id: str | None = None, *, data: bool = False
+    ) -> VersionRecord:
         """The version a read addresses: the current one, or ``version_id``; ``data`` also loads
         an inline body (verified).
 
@@ -1005,9 +1012,9 @@ class ObjectService:
         MethodNotAllowed; both carry ``x-amz-delete-marker`` as S3 does."""
         if version_id is not None:
             check_version_id(version_id)
-            record = self.catalog.get_version(bucket, key, version_id, data=data)
+            record = await self.catalog.get_version(bucket, key, version_id, data=data)
             if record is None:
-                self._bucket_exists(bucket)
+                await self._bucket_exists(bucket)
                 raise NoSuchVersion(resource=key)
             if record.is_delete_marker:
                 raise MethodNotAllowed(
@@ -1016,33 +1023,33 @@ class ObjectService:
                     headers=_marker_headers(record.meta),
                 )
             return record
-        record = self.catalog.get_latest(bucket, key, data=data)
+        record = await self.catalog.get_latest(bucket, key, data=data)
         if record is None:
-            self._bucket_exists(bucket)
+            await self._bucket_exists(bucket)
             raise NoSuchKey(resource=key)
         if record.is_delete_marker:
             raise NoSuchKey(resource=key, headers=_marker_headers(record.meta))
         return record
 
-    def version_record(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
+    async def version_record(self, bucket: str, key: str, version_id: str | None = None) -> VersionRecord:
         """The catalog record of the version a read of ``key`` addresses (current, or
         ``version_id``), with where its bytes are: what a dataset row pins (engine/_datasets.py)."""
-        return self._latest(bucket, key, version_id)
+        return await self._latest(bucket, key, version_id)
 
-    def _copy_source(self, bucket: str, key: str, version_id: str | None) -> VersionRecord:
+    async def _copy_source(self, bucket: str, key: str, version_id: str | None) -> VersionRecord:
         """The version a copy reads (with its inline body, if it has one). S3 answers 400 when
         ``versionId`` names a delete marker."""
         try:
-            return self._latest(bucket, key, version_id, data=True)
+            return await self._latest(bucket, key, version_id, data=True)
         except MethodNotAllowed as exc:
             raise InvalidRequest(
                 "The source of a copy request may not specifically refer to a delete marker by version id.",
                 resource=key,
             ) from exc
 
-    def head_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
+    async def head_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
         opts = opts or GetOptions()
-        record = self._latest(bucket, key, opts.version_id)
+        record = await self._latest(bucket, key, opts.version_id)
         return self._select(record, opts)
 
     def _select(self, record: VersionRecord, opts: GetOptions) -> GetResult:
@@ -1084,10 +1091,10 @@ class ObjectService:
 
     async def get_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
         opts = opts or GetOptions()
-        record = self._latest(bucket, key, opts.version_id, data=True)
+        record = await self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
         if record.blobs:  # an inline body is local: nothing to check (the 4 KiB GET path)
-            self._check_readable(record.blobs, key)
+            await self._check_readable(record.blobs, key)
         if record.meta.encryption:
             body = await self._decrypted(record, result.offset, result.length, opts.customer_key)
         elif record.inline_id is not None:  # the 4 KiB GET: loaded and verified by the catalog read
@@ -1202,16 +1209,16 @@ class ObjectService:
         return DeleteResult(version_id=None, delete_marker=False)
 
     # --- metadata query --------------------------------------------------------------
-    def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[ObjectMeta], str | None]:
+    async def query(self, bucket: str, text: str, cursor: str | None = None) -> tuple[list[ObjectMeta], str | None]:
         """One page of a metadata query over the current objects of ``bucket`` (docs/query.md)."""
-        self._bucket_exists(bucket)
-        records, next_cursor = self.catalog.query(bucket, text, cursor)
+        await self._bucket_exists(bucket)
+        records, next_cursor = await self.catalog.query(bucket, text, cursor)
         return [r.meta for r in records], next_cursor
 
     # --- versioning ------------------------------------------------------------------
-    def get_bucket_versioning(self, bucket: str) -> str | None:
+    async def get_bucket_versioning(self, bucket: str) -> str | None:
         """ "Enabled", "Suspended", or None for a bucket that was never versioned."""
-        status = self.catalog.bucket_props(bucket).get("versioning")
+        status = (await self.catalog.bucket_props(bucket)).get("versioning")
         return str(status) if status else None
 
     async def set_bucket_versioning(self, bucket: str, status: str) -> None:
@@ -1226,21 +1233,21 @@ class ObjectService:
 
         await self.catalog.update_bucket_props(bucket, update)
 
-    def _marker_seq(self, bucket: str, key: str, version_id: str) -> int | None:
+    async def _marker_seq(self, bucket: str, key: str, version_id: str) -> int | None:
         """Where a listing resumes after (key, version_id): versions of ``key`` with a lower seq
         follow. A marker version deleted since the last page (a client deleting each page before
         fetching the next) keeps its place: a time-ordered id sits among the key's versions by
         its creation time; a vanished ``null`` version has no time, so the listing resumes at the
         key's newest remaining version (None) — nothing is skipped."""
-        seq = self.catalog.version_seq(bucket, key, version_id)
+        seq = await self.catalog.version_seq(bucket, key, version_id)
         if seq is not None:
             return seq
         if version_id == NULL_VERSION:
             return None
         created_ns = min(int(version_id[:16], 16), 2**63 - 1)  # a made-up id may lie past SQLite's range
-        return self.catalog.seq_older_than(bucket, key, version_id, created_ns)
+        return await self.catalog.seq_older_than(bucket, key, version_id, created_ns)
 
-    def list_object_versions(
+    async def list_object_versions(
         self,
         bucket: str,
         *,
@@ -1251,7 +1258,7 @@ class ObjectService:
         max_keys: int = 1000,
     ) -> VersionsPage:
         """One page of ListObjectVersions: keys in byte order, each key's versions newest first."""
-        self._bucket_exists(bucket)
+        await self._bucket_exists(bucket)
         if version_id_marker and not key_marker:
             raise InvalidArgument("A version-id marker cannot be specified without a key marker.")
         prefix_b, delim_b = prefix.encode(), delimiter.encode()
@@ -1262,7 +1269,7 @@ class ObjectService:
             km = key_marker.encode()
             if version_id_marker:
                 check_version_id(version_id_marker)
-                seq = self._marker_seq(bucket, key_marker, version_id_marker)
+                seq = await self._marker_seq(bucket, key_marker, version_id_marker)
                 after_key, after_seq = max(km, prefix_b), seq if km >= prefix_b else None
             else:
                 # Everything of key_marker itself is skipped.
@@ -1274,7 +1281,7 @@ class ObjectService:
             return page
         count = 0
         while True:
-            rows = self.catalog.scan_versions(bucket, after_key, after_seq, below, 1001)
+            rows = await self.catalog.scan_versions(bucket, after_key, after_seq, below, 1001)
             if not rows:
                 return page
             restart = False
@@ -1322,10 +1329,10 @@ class ObjectService:
         sealed under the destination's own new data key (docs/encryption.md, "Copies")."""
         opts = opts or CopyOptions()
         dst_key = ObjectKey(dst_key)
-        self._bucket_exists(dst_bucket)
-        src = self._copy_source(src_bucket, src_key, src_version_id)
+        await self._bucket_exists(dst_bucket)
+        src = await self._copy_source(src_bucket, src_key, src_version_id)
         check_read_key(src.meta.encryption, source_key)  # SSE-C source: its key, before anything else
-        self._check_readable(src.blobs, src_key)  # an archived source is not copied (AWS)
+        await self._check_readable(src.blobs, src_key)  # an archived source is not copied (AWS)
         _copy_source_conditions(opts.source_conditions, src.meta)
         # Copying a named version over its own key is how S3 restores an old version: allowed.
         same = src_bucket == dst_bucket and src_key == dst_key and src_version_id is None
@@ -1341,7 +1348,7 @@ class ObjectService:
         else:
             headers, user_meta = dict(src.meta.headers), dict(src.meta.user_meta)
         tags = validate_tags(opts.tags) if opts.replace_tags else dict(src.meta.tags)
-        version_lock = self._new_lock(dst_bucket, opts.lock)
+        version_lock = await self._new_lock(dst_bucket, opts.lock)
         checksums = dict(src.meta.checksums)
         checksum_type = src.meta.checksum_type
         rewrite = bool(src.meta.encryption) or encryption is not None
@@ -1430,7 +1437,7 @@ class ObjectService:
                 shared_gone=lambda: NoSuchKey(resource=s.key), fixed_version_id=fixed,
             )  # fmt: skip
 
-        meta.version_id = self._next_version_id(meta.bucket)
+        meta.version_id = await self._next_version_id(meta.bucket)
         await self._commit_bound(meta, bound, commit)
         await self._drain_after_commit()
         return meta
@@ -1485,7 +1492,7 @@ class ObjectService:
 
             if data_key is not None:
                 dk = data_key
-                meta.version_id = self._next_version_id(meta.bucket)
+                meta.version_id = await self._next_version_id(meta.bucket)
 
                 def bound(version_id: str) -> dict[str, Any]:
                     return bind(doc, dk, bucket=meta.bucket, key=meta.key, version_id=version_id, size=size,
@@ -1518,9 +1525,9 @@ class ObjectService:
         return base64.b64encode(h.digest()).decode()
 
     # --- listing ---------------------------------------------------------------------
-    def list_objects(self, bucket: str, opts: ListOptions) -> ListPage:
+    async def list_objects(self, bucket: str, opts: ListOptions) -> ListPage:
         """One page of the live keys in byte order, with delimiter roll-up into common prefixes."""
-        self._bucket_exists(bucket)
+        await self._bucket_exists(bucket)
         if opts.max_keys < 0:
             raise InvalidArgument("max-keys must be non-negative")
         prefix_b = opts.prefix.encode()
@@ -1542,12 +1549,12 @@ class ObjectService:
         batch = min(limit + 1, 1001)
         last: str | None = None
         if not delim_b and batch == limit + 1:  # no roll-up, one query: one comprehension (a hot path)
-            rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             truncated = len(rows) > limit
             entries = [ListEntry(k.decode(), size, etag, mod, sc) for k, size, etag, mod, sc in rows[:limit]]
             return ListPage(entries, [], truncated, entries[-1].key if truncated else None)
         while True:
-            rows = self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             if not rows:
                 return ListPage(entries, prefixes, False, None)
             # Keys under the common prefix just returned are skipped within this batch; the
@@ -1598,8 +1605,8 @@ class ObjectService:
         check_user_metadata(user_meta)
         headers = dict(headers or {})
         valid_tags = validate_tags(tags)
-        self._bucket_exists(bucket)
-        self._new_lock(bucket, lock)  # validates against the bucket; applied again at completion
+        await self._bucket_exists(bucket)
+        await self._new_lock(bucket, lock)  # validates against the bucket; applied again at completion
         if valid_tags:
             headers[_UPLOAD_TAGS] = encode_tagging_header(valid_tags)
         if lock is not None and not lock.is_empty():
@@ -1640,13 +1647,13 @@ class ObjectService:
         await self.catalog.create_upload(info)
         return info
 
-    def _upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
-        self._bucket_exists(bucket)
-        return self.catalog.get_upload(bucket, key, upload_id)
+    async def _upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
+        await self._bucket_exists(bucket)
+        return await self.catalog.get_upload(bucket, key, upload_id)
 
-    def upload_info(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
+    async def upload_info(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         """An upload in progress (NoSuchBucket, NoSuchUpload): what its parts' answers echo."""
-        return self._upload(bucket, key, upload_id)
+        return await self._upload(bucket, key, upload_id)
 
     @staticmethod
     def _check_part_number(part_number: int) -> None:
@@ -1674,7 +1681,7 @@ class ObjectService:
         prefix (``customer_key``: an SSE-C upload's key, which each part must carry)."""
         opts = opts or PutOptions()
         self._check_part_number(part_number)
-        upload = self._upload(bucket, key, upload_id)
+        upload = await self._upload(bucket, key, upload_id)
         check_part_key(upload.encryption, customer_key)
         data_key, prefix, seal = await self._part_sealer(upload, part_number, customer_key)
         checksum = opts.checksum
@@ -1753,9 +1760,9 @@ class ObjectService:
         part of this upload (``customer_key``: an SSE-C upload's key)."""
         opts = opts or CopyOptions()
         self._check_part_number(part_number)
-        upload = self._upload(bucket, key, upload_id)
+        upload = await self._upload(bucket, key, upload_id)
         check_part_key(upload.encryption, customer_key)
-        src = self._copy_source(src_bucket, src_key, src_version_id)
+        src = await self._copy_source(src_bucket, src_key, src_version_id)
         check_read_key(src.meta.encryption, source_key)
         _copy_source_conditions(opts.source_conditions, src.meta)
         if opts.source_range is not None:
@@ -1773,7 +1780,7 @@ class ObjectService:
         return await self.upload_part(bucket, key, upload_id, part_number, body, popts, customer_key=customer_key)
 
     async def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:
-        self._upload(bucket, key, upload_id)
+        await self._upload(bucket, key, upload_id)
         await self._freeing(lambda: self.catalog.abort_upload(upload_id))
         await self._drain_after_commit()
 
@@ -1794,14 +1801,14 @@ class ObjectService:
             await self._drain_after_commit()
         return aborted
 
-    def list_parts(
+    async def list_parts(
         self, bucket: str, key: str, upload_id: str, *, after_part: int = 0, max_parts: int = 1000
     ) -> tuple[UploadInfo, list[PartInfo], bool]:
-        upload = self._upload(bucket, key, upload_id)
-        parts = self.catalog.list_parts(upload_id, after_part, max_parts + 1)
+        upload = await self._upload(bucket, key, upload_id)
+        parts = await self.catalog.list_parts(upload_id, after_part, max_parts + 1)
         return upload, parts[:max_parts], len(parts) > max_parts
 
-    def list_multipart_uploads(
+    async def list_multipart_uploads(
         self,
         bucket: str,
         *,
@@ -1814,7 +1821,7 @@ class ObjectService:
         """In-progress uploads by key, then initiation time: (uploads, common prefixes, truncated).
         As in S3, common prefixes count toward ``max_uploads``, and a ``key_marker`` that is a
         common prefix continues after everything under it."""
-        self._bucket_exists(bucket)
+        await self._bucket_exists(bucket)
         uploads: list[UploadInfo] = []
         prefixes: list[str] = []
         prefix_b, delim_b = prefix.encode(), delimiter.encode()
@@ -1827,7 +1834,7 @@ class ObjectService:
         if after_key < prefix_b:
             after_key, after_upload = prefix_b, ""
         while True:
-            rows = self.catalog.list_uploads(bucket, after_key, after_upload, 1000)
+            rows = await self.catalog.list_uploads(bucket, after_key, after_upload, 1000)
             for u in rows:
                 key_b = u.key.encode()
                 if not key_b.startswith(prefix_b):
@@ -1872,9 +1879,9 @@ class ObjectService:
         _check_write_condition_values(conditions or Conditions())
         sent = (object_checksum_algorithm, full_object_checksum) if full_object_checksum is not None else None
         try:
-            upload = self._upload(bucket, key, upload_id)
+            upload = await self._upload(bucket, key, upload_id)
         except NoSuchUpload:
-            done = self._completed(bucket, key, upload_id, parts, sent)
+            done = await self._completed(bucket, key, upload_id, parts, sent)
             if done is None:
                 raise
             return done
@@ -1884,7 +1891,7 @@ class ObjectService:
         numbers = [p.part_number for p in parts]
         if any(b <= a for a, b in itertools.pairwise(numbers)):
             raise InvalidPartOrder()
-        stored = {p.part_number: p for p in self.catalog.list_parts(upload_id, 0, MAX_PART_NUMBER + 1)}
+        stored = {p.part_number: p for p in await self.catalog.list_parts(upload_id, 0, MAX_PART_NUMBER + 1)}
         chosen: list[PartInfo] = []
         for i, p in enumerate(parts):
             sp = stored.get(p.part_number)
@@ -1938,7 +1945,7 @@ class ObjectService:
             part_checksums={alg: [sp.checksums[alg] for sp in chosen]} if alg else {},
             storage_class=upload.storage_class,
             tags=tags,
-            lock=self._new_lock(bucket, lock_request, require_future=False),
+            lock=await self._new_lock(bucket, lock_request, require_future=False),
             acl=acl,
         )
         record = VersionRecord(meta=meta, blobs=[BlobRef(sp.blob_id, sp.size_bytes) for sp in chosen])
@@ -1963,7 +1970,7 @@ class ObjectService:
                 if not all(prefix for _, _, prefix in layout):
                     raise InternalError(f"A part of the encrypted upload {upload_id} has no nonce prefix.")
                 record.blobs = [BlobRef(sp.blob_id, ciphertext_size(sp.size_bytes)) for sp in chosen]
-                meta.version_id = self._next_version_id(bucket)
+                meta.version_id = await self._next_version_id(bucket)
 
                 def bound(version_id: str) -> dict[str, Any]:
                     return bind_parts(
@@ -1974,7 +1981,7 @@ class ObjectService:
             else:
                 meta.version_id = await commit(False)
         except NoSuchUpload:  # a concurrent completion of the same upload won
-            done = self._completed(bucket, key, upload_id, parts, sent)
+            done = await self._completed(bucket, key, upload_id, parts, sent)
             if done is None:
                 raise
             return done
@@ -1998,12 +2005,12 @@ class ObjectService:
                 meta.version_id = new_version_id() if meta.version_id == NULL_VERSION else NULL_VERSION
         raise InternalError("The bucket's versioning kept changing during the write; try again.")
 
-    def _completed(
+    async def _completed(
         self, bucket: str, key: str, upload_id: str, parts: list[CompletedPart], sent: tuple[str | None, str] | None
     ) -> ObjectMeta | None:
         """The result of an earlier successful completion of ``upload_id`` with the same parts,
         or None (never completed, completed with other parts, or too long ago)."""
-        found = self.catalog.completed_upload(bucket, key, upload_id)
+        found = await self.catalog.completed_upload(bucket, key, upload_id)
         if found is None:
             return None
         fingerprint, result = found
@@ -2033,9 +2040,9 @@ class ObjectService:
 
         return (await self.catalog.update_version_meta(bucket, key, version_id, update)).meta
 
-    def get_object_tagging(self, bucket: str, key: str, version_id: str | None = None) -> ObjectMeta:
+    async def get_object_tagging(self, bucket: str, key: str, version_id: str | None = None) -> ObjectMeta:
         """The version (with its ``tags``) GetObjectTagging addresses."""
-        return self._latest(bucket, key, version_id).meta
+        return (await self._latest(bucket, key, version_id)).meta
 
     async def put_object_tagging(
         self, bucket: str, key: str, tags: Iterable[tuple[str, str]], version_id: str | None = None
@@ -2053,8 +2060,8 @@ class ObjectService:
 
         return await self._update_version(bucket, key, version_id, change)
 
-    def get_bucket_tagging(self, bucket: str) -> dict[str, str]:
-        tags = self.catalog.bucket_props(bucket).get("tags")
+    async def get_bucket_tagging(self, bucket: str) -> dict[str, str]:
+        tags = (await self.catalog.bucket_props(bucket)).get("tags")
         if not tags:
             raise NoSuchTagSet(resource=bucket)
         return dict(tags)
@@ -2076,16 +2083,16 @@ class ObjectService:
         await self.catalog.update_bucket_props(bucket, update)
 
     # --- CORS (the rules are parsed and matched by api/_cors.py) ------------------------------
-    def get_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+    async def get_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
         """The bucket's CORS rules as stored (None: no configuration); NoSuchBucket if none."""
-        rules = self.catalog.bucket_props(bucket).get("cors")
+        rules = (await self.catalog.bucket_props(bucket)).get("cors")
         return list(rules) if rules else None
 
-    def cached_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
+    async def cached_bucket_cors(self, bucket: str) -> list[dict[str, Any]] | None:
         """The same from the per-worker cache of bucket properties (``bucket_access.props``, at
         most ~1 s old; a change through this worker is seen at once): what the preflight and the
         CORS headers of every request with ``Origin`` read. None also when there is no bucket."""
-        props = self.bucket_access.props(bucket)
+        props = await self.bucket_access.props(bucket)
         rules = props.get("cors") if props is not None else None
         return list(rules) if rules else None
 
@@ -2096,11 +2103,11 @@ class ObjectService:
         await self._set_bucket_prop(bucket, "cors", None)
 
     # --- default encryption (the document is parsed and applied by api/_sse.py) ---------------
-    def get_bucket_encryption(self, bucket: str) -> dict[str, Any] | None:
+    async def get_bucket_encryption(self, bucket: str) -> dict[str, Any] | None:
         """The bucket's default encryption as stored (None: none); NoSuchBucket if no bucket.
         Read from the catalog, not the per-worker cache: a write must never miss a default that
         another worker has just put (it would store data in clear)."""
-        config = self.catalog.bucket_props(bucket).get("encryption")
+        config = (await self.catalog.bucket_props(bucket)).get("encryption")
         return dict(config) if config else None
 
     async def put_bucket_encryption(self, bucket: str, config: dict[str, Any]) -> None:
@@ -2126,10 +2133,10 @@ class ObjectService:
 
     # --- object lock (engine/_lock.py has the rules) ---------------------------------------
     # --- ACLs and Object Ownership (the grammar and the rules: api/_acl.py) -----------------
-    def bucket_props(self, bucket: str) -> dict[str, Any]:
+    async def bucket_props(self, bucket: str) -> dict[str, Any]:
         """A bucket's stored settings (a copy): ``acl``, ``ownership``, ``public_access_block``,
         ...; NoSuchBucket when there is no such bucket."""
-        return dict(self.catalog.bucket_props(bucket))
+        return dict(await self.catalog.bucket_props(bucket))
 
     async def update_bucket_props(self, bucket: str, update: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Read-modify-write of a bucket's settings in one catalog transaction (``update`` may
@@ -2140,9 +2147,9 @@ class ObjectService:
         finally:
             self.bucket_access.forget(bucket)
 
-    def object_acl(self, bucket: str, key: str, version_id: str | None = None) -> list[list[str]]:
+    async def object_acl(self, bucket: str, key: str, version_id: str | None = None) -> list[list[str]]:
         """The stored grants of the version a read addresses (NoSuchKey, NoSuchVersion, ...)."""
-        return list(self._latest(bucket, key, version_id).meta.acl)
+        return list((await self._latest(bucket, key, version_id)).meta.acl)
 
     async def put_object_acl(
         self, bucket: str, key: str, acl: list[list[str]], version_id: str | None = None
@@ -2152,8 +2159,8 @@ class ObjectService:
 
         return await self._update_version(bucket, key, version_id, change)
 
-    def get_object_lock_configuration(self, bucket: str) -> LockConfig:
-        config = LockConfig.from_props(self.catalog.bucket_props(bucket))
+    async def get_object_lock_configuration(self, bucket: str) -> LockConfig:
+        config = LockConfig.from_props(await self.catalog.bucket_props(bucket))
         if config is None:
             raise ObjectLockConfigurationNotFoundError(resource=bucket)
         return config
@@ -2172,13 +2179,13 @@ class ObjectService:
 
         await self.catalog.update_bucket_props(bucket, update)
 
-    def _require_lock(self, bucket: str) -> None:
-        if LockConfig.from_props(self.catalog.bucket_props(bucket)) is None:
+    async def _require_lock(self, bucket: str) -> None:
+        if LockConfig.from_props(await self.catalog.bucket_props(bucket)) is None:
             raise InvalidRequest("Bucket is missing Object Lock Configuration", resource=bucket)
 
-    def get_object_retention(self, bucket: str, key: str, version_id: str | None = None) -> Retention:
-        self._require_lock(bucket)
-        retention = retention_of(self._latest(bucket, key, version_id).meta.lock)
+    async def get_object_retention(self, bucket: str, key: str, version_id: str | None = None) -> Retention:
+        await self._require_lock(bucket)
+        retention = retention_of((await self._latest(bucket, key, version_id)).meta.lock)
         if retention is None:
             raise NoSuchObjectLockConfiguration(resource=key)
         return retention
@@ -2193,16 +2200,16 @@ class ObjectService:
         bypass_governance: bool = False,
     ) -> ObjectMeta:
         """Set, extend, shorten or (``retention=None``) remove a version's retention."""
-        self._require_lock(bucket)
+        await self._require_lock(bucket)
 
         def change(meta: ObjectMeta) -> None:
             meta.lock = change_retention(meta.lock, retention, self.clock.now_ns(), bypass_governance=bypass_governance)
 
         return await self._update_version(bucket, key, version_id, change)
 
-    def get_object_legal_hold(self, bucket: str, key: str, version_id: str | None = None) -> bool:
-        self._require_lock(bucket)
-        lock = self._latest(bucket, key, version_id).meta.lock
+    async def get_object_legal_hold(self, bucket: str, key: str, version_id: str | None = None) -> bool:
+        await self._require_lock(bucket)
+        lock = (await self._latest(bucket, key, version_id)).meta.lock
         if "legal_hold" not in lock:
             raise NoSuchObjectLockConfiguration(resource=key)
         return bool(lock["legal_hold"])
@@ -2210,7 +2217,7 @@ class ObjectService:
     async def put_object_legal_hold(
         self, bucket: str, key: str, on: bool, *, version_id: str | None = None
     ) -> ObjectMeta:
-        self._require_lock(bucket)
+        await self._require_lock(bucket)
 
         def change(meta: ObjectMeta) -> None:
             meta.lock = change_legal_hold(meta.lock, on)
@@ -2241,7 +2248,7 @@ class ObjectService:
         """Delete blobs no version references any more. Returns how many were removed."""
         removed = 0
         while True:
-            batch = self.catalog.trash_batch(500)
+            batch = await self.catalog.trash_batch(500)
             if not batch:
                 if self.reserve is not None and self.reserve.released:
                     self.reserve.restore()
@@ -2267,7 +2274,7 @@ class ObjectService:
                 born_s = 0
             if now_s - born_s < grace_s:
                 continue
-            if not self.catalog.blob_known(info.blob_id):
+            if not await self.catalog.blob_known(info.blob_id):
                 await self.blobs.delete(info.blob_id)
                 orphans += 1
         if orphans:

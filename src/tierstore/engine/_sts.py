@@ -260,32 +260,32 @@ class StsService:
         return session.secret_key, session
 
     # --- who a session acts as (cached for cache_ttl_s) ------------------------------------
-    def role_state(self, name: str) -> RoleState | None:
+    async def role_state(self, name: str) -> RoleState | None:
         """The role ``name`` and its policies; None when it does not exist (now)."""
         now = self._monotonic()
         hit = self._roles.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
         cat = self.identities.catalog
-        role = cat.iam_get_role(name)
+        role = await cat.iam_get_role(name)
         state = None
         if role is not None:
-            bound = cat.iam_boundary("role", name)
+            bound = await cat.iam_boundary("role", name)
             boundary = AppliedPolicy(bound[0], "role-boundary", name, bound[1]) if bound is not None else None
-            state = RoleState(role, self.identities.role_policies(name), boundary)
+            state = RoleState(role, await self.identities.role_policies(name), boundary)
         if len(self._roles) >= _CACHE_MAX:
             self._roles.clear()
         self._roles[name] = (now + self.cache_ttl_s, state)
         return state
 
-    def user_state(self, session: Session) -> Principal | None:
+    async def user_state(self, session: Session) -> Principal | None:
         """The user behind a GetSessionToken session with its policies; None when gone or disabled."""
         k = (session.name, session.access_key_id)
         now = self._monotonic()
         hit = self._users.get(k)
         if hit is not None and hit[0] > now:
             return hit[1]
-        found = self.identities.user_principal(session.name, session.access_key_id)
+        found = await self.identities.user_principal(session.name, session.access_key_id)
         if found is not None and found.user_id != session.principal_id:
             found = None  # deleted and created again: not the user the session was issued to
         if len(self._users) >= _CACHE_MAX:
@@ -294,15 +294,15 @@ class StsService:
         return found
 
     # --- the STS actions' rules --------------------------------------------------------------
-    def role_for_assume(self, role_arn: str) -> RoleRecord:
+    async def role_for_assume(self, role_arn: str) -> RoleRecord:
         """The role an AssumeRole names (``NoSuchEntity``/``ValidationError``/``AccessDenied``)."""
         name = role_name_of(role_arn, self.account)
-        state = self.role_state(name)
+        state = await self.role_state(name)
         if state is None:
             raise NoSuchEntity(f"The role with name {name} cannot be found.", resource=role_arn)
         return state.role
 
-    def _session_policies(
+    async def _session_policies(
         self, policy: str | None, policy_arns: list[str]
     ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
         if policy is not None:
@@ -314,13 +314,13 @@ class StsService:
             m = _POLICY_ARN.fullmatch(arn)
             if m is None or m.group(1) != self.account:
                 raise ValidationError(f"{arn!r} is not a managed policy ARN of this account.")
-            found = self.identities.catalog.iam_get_policy(m.group(2))
+            found = await self.identities.catalog.iam_get_policy(m.group(2))
             if found is None:
                 raise NoSuchEntity(f"Policy {arn} does not exist or is not attachable.", resource=arn)
             docs.append((found[0], found[2]))
         return policy, tuple(docs)
 
-    def assume_role(
+    async def assume_role(
         self,
         caller: Session | Principal,
         role_arn: str,
@@ -332,7 +332,7 @@ class StsService:
     ) -> tuple[Session, str]:
         """AssumeRole for ``caller`` (its trust was decided by the authorizer before this runs)."""
         _check_session_name(session_name)
-        role = self.role_for_assume(role_arn)
+        role = await self.role_for_assume(role_arn)
         if isinstance(caller, Principal) and caller.is_root:
             raise AccessDenied("Roles may not be assumed by root accounts.")
         chained = isinstance(caller, Session)
@@ -345,7 +345,7 @@ class StsService:
             raise ValidationError(
                 "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."
             )
-        pol, docs = self._session_policies(policy, policy_arns or [])
+        pol, docs = await self._session_policies(policy, policy_arns or [])
         return self.issue(
             kind="role", name=role.name, principal_id=role.role_id, duration_s=duration,
             session_name=session_name, policy=pol, policy_docs=docs,
@@ -370,7 +370,7 @@ class StsService:
         assert caller.user_name is not None and caller.user_id is not None
         return self.issue(kind="user", name=caller.user_name, principal_id=caller.user_id, duration_s=duration)
 
-    def assume_role_with_web_identity(
+    async def assume_role_with_web_identity(
         self,
         role: RoleRecord,
         session_name: str,
@@ -385,7 +385,7 @@ class StsService:
         duration = _check_duration(duration_s, 3600, role.max_session_s)
         if duration > role.max_session_s:
             raise ValidationError("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
-        pol, docs = self._session_policies(policy, policy_arns or [])
+        pol, docs = await self._session_policies(policy, policy_arns or [])
         return self.issue(
             kind="role", name=role.name, principal_id=role.role_id, duration_s=duration,
             session_name=session_name, policy=pol, policy_docs=docs, provider=provider_arn, claims=claims,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tierstore.blob import check_endpoint
-from tierstore.catalog import SqliteCatalog, TierProgress, TierRecord, TierUsage
+from tierstore.catalog import Catalog, TierProgress, TierRecord, TierUsage
 from tierstore.crypto import MasterKey, SealedSecretError
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, InternalError, InvalidArgument, NoSuchEntity
 
@@ -222,7 +222,7 @@ class TierService:
 
     def __init__(
         self,
-        catalog: SqliteCatalog,
+        catalog: Catalog,
         master_key: MasterKey | None = None,
         *,
         cache_ttl_s: float = 1.0,
@@ -242,13 +242,13 @@ class TierService:
         return f"TierService(master_key={self._key!r}, cache_ttl_s={self.cache_ttl_s!r})"
 
     # --- the hot path ----------------------------------------------------------------------
-    def class_names(self) -> frozenset[str]:
+    async def class_names(self) -> frozenset[str]:
         """The storage classes that are tiers, as of at most ``cache_ttl_s`` ago."""
         now = self._monotonic()
         hit = self._names
         if hit is not None and hit[0] > now:
             return hit[1]
-        names = frozenset(self.catalog.tier_names())
+        names = frozenset(await self.catalog.tier_names())
         self._names = (now + self.cache_ttl_s, names)
         return names
 
@@ -285,18 +285,18 @@ class TierService:
         log.info("tier %s added: %s bucket %s (keys %s)", name, endpoint, spec.bucket, "set" if sealed else "not set")
         return _info(record)
 
-    def list(self) -> list[TierInfo]:
-        return [_info(r) for r in self.catalog.tier_list()]
+    async def list(self) -> list[TierInfo]:
+        return [_info(r) for r in await self.catalog.tier_list()]
 
-    def get(self, name: str) -> TierInfo:
-        rec = self.catalog.tier_get(check_tier_name(name))
+    async def get(self, name: str) -> TierInfo:
+        rec = await self.catalog.tier_get(check_tier_name(name))
         if rec is None:
             raise NoSuchTier(f"There is no tier named {name}.")
         return _info(rec)
 
-    def get_config(self, name: str) -> TierConfig:
+    async def get_config(self, name: str) -> TierConfig:
         """The tier with its credentials opened: for the blob store factory, never for an answer."""
-        rec = self.catalog.tier_get(name)
+        rec = await self.catalog.tier_get(name)
         if rec is None:
             raise NoSuchTier(f"There is no tier named {name}.")
         info = _info(rec)
@@ -325,12 +325,13 @@ class TierService:
         self.forget()
         log.info("tier %s removed", name)
 
-    def status(self, name: str | None = None) -> builtins.list[TierStatus]:
+    async def status(self, name: str | None = None) -> builtins.list[TierStatus]:
         """What each tier (or the one named) holds by the catalog, and the movers' progress."""
-        names = [self.get(name).name] if name is not None else self.catalog.tier_names()
+        names = [(await self.get(name)).name] if name is not None else await self.catalog.tier_names()
         now_ns = int(self._clock() * 1e9)
         out = []
         for n in names:
-            u = self.catalog.tier_usage(n)
-            out.append(TierStatus(n, u.blobs, u.bytes, u.outbox, u.uploads, self.catalog.tier_progress(n, now_ns)))
+            u = await self.catalog.tier_usage(n)
+            progress = await self.catalog.tier_progress(n, now_ns)
+            out.append(TierStatus(n, u.blobs, u.bytes, u.outbox, u.uploads, progress))
         return out
