@@ -104,6 +104,22 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
     return out
 
 
+async def _transaction(conn: Any, first: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """``BEGIN; first`` as one simple-protocol round trip, then ``fn``, then ``COMMIT`` (or
+    ``ROLLBACK`` if anything raised; a connection released in a transaction is rolled back by
+    the pool anyway)."""
+    await conn.execute(f"BEGIN; {first}")
+    try:
+        result = await fn(conn)
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return result
+
+
 async def _no_reset(conn: Any) -> None:
     """Nothing to undo on a released connection (see the module docstring)."""
 
@@ -166,14 +182,18 @@ class Pool:
         async with self.connection() as conn:
             return await conn.fetchval(sql, *args)
 
-    async def write(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def write(self, fn: Callable[[Any], Awaitable[T]], *, first: str = "") -> T:
         """``await fn(conn)`` in one READ COMMITTED transaction, committed when this returns; run
-        again (whole) if it lost a deadlock or a serialization check."""
+        again (whole) if it lost a deadlock or a serialization check. ``first``: SQL without
+        parameters (the advisory locks) sent with ``BEGIN`` in one round trip."""
         attempt = 0
         while True:
             try:
-                async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn, conn.transaction():
-                    return await fn(conn)
+                async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn:
+                    if not first:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    return await _transaction(conn, first, fn)
             except BaseException as exc:
                 if isinstance(exc, _RETRYABLE) and attempt < _RETRIES:
                     attempt += 1

@@ -104,6 +104,44 @@ _CORE = (
         result jsonb NOT NULL  -- version id, ETag, size, checksums, part sizes
     )""",
     "CREATE INDEX completed_uploads_age ON completed_uploads(completed_ns)",
+    # One reference less to each blob (an id listed twice loses two); a blob no one references
+    # goes to the trash. One round trip for any number of blobs, with SQLite's semantics
+    # (catalog/_sqlite.py ``_unref_all``). Remote tiers are not on PostgreSQL yet (slice 4): a
+    # blob recorded in one cannot lose its last reference here.
+    """CREATE FUNCTION tierstore_unref(ids text[]) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        one text;
+        left_refs integer;
+        in_tier text;
+    BEGIN
+        FOREACH one IN ARRAY ids LOOP
+            UPDATE blobs SET refs = refs - 1 WHERE blob_id = one RETURNING refs, tier INTO left_refs, in_tier;
+            IF FOUND AND left_refs > 0 THEN
+                CONTINUE;
+            END IF;
+            IF FOUND THEN
+                IF in_tier IS NOT NULL THEN
+                    RAISE EXCEPTION 'blob % is in tier %: tiers are not on PostgreSQL yet', one, in_tier;
+                END IF;
+                DELETE FROM blobs WHERE blob_id = one;
+            END IF;
+            INSERT INTO trash(blob_id) VALUES(one) ON CONFLICT DO NOTHING;
+        END LOOP;
+    END $$""",
+    # A version goes: its row, its inline body (unless a dataset pins it: then marked released)
+    # and one reference to each of its blobs.
+    """CREATE FUNCTION tierstore_drop_version(b bigint, k bytea, v text, inline text, ids text[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM versions WHERE bucket_id = b AND key = k AND version_id = v;
+        IF inline IS NOT NULL THEN
+            DELETE FROM inline_blobs WHERE blob_id = inline AND pins = 0;
+            IF NOT FOUND THEN
+                UPDATE inline_blobs SET released = true WHERE blob_id = inline;
+            END IF;
+        END IF;
+        PERFORM tierstore_unref(ids);
+    END $$""",
     """CREATE TABLE parts(
         upload_id text COLLATE "C" NOT NULL,
         part_number integer NOT NULL,

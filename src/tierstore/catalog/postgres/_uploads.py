@@ -53,14 +53,13 @@ class UploadTables(VersionTables):
         doc = dumps(upload_doc(info))
 
         async def fn(c: Any) -> None:
-            await lock_bucket(c, info.bucket, exclusive=False)
             bucket_id, _props = await write_bucket(c, info.bucket)
             await c.execute(
                 "INSERT INTO uploads(upload_id, bucket_id, key, initiated_ns, meta) VALUES($1, $2, $3, $4, $5::jsonb)",
                 info.upload_id, bucket_id, info.key.encode(), info.initiated_ns, doc,
             )  # fmt: skip
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=lock_bucket(info.bucket, exclusive=False))
 
     async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         row = await self._pool.fetchrow(
@@ -89,7 +88,6 @@ class UploadTables(VersionTables):
 
         async def fn(c: Any) -> None:
             await _lock_upload(c, upload_id, "SHARE")
-            await c.execute("SELECT pg_advisory_xact_lock($1)", number_lock)
             old = await c.fetchval(
                 "SELECT blob_id FROM parts WHERE upload_id = $1 AND part_number = $2", upload_id, part.part_number
             )
@@ -104,7 +102,7 @@ class UploadTables(VersionTables):
                 upload_id, part.part_number, part.size_bytes, part.etag, part.modified_ns, checksums, part.blob_id,
             )  # fmt: skip
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=f"SELECT pg_advisory_xact_lock({number_lock:d})")
 
     async def list_parts(self, upload_id: str, after_part: int = 0, limit: int = 10_000) -> list[PartInfo]:
         rows = await self._pool.fetch(

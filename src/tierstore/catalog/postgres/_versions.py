@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tierstore.catalog.postgres._blobs import insert_inline, ref_many, remove_inline, unref_all, verified_inline
+from tierstore.catalog.postgres._blobs import insert_inline, ref_many, verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
 from tierstore.catalog.postgres._pool import Pool
@@ -74,13 +74,12 @@ async def _current(c: Any, bucket: str, key_b: bytes) -> tuple[int, dict[str, An
 
 
 async def _remove_version(c: Any, bucket_id: int, key_b: bytes, record: VersionRecord) -> None:
+    """The version's row, its inline body (unless a dataset pins it) and one reference to each
+    of its blobs, in one round trip (``tierstore_drop_version``)."""
     await c.execute(
-        "DELETE FROM versions WHERE bucket_id = $1 AND key = $2 AND version_id = $3",
-        bucket_id, key_b, record.meta.version_id,
+        "SELECT tierstore_drop_version($1, $2, $3, $4, $5::text[])",
+        bucket_id, key_b, record.meta.version_id, record.inline_id, [b.blob_id for b in record.blobs],
     )  # fmt: skip
-    if record.inline_id is not None:  # gone with its version, unless a dataset pins it
-        await remove_inline(c, record.inline_id)
-    await unref_all(c, (b.blob_id for b in record.blobs))
 
 
 async def _drop_null_version(
@@ -93,27 +92,31 @@ async def _drop_null_version(
     current: VersionRecord | None,
     *,
     known: bool,
-) -> None:
+) -> bool:
     """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack.
     ``known``: ``current`` is the key's latest version as this transaction read it (no versions
-    at all, or the null version itself, spare the lookup)."""
+    at all, or the null version itself, spare the lookup). Returns whether the latest version
+    was the one removed (nothing is left to demote then)."""
     if known and current is None:
-        return
+        return False
     if known and current is not None and current.meta.version_id == NULL_VERSION:
         old_null: VersionRecord | None = current
     else:
         old_null = await version_in(c, bucket, bucket_id, key_b, NULL_VERSION)
-    if old_null is not None:
-        if guard is not None:
-            guard(old_null, props)
-        await _remove_version(c, bucket_id, key_b, old_null)
+    if old_null is None:
+        return False
+    if guard is not None:
+        guard(old_null, props)
+    await _remove_version(c, bucket_id, key_b, old_null)
+    return current is not None and current.meta.version_id == NULL_VERSION
 
 
 async def _insert_version(
     c: Any, bucket_id: int, record: VersionRecord, key_b: bytes, meta_s: str, *, first: bool
 ) -> None:
     """Insert ``record`` as the key's latest version (``seq``: one past the key's highest).
-    ``first``: the key has no versions (as read in this transaction): nothing to demote."""
+    ``first``: the key has no latest version (as read and changed in this transaction): nothing
+    to demote."""
     m = record.meta
     if not first:
         await c.execute(
@@ -184,7 +187,6 @@ class VersionTables:
 
         async def fn(c: Any) -> str:
             m.version_id = chosen_id  # a transaction run again starts from the caller's record
-            await lock_keys(c, m.bucket, (key_b,))
             bucket_id, props, current = await _current(c, m.bucket, key_b)
             if check is not None:
                 check(current)
@@ -204,15 +206,16 @@ class VersionTables:
             versioning = props.get("versioning")
             if fixed_version_id and (versioning == "Enabled") == (m.version_id == NULL_VERSION):
                 raise VersioningChanged(m.bucket)
+            latest_gone = False
             if versioning != "Enabled":
                 m.version_id = NULL_VERSION
-                await _drop_null_version(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
-            await _insert_version(c, bucket_id, record, key_b, meta_s, first=current is None)
+                latest_gone = await _drop_null_version(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
+            await _insert_version(c, bucket_id, record, key_b, meta_s, first=current is None or latest_gone)
             if done is not None:
                 await done(c)
             return m.version_id
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(m.bucket, (key_b,)))
 
     async def delete_object(
         self,
@@ -231,7 +234,6 @@ class VersionTables:
 
         async def fn(c: Any) -> tuple[VersionRecord | None, bool]:
             marker.version_id = marker_id  # a transaction run again starts from the caller's marker
-            await lock_keys(c, bucket, (key_b,))
             bucket_id, props, current = await _current(c, bucket, key_b)
             status = props.get("versioning")
             if version_id is not None:
@@ -256,14 +258,15 @@ class VersionTables:
                 await _remove_version(c, bucket_id, key_b, current)
                 return current, False
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+            latest_gone = False
             if status != "Enabled":
                 marker.version_id = NULL_VERSION
-                await _drop_null_version(c, bucket, bucket_id, key_b, props, guard, current, known=False)
-            # ``current`` may have been the null version just dropped: demoting is then a no-op.
-            await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=False)
+                latest_gone = await _drop_null_version(c, bucket, bucket_id, key_b, props, guard, current, known=False)
+            first = current is None or latest_gone
+            await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=first)
             return record, True
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
 
     async def update_version_meta(
         self, bucket: str, key: str, version_id: str | None, update: Callable[[VersionRecord], None]
@@ -273,7 +276,6 @@ class VersionTables:
         key_b = key.encode()
 
         async def fn(c: Any) -> VersionRecord:
-            await lock_keys(c, bucket, (key_b,))
             bucket_id, _props, current = await _current(c, bucket, key_b)
             record = current if version_id is None else await version_in(c, bucket, bucket_id, key_b, version_id)
             if record is None:
@@ -286,4 +288,4 @@ class VersionTables:
             )  # fmt: skip
             return record
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
