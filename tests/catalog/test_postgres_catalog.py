@@ -640,6 +640,41 @@ def test_32_concurrent_conditional_puts_have_one_winner(dsn: str) -> None:
     asyncio.run(main())
 
 
+def test_cancelled_writers_leave_no_lock_or_transaction(dsn: str) -> None:
+    """Writers cancelled at any point (a client gone): what returned is stored, the key keeps
+    one latest version, and no pooled connection stays in a transaction or holds a lock."""
+
+    async def body(cat: PostgresCatalog) -> None:
+        b = await new_bucket(cat, "cancel", "Enabled")
+        # Every pooled connection open first: cancelled here is a statement, not a connect
+        # (asyncpg leaves a cancelled connect's SSL probe future unretrieved: noise, no harm).
+        await asyncio.gather(*(cat.get_bucket(b) for _ in range(16)))
+        tasks = [asyncio.create_task(cat.put_version(blob_record(b, "k"))) for _ in range(24)]
+        for i, task in enumerate(tasks):
+            await asyncio.sleep(0)
+            if i % 2:
+                task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, (str, asyncio.CancelledError)) for r in results), results
+        walk = await cat.scan_versions(b, b"", None, b"\xff", 100)
+        assert {r for r in results if isinstance(r, str)} <= {r.meta.version_id for r, _s, _l in walk}
+        assert sum(latest for _r, _s, latest in walk) == 1
+        await asyncio.gather(*(cat.put_version(blob_record(b, "k")) for _ in range(16)))  # every connection
+        held = await sql(
+            dsn,
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.datname = current_database()",
+        )
+        idle_in_txn = await sql(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'",
+        )
+        assert (held[0][0], idle_in_txn[0][0]) == (0, 0)
+
+    run(dsn, body)
+
+
 # --- migrations ----------------------------------------------------------------------------------
 
 
