@@ -21,12 +21,14 @@ pytest.register_assert_rewrite("tierstore.testing.catalog")  # the suite's asser
 from tests.postgres import PostgreSQL
 from tierstore.catalog import BlobRef, DatasetRecord, ModelAliasInUse, PinGone, VersioningChanged, VersionRecord
 from tierstore.catalog import VersionTaken as DatasetVersionTaken
-from tierstore.catalog.postgres import SCHEMA_VERSION, PostgresCatalog, prefix_end, redact_dsn
+from tierstore.catalog.postgres import SCHEMA_VERSION, PoolSettings, PostgresCatalog, prefix_end, redact_dsn
+from tierstore.catalog.postgres._pool import RETRY_AFTER_S, translate
 from tierstore.catalog.postgres._schema import STEPS
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
     CorruptBlob,
+    InsufficientStorage,
     InternalError,
     NoSuchBucket,
     NoSuchDataset,
@@ -726,6 +728,26 @@ def test_redact_dsn() -> None:
     )
     assert redact_dsn("postgresql://h/db") == "postgresql://h/db"
     assert "s3cret" not in redact_dsn("postgresql://u:s3cret@[::1")
+
+
+def test_driver_errors_are_translated_in_one_place() -> None:
+    shown = "postgresql://u:***@h/db"
+    unavailable = (
+        ConnectionRefusedError(), TimeoutError(), asyncpg.ConnectionDoesNotExistError("gone"),
+        asyncpg.CannotConnectNowError("starting up"), asyncpg.TooManyConnectionsError("full"),
+        asyncpg.ReadOnlySQLTransactionError("standby"), asyncpg.InterfaceError("connection is closed"),
+    )  # fmt: skip
+    for exc in unavailable:
+        out = translate(exc, shown)
+        assert isinstance(out, SlowDown) and out.headers["Retry-After"] == str(RETRY_AFTER_S), exc
+        assert out.__cause__ is exc
+    assert isinstance(translate(asyncpg.DiskFullError("no space"), shown), InsufficientStorage)
+    bug = translate(asyncpg.UndefinedTableError('relation "x" does not exist'), shown)
+    assert isinstance(bug, InternalError) and str(bug) == "Catalog error."  # the driver's text stays inside
+    for mine in (NoSuchKey(), PreconditionFailed(), SlowDown(), ValueError("a callback's"), PinGone()):
+        assert translate(mine, shown) is mine  # domain errors and callbacks' errors pass through
+    with pytest.raises(ValueError, match="pool"):
+        PoolSettings(pool_size=0)
 
 
 def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,8 +6,10 @@ behaviour", "The connection pool bound").
   answers ``SlowDown`` (503) instead of queueing without bound.
 - PostgreSQL unreachable, restarting or gone mid-statement (refused connections,
   ``CannotConnectNowError``, ``ConnectionDoesNotExistError``, administrator shutdown, timeouts,
-  too many connections) -> ``SlowDown`` with ``Retry-After``. The pool replaces dead connections
-  at the next checkout, so the catalog recovers by itself once PostgreSQL is back.
+  too many connections, a read-only standby during a failover) -> ``SlowDown`` with
+  ``Retry-After``. The pool replaces dead connections at the next checkout, so the catalog
+  recovers by itself once PostgreSQL is back.
+- PostgreSQL's disk full -> ``InsufficientStorage`` (507), as SQLite's.
 - Any other driver error is a bug or a broken database -> ``InternalError("Catalog error.")``,
   logged with its class; the client never sees the driver's text.
 - The pool's reset is a no-op: the catalog keeps no session state on pooled connections
@@ -29,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from tierstore.errors import InternalError, SlowDown, TierstoreError
+from tierstore.errors import InsufficientStorage, InternalError, SlowDown, TierstoreError
 
 __all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "redact_dsn", "translate"]
 
@@ -60,8 +62,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable (asyncpg raises the socket's error as is)
     TimeoutError,  # the pool checkout, a connect or a statement that timed out
     asyncpg.PostgresConnectionError,  # class 08: ConnectionDoesNotExistError, ConnectionFailureError, ...
-    asyncpg.OperatorInterventionError,  # class 57: AdminShutdown, CrashShutdown, CannotConnectNow
-    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+    asyncpg.OperatorInterventionError,  # class 57: AdminShutdown, CrashShutdown, CannotConnectNow, canceled
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory
+    asyncpg.ReadOnlySQLTransactionError,  # a standby answering during a failover (the DSN's host moved)
     asyncpg.InterfaceError,  # "connection is closed", "pool is closing": the client side of the same
     asyncpg.exceptions.InternalClientError,
 )
@@ -92,11 +95,12 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
     anything the catalog's own code or its callers' callbacks raised) pass through unchanged."""
     if isinstance(exc, TierstoreError) or not isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
         return exc
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, asyncpg.DiskFullError):  # 507, as SQLite's full disk
+        log.error("catalog %s: PostgreSQL's disk is full", shown_dsn)
+        out: TierstoreError = InsufficientStorage("The catalog could not be written: its disk is full.")
+    elif isinstance(exc, _UNAVAILABLE):
         log.warning("catalog %s unavailable: %s", shown_dsn, type(exc).__name__)
-        out: TierstoreError = SlowDown(
-            "The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)}
-        )
+        out = SlowDown("The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)})
     else:
         log.error("catalog %s: %s (sqlstate %s)", shown_dsn, type(exc).__name__, getattr(exc, "sqlstate", None))
         out = InternalError("Catalog error.")
