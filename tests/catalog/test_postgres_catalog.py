@@ -22,6 +22,8 @@ from tests.postgres import PostgreSQL
 from tierstore.catalog import BlobRef, DatasetRecord, ModelAliasInUse, PinGone, VersioningChanged, VersionRecord
 from tierstore.catalog import VersionTaken as DatasetVersionTaken
 from tierstore.catalog.postgres import SCHEMA_VERSION, PoolSettings, PostgresCatalog, prefix_end, redact_dsn
+from tierstore.catalog.postgres._buckets import lock_keys
+from tierstore.catalog.postgres._codec import bucket_lock, key_lock
 from tierstore.catalog.postgres._pool import RETRY_AFTER_S, translate
 from tierstore.catalog.postgres._schema import STEPS
 from tierstore.errors import (
@@ -680,6 +682,31 @@ def test_cancelled_writers_leave_no_lock_or_transaction(dsn: str) -> None:
         assert (held[0][0], idle_in_txn[0][0]) == (0, 0)
 
     run(dsn, body)
+
+
+def test_several_keys_are_locked_in_one_order(dsn: str) -> None:
+    """A transaction over several keys takes the bucket's lock shared, then the keys' locks
+    once each in ascending id order, whatever order it was given them in (no deadlock)."""
+    statements = lock_keys("b", [b"x", b"a", b"x", b"m"]).split("; ")
+    assert statements[0] == f"SELECT pg_advisory_xact_lock_shared({bucket_lock('b')})"
+    ids = [int(s.removeprefix("SELECT pg_advisory_xact_lock(").removesuffix(")")) for s in statements[1:]]
+    assert ids == sorted({key_lock("b", k) for k in (b"a", b"m", b"x")})
+    assert lock_keys("b", [b"m", b"a", b"x"]) == "; ".join(statements)
+
+    async def held() -> set[tuple[str, int]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("; ".join(statements))
+                rows = await conn.fetch(
+                    "SELECT mode, (classid::bigint << 32) | objid::bigint FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+                return {(r[0], r[1]) for r in rows}
+        finally:
+            await conn.close()
+
+    assert asyncio.run(held()) == {("ShareLock", bucket_lock("b")), *(("ExclusiveLock", i) for i in ids)}
 
 
 # --- migrations ----------------------------------------------------------------------------------
