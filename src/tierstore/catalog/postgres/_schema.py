@@ -164,7 +164,7 @@ _DATASETS = (
             created_ns bigint NOT NULL,
             rows bigint NOT NULL,
             bytes bigint NOT NULL,
-            info jsonb NOT NULL,
+            info text NOT NULL,  -- JSON as written: jsonb refuses an escaped NUL, which a key prefix may hold
             PRIMARY KEY(name, version)
         )"""
         for table in ("datasets", "models")
