@@ -769,8 +769,9 @@ def test_driver_errors_are_translated_in_one_place() -> None:
         assert isinstance(out, SlowDown) and out.headers["Retry-After"] == str(RETRY_AFTER_S), exc
         assert out.__cause__ is exc
     assert isinstance(translate(asyncpg.DiskFullError("no space"), shown), InsufficientStorage)
-    bug = translate(asyncpg.UndefinedTableError('relation "x" does not exist'), shown)
-    assert isinstance(bug, InternalError) and str(bug) == "Catalog error."  # the driver's text stays inside
+    for exc in (asyncpg.UndefinedTableError('relation "x" does not exist'), asyncpg.ProtocolViolationError("bad")):
+        bug = translate(exc, shown)
+        assert isinstance(bug, InternalError) and str(bug) == "Catalog error."  # the driver's text stays inside
     for mine in (NoSuchKey(), PreconditionFailed(), SlowDown(), ValueError("a callback's"), PinGone()):
         assert translate(mine, shown) is mine  # domain errors and callbacks' errors pass through
     with pytest.raises(ValueError, match="pool"):

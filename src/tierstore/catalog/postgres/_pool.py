@@ -98,7 +98,7 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
     if isinstance(exc, asyncpg.DiskFullError):  # 507, as SQLite's full disk
         log.error("catalog %s: PostgreSQL's disk is full", shown_dsn)
         out: TierstoreError = InsufficientStorage("The catalog could not be written: its disk is full.")
-    elif isinstance(exc, _UNAVAILABLE):
+    elif isinstance(exc, _UNAVAILABLE) and not isinstance(exc, asyncpg.ProtocolViolationError):  # 08P01: a bug
         log.warning("catalog %s unavailable: %s", shown_dsn, type(exc).__name__)
         out = SlowDown("The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)})
     else:
