@@ -776,6 +776,9 @@ def test_driver_errors_are_translated_in_one_place() -> None:
         assert translate(mine, shown) is mine  # domain errors and callbacks' errors pass through
     with pytest.raises(ValueError, match="pool"):
         PoolSettings(pool_size=0)
+    with pytest.raises(InternalError, match="settings are invalid") as bad:  # not a 503: no retry helps
+        asyncio.run(PostgresCatalog.open("postgresql://u:pa55@127.0.0.1:notaport/db"))
+    assert "pa55" not in str(bad.value) and "u:***@" in str(bad.value)
 
 
 def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: pytest.LogCaptureFixture) -> None:

@@ -9,7 +9,8 @@ behaviour", "The connection pool bound").
   too many connections, a read-only standby during a failover) -> ``SlowDown`` with
   ``Retry-After``. The pool replaces dead connections at the next checkout, so the catalog
   recovers by itself once PostgreSQL is back.
-- PostgreSQL's disk full -> ``InsufficientStorage`` (507), as SQLite's.
+- PostgreSQL's disk full -> ``InsufficientStorage`` (507), as SQLite's; invalid connection
+  settings (a malformed DSN) -> ``InternalError`` naming the DSN without its password.
 - Any other driver error is a bug or a broken database -> ``InternalError("Catalog error.")``,
   logged with its class; the client never sees the driver's text.
 - The pool's reset is a no-op: the catalog keeps no session state on pooled connections
@@ -33,7 +34,7 @@ import asyncpg
 
 from tierstore.errors import InsufficientStorage, InternalError, SlowDown, TierstoreError
 
-__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "redact_dsn", "translate"]
+__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "connect_error", "redact_dsn", "translate"]
 
 log = logging.getLogger("tierstore.catalog.postgres")
 
@@ -95,6 +96,8 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
     anything the catalog's own code or its callers' callbacks raised) pass through unchanged."""
     if isinstance(exc, TierstoreError) or not isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
         return exc
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return _invalid_settings(exc, shown_dsn)
     if isinstance(exc, asyncpg.DiskFullError):  # 507, as SQLite's full disk
         log.error("catalog %s: PostgreSQL's disk is full", shown_dsn)
         out: TierstoreError = InsufficientStorage("The catalog could not be written: its disk is full.")
@@ -106,6 +109,20 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
         out = InternalError("Catalog error.")
     out.__cause__ = exc
     return out
+
+
+def _invalid_settings(exc: BaseException, shown_dsn: str) -> TierstoreError:
+    """A bad DSN or option: no retry helps. The driver's text may quote the DSN: not shown."""
+    log.error("catalog %s: invalid connection settings (%s)", shown_dsn, type(exc).__name__)
+    return InternalError(f"The catalog's connection settings are invalid: {shown_dsn}")
+
+
+def connect_error(exc: BaseException, shown_dsn: str) -> BaseException:
+    """``translate`` for an error while connecting, where the driver's ``ValueError`` (a port
+    that is not a number, an unknown option) means the settings are wrong."""
+    if isinstance(exc, ValueError) and not isinstance(exc, TierstoreError):
+        return _invalid_settings(exc, shown_dsn)  # its callers raise it ``from None``: no chain
+    return translate(exc, shown_dsn)
 
 
 async def _transaction(conn: Any, first: str, fn: Callable[[Any], Awaitable[T]]) -> T:
@@ -151,7 +168,7 @@ class Pool:
                 timeout=settings.checkout_timeout_s,  # connecting
             )
         except BaseException as exc:
-            raise translate(exc, shown) from None
+            raise connect_error(exc, shown) from None
         return cls(pool, shown, settings.checkout_timeout_s)
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._pool import connect_error, translate
 from tierstore.errors import InternalError
 
 __all__ = ["MIGRATION_LOCK", "SCHEMA_VERSION", "STEPS", "migrate"]
@@ -201,7 +201,7 @@ async def migrate(dsn: str, shown_dsn: str, *, timeout_s: float) -> int:
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout_s)
     except BaseException as exc:
-        raise translate(exc, shown_dsn) from None
+        raise connect_error(exc, shown_dsn) from None
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:
