@@ -16,27 +16,12 @@ from awscrt.checksums import crc32c
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import CorruptBlob
 
-__all__ = ["BlobTables", "insert_inline", "ref", "ref_many", "unref_all", "verified_inline"]
-
-# One more reference (a new blob: with its size and tier); a local blob queued for deletion is
-# saved from the trash, a moved blob's local copy stays queued.
-_REF = (
-    "WITH r AS (INSERT INTO blobs(blob_id, size, refs, tier) VALUES($1, $2, 1, $3)"
-    " ON CONFLICT(blob_id) DO UPDATE SET refs = blobs.refs + 1 RETURNING tier)"
-    " DELETE FROM trash WHERE blob_id = $1 AND (SELECT tier FROM r) IS NULL"
-)
+__all__ = ["BlobTables", "ref", "unref_all", "verified_inline"]
 
 
 async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
-    await c.execute(_REF, blob_id, size, tier)
-
-
-async def ref_many(c: Any, refs: Sequence[tuple[str, int, str | None]]) -> None:
-    """``ref`` for each (blob_id, size, tier), in one round trip."""
-    if len(refs) == 1:
-        await c.execute(_REF, *refs[0])
-    elif refs:
-        await c.executemany(_REF, refs)
+    """One more reference to ``blob_id`` (``tierstore_ref``, catalog/postgres/_schema.py)."""
+    await c.execute("SELECT tierstore_ref($1::text[], $2::bigint[], $3::text[])", [blob_id], [size], [tier])
 
 
 async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
@@ -45,10 +30,6 @@ async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
     ids = list(blob_ids)
     if ids:
         await c.execute("SELECT tierstore_unref($1::text[])", ids)
-
-
-async def insert_inline(c: Any, blob_id: str, data: bytes) -> None:
-    await c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES($1, $2, $3)", blob_id, crc32c(data), data)
 
 
 def verified_inline(blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:

@@ -104,6 +104,22 @@ _CORE = (
         result jsonb NOT NULL  -- version id, ETag, size, checksums, part sizes
     )""",
     "CREATE INDEX completed_uploads_age ON completed_uploads(completed_ns)",
+    # One more reference to each blob (new: with its size and tier); a local blob queued for
+    # deletion is saved from the trash, a moved blob's local copy stays queued (``_ref``).
+    """CREATE FUNCTION tierstore_ref(ids text[], sizes bigint[], tiers text[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        in_tier text;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            INSERT INTO blobs(blob_id, size, refs, tier) VALUES(ids[i], sizes[i], 1, tiers[i])
+                ON CONFLICT(blob_id) DO UPDATE SET refs = blobs.refs + 1 RETURNING tier INTO in_tier;
+            IF in_tier IS NULL THEN
+                DELETE FROM trash WHERE blob_id = ids[i];
+            END IF;
+        END LOOP;
+    END $$""",
     # One reference less to each blob (an id listed twice loses two); a blob no one references
     # goes to the trash. One round trip for any number of blobs, with SQLite's semantics
     # (catalog/_sqlite.py ``_unref_all``). Remote tiers are not on PostgreSQL yet (slice 4): a
@@ -141,6 +157,35 @@ _CORE = (
             END IF;
         END IF;
         PERFORM tierstore_unref(ids);
+    END $$""",
+    # Publish a version as its key's latest, the tail of PUT and of a delete marker in one
+    # round trip, after the caller decided everything (catalog/postgres/_versions.py): the new
+    # inline body, the new blob references (first: a copy onto itself shares the blobs it
+    # replaces), the replaced null version dropped, the old latest demoted, the row inserted
+    # with seq one past the key's highest.
+    """CREATE FUNCTION tierstore_publish(
+        p_bucket bigint, p_key bytea, p_version text, p_marker boolean, p_size bigint, p_etag text,
+        p_modified bigint, p_class text, p_meta jsonb, p_blobs jsonb,
+        p_inline text, p_inline_crc bigint, p_inline_data bytea,
+        p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[],
+        p_drop_version text, p_drop_inline text, p_drop_ids text[], p_demote boolean
+    ) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF p_inline_data IS NOT NULL THEN
+            INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(p_inline, p_inline_crc, p_inline_data);
+        END IF;
+        PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);
+        IF p_drop_version IS NOT NULL THEN
+            PERFORM tierstore_drop_version(p_bucket, p_key, p_drop_version, p_drop_inline, p_drop_ids);
+        END IF;
+        IF p_demote THEN
+            UPDATE versions SET is_latest = false WHERE bucket_id = p_bucket AND key = p_key AND is_latest;
+        END IF;
+        INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,
+                             storage_class, meta, blobs, seq, inline_id)
+        VALUES(p_bucket, p_key, p_version, true, p_marker, p_size, p_etag, p_modified, p_class, p_meta, p_blobs,
+               (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = p_bucket AND key = p_key),
+               p_inline);
     END $$""",
     """CREATE TABLE parts(
         upload_id text COLLATE "C" NOT NULL,

@@ -17,7 +17,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tierstore.catalog.postgres._blobs import insert_inline, ref_many, verified_inline
+from awscrt.checksums import crc32c
+
+from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
 from tierstore.catalog.postgres._pool import Pool
@@ -82,7 +84,7 @@ async def _remove_version(c: Any, bucket_id: int, key_b: bytes, record: VersionR
     )  # fmt: skip
 
 
-async def _drop_null_version(
+async def _null_to_drop(
     c: Any,
     bucket: str,
     bucket_id: int,
@@ -92,39 +94,46 @@ async def _drop_null_version(
     current: VersionRecord | None,
     *,
     known: bool,
-) -> bool:
-    """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack.
-    ``known``: ``current`` is the key's latest version as this transaction read it (no versions
-    at all, or the null version itself, spare the lookup). Returns whether the latest version
-    was the one removed (nothing is left to demote then)."""
+) -> VersionRecord | None:
+    """The ``null`` version a new ``null`` version (or marker) replaces, wherever it is in the
+    stack, once ``guard`` allowed it. ``known``: ``current`` is the key's latest version as this
+    transaction read it (no versions at all, or the null version itself, spare the lookup)."""
     if known and current is None:
-        return False
+        return None
     if known and current is not None and current.meta.version_id == NULL_VERSION:
         old_null: VersionRecord | None = current
     else:
         old_null = await version_in(c, bucket, bucket_id, key_b, NULL_VERSION)
-    if old_null is None:
-        return False
-    if guard is not None:
+    if old_null is not None and guard is not None:
         guard(old_null, props)
-    await _remove_version(c, bucket_id, key_b, old_null)
-    return current is not None and current.meta.version_id == NULL_VERSION
+    return old_null
 
 
-async def _insert_version(
-    c: Any, bucket_id: int, record: VersionRecord, key_b: bytes, meta_s: str, *, first: bool
+async def _publish(
+    c: Any,
+    bucket_id: int,
+    key_b: bytes,
+    record: VersionRecord,
+    meta_s: str,
+    *,
+    current: VersionRecord | None,
+    drop: VersionRecord | None,
 ) -> None:
-    """Insert ``record`` as the key's latest version (``seq``: one past the key's highest).
-    ``first``: the key has no latest version (as read and changed in this transaction): nothing
-    to demote."""
+    """``record`` becomes the key's latest version in one round trip (``tierstore_publish``):
+    its inline body and blob references, ``drop`` removed, ``current`` (unless dropped) demoted,
+    the row inserted with seq one past the key's highest."""
     m = record.meta
-    if not first:
-        await c.execute(
-            "UPDATE versions SET is_latest = false WHERE bucket_id = $1 AND key = $2 AND is_latest", bucket_id, key_b
-        )
+    inline = record.inline_data
+    demote = current is not None and (drop is None or drop.meta.version_id != current.meta.version_id)
     await c.execute(
-        _INSERT, bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
-        m.storage_class, meta_s, blobs_json(record.blobs), record.inline_id,
+        "SELECT tierstore_publish($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13,"
+        " $14::text[], $15::bigint[], $16::text[], $17, $18, $19::text[], $20)",
+        bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
+        m.storage_class, meta_s, blobs_json(record.blobs),
+        record.inline_id, None if inline is None else crc32c(inline), inline,
+        [b.blob_id for b in record.blobs], [b.size_bytes for b in record.blobs], [b.tier for b in record.blobs],
+        None if drop is None else drop.meta.version_id, None if drop is None else drop.inline_id,
+        [] if drop is None else [b.blob_id for b in drop.blobs], demote,
     )  # fmt: skip
 
 
@@ -178,8 +187,7 @@ class VersionTables:
         key_b = m.key.encode()
         meta_s = dumps(meta_doc(m))
         chosen_id = m.version_id
-        inline = record.inline_data
-        if inline is not None:
+        if record.inline_data is not None:
             assert not record.blobs, "a version is either inline or in blobs"
             record.inline_id = new_blob_id()
         else:
@@ -198,19 +206,14 @@ class VersionTables:
                 found = await c.fetch("SELECT blob_id FROM blobs WHERE blob_id = ANY($1::text[]) FOR SHARE", ids)
                 if len(found) != len(ids):
                     raise shared_gone()
-            if inline is not None:
-                assert record.inline_id is not None
-                await insert_inline(c, record.inline_id, inline)
-            # New references first: a copy onto itself shares the blobs it replaces.
-            await ref_many(c, [(b.blob_id, b.size_bytes, b.tier) for b in record.blobs])
             versioning = props.get("versioning")
             if fixed_version_id and (versioning == "Enabled") == (m.version_id == NULL_VERSION):
                 raise VersioningChanged(m.bucket)
-            latest_gone = False
+            drop = None
             if versioning != "Enabled":
                 m.version_id = NULL_VERSION
-                latest_gone = await _drop_null_version(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
-            await _insert_version(c, bucket_id, record, key_b, meta_s, first=current is None or latest_gone)
+                drop = await _null_to_drop(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
+            await _publish(c, bucket_id, key_b, record, meta_s, current=current, drop=drop)
             if done is not None:
                 await done(c)
             return m.version_id
@@ -258,12 +261,11 @@ class VersionTables:
                 await _remove_version(c, bucket_id, key_b, current)
                 return current, False
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
-            latest_gone = False
+            drop = None
             if status != "Enabled":
                 marker.version_id = NULL_VERSION
-                latest_gone = await _drop_null_version(c, bucket, bucket_id, key_b, props, guard, current, known=False)
-            first = current is None or latest_gone
-            await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=first)
+                drop = await _null_to_drop(c, bucket, bucket_id, key_b, props, guard, current, known=False)
+            await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)
             return record, True
 
         return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
