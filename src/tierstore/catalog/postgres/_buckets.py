@@ -63,7 +63,7 @@ class BucketTables:
         async def fn(c: Any) -> None:
             try:
                 await c.execute(
-                    "INSERT INTO buckets(name, created_ns, region, props) VALUES($1, $2, $3, $4::jsonb)",
+                    "INSERT INTO buckets(name, created_ns, region, props) VALUES($1, $2, $3, $4::json)",
                     info.name, info.created_ns, info.region, dumps(props or {}),
                 )  # fmt: skip
             except asyncpg.UniqueViolationError:
@@ -115,7 +115,7 @@ class BucketTables:
         async def fn(c: Any) -> dict[str, Any]:
             bucket_id, props = await write_bucket(c, name)
             new = update(dict(props))
-            await c.execute("UPDATE buckets SET props = $1::jsonb WHERE id = $2", dumps(new), bucket_id)
+            await c.execute("UPDATE buckets SET props = $1::json WHERE id = $2", dumps(new), bucket_id)
             return new
 
         return await self._pool.write(fn, first=lock_bucket(name, exclusive=True))

@@ -10,7 +10,11 @@ than the code refuses with one line. Steps are additive, so gateways one release
 by side during a rolling upgrade.
 
 Keys are ``bytea`` (their UTF-8 bytes), so byte order is S3's order with no collation to get
-wrong; names and ids are ``text COLLATE "C"``. Buckets have a ``bigint`` id from a sequence. No
+wrong; names and ids are ``text COLLATE "C"``. Documents (metadata, blob lists, properties) are
+``json``, not ``jsonb``: kept as written, compact and in their keys' order, the same text SQLite
+holds (the engine spots an encrypted row by ``"e":{`` in it before parsing; ``jsonb`` would
+respace and reorder it, and refuses an escaped NUL); nothing queries inside them in SQL but a
+version read's ``props->>'versioning'``. Buckets have a ``bigint`` id from a sequence. No
 hot counter rows: a version's ``seq`` is per key (``max + 1`` under the key's advisory lock).
 """
 
@@ -46,7 +50,7 @@ _CORE = (
         name text COLLATE "C" NOT NULL UNIQUE,
         created_ns bigint NOT NULL,
         region text COLLATE "C" NOT NULL,
-        props jsonb NOT NULL DEFAULT '{}'
+        props json NOT NULL DEFAULT '{}'
     )""",
     """CREATE TABLE versions(
         bucket_id bigint NOT NULL,
@@ -58,8 +62,8 @@ _CORE = (
         etag text NOT NULL,
         modified_ns bigint NOT NULL,
         storage_class text COLLATE "C" NOT NULL DEFAULT 'STANDARD',  -- meta's "sc", for index-only listings
-        meta jsonb NOT NULL,
-        blobs jsonb NOT NULL,  -- [[blob_id, size], ...] in order
+        meta json NOT NULL,
+        blobs json NOT NULL,  -- [[blob_id, size], ...] in order
         seq bigint NOT NULL,  -- order of the versions of one key (newest = highest)
         inline_id text COLLATE "C",  -- the body is in inline_blobs; NULL: in the blob store
         PRIMARY KEY(bucket_id, key, version_id)
@@ -91,7 +95,7 @@ _CORE = (
         bucket_id bigint NOT NULL,
         key bytea NOT NULL,
         initiated_ns bigint NOT NULL,
-        meta jsonb NOT NULL
+        meta json NOT NULL
     )""",
     "CREATE INDEX uploads_by_key ON uploads(bucket_id, key, upload_id)",
     "CREATE INDEX uploads_age ON uploads(initiated_ns)",
@@ -101,7 +105,7 @@ _CORE = (
         key bytea NOT NULL,
         completed_ns bigint NOT NULL,
         parts text NOT NULL,  -- fingerprint of the part list that completed it
-        result jsonb NOT NULL  -- version id, ETag, size, checksums, part sizes
+        result json NOT NULL  -- version id, ETag, size, checksums, part sizes
     )""",
     "CREATE INDEX completed_uploads_age ON completed_uploads(completed_ns)",
     # One more reference to each blob (new: with its size and tier); a local blob queued for
@@ -165,7 +169,7 @@ _CORE = (
     # with seq one past the key's highest.
     """CREATE FUNCTION tierstore_publish(
         p_bucket bigint, p_key bytea, p_version text, p_marker boolean, p_size bigint, p_etag text,
-        p_modified bigint, p_class text, p_meta jsonb, p_blobs jsonb,
+        p_modified bigint, p_class text, p_meta json, p_blobs json,
         p_inline text, p_inline_crc bigint, p_inline_data bytea,
         p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[],
         p_drop_version text, p_drop_inline text, p_drop_ids text[], p_demote boolean
@@ -193,7 +197,7 @@ _CORE = (
         size bigint NOT NULL,
         etag text NOT NULL,
         modified_ns bigint NOT NULL,
-        checksums jsonb NOT NULL,
+        checksums json NOT NULL,
         blob_id text COLLATE "C" NOT NULL,
         PRIMARY KEY(upload_id, part_number)
     )""",
@@ -209,7 +213,7 @@ _DATASETS = (
             created_ns bigint NOT NULL,
             rows bigint NOT NULL,
             bytes bigint NOT NULL,
-            info text NOT NULL,  -- JSON as written: jsonb refuses an escaped NUL, which a key prefix may hold
+            info text NOT NULL,  -- JSON as written
             PRIMARY KEY(name, version)
         )"""
         for table in ("datasets", "models")

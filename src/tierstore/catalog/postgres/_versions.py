@@ -51,11 +51,6 @@ _CURRENT = (
     f"SELECT b.id, b.props, {VERSION_COLS} FROM buckets b"  # noqa: S608 - constant
     " LEFT JOIN versions v ON v.bucket_id = b.id AND v.key = $2 AND v.is_latest WHERE b.name = $1"
 )
-_INSERT = (
-    "INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,"
-    " storage_class, meta, blobs, seq, inline_id) VALUES($1, $2, $3, true, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb,"
-    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = $1 AND key = $2), $11)"
-)
 
 
 async def version_in(c: Any, bucket: str, bucket_id: int, key_b: bytes, version_id: str) -> VersionRecord | None:
@@ -126,7 +121,7 @@ async def _publish(
     inline = record.inline_data
     demote = current is not None and (drop is None or drop.meta.version_id != current.meta.version_id)
     await c.execute(
-        "SELECT tierstore_publish($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13,"
+        "SELECT tierstore_publish($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10::json, $11, $12, $13,"
         " $14::text[], $15::bigint[], $16::text[], $17, $18, $19::text[], $20)",
         bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
         m.storage_class, meta_s, blobs_json(record.blobs),
@@ -284,7 +279,7 @@ class VersionTables:
                 raise (NoSuchKey(resource=key) if version_id is None else NoSuchVersion(resource=key))
             update(record)
             await c.execute(
-                "UPDATE versions SET meta = $1::jsonb, storage_class = $2"
+                "UPDATE versions SET meta = $1::json, storage_class = $2"
                 " WHERE bucket_id = $3 AND key = $4 AND version_id = $5",
                 dumps(meta_doc(record.meta)), record.meta.storage_class, bucket_id, key_b, record.meta.version_id,
             )  # fmt: skip
