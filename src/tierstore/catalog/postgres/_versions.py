@@ -1,11 +1,13 @@
 """Object versions on PostgreSQL: reads, PUT (every versioning state, the ``null`` version,
-conditional writes), DELETE (delete markers), metadata updates — the semantics of
-catalog/_sqlite.py, statement for statement.
+conditional writes), DELETE (delete markers), metadata updates — with the semantics of
+catalog/_sqlite.py.
 
-Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock), then
-reads the bucket's properties and the key's current version in one statement: the writers of
-one key run one at a time, as SQLite's single writer runs them, while other keys proceed. The
-partial unique index (one latest per key) stays as the backstop.
+Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock, sent
+with ``BEGIN``), then reads the bucket's properties and the key's current version in one
+statement: the writers of one key run one at a time, as SQLite's single writer runs them, while
+other keys proceed. The decisions (what a PUT supersedes, the callbacks) are made here; what
+they write goes in one call (``tierstore_publish``, ``tierstore_drop_version``). The partial
+unique index (one latest per key) stays as the backstop.
 
 Not on PostgreSQL yet (docs/scale-out.md slice 4): the metadata-query index (``obj_attrs``), the
 lifecycle due index, tier locations of blobs and the tier-write bookkeeping.
