@@ -7,22 +7,30 @@ with Retry-After (no password anywhere), then back without reopening."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
+pytest.register_assert_rewrite("tierstore.testing.catalog")  # the suite's asserts explain their failures
+# ruff: noqa: E402 - the imports below come after the rewrite hook
+
 from tests.postgres import PostgreSQL
 from tierstore.catalog import BlobRef, DatasetRecord, ModelAliasInUse, PinGone, VersioningChanged, VersionRecord
 from tierstore.catalog import VersionTaken as DatasetVersionTaken
-from tierstore.catalog.postgres import SCHEMA_VERSION, PostgresCatalog, prefix_end, redact_dsn
+from tierstore.catalog.postgres import SCHEMA_VERSION, PoolSettings, PostgresCatalog, prefix_end, redact_dsn
+from tierstore.catalog.postgres._buckets import lock_keys
+from tierstore.catalog.postgres._codec import bucket_lock, key_lock
+from tierstore.catalog.postgres._pool import RETRY_AFTER_S, translate
 from tierstore.catalog.postgres._schema import STEPS
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
     BucketNotEmpty,
     CorruptBlob,
+    InsufficientStorage,
     InternalError,
     NoSuchBucket,
     NoSuchDataset,
@@ -34,6 +42,18 @@ from tierstore.errors import (
     SlowDown,
 )
 from tierstore.runtime import new_blob_id, new_upload_id, new_version_id
+from tierstore.testing.catalog import (
+    BlobContract,
+    BucketContract,
+    CatalogFactory,
+    ConcurrencyContract,
+    ConditionalWriteContract,
+    DatasetContract,
+    ListingContract,
+    StatsContract,
+    UploadContract,
+    VersionContract,
+)
 from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 pytestmark = pytest.mark.peer
@@ -551,7 +571,7 @@ def test_datasets_models_and_aliases(dsn: str) -> None:
         name = bucket_name("set")
         assert await cat.next_dataset_version(name) == 1
         manifest = new_blob_id()
-        rec = DatasetRecord(name, 1, manifest, 9, 5, 2, 5, {"source": "d/"})
+        rec = DatasetRecord(name, 1, manifest, 9, 5, 2, 5, {"source": "d/\x00"})  # a key may hold NUL
         assert small.inline_id is not None
         await cat.create_dataset(rec, [pinned.blobs[0].blob_id], [small.inline_id])
         assert await cat.get_dataset(name) == rec == await cat.get_dataset(name, 1)
@@ -640,6 +660,66 @@ def test_32_concurrent_conditional_puts_have_one_winner(dsn: str) -> None:
     asyncio.run(main())
 
 
+def test_cancelled_writers_leave_no_lock_or_transaction(dsn: str) -> None:
+    """Writers cancelled at any point (a client gone): what returned is stored, the key keeps
+    one latest version, and no pooled connection stays in a transaction or holds a lock."""
+
+    async def body(cat: PostgresCatalog) -> None:
+        b = await new_bucket(cat, "cancel", "Enabled")
+        # Every pooled connection open first: cancelled here is a statement, not a connect
+        # (asyncpg leaves a cancelled connect's SSL probe future unretrieved: noise, no harm).
+        await asyncio.gather(*(cat.get_bucket(b) for _ in range(16)))
+        tasks = [asyncio.create_task(cat.put_version(blob_record(b, "k"))) for _ in range(24)]
+        for i, task in enumerate(tasks):
+            await asyncio.sleep(0)
+            if i % 2:
+                task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, (str, asyncio.CancelledError)) for r in results), results
+        walk = await cat.scan_versions(b, b"", None, b"\xff", 100)
+        assert {r for r in results if isinstance(r, str)} <= {r.meta.version_id for r, _s, _l in walk}
+        assert sum(latest for _r, _s, latest in walk) == 1
+        await asyncio.gather(*(cat.put_version(blob_record(b, "k")) for _ in range(16)))  # every connection
+        held = await sql(
+            dsn,
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND a.datname = current_database()",
+        )
+        idle_in_txn = await sql(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%'",
+        )
+        assert (held[0][0], idle_in_txn[0][0]) == (0, 0)
+
+    run(dsn, body)
+
+
+def test_several_keys_are_locked_in_one_order(dsn: str) -> None:
+    """A transaction over several keys takes the bucket's lock shared, then the keys' locks
+    once each in ascending id order, whatever order it was given them in (no deadlock)."""
+    statements = lock_keys("b", [b"x", b"a", b"x", b"m"]).split("; ")
+    assert statements[0] == f"SELECT pg_advisory_xact_lock_shared({bucket_lock('b')})"
+    ids = [int(s.removeprefix("SELECT pg_advisory_xact_lock(").removesuffix(")")) for s in statements[1:]]
+    assert ids == sorted({key_lock("b", k) for k in (b"a", b"m", b"x")})
+    assert lock_keys("b", [b"m", b"a", b"x"]) == "; ".join(statements)
+
+    async def held() -> set[tuple[str, int]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("; ".join(statements))
+                rows = await conn.fetch(
+                    "SELECT mode, (classid::bigint << 32) | objid::bigint FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+                return {(r[0], r[1]) for r in rows}
+        finally:
+            await conn.close()
+
+    assert asyncio.run(held()) == {("ShareLock", bucket_lock("b")), *(("ExclusiveLock", i) for i in ids)}
+
+
 # --- migrations ----------------------------------------------------------------------------------
 
 
@@ -688,6 +768,30 @@ def test_redact_dsn() -> None:
     assert "s3cret" not in redact_dsn("postgresql://u:s3cret@[::1")
 
 
+def test_driver_errors_are_translated_in_one_place() -> None:
+    shown = "postgresql://u:***@h/db"
+    unavailable = (
+        ConnectionRefusedError(), TimeoutError(), asyncpg.ConnectionDoesNotExistError("gone"),
+        asyncpg.CannotConnectNowError("starting up"), asyncpg.TooManyConnectionsError("full"),
+        asyncpg.ReadOnlySQLTransactionError("standby"), asyncpg.InterfaceError("connection is closed"),
+    )  # fmt: skip
+    for exc in unavailable:
+        out = translate(exc, shown)
+        assert isinstance(out, SlowDown) and out.headers["Retry-After"] == str(RETRY_AFTER_S), exc
+        assert out.__cause__ is exc
+    assert isinstance(translate(asyncpg.DiskFullError("no space"), shown), InsufficientStorage)
+    for exc in (asyncpg.UndefinedTableError('relation "x" does not exist'), asyncpg.ProtocolViolationError("bad")):
+        bug = translate(exc, shown)
+        assert isinstance(bug, InternalError) and str(bug) == "Catalog error."  # the driver's text stays inside
+    for mine in (NoSuchKey(), PreconditionFailed(), SlowDown(), ValueError("a callback's"), PinGone()):
+        assert translate(mine, shown) is mine  # domain errors and callbacks' errors pass through
+    with pytest.raises(ValueError, match="pool"):
+        PoolSettings(pool_size=0)
+    with pytest.raises(InternalError, match="settings are invalid") as bad:  # not a 503: no retry helps
+        asyncio.run(PostgresCatalog.open("postgresql://u:pa55@127.0.0.1:notaport/db"))
+    assert "pa55" not in str(bad.value) and "u:***@" in str(bad.value)
+
+
 def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: pytest.LogCaptureFixture) -> None:
     secret = "pa55-not-for-logs"
     dsn = own_postgres.dsn().replace("postgres@", f"postgres:{secret}@")  # trust: the password is not checked
@@ -730,3 +834,50 @@ def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: py
         asyncio.run(main())
     assert "unavailable" in caplog.text
     assert secret not in caplog.text
+
+
+# --- the conformance suite (tierstore.testing.catalog) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def conformance_dsn(postgres: PostgreSQL) -> str:
+    """A database of the conformance tests' own, the schema applied."""
+    dsn = postgres.create_database("pgcore_conformance")
+    run(dsn, lambda cat: asyncio.sleep(0))
+    return dsn
+
+
+# Every table but the schema's own (meta, migrations): emptied before each conformance test
+# (cheaper than a database per test, which PostgreSQL copies through its WAL).
+_DATA_TABLES = (
+    "buckets, versions, blobs, trash, inline_blobs, uploads, completed_uploads, parts, datasets, models, model_aliases"
+)
+
+
+class TestPostgresCatalogConformance(
+    BucketContract,
+    VersionContract,
+    ConditionalWriteContract,
+    ListingContract,
+    BlobContract,
+    UploadContract,
+    DatasetContract,
+    ConcurrencyContract,
+    StatsContract,
+):
+    """Every part of the suite but ``QueryContract`` (the metadata query on PostgreSQL is slice 4;
+    with it this becomes ``CatalogConformance``, which adds a reopen)."""
+
+    @pytest.fixture
+    def catalog(self, conformance_dsn: str) -> CatalogFactory:
+        asyncio.run(sql(conformance_dsn, f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY"))  # empty at the test's start
+
+        @contextlib.asynccontextmanager
+        async def open_catalog() -> AsyncIterator[PostgresCatalog]:
+            cat = await PostgresCatalog.open(conformance_dsn)
+            try:
+                yield cat
+            finally:
+                await cat.close()
+
+        return open_catalog

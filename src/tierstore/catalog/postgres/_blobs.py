@@ -14,55 +14,22 @@ from typing import Any
 from awscrt.checksums import crc32c
 
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.errors import CorruptBlob, InternalError
+from tierstore.errors import CorruptBlob
 
-__all__ = ["BlobTables", "insert_inline", "ref", "ref_many", "remove_inline", "unref_all", "verified_inline"]
-
-# One more reference (a new blob: with its size and tier); a local blob queued for deletion is
-# saved from the trash, a moved blob's local copy stays queued.
-_REF = (
-    "WITH r AS (INSERT INTO blobs(blob_id, size, refs, tier) VALUES($1, $2, 1, $3)"
-    " ON CONFLICT(blob_id) DO UPDATE SET refs = blobs.refs + 1 RETURNING tier)"
-    " DELETE FROM trash WHERE blob_id = $1 AND (SELECT tier FROM r) IS NULL"
-)
+__all__ = ["BlobTables", "ref", "unref_all", "verified_inline"]
 
 
 async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
-    await c.execute(_REF, blob_id, size, tier)
-
-
-async def ref_many(c: Any, refs: Sequence[tuple[str, int, str | None]]) -> None:
-    """``ref`` for each (blob_id, size, tier), in one round trip."""
-    if len(refs) == 1:
-        await c.execute(_REF, *refs[0])
-    elif refs:
-        await c.executemany(_REF, refs)
+    """One more reference to ``blob_id`` (``tierstore_ref``, catalog/postgres/_schema.py)."""
+    await c.execute("SELECT tierstore_ref($1::text[], $2::bigint[], $3::text[])", [blob_id], [size], [tier])
 
 
 async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
     """One reference less to each (an id listed twice loses two); a blob no one references goes
-    to the trash. Remote tiers are not on the PostgreSQL catalog yet (docs/scale-out.md slice 4):
-    a blob recorded in one cannot lose its last reference here."""
-    for blob_id in blob_ids:
-        row = await c.fetchrow("UPDATE blobs SET refs = refs - 1 WHERE blob_id = $1 RETURNING refs, tier", blob_id)
-        if row is not None and row[0] > 0:
-            continue
-        if row is not None:
-            if row[1] is not None:
-                raise InternalError(f"blob {blob_id} is in tier {row[1]!r}: tiers are not on PostgreSQL yet")
-            await c.execute("DELETE FROM blobs WHERE blob_id = $1", blob_id)
-        await c.execute("INSERT INTO trash(blob_id) VALUES($1) ON CONFLICT DO NOTHING", blob_id)
-
-
-async def insert_inline(c: Any, blob_id: str, data: bytes) -> None:
-    await c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES($1, $2, $3)", blob_id, crc32c(data), data)
-
-
-async def remove_inline(c: Any, inline_id: str) -> None:
-    """An inline body's version is gone: the body goes too, unless a dataset pins it."""
-    status = await c.execute("DELETE FROM inline_blobs WHERE blob_id = $1 AND pins = 0", inline_id)
-    if status == "DELETE 0":
-        await c.execute("UPDATE inline_blobs SET released = true WHERE blob_id = $1", inline_id)
+    to the trash (``tierstore_unref``, catalog/postgres/_schema.py: one round trip)."""
+    ids = list(blob_ids)
+    if ids:
+        await c.execute("SELECT tierstore_unref($1::text[])", ids)
 
 
 def verified_inline(blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:

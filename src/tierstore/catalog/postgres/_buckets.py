@@ -25,22 +25,17 @@ from tierstore.types import BucketInfo
 __all__ = ["BucketTables", "drop_upload", "lock_bucket", "lock_keys", "write_bucket"]
 
 
-async def lock_keys(c: Any, bucket: str, keys: Iterable[bytes]) -> None:
-    """First in a transaction changing ``keys`` of ``bucket``: the bucket's lock shared, then
-    each key's lock, in sorted order."""
+def lock_keys(bucket: str, keys: Iterable[bytes]) -> str:
+    """The SQL a transaction changing ``keys`` of ``bucket`` starts with (``Pool.write(first=)``):
+    the bucket's lock shared, then each key's lock, in sorted order."""
     ids = sorted_locks(key_lock(bucket, k) for k in keys)
-    if len(ids) == 1:  # the common case: one round trip
-        sql = "SELECT pg_advisory_xact_lock_shared($1), pg_advisory_xact_lock($2)"
-        await c.execute(sql, bucket_lock(bucket), ids[0])
-        return
-    await lock_bucket(c, bucket, exclusive=False)
-    for lock_id in ids:  # one statement each: the order is then ours, not the planner's
-        await c.execute("SELECT pg_advisory_xact_lock($1)", lock_id)
+    return "; ".join([lock_bucket(bucket, exclusive=False), *(f"SELECT pg_advisory_xact_lock({i})" for i in ids)])
 
 
-async def lock_bucket(c: Any, bucket: str, *, exclusive: bool) -> None:
+def lock_bucket(bucket: str, *, exclusive: bool) -> str:
+    """The SQL taking ``bucket``'s lock (exclusive: deleting it or changing its properties)."""
     fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    await c.execute(f"SELECT {fn}($1)", bucket_lock(bucket))
+    return f"SELECT {fn}({bucket_lock(bucket):d})"
 
 
 async def write_bucket(c: Any, bucket: str) -> tuple[int, dict[str, Any]]:
@@ -68,7 +63,7 @@ class BucketTables:
         async def fn(c: Any) -> None:
             try:
                 await c.execute(
-                    "INSERT INTO buckets(name, created_ns, region, props) VALUES($1, $2, $3, $4::jsonb)",
+                    "INSERT INTO buckets(name, created_ns, region, props) VALUES($1, $2, $3, $4::json)",
                     info.name, info.created_ns, info.region, dumps(props or {}),
                 )  # fmt: skip
             except asyncpg.UniqueViolationError:
@@ -78,7 +73,6 @@ class BucketTables:
 
     async def delete_bucket(self, name: str) -> None:
         async def fn(c: Any) -> None:
-            await lock_bucket(c, name, exclusive=True)
             bucket_id, _props = await write_bucket(c, name)
             if await c.fetchval("SELECT EXISTS(SELECT 1 FROM versions WHERE bucket_id = $1)", bucket_id):
                 raise BucketNotEmpty(resource=name)
@@ -88,7 +82,7 @@ class BucketTables:
             await c.execute("DELETE FROM completed_uploads WHERE bucket_id = $1", bucket_id)
             await c.execute("DELETE FROM buckets WHERE id = $1", bucket_id)
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=lock_bucket(name, exclusive=True))
 
     async def get_bucket(self, name: str) -> BucketInfo | None:
         row = await self._pool.fetchrow("SELECT name, created_ns, region FROM buckets WHERE name = $1", name)
@@ -119,13 +113,12 @@ class BucketTables:
         """Read-modify-write of a bucket's properties in one transaction; ``update`` may raise."""
 
         async def fn(c: Any) -> dict[str, Any]:
-            await lock_bucket(c, name, exclusive=True)
             bucket_id, props = await write_bucket(c, name)
             new = update(dict(props))
-            await c.execute("UPDATE buckets SET props = $1::jsonb WHERE id = $2", dumps(new), bucket_id)
+            await c.execute("UPDATE buckets SET props = $1::json WHERE id = $2", dumps(new), bucket_id)
             return new
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_bucket(name, exclusive=True))
 
     async def bucket_count(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM buckets"))

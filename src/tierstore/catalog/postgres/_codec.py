@@ -1,8 +1,8 @@
 """Rows to records and back, and the ids of the advisory locks that serialize writers.
 
 The metadata document and the row shape are the SQLite catalog's (one format for both engines,
-so ``tierstore admin migrate`` copies documents as they are); asyncpg hands ``jsonb`` over as
-its text, which the shared decoders read.
+so ``tierstore admin migrate`` copies documents as they are); asyncpg hands ``json`` over as
+its text (as written), which the shared decoders read.
 """
 
 from __future__ import annotations

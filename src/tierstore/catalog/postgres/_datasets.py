@@ -109,7 +109,7 @@ class DatasetTables:
             try:
                 async with c.transaction():  # a savepoint: the conflict is ours to name
                     await c.execute(
-                        f"INSERT INTO {table}({_COLS}) VALUES($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+                        f"INSERT INTO {table}({_COLS}) VALUES($1, $2, $3, $4, $5, $6, $7, $8)",
                         *record.to_row(),
                     )
             except asyncpg.UniqueViolationError:

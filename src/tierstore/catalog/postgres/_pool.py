@@ -6,8 +6,11 @@ behaviour", "The connection pool bound").
   answers ``SlowDown`` (503) instead of queueing without bound.
 - PostgreSQL unreachable, restarting or gone mid-statement (refused connections,
   ``CannotConnectNowError``, ``ConnectionDoesNotExistError``, administrator shutdown, timeouts,
-  too many connections) -> ``SlowDown`` with ``Retry-After``. The pool replaces dead connections
-  at the next checkout, so the catalog recovers by itself once PostgreSQL is back.
+  too many connections, a read-only standby during a failover) -> ``SlowDown`` with
+  ``Retry-After``. The pool replaces dead connections at the next checkout, so the catalog
+  recovers by itself once PostgreSQL is back.
+- PostgreSQL's disk full -> ``InsufficientStorage`` (507), as SQLite's; invalid connection
+  settings (a malformed DSN) -> ``InternalError`` naming the DSN without its password.
 - Any other driver error is a bug or a broken database -> ``InternalError("Catalog error.")``,
   logged with its class; the client never sees the driver's text.
 - The pool's reset is a no-op: the catalog keeps no session state on pooled connections
@@ -29,9 +32,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from tierstore.errors import InternalError, SlowDown, TierstoreError
+from tierstore.errors import InsufficientStorage, InternalError, SlowDown, TierstoreError
 
-__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "redact_dsn", "translate"]
+__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "connect_error", "redact_dsn", "translate"]
 
 log = logging.getLogger("tierstore.catalog.postgres")
 
@@ -60,8 +63,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable (asyncpg raises the socket's error as is)
     TimeoutError,  # the pool checkout, a connect or a statement that timed out
     asyncpg.PostgresConnectionError,  # class 08: ConnectionDoesNotExistError, ConnectionFailureError, ...
-    asyncpg.OperatorInterventionError,  # class 57: AdminShutdown, CrashShutdown, CannotConnectNow
-    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+    asyncpg.OperatorInterventionError,  # class 57: AdminShutdown, CrashShutdown, CannotConnectNow, canceled
+    asyncpg.InsufficientResourcesError,  # class 53: too many connections, out of memory
+    asyncpg.ReadOnlySQLTransactionError,  # a standby answering during a failover (the DSN's host moved)
     asyncpg.InterfaceError,  # "connection is closed", "pool is closing": the client side of the same
     asyncpg.exceptions.InternalClientError,
 )
@@ -92,16 +96,49 @@ def translate(exc: BaseException, shown_dsn: str) -> BaseException:
     anything the catalog's own code or its callers' callbacks raised) pass through unchanged."""
     if isinstance(exc, TierstoreError) or not isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
         return exc
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return _invalid_settings(exc, shown_dsn)
+    if isinstance(exc, asyncpg.DiskFullError):  # 507, as SQLite's full disk
+        log.error("catalog %s: PostgreSQL's disk is full", shown_dsn)
+        out: TierstoreError = InsufficientStorage("The catalog could not be written: its disk is full.")
+    elif isinstance(exc, _UNAVAILABLE) and not isinstance(exc, asyncpg.ProtocolViolationError):  # 08P01: a bug
         log.warning("catalog %s unavailable: %s", shown_dsn, type(exc).__name__)
-        out: TierstoreError = SlowDown(
-            "The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)}
-        )
+        out = SlowDown("The catalog is unavailable; retry later.", headers={"Retry-After": str(RETRY_AFTER_S)})
     else:
         log.error("catalog %s: %s (sqlstate %s)", shown_dsn, type(exc).__name__, getattr(exc, "sqlstate", None))
         out = InternalError("Catalog error.")
     out.__cause__ = exc
     return out
+
+
+def _invalid_settings(exc: BaseException, shown_dsn: str) -> TierstoreError:
+    """A bad DSN or option: no retry helps. The driver's text may quote the DSN: not shown."""
+    log.error("catalog %s: invalid connection settings (%s)", shown_dsn, type(exc).__name__)
+    return InternalError(f"The catalog's connection settings are invalid: {shown_dsn}")
+
+
+def connect_error(exc: BaseException, shown_dsn: str) -> BaseException:
+    """``translate`` for an error while connecting, where the driver's ``ValueError`` (a port
+    that is not a number, an unknown option) means the settings are wrong."""
+    if isinstance(exc, ValueError) and not isinstance(exc, TierstoreError):
+        return _invalid_settings(exc, shown_dsn)  # its callers raise it ``from None``: no chain
+    return translate(exc, shown_dsn)
+
+
+async def _transaction(conn: Any, first: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """``BEGIN; first`` as one simple-protocol round trip, then ``fn``, then ``COMMIT`` (or
+    ``ROLLBACK`` if anything raised; a connection released in a transaction is rolled back by
+    the pool anyway)."""
+    await conn.execute(f"BEGIN; {first}")
+    try:
+        result = await fn(conn)
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+    return result
 
 
 async def _no_reset(conn: Any) -> None:
@@ -131,7 +168,7 @@ class Pool:
                 timeout=settings.checkout_timeout_s,  # connecting
             )
         except BaseException as exc:
-            raise translate(exc, shown) from None
+            raise connect_error(exc, shown) from None
         return cls(pool, shown, settings.checkout_timeout_s)
 
     async def close(self) -> None:
@@ -166,14 +203,18 @@ class Pool:
         async with self.connection() as conn:
             return await conn.fetchval(sql, *args)
 
-    async def write(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def write(self, fn: Callable[[Any], Awaitable[T]], *, first: str = "") -> T:
         """``await fn(conn)`` in one READ COMMITTED transaction, committed when this returns; run
-        again (whole) if it lost a deadlock or a serialization check."""
+        again (whole) if it lost a deadlock or a serialization check. ``first``: SQL without
+        parameters (the advisory locks) sent with ``BEGIN`` in one round trip."""
         attempt = 0
         while True:
             try:
-                async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn, conn.transaction():
-                    return await fn(conn)
+                async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn:
+                    if not first:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    return await _transaction(conn, first, fn)
             except BaseException as exc:
                 if isinstance(exc, _RETRYABLE) and attempt < _RETRIES:
                     attempt += 1

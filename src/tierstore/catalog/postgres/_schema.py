@@ -10,7 +10,11 @@ than the code refuses with one line. Steps are additive, so gateways one release
 by side during a rolling upgrade.
 
 Keys are ``bytea`` (their UTF-8 bytes), so byte order is S3's order with no collation to get
-wrong; names and ids are ``text COLLATE "C"``. Buckets have a ``bigint`` id from a sequence. No
+wrong; names and ids are ``text COLLATE "C"``. Documents (metadata, blob lists, properties) are
+``json``, not ``jsonb``: kept as written, compact and in their keys' order, the same text SQLite
+holds (the engine spots an encrypted row by ``"e":{`` in it before parsing; ``jsonb`` would
+respace and reorder it, and refuses an escaped NUL); nothing queries inside them in SQL but a
+version read's ``props->>'versioning'``. Buckets have a ``bigint`` id from a sequence. No
 hot counter rows: a version's ``seq`` is per key (``max + 1`` under the key's advisory lock).
 """
 
@@ -25,7 +29,7 @@ from tierstore.catalog.postgres._hot import HOT_DDL
 from tierstore.catalog.postgres._identity import DDL as _IDENTITY
 from tierstore.catalog.postgres._kms import DDL as _KMS
 from tierstore.catalog.postgres._lifecycle import DDL as _LIFECYCLE
-from tierstore.catalog.postgres._pool import translate
+from tierstore.catalog.postgres._pool import connect_error, translate
 from tierstore.catalog.postgres._query import QUERY_DDL
 from tierstore.catalog.postgres._tier_progress import TIER_PROGRESS_DDL
 from tierstore.catalog.postgres._tiers import DDL as _TIERS
@@ -53,7 +57,7 @@ _CORE = (
         name text COLLATE "C" NOT NULL UNIQUE,
         created_ns bigint NOT NULL,
         region text COLLATE "C" NOT NULL,
-        props jsonb NOT NULL DEFAULT '{}'
+        props json NOT NULL DEFAULT '{}'
     )""",
     """CREATE TABLE versions(
         bucket_id bigint NOT NULL,
@@ -65,8 +69,8 @@ _CORE = (
         etag text NOT NULL,
         modified_ns bigint NOT NULL,
         storage_class text COLLATE "C" NOT NULL DEFAULT 'STANDARD',  -- meta's "sc", for index-only listings
-        meta jsonb NOT NULL,
-        blobs jsonb NOT NULL,  -- [[blob_id, size], ...] in order
+        meta json NOT NULL,
+        blobs json NOT NULL,  -- [[blob_id, size], ...] in order
         seq bigint NOT NULL,  -- order of the versions of one key (newest = highest)
         inline_id text COLLATE "C",  -- the body is in inline_blobs; NULL: in the blob store
         PRIMARY KEY(bucket_id, key, version_id)
@@ -98,7 +102,7 @@ _CORE = (
         bucket_id bigint NOT NULL,
         key bytea NOT NULL,
         initiated_ns bigint NOT NULL,
-        meta jsonb NOT NULL
+        meta json NOT NULL
     )""",
     "CREATE INDEX uploads_by_key ON uploads(bucket_id, key, upload_id)",
     "CREATE INDEX uploads_age ON uploads(initiated_ns)",
@@ -108,16 +112,99 @@ _CORE = (
         key bytea NOT NULL,
         completed_ns bigint NOT NULL,
         parts text NOT NULL,  -- fingerprint of the part list that completed it
-        result jsonb NOT NULL  -- version id, ETag, size, checksums, part sizes
+        result json NOT NULL  -- version id, ETag, size, checksums, part sizes
     )""",
     "CREATE INDEX completed_uploads_age ON completed_uploads(completed_ns)",
+    # One more reference to each blob (new: with its size and tier); a local blob queued for
+    # deletion is saved from the trash, a moved blob's local copy stays queued (``_ref``).
+    """CREATE FUNCTION tierstore_ref(ids text[], sizes bigint[], tiers text[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        i integer;
+        in_tier text;
+    BEGIN
+        FOR i IN 1 .. coalesce(array_length(ids, 1), 0) LOOP
+            INSERT INTO blobs(blob_id, size, refs, tier) VALUES(ids[i], sizes[i], 1, tiers[i])
+                ON CONFLICT(blob_id) DO UPDATE SET refs = blobs.refs + 1 RETURNING tier INTO in_tier;
+            IF in_tier IS NULL THEN
+                DELETE FROM trash WHERE blob_id = ids[i];
+            END IF;
+        END LOOP;
+    END $$""",
+    # One reference less to each blob (an id listed twice loses two); a blob no one references
+    # goes to the trash. One round trip for any number of blobs, with SQLite's semantics
+    # (catalog/_sqlite.py ``_unref_all``). Remote tiers are not on PostgreSQL yet (slice 4): a
+    # blob recorded in one cannot lose its last reference here.
+    """CREATE FUNCTION tierstore_unref(ids text[]) RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        one text;
+        left_refs integer;
+        in_tier text;
+    BEGIN
+        FOREACH one IN ARRAY ids LOOP
+            UPDATE blobs SET refs = refs - 1 WHERE blob_id = one RETURNING refs, tier INTO left_refs, in_tier;
+            IF FOUND AND left_refs > 0 THEN
+                CONTINUE;
+            END IF;
+            IF FOUND THEN
+                IF in_tier IS NOT NULL THEN
+                    RAISE EXCEPTION 'blob % is in tier %: tiers are not on PostgreSQL yet', one, in_tier;
+                END IF;
+                DELETE FROM blobs WHERE blob_id = one;
+            END IF;
+            INSERT INTO trash(blob_id) VALUES(one) ON CONFLICT DO NOTHING;
+        END LOOP;
+    END $$""",
+    # A version goes: its row, its inline body (unless a dataset pins it: then marked released)
+    # and one reference to each of its blobs.
+    """CREATE FUNCTION tierstore_drop_version(b bigint, k bytea, v text, inline text, ids text[])
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM versions WHERE bucket_id = b AND key = k AND version_id = v;
+        IF inline IS NOT NULL THEN
+            DELETE FROM inline_blobs WHERE blob_id = inline AND pins = 0;
+            IF NOT FOUND THEN
+                UPDATE inline_blobs SET released = true WHERE blob_id = inline;
+            END IF;
+        END IF;
+        PERFORM tierstore_unref(ids);
+    END $$""",
+    # Publish a version as its key's latest, the tail of PUT and of a delete marker in one
+    # round trip, after the caller decided everything (catalog/postgres/_versions.py): the new
+    # inline body, the new blob references (first: a copy onto itself shares the blobs it
+    # replaces), the replaced null version dropped, the old latest demoted, the row inserted
+    # with seq one past the key's highest.
+    """CREATE FUNCTION tierstore_publish(
+        p_bucket bigint, p_key bytea, p_version text, p_marker boolean, p_size bigint, p_etag text,
+        p_modified bigint, p_class text, p_meta json, p_blobs json,
+        p_inline text, p_inline_crc bigint, p_inline_data bytea,
+        p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[],
+        p_drop_version text, p_drop_inline text, p_drop_ids text[], p_demote boolean
+    ) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF p_inline_data IS NOT NULL THEN
+            INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(p_inline, p_inline_crc, p_inline_data);
+        END IF;
+        PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);
+        IF p_drop_version IS NOT NULL THEN
+            PERFORM tierstore_drop_version(p_bucket, p_key, p_drop_version, p_drop_inline, p_drop_ids);
+        END IF;
+        IF p_demote THEN
+            UPDATE versions SET is_latest = false WHERE bucket_id = p_bucket AND key = p_key AND is_latest;
+        END IF;
+        INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,
+                             storage_class, meta, blobs, seq, inline_id)
+        VALUES(p_bucket, p_key, p_version, true, p_marker, p_size, p_etag, p_modified, p_class, p_meta, p_blobs,
+               (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = p_bucket AND key = p_key),
+               p_inline);
+    END $$""",
     """CREATE TABLE parts(
         upload_id text COLLATE "C" NOT NULL,
         part_number integer NOT NULL,
         size bigint NOT NULL,
         etag text NOT NULL,
         modified_ns bigint NOT NULL,
-        checksums jsonb NOT NULL,
+        checksums json NOT NULL,
         blob_id text COLLATE "C" NOT NULL,
         PRIMARY KEY(upload_id, part_number)
     )""",
@@ -133,7 +220,7 @@ _DATASETS = (
             created_ns bigint NOT NULL,
             rows bigint NOT NULL,
             bytes bigint NOT NULL,
-            info jsonb NOT NULL,
+            info text NOT NULL,  -- JSON as written
             PRIMARY KEY(name, version)
         )"""
         for table in ("datasets", "models")
@@ -176,7 +263,7 @@ async def migrate(dsn: str, shown_dsn: str, *, timeout_s: float) -> int:
     try:
         conn = await asyncpg.connect(dsn, timeout=timeout_s)
     except BaseException as exc:
-        raise translate(exc, shown_dsn) from None
+        raise connect_error(exc, shown_dsn) from None
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         try:

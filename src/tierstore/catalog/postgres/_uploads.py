@@ -53,14 +53,13 @@ class UploadTables(VersionTables):
         doc = dumps(upload_doc(info))
 
         async def fn(c: Any) -> None:
-            await lock_bucket(c, info.bucket, exclusive=False)
             bucket_id, _props = await write_bucket(c, info.bucket)
             await c.execute(
-                "INSERT INTO uploads(upload_id, bucket_id, key, initiated_ns, meta) VALUES($1, $2, $3, $4, $5::jsonb)",
+                "INSERT INTO uploads(upload_id, bucket_id, key, initiated_ns, meta) VALUES($1, $2, $3, $4, $5::json)",
                 info.upload_id, bucket_id, info.key.encode(), info.initiated_ns, doc,
             )  # fmt: skip
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=lock_bucket(info.bucket, exclusive=False))
 
     async def get_upload(self, bucket: str, key: str, upload_id: str) -> UploadInfo:
         row = await self._pool.fetchrow(
@@ -89,7 +88,6 @@ class UploadTables(VersionTables):
 
         async def fn(c: Any) -> None:
             await _lock_upload(c, upload_id, "SHARE")
-            await c.execute("SELECT pg_advisory_xact_lock($1)", number_lock)
             old = await c.fetchval(
                 "SELECT blob_id FROM parts WHERE upload_id = $1 AND part_number = $2", upload_id, part.part_number
             )
@@ -98,13 +96,13 @@ class UploadTables(VersionTables):
             await ref(c, part.blob_id, stored)
             await c.execute(
                 "INSERT INTO parts(upload_id, part_number, size, etag, modified_ns, checksums, blob_id)"
-                " VALUES($1, $2, $3, $4, $5, $6::jsonb, $7) ON CONFLICT(upload_id, part_number) DO UPDATE SET"
+                " VALUES($1, $2, $3, $4, $5, $6::json, $7) ON CONFLICT(upload_id, part_number) DO UPDATE SET"
                 " size = excluded.size, etag = excluded.etag, modified_ns = excluded.modified_ns,"
                 " checksums = excluded.checksums, blob_id = excluded.blob_id",
                 upload_id, part.part_number, part.size_bytes, part.etag, part.modified_ns, checksums, part.blob_id,
             )  # fmt: skip
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=f"SELECT pg_advisory_xact_lock({number_lock:d})")
 
     async def list_parts(self, upload_id: str, after_part: int = 0, limit: int = 10_000) -> list[PartInfo]:
         rows = await self._pool.fetch(
@@ -169,7 +167,7 @@ class UploadTables(VersionTables):
             await c.execute("DELETE FROM completed_uploads WHERE completed_ns < $1", forget_before_ns)
             await c.execute(
                 "INSERT INTO completed_uploads(upload_id, bucket_id, key, completed_ns, parts, result)"
-                " VALUES($1, (SELECT id FROM buckets WHERE name = $2), $3, $4, $5, $6::jsonb)"
+                " VALUES($1, (SELECT id FROM buckets WHERE name = $2), $3, $4, $5, $6::json)"
                 " ON CONFLICT(upload_id) DO UPDATE SET bucket_id = excluded.bucket_id, key = excluded.key,"
                 " completed_ns = excluded.completed_ns, parts = excluded.parts, result = excluded.result",
                 upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, dumps(result),

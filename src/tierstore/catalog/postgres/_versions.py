@@ -1,11 +1,13 @@
 """Object versions on PostgreSQL: reads, PUT (every versioning state, the ``null`` version,
-conditional writes), DELETE (delete markers), metadata updates — the semantics of
-catalog/_sqlite.py, statement for statement.
+conditional writes), DELETE (delete markers), metadata updates — with the semantics of
+catalog/_sqlite.py.
 
-Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock), then
-reads the bucket's properties and the key's current version in one statement: the writers of
-one key run one at a time, as SQLite's single writer runs them, while other keys proceed. The
-partial unique index (one latest per key) stays as the backstop.
+Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock, sent
+with ``BEGIN``), then reads the bucket's properties and the key's current version in one
+statement: the writers of one key run one at a time, as SQLite's single writer runs them, while
+other keys proceed. The decisions (what a PUT supersedes, the callbacks) are made here; what
+they write goes in one call (``tierstore_publish``, ``tierstore_drop_version``). The partial
+unique index (one latest per key) stays as the backstop.
 
 Not on PostgreSQL yet (docs/scale-out.md slice 4): the metadata-query index (``obj_attrs``), the
 lifecycle due index, tier locations of blobs and the tier-write bookkeeping.
@@ -17,7 +19,9 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tierstore.catalog.postgres._blobs import insert_inline, ref_many, remove_inline, unref_all, verified_inline
+from awscrt.checksums import crc32c
+
+from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
 from tierstore.catalog.postgres._pool import Pool
@@ -49,11 +53,6 @@ _CURRENT = (
     f"SELECT b.id, b.props, {VERSION_COLS} FROM buckets b"  # noqa: S608 - constant
     " LEFT JOIN versions v ON v.bucket_id = b.id AND v.key = $2 AND v.is_latest WHERE b.name = $1"
 )
-_INSERT = (
-    "INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,"
-    " storage_class, meta, blobs, seq, inline_id) VALUES($1, $2, $3, true, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb,"
-    " (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = $1 AND key = $2), $11)"
-)
 
 
 async def version_in(c: Any, bucket: str, bucket_id: int, key_b: bytes, version_id: str) -> VersionRecord | None:
@@ -74,16 +73,15 @@ async def _current(c: Any, bucket: str, key_b: bytes) -> tuple[int, dict[str, An
 
 
 async def _remove_version(c: Any, bucket_id: int, key_b: bytes, record: VersionRecord) -> None:
+    """The version's row, its inline body (unless a dataset pins it) and one reference to each
+    of its blobs, in one round trip (``tierstore_drop_version``)."""
     await c.execute(
-        "DELETE FROM versions WHERE bucket_id = $1 AND key = $2 AND version_id = $3",
-        bucket_id, key_b, record.meta.version_id,
+        "SELECT tierstore_drop_version($1, $2, $3, $4, $5::text[])",
+        bucket_id, key_b, record.meta.version_id, record.inline_id, [b.blob_id for b in record.blobs],
     )  # fmt: skip
-    if record.inline_id is not None:  # gone with its version, unless a dataset pins it
-        await remove_inline(c, record.inline_id)
-    await unref_all(c, (b.blob_id for b in record.blobs))
 
 
-async def _drop_null_version(
+async def _null_to_drop(
     c: Any,
     bucket: str,
     bucket_id: int,
@@ -93,35 +91,46 @@ async def _drop_null_version(
     current: VersionRecord | None,
     *,
     known: bool,
-) -> None:
-    """A new ``null`` version (or marker) replaces the old one, wherever it is in the stack.
-    ``known``: ``current`` is the key's latest version as this transaction read it (no versions
-    at all, or the null version itself, spare the lookup)."""
+) -> VersionRecord | None:
+    """The ``null`` version a new ``null`` version (or marker) replaces, wherever it is in the
+    stack, once ``guard`` allowed it. ``known``: ``current`` is the key's latest version as this
+    transaction read it (no versions at all, or the null version itself, spare the lookup)."""
     if known and current is None:
-        return
+        return None
     if known and current is not None and current.meta.version_id == NULL_VERSION:
         old_null: VersionRecord | None = current
     else:
         old_null = await version_in(c, bucket, bucket_id, key_b, NULL_VERSION)
-    if old_null is not None:
-        if guard is not None:
-            guard(old_null, props)
-        await _remove_version(c, bucket_id, key_b, old_null)
+    if old_null is not None and guard is not None:
+        guard(old_null, props)
+    return old_null
 
 
-async def _insert_version(
-    c: Any, bucket_id: int, record: VersionRecord, key_b: bytes, meta_s: str, *, first: bool
+async def _publish(
+    c: Any,
+    bucket_id: int,
+    key_b: bytes,
+    record: VersionRecord,
+    meta_s: str,
+    *,
+    current: VersionRecord | None,
+    drop: VersionRecord | None,
 ) -> None:
-    """Insert ``record`` as the key's latest version (``seq``: one past the key's highest).
-    ``first``: the key has no versions (as read in this transaction): nothing to demote."""
+    """``record`` becomes the key's latest version in one round trip (``tierstore_publish``):
+    its inline body and blob references, ``drop`` removed, ``current`` (unless dropped) demoted,
+    the row inserted with seq one past the key's highest."""
     m = record.meta
-    if not first:
-        await c.execute(
-            "UPDATE versions SET is_latest = false WHERE bucket_id = $1 AND key = $2 AND is_latest", bucket_id, key_b
-        )
+    inline = record.inline_data
+    demote = current is not None and (drop is None or drop.meta.version_id != current.meta.version_id)
     await c.execute(
-        _INSERT, bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
-        m.storage_class, meta_s, blobs_json(record.blobs), record.inline_id,
+        "SELECT tierstore_publish($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10::json, $11, $12, $13,"
+        " $14::text[], $15::bigint[], $16::text[], $17, $18, $19::text[], $20)",
+        bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
+        m.storage_class, meta_s, blobs_json(record.blobs),
+        record.inline_id, None if inline is None else crc32c(inline), inline,
+        [b.blob_id for b in record.blobs], [b.size_bytes for b in record.blobs], [b.tier for b in record.blobs],
+        None if drop is None else drop.meta.version_id, None if drop is None else drop.inline_id,
+        [] if drop is None else [b.blob_id for b in drop.blobs], demote,
     )  # fmt: skip
 
 
@@ -175,8 +184,7 @@ class VersionTables:
         key_b = m.key.encode()
         meta_s = dumps(meta_doc(m))
         chosen_id = m.version_id
-        inline = record.inline_data
-        if inline is not None:
+        if record.inline_data is not None:
             assert not record.blobs, "a version is either inline or in blobs"
             record.inline_id = new_blob_id()
         else:
@@ -184,7 +192,6 @@ class VersionTables:
 
         async def fn(c: Any) -> str:
             m.version_id = chosen_id  # a transaction run again starts from the caller's record
-            await lock_keys(c, m.bucket, (key_b,))
             bucket_id, props, current = await _current(c, m.bucket, key_b)
             if check is not None:
                 check(current)
@@ -196,23 +203,19 @@ class VersionTables:
                 found = await c.fetch("SELECT blob_id FROM blobs WHERE blob_id = ANY($1::text[]) FOR SHARE", ids)
                 if len(found) != len(ids):
                     raise shared_gone()
-            if inline is not None:
-                assert record.inline_id is not None
-                await insert_inline(c, record.inline_id, inline)
-            # New references first: a copy onto itself shares the blobs it replaces.
-            await ref_many(c, [(b.blob_id, b.size_bytes, b.tier) for b in record.blobs])
             versioning = props.get("versioning")
             if fixed_version_id and (versioning == "Enabled") == (m.version_id == NULL_VERSION):
                 raise VersioningChanged(m.bucket)
+            drop = None
             if versioning != "Enabled":
                 m.version_id = NULL_VERSION
-                await _drop_null_version(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
-            await _insert_version(c, bucket_id, record, key_b, meta_s, first=current is None)
+                drop = await _null_to_drop(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
+            await _publish(c, bucket_id, key_b, record, meta_s, current=current, drop=drop)
             if done is not None:
                 await done(c)
             return m.version_id
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(m.bucket, (key_b,)))
 
     async def delete_object(
         self,
@@ -231,7 +234,6 @@ class VersionTables:
 
         async def fn(c: Any) -> tuple[VersionRecord | None, bool]:
             marker.version_id = marker_id  # a transaction run again starts from the caller's marker
-            await lock_keys(c, bucket, (key_b,))
             bucket_id, props, current = await _current(c, bucket, key_b)
             status = props.get("versioning")
             if version_id is not None:
@@ -256,14 +258,14 @@ class VersionTables:
                 await _remove_version(c, bucket_id, key_b, current)
                 return current, False
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+            drop = None
             if status != "Enabled":
                 marker.version_id = NULL_VERSION
-                await _drop_null_version(c, bucket, bucket_id, key_b, props, guard, current, known=False)
-            # ``current`` may have been the null version just dropped: demoting is then a no-op.
-            await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=False)
+                drop = await _null_to_drop(c, bucket, bucket_id, key_b, props, guard, current, known=False)
+            await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)
             return record, True
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
 
     async def update_version_meta(
         self, bucket: str, key: str, version_id: str | None, update: Callable[[VersionRecord], None]
@@ -273,17 +275,16 @@ class VersionTables:
         key_b = key.encode()
 
         async def fn(c: Any) -> VersionRecord:
-            await lock_keys(c, bucket, (key_b,))
             bucket_id, _props, current = await _current(c, bucket, key_b)
             record = current if version_id is None else await version_in(c, bucket, bucket_id, key_b, version_id)
             if record is None:
                 raise (NoSuchKey(resource=key) if version_id is None else NoSuchVersion(resource=key))
             update(record)
             await c.execute(
-                "UPDATE versions SET meta = $1::jsonb, storage_class = $2"
+                "UPDATE versions SET meta = $1::json, storage_class = $2"
                 " WHERE bucket_id = $3 AND key = $4 AND version_id = $5",
                 dumps(meta_doc(record.meta)), record.meta.storage_class, bucket_id, key_b, record.meta.version_id,
             )  # fmt: skip
             return record
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
