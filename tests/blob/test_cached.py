@@ -33,7 +33,7 @@ def make(
     weed: SeaweedFS, cache_dir: Path, *, cache_bytes: int = 64 * MIB, prefix: str | None = None, **options: Any
 ) -> CachedBlobStore:
     store = s3t.make_store(weed, prefix)
-    return CachedBlobStore(store, LocalBlobStore(cache_dir), cache_bytes=cache_bytes, **options)
+    return CachedBlobStore(store, LocalBlobStore(cache_dir, durable=False), cache_bytes=cache_bytes, **options)
 
 
 def flip_cached(store: CachedBlobStore, blob_id: str, offset: int) -> None:

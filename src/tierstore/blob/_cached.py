@@ -4,13 +4,16 @@ The standard tier of a scale-out gateway (docs/scale-out.md "The store as the st
 
     CachedBlobStore(
         S3BlobStore(S3StoreConfig(endpoint, bucket, prefix, ...)),  # where blobs live
-        LocalBlobStore(cache_dir),                                   # a directory of its own
+        LocalBlobStore(cache_dir, durable=False),  # a directory of its own; no fsync (below)
         cache_bytes=50 * 2**30,        # the bound on the cache's files (data, block CRCs, footers)
         fill_max_bytes=64 * 2**20,     # whole reads of blobs up to this size fill the cache
         write_through_bytes=0,         # puts up to this size also go to the cache (default: none)
     )
 
 Constructing it scans the cache directory (blocking: do it at startup, as ``LocalBlobStore``).
+The cache's ``LocalBlobStore`` should be ``durable=False``: its blobs live in the store, and every
+read of a cache file checks its footer and block CRCs, so a file a power loss tore is found
+damaged and fetched again; the fsyncs would only slow the fills (docs/benchmarks.md).
 
 - **put** streams to the store and returns when the store has the blob (a body held only on one
   gateway's drives would die with it). Nothing goes to the cache by default: behind a load
