@@ -54,14 +54,15 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _bounded(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> None:
-    sem = asyncio.Semaphore(n)
+async def _workers(n: int, jobs: list[Callable[[], Awaitable[Any]]]) -> None:
+    """``n`` workers taking the jobs in turn from one iterator."""
+    todo = iter(jobs)
 
-    async def one(job: Callable[[], Awaitable[Any]]) -> None:
-        async with sem:
+    async def worker() -> None:
+        for job in todo:
             await job()
 
-    await asyncio.gather(*(one(j) for j in jobs))
+    await asyncio.gather(*(worker() for _ in range(n)))
 
 
 async def _drain(store: BlobStore, blob_id: str, size: int) -> None:
@@ -83,7 +84,7 @@ class Measure:
 
     async def run(self, name: str, jobs: list[Callable[[], Awaitable[Any]]], concurrency: int, nbytes: int) -> None:
         cpu0, weed0, t0 = _cpu_s(), _proc_cpu_s(self.weed_pid), time.perf_counter()
-        await _bounded(concurrency, jobs)
+        await _workers(concurrency, jobs)
         wall = time.perf_counter() - t0
         cpu, weed = _cpu_s() - cpu0, _proc_cpu_s(self.weed_pid) - weed0
         self.rows.append({"name": name, "n": len(jobs), "bytes": nbytes, "wall": wall, "cpu": cpu, "weed": weed})
