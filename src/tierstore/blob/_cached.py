@@ -21,8 +21,8 @@ damaged and fetched again; the fsyncs would only slow the fills (docs/benchmarks
   data and checkpoints are written once and read elsewhere, so write-through would mostly evict
   blobs that are read for blobs that are not. ``write_through_bytes`` turns it on for bodies up
   to that size (kept in memory while they stream to the store, written to the cache after it has
-  them; a cache that fails does not fail the put). docs/benchmarks.md "The local cache" has what
-  it costs.
+  them; a cache that fails does not fail the put). docs/benchmarks.md "Issue 18: the standard
+  tier's local cache" has what it costs.
 - **get/read** try the cache first. A miss reads from the store; a read of the *whole* blob of at
   most ``fill_max_bytes`` is verified by the store (its CRC32C, or its multipart ETag) and fills
   the cache in the same pass: chunks go to the reader and into a cache temp file together, and
