@@ -258,6 +258,21 @@ def test_directory_fsync_failure_takes_the_blob_back(tmp_path: Path, monkeypatch
     assert os.listdir(tmp_path / "tmp") == []
 
 
+def test_a_store_that_is_not_durable_never_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``durable=False`` (a cache's files, blob/_cached.py): puts skip the file and directory
+    fsyncs; everything else is the same store. The default fsyncs both."""
+    synced: list[object] = []
+    monkeypatch.setattr(_local, "_fsync", synced.append)
+    monkeypatch.setattr(_local, "_fsync_dir", synced.append)
+    cache = LocalBlobStore(tmp_path / "cache", durable=False)
+    synced.clear()  # creating the store's own directories is not a put
+    data = payload(3 * B + 17)
+    blob_id = _put(cache, data)
+    assert synced == [] and asyncio.run(cache.read(blob_id)) == data
+    _put(LocalBlobStore(tmp_path / "store"), data)
+    assert synced
+
+
 def test_input_errors_are_not_translated(tmp_path: Path) -> None:
     """An OSError from the caller's stream (a dropped connection) is not a storage error."""
     store = LocalBlobStore(tmp_path)

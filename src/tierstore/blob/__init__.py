@@ -3,11 +3,13 @@
 Implementations: ``LocalBlobStore`` (plain files in one directory), ``ErasureBlobStore`` (a
 ``DriveSet``, erasure coded across its drives, docs/erasure.md), ``MemoryBlobStore`` (tests),
 ``S3BlobStore`` (a remote tier: a bucket and prefix on any S3-compatible service, docs/tiers.md;
-a ``RemoteBlobStore``, which keeps metadata with each blob).
+a ``RemoteBlobStore``, which keeps metadata with each blob), ``CachedBlobStore`` (a store's blobs
+read through a bounded local cache: the standard tier of scale-out gateways, docs/scale-out.md).
 ``tierstore.testing.blobstore.BlobStoreConformance`` is the suite they all pass. Stores that
 can rebuild damaged blobs are also ``Healer``s.
 """
 
+from tierstore.blob._cached import CachedBlobStore
 from tierstore.blob._endpoint import EndpointRefused, check_endpoint
 from tierstore.blob._erasure import ErasureBlobStore
 from tierstore.blob._local import LocalBlobStore
@@ -28,6 +30,7 @@ __all__ = [
     "BLOCK_SIZE_BYTES",
     "BlobInfo",
     "BlobStore",
+    "CachedBlobStore",
     "EndpointRefused",
     "ErasureBlobStore",
     "HealReport",

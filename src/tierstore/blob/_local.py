@@ -318,12 +318,14 @@ class _BlobWriter:
             self._crcs.byteswap()
         table = self._crcs.tobytes()
         _write_all(self._fd, [*bufs, table, _pack_footer(self._size_bytes, crc32c(table))])
-        _fsync(self._fd)
+        if self._store.durable:
+            _fsync(self._fd)
         self._store._publish(self._blob_id, self._tmp_path, self._final_path)
         self._published = True  # from here on, abort() takes the blob back
         _unlink_missing_ok(self._tmp_path)  # its data now lives under final_path too
         self._tmp_path = ""
-        _fsync_dir(os.path.dirname(self._final_path))
+        if self._store.durable:
+            _fsync_dir(os.path.dirname(self._final_path))
         self._close()  # releases the flock
         return self._size_bytes
 
@@ -534,6 +536,9 @@ class LocalBlobStore:
     ``cached_reads`` (default on, where the kernel and filesystem support ``RWF_NOWAIT``):
     reads first try the page cache on the loop thread and go to a worker only for bytes that
     would touch the disk; hot data then costs no thread hop at any size.
+    ``durable=False`` skips the fsyncs of a put (files and directories): for a cache
+    (``CachedBlobStore``), whose blobs have a durable home elsewhere and whose every read checks
+    the footer and block CRCs, so a file torn by a power loss is found damaged and fetched again.
     """
 
     def __init__(
@@ -544,8 +549,10 @@ class LocalBlobStore:
         write_batch_bytes: int = _WRITE_BATCH_BYTES,
         inline_read_bytes: int = _INLINE_READ_BYTES,
         cached_reads: bool = True,
+        durable: bool = True,
     ) -> None:
         self.root = Path(root)
+        self.durable = durable
         self._blobs_dir = str(self.root / "blobs")
         self._tmp_dir = str(self.root / "tmp")
         self._executor = executor if executor is not None else _shared_executor()
@@ -779,8 +786,9 @@ class LocalBlobStore:
             level1 = os.path.dirname(shard)
             os.makedirs(shard, exist_ok=True)
             # fsync both parents even if another writer created the dirs: it may not have yet.
-            _fsync_dir(self._blobs_dir)
-            _fsync_dir(level1)
+            if self.durable:
+                _fsync_dir(self._blobs_dir)
+                _fsync_dir(level1)
             self._durable_dirs.add(shard)
         assert os.path.dirname(final_path) == shard
         try:

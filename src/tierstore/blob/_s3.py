@@ -158,18 +158,33 @@ class S3BlobStore:
     async def get(
         self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
     ) -> AsyncIterator[bytes]:
-        opened = await self._open(blob_id, offset, length, verify)
-        if opened is None:
-            return _empty()
-        result, expected_bytes, checker = opened
-        return self._iter(blob_id, result.stream(min_chunk_size=_READ_CHUNK_BYTES), expected_bytes, checker)
+        return (await self.get_sized(blob_id, offset, length, verify=verify))[1]
 
     async def read(self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True) -> bytes:
         """One response body in one buffer: what small objects and ranged sample reads want
         (no per-chunk iteration: half the client CPU of ``get`` for a 64 KiB range)."""
-        opened = await self._open(blob_id, offset, length, verify)
+        return (await self.read_sized(blob_id, offset, length, verify=verify))[1]
+
+    async def get_sized(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> tuple[int, AsyncIterator[bytes]]:
+        """``get``, and the whole blob's size from the answer's headers (no HEAD): a caller that
+        does not know it can tell whether the read covers the whole blob (``CachedBlobStore``'s
+        fill: a whole read with ``verify`` is checked against the blob's CRC32C or ETag)."""
+        opened, size_bytes = await self._open(blob_id, offset, length, verify)
         if opened is None:
-            return b""
+            return size_bytes, _empty()
+        result, expected_bytes, checker = opened
+        chunks = self._iter(blob_id, result.stream(min_chunk_size=_READ_CHUNK_BYTES), expected_bytes, checker)
+        return size_bytes, chunks
+
+    async def read_sized(
+        self, blob_id: str, offset: int = 0, length: int | None = None, *, verify: bool = True
+    ) -> tuple[int, bytes]:
+        """``read``, and the whole blob's size (as ``get_sized``)."""
+        opened, size_bytes = await self._open(blob_id, offset, length, verify)
+        if opened is None:
+            return size_bytes, b""
         result, expected_bytes, checker = opened
         try:
             data = (await result.bytes_async()).to_bytes()
@@ -180,7 +195,7 @@ class S3BlobStore:
         if checker is not None:
             await checker.update(data)
             checker.finish()
-        return data
+        return size_bytes, data
 
     async def delete(self, blob_id: str) -> None:
         validate_blob_id(blob_id)
@@ -325,8 +340,9 @@ class S3BlobStore:
     # --- get ----------------------------------------------------------------------------------
     async def _open(
         self, blob_id: str, offset: int, length: int | None, verify: bool
-    ) -> tuple[GetResult, int, _Checker | None] | None:
-        """Send the GET and check what its headers say (size, range); None for an empty read.
+    ) -> tuple[tuple[GetResult, int, _Checker | None] | None, int]:
+        """Send the GET and check what its headers say (size, range): (the answer, the bytes it
+        must carry, the whole-body check if any) or None for an empty read; and the blob's size.
 
         Raises (before any byte is read) ValueError for a bad id, ``InvalidRange`` past the end,
         ``CorruptBlob`` if the blob is missing or not the length it was stored with."""
@@ -334,8 +350,9 @@ class S3BlobStore:
         if offset < 0 or (length is not None and length < 0):
             raise InvalidRange(f"negative range: offset={offset} length={length}")
         if length == 0:
-            check_range(await self._checked_size(blob_id), offset, 0)
-            return None
+            size = await self._checked_size(blob_id)
+            check_range(size, offset, 0)
+            return None, size
         store = await self._connected()
         options: dict[str, Any] = {}
         if length is not None:
@@ -354,14 +371,14 @@ class S3BlobStore:
             size = await self._checked_size(blob_id)
             if check_range(size, offset, length) != offset:
                 raise self._unavailable(exc) from None  # not a 416 after all
-            return None
+            return None, size
         attributes: Mapping[str, Any] = result.attributes
         size = result.meta["size"]
         etag = result.meta.get("e_tag")
         _check_size(blob_id, attributes, size, etag)
         end = check_range(size, offset, length)
         whole = offset == 0 and end == size
-        return result, end - offset, _Checker.of(blob_id, attributes, etag) if verify and whole else None
+        return (result, end - offset, _Checker.of(blob_id, attributes, etag) if verify and whole else None), size
 
     async def _iter(
         self, blob_id: str, stream: AsyncIterator[Any], expected_bytes: int, checker: _Checker | None
