@@ -277,7 +277,8 @@ async def _get(req: Request, ctx: Context, *, head: bool) -> Response:
         )
     if opts.version_id is None:  # the current version (docs/s3-compatibility.md "Lifecycle")
         headers += await _lifecycle.expiration_headers(ctx, req.bucket, result.meta)
-    headers += await _restore.restore_headers(ctx, result.meta)
+    if result.meta.storage_class != "STANDARD":  # only another class can be a tier's (most reads: not)
+        headers += await _restore.restore_headers(ctx, result.meta)
     if head:
         return Response(result_status(result), headers)
     assert result.body is not None
