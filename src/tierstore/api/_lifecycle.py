@@ -36,6 +36,7 @@ from tierstore.api._xml import E, document, parse_xml
 from tierstore.engine import (
     MIN_SIZE_ALL_128K,
     MIN_SIZE_BY_CLASS,
+    NOT_CACHED,
     LifecycleConfig,
     LifecycleExpiration,
     LifecycleFilter,
@@ -43,7 +44,6 @@ from tierstore.engine import (
     LifecycleTransition,
     NoncurrentExpiration,
     NoncurrentTransition,
-    ObjectService,
     current_expiration,
     decode_checksum,
     new_hasher,
@@ -567,8 +567,8 @@ _PARSED: dict[str, tuple[Mapping[str, Any], LifecycleConfig]] = {}
 _PARSED_MAX = 4096
 
 
-async def _config(service: ObjectService, bucket: str) -> LifecycleConfig | None:
-    props = await service.bucket_access.props(bucket)
+def _config(bucket: str, props: Mapping[str, Any] | None) -> LifecycleConfig | None:
+    """The lifecycle configuration in ``bucket``'s properties ``props`` (None: none)."""
     doc = props.get(_PROP) if props is not None else None
     if not doc:
         return None  # no lifecycle: what every read of such a bucket costs is this lookup
@@ -586,7 +586,11 @@ async def _config(service: ObjectService, bucket: str) -> LifecycleConfig | None
 async def expiration_headers(ctx: Context, bucket: str, meta: ObjectMeta) -> list[tuple[str, str]]:
     """``x-amz-expiration: expiry-date="...", rule-id="..."`` when an enabled rule expires this
     (current) version; the rule id URL-encoded, as S3."""
-    config = await _config(ctx.service, bucket)
+    access = ctx.service.bucket_access
+    props = access.cached(bucket)  # a hit (most requests): no coroutine
+    if props is NOT_CACHED:
+        props = await access.props(bucket)
+    config = _config(bucket, props)
     if config is None or meta.is_delete_marker:
         return []
     day_s = ctx.service.lifecycle_day_s

@@ -472,6 +472,13 @@ class Repairer:
 
     async def info(self) -> dict[str, Any]:
         """What ``tierstore admin info`` prints: drives, their state and capacity, catalog copies."""
+        out = await asyncio.to_thread(self._drives_info)  # a stat per drive: off the event loop
+        out["blobs"] = await self.catalog.blob_count()
+        out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
+        out["last_heal"] = self.last_report()
+        return out
+
+    def _drives_info(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.drives is not None:
             fmt = self.drives.format
@@ -511,9 +518,6 @@ class Repairer:
                     }
                 )
             out["drives"] = drives
-        out["blobs"] = await self.catalog.blob_count()
-        out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
-        out["last_heal"] = self.last_report()
         return out
 
 

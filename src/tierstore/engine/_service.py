@@ -1091,7 +1091,11 @@ class ObjectService:
 
     async def get_object(self, bucket: str, key: str, opts: GetOptions | None = None) -> GetResult:
         opts = opts or GetOptions()
-        record = await self._latest(bucket, key, opts.version_id, data=True)
+        # The current version (most reads): one coroutine, the catalog's read; a missing key, a
+        # delete marker or a version by id go through ``_latest`` (and its errors).
+        record = await self.catalog.get_latest(bucket, key, data=True) if opts.version_id is None else None
+        if record is None or record.is_delete_marker:
+            record = await self._latest(bucket, key, opts.version_id, data=True)
         result = self._select(record, opts)
         if record.blobs:  # an inline body is local: nothing to check (the 4 KiB GET path)
             await self._check_readable(record.blobs, key)
