@@ -33,7 +33,7 @@ async def _echo(call: QueryCall) -> str:
     return E("Said", call.require("Say")) + E("Caller", call.access_key or "anonymous")
 
 
-def _checks(call: QueryCall) -> tuple[Check, ...]:
+async def _checks(call: QueryCall) -> tuple[Check, ...]:
     return (Check(f"tst:{call.action}", f"arn:aws:tst:::{call.get('Say') or ''}"),)
 
 
