@@ -16,7 +16,7 @@ from awscrt.checksums import crc32c
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import CorruptBlob
 
-__all__ = ["BlobTables", "ref", "unref_all", "verified_inline"]
+__all__ = ["BlobTables", "ref", "release_inline", "unref_all", "verified_inline"]
 
 
 async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
@@ -30,6 +30,16 @@ async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
     ids = list(blob_ids)
     if ids:
         await c.execute("SELECT tierstore_unref($1::text[])", ids)
+
+
+async def release_inline(c: Any, inline_id: str) -> None:
+    """An inline body's version no longer names it: the row goes, unless a dataset pins it (then
+    it is marked released and lives on for the pins), as ``tierstore_drop_version`` releases one."""
+    await c.execute(
+        "WITH gone AS (DELETE FROM inline_blobs WHERE blob_id = $1 AND pins = 0 RETURNING 1)"
+        " UPDATE inline_blobs SET released = true WHERE blob_id = $1 AND NOT EXISTS(SELECT 1 FROM gone)",
+        inline_id,
+    )
 
 
 def verified_inline(blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:

@@ -30,9 +30,10 @@ from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
     Guard,
-    _drop_null_version,
-    _insert_version,
+    _current,
+    _null_to_drop,
     _promote_newest,
+    _publish,
     _remove_version,
     version_in,
 )
@@ -207,18 +208,6 @@ class LifecycleTables:
 
         await self._pool.write(fn)
 
-    async def lifecycle_refresh(self, bucket: str, key: str) -> None:
-        """Recompute one key's rows (after the mover changed a version's class)."""
-        key_b = key.encode()
-
-        async def fn(c: Any) -> None:
-            await lock_keys(c, bucket, (key_b,))
-            row = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", bucket)
-            if row is not None:  # a bucket gone took its rows along
-                await self._plan_key(c, row[0], key_b, json.loads(row[1]).get("lifecycle"))
-
-        await self._pool.write(fn)
-
     async def lifecycle_apply(
         self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: Guard, lease_ns: int = 600 * 10**9
     ) -> Outcome:
@@ -232,7 +221,6 @@ class LifecycleTables:
 
         async def fn(c: Any) -> Outcome:
             marker.version_id = marker_id  # a transaction run again starts from the caller's marker
-            await lock_keys(c, row.bucket, (key_b,))
             found = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", row.bucket)
             if found is None:
                 return Outcome()  # the bucket's rows went with it
@@ -254,10 +242,12 @@ class LifecycleTables:
             if row.action == "expire" and props.get("versioning") is not None:
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+                _id, _props, current = await _current(c, row.bucket, key_b)
+                drop = None
                 if props.get("versioning") != "Enabled":
                     marker.version_id = NULL_VERSION
-                    await _drop_null_version(c, row.bucket, bucket_id, key_b, props, guard, None, known=False)
-                await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=False)
+                    drop = await _null_to_drop(c, row.bucket, bucket_id, key_b, props, guard, current, known=True)
+                await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)
                 new_marker = marker.version_id
             else:  # expire (never versioned), expire-noncurrent, remove-delete-marker: the version goes
                 guard(target, props)
@@ -268,7 +258,7 @@ class LifecycleTables:
             await self._plan_key(c, bucket_id, key_b, rules)
             return Outcome(done=row.action, marker_id=new_marker)
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(row.bucket, (key_b,)))
 
     async def _apply_abort(
         self, c: Any, row: DueRow, bucket_id: int, key_b: bytes, now_ns: int, rules: dict[str, Any] | None
