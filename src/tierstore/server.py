@@ -435,7 +435,7 @@ async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
 
 def _catalog_cause(exc: TierstoreError) -> str:
     """What PostgreSQL said (its message never holds the client's password), else the error's text."""
-    cause = exc.__cause__
+    cause = exc.__cause__ or exc.__context__  # connect errors are raised ``from None``: their context
     text = getattr(cause, "message", None) if cause is not None else None
     if isinstance(text, str) and type(cause).__module__.startswith("asyncpg"):
         return f"{text} ({type(cause).__name__})"
