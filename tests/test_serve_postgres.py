@@ -17,7 +17,7 @@ from tests.ports import free_port
 from tests.postgres import PostgreSQL
 
 SERVE = [sys.executable, "-m", "tierstore", "serve"]
-PASSWORD = "s3cr3t-pa55"  # noqa: S105 - what must never be shown
+PASSWORD = "s3cr3t-pa55"  # what must never be shown
 
 
 def _run(args: list[str], timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
