@@ -195,10 +195,12 @@ CATALOGS = ("sqlite", "postgres")
 # Test files marked ``pytestmark = pytest.mark.both_catalogs`` run each test that uses the shared
 # server (``server``, ``s3``, ``client``, ``bucket``) twice, once per catalog: the end-to-end S3 API
 # core and the core of every suite that stores something in the catalog (docs/scale-out.md "Test plan").
+# A test there marked ``sqlite_catalog`` (it opens the data dir's catalog.db itself) runs on SQLite only.
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "server" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_catalogs"):
+    both = metafunc.definition.get_closest_marker("both_catalogs")
+    if "server" in metafunc.fixturenames and both and not metafunc.definition.get_closest_marker("sqlite_catalog"):
         metafunc.parametrize("server", CATALOGS, indirect=True, scope="module")
 
 

@@ -97,18 +97,18 @@ def test_workers_share_the_catalog_and_its_background_loops_run(tmp_path: Path, 
     srv.start()
     try:
         s3 = make_client(srv.endpoint)
-        s3.create_bucket(Bucket="pg")
+        s3.create_bucket(Bucket="pg-workers")
         bodies = {f"k{i}": bytes([i]) * (100 + 40_000 * (i % 2)) for i in range(8)}  # inline and blob bodies
         for key, body in bodies.items():
-            s3.put_object(Bucket="pg", Key=key, Body=body)
-        upload = s3.create_multipart_upload(Bucket="pg", Key="abandoned")["UploadId"]
-        s3.upload_part(Bucket="pg", Key="abandoned", UploadId=upload, PartNumber=1, Body=b"p" * 1000)
-        _until(lambda: not s3.list_multipart_uploads(Bucket="pg").get("Uploads"), "stale upload aborted", srv)
+            s3.put_object(Bucket="pg-workers", Key=key, Body=body)
+        upload = s3.create_multipart_upload(Bucket="pg-workers", Key="abandoned")["UploadId"]
+        s3.upload_part(Bucket="pg-workers", Key="abandoned", UploadId=upload, PartNumber=1, Body=b"p" * 1000)
+        _until(lambda: not s3.list_multipart_uploads(Bucket="pg-workers").get("Uploads"), "stale upload aborted", srv)
         srv.stop()
         srv.start()
         for key, body in bodies.items():
-            assert s3.get_object(Bucket="pg", Key=key)["Body"].read() == body
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pg")["Contents"]]
+            assert s3.get_object(Bucket="pg-workers", Key=key)["Body"].read() == body
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pg-workers")["Contents"]]
         assert keys == sorted(bodies)
     finally:
         srv.stop()
