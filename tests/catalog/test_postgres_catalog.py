@@ -329,7 +329,7 @@ def test_inline_bodies(dsn: str) -> None:
             await cat.inline_bodies([rec.inline_id])
         assert rec.inline_id in (await cat.inline_verify_page(limit=100_000))[1]
         assert await cat.check_inline(rec.inline_id) == "lost"
-        assert await cat.take_damaged_inline() == []
+        assert cat.take_damaged_inline() == []
         # The body goes with its version.
         await cat.delete_object(b, "small", version_id=rec.meta.version_id, marker=meta(b, "small"))
         assert await cat.check_inline(rec.inline_id) == "gone"

@@ -117,7 +117,7 @@ class BlobTables:
         page = [(str(b), len(d)) for b, _crc, d in rows]
         return page, {str(b) for b, crc, d in rows if crc32c(d) != crc}
 
-    async def take_damaged_inline(self) -> list[str]:
+    def take_damaged_inline(self) -> list[str]:  # synchronous, as the protocol's: it reads no table
         """Inline ids a read found damaged and served from elsewhere: none here (one copy)."""
         return []
 
