@@ -23,7 +23,8 @@ __all__ = ["QUERY_DDL", "QueryTables"]
 
 QUERY_DDL = (
     *PG_ATTR_NUM_DDL,
-    "CREATE INDEX versions_meta ON versions USING gin ((meta::jsonb) jsonb_path_ops) WHERE is_latest AND NOT is_delete_marker",
+    "CREATE INDEX versions_meta ON versions USING gin ((meta::jsonb) jsonb_path_ops)"
+    " WHERE is_latest AND NOT is_delete_marker",
 )
 
 
