@@ -448,8 +448,9 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
     PostgreSQL catalog (not connected yet) when the configuration names one."""
     blobs: BlobStore
     pg = postgres_catalog(config) if config.catalog else None
-    # PostgresCatalog's close() is a coroutine (its pool lives in the event loop): whoever opened
-    # it awaits it, so it is not the protocol's synchronous close(); everything else is the protocol.
+    # PostgresCatalog is the protocol's CatalogOperations (mypy checks it in catalog/_protocol.py);
+    # its close() is a coroutine (the pool lives in the event loop) that build_app's shutdown
+    # awaits, so it is not Catalog's synchronous close(), which the engine's types ask for.
     shared = cast("Catalog", pg) if pg is not None else None
     if config.drives:
         drive_set = open_drive_set(config, format_new=False)
