@@ -404,9 +404,7 @@ def postgres_catalog(config: ServerConfig) -> PostgresCatalog:
         from tierstore.catalog.postgres import PostgresCatalog
     except ImportError:
         raise ServeError("--catalog postgresql://... needs its driver: pip install 'tierstore[postgres]'") from None
-    return PostgresCatalog(
-        config.catalog, pool_size=config.catalog_pool, checkout_timeout_s=config.catalog_timeout_s
-    )
+    return PostgresCatalog(config.catalog, pool_size=config.catalog_pool, checkout_timeout_s=config.catalog_timeout_s)
 
 
 async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
