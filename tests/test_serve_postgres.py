@@ -4,6 +4,7 @@ PostgreSQL unreachable at start retried, then one line; the background loops on 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,3 +117,35 @@ def test_workers_share_the_catalog_and_its_background_loops_run(tmp_path: Path, 
     assert "pass failed" not in log and "Traceback" not in log, log[-4000:]
     assert PASSWORD not in log
     assert not (tmp_path / "data" / "catalog.db").exists()  # no SQLite catalog beside the blobs
+
+
+def test_a_drive_set_with_its_catalog_in_postgresql(tmp_path: Path, postgres: PostgreSQL) -> None:
+    """``--drives`` with ``--catalog``: the blobs erasure-coded on the drives, no catalog copy on
+    any of them (``admin info`` names none), the master key on every drive."""
+    drives = [tmp_path / f"d{i}" for i in range(4)]
+    dsn = postgres.create_database("serve_drives")
+    srv = ServerProcess(tmp_path / "data", extra_args=["--drives", *map(str, drives), "--catalog", dsn])
+    srv.start()
+    try:
+        s3 = make_client(srv.endpoint)
+        s3.create_bucket(Bucket="pg-drives")
+        bodies = {"inline": b"i" * 10, "blob": bytes(range(256)) * 1200}
+        for key, body in bodies.items():
+            s3.put_object(Bucket="pg-drives", Key=key, Body=body)
+        for key, body in bodies.items():
+            assert s3.get_object(Bucket="pg-drives", Key=key)["Body"].read() == body
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+        env.update(TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
+        out = subprocess.run(
+            [sys.executable, "-m", "tierstore", "admin", "info", "--json", "--endpoint", srv.endpoint],
+            capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        info = json.loads(out.stdout)
+        assert info["mode"] == "erasure" and info["online"] == 4 and info["blobs"] == 1
+        assert all("catalog" not in d for d in info["drives"])  # no mirror: nothing to reseed or report
+    finally:
+        srv.stop()
+    assert not [p for d in drives for p in d.rglob("catalog.db*")]
+    assert all((d / ".tierstore" / "master.key").exists() for d in drives)
+    assert "Traceback" not in srv.log()
