@@ -89,11 +89,12 @@ def test_counters_backlog_and_pending_leases(dsn: str) -> None:
         assert not await cat.tier_pending_any(2**62)
 
         # The backlog counts transitions due to the tier and remote deletes queued for it.
+        await cat.create_bucket(BucketInfo("bk", 1, "us-east-1"))
         await sql(
             cat,
-            "INSERT INTO lifecycle_due(due_ns, bucket, key, version_id, action, storage_class) VALUES"
-            " ($1, 'bk', 'x', 'v', 'transition', 'COLD'), ($2, 'bk', 'y', 'v', 'transition', 'COLD'),"
-            " ($1, 'bk', 'z', 'v', 'expire', NULL)",
+            "INSERT INTO lifecycle_due(due_ns, bucket_id, key, version_id, action, storage_class)"
+            " SELECT d, id, k, 'v', a, sc FROM buckets, (VALUES ($1::bigint, 'x'::bytea, 'transition', 'COLD'),"
+            " ($2, 'y', 'transition', 'COLD'), ($1, 'z', 'expire', NULL)) AS r(d, k, a, sc) WHERE name = 'bk'",
             5 * S, 50 * S,
         )  # fmt: skip
         await sql(cat, "INSERT INTO tier_outbox(tier, blob_id, queued_ns, next_ns) VALUES('COLD', 'gone', 1, 1)")
