@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 
 from tests.catalog.conftest import Opener, aw
-from tierstore.catalog import DueRow, Outcome, VersionRecord
-from tierstore.engine import LifecycleConfig, LifecycleExpiration, LifecycleFilter, LifecyclePlan, LifecycleRule
+from tierstore.catalog import BlobRef, DueRow, Outcome, TierRecord, VersionRecord
+from tierstore.engine import (
+    LifecycleConfig,
+    LifecycleExpiration,
+    LifecycleFilter,
+    LifecyclePlan,
+    LifecycleRule,
+    LifecycleTransition,
+)
 from tierstore.errors import AccessDenied, NoSuchUpload
 from tierstore.types import BucketInfo, ObjectMeta, UploadInfo
 
@@ -195,5 +202,29 @@ def test_concurrent_claimers_never_take_one_row_twice(catalogs: Opener) -> None:
             taken = [(r.bucket, r.key) for claim in claims for r in claim if r.bucket == b]
             assert len(taken) == len(set(taken)) == 24  # each row once, every row taken
             assert all(len(claim) <= 4 for claim in claims)
+
+    asyncio.run(main())
+
+
+def test_the_movers_commit_recomputes_the_keys_rows(catalogs: Opener) -> None:
+    """The class a transition sets is an input of the rules: ``transition_commit`` recomputes the
+    key's rows in its own transaction (the claimed transition row gives way to what is next)."""
+
+    async def main() -> None:
+        async with catalogs() as cat:
+            cat.lifecycle_planner = LifecyclePlan(day_s=1)
+            n = uid()
+            b, cold = f"moves-{n}", f"COLD{n}".upper()
+            to_cold = (LifecycleTransition(cold, days=1),)
+            rule = LifecycleRule("t", True, LifecycleFilter("prefix", ""), LifecycleExpiration(days=9), to_cold)
+            rules = LifecycleConfig((rule,)).to_props()
+            await cat.tier_create(TierRecord(cold, {"bucket": "t"}, None, 1))
+            await cat.create_bucket(BucketInfo(b, 1, "us-east-1"), {"lifecycle": rules})
+            blob = uuid.uuid4().hex
+            m = ObjectMeta(bucket=b, key="big", version_id="null", size_bytes=1 << 20, etag='"e"', modified_ns=100 * S)
+            await cat.put_version(VersionRecord(meta=m, blobs=[BlobRef(blob, 1 << 20)]))
+            assert await rows(cat, b) == [("big", "null", "transition", 101)]  # its next action
+            assert await cat.transition_commit(b, "big", "null", cold, [(blob, None)])
+            assert await rows(cat, b) == [("big", "null", "expire", 109)]  # in its class now: the next one
 
     asyncio.run(main())
