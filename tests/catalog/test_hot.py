@@ -133,6 +133,8 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
             assert await cat.hot_claim(105, 10) == []  # leased
             assert await cat.hot_leased(105) == ["restore:b/k"]  # others may help it
             assert await cat.hot_leased(110) == []  # the lease ran out: claimed again, not helped
+            await cat.hot_renew("restore:b/k", 120)
+            assert await cat.hot_leased(110) == ["restore:b/k"]
             assert await cat.hot_cached([A], 110) == [A]
             assert not await cat.hot_settle("restore:b/k", 111)  # B is missing
             info = await cat.hot_request("restore:b/k")
@@ -153,6 +155,8 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
             assert await cat.hot_hold("pin:j", [A], now_ns=130) == "new"
             assert await cat.hot_settle("pin:j", 130)  # A is copied already
             assert [h.holder for h in (await cat.hot_list("pin:"))] == ["pin:j"]
+            assert [h.holder for h in (await cat.hot_list())] == ["pin:j", "restore:b/k"]
+            assert await cat.hot_hold("pin:j", [A], now_ns=131) == "done"
 
             # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
             # an idle pass reads only
@@ -168,6 +172,7 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
             await cat.trash_done([B])
             assert await cat.hot_missing("restore:b/k") == [HeldBlob(B, 4, "COLD")]
             assert await cat.hot_release("restore:b/k", 173)
+            assert not await cat.hot_release("restore:b/k", 173)
 
             # A copy that lands after its hold is gone goes straight to the trash.
             assert await cat.hot_cached([B], 174) == [] and (await cat.trash_batch()) == [B]
@@ -175,6 +180,7 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
 
             # The scrub finds A's copy damaged: dropped, its holder's copy reopened.
             assert await cat.hot_lost(A) and (await cat.trash_batch()) == [A]
+            assert not await cat.hot_lost(A)  # once
             pin = await cat.hot_request("pin:j")
             assert pin is not None and pin.ongoing
             await cat.trash_done([A])
