@@ -54,10 +54,16 @@ class TestMirroredSqliteCatalog(CatalogConformance):
 
 
 # Every table but the schema's own (meta, migrations) emptied, in one statement: a test starts on
-# an empty, migrated database (a database per test costs PostgreSQL a copy through its WAL).
-_EMPTY = """DO $$ BEGIN
-    EXECUTE (SELECT 'TRUNCATE ' || string_agg(quote_ident(tablename), ', ') || ' RESTART IDENTITY'
-             FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('meta', 'migrations'));
+# an empty, migrated database (a database per test costs PostgreSQL a copy through its WAL, and a
+# TRUNCATE new files for every table: ~1.3 s a test at load; a DELETE of the few rows a test
+# left is ~20x cheaper). Tables that reference others first.
+_EMPTY = """DO $$ DECLARE t text; BEGIN
+    FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname NOT IN ('meta', 'migrations')
+             ORDER BY EXISTS(SELECT 1 FROM pg_constraint f WHERE f.conrelid = c.oid AND f.contype = 'f') DESC
+    LOOP
+        EXECUTE 'DELETE FROM ' || quote_ident(t);
+    END LOOP;
 END $$"""
 
 

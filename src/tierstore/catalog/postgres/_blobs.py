@@ -25,8 +25,9 @@ async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
 
 
 async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
-    """One reference less to each (an id listed twice loses two); a blob no one references goes
-    to the trash (``tierstore_unref``, catalog/postgres/_schema.py: one round trip)."""
+    """One reference less to each (an id listed twice loses two); a blob no one references goes:
+    a local one to the trash, a remote one to its tier's outbox (and its local copy, if any, to
+    the trash) (``tierstore_unref``, catalog/postgres/_schema.py: one round trip)."""
     ids = list(blob_ids)
     if ids:
         await c.execute("SELECT tierstore_unref($1::text[])", ids)
@@ -58,11 +59,13 @@ class BlobTables:
 
     async def blob_known(self, blob_id: str) -> bool:
         """True if the catalog references ``blob_id`` as a local blob (or a remote one with a
-        local copy) or still has it queued for deletion."""
+        local copy), still has it queued for deletion, or holds it (a hot copy may be on its way:
+        docs/tiers.md "Hot copies")."""
         return bool(
             await self._pool.fetchval(
                 "SELECT EXISTS(SELECT 1 FROM blobs WHERE blob_id = $1 AND (tier IS NULL OR cached IS NOT NULL))"
-                " OR EXISTS(SELECT 1 FROM trash WHERE blob_id = $1)",
+                " OR EXISTS(SELECT 1 FROM trash WHERE blob_id = $1)"
+                " OR EXISTS(SELECT 1 FROM hot_holds WHERE blob_id = $1)",
                 blob_id,
             )
         )

@@ -8,8 +8,12 @@ coroutine with the name, parameters and result of ``SqliteCatalog``'s; the resou
 one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blobs``,
 ``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
 
-Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``. Not here
-yet: hot copies, the mover's progress, the metadata query (its second dialect).
+Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``, ``_hot``,
+``_tier_progress``, ``_query``. Each write keeps the other modules' tables in its own transaction
+through hooks, as SQLite's; a hook a module owns is a method of its mixin, which comes before the
+mixin calling it in the bases below (``_tier_data``'s defaults are right without that module).
+``CatalogOperations`` (catalog/_protocol.py, checked by mypy) is what it implements: every
+operation of ``Catalog`` but its synchronous ``close()``.
 """
 
 from __future__ import annotations

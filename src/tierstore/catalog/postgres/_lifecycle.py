@@ -25,7 +25,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._lifecycle import ABORT_UPLOAD, DueRow, KeyVersion, LifecyclePlanner, Outcome, PlannedAction
-from tierstore.catalog.postgres._buckets import drop_upload, lock_keys
+from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
 from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
@@ -63,26 +63,6 @@ DDL = (
 )
 
 _DUE_ROW = "UPDATE lifecycle_due SET due_ns = $1 WHERE bucket_id = $2 AND key = $3 AND version_id = $4 AND action = $5"
-
-
-async def upload_gone(c: Any, upload_id: str) -> None:
-    """Inside the write that completes or aborts an upload, before its row goes: its abort row goes."""
-    await c.execute(
-        "DELETE FROM lifecycle_due d USING uploads u WHERE u.upload_id = $1"
-        " AND d.bucket_id = u.bucket_id AND d.key = u.key AND d.version_id = $1 AND d.action = $2",
-        upload_id, ABORT_UPLOAD,
-    )  # fmt: skip
-
-
-async def rules_changed(c: Any, bucket_id: int, old: Any, new: Any) -> None:
-    """Inside the write that changes a bucket's rules (``old`` -> ``new``): queue its recompute
-    (from the start, also when one is under way)."""
-    if old != new:
-        await c.execute(
-            "INSERT INTO lifecycle_recompute(bucket_id, after_key) VALUES($1, ''::bytea)"
-            " ON CONFLICT(bucket_id) DO UPDATE SET after_key = excluded.after_key",
-            bucket_id,
-        )
 
 
 class LifecycleTables:
@@ -271,8 +251,7 @@ class LifecycleTables:
         if initiated is not None and rules and self.lifecycle_planner is not None:
             due = self.lifecycle_planner.upload(rules, row.key, int(initiated))
         if due is not None and due <= now_ns:
-            await upload_gone(c, row.version_id)
-            await drop_upload(c, row.version_id)
+            await drop_upload(c, row.version_id)  # its abort row with it
             return Outcome(done=ABORT_UPLOAD)
         args = (bucket_id, key_b, row.version_id, ABORT_UPLOAD)
         if due is None:

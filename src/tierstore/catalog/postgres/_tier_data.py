@@ -26,23 +26,13 @@ from typing import TYPE_CHECKING, Any
 from tierstore.catalog._tier_data import InlineMove, OutboxEntry
 from tierstore.catalog.postgres._blobs import ref, release_inline, unref_all
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import dumps
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import version_in
 
 from tierstore.catalog import PINNING_TABLES  # isort: skip
 
 __all__ = ["TIERS_OF_BLOBS", "TierDataTables", "queue_remote_delete"]
-
-# A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
-# (" c": with a local copy), NULL if all are local. Inline versions and delete markers skip the
-# subquery. The same text catalog/_tier_data.py's ``located`` reads.
-TIERS_OF_BLOBS = (
-    "CASE WHEN v.blobs::text = '[]' THEN NULL ELSE (SELECT string_agg(b.blob_id || ' ' || b.tier"
-    " || CASE WHEN b.cached IS NULL THEN '' ELSE ' c' END, ',')"
-    " FROM json_array_elements(v.blobs) j JOIN blobs b ON b.blob_id = j.value ->> 0"
-    " WHERE b.tier IS NOT NULL) END"
-)
 
 
 async def queue_remote_delete(c: Any, tier: str, blob_id: str) -> None:
