@@ -190,8 +190,23 @@ def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str 
     )
 
 
+# The two catalogs a server runs on (issue 18): the embedded SQLite, and PostgreSQL (docs/scale-out.md).
+CATALOGS = ("sqlite", "postgres")
+# Test files marked ``pytestmark = pytest.mark.both_catalogs`` run each test that uses the shared
+# server (``server``, ``s3``, ``client``, ``bucket``) twice, once per catalog: the end-to-end S3 API
+# core and the core of every suite that stores something in the catalog (docs/scale-out.md "Test plan").
+# A test there marked ``sqlite_catalog`` (it opens the data dir's catalog.db itself) runs on SQLite only.
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both = metafunc.definition.get_closest_marker("both_catalogs")
+    if "server" in metafunc.fixturenames and both and not metafunc.definition.get_closest_marker("sqlite_catalog"):
+        metafunc.parametrize("server", CATALOGS, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The session's server on the embedded catalog (SQLite in its data dir)."""
     # SSE-C over plain HTTP: test_hostile and test_bucket_encryption send customer keys to it.
     srv = ServerProcess(tmp_path_factory.mktemp("srv") / "data", extra_args=["--sse-c-over-http"])
     srv.start()
@@ -200,6 +215,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL) -> Iterator[ServerProcess]:
+    """The session's server with its catalog in PostgreSQL (``--catalog``, a database of its own on
+    the session's ``postgres``), its blobs in its data dir; otherwise configured as ``sqlite_server``."""
+    dsn = postgres.create_database("pg_server")
+    srv = ServerProcess(tmp_path_factory.mktemp("pgsrv") / "data", extra_args=["--sse-c-over-http", "--catalog", dsn])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    """The session's shared server: on SQLite, or per test file marked ``both_catalogs`` on each
+    catalog in turn (``request.param``)."""
+    catalog = getattr(request, "param", "sqlite")
+    return request.getfixturevalue("pg_server" if catalog == "postgres" else "sqlite_server")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
 def s3(server: ServerProcess):  # type: ignore[no-untyped-def]
     return make_client(server.endpoint)
 

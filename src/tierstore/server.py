@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tierstore.api import AccessLog, AuditLog, Metrics, S3App, note_send_failure
 from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
@@ -78,6 +78,10 @@ from tierstore.engine import (
     TierConfig,
     TierService,
 )
+from tierstore.errors import SlowDown, TierstoreError
+
+if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names PostgreSQL
+    from tierstore.catalog.postgres import PostgresCatalog
 
 __all__ = [
     "Claim",
@@ -129,6 +133,12 @@ class ServerConfig:
     audit_log_backups: int = DEFAULT_AUDIT_BACKUPS  # rotated files kept: FILE.1 (newest) ... FILE.N
     metrics_token: str = ""  # when set, /metrics requires "Authorization: Bearer <token>"
     extra_keys: dict[str, str] = field(default_factory=dict)
+    # The catalog in PostgreSQL (``--catalog postgresql://...``, docs/scale-out.md); empty: SQLite in the
+    # data dir (or mirrored on the drives). Blobs stay on the data dir or the drive set either way.
+    catalog: str = ""
+    catalog_pool: int = 8  # connections at most per worker process
+    catalog_timeout_s: float = 10.0  # a checkout (or a connect) waits this long, then 503
+    catalog_start_timeout_s: float = 60.0  # PostgreSQL unreachable at start: retried this long, then exit
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
     parity: int | None = None
@@ -387,25 +397,75 @@ def _scrub_lock(key: str) -> int | None:
     return fd
 
 
-def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, DiskReserve]:
-    """The catalog, blob store and repairer of the configured store, a key naming it, and the
-    space reserve next to its catalog."""
+def postgres_catalog(config: ServerConfig) -> PostgresCatalog:
+    """The configured PostgreSQL catalog, not connected yet: ``start_postgres`` opens it in the
+    event loop that will use it (an asyncpg pool is bound to its loop: each worker opens its own)."""
+    try:
+        from tierstore.catalog.postgres import PostgresCatalog
+    except ImportError:
+        raise ServeError("--catalog postgresql://... needs its driver: pip install 'tierstore[postgres]'") from None
+    return PostgresCatalog(config.catalog, pool_size=config.catalog_pool, checkout_timeout_s=config.catalog_timeout_s)
+
+
+async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
+    """Migrate (under the advisory lock) and open ``catalog``'s pool. PostgreSQL unreachable: a log
+    line, and again until ``timeout_s`` has passed, then ``ServeError``; wrong settings (no such
+    database, refused login, a schema newer than this code): ``ServeError`` at once. Neither
+    message holds the URL's password."""
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.5
+    while True:
+        try:
+            await catalog.start()
+            return
+        except SlowDown:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise ServeError(
+                    f"the catalog {catalog.shown_dsn} is unreachable: gave up after {timeout_s:g}s"
+                ) from None
+            log.warning("catalog %s unreachable; retrying for %.0f s more", catalog.shown_dsn, left_s)
+            await asyncio.sleep(min(delay_s, left_s))
+            delay_s = min(delay_s * 2, 5.0)
+        except TierstoreError as exc:
+            raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
+
+
+def _catalog_cause(exc: TierstoreError) -> str:
+    """What PostgreSQL said (its message never holds the client's password), else the error's text."""
+    cause = exc.__cause__ or exc.__context__  # connect errors are raised ``from None``: their context
+    text = getattr(cause, "message", None) if cause is not None else None
+    if isinstance(text, str) and type(cause).__module__.startswith("asyncpg"):
+        return f"{text} ({type(cause).__name__})"
+    return str(exc)
+
+
+def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, DiskReserve, PostgresCatalog | None]:
+    """The catalog, blob store and repairer of the configured store, a key naming it, the space
+    reserve next to its catalog (or next to the blobs, with the catalog in PostgreSQL), and the
+    PostgreSQL catalog (not connected yet) when the configuration names one."""
     blobs: BlobStore
+    pg = postgres_catalog(config) if config.catalog else None
+    # PostgresCatalog is the protocol's CatalogOperations (mypy checks it in catalog/_protocol.py);
+    # its close() is a coroutine (the pool lives in the event loop) that build_app's shutdown
+    # awaits, so it is not Catalog's synchronous close(), which the engine's types ask for.
+    shared = cast("Catalog", pg) if pg is not None else None
     if config.drives:
         drive_set = open_drive_set(config, format_new=False)
-        catalog = SqliteCatalog.on_drives(drive_set)
+        catalog = shared or SqliteCatalog.on_drives(drive_set)
         blobs = ErasureBlobStore(drive_set)
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE, MASTER_KEY_FILE))
         store_key = drive_set.format.set_id
         reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
     else:
         data = Path(config.data_dir)
-        catalog = SqliteCatalog(data / "catalog.db")
+        catalog = shared or SqliteCatalog(data / "catalog.db")
         blobs = LocalBlobStore(data)
         repairer = Repairer(catalog, blobs, meta_dirs=[data])
         store_key = str(data.resolve())
         reserve_dirs = [data]
-    return catalog, blobs, repairer, store_key, DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+    reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
+    return catalog, blobs, repairer, store_key, reserve, pg
 
 
 def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
@@ -439,8 +499,11 @@ def tier_store(cfg: TierConfig) -> RemoteBlobStore:
 
 def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
     """The engine of the configured store, embedded in the calling process (no HTTP): what
-    ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``."""
-    catalog, blobs, _repairer, _key, _reserve = _stores(config)
+    ``tierstore.datasets.EmbeddedSource`` reads through. Close with ``service.catalog.close()``.
+    Embedded access is the embedded catalog's: with the catalog in PostgreSQL, read through a server."""
+    if config.catalog:
+        raise ServeError("an embedded engine is not applicable on PostgreSQL: read through the server (HTTP)")
+    catalog, blobs, _repairer, _key, _reserve, _pg = _stores(config)
     try:  # the key service, to read encrypted objects too; a store never served has no master key
         kms: LocalKeyStore | None = LocalKeyStore(catalog, load_master_key(master_key_dirs(config)))
     except MasterKeyError:
@@ -458,8 +521,9 @@ def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
 
 
 def build_app(config: ServerConfig) -> S3App:
-    """Wire one process's stores, service and app."""
-    catalog, blobs, repairer, store_key, reserve = _stores(config)
+    """Wire one process's stores, service and app. With the catalog in PostgreSQL, every engine
+    object gets the one catalog now and ``on_startup`` opens it, in the worker's event loop."""
+    catalog, blobs, repairer, store_key, reserve, pg = _stores(config)
     master_key = load_master_key(master_key_dirs(config))
     kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     repairer.kms = kms  # heal --verify-encryption opens the data keys of SSE-S3/SSE-KMS objects
@@ -582,6 +646,8 @@ def build_app(config: ServerConfig) -> S3App:
             await asyncio.sleep(HOT_COPIES_INTERVAL_S)
 
     async def on_startup() -> None:
+        if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
+            await start_postgres(pg, config.catalog_start_timeout_s)
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(tier_outbox_loop()))
         tasks.append(loop.create_task(hot_copies_loop()))
@@ -598,7 +664,10 @@ def build_app(config: ServerConfig) -> S3App:
                 await task
         with contextlib.suppress(Exception):  # best effort: last-used times noted since the last write
             await identities.flush_last_used()
-        catalog.close()
+        if pg is not None:
+            await pg.close()
+        else:
+            catalog.close()
 
     return S3App(
         service,
@@ -736,12 +805,16 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     if config.drives:
         drive_set = open_drive_set(config)
         _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
-        report = SqliteCatalog.reconcile(drive_set)
-        catalog = SqliteCatalog.on_drives(drive_set)
-        try:
-            asyncio.run(prepare_master_key(config, catalog))
-        finally:
-            catalog.close()
+        report: object
+        if config.catalog:
+            report = _prepare_postgres(config)
+        else:
+            report = SqliteCatalog.reconcile(drive_set)
+            catalog = SqliteCatalog.on_drives(drive_set)
+            try:
+                asyncio.run(prepare_master_key(config, catalog))
+            finally:
+                catalog.close()
         fmt = drive_set.format
         for i, p in enumerate(drive_set.paths):
             log.info("drive %d: %s (%s)", i, p, drive_set.state(i).value)
@@ -759,11 +832,14 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     else:
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        catalog = SqliteCatalog(data / "catalog.db")
-        try:
-            asyncio.run(prepare_master_key(config, catalog))
-        finally:
-            catalog.close()
+        if config.catalog:
+            log.info("catalog: %s", _prepare_postgres(config))
+        else:
+            catalog = SqliteCatalog(data / "catalog.db")
+            try:
+                asyncio.run(prepare_master_key(config, catalog))
+            finally:
+                catalog.close()
         LocalBlobStore(data)
         where = str(data.resolve())
         reserve_dirs = [data]
@@ -809,6 +885,23 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         server.serve()
     finally:
         claim.release()
+
+
+def _prepare_postgres(config: ServerConfig) -> str:
+    """In the server's main process, before any worker: wait for PostgreSQL (``start_postgres``),
+    migrate its schema, prepare the master key against it; what to log about it."""
+
+    async def prepare() -> str:
+        pg = postgres_catalog(config)
+        await start_postgres(pg, config.catalog_start_timeout_s)
+        try:
+            await prepare_master_key(config, cast("Catalog", pg))
+        finally:
+            await pg.close()
+        steps = f"{pg.migrated_steps} schema steps applied" if pg.migrated_steps else "schema current"
+        return f"PostgreSQL {pg.shown_dsn} ({steps}; pool of {config.catalog_pool} per worker)"
+
+    return asyncio.run(prepare())
 
 
 def _bound_sockets_server() -> type[Any]:

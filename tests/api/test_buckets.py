@@ -7,6 +7,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 def _name() -> str:
     return f"b-{uuid.uuid4().hex[:16]}"

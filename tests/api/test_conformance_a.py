@@ -22,6 +22,8 @@ from botocore.exceptions import ClientError
 from tests.conftest import ServerProcess, make_client
 from tests.s3http import assert_error, signed_request
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 
 def _err(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
     r = exc.value.response

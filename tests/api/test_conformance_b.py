@@ -34,6 +34,8 @@ from tests.s3http import (
     signing_key,
 )
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 MIB = 1024 * 1024
 NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 

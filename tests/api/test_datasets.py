@@ -20,6 +20,8 @@ from tests.s3http import signed_request
 from tierstore.client import TierstoreClient, TierstoreClientError
 from tierstore.datasets import DatasetReadError, DatasetRef, EmbeddedSource, Manifest, RemoteSource
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 # Sizes on both sides of the inline limit (16 KiB) and one stored in several blob pieces.
 SIZES = [0, 1, 700, 16 * 1024, 16 * 1024 + 1, 90_000, 3 * 1024 * 1024 + 5]
 
@@ -41,6 +43,7 @@ def _fill(s3: Any, bucket: str, rng: random.Random, prefix: str = "train/") -> d
     return bodies
 
 
+@pytest.mark.sqlite_catalog  # reads through EmbeddedSource (the data dir's own catalog) too
 def test_create_from_prefix_and_read_rows(
     s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str, rng: random.Random
 ) -> None:
@@ -96,6 +99,7 @@ def test_versions_list_show_and_manifest_file(
     assert len(manifest) == first["rows"]
 
 
+@pytest.mark.sqlite_catalog  # counts the pins in catalog.db
 def test_pinned_bytes_survive_overwrite_and_delete(
     s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str, rng: random.Random
 ) -> None:
@@ -242,6 +246,7 @@ def test_a_batch_body_over_its_limit_is_refused(server: ServerProcess) -> None:
     assert resp.status == 400 and b"<Code>InvalidRequest</Code>" in resp.body and b"larger than" in resp.body
 
 
+@pytest.mark.sqlite_catalog  # damages a row of catalog.db
 def test_a_damaged_pinned_body_is_an_error_frame_naming_its_key(
     s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str
 ) -> None:

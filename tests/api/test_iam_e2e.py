@@ -18,6 +18,8 @@ from tests.cli.test_client_commands import cli, ok, one_line_error
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 A = "iam-a"
 B = "iam-b"
 

@@ -34,6 +34,8 @@ from tests.conftest import ACCESS_KEY, SECRET_KEY, aws_cli
 from tests.s3http import assert_error, fetch, signed_request
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 A = "ide-a"
 B = "ide-b"
 OK = (200, "")

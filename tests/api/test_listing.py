@@ -25,6 +25,8 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ServerProcess, make_client
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 SEED = int(os.environ.get("TIERSTORE_TEST_SEED", "20240611"))
 print(f"test_listing seed: {SEED}")  # replay with TIERSTORE_TEST_SEED
 

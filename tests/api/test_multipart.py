@@ -15,6 +15,8 @@ from awscrt import checksums as crt
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 SEED = int(os.environ.get("TIERSTORE_TEST_SEED", "20240611"))
 print(f"test_multipart seed: {SEED}")  # replay with TIERSTORE_TEST_SEED
 

@@ -20,6 +20,8 @@ from tests.conftest import make_client
 SEED = int(os.environ.get("TIERSTORE_TEST_SEED", "20240611"))
 print(f"test_objects seed: {SEED}")  # replay with TIERSTORE_TEST_SEED
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core, on SQLite and on PostgreSQL
+
 
 @pytest.fixture(autouse=True)
 def _show_seed() -> None:

@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import ServerProcess
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 SECRET = "TierSecretKey/api-0123456789abcdefghijkl"
 LOOPBACK = "http://127.0.0.1:8333"
 
@@ -174,6 +176,7 @@ def test_users_need_the_tier_actions(tiers: TierstoreClient, server: ServerProce
         tiers.delete_user("tier-viewer")
 
 
+@pytest.mark.sqlite_catalog  # marks a blob tiered in catalog.db
 def test_remove_is_refused_while_a_blob_is_in_the_tier(
     tiers: TierstoreClient, server: ServerProcess, s3: Any, bucket: str
 ) -> None:

@@ -23,6 +23,8 @@ from botocore.exceptions import ClientError
 from tests.conftest import ServerProcess, make_client
 from tests.s3http import signed_request
 
+pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on PostgreSQL (tests/conftest.py)
+
 MISSING_VID = "0" * 24  # well-formed, never issued
 MALFORMED_VID = "not-a-version-id"
 

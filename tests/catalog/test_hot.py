@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+from tests.catalog.conftest import Opener
 from tests.catalog.migration import old_mirror
 from tierstore.catalog import BlobRef, HeldBlob, SqliteCatalog, VersionRecord
 from tierstore.types import BucketInfo, ObjectMeta
@@ -19,14 +21,18 @@ L = "0000000000000000llll"  # stays local
 VID = "null"  # an unversioned bucket
 
 
-def _store(cat: SqliteCatalog) -> None:
-    asyncio.run(cat.create_bucket(BucketInfo("b", 1, "us-east-1")))
+async def _put_and_move(cat: Any) -> None:
+    await cat.create_bucket(BucketInfo("b", 1, "us-east-1"))
     meta = ObjectMeta(bucket="b", key="k", version_id=VID, size_bytes=12, etag='"x"', modified_ns=9)
     refs = [BlobRef(A, 5), BlobRef(B, 4), BlobRef(L, 3)]
-    asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=refs)))
+    await cat.put_version(VersionRecord(meta=meta, blobs=refs))
     for blob_id in (A, B):
-        assert asyncio.run(cat.transition_commit("b", "k", VID, "COLD", [(blob_id, None)]))
-    asyncio.run(cat.trash_done(asyncio.run(cat.trash_batch())))  # the moved blobs' local bytes are freed
+        assert await cat.transition_commit("b", "k", VID, "COLD", [(blob_id, None)])
+    await cat.trash_done(await cat.trash_batch())  # the moved blobs' local bytes are freed
+
+
+def _store(cat: SqliteCatalog) -> None:
+    asyncio.run(_put_and_move(cat))
 
 
 def _back_to_v11(db: Path) -> None:
@@ -106,76 +112,95 @@ def test_mirrored_v11_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
             conn.close()
 
 
-def test_holds_copies_release_and_expiry(tmp_path: Path) -> None:
-    cat = SqliteCatalog(tmp_path / "catalog.db")
-    try:
-        _store(cat)
-        run = asyncio.run
-        # A restore: its expiry counts from the end of the copy.
-        assert run(cat.hot_hold("restore:b/k", [A, B, L], now_ns=100, ttl_ns=50)) == "new"
-        assert run(cat.hot_hold("restore:b/k", [A, B], now_ns=101, renew=False)) == "ongoing"
-        # By id; a worker that helps takes them from the other end.
-        assert [b.blob_id for b in asyncio.run(cat.hot_missing("restore:b/k"))] == [A, B]
-        assert [b.blob_id for b in asyncio.run(cat.hot_missing("restore:b/k", 1, descending=True))] == [B]
-        assert asyncio.run(cat.blob_known(A))  # held: a copy on its way is no orphan for local GC
-        assert asyncio.run(cat.hot_due(100)) == (False, True)
-        assert asyncio.run(cat.hot_leased(100)) == []  # no worker has it: nothing to help
-        assert run(cat.hot_claim(100, 10)) == ["restore:b/k"]
-        assert asyncio.run(cat.hot_due(105)) == (False, False)
-        assert run(cat.hot_claim(105, 10)) == []  # leased
-        assert asyncio.run(cat.hot_leased(105)) == ["restore:b/k"]  # others may help it
-        assert asyncio.run(cat.hot_leased(110)) == []  # the lease ran out: claimed again, not helped
-        assert run(cat.hot_cached([A], 110)) == [A]
-        assert not run(cat.hot_settle("restore:b/k", 111))  # B is missing
-        info = asyncio.run(cat.hot_request("restore:b/k"))
-        assert info is not None and info.ongoing and (info.blobs, info.bytes, info.cached_bytes) == (2, 9, 5)
-        rec = asyncio.run(cat.get_version("b", "k", VID))
-        assert rec is not None and [(r.tier, r.cached) for r in rec.blobs] == [
-            ("COLD", True),
-            ("COLD", False),
-            (None, False),
-        ]
-        assert asyncio.run(cat.blob_tiers([A, B, L])) == {B: "COLD"}  # manifests read A locally
-        assert run(cat.hot_cached([B], 120)) == [B]
-        assert run(cat.hot_settle("restore:b/k", 121))
-        assert asyncio.run(cat.hot_state("restore:b/k")) == (121, 171)  # done, expires 50 after
-        assert [b for b, _ in asyncio.run(cat.blob_page())] == [A, B, L]  # the heal walk checks the copies
+def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
+    """On both catalogs (PostgreSQL: the mover's commit frees a moved blob's local copy through
+    the hot module's ``free_unheld``; reads carry tiers; a held blob is known)."""
 
-        # A pin holds A too, until released.
-        assert run(cat.hot_hold("pin:j", [A], now_ns=130)) == "new"
-        assert run(cat.hot_settle("pin:j", 130))  # A is copied already
-        assert [h.holder for h in asyncio.run(cat.hot_list("pin:"))] == ["pin:j"]
+    async def main() -> None:
+        async with catalogs() as cat:
+            await _put_and_move(cat)
+            # A restore: its expiry counts from the end of the copy.
+            assert await cat.hot_hold("restore:b/k", [A, B, L], now_ns=100, ttl_ns=50) == "new"
+            assert await cat.hot_hold("restore:b/k", [A, B], now_ns=101, renew=False) == "ongoing"
+            # By id; a worker that helps takes them from the other end.
+            assert [b.blob_id for b in (await cat.hot_missing("restore:b/k"))] == [A, B]
+            assert [b.blob_id for b in (await cat.hot_missing("restore:b/k", 1, descending=True))] == [B]
+            assert await cat.blob_known(A)  # held: a copy on its way is no orphan for local GC
+            assert await cat.hot_due(100) == (False, True)
+            assert await cat.hot_leased(100) == []  # no worker has it: nothing to help
+            assert await cat.hot_claim(100, 10) == ["restore:b/k"]
+            assert await cat.hot_due(105) == (False, False)
+            assert await cat.hot_claim(105, 10) == []  # leased
+            assert await cat.hot_leased(105) == ["restore:b/k"]  # others may help it
+            assert await cat.hot_leased(110) == []  # the lease ran out: claimed again, not helped
+            await cat.hot_renew("restore:b/k", 120)
+            assert await cat.hot_leased(110) == ["restore:b/k"]
+            assert await cat.hot_cached([A], 110) == [A]
+            assert not await cat.hot_settle("restore:b/k", 111)  # B is missing
+            info = await cat.hot_request("restore:b/k")
+            assert info is not None and info.ongoing and (info.blobs, info.bytes, info.cached_bytes) == (2, 9, 5)
+            rec = await cat.get_version("b", "k", VID)
+            assert rec is not None and [(r.tier, r.cached) for r in rec.blobs] == [
+                ("COLD", True),
+                ("COLD", False),
+                (None, False),
+            ]
+            assert await cat.blob_tiers([A, B, L]) == {B: "COLD"}  # manifests read A locally
+            assert await cat.hot_cached([B], 120) == [B]
+            assert await cat.hot_settle("restore:b/k", 121)
+            assert await cat.hot_state("restore:b/k") == (121, 171)  # done, expires 50 after
+            assert [b for b, _ in (await cat.blob_page())] == [A, B, L]  # the heal walk checks the copies
 
-        # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
-        # an idle pass reads only
-        assert asyncio.run(cat.hot_due(170)) == (False, False) and asyncio.run(cat.hot_due(171)) == (True, False)
-        assert run(cat.hot_sweep(170)) == ([], 0)
-        assert run(cat.hot_sweep(171)) == (["restore:b/k"], 1)
-        assert asyncio.run(cat.trash_batch()) == [B]
-        assert asyncio.run(cat.blob_cached(A)) and not asyncio.run(cat.blob_cached(B))
-        assert asyncio.run(cat.hot_request("restore:b/k")) is None
-        # B is not copied again while its old copy waits in the trash.
-        assert run(cat.hot_hold("restore:b/k", [B], now_ns=172)) == "new"
-        assert asyncio.run(cat.hot_missing("restore:b/k")) == []
-        run(cat.trash_done([B]))
-        assert asyncio.run(cat.hot_missing("restore:b/k")) == [HeldBlob(B, 4, "COLD")]
-        assert run(cat.hot_release("restore:b/k", 173))
+            # A pin holds A too, until released.
+            assert await cat.hot_hold("pin:j", [A], now_ns=130) == "new"
+            assert await cat.hot_settle("pin:j", 130)  # A is copied already
+            assert [h.holder for h in (await cat.hot_list("pin:"))] == ["pin:j"]
+            assert [h.holder for h in (await cat.hot_list())] == ["pin:j", "restore:b/k"]
+            assert await cat.hot_hold("pin:j", [A], now_ns=131) == "done"
 
-        # A copy that lands after its hold is gone goes straight to the trash.
-        assert run(cat.hot_cached([B], 174)) == [] and asyncio.run(cat.trash_batch()) == [B]
-        run(cat.trash_done([B]))
+            # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
+            # an idle pass reads only
+            assert await cat.hot_due(170) == (False, False) and (await cat.hot_due(171)) == (True, False)
+            assert await cat.hot_sweep(170) == ([], 0)
+            assert await cat.hot_sweep(171) == (["restore:b/k"], 1)
+            assert await cat.trash_batch() == [B]
+            assert await cat.blob_cached(A) and not (await cat.blob_cached(B))
+            assert await cat.hot_request("restore:b/k") is None
+            # B is not copied again while its old copy waits in the trash.
+            assert await cat.hot_hold("restore:b/k", [B], now_ns=172) == "new"
+            assert await cat.hot_missing("restore:b/k") == []
+            await cat.trash_done([B])
+            assert await cat.hot_missing("restore:b/k") == [HeldBlob(B, 4, "COLD")]
+            assert await cat.hot_release("restore:b/k", 173)
+            assert not await cat.hot_release("restore:b/k", 173)
 
-        # The scrub finds A's copy damaged: dropped, its holder's copy reopened.
-        assert run(cat.hot_lost(A)) and asyncio.run(cat.trash_batch()) == [A]
-        assert asyncio.run(cat.hot_request("pin:j")).ongoing  # type: ignore[union-attr]
-        run(cat.trash_done([A]))
-        assert run(cat.hot_cached([A], 180)) == [A] and run(cat.hot_settle("pin:j", 180))
+            # A copy that lands after its hold is gone goes straight to the trash.
+            assert await cat.hot_cached([B], 174) == [] and (await cat.trash_batch()) == [B]
+            await cat.trash_done([B])
 
-        # Deleting the version drops the blobs: the remote ones to the outbox, A's copy to the trash.
-        marker = ObjectMeta(bucket="b", key="k", version_id="m", size_bytes=0, etag="", modified_ns=200)
-        run(cat.delete_object("b", "k", version_id=VID, marker=marker))
-        assert set(asyncio.run(cat.trash_batch())) == {A, L}
-        assert {(e.tier, e.blob_id) for e in asyncio.run(cat.outbox_due(2**62))} == {("COLD", A), ("COLD", B)}
-        assert run(cat.hot_release("pin:j", 190)) and asyncio.run(cat.hot_list()) == []
-    finally:
-        cat.close()
+            # The scrub finds A's copy damaged: dropped, its holder's copy reopened.
+            assert await cat.hot_lost(A) and (await cat.trash_batch()) == [A]
+            assert not await cat.hot_lost(A)  # once
+            pin = await cat.hot_request("pin:j")
+            assert pin is not None and pin.ongoing
+            await cat.trash_done([A])
+            assert await cat.hot_cached([A], 180) == [A] and (await cat.hot_settle("pin:j", 180))
+
+            # Deleting the version drops the blobs: the remote ones to the outbox, A's copy to the trash.
+            marker = ObjectMeta(bucket="b", key="k", version_id="m", size_bytes=0, etag="", modified_ns=200)
+            await cat.delete_object("b", "k", version_id=VID, marker=marker)
+            assert set(await cat.trash_batch()) == {A, L}
+            assert {(e.tier, e.blob_id) for e in (await cat.outbox_due(2**62))} == {("COLD", A), ("COLD", B)}
+            assert await cat.hot_release("pin:j", 190) and (await cat.hot_list()) == []
+            await cat.trash_done([A, L])
+
+            # A local blob a pin holds keeps its bytes, as that copy, when the mover moves it.
+            p = "0000000000000000pppp"
+            meta = ObjectMeta(bucket="b", key="p", version_id=VID, size_bytes=2, etag='"p"', modified_ns=300)
+            await cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(p, 2)]))
+            assert await cat.hot_hold("pin:p", [p], now_ns=300) == "new"
+            assert await cat.transition_commit("b", "p", VID, "COLD", [(p, None)])
+            assert await cat.blob_cached(p) and await cat.trash_batch() == []
+            assert await cat.hot_release("pin:p", 310) and await cat.trash_batch() == [p]
+
+    asyncio.run(main())

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+from tests.catalog.conftest import Opener
 from tierstore.catalog import SqliteCatalog, VersionRecord
 from tierstore.drives import DriveSet
 from tierstore.engine import LifecycleConfig, LifecycleExpiration, LifecycleFilter, LifecyclePlan, LifecycleRule
@@ -29,16 +31,6 @@ def _put(cat: SqliteCatalog, bucket: str, key: str, t_s: int, vid: str = "null")
 
 def _rows(cat: SqliteCatalog, bucket: str) -> list[tuple[str, str, str, int]]:
     return [(r.key, r.version_id, r.action, r.due_ns // S) for r in asyncio.run(cat.lifecycle_rows(bucket))]
-
-
-def _set_rules(cat: SqliteCatalog, bucket: str, rules: object) -> None:
-    def update(props: dict[str, object]) -> dict[str, object]:
-        out = {k: v for k, v in props.items() if k != "lifecycle"}
-        if rules is not None:
-            out["lifecycle"] = rules
-        return out
-
-    asyncio.run(cat.update_bucket_props(bucket, update))
 
 
 def _back_to_v10(db: Path) -> None:
@@ -100,45 +92,64 @@ def test_mirrored_v10_catalog_is_migrated_and_every_copy_has_the_rows(tmp_path: 
             conn.close()
 
 
-def test_writes_keep_the_rows_and_rule_changes_are_recomputed_in_pages(tmp_path: Path) -> None:
-    cat = SqliteCatalog(tmp_path / "catalog.db")
-    cat.lifecycle_planner = LifecyclePlan(day_s=1)
-    try:
-        asyncio.run(cat.create_bucket(BucketInfo("plain", 1, "us-east-1")))
-        asyncio.run(cat.create_bucket(BucketInfo("ruled", 1, "us-east-1"), {"lifecycle": RULES}))
-        for bucket in ("plain", "ruled"):
-            _put(cat, bucket, "tmp/a", 100)
-            _put(cat, bucket, "keep", 100)
-            asyncio.run(cat.create_upload(UploadInfo(bucket=bucket, key="tmp/u", upload_id=f"up-{bucket}",
-                                                     initiated_ns=50 * S)))  # fmt: skip
-        assert _rows(cat, "plain") == []  # no rules: no rows, no cost
-        assert _rows(cat, "ruled") == [("tmp/a", "null", "expire", 102), ("tmp/u", "up-ruled", "abort-upload", 53)]
-        _put(cat, "ruled", "tmp/a", 200)  # an overwrite moves the due time
-        assert _rows(cat, "ruled")[0] == ("tmp/a", "null", "expire", 202)
-        asyncio.run(cat.abort_upload("up-ruled"))
-        asyncio.run(cat.delete_object("ruled", "tmp/a", version_id="null", marker=ObjectMeta(
-            bucket="ruled", key="tmp/a", version_id="m", size_bytes=0, etag="", modified_ns=300 * S)))  # fmt: skip
-        assert _rows(cat, "ruled") == []  # deleting a version deletes its rows
-        # Rules put on a bucket with objects: queued, then recomputed a page at a time.
-        for i in range(5):
-            _put(cat, "plain", f"tmp/{i}", 10 + i)
-        _set_rules(cat, "plain", RULES)
-        assert _rows(cat, "plain") == []
-        pages = []
-        while (page := asyncio.run(cat.lifecycle_recompute_page(keys=2))) is not None:
-            pages.append(page)
-        assert pages == [("plain", 2, False), ("plain", 2, False), ("plain", 2, False), ("plain", 1, True)]
-        expected = [(f"tmp/{i}", "null", "expire", 12 + i) for i in range(5)]
-        assert [r for r in _rows(cat, "plain") if r[2] == "expire"] == [*expected, ("tmp/a", "null", "expire", 102)]
-        assert ("tmp/u", "up-plain", "abort-upload", 53) in _rows(cat, "plain")
-        # A claim leases what is due: a second claim at the same time finds nothing.
-        claimed = asyncio.run(cat.lifecycle_claim(14 * S, limit=10, lease_ns=600 * S))
-        assert sorted(r.key for r in claimed) == ["tmp/0", "tmp/1", "tmp/2"]
-        assert asyncio.run(cat.lifecycle_claim(14 * S, limit=10, lease_ns=600 * S)) == []
-        # Rules removed: the recompute drops every row of the bucket.
-        _set_rules(cat, "plain", None)
-        while asyncio.run(cat.lifecycle_recompute_page(keys=2)) is not None:
-            pass
-        assert _rows(cat, "plain") == []
-    finally:
-        cat.close()
+def test_writes_keep_the_rows_and_rule_changes_are_recomputed_in_pages(catalogs: Opener) -> None:
+    """On both catalogs (PostgreSQL: the hooks of catalog/postgres/_versions.py, _uploads.py,
+    _buckets.py keep the rows in the writes' transactions)."""
+
+    async def put(cat: Any, bucket: str, key: str, t_s: int) -> None:
+        meta = ObjectMeta(bucket=bucket, key=key, version_id="null", size_bytes=1, etag='"e"', modified_ns=t_s * S)
+        await cat.put_version(VersionRecord(meta=meta, inline_data=b"x"))
+
+    async def rows(cat: Any, bucket: str) -> list[tuple[str, str, str, int]]:
+        return [(r.key, r.version_id, r.action, r.due_ns // S) for r in await cat.lifecycle_rows(bucket)]
+
+    async def set_rules(cat: Any, bucket: str, rules: object) -> None:
+        def update(props: dict[str, object]) -> dict[str, object]:
+            return {**{k: v for k, v in props.items() if k != "lifecycle"}, **({"lifecycle": rules} if rules else {})}
+
+        await cat.update_bucket_props(bucket, update)
+
+    async def main() -> None:
+        async with catalogs() as cat:
+            cat.lifecycle_planner = LifecyclePlan(day_s=1)
+            await cat.create_bucket(BucketInfo("plain", 1, "us-east-1"))
+            await cat.create_bucket(BucketInfo("ruled", 1, "us-east-1"), {"lifecycle": RULES})
+            for bucket in ("plain", "ruled"):
+                await put(cat, bucket, "tmp/a", 100)
+                await put(cat, bucket, "keep", 100)
+                await cat.create_upload(UploadInfo(bucket=bucket, key="tmp/u", upload_id=f"up-{bucket}",
+                                                   initiated_ns=50 * S))  # fmt: skip
+            assert await rows(cat, "plain") == []  # no rules: no rows, no cost
+            assert await rows(cat, "ruled") == [
+                ("tmp/a", "null", "expire", 102), ("tmp/u", "up-ruled", "abort-upload", 53),
+            ]  # fmt: skip
+            await put(cat, "ruled", "tmp/a", 200)  # an overwrite moves the due time
+            assert (await rows(cat, "ruled"))[0] == ("tmp/a", "null", "expire", 202)
+            await cat.abort_upload("up-ruled")
+            await cat.delete_object("ruled", "tmp/a", version_id="null", marker=ObjectMeta(
+                bucket="ruled", key="tmp/a", version_id="m", size_bytes=0, etag="", modified_ns=300 * S))  # fmt: skip
+            assert await rows(cat, "ruled") == []  # deleting a version deletes its rows
+            # Rules put on a bucket with objects: queued, then recomputed a page at a time.
+            for i in range(5):
+                await put(cat, "plain", f"tmp/{i}", 10 + i)
+            await set_rules(cat, "plain", RULES)
+            assert await rows(cat, "plain") == []
+            pages = []
+            while (page := await cat.lifecycle_recompute_page(keys=2)) is not None:
+                pages.append(page)
+            assert pages == [("plain", 2, False), ("plain", 2, False), ("plain", 2, False), ("plain", 1, True)]
+            expected = [(f"tmp/{i}", "null", "expire", 12 + i) for i in range(5)]
+            got = await rows(cat, "plain")
+            assert [r for r in got if r[2] == "expire"] == [*expected, ("tmp/a", "null", "expire", 102)]
+            assert ("tmp/u", "up-plain", "abort-upload", 53) in got
+            # A claim leases what is due: a second claim at the same time finds nothing.
+            claimed = await cat.lifecycle_claim(14 * S, limit=10, lease_ns=600 * S)
+            assert sorted(r.key for r in claimed) == ["tmp/0", "tmp/1", "tmp/2"]
+            assert await cat.lifecycle_claim(14 * S, limit=10, lease_ns=600 * S) == []
+            # Rules removed: the recompute drops every row of the bucket.
+            await set_rules(cat, "plain", None)
+            while await cat.lifecycle_recompute_page(keys=2) is not None:
+                pass
+            assert await rows(cat, "plain") == []
+
+    asyncio.run(main())

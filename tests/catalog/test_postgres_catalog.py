@@ -7,16 +7,12 @@ with Retry-After (no password anywhere), then back without reopening."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-
-pytest.register_assert_rewrite("tierstore.testing.catalog")  # the suite's asserts explain their failures
-# ruff: noqa: E402 - the imports below come after the rewrite hook
 
 from tests.postgres import PostgreSQL
 from tierstore.catalog import BlobRef, DatasetRecord, ModelAliasInUse, PinGone, VersioningChanged, VersionRecord
@@ -42,18 +38,6 @@ from tierstore.errors import (
     SlowDown,
 )
 from tierstore.runtime import new_blob_id, new_upload_id, new_version_id
-from tierstore.testing.catalog import (
-    BlobContract,
-    BucketContract,
-    CatalogFactory,
-    ConcurrencyContract,
-    ConditionalWriteContract,
-    DatasetContract,
-    ListingContract,
-    StatsContract,
-    UploadContract,
-    VersionContract,
-)
 from tierstore.types import NULL_VERSION, BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 pytestmark = pytest.mark.peer
@@ -345,7 +329,7 @@ def test_inline_bodies(dsn: str) -> None:
             await cat.inline_bodies([rec.inline_id])
         assert rec.inline_id in (await cat.inline_verify_page(limit=100_000))[1]
         assert await cat.check_inline(rec.inline_id) == "lost"
-        assert await cat.take_damaged_inline() == []
+        assert cat.take_damaged_inline() == []
         # The body goes with its version.
         await cat.delete_object(b, "small", version_id=rec.meta.version_id, marker=meta(b, "small"))
         assert await cat.check_inline(rec.inline_id) == "gone"
@@ -834,50 +818,3 @@ def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: py
         asyncio.run(main())
     assert "unavailable" in caplog.text
     assert secret not in caplog.text
-
-
-# --- the conformance suite (tierstore.testing.catalog) -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def conformance_dsn(postgres: PostgreSQL) -> str:
-    """A database of the conformance tests' own, the schema applied."""
-    dsn = postgres.create_database("pgcore_conformance")
-    run(dsn, lambda cat: asyncio.sleep(0))
-    return dsn
-
-
-# Every table but the schema's own (meta, migrations): emptied before each conformance test
-# (cheaper than a database per test, which PostgreSQL copies through its WAL).
-_DATA_TABLES = (
-    "buckets, versions, blobs, trash, inline_blobs, uploads, completed_uploads, parts, datasets, models, model_aliases"
-)
-
-
-class TestPostgresCatalogConformance(
-    BucketContract,
-    VersionContract,
-    ConditionalWriteContract,
-    ListingContract,
-    BlobContract,
-    UploadContract,
-    DatasetContract,
-    ConcurrencyContract,
-    StatsContract,
-):
-    """Every part of the suite but ``QueryContract`` (the metadata query on PostgreSQL is slice 4;
-    with it this becomes ``CatalogConformance``, which adds a reopen)."""
-
-    @pytest.fixture
-    def catalog(self, conformance_dsn: str) -> CatalogFactory:
-        asyncio.run(sql(conformance_dsn, f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY"))  # empty at the test's start
-
-        @contextlib.asynccontextmanager
-        async def open_catalog() -> AsyncIterator[PostgresCatalog]:
-            cat = await PostgresCatalog.open(conformance_dsn)
-            try:
-                yield cat
-            finally:
-                await cat.close()
-
-        return open_catalog

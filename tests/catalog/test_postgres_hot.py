@@ -1,11 +1,9 @@
-"""Hot copies on PostgreSQL (catalog/postgres/_hot.py) with SqliteCatalog's semantics
-(tests/catalog/test_hot.py): holds, copies marked cached, release and expiry free (into the
-trash) only the copies no live hold needs; claims are leases. And what SQLite's single writer
-gave for free: claimers in parallel never take the same copy, and a copy marked cached while
-its last hold is released concurrently is never left cached without a hold.
+"""Hot copies on PostgreSQL (catalog/postgres/_hot.py): SqliteCatalog's semantics are
+tests/catalog/test_hot.py's (run on both catalogs); here what SQLite's single writer gave for
+free: claimers in parallel never take the same copy, and a copy marked cached while its last
+hold is released concurrently is never left cached without a hold.
 
-The blobs are published in the remote tier directly (``BlobRef(tier=...)``): moving them there
-(``transition_commit``) is the tiers' module's, not this one's."""
+The blobs are published in the remote tier directly (``BlobRef(tier=...)``)."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import pytest
 
 from tests.catalog.test_postgres_catalog import run
 from tests.postgres import PostgreSQL
-from tierstore.catalog import BlobRef, HeldBlob, VersionRecord
+from tierstore.catalog import BlobRef, VersionRecord
 from tierstore.catalog.postgres import PostgresCatalog
 from tierstore.types import BucketInfo, ObjectMeta
 
@@ -35,73 +33,6 @@ async def store(cat: PostgresCatalog, bucket: str, refs: list[BlobRef]) -> None:
     await cat.create_bucket(BucketInfo(bucket, 1, "us-east-1"))
     meta = ObjectMeta(bucket=bucket, key="k", version_id="null", size_bytes=12, etag='"x"', modified_ns=9)
     await cat.put_version(VersionRecord(meta=meta, blobs=refs))
-
-
-def test_holds_copies_release_and_expiry(dsn: str) -> None:
-    async def body(cat: PostgresCatalog) -> None:
-        await store(cat, "b", [BlobRef(A, 5, "COLD"), BlobRef(B, 4, "COLD"), BlobRef(L, 3)])
-        # A restore: its expiry counts from the end of the copy.
-        assert await cat.hot_hold("restore:b/k", [A, B, L], now_ns=100, ttl_ns=50) == "new"
-        assert await cat.hot_hold("restore:b/k", [A, B], now_ns=101, renew=False) == "ongoing"
-        # By id; a worker that helps takes them from the other end.
-        assert [b.blob_id for b in await cat.hot_missing("restore:b/k")] == [A, B]
-        assert [b.blob_id for b in await cat.hot_missing("restore:b/k", 1, descending=True)] == [B]
-        assert await cat.hot_due(100) == (False, True)
-        assert await cat.hot_leased(100) == []  # no worker has it: nothing to help
-        assert await cat.hot_claim(100, 10) == ["restore:b/k"]
-        assert await cat.hot_due(105) == (False, False)
-        assert await cat.hot_claim(105, 10) == []  # leased
-        assert await cat.hot_leased(105) == ["restore:b/k"]  # others may help it
-        assert await cat.hot_leased(110) == []  # the lease ran out: claimed again, not helped
-        await cat.hot_renew("restore:b/k", 120)
-        assert await cat.hot_leased(110) == ["restore:b/k"]
-        assert await cat.hot_cached([A], 110) == [A]
-        assert not await cat.hot_settle("restore:b/k", 111)  # B is missing
-        info = await cat.hot_request("restore:b/k")
-        assert info is not None and info.ongoing and (info.blobs, info.bytes, info.cached_blobs) == (2, 9, 1)
-        assert info.cached_bytes == 5 and (info.created_ns, info.ttl_ns) == (100, 50)
-        assert await cat.blob_cached(A) and not await cat.blob_cached(B)
-        assert await cat.hot_cached([B], 120) == [B]
-        assert await cat.hot_settle("restore:b/k", 121)
-        assert await cat.hot_state("restore:b/k") == (121, 171)  # done, expires 50 after
-        assert [b for b, _ in await cat.blob_page()] == [A, B, L]  # the heal walk checks the copies
-
-        # A pin holds A too, until released.
-        assert await cat.hot_hold("pin:j", [A], now_ns=130) == "new"
-        assert await cat.hot_settle("pin:j", 130)  # A is copied already
-        assert [h.holder for h in await cat.hot_list("pin:")] == ["pin:j"]
-        assert [h.holder for h in await cat.hot_list()] == ["pin:j", "restore:b/k"]
-        assert await cat.hot_hold("pin:j", [A], now_ns=131) == "done"
-
-        # The restore expires: B's copy is freed (trash), A's stays (the pin needs it).
-        assert await cat.hot_due(170) == (False, False) and await cat.hot_due(171) == (True, False)
-        assert await cat.hot_sweep(170) == ([], 0)
-        assert await cat.hot_sweep(171) == (["restore:b/k"], 1)
-        assert await cat.trash_batch() == [B] and await cat.blob_cached(A) and not await cat.blob_cached(B)
-        assert await cat.hot_request("restore:b/k") is None and await cat.hot_state("restore:b/k") is None
-        # B is not copied again while its old copy waits in the trash.
-        assert await cat.hot_hold("restore:b/k", [B], now_ns=172) == "new"
-        assert await cat.hot_missing("restore:b/k") == []
-        await cat.trash_done([B])
-        assert await cat.hot_missing("restore:b/k") == [HeldBlob(B, 4, "COLD")]
-        assert await cat.hot_release("restore:b/k", 173)
-        assert not await cat.hot_release("restore:b/k", 173)
-
-        # A copy that lands after its hold is gone goes straight to the trash.
-        assert await cat.hot_cached([B], 174) == [] and await cat.trash_batch() == [B]
-        await cat.trash_done([B])
-
-        # The scrub finds A's copy damaged: dropped, its holder's copy reopened.
-        assert await cat.hot_lost(A) and await cat.trash_batch() == [A]
-        assert not await cat.hot_lost(A)  # once
-        pin = await cat.hot_request("pin:j")
-        assert pin is not None and pin.ongoing
-        await cat.trash_done([A])
-        assert await cat.hot_cached([A], 180) == [A] and await cat.hot_settle("pin:j", 180)
-        assert await cat.hot_release("pin:j", 190) and await cat.hot_list() == []
-        assert await cat.trash_batch() == [A] and not await cat.blob_cached(A)  # its last hold went
-
-    run(dsn, body)
 
 
 def test_parallel_claims_never_take_one_copy_twice(dsn: str) -> None:

@@ -5,9 +5,9 @@ concurrent claimers never take one row twice; an action re-checked and taken (ex
 unversioned object, a delete marker on a versioned bucket, an upload aborted), refused by object
 lock, deferred; a bucket dropped takes its rows along.
 
-On PostgreSQL the core's writes (catalog/postgres/_versions.py, _uploads.py, _buckets.py) do not
-call the lifecycle hooks yet (docs/scale-out.md "Built so far"), so where SQLite's writes keep the
-rows these tests recompute them (``lifecycle_refresh``, a queued recompute) on both catalogs."""
+The writes keep the rows in their own transactions on both catalogs (a PUT, a DELETE and a
+metadata update the key's, creating an upload its abort row, a rule change queues the bucket's
+recompute)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ from typing import Any
 import pytest
 
 from tests.catalog.conftest import Opener, aw
-from tierstore.catalog import DueRow, Outcome, VersionRecord
-from tierstore.engine import LifecycleConfig, LifecycleExpiration, LifecycleFilter, LifecyclePlan, LifecycleRule
+from tierstore.catalog import BlobRef, DueRow, Outcome, TierRecord, VersionRecord
+from tierstore.engine import (
+    LifecycleConfig,
+    LifecycleExpiration,
+    LifecycleFilter,
+    LifecyclePlan,
+    LifecycleRule,
+    LifecycleTransition,
+)
 from tierstore.errors import AccessDenied, NoSuchUpload
 from tierstore.types import BucketInfo, ObjectMeta, UploadInfo
 
@@ -53,7 +60,6 @@ async def rows(cat: Any, bucket: str) -> list[tuple[str, str, str, int]]:
 
 async def set_rules(cat: Any, bucket: str, rules: Any) -> None:
     """Change the bucket's rules: the change queues the bucket's recompute."""
-    old = (await aw(cat.bucket_props(bucket))).get("lifecycle")
 
     def update(props: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in props.items() if k != "lifecycle"}
@@ -62,15 +68,6 @@ async def set_rules(cat: Any, bucket: str, rules: Any) -> None:
         return out
 
     await cat.update_bucket_props(bucket, update)
-    if hasattr(cat, "_pool"):  # PostgreSQL: until the core's update_bucket_props calls the hook itself
-        from tierstore.catalog.postgres._lifecycle import rules_changed
-
-        bucket_id = await cat._pool.fetchval("SELECT id FROM buckets WHERE name = $1", bucket)
-
-        async def queue(c: Any) -> None:
-            await rules_changed(c, bucket_id, old, rules)
-
-        await cat._pool.write(queue)
 
 
 async def recompute(cat: Any, keys: int) -> list[tuple[str, int, bool]]:
@@ -95,8 +92,6 @@ def test_rows_recomputed_claimed_and_applied(catalogs: Opener) -> None:
             for bucket in (ruled, plain):
                 await put(cat, bucket, "tmp/a", 100)
                 await put(cat, bucket, "keep", 100)
-                await cat.lifecycle_refresh(bucket, "tmp/a")
-                await cat.lifecycle_refresh(bucket, "keep")
             assert await rows(cat, plain) == []  # no rules: no rows
             assert await rows(cat, ruled) == [("tmp/a", "null", "expire", 102)]
             assert await aw(cat.lifecycle_due_count()) >= 1
@@ -176,7 +171,6 @@ def test_expiration_on_a_versioned_bucket_adds_a_marker(catalogs: Opener) -> Non
             b = f"vers-{n}"
             await cat.create_bucket(BucketInfo(b, 1, "us-east-1"), {"lifecycle": RULES, "versioning": "Enabled"})
             vid = await put(cat, b, "tmp/x", 1000)
-            await cat.lifecycle_refresh(b, "tmp/x")
             assert await rows(cat, b) == [("tmp/x", vid, "expire", 1002)]
             row = next(r for r in await aw(cat.lifecycle_rows(b)) if r.key == "tmp/x")
             marker = meta(b, "tmp/x", 1003, uuid.uuid4().hex)
@@ -188,7 +182,6 @@ def test_expiration_on_a_versioned_bucket_adds_a_marker(catalogs: Opener) -> Non
             # A bucket dropped takes its rows along.
             await cat.delete_object(b, "tmp/x", version_id=vid, marker=meta(b, "tmp/x", 1004, uuid.uuid4().hex))
             await cat.delete_object(b, "tmp/x", version_id=marker.version_id, marker=meta(b, "tmp/x", 1005, "m"))
-            await cat.lifecycle_refresh(b, "tmp/x")
             await cat.delete_bucket(b)
             assert await rows(cat, b) == []
 
@@ -205,10 +198,33 @@ def test_concurrent_claimers_never_take_one_row_twice(catalogs: Opener) -> None:
             keys = [f"tmp/{i:02}" for i in range(24)]
             for key in keys:
                 await put(cat, b, key, 5000)
-                await cat.lifecycle_refresh(b, key)
             claims = await asyncio.gather(*(cat.lifecycle_claim(5002 * S, 4, 600 * S) for _ in range(8)))
             taken = [(r.bucket, r.key) for claim in claims for r in claim if r.bucket == b]
             assert len(taken) == len(set(taken)) == 24  # each row once, every row taken
             assert all(len(claim) <= 4 for claim in claims)
+
+    asyncio.run(main())
+
+
+def test_the_movers_commit_recomputes_the_keys_rows(catalogs: Opener) -> None:
+    """The class a transition sets is an input of the rules: ``transition_commit`` recomputes the
+    key's rows in its own transaction (the claimed transition row gives way to what is next)."""
+
+    async def main() -> None:
+        async with catalogs() as cat:
+            cat.lifecycle_planner = LifecyclePlan(day_s=1)
+            n = uid()
+            b, cold = f"moves-{n}", f"COLD{n}".upper()
+            to_cold = (LifecycleTransition(cold, days=1),)
+            rule = LifecycleRule("t", True, LifecycleFilter("prefix", ""), LifecycleExpiration(days=9), to_cold)
+            rules = LifecycleConfig((rule,)).to_props()
+            await cat.tier_create(TierRecord(cold, {"bucket": "t"}, None, 1))
+            await cat.create_bucket(BucketInfo(b, 1, "us-east-1"), {"lifecycle": rules})
+            blob = uuid.uuid4().hex
+            m = ObjectMeta(bucket=b, key="big", version_id="null", size_bytes=1 << 20, etag='"e"', modified_ns=100 * S)
+            await cat.put_version(VersionRecord(meta=m, blobs=[BlobRef(blob, 1 << 20)]))
+            assert await rows(cat, b) == [("big", "null", "transition", 101)]  # its next action
+            assert await cat.transition_commit(b, "big", "null", cold, [(blob, None)])
+            assert await rows(cat, b) == [("big", "null", "expire", 109)]  # in its class now: the next one
 
     asyncio.run(main())

@@ -89,11 +89,12 @@ def test_counters_backlog_and_pending_leases(dsn: str) -> None:
         assert not await cat.tier_pending_any(2**62)
 
         # The backlog counts transitions due to the tier and remote deletes queued for it.
+        await cat.create_bucket(BucketInfo("bk", 1, "us-east-1"))
         await sql(
             cat,
-            "INSERT INTO lifecycle_due(due_ns, bucket, key, version_id, action, storage_class) VALUES"
-            " ($1, 'bk', 'x', 'v', 'transition', 'COLD'), ($2, 'bk', 'y', 'v', 'transition', 'COLD'),"
-            " ($1, 'bk', 'z', 'v', 'expire', NULL)",
+            "INSERT INTO lifecycle_due(due_ns, bucket_id, key, version_id, action, storage_class)"
+            " SELECT d, id, k, 'v', a, sc FROM buckets, (VALUES ($1::bigint, 'x'::bytea, 'transition', 'COLD'),"
+            " ($2, 'y', 'transition', 'COLD'), ($1, 'z', 'expire', NULL)) AS r(d, k, a, sc) WHERE name = 'bk'",
             5 * S, 50 * S,
         )  # fmt: skip
         await sql(cat, "INSERT INTO tier_outbox(tier, blob_id, queued_ns, next_ns) VALUES('COLD', 'gone', 1, 1)")
@@ -140,8 +141,8 @@ def test_parallel_claims_never_take_one_pending_write_twice(dsn: str) -> None:
 
 
 def test_a_write_in_a_tier_class_waits_for_its_tier(dsn: str) -> None:
-    """``note_tier_write`` in the publishing transaction records a version in a tier's class
-    (not a label class, not STANDARD, not a delete marker) in ``tier_pending``."""
+    """``put_version`` calls ``note_tier_write`` in the publishing transaction: it records a
+    version in a tier's class (not a label class, not STANDARD, not a delete marker) in ``tier_pending``."""
 
     async def body(cat: PostgresCatalog) -> None:
         await sql(cat, "INSERT INTO tiers(name, config, created_ns) VALUES('ICE', '{}', 1)")
@@ -149,11 +150,7 @@ def test_a_write_in_a_tier_class_waits_for_its_tier(dsn: str) -> None:
         for key, sc in (("ice", "ICE"), ("label", "GLACIER"), ("std", "STANDARD")):
             meta = ObjectMeta(bucket="notes", key=key, version_id="null", size_bytes=3, etag='"e"', modified_ns=S,
                               storage_class=sc)  # fmt: skip
-
-            async def done(c: Any, meta: ObjectMeta = meta) -> None:
-                await note_tier_write(c, meta, meta.key.encode())
-
-            await cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)]), done=done)
+            await cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)]))  # notes it
         marker = ObjectMeta(bucket="notes", key="dm", version_id="m", size_bytes=0, etag="", modified_ns=S,
                             storage_class="ICE", is_delete_marker=True)  # fmt: skip
 

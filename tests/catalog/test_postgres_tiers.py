@@ -1,8 +1,8 @@
 """The tier registry and the tier data path (catalog/_tiers.py, _tier_data.py and their
 catalog/postgres/ twins) on both catalogs, one behaviour: tiers created, listed and removed only
-while nothing names them; the mover's commit (local -> tier, tier -> tier, an inline body ->
-a remote blob) and every reason it refuses; blobs moved by id; a dataset's inline bodies
-archived; the outbox."""
+while nothing names them (their counters and pending writes going with them); the mover's commit
+(local -> tier, tier -> tier, an inline body -> a remote blob) and every reason it refuses; blobs
+moved by id; a dataset's inline bodies archived; the outbox."""
 
 from __future__ import annotations
 
@@ -66,7 +66,14 @@ def test_tiers_created_listed_removed(catalogs: Opener) -> None:
             await cat.create_upload(upload)
             assert await cat.tier_delete(warm) == TierUsage(uploads=1)
             await cat.abort_upload(upload.upload_id)
+            # Its counters and the writes waiting for it go with it (the writes stay local).
+            await cat.tier_error(warm, "TierUnavailable: x", 5)
+            await cat.tier_pending_add(b, "k", vid, warm, 5)
+            progress = await aw(cat.tier_progress(warm, 10))
+            assert (progress.errors, progress.pending) == (1, 1)
             assert await cat.tier_delete(warm) == "deleted"
+            progress = await aw(cat.tier_progress(warm, 10))
+            assert (progress.errors, progress.last_error, progress.pending) == (0, None, 0)
             assert await cat.tier_delete(warm) == "missing"
             assert await aw(cat.tier_get(warm)) is None
 

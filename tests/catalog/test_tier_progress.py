@@ -1,6 +1,7 @@
 """The mover's progress and retries (catalog/_tier_progress.py, schema v13): a v11 catalog
 upgrades in place (``lifecycle_due`` gains ``storage_class``); the counters; pending writes
-are leased by a claim and backed off; removing a tier drops both."""
+are leased by a claim and backed off; removing a tier drops both; a write in a tier's class
+waits for it until the mover's commit (on both catalogs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+from tests.catalog.conftest import Opener
 from tierstore.catalog import BlobRef, SqliteCatalog, TierRecord, VersionRecord
 from tierstore.types import BucketInfo, ObjectMeta
 
@@ -71,23 +73,24 @@ def test_counters_backlog_and_pending_leases(tmp_path: Path) -> None:
         cat.close()
 
 
-def test_a_write_in_a_tier_class_waits_for_its_tier_until_the_switch(tmp_path: Path) -> None:
+def test_a_write_in_a_tier_class_waits_for_its_tier_until_the_switch(catalogs: Opener) -> None:
     """The publishing transaction records a version in a tier's class (not a label class, not a
-    STANDARD one) in ``tier_pending``; the mover's commit drops it."""
-    cat = SqliteCatalog(tmp_path / "catalog.db")
-    try:
-        asyncio.run(cat.tier_create(TierRecord("COLD", {"endpoint": "http://x", "bucket": "b"}, None, 1)))
-        asyncio.run(cat.create_bucket(BucketInfo("bk", 1, "us-east-1")))
-        for key, sc in (("cold", "COLD"), ("label", "GLACIER"), ("std", "STANDARD")):
-            meta = ObjectMeta(bucket="bk", key=key, version_id="null", size_bytes=3, etag='"e"', modified_ns=S,
-                              storage_class=sc)  # fmt: skip
-            asyncio.run(cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)])))
-        (item,) = asyncio.run(cat.tier_pending_claim(S + 600 * S, 10, S))
-        assert (item.bucket, item.key, item.tier, item.attempts) == ("bk", "cold", "COLD", 0)
-        assert asyncio.run(cat.tier_progress("COLD", S)).pending == 1
-        assert asyncio.run(cat.transition_commit("bk", "cold", "null", "COLD", [("cold-blob", None)]))
-        assert asyncio.run(cat.tier_progress("COLD", S)).pending == 0
-        moved = asyncio.run(cat.tier_progress("COLD", S))
-        assert moved.moved_objects == 1 and moved.moved_bytes == 3
-    finally:
-        cat.close()
+    STANDARD one) in ``tier_pending``; the mover's commit drops it and counts what it moved.
+    On both catalogs (PostgreSQL: the write hooks of catalog/postgres/_versions.py, _tier_data.py)."""
+
+    async def main() -> None:
+        async with catalogs() as cat:
+            await cat.tier_create(TierRecord("COLD", {"endpoint": "http://x", "bucket": "b"}, None, 1))
+            await cat.create_bucket(BucketInfo("bk", 1, "us-east-1"))
+            for key, sc in (("cold", "COLD"), ("label", "GLACIER"), ("std", "STANDARD")):
+                meta = ObjectMeta(bucket="bk", key=key, version_id="null", size_bytes=3, etag='"e"', modified_ns=S,
+                                  storage_class=sc)  # fmt: skip
+                await cat.put_version(VersionRecord(meta=meta, blobs=[BlobRef(f"{key}-blob", 3)]))
+            (item,) = await cat.tier_pending_claim(S + 600 * S, 10, S)
+            assert (item.bucket, item.key, item.tier, item.attempts) == ("bk", "cold", "COLD", 0)
+            assert (await cat.tier_progress("COLD", S)).pending == 1
+            assert await cat.transition_commit("bk", "cold", "null", "COLD", [("cold-blob", None)])
+            moved = await cat.tier_progress("COLD", S)
+            assert (moved.pending, moved.moved_objects, moved.moved_bytes) == (0, 1, 3)
+
+    asyncio.run(main())

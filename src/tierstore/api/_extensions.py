@@ -95,7 +95,7 @@ def _admin(req: Request, ctx: Context) -> Repairer:
 
 async def admin_info(req: Request, ctx: Context) -> Response:
     admin = _admin(req, ctx)
-    body = json.dumps(await admin.info()).encode()
+    body = json.dumps(await admin.info()).encode()  # async: it reads the catalog
     return Response(200, [("content-type", "application/json")], body)
 
 

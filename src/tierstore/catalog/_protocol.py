@@ -1,7 +1,8 @@
 """The ``Catalog`` protocol: every operation tierstore asks of its metadata store, composed of
 small protocols by capability (docs/scale-out.md "The Catalog protocol"). ``SqliteCatalog`` (the
-embedded default) satisfies it (checked by mypy at the bottom of this module); a catalog reached
-over the network (PostgreSQL) implements the same methods. engine/, api/, datasets/ and
+embedded default) satisfies it (checked by mypy at the bottom of this module); the catalog
+reached over the network (``PostgresCatalog``) implements the same methods but a synchronous
+``close()``: ``CatalogOperations`` (checked there too). engine/, api/, datasets/ and
 checkpoints/ see only these protocols (or a narrower one of their own); only server.py picks the
 implementation.
 
@@ -12,7 +13,9 @@ transaction (SQLite: a job of the writer thread's group commit).
 
 Synchronous on purpose, with why:
 
-- ``close()``: the server's shutdown and the tests' teardown call it outside any event loop.
+- ``close()``: the server's shutdown and the tests' teardown call it outside any event loop. It
+  is ``Catalog``'s, not ``CatalogOperations``': a catalog whose connections live in an event loop
+  (PostgreSQL) has ``async def close()``, awaited in that loop by whoever opened it.
 - ``take_damaged_inline()``: hands over ids that reads found damaged in this process's memory
   (mirror copies served around them); it reads no table. A catalog with no copies of its own
   answers ``[]``.
@@ -56,6 +59,7 @@ __all__ = [
     "Blobs",
     "Buckets",
     "Catalog",
+    "CatalogOperations",
     "Datasets",
     "Hot",
     "Identities",
@@ -383,14 +387,13 @@ class TierMoves(Protocol):
 class Stats(Protocol):
     """Health and usage: a write probe and aggregate counts (may be slow: never on the event loop)."""
 
-    def close(self) -> None: ...
     async def probe_write(self) -> None: ...
     async def bucket_usage(self, limit: int) -> list[tuple[str, int, int, int, int, int]]: ...
     async def bucket_count(self) -> int: ...
     async def counts(self) -> dict[str, int]: ...
 
 
-class Catalog(
+class CatalogOperations(
     Buckets,
     Versions,
     Listing,
@@ -408,7 +411,15 @@ class Catalog(
     Stats,
     Protocol,
 ):
-    """All metadata, transactional: every capability above (module docstring)."""
+    """All metadata, transactional: every capability above (module docstring), whatever opens
+    and closes the catalog. ``PostgresCatalog`` is this: its pool lives in an event loop, so its
+    ``close()`` is a coroutine the composition root that opened it awaits in that loop."""
+
+
+class Catalog(CatalogOperations, Protocol):
+    """Every capability and the embedded catalog's synchronous ``close()`` (module docstring)."""
+
+    def close(self) -> None: ...
 
 
 def _satisfied_by_sqlite() -> None:
@@ -417,3 +428,11 @@ def _satisfied_by_sqlite() -> None:
     from tierstore.catalog._sqlite import SqliteCatalog
 
     _: type[Catalog] = SqliteCatalog
+
+
+def _satisfied_by_postgres() -> None:
+    """The same check for the shared catalog on PostgreSQL, every operation but the synchronous
+    ``close()`` (never called: the import needs the ``[postgres]`` extra)."""
+    from tierstore.catalog.postgres import PostgresCatalog
+
+    _: type[CatalogOperations] = PostgresCatalog

@@ -5,7 +5,7 @@
 This module is the whole language: a lexer, a recursive-descent parser into a small frozen AST
 (:class:`Query`), a renderer back to canonical text, and a compiler to one SQLite ``SELECT``
 over ``versions`` and the ``obj_attrs`` side table (:data:`INDEX_DDL`); its second dialect,
-:func:`compile_postgres`, reads PostgreSQL's ``versions.meta`` jsonb in place (at the end).
+:func:`compile_postgres`, reads PostgreSQL's ``versions.meta`` json in place (at the end).
 The reference for users is ``docs/query.md``; the semantics in brief:
 
 * Two-valued logic. A comparison on an attribute the object does not have is false, whatever
@@ -1294,7 +1294,7 @@ def _cursor_value_ok(name: str, value: Any) -> bool:
 
 # --- the PostgreSQL dialect ------------------------------------------------------------------
 # PostgreSQL's catalog (catalog/postgres/) keeps no side table: each current version's metadata
-# document (``versions.meta``, jsonb) is read in place, so no write has to maintain an index of
+# document (``versions.meta``, json as written) is read in place, so no write has to maintain an index of
 # attributes. An attribute is ``s<i>.value`` (its text; NULL: absent) and ``s<i>.num`` (the number
 # ``tierstore_attr_num``, the SQL twin of :func:`attr_num`, makes of it) of a LATERAL row per
 # attribute named; the semantics are the SQLite dialect's, leaf by leaf, with every text comparison
@@ -1443,7 +1443,8 @@ def _pg_column(e: Compare | In | Like | StartsWith, name: str) -> _Frag:
 
 
 def _pg_contains(name: str, value: str) -> _Frag | None:
-    """``v.meta @> {"u": {name: value}}`` for a meta or tag string (the GIN index's test)."""
+    """``v.meta::jsonb @> {"u": {name: value}}`` for a meta or tag string (the GIN index's test:
+    an expression index on ``meta::jsonb``, the column being json kept as written)."""
     if "\x00" in value:  # jsonb holds no U+0000: the equality is false anyway
         return None
     if name.startswith("meta."):
@@ -1452,7 +1453,7 @@ def _pg_contains(name: str, value: str) -> _Frag | None:
         doc = {"t": {name[4:]: value}}
     else:
         return None
-    return "v.meta @> ?::jsonb", [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))]
+    return "v.meta::jsonb @> ?::jsonb", [json.dumps(doc, ensure_ascii=False, separators=(",", ":"))]
 
 
 def _pg_attr_positive(e: Compare | In | Like | StartsWith, a: str) -> _Frag:

@@ -35,6 +35,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(resolved)
         return 0
+    if resolved["store"][0]:
+        print(
+            "tierstore serve: --store (an object store as the standard tier) needs a later release; and --store "
+            "without --catalog is never valid: an object store without a shared catalog is not a cluster",
+            file=sys.stderr,
+        )
+        return 2
     host, port = resolved["address"][0]
     ak, sk = resolved["access_key"][0], resolved["secret_key"][0]
     if bool(ak) != bool(sk):

@@ -40,6 +40,13 @@ def _address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _catalog_url(value: str) -> str:
+    """``--catalog``: empty (SQLite in the data dir) or a PostgreSQL URL; a bad one is named masked."""
+    if value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"expected postgresql://USER[:PASSWORD]@HOST:PORT/DB, got {_shown_dsn(value)!r}")
+    return value
+
+
 def _bool(value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -203,6 +210,51 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
         convert=lambda n: max(0, n),
         default_text="16384",
+    ),
+    Option(
+        "--catalog",
+        _catalog_url,
+        "",
+        "the catalog in PostgreSQL, postgresql://USER[:PASSWORD]@HOST:PORT/DB; blobs stay on --data or "
+        "--drives (one gateway; docs/scale-out.md). Needs tierstore[postgres]",
+        metavar="URL",
+        default_text="embedded SQLite in the data dir",
+    ),
+    Option(
+        "--catalog-pool",
+        int,
+        8,
+        "PostgreSQL connections at most per worker process (docs/scale-out.md, The connection pool bound)",
+        metavar="N",
+        convert=lambda n: max(1, n),
+    ),
+    Option(
+        "--catalog-timeout",
+        float,
+        10.0,
+        "a catalog connection checkout waits this long, then the request answers 503 SlowDown",
+        metavar="S",
+        field="catalog_timeout_s",
+        convert=lambda s: max(0.1, s),
+    ),
+    Option(
+        "--catalog-start-timeout",
+        float,
+        60.0,
+        "at start, retry an unreachable PostgreSQL this long, then exit",
+        metavar="S",
+        field="catalog_start_timeout_s",
+        convert=lambda s: max(0.0, s),
+    ),
+    Option(
+        "--store",
+        str,
+        "",
+        "an object store as the standard tier, s3://BUCKET/PREFIX?endpoint=URL: not in this release "
+        "(and only ever with --catalog)",
+        metavar="URL",
+        field="",
+        default_text="none",
     ),
     Option("--address", _address, "127.0.0.1:9000", "HOST:PORT to listen on", metavar="HOST:PORT", field=""),
     Option("--access-key", str, "", "access key id", field="", default_text="generated"),
@@ -436,7 +488,18 @@ def print_config(resolved: Mapping[str, tuple[Any, str]]) -> None:
         value, source = resolved[opt.name]
         if opt.name in ("secret_key", "metrics_token") and value:
             value = "********"
+        if opt.name == "catalog" and value:
+            value = _shown_dsn(value)
         if opt.kind is _address:
             value = f"{value[0]}:{value[1]}"
         shown = "(unset)" if value is None else repr(value)
         print(f"{opt.flag[2:]} = {shown}  # {source}")
+
+
+def _shown_dsn(dsn: str) -> str:
+    """``dsn`` with its password masked (all of it but the scheme without the ``[postgres]`` extra)."""
+    try:
+        from tierstore.catalog.postgres import redact_dsn
+    except ImportError:
+        return dsn.partition(":")[0] + "://***"
+    return redact_dsn(dsn)

@@ -16,7 +16,7 @@ from awscrt.checksums import crc32c
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import CorruptBlob
 
-__all__ = ["BlobTables", "ref", "unref_all", "verified_inline"]
+__all__ = ["BlobTables", "ref", "release_inline", "unref_all", "verified_inline"]
 
 
 async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
@@ -25,11 +25,22 @@ async def ref(c: Any, blob_id: str, size: int, tier: str | None = None) -> None:
 
 
 async def unref_all(c: Any, blob_ids: Iterable[str]) -> None:
-    """One reference less to each (an id listed twice loses two); a blob no one references goes
-    to the trash (``tierstore_unref``, catalog/postgres/_schema.py: one round trip)."""
+    """One reference less to each (an id listed twice loses two); a blob no one references goes:
+    a local one to the trash, a remote one to its tier's outbox (and its local copy, if any, to
+    the trash) (``tierstore_unref``, catalog/postgres/_schema.py: one round trip)."""
     ids = list(blob_ids)
     if ids:
         await c.execute("SELECT tierstore_unref($1::text[])", ids)
+
+
+async def release_inline(c: Any, inline_id: str) -> None:
+    """An inline body's version no longer names it: the row goes, unless a dataset pins it (then
+    it is marked released and lives on for the pins), as ``tierstore_drop_version`` releases one."""
+    await c.execute(
+        "WITH gone AS (DELETE FROM inline_blobs WHERE blob_id = $1 AND pins = 0 RETURNING 1)"
+        " UPDATE inline_blobs SET released = true WHERE blob_id = $1 AND NOT EXISTS(SELECT 1 FROM gone)",
+        inline_id,
+    )
 
 
 def verified_inline(blob_id: str, crc: int | None, data: bytes | None, what: str) -> bytes:
@@ -48,11 +59,13 @@ class BlobTables:
 
     async def blob_known(self, blob_id: str) -> bool:
         """True if the catalog references ``blob_id`` as a local blob (or a remote one with a
-        local copy) or still has it queued for deletion."""
+        local copy), still has it queued for deletion, or holds it (a hot copy may be on its way:
+        docs/tiers.md "Hot copies")."""
         return bool(
             await self._pool.fetchval(
                 "SELECT EXISTS(SELECT 1 FROM blobs WHERE blob_id = $1 AND (tier IS NULL OR cached IS NOT NULL))"
-                " OR EXISTS(SELECT 1 FROM trash WHERE blob_id = $1)",
+                " OR EXISTS(SELECT 1 FROM trash WHERE blob_id = $1)"
+                " OR EXISTS(SELECT 1 FROM hot_holds WHERE blob_id = $1)",
                 blob_id,
             )
         )
@@ -107,7 +120,7 @@ class BlobTables:
         page = [(str(b), len(d)) for b, _crc, d in rows]
         return page, {str(b) for b, crc, d in rows if crc32c(d) != crc}
 
-    async def take_damaged_inline(self) -> list[str]:
+    def take_damaged_inline(self) -> list[str]:  # synchronous, as the protocol's: it reads no table
         """Inline ids a read found damaged and served from elsewhere: none here (one copy)."""
         return []
 

@@ -16,13 +16,14 @@ from typing import Any
 
 import asyncpg
 
+from tierstore.catalog._lifecycle import ABORT_UPLOAD
 from tierstore.catalog.postgres._blobs import unref_all
 from tierstore.catalog.postgres._codec import bucket_lock, dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import BucketAlreadyOwnedByYou, BucketNotEmpty, NoSuchBucket
 from tierstore.types import BucketInfo
 
-__all__ = ["BucketTables", "drop_upload", "lock_bucket", "lock_keys", "write_bucket"]
+__all__ = ["BucketTables", "drop_upload", "lock_bucket", "lock_keys", "rules_changed", "upload_gone", "write_bucket"]
 
 
 def lock_keys(bucket: str, keys: Iterable[bytes]) -> str:
@@ -47,10 +48,34 @@ async def write_bucket(c: Any, bucket: str) -> tuple[int, dict[str, Any]]:
     return int(row[0]), props
 
 
+# The lifecycle due index's rows (catalog/postgres/_lifecycle.py) that bucket and upload writes keep.
+
+
+async def upload_gone(c: Any, upload_id: str) -> None:
+    """Inside the write that completes or aborts an upload, before its row goes: its abort row goes."""
+    await c.execute(
+        "DELETE FROM lifecycle_due d USING uploads u WHERE u.upload_id = $1"
+        " AND d.bucket_id = u.bucket_id AND d.key = u.key AND d.version_id = $1 AND d.action = $2",
+        upload_id, ABORT_UPLOAD,
+    )  # fmt: skip
+
+
+async def rules_changed(c: Any, bucket_id: int, old: Any, new: Any) -> None:
+    """Inside the write that changes a bucket's rules (``old`` -> ``new``): queue its recompute
+    (from the start, also when one is under way)."""
+    if old != new:
+        await c.execute(
+            "INSERT INTO lifecycle_recompute(bucket_id, after_key) VALUES($1, ''::bytea)"
+            " ON CONFLICT(bucket_id) DO UPDATE SET after_key = excluded.after_key",
+            bucket_id,
+        )
+
+
 async def drop_upload(c: Any, upload_id: str) -> None:
-    """Remove an upload and its parts; their blobs lose a reference."""
+    """Remove an upload, its parts and its abort row; their blobs lose a reference."""
     rows = await c.fetch("DELETE FROM parts WHERE upload_id = $1 RETURNING blob_id", upload_id)
     await unref_all(c, (r[0] for r in rows))
+    await upload_gone(c, upload_id)
     await c.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
 
 
@@ -116,6 +141,7 @@ class BucketTables:
             bucket_id, props = await write_bucket(c, name)
             new = update(dict(props))
             await c.execute("UPDATE buckets SET props = $1::json WHERE id = $2", dumps(new), bucket_id)
+            await rules_changed(c, bucket_id, props.get("lifecycle"), new.get("lifecycle"))
             return new
 
         return await self._pool.write(fn, first=lock_bucket(name, exclusive=True))

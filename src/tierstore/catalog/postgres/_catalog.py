@@ -1,13 +1,19 @@
 """``PostgresCatalog``: the catalog on PostgreSQL for gateways that share it (docs/scale-out.md).
 
 ``await PostgresCatalog.open(dsn)`` migrates the schema under the advisory lock (whichever
-gateway starts first), then opens the bounded pool; ``await close()``. Every public method is a
+gateway starts first), then opens the bounded pool; ``await close()``. The server's composition
+root builds ``PostgresCatalog(dsn)`` first (synchronously, to hand it to every engine object) and
+``await start()``s it in each worker's event loop (an asyncpg pool is bound to its loop). Every public method is a
 coroutine with the name, parameters and result of ``SqliteCatalog``'s; the resources live in
 one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blobs``,
 ``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
 
-Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``. Not here
-yet: hot copies, the mover's progress, the metadata query (its second dialect).
+Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``, ``_hot``,
+``_tier_progress``, ``_query``. Each write keeps the other modules' tables in its own transaction
+through hooks, as SQLite's; a hook a module owns is a method of its mixin, which comes before the
+mixin calling it in the bases below (``_tier_data``'s defaults are right without that module).
+``CatalogOperations`` (catalog/_protocol.py, checked by mypy) is what it implements: every
+operation of ``Catalog`` but its synchronous ``close()``.
 """
 
 from __future__ import annotations
@@ -54,26 +60,36 @@ class PostgresCatalog(
 
     mirrored = False  # SQLite's drive mirror has no counterpart: PostgreSQL's replicas are its own
 
-    def __init__(self, pool: Pool, *, migrated_steps: int) -> None:
-        """Use ``open``."""
-        self._pool = pool
-        self.migrated_steps = migrated_steps  # schema steps this process applied at open (0: current)
+    def __init__(self, dsn: str, **settings: Any) -> None:
+        """The catalog at ``dsn`` (``postgresql://USER[:PASSWORD]@HOST:PORT/DB``), not connected
+        until ``start()``; ``settings``: ``PoolSettings``'s fields (``pool_size``,
+        ``checkout_timeout_s``, ``statement_timeout_s``)."""
+        self._dsn = dsn
+        self._settings = PoolSettings(**settings)
+        self.shown_dsn = redact_dsn(dsn)  # for messages and logs: the password as ***
+        self.migrated_steps = 0  # schema steps this process applied at start (0: it was current)
 
     @classmethod
     async def open(cls, dsn: str, **settings: Any) -> PostgresCatalog:
-        """Migrate the database at ``dsn`` (``postgresql://USER[:PASSWORD]@HOST:PORT/DB``) and open
-        its pool; ``settings``: ``PoolSettings``'s fields (``pool_size``, ``checkout_timeout_s``,
-        ``statement_timeout_s``). PostgreSQL unreachable: ``SlowDown``."""
-        pool_settings = PoolSettings(**settings)
-        shown = redact_dsn(dsn)
-        steps = await migrate(dsn, shown, timeout_s=pool_settings.checkout_timeout_s)
-        return cls(await Pool.open(dsn, pool_settings), migrated_steps=steps)
+        """``PostgresCatalog(dsn, **settings)``, started."""
+        catalog = cls(dsn, **settings)
+        await catalog.start()
+        return catalog
+
+    async def start(self) -> None:
+        """Migrate the database and open the pool, in the event loop that will use it.
+        PostgreSQL unreachable: ``SlowDown`` (the caller may retry)."""
+        self.migrated_steps = await migrate(self._dsn, self.shown_dsn, timeout_s=self._settings.checkout_timeout_s)
+        self._pool = await Pool.open(self._dsn, self._settings)
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close the pool (nothing to do if never started; a second call is a no-op)."""
+        pool: Pool | None = self.__dict__.pop("_pool", None)
+        if pool is not None:
+            await pool.close()
 
     def __repr__(self) -> str:
-        return f"PostgresCatalog({self._pool.shown_dsn})"
+        return f"PostgresCatalog({self.shown_dsn})"
 
     # --- health and usage ------------------------------------------------------------------
     async def probe_write(self) -> None:

@@ -26,6 +26,7 @@ from tierstore.types import UploadInfo
 
 __all__ = [
     "ECHOED_ENCRYPTION",
+    "TIERS_OF_BLOBS",
     "VERSION_COLS",
     "blobs_json",
     "bucket_lock",
@@ -49,6 +50,16 @@ row_to_record = _row_to_record
 
 # The columns ``row_to_record`` reads, in its order (alias ``v``).
 VERSION_COLS = "v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id"
+
+# A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
+# (" c": with a local copy), NULL if all are local. Inline versions and delete markers skip the
+# subquery. The same text catalog/_tier_data.py's ``located`` reads.
+TIERS_OF_BLOBS = (
+    "CASE WHEN v.blobs::text = '[]' THEN NULL ELSE (SELECT string_agg(b.blob_id || ' ' || b.tier"
+    " || CASE WHEN b.cached IS NULL THEN '' ELSE ' c' END, ',')"
+    " FROM json_array_elements(v.blobs) j JOIN blobs b ON b.blob_id = j.value ->> 0"
+    " WHERE b.tier IS NOT NULL) END"
+)
 
 
 def dumps(doc: Any) -> str:

@@ -137,6 +137,11 @@ class HotTables:
 
     _pool: Pool
 
+    async def _free_unheld(self, c: Any, blob_ids: Sequence[str], now_ns: int) -> int:
+        """The mover's hook (catalog/postgres/_tier_data.py): a moved blob's local copy is freed
+        unless a live hold needs it."""
+        return await free_unheld(c, blob_ids, now_ns)
+
     async def hot_hold(
         self,
         holder: str,

@@ -25,14 +25,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._lifecycle import ABORT_UPLOAD, DueRow, KeyVersion, LifecyclePlanner, Outcome, PlannedAction
-from tierstore.catalog.postgres._buckets import drop_upload, lock_keys
+from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
 from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
     Guard,
-    _drop_null_version,
-    _insert_version,
+    _current,
+    _null_to_drop,
     _promote_newest,
+    _publish,
     _remove_version,
     version_in,
 )
@@ -62,26 +63,6 @@ DDL = (
 )
 
 _DUE_ROW = "UPDATE lifecycle_due SET due_ns = $1 WHERE bucket_id = $2 AND key = $3 AND version_id = $4 AND action = $5"
-
-
-async def upload_gone(c: Any, upload_id: str) -> None:
-    """Inside the write that completes or aborts an upload, before its row goes: its abort row goes."""
-    await c.execute(
-        "DELETE FROM lifecycle_due d USING uploads u WHERE u.upload_id = $1"
-        " AND d.bucket_id = u.bucket_id AND d.key = u.key AND d.version_id = $1 AND d.action = $2",
-        upload_id, ABORT_UPLOAD,
-    )  # fmt: skip
-
-
-async def rules_changed(c: Any, bucket_id: int, old: Any, new: Any) -> None:
-    """Inside the write that changes a bucket's rules (``old`` -> ``new``): queue its recompute
-    (from the start, also when one is under way)."""
-    if old != new:
-        await c.execute(
-            "INSERT INTO lifecycle_recompute(bucket_id, after_key) VALUES($1, ''::bytea)"
-            " ON CONFLICT(bucket_id) DO UPDATE SET after_key = excluded.after_key",
-            bucket_id,
-        )
 
 
 class LifecycleTables:
@@ -207,18 +188,6 @@ class LifecycleTables:
 
         await self._pool.write(fn)
 
-    async def lifecycle_refresh(self, bucket: str, key: str) -> None:
-        """Recompute one key's rows (after the mover changed a version's class)."""
-        key_b = key.encode()
-
-        async def fn(c: Any) -> None:
-            await lock_keys(c, bucket, (key_b,))
-            row = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", bucket)
-            if row is not None:  # a bucket gone took its rows along
-                await self._plan_key(c, row[0], key_b, json.loads(row[1]).get("lifecycle"))
-
-        await self._pool.write(fn)
-
     async def lifecycle_apply(
         self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: Guard, lease_ns: int = 600 * 10**9
     ) -> Outcome:
@@ -232,7 +201,6 @@ class LifecycleTables:
 
         async def fn(c: Any) -> Outcome:
             marker.version_id = marker_id  # a transaction run again starts from the caller's marker
-            await lock_keys(c, row.bucket, (key_b,))
             found = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", row.bucket)
             if found is None:
                 return Outcome()  # the bucket's rows went with it
@@ -254,10 +222,12 @@ class LifecycleTables:
             if row.action == "expire" and props.get("versioning") is not None:
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
+                _id, _props, current = await _current(c, row.bucket, key_b)
+                drop = None
                 if props.get("versioning") != "Enabled":
                     marker.version_id = NULL_VERSION
-                    await _drop_null_version(c, row.bucket, bucket_id, key_b, props, guard, None, known=False)
-                await _insert_version(c, bucket_id, record, key_b, dumps(meta_doc(marker)), first=False)
+                    drop = await _null_to_drop(c, row.bucket, bucket_id, key_b, props, guard, current, known=True)
+                await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)
                 new_marker = marker.version_id
             else:  # expire (never versioned), expire-noncurrent, remove-delete-marker: the version goes
                 guard(target, props)
@@ -268,7 +238,7 @@ class LifecycleTables:
             await self._plan_key(c, bucket_id, key_b, rules)
             return Outcome(done=row.action, marker_id=new_marker)
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(row.bucket, (key_b,)))
 
     async def _apply_abort(
         self, c: Any, row: DueRow, bucket_id: int, key_b: bytes, now_ns: int, rules: dict[str, Any] | None
@@ -281,8 +251,7 @@ class LifecycleTables:
         if initiated is not None and rules and self.lifecycle_planner is not None:
             due = self.lifecycle_planner.upload(rules, row.key, int(initiated))
         if due is not None and due <= now_ns:
-            await upload_gone(c, row.version_id)
-            await drop_upload(c, row.version_id)
+            await drop_upload(c, row.version_id)  # its abort row with it
             return Outcome(done=ABORT_UPLOAD)
         args = (bucket_id, key_b, row.version_id, ABORT_UPLOAD)
         if due is None:

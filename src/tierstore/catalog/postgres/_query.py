@@ -1,11 +1,11 @@
 """The metadata query on PostgreSQL (catalog/_query.py's second dialect, docs/query.md).
 
 No side table: the compiler reads each current version's metadata document (``versions.meta``,
-jsonb) in place, so PUT, DELETE and tag changes maintain no attribute index; numbers are
-``tierstore_attr_num`` (SQL twin of ``attr_num``). A GIN index (``jsonb_path_ops``) over the
-current versions' documents answers the ``@>`` containment the compiler adds to a positive
-equality on a meta or tag string (docs/query.md "On PostgreSQL", by measurement:
-benchmarks/pg_query.py).
+json kept as written) in place, so PUT, DELETE and tag changes maintain no attribute index;
+numbers are ``tierstore_attr_num`` (SQL twin of ``attr_num``). A GIN index (``jsonb_path_ops``)
+over the current versions' documents read as jsonb (an expression index on ``meta::jsonb``)
+answers the ``@>`` containment the compiler adds to a positive equality on a meta or tag string
+(docs/query.md "On PostgreSQL", by measurement: benchmarks/pg_query.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ __all__ = ["QUERY_DDL", "QueryTables"]
 
 QUERY_DDL = (
     *PG_ATTR_NUM_DDL,
-    "CREATE INDEX versions_meta ON versions USING gin (meta jsonb_path_ops) WHERE is_latest AND NOT is_delete_marker",
+    "CREATE INDEX versions_meta ON versions USING gin ((meta::jsonb) jsonb_path_ops)"
+    " WHERE is_latest AND NOT is_delete_marker",
 )
 
 

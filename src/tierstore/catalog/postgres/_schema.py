@@ -132,25 +132,32 @@ _CORE = (
         END LOOP;
     END $$""",
     # One reference less to each blob (an id listed twice loses two); a blob no one references
-    # goes to the trash. One round trip for any number of blobs, with SQLite's semantics
-    # (catalog/_sqlite.py ``_unref_all``). Remote tiers are not on PostgreSQL yet (slice 4): a
-    # blob recorded in one cannot lose its last reference here.
+    # goes: a local one to the trash, a remote one to its tier's outbox (``tier_outbox``, step 3:
+    # PL/pgSQL resolves tables when it runs) and its local copy, if any, to the trash. One round
+    # trip for any number of blobs, with SQLite's semantics (catalog/_sqlite.py ``_unref_all``).
     """CREATE FUNCTION tierstore_unref(ids text[]) RETURNS void LANGUAGE plpgsql AS $$
     DECLARE
         one text;
         left_refs integer;
         in_tier text;
+        copy boolean;
     BEGIN
         FOREACH one IN ARRAY ids LOOP
-            UPDATE blobs SET refs = refs - 1 WHERE blob_id = one RETURNING refs, tier INTO left_refs, in_tier;
+            UPDATE blobs SET refs = refs - 1 WHERE blob_id = one RETURNING refs, tier, cached
+                INTO left_refs, in_tier, copy;
             IF FOUND AND left_refs > 0 THEN
                 CONTINUE;
             END IF;
             IF FOUND THEN
-                IF in_tier IS NOT NULL THEN
-                    RAISE EXCEPTION 'blob % is in tier %: tiers are not on PostgreSQL yet', one, in_tier;
-                END IF;
                 DELETE FROM blobs WHERE blob_id = one;
+                IF in_tier IS NOT NULL THEN
+                    INSERT INTO tier_outbox(tier, blob_id, queued_ns, attempts, next_ns)
+                        VALUES(in_tier, one, (extract(epoch FROM clock_timestamp()) * 1e9)::bigint, 0, 0)
+                        ON CONFLICT DO NOTHING;
+                    IF copy IS NULL THEN
+                        CONTINUE;
+                    END IF;
+                END IF;
             END IF;
             INSERT INTO trash(blob_id) VALUES(one) ON CONFLICT DO NOTHING;
         END LOOP;

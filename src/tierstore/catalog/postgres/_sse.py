@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from tierstore.catalog._sse import SseVersion, VersionName
+from tierstore.catalog.postgres._codec import dumps
 from tierstore.catalog.postgres._pool import Pool
 
 __all__ = ["SseTables"]
@@ -57,13 +58,26 @@ class SseTables:
         bucket, key, version_id = name
 
         async def fn(c: Any) -> bool:
-            done = await c.execute(
-                "UPDATE versions SET meta = jsonb_set(meta, '{e,wk}', to_jsonb($1::text))"
-                " WHERE bucket_id = (SELECT id FROM buckets WHERE name = $2) AND key = $3 AND version_id = $4"
-                " AND meta #>> '{e,wk}' = $5",
-                new, bucket, key.encode(), version_id, old,
+            # The document is json kept as written (catalog/postgres/_schema.py): rewritten here
+            # compact and in its keys' order, as SQLite's json_set writes it; the row locked
+            # between the read and the write.
+            row = await c.fetchrow(
+                "SELECT v.bucket_id, v.meta FROM versions v JOIN buckets b ON b.id = v.bucket_id"
+                " WHERE b.name = $1 AND v.key = $2 AND v.version_id = $3 FOR UPDATE OF v",
+                bucket, key.encode(), version_id,
             )  # fmt: skip
-            return bool(done != "UPDATE 0")
+            if row is None:
+                return False
+            doc = json.loads(row[1])
+            e = doc.get("e")
+            if not isinstance(e, dict) or e.get("wk") != old:
+                return False
+            e["wk"] = new
+            await c.execute(
+                "UPDATE versions SET meta = $1::json WHERE bucket_id = $2 AND key = $3 AND version_id = $4",
+                dumps(doc), row[0], key.encode(), version_id,
+            )  # fmt: skip
+            return True
 
         return await self._pool.write(fn)
 
@@ -72,7 +86,7 @@ class SseTables:
         whose inline body it is: the objects a damaged blob belongs to, for heal reports."""
         rows = await self._pool.fetch(
             "SELECT b.name, v.key, v.version_id FROM versions v JOIN buckets b ON b.id = v.bucket_id"
-            " WHERE v.inline_id = $1 OR v.blobs @> jsonb_build_array(jsonb_build_array($1::text))"
+            " WHERE v.inline_id = $1 OR v.blobs::jsonb @> jsonb_build_array(jsonb_build_array($1::text))"
             " ORDER BY b.name, v.key, v.version_id LIMIT $2",
             blob_id, limit,
         )  # fmt: skip

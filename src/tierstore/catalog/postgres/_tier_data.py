@@ -21,28 +21,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._tier_data import InlineMove, OutboxEntry
-from tierstore.catalog.postgres._blobs import ref, remove_inline, unref_all
+from tierstore.catalog.postgres._blobs import ref, release_inline, unref_all
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import dumps
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import version_in
 
 from tierstore.catalog import PINNING_TABLES  # isort: skip
 
 __all__ = ["TIERS_OF_BLOBS", "TierDataTables", "queue_remote_delete"]
-
-# A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
-# (" c": with a local copy), NULL if all are local. Inline versions and delete markers skip the
-# subquery. The same text catalog/_tier_data.py's ``located`` reads.
-TIERS_OF_BLOBS = (
-    "CASE WHEN v.blobs = '[]'::jsonb THEN NULL ELSE (SELECT string_agg(b.blob_id || ' ' || b.tier"
-    " || CASE WHEN b.cached IS NULL THEN '' ELSE ' c' END, ',')"
-    " FROM jsonb_array_elements(v.blobs) j JOIN blobs b ON b.blob_id = j.value ->> 0"
-    " WHERE b.tier IS NOT NULL) END"
-)
 
 
 async def queue_remote_delete(c: Any, tier: str, blob_id: str) -> None:
@@ -88,6 +78,10 @@ class TierDataTables:
     async def _reindex(self, c: Any, bucket: str, bucket_id: int, key_b: bytes) -> None:
         """Inside a write that changed the key's current version's metadata (its class)."""
 
+    if TYPE_CHECKING:  # LifecycleTables' (after this class in PostgresCatalog's bases: no stub at run time)
+
+        async def _lifecycle_key(self, c: Any, bucket_id: int, key_b: bytes, props: dict[str, Any]) -> None: ...
+
     # --- where blobs are ------------------------------------------------------------------
     async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
         """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
@@ -131,11 +125,11 @@ class TierDataTables:
         key_b = key.encode()
 
         async def fn(c: Any) -> bool:
-            await lock_keys(c, bucket, (key_b,))
             await _hold_tier(c, tier)
-            bucket_id = await c.fetchval("SELECT id FROM buckets WHERE name = $1", bucket)
-            if bucket_id is None:
+            found = await c.fetchrow("SELECT id, props FROM buckets WHERE name = $1", bucket)
+            if found is None:
                 return False
+            bucket_id = int(found[0])
             record = await version_in(c, bucket, bucket_id, key_b, version_id)
             if record is None or record.is_delete_marker:
                 return False
@@ -190,22 +184,25 @@ class TierDataTables:
                     inline.blob_id, inline.size_bytes, tier,
                 )  # fmt: skip
                 await c.execute(
-                    "UPDATE versions SET meta = $1::jsonb, storage_class = $2, blobs = $3::jsonb, inline_id = NULL"
+                    "UPDATE versions SET meta = $1::json, storage_class = $2, blobs = $3::json, inline_id = NULL"
                     " WHERE bucket_id = $4 AND key = $5 AND version_id = $6",
                     dumps(doc), tier, dumps([[inline.blob_id, inline.size_bytes]]), bucket_id, key_b, version_id,
                 )  # fmt: skip
-                await remove_inline(c, inline.inline_id)  # as a delete releases it: gone unless a dataset pins it
+                await release_inline(c, inline.inline_id)  # as a delete releases it: gone unless a dataset pins it
             else:
                 await c.execute(
-                    "UPDATE versions SET meta = $1::jsonb, storage_class = $2"
+                    "UPDATE versions SET meta = $1::json, storage_class = $2"
                     " WHERE bucket_id = $3 AND key = $4 AND version_id = $5",
                     dumps(doc), tier, bucket_id, key_b, version_id,
                 )  # fmt: skip
             await self._reindex(c, bucket, bucket_id, key_b)  # the class is an indexed attribute
+            # ... and an input of the key's lifecycle rules: its rows (the worker's claimed
+            # transition row among them) recomputed here, not in a transaction of their own.
+            await self._lifecycle_key(c, bucket_id, key_b, json.loads(found[1]))
             await self._tier_write_settled(c, bucket, bucket_id, key_b, version_id)
             return True
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
 
     # --- blobs moved by id (a dataset version's archive, docs/tiers.md "Dataset archive") ------------
     async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]:

@@ -52,6 +52,8 @@ TIER_PROGRESS_DDL = (
     )""",
     "CREATE INDEX tier_pending_due ON tier_pending(next_ns)",
     "CREATE INDEX tier_pending_tier ON tier_pending(tier)",  # tier_progress's count, a tier's removal
+    # The mover's backlog per tier (tier_progress): the transitions due, by target class.
+    "CREATE INDEX lifecycle_due_by_class ON lifecycle_due(storage_class, due_ns) WHERE storage_class IS NOT NULL",
 )
 
 _SLOT = f"(pg_backend_pid() % {STAT_SLOTS})"
@@ -87,8 +89,22 @@ class TierProgressTables:
 
     _pool: Pool
 
+    # --- the hooks of the mover's commits (catalog/postgres/_tier_data.py) and tier_delete --------
+    async def _count_moved(self, c: Any, tier: str, size_bytes: int) -> None:
+        await count_moved(c, tier, size_bytes)
+
+    async def _tier_write_settled(self, c: Any, bucket: str, bucket_id: int, key_b: bytes, version_id: str) -> None:
+        """The version no longer waits for a tier (it was written in a tier's class)."""
+        await c.execute(
+            "DELETE FROM tier_pending WHERE bucket = $1 AND key = $2 AND version_id = $3", bucket, key_b, version_id
+        )
+
+    async def _tier_removed(self, c: Any, name: str) -> None:
+        """Its counters go; writes waiting for it stay local, with its class as a label."""
+        await c.execute("DELETE FROM tier_stats WHERE tier = $1", name)
+        await c.execute("DELETE FROM tier_pending WHERE tier = $1", name)
+
     # --- counters -----------------------------------------------------------------------------
-    count_moved = staticmethod(count_moved)
 
     async def tier_error(self, tier: str, message: str, now_ns: int) -> None:
         """A move to ``tier`` failed: counted, and ``message`` (no secrets; cut to 500 characters) kept."""

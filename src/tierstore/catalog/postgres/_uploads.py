@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog.postgres._blobs import ref, unref_all
-from tierstore.catalog.postgres._buckets import drop_upload, lock_bucket, write_bucket
+from tierstore.catalog.postgres._buckets import drop_upload, lock_bucket, upload_gone, write_bucket
 from tierstore.catalog.postgres._codec import (
     ECHOED_ENCRYPTION,
     dumps,
@@ -49,15 +49,23 @@ class UploadTables(VersionTables):
 
     _pool: Pool
 
+    if TYPE_CHECKING:  # LifecycleTables' (after this class in PostgresCatalog's bases: no stub at run time)
+
+        async def _lifecycle_upload(
+            self, c: Any, bucket_id: int, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
+        ) -> None: ...
+
     async def create_upload(self, info: UploadInfo) -> None:
         doc = dumps(upload_doc(info))
 
         async def fn(c: Any) -> None:
-            bucket_id, _props = await write_bucket(c, info.bucket)
+            bucket_id, props = await write_bucket(c, info.bucket)
+            key_b = info.key.encode()
             await c.execute(
                 "INSERT INTO uploads(upload_id, bucket_id, key, initiated_ns, meta) VALUES($1, $2, $3, $4, $5::json)",
-                info.upload_id, bucket_id, info.key.encode(), info.initiated_ns, doc,
+                info.upload_id, bucket_id, key_b, info.initiated_ns, doc,
             )  # fmt: skip
+            await self._lifecycle_upload(c, bucket_id, key_b, info.upload_id, info.initiated_ns, props)
 
         await self._pool.write(fn, first=lock_bucket(info.bucket, exclusive=False))
 
@@ -183,6 +191,7 @@ class UploadTables(VersionTables):
             if handed:
                 await c.execute("UPDATE blobs SET refs = refs - 1 WHERE blob_id = ANY($1::text[])", handed)
             await unref_all(c, [b for b in blob_ids if b not in chosen])
+            await upload_gone(c, upload_id)
             await c.execute("DELETE FROM uploads WHERE upload_id = $1", upload_id)
 
         return await self.put_version(

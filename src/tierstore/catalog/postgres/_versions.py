@@ -9,22 +9,28 @@ other keys proceed. The decisions (what a PUT supersedes, the callbacks) are mad
 they write goes in one call (``tierstore_publish``, ``tierstore_drop_version``). The partial
 unique index (one latest per key) stays as the backstop.
 
-Not on PostgreSQL yet (docs/scale-out.md slice 4): the metadata-query index (``obj_attrs``), the
-lifecycle due index, tier locations of blobs and the tier-write bookkeeping.
+Each write keeps the tables of other modules in its own transaction, as catalog/_sqlite.py's
+do: the key's lifecycle rows (``self._lifecycle_key``, catalog/postgres/_lifecycle.py) and a
+version written in a tier's class waiting for the mover (``note_tier_write``,
+catalog/postgres/_tier_progress.py). The metadata query needs no index maintained: it reads
+``meta`` in place (catalog/postgres/_query.py). A read adds where the version's blobs are
+(``TIERS_OF_BLOBS``, as on SQLite).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from awscrt.checksums import crc32c
 
+from tierstore.catalog._tier_data import located
 from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
 from tierstore.catalog.postgres._pool import Pool
+from tierstore.catalog.postgres._tier_progress import note_tier_write
 from tierstore.errors import NoSuchBucket, NoSuchKey, NoSuchVersion
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, ObjectMeta
@@ -38,13 +44,13 @@ Guard = Callable[[VersionRecord, dict[str, Any]], None]
 TxnHook = Callable[[Any], Awaitable[None]]  # an async callback given the transaction's connection
 
 _WITHOUT_DATA = (
-    f"SELECT {VERSION_COLS}, b.props->>'versioning'"  # noqa: S608 - constant
+    f"SELECT {VERSION_COLS}, b.props->>'versioning', {TIERS_OF_BLOBS}"  # noqa: S608 - constant
     " FROM buckets b JOIN versions v ON v.bucket_id = b.id WHERE b.name = $1 AND v.key = $2"
 )
 # The same columns and the inline body with them: one statement, so one snapshot — a concurrent
 # overwrite can never pair one version's metadata with another's bytes.
 _WITH_DATA = (
-    f"SELECT {VERSION_COLS}, b.props->>'versioning', d.crc32c, d.data"  # noqa: S608 - constant
+    f"SELECT {VERSION_COLS}, b.props->>'versioning', {TIERS_OF_BLOBS}, d.crc32c, d.data"  # noqa: S608 - constant
     " FROM buckets b JOIN versions v ON v.bucket_id = b.id LEFT JOIN inline_blobs d ON d.blob_id = v.inline_id"
     " WHERE b.name = $1 AND v.key = $2"
 )
@@ -147,6 +153,10 @@ class VersionTables:
 
     _pool: Pool
 
+    if TYPE_CHECKING:  # LifecycleTables' (after this class in PostgresCatalog's bases: no stub at run time)
+
+        async def _lifecycle_key(self, c: Any, bucket_id: int, key_b: bytes, props: dict[str, Any]) -> None: ...
+
     async def get_latest(self, bucket: str, key: str, *, data: bool = False) -> VersionRecord | None:
         """The current version (or delete marker) of ``key``. ``data=True`` also loads an inline
         body (verified; ``CorruptBlob`` if it is damaged)."""
@@ -161,8 +171,10 @@ class VersionTables:
             return None
         record = row_to_record(args[0], row[:9])
         record.bucket_versioning = row[9]
+        if row[10] is not None:
+            record.blobs = located(record.blobs, row[10])
         if data and record.inline_id is not None:
-            record.inline_data = verified_inline(record.inline_id, row[10], row[11], record.meta.key)
+            record.inline_data = verified_inline(record.inline_id, row[11], row[12], record.meta.key)
         return record
 
     async def put_version(
@@ -211,6 +223,8 @@ class VersionTables:
                 m.version_id = NULL_VERSION
                 drop = await _null_to_drop(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
             await _publish(c, bucket_id, key_b, record, meta_s, current=current, drop=drop)
+            await note_tier_write(c, m, key_b)  # in a tier's class: pending until the mover switches it
+            await self._lifecycle_key(c, bucket_id, key_b, props)
             if done is not None:
                 await done(c)
             return m.version_id
@@ -235,6 +249,14 @@ class VersionTables:
         async def fn(c: Any) -> tuple[VersionRecord | None, bool]:
             marker.version_id = marker_id  # a transaction run again starts from the caller's marker
             bucket_id, props, current = await _current(c, bucket, key_b)
+            out = await change(c, bucket_id, props, current)
+            if out[0] is not None:
+                await self._lifecycle_key(c, bucket_id, key_b, props)
+            return out
+
+        async def change(
+            c: Any, bucket_id: int, props: dict[str, Any], current: VersionRecord | None
+        ) -> tuple[VersionRecord | None, bool]:
             status = props.get("versioning")
             if version_id is not None:
                 target = await version_in(c, bucket, bucket_id, key_b, version_id)
@@ -275,7 +297,7 @@ class VersionTables:
         key_b = key.encode()
 
         async def fn(c: Any) -> VersionRecord:
-            bucket_id, _props, current = await _current(c, bucket, key_b)
+            bucket_id, props, current = await _current(c, bucket, key_b)
             record = current if version_id is None else await version_in(c, bucket, bucket_id, key_b, version_id)
             if record is None:
                 raise (NoSuchKey(resource=key) if version_id is None else NoSuchVersion(resource=key))
@@ -285,6 +307,7 @@ class VersionTables:
                 " WHERE bucket_id = $3 AND key = $4 AND version_id = $5",
                 dumps(meta_doc(record.meta)), record.meta.storage_class, bucket_id, key_b, record.meta.version_id,
             )  # fmt: skip
+            await self._lifecycle_key(c, bucket_id, key_b, props)  # tags and locks change what is due
             return record
 
         return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
