@@ -275,6 +275,39 @@ def _part_from_row(number: int, size: int, etag: str, modified_ns: int, checksum
     return PartInfo(number, size, etag, modified_ns, checksums, blob_id, prefix)
 
 
+def _completed_doc(m: ObjectMeta) -> str:
+    """A completed upload's result as ``completed_uploads.result`` keeps it (both engines): what a
+    retried CompleteMultipartUpload answers; of the encryption, only what a retry echoes, never a key."""
+    result: dict[str, Any] = {
+        "v": m.version_id,
+        "etag": m.etag,
+        "size": m.size_bytes,
+        "cs": m.checksums,
+        "ct": m.checksum_type,
+        "parts": m.parts,
+    }
+    if m.encryption:  # docs/encryption-s3.md
+        result["e"] = {k: v for k, v in m.encryption.items() if k in _ECHOED_ENCRYPTION}
+    return json.dumps(result)
+
+
+def _completed_meta(bucket: str, key: str, completed_ns: int, result_s: str) -> ObjectMeta:
+    """The ``ObjectMeta`` of a remembered completion, from ``_completed_doc``'s text."""
+    doc = json.loads(result_s)
+    return ObjectMeta(
+        bucket=bucket,
+        key=key,
+        version_id=doc["v"],
+        size_bytes=doc["size"],
+        etag=doc["etag"],
+        modified_ns=completed_ns,
+        checksums=doc["cs"],
+        checksum_type=doc["ct"],
+        parts=doc["parts"],
+        encryption=doc.get("e", {}),
+    )
+
+
 def _row_to_record(bucket: str, row: Sequence[Any]) -> VersionRecord:
     key_b, version_id, is_dm, size, etag, modified_ns, meta_s, blobs_s, inline_id = row
     doc = json.loads(meta_s)
@@ -1537,21 +1570,11 @@ class SqliteCatalog(
         m = record.meta
 
         def remember(c: sqlite3.Connection) -> None:
-            result = {
-                "v": m.version_id,
-                "etag": m.etag,
-                "size": m.size_bytes,
-                "cs": m.checksums,
-                "ct": m.checksum_type,
-                "parts": m.parts,
-            }
-            if m.encryption:  # what a retry's answer echoes (docs/encryption-s3.md), never a key
-                result["e"] = {k: v for k, v in m.encryption.items() if k in _ECHOED_ENCRYPTION}
             c.execute("DELETE FROM completed_uploads WHERE completed_ns < ?", (forget_before_ns,))
             c.execute(
                 "INSERT OR REPLACE INTO completed_uploads(upload_id, bucket, key, completed_ns, parts, result)"
                 " VALUES(?,?,?,?,?,?)",
-                (upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, json.dumps(result)),
+                (upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, _completed_doc(m)),
             )
 
         def extra(c: sqlite3.Connection) -> None:
@@ -1585,20 +1608,7 @@ class SqliteCatalog(
         if row is None:
             return None
         completed_ns, fingerprint, result_s = row
-        doc = json.loads(result_s)
-        meta = ObjectMeta(
-            bucket=bucket,
-            key=key,
-            version_id=doc["v"],
-            size_bytes=doc["size"],
-            etag=doc["etag"],
-            modified_ns=completed_ns,
-            checksums=doc["cs"],
-            checksum_type=doc["ct"],
-            parts=doc["parts"],
-            encryption=doc.get("e", {}),
-        )
-        return fingerprint, meta
+        return fingerprint, _completed_meta(bucket, key, completed_ns, result_s)
 
     # --- datasets (docs/datasets.md) -------------------------------------------------
     async def manifest_rows(

@@ -17,6 +17,8 @@ from typing import Any
 from tierstore.catalog._sqlite import (
     _ECHOED_ENCRYPTION,
     SqliteCatalog,
+    _completed_doc,
+    _completed_meta,
     _meta_doc,
     _part_checksums_doc,
     _part_from_row,
@@ -30,6 +32,8 @@ __all__ = [
     "VERSION_COLS",
     "blobs_json",
     "bucket_lock",
+    "completed_doc",
+    "completed_meta",
     "dumps",
     "key_lock",
     "meta_doc",
@@ -43,6 +47,8 @@ __all__ = [
 ]
 
 ECHOED_ENCRYPTION = _ECHOED_ENCRYPTION
+completed_doc = _completed_doc
+completed_meta = _completed_meta
 meta_doc = _meta_doc
 part_checksums_doc = _part_checksums_doc
 part_from_row = _part_from_row

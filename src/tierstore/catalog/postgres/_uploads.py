@@ -10,14 +10,14 @@ upload is dropped by one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog.postgres._blobs import ref, unref_all
 from tierstore.catalog.postgres._buckets import drop_upload, lock_bucket, upload_gone, write_bucket
 from tierstore.catalog.postgres._codec import (
-    ECHOED_ENCRYPTION,
+    completed_doc,
+    completed_meta,
     dumps,
     key_lock,
     part_checksums_doc,
@@ -162,23 +162,13 @@ class UploadTables(VersionTables):
         m = record.meta
 
         async def remember(c: Any) -> None:
-            result: dict[str, Any] = {
-                "v": m.version_id,
-                "etag": m.etag,
-                "size": m.size_bytes,
-                "cs": m.checksums,
-                "ct": m.checksum_type,
-                "parts": m.parts,
-            }
-            if m.encryption:  # what a retry's answer echoes (docs/encryption-s3.md), never a key
-                result["e"] = {k: v for k, v in m.encryption.items() if k in ECHOED_ENCRYPTION}
             await c.execute("DELETE FROM completed_uploads WHERE completed_ns < $1", forget_before_ns)
             await c.execute(
                 "INSERT INTO completed_uploads(upload_id, bucket_id, key, completed_ns, parts, result)"
                 " VALUES($1, (SELECT id FROM buckets WHERE name = $2), $3, $4, $5, $6::json)"
                 " ON CONFLICT(upload_id) DO UPDATE SET bucket_id = excluded.bucket_id, key = excluded.key,"
                 " completed_ns = excluded.completed_ns, parts = excluded.parts, result = excluded.result",
-                upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, dumps(result),
+                upload_id, m.bucket, m.key.encode(), m.modified_ns, parts_fingerprint, completed_doc(m),
             )  # fmt: skip
 
         async def extra(c: Any) -> None:
@@ -208,17 +198,4 @@ class UploadTables(VersionTables):
         if row is None:
             return None
         completed_ns, fingerprint, result_s = row
-        doc = json.loads(result_s)
-        meta = ObjectMeta(
-            bucket=bucket,
-            key=key,
-            version_id=doc["v"],
-            size_bytes=doc["size"],
-            etag=doc["etag"],
-            modified_ns=completed_ns,
-            checksums=doc["cs"],
-            checksum_type=doc["ct"],
-            parts=doc["parts"],
-            encryption=doc.get("e", {}),
-        )
-        return fingerprint, meta
+        return fingerprint, completed_meta(bucket, key, completed_ns, result_s)
