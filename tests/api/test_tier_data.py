@@ -10,6 +10,9 @@ tests that stop it, which start their own."""
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import re
 import signal
 import urllib.parse
 import uuid
@@ -250,6 +253,27 @@ def test_restore_required_tier_refuses_get(
     err = info.value.response
     assert (err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"]) == (403, "InvalidObjectState")
     assert err["Error"]["Message"] == "The operation is not valid for the object's storage class"
+
+    # A real day (this server's): the restored copy's expiry is rounded up to the next midnight
+    # UTC, as AWS does, counted from the end of the copy; a renewal counts from the request.
+    def expiry() -> datetime.datetime | None:
+        found = re.fullmatch(r'ongoing-request="false", expiry-date="([^"]+)"',
+                             s3t.head_object(Bucket=bkt, Key="archived").get("Restore", ""))  # fmt: skip
+        return None if found is None else email.utils.parsedate_to_datetime(found.group(1))
+
+    def restore(days: int) -> int:
+        r = s3t.restore_object(Bucket=bkt, Key="archived", RestoreRequest={"Days": days})
+        return int(r["ResponseMetadata"]["HTTPStatusCode"])
+
+    for days, status in ((1, 202), (3, 200)):
+        start = datetime.datetime.now(datetime.UTC)
+        assert restore(days) == status
+        _wait(lambda: expiry() is not None)
+        end = expiry()
+        assert end is not None and (end.hour, end.minute, end.second) == (0, 0, 0), end
+        assert start + datetime.timedelta(days=days) < end <= datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            days=days + 1)  # fmt: skip
+    assert s3t.get_object(Bucket=bkt, Key="archived")["Body"].read() == b"z" * 50_000
     s3t.delete_object(Bucket=bkt, Key="archived")
 
 

@@ -171,7 +171,15 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
             assert await cat.hot_missing("restore:b/k") == []
             await cat.trash_done([B])
             assert await cat.hot_missing("restore:b/k") == [HeldBlob(B, 4, "COLD")]
+            # A real day: the expiry (the end of the copy + ttl_ns) is rounded up to a multiple
+            # of round_ns (the next midnight UTC, as AWS rounds a restore's).
+            assert await cat.hot_hold("restore:b/k", [B], now_ns=172, ttl_ns=50, round_ns=100) == "ongoing"
+            assert await cat.hot_cached([B], 173) == [B]
+            assert await cat.hot_settle("restore:b/k", 173, round_ns=100)
+            assert await cat.hot_state("restore:b/k") == (173, 300)
             assert await cat.hot_release("restore:b/k", 173)
+            assert await cat.trash_batch() == [B]
+            await cat.trash_done([B])
             assert not await cat.hot_release("restore:b/k", 173)
 
             # A copy that lands after its hold is gone goes straight to the trash.

@@ -27,7 +27,12 @@ from typing import Literal, TypeVar
 
 from tierstore.catalog._records import HeldBlob, HoldInfo
 
-__all__ = ["HOT_DDL", "HeldBlob", "HoldInfo", "HotTables", "free_unheld"]
+__all__ = ["HOT_DDL", "TTL_EXPIRY", "HeldBlob", "HoldInfo", "HotTables", "free_unheld"]
+
+TTL_EXPIRY = "CASE WHEN {unit} > 0 THEN (({now} + ttl_ns + {unit} - 1) / {unit}) * {unit} ELSE {now} + ttl_ns END"
+"""A copy's expiry counted from its end (``ttl_ns``, a restore's Days), in SQL for both catalogs:
+``{now}`` + ``ttl_ns``, rounded up to a multiple of ``{unit}`` when it is positive (a real day:
+AWS rounds a restored copy's expiry up to the next midnight UTC, as lifecycle Days)."""
 
 T = TypeVar("T")
 
@@ -55,6 +60,10 @@ CREATE INDEX IF NOT EXISTS hot_requests_expiry ON hot_requests(expires_ns) WHERE
 CREATE INDEX IF NOT EXISTS blobs_cached ON blobs(blob_id) WHERE cached IS NOT NULL;
 """
 
+_SETTLE = (
+    "UPDATE hot_requests SET done_ns=coalesce(done_ns, ?1), expires_ns=CASE WHEN ttl_ns IS NULL THEN expires_ns"  # noqa: S608
+    f" ELSE {TTL_EXPIRY.format(now='?1', unit='?2')} END WHERE holder=?3 AND done_ns IS NULL"
+)
 _LIVE_HOLD = (
     "EXISTS (SELECT 1 FROM hot_holds h WHERE h.blob_id = blobs.blob_id AND (h.expires_ns IS NULL OR h.expires_ns > ?))"
 )
@@ -125,12 +134,14 @@ class HotTables:
         expires_ns: int | None = None,
         ttl_ns: int | None = None,
         renew: bool = True,
+        round_ns: int = 0,
     ) -> Literal["new", "ongoing", "done"]:
         """Hold ``blob_ids`` for ``holder`` (added to what it holds). Answers what the holder was
         before: "new" (none), "ongoing" (a copy runs; with ``renew`` False nothing changes), or
         "done" (its copy was complete). Unless "ongoing" without ``renew``, the holder's expiry
         becomes ``expires_ns`` (or, with ``ttl_ns``, ``now_ns + ttl_ns`` once the copy is done, now
-        if it is), and the copy is (re)opened if a held remote blob has no local copy."""
+        if it is, rounded up to a multiple of ``round_ns`` if set: ``TTL_EXPIRY``), and the copy
+        is (re)opened if a held remote blob has no local copy."""
 
         def fn(c: sqlite3.Connection) -> Literal["new", "ongoing", "done"]:
             row = c.execute("SELECT done_ns FROM hot_requests WHERE holder=?", (holder,)).fetchone()
@@ -153,27 +164,22 @@ class HotTables:
                     "UPDATE hot_requests SET expires_ns=?, ttl_ns=?, done_ns=NULL WHERE holder=?",
                     (expires_ns, ttl_ns, holder),
                 )
-            self._hot_settle(c, holder, now_ns)
+            self._hot_settle(c, holder, now_ns, round_ns)
             return before
 
         return await self._write(fn)
 
     @staticmethod
-    def _hot_settle(c: sqlite3.Connection, holder: str, now_ns: int) -> bool:
+    def _hot_settle(c: sqlite3.Connection, holder: str, now_ns: int, round_ns: int) -> bool:
         """Inside a write: if every held remote blob of ``holder`` is copied, the copy is done (its
-        expiry set from ``ttl_ns``); the holds take the holder's expiry. True if done."""
+        expiry set from ``ttl_ns``: ``TTL_EXPIRY``); the holds take the holder's expiry. True if done."""
         missing = c.execute(
             "SELECT 1 FROM hot_holds h JOIN blobs b ON b.blob_id = h.blob_id"
             " WHERE h.holder=? AND b.tier IS NOT NULL AND b.cached IS NULL LIMIT 1",
             (holder,),
         ).fetchone()
         if missing is None:
-            c.execute(
-                "UPDATE hot_requests SET done_ns=coalesce(done_ns, ?),"
-                " expires_ns=CASE WHEN ttl_ns IS NULL THEN expires_ns ELSE ? + ttl_ns END"
-                " WHERE holder=? AND done_ns IS NULL",
-                (now_ns, now_ns, holder),
-            )
+            c.execute(_SETTLE, (now_ns, round_ns, holder))
         (expires_ns,) = c.execute("SELECT expires_ns FROM hot_requests WHERE holder=?", (holder,)).fetchone()
         c.execute("UPDATE hot_holds SET expires_ns=? WHERE holder=?", (expires_ns, holder))
         return missing is None
@@ -264,13 +270,14 @@ class HotTables:
 
         return await self._write(fn)
 
-    async def hot_settle(self, holder: str, now_ns: int) -> bool:
-        """Finish ``holder``'s copy if nothing is missing (its expiry set from ``ttl_ns``); True if done."""
+    async def hot_settle(self, holder: str, now_ns: int, *, round_ns: int = 0) -> bool:
+        """Finish ``holder``'s copy if nothing is missing (its expiry set from ``ttl_ns``, rounded
+        up to a multiple of ``round_ns`` if set: ``TTL_EXPIRY``); True if done."""
 
         def fn(c: sqlite3.Connection) -> bool:
             if c.execute("SELECT 1 FROM hot_requests WHERE holder=?", (holder,)).fetchone() is None:
                 return False
-            return self._hot_settle(c, holder, now_ns)
+            return self._hot_settle(c, holder, now_ns, round_ns)
 
         return await self._write(fn)
 

@@ -77,13 +77,17 @@ class HotCopies:
         concurrency: int = 32,
         lease_s: float = HOT_LEASE_S,
         drain: Callable[[], Awaitable[None]] | None = None,
+        ttl_round_ns: int = 0,
     ) -> None:
+        """``ttl_round_ns``: an expiry counted from the end of a copy (a restore's) is rounded up
+        to a multiple of it when it is positive (the next midnight UTC: ``ObjectService``)."""
         self.catalog = catalog
         self.local = local
         self.stores = stores
         self.now_ns = now_ns
         self.concurrency = max(1, concurrency)
         self.lease_s = lease_s
+        self.ttl_round_ns = ttl_round_ns
         # Frees what a release or sweep put in the trash (ObjectService._drain_after_commit).
         self._drain = drain
         self._filling: Counter[str] = Counter()  # holders this process copies now (not helped by itself)
@@ -209,7 +213,7 @@ class HotCopies:
                     await mark(ids, size)
             if result.failed:
                 break  # retried by a later fill: do not spin on a tier that is down
-        result.done = await self.catalog.hot_settle(holder, self.now_ns())
+        result.done = await self.catalog.hot_settle(holder, self.now_ns(), round_ns=self.ttl_round_ns)
         return result
 
     async def _copy(self, blob: HeldBlob) -> None:

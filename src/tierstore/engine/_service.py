@@ -52,7 +52,7 @@ from tierstore.engine._encryption import (
 )
 from tierstore.engine._health import BucketUsage
 from tierstore.engine._hot import FillResult, HotCopies, restore_holder
-from tierstore.engine._lifecycle import DAY_S
+from tierstore.engine._lifecycle import DAY_S, due_after
 from tierstore.engine._lifecycle_worker import LifecyclePlan
 from tierstore.engine._lock import (
     LockConfig,
@@ -480,8 +480,14 @@ class ObjectService:
         # The moves' frees, grouped: one trash pass (one catalog write) for the moves committed
         # while another pass runs; each waits for a pass that started after its commit.
         self._drain_moved: Grouped[None, None] = Grouped(self._drain_for)
-        # Local copies of remote blobs and the holds that keep them (engine/_hot.py).
-        self.hot = HotCopies(catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit)
+        # Local copies of remote blobs and the holds that keep them (engine/_hot.py). A restore's
+        # expiry is rounded up to the next midnight UTC when a day is a real one (AWS; a shortened
+        # day is not rounded, as lifecycle Days).
+        self.restore_round_ns = DAY_S * 1_000_000_000 if lifecycle_day_s >= DAY_S else 0
+        self.hot = HotCopies(
+            catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit,
+            ttl_round_ns=self.restore_round_ns,
+        )  # fmt: skip
 
     # --- buckets ---------------------------------------------------------------------
     async def create_bucket(
@@ -831,11 +837,13 @@ class ObjectService:
         renew: bool = True,
     ) -> Literal["new", "ongoing", "done"]:
         """Hold blobs by id for ``holder`` (``pin:<job>``, ``restore:...``) until ``expires_ns``
-        (None: until released) or ``ttl_ns`` after the copy is done; what the holder was before.
-        ``fill_hold`` (or the server's worker) makes the local copies."""
+        (None: until released) or ``ttl_ns`` after the copy is done (rounded up to the next
+        midnight UTC when a lifecycle day is a real day: only restores give ``ttl_ns``); what the
+        holder was before. ``fill_hold`` (or the server's worker) makes the local copies."""
         return await self.catalog.hot_hold(
-            holder, blob_ids, now_ns=self.clock.now_ns(), expires_ns=expires_ns, ttl_ns=ttl_ns, renew=renew
-        )
+            holder, blob_ids, now_ns=self.clock.now_ns(), expires_ns=expires_ns, ttl_ns=ttl_ns, renew=renew,
+            round_ns=self.restore_round_ns,
+        )  # fmt: skip
 
     async def fill_hold(self, holder: str, *, progress: Callable[[int, int], None] | None = None) -> FillResult:
         """Copy ``holder``'s remote blobs locally now (parallel, resumable, verified), holding
@@ -861,8 +869,10 @@ class ObjectService:
     async def restore_object(self, bucket: str, key: str, version_id: str | None, days: int) -> bool:
         """Bring a version in a restore-required tier back for ``days`` (lifecycle days): True if
         a restore started (202: the server's hot-copy worker makes the copy), False if it was
-        restored already (200: its expiry is now + ``days``). ``RestoreAlreadyInProgress`` while
-        one runs; ``InvalidObjectState`` if no blob of the version is in a restore-required tier."""
+        restored already (200: its expiry is now + ``days``). Either way the expiry is rounded up
+        to the next midnight UTC, as AWS does (unless a day is shortened: ``due_after``; a new
+        copy's counts from the end of the copy). ``RestoreAlreadyInProgress`` while one runs;
+        ``InvalidObjectState`` if no blob of the version is in a restore-required tier."""
         record = await self._latest(bucket, key, version_id)
         if not await self._archived(record.blobs):
             raise InvalidObjectState("Restore is not allowed for the object's current storage class.", resource=key)
@@ -873,7 +883,8 @@ class ObjectService:
         if state is not None and state[0] is None:
             raise RestoreAlreadyInProgress(resource=key)
         if state is not None:  # restored: a new expiry from now
-            before = await self.hold_blobs(holder, ids, expires_ns=self.clock.now_ns() + ttl_ns)
+            expires_ns = due_after(self.clock.now_ns(), days, self.lifecycle_day_s)
+            before = await self.hold_blobs(holder, ids, expires_ns=expires_ns)
         else:
             before = await self.hold_blobs(holder, ids, ttl_ns=ttl_ns, renew=False)
         if before == "ongoing":

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from tierstore.catalog._hot import HeldBlob, HoldInfo
+from tierstore.catalog._hot import TTL_EXPIRY, HeldBlob, HoldInfo
 from tierstore.catalog.postgres._codec import _lock_id
 from tierstore.catalog.postgres._pool import Pool
 
@@ -110,21 +110,23 @@ def _info(row: Any) -> HoldInfo:
     )
 
 
-async def _settle(c: Any, holder: str, now_ns: int) -> bool:
+_SETTLE = (
+    "UPDATE hot_requests SET done_ns = coalesce(done_ns, $1), expires_ns = CASE"  # noqa: S608
+    " WHEN ttl_ns IS NULL THEN expires_ns"
+    f" ELSE {TTL_EXPIRY.format(now='$1', unit='$3::bigint')} END WHERE holder = $2 AND done_ns IS NULL"
+)
+
+
+async def _settle(c: Any, holder: str, now_ns: int, round_ns: int) -> bool:
     """Inside a write: if every held remote blob of ``holder`` is copied, the copy is done (its
-    expiry set from ``ttl_ns``); the holds take the holder's expiry. True if done."""
+    expiry set from ``ttl_ns``: ``TTL_EXPIRY``); the holds take the holder's expiry. True if done."""
     missing = await c.fetchval(
         "SELECT 1 FROM hot_holds h JOIN blobs b ON b.blob_id = h.blob_id"
         " WHERE h.holder = $1 AND b.tier IS NOT NULL AND b.cached IS NULL LIMIT 1",
         holder,
     )
     if missing is None:
-        await c.execute(
-            "UPDATE hot_requests SET done_ns = coalesce(done_ns, $1),"
-            " expires_ns = CASE WHEN ttl_ns IS NULL THEN expires_ns ELSE $1 + ttl_ns END"
-            " WHERE holder = $2 AND done_ns IS NULL",
-            now_ns, holder,
-        )  # fmt: skip
+        await c.execute(_SETTLE, now_ns, holder, round_ns)
     await c.execute(
         "UPDATE hot_holds SET expires_ns = (SELECT expires_ns FROM hot_requests WHERE holder = $1) WHERE holder = $1",
         holder,
@@ -151,6 +153,7 @@ class HotTables:
         expires_ns: int | None = None,
         ttl_ns: int | None = None,
         renew: bool = True,
+        round_ns: int = 0,
     ) -> Literal["new", "ongoing", "done"]:
         """``SqliteCatalog.hot_hold`` (catalog/_hot.py): hold ``blob_ids`` for ``holder`` and answer
         what the holder was before ("new", "ongoing": a copy runs, "done")."""
@@ -181,7 +184,7 @@ class HotTables:
                     "UPDATE hot_requests SET expires_ns = $1, ttl_ns = $2, done_ns = NULL WHERE holder = $3",
                     expires_ns, ttl_ns, holder,
                 )  # fmt: skip
-            await _settle(c, holder, now_ns)
+            await _settle(c, holder, now_ns, round_ns)
             return before
 
         return await self._pool.write(fn)
@@ -277,14 +280,15 @@ class HotTables:
 
         return await self._pool.write(fn)
 
-    async def hot_settle(self, holder: str, now_ns: int) -> bool:
-        """Finish ``holder``'s copy if nothing is missing (its expiry set from ``ttl_ns``); True if done."""
+    async def hot_settle(self, holder: str, now_ns: int, *, round_ns: int = 0) -> bool:
+        """Finish ``holder``'s copy if nothing is missing (its expiry set from ``ttl_ns``, rounded
+        up to a multiple of ``round_ns`` if set: ``TTL_EXPIRY``); True if done."""
 
         async def fn(c: Any) -> bool:
             await c.execute("SELECT pg_advisory_xact_lock($1)", _holder_lock(holder))
             if await c.fetchval("SELECT 1 FROM hot_requests WHERE holder = $1", holder) is None:
                 return False
-            return await _settle(c, holder, now_ns)
+            return await _settle(c, holder, now_ns, round_ns)
 
         return await self._pool.write(fn)
 
