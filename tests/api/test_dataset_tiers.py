@@ -142,6 +142,59 @@ def test_archive_moves_every_sample_and_the_dataset_reads_through(
     _wait(gone)
 
 
+def test_archive_from_one_tier_to_another_counts_cached_blobs_in_their_tier(
+    tsrv: ServerProcess, s3t: Any, admin: TierstoreClient, arch: Any, seaweedfs: SeaweedFS, bkt: str
+) -> None:
+    """Two tiers, two buckets of one SeaweedFS. A blob in ARCH with a local copy (a job's pin)
+    counts as in ARCH (``blob_tiers``): an archive to ARCH skips it. Then the archive to ARCH2
+    moves every blob tier -> tier, verified (the remote metadata of the first tier's objects), the
+    old remote copies deleted through the outbox, the pin's local copy kept; resumable."""
+    _add_tier(admin, seaweedfs, "ARCH2")
+    bodies = {"t/a": b"a" * 40_000, "t/b": bytes(range(256)) * 200, "t/c": b"c" * 30_000}
+    for key, body in bodies.items():
+        s3t.put_object(Bucket=bkt, Key=key, Body=body, **({} if key == "t/a" else {"StorageClass": TIER}))
+    name, pinned = f"tt-{uuid.uuid4().hex[:8]}", f"ttp-{uuid.uuid4().hex[:8]}"
+    ref = f"{name}@1"
+    admin.create_dataset(name, bucket=bkt, prefix="t/")
+    admin.create_dataset(pinned, bucket=bkt, prefix="t/c")
+    assert list(admin.pin_dataset(f"{pinned}@1", "tt-job"))[-1]["state"] == "done"
+    blobs = _blob_ids(_locs(admin, ref))
+    tier_of = "SELECT tier, cached FROM blobs WHERE blob_id=?"
+    assert len(blobs) == 3 and {_catalog(tsrv, tier_of, b)[0] for b in blobs} == {(None, None), (TIER, None), (TIER, 1)}
+    (cached,) = [b for b in blobs if _catalog(tsrv, tier_of, b) == [(TIER, 1)]]
+
+    first = list(admin.archive_dataset(ref, TIER))[-1]
+    assert (first["state"], first["skipped"], first["done"]) == ("done", 2, 3), "the pinned blob is in ARCH"
+    assert {_catalog(tsrv, tier_of, b)[0] for b in blobs} == {(TIER, None), (TIER, 1)}
+
+    final = list(admin.archive_dataset(ref, "ARCH2"))[-1]
+    assert (final["state"], final["items"], final["skipped"], final["done"]) == ("done", 3, 0, 3)
+    assert final["done_bytes"] == final["bytes"] == sum(map(len, bodies.values()))
+    for blob_id in blobs:
+        assert _catalog(tsrv, tier_of, blob_id) == [("ARCH2", 1 if blob_id == cached else None)]
+        meta = arch.head_object(Bucket="tdata-arch2", Key=PREFIX + blob_id)["Metadata"]
+        assert meta["tierstore-bucket"] == bkt and meta["tierstore-key"].startswith("t%2F")
+    assert _local_files(tsrv, cached), "the pin's local copy stays"
+
+    def old_copies_gone() -> bool:
+        listed = arch.list_objects_v2(Bucket=REMOTE_BUCKET, Prefix=PREFIX).get("Contents", [])
+        return not {o["Key"][len(PREFIX) :] for o in listed} & set(blobs)
+
+    _wait(old_copies_gone)
+    source = RemoteSource(tsrv.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    expect = [bodies[str(k)] for k in Manifest.from_parquet(admin.dataset_manifest(ref)).column("key")]
+    assert [d for _, d in source.read_rows(DatasetRef(name, 1), [0, 1, 2])] == expect
+    assert all(s3t.get_object(Bucket=bkt, Key=k)["Body"].read() == v for k, v in bodies.items())
+    again = list(admin.archive_dataset(ref, "ARCH2"))[-1]
+    assert (again["state"], again["skipped"], again["done"]) == ("done", 3, 3), "a second run moves nothing"
+
+    admin.unpin_dataset(f"{pinned}@1", "tt-job")
+    assert _catalog(tsrv, tier_of, cached) == [("ARCH2", None)]
+    assert [d for _, d in source.read_rows(DatasetRef(name, 1), [0, 1, 2])] == expect  # all through ARCH2
+    for ds in (ref, f"{pinned}@1"):
+        admin.delete_dataset(ds)
+
+
 def test_archive_errors_and_its_iam_action(tsrv: ServerProcess, s3t: Any, admin: TierstoreClient, arch: Any,
                                            bkt: str) -> None:  # fmt: skip
     s3t.put_object(Bucket=bkt, Key="x/1", Body=b"one")

@@ -12,7 +12,7 @@ from typing import Any
 
 from tests.catalog.conftest import Opener
 from tests.catalog.migration import old_mirror
-from tierstore.catalog import BlobRef, HeldBlob, SqliteCatalog, VersionRecord
+from tierstore.catalog import BlobRef, BlobTier, HeldBlob, SqliteCatalog, VersionRecord
 from tierstore.types import BucketInfo, ObjectMeta
 
 A = "0000000000000000aaaa"
@@ -145,7 +145,8 @@ def test_holds_copies_release_and_expiry(catalogs: Opener) -> None:
                 ("COLD", False),
                 (None, False),
             ]
-            assert await cat.blob_tiers([A, B, L]) == {B: "COLD"}  # manifests read A locally
+            # Both in the tier; manifests read A from its local copy (cached).
+            assert await cat.blob_tiers([A, B, L]) == {A: BlobTier("COLD", True), B: BlobTier("COLD", False)}
             assert await cat.hot_cached([B], 120) == [B]
             assert await cat.hot_settle("restore:b/k", 121)
             assert await cat.hot_state("restore:b/k") == (121, 171)  # done, expires 50 after

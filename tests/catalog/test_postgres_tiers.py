@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from tests.catalog.conftest import Opener, aw
-from tierstore.catalog import BlobRef, DatasetRecord, InlineMove, OutboxEntry, TierRecord, TierUsage, VersionRecord
+from tierstore.catalog import (
+    BlobRef,
+    BlobTier,
+    DatasetRecord,
+    InlineMove,
+    OutboxEntry,
+    TierRecord,
+    TierUsage,
+    VersionRecord,
+)
 from tierstore.runtime import new_blob_id, new_upload_id, new_version_id
 from tierstore.types import BucketInfo, ObjectMeta, UploadInfo
 
@@ -101,7 +110,7 @@ def test_the_movers_commit(catalogs: Opener) -> None:
             assert await aw(cat.blob_tiers([one, two])) == {}
 
             assert await cat.transition_commit(b, "k", vid, cold, [(one, None), (two, None)])
-            assert await aw(cat.blob_tiers([one, two, "unknown"])) == {one: cold, two: cold}
+            assert await aw(cat.blob_tiers([one, two, "unknown"])) == {one: BlobTier(cold), two: BlobTier(cold)}
             assert (await aw(cat.get_version(b, "k", vid))).meta.storage_class == cold
             trash = await aw(cat.trash_batch(100_000))
             assert one in trash and two in trash  # the local copies go (no hot copy holds them)
@@ -112,7 +121,7 @@ def test_the_movers_commit(catalogs: Opener) -> None:
 
             # On to another tier: the old remote copies go to the first tier's outbox.
             assert await cat.transition_commit(b, "k", vid, glacier, [(one, cold), (two, cold)])
-            assert await aw(cat.blob_tiers([one, two])) == {one: glacier, two: glacier}
+            assert await aw(cat.blob_tiers([one, two])) == {one: BlobTier(glacier), two: BlobTier(glacier)}
             assert (await aw(cat.get_version(b, "k", vid))).meta.storage_class == glacier
             assert await aw(cat.outbox_holds(cold, ["x", two, one])) == two
             assert await aw(cat.remote_blob_known(cold, one))
@@ -153,7 +162,7 @@ def test_an_inline_body_becomes_a_remote_blob(catalogs: Opener) -> None:
             got = await aw(cat.get_version(b, "small", vid))
             assert got.inline_id is None and [x.blob_id for x in got.blobs] == [new]
             assert got.meta.storage_class == cold
-            assert await aw(cat.blob_tiers([new])) == {new: cold}
+            assert await aw(cat.blob_tiers([new])) == {new: BlobTier(cold)}
             assert await aw(cat.inline_bodies([inline_id])) == {}  # released: no dataset pinned it
 
     asyncio.run(main())
@@ -171,11 +180,19 @@ def test_blobs_moved_by_id_and_a_datasets_inline_bodies(catalogs: Opener) -> Non
             await put(cat, b, "a", local)
             vid = await put(cat, b, "b", elsewhere)
             assert await cat.transition_commit(b, "b", vid, other, [(elsewhere, None)])
-            lost = await cat.blobs_to_tier(cold, [local, "unknown", elsewhere, local])
-            assert lost == ["unknown", elsewhere]
-            assert await aw(cat.blob_tiers([local])) == {local: cold}
+            lost = await cat.blobs_to_tier(cold, [(local, None), ("unknown", None), (elsewhere, None), (local, None)])
+            assert lost == ["unknown", elsewhere]  # elsewhere is not local, as said, but in OTHER
+            assert await aw(cat.blob_tiers([local])) == {local: BlobTier(cold)}
             assert local in await aw(cat.trash_batch(100_000))
-            assert await cat.blobs_to_tier(cold, [local]) == []  # already there: nothing to do
+            assert await cat.blobs_to_tier(cold, [(local, None)]) == []  # already there: nothing to do
+            # Tier -> tier: the old remote copy goes to its tier's outbox.
+            assert await cat.blobs_to_tier(cold, [(elsewhere, other)]) == []
+            assert await aw(cat.blob_tiers([elsewhere, local])) == {elsewhere: BlobTier(cold), local: BlobTier(cold)}
+            assert await aw(cat.outbox_holds(other, [elsewhere])) == elsewhere
+            # Back while that old copy waits to be deleted (it would take the new one): not moved.
+            assert await cat.blobs_to_tier(other, [(elsewhere, cold)]) == [elsewhere]
+            assert await aw(cat.blob_tiers([elsewhere])) == {elsewhere: BlobTier(cold)}
+            await cat.outbox_done([OutboxEntry(other, elsewhere, 0)])
 
             # A dataset version pinning an inline body: the body becomes a remote blob.
             body_vid = await cat.put_version(VersionRecord(meta=meta(b, "row", 2), inline_data=b"hi"))
@@ -194,7 +211,7 @@ def test_blobs_moved_by_id_and_a_datasets_inline_bodies(catalogs: Opener) -> Non
             assert await cat.dataset_inline_to_tier("datasets", name, 1, (manifest, (new_manifest, 10)), cold, moves)
             got = await aw(cat.get_dataset(name, 1))
             assert (got.manifest_blob, got.manifest_bytes) == (new_manifest, 10)
-            assert await aw(cat.blob_tiers([remote])) == {remote: cold}
+            assert await aw(cat.blob_tiers([remote])) == {remote: BlobTier(cold)}
             assert await aw(cat.inline_bodies([inline_id])) == {}  # released and no longer pinned: gone
             assert manifest in await aw(cat.trash_batch(100_000))  # the old manifest lost its reference
             with pytest.raises(ValueError, match="not a pinning table"):

@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 from tierstore.catalog._lifecycle import DueRow, LifecyclePlanner, Outcome
 from tierstore.catalog._records import (
     AccessKeyRecord,
+    BlobTier,
     DatasetRecord,
     Guard,
     HeldBlob,
@@ -298,7 +299,7 @@ class Tiers(Protocol):
 class TierData(Protocol):
     """Which tier holds each blob, transitions, and the outbox of remote deletes."""
 
-    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]: ...
+    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, BlobTier]: ...
     async def remote_blob_known(self, tier: str, blob_id: str) -> bool: ...
     async def transition_commit(
         self,
@@ -309,7 +310,7 @@ class TierData(Protocol):
         moved: Sequence[tuple[str, str | None]],
         inline: InlineMove | None = None,
     ) -> bool: ...
-    async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]: ...
+    async def blobs_to_tier(self, tier: str, moved: Sequence[tuple[str, str | None]]) -> list[str]: ...
     async def dataset_inline_to_tier(
         self,
         table: str,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from tierstore.types import ObjectMeta
 
@@ -15,6 +15,7 @@ __all__ = [
     "PINNING_TABLES",
     "AccessKeyRecord",
     "BlobRef",
+    "BlobTier",
     "DatasetRecord",
     "Guard",
     "HeldBlob",
@@ -42,6 +43,15 @@ class BlobRef:
     size_bytes: int
     tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
     cached: bool = False  # a blob in a tier that also has a local copy (catalog/_hot.py): read locally
+
+
+class BlobTier(NamedTuple):
+    """Where a blob named by id is (``blob_tiers``): its remote tier, and whether it also has a
+    local copy (a restore's or a pin's: catalog/_hot.py). A cached blob *is* in its tier — an
+    archive or a move counts it there and moves its remote copy — and is read locally."""
+
+    tier: str
+    cached: bool = False
 
 
 @dataclass(slots=True)

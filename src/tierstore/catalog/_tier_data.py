@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierstore.catalog._hot import free_unheld
+from tierstore.catalog._records import BlobTier
 from tierstore.catalog._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
@@ -104,17 +105,17 @@ class TierDataTables:
         def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None: ...
 
     # --- where blobs are ------------------------------------------------------------------
-    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
-        """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
-        locally copied and unknown ones are absent: they are read from the local drives)."""
-        out: dict[str, str] = {}
+    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, BlobTier]:
+        """Where each of ``blob_ids`` that is in a remote tier is: the tier, and whether it has a
+        local copy too (read from it; counted in the tier). Local and unknown ones are absent."""
+        out: dict[str, BlobTier] = {}
         conn = self._reader()
         ids = list(dict.fromkeys(blob_ids))
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT blob_id, tier FROM blobs WHERE blob_id IN ({marks}) AND tier IS NOT NULL AND cached IS NULL"  # noqa: S608
-            out.update((str(b), str(t)) for b, t in conn.execute(sql, chunk))
+            sql = f"SELECT blob_id, tier, cached FROM blobs WHERE blob_id IN ({marks}) AND tier IS NOT NULL"  # noqa: S608
+            out.update((str(b), BlobTier(str(t), c is not None)) for b, t, c in conn.execute(sql, chunk))
         return out
 
     async def remote_blob_known(self, tier: str, blob_id: str) -> bool:
@@ -217,26 +218,39 @@ class TierDataTables:
         return await self._write(fn)
 
     # --- blobs moved by id (a dataset version's archive, docs/tiers.md "Dataset archive") ------------
-    async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]:
+    async def blobs_to_tier(self, tier: str, moved: Sequence[tuple[str, str | None]]) -> list[str]:
         """The mover's transaction for blobs named by id, each copied to ``tier`` and verified:
-        a blob still referenced and local gets ``tier`` and its local copy goes to the trash
-        (already in ``tier``: nothing to do). Returns the ids that are not: no longer referenced,
-        or in another tier; their remote copies are no one's (the caller queues them). A blob a
-        hot copy holds (a job's pin) keeps its local bytes as that copy."""
+        ``moved`` is ``(blob_id, from)``, where it was (None: the local drives, else another
+        tier). A blob still referenced and still where ``from`` says gets ``tier``; its local copy
+        goes to the trash (a blob a hot copy holds, a job's pin, keeps its local bytes as that
+        copy), a copy in another tier to that tier's outbox; one in ``tier`` already: nothing to
+        do. Returns the ids that did not move: no longer referenced, elsewhere than ``from``, or
+        an old copy of it waits in ``tier``'s outbox (its delete would take this copy; the
+        caller checks first, ``outbox_holds``, so that is a race); their new remote copies are
+        no one's (the caller queues them; ``outbox_add`` skips one the catalog names)."""
         now_ns = time.time_ns()
 
         def fn(c: sqlite3.Connection) -> list[str]:
             lost = []
-            for blob_id in blob_ids:
+            for blob_id, source in moved:
                 row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
-                if row is None or row[0] not in (None, tier):
+                if row is not None and row[0] == tier:
+                    continue
+                if (
+                    row is None
+                    or row[0] != source
+                    or c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone()
+                ):
                     lost.append(blob_id)
-                elif row[0] is None:  # as transition_commit: a held blob keeps its local bytes as its copy
-                    (size,) = c.execute(
-                        "UPDATE blobs SET tier=?, cached=1 WHERE blob_id=? RETURNING size", (tier, blob_id)
-                    ).fetchone()
+                    continue
+                sql = "UPDATE blobs SET tier=? WHERE blob_id=? RETURNING size"
+                (size,) = c.execute(sql, (tier, blob_id)).fetchone()
+                if source is None:  # as transition_commit: a held blob keeps its local bytes as its copy
+                    c.execute("UPDATE blobs SET cached=1 WHERE blob_id=?", (blob_id,))
                     free_unheld(c, [blob_id], now_ns)
-                    count_moved(c, tier, int(size))  # each blob one object of the tier's counters
+                else:  # its local copy, if any, stays what it was: the same bytes
+                    self.queue_remote_delete(c, source, blob_id)
+                count_moved(c, tier, int(size))  # each blob one object of the tier's counters
             return lost
 
         return await self._write(fn)

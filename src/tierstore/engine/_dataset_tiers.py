@@ -10,10 +10,15 @@ copies; ``unpin`` or the TTL frees them.
 
 **Archive**:
 
-Datasets name blobs by id, so the archive moves *blobs*, through the mover's steps for each
-(``Mover.upload_blob``: a verified local read, the copy, a HEAD that checks size and CRC32C),
-then one catalog transaction per batch (``blobs_to_tier``: the blobs get the tier, their local
-copies go to the trash) and only then the trash drain frees the local bytes. Every version that
+Datasets name blobs by id, so the archive moves *blobs*, local ones and ones in another tier
+(tier -> tier), through the mover's steps for each (``Mover.upload_blob``: a verified read — of
+the local blob, or of the other tier's object, checked against the CRC32C its metadata records
+—, the copy, checked by its ETag or a HEAD of size and CRC32C), then one catalog transaction per
+batch (``blobs_to_tier``: the blobs get the tier, their local copies go to the trash, their
+copies in another tier to that tier's outbox) and only then the trash drain frees the local
+bytes. A blob in the target tier already is skipped, whether or not it also has a local copy
+(a restore's or a pin's: ``blob_tiers`` reports it in its tier); one whose old copy still waits
+in the target's outbox is refused until that delete has run (retry), as the mover does. Every version that
 shares a blob reads it through the tier from then on (its class stays its own, as for a copy that
 shares moved blobs). An inline body the version pins (docs/inline.md) becomes a new remote blob,
 as the mover does for an inline version; the manifest is rewritten to name it, and one
@@ -200,18 +205,15 @@ async def archive_version(
         table = await asyncio.to_thread(read_parquet, manifest)
         has_enc = "enc" in table.column_names
         blobs, inline = named(table.column("loc").to_pylist())
-        where = await service.catalog.blob_tiers(list(blobs))
-        elsewhere = sorted({t for t in where.values() if t != tier})
-        if elsewhere:
-            raise InvalidRequest(
-                f"Some of {progress.ref}'s bytes are in tier {elsewhere[0]}; moving between tiers is not supported."
-            )
-        todo = [b for b in blobs if b not in where]
+        # Where each blob is: local (absent), in ``tier`` already (a local copy of it, a restore's
+        # or a pin's, does not matter), or in another tier (moved from there, tier -> tier).
+        where = {b: t.tier for b, t in (await service.catalog.blob_tiers(list(blobs))).items()}
+        todo = [b for b in blobs if where.get(b) != tier]
         progress.items = len(blobs) + len(inline)
         sizes = table.column("size").to_pylist()
         inline_bytes = {i: int(sizes[r]) for i, r in inline.items()}  # the sample's size (not its stored bytes)
         progress.bytes = sum(s for s, _ in blobs.values()) + sum(inline_bytes.values())
-        there = [b for b in blobs if b in where]
+        there = [b for b in blobs if where.get(b) == tier]
         progress.skipped = progress.done = len(there)
         progress.done_bytes = sum(blobs[b][0] for b in there)
         remote = await service.tier_stores.store(tier)
@@ -227,10 +229,15 @@ async def archive_version(
 
         for start in range(0, len(todo), BLOB_BATCH):
             batch = todo[start : start + BLOB_BATCH]
-            results = await run([mover.upload_blob(remote, b, blobs[b][0], _describe(table, blobs[b], has_enc))
-                                 for b in batch])  # fmt: skip
+            waiting = await service.catalog.outbox_holds(tier, batch)
+            if waiting:  # an old copy in the target being deleted could take the new one (as the mover)
+                raise TierUnavailable(f"Blob {waiting}'s old copy in tier {tier} is still being deleted; retry.")
+            results = await run([
+                mover.upload_blob(remote, b, blobs[b][0], _describe(table, blobs[b], has_enc), where.get(b))
+                for b in batch
+            ])  # fmt: skip
             copied = [b for b, exc in zip(batch, results, strict=True) if exc is None]
-            lost = await service.catalog.blobs_to_tier(tier, copied) if copied else []
+            lost = await service.catalog.blobs_to_tier(tier, [(b, where.get(b)) for b in copied]) if copied else []
             if lost:  # no longer referenced (the version was deleted meanwhile): no one's
                 await service.catalog.outbox_add(tier, lost)
             moved = sum(blobs[b][0] for b in copied)  # counted in tier status by blobs_to_tier

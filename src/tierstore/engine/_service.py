@@ -939,10 +939,14 @@ class ObjectService:
         self, refs: list[BlobRef], offset: int, length: int, *, verify: bool = True, what: str = ""
     ) -> AsyncIterator[bytes]:
         """Bytes of blobs named by id outside a version read (dataset and model manifests): their
-        tiers are looked up first (one query), then read as ``stream_blobs`` does."""
+        tiers are looked up first (one query), then read as ``stream_blobs`` does (a blob with
+        a local copy from it, or from its tier if the copy was freed since)."""
         tiers = await self.catalog.blob_tiers([r.blob_id for r in refs]) if refs else {}
         if tiers:
-            refs = [BlobRef(r.blob_id, r.size_bytes, tiers.get(r.blob_id)) for r in refs]
+            refs = [
+                r if (t := tiers.get(r.blob_id)) is None else BlobRef(r.blob_id, r.size_bytes, t.tier, t.cached)
+                for r in refs
+            ]
             await self._check_readable(refs, what)
         return stream_blobs(self.blobs, refs, offset, length, verify=verify, remote=self._remote_store)
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tierstore.catalog._records import BlobTier
 from tierstore.catalog._tier_data import InlineMove, OutboxEntry
 from tierstore.catalog.postgres._blobs import ref, release_inline, unref_all
 from tierstore.catalog.postgres._buckets import lock_keys
@@ -83,14 +84,14 @@ class TierDataTables:
         async def _lifecycle_key(self, c: Any, bucket_id: int, key_b: bytes, props: dict[str, Any]) -> None: ...
 
     # --- where blobs are ------------------------------------------------------------------
-    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, str]:
-        """The remote tier of each of ``blob_ids`` that is in one and has no local copy (local,
-        locally copied and unknown ones are absent: they are read from the local drives)."""
+    async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, BlobTier]:
+        """Where each of ``blob_ids`` that is in a remote tier is: the tier, and whether it has a
+        local copy too (read from it; counted in the tier). Local and unknown ones are absent."""
         rows = await self._pool.fetch(
-            "SELECT blob_id, tier FROM blobs WHERE blob_id = ANY($1::text[]) AND tier IS NOT NULL AND cached IS NULL",
+            "SELECT blob_id, tier, cached FROM blobs WHERE blob_id = ANY($1::text[]) AND tier IS NOT NULL",
             list(dict.fromkeys(blob_ids)),
         )
-        return {str(b): str(t) for b, t in rows}
+        return {str(b): BlobTier(str(t), c is not None) for b, t, c in rows}
 
     async def remote_blob_known(self, tier: str, blob_id: str) -> bool:
         """Whether the catalog names ``blob_id``: referenced (anywhere: a local blob may be on its
@@ -205,33 +206,41 @@ class TierDataTables:
         return await self._pool.write(fn, first=lock_keys(bucket, (key_b,)))
 
     # --- blobs moved by id (a dataset version's archive, docs/tiers.md "Dataset archive") ------------
-    async def blobs_to_tier(self, tier: str, blob_ids: Sequence[str]) -> list[str]:
-        """The mover's transaction for blobs named by id, each copied to ``tier`` and verified:
-        a blob still referenced and local gets ``tier`` and its local copy goes to the trash
-        (already in ``tier``: nothing to do). Returns the ids that are not: no longer referenced,
-        or in another tier; their remote copies are no one's (the caller queues them). A blob a
-        hot copy holds keeps its local bytes as that copy."""
+    async def blobs_to_tier(self, tier: str, moved: Sequence[tuple[str, str | None]]) -> list[str]:
+        """As ``SqliteCatalog.blobs_to_tier``: each ``(blob_id, from)`` still referenced and still
+        in ``from`` (None: local) gets ``tier``, its old copy to the trash (unless a hold keeps it)
+        or ``from``'s outbox; returns the ids that did not move (gone, elsewhere, or an old copy
+        waiting in ``tier``'s outbox)."""
         now_ns = time.time_ns()
+        ids = [blob_id for blob_id, _ in moved]
 
         async def fn(c: Any) -> list[str]:
             await _hold_tier(c, tier)
             where = dict(
                 await c.fetch(
-                    "SELECT blob_id, tier FROM blobs WHERE blob_id = ANY($1::text[]) ORDER BY blob_id FOR UPDATE",
-                    list(blob_ids),
+                    "SELECT blob_id, tier FROM blobs WHERE blob_id = ANY($1::text[]) ORDER BY blob_id FOR UPDATE", ids
                 )
             )
+            waiting = {
+                r[0] for r in await c.fetch(
+                    "SELECT blob_id FROM tier_outbox WHERE tier = $1 AND blob_id = ANY($2::text[])", tier, ids
+                )
+            }  # fmt: skip
             lost = []
-            for blob_id in blob_ids:
-                if blob_id not in where or where[blob_id] not in (None, tier):
+            for blob_id, source in moved:
+                if blob_id in where and where[blob_id] == tier:
+                    continue
+                if blob_id not in where or where[blob_id] != source or blob_id in waiting:
                     lost.append(blob_id)
-                elif where[blob_id] is None:
-                    size = await c.fetchval(
-                        "UPDATE blobs SET tier = $1, cached = true WHERE blob_id = $2 RETURNING size", tier, blob_id
-                    )
-                    where[blob_id] = tier  # an id listed twice moves once
+                    continue
+                size = await c.fetchval("UPDATE blobs SET tier = $1 WHERE blob_id = $2 RETURNING size", tier, blob_id)
+                where[blob_id] = tier  # an id listed twice moves once
+                if source is None:  # a blob a hot copy holds keeps its local bytes as that copy
+                    await c.execute("UPDATE blobs SET cached = true WHERE blob_id = $1", blob_id)
                     await self._free_unheld(c, [blob_id], now_ns)
-                    await self._count_moved(c, tier, int(size))  # each blob one object of the tier's counters
+                else:
+                    await queue_remote_delete(c, source, blob_id)
+                await self._count_moved(c, tier, int(size))  # each blob one object of the tier's counters
             return lost
 
         return await self._pool.write(fn)
