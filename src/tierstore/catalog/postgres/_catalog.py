@@ -9,7 +9,8 @@ one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blo
 ``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
 
 Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``, ``_hot``,
-``_tier_progress``, ``_query``. Each write keeps the other modules' tables in its own transaction
+``_tier_progress``, ``_query``; slice 6 ``_leases`` (the gateway registry, named jobs, the
+leased trash and outbox). Each write keeps the other modules' tables in its own transaction
 through hooks, as SQLite's; a hook a module owns is a method of its mixin, which comes before the
 mixin calling it in the bases below (``_tier_data``'s defaults are right without that module).
 ``CatalogOperations`` (catalog/_protocol.py, checked by mypy) is what it implements: every
@@ -26,6 +27,7 @@ from tierstore.catalog.postgres._datasets import DatasetTables
 from tierstore.catalog.postgres._hot import HotTables
 from tierstore.catalog.postgres._identity import IdentityTables
 from tierstore.catalog.postgres._kms import KmsTables
+from tierstore.catalog.postgres._leases import LeaseTables
 from tierstore.catalog.postgres._lifecycle import LifecycleTables
 from tierstore.catalog.postgres._listing import ListingTables
 from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
@@ -55,6 +57,7 @@ class PostgresCatalog(
     TierTables,
     TierDataTables,
     LifecycleTables,
+    LeaseTables,
 ):
     """All metadata in one PostgreSQL database, shared by any number of gateway processes."""
 
