@@ -27,6 +27,7 @@ import string
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -67,7 +68,10 @@ from tierstore.drives import (
 )
 from tierstore.engine import (
     DEFAULT_INLINE_MAX_BYTES,
+    DEFAULT_LEASE_S,
+    Checkpoint,
     DatasetService,
+    Gateway,
     IdentityService,
     LifecycleWorker,
     ModelService,
@@ -77,6 +81,7 @@ from tierstore.engine import (
     StsService,
     TierConfig,
     TierService,
+    run_job,
 )
 from tierstore.errors import SlowDown, TierstoreError
 
@@ -109,6 +114,7 @@ CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
 _HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
+_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" (engine/_leases.py)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -161,6 +167,9 @@ class ServerConfig:
     # 1/16 of the filesystem.
     disk_reserve_bytes: int = 64 * 1024 * 1024
     stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
+    # Background work's leases (docs/scale-out.md "Background work"): a gateway that dies holding
+    # work leaves it to the others after this long; heartbeats come a third of it apart. Tests shorten it.
+    lease_s: float = DEFAULT_LEASE_S
     # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
     kms_create_keys: list[str] = field(default_factory=list)
     # A lifecycle rule's day, in seconds (tests shorten it; docs/tiers.md "Lifecycle"); 1..86,400.
@@ -544,6 +553,20 @@ def build_app(config: ServerConfig) -> S3App:
     kill_at = os.environ.get(_HOT_KILL_ENV)  # tests only: kill -9 this worker after a hot copy lands
     if kill_at:
         service.hot.fault = functools.partial(_kill_at, kill_at)
+    kill_at = os.environ.get(_LEASE_KILL_ENV)  # tests only: kill -9 this worker once a claim took rows
+    if kill_at:
+        service.leases.fault = functools.partial(_kill_at, kill_at)
+    # This worker in the gateway registry: its id owns every lease it takes (engine/_leases.py).
+    service.leases.lease_s = config.lease_s
+    gateway = Gateway(catalog, service.leases)
+    # Jobs over the blobs are per store; a local data dir or drive set is this host's alone.
+    scope = f"{socket.gethostname()}:{store_key}"
+
+    async def live_gateways() -> list[dict[str, Any]]:
+        seen_after_ns = time.time_ns() - service.leases.lease_ns
+        return [asdict(g) for g in await catalog.gateway_list(seen_after_ns)]
+
+    repairer.gateways = live_gateways
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
@@ -551,31 +574,67 @@ def build_app(config: ServerConfig) -> S3App:
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
     tasks: list[asyncio.Task[None]] = []
 
+    async def sweep_orphans(cursor: str, checkpoint: Checkpoint) -> str:
+        report = await service.sweep_orphans(grace_s=config.gc_grace_s)
+        log.debug("startup GC: %s", report)
+        return ""
+
     async def gc_loop() -> None:
+        """Drain the trash (leased rows); at start, also sweep the store's orphans (a leased job:
+        one worker or gateway at a time per store)."""
         first = True
         while True:
             try:
+                await service.drain_trash()
                 if first:
-                    report = await service.collect_garbage(grace_s=config.gc_grace_s)
-                    log.debug("startup GC: %s", report)
+                    await run_job(catalog, service.leases, f"gc-orphans:{scope}", sweep_orphans)
                     first = False
-                else:
-                    await service.drain_trash()
                 reserve.restore()
             except Exception:
                 log.exception("GC pass failed")
             await asyncio.sleep(config.gc_interval_s)
 
+    async def scrub_leased() -> None:
+        """With the catalog in PostgreSQL the scrub is a leased job (``jobs``), not a flock: the
+        holder saves its cursor after each page, so if it dies another worker or gateway resumes
+        there once the lease runs out; a finished pass leaves "done:<time>" for the next one."""
+        name = f"scrub:{scope}"
+        job = await catalog.job_get(name)
+        now_s = time.time()
+        if job is not None and job.owner is not None and job.lease_until_ns >= time.time_ns():
+            return  # running elsewhere
+        done = job is not None and job.cursor.startswith("done:")
+        if done and job is not None and now_s < float(job.cursor[5:]) + config.scrub_interval_s:
+            return
+        if repairer.current is not None and repairer.current.state == "running":
+            return  # a heal this process runs (tierstore heal)
+
+        async def body(cursor: str, checkpoint: Checkpoint) -> str:
+            if not cursor:  # the store's first start: the first pass an interval from now
+                return f"done:{now_s}"
+            p = await repairer.heal(
+                kind="scrub",
+                rate_bytes_s=config.scrub_rate_bytes_s,
+                resume="" if cursor.startswith("done:") else cursor,
+                checkpoint=checkpoint,
+            )
+            return f"done:{p.finished_s or time.time()}"  # failed: tried again an interval later, as before
+
+        await run_job(catalog, service.leases, name, body)
+
     async def heal_loop() -> None:
-        """Heal what reads and writes reported; in one process, also scrub everything now and then."""
-        scrubber = config.scrub_interval_s > 0 and _scrub_lock(store_key) is not None
+        """Heal what reads and writes reported; in one process, also scrub everything now and then
+        (on SQLite the one holding the store's scrub flock; on PostgreSQL the scrub job's lease)."""
+        scrubber = config.scrub_interval_s > 0 and pg is None and _scrub_lock(store_key) is not None
         last = repairer.last_report()
         next_scrub = (float(last["finished_s"] or 0) if last else time.time()) + config.scrub_interval_s
         while True:
             await asyncio.sleep(config.heal_queue_interval_s)
             try:
                 await repairer.heal_queued()
-                if scrubber and time.time() >= next_scrub:
+                if pg is not None and config.scrub_interval_s > 0:
+                    await scrub_leased()
+                elif scrubber and time.time() >= next_scrub:
                     if repairer.current is None or repairer.current.state != "running":
                         await repairer.heal(kind="scrub", rate_bytes_s=config.scrub_rate_bytes_s)
                     next_scrub = time.time() + config.scrub_interval_s
@@ -613,6 +672,13 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("lifecycle pass failed")
             await asyncio.sleep(interval_s)
 
+    def sweep_tier(name: str) -> Callable[[str, Checkpoint], Awaitable[str]]:
+        async def sweep(cursor: str, checkpoint: Checkpoint) -> str:
+            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+            return ""
+
+        return sweep
+
     async def tier_outbox_loop() -> None:
         """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"); at
         start, also the remote orphans older than the GC grace (a crash mid-transition). Then
@@ -624,8 +690,8 @@ def build_app(config: ServerConfig) -> S3App:
                 if first:
                     first = False
                     for name in await service.tiers.class_names():
-                        try:
-                            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+                        try:  # a leased job: one worker of one gateway sweeps a tier at a time
+                            await run_job(catalog, service.leases, f"tier-orphans:{name}", sweep_tier(name))
                         except Exception as exc:  # a tier down at start: swept at the next start
                             log.warning("tier %s: orphan sweep failed: %s", name, exc)
                 await service.mover.drain_outbox()
@@ -648,7 +714,9 @@ def build_app(config: ServerConfig) -> S3App:
     async def on_startup() -> None:
         if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
             await start_postgres(pg, config.catalog_start_timeout_s)
+        await gateway.register()
         loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(gateway.run()))
         tasks.append(loop.create_task(tier_outbox_loop()))
         tasks.append(loop.create_task(hot_copies_loop()))
         tasks.append(loop.create_task(gc_loop()))
@@ -664,6 +732,8 @@ def build_app(config: ServerConfig) -> S3App:
                 await task
         with contextlib.suppress(Exception):  # best effort: last-used times noted since the last write
             await identities.flush_last_used()
+        with contextlib.suppress(Exception):  # best effort: else it drops out of the live list a lease later
+            await gateway.forget()
         if pg is not None:
             await pg.close()
         else:

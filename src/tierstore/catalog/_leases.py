@@ -173,6 +173,15 @@ class LeaseTables:
 
         return await self._write(fn)
 
+    async def trash_release(self, owner: str, blob_ids: Sequence[str]) -> int:
+        """Hand back the rows still leased to ``owner`` (their deletes failed): due again at once."""
+
+        def fn(c: sqlite3.Connection) -> int:
+            sql = "UPDATE trash SET lease_owner=NULL, lease_until=0 WHERE blob_id=? AND lease_owner=?"
+            return sum(c.execute(sql, (b, owner)).rowcount for b in blob_ids)
+
+        return await self._write(fn)
+
     # --- the tier outbox --------------------------------------------------------------------------
     async def outbox_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 200) -> list[OutboxEntry]:
         """Up to ``limit`` due outbox rows, leased to ``owner`` (their ``next_ns`` moved ahead)."""

@@ -202,6 +202,8 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--stripe-bytes", int, None, "", hidden=True),
     Option("--small-object-bytes", int, None, "", hidden=True),
     Option("--heal-queue-interval", float, 2.0, "", hidden=True, field="heal_queue_interval_s"),
+    # Background work's leases (docs/scale-out.md "Background work"); tests shorten them.
+    Option("--lease-seconds", float, 60.0, "", hidden=True, field="lease_s", convert=lambda s: max(0.5, s)),
     Option(
         "--inline-max-bytes",
         int,

@@ -1622,6 +1622,10 @@ class LeaseContract(_Contract):
                 rest = await b.trash_claim("gw-1", BASE_NS + 1, lease, 100)
                 assert sorted(rest + taken) == sorted(ids)
                 assert await a.trash_claim("gw-0", BASE_NS + 2, lease, 100) == []  # all leased
+                # A failed delete hands its rows back (only the holder can): claimable again at once.
+                assert await a.trash_release("gw-0", rest) == 0
+                assert await b.trash_release("gw-1", rest) == len(rest)
+                assert sorted(await a.trash_claim("gw-1", BASE_NS + 3, lease, 100)) == sorted(rest)
                 mine = [blob for i, claim in enumerate(claims) if i % 2 == 0 for blob in claim]  # gw-0's
                 # Every lease runs out: gw-1 takes all the rows; gw-0's finish then drops nothing.
                 over = await b.trash_claim("gw-1", BASE_NS + lease + 10, lease, 100)

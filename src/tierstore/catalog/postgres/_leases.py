@@ -128,6 +128,15 @@ class LeaseTables:
         )
         return len(rows)
 
+    async def trash_release(self, owner: str, blob_ids: Sequence[str]) -> int:
+        """Hand back the rows still leased to ``owner`` (their deletes failed): due again at once."""
+        rows = await self._pool.fetch(
+            "UPDATE trash SET lease_owner = NULL, lease_until = 0"
+            " WHERE blob_id = ANY($1::text[]) AND lease_owner = $2 RETURNING 1",
+            list(blob_ids), owner,
+        )  # fmt: skip
+        return len(rows)
+
     # --- the tier outbox --------------------------------------------------------------------------
     async def outbox_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 200) -> list[OutboxEntry]:
         """Up to ``limit`` due outbox rows, leased to ``owner`` (their ``next_ns`` moved ahead)."""
