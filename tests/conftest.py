@@ -173,6 +173,20 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def admin_info(endpoint: str) -> dict[str, object]:
+    """``tierstore admin info --json`` against ``endpoint`` (a subprocess, as a user runs it)."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
+    env.update(TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
+    out = subprocess.run(
+        [sys.executable, "-m", "tierstore", "admin", "info", "--json", "--endpoint", endpoint],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout))
+
+
 def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, **cfg: object):  # type: ignore[no-untyped-def]
     config = Config(
         signature_version=cfg.pop("signature_version", "s3v4"),

@@ -4,16 +4,16 @@ PostgreSQL unreachable at start retried, then one line; the background loops on 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, make_client
+from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, admin_info, make_client
 from tests.ports import free_port
 from tests.postgres import PostgreSQL
 
@@ -134,16 +134,10 @@ def test_a_drive_set_with_its_catalog_in_postgresql(tmp_path: Path, postgres: Po
             s3.put_object(Bucket="pg-drives", Key=key, Body=body)
         for key, body in bodies.items():
             assert s3.get_object(Bucket="pg-drives", Key=key)["Body"].read() == body
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERSTORE_")}
-        env.update(TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
-        out = subprocess.run(
-            [sys.executable, "-m", "tierstore", "admin", "info", "--json", "--endpoint", srv.endpoint],
-            capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        info = json.loads(out.stdout)
+        info: dict[str, Any] = admin_info(srv.endpoint)
         assert info["mode"] == "erasure" and info["online"] == 4 and info["blobs"] == 1
         assert all("catalog" not in d for d in info["drives"])  # no mirror: nothing to reseed or report
+        assert len(info["gateways"]) == 1  # the registry: this gateway's one worker
     finally:
         srv.stop()
     assert not [p for d in drives for p in d.rglob("catalog.db*")]
