@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,12 +39,15 @@ from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import (
     BlobStore,
+    CachedBlobStore,
     ErasureBlobStore,
     LocalBlobStore,
     RemoteBlobStore,
     S3BlobStore,
     S3StoreConfig,
+    StoreRefused,
     check_endpoint,
+    parse_store_url,
 )
 from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.crypto import (
@@ -89,6 +92,9 @@ if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names Po
     from tierstore.catalog.postgres import PostgresCatalog
 
 __all__ = [
+    "CACHE_DIR",
+    "STORE_WITHOUT_CATALOG",
+    "STORE_WITH_DRIVES",
     "Claim",
     "ServeError",
     "ServerConfig",
@@ -97,11 +103,14 @@ __all__ = [
     "check_audit_log",
     "claim_store_and_port",
     "credential_dirs",
+    "default_cache_bytes",
     "load_or_create_credentials",
     "master_key_dirs",
     "open_drive_set",
     "open_service",
     "serve",
+    "start_store",
+    "store_blobs",
     "tune_malloc",
 ]
 
@@ -145,6 +154,12 @@ class ServerConfig:
     catalog_pool: int = 8  # connections at most per worker process
     catalog_timeout_s: float = 10.0  # a checkout (or a connect) waits this long, then 503
     catalog_start_timeout_s: float = 60.0  # PostgreSQL unreachable at start: retried this long, then exit
+    # An object store as the standard tier (``--store s3://BUCKET/PREFIX?endpoint=URL``, only with a
+    # PostgreSQL catalog): every blob lives there; the data dir holds its bounded read cache.
+    store: str = ""
+    store_access_key: str = ""  # both or neither; neither: the standard AWS credential chain
+    store_secret_key: str = ""
+    cache_bytes: int = 0  # the cache's bound; 0: chosen at start from the data dir's free space
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
     parity: int | None = None
@@ -440,6 +455,64 @@ async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
             raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
 
 
+async def _claim_blob_store(config: ServerConfig, pg: PostgresCatalog) -> None:
+    """Record where the catalog's blobs live at its first start; ``ServeError`` (one line) for a
+    gateway started with another store (or none) against it: its blobs would not be where the
+    catalog's versions say. The endpoint is not compared: each host may reach one store its own way."""
+    mine = parse_store_url(config.store).location if config.store else ""
+    recorded = await pg.claim_blob_store(mine)
+    if recorded != mine:
+        theirs = f"in the store {recorded}" if recorded else "on its first gateway's local drives (no --store)"
+        this = f"--store {mine}" if mine else "no --store"
+        raise ServeError(f"the catalog {pg.shown_dsn} keeps its blobs {theirs}; this gateway has {this}")
+
+
+def _check_store_apart(config: ServerConfig) -> None:
+    """``start_store`` in a spawned process: obstore's runtime (Rust threads) does not survive a
+    fork, so the main process, which forks the granian workers, must never start it itself."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        error = pool.submit(_check_store_main, json.dumps(asdict(config))).result()
+    if error is not None:
+        raise ServeError(error)
+
+
+def _check_store_main(config_json: str) -> str | None:
+    """The spawned process of ``_check_store_apart``: what went wrong, or None."""
+    config = ServerConfig(**json.loads(config_json))
+    _configure_logging(config.log_level)
+    try:
+        asyncio.run(start_store(_object_store(config), config.catalog_start_timeout_s))
+    except ServeError as exc:
+        return str(exc)
+    return None
+
+
+async def start_store(store: S3BlobStore, timeout_s: float) -> None:
+    """Check that the store answers and lets us in (``S3BlobStore.check``). Unreachable: a log
+    line, and again until ``timeout_s`` has passed, then ``ServeError``; a refusal (no such bucket,
+    bad keys): ``ServeError`` at once. Neither message holds the store's secret key."""
+    where = f"{store.config.endpoint} bucket {store.config.bucket}"
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.5
+    while True:
+        try:
+            await store.check()
+            log.info("store: %s (prefix %r) answers", where, store.config.prefix)
+            return
+        except StoreRefused as exc:
+            raise ServeError(f"cannot use the store: {exc}") from None
+        except TierstoreError:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise ServeError(f"the store {where} is unreachable: gave up after {timeout_s:g}s") from None
+            log.warning("store %s unreachable; retrying for %.0f s more", where, left_s)
+            await asyncio.sleep(min(delay_s, left_s))
+            delay_s = min(delay_s * 2, 5.0)
+
+
 def _catalog_cause(exc: TierstoreError) -> str:
     """What PostgreSQL said (its message never holds the client's password), else the error's text."""
     cause = exc.__cause__ or exc.__context__  # connect errors are raised ``from None``: their context
@@ -466,6 +539,15 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE, MASTER_KEY_FILE))
         store_key = drive_set.format.set_id
         reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+    elif config.store:  # the blobs in the object store; the data dir holds its read cache
+        if shared is None:
+            raise ServeError(STORE_WITHOUT_CATALOG)
+        data = Path(config.data_dir)
+        catalog = shared
+        blobs = store_blobs(config)
+        repairer = Repairer(catalog, blobs, meta_dirs=[data])
+        store_key = parse_store_url(config.store).location
+        reserve_dirs = []  # the catalog is PostgreSQL's and the blobs the store's: no local delete needs room
     else:
         data = Path(config.data_dir)
         catalog = shared or SqliteCatalog(data / "catalog.db")
@@ -475,6 +557,51 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     return catalog, blobs, repairer, store_key, reserve, pg
+
+
+STORE_WITHOUT_CATALOG = (
+    "--store needs --catalog postgresql://...: an object store without a shared catalog is not a cluster"
+)
+STORE_WITH_DRIVES = "--store and --drives do not go together: the store keeps the blobs, --data holds its cache"
+CACHE_DIR = "cache"  # the store's read cache, in the data dir
+_MIN_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def store_blobs(config: ServerConfig) -> CachedBlobStore:
+    """The standard tier of ``--store``: the object store, read through a bounded cache in the data
+    dir (docs/scale-out.md "The store as the standard tier"). Connects at its first operation."""
+    cache = LocalBlobStore(Path(config.data_dir) / CACHE_DIR, durable=False)  # its blobs live in the store
+    return CachedBlobStore(_object_store(config), cache, cache_bytes=config.cache_bytes or default_cache_bytes(config))
+
+
+def _object_store(config: ServerConfig) -> S3BlobStore:
+    """``--store``'s bucket and prefix, with ``--store-access-key``/``--store-secret-key`` or, without
+    them, the standard AWS credential chain (``AWS_ACCESS_KEY_ID``..., shared files, roles)."""
+    url = parse_store_url(config.store)
+    keys = (config.store_access_key, config.store_secret_key) if config.store_secret_key else (None, None)
+    return S3BlobStore(url.config(*keys))
+
+
+def default_cache_bytes(config: ServerConfig) -> int:
+    """Half of what the data dir's filesystem has free now plus what the cache holds already
+    (so a restart with a full cache keeps its bound), at least 64 MiB."""
+    data = Path(config.data_dir)
+    held = sum(_scan_files(data / CACHE_DIR / "blobs"))
+    try:
+        st = os.statvfs(data)
+    except OSError:
+        return _MIN_CACHE_BYTES
+    return max(_MIN_CACHE_BYTES, (st.f_bavail * st.f_frsize + held) // 2)
+
+
+def _scan_files(path: Path) -> list[int]:
+    """The sizes of the files under ``path`` (none if it does not exist)."""
+    sizes: list[int] = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                sizes.append(os.stat(os.path.join(root, name)).st_size)
+    return sizes
 
 
 def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
@@ -559,8 +686,9 @@ def build_app(config: ServerConfig) -> S3App:
     # This worker in the gateway registry: its id owns every lease it takes (engine/_leases.py).
     service.leases.lease_s = config.lease_s
     gateway = Gateway(catalog, service.leases)
-    # Jobs over the blobs are per store; a local data dir or drive set is this host's alone.
-    scope = f"{socket.gethostname()}:{store_key}"
+    # Jobs over the blobs are per store: --store's is shared by every gateway; a local data dir or
+    # drive set is this host's alone.
+    scope = store_key if config.store else f"{socket.gethostname()}:{store_key}"
 
     async def live_gateways() -> list[dict[str, Any]]:
         seen_after_ns = time.time_ns() - service.leases.lease_ns
@@ -624,15 +752,18 @@ def build_app(config: ServerConfig) -> S3App:
 
     async def heal_loop() -> None:
         """Heal what reads and writes reported; in one process, also scrub everything now and then
-        (on SQLite the one holding the store's scrub flock; on PostgreSQL the scrub job's lease)."""
-        scrubber = config.scrub_interval_s > 0 and pg is None and _scrub_lock(store_key) is not None
+        (on SQLite the one holding the store's scrub flock; on PostgreSQL the scrub job's lease).
+        With --store the store's own redundancy is its business: no background scrub of it from
+        every gateway (``tierstore heal`` still verifies every blob against it, on demand)."""
+        scrubs = config.scrub_interval_s > 0 and not config.store
+        scrubber = scrubs and pg is None and _scrub_lock(store_key) is not None
         last = repairer.last_report()
         next_scrub = (float(last["finished_s"] or 0) if last else time.time()) + config.scrub_interval_s
         while True:
             await asyncio.sleep(config.heal_queue_interval_s)
             try:
                 await repairer.heal_queued()
-                if pg is not None and config.scrub_interval_s > 0:
+                if pg is not None and scrubs:
                     await scrub_leased()
                 elif scrubber and time.time() >= next_scrub:
                     if repairer.current is None or repairer.current.state != "running":
@@ -872,6 +1003,12 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
     # on an erasure set, formats replacement drives and brings every catalog copy up to date
     # before any worker exists.
+    if config.store and not config.catalog:
+        raise ServeError(STORE_WITHOUT_CATALOG)
+    if config.store and config.drives:
+        raise ServeError(STORE_WITH_DRIVES)
+    if config.store and not config.cache_bytes:  # chosen once here, so every worker has the same bound
+        config = replace(config, cache_bytes=default_cache_bytes(config))
     if config.drives:
         drive_set = open_drive_set(config)
         _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
@@ -910,9 +1047,14 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
                 asyncio.run(prepare_master_key(config, catalog))
             finally:
                 catalog.close()
-        LocalBlobStore(data)
-        where = str(data.resolve())
-        reserve_dirs = [data]
+        if config.store:
+            cache = f"{data.resolve() / CACHE_DIR}, at most {config.cache_bytes} bytes"
+            where = f"{parse_store_url(config.store).location}, cached in {cache}"
+            reserve_dirs = []
+        else:
+            LocalBlobStore(data)
+            where = str(data.resolve())
+            reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     reserve.restore()
     if reserve.released:
@@ -965,6 +1107,9 @@ def _prepare_postgres(config: ServerConfig) -> str:
         pg = postgres_catalog(config)
         await start_postgres(pg, config.catalog_start_timeout_s)
         try:
+            await _claim_blob_store(config, pg)
+            if config.store:
+                await asyncio.to_thread(_check_store_apart, config)
             await prepare_master_key(config, cast("Catalog", pg))
         finally:
             await pg.close()
