@@ -482,6 +482,7 @@ class ObjectService:
         # Who this process's leases name and how long they last (engine/_leases.py); server.py
         # sets the owner to its gateway id and the length from --lease-seconds.
         self.leases = LeaseHolder()
+        self._draining: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # drain_trash's turns, per loop
         self.mover = Mover(catalog, blobs, self.tier_stores, leases=self.leases)
         # The moves' frees, grouped: one trash pass (one catalog write) for the moves committed
         # while another pass runs; each waits for a pass that started after its commit.
@@ -2258,6 +2259,13 @@ class ObjectService:
         """Delete blobs no version references any more. Returns how many were removed. Each
         batch is leased to this process (``self.leases``): other workers and gateways skip it,
         and if this one dies its lease runs out and another takes the batch."""
+        loop = asyncio.get_running_loop()
+        if self._draining is None or self._draining[0] is not loop:
+            self._draining = (loop, asyncio.Lock())
+        async with self._draining[1]:  # passes of this process take turns: a caller's rows are gone when it returns
+            return await self._drain_trash()
+
+    async def _drain_trash(self) -> int:
         removed = 0
         while True:
             batch = await self.catalog.trash_claim(self.leases.owner, time.time_ns(), self.leases.lease_ns, 500)
