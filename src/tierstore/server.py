@@ -845,7 +845,10 @@ def build_app(config: ServerConfig) -> S3App:
     async def on_startup() -> None:
         if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
             await start_postgres(pg, config.catalog_start_timeout_s)
-        await gateway.register()
+        try:
+            await gateway.register()
+        except Exception as exc:  # a full disk, PostgreSQL restarting: the heartbeat registers it later
+            log.warning("gateway registration failed: %s", exc)
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(gateway.run()))
         tasks.append(loop.create_task(tier_outbox_loop()))
