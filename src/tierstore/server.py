@@ -27,7 +27,8 @@ import string
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,12 +39,15 @@ from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import (
     BlobStore,
+    CachedBlobStore,
     ErasureBlobStore,
     LocalBlobStore,
     RemoteBlobStore,
     S3BlobStore,
     S3StoreConfig,
+    StoreRefused,
     check_endpoint,
+    parse_store_url,
 )
 from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.crypto import (
@@ -67,7 +71,10 @@ from tierstore.drives import (
 )
 from tierstore.engine import (
     DEFAULT_INLINE_MAX_BYTES,
+    DEFAULT_LEASE_S,
+    Checkpoint,
     DatasetService,
+    Gateway,
     IdentityService,
     LifecycleWorker,
     ModelService,
@@ -77,6 +84,7 @@ from tierstore.engine import (
     StsService,
     TierConfig,
     TierService,
+    run_job,
 )
 from tierstore.errors import SlowDown, TierstoreError
 
@@ -84,6 +92,9 @@ if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names Po
     from tierstore.catalog.postgres import PostgresCatalog
 
 __all__ = [
+    "CACHE_DIR",
+    "STORE_WITHOUT_CATALOG",
+    "STORE_WITH_DRIVES",
     "Claim",
     "ServeError",
     "ServerConfig",
@@ -92,11 +103,14 @@ __all__ = [
     "check_audit_log",
     "claim_store_and_port",
     "credential_dirs",
+    "default_cache_bytes",
     "load_or_create_credentials",
     "master_key_dirs",
     "open_drive_set",
     "open_service",
     "serve",
+    "start_store",
+    "store_blobs",
     "tune_malloc",
 ]
 
@@ -109,6 +123,7 @@ CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
 _HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
+_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" (engine/_leases.py)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -139,6 +154,12 @@ class ServerConfig:
     catalog_pool: int = 8  # connections at most per worker process
     catalog_timeout_s: float = 10.0  # a checkout (or a connect) waits this long, then 503
     catalog_start_timeout_s: float = 60.0  # PostgreSQL unreachable at start: retried this long, then exit
+    # An object store as the standard tier (``--store s3://BUCKET/PREFIX?endpoint=URL``, only with a
+    # PostgreSQL catalog): every blob lives there; the data dir holds its bounded read cache.
+    store: str = ""
+    store_access_key: str = ""  # both or neither; neither: the standard AWS credential chain
+    store_secret_key: str = ""
+    cache_bytes: int = 0  # the cache's bound; 0: chosen at start from the data dir's free space
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
     parity: int | None = None
@@ -161,6 +182,9 @@ class ServerConfig:
     # 1/16 of the filesystem.
     disk_reserve_bytes: int = 64 * 1024 * 1024
     stale_uploads_expiry_s: float = 7 * 86_400.0  # multipart uploads older than this are aborted; 0: never
+    # Background work's leases (docs/scale-out.md "Background work"): a gateway that dies holding
+    # work leaves it to the others after this long; heartbeats come a third of it apart. Tests shorten it.
+    lease_s: float = DEFAULT_LEASE_S
     # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
     kms_create_keys: list[str] = field(default_factory=list)
     # A lifecycle rule's day, in seconds (tests shorten it; docs/tiers.md "Lifecycle"); 1..86,400.
@@ -431,6 +455,64 @@ async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
             raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
 
 
+async def _claim_blob_store(config: ServerConfig, pg: PostgresCatalog) -> None:
+    """Record where the catalog's blobs live at its first start; ``ServeError`` (one line) for a
+    gateway started with another store (or none) against it: its blobs would not be where the
+    catalog's versions say. The endpoint is not compared: each host may reach one store its own way."""
+    mine = parse_store_url(config.store).location if config.store else ""
+    recorded = await pg.claim_blob_store(mine)
+    if recorded != mine:
+        theirs = f"in the store {recorded}" if recorded else "on its first gateway's local drives (no --store)"
+        this = f"--store {mine}" if mine else "no --store"
+        raise ServeError(f"the catalog {pg.shown_dsn} keeps its blobs {theirs}; this gateway has {this}")
+
+
+def _check_store_apart(config: ServerConfig) -> None:
+    """``start_store`` in a spawned process: obstore's runtime (Rust threads) does not survive a
+    fork, so the main process, which forks the granian workers, must never start it itself."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        error = pool.submit(_check_store_main, json.dumps(asdict(config))).result()
+    if error is not None:
+        raise ServeError(error)
+
+
+def _check_store_main(config_json: str) -> str | None:
+    """The spawned process of ``_check_store_apart``: what went wrong, or None."""
+    config = ServerConfig(**json.loads(config_json))
+    _configure_logging(config.log_level)
+    try:
+        asyncio.run(start_store(_object_store(config), config.catalog_start_timeout_s))
+    except ServeError as exc:
+        return str(exc)
+    return None
+
+
+async def start_store(store: S3BlobStore, timeout_s: float) -> None:
+    """Check that the store answers and lets us in (``S3BlobStore.check``). Unreachable: a log
+    line, and again until ``timeout_s`` has passed, then ``ServeError``; a refusal (no such bucket,
+    bad keys): ``ServeError`` at once. Neither message holds the store's secret key."""
+    where = f"{store.config.endpoint} bucket {store.config.bucket}"
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.5
+    while True:
+        try:
+            await store.check()
+            log.info("store: %s (prefix %r) answers", where, store.config.prefix)
+            return
+        except StoreRefused as exc:
+            raise ServeError(f"cannot use the store: {exc}") from None
+        except TierstoreError:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise ServeError(f"the store {where} is unreachable: gave up after {timeout_s:g}s") from None
+            log.warning("store %s unreachable; retrying for %.0f s more", where, left_s)
+            await asyncio.sleep(min(delay_s, left_s))
+            delay_s = min(delay_s * 2, 5.0)
+
+
 def _catalog_cause(exc: TierstoreError) -> str:
     """What PostgreSQL said (its message never holds the client's password), else the error's text."""
     cause = exc.__cause__ or exc.__context__  # connect errors are raised ``from None``: their context
@@ -457,6 +539,15 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE, MASTER_KEY_FILE))
         store_key = drive_set.format.set_id
         reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+    elif config.store:  # the blobs in the object store; the data dir holds its read cache
+        if shared is None:
+            raise ServeError(STORE_WITHOUT_CATALOG)
+        data = Path(config.data_dir)
+        catalog = shared
+        blobs = store_blobs(config)
+        repairer = Repairer(catalog, blobs, meta_dirs=[data])
+        store_key = parse_store_url(config.store).location
+        reserve_dirs = []  # the catalog is PostgreSQL's and the blobs the store's: no local delete needs room
     else:
         data = Path(config.data_dir)
         catalog = shared or SqliteCatalog(data / "catalog.db")
@@ -466,6 +557,51 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     return catalog, blobs, repairer, store_key, reserve, pg
+
+
+STORE_WITHOUT_CATALOG = (
+    "--store needs --catalog postgresql://...: an object store without a shared catalog is not a cluster"
+)
+STORE_WITH_DRIVES = "--store and --drives do not go together: the store keeps the blobs, --data holds its cache"
+CACHE_DIR = "cache"  # the store's read cache, in the data dir
+_MIN_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def store_blobs(config: ServerConfig) -> CachedBlobStore:
+    """The standard tier of ``--store``: the object store, read through a bounded cache in the data
+    dir (docs/scale-out.md "The store as the standard tier"). Connects at its first operation."""
+    cache = LocalBlobStore(Path(config.data_dir) / CACHE_DIR, durable=False)  # its blobs live in the store
+    return CachedBlobStore(_object_store(config), cache, cache_bytes=config.cache_bytes or default_cache_bytes(config))
+
+
+def _object_store(config: ServerConfig) -> S3BlobStore:
+    """``--store``'s bucket and prefix, with ``--store-access-key``/``--store-secret-key`` or, without
+    them, the standard AWS credential chain (``AWS_ACCESS_KEY_ID``..., shared files, roles)."""
+    url = parse_store_url(config.store)
+    keys = (config.store_access_key, config.store_secret_key) if config.store_secret_key else (None, None)
+    return S3BlobStore(url.config(*keys))
+
+
+def default_cache_bytes(config: ServerConfig) -> int:
+    """Half of what the data dir's filesystem has free now plus what the cache holds already
+    (so a restart with a full cache keeps its bound), at least 64 MiB."""
+    data = Path(config.data_dir)
+    held = sum(_scan_files(data / CACHE_DIR / "blobs"))
+    try:
+        st = os.statvfs(data)
+    except OSError:
+        return _MIN_CACHE_BYTES
+    return max(_MIN_CACHE_BYTES, (st.f_bavail * st.f_frsize + held) // 2)
+
+
+def _scan_files(path: Path) -> list[int]:
+    """The sizes of the files under ``path`` (none if it does not exist)."""
+    sizes: list[int] = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                sizes.append(os.stat(os.path.join(root, name)).st_size)
+    return sizes
 
 
 def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
@@ -544,6 +680,21 @@ def build_app(config: ServerConfig) -> S3App:
     kill_at = os.environ.get(_HOT_KILL_ENV)  # tests only: kill -9 this worker after a hot copy lands
     if kill_at:
         service.hot.fault = functools.partial(_kill_at, kill_at)
+    kill_at = os.environ.get(_LEASE_KILL_ENV)  # tests only: kill -9 this worker once a claim took rows
+    if kill_at:
+        service.leases.fault = functools.partial(_kill_at, kill_at)
+    # This worker in the gateway registry: its id owns every lease it takes (engine/_leases.py).
+    service.leases.lease_s = config.lease_s
+    gateway = Gateway(catalog, service.leases)
+    # Jobs over the blobs are per store: --store's is shared by every gateway; a local data dir or
+    # drive set is this host's alone.
+    scope = store_key if config.store else f"{socket.gethostname()}:{store_key}"
+
+    async def live_gateways() -> list[dict[str, Any]]:
+        seen_after_ns = time.time_ns() - service.leases.lease_ns
+        return [asdict(g) for g in await catalog.gateway_list(seen_after_ns)]
+
+    repairer.gateways = live_gateways
     keys = {config.access_key: config.secret_key, **config.extra_keys}
     identities = IdentityService(catalog, master_key, root_keys=keys, validate_policy=validate_policy)
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
@@ -551,31 +702,70 @@ def build_app(config: ServerConfig) -> S3App:
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
     tasks: list[asyncio.Task[None]] = []
 
+    async def sweep_orphans(cursor: str, checkpoint: Checkpoint) -> str:
+        report = await service.sweep_orphans(grace_s=config.gc_grace_s)
+        log.debug("startup GC: %s", report)
+        return ""
+
     async def gc_loop() -> None:
+        """Drain the trash (leased rows); at start, also sweep the store's orphans (a leased job:
+        one worker or gateway at a time per store)."""
         first = True
         while True:
             try:
+                await service.drain_trash()
                 if first:
-                    report = await service.collect_garbage(grace_s=config.gc_grace_s)
-                    log.debug("startup GC: %s", report)
+                    await run_job(catalog, service.leases, f"gc-orphans:{scope}", sweep_orphans)
                     first = False
-                else:
-                    await service.drain_trash()
                 reserve.restore()
             except Exception:
                 log.exception("GC pass failed")
             await asyncio.sleep(config.gc_interval_s)
 
+    async def scrub_leased() -> None:
+        """With the catalog in PostgreSQL the scrub is a leased job (``jobs``), not a flock: the
+        holder saves its cursor after each page, so if it dies another worker or gateway resumes
+        there once the lease runs out; a finished pass leaves "done:<time>" for the next one."""
+        name = f"scrub:{scope}"
+        job = await catalog.job_get(name)
+        now_s = time.time()
+        if job is not None and job.owner is not None and job.lease_until_ns >= time.time_ns():
+            return  # running elsewhere
+        done = job is not None and job.cursor.startswith("done:")
+        if done and job is not None and now_s < float(job.cursor[5:]) + config.scrub_interval_s:
+            return
+        if repairer.current is not None and repairer.current.state == "running":
+            return  # a heal this process runs (tierstore heal)
+
+        async def body(cursor: str, checkpoint: Checkpoint) -> str:
+            if not cursor:  # the store's first start: the first pass an interval from now
+                return f"done:{now_s}"
+            p = await repairer.heal(
+                kind="scrub",
+                rate_bytes_s=config.scrub_rate_bytes_s,
+                resume="" if cursor.startswith("done:") else cursor,
+                checkpoint=checkpoint,
+            )
+            return f"done:{p.finished_s or time.time()}"  # failed: tried again an interval later, as before
+
+        await run_job(catalog, service.leases, name, body)
+
     async def heal_loop() -> None:
-        """Heal what reads and writes reported; in one process, also scrub everything now and then."""
-        scrubber = config.scrub_interval_s > 0 and _scrub_lock(store_key) is not None
+        """Heal what reads and writes reported; in one process, also scrub everything now and then
+        (on SQLite the one holding the store's scrub flock; on PostgreSQL the scrub job's lease).
+        With --store the store's own redundancy is its business: no background scrub of it from
+        every gateway (``tierstore heal`` still verifies every blob against it, on demand)."""
+        scrubs = config.scrub_interval_s > 0 and not config.store
+        scrubber = scrubs and pg is None and _scrub_lock(store_key) is not None
         last = repairer.last_report()
         next_scrub = (float(last["finished_s"] or 0) if last else time.time()) + config.scrub_interval_s
         while True:
             await asyncio.sleep(config.heal_queue_interval_s)
             try:
                 await repairer.heal_queued()
-                if scrubber and time.time() >= next_scrub:
+                if pg is not None and scrubs:
+                    await scrub_leased()
+                elif scrubber and time.time() >= next_scrub:
                     if repairer.current is None or repairer.current.state != "running":
                         await repairer.heal(kind="scrub", rate_bytes_s=config.scrub_rate_bytes_s)
                     next_scrub = time.time() + config.scrub_interval_s
@@ -613,6 +803,13 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("lifecycle pass failed")
             await asyncio.sleep(interval_s)
 
+    def sweep_tier(name: str) -> Callable[[str, Checkpoint], Awaitable[str]]:
+        async def sweep(cursor: str, checkpoint: Checkpoint) -> str:
+            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+            return ""
+
+        return sweep
+
     async def tier_outbox_loop() -> None:
         """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"); at
         start, also the remote orphans older than the GC grace (a crash mid-transition). Then
@@ -624,8 +821,8 @@ def build_app(config: ServerConfig) -> S3App:
                 if first:
                     first = False
                     for name in await service.tiers.class_names():
-                        try:
-                            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+                        try:  # a leased job: one worker of one gateway sweeps a tier at a time
+                            await run_job(catalog, service.leases, f"tier-orphans:{name}", sweep_tier(name))
                         except Exception as exc:  # a tier down at start: swept at the next start
                             log.warning("tier %s: orphan sweep failed: %s", name, exc)
                 await service.mover.drain_outbox()
@@ -648,7 +845,12 @@ def build_app(config: ServerConfig) -> S3App:
     async def on_startup() -> None:
         if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
             await start_postgres(pg, config.catalog_start_timeout_s)
+        try:
+            await gateway.register()
+        except Exception as exc:  # a full disk, PostgreSQL restarting: the heartbeat registers it later
+            log.warning("gateway registration failed: %s", exc)
         loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(gateway.run()))
         tasks.append(loop.create_task(tier_outbox_loop()))
         tasks.append(loop.create_task(hot_copies_loop()))
         tasks.append(loop.create_task(gc_loop()))
@@ -664,6 +866,8 @@ def build_app(config: ServerConfig) -> S3App:
                 await task
         with contextlib.suppress(Exception):  # best effort: last-used times noted since the last write
             await identities.flush_last_used()
+        with contextlib.suppress(Exception):  # best effort: else it drops out of the live list a lease later
+            await gateway.forget()
         if pg is not None:
             await pg.close()
         else:
@@ -802,6 +1006,12 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
     # on an erasure set, formats replacement drives and brings every catalog copy up to date
     # before any worker exists.
+    if config.store and not config.catalog:
+        raise ServeError(STORE_WITHOUT_CATALOG)
+    if config.store and config.drives:
+        raise ServeError(STORE_WITH_DRIVES)
+    if config.store and not config.cache_bytes:  # chosen once here, so every worker has the same bound
+        config = replace(config, cache_bytes=default_cache_bytes(config))
     if config.drives:
         drive_set = open_drive_set(config)
         _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
@@ -840,9 +1050,14 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
                 asyncio.run(prepare_master_key(config, catalog))
             finally:
                 catalog.close()
-        LocalBlobStore(data)
-        where = str(data.resolve())
-        reserve_dirs = [data]
+        if config.store:
+            cache = f"{data.resolve() / CACHE_DIR}, at most {config.cache_bytes} bytes"
+            where = f"{parse_store_url(config.store).location}, cached in {cache}"
+            reserve_dirs = []
+        else:
+            LocalBlobStore(data)
+            where = str(data.resolve())
+            reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     reserve.restore()
     if reserve.released:
@@ -895,6 +1110,9 @@ def _prepare_postgres(config: ServerConfig) -> str:
         pg = postgres_catalog(config)
         await start_postgres(pg, config.catalog_start_timeout_s)
         try:
+            await _claim_blob_store(config, pg)
+            if config.store:
+                await asyncio.to_thread(_check_store_apart, config)
             await prepare_master_key(config, cast("Catalog", pg))
         finally:
             await pg.close()

@@ -39,9 +39,11 @@ from tierstore.catalog._records import (
     AccessKeyRecord,
     BlobTier,
     DatasetRecord,
+    GatewayInfo,
     Guard,
     HeldBlob,
     HoldInfo,
+    JobLease,
     KmsKeyRecord,
     PendingWrite,
     RoleRecord,
@@ -65,6 +67,7 @@ __all__ = [
     "Hot",
     "Identities",
     "Kms",
+    "Leases",
     "Lifecycle",
     "Listing",
     "Sse",
@@ -386,6 +389,29 @@ class TierMoves(Protocol):
     async def tier_pending_retry(self, item: PendingWrite, next_ns: int) -> None: ...
 
 
+class Leases(Protocol):
+    """The gateway registry and leased background work (docs/scale-out.md "Background work"):
+    claims never wait (another holder's rows are skipped), a lease runs out at its time, and
+    finishing is fenced by the owner, so a holder whose lease was taken over finishes nothing."""
+
+    async def gateway_register(self, gateway: GatewayInfo) -> None: ...
+    async def gateway_seen(self, gateway_id: str, now_ns: int) -> bool: ...
+    async def gateway_forget(self, gateway_id: str) -> None: ...
+    async def gateway_list(self, seen_after_ns: int = 0) -> list[GatewayInfo]: ...
+    async def job_claim(self, name: str, owner: str, now_ns: int, lease_ns: int) -> JobLease | None: ...
+    async def job_renew(self, name: str, owner: str, now_ns: int, lease_ns: int, cursor: str | None = None) -> bool: ...
+    async def job_release(self, name: str, owner: str, cursor: str) -> bool: ...
+    async def job_get(self, name: str) -> JobLease | None: ...
+    async def trash_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 500) -> list[str]: ...
+    async def trash_finish(self, owner: str, blob_ids: Sequence[str]) -> int: ...
+    async def trash_release(self, owner: str, blob_ids: Sequence[str]) -> int: ...
+    async def outbox_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 200) -> list[OutboxEntry]: ...
+    async def outbox_finish(self, owner: str, entries: Sequence[OutboxEntry]) -> int: ...
+    async def outbox_requeue(
+        self, owner: str, entries: Sequence[OutboxEntry], next_ns: Callable[[int], int]
+    ) -> int: ...
+
+
 class Stats(Protocol):
     """Health and usage: a write probe and aggregate counts (may be slow: never on the event loop)."""
 
@@ -410,6 +436,7 @@ class CatalogOperations(
     Lifecycle,
     Hot,
     TierMoves,
+    Leases,
     Stats,
     Protocol,
 ):

@@ -17,9 +17,11 @@ __all__ = [
     "BlobRef",
     "BlobTier",
     "DatasetRecord",
+    "GatewayInfo",
     "Guard",
     "HeldBlob",
     "HoldInfo",
+    "JobLease",
     "KmsKeyRecord",
     "ModelAliasInUse",
     "PendingWrite",
@@ -264,6 +266,29 @@ class PendingWrite:
 
 
 VersionName = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """One gateway process in the registry (docs/scale-out.md "Background work"): its id is the
+    owner of every lease it takes; ``seen_ns`` is its last heartbeat."""
+
+    id: str
+    host: str
+    pid: int
+    started_ns: int
+    seen_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobLease:
+    """A named background job's row (``jobs``): who holds it until when, and where it stands.
+    ``cursor`` is the job's own text (the scrub's last blob id; "" at the start)."""
+
+    name: str
+    owner: str | None
+    lease_until_ns: int
+    cursor: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from awscrt.checksums import crc32c
 from tierstore.catalog._hot import HOT_DDL, HotTables
 from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
 from tierstore.catalog._kms import KMS_DDL, KmsTables
+from tierstore.catalog._leases import LEASES_DDL, LeaseTables, add_lease_columns
 from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
 from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
@@ -94,7 +95,7 @@ log = logging.getLogger("tierstore.catalog")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets(
@@ -192,9 +193,10 @@ CREATE TABLE IF NOT EXISTS parts(
     blob_id TEXT NOT NULL,
     PRIMARY KEY(upload_id, part_number)
 ) WITHOUT ROWID;
-""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL + HOT_DDL + TIER_PROGRESS_DDL
+""" + INDEX_DDL + IDENTITY_DDL + KMS_DDL + TIERS_DDL + LIFECYCLE_DDL + HOT_DDL + TIER_PROGRESS_DDL + LEASES_DDL
 # the metadata-query index next to its compiler; identities (_identity.py); KMS keys (_kms.py); tiers (_tiers.py);
-# the lifecycle due index (_lifecycle.py); hot copies (_hot.py); the mover's progress and retries (_tier_progress.py)
+# the lifecycle due index (_lifecycle.py); hot copies (_hot.py); the mover's progress and retries (_tier_progress.py);
+# the gateway registry and leases (_leases.py)
 
 
 def _index_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None]]:
@@ -433,10 +435,13 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         if columns and "storage_class" not in columns:  # no table yet (from v10 or older): made below
             conn.execute("ALTER TABLE lifecycle_due ADD COLUMN storage_class TEXT")
         found = 13
+    if found == 13:  # v13 -> v14: the gateway registry and leases (_leases.py); tables and columns below
+        found = 14
     if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
         conn.execute(stmt)
+    add_lease_columns(conn)
     conn.execute("INSERT OR IGNORE INTO meta(name, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
     conn.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION),))
 
@@ -454,9 +459,9 @@ def _init_schema(conn: sqlite3.Connection) -> None:
 
 
 def _check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v12)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v13)."""
     found = _schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")
 
 
@@ -524,8 +529,9 @@ DEFAULT_MAX_BATCH = 256
 
 
 class SqliteCatalog(
-    IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables, HotTables, TierProgressTables
-):
+    IdentityTables, KmsTables, SseTables, TierTables, TierDataTables, LifecycleTables, HotTables, TierProgressTables,
+    LeaseTables,
+):  # fmt: skip
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/_mirror.py). ``close()`` when done.
 

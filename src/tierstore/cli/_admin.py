@@ -211,6 +211,18 @@ def _print_info(doc: dict[str, Any]) -> None:
             f"last {last['kind']}: {last['state']}, {last['blobs_done']:,} blobs: {last['blobs_healthy']:,} healthy, "
             f"{last['blobs_repaired']:,} repaired, {last['blobs_degraded']:,} degraded, {last['blobs_lost']:,} lost"
         )
+    gateways = doc.get("gateways") or []
+    if gateways:
+        print(f"live gateways: {len(gateways)}")
+        for g in gateways:
+            print(f"  {g['id']}  {g['host']} pid {g['pid']}  up {_ago(g['started_ns'])}, seen {_ago(g['seen_ns'])} ago")
+
+
+def _ago(when_ns: int) -> str:
+    """How long ago ``when_ns`` was, in whole seconds."""
+    import time
+
+    return f"{max(0, time.time_ns() - when_ns) // 1_000_000_000} s"
 
 
 def _print_heal_summary(report: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from tierstore.engine._identity import (
     accept_json_object,
     oidc_url_allowed,
 )
+from tierstore.engine._leases import DEFAULT_LEASE_S, Checkpoint, Gateway, LeaseHolder, run_job
 from tierstore.engine._lifecycle import (
     MIN_SIZE_ALL_128K,
     MIN_SIZE_BY_CLASS,
@@ -83,6 +84,7 @@ __all__ = [
     "ACCOUNT",
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
+    "DEFAULT_LEASE_S",
     "LOCAL_CLASS",
     "MIN_SIZE_ALL_128K",
     "MIN_SIZE_BY_CLASS",
@@ -94,6 +96,7 @@ __all__ = [
     "AppliedPolicy",
     "BucketAccessService",
     "BucketUsage",
+    "Checkpoint",
     "CompletedPart",
     "CopyOptions",
     "CopyResult",
@@ -104,9 +107,11 @@ __all__ = [
     "DriveHealth",
     "DueAction",
     "EncryptionRequest",
+    "Gateway",
     "GetResult",
     "HealProgress",
     "IdentityService",
+    "LeaseHolder",
     "LifecycleConfig",
     "LifecycleExpiration",
     "LifecycleFilter",
@@ -164,5 +169,6 @@ __all__ = [
     "provider_key",
     "rewrap_page",
     "role_name_of",
+    "run_job",
     "stream_progress",
 ]

@@ -39,6 +39,7 @@ from awscrt.checksums import crc32c
 
 from tierstore.blob import BlobStore, RemoteBlobStore
 from tierstore.catalog import BlobRef, Catalog, InlineMove, OutboxEntry, PendingWrite, VersionRecord
+from tierstore.engine._leases import LeaseHolder
 from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
@@ -202,8 +203,10 @@ class Mover:
         *,
         fault: Callable[[str], None] | None = None,
         now_ns: Callable[[], int] = time.time_ns,
+        leases: LeaseHolder | None = None,
     ) -> None:
         self.catalog = catalog
+        self.leases = leases or LeaseHolder()  # the outbox rows are leased to this owner
         self.local = local
         self.stores = stores
         # Tests: called at "uploaded" (every remote put done, before the commit) and
@@ -431,14 +434,17 @@ class Mover:
     # --- the outbox -------------------------------------------------------------------------
     async def drain_outbox(self, now_ns: int | None = None) -> dict[str, int]:
         """Delete the remote objects due in the outbox; entries of a tier that does not answer
-        are retried later (exponential backoff from 2 s, capped at 10 minutes)."""
+        are retried later (exponential backoff from 2 s, capped at 10 minutes). Each batch is
+        leased to this process (``self.leases``), and dropped only while the lease is ours."""
         deleted = failed = 0
         now = time.time_ns() if now_ns is None else now_ns
+        owner = self.leases.owner
         down: set[str] = set()
         while True:
-            due = [e for e in await self.catalog.outbox_due(now, 200) if e.tier not in down]
+            due = await self.catalog.outbox_claim(owner, now, self.leases.lease_ns, 200)
             if not due:
                 return {"deleted": deleted, "failed": failed}
+            self.leases.fault("outbox")
             done: list[OutboxEntry] = []
             retry: list[OutboxEntry] = []
             for entry in due:
@@ -457,11 +463,9 @@ class Mover:
                     retry.append(entry)
                     down.add(entry.tier)
             if done:
-                await self.catalog.outbox_done(done)
-                deleted += len(done)
+                deleted += await self.catalog.outbox_finish(owner, done)
             if retry:
-                await self.catalog.outbox_retry(retry, lambda attempts: now + backoff_ns(attempts))
-                failed += len(retry)
+                failed += await self.catalog.outbox_requeue(owner, retry, lambda attempts: now + backoff_ns(attempts))
 
     async def sweep_remote_orphans(self, tier: str, *, grace_s: float, now_s: float | None = None) -> int:
         """Delete objects under ``tier``'s prefix that the catalog does not name and that are

@@ -37,7 +37,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -105,12 +105,23 @@ class _HealingStore(Protocol):
     def take_damaged(self) -> list[str]: ...
 
 
+Checkpoint = Callable[[str], Awaitable[bool]]
+
+
+class _LeaseLost(Exception):
+    """A leased scrub's checkpoint answered False: another gateway holds the scrub now."""
+
+
+async def _no_checkpoint(cursor: str) -> bool:
+    return True
+
+
 @dataclass(slots=True)
 class HealProgress:
     """Where a heal or scrub pass stands; JSON-serialisable with ``to_dict``."""
 
     kind: str = "heal"  # "heal" (tierstore heal), "scrub" (background), "queue" (reported blobs)
-    state: str = "running"  # running | done | failed
+    state: str = "running"  # running | done | failed | stopped (a scrub whose lease another gateway took)
     started_s: float = 0.0
     finished_s: float | None = None
     blobs_total: int = 0
@@ -165,6 +176,8 @@ class Repairer:
         self.current: HealProgress | None = None
         self._task: asyncio.Task[HealProgress] | None = None
         self.kms: KeyService | None = None  # set by server.py: opens data keys for verify_encryption
+        # Set by server.py: the live gateways of the registry, for ``info`` (engine/_leases.py).
+        self.gateways: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None
 
     # --- full pass ----------------------------------------------------------------------
     def start(
@@ -177,11 +190,21 @@ class Repairer:
         return self._task
 
     async def heal(
-        self, *, kind: str = "heal", rate_bytes_s: float | None = None, verify_encryption: bool = False
+        self,
+        *,
+        kind: str = "heal",
+        rate_bytes_s: float | None = None,
+        verify_encryption: bool = False,
+        resume: str = "",
+        checkpoint: Checkpoint | None = None,
     ) -> HealProgress:
         """One full pass. ``rate_bytes_s`` throttles the blob walk (the scrubber's budget);
-        ``verify_encryption`` adds step 6 (module docstring)."""
+        ``verify_encryption`` adds step 6 (module docstring). A leased scrub (server.py) passes
+        ``checkpoint``, called after each page with the walk's cursor ("b:<blob id>", then
+        "i:<inline id>"), which saves it and answers False once the lease is lost (the pass
+        stops, state "stopped"); ``resume`` is such a cursor: the walk starts after it."""
         p = HealProgress(kind=kind, started_s=time.time())
+        save = checkpoint or _no_checkpoint
         self.current = p
         try:
             if self.drives is not None:
@@ -190,11 +213,15 @@ class Repairer:
                     await self._reseed_catalog(p)
             p.blobs_total = await self.catalog.blob_count()
             began = time.monotonic()
-            await self._walk(p, rate_bytes_s, began)
-            await self._walk_inline(p, rate_bytes_s, began)
+            walk, _, after = resume.partition(":")
+            if walk != "i":
+                await self._walk(p, rate_bytes_s, began, after, save)
+            await self._walk_inline(p, rate_bytes_s, began, after if walk == "i" else "", save)
             if verify_encryption:
                 await self._walk_encrypted(p)
             p.state = "done"
+        except _LeaseLost:
+            p.state = "stopped"
         except Exception as exc:
             log.exception("%s pass failed", kind)
             p.state, p.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -245,8 +272,9 @@ class Repairer:
                 p.catalog_reseeded.append(index)
                 log.info("re-seeded the catalog copy on %s", drives.paths[index])
 
-    async def _walk(self, p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
-        after = ""
+    async def _walk(
+        self, p: HealProgress, rate_bytes_s: float | None, began: float, after: str, save: Checkpoint
+    ) -> None:
         while True:
             page = await self.catalog.blob_page(after, _PAGE)
             if not page:
@@ -258,11 +286,14 @@ class Repairer:
                 await _throttle(p, rate_bytes_s, began)
             p.blobs_total = max(p.blobs_total, p.blobs_done)
             after = page[-1][0]
+            if not await save(f"b:{after}"):
+                raise _LeaseLost
 
-    async def _walk_inline(self, p: HealProgress, rate_bytes_s: float | None, began: float) -> None:
+    async def _walk_inline(
+        self, p: HealProgress, rate_bytes_s: float | None, began: float, after: str, save: Checkpoint
+    ) -> None:
         """Check every inline body: a page at a time on every catalog copy; only the damaged
         ones are looked at again (and, on a mirror, rewritten from a good copy)."""
-        after = ""
         while True:
             page, damaged = await self.catalog.inline_verify_page(after, _PAGE)
             if not page:
@@ -275,6 +306,8 @@ class Repairer:
                 p.bytes_done += size_bytes
             await _throttle(p, rate_bytes_s, began)
             after = page[-1][0]
+            if not await save(f"i:{after}"):
+                raise _LeaseLost
 
     async def _check_inline(self, p: HealProgress, inline_id: str) -> None:
         outcome = await self.catalog.check_inline(inline_id)
@@ -476,6 +509,8 @@ class Repairer:
         out["blobs"] = await self.catalog.blob_count()
         out["heal_running"] = self.current.to_dict() if self.current and self.current.state == "running" else None
         out["last_heal"] = self.last_report()
+        if self.gateways is not None:
+            out["gateways"] = await self.gateways()
         return out
 
     def _drives_info(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email.utils
 import functools
 import hashlib
@@ -20,6 +21,7 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -52,6 +54,7 @@ from tierstore.engine._encryption import (
 )
 from tierstore.engine._health import BucketUsage
 from tierstore.engine._hot import FillResult, HotCopies, restore_holder
+from tierstore.engine._leases import LeaseHolder
 from tierstore.engine._lifecycle import DAY_S, due_after
 from tierstore.engine._lifecycle_worker import LifecyclePlan
 from tierstore.engine._lock import (
@@ -476,7 +479,11 @@ class ObjectService:
         # One remote blob store per tier, and the mover (engine/_mover.py). Late-bound: server.py
         # replaces ``self.tiers`` with one that holds the master key.
         self.tier_stores = TierStores(lambda name: self.tiers.get_config(name), tier_store)  # noqa: PLW0108
-        self.mover = Mover(catalog, blobs, self.tier_stores)
+        # Who this process's leases name and how long they last (engine/_leases.py); server.py
+        # sets the owner to its gateway id and the length from --lease-seconds.
+        self.leases = LeaseHolder()
+        self._draining: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # drain_trash's turns, per loop
+        self.mover = Mover(catalog, blobs, self.tier_stores, leases=self.leases)
         # The moves' frees, grouped: one trash pass (one catalog write) for the moves committed
         # while another pass runs; each waits for a pass that started after its commit.
         self._drain_moved: Grouped[None, None] = Grouped(self._drain_for)
@@ -2264,24 +2271,45 @@ class ObjectService:
             return await commit()
 
     async def drain_trash(self) -> int:
-        """Delete blobs no version references any more. Returns how many were removed."""
+        """Delete blobs no version references any more. Returns how many were removed. Each
+        batch is leased to this process (``self.leases``): other workers and gateways skip it,
+        and if this one dies its lease runs out and another takes the batch."""
+        loop = asyncio.get_running_loop()
+        if self._draining is None or self._draining[0] is not loop:
+            self._draining = (loop, asyncio.Lock())
+        async with self._draining[1]:  # passes of this process take turns: a caller's rows are gone when it returns
+            return await self._drain_trash()
+
+    async def _drain_trash(self) -> int:
         removed = 0
         while True:
-            batch = await self.catalog.trash_batch(500)
+            batch = await self.catalog.trash_claim(self.leases.owner, time.time_ns(), self.leases.lease_ns, 500)
             if not batch:
                 if self.reserve is not None and self.reserve.released:
                     self.reserve.restore()
                 return removed
-            for blob_id in batch:
-                await self.blobs.delete(blob_id)
-            await self.catalog.trash_done(batch)
-            removed += len(batch)
+            self.leases.fault("trash")
+            deleted = 0
+            try:
+                for blob_id in batch:
+                    await self.blobs.delete(blob_id)
+                    deleted += 1
+            except Exception:  # the rest is handed back at once, for the next pass (not a lease later)
+                with contextlib.suppress(Exception):
+                    await self.catalog.trash_finish(self.leases.owner, batch[:deleted])
+                    await self.catalog.trash_release(self.leases.owner, batch[deleted:])
+                raise
+            removed += await self.catalog.trash_finish(self.leases.owner, batch)
 
     async def collect_garbage(self, *, grace_s: float = 86_400.0) -> dict[str, int]:
-        """Drain the trash, then delete orphan blobs (on disk, unknown to the catalog) older
-        than ``grace_s`` — written by a request that crashed before its commit. The grace
-        period protects uploads still in flight; blob ids carry their creation second."""
+        """Drain the trash, then delete orphan blobs (``sweep_orphans``)."""
         trashed = await self.drain_trash()
+        return {"trash": trashed, **await self.sweep_orphans(grace_s=grace_s)}
+
+    async def sweep_orphans(self, *, grace_s: float = 86_400.0) -> dict[str, int]:
+        """Delete orphan blobs (in the store, unknown to the catalog) older than ``grace_s`` —
+        written by a request that crashed before its commit. The grace period protects uploads
+        still in flight; blob ids carry their creation second."""
         now_s = self.clock.now_s()
         orphans = 0
         scanned = 0
@@ -2298,4 +2326,4 @@ class ObjectService:
                 orphans += 1
         if orphans:
             log.info("GC removed %d orphan blobs (scanned %d)", orphans, scanned)
-        return {"trash": trashed, "orphans": orphans, "scanned": scanned}
+        return {"orphans": orphans, "scanned": scanned}

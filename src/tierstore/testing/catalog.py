@@ -61,6 +61,7 @@ import pytest
 from tierstore.catalog import (
     BlobRef,
     DatasetRecord,
+    GatewayInfo,
     ModelAliasInUse,
     PinGone,
     VersioningChanged,
@@ -91,6 +92,7 @@ __all__ = [
     "ConcurrencyContract",
     "ConditionalWriteContract",
     "DatasetContract",
+    "LeaseContract",
     "ListingContract",
     "QueryContract",
     "StatsContract",
@@ -1550,6 +1552,120 @@ class StatsContract(_Contract):
         run(catalog, body)
 
 
+SECOND_NS = 10**9
+
+
+class LeaseContract(_Contract):
+    """The gateway registry and leases (docs/scale-out.md "Background work"), through two open
+    catalogs (two gateways): claims at once take disjoint items, an expired lease is taken over,
+    the old owner's fenced finish does nothing, a heartbeat keeps a lease."""
+
+    def test_gateways_register_heartbeat_and_go(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                await a.gateway_register(GatewayInfo("gw-a", "host-1", 11, BASE_NS, BASE_NS))
+                await b.gateway_register(GatewayInfo("gw-b", "host-2", 22, BASE_NS + 1, BASE_NS + 1))
+                for cat in (a, b):
+                    assert [g.id for g in await cat.gateway_list()] == ["gw-a", "gw-b"]
+                assert await b.gateway_seen("gw-b", BASE_NS + 30 * SECOND_NS)
+                live = await a.gateway_list(seen_after_ns=BASE_NS + 10 * SECOND_NS)  # gw-a missed its beats
+                assert live == [GatewayInfo("gw-b", "host-2", 22, BASE_NS + 1, BASE_NS + 30 * SECOND_NS)]
+                await a.gateway_forget("gw-a")
+                assert not await a.gateway_seen("gw-a", BASE_NS + 31 * SECOND_NS)  # gone: register again
+                assert [g.id for g in await b.gateway_list()] == ["gw-b"]
+                # A registration unseen for a day goes when another gateway registers.
+                later = BASE_NS + 2 * 86_400 * SECOND_NS
+                await a.gateway_register(GatewayInfo("gw-a", "host-1", 12, later, later))
+                assert [g.id for g in await b.gateway_list()] == ["gw-a"]
+
+        asyncio.run(main())
+
+    def test_a_job_lease_is_exclusive_renewed_taken_over_and_fenced(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            lease = 60 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                assert await a.job_get("scrub") is None
+                got = await a.job_claim("scrub", "gw-a", BASE_NS, lease)
+                assert got is not None and (got.owner, got.lease_until_ns, got.cursor) == ("gw-a", BASE_NS + lease, "")
+                assert await b.job_claim("scrub", "gw-b", BASE_NS + 1, lease) is None  # held: never waits
+                assert await a.job_claim("scrub", "gw-a", BASE_NS + 2, lease) is not None  # its own: kept
+                # The heartbeat keeps it past the first lease's end, and saves the cursor.
+                assert await a.job_renew("scrub", "gw-a", BASE_NS + 50 * SECOND_NS, lease, "blob-0042")
+                assert await b.job_claim("scrub", "gw-b", BASE_NS + 70 * SECOND_NS, lease) is None
+                held = await b.job_get("scrub")
+                assert held is not None and (held.owner, held.cursor) == ("gw-a", "blob-0042")
+                # gw-a stops beating: its lease runs out and gw-b resumes at the cursor.
+                took = await b.job_claim("scrub", "gw-b", BASE_NS + 111 * SECOND_NS, lease)
+                assert took is not None and (took.owner, took.cursor) == ("gw-b", "blob-0042")
+                assert not await a.job_renew("scrub", "gw-a", BASE_NS + 112 * SECOND_NS, lease, "blob-0099")
+                assert not await a.job_release("scrub", "gw-a", "blob-0099")  # fenced: nothing changed
+                now = await a.job_get("scrub")
+                assert now is not None and (now.owner, now.cursor) == ("gw-b", "blob-0042")
+                assert await b.job_release("scrub", "gw-b", "")
+                again = await a.job_claim("scrub", "gw-a", BASE_NS + 113 * SECOND_NS, lease)
+                assert again is not None and again.cursor == ""
+                assert await b.job_claim("other", "gw-b", BASE_NS, lease) is not None  # jobs are independent
+
+        asyncio.run(main())
+
+    def test_trash_claims_are_disjoint_expire_and_finish_fenced(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            lease = 60 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                ids = [bid(n) for n in range(1, 41)]
+                await a.trash_add(ids)
+                claims = await asyncio.gather(
+                    *(cat.trash_claim(f"gw-{i % 2}", BASE_NS, lease, 3) for i, cat in enumerate([a, b] * 6))
+                )
+                taken = [blob for claim in claims for blob in claim]
+                assert sorted(taken) == sorted(set(taken)) and len(taken) == 36  # 12 claims of 3, none twice
+                rest = await b.trash_claim("gw-1", BASE_NS + 1, lease, 100)
+                assert sorted(rest + taken) == sorted(ids)
+                assert await a.trash_claim("gw-0", BASE_NS + 2, lease, 100) == []  # all leased
+                # A failed delete hands its rows back (only the holder can): claimable again at once.
+                assert await a.trash_release("gw-0", rest) == 0
+                assert await b.trash_release("gw-1", rest) == len(rest)
+                assert sorted(await a.trash_claim("gw-1", BASE_NS + 3, lease, 100)) == sorted(rest)
+                mine = [blob for i, claim in enumerate(claims) if i % 2 == 0 for blob in claim]  # gw-0's
+                # Every lease runs out: gw-1 takes all the rows; gw-0's finish then drops nothing.
+                over = await b.trash_claim("gw-1", BASE_NS + lease + 10, lease, 100)
+                assert sorted(over) == sorted(ids)
+                assert await a.trash_finish("gw-0", mine) == 0
+                assert await trash(a) == set(ids)
+                assert await b.trash_finish("gw-1", ids) == len(ids)
+                assert await trash(a) == set()
+
+        asyncio.run(main())
+
+    def test_outbox_claims_are_disjoint_expire_and_finish_fenced(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            lease = 60 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                ids = [bid(n, "r") for n in range(1, 13)]
+                await a.outbox_add("COLD", ids)
+                first, second = await asyncio.gather(
+                    a.outbox_claim("gw-a", BASE_NS, lease, 6), b.outbox_claim("gw-b", BASE_NS, lease, 6)
+                )
+                assert len(first) == len(second) == 6
+                assert sorted(e.blob_id for e in first + second) == sorted(ids)
+                assert await a.outbox_claim("gw-a", BASE_NS + 1, lease) == []
+                assert await a.outbox_finish("gw-a", first[:2]) == 2
+                # The tier did not answer for gw-b: requeued (one attempt more) and free again at once.
+                assert await b.outbox_requeue("gw-b", second[:3], lambda attempts: BASE_NS + attempts) == 3
+                again = await a.outbox_claim("gw-a", BASE_NS + 5, lease)
+                assert sorted(e.blob_id for e in again) == sorted(e.blob_id for e in second[:3])
+                assert {e.attempts for e in again} == {1}
+                # gw-b's other rows expire; gw-a takes them over; gw-b's finish and requeue do nothing.
+                taken = await a.outbox_claim("gw-a", BASE_NS + lease + 1, lease)
+                assert {e.blob_id for e in taken} == {e.blob_id for e in first[2:] + second[3:]}
+                assert await b.outbox_finish("gw-b", second) == 0
+                assert await b.outbox_requeue("gw-b", second, lambda attempts: 0) == 0
+                assert await a.outbox_finish("gw-a", again + taken) == 10
+                assert await a.outbox_claim("gw-a", BASE_NS + 10 * lease, lease) == []
+
+        asyncio.run(main())
+
+
 class CatalogConformance(
     BucketContract,
     VersionContract,
@@ -1561,6 +1677,7 @@ class CatalogConformance(
     ConcurrencyContract,
     QueryContract,
     StatsContract,
+    LeaseContract,
 ):
     """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
     catalog still being built may subclass the parts it has (``BucketContract``, ...) instead."""

@@ -9,7 +9,8 @@ one module each (``_buckets``, ``_versions``, ``_listing``, ``_uploads``, ``_blo
 ``_datasets``), the connections and their errors in ``_pool``, the DDL in ``_schema``.
 
 Slice 4 adds ``_identity``, ``_kms``, ``_sse``, ``_tiers``, ``_tier_data``, ``_lifecycle``, ``_hot``,
-``_tier_progress``, ``_query``. Each write keeps the other modules' tables in its own transaction
+``_tier_progress``, ``_query``; slice 6 ``_leases`` (the gateway registry, named jobs, the
+leased trash and outbox). Each write keeps the other modules' tables in its own transaction
 through hooks, as SQLite's; a hook a module owns is a method of its mixin, which comes before the
 mixin calling it in the bases below (``_tier_data``'s defaults are right without that module).
 ``CatalogOperations`` (catalog/_protocol.py, checked by mypy) is what it implements: every
@@ -26,6 +27,7 @@ from tierstore.catalog.postgres._datasets import DatasetTables
 from tierstore.catalog.postgres._hot import HotTables
 from tierstore.catalog.postgres._identity import IdentityTables
 from tierstore.catalog.postgres._kms import KmsTables
+from tierstore.catalog.postgres._leases import LeaseTables
 from tierstore.catalog.postgres._lifecycle import LifecycleTables
 from tierstore.catalog.postgres._listing import ListingTables
 from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
@@ -55,6 +57,7 @@ class PostgresCatalog(
     TierTables,
     TierDataTables,
     LifecycleTables,
+    LeaseTables,
 ):
     """All metadata in one PostgreSQL database, shared by any number of gateway processes."""
 
@@ -90,6 +93,19 @@ class PostgresCatalog(
 
     def __repr__(self) -> str:
         return f"PostgresCatalog({self.shown_dsn})"
+
+    async def claim_blob_store(self, location: str) -> str:
+        """Where this catalog's blobs live: ``location`` (``s3://BUCKET/PREFIX`` of ``--store``, or
+        ``""`` for a gateway's local drives) is recorded by the first gateway to start (a ``meta``
+        row; no schema step) and the recorded one returned, for the caller to compare."""
+
+        async def fn(c: Any) -> str:
+            await c.execute(
+                "INSERT INTO meta(name, value) VALUES('blob_store', $1) ON CONFLICT(name) DO NOTHING", location
+            )
+            return str(await c.fetchval("SELECT value FROM meta WHERE name = 'blob_store'"))
+
+        return await self._pool.write(fn)
 
     # --- health and usage ------------------------------------------------------------------
     async def probe_write(self) -> None:

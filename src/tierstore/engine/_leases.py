@@ -1,0 +1,148 @@
+"""Who takes leases in this process, the gateway registry's heartbeat, and named jobs run under a
+lease (docs/scale-out.md "Background work: leases, for every job").
+
+Each serving process (every granian worker: each has its own catalog pool and runs its own
+background loops, so each is the unit that dies and whose work must be taken over) is one
+gateway: ``Gateway`` registers it in the catalog and heartbeats; its id is ``LeaseHolder.owner``,
+the owner of every lease the engine takes (trash rows, outbox rows, named jobs). A lease lasts
+``LeaseHolder.lease_s`` (``--lease-seconds``, default 60 s); a job heartbeats a third of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tierstore.catalog import Catalog, GatewayInfo
+
+__all__ = ["DEFAULT_LEASE_S", "Checkpoint", "Gateway", "LeaseHolder", "run_job"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_S = 60.0
+
+
+def _new_owner() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass(slots=True)
+class LeaseHolder:
+    """The owner id this process's leases carry (its gateway id) and their length."""
+
+    owner: str = field(default_factory=_new_owner)
+    lease_s: float = DEFAULT_LEASE_S
+    # Tests: called after a claim took rows, with what it claimed ("trash", "outbox").
+    fault: Callable[[str], None] = field(default=lambda what: None)
+
+    @property
+    def lease_ns(self) -> int:
+        return int(self.lease_s * 1e9)
+
+
+class Gateway:
+    """This process in the gateway registry: ``register()`` at start, ``run()`` heartbeats (a
+    third of the lease; re-registering if the row went), ``forget()`` at a clean shutdown."""
+
+    def __init__(self, catalog: Catalog, holder: LeaseHolder, *, now_ns: Callable[[], int] = time.time_ns) -> None:
+        self.catalog = catalog
+        self.holder = holder
+        self._now_ns = now_ns
+        self.info = GatewayInfo(holder.owner, socket.gethostname(), os.getpid(), now_ns(), now_ns())
+
+    async def register(self) -> None:
+        now = self._now_ns()
+        info = self.info
+        self.info = GatewayInfo(info.id, info.host, info.pid, info.started_ns, now)
+        await self.catalog.gateway_register(self.info)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.holder.lease_s / 3)
+            try:
+                if not await self.catalog.gateway_seen(self.holder.owner, self._now_ns()):
+                    await self.register()
+            except Exception as exc:  # PostgreSQL restarting: the next beat tries again
+                log.warning("gateway heartbeat failed: %s", exc)
+
+    async def forget(self) -> None:
+        await self.catalog.gateway_forget(self.holder.owner)
+
+
+Checkpoint = Callable[[str], Awaitable[bool]]
+
+
+async def _awaited(step: Awaitable[str]) -> str:
+    return await step
+
+
+async def run_job(
+    catalog: Catalog,
+    holder: LeaseHolder,
+    name: str,
+    body: Callable[[str, Checkpoint], Awaitable[str]],
+    *,
+    now_ns: Callable[[], int] = time.time_ns,
+) -> bool:
+    """Run job ``name`` if its lease is ours to take: ``body(cursor, checkpoint)`` starts at the
+    cursor the last holder saved ("" the first time) and returns the cursor to hand back;
+    ``checkpoint(cursor)`` saves its progress (and renews the lease), answering False once the
+    lease was lost (the body should stop). A task renews the lease meanwhile, a third of its
+    length apart, and cancels the body if it is lost; a body that raises hands the job back at
+    its last checkpoint. False if another holder had the job (nothing ran)."""
+    claim = await catalog.job_claim(name, holder.owner, now_ns(), holder.lease_ns)
+    if claim is None:
+        return False
+    saved = claim.cursor
+    lost = False
+
+    async def checkpoint(cursor: str) -> bool:
+        nonlocal saved
+        if not await catalog.job_renew(name, holder.owner, now_ns(), holder.lease_ns, cursor):
+            return False
+        saved = cursor
+        return True
+
+    loop = asyncio.get_running_loop()
+    work: asyncio.Task[str] = loop.create_task(_awaited(body(claim.cursor, checkpoint)))
+
+    async def beat() -> None:
+        nonlocal lost
+        while True:
+            await asyncio.sleep(holder.lease_s / 3)
+            try:
+                kept = await catalog.job_renew(name, holder.owner, now_ns(), holder.lease_ns)
+            except Exception as exc:  # the catalog unreachable: the lease may run out; try again
+                log.warning("job %s: heartbeat failed: %s", name, exc)
+                continue
+            if not kept:
+                log.warning("job %s: the lease was taken over; stopping", name)
+                lost = True
+                work.cancel()
+                return
+
+    beating = loop.create_task(beat())
+    try:
+        final = await work
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        if lost and (me is None or not me.cancelling()):  # another holder runs the job now
+            return True
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):
+            await catalog.job_release(name, holder.owner, saved)
+        raise
+    finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
+    await catalog.job_release(name, holder.owner, final)
+    return True

@@ -1,0 +1,125 @@
+"""``run_job`` (engine/_leases.py): a named job under a lease, on a real SQLite catalog, and the
+scrub's cursor (``Repairer.heal(resume=, checkpoint=)``); the catalog side of leases is the
+conformance suite's ``LeaseContract`` (both catalogs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tierstore.blob import LocalBlobStore
+from tierstore.catalog import SqliteCatalog
+from tierstore.engine import Checkpoint, LeaseHolder, ObjectService, Repairer, run_job
+
+FAR_NS = 4 * 10**18  # a claim "much later" (year 2096): every lease has run out by then
+
+
+def test_a_job_resumes_where_its_last_holder_stopped_and_is_not_run_twice(tmp_path: Path) -> None:
+    async def main() -> None:
+        cat = SqliteCatalog(tmp_path / "catalog.db")
+        try:
+            a, b = LeaseHolder(lease_s=30), LeaseHolder(lease_s=30)
+            seen: list[str] = []
+
+            async def first(cursor: str, checkpoint: Checkpoint) -> str:
+                seen.append(cursor)
+                assert await checkpoint("page-1")
+                assert not await run_job(cat, b, "walk", second)  # held by a: b runs nothing
+                raise RuntimeError("the walk failed")
+
+            async def second(cursor: str, checkpoint: Checkpoint) -> str:
+                seen.append(cursor)
+                return "done"
+
+            with pytest.raises(RuntimeError):
+                await run_job(cat, a, "walk", first)
+            held = await cat.job_get("walk")
+            assert held is not None and (held.owner, held.cursor) == (None, "page-1")  # handed back there
+            assert await run_job(cat, b, "walk", second)
+            assert seen == ["", "page-1"]
+            done = await cat.job_get("walk")
+            assert done is not None and (done.owner, done.cursor) == (None, "done")
+        finally:
+            cat.close()
+
+    asyncio.run(main())
+
+
+def test_a_job_whose_lease_was_taken_over_is_stopped(tmp_path: Path) -> None:
+    """The heartbeat finds the lease gone (another holder took it after it ran out, as when this
+    process stalled): the job is cancelled, run_job returns, the new holder's row is untouched."""
+
+    async def main() -> None:
+        cat = SqliteCatalog(tmp_path / "catalog.db")
+        try:
+            a = LeaseHolder(lease_s=0.6)  # heartbeats every 0.2 s
+            started = asyncio.Event()
+            stopped = asyncio.Event()
+
+            async def forever(cursor: str, checkpoint: Checkpoint) -> str:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    stopped.set()
+                return "never"
+
+            job = asyncio.create_task(run_job(cat, a, "scrub", forever))
+            await started.wait()
+            taken = await cat.job_claim("scrub", "gw-b", FAR_NS, 10**9)  # b, once a's lease ran out
+            assert taken is not None
+            assert await job  # returned: the job ran, and stopped when its lease was lost
+            assert stopped.is_set()
+            row = await cat.job_get("scrub")
+            assert row is not None and row.owner == "gw-b"  # a's hand-back was fenced off
+        finally:
+            cat.close()
+
+    asyncio.run(main())
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def test_a_leased_scrub_resumes_after_its_cursor_and_stops_when_the_lease_is_lost(tmp_path: Path) -> None:
+    """``Repairer.heal(resume=, checkpoint=)``: the walk starts after the cursor a dead scrubber
+    saved ("b:<blob id>"), saves its own after each page, and stops (state "stopped", the inline
+    walk not begun) when its checkpoint answers False."""
+
+    async def main() -> None:
+        cat = SqliteCatalog(tmp_path / "catalog.db")
+        blobs = LocalBlobStore(tmp_path / "data")
+        try:
+            svc = ObjectService(cat, blobs, inline_max_bytes=1024)
+            await svc.create_bucket("scrubbed")
+            for i in range(6):
+                await svc.put_object("scrubbed", f"b{i}", _one(bytes([i]) * 4096))
+            await svc.put_object("scrubbed", "small", _one(b"inline body"))
+            ids = [b for b, _size in await cat.blob_page("", 100)]
+            assert len(ids) == 6
+            repairer = Repairer(cat, blobs, meta_dirs=[tmp_path / "data"])
+            saved: list[str] = []
+
+            async def keep(cursor: str) -> bool:
+                saved.append(cursor)
+                return True
+
+            p = await repairer.heal(kind="scrub", resume=f"b:{ids[1]}", checkpoint=keep)
+            assert p.state == "done" and p.blobs_done == 4 and p.blobs_healthy == 4  # after ids[1] only
+            assert p.inline_checked == 1 and saved == [f"b:{ids[-1]}", saved[-1]] and saved[-1].startswith("i:")
+
+            async def lost(cursor: str) -> bool:
+                return False
+
+            p = await repairer.heal(kind="scrub", checkpoint=lost)
+            assert p.state == "stopped" and p.blobs_done == 6 and p.inline_checked == 0
+            p = await repairer.heal(kind="scrub", resume=saved[-1])  # past the last inline body: nothing left
+            assert p.state == "done" and p.blobs_done == 0 and p.inline_checked == 0
+        finally:
+            cat.close()
+
+    asyncio.run(main())
