@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from tierstore._watch import ConfigWatch
 from tierstore.api import AccessLog, AuditLog, Metrics, S3App, note_send_failure
 from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
 from tierstore.api._audit import DEFAULT_MAX_BYTES as DEFAULT_AUDIT_MAX_BYTES
@@ -549,6 +550,10 @@ def build_app(config: ServerConfig) -> S3App:
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
     oidc = OidcVerifier(identities.list_oidc_providers, account=sts.account)
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
+    watch = ConfigWatch()  # the config caches: 1 s on SQLite, until notified on PostgreSQL (tierstore/_watch.py)
+    for cache in (service.bucket_access.watch_with, service.tiers.watch_with, service.tier_stores.watch_with,
+                  kms.watch_with, identities.watch_with, sts.watch_with):  # fmt: skip
+        cache(watch)
     tasks: list[asyncio.Task[None]] = []
 
     async def gc_loop() -> None:
@@ -648,6 +653,7 @@ def build_app(config: ServerConfig) -> S3App:
     async def on_startup() -> None:
         if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
             await start_postgres(pg, config.catalog_start_timeout_s)
+            pg.listen(watch)
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(tier_outbox_loop()))
         tasks.append(loop.create_task(hot_copies_loop()))

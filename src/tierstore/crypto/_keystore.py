@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tierstore._watch import ConfigWatch
 from tierstore.crypto._kms import (
     DATA_KEY_BYTES,
     RESERVED_KEY_PREFIX,
@@ -170,6 +171,12 @@ class LocalKeyStore:
         self._records: dict[str, tuple[float, KmsKeyRecord | None]] = {}
         self._keks: dict[tuple[str, int], AESGCM] = {}
         self.data_keys = DataKeyCache(data_key_cache, data_key_ttl_s, monotonic)
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep key status as ``watch`` says (tierstore/_watch.py), dropped by its ``kms`` changes."""
+        self.watch = watch
+        watch.on("kms", self.forget)
 
     def __repr__(self) -> str:  # never key material
         return f"LocalKeyStore(master_key={self._master!r})"
@@ -252,10 +259,12 @@ class LocalKeyStore:
         hit = self._records.get(key_id)
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         rec = await self._table.kms_get_key(key_id)
-        if len(self._records) >= _CACHE_MAX:
-            self._records.clear()
-        self._records[key_id] = (now + self.cache_ttl_s, rec)
+        if self.watch.current(epoch):
+            if len(self._records) >= _CACHE_MAX:
+                self._records.clear()
+            self._records[key_id] = (now + self.watch.lifetime(self.cache_ttl_s), rec)
         return rec
 
     async def _existing(self, key_id: str) -> KmsKeyRecord:
