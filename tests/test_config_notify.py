@@ -166,6 +166,26 @@ def test_access_key_and_user_policy_changes_reach_every_worker(
     _seen_everywhere("user policy deleted", get_with(keys[2]), _denied)
 
 
+def test_a_kms_key_disabled_and_enabled_reaches_every_worker(
+    gw: ServerProcess, s3: Any, admin: TierstoreClient, bucket: str
+) -> None:
+    key_id = f"k-{uuid.uuid4().hex[:8]}"
+    admin.kms_create_key(key_id)
+    s3.put_object(Bucket=bucket, Key="sealed", Body=b"secret", ServerSideEncryption="aws:kms", SSEKMSKeyId=key_id)
+
+    def get() -> Resp:
+        return signed_request(gw, "GET", f"/{bucket}/sealed")
+
+    def disabled(resp: Resp) -> bool:
+        return resp.status != 200 and resp.error()["Code"] == "KMS.DisabledException"
+
+    _everywhere(get, lambda r: r.status == 200 and r.body == b"secret")  # every worker caches the key's state
+    admin.kms_set_key_enabled(key_id, False)
+    _seen_everywhere("KMS key disabled", get, disabled)
+    admin.kms_set_key_enabled(key_id, True)
+    _seen_everywhere("KMS key enabled", get, _ok)
+
+
 def test_caches_are_bypassed_while_the_listen_connection_is_down(
     gw: ServerProcess, s3: Any, postgres: PostgreSQL, bucket: str
 ) -> None:
