@@ -13,7 +13,8 @@ fixed label, the key id, the first 5 bytes and the canonical encryption context
 (``canonical_context``): a wrapped key moved to another key id, version or context does not
 open (``WrappedKeyError``).
 
-Each process (worker) caches a key's status for ``cache_ttl_s`` (1 s, as identities) and each
+Each process (worker) caches a key's status for ``cache_ttl_s`` (1 s, as identities; on
+PostgreSQL until a ``kms`` notification, tierstore/_watch.py) and each
 opened KEK version for its lifetime (a version's material never changes): a key disabled,
 created or rotated through one worker is seen by every worker within about a second, while a
 PUT or GET reads the catalog at most once a second per key. The reserved key of SSE-S3

@@ -3,7 +3,8 @@
 A session is stateless (docs/security.md "STS"): ``issue`` seals its claims into the session
 token under the master key (``tierstore.crypto.seal_session_token``) and writes nothing; any
 worker opens a token with ``open`` (cached per token). What a session may do is looked up when
-it is used, from the catalog, through short-lived caches (``cache_ttl_s``, 1 s): the role's
+it is used, from the catalog, through short-lived caches (``cache_ttl_s``, 1 s; on PostgreSQL
+until an ``iam`` notification, tierstore/_watch.py): the role's
 policies for a role session (a deleted role's sessions stop working within about a second, and
 a role deleted and created again under the same name does not revive them: its id changed), the
 user's policies for a GetSessionToken session.

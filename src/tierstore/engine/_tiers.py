@@ -12,7 +12,8 @@ hides them). ``remove`` is refused while a blob, an outbox entry or an upload na
 ``class_names()`` is on the hot paths of PUT (``x-amz-storage-class``) and lifecycle
 validation: a per-process set of tier names, re-read from the catalog at most every
 ``cache_ttl_s`` (1 s), so a tier added through one worker is a storage class in every worker
-within about a second (at once in the worker that added it).
+within about a second (at once in the worker that added it; on PostgreSQL the names are kept
+until a ``tier`` notification, tierstore/_watch.py).
 """
 
 from __future__ import annotations

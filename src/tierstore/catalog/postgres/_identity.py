@@ -9,7 +9,8 @@ on ``lower(name)``, which under ``"C"`` folds ASCII only, as ``NOCASE`` does.
 Every identity write runs in ``_iam_write``, which first bumps ``meta.iam_generation``: the
 row's lock makes identity writes take turns (SQLite's single writer did), so a check that a name
 is free and its INSERT cannot race another writer's; the counter moves only with identity
-writes (never per request: last-used times do not bump it).
+writes (never per request: last-used times do not bump it). The same statement announces the
+change (``pg_notify``, catalog/postgres/_notify.py): every worker drops its cached identities.
 """
 
 from __future__ import annotations
