@@ -142,6 +142,18 @@ def test_retention_set_on_a_refuses_delete_on_b(clients: tuple[Any, Any]) -> Non
         assert s3.get_object(Bucket=bucket, Key="held", VersionId=vid)["Body"].read() == b"h" * BLOB_BYTES
 
 
+def test_encrypted_on_a_read_on_b(clients: tuple[Any, Any], bucket: str, rng: random.Random) -> None:
+    """SSE-S3 and SSE-KMS (the built-in key service's ``testkey-1``, sealed under the master key
+    both gateways share): written through A, read through B."""
+    a, b = clients
+    body = rng.randbytes(BLOB_BYTES)
+    a.put_object(Bucket=bucket, Key="s3", Body=body, ServerSideEncryption="AES256")
+    a.put_object(Bucket=bucket, Key="kms", Body=body, ServerSideEncryption="aws:kms", SSEKMSKeyId="testkey-1")
+    for key in ("s3", "kms"):
+        got = b.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == body and got["ServerSideEncryption"] in ("AES256", "aws:kms")
+
+
 def test_dataset_made_on_a_reads_shuffled_through_both(
     two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
 ) -> None:
