@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, Gateways, ServerProcess, make_client, serve_once
 from tests.ports import free_port
+from tests.postgres import PostgreSQL
 from tierstore.checkpoints import Commit, CommitFile, checkpoint_name, crc64nvme, pull_model, register_model
 from tierstore.checkpoints._objects import crc_b64
 from tierstore.client import TierstoreClient, resolve_settings
@@ -35,6 +36,7 @@ from tierstore.server import CACHE_DIR
 
 MIB = 1024 * 1024
 BLOB_BYTES = 20_000  # above the inline limit (16 KiB): these bodies are blobs in the store
+START_TIMEOUT_S = 300  # a server that must refuse to start: it imports, connects, spawns its store check
 
 
 def _status(exc: ClientError) -> int:
@@ -309,16 +311,48 @@ def test_a_gateway_with_another_store_is_refused(two_gateways: Gateways, tmp_pat
     """The catalog recorded where its blobs live at its first start: a gateway started with
     another store (or none: local drives) against it stops with one line, before serving."""
     lines = two_gateways.config_file.read_text().splitlines()
-    config = [line for line in lines if not line.startswith("store")]
+    config = [line for line in lines if not line.startswith("store = ")]
     if store is not None:
+        with contextlib.suppress(ClientError):  # a bucket that exists: the store's check passes
+            two_gateways.weed.client().create_bucket(Bucket=store.split("/")[2])
         config.append(f'store = "{store}?endpoint={two_gateways.weed.endpoint}"')
-    proc = serve_once(tmp_path / "d", "--config", _write(tmp_path / "d.toml", "\n".join(config) + "\n"))
+    config_file = _write(tmp_path / "d.toml", "\n".join(config) + "\n")
+    proc = serve_once(tmp_path / "d", "--config", config_file, timeout_s=START_TIMEOUT_S)
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     theirs = f"s3://{two_gateways.store_bucket}/blobs"
     this = f"--store {store}" if store else "no --store"
     assert last.endswith(f"keeps its blobs in the store {theirs}; this gateway has {this}"), proc.stderr
     assert two_gateways.weed.secret_key not in proc.stdout + proc.stderr
+
+
+def test_store_unreachable_or_missing_at_start_is_one_line(
+    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    """At start the store is checked before the catalog records it: unreachable, it is retried
+    (a log line each time) until ``--catalog-start-timeout``, then one line; a bucket that does
+    not exist is one line at once. Neither shows the secret key."""
+    weed = two_gateways.weed
+    keys = ["--store-access-key", weed.access_key, "--store-secret-key", weed.secret_key]
+    closed = free_port()
+    proc = serve_once(
+        tmp_path / "down", "--catalog", postgres.create_database("store_down"), "--catalog-start-timeout", "2",
+        "--store", f"s3://b/p?endpoint=http://127.0.0.1:{closed}", *keys, timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "is unreachable; retrying" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"tierstore serve: the store http://127.0.0.1:{closed} bucket b is unreachable: gave up after 2s"
+    )
+    proc = serve_once(
+        tmp_path / "missing", "--catalog", postgres.create_database("store_missing"),
+        "--store", f"s3://no-such-bucket/p?endpoint={weed.endpoint}", *keys, timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tierstore serve: cannot use the store:") and last.endswith("NoSuchBucket"), proc.stderr
+    assert "retrying" not in proc.stderr
+    assert weed.secret_key not in proc.stdout + proc.stderr
 
 
 def test_the_store_secret_is_never_shown(two_gateways: Gateways) -> None:
