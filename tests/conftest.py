@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -313,3 +314,59 @@ def postgres() -> Iterator[PostgreSQL]:
     pg.start()
     yield pg
     pg.cleanup()
+
+
+@dataclass
+class Gateways:
+    """Two ``tierstore serve`` gateways (A and B) with the same settings: one PostgreSQL database,
+    one SeaweedFS bucket as the store (``--store``), each its own data dir (its read cache)."""
+
+    a: ServerProcess
+    b: ServerProcess
+    dsn: str
+    weed: SeaweedFS
+    store_bucket: str
+    config_file: Path  # the settings both run with (the store's secret key is in it, mode 0600)
+
+    @property
+    def both(self) -> tuple[ServerProcess, ServerProcess]:
+        return self.a, self.b
+
+
+@pytest.fixture(scope="session")
+def two_gateways(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL, seaweedfs: SeaweedFS
+) -> Iterator[Gateways]:
+    """Two gateways over one PostgreSQL database and one SeaweedFS bucket (docs/scale-out.md "Test
+    plan"), started once per session by the tests that ask. A starts first (it migrates the schema
+    and creates the master key and the KMS key ``testkey-1``); B gets A's master key, as every
+    gateway of a deployment must. One worker each, to keep it lean."""
+    root = tmp_path_factory.mktemp("gateways")
+    dsn = postgres.create_database("two_gateways")
+    store_bucket = "tierstore-gateways"
+    seaweedfs.client().create_bucket(Bucket=store_bucket)
+    config_file = root / "gateway.toml"
+    config_file.write_text(
+        f'catalog = "{dsn}"\n'
+        f'store = "s3://{store_bucket}/blobs?endpoint={seaweedfs.endpoint}"\n'
+        f'store-access-key = "{seaweedfs.access_key}"\n'
+        f'store-secret-key = "{seaweedfs.secret_key}"\n'
+        "workers = 1\n"
+        'kms-create-keys = ["testkey-1"]\n'
+    )
+    config_file.chmod(0o600)
+    args = ["--config", str(config_file)]
+    a = ServerProcess(root / "a", extra_args=args)
+    b = ServerProcess(root / "b", extra_args=args)
+    a.start(timeout_s=120)
+    try:
+        (root / "b").mkdir()
+        shutil.copy2(root / "a" / "master.key", root / "b" / "master.key")
+        b.start(timeout_s=120)
+    except BaseException:
+        a.stop()
+        raise
+    yield Gateways(a, b, dsn, seaweedfs, store_bucket, config_file)
+    for srv in (a, b):
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.stop()

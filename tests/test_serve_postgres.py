@@ -34,13 +34,21 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("with_catalog", [False, True])
-def test_store_is_refused_in_one_line(tmp_path: Path, with_catalog: bool) -> None:
-    catalog = ["--catalog", f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"] if with_catalog else []
-    proc = _run(["--data", str(tmp_path / "data"), "--store", "s3://b/p?endpoint=http://127.0.0.1:1", *catalog])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "--store needs --catalog postgresql://"),
+        (["--catalog", f"postgresql://u:{PASSWORD}@127.0.0.1:1/db", "--drives", "d1", "d2"], "--store and --drives"),
+        (["--catalog", f"postgresql://u:{PASSWORD}@127.0.0.1:1/db", "--store-access-key", "AK"], "give both"),
+    ],
+)
+def test_store_settings_refused_in_one_line(tmp_path: Path, args: list[str], says: str) -> None:
+    """``--store`` alone (an object store without a shared catalog is not a cluster), with
+    ``--drives``, or with half a key pair: one line, exit 2, nothing created."""
+    proc = _run(["--data", str(tmp_path / "data"), "--store", "s3://b/p?endpoint=http://127.0.0.1:1", *args])
     assert proc.returncode == 2, proc.stderr
     (line,) = _lines(proc.stderr)
-    assert line.startswith("tierstore serve: --store") and "later release" in line and "without --catalog" in line
+    assert line.startswith(f"tierstore serve: {says}"), line
     assert PASSWORD not in proc.stdout + proc.stderr
     assert not (tmp_path / "data").exists()
 

@@ -27,7 +27,8 @@ import string
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,12 +40,15 @@ from tierstore.api._iam_authorizer import IamAuthorizer, validate_policy
 from tierstore.api._identity_ext import IdentityAuthenticator  # the composition root picks it
 from tierstore.blob import (
     BlobStore,
+    CachedBlobStore,
     ErasureBlobStore,
     LocalBlobStore,
     RemoteBlobStore,
     S3BlobStore,
     S3StoreConfig,
+    StoreRefused,
     check_endpoint,
+    parse_store_url,
 )
 from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.crypto import (
@@ -85,6 +89,9 @@ if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names Po
     from tierstore.catalog.postgres import PostgresCatalog
 
 __all__ = [
+    "CACHE_DIR",
+    "STORE_WITHOUT_CATALOG",
+    "STORE_WITH_DRIVES",
     "Claim",
     "ServeError",
     "ServerConfig",
@@ -93,11 +100,14 @@ __all__ = [
     "check_audit_log",
     "claim_store_and_port",
     "credential_dirs",
+    "default_cache_bytes",
     "load_or_create_credentials",
     "master_key_dirs",
     "open_drive_set",
     "open_service",
     "serve",
+    "start_store",
+    "store_blobs",
     "tune_malloc",
 ]
 
@@ -140,6 +150,12 @@ class ServerConfig:
     catalog_pool: int = 8  # connections at most per worker process
     catalog_timeout_s: float = 10.0  # a checkout (or a connect) waits this long, then 503
     catalog_start_timeout_s: float = 60.0  # PostgreSQL unreachable at start: retried this long, then exit
+    # An object store as the standard tier (``--store s3://BUCKET/PREFIX?endpoint=URL``, only with a
+    # PostgreSQL catalog): every blob lives there; the data dir holds its bounded read cache.
+    store: str = ""
+    store_access_key: str = ""  # both or neither; neither: the standard AWS credential chain
+    store_secret_key: str = ""
+    cache_bytes: int = 0  # the cache's bound; 0: chosen at start from the data dir's free space
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
     parity: int | None = None
@@ -413,23 +429,87 @@ async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
     line, and again until ``timeout_s`` has passed, then ``ServeError``; wrong settings (no such
     database, refused login, a schema newer than this code): ``ServeError`` at once. Neither
     message holds the URL's password."""
+
+    async def attempt() -> None:
+        try:
+            await catalog.start()
+        except SlowDown:
+            raise
+        except TierstoreError as exc:
+            raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
+
+    await _retry_while_down(attempt, SlowDown, f"the catalog {catalog.shown_dsn}", timeout_s)
+
+
+async def _retry_while_down(
+    attempt: Callable[[], Awaitable[None]], down: type[Exception], what: str, timeout_s: float
+) -> None:
+    """``await attempt()`` until it returns. While it raises ``down``: a log line, and again
+    (backing off to 5 s) until ``timeout_s`` has passed, then ``ServeError``."""
     deadline = time.monotonic() + timeout_s
     delay_s = 0.5
     while True:
         try:
-            await catalog.start()
+            await attempt()
             return
-        except SlowDown:
+        except down:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                raise ServeError(
-                    f"the catalog {catalog.shown_dsn} is unreachable: gave up after {timeout_s:g}s"
-                ) from None
-            log.warning("catalog %s unreachable; retrying for %.0f s more", catalog.shown_dsn, left_s)
+                raise ServeError(f"{what} is unreachable: gave up after {timeout_s:g}s") from None
+            log.warning("%s is unreachable; retrying for %.0f s more", what, left_s)
             await asyncio.sleep(min(delay_s, left_s))
             delay_s = min(delay_s * 2, 5.0)
-        except TierstoreError as exc:
-            raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
+
+
+async def _claim_blob_store(config: ServerConfig, pg: PostgresCatalog) -> None:
+    """Record where the catalog's blobs live at its first start; ``ServeError`` (one line) for a
+    gateway started with another store (or none) against it: its blobs would not be where the
+    catalog's versions say. The endpoint is not compared: each host may reach one store its own way."""
+    mine = parse_store_url(config.store).location if config.store else ""
+    recorded = await pg.claim_blob_store(mine)
+    if recorded != mine:
+        theirs = f"in the store {recorded}" if recorded else "on its first gateway's local drives (no --store)"
+        this = f"--store {mine}" if mine else "no --store"
+        raise ServeError(f"the catalog {pg.shown_dsn} keeps its blobs {theirs}; this gateway has {this}")
+
+
+def _check_store_apart(config: ServerConfig) -> None:
+    """``start_store`` in a spawned process: obstore's runtime (Rust threads) does not survive a
+    fork, so the main process, which forks the granian workers, must never start it itself."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        error = pool.submit(_check_store_main, json.dumps(asdict(config))).result()
+    if error is not None:
+        raise ServeError(error)
+
+
+def _check_store_main(config_json: str) -> str | None:
+    """The spawned process of ``_check_store_apart``: what went wrong, or None."""
+    config = ServerConfig(**json.loads(config_json))
+    _configure_logging(config.log_level)
+    try:
+        asyncio.run(start_store(_object_store(config), config.catalog_start_timeout_s))
+    except ServeError as exc:
+        return str(exc)
+    return None
+
+
+async def start_store(store: S3BlobStore, timeout_s: float) -> None:
+    """Check that the store answers and lets us in (``S3BlobStore.check``). Unreachable: a log
+    line, and again until ``timeout_s`` has passed, then ``ServeError``; a refusal (no such bucket,
+    bad keys): ``ServeError`` at once. Neither message holds the store's secret key."""
+    where = f"the store {store.config.endpoint} bucket {store.config.bucket}"
+
+    async def attempt() -> None:
+        try:
+            await store.check()
+        except StoreRefused as exc:
+            raise ServeError(f"cannot use the store: {exc}") from None
+
+    await _retry_while_down(attempt, TierstoreError, where, timeout_s)
+    log.info("%s (prefix %r) answers", where, store.config.prefix)
 
 
 def _catalog_cause(exc: TierstoreError) -> str:
@@ -458,6 +538,15 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         repairer = Repairer(catalog, blobs, drives=drive_set, meta_files=(CREDENTIALS_FILE, MASTER_KEY_FILE))
         store_key = drive_set.format.set_id
         reserve_dirs = [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
+    elif config.store:  # the blobs in the object store; the data dir holds its read cache
+        if shared is None:
+            raise ServeError(STORE_WITHOUT_CATALOG)
+        data = Path(config.data_dir)
+        catalog = shared
+        blobs = store_blobs(config)
+        repairer = Repairer(catalog, blobs, meta_dirs=[data])
+        store_key = parse_store_url(config.store).location
+        reserve_dirs = []  # the catalog is PostgreSQL's and the blobs the store's: no local delete needs room
     else:
         data = Path(config.data_dir)
         catalog = shared or SqliteCatalog(data / "catalog.db")
@@ -467,6 +556,51 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
         reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     return catalog, blobs, repairer, store_key, reserve, pg
+
+
+STORE_WITHOUT_CATALOG = (
+    "--store needs --catalog postgresql://...: an object store without a shared catalog is not a cluster"
+)
+STORE_WITH_DRIVES = "--store and --drives do not go together: the store keeps the blobs, --data holds its cache"
+CACHE_DIR = "cache"  # the store's read cache, in the data dir
+_MIN_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def store_blobs(config: ServerConfig) -> CachedBlobStore:
+    """The standard tier of ``--store``: the object store, read through a bounded cache in the data
+    dir (docs/scale-out.md "The store as the standard tier"). Connects at its first operation."""
+    cache = LocalBlobStore(Path(config.data_dir) / CACHE_DIR, durable=False)  # its blobs live in the store
+    return CachedBlobStore(_object_store(config), cache, cache_bytes=config.cache_bytes or default_cache_bytes(config))
+
+
+def _object_store(config: ServerConfig) -> S3BlobStore:
+    """``--store``'s bucket and prefix, with ``--store-access-key``/``--store-secret-key`` or, without
+    them, the standard AWS credential chain (``AWS_ACCESS_KEY_ID``..., shared files, roles)."""
+    url = parse_store_url(config.store)
+    keys = (config.store_access_key, config.store_secret_key) if config.store_secret_key else (None, None)
+    return S3BlobStore(url.config(*keys))
+
+
+def default_cache_bytes(config: ServerConfig) -> int:
+    """Half of what the data dir's filesystem has free now plus what the cache holds already
+    (so a restart with a full cache keeps its bound), at least 64 MiB."""
+    data = Path(config.data_dir)
+    held = sum(_scan_files(data / CACHE_DIR / "blobs"))
+    try:
+        st = os.statvfs(data)
+    except OSError:
+        return _MIN_CACHE_BYTES
+    return max(_MIN_CACHE_BYTES, (st.f_bavail * st.f_frsize + held) // 2)
+
+
+def _scan_files(path: Path) -> list[int]:
+    """The sizes of the files under ``path`` (none if it does not exist)."""
+    sizes: list[int] = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                sizes.append(os.stat(os.path.join(root, name)).st_size)
+    return sizes
 
 
 def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
@@ -573,7 +707,9 @@ def build_app(config: ServerConfig) -> S3App:
 
     async def heal_loop() -> None:
         """Heal what reads and writes reported; in one process, also scrub everything now and then."""
-        scrubber = config.scrub_interval_s > 0 and _scrub_lock(store_key) is not None
+        # With --store the store's own redundancy is its business: no background scrub of it from
+        # every gateway (``tierstore heal`` still verifies every blob against it, on demand).
+        scrubber = config.scrub_interval_s > 0 and not config.store and _scrub_lock(store_key) is not None
         last = repairer.last_report()
         next_scrub = (float(last["finished_s"] or 0) if last else time.time()) + config.scrub_interval_s
         while True:
@@ -808,6 +944,12 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
     # Open the stores once in the parent: creates the schema and fails fast on a bad data dir;
     # on an erasure set, formats replacement drives and brings every catalog copy up to date
     # before any worker exists.
+    if config.store and not config.catalog:
+        raise ServeError(STORE_WITHOUT_CATALOG)
+    if config.store and config.drives:
+        raise ServeError(STORE_WITH_DRIVES)
+    if config.store and not config.cache_bytes:  # chosen once here, so every worker has the same bound
+        config = replace(config, cache_bytes=default_cache_bytes(config))
     if config.drives:
         drive_set = open_drive_set(config)
         _lock_store(config, claim.lock_fds)  # drives a brand-new set just created
@@ -846,9 +988,14 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
                 asyncio.run(prepare_master_key(config, catalog))
             finally:
                 catalog.close()
-        LocalBlobStore(data)
-        where = str(data.resolve())
-        reserve_dirs = [data]
+        if config.store:
+            cache = f"{data.resolve() / CACHE_DIR}, at most {config.cache_bytes} bytes"
+            where = f"{parse_store_url(config.store).location}, cached in {cache}"
+            reserve_dirs = []
+        else:
+            LocalBlobStore(data)
+            where = str(data.resolve())
+            reserve_dirs = [data]
     reserve = DiskReserve(reserve_dirs, _reserve_bytes(config, reserve_dirs))
     reserve.restore()
     if reserve.released:
@@ -901,6 +1048,9 @@ def _prepare_postgres(config: ServerConfig) -> str:
         pg = postgres_catalog(config)
         await start_postgres(pg, config.catalog_start_timeout_s)
         try:
+            if config.store:  # before recording it: a store that never answered is not recorded
+                await asyncio.to_thread(_check_store_apart, config)
+            await _claim_blob_store(config, pg)
             await prepare_master_key(config, cast("Catalog", pg))
         finally:
             await pg.close()

@@ -24,7 +24,7 @@ from tierstore.blob._protocol import (
     check_range,
     validate_blob_id,
 )
-from tierstore.blob._s3 import S3BlobStore, S3StoreConfig
+from tierstore.blob._s3 import S3BlobStore, S3StoreConfig, StoreRefused, StoreUrl, parse_store_url
 
 __all__ = [
     "BLOCK_SIZE_BYTES",
@@ -40,7 +40,10 @@ __all__ = [
     "RemoteBlobStore",
     "S3BlobStore",
     "S3StoreConfig",
+    "StoreRefused",
+    "StoreUrl",
     "check_endpoint",
     "check_range",
+    "parse_store_url",
     "validate_blob_id",
 ]

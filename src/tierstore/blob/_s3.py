@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from obstore import GetResult
     from obstore.store import S3Store
 
-__all__ = ["META_PREFIX", "S3BlobStore", "S3StoreConfig"]
+__all__ = ["META_PREFIX", "S3BlobStore", "S3StoreConfig", "StoreRefused", "StoreUrl", "parse_store_url"]
 
 MIB = 1024 * 1024
 META_PREFIX = "tierstore-"
@@ -106,6 +107,68 @@ class S3StoreConfig:
             raise ValueError("timeouts must be positive")
         if self.part_concurrency < 1 or self.max_retries < 0:
             raise ValueError("part_concurrency must be >= 1 and max_retries >= 0")
+
+
+class StoreRefused(Exception):
+    """The store answered and refused us for a reason retrying will not fix (no such bucket, an
+    unknown access key, a bad signature, access denied): the operator must change the settings."""
+
+
+_REFUSALS = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidBucketName")
+_STORE_URL_PARAMS = frozenset({"endpoint", "region"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUrl:
+    """``s3://BUCKET/PREFIX?endpoint=URL&region=R`` (``--store``, docs/scale-out.md). It holds no
+    secret (credentials are refused in it), so it may be logged and recorded as it is."""
+
+    bucket: str
+    prefix: str
+    endpoint: str
+    region: str
+
+    @property
+    def location(self) -> str:
+        """``s3://BUCKET/PREFIX``: which blobs, whatever endpoint a gateway reaches them through."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def config(self, access_key: str | None = None, secret_key: str | None = None) -> S3StoreConfig:
+        """The store's client settings; no keys: the standard AWS credential chain."""
+        return S3StoreConfig(
+            endpoint=self.endpoint,
+            bucket=self.bucket,
+            prefix=self.prefix,
+            access_key=access_key,
+            secret_key=secret_key,
+            region=self.region,
+        )
+
+
+def parse_store_url(url: str) -> StoreUrl:
+    """``s3://BUCKET[/PREFIX][?endpoint=URL][&region=R]``; ``ValueError`` naming what is wrong.
+    Without ``endpoint`` the store is AWS S3 in ``region`` (default us-east-1)."""
+    if "@" in url:  # userinfo, in the URL or its endpoint: not echoed, it may be a secret
+        raise ValueError("no credentials in the store URL: give --store-access-key and --store-secret-key")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"expected s3://BUCKET/PREFIX?endpoint=URL, got {url!r}")
+    if parts.fragment:
+        raise ValueError(f"unexpected '#' in the store URL {url!r}")
+    try:
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"the store URL's query is not NAME=VALUE pairs: {parts.query!r}") from None
+    unknown = sorted(set(query) - _STORE_URL_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown store URL parameter {unknown[0]!r} (known: endpoint, region)")
+    if any(len(v) != 1 for v in query.values()):
+        raise ValueError("each store URL parameter may be given once")
+    region = query.get("region", ["us-east-1"])[0] or "us-east-1"
+    endpoint = query.get("endpoint", [f"https://s3.{region}.amazonaws.com"])[0].rstrip("/")
+    prefix = parts.path.strip("/")
+    S3StoreConfig(endpoint=endpoint, bucket=parts.netloc, prefix=prefix, region=region)  # its checks
+    return StoreUrl(parts.netloc, prefix, endpoint, region)
 
 
 class S3BlobStore:
@@ -250,6 +313,23 @@ class S3BlobStore:
         except CorruptBlob:
             return False
         return True
+
+    async def check(self) -> None:
+        """One ListObjectsV2 of at most one key under the prefix: the store answers and lets us in.
+        ``TierUnavailable`` while it cannot be reached (retry); ``StoreRefused`` when it answers no
+        (no such bucket, bad keys, access denied)."""
+        store = await self._connected()
+        try:
+            async for _ in obstore.list(store, chunk_size=1):
+                break
+        except _TRANSPORT as exc:
+            refusal = next((code for code in _REFUSALS if f"<Code>{code}</Code>" in str(exc)), None)
+            if refusal is not None:
+                self._store = None
+                raise StoreRefused(
+                    f"{self.config.endpoint} bucket {self.config.bucket} refused the store's check: {refusal}"
+                ) from None
+            raise self._unavailable(exc) from None
 
     # --- put ----------------------------------------------------------------------------------
     async def _put_single(self, store: S3Store, blob_id: str, body: bytes, meta: dict[str, str]) -> BlobInfo:

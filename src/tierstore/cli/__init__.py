@@ -18,6 +18,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tierstore.cli._serve import ConfigError, config_fields, print_config, resolve_options
     from tierstore.drives import DriveSetError
     from tierstore.server import (
+        STORE_WITH_DRIVES,
+        STORE_WITHOUT_CATALOG,
         ServeError,
         ServerConfig,
         check_audit_log,
@@ -35,12 +37,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print_config(resolved)
         return 0
-    if resolved["store"][0]:
-        print(
-            "tierstore serve: --store (an object store as the standard tier) needs a later release; and --store "
-            "without --catalog is never valid: an object store without a shared catalog is not a cluster",
-            file=sys.stderr,
-        )
+    if resolved["store"][0] and not resolved["catalog"][0]:
+        print(f"tierstore serve: {STORE_WITHOUT_CATALOG}", file=sys.stderr)
+        return 2
+    if resolved["store"][0] and resolved["drives"][0]:
+        print(f"tierstore serve: {STORE_WITH_DRIVES}", file=sys.stderr)
+        return 2
+    if bool(resolved["store_access_key"][0]) != bool(resolved["store_secret_key"][0]):
+        print("tierstore serve: give both --store-access-key and --store-secret-key (or neither)", file=sys.stderr)
         return 2
     host, port = resolved["address"][0]
     ak, sk = resolved["access_key"][0], resolved["secret_key"][0]

@@ -47,6 +47,15 @@ def _catalog_url(value: str) -> str:
     return value
 
 
+def _store_url(value: str) -> str:
+    """``--store``: empty (blobs on --data or --drives) or ``s3://BUCKET/PREFIX?endpoint=URL``."""
+    if value:
+        from tierstore.blob import parse_store_url
+
+        parse_store_url(value)
+    return value
+
+
 def _bool(value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -248,13 +257,37 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--store",
+        _store_url,
+        "",
+        "an object store as the standard tier, s3://BUCKET/PREFIX?endpoint=URL[&region=R]: every blob "
+        "lives there, --data holds a bounded read cache; only with --catalog (docs/scale-out.md)",
+        metavar="URL",
+        default_text="none: blobs on --data or --drives",
+    ),
+    Option(
+        "--store-access-key",
         str,
         "",
-        "an object store as the standard tier, s3://BUCKET/PREFIX?endpoint=URL: not in this release "
-        "(and only ever with --catalog)",
-        metavar="URL",
-        field="",
-        default_text="none",
+        "the store's access key id (with --store-secret-key)",
+        metavar="ID",
+        default_text="the AWS credential chain: AWS_ACCESS_KEY_ID..., shared files, roles",
+    ),
+    Option(
+        "--store-secret-key",
+        str,
+        "",
+        "the store's secret key (prefer the env or config file)",
+        metavar="KEY",
+        default_text="the AWS credential chain",
+    ),
+    Option(
+        "--cache-bytes",
+        int,
+        0,
+        "with --store: the bound on the read cache in the data dir",
+        metavar="N",
+        convert=lambda n: max(0, n),
+        default_text="half the data dir's free space at start, at least 64 MiB",
     ),
     Option("--address", _address, "127.0.0.1:9000", "HOST:PORT to listen on", metavar="HOST:PORT", field=""),
     Option("--access-key", str, "", "access key id", field="", default_text="generated"),
@@ -486,7 +519,7 @@ def config_fields(resolved: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
 def print_config(resolved: Mapping[str, tuple[Any, str]]) -> None:
     for opt in SERVE_OPTIONS:
         value, source = resolved[opt.name]
-        if opt.name in ("secret_key", "metrics_token") and value:
+        if opt.name in ("secret_key", "store_secret_key", "metrics_token") and value:
             value = "********"
         if opt.name == "catalog" and value:
             value = _shown_dsn(value)

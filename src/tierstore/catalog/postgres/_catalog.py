@@ -105,6 +105,19 @@ class PostgresCatalog(
     def __repr__(self) -> str:
         return f"PostgresCatalog({self.shown_dsn})"
 
+    async def claim_blob_store(self, location: str) -> str:
+        """Where this catalog's blobs live: ``location`` (``s3://BUCKET/PREFIX`` of ``--store``, or
+        ``""`` for a gateway's local drives) is recorded by the first gateway to start (a ``meta``
+        row; no schema step) and the recorded one returned, for the caller to compare."""
+
+        async def fn(c: Any) -> str:
+            await c.execute(
+                "INSERT INTO meta(name, value) VALUES('blob_store', $1) ON CONFLICT(name) DO NOTHING", location
+            )
+            return str(await c.fetchval("SELECT value FROM meta WHERE name = 'blob_store'"))
+
+        return await self._pool.write(fn)
+
     # --- health and usage ------------------------------------------------------------------
     async def probe_write(self) -> None:
         """Raise unless a write could commit now: an empty transaction on a pooled connection."""
