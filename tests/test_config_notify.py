@@ -6,7 +6,9 @@ reach every worker: each test first makes every worker cache the old state (many
 on a fresh connection, which the kernel spreads over the workers' sockets), changes it, then
 polls until a long run of fresh-connection requests all show the new state. The poll's bound
 (20 s) is far below the minute an entry is held, so only a notification can pass it; the delay
-measured is printed (``-s``), not asserted.
+measured is printed (``-s``), not asserted. Also: the LISTEN connections killed and kept out
+(caches bypassed), a PostgreSQL of its own restarted under 2 workers, and two gateways
+(``two_gateways``: a change through A seen through B).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
+from tests.conftest import ACCESS_KEY, SECRET_KEY, Gateways, ServerProcess, make_client
 from tests.postgres import PostgreSQL
 from tests.s3http import Resp, send, signed_request
 from tierstore.client import TierstoreClient, resolve_settings
@@ -263,3 +265,31 @@ def test_postgresql_restarted_then_notifications_work_again(tmp_path: Path) -> N
     assert log.count("lost: caches bypassed until reconnected") == 2, log[-3000:]
     assert log.count("listening again, caches cleared") == 2, log[-3000:]
     assert "_notify.py" not in log, log[-3000:]  # no traceback of the listener's (the pool's and loops' are not ours)
+
+
+def test_changes_through_one_gateway_reach_the_other(two_gateways: Gateways) -> None:
+    """Two gateways (one PostgreSQL, one store): a bucket policy and an access key changed
+    through A, seen through B."""
+    a, b = two_gateways.both
+    s3a = make_client(a.endpoint)
+    name = f"n-{uuid.uuid4().hex[:12]}"
+    s3a.create_bucket(Bucket=name)
+    s3a.put_object(Bucket=name, Key="k", Body=b"hello")
+    get = _anonymous_get(b, name, "k")
+    _everywhere(get, _denied)  # B caches 'no policy'
+    s3a.put_bucket_policy(Bucket=name, Policy=_public_read(name))
+    _seen_everywhere("bucket policy put through A, read through B", get, _ok)
+
+    admin = TierstoreClient(resolve_settings(a.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    admin.create_user(user)
+    read = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{name}/*"}
+    admin.put_user_policy(user, "read", {"Version": "2012-10-17", "Statement": [read]})
+    key = admin.create_access_key(user)
+
+    def signed() -> Resp:
+        return signed_request(b, "GET", f"/{name}/k", access_key=key["access_key_id"], secret_key=key["secret_key"])
+
+    _everywhere(signed, _ok)  # B caches the key
+    admin.set_access_key_status(key["access_key_id"], active=False)
+    _seen_everywhere("access key disabled through A, used through B", signed, _denied)
