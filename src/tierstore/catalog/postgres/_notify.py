@@ -98,7 +98,7 @@ class ConfigListener:
             lost = asyncio.Event()
             try:
                 await self._listen(lost)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # whatever failed, the listener retries (caches bypassed meanwhile)
                 if not told:
                     log.warning("config notifications from %s unavailable (%s): caches bypassed, retrying",
                                 self._shown, type(exc).__name__)  # fmt: skip
