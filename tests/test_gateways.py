@@ -7,7 +7,13 @@ down answers 503 with Retry-After while cached blobs still read; the settings a 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -19,14 +25,18 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import ACCESS_KEY, SECRET_KEY, Gateways, make_client
+from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, Gateways, ServerProcess, make_client, serve_once
+from tests.ports import free_port
+from tests.postgres import PostgreSQL
 from tierstore.checkpoints import Commit, CommitFile, checkpoint_name, crc64nvme, pull_model, register_model
 from tierstore.checkpoints._objects import crc_b64
 from tierstore.client import TierstoreClient, resolve_settings
 from tierstore.datasets import RemoteSource
+from tierstore.server import CACHE_DIR
 
 MIB = 1024 * 1024
 BLOB_BYTES = 20_000  # above the inline limit (16 KiB): these bodies are blobs in the store
+START_TIMEOUT_S = 300  # a server that must refuse to start: it imports, connects, spawns its store check
 
 
 def _status(exc: ClientError) -> int:
@@ -134,6 +144,18 @@ def test_retention_set_on_a_refuses_delete_on_b(clients: tuple[Any, Any]) -> Non
         assert s3.get_object(Bucket=bucket, Key="held", VersionId=vid)["Body"].read() == b"h" * BLOB_BYTES
 
 
+def test_encrypted_on_a_read_on_b(clients: tuple[Any, Any], bucket: str, rng: random.Random) -> None:
+    """SSE-S3 and SSE-KMS (the built-in key service's ``testkey-1``, sealed under the master key
+    both gateways share): written through A, read through B."""
+    a, b = clients
+    body = rng.randbytes(BLOB_BYTES)
+    a.put_object(Bucket=bucket, Key="s3", Body=body, ServerSideEncryption="AES256")
+    a.put_object(Bucket=bucket, Key="kms", Body=body, ServerSideEncryption="aws:kms", SSEKMSKeyId="testkey-1")
+    for key in ("s3", "kms"):
+        got = b.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == body and got["ServerSideEncryption"] in ("AES256", "aws:kms")
+
+
 def test_dataset_made_on_a_reads_shuffled_through_both(
     two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
 ) -> None:
@@ -185,3 +207,176 @@ def test_checkpoint_committed_on_a_pulled_through_b(
 
 def _tierstore_client(endpoint: str) -> TierstoreClient:
     return TierstoreClient(resolve_settings(endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+
+
+class _Forwarder:
+    """A TCP forwarder on 127.0.0.1 to ``upstream_port``: the store as one gateway reaches it.
+    ``stop()`` closes the port and every connection (the store is down for that gateway);
+    ``start()`` opens the same port again."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._socks = [listener]
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                return
+            with self._lock:
+                self._socks += [conn, upstream]
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def _third_gateway(gw: Gateways, data_dir: Path, config: str) -> ServerProcess:
+    """A gateway with settings ``config`` (TOML) and the deployment's master key in ``data_dir``."""
+    data_dir.mkdir()
+    shutil.copy2(gw.a.data_dir / "master.key", data_dir / "master.key")
+    config_file = data_dir.parent / f"{data_dir.name}.toml"
+    config_file.write_text(config)
+    return ServerProcess(data_dir, extra_args=["--config", str(config_file)])
+
+
+def _unavailable(call: Any) -> None:
+    with pytest.raises(ClientError) as err:
+        call()
+    assert (err.value.response["Error"]["Code"], _status(err.value)) == ("ServiceUnavailable", 503)
+    assert int(err.value.response["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) > 0
+
+
+def test_store_down_cached_blobs_read_the_rest_503(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random, tmp_path: Path
+) -> None:
+    """A gateway C that reaches the store through a forwarder; the forwarder stops (the store is
+    down for C): a blob C has cached still reads; an uncached one and a new blob PUT answer 503
+    ServiceUnavailable with Retry-After (never wrong bytes, never a hang); listings still answer
+    (the catalog's). The store back: C reads the uncached blob, without a restart."""
+    weed = two_gateways.weed
+    forwarder = _Forwarder(int(weed.endpoint.rsplit(":", 1)[1]))
+    forwarder.start()
+    config = two_gateways.config_file.read_text().replace(weed.endpoint, f"http://127.0.0.1:{forwarder.port}")
+    c = _third_gateway(two_gateways, tmp_path / "c", config)
+    c.start(timeout_s=120)
+    try:
+        s3c = make_client(c.endpoint)
+        cached, uncached = rng.randbytes(BLOB_BYTES), rng.randbytes(BLOB_BYTES)
+        s3c.put_object(Bucket=bucket, Key="cached", Body=cached)
+        assert s3c.get_object(Bucket=bucket, Key="cached")["Body"].read() == cached  # fills C's cache
+        _until(lambda: any((c.data_dir / CACHE_DIR / "blobs").rglob("*")), "C's cache filled", c)
+        clients[0].put_object(Bucket=bucket, Key="uncached", Body=uncached)
+        forwarder.stop()
+        assert s3c.get_object(Bucket=bucket, Key="cached")["Body"].read() == cached
+        _unavailable(functools.partial(s3c.get_object, Bucket=bucket, Key="uncached"))
+        _unavailable(functools.partial(s3c.put_object, Bucket=bucket, Key="new", Body=b"n" * BLOB_BYTES))
+        assert sorted(o["Key"] for o in s3c.list_objects_v2(Bucket=bucket)["Contents"]) == ["cached", "uncached"]
+        forwarder.start()
+        assert s3c.get_object(Bucket=bucket, Key="uncached")["Body"].read() == uncached
+    finally:
+        forwarder.stop()
+        c.stop()
+    assert "Traceback" not in c.log()
+
+
+@pytest.mark.parametrize("store", ["s3://another-bucket/blobs", None])
+def test_a_gateway_with_another_store_is_refused(two_gateways: Gateways, tmp_path: Path, store: str | None) -> None:
+    """The catalog recorded where its blobs live at its first start: a gateway started with
+    another store (or none: local drives) against it stops with one line, before serving."""
+    lines = two_gateways.config_file.read_text().splitlines()
+    config = [line for line in lines if not line.startswith("store = ")]
+    if store is not None:
+        with contextlib.suppress(ClientError):  # a bucket that exists: the store's check passes
+            two_gateways.weed.client().create_bucket(Bucket=store.split("/")[2])
+        config.append(f'store = "{store}?endpoint={two_gateways.weed.endpoint}"')
+    config_file = _write(tmp_path / "d.toml", "\n".join(config) + "\n")
+    proc = serve_once(tmp_path / "d", "--config", config_file, timeout_s=START_TIMEOUT_S)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    theirs = f"s3://{two_gateways.store_bucket}/blobs"
+    this = f"--store {store}" if store else "no --store"
+    assert last.endswith(f"keeps its blobs in the store {theirs}; this gateway has {this}"), proc.stderr
+    assert two_gateways.weed.secret_key not in proc.stdout + proc.stderr
+
+
+def test_store_unreachable_or_missing_at_start_is_one_line(
+    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path
+) -> None:
+    """At start the store is checked before the catalog records it: unreachable, it is retried
+    (a log line each time) until ``--catalog-start-timeout``, then one line; a bucket that does
+    not exist is one line at once. Neither shows the secret key."""
+    weed = two_gateways.weed
+    keys = ["--store-access-key", weed.access_key, "--store-secret-key", weed.secret_key]
+    closed = free_port()
+    proc = serve_once(
+        tmp_path / "down", "--catalog", postgres.create_database("store_down"), "--catalog-start-timeout", "2",
+        "--store", f"s3://b/p?endpoint=http://127.0.0.1:{closed}", *keys, timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "is unreachable; retrying" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"tierstore serve: the store http://127.0.0.1:{closed} bucket b is unreachable: gave up after 2s"
+    )
+    proc = serve_once(
+        tmp_path / "missing", "--catalog", postgres.create_database("store_missing"),
+        "--store", f"s3://no-such-bucket/p?endpoint={weed.endpoint}", *keys, timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tierstore serve: cannot use the store:") and last.endswith("NoSuchBucket"), proc.stderr
+    assert "retrying" not in proc.stderr
+    assert weed.secret_key not in proc.stdout + proc.stderr
+
+
+def test_the_store_secret_is_never_shown(two_gateways: Gateways) -> None:
+    """``--print-config`` masks the store's secret key; neither gateway's log holds it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tierstore", "serve", "--config", str(two_gateways.config_file), "--print-config"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "store-secret-key = '********'" in proc.stdout
+    assert f"store-access-key = '{two_gateways.weed.access_key}'" in proc.stdout
+    for text in (proc.stdout, proc.stderr, two_gateways.a.log(), two_gateways.b.log()):
+        assert two_gateways.weed.secret_key not in text
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _until(check: Any, what: str, srv: ServerProcess, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout_s}s\n{srv.log()[-4000:]}")

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from tierstore._watch import ConfigWatch
 from tierstore.api import AccessLog, AuditLog, Metrics, S3App, note_send_failure
 from tierstore.api._audit import DEFAULT_BACKUPS as DEFAULT_AUDIT_BACKUPS
 from tierstore.api._audit import DEFAULT_MAX_BYTES as DEFAULT_AUDIT_MAX_BYTES
@@ -436,23 +437,36 @@ async def start_postgres(catalog: PostgresCatalog, timeout_s: float) -> None:
     line, and again until ``timeout_s`` has passed, then ``ServeError``; wrong settings (no such
     database, refused login, a schema newer than this code): ``ServeError`` at once. Neither
     message holds the URL's password."""
+
+    async def attempt() -> None:
+        try:
+            await catalog.start()
+        except SlowDown:
+            raise
+        except TierstoreError as exc:
+            raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
+
+    await _retry_while_down(attempt, SlowDown, f"the catalog {catalog.shown_dsn}", timeout_s)
+
+
+async def _retry_while_down(
+    attempt: Callable[[], Awaitable[None]], down: type[Exception], what: str, timeout_s: float
+) -> None:
+    """``await attempt()`` until it returns. While it raises ``down``: a log line, and again
+    (backing off to 5 s) until ``timeout_s`` has passed, then ``ServeError``."""
     deadline = time.monotonic() + timeout_s
     delay_s = 0.5
     while True:
         try:
-            await catalog.start()
+            await attempt()
             return
-        except SlowDown:
+        except down:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                raise ServeError(
-                    f"the catalog {catalog.shown_dsn} is unreachable: gave up after {timeout_s:g}s"
-                ) from None
-            log.warning("catalog %s unreachable; retrying for %.0f s more", catalog.shown_dsn, left_s)
+                raise ServeError(f"{what} is unreachable: gave up after {timeout_s:g}s") from None
+            log.warning("%s is unreachable; retrying for %.0f s more", what, left_s)
             await asyncio.sleep(min(delay_s, left_s))
             delay_s = min(delay_s * 2, 5.0)
-        except TierstoreError as exc:
-            raise ServeError(f"cannot open the catalog {catalog.shown_dsn}: {_catalog_cause(exc)}") from None
 
 
 async def _claim_blob_store(config: ServerConfig, pg: PostgresCatalog) -> None:
@@ -494,23 +508,16 @@ async def start_store(store: S3BlobStore, timeout_s: float) -> None:
     """Check that the store answers and lets us in (``S3BlobStore.check``). Unreachable: a log
     line, and again until ``timeout_s`` has passed, then ``ServeError``; a refusal (no such bucket,
     bad keys): ``ServeError`` at once. Neither message holds the store's secret key."""
-    where = f"{store.config.endpoint} bucket {store.config.bucket}"
-    deadline = time.monotonic() + timeout_s
-    delay_s = 0.5
-    while True:
+    where = f"the store {store.config.endpoint} bucket {store.config.bucket}"
+
+    async def attempt() -> None:
         try:
             await store.check()
-            log.info("store: %s (prefix %r) answers", where, store.config.prefix)
-            return
         except StoreRefused as exc:
             raise ServeError(f"cannot use the store: {exc}") from None
-        except TierstoreError:
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                raise ServeError(f"the store {where} is unreachable: gave up after {timeout_s:g}s") from None
-            log.warning("store %s unreachable; retrying for %.0f s more", where, left_s)
-            await asyncio.sleep(min(delay_s, left_s))
-            delay_s = min(delay_s * 2, 5.0)
+
+    await _retry_while_down(attempt, TierstoreError, where, timeout_s)
+    log.info("%s (prefix %r) answers", where, store.config.prefix)
 
 
 def _catalog_cause(exc: TierstoreError) -> str:
@@ -700,6 +707,10 @@ def build_app(config: ServerConfig) -> S3App:
     sts = StsService(identities, master_key)  # temporary credentials: stateless, sealed tokens
     oidc = OidcVerifier(identities.list_oidc_providers, account=sts.account)
     authenticator = IdentityAuthenticator(identities, region=config.region, session_secret=sts.secret_for_token)
+    watch = ConfigWatch()  # the config caches: 1 s on SQLite, until notified on PostgreSQL (tierstore/_watch.py)
+    for cache in (service.bucket_access.watch_with, service.tiers.watch_with, service.tier_stores.watch_with,
+                  kms.watch_with, identities.watch_with, sts.watch_with):  # fmt: skip
+        cache(watch)
     tasks: list[asyncio.Task[None]] = []
 
     async def sweep_orphans(cursor: str, checkpoint: Checkpoint) -> str:
@@ -845,6 +856,7 @@ def build_app(config: ServerConfig) -> S3App:
     async def on_startup() -> None:
         if pg is not None:  # the parent migrated the schema: this opens the worker's own pool
             await start_postgres(pg, config.catalog_start_timeout_s)
+            pg.listen(watch)
         try:
             await gateway.register()
         except Exception as exc:  # a full disk, PostgreSQL restarting: the heartbeat registers it later
@@ -1110,9 +1122,9 @@ def _prepare_postgres(config: ServerConfig) -> str:
         pg = postgres_catalog(config)
         await start_postgres(pg, config.catalog_start_timeout_s)
         try:
-            await _claim_blob_store(config, pg)
-            if config.store:
+            if config.store:  # before recording it: a store that never answered is not recorded
                 await asyncio.to_thread(_check_store_apart, config)
+            await _claim_blob_store(config, pg)
             await prepare_master_key(config, cast("Catalog", pg))
         finally:
             await pg.close()

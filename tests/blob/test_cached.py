@@ -176,6 +176,26 @@ def test_failed_and_abandoned_fills_leave_no_cache_file(remote: SeaweedFS, tmp_p
     run(body())
 
 
+def test_a_reader_that_stops_at_the_last_byte_still_fills(remote: SeaweedFS, tmp_path: Path) -> None:
+    """A reader with every byte may close the stream without asking for its end (api/ does, for a
+    body that came in one chunk): the fill is published before the last chunk is handed out."""
+
+    async def body() -> None:
+        store = make(remote, tmp_path / "cache")
+        for data in (payload(20_000), payload(2 * MIB + 5)):  # one chunk; several
+            blob_id = new_blob_id()
+            await store.put(blob_id, stream(data))
+            chunks = await store.get(blob_id, 0, len(data))
+            got = bytearray()
+            while len(got) < len(data):
+                got += await anext(chunks)
+            await chunks.aclose()  # type: ignore[attr-defined]
+            assert got == data and store.is_cached(blob_id)
+        assert store.fills == 2 and temp_files(store.cache.root) == []
+
+    run(body())
+
+
 def test_write_through_caches_small_puts(remote: SeaweedFS, tmp_path: Path) -> None:
     async def body() -> None:
         store = make(remote, tmp_path / "cache", write_through_bytes=MIB)

@@ -11,7 +11,8 @@
 - A service account never manages identities or keys, whatever its parent may do
   (``_refuse_service_account``: every ``iam:`` action but the read-only ``Get*``/``List*``).
 - The compiled policies of a key live as long as ``IdentityService.principal_for``'s answer
-  (``cache_ttl_s``, 1 s): a policy changed through any worker is seen by all within about a second.
+  (``cache_ttl_s``, 1 s; on PostgreSQL until a notification, tierstore/_watch.py): a policy
+  changed through any worker is seen by all within about a second.
 - Bucket and object checks also see the bucket's policy (``BucketAccessService.props``, cached
   ~1 s per worker, parsed once per document) as ``iam.evaluate``'s resource policy: an Allow
   from the identity policies or the bucket policy grants, an explicit Deny in either wins, a

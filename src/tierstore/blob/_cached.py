@@ -299,21 +299,32 @@ class CachedBlobStore:
                 yield chunk
 
         writer = asyncio.create_task(self.cache.put(blob_id, from_queue()))
-        feeding = True
+        feeding, received, reported = True, 0, False
         try:
             async for chunk in chunks:
+                received += len(chunk)
                 if feeding:
                     feeding = await _send(queue, chunk, writer)
+                    # The store hands out its last chunk only after its check passed: publish the
+                    # file before the reader has every byte, since a reader that has them may stop
+                    # iterating here (api/ does, for a body that came in one chunk).
+                    if feeding and received == size_bytes:
+                        feeding, reported = False, True
+                        if await _send(queue, None, writer):
+                            await asyncio.wait([writer])
+                        await self._fill_done(blob_id, size_bytes, writer)
                 yield chunk
-            # The store's iterator ended: every byte passed its check. Publish the file.
-            if feeding and await _send(queue, None, writer):
-                await asyncio.wait([writer])
         finally:
             self._filling.discard(blob_id)
             if not writer.done():
                 writer.cancel()  # a failed or abandoned read: the put removes its temp file
                 await asyncio.wait([writer])
-            error = None if writer.cancelled() else writer.exception()
+            if not reported:
+                await self._fill_done(blob_id, size_bytes, writer)
+
+    async def _fill_done(self, blob_id: str, size_bytes: int, writer: asyncio.Task[BlobInfo]) -> None:
+        """Count a finished fill, or log why it failed (a cancelled one: nothing to say)."""
+        error = None if writer.cancelled() else writer.exception()
         if error is not None:
             _log_fill_failure(blob_id, error)
         elif not writer.cancelled():

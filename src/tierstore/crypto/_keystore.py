@@ -13,7 +13,8 @@ fixed label, the key id, the first 5 bytes and the canonical encryption context
 (``canonical_context``): a wrapped key moved to another key id, version or context does not
 open (``WrappedKeyError``).
 
-Each process (worker) caches a key's status for ``cache_ttl_s`` (1 s, as identities) and each
+Each process (worker) caches a key's status for ``cache_ttl_s`` (1 s, as identities; on
+PostgreSQL until a ``kms`` notification, tierstore/_watch.py) and each
 opened KEK version for its lifetime (a version's material never changes): a key disabled,
 created or rotated through one worker is seen by every worker within about a second, while a
 PUT or GET reads the catalog at most once a second per key. The reserved key of SSE-S3
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tierstore._watch import ConfigWatch
 from tierstore.crypto._kms import (
     DATA_KEY_BYTES,
     RESERVED_KEY_PREFIX,
@@ -170,6 +172,12 @@ class LocalKeyStore:
         self._records: dict[str, tuple[float, KmsKeyRecord | None]] = {}
         self._keks: dict[tuple[str, int], AESGCM] = {}
         self.data_keys = DataKeyCache(data_key_cache, data_key_ttl_s, monotonic)
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep key status as ``watch`` says (tierstore/_watch.py), dropped by its ``kms`` changes."""
+        self.watch = watch
+        watch.on("kms", self.forget)
 
     def __repr__(self) -> str:  # never key material
         return f"LocalKeyStore(master_key={self._master!r})"
@@ -252,10 +260,12 @@ class LocalKeyStore:
         hit = self._records.get(key_id)
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         rec = await self._table.kms_get_key(key_id)
-        if len(self._records) >= _CACHE_MAX:
-            self._records.clear()
-        self._records[key_id] = (now + self.cache_ttl_s, rec)
+        if self.watch.current(epoch):
+            if len(self._records) >= _CACHE_MAX:
+                self._records.clear()
+            self._records[key_id] = (now + self.watch.lifetime(self.cache_ttl_s), rec)
         return rec
 
     async def _existing(self, key_id: str) -> KmsKeyRecord:

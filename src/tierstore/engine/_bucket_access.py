@@ -5,8 +5,9 @@ that the authorizer reads on every request.
 
 The cache holds a bucket's properties (or that it does not exist) for ``cache_ttl_s`` (1 s), so
 a policy changed through any worker is enforced by every worker within about a second, as
-``IdentityService`` does for keys and identity policies. A change made through this worker is
-seen by it at once.
+``IdentityService`` does for keys and identity policies; on PostgreSQL, as long as its
+notifications say (``watch``: tierstore/_watch.py). A change made through this worker is seen by
+it at once.
 
 Validation of the policy document (the IAM policy language, resources inside the bucket,
 whether it is public) is the api layer's (``tierstore.iam``); this module stores what it is given.
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tierstore._watch import ConfigWatch
 from tierstore.catalog import Catalog
 from tierstore.engine._cached import NOT_CACHED, NotCached
 from tierstore.errors import AccessDenied, NoSuchBucket, NoSuchBucketPolicy, NoSuchPublicAccessBlockConfiguration
@@ -45,6 +47,12 @@ class BucketAccessService:
         self.cache_ttl_s = cache_ttl_s
         self._monotonic = monotonic
         self._props: dict[str, tuple[float, Mapping[str, Any] | None]] = {}
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep entries as ``watch`` says, dropped by its ``bucket`` changes."""
+        self.watch = watch
+        watch.on("bucket", self.forget)
 
     def __repr__(self) -> str:
         return f"BucketAccessService(cache_ttl_s={self.cache_ttl_s!r})"
@@ -59,19 +67,21 @@ class BucketAccessService:
         return NOT_CACHED
 
     async def props(self, bucket: str) -> Mapping[str, Any] | None:
-        """The bucket's properties as of at most ``cache_ttl_s`` ago (None: no such bucket).
+        """The bucket's properties as of at most ``cache_ttl_s`` ago, or as ``watch`` says (None: no such bucket).
         Read-only: the same mapping is handed to every caller until it expires."""
         now = self._monotonic()
         hit = self._props.get(bucket)
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         try:
             found: Mapping[str, Any] | None = await self.catalog.bucket_props(bucket)
         except NoSuchBucket:
             found = None
-        if len(self._props) >= _CACHE_MAX:
-            self._props.clear()
-        self._props[bucket] = (now + self.cache_ttl_s, found)
+        if self.watch.current(epoch):
+            if len(self._props) >= _CACHE_MAX:
+                self._props.clear()
+            self._props[bucket] = (now + self.watch.lifetime(self.cache_ttl_s), found)
         return found
 
     def forget(self, bucket: str | None = None) -> None:

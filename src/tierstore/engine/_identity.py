@@ -9,7 +9,9 @@ within about a second, while the hot path does no catalog read for a key seen re
 answer's second is over, one read of the catalog's identity generation (``iam_generation``: it
 moves with every identity write, once per ``cache_ttl_s`` for all keys) tells whether anything
 changed; if not, the answer is kept for another second (its key's expiry checked again) instead
-of re-reading the key, user, groups and policies and re-opening the sealed secret.
+of re-reading the key, user, groups and policies and re-opening the sealed secret. On
+PostgreSQL, answers are kept as long as ``watch`` says (tierstore/_watch.py: until an ``iam``
+notification, never past the key's expiry).
 
 Policy documents are stored as text. ``validate_policy(document, kind)`` (given by the
 composition root: ``tierstore.iam.parse_policy``; by default: any JSON object) vets them before
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from tierstore._watch import ConfigWatch
 from tierstore.catalog import AccessKeyRecord, Catalog, RoleRecord, UserRecord
 from tierstore.crypto import MasterKey, SealedSecretError
 from tierstore.engine._cached import NOT_CACHED, NotCached, SecretNotLoaded
@@ -195,6 +198,12 @@ class IdentityService:
         self._touched: dict[str, float] = {}
         self._pending_used: dict[str, int] = {}
         self._flush_task: asyncio.Task[None] | None = None
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep answers as ``watch`` says (tierstore/_watch.py); every ``iam`` change drops them all."""
+        self.watch = watch
+        watch.on("iam", lambda _name: self.forget())
 
     def __repr__(self) -> str:
         return f"IdentityService(root_keys={len(self._root_keys)}, master_key={self._key!r})"
@@ -215,8 +224,12 @@ class IdentityService:
     async def _current_generation(self, now: float) -> str:
         """The catalog's identity generation, read at most once per ``cache_ttl_s``."""
         if now >= self._generation_until:
-            self._generation = await self.catalog.iam_generation()
-            self._generation_until = now + self.cache_ttl_s
+            epoch = self.watch.epoch
+            generation = await self.catalog.iam_generation()
+            if not self.watch.current(epoch):
+                return generation  # a change was announced meanwhile: read it again next time
+            self._generation = generation
+            self._generation_until = now + self.watch.lifetime(self.cache_ttl_s)
         return self._generation
 
     async def _still(self, hit: tuple[float, str, int | None, Any], now: float) -> bool:
@@ -260,16 +273,27 @@ class IdentityService:
         generation is read again), else ``load``'s (tagged with the generation read before it, so
         a change made meanwhile reloads next time)."""
         now = self._monotonic()
+        epoch = self.watch.epoch
         hit = cache.get(access_key_id)
         if hit is not None and await self._still(hit, now):
-            cache[access_key_id] = (self._generation_until, *hit[1:])
+            if self.watch.current(epoch):
+                cache[access_key_id] = (self._until(self._generation_until, now, hit[2]), *hit[1:])
             return hit[3]
         generation = await self._current_generation(now)
         value, expires_ns = await load(access_key_id)
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        cache[access_key_id] = (now + self.cache_ttl_s, generation, expires_ns, value)
+        if self.watch.current(epoch):  # else a change was announced meanwhile: not kept
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
+            until = self._until(now + self.watch.lifetime(self.cache_ttl_s), now, expires_ns)
+            cache[access_key_id] = (until, generation, expires_ns, value)
         return value
+
+    def _until(self, until: float, now: float, expires_ns: int | None) -> float:
+        """``until``, but not past the key's expiry (``now``: the monotonic clock's): an entry
+        held long (``watch``) must not outlive its key."""
+        if expires_ns is None:
+            return until
+        return min(until, now + (expires_ns - self._now_ns()) / 1e9)
 
     async def _usable(self, rec: AccessKeyRecord | None) -> tuple[bool, UserRecord | None]:
         """(whether ``rec`` may authenticate now, its user: None for the root's keys)."""

@@ -37,6 +37,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from awscrt.checksums import crc32c
 
+from tierstore._watch import ConfigWatch
 from tierstore.blob import BlobStore, RemoteBlobStore
 from tierstore.catalog import BlobRef, Catalog, InlineMove, OutboxEntry, PendingWrite, VersionRecord
 from tierstore.engine._leases import LeaseHolder
@@ -85,6 +86,12 @@ class TierStores:
         self.ttl_s = ttl_s
         self._monotonic = monotonic
         self._stores: dict[str, tuple[float, TierConfig, RemoteBlobStore]] = {}
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep configurations as ``watch`` says (tierstore/_watch.py), dropped by its ``tier`` changes."""
+        self.watch = watch
+        watch.on("tier", self.forget)
 
     async def config(self, name: str) -> TierConfig:
         return (await self._entry(name))[1]
@@ -97,16 +104,16 @@ class TierStores:
         hit = self._stores.get(name)
         if hit is not None and hit[0] > now:
             return hit
+        epoch = self.watch.epoch
         try:
             cfg = await self._get_config(name)
         except NoSuchTier:
             self._stores.pop(name, None)
             raise
-        if hit is not None and hit[1] == cfg:
-            entry = (now + self.ttl_s, cfg, hit[2])
-        else:
-            entry = (now + self.ttl_s, cfg, self.factory(cfg))
-        self._stores[name] = entry
+        store = hit[2] if hit is not None and hit[1] == cfg else self.factory(cfg)
+        entry = (now + self.watch.lifetime(self.ttl_s), cfg, store)
+        if self.watch.current(epoch):  # else a change was announced meanwhile: not kept
+            self._stores[name] = entry
         return entry
 
     def forget(self, name: str | None = None) -> None:

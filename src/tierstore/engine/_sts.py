@@ -3,7 +3,8 @@
 A session is stateless (docs/security.md "STS"): ``issue`` seals its claims into the session
 token under the master key (``tierstore.crypto.seal_session_token``) and writes nothing; any
 worker opens a token with ``open`` (cached per token). What a session may do is looked up when
-it is used, from the catalog, through short-lived caches (``cache_ttl_s``, 1 s): the role's
+it is used, from the catalog, through short-lived caches (``cache_ttl_s``, 1 s; on PostgreSQL
+until an ``iam`` notification, tierstore/_watch.py): the role's
 policies for a role session (a deleted role's sessions stop working within about a second, and
 a role deleted and created again under the same name does not revive them: its id changed), the
 user's policies for a GetSessionToken session.
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierstore._watch import ConfigWatch
 from tierstore.catalog import RoleRecord
 from tierstore.crypto import MasterKey, SealedSecretError, open_session_token, seal_session_token
 from tierstore.engine._identity import AppliedPolicy, IdentityService, Principal
@@ -205,6 +207,17 @@ class StsService:
         self._opened: dict[str, Session] = {}
         self._roles: dict[str, tuple[float, RoleState | None]] = {}
         self._users: dict[tuple[str, str], tuple[float, Principal | None]] = {}
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep roles and session users as ``watch`` says; every ``iam`` change drops them all."""
+        self.watch = watch
+        watch.on("iam", self.forget)
+
+    def forget(self, _name: str | None = None) -> None:
+        """Drop this worker's cached roles and session users."""
+        self._roles.clear()
+        self._users.clear()
 
     def __repr__(self) -> str:
         return f"StsService(account={self.account!r}, master_key={self._key!r})"
@@ -266,6 +279,7 @@ class StsService:
         hit = self._roles.get(name)
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         cat = self.identities.catalog
         role = await cat.iam_get_role(name)
         state = None
@@ -273,9 +287,10 @@ class StsService:
             bound = await cat.iam_boundary("role", name)
             boundary = AppliedPolicy(bound[0], "role-boundary", name, bound[1]) if bound is not None else None
             state = RoleState(role, await self.identities.role_policies(name), boundary)
-        if len(self._roles) >= _CACHE_MAX:
-            self._roles.clear()
-        self._roles[name] = (now + self.cache_ttl_s, state)
+        if self.watch.current(epoch):
+            if len(self._roles) >= _CACHE_MAX:
+                self._roles.clear()
+            self._roles[name] = (now + self.watch.lifetime(self.cache_ttl_s), state)
         return state
 
     async def user_state(self, session: Session) -> Principal | None:
@@ -285,12 +300,14 @@ class StsService:
         hit = self._users.get(k)
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         found = await self.identities.user_principal(session.name, session.access_key_id)
         if found is not None and found.user_id != session.principal_id:
             found = None  # deleted and created again: not the user the session was issued to
-        if len(self._users) >= _CACHE_MAX:
-            self._users.clear()
-        self._users[k] = (now + self.cache_ttl_s, found)
+        if self.watch.current(epoch):
+            if len(self._users) >= _CACHE_MAX:
+                self._users.clear()
+            self._users[k] = (now + self.watch.lifetime(self.cache_ttl_s), found)
         return found
 
     # --- the STS actions' rules --------------------------------------------------------------

@@ -12,7 +12,8 @@ hides them). ``remove`` is refused while a blob, an outbox entry or an upload na
 ``class_names()`` is on the hot paths of PUT (``x-amz-storage-class``) and lifecycle
 validation: a per-process set of tier names, re-read from the catalog at most every
 ``cache_ttl_s`` (1 s), so a tier added through one worker is a storage class in every worker
-within about a second (at once in the worker that added it).
+within about a second (at once in the worker that added it; on PostgreSQL the names are kept
+until a ``tier`` notification, tierstore/_watch.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tierstore._watch import ConfigWatch
 from tierstore.blob import check_endpoint
 from tierstore.catalog import Catalog, TierProgress, TierRecord, TierUsage
 from tierstore.crypto import MasterKey, SealedSecretError
@@ -237,6 +239,12 @@ class TierService:
         self._monotonic = monotonic
         self._check = check
         self._names: tuple[float, frozenset[str]] | None = None
+        self.watch = ConfigWatch()
+
+    def watch_with(self, watch: ConfigWatch) -> None:
+        """Keep the tier names as ``watch`` says (tierstore/_watch.py), dropped by its ``tier`` changes."""
+        self.watch = watch
+        watch.on("tier", lambda _name: self.forget())
 
     def __repr__(self) -> str:
         return f"TierService(master_key={self._key!r}, cache_ttl_s={self.cache_ttl_s!r})"
@@ -248,8 +256,10 @@ class TierService:
         hit = self._names
         if hit is not None and hit[0] > now:
             return hit[1]
+        epoch = self.watch.epoch
         names = frozenset(await self.catalog.tier_names())
-        self._names = (now + self.cache_ttl_s, names)
+        if self.watch.current(epoch):
+            self._names = (now + self.watch.lifetime(self.cache_ttl_s), names)
         return names
 
     def forget(self) -> None:

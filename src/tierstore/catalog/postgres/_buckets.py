@@ -19,6 +19,7 @@ import asyncpg
 from tierstore.catalog._lifecycle import ABORT_UPLOAD
 from tierstore.catalog.postgres._blobs import unref_all
 from tierstore.catalog.postgres._codec import bucket_lock, dumps, key_lock, sorted_locks
+from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import BucketAlreadyOwnedByYou, BucketNotEmpty, NoSuchBucket
 from tierstore.types import BucketInfo
@@ -37,6 +38,12 @@ def lock_bucket(bucket: str, *, exclusive: bool) -> str:
     """The SQL taking ``bucket``'s lock (exclusive: deleting it or changing its properties)."""
     fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     return f"SELECT {fn}({bucket_lock(bucket):d})"
+
+
+def _changing(bucket: str) -> str:
+    """The SQL a transaction deleting ``bucket`` or changing its properties starts with: its lock,
+    exclusive, and the notification workers' caches drop it by (at commit; catalog/postgres/_notify.py)."""
+    return f"{lock_bucket(bucket, exclusive=True)}; {notify_sql('bucket', bucket)}"
 
 
 async def write_bucket(c: Any, bucket: str) -> tuple[int, dict[str, Any]]:
@@ -94,7 +101,7 @@ class BucketTables:
             except asyncpg.UniqueViolationError:
                 raise BucketAlreadyOwnedByYou(resource=info.name) from None
 
-        await self._pool.write(fn)
+        await self._pool.write(fn, first=notify_sql("bucket", info.name))  # a cached 'no such bucket' goes
 
     async def delete_bucket(self, name: str) -> None:
         async def fn(c: Any) -> None:
@@ -107,7 +114,7 @@ class BucketTables:
             await c.execute("DELETE FROM completed_uploads WHERE bucket_id = $1", bucket_id)
             await c.execute("DELETE FROM buckets WHERE id = $1", bucket_id)
 
-        await self._pool.write(fn, first=lock_bucket(name, exclusive=True))
+        await self._pool.write(fn, first=_changing(name))
 
     async def get_bucket(self, name: str) -> BucketInfo | None:
         row = await self._pool.fetchrow("SELECT name, created_ns, region FROM buckets WHERE name = $1", name)
@@ -144,7 +151,7 @@ class BucketTables:
             await rules_changed(c, bucket_id, props.get("lifecycle"), new.get("lifecycle"))
             return new
 
-        return await self._pool.write(fn, first=lock_bucket(name, exclusive=True))
+        return await self._pool.write(fn, first=_changing(name))
 
     async def bucket_count(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM buckets"))

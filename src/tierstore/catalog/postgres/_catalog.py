@@ -30,6 +30,7 @@ from tierstore.catalog.postgres._kms import KmsTables
 from tierstore.catalog.postgres._leases import LeaseTables
 from tierstore.catalog.postgres._lifecycle import LifecycleTables
 from tierstore.catalog.postgres._listing import ListingTables
+from tierstore.catalog.postgres._notify import ConfigEvents, ConfigListener
 from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
 from tierstore.catalog.postgres._query import QueryTables
 from tierstore.catalog.postgres._schema import migrate
@@ -85,8 +86,21 @@ class PostgresCatalog(
         self.migrated_steps = await migrate(self._dsn, self.shown_dsn, timeout_s=self._settings.checkout_timeout_s)
         self._pool = await Pool.open(self._dsn, self._settings)
 
+    def listen(self, events: ConfigEvents) -> ConfigListener:
+        """Hand ``events`` the configuration changes committed from now on, through one connection
+        outside the pool (catalog/postgres/_notify.py), in the running event loop; ``close()``
+        stops it."""
+        listener = self.__dict__.get("_listener")
+        assert listener is None, "already listening"
+        self._listener = ConfigListener(self._dsn, events, connect_timeout_s=self._settings.checkout_timeout_s)
+        self._listener.start()
+        return self._listener
+
     async def close(self) -> None:
-        """Close the pool (nothing to do if never started; a second call is a no-op)."""
+        """Stop listening and close the pool (nothing to do if never started; a second call is a no-op)."""
+        listener: ConfigListener | None = self.__dict__.pop("_listener", None)
+        if listener is not None:
+            await listener.close()
         pool: Pool | None = self.__dict__.pop("_pool", None)
         if pool is not None:
             await pool.close()

@@ -9,7 +9,8 @@ on ``lower(name)``, which under ``"C"`` folds ASCII only, as ``NOCASE`` does.
 Every identity write runs in ``_iam_write``, which first bumps ``meta.iam_generation``: the
 row's lock makes identity writes take turns (SQLite's single writer did), so a check that a name
 is free and its INSERT cannot race another writer's; the counter moves only with identity
-writes (never per request: last-used times do not bump it).
+writes (never per request: last-used times do not bump it). The same statement announces the
+change (``pg_notify``, catalog/postgres/_notify.py): every worker drops its cached identities.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 # The rows' decoders are the SQLite catalog's: one record format for both engines.
 from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord, _key_of, _user_of
 from tierstore.catalog.postgres._codec import dumps
+from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, NoSuchEntity
 
@@ -120,11 +122,12 @@ _KEY_COLUMNS = (
 _USER_COLUMNS = "name, user_id, enabled, tags, created_ns"
 _ROLE_COLUMNS = "name, role_id, trust_policy, max_session_s, description, created_ns"
 
-# First in every identity write: the row lock serializes identity writers (see the module docstring).
+# First in every identity write: the row lock serializes identity writers (see the module
+# docstring), and the notification that drops every worker's cached identities at commit.
 _NEW_GENERATION = (
     "INSERT INTO meta(name, value) VALUES('iam_generation', '1')"
-    " ON CONFLICT(name) DO UPDATE SET value = (meta.value::bigint + 1)::text"
-)
+    " ON CONFLICT(name) DO UPDATE SET value = (meta.value::bigint + 1)::text; "
+) + notify_sql("iam", "")
 
 
 async def _exists(c: Any, sql: str, *args: Any) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tierstore.catalog._kms import KmsKeyRecord, _record  # one decoder for both engines
+from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 
 __all__ = ["DDL", "KmsTables"]
@@ -62,7 +63,7 @@ class KmsTables:
             )  # fmt: skip
             return True
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=notify_sql("kms", key_id))
 
     async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
         row = await self._pool.fetchrow(f"{_KEY_SELECT} WHERE k.key_id = $1 GROUP BY k.key_id", key_id)
@@ -96,7 +97,7 @@ class KmsTables:
             await c.execute("UPDATE kms_keys SET updated_ns = $1 WHERE key_id = $2", now_ns, key_id)
             return version
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=notify_sql("kms", key_id))
 
     async def kms_set_enabled(self, key_id: str, enabled: bool, now_ns: int) -> bool:
         """Enable or disable ``key_id``; False when there is no such key."""
@@ -107,7 +108,7 @@ class KmsTables:
             )
             return bool(done != "UPDATE 0")
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=notify_sql("kms", key_id))
 
     async def kms_sealed_key_ids(self) -> list[bytes]:
         """The sealing headers (first 5 bytes: format, master key id) of the stored key material:

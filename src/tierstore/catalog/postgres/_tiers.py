@@ -13,6 +13,7 @@ import json
 from typing import Any, Literal
 
 from tierstore.catalog._tiers import TierRecord, TierUsage, _record  # one decoder for both engines
+from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 
 __all__ = ["DDL", "TierTables"]
@@ -73,7 +74,7 @@ class TierTables:
             )  # fmt: skip
             return bool(done != "INSERT 0 0")
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=notify_sql("tier", record.name))
 
     async def tier_get(self, name: str) -> TierRecord | None:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM tiers WHERE name = $1", name)  # noqa: S608
@@ -100,7 +101,7 @@ class TierTables:
             await self._tier_removed(c, name)
             return "deleted"
 
-        return await self._pool.write(fn)
+        return await self._pool.write(fn, first=notify_sql("tier", name))
 
     async def tier_usage(self, name: str) -> TierUsage:
         async with self._pool.connection() as c:
