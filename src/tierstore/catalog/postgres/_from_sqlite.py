@@ -303,6 +303,12 @@ class SourceCatalog:
         sql = f"SELECT {cols} FROM {table.name} {where} ORDER BY {key} LIMIT ?"  # noqa: S608
         return self._conn.execute(sql, (*(after or ()), limit)).fetchall()
 
+    def local_blobs(self) -> list[tuple[str, int]]:
+        """(blob id, size) of every blob on the local drives (not in a remote tier): what
+        ``--store`` copies. Inline bodies stay in the catalog."""
+        rows = self._conn.execute("SELECT blob_id, size FROM blobs WHERE tier IS NULL ORDER BY blob_id")
+        return [(str(blob_id), int(size)) for blob_id, size in rows]
+
     def rows(self, table: Table, batch: int = 10_000) -> Iterator[Row]:
         after: Sequence[Any] | None = None
         while rows := self.page(table, after, batch):
