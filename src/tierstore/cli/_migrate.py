@@ -10,9 +10,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["add_migrate_command"]
+if TYPE_CHECKING:
+    from tierstore.blob import BlobStore, S3BlobStore
+    from tierstore.blob._copy import BlobCopyReport
+    from tierstore.catalog.postgres._from_sqlite import SourceCatalog
+
+__all__ = ["add_migrate_command", "migrate_store"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -141,6 +146,33 @@ def _migrate(args: argparse.Namespace, config: Any, name: str) -> int:
               "(see the table above); do not serve it", file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     return 0
+
+
+def migrate_store(
+    blobs: BlobStore, source: SourceCatalog, store: S3BlobStore, location: str, dsn: str, *, quiet: bool
+) -> BlobCopyReport:
+    """``--store``: every local blob the catalog references copied by id into ``store``
+    (blob/_copy.py), then ``location`` recorded as where the target keeps its blobs, only when
+    none failed. The embedded blobs stay (the operator deletes them after checking)."""
+    from tqdm import tqdm
+
+    from tierstore.blob._copy import copy_blobs
+    from tierstore.catalog.postgres._from_sqlite import record_blob_store
+
+    local = source.local_blobs()
+    bar = tqdm(total=sum(size for _id, size in local), unit="B", unit_scale=True, unit_divisor=1024,
+               file=sys.stderr, disable=quiet, dynamic_ncols=True, leave=False)  # fmt: skip
+
+    async def run() -> BlobCopyReport:
+        report = await copy_blobs(blobs, store, local, on_blob=bar.update)
+        if not report.failed:
+            await record_blob_store(dsn, location)
+        return report
+
+    try:
+        return asyncio.run(run())
+    finally:
+        bar.close()
 
 
 def _summary(report: Any, args: argparse.Namespace, path: Path) -> None:

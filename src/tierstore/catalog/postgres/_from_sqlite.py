@@ -52,6 +52,7 @@ __all__ = [
     "Table",
     "TableReport",
     "migrate_catalog",
+    "record_blob_store",
 ]
 
 Row = tuple[Any, ...]
@@ -521,6 +522,30 @@ async def migrate_catalog(
     finally:
         await conn.close()
     return MigrationReport(store, reports, resumed, copied - started, time.monotonic() - copied)
+
+
+async def record_blob_store(dsn: str, location: str, *, timeout_s: float = 30.0) -> None:
+    """After ``--store``'s blobs are all copied: record ``location`` (``s3://BUCKET/PREFIX``) as
+    where the target's blobs live, the ``meta`` row ``blob_store`` the first gateway would
+    otherwise record (``serve --store`` refuses a catalog whose blobs live elsewhere).
+    ``MigrateError`` if the target already records another place (it was served meanwhile)."""
+    shown = redact_dsn(dsn)
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout_s)
+        try:
+            await conn.execute(
+                "INSERT INTO meta(name, value) VALUES('blob_store', $1) ON CONFLICT(name) DO NOTHING", location
+            )
+            recorded = await conn.fetchval("SELECT value FROM meta WHERE name = 'blob_store'")
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise MigrateError(f"the target {shown} failed: {_pg_text(exc)}") from None
+    if recorded != location:
+        where = (
+            f"in the store {recorded}" if recorded else "on a gateway's local drives (it was served without --store)"
+        )
+        raise MigrateError(f"the target {shown} already keeps its blobs {where}, not in {location}")
 
 
 def _pg_text(exc: BaseException) -> str:
