@@ -21,6 +21,7 @@ import pytest
 
 from tests.blob import test_s3 as s3t
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, make_client
+from tests.ports import free_port
 from tests.postgres import PostgreSQL
 from tests.seaweed import SeaweedFS
 from tierstore.client import TierstoreClient, resolve_settings
@@ -212,6 +213,13 @@ def test_bad_options_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--to expects postgresql://" in proc.stderr and "pw" not in proc.stderr
     proc = migrate(tmp_path / "nothing", "postgresql://u:pw@127.0.0.1:1/db")
     assert proc.returncode == 1 and "no embedded catalog at" in proc.stderr, proc.stderr
+    from tierstore.catalog import SqliteCatalog
+
+    SqliteCatalog(tmp_path / "empty" / "catalog.db").close()
+    proc = migrate(tmp_path / "empty", f"postgresql://u:s3cr3t-pa55@127.0.0.1:{free_port()}/db")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr  # one line
+    assert "is unreachable (or starting)" in proc.stderr and "u:***@" in proc.stderr
+    assert "s3cr3t-pa55" not in proc.stdout + proc.stderr
 
 
 def test_every_table_of_both_schemas_is_copied_or_named_as_not(postgres: PostgreSQL, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     except ImportError:
         print(f"{name}: needs the PostgreSQL driver: pip install 'tierstore[postgres]'", file=sys.stderr)
         return EXIT_FAILED
+    # The catalog modules log a warning before raising what the summary line says anyway.
+    logging.getLogger("tierstore").addHandler(logging.NullHandler())
     config = ServerConfig(data_dir=args.data, drives=list(args.drives or []))
     try:
         claim = lock_store(config)  # no server may run on the store meanwhile, nor start
@@ -117,15 +120,18 @@ def _migrate(args: argparse.Namespace, config: Any, name: str) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     source = SourceCatalog(path)
-    bar = tqdm(total=0, unit=" rows", file=sys.stderr, disable=args.quiet, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=0, unit=" rows", file=sys.stderr, disable=True, dynamic_ncols=True, leave=False)
 
-    def on_total(n: int) -> None:
-        bar.total = n
-        bar.refresh()
+    def on_total(n: int) -> None:  # the target answered: from here on a bar (unless --quiet)
+        nonlocal bar
+        bar = tqdm(total=n, unit=" rows", file=sys.stderr, disable=args.quiet, dynamic_ncols=True, leave=False)
+
+    def on_rows(n: int) -> None:
+        bar.update(n)
 
     try:
         report = asyncio.run(
-            migrate_catalog(source, args.to, store, batch_rows=args.batch_rows, on_total=on_total, on_rows=bar.update)
+            migrate_catalog(source, args.to, store, batch_rows=args.batch_rows, on_total=on_total, on_rows=on_rows)
         )
     finally:
         bar.close()

@@ -43,6 +43,7 @@ import asyncpg
 
 from tierstore.catalog.postgres._pool import redact_dsn
 from tierstore.catalog.postgres._schema import migrate
+from tierstore.errors import SlowDown, TierstoreError
 
 __all__ = [
     "TABLES",
@@ -486,10 +487,12 @@ async def migrate_catalog(
     try:
         await migrate(dsn, shown, timeout_s=timeout_s)
         conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    except SlowDown:  # the schema step's translation of a refused or dropped connection
+        raise MigrateError(f"the target {shown} is unreachable (or starting): retry when it answers") from None
+    except TierstoreError as exc:  # a schema newer than this code, settings that are not valid
+        raise MigrateError(f"cannot open the target {shown}: {exc}") from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise MigrateError(f"cannot open the target {shown}: {_pg_text(exc)}") from None
-    except Exception as exc:  # the schema step's translated errors (SlowDown, InternalError)
-        raise MigrateError(f"cannot open the target {shown}: {exc}") from None
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATE_LOCK):
             raise MigrateError(f"another migration is running on {shown}")
