@@ -81,6 +81,7 @@ class Table:
     pg_columns: tuple[str, ...]
     convert: Callable[[Row, BucketIds], Row | None] = field(default=lambda row, _ids: row)
     jsonb: tuple[int, ...] = ()  # positions in the PostgreSQL row held as jsonb (re-spaced by PostgreSQL)
+    max_page: int = 1 << 30  # rows per page at most, whatever --batch-rows says (rows holding bodies)
 
     @property
     def needs_buckets(self) -> bool:
@@ -172,7 +173,13 @@ TABLES: tuple[Table, ...] = (
     ),
     _table("blobs", ("blob_id",), _same("blob_id", "size", "refs", "tier", "cached"), convert=_flags(4, nullable=True)),
     _table("trash", ("blob_id",), _same("blob_id")),
-    _table("inline_blobs", ("blob_id",), _same("blob_id", "crc32c", "data", "pins", "released"), convert=_flags(4)),
+    _table(  # bodies of up to 16 KiB by default (docs/inline.md): pages of at most 4 MiB of them
+        "inline_blobs",
+        ("blob_id",),
+        _same("blob_id", "crc32c", "data", "pins", "released"),
+        convert=_flags(4),
+        max_page=256,
+    ),
     _table(
         "uploads",
         ("upload_id",),
@@ -313,7 +320,7 @@ class SourceCatalog:
 
     def rows(self, table: Table, batch: int = 10_000) -> Iterator[Row]:
         after: Sequence[Any] | None = None
-        while rows := self.page(table, after, batch):
+        while rows := self.page(table, after, min(batch, table.max_page)):
             yield from rows
             after = rows[-1][: len(table.key)]
 
@@ -427,7 +434,7 @@ async def _copy_table(
 ) -> None:
     after: Sequence[Any] | None = _decode_key(state["after"]) if state.get("after") is not None else None
     kill = os.environ.get(_KILL_ENV) == table.name
-    while rows := source.page(table, after, batch_rows):
+    while rows := source.page(table, after, min(batch_rows, table.max_page)):
         records = [r for r in (table.convert(row, ids) for row in rows) if r is not None]
         last = rows[-1][: len(table.key)]
         after = last
@@ -460,8 +467,9 @@ async def _verify(
         if converted is not None:
             want.add(_canonical(table, converted))
     got = Digest()
+    query = f"SELECT {', '.join(table.pg_columns)} FROM {table.name}"  # noqa: S608
     async with conn.transaction():  # a cursor needs one
-        async for record in conn.cursor(f"SELECT {', '.join(table.pg_columns)} FROM {table.name}", prefetch=5000):  # noqa: S608
+        async for record in conn.cursor(query, prefetch=min(5000, table.max_page)):
             got.add(_canonical(table, tuple(record)))
     report.target_rows, report.digest = got.rows, got.hex
     report.verified = (want.rows, want.total) == (got.rows, got.total)
