@@ -301,9 +301,10 @@ def test_a_drive_set_is_migrated_from_its_mirrored_catalog(postgres: PostgreSQL,
     finally:
         srv.stop()
     dsn = postgres.create_database("migrate_drives")
-    cmd = [sys.executable, "-m", "tierstore", "admin", "migrate", "--drives", *drives, "--to", dsn, "-q"]
+    cmd = [sys.executable, "-m", "tierstore", "admin", "migrate", "--drives", *drives, "--to", dsn]  # with its bars
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert "copying: 100%" in proc.stderr and "verifying: 100%" in proc.stderr, proc.stderr
     assert "every table verified" in proc.stdout and "each drive's .tierstore/" in proc.stdout
     srv = ServerProcess(tmp_path / "data", extra_args=["--drives", *drives, "--catalog", dsn])
     srv.start()

@@ -122,18 +122,22 @@ def _migrate(args: argparse.Namespace, config: Any, name: str) -> int:
     source = SourceCatalog(path)
     bar = tqdm(total=0, unit=" rows", file=sys.stderr, disable=True, dynamic_ncols=True, leave=False)
 
-    def on_total(n: int) -> None:  # the target answered: from here on a bar (unless --quiet)
+    def on_phase(what: str, n: int) -> None:  # the target answered: from here on a bar (unless --quiet)
         nonlocal bar
-        bar = tqdm(total=n, unit=" rows", file=sys.stderr, disable=args.quiet, dynamic_ncols=True, leave=False)
+        bar.refresh()  # its last count shown, however fast it went
+        bar.close()
+        bar = tqdm(total=n, desc=what, unit=" rows", file=sys.stderr, disable=args.quiet, dynamic_ncols=True,
+                   leave=False)  # fmt: skip
 
     def on_rows(n: int) -> None:
         bar.update(n)
 
     try:
         report = asyncio.run(
-            migrate_catalog(source, args.to, store, batch_rows=args.batch_rows, on_total=on_total, on_rows=on_rows)
+            migrate_catalog(source, args.to, store, batch_rows=args.batch_rows, on_phase=on_phase, on_rows=on_rows)
         )
     finally:
+        bar.refresh()
         bar.close()
         source.close()
     if args.json:

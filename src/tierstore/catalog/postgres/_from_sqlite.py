@@ -481,13 +481,14 @@ async def migrate_catalog(
     store: str,
     *,
     batch_rows: int = 5000,
-    on_total: Callable[[int], None] = lambda _n: None,
+    on_phase: Callable[[str, int], None] = lambda _what, _n: None,
     on_rows: Callable[[int], None] = lambda _n: None,
     timeout_s: float = 30.0,
 ) -> MigrationReport:
     """Copy ``source`` into the PostgreSQL database at ``dsn`` (its schema brought current
     first), resuming an earlier run of the same ``store`` (the source's master key id), then
-    verify every table. ``on_total`` gets the rows left to copy, ``on_rows`` each page's rows.
+    verify every table. ``on_phase("copying", rows left to copy)``, then ``on_rows`` after each
+    page; ``on_phase("verifying", source rows)``, then ``on_rows`` after each table.
     ``MigrateError`` when the target is refused or unreachable; a report with ``mismatched``
     tables when the verification failed."""
     shown = redact_dsn(dsn)
@@ -508,12 +509,13 @@ async def migrate_catalog(
             resumed = await _claim_target(conn, store)
         states = await _cursors(conn)
         reports = [TableReport(t.name, source.count(t)) for t in TABLES]
-        on_total(
+        on_phase(
+            "copying",
             sum(
                 r.source_rows - states.get(r.name, {}).get("rows", 0)
                 for r in reports
                 if not states.get(r.name, {}).get("done")
-            )
+            ),
         )
         ids: BucketIds = {}
         for table, report in zip(TABLES, reports, strict=True):
@@ -526,8 +528,10 @@ async def migrate_catalog(
             await _copy_table(conn, source, table, state, ids, report, batch_rows=batch_rows, on_rows=on_rows)
         copied = time.monotonic()
         ids = await _bucket_ids(conn)
+        on_phase("verifying", sum(r.source_rows for r in reports))
         for table, report in zip(TABLES, reports, strict=True):
             await _verify(conn, source, table, ids, report)
+            on_rows(report.source_rows)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise MigrateError(f"the target {shown} failed: {_pg_text(exc)}") from None
     finally:
