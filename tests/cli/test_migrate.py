@@ -246,44 +246,55 @@ def test_every_table_of_both_schemas_is_copied_or_named_as_not(postgres: Postgre
 
 
 def test_store_migration_copies_every_local_blob_and_records_the_store(
-    populated: tuple[Path, dict[str, Any], dict[str, Any]], postgres: PostgreSQL, remote: SeaweedFS, tmp_path: Path
+    populated: tuple[Path, dict[str, Any], dict[str, Any]],
+    postgres: PostgreSQL,
+    remote: SeaweedFS,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``--store``'s part (cli/_migrate.py ``migrate_store``) against the session SeaweedFS; the
-    ``serve --store`` check on the result is left for when ``--store`` is merged (helper store18)."""
+    """The command's path with a store (cli/_migrate.py ``_migrate`` given the store, as ``--store``
+    will once its URL parser is merged) against the session SeaweedFS: the catalog, then every
+    local blob, then the store recorded. ``serve --store`` on the result is left for that merge."""
+    import argparse
     import asyncio
 
     from tierstore.blob import LocalBlobStore
     from tierstore.catalog.postgres._from_sqlite import MigrateError, SourceCatalog
-    from tierstore.cli._migrate import migrate_store
+    from tierstore.cli._migrate import _migrate
+    from tierstore.server import ServerConfig
 
     data = _copy(populated[0], tmp_path)
     db = "migrate_store"
     dsn = postgres.create_database(db)
-    assert migrate(data, dsn).returncode == 0
     store = s3t.make_store(remote)
     location = f"s3://{store.config.bucket}/{store.config.prefix}"
     source = SourceCatalog(data / "catalog.db")
-    try:
-        local = source.local_blobs()
-        assert len(local) >= 5  # the 300 kB version, the SSE object, two parts, the dataset's manifest, ...
-        report = migrate_store(LocalBlobStore(data), source, store, location, dsn, quiet=True)
-        assert (report.copied, report.present, report.failed) == (len(local), 0, [])
-        assert postgres.psql("SELECT value FROM meta WHERE name = 'blob_store'", database=db).strip() == location
+    local = source.local_blobs()
+    source.close()
+    assert len(local) >= 5  # the 300 kB version, the SSE object, two parts, the dataset's manifest, ...
+    args = argparse.Namespace(data=str(data), drives=None, to=dsn, batch_rows=5000, quiet=True, json=False)
 
-        async def check() -> None:
-            blobs = LocalBlobStore(data)
-            for blob_id, size in local:
-                body = await store.read(blob_id)
-                assert len(body) == size and body == await blobs.read(blob_id)
+    def run() -> int:
+        return _migrate(args, ServerConfig(data_dir=str(data)), "tierstore admin migrate", (store, location))
 
-        asyncio.run(check())
-        again = migrate_store(LocalBlobStore(data), source, store, location, dsn, quiet=True)
-        assert (again.copied, again.present) == (0, len(local))
-        postgres.psql("UPDATE meta SET value = '' WHERE name = 'blob_store'", database=db)  # served without --store
-        with pytest.raises(MigrateError, match="keeps its blobs on a gateway's local drives"):
-            migrate_store(LocalBlobStore(data), source, store, location, dsn, quiet=True)
-    finally:
-        source.close()
+    assert run() == 0
+    out = capsys.readouterr().out
+    assert "every table verified" in out and f"blobs: {len(local)} copied" in out and "0 already there" in out, out
+    assert f"the catalog's blobs are now in {location}" in out
+    assert postgres.psql("SELECT value FROM meta WHERE name = 'blob_store'", database=db).strip() == location
+
+    async def check() -> None:
+        blobs = LocalBlobStore(data)
+        for blob_id, size in local:
+            body = await store.read(blob_id)
+            assert len(body) == size and body == await blobs.read(blob_id)
+
+    asyncio.run(check())
+    assert run() == 0  # rerun: nothing copied twice
+    assert f"blobs: 0 copied (0.0 MiB), {len(local)} already there, 0 failed" in capsys.readouterr().out
+    postgres.psql("UPDATE meta SET value = '' WHERE name = 'blob_store'", database=db)  # served without --store
+    with pytest.raises(MigrateError, match="keeps its blobs on a gateway's local drives"):
+        run()
 
 
 def test_a_drive_set_is_migrated_from_its_mirrored_catalog(postgres: PostgreSQL, tmp_path: Path) -> None:
