@@ -106,6 +106,7 @@ __all__ = [
     "credential_dirs",
     "default_cache_bytes",
     "load_or_create_credentials",
+    "lock_store",
     "master_key_dirs",
     "open_drive_set",
     "open_service",
@@ -387,17 +388,33 @@ def _open_audit_log(config: ServerConfig) -> AuditLog | None:
     return AuditLog(config.audit_log, max_bytes=config.audit_log_max_bytes, backups=config.audit_log_backups)
 
 
-def claim_store_and_port(config: ServerConfig) -> Claim:
-    """Lock the store, then bind the port: the first things a server does, so that a second server
-    on the same data or port fails at once, before it generates credentials or opens a catalog."""
+def lock_store(config: ServerConfig) -> Claim:
+    """Only the store's locks, no port (``tierstore admin migrate``): ServeError while a server
+    runs on it; ``release()`` them."""
+    return Claim([], _held_locks(config))
+
+
+def _held_locks(config: ServerConfig) -> dict[Path, int]:
     held: dict[Path, int] = {}
     try:
         _lock_store(config, held)
-        return Claim(_bind(config.host, config.port, config.workers), held)
     except BaseException:
         for fd in held.values():
             os.close(fd)
         raise
+    return held
+
+
+def claim_store_and_port(config: ServerConfig) -> Claim:
+    """Lock the store, then bind the port: the first things a server does, so that a second server
+    on the same data or port fails at once, before it generates credentials or opens a catalog."""
+    claim = lock_store(config)
+    try:
+        claim.socks = _bind(config.host, config.port, config.workers)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
 
 
 def _raise_fd_limit() -> int:

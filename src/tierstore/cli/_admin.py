@@ -15,6 +15,7 @@ from tierstore.cli._client import _connection_options, describe
 from tierstore.cli._duration import duration_arg
 from tierstore.cli._iam import add_iam_commands, add_managed_policy_commands
 from tierstore.cli._kms import add_kms_commands
+from tierstore.cli._migrate import add_migrate_command
 from tierstore.cli._tiers import add_tier_commands
 from tierstore.client import TierstoreClient, TierstoreClientError, resolve_settings
 
@@ -57,6 +58,7 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_iam_commands(asub)
     add_kms_commands(asub)
     add_tier_commands(asub)
+    add_migrate_command(asub)
 
 
 def _add_identity_commands(asub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
