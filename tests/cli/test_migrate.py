@@ -236,49 +236,46 @@ def test_every_table_of_both_schemas_is_copied_or_named_as_not(postgres: Postgre
     conn = sqlite3.connect(tmp_path / "catalog.db")
     in_sqlite = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
-    assert in_sqlite - copied == {"meta", "obj_attrs"}  # each engine's own; SQLite's query side index
+    # each engine's own; SQLite's query side index; the registry and leases of running processes
+    assert in_sqlite - copied == {"meta", "obj_attrs", "gateways", "jobs"}
     dsn = postgres.create_database("migrate_tables")
     asyncio.run(migrate_schema(dsn, dsn, timeout_s=30))
     in_pg = set(
         postgres.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database="migrate_tables").split()
     )
-    assert in_pg - copied == {"meta", "migrations"} and copied <= in_pg
+    assert in_pg - copied == {"meta", "migrations", "gateways", "jobs"} and copied <= in_pg
 
 
 def test_store_migration_copies_every_local_blob_and_records_the_store(
-    populated: tuple[Path, dict[str, Any], dict[str, Any]],
-    postgres: PostgreSQL,
-    remote: SeaweedFS,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    populated: tuple[Path, dict[str, Any], dict[str, Any]], postgres: PostgreSQL, remote: SeaweedFS, tmp_path: Path
 ) -> None:
-    """The command's path with a store (cli/_migrate.py ``_migrate`` given the store, as ``--store``
-    will once its URL parser is merged) against the session SeaweedFS: the catalog, then every
-    local blob, then the store recorded. ``serve --store`` on the result is left for that merge."""
-    import argparse
+    """``admin migrate --store s3://...`` against the session SeaweedFS: the catalog, then every
+    local blob, then the store recorded; ``serve --catalog --store`` then serves the migrated store
+    byte-identical from PostgreSQL and the object store."""
     import asyncio
 
     from tierstore.blob import LocalBlobStore
-    from tierstore.catalog.postgres._from_sqlite import MigrateError, SourceCatalog
-    from tierstore.cli._migrate import _migrate
-    from tierstore.server import ServerConfig
+    from tierstore.catalog.postgres._from_sqlite import SourceCatalog
 
-    data = _copy(populated[0], tmp_path)
+    data, facts, seen = populated
+    data = _copy(data, tmp_path)
     db = "migrate_store"
     dsn = postgres.create_database(db)
     store = s3t.make_store(remote)
     location = f"s3://{store.config.bucket}/{store.config.prefix}"
+    keys = ["--store-access-key", remote.access_key, "--store-secret-key", remote.secret_key]
+    url = f"{location}?endpoint={remote.endpoint}"
     source = SourceCatalog(data / "catalog.db")
     local = source.local_blobs()
     source.close()
     assert len(local) >= 5  # the 300 kB version, the SSE object, two parts, the dataset's manifest, ...
-    args = argparse.Namespace(data=str(data), drives=None, to=dsn, batch_rows=5000, quiet=True, json=False)
-
-    def run() -> int:
-        return _migrate(args, ServerConfig(data_dir=str(data)), "tierstore admin migrate", (store, location))
-
-    assert run() == 0
-    out = capsys.readouterr().out
+    bad = migrate(data, dsn, "--store", "s3://b/p?endpoint=http://user:pw@127.0.0.1:1", *keys)
+    assert bad.returncode == 2 and "pw" not in bad.stderr, bad.stderr
+    assert migrate(data, dsn, "--store-access-key", "k").returncode == 2
+    proc = migrate(data, dsn, "--store", url, *keys)
+    assert proc.returncode == 0, proc.stderr
+    assert remote.secret_key not in proc.stdout + proc.stderr
+    out = proc.stdout
     assert "every table verified" in out and f"blobs: {len(local)} copied" in out and "0 already there" in out, out
     assert f"the catalog's blobs are now in {location}" in out
     assert postgres.psql("SELECT value FROM meta WHERE name = 'blob_store'", database=db).strip() == location
@@ -290,11 +287,19 @@ def test_store_migration_copies_every_local_blob_and_records_the_store(
             assert len(body) == size and body == await blobs.read(blob_id)
 
     asyncio.run(check())
-    assert run() == 0  # rerun: nothing copied twice
-    assert f"blobs: 0 copied (0.0 MiB), {len(local)} already there, 0 failed" in capsys.readouterr().out
+    again = migrate(data, dsn, "--store", url, *keys)  # rerun: nothing copied twice
+    assert again.returncode == 0, again.stderr
+    assert f"blobs: 0 copied (0.0 MiB), {len(local)} already there, 0 failed" in again.stdout
     postgres.psql("UPDATE meta SET value = '' WHERE name = 'blob_store'", database=db)  # served without --store
-    with pytest.raises(MigrateError, match="keeps its blobs on a gateway's local drives"):
-        run()
+    refused = migrate(data, dsn, "--store", url, *keys)
+    assert refused.returncode == 1 and "keeps its blobs on a gateway's local drives" in refused.stderr, refused.stderr
+    postgres.psql(f"UPDATE meta SET value = '{location}' WHERE name = 'blob_store'", database=db)
+    srv = ServerProcess(data, extra_args=["--catalog", dsn, "--store", url, *keys])
+    srv.start()
+    try:
+        assert _state(srv, facts) == seen  # every version, tag, policy, user, dataset row and SSE body
+    finally:
+        srv.stop()
 
 
 def test_a_drive_set_is_migrated_from_its_mirrored_catalog(postgres: PostgreSQL, tmp_path: Path) -> None:

@@ -38,7 +38,12 @@ def add_migrate_command(asub: argparse._SubParsersAction[argparse.ArgumentParser
     where.add_argument("--data", default="./tierstore-data", help="the data directory of the embedded store")
     where.add_argument("--drives", nargs="+", metavar="DIR", help="the drives of an embedded erasure set")
     p.add_argument("--to", required=True, metavar="URL", help="the target, postgresql://USER[:PASSWORD]@HOST:PORT/DB")
-    p.add_argument("--store", default="", metavar="URL", help="also copy the blobs into this object store (s3://...)")
+    p.add_argument("--store", default="", metavar="URL",
+                   help="also copy the blobs into this object store: s3://BUCKET/PREFIX?endpoint=URL[&region=R], "
+                   "as `tierstore serve --store` takes it")  # fmt: skip
+    p.add_argument("--store-access-key", default="", metavar="KEY",
+                   help="the store's access key (with --store-secret-key; neither: the AWS credential chain)")
+    p.add_argument("--store-secret-key", default="", metavar="SECRET", help="the store's secret key")
     p.add_argument("--batch-rows", type=int, default=5000, help="rows per COPY and per committed step (default 5000)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
@@ -52,8 +57,22 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     if not args.to.startswith(("postgresql://", "postgres://")):
         print(f"{name}: --to expects postgresql://USER[:PASSWORD]@HOST:PORT/DB", file=sys.stderr)
         return EXIT_USAGE
+    object_store = None
+    if bool(args.store_access_key) != bool(args.store_secret_key):
+        print(f"{name}: --store-access-key and --store-secret-key go together", file=sys.stderr)
+        return EXIT_USAGE
     if args.store:
-        print(f"{name}: --store (the blobs into an object store) needs a later release", file=sys.stderr)
+        from tierstore.blob import S3BlobStore, parse_store_url
+
+        try:
+            url = parse_store_url(args.store)
+        except ValueError as exc:
+            print(f"{name}: --store: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        keys = (args.store_access_key, args.store_secret_key) if args.store_secret_key else (None, None)
+        object_store = (S3BlobStore(url.config(*keys)), url.location)
+    elif args.store_access_key:
+        print(f"{name}: --store-access-key needs --store", file=sys.stderr)
         return EXIT_USAGE
     if args.batch_rows < 1:
         print(f"{name}: --batch-rows must be at least 1", file=sys.stderr)
@@ -72,7 +91,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        return _migrate(args, config, name)
+        return _migrate(args, config, name, object_store)
     except (MigrateError, ServeError) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -112,7 +131,7 @@ def _migrate(
     args: argparse.Namespace, config: Any, name: str, object_store: tuple[S3BlobStore, str] | None = None
 ) -> int:
     """The catalog (copied, verified), then with ``object_store`` (the store and its
-    ``s3://BUCKET/PREFIX``; from ``--store`` once its URL parser is merged) the blobs."""
+    ``s3://BUCKET/PREFIX``, from ``--store``) the blobs."""
     from tqdm import tqdm
 
     from tierstore.catalog.postgres._from_sqlite import SourceCatalog, migrate_catalog

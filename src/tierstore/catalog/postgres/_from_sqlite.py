@@ -21,9 +21,11 @@ keeps its ``seq`` (the order of a key's versions) and its delete-marker flag.
   rows as PostgreSQL holds them; any difference fails, naming the table.
 
 Not copied: ``meta`` (schema versions and generations are each engine's own), ``obj_attrs``
-(SQLite's side index of the metadata query; PostgreSQL reads ``versions.meta`` in place), and
-rows of a bucket that no longer exists (SQLite has no foreign keys; such rows are counted and
-reported as skipped).
+(SQLite's side index of the metadata query; PostgreSQL reads ``versions.meta`` in place),
+``gateways`` and ``jobs`` (the registry and named leases of running processes: the source has no
+server running, and a job's cursor only saves work, e.g. where a scrub pass resumes), the lease
+columns of ``trash`` and ``tier_outbox`` (unclaimed on the target), and rows of a bucket that
+no longer exists (SQLite has no foreign keys; such rows are counted and reported as skipped).
 """
 
 from __future__ import annotations
