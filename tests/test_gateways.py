@@ -126,6 +126,27 @@ def test_versions_from_both_gateways_in_order(clients: tuple[Any, Any], bucket: 
         assert clients[(i + 1) % 2].get_object(Bucket=bucket, Key="v", VersionId=vid)["Body"].read() == body
 
 
+def test_a_blob_lives_in_the_store_until_deleted_through_either_gateway(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """A PUT through A is acknowledged with its body already an object in the store (under the
+    prefix, named by blob id); a DELETE through B sends that object away (the trash is drained
+    to the store)."""
+    store = two_gateways.weed.client()
+
+    def stored() -> set[str]:
+        pages = store.get_paginator("list_objects_v2").paginate(Bucket=two_gateways.store_bucket, Prefix="blobs/")
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    before = stored()
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="doomed", Body=body)
+    (blob_key,) = stored() - before
+    assert store.get_object(Bucket=two_gateways.store_bucket, Key=blob_key)["Body"].read() == body
+    clients[1].delete_object(Bucket=bucket, Key="doomed")
+    _until(lambda: blob_key not in stored(), "the blob deleted from the store", two_gateways.b, timeout_s=180)
+
+
 def test_retention_set_on_a_refuses_delete_on_b(clients: tuple[Any, Any]) -> None:
     """Object lock: a version retained (GOVERNANCE) through A cannot be deleted through B without
     the bypass; its bytes stay readable through both."""
