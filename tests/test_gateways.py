@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.tier_support import add_tier
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, Gateways, ServerProcess, make_client, serve_once
 from tests.ports import free_port
 from tests.postgres import PostgreSQL
@@ -175,6 +176,20 @@ def test_encrypted_on_a_read_on_b(clients: tuple[Any, Any], bucket: str, rng: ra
     for key in ("s3", "kms"):
         got = b.get_object(Bucket=bucket, Key=key)
         assert got["Body"].read() == body and got["ServerSideEncryption"] in ("AES256", "aws:kms")
+
+
+def test_a_version_moved_to_a_remote_tier_through_a_reads_through_b(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """Remote tiers on ``--store``: a tier added through A (another SeaweedFS bucket), a version
+    moved there from the standard tier (the store) through A; B serves it in the tier's class."""
+    admin = _tierstore_client(two_gateways.a.endpoint)
+    add_tier(admin, two_gateways.weed, "GWCOLD", "gw-cold", "t")
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="cold", Body=body)
+    assert admin.tier_transition("GWCOLD", bucket, "cold")["moved"]
+    got = clients[1].get_object(Bucket=bucket, Key="cold")
+    assert got["Body"].read() == body and got["StorageClass"] == "GWCOLD"
 
 
 def test_dataset_made_on_a_reads_shuffled_through_both(
