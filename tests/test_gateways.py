@@ -363,11 +363,11 @@ def test_a_gateway_with_another_store_is_refused(two_gateways: Gateways, tmp_pat
 
 
 def test_store_unreachable_or_missing_at_start_is_one_line(
-    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path
+    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At start the store is checked before the catalog records it: unreachable, it is retried
     (a log line each time) until ``--catalog-start-timeout``, then one line; a bucket that does
-    not exist is one line at once. Neither shows the secret key."""
+    not exist, or no credentials anywhere, is one line at once. No line shows the secret key."""
     weed = two_gateways.weed
     keys = ["--store-access-key", weed.access_key, "--store-secret-key", weed.secret_key]
     closed = free_port()
@@ -389,6 +389,19 @@ def test_store_unreachable_or_missing_at_start_is_one_line(
     assert last.startswith("tierstore serve: cannot use the store:") and last.endswith("NoSuchBucket"), proc.stderr
     assert "retrying" not in proc.stderr
     assert weed.secret_key not in proc.stdout + proc.stderr
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)  # no keys, and none in the AWS credential chain
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    proc = serve_once(
+        tmp_path / "nokeys", "--catalog", postgres.create_database("store_nokeys"),
+        "--store", f"s3://{two_gateways.store_bucket}/p?endpoint={weed.endpoint}", timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("tierstore serve: cannot use the store: no credentials")
+    assert "retrying" not in proc.stderr
 
 
 def test_the_store_secret_is_never_shown(two_gateways: Gateways) -> None:
