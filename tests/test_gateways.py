@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.tier_support import add_tier
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, Gateways, ServerProcess, make_client, serve_once
 from tests.ports import free_port
 from tests.postgres import PostgreSQL
@@ -126,6 +127,27 @@ def test_versions_from_both_gateways_in_order(clients: tuple[Any, Any], bucket: 
         assert clients[(i + 1) % 2].get_object(Bucket=bucket, Key="v", VersionId=vid)["Body"].read() == body
 
 
+def test_a_blob_lives_in_the_store_until_deleted_through_either_gateway(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """A PUT through A is acknowledged with its body already an object in the store (under the
+    prefix, named by blob id); a DELETE through B sends that object away (the trash is drained
+    to the store)."""
+    store = two_gateways.weed.client()
+
+    def stored() -> set[str]:
+        pages = store.get_paginator("list_objects_v2").paginate(Bucket=two_gateways.store_bucket, Prefix="blobs/")
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    before = stored()
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="doomed", Body=body)
+    (blob_key,) = stored() - before
+    assert store.get_object(Bucket=two_gateways.store_bucket, Key=blob_key)["Body"].read() == body
+    clients[1].delete_object(Bucket=bucket, Key="doomed")
+    _until(lambda: blob_key not in stored(), "the blob deleted from the store", two_gateways.b, timeout_s=180)
+
+
 def test_retention_set_on_a_refuses_delete_on_b(clients: tuple[Any, Any]) -> None:
     """Object lock: a version retained (GOVERNANCE) through A cannot be deleted through B without
     the bypass; its bytes stay readable through both."""
@@ -154,6 +176,20 @@ def test_encrypted_on_a_read_on_b(clients: tuple[Any, Any], bucket: str, rng: ra
     for key in ("s3", "kms"):
         got = b.get_object(Bucket=bucket, Key=key)
         assert got["Body"].read() == body and got["ServerSideEncryption"] in ("AES256", "aws:kms")
+
+
+def test_a_version_moved_to_a_remote_tier_through_a_reads_through_b(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """Remote tiers on ``--store``: a tier added through A (another SeaweedFS bucket), a version
+    moved there from the standard tier (the store) through A; B serves it in the tier's class."""
+    admin = _tierstore_client(two_gateways.a.endpoint)
+    add_tier(admin, two_gateways.weed, "GWCOLD", "gw-cold", "t")
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="cold", Body=body)
+    assert admin.tier_transition("GWCOLD", bucket, "cold")["moved"]
+    got = clients[1].get_object(Bucket=bucket, Key="cold")
+    assert got["Body"].read() == body and got["StorageClass"] == "GWCOLD"
 
 
 def test_dataset_made_on_a_reads_shuffled_through_both(
@@ -327,11 +363,11 @@ def test_a_gateway_with_another_store_is_refused(two_gateways: Gateways, tmp_pat
 
 
 def test_store_unreachable_or_missing_at_start_is_one_line(
-    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path
+    two_gateways: Gateways, postgres: PostgreSQL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At start the store is checked before the catalog records it: unreachable, it is retried
     (a log line each time) until ``--catalog-start-timeout``, then one line; a bucket that does
-    not exist is one line at once. Neither shows the secret key."""
+    not exist, or no credentials anywhere, is one line at once. No line shows the secret key."""
     weed = two_gateways.weed
     keys = ["--store-access-key", weed.access_key, "--store-secret-key", weed.secret_key]
     closed = free_port()
@@ -353,6 +389,19 @@ def test_store_unreachable_or_missing_at_start_is_one_line(
     assert last.startswith("tierstore serve: cannot use the store:") and last.endswith("NoSuchBucket"), proc.stderr
     assert "retrying" not in proc.stderr
     assert weed.secret_key not in proc.stdout + proc.stderr
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)  # no keys, and none in the AWS credential chain
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    proc = serve_once(
+        tmp_path / "nokeys", "--catalog", postgres.create_database("store_nokeys"),
+        "--store", f"s3://{two_gateways.store_bucket}/p?endpoint={weed.endpoint}", timeout_s=START_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("tierstore serve: cannot use the store: no credentials")
+    assert "retrying" not in proc.stderr
 
 
 def test_the_store_secret_is_never_shown(two_gateways: Gateways) -> None:

@@ -116,6 +116,7 @@ class StoreRefused(Exception):
 
 _REFUSALS = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidBucketName")
 _STORE_URL_PARAMS = frozenset({"endpoint", "region"})
+_NO_CREDENTIALS = "no credentials for the remote tier (no keys given, none in the AWS credential chain)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +318,13 @@ class S3BlobStore:
     async def check(self) -> None:
         """One ListObjectsV2 of at most one key under the prefix: the store answers and lets us in.
         ``TierUnavailable`` while it cannot be reached (retry); ``StoreRefused`` when it answers no
-        (no such bucket, bad keys, access denied)."""
-        store = await self._connected()
+        (no such bucket, bad keys, access denied, no credentials at all)."""
+        try:
+            store = await self._connected()
+        except TierUnavailable as exc:
+            if exc.message == _NO_CREDENTIALS:
+                raise StoreRefused(_NO_CREDENTIALS) from None
+            raise
         try:
             async for _ in obstore.list(store, chunk_size=1):
                 break
@@ -526,7 +532,7 @@ class S3BlobStore:
                 provider = Boto3CredentialProvider(boto3.Session())
             except ValueError:
                 raise TierUnavailable(
-                    "no credentials for the remote tier (no keys given, none in the AWS credential chain)",
+                    _NO_CREDENTIALS,
                     headers={"Retry-After": str(c.retry_after_s)},
                 ) from None
         else:
