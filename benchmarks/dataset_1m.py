@@ -67,7 +67,7 @@ from awscrt.checksums import crc32c, crc64nvme  # noqa: E402
 from s3_side_by_side import AK, SK, Seaweed, Tierstore, _sigterm, loadavg, machine, process_tree  # noqa: E402
 
 from tierstore.catalog import SqliteCatalog, VersionRecord  # noqa: E402
-from tierstore.catalog._sqlite import _index_rows, _meta_doc  # noqa: E402
+from tierstore.catalog.sqlite._catalog import _index_rows, _meta_doc  # noqa: E402
 from tierstore.client import TierstoreClient, resolve_settings  # noqa: E402
 from tierstore.datasets import Manifest, RemoteSource  # noqa: E402
 from tierstore.runtime import new_blob_id  # noqa: E402

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from s3_side_by_side import AK, BENCH, SK, free_port_block, wait_port  # noqa: E402
 
 from tierstore.catalog import SqliteCatalog, VersionRecord  # noqa: E402
-from tierstore.catalog._sqlite import _meta_json, attr_num, index_attrs  # noqa: E402
+from tierstore.catalog.sqlite._catalog import _meta_json, attr_num, index_attrs  # noqa: E402
 from tierstore.client import TierstoreClient, resolve_settings  # noqa: E402
 from tierstore.types import BucketInfo, ObjectMeta  # noqa: E402
 

@@ -2,8 +2,6 @@
 tierstore sees; SQLite is the embedded default; on a drive set it is mirrored, one copy per drive
 (``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
 
-from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
-from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
 from tierstore.catalog._protocol import (
     Blobs,
     Buckets,
@@ -42,8 +40,10 @@ from tierstore.catalog._records import (
     VersionRecord,
     VersionTaken,
 )
-from tierstore.catalog._sqlite import SqliteCatalog
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog.sqlite import SqliteCatalog
+from tierstore.catalog.sqlite._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog.sqlite._mirror import CatalogMirrorError, ReconcileReport
+from tierstore.catalog.sqlite._tier_data import InlineMove, OutboxEntry
 
 __all__ = [
     "PINNING_TABLES",

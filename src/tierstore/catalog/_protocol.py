@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from tierstore.catalog._lifecycle import DueRow, LifecyclePlanner, Outcome
 from tierstore.catalog._records import (
     AccessKeyRecord,
     DatasetRecord,
@@ -52,7 +51,8 @@ from tierstore.catalog._records import (
     VersionName,
     VersionRecord,
 )
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog.sqlite._lifecycle import DueRow, LifecyclePlanner, Outcome
+from tierstore.catalog.sqlite._tier_data import InlineMove, OutboxEntry
 from tierstore.types import BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 __all__ = [
@@ -425,7 +425,7 @@ class Catalog(CatalogOperations, Protocol):
 def _satisfied_by_sqlite() -> None:
     """mypy's check that the embedded catalog implements every method with a compatible
     signature (never called)."""
-    from tierstore.catalog._sqlite import SqliteCatalog
+    from tierstore.catalog.sqlite._catalog import SqliteCatalog
 
     _: type[Catalog] = SqliteCatalog
 

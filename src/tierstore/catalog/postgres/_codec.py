@@ -14,7 +14,7 @@ from typing import Any
 
 # One definition of the metadata document and the part rows for both engines; after the split
 # of _sqlite.py (docs/scale-out.md) these come from the shared modules.
-from tierstore.catalog._sqlite import (
+from tierstore.catalog.sqlite._catalog import (
     _ECHOED_ENCRYPTION,
     SqliteCatalog,
     _completed_doc,

@@ -18,10 +18,11 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-# The rows' decoders are the SQLite catalog's: one record format for both engines.
-from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord, _key_of, _user_of
 from tierstore.catalog.postgres._codec import dumps
 from tierstore.catalog.postgres._pool import Pool
+
+# The rows' decoders are the SQLite catalog's: one record format for both engines.
+from tierstore.catalog.sqlite._identity import AccessKeyRecord, RoleRecord, UserRecord, _key_of, _user_of
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, NoSuchEntity
 
 __all__ = ["DDL", "IdentityTables"]

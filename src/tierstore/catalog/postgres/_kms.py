@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tierstore.catalog._kms import KmsKeyRecord, _record  # one decoder for both engines
 from tierstore.catalog.postgres._pool import Pool
+from tierstore.catalog.sqlite._kms import KmsKeyRecord, _record  # one decoder for both engines
 
 __all__ = ["DDL", "KmsTables"]
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tierstore.catalog._tier_progress import (
+from tierstore.catalog.postgres._pool import Pool
+from tierstore.catalog.sqlite._tier_progress import (
     LAST_ERROR_MAX_CHARS,
     WRITE_PENDING_DELAY_NS,
     PendingWrite,
     TierProgress,
 )
-from tierstore.catalog.postgres._pool import Pool
 from tierstore.types import ObjectMeta
 
 __all__ = ["STAT_SLOTS", "TIER_PROGRESS_DDL", "TierProgressTables", "count_moved", "note_tier_write"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from tierstore.catalog._tiers import TierRecord, TierUsage, _record  # one decoder for both engines
 from tierstore.catalog.postgres._pool import Pool
+from tierstore.catalog.sqlite._tiers import TierRecord, TierUsage, _record  # one decoder for both engines
 
 __all__ = ["DDL", "TierTables"]
 

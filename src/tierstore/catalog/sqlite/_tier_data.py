@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tierstore.catalog._hot import free_unheld
-from tierstore.catalog._tier_progress import TierProgressTables
+from tierstore.catalog.sqlite._hot import free_unheld
+from tierstore.catalog.sqlite._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
     from tierstore.catalog._records import BlobRef, VersionRecord

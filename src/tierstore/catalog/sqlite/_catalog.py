@@ -41,11 +41,6 @@ from typing import Any, TypeVar
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._hot import HOT_DDL, HotTables
-from tierstore.catalog._identity import IDENTITY_DDL, IdentityTables
-from tierstore.catalog._kms import KMS_DDL, KmsTables
-from tierstore.catalog._lifecycle import LIFECYCLE_DDL, LifecycleTables
-from tierstore.catalog._mirror import DEFAULT_RELPATH, MMAP_BYTES, CatalogMirror, Failed, ReconcileReport, run_jobs
 from tierstore.catalog._query import INDEX_DDL, attr_num
 from tierstore.catalog._records import (
     PINNING_TABLES,
@@ -58,10 +53,22 @@ from tierstore.catalog._records import (
     VersionRecord,
     VersionTaken,
 )
-from tierstore.catalog._sse import SseTables
-from tierstore.catalog._tier_data import TIERS_OF_BLOBS, TierDataTables, located
-from tierstore.catalog._tier_progress import TIER_PROGRESS_DDL, TierProgressTables, note_tier_write
-from tierstore.catalog._tiers import TIERS_DDL, TierTables
+from tierstore.catalog.sqlite._hot import HOT_DDL, HotTables
+from tierstore.catalog.sqlite._identity import IDENTITY_DDL, IdentityTables
+from tierstore.catalog.sqlite._kms import KMS_DDL, KmsTables
+from tierstore.catalog.sqlite._lifecycle import LIFECYCLE_DDL, LifecycleTables
+from tierstore.catalog.sqlite._mirror import (
+    DEFAULT_RELPATH,
+    MMAP_BYTES,
+    CatalogMirror,
+    Failed,
+    ReconcileReport,
+    run_jobs,
+)
+from tierstore.catalog.sqlite._sse import SseTables
+from tierstore.catalog.sqlite._tier_data import TIERS_OF_BLOBS, TierDataTables, located
+from tierstore.catalog.sqlite._tier_progress import TIER_PROGRESS_DDL, TierProgressTables, note_tier_write
+from tierstore.catalog.sqlite._tiers import TIERS_DDL, TierTables
 from tierstore.drives import DriveSet
 from tierstore.errors import (
     BucketAlreadyOwnedByYou,
