@@ -1,4 +1,4 @@
-"""The tier registry and the tier data path (catalog/_tiers.py, _tier_data.py and their
+"""The tier registry and the tier data path (catalog/sqlite/_tiers.py, _tier_data.py and their
 catalog/postgres/ twins) on both catalogs, one behaviour: tiers created, listed and removed only
 while nothing names them (their counters and pending writes going with them); the mover's commit
 (local -> tier, tier -> tier, an inline body -> a remote blob) and every reason it refuses; blobs

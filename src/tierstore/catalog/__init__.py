@@ -1,6 +1,6 @@
 """Catalog: all metadata, transactional. ``Catalog`` (catalog/_protocol.py) is what the rest of
 tierstore sees; SQLite is the embedded default; on a drive set it is mirrored, one copy per drive
-(``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
+(``SqliteCatalog.on_drives``, catalog/sqlite/_mirror.py)."""
 
 from tierstore.catalog._protocol import (
     Blobs,

@@ -41,7 +41,7 @@ class BlobRef:
     blob_id: str
     size_bytes: int
     tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
-    cached: bool = False  # a blob in a tier that also has a local copy (catalog/_hot.py): read locally
+    cached: bool = False  # a blob in a tier that also has a local copy (catalog/sqlite/_hot.py): read locally
 
 
 @dataclass(slots=True)

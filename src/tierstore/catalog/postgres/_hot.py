@@ -1,4 +1,4 @@
-"""Hot copies of tiered blobs on PostgreSQL: the semantics of catalog/_hot.py (docs/tiers.md "Hot
+"""Hot copies of tiered blobs on PostgreSQL: the semantics of catalog/sqlite/_hot.py (docs/tiers.md "Hot
 copies"), statement for statement, for writers that no longer take turns.
 
 SQLite's single writer ran each of these transactions alone; here they run side by side, so:
@@ -152,7 +152,7 @@ class HotTables:
         ttl_ns: int | None = None,
         renew: bool = True,
     ) -> Literal["new", "ongoing", "done"]:
-        """``SqliteCatalog.hot_hold`` (catalog/_hot.py): hold ``blob_ids`` for ``holder`` and answer
+        """``SqliteCatalog.hot_hold`` (catalog/sqlite/_hot.py): hold ``blob_ids`` for ``holder`` and answer
         what the holder was before ("new", "ongoing": a copy runs, "done")."""
         ids = list(dict.fromkeys(blob_ids))
 

@@ -1,6 +1,6 @@
 """Identities on PostgreSQL (docs/identities.md): users, access keys (their secrets sealed by
 crypto/, bytes here), groups, managed and inline policies and their attachments, permissions
-boundaries, roles and OpenID Connect providers — catalog/_identity.py's semantics, call for call.
+boundaries, roles and OpenID Connect providers — catalog/sqlite/_identity.py's semantics, call for call.
 
 Names are case-sensitive and unique case-insensitively, as IAM's are (SQLite: ``COLLATE
 NOCASE``): the columns are ``text COLLATE "C"`` and every comparison, unique index and order is

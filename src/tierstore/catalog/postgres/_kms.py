@@ -1,5 +1,5 @@
 """The built-in key service's keys on PostgreSQL (docs/security.md "Key service"), as
-catalog/_kms.py keeps them: a key id's status in ``kms_keys``, one row per version in
+catalog/sqlite/_kms.py keeps them: a key id's status in ``kms_keys``, one row per version in
 ``kms_key_versions`` with the material sealed by crypto/ (bytes here).
 
 A rotation locks the key's row (``FOR UPDATE``) before it reads the highest version, so two

@@ -1,4 +1,4 @@
-"""The lifecycle due index on PostgreSQL (docs/tiers.md "Lifecycle"), as catalog/_lifecycle.py:
+"""The lifecycle due index on PostgreSQL (docs/tiers.md "Lifecycle"), as catalog/sqlite/_lifecycle.py:
 one row per version (or multipart upload) with a pending action and when it falls due.
 
 The rows are the SQLite catalog's, with the bucket's id for its name (a bucket dropped takes
@@ -13,7 +13,7 @@ worker that dies leaves them to be taken again when the lease runs out), and
 ``lifecycle_recompute_page`` takes a queued bucket the same way, so two gateways recompute two
 buckets at once and one bucket's pages one at a time.
 
-The writes of other modules keep the rows in their own transactions, as catalog/_sqlite.py's
+The writes of other modules keep the rows in their own transactions, as catalog/sqlite/'s writes
 do: a write of a key's versions calls ``self._lifecycle_key``, creating an upload
 ``self._lifecycle_upload`` (both need the planner), completing or aborting one ``upload_gone``,
 changing a bucket's rules ``rules_changed``.
@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from tierstore.catalog._rules import meta_doc
 from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
-from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_locks
+from tierstore.catalog.postgres._codec import dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
     Guard,
@@ -61,7 +62,7 @@ DDL = (
         PRIMARY KEY(bucket_id, key, version_id, action)
     )""",
     # The worker takes due rows by this index; every write replaces a key's rows by the
-    # (bucket_id, key) prefix of the primary key (catalog/_lifecycle.py: measured on SQLite).
+    # (bucket_id, key) prefix of the primary key (catalog/sqlite/_lifecycle.py: measured on SQLite).
     "CREATE INDEX lifecycle_due_at ON lifecycle_due(due_ns)",
     """CREATE TABLE lifecycle_recompute(  -- buckets whose rules changed: rows to recompute
         bucket_id bigint PRIMARY KEY REFERENCES buckets(id) ON DELETE CASCADE,

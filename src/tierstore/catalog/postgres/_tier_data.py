@@ -1,5 +1,5 @@
 """Where blobs live and the tier outbox on PostgreSQL: the catalog side of the tier data path
-(docs/tiers.md), as catalog/_tier_data.py.
+(docs/tiers.md), as catalog/sqlite/_tier_data.py.
 
 ``blobs.tier`` says where a blob's authoritative bytes are (NULL: the local drives or the
 store); ``TIERS_OF_BLOBS`` is the column a version read adds to learn it (``located`` reads it,

@@ -1,4 +1,4 @@
-"""The mover's progress and its retries on PostgreSQL: the semantics of catalog/_tier_progress.py
+"""The mover's progress and its retries on PostgreSQL: the semantics of catalog/sqlite/_tier_progress.py
 (docs/tiers.md "The mover").
 
 - ``tier_stats`` is not one counter row per tier that every mover commit of every gateway

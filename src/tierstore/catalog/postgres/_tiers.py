@@ -1,4 +1,4 @@
-"""The registry of remote tiers on PostgreSQL (docs/tiers.md), as catalog/_tiers.py keeps it: a
+"""The registry of remote tiers on PostgreSQL (docs/tiers.md), as catalog/sqlite/_tiers.py keeps it: a
 tier's configuration as JSON and, apart, its secret key sealed by crypto/ (bytes here), and
 ``tier_outbox`` (remote objects to delete once the catalog no longer references them).
 

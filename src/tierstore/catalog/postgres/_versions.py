@@ -1,6 +1,6 @@
 """Object versions on PostgreSQL: reads, PUT (every versioning state, the ``null`` version,
 conditional writes), DELETE (delete markers), metadata updates — with the semantics of
-catalog/_sqlite.py.
+catalog/sqlite/_versions.py.
 
 Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock, sent
 with ``BEGIN``), then reads the bucket's properties and the key's current version in one
@@ -9,7 +9,7 @@ other keys proceed. The decisions (what a PUT supersedes, the callbacks) are mad
 they write goes in one call (``tierstore_publish``, ``tierstore_drop_version``). The partial
 unique index (one latest per key) stays as the backstop.
 
-Each write keeps the tables of other modules in its own transaction, as catalog/_sqlite.py's
+Each write keeps the tables of other modules in its own transaction, as catalog/sqlite/_versions.py's
 do: the key's lifecycle rows (``self._lifecycle_key``, catalog/postgres/_lifecycle.py) and a
 version written in a tier's class waiting for the mover (``note_tier_write``,
 catalog/postgres/_tier_progress.py). The metadata query needs no index maintained: it reads
@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from awscrt.checksums import crc32c
 
+from tierstore.catalog._rules import meta_doc, row_to_record
 from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._tier_progress import note_tier_write
 from tierstore.catalog.sqlite._tier_data import located

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tierstore.catalog._records import AccessKeyRecord, RoleRecord, UserRecord
+from tierstore.catalog.sqlite._tables import Tables
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, NoSuchEntity
 
 __all__ = ["IDENTITY_DDL", "AccessKeyRecord", "IdentityTables", "RoleRecord", "UserRecord"]
@@ -123,7 +124,7 @@ def _key_of(row: tuple[Any, ...]) -> AccessKeyRecord:
 
 
 # A counter, the same on every copy of a mirrored catalog (a job runs once per copy and must be
-# deterministic: catalog/_mirror.py).
+# deterministic: catalog/sqlite/_mirror.py).
 _NEW_GENERATION = (
     "INSERT INTO meta(name, value) VALUES('iam_generation', '1')"
     " ON CONFLICT(name) DO UPDATE SET value=CAST(value AS INTEGER) + 1"
@@ -140,16 +141,10 @@ def _must_exist(c: sqlite3.Connection, principal_type: str, name: str) -> None:
         raise NoSuchEntity(f"The {principal_type} with name {name} cannot be found.", resource=name)
 
 
-class IdentityTables:
+class IdentityTables(Tables):
     """The identity part of ``SqliteCatalog`` (a mixin: it reads through ``_reader()`` and
     writes through ``_write(fn)``, so writes share the group commit and, on a drive set, go to
     every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def _iam_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``_write`` for a change of identities: ``fn`` and a new ``iam_generation`` in one

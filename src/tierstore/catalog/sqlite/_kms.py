@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tierstore.catalog._records import KmsKeyRecord
+from tierstore.catalog.sqlite._tables import Tables
 
 __all__ = ["KMS_DDL", "KmsKeyRecord", "KmsTables"]
 
@@ -51,15 +52,9 @@ def _record(row: tuple[Any, ...]) -> KmsKeyRecord:
     )
 
 
-class KmsTables:
+class KmsTables(Tables):
     """The key part of ``SqliteCatalog`` (a mixin, like ``IdentityTables``: reads through
     ``_reader()``, writes through ``_write(fn)``, so a drive set changes every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def kms_create_key(self, key_id: str, sealed_material: bytes, now_ns: int, description: str = "") -> bool:
         """Add ``key_id`` with its version 1; False (and nothing changed) when it exists."""

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from tierstore.catalog.sqlite._index import reindex
+from tierstore.catalog.sqlite._tables import Tables
 from tierstore.types import NULL_VERSION, ObjectMeta
 
 __all__ = [
@@ -129,48 +131,11 @@ class Outcome:
 _Guard = Callable[[Any, dict[str, Any]], None]
 
 
-class LifecycleTables:
-    """The lifecycle part of ``SqliteCatalog`` (a mixin, like ``TierTables``). The version
-    helpers are ``SqliteCatalog``'s; they are named here for the type checker."""
+class LifecycleTables(Tables):
+    """The lifecycle part of ``SqliteCatalog`` (a mixin: ``_tables.py``; the version helpers it
+    calls are ``_versions.py``'s)."""
 
     lifecycle_planner: LifecyclePlanner | None = None
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    @staticmethod
-    def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _remove_version(self, c: sqlite3.Connection, bucket: str, key_b: bytes, record: Any) -> None:
-        raise NotImplementedError
-
-    def _version_in(self, c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> Any:
-        raise NotImplementedError
-
-    def _drop_null_version(
-        self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any], guard: Any, latest: Any = None
-    ) -> None:
-        raise NotImplementedError
-
-    def _insert_version(self, c: sqlite3.Connection, record: Any, key_b: bytes, *, first: bool = False) -> None:
-        raise NotImplementedError
-
-    def _reindex(self, c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        raise NotImplementedError
-
-    def _drop_upload(self, c: sqlite3.Connection, upload_id: str) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _promote_newest(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        raise NotImplementedError
-
-    def _new_marker(self, meta: ObjectMeta) -> Any:
-        raise NotImplementedError
 
     # --- maintained by the writes (inside their transactions) ---------------------------
     def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None:
@@ -331,7 +296,7 @@ class LifecycleTables:
                 self._remove_version(c, row.bucket, key_b, target)
                 if row.action != "expire-noncurrent":
                     self._promote_newest(c, row.bucket, key_b)
-            self._reindex(c, row.bucket, key_b)
+            reindex(c, row.bucket, key_b)
             self._plan_key(c, row.bucket, key_b, rules)
             return Outcome(done=row.action, marker_id=marker_id)
 

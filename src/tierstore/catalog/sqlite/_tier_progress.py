@@ -19,10 +19,10 @@ transitions due to a tier through a partial index, without re-running the rules.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from tierstore.catalog._records import PendingWrite, TierProgress
+from tierstore.catalog.sqlite._tables import Tables
 
 if TYPE_CHECKING:
     from tierstore.types import ObjectMeta
@@ -78,14 +78,8 @@ def note_tier_write(c: sqlite3.Connection, meta: ObjectMeta, key_b: bytes) -> No
     )
 
 
-class TierProgressTables:
+class TierProgressTables(Tables):
     """The mover's part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     # --- counters -----------------------------------------------------------------------------
     @staticmethod
