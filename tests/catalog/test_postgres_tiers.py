@@ -207,9 +207,9 @@ def test_blobs_moved_by_id_and_a_datasets_inline_bodies(catalogs: Opener) -> Non
 def test_tiers_of_blobs_column_on_postgresql(module_pg_dsn: str) -> None:
     """``TIERS_OF_BLOBS`` (the column a version read adds, for the core's reads) in SQLite's
     format: ``located`` reads which blobs are remote, and which of those have a local copy."""
+    from tierstore.catalog._rules import located
     from tierstore.catalog.postgres import PostgresCatalog
     from tierstore.catalog.postgres._tier_data import TIERS_OF_BLOBS
-    from tierstore.catalog.sqlite._tier_data import located
 
     sql = (
         f"SELECT {TIERS_OF_BLOBS} FROM versions v JOIN buckets b ON b.id = v.bucket_id WHERE b.name = $1 AND v.key = $2"

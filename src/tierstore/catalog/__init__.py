@@ -26,11 +26,17 @@ from tierstore.catalog._records import (
     AccessKeyRecord,
     BlobRef,
     DatasetRecord,
+    DueRow,
     HeldBlob,
     HoldInfo,
+    InlineMove,
+    KeyVersion,
     ModelAliasInUse,
+    OutboxEntry,
+    Outcome,
     PendingWrite,
     PinGone,
+    PlannedAction,
     RoleRecord,
     TierProgress,
     TierRecord,
@@ -41,9 +47,7 @@ from tierstore.catalog._records import (
     VersionTaken,
 )
 from tierstore.catalog.sqlite import SqliteCatalog
-from tierstore.catalog.sqlite._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
 from tierstore.catalog.sqlite._mirror import CatalogMirrorError, ReconcileReport
-from tierstore.catalog.sqlite._tier_data import InlineMove, OutboxEntry
 
 __all__ = [
     "PINNING_TABLES",

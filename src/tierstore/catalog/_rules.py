@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from tierstore.catalog._records import (
-    BlobRef,
-    VersionRecord,
-)
+from tierstore.catalog._records import AccessKeyRecord, BlobRef, KmsKeyRecord, TierRecord, UserRecord, VersionRecord
 from tierstore.types import ObjectMeta, PartInfo, UploadInfo
 
 
@@ -156,3 +154,58 @@ def upload_from_doc(bucket: str, key_b: bytes, upload_id: str, initiated_ns: int
         storage_class=doc.get("sc", "STANDARD"),
         encryption=doc.get("e", {}),
     )
+
+
+# engine/_lifecycle.py's name of the action that aborts a stale multipart upload (the only one the catalogs name)
+ABORT_UPLOAD = "abort-upload"
+
+
+def located(refs: list[BlobRef], tiers_s: str) -> list[BlobRef]:
+    """``refs`` with their tiers (and local copies) from a ``TIERS_OF_BLOBS`` value
+    (each engine's SQL that lists a version's remote blobs: ``sqlite/_tier_data.py``, ``postgres/_codec.py``)."""
+    found = {parts[0]: parts for parts in (item.split(" ") for item in tiers_s.split(","))}
+    out = []
+    for ref in refs:
+        parts = found.get(ref.blob_id)
+        out.append(ref if parts is None else replace(ref, tier=parts[1], cached=len(parts) > 2))
+    return out
+
+
+def key_of(row: tuple[Any, ...]) -> AccessKeyRecord:
+    return AccessKeyRecord(
+        access_key_id=row[0],
+        user_name=row[1],
+        kind=row[2],
+        sealed_secret=bytes(row[3]),
+        status=row[4],
+        created_ns=row[5],
+        last_used_ns=row[6],
+        expires_ns=row[7],
+        policy=row[8],
+        name=row[9],
+    )
+
+
+def user_of(row: tuple[Any, ...]) -> UserRecord:
+    return UserRecord(row[0], row[1], bool(row[2]), json.loads(row[3]), row[4])
+
+
+def kms_key_of(row: tuple[Any, ...]) -> KmsKeyRecord:
+    key_id, enabled, description, created_ns, updated_ns, newest, newest_ns = row
+    return KmsKeyRecord(
+        key_id, bool(enabled), description, created_ns, updated_ns, newest, newest_ns if newest > 1 else None
+    )
+
+
+def tier_of(row: tuple[Any, ...]) -> TierRecord:
+    name, config, secret, created_ns = row
+    return TierRecord(name, json.loads(config), bytes(secret) if secret is not None else None, int(created_ns))
+
+
+LAST_ERROR_MAX_CHARS = 500
+
+
+# A write's own pending row waits this long before the worker takes it: the write's request
+# moves the version itself meanwhile (and drops the row) or, if the tier did not answer, sets an
+# earlier retry; only a crash between the commit and either leaves the row to this delay.
+WRITE_PENDING_DELAY_NS = 600 * 1_000_000_000

@@ -16,10 +16,10 @@ from typing import Any
 
 import asyncpg
 
+from tierstore.catalog._rules import ABORT_UPLOAD
 from tierstore.catalog.postgres._blobs import unref_all
 from tierstore.catalog.postgres._codec import bucket_lock, dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._lifecycle import ABORT_UPLOAD
 from tierstore.errors import BucketAlreadyOwnedByYou, BucketNotEmpty, NoSuchBucket
 from tierstore.types import BucketInfo
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from tierstore.catalog._records import HeldBlob, HoldInfo
 from tierstore.catalog.postgres._codec import _lock_id
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._hot import HeldBlob, HoldInfo
 
 __all__ = ["HOT_DDL", "HotTables", "free_unheld", "lock_blobs"]
 

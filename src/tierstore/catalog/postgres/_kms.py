@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tierstore.catalog._records import KmsKeyRecord
+from tierstore.catalog._rules import kms_key_of
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._kms import KmsKeyRecord, _record  # one decoder for both engines
 
 __all__ = ["DDL", "KmsTables"]
 
@@ -66,10 +67,10 @@ class KmsTables:
 
     async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
         row = await self._pool.fetchrow(f"{_KEY_SELECT} WHERE k.key_id = $1 GROUP BY k.key_id", key_id)
-        return _record(row) if row else None
+        return kms_key_of(row) if row else None
 
     async def kms_list_keys(self) -> list[KmsKeyRecord]:
-        return [_record(r) for r in await self._pool.fetch(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id")]
+        return [kms_key_of(r) for r in await self._pool.fetch(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id")]
 
     async def kms_sealed_material(self, key_id: str, version: int) -> bytes | None:
         """The sealed material of one version of ``key_id`` (None: no such version)."""

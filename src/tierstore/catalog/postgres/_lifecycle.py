@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from tierstore.catalog._rules import meta_doc
+from tierstore.catalog._protocol import LifecyclePlanner
+from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog._rules import ABORT_UPLOAD, meta_doc
 from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
 from tierstore.catalog.postgres._codec import dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
@@ -36,14 +38,6 @@ from tierstore.catalog.postgres._versions import (
     _publish,
     _remove_version,
     version_in,
-)
-from tierstore.catalog.sqlite._lifecycle import (
-    ABORT_UPLOAD,
-    DueRow,
-    KeyVersion,
-    LifecyclePlanner,
-    Outcome,
-    PlannedAction,
 )
 from tierstore.types import NULL_VERSION, ObjectMeta
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tierstore.catalog._records import SseVersion, VersionName
 from tierstore.catalog.postgres._codec import dumps
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._sse import SseVersion, VersionName
 
 __all__ = ["SseTables"]
 

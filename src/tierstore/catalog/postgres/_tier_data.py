@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tierstore.catalog._records import InlineMove, OutboxEntry
 from tierstore.catalog.postgres._blobs import ref, release_inline, unref_all
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import version_in
-from tierstore.catalog.sqlite._tier_data import InlineMove, OutboxEntry
 
 from tierstore.catalog import PINNING_TABLES  # isort: skip
 

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tierstore.catalog._records import PendingWrite, TierProgress
+from tierstore.catalog._rules import LAST_ERROR_MAX_CHARS, WRITE_PENDING_DELAY_NS
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._tier_progress import (
-    LAST_ERROR_MAX_CHARS,
-    WRITE_PENDING_DELAY_NS,
-    PendingWrite,
-    TierProgress,
-)
 from tierstore.types import ObjectMeta
 
 __all__ = ["STAT_SLOTS", "TIER_PROGRESS_DDL", "TierProgressTables", "count_moved", "note_tier_write"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from tierstore.catalog._records import TierRecord, TierUsage
+from tierstore.catalog._rules import tier_of
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.sqlite._tiers import TierRecord, TierUsage, _record  # one decoder for both engines
 
 __all__ = ["DDL", "TierTables"]
 
@@ -77,10 +78,10 @@ class TierTables:
 
     async def tier_get(self, name: str) -> TierRecord | None:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM tiers WHERE name = $1", name)  # noqa: S608
-        return _record(row) if row else None
+        return tier_of(row) if row else None
 
     async def tier_list(self) -> list[TierRecord]:
-        return [_record(r) for r in await self._pool.fetch(f"SELECT {_COLUMNS} FROM tiers ORDER BY name")]  # noqa: S608
+        return [tier_of(r) for r in await self._pool.fetch(f"SELECT {_COLUMNS} FROM tiers ORDER BY name")]  # noqa: S608
 
     async def tier_names(self) -> list[str]:
         return [r[0] for r in await self._pool.fetch("SELECT name FROM tiers ORDER BY name")]

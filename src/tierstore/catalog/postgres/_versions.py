@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._rules import meta_doc, row_to_record
+from tierstore.catalog._rules import located, meta_doc, row_to_record
 from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._tier_progress import note_tier_write
-from tierstore.catalog.sqlite._tier_data import located
 from tierstore.errors import NoSuchBucket, NoSuchKey, NoSuchVersion
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, ObjectMeta

@@ -28,7 +28,7 @@ from typing import Literal, TypeVar
 from tierstore.catalog._records import HeldBlob, HoldInfo
 from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["HOT_DDL", "HeldBlob", "HoldInfo", "HotTables", "free_unheld"]
+__all__ = ["HOT_DDL", "HotTables", "free_unheld"]
 
 T = TypeVar("T")
 

@@ -24,28 +24,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from tierstore.catalog._protocol import LifecyclePlanner
+from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog._rules import ABORT_UPLOAD
 from tierstore.catalog.sqlite._index import reindex
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.types import NULL_VERSION, ObjectMeta
 
-__all__ = [
-    "ABORT_UPLOAD",
-    "LIFECYCLE_DDL",
-    "DueRow",
-    "KeyVersion",
-    "LifecyclePlanner",
-    "LifecycleTables",
-    "Outcome",
-    "PlannedAction",
-]
+__all__ = ["LIFECYCLE_DDL", "LifecycleTables"]
 
 T = TypeVar("T")
-
-ABORT_UPLOAD = "abort-upload"  # engine/_lifecycle.py's name of the action (the only one this module names)
 
 # due_ns leads an index of its own (not the key): every write replaces a key's rows by the
 # (bucket, key) prefix of the primary key, and the worker takes due rows by the index, which
@@ -67,65 +58,6 @@ CREATE TABLE IF NOT EXISTS lifecycle_recompute(  -- v11: buckets whose rules cha
     after_key BLOB NOT NULL  -- keys up to here are done (each page is one transaction)
 ) WITHOUT ROWID;
 """
-
-
-@dataclass(frozen=True, slots=True)
-class KeyVersion:
-    """One version of a key as the planner sees it: ``meta`` is the stored metadata document
-    (``t`` tags, ``sc`` storage class, ``l`` object lock)."""
-
-    version_id: str
-    is_delete_marker: bool
-    size_bytes: int
-    modified_ns: int
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedAction:
-    version_id: str
-    action: str
-    due_ns: int
-    storage_class: str | None = None  # a transition's target
-
-
-class LifecyclePlanner(Protocol):
-    """The rules, evaluated (engine/_lifecycle_worker.py). Pure and deterministic: a drive set
-    runs every write once per catalog copy."""
-
-    def versions(self, rules: dict[str, Any], key: str, versions: Sequence[KeyVersion]) -> list[PlannedAction]:
-        """The next action of each version of ``key`` (``versions`` newest first; the first is
-        the current one) under ``rules`` (the bucket's ``props["lifecycle"]``)."""
-        ...
-
-    def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
-        """When an upload of ``key`` initiated at ``initiated_ns`` is aborted, or None."""
-        ...
-
-    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
-        """False when no enabled rule's prefix admits ``key``: none of its versions can have a
-        row (rows of older rules are the recompute's to drop), so a write need not read them."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class DueRow:
-    due_ns: int
-    bucket: str
-    key: str
-    version_id: str
-    action: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What ``lifecycle_apply`` did: ``done`` names the action taken (None: nothing was due
-    any more, the rows were recomputed); ``transition`` is the class a due transition goes to
-    (the mover acts outside the transaction)."""
-
-    done: str | None = None
-    transition: str | None = None
-    marker_id: str | None = None
 
 
 _Guard = Callable[[Any, dict[str, Any]], None]

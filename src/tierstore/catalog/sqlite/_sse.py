@@ -17,11 +17,9 @@ from typing import Any, TypeVar
 from tierstore.catalog._records import SseVersion, VersionName
 from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["SseTables", "SseVersion", "VersionName"]
+__all__ = ["SseTables"]
 
 T = TypeVar("T")
-
-"""(bucket, key, version id): where a walk stands, and how an object is named in a report."""
 
 
 class SseTables(Tables):

@@ -16,19 +16,18 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tierstore.catalog._records import PINNING_TABLES
+from tierstore.catalog._records import PINNING_TABLES, InlineMove, OutboxEntry
 from tierstore.catalog.sqlite._hot import free_unheld
 from tierstore.catalog.sqlite._index import reindex
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.catalog.sqlite._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
-    from tierstore.catalog._records import BlobRef
+    pass
 
-__all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
+__all__ = ["TIERS_OF_BLOBS", "TierDataTables"]
 
 
 T = TypeVar("T")
@@ -44,32 +43,6 @@ TIERS_OF_BLOBS = (
     " FROM json_each(v.blobs) j JOIN blobs b ON b.blob_id = json_extract(j.value, '$[0]')"
     " WHERE b.tier IS NOT NULL) END"
 )
-
-
-def located(refs: list[BlobRef], tiers_s: str) -> list[BlobRef]:
-    """``refs`` with their tiers (and local copies) from a ``TIERS_OF_BLOBS`` value."""
-    found = {parts[0]: parts for parts in (item.split(" ") for item in tiers_s.split(","))}
-    out = []
-    for ref in refs:
-        parts = found.get(ref.blob_id)
-        out.append(ref if parts is None else replace(ref, tier=parts[1], cached=len(parts) > 2))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class InlineMove:
-    """An inline body the mover wrote as a new remote blob: the version switches to it."""
-
-    inline_id: str
-    blob_id: str
-    size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    tier: str
-    blob_id: str
-    attempts: int
 
 
 class TierDataTables(Tables):

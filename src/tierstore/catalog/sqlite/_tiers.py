@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from tierstore.catalog._records import TierRecord, TierUsage
+from tierstore.catalog._rules import tier_of
 from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["TIERS_DDL", "TierRecord", "TierTables", "TierUsage"]
+__all__ = ["TIERS_DDL", "TierTables"]
 
 T = TypeVar("T")
 
@@ -46,11 +47,6 @@ CREATE INDEX IF NOT EXISTS blobs_by_tier ON blobs(tier) WHERE tier IS NOT NULL;
 """
 
 
-def _record(row: tuple[Any, ...]) -> TierRecord:
-    name, config, secret, created_ns = row
-    return TierRecord(name, json.loads(config), bytes(secret) if secret is not None else None, int(created_ns))
-
-
 class TierTables(Tables):
     """The tier part of ``SqliteCatalog`` (a mixin, like ``KmsTables``: reads through
     ``_reader()``, writes through ``_write(fn)``, so a drive set changes every catalog copy)."""
@@ -71,11 +67,11 @@ class TierTables(Tables):
     async def tier_get(self, name: str) -> TierRecord | None:
         sql = "SELECT name, config, secret, created_ns FROM tiers WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
-        return _record(row) if row else None
+        return tier_of(row) if row else None
 
     async def tier_list(self) -> list[TierRecord]:
         sql = "SELECT name, config, secret, created_ns FROM tiers ORDER BY name"
-        return [_record(r) for r in self._reader().execute(sql).fetchall()]
+        return [tier_of(r) for r in self._reader().execute(sql).fetchall()]
 
     async def tier_names(self) -> list[str]:
         return [r[0] for r in self._reader().execute("SELECT name FROM tiers ORDER BY name").fetchall()]

@@ -17,13 +17,14 @@ from tierstore.catalog._records import (
     VersionRecord,
 )
 from tierstore.catalog._rules import (
+    located,
     meta_doc,
     meta_json,
     row_to_record,
 )
 from tierstore.catalog.sqlite._index import index_rows, reindex
 from tierstore.catalog.sqlite._tables import Tables
-from tierstore.catalog.sqlite._tier_data import TIERS_OF_BLOBS, located
+from tierstore.catalog.sqlite._tier_data import TIERS_OF_BLOBS
 from tierstore.catalog.sqlite._tier_progress import note_tier_write
 from tierstore.errors import (
     NoSuchKey,
