@@ -1,16 +1,61 @@
-"""What both catalog engines share, written once: the documents a version, a part and a
-completed upload are stored as, and their decoding back into records. SQLite (``sqlite/``) and
-PostgreSQL (``postgres/``) store the same text, so ``tierstore admin migrate`` copies it as is."""
+"""The rules both catalog engines apply, written once (``sqlite/`` and ``postgres/`` keep only the SQL).
+
+- The documents a version, a part, an upload and a completed upload are stored as, and their
+  decoding back into records (and the decoders of identity, KMS-key and tier rows): both engines
+  store the same text, so ``tierstore admin migrate`` copies it as is.
+- What a write supersedes, by the bucket's versioning state as the write's transaction reads it
+  (``writes_null``, ``ever_versioned``, ``check_version_kind``).
+- The mover's commit decision (``transition_applies``) and a version's blobs with their tiers
+  (``located``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tierstore.catalog._records import AccessKeyRecord, BlobRef, KmsKeyRecord, TierRecord, UserRecord, VersionRecord
-from tierstore.types import ObjectMeta, PartInfo, UploadInfo
+from tierstore.catalog._records import (
+    AccessKeyRecord,
+    BlobRef,
+    InlineMove,
+    KmsKeyRecord,
+    TierRecord,
+    UserRecord,
+    VersioningChanged,
+    VersionRecord,
+)
+from tierstore.types import NULL_VERSION, ObjectMeta, PartInfo, UploadInfo
+
+if TYPE_CHECKING:
+    from tierstore.catalog._protocol import LifecyclePlanner
+
+__all__ = [
+    "ABORT_UPLOAD",
+    "ECHOED_ENCRYPTION",
+    "LAST_ERROR_MAX_CHARS",
+    "WRITE_PENDING_DELAY_NS",
+    "check_version_kind",
+    "completed_doc",
+    "completed_meta",
+    "ever_versioned",
+    "key_of",
+    "kms_key_of",
+    "located",
+    "meta_doc",
+    "meta_json",
+    "part_checksums_doc",
+    "part_from_row",
+    "row_to_record",
+    "tier_of",
+    "transition_applies",
+    "upload_abort_due",
+    "upload_doc",
+    "upload_from_doc",
+    "user_of",
+    "writes_null",
+]
 
 
 def meta_json(m: ObjectMeta) -> str:
@@ -209,3 +254,60 @@ LAST_ERROR_MAX_CHARS = 500
 # moves the version itself meanwhile (and drops the row) or, if the tier did not answer, sets an
 # earlier retry; only a crash between the commit and either leaves the row to this delay.
 WRITE_PENDING_DELAY_NS = 600 * 1_000_000_000
+
+
+# --- what a write supersedes: the versioning state of the bucket, read in the write's transaction
+def writes_null(props: dict[str, Any]) -> bool:
+    """Whether a version or delete marker written now is its key's ``null`` version, replacing the
+    one there is wherever it stands in the key's stack (versioning never set, or Suspended);
+    otherwise (Enabled) it keeps its own id and every older version stays."""
+    return props.get("versioning") != "Enabled"
+
+
+def ever_versioned(props: dict[str, Any]) -> bool:
+    """Whether a delete without a version id (or a lifecycle expiration) leaves a delete marker:
+    the bucket's versioning was set once (Enabled or Suspended). Never set: the object goes."""
+    return props.get("versioning") is not None
+
+
+def check_version_kind(props: dict[str, Any], meta: ObjectMeta, fixed_version_id: bool) -> None:
+    """``VersioningChanged`` when the caller chose ``meta.version_id`` from the versioning state
+    (``fixed_version_id``: an encrypted version binds its id) and the state now wants the other kind."""
+    if fixed_version_id and writes_null(props) != (meta.version_id == NULL_VERSION):
+        raise VersioningChanged(meta.bucket)
+
+
+# --- the mover's commit decision (docs/tiers.md "The mover", step 3) -----------------------------
+def transition_applies(
+    record: VersionRecord | None,
+    tier: str,
+    moved: Sequence[tuple[str, str | None]],
+    inline: InlineMove | None,
+    where: dict[str, str | None],
+    queued: bool,
+) -> bool:
+    """Whether the mover's transaction switches ``record`` to ``tier``: the version still exists
+    (not a delete marker) and still names the moved blobs (or the inline body ``inline`` moved),
+    each still where it was copied from or in ``tier`` already (``where``: blob id -> its tier as
+    the transaction reads it, None: local; an id absent: no longer referenced), and no old copy of
+    one waits in ``tier``'s outbox (``queued``). Otherwise nothing changes."""
+    if record is None or record.is_delete_marker:
+        return False
+    if inline is not None and record.inline_id != inline.inline_id:
+        return False
+    names = {b.blob_id for b in record.blobs}
+    for blob_id, source in moved:
+        if blob_id not in names or blob_id not in where or where[blob_id] not in (source, tier):
+            return False
+    return not queued
+
+
+def upload_abort_due(
+    planner: LifecyclePlanner | None, props: dict[str, Any], key_b: bytes, initiated_ns: int
+) -> int | None:
+    """When the abort row of an upload of ``key_b`` initiated at ``initiated_ns`` falls due under
+    the bucket's lifecycle rules (``props["lifecycle"]``); None: no rule aborts it (no row)."""
+    rules = props.get("lifecycle")
+    if not rules or planner is None:
+        return None
+    return planner.upload(rules, key_b.decode(), initiated_ns)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._protocol import LifecyclePlanner
 from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
-from tierstore.catalog._rules import ABORT_UPLOAD, meta_doc
+from tierstore.catalog._rules import ABORT_UPLOAD, ever_versioned, meta_doc, upload_abort_due, writes_null
 from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
 from tierstore.catalog.postgres._codec import dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
@@ -119,10 +119,7 @@ class LifecycleTables:
         self, c: Any, bucket_id: int, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
     ) -> None:
         """An upload created (or its bucket's rules recomputed): its abort row, if a rule has one."""
-        rules = props.get("lifecycle")
-        if not rules or self.lifecycle_planner is None:
-            return
-        due = self.lifecycle_planner.upload(rules, key_b.decode(), initiated_ns)
+        due = upload_abort_due(self.lifecycle_planner, props, key_b, initiated_ns)
         if due is not None:
             await c.execute(
                 "INSERT INTO lifecycle_due(due_ns, bucket_id, key, version_id, action) VALUES($1, $2, $3, $4, $5)"
@@ -221,12 +218,12 @@ class LifecycleTables:
             target = await version_in(c, row.bucket, bucket_id, key_b, row.version_id)
             assert target is not None, "planned from the versions just read"
             new_marker = None
-            if row.action == "expire" and props.get("versioning") is not None:
+            if row.action == "expire" and ever_versioned(props):
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
                 _id, _props, current = await _current(c, row.bucket, key_b)
                 drop = None
-                if props.get("versioning") != "Enabled":
+                if writes_null(props):
                     marker.version_id = NULL_VERSION
                     drop = await _null_to_drop(c, row.bucket, bucket_id, key_b, props, guard, current, known=True)
                 await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)

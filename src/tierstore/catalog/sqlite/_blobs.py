@@ -18,9 +18,7 @@ from awscrt.checksums import crc32c
 
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.catalog.sqlite._tier_data import TierDataTables
-from tierstore.errors import (
-    CorruptBlob,
-)
+from tierstore.errors import CorruptBlob
 
 log = logging.getLogger("tierstore.catalog")
 

@@ -8,11 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tierstore.catalog.sqlite._tables import Tables
-from tierstore.errors import (
-    BucketAlreadyOwnedByYou,
-    BucketNotEmpty,
-    NoSuchBucket,
-)
+from tierstore.errors import BucketAlreadyOwnedByYou, BucketNotEmpty, NoSuchBucket
 from tierstore.types import BucketInfo
 
 

@@ -6,18 +6,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from tierstore.catalog._records import (
-    PINNING_TABLES,
-    DatasetRecord,
-    ModelAliasInUse,
-    PinGone,
-    VersionTaken,
-)
+from tierstore.catalog._records import PINNING_TABLES, DatasetRecord, ModelAliasInUse, PinGone, VersionTaken
 from tierstore.catalog.sqlite._tables import Tables
-from tierstore.errors import (
-    NoSuchDataset,
-    NoSuchModel,
-)
+from tierstore.errors import NoSuchDataset, NoSuchModel
 
 _DATASET_COLS = "name, version, manifest_blob, manifest_bytes, created_ns, rows, bytes, info"
 

@@ -42,10 +42,7 @@ from tierstore.catalog.sqlite._mirror import (
 )
 from tierstore.catalog.sqlite._schema import SCHEMA_VERSION, check_schema, init_schema, schema_version, upgrade
 from tierstore.drives import DriveSet
-from tierstore.errors import (
-    InsufficientStorage,
-    InternalError,
-)
+from tierstore.errors import InsufficientStorage, InternalError
 
 log = logging.getLogger("tierstore.catalog")
 

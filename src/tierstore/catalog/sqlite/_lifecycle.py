@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from tierstore.catalog._protocol import LifecyclePlanner
 from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
-from tierstore.catalog._rules import ABORT_UPLOAD
+from tierstore.catalog._rules import ABORT_UPLOAD, ever_versioned, upload_abort_due, writes_null
 from tierstore.catalog.sqlite._index import reindex
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.types import NULL_VERSION, ObjectMeta
@@ -102,10 +102,7 @@ class LifecycleTables(Tables):
     def _lifecycle_upload(
         self, c: sqlite3.Connection, bucket: str, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
     ) -> None:
-        rules = props.get("lifecycle")
-        if not rules or self.lifecycle_planner is None:
-            return
-        due = self.lifecycle_planner.upload(rules, key_b.decode(), initiated_ns)
+        due = upload_abort_due(self.lifecycle_planner, props, key_b, initiated_ns)
         if due is not None:
             c.execute(
                 "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action) VALUES(?,?,?,?,?)",
@@ -215,10 +212,10 @@ class LifecycleTables(Tables):
             target = self._version_in(c, row.bucket, key_b, row.version_id)
             assert target is not None, "planned from the versions just read"
             marker_id = None
-            if row.action == "expire" and props.get("versioning") is not None:
+            if row.action == "expire" and ever_versioned(props):
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = self._new_marker(marker)
-                if props.get("versioning") != "Enabled":
+                if writes_null(props):
                     marker.version_id = NULL_VERSION
                     self._drop_null_version(c, row.bucket, key_b, props, guard)
                 self._insert_version(c, record, key_b)

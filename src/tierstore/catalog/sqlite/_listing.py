@@ -4,12 +4,8 @@ version, and one page of a metadata query (compiled by ``catalog/_query.py``).""
 from __future__ import annotations
 
 from tierstore.catalog._query import compile_sqlite, next_cursor, parse
-from tierstore.catalog._records import (
-    VersionRecord,
-)
-from tierstore.catalog._rules import (
-    row_to_record,
-)
+from tierstore.catalog._records import VersionRecord
+from tierstore.catalog._rules import row_to_record
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.catalog.sqlite._versions import VERSION_COLS
 

@@ -17,9 +17,7 @@ from tierstore.catalog.sqlite._kms import KMS_DDL
 from tierstore.catalog.sqlite._lifecycle import LIFECYCLE_DDL
 from tierstore.catalog.sqlite._tier_progress import TIER_PROGRESS_DDL
 from tierstore.catalog.sqlite._tiers import TIERS_DDL
-from tierstore.errors import (
-    InternalError,
-)
+from tierstore.errors import InternalError
 
 SCHEMA_VERSION = 13
 

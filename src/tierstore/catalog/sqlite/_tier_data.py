@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierstore.catalog._records import PINNING_TABLES, InlineMove, OutboxEntry
+from tierstore.catalog._rules import transition_applies
 from tierstore.catalog.sqlite._hot import free_unheld
 from tierstore.catalog.sqlite._index import reindex
 from tierstore.catalog.sqlite._tables import Tables
@@ -96,17 +97,16 @@ class TierDataTables(Tables):
 
         def fn(c: sqlite3.Connection) -> bool:
             record = self._version_in(c, bucket, key_b, version_id)
-            if record is None or record.is_delete_marker:
-                return False
-            names = {b.blob_id for b in record.blobs}
-            if inline is not None and record.inline_id != inline.inline_id:
-                return False
-            for blob_id, source in moved:
+            tiers: dict[str, str | None] = {}
+            queued = False
+            for blob_id, _source in moved:
                 row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
-                if blob_id not in names or row is None or row[0] not in (source, tier):
-                    return False
+                if row is not None:
+                    tiers[blob_id] = row[0]
                 if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
-                    return False
+                    queued = True
+            if not transition_applies(record, tier, moved, inline, tiers, queued):
+                return False
             size, now_ns = 0, time.time_ns()
             for blob_id, source in moved:
                 where = "tier IS NULL" if source is None else "tier=?"

@@ -8,10 +8,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from tierstore.catalog._records import (
-    Guard,
-    VersionRecord,
-)
+from tierstore.catalog._records import Guard, VersionRecord
 from tierstore.catalog._rules import (
     completed_doc,
     completed_meta,
@@ -21,9 +18,7 @@ from tierstore.catalog._rules import (
     upload_from_doc,
 )
 from tierstore.catalog.sqlite._tables import Tables
-from tierstore.errors import (
-    NoSuchUpload,
-)
+from tierstore.errors import NoSuchUpload
 from tierstore.types import ObjectMeta, PartInfo, UploadInfo
 
 

@@ -11,25 +11,21 @@ from typing import Any
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._records import (
-    Guard,
-    VersioningChanged,
-    VersionRecord,
-)
+from tierstore.catalog._records import Guard, VersionRecord
 from tierstore.catalog._rules import (
+    check_version_kind,
+    ever_versioned,
     located,
     meta_doc,
     meta_json,
     row_to_record,
+    writes_null,
 )
 from tierstore.catalog.sqlite._index import index_rows, reindex
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.catalog.sqlite._tier_data import TIERS_OF_BLOBS
 from tierstore.catalog.sqlite._tier_progress import note_tier_write
-from tierstore.errors import (
-    NoSuchKey,
-    NoSuchVersion,
-)
+from tierstore.errors import NoSuchKey, NoSuchVersion
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, ObjectMeta
 
@@ -245,9 +241,8 @@ class VersionTables(Tables):
             # New references first: a copy onto itself shares the blobs it replaces.
             for b in record.blobs:
                 self._ref(c, b.blob_id, b.size_bytes, b.tier)
-            if fixed_version_id and (props.get("versioning") == "Enabled") == (m.version_id == NULL_VERSION):
-                raise VersioningChanged(m.bucket)
-            if props.get("versioning") != "Enabled":
+            check_version_kind(props, m, fixed_version_id)
+            if writes_null(props):
                 m.version_id = NULL_VERSION
                 self._drop_null_version(c, m.bucket, key_b, props, guard, (current,))
             self._insert_version(c, record, key_b, first=current is None, meta_s=meta_s)
@@ -283,7 +278,6 @@ class VersionTables(Tables):
             return out
 
         def change(c: sqlite3.Connection, props: dict[str, Any]) -> tuple[VersionRecord | None, bool]:
-            status = props.get("versioning")
             if version_id is not None:
                 target = self._version_in(c, bucket, key_b, version_id)
                 if check is not None:
@@ -301,7 +295,7 @@ class VersionTables(Tables):
             current = self._latest_in(c, bucket, key_b)
             if check is not None:
                 check(current)
-            if status is None:  # never versioned: the object simply goes away
+            if not ever_versioned(props):  # the object simply goes away
                 if current is None:
                     return None, False
                 if guard is not None:
@@ -310,7 +304,7 @@ class VersionTables(Tables):
                 reindex(c, bucket, key_b)
                 return current, False
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
-            if status != "Enabled":
+            if writes_null(props):
                 marker.version_id = NULL_VERSION
                 self._drop_null_version(c, bucket, key_b, props, guard)
             self._insert_version(c, record, key_b)
