@@ -5,8 +5,8 @@ Target (issue 6): opening a 1,000,000-entry manifest takes < 1 s and issues no L
 PUTting a million objects would take most of an hour here, so the catalog is bulk-loaded with
 the write path's own statements and encodings: per object, the ``inline_blobs`` row
 (CRC32C from awscrt), the version row through ``SqliteCatalog._insert_version`` (``inline_id``
-set, ``blobs='[]'``, the metadata document of ``_meta_doc``) and the metadata index rows
-through ``SqliteCatalog._reindex`` — what ``put_version`` runs for a new key in an unversioned
+set, ``blobs='[]'``, the metadata document of ``meta_doc``) and the metadata index rows
+through ``catalog/sqlite/_index.py``'s ``reindex`` — what ``put_version`` runs for a new key in an unversioned
 bucket, in transactions of 50,000 objects instead of one each. Bodies are 16 bytes with the
 ETag (MD5) and CRC64NVME checksum a PUT records; each object has a ``label`` user metadata.
 The load is checked (``get_latest(data=True)`` on a few keys, a boto3 GET over HTTP), and
@@ -67,7 +67,8 @@ from awscrt.checksums import crc32c, crc64nvme  # noqa: E402
 from s3_side_by_side import AK, SK, Seaweed, Tierstore, _sigterm, loadavg, machine, process_tree  # noqa: E402
 
 from tierstore.catalog import SqliteCatalog, VersionRecord  # noqa: E402
-from tierstore.catalog._sqlite import _index_rows, _meta_doc  # noqa: E402
+from tierstore.catalog._rules import meta_doc  # noqa: E402
+from tierstore.catalog.sqlite._index import index_rows, reindex  # noqa: E402
 from tierstore.client import TierstoreClient, resolve_settings  # noqa: E402
 from tierstore.datasets import Manifest, RemoteSource  # noqa: E402
 from tierstore.runtime import new_blob_id  # noqa: E402
@@ -138,13 +139,13 @@ def load(data: Path, n: int, seed: int) -> float:
             body = body_of(i, seed)
             m = object_meta(i, body, base_ns + i * 1000)
             record = VersionRecord(meta=m, inline_id=new_blob_id())  # put_version's choice of id
-            doc = _meta_doc(m)
+            doc = meta_doc(m)
             key_b = m.key.encode()
             c.execute("INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(?,?,?)",
                       (record.inline_id, crc32c(body), body))
             SqliteCatalog._insert_version(c, record, key_b, first=True,
                                           meta_s=json.dumps(doc, separators=(",", ":")))
-            SqliteCatalog._reindex(c, BUCKET, key_b, _index_rows(doc), stale=False)
+            reindex(c, BUCKET, key_b, index_rows(doc), stale=False)
         c.execute("COMMIT")
         print(f"[load] {min(n, start + LOAD_TXN):,}/{n:,}  {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)

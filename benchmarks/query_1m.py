@@ -6,7 +6,7 @@ a range query with ORDER BY in < 500 ms, on this machine.
 
 Loading a million objects through PUTs would take most of an hour here, so the catalog is
 bulk-loaded: the same tables and the same metadata encoding the write path produces
-(``catalog._sqlite._meta_json`` / ``index_attrs`` / ``attr_num``), written in large
+(``catalog._rules.meta_json``, ``catalog.sqlite._index.index_attrs`` / ``attr_num``), written in large
 transactions. The queries then run the real path twice: in-process (``SqliteCatalog.query``)
 and end to end over HTTP (``POST /_tierstore/query`` through ``TierstoreClient``, against a
 ``tierstore serve`` on that data dir).
@@ -41,7 +41,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from s3_side_by_side import AK, BENCH, SK, free_port_block, wait_port  # noqa: E402
 
 from tierstore.catalog import SqliteCatalog, VersionRecord  # noqa: E402
-from tierstore.catalog._sqlite import _meta_json, attr_num, index_attrs  # noqa: E402
+from tierstore.catalog._query import attr_num  # noqa: E402
+from tierstore.catalog._rules import meta_json  # noqa: E402
+from tierstore.catalog.sqlite._index import index_attrs  # noqa: E402
 from tierstore.client import TierstoreClient, resolve_settings  # noqa: E402
 from tierstore.types import BucketInfo, ObjectMeta  # noqa: E402
 
@@ -96,7 +98,7 @@ def load(data_dir: Path, n: int, seed: int) -> float:
             m = object_meta(i, rng)
             rec = VersionRecord(meta=m)
             key_b = m.key.encode()
-            doc = _meta_json(m)
+            doc = meta_json(m)
             versions.append(("bench", key_b, "null", 1, 0, m.size_bytes, m.etag, m.modified_ns, doc, "[]", 1))
             attrs += [("bench", key_b, k, v, attr_num(v)) for k, v in index_attrs(json.loads(doc))]
             del rec

@@ -1,5 +1,5 @@
 """The lifecycle worker against a real server whose lifecycle day is one second
-(engine/_lifecycle_worker.py, catalog/_lifecycle.py; docs/tiers.md "Lifecycle").
+(engine/_lifecycle_worker.py, catalog/sqlite/_lifecycle.py; docs/tiers.md "Lifecycle").
 
 Each test writes objects, waits (polling, with a generous deadline, never a timed assertion) for
 the state the worker must produce, and checks that what the rules spare is still there: objects

@@ -1,5 +1,5 @@
 """The Catalog conformance suite (tierstore.testing.catalog) on SqliteCatalog (one file, and
-mirrored on two drives: one copy per drive, catalog/_mirror.py) and on PostgresCatalog (a real
+mirrored on two drives: one copy per drive, catalog/sqlite/_mirror.py) and on PostgresCatalog (a real
 PostgreSQL, the session's ``postgres``)."""
 
 from __future__ import annotations

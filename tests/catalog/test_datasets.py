@@ -1,4 +1,4 @@
-"""Dataset versions in the catalog (catalog/_sqlite.py, docs/datasets.md): publishing pins every
+"""Dataset versions in the catalog (catalog/sqlite/_datasets.py, docs/datasets.md): publishing pins every
 blob and inline body a manifest reads, in the same transaction; a pinned inline body outlives its
 version; deleting the dataset releases the pins and collects what nothing else references; a
 pin on something already deleted, or a version number already taken, refuses the whole publish."""

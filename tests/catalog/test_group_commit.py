@@ -1,4 +1,4 @@
-"""Group commit in the catalog writer (catalog/_sqlite.py ``_writer_loop``, catalog/_mirror.py
+"""Group commit in the catalog writer (catalog/sqlite/_db.py ``_writer_loop``, catalog/sqlite/_mirror.py
 ``transact``): every write job queued while the writer is busy shares one transaction, each in
 its own savepoint. Real SQLite files throughout.
 

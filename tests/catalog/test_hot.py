@@ -1,4 +1,4 @@
-"""Hot copies in the catalog (catalog/_hot.py, schema v12): a v11 catalog (single file and mirrored
+"""Hot copies in the catalog (catalog/sqlite/_hot.py, schema v12): a v11 catalog (single file and mirrored
 on a drive set) upgrades in place and keeps its rows; holds, copies marked cached, release and
 expiry free (into the trash) only the copies no live hold needs; reads see a cached blob as one
 to read locally; local GC and the heal walk count cached and held blobs as known."""

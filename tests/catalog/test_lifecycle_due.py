@@ -1,4 +1,4 @@
-"""The lifecycle due index (catalog/_lifecycle.py, schema v11): a v10 catalog (single file and
+"""The lifecycle due index (catalog/sqlite/_lifecycle.py, schema v11): a v10 catalog (single file and
 mirrored) upgrades in place; the writes keep the rows in their own transaction, only in buckets
 with rules; a rule change queues a recompute done in pages; claims lease rows."""
 

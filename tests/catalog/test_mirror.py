@@ -1,4 +1,4 @@
-"""The catalog mirror (catalog/_mirror.py): one SQLite copy per drive, real files in tmp_path.
+"""The catalog mirror (catalog/sqlite/_mirror.py): one SQLite copy per drive, real files in tmp_path.
 
 Drives are removed with rmtree, replaced with empty formatted directories, and saved aside and
 put back, as an operator (or a failing disk) would. A second SqliteCatalog on the same drives

@@ -1,4 +1,4 @@
-"""Model versions and aliases in the catalog (catalog/_sqlite.py, docs/checkpoints.md): a model
+"""Model versions and aliases in the catalog (catalog/sqlite/_datasets.py, docs/checkpoints.md): a model
 version pins bytes through the same code as a dataset version (``table="models"``); an alias is
 created and moved in one transaction and only onto a version that exists; a version an alias
 points at cannot be deleted, and deleting it afterwards releases its pins."""

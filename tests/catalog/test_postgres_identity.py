@@ -1,4 +1,4 @@
-"""Identities (catalog/_identity.py, catalog/postgres/_identity.py) on both catalogs, one behaviour:
+"""Identities (catalog/sqlite/_identity.py, catalog/postgres/_identity.py) on both catalogs, one behaviour:
 users, access keys and their sealed secrets, groups, managed and inline policies, attachments,
 boundaries, roles, OIDC providers; names unique case-insensitively; the generation counter
 moves with identity writes only; concurrent creates of one name: one winner, the others

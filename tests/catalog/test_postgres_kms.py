@@ -1,5 +1,5 @@
-"""The key service's keys (catalog/_kms.py, catalog/postgres/_kms.py) and the encryption walks
-(catalog/_sse.py, catalog/postgres/_sse.py) on both catalogs, one behaviour: keys created once,
+"""The key service's keys (catalog/sqlite/_kms.py, catalog/postgres/_kms.py) and the encryption walks
+(catalog/sqlite/_sse.py, catalog/postgres/_sse.py) on both catalogs, one behaviour: keys created once,
 rotated (concurrent rotations make distinct versions), enabled and disabled, their sealed
 material by version; encrypted versions walked in (bucket, key, version) order, by key id,
 re-wrapped by compare and swap; the versions a blob belongs to."""

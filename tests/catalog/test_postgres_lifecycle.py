@@ -1,4 +1,4 @@
-"""The lifecycle due index (catalog/_lifecycle.py, catalog/postgres/_lifecycle.py) on both
+"""The lifecycle due index (catalog/sqlite/_lifecycle.py, catalog/postgres/_lifecycle.py) on both
 catalogs, one behaviour: a key's rows recomputed from its versions and the bucket's rules; a
 rule change recomputed a page at a time (with the uploads' abort rows); claims lease rows, and
 concurrent claimers never take one row twice; an action re-checked and taken (expiration of an

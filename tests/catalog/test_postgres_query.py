@@ -52,7 +52,7 @@ LEAD = "lead"
 
 
 def doc_of(o: Obj) -> dict[str, Any]:
-    """The metadata document a version with ``o``'s attributes has (catalog/_sqlite.py _meta_doc)."""
+    """The metadata document a version with ``o``'s attributes has (catalog/_rules.py meta_doc)."""
     doc: dict[str, Any] = {"h": {"content-type": o.attrs.get("content_type", "binary/octet-stream")}}
     user = {n[5:]: v for n, v in o.attrs.items() if n.startswith("meta.")}
     tags = {n[4:]: v for n, v in o.attrs.items() if n.startswith("tag.")}

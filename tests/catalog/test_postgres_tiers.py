@@ -1,4 +1,4 @@
-"""The tier registry and the tier data path (catalog/_tiers.py, _tier_data.py and their
+"""The tier registry and the tier data path (catalog/sqlite/_tiers.py, _tier_data.py and their
 catalog/postgres/ twins) on both catalogs, one behaviour: tiers created, listed and removed only
 while nothing names them (their counters and pending writes going with them); the mover's commit
 (local -> tier, tier -> tier, an inline body -> a remote blob) and every reason it refuses; blobs
@@ -224,7 +224,7 @@ def test_blobs_moved_by_id_and_a_datasets_inline_bodies(catalogs: Opener) -> Non
 def test_tiers_of_blobs_column_on_postgresql(module_pg_dsn: str) -> None:
     """``TIERS_OF_BLOBS`` (the column a version read adds, for the core's reads) in SQLite's
     format: ``located`` reads which blobs are remote, and which of those have a local copy."""
-    from tierstore.catalog._tier_data import located
+    from tierstore.catalog._rules import located
     from tierstore.catalog.postgres import PostgresCatalog
     from tierstore.catalog.postgres._tier_data import TIERS_OF_BLOBS
 

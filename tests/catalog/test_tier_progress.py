@@ -1,4 +1,4 @@
-"""The mover's progress and retries (catalog/_tier_progress.py, schema v13): a v11 catalog
+"""The mover's progress and retries (catalog/sqlite/_tier_progress.py, schema v13): a v11 catalog
 upgrades in place (``lifecycle_due`` gains ``storage_class``); the counters; pending writes
 are leased by a claim and backed off; removing a tier drops both; a write in a tier's class
 waits for it until the mover's commit (on both catalogs)."""

@@ -1,4 +1,4 @@
-"""The tier tables (catalog/_tiers.py, schema v10): a v9 catalog (single file and mirrored on a
+"""The tier tables (catalog/sqlite/_tiers.py, schema v10): a v9 catalog (single file and mirrored on a
 drive set) upgrades in place and keeps its rows; tiers are created, listed and removed; removal
 is refused while a blob, an outbox entry or an upload names the tier."""
 
@@ -24,7 +24,7 @@ def _store(cat: SqliteCatalog) -> None:
 def _back_to_v9(db: Path) -> None:
     """A current catalog taken back to v9: no tier tables, no blobs.tier (its v9 DDL, verbatim)."""
     conn = sqlite3.connect(db)
-    for table in ("hot_holds", "hot_requests"):  # v12 (catalog/_hot.py)
+    for table in ("hot_holds", "hot_requests"):  # v12 (catalog/sqlite/_hot.py)
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DROP INDEX blobs_cached")
     conn.execute("ALTER TABLE blobs DROP COLUMN cached")

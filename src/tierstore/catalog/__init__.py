@@ -1,9 +1,7 @@
 """Catalog: all metadata, transactional. ``Catalog`` (catalog/_protocol.py) is what the rest of
 tierstore sees; SQLite is the embedded default; on a drive set it is mirrored, one copy per drive
-(``SqliteCatalog.on_drives``, catalog/_mirror.py)."""
+(``SqliteCatalog.on_drives``, catalog/sqlite/_mirror.py)."""
 
-from tierstore.catalog._lifecycle import DueRow, KeyVersion, Outcome, PlannedAction
-from tierstore.catalog._mirror import CatalogMirrorError, ReconcileReport
 from tierstore.catalog._protocol import (
     Blobs,
     Buckets,
@@ -30,13 +28,19 @@ from tierstore.catalog._records import (
     BlobRef,
     BlobTier,
     DatasetRecord,
+    DueRow,
     GatewayInfo,
     HeldBlob,
     HoldInfo,
+    InlineMove,
     JobLease,
+    KeyVersion,
     ModelAliasInUse,
+    OutboxEntry,
+    Outcome,
     PendingWrite,
     PinGone,
+    PlannedAction,
     RoleRecord,
     TierProgress,
     TierRecord,
@@ -46,8 +50,8 @@ from tierstore.catalog._records import (
     VersionRecord,
     VersionTaken,
 )
-from tierstore.catalog._sqlite import SqliteCatalog
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog.sqlite import SqliteCatalog
+from tierstore.catalog.sqlite._mirror import CatalogMirrorError, ReconcileReport
 
 __all__ = [
     "PINNING_TABLES",

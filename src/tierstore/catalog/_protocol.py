@@ -34,18 +34,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from tierstore.catalog._lifecycle import DueRow, LifecyclePlanner, Outcome
 from tierstore.catalog._records import (
     AccessKeyRecord,
     BlobTier,
     DatasetRecord,
+    DueRow,
     GatewayInfo,
     Guard,
     HeldBlob,
     HoldInfo,
+    InlineMove,
     JobLease,
+    KeyVersion,
     KmsKeyRecord,
+    OutboxEntry,
+    Outcome,
     PendingWrite,
+    PlannedAction,
     RoleRecord,
     SseVersion,
     TierProgress,
@@ -55,7 +60,6 @@ from tierstore.catalog._records import (
     VersionName,
     VersionRecord,
 )
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
 from tierstore.types import BucketInfo, ObjectMeta, PartInfo, UploadInfo
 
 __all__ = [
@@ -454,7 +458,7 @@ class Catalog(CatalogOperations, Protocol):
 def _satisfied_by_sqlite() -> None:
     """mypy's check that the embedded catalog implements every method with a compatible
     signature (never called)."""
-    from tierstore.catalog._sqlite import SqliteCatalog
+    from tierstore.catalog.sqlite import SqliteCatalog
 
     _: type[Catalog] = SqliteCatalog
 
@@ -465,3 +469,22 @@ def _satisfied_by_postgres() -> None:
     from tierstore.catalog.postgres import PostgresCatalog
 
     _: type[CatalogOperations] = PostgresCatalog
+
+
+class LifecyclePlanner(Protocol):
+    """The rules, evaluated (engine/_lifecycle_worker.py). Pure and deterministic: a drive set
+    runs every write once per catalog copy."""
+
+    def versions(self, rules: dict[str, Any], key: str, versions: Sequence[KeyVersion]) -> list[PlannedAction]:
+        """The next action of each version of ``key`` (``versions`` newest first; the first is
+        the current one) under ``rules`` (the bucket's ``props["lifecycle"]``)."""
+        ...
+
+    def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
+        """When an upload of ``key`` initiated at ``initiated_ns`` is aborted, or None."""
+        ...
+
+    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
+        """False when no enabled rule's prefix admits ``key``: none of its versions can have a
+        row (rows of older rules are the recompute's to drop), so a write need not read them."""
+        ...

@@ -44,12 +44,12 @@ class BlobRef:
     blob_id: str
     size_bytes: int
     tier: str | None = None  # where the blob's bytes are: None, the local drives; else that remote tier
-    cached: bool = False  # a blob in a tier that also has a local copy (catalog/_hot.py): read locally
+    cached: bool = False  # a blob in a tier that also has a local copy (catalog/sqlite/_hot.py): read locally
 
 
 class BlobTier(NamedTuple):
     """Where a blob named by id is (``blob_tiers``): its remote tier, and whether it also has a
-    local copy (a restore's or a pin's: catalog/_hot.py). A cached blob *is* in its tier — an
+    local copy (a restore's or a pin's: catalog/sqlite/_hot.py). A cached blob *is* in its tier — an
     archive or a move counts it there and moves its remote copy — and is read locally."""
 
     tier: str
@@ -303,3 +303,59 @@ class SseVersion:
     @property
     def name(self) -> VersionName:
         return (self.bucket, self.key, self.version_id)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One version of a key as the planner sees it: ``meta`` is the stored metadata document
+    (``t`` tags, ``sc`` storage class, ``l`` object lock)."""
+
+    version_id: str
+    is_delete_marker: bool
+    size_bytes: int
+    modified_ns: int
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    version_id: str
+    action: str
+    due_ns: int
+    storage_class: str | None = None  # a transition's target
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    due_ns: int
+    bucket: str
+    key: str
+    version_id: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``lifecycle_apply`` did: ``done`` names the action taken (None: nothing was due
+    any more, the rows were recomputed); ``transition`` is the class a due transition goes to
+    (the mover acts outside the transaction)."""
+
+    done: str | None = None
+    transition: str | None = None
+    marker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InlineMove:
+    """An inline body the mover wrote as a new remote blob: the version switches to it."""
+
+    inline_id: str
+    blob_id: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    tier: str
+    blob_id: str
+    attempts: int

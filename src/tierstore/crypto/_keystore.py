@@ -58,7 +58,7 @@ from tierstore.crypto._sealing import MasterKey, SealedSecretError
 from tierstore.errors import InternalError, InvalidArgument
 
 if TYPE_CHECKING:
-    from tierstore.catalog._kms import KmsKeyRecord
+    from tierstore.catalog._records import KmsKeyRecord
 
 __all__ = ["DataKeyCache", "KeyTable", "LocalKeyStore", "wrapped_key_version"]
 

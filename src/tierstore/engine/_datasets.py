@@ -130,7 +130,7 @@ def _label_of(spec: str | None, key: str, user_meta: dict[str, str], tags: dict[
     return (user_meta if kind == "meta" else tags).get(name)
 
 
-# How an encrypted version's metadata JSON shows it (catalog/_sqlite.py ``_meta_doc``: compact JSON,
+# How an encrypted version's metadata JSON shows it (catalog/_rules.py ``meta_doc``: compact JSON,
 # and no other value of the document is an object under the key "e").
 _ENCRYPTED = '"e":{'
 

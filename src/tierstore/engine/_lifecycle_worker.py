@@ -1,6 +1,6 @@
 """The lifecycle worker: acts on the due index (docs/tiers.md "Lifecycle").
 
-``LifecyclePlan`` is the catalog's planner (catalog/_lifecycle.py): the pure rules of
+``LifecyclePlan`` is the catalog's planner (catalog/sqlite/_lifecycle.py): the pure rules of
 engine/_lifecycle.py applied to one key's versions, with object lock folded in — an expiration
 (expire, expire-noncurrent, remove-delete-marker) of a version under retention is due no earlier
 than its retain-until, and a version under legal hold has none (lifting the hold rewrites the

@@ -44,7 +44,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from tierstore.blob import BlobStore
 from tierstore.catalog import VersionRecord
-from tierstore.catalog._sse import SseVersion, VersionName
+from tierstore.catalog._records import SseVersion, VersionName
 from tierstore.crypto import IntegrityError, KeyService, KmsError, PackageOpener, ciphertext_size, derive_part_key
 from tierstore.drives import FORMAT_DIR, DriveSet, DriveState, write_file_durably
 from tierstore.engine._encryption import open_data_key

@@ -25,7 +25,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tierstore.catalog._sse import VersionName
+from tierstore.catalog._records import VersionName
 from tierstore.crypto import KmsKeyDisabled, LocalKeyStore, WrappedKeyError, check_key_id, wrapped_key_version
 from tierstore.engine._encryption import kms_context  # the context a DK is wrapped under
 from tierstore.errors import InvalidArgument

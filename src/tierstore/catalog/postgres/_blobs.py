@@ -1,4 +1,4 @@
-"""Blob references, the trash, and inline bodies on PostgreSQL (as catalog/_sqlite.py keeps them).
+"""Blob references, the trash, and inline bodies on PostgreSQL (as catalog/sqlite/_blobs.py keeps them).
 
 Blobs are counted in ``blobs.refs``; the last reference going away moves a blob to ``trash`` in
 the same transaction, which GC drains. Inline bodies (docs/inline.md) live in ``inline_blobs``

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from tierstore.catalog._lifecycle import ABORT_UPLOAD
+from tierstore.catalog._rules import ABORT_UPLOAD
 from tierstore.catalog.postgres._blobs import unref_all
 from tierstore.catalog.postgres._codec import bucket_lock, dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._notify import notify_sql

@@ -12,54 +12,27 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-# One definition of the metadata document and the part rows for both engines; after the split
-# of _sqlite.py (docs/scale-out.md) these come from the shared modules.
-from tierstore.catalog._sqlite import (
-    _ECHOED_ENCRYPTION,
-    SqliteCatalog,
-    _completed_doc,
-    _completed_meta,
-    _meta_doc,
-    _part_checksums_doc,
-    _part_from_row,
-    _row_to_record,
-)
+from tierstore.catalog._rules import upload_from_doc
 from tierstore.types import UploadInfo
 
 __all__ = [
-    "ECHOED_ENCRYPTION",
     "TIERS_OF_BLOBS",
     "VERSION_COLS",
     "blobs_json",
     "bucket_lock",
-    "completed_doc",
-    "completed_meta",
     "dumps",
     "key_lock",
-    "meta_doc",
-    "part_checksums_doc",
-    "part_from_row",
     "prefix_end",
-    "row_to_record",
     "sorted_locks",
-    "upload_doc",
     "upload_from_row",
 ]
-
-ECHOED_ENCRYPTION = _ECHOED_ENCRYPTION
-completed_doc = _completed_doc
-completed_meta = _completed_meta
-meta_doc = _meta_doc
-part_checksums_doc = _part_checksums_doc
-part_from_row = _part_from_row
-row_to_record = _row_to_record
 
 # The columns ``row_to_record`` reads, in its order (alias ``v``).
 VERSION_COLS = "v.key, v.version_id, v.is_delete_marker, v.size, v.etag, v.modified_ns, v.meta, v.blobs, v.inline_id"
 
 # A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
 # (" c": with a local copy), NULL if all are local. Inline versions and delete markers skip the
-# subquery. The same text catalog/_tier_data.py's ``located`` reads.
+# subquery. The same text catalog/sqlite/_tier_data.py's ``located`` reads.
 TIERS_OF_BLOBS = (
     "CASE WHEN v.blobs::text = '[]' THEN NULL ELSE (SELECT string_agg(b.blob_id || ' ' || b.tier"
     " || CASE WHEN b.cached IS NULL THEN '' ELSE ' c' END, ',')"
@@ -108,20 +81,7 @@ def prefix_end(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-def upload_doc(info: UploadInfo) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "h": info.headers,
-        "u": info.user_meta,
-        "ca": info.checksum_algorithm,
-        "ctype": info.checksum_type,
-        "sc": info.storage_class,
-    }
-    if info.encryption:
-        doc["e"] = info.encryption
-    return doc
-
-
 def upload_from_row(bucket: str, row: Any) -> UploadInfo:
     """An ``UploadInfo`` from (upload_id, key, initiated_ns, meta)."""
     upload_id, key_b, initiated_ns, meta_s = row
-    return SqliteCatalog._upload_from_row((upload_id, bucket, key_b, initiated_ns, meta_s))
+    return upload_from_doc(bucket, key_b, upload_id, initiated_ns, meta_s)

@@ -1,5 +1,5 @@
 """Datasets, models and model aliases on PostgreSQL (docs/datasets.md, docs/checkpoints.md), as
-catalog/_sqlite.py keeps them: a version pins the blobs and inline bodies its manifest reads.
+catalog/sqlite/_datasets.py keeps them: a version pins the blobs and inline bodies its manifest reads.
 
 A version number is ``max + 1`` under the ``(name, version)`` primary key: two writers racing
 for one number both read the same max, and the second INSERT's conflict is ``VersionTaken``

@@ -1,4 +1,4 @@
-"""Hot copies of tiered blobs on PostgreSQL: the semantics of catalog/_hot.py (docs/tiers.md "Hot
+"""Hot copies of tiered blobs on PostgreSQL: the semantics of catalog/sqlite/_hot.py (docs/tiers.md "Hot
 copies"), statement for statement, for writers that no longer take turns.
 
 SQLite's single writer ran each of these transactions alone; here they run side by side, so:
@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from tierstore.catalog._hot import TTL_EXPIRY, HeldBlob, HoldInfo
+from tierstore.catalog._records import HeldBlob, HoldInfo
+from tierstore.catalog._rules import TTL_EXPIRY
 from tierstore.catalog.postgres._codec import _lock_id
 from tierstore.catalog.postgres._pool import Pool
 
@@ -155,7 +156,7 @@ class HotTables:
         renew: bool = True,
         round_ns: int = 0,
     ) -> Literal["new", "ongoing", "done"]:
-        """``SqliteCatalog.hot_hold`` (catalog/_hot.py): hold ``blob_ids`` for ``holder`` and answer
+        """``SqliteCatalog.hot_hold`` (catalog/sqlite/_hot.py): hold ``blob_ids`` for ``holder`` and answer
         what the holder was before ("new", "ongoing": a copy runs, "done")."""
         ids = list(dict.fromkeys(blob_ids))
 

@@ -1,6 +1,6 @@
 """Identities on PostgreSQL (docs/identities.md): users, access keys (their secrets sealed by
 crypto/, bytes here), groups, managed and inline policies and their attachments, permissions
-boundaries, roles and OpenID Connect providers — catalog/_identity.py's semantics, call for call.
+boundaries, roles and OpenID Connect providers — catalog/sqlite/_identity.py's semantics, call for call.
 
 Names are case-sensitive and unique case-insensitively, as IAM's are (SQLite: ``COLLATE
 NOCASE``): the columns are ``text COLLATE "C"`` and every comparison, unique index and order is
@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 # The rows' decoders are the SQLite catalog's: one record format for both engines.
-from tierstore.catalog._identity import AccessKeyRecord, RoleRecord, UserRecord, _key_of, _user_of
+from tierstore.catalog._records import AccessKeyRecord, RoleRecord, UserRecord
+from tierstore.catalog._rules import key_of, user_of
 from tierstore.catalog.postgres._codec import dumps
 from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
@@ -199,14 +200,14 @@ class IdentityTables:
     async def iam_get_user(self, name: str) -> UserRecord | None:
         sql = f"SELECT {_USER_COLUMNS} FROM iam_users WHERE lower(name) = lower($1)"  # noqa: S608 - constant
         row = await self._pool.fetchrow(sql, name)
-        return _user_of(row) if row else None
+        return user_of(row) if row else None
 
     async def iam_list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
         sql = (
             f"SELECT {_USER_COLUMNS} FROM iam_users WHERE lower(name) > lower($1)"  # noqa: S608 - constant
             " ORDER BY lower(name) LIMIT $2"
         )
-        return [_user_of(r) for r in await self._pool.fetch(sql, after, limit)]
+        return [user_of(r) for r in await self._pool.fetch(sql, after, limit)]
 
     async def iam_update_user(
         self, name: str, *, enabled: bool | None = None, tags: dict[str, str] | None = None
@@ -259,7 +260,7 @@ class IdentityTables:
     async def iam_get_key(self, access_key_id: str) -> AccessKeyRecord | None:
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE access_key_id = $1"  # noqa: S608 - constant
         row = await self._pool.fetchrow(sql, access_key_id)
-        return _key_of(row) if row else None
+        return key_of(row) if row else None
 
     async def iam_list_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyRecord]:
         """The keys acting as ``user_name`` (None: the root's), of ``kind`` if given, by id."""
@@ -269,7 +270,7 @@ class IdentityTables:
             f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE {where}"  # noqa: S608 - constants
             " AND ($2::text IS NULL OR kind = $2) ORDER BY access_key_id"
         )
-        return [_key_of(r) for r in await self._pool.fetch(sql, user_name, kind)]
+        return [key_of(r) for r in await self._pool.fetch(sql, user_name, kind)]
 
     async def iam_sealed_key_ids(self) -> list[bytes]:
         """One sealed secret per distinct sealing header prefix is enough to tell which master

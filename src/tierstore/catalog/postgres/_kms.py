@@ -1,5 +1,5 @@
 """The built-in key service's keys on PostgreSQL (docs/security.md "Key service"), as
-catalog/_kms.py keeps them: a key id's status in ``kms_keys``, one row per version in
+catalog/sqlite/_kms.py keeps them: a key id's status in ``kms_keys``, one row per version in
 ``kms_key_versions`` with the material sealed by crypto/ (bytes here).
 
 A rotation locks the key's row (``FOR UPDATE``) before it reads the highest version, so two
@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tierstore.catalog._kms import KmsKeyRecord, _record  # one decoder for both engines
+from tierstore.catalog._records import KmsKeyRecord
+from tierstore.catalog._rules import kms_key_of
 from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 
@@ -67,10 +68,10 @@ class KmsTables:
 
     async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
         row = await self._pool.fetchrow(f"{_KEY_SELECT} WHERE k.key_id = $1 GROUP BY k.key_id", key_id)
-        return _record(row) if row else None
+        return kms_key_of(row) if row else None
 
     async def kms_list_keys(self) -> list[KmsKeyRecord]:
-        return [_record(r) for r in await self._pool.fetch(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id")]
+        return [kms_key_of(r) for r in await self._pool.fetch(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id")]
 
     async def kms_sealed_material(self, key_id: str, version: int) -> bytes | None:
         """The sealed material of one version of ``key_id`` (None: no such version)."""

@@ -1,5 +1,5 @@
 """The gateway registry and leased background work on PostgreSQL: the semantics of
-catalog/_leases.py (docs/scale-out.md "Background work: leases, for every job"), schema step 5.
+catalog/sqlite/_leases.py (docs/scale-out.md "Background work: leases, for every job"), schema step 5.
 
 Claims are one statement each, ``UPDATE ... WHERE <key> IN (SELECT ... FOR UPDATE SKIP LOCKED)``:
 claimers never wait on each other, a row another transaction is claiming is skipped, and the
@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tierstore.catalog._leases import GATEWAY_FORGET_NS
-from tierstore.catalog._records import GatewayInfo, JobLease
-from tierstore.catalog._tier_data import OutboxEntry
+from tierstore.catalog._records import GatewayInfo, JobLease, OutboxEntry
+from tierstore.catalog._rules import GATEWAY_FORGET_NS
 from tierstore.catalog.postgres._pool import Pool
 
 __all__ = ["LEASES_DDL", "LeaseTables"]

@@ -1,4 +1,4 @@
-"""The lifecycle due index on PostgreSQL (docs/tiers.md "Lifecycle"), as catalog/_lifecycle.py:
+"""The lifecycle due index on PostgreSQL (docs/tiers.md "Lifecycle"), as catalog/sqlite/_lifecycle.py:
 one row per version (or multipart upload) with a pending action and when it falls due.
 
 The rows are the SQLite catalog's, with the bucket's id for its name (a bucket dropped takes
@@ -13,7 +13,7 @@ worker that dies leaves them to be taken again when the lease runs out), and
 ``lifecycle_recompute_page`` takes a queued bucket the same way, so two gateways recompute two
 buckets at once and one bucket's pages one at a time.
 
-The writes of other modules keep the rows in their own transactions, as catalog/_sqlite.py's
+The writes of other modules keep the rows in their own transactions, as catalog/sqlite/'s writes
 do: a write of a key's versions calls ``self._lifecycle_key``, creating an upload
 ``self._lifecycle_upload`` (both need the planner), completing or aborting one ``upload_gone``,
 changing a bucket's rules ``rules_changed``.
@@ -24,9 +24,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from tierstore.catalog._lifecycle import ABORT_UPLOAD, DueRow, KeyVersion, LifecyclePlanner, Outcome, PlannedAction
+from tierstore.catalog._protocol import LifecyclePlanner
+from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog._rules import ABORT_UPLOAD, ever_versioned, meta_doc, upload_abort_due, writes_null
 from tierstore.catalog.postgres._buckets import drop_upload, lock_keys, rules_changed, upload_gone
-from tierstore.catalog.postgres._codec import dumps, key_lock, meta_doc, sorted_locks
+from tierstore.catalog.postgres._codec import dumps, key_lock, sorted_locks
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import (
     Guard,
@@ -54,7 +56,7 @@ DDL = (
         PRIMARY KEY(bucket_id, key, version_id, action)
     )""",
     # The worker takes due rows by this index; every write replaces a key's rows by the
-    # (bucket_id, key) prefix of the primary key (catalog/_lifecycle.py: measured on SQLite).
+    # (bucket_id, key) prefix of the primary key (catalog/sqlite/_lifecycle.py: measured on SQLite).
     "CREATE INDEX lifecycle_due_at ON lifecycle_due(due_ns)",
     """CREATE TABLE lifecycle_recompute(  -- buckets whose rules changed: rows to recompute
         bucket_id bigint PRIMARY KEY REFERENCES buckets(id) ON DELETE CASCADE,
@@ -117,10 +119,7 @@ class LifecycleTables:
         self, c: Any, bucket_id: int, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
     ) -> None:
         """An upload created (or its bucket's rules recomputed): its abort row, if a rule has one."""
-        rules = props.get("lifecycle")
-        if not rules or self.lifecycle_planner is None:
-            return
-        due = self.lifecycle_planner.upload(rules, key_b.decode(), initiated_ns)
+        due = upload_abort_due(self.lifecycle_planner, props, key_b, initiated_ns)
         if due is not None:
             await c.execute(
                 "INSERT INTO lifecycle_due(due_ns, bucket_id, key, version_id, action) VALUES($1, $2, $3, $4, $5)"
@@ -219,12 +218,12 @@ class LifecycleTables:
             target = await version_in(c, row.bucket, bucket_id, key_b, row.version_id)
             assert target is not None, "planned from the versions just read"
             new_marker = None
-            if row.action == "expire" and props.get("versioning") is not None:
+            if row.action == "expire" and ever_versioned(props):
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
                 _id, _props, current = await _current(c, row.bucket, key_b)
                 drop = None
-                if props.get("versioning") != "Enabled":
+                if writes_null(props):
                     marker.version_id = NULL_VERSION
                     drop = await _null_to_drop(c, row.bucket, bucket_id, key_b, props, guard, current, known=True)
                 await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)

@@ -8,7 +8,8 @@ ListObjectVersions walks (key ASC, seq DESC) from a (key, seq) position on ``ver
 
 from __future__ import annotations
 
-from tierstore.catalog.postgres._codec import VERSION_COLS, row_to_record
+from tierstore.catalog._rules import row_to_record
+from tierstore.catalog.postgres._codec import VERSION_COLS
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.types import NULL_VERSION
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from tierstore.catalog._query import PG_ATTR_NUM_DDL, compile_postgres, next_cursor, parse
-from tierstore.catalog.postgres._codec import VERSION_COLS, row_to_record
+from tierstore.catalog._rules import row_to_record
+from tierstore.catalog.postgres._codec import VERSION_COLS
 from tierstore.catalog.postgres._pool import Pool
 
 # Records: one definition for both engines (the package exports them).

@@ -135,7 +135,7 @@ _CORE = (
     # One reference less to each blob (an id listed twice loses two); a blob no one references
     # goes: a local one to the trash, a remote one to its tier's outbox (``tier_outbox``, step 3:
     # PL/pgSQL resolves tables when it runs) and its local copy, if any, to the trash. One round
-    # trip for any number of blobs, with SQLite's semantics (catalog/_sqlite.py ``_unref_all``).
+    # trip for any number of blobs, with SQLite's semantics (catalog/sqlite/_blobs.py ``_unref_all``).
     """CREATE FUNCTION tierstore_unref(ids text[]) RETURNS void LANGUAGE plpgsql AS $$
     DECLARE
         one text;

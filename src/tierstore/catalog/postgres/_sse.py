@@ -1,5 +1,5 @@
 """The catalog side of encryption-at-rest maintenance on PostgreSQL (docs/encryption.md
-"Rotation", "Erasure coding, bitrot, heal and scrub"), as catalog/_sse.py: walking encrypted
+"Rotation", "Erasure coding, bitrot, heal and scrub"), as catalog/sqlite/_sse.py: walking encrypted
 versions, re-wrapping a data key in place, naming the objects a damaged blob belongs to.
 
 No tables of its own: an encrypted version is one whose ``versions.meta`` has an ``"e"``
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tierstore.catalog._sse import SseVersion, VersionName
+from tierstore.catalog._records import SseVersion, VersionName
 from tierstore.catalog.postgres._codec import dumps
 from tierstore.catalog.postgres._pool import Pool
 

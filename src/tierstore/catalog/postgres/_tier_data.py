@@ -1,5 +1,5 @@
 """Where blobs live and the tier outbox on PostgreSQL: the catalog side of the tier data path
-(docs/tiers.md), as catalog/_tier_data.py.
+(docs/tiers.md), as catalog/sqlite/_tier_data.py.
 
 ``blobs.tier`` says where a blob's authoritative bytes are (NULL: the local drives or the
 store); ``TIERS_OF_BLOBS`` is the column a version read adds to learn it (``located`` reads it,
@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tierstore.catalog._records import BlobTier
-from tierstore.catalog._tier_data import InlineMove, OutboxEntry
+from tierstore.catalog._records import BlobTier, InlineMove, OutboxEntry
+from tierstore.catalog._rules import transition_applies
 from tierstore.catalog.postgres._blobs import ref, release_inline, unref_all
 from tierstore.catalog.postgres._buckets import lock_keys
 from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, dumps
@@ -133,23 +133,19 @@ class TierDataTables:
             bucket_id = int(found[0])
             record = await version_in(c, bucket, bucket_id, key_b, version_id)
             if record is None or record.is_delete_marker:
-                return False
-            if inline is not None and record.inline_id != inline.inline_id:
-                return False
-            names = {b.blob_id for b in record.blobs}
+                return False  # (no blob rows to lock)
             ids = [blob_id for blob_id, _ in moved]
-            if any(blob_id not in names for blob_id in ids):
-                return False
             where = dict(
                 await c.fetch(
                     "SELECT blob_id, tier FROM blobs WHERE blob_id = ANY($1::text[]) ORDER BY blob_id FOR UPDATE", ids
                 )
             )
-            if any(blob_id not in where or where[blob_id] not in (source, tier) for blob_id, source in moved):
-                return False
-            if await c.fetchval(
-                "SELECT 1 FROM tier_outbox WHERE tier = $1 AND blob_id = ANY($2::text[]) LIMIT 1", tier, ids
-            ):
+            queued = bool(
+                await c.fetchval(
+                    "SELECT 1 FROM tier_outbox WHERE tier = $1 AND blob_id = ANY($2::text[]) LIMIT 1", tier, ids
+                )
+            )
+            if not transition_applies(record, tier, moved, inline, where, queued):
                 return False
             size, now_ns = 0, time.time_ns()
             for blob_id, source in moved:

@@ -1,4 +1,4 @@
-"""The mover's progress and its retries on PostgreSQL: the semantics of catalog/_tier_progress.py
+"""The mover's progress and its retries on PostgreSQL: the semantics of catalog/sqlite/_tier_progress.py
 (docs/tiers.md "The mover").
 
 - ``tier_stats`` is not one counter row per tier that every mover commit of every gateway
@@ -17,12 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tierstore.catalog._tier_progress import (
-    LAST_ERROR_MAX_CHARS,
-    WRITE_PENDING_DELAY_NS,
-    PendingWrite,
-    TierProgress,
-)
+from tierstore.catalog._records import PendingWrite, TierProgress
+from tierstore.catalog._rules import LAST_ERROR_MAX_CHARS, WRITE_PENDING_DELAY_NS
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.types import ObjectMeta
 

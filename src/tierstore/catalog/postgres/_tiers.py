@@ -1,4 +1,4 @@
-"""The registry of remote tiers on PostgreSQL (docs/tiers.md), as catalog/_tiers.py keeps it: a
+"""The registry of remote tiers on PostgreSQL (docs/tiers.md), as catalog/sqlite/_tiers.py keeps it: a
 tier's configuration as JSON and, apart, its secret key sealed by crypto/ (bytes here), and
 ``tier_outbox`` (remote objects to delete once the catalog no longer references them).
 
@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from tierstore.catalog._tiers import TierRecord, TierUsage, _record  # one decoder for both engines
+from tierstore.catalog._records import TierRecord, TierUsage
+from tierstore.catalog._rules import tier_of
 from tierstore.catalog.postgres._notify import notify_sql
 from tierstore.catalog.postgres._pool import Pool
 
@@ -78,10 +79,10 @@ class TierTables:
 
     async def tier_get(self, name: str) -> TierRecord | None:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM tiers WHERE name = $1", name)  # noqa: S608
-        return _record(row) if row else None
+        return tier_of(row) if row else None
 
     async def tier_list(self) -> list[TierRecord]:
-        return [_record(r) for r in await self._pool.fetch(f"SELECT {_COLUMNS} FROM tiers ORDER BY name")]  # noqa: S608
+        return [tier_of(r) for r in await self._pool.fetch(f"SELECT {_COLUMNS} FROM tiers ORDER BY name")]  # noqa: S608
 
     async def tier_names(self) -> list[str]:
         return [r[0] for r in await self._pool.fetch("SELECT name FROM tiers ORDER BY name")]

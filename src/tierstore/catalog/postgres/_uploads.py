@@ -1,4 +1,4 @@
-"""Multipart uploads on PostgreSQL, as catalog/_sqlite.py keeps them.
+"""Multipart uploads on PostgreSQL, as catalog/sqlite/_uploads.py keeps them.
 
 Parts may arrive through any gateway: ``put_part`` holds the upload's row ``FOR SHARE`` (parts
 of one upload go in parallel, but not past an abort or a completion, which hold it
@@ -13,18 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tierstore.catalog._rules import completed_doc, completed_meta, part_checksums_doc, part_from_row, upload_doc
 from tierstore.catalog.postgres._blobs import ref, unref_all
 from tierstore.catalog.postgres._buckets import drop_upload, lock_bucket, upload_gone, write_bucket
-from tierstore.catalog.postgres._codec import (
-    completed_doc,
-    completed_meta,
-    dumps,
-    key_lock,
-    part_checksums_doc,
-    part_from_row,
-    upload_doc,
-    upload_from_row,
-)
+from tierstore.catalog.postgres._codec import dumps, key_lock, upload_from_row
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._versions import Guard, VersionTables
 from tierstore.errors import NoSuchUpload

@@ -1,6 +1,6 @@
 """Object versions on PostgreSQL: reads, PUT (every versioning state, the ``null`` version,
 conditional writes), DELETE (delete markers), metadata updates — with the semantics of
-catalog/_sqlite.py.
+catalog/sqlite/_versions.py.
 
 Every transaction that changes a key starts with ``lock_keys`` (the key's advisory lock, sent
 with ``BEGIN``), then reads the bucket's properties and the key's current version in one
@@ -9,7 +9,7 @@ other keys proceed. The decisions (what a PUT supersedes, the callbacks) are mad
 they write goes in one call (``tierstore_publish``, ``tierstore_drop_version``). The partial
 unique index (one latest per key) stays as the backstop.
 
-Each write keeps the tables of other modules in its own transaction, as catalog/_sqlite.py's
+Each write keeps the tables of other modules in its own transaction, as catalog/sqlite/_versions.py's
 do: the key's lifecycle rows (``self._lifecycle_key``, catalog/postgres/_lifecycle.py) and a
 version written in a tier's class waiting for the mover (``note_tier_write``,
 catalog/postgres/_tier_progress.py). The metadata query needs no index maintained: it reads
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._tier_data import located
+from tierstore.catalog._rules import check_version_kind, ever_versioned, located, meta_doc, row_to_record, writes_null
 from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps, meta_doc, row_to_record
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.catalog.postgres._tier_progress import note_tier_write
 from tierstore.errors import NoSuchBucket, NoSuchKey, NoSuchVersion
@@ -36,7 +36,7 @@ from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, ObjectMeta
 
 # Records and exceptions: one definition for both engines (the package exports them).
-from tierstore.catalog import VersioningChanged, VersionRecord  # isort: skip
+from tierstore.catalog import VersionRecord  # isort: skip
 
 __all__ = ["Guard", "TxnHook", "VersionTables", "version_in"]
 
@@ -215,11 +215,9 @@ class VersionTables:
                 found = await c.fetch("SELECT blob_id FROM blobs WHERE blob_id = ANY($1::text[]) FOR SHARE", ids)
                 if len(found) != len(ids):
                     raise shared_gone()
-            versioning = props.get("versioning")
-            if fixed_version_id and (versioning == "Enabled") == (m.version_id == NULL_VERSION):
-                raise VersioningChanged(m.bucket)
+            check_version_kind(props, m, fixed_version_id)
             drop = None
-            if versioning != "Enabled":
+            if writes_null(props):
                 m.version_id = NULL_VERSION
                 drop = await _null_to_drop(c, m.bucket, bucket_id, key_b, props, guard, current, known=True)
             await _publish(c, bucket_id, key_b, record, meta_s, current=current, drop=drop)
@@ -257,7 +255,6 @@ class VersionTables:
         async def change(
             c: Any, bucket_id: int, props: dict[str, Any], current: VersionRecord | None
         ) -> tuple[VersionRecord | None, bool]:
-            status = props.get("versioning")
             if version_id is not None:
                 target = await version_in(c, bucket, bucket_id, key_b, version_id)
                 if check is not None:
@@ -272,7 +269,7 @@ class VersionTables:
                 return target, False
             if check is not None:
                 check(current)
-            if status is None:  # never versioned: the object simply goes away
+            if not ever_versioned(props):  # the object simply goes away
                 if current is None:
                     return None, False
                 if guard is not None:
@@ -281,7 +278,7 @@ class VersionTables:
                 return current, False
             record = VersionRecord(meta=marker, blobs=[], is_delete_marker=True)
             drop = None
-            if status != "Enabled":
+            if writes_null(props):
                 marker.version_id = NULL_VERSION
                 drop = await _null_to_drop(c, bucket, bucket_id, key_b, props, guard, current, known=False)
             await _publish(c, bucket_id, key_b, record, dumps(meta_doc(marker)), current=current, drop=drop)

@@ -24,26 +24,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from tierstore.catalog._protocol import LifecyclePlanner
+from tierstore.catalog._records import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.catalog._rules import ABORT_UPLOAD, ever_versioned, upload_abort_due, writes_null
+from tierstore.catalog.sqlite._index import reindex
+from tierstore.catalog.sqlite._tables import Tables
 from tierstore.types import NULL_VERSION, ObjectMeta
 
-__all__ = [
-    "ABORT_UPLOAD",
-    "LIFECYCLE_DDL",
-    "DueRow",
-    "KeyVersion",
-    "LifecyclePlanner",
-    "LifecycleTables",
-    "Outcome",
-    "PlannedAction",
-]
+__all__ = ["LIFECYCLE_DDL", "LifecycleTables"]
 
 T = TypeVar("T")
-
-ABORT_UPLOAD = "abort-upload"  # engine/_lifecycle.py's name of the action (the only one this module names)
 
 # due_ns leads an index of its own (not the key): every write replaces a key's rows by the
 # (bucket, key) prefix of the primary key, and the worker takes due rows by the index, which
@@ -67,110 +60,14 @@ CREATE TABLE IF NOT EXISTS lifecycle_recompute(  -- v11: buckets whose rules cha
 """
 
 
-@dataclass(frozen=True, slots=True)
-class KeyVersion:
-    """One version of a key as the planner sees it: ``meta`` is the stored metadata document
-    (``t`` tags, ``sc`` storage class, ``l`` object lock)."""
-
-    version_id: str
-    is_delete_marker: bool
-    size_bytes: int
-    modified_ns: int
-    meta: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedAction:
-    version_id: str
-    action: str
-    due_ns: int
-    storage_class: str | None = None  # a transition's target
-
-
-class LifecyclePlanner(Protocol):
-    """The rules, evaluated (engine/_lifecycle_worker.py). Pure and deterministic: a drive set
-    runs every write once per catalog copy."""
-
-    def versions(self, rules: dict[str, Any], key: str, versions: Sequence[KeyVersion]) -> list[PlannedAction]:
-        """The next action of each version of ``key`` (``versions`` newest first; the first is
-        the current one) under ``rules`` (the bucket's ``props["lifecycle"]``)."""
-        ...
-
-    def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
-        """When an upload of ``key`` initiated at ``initiated_ns`` is aborted, or None."""
-        ...
-
-    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
-        """False when no enabled rule's prefix admits ``key``: none of its versions can have a
-        row (rows of older rules are the recompute's to drop), so a write need not read them."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class DueRow:
-    due_ns: int
-    bucket: str
-    key: str
-    version_id: str
-    action: str
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What ``lifecycle_apply`` did: ``done`` names the action taken (None: nothing was due
-    any more, the rows were recomputed); ``transition`` is the class a due transition goes to
-    (the mover acts outside the transaction)."""
-
-    done: str | None = None
-    transition: str | None = None
-    marker_id: str | None = None
-
-
 _Guard = Callable[[Any, dict[str, Any]], None]
 
 
-class LifecycleTables:
-    """The lifecycle part of ``SqliteCatalog`` (a mixin, like ``TierTables``). The version
-    helpers are ``SqliteCatalog``'s; they are named here for the type checker."""
+class LifecycleTables(Tables):
+    """The lifecycle part of ``SqliteCatalog`` (a mixin: ``_tables.py``; the version helpers it
+    calls are ``_versions.py``'s)."""
 
     lifecycle_planner: LifecyclePlanner | None = None
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    @staticmethod
-    def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _remove_version(self, c: sqlite3.Connection, bucket: str, key_b: bytes, record: Any) -> None:
-        raise NotImplementedError
-
-    def _version_in(self, c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> Any:
-        raise NotImplementedError
-
-    def _drop_null_version(
-        self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any], guard: Any, latest: Any = None
-    ) -> None:
-        raise NotImplementedError
-
-    def _insert_version(self, c: sqlite3.Connection, record: Any, key_b: bytes, *, first: bool = False) -> None:
-        raise NotImplementedError
-
-    def _reindex(self, c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        raise NotImplementedError
-
-    def _drop_upload(self, c: sqlite3.Connection, upload_id: str) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _promote_newest(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        raise NotImplementedError
-
-    def _new_marker(self, meta: ObjectMeta) -> Any:
-        raise NotImplementedError
 
     # --- maintained by the writes (inside their transactions) ---------------------------
     def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None:
@@ -205,10 +102,7 @@ class LifecycleTables:
     def _lifecycle_upload(
         self, c: sqlite3.Connection, bucket: str, key_b: bytes, upload_id: str, initiated_ns: int, props: dict[str, Any]
     ) -> None:
-        rules = props.get("lifecycle")
-        if not rules or self.lifecycle_planner is None:
-            return
-        due = self.lifecycle_planner.upload(rules, key_b.decode(), initiated_ns)
+        due = upload_abort_due(self.lifecycle_planner, props, key_b, initiated_ns)
         if due is not None:
             c.execute(
                 "INSERT OR REPLACE INTO lifecycle_due(due_ns, bucket, key, version_id, action) VALUES(?,?,?,?,?)",
@@ -318,10 +212,10 @@ class LifecycleTables:
             target = self._version_in(c, row.bucket, key_b, row.version_id)
             assert target is not None, "planned from the versions just read"
             marker_id = None
-            if row.action == "expire" and props.get("versioning") is not None:
+            if row.action == "expire" and ever_versioned(props):
                 guard(target, props)  # AWS only adds a marker; here a locked version is left alone
                 record = self._new_marker(marker)
-                if props.get("versioning") != "Enabled":
+                if writes_null(props):
                     marker.version_id = NULL_VERSION
                     self._drop_null_version(c, row.bucket, key_b, props, guard)
                 self._insert_version(c, record, key_b)
@@ -331,7 +225,7 @@ class LifecycleTables:
                 self._remove_version(c, row.bucket, key_b, target)
                 if row.action != "expire-noncurrent":
                     self._promote_newest(c, row.bucket, key_b)
-            self._reindex(c, row.bucket, key_b)
+            reindex(c, row.bucket, key_b)
             self._plan_key(c, row.bucket, key_b, rules)
             return Outcome(done=row.action, marker_id=marker_id)
 

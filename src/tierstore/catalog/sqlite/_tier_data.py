@@ -16,26 +16,27 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tierstore.catalog._hot import free_unheld
-from tierstore.catalog._records import BlobTier
-from tierstore.catalog._tier_progress import TierProgressTables
+from tierstore.catalog._records import PINNING_TABLES, BlobTier, InlineMove, OutboxEntry
+from tierstore.catalog._rules import transition_applies
+from tierstore.catalog.sqlite._hot import free_unheld
+from tierstore.catalog.sqlite._index import reindex
+from tierstore.catalog.sqlite._tables import Tables
+from tierstore.catalog.sqlite._tier_progress import TierProgressTables
 
 if TYPE_CHECKING:
-    from tierstore.catalog._records import BlobRef, VersionRecord
+    pass
 
-__all__ = ["TIERS_OF_BLOBS", "InlineMove", "OutboxEntry", "TierDataTables", "located"]
+__all__ = ["TIERS_OF_BLOBS", "TierDataTables"]
 
-_PINNING = ("datasets", "models")  # as catalog/_sqlite.py's PINNING_TABLES (which imports this module)
 
 T = TypeVar("T")
 
 count_moved = TierProgressTables.count_moved
 
 # A column of a version read (alias ``v``): "id tier,id tier c" for its blobs that are remote
-# (" c": with a local copy, catalog/_hot.py), NULL if all are local. Inline versions and delete
+# (" c": with a local copy, catalog/sqlite/_hot.py), NULL if all are local. Inline versions and delete
 # markers (blobs '[]') skip the subquery.
 TIERS_OF_BLOBS = (
     "CASE WHEN v.blobs = '[]' THEN NULL ELSE (SELECT group_concat(b.blob_id || ' ' || b.tier"
@@ -45,64 +46,8 @@ TIERS_OF_BLOBS = (
 )
 
 
-def located(refs: list[BlobRef], tiers_s: str) -> list[BlobRef]:
-    """``refs`` with their tiers (and local copies) from a ``TIERS_OF_BLOBS`` value."""
-    found = {parts[0]: parts for parts in (item.split(" ") for item in tiers_s.split(","))}
-    out = []
-    for ref in refs:
-        parts = found.get(ref.blob_id)
-        out.append(ref if parts is None else replace(ref, tier=parts[1], cached=len(parts) > 2))
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class InlineMove:
-    """An inline body the mover wrote as a new remote blob: the version switches to it."""
-
-    inline_id: str
-    blob_id: str
-    size_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    tier: str
-    blob_id: str
-    attempts: int
-
-
-class TierDataTables:
-    """The tier data part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``, and the
-    version helpers of the catalog it is mixed into)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    @staticmethod
-    def _version_in(c: sqlite3.Connection, bucket: str, key_b: bytes, version_id: str) -> VersionRecord | None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _reindex(c: sqlite3.Connection, bucket: str, key_b: bytes) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _ref(c: sqlite3.Connection, blob_id: str, size: int, tier: str | None = None) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _unref_all(c: sqlite3.Connection, blob_ids: Sequence[str]) -> None:
-        raise NotImplementedError
-
-    if TYPE_CHECKING:  # SqliteCatalog's and LifecycleTables' (after this class in its bases: no stubs)
-
-        @staticmethod
-        def _props(c: sqlite3.Connection, bucket: str) -> dict[str, Any]: ...
-
-        def _lifecycle_key(self, c: sqlite3.Connection, bucket: str, key_b: bytes, props: dict[str, Any]) -> None: ...
+class TierDataTables(Tables):
+    """The tier data part of ``SqliteCatalog`` (a mixin: ``_tables.py``)."""
 
     # --- where blobs are ------------------------------------------------------------------
     async def blob_tiers(self, blob_ids: Sequence[str]) -> dict[str, BlobTier]:
@@ -152,17 +97,16 @@ class TierDataTables:
 
         def fn(c: sqlite3.Connection) -> bool:
             record = self._version_in(c, bucket, key_b, version_id)
-            if record is None or record.is_delete_marker:
-                return False
-            names = {b.blob_id for b in record.blobs}
-            if inline is not None and record.inline_id != inline.inline_id:
-                return False
-            for blob_id, source in moved:
+            tiers: dict[str, str | None] = {}
+            queued = False
+            for blob_id, _source in moved:
                 row = c.execute("SELECT tier FROM blobs WHERE blob_id=?", (blob_id,)).fetchone()
-                if blob_id not in names or row is None or row[0] not in (source, tier):
-                    return False
+                if row is not None:
+                    tiers[blob_id] = row[0]
                 if c.execute("SELECT 1 FROM tier_outbox WHERE tier=? AND blob_id=?", (tier, blob_id)).fetchone():
-                    return False
+                    queued = True
+            if not transition_applies(record, tier, moved, inline, tiers, queued):
+                return False
             size, now_ns = 0, time.time_ns()
             for blob_id, source in moved:
                 where = "tier IS NULL" if source is None else "tier=?"
@@ -207,11 +151,11 @@ class TierDataTables:
                     "UPDATE versions SET meta=? WHERE bucket=? AND key=? AND version_id=?",
                     (meta_s, bucket, key_b, version_id),
                 )
-            self._reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
+            reindex(c, bucket, key_b)  # the class is an indexed attribute of the current version
             # ... and the input of the key's lifecycle rows: its next action (the worker's claimed
             # transition row among them) recomputed here, not in a transaction of its own.
             self._lifecycle_key(c, bucket, key_b, self._props(c, bucket))
-            # No longer waiting for a tier (written in a tier's class: catalog/_tier_progress.py).
+            # No longer waiting for a tier (written in a tier's class: catalog/sqlite/_tier_progress.py).
             c.execute("DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=?", (bucket, key_b, version_id))
             return True
 
@@ -269,7 +213,7 @@ class TierDataTables:
         blob, its size) whose rows name the new blobs instead); each new blob is referenced once,
         in ``tier``; each body loses this version's pin (and goes if nothing else holds it). False,
         nothing changed, if the version is gone or its manifest is no longer the old one."""
-        if table not in _PINNING:
+        if table not in PINNING_TABLES:
             raise ValueError(f"not a pinning table: {table!r}")
         old_manifest, (new_manifest, new_bytes) = manifests
 

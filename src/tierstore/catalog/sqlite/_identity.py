@@ -15,9 +15,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tierstore.catalog._records import AccessKeyRecord, RoleRecord, UserRecord
+from tierstore.catalog._rules import key_of, user_of
+from tierstore.catalog.sqlite._tables import Tables
 from tierstore.errors import DeleteConflict, EntityAlreadyExists, NoSuchEntity
 
-__all__ = ["IDENTITY_DDL", "AccessKeyRecord", "IdentityTables", "RoleRecord", "UserRecord"]
+__all__ = ["IDENTITY_DDL", "IdentityTables"]
 
 T = TypeVar("T")
 
@@ -107,31 +109,12 @@ _KEY_COLUMNS = (
 )
 
 
-def _key_of(row: tuple[Any, ...]) -> AccessKeyRecord:
-    return AccessKeyRecord(
-        access_key_id=row[0],
-        user_name=row[1],
-        kind=row[2],
-        sealed_secret=bytes(row[3]),
-        status=row[4],
-        created_ns=row[5],
-        last_used_ns=row[6],
-        expires_ns=row[7],
-        policy=row[8],
-        name=row[9],
-    )
-
-
 # A counter, the same on every copy of a mirrored catalog (a job runs once per copy and must be
-# deterministic: catalog/_mirror.py).
+# deterministic: catalog/sqlite/_mirror.py).
 _NEW_GENERATION = (
     "INSERT INTO meta(name, value) VALUES('iam_generation', '1')"
     " ON CONFLICT(name) DO UPDATE SET value=CAST(value AS INTEGER) + 1"
 )
-
-
-def _user_of(row: tuple[Any, ...]) -> UserRecord:
-    return UserRecord(row[0], row[1], bool(row[2]), json.loads(row[3]), row[4])
 
 
 def _must_exist(c: sqlite3.Connection, principal_type: str, name: str) -> None:
@@ -140,16 +123,10 @@ def _must_exist(c: sqlite3.Connection, principal_type: str, name: str) -> None:
         raise NoSuchEntity(f"The {principal_type} with name {name} cannot be found.", resource=name)
 
 
-class IdentityTables:
+class IdentityTables(Tables):
     """The identity part of ``SqliteCatalog`` (a mixin: it reads through ``_reader()`` and
     writes through ``_write(fn)``, so writes share the group commit and, on a drive set, go to
     every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def _iam_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``_write`` for a change of identities: ``fn`` and a new ``iam_generation`` in one
@@ -184,11 +161,11 @@ class IdentityTables:
     async def iam_get_user(self, name: str) -> UserRecord | None:
         sql = "SELECT name, user_id, enabled, tags, created_ns FROM iam_users WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
-        return _user_of(row) if row else None
+        return user_of(row) if row else None
 
     async def iam_list_users(self, after: str = "", limit: int = 1000) -> list[UserRecord]:
         sql = "SELECT name, user_id, enabled, tags, created_ns FROM iam_users WHERE name > ? ORDER BY name LIMIT ?"
-        return [_user_of(r) for r in self._reader().execute(sql, (after, limit)).fetchall()]
+        return [user_of(r) for r in self._reader().execute(sql, (after, limit)).fetchall()]
 
     async def iam_update_user(
         self, name: str, *, enabled: bool | None = None, tags: dict[str, str] | None = None
@@ -252,7 +229,7 @@ class IdentityTables:
     async def iam_get_key(self, access_key_id: str) -> AccessKeyRecord | None:
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE access_key_id=?"  # noqa: S608
         row = self._reader().execute(sql, (access_key_id,)).fetchone()
-        return _key_of(row) if row else None
+        return key_of(row) if row else None
 
     async def iam_list_keys(self, user_name: str | None, *, kind: str | None = None) -> list[AccessKeyRecord]:
         """The keys acting as ``user_name`` (None: the root's), of ``kind`` if given, by id."""
@@ -262,7 +239,7 @@ class IdentityTables:
             where += " AND kind=?"
             args.append(kind)
         sql = f"SELECT {_KEY_COLUMNS} FROM iam_access_keys WHERE {where} ORDER BY access_key_id"  # noqa: S608
-        return [_key_of(r) for r in self._reader().execute(sql, args).fetchall()]
+        return [key_of(r) for r in self._reader().execute(sql, args).fetchall()]
 
     async def iam_sealed_key_ids(self) -> list[bytes]:
         """One sealed secret per distinct sealing header prefix is enough to tell which master

@@ -22,22 +22,19 @@ deletes a copy that a hold needs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal, TypeVar
 
 from tierstore.catalog._records import HeldBlob, HoldInfo
+from tierstore.catalog._rules import TTL_EXPIRY
+from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["HOT_DDL", "TTL_EXPIRY", "HeldBlob", "HoldInfo", "HotTables", "free_unheld"]
-
-TTL_EXPIRY = "CASE WHEN {unit} > 0 THEN (({now} + ttl_ns + {unit} - 1) / {unit}) * {unit} ELSE {now} + ttl_ns END"
-"""A copy's expiry counted from its end (``ttl_ns``, a restore's Days), in SQL for both catalogs:
-``{now}`` + ``ttl_ns``, rounded up to a multiple of ``{unit}`` when it is positive (a real day:
-AWS rounds a restored copy's expiry up to the next midnight UTC, as lifecycle Days)."""
+__all__ = ["HOT_DDL", "HotTables", "free_unheld"]
 
 T = TypeVar("T")
 
-# blobs.cached itself is in the blobs table of _sqlite._SCHEMA (a new database) or added by the
-# v11 -> v12 step of _sqlite._upgrade; the index comes after either.
+# blobs.cached itself is in the blobs table of _schema._SCHEMA (a new database) or added by the
+# v11 -> v12 step of _schema.upgrade; the index comes after either.
 HOT_DDL = """
 CREATE TABLE IF NOT EXISTS hot_holds(  -- v12: what keeps a local copy of a remote blob (docs/tiers.md)
     holder TEXT NOT NULL,  -- restore:<bucket>/<key>/<version> | pin:<job>
@@ -115,15 +112,9 @@ def _info(c: sqlite3.Connection, row: tuple[object, ...]) -> HoldInfo:
 _REQUEST = "SELECT holder, created_ns, expires_ns, ttl_ns, done_ns FROM hot_requests"
 
 
-class HotTables:
+class HotTables(Tables):
     """The hot-copy part of ``SqliteCatalog`` (a mixin: reads through ``_reader()``, writes
     through ``_write(fn)``, so a drive set changes every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def hot_hold(
         self,

@@ -19,19 +19,18 @@ transitions due to a tier through a partial index, without re-running the rules.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from tierstore.catalog._records import PendingWrite, TierProgress
+from tierstore.catalog._rules import LAST_ERROR_MAX_CHARS, WRITE_PENDING_DELAY_NS
+from tierstore.catalog.sqlite._tables import Tables
 
 if TYPE_CHECKING:
     from tierstore.types import ObjectMeta
 
-__all__ = ["TIER_PROGRESS_DDL", "PendingWrite", "TierProgress", "TierProgressTables", "note_tier_write"]
+__all__ = ["TIER_PROGRESS_DDL", "TierProgressTables", "note_tier_write"]
 
 T = TypeVar("T")
-
-LAST_ERROR_MAX_CHARS = 500
 
 TIER_PROGRESS_DDL = """
 CREATE TABLE IF NOT EXISTS tier_stats(  -- v13: what the movers did, per tier (docs/tiers.md "The mover")
@@ -57,12 +56,6 @@ CREATE INDEX IF NOT EXISTS lifecycle_due_by_class ON lifecycle_due(storage_class
 """
 
 
-# A write's own pending row waits this long before the worker takes it: the write's request
-# moves the version itself meanwhile (and drops the row) or, if the tier did not answer, sets an
-# earlier retry; only a crash between the commit and either leaves the row to this delay.
-WRITE_PENDING_DELAY_NS = 600 * 1_000_000_000
-
-
 def note_tier_write(c: sqlite3.Connection, meta: ObjectMeta, key_b: bytes) -> None:
     """Inside the transaction that publishes version ``meta``: if its class is a tier's, it waits
     for that tier (``tier_pending``) until the mover's commit switches it. Deterministic (the
@@ -78,14 +71,8 @@ def note_tier_write(c: sqlite3.Connection, meta: ObjectMeta, key_b: bytes) -> No
     )
 
 
-class TierProgressTables:
+class TierProgressTables(Tables):
     """The mover's part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     # --- counters -----------------------------------------------------------------------------
     @staticmethod

@@ -24,14 +24,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tierstore.catalog._records import GatewayInfo, JobLease
-from tierstore.catalog._tier_data import OutboxEntry
+from tierstore.catalog._records import GatewayInfo, JobLease, OutboxEntry
+from tierstore.catalog._rules import GATEWAY_FORGET_NS
+from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["GATEWAY_FORGET_NS", "LEASES_DDL", "LeaseTables", "add_lease_columns"]
+__all__ = ["LEASES_DDL", "LeaseTables", "add_lease_columns"]
 
 T = TypeVar("T")
-
-GATEWAY_FORGET_NS = 86_400 * 1_000_000_000  # a registration unseen this long is dropped (at a register)
 
 LEASES_DDL = """
 CREATE TABLE IF NOT EXISTS gateways(  -- v14: serving processes; the id owns their leases
@@ -63,14 +62,8 @@ def add_lease_columns(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-class LeaseTables:
+class LeaseTables(Tables):
     """The leases' part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     # --- the gateway registry -------------------------------------------------------------------
     async def gateway_register(self, gateway: GatewayInfo) -> None:

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from tierstore.catalog._records import TierRecord, TierUsage
+from tierstore.catalog._rules import tier_of
+from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["TIERS_DDL", "TierRecord", "TierTables", "TierUsage"]
+__all__ = ["TIERS_DDL", "TierTables"]
 
 T = TypeVar("T")
 
-# blobs.tier itself is in the blobs table of _sqlite._SCHEMA (a new database) or added by the
-# v9 -> v10 step of _sqlite._upgrade; the index comes after either.
+# blobs.tier itself is in the blobs table of _schema._SCHEMA (a new database) or added by the
+# v9 -> v10 step of _schema.upgrade; the index comes after either.
 TIERS_DDL = """
 CREATE TABLE IF NOT EXISTS tiers(  -- v10: remote tiers, each a storage class (docs/tiers.md)
     name TEXT PRIMARY KEY,  -- the storage class: [A-Z][A-Z0-9_]{0,31}, never STANDARD
@@ -46,20 +47,9 @@ CREATE INDEX IF NOT EXISTS blobs_by_tier ON blobs(tier) WHERE tier IS NOT NULL;
 """
 
 
-def _record(row: tuple[Any, ...]) -> TierRecord:
-    name, config, secret, created_ns = row
-    return TierRecord(name, json.loads(config), bytes(secret) if secret is not None else None, int(created_ns))
-
-
-class TierTables:
+class TierTables(Tables):
     """The tier part of ``SqliteCatalog`` (a mixin, like ``KmsTables``: reads through
     ``_reader()``, writes through ``_write(fn)``, so a drive set changes every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def tier_create(self, record: TierRecord) -> bool:
         """Add ``record``; False (and nothing changed) when a tier of that name exists."""
@@ -77,11 +67,11 @@ class TierTables:
     async def tier_get(self, name: str) -> TierRecord | None:
         sql = "SELECT name, config, secret, created_ns FROM tiers WHERE name=?"
         row = self._reader().execute(sql, (name,)).fetchone()
-        return _record(row) if row else None
+        return tier_of(row) if row else None
 
     async def tier_list(self) -> list[TierRecord]:
         sql = "SELECT name, config, secret, created_ns FROM tiers ORDER BY name"
-        return [_record(r) for r in self._reader().execute(sql).fetchall()]
+        return [tier_of(r) for r in self._reader().execute(sql).fetchall()]
 
     async def tier_names(self) -> list[str]:
         return [r[0] for r in self._reader().execute("SELECT name FROM tiers ORDER BY name").fetchall()]

@@ -12,27 +12,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tierstore.catalog._records import SseVersion, VersionName
+from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["SseTables", "SseVersion", "VersionName"]
+__all__ = ["SseTables"]
 
 T = TypeVar("T")
 
-"""(bucket, key, version id): where a walk stands, and how an object is named in a report."""
 
-
-class SseTables:
+class SseTables(Tables):
     """The encryption part of ``SqliteCatalog`` (a mixin, like ``KmsTables``: reads through
     ``_reader()``, writes through ``_write(fn)``, so a drive set changes every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def sse_versions_page(
         self, *, key_id: str | None = None, after: VersionName | None = None, limit: int = 500

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tierstore.catalog._records import KmsKeyRecord
+from tierstore.catalog._rules import kms_key_of
+from tierstore.catalog.sqlite._tables import Tables
 
-__all__ = ["KMS_DDL", "KmsKeyRecord", "KmsTables"]
+__all__ = ["KMS_DDL", "KmsTables"]
 
 T = TypeVar("T")
 
@@ -44,22 +46,9 @@ _KEY_SELECT = (
 )
 
 
-def _record(row: tuple[Any, ...]) -> KmsKeyRecord:
-    key_id, enabled, description, created_ns, updated_ns, newest, newest_ns = row
-    return KmsKeyRecord(
-        key_id, bool(enabled), description, created_ns, updated_ns, newest, newest_ns if newest > 1 else None
-    )
-
-
-class KmsTables:
+class KmsTables(Tables):
     """The key part of ``SqliteCatalog`` (a mixin, like ``IdentityTables``: reads through
     ``_reader()``, writes through ``_write(fn)``, so a drive set changes every catalog copy)."""
-
-    def _reader(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
 
     async def kms_create_key(self, key_id: str, sealed_material: bytes, now_ns: int, description: str = "") -> bool:
         """Add ``key_id`` with its version 1; False (and nothing changed) when it exists."""
@@ -82,11 +71,11 @@ class KmsTables:
 
     async def kms_get_key(self, key_id: str) -> KmsKeyRecord | None:
         row = self._reader().execute(f"{_KEY_SELECT} WHERE k.key_id=? GROUP BY k.key_id", (key_id,)).fetchone()
-        return _record(row) if row else None
+        return kms_key_of(row) if row else None
 
     async def kms_list_keys(self) -> list[KmsKeyRecord]:
         rows = self._reader().execute(f"{_KEY_SELECT} GROUP BY k.key_id ORDER BY k.key_id").fetchall()
-        return [_record(r) for r in rows]
+        return [kms_key_of(r) for r in rows]
 
     async def kms_sealed_material(self, key_id: str, version: int) -> bytes | None:
         """The sealed material of one version of ``key_id`` (None: no such version)."""
