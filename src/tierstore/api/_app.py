@@ -107,6 +107,7 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
 _ANONYMOUS = Principal.anonymous()  # an unsigned request's principal (a tuple: one for all)
 _KEY_READS = frozenset({"GetObject", "HeadObject"})  # a missing key: 404 or 403 (``_may_list``)
+_DOCUMENT_DESTS = frozenset({"document", "iframe", "frame", "embed", "object"})  # Sec-Fetch-Dest of a page
 _YIELD_BYTES = 1024 * 1024  # a streamed body yields to the event loop at least this often (``_send``)
 
 
@@ -196,6 +197,10 @@ class S3App:
             else:
                 self.metrics.started(req.action)
                 resp = await self._handle(req, scope)
+                if self._mounted is not None and req.headers.get("sec-fetch-dest") in _DOCUMENT_DESTS:
+                    # An object opened as a page shares the console's origin: sandboxed, its
+                    # script (if any) runs in an opaque origin, away from the console (docs/console.md).
+                    resp.headers.append(("content-security-policy", "sandbox"))
         except e.TierstoreError as exc:
             error_code = exc.code
             resp = self._error(exc, req, request_id)

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import jinja2
+from defusedxml import ElementTree
 
 from tierstore.console._dispatch import Asgi, Credentials, Dispatch, S3Error
 from tierstore.console._session import COOKIE, LOGIN_COOKIE, Session, SessionSealer, same_token
@@ -140,6 +141,16 @@ class Web:
         client = self.app.dispatch.client("s3", self.endpoint, self.creds)
         return await self.app.dispatch.call(client, operation, self.client_addr, **params)
 
+    async def extension(self, method: str, path: str, query: str = "", body: bytes = b"") -> Any:
+        """A ``/_tierstore/`` extension call through the dispatcher, as the session's principal:
+        its JSON answer; ``S3Error`` (the S3 XML error's code and message) on refusal."""
+        status, data = await self.app.dispatch.extension(
+            self.endpoint, self.creds, method, path, self.client_addr, query=query, body=body
+        )
+        if status >= 300:
+            raise _xml_error(status, data)
+        return json.loads(data) if data else None
+
     def presign(self, operation: str, expires_s: int, **params: Any) -> str:
         """A presigned URL for ``operation`` signed with the session's credentials (valid while
         both its expiry and the session last: the dispatcher checks the session token)."""
@@ -162,6 +173,14 @@ class Web:
 
     def redirect(self, location: str) -> Reply:
         return Reply(303, headers=[("location", location)])
+
+
+def _xml_error(status: int, data: bytes) -> S3Error:
+    try:
+        root = ElementTree.fromstring(data)
+        return S3Error(root.findtext("Code") or "Error", root.findtext("Message") or "", status)
+    except ElementTree.ParseError:
+        return S3Error("Error", data[:200].decode("utf-8", "replace"), status)
 
 
 class Refused(Exception):
@@ -240,7 +259,6 @@ class ConsoleApp:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("tierstore.console", "templates"),
             autoescape=True,  # every template, whatever its name: keys, metadata and tags are attacker input
-            undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["size"] = human_size
 
@@ -252,9 +270,9 @@ class ConsoleApp:
         try:
             reply = await self._answer(web)
         except Refused as exc:
-            reply = web.render("message.html", exc.status, title="Refused", message=exc.message)
+            reply = _failure(web, exc.status, "Refused", exc.message)
         except S3Error as exc:
-            reply = web.render("message.html", exc.status or 500, title=exc.code, message=exc.message)
+            reply = _failure(web, exc.status or 500, exc.code, exc.message)
         except Exception:
             log.exception("console: internal error on %s %s", scope["method"], scope["path"])
             reply = web.render(
@@ -311,6 +329,13 @@ class ConsoleApp:
         assert not isinstance(found, bool)
         handler, web.params = found
         return await handler(web)
+
+
+def _failure(web: Web, status: int, title: str, message: str) -> Reply:
+    """An error page, or ``{"error"}`` for console.js's JSON calls."""
+    if web.headers.get("content-type", "").startswith("application/json"):
+        return Reply(status, json.dumps({"error": f"{title}: {message}"}).encode(), "application/json")
+    return web.render("message.html", status, title=title, message=message)
 
 
 def _next_of(web: Web) -> str:

@@ -17,21 +17,22 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import botocore.session
-from botocore.awsrequest import AWSPreparedRequest, AWSResponse, HeadersDict
+from botocore.awsrequest import AWSPreparedRequest, AWSRequest, AWSResponse, HeadersDict
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-__all__ = ["Credentials", "Dispatch", "S3Error"]
+__all__ = ["Credentials", "Dispatch", "S3Error", "sync_call"]
 
 Scope = dict[str, Any]
 Asgi = Callable[
     [Scope, Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]
 ]
 
+T = TypeVar("T")
 _CLIENTS_MAX = 256  # cached botocore clients (one per credentials, endpoint and service)
 
 
@@ -190,6 +191,38 @@ class Dispatch:
         await self._app(scope, receive, send)
         return AWSResponse(request.url, status, out_headers, _Body(b"".join(chunks)))
 
+    async def extension(
+        self, endpoint: str, creds: Credentials, method: str, path: str, client_addr: tuple[str, int] | None = None,
+        *, query: str = "", body: bytes = b"", content_type: str = "application/json",
+    ) -> tuple[int, bytes]:  # fmt: skip
+        """A ``/_tierstore/`` extension request (which botocore does not model), signed as the
+        ``tierstore`` client signs it (SigV4, service ``s3``) and answered by the app:
+        (status, body). The caller reads the JSON body, or the error in it."""
+        from botocore.auth import S3SigV4Auth
+        from botocore.credentials import Credentials as BotoCredentials
+
+        url = f"{endpoint}{path}" + (f"?{query}" if query else "")
+        headers = {"content-type": content_type} if body else {}
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
+        boto_creds = BotoCredentials(creds.access_key, creds.secret_key, creds.session_token)
+        S3SigV4Auth(boto_creds, "s3", self.region).add_auth(request)
+        answer = await self._asgi(request.prepare(), client_addr)
+        return answer.status_code, answer.content
+
+    async def in_thread(self, fn: Callable[[], T], client_addr: tuple[str, int] | None = None) -> T:
+        """Run ``fn`` in a worker thread that may use console clients (several calls, or a
+        reader that calls them: the Parquet preview reads a footer through ranged GETs)."""
+        loop = asyncio.get_running_loop()
+
+        def run() -> T:
+            _CALL.loop, _CALL.client_addr = loop, client_addr
+            try:
+                return fn()
+            finally:
+                _CALL.loop, _CALL.client_addr = None, None
+
+        return await asyncio.to_thread(run)
+
     async def call(
         self, client: Any, operation: str, client_addr: tuple[str, int] | None = None, **params: Any
     ) -> dict[str, Any]:
@@ -215,11 +248,17 @@ def _run(
 ) -> dict[str, Any]:  # fmt: skip
     _CALL.loop, _CALL.client_addr = loop, client_addr
     try:
+        return sync_call(client, operation, **params)
+    finally:
+        _CALL.loop, _CALL.client_addr = None, None
+
+
+def sync_call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """``client.OPERATION(**params)`` in a thread run by ``Dispatch``; an error answer raises ``S3Error``."""
+    try:
         result: dict[str, Any] = getattr(client, operation)(**params)
         return result
     except ClientError as exc:
         err = exc.response.get("Error", {})
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         raise S3Error(str(err.get("Code", "")), str(err.get("Message", "")), status) from None
-    finally:
-        _CALL.loop, _CALL.client_addr = None, None
