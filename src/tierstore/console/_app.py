@@ -92,7 +92,10 @@ class Web:
         self.headers: dict[str, str] = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         self.cookies = _cookies(self.headers.get("cookie", ""))
         host = self.headers.get("host", "127.0.0.1")
-        self.secure = scope.get("scheme") == "https"
+        # Behind a TLS-terminating proxy the app sees http: the proxy's X-Forwarded-Proto says
+        # https, so cookies get Secure and presigned URLs the page uses are https (not mixed content).
+        forwarded = self.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+        self.secure = scope.get("scheme") == "https" or forwarded == "https"
         self.endpoint = f"{'https' if self.secure else 'http'}://{host}"
         client = scope.get("client")
         self.client_addr: tuple[str, int] | None = (str(client[0]), int(client[1])) if client else None
