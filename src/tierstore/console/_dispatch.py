@@ -16,6 +16,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -34,6 +35,7 @@ Asgi = Callable[
 
 T = TypeVar("T")
 _CLIENTS_MAX = 256  # cached botocore clients (one per credentials, endpoint and service)
+_THREADS = 16  # console calls in flight per worker process (each waits for the app)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Dispatch:
         self._session = botocore.session.get_session()
         self._clients: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
+        # A pool of its own: a call's thread waits for the app, which may itself need the loop's
+        # default executor (file and catalog work); sharing it could starve the app of threads.
+        self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="tierstore-console")
 
     def client(self, service: str, endpoint: str, creds: Credentials) -> Any:
         """A botocore client for ``service`` ("s3" or "sts") with a session's credentials whose
@@ -221,7 +226,7 @@ class Dispatch:
             finally:
                 _CALL.loop, _CALL.client_addr = None, None
 
-        return await asyncio.to_thread(run)
+        return await loop.run_in_executor(self._pool, run)
 
     async def call(
         self, client: Any, operation: str, client_addr: tuple[str, int] | None = None, **params: Any
@@ -229,7 +234,7 @@ class Dispatch:
         """Run ``client.OPERATION(**params)`` in a thread; an S3 error answer raises ``S3Error``.
         ``client_addr``: the browser's address (the access and audit logs name it)."""
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(_run, client, operation, loop, client_addr, params)
+        return await loop.run_in_executor(self._pool, _run, client, operation, loop, client_addr, params)
 
 
 class _Call(threading.local):
