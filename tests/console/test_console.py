@@ -51,7 +51,8 @@ def test_sign_in_shows_every_page_and_signs_out(page, server: ServerProcess) -> 
 def test_no_page_without_a_session(page, server: ServerProcess) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{server.endpoint}/console/browse/anything?prefix=a%2F")
     assert "/console/login?next=" in page.url
-    for path in ("/console/", "/console/buckets", "/console/health", "/console/no-such-page"):
+    paths = ("/console/", "/console/buckets", "/console/health", "/console/no-such-page")
+    for path in (*paths, "/console/browse/b?prefix=Signature%3DX-Amz-Signature%2F"):  # a page, not a presigned URL
         resp = _get(server, path)
         assert resp.status == 303, path
         assert resp.getheader("location", "").startswith("/console/login?next="), path
@@ -114,6 +115,6 @@ def test_console_off(tmp_path) -> None:  # type: ignore[no-untyped-def]
     try:
         resp = _get(srv, "/console/login")
         assert resp.status == 403  # an anonymous S3 request for an object of bucket "console"
-        assert resp.getheader("x-amz-request-id") is not None
+        assert resp.getheader("x-amz-request-id") is not None and resp.getheader("location") is None
     finally:
         srv.stop()

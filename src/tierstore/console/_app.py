@@ -430,6 +430,10 @@ def human_size(n: int | float | None) -> str:
     return f"{size:.1f} PiB"
 
 
+# Query parameters that make a request presigned (SigV4, SigV2): an S3 request, not a page.
+_PRESIGNED_PARAMS = frozenset({b"X-Amz-Signature", b"X-Amz-Credential", b"Signature", b"AWSAccessKeyId"})
+
+
 def is_console_request(scope: dict[str, Any], domain: str | None = None) -> bool:
     """Whether the server hands this request to the console rather than the S3 API.
 
@@ -441,7 +445,7 @@ def is_console_request(scope: dict[str, Any], domain: str | None = None) -> bool
     if not (path == CONSOLE_PATH or path.startswith(CONSOLE_PATH + "/")):
         return False
     qs: bytes = scope.get("query_string", b"")
-    if b"Signature" in qs or b"X-Amz-Credential" in qs or b"AWSAccessKeyId" in qs:
+    if qs and any(p.partition(b"=")[0] in _PRESIGNED_PARAMS for p in qs.split(b"&")):
         return False
     for k, v in scope["headers"]:
         name = k.lower()

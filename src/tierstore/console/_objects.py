@@ -102,7 +102,10 @@ async def show(web: Web) -> Reply:
     try:
         head = await web.s3("head_object", **params)
     except S3Error as exc:  # e.g. the current version is a delete marker: the versions still show
-        head_error = f"{exc.code or exc.status}: {exc.message or 'no current version'}"
+        if exc.status == 404 and not exc.code:  # a HEAD's 404 has no body to name its code
+            head_error = "No current version: the key is deleted (see its versions below) or never existed."
+        else:
+            head_error = f"{exc.code or exc.status}: {exc.message}"
     tags: list[dict[str, str]] = []
     tags_error = ""
     if head is not None:
