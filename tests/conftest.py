@@ -43,6 +43,7 @@ settings.load_profile("tierstore")
 # how long the suite takes, never what a test sees).
 LONG_FILES = (
     "test_crash.py",
+    "console/test_browse_large.py",
     "torch/test_checkpoints.py",
     "test_docs.py",
     "api/test_tier_data.py",

@@ -51,6 +51,7 @@ from tierstore.blob import (
     parse_store_url,
 )
 from tierstore.catalog import Catalog, SqliteCatalog
+from tierstore.console import ConsoleApp, is_console_request
 from tierstore.crypto import (
     MASTER_KEY_FILE,
     LocalKeyStore,
@@ -193,6 +194,8 @@ class ServerConfig:
     lifecycle_day_s: int = 86_400
     # Accept SSE-C (customer keys in headers) over plain HTTP; off: 400 InvalidRequest, as AWS (docs/encryption-s3.md).
     sse_c_over_http: bool = False
+    # The web console at /console (docs/console.md); off: /console is S3's like any other path.
+    console: bool = True
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -902,7 +905,7 @@ def build_app(config: ServerConfig) -> S3App:
         else:
             catalog.close()
 
-    return S3App(
+    app = S3App(
         service,
         authenticator,
         domain=config.domain,
@@ -923,6 +926,11 @@ def build_app(config: ServerConfig) -> S3App:
         kms=kms,
         sse_c_over_http=config.sse_c_over_http,
     )
+    if config.console:
+        domain = config.domain.lower().strip(".") if config.domain else None
+        console = ConsoleApp(app, master_key, region=config.region)  # acts only by calling app (docs/console.md)
+        app.mount(functools.partial(is_console_request, domain=domain), console)
+    return app
 
 
 def _configure_logging(level: str) -> None:

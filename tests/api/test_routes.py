@@ -187,6 +187,8 @@ TABLE: list[tuple[str, str | None, str | None, dict[str, str], dict[str, str], s
     ("DELETE", "_tierstore", "datasets/d/3/pin", {"job": "j"}, {}, "tierstore:UnpinDataset", True),
     ("PUT", "_tierstore", "datasets/d/3/pin", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "jobs", {}, {}, "tierstore:ListJobs", True),
+    ("GET", "_tierstore", "usage", {}, {}, "tierstore:BucketUsage", True),
+    ("PUT", "_tierstore", "usage", {}, {}, UNKNOWN, False),
     ("POST", "_tierstore", "jobs", {}, {}, UNKNOWN, False),
     ("GET", "_tierstore", "models", {}, {}, "tierstore:ListModels", True),
     ("POST", "_tierstore", "models", {}, {}, "tierstore:RegisterModel", True),

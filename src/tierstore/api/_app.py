@@ -101,11 +101,13 @@ def note_send_failure() -> None:
 
 Scope = dict[str, Any]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_DRAIN_BYTES = 1024 * 1024  # unread request body we read and drop rather than close the connection
 _ANONYMOUS = Principal.anonymous()  # an unsigned request's principal (a tuple: one for all)
 _KEY_READS = frozenset({"GetObject", "HeadObject"})  # a missing key: 404 or 403 (``_may_list``)
+_DOCUMENT_DESTS = frozenset({"document", "iframe", "frame", "embed", "object"})  # Sec-Fetch-Dest of a page
 _YIELD_BYTES = 1024 * 1024  # a streamed body yields to the event loop at least this often (``_send``)
 
 
@@ -155,9 +157,15 @@ class S3App:
         self._metrics_task: asyncio.Task[None] | None = None
         self.authorizer: Authorizer = authorizer or AllowAuthenticated()
         self.sse_c_over_http = sse_c_over_http  # else SSE-C keys only over TLS (api/_sse.py)
+        self._mounted: tuple[Callable[[Scope], bool], Asgi] | None = None
         self.ctx = Context(
             service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc, kms=kms
         )
+
+    def mount(self, wants: Callable[[Scope], bool], app: Asgi) -> None:
+        """Hand the requests ``wants`` (the web console's) to ``app``, which acts by calling this
+        app back with signed requests: it adds no path around the dispatcher (docs/console.md)."""
+        self._mounted = (wants, app)
 
     # --- ASGI ------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,6 +173,9 @@ class S3App:
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self._mounted is not None and self._mounted[0](scope):  # the web console (docs/console.md)
+            await self._mounted[1](scope, receive, send)
             return
         request_id = new_request_id()
         x = Exchange(receive)  # counts request body bytes; _send notes the response's bytes and first byte
@@ -186,6 +197,10 @@ class S3App:
             else:
                 self.metrics.started(req.action)
                 resp = await self._handle(req, scope)
+                if self._mounted is not None and req.headers.get("sec-fetch-dest") in _DOCUMENT_DESTS:
+                    # An object opened as a page shares the console's origin: sandboxed, its
+                    # script (if any) runs in an opaque origin, away from the console (docs/console.md).
+                    resp.headers.append(("content-security-policy", "sandbox"))
         except e.TierstoreError as exc:
             error_code = exc.code
             resp = self._error(exc, req, request_id)

@@ -23,7 +23,7 @@ from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, G
 
 __all__ = [
     "admin_heal", "admin_info", "batch", "datasets", "identities", "jobs", "kms_keys", "models", "query", "refuse",
-    "tiers",
+    "tiers", "usage",
 ]
 
 MAX_BATCH_ENTRIES = 10_000
@@ -52,6 +52,26 @@ async def datasets(req: Request, ctx: Context) -> Response:
 async def jobs(req: Request, ctx: Context) -> Response:
     """``GET /_tierstore/jobs`` (tierstore:ListJobs): every job's dataset pins."""
     return Response(200, [("content-type", "application/json")], await _datasets.jobs_answer(ctx.dataset_service()))
+
+
+async def usage(req: Request, ctx: Context) -> Response:
+    """``GET /_tierstore/usage`` (tierstore:BucketUsage): objects, versions and bytes of each
+    bucket the caller may list (s3:ListBucket), from the metrics' cached aggregate (recomputed
+    in the background, never per request, at most every 30 s: docs/observability.md).
+    ``{"buckets": [{"bucket", "objects", "object_bytes", "versions", "delete_markers",
+    "stored_bytes"}], "complete": bool}``; complete is false when the store
+    has more buckets than the aggregate covers."""
+    cached = await ctx.metrics.usage(ctx.service)
+    rows = []
+    for u in cached.buckets if cached is not None else []:
+        if await ctx.entry_allowed(req, Check("s3:ListBucket", bucket_arn(u.bucket))):
+            rows.append({
+                "bucket": u.bucket, "objects": u.objects, "object_bytes": u.object_bytes, "versions": u.versions,
+                "delete_markers": u.delete_markers, "stored_bytes": u.stored_bytes,
+            })  # fmt: skip
+    complete = cached is not None and cached.total_buckets <= len(cached.buckets)
+    body = json.dumps({"buckets": rows, "complete": complete}).encode()
+    return Response(200, [("content-type", "application/json")], body)
 
 
 async def models(req: Request, ctx: Context) -> Response:

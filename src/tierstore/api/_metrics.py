@@ -290,6 +290,10 @@ class Metrics:
         for pid in dead:
             mark_process_dead(pid, self.multiproc_dir)  # type: ignore[no-untyped-call]
 
+    async def usage(self, service: ObjectService) -> _UsageCache | None:
+        """The cached bucket usage (``GET /_tierstore/usage`` reads it; refreshed as for a scrape)."""
+        return await self._bucket_usage(service)
+
     async def _bucket_usage(self, service: ObjectService) -> _UsageCache | None:
         """The cached usage; recomputed in a thread (never blocking requests) once it is older than
         USAGE_MIN_AGE_S and than 1/USAGE_COST_SHARE times the last computation took. The first

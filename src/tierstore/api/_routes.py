@@ -305,6 +305,8 @@ def _extension(method: str, key: str) -> Route:
         return Route(tier_endpoint(method, key))  # the route name is the IAM action (_tiers_ext.ENDPOINTS)
     if key == "jobs":
         return Route("tierstore:ListJobs") if method == "GET" else _NO_ROUTE
+    if key == "usage":
+        return Route("tierstore:BucketUsage") if method == "GET" else _NO_ROUTE
     area = key.partition("/")[0]
     if area == "datasets":
         return _datasets(method, key.split("/")[1:])
@@ -553,6 +555,8 @@ ACTIONS: dict[str, Action] = {
     # object it moves (arn:aws:s3:::BUCKET/KEY from its query)
     UNROUTED_TIERS: _ext(_extensions.tiers, "tierstore:Admin"),
     "tierstore:ListJobs": _ext(_extensions.jobs, "tierstore:ListJobs"),
+    # each bucket's usage is shown to whoever may list that bucket (s3:ListBucket), by the handler
+    "tierstore:BucketUsage": Action(_extensions.usage, (), ("s3:ListBucket",)),
     **{a: _ext(_extensions.tiers, a) for a in TIER_ENDPOINTS if a not in (_TRANSITION, TRANSITION_MANY)},
     _TRANSITION: Action(_extensions.tiers, (Perm(_TRANSITION, on=_QUERY_OBJECT),)),
     TRANSITION_MANY: Action(_extensions.tiers, (), (_TRANSITION,)),  # each entry's, by the handler

@@ -392,6 +392,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         convert=lambda n: min(max(n, 1), 86_400),
     ),
     Option(
+        "--console",
+        str,
+        "on",
+        "the web console at /console (docs/console.md); off: /console is an S3 path like any other",
+        choices=("on", "off"),
+        convert=lambda v: v == "on",
+    ),
+    Option(
         "--sse-c-over-http",
         bool,
         False,

@@ -172,6 +172,12 @@ class TierstoreClient:
         """Drives, their state and capacity, catalog copies and the last heal (``tierstore admin info``)."""
         return self._call("GET", "/_tierstore/admin/info", None)
 
+    def bucket_usage(self) -> dict[str, Any]:
+        """Objects, versions and bytes of each bucket this key may list (refreshed at most every
+        30 s): ``{"buckets": [{"bucket", "objects", "object_bytes", "versions", "delete_markers",
+        "stored_bytes"}], "complete"}`` (the web console's Buckets page shows it)."""
+        return self._call("GET", "/_tierstore/usage", None)
+
     # --- identities (the root, or the iam: actions; docs/identities.md) ---------------------
     def create_user(self, name: str, *, tags: dict[str, str] | None = None) -> dict[str, Any]:
         return self._call("POST", "/_tierstore/admin/users", {"name": name, "tags": tags or {}})
