@@ -8,7 +8,7 @@ import os
 import threading
 
 from tierstore import _hashing
-from tierstore._hashing import THREAD_MIN_BYTES, ThreadedHash
+from tierstore._hashing import BATCH_BYTES, THREAD_MIN_BYTES, ThreadedHash
 
 
 class _Recorder:
@@ -44,8 +44,38 @@ def test_the_digest_is_hashlibs_for_every_mix_of_chunks() -> None:
     assert on_pool == [True, False, True, False, True, False, False, True]
 
 
+def test_large_chunks_go_over_together_in_order() -> None:
+    chunks = [os.urandom(THREAD_MIN_BYTES) for _ in range(40)]  # 2.5 MiB: two full batches and a rest
+
+    async def run() -> _Recorder:
+        rec = _Recorder()
+        threaded = ThreadedHash(rec)
+        for chunk in chunks:
+            await threaded.update(chunk)
+        assert (await threaded.result()) is rec
+        return rec
+
+    rec = asyncio.run(run())
+    assert rec.inner.digest() == hashlib.md5(b"".join(chunks)).digest()
+    assert [n for _, n in rec.calls] == [len(c) for c in chunks]
+    assert all(name.startswith("tierstore-hash") for name, _ in rec.calls)
+    assert BATCH_BYTES // THREAD_MIN_BYTES == 16  # so the first hand-over held 16 chunks
+
+
+def test_joined_hashes_what_was_not_handed_over() -> None:
+    data = [os.urandom(THREAD_MIN_BYTES) for _ in range(3)]  # below one batch: still held
+
+    async def run() -> ThreadedHash:
+        threaded = ThreadedHash(hashlib.sha256())
+        for chunk in data:
+            await threaded.update(chunk)
+        return threaded
+
+    assert asyncio.run(run()).joined().hexdigest() == hashlib.sha256(b"".join(data)).hexdigest()
+
+
 def test_joined_waits_for_the_last_update() -> None:
-    data = os.urandom(4 * THREAD_MIN_BYTES)
+    data = os.urandom(BATCH_BYTES)  # one full batch: handed over at once
 
     async def run() -> ThreadedHash:
         threaded = ThreadedHash(hashlib.sha256())
