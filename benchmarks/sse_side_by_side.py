@@ -49,6 +49,7 @@ from s3_side_by_side import (  # noqa: E402
     _sigterm,
     loadavg,
     machine,
+    median,
     process_tree,
     run_s3bench,
     summarize,
@@ -94,6 +95,36 @@ def targets(summary: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, A
     rows.append({"what": "small_get_4k server CPU/request encrypted / plain", "ratio": ratio(e, p),
                  "target": "<= 1.3", "met": (r := ratio(e, p)) is not None and r <= 1.3, "values": [e, p]})
     return rows
+
+
+def cpu_budget(rows: list[dict[str, Any]], only: list[str]) -> list[str]:
+    """Per 64 MiB scenario: each label's client CPU per request and how busy the host was (medians
+    over the passes), and the encrypted / SeaweedFS-SSE MB/s ratio that CPU alone allows. On 2
+    cores shared by the servers and s3bench, a pass that keeps the host busy (~1.0) moves one
+    request per (server + client) CPU per request and core: the ratio is then at most
+    (SeaweedFS's server CPU + its client CPU) / (ours + ours), whatever s3bench's process count."""
+    acc: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        if "summary" in r or not r.get("ops") or not str(r.get("scenario", "")).startswith("large"):
+            continue
+        m = acc.setdefault((str(r["label"]), str(r["scenario"])), {})
+        m.setdefault("client", []).append(float(r.get("client_cpu_s") or 0) / float(r["ops"]) * 1e6)
+        m.setdefault("server", []).append(float(r.get("server_cpu_us_per_op") or 0))
+        m.setdefault("busy", []).append(float(r.get("host_cpu_busy") or 0))
+    lines = []
+    for scen in (s for s in only if s.startswith("large")):
+        cost = {}
+        for label in ("tierstore", "tierstore-sse", "seaweedfs-sse"):
+            m = acc.get((label, scen))
+            if m:
+                client, server, busy = (median(m[k]) for k in ("client", "server", "busy"))
+                cost[label] = server + client
+                lines.append(f"{scen} {label}: server {server / 1000:,.1f} ms + client {client / 1000:,.1f} ms "
+                             f"CPU per request, host busy {busy:.2f}")
+        if "tierstore-sse" in cost and "seaweedfs-sse" in cost:
+            lines.append(f"{scen}: encrypted / SeaweedFS-SSE allowed by CPU alone (host busy 1.0): "
+                         f"{cost['seaweedfs-sse'] / cost['tierstore-sse']:.2f}x")
+    return lines
 
 
 def scenario_table(summary: dict[str, dict[str, dict[str, float]]], only: list[str]) -> str:
@@ -229,6 +260,8 @@ def main() -> int:
     for c in checks:
         r = "-" if c["ratio"] is None else f"{c['ratio']:.2f}x"
         print(f"| {c['what']} | {r} | {c['target']} | {'yes' if c['met'] else 'no'} |")
+    for line in cpu_budget(rows, only):
+        print(line)
     if memory is not None:
         mib = 1 << 20
         print(f"\nmemory, {memory['bytes'] / (1 << 30):.1f} GiB SSE-S3: PUT {memory['put_rss']} at "

@@ -47,10 +47,9 @@ import os
 import secrets
 import struct
 import sys
-import threading
 from array import array
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +57,7 @@ from typing import Any, TypeVar
 from awscrt.checksums import combine_crc32c
 
 from tierstore._buffers import filled_bytes
+from tierstore._threads import LazyPool
 from tierstore.blob._protocol import (
     BLOCK_SIZE_BYTES,
     BlobInfo,
@@ -246,26 +246,11 @@ def _read_error(exc: OSError, blob_id: str) -> TierstoreError:
 
 
 # --- a shared thread pool ----------------------------------------------------------------------
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
+_pool = LazyPool("tierstore-blob", min(32, (os.cpu_count() or 1) + 4))
 
 
 def _shared_executor() -> Executor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="tierstore-blob"
-            )
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    global _pool
-    _pool = None  # the parent's threads do not exist in the child
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    return _pool.get()
 
 
 def _after(future: Future[Any] | None, fn: Callable[[], None]) -> None:
