@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.api.tier_support import add_tier
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, Gateways, ServerProcess, make_client, serve_once
 from tests.ports import free_port
 from tests.postgres import PostgreSQL
@@ -126,6 +127,27 @@ def test_versions_from_both_gateways_in_order(clients: tuple[Any, Any], bucket: 
         assert clients[(i + 1) % 2].get_object(Bucket=bucket, Key="v", VersionId=vid)["Body"].read() == body
 
 
+def test_a_blob_lives_in_the_store_until_deleted_through_either_gateway(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """A PUT through A is acknowledged with its body already an object in the store (under the
+    prefix, named by blob id); a DELETE through B sends that object away (the trash is drained
+    to the store)."""
+    store = two_gateways.weed.client()
+
+    def stored() -> set[str]:
+        pages = store.get_paginator("list_objects_v2").paginate(Bucket=two_gateways.store_bucket, Prefix="blobs/")
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    before = stored()
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="doomed", Body=body)
+    (blob_key,) = stored() - before
+    assert store.get_object(Bucket=two_gateways.store_bucket, Key=blob_key)["Body"].read() == body
+    clients[1].delete_object(Bucket=bucket, Key="doomed")
+    _until(lambda: blob_key not in stored(), "the blob deleted from the store", two_gateways.b, timeout_s=180)
+
+
 def test_retention_set_on_a_refuses_delete_on_b(clients: tuple[Any, Any]) -> None:
     """Object lock: a version retained (GOVERNANCE) through A cannot be deleted through B without
     the bypass; its bytes stay readable through both."""
@@ -154,6 +176,20 @@ def test_encrypted_on_a_read_on_b(clients: tuple[Any, Any], bucket: str, rng: ra
     for key in ("s3", "kms"):
         got = b.get_object(Bucket=bucket, Key=key)
         assert got["Body"].read() == body and got["ServerSideEncryption"] in ("AES256", "aws:kms")
+
+
+def test_a_version_moved_to_a_remote_tier_through_a_reads_through_b(
+    two_gateways: Gateways, clients: tuple[Any, Any], bucket: str, rng: random.Random
+) -> None:
+    """Remote tiers on ``--store``: a tier added through A (another SeaweedFS bucket), a version
+    moved there from the standard tier (the store) through A; B serves it in the tier's class."""
+    admin = _tierstore_client(two_gateways.a.endpoint)
+    add_tier(admin, two_gateways.weed, "GWCOLD", "gw-cold", "t")
+    body = rng.randbytes(BLOB_BYTES)
+    clients[0].put_object(Bucket=bucket, Key="cold", Body=body)
+    assert admin.tier_transition("GWCOLD", bucket, "cold")["moved"]
+    got = clients[1].get_object(Bucket=bucket, Key="cold")
+    assert got["Body"].read() == body and got["StorageClass"] == "GWCOLD"
 
 
 def test_dataset_made_on_a_reads_shuffled_through_both(
