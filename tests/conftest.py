@@ -348,29 +348,25 @@ class Gateways:
         return self.a, self.b
 
 
-@pytest.fixture(scope="session")
-def two_gateways(
-    tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL, seaweedfs: SeaweedFS
-) -> Iterator[Gateways]:
-    """Two gateways over one PostgreSQL database and one SeaweedFS bucket (docs/scale-out.md "Test
-    plan"), started once per session by the tests that ask. A starts first (it migrates the schema
-    and creates the master key and the KMS key ``testkey-1``); B gets A's master key, as every
-    gateway of a deployment must. One worker each, to keep it lean."""
-    root = tmp_path_factory.mktemp("gateways")
-    dsn = postgres.create_database("two_gateways")
-    store_bucket = "tierstore-gateways"
-    seaweedfs.client().create_bucket(Bucket=store_bucket)
+def start_gateways(
+    root: Path, dsn: str, weed: SeaweedFS, store_bucket: str, *, extra_args: tuple[str, ...] = ()
+) -> Gateways:
+    """Gateways A and B over ``dsn`` and the SeaweedFS bucket ``store_bucket`` (created here),
+    one config file, a data dir each under ``root``, one worker each, ``extra_args`` for both. A
+    starts first (it migrates the schema and creates the master key and the KMS key
+    ``testkey-1``); B gets A's master key, as every gateway of a deployment must."""
+    weed.client().create_bucket(Bucket=store_bucket)
     config_file = root / "gateway.toml"
     config_file.write_text(
         f'catalog = "{dsn}"\n'
-        f'store = "s3://{store_bucket}/blobs?endpoint={seaweedfs.endpoint}"\n'
-        f'store-access-key = "{seaweedfs.access_key}"\n'
-        f'store-secret-key = "{seaweedfs.secret_key}"\n'
+        f'store = "s3://{store_bucket}/blobs?endpoint={weed.endpoint}"\n'
+        f'store-access-key = "{weed.access_key}"\n'
+        f'store-secret-key = "{weed.secret_key}"\n'
         "workers = 1\n"
         'kms-create-keys = ["testkey-1"]\n'
     )
     config_file.chmod(0o600)
-    args = ["--config", str(config_file)]
+    args = ["--config", str(config_file), *extra_args]
     a = ServerProcess(root / "a", extra_args=args)
     b = ServerProcess(root / "b", extra_args=args)
     a.start(timeout_s=120)
@@ -381,7 +377,22 @@ def two_gateways(
     except BaseException:
         a.stop()
         raise
-    yield Gateways(a, b, dsn, seaweedfs, store_bucket, config_file)
-    for srv in (a, b):
+    return Gateways(a, b, dsn, weed, store_bucket, config_file)
+
+
+def stop_gateways(gw: Gateways) -> None:
+    for srv in gw.both:
         if srv.proc is not None and srv.proc.poll() is None:
             srv.stop()
+
+
+@pytest.fixture(scope="session")
+def two_gateways(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL, seaweedfs: SeaweedFS
+) -> Iterator[Gateways]:
+    """Two gateways over one PostgreSQL database and one SeaweedFS bucket (docs/scale-out.md "Test
+    plan", ``start_gateways``), started once per session by the tests that ask."""
+    gw = start_gateways(tmp_path_factory.mktemp("gateways"), postgres.create_database("two_gateways"),
+                        seaweedfs, "tierstore-gateways")  # fmt: skip
+    yield gw
+    stop_gateways(gw)

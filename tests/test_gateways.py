@@ -315,7 +315,9 @@ def test_store_down_cached_blobs_read_the_rest_503(
     """A gateway C that reaches the store through a forwarder; the forwarder stops (the store is
     down for C): a blob C has cached still reads; an uncached one and a new blob PUT answer 503
     ServiceUnavailable with Retry-After (never wrong bytes, never a hang); listings still answer
-    (the catalog's). The store back: C reads the uncached blob, without a restart."""
+    (the catalog's), and so do inline bodies (≤ 16 KiB, in the catalog): one written before
+    reads, a new one is written (and read through B). The store back: C reads the uncached blob
+    and writes blobs again, without a restart."""
     weed = two_gateways.weed
     forwarder = _Forwarder(int(weed.endpoint.rsplit(":", 1)[1]))
     forwarder.start()
@@ -329,13 +331,21 @@ def test_store_down_cached_blobs_read_the_rest_503(
         assert s3c.get_object(Bucket=bucket, Key="cached")["Body"].read() == cached  # fills C's cache
         _until(lambda: any((c.data_dir / CACHE_DIR / "blobs").rglob("*")), "C's cache filled", c)
         clients[0].put_object(Bucket=bucket, Key="uncached", Body=uncached)
+        clients[0].put_object(Bucket=bucket, Key="inline", Body=b"i" * 300)
         forwarder.stop()
         assert s3c.get_object(Bucket=bucket, Key="cached")["Body"].read() == cached
         _unavailable(functools.partial(s3c.get_object, Bucket=bucket, Key="uncached"))
         _unavailable(functools.partial(s3c.put_object, Bucket=bucket, Key="new", Body=b"n" * BLOB_BYTES))
-        assert sorted(o["Key"] for o in s3c.list_objects_v2(Bucket=bucket)["Contents"]) == ["cached", "uncached"]
+        assert s3c.head_object(Bucket=bucket, Key="uncached")["ContentLength"] == BLOB_BYTES
+        assert s3c.get_object(Bucket=bucket, Key="inline")["Body"].read() == b"i" * 300
+        s3c.put_object(Bucket=bucket, Key="inline-new", Body=b"j" * 300)
+        assert clients[1].get_object(Bucket=bucket, Key="inline-new")["Body"].read() == b"j" * 300
+        listed = sorted(o["Key"] for o in s3c.list_objects_v2(Bucket=bucket)["Contents"])
+        assert listed == ["cached", "inline", "inline-new", "uncached"]
         forwarder.start()
         assert s3c.get_object(Bucket=bucket, Key="uncached")["Body"].read() == uncached
+        s3c.put_object(Bucket=bucket, Key="new", Body=b"n" * BLOB_BYTES)
+        assert clients[1].get_object(Bucket=bucket, Key="new")["Body"].read() == b"n" * BLOB_BYTES
     finally:
         forwarder.stop()
         c.stop()

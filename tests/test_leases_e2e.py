@@ -7,6 +7,7 @@ its own data dir)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import time
@@ -16,9 +17,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import ServerProcess, admin_info, make_client
+from tests.api.tier_support import add_tier
+from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, admin_info, make_client
 from tests.postgres import PostgreSQL
 from tests.seaweed import SeaweedFS
+from tierstore.client import TierstoreClient, resolve_settings
 
 LEASE_S = 2  # --lease-seconds: short, so the takeover comes soon
 
@@ -118,4 +121,57 @@ def test_trash_leased_by_a_killed_gateway_is_finished_by_the_next(
     finally:
         b.stop()
     assert _sql(dsn, "SELECT id FROM gateways WHERE id <> $1", owner_a) == []  # B left the registry at its stop
+    assert "Traceback" not in b.log(), b.log()[-4000:]
+
+
+def test_outbox_leased_by_a_killed_gateway_is_finished_by_the_next(
+    tmp_path: Path, postgres: PostgreSQL, seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tier outbox across gateways on ``--store``: a version moved to a remote tier through A
+    is deleted; A's outbox pass leases the remote delete and A dies (kill -9) right after the
+    claim: the row stays, leased to A, and the remote object stays. B, with its own data dir, takes
+    the row over once A's lease ran out and deletes the remote object and the row."""
+    dsn = postgres.create_database("leases_outbox")
+    seaweedfs.client().create_bucket(Bucket="tierstore-leases-outbox")
+    args = ["--catalog", dsn, "--workers", "1", "--lease-seconds", str(LEASE_S), "--scrub-interval", "0",
+            "--store", f"s3://tierstore-leases-outbox/blobs?endpoint={seaweedfs.endpoint}",
+            "--store-access-key", seaweedfs.access_key, "--store-secret-key", seaweedfs.secret_key]  # fmt: skip
+    monkeypatch.setenv("TIERSTORE_TEST_KILL_AFTER_CLAIM", "outbox")  # A's worker: kill -9 after an outbox claim
+    remote = seaweedfs.client()
+
+    def remote_keys() -> list[str]:
+        return [o["Key"] for o in remote.list_objects_v2(Bucket="leases-cold").get("Contents", [])]
+
+    a = ServerProcess(tmp_path / "a", extra_args=args)
+    a.start(timeout_s=120)
+    try:
+        admin = TierstoreClient(resolve_settings(a.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY))
+        add_tier(admin, seaweedfs, "LEASECOLD", "leases-cold", "t")
+        s3 = make_client(a.endpoint)
+        s3.create_bucket(Bucket="leased")
+        s3.put_object(Bucket="leased", Key="gone", Body=b"gone" * 20_000)
+        assert admin.tier_transition("LEASECOLD", "leased", "gone")["moved"]
+        assert len(remote_keys()) == 1
+        with contextlib.suppress(Exception):  # the worker may die while answering
+            s3.delete_object(Bucket="leased", Key="gone")
+        _until(lambda: _sql(dsn, "SELECT count(*) FROM tier_outbox WHERE lease_owner IS NOT NULL") == [(1,)],
+               "A's outbox pass claimed the remote delete", a)  # fmt: skip
+    finally:
+        a.stop(signal.SIGKILL)
+    monkeypatch.delenv("TIERSTORE_TEST_KILL_AFTER_CLAIM")
+    ((owner_a, until_ns),) = _sql(dsn, "SELECT lease_owner, next_ns FROM tier_outbox")
+    assert _sql(dsn, "SELECT count(*) FROM gateways WHERE id = $1", owner_a) == [(1,)]  # A's registration
+    assert len(remote_keys()) == 1  # A died before deleting it
+    while time.time_ns() <= until_ns:
+        time.sleep(0.1)
+    (tmp_path / "b").mkdir()
+    shutil.copy2(tmp_path / "a" / "master.key", tmp_path / "b" / "master.key")
+    b = ServerProcess(tmp_path / "b", extra_args=args)
+    b.start(timeout_s=120)
+    try:
+        _until(lambda: _sql(dsn, "SELECT count(*) FROM tier_outbox") == [(0,)], "B drained A's leased outbox", b)
+        assert remote_keys() == []
+        assert not make_client(b.endpoint).list_objects_v2(Bucket="leased").get("Contents")
+    finally:
+        b.stop()
     assert "Traceback" not in b.log(), b.log()[-4000:]

@@ -88,7 +88,7 @@ from tierstore.engine import (
     TierService,
     run_job,
 )
-from tierstore.errors import SlowDown, TierstoreError
+from tierstore.errors import SlowDown, TierstoreError, TierUnavailable
 
 if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names PostgreSQL
     from tierstore.catalog.postgres import PostgresCatalog
@@ -641,6 +641,16 @@ def _reserve_bytes(config: ServerConfig, dirs: list[Path]) -> int:
     return max(0, size)
 
 
+def _pass_failed(what: str, exc: Exception) -> None:
+    """Log a background pass that raised: one line when the catalog or the store is unavailable
+    (PostgreSQL restarting, the store down: the pass runs again at its next interval, and the
+    outage is logged where it is seen), a traceback for anything else (a bug)."""
+    if isinstance(exc, (SlowDown, TierUnavailable)):
+        log.warning("%s pass failed: %s", what, exc)
+    else:
+        log.error("%s pass failed", what, exc_info=exc)
+
+
 def _kill_at(wanted: str, step: str) -> None:
     if step == wanted:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -749,8 +759,8 @@ def build_app(config: ServerConfig) -> S3App:
                     await run_job(catalog, service.leases, f"gc-orphans:{scope}", sweep_orphans)
                     first = False
                 reserve.restore()
-            except Exception:
-                log.exception("GC pass failed")
+            except Exception as exc:
+                _pass_failed("GC", exc)
             await asyncio.sleep(config.gc_interval_s)
 
     async def scrub_leased() -> None:
@@ -800,8 +810,8 @@ def build_app(config: ServerConfig) -> S3App:
                     if repairer.current is None or repairer.current.state != "running":
                         await repairer.heal(kind="scrub", rate_bytes_s=config.scrub_rate_bytes_s)
                     next_scrub = time.time() + config.scrub_interval_s
-            except Exception:
-                log.exception("heal pass failed")
+            except Exception as exc:
+                _pass_failed("heal", exc)
 
     async def stale_uploads_loop() -> None:
         """Abort abandoned multipart uploads so their parts stop holding disk. Every worker runs
@@ -812,8 +822,8 @@ def build_app(config: ServerConfig) -> S3App:
         while True:
             try:
                 await service.abort_stale_uploads(older_than_s=expiry_s)
-            except Exception:
-                log.exception("stale upload pass failed")
+            except Exception as exc:
+                _pass_failed("stale upload", exc)
             await asyncio.sleep(interval_s)
 
     # A claimed row is leased 10 min: a worker killed mid-transition leaves it to another then.
@@ -830,8 +840,8 @@ def build_app(config: ServerConfig) -> S3App:
                 before = dict(lifecycle.stats.actions)
                 await lifecycle.run_once()
                 metrics.lifecycle_acted(before, lifecycle.stats.actions)
-            except Exception:
-                log.exception("lifecycle pass failed")
+            except Exception as exc:
+                _pass_failed("lifecycle", exc)
             await asyncio.sleep(interval_s)
 
     def sweep_tier(name: str) -> Callable[[str, Checkpoint], Awaitable[str]]:
@@ -858,8 +868,8 @@ def build_app(config: ServerConfig) -> S3App:
                             log.warning("tier %s: orphan sweep failed: %s", name, exc)
                 await service.mover.drain_outbox()
                 await service.retry_tier_writes()  # writes in a tier's class that stayed local
-            except Exception:
-                log.exception("tier outbox pass failed")
+            except Exception as exc:
+                _pass_failed("tier outbox", exc)
             await asyncio.sleep(TIER_OUTBOX_INTERVAL_S)
 
     async def hot_copies_loop() -> None:
@@ -869,8 +879,8 @@ def build_app(config: ServerConfig) -> S3App:
         while True:
             try:
                 await service.sweep_holds()
-            except Exception:
-                log.exception("hot copy pass failed")
+            except Exception as exc:
+                _pass_failed("hot copy", exc)
             await asyncio.sleep(HOT_COPIES_INTERVAL_S)
 
     async def on_startup() -> None:

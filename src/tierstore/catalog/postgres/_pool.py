@@ -156,18 +156,27 @@ class Pool:
 
     @classmethod
     async def open(cls, dsn: str, settings: PoolSettings) -> Pool:
-        """A pool of at most ``settings.pool_size`` connections to ``dsn`` (one opened now, to fail early)."""
+        """A pool of at most ``settings.pool_size`` connections to ``dsn`` (one opened now, to fail
+        early; idle ones are closed after asyncpg's 300 s, and made again at a checkout)."""
         shown = redact_dsn(dsn)
+        pool = None
         try:
+            # No floor (min_size 0): asyncpg >= 0.32 restores a floor from a background task that
+            # logs a traceback per attempt while PostgreSQL is down; without one, connections are
+            # made at checkout, where their errors are translated. The first is made now.
             pool = await asyncpg.create_pool(
                 dsn,
-                min_size=1,
+                min_size=0,
                 max_size=settings.pool_size,
                 reset=_no_reset,
                 command_timeout=settings.statement_timeout_s,
                 timeout=settings.checkout_timeout_s,  # connecting
             )
+            async with pool.acquire(timeout=settings.checkout_timeout_s):
+                pass
         except BaseException as exc:
+            if pool is not None:
+                pool.terminate()
             raise connect_error(exc, shown) from None
         return cls(pool, shown, settings.checkout_timeout_s)
 
