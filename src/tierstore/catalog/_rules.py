@@ -259,7 +259,8 @@ GATEWAY_FORGET_NS = 86_400 * 1_000_000_000
 """A gateway registration unseen this long is dropped (at another's register), on both catalogs."""
 
 SIGNED_OUT_PREFIX = "console-signed-out:"
-"""``meta`` rows ``PREFIX + session id`` -> expiry (Unix s): signed-out console sessions, on both catalogs."""
+"""``meta`` rows ``PREFIX + session id`` -> expiry (Unix s, ``%020d``: compared as text): signed-out
+console sessions, on both catalogs."""
 
 LAST_ERROR_MAX_CHARS = 500
 

@@ -23,12 +23,12 @@ class ConsoleSessionTables:
 
         async def fn(c: Any) -> None:
             await c.execute(
-                "DELETE FROM meta WHERE name >= $1 AND name < $2 AND value::bigint <= $3",
-                SIGNED_OUT_PREFIX, SIGNED_OUT_PREFIX[:-1] + ";", now_s,
+                "DELETE FROM meta WHERE name >= $1 AND name < $2 AND value <= $3",  # as text: no cast of other rows
+                SIGNED_OUT_PREFIX, SIGNED_OUT_PREFIX[:-1] + ";", f"{now_s:020d}",
             )  # fmt: skip
             await c.execute(
                 "INSERT INTO meta(name, value) VALUES($1, $2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                SIGNED_OUT_PREFIX + session_id, str(expires_s),
+                SIGNED_OUT_PREFIX + session_id, f"{expires_s:020d}",
             )  # fmt: skip
             await notify(c, "console", session_id)
 

@@ -1,7 +1,8 @@
 """Signed-out console sessions (docs/console.md "Sign-out"), in the generic ``meta`` table: no
-schema step. A row ``console-signed-out:ID`` whose value is the session's expiry (Unix seconds)
-says the console session ``ID`` (its temporary access key id) was signed out; rows past their
-expiry go whenever another session signs out."""
+schema step. A row ``console-signed-out:ID`` whose value is the session's expiry (Unix seconds,
+20 digits zero-padded: compared as text, so no cast touches another row's value) says the
+console session ``ID`` (its temporary access key id) was signed out; rows past their expiry go
+whenever another session signs out."""
 
 from __future__ import annotations
 
@@ -21,12 +22,12 @@ class ConsoleSessionTables(Tables):
 
         def fn(c: sqlite3.Connection) -> None:
             c.execute(
-                "DELETE FROM meta WHERE name >= ? AND name < ? AND CAST(value AS INTEGER) <= ?",
-                (SIGNED_OUT_PREFIX, SIGNED_OUT_PREFIX[:-1] + ";", now_s),
+                "DELETE FROM meta WHERE name >= ? AND name < ? AND value <= ?",
+                (SIGNED_OUT_PREFIX, SIGNED_OUT_PREFIX[:-1] + ";", f"{now_s:020d}"),
             )
             c.execute(
                 "INSERT OR REPLACE INTO meta(name, value) VALUES(?, ?)",
-                (SIGNED_OUT_PREFIX + session_id, str(expires_s)),
+                (SIGNED_OUT_PREFIX + session_id, f"{expires_s:020d}"),
             )
 
         await self._write(fn)
