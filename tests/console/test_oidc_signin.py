@@ -132,8 +132,13 @@ def test_a_role_that_refuses_the_user_says_so(page, oidc_server: ServerProcess, 
         page.goto(f"{oidc_server.endpoint}/console/login")
         page.click("text=Sign in with Test IdP")
         assert "did not sign you in (access_denied)" in page.locator("main").inner_text()
+        idp.user, idp.client_secret = "alice", "another-secret"  # the provider refuses the exchange
+        page.goto(f"{oidc_server.endpoint}/console/login")
+        page.click("text=Sign in with Test IdP")
+        assert "did not exchange the sign-in code (invalid_grant)" in page.locator("main").inner_text()
+        assert "tierstore_console" not in {c["name"] for c in page.context.cookies()}
     finally:
-        idp.user = "alice"
+        idp.user, idp.client_secret = "alice", CLIENT_SECRET
 
 
 def test_a_callback_without_its_flow_is_refused(page, oidc_server: ServerProcess, idp: OidcProvider) -> None:  # type: ignore[no-untyped-def]
