@@ -52,7 +52,7 @@ from tierstore.blob import (
 )
 from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.console import ConsoleApp, is_console_request
-from tierstore.console._oidc import OidcSignIn
+from tierstore.console._oidc import OidcSignIn, config_problem
 from tierstore.crypto import (
     MASTER_KEY_FILE,
     LocalKeyStore,
@@ -382,6 +382,14 @@ def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.
     finally:
         os.close(lock_fd)
     return socks
+
+
+def check_console(config: ServerConfig) -> None:
+    """``ServeError`` when the console's OIDC sign-in options do not fit together (before serving)."""
+    if config.console and config.console_oidc_issuer:
+        problem = config_problem(config.console_oidc_issuer, config.console_oidc_client_id, config.console_oidc_role)
+        if problem:
+            raise ServeError(problem)
 
 
 def check_audit_log(config: ServerConfig) -> None:

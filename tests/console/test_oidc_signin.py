@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +161,17 @@ def test_sign_out_ends_the_session_in_every_worker(page, oidc_server: ServerProc
     for _ in range(6):  # new connections: the workers take turns; none opens the signed-out session
         status, location = _get(oidc_server, "/console/buckets", copied)
         assert (status, location.split("?")[0]) == (303, "/console/login")
+
+
+def test_serve_refuses_oidc_options_that_do_not_fit(tmp_path: Path) -> None:
+    for extra, said in (
+        ([], "needs --console-oidc-client-id and --console-oidc-role"),
+        (["--console-oidc-client-id", CLIENT_ID, "--console-oidc-role", "console-readers"], "must be a role ARN"),
+    ):
+        args = ["serve", "--data", str(tmp_path / "data"), "--address", "127.0.0.1:0"]
+        args += ["--console-oidc-issuer", "http://127.0.0.1:1/realm", *extra]
+        env = dict(os.environ, TIERSTORE_ACCESS_KEY=ACCESS_KEY, TIERSTORE_SECRET_KEY=SECRET_KEY)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tierstore", *args], check=False, capture_output=True, text=True, env=env, timeout=60
+        )
+        assert proc.returncode == 1 and said in proc.stderr, proc.stderr

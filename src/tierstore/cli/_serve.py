@@ -567,7 +567,7 @@ def config_fields(resolved: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
 def print_config(resolved: Mapping[str, tuple[Any, str]]) -> None:
     for opt in SERVE_OPTIONS:
         value, source = resolved[opt.name]
-        if opt.name in ("secret_key", "store_secret_key", "metrics_token") and value:
+        if opt.name in ("secret_key", "store_secret_key", "metrics_token", "console_oidc_client_secret") and value:
             value = "********"
         if opt.name == "catalog" and value:
             value = _shown_dsn(value)

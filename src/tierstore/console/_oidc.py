@@ -37,7 +37,7 @@ from typing import Any
 from tierstore.crypto import MasterKey, SealedSecretError
 from tierstore.engine._identity import oidc_url_allowed
 
-__all__ = ["FLOW_COOKIE", "FLOW_S", "OidcFailed", "OidcFlow", "OidcSignIn", "session_name_of"]
+__all__ = ["FLOW_COOKIE", "FLOW_S", "OidcFailed", "OidcFlow", "OidcSignIn", "config_problem", "session_name_of"]
 
 FLOW_COOKIE = "tierstore_console_oidc"  # the flow's sealed state, nonce and verifier (Path=/console/login)
 FLOW_S = 600  # a sign-in at the provider must come back within ten minutes
@@ -76,6 +76,17 @@ def session_name_of(subject: str) -> str:
     return name if len(name) >= 2 else "console"
 
 
+def config_problem(issuer: str, client_id: str, role_arn: str) -> str:
+    """What is wrong with the operator's OIDC sign-in options ("" when nothing; ``serve`` checks at start)."""
+    if not oidc_url_allowed(issuer):
+        return "--console-oidc-issuer must be an https URL (or http to this host)"
+    if not client_id or not role_arn:
+        return "--console-oidc-issuer needs --console-oidc-client-id and --console-oidc-role"
+    if not role_arn.startswith("arn:aws:iam::") or ":role/" not in role_arn:
+        return "--console-oidc-role must be a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+    return ""
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
@@ -99,10 +110,9 @@ class OidcSignIn:
         redirect_url: str = "",
         name: str = "",
     ) -> None:
-        if not oidc_url_allowed(issuer):
-            raise ValueError("--console-oidc-issuer must be an https URL (or http on this host)")
-        if not client_id or not role_arn:
-            raise ValueError("--console-oidc-issuer needs --console-oidc-client-id and --console-oidc-role")
+        problem = config_problem(issuer, client_id, role_arn)
+        if problem:
+            raise ValueError(problem)
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self.role_arn = role_arn
