@@ -29,7 +29,7 @@ __all__ = ["KINDS", "LIVE_HOLD_S", "ConfigWatch"]
 log = logging.getLogger("tierstore.config_watch")
 
 # Kinds of change (the part of a notification before its first colon); ``*`` drops everything.
-KINDS = ("bucket", "iam", "kms", "tier")
+KINDS = ("bucket", "iam", "kms", "tier", "console")  # console: a signed-out console session
 # While notifications arrive, an entry is kept this long: a bound for a change that no
 # notification announces (a row edited by hand; then ``NOTIFY tierstore_config, '*:'`` drops all).
 LIVE_HOLD_S = 60.0

@@ -52,6 +52,7 @@ from tierstore.blob import (
 )
 from tierstore.catalog import Catalog, SqliteCatalog
 from tierstore.console import ConsoleApp, is_console_request
+from tierstore.console._oidc import OidcSignIn, config_problem
 from tierstore.crypto import (
     MASTER_KEY_FILE,
     LocalKeyStore,
@@ -88,6 +89,7 @@ from tierstore.engine import (
     TierService,
     run_job,
 )
+from tierstore.engine._console_sessions import SignedOutSessions
 from tierstore.errors import SlowDown, TierstoreError, TierUnavailable
 
 if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names PostgreSQL
@@ -196,6 +198,14 @@ class ServerConfig:
     sse_c_over_http: bool = False
     # The web console at /console (docs/console.md); off: /console is S3's like any other path.
     console: bool = True
+    # Console sign-in with an OIDC provider (docs/console.md): its issuer (registered as an IAM
+    # OIDC provider), the console's client id (one of its audiences) and secret, the role to assume.
+    console_oidc_issuer: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret: str = field(default="", repr=False)
+    console_oidc_role: str = ""
+    console_oidc_name: str = ""  # on the button; empty: the issuer's host
+    console_oidc_redirect_url: str = ""  # empty: derived from the request (https://HOST/console/login/oidc/callback)
 
 
 def _random_string(n: int, alphabet: str) -> str:
@@ -372,6 +382,14 @@ def _bind(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.
     finally:
         os.close(lock_fd)
     return socks
+
+
+def check_console(config: ServerConfig) -> None:
+    """``ServeError`` when the console's OIDC sign-in options do not fit together (before serving)."""
+    if config.console and config.console_oidc_issuer:
+        problem = config_problem(config.console_oidc_issuer, config.console_oidc_client_id, config.console_oidc_role)
+        if problem:
+            raise ServeError(problem)
 
 
 def check_audit_log(config: ServerConfig) -> None:
@@ -938,7 +956,17 @@ def build_app(config: ServerConfig) -> S3App:
     )
     if config.console:
         domain = config.domain.lower().strip(".") if config.domain else None
-        console = ConsoleApp(app, master_key, region=config.region)  # acts only by calling app (docs/console.md)
+        oidc_sign_in = None
+        if config.console_oidc_issuer:
+            oidc_sign_in = OidcSignIn(
+                master_key, issuer=config.console_oidc_issuer, client_id=config.console_oidc_client_id,
+                role_arn=config.console_oidc_role, client_secret=config.console_oidc_client_secret,
+                redirect_url=config.console_oidc_redirect_url, name=config.console_oidc_name,
+            )  # fmt: skip
+        signed_out = SignedOutSessions(catalog)
+        signed_out.watch_with(watch)
+        # acts only by calling app (docs/console.md)
+        console = ConsoleApp(app, master_key, region=config.region, oidc=oidc_sign_in, signed_out=signed_out)
         app.mount(functools.partial(is_console_request, domain=domain), console)
     return app
 

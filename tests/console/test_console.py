@@ -42,10 +42,17 @@ def test_sign_in_shows_every_page_and_signs_out(page, server: ServerProcess) -> 
     cookie = next(c for c in page.context.cookies() if c["name"] == "tierstore_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert SECRET_KEY not in cookie["value"] and ACCESS_KEY not in cookie["value"]  # sealed, not readable
+    copied = cookie["value"]  # what a thief (or another tab) holds
     page.click("header .who button")
     assert "/console/login" in page.url
     page.goto(f"{server.endpoint}/console/buckets")  # signed out: back to the sign-in page
     assert "/console/login" in page.url
+    # The copied cookie is dead too: sign-out ended the session, not only this browser's cookie.
+    page.context.add_cookies([{**cookie, "value": copied}])
+    page.goto(f"{server.endpoint}/console/buckets")
+    assert "/console/login" in page.url
+    status, _ = _post(server, "/console/buckets", "name=after-sign-out", f"tierstore_console={copied}")
+    assert status == 401
 
 
 def test_no_page_without_a_session(page, server: ServerProcess) -> None:  # type: ignore[no-untyped-def]

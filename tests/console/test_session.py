@@ -57,3 +57,21 @@ def test_a_session_cookie_opens_only_unaltered_unexpired_and_under_its_key() -> 
     assert SessionSealer(MasterKey(os.urandom(32))).open(value, now_s=1_000) is None  # another server's key
     assert sealer.open("", now_s=1_000) is None and sealer.open("not base64!", now_s=1_000) is None
     assert "secret" not in repr(opened) and "secret" not in repr(creds)
+
+
+def test_an_oidc_flow_cookie_opens_only_unaltered_and_under_its_key() -> None:
+    from tierstore.console._oidc import OidcSignIn, session_name_of
+
+    key = MasterKey(os.urandom(32))
+    oidc = OidcSignIn(key, issuer="https://idp.example.org/realm", client_id="c", role_arn="arn:aws:iam::0:role/r")
+    flow, value = oidc.new_flow("/console/buckets")
+    assert flow.verifier not in value and flow.state not in value and flow.nonce not in value
+    assert oidc.open_flow(value) == flow
+    flipped = value[:20] + ("A" if value[20] != "A" else "B") + value[21:]
+    assert oidc.open_flow(flipped) is None and oidc.open_flow("") is None
+    other = OidcSignIn(MasterKey(os.urandom(32)), issuer=oidc.issuer, client_id="c", role_arn=oidc.role_arn)
+    assert other.open_flow(value) is None
+    sealer_value, _ = SessionSealer(key).seal(Credentials("ASIA", "s", "t"), expires_s=2**40, who="x")
+    assert oidc.open_flow(sealer_value) is None  # a session cookie is not a flow (another context)
+    assert session_name_of("alice@example.org") == "alice@example.org"
+    assert session_name_of("a b/<c>") == "a-b--c-" and session_name_of("") == "console"

@@ -67,6 +67,7 @@ __all__ = [
     "Buckets",
     "Catalog",
     "CatalogOperations",
+    "ConsoleSessions",
     "Datasets",
     "Hot",
     "Identities",
@@ -416,6 +417,13 @@ class Leases(Protocol):
     ) -> int: ...
 
 
+class ConsoleSessions(Protocol):
+    """Signed-out web console sessions (docs/console.md "Sign-out"): ``meta`` rows, no table."""
+
+    async def console_sign_out(self, session_id: str, expires_s: int, now_s: int) -> None: ...
+    async def console_signed_out(self, session_id: str) -> bool: ...
+
+
 class Stats(Protocol):
     """Health and usage: a write probe and aggregate counts (may be slow: never on the event loop)."""
 
@@ -441,6 +449,7 @@ class CatalogOperations(
     Hot,
     TierMoves,
     Leases,
+    ConsoleSessions,
     Stats,
     Protocol,
 ):

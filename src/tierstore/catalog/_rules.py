@@ -36,6 +36,7 @@ __all__ = [
     "ECHOED_ENCRYPTION",
     "GATEWAY_FORGET_NS",
     "LAST_ERROR_MAX_CHARS",
+    "SIGNED_OUT_PREFIX",
     "TTL_EXPIRY",
     "WRITE_PENDING_DELAY_NS",
     "check_version_kind",
@@ -256,6 +257,10 @@ def tier_of(row: tuple[Any, ...]) -> TierRecord:
 
 GATEWAY_FORGET_NS = 86_400 * 1_000_000_000
 """A gateway registration unseen this long is dropped (at another's register), on both catalogs."""
+
+SIGNED_OUT_PREFIX = "console-signed-out:"
+"""``meta`` rows ``PREFIX + session id`` -> expiry (Unix s, ``%020d``: compared as text): signed-out
+console sessions, on both catalogs."""
 
 LAST_ERROR_MAX_CHARS = 500
 

@@ -23,6 +23,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ServeError,
         ServerConfig,
         check_audit_log,
+        check_console,
         claim_store_and_port,
         credential_dirs,
         load_or_create_credentials,
@@ -54,6 +55,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=host, port=port, **config_fields(resolved))
     try:
         check_audit_log(config)
+        check_console(config)
         claim = claim_store_and_port(config)  # before anything else: a second server stops here
     except ServeError as exc:
         print(f"tierstore serve: {exc}", file=sys.stderr)

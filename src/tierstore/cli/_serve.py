@@ -331,8 +331,14 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         metavar="N",
         convert=lambda n: max(0, n),
     ),
-    Option("--metrics-token", str, "", "require 'Authorization: Bearer TOKEN' on /metrics", metavar="TOKEN",
-           default_text="none: public"),
+    Option(
+        "--metrics-token",
+        str,
+        "",
+        "require 'Authorization: Bearer TOKEN' on /metrics",
+        metavar="TOKEN",
+        default_text="none: public",
+    ),
     Option("--gc-grace", float, 86_400.0, "", hidden=True, field="gc_grace_s"),
     Option(
         "--stale-uploads-expiry",
@@ -398,6 +404,38 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "the web console at /console (docs/console.md); off: /console is an S3 path like any other",
         choices=("on", "off"),
         convert=lambda v: v == "on",
+    ),
+    Option(
+        "--console-oidc-issuer",
+        str,
+        "",
+        "console sign-in with this OIDC provider (its issuer URL, registered as an IAM OIDC provider; "
+        "docs/console.md); needs --console-oidc-client-id and --console-oidc-role",
+        metavar="URL",
+    ),
+    Option("--console-oidc-client-id", str, "", "the console's client id at the OIDC provider", metavar="ID"),
+    Option(
+        "--console-oidc-client-secret",
+        str,
+        "",
+        "the console's client secret at the OIDC provider, if it has one (prefer the env var or the config file)",
+        metavar="SECRET",
+    ),
+    Option(
+        "--console-oidc-role",
+        str,
+        "",
+        "the role ARN a console OIDC sign-in assumes (AssumeRoleWithWebIdentity: its trust policy decides)",
+        metavar="ARN",
+    ),
+    Option("--console-oidc-name", str, "", "the provider's name on the sign-in button (default: its host)"),
+    Option(
+        "--console-oidc-redirect-url",
+        str,
+        "",
+        "the callback URL registered at the provider (default: derived from the request: "
+        "SCHEME://HOST/console/login/oidc/callback)",
+        metavar="URL",
     ),
     Option(
         "--sse-c-over-http",
@@ -529,7 +567,7 @@ def config_fields(resolved: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
 def print_config(resolved: Mapping[str, tuple[Any, str]]) -> None:
     for opt in SERVE_OPTIONS:
         value, source = resolved[opt.name]
-        if opt.name in ("secret_key", "store_secret_key", "metrics_token") and value:
+        if opt.name in ("secret_key", "store_secret_key", "metrics_token", "console_oidc_client_secret") and value:
             value = "********"
         if opt.name == "catalog" and value:
             value = _shown_dsn(value)

@@ -24,8 +24,10 @@ import jinja2
 from defusedxml import ElementTree
 
 from tierstore.console._dispatch import Asgi, Credentials, Dispatch, S3Error
+from tierstore.console._oidc import FLOW_COOKIE, FLOW_S, OidcFailed, OidcSignIn, session_name_of
 from tierstore.console._session import COOKIE, LOGIN_COOKIE, Session, SessionSealer, same_token
 from tierstore.crypto import MasterKey
+from tierstore.engine._console_sessions import SignedOutSessions
 
 __all__ = ["CONSOLE_PATH", "PAGES", "ConsoleApp", "Page", "Reply", "Web", "is_console_request", "route"]
 
@@ -245,20 +247,32 @@ def _cookies(header: str) -> dict[str, str]:
     return out
 
 
-def _cookie(name: str, value: str, *, max_age_s: int, path: str, secure: bool) -> str:
-    attrs = f"{name}={value}; Path={path}; Max-Age={max_age_s}; HttpOnly; SameSite=Strict"
+def _cookie(name: str, value: str, *, max_age_s: int, path: str, secure: bool, same_site: str = "Strict") -> str:
+    attrs = f"{name}={value}; Path={path}; Max-Age={max_age_s}; HttpOnly; SameSite={same_site}"
     return attrs + ("; Secure" if secure else "")
 
 
 class ConsoleApp:
     """``/console`` (docs/console.md). ``app`` is the server's S3 app, which every action goes
-    through; ``master_key`` seals the session cookies."""
+    through; ``master_key`` seals the session cookies; ``oidc``: sign-in with an OIDC provider
+    when configured; ``signed_out``: the catalog's record of signed-out sessions (None: sign-out
+    only drops the cookie)."""
 
-    def __init__(self, app: Asgi, master_key: MasterKey, *, region: str) -> None:
+    def __init__(
+        self,
+        app: Asgi,
+        master_key: MasterKey,
+        *,
+        region: str,
+        oidc: OidcSignIn | None = None,
+        signed_out: SignedOutSessions | None = None,
+    ) -> None:
         from tierstore.console import _buckets, _objects, _pages  # noqa: F401 - register their routes
 
         self.dispatch = Dispatch(app, region=region)
         self.sealer = SessionSealer(master_key)
+        self.oidc = oidc
+        self.signed_out = signed_out
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("tierstore.console", "templates"),
             autoescape=True,  # every template, whatever its name: keys, metadata and tags are attacker input
@@ -308,7 +322,12 @@ class ConsoleApp:
             return _static(parts[1:])
         if parts == ["login"]:
             return await (_login_form(web) if web.method != "POST" else _login(web))
+        if parts[:1] == ["login"] and web.method != "POST":
+            return await _login_step(web, parts[1:])
         web.session = self.sealer.open(web.cookies.get(COOKIE, ""))
+        out = self.signed_out
+        if web.session is not None and out is not None and await out.signed_out(web.session.creds.access_key):
+            web.session = None  # signed out (here or in any other worker or gateway)
         if web.session is None:  # no page without a session
             if web.method == "POST":
                 raise Refused(401, "Your console session has ended; sign in again.")
@@ -324,6 +343,8 @@ class ConsoleApp:
         if parts == ["logout"]:
             if web.method != "POST":
                 raise Refused(405, "Sign out with the button.")
+            if self.signed_out is not None:  # every worker and gateway refuses the cookie from now on
+                await self.signed_out.sign_out(web.session.creds.access_key, web.session.expires_s)
             reply = web.redirect(console_url("login"))
             reply.headers.append(("set-cookie", _cookie(COOKIE, "", max_age_s=0, path=CONSOLE_PATH, secure=web.secure)))
             return reply
@@ -358,7 +379,11 @@ def _safe_next(value: str) -> str:
 
 async def _login_form(web: Web, *, status: int = 200, error: str = "") -> Reply:
     token = secrets.token_urlsafe(24)
-    reply = web.render("login.html", status, login_csrf=token, error=error, next=_safe_next(web.query.get("next", "")))
+    oidc_name = web.app.oidc.name if web.app.oidc is not None else ""
+    reply = web.render(
+        "login.html", status, login_csrf=token, error=error, next=_safe_next(web.query.get("next", "")),
+        oidc_name=oidc_name,
+    )  # fmt: skip
     reply.headers.append(
         ("set-cookie", _cookie(LOGIN_COOKIE, token, max_age_s=3600, path=CONSOLE_PATH, secure=web.secure))
     )
@@ -384,22 +409,96 @@ async def _login(web: Web) -> Reply:
         if exc.code == "AccessDenied":  # the signature was good: say why this key has no session
             return await _login_form(web, status=403, error=f"This key cannot open a console session: {exc.message}")
         return await _login_form(web, status=401, error=SIGN_IN_FAILED)
-    c = answer["Credentials"]
+    reply = web.redirect(_safe_next(form.get("next", "")))
+    return await _start_session(web, answer["Credentials"], reply)
+
+
+async def _start_session(web: Web, c: dict[str, Any], reply: Reply) -> Reply:
+    """Seal STS credentials ``c`` (GetSessionToken's, or AssumeRoleWithWebIdentity's) into the
+    session cookie that ``reply`` sets: the same session whichever way the user signed in."""
+    dispatch = web.app.dispatch
     creds = Credentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"])
     who_client = dispatch.client("sts", web.endpoint, creds)
     arn = str((await dispatch.call(who_client, "get_caller_identity", web.client_addr)).get("Arn", ""))
-    who = "root" if arn.endswith(":root") else arn.rpartition("/")[2] or arn
+    if arn.endswith(":root"):
+        who = "root"
+    elif ":assumed-role/" in arn:  # ROLE/SESSION
+        who = arn.partition(":assumed-role/")[2]
+    else:
+        who = arn.rpartition("/")[2] or arn
     expires_s = (
         int(c["Expiration"].timestamp()) if hasattr(c["Expiration"], "timestamp") else int(time.time()) + SESSION_S
     )
     value, _ = web.app.sealer.seal(creds, expires_s, who)
-    reply = web.redirect(_safe_next(form.get("next", "")))
     max_age = max(0, expires_s - int(time.time()))
     reply.headers.append(
         ("set-cookie", _cookie(COOKIE, value, max_age_s=max_age, path=CONSOLE_PATH, secure=web.secure))
     )
     reply.headers.append(("set-cookie", _cookie(LOGIN_COOKIE, "", max_age_s=0, path=CONSOLE_PATH, secure=web.secure)))
     return reply
+
+
+async def _login_step(web: Web, parts: list[str]) -> Reply:
+    """``login/oidc`` (to the provider), ``login/oidc/callback`` (back from it), ``login/done``."""
+    if parts == ["done"]:  # the first same-site page after a sign-in (see _oidc_callback)
+        return web.render("signed_in.html", title="Signed in", next=_safe_next(web.query.get("next", "")))
+    oidc = web.app.oidc
+    if oidc is None or parts not in (["oidc"], ["oidc", "callback"]):
+        raise Refused(404, "There is no such console page.")
+    flow_path = CONSOLE_PATH + "/login/oidc"
+    if parts == ["oidc"]:
+        flow, value = oidc.new_flow(_safe_next(web.query.get("next", "")))
+        try:
+            location = await oidc.authorize_url(flow, web.endpoint)
+        except OidcFailed as exc:
+            return web.render("message.html", exc.status, title="Sign-in failed", message=exc.message)
+        reply = web.redirect(location)
+        # Lax, not Strict: the provider's redirect back is a cross-site navigation, on which a
+        # Strict cookie is not sent. It holds only this flow's state, nonce and verifier.
+        cookie = _cookie(FLOW_COOKIE, value, max_age_s=FLOW_S, path=flow_path, secure=web.secure, same_site="Lax")
+        reply.headers.append(("set-cookie", cookie))
+        return reply
+    reply = await _oidc_callback(web, oidc)
+    reply.headers.append(("set-cookie", _cookie(FLOW_COOKIE, "", max_age_s=0, path=flow_path, secure=web.secure)))
+    return reply
+
+
+async def _oidc_callback(web: Web, oidc: OidcSignIn) -> Reply:
+    """Back from the provider: check the state, exchange the code (PKCE) for an ID token, and
+    assume the configured role with it through the dispatcher (STS AssumeRoleWithWebIdentity:
+    the server verifies the token, the role's trust policy decides)."""
+    flow = oidc.open_flow(web.cookies.get(FLOW_COOKIE, ""))
+    try:
+        if flow is None or not same_token(web.query.get("state", ""), flow.state):
+            raise OidcFailed(
+                400, "This sign-in could not be verified (expired, or its state does not match); start again."
+            )
+        error = web.query.get("error", "")
+        if error:
+            shown = error if error.replace("_", "").isalnum() and len(error) <= 64 else "an error"
+            raise OidcFailed(403, f"The identity provider did not sign you in ({shown}).")
+        code = web.query.get("code", "")
+        if not code:
+            raise OidcFailed(400, "The identity provider sent no sign-in code.")
+        token, subject = await oidc.id_token(code, flow, web.endpoint)
+        sts = web.app.dispatch.anonymous_client(web.endpoint)
+        try:
+            answer = await web.app.dispatch.call(
+                sts, "assume_role_with_web_identity", web.client_addr,
+                RoleArn=oidc.role_arn, RoleSessionName=session_name_of(subject), WebIdentityToken=token,
+                DurationSeconds=SESSION_S,
+            )  # fmt: skip
+        except S3Error as exc:
+            if exc.code == "AccessDenied":
+                raise OidcFailed(403, f"The role does not accept your identity: {exc.message}") from None
+            raise OidcFailed(exc.status or 400, f"The role could not be assumed ({exc.code}: {exc.message})") from None
+    except OidcFailed as exc:
+        return web.render("message.html", exc.status, title="Sign-in failed", message=exc.message)
+    # The provider's redirect made this a cross-site navigation: the browser would not send the
+    # new SameSite=Strict cookie on a redirect from here. login/done is a page of ours whose
+    # refresh is a same-site navigation; the address bar no longer shows the code either.
+    reply = web.redirect(console_url("login/done", next=flow.next))
+    return await _start_session(web, answer["Credentials"], reply)
 
 
 _STATIC: dict[str, tuple[bytes, str]] = {}

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import botocore.session
+from botocore import UNSIGNED
 from botocore.awsrequest import AWSPreparedRequest, AWSRequest, AWSResponse, HeadersDict
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -106,7 +107,13 @@ class Dispatch:
         """An STS client with long-term keys, for the sign-in call only (never cached)."""
         return self._new_client("sts", endpoint, access_key, secret_key, None)
 
-    def _new_client(self, service: str, endpoint: str, access_key: str, secret_key: str, token: str | None) -> Any:
+    def anonymous_client(self, endpoint: str) -> Any:
+        """An unsigned STS client, for AssumeRoleWithWebIdentity (the ID token is the credential)."""
+        return self._new_client("sts", endpoint, None, None, None)
+
+    def _new_client(
+        self, service: str, endpoint: str, access_key: str | None, secret_key: str | None, token: str | None
+    ) -> Any:
         client = self._session.create_client(
             service,
             endpoint_url=endpoint,
@@ -115,7 +122,7 @@ class Dispatch:
             aws_secret_access_key=secret_key,
             aws_session_token=token,
             config=Config(
-                signature_version="s3v4",
+                signature_version="s3v4" if access_key is not None else UNSIGNED,
                 s3={"addressing_style": "path"},
                 retries={"max_attempts": 1, "mode": "standard"},
                 request_checksum_calculation="when_required",

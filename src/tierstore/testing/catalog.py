@@ -91,6 +91,7 @@ __all__ = [
     "CatalogFactory",
     "ConcurrencyContract",
     "ConditionalWriteContract",
+    "ConsoleSessionContract",
     "DatasetContract",
     "LeaseContract",
     "ListingContract",
@@ -1666,6 +1667,25 @@ class LeaseContract(_Contract):
         asyncio.run(main())
 
 
+class ConsoleSessionContract(_Contract):
+    """Signed-out console sessions (docs/console.md "Sign-out"): one gateway's sign-out is seen
+    by another at once; expired records go when another session signs out."""
+
+    def test_a_sign_out_is_seen_by_every_gateway_until_it_expires(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            async with catalog() as a, catalog() as b:
+                assert not await b.console_signed_out("ASIAONE")
+                await a.console_sign_out("ASIAONE", 1_000, 900)
+                assert await b.console_signed_out("ASIAONE") and await a.console_signed_out("ASIAONE")
+                assert not await b.console_signed_out("ASIATWO") and not await b.console_signed_out("ASIAONE2")
+                await b.console_sign_out("ASIAONE", 1_000, 950)  # twice: still one record
+                await b.console_sign_out("ASIATWO", 5_000, 1_000)  # ASIAONE expired at 1,000: it goes
+                assert not await a.console_signed_out("ASIAONE")
+                assert await a.console_signed_out("ASIATWO")
+
+        asyncio.run(main())
+
+
 class CatalogConformance(
     BucketContract,
     VersionContract,
@@ -1678,6 +1698,7 @@ class CatalogConformance(
     QueryContract,
     StatsContract,
     LeaseContract,
+    ConsoleSessionContract,
 ):
     """Every test of the suite. Subclasses provide the ``catalog`` fixture (module docstring); a
     catalog still being built may subclass the parts it has (``BucketContract``, ...) instead."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from tierstore.catalog.postgres._blobs import BlobTables
 from tierstore.catalog.postgres._buckets import BucketTables
+from tierstore.catalog.postgres._console import ConsoleSessionTables
 from tierstore.catalog.postgres._datasets import DatasetTables
 from tierstore.catalog.postgres._hot import HotTables
 from tierstore.catalog.postgres._identity import IdentityTables
@@ -59,6 +60,7 @@ class PostgresCatalog(
     TierDataTables,
     LifecycleTables,
     LeaseTables,
+    ConsoleSessionTables,
 ):
     """All metadata in one PostgreSQL database, shared by any number of gateway processes."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from tierstore.catalog.sqlite._blobs import BlobTables
 from tierstore.catalog.sqlite._buckets import BucketTables
+from tierstore.catalog.sqlite._console import ConsoleSessionTables
 from tierstore.catalog.sqlite._datasets import DatasetTables
 from tierstore.catalog.sqlite._db import SqliteDb
 from tierstore.catalog.sqlite._hot import HotTables
@@ -52,6 +53,7 @@ class SqliteCatalog(
     HotTables,
     TierProgressTables,
     LeaseTables,
+    ConsoleSessionTables,
 ):
     """All metadata in one SQLite file: ``SqliteCatalog(path)``; or mirrored on every drive of a
     set: ``SqliteCatalog.on_drives(drives)`` (catalog/sqlite/_mirror.py). ``close()`` when done.
