@@ -31,8 +31,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 _FAILED = pytest.StashKey[bool]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """One chromium per test file. Not per session: while Playwright's sync API runs, its event
+    loop is the thread's running loop, so ``asyncio.run`` fails in every later test of the same
+    xdist worker (engine and catalog tests use it); stopping it after the file frees the thread."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: ./dev installs Debian's chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
