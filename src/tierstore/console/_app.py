@@ -57,10 +57,10 @@ class Page:
 PAGES = (
     Page("buckets", "Buckets", True),
     Page("browse", "Objects", True),
-    Page("query", "Query", False),
-    Page("datasets", "Datasets", False),
-    Page("checkpoints", "Checkpoints", False),
-    Page("models", "Models", False),
+    Page("query", "Query", True),
+    Page("datasets", "Datasets", True),
+    Page("checkpoints", "Checkpoints", True),
+    Page("models", "Models", True),
     Page("identity", "Identity", False),
     Page("tiers", "Tiers and lifecycle", False),
     Page("health", "Health and metrics", False),
@@ -255,7 +255,7 @@ class ConsoleApp:
     through; ``master_key`` seals the session cookies."""
 
     def __init__(self, app: Asgi, master_key: MasterKey, *, region: str) -> None:
-        from tierstore.console import _buckets, _objects, _pages  # noqa: F401 - register their routes
+        from tierstore.console import _buckets, _checkpoints, _datasets, _models, _objects, _pages, _query  # noqa: F401 - register their routes  # noqa: F401 - pages 3-6
 
         self.dispatch = Dispatch(app, region=region)
         self.sealer = SessionSealer(master_key)
