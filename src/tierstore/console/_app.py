@@ -275,7 +275,10 @@ class ConsoleApp:
         except Refused as exc:
             reply = _failure(web, exc.status, "Refused", exc.message)
         except S3Error as exc:
-            reply = _failure(web, exc.status or 500, exc.code, exc.message)
+            if exc.code in ("ExpiredToken", "InvalidToken") and web.method != "POST":  # the session ended
+                reply = web.redirect(console_url("login", next=_next_of(web)))
+            else:
+                reply = _failure(web, exc.status or 500, exc.code, exc.message)
         except Exception:
             log.exception("console: internal error on %s %s", scope["method"], scope["path"])
             reply = web.render(

@@ -81,6 +81,7 @@ class Dispatch:
         self._session = botocore.session.get_session()
         self._clients: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the app's loop (one per worker process)
         # A pool of its own: a call's thread waits for the app, which may itself need the loop's
         # default executor (file and catalog work); sharing it could starve the app of threads.
         self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="tierstore-console")
@@ -126,8 +127,10 @@ class Dispatch:
 
     def _before_send(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         """botocore's hook: answer ``request`` with the app (on its loop) instead of the network."""
-        loop = _CALL.loop
-        assert loop is not None, "a console client used outside Dispatch.call"
+        # The loop of the call running in this thread; a thread of a library's own (pyarrow reads
+        # a file object from its I/O threads) falls back to the loop the app runs on.
+        loop = _CALL.loop or self._loop
+        assert loop is not None, "a console client used before any Dispatch.call"
         future = asyncio.run_coroutine_threadsafe(self._asgi(request, _CALL.client_addr), loop)
         return future.result()
 
@@ -217,7 +220,7 @@ class Dispatch:
     async def in_thread(self, fn: Callable[[], T], client_addr: tuple[str, int] | None = None) -> T:
         """Run ``fn`` in a worker thread that may use console clients (several calls, or a
         reader that calls them: the Parquet preview reads a footer through ranged GETs)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
 
         def run() -> T:
             _CALL.loop, _CALL.client_addr = loop, client_addr
@@ -233,7 +236,7 @@ class Dispatch:
     ) -> dict[str, Any]:
         """Run ``client.OPERATION(**params)`` in a thread; an S3 error answer raises ``S3Error``.
         ``client_addr``: the browser's address (the access and audit logs name it)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _run, client, operation, loop, client_addr, params)
 
 

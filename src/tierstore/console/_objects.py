@@ -40,42 +40,72 @@ async def browse_any(web: Web) -> Reply:
 
 @route("GET", "browse/{bucket}")
 async def browse(web: Web) -> Reply:
+    """A page of the prefix: ``ListObjectsV2``, or with ``versions=1`` ``ListObjectVersions``
+    (every key with versions, deleted ones included, so a deleted key can be found and restored)."""
     bucket = web.params["bucket"]
     prefix = web.query.get("prefix", "")
-    token = web.query.get("token", "")
+    versions = web.query.get("versions") == "1"
     params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": PAGE_KEYS}
-    if token:
-        params["ContinuationToken"] = token
-    answer = await web.s3("list_objects_v2", **params)
-    folders = [p["Prefix"] for p in answer.get("CommonPrefixes", [])]
-    objects = [
-        {
-            "key": o["Key"],
-            "size": o.get("Size", 0),
-            "modified": o.get("LastModified"),
-            "class": o.get("StorageClass", ""),
-        }
-        for o in answer.get("Contents", [])
-    ]
+    more: dict[str, str] = {}  # the next page's query
+    if versions:
+        if web.query.get("key_marker"):
+            params.update(KeyMarker=web.query["key_marker"], VersionIdMarker=web.query.get("version_marker", ""))
+        answer = await web.s3("list_object_versions", **params)
+        objects = _by_key(answer)
+        if answer.get("IsTruncated"):
+            more = {
+                "key_marker": answer.get("NextKeyMarker", ""),
+                "version_marker": answer.get("NextVersionIdMarker", ""),
+            }
+    else:
+        if web.query.get("token"):
+            params["ContinuationToken"] = web.query["token"]
+        answer = await web.s3("list_objects_v2", **params)
+        objects = [
+            {"key": o["Key"], "size": o.get("Size", 0), "modified": o.get("LastModified"),
+             "class": o.get("StorageClass", ""), "deleted": False, "versions": 0}
+            for o in answer.get("Contents", [])
+        ]  # fmt: skip
+        if answer.get("IsTruncated"):
+            more = {"token": answer.get("NextContinuationToken", "")}
     crumbs: list[tuple[str, str]] = []  # (label, prefix)
     acc = ""
     for part in prefix.split("/")[:-1] if prefix else []:
         acc += part + "/"
         crumbs.append((part, acc))
+    mode = "1" if versions else ""
     return web.render(
         "browse.html",
         page="browse",
         title=f"{bucket}/{prefix}",
         bucket=bucket,
         prefix=prefix,
+        versions=versions,
+        mode=mode,
         crumbs=crumbs,
-        folders=folders,
+        folders=[p["Prefix"] for p in answer.get("CommonPrefixes", [])],
         objects=objects,
-        next_token=answer.get("NextContinuationToken") if answer.get("IsTruncated") else None,
-        first_page=bool(token),
+        next_url=console_url(f"browse/{bucket}", prefix=prefix, versions=mode, **more) if more else None,
+        first_url=console_url(f"browse/{bucket}", prefix=prefix, versions=mode)
+        if web.query.get("token") or web.query.get("key_marker")
+        else None,
         ok=web.query.get("ok", ""),
-        part_bytes=PART_BYTES,
     )
+
+
+def _by_key(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``ListObjectVersions`` page as one row per key: its newest entry, whether that is a
+    delete marker (the key is deleted), and how many versions and markers it has here."""
+    rows: dict[str, dict[str, Any]] = {}
+    entries = [(v, False) for v in answer.get("Versions", [])] + [(m, True) for m in answer.get("DeleteMarkers", [])]
+    for entry, marker in entries:
+        row = rows.setdefault(entry["Key"], {"key": entry["Key"], "versions": 0, "deleted": False, "size": None,
+                                             "modified": None, "class": ""})  # fmt: skip
+        row["versions"] += 1
+        if entry.get("IsLatest"):
+            row.update(deleted=marker, modified=entry.get("LastModified"), size=None if marker else entry.get("Size"),
+                       **{"class": "" if marker else entry.get("StorageClass", "")})  # fmt: skip
+    return sorted(rows.values(), key=lambda r: str(r["key"]))
 
 
 def _version_params(web: Web, bucket: str, key: str, version: str) -> dict[str, Any]:
