@@ -10,6 +10,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+from tierstore._parquet import read_parquet_head
 from tierstore.console._app import Refused, Reply, Web, console_url, route
 from tierstore.console._dispatch import S3Error
 from tierstore.console._ml import dataset_path, derivation, ext_raw, source_text
@@ -96,8 +97,9 @@ async def dataset_version(web: Web) -> Reply:
 
 
 def _head(data: bytes, n: int) -> list[dict[str, Any]]:
-    manifest = Manifest.from_parquet(data)
-    return [manifest.row(i) for i in range(min(n, len(manifest)))]
+    """The first ``n`` rows of a manifest (only the row groups they are in are decoded)."""
+    rows: list[dict[str, Any]] = read_parquet_head(data, n).to_pylist()
+    return rows
 
 
 @route("POST", "datasets/{name}/{version}/pin")
