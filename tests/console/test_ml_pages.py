@@ -115,6 +115,14 @@ def test_open_a_dataset_its_lineage_samples_and_diff(page, server: ServerProcess
     page.goto(f"{server.endpoint}/console/datasets/{world.dataset}/1")
     assert XSS_KEY in page.locator("#samples").inner_text()
     assert page.locator("#no-pins").count() == 1
+    page.fill("#pin input[name=job]", "train-1")
+    page.click("#pin button")  # every sample is local already: held, nothing to copy
+    assert page.locator(".ok").inner_text().startswith(f"Pinned {world.dataset}@1 for train-1")
+    assert [p["job"] for p in world.client.jobs() if p["dataset"] == f"{world.dataset}@1"] == ["train-1"]
+    assert page.locator("#pins tbody tr td").first.inner_text() == "train-1"
+    page.click("#pins button:text('Unpin')")
+    assert page.locator(".ok").inner_text() == f"Unpinned {world.dataset}@1 for train-1."
+    assert page.locator("#no-pins").count() == 1
     _inert(page)
 
 
