@@ -7,10 +7,12 @@ from the first), and names, keys and lineage text carrying HTML that must stay i
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
 
+import boto3
 import pytest
 
 from tests.conftest import ACCESS_KEY, SECRET_KEY, ServerProcess, make_client
@@ -205,3 +207,27 @@ def test_move_the_production_alias(page, server: ServerProcess, world: World) ->
     assert answer.status == 403
     assert client.model_aliases(world.model) == {"production": 2}
     assert client.model_info(f"{world.model}@production")["version"] == 2
+
+
+def test_a_user_who_may_read_models_cannot_move_an_alias(page, server: ServerProcess, world: World) -> None:  # type: ignore[no-untyped-def]
+    """The ML pages act through the dispatcher as the signed-in key: reading models is allowed,
+    moving an alias and querying a bucket are refused, as with the SDK."""
+    iam = boto3.client(
+        "iam", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )  # fmt: skip
+    user = f"reader-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    allow = ["tierstore:ListModels", "tierstore:GetModel", "tierstore:ListModelAliases", "tierstore:GetDataset"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allow, "Resource": "*"}]}
+    iam.put_user_policy(UserName=user, PolicyName="read-models", PolicyDocument=json.dumps(policy))
+    before = world.client.model_aliases(world.model)
+    sign_in(page, server, key["AccessKeyId"], key["SecretAccessKey"])
+    page.goto(f"{server.endpoint}/console/models/{world.model}")
+    assert page.locator("h1").inner_text() == world.model
+    page.click("#move-alias button")
+    assert page.locator("h1").inner_text() == "AccessDenied"
+    assert world.client.model_aliases(world.model) == before
+    page.goto(f"{server.endpoint}/console/query?bucket={world.bucket}&q=")
+    assert page.locator("#query-error").inner_text().startswith("AccessDenied: ")
