@@ -5,7 +5,7 @@ The bucket is bulk-loaded as benchmarks/dataset_1m.py does it (the write path's 
 large transactions: PUTting a million objects would take most of an hour here): keys
 ``train/clsNNN/NNNNNNN.bin`` in 1000 prefixes. Then ``tierstore serve`` runs on that data dir,
 the benchmark signs in to the console over HTTP like a browser (form, cookie, CSRF) and times
-each page of pages 1 and 2 on a kept-alive loopback connection: the time from the request to
+each page of pages 1 to 6 on a kept-alive loopback connection: the time from the request to
 the last byte of the page, an upper bound of the server's time. Each page once to warm up (the
 Buckets page's usage aggregate is computed once per worker, then refreshed in the background),
 then ``--repeat`` times; the median and the maximum are printed against the 300 ms target.
@@ -93,6 +93,13 @@ def main() -> int:
                 f"browse {folder}": f"/console/browse/{BUCKET}?prefix={quote(folder, safe='')}",
                 f"browse {folder} next page": nxt.group(1).replace("&amp;", "&") if nxt else "",
                 "object page": f"/console/object/{BUCKET}?key={quote(one, safe='')}",
+                # pages 3-6: a query over one folder, the checkpoints of a bucket with no checkpoint
+                # among its objects (the query over commit keys finds none), datasets, models
+                "query (one folder, by size)": "/console/query?"
+                + urlencode({"bucket": BUCKET, "q": f"key STARTS WITH '{folder}' ORDER BY size DESC LIMIT 100"}),
+                "checkpoints of the bucket": f"/console/checkpoints?bucket={BUCKET}",
+                "datasets": "/console/datasets",
+                "models": "/console/models",
             }
             print(f"{'page':<40} {'median ms':>10} {'max ms':>8}  target {TARGET_MS:.0f} ms")
             worst = 0.0

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["read_parquet"]
+__all__ = ["read_parquet", "read_parquet_head"]
 
 
 def read_parquet(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
@@ -27,3 +27,21 @@ def read_parquet(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
 
     reader = pq.ParquetFile(pa.BufferReader(data))
     return reader.read(columns=list(columns) if columns is not None else None, use_threads=False)
+
+
+def read_parquet_head(data: bytes, rows: int) -> pa.Table:
+    """The first ``rows`` rows of the table in ``data``, decoding only the row groups they are in
+    (a preview of a million-row manifest decodes one row group of 64k rows, not all of them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reader = pq.ParquetFile(pa.BufferReader(data))
+    groups: list[int] = []
+    seen = 0
+    for i in range(reader.num_row_groups):
+        if seen >= rows:
+            break
+        groups.append(i)
+        seen += reader.metadata.row_group(i).num_rows
+    table = reader.read_row_groups(groups, use_threads=False) if groups else reader.schema_arrow.empty_table()
+    return table.slice(0, rows)

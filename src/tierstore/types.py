@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = [
     "PutOptions",
     "UploadInfo",
     "check_alias",
+    "dataset_source_text",
 ]
 
 MAX_KEY_BYTES = 1024
@@ -371,6 +373,20 @@ class DatasetRef:
 MODEL_COMMIT_MEMBER = "COMMIT.json"
 _ALIAS_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 RESERVED_ALIASES = frozenset({"latest", "aliases"})
+
+
+def dataset_source_text(record: Mapping[str, Any]) -> str:
+    """Where a dataset version's samples came from, in one line, from its record (the JSON
+    ``/_tierstore/datasets`` answers): a prefix, a query, the version it was derived from, or rows."""
+    src = record.get("source") or {}
+    if "prefix" in src:
+        return f"s3://{src['bucket']}/{src['prefix']}"
+    if "query" in src:
+        return f"query on {src['bucket']}: {src['query']}"
+    lineage = record.get("lineage") or {}
+    if "source" in lineage:
+        return f"derived from {lineage['source']}"
+    return f"{src.get('rows', '?')} explicit rows"
 
 
 def check_alias(alias: str) -> str:

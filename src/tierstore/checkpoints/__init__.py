@@ -22,7 +22,17 @@ from tierstore.checkpoints._objects import (
     StoreUri,
     crc64nvme,
 )
-from tierstore.checkpoints._registry import ModelPullError, lineage, pull_model, register_model, resolve_commit
+from tierstore.checkpoints._registry import (
+    CommitLocation,
+    ModelPullError,
+    file_changed,
+    lineage,
+    model_info,
+    model_rows,
+    pull_model,
+    register_model,
+    resolve_commit,
+)
 
 __all__ = [
     "COMMITS_DIR",
@@ -31,6 +41,7 @@ __all__ = [
     "Commit",
     "CommitFile",
     "CommitFormatError",
+    "CommitLocation",
     "ListedObject",
     "ModelPullError",
     "ObjectError",
@@ -40,7 +51,10 @@ __all__ = [
     "StoreUri",
     "checkpoint_name",
     "crc64nvme",
+    "file_changed",
     "lineage",
+    "model_info",
+    "model_rows",
     "parse_name",
     "pull_model",
     "register_model",

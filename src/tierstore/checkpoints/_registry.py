@@ -19,12 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tierstore.checkpoints._commit import COMMITS_DIR, Commit, parse_name
+from tierstore.checkpoints._commit import COMMITS_DIR, Commit, CommitFile, parse_name
 from tierstore.checkpoints._objects import S3Objects, StoreUri, crc64nvme, crc_b64
 from tierstore.client import TierstoreClient
 from tierstore.types import MODEL_COMMIT_MEMBER, DatasetRef, ModelRef
 
-__all__ = ["ModelPullError", "lineage", "pull_model", "register_model", "resolve_commit"]
+__all__ = [
+    "CommitLocation",
+    "ModelPullError",
+    "file_changed",
+    "lineage",
+    "model_info",
+    "model_rows",
+    "pull_model",
+    "register_model",
+    "resolve_commit",
+]
 
 log = logging.getLogger("tierstore.checkpoints")
 
@@ -119,11 +129,18 @@ def _check_unchanged(objects: S3Objects, bucket: str, commit: Commit) -> None:
         if stored is None and int(head["ContentLength"]) == f.size:
             # written without a CRC64NVME (not by a tierstore checkpoint writer): read it once
             stored = crc_b64(_read_crc(objects, bucket, f.key, f.version_id, f.size))
-        if int(head["ContentLength"]) != f.size or stored != f.crc64nvme:
-            raise ValueError(
-                f"checkpoint {commit.name}: data file s3://{bucket}/{f.key} changed since it was committed"
-                f" ({head['ContentLength']} bytes, CRC64NVME {stored}; the commit says {f.size}, {f.crc64nvme})"
-            )
+        problem = file_changed(commit, bucket, f, int(head["ContentLength"]), stored)
+        if problem:
+            raise ValueError(problem)
+
+
+def file_changed(commit: Commit, bucket: str, f: CommitFile, size: int, crc: str | None) -> str | None:
+    """Why data file ``f`` (now ``size`` bytes with CRC64NVME ``crc``) is not what ``commit``
+    recorded, or None when it is."""
+    if size != f.size or crc != f.crc64nvme:
+        return (f"checkpoint {commit.name}: data file s3://{bucket}/{f.key} changed since it was committed"
+                f" ({size} bytes, CRC64NVME {crc}; the commit says {f.size}, {f.crc64nvme})")  # fmt: skip
+    return None
 
 
 def _read_crc(objects: S3Objects, bucket: str, key: str, version_id: str | None, size: int) -> int:
@@ -143,6 +160,13 @@ def _check_path(path: str) -> PurePosixPath:
     if not path or p.is_absolute() or ".." in p.parts or "\\" in path or str(p) == MODEL_COMMIT_MEMBER:
         raise ValueError(f"a checkpoint file path that cannot be pulled: {path!r}")
     return p
+
+
+def model_info(where: CommitLocation, version_id: str | None, commit: Commit) -> dict[str, Any]:
+    """What a model version records about the checkpoint it was registered from."""
+    return {"checkpoint": f"s3://{where.bucket}/{where.key}", "commit_version_id": version_id, "step": commit.step,
+            "run": commit.run, "kind": commit.kind, "created_ns": commit.created_ns, "metrics": commit.metrics,
+            "datasets": commit.datasets, "tags": commit.tags}  # fmt: skip
 
 
 def register_model(
@@ -165,10 +189,7 @@ def register_model(
     commit, version_id = _read_commit(objects, where)
     _check_unchanged(objects, where.bucket, commit)
     rows = model_rows(where.bucket, where.key, version_id, commit, split_bytes)
-    info = {"checkpoint": f"s3://{where.bucket}/{where.key}", "commit_version_id": version_id, "step": commit.step,
-            "run": commit.run, "kind": commit.kind, "created_ns": commit.created_ns, "metrics": commit.metrics,
-            "datasets": commit.datasets, "tags": commit.tags}  # fmt: skip
-    record = client.create_model(name, rows, info)
+    record = client.create_model(name, rows, model_info(where, version_id, commit))
     if alias is not None:
         client.set_model_alias(name, alias, record["version"])
         record["aliases"] = [alias]

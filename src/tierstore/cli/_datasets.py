@@ -19,6 +19,7 @@ from typing import Any
 from tierstore.cli._client import _connection_options
 from tierstore.cli._duration import duration_arg
 from tierstore.client import S3Settings, TierstoreClient, TierstoreClientError, resolve_settings
+from tierstore.types import dataset_source_text
 
 __all__ = ["add_dataset_commands", "follow_move", "parse_size"]
 
@@ -235,23 +236,11 @@ def _cmd_create(args: argparse.Namespace, client: TierstoreClient) -> int:
     return 0
 
 
-def _source_text(rec: dict[str, Any]) -> str:
-    src = rec.get("source") or {}
-    if "prefix" in src:
-        return f"s3://{src['bucket']}/{src['prefix']}"
-    if "query" in src:
-        return f"query on {src['bucket']}: {src['query']}"
-    lineage = rec.get("lineage") or {}
-    if "source" in lineage:
-        return f"derived from {lineage['source']}"
-    return f"{src.get('rows', '?')} explicit rows"
-
-
 def _cmd_ls(args: argparse.Namespace, client: TierstoreClient) -> int:
     records = client.list_datasets(args.name)
     if _listed(records, args.json, "(no datasets)"):
         return 0
-    rows = [[r["ref"], str(r["rows"]), _human(r["bytes"]), r["created"][:19].replace("T", " "), _source_text(r)]
+    rows = [[r["ref"], str(r["rows"]), _human(r["bytes"]), r["created"][:19].replace("T", " "), dataset_source_text(r)]
             for r in records]  # fmt: skip
     header = ["DATASET", "SAMPLES", "SIZE", "CREATED (UTC)", "SOURCE"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -288,7 +277,7 @@ def _lineage_chain(client: TierstoreClient, rec: dict[str, Any], depth: int = 8)
             lines.append(f"{lineage['source']} (deleted)")
             return lines
         depth -= 1
-    lines.append(f"{rec['ref']} <- {_source_text(rec)}")
+    lines.append(f"{rec['ref']} <- {dataset_source_text(rec)}")
     return lines
 
 
@@ -303,7 +292,7 @@ def _cmd_show(args: argparse.Namespace, client: TierstoreClient) -> int:
     print(f"created   {rec['created']}")
     print(f"samples   {rec['rows']}")
     print(f"size      {_human(rec['bytes'])} ({rec['bytes']} bytes); manifest {_human(rec['manifest_bytes'])}")
-    print(f"source    {_source_text(rec)}")
+    print(f"source    {dataset_source_text(rec)}")
     if rec.get("label"):
         print(f"label     {rec['label']}")
     if rec.get("columns"):
@@ -331,17 +320,8 @@ def _cmd_diff(args: argparse.Namespace, client: TierstoreClient) -> int:
 
     a = Manifest.from_parquet(client.dataset_manifest(args.a))
     b = Manifest.from_parquet(client.dataset_manifest(args.b))
-
-    def index(m: Manifest) -> dict[tuple[str, str, str], tuple[str, str]]:
-        members = m.column("member")
-        keys = zip(m.column("bucket"), m.column("key"), [x or "" for x in members], strict=True)
-        return dict(zip(keys, zip(m.column("version_id"), m.column("etag"), strict=True), strict=True))
-
-    ia, ib = index(a), index(b)
-    added = [k for k in ib if k not in ia]
-    removed = [k for k in ia if k not in ib]
-    changed = [k for k in ib if k in ia and ia[k] != ib[k]]
-    same = len(ib) - len(added) - len(changed)
+    d = a.diff(b)
+    added, removed, changed, same = d.added, d.removed, d.changed, d.unchanged
 
     def name(k: tuple[str, str, str]) -> str:
         return f"s3://{k[0]}/{k[1]}" + (f" [{k[2]}]" if k[2] else "")

@@ -16,8 +16,9 @@ from typing import Any
 
 from tierstore.cli._client import _connection_options
 from tierstore.cli._datasets import _entry as _command
-from tierstore.cli._datasets import _human, _source_text, _Usage
+from tierstore.cli._datasets import _human, _Usage
 from tierstore.client import TierstoreClient
+from tierstore.types import dataset_source_text
 
 __all__ = ["add_model_commands"]
 
@@ -223,7 +224,7 @@ def _dataset_lines(node: dict[str, Any], indent: str) -> list[str]:
         how = f" by {lineage['transform']}" if lineage.get("transform") else ""
         what = f"derived from {lineage['source']}{how}"
     else:
-        what = _source_text(rec)
+        what = dataset_source_text(rec)
     lines = [f"{indent}└─ dataset {rec['ref']}  {rec['rows']} samples, {_human(rec['bytes'])}  <- {what}"]
     if "derived_from" in node:
         lines += _dataset_lines(node["derived_from"], indent + "   ")

@@ -59,10 +59,10 @@ class Page:
 PAGES = (
     Page("buckets", "Buckets", True),
     Page("browse", "Objects", True),
-    Page("query", "Query", False),
-    Page("datasets", "Datasets", False),
-    Page("checkpoints", "Checkpoints", False),
-    Page("models", "Models", False),
+    Page("query", "Query", True),
+    Page("datasets", "Datasets", True),
+    Page("checkpoints", "Checkpoints", True),
+    Page("models", "Models", True),
     Page("identity", "Identity", False),
     Page("tiers", "Tiers and lifecycle", False),
     Page("health", "Health and metrics", False),
@@ -267,7 +267,8 @@ class ConsoleApp:
         oidc: OidcSignIn | None = None,
         signed_out: SignedOutSessions | None = None,
     ) -> None:
-        from tierstore.console import _buckets, _objects, _pages  # noqa: F401 - register their routes
+        # the page modules register their routes when imported
+        from tierstore.console import _buckets, _checkpoints, _datasets, _models, _objects, _pages, _query  # noqa: F401
 
         self.dispatch = Dispatch(app, region=region)
         self.sealer = SessionSealer(master_key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tierstore.types import MANIFEST_COLUMNS, DatasetRef
@@ -33,6 +34,7 @@ __all__ = [
     "DatasetReadError",
     "DatasetRef",
     "Manifest",
+    "ManifestDiff",
     "SampleSource",
 ]
 
@@ -86,6 +88,31 @@ class Manifest:
 
     def row(self, i: int) -> dict[str, Any]:
         return {name: self.table.column(name)[i].as_py() for name in self.table.column_names}
+
+    def diff(self, newer: Manifest) -> ManifestDiff:
+        """What changed from this manifest to ``newer``, by sample identity (bucket, key, member):
+        added, removed, and changed (another version id or ETag); each as (bucket, key, member)."""
+
+        def index(m: Manifest) -> dict[tuple[str, str, str], tuple[str, str]]:
+            members = m.column("member")
+            keys = zip(m.column("bucket"), m.column("key"), [x or "" for x in members], strict=True)
+            return dict(zip(keys, zip(m.column("version_id"), m.column("etag"), strict=True), strict=True))
+
+        ia, ib = index(self), index(newer)
+        added = [k for k in ib if k not in ia]
+        removed = [k for k in ia if k not in ib]
+        changed = [k for k in ib if k in ia and ia[k] != ib[k]]
+        return ManifestDiff(added, removed, changed, len(ib) - len(added) - len(changed))
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestDiff:
+    """``Manifest.diff``: samples as (bucket, key, member or "")."""
+
+    added: list[tuple[str, str, str]]
+    removed: list[tuple[str, str, str]]
+    changed: list[tuple[str, str, str]]
+    unchanged: int
 
 
 @runtime_checkable

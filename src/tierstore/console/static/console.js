@@ -108,4 +108,12 @@
 
   // Share links: select the whole link on focus, for copying.
   document.addEventListener("focusin", (ev) => { if (ev.target.classList && ev.target.classList.contains("link")) ev.target.select(); });
+
+  // Copy buttons (a model's pull command): data-copy names the element whose text is copied.
+  document.addEventListener("click", (ev) => {
+    const button = ev.target.closest && ev.target.closest("button.copy-button");
+    const source = button && document.querySelector(button.dataset.copy);
+    if (!source || !navigator.clipboard) return;
+    navigator.clipboard.writeText(source.textContent).then(() => { button.textContent = "copied"; });
+  });
 })();
