@@ -129,3 +129,27 @@ def test_the_key_file_on_sqlite_must_be_the_key_that_sealed_the_store(tmp_path: 
         assert client.get_object(Bucket="mkf-sqlite", Key="k")["Body"].read() == b"x"
     finally:
         srv.stop()
+
+
+def test_a_migrated_catalog_expects_its_source_s_key(tmp_path: Path, postgres: PostgreSQL) -> None:
+    """A catalog ``admin migrate`` filled records its source's key id (``migrate:store``); the first
+    gateway is held to it, and ``claim_master_key`` records it as the catalog's."""
+    import asyncio
+
+    from tierstore.catalog.postgres import PostgresCatalog
+
+    dsn = postgres.create_database("master_key_migrated")
+    source = MasterKey(os.urandom(32))
+
+    async def migrated() -> tuple[str, str]:
+        cat = await PostgresCatalog.open(dsn)
+        try:  # the row admin migrate writes (catalog/postgres/_from_sqlite.py STORE_NAME)
+            await cat._pool.write(lambda c: c.execute("INSERT INTO meta VALUES('migrate:store', $1)", source.key_id))
+            return await cat.master_key_id(), await cat.claim_master_key("00000000")
+        finally:
+            await cat.close()
+
+    assert asyncio.run(migrated()) == (source.key_id, source.key_id)
+    other = _key_file(tmp_path / "other.key", os.urandom(32))
+    line = _refused(["--data", str(tmp_path / "data"), "--catalog", dsn, "--master-key-file", str(other)])
+    assert f"is not the catalog's (key id {source.key_id})" in line, line
