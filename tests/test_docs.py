@@ -4,8 +4,10 @@ and Python blocks, in order, as written (what cannot run in a test is marked so 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ACCESS_KEY, REPO, SECRET_KEY, ServerProcess, aws_cli
+from tests.ports import free_port
+from tests.postgres import PostgreSQL
 from tests.seaweed import SeaweedFS
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -145,6 +149,50 @@ def test_tiers_walkthrough_runs(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
         _run_section("## Walkthrough: an archive", srv, tmp_path, 6, doc="tiers.md", extra_env=weed)
     finally:
         srv.stop()
+
+
+@pytest.mark.timeout(600)
+def test_scale_out_walkthrough_runs_as_written(tmp_path: Path, postgres: PostgreSQL, seaweedfs: SeaweedFS) -> None:
+    """docs/scale-out.md "Try it on one machine": its shell blocks but the first (PostgreSQL and
+    SeaweedFS, which the session's fixtures stand in for: its exports become the environment), in
+    order, in one bash: two gateways on one database and one store bucket with one master key
+    file, the aws cli against both. Only the ports are replaced (the store's, the gateways')."""
+    section = _section(REPO / "docs" / "scale-out.md", "## Try it on one machine")
+    blocks = [(m.group(1), m.group(2)) for m in FENCE.finditer(section)]
+    assert [lang for lang, _ in blocks] == ["sh", "sh", "sh"]
+    assert "<!-- not run:" in section[: section.index(blocks[0][1])]  # the services block, marked
+    code = "\n".join(code for _, code in blocks[1:])
+    store = seaweedfs.endpoint.removeprefix("http://")
+    code = code.replace("127.0.0.1:8333", store)
+    code = re.sub(r"\b9001\b", str(free_port()), code)
+    code = re.sub(r"\b9002\b", str(free_port()), code)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "aws").symlink_to(aws_cli())
+    (tools / "tierstore").symlink_to(Path(sys.prefix) / "bin" / "tierstore")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TIERSTORE_"))}
+    env.update(TIERSTORE_CATALOG=postgres.create_database("walkthrough"), AWS_DEFAULT_REGION="us-east-1")
+    env.update(AWS_ACCESS_KEY_ID=seaweedfs.access_key, AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key)
+    env.update(PATH=f"{tools}{os.pathsep}{env.get('PATH', '')}")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "walkthrough.sh").write_text("set -euo pipefail\n" + code)
+    proc = subprocess.Popen(["bash", "walkthrough.sh"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=work, start_new_session=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=480)
+    finally:  # the gateways it started, should it have stopped half-way
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    logs = "".join((work / f).read_text() for f in ("gw-a.log", "gw-b.log") if (work / f).exists())
+    assert proc.returncode == 0, f"{out}\n{err}\n{logs}"
+    assert "Traceback" not in err + logs
+    assert re.search(r"^catalog = 'postgresql://\S+/walkthrough'  # env TIERSTORE_CATALOG$", out, re.M), out
+    assert f"store = 's3://tierstore-demo/blobs?endpoint=http://{store}'  # file gateway.toml" in out
+    assert "master-key-file = 'master.key'  # file gateway.toml" in out
+    assert "written through A" in out and "big.bin: the same bytes through A" in out
+    assert int(out.strip().splitlines()[-1]) >= 2  # the multipart upload's part blobs, in the store
+    assert not (work / "gw-a" / "master.key").exists() and not (work / "gw-b" / "master.key").exists()
 
 
 # --- README.md: every block runs, in order, against a server of its own ------------------------

@@ -61,6 +61,7 @@ from tierstore.crypto import (
     SealedSecretError,
     check_key_id,
     load_master_key,
+    load_master_key_file,
     load_or_create_master_key,
     sealed_key_id,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "open_drive_set",
     "open_service",
     "serve",
+    "server_master_key",
     "start_store",
     "store_blobs",
     "tune_malloc",
@@ -165,6 +167,9 @@ class ServerConfig:
     store_access_key: str = ""  # both or neither; neither: the standard AWS credential chain
     store_secret_key: str = ""
     cache_bytes: int = 0  # the cache's bound; 0: chosen at start from the data dir's free space
+    # The master key from this file (a mounted secret, the same on every gateway) instead of the data
+    # dir's master.key; never created (crypto/_sealing.py ``load_master_key_file``).
+    master_key_file: str = ""
     # An erasure set (``--drives``): data_dir is then unused.
     drives: list[str] = field(default_factory=list)
     parity: int | None = None
@@ -261,14 +266,23 @@ def master_key_dirs(config: ServerConfig) -> list[Path]:
     return [drive_set.paths[i] / FORMAT_DIR for i in drive_set.online()]
 
 
-async def prepare_master_key(config: ServerConfig, catalog: Catalog) -> MasterKey:
-    """At server start, before any worker: load the master key, or create it while the catalog
-    holds no sealed secret (access key secrets, KMS key material, tier credentials; docs/identities.md). Then
-    create the KMS keys the configuration names (``kms_create_keys``) unless they exist.
-    ``ServeError`` when the key is missing or wrong, or a configured key id is not valid."""
+def server_master_key(config: ServerConfig) -> MasterKey:
+    """The master key of a started server: ``--master-key-file``'s, else the data dir's (drives')."""
+    if config.master_key_file:
+        return load_master_key_file(Path(config.master_key_file))[0]
+    return load_master_key(master_key_dirs(config))
+
+
+async def prepare_master_key(config: ServerConfig, catalog: Catalog, *, recorded_id: str = "") -> MasterKey:
+    """At server start, before any worker: load the master key (``--master-key-file``'s, checked
+    and never created), or create it in the data dir while the catalog holds no sealed secret (access
+    key secrets, KMS key material, tier credentials; docs/identities.md) and records no key id
+    (``recorded_id``: a shared catalog's, docs/scale-out.md). Then create the KMS keys the configuration names
+    (``kms_create_keys``) unless they exist. ``ServeError`` when the key is missing or wrong, or a
+    configured key id is not valid."""
     wanted = _configured_key_ids(config.kms_create_keys)
-    dirs = master_key_dirs(config)
-    if not dirs:
+    dirs = [] if config.master_key_file else master_key_dirs(config)
+    if not dirs and not config.master_key_file:
         raise ServeError("no drive is online to hold the master key")
     try:
         heads = [
@@ -276,7 +290,24 @@ async def prepare_master_key(config: ServerConfig, catalog: Catalog) -> MasterKe
             *await catalog.kms_sealed_key_ids(),
             *await catalog.tier_sealed_key_ids(),
         ]
-        key, created = load_or_create_master_key(dirs, sealed_key_ids={sealed_key_id(h) for h in heads})
+        sealed = {sealed_key_id(h) for h in heads}
+        if config.master_key_file:
+            key, warning = load_master_key_file(Path(config.master_key_file))
+            if warning:
+                log.warning("%s", warning)
+            if sealed and key.key_id not in sealed:
+                raise ServeError(
+                    f"the master key file {config.master_key_file} (key id {key.key_id}) is not the key that "
+                    f"sealed the catalog's secrets (key id {', '.join(sorted(sealed))})"
+                )
+            created = False
+        elif recorded_id and not any((d / MASTER_KEY_FILE).exists() for d in dirs):
+            raise ServeError(
+                f"no master key in {dirs[0] / MASTER_KEY_FILE}: the catalog's is key id {recorded_id}; give this "
+                "gateway the same key as the others (--master-key-file, or a copy of their master.key)"
+            )
+        else:
+            key, created = load_or_create_master_key(dirs, sealed_key_ids=sealed)
     except (MasterKeyError, SealedSecretError) as exc:
         raise ServeError(str(exc)) from None
     if created:
@@ -519,6 +550,19 @@ async def _claim_blob_store(config: ServerConfig, pg: PostgresCatalog) -> None:
         raise ServeError(f"the catalog {pg.shown_dsn} keeps its blobs {theirs}; this gateway has {this}")
 
 
+async def _claim_master_key(config: ServerConfig, pg: PostgresCatalog, key: MasterKey) -> None:
+    """Record the master key's id (a hash of it, never the key) at the catalog's first start;
+    ``ServeError`` (one line) for a gateway with another key: it could open none of the secrets
+    the others seal (access keys, KMS keys, tier credentials), even before any exists."""
+    recorded = await pg.claim_master_key(key.key_id)
+    if recorded != key.key_id:
+        where = config.master_key_file or master_key_dirs(config)[0] / MASTER_KEY_FILE
+        raise ServeError(
+            f"this gateway's master key ({where}, key id {key.key_id}) is not the catalog's (key id {recorded}): "
+            "give every gateway the same key (--master-key-file)"
+        )
+
+
 def _check_store_apart(config: ServerConfig) -> None:
     """``start_store`` in a spawned process: obstore's runtime (Rust threads) does not survive a
     fork, so the main process, which forks the granian workers, must never start it itself."""
@@ -696,7 +740,7 @@ def open_service(config: ServerConfig) -> tuple[ObjectService, DatasetService]:
         raise ServeError("an embedded engine is not applicable on PostgreSQL: read through the server (HTTP)")
     catalog, blobs, _repairer, _key, _reserve, _pg = _stores(config)
     try:  # the key service, to read encrypted objects too; a store never served has no master key
-        kms: LocalKeyStore | None = LocalKeyStore(catalog, load_master_key(master_key_dirs(config)))
+        kms: LocalKeyStore | None = LocalKeyStore(catalog, server_master_key(config))
     except MasterKeyError:
         kms = None
     service = ObjectService(
@@ -715,7 +759,7 @@ def build_app(config: ServerConfig) -> S3App:
     """Wire one process's stores, service and app. With the catalog in PostgreSQL, every engine
     object gets the one catalog now and ``on_startup`` opens it, in the worker's event loop."""
     catalog, blobs, repairer, store_key, reserve, pg = _stores(config)
-    master_key = load_master_key(master_key_dirs(config))
+    master_key = server_master_key(config)
     kms = LocalKeyStore(catalog, master_key)  # the built-in key service (docs/security.md "Key service")
     repairer.kms = kms  # heal --verify-encryption opens the data keys of SSE-S3/SSE-KMS objects
     service = ObjectService(
@@ -1188,7 +1232,8 @@ def _prepare_postgres(config: ServerConfig) -> str:
             if config.store:  # before recording it: a store that never answered is not recorded
                 await asyncio.to_thread(_check_store_apart, config)
             await _claim_blob_store(config, pg)
-            await prepare_master_key(config, cast("Catalog", pg))
+            key = await prepare_master_key(config, cast("Catalog", pg), recorded_id=await pg.master_key_id())
+            await _claim_master_key(config, pg, key)
         finally:
             await pg.close()
         steps = f"{pg.migrated_steps} schema steps applied" if pg.migrated_steps else "schema current"

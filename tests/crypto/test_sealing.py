@@ -14,6 +14,7 @@ from tierstore.crypto import (
     MasterKeyError,
     SealedSecretError,
     load_master_key,
+    load_master_key_file,
     load_or_create_master_key,
     sealed_key_id,
 )
@@ -77,3 +78,21 @@ def test_copies_that_differ_are_refused(tmp_path: Path) -> None:
         (d / MASTER_KEY_FILE).write_bytes(bytes([i]) * 32)
     with pytest.raises(MasterKeyError, match="differ"):
         load_master_key(dirs)
+
+
+def test_a_key_file_mounted_as_a_kubernetes_secret_is_read_through_its_symlink(tmp_path: Path) -> None:
+    """A Secret volume's file is a symlink into ``..data/``; the mode checked is the target's."""
+    (tmp_path / "..data").mkdir()
+    target = tmp_path / "..data" / "master.key"
+    target.write_bytes(b"s" * 32)
+    target.chmod(0o400)
+    (tmp_path / "master.key").symlink_to("..data/master.key")
+    key, warning = load_master_key_file(tmp_path / "master.key")
+    assert key.key_id == MasterKey(b"s" * 32).key_id and warning == ""
+    target.chmod(0o440)  # an fsGroup's Secret: a warning, not a refusal
+    assert "open to its group (mode 0440" in load_master_key_file(tmp_path / "master.key")[1]
+    target.chmod(0o604)
+    with pytest.raises(MasterKeyError, match="open to other users"):
+        load_master_key_file(tmp_path / "master.key")
+    with pytest.raises(MasterKeyError, match="not a regular file"):
+        load_master_key_file(tmp_path / "..data")

@@ -291,6 +291,15 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         convert=lambda n: max(0, n),
         default_text="half the data dir's free space at start, at least 64 MiB",
     ),
+    Option(
+        "--master-key-file",
+        str,
+        "",
+        "read the master key (32 bytes; it seals access keys, KMS keys, tier credentials) from FILE, e.g. a "
+        "mounted secret: the same file on every gateway; never created; mode 0600 (docs/scale-out.md)",
+        metavar="FILE",
+        default_text="master.key in the data dir, created at first start",
+    ),
     Option("--address", _address, "127.0.0.1:9000", "HOST:PORT to listen on", metavar="HOST:PORT", field=""),
     Option("--access-key", str, "", "access key id", field="", default_text="generated"),
     Option("--secret-key", str, "", "secret key (prefer the env or config file)", field="", default_text="generated"),

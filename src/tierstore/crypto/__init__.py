@@ -52,6 +52,7 @@ from tierstore.crypto._sealing import (
     MasterKeyError,
     SealedSecretError,
     load_master_key,
+    load_master_key_file,
     load_or_create_master_key,
     sealed_key_id,
 )
@@ -105,6 +106,7 @@ __all__ = [
     "kms_key_arn",
     "kms_key_name",
     "load_master_key",
+    "load_master_key_file",
     "load_or_create_master_key",
     "open_packages",
     "open_session_token",

@@ -3,7 +3,9 @@
 The master key is 32 random bytes in a file (``master.key``, mode 0600) next to the catalog: in
 the data dir, or in ``.tierstore/`` on every drive of an erasure set. It is created once, when the
 store has no sealed secret yet; a store whose catalog holds sealed secrets refuses to start
-without it (a new key would orphan every secret).
+without it (a new key would orphan every secret). Gateways sharing a catalog read one key from a
+file of the operator's (``--master-key-file``: a mounted secret) instead: ``load_master_key_file``
+never creates it, refuses a file other users may read and warns of one its group may.
 
 A sealed blob is ``version (1 byte) | key id (4 bytes) | nonce (12 bytes) | ciphertext + tag``,
 AES-256-GCM. The key id names the key that sealed it (the first 4 bytes of a SHA-256 over the
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -31,6 +34,7 @@ __all__ = [
     "MasterKeyError",
     "SealedSecretError",
     "load_master_key",
+    "load_master_key_file",
     "load_or_create_master_key",
     "sealed_key_id",
 ]
@@ -151,6 +155,39 @@ def load_master_key(dirs: list[Path]) -> MasterKey:
         if other != key:
             raise MasterKeyError(f"the master key files {first_path} and {path} differ: keep the right one everywhere")
     return MasterKey(key)
+
+
+def load_master_key_file(path: Path) -> tuple[MasterKey, str]:
+    """The key in ``path`` (``--master-key-file``: 32 bytes, e.g. a mounted Kubernetes Secret, a
+    symlink followed) and a warning for the log ("" if none). ``MasterKeyError`` when it is
+    missing (it is never created here: every gateway must read the same one), not a regular file,
+    or readable or writable by other users; its group may read it (a Secret mounted for an
+    ``fsGroup`` is mode 0440), with a warning."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MasterKeyError(
+            f"the master key file {path} is missing: make one once with "
+            f"`(umask 077; head -c 32 /dev/urandom > {path})` (or copy a data dir's {MASTER_KEY_FILE}) "
+            "and give every gateway the same file"
+        ) from None
+    except OSError as exc:
+        raise MasterKeyError(f"cannot read the master key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MasterKeyError(f"the master key file {path} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        raise MasterKeyError(
+            f"the master key file {path} is open to other users (mode {mode:04o}): chmod 600 it "
+            "(a Kubernetes Secret: defaultMode 0400)"
+        )
+    warning = ""
+    if mode & 0o070:
+        warning = (
+            f"the master key file {path} is open to its group (mode {mode:04o}, gid {st.st_gid}): "
+            "chmod 600 it unless that group is the gateway's own"
+        )
+    return MasterKey(_read_key(path)), warning
 
 
 def load_or_create_master_key(dirs: list[Path], *, sealed_key_ids: set[str]) -> tuple[MasterKey, bool]:

@@ -123,6 +123,29 @@ class PostgresCatalog(
 
         return await self._pool.write(fn)
 
+    async def master_key_id(self) -> str:
+        """The id (a hash, never the key) of the master key recorded by the first gateway to start,
+        else that of the store this catalog was migrated from (``migrate:store``); "" if neither."""
+        value = await self._pool.fetchval(
+            "SELECT COALESCE((SELECT value FROM meta WHERE name = 'master_key_id'),"
+            " (SELECT value FROM meta WHERE name = 'migrate:store'), '')"
+        )
+        return str(value)
+
+    async def claim_master_key(self, key_id: str) -> str:
+        """Record ``key_id`` as the master key's unless one is recorded (``master_key_id``'s
+        fallback first: a migrated catalog keeps its source's); the recorded one, to compare."""
+
+        async def fn(c: Any) -> str:
+            await c.execute(
+                "INSERT INTO meta(name, value) VALUES('master_key_id',"
+                " COALESCE((SELECT value FROM meta WHERE name = 'migrate:store'), $1)) ON CONFLICT(name) DO NOTHING",
+                key_id,
+            )
+            return str(await c.fetchval("SELECT value FROM meta WHERE name = 'master_key_id'"))
+
+        return await self._pool.write(fn)
+
     # --- health and usage ------------------------------------------------------------------
     async def probe_write(self) -> None:
         """Raise unless a write could commit now: an empty transaction on a pooled connection."""
