@@ -123,7 +123,7 @@ CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
 _HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
-_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" (engine/_leases.py)
+_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" | "lifecycle" | "pending" (engine/_leases.py)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -787,7 +787,8 @@ def build_app(config: ServerConfig) -> S3App:
 
     # A claimed row is leased 10 min: a worker killed mid-transition leaves it to another then.
     # A shortened day (tests) shortens it too (10 days, at least 10 s), so its retry is seen.
-    lifecycle = LifecycleWorker(service, lease_s=min(600.0, max(10.0, config.lifecycle_day_s * 10.0)))
+    # A row's lease: --lease-seconds (shorter with a short test day); a transition heartbeats it.
+    lifecycle = LifecycleWorker(service, lease_s=min(config.lease_s, max(10.0, config.lifecycle_day_s * 10.0)))
     metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
 
     async def lifecycle_loop() -> None:

@@ -18,7 +18,7 @@ from tierstore.catalog._records import GatewayInfo, JobLease
 from tierstore.catalog._tier_data import OutboxEntry
 from tierstore.catalog.postgres._pool import Pool
 
-__all__ = ["LEASES_DDL", "LeaseTables"]
+__all__ = ["LEASES_DDL", "OWNER_FENCE_DDL", "LeaseTables"]
 
 LEASES_DDL = (
     """CREATE TABLE gateways(  -- serving processes; the id owns their leases
@@ -37,6 +37,10 @@ LEASES_DDL = (
     'ALTER TABLE trash ADD COLUMN lease_owner text COLLATE "C"',
     "ALTER TABLE trash ADD COLUMN lease_until bigint NOT NULL DEFAULT 0",
     'ALTER TABLE tier_outbox ADD COLUMN lease_owner text COLLATE "C"',
+)
+OWNER_FENCE_DDL = (  # lifecycle rows and pending writes: their due_ns / next_ns is the lease, this its owner
+    'ALTER TABLE lifecycle_due ADD COLUMN lease_owner text COLLATE "C"',
+    'ALTER TABLE tier_pending ADD COLUMN lease_owner text COLLATE "C"',
 )
 
 
