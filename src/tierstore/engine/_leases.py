@@ -23,7 +23,16 @@ from typing import TypeVar
 
 from tierstore.catalog import Catalog, GatewayInfo
 
-__all__ = ["DEFAULT_LEASE_S", "Checkpoint", "Gateway", "LeaseHolder", "LeaseLost", "run_job", "while_leased"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "Checkpoint",
+    "Gateway",
+    "LeaseHolder",
+    "LeaseLost",
+    "periodic_job",
+    "run_job",
+    "while_leased",
+]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +138,55 @@ async def run_job(
         raise
     await catalog.job_release(name, holder.owner, final)
     return True
+
+
+_DONE = "done:"  # a periodic job's cursor once a run ended: "done:<unix seconds>"
+_DUE = "due"  # ... while a run goes on: a holder that dies leaves it due to the next
+
+
+def _periodic_due(cursor: str, interval_s: float, started_s: float, now_s: float) -> bool:
+    if not cursor.startswith(_DONE):
+        return True  # never ran, or its last holder did not finish
+    ended_s = float(cursor[len(_DONE) :])
+    return ended_s < started_s or now_s >= ended_s + interval_s
+
+
+async def periodic_job(
+    catalog: Catalog,
+    holder: LeaseHolder,
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    interval_s: float,
+    started_s: float,
+    *,
+    now_s: Callable[[], float] = time.time,
+) -> bool:
+    """Run the job ``name`` (an orphan sweep) under its lease if it is due: it never ran, its
+    last holder died or failed mid-run, its last run ended before this process started
+    (``started_s``: a start sweeps once, whichever worker or gateway gets the lease), or
+    ``interval_s`` passed since. The cursor says which: ``due`` while a run goes on (saved first,
+    so a holder that dies leaves it due), ``done:<time>`` when it ended; a run that raises hands
+    the job back due. One read when the job is not due or runs elsewhere; True if it ran."""
+    job = await catalog.job_get(name)
+    if job is not None:
+        if job.owner is not None and job.owner != holder.owner and job.lease_until_ns >= time.time_ns():
+            return False  # running elsewhere
+        if not _periodic_due(job.cursor, interval_s, started_s, now_s()):
+            return False
+    ran = False
+
+    async def body(cursor: str, checkpoint: Checkpoint) -> str:
+        nonlocal ran
+        if not _periodic_due(cursor, interval_s, started_s, now_s()):
+            return cursor  # another holder ran it between the read and the claim
+        if not await checkpoint(_DUE):
+            return cursor
+        await run()
+        ran = True
+        return f"{_DONE}{now_s()}"
+
+    await run_job(catalog, holder, name, body)
+    return ran
 
 
 async def while_leased(body: Awaitable[T], renew: Callable[[], Awaitable[bool]], lease_s: float, what: str) -> T:
