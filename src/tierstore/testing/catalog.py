@@ -1742,6 +1742,40 @@ class LeaseContract(_Contract):
         asyncio.run(main())
 
 
+    def test_hot_copy_claims_are_owned_and_their_heartbeat_fenced(self, catalog: CatalogFactory) -> None:
+        """A claimed copy is its claimer's: the heartbeat (``fenced``) keeps it only while it is,
+        another process takes it once the lease ran out, and the old claimer's heartbeat then
+        fails (its fill stops); an explicit fill takes the claim (``owner`` without ``fenced``)."""
+
+        async def main() -> None:
+            lease = 1000
+            async with catalog() as a, catalog() as b:
+                await a.create_bucket(BucketInfo("held", BASE_NS, "us-east-1"))
+                refs = [BlobRef(bid(n, "cold"), 1, "COLD") for n in range(4)]
+                await a.put_version(VersionRecord(meta=meta("held", "k", 1, size_bytes=4), blobs=refs))
+                holders = [f"pin:h{n}" for n in range(4)]
+                for n, h in enumerate(holders):
+                    assert await a.hot_hold(h, [bid(n, "cold")], now_ns=2) == "new"
+                first, second = await asyncio.gather(
+                    a.hot_claim(10, lease, 2, owner="gw-a"), b.hot_claim(10, lease, 2, owner="gw-b")
+                )
+                assert sorted(first + second) == holders  # disjoint
+                assert await a.hot_claim(11, lease, owner="gw-a") == []
+                assert not await a.hot_renew(second[0], 500 + lease, owner="gw-a", fenced=True)  # gw-b's
+                for h in second:
+                    assert await b.hot_renew(h, 500 + lease, owner="gw-b", fenced=True)
+                # gw-a stalls past its lease: gw-b takes its copies; gw-a's heartbeat fails.
+                taken = await b.hot_claim(20 + lease, lease, owner="gw-b")
+                assert sorted(taken) == sorted(first)
+                assert not await a.hot_renew(first[0], 30 + lease, owner="gw-a", fenced=True)
+                # An explicit fill takes a claim back; the old owner's heartbeat then fails in turn.
+                assert await a.hot_renew(first[0], 40 + lease, owner="gw-a")
+                assert not await b.hot_renew(first[0], 50 + lease, owner="gw-b", fenced=True)
+                assert await a.hot_renew(first[0], 60 + lease, owner="gw-a", fenced=True)
+
+        asyncio.run(main())
+
+
 class _ExpireAfter:
     """A lifecycle planner for the lease cases: every key's current version expires ``after_ns``
     after it was written (the engine's planner is engine/_lifecycle_worker.py's; pure, as it is)."""

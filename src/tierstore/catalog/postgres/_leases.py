@@ -38,9 +38,10 @@ LEASES_DDL = (
     "ALTER TABLE trash ADD COLUMN lease_until bigint NOT NULL DEFAULT 0",
     'ALTER TABLE tier_outbox ADD COLUMN lease_owner text COLLATE "C"',
 )
-OWNER_FENCE_DDL = (  # lifecycle rows and pending writes: their due_ns / next_ns is the lease, this its owner
+OWNER_FENCE_DDL = (  # lifecycle rows, pending writes, hot copies: their due_ns / next_ns / lease_ns is the lease
     'ALTER TABLE lifecycle_due ADD COLUMN lease_owner text COLLATE "C"',
     'ALTER TABLE tier_pending ADD COLUMN lease_owner text COLLATE "C"',
+    'ALTER TABLE hot_requests ADD COLUMN lease_owner text COLLATE "C"',  # its lease_ns is the lease
 )
 
 
