@@ -801,9 +801,8 @@ def build_app(config: ServerConfig) -> S3App:
                 log.exception("stale upload pass failed")
             await asyncio.sleep(interval_s)
 
-    # A claimed row is leased 10 min: a worker killed mid-transition leaves it to another then.
-    # A shortened day (tests) shortens it too (10 days, at least 10 s), so its retry is seen.
-    # A row's lease: --lease-seconds (shorter with a short test day); a transition heartbeats it.
+    # A claimed row is leased to this gateway for --lease-seconds (less under a short test day: 10
+    # days, at least 10 s); a page's transitions heartbeat it; a worker that dies leaves it to another.
     lifecycle = LifecycleWorker(service, lease_s=min(config.lease_s, max(10.0, config.lifecycle_day_s * 10.0)))
     metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
 
