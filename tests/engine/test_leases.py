@@ -13,7 +13,16 @@ import pytest
 
 from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog
-from tierstore.engine import Checkpoint, LeaseHolder, ObjectService, Repairer, periodic_job, run_job
+from tierstore.engine import (
+    Checkpoint,
+    LeaseHolder,
+    LeaseLost,
+    ObjectService,
+    Repairer,
+    periodic_job,
+    run_job,
+    while_leased,
+)
 
 FAR_NS = 4 * 10**18  # a claim "much later" (year 2096): every lease has run out by then
 
@@ -170,5 +179,38 @@ def test_a_periodic_job_runs_at_a_start_every_interval_and_after_a_dead_holder(t
             assert done is not None and (done.owner, done.cursor) == (None, f"done:{clock[0]}")
         finally:
             cat.close()
+
+    asyncio.run(main())
+
+
+def test_a_long_item_is_heartbeated_and_stopped_once_its_lease_is_lost() -> None:
+    """``while_leased`` (transitions, pending moves, hot-copy fills): the item's result comes
+    back while the renewals keep it; once a renewal answers False the item is cancelled and
+    ``LeaseLost`` raised; no renewal runs after it returned."""
+
+    async def main() -> None:
+        kept = [True, True, False]
+        calls: list[bool] = []
+
+        async def renew() -> bool:
+            calls.append(kept[len(calls)])
+            return calls[-1]
+
+        async def quick() -> str:
+            return "moved"
+
+        assert await while_leased(quick(), renew, 0.3, "quick") == "moved"
+        stopped = asyncio.Event()
+
+        async def forever() -> str:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.set()
+            return "never"
+
+        with pytest.raises(LeaseLost):
+            await while_leased(forever(), renew, 0.3, "long")  # renewed twice, then lost
+        assert stopped.is_set() and calls == [True, True, False]
 
     asyncio.run(main())
