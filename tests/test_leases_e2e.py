@@ -175,3 +175,47 @@ def test_outbox_leased_by_a_killed_gateway_is_finished_by_the_next(
     finally:
         b.stop()
     assert "Traceback" not in b.log(), b.log()[-4000:]
+
+
+def test_a_lifecycle_expiration_claimed_by_a_killed_gateway_is_done_by_the_next(
+    tmp_path: Path, postgres: PostgreSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gateway A's lifecycle worker claims a due expiration (the row is leased to A's gateway id)
+    and dies (kill -9) before applying it: the object stays. Gateway B on the same database and
+    data dir takes the row once A's lease ran out and expires the object; the key the rule does
+    not cover stays."""
+    dsn = postgres.create_database("leases_lifecycle")
+    args = ["--catalog", dsn, "--workers", "1", "--lease-seconds", str(LEASE_S), "--scrub-interval", "0"]
+    args += ["--lifecycle-day-seconds", "1"]
+    data = tmp_path / "data"
+    monkeypatch.setenv("TIERSTORE_TEST_KILL_AFTER_CLAIM", "lifecycle")  # A's worker: kill -9 after a claim took rows
+    a = ServerProcess(data, extra_args=args)
+    a.start(timeout_s=120)
+    try:
+        s3 = make_client(a.endpoint)
+        s3.create_bucket(Bucket="aging")
+        rule = {"ID": "old", "Status": "Enabled", "Filter": {"Prefix": "old/"}, "Expiration": {"Days": 1}}
+        s3.put_bucket_lifecycle_configuration(Bucket="aging", LifecycleConfiguration={"Rules": [rule]})
+        for key in ("old/x", "new/y"):
+            s3.put_object(Bucket="aging", Key=key, Body=key.encode())
+        claimed = "SELECT lease_owner, due_ns FROM lifecycle_due WHERE lease_owner IS NOT NULL"
+        _until(lambda: _sql(dsn, claimed) != [], "A's worker claimed the expiration", a)
+    finally:
+        a.stop(signal.SIGKILL)
+    monkeypatch.delenv("TIERSTORE_TEST_KILL_AFTER_CLAIM")
+    ((owner_a, until_ns),) = _sql(dsn, claimed)
+    assert _sql(dsn, "SELECT count(*) FROM gateways WHERE id = $1", owner_a) == [(1,)]  # a registered gateway's lease
+    live = "SELECT v.key FROM versions v JOIN buckets b ON b.id = v.bucket_id WHERE b.name = 'aging' ORDER BY v.key"
+    assert _sql(dsn, live) == [(b"new/y",), (b"old/x",)]  # A died before expiring it
+    while time.time_ns() <= until_ns:  # B starts once A's lease ran out (until then every claim skips the row)
+        time.sleep(0.1)
+    b = ServerProcess(data, extra_args=args)
+    b.start(timeout_s=120)
+    try:
+        _until(lambda: _sql(dsn, live) == [(b"new/y",)], "B expired the object A had claimed", b)
+        s3 = make_client(b.endpoint)
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="aging")["Contents"]] == ["new/y"]
+        assert s3.get_object(Bucket="aging", Key="new/y")["Body"].read() == b"new/y"
+    finally:
+        b.stop()
+    assert "Traceback" not in b.log(), b.log()[-4000:]

@@ -88,6 +88,7 @@ from tierstore.engine import (
     StsService,
     TierConfig,
     TierService,
+    periodic_job,
     run_job,
 )
 from tierstore.engine._console_sessions import SignedOutSessions
@@ -130,7 +131,7 @@ CREDENTIALS_FILE = "credentials.json"
 LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive of a set
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
 _HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
-_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" (engine/_leases.py)
+_LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" | "lifecycle" | "pending" (engine/_leases.py)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -195,6 +196,9 @@ class ServerConfig:
     # Background work's leases (docs/scale-out.md "Background work"): a gateway that dies holding
     # work leaves it to the others after this long; heartbeats come a third of it apart. Tests shorten it.
     lease_s: float = DEFAULT_LEASE_S
+    # The orphan sweeps (local blobs, each tier's remote objects) are leased jobs that run at a
+    # start and this long after the last one ended (docs/scale-out.md "Background work").
+    orphan_sweep_interval_s: float = 86_400.0
     # Key ids of the local key service created at start unless they exist (test suites: testkey-1, testkey-2).
     kms_create_keys: list[str] = field(default_factory=list)
     # A lifecycle rule's day, in seconds (tests shorten it; docs/tiers.md "Lifecycle"); 1..86,400.
@@ -805,21 +809,33 @@ def build_app(config: ServerConfig) -> S3App:
         cache(watch)
     tasks: list[asyncio.Task[None]] = []
 
-    async def sweep_orphans(cursor: str, checkpoint: Checkpoint) -> str:
+    started_s = time.time()
+
+    async def sweep_orphans() -> None:
         report = await service.sweep_orphans(grace_s=config.gc_grace_s)
-        log.debug("startup GC: %s", report)
-        return ""
+        log.debug("orphan sweep: %s", report)
+
+    def sweep_tier(name: str) -> Callable[[], Awaitable[None]]:
+        async def sweep() -> None:
+            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
+
+        return sweep
 
     async def gc_loop() -> None:
-        """Drain the trash (leased rows); at start, also sweep the store's orphans (a leased job:
-        one worker or gateway at a time per store)."""
-        first = True
+        """Drain the trash (leased rows); then the orphan sweeps that are due: the store's and each
+        tier's, leased jobs (one worker of one gateway at a time) run at a start and every
+        --orphan-sweep-interval; a sweeper that dies leaves its job to the next worker."""
         while True:
             try:
                 await service.drain_trash()
-                if first:
-                    await run_job(catalog, service.leases, f"gc-orphans:{scope}", sweep_orphans)
-                    first = False
+                sweeps: list[tuple[str, Callable[[], Awaitable[None]]]] = [(f"gc-orphans:{scope}", sweep_orphans)]
+                sweeps += [(f"tier-orphans:{n}", sweep_tier(n)) for n in await service.tiers.class_names()]
+                every_s = config.orphan_sweep_interval_s
+                for name, sweep in sweeps:
+                    try:
+                        await periodic_job(catalog, service.leases, name, sweep, every_s, started_s)
+                    except Exception as exc:  # a tier down: its job stays due, tried at the next pass
+                        log.warning("%s: orphan sweep failed: %s", name, exc)
                 reserve.restore()
             except Exception as exc:
                 _pass_failed("GC", exc)
@@ -888,9 +904,9 @@ def build_app(config: ServerConfig) -> S3App:
                 _pass_failed("stale upload", exc)
             await asyncio.sleep(interval_s)
 
-    # A claimed row is leased 10 min: a worker killed mid-transition leaves it to another then.
-    # A shortened day (tests) shortens it too (10 days, at least 10 s), so its retry is seen.
-    lifecycle = LifecycleWorker(service, lease_s=min(600.0, max(10.0, config.lifecycle_day_s * 10.0)))
+    # A claimed row is leased to this gateway for --lease-seconds (less under a short test day: 10
+    # days, at least 10 s); a page's transitions heartbeat it; a worker that dies leaves it to another.
+    lifecycle = LifecycleWorker(service, lease_s=min(config.lease_s, max(10.0, config.lifecycle_day_s * 10.0)))
     metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
 
     async def lifecycle_loop() -> None:
@@ -906,28 +922,13 @@ def build_app(config: ServerConfig) -> S3App:
                 _pass_failed("lifecycle", exc)
             await asyncio.sleep(interval_s)
 
-    def sweep_tier(name: str) -> Callable[[str, Checkpoint], Awaitable[str]]:
-        async def sweep(cursor: str, checkpoint: Checkpoint) -> str:
-            await service.mover.sweep_remote_orphans(name, grace_s=config.gc_grace_s)
-            return ""
-
-        return sweep
-
     async def tier_outbox_loop() -> None:
-        """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"); at
-        start, also the remote orphans older than the GC grace (a crash mid-transition). Then
-        retry the writes in a tier's class that stayed local ("Writes to a tier class").
-        One indexed read each when nothing is due."""
-        first = True
+        """Delete remote objects no one references (docs/tiers.md "Deleting remote bytes"; the
+        remote orphans a crash mid-transition left are gc_loop's periodic sweep). Then retry the
+        writes in a tier's class that stayed local ("Writes to a tier class"). One indexed read
+        each when nothing is due."""
         while True:
             try:
-                if first:
-                    first = False
-                    for name in await service.tiers.class_names():
-                        try:  # a leased job: one worker of one gateway sweeps a tier at a time
-                            await run_job(catalog, service.leases, f"tier-orphans:{name}", sweep_tier(name))
-                        except Exception as exc:  # a tier down at start: swept at the next start
-                            log.warning("tier %s: orphan sweep failed: %s", name, exc)
                 await service.mover.drain_outbox()
                 await service.retry_tier_writes()  # writes in a tier's class that stayed local
             except Exception as exc:

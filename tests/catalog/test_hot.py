@@ -89,7 +89,7 @@ def test_v11_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         _hold_one(cat)
     finally:
         cat.close()
-    assert _schema(db) == ("14", V12_TABLES, ["blob_id", "size", "refs", "tier", "cached"])
+    assert _schema(db) == ("15", V12_TABLES, ["blob_id", "size", "refs", "tier", "cached"])
     SqliteCatalog(db).close()  # and it opens again as current
 
 
@@ -102,7 +102,7 @@ def test_mirrored_v11_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
     finally:
         cat.close()
     for db in dbs:
-        assert _schema(db)[:2] == ("14", V12_TABLES)
+        assert _schema(db)[:2] == ("15", V12_TABLES)
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT holder, blob_id FROM hot_holds ORDER BY blob_id").fetchall() == [

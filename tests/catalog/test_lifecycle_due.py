@@ -66,7 +66,7 @@ def test_v10_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     tables = ["lifecycle_due", "lifecycle_due_at", "lifecycle_due_by_class", "lifecycle_recompute"]
-    assert _version_and_tables(db) == ("14", tables)
+    assert _version_and_tables(db) == ("15", tables)
 
 
 def test_mirrored_v10_catalog_is_migrated_and_every_copy_has_the_rows(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_mirrored_v10_catalog_is_migrated_and_every_copy_has_the_rows(tmp_path: 
     finally:
         cat.close()
     for db in dbs:
-        assert _version_and_tables(db)[0] == "14"
+        assert _version_and_tables(db)[0] == "15"
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT due_ns, action FROM lifecycle_due").fetchall() == [(102 * S, "expire")]

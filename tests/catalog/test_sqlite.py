@@ -103,7 +103,7 @@ def test_v1_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+    assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
     conn.close()
 
 
@@ -217,7 +217,7 @@ def test_v2_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         cat.close()
     version, cols = _schema_of(db)
-    assert version == "14" and cols[-1] == "inline_id"
+    assert version == "15" and cols[-1] == "inline_id"
     cat = SqliteCatalog(db)  # and opens again as v5
     try:
         rec = asyncio.run(cat.get_latest("old", "kept/key", data=True))
@@ -256,7 +256,7 @@ def test_v3_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     try:
         assert [r[1] for r in conn.execute("PRAGMA table_info(inline_blobs)")][-2:] == ["pins", "released"]
         assert conn.execute("SELECT pins, released FROM inline_blobs").fetchall() == [(0, 0)]
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
     finally:
         conn.close()
 
@@ -290,7 +290,7 @@ def test_mirrored_v2_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         cat.close()
     for p in drives.paths:
         assert _schema_of(p / "catalog" / "catalog.db") == _schema_of(drives.paths[0] / "catalog" / "catalog.db")
-        assert _schema_of(p / "catalog" / "catalog.db")[0] == "14"
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "15"
 
 
 def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
@@ -328,7 +328,7 @@ def test_v4_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         cat.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
         assert conn.execute("SELECT pins FROM inline_blobs WHERE blob_id=?", (inline_id,)).fetchone() == (2,)
         assert conn.execute("SELECT name, alias, version FROM model_aliases").fetchall() == [("m", "production", 1)]
         assert conn.execute("SELECT count(*) FROM completed_uploads").fetchone() == (0,)  # v5 -> v6
@@ -392,7 +392,7 @@ def test_v6_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         cat.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert set(_IAM_TABLES) <= tables
     finally:
@@ -415,7 +415,7 @@ def test_mirrored_v6_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
     finally:
         cat.close()
     for p in drives.paths:
-        assert _schema_of(p / "catalog" / "catalog.db")[0] == "14"
+        assert _schema_of(p / "catalog" / "catalog.db")[0] == "15"
         conn = sqlite3.connect(p / "catalog" / "catalog.db")
         try:
             assert conn.execute("SELECT user_name, status FROM iam_access_keys").fetchall() == [("alice", "Active")]
@@ -449,4 +449,4 @@ def test_v7_catalog_gains_permissions_boundaries(tmp_path: Path) -> None:
         assert asyncio.run(cat.iam_boundary("user", "alice")) is None
     finally:
         cat.close()
-    assert _schema_of(db)[0] == "14"
+    assert _schema_of(db)[0] == "15"

@@ -33,7 +33,7 @@ def test_v11_catalog_is_migrated_in_place(tmp_path: Path) -> None:
     SqliteCatalog(db).close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
         assert conn.execute("SELECT action, storage_class FROM lifecycle_due").fetchall() == [("expire", None)]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"tier_stats", "tier_pending", "tier_pending_due", "lifecycle_due_by_class"} <= names

@@ -77,7 +77,7 @@ def test_v9_catalog_is_migrated_in_place(tmp_path: Path) -> None:
         _use_tiers(cat)
     finally:
         cat.close()
-    assert _version(db) == "14"  # v9 -> v10 -> v11 -> v12 -> v13 -> v14 in one step
+    assert _version(db) == "15"  # v9 -> v10 -> v11 -> v12 -> v13 -> v14 -> v15 in one step
     assert _columns(db, "blobs") == ["blob_id", "size", "refs", "tier", "cached"]
     assert _columns(db, "tier_outbox") == ["tier", "blob_id", "queued_ns", "attempts", "next_ns", "lease_owner"]
     conn = sqlite3.connect(db)
@@ -102,7 +102,7 @@ def test_mirrored_v9_catalog_is_migrated_on_every_copy(tmp_path: Path) -> None:
         other.close()
         cat.close()
     for db in dbs:
-        assert _version(db) == "14" and "tier" in _columns(db, "blobs")
+        assert _version(db) == "15" and "tier" in _columns(db, "blobs")
         conn = sqlite3.connect(db)
         try:
             assert conn.execute("SELECT name FROM tiers").fetchall() == [("COLD",)]

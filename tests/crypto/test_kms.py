@@ -296,6 +296,6 @@ def test_v8_catalog_gains_the_key_tables(tmp_path: Path) -> None:
         catalog.close()
     conn = sqlite3.connect(db)
     try:
-        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("14",)
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() == ("15",)
     finally:
         conn.close()

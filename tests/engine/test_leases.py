@@ -5,14 +5,24 @@ conformance suite's ``LeaseContract`` (both catalogs)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog
-from tierstore.engine import Checkpoint, LeaseHolder, ObjectService, Repairer, run_job
+from tierstore.engine import (
+    Checkpoint,
+    LeaseHolder,
+    LeaseLost,
+    ObjectService,
+    Repairer,
+    periodic_job,
+    run_job,
+    while_leased,
+)
 
 FAR_NS = 4 * 10**18  # a claim "much later" (year 2096): every lease has run out by then
 
@@ -121,5 +131,86 @@ def test_a_leased_scrub_resumes_after_its_cursor_and_stops_when_the_lease_is_los
             assert p.state == "done" and p.blobs_done == 0 and p.inline_checked == 0
         finally:
             cat.close()
+
+    asyncio.run(main())
+
+
+def test_a_periodic_job_runs_at_a_start_every_interval_and_after_a_dead_holder(tmp_path: Path) -> None:
+    """``periodic_job`` (the orphan sweeps): due when it never ran, when its last run ended before
+    this process started, an interval after that, and when its holder died or failed mid-run (the
+    cursor says ``due`` until a run ends); otherwise one read and nothing runs."""
+
+    async def main() -> None:
+        cat = SqliteCatalog(tmp_path / "catalog.db")
+        try:
+            a, b = LeaseHolder(lease_s=30), LeaseHolder(lease_s=30)
+            clock = [1000.0]
+            runs: list[str] = []
+
+            def sweep(who: str, fail: bool = False) -> Callable[[], Awaitable[None]]:
+                async def run() -> None:
+                    runs.append(who)
+                    if fail:
+                        raise OSError("the store did not answer")
+
+                return run
+
+            def job(holder: LeaseHolder, who: str, started_s: float, fail: bool = False) -> Awaitable[bool]:
+                return periodic_job(cat, holder, "sweep", sweep(who, fail), 3600, started_s, now_s=lambda: clock[0])
+
+            assert await job(a, "a-start", 900)  # never ran
+            assert not await job(b, "b-start", 900)  # ran since both started
+            clock[0] = 2000.0
+            assert await job(b, "b-restart", 1500)  # b restarted after the last run: a start sweeps once
+            assert not await job(a, "a-later", 900)
+            clock[0] = 2000.0 + 3600
+            with pytest.raises(OSError):
+                await job(a, "a-interval", 900, fail=True)  # due by the interval; failed: stays due
+            failed = await cat.job_get("sweep")
+            assert failed is not None and (failed.owner, failed.cursor) == (None, "due")
+            assert await job(b, "b-retry", 1500)
+            # A holder that dies mid-run leaves the job due; its lease runs out; the next holder runs it.
+            past = time.time_ns() - 10**12
+            assert await cat.job_claim("sweep", "dead", past, 10**9) is not None
+            assert await cat.job_renew("sweep", "dead", past, 10**9, "due")
+            assert await job(a, "a-takeover", 900)
+            assert runs == ["a-start", "b-restart", "a-interval", "b-retry", "a-takeover"]
+            done = await cat.job_get("sweep")
+            assert done is not None and (done.owner, done.cursor) == (None, f"done:{clock[0]}")
+        finally:
+            cat.close()
+
+    asyncio.run(main())
+
+
+def test_a_long_item_is_heartbeated_and_stopped_once_its_lease_is_lost() -> None:
+    """``while_leased`` (transitions, pending moves, hot-copy fills): the item's result comes
+    back while the renewals keep it; once a renewal answers False the item is cancelled and
+    ``LeaseLost`` raised; no renewal runs after it returned."""
+
+    async def main() -> None:
+        kept = [True, True, False]
+        calls: list[bool] = []
+
+        async def renew() -> bool:
+            calls.append(kept[len(calls)])
+            return calls[-1]
+
+        async def quick() -> str:
+            return "moved"
+
+        assert await while_leased(quick(), renew, 0.3, "quick") == "moved"
+        stopped = asyncio.Event()
+
+        async def forever() -> str:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.set()
+            return "never"
+
+        with pytest.raises(LeaseLost):
+            await while_leased(forever(), renew, 0.3, "long")  # renewed twice, then lost
+        assert stopped.is_set() and calls == [True, True, False]
 
     asyncio.run(main())

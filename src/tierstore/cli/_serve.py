@@ -214,6 +214,16 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     # Background work's leases (docs/scale-out.md "Background work"); tests shorten them.
     Option("--lease-seconds", float, 60.0, "", hidden=True, field="lease_s", convert=lambda s: max(0.5, s)),
     Option(
+        "--orphan-sweep-interval",
+        float,
+        24.0,
+        "sweep the stores for orphans (blobs, remote objects no version references, older than the GC grace)"
+        " this long after the last sweep ended, and at each start; one worker of one gateway at a time",
+        metavar="HOURS",
+        field="orphan_sweep_interval_s",
+        convert=_hours_to_s,
+    ),
+    Option(
         "--inline-max-bytes",
         int,
         None,

@@ -24,7 +24,16 @@ from tierstore.engine._identity import (
     accept_json_object,
     oidc_url_allowed,
 )
-from tierstore.engine._leases import DEFAULT_LEASE_S, Checkpoint, Gateway, LeaseHolder, run_job
+from tierstore.engine._leases import (
+    DEFAULT_LEASE_S,
+    Checkpoint,
+    Gateway,
+    LeaseHolder,
+    LeaseLost,
+    periodic_job,
+    run_job,
+    while_leased,
+)
 from tierstore.engine._lifecycle import (
     MIN_SIZE_ALL_128K,
     MIN_SIZE_BY_CLASS,
@@ -112,6 +121,7 @@ __all__ = [
     "HealProgress",
     "IdentityService",
     "LeaseHolder",
+    "LeaseLost",
     "LifecycleConfig",
     "LifecycleExpiration",
     "LifecycleFilter",
@@ -166,9 +176,11 @@ __all__ = [
     "parse_mode",
     "parse_retain_until",
     "parse_tagging_header",
+    "periodic_job",
     "provider_key",
     "rewrap_page",
     "role_name_of",
     "run_job",
     "stream_progress",
+    "while_leased",
 ]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from tierstore.blob import BlobStore
 from tierstore.catalog import Catalog, HeldBlob
+from tierstore.engine._leases import LeaseHolder, LeaseLost, while_leased
 from tierstore.engine._mover import TierStores
 from tierstore.errors import CorruptBlob, TierUnavailable
 
@@ -78,6 +79,7 @@ class HotCopies:
         lease_s: float = HOT_LEASE_S,
         drain: Callable[[], Awaitable[None]] | None = None,
         ttl_round_ns: int = 0,
+        owner: str | None = None,
     ) -> None:
         """``ttl_round_ns``: an expiry counted from the end of a copy (a restore's) is rounded up
         to a multiple of it when it is positive (the next midnight UTC: ``ObjectService``)."""
@@ -88,6 +90,8 @@ class HotCopies:
         self.concurrency = max(1, concurrency)
         self.lease_s = lease_s
         self.ttl_round_ns = ttl_round_ns
+        # The owner of this process's claims on copies (its gateway id, engine/_leases.py).
+        self.owner = owner or LeaseHolder().owner
         # Frees what a release or sweep put in the trash (ObjectService._drain_after_commit).
         self._drain = drain
         self._filling: Counter[str] = Counter()  # holders this process copies now (not helped by itself)
@@ -134,41 +138,46 @@ class HotCopies:
         """Copy ``holder``'s held remote blobs that have no local copy (resumable; parallel).
         ``progress(blobs, bytes)`` after each blob. A blob that fails (tier down, damaged) is
         counted and left for a later fill, and so are the other blobs of a tier that did not
-        answer; the copy is done when nothing is missing. ``lease_ns``: the worker's claim on the
-        holder, renewed as the copy goes on (so another worker does not take it over).
-        ``helping``: another worker has the holder (``run_once``): copy from the other end of its
-        blob ids, without the lease."""
+        answer; the copy is done when nothing is missing. ``lease_ns``: the claim on the holder
+        (taken by this call if another process has it), heartbeated while the copy goes on (so
+        another worker does not take it over; if one did, after a stall, the copy stops and
+        leaves the rest to it). ``helping``: another worker has the holder (``run_once``): copy
+        from the other end of its blob ids, without the lease."""
         self._filling[holder] += 1
+        result = FillResult()
         try:
-            return await self._fill(holder, progress, lease_ns, helping)
+            if lease_ns is None:
+                return await self._fill(holder, result, progress, helping)
+            await self.catalog.hot_renew(holder, self.now_ns() + lease_ns, owner=self.owner)  # ours now
+            owner, lease = self.owner, lease_ns
+
+            async def renew() -> bool:
+                return await self.catalog.hot_renew(holder, self.now_ns() + lease, owner=owner, fenced=True)
+
+            filling = self._fill(holder, result, progress, helping)
+            try:
+                return await while_leased(filling, renew, lease_ns / 1e9, f"hot copy of {holder}")
+            except LeaseLost:  # the new holder copies the rest
+                return result
         finally:
             self._filling[holder] -= 1
             if not self._filling[holder]:
                 del self._filling[holder]
 
     async def _fill(
-        self, holder: str, progress: Callable[[int, int], None] | None, lease_ns: int | None, helping: bool
+        self, holder: str, result: FillResult, progress: Callable[[int, int], None] | None, helping: bool
     ) -> FillResult:
-        result = FillResult()
         sem = asyncio.Semaphore(self.concurrency)
         skipped: set[str] = set()
         down: set[str] = set()
-        renewed_ns = self.now_ns()
-        if lease_ns is not None:  # the worker leaves it alone meanwhile
-            await self.catalog.hot_renew(holder, renewed_ns + lease_ns)
 
         async def mark(ids: list[str], size: int) -> None:
             """Mark a group of published copies cached (one catalog job), then count them."""
-            nonlocal renewed_ns
-            now = self.now_ns()
-            await self.catalog.hot_cached(ids, now)
+            await self.catalog.hot_cached(ids, self.now_ns())
             result.copied += len(ids)
             result.copied_bytes += size
             if progress is not None:
                 progress(result.copied, result.copied_bytes)
-            if lease_ns is not None and now - renewed_ns > lease_ns // 3:
-                renewed_ns = now
-                await self.catalog.hot_renew(holder, now + lease_ns)
 
         published: list[str] = []  # copied, not yet marked
         published_bytes = 0
@@ -253,7 +262,7 @@ class HotCopies:
         dropped, freed = await self.sweep()
         lease_ns = int(self.lease_s * 1e9)
         claimable = (await self.catalog.hot_due(self.now_ns()))[1]
-        claimed = await self.catalog.hot_claim(self.now_ns(), lease_ns) if claimable else []
+        claimed = await self.catalog.hot_claim(self.now_ns(), lease_ns, owner=self.owner) if claimable else []
         leased = await self.catalog.hot_leased(self.now_ns())
         helped = [h for h in leased if h not in self._filling and h not in claimed]
         filled = failed = 0

@@ -19,14 +19,30 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tierstore.catalog import Catalog, GatewayInfo
 
-__all__ = ["DEFAULT_LEASE_S", "Checkpoint", "Gateway", "LeaseHolder", "run_job"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "Checkpoint",
+    "Gateway",
+    "LeaseHolder",
+    "LeaseLost",
+    "periodic_job",
+    "run_job",
+    "while_leased",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_S = 60.0
+
+T = TypeVar("T")
+
+
+class LeaseLost(Exception):
+    """The lease of a long item ran out and another holder took it: the item was stopped."""
 
 
 def _new_owner() -> str:
@@ -79,7 +95,7 @@ class Gateway:
 Checkpoint = Callable[[str], Awaitable[bool]]
 
 
-async def _awaited(step: Awaitable[str]) -> str:
+async def _awaited(step: Awaitable[T]) -> T:
     return await step
 
 
@@ -101,7 +117,6 @@ async def run_job(
     if claim is None:
         return False
     saved = claim.cursor
-    lost = False
 
     async def checkpoint(cursor: str) -> bool:
         nonlocal saved
@@ -110,39 +125,103 @@ async def run_job(
         saved = cursor
         return True
 
+    def renew() -> Awaitable[bool]:
+        return catalog.job_renew(name, holder.owner, now_ns(), holder.lease_ns)
+
+    try:
+        final = await while_leased(body(claim.cursor, checkpoint), renew, holder.lease_s, f"job {name}")
+    except LeaseLost:  # another holder runs the job now
+        return True
+    except Exception:
+        with contextlib.suppress(Exception):
+            await catalog.job_release(name, holder.owner, saved)
+        raise
+    await catalog.job_release(name, holder.owner, final)
+    return True
+
+
+_DONE = "done:"  # a periodic job's cursor once a run ended: "done:<unix seconds>"
+_DUE = "due"  # ... while a run goes on: a holder that dies leaves it due to the next
+
+
+def _periodic_due(cursor: str, interval_s: float, started_s: float, now_s: float) -> bool:
+    if not cursor.startswith(_DONE):
+        return True  # never ran, or its last holder did not finish
+    ended_s = float(cursor[len(_DONE) :])
+    return ended_s < started_s or now_s >= ended_s + interval_s
+
+
+async def periodic_job(
+    catalog: Catalog,
+    holder: LeaseHolder,
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    interval_s: float,
+    started_s: float,
+    *,
+    now_s: Callable[[], float] = time.time,
+) -> bool:
+    """Run the job ``name`` (an orphan sweep) under its lease if it is due: it never ran, its
+    last holder died or failed mid-run, its last run ended before this process started
+    (``started_s``: a start sweeps once, whichever worker or gateway gets the lease), or
+    ``interval_s`` passed since. The cursor says which: ``due`` while a run goes on (saved first,
+    so a holder that dies leaves it due), ``done:<time>`` when it ended; a run that raises hands
+    the job back due. One read when the job is not due or runs elsewhere; True if it ran."""
+    job = await catalog.job_get(name)
+    if job is not None:
+        if job.owner is not None and job.owner != holder.owner and job.lease_until_ns >= time.time_ns():
+            return False  # running elsewhere
+        if not _periodic_due(job.cursor, interval_s, started_s, now_s()):
+            return False
+    ran = False
+
+    async def body(cursor: str, checkpoint: Checkpoint) -> str:
+        nonlocal ran
+        if not _periodic_due(cursor, interval_s, started_s, now_s()):
+            return cursor  # another holder ran it between the read and the claim
+        if not await checkpoint(_DUE):
+            return cursor
+        await run()
+        ran = True
+        return f"{_DONE}{now_s()}"
+
+    await run_job(catalog, holder, name, body)
+    return ran
+
+
+async def while_leased(body: Awaitable[T], renew: Callable[[], Awaitable[bool]], lease_s: float, what: str) -> T:
+    """Await ``body`` (a long item: a tier move, a pin fill) while a task renews its lease a
+    third of ``lease_s`` apart (``renew()``: False once the lease is lost). A lost lease cancels
+    the body and raises ``LeaseLost``; the holder then finishes nothing (its finishing calls are
+    fenced anyway). A failed renew (the catalog unreachable) is retried at the next beat."""
     loop = asyncio.get_running_loop()
-    work: asyncio.Task[str] = loop.create_task(_awaited(body(claim.cursor, checkpoint)))
+    work: asyncio.Task[T] = loop.create_task(_awaited(body))
+    lost = False
 
     async def beat() -> None:
         nonlocal lost
         while True:
-            await asyncio.sleep(holder.lease_s / 3)
+            await asyncio.sleep(lease_s / 3)
             try:
-                kept = await catalog.job_renew(name, holder.owner, now_ns(), holder.lease_ns)
-            except Exception as exc:  # the catalog unreachable: the lease may run out; try again
-                log.warning("job %s: heartbeat failed: %s", name, exc)
+                kept = await renew()
+            except Exception as exc:
+                log.warning("%s: lease heartbeat failed: %s", what, exc)
                 continue
             if not kept:
-                log.warning("job %s: the lease was taken over; stopping", name)
+                log.warning("%s: the lease was taken over; stopping", what)
                 lost = True
                 work.cancel()
                 return
 
     beating = loop.create_task(beat())
     try:
-        final = await work
+        return await work
     except asyncio.CancelledError:
         me = asyncio.current_task()
-        if lost and (me is None or not me.cancelling()):  # another holder runs the job now
-            return True
-        raise
-    except Exception:
-        with contextlib.suppress(Exception):
-            await catalog.job_release(name, holder.owner, saved)
+        if lost and (me is None or not me.cancelling()):
+            raise LeaseLost(what) from None
         raise
     finally:
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating
-    await catalog.job_release(name, holder.owner, final)
-    return True

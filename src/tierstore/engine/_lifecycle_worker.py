@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tierstore.catalog import DueRow, KeyVersion, Outcome, PlannedAction
+from tierstore.engine._leases import LeaseHolder, LeaseLost, while_leased
 from tierstore.engine._lifecycle import (
     DAY_S,
     EXPIRE_CURRENT,
@@ -133,6 +134,9 @@ class LifecycleWorker:
         self.backoff_ns = int(backoff_s * _NS)
         self.recompute_keys = recompute_keys
         self.stats = LifecycleStats()
+        # Rows are leased to this process's gateway id (engine/_leases.py): applies, defers and a
+        # transition's heartbeat act only on rows still ours.
+        self.leases: LeaseHolder = getattr(service, "leases", None) or LeaseHolder(lease_s=lease_s)
         # The mover of the tier data path (docs/tiers.md "The mover"); the one place it is looked up.
         self._transition_many: _MoveMany | None = getattr(service, "transition_many", None)
         self._warned_no_mover = False
@@ -151,9 +155,10 @@ class LifecycleWorker:
         handled = 0
         for _ in range(max_pages):
             now_ns = self.service.clock.now_ns()
-            rows = await self.catalog.lifecycle_claim(now_ns, self.page, self.lease_ns)
+            rows = await self.catalog.lifecycle_claim(now_ns, self.page, self.lease_ns, owner=self.leases.owner)
             if not rows:
                 break
+            self.leases.fault("lifecycle")
             applied = await asyncio.gather(*(self._apply(r, now_ns) for r in rows))
             outcomes = [o for o in applied if isinstance(o, str)]
             moves: dict[str, list[DueRow]] = {}
@@ -167,7 +172,7 @@ class LifecycleWorker:
             for o in outcomes:
                 done[o] = done.get(o, 0) + 1
             log.info("lifecycle: %d due rows: %s", len(rows), ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
-            if any(o not in ("rechecked", "failed", "deferred") for o in outcomes):
+            if any(o not in ("rechecked", "failed", "deferred", "lost") for o in outcomes):
                 await self.service._drain_after_commit()
             if len(rows) < self.page:
                 break
@@ -185,12 +190,12 @@ class LifecycleWorker:
         )
         try:
             outcome: Outcome = await self.catalog.lifecycle_apply(
-                row, now_ns, marker, self.service._guard, self.lease_ns
+                row, now_ns, marker, self.service._guard, self.lease_ns, owner=self.leases.owner
             )
         except Exception as exc:  # a lock the planner did not foresee, a catalog error: retried later
             log.warning("lifecycle: %s of %s/%s %s failed: %s", row.action, row.bucket, row.key, row.version_id, exc)
             self.stats.failed += 1
-            await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns)
+            await self.catalog.lifecycle_defer(row, now_ns + self.backoff_ns, owner=self.leases.owner)
             return "failed"
         if outcome.transition is not None:
             return _Move(outcome.transition)  # moved with the page's others (run_once)
@@ -210,12 +215,22 @@ class LifecycleWorker:
                     "lifecycle: no mover in this build: transitions wait (retried every %d s)", self.backoff_ns // _NS
                 )
                 self._warned_no_mover = True
-            await asyncio.gather(*(self.catalog.lifecycle_defer(r, now_ns + self.backoff_ns) for r in rows))
+            await self._defer(rows, now_ns)
             return ["deferred"] * len(rows)
+        owner = self.leases.owner
+
+        async def renew() -> bool:  # the batch runs while any of its rows is still ours
+            until_ns = self.service.clock.now_ns() + self.lease_ns
+            kept: int = await self.catalog.lifecycle_renew(rows, owner, until_ns)
+            return kept > 0
+
+        moving = self._transition_many(storage_class, [(r.bucket, r.key, r.version_id) for r in rows])
         try:
-            results: list[bool | Exception] = await self._transition_many(
-                storage_class, [(r.bucket, r.key, r.version_id) for r in rows]
+            results: list[bool | Exception] = await while_leased(
+                moving, renew, self.lease_ns / _NS, f"lifecycle: transition of {len(rows)} versions to {storage_class}"
             )
+        except LeaseLost:  # every row was taken over: their new holders move them
+            return ["lost"] * len(rows)
         except Exception as exc:  # the tier is gone: every row waits
             results = [exc] * len(rows)
         out: list[str] = []
@@ -233,8 +248,13 @@ class LifecycleWorker:
             self.stats.failed += 1
             deferred.append(row)
             out.append("failed")
-        await asyncio.gather(*(self.catalog.lifecycle_defer(r, now_ns + self.backoff_ns) for r in deferred))
+        await self._defer(deferred, now_ns)
         return out
+
+    async def _defer(self, rows: Sequence[DueRow], now_ns: int) -> None:
+        """Back ``rows`` off (those still ours)."""
+        owner = self.leases.owner
+        await asyncio.gather(*(self.catalog.lifecycle_defer(r, now_ns + self.backoff_ns, owner=owner) for r in rows))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from awscrt.checksums import crc32c
 from tierstore._watch import ConfigWatch
 from tierstore.blob import BlobStore, RemoteBlobStore
 from tierstore.catalog import BlobRef, Catalog, InlineMove, OutboxEntry, PendingWrite, VersionRecord
-from tierstore.engine._leases import LeaseHolder
+from tierstore.engine._leases import LeaseHolder, LeaseLost, while_leased
 from tierstore.engine._tiers import NoSuchTier, TierConfig
 from tierstore.errors import CorruptBlob, InternalError, TierUnavailable
 from tierstore.runtime import new_blob_id
@@ -57,7 +57,6 @@ T = TypeVar("T")
 
 OUTBOX_BACKOFF_BASE_S = 2.0
 OUTBOX_BACKOFF_MAX_S = 600.0
-PENDING_LEASE_S = 600.0  # a claimed pending write is not taken by another process for this long
 PENDING_PAGE = 50
 MOVE_CONCURRENCY = 4  # copies in flight in one ``transition_many`` (as rclone's default --transfers)
 MOVE_WAVE = 50  # versions per ``ObjectService.transition_many`` wave: one commit transaction, one trash pass
@@ -406,13 +405,23 @@ class Mover:
         if not await self.catalog.tier_pending_any(now):
             return {"moved": 0, "failed": 0, "dropped": 0}
         down: set[str] = set()
-        lease_ns = int(PENDING_LEASE_S * 1e9)
+        owner, lease_s = self.leases.owner, self.leases.lease_s
         while True:
-            items = await self.catalog.tier_pending_claim(now, PENDING_PAGE, lease_ns)
+            items = await self.catalog.tier_pending_claim(now, PENDING_PAGE, int(lease_s * 1e9), owner=owner)
             if not items:
                 break
+            self.leases.fault("pending")
+
+            async def renew(page: list[PendingWrite] = items) -> bool:  # the page's items still ours
+                return await self.catalog.tier_pending_renew(page, owner, self._now_ns() + int(lease_s * 1e9)) > 0
+
             for item in items:
-                outcome = await self._retry_one(item, down, now)
+                try:
+                    outcome = await while_leased(
+                        self._retry_one(item, down, now), renew, lease_s, f"tier {item.tier}: pending writes"
+                    )
+                except LeaseLost:  # the page was taken over: its new holder moves the rest
+                    break
                 moved += outcome == "moved"
                 failed += outcome == "failed"
                 dropped += outcome == "dropped"
@@ -421,21 +430,22 @@ class Mover:
         return {"moved": moved, "failed": failed, "dropped": dropped}
 
     async def _retry_one(self, item: PendingWrite, down: set[str], now_ns: int) -> str:
+        owner = self.leases.owner
         if item.tier in down:
-            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1))
+            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1), owner=owner)
             return "failed"
         try:
             done = await self.transition(item.bucket, item.key, item.version_id, item.tier)
         except NoSuchTier:  # removed meanwhile: the class stays a label, the bytes local
-            await self.catalog.tier_pending_done(item)
+            await self.catalog.tier_pending_done(item, owner=owner)
             return "dropped"
         except Exception as exc:
             log.warning("tier %s: %s/%s (%s) still waits: %s", item.tier, item.bucket, item.key, item.version_id, exc)
             if isinstance(exc, TierUnavailable):
                 down.add(item.tier)
-            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1))
+            await self.catalog.tier_pending_retry(item, now_ns + backoff_ns(item.attempts + 1), owner=owner)
             return "failed"
-        await self.catalog.tier_pending_done(item)
+        await self.catalog.tier_pending_done(item, owner=owner)
         return "moved" if done else "dropped"
 
     # --- the outbox -------------------------------------------------------------------------

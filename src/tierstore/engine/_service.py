@@ -505,7 +505,7 @@ class ObjectService:
         self.restore_round_ns = DAY_S * 1_000_000_000 if lifecycle_day_s >= DAY_S else 0
         self.hot = HotCopies(
             catalog, blobs, self.tier_stores, now_ns=self.clock.now_ns, drain=self._drain_after_commit,
-            ttl_round_ns=self.restore_round_ns,
+            ttl_round_ns=self.restore_round_ns, owner=self.leases.owner,
         )  # fmt: skip
 
     # --- buckets ---------------------------------------------------------------------

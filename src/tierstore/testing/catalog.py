@@ -51,7 +51,7 @@ import asyncio
 import inspect
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -62,8 +62,11 @@ from tierstore.catalog import (
     BlobRef,
     DatasetRecord,
     GatewayInfo,
+    KeyVersion,
     ModelAliasInUse,
+    Outcome,
     PinGone,
+    PlannedAction,
     VersioningChanged,
     VersionRecord,
     VersionTaken,
@@ -1665,6 +1668,134 @@ class LeaseContract(_Contract):
                 assert await a.outbox_claim("gw-a", BASE_NS + 10 * lease, lease) == []
 
         asyncio.run(main())
+
+    def test_lifecycle_claims_are_disjoint_expire_and_apply_fenced(self, catalog: CatalogFactory) -> None:
+        """Lifecycle rows are leased to an owner: a holder whose lease was taken over, or whose row
+        a write re-planned, applies and defers nothing; the new holder does."""
+
+        async def main() -> None:
+            lease, now = 60 * SECOND_NS, BASE_NS + 100 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                for cat in (a, b):
+                    cat.lifecycle_planner = _ExpireAfter(SECOND_NS)
+                await a.create_bucket(BucketInfo("ruled", BASE_NS, "us-east-1"), {"lifecycle": {"expire": 1}})
+                for n in range(1, 9):
+                    await put(a, "ruled", f"k{n}", n)
+                first, second = await asyncio.gather(
+                    a.lifecycle_claim(now, 4, lease, owner="gw-a"), b.lifecycle_claim(now, 4, lease, owner="gw-b")
+                )
+                assert sorted(r.key for r in first + second) == [f"k{n}" for n in range(1, 9)]  # disjoint
+                assert await a.lifecycle_claim(now + 1, 100, lease, owner="gw-a") == []  # all leased
+                # gw-b heartbeats its rows past the first lease; gw-a cannot renew gw-b's.
+                assert await a.lifecycle_renew(second, "gw-a", now + 2 * lease) == 0
+                assert await b.lifecycle_renew(second, "gw-b", now + 2 * lease) == 4
+                # gw-a's lease runs out: gw-b takes its rows; gw-a's apply and defer then do nothing.
+                later = now + lease + 1
+                taken = await b.lifecycle_claim(later, 100, lease, owner="gw-b")
+                assert sorted(r.key for r in taken) == sorted(r.key for r in first)
+                back, dm = BASE_NS + 10**6, marker("ruled", taken[0].key, 99)  # unversioned: no marker is added
+                assert await a.lifecycle_apply(taken[0], later, dm, _unlocked, owner="gw-a") == Outcome()
+                assert not await a.lifecycle_defer(taken[1], back, owner="gw-a")
+                assert taken[0].key in await live_keys(a, "ruled")
+                done = await b.lifecycle_apply(taken[0], later, dm, _unlocked, owner="gw-b")
+                assert done == Outcome(done="expire") and taken[0].key not in await live_keys(a, "ruled")
+                # A failed action is backed off by its holder only, and free to anyone then.
+                assert await b.lifecycle_defer(taken[1], back, owner="gw-b")
+                assert [r.key for r in await a.lifecycle_claim(back, 100, lease, owner="gw-a")] == [taken[1].key]
+                # A write re-plans a held row: its holder no longer acts on it (the write's plan stands).
+                await put(a, "ruled", second[0].key, 50)
+                replanned = await b.lifecycle_apply(
+                    second[0], now + 2 * lease, marker("ruled", second[0].key, 98), _unlocked, owner="gw-b"
+                )
+                assert replanned == Outcome() and second[0].key in await live_keys(a, "ruled")
+                assert await b.lifecycle_renew(second[:1], "gw-b", now + 3 * lease) == 0
+
+        asyncio.run(main())
+
+    def test_pending_write_claims_are_disjoint_expire_and_finish_fenced(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            lease = 60 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                for n in range(12):
+                    await a.tier_pending_add("bk", f"k{n:02}", vid(n), "COLD", BASE_NS)
+                first, second = await asyncio.gather(
+                    a.tier_pending_claim(BASE_NS, 6, lease, owner="gw-a"),
+                    b.tier_pending_claim(BASE_NS, 6, lease, owner="gw-b"),
+                )
+                assert sorted(i.key for i in first + second) == [f"k{n:02}" for n in range(12)]  # disjoint
+                assert await a.tier_pending_claim(BASE_NS + 1, 100, lease, owner="gw-a") == []
+                assert await a.tier_pending_renew(second, "gw-a", BASE_NS + 2 * lease) == 0
+                assert await b.tier_pending_renew(second, "gw-b", BASE_NS + 2 * lease) == 6
+                # gw-a's lease runs out: gw-b takes its items; gw-a's done and retry do nothing.
+                taken = await b.tier_pending_claim(BASE_NS + lease + 1, 100, lease, owner="gw-b")
+                assert sorted(i.key for i in taken) == sorted(i.key for i in first)
+                assert not await a.tier_pending_done(taken[0], owner="gw-a")
+                assert not await a.tier_pending_retry(taken[1], BASE_NS, owner="gw-a")
+                assert await b.tier_pending_done(taken[0], owner="gw-b")
+                # A retry (the tier did not answer) is the holder's: one attempt more, free to anyone.
+                assert await b.tier_pending_retry(taken[1], BASE_NS + lease + 5, owner="gw-b")
+                (again,) = await a.tier_pending_claim(BASE_NS + lease + 5, 100, lease, owner="gw-a")
+                assert (again.key, again.attempts) == (taken[1].key, taken[1].attempts + 1)
+                assert await a.tier_pending_done(again, owner="gw-a")
+                left = await a.tier_pending_claim(BASE_NS + 10 * lease, 100, lease, owner="gw-a")
+                assert sorted(i.key for i in left) == sorted(i.key for i in second + taken[2:])
+
+        asyncio.run(main())
+
+
+    def test_hot_copy_claims_are_owned_and_their_heartbeat_fenced(self, catalog: CatalogFactory) -> None:
+        """A claimed copy is its claimer's: the heartbeat (``fenced``) keeps it only while it is,
+        another process takes it once the lease ran out, and the old claimer's heartbeat then
+        fails (its fill stops); an explicit fill takes the claim (``owner`` without ``fenced``)."""
+
+        async def main() -> None:
+            lease = 1000
+            async with catalog() as a, catalog() as b:
+                await a.create_bucket(BucketInfo("held", BASE_NS, "us-east-1"))
+                refs = [BlobRef(bid(n, "cold"), 1, "COLD") for n in range(4)]
+                await a.put_version(VersionRecord(meta=meta("held", "k", 1, size_bytes=4), blobs=refs))
+                holders = [f"pin:h{n}" for n in range(4)]
+                for n, h in enumerate(holders):
+                    assert await a.hot_hold(h, [bid(n, "cold")], now_ns=2) == "new"
+                first, second = await asyncio.gather(
+                    a.hot_claim(10, lease, 2, owner="gw-a"), b.hot_claim(10, lease, 2, owner="gw-b")
+                )
+                assert sorted(first + second) == holders  # disjoint
+                assert await a.hot_claim(11, lease, owner="gw-a") == []
+                assert not await a.hot_renew(second[0], 500 + lease, owner="gw-a", fenced=True)  # gw-b's
+                for h in second:
+                    assert await b.hot_renew(h, 500 + lease, owner="gw-b", fenced=True)
+                # gw-a stalls past its lease: gw-b takes its copies; gw-a's heartbeat fails.
+                taken = await b.hot_claim(20 + lease, lease, owner="gw-b")
+                assert sorted(taken) == sorted(first)
+                assert not await a.hot_renew(first[0], 30 + lease, owner="gw-a", fenced=True)
+                # An explicit fill takes a claim back; the old owner's heartbeat then fails in turn.
+                assert await a.hot_renew(first[0], 40 + lease, owner="gw-a")
+                assert not await b.hot_renew(first[0], 50 + lease, owner="gw-b", fenced=True)
+                assert await a.hot_renew(first[0], 60 + lease, owner="gw-a", fenced=True)
+
+        asyncio.run(main())
+
+
+class _ExpireAfter:
+    """A lifecycle planner for the lease cases: every key's current version expires ``after_ns``
+    after it was written (the engine's planner is engine/_lifecycle_worker.py's; pure, as it is)."""
+
+    def __init__(self, after_ns: int) -> None:
+        self.after_ns = after_ns
+
+    def versions(self, rules: dict[str, Any], key: str, versions: Sequence[KeyVersion]) -> list[PlannedAction]:
+        return [PlannedAction(v.version_id, "expire", v.modified_ns + self.after_ns, None) for v in versions[:1]]
+
+    def upload(self, rules: dict[str, Any], key: str, initiated_ns: int) -> int | None:
+        return None
+
+    def may_apply(self, rules: dict[str, Any], key: str) -> bool:
+        return True
+
+
+def _unlocked(record: Any, props: dict[str, Any]) -> None:
+    """An object-lock guard with nothing locked."""
 
 
 class ConsoleSessionContract(_Contract):

@@ -233,31 +233,34 @@ class HotTables:
         )  # fmt: skip
         return [str(r[0]) for r in rows]
 
-    async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8) -> list[str]:
+    async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8, *, owner: str | None = None) -> list[str]:
         """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``
-        (``SKIP LOCKED``: claimers in other processes never wait for each other nor take the same)."""
+        (``SKIP LOCKED``: claimers in other processes never wait for each other nor take the same),
+        owned by ``owner``."""
 
         async def fn(c: Any) -> list[str]:
             rows = await c.fetch(
                 "WITH picked AS (SELECT holder, lease_ns FROM hot_requests WHERE done_ns IS NULL AND lease_ns <= $1"
                 " ORDER BY lease_ns LIMIT $3 FOR UPDATE SKIP LOCKED),"
-                " claimed AS (UPDATE hot_requests r SET lease_ns = $2 FROM picked p WHERE r.holder = p.holder)"
+                " claimed AS (UPDATE hot_requests r SET lease_ns = $2, lease_owner = $4 FROM picked p"
+                " WHERE r.holder = p.holder)"
                 " SELECT holder FROM picked ORDER BY lease_ns, holder",
-                now_ns, now_ns + lease_ns, limit,
+                now_ns, now_ns + lease_ns, limit, owner,
             )  # fmt: skip
             return [str(r[0]) for r in rows]
 
         return await self._pool.write(fn)
 
-    async def hot_renew(self, holder: str, lease_ns: int) -> None:
-        """The worker copying ``holder`` keeps its claim until ``lease_ns``."""
-
-        async def fn(c: Any) -> None:
-            await c.execute(
-                "UPDATE hot_requests SET lease_ns = $1 WHERE holder = $2 AND done_ns IS NULL", lease_ns, holder
-            )
-
-        await self._pool.write(fn)
+    async def hot_renew(self, holder: str, lease_ns: int, *, owner: str | None = None, fenced: bool = False) -> bool:
+        """The worker copying ``holder`` keeps (or, with ``owner``, takes) its claim until
+        ``lease_ns``; ``fenced``: only while the claim is still ``owner``'s (the heartbeat).
+        False if nothing was renewed (done, or another owner's)."""
+        found = await self._pool.fetchrow(
+            "UPDATE hot_requests SET lease_ns = $1, lease_owner = COALESCE($2, lease_owner)"
+            " WHERE holder = $3 AND done_ns IS NULL AND (NOT $4 OR lease_owner = $2) RETURNING 1",
+            lease_ns, owner, holder, fenced,
+        )  # fmt: skip
+        return found is not None
 
     async def hot_cached(self, blob_ids: Sequence[str], now_ns: int) -> list[str]:
         """The local copies of ``blob_ids`` are complete and verified: marked cached where a live

@@ -17,7 +17,7 @@ from tierstore.catalog._records import GatewayInfo, JobLease, OutboxEntry
 from tierstore.catalog._rules import GATEWAY_FORGET_NS
 from tierstore.catalog.postgres._pool import Pool
 
-__all__ = ["LEASES_DDL", "LeaseTables"]
+__all__ = ["LEASES_DDL", "OWNER_FENCE_DDL", "LeaseTables"]
 
 LEASES_DDL = (
     """CREATE TABLE gateways(  -- serving processes; the id owns their leases
@@ -36,6 +36,11 @@ LEASES_DDL = (
     'ALTER TABLE trash ADD COLUMN lease_owner text COLLATE "C"',
     "ALTER TABLE trash ADD COLUMN lease_until bigint NOT NULL DEFAULT 0",
     'ALTER TABLE tier_outbox ADD COLUMN lease_owner text COLLATE "C"',
+)
+OWNER_FENCE_DDL = (  # lifecycle rows, pending writes, hot copies: their due_ns / next_ns / lease_ns is the lease
+    'ALTER TABLE lifecycle_due ADD COLUMN lease_owner text COLLATE "C"',
+    'ALTER TABLE tier_pending ADD COLUMN lease_owner text COLLATE "C"',
+    'ALTER TABLE hot_requests ADD COLUMN lease_owner text COLLATE "C"',  # its lease_ns is the lease
 )
 
 

@@ -22,6 +22,7 @@ changing a bucket's rules ``rules_changed``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._protocol import LifecyclePlanner
@@ -123,7 +124,8 @@ class LifecycleTables:
         if due is not None:
             await c.execute(
                 "INSERT INTO lifecycle_due(due_ns, bucket_id, key, version_id, action) VALUES($1, $2, $3, $4, $5)"
-                " ON CONFLICT(bucket_id, key, version_id, action) DO UPDATE SET due_ns = excluded.due_ns",
+                " ON CONFLICT(bucket_id, key, version_id, action)"
+                " DO UPDATE SET due_ns = excluded.due_ns, lease_owner = NULL",
                 due, bucket_id, key_b, upload_id, ABORT_UPLOAD,
             )  # fmt: skip
 
@@ -154,47 +156,70 @@ class LifecycleTables:
         )
         return [DueRow(d, bucket, bytes(k).decode(), v, a) for d, k, v, a in rows]
 
-    async def lifecycle_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[DueRow]:
+    async def lifecycle_claim(
+        self, now_ns: int, limit: int, lease_ns: int, *, owner: str | None = None
+    ) -> list[DueRow]:
         """Take up to ``limit`` rows due by ``now_ns``, earliest first, and push them to
         ``now_ns + lease_ns`` in the same statement: no other worker of any gateway sees them
         until then (``SKIP LOCKED``: claimers never wait on each other), and a worker that dies
-        leaves them to be taken again."""
+        leaves them to be taken again. They are leased to ``owner``: the fenced calls act only on
+        rows still its."""
 
         async def fn(c: Any) -> list[DueRow]:
             rows = await c.fetch(
                 "WITH t AS (SELECT due_ns, bucket_id, key, version_id, action FROM lifecycle_due WHERE due_ns <= $1"
                 " ORDER BY due_ns LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                " u AS (UPDATE lifecycle_due d SET due_ns = $3 FROM t WHERE d.bucket_id = t.bucket_id"
+                " u AS (UPDATE lifecycle_due d SET due_ns = $3, lease_owner = $4 FROM t WHERE d.bucket_id = t.bucket_id"
                 " AND d.key = t.key AND d.version_id = t.version_id AND d.action = t.action"
                 " RETURNING t.due_ns, d.bucket_id, d.key, d.version_id, d.action)"
                 " SELECT u.due_ns, b.name, u.key, u.version_id, u.action FROM u JOIN buckets b ON b.id = u.bucket_id"
                 " ORDER BY u.due_ns, b.name, u.key, u.version_id",
-                now_ns, limit, now_ns + lease_ns,
+                now_ns, limit, now_ns + lease_ns, owner,
             )  # fmt: skip
             return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in rows]
 
         return await self._pool.write(fn)
 
-    async def lifecycle_defer(self, row: DueRow, due_ns: int) -> None:
-        """Put a claimed row back for ``due_ns`` (a transition that failed: backed off, never dropped)."""
+    async def lifecycle_renew(self, rows: Sequence[DueRow], owner: str, until_ns: int) -> int:
+        """The heartbeat of a long action (a transition): the rows still ``owner``'s stay claimed
+        until ``until_ns``; how many are."""
+        found = await self._pool.fetch(
+            "UPDATE lifecycle_due d SET due_ns = $1 FROM buckets b,"
+            " unnest($2::text[], $3::bytea[], $4::text[], $5::text[]) AS r(bucket, key, version_id, action)"
+            " WHERE b.name = r.bucket AND d.bucket_id = b.id AND d.key = r.key AND d.version_id = r.version_id"
+            " AND d.action = r.action AND d.lease_owner = $6 RETURNING 1",
+            until_ns, [r.bucket for r in rows], [r.key.encode() for r in rows], [r.version_id for r in rows],
+            [r.action for r in rows], owner,
+        )  # fmt: skip
+        return len(found)
 
-        async def fn(c: Any) -> None:
-            await c.execute(
-                "UPDATE lifecycle_due SET due_ns = $1 WHERE bucket_id = (SELECT id FROM buckets WHERE name = $2)"
-                " AND key = $3 AND version_id = $4 AND action = $5",
-                due_ns, row.bucket, row.key.encode(), row.version_id, row.action,
-            )  # fmt: skip
-
-        await self._pool.write(fn)
+    async def lifecycle_defer(self, row: DueRow, due_ns: int, *, owner: str | None = None) -> bool:
+        """Put a claimed row back for ``due_ns`` (a transition that failed: backed off, never
+        dropped), with no owner; with ``owner``, only while the row is still its (False if not)."""
+        found = await self._pool.fetchrow(
+            "UPDATE lifecycle_due SET due_ns = $1, lease_owner = NULL"
+            " WHERE bucket_id = (SELECT id FROM buckets WHERE name = $2)"
+            " AND key = $3 AND version_id = $4 AND action = $5 AND ($6::text IS NULL OR lease_owner = $6) RETURNING 1",
+            due_ns, row.bucket, row.key.encode(), row.version_id, row.action, owner,
+        )  # fmt: skip
+        return found is not None
 
     async def lifecycle_apply(
-        self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: Guard, lease_ns: int = 600 * 10**9
+        self,
+        row: DueRow,
+        now_ns: int,
+        marker: ObjectMeta,
+        guard: Guard,
+        lease_ns: int = 600 * 10**9,
+        *,
+        owner: str | None = None,
     ) -> Outcome:
         """Re-check one claimed row against the key's state and the bucket's rules, take the
         action if it is still due, and recompute the key's rows; one transaction, under the
         key's lock. ``marker``: the delete marker an expiration adds on a versioned bucket;
         ``guard``: object lock, called with every version about to be destroyed (it raises;
-        nothing changes). A due transition stays claimed for ``lease_ns`` while the mover runs."""
+        nothing changes). A due transition stays claimed for ``lease_ns`` while the mover runs.
+        With ``owner`` (fenced): nothing happens unless the row is still ``owner``'s."""
         key_b = row.key.encode()
         marker_id = marker.version_id
 
@@ -204,6 +229,14 @@ class LifecycleTables:
             if found is None:
                 return Outcome()  # the bucket's rows went with it
             bucket_id, props = int(found[0]), json.loads(found[1])
+            if owner is not None:
+                held = await c.fetchval(
+                    "SELECT lease_owner FROM lifecycle_due"
+                    " WHERE bucket_id = $1 AND key = $2 AND version_id = $3 AND action = $4 FOR UPDATE",
+                    bucket_id, key_b, row.version_id, row.action,
+                )  # fmt: skip
+                if held != owner:
+                    return Outcome()  # taken over, or re-planned by a write: not ours to act on
             rules = props.get("lifecycle")
             if row.action == ABORT_UPLOAD:
                 return await self._apply_abort(c, row, bucket_id, key_b, now_ns, rules)

@@ -28,7 +28,7 @@ import asyncpg
 from tierstore.catalog.postgres._hot import HOT_DDL
 from tierstore.catalog.postgres._identity import DDL as _IDENTITY
 from tierstore.catalog.postgres._kms import DDL as _KMS
-from tierstore.catalog.postgres._leases import LEASES_DDL
+from tierstore.catalog.postgres._leases import LEASES_DDL, OWNER_FENCE_DDL
 from tierstore.catalog.postgres._lifecycle import DDL as _LIFECYCLE
 from tierstore.catalog.postgres._pool import connect_error, translate
 from tierstore.catalog.postgres._query import QUERY_DDL
@@ -252,6 +252,8 @@ STEPS = (
     ),
     Step(4, "hot copies, the mover's progress, the metadata query", (*HOT_DDL, *TIER_PROGRESS_DDL, *QUERY_DDL)),
     Step(5, "the gateway registry, named jobs, trash and outbox leases", LEASES_DDL),
+    # Assigned step 8 (steps 6 and 7 are other branches'): renumber to keep the steps contiguous at merge.
+    Step(6, "owner-fenced lifecycle and pending-write leases", OWNER_FENCE_DDL),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tierstore.catalog._records import PendingWrite, TierProgress
@@ -75,7 +76,7 @@ async def note_tier_write(c: Any, meta: ObjectMeta, key_b: bytes) -> None:
         "INSERT INTO tier_pending(bucket, key, version_id, tier, attempts, next_ns)"
         " SELECT $1, $2, $3, name, 0, $5 FROM tiers WHERE name = $4"  # a class that is no tier: a label
         " ON CONFLICT(bucket, key, version_id) DO UPDATE SET tier = excluded.tier, attempts = 0,"
-        " next_ns = excluded.next_ns",
+        " next_ns = excluded.next_ns, lease_owner = NULL",
         meta.bucket, key_b, meta.version_id, sc, meta.modified_ns + WRITE_PENDING_DELAY_NS,
     )  # fmt: skip
 
@@ -151,7 +152,7 @@ class TierProgressTables:
                 "INSERT INTO tier_pending(bucket, key, version_id, tier, attempts, next_ns)"
                 " VALUES($1, $2, $3, $4, 1, $5)"
                 " ON CONFLICT(bucket, key, version_id) DO UPDATE SET tier = excluded.tier, attempts = 1,"
-                " next_ns = excluded.next_ns",
+                " next_ns = excluded.next_ns, lease_owner = NULL",
                 bucket, key.encode(), version_id, tier, next_ns,
             )  # fmt: skip
 
@@ -161,31 +162,45 @@ class TierProgressTables:
         """Whether a pending write is due (one index read: the worker's common case)."""
         return bool(await self._pool.fetchval("SELECT EXISTS(SELECT 1 FROM tier_pending WHERE next_ns <= $1)", now_ns))
 
-    async def tier_pending_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[PendingWrite]:
-        """Up to ``limit`` due pending writes, leased ``lease_ns`` ahead in the same transaction
-        (another process does not take them; a worker that dies leaves them to be taken again)."""
+    async def tier_pending_claim(
+        self, now_ns: int, limit: int, lease_ns: int, *, owner: str | None = None
+    ) -> list[PendingWrite]:
+        """Up to ``limit`` due pending writes, leased to ``owner`` ``lease_ns`` ahead in the same
+        transaction (another process does not take them; a worker that dies leaves them to be
+        taken again)."""
 
         async def fn(c: Any) -> list[PendingWrite]:
             rows = await c.fetch(
                 "WITH picked AS (SELECT bucket, key, version_id, tier, attempts, next_ns FROM tier_pending"
                 " WHERE next_ns <= $1 ORDER BY next_ns LIMIT $2 FOR UPDATE SKIP LOCKED),"
-                " leased AS (UPDATE tier_pending t SET next_ns = $3 FROM picked p"
+                " leased AS (UPDATE tier_pending t SET next_ns = $3, lease_owner = $4 FROM picked p"
                 " WHERE (t.bucket, t.key, t.version_id) = (p.bucket, p.key, p.version_id))"
                 " SELECT bucket, key, version_id, tier, attempts FROM picked ORDER BY next_ns, bucket, key, version_id",
-                now_ns, limit, now_ns + lease_ns,
+                now_ns, limit, now_ns + lease_ns, owner,
             )  # fmt: skip
             return [PendingWrite(str(b), bytes(k).decode(), str(v), str(t), int(a)) for b, k, v, t, a in rows]
 
         return await self._pool.write(fn)
 
-    async def tier_pending_done(self, item: PendingWrite) -> None:
-        async def fn(c: Any) -> None:
-            await c.execute(
-                "DELETE FROM tier_pending WHERE bucket = $1 AND key = $2 AND version_id = $3 AND tier = $4",
-                item.bucket, item.key.encode(), item.version_id, item.tier,
-            )  # fmt: skip
+    async def tier_pending_renew(self, items: Sequence[PendingWrite], owner: str, until_ns: int) -> int:
+        """The heartbeat of a long move: the items still ``owner``'s stay leased until ``until_ns``."""
+        found = await self._pool.fetch(
+            "UPDATE tier_pending t SET next_ns = $1"
+            " FROM unnest($2::text[], $3::bytea[], $4::text[]) AS i(bucket, key, version_id)"
+            " WHERE (t.bucket, t.key, t.version_id) = (i.bucket, i.key, i.version_id) AND t.lease_owner = $5"
+            " RETURNING 1",
+            until_ns, [i.bucket for i in items], [i.key.encode() for i in items], [i.version_id for i in items], owner,
+        )  # fmt: skip
+        return len(found)
 
-        await self._pool.write(fn)
+    async def tier_pending_done(self, item: PendingWrite, *, owner: str | None = None) -> bool:
+        """The write waits no more; with ``owner``, only if the item is still its (False if not)."""
+        found = await self._pool.fetchrow(
+            "DELETE FROM tier_pending WHERE bucket = $1 AND key = $2 AND version_id = $3 AND tier = $4"
+            " AND ($5::text IS NULL OR lease_owner = $5) RETURNING 1",
+            item.bucket, item.key.encode(), item.version_id, item.tier, owner,
+        )  # fmt: skip
+        return found is not None
 
     async def tier_pending_forget(self, bucket: str, key: str, version_id: str) -> None:
         """The version waits for no tier (a move found nothing to do)."""
@@ -198,12 +213,12 @@ class TierProgressTables:
 
         await self._pool.write(fn)
 
-    async def tier_pending_retry(self, item: PendingWrite, next_ns: int) -> None:
-        async def fn(c: Any) -> None:
-            await c.execute(
-                "UPDATE tier_pending SET attempts = attempts + 1, next_ns = $1"
-                " WHERE bucket = $2 AND key = $3 AND version_id = $4",
-                next_ns, item.bucket, item.key.encode(), item.version_id,
-            )  # fmt: skip
-
-        await self._pool.write(fn)
+    async def tier_pending_retry(self, item: PendingWrite, next_ns: int, *, owner: str | None = None) -> bool:
+        """One more attempt, due at ``next_ns``, no owner; with ``owner``, only if still its."""
+        found = await self._pool.fetchrow(
+            "UPDATE tier_pending SET attempts = attempts + 1, next_ns = $1, lease_owner = NULL"
+            " WHERE bucket = $2 AND key = $3 AND version_id = $4 AND ($5::text IS NULL OR lease_owner = $5)"
+            " RETURNING 1",
+            next_ns, item.bucket, item.key.encode(), item.version_id, owner,
+        )  # fmt: skip
+        return found is not None

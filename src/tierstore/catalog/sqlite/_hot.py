@@ -218,8 +218,8 @@ class HotTables(Tables):
         sql = "SELECT holder FROM hot_requests WHERE done_ns IS NULL AND lease_ns > ? ORDER BY lease_ns LIMIT ?"
         return [str(r[0]) for r in self._reader().execute(sql, (now_ns, limit))]
 
-    async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8) -> list[str]:
-        """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``."""
+    async def hot_claim(self, now_ns: int, lease_ns: int, limit: int = 8, *, owner: str | None = None) -> list[str]:
+        """Claim ongoing copies no live worker has: their leases move to ``now_ns + lease_ns``, owned by ``owner``."""
 
         def fn(c: sqlite3.Connection) -> list[str]:
             rows = c.execute(
@@ -227,19 +227,29 @@ class HotTables(Tables):
                 (now_ns, limit),
             ).fetchall()
             c.executemany(
-                "UPDATE hot_requests SET lease_ns=? WHERE holder=?", [(now_ns + lease_ns, r[0]) for r in rows]
+                "UPDATE hot_requests SET lease_ns=?, lease_owner=? WHERE holder=?",
+                [(now_ns + lease_ns, owner, r[0]) for r in rows],
             )
             return [str(r[0]) for r in rows]
 
         return await self._write(fn)
 
-    async def hot_renew(self, holder: str, lease_ns: int) -> None:
-        """The worker copying ``holder`` keeps its claim until ``lease_ns``."""
+    async def hot_renew(self, holder: str, lease_ns: int, *, owner: str | None = None, fenced: bool = False) -> bool:
+        """The worker copying ``holder`` keeps (or, with ``owner``, takes) its claim until
+        ``lease_ns``; ``fenced``: only while the claim is still ``owner``'s (the heartbeat).
+        False if nothing was renewed (done, or another owner's)."""
 
-        def fn(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE hot_requests SET lease_ns=? WHERE holder=? AND done_ns IS NULL", (lease_ns, holder))
+        def fn(c: sqlite3.Connection) -> bool:
+            sql = (
+                "UPDATE hot_requests SET lease_ns=?, lease_owner=COALESCE(?, lease_owner)"
+                " WHERE holder=? AND done_ns IS NULL"
+            )
+            args: tuple[object, ...] = (lease_ns, owner, holder)
+            if fenced:
+                sql, args = sql + " AND lease_owner=?", (*args, owner)
+            return c.execute(sql, args).rowcount > 0
 
-        await self._write(fn)
+        return await self._write(fn)
 
     async def hot_cached(self, blob_ids: Sequence[str], now_ns: int) -> list[str]:
         """The local copies of ``blob_ids`` are complete and verified: marked cached where a live

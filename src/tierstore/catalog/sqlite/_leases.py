@@ -50,11 +50,14 @@ CREATE TABLE IF NOT EXISTS jobs(  -- v14: named jobs one holder runs at a time
 
 
 def add_lease_columns(conn: sqlite3.Connection) -> None:
-    """After the schema's DDL (a new database or v13): the lease columns of ``trash`` and
-    ``tier_outbox``, unless there."""
+    """After the schema's DDL (a new database, v13 or v14): the lease columns of ``trash`` and
+    ``tier_outbox`` (v14), ``lifecycle_due``, ``tier_pending`` and ``hot_requests`` (v15), unless there."""
     for table, columns in (
         ("trash", ("lease_owner TEXT", "lease_until INTEGER NOT NULL DEFAULT 0")),
         ("tier_outbox", ("lease_owner TEXT",)),
+        ("lifecycle_due", ("lease_owner TEXT",)),  # v15: due_ns is the lease
+        ("tier_pending", ("lease_owner TEXT",)),  # v15: next_ns is the lease
+        ("hot_requests", ("lease_owner TEXT",)),  # v15: lease_ns is the lease
     ):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for column in columns:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from tierstore.catalog._protocol import LifecyclePlanner
@@ -150,10 +150,13 @@ class LifecycleTables(Tables):
         sql = "SELECT due_ns, bucket, key, version_id, action FROM lifecycle_due WHERE bucket=? ORDER BY key"
         return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in self._reader().execute(sql, (bucket,))]
 
-    async def lifecycle_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[DueRow]:
+    async def lifecycle_claim(
+        self, now_ns: int, limit: int, lease_ns: int, *, owner: str | None = None
+    ) -> list[DueRow]:
         """Take up to ``limit`` rows due by ``now_ns``, earliest first, and push them to
-        ``now_ns + lease_ns`` in the same transaction: another worker does not see them until
-        then (a worker that dies leaves them to be taken again)."""
+        ``now_ns + lease_ns`` in the same transaction, leased to ``owner`` (the gateway id): no
+        other worker sees them until then (a worker that dies leaves them to be taken again),
+        and the calls fenced by ``owner`` act only while the row is still ``owner``'s."""
 
         def fn(c: sqlite3.Connection) -> list[DueRow]:
             rows = c.execute(
@@ -162,35 +165,73 @@ class LifecycleTables(Tables):
                 (now_ns, limit),
             ).fetchall()
             c.executemany(
-                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
-                [(now_ns + lease_ns, b, k, v, a) for _, b, k, v, a in rows],
+                "UPDATE lifecycle_due SET due_ns=?, lease_owner=?"
+                " WHERE bucket=? AND key=? AND version_id=? AND action=?",
+                [(now_ns + lease_ns, owner, b, k, v, a) for _, b, k, v, a in rows],
             )
             return [DueRow(d, b, bytes(k).decode(), v, a) for d, b, k, v, a in rows]
 
         return await self._write(fn)
 
-    async def lifecycle_defer(self, row: DueRow, due_ns: int) -> None:
-        """Put a claimed row back for ``due_ns`` (a transition that failed: backed off, never dropped)."""
+    async def lifecycle_renew(self, rows: Sequence[DueRow], owner: str, until_ns: int) -> int:
+        """The heartbeat of a long action (a transition): the rows still ``owner``'s stay claimed
+        until ``until_ns``; how many are."""
 
-        def fn(c: sqlite3.Connection) -> None:
-            c.execute(
-                "UPDATE lifecycle_due SET due_ns=? WHERE bucket=? AND key=? AND version_id=? AND action=?",
-                (due_ns, row.bucket, row.key.encode(), row.version_id, row.action),
+        def fn(c: sqlite3.Connection) -> int:
+            sql = (
+                "UPDATE lifecycle_due SET due_ns=?"
+                " WHERE bucket=? AND key=? AND version_id=? AND action=? AND lease_owner=?"
+            )
+            return sum(
+                c.execute(sql, (until_ns, r.bucket, r.key.encode(), r.version_id, r.action, owner)).rowcount
+                for r in rows
             )
 
-        await self._write(fn)
+        return await self._write(fn)
+
+    async def lifecycle_defer(self, row: DueRow, due_ns: int, *, owner: str | None = None) -> bool:
+        """Put a claimed row back for ``due_ns`` (a transition that failed: backed off, never
+        dropped), with no owner; with ``owner``, only while the row is still its (False if not)."""
+
+        def fn(c: sqlite3.Connection) -> bool:
+            sql = (
+                "UPDATE lifecycle_due SET due_ns=?, lease_owner=NULL"
+                " WHERE bucket=? AND key=? AND version_id=? AND action=?"
+            )
+            args: tuple[object, ...] = (due_ns, row.bucket, row.key.encode(), row.version_id, row.action)
+            if owner is not None:
+                sql, args = sql + " AND lease_owner=?", (*args, owner)
+            return c.execute(sql, args).rowcount > 0
+
+        return await self._write(fn)
 
     async def lifecycle_apply(
-        self, row: DueRow, now_ns: int, marker: ObjectMeta, guard: _Guard, lease_ns: int = 600 * 10**9
+        self,
+        row: DueRow,
+        now_ns: int,
+        marker: ObjectMeta,
+        guard: _Guard,
+        lease_ns: int = 600 * 10**9,
+        *,
+        owner: str | None = None,
     ) -> Outcome:
         """Re-check one claimed row against the key's state and the bucket's rules, take the
         action if it is still due, and recompute the key's rows; one transaction. ``marker``: the
         delete marker an expiration adds on a versioned bucket; ``guard``: object lock, called
         with every version about to be destroyed (it raises; nothing changes). A due transition
-        stays claimed for ``lease_ns`` while the mover runs."""
+        stays claimed for ``lease_ns`` while the mover runs. With ``owner`` (fenced): nothing
+        happens unless the row is still ``owner``'s (a holder whose lease was taken over, or whose
+        row a write re-planned, acts on nothing)."""
         key_b = row.key.encode()
 
         def fn(c: sqlite3.Connection) -> Outcome:
+            if owner is not None:
+                held = c.execute(
+                    "SELECT lease_owner FROM lifecycle_due WHERE bucket=? AND key=? AND version_id=? AND action=?",
+                    (row.bucket, key_b, row.version_id, row.action),
+                ).fetchone()
+                if held is None or held[0] != owner:
+                    return Outcome()
             found = c.execute("SELECT props FROM buckets WHERE name=?", (row.bucket,)).fetchone()
             if found is None:
                 self._lifecycle_bucket_gone(c, row.bucket)

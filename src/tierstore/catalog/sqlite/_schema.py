@@ -20,7 +20,7 @@ from tierstore.catalog.sqlite._tier_progress import TIER_PROGRESS_DDL
 from tierstore.catalog.sqlite._tiers import TIERS_DDL
 from tierstore.errors import InternalError
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 
 _SCHEMA = """
@@ -191,6 +191,8 @@ def upgrade(conn: sqlite3.Connection) -> None:
         found = 13
     if found == 13:  # v13 -> v14: the gateway registry and leases (_leases.py); tables and columns below
         found = 14
+    if found == 14:  # v14 -> v15: owner-fenced lifecycle and pending-write leases (_leases.py); columns below
+        found = 15
     if found is not None and found != SCHEMA_VERSION:  # before the DDL: a newer schema may lack what it names
         raise InternalError(f"catalog schema {found} is not supported (expected {SCHEMA_VERSION})")
     for stmt in _statements(_SCHEMA):  # a new database; IF NOT EXISTS everywhere
@@ -213,7 +215,7 @@ def init_schema(conn: sqlite3.Connection) -> None:
 
 
 def check_schema(conn: sqlite3.Connection, *, upgradable: bool = False) -> None:
-    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v13)."""
+    """Raise unless the database has the current schema (or, with ``upgradable``, v2 to v14)."""
     found = schema_version(conn)
-    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)):
+    if found != SCHEMA_VERSION and not (upgradable and found in (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)):
         raise InternalError(f"catalog schema {found or 'missing'} is not supported (expected {SCHEMA_VERSION})")

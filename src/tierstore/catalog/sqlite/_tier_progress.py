@@ -19,6 +19,7 @@ transitions due to a tier through a partial index, without re-running the rules.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from tierstore.catalog._records import PendingWrite, TierProgress
@@ -139,9 +140,12 @@ class TierProgressTables(Tables):
         row = self._reader().execute("SELECT 1 FROM tier_pending WHERE next_ns<=? LIMIT 1", (now_ns,)).fetchone()
         return row is not None
 
-    async def tier_pending_claim(self, now_ns: int, limit: int, lease_ns: int) -> list[PendingWrite]:
-        """Up to ``limit`` due pending writes, leased ``lease_ns`` ahead in the same transaction
-        (another process does not take them; a worker that dies leaves them to be taken again)."""
+    async def tier_pending_claim(
+        self, now_ns: int, limit: int, lease_ns: int, *, owner: str | None = None
+    ) -> list[PendingWrite]:
+        """Up to ``limit`` due pending writes, leased to ``owner`` ``lease_ns`` ahead in the same
+        transaction (another process does not take them; a worker that dies leaves them to be
+        taken again)."""
 
         def fn(c: sqlite3.Connection) -> list[PendingWrite]:
             rows = c.execute(
@@ -150,21 +154,35 @@ class TierProgressTables(Tables):
                 (now_ns, limit),
             ).fetchall()
             c.executemany(
-                "UPDATE tier_pending SET next_ns=? WHERE bucket=? AND key=? AND version_id=?",
-                [(now_ns + lease_ns, b, k, v) for b, k, v, _, _ in rows],
+                "UPDATE tier_pending SET next_ns=?, lease_owner=? WHERE bucket=? AND key=? AND version_id=?",
+                [(now_ns + lease_ns, owner, b, k, v) for b, k, v, _, _ in rows],
             )
             return [PendingWrite(str(b), bytes(k).decode(), str(v), str(t), int(a)) for b, k, v, t, a in rows]
 
         return await self._write(fn)
 
-    async def tier_pending_done(self, item: PendingWrite) -> None:
-        def fn(c: sqlite3.Connection) -> None:
-            c.execute(
-                "DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=? AND tier=?",
-                (item.bucket, item.key.encode(), item.version_id, item.tier),
+    async def tier_pending_renew(self, items: Sequence[PendingWrite], owner: str, until_ns: int) -> int:
+        """The heartbeat of a long move: the items still ``owner``'s stay leased until ``until_ns``."""
+
+        def fn(c: sqlite3.Connection) -> int:
+            sql = "UPDATE tier_pending SET next_ns=? WHERE bucket=? AND key=? AND version_id=? AND lease_owner=?"
+            return sum(
+                c.execute(sql, (until_ns, i.bucket, i.key.encode(), i.version_id, owner)).rowcount for i in items
             )
 
-        await self._write(fn)
+        return await self._write(fn)
+
+    async def tier_pending_done(self, item: PendingWrite, *, owner: str | None = None) -> bool:
+        """The write waits no more; with ``owner``, only if the item is still its (False if not)."""
+
+        def fn(c: sqlite3.Connection) -> bool:
+            sql = "DELETE FROM tier_pending WHERE bucket=? AND key=? AND version_id=? AND tier=?"
+            args: tuple[object, ...] = (item.bucket, item.key.encode(), item.version_id, item.tier)
+            if owner is not None:
+                sql, args = sql + " AND lease_owner=?", (*args, owner)
+            return c.execute(sql, args).rowcount > 0
+
+        return await self._write(fn)
 
     async def tier_pending_forget(self, bucket: str, key: str, version_id: str) -> None:
         """The version waits for no tier (a move found nothing to do)."""
@@ -176,11 +194,17 @@ class TierProgressTables(Tables):
 
         await self._write(fn)
 
-    async def tier_pending_retry(self, item: PendingWrite, next_ns: int) -> None:
-        def fn(c: sqlite3.Connection) -> None:
-            c.execute(
-                "UPDATE tier_pending SET attempts = attempts + 1, next_ns=? WHERE bucket=? AND key=? AND version_id=?",
-                (next_ns, item.bucket, item.key.encode(), item.version_id),
-            )
+    async def tier_pending_retry(self, item: PendingWrite, next_ns: int, *, owner: str | None = None) -> bool:
+        """One more attempt, due at ``next_ns``, no owner; with ``owner``, only if still its."""
 
-        await self._write(fn)
+        def fn(c: sqlite3.Connection) -> bool:
+            sql = (
+                "UPDATE tier_pending SET attempts = attempts + 1, next_ns=?, lease_owner=NULL"
+                " WHERE bucket=? AND key=? AND version_id=?"
+            )
+            args: tuple[object, ...] = (next_ns, item.bucket, item.key.encode(), item.version_id)
+            if owner is not None:
+                sql, args = sql + " AND lease_owner=?", (*args, owner)
+            return c.execute(sql, args).rowcount > 0
+
+        return await self._write(fn)
