@@ -366,7 +366,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="s3bench --scale: multiplies every count")
     ap.add_argument("--repeat", type=int, default=1, help="s3bench --repeat: the tables show medians")
-    ap.add_argument("--max-seconds", type=float, default=60, help="s3bench's cap per phase")
+    ap.add_argument("--max-seconds", type=float, default=180,
+                    help="s3bench's cap per phase (a PUT phase cut short leaves keys its GET phase then misses: 404s)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tierstore server processes")
     ap.add_argument("--keys", type=int, default=10_000_000, help="keys of the big listing (0: skip it)")
     ap.add_argument("--rounds", type=int, default=7, help="timed requests per listing case")
