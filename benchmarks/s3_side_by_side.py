@@ -181,10 +181,13 @@ class Tierstore:
 
     label = "tierstore"
 
-    def __init__(self, work: Path, workers: int, drives: int) -> None:
+    def __init__(self, work: Path, workers: int, drives: int, extra: tuple[str, ...] = (),
+                 label: str = "tierstore") -> None:
         self.work = work
         self.workers = workers
         self.drives = drives
+        self.extra = extra  # more ``serve`` arguments (benchmarks/scale_out_side_by_side.py: --catalog, --store)
+        self.label = label  # also its data dir's and log's name
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.tree: list[int] = []
@@ -192,18 +195,18 @@ class Tierstore:
     def start(self) -> None:
         self.port = free_port_block(1)
         data = (["--drives", *(str(self.work / f"drive{i}") for i in range(self.drives))] if self.drives
-                else ["--data", str(self.work / "tierstore")])
-        with open(self.work / "tierstore.log", "wb") as log:
+                else ["--data", str(self.work / self.label)])
+        with open(self.work / f"{self.label}.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tierstore", "serve", *data, "--address", f"127.0.0.1:{self.port}",
-                 "--workers", str(self.workers), "--log-level", "warning"],
+                 "--workers", str(self.workers), "--log-level", "warning", *self.extra],
                 env=dict(os.environ, TIERSTORE_ACCESS_KEY=AK, TIERSTORE_SECRET_KEY=SK),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         try:
             wait_http(self.port, proc=self.proc)
         except RuntimeError as exc:
-            log_tail = (self.work / "tierstore.log").read_text(errors="replace")[-2000:]
+            log_tail = (self.work / f"{self.label}.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"tierstore: {exc}; its log ends:\n{log_tail}") from None
         time.sleep(1)
         self.tree = process_tree(self.proc.pid)

@@ -1591,8 +1591,9 @@ class ObjectService:
             truncated = len(rows) > limit
             entries = [ListEntry(k.decode(), size, etag, mod, sc) for k, size, etag, mod, sc in rows[:limit]]
             return ListPage(entries, [], truncated, entries[-1].key if truncated else None)
+        rollup: tuple[int, bytes] | None = None
         while True:
-            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive, rollup=rollup)
             if not rows:
                 return ListPage(entries, prefixes, False, None)
             # Keys under the common prefix just returned are skipped within this batch; the
@@ -1617,6 +1618,8 @@ class ObjectService:
                 after, inclusive = key_b, False
             if len(rows) < batch:
                 return ListPage(entries, prefixes, False, None)
+            if prefixes:  # keys roll up here: let the catalog skip each prefix's other keys itself
+                rollup = (len(prefix_b), delim_b)
 
     # --- multipart -------------------------------------------------------------------
     async def create_multipart_upload(

@@ -14,7 +14,8 @@ class ListingTables(Tables):
     """The listing and metadata-query part of ``SqliteCatalog`` (a mixin: ``_tables.py``)."""
 
     async def scan_latest(
-        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False,
+        rollup: tuple[int, bytes] | None = None,  # a hint (the protocol): ignored in process
     ) -> list[tuple[bytes, int, str, int, str]]:
         """Live latest versions with ``after < key < below`` (``<=`` when inclusive), in byte
         order: (key, size, etag, modified_ns, storage class)."""
