@@ -61,9 +61,9 @@ PAGES = (
     Page("datasets", "Datasets", False),
     Page("checkpoints", "Checkpoints", False),
     Page("models", "Models", False),
-    Page("identity", "Identity", False),
-    Page("tiers", "Tiers and lifecycle", False),
-    Page("health", "Health and metrics", False),
+    Page("identity", "Identity", True),
+    Page("tiers", "Tiers and lifecycle", True),
+    Page("health", "Health and metrics", True),
 )
 
 
@@ -144,14 +144,17 @@ class Web:
         client = self.app.dispatch.client("s3", self.endpoint, self.creds)
         return await self.app.dispatch.call(client, operation, self.client_addr, **params)
 
-    async def extension(self, method: str, path: str, query: str = "", body: bytes = b"") -> Any:
+    async def extension(self, method: str, path: str, query: str = "", body: bytes = b"", *, text: bool = False) -> Any:
         """A ``/_tierstore/`` extension call through the dispatcher, as the session's principal:
-        its JSON answer; ``S3Error`` (the S3 XML error's code and message) on refusal."""
+        its JSON answer (``text``: the body as text); ``S3Error`` (the S3 XML error's code and
+        message) on refusal."""
         status, data = await self.app.dispatch.extension(
             self.endpoint, self.creds, method, path, self.client_addr, query=query, body=body
         )
         if status >= 300:
             raise _xml_error(status, data)
+        if text:
+            return data.decode("utf-8", "replace")
         return json.loads(data) if data else None
 
     def presign(self, operation: str, expires_s: int, **params: Any) -> str:
@@ -255,7 +258,7 @@ class ConsoleApp:
     through; ``master_key`` seals the session cookies."""
 
     def __init__(self, app: Asgi, master_key: MasterKey, *, region: str) -> None:
-        from tierstore.console import _buckets, _objects, _pages  # noqa: F401 - register their routes
+        from tierstore.console import _buckets, _health, _identity, _objects, _pages, _tiers  # noqa: F401 - routes
 
         self.dispatch = Dispatch(app, region=region)
         self.sealer = SessionSealer(master_key)
