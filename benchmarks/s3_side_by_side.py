@@ -181,10 +181,11 @@ class Tierstore:
 
     label = "tierstore"
 
-    def __init__(self, work: Path, workers: int, drives: int) -> None:
+    def __init__(self, work: Path, workers: int, drives: int, extra_args: list[str] | None = None) -> None:
         self.work = work
         self.workers = workers
         self.drives = drives
+        self.extra_args = extra_args or []  # more `serve` options (console_pages.py: --audit-log)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.tree: list[int] = []
@@ -196,7 +197,7 @@ class Tierstore:
         with open(self.work / "tierstore.log", "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tierstore", "serve", *data, "--address", f"127.0.0.1:{self.port}",
-                 "--workers", str(self.workers), "--log-level", "warning"],
+                 "--workers", str(self.workers), "--log-level", "warning", *self.extra_args],
                 env=dict(os.environ, TIERSTORE_ACCESS_KEY=AK, TIERSTORE_SECRET_KEY=SK),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )

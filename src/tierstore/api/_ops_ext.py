@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from tierstore import errors as e
@@ -36,6 +37,7 @@ AUDIT_TAIL_BYTES = 8 * 1024 * 1024
 _MAX_LINES = 1000
 _WHO = ("access_key", "user", "parent_user", "role_session")
 _RESTORE = "restore:"
+_BLOCK = 256 * 1024
 
 
 async def metrics(req: Request, ctx: Context) -> Response:
@@ -67,23 +69,35 @@ async def audit(req: Request, ctx: Context) -> Response:
     want = {k: req.query.get(k, "").strip().lower() for k in ("principal", "action", "resource")}
     decision = req.query.get("decision", "").strip()
     ctx.audit.flush()  # this worker's buffered lines; the others flush theirs every metrics tick
-    tail, complete = await asyncio.to_thread(_tail, ctx.audit.path)
+    lines, scanned, complete = await asyncio.to_thread(_search, ctx.audit.path, want, decision, limit)
+    body = json.dumps({"lines": lines, "scanned": scanned, "complete": complete}).encode()
+    return Response(200, [("content-type", "application/json")], body)
+
+
+def _search(path: str, want: dict[str, str], decision: str, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """The newest ``limit`` lines matching, read backwards a block at a time (an unfiltered view
+    reads one block); a line is parsed only if its bytes contain every filter's text (each line's
+    fields are JSON strings: a filter with a character JSON escapes is checked after parsing only)."""
+    needles = [v.encode() for v in want.values() if v and v.isascii() and '"' not in v and "\\" not in v]
+    if decision:
+        needles.append(f'"decision": {json.dumps(decision)}'.lower().encode())
     out: list[dict[str, Any]] = []
     scanned = 0
-    for raw in reversed(tail):
+    reader = _Backwards(path, needles)
+    for raw in reader:
         scanned += 1
+        low = raw.lower()
+        if not all(n in low for n in needles):
+            continue
         try:
             line = json.loads(raw)
         except ValueError:
             continue
-        if not isinstance(line, dict) or not _matches(line, want, decision):
-            continue
-        out.append(line)
-        if len(out) >= limit:
-            complete = False
-            break
-    body = json.dumps({"lines": out, "scanned": scanned, "complete": complete}).encode()
-    return Response(200, [("content-type", "application/json")], body)
+        if isinstance(line, dict) and _matches(line, want, decision):
+            out.append(line)
+            if len(out) >= limit:
+                return out, scanned, False
+    return out, scanned, reader.whole
 
 
 def _matches(line: dict[str, Any], want: dict[str, str], decision: str) -> bool:
@@ -96,14 +110,36 @@ def _matches(line: dict[str, Any], want: dict[str, str], decision: str) -> bool:
     return not want["resource"] or want["resource"] in str(line.get("resource") or "").lower()
 
 
-def _tail(path: str) -> tuple[list[bytes], bool]:
-    """The whole lines of the last ``AUDIT_TAIL_BYTES`` of ``path``; and whether that is all of it."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        start = max(0, size - AUDIT_TAIL_BYTES)
-        f.seek(start)
-        data = f.read(size - start)
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first one is cut
-    return [line for line in lines if line.strip()], start == 0
+class _Backwards:
+    """The whole lines of ``path``'s last ``AUDIT_TAIL_BYTES``, newest first, read in blocks from
+    the end, but none of a block that lacks one of the (lowercase) ``needles``; ``whole`` once
+    iterated: whether that reached the file's start."""
+
+    def __init__(self, path: str, needles: list[bytes]) -> None:
+        self.path = path
+        self.needles = needles
+        self.whole = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            end = os.fstat(f.fileno()).st_size
+            stop = max(0, end - AUDIT_TAIL_BYTES)
+            rest = b""  # the start of a line whose beginning is in the block before
+            while end > stop:
+                start = max(stop, end - _BLOCK)
+                f.seek(start)
+                data = f.read(end - start) + rest
+                end = start
+                cut = data.find(b"\n")
+                rest = data[:cut] if cut >= 0 else data  # cut at the block's start (or the file's first line)
+                if cut < 0:
+                    continue
+                low = data.lower()
+                if not all(n in low for n in self.needles):  # no line here can match: skip the block
+                    continue
+                for line in reversed(data[cut + 1 :].split(b"\n")):
+                    if line.strip():
+                        yield line
+            self.whole = stop == 0
+            if self.whole and rest.strip():
+                yield rest
