@@ -186,7 +186,7 @@ class Tierstore:
         self.work = work
         self.workers = workers
         self.drives = drives
-        self.extra = extra  # more ``serve`` arguments (benchmarks/scale_out_side_by_side.py: --catalog, --store)
+        self.extra = extra  # more ``serve`` arguments (--catalog, --store, --audit-log, ...)
         self.label = label  # also its data dir's and log's name
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None

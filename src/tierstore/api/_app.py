@@ -159,7 +159,8 @@ class S3App:
         self.sse_c_over_http = sse_c_over_http  # else SSE-C keys only over TLS (api/_sse.py)
         self._mounted: tuple[Callable[[Scope], bool], Asgi] | None = None
         self.ctx = Context(
-            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc, kms=kms
+            service, self.metrics, admin, datasets, models, self.authorizer, identities, sts=sts, oidc=oidc, kms=kms,
+            audit=audit_log,
         )
 
     def mount(self, wants: Callable[[Scope], bool], app: Asgi) -> None:

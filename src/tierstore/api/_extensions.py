@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 MAX_BATCH_ENTRIES = 10_000
+_OPS = ("admin/metrics", "admin/audit", "admin/restores")  # _ops_ext: GET only
 MAX_BATCH_BODY = 4 * 1024 * 1024
 MAX_DATASET_BODY = 256 * 1024 * 1024  # a dataset made of explicit rows (derive): ~150 bytes a row
 BATCH_SEND_BYTES = 256 * 1024  # small entries are sent together in chunks of about this size
@@ -176,7 +177,7 @@ def refuse(req: Request, ctx: Context) -> None:
     """Raise the error of an extension request that names no action (the route table's Unknown)."""
     key = req.key or ""
     area = key.partition("/")[0]
-    if key in ("query", "batch") or (key in ("admin/info", "admin/heal") and ctx.admin is not None):
+    if key in ("query", "batch") or (key in ("admin/info", "admin/heal") and ctx.admin is not None) or key in _OPS:
         raise e.MethodNotAllowed()
     if area == "datasets":
         ctx.dataset_service()

@@ -31,9 +31,11 @@ Temporary credentials (STS, ``_authorize_session``): a role session acts as
 attached), narrowed by its session policies (``session=``), ``aws:userid`` = ``ROLEID:SESSION``
 and no ``aws:username``, as AWS; a deleted role's sessions stop within the role cache's second.
 A GetSessionToken session acts as its user (or the root) but may not call IAM, nor STS beyond
-AssumeRole and GetCallerIdentity (AWS). ``sts:AssumeRole*`` on a role also needs the role's
-trust policy to admit the caller (``_trust_for``, ``iam.trust_admits``); a trust policy naming
-the caller grants on its own, one naming the account needs the caller's identity policy too.
+AssumeRole and GetCallerIdentity (AWS); a console sign-in's session (``CONSOLE_CLAIM``) may call
+IAM, as AWS's console sign-in may (still only what its user's policies allow). ``sts:AssumeRole*``
+on a role also needs the role's trust policy to admit the caller (``_trust_for``,
+``iam.trust_admits``); a trust policy naming the caller grants on its own, one naming the account
+needs the caller's identity policy too.
 
 A denial raises ``AccessDenied`` with the same message whatever the object (its existence, ETag
 or version never shows); the ``Decision`` is kept on the request (``RequestContext.decision``)
@@ -55,6 +57,7 @@ from tierstore.api._access import ENFORCED
 from tierstore.api._authorize import Check, LazyConditions, RequestContext
 from tierstore.api._bucket_policy import is_public
 from tierstore.engine import (
+    CONSOLE_CLAIM,
     NOT_CACHED,
     BucketAccessService,
     IdentityService,
@@ -491,8 +494,9 @@ class IamAuthorizer:
         if compiled is None:  # the role or user behind the session is gone (or was re-created)
             raise e.AccessDenied(DENIED)
         if isinstance(who, Session) and who.kind != "role":
+            console = who.claims.get(CONSOLE_CLAIM) == "true"  # a console sign-in may manage IAM, as AWS's
             for check in request.checks:
-                if _refused_to_session_token(check.action):  # GetSessionToken credentials: no IAM (AWS)
+                if _refused_to_session_token(check.action, console):  # GetSessionToken credentials: no IAM (AWS)
                     request.decision = iam.Decision(False, "explicit_deny", "session-token-rule", "session", None)
                     raise e.AccessDenied(DENIED)
         conditions: dict[str, Any] = {**request.conditions(), **who.claims}
@@ -595,6 +599,8 @@ def _refuse_service_account(request: RequestContext) -> None:
 _SESSION_TOKEN_STS_ALLOWED = frozenset({"sts:assumerole", "sts:getcalleridentity"})
 
 
-def _refused_to_session_token(action: str) -> bool:
+def _refused_to_session_token(action: str, console: bool = False) -> bool:
     low = action.lower()
-    return low.startswith("iam:") or (low.startswith("sts:") and low not in _SESSION_TOKEN_STS_ALLOWED)
+    if low.startswith("iam:"):
+        return not console
+    return low.startswith("sts:") and low not in _SESSION_TOKEN_STS_ALLOWED

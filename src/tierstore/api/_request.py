@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tierstore import errors as e
+from tierstore.api._audit import AuditLog
 from tierstore.api._auth import AuthResult, wrap_body
 from tierstore.api._authorize import AllowAuthenticated, Authorizer, Check, RequestContext
 from tierstore.api._json import JSONTooLarge, loads_lazy
@@ -72,6 +73,7 @@ class Context:
     sts: StsService | None = None  # temporary credentials (api/_sts.py)
     oidc: OidcVerifier | None = None  # AssumeRoleWithWebIdentity's token verification
     kms: LocalKeyStore | None = None  # the built-in key service (api/_kms_ext.py)
+    audit: AuditLog | None = None  # the audit log, which GET /_tierstore/admin/audit reads (api/_ops_ext.py)
 
     async def authorize_entry(self, req: Request, *checks: Check) -> None:
         """Authorize one entry named in the body (a DeleteObjects key): raises AccessDenied."""

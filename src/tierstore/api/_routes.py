@@ -40,6 +40,7 @@ from tierstore.api import (
     _lifecycle,
     _multipart,
     _objects,
+    _ops_ext,
     _post_object,
     _restore,
 )
@@ -53,6 +54,7 @@ from tierstore.api._identity_ext import path_user_arn
 from tierstore.api._kms_ext import ENDPOINTS as KMS_ENDPOINTS
 from tierstore.api._kms_ext import UNROUTED as UNROUTED_KMS
 from tierstore.api._kms_ext import endpoint as kms_endpoint
+from tierstore.api._ops_ext import ENDPOINTS as OPS_ENDPOINTS
 from tierstore.api._query import QUERY_API, is_query_route
 from tierstore.api._request import Handler, Request
 from tierstore.api._tiers_ext import ENDPOINTS as TIER_ENDPOINTS
@@ -297,6 +299,8 @@ def _extension(method: str, key: str) -> Route:
         return Route("tierstore:AdminInfo") if method == "GET" else _NO_ROUTE
     if key == "admin/heal":
         return Route("tierstore:AdminHeal") if method == "POST" else _NO_ROUTE
+    if key in OPS_ENDPOINTS:  # metrics, audit log, restores (_ops_ext)
+        return Route(OPS_ENDPOINTS[key]) if method == "GET" else _NO_ROUTE
     if key.split("/")[:2] in (["admin", "users"], ["admin", "keys"]):
         return Route(identity_endpoint(method, key))  # one name per endpoint (_identity_ext.ENDPOINTS)
     if key.split("/")[:2] == ["admin", "kms"]:
@@ -537,6 +541,9 @@ ACTIONS: dict[str, Action] = {
     "tierstore:Batch": Action(_extensions.batch, (), ("s3:GetObject", "tierstore:ReadDataset", "tierstore:ReadModel")),
     "tierstore:AdminInfo": _ext(_extensions.admin_info, "tierstore:Admin"),
     "tierstore:AdminHeal": _ext(_extensions.admin_heal, "tierstore:Admin"),
+    "tierstore:AdminMetrics": _ext(_ops_ext.metrics, "tierstore:Admin"),
+    "tierstore:AdminAudit": _ext(_ops_ext.audit, "tierstore:Admin"),
+    "tierstore:AdminRestores": _ext(_ops_ext.restores, "tierstore:Admin"),
     UNROUTED_IDENTITIES: _ext(_extensions.identities, "tierstore:Admin"),
     **{
         name: Action(

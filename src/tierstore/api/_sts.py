@@ -116,7 +116,9 @@ async def _get_session_token(call: QueryCall) -> str:
         raise e.AccessDenied("Cannot call GetSessionToken with session credentials")
     caller = await _caller(call)
     assert isinstance(caller, EnginePrincipal)
-    session, token = _sts(call).get_session_token(caller, duration_s=_duration(call))
+    # TierstoreConsole=true: the web console's sign-in (docs/console.md), whose session may call IAM
+    console = call.get("TierstoreConsole") == "true"
+    session, token = _sts(call).get_session_token(caller, duration_s=_duration(call), console=console)
     return _credentials(session, token)
 
 

@@ -63,9 +63,9 @@ PAGES = (
     Page("datasets", "Datasets", True),
     Page("checkpoints", "Checkpoints", True),
     Page("models", "Models", True),
-    Page("identity", "Identity", False),
-    Page("tiers", "Tiers and lifecycle", False),
-    Page("health", "Health and metrics", False),
+    Page("identity", "Identity", True),
+    Page("tiers", "Tiers and lifecycle", True),
+    Page("health", "Health and metrics", True),
 )
 
 
@@ -146,14 +146,17 @@ class Web:
         client = self.app.dispatch.client("s3", self.endpoint, self.creds)
         return await self.app.dispatch.call(client, operation, self.client_addr, **params)
 
-    async def extension(self, method: str, path: str, query: str = "", body: bytes = b"") -> Any:
+    async def extension(self, method: str, path: str, query: str = "", body: bytes = b"", *, text: bool = False) -> Any:
         """A ``/_tierstore/`` extension call through the dispatcher, as the session's principal:
-        its JSON answer; ``S3Error`` (the S3 XML error's code and message) on refusal."""
+        its JSON answer (``text``: the body as text); ``S3Error`` (the S3 XML error's code and
+        message) on refusal."""
         status, data = await self.app.dispatch.extension(
             self.endpoint, self.creds, method, path, self.client_addr, query=query, body=body
         )
         if status >= 300:
             raise _xml_error(status, data)
+        if text:
+            return data.decode("utf-8", "replace")
         return json.loads(data) if data else None
 
     def presign(self, operation: str, expires_s: int, **params: Any) -> str:
@@ -268,7 +271,18 @@ class ConsoleApp:
         signed_out: SignedOutSessions | None = None,
     ) -> None:
         # the page modules register their routes when imported
-        from tierstore.console import _buckets, _checkpoints, _datasets, _models, _objects, _pages, _query  # noqa: F401
+        from tierstore.console import (  # noqa: F401
+            _buckets,
+            _checkpoints,
+            _datasets,
+            _health,
+            _identity,
+            _models,
+            _objects,
+            _pages,
+            _query,
+            _tiers,
+        )
 
         self.dispatch = Dispatch(app, region=region)
         self.sealer = SessionSealer(master_key)

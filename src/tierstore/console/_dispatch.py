@@ -104,8 +104,13 @@ class Dispatch:
         return client
 
     def sign_in_client(self, endpoint: str, access_key: str, secret_key: str) -> Any:
-        """An STS client with long-term keys, for the sign-in call only (never cached)."""
-        return self._new_client("sts", endpoint, access_key, secret_key, None)
+        """An STS client with long-term keys, for the sign-in call only (never cached). Its
+        GetSessionToken carries ``TierstoreConsole=true`` (signed with the rest of the form): the
+        session is a console sign-in's, which may call IAM as the key's policies allow (AWS's
+        GetSessionToken sessions may not; its console sign-in may)."""
+        client = self._new_client("sts", endpoint, access_key, secret_key, None)
+        client.meta.events.register("before-call.sts.GetSessionToken", _console_session)
+        return client
 
     def anonymous_client(self, endpoint: str) -> Any:
         """An unsigned STS client, for AssumeRoleWithWebIdentity (the ID token is the credential)."""
@@ -245,6 +250,11 @@ class Dispatch:
         ``client_addr``: the browser's address (the access and audit logs name it)."""
         loop = self._loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, _run, client, operation, loop, client_addr, params)
+
+
+def _console_session(params: dict[str, Any], **_: Any) -> None:
+    """botocore's hook before signing: the form's ``TierstoreConsole`` parameter (not in its model)."""
+    params["body"]["TierstoreConsole"] = "true"
 
 
 class _Call(threading.local):

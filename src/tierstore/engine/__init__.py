@@ -73,7 +73,7 @@ from tierstore.engine._service import (
     GetResult,
     ObjectService,
 )
-from tierstore.engine._sts import ACCOUNT, RoleState, Session, StsService, role_name_of
+from tierstore.engine._sts import ACCOUNT, CONSOLE_CLAIM, RoleState, Session, StsService, role_name_of
 from tierstore.engine._tags import parse_tagging_header
 from tierstore.engine._tiers import (
     LOCAL_CLASS,
@@ -91,6 +91,7 @@ from tierstore.engine._tiers import (
 
 __all__ = [
     "ACCOUNT",
+    "CONSOLE_CLAIM",
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
     "DEFAULT_LEASE_S",

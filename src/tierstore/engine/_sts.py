@@ -36,9 +36,13 @@ from tierstore.errors import (
     ValidationError,
 )
 
-__all__ = ["ACCOUNT", "RoleState", "Session", "StsService", "role_name_of"]
+__all__ = ["ACCOUNT", "CONSOLE_CLAIM", "RoleState", "Session", "StsService", "role_name_of"]
 
 ACCOUNT = "000000000000"  # one account per store; the api layer's ACCOUNT_ID is the same
+# The claim of a console sign-in's session (GetSessionToken with ``TierstoreConsole=true``): like
+# AWS's console sign-in, and unlike a plain GetSessionToken session, it may call IAM (as its user's
+# policies allow). A condition key too, so a policy can tell console sessions apart.
+CONSOLE_CLAIM = "tierstore:ConsoleSession"
 _KEY_ALPHABET = string.ascii_uppercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
@@ -368,9 +372,12 @@ class StsService:
             session_name=session_name, policy=pol, policy_docs=docs,
         )  # fmt: skip
 
-    def get_session_token(self, caller: Principal, *, duration_s: int | None = None) -> tuple[Session, str]:
+    def get_session_token(
+        self, caller: Principal, *, duration_s: int | None = None, console: bool = False
+    ) -> tuple[Session, str]:
         """GetSessionToken for a user or the root (long-term credentials only: the dispatcher's
-        authorizer refuses session credentials; a service account is refused here)."""
+        authorizer refuses session credentials; a service account is refused here). ``console``:
+        a console sign-in's session, marked with ``CONSOLE_CLAIM`` (it may call IAM)."""
         if caller.kind == "service":
             raise AccessDenied("A service account cannot get session tokens.")
         root = caller.is_root
@@ -382,10 +389,13 @@ class StsService:
                 f"constraint: Member must have value less than or equal to {SESSION_TOKEN_MAX_S}"
             )
         duration = min(duration, max_s)  # the root's sessions are capped at one hour, as AWS
+        claims = {CONSOLE_CLAIM: "true"} if console else None
         if root:
-            return self.issue(kind="root", name="", principal_id="", duration_s=duration)
+            return self.issue(kind="root", name="", principal_id="", duration_s=duration, claims=claims)
         assert caller.user_name is not None and caller.user_id is not None
-        return self.issue(kind="user", name=caller.user_name, principal_id=caller.user_id, duration_s=duration)
+        return self.issue(
+            kind="user", name=caller.user_name, principal_id=caller.user_id, duration_s=duration, claims=claims
+        )
 
     async def assume_role_with_web_identity(
         self,
