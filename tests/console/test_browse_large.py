@@ -48,6 +48,7 @@ def _fill(server: ServerProcess, s3, bucket: str, n: int) -> None:  # type: igno
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 100,000 PUTs, then a browser: minutes on a loaded 2-core machine
 def test_browse_a_bucket_of_100000_keys(page, server: ServerProcess) -> None:  # type: ignore[no-untyped-def]
     s3 = make_client(server.endpoint)
     bucket = f"big-{uuid.uuid4().hex[:12]}"
