@@ -41,6 +41,9 @@ class LeaseHolder:
     lease_s: float = DEFAULT_LEASE_S
     # Tests: called after a claim took rows, with what it claimed ("trash", "outbox").
     fault: Callable[[str], None] = field(default=lambda what: None)
+    # The named jobs this process holds now (``run_job``), and how many it has run (metrics).
+    jobs_held: set[str] = field(default_factory=set)
+    jobs_run: int = 0
 
     @property
     def lease_ns(self) -> int:
@@ -129,6 +132,8 @@ async def run_job(
                 return
 
     beating = loop.create_task(beat())
+    holder.jobs_held.add(name)
+    holder.jobs_run += 1
     try:
         final = await work
     except asyncio.CancelledError:
@@ -141,6 +146,7 @@ async def run_job(
             await catalog.job_release(name, holder.owner, saved)
         raise
     finally:
+        holder.jobs_held.discard(name)
         beating.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await beating

@@ -153,7 +153,8 @@ class LeaseTables(Tables):
             " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= :now LIMIT :bound)),"
             " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= :now AND lease_owner IS NOT NULL"
             "   LIMIT :bound)),"
-            " (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner IS NOT NULL AND lease_until < :now LIMIT :bound))",
+            " (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner IS NOT NULL AND lease_until < :now"
+            "   LIMIT :bound))",
             {"now": now_ns, "bound": bound},
         ).fetchone()
         return LeaseBacklog(*(int(v) for v in row))
