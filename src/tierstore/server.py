@@ -80,6 +80,7 @@ from tierstore.engine import (
     DatasetService,
     Gateway,
     IdentityService,
+    LeaseHolder,
     LifecycleWorker,
     ModelService,
     ObjectService,
@@ -652,6 +653,39 @@ def _stores(config: ServerConfig) -> tuple[Catalog, BlobStore, Repairer, str, Di
     return catalog, blobs, repairer, store_key, reserve, pg
 
 
+def _follow_parts(
+    metrics: Metrics, pg: PostgresCatalog | None, blobs: BlobStore, leases: LeaseHolder
+) -> None:
+    """What this worker's parts count, into /metrics (docs/observability.md "Cluster"): the
+    catalog pool and LISTEN connection (PostgreSQL), the leases it holds, the ``--store`` cache."""
+    m = metrics
+    m.follow(m.jobs_held, lambda: dict.fromkeys(leases.jobs_held, 1.0))
+    m.follow(m.jobs_run, lambda: leases.jobs_run)
+    if pg is not None:  # the pool and the listener exist once the worker started them: 0 until then
+
+        def stat(name: str) -> Callable[[], float]:
+            return lambda: float(getattr(pg.pool_stats, name, 0))
+
+        for metric, name in ((m.pool_size, "size"), (m.pool_in_use, "in_use"), (m.pool_waits, "waits"),
+                             (m.pool_wait_seconds, "wait_s"), (m.pool_timeouts, "timeouts"),
+                             (m.pool_errors, "errors")):  # fmt: skip
+            m.follow(metric, stat(name))
+        m.follow(m.listen_up, lambda: float(pg.listener is not None and pg.listener.listening))
+        m.follow(m.listen_reconnects, lambda: max(0, pg.listener.connects - 1) if pg.listener is not None else 0)
+    if isinstance(blobs, CachedBlobStore):
+        cached = blobs
+        for metric, read in (
+            (m.cache_bytes, lambda: cached.cached_bytes),
+            (m.cache_bound, lambda: cached.cache_bytes),
+            (m.cache_hits, lambda: cached.hits),
+            (m.cache_misses, lambda: cached.store_gets),
+            (m.cache_fills, lambda: cached.fills),
+            (m.cache_evictions, lambda: cached.evictions),
+            (m.store_errors, lambda: cached.store.unavailable),
+        ):
+            m.follow(metric, read)
+
+
 STORE_WITHOUT_CATALOG = (
     "--store needs --catalog postgresql://...: an object store without a shared catalog is not a cluster"
 )
@@ -908,6 +942,7 @@ def build_app(config: ServerConfig) -> S3App:
     # days, at least 10 s); a page's transitions heartbeat it; a worker that dies leaves it to another.
     lifecycle = LifecycleWorker(service, lease_s=min(config.lease_s, max(10.0, config.lifecycle_day_s * 10.0)))
     metrics = Metrics(os.environ.get(_METRICS_DIR_ENV))
+    _follow_parts(metrics, pg, blobs, service.leases)
 
     async def lifecycle_loop() -> None:
         """Act on due lifecycle rows (docs/tiers.md "Lifecycle"). Every worker runs it; rows are

@@ -805,6 +805,8 @@ def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: py
             with pytest.raises(SlowDown):
                 await PostgresCatalog.open(dsn)
 
+            stats = cat.pool_stats
+            assert stats is not None and stats.errors >= 2 and stats.timeouts == 0 and stats.in_use == 0
             own_postgres.start()
             got = await cat.get_latest(b, "k")  # the same catalog: the pool reconnects
             assert got is not None
@@ -820,6 +822,10 @@ def test_postgres_down_is_503_then_recovers(own_postgres: PostgreSQL, caplog: py
                 with pytest.raises(SlowDown):
                     await small.get_bucket(b)
             assert await small.get_bucket(b) is not None
+            stats = small.pool_stats  # what /metrics reports of the pool
+            assert stats is not None
+            assert (stats.size, stats.in_use, stats.waits, stats.timeouts, stats.errors) == (1, 0, 1, 1, 1)
+            assert stats.wait_s > 0
         finally:
             await small.close()
 

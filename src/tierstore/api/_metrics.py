@@ -7,6 +7,14 @@ start and removes at exit), so a scrape answered by any worker sums every worker
 *is* — drive states and capacity, bucket usage, the last heal report — is read when scraped, by
 the worker answering: drives with one stat/statvfs each, bucket usage from one aggregate catalog
 query, cached (it reads every version row of the first ``USAGE_BUCKET_LIMIT`` buckets).
+
+What each worker's parts count themselves (the catalog pool, the LISTEN connection, the leases it
+holds, the ``--store`` cache) is read from them with ``follow`` at each flush and written to the
+shared files as counters and gauges (per worker, or the largest of the live workers'), so the
+request path only increments plain integers. The work every gateway shares (the leased queues'
+backlog, the lifecycle due index, the live gateways) is read from the catalog as the bucket usage
+is: cached, refreshed in the background at most every ``BACKLOG_MIN_AGE_S`` (docs/observability.md
+"Cluster").
 """
 
 from __future__ import annotations
@@ -20,16 +28,16 @@ import os
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from tierstore.engine import BucketUsage, HealProgress, ObjectService, Repairer, StoreHealth, TierProgress
+from tierstore.engine import Backlog, BucketUsage, HealProgress, ObjectService, Repairer, StoreHealth, TierProgress
 
 __all__ = ["CONTENT_TYPE", "USAGE_BUCKET_LIMIT", "Metrics"]
 
@@ -41,6 +49,8 @@ USAGE_MIN_AGE_S = 30.0  # bucket usage is recomputed at most this often...
 USAGE_COST_SHARE = 0.05  # ...and so that it costs at most ~5% of one core however big the catalog
 FLUSH_INTERVAL_S = 0.25  # requests are counted in a dict and flushed to the shared files this often
 HEAL_PUBLISH_INTERVAL_S = 2.0
+BACKLOG_MIN_AGE_S = 10.0  # the shared backlog is recounted at most this often (and at most 5% of a core)
+BACKLOG_BOUND = 100_000  # each leased queue is counted up to this many rows
 _TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _DURATION_BUCKETS = (*_TTFB_BUCKETS, 30.0, 60.0, 300.0)
 _TTFB_BOUNDS = (*_TTFB_BUCKETS, math.inf)
@@ -55,6 +65,23 @@ class _UsageCache:
     total_buckets: int
     computed_at: float  # time.monotonic()
     took_s: float
+
+
+@dataclass(slots=True)
+class _BacklogCache:
+    backlog: Backlog
+    computed_at: float  # time.monotonic()
+    took_s: float
+
+
+@dataclass(slots=True)
+class _Followed:
+    """A metric whose value ``read`` reports (a number, or one per label value), and what was last
+    written of it."""
+
+    metric: Counter | Gauge
+    read: Callable[[], float | dict[str, float]]
+    last: dict[str, float]
 
 
 class _Pending:
@@ -128,13 +155,90 @@ class Metrics:
         self.heal_blobs_total = heal("tierstore_heal_blobs_total", "Blobs the running pass will visit.")
         self.heal_blobs_done = heal("tierstore_heal_blobs_done", "Blobs the running pass has visited.")
         self.heal_bytes_done = heal("tierstore_heal_bytes_done", "Bytes the running pass has read.")
+        self._declare_worker_metrics(reg)
+        self._followed: list[_Followed] = []
+        self._backlog: _Refreshed[_BacklogCache] = _Refreshed("the shared backlog", BACKLOG_MIN_AGE_S)
         self._counts: dict[tuple[Any, ...], float] = {}  # (metric, *labels) -> not yet flushed
         self._by_api: dict[str, _Pending] = {}  # api -> what it counted since the flush
         self._inflight: dict[str, int] = {}
         self._inflight_flushed: dict[str, int] = {}
-        self._usage: _UsageCache | None = None
-        self._usage_task: asyncio.Task[None] | None = None
+        self._usage: _Refreshed[_UsageCache] = _Refreshed("bucket usage", USAGE_MIN_AGE_S)
         self._heal_kinds: set[str] = set()
+
+    def _declare_worker_metrics(self, reg: CollectorRegistry | None) -> None:
+        """What the worker's parts count (read by ``follow``): per worker (a ``pid`` label across
+        workers), or summed, or the largest of the live workers' (the cache's shared directory)."""
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=reg)
+
+        def gauge(name: str, doc: str, mode: Any, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, multiprocess_mode=mode, registry=reg)
+
+        self.pool_size = gauge("tierstore_catalog_pool_size", "Catalog connections at most, per worker.", "liveall")
+        self.pool_in_use = gauge(
+            "tierstore_catalog_pool_in_use", "Catalog connections checked out now, per worker.", "liveall"
+        )
+        self.pool_waits = counter(
+            "tierstore_catalog_pool_waits", "Catalog checkouts that found every connection in use and waited."
+        )
+        self.pool_wait_seconds = counter(
+            "tierstore_catalog_pool_wait_seconds", "Time those checkouts waited for a connection."
+        )
+        self.pool_timeouts = counter(
+            "tierstore_catalog_pool_timeouts", "Catalog checkouts that timed out (answered 503 SlowDown)."
+        )
+        self.pool_errors = counter(
+            "tierstore_catalog_unavailable_errors", "Catalog errors answered 503: PostgreSQL unreachable, timeouts."
+        )
+        self.listen_up = gauge(
+            "tierstore_catalog_listen_up", "1 while the worker's LISTEN connection (config caches) is up.", "liveall"
+        )
+        self.listen_reconnects = counter(
+            "tierstore_catalog_listen_reconnects", "LISTEN connections made again after one was lost."
+        )
+        self.jobs_held = gauge(
+            "tierstore_lease_jobs_held", "Named jobs this gateway's workers hold a lease on now, by job.", "livesum",
+            ("job",),
+        )  # fmt: skip
+        self.jobs_run = counter(
+            "tierstore_lease_jobs_run", "Named jobs this gateway's workers took a lease on and ran."
+        )
+        self.cache_bytes = gauge(
+            "tierstore_store_cache_bytes", "Bytes of the --store cache's files (as its workers count them).", "livemax"
+        )
+        self.cache_bound = gauge("tierstore_store_cache_bound_bytes", "The --store cache's bound.", "livemax")
+        self.cache_hits = counter("tierstore_store_cache_hits", "Blob reads the --store cache answered.")
+        self.cache_misses = counter("tierstore_store_cache_misses", "Blob reads that went to the store.")
+        self.cache_fills = counter("tierstore_store_cache_fills", "Blobs written to the --store cache.")
+        self.cache_evictions = counter("tierstore_store_cache_evictions", "Blobs evicted from the --store cache.")
+        self.store_errors = counter(
+            "tierstore_store_unavailable_errors", "Store operations that failed as unavailable (503 TierUnavailable)."
+        )
+
+    def follow(self, metric: Counter | Gauge, read: Callable[[], float | dict[str, float]]) -> None:
+        """Write what ``read()`` reports to ``metric`` at each flush: a counter grows by what its
+        reading grew (a plain total the part keeps); a gauge is set (per label value when ``read``
+        answers a dict: a value missing from a later reading is set to 0)."""
+        self._followed.append(_Followed(metric, read, {}))
+
+    def _publish_followed(self) -> None:
+        for f in self._followed:
+            reading = f.read()
+            now = reading if isinstance(reading, dict) else {"": reading}
+            for label in f.last.keys() - now.keys():
+                now[label] = 0.0
+            for label, value in now.items():
+                last = f.last.get(label)
+                if last == value:
+                    continue
+                child = f.metric.labels(label) if label else f.metric
+                if isinstance(child, Counter):
+                    if value > (last or 0.0):
+                        child.inc(value - (last or 0.0))
+                else:
+                    child.set(value)
+                f.last[label] = value
 
     # --- per request (hot path): plain dict arithmetic, flushed to prometheus_client every second
     def started(self, api: str) -> None:
@@ -209,6 +313,7 @@ class Metrics:
             if self._inflight_flushed.get(api) != n:
                 self.inflight.labels(api).set(n)
                 self._inflight_flushed[api] = n
+        self._publish_followed()
 
     # --- background: flushes, and this worker's heal/scrub progress for whichever worker is scraped
     def publish_heal(self, progress: HealProgress | None) -> None:
@@ -256,9 +361,8 @@ class Metrics:
             source: Iterable[Metric] = list(registry.collect())
         else:
             source = list(self._registry.collect())
-        due = await service.lifecycle_due_rows()
-        families = [*source, *_store_families(health, usage, report)]
-        families.append(_single("tierstore_lifecycle_due_rows", "Rows in the lifecycle due index.", due))
+        backlog = await self._shared_backlog(service)
+        families = [*source, *_store_families(health, usage, report), *_backlog_families(backlog)]
         families.extend(_tier_families(await service.tier_progress()))
         if view != "tierstore":
             families = list(_minio_families(families, server=server, bucket_only=view == "minio-bucket"))
@@ -295,28 +399,63 @@ class Metrics:
         return await self._bucket_usage(service)
 
     async def _bucket_usage(self, service: ObjectService) -> _UsageCache | None:
-        """The cached usage; recomputed in a thread (never blocking requests) once it is older than
-        USAGE_MIN_AGE_S and than 1/USAGE_COST_SHARE times the last computation took. The first
-        scrape waits for it; later ones answer from the cache while it refreshes."""
-        cached = self._usage
-        now = time.monotonic()
-        if cached is not None and now - cached.computed_at < max(USAGE_MIN_AGE_S, cached.took_s / USAGE_COST_SHARE):
+        """The cached usage, recomputed once older than USAGE_MIN_AGE_S (``_Refreshed``)."""
+        return await self._usage.get(lambda: self._compute_usage(service))
+
+    async def _shared_backlog(self, service: ObjectService) -> _BacklogCache | None:
+        """The cached backlog, recomputed once older than BACKLOG_MIN_AGE_S (``_Refreshed``)."""
+        return await self._backlog.get(lambda: self._compute_backlog(service))
+
+    @staticmethod
+    async def _compute_usage(service: ObjectService) -> _UsageCache:
+        began = time.monotonic()
+        buckets, total = await service.bucket_usage(USAGE_BUCKET_LIMIT), await service.bucket_count()
+        return _UsageCache(buckets, total, time.monotonic(), time.monotonic() - began)
+
+    @staticmethod
+    async def _compute_backlog(service: ObjectService) -> _BacklogCache:
+        began = time.monotonic()
+        backlog = await service.backlog(BACKLOG_BOUND)
+        return _BacklogCache(backlog, time.monotonic(), time.monotonic() - began)
+
+
+class _Timed(Protocol):
+    computed_at: float  # time.monotonic()
+    took_s: float
+
+
+_T = TypeVar("_T", bound=_Timed)
+
+
+class _Refreshed(Generic[_T]):
+    """A catalog-derived value computed in a task (never blocking requests) once it is older than
+    ``min_age_s`` and than 1/USAGE_COST_SHARE times the last computation took. The first scrape
+    waits for it; later ones answer from the cache while it refreshes."""
+
+    def __init__(self, what: str, min_age_s: float) -> None:
+        self.what = what
+        self.min_age_s = min_age_s
+        self.value: _T | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, compute: Callable[[], Awaitable[_T]]) -> _T | None:
+        cached = self.value
+        if cached is not None and time.monotonic() - cached.computed_at < max(
+            self.min_age_s, cached.took_s / USAGE_COST_SHARE
+        ):
             return cached
-        if self._usage_task is None or self._usage_task.done():
-            self._usage_task = asyncio.get_running_loop().create_task(self._refresh_usage(service))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._refresh(compute))
         if cached is None:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._usage_task)
-        return self._usage
+                await asyncio.shield(self._task)
+        return self.value
 
-    async def _refresh_usage(self, service: ObjectService) -> None:
-        began = time.monotonic()
+    async def _refresh(self, compute: Callable[[], Awaitable[_T]]) -> None:
         try:
-            buckets, total = await service.bucket_usage(USAGE_BUCKET_LIMIT), await service.bucket_count()
+            self.value = await compute()
         except Exception:
-            log.exception("bucket usage for metrics failed")
-            return
-        self._usage = _UsageCache(buckets, total, time.monotonic(), time.monotonic() - began)
+            log.exception("%s for metrics failed", self.what)
 
 
 class _Fixed:
@@ -391,6 +530,33 @@ def _store_families(
         done, rebuilt = int(report.get("blobs_done") or 0), int(report.get("shards_rebuilt") or 0)
         yield _single("tierstore_heal_last_blobs_done", "Blobs the last pass visited.", done)
         yield _single("tierstore_heal_last_shards_rebuilt", "Shards the last pass rebuilt.", rebuilt)
+
+
+def _backlog_families(cached: _BacklogCache | None) -> Iterator[Metric]:
+    """The work every gateway shares (docs/observability.md "Cluster")."""
+    if cached is None:
+        return
+    b, leases = cached.backlog, cached.backlog.leases
+    yield _single("tierstore_lifecycle_due_rows", "Rows in the lifecycle due index.", b.lifecycle_due)
+    yield _single("tierstore_gateways_live", "Gateway processes that heartbeat within a lease.", b.gateways)
+    queue = _gauge(
+        "tierstore_lease_backlog", f"Rows waiting in the leased queues (each counted up to {BACKLOG_BOUND}), by queue.",
+        ["queue"],
+    )  # fmt: skip
+    queue.add_metric(["trash"], leases.trash)
+    queue.add_metric(["outbox_due"], leases.outbox_due)
+    yield queue
+    expired = _gauge(
+        "tierstore_lease_expired", "Leases that ran out unfinished (their holder died or stalled), by queue.",
+        ["queue"],
+    )  # fmt: skip
+    expired.add_metric(["trash"], leases.trash_expired)
+    expired.add_metric(["outbox"], leases.outbox_expired)
+    expired.add_metric(["jobs"], leases.jobs_expired)
+    yield expired
+    yield _single(
+        "tierstore_backlog_age_seconds", "How old the backlog figures are.", time.monotonic() - cached.computed_at
+    )
 
 
 def _tier_families(progress: dict[str, TierProgress]) -> Iterator[Metric]:

@@ -186,6 +186,7 @@ class S3BlobStore:
         self._store: S3Store | None = None
         self._lock = asyncio.Lock()
         self._prefix = config.prefix.strip("/")
+        self.unavailable = 0  # operations that failed as TierUnavailable (metrics)
 
     def __repr__(self) -> str:
         c = self.config
@@ -569,6 +570,7 @@ class S3BlobStore:
         operation reconnects, through the endpoint guard again. The message names the tier's
         endpoint and bucket, never its credentials (obstore's messages carry URLs, not keys)."""
         self._store = None
+        self.unavailable += 1
         kind = type(exc).__name__.removesuffix("Error") or "error"
         detail = str(exc).split("\n", 1)[0][:300]
         return TierUnavailable(

@@ -292,6 +292,20 @@ class JobLease:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseBacklog:
+    """The leased queues' backlog shared by every gateway (metrics; docs/observability.md), each
+    count capped at the ``bound`` it was asked with: trash rows, and of them those whose lease ran
+    out unfinished (among the first ``bound``); outbox rows due, and of them those a holder's lease
+    ran out on; named jobs whose holder's lease ran out."""
+
+    trash: int
+    trash_expired: int
+    outbox_due: int
+    outbox_expired: int
+    jobs_expired: int
+
+
+@dataclass(frozen=True, slots=True)
 class SseVersion:
     """One encrypted version as a walk sees it: its name and its ``"e"`` document."""
 

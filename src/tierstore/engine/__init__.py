@@ -13,7 +13,7 @@ from tierstore.engine._datasets import (
     RowRead,
 )
 from tierstore.engine._encryption import CUSTOMER_KEY_WRONG, NOT_APPLICABLE, STORED_ENCRYPTED, EncryptionRequest
-from tierstore.engine._health import BucketUsage, DriveHealth, StoreHealth
+from tierstore.engine._health import Backlog, BucketUsage, DriveHealth, StoreHealth
 from tierstore.engine._identity import (
     AccessKeyInfo,
     AppliedPolicy,
@@ -104,6 +104,7 @@ __all__ = [
     "STORED_ENCRYPTED",
     "AccessKeyInfo",
     "AppliedPolicy",
+    "Backlog",
     "BucketAccessService",
     "BucketUsage",
     "Checkpoint",

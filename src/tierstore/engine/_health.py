@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BucketUsage", "DriveHealth", "StoreHealth"]
+from tierstore.catalog import LeaseBacklog
+
+__all__ = ["Backlog", "BucketUsage", "DriveHealth", "StoreHealth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,17 @@ class StoreHealth:
     @property
     def readable(self) -> bool:
         return self.online >= self.read_quorum
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """The work every gateway shares (metrics, docs/observability.md "Cluster"): the leased queues
+    (each count capped at the bound asked for), the rows in the lifecycle due index, and the
+    gateways that heartbeat within a lease."""
+
+    leases: LeaseBacklog
+    lifecycle_due: int
+    gateways: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ class LeaseHolder:
     lease_s: float = DEFAULT_LEASE_S
     # Tests: called after a claim took rows, with what it claimed ("trash", "outbox").
     fault: Callable[[str], None] = field(default=lambda what: None)
+    # The named jobs this process holds now (``run_job``), and how many it has run (metrics).
+    jobs_held: set[str] = field(default_factory=set)
+    jobs_run: int = 0
 
     @property
     def lease_ns(self) -> int:
@@ -128,6 +131,8 @@ async def run_job(
     def renew() -> Awaitable[bool]:
         return catalog.job_renew(name, holder.owner, now_ns(), holder.lease_ns)
 
+    holder.jobs_held.add(name)  # /metrics: tierstore_lease_jobs_held, _run
+    holder.jobs_run += 1
     try:
         final = await while_leased(body(claim.cursor, checkpoint), renew, holder.lease_s, f"job {name}")
     except LeaseLost:  # another holder runs the job now
@@ -136,6 +141,8 @@ async def run_job(
         with contextlib.suppress(Exception):
             await catalog.job_release(name, holder.owner, saved)
         raise
+    finally:
+        holder.jobs_held.discard(name)
     await catalog.job_release(name, holder.owner, final)
     return True
 

@@ -53,7 +53,7 @@ from tierstore.engine._encryption import (
     open_range,
     seal_chunks,
 )
-from tierstore.engine._health import BucketUsage
+from tierstore.engine._health import Backlog, BucketUsage
 from tierstore.engine._hot import FillResult, HotCopies, restore_holder
 from tierstore.engine._leases import LeaseHolder
 from tierstore.engine._lifecycle import DAY_S, due_after
@@ -577,9 +577,13 @@ class ObjectService:
     async def bucket_count(self) -> int:
         return await self.catalog.bucket_count()
 
-    async def lifecycle_due_rows(self) -> int:
-        """Rows in the lifecycle due index (metrics)."""
-        return await self.catalog.lifecycle_due_count()
+    async def backlog(self, bound: int) -> Backlog:
+        """The shared work's backlog (metrics: cache it): the leased queues counted up to ``bound``
+        rows each, the lifecycle due index, the gateways seen within a lease."""
+        now_ns = time.time_ns()
+        leases = await self.catalog.lease_backlog(now_ns, bound)
+        gateways = await self.catalog.gateway_list(seen_after_ns=now_ns - self.leases.lease_ns)
+        return Backlog(leases, await self.catalog.lifecycle_due_count(), len(gateways))
 
     async def tier_progress(self) -> dict[str, TierProgress]:
         """Each tier's movers' progress and backlog (metrics; read from the catalog, so every

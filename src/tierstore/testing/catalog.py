@@ -63,6 +63,7 @@ from tierstore.catalog import (
     DatasetRecord,
     GatewayInfo,
     KeyVersion,
+    LeaseBacklog,
     ModelAliasInUse,
     Outcome,
     PinGone,
@@ -1793,6 +1794,25 @@ class LeaseContract(_Contract):
                 assert await a.hot_renew(first[0], 40 + lease, owner="gw-a")
                 assert not await b.hot_renew(first[0], 50 + lease, owner="gw-b", fenced=True)
                 assert await a.hot_renew(first[0], 60 + lease, owner="gw-a", fenced=True)
+
+        asyncio.run(main())
+
+    def test_lease_backlog_counts_the_queues_up_to_a_bound(self, catalog: CatalogFactory) -> None:
+        async def main() -> None:
+            lease = 60 * SECOND_NS
+            async with catalog() as a, catalog() as b:
+                assert await a.lease_backlog(BASE_NS, 100) == LeaseBacklog(0, 0, 0, 0, 0)
+                await a.trash_add([bid(n) for n in range(1, 11)])
+                await a.outbox_add("COLD", [bid(n, "r") for n in range(1, 6)])
+                assert len(await a.trash_claim("gw-a", BASE_NS, lease, 4)) == 4
+                assert len(await b.outbox_claim("gw-b", BASE_NS, lease, 2)) == 2
+                assert await a.job_claim("scrub", "gw-a", BASE_NS, lease) is not None
+                # Within the leases: 10 trash rows, 3 outbox rows due (2 are leased ahead), none expired.
+                assert await b.lease_backlog(BASE_NS + 1, 100) == LeaseBacklog(10, 0, 3, 0, 0)
+                # The holders died: every lease ran out unfinished, and the leased rows are due again.
+                assert await b.lease_backlog(BASE_NS + lease + 1, 100) == LeaseBacklog(10, 4, 5, 2, 1)
+                capped = await b.lease_backlog(BASE_NS + lease + 1, 3)
+                assert (capped.trash, capped.outbox_due, capped.outbox_expired) == (3, 3, 2)
 
         asyncio.run(main())
 

@@ -32,7 +32,7 @@ from tierstore.catalog.postgres._leases import LeaseTables
 from tierstore.catalog.postgres._lifecycle import LifecycleTables
 from tierstore.catalog.postgres._listing import ListingTables
 from tierstore.catalog.postgres._notify import ConfigEvents, ConfigListener
-from tierstore.catalog.postgres._pool import Pool, PoolSettings, redact_dsn
+from tierstore.catalog.postgres._pool import Pool, PoolSettings, PoolStats, redact_dsn
 from tierstore.catalog.postgres._query import QueryTables
 from tierstore.catalog.postgres._schema import migrate
 from tierstore.catalog.postgres._sse import SseTables
@@ -97,6 +97,18 @@ class PostgresCatalog(
         self._listener = ConfigListener(self._dsn, events, connect_timeout_s=self._settings.checkout_timeout_s)
         self._listener.start()
         return self._listener
+
+    @property
+    def pool_stats(self) -> PoolStats | None:
+        """This process's pool's counters (metrics); None before ``start()``."""
+        pool: Pool | None = self.__dict__.get("_pool")
+        return None if pool is None else pool.stats
+
+    @property
+    def listener(self) -> ConfigListener | None:
+        """This process's LISTEN connection (metrics: ``listening``, ``connects``), once ``listen``ed."""
+        listener: ConfigListener | None = self.__dict__.get("_listener")
+        return listener
 
     async def close(self) -> None:
         """Stop listening and close the pool (nothing to do if never started; a second call is a no-op)."""

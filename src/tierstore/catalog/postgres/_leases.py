@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tierstore.catalog._records import GatewayInfo, JobLease, OutboxEntry
+from tierstore.catalog._records import GatewayInfo, JobLease, LeaseBacklog, OutboxEntry
 from tierstore.catalog._rules import GATEWAY_FORGET_NS
 from tierstore.catalog.postgres._pool import Pool
 
@@ -113,6 +113,21 @@ class LeaseTables:
     async def job_get(self, name: str) -> JobLease | None:
         row = await self._pool.fetchrow("SELECT owner, lease_until, cursor FROM jobs WHERE name = $1", name)
         return None if row is None else JobLease(name, row[0], int(row[1]), str(row[2]))
+
+    async def lease_backlog(self, now_ns: int, bound: int) -> LeaseBacklog:
+        """The shared queues' backlog, each count capped at ``bound`` (one round trip; the trash
+        part reads at most ``bound`` rows, the outbox ones walk its due index)."""
+        row = await self._pool.fetchrow(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM trash LIMIT $2) t),"
+            " (SELECT count(*) FROM (SELECT lease_owner, lease_until FROM trash LIMIT $2) t"
+            "   WHERE lease_owner IS NOT NULL AND lease_until < $1),"
+            " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= $1 LIMIT $2) o),"
+            " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= $1 AND lease_owner IS NOT NULL"
+            "   LIMIT $2) o),"
+            " (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner IS NOT NULL AND lease_until < $1 LIMIT $2) j)",
+            now_ns, bound,
+        )  # fmt: skip
+        return LeaseBacklog(*(int(v) for v in row))
 
     # --- the trash --------------------------------------------------------------------------------
     async def trash_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 500) -> list[str]:

@@ -65,7 +65,8 @@ class ConfigListener:
         self._connect_timeout_s = connect_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
-        self.connects = 0  # LISTEN connections made so far
+        self.connects = 0  # LISTEN connections made so far (metrics: the reconnects are the rest)
+        self.listening = False  # a LISTEN connection is up now (metrics)
 
     def __repr__(self) -> str:
         return f"ConfigListener({self._shown}, {'listening' if self._conn is not None else 'not listening'})"
@@ -84,6 +85,7 @@ class ConfigListener:
         await self._drop()
 
     async def _drop(self) -> None:
+        self.listening = False
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
@@ -111,6 +113,7 @@ class ConfigListener:
                 log.warning("config notifications from %s: listening again, caches cleared", self._shown)
             delay_s, told = _BACKOFF_S[0], False
             await self._watch(lost)
+            self.listening = False
             self._events.down()
             log.warning("config notifications from %s lost: caches bypassed until reconnected", self._shown)
             told = True
@@ -125,6 +128,7 @@ class ConfigListener:
         self._conn.add_termination_listener(lambda _conn: lost.set())
         await self._conn.add_listener(CHANNEL, self._notified)
         self.connects += 1
+        self.listening = True
         self._events.live()
 
     async def _watch(self, lost: asyncio.Event) -> None:

@@ -18,6 +18,10 @@ behaviour", "The connection pool bound").
   reset (four statements, one round trip per release) would be pure cost
   (benchmarks/pg_driver.py).
 - The DSN's password never appears in a message or log: ``redact_dsn`` shows it as ``***``.
+- ``Pool.stats`` counts, for /metrics (docs/observability.md "Cluster"): connections in use, the
+  checkouts that found every connection in use and how long they waited, the checkouts that timed
+  out (the 503s) and the errors that made PostgreSQL unavailable. Plain integer arithmetic: a
+  checkout that finds a connection free adds one comparison and two increments.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -34,7 +39,7 @@ import asyncpg
 
 from tierstore.errors import InsufficientStorage, InternalError, SlowDown, TierstoreError
 
-__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "connect_error", "redact_dsn", "translate"]
+__all__ = ["RETRY_AFTER_S", "Pool", "PoolSettings", "PoolStats", "connect_error", "redact_dsn", "translate"]
 
 log = logging.getLogger("tierstore.catalog.postgres")
 
@@ -52,6 +57,18 @@ class PoolSettings:
     def __post_init__(self) -> None:
         if self.pool_size < 1 or self.checkout_timeout_s <= 0 or self.statement_timeout_s <= 0:
             raise ValueError(f"invalid catalog pool settings: {self}")
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """What one process's pool did (counters since it opened; ``in_use`` now)."""
+
+    size: int = 0  # the bound (pool_size)
+    in_use: int = 0  # connections checked out now
+    waits: int = 0  # checkouts that found every connection in use and waited
+    wait_s: float = 0.0  # the time those checkouts waited (until a connection, or their timeout)
+    timeouts: int = 0  # checkouts that waited checkout_timeout_s and were answered 503
+    errors: int = 0  # errors that made PostgreSQL unavailable (503), the timeouts included
 
 
 RETRY_AFTER_S = 2  # a PostgreSQL restart (crash recovery of a small WAL) takes about this long
@@ -149,10 +166,11 @@ class Pool:
     """The bounded pool: ``connection()`` for a checkout, ``fetch``/``fetchrow``/``fetchval`` for
     one statement, ``write(fn)`` for a transaction; every error translated (``translate``)."""
 
-    def __init__(self, pool: Any, shown_dsn: str, checkout_timeout_s: float) -> None:
+    def __init__(self, pool: Any, shown_dsn: str, checkout_timeout_s: float, size: int) -> None:
         self._pool = pool
         self.shown_dsn = shown_dsn
         self._checkout_timeout_s = checkout_timeout_s
+        self.stats = PoolStats(size=size)
 
     @classmethod
     async def open(cls, dsn: str, settings: PoolSettings) -> Pool:
@@ -178,7 +196,7 @@ class Pool:
             if pool is not None:
                 pool.terminate()
             raise connect_error(exc, shown) from None
-        return cls(pool, shown, settings.checkout_timeout_s)
+        return cls(pool, shown, settings.checkout_timeout_s, settings.pool_size)
 
     async def close(self) -> None:
         with contextlib.suppress(*_UNAVAILABLE, asyncpg.PostgresError):
@@ -188,16 +206,38 @@ class Pool:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
         """A pooled connection for the block; errors inside are translated."""
+        stats = self.stats
+        began = time.monotonic() if stats.in_use >= stats.size else 0.0  # every connection in use: a wait
+        held = False
         try:
             async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn:
-                yield conn
+                held = True
+                stats.in_use += 1
+                if began:
+                    self._waited(began)
+                try:
+                    yield conn
+                finally:
+                    stats.in_use -= 1
         except BaseException as exc:
-            self._reraise(exc)
+            self._reraise(exc, None if held else began)
 
-    def _reraise(self, exc: BaseException) -> NoReturn:
+    def _waited(self, began: float) -> None:
+        self.stats.waits += 1
+        self.stats.wait_s += time.monotonic() - began
+
+    def _reraise(self, exc: BaseException, checkout_began: float | None = None) -> NoReturn:
+        """Raise ``exc`` translated; ``checkout_began``: it was raised before a connection was
+        had (0.0: one was free at first; None: after)."""
         out = translate(exc, self.shown_dsn)
         if out is exc:
             raise exc
+        if isinstance(out, SlowDown):
+            self.stats.errors += 1
+            if checkout_began is not None and isinstance(exc, TimeoutError):
+                self.stats.timeouts += 1
+                if checkout_began:
+                    self._waited(checkout_began)
         raise out from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
@@ -217,16 +257,26 @@ class Pool:
         again (whole) if it lost a deadlock or a serialization check. ``first``: SQL without
         parameters (the advisory locks) sent with ``BEGIN`` in one round trip."""
         attempt = 0
+        stats = self.stats
         while True:
+            began = time.monotonic() if stats.in_use >= stats.size else 0.0  # as in ``connection``
+            held = False
             try:
                 async with self._pool.acquire(timeout=self._checkout_timeout_s) as conn:
-                    if not first:
-                        async with conn.transaction():
-                            return await fn(conn)
-                    return await _transaction(conn, first, fn)
+                    held = True
+                    stats.in_use += 1
+                    if began:
+                        self._waited(began)
+                    try:
+                        if not first:
+                            async with conn.transaction():
+                                return await fn(conn)
+                        return await _transaction(conn, first, fn)
+                    finally:
+                        stats.in_use -= 1
             except BaseException as exc:
                 if isinstance(exc, _RETRYABLE) and attempt < _RETRIES:
                     attempt += 1
                     log.info("catalog transaction retried after %s", type(exc).__name__)
                     continue
-                self._reraise(exc)
+                self._reraise(exc, None if held else began)

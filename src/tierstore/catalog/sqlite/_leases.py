@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tierstore.catalog._records import GatewayInfo, JobLease, OutboxEntry
+from tierstore.catalog._records import GatewayInfo, JobLease, LeaseBacklog, OutboxEntry
 from tierstore.catalog._rules import GATEWAY_FORGET_NS
 from tierstore.catalog.sqlite._tables import Tables
 
@@ -145,6 +145,22 @@ class LeaseTables(Tables):
     async def job_get(self, name: str) -> JobLease | None:
         row = self._reader().execute("SELECT owner, lease_until, cursor FROM jobs WHERE name=?", (name,)).fetchone()
         return None if row is None else JobLease(name, row[0], int(row[1]), str(row[2]))
+
+    async def lease_backlog(self, now_ns: int, bound: int) -> LeaseBacklog:
+        """The shared queues' backlog, each count capped at ``bound`` (the trash part reads at
+        most ``bound`` rows, the outbox ones walk its due index)."""
+        row = self._reader().execute(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM trash LIMIT :bound)),"
+            " (SELECT count(*) FROM (SELECT lease_owner, lease_until FROM trash LIMIT :bound)"
+            "   WHERE lease_owner IS NOT NULL AND lease_until < :now),"
+            " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= :now LIMIT :bound)),"
+            " (SELECT count(*) FROM (SELECT 1 FROM tier_outbox WHERE next_ns <= :now AND lease_owner IS NOT NULL"
+            "   LIMIT :bound)),"
+            " (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner IS NOT NULL AND lease_until < :now"
+            "   LIMIT :bound))",
+            {"now": now_ns, "bound": bound},
+        ).fetchone()
+        return LeaseBacklog(*(int(v) for v in row))
 
     # --- the trash --------------------------------------------------------------------------------
     async def trash_claim(self, owner: str, now_ns: int, lease_ns: int, limit: int = 500) -> list[str]:
