@@ -113,8 +113,10 @@ class GatewayPins:
         copied = failed = 0
         for holder, ids in pins.items():
             progress = await self._progress(holder)
-            if progress is not None and progress["copied"] == progress["total"] == len(ids) and all(
-                self.cache.is_cached(b) for b in ids
+            if (
+                progress is not None
+                and progress["copied"] == progress["total"] == len(ids)
+                and all(self.cache.is_cached(b) for b in ids)
             ):
                 continue  # done here already (a file the checks dropped is filled again)
             counts = [0, 0]
