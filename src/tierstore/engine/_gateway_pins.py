@@ -40,7 +40,7 @@ from tierstore.blob._cached import CachedBlobStore
 from tierstore.catalog import Catalog
 from tierstore.engine._dataset_tiers import parse_holder
 from tierstore.engine._leases import Checkpoint, LeaseHolder, run_job
-from tierstore.errors import TierstoreError
+from tierstore.errors import TierstoreError, TierUnavailable
 
 __all__ = ["GatewayPins", "NodeProgress"]
 
@@ -130,6 +130,7 @@ class GatewayPins:
         """The job's body: cache every blob of ``ids`` this gateway lacks (``counts``: copied and
         failed, added to); the cursor it returns is its progress."""
         done = done_bytes = failed = 0
+        down = False
 
         def cursor() -> str:
             return json.dumps({"copied": done, "total": len(ids), "bytes": done_bytes, "failed": failed})
@@ -138,12 +139,16 @@ class GatewayPins:
         for i, blob_id in enumerate(ids):
             if self.cache.is_cached(blob_id):
                 done += 1
-            elif blob_id in remote:
+            elif blob_id in remote or down:
                 failed += 1
             else:
                 try:
                     size = await self.cache.prefetch(blob_id)
-                except TierstoreError as exc:  # the store down, the blob deleted meanwhile: a later pass
+                except TierUnavailable as exc:  # the store down: the rest waits for a later pass
+                    failed += 1
+                    down = True
+                    log.warning("pin: the store is unavailable; the blobs not cached wait: %s", exc)
+                except TierstoreError as exc:  # the blob deleted meanwhile, damaged: a later pass
                     failed += 1
                     log.warning("pin: could not cache blob %s on this gateway: %s", blob_id, exc)
                 else:
