@@ -32,7 +32,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ class GatewayPins:
         catalog: Catalog,
         cache: CachedBlobStore,
         leases: LeaseHolder,
-        pin_blobs: Callable[[str, int], Any],
+        pin_blobs: Callable[[str, int], Awaitable[list[str]]],
         *,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -106,7 +106,7 @@ class GatewayPins:
                 continue
             name, _, version = parsed[1].rpartition("@")
             try:
-                pins[info.holder] = list(await self.pin_blobs(name, int(version)))
+                pins[info.holder] = await self.pin_blobs(name, int(version))
             except (TierstoreError, ValueError) as exc:  # the version deleted meanwhile: its hold goes too
                 log.warning("pin %s: cannot list its blobs: %s", info.holder, exc)
         await self.cache.hold({b for ids in pins.values() for b in ids})
