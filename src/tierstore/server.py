@@ -93,6 +93,7 @@ from tierstore.engine import (
     run_job,
 )
 from tierstore.engine._console_sessions import SignedOutSessions
+from tierstore.engine._gateway_pins import GatewayPins
 from tierstore.errors import SlowDown, TierstoreError, TierUnavailable
 
 if TYPE_CHECKING:  # the [postgres] extra: imported only when --catalog names PostgreSQL
@@ -133,6 +134,7 @@ LOCK_FILE = "server.lock"  # in the data dir, or in .tierstore/ on every drive o
 _MOVER_KILL_ENV = "TIERSTORE_TEST_KILL_MOVER_AT"  # "uploaded" | "committed" (engine/_mover.py)
 _HOT_KILL_ENV = "TIERSTORE_TEST_KILL_HOT_AT"  # "copied" (engine/_hot.py)
 _LEASE_KILL_ENV = "TIERSTORE_TEST_KILL_AFTER_CLAIM"  # "trash" | "outbox" | "lifecycle" | "pending" (engine/_leases.py)
+GATEWAY_PINS_INTERVAL_S = 2.0  # --store: this gateway's pass over the live pins (a stat per blob)
 HOT_COPIES_INTERVAL_S = 1.0  # the hot-copy loop: two indexed queries per pass when nothing is due
 TIER_OUTBOX_INTERVAL_S = 1.0  # the outbox loop: one indexed query per pass when nothing is due
 
@@ -970,13 +972,22 @@ def build_app(config: ServerConfig) -> S3App:
                 _pass_failed("tier outbox", exc)
             await asyncio.sleep(TIER_OUTBOX_INTERVAL_S)
 
+    datasets = DatasetService(service)
+    if isinstance(blobs, CachedBlobStore):  # each gateway caches every live pin (engine/_gateway_pins.py)
+        datasets.gateway_pins = GatewayPins(catalog, blobs, service.leases, datasets.gateway_blobs)
+
     async def hot_copies_loop() -> None:
         """Hot copies (docs/tiers.md "Hot copies"): drop expired holds and the copies no live hold
         needs, and make the copies of ongoing restores and pins (claimed with a lease, so a restart
-        or another worker resumes them)."""
+        or another worker resumes them); with --store, then this gateway's cache of every pin."""
+        last_pins = 0.0
         while True:
             try:
                 await service.sweep_holds()
+                pins = datasets.gateway_pins
+                if pins is not None and time.monotonic() - last_pins >= GATEWAY_PINS_INTERVAL_S:
+                    last_pins = time.monotonic()
+                    await pins.run_once()
             except Exception as exc:
                 _pass_failed("hot copy", exc)
             await asyncio.sleep(HOT_COPIES_INTERVAL_S)
@@ -1018,7 +1029,7 @@ def build_app(config: ServerConfig) -> S3App:
         authenticator,
         domain=config.domain,
         admin=repairer,
-        datasets=DatasetService(service),
+        datasets=datasets,
         models=ModelService(service),
         on_startup=on_startup,
         on_shutdown=on_shutdown,

@@ -311,6 +311,41 @@ def test_two_stores_share_one_cache_directory(remote: SeaweedFS, tmp_path: Path)
     run(body())
 
 
+def test_held_blobs_survive_eviction_in_every_store_on_the_directory(remote: SeaweedFS, tmp_path: Path) -> None:
+    """``hold`` by one store (worker) is seen by another on the same directory: its eviction skips
+    the held blobs; ``prefetch`` fills a blob bigger than ``fill_max_bytes``, verified; once the
+    held set is emptied the blobs are evicted as any other."""
+    cache_dir = tmp_path / "cache"
+    file_bytes = blob_file_size(B)
+
+    async def body() -> None:
+        a = make(remote, cache_dir, cache_bytes=4 * file_bytes, fill_max_bytes=B // 2)
+        b = make(remote, cache_dir, cache_bytes=4 * file_bytes, prefix=a.store.config.prefix)
+        assert a.node_id == b.node_id and len(a.node_id) == 12  # one directory, one gateway
+        pinned = [new_blob_id() for _ in range(2)]
+        for blob_id in pinned:
+            await a.put(blob_id, stream(payload(B)))
+        await a.hold(pinned)
+        assert [await a.prefetch(p) for p in pinned] == [B, B]  # above fill_max_bytes: filled anyway
+        assert await a.prefetch(pinned[0]) == 0  # cached already
+        assert b.held == frozenset(pinned)
+        others = [new_blob_id() for _ in range(4)]
+        for blob_id in others:
+            await a.put(blob_id, stream(payload(B)))
+            assert await b.read(blob_id) == payload(B)  # b fills; its LRU would drop the pinned first
+        assert set(pinned) <= set(cache_files(cache_dir)) and b.evictions == 2
+        assert sum(cache_files(cache_dir).values()) <= 4 * file_bytes
+        await a.hold([])  # unpinned: evictable, and the bound is kept at once
+        assert b.held == frozenset()
+        await b.read(others[0])
+        await b.read(others[1])
+        await a.put(extra := new_blob_id(), stream(payload(B)))
+        assert await b.read(extra) == payload(B)
+        assert not set(pinned) & set(cache_files(cache_dir))
+
+    run(body())
+
+
 # --- the store down -------------------------------------------------------------------------------
 
 

@@ -187,6 +187,8 @@ async def jobs_answer(datasets: DatasetService) -> bytes:
         }  # fmt: skip
         if info.expires_ns is not None:
             doc["expires"] = iso8601(info.expires_ns)
+        if datasets.gateway_pins is not None:  # --store: each gateway's cache of it
+            doc["gateways"] = [p.to_dict() for p in await datasets.gateway_pins.progress(info.holder)]
         pins.append(doc)
     return json.dumps({"pins": pins}).encode()
 

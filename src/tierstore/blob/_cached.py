@@ -49,6 +49,14 @@ damaged and fetched again; the fsyncs would only slow the fills (docs/benchmarks
   (in a thread) to learn the others' files and mtimes, so the directory can exceed the bound by
   about that much per process between rescans.
 
+- **Held blobs** (dataset pins on a cluster, docs/scale-out.md "Dataset pins on every gateway"):
+  ``hold(blob_ids)`` names the blobs eviction must skip, and ``prefetch(blob_id)`` fills one
+  whole, verified by the store, whatever its size (``fill_max_bytes`` is for reads). The held set
+  is a file in the cache directory (``held``, replaced by rename), so every process sharing the
+  directory skips the same blobs: eviction rereads it when its mtime or size changed. Held files
+  count towards the bound; when they alone exceed it the cache grows past it rather than drop a
+  pinned blob (``hold`` logs it).
+
 ``fills``, ``hits``, ``store_gets``, ``evictions`` count what this instance did (tests, metrics).
 """
 
@@ -58,6 +66,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -76,6 +85,8 @@ MIB = 1024 * 1024
 _TOUCH_INTERVAL_S = 60.0  # a hit sets the file's mtime at most this often (the order across restarts)
 _FILL_QUEUE_CHUNKS = 4  # chunks in flight between a reader and the cache file being filled
 _RESCAN_FRACTION = 8  # rescan the directory after filling cache_bytes / this
+NODE_FILE = "node-id"  # the cache directory's id (CachedBlobStore.node_id), beside blobs/
+HELD_FILE = "held"  # the held set: blob ids, one a line (in the cache directory, beside blobs/)
 
 
 @dataclass(slots=True)
@@ -112,7 +123,10 @@ class CachedBlobStore:
         self._total_bytes = 0
         self._filling: set[str] = set()
         self._filled_since_scan = 0
+        self._held: frozenset[str] = frozenset()
+        self._held_stamp: tuple[int, int] | None = None  # (mtime_ns, size) of the held file read
         self._replace_index(_scan_dir(self._blobs_dir))
+        self._load_held()
 
     def __repr__(self) -> str:
         return f"CachedBlobStore({self.store!r}, cache={str(self.cache.root)!r}, cache_bytes={self.cache_bytes})"
@@ -122,9 +136,98 @@ class CachedBlobStore:
         """What this process counts in the cache directory (file sizes)."""
         return self._total_bytes
 
+    @property
+    def node_id(self) -> str:
+        """This cache directory's id: made once (by whichever process comes first), then read by
+        every process sharing the directory (one gateway: docs/scale-out.md "Dataset pins on
+        every gateway")."""
+        path = os.path.join(self.cache.root, NODE_FILE)
+        try:
+            with open(path, encoding="ascii") as f:
+                found = f.read().strip()
+            if found:
+                return found
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.cache.root, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(secrets.token_hex(6))
+        try:
+            os.link(tmp, path)  # the first process's id wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+
     def is_cached(self, blob_id: str) -> bool:
         """Whether the blob has a cache file now (any process's)."""
         return os.path.exists(self.cache.blob_path(blob_id))
+
+    # --- held blobs (pins) ---------------------------------------------------------------
+    @property
+    def held(self) -> frozenset[str]:
+        """The blobs eviction skips (the held file's, as last read)."""
+        self._load_held()
+        return self._held
+
+    async def hold(self, blob_ids: Iterable[str]) -> None:
+        """Make ``blob_ids`` the held set of every process on this directory (written only if it
+        changed). Blobs no longer held become evictable at once."""
+        held = frozenset(blob_ids)
+        self._load_held()
+        if held == self._held:
+            return
+        await asyncio.to_thread(self._write_held, held)
+        self._held = held
+        await self._evict()
+
+    def _write_held(self, held: frozenset[str]) -> None:
+        path = os.path.join(self.cache.root, HELD_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write("".join(f"{blob_id}\n" for blob_id in sorted(held)))
+        os.replace(tmp, path)
+        st = os.stat(path)
+        self._held_stamp = (st.st_mtime_ns, st.st_size)
+
+    def _load_held(self) -> None:
+        """Reread the held file if it changed since this process read it (another wrote it)."""
+        path = os.path.join(self.cache.root, HELD_FILE)
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp == self._held_stamp:
+                return
+            with open(path, encoding="ascii") as f:
+                self._held = frozenset(line for line in f.read().split("\n") if line)
+            self._held_stamp = stamp
+        except FileNotFoundError:
+            self._held, self._held_stamp = frozenset(), None
+
+    async def prefetch(self, blob_id: str) -> int:
+        """Fill the cache with the whole blob, verified by the store (its CRC32C, or its multipart
+        ETag), whatever its size: the bytes filled, 0 if it was cached already. The store's
+        errors (``TierUnavailable``, ``CorruptBlob``, ``NoSuchBlob``) are the caller's."""
+        if self._path_if_cached(blob_id) is not None:
+            return 0
+        self.store_gets += 1
+        _, chunks = await self.store.get_sized(blob_id, 0, None, verify=True)
+        self._filling.add(blob_id)
+        try:
+            info = await self.cache.put(blob_id, chunks)  # published only once the store's check passed
+        except ValueError:  # another process filled it meanwhile
+            return 0
+        finally:
+            self._filling.discard(blob_id)
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        self._filled(blob_id, info.size_bytes)
+        await self._evict()
+        return info.size_bytes
 
     # --- BlobStore --------------------------------------------------------------------------
     async def put(self, blob_id: str, chunks: AsyncIterable[bytes]) -> BlobInfo:
@@ -364,10 +467,17 @@ class CachedBlobStore:
             found = await asyncio.to_thread(_scan_dir, self._blobs_dir)
             self._replace_index(found, keep=self._index)
         victims: list[str] = []
-        while self._total_bytes > self.cache_bytes and len(self._index) > 1:
-            blob_id, entry = self._index.popitem(last=False)
-            self._total_bytes -= entry.file_bytes
-            victims.append(blob_id)
+        if self._total_bytes > self.cache_bytes:
+            self._load_held()
+            held = self._held
+            for blob_id, entry in list(self._index.items()):  # least recently used first
+                if self._total_bytes <= self.cache_bytes or len(self._index) <= 1:
+                    break
+                if blob_id in held:
+                    continue
+                del self._index[blob_id]
+                self._total_bytes -= entry.file_bytes
+                victims.append(blob_id)
         for blob_id in victims:
             self.evictions += 1
             try:

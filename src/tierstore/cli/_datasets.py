@@ -399,6 +399,11 @@ def _cmd_jobs(args: argparse.Namespace, client: TierstoreClient) -> int:
     rows = [[p["job"], p["dataset"], str(p["blobs"]), _human(p["bytes"]), p["state"],
              (p.get("expires") or "unpin")[:19].replace("T", " ")] for p in pins]  # fmt: skip
     header = ["JOB", "DATASET", "BLOBS", "SIZE", "STATE", "EXPIRES (UTC)"]
+    if any("gateways" in p for p in pins):  # --store: each gateway's cache, copied/total
+        header.append("GATEWAYS (CACHED/TOTAL)")
+        for row, p in zip(rows, pins, strict=True):
+            row.append(" ".join(f"{g['host']}:{g['gateway'][:6]}={g['copied']}/{g['total']}"
+                                for g in p.get("gateways", [])) or "-")  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip())

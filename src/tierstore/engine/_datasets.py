@@ -18,7 +18,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tierstore.catalog import BlobRef, Catalog, DatasetRecord, HoldInfo, PinGone, VersionTaken
 from tierstore.engine._dataset_tiers import (
@@ -40,6 +40,9 @@ from tierstore.errors import (
 )
 from tierstore.runtime import new_blob_id
 from tierstore.types import MANIFEST_COLUMNS, MANIFEST_META_KEY, DatasetRef, ObjectKey
+
+if TYPE_CHECKING:
+    from tierstore.engine._gateway_pins import GatewayPins
 
 # DatasetRecord: the catalog's, for api/
 __all__ = ["DatasetRecord", "DatasetService", "DatasetSpec", "MayRead", "MoveProgress", "NoSuchPin", "RowRead"]
@@ -307,6 +310,8 @@ class DatasetService:
         self._locations: OrderedDict[tuple[str, int, str], _Locations] = OrderedDict()
         # moves of a version's bytes running in this process (archive): joined, not started twice
         self._moves: dict[tuple[str, str, int, str], tuple[asyncio.Task[MoveProgress], MoveProgress]] = {}
+        # With --store: this gateway's fill of every live pin (engine/_gateway_pins.py; server.py sets it)
+        self.gateway_pins: GatewayPins | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -523,6 +528,12 @@ class DatasetService:
         ref = f"{name}@{version}"
         if not await self.service.release_hold(pin_holder(job, ref)):
             raise NoSuchPin(f"Job {job} holds no pin of {ref}.", resource=ref)
+
+    async def gateway_blobs(self, name: str, version: int) -> builtins.list[str]:
+        """What a gateway caches for a pin of ``name@version``: its blobs and its manifest."""
+        record = await self.get(name, version)
+        blobs, _ = pins_of((await self._load(record)).locs)
+        return [*blobs, record.manifest_blob]
 
     async def jobs(self) -> builtins.list[tuple[str, str, HoldInfo]]:
         """Every pin: (job, NAME@N, its hold: remote blobs and bytes, copied, expiry), by job."""
