@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -77,6 +78,20 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.store: tuple[SeaweedFS, str] | None = None  # (service, bucket) of its --store, if it has one
+        self.postgres: tuple[PostgreSQL, str] | None = None  # (cluster, database) of its --catalog, if on one
+
+    def catalog_sql(self, sql: str) -> list[tuple[str, ...]]:
+        """Run ``sql`` (a statement both dialects read alike) on this server's catalog from outside
+        the server, as a test that damages or inspects rows must: its rows, each value as text."""
+        if self.postgres is not None:
+            cluster, database = self.postgres
+            return [tuple(line.split("|")) for line in cluster.psql(sql, database).splitlines() if line]
+        conn = sqlite3.connect(self.data_dir / "catalog.db", timeout=30)
+        try:
+            with conn:
+                return [tuple(str(v) for v in row) for row in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
 
     def blob_ids(self) -> set[str]:
         """The ids of the blobs where this server keeps them: the objects under ``blobs/`` of its
@@ -256,6 +271,7 @@ def pg_server(
             "--store-access-key", seaweedfs.access_key, "--store-secret-key", seaweedfs.secret_key]  # fmt: skip
     srv = ServerProcess(tmp_path_factory.mktemp("pgsrv") / "data", extra_args=args)
     srv.store = (seaweedfs, PG_SERVER_STORE_BUCKET)
+    srv.postgres = (postgres, "pg_server")
     srv.start()
     yield srv
     srv.stop()
