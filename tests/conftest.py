@@ -237,7 +237,9 @@ PG_SERVER_STORE_BUCKET = "tierstore-pg-server"  # pg_server's store: a bucket of
 # Test files marked ``pytestmark = pytest.mark.both_catalogs`` run each test that uses the shared
 # server (``server``, ``s3``, ``client``, ``bucket``) twice, once per catalog: the end-to-end S3 API
 # core and the core of every suite that stores something in the catalog (docs/scale-out.md "Test plan").
-# A test there marked ``sqlite_catalog`` (it opens the data dir's catalog.db itself) runs on SQLite only.
+# The second configuration is the one users deploy: PostgreSQL and the object store (``pg_server``).
+# A test there marked ``sqlite_catalog`` (it needs the data dir's catalog.db itself) runs on SQLite only;
+# tests that touch catalog rows use ``ServerProcess.catalog_sql``, blobs ``ServerProcess.blob_ids``.
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
