@@ -24,6 +24,8 @@ pytestmark = pytest.mark.both_catalogs  # the S3 API core on SQLite and on Postg
 SIZES = [0, 1, 700, 16 * 1024, 16 * 1024 + 1, 90_000, 3 * 1024 * 1024 + 5]
 
 
+
+
 @pytest.fixture
 def name() -> str:
     return f"ds-{uuid.uuid4().hex[:12]}"

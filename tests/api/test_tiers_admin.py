@@ -128,7 +128,9 @@ def test_bad_requests(tiers: TierstoreClient) -> None:
     ],
 )
 def test_ssrf_refusals(tiers: TierstoreClient, endpoint: str, allow_private: bool, reason: str) -> None:
-    status, code, message = _error(lambda: tiers.tier_add("TSSRF", endpoint, "archive", allow_private=allow_private))
+    status, code, message = _error(
+        lambda: tiers.tier_add("TSSRF", endpoint, "archive", allow_private=allow_private)
+    )
     assert (status, code) == (400, "InvalidArgument") and reason in message
     assert SECRET.replace("/", "") not in message and "api-0123456789" not in message
     assert tiers.tier_list() == []
