@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -76,6 +77,30 @@ class ServerProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.store: tuple[SeaweedFS, str] | None = None  # (service, bucket) of its --store, if it has one
+        self.postgres: tuple[PostgreSQL, str] | None = None  # (cluster, database) of its --catalog, if on one
+
+    def catalog_sql(self, sql: str) -> list[tuple[str, ...]]:
+        """Run ``sql`` (a statement both dialects read alike) on this server's catalog from outside
+        the server, as a test that damages or inspects rows must: its rows, each value as text."""
+        if self.postgres is not None:
+            cluster, database = self.postgres
+            return [tuple(line.split("|")) for line in cluster.psql(sql, database).splitlines() if line]
+        conn = sqlite3.connect(self.data_dir / "catalog.db", timeout=30)
+        try:
+            with conn:
+                return [tuple(str(v) for v in row) for row in conn.execute(sql).fetchall()]
+        finally:
+            conn.close()
+
+    def blob_ids(self) -> set[str]:
+        """The ids of the blobs where this server keeps them: the objects under ``blobs/`` of its
+        store's bucket (``--store``), else the files under its data dir's ``blobs/``."""
+        if self.store is None:
+            return {p.name for p in (self.data_dir / "blobs").glob("*/*/*") if p.is_file()}
+        weed, bucket = self.store
+        pages = weed.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="blobs/")
+        return {o["Key"].removeprefix("blobs/") for page in pages for o in page.get("Contents", [])}
 
     @property
     def endpoint(self) -> str:
@@ -208,10 +233,13 @@ def make_client(endpoint: str, *, access_key: str = ACCESS_KEY, secret_key: str 
 
 # The two catalogs a server runs on (issue 18): the embedded SQLite, and PostgreSQL (docs/scale-out.md).
 CATALOGS = ("sqlite", "postgres")
+PG_SERVER_STORE_BUCKET = "tierstore-pg-server"  # pg_server's store: a bucket of the session SeaweedFS
 # Test files marked ``pytestmark = pytest.mark.both_catalogs`` run each test that uses the shared
 # server (``server``, ``s3``, ``client``, ``bucket``) twice, once per catalog: the end-to-end S3 API
 # core and the core of every suite that stores something in the catalog (docs/scale-out.md "Test plan").
-# A test there marked ``sqlite_catalog`` (it opens the data dir's catalog.db itself) runs on SQLite only.
+# The second configuration is the one users deploy: PostgreSQL and the object store (``pg_server``).
+# A test there marked ``sqlite_catalog`` (it needs the data dir's catalog.db itself) runs on SQLite only;
+# tests that touch catalog rows use ``ServerProcess.catalog_sql``, blobs ``ServerProcess.blob_ids``.
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -231,11 +259,21 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL) -> Iterator[ServerProcess]:
-    """The session's server with its catalog in PostgreSQL (``--catalog``, a database of its own on
-    the session's ``postgres``), its blobs in its data dir; otherwise configured as ``sqlite_server``."""
+def pg_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL, seaweedfs: SeaweedFS
+) -> Iterator[ServerProcess]:
+    """The session's server in the scale-out configuration users deploy: its catalog in PostgreSQL
+    (``--catalog``, a database of its own on the session's ``postgres``), its blobs in a bucket of
+    the session's ``seaweedfs`` (``--store``; ``ServerProcess.blob_ids`` lists them), its data dir holding the
+    read cache; otherwise configured as ``sqlite_server``."""
     dsn = postgres.create_database("pg_server")
-    srv = ServerProcess(tmp_path_factory.mktemp("pgsrv") / "data", extra_args=["--sse-c-over-http", "--catalog", dsn])
+    seaweedfs.client().create_bucket(Bucket=PG_SERVER_STORE_BUCKET)
+    store = f"s3://{PG_SERVER_STORE_BUCKET}/blobs?endpoint={seaweedfs.endpoint}"
+    args = ["--sse-c-over-http", "--catalog", dsn, "--store", store,
+            "--store-access-key", seaweedfs.access_key, "--store-secret-key", seaweedfs.secret_key]  # fmt: skip
+    srv = ServerProcess(tmp_path_factory.mktemp("pgsrv") / "data", extra_args=args)
+    srv.store = (seaweedfs, PG_SERVER_STORE_BUCKET)
+    srv.postgres = (postgres, "pg_server")
     srv.start()
     yield srv
     srv.stop()

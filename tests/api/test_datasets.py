@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,7 +97,6 @@ def test_versions_list_show_and_manifest_file(
     assert len(manifest) == first["rows"]
 
 
-@pytest.mark.sqlite_catalog  # counts the pins in catalog.db
 def test_pinned_bytes_survive_overwrite_and_delete(
     s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str, rng: random.Random
 ) -> None:
@@ -118,10 +115,9 @@ def test_pinned_bytes_survive_overwrite_and_delete(
     assert got == [bodies[k] for k in keys]
 
     # Deleting the dataset releases the pins: the replaced bytes are collected.
-    db = server.data_dir / "catalog.db"
-    before = _counts(db)
+    before = _counts(server)
     client.delete_dataset(f"{name}@1")
-    after = _counts(db)
+    after = _counts(server)
     inline_only_pinned = sum(1 for k in keys if len(bodies[k]) <= 16 * 1024)  # empty bodies too
     assert before["inline"] - after["inline"] == inline_only_pinned
     assert after["blobs"] < before["blobs"]
@@ -133,12 +129,10 @@ def test_pinned_bytes_survive_overwrite_and_delete(
     assert read_info.value.status == 404
 
 
-def _counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return {
-            "inline": conn.execute("SELECT count(*) FROM inline_blobs").fetchone()[0],
-            "blobs": conn.execute("SELECT count(*) FROM blobs").fetchone()[0],
-        }
+def _counts(server: ServerProcess) -> dict[str, int]:
+    """Rows of the catalog (SQLite's file or PostgreSQL's database): inline bodies, blobs."""
+    (row,) = server.catalog_sql("SELECT (SELECT count(*) FROM inline_blobs), (SELECT count(*) FROM blobs)")
+    return {"inline": int(row[0]), "blobs": int(row[1])}
 
 
 def test_versioned_bucket_pins_a_version_not_the_key(
@@ -246,7 +240,6 @@ def test_a_batch_body_over_its_limit_is_refused(server: ServerProcess) -> None:
     assert resp.status == 400 and b"<Code>InvalidRequest</Code>" in resp.body and b"larger than" in resp.body
 
 
-@pytest.mark.sqlite_catalog  # damages a row of catalog.db
 def test_a_damaged_pinned_body_is_an_error_frame_naming_its_key(
     s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str
 ) -> None:
@@ -254,10 +247,13 @@ def test_a_damaged_pinned_body_is_an_error_frame_naming_its_key(
     s3.put_object(Bucket=bucket, Key="rot", Body=b"x" * 100)
     rec = client.create_dataset(name, bucket=bucket, prefix="")
     manifest = Manifest.from_parquet(client.dataset_manifest(rec["ref"]))
-    loc = manifest.column("loc")[manifest.column("key").index("rot")]
-    assert loc.startswith("i:")
-    with sqlite3.connect(server.data_dir / "catalog.db") as conn:  # bitrot in the catalog file's row
-        conn.execute("UPDATE inline_blobs SET data=? WHERE blob_id=?", (b"y" * 100, loc[2:]))
+    locs = dict(zip(manifest.column("key"), manifest.column("loc"), strict=True))
+    assert locs["rot"].startswith("i:") and locs["ok"].startswith("i:")
+    # Bitrot in the catalog's row (SQLite's file or PostgreSQL's database): "rot" gets ok's bytes.
+    rot, ok = locs["rot"][2:], locs["ok"][2:]  # blob ids: hex, nothing to quote
+    server.catalog_sql(
+        f"UPDATE inline_blobs SET data=(SELECT data FROM inline_blobs WHERE blob_id='{ok}') WHERE blob_id='{rot}'"
+    )
     items = list(client.read_rows(rec["ref"], [0, 1]))
     by_key = dict(zip(manifest.column("key"), items, strict=True))
     assert by_key["ok"].ok and by_key["ok"].data == b"fine"

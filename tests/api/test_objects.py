@@ -15,7 +15,7 @@ import pytest
 from awscrt import checksums as crt
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_client
+from tests.conftest import ServerProcess, make_client
 
 SEED = int(os.environ.get("TIERSTORE_TEST_SEED", "20240611"))
 print(f"test_objects seed: {SEED}")  # replay with TIERSTORE_TEST_SEED
@@ -79,6 +79,25 @@ def test_put_get_head_sizes(s3, bucket: str, size: int) -> None:  # type: ignore
         with pytest.raises(ClientError) as exc:
             s3.get_object(Bucket=bucket, Key="obj", Range="bytes=0-")
         assert _err(exc) == ("InvalidRange", 416)
+
+
+def test_a_body_is_a_blob_where_the_server_keeps_them(server: ServerProcess, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
+    """Past the inline limit (16 KiB) an acknowledged PUT's body is one new blob where the server
+    keeps its blobs: a file in its data dir, or, on the scale-out configuration (``pg_server``:
+    PostgreSQL and ``--store``), an object in the store's bucket holding the body's bytes. A body
+    at the limit stays inline in the catalog (no blob)."""
+    rng = _rng("where")
+    before = server.blob_ids()
+    s3.put_object(Bucket=bucket, Key="small", Body=rng.randbytes(16 * 1024))
+    assert server.blob_ids() == before
+    body = rng.randbytes(16 * 1024 + 1)
+    s3.put_object(Bucket=bucket, Key="blob", Body=body)
+    (blob_id,) = server.blob_ids() - before
+    if server.store is not None:
+        weed, store_bucket = server.store
+        assert weed.client().get_object(Bucket=store_bucket, Key=f"blobs/{blob_id}")["Body"].read() == body
+        assert not (server.data_dir / "blobs").exists()  # nothing but the cache in the data dir
+    assert s3.get_object(Bucket=bucket, Key="blob")["Body"].read() == body
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ never in an answer or the server log."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -176,29 +175,26 @@ def test_users_need_the_tier_actions(tiers: TierstoreClient, server: ServerProce
         tiers.delete_user("tier-viewer")
 
 
-@pytest.mark.sqlite_catalog  # marks a blob tiered in catalog.db
 def test_remove_is_refused_while_a_blob_is_in_the_tier(
     tiers: TierstoreClient, server: ServerProcess, s3: Any, bucket: str
 ) -> None:
-    """No mover exists yet: the test moves the blob's row to the tier through the catalog itself."""
+    """No mover exists yet: the test moves the blob's row to the tier through the catalog itself
+    (SQLite's file or PostgreSQL's database); the blob is found where the server keeps blobs."""
+    before = server.blob_ids()
     s3.put_object(Bucket=bucket, Key="big", Body=b"x" * 65536)  # over the inline limit: a blob
+    ids = sorted(server.blob_ids() - before)
+    assert ids
     tiers.tier_add("TBUSY", LOOPBACK, "archive", allow_private=True)
-    conn = sqlite3.connect(server.data_dir / "catalog.db", timeout=30)
+    listed = ", ".join(f"'{i}'" for i in ids)  # blob ids: hex, nothing to quote
+    server.catalog_sql(f"UPDATE blobs SET tier='TBUSY' WHERE blob_id IN ({listed})")
     try:
-        (blobs,) = conn.execute("SELECT blobs FROM versions WHERE bucket=? AND key=?", (bucket, b"big")).fetchone()
-        ids = [b[0] for b in json.loads(blobs)]
-        assert ids
-        with conn:
-            conn.executemany("UPDATE blobs SET tier='TBUSY' WHERE blob_id=?", [(i,) for i in ids])
         status, code, message = _error(lambda: tiers.tier_remove("TBUSY"))
         assert (status, code) == (409, "TierInUse") and f"{len(ids)} blobs (65536 bytes)" in message
         busy = tiers.tier_status("TBUSY")[0]
         assert {k: busy[k] for k in ("name", "blobs", "bytes", "outbox", "uploads")} == {
             "name": "TBUSY", "blobs": len(ids), "bytes": 65536, "outbox": 0, "uploads": 0,
         }  # fmt: skip
-        with conn:
-            conn.execute("UPDATE blobs SET tier=NULL WHERE tier='TBUSY'")
     finally:
-        conn.close()
+        server.catalog_sql("UPDATE blobs SET tier=NULL WHERE tier='TBUSY'")
     tiers.tier_remove("TBUSY")
     assert tiers.tier_list() == []
