@@ -48,6 +48,45 @@ class Step:
     statements: tuple[str, ...]
 
 
+# Publish a version as its key's latest, the tail of PUT and of a delete marker in one round trip,
+# after the caller decided everything (catalog/postgres/_versions.py): the new inline body, the
+# new blob references (first: a copy onto itself shares the blobs it replaces), the replaced null
+# version dropped, the old latest demoted, the row inserted with seq one past the key's highest.
+# Step 1 wrote it with an unconditional ``tierstore_ref`` call; step 7 replaces it (same
+# signature) so that a PUT without blob references (an inline body, a delete marker) skips that
+# nested PL/pgSQL call (docs/benchmarks.md "a small PUT's PostgreSQL CPU").
+_REF = "@REF@"
+_PUBLISH = """FUNCTION tierstore_publish(
+        p_bucket bigint, p_key bytea, p_version text, p_marker boolean, p_size bigint, p_etag text,
+        p_modified bigint, p_class text, p_meta json, p_blobs json,
+        p_inline text, p_inline_crc bigint, p_inline_data bytea,
+        p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[],
+        p_drop_version text, p_drop_inline text, p_drop_ids text[], p_demote boolean
+    ) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        IF p_inline_data IS NOT NULL THEN
+            INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(p_inline, p_inline_crc, p_inline_data);
+        END IF;
+        @REF@
+        IF p_drop_version IS NOT NULL THEN
+            PERFORM tierstore_drop_version(p_bucket, p_key, p_drop_version, p_drop_inline, p_drop_ids);
+        END IF;
+        IF p_demote THEN
+            UPDATE versions SET is_latest = false WHERE bucket_id = p_bucket AND key = p_key AND is_latest;
+        END IF;
+        INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,
+                             storage_class, meta, blobs, seq, inline_id)
+        VALUES(p_bucket, p_key, p_version, true, p_marker, p_size, p_etag, p_modified, p_class, p_meta, p_blobs,
+               (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = p_bucket AND key = p_key),
+               p_inline);
+    END $$"""
+_PUBLISH_V7 = "CREATE OR REPLACE " + _PUBLISH.replace(
+    _REF,
+    """IF cardinality(p_ref_ids) > 0 THEN
+            PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);
+        END IF;""",
+)
+
 _CORE = (
     'CREATE TABLE meta(name text COLLATE "C" PRIMARY KEY, value text NOT NULL)',
     # Which steps ran, when: a step applied twice would show here (and fail on its DDL first).
@@ -177,35 +216,8 @@ _CORE = (
         END IF;
         PERFORM tierstore_unref(ids);
     END $$""",
-    # Publish a version as its key's latest, the tail of PUT and of a delete marker in one
-    # round trip, after the caller decided everything (catalog/postgres/_versions.py): the new
-    # inline body, the new blob references (first: a copy onto itself shares the blobs it
-    # replaces), the replaced null version dropped, the old latest demoted, the row inserted
-    # with seq one past the key's highest.
-    """CREATE FUNCTION tierstore_publish(
-        p_bucket bigint, p_key bytea, p_version text, p_marker boolean, p_size bigint, p_etag text,
-        p_modified bigint, p_class text, p_meta json, p_blobs json,
-        p_inline text, p_inline_crc bigint, p_inline_data bytea,
-        p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[],
-        p_drop_version text, p_drop_inline text, p_drop_ids text[], p_demote boolean
-    ) RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN
-        IF p_inline_data IS NOT NULL THEN
-            INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(p_inline, p_inline_crc, p_inline_data);
-        END IF;
-        PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);
-        IF p_drop_version IS NOT NULL THEN
-            PERFORM tierstore_drop_version(p_bucket, p_key, p_drop_version, p_drop_inline, p_drop_ids);
-        END IF;
-        IF p_demote THEN
-            UPDATE versions SET is_latest = false WHERE bucket_id = p_bucket AND key = p_key AND is_latest;
-        END IF;
-        INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,
-                             storage_class, meta, blobs, seq, inline_id)
-        VALUES(p_bucket, p_key, p_version, true, p_marker, p_size, p_etag, p_modified, p_class, p_meta, p_blobs,
-               (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = p_bucket AND key = p_key),
-               p_inline);
-    END $$""",
+    # The publish function as step 1 wrote it (``_PUBLISH`` above; step 7 replaces it).
+    "CREATE " + _PUBLISH.replace(_REF, "PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);"),
     """CREATE TABLE parts(
         upload_id text COLLATE "C" NOT NULL,
         part_number integer NOT NULL,
@@ -254,6 +266,8 @@ STEPS = (
     Step(5, "the gateway registry, named jobs, trash and outbox leases", LEASES_DDL),
     # Assigned step 8 (steps 6 and 7 are other branches'): renumber to keep the steps contiguous at merge.
     Step(6, "owner-fenced lifecycle and pending-write leases", OWNER_FENCE_DDL),
+    # Assigned step 7 (helper pgput18); the lead renumbers at merge.
+    Step(7, "a PUT without blob references calls no tierstore_ref", (_PUBLISH_V7,)),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))
