@@ -139,6 +139,9 @@ class Listing(Protocol):
     async def scan_latest(
         self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
     ) -> list[tuple[bytes, int, str, int, str]]: ...
+    async def scan_delimited(
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool, skip_from: int, delimiter: bytes
+    ) -> list[tuple[bytes, int, str, int, str]]: ...
     async def scan_versions(
         self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int
     ) -> list[tuple[VersionRecord, int, bool]]: ...

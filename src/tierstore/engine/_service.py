@@ -1592,11 +1592,17 @@ class ObjectService:
             entries = [ListEntry(k.decode(), size, etag, mod, sc) for k, size, etag, mod, sc in rows[:limit]]
             return ListPage(entries, [], truncated, entries[-1].key if truncated else None)
         while True:
-            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
+            if delim_b:  # one row per entry or common prefix: the catalog seeks past each prefix
+                batch = min(limit - len(entries) - len(prefixes) + 1, 1001)
+                rows = await self.catalog.scan_delimited(
+                    bucket, after, below, batch, inclusive=inclusive, skip_from=len(prefix_b), delimiter=delim_b
+                )
+            else:
+                rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             if not rows:
                 return ListPage(entries, prefixes, False, None)
-            # Keys under the common prefix just returned are skipped within this batch; the
-            # next query seeks past the whole prefix (one query per batch, not per prefix).
+            # Keys under the common prefix just returned are skipped (scan_delimited returns
+            # none; kept as the roll-up's rule), the next query starts past the whole prefix.
             skip: bytes | None = None
             for raw_key, size, etag, modified_ns, sc in rows:
                 key_b = bytes(raw_key)

@@ -2,7 +2,8 @@
 
 A page of ListObjects is ``after < key < below ORDER BY key LIMIT n`` on the partial listing
 index (latest, not a delete marker; it includes what a listing shows), so it is an index-only
-range scan; the engine seeks past each common prefix with a new ``after`` (its successor).
+range scan. With a delimiter, one recursive statement walks the index: a seek per entry or
+common prefix, past each prefix (its successor), so a page of 1000 prefixes is 1000 seeks.
 ListObjectVersions walks (key ASC, seq DESC) from a (key, seq) position on ``versions_seq``.
 """
 
@@ -25,6 +26,27 @@ _SCAN_LATEST = (
 )
 _SCAN_LATEST_AFTER = _SCAN_LATEST.format(op=">")
 _SCAN_LATEST_FROM = _SCAN_LATEST.format(op=">=")
+_LIVE = (
+    "FROM versions WHERE bucket_id = (SELECT id FROM b) AND is_latest AND NOT is_delete_marker AND key < $3"
+)
+# Where the walk goes on after key k: past k's common prefix (k through the first delimiter at
+# or after byte $5, then 0xff, which no UTF-8 key holds), or past k itself.
+_AT = "position($6::bytea IN substring(walk.k FROM $5::int + 1))"
+_NEXT = (
+    f"CASE WHEN {_AT} > 0 THEN substring(walk.k FROM 1 FOR $5::int + {_AT} - 1 + length($6::bytea))"
+    " || '\\xff'::bytea ELSE walk.k END"
+)
+# One row per listing entry or common prefix in one statement: a recursive walk of index seeks.
+_SCAN_DELIMITED = (
+    f"WITH RECURSIVE b AS (SELECT id FROM buckets WHERE name = $1), walk(k, n) AS ("  # noqa: S608 - constant fragments
+    f" SELECT (SELECT key {_LIVE} AND key {{op}} $2 ORDER BY key LIMIT 1), 1"
+    f" UNION ALL SELECT (SELECT key {_LIVE} AND key > {_NEXT} ORDER BY key LIMIT 1), n + 1"
+    " FROM walk WHERE k IS NOT NULL AND n < $4)"
+    " SELECT v.key, v.size, v.etag, v.modified_ns, v.storage_class FROM walk JOIN versions v"
+    " ON v.bucket_id = (SELECT id FROM b) AND v.key = walk.k AND v.is_latest ORDER BY walk.n"
+)
+_SCAN_DELIMITED_AFTER = _SCAN_DELIMITED.format(op=">")
+_SCAN_DELIMITED_FROM = _SCAN_DELIMITED.format(op=">=")
 _VERSIONS_PAGE = f"SELECT {VERSION_COLS}, v.seq, v.is_latest FROM versions v WHERE v.bucket_id = {_BUCKET_ID}"  # noqa: S608
 # From (key, seq) exclusive: the rest of that key's older versions, then the keys after it; each
 # part an ordered index range, merged and cut to the page.
@@ -48,6 +70,15 @@ class ListingTables:
         order: (key, size, etag, modified_ns, storage class)."""
         sql = _SCAN_LATEST_FROM if inclusive else _SCAN_LATEST_AFTER
         return [tuple(r) for r in await self._pool.fetch(sql, bucket, after, below, limit)]
+
+    async def scan_delimited(
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool, skip_from: int, delimiter: bytes
+    ) -> list[tuple[bytes, int, str, int, str]]:
+        """Like ``scan_latest``, but after a key with ``delimiter`` at or after byte ``skip_from``
+        the walk seeks past every key sharing its prefix through that delimiter: one row per
+        listing entry or common prefix, one statement."""
+        sql = _SCAN_DELIMITED_FROM if inclusive else _SCAN_DELIMITED_AFTER
+        return [tuple(r) for r in await self._pool.fetch(sql, bucket, after, below, limit, skip_from, delimiter)]
 
     async def scan_versions(
         self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int
