@@ -85,8 +85,6 @@ def main() -> int:
                 aws_secret_access_key=SK, region_name="us-east-1",
                 config=Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"}),
             )  # fmt: skip
-            browser = Browser(server.port)
-            browser.sign_in()
 
             def page(max_keys: int, **extra: str) -> Callable[[], object]:
                 def call() -> object:
@@ -118,6 +116,8 @@ def main() -> int:
             timed("boto3 same, StartAfter=train/cls499/ MaxKeys=1000", args.repeat, server.pid,
                   page(1000, StartAfter=f"{PREFIX}cls499/"))  # fmt: skip
             timed("boto3 all 1000 prefixes, 10 pages of 100 (per walk)", args.repeat, server.pid, walk)
+            browser = Browser(server.port)  # signed in now: a slow "before" outlasts a kept-alive idle
+            browser.sign_in()
             timed(f"console browse {PREFIX} (200 of 1000 prefixes)", args.repeat, server.pid, browse)
             print(f"# load at end {loadavg()}")
         finally:
