@@ -62,7 +62,7 @@ from tests.postgres import PostgreSQL  # noqa: E402
 from tests.s3http import EMPTY_SHA256, sign_v4  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
 
-from tierstore.catalog.postgres._listing import _SCAN_LATEST_AFTER, _SCAN_ROLLED_AFTER  # noqa: E402
+from tierstore.catalog.postgres._listing import _SCAN_DELIMITED_AFTER, _SCAN_LATEST_AFTER  # noqa: E402
 
 WRAPPER = HERE / "_s3bench_groups.py"
 STORE_BUCKET = "tierstore-blobs"
@@ -353,10 +353,10 @@ def explain(pg: PostgreSQL, db: str, n: int) -> str:
                     "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)"
                     f" EXECUTE page('{BIG_BUCKET}', '\\x{big_key(n // 2).encode().hex()}', '\\x{below}', 1001);", db)
     after = (b"d00000/\xff").hex()
-    rolled = pg.psql(f"PREPARE page(text, bytea, bytea, int, int, bytea) AS {_SCAN_ROLLED_AFTER};"
+    rolled = pg.psql(f"PREPARE page(text, bytea, bytea, int, int, bytea) AS {_SCAN_DELIMITED_AFTER};"
                      "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)"
                      f" EXECUTE page('{BIG_BUCKET}', '\\x{after}', '\\x{below}', 1001, 0, '\\x2f');", db)
-    return f"-- a page from the middle (no delimiter):\n{plain}\n-- delimiter / at the root (rollup):\n{rolled}"
+    return f"-- a page from the middle (no delimiter):\n{plain}\n-- delimiter / at the root (scan_delimited):\n{rolled}"
 
 
 # --- main ----------------------------------------------------------------------------------------

@@ -138,21 +138,11 @@ class Listing(Protocol):
     """Range scans in key byte order (ListObjects, ListObjectVersions, dataset manifests) and the metadata query."""
 
     async def scan_latest(
-        self,
-        bucket: str,
-        after: bytes,
-        below: bytes,
-        limit: int,
-        *,
-        inclusive: bool = False,
-        rollup: tuple[int, bytes] | None = None,
-    ) -> list[tuple[bytes, int, str, int, str]]:
-        """``rollup=(n, delimiter)``: a hint that the caller rolls keys up at the first
-        ``delimiter`` at or after byte ``n`` (a delimited listing): the catalog MAY then return only
-        the first key of each such common prefix, seeking past the rest itself (PostgreSQL does,
-        in one query; SQLite, in process, ignores it)."""
-        ...
-
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
+    ) -> list[tuple[bytes, int, str, int, str]]: ...
+    async def scan_delimited(
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool, skip_from: int, delimiter: bytes
+    ) -> list[tuple[bytes, int, str, int, str]]: ...
     async def scan_versions(
         self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int
     ) -> list[tuple[VersionRecord, int, bool]]: ...

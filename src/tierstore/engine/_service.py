@@ -1595,13 +1595,18 @@ class ObjectService:
             truncated = len(rows) > limit
             entries = [ListEntry(k.decode(), size, etag, mod, sc) for k, size, etag, mod, sc in rows[:limit]]
             return ListPage(entries, [], truncated, entries[-1].key if truncated else None)
-        rollup: tuple[int, bytes] | None = None
         while True:
-            rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive, rollup=rollup)
+            if delim_b:  # one row per entry or common prefix: the catalog seeks past each prefix
+                batch = min(limit - len(entries) - len(prefixes) + 1, 1001)
+                rows = await self.catalog.scan_delimited(
+                    bucket, after, below, batch, inclusive=inclusive, skip_from=len(prefix_b), delimiter=delim_b
+                )
+            else:
+                rows = await self.catalog.scan_latest(bucket, after, below, batch, inclusive=inclusive)
             if not rows:
                 return ListPage(entries, prefixes, False, None)
-            # Keys under the common prefix just returned are skipped within this batch; the
-            # next query seeks past the whole prefix (one query per batch, not per prefix).
+            # Keys under the common prefix just returned are skipped (scan_delimited returns
+            # none; kept as the roll-up's rule), the next query starts past the whole prefix.
             skip: bytes | None = None
             for raw_key, size, etag, modified_ns, sc in rows:
                 key_b = bytes(raw_key)
@@ -1622,8 +1627,6 @@ class ObjectService:
                 after, inclusive = key_b, False
             if len(rows) < batch:
                 return ListPage(entries, prefixes, False, None)
-            if prefixes:  # keys roll up here: let the catalog skip each prefix's other keys itself
-                rollup = (len(prefix_b), delim_b)
 
     # --- multipart -------------------------------------------------------------------
     async def create_multipart_upload(

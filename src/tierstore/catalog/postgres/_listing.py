@@ -2,7 +2,8 @@
 
 A page of ListObjects is ``after < key < below ORDER BY key LIMIT n`` on the partial listing
 index (latest, not a delete marker; it includes what a listing shows), so it is an index-only
-range scan; the engine seeks past each common prefix with a new ``after`` (its successor).
+range scan. With a delimiter, one recursive statement walks the index: a seek per entry or
+common prefix, past each prefix (its successor), so a page of 1000 prefixes is 1000 seeks.
 ListObjectVersions walks (key ASC, seq DESC) from a (key, seq) position on ``versions_seq``.
 """
 
@@ -25,7 +26,7 @@ _SCAN_LATEST = (
 )
 _SCAN_LATEST_AFTER = _SCAN_LATEST.format(op=">")
 _SCAN_LATEST_FROM = _SCAN_LATEST.format(op=">=")
-# A delimited listing's page in one statement (a loose index scan): each step is one probe of the
+# ``scan_delimited``: a delimited listing's page in one statement (a loose index scan): each step is one probe of the
 # listing index for the first key past the previous row — past the whole common prefix when that
 # row has the delimiter ($6) at or after byte $5 (prefix || 0xff: 0xff never occurs in UTF-8).
 # 1,000 common prefixes are 1,000 probes inside PostgreSQL, not 1,000 round trips each reading
@@ -37,15 +38,15 @@ _PAST = (
     " THEN substring(w.key FROM 1 FOR $5::int + position($6::bytea IN substring(w.key FROM $5::int + 1))"
     " + length($6::bytea) - 1) || '\\xff'::bytea ELSE w.key END"
 )
-_SCAN_ROLLED = (
+_SCAN_DELIMITED = (
     "WITH RECURSIVE b AS (SELECT id FROM buckets WHERE name = $1), walk AS ("  # noqa: S608 - constant fragments
     f"(SELECT {_COLS}, 1 AS n FROM versions v WHERE {_LIVE} AND v.key {{op}} $2 AND v.key < $3 ORDER BY v.key LIMIT 1)"
     f" UNION ALL (SELECT {_COLS.replace('v.', 'x.')}, w.n + 1 FROM walk w CROSS JOIN LATERAL"
     f" (SELECT {_COLS} FROM versions v WHERE {_LIVE} AND v.key > {_PAST} AND v.key < $3 ORDER BY v.key LIMIT 1) x"
     " WHERE w.n < $4)) SELECT key, size, etag, modified_ns, storage_class FROM walk ORDER BY key"
 )
-_SCAN_ROLLED_AFTER = _SCAN_ROLLED.format(op=">")
-_SCAN_ROLLED_FROM = _SCAN_ROLLED.format(op=">=")
+_SCAN_DELIMITED_AFTER = _SCAN_DELIMITED.format(op=">")
+_SCAN_DELIMITED_FROM = _SCAN_DELIMITED.format(op=">=")
 _VERSIONS_PAGE = f"SELECT {VERSION_COLS}, v.seq, v.is_latest FROM versions v WHERE v.bucket_id = {_BUCKET_ID}"  # noqa: S608
 # From (key, seq) exclusive: the rest of that key's older versions, then the keys after it; each
 # part an ordered index range, merged and cut to the page.
@@ -63,26 +64,21 @@ class ListingTables:
     _pool: Pool
 
     async def scan_latest(
-        self,
-        bucket: str,
-        after: bytes,
-        below: bytes,
-        limit: int,
-        *,
-        inclusive: bool = False,
-        rollup: tuple[int, bytes] | None = None,
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
     ) -> list[tuple[bytes, int, str, int, str]]:
         """Live latest versions with ``after < key < below`` (``<=`` when inclusive), in byte
-        order: (key, size, etag, modified_ns, storage class). ``rollup=(n, delimiter)``: only the
-        first key of each common prefix (the delimiter at or after byte ``n``), the rest skipped
-        inside PostgreSQL."""
-        if rollup is not None:
-            sql = _SCAN_ROLLED_FROM if inclusive else _SCAN_ROLLED_AFTER
-            rows = await self._pool.fetch(sql, bucket, after, below, limit, rollup[0], rollup[1])
-        else:
-            sql = _SCAN_LATEST_FROM if inclusive else _SCAN_LATEST_AFTER
-            rows = await self._pool.fetch(sql, bucket, after, below, limit)
-        return [tuple(r) for r in rows]
+        order: (key, size, etag, modified_ns, storage class)."""
+        sql = _SCAN_LATEST_FROM if inclusive else _SCAN_LATEST_AFTER
+        return [tuple(r) for r in await self._pool.fetch(sql, bucket, after, below, limit)]
+
+    async def scan_delimited(
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool, skip_from: int, delimiter: bytes
+    ) -> list[tuple[bytes, int, str, int, str]]:
+        """Like ``scan_latest``, but after a key with ``delimiter`` at or after byte ``skip_from``
+        the walk seeks past every key sharing its prefix through that delimiter: one row per
+        listing entry or common prefix, one statement."""
+        sql = _SCAN_DELIMITED_FROM if inclusive else _SCAN_DELIMITED_AFTER
+        return [tuple(r) for r in await self._pool.fetch(sql, bucket, after, below, limit, skip_from, delimiter)]
 
     async def scan_versions(
         self, bucket: str, after_key: bytes, after_seq: int | None, below: bytes, limit: int

@@ -9,13 +9,30 @@ from tierstore.catalog._rules import row_to_record
 from tierstore.catalog.sqlite._tables import Tables
 from tierstore.catalog.sqlite._versions import VERSION_COLS
 
+_LIVE = "FROM versions WHERE bucket=:b AND is_latest=1 AND is_delete_marker=0 AND key<:below"
+# Where the walk goes on after key k: past k's common prefix (k through the first delimiter
+# at or after byte :skip, then 0xff, which no UTF-8 key holds), or past k itself. CAST: || makes
+# TEXT, and in SQLite every TEXT sorts before every BLOB.
+_AT = "instr(substr(walk.k, :skip + 1), :d)"
+_NEXT = (
+    f"CASE WHEN {_AT} > 0 THEN CAST(substr(walk.k, 1, :skip + {_AT} - 1 + length(:d)) || x'ff' AS BLOB)"
+    " ELSE walk.k END"
+)
+_SCAN_DELIMITED = (
+    "WITH RECURSIVE walk(k, n) AS ("  # noqa: S608 - constant fragments
+    f" SELECT (SELECT key {_LIVE} AND key{{op}}:after ORDER BY key LIMIT 1), 1"
+    f" UNION ALL SELECT (SELECT key {_LIVE} AND key>{_NEXT} ORDER BY key LIMIT 1), n + 1"
+    " FROM walk WHERE k IS NOT NULL AND n < :n)"
+    " SELECT v.key, v.size, v.etag, v.modified_ns, coalesce(json_extract(v.meta, '$.sc'), 'STANDARD')"
+    " FROM walk JOIN versions v ON v.bucket=:b AND v.key=walk.k AND v.is_latest=1 ORDER BY walk.n"
+)
+
 
 class ListingTables(Tables):
     """The listing and metadata-query part of ``SqliteCatalog`` (a mixin: ``_tables.py``)."""
 
     async def scan_latest(
-        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False,
-        rollup: tuple[int, bytes] | None = None,  # a hint (the protocol): ignored in process
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool = False
     ) -> list[tuple[bytes, int, str, int, str]]:
         """Live latest versions with ``after < key < below`` (``<=`` when inclusive), in byte
         order: (key, size, etag, modified_ns, storage class)."""
@@ -28,6 +45,23 @@ class ListingTables(Tables):
                 f" FROM versions WHERE bucket=? AND is_latest=1 AND key{op}? AND key<? AND is_delete_marker=0"
                 " ORDER BY key LIMIT ?",
                 (bucket, after, below, limit),
+            )
+            .fetchall()
+        )
+
+    async def scan_delimited(
+        self, bucket: str, after: bytes, below: bytes, limit: int, *, inclusive: bool, skip_from: int, delimiter: bytes
+    ) -> list[tuple[bytes, int, str, int, str]]:
+        """Like ``scan_latest``, but after a key with ``delimiter`` at or after byte ``skip_from``
+        the walk seeks past every key sharing its prefix through that delimiter (a common
+        prefix): one row per listing entry or common prefix, in one query (a recursive index
+        seek per row, not a scan of the keys under each prefix)."""
+        op = ">=" if inclusive else ">"
+        return (
+            self._reader()
+            .execute(
+                _SCAN_DELIMITED.format(op=op),
+                {"b": bucket, "after": after, "below": below, "n": limit, "skip": skip_from, "d": delimiter},
             )
             .fetchall()
         )
