@@ -104,7 +104,7 @@ class SeaweedFS:
             "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data_dir}",
             f"-master.port={p + 2}", f"-master.port.grpc={p + 3}", "-master.telemetry=false",
             "-master.volumeSizeLimitMB=256", "-master.electionTimeout=1s", "-master.resumeState=false",
-            f"-volume.port={p + 4}", f"-volume.port.grpc={p + 5}", "-volume.max=64", "-volume.preStopSeconds=0",
+            f"-volume.port={p + 4}", f"-volume.port.grpc={p + 5}", "-volume.max=500", "-volume.preStopSeconds=0",
             "-filer", f"-filer.port={p + 6}", f"-filer.port.grpc={p + 7}",
             "-s3", f"-s3.port={p}", f"-s3.port.grpc={p + 1}", "-s3.ip.bind=127.0.0.1",
             "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}",

@@ -1188,7 +1188,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
             report = SqliteCatalog.reconcile(drive_set)
             catalog = SqliteCatalog.on_drives(drive_set)
             try:
-                asyncio.run(prepare_master_key(config, catalog))
+                asyncio.run(_start_sqlite(config, catalog))
             finally:
                 catalog.close()
         fmt = drive_set.format
@@ -1213,7 +1213,7 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         else:
             catalog = SqliteCatalog(data / "catalog.db")
             try:
-                asyncio.run(prepare_master_key(config, catalog))
+                asyncio.run(_start_sqlite(config, catalog))
             finally:
                 catalog.close()
         if config.store:
@@ -1266,6 +1266,15 @@ def serve(config: ServerConfig, claim: Claim | None = None) -> None:
         server.serve()
     finally:
         claim.release()
+
+
+async def _start_sqlite(config: ServerConfig, catalog: SqliteCatalog) -> None:
+    """The main process, before any worker, on the embedded catalog: the master key, and the
+    leases a killed server left (it held the store alone, so none of them has a live holder)."""
+    await prepare_master_key(config, catalog)
+    released = await catalog.release_dead_leases(time.time_ns())
+    if released:
+        log.info("catalog: %d leases of a previous run handed back", released)
 
 
 def _prepare_postgres(config: ServerConfig) -> str:

@@ -68,6 +68,28 @@ def add_lease_columns(conn: sqlite3.Connection) -> None:
 class LeaseTables(Tables):
     """The leases' part of ``SqliteCatalog`` (a mixin: ``_reader()``, ``_write(fn)``)."""
 
+    async def release_dead_leases(self, now_ns: int) -> int:
+        """At a server's start, under its exclusive lock on the store (SQLite: one server owns the
+        file): every lease in the catalog was taken by a process that is gone, so hand them all
+        back now rather than after their expiry (a kill -9 would otherwise hold the trash,
+        outbox, jobs, lifecycle rows, pending writes and hot copies it had claimed for a lease).
+        Rows whose lease pushed their due time ahead are due at ``now_ns``. Answers how many."""
+
+        def fn(c: sqlite3.Connection) -> int:
+            n = c.execute("UPDATE trash SET lease_owner=NULL, lease_until=0 WHERE lease_owner IS NOT NULL").rowcount
+            n += c.execute("UPDATE jobs SET owner=NULL, lease_until=0 WHERE owner IS NOT NULL").rowcount
+            for table, due in (("tier_outbox", "next_ns"), ("lifecycle_due", "due_ns"), ("tier_pending", "next_ns")):
+                n += c.execute(
+                    f"UPDATE {table} SET lease_owner=NULL, {due}=MIN({due}, ?) WHERE lease_owner IS NOT NULL",  # noqa: S608
+                    (now_ns,),
+                ).rowcount
+            n += c.execute(
+                "UPDATE hot_requests SET lease_owner=NULL, lease_ns=0 WHERE lease_owner IS NOT NULL AND done_ns IS NULL"
+            ).rowcount
+            return n
+
+        return await self._write(fn)
+
     # --- the gateway registry -------------------------------------------------------------------
     async def gateway_register(self, gateway: GatewayInfo) -> None:
         """Register (or re-register) ``gateway``; registrations unseen for a day go."""
