@@ -116,6 +116,13 @@ def main() -> int:
             timed("boto3 same, StartAfter=train/cls499/ MaxKeys=1000", args.repeat, server.pid,
                   page(1000, StartAfter=f"{PREFIX}cls499/"))  # fmt: skip
             timed("boto3 all 1000 prefixes, 10 pages of 100 (per walk)", args.repeat, server.pid, walk)
+
+            def versions() -> object:
+                got = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX, Delimiter="/", MaxKeys=1000)
+                assert len(got.get("CommonPrefixes", [])) == 1000, got.get("IsTruncated")
+                return got
+
+            timed(f"boto3 ListObjectVersions {PREFIX} Delimiter=/ MaxKeys=1000", args.repeat, server.pid, versions)
             browser = Browser(server.port)  # signed in now: a slow "before" outlasts a kept-alive idle
             browser.sign_in()
             timed(f"console browse {PREFIX} (200 of 1000 prefixes)", args.repeat, server.pid, browse)

@@ -688,6 +688,25 @@ def test_list_versions_markers(server: ServerProcess, populated: tuple[str, list
     assert r.status == 400, r.body
 
 
+def test_list_versions_delimiter_batches(s3: Any, server: ServerProcess, vbucket: str) -> None:
+    """Keys past a common prefix with more versions than the engine's short scan after a prefix
+    (``_AFTER_PREFIX_BATCH``) and prefixes with more keys than it: the whole listing and every
+    page size walk the same model."""
+    history: dict[str, list[str]] = {}
+    plan = [*((f"p/{i:02d}", 1) for i in range(40)), ("q", 30), *((f"r/{i}", 2) for i in range(3)), ("s", 1)]
+    for key, n in plan:
+        history[key] = [s3.put_object(Bucket=vbucket, Key=key, Body=b"x")["VersionId"] for _ in range(n)]
+    expected = [
+        Item("Version", key, vid, i == 0) for key in sorted(history) for i, vid in enumerate(reversed(history[key]))
+    ]
+    model = _roll_up(expected, "", "/")
+    assert [i.key for i in model if i.kind == "CP"] == ["p/", "r/"]
+    items, _ = raw_versions(server, vbucket, delimiter="/")
+    assert items == doc_order(model)
+    for max_keys in (7, 20):
+        _walk_by_hand(server, vbucket, max_keys, "", "/", model)
+
+
 def test_list_versions_encoding_type(s3: Any, server: ServerProcess, vbucket: str) -> None:
     keys = ["sp ace/ü", "plus+amp&", "lt<gt>", "tab\tnl\n"]
     vids = {k: [s3.put_object(Bucket=vbucket, Key=k, Body=b"x")["VersionId"] for _ in range(2)] for k in keys}

@@ -141,6 +141,7 @@ DEFAULT_CHECKSUM = "crc64nvme"  # stored for every object, as S3 does since 2025
 COMPLETED_UPLOAD_KEEP_S = 86_400  # a retried CompleteMultipartUpload is answered from memory this long
 LEGACY_REGION = "us-east-1"  # where CreateBucket of a bucket you own answers 200, not 409
 _MAX_KEY_SENTINEL = b"\xff"  # never occurs in UTF-8, so it sorts after every key with a given prefix
+_AFTER_PREFIX_BATCH = 17  # rows a versions scan asks for just after a common prefix (list_object_versions)
 # A multipart upload keeps the tags and object lock its CreateMultipartUpload asked for in its
 # headers under these names (the catalog's upload record has no fields for them); completion
 # takes them out again, so they never reach the object's headers.
@@ -1322,8 +1323,11 @@ class ObjectService:
         if max_keys == 0:
             return page
         count = 0
+        # A scan after a common prefix asks for a few rows first: the next entry is often another
+        # common prefix, and a full batch would read up to 1,000 rows under it only to skip them.
+        batch = 1001
         while True:
-            rows = await self.catalog.scan_versions(bucket, after_key, after_seq, below, 1001)
+            rows = await self.catalog.scan_versions(bucket, after_key, after_seq, below, batch)
             if not rows:
                 return page
             restart = False
@@ -1341,6 +1345,7 @@ class ObjectService:
                         count += 1
                         after_key, after_seq = cp.encode() + _MAX_KEY_SENTINEL, None
                         restart = True
+                        batch = _AFTER_PREFIX_BATCH
                         break
                 if count >= max_keys:
                     page.is_truncated = True
@@ -1349,8 +1354,10 @@ class ObjectService:
                 page.next_key_marker, page.next_version_id_marker = record.meta.key, record.meta.version_id
                 count += 1
                 after_key, after_seq = key_b, seq
-            if not restart and len(rows) < 1001:
-                return page
+            if not restart:
+                if len(rows) < batch:
+                    return page
+                batch = 1001
 
     async def copy_object(
         self,
