@@ -32,7 +32,7 @@ __all__ = ["DIFF_KEYS_MAX", "HEAD_ROWS_MAX", "ManifestReads"]
 HEAD_ROWS_MAX = 1000  # rows a head read answers at most
 DIFF_KEYS_MAX = 1000  # samples of each kind a diff lists at most (its counts are exact)
 _TAIL = 64 * 1024  # pyarrow's first read of a Parquet footer
-_GAP = 1 << 20  # column chunks closer than this are fetched in one range
+_GAP = 64 * 1024  # column chunks closer than this are fetched in one range
 _CACHED_DIFFS = 16
 
 
