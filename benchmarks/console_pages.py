@@ -212,11 +212,11 @@ def main() -> int:
         server = Tierstore(work, args.workers, 0, ("--audit-log", str(audit)))
         server.start()
         try:
+            dataset = ml_world(server.port, args.objects)  # before signing in: the connection would idle
             browser = Browser(server.port)
             browser.sign_in()
             one = key_of(7)  # train/cls007/0000007.bin
             folder = one.rpartition("/")[0] + "/"
-            dataset = ml_world(server.port, args.objects)
             # the diff's first request on this connection's worker: computed, then remembered
             diff_result = f"/console/datasets/{dataset}/diff?a=1&b=2&part=result"
             first_diff = timed(browser, diff_result)
@@ -235,7 +235,7 @@ def main() -> int:
                 "query (one folder, by size)": "/console/query?"
                 + urlencode({"bucket": BUCKET, "q": f"key STARTS WITH '{folder}' ORDER BY size DESC LIMIT 100"}),
                 "checkpoints of the bucket": f"/console/checkpoints?bucket={BUCKET}",
-                "datasets (2 versions of 1M samples)": "/console/datasets",
+                f"datasets (2 versions of {args.objects:,} samples)": "/console/datasets",
                 f"dataset {dataset}": f"/console/datasets/{dataset}",
                 f"version {dataset}@2 (head of 20)": f"/console/datasets/{dataset}/2",
                 f"diff page {dataset}@1 -> @2": f"/console/datasets/{dataset}/diff?a=1&b=2",
