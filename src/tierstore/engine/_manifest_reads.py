@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from tierstore._manifest_diff import DIFF_COLUMNS, TableDiff, diff_tables
 from tierstore.catalog import DatasetRecord
+from tierstore.types import MANIFEST_HEAD_ROWS_MAX
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DIFF_KEYS_MAX", "HEAD_ROWS_MAX", "ManifestReads"]
 
-HEAD_ROWS_MAX = 1000  # rows a head read answers at most
+HEAD_ROWS_MAX = MANIFEST_HEAD_ROWS_MAX  # rows a head read answers at most
 DIFF_KEYS_MAX = 1000  # samples of each kind a diff lists at most (its counts are exact)
 _TAIL = 64 * 1024  # pyarrow's first read of a Parquet footer
 _GAP = 64 * 1024  # column chunks closer than this are fetched in one range
