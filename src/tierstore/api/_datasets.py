@@ -164,13 +164,6 @@ def _count(query: dict[str, str], name: str, default: int | None, most: int) -> 
     return int(text)
 
 
-async def _may_read_all(may_read: MayRead, pairs: Any) -> None:
-    """``may_read`` on each distinct (bucket, key) of ``pairs`` (a table with those columns)."""
-    buckets, keys = pairs.column("bucket").to_pylist(), pairs.column("key").to_pylist()
-    for bucket, key in dict.fromkeys(zip(buckets, keys, strict=True)):
-        await may_read(bucket, key, None)
-
-
 async def manifest_answer(
     service: DatasetService, record: DatasetRecord, may_read: MayRead | None, query: dict[str, str] | None = None
 ) -> tuple[int, str, bytes]:
@@ -183,7 +176,9 @@ async def manifest_answer(
         rows = _count(query, "head", None, HEAD_ROWS_MAX)
         table = await service.reads.head(record, rows)
         if may_read is not None:
-            await _may_read_all(may_read, table)
+            buckets, keys = table.column("bucket").to_pylist(), table.column("key").to_pylist()
+            for bucket, key in dict.fromkeys(zip(buckets, keys, strict=True)):
+                await may_read(bucket, key, None)
         head = table.drop_columns([c for c in ("enc",) if c in table.column_names]).to_pylist()
         doc = {"ref": f"{record.name}@{record.version}", "rows": record.rows, "head": head}
         return 200, _JSON, json.dumps(doc).encode()
@@ -202,9 +197,9 @@ async def diff_answer(
     a, b = _version(query.get("a", "")), _version(query.get("b", ""))
     limit = _count(query, "limit", DIFF_KEYS_DEFAULT, DIFF_KEYS_MAX)
     older, newer = await service.get(name, a), await service.get(name, b)
-    if may_read is not None:
-        for record in (older, newer):
-            await _may_read_all(may_read, await service.reads.columns(record, ("bucket", "key")))
+    if may_read is not None:  # each object once, whichever versions name it
+        for bucket, key in await service.reads.objects(older, newer):
+            await may_read(bucket, key, None)
     d = await service.reads.diff(older, newer, limit)
     doc = {"a": f"{name}@{a}", "b": f"{name}@{b}", **d.to_json(), "limit": limit}
     return 200, _JSON, json.dumps(doc).encode()

@@ -193,6 +193,16 @@ class ManifestReads:
         fetched = await self._footer(record)
         return await self._read(record, fetched, range(fetched[1].num_row_groups), columns)
 
+    async def objects(self, *records: DatasetRecord) -> list[tuple[str, str]]:
+        """The distinct (bucket, key) of every row of the manifests of ``records``, in row order
+        (what a caller must be allowed to read to see them)."""
+        seen: dict[tuple[str, str], None] = {}
+        for record in records:
+            table = await self.columns(record, ("bucket", "key"))
+            buckets, keys = table.column("bucket").to_pylist(), table.column("key").to_pylist()
+            seen.update(dict.fromkeys(zip(buckets, keys, strict=True)))
+        return list(seen)
+
     async def diff(self, older: DatasetRecord, newer: DatasetRecord, limit: int) -> TableDiff:
         """What changed from ``older`` to ``newer``: exact counts and at most ``limit`` samples
         of each kind (``limit`` <= ``DIFF_KEYS_MAX``). Computed once per pair of manifests in
