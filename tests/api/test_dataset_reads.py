@@ -229,6 +229,11 @@ def test_ranged_reads_of_a_manifest_of_many_row_groups() -> None:
         loc_bytes = sum(meta.row_group(g).column(8).total_compressed_size for g in range(meta.num_row_groups))
         # the footer (64 KiB, read first) and every column chunk but the locations
         assert sum(length or 0 for _, length in store.ranges) <= len(data) - loc_bytes + 64 * 1024
+        # A read outside the planned ranges (here: no footer fetched) reads the whole blob instead.
+        _, footer = await reads._footer(record)
+        whole = await reads._read(record, ({}, footer), [3], ["key", "size"])
+        assert whole.to_pydict() == table.slice(3000, 1000).select(["key", "size"]).to_pydict()
+        assert store.ranges[-1] == (0, len(data))
         changed = table.set_column(3, "etag", pa.array(['"x"' if i % 500 == 0 else e for i, e in
                                                        enumerate(table.column("etag").to_pylist())]))  # fmt: skip
         buf2 = io.BytesIO()
