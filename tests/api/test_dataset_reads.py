@@ -83,7 +83,7 @@ def test_the_head_is_the_first_rows_for_whoever_may_read_them(
     assert client.dataset_head(ref, 1000)["head"] == whole
     assert client.dataset_head(ref, 0)["head"] == []
     path = f"/_tierstore/datasets/{name}/1/manifest"
-    for bad in ("1001", "x", "-1", ""):
+    for bad in ("1001", "x", "-1", "", "²"):
         r = signed_request(server, "GET", path, query=[("head", bad)])
         assert (r.status, b"InvalidRequest" in r.body) == (400, True), bad
     assert signed_request(server, "GET", f"/_tierstore/datasets/{name}/9/manifest", query=[("head", "3")]).status == 404
@@ -149,6 +149,7 @@ def test_the_diff_is_the_dict_diff_with_exact_counts(
         ([("a", "1")], 400, "InvalidRequest"), ([("a", "1"), ("b", "x")], 400, "InvalidRequest"),
         ([("a", "1"), ("b", "2"), ("limit", "1001")], 400, "InvalidRequest"),
         ([("a", "1"), ("b", "3")], 404, "NoSuchDataset"),
+        ([("a", "1"), ("b", "²")], 400, "InvalidRequest"),
     ):  # fmt: skip
         r = signed_request(server, "GET", path, query=query)
         assert (r.status, code.encode() in r.body) == (status, True), query

@@ -97,7 +97,7 @@ def _spec(doc: dict[str, Any]) -> DatasetSpec:
 
 
 def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise e.InvalidRequest(f"Bad dataset version {text[:20]!r}: a number from 1.")
     return int(text)
 
@@ -159,7 +159,7 @@ def _count(query: dict[str, str], name: str, default: int | None, most: int) -> 
     text = query.get(name)
     if text is None and default is not None:
         return default
-    if text is None or not text.isdigit() or int(text) > most:
+    if text is None or not (text.isascii() and text.isdigit()) or int(text) > most:
         raise e.InvalidRequest(f"Bad {name} {(text or '')[:20]!r}: a number from 0 to {most}.")
     return int(text)
 

@@ -23,7 +23,7 @@ DIFF_SHOWN = 200  # keys listed per kind in a diff (the counts are exact)
 
 def _version(web: Web) -> int:
     text = web.params["version"]
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise Refused(404, "A dataset version is a number from 1.")
     return int(text)
 
@@ -72,7 +72,7 @@ async def diff(web: Web) -> Reply:
     1,000,000-sample versions takes longer than a page may (docs/console.md "Datasets")."""
     name = web.params["name"]
     a, b = web.query.get("a", ""), web.query.get("b", "")
-    if not a.isdigit() or not b.isdigit():
+    if not all(v.isascii() and v.isdigit() for v in (a, b)):
         raise Refused(400, "Choose two versions to compare.")
     title = f"{name}@{a} → {name}@{b}"
     if web.query.get("part") == "result":
