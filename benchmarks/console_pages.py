@@ -14,6 +14,17 @@ scanned). Each page once to warm up (the Buckets page's usage aggregate is compu
 worker, then refreshed in the background), then ``--repeat`` times; the median and the
 maximum are printed against the 300 ms target.
 
+Page 4 at full size (helper consds19): a dataset of every object (``train1m@1``, made from the
+prefix over the API), then ``CHANGES`` objects overwritten (another ETag), ``CHANGES`` deleted and
+``CHANGES`` added, and ``train1m@2`` made the same way: two 1,000,000-sample versions. Timed: the
+dataset list, the dataset, a version (its head: ``manifest?head=20``), the diff page (answered at
+once) and the diff itself, which htmx loads into it (``?part=result``): its first request on a
+worker (both manifests' identity columns read and diffed) and then the median of the repeats
+(the worker's remembered diff). Pages 5-6 at work: a run of ``STEPS`` checkpoints (its loss
+chart) and a model registered from its last step (its lineage graph down to ``train1m@2``).
+Then, in this process, ``Manifest.diff`` of the two manifests against the per-row dict diff it
+replaced (CPU seconds; the same counts asserted).
+
     .venv/bin/python benchmarks/console_pages.py                   # 1,000,000 objects
     .venv/bin/python benchmarks/console_pages.py --objects 100000
 """
@@ -33,11 +44,14 @@ from urllib.parse import quote, urlencode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from dataset_1m import BUCKET, PREFIX, key_of, load  # noqa: E402
+from dataset_1m import BUCKET, DATASET, PREFIX, key_of, load  # noqa: E402
 from s3_side_by_side import AK, SK, Tierstore, loadavg, machine  # noqa: E402
 
 TARGET_MS = 300.0
 AUDIT_LINES = 30_000  # ~9 MiB of audit lines: past the 8 MiB tail the audit section scans
+CHANGES = 1000  # samples changed, removed and added between the dataset's two versions (each)
+STEPS = 10  # checkpoints of the benchmark's run
+RUN, MODEL = "bench-run", "bench-model"
 
 
 class Browser:
@@ -99,6 +113,87 @@ def make_user(port: int) -> str:
     return "bench-user"
 
 
+def ml_world(port: int, objects: int) -> str:
+    """The dataset's two versions, a run of checkpoints and a model (see the module docstring);
+    returns the dataset's name. Prints how long the two versions took to make."""
+    import boto3
+
+    from tierstore.checkpoints import Commit, CommitFile, checkpoint_name, crc64nvme, register_model
+    from tierstore.checkpoints._objects import crc_b64
+    from tierstore.client import TierstoreClient, resolve_settings
+
+    endpoint = f"http://127.0.0.1:{port}"
+    client = TierstoreClient(resolve_settings(endpoint, access_key=AK, secret_key=SK), timeout_s=1800)
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=AK, aws_secret_access_key=SK,
+                      region_name="us-east-1")  # fmt: skip
+    t0 = time.perf_counter()
+    client.create_dataset(DATASET, bucket=BUCKET, prefix=PREFIX)
+    made_first = time.perf_counter() - t0
+    n = min(CHANGES, objects // 4)
+    step = max(1, objects // (2 * n))
+    for i in range(n):  # another ETag for n samples
+        s3.put_object(Bucket=BUCKET, Key=key_of(i * step + 1), Body=b"changed %d" % i)
+    gone = [key_of(i * step + 2) for i in range(n)]
+    for start in range(0, len(gone), 1000):
+        s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in gone[start : start + 1000]]})
+    for i in range(n):  # n new samples, in the key order of the first version's
+        s3.put_object(Bucket=BUCKET, Key=key_of(i * step) + ".new", Body=b"new %d" % i)
+    t0 = time.perf_counter()
+    second = client.create_dataset(DATASET, bucket=BUCKET, prefix=PREFIX)
+    made_second = time.perf_counter() - t0
+    print(f"dataset versions: {DATASET}@1 made in {made_first:.1f} s, {second['ref']} ({second['rows']:,} samples)"
+          f" in {made_second:.1f} s; {n} samples changed, {n} removed, {n} added")
+    for s in range(1, STEPS + 1):  # as CheckpointStore writes them: a data file, then the commit
+        data = f"weights at step {s}".encode() * 100
+        name = checkpoint_name(s, RUN)
+        key = f"runs/bench/data/{name}/a1/000000.bin"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+        commit = Commit(step=s, run=RUN, kind="state_dict", created_ns=time.time_ns(),
+                        files=[CommitFile("000000.bin", key, None, len(data), crc_b64(crc64nvme(data)))],
+                        metrics={"loss": 3.0 / s, "acc": s / STEPS}, datasets=[second["ref"]])  # fmt: skip
+        s3.put_object(Bucket=BUCKET, Key=f"runs/bench/commits/{name}.json", Body=commit.to_json(),
+                      Metadata=commit.user_metadata())  # fmt: skip
+    register_model(client, MODEL, f"s3://{BUCKET}/runs/bench@{STEPS}", alias="production")
+    return DATASET
+
+
+def diff_in_process(port: int, name: str) -> None:
+    """``Manifest.diff`` (column-wise) against the per-row dict diff it replaced, on the two
+    manifests the server made: CPU seconds of this process, the same answer asserted."""
+    from tierstore.client import TierstoreClient, resolve_settings
+    from tierstore.datasets import Manifest
+
+    client = TierstoreClient(resolve_settings(f"http://127.0.0.1:{port}", access_key=AK, secret_key=SK))
+    a, b = (Manifest.from_parquet(client.dataset_manifest(f"{name}@{v}")) for v in (1, 2))
+
+    def dict_diff() -> tuple[list[tuple[str, str, str]], ...]:
+        def index(m: Manifest) -> dict[tuple[str, str, str], tuple[str, str]]:
+            keys = zip(m.column("bucket"), m.column("key"), [x or "" for x in m.column("member")], strict=True)
+            return dict(zip(keys, zip(m.column("version_id"), m.column("etag"), strict=True), strict=True))
+
+        ia, ib = index(a), index(b)
+        return ([k for k in ib if k not in ia], [k for k in ia if k not in ib],
+                [k for k in ib if k in ia and ia[k] != ib[k]])  # fmt: skip
+
+    t0 = time.process_time()
+    old = dict_diff()
+    old_s = time.process_time() - t0
+    t0 = time.process_time()
+    new = a.diff(b)
+    new_s = time.process_time() - t0
+    assert (new.added, new.removed, new.changed) == old, "the two diffs differ"
+    print(f"Manifest.diff of {len(a):,} x {len(b):,} rows, CPU: per-row dicts {old_s * 1000:.0f} ms, "
+          f"column-wise {new_s * 1000:.0f} ms ({old_s / new_s:.1f}x); {len(new.added)} added, "
+          f"{len(new.removed)} removed, {len(new.changed)} changed, {new.unchanged:,} unchanged")
+
+
+def timed(browser: Browser, path: str) -> float:
+    t0 = time.perf_counter()
+    status, _, _ = browser.request("GET", path)
+    assert status == 200, (path, status)
+    return (time.perf_counter() - t0) * 1000
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", type=int, default=1_000_000)
@@ -117,10 +212,14 @@ def main() -> int:
         server = Tierstore(work, args.workers, 0, ("--audit-log", str(audit)))
         server.start()
         try:
+            dataset = ml_world(server.port, args.objects)  # before signing in: the connection would idle
             browser = Browser(server.port)
             browser.sign_in()
             one = key_of(7)  # train/cls007/0000007.bin
             folder = one.rpartition("/")[0] + "/"
+            # the diff's first request on this connection's worker: computed, then remembered
+            diff_result = f"/console/datasets/{dataset}/diff?a=1&b=2&part=result"
+            first_diff = timed(browser, diff_result)
             _, first_page, _ = browser.request("GET", f"/console/browse/{BUCKET}?prefix={quote(folder, safe='')}")
             nxt = re.search(r'id="next-page" href="([^"]+)"', first_page)
             pages = {
@@ -136,8 +235,15 @@ def main() -> int:
                 "query (one folder, by size)": "/console/query?"
                 + urlencode({"bucket": BUCKET, "q": f"key STARTS WITH '{folder}' ORDER BY size DESC LIMIT 100"}),
                 "checkpoints of the bucket": f"/console/checkpoints?bucket={BUCKET}",
-                "datasets": "/console/datasets",
+                f"datasets (2 versions of {args.objects:,} samples)": "/console/datasets",
+                f"dataset {dataset}": f"/console/datasets/{dataset}",
+                f"version {dataset}@2 (head of 20)": f"/console/datasets/{dataset}/2",
+                f"diff page {dataset}@1 -> @2": f"/console/datasets/{dataset}/diff?a=1&b=2",
+                "diff result (htmx; remembered)": diff_result,
+                f"checkpoint run ({STEPS} steps, loss chart)": f"/console/checkpoints/{BUCKET}?"
+                + urlencode({"prefix": "runs/bench", "run": RUN}),
                 "models": "/console/models",
+                f"model {MODEL}@1 lineage graph": f"/console/models/{MODEL}/1",
                 "identity": "/console/identity",
                 "identity: a user": f"/console/identity/user/{make_user(server.port)}",
                 "tiers and lifecycle": "/console/tiers",
@@ -161,6 +267,9 @@ def main() -> int:
                 worst = max(worst, med)
                 print(f"{name:<40} {med:>10.1f} {top:>8.1f}  {'met' if med < TARGET_MS else 'MISSED'}")
             print(f"worst median / target: {worst / TARGET_MS:.2f}x; load at end {loadavg()}")
+            print(f"diff result, first request on a worker (both manifests read and diffed): {first_diff:.1f} ms")
+            diff_in_process(server.port, dataset)
+            print(f"load at end {loadavg()}")
         finally:
             server.stop()
     return 0

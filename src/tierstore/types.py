@@ -27,6 +27,7 @@ __all__ = [
     "BATCH_TRAILER",
     "CHECKSUM_ALGORITHMS",
     "MANIFEST_COLUMNS",
+    "MANIFEST_HEAD_ROWS_MAX",
     "MANIFEST_META_KEY",
     "MAX_KEY_BYTES",
     "MAX_PUT_BYTES",
@@ -338,6 +339,7 @@ class PartInfo:
 # of the Parquet file metadata that holds the dataset's record.
 MANIFEST_COLUMNS = ("bucket", "key", "version_id", "etag", "offset", "size", "member", "label", "loc")
 MANIFEST_META_KEY = b"tierstore.dataset"
+MANIFEST_HEAD_ROWS_MAX = 1000  # rows a manifest's head (``manifest?head=K``) answers at most
 _DATASET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 

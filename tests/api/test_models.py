@@ -16,6 +16,7 @@ from tests.conftest import ServerProcess
 from tests.s3http import signed_request
 from tierstore.checkpoints import register_model
 from tierstore.client import TierstoreClient, TierstoreClientError
+from tierstore.datasets import Manifest
 
 
 @pytest.fixture
@@ -80,7 +81,9 @@ def test_bad_requests_and_unknown_models(
     assert client.model_aliases(name) == {"production": 1}
 
 
-def test_records_aliases_and_batch_reads(s3: Any, bucket: str, client: TierstoreClient, name: str) -> None:
+def test_records_aliases_and_batch_reads(
+    s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess, name: str
+) -> None:
     key, commit = write_checkpoint(s3, bucket, "ck", 4, {"a.bin": b"abc", "b.bin": b"defg"}, metrics={"acc": 0.9})
     rec = register_model(client, name, f"s3://{bucket}/ck")
     assert rec["checkpoint"]["uri"] == f"s3://{bucket}/{key}" and rec["checkpoint"]["run"] == "run1"
@@ -93,3 +96,6 @@ def test_records_aliases_and_batch_reads(s3: Any, bucket: str, client: Tierstore
                                                             "previous": None}  # fmt: skip
     assert client.model_info(f"{name}@prod-1_a")["aliases"] == ["prod-1_a"]
     assert client.model_manifest(f"{name}@prod-1_a") == client.model_manifest(f"{name}@1")
+    whole = Manifest.from_parquet(client.model_manifest(f"{name}@1")).table.to_pylist()
+    head = signed_request(server, "GET", f"/_tierstore/models/{name}/prod-1_a/manifest", query=[("head", "2")])
+    assert json.loads(head.body) == {"ref": f"{name}@1", "rows": 3, "head": whole[:2]}  # as a dataset's head

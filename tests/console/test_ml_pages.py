@@ -75,6 +75,20 @@ def world(server: ServerProcess) -> World:
     return World(bucket, "runs/demo", run, dataset, model, client, s3)
 
 
+def _user(server: ServerProcess, kind: str, statements: list[dict[str, object]]) -> dict[str, str]:
+    """A new IAM user with ``statements`` as its policy: its access key."""
+    iam = boto3.client(
+        "iam", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )  # fmt: skip
+    user = f"{kind}-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key: dict[str, str] = iam.create_access_key(UserName=user)["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": statements}
+    iam.put_user_policy(UserName=user, PolicyName="main", PolicyDocument=json.dumps(policy))
+    return key
+
+
 def _inert(page) -> None:  # type: ignore[no-untyped-def]
     assert page.dialogs == []
     assert page.locator("img[src=x]").count() == 0
@@ -212,16 +226,8 @@ def test_move_the_production_alias(page, server: ServerProcess, world: World) ->
 def test_a_user_who_may_read_models_cannot_move_an_alias(page, server: ServerProcess, world: World) -> None:  # type: ignore[no-untyped-def]
     """The ML pages act through the dispatcher as the signed-in key: reading models is allowed,
     moving an alias and querying a bucket are refused, as with the SDK."""
-    iam = boto3.client(
-        "iam", endpoint_url=server.endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-        region_name="us-east-1",
-    )  # fmt: skip
-    user = f"reader-{uuid.uuid4().hex[:8]}"
-    iam.create_user(UserName=user)
-    key = iam.create_access_key(UserName=user)["AccessKey"]
     allow = ["tierstore:ListModels", "tierstore:GetModel", "tierstore:ListModelAliases", "tierstore:GetDataset"]
-    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": allow, "Resource": "*"}]}
-    iam.put_user_policy(UserName=user, PolicyName="read-models", PolicyDocument=json.dumps(policy))
+    key = _user(server, "reader", [{"Effect": "Allow", "Action": allow, "Resource": "*"}])
     before = world.client.model_aliases(world.model)
     sign_in(page, server, key["AccessKeyId"], key["SecretAccessKey"])
     page.goto(f"{server.endpoint}/console/models/{world.model}")
@@ -231,3 +237,38 @@ def test_a_user_who_may_read_models_cannot_move_an_alias(page, server: ServerPro
     assert world.client.model_aliases(world.model) == before
     page.goto(f"{server.endpoint}/console/query?bucket={world.bucket}&q=")
     assert page.locator("#query-error").inner_text().startswith("AccessDenied: ")
+
+
+def test_a_version_page_for_its_shown_samples_a_diff_for_all(page, server: ServerProcess, world: World) -> None:  # type: ignore[no-untyped-def]
+    """A version's page reads the head of its manifest (``manifest?head=20``), authorized for the
+    objects those rows name only; its diff reveals every sample of both versions, so a user who
+    may not read them all gets AccessDenied in place of the diff, and the page still answers."""
+    s3, client = world.s3, world.client
+    keys = [f"shown/{i:03d}.txt" for i in range(20)] + ["hidden/x.txt"]
+    for k in keys:
+        s3.put_object(Bucket=world.bucket, Key=k, Body=k.encode())  # type: ignore[attr-defined]
+    name = f"head-{uuid.uuid4().hex[:8]}"
+    client.create_dataset(name, rows=[{"bucket": world.bucket, "key": k} for k in keys[:3]])
+    ref = client.create_dataset(name, rows=[{"bucket": world.bucket, "key": k} for k in keys])["ref"]
+    datasets = ["tierstore:ListDatasets", "tierstore:GetDataset", "tierstore:GetDatasetManifest", "tierstore:ListJobs"]
+    key = _user(server, "viewer", [
+        {"Effect": "Allow", "Action": datasets, "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{world.bucket}/shown/*"},
+    ])  # fmt: skip
+    sign_in(page, server)  # the root sees the diff: the 18 samples added (the first 3 are in both)
+    page.goto(f"{server.endpoint}/console/datasets/{name}/diff?a=1&b=2")
+    assert page.locator("#diff-summary").inner_text() == "18 added, 0 removed, 0 changed, 3 unchanged"
+    assert page.locator("ul.diff[data-kind=added] li").count() == 18
+    page.context.clear_cookies()
+    sign_in(page, server, key["AccessKeyId"], key["SecretAccessKey"])
+    page.goto(f"{server.endpoint}/console/datasets/{name}/2")
+    assert page.locator("h1").inner_text() == ref
+    assert page.locator("#rows").inner_text() == "21"
+    shown = page.locator("#samples tbody tr td:nth-child(2)").all_inner_texts()
+    assert shown == [f"s3://{world.bucket}/{k}" for k in keys[:20]]
+    page.goto(f"{server.endpoint}/console/datasets/{name}")
+    page.click("#diff-form button")
+    assert page.locator("#diff-error").inner_text().startswith("AccessDenied: ")
+    assert page.locator("#diff-summary").count() == 0
+    for v in (1, 2):
+        client.delete_dataset(f"{name}@{v}")

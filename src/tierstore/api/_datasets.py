@@ -5,6 +5,14 @@
   ``{"name", "bucket"?, "prefix"? | "query"? | "rows"?, "label"?, "columns"?, "lineage"?}``
 - ``GET    /_tierstore/datasets/NAME[/N]``           -> the record of NAME@N (latest without N)
 - ``GET    /_tierstore/datasets/NAME/N/manifest``    -> the Parquet manifest
+- ``GET    /_tierstore/datasets/NAME/N/manifest?head=K`` -> ``{"ref", "rows", "head": [row, ...]}``:
+  the first K rows (K <= 1000) as JSON, read from the manifest's footer and first row group(s)
+  only; given to a caller who may read the objects those rows name
+- ``GET    /_tierstore/datasets/NAME/diff?a=N&b=M[&limit=L]`` -> ``{"a", "b", "added", "removed",
+  "changed", "unchanged", "added_keys", "removed_keys", "changed_keys", "limit"}``: exact counts
+  from NAME@N to NAME@M and up to L (default 200, at most 1000) samples of each kind
+  (``{"bucket", "key", "member"}``); authorized as reading both manifests
+  (``tierstore:GetDatasetManifest`` and every object of both versions)
 - ``DELETE /_tierstore/datasets/NAME/N``             -> 204; the pins are released
 - ``POST   /_tierstore/datasets/NAME/N/archive?to=CLASS`` -> NDJSON progress lines, the final one
   last (``state`` done or failed, with ``error``); moves every blob and inline body of NAME@N to
@@ -26,7 +34,15 @@ from typing import Any
 from tierstore import errors as e
 from tierstore.api._json import LazyArray
 from tierstore.api._xml import iso8601
-from tierstore.engine import DatasetRecord, DatasetService, DatasetSpec, MayRead, MoveProgress
+from tierstore.engine import (
+    DIFF_KEYS_MAX,
+    HEAD_ROWS_MAX,
+    DatasetRecord,
+    DatasetService,
+    DatasetSpec,
+    MayRead,
+    MoveProgress,
+)
 from tierstore.types import DatasetRef
 
 __all__ = [
@@ -41,6 +57,7 @@ DATASET_MOVES: dict[str, dict[str, str]] = {
 }
 
 _JSON = "application/json"
+DIFF_KEYS_DEFAULT = 200
 
 
 def record_json(r: DatasetRecord) -> dict[str, Any]:
@@ -80,7 +97,7 @@ def _spec(doc: dict[str, Any]) -> DatasetSpec:
 
 
 def _version(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise e.InvalidRequest(f"Bad dataset version {text[:20]!r}: a number from 1.")
     return int(text)
 
@@ -118,6 +135,10 @@ async def dataset_request(
         if method != "GET":
             raise e.MethodNotAllowed()
         return 200, _JSON, json.dumps(record_json(await datasets.get(name))).encode()
+    if len(parts) == 2 and parts[1] == "diff":
+        if method != "GET":
+            raise e.MethodNotAllowed()
+        return await diff_answer(datasets, name, query, may_read)
     version = _version(parts[1])
     if len(parts) == 2:
         if method == "GET":
@@ -129,19 +150,59 @@ async def dataset_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        return await manifest_answer(datasets, await datasets.get(name, version), may_read)
+        return await manifest_answer(datasets, await datasets.get(name, version), may_read, query)
     raise e.NotImplementedOperation(f"No dataset operation {key[:60]!r}.")
 
 
+def _count(query: dict[str, str], name: str, default: int | None, most: int) -> int:
+    """Query parameter ``name``: a whole number from 0 to ``most`` (``default`` when absent)."""
+    text = query.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None or not (text.isascii() and text.isdigit()) or int(text) > most:
+        raise e.InvalidRequest(f"Bad {name} {(text or '')[:20]!r}: a number from 0 to {most}.")
+    return int(text)
+
+
 async def manifest_answer(
-    service: DatasetService, record: DatasetRecord, may_read: MayRead | None
+    service: DatasetService, record: DatasetRecord, may_read: MayRead | None, query: dict[str, str] | None = None
 ) -> tuple[int, str, bytes]:
     """A dataset's (model's) Parquet manifest, given only to a caller who may read every object
-    it names (``may_read`` raises AccessDenied; None: the root)."""
+    it names (``may_read`` raises AccessDenied; None: the root). With ``?head=K``: its first K
+    rows as JSON, read from the footer and the row groups they are in only, given to a caller
+    who may read the objects those rows name (they are all it reveals; the counts and sizes
+    are the record's)."""
+    if query is not None and "head" in query:
+        rows = _count(query, "head", None, HEAD_ROWS_MAX)
+        table = await service.reads.head(record, rows)
+        if may_read is not None:
+            buckets, keys = table.column("bucket").to_pylist(), table.column("key").to_pylist()
+            for bucket, key in dict.fromkeys(zip(buckets, keys, strict=True)):
+                await may_read(bucket, key, None)
+        head = table.drop_columns([c for c in ("enc",) if c in table.column_names]).to_pylist()
+        doc = {"ref": f"{record.name}@{record.version}", "rows": record.rows, "head": head}
+        return 200, _JSON, json.dumps(doc).encode()
     if may_read is not None:
         for bucket, key in set(await service.sources(record)):
             await may_read(bucket, key, None)
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
+
+
+async def diff_answer(
+    service: DatasetService, name: str, query: dict[str, str], may_read: MayRead | None
+) -> tuple[int, str, bytes]:
+    """``NAME/diff?a=N&b=M[&limit=L]``: what changed from NAME@N to NAME@M, computed on the server
+    from the two manifests' identity columns. A diff reveals parts of both manifests, so it is
+    authorized as reading both: every object of both versions (None: the root)."""
+    a, b = _version(query.get("a", "")), _version(query.get("b", ""))
+    limit = _count(query, "limit", DIFF_KEYS_DEFAULT, DIFF_KEYS_MAX)
+    older, newer = await service.get(name, a), await service.get(name, b)
+    if may_read is not None:  # each object once, whichever versions name it
+        for bucket, key in await service.reads.objects(older, newer):
+            await may_read(bucket, key, None)
+    d = await service.reads.diff(older, newer, limit)
+    doc = {"a": f"{name}@{a}", "b": f"{name}@{b}", **d.to_json(), "limit": limit}
+    return 200, _JSON, json.dumps(doc).encode()
 
 
 def is_move(key: str) -> bool:
@@ -200,6 +261,8 @@ def refuse(key: str) -> None:
     parts = key.split("/")[1:]
     if parts:
         DatasetRef.parse(parts[0])
+    if len(parts) == 2 and parts[1] == "diff":
+        raise e.MethodNotAllowed()
     if len(parts) >= 2:
         _version(parts[1])
     if len(parts) > 3 or (len(parts) == 3 and parts[2] != "manifest" and parts[2] not in DATASET_MOVES):

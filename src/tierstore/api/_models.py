@@ -4,7 +4,8 @@
 - ``POST   /_tierstore/models``                        -> the new version's record (201). Body:
   ``{"name", "rows": [{bucket, key, version_id?, offset?, size?, member}], "info": {step, run, ...}}``
 - ``GET    /_tierstore/models/NAME[/N | /ALIAS]``      -> the record (latest version without N)
-- ``GET    /_tierstore/models/NAME/N|ALIAS/manifest``  -> the Parquet manifest
+- ``GET    /_tierstore/models/NAME/N|ALIAS/manifest``  -> the Parquet manifest (``?head=K``: its first K
+  rows as JSON, as a dataset's: api/_datasets.py)
 - ``DELETE /_tierstore/models/NAME/N``                 -> 204; pins released (refused while aliased)
 - ``GET    /_tierstore/models/NAME/aliases``           -> ``{"aliases": {ALIAS: N, ...}}``
 - ``PUT    /_tierstore/models/NAME/aliases/ALIAS``     -> ``{"version": N}``: create or move, atomically
@@ -117,7 +118,7 @@ async def model_request(
     if len(parts) == 3 and parts[2] == "manifest":
         if method != "GET":
             raise e.MethodNotAllowed()
-        return await manifest_answer(models, await models.resolve(ref), may_read)
+        return await manifest_answer(models, await models.resolve(ref), may_read, query)
     raise e.NotImplementedOperation(f"No model operation {key[:60]!r}.")
 
 

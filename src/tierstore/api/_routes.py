@@ -333,9 +333,12 @@ def _versioned(method: str, parts: list[str], kind: str, create: str) -> str | N
 
 
 def _datasets(method: str, parts: list[str]) -> Route:
-    """The shared routes, and moving or holding a version's bytes (``NAME/N/archive``, ``NAME/N/pin``)."""
+    """The shared routes, moving or holding a version's bytes (``NAME/N/archive``, ``NAME/N/pin``),
+    and the diff of two versions (``NAME/diff``)."""
     if len(parts) == 3 and parts[2] in DATASET_MOVES:
         action = DATASET_MOVES[parts[2]].get(method)
+    elif len(parts) == 2 and parts[1] == "diff":  # reveals parts of two manifests: read as them
+        action = "tierstore:GetDatasetManifest" if method == "GET" else None
     else:
         action = _versioned(method, parts, "Dataset", "tierstore:CreateDataset")
     return Route(action) if action else _NO_ROUTE

@@ -19,7 +19,7 @@ from typing import Any
 from tierstore.cli._client import _connection_options
 from tierstore.cli._duration import duration_arg
 from tierstore.client import S3Settings, TierstoreClient, TierstoreClientError, resolve_settings
-from tierstore.types import dataset_source_text
+from tierstore.types import MANIFEST_HEAD_ROWS_MAX, dataset_source_text
 
 __all__ = ["add_dataset_commands", "follow_move", "parse_size"]
 
@@ -303,10 +303,12 @@ def _cmd_show(args: argparse.Namespace, client: TierstoreClient) -> int:
         for line in _lineage_chain(client, rec):
             print(f"          {line}")
     if args.head > 0 and rec["rows"]:
-        manifest = Manifest.from_parquet(client.dataset_manifest(rec["ref"]))
-        print(f"first {min(args.head, rec['rows'])} samples:")
-        for i in range(min(args.head, len(manifest))):
-            row = manifest.row(i)
+        if args.head <= MANIFEST_HEAD_ROWS_MAX:  # the server reads only the rows' row groups
+            rows = client.dataset_head(rec["ref"], args.head)["head"]
+        else:
+            rows = Manifest.from_parquet(client.dataset_manifest(rec["ref"])).table.slice(0, args.head).to_pylist()
+        print(f"first {len(rows)} samples:")
+        for i, row in enumerate(rows):
             where = f"s3://{row['bucket']}/{row['key']}"
             if row["member"]:
                 where += f" [{row['member']}]"

@@ -426,6 +426,20 @@ class TierstoreClient:
         data: bytes = self._send("GET", _dataset_path(ref) + "/manifest", None).data
         return data
 
+    def dataset_head(self, ref: str, rows: int = 20) -> dict[str, Any]:
+        """The first ``rows`` (at most 1000) rows of ``NAME@N``'s manifest as JSON, without its
+        whole manifest: ``{"ref", "rows" (the total), "head": [row, ...]}``."""
+        if "@" not in ref:
+            ref = self.dataset_info(ref)["ref"]
+        return self._call("GET", _dataset_path(ref) + f"/manifest?head={int(rows)}", None)
+
+    def dataset_diff(self, name: str, a: int, b: int, *, limit: int = 200) -> dict[str, Any]:
+        """What changed from ``name@a`` to ``name@b``, computed by the server: exact counts
+        (``added``, ``removed``, ``changed``, ``unchanged``) and up to ``limit`` (at most 1000)
+        samples of each kind (``added_keys``, ...: ``{"bucket", "key", "member"}``)."""
+        path = _dataset_path(name) + f"/diff?a={int(a)}&b={int(b)}&limit={int(limit)}"
+        return self._call("GET", path, None)
+
     def archive_dataset(self, ref: str, tier: str) -> Iterator[dict[str, Any]]:
         """Move every sample of ``NAME@N`` to tier ``tier`` on the server (resumable: run again
         after a failure, what moved is skipped). Yields its progress (``items``, ``done``,

@@ -1,7 +1,8 @@
 """Page 4, Datasets: every dataset with its versions (samples, bytes), a version's source, its
-derivation back to the store, a sample preview (the head of its manifest), the pins that hold it
-on the hot tier (pin for a job, unpin), and the diff between two versions. Every read and move is
-a ``/_tierstore/datasets`` or ``/_tierstore/jobs`` call through the dispatcher."""
+derivation back to the store, a sample preview (the head of its manifest: ``manifest?head=K``),
+the pins that hold it on the hot tier (pin for a job, unpin), and the diff between two versions
+(``NAME/diff``, computed by the server). Every read and move is a ``/_tierstore/datasets`` or
+``/_tierstore/jobs`` call through the dispatcher."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from tierstore._parquet import read_parquet_head
 from tierstore.console._app import Refused, Reply, Web, console_url, route
 from tierstore.console._dispatch import S3Error
 from tierstore.console._ml import dataset_path, derivation, ext_raw, source_text
-from tierstore.datasets import Manifest
 
 __all__: list[str] = []
 
@@ -24,7 +23,7 @@ DIFF_SHOWN = 200  # keys listed per kind in a diff (the counts are exact)
 
 def _version(web: Web) -> int:
     text = web.params["version"]
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise Refused(404, "A dataset version is a number from 1.")
     return int(text)
 
@@ -67,17 +66,25 @@ async def dataset(web: Web) -> Reply:
 # before datasets/{name}/{version}: the first route that matches a path answers it
 @route("GET", "datasets/{name}/diff")
 async def diff(web: Web) -> Reply:
+    """The diff page answers at once with both versions' records and a progress note; the diff
+    itself (``?part=result``: counts and the first ``DIFF_SHOWN`` samples of each kind, computed
+    by the server from the two manifests) is loaded into it by htmx, since a first diff of two
+    1,000,000-sample versions takes longer than a page may (docs/console.md "Datasets")."""
     name = web.params["name"]
     a, b = web.query.get("a", ""), web.query.get("b", "")
-    if not a.isdigit() or not b.isdigit():
+    if not all(v.isascii() and v.isdigit() for v in (a, b)):
         raise Refused(400, "Choose two versions to compare.")
-    old_data, new_data = await asyncio.gather(
-        *(ext_raw(web, "GET", dataset_path(name, int(v)) + "/manifest") for v in (a, b))
-    )
-    d = await web.app.dispatch.in_thread(lambda: Manifest.from_parquet(old_data).diff(Manifest.from_parquet(new_data)))
+    title = f"{name}@{a} → {name}@{b}"
+    if web.query.get("part") == "result":
+        try:
+            query = urlencode({"a": a, "b": b, "limit": DIFF_SHOWN})
+            d = await web.extension("GET", dataset_path(name) + "/diff", query=query)
+        except S3Error as exc:  # shown in place of the diff (htmx swaps only a 2xx answer in)
+            return web.render("dataset_diff_result.html", error=f"{exc.code}: {exc.message}")
+        return web.render("dataset_diff_result.html", d=d, shown=DIFF_SHOWN)
+    old, new = await asyncio.gather(*(web.extension("GET", dataset_path(name, int(v))) for v in (a, b)))
     return web.render(
-        "dataset_diff.html", page="datasets", title=f"{name}@{a} → {name}@{b}", name=name, a=a, b=b, d=d,
-        shown=DIFF_SHOWN,
+        "dataset_diff.html", page="datasets", title=title, name=name, a=a, b=b, old=old, new=new,
     )  # fmt: skip
 
 
@@ -85,21 +92,16 @@ async def diff(web: Web) -> Reply:
 async def dataset_version(web: Web) -> Reply:
     name, version = web.params["name"], _version(web)
     rec: dict[str, Any] = await web.extension("GET", dataset_path(name, version))
-    data = await ext_raw(web, "GET", dataset_path(name, version) + "/manifest")
-    head = await web.app.dispatch.in_thread(lambda: _head(data, PREVIEW_ROWS))
+    # the first rows only: the server reads the manifest's footer and first row group, and
+    # authorizes the objects those rows name (not the whole manifest)
+    head = await web.extension("GET", dataset_path(name, version) + "/manifest", query=f"head={PREVIEW_ROWS}")
     chain = await derivation(web, rec)
     pins, pins_error = await _pins(web, ref=rec["ref"])
     return web.render(
-        "dataset_version.html", page="datasets", title=rec["ref"], name=name, rec=rec, samples=head,
+        "dataset_version.html", page="datasets", title=rec["ref"], name=name, rec=rec, samples=head["head"],
         chain=chain, pins=pins, pins_error=pins_error, source=source_text, ok=web.query.get("ok", ""),
         lineage=json.dumps(rec.get("lineage"), indent=2, sort_keys=True) if rec.get("lineage") else "",
     )  # fmt: skip
-
-
-def _head(data: bytes, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` rows of a manifest (only the row groups they are in are decoded)."""
-    rows: list[dict[str, Any]] = read_parquet_head(data, n).to_pylist()
-    return rows
 
 
 @route("POST", "datasets/{name}/{version}/pin")

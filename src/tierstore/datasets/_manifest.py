@@ -91,18 +91,12 @@ class Manifest:
 
     def diff(self, newer: Manifest) -> ManifestDiff:
         """What changed from this manifest to ``newer``, by sample identity (bucket, key, member):
-        added, removed, and changed (another version id or ETag); each as (bucket, key, member)."""
+        added, removed, and changed (another version id or ETag); each as (bucket, key, member).
+        Column-wise (``tierstore._manifest_diff``): no Python object per unchanged row."""
+        from tierstore._manifest_diff import diff_tables
 
-        def index(m: Manifest) -> dict[tuple[str, str, str], tuple[str, str]]:
-            members = m.column("member")
-            keys = zip(m.column("bucket"), m.column("key"), [x or "" for x in members], strict=True)
-            return dict(zip(keys, zip(m.column("version_id"), m.column("etag"), strict=True), strict=True))
-
-        ia, ib = index(self), index(newer)
-        added = [k for k in ib if k not in ia]
-        removed = [k for k in ia if k not in ib]
-        changed = [k for k in ib if k in ia and ia[k] != ib[k]]
-        return ManifestDiff(added, removed, changed, len(ib) - len(added) - len(changed))
+        d = diff_tables(self.table, newer.table)
+        return ManifestDiff(d.added_keys, d.removed_keys, d.changed_keys, d.unchanged)
 
 
 @dataclass(frozen=True, slots=True)

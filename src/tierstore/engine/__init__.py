@@ -61,6 +61,7 @@ from tierstore.engine._lock import (
     parse_mode,
     parse_retain_until,
 )
+from tierstore.engine._manifest_reads import DIFF_KEYS_MAX, HEAD_ROWS_MAX
 from tierstore.engine._models import ModelService
 from tierstore.engine._oidc import OidcVerifier, WebIdentity, provider_key
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
@@ -95,6 +96,8 @@ __all__ = [
     "CUSTOMER_KEY_WRONG",
     "DEFAULT_INLINE_MAX_BYTES",
     "DEFAULT_LEASE_S",
+    "DIFF_KEYS_MAX",
+    "HEAD_ROWS_MAX",
     "LOCAL_CLASS",
     "MIN_SIZE_ALL_128K",
     "MIN_SIZE_BY_CLASS",

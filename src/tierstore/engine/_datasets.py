@@ -30,6 +30,7 @@ from tierstore.engine._dataset_tiers import (
     pin_version,
 )
 from tierstore.engine._encryption import Streams, check_read_key, open_data_key, open_range
+from tierstore.engine._manifest_reads import ManifestReads
 from tierstore.engine._service import ObjectService
 from tierstore.errors import (
     AccessDenied,
@@ -312,6 +313,8 @@ class DatasetService:
         self._moves: dict[tuple[str, str, int, str], tuple[asyncio.Task[MoveProgress], MoveProgress]] = {}
         # With --store: this gateway's fill of every live pin (engine/_gateway_pins.py; server.py sets it)
         self.gateway_pins: GatewayPins | None = None
+        # a manifest's head, chosen columns and diffs, by ranged reads of its blob
+        self.reads = ManifestReads(service)
 
     @property
     def catalog(self) -> Catalog:
