@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -170,7 +171,19 @@ def test_the_diff_is_the_dict_diff_with_exact_counts(
     client.delete_dataset(second["ref"])
     again = client.create_dataset(name, rows=[{"bucket": bucket, "key": keys[0]}])
     assert again["ref"] == f"{name}@2"
+    # wait_ms: a diff no worker has computed yet answers 202 "computing" at once; asked again, done.
+    r = signed_request(server, "GET", path, query=[("a", "1"), ("b", "2"), ("wait_ms", "0")])
+    assert (r.status, json.loads(r.body)["state"]) == (202, "computing")
+    for _ in range(200):
+        r = signed_request(server, "GET", path, query=[("a", "1"), ("b", "2"), ("wait_ms", "200"), ("limit", "1000")])
+        if r.status == 200:
+            break
+        assert (r.status, json.loads(r.body)["state"]) == (202, "computing")
+    polled = json.loads(r.body)
+    assert (r.status, polled["state"]) == (200, "done")
+    assert signed_request(server, "GET", path, query=[("a", "1"), ("b", "2"), ("wait_ms", "10001")]).status == 400
     fresh = client.dataset_diff(name, 1, 2, limit=1000)
+    assert {k: v for k, v in polled.items() if k != "state"} == {k: v for k, v in fresh.items() if k != "state"}
     added, removed, changed, unchanged = _dict_diff(a, Manifest.from_parquet(client.dataset_manifest(again["ref"])))
     assert (_keys(fresh["added_keys"]), _keys(fresh["removed_keys"]), _keys(fresh["changed_keys"])) == (
         added,

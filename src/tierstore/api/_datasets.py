@@ -12,7 +12,9 @@
   "changed", "unchanged", "added_keys", "removed_keys", "changed_keys", "limit"}``: exact counts
   from NAME@N to NAME@M and up to L (default 200, at most 1000) samples of each kind
   (``{"bucket", "key", "member"}``); authorized as reading both manifests
-  (``tierstore:GetDatasetManifest`` and every object of both versions)
+  (``tierstore:GetDatasetManifest`` and every object of both versions). ``&wait_ms=W`` (W <=
+  10000): when the diff is not computed within W ms, 202 ``{"a", "b", "state": "computing"}``
+  at once; the computation goes on in the worker and a later call answers it (``state`` done)
 - ``DELETE /_tierstore/datasets/NAME/N``             -> 204; the pins are released
 - ``POST   /_tierstore/datasets/NAME/N/archive?to=CLASS`` -> NDJSON progress lines, the final one
   last (``state`` done or failed, with ``error``); moves every blob and inline body of NAME@N to
@@ -40,6 +42,7 @@ from tierstore.engine import (
     DatasetRecord,
     DatasetService,
     DatasetSpec,
+    DiffNotReady,
     MayRead,
     MoveProgress,
 )
@@ -58,6 +61,7 @@ DATASET_MOVES: dict[str, dict[str, str]] = {
 
 _JSON = "application/json"
 DIFF_KEYS_DEFAULT = 200
+DIFF_WAIT_MS_MAX = 10_000  # the longest a diff call waits for its computation when asked to
 
 
 def record_json(r: DatasetRecord) -> dict[str, Any]:
@@ -200,8 +204,13 @@ async def diff_answer(
     if may_read is not None:  # each object once, whichever versions name it
         for bucket, key in await service.reads.objects(older, newer):
             await may_read(bucket, key, None)
-    d = await service.reads.diff(older, newer, limit)
-    doc = {"a": f"{name}@{a}", "b": f"{name}@{b}", **d.to_json(), "limit": limit}
+    wait_ms = _count(query, "wait_ms", None, DIFF_WAIT_MS_MAX) if "wait_ms" in query else None
+    try:
+        d = await service.reads.diff(older, newer, limit, wait=None if wait_ms is None else wait_ms / 1000)
+    except DiffNotReady:
+        computing = {"a": f"{name}@{a}", "b": f"{name}@{b}", "state": "computing"}
+        return 202, _JSON, json.dumps(computing).encode()
+    doc: dict[str, Any] = {"a": f"{name}@{a}", "b": f"{name}@{b}", "state": "done", **d.to_json(), "limit": limit}
     return 200, _JSON, json.dumps(doc).encode()
 
 

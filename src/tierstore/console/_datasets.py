@@ -19,6 +19,7 @@ __all__: list[str] = []
 
 PREVIEW_ROWS = 20  # samples shown from the head of a manifest
 DIFF_SHOWN = 200  # keys listed per kind in a diff (the counts are exact)
+DIFF_WAIT_MS = 150  # how long the diff fragment waits for the server's diff before it polls
 
 
 def _version(web: Web) -> int:
@@ -69,7 +70,8 @@ async def diff(web: Web) -> Reply:
     """The diff page answers at once with both versions' records and a progress note; the diff
     itself (``?part=result``: counts and the first ``DIFF_SHOWN`` samples of each kind, computed
     by the server from the two manifests) is loaded into it by htmx, since a first diff of two
-    1,000,000-sample versions takes longer than a page may (docs/console.md "Datasets")."""
+    1,000,000-sample versions takes longer than a page may (docs/console.md "Datasets"): the
+    fragment waits ``DIFF_WAIT_MS`` for it, else answers "still comparing" and asks again."""
     name = web.params["name"]
     a, b = web.query.get("a", ""), web.query.get("b", "")
     if not all(v.isascii() and v.isdigit() for v in (a, b)):
@@ -77,10 +79,13 @@ async def diff(web: Web) -> Reply:
     title = f"{name}@{a} → {name}@{b}"
     if web.query.get("part") == "result":
         try:
-            query = urlencode({"a": a, "b": b, "limit": DIFF_SHOWN})
+            query = urlencode({"a": a, "b": b, "limit": DIFF_SHOWN, "wait_ms": DIFF_WAIT_MS})
             d = await web.extension("GET", dataset_path(name) + "/diff", query=query)
         except S3Error as exc:  # shown in place of the diff (htmx swaps only a 2xx answer in)
             return web.render("dataset_diff_result.html", error=f"{exc.code}: {exc.message}")
+        if d.get("state") == "computing":  # the fragment asks again (no request waits long)
+            again = console_url(f"datasets/{name}/diff", a=a, b=b, part="result")
+            return web.render("dataset_diff_result.html", computing=True, again=again)
         return web.render("dataset_diff_result.html", d=d, shown=DIFF_SHOWN)
     old, new = await asyncio.gather(*(web.extension("GET", dataset_path(name, int(v))) for v in (a, b)))
     return web.render(

@@ -61,7 +61,7 @@ from tierstore.engine._lock import (
     parse_mode,
     parse_retain_until,
 )
-from tierstore.engine._manifest_reads import DIFF_KEYS_MAX, HEAD_ROWS_MAX
+from tierstore.engine._manifest_reads import DIFF_KEYS_MAX, HEAD_ROWS_MAX, DiffNotReady
 from tierstore.engine._models import ModelService
 from tierstore.engine._oidc import OidcVerifier, WebIdentity, provider_key
 from tierstore.engine._repair import HealProgress, Repairer, stream_progress
@@ -118,6 +118,7 @@ __all__ = [
     "DatasetService",
     "DatasetSpec",
     "DefaultRetention",
+    "DiffNotReady",
     "DriveHealth",
     "DueAction",
     "EncryptionRequest",

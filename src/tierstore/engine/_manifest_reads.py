@@ -28,13 +28,18 @@ if TYPE_CHECKING:
 
     from tierstore.engine._service import ObjectService
 
-__all__ = ["DIFF_KEYS_MAX", "HEAD_ROWS_MAX", "ManifestReads"]
+__all__ = ["DIFF_KEYS_MAX", "HEAD_ROWS_MAX", "DiffNotReady", "ManifestReads"]
 
 HEAD_ROWS_MAX = MANIFEST_HEAD_ROWS_MAX  # rows a head read answers at most
 DIFF_KEYS_MAX = 1000  # samples of each kind a diff lists at most (its counts are exact)
 _TAIL = 64 * 1024  # pyarrow's first read of a Parquet footer
 _GAP = 64 * 1024  # column chunks closer than this are fetched in one range
 _CACHED_DIFFS = 16
+
+
+class DiffNotReady(Exception):
+    """``ManifestReads.diff(..., wait=S)``: the diff is still being computed after ``S`` seconds
+    (it goes on in the background; ask again)."""
 
 
 class _Missing(Exception):
@@ -116,6 +121,7 @@ class ManifestReads:
         # Manifests never change: a diff is remembered by the two manifest blobs it compared
         # (a deleted and re-made version has another blob), not by version numbers.
         self._diffs: dict[tuple[str, str], TableDiff] = {}
+        self._computing: dict[tuple[str, str], asyncio.Task[TableDiff]] = {}
 
     async def _range(self, record: DatasetRecord, start: int, end: int) -> bytes:
         blobs = self.service.blobs
@@ -203,17 +209,41 @@ class ManifestReads:
             seen.update(dict.fromkeys(zip(buckets, keys, strict=True)))
         return list(seen)
 
-    async def diff(self, older: DatasetRecord, newer: DatasetRecord, limit: int) -> TableDiff:
+    async def diff(
+        self, older: DatasetRecord, newer: DatasetRecord, limit: int, *, wait: float | None = None
+    ) -> TableDiff:
         """What changed from ``older`` to ``newer``: exact counts and at most ``limit`` samples
         of each kind (``limit`` <= ``DIFF_KEYS_MAX``). Computed once per pair of manifests in
-        this process (``_CACHED_DIFFS`` remembered), off the event loop."""
+        this process (``_CACHED_DIFFS`` remembered), off the event loop, by one task that every
+        caller asking for the same pair meanwhile shares. ``wait``: raise ``DiffNotReady`` when
+        the diff is not done within so many seconds (the task goes on; a later call finds it)."""
         assert 0 <= limit <= DIFF_KEYS_MAX
         key = (older.manifest_blob, newer.manifest_blob)
         found = self._diffs.pop(key, None)
         if found is None:
+            task = self._computing.get(key)
+            if task is None:
+                task = asyncio.create_task(self._compute(key, older, newer))
+                self._computing[key] = task
+            if wait is not None:
+                await asyncio.wait((task,), timeout=wait)
+                if not task.done():
+                    raise DiffNotReady()
+            found = await asyncio.shield(task)  # a caller gone does not cancel the others' diff
+        self._remember(key, found)
+        return found.limited(limit)
+
+    async def _compute(self, key: tuple[str, str], older: DatasetRecord, newer: DatasetRecord) -> TableDiff:
+        try:
             a, b = await asyncio.gather(self.columns(older, DIFF_COLUMNS), self.columns(newer, DIFF_COLUMNS))
             found = await asyncio.to_thread(diff_tables, a, b, DIFF_KEYS_MAX)
+        finally:
+            del self._computing[key]
+        self._remember(key, found)
+        return found
+
+    def _remember(self, key: tuple[str, str], found: TableDiff) -> None:
+        self._diffs.pop(key, None)
         self._diffs[key] = found  # the newest last
         while len(self._diffs) > _CACHED_DIFFS:
             del self._diffs[next(iter(self._diffs))]
-        return found.limited(limit)
