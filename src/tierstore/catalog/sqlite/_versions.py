@@ -206,7 +206,9 @@ class VersionTables(Tables):
         stay; otherwise it becomes the ``null`` version, replacing any earlier ``null`` version.
         ``check`` runs inside the transaction with the current version (conditional writes);
         ``extra`` runs in the same transaction (multipart completion uses it); ``guard`` is
-        called with any version about to be destroyed (object lock refuses by raising).
+        called with any version about to be destroyed (object lock refuses by raising; it may
+        be skipped for a version without a lock in a bucket without an object-lock
+        configuration: PostgreSQL's one-statement PUT).
         ``shared_gone``: the record's blobs are shared with another version (a copy); if one of
         them is no longer referenced when the transaction runs, the write fails with
         ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
