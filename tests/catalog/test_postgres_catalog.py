@@ -239,7 +239,10 @@ def test_suspended_replaces_the_null_version_in_the_stack(dsn: str) -> None:
             (NULL_VERSION, True), (kept.meta.version_id, False),
         ]  # fmt: skip
         assert null_two.blobs[0].blob_id in await cat.trash_batch(10_000)
-        # The guard sees a version about to be destroyed and may refuse.
+        # The guard sees a version about to be destroyed and may refuse. (In a bucket with an
+        # object-lock configuration; without one only a version that carries a lock is shown
+        # to it: an unlocked one has nothing to refuse with, and the one-statement PUT drops it.)
+        await cat.update_bucket_props(b, lambda p: {**p, "object_lock": {"enabled": True}})
         seen: list[str] = []
 
         def guard(record: VersionRecord, props: dict[str, Any]) -> None:

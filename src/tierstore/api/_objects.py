@@ -199,14 +199,18 @@ def put_options(
 
 async def put_object(req: Request, ctx: Context) -> Response:
     assert req.bucket is not None and req.key is not None
-    sse = await _sse.write_request(req, ctx)
+    # The worker's cached copy of the bucket's properties (no round trip): the default encryption
+    # and lock are decided from it, and the commit checks they are still the bucket's (the
+    # engine's ``_put_deciding``). None (no bucket as cached): both read from the catalog.
+    props = await ctx.service.bucket_access.props(req.bucket)
+    sse = await _sse.write_request(req, ctx, props=props)
     reject_unsupported(req)
     acl = await request_acl(req, ctx, req.bucket)
     body, trailers = req.payload()
     opts = put_options(req, trailers, await tier_classes(req.headers, ctx))
     meta = await ctx.service.put_object(
         req.bucket, req.key, body, opts, tags=tagging_header(req), lock=lock_headers(req), acl=acl,
-        encryption=_sse.engine_request(sse),
+        encryption=_sse.engine_request(sse), props=props,
     )  # fmt: skip
     headers = _write_headers(meta, opts.checksum)
     headers += _sse.response_headers(_sse.stored_of(meta, ctx.service.region), "PutObject")

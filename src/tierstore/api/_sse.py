@@ -292,16 +292,27 @@ async def bucket_default(ctx: Context, bucket: str) -> BucketEncryption | None:
         return None
 
 
-async def write_request(req: Request, ctx: Context, *, copy: bool = False, default: bool = True) -> SseRequest:
+async def write_request(
+    req: Request,
+    ctx: Context,
+    *,
+    copy: bool = False,
+    default: bool = True,
+    props: Mapping[str, Any] | None = None,
+) -> SseRequest:
     """``parse_write`` of the request's headers (a POST form's: its fields), then, for a write
     that creates an object or an upload (``default``), ``with_default`` of its bucket's default
     (an SSE-C write to a bucket that blocks SSE-C: 403 AccessDenied).
     UploadPart/UploadPartCopy/Complete take no default: the upload's encryption was fixed when it
-    was created."""
+    was created. ``props``: the bucket's properties to take the default from (PutObject: the
+    worker's cached copy, which its commit checks is still the bucket's); None: read now."""
     assert req.bucket is not None
     sse = parse_write(req.headers, copy=copy)
     if default:
-        config = await bucket_default(ctx, req.bucket)
+        if props is None:
+            config = await bucket_default(ctx, req.bucket)
+        else:
+            config = BucketEncryption.from_props(props.get("encryption"))
         if sse.kind != "c":
             sse = with_default(sse, config)
         elif config is not None and config.blocks_sse_c:

@@ -31,7 +31,7 @@ report: for it these operations do not apply (the heal reports no catalog copies
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from tierstore.catalog._records import (
@@ -116,6 +116,7 @@ class Versions(Protocol):
         guard: Guard | None = None,
         shared_gone: Callable[[], Exception] | None = None,
         fixed_version_id: bool = False,
+        expect: Mapping[str, Any] | None = None,
     ) -> str: ...
     async def delete_object(
         self,

@@ -16,6 +16,7 @@ __all__ = [
     "AccessKeyRecord",
     "BlobRef",
     "BlobTier",
+    "BucketChanged",
     "DatasetRecord",
     "GatewayInfo",
     "Guard",
@@ -123,6 +124,13 @@ class VersioningChanged(Exception):
     commit, asks for another kind of version id (a new id or ``null``) than the record carries.
     The record's encryption binds its version id, so the catalog refuses instead of rewriting
     the id; the engine binds the other id and tries again (docs/encryption.md)."""
+
+
+class BucketChanged(Exception):
+    """``put_version(expect=...)``: a bucket property the caller decided by (its default
+    encryption, its object-lock configuration, read from a worker's cache) is not what the
+    commit reads; nothing was written. The engine decides again from the bucket's current
+    properties (docs/scale-out.md "The PUT path")."""
 
 
 class ModelAliasInUse(Exception):

@@ -12,13 +12,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from tierstore.catalog._records import (
     AccessKeyRecord,
     BlobRef,
+    BucketChanged,
     InlineMove,
     KmsKeyRecord,
     TierRecord,
@@ -283,6 +284,13 @@ def ever_versioned(props: dict[str, Any]) -> bool:
     """Whether a delete without a version id (or a lifecycle expiration) leaves a delete marker:
     the bucket's versioning was set once (Enabled or Suspended). Never set: the object goes."""
     return props.get("versioning") is not None
+
+
+def check_expected(props: dict[str, Any], meta: ObjectMeta, expect: Mapping[str, Any] | None) -> None:
+    """``BucketChanged`` when a property the caller decided by (``expect``: name -> value, None:
+    absent) is not the bucket's now (read inside the commit)."""
+    if expect is not None and any(props.get(name) != value for name, value in expect.items()):
+        raise BucketChanged(meta.bucket)
 
 
 def check_version_kind(props: dict[str, Any], meta: ObjectMeta, fixed_version_id: bool) -> None:

@@ -22,13 +22,22 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from tierstore._hashing import ThreadedHash
 from tierstore.blob import BlobStore
-from tierstore.catalog import BlobRef, Catalog, HoldInfo, VersioningChanged, VersionRecord
+from tierstore.catalog import BlobRef, BucketChanged, Catalog, HoldInfo, VersioningChanged, VersionRecord
 from tierstore.crypto import KeyService, ciphertext_size
 from tierstore.drives import DiskReserve
 from tierstore.engine._bucket_access import BucketAccessService
@@ -105,6 +114,7 @@ from tierstore.errors import (
     ObjectLockConfigurationNotFoundError,
     PreconditionFailed,
     RestoreAlreadyInProgress,
+    SlowDown,
     TierUnavailable,
 )
 from tierstore.runtime import Clock, new_blob_id, new_upload_id, new_version_id
@@ -134,6 +144,9 @@ log = logging.getLogger("tierstore.engine")
 _T = TypeVar("_T")
 
 MIN_PART_BYTES = 5 * 1024 * 1024
+# The bucket properties a PUT decides by before its body is read (the default encryption, the
+# object-lock default): taken from the worker's cache, checked in the commit (``_put_deciding``).
+DECIDING_PROPS = ("encryption", "object_lock")
 _VERSIONING_ATTEMPTS = 3  # an encrypted PUT rebinds its version id if versioning is switched meanwhile
 DEFAULT_INLINE_MAX_BYTES = 16 * 1024  # bodies up to this size live in the catalog (docs/inline.md)
 MAX_PART_NUMBER = 10_000
@@ -344,6 +357,11 @@ def _check_write_condition_values(cond: Conditions) -> None:
     """S3 writes take ``If-None-Match: *`` only; another value is refused before a body is read."""
     if cond.if_none_match is not None and cond.if_none_match.strip() != "*":
         raise NotImplementedOperation("If-None-Match on a write supports only '*'")
+
+
+def _conditional(cond: Conditions) -> bool:
+    """Whether a write has conditions to check in its commit (If-Match, If-None-Match)."""
+    return cond.if_match is not None or cond.if_none_match is not None
 
 
 def _write_conditions(cond: Conditions, key: str) -> Callable[[VersionRecord | None], None]:
@@ -603,11 +621,48 @@ class ObjectService:
             raise AccessDenied(f"Access Denied because {reason}.", resource=record.meta.key)
 
     async def _new_lock(
-        self, bucket: str, request: LockRequest | None, *, require_future: bool = True
+        self,
+        bucket: str,
+        request: LockRequest | None,
+        *,
+        require_future: bool = True,
+        props: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The lock of a version written now: explicit retention, else the bucket default."""
-        config = LockConfig.from_props(await self.catalog.bucket_props(bucket))
+        """The lock of a version written now: explicit retention, else the bucket default.
+        ``props``: the bucket's properties as the caller read them (else read now)."""
+        if props is None:
+            props = await self.catalog.bucket_props(bucket)
+        config = LockConfig.from_props(dict(props))
         return new_version_lock(request, config, self.clock.now_ns(), require_future=require_future)
+
+    async def _put_deciding(
+        self,
+        record: VersionRecord,
+        props: Mapping[str, Any] | None,
+        lock: LockRequest | None,
+        commit: Callable[[Mapping[str, Any] | None], Awaitable[str]],
+    ) -> str:
+        """``commit(expect)`` of a PUT decided from ``props`` (a worker's cached copy; None: read
+        by the commit itself): the commit refuses (``BucketChanged``) unless the bucket's default
+        encryption and object-lock configuration are still those. Then this worker's copy is
+        dropped; a changed lock default is applied and the commit run again, a changed encryption
+        default (the body was stored by the old one) is answered 503 SlowDown: the client's retry
+        is decided by the new one (docs/scale-out.md "The PUT path")."""
+        if props is None:
+            return await commit(None)
+        expect = {name: props.get(name) for name in DECIDING_PROPS}
+        try:
+            return await commit(expect)
+        except BucketChanged:
+            self.bucket_access.forget(record.meta.bucket)
+            now = await self.catalog.bucket_props(record.meta.bucket)
+            if now.get("encryption") != expect["encryption"]:
+                raise SlowDown(
+                    "The bucket's default encryption changed during the request; retry it.",
+                    headers={"Retry-After": "1"},
+                ) from None
+        record.meta.lock = await self._new_lock(record.meta.bucket, lock, props=now)
+        return await commit({name: now.get(name) for name in DECIDING_PROPS})
 
     # --- blobs -----------------------------------------------------------------------
     async def _write_blob(
@@ -736,15 +791,20 @@ class ObjectService:
         lock: LockRequest | None = None,
         acl: list[list[str]] | None = None,
         encryption: EncryptionRequest | None = None,
+        props: Mapping[str, Any] | None = None,
     ) -> ObjectMeta:
         """``tags`` (x-amz-tagging) and ``lock`` (x-amz-object-lock-*) are checked before the body
         is read; ``acl``: the version's grants (api/_acl.py), none: private. ``encryption``: store
         the body encrypted (docs/encryption.md; the data key is made, and a missing or disabled
-        KMS key refused, before the body is read)."""
+        KMS key refused, before the body is read). ``props``: the bucket's properties the caller
+        decided ``encryption`` by (its worker's cached copy, api/_objects.py); the lock default
+        is taken from them too, and the commit checks both are still the bucket's
+        (``_put_deciding``). None: read from the catalog now."""
         opts = opts or PutOptions()
         key = ObjectKey(key)
         check_user_metadata(opts.user_meta)
-        version_lock = await self._new_lock(bucket, lock)  # one bucket read: NoSuchBucket, then the lock config
+        # NoSuchBucket (unless the caller's props say it exists), then the lock config
+        version_lock = await self._new_lock(bucket, lock, props=props)
         if opts.content_length is not None and opts.content_length > MAX_PUT_BYTES:
             raise EntityTooLarge()
         valid_tags = validate_tags(tags)
@@ -752,8 +812,9 @@ class ObjectService:
         algorithms = self._algorithms(opts.checksum)
         if encryption is not None:
             meta = await self._put_encrypted(
-                bucket, key, body, opts, encryption, algorithms, valid_tags, version_lock, list(acl or [])
-            )
+                bucket, key, body, opts, encryption, algorithms, valid_tags, version_lock, list(acl or []),
+                props, lock,
+            )  # fmt: skip
             await self._into_tier(meta)
             return meta
         tap, blob_id, inline = await self._ingest(body, algorithms, opts.content_length)
@@ -780,9 +841,12 @@ class ObjectService:
                 record = VersionRecord(meta=meta, inline_data=inline)
             else:
                 record = VersionRecord(meta=meta, blobs=[BlobRef(blob_id, tap.size)])
-            meta.version_id = await self.catalog.put_version(
-                record, check=_write_conditions(opts.conditions, key), guard=self._guard
-            )
+            check = _write_conditions(opts.conditions, key) if _conditional(opts.conditions) else None
+
+            async def commit(expect: Mapping[str, Any] | None) -> str:
+                return await self.catalog.put_version(record, check=check, guard=self._guard, expect=expect)
+
+            meta.version_id = await self._put_deciding(record, props, lock, commit)
         except BaseException as exc:
             if blob_id is not None:
                 await self._abandon(blob_id, exc)
@@ -985,6 +1049,8 @@ class ObjectService:
         tags: dict[str, str],
         version_lock: dict[str, Any],
         acl: list[list[str]],
+        props: Mapping[str, Any] | None,
+        lock: LockRequest | None,
     ) -> ObjectMeta:
         """PutObject of an encrypted body (docs/encryption.md): a fresh data key, the body sealed
         in packages on its way into the blob (or the inline body), MD5 and checksums over the
@@ -1001,7 +1067,7 @@ class ObjectService:
             meta = ObjectMeta(
                 bucket=bucket,
                 key=key,
-                version_id=await self._next_version_id(bucket),
+                version_id=await self._next_version_id(bucket, props),
                 size_bytes=tap.size,
                 etag=encrypted_etag(doc, data_key, tap.md5.digest()),
                 modified_ns=self.clock.now_ns(),
@@ -1024,9 +1090,13 @@ class ObjectService:
                             nonce_prefix=prefix)  # fmt: skip
 
             async def commit(fixed: bool) -> str:
-                return await self.catalog.put_version(
-                    record, check=_write_conditions(opts.conditions, key), guard=self._guard, fixed_version_id=fixed
-                )
+                async def deciding(expect: Mapping[str, Any] | None) -> str:
+                    return await self.catalog.put_version(
+                        record, check=_write_conditions(opts.conditions, key), guard=self._guard,
+                        fixed_version_id=fixed, expect=expect,
+                    )  # fmt: skip
+
+                return await self._put_deciding(record, props, lock, deciding)
 
             await self._commit_bound(meta, bound, commit)
         except BaseException as exc:
@@ -1035,10 +1105,13 @@ class ObjectService:
             raise
         return meta
 
-    async def _next_version_id(self, bucket: str) -> str:
+    async def _next_version_id(self, bucket: str, props: Mapping[str, Any] | None = None) -> str:
         """The id the catalog will give a version written now: new with versioning Enabled,
-        else ``null`` (it refuses, ``VersioningChanged``, if that changes before the commit)."""
-        enabled = (await self.catalog.bucket_props(bucket)).get("versioning") == "Enabled"
+        else ``null`` (it refuses, ``VersioningChanged``, if that changes before the commit).
+        ``props``: the bucket's properties as the caller read them (else read now)."""
+        if props is None:
+            props = await self.catalog.bucket_props(bucket)
+        enabled = props.get("versioning") == "Enabled"
         return new_version_id() if enabled else NULL_VERSION
 
     async def _latest(

@@ -60,6 +60,7 @@ import pytest
 
 from tierstore.catalog import (
     BlobRef,
+    BucketChanged,
     DatasetRecord,
     GatewayInfo,
     KeyVersion,
@@ -836,6 +837,54 @@ class ConditionalWriteContract(_Contract):
             assert await cat.put_version(record(bucket, "k", 4), fixed_version_id=True) == vid(4)
             assert await all_versions(cat, bucket) == [("k", vid(4), True, False), ("k", NULL_VERSION, False, False)]
             assert not await _r(cat.blob_known(bid(1))) and not await _r(cat.blob_known(bid(3)))
+
+        run(catalog, body)
+
+    def test_expect_refuses_a_changed_bucket_property(self, catalog: CatalogFactory) -> None:
+        """``expect``: the bucket properties a PUT was decided by (the engine's cached default
+        encryption and lock), checked in the commit; refused, nothing is written."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            sse = {"algorithm": "AES256"}
+            plain = {"encryption": None, "object_lock": None}
+            assert await put(cat, bucket, "k", 1, expect=plain) == NULL_VERSION
+            await cat.update_bucket_props(bucket, lambda p: p | {"encryption": sse})
+            checked: list[VersionRecord | None] = []
+            for kwargs in ({}, {"check": checked.append}):  # PostgreSQL: its one-statement PUT, the general path
+                with pytest.raises(BucketChanged):
+                    await put(cat, bucket, "k", 2, expect=plain, **kwargs)
+                assert (await _r(cat.get_latest(bucket, "k"))).meta.etag == etag(1)
+                assert not await _r(cat.blob_known(bid(2))) and await trash(cat) == set()
+            assert checked == []  # refused before the conditions are looked at
+            assert await put(cat, bucket, "k", 3, expect=plain | {"encryption": sse}) == NULL_VERSION
+            assert await all_versions(cat, bucket) == [("k", NULL_VERSION, True, False)]
+            assert await trash(cat) == {bid(1)}
+            with pytest.raises(NoSuchBucket):
+                await put(cat, "nobucket", "k", 4, expect=plain)
+
+        run(catalog, body)
+
+    def test_a_locked_null_version_is_guarded_without_a_lock_configuration(self, catalog: CatalogFactory) -> None:
+        """The guard decides whether a null version that carries a lock may go, whatever the
+        bucket's properties say."""
+
+        async def body(cat: Cat) -> None:
+            bucket = await new_bucket(cat)
+            held = record(bucket, "k", 1)
+            held.meta.lock = {"legal_hold": True}
+            await cat.put_version(held)
+
+            def locked(rec: VersionRecord, props: dict[str, Any]) -> None:
+                if rec.meta.lock:
+                    raise InvalidObjectState(resource=rec.meta.key)
+
+            with pytest.raises(InvalidObjectState):
+                await put(cat, bucket, "k", 2, guard=locked)
+            assert (await _r(cat.get_latest(bucket, "k"))).meta.etag == etag(1)
+            await put(cat, bucket, "other", 3, guard=locked)
+            await put(cat, bucket, "other", 4, guard=locked)  # an unlocked null version goes
+            assert await trash(cat) == {bid(3)}
 
         run(catalog, body)
 

@@ -252,6 +252,20 @@ class Pool:
         async with self.connection() as conn:
             return await conn.fetchval(sql, *args)
 
+    async def statement(self, sql: str, *args: Any) -> Any:
+        """The value of one statement that writes, in its own transaction (autocommit: committed
+        when this returns); run again if it lost a deadlock or a serialization check (as ``write``)."""
+        attempt = 0
+        while True:
+            async with self.connection() as conn:
+                try:
+                    return await conn.fetchval(sql, *args)
+                except _RETRYABLE:
+                    if attempt >= _RETRIES:
+                        raise
+                    attempt += 1
+                    log.info("catalog statement retried after a deadlock or serialization failure")
+
     async def write(self, fn: Callable[[Any], Awaitable[T]], *, first: str = "") -> T:
         """``await fn(conn)`` in one READ COMMITTED transaction, committed when this returns; run
         again (whole) if it lost a deadlock or a serialization check. ``first``: SQL without

@@ -87,6 +87,78 @@ _PUBLISH_V7 = "CREATE OR REPLACE " + _PUBLISH.replace(
         END IF;""",
 )
 
+# The common PUT in one statement, in autocommit (step 8; docs/scale-out.md "The PUT path"): the
+# bucket's lock shared and the key's (``lock_keys``' order), the bucket's properties, the
+# caller's expectations of them (``p_expect``: name -> value, as ``check_expected``), the
+# versioning state (``check_version_kind``, ``writes_null``), the null version it replaces, and
+# the publish (``tierstore_publish``'s order: body, references, drop, demote, insert) — one round
+# trip instead of four (BEGIN + locks, the read, the publish, COMMIT). It answers the version id,
+# or why it wrote nothing: ``!bucket`` (no such bucket), ``!changed`` (``p_expect`` differs),
+# ``!versioning`` (``p_fixed`` and the state wants the other kind of id), ``!general`` (what the
+# Python path decides: a lifecycle configuration, an object-lock configuration with a null version
+# to replace, a locked null version); the caller runs the general path then.
+_PUT = """CREATE OR REPLACE FUNCTION tierstore_put(
+        p_bucket text, p_key bytea, p_bucket_lock bigint, p_key_lock bigint, p_expect json, p_fixed boolean,
+        p_version text, p_marker boolean, p_size bigint, p_etag text, p_modified bigint, p_class text,
+        p_meta json, p_blobs json, p_inline text, p_inline_crc bigint, p_inline_data bytea,
+        p_ref_ids text[], p_ref_sizes bigint[], p_ref_tiers text[]
+    ) RETURNS text LANGUAGE plpgsql AS $$
+    DECLARE
+        b_id bigint;
+        b_props json;
+        name text;
+        to_null boolean;
+        old_meta json;
+        old_inline text;
+        old_blobs json;
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared(p_bucket_lock);
+        PERFORM pg_advisory_xact_lock(p_key_lock);
+        SELECT id, props INTO b_id, b_props FROM buckets WHERE buckets.name = p_bucket;
+        IF NOT FOUND THEN
+            RETURN '!bucket';
+        END IF;
+        IF p_expect IS NOT NULL THEN
+            FOR name IN SELECT json_object_keys(p_expect) LOOP
+                IF coalesce((b_props -> name)::jsonb, 'null') <> coalesce((p_expect -> name)::jsonb, 'null') THEN
+                    RETURN '!changed';
+                END IF;
+            END LOOP;
+        END IF;
+        IF coalesce(b_props ->> 'lifecycle', 'null') <> 'null' THEN
+            RETURN '!general';
+        END IF;
+        to_null := (b_props ->> 'versioning') IS DISTINCT FROM 'Enabled';
+        IF p_fixed AND to_null <> (p_version = 'null') THEN
+            RETURN '!versioning';
+        END IF;
+        IF to_null THEN  -- decided before anything is written: a RETURN leaves nothing behind
+            p_version := 'null';
+            SELECT meta, inline_id, blobs INTO old_meta, old_inline, old_blobs FROM versions
+                WHERE bucket_id = b_id AND key = p_key AND version_id = 'null';
+            IF FOUND AND (old_meta -> 'l' IS NOT NULL OR coalesce(b_props ->> 'object_lock', 'null') <> 'null') THEN
+                RETURN '!general';  -- the engine's guard decides whether it may go
+            END IF;
+        END IF;
+        IF p_inline_data IS NOT NULL THEN
+            INSERT INTO inline_blobs(blob_id, crc32c, data) VALUES(p_inline, p_inline_crc, p_inline_data);
+        END IF;
+        IF cardinality(p_ref_ids) > 0 THEN  -- new references first, as tierstore_publish
+            PERFORM tierstore_ref(p_ref_ids, p_ref_sizes, p_ref_tiers);
+        END IF;
+        IF old_meta IS NOT NULL THEN
+            PERFORM tierstore_drop_version(b_id, p_key, 'null', old_inline,
+                ARRAY(SELECT e ->> 0 FROM json_array_elements(old_blobs) AS e));
+        END IF;
+        UPDATE versions SET is_latest = false WHERE bucket_id = b_id AND key = p_key AND is_latest;
+        INSERT INTO versions(bucket_id, key, version_id, is_latest, is_delete_marker, size, etag, modified_ns,
+                             storage_class, meta, blobs, seq, inline_id)
+        VALUES(b_id, p_key, p_version, true, p_marker, p_size, p_etag, p_modified, p_class, p_meta, p_blobs,
+               (SELECT COALESCE(MAX(seq), 0) + 1 FROM versions WHERE bucket_id = b_id AND key = p_key),
+               p_inline);
+        RETURN p_version;
+    END $$"""
+
 _CORE = (
     'CREATE TABLE meta(name text COLLATE "C" PRIMARY KEY, value text NOT NULL)',
     # Which steps ran, when: a step applied twice would show here (and fail on its DDL first).
@@ -268,6 +340,8 @@ STEPS = (
     Step(6, "owner-fenced lifecycle and pending-write leases", OWNER_FENCE_DDL),
     # Assigned step 7 (helper pgput18); the lead renumbers at merge.
     Step(7, "a PUT without blob references calls no tierstore_ref", (_PUBLISH_V7,)),
+    # Assigned step 8 (helper pgput18b).
+    Step(8, "the common PUT in one statement (tierstore_put)", (_PUT,)),
 )
 SCHEMA_VERSION = STEPS[-1].version
 assert [s.version for s in STEPS] == list(range(1, len(STEPS) + 1))

@@ -23,7 +23,7 @@ from tierstore.catalog._rules import LAST_ERROR_MAX_CHARS, WRITE_PENDING_DELAY_N
 from tierstore.catalog.postgres._pool import Pool
 from tierstore.types import ObjectMeta
 
-__all__ = ["STAT_SLOTS", "TIER_PROGRESS_DDL", "TierProgressTables", "count_moved", "note_tier_write"]
+__all__ = ["STAT_SLOTS", "TIER_PROGRESS_DDL", "TierProgressTables", "count_moved", "note_tier_write", "tier_write"]
 
 STAT_SLOTS = 16  # rows per tier in tier_stats: concurrent movers rarely share one
 
@@ -66,12 +66,18 @@ async def count_moved(c: Any, tier: str, size_bytes: int) -> None:
     )  # fmt: skip
 
 
+def tier_write(meta: ObjectMeta) -> bool:
+    """Whether publishing version ``meta`` may make it wait for a tier (its class is not the standard one)."""
+    sc = meta.storage_class
+    return bool(sc) and sc != "STANDARD" and not meta.is_delete_marker
+
+
 async def note_tier_write(c: Any, meta: ObjectMeta, key_b: bytes) -> None:
     """Inside the transaction that publishes version ``meta``: if its class is a tier's, it waits
     for that tier (``tier_pending``) until the mover's commit switches it."""
-    sc = meta.storage_class
-    if not sc or sc == "STANDARD" or meta.is_delete_marker:
+    if not tier_write(meta):
         return
+    sc = meta.storage_class
     await c.execute(
         "INSERT INTO tier_pending(bucket, key, version_id, tier, attempts, next_ns)"
         " SELECT $1, $2, $3, name, 0, $5 FROM tiers WHERE name = $4"  # a class that is no tier: a label

@@ -20,23 +20,31 @@ catalog/postgres/_tier_progress.py). The metadata query needs no index maintaine
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from awscrt.checksums import crc32c
 
-from tierstore.catalog._rules import check_version_kind, ever_versioned, located, meta_doc, row_to_record, writes_null
+from tierstore.catalog._rules import (
+    check_expected,
+    check_version_kind,
+    ever_versioned,
+    located,
+    meta_doc,
+    row_to_record,
+    writes_null,
+)
 from tierstore.catalog.postgres._blobs import verified_inline
 from tierstore.catalog.postgres._buckets import lock_keys
-from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, dumps
+from tierstore.catalog.postgres._codec import TIERS_OF_BLOBS, VERSION_COLS, blobs_json, bucket_lock, dumps, key_lock
 from tierstore.catalog.postgres._pool import Pool
-from tierstore.catalog.postgres._tier_progress import note_tier_write
+from tierstore.catalog.postgres._tier_progress import note_tier_write, tier_write
 from tierstore.errors import NoSuchBucket, NoSuchKey, NoSuchVersion
 from tierstore.runtime import new_blob_id
 from tierstore.types import NULL_VERSION, ObjectMeta
 
 # Records and exceptions: one definition for both engines (the package exports them).
-from tierstore.catalog import VersionRecord  # isort: skip
+from tierstore.catalog import BucketChanged, VersioningChanged, VersionRecord  # isort: skip
 
 __all__ = ["Guard", "TxnHook", "VersionTables", "version_in"]
 
@@ -59,6 +67,19 @@ _CURRENT = (
     f"SELECT b.id, b.props, {VERSION_COLS} FROM buckets b"  # noqa: S608 - constant
     " LEFT JOIN versions v ON v.bucket_id = b.id AND v.key = $2 AND v.is_latest WHERE b.name = $1"
 )
+
+
+# The common PUT in one statement (schema step 8, catalog/postgres/_schema.py ``_PUT``).
+_PUT = (
+    "SELECT tierstore_put($1, $2, $3, $4, $5::json, $6, $7, $8, $9, $10, $11, $12, $13::json, $14::json,"
+    " $15, $16, $17, $18::text[], $19::bigint[], $20::text[])"
+)
+# Why ``tierstore_put`` wrote nothing, as the general path would say it (``!general``: run it).
+_REFUSED: dict[str, Callable[[str], Exception]] = {
+    "!bucket": lambda bucket: NoSuchBucket(resource=bucket),
+    "!changed": BucketChanged,
+    "!versioning": VersioningChanged,
+}
 
 
 async def version_in(c: Any, bucket: str, bucket_id: int, key_b: bytes, version_id: str) -> VersionRecord | None:
@@ -125,18 +146,26 @@ async def _publish(
     """``record`` becomes the key's latest version in one round trip (``tierstore_publish``):
     its inline body and blob references, ``drop`` removed, ``current`` (unless dropped) demoted,
     the row inserted with seq one past the key's highest."""
-    m = record.meta
-    inline = record.inline_data
     demote = current is not None and (drop is None or drop.meta.version_id != current.meta.version_id)
     await c.execute(
         "SELECT tierstore_publish($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10::json, $11, $12, $13,"
         " $14::text[], $15::bigint[], $16::text[], $17, $18, $19::text[], $20)",
-        bucket_id, key_b, m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns,
-        m.storage_class, meta_s, blobs_json(record.blobs),
-        record.inline_id, None if inline is None else crc32c(inline), inline,
-        [b.blob_id for b in record.blobs], [b.size_bytes for b in record.blobs], [b.tier for b in record.blobs],
+        bucket_id, key_b, *_row_args(record, meta_s),
         None if drop is None else drop.meta.version_id, None if drop is None else drop.inline_id,
         [] if drop is None else [b.blob_id for b in drop.blobs], demote,
+    )  # fmt: skip
+
+
+def _row_args(record: VersionRecord, meta_s: str) -> tuple[Any, ...]:
+    """The new version's columns, inline body and blob references, in the order both
+    ``tierstore_publish`` and ``tierstore_put`` take them."""
+    m = record.meta
+    inline = record.inline_data
+    blobs = record.blobs
+    return (
+        m.version_id, record.is_delete_marker, m.size_bytes, m.etag, m.modified_ns, m.storage_class, meta_s,
+        blobs_json(blobs), record.inline_id, None if inline is None else crc32c(inline), inline,
+        [b.blob_id for b in blobs], [b.size_bytes for b in blobs], [b.tier for b in blobs],
     )  # fmt: skip
 
 
@@ -187,11 +216,16 @@ class VersionTables:
         shared_gone: Callable[[], Exception] | None = None,
         done: TxnHook | None = None,
         fixed_version_id: bool = False,
+        expect: Mapping[str, Any] | None = None,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id; as
         ``SqliteCatalog.put_version`` (versioning states, ``null`` version, ``check``, ``guard``,
-        ``shared_gone``, inline bodies, ``fixed_version_id``). ``extra`` and ``done`` are
-        awaited with the transaction's connection (multipart completion uses them)."""
+        ``shared_gone``, inline bodies, ``fixed_version_id``, ``expect``). ``extra`` and ``done``
+        are awaited with the transaction's connection (multipart completion uses them).
+
+        A PUT without callbacks to run in the transaction (no ``check``, ``extra``, ``done``,
+        ``shared_gone``) in the standard class is one statement (``tierstore_put``, schema step
+        8): what it cannot decide (``!general``) runs the transaction below."""
         m = record.meta
         key_b = m.key.encode()
         meta_s = dumps(meta_doc(m))
@@ -201,10 +235,22 @@ class VersionTables:
             record.inline_id = new_blob_id()
         else:
             assert record.inline_id is None, "an inline version is published with its bytes"
+        if check is None and extra is None and done is None and shared_gone is None and not tier_write(m):
+            answer = await self._pool.statement(
+                _PUT, m.bucket, key_b, bucket_lock(m.bucket), key_lock(m.bucket, key_b),
+                None if expect is None else dumps(dict(expect)), fixed_version_id,
+                *_row_args(record, meta_s),
+            )  # fmt: skip
+            if not answer.startswith("!"):
+                m.version_id = answer
+                return str(answer)
+            if answer != "!general":
+                raise _REFUSED[answer](m.bucket)
 
         async def fn(c: Any) -> str:
             m.version_id = chosen_id  # a transaction run again starts from the caller's record
             bucket_id, props, current = await _current(c, m.bucket, key_b)
+            check_expected(props, m, expect)
             if check is not None:
                 check(current)
             if extra is not None:

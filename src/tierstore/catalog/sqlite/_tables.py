@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Tables:
             shared_gone: Callable[[], Exception] | None = None,
             done: Callable[[sqlite3.Connection], None] | None = None,
             fixed_version_id: bool = False,
+            expect: Mapping[str, Any] | None = None,
         ) -> str: ...
 
         # _blobs.py

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from awscrt.checksums import crc32c
 
 from tierstore.catalog._records import Guard, VersionRecord
 from tierstore.catalog._rules import (
+    check_expected,
     check_version_kind,
     ever_versioned,
     located,
@@ -112,9 +113,10 @@ class VersionTables(Tables):
             (bucket, key_b, record.meta.version_id),
         )
         inline_id = record.inline_id  # gone with its version, unless a dataset pins it
-        if inline_id is not None and not c.execute(
-            "DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)
-        ).rowcount:
+        if (
+            inline_id is not None
+            and not c.execute("DELETE FROM inline_blobs WHERE blob_id=? AND pins=0", (inline_id,)).rowcount
+        ):
             c.execute("UPDATE inline_blobs SET released=1 WHERE blob_id=?", (inline_id,))
         self._unref_all(c, (b.blob_id for b in record.blobs))
 
@@ -196,6 +198,7 @@ class VersionTables(Tables):
         shared_gone: Callable[[], Exception] | None = None,
         done: Callable[[sqlite3.Connection], None] | None = None,
         fixed_version_id: bool = False,
+        expect: Mapping[str, Any] | None = None,
     ) -> str:
         """Publish ``record`` as the latest version of its key and return its version id.
 
@@ -203,13 +206,17 @@ class VersionTables(Tables):
         stay; otherwise it becomes the ``null`` version, replacing any earlier ``null`` version.
         ``check`` runs inside the transaction with the current version (conditional writes);
         ``extra`` runs in the same transaction (multipart completion uses it); ``guard`` is
-        called with any version about to be destroyed (object lock refuses by raising).
+        called with any version about to be destroyed (object lock refuses by raising; it may
+        be skipped for a version without a lock in a bucket without an object-lock
+        configuration: PostgreSQL's one-statement PUT).
         ``shared_gone``: the record's blobs are shared with another version (a copy); if one of
         them is no longer referenced when the transaction runs, the write fails with
         ``shared_gone()``. A record with ``inline_data`` is stored inline (docs/inline.md).
         ``done`` runs last in the transaction, once ``record.meta.version_id`` is final.
         ``fixed_version_id``: the caller chose the id from the versioning state (an encrypted
         version binds it); if the state now wants the other kind, ``VersioningChanged``.
+        ``expect``: bucket properties the caller decided by (name -> value, None: absent); if
+        the bucket's differ now, ``BucketChanged`` and nothing is written.
         """
         m = record.meta
         key_b = m.key.encode()
@@ -227,6 +234,7 @@ class VersionTables(Tables):
 
         def fn(c: sqlite3.Connection) -> str:
             props = self._props(c, m.bucket)
+            check_expected(props, m, expect)
             current = self._latest_in(c, m.bucket, key_b)
             if check is not None:
                 check(current)
