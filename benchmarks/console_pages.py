@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import re
 import statistics
 import sys
@@ -113,6 +114,46 @@ def make_user(port: int) -> str:
     arn = iam.create_policy(PolicyName="bench-policy", PolicyDocument=doc)["Policy"]["Arn"]
     iam.attach_user_policy(UserName="bench-user", PolicyArn=arn)
     return "bench-user"
+
+
+def user_reads(port: int, dataset: str, repeat: int) -> None:
+    """A user allowed to read the bucket's objects (one bucket-wide statement) and the datasets,
+    through the API as a loader or the console would: the whole manifest of a version, its head,
+    and the diff of the two versions (each authorized for the objects it names). Prints the
+    median and maximum wall ms of ``repeat`` calls after one warm-up."""
+    import boto3
+
+    from tierstore.client import TierstoreClient, resolve_settings
+
+    iam = boto3.client(
+        "iam", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id=AK, aws_secret_access_key=SK,
+        region_name="us-east-1",
+    )  # fmt: skip
+    iam.create_user(UserName="bench-reader")
+    key = iam.create_access_key(UserName="bench-reader")["AccessKey"]
+    doc = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["tierstore:GetDataset", "tierstore:GetDatasetManifest"], "Resource": "*"},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"},
+    ]}  # fmt: skip
+    iam.put_user_policy(UserName="bench-reader", PolicyName="read", PolicyDocument=json.dumps(doc))
+    settings = resolve_settings(
+        f"http://127.0.0.1:{port}", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"]
+    )
+    user = TierstoreClient(settings, timeout_s=600)
+    calls = {
+        f"whole manifest of {dataset}@2": lambda: user.dataset_manifest(f"{dataset}@2"),
+        f"head of 20 of {dataset}@2": lambda: user.dataset_head(f"{dataset}@2", 20),
+        f"diff {dataset}@1 -> @2": lambda: user.dataset_diff(dataset, 1, 2),
+    }
+    print(f"{'a user with a bucket-wide read (API)':<40} {'median ms':>10} {'max ms':>8}")
+    for name, call in calls.items():
+        call()
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - t0) * 1000)
+        print(f"{name:<40} {statistics.median(times):>10.1f} {max(times):>8.1f}")
 
 
 def ml_world(port: int, objects: int) -> str:
@@ -288,6 +329,7 @@ def main() -> int:
             print(f"worst median / target: {worst / TARGET_MS:.2f}x; load at end {loadavg()}")
             print(f"first diff (both manifests read and diffed on a worker, htmx polling): {diff_requests} requests, "
                   f"the longest {diff_longest:.1f} ms, the diff shown after {diff_shown:.0f} ms")  # fmt: skip
+            user_reads(server.port, dataset, max(3, args.repeat // 3))
             diff_in_process(server.port, dataset)
             print(f"load at end {loadavg()}")
         finally:

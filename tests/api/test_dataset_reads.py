@@ -195,6 +195,40 @@ def test_the_diff_is_the_dict_diff_with_exact_counts(
         client.delete_dataset(ref)
 
 
+def test_a_manifest_of_two_buckets_for_users_allowed_one_wholly(
+    s3: Any, bucket: str, client: TierstoreClient, server: ServerProcess
+) -> None:
+    """A manifest is checked bucket by bucket (``check_reads``): a bucket the user may read
+    wholly (one statement for all its keys) is one check; a bucket read per key (a prefix, or a
+    Deny on one key) still has each of its objects checked, so one object out of reach refuses
+    the whole manifest and the diff."""
+    other = f"{bucket}-b"
+    s3.create_bucket(Bucket=other)
+    rows = []
+    for b in (bucket, other):
+        for k in ("shown/1", "shown/2", "rest/3"):
+            s3.put_object(Bucket=b, Key=k, Body=k.encode())
+            rows.append({"bucket": b, "key": k})
+    name = f"ds-{uuid.uuid4().hex[:10]}"
+    first = client.create_dataset(name, rows=rows[:4])
+    second = client.create_dataset(name, rows=rows)
+    whole = _user(client, server, [READ_DATASETS, _allow_all(bucket), _allow_all(other)])
+    assert whole.dataset_manifest(second["ref"]) == client.dataset_manifest(second["ref"])
+    assert whole.dataset_diff(name, 1, 2)["added"] == 2
+    prefix = _user(client, server, [READ_DATASETS, _allow_all(bucket), {
+        "Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{other}/shown/*"}])  # fmt: skip
+    assert prefix.dataset_manifest(first["ref"]) == client.dataset_manifest(first["ref"])  # other's shown/1 only
+    assert _status(lambda: prefix.dataset_manifest(second["ref"])) == (403, "AccessDenied")  # other's rest/3
+    assert _status(lambda: prefix.dataset_diff(name, 1, 2)) == (403, "AccessDenied")
+    denied = _user(client, server, [READ_DATASETS, _allow_all(bucket), _allow_all(other), _deny(other, "rest/3")])
+    assert _status(lambda: denied.dataset_manifest(second["ref"])) == (403, "AccessDenied")
+    assert denied.dataset_manifest(first["ref"]) == client.dataset_manifest(first["ref"])
+    for ref in (first["ref"], second["ref"]):
+        client.delete_dataset(ref)
+    s3.delete_objects(Bucket=other, Delete={"Objects": [{"Key": k} for k in ("shown/1", "shown/2", "rest/3")]})
+    s3.delete_bucket(Bucket=other)
+
+
 class _Counting(MemoryBlobStore):
     """A memory blob store that notes the ranges read (what the manifest reads fetch)."""
 

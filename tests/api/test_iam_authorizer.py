@@ -322,10 +322,16 @@ def test_a_bucket_wide_allow_covers_first_reads_and_yields_to_changes(
     assert reads(authz, key, "arn:aws:s3:::c/only", "arn:aws:s3:::c/other") == [True, False]
     assert not allowed(authz, request(key, ("s3:PutObject", "arn:aws:s3:::b/one")))
     assert list(compiled.allowed) == [("s3:GetObject", "arn:aws:s3:::c/only")]  # c's keys differ: per key
+    # What a check of many objects asks once per bucket (a dataset's manifest): b alike, c not.
+    every = [asyncio.run(authz.allows_every_object(first, a, b)) for a, b in
+             (("s3:GetObject", "b"), ("s3:GetObject", "c"), ("s3:PutObject", "b"), ("s3:GetObjectVersion", "b"))]
+    assert every == [True, False, False, False]
+    assert not asyncio.run(authz.allows_every_object(request("nobody", ("s3:GetObject", OBJ)), "s3:GetObject", "b"))
     # A bucket-policy Deny on a prefix: the other keys stay allowed, per key now.
     deny = bucket_policy({"Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
                           "Resource": "arn:aws:s3:::b/no/*"})
     asyncio.run(buckets.put_policy("b", deny, public=False))
+    assert not asyncio.run(authz.allows_every_object(first, "s3:GetObject", "b"))  # another bucket policy now
     assert reads(authz, key, "arn:aws:s3:::b/no/x", "arn:aws:s3:::b/three") == [False, True]
     # Another worker narrows the user's policy: seen once the identity cache's lifetime passed.
     asyncio.run(ids.catalog.iam_put_inline("user", "w", "p0", policy(allow("s3:GetObject", "arn:aws:s3:::b/ok/*"))))

@@ -187,9 +187,30 @@ async def manifest_answer(
         doc = {"ref": f"{record.name}@{record.version}", "rows": record.rows, "head": head}
         return 200, _JSON, json.dumps(doc).encode()
     if may_read is not None:
-        for bucket, key in set(await service.sources(record)):
-            await may_read(bucket, key, None)
+        await check_reads(may_read, [await service.source_columns(record)])
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
+
+
+async def check_reads(may_read: MayRead, columns: list[tuple[Any, Any]]) -> None:
+    """``may_read`` (s3:GetObject) on every distinct object of ``columns`` (pairs of Arrow
+    columns: bucket, key), bucket by bucket: the bucket's first object is checked, and when that
+    check showed the caller may read every object of the bucket (``covers``: an allow that tells
+    none of its keys apart), its other objects need none; otherwise each is checked."""
+    import pyarrow.compute as pc
+
+    covers: Callable[[str], bool] | None = getattr(may_read, "covers", None)
+    covered: set[str] = set()
+    for buckets, keys in columns:
+        for bucket in pc.unique(buckets).to_pylist():
+            if bucket in covered:
+                continue
+            named = keys.filter(pc.equal(buckets, bucket))
+            await may_read(bucket, named[0].as_py(), None)
+            if covers is not None and covers(bucket):
+                covered.add(bucket)
+                continue
+            for key in dict.fromkeys(named.to_pylist()):
+                await may_read(bucket, key, None)
 
 
 async def diff_answer(
@@ -201,9 +222,8 @@ async def diff_answer(
     a, b = _version(query.get("a", "")), _version(query.get("b", ""))
     limit = _count(query, "limit", DIFF_KEYS_DEFAULT, DIFF_KEYS_MAX)
     older, newer = await service.get(name, a), await service.get(name, b)
-    if may_read is not None:  # each object once, whichever versions name it
-        for bucket, key in await service.reads.objects(older, newer):
-            await may_read(bucket, key, None)
+    if may_read is not None:  # every object of both versions
+        await check_reads(may_read, await service.reads.object_columns(older, newer))
     wait_ms = _count(query, "wait_ms", None, DIFF_WAIT_MS_MAX) if "wait_ms" in query else None
     try:
         d = await service.reads.diff(older, newer, limit, wait=None if wait_ms is None else wait_ms / 1000)

@@ -96,15 +96,39 @@ def _may_read(req: Request, ctx: Context) -> MayRead | None:
     an object. None for the root."""
     if _is_root(req):
         return None
+    return _ObjectReads(req, ctx)
 
-    async def may_read(bucket: str, key: str | None, version_id: str | None) -> None:
+
+class _ObjectReads:
+    """``MayRead`` for one request (``_may_read``). Once one object's check is allowed by an
+    allow the authorizer remembers bucket-wide (``IamAuthorizer.allows_every_object``: no
+    statement tells the bucket's keys apart), the other objects of that bucket need no check:
+    a manifest of 1,000,000 objects is one check per bucket (``covers``, api/_datasets.py
+    ``check_reads``), not a million. Per request: what a later policy change allows or denies
+    applies to the next request."""
+
+    __slots__ = ("ctx", "every", "req", "wide")
+
+    def __init__(self, req: Request, ctx: Context) -> None:
+        self.req, self.ctx = req, ctx
+        self.every: set[tuple[str, str]] = set()  # (action, bucket) allowed on every object of it
+        self.wide = getattr(ctx.authorizer, "allows_every_object", None)
+
+    async def __call__(self, bucket: str, key: str | None, version_id: str | None) -> None:
+        req, ctx = self.req, self.ctx
         if key is None:
             await ctx.authorize_entry(req, Check("s3:ListBucket", bucket_arn(bucket)))
-        else:
-            action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
-            await ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
+            return
+        action = "s3:GetObject" if version_id is None else "s3:GetObjectVersion"
+        if (action, bucket) in self.every:
+            return
+        await ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
+        if self.wide is not None and req.authz is not None and await self.wide(req.authz, action, bucket):
+            self.every.add((action, bucket))
 
-    return may_read
+    def covers(self, bucket: str) -> bool:
+        """Whether every object of ``bucket`` may be read (s3:GetObject) in this request."""
+        return ("s3:GetObject", bucket) in self.every
 
 
 def _admin(req: Request, ctx: Context) -> Repairer:

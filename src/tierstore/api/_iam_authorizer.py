@@ -223,6 +223,28 @@ class IamAuthorizer:
                     return
         await self._decide(request, compiled)
 
+    async def allows_every_object(self, request: RequestContext, action: str, bucket: str) -> bool:
+        """Whether ``action`` on every object of ``bucket`` is allowed to the principal of
+        ``request`` by an allow remembered bucket-wide (``_Compiled.wide``: no statement for the
+        action tells the bucket's keys apart, and the allow read no condition) under the bucket's
+        current policy: true only after ``authorize`` allowed the action on one of its objects
+        for this principal; False whenever unsure (the caller then checks each object). What a
+        caller checking many objects of a bucket (a dataset's manifest) asks once per bucket."""
+        key, identity = request.principal
+        if request.principal.is_anonymous:
+            return False
+        if identity is None:
+            compiled = self._compiled.get(key)
+        elif isinstance(identity, Session):
+            compiled = self._sessions.get(identity.access_key_id)
+        else:
+            return False
+        known = compiled.wide.get((action, bucket)) if compiled is not None else None
+        if known is None:
+            return False
+        props = await self._props(bucket)
+        return known[0] is (self._resource_policy(bucket, props)[0] if props and props.get("policy") else None)
+
     async def _props(self, bucket: str) -> Mapping[str, Any] | None:
         """The bucket's settings (``BucketAccessService.props``, cached ~1 s); None: no such
         bucket, or no bucket settings service."""

@@ -601,10 +601,11 @@ class DatasetService:
                 return self._rows(loc, rows, denied)
         return self._rows(loc, rows)
 
-    async def sources(self, record: DatasetRecord) -> Iterator[tuple[str, str]]:
-        """The (bucket, key) of every row of ``record``, in row order (duplicates included)."""
+    async def source_columns(self, record: DatasetRecord) -> tuple[Any, Any]:
+        """The bucket and key of every row of ``record``: two Arrow columns in row order
+        (duplicates included), nothing decoded."""
         loc = await self._load(record)
-        return zip(loc.buckets.to_pylist(), loc.keys.to_pylist(), strict=True)
+        return loc.buckets, loc.keys
 
     async def _rows(
         self, loc: _Locations, rows: Sequence[int], denied: frozenset[int] | set[int] = frozenset()

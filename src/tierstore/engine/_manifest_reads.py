@@ -199,15 +199,11 @@ class ManifestReads:
         fetched = await self._footer(record)
         return await self._read(record, fetched, range(fetched[1].num_row_groups), columns)
 
-    async def objects(self, *records: DatasetRecord) -> list[tuple[str, str]]:
-        """The distinct (bucket, key) of every row of the manifests of ``records``, in row order
-        (what a caller must be allowed to read to see them)."""
-        seen: dict[tuple[str, str], None] = {}
-        for record in records:
-            table = await self.columns(record, ("bucket", "key"))
-            buckets, keys = table.column("bucket").to_pylist(), table.column("key").to_pylist()
-            seen.update(dict.fromkeys(zip(buckets, keys, strict=True)))
-        return list(seen)
+    async def object_columns(self, *records: DatasetRecord) -> list[tuple[Any, Any]]:
+        """The bucket and key of every row of each of ``records`` (what a caller must be allowed
+        to read to see them): two Arrow columns per record, row order, nothing decoded."""
+        tables = [await self.columns(record, ("bucket", "key")) for record in records]
+        return [(t.column("bucket"), t.column("key")) for t in tables]
 
     async def diff(
         self, older: DatasetRecord, newer: DatasetRecord, limit: int, *, wait: float | None = None
