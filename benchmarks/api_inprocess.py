@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> None:
     tune_malloc()  # as every server worker does
     config = ServerConfig(data_dir=str(data_dir), access_key="bench", secret_key="benchsecret")
     catalog = SqliteCatalog(data_dir / "catalog.db")
-    asyncio.run(prepare_master_key(config, catalog))  # what serve() does before the workers start
+    await prepare_master_key(config, catalog)  # what serve() does before the workers start
     catalog.close()
     app = build_app(config)
     status, _ = await call(app, signed_scope("PUT", f"/{BUCKET}"))

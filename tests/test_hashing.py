@@ -8,7 +8,7 @@ import os
 import threading
 
 from tierstore import _hashing
-from tierstore._hashing import BATCH_BYTES, THREAD_MIN_BYTES, ThreadedHash
+from tierstore._hashing import BATCH_BYTES, GIL_MIN_BYTES, HELD_MAX_BYTES, THREAD_MIN_BYTES, ThreadedHash, update_held
 
 
 class _Recorder:
@@ -42,6 +42,28 @@ def test_the_digest_is_hashlibs_for_every_mix_of_chunks() -> None:
     assert [n for _, n in rec.calls] == [len(c) for c in chunks]
     on_pool = [name.startswith("tierstore-hash") for name, _ in rec.calls]
     assert on_pool == [True, False, True, False, True, False, False, True]
+
+
+def test_a_small_chunk_is_hashed_in_slices_that_keep_the_gil() -> None:
+    """From 2 KiB to HELD_MAX_BYTES: slices below hashlib's GIL threshold, the same digest;
+    smaller and larger chunks in one update (a large one lets other threads run)."""
+    for size in (0, 1, GIL_MIN_BYTES - 1, GIL_MIN_BYTES, 4096, 4097, HELD_MAX_BYTES, HELD_MAX_BYTES + 1):
+        data = os.urandom(size)
+        for chunk in (data, bytearray(data), memoryview(data)):
+            rec = _Recorder()
+            update_held(rec, chunk)
+            assert rec.inner.digest() == hashlib.md5(data).digest(), size
+            sizes = [n for _, n in rec.calls]
+            assert sum(sizes) == size
+            if GIL_MIN_BYTES <= size <= HELD_MAX_BYTES:
+                assert max(sizes) < GIL_MIN_BYTES, (size, sizes)
+            else:
+                assert sizes == [size], (size, sizes)
+    wide = memoryview(os.urandom(4096)).cast("I")  # 1,024 items of 4 bytes: sliced by bytes
+    rec = _Recorder()
+    update_held(rec, wide)
+    assert rec.inner.digest() == hashlib.md5(wide.tobytes()).digest()
+    assert max(n for _, n in rec.calls) < GIL_MIN_BYTES
 
 
 def test_large_chunks_go_over_together_in_order() -> None:

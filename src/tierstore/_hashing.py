@@ -18,6 +18,12 @@ by a hash at once). Only ``bytes`` chunks are handed over (immutable: nobody can
 under the thread); anything else, and chunks below ``THREAD_MIN_BYTES`` (a thread hop costs more
 than hashing them), is hashed inline after everything before it. ``result()`` waits for the last
 update and returns the hash object.
+
+A small chunk hashed inline is fed in slices below ``GIL_MIN_BYTES`` (``update_held``): hashlib
+lets go of the GIL for 2 KiB and more, and on a gateway whose granian threads wait for the GIL to
+hand the loop the next request, every such release is a thread switch (a 4 KiB PUT's SHA-256
+took ~130 us of wall time instead of 4 us, docs/benchmarks.md "Issue 18: the 4 KiB PUT, session
+12 part 2"). Hashing a few KiB on the loop thread costs less than handing the GIL over.
 """
 
 from __future__ import annotations
@@ -29,12 +35,27 @@ from typing import Any
 
 from tierstore._threads import LazyPool
 
-__all__ = ["BATCH_BYTES", "THREAD_MIN_BYTES", "ThreadedHash"]
+__all__ = ["BATCH_BYTES", "HELD_MAX_BYTES", "THREAD_MIN_BYTES", "ThreadedHash", "update_held"]
 
 THREAD_MIN_BYTES = 64 * 1024  # smaller chunks are hashed inline (no thread hop)
 BATCH_BYTES = 1 << 20  # large chunks go to the thread together, at least this many bytes at a time
 
+GIL_MIN_BYTES = 2048  # hashlib's HASHLIB_GIL_MINSIZE: from this many bytes an update lets go of the GIL
+HELD_MAX_BYTES = 16 * 1024  # larger chunks are hashed in one update (the GIL let go: others may run)
+
 _pool = LazyPool("tierstore-hash", max(2, os.cpu_count() or 1))
+
+
+def update_held(hasher: Any, chunk: bytes | bytearray | memoryview) -> None:
+    """``hasher.update(chunk)``, holding the GIL throughout for a chunk of at most
+    ``HELD_MAX_BYTES`` (fed in slices below ``GIL_MIN_BYTES``: the same digest)."""
+    size = chunk.nbytes if isinstance(chunk, memoryview) else len(chunk)
+    if size < GIL_MIN_BYTES or size > HELD_MAX_BYTES:
+        hasher.update(chunk)
+        return
+    view = memoryview(chunk).cast("B")
+    for start in range(0, size, GIL_MIN_BYTES - 1):
+        hasher.update(view[start : start + GIL_MIN_BYTES - 1])
 
 
 def _update_all(hasher: Any, chunks: list[bytes]) -> None:
@@ -63,7 +84,7 @@ class ThreadedHash:
             return
         await self._hand_over()
         await self._wait()
-        self._hasher.update(chunk)
+        update_held(self._hasher, chunk)
 
     async def result(self) -> Any:
         """The hash object, every chunk given so far hashed into it."""
