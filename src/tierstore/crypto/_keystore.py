@@ -110,7 +110,9 @@ class DataKeyCache:
         self.entries = entries
         self.ttl_s = ttl_s
         self._clock = clock
-        self._keys: OrderedDict[tuple[bytes, bytes], tuple[float, bytes]] = OrderedDict()
+        # by the wrapped bytes alone (hashing them is half the cost of hashing both), the
+        # associated data kept beside the key and compared on a hit: the same answers
+        self._keys: OrderedDict[bytes, tuple[float, bytes, bytes]] = OrderedDict()
 
     def __repr__(self) -> str:  # never key material
         return f"DataKeyCache({len(self._keys)}/{self.entries}, ttl_s={self.ttl_s})"
@@ -119,21 +121,20 @@ class DataKeyCache:
         return len(self._keys)
 
     def get(self, wrapped: bytes, aad: bytes) -> bytes | None:
-        key = (wrapped, aad)
-        hit = self._keys.get(key)
-        if hit is None:
+        hit = self._keys.get(wrapped)
+        if hit is None or hit[1] != aad:  # not kept, or kept for other associated data
             return None
         if hit[0] <= self._clock():
-            del self._keys[key]
+            del self._keys[wrapped]
             return None
-        self._keys.move_to_end(key)
-        return hit[1]
+        self._keys.move_to_end(wrapped)
+        return hit[2]
 
     def put(self, wrapped: bytes, aad: bytes, data_key: bytes) -> None:
         if self.entries <= 0:
             return
-        self._keys[(wrapped, aad)] = (self._clock() + self.ttl_s, data_key)
-        self._keys.move_to_end((wrapped, aad))
+        self._keys[wrapped] = (self._clock() + self.ttl_s, aad, data_key)
+        self._keys.move_to_end(wrapped)
         while len(self._keys) > self.entries:
             self._keys.popitem(last=False)
 
@@ -225,8 +226,11 @@ class LocalKeyStore:
         if plaintext is not None:
             return plaintext
         nonce, sealed = wrapped[_HEAD.size : _HEAD.size + _NONCE_BYTES], wrapped[_HEAD.size + _NONCE_BYTES :]
+        kek = self._keks.get((key_id, version))  # opened before (every read but a worker's first): no coroutine
+        if kek is None:
+            kek = await self._kek(key_id, version)
         try:
-            plaintext = (await self._kek(key_id, version)).decrypt(nonce, sealed, aad)
+            plaintext = kek.decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise WrappedKeyError() from None
         self.data_keys.put(wrapped, aad, plaintext)

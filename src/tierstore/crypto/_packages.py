@@ -145,6 +145,10 @@ def _aad(part_number: int) -> bytes:
     return _LABEL + part_number.to_bytes(4, "big")
 
 
+_FINAL_FIRST = b"\x01" + bytes(4)  # ``_nonce``'s tail for package 0 when it is the last
+_AAD_SINGLE = _aad(0)  # a single PUT's stream
+
+
 def _aead(stream_key: bytes, nonce_prefix: bytes, part_number: int) -> AESGCM:
     if len(stream_key) != DATA_KEY_BYTES:
         raise ValueError(f"a stream key is {DATA_KEY_BYTES} bytes, not {len(stream_key)}")
@@ -447,6 +451,20 @@ def open_packages(
     inline body, a small ranged read) is opened with one ``decrypt``, no opener: the same
     nonce, associated data and checks."""
     end = plaintext_size if plain_end is None else plain_end
+    if (
+        plain_start == 0
+        and end == plaintext_size == len(ciphertext) - TAG_BYTES
+        and 0 < plaintext_size <= package_bytes < 2**32
+        and part_number == 0
+    ):  # the whole of a one-package single-PUT stream (a 4 KiB GET): its nonce and AAD without calls
+        if len(stream_key) != DATA_KEY_BYTES or len(nonce_prefix) != NONCE_PREFIX_BYTES:
+            raise ValueError("a stream key is 32 bytes and a nonce prefix 7")
+        try:
+            return AESGCM(stream_key).decrypt(nonce_prefix + _FINAL_FIRST, ciphertext, _AAD_SINGLE)
+        except InvalidTag:
+            raise IntegrityError(
+                "package 0 does not open (damaged, tampered, moved, truncated or another key)", package=0
+            ) from None
     if 0 < plaintext_size <= package_bytes < 2**32 and 0 <= plain_start < end <= plaintext_size:
         # A stream of one package (every inline body): what package_span answers, without its
         # arithmetic: package 0, the final one, all of the stream's sealed bytes.
@@ -565,6 +583,8 @@ def derive_part_key(data_key: bytes, part_number: int, nonce_prefix: bytes) -> b
 
 _STREAM = struct.Struct(">IQ")  # a stream in the binding: part number, plaintext size (then its prefix)
 _SIZES = struct.Struct(">QI")  # the binding's plaintext size and package size
+_ONE_STREAM = struct.Struct(">IIQ")  # a one-stream layout: the stream count (1), then ``_STREAM``
+_U32 = struct.Struct(">I").pack  # a field's length
 
 
 def length_prefixed(text: str) -> bytes:
@@ -614,9 +634,14 @@ def verify_row_binding(
     """``RowBinding(bucket, key, version_id, kind, streams, package_bytes).verify(mac, data_key)``
     without building the object: the same checks and MAC (every first read of an encrypted
     object runs this)."""
-    _check_row(streams, package_bytes)
+    if len(streams) == 1 and 0 < package_bytes < 2**32:  # ``_check_row`` of a single stream, inline
+        if len(streams[0].nonce_prefix) != NONCE_PREFIX_BYTES:
+            raise ValueError(f"a nonce prefix is {NONCE_PREFIX_BYTES} bytes")
+    else:
+        _check_row(streams, package_bytes)
     canonical = _canonical_row(bucket, key, version_id, kind, streams, package_bytes)
-    _verify_mac(mac, _hmac_sha256(_hkdf(data_key, _BINDING_KEY_INFO), canonical))
+    if not hmac.compare_digest(mac, _hmac_sha256(_hkdf(data_key, _BINDING_KEY_INFO), canonical)):  # ``_verify_mac``
+        raise IntegrityError(_MOVED)
 
 
 def _check_row(streams: tuple[StreamLayout, ...], package_bytes: int) -> None:
@@ -631,30 +656,27 @@ def _check_row(streams: tuple[StreamLayout, ...], package_bytes: int) -> None:
 def _canonical_row(
     bucket: str, key: str, version_id: str, kind: str, streams: tuple[StreamLayout, ...], package_bytes: int
 ) -> bytes:
-    if len(streams) == 1:  # a single PUT: no generator per read
-        total = streams[0].plaintext_size
-        layout = _STREAM.pack(streams[0].part_number, total) + streams[0].nonce_prefix
+    b, k, v, kd = bucket.encode(), key.encode(), version_id.encode(), kind.encode()
+    if len(streams) == 1:  # a single PUT (every first read of a small object): no generator, one join
+        part_number, total, prefix = streams[0]
+        layout = _ONE_STREAM.pack(1, part_number, total) + prefix
     else:
         total = sum(s.plaintext_size for s in streams)
-        layout = b"".join([_STREAM.pack(s.part_number, s.plaintext_size) + s.nonce_prefix for s in streams])
-    b, k, v, kd = bucket.encode(), key.encode(), version_id.encode(), kind.encode()
+        layout = len(streams).to_bytes(4, "big") + b"".join(
+            [_STREAM.pack(s.part_number, s.plaintext_size) + s.nonce_prefix for s in streams]
+        )
     return b"".join(
-        [
-            _BINDING_LABEL,
-            len(b).to_bytes(4, "big"), b,
-            len(k).to_bytes(4, "big"), k,
-            len(v).to_bytes(4, "big"), v,
-            _SIZES.pack(total, package_bytes),
-            len(kd).to_bytes(4, "big"), kd,
-            len(streams).to_bytes(4, "big"),
-            layout,
-        ]
+        (_BINDING_LABEL, _U32(len(b)), b, _U32(len(k)), k, _U32(len(v)), v, _SIZES.pack(total, package_bytes),
+         _U32(len(kd)), kd, layout)
     )  # fmt: skip
 
 
 def _verify_mac(mac: bytes, expected: bytes) -> None:
     if not hmac.compare_digest(mac, expected):
-        raise IntegrityError("the encryption metadata does not belong to this object version (moved or edited)")
+        raise IntegrityError(_MOVED)
+
+
+_MOVED = "the encryption metadata does not belong to this object version (moved or edited)"
 
 
 def keyed_etag(data_key: bytes, plaintext_md5: bytes) -> str:

@@ -286,20 +286,21 @@ class VerifiedBindings:
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
-        self._rows: dict[tuple[Any, ...], Streams] = {}
+        self._rows: dict[Any, tuple[tuple[Any, ...], Streams]] = {}  # the stored MAC -> (every input, layout)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def get(self, memo: tuple[Any, ...]) -> Streams | None:
-        return self._rows.get(memo)
+        hit = self._rows.get(memo[-1])  # by the stored MAC (hashing it alone is cheaper), then every input compared
+        return hit[1] if hit is not None and hit[0] == memo else None
 
     def put(self, memo: tuple[Any, ...], streams: Streams) -> None:
         if self.entries <= 0:
             return
         if len(self._rows) >= self.entries:
             del self._rows[next(iter(self._rows))]
-        self._rows[memo] = streams
+        self._rows[memo[-1]] = (memo, streams)
 
     def clear(self) -> None:
         self._rows.clear()
@@ -311,7 +312,8 @@ verified_bindings = VerifiedBindings(4096)  # per process (worker)
 def _binding_memo_key(
     doc: Mapping[str, Any], bucket: str, key: str, version_id: str, part_sizes: list[int]
 ) -> tuple[Any, ...]:
-    """Every input of an SSE-S3/KMS version's unwrap and binding check (``VerifiedBindings``)."""
+    """Every input of an SSE-S3/KMS version's unwrap and binding check (``VerifiedBindings``); the
+    stored MAC last (the memo is keyed by it)."""
     parts = doc.get("parts")
     layout = (tuple(tuple(p) for p in parts), tuple(part_sizes)) if parts is not None else doc["np"]
     return (
@@ -340,7 +342,7 @@ async def open_data_key(
             raise IntegrityError(f"unknown encryption format {doc.get('v')!r}")
         if int(doc["n"]) != size:
             raise IntegrityError("the encrypted size does not match the object's")
-        wrapped = _unb64(doc, "wk")
+        wrapped = binascii.a2b_base64(doc["wk"], strict_mode=True)  # ``_unb64``, inline
         memo = None
         if doc["kind"] == "c":
             assert customer_key is not None, "check_read_key runs first"
@@ -353,8 +355,11 @@ async def open_data_key(
             streams_seen = verified_bindings.get(memo)
             if streams_seen is not None:  # this very row verified under this very wrapped key before
                 return data_key, streams_seen
-        streams = streams_of(doc, part_sizes, size)
-        mac = _unb64(doc, "mac")
+        if "parts" in doc:
+            streams = streams_of(doc, part_sizes, size)
+        else:  # a single stream (``streams_of``, inline: every small object's first read)
+            streams = (StreamLayout(0, size, binascii.a2b_base64(doc["np"], strict_mode=True)),)
+        mac = binascii.a2b_base64(doc["mac"], strict_mode=True)
         verify_row_binding(mac, data_key, bucket, key, version_id, str(doc["kind"]), streams, int(doc["ps"]))
         if memo is not None:
             verified_bindings.put(memo, streams)
@@ -394,6 +399,10 @@ def open_in_memory(
     if not length and stream.plaintext_size:
         return b""
     try:
+        if not offset and length == stream.plaintext_size and not stream.part_number:  # the whole body
+            return open_packages(
+                data_key, stream.nonce_prefix, ciphertext, plaintext_size=length, package_bytes=package_bytes
+            )
         if offset or length != stream.plaintext_size:  # a range: the packages it touches
             span = package_span(offset, offset + length, stream.plaintext_size, package_bytes=package_bytes)
             ciphertext = ciphertext[span.cipher_start : span.cipher_end]
