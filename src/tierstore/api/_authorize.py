@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import ItemsView, Iterator, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote
 
 from tierstore.engine import format_retain_until, parse_retain_until, parse_tagging_header
@@ -298,6 +298,15 @@ class Authorizer(Protocol):
     async def authorize(self, request: RequestContext) -> None:
         """Return when every check of ``request`` is allowed; raise ``errors.AccessDenied`` otherwise."""
         ...
+
+
+@runtime_checkable
+class BucketWideAllows(Protocol):
+    """An ``Authorizer`` that can tell, after an allowed check on one object, that the same action
+    is allowed on every object of the bucket (``IamAuthorizer``): what a check of many objects of
+    one request (a dataset's manifest) asks once per bucket."""
+
+    async def allows_every_object(self, request: RequestContext, action: str, bucket: str) -> bool: ...
 
 
 class AllowAuthenticated:

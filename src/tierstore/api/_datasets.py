@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tierstore import errors as e
 from tierstore.api._json import LazyArray
@@ -43,13 +43,13 @@ from tierstore.engine import (
     DatasetService,
     DatasetSpec,
     DiffNotReady,
-    MayRead,
     MoveProgress,
 )
 from tierstore.types import DatasetRef
 
 __all__ = [
-    "DATASET_MOVES", "dataset_request", "is_move", "jobs_answer", "manifest_answer", "move_request", "record_json",
+    "DATASET_MOVES", "ObjectReads", "check_reads",
+    "dataset_request", "is_move", "jobs_answer", "manifest_answer", "move_request", "record_json",
     "refuse",
 ]
 
@@ -60,6 +60,15 @@ DATASET_MOVES: dict[str, dict[str, str]] = {
 }
 
 _JSON = "application/json"
+class ObjectReads(Protocol):
+    """The read rights ``_extensions`` hands the dataset and model answers: a ``MayRead`` that
+    also tells when every object of a bucket may be read in this request (``covers``)."""
+
+    async def __call__(self, bucket: str, key: str | None, version_id: str | None) -> None: ...
+
+    def covers(self, bucket: str) -> bool: ...
+
+
 DIFF_KEYS_DEFAULT = 200
 DIFF_WAIT_MS_MAX = 10_000  # the longest a diff call waits for its computation when asked to
 
@@ -112,7 +121,7 @@ async def dataset_request(
     query: dict[str, str],
     read_json: Callable[[], Awaitable[dict[str, Any]]],
     datasets: DatasetService,
-    may_read: MayRead | None = None,
+    may_read: ObjectReads | None = None,
 ) -> tuple[int, str, bytes]:
     """Answer one request under ``/_tierstore/datasets``: (status, content type, body).
     ``may_read``: the caller's read rights on objects (None: the root's, all): a dataset is made
@@ -169,7 +178,7 @@ def _count(query: dict[str, str], name: str, default: int | None, most: int) -> 
 
 
 async def manifest_answer(
-    service: DatasetService, record: DatasetRecord, may_read: MayRead | None, query: dict[str, str] | None = None
+    service: DatasetService, record: DatasetRecord, may_read: ObjectReads | None, query: dict[str, str] | None = None
 ) -> tuple[int, str, bytes]:
     """A dataset's (model's) Parquet manifest, given only to a caller who may read every object
     it names (``may_read`` raises AccessDenied; None: the root). With ``?head=K``: its first K
@@ -191,14 +200,13 @@ async def manifest_answer(
     return 200, "application/vnd.apache.parquet", await service.manifest_bytes(record)
 
 
-async def check_reads(may_read: MayRead, columns: list[tuple[Any, Any]]) -> None:
+async def check_reads(may_read: ObjectReads, columns: list[tuple[Any, Any]]) -> None:
     """``may_read`` (s3:GetObject) on every distinct object of ``columns`` (pairs of Arrow
     columns: bucket, key), bucket by bucket: the bucket's first object is checked, and when that
     check showed the caller may read every object of the bucket (``covers``: an allow that tells
     none of its keys apart), its other objects need none; otherwise each is checked."""
     import pyarrow.compute as pc
 
-    covers: Callable[[str], bool] | None = getattr(may_read, "covers", None)
     covered: set[str] = set()
     for buckets, keys in columns:
         for bucket in pc.unique(buckets).to_pylist():
@@ -206,7 +214,7 @@ async def check_reads(may_read: MayRead, columns: list[tuple[Any, Any]]) -> None
                 continue
             named = keys.filter(pc.equal(buckets, bucket))
             await may_read(bucket, named[0].as_py(), None)
-            if covers is not None and covers(bucket):
+            if may_read.covers(bucket):
                 covered.add(bucket)
                 continue
             for key in dict.fromkeys(named.to_pylist()):
@@ -214,7 +222,7 @@ async def check_reads(may_read: MayRead, columns: list[tuple[Any, Any]]) -> None
 
 
 async def diff_answer(
-    service: DatasetService, name: str, query: dict[str, str], may_read: MayRead | None
+    service: DatasetService, name: str, query: dict[str, str], may_read: ObjectReads | None
 ) -> tuple[int, str, bytes]:
     """``NAME/diff?a=N&b=M[&limit=L]``: what changed from NAME@N to NAME@M, computed on the server
     from the two manifests' identity columns. A diff reveals parts of both manifests, so it is

@@ -10,7 +10,7 @@ from typing import Any
 
 from tierstore import errors as e
 from tierstore.api import _datasets, _models
-from tierstore.api._authorize import Check, bucket_arn, object_arn
+from tierstore.api._authorize import BucketWideAllows, Check, bucket_arn, object_arn
 from tierstore.api._errors import status_of
 from tierstore.api._identity_ext import identity_request
 from tierstore.api._kms_ext import kms_request
@@ -18,7 +18,7 @@ from tierstore.api._objects import result_status
 from tierstore.api._request import Context, Request, Response
 from tierstore.api._tiers_ext import tier_request
 from tierstore.api._xml import iso8601
-from tierstore.engine import MayRead, Repairer, RowRead, rewrap_page, stream_progress
+from tierstore.engine import Repairer, RowRead, rewrap_page, stream_progress
 from tierstore.types import BATCH_FRAME, BATCH_TRAILER, ByteRange, DatasetRef, GetOptions, ModelRef
 
 __all__ = [
@@ -90,7 +90,7 @@ def _is_root(req: Request) -> bool:
     return getattr(decided, "source", None) == "root"
 
 
-def _may_read(req: Request, ctx: Context) -> MayRead | None:
+def _may_read(req: Request, ctx: Context) -> _ObjectReads | None:
     """The caller's read rights for a dataset's sources, checked by the authorizer per entry:
     ``s3:ListBucket`` on a bucket listed whole, ``s3:GetObject`` (``s3:GetObjectVersion``) on
     an object. None for the root."""
@@ -112,7 +112,7 @@ class _ObjectReads:
     def __init__(self, req: Request, ctx: Context) -> None:
         self.req, self.ctx = req, ctx
         self.every: set[tuple[str, str]] = set()  # (action, bucket) allowed on every object of it
-        self.wide = getattr(ctx.authorizer, "allows_every_object", None)
+        self.wide = ctx.authorizer if isinstance(ctx.authorizer, BucketWideAllows) else None
 
     async def __call__(self, bucket: str, key: str | None, version_id: str | None) -> None:
         req, ctx = self.req, self.ctx
@@ -123,7 +123,8 @@ class _ObjectReads:
         if (action, bucket) in self.every:
             return
         await ctx.authorize_entry(req, Check(action, object_arn(bucket, key)))
-        if self.wide is not None and req.authz is not None and await self.wide(req.authz, action, bucket):
+        wide = self.wide
+        if wide is not None and req.authz is not None and await wide.allows_every_object(req.authz, action, bucket):
             self.every.add((action, bucket))
 
     def covers(self, bucket: str) -> bool:

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tierstore import errors as e
-from tierstore.api._datasets import manifest_answer
+from tierstore.api._datasets import ObjectReads, manifest_answer
 from tierstore.api._datasets import record_json as dataset_record_json
-from tierstore.engine import DatasetRecord, MayRead, ModelService
+from tierstore.engine import DatasetRecord, ModelService
 from tierstore.types import ModelRef, check_alias
 
 __all__ = ["model_record_json", "model_request", "refuse"]
@@ -50,7 +50,7 @@ async def model_request(
     query: dict[str, str],
     read_json: Callable[[], Awaitable[dict[str, Any]]],
     models: ModelService,
-    may_read: MayRead | None = None,
+    may_read: ObjectReads | None = None,
 ) -> tuple[int, str, bytes]:
     """Answer one request under ``/_tierstore/models``: (status, content type, body).
     ``may_read``: the caller's read rights on objects, as for datasets (``_datasets``)."""

@@ -11,6 +11,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from tierstore._parquet import SeekableReader
 from tierstore.console._app import Refused, Reply, Web, console_url, route
 from tierstore.console._dispatch import S3Error, sync_call
 
@@ -224,26 +225,13 @@ async def _preview(web: Web, bucket: str, key: str, version: str, head: dict[str
     return {"kind": "text", "text": text, "truncated": truncated}
 
 
-class _RangeReader(io.RawIOBase):
+class _RangeReader(SeekableReader):
     """A read-only file over ranged GETs (through the dispatcher) for pyarrow, which reads a
     Parquet footer and then the row groups it needs: the preview never downloads the file."""
 
     def __init__(self, client: Any, params: dict[str, Any], size: int) -> None:
-        self._client, self._params, self._size, self._pos = client, params, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
+        super().__init__(size)
+        self._client, self._params = client, params
 
     def readinto(self, buffer: Any) -> int:
         n = min(len(buffer), self._size - self._pos)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tierstore._manifest_diff import DIFF_COLUMNS, TableDiff, diff_tables
+from tierstore._parquet import SeekableReader, head_row_groups
 from tierstore.catalog import DatasetRecord
 from tierstore.types import MANIFEST_HEAD_ROWS_MAX
 
@@ -46,29 +46,13 @@ class _Missing(Exception):
     """The Parquet reader asked for bytes that were not fetched."""
 
 
-class _Sparse(io.RawIOBase):
+class _Sparse(SeekableReader):
     """A read-only file of ``size`` bytes of which only some ranges are known."""
 
     def __init__(self, size: int, ranges: dict[int, bytes]) -> None:
-        super().__init__()
-        self._size = size
+        super().__init__(size)
         self._starts = sorted(ranges)
         self._ranges = ranges
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = base + offset
-        return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
         end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
@@ -183,14 +167,7 @@ class ManifestReads:
         """The first ``rows`` rows of the manifest of ``record`` (every column): the footer
         and the row groups they are in are all that is fetched and decoded."""
         fetched = await self._footer(record)
-        meta = fetched[1]
-        groups, seen = [], 0
-        for g in range(meta.num_row_groups):
-            if seen >= rows:
-                break
-            groups.append(g)
-            seen += meta.row_group(g).num_rows
-        table = await self._read(record, fetched, groups, None)
+        table = await self._read(record, fetched, head_row_groups(fetched[1], rows), None)
         return table.slice(0, rows)
 
     async def columns(self, record: DatasetRecord, columns: Sequence[str]) -> pa.Table:
@@ -215,19 +192,19 @@ class ManifestReads:
         the diff is not done within so many seconds (the task goes on; a later call finds it)."""
         assert 0 <= limit <= DIFF_KEYS_MAX
         key = (older.manifest_blob, newer.manifest_blob)
-        found = self._diffs.pop(key, None)
-        if found is None:
-            task = self._computing.get(key)
-            if task is None:
-                task = asyncio.create_task(self._compute(key, older, newer))
-                self._computing[key] = task
-            if wait is not None:
-                await asyncio.wait((task,), timeout=wait)
-                if not task.done():
-                    raise DiffNotReady()
-            found = await asyncio.shield(task)  # a caller gone does not cancel the others' diff
-        self._remember(key, found)
-        return found.limited(limit)
+        found = self._diffs.get(key)
+        if found is not None:
+            self._remember(key, found)  # the newest last
+            return found.limited(limit)
+        task = self._computing.get(key)
+        if task is None:  # _compute remembers what it found
+            task = asyncio.create_task(self._compute(key, older, newer))
+            self._computing[key] = task
+        if wait is not None:
+            await asyncio.wait((task,), timeout=wait)
+            if not task.done():
+                raise DiffNotReady()
+        return (await asyncio.shield(task)).limited(limit)  # a caller gone does not cancel the others' diff
 
     async def _compute(self, key: tuple[str, str], older: DatasetRecord, newer: DatasetRecord) -> TableDiff:
         try:
