@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,9 @@ from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.engine import ObjectService
 from tierstore.engine._service import MIN_PART_BYTES, CompletedPart
-from tierstore.errors import CorruptBlob, InsufficientStorage, InternalError, NoSuchKey
+from tierstore.errors import CorruptBlob, InsufficientStorage, InternalError, InvalidPart, NoSuchKey
 from tierstore.testing.faulty import FaultPlan, FaultyBlobStore, Trigger, seeds
+from tierstore.types import ObjectMeta, PartInfo
 
 BUCKET = "faults"
 KEYS = [f"k{i}" for i in range(8)]
@@ -207,3 +208,57 @@ def test_failed_trash_drain_does_not_fail_a_committed_write(tmp_path: Path) -> N
         asyncio.run(body())
     finally:
         env.close()
+
+
+class _PartsTakenCatalog(SqliteCatalog):
+    """The first ``list_parts`` lets ``before_first_list`` (a concurrent completion) run to its
+    end first: the window between a completion finding its upload and reading its parts."""
+
+    before_first_list: Callable[[], Awaitable[object]] | None = None
+
+    async def list_parts(self, upload_id: str, after_part: int = 0, limit: int = 10_000) -> list[PartInfo]:
+        hook, self.before_first_list = self.before_first_list, None
+        if hook is not None:
+            await hook()
+        return await super().list_parts(upload_id, after_part, limit)
+
+
+def test_completion_whose_parts_a_concurrent_completion_took_answers_its_result(tmp_path: Path) -> None:
+    """Two CompleteMultipartUpload calls of one upload with the same parts: the one that finds
+    the parts gone (the other committed after this one found the upload) answers the other's
+    result, not InvalidPart. Other parts than the winner's still get an error."""
+    catalog = _PartsTakenCatalog(tmp_path / "catalog.db")
+    svc = ObjectService(catalog, LocalBlobStore(tmp_path / "data"), inline_max_bytes=0)
+
+    async def body() -> None:
+        await svc.create_bucket(BUCKET)
+        await svc.set_bucket_versioning(BUCKET, "Enabled")
+        up = await svc.create_multipart_upload(BUCKET, "race")
+        done = [CompletedPart(1, (await svc.upload_part(BUCKET, "race", up.upload_id, 1, _body(b"raced"))).etag)]
+        won: list[ObjectMeta] = []
+
+        async def other() -> None:
+            won.append(await svc.complete_multipart_upload(BUCKET, "race", up.upload_id, done))
+
+        catalog.before_first_list = other
+        late = await svc.complete_multipart_upload(BUCKET, "race", up.upload_id, done)
+        assert [(late.version_id, late.etag)] == [(m.version_id, m.etag) for m in won]
+        _, got = await svc.read_object(BUCKET, "race")
+        assert got == b"raced"
+
+        up2 = await svc.create_multipart_upload(BUCKET, "race2")
+        part = await svc.upload_part(BUCKET, "race2", up2.upload_id, 1, _body(b"a"))
+        part2 = await svc.upload_part(BUCKET, "race2", up2.upload_id, 2, _body(b"b"))
+        first = [CompletedPart(1, part.etag)]
+
+        async def other2() -> None:
+            await svc.complete_multipart_upload(BUCKET, "race2", up2.upload_id, first)
+
+        catalog.before_first_list = other2
+        with pytest.raises(InvalidPart):  # the winner completed with other parts
+            await svc.complete_multipart_upload(BUCKET, "race2", up2.upload_id, [*first, CompletedPart(2, part2.etag)])
+
+    try:
+        asyncio.run(body())
+    finally:
+        catalog.close()
