@@ -53,7 +53,7 @@ class Tree(Tierstore):
     def __init__(self, spec: str, work: Path, workers: int, extra: list[str]) -> None:
         self.label, _, rest = spec.partition("=")
         src, *opts = rest.split(",")
-        super().__init__(work / self.label, workers, 0)
+        super().__init__(work / self.label, workers, 0, label=self.label)
         self.src = Path(src).resolve()
         self.extra = extra + [o for o in opts if o.startswith("--")]
         self.env = dict(o.split("=", 1) for o in opts if "=" in o and not o.startswith(("--", "+")))

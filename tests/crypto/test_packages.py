@@ -301,21 +301,6 @@ def test_one_package_reads_keep_every_check() -> None:
         )
 
 
-@pytest.mark.parametrize("size", [2047, 2048, 4095, 16 * 1024, 16 * 1024 + 1])
-def test_small_packages_opened_holding_the_gil_are_checked_alike(size: int) -> None:
-    """Whole one-package streams of 2-16 KiB are opened by the streaming decryptor in slices
-    (``_decrypt_held``), the others by ``AESGCM.decrypt``: the same plaintext either side of the
-    bounds, and a flipped byte of the body or the tag refused."""
-    data = _plaintext(size, seed=size)
-    sealed = _seal(data)
-    assert _open(sealed, size) == data
-    for at in (0, size // 2, len(sealed) - 1):
-        with pytest.raises(IntegrityError, match="package 0 does not open"):
-            _open(_flip(sealed, at), size)
-    with pytest.raises(IntegrityError, match="package 0 does not open"):
-        _open(sealed, size, key=bytes(32))
-
-
 def test_packages_swapped_within_an_object_do_not_open() -> None:
     size = 3 * PACKAGE_BYTES
     sealed = _seal(_plaintext(size))

@@ -24,7 +24,6 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tierstore._buffers import filled_bytes
@@ -436,30 +435,6 @@ class PackageOpener:
         assert self._want == 0 and not self._pending
 
 
-# ``AESGCM.decrypt`` lets go of the GIL from 2 KiB of input (as hashlib does, _hashing.py): on a
-# gateway whose granian threads wait for the GIL, each release is a hand-over and back for the
-# event loop. A small package (an inline body of 2-16 KiB: the 4 KiB GET) is opened with the
-# streaming GCM decryptor fed below that size instead, which holds it: the same AES-256-GCM, the
-# tag checked by ``finalize`` before any plaintext is returned.
-_HELD_MIN_BYTES = 2048
-_HELD_MAX_BYTES = 16 * 1024
-_HELD_STEP = 2047
-
-
-def _decrypt_held(key: bytes, nonce: bytes, sealed: bytes | bytearray | memoryview, aad: bytes) -> bytes:
-    """``AESGCM(key).decrypt(nonce, sealed, aad)`` without letting go of the GIL (above);
-    ``InvalidTag`` as it raises it."""
-    view = memoryview(sealed).cast("B")
-    if len(view) < TAG_BYTES:
-        raise InvalidTag
-    body = view[: len(view) - TAG_BYTES]
-    decryptor = Cipher(algorithms.AES(key), modes.GCM(nonce, bytes(view[len(view) - TAG_BYTES :]))).decryptor()
-    decryptor.authenticate_additional_data(aad)
-    parts = [decryptor.update(body[at : at + _HELD_STEP]) for at in range(0, len(body), _HELD_STEP)]
-    decryptor.finalize()  # InvalidTag: nothing above leaves this function
-    return b"".join(parts)
-
-
 def open_packages(
     stream_key: bytes,
     nonce_prefix: bytes,
@@ -485,8 +460,6 @@ def open_packages(
         if len(stream_key) != DATA_KEY_BYTES or len(nonce_prefix) != NONCE_PREFIX_BYTES:
             raise ValueError("a stream key is 32 bytes and a nonce prefix 7")
         try:
-            if _HELD_MIN_BYTES <= plaintext_size <= _HELD_MAX_BYTES:
-                return _decrypt_held(stream_key, nonce_prefix + _FINAL_FIRST, ciphertext, _AAD_SINGLE)
             return AESGCM(stream_key).decrypt(nonce_prefix + _FINAL_FIRST, ciphertext, _AAD_SINGLE)
         except InvalidTag:
             raise IntegrityError(
