@@ -17,6 +17,7 @@ import pytest
 from tierstore.catalog import SqliteCatalog
 from tierstore.crypto import (
     SSE_S3_KEY_ID,
+    Doorkeeper,
     KeyService,
     KmsKeyDisabled,
     KmsKeyExists,
@@ -207,7 +208,8 @@ def test_a_change_reaches_another_worker_within_its_cache_time(catalog: SqliteCa
             await worker_b.key_status("k")
         now[0] += 1.01
         dk = await worker_b.generate_data_key("k", CTX)
-        assert await worker_b.decrypt_data_key("k", dk.wrapped, CTX) == dk.plaintext
+        for _ in range(2):  # the second unwrap of the same wrapped key is kept (``Doorkeeper``)
+            assert await worker_b.decrypt_data_key("k", dk.wrapped, CTX) == dk.plaintext
         assert len(worker_b.data_keys) == 1  # B holds the unwrapped data key now
         await worker_a.set_enabled("k", False)
         assert await worker_b.decrypt_data_key("k", dk.wrapped, CTX) == dk.plaintext  # cached: still enabled
@@ -227,10 +229,10 @@ def test_a_change_reaches_another_worker_within_its_cache_time(catalog: SqliteCa
 
 
 def test_unwrapped_data_keys_are_cached_bounded_and_expire(catalog: SqliteCatalog) -> None:
-    """docs/encryption.md "The data key cache": a repeated unwrap is served from the worker's
-    cache (the very same bytes object), only for the exact wrapped bytes and context that opened,
-    at most ``data_key_cache`` keys (least recently used dropped first), each for
-    ``data_key_ttl_s`` after its unwrap."""
+    """docs/encryption.md "The data key cache": a data key unwrapped a second time is kept and
+    later unwraps are served from the worker's cache (the very same bytes object), only for the
+    exact wrapped bytes and context that opened, at most ``data_key_cache`` keys (least recently
+    used dropped first), each for ``data_key_ttl_s`` after its unwrap."""
     now = [0.0]
     store = _store(catalog, data_key_cache=2, data_key_ttl_s=60.0, monotonic=lambda: now[0])
 
@@ -238,17 +240,22 @@ def test_unwrapped_data_keys_are_cached_bounded_and_expire(catalog: SqliteCatalo
         await store.create_key("k")
         one, two, three = [await store.generate_data_key("k", CTX) for _ in range(3)]
         assert len(store.data_keys) == 0  # a write caches nothing
+        once = await store.decrypt_data_key("k", one.wrapped, CTX)
+        assert once == one.plaintext and len(store.data_keys) == 0  # unwrapped once: not kept (Doorkeeper)
         first = await store.decrypt_data_key("k", one.wrapped, CTX)
-        assert first == one.plaintext and await store.decrypt_data_key("k", one.wrapped, CTX) is first  # a hit
+        assert first == one.plaintext and first is not once and len(store.data_keys) == 1
+        assert await store.decrypt_data_key("k", one.wrapped, CTX) is first  # a hit
         with pytest.raises(WrappedKeyError):  # cached under CTX only: another context still does not open
             await store.decrypt_data_key("k", one.wrapped, {**CTX, "team": "ops"})
         bad = bytearray(one.wrapped)
         bad[-1] ^= 1
         with pytest.raises(WrappedKeyError):
             await store.decrypt_data_key("k", bytes(bad), CTX)
-        await store.decrypt_data_key("k", two.wrapped, CTX)
+        for _ in range(2):
+            await store.decrypt_data_key("k", two.wrapped, CTX)
         assert await store.decrypt_data_key("k", one.wrapped, CTX) is first  # one is now the most recent
-        await store.decrypt_data_key("k", three.wrapped, CTX)  # two is dropped, not one
+        for _ in range(2):
+            await store.decrypt_data_key("k", three.wrapped, CTX)  # two is dropped, not one
         assert len(store.data_keys) == 2 and await store.decrypt_data_key("k", one.wrapped, CTX) is first
         now[0] += 60.0  # past its time: unwrapped again
         again = await store.decrypt_data_key("k", one.wrapped, CTX)
@@ -257,6 +264,20 @@ def test_unwrapped_data_keys_are_cached_bounded_and_expire(catalog: SqliteCatalo
         assert len(store.data_keys) == 0 and "DataKeyCache(0/2" in repr(store.data_keys)
 
     asyncio.run(run())
+
+
+def test_doorkeeper_admits_a_name_offered_again_and_stays_bounded() -> None:
+    """A cache's admission: the second offer of a name among the last ``entries`` offered, then
+    the name starts over; a full set is emptied (a stream of names seen once keeps at most
+    ``entries``)."""
+    door = Doorkeeper(3)
+    assert [door.again(n) for n in ("a", "b", "a", "a")] == [False, False, True, False]  # b, a
+    assert door.again("c") is False and len(door) == 3
+    assert door.again("d") is False and len(door) == 1  # full: emptied, then d
+    assert door.again("b") is False  # forgotten with the rest
+    assert [door.again(n) for n in ("d", "b")] == [True, True]
+    door.clear()
+    assert len(door) == 0 and door.again("d") is False
 
 
 def test_context_and_key_names() -> None:

@@ -19,7 +19,14 @@ from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog, VersioningChanged, VersionRecord
 from tierstore.crypto import PACKAGE_BYTES, KmsKeyDisabled, LocalKeyStore, MasterKey, StreamLayout
 from tierstore.engine import EncryptionRequest, ObjectService
-from tierstore.engine._encryption import new_nonce_prefix, open_range, seal_chunks, verified_bindings
+from tierstore.engine._encryption import (
+    VerifiedBindings,
+    _binding_memo_key,
+    new_nonce_prefix,
+    open_range,
+    seal_chunks,
+    verified_bindings,
+)
 from tierstore.errors import InternalError
 from tierstore.types import NULL_VERSION, GetOptions, ObjectMeta
 
@@ -123,6 +130,8 @@ def test_a_cached_data_key_is_refused_once_its_key_is_disabled(tmp_path: Path) -
         kms.data_keys.clear()
         verified_bindings.clear()
         assert read(svc, "k") == data
+        assert (len(kms.data_keys), len(verified_bindings)) == (0, 0)  # read once: nothing kept (Doorkeeper)
+        assert read(svc, "k") == data
         assert (len(kms.data_keys), len(verified_bindings)) == (1, 1)  # what the next reads are served from
         assert read(svc, "k") == data
         asyncio.run(kms.set_enabled("team-key", False))  # this worker: at once (other workers: within 1 s)
@@ -183,3 +192,24 @@ def test_open_range_across_multipart_streams() -> None:
 
     with pytest.raises(InternalError, match="b/k"):
         asyncio.run(opened_broken())
+
+
+def test_verified_bindings_keep_a_row_read_again_and_drop_the_older_half_when_full() -> None:
+    """A row verified twice is kept (``Doorkeeper``), found again only with every input the same,
+    and a full memo drops its older half in one pass, keeping the newer rows."""
+    memo = VerifiedBindings(4)
+    streams = (StreamLayout(0, 1, bytes(7)),)
+
+    def row(i: int, version_id: str = "v1") -> tuple[object, ...]:
+        return _binding_memo_key({"mac": f"mac{i}", "wk": f"wk{i}", "n": 1}, "b", f"k{i}", version_id, [])
+
+    for i in range(4):
+        memo.put(row(i), streams)
+        assert memo.get(row(i)) is None  # verified once: not kept
+        memo.put(row(i), streams)
+        assert memo.get(row(i)) is streams
+    assert memo.get(row(0, version_id="v2")) is None  # another input: a miss, though the MAC is the same
+    memo.put(row(4), streams)
+    memo.put(row(4), streams)  # full: rows 0 and 1 dropped, 2 and 3 kept, then 4
+    assert [memo.get(row(i)) is streams for i in range(5)] == [False, False, True, True, True]
+    assert len(memo) == 3

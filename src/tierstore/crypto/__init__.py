@@ -10,7 +10,7 @@ from tierstore.crypto._customer import (
     unwrap_customer_data_key,
     wrap_customer_data_key,
 )
-from tierstore.crypto._keystore import KeyTable, LocalKeyStore, wrapped_key_version
+from tierstore.crypto._keystore import Doorkeeper, KeyTable, LocalKeyStore, wrapped_key_version
 from tierstore.crypto._kms import (
     DATA_KEY_BYTES,
     SSE_S3_KEY_ID,
@@ -75,6 +75,7 @@ __all__ = [
     "SSE_S3_KEY_ID",
     "CustomerKeyMismatch",
     "DataKey",
+    "Doorkeeper",
     "HmacSha256Keys",
     "IntegrityError",
     "KeyService",

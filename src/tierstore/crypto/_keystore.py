@@ -35,7 +35,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -97,6 +97,38 @@ def wrapped_key_version(wrapped: bytes) -> int:
     return int(_HEAD.unpack_from(wrapped)[1])
 
 
+class Doorkeeper:
+    """Admission to a cache on the second sighting (TinyLFU's "doorkeeper"): ``again(name)`` is
+    True when ``name`` was offered before, among the last ``entries`` names offered (the set is
+    emptied when full). A read that never comes back (a job reading each object once, a dataset
+    larger than the cache) then costs a set insert, not an entry that is kept, evicted and never
+    hit: measured, a cache of 4,096 data keys and bindings that never hit cost an encrypted 4 KiB
+    GET ~13 us (docs/benchmarks.md "Issue 16, session 13"). Names only (wrapped keys, stored MACs:
+    catalog data), never key material."""
+
+    __slots__ = ("_names", "entries")
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._names: set[Any] = set()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def again(self, name: Any) -> bool:
+        names = self._names
+        if name in names:
+            names.discard(name)
+            return True
+        if len(names) >= self.entries:
+            names.clear()
+        names.add(name)
+        return False
+
+    def clear(self) -> None:
+        self._names.clear()
+
+
 class DataKeyCache:
     """Data keys this process unwrapped, by (wrapped key, associated data): a bounded LRU whose
     entries expire ``ttl_s`` after they were added (not after their last use). AES-GCM
@@ -104,7 +136,7 @@ class DataKeyCache:
     immutable), the wrapped bytes and the associated data, so a hit returns exactly what the
     unwrap would; only successful unwraps are added. ``entries`` 0 keeps nothing."""
 
-    __slots__ = ("_clock", "_keys", "entries", "ttl_s")
+    __slots__ = ("_clock", "_keys", "_seen", "entries", "ttl_s")
 
     def __init__(self, entries: int, ttl_s: float, clock: Callable[[], float]) -> None:
         self.entries = entries
@@ -113,6 +145,7 @@ class DataKeyCache:
         # by the wrapped bytes alone (hashing them is half the cost of hashing both), the
         # associated data kept beside the key and compared on a hit: the same answers
         self._keys: OrderedDict[bytes, tuple[float, bytes, bytes]] = OrderedDict()
+        self._seen = Doorkeeper(entries)
 
     def __repr__(self) -> str:  # never key material
         return f"DataKeyCache({len(self._keys)}/{self.entries}, ttl_s={self.ttl_s})"
@@ -131,7 +164,8 @@ class DataKeyCache:
         return hit[2]
 
     def put(self, wrapped: bytes, aad: bytes, data_key: bytes) -> None:
-        if self.entries <= 0:
+        """Keep ``data_key`` if ``wrapped`` was unwrapped before (``Doorkeeper``)."""
+        if self.entries <= 0 or not self._seen.again(wrapped):
             return
         self._keys[wrapped] = (self._clock() + self.ttl_s, aad, data_key)
         self._keys.move_to_end(wrapped)
@@ -140,6 +174,7 @@ class DataKeyCache:
 
     def clear(self) -> None:
         self._keys.clear()
+        self._seen.clear()
 
 
 def _sealing_context(key_id: str, version: int) -> bytes:

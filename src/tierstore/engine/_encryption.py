@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from tierstore.crypto import (
     PACKAGE_BYTES,
     SSE_S3_KEY_ID,
     CustomerKeyMismatch,
+    Doorkeeper,
     IntegrityError,
     KeyService,
     KmsError,
@@ -275,35 +277,42 @@ def _damaged(bucket: str, key: str, version_id: str, exc: Exception) -> Internal
 
 class VerifiedBindings:
     """The rows whose binding MAC this process verified (SSE-S3/SSE-KMS), by everything the
-    check reads: the wrapped key and its context, bucket, key, version id, kind, package size,
-    size, stream layout and the stored MAC. The key service unwraps a wrapped key under a context
-    to one data key or to none, so the same inputs verify again exactly as they did: a repeated
-    read skips the HKDF and the HMAC. Holds catalog data only (no key, no plaintext); at most
-    ``entries``, the oldest dropped first; the unwrap (and its key status check) still runs on
-    every read. SSE-C rows are not kept: the customer's key is another input."""
+    check reads: the whole ``"e"`` document (wrapped key, key id, context, kind, package size,
+    size, stream layout, the stored MAC), bucket, key, version id and part sizes. The key
+    service unwraps a wrapped key under a context to one data key or to none, so the same inputs
+    verify again exactly as they did: a repeated read skips the HKDF and the HMAC. Holds catalog
+    data only (no key, no plaintext); at most ``entries``: when full, the older half is dropped
+    in one pass (a miss, every first read, costs a lookup and an insert, nothing that grows
+    with the size). The unwrap (and its key status check) still runs on every read. SSE-C rows
+    are not kept: the customer's key is another input."""
 
-    __slots__ = ("_rows", "entries")
+    __slots__ = ("_rows", "_seen", "entries")
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
         self._rows: dict[Any, tuple[tuple[Any, ...], Streams]] = {}  # the stored MAC -> (every input, layout)
+        self._seen = Doorkeeper(entries)
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def get(self, memo: tuple[Any, ...]) -> Streams | None:
-        hit = self._rows.get(memo[-1])  # by the stored MAC (hashing it alone is cheaper), then every input compared
+        hit = self._rows.get(memo[0])  # by the stored MAC (hashing it alone is cheaper), then every input compared
         return hit[1] if hit is not None and hit[0] == memo else None
 
     def put(self, memo: tuple[Any, ...], streams: Streams) -> None:
-        if self.entries <= 0:
+        """Keep ``memo`` if its row was verified before (``Doorkeeper``)."""
+        if self.entries <= 0 or not self._seen.again(memo[0]):
             return
-        if len(self._rows) >= self.entries:
-            del self._rows[next(iter(self._rows))]
-        self._rows[memo[-1]] = (memo, streams)
+        rows = self._rows
+        if len(rows) >= self.entries:  # the newer half kept, in order (deleting the oldest one at a
+            # time leaves holes at the front of the dict that every later ``next(iter())`` walks)
+            rows = self._rows = dict(itertools.islice(rows.items(), len(rows) // 2, None))
+        rows[memo[0]] = (memo, streams)
 
     def clear(self) -> None:
         self._rows.clear()
+        self._seen.clear()
 
 
 verified_bindings = VerifiedBindings(4096)  # per process (worker)
@@ -312,14 +321,13 @@ verified_bindings = VerifiedBindings(4096)  # per process (worker)
 def _binding_memo_key(
     doc: Mapping[str, Any], bucket: str, key: str, version_id: str, part_sizes: list[int]
 ) -> tuple[Any, ...]:
-    """Every input of an SSE-S3/KMS version's unwrap and binding check (``VerifiedBindings``); the
-    stored MAC last (the memo is keyed by it)."""
-    parts = doc.get("parts")
-    layout = (tuple(tuple(p) for p in parts), tuple(part_sizes)) if parts is not None else doc["np"]
-    return (
-        doc["wk"], doc["kid"], doc.get("ctx"), bucket, key, version_id, doc["kind"], doc["ps"], doc["n"], layout,
-        doc["mac"],
-    )  # fmt: skip
+    """Every input of an SSE-S3/KMS version's unwrap and binding check (``VerifiedBindings``),
+    the stored MAC first (the memo is keyed by it): the document's items as they are (strings
+    and numbers; a multipart layout's lists copied into tuples, so nothing kept can change)."""
+    items = tuple(doc.items())
+    if "parts" in doc:
+        items = tuple((name, tuple(tuple(p) for p in value) if name == "parts" else value) for name, value in items)
+    return (doc["mac"], bucket, key, version_id, tuple(part_sizes), items)
 
 
 async def open_data_key(
