@@ -21,7 +21,6 @@ from tierstore.crypto import PACKAGE_BYTES, KmsKeyDisabled, LocalKeyStore, Maste
 from tierstore.engine import EncryptionRequest, ObjectService
 from tierstore.engine._encryption import (
     VerifiedBindings,
-    _binding_memo_key,
     new_nonce_prefix,
     open_range,
     seal_chunks,
@@ -200,16 +199,17 @@ def test_verified_bindings_keep_a_row_read_again_and_drop_the_older_half_when_fu
     memo = VerifiedBindings(4)
     streams = (StreamLayout(0, 1, bytes(7)),)
 
-    def row(i: int, version_id: str = "v1") -> tuple[object, ...]:
-        return _binding_memo_key({"mac": f"mac{i}", "wk": f"wk{i}", "n": 1}, "b", f"k{i}", version_id, [])
+    def doc(i: int) -> dict[str, object]:
+        return {"mac": f"mac{i}", "wk": f"wk{i}", "n": 1}
 
     for i in range(4):
-        memo.put(row(i), streams)
-        assert memo.get(row(i)) is None  # verified once: not kept
-        memo.put(row(i), streams)
-        assert memo.get(row(i)) is streams
-    assert memo.get(row(0, version_id="v2")) is None  # another input: a miss, though the MAC is the same
-    memo.put(row(4), streams)
-    memo.put(row(4), streams)  # full: rows 0 and 1 dropped, 2 and 3 kept, then 4
-    assert [memo.get(row(i)) is streams for i in range(5)] == [False, False, True, True, True]
+        memo.put(doc(i), "b", f"k{i}", "v1", [], streams)
+        assert memo.get(doc(i), "b", f"k{i}", "v1", []) is None  # verified once: not kept
+        memo.put(doc(i), "b", f"k{i}", "v1", [], streams)
+        assert memo.get(doc(i), "b", f"k{i}", "v1", []) is streams
+    assert memo.get(doc(0), "b", "k0", "v2", []) is None  # another input: a miss, though the MAC is the same
+    assert memo.get({**doc(0), "wk": "moved"}, "b", "k0", "v1", []) is None
+    memo.put(doc(4), "b", "k4", "v1", [], streams)
+    memo.put(doc(4), "b", "k4", "v1", [], streams)  # full: rows 0 and 1 dropped, 2 and 3 kept, then 4
+    assert [memo.get(doc(i), "b", f"k{i}", "v1", []) is streams for i in range(5)] == [False, False, True, True, True]
     assert len(memo) == 3

@@ -296,14 +296,22 @@ class VerifiedBindings:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def get(self, memo: tuple[Any, ...]) -> Streams | None:
-        hit = self._rows.get(memo[0])  # by the stored MAC (hashing it alone is cheaper), then every input compared
-        return hit[1] if hit is not None and hit[0] == memo else None
+    def get(
+        self, doc: Mapping[str, Any], bucket: str, key: str, version_id: str, part_sizes: list[int]
+    ) -> Streams | None:
+        """The layout of a row verified before with these very inputs, or None."""
+        hit = self._rows.get(doc["mac"])  # by the stored MAC (hashing it alone is cheaper), then every input compared
+        if hit is None:
+            return None
+        return hit[1] if hit[0] == _binding_memo_key(doc, bucket, key, version_id, part_sizes) else None
 
-    def put(self, memo: tuple[Any, ...], streams: Streams) -> None:
-        """Keep ``memo`` if its row was verified before (``Doorkeeper``)."""
-        if self.entries <= 0 or not self._seen.again(memo[0]):
+    def put(
+        self, doc: Mapping[str, Any], bucket: str, key: str, version_id: str, part_sizes: list[int], streams: Streams
+    ) -> None:
+        """Keep the row just verified, if it was verified before (``Doorkeeper``)."""
+        if self.entries <= 0 or not self._seen.again(doc["mac"]):
             return
+        memo = _binding_memo_key(doc, bucket, key, version_id, part_sizes)
         rows = self._rows
         if len(rows) >= self.entries:  # the newer half kept, in order (deleting the oldest one at a
             # time leaves holes at the front of the dict that every later ``next(iter())`` walks)
@@ -351,16 +359,15 @@ async def open_data_key(
         if int(doc["n"]) != size:
             raise IntegrityError("the encrypted size does not match the object's")
         wrapped = binascii.a2b_base64(doc["wk"], strict_mode=True)  # ``_unb64``, inline
-        memo = None
-        if doc["kind"] == "c":
+        keystore = doc["kind"] != "c"  # SSE-S3/SSE-KMS: the memo of verified rows applies
+        if not keystore:
             assert customer_key is not None, "check_read_key runs first"
             data_key = unwrap_customer_data_key(customer_key, wrapped, salt=_unb64(doc, "cs"), bucket=bucket, key=key)
         else:
             if kms is None:
                 raise NotImplementedOperation("This object is encrypted and this server has no key service.")
             data_key = await kms.decrypt_data_key(str(doc["kid"]), wrapped, kms_context(doc, bucket, key))
-            memo = _binding_memo_key(doc, bucket, key, version_id, part_sizes)
-            streams_seen = verified_bindings.get(memo)
+            streams_seen = verified_bindings.get(doc, bucket, key, version_id, part_sizes)
             if streams_seen is not None:  # this very row verified under this very wrapped key before
                 return data_key, streams_seen
         if "parts" in doc:
@@ -369,8 +376,8 @@ async def open_data_key(
             streams = (StreamLayout(0, size, binascii.a2b_base64(doc["np"], strict_mode=True)),)
         mac = binascii.a2b_base64(doc["mac"], strict_mode=True)
         verify_row_binding(mac, data_key, bucket, key, version_id, str(doc["kind"]), streams, int(doc["ps"]))
-        if memo is not None:
-            verified_bindings.put(memo, streams)
+        if keystore:
+            verified_bindings.put(doc, bucket, key, version_id, part_sizes, streams)
     except KmsError as exc:
         if not isinstance(exc, WrappedKeyError):  # a deleted or disabled key, a key service down
             raise
