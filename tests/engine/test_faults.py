@@ -21,7 +21,7 @@ from tierstore.blob import LocalBlobStore
 from tierstore.catalog import SqliteCatalog
 from tierstore.engine import ObjectService
 from tierstore.engine._service import MIN_PART_BYTES, CompletedPart
-from tierstore.errors import CorruptBlob, InsufficientStorage, InternalError, InvalidPart, NoSuchKey
+from tierstore.errors import CorruptBlob, InsufficientStorage, InternalError, InvalidPart, NoSuchKey, NoSuchUpload
 from tierstore.testing.faulty import FaultPlan, FaultyBlobStore, Trigger, seeds
 from tierstore.types import ObjectMeta, PartInfo
 
@@ -226,7 +226,8 @@ class _PartsTakenCatalog(SqliteCatalog):
 def test_completion_whose_parts_a_concurrent_completion_took_answers_its_result(tmp_path: Path) -> None:
     """Two CompleteMultipartUpload calls of one upload with the same parts: the one that finds
     the parts gone (the other committed after this one found the upload) answers the other's
-    result, not InvalidPart. Other parts than the winner's still get an error."""
+    result, not InvalidPart; with other parts than the winner's, NoSuchUpload (as a later retry
+    is answered)."""
     catalog = _PartsTakenCatalog(tmp_path / "catalog.db")
     svc = ObjectService(catalog, LocalBlobStore(tmp_path / "data"), inline_max_bytes=0)
 
@@ -255,8 +256,12 @@ def test_completion_whose_parts_a_concurrent_completion_took_answers_its_result(
             await svc.complete_multipart_upload(BUCKET, "race2", up2.upload_id, first)
 
         catalog.before_first_list = other2
-        with pytest.raises(InvalidPart):  # the winner completed with other parts
+        with pytest.raises(NoSuchUpload):  # the winner completed with other parts: as a later retry is answered
             await svc.complete_multipart_upload(BUCKET, "race2", up2.upload_id, [*first, CompletedPart(2, part2.etag)])
+        up3 = await svc.create_multipart_upload(BUCKET, "race3")
+        part3 = await svc.upload_part(BUCKET, "race3", up3.upload_id, 1, _body(b"c"))
+        with pytest.raises(InvalidPart):  # a part never uploaded, the upload still there: InvalidPart
+            await svc.complete_multipart_upload(BUCKET, "race3", up3.upload_id, [CompletedPart(2, part3.etag)])
 
     try:
         asyncio.run(body())

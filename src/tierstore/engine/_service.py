@@ -2022,10 +2022,12 @@ class ObjectService:
         stored = {p.part_number: p for p in await self.catalog.list_parts(upload_id, 0, MAX_PART_NUMBER + 1)}
         if any(p.part_number not in stored for p in parts):
             # A concurrent completion may have taken the parts after ``_upload`` found the upload:
-            # its remembered answer, when the parts are the same, rather than InvalidPart.
+            # its remembered answer when the parts are the same, NoSuchUpload when they are not
+            # (as for a later retry), rather than InvalidPart.
             done = await self._completed(bucket, key, upload_id, parts, sent)
             if done is not None:
                 return done
+            await self._upload(bucket, key, upload_id)  # NoSuchUpload once it is gone
         chosen: list[PartInfo] = []
         for i, p in enumerate(parts):
             sp = stored.get(p.part_number)
