@@ -60,6 +60,8 @@ DATASET_MOVES: dict[str, dict[str, str]] = {
 }
 
 _JSON = "application/json"
+
+
 class ObjectReads(Protocol):
     """The read rights ``_extensions`` hands the dataset and model answers: a ``MayRead`` that
     also tells when every object of a bucket may be read in this request (``covers``)."""
@@ -212,12 +214,12 @@ async def check_reads(may_read: ObjectReads, columns: list[tuple[Any, Any]]) -> 
         for bucket in pc.unique(buckets).to_pylist():
             if bucket in covered:
                 continue
-            named = keys.filter(pc.equal(buckets, bucket))
-            await may_read(bucket, named[0].as_py(), None)
+            first, *others = dict.fromkeys(keys.filter(pc.equal(buckets, bucket)).to_pylist())
+            await may_read(bucket, first, None)
             if may_read.covers(bucket):
                 covered.add(bucket)
                 continue
-            for key in dict.fromkeys(named.to_pylist()):
+            for key in others:
                 await may_read(bucket, key, None)
 
 

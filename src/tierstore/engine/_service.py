@@ -2008,11 +2008,8 @@ class ObjectService:
         sent = (object_checksum_algorithm, full_object_checksum) if full_object_checksum is not None else None
         try:
             upload = await self._upload(bucket, key, upload_id)
-        except NoSuchUpload:
-            done = await self._completed(bucket, key, upload_id, parts, sent)
-            if done is None:
-                raise
-            return done
+        except NoSuchUpload as gone:
+            return await self._completed(bucket, key, upload_id, parts, sent, gone)
         check_part_key(upload.encryption, customer_key)
         if not parts:
             raise InvalidRequest("You must specify at least one part")  # S3: MalformedXML in practice
@@ -2022,12 +2019,11 @@ class ObjectService:
         stored = {p.part_number: p for p in await self.catalog.list_parts(upload_id, 0, MAX_PART_NUMBER + 1)}
         if any(p.part_number not in stored for p in parts):
             # A concurrent completion may have taken the parts after ``_upload`` found the upload:
-            # its remembered answer when the parts are the same, NoSuchUpload when they are not
-            # (as for a later retry), rather than InvalidPart.
-            done = await self._completed(bucket, key, upload_id, parts, sent)
-            if done is not None:
-                return done
-            await self._upload(bucket, key, upload_id)  # NoSuchUpload once it is gone
+            # answered as a retry of it is, rather than InvalidPart.
+            try:
+                await self._upload(bucket, key, upload_id)
+            except NoSuchUpload as gone:
+                return await self._completed(bucket, key, upload_id, parts, sent, gone)
         chosen: list[PartInfo] = []
         for i, p in enumerate(parts):
             sp = stored.get(p.part_number)
@@ -2116,11 +2112,8 @@ class ObjectService:
                 await self._commit_bound(meta, bound, commit)
             else:
                 meta.version_id = await commit(False)
-        except NoSuchUpload:  # a concurrent completion of the same upload won
-            done = await self._completed(bucket, key, upload_id, parts, sent)
-            if done is None:
-                raise
-            return done
+        except NoSuchUpload as gone:  # a concurrent completion of the same upload won
+            return await self._completed(bucket, key, upload_id, parts, sent, gone)
         await self._drain_after_commit()
         await self._into_tier(meta)  # the parts stayed local; the completed version moves now
         return meta
@@ -2142,18 +2135,25 @@ class ObjectService:
         raise InternalError("The bucket's versioning kept changing during the write; try again.")
 
     async def _completed(
-        self, bucket: str, key: str, upload_id: str, parts: list[CompletedPart], sent: tuple[str | None, str] | None
-    ) -> ObjectMeta | None:
-        """The result of an earlier successful completion of ``upload_id`` with the same parts,
-        or None (never completed, completed with other parts, or too long ago)."""
+        self,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[CompletedPart],
+        sent: tuple[str | None, str] | None,
+        gone: NoSuchUpload,
+    ) -> ObjectMeta:
+        """The result of an earlier successful completion of ``upload_id`` with the same parts;
+        ``gone`` (the NoSuchUpload that found the upload missing) is raised when there is none
+        (never completed, completed with other parts, or too long ago)."""
         found = await self.catalog.completed_upload(bucket, key, upload_id)
         if found is None:
-            return None
+            raise gone
         fingerprint, result = found
         if fingerprint != _parts_fingerprint(parts) or result.modified_ns < self.clock.now_ns() - (
             COMPLETED_UPLOAD_KEEP_S * 1_000_000_000
         ):
-            return None
+            raise gone
         if sent is not None:
             _check_object_checksum(sent, result.checksums)
         return result
